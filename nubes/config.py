@@ -1,0 +1,229 @@
+"""Every nubes option, grouped the way nova.conf groups them.
+
+Options are declared with oslo.config (typed, with defaults and help) and read
+from INI files given with ``--config-file`` (repeatable; later files win).
+:func:`load` parses the command line and files and then reads every option
+once, so a malformed value stops the service at start with a message naming
+the option and the file, instead of failing later in the middle of work.
+
+``nubes-manage config sample`` prints a sample file generated from these
+definitions (:func:`sample`).
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+from nubes import exception
+
+DEFAULT_TRANSPORT_URL = "memory://"
+DEFAULT_DB_CONNECTION = "sqlite:///nubes.sqlite"
+
+default_opts = [
+    cfg.StrOpt(
+        "transport_url",
+        default=DEFAULT_TRANSPORT_URL,
+        secret=True,
+        help="Message bus URL: memory:// (in-process) or "
+        "rabbit://user:pass@host:port/vhost (RabbitMQ; several hosts comma-separated).",
+    ),
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<hostname>",
+        help="Name of this host: the compute host name and the RPC server name.",
+    ),
+    cfg.FloatOpt(
+        "rpc_response_timeout",
+        default=60.0,
+        min=0.1,
+        help="Seconds an RPC call waits for its reply.",
+    ),
+    cfg.IntOpt(
+        "report_interval",
+        default=10,
+        min=1,
+        help="Seconds between service heartbeats.",
+    ),
+    cfg.IntOpt(
+        "service_down_time",
+        default=60,
+        min=1,
+        help="A service not seen for this many seconds is considered down.",
+    ),
+    cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
+    cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+]
+
+database_opts = [
+    cfg.StrOpt(
+        "connection",
+        default=DEFAULT_DB_CONNECTION,
+        secret=True,
+        help="SQLAlchemy URL of the main database (sqlite, postgresql or mysql).",
+    ),
+    cfg.StrOpt(
+        "replica_connection",
+        secret=True,
+        help="SQLAlchemy URL of a read replica, used for reads allowed to be slightly stale.",
+    ),
+    cfg.IntOpt("max_pool_size", default=10, min=1, help="Connections kept open per process."),
+    cfg.IntOpt("max_overflow", default=20, min=0, help="Extra connections allowed under load."),
+    cfg.IntOpt("pool_timeout", default=30, min=1, help="Seconds to wait for a pooled connection."),
+]
+
+rabbit_opts = [
+    cfg.FloatOpt(
+        "reconnect_backoff_min",
+        default=0.2,
+        min=0.01,
+        help="First wait (seconds) before reconnecting to the broker; doubles, with jitter.",
+    ),
+    cfg.FloatOpt(
+        "reconnect_backoff_max",
+        default=10.0,
+        min=0.1,
+        help="Longest wait (seconds) between reconnection attempts.",
+    ),
+    cfg.IntOpt(
+        "heartbeat_timeout",
+        default=60,
+        min=0,
+        help="AMQP heartbeat (seconds); 0 switches heartbeats off.",
+    ),
+    cfg.IntOpt(
+        "prefetch_count",
+        default=256,
+        min=1,
+        help="Messages a server takes from the broker before acknowledging any.",
+    ),
+]
+
+conductor_opts = [
+    cfg.IntOpt("workers", default=1, min=1, help="Conductor worker processes."),
+    cfg.StrOpt("topic", default="conductor", help="RPC topic of the conductor."),
+]
+
+scheduler_opts = [
+    cfg.IntOpt(
+        "max_attempts",
+        default=3,
+        min=1,
+        help="Hosts tried for one instance: the chosen one plus alternates.",
+    ),
+    cfg.IntOpt("workers", default=1, min=1, help="Scheduler worker processes."),
+]
+
+upgrade_levels_opts = [
+    cfg.StrOpt(
+        "conductor",
+        help="Cap on the conductor RPC API version this service sends "
+        "(a version, a release name, or 'auto' for the oldest service running).",
+    ),
+    cfg.StrOpt("compute", help="Cap on the compute RPC API version this service sends."),
+    cfg.StrOpt("scheduler", help="Cap on the scheduler RPC API version this service sends."),
+]
+
+#: Group name -> options, in the order the sample file shows them.
+OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
+    "DEFAULT": default_opts,
+    "database": database_opts,
+    "oslo_messaging_rabbit": rabbit_opts,
+    "conductor": conductor_opts,
+    "scheduler": scheduler_opts,
+    "upgrade_levels": upgrade_levels_opts,
+}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for group, opts in OPTION_GROUPS.items():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+
+
+def new_config() -> cfg.ConfigOpts:
+    """A fresh ConfigOpts with every nubes option registered (tests make their own)."""
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    return conf
+
+
+CONF = new_config()
+
+
+def _check_all(conf: cfg.ConfigOpts) -> None:
+    """Read every option once so a bad value fails now, naming option and file."""
+    for group, opts in OPTION_GROUPS.items():
+        for opt in opts:
+            node = conf if group == "DEFAULT" else conf[group]
+            try:
+                node[opt.dest]
+            except (cfg.ConfigFileValueError, ValueError) as exc:
+                where = "the command line"
+                try:
+                    loc = conf.get_location(opt.dest, None if group == "DEFAULT" else group)
+                    if loc is not None and loc.detail:
+                        where = loc.detail
+                except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+                    pass
+                raise exception.ConfigError(
+                    reason=f"option [{group}] {opt.name} in {where}: {exc}"
+                ) from exc
+
+
+def load(
+    argv: Sequence[str] | None = None,
+    conf: cfg.ConfigOpts | None = None,
+    *,
+    default_config_files: Sequence[str] | None = None,
+) -> cfg.ConfigOpts:
+    """Parse ``--config-file`` arguments and validate every option."""
+    conf = conf if conf is not None else CONF
+    try:
+        conf(
+            list(argv or []),
+            project="nubes",
+            default_config_files=list(default_config_files or []),
+            validate_default_values=True,
+        )
+    except (cfg.ConfigFilesNotFoundError, cfg.ConfigFileParseError) as exc:
+        raise exception.ConfigError(reason=str(exc)) from exc
+    except cfg.Error as exc:
+        raise exception.ConfigError(reason=str(exc)) from exc
+    _check_all(conf)
+    return conf
+
+
+def _format_default(opt: cfg.Opt) -> str:
+    if opt.sample_default is not None:
+        return str(opt.sample_default)
+    if opt.default is None:
+        return "<None>"
+    if isinstance(opt.default, bool):
+        return "true" if opt.default else "false"
+    if isinstance(opt.default, list):
+        return ",".join(str(v) for v in opt.default)
+    return str(opt.default)
+
+
+def sample() -> str:
+    """The text of a sample configuration file, every option commented out."""
+    out: list[str] = []
+    for group, opts in OPTION_GROUPS.items():
+        out.append(f"[{group}]\n")
+        for opt in opts:
+            type_name = getattr(opt.type, "type_name", type(opt.type).__name__)
+            for line in textwrap.wrap(opt.help or "", 76):
+                out.append(f"# {line}")
+            bounds = []
+            if getattr(opt.type, "min", None) is not None:
+                bounds.append(f"minimum {opt.type.min}")
+            if getattr(opt.type, "max", None) is not None:
+                bounds.append(f"maximum {opt.type.max}")
+            extra = f" ({', '.join(bounds)})" if bounds else ""
+            out.append(f"# ({type_name}){extra}")
+            out.append(f"#{opt.dest} = {_format_default(opt)}\n")
+    return "\n".join(out)

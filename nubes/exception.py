@@ -1,0 +1,176 @@
+"""The one error tree of nubes.
+
+Every error nubes raises on purpose is a :class:`NubesError`. Each class knows
+the HTTP status the API answers with (``code``) and whether its message may be
+shown to a user (``safe``); an unsafe message is replaced by a generic one at
+the API boundary and only logged. Errors travel over RPC by class name and
+keyword arguments, so the same class is raised on the caller's side when the
+RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
+
+::
+
+    NubesError (500)
+    ├── ConfigError                       bad option value or file, refused at start
+    ├── Invalid (400)
+    │   ├── ValidationError               a field of a request or message is wrong
+    │   └── ObjectFieldError              a value does not fit an object field
+    ├── Forbidden (403)
+    │   └── IdentityMismatch              a message claims someone its sender is not
+    ├── NotFound (404)
+    ├── Conflict (409)
+    │   └── ObjectActionError             an object method cannot run in this state
+    ├── ObjectError (500)
+    │   ├── UnknownObject                 no such object name in the registry
+    │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
+    │   └── ObjectLoadError               a lazy-loaded field could not be loaded
+    ├── DatabaseAccessForbidden (500)     compute touched the DB layer
+    └── RPCError (500)
+        ├── TransportError (503)          the bus is unreachable; names the hop
+        ├── MessagingTimeout (504)        no reply within the call's timeout
+        ├── UnsupportedVersion            the server cannot handle that version
+        ├── MalformedMessage (400)        undecodable body or missing envelope
+        ├── NoSuchMethod (400)            unknown method or namespace
+        ├── InvalidArguments (400)        missing, extra or mistyped arguments
+        └── RemoteError                   an unexpected error on the remote side
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+#: Shown instead of a message that is not safe for users.
+GENERIC_MESSAGE = "An unexpected error occurred; the request id identifies it in the logs."
+
+
+class NubesError(Exception):
+    """Base of every deliberate nubes error.
+
+    Subclasses set ``msg_fmt`` (formatted with the keyword arguments), ``code``
+    and ``safe``. The keyword arguments are kept in ``kwargs`` so the error can
+    be rebuilt on the other side of an RPC call.
+    """
+
+    msg_fmt: ClassVar[str] = "An unknown error occurred."
+    code: ClassVar[int] = 500
+    safe: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs if kwargs else self.msg_fmt
+            except (KeyError, TypeError, ValueError):
+                # A format mismatch must not hide the original failure.
+                message = f"{self.msg_fmt} ({kwargs!r})"
+        self.message = message
+        super().__init__(message)
+
+    def user_message(self) -> str:
+        """The text an API response may carry."""
+        return self.message if self.safe else GENERIC_MESSAGE
+
+
+class ConfigError(NubesError):
+    msg_fmt = "Invalid configuration: %(reason)s"
+
+
+class Invalid(NubesError):
+    msg_fmt = "Invalid input: %(reason)s"
+    code = 400
+    safe = True
+
+
+class ValidationError(Invalid):
+    msg_fmt = "Invalid value for %(field)s: %(reason)s"
+
+
+class ObjectFieldError(Invalid):
+    msg_fmt = "%(objname)s.%(field)s cannot be set to %(value)s: %(reason)s"
+
+
+class Forbidden(NubesError):
+    msg_fmt = "Forbidden: %(reason)s"
+    code = 403
+    safe = True
+
+
+class IdentityMismatch(Forbidden):
+    msg_fmt = "Message claims caller %(claimed)s but was sent by %(actual)s"
+
+
+class NotFound(NubesError):
+    msg_fmt = "Resource could not be found: %(reason)s"
+    code = 404
+    safe = True
+
+
+class Conflict(NubesError):
+    msg_fmt = "Conflict: %(reason)s"
+    code = 409
+    safe = True
+
+
+class ObjectActionError(Conflict):
+    msg_fmt = "Object action %(action)s failed: %(reason)s"
+
+
+class ObjectError(NubesError):
+    msg_fmt = "Object error: %(reason)s"
+
+
+class UnknownObject(ObjectError):
+    msg_fmt = "Unknown object %(objname)s"
+
+
+class IncompatibleObjectVersion(ObjectError):
+    msg_fmt = "Version %(objver)s of %(objname)s is not supported; highest known is %(supported)s"
+
+
+class ObjectLoadError(ObjectError):
+    msg_fmt = "Cannot load %(field)s of %(objname)s: %(reason)s"
+
+
+class DatabaseAccessForbidden(NubesError):
+    msg_fmt = (
+        "This service (%(service)s) has no database access; "
+        "database work must go through the conductor over RPC."
+    )
+
+
+class RPCError(NubesError):
+    msg_fmt = "RPC error: %(reason)s"
+
+
+class TransportError(RPCError):
+    msg_fmt = "Message bus failure at %(hop)s: %(reason)s"
+    code = 503
+
+
+class MessagingTimeout(RPCError):
+    msg_fmt = "No reply to %(method)s on %(target)s within %(timeout)s s"
+    code = 504
+
+
+class UnsupportedVersion(RPCError):
+    msg_fmt = "Endpoint %(topic)s does not support RPC version %(version)s (it implements %(implemented)s)"
+
+
+class MalformedMessage(RPCError):
+    msg_fmt = "Malformed message: %(reason)s"
+    code = 400
+
+
+class NoSuchMethod(RPCError):
+    msg_fmt = "Endpoint has no method %(method)s in namespace %(namespace)s"
+    code = 400
+
+
+class InvalidArguments(RPCError):
+    msg_fmt = "Bad arguments for %(method)s: %(reason)s"
+    code = 400
+
+
+class RemoteError(RPCError):
+    """An error the remote side did not expect, carried by name and message."""
+
+    msg_fmt = "Remote error: %(exc_type)s %(value)s"
