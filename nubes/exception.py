@@ -152,7 +152,10 @@ class MessagingTimeout(RPCError):
 
 
 class UnsupportedVersion(RPCError):
-    msg_fmt = "Endpoint %(topic)s does not support RPC version %(version)s (it implements %(implemented)s)"
+    msg_fmt = (
+        "Endpoint %(topic)s does not support RPC version %(version)s "
+        "(it implements %(implemented)s)"
+    )
 
 
 class MalformedMessage(RPCError):

@@ -1,0 +1,140 @@
+"""The versioned RPC server.
+
+A server listens on ``topic`` (shared with other servers of the topic),
+``topic.server`` and the topic's fanout, and dispatches each message to an
+endpoint method. Whatever arrives, the server keeps serving: an undecodable
+body, an unknown method, a version it does not implement, bad arguments or a
+sender whose identity does not match what it claims all get a typed error
+back (for calls) or one log line (for casts), and never reach the method.
+
+The caller's identity is the one the transport verified; the request context
+the method receives carries it as ``context.caller``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.rpc import dispatcher, message
+from nubes.rpc.serializer import Serializer
+from nubes.rpc.transport import DEFAULT_MAX_CONCURRENCY, IncomingMessage, Listener, Transport
+
+LOG = logging.getLogger(__name__)
+
+
+class BaseAPI:
+    """Methods every server answers, whatever its service: liveness and identity."""
+
+    RPC_API_VERSION = "1.0"
+    RPC_NAMESPACE = dispatcher.BASE_NAMESPACE
+
+    def __init__(self, server: RPCServer) -> None:
+        self._server = server
+
+    async def ping(self, context: RequestContext, arg: Any = None) -> Any:
+        return arg
+
+    async def whoami(self, context: RequestContext) -> dict[str, Any]:
+        """The caller's identity as this server sees it, and the server's own."""
+        return {
+            "caller": context.caller,
+            "server": self._server.server,
+            "topic": self._server.topic,
+            "identity": self._server.transport.identity,
+        }
+
+
+class RPCServer:
+    def __init__(
+        self,
+        transport: Transport,
+        topic: str,
+        server: str,
+        endpoints: list[object],
+        *,
+        serializer: Serializer | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.server = server
+        self.serializer = serializer or Serializer()
+        self._dispatcher = dispatcher.Dispatcher([*endpoints, BaseAPI(self)], topic)
+        self._max_concurrency = max_concurrency
+        self._listener: Listener | None = None
+
+    async def start(self) -> None:
+        if self._listener is None:
+            self._listener = await self.transport.listen(
+                self.topic, self.server, self._on_message, max_concurrency=self._max_concurrency
+            )
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.stop()
+
+    async def _on_message(self, msg: IncomingMessage) -> None:
+        method = "?"
+        expected: tuple[type[BaseException], ...] = ()
+        try:
+            req = message.decode_request(msg.body)
+            method = req.m
+            ctxt, m = self._resolve(msg, req)
+            expected = m.expected
+            args = await self.serializer.deserialize(ctxt, req.a) if req.a else {}
+            dispatcher.check_arguments(m, args)
+            result = await m.func(ctxt, **args)
+        except Exception as exc:
+            self._log_failure(msg, method, exc, expected)
+            if msg.expects_reply:
+                await msg.reply(message.encode_error(exc))
+            return
+        if msg.expects_reply:
+            try:
+                body = message.encode_result(result, self.serializer.enc_hook)
+            except (TypeError, ValueError) as exc:
+                LOG.exception("Cannot encode the result of %s.%s", self.topic, method)
+                body = message.encode_error(exc)
+            await msg.reply(body)
+
+    def _resolve(
+        self, msg: IncomingMessage, req: message.Request
+    ) -> tuple[RequestContext, dispatcher.Method]:
+        if msg.caller is None:
+            raise exception.Forbidden(reason="the sender's identity could not be verified")
+        try:
+            ctxt = RequestContext.from_dict(req.c)
+        except (TypeError, ValueError) as exc:
+            raise exception.MalformedMessage(reason=f"context: {exc}") from None
+        if ctxt.caller is not None and ctxt.caller != msg.caller:
+            raise exception.IdentityMismatch(claimed=ctxt.caller, actual=msg.caller)
+        ctxt.caller = msg.caller
+        return ctxt, self._dispatcher.find(req.ns, req.v, req.m)
+
+    def _log_failure(
+        self,
+        msg: IncomingMessage,
+        method: str,
+        exc: Exception,
+        expected: tuple[type[BaseException], ...],
+    ) -> None:
+        kind = "call" if msg.expects_reply else "cast"
+        if isinstance(exc, message.FRAMEWORK_ERRORS):
+            # The caller sent something we refuse; it gets told (calls) and we
+            # keep a line for the operator, never a traceback.
+            LOG.warning("Refused %s %s.%s from %s: %s", kind, self.topic, method, msg.caller, exc)
+        elif isinstance(exc, expected):
+            LOG.debug("%s %s.%s raised %s", kind, self.topic, method, exc)
+        else:
+            LOG.error(
+                "Unexpected error in %s %s.%s from %s",
+                kind,
+                self.topic,
+                method,
+                msg.caller,
+                exc_info=exc,
+            )
