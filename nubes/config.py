@@ -12,6 +12,7 @@ definitions (:func:`sample`).
 
 from __future__ import annotations
 
+import configparser
 import socket
 import textwrap
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from nubes import exception
 DEFAULT_TRANSPORT_URL = "memory://"
 DEFAULT_DB_CONNECTION = "sqlite:///nubes.sqlite"
 
-default_opts = [
+default_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "transport_url",
         default=DEFAULT_TRANSPORT_URL,
@@ -59,7 +60,7 @@ default_opts = [
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
 ]
 
-database_opts = [
+database_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "connection",
         default=DEFAULT_DB_CONNECTION,
@@ -74,9 +75,36 @@ database_opts = [
     cfg.IntOpt("max_pool_size", default=10, min=1, help="Connections kept open per process."),
     cfg.IntOpt("max_overflow", default=20, min=0, help="Extra connections allowed under load."),
     cfg.IntOpt("pool_timeout", default=30, min=1, help="Seconds to wait for a pooled connection."),
+    cfg.IntOpt(
+        "connection_recycle_time",
+        default=3600,
+        min=-1,
+        help="Seconds after which a pooled connection is replaced (-1: never); keeps it "
+        "younger than the server's idle timeout.",
+    ),
+    cfg.FloatOpt(
+        "read_after_write_window",
+        default=5.0,
+        min=0.0,
+        help="Seconds after a write during which reads from the same request or task that "
+        "allow stale data still go to the primary, so the writer sees its own write.",
+    ),
+    cfg.IntOpt(
+        "sqlite_busy_timeout",
+        default=5000,
+        min=0,
+        help="Milliseconds SQLite waits for a lock held by another process before failing.",
+    ),
+    cfg.StrOpt(
+        "sqlite_synchronous",
+        default="NORMAL",
+        choices=["OFF", "NORMAL", "FULL"],
+        help="SQLite synchronous pragma; NORMAL with WAL loses no committed data on a "
+        "process crash, only possibly the last transactions on power loss.",
+    ),
 ]
 
-rabbit_opts = [
+rabbit_opts: list[cfg.Opt] = [
     cfg.FloatOpt(
         "reconnect_backoff_min",
         default=0.2,
@@ -103,12 +131,12 @@ rabbit_opts = [
     ),
 ]
 
-conductor_opts = [
+conductor_opts: list[cfg.Opt] = [
     cfg.IntOpt("workers", default=1, min=1, help="Conductor worker processes."),
     cfg.StrOpt("topic", default="conductor", help="RPC topic of the conductor."),
 ]
 
-scheduler_opts = [
+scheduler_opts: list[cfg.Opt] = [
     cfg.IntOpt(
         "max_attempts",
         default=3,
@@ -118,7 +146,7 @@ scheduler_opts = [
     cfg.IntOpt("workers", default=1, min=1, help="Scheduler worker processes."),
 ]
 
-upgrade_levels_opts = [
+upgrade_levels_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "conductor",
         help="Cap on the conductor RPC API version this service sends "
@@ -154,24 +182,37 @@ def new_config() -> cfg.ConfigOpts:
 CONF = new_config()
 
 
+def _file_setting(conf: cfg.ConfigOpts, group: str, name: str) -> str:
+    """The last config file that sets ``[group] name`` (later files win)."""
+    for path in reversed(list(conf.config_file or [])):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        section = (
+            parser.defaults()
+            if group == "DEFAULT"
+            else (parser[group] if parser.has_section(group) else {})
+        )
+        if name in section:
+            return path
+    return "the command line or environment"
+
+
 def _check_all(conf: cfg.ConfigOpts) -> None:
     """Read every option once so a bad value fails now, naming option and file."""
     for group, opts in OPTION_GROUPS.items():
+        node = conf if group == "DEFAULT" else conf[group]
         for opt in opts:
-            node = conf if group == "DEFAULT" else conf[group]
             try:
                 node[opt.dest]
             except (cfg.ConfigFileValueError, ValueError) as exc:
-                where = "the command line"
-                try:
-                    loc = conf.get_location(opt.dest, None if group == "DEFAULT" else group)
-                    if loc is not None and loc.detail:
-                        where = loc.detail
-                except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-                    pass
+                cause = exc.__cause__ or exc.__context__ or exc
+                where = _file_setting(conf, group, opt.name)
                 raise exception.ConfigError(
-                    reason=f"option [{group}] {opt.name} in {where}: {exc}"
-                ) from exc
+                    reason=f"option [{group}] {opt.name} in {where}: {cause}"
+                ) from None
 
 
 def load(
@@ -219,10 +260,11 @@ def sample() -> str:
             for line in textwrap.wrap(opt.help or "", 76):
                 out.append(f"# {line}")
             bounds = []
-            if getattr(opt.type, "min", None) is not None:
-                bounds.append(f"minimum {opt.type.min}")
-            if getattr(opt.type, "max", None) is not None:
-                bounds.append(f"maximum {opt.type.max}")
+            low, high = getattr(opt.type, "min", None), getattr(opt.type, "max", None)
+            if low is not None:
+                bounds.append(f"minimum {low}")
+            if high is not None:
+                bounds.append(f"maximum {high}")
             extra = f" ({', '.join(bounds)})" if bounds else ""
             out.append(f"# ({type_name}){extra}")
             out.append(f"#{opt.dest} = {_format_default(opt)}\n")

@@ -1,0 +1,42 @@
+"""What every nubes command shares: logging, the event loop, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from nubes import exception
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+#: Exit code of a command refused for its configuration or arguments.
+EXIT_CONFIG_ERROR = 2
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+    # aiormq logs every frame at debug; that drowns out our own lines.
+    logging.getLogger("aiormq").setLevel(logging.INFO)
+
+
+def run(coro: Coroutine[Any, Any, int | None]) -> int:
+    """Run ``coro`` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        try:
+            return runner.run(coro) or 0
+        except KeyboardInterrupt:
+            return 0
+
+
+def fail_config(exc: exception.ConfigError) -> int:
+    print(f"nubes: {exc.message}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
