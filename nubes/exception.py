@@ -13,17 +13,37 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     ├── ConfigError                       bad option value or file, refused at start
     ├── Invalid (400)
     │   ├── ValidationError               a field of a request or message is wrong
-    │   └── ObjectFieldError              a value does not fit an object field
+    │   ├── ObjectFieldError              a value does not fit an object field
+    │   │   └── UnknownObjectField        a field name the object does not have
+    │   ├── MalformedObject               an object primitive is not a valid envelope
+    │   └── MarkerNotFound                a pagination marker names no visible row
     ├── Forbidden (403)
     │   └── IdentityMismatch              a message claims someone its sender is not
     ├── NotFound (404)
+    │   ├── ServiceNotFound
+    │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
+    │   ├── InstanceNotFound
+    │   ├── MigrationNotFound
+    │   ├── FlavorNotFound
+    │   ├── AggregateNotFound
+    │   ├── InstanceGroupNotFound
+    │   ├── InstanceActionNotFound
+    │   └── TaskNotFound                  no conductor task with that id
     ├── Conflict (409)
-    │   └── ObjectActionError             an object method cannot run in this state
+    │   ├── ObjectActionError             an object method cannot run in this state
+    │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
+    │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
+    │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
+    │   └── DBDuplicateEntry              a unique constraint refused a row
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
+    ├── DBError (500)                     the database failed in a way the caller may handle
+    │   ├── DBConnectionError (503)       the database is unreachable
+    │   ├── DBDeadlock                    deadlock or lock timeout; the transaction may be retried
+    │   └── DBReferenceError              a row refers to one that does not exist
     └── RPCError (500)
         ├── TransportError (503)          the bus is unreachable; names the hop
         ├── MessagingTimeout (504)        no reply within the call's timeout
@@ -88,6 +108,18 @@ class ObjectFieldError(Invalid):
     msg_fmt = "%(objname)s.%(field)s cannot be set to %(value)s: %(reason)s"
 
 
+class UnknownObjectField(ObjectFieldError):
+    msg_fmt = "%(objname)s %(objver)s has no field %(field)s"
+
+
+class MalformedObject(Invalid):
+    msg_fmt = "Malformed object primitive: %(reason)s"
+
+
+class MarkerNotFound(Invalid):
+    msg_fmt = "Marker %(marker)s could not be found."
+
+
 class Forbidden(NubesError):
     msg_fmt = "Forbidden: %(reason)s"
     code = 403
@@ -104,6 +136,42 @@ class NotFound(NubesError):
     safe = True
 
 
+class ServiceNotFound(NotFound):
+    msg_fmt = "Service %(service)s could not be found."
+
+
+class ComputeHostNotFound(NotFound):
+    msg_fmt = "Compute node %(node)s could not be found."
+
+
+class InstanceNotFound(NotFound):
+    msg_fmt = "Instance %(instance_id)s could not be found."
+
+
+class MigrationNotFound(NotFound):
+    msg_fmt = "Migration %(migration_id)s could not be found."
+
+
+class FlavorNotFound(NotFound):
+    msg_fmt = "Flavor %(flavor_id)s could not be found."
+
+
+class AggregateNotFound(NotFound):
+    msg_fmt = "Aggregate %(aggregate_id)s could not be found."
+
+
+class InstanceGroupNotFound(NotFound):
+    msg_fmt = "Server group %(group_uuid)s could not be found."
+
+
+class InstanceActionNotFound(NotFound):
+    msg_fmt = "Action for request %(request_id)s on instance %(instance_uuid)s not found."
+
+
+class TaskNotFound(NotFound):
+    msg_fmt = "Task %(task_id)s could not be found."
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -112,6 +180,34 @@ class Conflict(NubesError):
 
 class ObjectActionError(Conflict):
     msg_fmt = "Object action %(action)s failed: %(reason)s"
+
+
+class InstanceUpdateConflict(Conflict):
+    """A compare-and-set update lost: another writer changed the instance first.
+
+    ``expected`` and ``actual`` map the checked fields (vm_state, task_state)
+    to what the caller expected and what the row held.
+    """
+
+    msg_fmt = (
+        "Conflict updating instance %(instance_uuid)s: expected %(expected)s, found %(actual)s"
+    )
+
+
+class ComputeNodeGenerationConflict(Conflict):
+    msg_fmt = (
+        "Compute node %(node)s changed meanwhile: generation %(actual)s, expected %(expected)s"
+    )
+
+
+class TaskLeaseLost(Conflict):
+    msg_fmt = "Task %(task_id)s is no longer leased to %(owner)s"
+
+
+class DBDuplicateEntry(Conflict):
+    """A unique constraint refused an insert or update; ``table``/``columns`` name it."""
+
+    msg_fmt = "%(table)s: an entry with the same %(columns)s already exists."
 
 
 class ObjectError(NubesError):
@@ -135,6 +231,23 @@ class DatabaseAccessForbidden(NubesError):
         "This service (%(service)s) has no database access; "
         "database work must go through the conductor over RPC."
     )
+
+
+class DBError(NubesError):
+    msg_fmt = "Database error: %(reason)s"
+
+
+class DBConnectionError(DBError):
+    msg_fmt = "Cannot reach the database: %(reason)s"
+    code = 503
+
+
+class DBDeadlock(DBError):
+    msg_fmt = "Database deadlock or lock timeout; the transaction may be retried: %(reason)s"
+
+
+class DBReferenceError(DBError):
+    msg_fmt = "A row refers to a missing %(table)s: %(reason)s"
 
 
 class RPCError(NubesError):

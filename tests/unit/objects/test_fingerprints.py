@@ -1,0 +1,79 @@
+"""Every object nubes sends, pinned: changing one without a VERSION bump fails here.
+
+If this test fails, read its message. In short: you changed the fields or
+remotable methods of an object. Bump its VERSION (and the history in its
+docstring; give new fields ``added_in``; override ``obj_make_compatible`` if
+an existing field changed meaning), then paste the new fingerprint below.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import nubes.objects  # noqa: F401  (registers every object)
+from nubes.objects import base, fields, fingerprint
+from nubes.objects.registry import REGISTRY
+
+EXPECTED = {
+    "Flavor": "1.0-6d39a471bcb4ead7",
+    "Instance": "1.0-114fc77748d50e3a",
+    "InstanceFault": "1.0-818e9ff6503ffdfd",
+}
+
+
+def test_object_fingerprints() -> None:
+    actual = fingerprint.fingerprints(REGISTRY)
+    assert actual == EXPECTED, fingerprint.explain_mismatch(EXPECTED, actual)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_docstring_lists_every_version(name: str) -> None:
+    cls = REGISTRY.get(name)
+    major, minor = cls._obj_version
+    history = re.findall(r"^\s*(\d+\.\d+):", cls.__doc__ or "", re.MULTILINE)
+    expected = [f"{major}.{n}" for n in range(minor + 1)]
+    assert history[-len(expected) :] == expected, (
+        f"{name}'s docstring must list its versions up to {cls.VERSION} ('1.0: ...' lines)"
+    )
+
+
+def _part(extra: dict[str, object]) -> type[base.VersionedObject]:
+    return type("Part", (base.VersionedObject,), {"name": fields.String(), **extra})
+
+
+async def _method(self: base.VersionedObject, context: object, how: int) -> None:
+    pass
+
+
+async def _other(self: base.VersionedObject, context: object, how: str) -> None:
+    pass
+
+
+def test_fingerprint_follows_fields_and_remotable_signatures() -> None:
+    plain = fingerprint.fingerprint(_part({}))
+    assert plain.startswith("1.0-")
+    assert fingerprint.fingerprint(_part({})) == plain
+    changed = [
+        _part({"size": fields.Integer()}),
+        _part({"name": fields.String(nullable=True)}),
+        _part({"name": fields.String(default="x")}),
+        _part({"name": fields.UUID()}),
+        _part({"go": base.remotable(_method)}),
+    ]
+    prints = {fingerprint.fingerprint(cls) for cls in changed}
+    assert plain not in prints and len(prints) == len(changed)
+    assert fingerprint.fingerprint(_part({"go": base.remotable(_other)})) not in prints
+    assert fingerprint.fingerprint(_part({"go": _method})) == plain, "plain methods do not count"
+
+
+def test_mismatch_message_tells_what_to_do() -> None:
+    message = fingerprint.explain_mismatch(
+        {"A": "1.0-aaaa", "B": "1.0-bbbb", "C": "1.0-cccc"},
+        {"A": "1.0-ffff", "B": "1.1-eeee", "D": "1.0-dddd"},
+    )
+    assert "A: fields or remotable methods changed but VERSION did not. Bump A.VERSION" in message
+    assert "B: version changed; if intended, expect '1.1-eeee'" in message
+    assert "C: no longer registered" in message
+    assert "D: new object; add 'D': '1.0-dddd'" in message
