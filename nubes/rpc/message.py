@@ -30,6 +30,11 @@ FRAMEWORK_ERRORS: tuple[type[exception.NubesError], ...] = (
     exception.Forbidden,
     exception.MessagingTimeout,
     exception.TransportError,
+    # Arguments that do not decode into objects this side can use.
+    exception.UnknownObject,
+    exception.IncompatibleObjectVersion,
+    exception.ObjectFieldError,
+    exception.MalformedObject,
 )
 
 
