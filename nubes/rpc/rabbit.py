@@ -1,0 +1,428 @@
+"""``rabbit://``: the RabbitMQ transport (aiormq).
+
+Topology (all on the URL's virtual host)::
+
+    exchange  nubes              direct, durable
+      queue   <topic>            durable, shared by every server of the topic
+      queue   <topic>.<server>   durable, that server only
+    exchange  <topic>_fanout     fanout, durable
+      queue   amq.gen-...        exclusive, auto-delete, one per listener
+
+Casts are persistent and published on a channel in confirm mode, so a cast
+returns only once the broker holds the message; the sender declares the
+durable queue first so a cast made before any server started is kept. Calls
+and replies are transient and go on a channel without confirms: a lost call
+surfaces as an error or a timeout anyway, and waiting for confirms would
+double its latency. A call request expires in its queue after the call's
+timeout, so no server starts work nobody waits for. Replies come back through
+RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``): no reply queue to
+declare, and the broker hands replies straight to the caller's channel.
+
+Identity: the transport's identity is the broker user it logs in as. Every
+message carries it in the AMQP ``user_id`` property, which RabbitMQ checks
+against the authenticated user (a mismatch closes the sender's channel with
+PRECONDITION_FAILED), so a receiver can trust it as :attr:`IncomingMessage.caller`.
+
+Delivery: each message runs its handler in its own task; the listener's
+prefetch (per channel) bounds how many run at once. A message is acknowledged
+after its handler returned or raised, and given back to the broker when the
+handler is cancelled, so another server gets it.
+
+Failures: :class:`~nubes.rpc.rabbit_connection.BrokerConnection` reconnects
+with backoff and rebuilds channels, topology and consumers. Calls waiting for
+a reply when the connection drops fail at once with a TransportError naming
+the hop; casts wait (bounded) for the connection to come back and publish then.
+
+Speed: aiormq runs the connection (handshake, channels, declarations,
+consumer registration, heartbeats), but the messages themselves bypass its
+per-frame machinery: publishes and acks are encoded from pre-built parts
+(:mod:`~nubes.rpc.rabbit_wire`) and written straight to the socket, and
+deliveries and publisher confirms are picked out of the incoming byte stream
+before aiormq sees it (:mod:`~nubes.rpc.rabbit_socket`). Modules:
+``rabbit_connection`` (reconnecting), ``rabbit_session`` (per-connection state,
+listeners), ``rabbit_socket`` (socket fast path), ``rabbit_wire`` (frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import aiormq
+import aiormq.abc
+import aiormq.exceptions
+from pamqp import commands as spec
+
+from nubes import exception
+from nubes.rpc import rabbit_wire as wire
+from nubes.rpc.rabbit_connection import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_RECONNECT_BACKOFF_MAX,
+    DEFAULT_RECONNECT_BACKOFF_MIN,
+    DEFAULT_USERNAME,
+    BrokerConnection,
+    describe,
+)
+from nubes.rpc.rabbit_session import (
+    CONNECTION_ERRORS,
+    EXCHANGE,
+    REFUSALS,
+    RabbitListener,
+    Session,
+    consume,
+    fanout_exchange,
+    open_channel,
+    queue_name,
+)
+from nubes.rpc.rabbit_socket import CoalescingWriter, Delivery, PublishRefused
+from nubes.rpc.transport import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_STOP_GRACE,
+    Handler,
+    Listener,
+    Target,
+    Transport,
+    TransportURL,
+)
+
+LOG = logging.getLogger(__name__)
+
+#: RabbitMQ's pseudo-queue for direct reply-to.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: Messages a listener takes before acknowledging any (capped by max_concurrency).
+DEFAULT_PREFETCH_COUNT = DEFAULT_MAX_CONCURRENCY
+TRANSIENT = 1
+PERSISTENT = 2
+#: Distinct call timeouts whose request properties are kept encoded.
+MAX_CACHED_TIMEOUTS = 64
+
+
+def _rejected_by_aiormq() -> bool:
+    """After a CancelledError: True when aiormq failed a future with it as it
+    closed a channel, rather than our own task being cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+def _confirms_lost(session: Session, closing: asyncio.Future[Any]) -> None:
+    exc = None if closing.cancelled() else closing.exception()
+    session.fail(exc or ConnectionError("the confirm channel closed"))
+
+
+class RabbitTransport(Transport):
+    def __init__(
+        self,
+        url: TransportURL,
+        identity: str | None = None,
+        *,
+        reconnect_backoff_min: float = DEFAULT_RECONNECT_BACKOFF_MIN,
+        reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX,
+        heartbeat_timeout: int = DEFAULT_HEARTBEAT,
+        prefetch_count: int = DEFAULT_PREFETCH_COUNT,
+        rpc_response_timeout: float = DEFAULT_CALL_TIMEOUT,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        **unknown: object,
+    ) -> None:
+        if unknown:
+            raise exception.ConfigError(
+                reason=f"rabbit:// does not take the option(s) {', '.join(sorted(unknown))}; "
+                "it takes reconnect_backoff_min, reconnect_backoff_max, heartbeat_timeout, "
+                "prefetch_count, rpc_response_timeout and stop_grace"
+            )
+        usernames = {h.username or DEFAULT_USERNAME for h in url.hosts} or {DEFAULT_USERNAME}
+        if len(usernames) > 1:
+            raise exception.ConfigError(
+                reason=f"transport_url hosts log in as different users ({sorted(usernames)}); "
+                "a transport has one identity"
+            )
+        username = usernames.pop()
+        if identity is not None and identity != username:
+            # The broker would refuse every message: user_id must equal the login.
+            raise exception.ConfigError(
+                reason=f"identity {identity!r} differs from the transport_url user "
+                f"{username!r}; on rabbit:// the identity is the broker user"
+            )
+        if reconnect_backoff_min <= 0 or reconnect_backoff_max < reconnect_backoff_min:
+            raise exception.ConfigError(
+                reason="reconnect backoff needs 0 < reconnect_backoff_min <= reconnect_backoff_max"
+            )
+        if prefetch_count < 1:
+            raise exception.ConfigError(reason="prefetch_count must be at least 1")
+        if rpc_response_timeout <= 0:
+            raise exception.ConfigError(reason="rpc_response_timeout must be positive")
+        super().__init__(url, username)
+        self._prefetch = prefetch_count
+        #: How long casts, replies, listen and connect wait for the broker.
+        self._wait_bound = rpc_response_timeout
+        self._stop_grace = stop_grace
+        self._broker: BrokerConnection[Session] = BrokerConnection(
+            url,
+            setup=self._setup,
+            lost=self._lost,
+            backoff_min=reconnect_backoff_min,
+            backoff_max=reconnect_backoff_max,
+            heartbeat=heartbeat_timeout,
+        )
+        self._listeners: set[RabbitListener] = set()
+        #: correlation id -> (future, label) of calls waiting for a reply.
+        self._pending: dict[str, tuple[asyncio.Future[bytes], str]] = {}
+        self._ids = itertools.count(1)
+        self._call_props: dict[float, wire.PropertiesTemplate] = {}
+        self._reply_props = wire.PropertiesTemplate(
+            "correlation_id", delivery_mode=TRANSIENT, user_id=username
+        )
+        self._cast_props = wire.PropertiesTemplate(
+            "message_id", delivery_mode=PERSISTENT, user_id=username
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RabbitTransport {self.identity}@{self._broker.hops}>"
+
+    # -- connection ---------------------------------------------------------
+
+    async def _setup(self, conn: aiormq.Connection, hop: str, writer: CoalescingWriter) -> Session:
+        fast = await open_channel(conn)
+        safe = await open_channel(conn)
+        await safe.rpc(spec.Confirm.Select())
+        admin = await open_channel(conn)
+        await admin.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
+        session = Session(conn, hop, writer, fast, safe, admin)
+        await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        # Both carry messages in flight: losing either one means starting over.
+        # (The admin channel is simply reopened when a declaration closed it.)
+        for channel in (fast, safe):
+            channel.closing.add_done_callback(
+                partial(self._channel_failed, session, what="transport")
+            )
+        safe.closing.add_done_callback(partial(_confirms_lost, session))
+        for listener in list(self._listeners):
+            await listener.attach(session)
+        return session
+
+    def _channel_failed(self, session: Session, closing: asyncio.Future[Any], what: str) -> None:
+        if self._closed or session.conn.is_closed:
+            return
+        exc = None if closing.cancelled() else closing.exception()
+        # A channel the broker closed under a live connection (a refused
+        # publish or declaration) leaves the session half broken; start over.
+        LOG.warning("Broker %s closed the %s channel: %s", session.hop, what, describe(exc))
+        self._broker.drop(exc or ConnectionError(f"{what} channel closed"))
+
+    def _lost(self, session: Session, exc: BaseException | None) -> None:
+        session.fail(exc or ConnectionError("connection closed"))
+        self._fail_pending(
+            session.hop, "connection lost", describe(exc) if exc else "connection closed"
+        )
+
+    def _fail_pending(self, hop: str, why: str, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut, label in pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    exception.TransportError(
+                        hop=f"broker {hop} ({why} while waiting for the reply to {label})",
+                        reason=reason,
+                    )
+                )
+
+    async def _session(self, deadline: float, what: str, stale: Session | None = None) -> Session:
+        if self._closed:
+            raise exception.TransportError(
+                hop=f"broker {self._broker.hops}", reason=f"transport closed ({what})"
+            )
+        session = self._broker.session
+        if session is None or session is stale:
+            session = await self._broker.wait(deadline, what, stale)
+        return session
+
+    def _retry_later(self, session: Session, exc: BaseException | None) -> Session:
+        """After a send failed on ``session``: the session to wait past."""
+        if self._closed:
+            raise exception.TransportError(
+                hop=f"broker {session.hop}", reason="transport closed while sending"
+            )
+        if self._broker.session is session:
+            # We may notice first; make sure the supervisor replaces the
+            # session instead of us spinning on a dead one.
+            self._broker.drop(exc or ConnectionError("send failed"))
+        return session
+
+    async def connect(self) -> None:
+        await self._session(time.monotonic() + self._wait_bound, "connect")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(lst.stop() for lst in list(self._listeners)))
+        self._fail_pending(self._broker.hop, "transport closed", "the transport was closed")
+        await self._broker.close()
+
+    # -- calls --------------------------------------------------------------
+
+    def _request_props(self, timeout: float) -> wire.PropertiesTemplate:
+        props = self._call_props.get(timeout)
+        if props is None:
+            if len(self._call_props) >= MAX_CACHED_TIMEOUTS:
+                self._call_props.clear()
+            props = self._call_props[timeout] = wire.PropertiesTemplate(
+                "correlation_id",
+                delivery_mode=TRANSIENT,
+                reply_to=DIRECT_REPLY_TO,
+                expiration=str(max(1, int(timeout * 1000))),
+                user_id=self.identity,
+            )
+        return props
+
+    async def call(self, target: Target, body: bytes, timeout: float, *, label: str = "") -> bytes:
+        if target.fanout:
+            raise exception.ValidationError(field="target", reason="a call cannot be a fanout")
+        label = label or str(target)
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        session = self._broker.session
+        if session is None or self._closed:
+            session = await self._session(start + timeout, f"call {label}")
+        cid = str(next(self._ids))
+        try:
+            session.publish(
+                session.fast,
+                EXCHANGE,
+                queue_name(target),
+                self._request_props(timeout).encode(cid),
+                body,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise exception.TransportError(
+                hop=f"broker {session.hop} (sending {label})", reason=describe(exc)
+            ) from exc
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._pending[cid] = (fut, label)
+        timer = loop.call_later(
+            timeout - (time.monotonic() - start), self._expire, cid, target, timeout
+        )
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(cid, None)
+
+    def _expire(self, cid: str, target: Target, timeout: float) -> None:
+        entry = self._pending.pop(cid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(
+                exception.MessagingTimeout(method=entry[1], target=str(target), timeout=timeout)
+            )
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        entry = self._pending.get(delivery.correlation_id or "")
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(delivery.body)
+
+    async def _reply(self, reply_to: str, correlation_id: str, body: bytes) -> None:
+        session = self._broker.session
+        if session is None or self._closed:
+            session = await self._session(time.monotonic() + self._wait_bound, "reply")
+        try:
+            session.publish(
+                session.fast, "", reply_to, self._reply_props.encode(correlation_id), body
+            )
+        except CONNECTION_ERRORS as exc:
+            raise exception.TransportError(
+                hop=f"broker {session.hop} (sending a reply)", reason=describe(exc)
+            ) from exc
+
+    # -- casts --------------------------------------------------------------
+
+    async def cast(self, target: Target, body: bytes, *, label: str = "") -> None:
+        label = label or str(target)
+        deadline = time.monotonic() + self._wait_bound
+        if target.fanout:
+            exchange = declared = fanout_exchange(target.topic)
+            routing_key = ""
+        else:
+            exchange, routing_key = EXCHANGE, queue_name(target)
+            declared = routing_key
+        # The same id on every attempt, so a receiver can tell a resend.
+        properties = self._cast_props.encode(f"{self.identity}.{next(self._ids)}")
+        stale: Session | None = None
+        while True:
+            session = self._broker.session
+            if session is None or session is stale or self._closed:
+                session = await self._session(deadline, f"cast {label}", stale)
+            try:
+                if declared not in session.declared:
+                    await session.declare(target)
+                await session.publish_confirmed(exchange, routing_key, properties, body)
+            except PublishRefused as exc:
+                raise exception.TransportError(
+                    hop=f"broker {session.hop}", reason=f"the broker refused {label} (nack)"
+                ) from exc
+            except REFUSALS as exc:
+                # Sending the same message again would be refused again.
+                raise exception.TransportError(
+                    hop=f"broker {session.hop}", reason=f"{label}: {describe(exc)}"
+                ) from exc
+            except asyncio.CancelledError:
+                if not _rejected_by_aiormq():
+                    raise
+                stale = self._retry_later(session, None)
+                continue
+            except CONNECTION_ERRORS as exc:
+                # The message may or may not have reached the broker; it is
+                # sent again once connected (at-least-once, like a redelivery).
+                stale = self._retry_later(session, exc)
+                continue
+            return
+
+    # -- listening ----------------------------------------------------------
+
+    async def listen(
+        self,
+        topic: str,
+        server: str,
+        handler: Handler,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> Listener:
+        Target(topic, server=server)  # validates the names
+        if max_concurrency < 1:
+            raise exception.ValidationError(field="max_concurrency", reason="must be at least 1")
+        listener = RabbitListener(
+            topic,
+            server,
+            handler,
+            prefetch=min(self._prefetch, max_concurrency),
+            stop_grace=self._stop_grace,
+            replier=self._reply,
+            channel_failed=self._channel_failed,
+            stopped=self._listeners.discard,
+        )
+        deadline = time.monotonic() + self._wait_bound
+        self._listeners.add(listener)
+        stale: Session | None = None
+        try:
+            while True:
+                session = await self._session(deadline, f"listen {topic}.{server}", stale)
+                try:
+                    await listener.attach(session)
+                    return listener
+                except REFUSALS as exc:
+                    raise exception.TransportError(
+                        hop=f"broker {session.hop}", reason=f"listen {topic}: {describe(exc)}"
+                    ) from exc
+                except asyncio.CancelledError:
+                    if not _rejected_by_aiormq():
+                        raise
+                    stale = self._retry_later(session, None)
+                except CONNECTION_ERRORS as exc:
+                    stale = self._retry_later(session, exc)
+        except BaseException:
+            self._listeners.discard(listener)
+            raise
