@@ -16,8 +16,10 @@ import logging
 import signal
 from collections.abc import Iterable
 
+from oslo_config import cfg
+
 from nubes.rpc.server import RPCServer
-from nubes.rpc.transport import Transport, get_transport
+from nubes.rpc.transport import Transport, TransportURL, get_transport
 
 LOG = logging.getLogger(__name__)
 
@@ -30,12 +32,31 @@ TOPICS = {
 
 
 def service_identity(binary: str, host: str) -> str:
-    """The bus identity a service uses on transports that take one (memory://).
+    """The bus identity of a service: ``<binary>.<host>``.
 
-    On rabbit:// the identity is the broker user of the service's
-    ``transport_url`` instead, which the broker verifies.
+    On memory:// the transport is opened with it. On rabbit:// the identity
+    is the broker user of the service's ``transport_url``, which the broker
+    verifies; name broker users by this convention (``compute.<host>``) so
+    the conductor knows which host is calling.
     """
     return f"{binary}.{host}"
+
+
+def open_transport(conf: cfg.ConfigOpts, binary: str, host: str) -> Transport:
+    """The transport ``conf`` names, opened as this service."""
+    url = TransportURL.parse(conf.transport_url)
+    if url.driver == "memory":
+        return get_transport(conf.transport_url, identity=service_identity(binary, host))
+    rabbit = conf.oslo_messaging_rabbit
+    return get_transport(
+        conf.transport_url,
+        None,
+        reconnect_backoff_min=rabbit.reconnect_backoff_min,
+        reconnect_backoff_max=rabbit.reconnect_backoff_max,
+        heartbeat_timeout=rabbit.heartbeat_timeout,
+        prefetch_count=rabbit.prefetch_count,
+        rpc_response_timeout=conf.rpc_response_timeout,
+    )
 
 
 class Service:
@@ -43,18 +64,15 @@ class Service:
         self,
         binary: str,
         host: str,
-        transport_url: str,
+        transport: Transport,
         endpoints: Iterable[object] = (),
         *,
         topic: str | None = None,
-        transport: Transport | None = None,
     ) -> None:
         self.binary = binary
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)
-        self.transport = transport or get_transport(
-            transport_url, identity=service_identity(binary, host)
-        )
+        self.transport = transport
         self.rpcserver = RPCServer(self.transport, self.topic, host, list(endpoints))
         self._started = False
 

@@ -62,3 +62,22 @@ def require(name: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI requires {message}")
     pytest.skip(message)
+
+
+async def delete_rabbit_topology(url: str, topic: str, servers: tuple[str, ...]) -> None:
+    """Delete the durable queues and fanout exchange a test's topic made."""
+    import aiormq
+
+    from nubes.rpc.rabbit_connection import amqp_url
+    from nubes.rpc.rabbit_session import fanout_exchange
+    from nubes.rpc.transport import TransportURL
+
+    parsed = TransportURL.parse(url)
+    conn = await aiormq.connect(amqp_url(parsed.hosts[0], parsed.virtual_host, 0))
+    try:
+        channel = await conn.channel()
+        for queue in (topic, *(f"{topic}.{s}" for s in servers)):
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(fanout_exchange(topic))
+    finally:
+        await conn.close()

@@ -18,7 +18,7 @@ from nubes.cmd import common
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, get_transport
-from nubes.service import TOPICS, Service, run_until_signalled
+from nubes.service import TOPICS, Service, open_transport, run_until_signalled
 
 #: Fake compute hosts ``all-in-one`` starts unless told otherwise.
 DEFAULT_FAKE_HOSTS = 2
@@ -37,7 +37,8 @@ def _endpoints(binary: str) -> list[object]:
 
 
 async def _run_service(binary: str, conf: config.cfg.ConfigOpts) -> int:
-    svc = Service(binary, conf.host, conf.transport_url, _endpoints(binary))
+    transport = open_transport(conf, binary, conf.host)
+    svc = Service(binary, conf.host, transport, _endpoints(binary))
     await run_until_signalled([svc])
     return 0
 
@@ -57,13 +58,11 @@ def _write_config(state_dir: Path) -> Path:
 
 async def _all_in_one(args: argparse.Namespace, conf: config.cfg.ConfigOpts) -> int:
     host = conf.host
+    plan = [("conductor", host), ("scheduler", host)]
+    plan += [("compute", f"fake-{i}") for i in range(args.fake_hosts)]
     services = [
-        Service("conductor", host, "memory://", _endpoints("conductor")),
-        Service("scheduler", host, "memory://", _endpoints("scheduler")),
-    ]
-    services += [
-        Service("compute", f"fake-{i}", "memory://", _endpoints("compute"))
-        for i in range(args.fake_hosts)
+        Service(binary, name, open_transport(conf, binary, name), _endpoints(binary))
+        for binary, name in plan
     ]
     probe = get_transport("memory://", identity="all-in-one")
 

@@ -10,6 +10,7 @@ from oslo_config import cfg
 
 from nubes import config, exception
 from nubes.cmd import common
+from nubes.db.manage import add_db_commands
 
 Handler = Callable[[cfg.ConfigOpts, argparse.Namespace], int]
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("check", help="validate the configuration files").set_defaults(
         handler=_config_check, needs_config=True
     )
+    add_db_commands(sub)
     return parser
 
 

@@ -41,6 +41,13 @@ async def make_transport(transport_kind: str) -> AsyncIterator[TransportFactory]
         await t.close()
 
 
+#: Server names the contract tests use; their queues are deleted afterwards.
+SERVER_NAMES = ("a", "b", "c", "s", "victim")
+
+
 @pytest.fixture
-def topic() -> str:
-    return f"contract-{uuid.uuid4().hex[:12]}"
+async def topic(transport_kind: str) -> AsyncIterator[str]:
+    name = f"contract-{uuid.uuid4().hex[:12]}"
+    yield name
+    if transport_kind == "rabbit":
+        await servers.delete_rabbit_topology(servers.RABBIT_URL, name, SERVER_NAMES)

@@ -136,6 +136,10 @@ class Harness:
         self.runner.run(self.server.stop())
         self.runner.run(self.transport.close())
         self.runner.run(self.server_transport.close())
+        if self.kind == "rabbit":
+            self.runner.run(
+                servers.delete_rabbit_topology(servers.RABBIT_URL, self.topic, ("victim",))
+            )
         self.runner.close()
 
 

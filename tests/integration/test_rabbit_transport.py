@@ -29,7 +29,7 @@ from pamqp import commands as spec
 from nubes import exception
 from nubes.rpc.rabbit import RabbitTransport
 from nubes.rpc.rabbit_connection import amqp_url
-from nubes.rpc.rabbit_session import EXCHANGE, fanout_exchange
+from nubes.rpc.rabbit_session import EXCHANGE
 from nubes.rpc.transport import IncomingMessage, Target, TransportURL, get_transport
 from tests import servers
 
@@ -76,15 +76,7 @@ async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> Non
 
 
 async def _delete_topology(url: str, topic: str) -> None:
-    parsed = TransportURL.parse(url)
-    conn = await aiormq.connect(amqp_url(parsed.hosts[0], parsed.virtual_host, 0))
-    try:
-        channel = await conn.channel()
-        for queue in (topic, *(f"{topic}.{s}" for s in SERVERS)):
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(fanout_exchange(topic))
-    finally:
-        await conn.close()
+    await servers.delete_rabbit_topology(url, topic, SERVERS)
 
 
 @pytest.fixture

@@ -1,0 +1,118 @@
+"""Client side of the conductor RPC API.
+
+Compute hosts install :class:`ConductorAPI` as their objects' indirection API:
+every remotable object method they call runs in a conductor, which checks it
+against the calling host's rights first (see ``docs/authorization.md``).
+
+Version history:
+
+    1.0 - object_action, object_class_action_versions, object_backport_versions
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.objects import codec
+from nubes.objects.base import VersionedObject
+from nubes.objects.serializer import ObjectSerializer
+from nubes.rpc.client import RPCClient
+from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
+
+#: The RPC topic conductors listen on.
+TOPIC = "conductor"
+#: The newest version of the API this client knows.
+VERSION = "1.0"
+
+#: Errors a conductor raises on purpose; callers get them as their own class.
+EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
+    exception.NotFound,
+    exception.Conflict,
+    exception.Invalid,
+    exception.Forbidden,
+    exception.ObjectActionError,
+    exception.InstanceUpdateConflict,
+    exception.DatabaseAccessForbidden,
+)
+
+
+class ConductorAPI:
+    """Talks to the conductors; implements :class:`~nubes.objects.base.IndirectionAPI`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        version_cap: str | None = None,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        topic: str = TOPIC,
+    ) -> None:
+        self.client = RPCClient(
+            transport,
+            Target(topic),
+            version="1.0",
+            version_cap=version_cap,
+            serializer=ObjectSerializer(),
+            timeout=timeout,
+            expected_errors=EXPECTED_ERRORS,
+        )
+
+    async def object_action(
+        self,
+        context: RequestContext,
+        objinst: VersionedObject,
+        objmethod: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[dict[str, Any], Any]:
+        reply = await self.client.call(
+            context,
+            "object_action",
+            objinst=objinst,
+            objmethod=objmethod,
+            args=list(args),
+            kwargs=kwargs,
+        )
+        updates, result = reply
+        return updates, result
+
+    async def object_class_action_versions(
+        self,
+        context: RequestContext,
+        objname: str,
+        objmethod: str,
+        object_versions: dict[str, str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return await self.client.call(
+            context,
+            "object_class_action_versions",
+            objname=objname,
+            objmethod=objmethod,
+            object_versions=object_versions,
+            args=list(args),
+            kwargs=kwargs,
+        )
+
+    async def object_backport_versions(
+        self,
+        context: RequestContext,
+        primitive: dict[str, Any],
+        object_versions: dict[str, str],
+    ) -> dict[str, Any]:
+        # The primitive travels as msgpack bytes so that neither side's
+        # serializer rebuilds it: this process could not read it as an
+        # object, which is why it asks.
+        reply = await self.client.call(
+            context,
+            "object_backport_versions",
+            primitive=codec.encode(primitive),
+            object_versions=object_versions,
+        )
+        older = codec.decode_builtins(reply)
+        if not isinstance(older, dict):
+            raise exception.MalformedObject(reason="backport reply is not an object primitive")
+        return older

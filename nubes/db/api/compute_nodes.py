@@ -1,0 +1,304 @@
+"""Compute nodes, and atomic resource claims on them.
+
+A claim is a single conditional UPDATE of the node row::
+
+    UPDATE compute_nodes
+       SET vcpus_used = vcpus_used + :v, memory_mb_used = ..., local_gb_used = ...,
+           generation = generation + 1
+     WHERE id = :node AND deleted = 0
+       AND vcpus_used + :v <= vcpus * cpu_allocation_ratio
+       AND memory_mb_used + :m <= memory_mb * ram_allocation_ratio
+       AND local_gb_used + :d <= local_gb * disk_allocation_ratio
+       [AND generation = :expected]
+
+followed by an INSERT of the allocation row in the same transaction. The
+database evaluates the capacity check and applies the increment atomically
+under the row's write lock, so concurrent claims can never push a node past
+capacity × ratio, without SELECT ... FOR UPDATE (which Galera turns into
+certification deadlocks). ``expected_generation`` adds optimistic
+concurrency for a scheduler that decided on a snapshot of the node: if the
+node changed since, the claim reports GENERATION_CONFLICT and the scheduler
+re-reads. The reason a claim failed is read only on the failure path.
+
+Claims are idempotent per (consumer, node): a retried step of a durable task
+that already claimed gets ALREADY_CLAIMED instead of double-counting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, bindparam, case, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api._common import (
+    ReadDeleted,
+    Row,
+    StatementCache,
+    check_columns,
+    fetch_all,
+    fetch_one,
+    insert_row,
+    live,
+    new_uuid,
+    soft_delete_where,
+    update_row,
+    where_deleted,
+)
+from nubes.db.models import allocations, compute_nodes
+
+#: Usage columns and the allocation amount each claim adds to them.
+_USAGE = (
+    ("vcpus_used", "vcpus", "cpu_allocation_ratio", "vcpus"),
+    ("memory_mb_used", "memory_mb", "ram_allocation_ratio", "memory_mb"),
+    ("local_gb_used", "local_gb", "disk_allocation_ratio", "disk_gb"),
+)
+
+
+class ClaimOutcome(enum.StrEnum):
+    CLAIMED = "claimed"
+    #: This consumer already holds an allocation on this node (retry of a step).
+    ALREADY_CLAIMED = "already_claimed"
+    NO_CAPACITY = "no_capacity"
+    #: ``expected_generation`` no longer matches: re-read the node and decide again.
+    GENERATION_CONFLICT = "generation_conflict"
+    NOT_FOUND = "not_found"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    #: The node's generation after the claim (None when the node is gone).
+    generation: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.ALREADY_CLAIMED)
+
+
+async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
+    """Add a node; DBDuplicateEntry if host+hypervisor_hostname has a live one."""
+    data = dict(values)
+    check_columns(compute_nodes, data)
+    data.setdefault("uuid", new_uuid())
+    return await insert_row(conn, compute_nodes, data)
+
+
+async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> Row:
+    row = await fetch_one(conn, select(compute_nodes).where(where, live(compute_nodes)))
+    if row is None:
+        raise exception.ComputeHostNotFound(node=name)
+    return row
+
+
+async def get_by_id(conn: AsyncConnection, node_id: int) -> Row:
+    return await _get(conn, compute_nodes.c.id == node_id, node_id)
+
+
+async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
+    return await _get(conn, compute_nodes.c.uuid == uuid, uuid)
+
+
+async def get_by_host_and_nodename(conn: AsyncConnection, host: str, nodename: str) -> Row:
+    where = (compute_nodes.c.host == host) & (compute_nodes.c.hypervisor_hostname == nodename)
+    return await _get(conn, where, f"{nodename} on {host}")
+
+
+async def get_all(
+    conn: AsyncConnection, *, host: str | None = None, read_deleted: ReadDeleted = "no"
+) -> list[Row]:
+    stmt = where_deleted(select(compute_nodes), compute_nodes, read_deleted)
+    if host is not None:
+        stmt = stmt.where(compute_nodes.c.host == host)
+    return await fetch_all(conn, stmt.order_by(compute_nodes.c.id))
+
+
+async def update(
+    conn: AsyncConnection,
+    node_id: int,
+    values: Mapping[str, Any],
+    *,
+    expected_generation: int | None = None,
+) -> Row:
+    """Change a node (inventory, ratios, metrics ...) and bump its generation.
+
+    With ``expected_generation``, raises ComputeNodeGenerationConflict if
+    the node changed since the caller read it.
+    """
+    check_columns(compute_nodes, values, extra_protected=("uuid", "generation"))
+    data = {**values, "generation": compute_nodes.c.generation + 1}
+    conditions = []
+    if expected_generation is not None:
+        conditions.append(compute_nodes.c.generation == expected_generation)
+    row = await update_row(
+        conn, compute_nodes, compute_nodes.c.id == node_id, data, conditions=conditions
+    )
+    if row is None:
+        current = await get_by_id(conn, node_id)
+        raise exception.ComputeNodeGenerationConflict(
+            node=node_id, expected=expected_generation, actual=current["generation"]
+        )
+    return row
+
+
+async def destroy(conn: AsyncConnection, node_id: int, *, now: dt.datetime | None = None) -> None:
+    if not await soft_delete_where(conn, compute_nodes, compute_nodes.c.id == node_id, now):
+        raise exception.ComputeHostNotFound(node=node_id)
+
+
+# --- claims ------------------------------------------------------------------
+
+
+async def claim(
+    conn: AsyncConnection,
+    node_id: int,
+    consumer_uuid: str,
+    *,
+    vcpus: int = 0,
+    memory_mb: int = 0,
+    disk_gb: int = 0,
+    expected_generation: int | None = None,
+) -> ClaimResult:
+    """Atomically take resources on a node for a consumer (see module docstring)."""
+    amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+    if any(v < 0 for v in amounts.values()):
+        raise exception.Invalid(reason=f"claim amounts must not be negative: {amounts}")
+    held = await conn.execute(
+        _STATEMENTS.get(("held",), _held_statement),
+        {"_consumer": consumer_uuid, "_node": node_id},
+    )
+    if held.first() is not None:
+        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, node_id))
+    shape = (tuple(bool(amounts[a]) for _, _, _, a in _USAGE), expected_generation is not None)
+    returning = bool(conn.dialect.update_returning)
+    stmt = _STATEMENTS.get(("claim", shape, returning), lambda: _claim_statement(*shape, returning))
+    params: dict[str, Any] = {"_node": node_id, "_expected": expected_generation}
+    params.update({f"_{amount}": amounts[amount] for _, _, _, amount in _USAGE})
+    generation: int | None
+    if returning:
+        generation = (await conn.execute(stmt, params)).scalar()
+        claimed = generation is not None
+    else:
+        claimed = bool((await conn.execute(stmt, params)).rowcount)
+        generation = None if expected_generation is None else expected_generation + 1
+    if not claimed:
+        return await _why_not(conn, node_id, amounts, expected_generation)
+    # No RETURNING: nothing of the allocation row is needed, and it saves a fetch.
+    await conn.execute(
+        allocations.insert(),
+        {"consumer_uuid": consumer_uuid, "compute_node_id": node_id, **amounts},
+    )
+    if generation is None:
+        generation = await _generation(conn, node_id)
+    return ClaimResult(ClaimOutcome.CLAIMED, generation)
+
+
+# The claim is the scheduler's hot path: prebuilt statements with bound
+# parameters skip rebuilding and cache-keying them on every call.
+_STATEMENTS = StatementCache()
+
+
+def _held_statement() -> Any:
+    return select(allocations.c.id).where(
+        allocations.c.consumer_uuid == bindparam("_consumer"),
+        allocations.c.compute_node_id == bindparam("_node"),
+    )
+
+
+def _claim_statement(checked: tuple[bool, ...], with_generation: bool, returning: bool) -> Any:
+    node = compute_nodes.c
+    values: dict[str, Any] = {"generation": node.generation + 1}
+    conditions: list[ColumnElement[bool]] = [node.id == bindparam("_node"), live(compute_nodes)]
+    for (used, total, ratio, amount), check in zip(_USAGE, checked, strict=True):
+        values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
+        if check:
+            wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
+            conditions.append(wanted <= node[total] * node[ratio])
+    if with_generation:
+        conditions.append(node.generation == bindparam("_expected", type_=Integer))
+    stmt = compute_nodes.update().where(*conditions).values(values)
+    return stmt.returning(node.generation) if returning else stmt
+
+
+async def _generation(conn: AsyncConnection, node_id: int) -> int | None:
+    stmt = select(compute_nodes.c.generation).where(compute_nodes.c.id == node_id)
+    return (await conn.execute(stmt)).scalar()
+
+
+async def _why_not(
+    conn: AsyncConnection, node_id: int, amounts: Mapping[str, int], expected: int | None
+) -> ClaimResult:
+    row = await fetch_one(
+        conn, select(compute_nodes).where(compute_nodes.c.id == node_id, live(compute_nodes))
+    )
+    if row is None:
+        return ClaimResult(ClaimOutcome.NOT_FOUND, None)
+    if expected is not None and row["generation"] != expected:
+        return ClaimResult(ClaimOutcome.GENERATION_CONFLICT, row["generation"])
+    return ClaimResult(ClaimOutcome.NO_CAPACITY, row["generation"])
+
+
+def _decrement(column: ColumnElement[int], amount: int) -> ColumnElement[int]:
+    # Never below zero: a release after an operator reset must not go negative.
+    return case((column - amount < 0, 0), else_=column - amount)
+
+
+async def release(conn: AsyncConnection, consumer_uuid: str, *, node_id: int | None = None) -> int:
+    """Give back what ``consumer_uuid`` holds (on one node, or all); allocations released."""
+    stmt = select(allocations).where(allocations.c.consumer_uuid == consumer_uuid)
+    if node_id is not None:
+        stmt = stmt.where(allocations.c.compute_node_id == node_id)
+    held = await fetch_all(conn, stmt.order_by(allocations.c.compute_node_id))
+    node = compute_nodes.c
+    for alloc in held:
+        values: dict[str, Any] = {"generation": node.generation + 1}
+        for used, _total, _ratio, amount in _USAGE:
+            values[used] = _decrement(node[used], alloc[amount])
+        await conn.execute(
+            compute_nodes.update().where(node.id == alloc["compute_node_id"]).values(values)
+        )
+        await conn.execute(delete(allocations).where(allocations.c.id == alloc["id"]))
+    return len(held)
+
+
+async def allocations_get_by_consumer(conn: AsyncConnection, consumer_uuid: str) -> list[Row]:
+    stmt = select(allocations).where(allocations.c.consumer_uuid == consumer_uuid)
+    return await fetch_all(conn, stmt.order_by(allocations.c.id))
+
+
+async def allocations_get_by_node(conn: AsyncConnection, node_id: int) -> list[Row]:
+    stmt = select(allocations).where(allocations.c.compute_node_id == node_id)
+    return await fetch_all(conn, stmt.order_by(allocations.c.id))
+
+
+async def allocations_move(conn: AsyncConnection, from_consumer: str, to_consumer: str) -> int:
+    """Hand a consumer's allocations to another (an instance's to its migration)."""
+    result = await conn.execute(
+        allocations.update()
+        .where(allocations.c.consumer_uuid == from_consumer)
+        .values(consumer_uuid=to_consumer)
+    )
+    return int(result.rowcount)
+
+
+async def usage_from_allocations(conn: AsyncConnection, node_id: int) -> dict[str, int]:
+    """Sum of the allocations on a node, to check or heal its ``*_used`` counters."""
+    total = {"vcpus": 0, "memory_mb": 0, "disk_gb": 0}
+    for alloc in await allocations_get_by_node(conn, node_id):
+        for key in total:
+            total[key] += alloc[key]
+    return total
+
+
+async def get_usage(conn: AsyncConnection, node_id: int) -> Row | None:
+    """The node's id, generation and usage columns only (the scheduler's cheap refresh)."""
+    node = compute_nodes.c
+    cols = [node.id, node.generation, node.vcpus, node.memory_mb, node.local_gb]
+    cols += [node[u] for u, _, _, _ in _USAGE]
+    cols += [node[r] for _, _, r, _ in _USAGE]
+    return await fetch_one(conn, select(*cols).where(node.id == node_id, live(compute_nodes)))

@@ -1,0 +1,227 @@
+"""Flavors, their extra specs and their access lists.
+
+A flavor row handed out carries ``extra_specs`` (dict) and ``projects``
+(list of project ids allowed to use it when it is not public), loaded with
+one extra query each for a whole listing, not one per flavor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api._common import (
+    ReadDeleted,
+    Row,
+    SortDir,
+    check_columns,
+    check_sort_keys,
+    fetch_all,
+    fetch_one,
+    insert_row,
+    live,
+    now_or,
+    paginate,
+    soft_delete_where,
+    where_deleted,
+)
+from nubes.db.models import flavor_extra_specs, flavor_projects, flavors
+
+SORT_KEYS = frozenset(
+    {
+        "id",
+        "flavorid",
+        "name",
+        "memory_mb",
+        "vcpus",
+        "root_gb",
+        "ephemeral_gb",
+        "swap",
+        "created_at",
+    }
+)
+DEFAULT_SORT_KEY = "flavorid"
+
+_f = flavors
+_x = flavor_extra_specs
+_p = flavor_projects
+
+
+async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
+    if not rows:
+        return rows
+    ids = [r["id"] for r in rows]
+    specs: dict[int, dict[str, Any]] = {i: {} for i in ids}
+    for s in await fetch_all(conn, select(_x).where(_x.c.flavor_id.in_(ids), live(_x))):
+        specs[s["flavor_id"]][s["key"]] = s["value"]
+    projects: dict[int, list[str]] = {i: [] for i in ids}
+    stmt = select(_p).where(_p.c.flavor_id.in_(ids), live(_p)).order_by(_p.c.id)
+    for p in await fetch_all(conn, stmt):
+        projects[p["flavor_id"]].append(p["project_id"])
+    for row in rows:
+        row["extra_specs"] = specs[row["id"]]
+        row["projects"] = projects[row["id"]]
+    return rows
+
+
+async def create(
+    conn: AsyncConnection,
+    values: Mapping[str, Any],
+    *,
+    extra_specs: Mapping[str, str] | None = None,
+    projects: Sequence[str] = (),
+) -> Row:
+    """Add a flavor; DBDuplicateEntry if a live one has the same name or flavorid."""
+    data = dict(values)
+    check_columns(_f, data)
+    row = await insert_row(conn, _f, data)
+    if extra_specs:
+        await extra_specs_update_or_create(conn, row["id"], extra_specs)
+    for project_id in projects:
+        await access_add(conn, row["id"], project_id)
+    return (await _attach(conn, [row]))[0]
+
+
+async def _get(
+    conn: AsyncConnection, where: ColumnElement[bool], name: Any, read_deleted: ReadDeleted
+) -> Row:
+    row = await fetch_one(conn, where_deleted(select(_f).where(where), _f, read_deleted))
+    if row is None:
+        raise exception.FlavorNotFound(flavor_id=name)
+    return (await _attach(conn, [row]))[0]
+
+
+async def get_by_id(conn: AsyncConnection, id: int, *, read_deleted: ReadDeleted = "no") -> Row:
+    return await _get(conn, _f.c.id == id, id, read_deleted)
+
+
+async def get_by_flavor_id(
+    conn: AsyncConnection, flavorid: str, *, read_deleted: ReadDeleted = "no"
+) -> Row:
+    return await _get(conn, _f.c.flavorid == flavorid, flavorid, read_deleted)
+
+
+async def get_by_name(conn: AsyncConnection, name: str) -> Row:
+    return await _get(conn, _f.c.name == name, name, "no")
+
+
+async def get_all(
+    conn: AsyncConnection,
+    *,
+    is_public: bool | None = None,
+    project_id: str | None = None,
+    min_memory_mb: int | None = None,
+    min_root_gb: int | None = None,
+    disabled: bool | None = None,
+    sort_key: str = DEFAULT_SORT_KEY,
+    sort_dir: SortDir = "asc",
+    limit: int | None = None,
+    marker: str | None = None,
+) -> list[Row]:
+    """A page of flavors. ``project_id`` with ``is_public=None``: the public
+    ones plus the private ones that project has access to (Nova's listing).
+    ``marker`` is the flavorid of the last flavor of the previous page.
+    """
+    check_sort_keys([sort_key], SORT_KEYS)
+    stmt = select(_f).where(live(_f))
+    if project_id is not None:
+        access = select(_p.c.flavor_id).where(_p.c.project_id == project_id, live(_p))
+        if is_public is None:
+            stmt = stmt.where(or_(_f.c.is_public.is_(True), _f.c.id.in_(access)))
+        elif is_public:
+            stmt = stmt.where(_f.c.is_public.is_(True))
+        else:
+            stmt = stmt.where(_f.c.is_public.is_(False), _f.c.id.in_(access))
+    elif is_public is not None:
+        stmt = stmt.where(_f.c.is_public.is_(is_public))
+    if min_memory_mb is not None:
+        stmt = stmt.where(_f.c.memory_mb >= min_memory_mb)
+    if min_root_gb is not None:
+        stmt = stmt.where(_f.c.root_gb >= min_root_gb)
+    if disabled is not None:
+        stmt = stmt.where(_f.c.disabled.is_(disabled))
+    marker_row = None
+    if marker is not None:
+        marker_row = await fetch_one(conn, select(_f).where(_f.c.flavorid == marker, live(_f)))
+        if marker_row is None:
+            raise exception.MarkerNotFound(marker=marker)
+    stmt = paginate(stmt, _f, [sort_key], [sort_dir], marker=marker_row, limit=limit)
+    return await _attach(conn, await fetch_all(conn, stmt))
+
+
+async def update_description(conn: AsyncConnection, flavorid: str, description: str | None) -> Row:
+    """The one field of a flavor that may change after creation (API 2.55)."""
+    result = await conn.execute(
+        update(_f).where(_f.c.flavorid == flavorid, live(_f)).values(description=description)
+    )
+    if not result.rowcount:
+        raise exception.FlavorNotFound(flavor_id=flavorid)
+    return await get_by_flavor_id(conn, flavorid)
+
+
+async def destroy(conn: AsyncConnection, flavorid: str, *, now: dt.datetime | None = None) -> None:
+    """Soft-delete a flavor with its extra specs and access list (the name is free again)."""
+    now = now_or(now)
+    row = await fetch_one(conn, select(_f.c.id).where(_f.c.flavorid == flavorid, live(_f)))
+    if row is None:
+        raise exception.FlavorNotFound(flavor_id=flavorid)
+    await soft_delete_where(conn, _x, _x.c.flavor_id == row["id"], now)
+    await soft_delete_where(conn, _p, _p.c.flavor_id == row["id"], now)
+    await soft_delete_where(conn, _f, _f.c.id == row["id"], now)
+
+
+# --- extra specs -------------------------------------------------------------
+
+
+async def extra_specs_get(conn: AsyncConnection, flavor_id: int) -> dict[str, Any]:
+    rows = await fetch_all(conn, select(_x).where(_x.c.flavor_id == flavor_id, live(_x)))
+    return {r["key"]: r["value"] for r in rows}
+
+
+async def extra_specs_update_or_create(
+    conn: AsyncConnection, flavor_id: int, specs: Mapping[str, str]
+) -> None:
+    existing = await extra_specs_get(conn, flavor_id)
+    for key, value in specs.items():
+        if key in existing:
+            await conn.execute(
+                update(_x)
+                .where(_x.c.flavor_id == flavor_id, _x.c.key == key, live(_x))
+                .values(value=value)
+            )
+        else:
+            await insert_row(conn, _x, {"flavor_id": flavor_id, "key": key, "value": value})
+
+
+async def extra_specs_delete(
+    conn: AsyncConnection, flavor_id: int, key: str, *, now: dt.datetime | None = None
+) -> None:
+    where = (_x.c.flavor_id == flavor_id) & (_x.c.key == key)
+    if not await soft_delete_where(conn, _x, where, now):
+        raise exception.NotFound(reason=f"flavor {flavor_id} has no extra spec {key}")
+
+
+# --- access ------------------------------------------------------------------
+
+
+async def access_get(conn: AsyncConnection, flavor_id: int) -> list[str]:
+    stmt = select(_p.c.project_id).where(_p.c.flavor_id == flavor_id, live(_p)).order_by(_p.c.id)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def access_add(conn: AsyncConnection, flavor_id: int, project_id: str) -> None:
+    """Let a project use a private flavor; DBDuplicateEntry if it already may."""
+    await insert_row(conn, _p, {"flavor_id": flavor_id, "project_id": project_id})
+
+
+async def access_remove(
+    conn: AsyncConnection, flavor_id: int, project_id: str, *, now: dt.datetime | None = None
+) -> None:
+    where = (_p.c.flavor_id == flavor_id) & (_p.c.project_id == project_id)
+    if not await soft_delete_where(conn, _p, where, now):
+        raise exception.NotFound(reason=f"project {project_id} has no access to flavor {flavor_id}")

@@ -1,0 +1,141 @@
+"""Migration records (cold and live migrations, resizes, evacuations).
+
+Not to be confused with :mod:`nubes.db.migration`, which migrates the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api._common import (
+    Row,
+    check_columns,
+    fetch_all,
+    fetch_one,
+    insert_row,
+    live,
+    new_uuid,
+    update_row,
+)
+from nubes.db.models import migrations
+
+_m = migrations
+
+#: Statuses of a migration that no longer holds resources anywhere.
+FINISHED_STATUSES = ("confirmed", "reverted", "error", "failed", "completed", "done", "cancelled")
+
+
+async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
+    data = dict(values)
+    check_columns(_m, data)
+    data.setdefault("uuid", new_uuid())
+    return await insert_row(conn, _m, data)
+
+
+async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> Row:
+    row = await fetch_one(conn, select(_m).where(where, live(_m)))
+    if row is None:
+        raise exception.MigrationNotFound(migration_id=name)
+    return row
+
+
+async def get_by_id(conn: AsyncConnection, migration_id: int) -> Row:
+    return await _get(conn, _m.c.id == migration_id, migration_id)
+
+
+async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
+    return await _get(conn, _m.c.uuid == uuid, uuid)
+
+
+async def get_by_instance_and_status(conn: AsyncConnection, instance_uuid: str, status: str) -> Row:
+    """The newest migration of an instance in ``status``."""
+    stmt = (
+        select(_m)
+        .where(_m.c.instance_uuid == instance_uuid, _m.c.status == status, live(_m))
+        .order_by(_m.c.id.desc())
+        .limit(1)
+    )
+    row = await fetch_one(conn, stmt)
+    if row is None:
+        raise exception.MigrationNotFound(migration_id=f"{status} of {instance_uuid}")
+    return row
+
+
+async def update(conn: AsyncConnection, migration_id: int, values: Mapping[str, Any]) -> Row:
+    check_columns(_m, values, extra_protected=("uuid",))
+    row = await update_row(conn, _m, _m.c.id == migration_id, values)
+    if row is None:
+        raise exception.MigrationNotFound(migration_id=migration_id)
+    return row
+
+
+def _status_filter(
+    statuses: Sequence[str] | None, exclude_statuses: Sequence[str] | None
+) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if statuses is not None:
+        clauses.append(_m.c.status.in_(list(statuses)))
+    if exclude_statuses is not None:
+        clauses.append(_m.c.status.not_in(list(exclude_statuses)))
+    return clauses
+
+
+async def list_by_instance(
+    conn: AsyncConnection,
+    instance_uuid: str,
+    *,
+    statuses: Sequence[str] | None = None,
+    exclude_statuses: Sequence[str] | None = None,
+) -> list[Row]:
+    stmt = select(_m).where(
+        _m.c.instance_uuid == instance_uuid, live(_m), *_status_filter(statuses, exclude_statuses)
+    )
+    return await fetch_all(conn, stmt.order_by(_m.c.id))
+
+
+async def list_by_host(
+    conn: AsyncConnection,
+    host: str,
+    *,
+    node: str | None = None,
+    statuses: Sequence[str] | None = None,
+    exclude_statuses: Sequence[str] | None = None,
+) -> list[Row]:
+    """Migrations from or to ``host`` (and ``node`` on that side, when given)."""
+    if node is None:
+        side = or_(_m.c.source_compute == host, _m.c.dest_compute == host)
+    else:
+        side = or_(
+            and_(_m.c.source_compute == host, _m.c.source_node == node),
+            and_(_m.c.dest_compute == host, _m.c.dest_node == node),
+        )
+    stmt = select(_m).where(side, live(_m), *_status_filter(statuses, exclude_statuses))
+    return await fetch_all(conn, stmt.order_by(_m.c.id))
+
+
+async def list_in_progress_by_host(
+    conn: AsyncConnection, host: str, *, node: str | None = None
+) -> list[Row]:
+    """Migrations that still hold or expect resources on ``host``."""
+    return await list_by_host(conn, host, node=node, exclude_statuses=FINISHED_STATUSES)
+
+
+async def list_all(
+    conn: AsyncConnection,
+    *,
+    statuses: Sequence[str] | None = None,
+    migration_type: str | None = None,
+    limit: int | None = None,
+) -> list[Row]:
+    stmt = select(_m).where(live(_m), *_status_filter(statuses, None))
+    if migration_type is not None:
+        stmt = stmt.where(_m.c.migration_type == migration_type)
+    stmt = stmt.order_by(_m.c.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return await fetch_all(conn, stmt)

@@ -1,0 +1,331 @@
+"""Durable conductor tasks: rows claimed by one conductor at a time through a lease.
+
+Claiming is a conditional UPDATE, never a lock::
+
+    UPDATE conductor_tasks
+       SET owner = :me, lease_expires_at = :now + :lease, status = 'running',
+           attempt = attempt + 1
+     WHERE id = :task AND status IN ('pending', 'running')
+       AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < :now)
+
+Of two conductors racing for a task, the database lets exactly one UPDATE
+match; the other sees zero rows. A conductor that died stops renewing, its
+lease runs out, and the next claim takes the task over with ``attempt``
+one higher. Every later write (step, renew, finish) is conditional on
+``owner`` (and, when given, ``attempt``), so a conductor that lost its lease
+gets :class:`~nubes.exception.TaskLeaseLost` instead of overwriting the new
+owner's progress: (owner, attempt) is a fencing token.
+
+Time is the caller's clock (``now`` defaults to the local UTC time), like
+Nova's service heartbeats: conductors need synchronised clocks, and leases
+should be long against the skew (tens of seconds, not milliseconds).
+
+One *active* task per instance is enforced by the unique
+``active_instance_uuid`` column: set to the instance while the task is
+pending or running, NULL once it ended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api._common import (
+    Row,
+    fetch_all,
+    fetch_one,
+    insert_row,
+    live,
+    new_uuid,
+    now_or,
+    soft_delete_where,
+    update_row,
+)
+from nubes.db.models import conductor_tasks
+
+#: Candidates :func:`claim_next` looks at per call.
+CLAIM_NEXT_CANDIDATES = 16
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
+FINAL_STATUSES = (
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.ROLLED_BACK,
+    TaskStatus.CANCELLED,
+)
+
+#: Fields a lease holder may change through :func:`update`.
+UPDATABLE_FIELDS = frozenset({"step", "payload", "last_error", "deadline", "context"})
+
+_t = conductor_tasks
+
+
+async def create(
+    conn: AsyncConnection,
+    *,
+    kind: str,
+    instance_uuid: str | None = None,
+    step: str | None = None,
+    payload: Any = None,
+    context: Any = None,
+    deadline: dt.datetime | None = None,
+    uuid: str | None = None,
+) -> Row:
+    """Queue a task (pending, unowned).
+
+    Raises DBDuplicateEntry (columns ``active_instance_uuid``) if the
+    instance already has an active task.
+    """
+    values = {
+        "uuid": uuid or new_uuid(),
+        "kind": kind,
+        "instance_uuid": instance_uuid,
+        "active_instance_uuid": instance_uuid,
+        "status": TaskStatus.PENDING.value,
+        "step": step,
+        "payload": payload,
+        "context": context,
+        "deadline": deadline,
+        "attempt": 0,
+    }
+    return await insert_row(conn, _t, values)
+
+
+async def get(conn: AsyncConnection, task_id: int) -> Row:
+    row = await fetch_one(conn, select(_t).where(_t.c.id == task_id, live(_t)))
+    if row is None:
+        raise exception.TaskNotFound(task_id=task_id)
+    return row
+
+
+async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
+    row = await fetch_one(conn, select(_t).where(_t.c.uuid == uuid, live(_t)))
+    if row is None:
+        raise exception.TaskNotFound(task_id=uuid)
+    return row
+
+
+async def get_active_for_instance(conn: AsyncConnection, instance_uuid: str) -> Row | None:
+    return await fetch_one(conn, select(_t).where(_t.c.active_instance_uuid == instance_uuid))
+
+
+def _claimable(now: dt.datetime) -> ColumnElement[bool]:
+    return (
+        _t.c.status.in_([s.value for s in ACTIVE_STATUSES])
+        & live(_t)
+        & or_(_t.c.owner.is_(None), _t.c.lease_expires_at.is_(None), _t.c.lease_expires_at < now)
+    )
+
+
+async def claim(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> Row | None:
+    """Take the task if nobody holds a valid lease on it; the claimed row, or None."""
+    now = now_or(now)
+    values = {
+        "owner": owner,
+        "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+        "status": TaskStatus.RUNNING.value,
+        "attempt": _t.c.attempt + 1,
+    }
+    return await update_row(conn, _t, _t.c.id == task_id, values, conditions=[_claimable(now)])
+
+
+async def claim_next(
+    conn: AsyncConnection,
+    owner: str,
+    *,
+    lease_seconds: float,
+    kinds: Sequence[str] | None = None,
+    now: dt.datetime | None = None,
+) -> Row | None:
+    """Claim the oldest claimable task (new, or with an expired lease); None if none is.
+
+    Candidates are tried in id order, never shuffled: InnoDB keeps the row
+    lock of a conditional UPDATE that did not match until the transaction
+    ends, so two conductors trying rows in different orders deadlock, while
+    a common order only makes the later one wait a moment. Keep the
+    enclosing transaction short for the same reason.
+    """
+    now = now_or(now)
+    stmt = select(_t.c.id).where(_claimable(now))
+    if kinds is not None:
+        stmt = stmt.where(_t.c.kind.in_(list(kinds)))
+    stmt = stmt.order_by(_t.c.id).limit(CLAIM_NEXT_CANDIDATES)
+    candidates = list((await conn.execute(stmt)).scalars())
+    for task_id in candidates:
+        row = await claim(conn, task_id, owner, lease_seconds=lease_seconds, now=now)
+        if row is not None:
+            return row
+    return None
+
+
+def _held_by(owner: str, attempt: int | None) -> list[ColumnElement[bool]]:
+    conditions = [_t.c.owner == owner, _t.c.status.in_([s.value for s in ACTIVE_STATUSES])]
+    if attempt is not None:
+        conditions.append(_t.c.attempt == attempt)
+    return conditions
+
+
+async def _write_as_owner(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    attempt: int | None,
+    values: Mapping[str, Any],
+) -> Row:
+    row = await update_row(
+        conn, _t, _t.c.id == task_id, values, conditions=_held_by(owner, attempt)
+    )
+    if row is None:
+        raise exception.TaskLeaseLost(task_id=task_id, owner=owner)
+    return row
+
+
+async def renew_lease(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    attempt: int | None = None,
+    now: dt.datetime | None = None,
+) -> Row:
+    """Extend the lease; TaskLeaseLost if another conductor took the task over."""
+    expires = now_or(now) + dt.timedelta(seconds=lease_seconds)
+    return await _write_as_owner(conn, task_id, owner, attempt, {"lease_expires_at": expires})
+
+
+async def update(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    values: Mapping[str, Any],
+    *,
+    attempt: int | None = None,
+    lease_seconds: float | None = None,
+    now: dt.datetime | None = None,
+) -> Row:
+    """Record progress (step, payload, last_error ...), optionally renewing the lease."""
+    unknown = set(values) - UPDATABLE_FIELDS
+    if unknown:
+        raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
+    data = dict(values)
+    if lease_seconds is not None:
+        data["lease_expires_at"] = now_or(now) + dt.timedelta(seconds=lease_seconds)
+    return await _write_as_owner(conn, task_id, owner, attempt, data)
+
+
+async def finish(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    *,
+    status: TaskStatus = TaskStatus.SUCCEEDED,
+    last_error: str | None = None,
+    attempt: int | None = None,
+) -> Row:
+    """End the task: final status, lease dropped, instance free for its next task."""
+    if status not in FINAL_STATUSES:
+        raise exception.Invalid(reason=f"{status} is not a final task status")
+    values: dict[str, Any] = {
+        "status": TaskStatus(status).value,
+        "active_instance_uuid": None,
+        "owner": None,
+        "lease_expires_at": None,
+    }
+    if last_error is not None:
+        values["last_error"] = last_error
+    return await _write_as_owner(conn, task_id, owner, attempt, values)
+
+
+async def cancel(conn: AsyncConnection, task_id: int, *, reason: str | None = None) -> Row:
+    """End an active task whoever holds it (operator action); TaskNotFound if not active."""
+    values = {
+        "status": TaskStatus.CANCELLED.value,
+        "active_instance_uuid": None,
+        "owner": None,
+        "lease_expires_at": None,
+        "last_error": reason,
+    }
+    active = _t.c.status.in_([s.value for s in ACTIVE_STATUSES])
+    row = await update_row(conn, _t, _t.c.id == task_id, values, conditions=[active])
+    if row is None:
+        raise exception.TaskNotFound(task_id=task_id)
+    return row
+
+
+async def list_expired(
+    conn: AsyncConnection, *, now: dt.datetime | None = None, limit: int | None = None
+) -> list[Row]:
+    """Active tasks whose owner's lease ran out (their conductor is presumed dead)."""
+    now = now_or(now)
+    stmt = select(_t).where(
+        _t.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+        live(_t),
+        _t.c.owner.is_not(None),
+        _t.c.lease_expires_at < now,
+    )
+    stmt = stmt.order_by(_t.c.lease_expires_at, _t.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return await fetch_all(conn, stmt)
+
+
+async def list_past_deadline(
+    conn: AsyncConnection, *, now: dt.datetime | None = None, limit: int | None = None
+) -> list[Row]:
+    """Active tasks whose deadline passed (to be rolled back)."""
+    stmt = select(_t).where(
+        _t.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+        live(_t),
+        _t.c.deadline < now_or(now),
+    )
+    stmt = stmt.order_by(_t.c.deadline, _t.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return await fetch_all(conn, stmt)
+
+
+async def list_active(
+    conn: AsyncConnection, *, owner: str | None = None, kind: str | None = None
+) -> list[Row]:
+    stmt = select(_t).where(_t.c.status.in_([s.value for s in ACTIVE_STATUSES]), live(_t))
+    if owner is not None:
+        stmt = stmt.where(_t.c.owner == owner)
+    if kind is not None:
+        stmt = stmt.where(_t.c.kind == kind)
+    return await fetch_all(conn, stmt.order_by(_t.c.id))
+
+
+async def list_for_instance(conn: AsyncConnection, instance_uuid: str) -> list[Row]:
+    stmt = select(_t).where(_t.c.instance_uuid == instance_uuid, live(_t))
+    return await fetch_all(conn, stmt.order_by(_t.c.id))
+
+
+async def delete(conn: AsyncConnection, task_id: int, *, now: dt.datetime | None = None) -> None:
+    """Soft-delete a finished task so archiving can move it away."""
+    finished = _t.c.status.in_([s.value for s in FINAL_STATUSES])
+    if not await soft_delete_where(conn, _t, (_t.c.id == task_id) & finished, now):
+        raise exception.TaskNotFound(task_id=task_id)

@@ -1,0 +1,124 @@
+"""The nubes schema as SQLAlchemy models (see :mod:`nubes.db.models.base` for conventions).
+
+Query code uses the ``Table`` objects (``Instance.__table__`` or the names
+below) with Core statements; the declarative classes exist to give the
+schema one typed, readable definition that migrations are checked against.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from nubes.db.models.base import (
+    NOT_DELETED,
+    SHADOW_PREFIX,
+    Base,
+    is_soft_deletable,
+    make_shadow_table,
+    shadow_name,
+)
+from nubes.db.models.compute import (
+    Aggregate,
+    AggregateHost,
+    AggregateMetadata,
+    Allocation,
+    ComputeNode,
+    Service,
+    ServiceHeartbeat,
+)
+from nubes.db.models.flavors import (
+    Flavor,
+    FlavorExtraSpec,
+    FlavorProject,
+    InstanceGroup,
+    InstanceGroupMember,
+)
+from nubes.db.models.instances import (
+    ConductorTask,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceFault,
+    Migration,
+)
+
+metadata = Base.metadata
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+services = _table(Service)
+service_heartbeats = _table(ServiceHeartbeat)
+compute_nodes = _table(ComputeNode)
+allocations = _table(Allocation)
+aggregates = _table(Aggregate)
+aggregate_hosts = _table(AggregateHost)
+aggregate_metadata = _table(AggregateMetadata)
+instances = _table(Instance)
+instance_faults = _table(InstanceFault)
+instance_actions = _table(InstanceAction)
+instance_actions_events = _table(InstanceActionEvent)
+migrations = _table(Migration)
+conductor_tasks = _table(ConductorTask)
+flavors = _table(Flavor)
+flavor_extra_specs = _table(FlavorExtraSpec)
+flavor_projects = _table(FlavorProject)
+instance_groups = _table(InstanceGroup)
+instance_group_members = _table(InstanceGroupMember)
+
+#: Archive twins, keyed by the live table's name; part of ``metadata`` so
+#: the migrated schema is checked against them too.
+SHADOW_TABLES: dict[str, Table] = {
+    table.name: make_shadow_table(table, metadata)
+    for table in list(metadata.sorted_tables)
+    if is_soft_deletable(table)
+}
+
+__all__ = [
+    "NOT_DELETED",
+    "SHADOW_PREFIX",
+    "SHADOW_TABLES",
+    "Aggregate",
+    "AggregateHost",
+    "AggregateMetadata",
+    "Allocation",
+    "Base",
+    "ComputeNode",
+    "ConductorTask",
+    "Flavor",
+    "FlavorExtraSpec",
+    "FlavorProject",
+    "Instance",
+    "InstanceAction",
+    "InstanceActionEvent",
+    "InstanceFault",
+    "InstanceGroup",
+    "InstanceGroupMember",
+    "Migration",
+    "Service",
+    "ServiceHeartbeat",
+    "aggregate_hosts",
+    "aggregate_metadata",
+    "aggregates",
+    "allocations",
+    "compute_nodes",
+    "conductor_tasks",
+    "flavor_extra_specs",
+    "flavor_projects",
+    "flavors",
+    "instance_actions",
+    "instance_actions_events",
+    "instance_faults",
+    "instance_group_members",
+    "instance_groups",
+    "instances",
+    "metadata",
+    "migrations",
+    "service_heartbeats",
+    "services",
+    "shadow_name",
+]

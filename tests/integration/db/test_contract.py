@@ -1,0 +1,17 @@
+"""The DB contract suite of tests/unit/db, collected again here for PostgreSQL and MariaDB.
+
+The ``backend`` fixture of this directory's conftest decides where the
+imported tests run; nothing is redefined. (tests/unit/db/test_engine.py is
+SQLite plumbing and stays out.)
+"""
+
+from __future__ import annotations
+
+from tests.unit.db.test_archive import *  # noqa: F403
+from tests.unit.db.test_compute_nodes import *  # noqa: F403
+from tests.unit.db.test_constraints import *  # noqa: F403
+from tests.unit.db.test_instances import *  # noqa: F403
+from tests.unit.db.test_migrations import *  # noqa: F403
+from tests.unit.db.test_replica import *  # noqa: F403
+from tests.unit.db.test_resources import *  # noqa: F403
+from tests.unit.db.test_tasks import *  # noqa: F403
