@@ -75,6 +75,7 @@ __all__ = [
     "remotable_classmethod",
     "remotable_methods",
     "run_locally",
+    "use_indirection_api",
 ]
 
 P = ParamSpec("P")
@@ -87,6 +88,26 @@ REMOTABLE_ATTR = "_nubes_remotable"
 # True while remotable bodies must run here even if an indirection API is
 # installed: on the serving side, and so in an all-in-one process too.
 _run_locally: ContextVar[bool] = ContextVar("nubes_objects_run_locally", default=False)
+
+
+# The indirection API of the service the current task works for. Services
+# sharing a process (all-in-one, tests, a fleet of fake hosts) each talk to
+# the conductor under their own identity, so the API is per context; the
+# class attribute ``VersionedObject.indirection_api`` is the process default.
+_indirection: ContextVar[IndirectionAPI | None] = ContextVar(
+    "nubes_objects_indirection", default=None
+)
+
+
+def use_indirection_api(api: IndirectionAPI | None) -> None:
+    """Send remotable calls made in the current context (and tasks it starts) through ``api``."""
+    _indirection.set(api)
+
+
+def _indirection_api(cls: type[VersionedObject]) -> IndirectionAPI | None:
+    if _run_locally.get():
+        return None
+    return _indirection.get() or cls.indirection_api
 
 
 @contextlib.contextmanager
@@ -688,8 +709,8 @@ def remotable(
 
     @functools.wraps(fn)
     async def wrapper(self: OT, context: RequestContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        api = type(self).indirection_api
-        if api is None or _run_locally.get():
+        api = _indirection_api(type(self))
+        if api is None:
             return await fn(self, context, *args, **kwargs)
         updates, result = await api.object_action(context, self, method, args, kwargs)
         self._obj_apply_updates(updates)
@@ -712,8 +733,8 @@ def remotable_classmethod(
     async def wrapper(
         cls: type[VersionedObject], context: RequestContext, /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        api = cls.indirection_api
-        if api is None or _run_locally.get():
+        api = _indirection_api(cls)
+        if api is None:
             return await fn(cls, context, *args, **kwargs)
         return await api.object_class_action_versions(
             context, cls._obj_name, method, cls.obj_tree_versions(), args, kwargs

@@ -12,6 +12,7 @@ transport was opened with, which a receiver cannot be lied to about.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import deque
@@ -120,6 +121,9 @@ class _MemoryListener:
         self.free = max_concurrency
         self._inflight: dict[asyncio.Task[None], tuple[_Queue, _Envelope]] = {}
         self._stopped = False
+        # Handlers run in the listening service's context, as they would in
+        # its own process, not in the context of the task that sent.
+        self._context = contextvars.copy_context()
         for q in queues:
             q.consumers.append(self)
         for q in queues:
@@ -127,7 +131,7 @@ class _MemoryListener:
 
     def start(self, queue: _Queue, env: _Envelope) -> None:
         self.free -= 1
-        task = asyncio.create_task(self._run(env))
+        task = asyncio.create_task(self._run(env), context=self._context.copy())
         self._inflight[task] = (queue, env)
         task.add_done_callback(self._done)
 

@@ -11,6 +11,7 @@ deliveries and publisher confirms come back through the read fast path of
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -238,6 +239,10 @@ class RabbitListener:
         self._channel: Channel | None = None
         self._tags: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Handlers run in the context of whoever started listening (the
+        # service), not of the socket reader: services sharing a process
+        # keep their own context variables (see nubes.transport docs).
+        self._context = contextvars.copy_context()
         self._stopped = False
 
     def __repr__(self) -> str:
@@ -282,7 +287,9 @@ class RabbitListener:
         # broker redelivers instead).
         if self._stopped:
             return  # left unacknowledged: back to the queue when the channel closes
-        task = asyncio.get_running_loop().create_task(self._run(session, channel, delivery))
+        task = asyncio.get_running_loop().create_task(
+            self._run(session, channel, delivery), context=self._context.copy()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -18,6 +18,12 @@ Identity
     connection. A transport that cannot verify who sent a message delivers it
     with ``caller=None`` and the RPC server refuses it.
 
+Context
+    Handlers run in a copy of the context that was current when
+    :meth:`Transport.listen` was called, so services sharing one process
+    (all-in-one, tests) keep their own context variables, such as the
+    indirection API a compute host's objects use.
+
 Delivery
     A cast returns once the bus holds the message (on rabbit: a publisher
     confirm for a persistent message in a durable queue). Messages are

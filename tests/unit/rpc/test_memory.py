@@ -112,3 +112,25 @@ def test_target_rules():
     with pytest.raises(exception.ValidationError):
         Target("t", server="s", fanout=True)
     assert str(Target("t", server="s")) == "t.s"
+
+
+async def test_handlers_run_in_the_listening_context_not_the_senders():
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    t = get_transport("memory:///ctx", identity="a")
+    seen: list[str] = []
+
+    async def handler(msg: IncomingMessage) -> None:
+        seen.append(who.get())
+        await msg.reply(b"")
+
+    async def listen_as_server() -> None:
+        who.set("server")
+        await t.listen("ctx", "s", handler)
+
+    await asyncio.create_task(listen_as_server())
+    who.set("sender")
+    await t.call(Target("ctx"), b"x", 1.0)
+    assert seen == ["server"]
+    await t.close()
