@@ -134,6 +134,13 @@ rabbit_opts: list[cfg.Opt] = [
 conductor_opts: list[cfg.Opt] = [
     cfg.IntOpt("workers", default=1, min=1, help="Conductor worker processes."),
     cfg.StrOpt("topic", default="conductor", help="RPC topic of the conductor."),
+    cfg.ListOpt(
+        "controller_identities",
+        default=[],
+        help="Bus identities (broker users) to treat as controller services besides "
+        "those named conductor.*, scheduler.*, api.* and manage.*. Compute hosts are "
+        "compute.<host>; any other identity is refused.",
+    ),
 ]
 
 scheduler_opts: list[cfg.Opt] = [

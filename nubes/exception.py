@@ -18,7 +18,8 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── MalformedObject               an object primitive is not a valid envelope
     │   └── MarkerNotFound                a pagination marker names no visible row
     ├── Forbidden (403)
-    │   └── IdentityMismatch              a message claims someone its sender is not
+    │   ├── IdentityMismatch              a message claims someone its sender is not
+    │   └── InstanceNotOnHost             the instance is not placed on the calling host
     ├── NotFound (404)
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
@@ -58,6 +59,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+#: Every NubesError subclass by class name (filled as classes are defined).
+ERRORS_BY_NAME: dict[str, type[NubesError]] = {}
+
 #: Shown instead of a message that is not safe for users.
 GENERIC_MESSAGE = "An unexpected error occurred; the request id identifies it in the logs."
 
@@ -73,6 +77,11 @@ class NubesError(Exception):
     msg_fmt: ClassVar[str] = "An unknown error occurred."
     code: ClassVar[int] = 500
     safe: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # By name, so an error that crossed RPC can be rebuilt as its class.
+        ERRORS_BY_NAME[cls.__name__] = cls
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -128,6 +137,17 @@ class Forbidden(NubesError):
 
 class IdentityMismatch(Forbidden):
     msg_fmt = "Message claims caller %(claimed)s but was sent by %(actual)s"
+
+
+class InstanceNotOnHost(Forbidden):
+    """The instance is not placed on the host, in the database.
+
+    Placed means: its ``host`` is that host, or its ``node`` is one of the
+    host's compute nodes, or a migration of it in progress has the host as
+    its source or destination.
+    """
+
+    msg_fmt = "Instance %(instance_uuid)s is not placed on host %(host)s."
 
 
 class NotFound(NubesError):

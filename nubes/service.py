@@ -1,23 +1,34 @@
-"""Running a nubes service: its transport, its RPC server, its lifetime.
+"""Running a nubes service: its transport, its RPC server, its heartbeat.
 
 A :class:`Service` is one binary (``conductor``, ``scheduler``, ``compute``,
 ...) on one host. It opens the transport under its own identity, serves its
-manager's endpoints on ``topic`` and ``topic.host``, and stops cleanly: the
-listener stops taking messages, handlers in flight finish, then the transport
-closes. Several services can share one process (``all-in-one``, tests), each
-with its own transport, so each keeps its own identity on the bus.
+manager's endpoints on ``topic`` and ``topic.host``, reports liveness every
+``report_interval`` seconds, and stops cleanly: the listener stops taking
+messages, handlers in flight finish, then the transport closes.
+
+Several services can share a process (``all-in-one``, tests, a fleet of fake
+hosts). Each runs in a context of its own, so a compute host's objects reach
+the conductor under that host's identity while the conductor next to it runs
+the same objects' methods against the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import random
 import signal
 from collections.abc import Iterable
 
 from oslo_config import cfg
 
+from nubes import exception
+from nubes.context import get_admin_context
+from nubes.objects.base import IndirectionAPI, use_indirection_api
+from nubes.objects.serializer import ObjectSerializer
+from nubes.objects.service import Service as ServiceRecord
 from nubes.rpc.server import RPCServer
 from nubes.rpc.transport import Transport, TransportURL, get_transport
 
@@ -29,6 +40,14 @@ TOPICS = {
     "scheduler": "scheduler",
     "compute": "compute",
 }
+#: Version of the service code, recorded with each service row; the oldest
+#: one running bounds what newer services send (rolling upgrades).
+SERVICE_VERSION = 1
+DEFAULT_REPORT_INTERVAL = 10.0
+#: Longest wait between heartbeat attempts while the conductor is away.
+HEARTBEAT_BACKOFF_MAX = 60.0
+#: Failures that mean "the conductor or database is away": retried quietly.
+_AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
 
 
 def service_identity(binary: str, host: str) -> str:
@@ -68,18 +87,35 @@ class Service:
         endpoints: Iterable[object] = (),
         *,
         topic: str | None = None,
+        indirection_api: IndirectionAPI | None = None,
+        report_interval: float | None = DEFAULT_REPORT_INTERVAL,
     ) -> None:
         self.binary = binary
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)
         self.transport = transport
-        self.rpcserver = RPCServer(self.transport, self.topic, host, list(endpoints))
-        self._started = False
+        self.rpcserver = RPCServer(
+            transport, self.topic, host, list(endpoints), serializer=ObjectSerializer()
+        )
+        self.report_interval = report_interval
+        self.record: ServiceRecord | None = None
+        self._context = contextvars.copy_context()
+        if indirection_api is not None:
+            self._context.run(use_indirection_api, indirection_api)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.started = False
 
     async def start(self) -> None:
+        # Started in the service's own context: the listener and the
+        # heartbeat keep it, whatever context the caller runs in.
+        await asyncio.create_task(self._start(), context=self._context.copy())
+
+    async def _start(self) -> None:
         await self.transport.connect()
         await self.rpcserver.start()
-        self._started = True
+        if self.report_interval:
+            self._heartbeat = asyncio.create_task(self._report_state(self.report_interval))
+        self.started = True
         LOG.info(
             "%s on %s serving topic %s as %s",
             self.binary,
@@ -89,15 +125,75 @@ class Service:
         )
 
     async def stop(self) -> None:
-        if not self._started:
+        if not self.started:
             return
-        self._started = False
+        self.started = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         await self.rpcserver.stop()
         await self.transport.close()
         LOG.info("%s on %s stopped", self.binary, self.host)
 
+    async def _ensure_record(self) -> ServiceRecord:
+        ctxt = get_admin_context()
+        try:
+            record = await ServiceRecord.get_by_host_and_binary(ctxt, self.host, self.binary)
+        except exception.ServiceNotFound:
+            record = ServiceRecord(
+                host=self.host, binary=self.binary, topic=self.topic, version=SERVICE_VERSION
+            )
+            try:
+                await record.create(ctxt)
+            except exception.DBDuplicateEntry:
+                # Another copy of this service on the same host won the race.
+                record = await ServiceRecord.get_by_host_and_binary(ctxt, self.host, self.binary)
+        if record.version != SERVICE_VERSION:
+            record.version = SERVICE_VERSION
+            await record.save(ctxt)
+        return record
 
-async def run_until_signalled(services: list[Service], ready_message: str = "") -> None:
+    async def report_state(self) -> None:
+        """One heartbeat: the service row exists and says we are alive now."""
+        if self.record is None:
+            self.record = await self._ensure_record()
+        await self.record.heartbeat(get_admin_context())
+
+    async def _report_state(self, interval: float) -> None:
+        backoff = min(1.0, interval)
+        away = False
+        while True:
+            try:
+                await asyncio.wait_for(self.report_state(), timeout=max(interval, 5.0))
+            except asyncio.CancelledError:
+                raise
+            except (*_AWAY, TimeoutError) as exc:
+                if not away:
+                    # Once, not on every beat: a conductor outage would
+                    # otherwise flood the log of every host.
+                    LOG.warning(
+                        "%s on %s cannot report liveness (%s); retrying with backoff",
+                        self.binary,
+                        self.host,
+                        exc,
+                    )
+                    away = True
+                delay = random.uniform(backoff / 2, backoff)
+                backoff = min(backoff * 2, HEARTBEAT_BACKOFF_MAX)
+            except Exception:
+                LOG.exception("%s on %s: heartbeat failed", self.binary, self.host)
+                delay = interval
+            else:
+                if away:
+                    LOG.info("%s on %s reports liveness again", self.binary, self.host)
+                    away = False
+                backoff = min(1.0, interval)
+                delay = interval
+            await asyncio.sleep(delay)
+
+
+async def run_until_signalled(services: list[Service], ready: asyncio.Event | None = None) -> None:
     """Start ``services``, wait for SIGINT/SIGTERM, stop them in reverse order."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,8 +205,8 @@ async def run_until_signalled(services: list[Service], ready_message: str = "") 
         for svc in services:
             await svc.start()
             started.append(svc)
-        if ready_message:
-            print(ready_message, flush=True)
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
         for svc in reversed(started):

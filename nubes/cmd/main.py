@@ -13,8 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from oslo_config import cfg
+
 from nubes import config, exception
 from nubes.cmd import common
+from nubes.conductor.manager import ConductorManager
+from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, get_transport
@@ -27,18 +31,57 @@ DEFAULT_STATE_DIR = "./nubes-state"
 READY_TIMEOUT = 5.0
 
 
-def _endpoints(binary: str) -> list[object]:
-    """The manager endpoints a service serves beyond the base API (ping, whoami).
+async def _open_database(conf: cfg.ConfigOpts, *, sync: bool = False) -> None:
+    """Connect this process to the database and let objects use it."""
+    from nubes.db import engine, migration
+    from nubes.db.object_backend import DBObjectBackend
+    from nubes.objects import backend
 
-    The managers arrive with their issues (conductor: the object proxy,
-    scheduler: select_destinations, compute: the host agent).
-    """
-    return []
+    if sync:
+        await migration.db_sync(conf.database.connection)
+    backend.install(DBObjectBackend(engine.configure(conf)))
 
 
-async def _run_service(binary: str, conf: config.cfg.ConfigOpts) -> int:
-    transport = open_transport(conf, binary, conf.host)
-    svc = Service(binary, conf.host, transport, _endpoints(binary))
+def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
+    from nubes.db import engine
+
+    endpoints: list[object] = []
+    if binary == "conductor":
+        endpoints.append(
+            ConductorManager(engine.get_database(), conf.conductor.controller_identities)
+        )
+    return Service(
+        binary,
+        host,
+        open_transport(conf, binary, host),
+        endpoints,
+        report_interval=conf.report_interval,
+    )
+
+
+def _compute(conf: cfg.ConfigOpts, host: str) -> Service:
+    transport = open_transport(conf, "compute", host)
+    conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
+    return Service(
+        "compute",
+        host,
+        transport,
+        indirection_api=conductor,
+        report_interval=conf.report_interval,
+    )
+
+
+async def _run_service(binary: str, conf: cfg.ConfigOpts) -> int:
+    if binary == "compute":
+        from nubes.db import engine
+
+        # Compute hosts have no database: any use of the DB layer from here
+        # on is a bug and must say so, not quietly work.
+        engine.disable_db_access("compute")
+        svc = _compute(conf, conf.host)
+    else:
+        await _open_database(conf)
+        svc = _controller(conf, binary, conf.host)
     await run_until_signalled([svc])
     return 0
 
@@ -56,38 +99,30 @@ def _write_config(state_dir: Path) -> Path:
     return path
 
 
-async def _all_in_one(args: argparse.Namespace, conf: config.cfg.ConfigOpts) -> int:
+async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
+    await _open_database(conf, sync=True)
     host = conf.host
-    plan = [("conductor", host), ("scheduler", host)]
-    plan += [("compute", f"fake-{i}") for i in range(args.fake_hosts)]
-    services = [
-        Service(binary, name, open_transport(conf, binary, name), _endpoints(binary))
-        for binary, name in plan
-    ]
-    probe = get_transport("memory://", identity="all-in-one")
-
-    async def check_ready() -> None:
-        ctxt = RequestContext()
-        for svc in services:
-            target = Target(svc.topic, server=svc.host)
-            client = RPCClient(probe, target, namespace="baseapi", timeout=READY_TIMEOUT)
-            who = await client.call(ctxt, "whoami")
-            print(f"  {svc.binary:<10} on {svc.host:<12} answers as {who['identity']}", flush=True)
-
-    async def runner() -> None:
-        await run_until_signalled(services, ready_message="")
-
-    task = asyncio.create_task(runner())
-    await asyncio.sleep(0)
-    while not all(s._started for s in services):
-        if task.done():
-            return task.result() or 1
-        await asyncio.sleep(0.01)
+    services = [_controller(conf, "conductor", host), _controller(conf, "scheduler", host)]
+    services += [_compute(conf, f"fake-{i}") for i in range(args.fake_hosts)]
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_until_signalled(services, ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiting.cancel()
+        task.result()
+        return 1
+    probe = get_transport("memory://", identity="manage.all-in-one")
     await probe.connect()
     print(f"nubes all-in-one: state in {args.state_dir}, bus memory://", flush=True)
-    await check_ready()
-    print("Ready. Stop with Ctrl-C.", flush=True)
+    ctxt = RequestContext()
+    for svc in services:
+        target = Target(svc.topic, server=svc.host)
+        client = RPCClient(probe, target, namespace="baseapi", timeout=READY_TIMEOUT)
+        who = await client.call(ctxt, "whoami")
+        print(f"  {svc.binary:<10} on {svc.host:<12} answers as {who['identity']}", flush=True)
     await probe.close()
+    print("Ready. Stop with Ctrl-C.", flush=True)
     await task
     return 0
 

@@ -74,6 +74,8 @@ class ConductorAPI:
             objmethod=objmethod,
             args=list(args),
             kwargs=kwargs,
+            # So the conductor answers in the versions this host runs.
+            object_versions=objinst.obj_tree_versions(),
         )
         updates, result = reply
         return updates, result

@@ -118,16 +118,15 @@ def encode_error(exc: BaseException) -> bytes:
     return _PLAIN_ENCODER.encode(Reply(e=info))
 
 
-def error_table(
-    expected: Iterable[type[exception.NubesError]],
-) -> dict[str, type[exception.NubesError]]:
-    """Class name -> class for the errors a caller re-raises as themselves."""
-    table = {cls.__name__: cls for cls in FRAMEWORK_ERRORS}
-    table.update({cls.__name__: cls for cls in expected})
-    return table
+ErrorTable = tuple[type[exception.NubesError], ...]
 
 
-def decode_reply(body: bytes, errors: Mapping[str, type[exception.NubesError]], method: str) -> Any:
+def error_table(expected: Iterable[type[exception.NubesError]]) -> ErrorTable:
+    """The error classes a caller re-raises as themselves, with their subclasses."""
+    return (*FRAMEWORK_ERRORS, *expected)
+
+
+def decode_reply(body: bytes, errors: ErrorTable, method: str) -> Any:
     """Return the result of a reply, or raise the error it carries."""
     try:
         reply = _REPLY_DECODER.decode(body)
@@ -136,7 +135,7 @@ def decode_reply(body: bytes, errors: Mapping[str, type[exception.NubesError]], 
     if reply.e is None:
         return reply.r
     info = reply.e
-    cls = errors.get(info.t)
-    if cls is not None:
+    cls = exception.ERRORS_BY_NAME.get(info.t)
+    if cls is not None and issubclass(cls, errors):
         raise cls(info.m, **info.k)
     raise exception.RemoteError(exc_type=info.t, value=info.m)

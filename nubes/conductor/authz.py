@@ -1,0 +1,334 @@
+"""Per-host authorisation of the object calls compute hosts make.
+
+The rule table below is the one ``docs/authorization.md`` shows; keep them
+together. A compute host is identified by the identity the transport verified
+(``compute.<host>``), never by anything in the message, and every check reads
+the database, never the object the host sent: a compromised host can put any
+value it likes in its copy of an object.
+
+Default deny: an (object, method) pair that is not in :data:`RULES` is
+refused to every compute host. Controller services are not restricted.
+Every refusal raises :class:`~nubes.exception.Forbidden` and writes one line
+to the ``nubes.audit`` logger.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from nubes import exception
+from nubes.db.api import compute_nodes, instances, migrations, services, tasks
+from nubes.db.engine import Database
+from nubes.objects.base import VersionedObject, remotable_methods
+from nubes.objects.registry import REGISTRY
+
+AUDIT = logging.getLogger("nubes.audit")
+
+#: Binaries whose identities (``<binary>.<host>``) are controller services.
+CONTROLLER_BINARIES = frozenset({"conductor", "scheduler", "api", "manage"})
+COMPUTE_BINARY = "compute"
+
+
+class CallerKind(enum.StrEnum):
+    """What kind of service is calling."""
+
+    COMPUTE = "compute"  #: a hypervisor host: restricted by RULES
+    CONTROLLER = "controller"  #: api, conductor, scheduler, manage: unrestricted
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    identity: str
+    kind: CallerKind
+    host: str | None = None
+
+
+def identify(identity: str | None, controller_identities: Iterable[str] = ()) -> Caller:
+    """Map a verified bus identity to a caller, or refuse it."""
+    if not identity:
+        raise exception.Forbidden(reason="the caller's identity could not be verified")
+    if identity in set(controller_identities):
+        return Caller(identity, CallerKind.CONTROLLER)
+    binary, _, host = identity.partition(".")
+    if binary == COMPUTE_BINARY and host:
+        return Caller(identity, CallerKind.COMPUTE, host)
+    if binary in CONTROLLER_BINARIES and host:
+        return Caller(identity, CallerKind.CONTROLLER, host)
+    AUDIT.warning("REFUSED caller=%s reason=unknown identity", identity)
+    raise exception.Forbidden(reason=f"identity {identity!r} is not a known service")
+
+
+# Fields a compute host owns on each object it may save. Anything else it
+# changes is refused, whatever its value.
+INSTANCE_FIELDS = frozenset(
+    {
+        "power_state",
+        "vm_state",
+        "task_state",
+        "progress",
+        "launched_at",
+        "terminated_at",
+        "launched_on",
+    }
+)
+#: Instance fields a host may set only to what the active conductor task asked.
+INSTANCE_PLACEMENT_FIELDS = frozenset({"host", "node"})
+COMPUTE_NODE_FIELDS = frozenset(
+    {
+        "vcpus",
+        "memory_mb",
+        "local_gb",
+        "vcpus_used",
+        "memory_mb_used",
+        "local_gb_used",
+        "free_ram_mb",
+        "free_disk_gb",
+        "running_vms",
+        "current_workload",
+        "cpu_utilization",
+        "cpu_info",
+        "metrics",
+        "hypervisor_type",
+        "hypervisor_version",
+        "disk_available_least",
+        "host_ip",
+        "stats",
+    }
+)
+SERVICE_FIELDS = frozenset({"version", "report_count"})
+MIGRATION_FIELDS = frozenset({"status", "progress", "memory_processed", "memory_remaining"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    #: Name of the Authorizer method that decides.
+    check: str
+    #: Fields a save-like call may change; None for reads and creates, whose
+    #: checks look at the whole object instead.
+    writable: frozenset[str] | None = None
+
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("Instance", "get_by_uuid"): Rule("instance_uuid_arg"),
+    ("Instance", "get_by_host"): Rule("host_arg"),
+    ("Instance", "refresh"): Rule("instance_obj", frozenset()),
+    ("Instance", "save"): Rule("instance_obj", INSTANCE_FIELDS | INSTANCE_PLACEMENT_FIELDS),
+    ("ComputeNode", "get_by_host_and_nodename"): Rule("host_arg"),
+    ("ComputeNode", "get_by_uuid"): Rule("compute_node_uuid_arg"),
+    ("ComputeNode", "create"): Rule("new_compute_node"),
+    ("ComputeNode", "save"): Rule("compute_node_obj", COMPUTE_NODE_FIELDS),
+    ("Service", "get_by_host_and_binary"): Rule("service_args"),
+    ("Service", "create"): Rule("new_service"),
+    ("Service", "save"): Rule("service_obj", SERVICE_FIELDS),
+    ("Service", "heartbeat"): Rule("service_obj", frozenset()),
+    ("Migration", "get_by_id"): Rule("migration_id_arg"),
+    ("Migration", "save"): Rule("migration_obj", MIGRATION_FIELDS),
+    ("Flavor", "get_by_id"): Rule("anyone"),
+    ("Flavor", "get_by_flavor_id"): Rule("anyone"),
+    ("InstanceFault", "create"): Rule("fault_obj"),
+    ("InstanceActionEvent", "event_start"): Rule("instance_uuid_arg"),
+    ("InstanceActionEvent", "event_finish"): Rule("instance_uuid_arg"),
+}
+
+
+@dataclass(slots=True)
+class Call:
+    """One object call as the authoriser sees it."""
+
+    caller: Caller
+    objname: str
+    method: str
+    #: The object the method runs on (instance methods only).
+    obj: VersionedObject | None
+    #: Arguments bound to the method's parameter names.
+    arguments: dict[str, Any]
+
+    @property
+    def changed(self) -> set[str]:
+        return self.obj.obj_what_changed() if self.obj is not None else set()
+
+    def value(self, name: str) -> Any:
+        """A field of the object, or None when it is not set."""
+        if self.obj is None or not self.obj.obj_attr_is_set(name):
+            return None
+        return getattr(self.obj, name)
+
+
+def _bind(objname: str, method: str, args: Any, kwargs: Any) -> dict[str, Any]:
+    try:
+        cls = REGISTRY.get(objname)
+    except exception.NubesError:
+        return {}
+    found = remotable_methods(cls).get(method)
+    if found is None or type(args) not in (list, tuple) or type(kwargs) is not dict:
+        return {}
+    try:
+        bound = inspect.signature(found[1]).bind(None, None, *args, **kwargs)
+    except TypeError:
+        # serve_object_action refuses these with InvalidArguments afterwards.
+        return {}
+    return dict(list(bound.arguments.items())[2:])
+
+
+class Authorizer:
+    def __init__(self, db: Database, controller_identities: Iterable[str] = ()) -> None:
+        self.db = db
+        self.controller_identities = frozenset(controller_identities)
+        self._checks: dict[str, Callable[[Call], Awaitable[None]]] = {
+            name: getattr(self, f"_check_{name}")
+            for name in {rule.check for rule in RULES.values()}
+        }
+
+    def identify(self, identity: str | None) -> Caller:
+        return identify(identity, self.controller_identities)
+
+    async def authorize(
+        self,
+        caller: Caller,
+        objname: str,
+        method: str,
+        obj: VersionedObject | None,
+        args: Any,
+        kwargs: Any,
+    ) -> None:
+        """Return when ``caller`` may make this call; raise Forbidden otherwise."""
+        if caller.kind is CallerKind.CONTROLLER:
+            return
+        call = Call(caller, objname, method, obj, _bind(objname, method, args, kwargs))
+        rule = RULES.get((objname, method))
+        if rule is None:
+            self._refuse(call, "not allowed for compute hosts")
+        assert rule is not None
+        if obj is not None and rule.writable is not None:
+            extra = call.changed - rule.writable
+            if extra:
+                self._refuse(call, f"may not change {', '.join(sorted(extra))}")
+        await self._checks[rule.check](call)
+
+    def _refuse(self, call: Call, reason: str) -> None:
+        target = call.value("uuid") or call.value("id") or call.arguments or "-"
+        AUDIT.warning(
+            "REFUSED caller=%s object=%s method=%s target=%s fields=%s reason=%s",
+            call.caller.identity,
+            call.objname,
+            call.method,
+            target,
+            ",".join(sorted(call.changed)) or "-",
+            reason,
+        )
+        raise exception.Forbidden(
+            reason=f"{call.caller.identity} may not call {call.objname}.{call.method}: {reason}"
+        )
+
+    # -- the checks named in RULES ------------------------------------------
+
+    async def _check_anyone(self, call: Call) -> None:
+        return None
+
+    async def _placed_on_caller(self, call: Call, uuid: Any) -> None:
+        if not isinstance(uuid, str):
+            self._refuse(call, "no instance uuid")
+        try:
+            async with self.db.reader() as conn:
+                await instances.get_placed_on_host(conn, uuid, call.caller.host)
+        except exception.InstanceNotOnHost:
+            self._refuse(call, f"instance {uuid} is not on this host")
+
+    async def _check_instance_uuid_arg(self, call: Call) -> None:
+        uuid = call.arguments.get("uuid", call.arguments.get("instance_uuid"))
+        await self._placed_on_caller(call, uuid)
+
+    async def _check_instance_obj(self, call: Call) -> None:
+        uuid = call.value("uuid")
+        await self._placed_on_caller(call, uuid)
+        moving = call.changed & INSTANCE_PLACEMENT_FIELDS
+        if moving:
+            await self._check_instance_move(call, uuid, moving)
+
+    async def _check_instance_move(self, call: Call, uuid: str, moving: set[str]) -> None:
+        # host/node change only to where the instance's active conductor
+        # task is taking it, and only by that destination host.
+        async with self.db.reader() as conn:
+            task = await tasks.get_active_for_instance(conn, uuid)
+        payload = (task or {}).get("payload") or {}
+        dest = {"host": payload.get("dest_host"), "node": payload.get("dest_node")}
+        if dest["host"] != call.caller.host:
+            self._refuse(call, "no conductor task moves this instance to this host")
+        for name in moving:
+            if call.value(name) != dest[name]:
+                self._refuse(call, f"{name} must be {dest[name]!r}, the task's destination")
+
+    async def _check_host_arg(self, call: Call) -> None:
+        if call.arguments.get("host") != call.caller.host:
+            self._refuse(call, "may only list its own host")
+
+    async def _check_compute_node_uuid_arg(self, call: Call) -> None:
+        uuid = call.arguments.get("uuid")
+        if not isinstance(uuid, str):
+            self._refuse(call, "no compute node uuid")
+        try:
+            async with self.db.reader() as conn:
+                node = await compute_nodes.get_by_uuid(conn, uuid)
+        except exception.NotFound:
+            self._refuse(call, "no such compute node")
+        if node["host"] != call.caller.host:
+            self._refuse(call, "not this host's compute node")
+
+    async def _check_new_compute_node(self, call: Call) -> None:
+        if call.value("host") != call.caller.host:
+            self._refuse(call, "may only create compute nodes of its own host")
+
+    async def _check_compute_node_obj(self, call: Call) -> None:
+        node_id = call.value("id")
+        try:
+            async with self.db.reader() as conn:
+                node = await compute_nodes.get_by_id(conn, node_id)
+        except (exception.NotFound, TypeError):
+            self._refuse(call, "no such compute node")
+        if node["host"] != call.caller.host:
+            self._refuse(call, "not this host's compute node")
+
+    async def _check_service_args(self, call: Call) -> None:
+        if (
+            call.arguments.get("host") != call.caller.host
+            or call.arguments.get("binary") != COMPUTE_BINARY
+        ):
+            self._refuse(call, "may only read its own compute service")
+
+    async def _check_new_service(self, call: Call) -> None:
+        if call.value("host") != call.caller.host or call.value("binary") != COMPUTE_BINARY:
+            self._refuse(call, "may only create its own compute service")
+        if call.value("disabled") or call.value("forced_down"):
+            self._refuse(call, "may not create itself disabled or forced down")
+
+    async def _check_service_obj(self, call: Call) -> None:
+        try:
+            async with self.db.reader() as conn:
+                row = await services.get_by_id(conn, call.value("id"))
+        except (exception.NotFound, TypeError):
+            self._refuse(call, "no such service")
+        if row["host"] != call.caller.host or row["binary"] != COMPUTE_BINARY:
+            self._refuse(call, "not this host's compute service")
+
+    async def _migration(self, call: Call, migration_id: Any) -> None:
+        try:
+            async with self.db.reader() as conn:
+                row = await migrations.get_by_id(conn, migration_id)
+        except (exception.NotFound, TypeError):
+            self._refuse(call, "no such migration")
+        if call.caller.host not in (row["source_compute"], row["dest_compute"]):
+            self._refuse(call, "this host is neither source nor destination")
+
+    async def _check_migration_id_arg(self, call: Call) -> None:
+        await self._migration(call, call.arguments.get("migration_id", call.arguments.get("id")))
+
+    async def _check_migration_obj(self, call: Call) -> None:
+        await self._migration(call, call.value("id"))
+
+    async def _check_fault_obj(self, call: Call) -> None:
+        await self._placed_on_caller(call, call.value("instance_uuid"))
