@@ -60,9 +60,24 @@ async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
     return await _get(conn, services.c.uuid == uuid, uuid)
 
 
-async def get_by_host_and_binary(conn: AsyncConnection, host: str, binary: str) -> Row:
+async def get_by_host_and_binary(
+    conn: AsyncConnection, host: str, binary: str, *, with_heartbeat: bool = False
+) -> Row:
+    """The live service; ``with_heartbeat`` adds ``last_seen_at`` and
+    ``report_count`` (None if it never reported) in the same statement."""
     where = (services.c.host == host) & (services.c.binary == binary)
-    return await _get(conn, where, f"{binary} on {host}")
+    if not with_heartbeat:
+        return await _get(conn, where, f"{binary} on {host}")
+    hb = service_heartbeats
+    stmt = (
+        select(services, hb.c.last_seen_at, hb.c.report_count)
+        .select_from(services.outerjoin(hb, hb.c.service_id == services.c.id))
+        .where(where, live(services))
+    )
+    row = await fetch_one(conn, stmt)
+    if row is None:
+        raise exception.ServiceNotFound(service=f"{binary} on {host}")
+    return row
 
 
 async def get_all(

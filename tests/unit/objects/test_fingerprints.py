@@ -17,9 +17,14 @@ from nubes.objects import base, fields, fingerprint
 from nubes.objects.registry import REGISTRY
 
 EXPECTED = {
-    "Flavor": "1.0-6d39a471bcb4ead7",
-    "Instance": "1.0-114fc77748d50e3a",
-    "InstanceFault": "1.0-818e9ff6503ffdfd",
+    "ComputeNode": "1.0-1b7d87fb72aeefef",
+    "Flavor": "1.0-a47c0a5c20424e99",
+    "Instance": "1.0-a719473d27b5c890",
+    "InstanceAction": "1.0-06524253dcbfb677",
+    "InstanceActionEvent": "1.0-08e3cad6e447b4f4",
+    "InstanceFault": "1.0-3944ba8c571fd624",
+    "Migration": "1.0-0a34783039c8d772",
+    "Service": "1.0-3557b6975da8481c",
 }
 
 

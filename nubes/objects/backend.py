@@ -1,0 +1,274 @@
+"""Where the remotable methods of objects get their data: the object backend.
+
+Nothing under :mod:`nubes.objects` may import the DB layer (compute imports
+objects, and compute must never reach the database), so the bodies of
+remotable methods call an :class:`ObjectBackend` instead: one async method
+per database operation, taking the request context first and returning plain
+dicts (column name -> value), lists of them, or None. A process with database
+access (conductor, api, scheduler, all-in-one) installs the implementation
+from :mod:`nubes.db.object_backend` at start::
+
+    backend.install(DBObjectBackend(database))
+
+A compute host installs none; its remotable calls go through the indirection
+API to the conductor, and a body that runs there anyway fails with
+:class:`~nubes.exception.DatabaseAccessForbidden` from :func:`get`.
+
+:func:`apply_row` is the one helper the objects share to load a row.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+
+from nubes import exception
+from nubes.objects.fields import NO_DEFAULT
+
+if TYPE_CHECKING:
+    from nubes.context import RequestContext
+    from nubes.objects.base import VersionedObject
+
+__all__ = ["ExpectedStates", "ObjectBackend", "Row", "apply_row", "get", "install", "uninstall"]
+
+#: A row as the backend hands it out: column name -> value (aware UTC datetimes,
+#: decoded JSON).
+Row: TypeAlias = dict[str, Any]
+#: Expected states of a compare-and-set: None means "do not check"; otherwise
+#: the states allowed, where None in the list means "must be unset (NULL)".
+ExpectedStates: TypeAlias = Sequence[str | None] | None
+
+OT = TypeVar("OT", bound="VersionedObject")
+
+
+class ObjectBackend(Protocol):
+    """Every database operation the objects' remotable methods need.
+
+    Each runs in one short transaction of its own. Lookups raise the
+    resource's NotFound error (InstanceNotFound, ServiceNotFound ...).
+    """
+
+    # -- instances ------------------------------------------------------------
+
+    async def instance_get_by_uuid(
+        self, context: RequestContext, uuid: str, *, with_fault: bool = False
+    ) -> Row:
+        """The live instance; with ``with_fault``, its newest fault (a row or
+        None) under the key ``fault``."""
+        ...
+
+    async def instance_get_all_by_host(
+        self, context: RequestContext, host: str, *, allow_stale: bool = False
+    ) -> list[Row]: ...
+
+    async def instance_update(
+        self,
+        context: RequestContext,
+        uuid: str,
+        values: Mapping[str, Any],
+        *,
+        expected_vm_state: ExpectedStates = None,
+        expected_task_state: ExpectedStates = None,
+    ) -> Row:
+        """Set ``values`` if the expected states hold; the updated row.
+
+        Raises InstanceUpdateConflict (never overwrites) or InstanceNotFound.
+        """
+        ...
+
+    async def instance_fault_create(
+        self, context: RequestContext, values: Mapping[str, Any]
+    ) -> Row: ...
+
+    # -- flavors --------------------------------------------------------------
+
+    async def flavor_get_by_id(self, context: RequestContext, flavor_id: int) -> Row:
+        """The flavor with ``extra_specs`` (a dict)."""
+        ...
+
+    async def flavor_get_by_flavor_id(self, context: RequestContext, flavorid: str) -> Row: ...
+
+    # -- compute nodes --------------------------------------------------------
+
+    async def compute_node_get_by_host_and_nodename(
+        self, context: RequestContext, host: str, nodename: str
+    ) -> Row: ...
+
+    async def compute_node_get_by_uuid(self, context: RequestContext, uuid: str) -> Row: ...
+
+    async def compute_node_create(
+        self, context: RequestContext, values: Mapping[str, Any]
+    ) -> Row: ...
+
+    async def compute_node_update(
+        self, context: RequestContext, node_id: int, values: Mapping[str, Any]
+    ) -> Row:
+        """Change a node; the new row (its generation is bumped)."""
+        ...
+
+    # -- services -------------------------------------------------------------
+
+    async def service_get_by_host_and_binary(
+        self, context: RequestContext, host: str, binary: str
+    ) -> Row:
+        """The service with ``last_seen_at`` and ``report_count`` of its heartbeat
+        (None when it never reported)."""
+        ...
+
+    async def service_get_all(
+        self, context: RequestContext, *, binary: str | None = None
+    ) -> list[Row]:
+        """Live services with their heartbeat, as above; may be slightly stale."""
+        ...
+
+    async def service_create(self, context: RequestContext, values: Mapping[str, Any]) -> Row: ...
+
+    async def service_update(
+        self, context: RequestContext, service_id: int, values: Mapping[str, Any]
+    ) -> Row: ...
+
+    async def service_heartbeat(self, context: RequestContext, service_id: int) -> datetime:
+        """Record a report of the service now; the time recorded."""
+        ...
+
+    # -- migrations -----------------------------------------------------------
+
+    async def migration_get_by_id(self, context: RequestContext, migration_id: int) -> Row: ...
+
+    async def migration_create(self, context: RequestContext, values: Mapping[str, Any]) -> Row: ...
+
+    async def migration_update(
+        self, context: RequestContext, migration_id: int, values: Mapping[str, Any]
+    ) -> Row: ...
+
+    # -- instance actions -----------------------------------------------------
+
+    async def action_start(
+        self,
+        context: RequestContext,
+        *,
+        instance_uuid: str,
+        action: str,
+        request_id: str,
+        user_id: str | None,
+        project_id: str | None,
+    ) -> Row: ...
+
+    async def action_finish(
+        self,
+        context: RequestContext,
+        *,
+        instance_uuid: str,
+        request_id: str,
+        message: str | None = None,
+    ) -> Row: ...
+
+    async def action_get_by_request_id(
+        self, context: RequestContext, instance_uuid: str, request_id: str
+    ) -> Row: ...
+
+    async def actions_get(
+        self, context: RequestContext, instance_uuid: str, *, limit: int | None = None
+    ) -> list[Row]:
+        """An instance's actions, newest first."""
+        ...
+
+    async def action_event_start(
+        self,
+        context: RequestContext,
+        *,
+        instance_uuid: str,
+        request_id: str,
+        event: str,
+        host: str | None = None,
+    ) -> Row: ...
+
+    async def action_event_finish(
+        self,
+        context: RequestContext,
+        *,
+        instance_uuid: str,
+        request_id: str,
+        event: str,
+        result: str,
+        traceback: str | None = None,
+        details: str | None = None,
+    ) -> Row: ...
+
+    async def action_events_get(self, context: RequestContext, action_id: int) -> list[Row]: ...
+
+
+_installed: ObjectBackend | None = None
+
+
+def install(backend: ObjectBackend) -> None:
+    """Make ``backend`` the one remotable methods run against in this process."""
+    global _installed
+    _installed = backend
+
+
+def uninstall() -> None:
+    global _installed
+    _installed = None
+
+
+def _process_name() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def get() -> ObjectBackend:
+    """The installed backend; DatabaseAccessForbidden when there is none."""
+    if _installed is None:
+        name = _process_name()
+        raise exception.DatabaseAccessForbidden(
+            f"This process ({name}) has no database access: no object backend is "
+            "installed, so remotable object methods must go through the conductor "
+            "(install the conductor client as the indirection API).",
+            service=name,
+        )
+    return _installed
+
+
+def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
+    """Set every plain field of ``obj`` that ``row`` has a column for.
+
+    Nested-object fields and those named in ``skip`` are left to the caller
+    (they need converting); ``deleted`` is Nova's soft-delete marker (0, or
+    the row's id) and becomes a bool; NULL in a column whose field is not
+    nullable gives the field's default (or leaves it alone if it has none).
+    Changes are not reset here.
+    """
+    children = obj._obj_children
+    field_map = obj._obj_field_map
+    skipped = set(skip)
+    values: dict[str, Any] = {}
+    for name in obj.obj_fields:
+        if name in row and name not in children and name not in skipped:
+            value = row[name]
+            if name == "deleted":
+                value = bool(value)
+            elif value is None and not field_map[name].nullable:
+                # A NULL column the object cannot hold: the row never set it.
+                field = field_map[name]
+                if field.default is NO_DEFAULT:
+                    continue
+                value = field.default_value()
+            values[name] = value
+    obj.update(values)
+
+
+def from_row(cls: type[OT], row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> OT:
+    """A new object of ``cls`` loaded from ``row`` (see :func:`apply_row`), unchanged."""
+    obj = cls()
+    apply_row(obj, row, skip=skip)
+    obj.obj_reset_changes()
+    return obj
+
+
+def changed_values(obj: VersionedObject, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """{field: value} of the changed plain fields of ``obj``, less ``skip``."""
+    skipped = set(skip).union(obj._obj_children)
+    return {k: v for k, v in obj.obj_get_changes().items() if k not in skipped}

@@ -1,0 +1,109 @@
+"""The object backend seam: no database in nubes.objects, a clear refusal
+without a backend, row loading, and Service.is_up (no database needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.objects import backend
+from nubes.objects.instance import Instance, _expected
+from nubes.objects.service import Service
+
+NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def test_objects_never_import_the_database() -> None:
+    code = (
+        "import sys, nubes.objects, nubes.objects.indirection, nubes.objects.backend\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')"
+        " or m == 'nubes.db' or m.startswith('nubes.db.'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_get_without_a_backend_says_what_to_do() -> None:
+    backend.uninstall()
+    with pytest.raises(exception.DatabaseAccessForbidden) as err:
+        backend.get()
+    message = str(err.value)
+    assert "no database access" in message
+    assert "must go through the conductor" in message
+    assert err.value.kwargs["service"]
+
+
+async def test_remotable_methods_without_a_backend_refuse() -> None:
+    inst = Instance(uuid="1b4e28ba-2fa1-41d2-883f-0016d3cca427")
+    inst.progress = 3
+    with pytest.raises(exception.DatabaseAccessForbidden):
+        await inst.save(RequestContext())
+
+
+def test_install_and_uninstall() -> None:
+    fake: Any = object()
+    backend.install(fake)
+    try:
+        assert backend.get() is fake
+    finally:
+        backend.uninstall()
+    with pytest.raises(exception.DatabaseAccessForbidden):
+        backend.get()
+
+
+def test_apply_row_sets_known_plain_fields_only() -> None:
+    row = {
+        "id": 7,
+        "uuid": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "deleted": 7,
+        "power_state": None,  # NULL column, non-nullable field with a default
+        "scheduled_at": NOW,  # a column the object does not have
+        "flavor": {"name": "x"},  # nested: left to the object
+    }
+    inst = backend.from_row(Instance, row)
+    assert inst.id == 7 and inst.deleted is True and inst.power_state == 0
+    assert not inst.obj_attr_is_set("flavor")
+    assert inst.obj_what_changed() == set()
+
+
+def test_expected_states_are_normalised() -> None:
+    assert _expected("x", None) is None
+    assert _expected("x", "active") == ["active"]
+    assert _expected("x", ("spawning", None)) == ["spawning", None]
+    with pytest.raises(exception.ValidationError):
+        _expected("x", 5)
+    with pytest.raises(exception.ValidationError):
+        _expected("x", [1])
+
+
+def _service(**values: Any) -> Service:
+    return Service(host="h", binary="nubes-compute", **values)
+
+
+@pytest.mark.parametrize(
+    ("values", "now", "up"),
+    [
+        ({"last_seen_up": NOW}, NOW, True),
+        ({"last_seen_up": NOW}, NOW + dt.timedelta(seconds=60), True),  # exactly the limit
+        ({"last_seen_up": NOW}, NOW + dt.timedelta(seconds=60, microseconds=1), False),
+        ({"last_seen_up": NOW}, NOW - dt.timedelta(seconds=30), True),  # clock skew
+        ({"last_seen_up": NOW}, NOW - dt.timedelta(seconds=61), False),
+        ({"last_seen_up": NOW, "forced_down": True}, NOW, False),
+        ({"created_at": NOW}, NOW + dt.timedelta(seconds=10), True),  # not reported yet
+        ({"created_at": NOW}, NOW + dt.timedelta(seconds=61), False),
+        ({}, NOW, False),  # nothing to go by
+    ],
+)
+def test_service_is_up(values: dict[str, Any], now: dt.datetime, up: bool) -> None:
+    assert _service(**values).is_up(60, now=now) is up
+
+
+def test_service_is_up_defaults_to_the_current_time() -> None:
+    assert _service(last_seen_up=dt.datetime.now(dt.UTC)).is_up(60)
+    assert not _service(last_seen_up=NOW).is_up(60)
