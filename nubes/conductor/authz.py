@@ -19,7 +19,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from nubes import exception
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
@@ -154,7 +154,8 @@ class Call:
 
     def value(self, name: str) -> Any:
         """A field of the object, or None when it is not set."""
-        if self.obj is None or not self.obj.obj_attr_is_set(name):
+        obj = self.obj
+        if obj is None or name not in obj.obj_fields or not obj.obj_attr_is_set(name):
             return None
         return getattr(self.obj, name)
 
@@ -203,14 +204,13 @@ class Authorizer:
         rule = RULES.get((objname, method))
         if rule is None:
             self._refuse(call, "not allowed for compute hosts")
-        assert rule is not None
         if obj is not None and rule.writable is not None:
             extra = call.changed - rule.writable
             if extra:
                 self._refuse(call, f"may not change {', '.join(sorted(extra))}")
         await self._checks[rule.check](call)
 
-    def _refuse(self, call: Call, reason: str) -> None:
+    def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"
         AUDIT.warning(
             "REFUSED caller=%s object=%s method=%s target=%s fields=%s reason=%s",
@@ -235,8 +235,9 @@ class Authorizer:
             self._refuse(call, "no instance uuid")
         try:
             async with self.db.reader() as conn:
-                await instances.get_placed_on_host(conn, uuid, call.caller.host)
-        except exception.InstanceNotOnHost:
+                await instances.get_placed_on_host(conn, uuid, call.caller.host or "")
+        except (exception.InstanceNotOnHost, exception.InstanceNotFound):
+            # One answer for both, so a host cannot probe which uuids exist.
             self._refuse(call, f"instance {uuid} is not on this host")
 
     async def _check_instance_uuid_arg(self, call: Call) -> None:

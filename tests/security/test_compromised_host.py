@@ -1,0 +1,307 @@
+"""A compromised compute host attacks through the conductor, and gets nowhere.
+
+Host A's identity (its own bus identity, verified by the transport) tries
+every forbidden thing against host B's data — and against its own data where
+only the field or the flag is forbidden — over memory:// and over RabbitMQ.
+Every attempt must be refused, and the database must be byte-for-byte what
+it was before (SQL dumps compared). The suite prints how many attacks it
+tried. Positive controls at the end show the same host can do what it is
+allowed to, so the refusals are not an artefact of a broken setup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.db.api import migrations, tasks
+from nubes.objects.compute_node import ComputeNode
+from nubes.objects.flavor import Flavor
+from nubes.objects.instance import Instance
+from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
+from nubes.objects.instance_fault import InstanceFault
+from nubes.objects.migration import Migration
+from nubes.objects.service import Service
+from nubes.objects.states import PowerState
+from nubes.testing.cloud import Cloud, Host
+from tests.unit.db import factories
+
+A, B, C = "host-a", "host-b", "host-c"
+Attack = Callable[[RequestContext], Awaitable[Any]]
+
+
+def _dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+async def _seed(cloud: Cloud) -> dict[str, Any]:
+    ids: dict[str, Any] = {}
+    async with cloud.db.writer() as conn:
+        for host in (A, B, C):
+            svc = await factories.make_service(conn, host=host, binary="compute")
+            node = await factories.make_node(conn, host=host, hypervisor_hostname=f"node-{host}")
+            inst = await factories.make_instance(
+                conn, host=host, node=f"node-{host}", vm_state="active", power_state=1
+            )
+            ids[host] = {"service": svc, "node": node, "instance": inst}
+        ids["flavor"] = await factories.make_flavor(conn)
+        # B's instance is migrating to C: neither concerns A.
+        ids["migration"] = await migrations.create(
+            conn,
+            {
+                "instance_uuid": ids[B]["instance"]["uuid"],
+                "source_compute": B,
+                "dest_compute": C,
+                "source_node": f"node-{B}",
+                "dest_node": f"node-{C}",
+                "migration_type": "migration",
+                "status": "migrating",
+            },
+        )
+        # A conductor task moving B's instance to C.
+        await tasks.create(
+            conn,
+            kind="migrate",
+            instance_uuid=ids[B]["instance"]["uuid"],
+            payload={"dest_host": C, "dest_node": f"node-{C}"},
+        )
+    return ids
+
+
+def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
+    """Every forbidden call, by name. Each builds its own objects."""
+    a, b = ids[A], ids[B]
+    b_uuid = b["instance"]["uuid"]
+    a_uuid = a["instance"]["uuid"]
+
+    def own_instance(**changes: Any) -> Instance:
+        inst = Instance(uuid=a_uuid)
+        inst.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(inst, key, value)
+        return inst
+
+    def other_instance(**changes: Any) -> Instance:
+        inst = Instance(uuid=b_uuid)
+        inst.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(inst, key, value)
+        return inst
+
+    def node(row: dict[str, Any], **changes: Any) -> ComputeNode:
+        cn = ComputeNode(id=row["id"], uuid=row["uuid"], host=row["host"])
+        cn.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(cn, key, value)
+        return cn
+
+    def service(row: dict[str, Any], **changes: Any) -> Service:
+        svc = Service(id=row["id"], host=row["host"], binary="compute")
+        svc.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(svc, key, value)
+        return svc
+
+    mig = ids["migration"]
+
+    def migration(**changes: Any) -> Migration:
+        m = Migration(id=mig["id"])
+        m.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(m, key, value)
+        return m
+
+    now = datetime.datetime.now(datetime.UTC)
+    attacks: dict[str, Attack] = {
+        # Reading what is not its own.
+        "read another host's instance": lambda c: Instance.get_by_uuid(c, b_uuid),
+        "list another host's instances": lambda c: Instance.get_by_host(c, B),
+        "refresh another host's instance": lambda c: other_instance().refresh(c),
+        "read another host's compute node": lambda c: ComputeNode.get_by_host_and_nodename(
+            c, B, f"node-{B}"
+        ),
+        "read another host's node by uuid": lambda c: ComputeNode.get_by_uuid(c, b["node"]["uuid"]),
+        "read another host's service": lambda c: Service.get_by_host_and_binary(c, B, "compute"),
+        "read a controller's service": lambda c: Service.get_by_host_and_binary(c, A, "conductor"),
+        "list every service": lambda c: Service.get_all(c),
+        "read a migration it is not part of": lambda c: Migration.get_by_id(c, mig["id"]),
+        "read a nonexistent instance": lambda c: Instance.get_by_uuid(c, str(uuid.uuid4())),
+        # Writing another host's rows.
+        "power off another host's instance": lambda c: other_instance(
+            power_state=PowerState.SHUTDOWN
+        ).save(c),
+        "steal another host's instance": lambda c: other_instance(host=A, node=f"node-{A}").save(c),
+        "take over a migrating instance as destination": lambda c: other_instance(host=A).save(c),
+        "report usage for another host's node": lambda c: node(b["node"], vcpus_used=64).save(c),
+        "create a compute node for another host": lambda c: ComputeNode(
+            host=B, hypervisor_hostname="evil", vcpus=1, memory_mb=1, local_gb=1
+        ).create(c),
+        "create a service for another host": lambda c: Service(
+            host=B, binary="compute", topic="compute"
+        ).create(c),
+        "create a conductor service": lambda c: Service(
+            host=A, binary="conductor", topic="conductor"
+        ).create(c),
+        "heartbeat for another host": lambda c: service(b["service"]).heartbeat(c),
+        "save another host's service": lambda c: service(b["service"], version=99).save(c),
+        "save a migration it is not part of": lambda c: migration(status="error").save(c),
+        "fault on another host's instance": lambda c: InstanceFault(
+            instance_uuid=b_uuid, code=500, message="pwned"
+        ).create(c),
+        "event on another host's instance": lambda c: InstanceActionEvent.event_start(
+            c, b_uuid, "compute_evil"
+        ),
+        "finish an event on another host's instance": lambda c: InstanceActionEvent.event_finish(
+            c, b_uuid, "compute_evil"
+        ),
+        # Controller-only calls.
+        "start an instance action": lambda c: InstanceAction.action_start(c, a_uuid, "reboot"),
+        "create a migration": lambda c: Migration(
+            instance_uuid=a_uuid, source_compute=A, dest_compute=B, status="pre-migrating"
+        ).create(c),
+        # Its own rows, forbidden fields and flags.
+        "move its own instance without a task": lambda c: own_instance(host=B).save(c),
+        "change its own instance's node without a task": lambda c: own_instance(
+            node=f"node-{B}"
+        ).save(c),
+        "un-force-down itself": lambda c: service(a["service"], forced_down=False).save(c),
+        "enable itself": lambda c: service(a["service"], disabled=False).save(c),
+        "set its disabled reason": lambda c: service(a["service"], disabled_reason="x").save(c),
+        "create itself disabled": lambda c: Service(
+            host=A, binary="compute", topic="compute", disabled=True
+        ).create(c),
+        "rename its own service's host": lambda c: service(a["service"], host=B).save(c),
+        "move its own node to another host": lambda c: node(a["node"], host=B).save(c),
+        "raise its own allocation ratio": lambda c: node(a["node"], cpu_allocation_ratio=64.0).save(
+            c
+        ),
+    }
+    for field_name, value in {
+        "project_id": "other-project",
+        "user_id": "other-user",
+        "display_name": "renamed",
+        "image_ref": "evil-image",
+        "locked": True,
+        "metadata": {"evil": "yes"},
+        "memory_mb": 1,
+        "vcpus": 64,
+        "availability_zone": "elsewhere",
+        "created_at": now,
+        "key_name": "attacker-key",
+    }.items():
+        attacks[f"change its own instance's {field_name}"] = lambda c, f=field_name, v=value: (
+            own_instance(**{f: v}).save(c)
+        )
+    return attacks
+
+
+async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
+    ids = await _seed(cloud)
+    attacker: Host = await cloud.host(A)
+    before = _dump(db_path)
+    ctxt = RequestContext(project_id="p1", user_id="u1")
+    refused: list[str] = []
+    let_through: list[str] = []
+    for name, attack in _attacks(ids).items():
+        try:
+            await attacker.run(attack, ctxt)
+        except exception.Forbidden:
+            refused.append(name)
+        else:
+            let_through.append(name)
+    # A forged claim of being the conductor is refused before anything runs.
+    try:
+        await attacker.run(
+            Instance.get_by_uuid,
+            RequestContext(caller="conductor.ctl"),
+            ids[B]["instance"]["uuid"],
+        )
+    except exception.IdentityMismatch:
+        refused.append("claim to be the conductor")
+    else:
+        let_through.append("claim to be the conductor")
+    after = _dump(db_path)
+    total = len(refused) + len(let_through)
+    print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")
+    assert not let_through, f"attacks that got through: {let_through}"
+    assert before == after, "the database changed during the attacks"
+    assert total >= 45
+
+    # Positive controls: the same identity does its own, allowed, work.
+    own = await attacker.run(Instance.get_by_uuid, ctxt, ids[A]["instance"]["uuid"])
+    own.power_state = PowerState.SHUTDOWN
+    own.progress = 50
+    await attacker.run(own.save, ctxt)
+    assert [i.uuid for i in await attacker.run(Instance.get_by_host, ctxt, A)] == [own.uuid]
+    svc = await attacker.run(Service.get_by_host_and_binary, ctxt, A, "compute")
+    await attacker.run(svc.heartbeat, ctxt)
+    node = await attacker.run(ComputeNode.get_by_host_and_nodename, ctxt, A, f"node-{A}")
+    node.vcpus_used = 3
+    await attacker.run(node.save, ctxt)
+    await attacker.run(Flavor.get_by_id, ctxt, ids["flavor"]["id"])
+    await attacker.run(InstanceFault(instance_uuid=own.uuid, code=500, message="ok").create, ctxt)
+    assert _dump(db_path) != after
+
+
+@pytest.fixture
+async def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "security.sqlite"
+
+
+async def test_compromised_host_over_memory(sqlite_path: Path) -> None:
+    cloud = await Cloud.start(f"sqlite:///{sqlite_path}")
+    try:
+        await _run_suite(cloud, sqlite_path, "memory://")
+    finally:
+        await cloud.stop()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=False, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def broker_users(rabbit_url: str) -> AsyncIterator[Callable[[str], str]] | Any:
+    """One broker user per identity, named as the identity (compute.<host>)."""
+    password = uuid.uuid4().hex
+    made: list[str] = []
+
+    def url_for(identity: str) -> str:
+        if identity not in made:
+            _rabbitmqctl("add_user", identity, password)
+            _rabbitmqctl("set_permissions", "-p", "/", identity, ".*", ".*", ".*")
+            made.append(identity)
+        return f"rabbit://{identity}:{password}@127.0.0.1:5672/"
+
+    yield url_for
+    for user in made:
+        _rabbitmqctl("delete_user", user)
+
+
+@pytest.mark.timeout(180)
+async def test_compromised_host_over_rabbit(sqlite_path: Path, broker_users) -> None:
+    import shutil
+
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to create one broker user per identity")
+    topic_suffix = uuid.uuid4().hex[:6]
+    cloud = await Cloud.start(
+        f"sqlite:///{sqlite_path}", url_for=broker_users, conductor_host=f"ctl-{topic_suffix}"
+    )
+    try:
+        await _run_suite(cloud, sqlite_path, "rabbit://")
+    finally:
+        await cloud.stop()
