@@ -15,7 +15,6 @@ to the ``nubes.audit`` logger.
 from __future__ import annotations
 
 import enum
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, NoReturn
 from nubes import exception
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
-from nubes.objects.base import VersionedObject, remotable_methods
+from nubes.objects.base import VersionedObject, remotable_signature
 from nubes.objects.registry import REGISTRY
 
 AUDIT = logging.getLogger("nubes.audit")
@@ -165,11 +164,11 @@ def _bind(objname: str, method: str, args: Any, kwargs: Any) -> dict[str, Any]:
         cls = REGISTRY.get(objname)
     except exception.NubesError:
         return {}
-    found = remotable_methods(cls).get(method)
-    if found is None or type(args) not in (list, tuple) or type(kwargs) is not dict:
+    signature = remotable_signature(cls, method)
+    if signature is None or type(args) not in (list, tuple) or type(kwargs) is not dict:
         return {}
     try:
-        bound = inspect.signature(found[1]).bind(None, None, *args, **kwargs)
+        bound = signature.bind(None, None, *args, **kwargs)
     except TypeError:
         # serve_object_action refuses these with InvalidArguments afterwards.
         return {}

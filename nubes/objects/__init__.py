@@ -15,5 +15,6 @@ from nubes.objects import (  # noqa: F401  (they register)
     instance_action,
     instance_fault,
     migration,
+    request_spec,
     service,
 )

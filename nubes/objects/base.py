@@ -746,6 +746,25 @@ def remotable_classmethod(
 
 def remotable_methods(cls: type[VersionedObject]) -> dict[str, tuple[str, Callable[..., Any]]]:
     """{method name: (kind, undecorated function)} for a class's remotables."""
+    # Classes do not change after definition, and the conductor asks this on
+    # every call it serves: walk the MRO once per class.
+    cached = _REMOTABLES.get(cls)
+    if cached is None:
+        cached = _REMOTABLES[cls] = _find_remotables(cls)
+    return cached
+
+
+_REMOTABLES: dict[type, dict[str, tuple[str, Callable[..., Any]]]] = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def remotable_signature(cls: type[VersionedObject], method: str) -> inspect.Signature | None:
+    """The signature of a remotable method's undecorated function, cached."""
+    found = remotable_methods(cls).get(method)
+    return inspect.signature(found[1]) if found is not None else None
+
+
+def _find_remotables(cls: type[VersionedObject]) -> dict[str, tuple[str, Callable[..., Any]]]:
     found: dict[str, tuple[str, Callable[..., Any]]] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():

@@ -14,13 +14,17 @@ the field changes a real round trip would bring back.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.objects import codec
-from nubes.objects.base import VersionedObject, remotable_methods, run_locally
+from nubes.objects.base import (
+    VersionedObject,
+    remotable_methods,
+    remotable_signature,
+    run_locally,
+)
 from nubes.objects.fields import UNSET
 from nubes.objects.registry import CHANGES_KEY, DATA_KEY, NAME_KEY, REGISTRY, ObjectRegistry
 
@@ -34,14 +38,20 @@ def _bound_remotable(target: Any, objname: str, method: str, kind: str) -> Any:
     return getattr(target, method)
 
 
-def _check_arguments(bound: Any, action: str, args: Any, kwargs: Any) -> tuple[Any, ...]:
+def _check_arguments(
+    cls: type[VersionedObject], method: str, action: str, args: Any, kwargs: Any
+) -> tuple[Any, ...]:
     if type(args) not in (list, tuple) or type(kwargs) is not dict:
         raise exception.InvalidArguments(method=action, reason="args must be a list, kwargs a dict")
     if not all(type(key) is str for key in kwargs):
         raise exception.InvalidArguments(method=action, reason="keyword names must be strings")
     args = tuple(args)
+    signature = remotable_signature(cls, method)
     try:
-        inspect.signature(bound).bind(None, *args, **kwargs)
+        if signature is None:
+            raise TypeError(f"{action} is not remotable")
+        # The undecorated function: self (or cls), then the context.
+        signature.bind(None, None, *args, **kwargs)
     except TypeError as bad:
         raise exception.InvalidArguments(method=action, reason=str(bad)) from None
     return args
@@ -67,7 +77,7 @@ async def serve_object_action(
     """
     action = f"{objinst.obj_name()}.{objmethod}"
     bound = _bound_remotable(objinst, objinst.obj_name(), objmethod, "instance")
-    args = _check_arguments(bound, action, args, kwargs)
+    args = _check_arguments(type(objinst), objmethod, action, args, kwargs)
     before = objinst.obj_clone()
     with run_locally():
         result = await bound(context, *args, **kwargs)
@@ -106,7 +116,7 @@ async def serve_object_class_action(
     cls = registry.get(objname)
     action = f"{objname}.{objmethod}"
     bound = _bound_remotable(cls, objname, objmethod, "class")
-    args = _check_arguments(bound, action, args, kwargs)
+    args = _check_arguments(cls, objmethod, action, args, kwargs)
     with run_locally():
         return await bound(context, *args, **kwargs)
 

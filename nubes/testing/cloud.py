@@ -53,6 +53,18 @@ class Host:
         return await asyncio.create_task(fn(*args, **kwargs), context=self.context.copy())
 
 
+async def connect_host(
+    name: str, url: str, identity: str | None = None, timeout: float = 30.0
+) -> Host:
+    """A compute host's identity on the bus at ``url``, talking to the conductor."""
+    transport = get_transport(url, identity=identity)
+    await transport.connect()
+    api = ConductorAPI(transport, timeout=timeout)
+    ctx = contextvars.copy_context()
+    ctx.run(use_indirection_api, api)
+    return Host(name, transport, api, ctx)
+
+
 @dataclass
 class Cloud:
     db: Database
@@ -92,14 +104,9 @@ class Cloud:
 
     async def host(self, name: str, *, timeout: float = 30.0) -> Host:
         identity = service_identity("compute", name)
-        transport = get_transport(
-            self.url_for(identity), identity=_memory_identity(self.url_for, identity)
-        )
-        await transport.connect()
-        api = ConductorAPI(transport, timeout=timeout)
-        ctx = contextvars.copy_context()
-        ctx.run(use_indirection_api, api)
-        host = self.hosts[name] = Host(name, transport, api, ctx)
+        url = self.url_for(identity)
+        host = await connect_host(name, url, _memory_identity(self.url_for, identity), timeout)
+        self.hosts[name] = host
         return host
 
     async def stop(self) -> None:
