@@ -104,6 +104,11 @@ def use_indirection_api(api: IndirectionAPI | None) -> None:
     _indirection.set(api)
 
 
+def current_indirection_api() -> IndirectionAPI | None:
+    """The indirection API remotable calls made here would go through, if any."""
+    return _indirection.get() or VersionedObject.indirection_api
+
+
 def _indirection_api(cls: type[VersionedObject]) -> IndirectionAPI | None:
     if _run_locally.get():
         return None

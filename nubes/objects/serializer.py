@@ -17,7 +17,7 @@ from typing import Any
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.objects import codec
-from nubes.objects.base import VersionedObject
+from nubes.objects.base import current_indirection_api
 from nubes.objects.registry import NAME_KEY, REGISTRY, ObjectRegistry
 from nubes.rpc.serializer import Serializer
 
@@ -40,7 +40,7 @@ class ObjectSerializer(Serializer):
         try:
             return codec.decode_entity(value, self.registry)
         except exception.IncompatibleObjectVersion:
-            if VersionedObject.indirection_api is None:
+            if current_indirection_api() is None:
                 raise
         return await self._backporting(ctxt, value, codec.MAX_NESTING)
 
@@ -50,7 +50,7 @@ class ObjectSerializer(Serializer):
             try:
                 return self.registry.obj_from_primitive(value)
             except exception.IncompatibleObjectVersion:
-                api = VersionedObject.indirection_api
+                api = current_indirection_api()
                 if api is None:
                     raise
                 older = await api.object_backport_versions(ctxt, value, self.registry.versions())
