@@ -30,6 +30,14 @@ everything shares it. SQLite statements go through
 :mod:`nubes.db.sqlite_driver`, which makes one trip to aiosqlite's thread per
 statement instead of four.
 
+Writes that need no transaction of their own caller (the conductor's
+``Instance.save()`` of a field or two) can instead go through
+:attr:`Database.group_commit`, which runs concurrent callers' single-row
+conditional writes together in one transaction on the primary (see
+:mod:`nubes.db.group_commit` and :func:`nubes.db.api.instances.save`); the
+caller then calls :meth:`Database.note_write`, so the read-after-write rule
+holds as for ``writer()``.
+
 Driver errors are translated at the statement level into the nubes error
 tree (:class:`~nubes.exception.DBDuplicateEntry`,
 :class:`~nubes.exception.DBDeadlock`, ...), so callers never catch
@@ -61,7 +69,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from nubes import exception
-from nubes.db import errors, sqlite_driver
+from nubes.db import errors, group_commit, sqlite_driver
 
 LOG = logging.getLogger(__name__)
 
@@ -341,6 +349,8 @@ class Database:
         self._last_write: contextvars.ContextVar[float] = contextvars.ContextVar(
             f"nubes_db_last_write_{id(self)}", default=float("-inf")
         )
+        self._group_commit: group_commit.GroupCommitter | None = None
+        self._group_commit_supported = group_commit.supported(self._writer)
 
     @classmethod
     def from_config(cls, conf: cfg.ConfigOpts) -> Database:
@@ -361,6 +371,30 @@ class Database:
     @property
     def _single_connection(self) -> bool:
         return is_sqlite_memory(self.url)
+
+    @property
+    def group_commit(self) -> group_commit.GroupCommitter | None:
+        """The primary's :class:`~nubes.db.group_commit.GroupCommitter` (None if unsupported).
+
+        For writes made outside any block of this database (see
+        :meth:`in_block`); the caller then calls :meth:`note_write`.
+        """
+        check_db_access()
+        if self._group_commit is None and self._group_commit_supported:
+            self._group_commit = group_commit.GroupCommitter(self, self._writer)
+        return self._group_commit
+
+    def in_block(self) -> bool:
+        """Whether the current task is inside a writer() or reader() block of this database."""
+        return self._joinable() is not None
+
+    def note_write(self) -> None:
+        """Record that the current context just committed a write outside writer().
+
+        Keeps the read-after-write rule: its stale-tolerant reads stay on the
+        primary for ``read_after_write_window`` seconds.
+        """
+        self._last_write.set(time.monotonic())
 
     def _joinable(self) -> _Active | None:
         active = _active.get()
@@ -470,6 +504,8 @@ class Database:
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
+        if self._group_commit is not None:
+            await self._group_commit.close()
         await self._writer.dispose()
         if self._primary_reader is not self._writer:
             await self._primary_reader.dispose()

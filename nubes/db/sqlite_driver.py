@@ -12,6 +12,10 @@ thread, defers the ``BEGIN`` SQLAlchemy emits until the first statement and
 sends it in the same trip, and skips COMMIT/ROLLBACK when no transaction is
 open (the pool's reset after a commit). A writer save becomes two trips.
 
+:func:`run_batch` goes further for group commit
+(:mod:`nubes.db.group_commit`): BEGIN, many statements and COMMIT in one
+trip.
+
 It plugs in as the ``module=`` (DBAPI) of the stock aiosqlite dialect, so
 SQL, types and error handling stay SQLAlchemy's. It relies on two private
 attributes of aiosqlite's Connection (``_execute`` and ``_conn``);
@@ -217,3 +221,47 @@ def dbapi() -> OneHopDBAPI | None:
         LOG.warning("aiosqlite internals changed; using SQLAlchemy's stock SQLite adapter")
         return None
     return OneHopDBAPI(aiosqlite, sqlite3)
+
+
+# --- grouped writes ------------------------------------------------------------
+
+#: (sql, args, diagnosis sql or None, diagnosis args) for :func:`run_batch`.
+BatchStatement = tuple[str, Any, str | None, Any]
+
+
+def _run_batch(
+    raw: sqlite3.Connection, begin: str, statements: list[BatchStatement]
+) -> list[tuple[int, Any]]:
+    """On the aiosqlite thread: one transaction, every statement, COMMIT."""
+    raw.execute(begin)
+    try:
+        out: list[tuple[int, Any]] = []
+        for sql, args, diagnose_sql, diagnose_args in statements:
+            count = raw.execute(sql, args).rowcount
+            row = None
+            if count == 0 and diagnose_sql is not None:
+                row = raw.execute(diagnose_sql, diagnose_args).fetchone()
+            out.append((count, row))
+        raw.execute("COMMIT")
+        return out
+    except BaseException:
+        # A failed COMMIT (busy, I/O) leaves the transaction open too.
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+
+
+async def run_batch(
+    connection: aiosqlite.Connection, begin: str, statements: list[BatchStatement]
+) -> list[tuple[int, Any]]:
+    """Run ``statements`` in one transaction in one trip to the connection's thread.
+
+    Each gets (rowcount, diagnosis row): when a statement matched no row and
+    has a diagnosis query, that query's first row, read in the same
+    transaction right after it. On any error everything is rolled back and
+    the error raised (untranslated: callers run the statements again through
+    SQLAlchemy to get nubes errors).
+
+    ``connection`` must be checked out of a pool with no transaction open.
+    """
+    return await connection._execute(_run_batch, connection._conn, begin, statements)

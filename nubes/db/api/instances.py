@@ -8,6 +8,19 @@ row matches and the caller gets :class:`~nubes.exception.InstanceUpdateConflict`
 naming what it expected and what it found (read only on that failure path).
 :func:`try_update` is the same without reading anything back, for callers
 that only need to know whether they won.
+
+Both take ``placed_on_host``: the update then also requires the instance to
+be placed on that host *in the database* (see :func:`placed_on_host_clause`),
+which is how the conductor authorises a compute host's save in the same
+statement that makes it; a refusal raises
+:class:`~nubes.exception.InstanceNotOnHost`. :func:`get_placed_on_host` is
+the read twin.
+
+:func:`save` is the same compare-and-set for the conductor's
+``Instance.save()`` of a few fields, outside any transaction of the caller:
+concurrent saves are grouped into one transaction by
+:mod:`nubes.db.group_commit`, run through the driver with prebuilt SQL, and
+nothing is read back (``updated_at`` is set from Python and returned).
 """
 
 from __future__ import annotations
@@ -16,10 +29,23 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     UNSET,
     ReadDeleted,
@@ -41,13 +67,17 @@ from nubes.db.api._common import (
     to_row,
     where_deleted,
 )
+from nubes.db.api.migrations import FINISHED_STATUSES
+from nubes.db.engine import Database
 from nubes.db.models import (
     NOT_DELETED,
+    compute_nodes,
     instance_faults,
     instance_group_members,
     instances,
     migrations,
 )
+from nubes.db.types import UTC, utcnow
 
 #: vm_state of a freshly created instance (Nova's BUILDING).
 DEFAULT_VM_STATE = "building"
@@ -213,6 +243,42 @@ ExpectedState = str | None | Sequence[str | None] | Unset
 # each expected state, never by values.
 _STATEMENTS = StatementCache()
 
+#: Bind parameter carrying the host of a placement-scoped statement.
+PLACED_HOST_PARAM = "_placed_on_host"
+
+# Constants go into the SQL as literals, so that a statement prepared for
+# group commit has no bind parameter but the caller's.
+_ZERO: ColumnElement[Any] = literal_column(str(NOT_DELETED))
+_ONE: ColumnElement[Any] = literal_column("1")
+_FINISHED: list[ColumnElement[Any]] = [
+    literal_column(f"'{status}'") for status in FINISHED_STATUSES
+]
+
+
+def placed_on_host_clause(host: Any = None) -> ColumnElement[bool]:
+    """The instance row is placed on ``host`` (a value or a bind parameter).
+
+    Its ``host`` is that host, or its ``node`` is a live compute node of that
+    host, or a live migration of it that is in progress (status not in
+    :data:`~nubes.db.api.migrations.FINISHED_STATUSES`; NULL counts as
+    finished) has the host as its source or destination compute. Correlated
+    to ``instances``, for an UPDATE or a SELECT of that table. Without
+    ``host``, the :data:`PLACED_HOST_PARAM` bind parameter.
+    """
+    if host is None:
+        host = bindparam(PLACED_HOST_PARAM, type_=instances.c.host.type)
+    cn, m = compute_nodes, migrations
+    on_node = exists().where(
+        cn.c.host == host, cn.c.hypervisor_hostname == instances.c.node, cn.c.deleted == _ZERO
+    )
+    migrating = exists().where(
+        m.c.instance_uuid == instances.c.uuid,
+        m.c.deleted == _ZERO,
+        m.c.status.not_in(_FINISHED),
+        or_(m.c.source_compute == host, m.c.dest_compute == host),
+    )
+    return or_(instances.c.host == host, on_node, migrating)
+
 
 def _shape(expected: Any) -> str:
     if expected is UNSET:
@@ -249,7 +315,7 @@ def _state_params(column: str, expected: Any, shape: str) -> dict[str, Any]:
 
 
 def _update_statement(
-    keys: tuple[str, ...], vm_shape: str, task_shape: str, returning: bool
+    keys: tuple[str, ...], vm_shape: str, task_shape: str, returning: bool, placed: bool = False
 ) -> Any:
     def build() -> Any:
         conditions = [
@@ -257,6 +323,7 @@ def _update_statement(
             for c in (
                 _state_condition(instances.c.vm_state, vm_shape),
                 _state_condition(instances.c.task_state, task_shape),
+                placed_on_host_clause() if placed else None,
             )
             if c is not None
         ]
@@ -267,7 +334,7 @@ def _update_statement(
         )
         return stmt.returning(*instances.c) if returning else stmt
 
-    return _STATEMENTS.get(("update", keys, vm_shape, task_shape, returning), build)
+    return _STATEMENTS.get(("update", keys, vm_shape, task_shape, returning, placed), build)
 
 
 def _get_statement() -> Any:
@@ -284,6 +351,7 @@ async def _run_update(
     expected_vm_state: Any,
     expected_task_state: Any,
     returning: bool,
+    placed_on_host: str | None = None,
 ) -> tuple[bool, Row | None]:
     check_columns(instances, values, extra_protected=("uuid",))
     vm_shape, task_shape = _shape(expected_vm_state), _shape(expected_task_state)
@@ -292,8 +360,11 @@ async def _run_update(
     params.update({f"_value_{key}": values[key] for key in keys})
     params.update(_state_params("vm_state", expected_vm_state, vm_shape))
     params.update(_state_params("task_state", expected_task_state, task_shape))
+    placed = placed_on_host is not None
+    if placed:
+        params[PLACED_HOST_PARAM] = placed_on_host
     use_returning = returning and conn.dialect.update_returning
-    stmt = _update_statement(keys, vm_shape, task_shape, use_returning)
+    stmt = _update_statement(keys, vm_shape, task_shape, use_returning, placed)
     result = await conn.execute(stmt, params)
     if use_returning:
         row = result.mappings().first()
@@ -326,18 +397,57 @@ def _expected_conditions(
     return conditions
 
 
-async def _conflict(conn: AsyncConnection, uuid: str, expected: Mapping[str, Any]) -> Exception:
-    """Why a conditional update matched nothing: gone, or changed by someone else."""
-    current = await fetch_one(
-        conn,
-        select(instances.c.vm_state, instances.c.task_state).where(_by_uuid(uuid), live(instances)),
-    )
+def _diagnosis_statement(placed: bool) -> Any:
+    """vm_state, task_state and whether placed (1/0) of a live instance."""
+
+    def build() -> Any:
+        placed_col = case((placed_on_host_clause(), _ONE), else_=_ZERO) if placed else _ONE
+        return select(instances.c.vm_state, instances.c.task_state, placed_col).where(
+            instances.c.uuid == bindparam("_uuid"), instances.c.deleted == _ZERO
+        )
+
+    return _STATEMENTS.get(("diagnose", placed), build)
+
+
+def _failure(
+    uuid: str,
+    expected: Mapping[str, Any],
+    placed_on_host: str | None,
+    current: Sequence[Any] | None,
+) -> Exception:
+    """The error for a conditional update that matched nothing, from its diagnosis row."""
     if current is None:
         return exception.InstanceNotFound(instance_id=uuid)
-    actual = {key: current[key] for key in expected}
+    vm_state, task_state, placed = current
+    if placed_on_host is not None and not placed:
+        # Before the state check: a host must not learn the state of an
+        # instance it may not see.
+        return exception.InstanceNotOnHost(instance_uuid=uuid, host=placed_on_host)
+    states = {"vm_state": vm_state, "task_state": task_state}
+    actual = {key: states[key] for key in expected}
     return exception.InstanceUpdateConflict(
         instance_uuid=uuid, expected=dict(expected), actual=actual
     )
+
+
+async def _diagnose(
+    conn: AsyncConnection,
+    uuid: str,
+    expected: Mapping[str, Any],
+    placed_on_host: str | None = None,
+) -> Exception:
+    """Why a conditional update matched nothing: gone, not placed, or changed by someone else."""
+    params: dict[str, Any] = {"_uuid": uuid}
+    if placed_on_host is not None:
+        params[PLACED_HOST_PARAM] = placed_on_host
+    stmt = _diagnosis_statement(placed_on_host is not None)
+    current = (await conn.execute(stmt, params)).first()
+    return _failure(uuid, expected, placed_on_host, current)
+
+
+async def _conflict(conn: AsyncConnection, uuid: str, expected: Mapping[str, Any]) -> Exception:
+    """Why a conditional update matched nothing: gone, or changed by someone else."""
+    return await _diagnose(conn, uuid, expected)
 
 
 async def update(
@@ -347,18 +457,30 @@ async def update(
     *,
     expected_vm_state: ExpectedState = UNSET,
     expected_task_state: ExpectedState = UNSET,
+    placed_on_host: str | None = None,
 ) -> Row:
     """Set ``values`` on a live instance if the expected states still hold; the new row.
 
     An expected state is a value, a list of values, or None (must be NULL);
     UNSET skips the check. Values are plain Python values (no SQL
-    expressions). Raises InstanceUpdateConflict or InstanceNotFound.
+    expressions). With ``placed_on_host``, the instance must also be placed
+    on that host in the database (:func:`placed_on_host_clause`). Raises
+    InstanceNotFound, InstanceNotOnHost or InstanceUpdateConflict (checked in
+    that order).
     """
     matched, row = await _run_update(
-        conn, uuid, values, expected_vm_state, expected_task_state, returning=True
+        conn,
+        uuid,
+        values,
+        expected_vm_state,
+        expected_task_state,
+        returning=True,
+        placed_on_host=placed_on_host,
     )
     if not matched or row is None:
-        raise await _conflict(conn, uuid, _expected(expected_vm_state, expected_task_state))
+        raise await _diagnose(
+            conn, uuid, _expected(expected_vm_state, expected_task_state), placed_on_host
+        )
     return row
 
 
@@ -369,16 +491,221 @@ async def try_update(
     *,
     expected_vm_state: ExpectedState = UNSET,
     expected_task_state: ExpectedState = UNSET,
+    placed_on_host: str | None = None,
 ) -> bool:
     """Compare-and-set in one statement: True if the row matched and was updated.
 
     False means the instance is gone or its states differ; nothing is read
-    back either way.
+    back either way. With ``placed_on_host`` a refusal is not a plain False:
+    if nothing matched, one read tells a live instance that is not placed on
+    the host (InstanceNotOnHost is raised) from the other cases.
     """
     matched, _ = await _run_update(
-        conn, uuid, values, expected_vm_state, expected_task_state, returning=False
+        conn,
+        uuid,
+        values,
+        expected_vm_state,
+        expected_task_state,
+        returning=False,
+        placed_on_host=placed_on_host,
     )
+    if not matched and placed_on_host is not None:
+        error = await _diagnose(
+            conn, uuid, _expected(expected_vm_state, expected_task_state), placed_on_host
+        )
+        if isinstance(error, exception.InstanceNotOnHost):
+            raise error
     return matched
+
+
+async def get_placed_on_host(conn: AsyncConnection, uuid: str, host: str) -> Row:
+    """The live instance, if it is placed on ``host`` in the database (one statement).
+
+    Raises InstanceNotFound, or InstanceNotOnHost when it lives elsewhere.
+    """
+
+    def build() -> Any:
+        placed = case((placed_on_host_clause(), _ONE), else_=_ZERO).label("_placed")
+        return select(instances, placed).where(
+            instances.c.uuid == bindparam("_uuid"), live(instances)
+        )
+
+    stmt = _STATEMENTS.get(("get_placed",), build)
+    result = await conn.execute(stmt, {"_uuid": uuid, PLACED_HOST_PARAM: host})
+    found = result.mappings().first()
+    if found is None:
+        raise exception.InstanceNotFound(instance_id=uuid)
+    row = to_row(found)
+    if not row.pop("_placed"):
+        raise exception.InstanceNotOnHost(instance_uuid=uuid, host=host)
+    return row
+
+
+# --- grouped saves -------------------------------------------------------------
+
+
+def _fast_state_condition(
+    column: ColumnElement[Any], expected: Any
+) -> tuple[ColumnElement[bool] | None, tuple[str, ...]]:
+    """A condition with one bind parameter per value (no expanding IN), and their names."""
+    shape = _shape(expected)
+    if shape in ("in", "in_or_null"):
+        values = [v for v in expected if v is not None]
+        names = tuple(f"_expected_{column.key}_{n}" for n in range(len(values)))
+        clause: ColumnElement[bool] = column.in_([bindparam(n) for n in names])
+        if shape == "in_or_null":
+            clause = or_(clause, column.is_(None))
+        return clause, names
+    if shape == "eq":
+        return column == bindparam(f"_expected_{column.key}"), (f"_expected_{column.key}",)
+    return _state_condition(column, shape), ()
+
+
+def _state_key(expected: Any) -> tuple[str, int]:
+    shape = _shape(expected)
+    if shape in ("in", "in_or_null"):
+        return shape, sum(1 for v in expected if v is not None)
+    return shape, 0
+
+
+def _fast_statements(
+    dialect: Dialect,
+    keys: tuple[str, ...],
+    expected_vm_state: Any,
+    expected_task_state: Any,
+    placed: bool,
+) -> tuple[group_commit.Prepared, group_commit.Prepared]:
+    """The UPDATE and its diagnosis SELECT, compiled for ``dialect``."""
+    cache_key = (
+        "fast",
+        dialect.name,
+        dialect.driver,
+        keys,
+        _state_key(expected_vm_state),
+        _state_key(expected_task_state),
+        placed,
+    )
+
+    def build() -> tuple[group_commit.Prepared, group_commit.Prepared]:
+        conditions = [instances.c.uuid == bindparam("_uuid"), instances.c.deleted == _ZERO]
+        for column, expected in (
+            (instances.c.vm_state, expected_vm_state),
+            (instances.c.task_state, expected_task_state),
+        ):
+            clause, _ = _fast_state_condition(column, expected)
+            if clause is not None:
+                conditions.append(clause)
+        if placed:
+            conditions.append(placed_on_host_clause())
+        stmt = (
+            instances.update()
+            .where(*conditions)
+            .values({key: bindparam(f"_value_{key}") for key in keys})
+        )
+        return (
+            group_commit.prepare(stmt, dialect),
+            group_commit.prepare(_diagnosis_statement(placed), dialect),
+        )
+
+    prepared: tuple[group_commit.Prepared, group_commit.Prepared] = _STATEMENTS.get(
+        cache_key, build
+    )
+    return prepared
+
+
+def _fast_params(expected: Any, column: str, params: dict[str, Any]) -> None:
+    shape = _shape(expected)
+    if shape == "eq":
+        params[f"_expected_{column}"] = expected
+    elif shape in ("in", "in_or_null"):
+        for n, value in enumerate(v for v in expected if v is not None):
+            params[f"_expected_{column}_{n}"] = value
+
+
+def _as_utc(stamp: Any) -> Any:
+    if isinstance(stamp, dt.datetime):
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    return stamp
+
+
+async def save(
+    db: Database,
+    uuid: str,
+    values: Mapping[str, Any],
+    *,
+    expected_vm_state: ExpectedState = UNSET,
+    expected_task_state: ExpectedState = UNSET,
+    placed_on_host: str | None = None,
+) -> dt.datetime | None:
+    """:func:`update` for ``Instance.save()``: its own transaction, grouped; the new updated_at.
+
+    Same conditions, same errors (InstanceNotFound, InstanceNotOnHost,
+    InstanceUpdateConflict) and the same outcome as running :func:`update`
+    in ``db.writer()``, but concurrent saves share one transaction and
+    nothing is read back: ``updated_at`` is set from Python (unless
+    ``values`` sets it) and returned. Inside an open block of ``db`` in the
+    current task the save joins that block's transaction instead.
+    """
+    check_columns(instances, values, extra_protected=("uuid",))
+    data = dict(values)
+    if "updated_at" not in data:
+        data["updated_at"] = utcnow()
+    stamp = _as_utc(data["updated_at"])
+    committer = db.group_commit if not db.in_block() else None
+    if committer is not None:
+        keys = tuple(sorted(data))
+        write, diagnose = _fast_statements(
+            committer.dialect,
+            keys,
+            expected_vm_state,
+            expected_task_state,
+            placed_on_host is not None,
+        )
+        params: dict[str, Any] = {"_uuid": uuid}
+        for key in keys:
+            params[f"_value_{key}"] = data[key]
+        _fast_params(expected_vm_state, "vm_state", params)
+        _fast_params(expected_task_state, "task_state", params)
+        if placed_on_host is not None:
+            params[PLACED_HOST_PARAM] = placed_on_host
+        outcome = await committer.execute(
+            uuid, write, write.args(params), diagnose, diagnose.args(params)
+        )
+        if outcome is not None:
+            db.note_write()
+            count, current = outcome
+            if count:
+                return stamp
+            raise _failure(
+                uuid, _expected(expected_vm_state, expected_task_state), placed_on_host, current
+            )
+    await db.run_in_writer(
+        _save_alone, uuid, data, expected_vm_state, expected_task_state, placed_on_host
+    )
+    return stamp
+
+
+async def _save_alone(
+    conn: AsyncConnection,
+    uuid: str,
+    data: Mapping[str, Any],
+    expected_vm_state: Any,
+    expected_task_state: Any,
+    placed_on_host: str | None,
+) -> None:
+    matched, _ = await _run_update(
+        conn,
+        uuid,
+        data,
+        expected_vm_state,
+        expected_task_state,
+        returning=False,
+        placed_on_host=placed_on_host,
+    )
+    if not matched:
+        raise await _diagnose(
+            conn, uuid, _expected(expected_vm_state, expected_task_state), placed_on_host
+        )
 
 
 async def destroy(

@@ -1,0 +1,376 @@
+"""Group commit: concurrent single-row writes run together in one transaction.
+
+The conductor's hottest path is a compute host saving one field of an
+instance (power_state, progress) through ``Instance.save()``. Run one at a
+time, each save pays for a whole unit of work: a pool checkout, BEGIN, the
+statement through SQLAlchemy's execution machinery, COMMIT, and on SQLite a
+thread hop for each of those. That is ~1 ms of CPU per save; the statement
+itself is a few tens of microseconds.
+
+Here callers hand in a prepared statement and its arguments and wait; one
+writer task takes everything queued, runs it on the primary in *one*
+transaction through the driver directly (one thread hop for the whole batch
+on SQLite; asyncpg's or asyncmy's cached prepared statements on the servers)
+and gives each caller its own outcome: the statement's rowcount and, when
+that is 0, a diagnosis row read right after it in the same transaction.
+
+The statements must be *conditional writes that cannot fail* on valid
+input (``UPDATE ... WHERE <conditions>``): whether one caller's conditions
+hold never affects another's, so per-caller semantics are those of running
+them one after the other, which is what the transaction does. If a statement
+fails all the same (a value too long, a lock timeout), the batch is rolled
+back and every caller is told to run its write alone (a None outcome),
+through the ordinary path that translates errors and
+retries deadlocks. A write whose commit fails on a server is reported as a
+:class:`~nubes.exception.DBConnectionError` (its outcome is unknown), as the
+ordinary path would.
+
+A caller that is inside a ``Database.writer()`` or ``reader()`` block must
+not come here: its block holds a connection (on SQLite, possibly the only
+one) and its writes belong to its own transaction.
+
+Batches form by themselves: while one runs, the next callers queue, so a lone
+caller waits for nobody and 32 concurrent callers share a transaction.
+Items are sorted by row key within a batch (stably, so two writes to the
+same row keep their order) so that concurrent batches on a server lock rows
+in one order and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from nubes import exception
+from nubes.db import sqlite_driver
+
+if TYPE_CHECKING:
+    from nubes.db.engine import Database
+
+LOG = logging.getLogger(__name__)
+
+#: Most writes run in one transaction; more wait for the next batch.
+DEFAULT_MAX_BATCH = 128
+#: Writer tasks per server database (SQLite has one writer anyway).
+DEFAULT_SERVER_WRITERS = 2
+
+
+#: (rowcount, diagnosis row or None); None tells the caller that its batch
+#: failed and was rolled back: run the write again alone, the ordinary way.
+Outcome = tuple[int, tuple[Any, ...] | None] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement compiled once for one dialect: SQL text and how to bind it.
+
+    Every bind parameter must be supplied by the caller by name (constants
+    belong in the SQL as literals), and none may be an expanding IN list.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            params[name] if proc is None else proc(params[name])
+            for name, proc in zip(self.names, self.processors, strict=True)
+        )
+
+
+def prepare(stmt: ClauseElement, dialect: Dialect) -> Prepared:
+    """Compile ``stmt`` for ``dialect`` into positional SQL and bind processors."""
+    compiled = stmt.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    names = tuple(compiled.positiontup or ())
+    if not names and compiled.binds:
+        raise ValueError(f"{dialect.paramstyle} is not a positional paramstyle")
+    if "POSTCOMPILE" in compiled.string:
+        raise ValueError("expanding parameters cannot be prepared; bind each value")
+    processors = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    return Prepared(compiled.string, names, processors)
+
+
+@dataclasses.dataclass(slots=True)
+class _Item:
+    key: str
+    write: Prepared
+    args: tuple[Any, ...]
+    diagnose: Prepared | None
+    diagnose_args: tuple[Any, ...]
+    future: asyncio.Future[Outcome]
+
+
+class _CommitFailed(Exception):
+    pass
+
+
+# --- per-backend batch runners -----------------------------------------------
+# Each gets a driver connection checked out of the writer pool and runs the
+# items in one transaction, returning one (rowcount, diagnosis) per item. A
+# failing statement raises after rolling back; a failing COMMIT raises
+# _CommitFailed.
+
+
+async def _run_sqlite(driver_conn: Any, items: Sequence[_Item]) -> list[Any]:
+    # Any failure, COMMIT's included, is rolled back on the thread: running
+    # the writes again alone is then safe.
+    batch = [
+        (i.write.sql, i.args, i.diagnose.sql if i.diagnose else None, i.diagnose_args)
+        for i in items
+    ]
+    return await sqlite_driver.run_batch(driver_conn, "BEGIN IMMEDIATE", batch)
+
+
+def _pg_rowcount(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "UPDATE 1".
+    return int(status.rpartition(" ")[2] or 0)
+
+
+async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
+    if len(items) == 1:
+        # A single statement commits by itself: no BEGIN/COMMIT round trips.
+        # Its diagnosis then reads a later snapshot, as any READ COMMITTED
+        # read after a failed UPDATE does.
+        item = items[0]
+        count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
+        row = None
+        if count == 0 and item.diagnose is not None:
+            record = await pg.fetchrow(item.diagnose.sql, *item.diagnose_args)
+            row = tuple(record) if record is not None else None
+        return [(count, row)]
+    transaction = pg.transaction()
+    await transaction.start()
+    try:
+        out: list[Any] = []
+        for item in items:
+            count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
+            row = None
+            if count == 0 and item.diagnose is not None:
+                record = await pg.fetchrow(item.diagnose.sql, *item.diagnose_args)
+                row = tuple(record) if record is not None else None
+            out.append((count, row))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+        raise
+    try:
+        await transaction.commit()
+    except Exception as exc:
+        raise _CommitFailed(str(exc)) from exc
+    return out
+
+
+async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
+    # The pool's connections run with autocommit off: the first statement
+    # opens the transaction. SQLAlchemy's MySQL dialects connect with
+    # CLIENT.FOUND_ROWS, so rowcount counts matched rows, not changed ones.
+    out: list[Any] = []
+    try:
+        async with my.cursor() as cursor:
+            for item in items:
+                count = await cursor.execute(item.write.sql, item.args)
+                row = None
+                if count == 0 and item.diagnose is not None:
+                    await cursor.execute(item.diagnose.sql, item.diagnose_args)
+                    fetched = await cursor.fetchone()
+                    row = tuple(fetched) if fetched is not None else None
+                out.append((count, row))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await my.rollback()
+        raise
+    try:
+        await my.commit()
+    except Exception as exc:
+        raise _CommitFailed(str(exc)) from exc
+    return out
+
+
+_RUNNERS = {"sqlite": _run_sqlite, "postgresql": _run_postgresql, "mysql": _run_mysql}
+
+
+def supported(engine: AsyncEngine) -> bool:
+    """Whether writes on ``engine`` can be grouped (known backend and driver)."""
+    dialect = engine.dialect
+    if dialect.name == "sqlite":
+        return sqlite_driver.dbapi() is not None and dialect.driver == "aiosqlite"
+    return (dialect.name, dialect.driver) in (("postgresql", "asyncpg"), ("mysql", "asyncmy"))
+
+
+class GroupCommitter:
+    """Queues conditional single-row writes and commits them in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        writers: int | None = None,
+    ) -> None:
+        self._db = db
+        self._engine = engine
+        self.dialect = engine.dialect
+        self._runner = _RUNNERS[self.dialect.name]
+        self.max_batch = max_batch
+        if writers is None:
+            writers = 1 if self.dialect.name == "sqlite" else DEFAULT_SERVER_WRITERS
+        self.writers = writers
+        self._pending: list[_Item] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._closing = False
+        #: Batches and writes committed; for tests and operators.
+        self.batches = 0
+        self.writes = 0
+
+    async def execute(
+        self,
+        key: str,
+        write: Prepared,
+        args: tuple[Any, ...],
+        diagnose: Prepared | None = None,
+        diagnose_args: tuple[Any, ...] = (),
+    ) -> Outcome:
+        """Run ``write`` in the next batch: (rowcount, diagnosis row) or None.
+
+        ``key`` names the row written (its uuid): it orders the batch.
+        ``diagnose`` runs right after ``write`` in the same transaction if
+        that matched no row; its first row (or None) is returned.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._start(loop)
+        elif not self._closing and all(task.done() for task in self._tasks):
+            # Writers that died of a bug must not leave callers waiting forever.
+            self._spawn(loop)
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._pending.append(_Item(key, write, args, diagnose, diagnose_args, future))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A new event loop (the old one closed, e.g. between tests): what was
+        # queued on the old one can never run.
+        self._loop = loop
+        self._pending = []
+        self._spawn(loop)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wakeup = None
+        self._tasks = [
+            loop.create_task(self._write_loop(), name=f"nubes-group-commit-{n}")
+            for n in range(self.writers)
+        ]
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    if self._wakeup is None or self._wakeup.done():
+                        self._wakeup = loop.create_future()
+                    await self._wakeup
+                    continue
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                batch = [item for item in batch if not item.future.done()]
+                if batch:
+                    await self._run(batch)
+        except asyncio.CancelledError:
+            # The loop is shutting down under us: whoever still waits runs alone.
+            self._settle(self._pending, None)
+            self._pending = []
+            raise
+
+    @staticmethod
+    def _settle(items: Sequence[_Item], outcome: Outcome) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(outcome)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        batch.sort(key=lambda item: item.key)
+        try:
+            outcomes = await self._run_batch(batch)
+        except _CommitFailed as exc:
+            error = exception.DBConnectionError(reason=f"commit of grouped writes failed: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        except BaseException as exc:
+            # Rolled back (or never started): each caller runs its write alone.
+            self._settle(batch, None)
+            if not isinstance(exc, Exception):
+                raise
+            LOG.debug(
+                "grouped writes failed (%s: %s); running them one by one", type(exc).__name__, exc
+            )
+            return
+        self.batches += 1
+        self.writes += len(batch)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if not item.future.done():
+                item.future.set_result(outcome)
+
+    async def _run_batch(self, batch: list[_Item]) -> list[Any]:
+        conn = await self._engine.connect()
+        try:
+            self._db.route_counts["writer"] += 1
+            raw = await conn.get_raw_connection()
+            try:
+                return await self._runner(raw.driver_connection, batch)
+            except BaseException:
+                if self.dialect.name != "sqlite":
+                    # The link may be in any state; a new one is cheap. (An
+                    # SQLite memory database would die with its connection.)
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
+                raise
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        """Let the writer tasks finish what is queued, then stop them.
+
+        Draining instead of cancelling: a batch cancelled half way could not
+        tell its callers whether it committed. The committer starts again on
+        the next write.
+        """
+        tasks, self._tasks = self._tasks, []
+        loop = self._loop
+        if not tasks or loop is None or loop is not asyncio.get_running_loop():
+            self._loop = None
+            return
+        self._closing = True
+        try:
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._closing = False
+            self._loop = None
+            # Queued after the last writer left: those callers run alone.
+            self._settle(self._pending, None)
+            self._pending = []
