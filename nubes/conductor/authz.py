@@ -195,10 +195,14 @@ class Authorizer:
         obj: VersionedObject | None,
         args: Any,
         kwargs: Any,
-    ) -> None:
-        """Return when ``caller`` may make this call; raise Forbidden otherwise."""
+    ) -> str | None:
+        """Return when ``caller`` may make this call; raise Forbidden otherwise.
+
+        Returns the host the call's writes must be scoped to when the check
+        was left to the write itself (see ``backend.placement_scope``).
+        """
         if caller.kind is CallerKind.CONTROLLER:
-            return
+            return None
         call = Call(caller, objname, method, obj, _bind(objname, method, args, kwargs))
         rule = RULES.get((objname, method))
         if rule is None:
@@ -207,7 +211,28 @@ class Authorizer:
             extra = call.changed - rule.writable
             if extra:
                 self._refuse(call, f"may not change {', '.join(sorted(extra))}")
+        if (
+            rule.check == "instance_obj"
+            and method == "save"
+            and not (call.changed & INSTANCE_PLACEMENT_FIELDS)
+        ):
+            # The UPDATE itself requires the instance to be on this host, in
+            # the same statement: no read first, and no window between the
+            # check and the write.
+            return caller.host
         await self._checks[rule.check](call)
+        return None
+
+    def refuse(
+        self,
+        caller: Caller,
+        objname: str,
+        method: str,
+        obj: VersionedObject | None,
+        reason: str,
+    ) -> NoReturn:
+        """Refuse a call found forbidden after it started (audit line + Forbidden)."""
+        self._refuse(Call(caller, objname, method, obj, {}), reason)
 
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"

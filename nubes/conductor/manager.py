@@ -19,7 +19,7 @@ from nubes.conductor import rpcapi
 from nubes.conductor.authz import Authorizer
 from nubes.context import RequestContext
 from nubes.db.engine import Database
-from nubes.objects import codec, indirection
+from nubes.objects import backend, codec, indirection
 from nubes.objects.base import VersionedObject
 from nubes.objects.registry import REGISTRY
 
@@ -66,10 +66,19 @@ class ConductorManager:
         caller = self.authz.identify(context.caller)
         versions = _versions(object_versions)
         objname = objinst.obj_name()
-        await self.authz.authorize(caller, objname, objmethod, objinst, args, kwargs)
-        updates, result = await indirection.serve_object_action(
-            context, objinst, objmethod, args, kwargs, versions.get(objname)
-        )
+        scope = await self.authz.authorize(caller, objname, objmethod, objinst, args, kwargs)
+        token = backend.placement_scope.set(scope)
+        try:
+            updates, result = await indirection.serve_object_action(
+                context, objinst, objmethod, args, kwargs, versions.get(objname)
+            )
+        except (exception.InstanceNotOnHost, exception.InstanceNotFound):
+            if scope is None:
+                raise
+            # One answer for both, as for reads: a host cannot probe uuids.
+            self.authz.refuse(caller, objname, objmethod, objinst, "instance is not on this host")
+        finally:
+            backend.placement_scope.reset(token)
         return _at_versions([updates, result], versions)
 
     async def object_class_action_versions(

@@ -76,15 +76,18 @@ class DBObjectBackend:
         expected_vm_state: ExpectedStates = None,
         expected_task_state: ExpectedStates = None,
     ) -> Row:
-        # One UPDATE ... WHERE <expected states> RETURNING * (read back in the
-        # same transaction where there is no RETURNING).
-        return await self.database.run_in_writer(
-            _instance_update,
+        # One conditional UPDATE, grouped with concurrent saves into one
+        # transaction; scoped to the calling host's instances when the
+        # conductor's authoriser asked for it (backend.placement_scope).
+        updated_at = await instances.save(
+            self.database,
             uuid,
             values,
-            _expected(expected_vm_state),
-            _expected(expected_task_state),
+            expected_vm_state=_expected(expected_vm_state),
+            expected_task_state=_expected(expected_task_state),
+            placed_on_host=object_backend.placement_scope.get(),
         )
+        return {"updated_at": updated_at}
 
     async def instance_fault_create(
         self, context: RequestContext, values: Mapping[str, Any]
@@ -248,22 +251,6 @@ class DBObjectBackend:
     async def action_events_get(self, context: RequestContext, action_id: int) -> list[Row]:
         async with self.database.reader() as conn:
             return await actions.events_get(conn, action_id)
-
-
-async def _instance_update(
-    conn: AsyncConnection,
-    uuid: str,
-    values: Mapping[str, Any],
-    expected_vm_state: Any,
-    expected_task_state: Any,
-) -> Row:
-    return await instances.update(
-        conn,
-        uuid,
-        values,
-        expected_vm_state=expected_vm_state,
-        expected_task_state=expected_task_state,
-    )
 
 
 async def _heartbeat(conn: AsyncConnection, service_id: int, now: dt.datetime) -> None:

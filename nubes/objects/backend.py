@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
@@ -42,6 +43,12 @@ Row: TypeAlias = dict[str, Any]
 ExpectedStates: TypeAlias = Sequence[str | None] | None
 
 OT = TypeVar("OT", bound="VersionedObject")
+
+#: The compute host the conductor is running the current remotable method
+#: for, when its authoriser left the placement check to the write itself:
+#: writes that honour it (Instance.save) then only touch rows placed on that
+#: host, checked in the same statement, so check and write cannot race.
+placement_scope: ContextVar[str | None] = ContextVar("nubes_placement_scope", default=None)
 
 
 class ObjectBackend(Protocol):
@@ -73,9 +80,12 @@ class ObjectBackend(Protocol):
         expected_vm_state: ExpectedStates = None,
         expected_task_state: ExpectedStates = None,
     ) -> Row:
-        """Set ``values`` if the expected states hold; the updated row.
+        """Set ``values`` if the expected states hold; returns ``{"updated_at": ...}``.
 
-        Raises InstanceUpdateConflict (never overwrites) or InstanceNotFound.
+        Nothing else is read back: the caller's object already holds what it
+        wrote. Raises InstanceUpdateConflict (never overwrites),
+        InstanceNotFound, or InstanceNotOnHost when :data:`placement_scope`
+        names a host the instance is not placed on.
         """
         ...
 

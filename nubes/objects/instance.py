@@ -177,8 +177,8 @@ class Instance(base.VersionedObject):
         None (the default) skips the check. When the row is in another state,
         nothing is written and InstanceUpdateConflict is raised.
 
-        Afterwards the object holds what the database returned (``updated_at``
-        and any column another writer changed) and no changes. ``id``,
+        Afterwards the object holds the new ``updated_at`` and no changes;
+        columns it did not change are not read back (``refresh`` does). ``id``,
         ``uuid``, ``created_at``, ``deleted``, ``deleted_at`` and ``fault`` are
         never written.
         """
@@ -202,8 +202,8 @@ class Instance(base.VersionedObject):
             expected_vm_state=expected_vm,
             expected_task_state=expected_task,
         )
-        # The flavors were just written from this object: no need to decode them.
-        self._apply_db(row, nested=False)
+        self.updated_at = row["updated_at"]
+        self.obj_reset_changes(recursive=True)
 
     @base.remotable
     async def refresh(self, context: RequestContext) -> None:
