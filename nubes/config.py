@@ -151,6 +151,107 @@ scheduler_opts: list[cfg.Opt] = [
         help="Hosts tried for one instance: the chosen one plus alternates.",
     ),
     cfg.IntOpt("workers", default=1, min=1, help="Scheduler worker processes."),
+    cfg.FloatOpt(
+        "host_state_refresh_interval",
+        default=1.0,
+        min=0.05,
+        help="Seconds between incremental refreshes of a scheduler's in-memory view of "
+        "the hosts (changed compute nodes, service liveness, aggregates). The view only "
+        "guides the choice: every claim is re-checked by the database.",
+    ),
+    cfg.FloatOpt(
+        "host_state_change_margin",
+        default=2.0,
+        min=0.0,
+        help="Seconds before the previous refresh that the next one re-reads changes "
+        "from, covering clock skew between writers and transactions that committed late.",
+    ),
+    cfg.IntOpt(
+        "max_claim_attempts",
+        default=32,
+        min=1,
+        help="Hosts one instance tries to claim, best first, before the request fails "
+        "with NoValidHost because other schedulers took the room first.",
+    ),
+    cfg.ListOpt(
+        "policies",
+        default=[],
+        help="Named scheduling policies, tried in order; each is configured in a "
+        "[scheduler_policy_NAME] section (enabled_filters, weigher multipliers, match). "
+        "The first whose match rule fits a request schedules it.",
+    ),
+    cfg.StrOpt(
+        "default_policy",
+        default="default",
+        help="Policy used when no policy's match rule fits; 'default' is the one built "
+        "from [filter_scheduler], any other name must be listed in policies.",
+    ),
+]
+
+filter_scheduler_opts: list[cfg.Opt] = [
+    cfg.ListOpt(
+        "enabled_filters",
+        default=[
+            "ComputeFilter",
+            "AvailabilityZoneFilter",
+            "RamFilter",
+            "CoreFilter",
+            "DiskFilter",
+            "AggregateMultiTenancyIsolation",
+            "AggregateInstanceExtraSpecsFilter",
+            "ImagePropertiesFilter",
+            "ServerGroupAntiAffinityFilter",
+            "ServerGroupAffinityFilter",
+            "SameHostFilter",
+            "DifferentHostFilter",
+        ],
+        help="Filters a host must pass, in the order they run.",
+    ),
+    cfg.FloatOpt(
+        "ram_weight_multiplier",
+        default=1.0,
+        help="Weight of free RAM; positive spreads instances, negative stacks them.",
+    ),
+    cfg.FloatOpt(
+        "cpu_weight_multiplier",
+        default=1.0,
+        help="Weight of free vCPUs; positive spreads, negative stacks.",
+    ),
+    cfg.FloatOpt(
+        "disk_weight_multiplier",
+        default=1.0,
+        help="Weight of free disk; positive spreads, negative stacks.",
+    ),
+    cfg.FloatOpt(
+        "cpu_utilization_weight_multiplier",
+        default=-1.0,
+        help="Weight of the CPU utilisation hosts report (metrics cpu.percent); "
+        "negative prefers idle hosts.",
+    ),
+    cfg.FloatOpt(
+        "num_instances_weight_multiplier",
+        default=0.0,
+        help="Weight of the number of instances on a host; negative prefers emptier hosts.",
+    ),
+    cfg.FloatOpt(
+        "soft_affinity_weight_multiplier",
+        default=1.0,
+        min=0.0,
+        help="Weight of hosting members of a soft-affinity server group.",
+    ),
+    cfg.FloatOpt(
+        "soft_anti_affinity_weight_multiplier",
+        default=1.0,
+        min=0.0,
+        help="Weight of hosting no members of a soft-anti-affinity server group.",
+    ),
+    cfg.IntOpt(
+        "host_subset_size",
+        default=1,
+        min=1,
+        help="Pick the host at random among this many best ones; above 1 it makes "
+        "concurrent schedulers collide less on the same host.",
+    ),
 ]
 
 upgrade_levels_opts: list[cfg.Opt] = [
@@ -170,6 +271,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "oslo_messaging_rabbit": rabbit_opts,
     "conductor": conductor_opts,
     "scheduler": scheduler_opts,
+    "filter_scheduler": filter_scheduler_opts,
     "upgrade_levels": upgrade_levels_opts,
 }
 

@@ -16,6 +16,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── ObjectFieldError              a value does not fit an object field
     │   │   └── UnknownObjectField        a field name the object does not have
     │   ├── MalformedObject               an object primitive is not a valid envelope
+    │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
     │   └── MarkerNotFound                a pagination marker names no visible row
     ├── Forbidden (403)
     │   ├── IdentityMismatch              a message claims someone its sender is not
@@ -40,6 +41,8 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
+    ├── NoValidHost (500)                 no host passed the filters or could be claimed;
+    │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
@@ -123,6 +126,10 @@ class UnknownObjectField(ObjectFieldError):
 
 class MalformedObject(Invalid):
     msg_fmt = "Malformed object primitive: %(reason)s"
+
+
+class InvalidSchedulerHint(Invalid):
+    msg_fmt = "Scheduler hint %(hint)s is invalid: %(reason)s"
 
 
 class MarkerNotFound(Invalid):
@@ -244,6 +251,18 @@ class IncompatibleObjectVersion(ObjectError):
 
 class ObjectLoadError(ObjectError):
     msg_fmt = "Cannot load %(field)s of %(objname)s: %(reason)s"
+
+
+class NoValidHost(NubesError):
+    """The scheduler found no host for an instance.
+
+    ``reason`` says which filter removed how many hosts (or that every
+    candidate was claimed by others first); it names filters and counts,
+    never hosts, so users may see it and it becomes the instance fault.
+    """
+
+    msg_fmt = "No valid host was found. %(reason)s"
+    safe = True
 
 
 class DatabaseAccessForbidden(NubesError):

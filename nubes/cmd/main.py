@@ -50,6 +50,10 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         endpoints.append(
             ConductorManager(engine.get_database(), conf.conductor.controller_identities)
         )
+    elif binary == "scheduler":
+        from nubes.scheduler.manager import SchedulerManager
+
+        endpoints.append(SchedulerManager(engine.get_database(), conf))
     return Service(
         binary,
         host,

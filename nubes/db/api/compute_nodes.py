@@ -32,7 +32,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, bindparam, case, delete, select
+from sqlalchemy import ColumnElement, Integer, bindparam, case, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -51,6 +51,7 @@ from nubes.db.api._common import (
     where_deleted,
 )
 from nubes.db.models import allocations, compute_nodes
+from nubes.db.types import UTCDateTime, utcnow
 
 #: Usage columns and the allocation amount each claim adds to them.
 _USAGE = (
@@ -174,6 +175,17 @@ async def claim(
     )
     if held.first() is not None:
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, node_id))
+    return await _take(conn, node_id, consumer_uuid, amounts, expected_generation)
+
+
+async def _take(
+    conn: AsyncConnection,
+    node_id: int,
+    consumer_uuid: str,
+    amounts: Mapping[str, int],
+    expected_generation: int | None,
+) -> ClaimResult:
+    """The conditional UPDATE and the allocation row (the consumer holds nothing here)."""
     shape = (tuple(bool(amounts[a]) for _, _, _, a in _USAGE), expected_generation is not None)
     returning = bool(conn.dialect.update_returning)
     stmt = _STATEMENTS.get(("claim", shape, returning), lambda: _claim_statement(*shape, returning))
@@ -196,6 +208,96 @@ async def claim(
     if generation is None:
         generation = await _generation(conn, node_id)
     return ClaimResult(ClaimOutcome.CLAIMED, generation)
+
+
+async def claim_for_consumer(
+    conn: AsyncConnection,
+    node_id: int,
+    consumer_uuid: str,
+    *,
+    vcpus: int = 0,
+    memory_mb: int = 0,
+    disk_gb: int = 0,
+) -> tuple[ClaimResult, int]:
+    """Claim on a node unless the consumer already holds resources on *any* node.
+
+    The scheduler's claim: a retried scheduling step gets ALREADY_CLAIMED
+    and the node it holds instead of a second claim elsewhere. Returns the
+    result and the node the consumer holds on (``node_id`` unless already
+    claimed). On PostgreSQL it is one statement (data-modifying CTEs): the
+    held check, the conditional UPDATE and the allocation INSERT in one
+    round trip, the scheduler's hottest path.
+    """
+    amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+    if any(v < 0 for v in amounts.values()):
+        raise exception.Invalid(reason=f"claim amounts must not be negative: {amounts}")
+    if conn.dialect.name == "postgresql":
+        row = (
+            await conn.execute(
+                _STATEMENTS.get(("claim_for_consumer_pg",), _pg_claim_statement),
+                {
+                    "consumer": consumer_uuid,
+                    "node": node_id,
+                    "now": utcnow(),
+                    **amounts,
+                },
+            )
+        ).one()
+        if row.held is not None:
+            return ClaimResult(
+                ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, row.held)
+            ), int(row.held)
+        if row.generation is not None:
+            return ClaimResult(ClaimOutcome.CLAIMED, int(row.generation)), node_id
+        return await _why_not(conn, node_id, amounts, None), node_id
+    held_stmt = select(allocations.c.compute_node_id).where(
+        allocations.c.consumer_uuid == consumer_uuid
+    )
+    held_node = (await conn.execute(held_stmt.limit(1))).scalar()
+    if held_node is not None:
+        generation = await _generation(conn, held_node)
+        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, generation), int(held_node)
+    return await _take(conn, node_id, consumer_uuid, amounts, None), node_id
+
+
+def _pg_claim_statement() -> Any:
+    # A zero amount is not checked, as in _claim_statement: a node already
+    # over a lowered ratio can still take a claim that adds nothing there.
+    return text(
+        """
+        WITH held AS (
+            SELECT compute_node_id FROM allocations WHERE consumer_uuid = :consumer LIMIT 1
+        ), upd AS (
+            UPDATE compute_nodes
+               SET vcpus_used = vcpus_used + :vcpus,
+                   memory_mb_used = memory_mb_used + :memory_mb,
+                   local_gb_used = local_gb_used + :disk_gb,
+                   generation = generation + 1,
+                   updated_at = :now
+             WHERE id = :node AND deleted = 0
+               AND NOT EXISTS (SELECT 1 FROM held)
+               AND (:vcpus = 0 OR vcpus_used + :vcpus <= vcpus * cpu_allocation_ratio)
+               AND (:memory_mb = 0
+                    OR memory_mb_used + :memory_mb <= memory_mb * ram_allocation_ratio)
+               AND (:disk_gb = 0 OR local_gb_used + :disk_gb <= local_gb * disk_allocation_ratio)
+            RETURNING id, generation
+        ), ins AS (
+            INSERT INTO allocations (consumer_uuid, compute_node_id, vcpus, memory_mb, disk_gb,
+                                     created_at)
+            SELECT :consumer, id, :vcpus, :memory_mb, :disk_gb, :now FROM upd
+            RETURNING compute_node_id
+        )
+        SELECT (SELECT generation FROM upd) AS generation,
+               (SELECT compute_node_id FROM held) AS held,
+               (SELECT count(*) FROM ins) AS inserted
+        """
+    ).bindparams(
+        bindparam("vcpus", type_=Integer),
+        bindparam("memory_mb", type_=Integer),
+        bindparam("disk_gb", type_=Integer),
+        bindparam("node", type_=Integer),
+        bindparam("now", type_=UTCDateTime()),
+    )
 
 
 # The claim is the scheduler's hot path: prebuilt statements with bound

@@ -169,3 +169,30 @@ async def test_move_and_partial_release(db: Database) -> None:
         assert (await compute_nodes.get_by_id(conn, dst["id"]))["vcpus_used"] == 2
         usage = await compute_nodes.get_usage(conn, dst["id"])
         assert usage is not None and usage["vcpus_used"] == 2
+
+
+async def test_claim_for_consumer_is_one_claim_per_consumer(db: Database) -> None:
+    async with db.writer() as conn:
+        a = await make_node(conn, vcpus=2, memory_mb=1024, local_gb=10)
+        b = await make_node(conn, vcpus=2, memory_mb=1024, local_gb=10)
+    consumer = _consumer()
+    async with db.writer() as conn:
+        first, on = await compute_nodes.claim_for_consumer(
+            conn, a["id"], consumer, vcpus=1, memory_mb=512, disk_gb=5
+        )
+        assert (first.outcome, on) == (ClaimOutcome.CLAIMED, a["id"])
+        assert first.generation == a["generation"] + 1
+        # A retry aimed at another node reports the claim it already has.
+        again, on = await compute_nodes.claim_for_consumer(conn, b["id"], consumer, vcpus=1)
+        assert (again.outcome, on) == (ClaimOutcome.ALREADY_CLAIMED, a["id"])
+        full, _ = await compute_nodes.claim_for_consumer(conn, b["id"], _consumer(), vcpus=3)
+        assert full.outcome is ClaimOutcome.NO_CAPACITY
+        # Zero amounts are not checked: an over-committed node still takes them.
+        zero, _ = await compute_nodes.claim_for_consumer(conn, a["id"], _consumer(), vcpus=0)
+        assert zero.outcome is ClaimOutcome.CLAIMED
+        node = await compute_nodes.get_by_id(conn, a["id"])
+    assert (node["vcpus_used"], node["memory_mb_used"], node["local_gb_used"]) == (1, 512, 5)
+    assert node["updated_at"] is not None
+    async with db.writer() as conn:
+        held = await compute_nodes.allocations_get_by_consumer(conn, consumer)
+    assert [(h["compute_node_id"], h["vcpus"], h["disk_gb"]) for h in held] == [(a["id"], 1, 5)]

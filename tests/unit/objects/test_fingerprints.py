@@ -24,6 +24,8 @@ EXPECTED = {
     "InstanceActionEvent": "1.0-08e3cad6e447b4f4",
     "InstanceFault": "1.0-3944ba8c571fd624",
     "Migration": "1.0-0a34783039c8d772",
+    "RequestSpec": "1.0-ebb046026351a551",
+    "Selection": "1.0-0f3f081d367cdc4b",
     "Service": "1.0-3557b6975da8481c",
 }
 

@@ -1,0 +1,188 @@
+"""The scheduler's reads: compute nodes changed since a time, service liveness,
+cheap change signatures, and where instances and server group members are.
+
+These feed an in-memory view of the hosts that a scheduler refreshes
+incrementally, so every statement here is shaped to return little when
+little changed: nodes by ``updated_at``/``created_at``/``deleted_at``, only
+the services that are *not* usable, and one-row signatures that say
+whether the aggregates or the service list changed at all. The claim itself
+never reads from here (see :func:`nubes.db.api.compute_nodes.claim`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, func, or_, select
+from sqlalchemy.engine import Row as SARow
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes.db.api._common import live
+from nubes.db.models import (
+    aggregate_hosts,
+    aggregate_metadata,
+    aggregates,
+    allocations,
+    compute_nodes,
+    instance_group_members,
+    instance_groups,
+    instances,
+    service_heartbeats,
+    services,
+)
+
+#: The binary whose services make hosts schedulable.
+COMPUTE_BINARY = "compute"
+
+_cn = compute_nodes.c
+
+#: Columns of a node the scheduler keeps, in the order :func:`nodes_changed_since` returns.
+NODE_COLUMNS = (
+    "id",
+    "uuid",
+    "host",
+    "hypervisor_hostname",
+    "hypervisor_type",
+    "hypervisor_version",
+    "vcpus",
+    "memory_mb",
+    "local_gb",
+    "vcpus_used",
+    "memory_mb_used",
+    "local_gb_used",
+    "cpu_allocation_ratio",
+    "ram_allocation_ratio",
+    "disk_allocation_ratio",
+    "metrics",
+    "generation",
+    "deleted",
+)
+
+
+def _node_select() -> Any:
+    held = (
+        select(func.count(allocations.c.id))
+        .where(allocations.c.compute_node_id == _cn.id)
+        .scalar_subquery()
+    )
+    return select(*[_cn[c] for c in NODE_COLUMNS], held.label("num_instances"))
+
+
+async def nodes_changed_since(conn: AsyncConnection, since: dt.datetime | None) -> list[SARow[Any]]:
+    """Nodes (with ``num_instances``: allocations held) changed at or after ``since``.
+
+    ``since=None`` returns every live node. Otherwise deleted nodes are
+    included (``deleted != 0``) so the caller can drop them. Rows are
+    SQLAlchemy rows (tuples with attribute access): thousands of them are
+    read on a full load and a dict each would cost more than the query.
+    """
+    stmt = _node_select()
+    if since is None:
+        stmt = stmt.where(live(compute_nodes))
+    else:
+        stmt = stmt.where(
+            or_(_cn.updated_at >= since, _cn.created_at >= since, _cn.deleted_at >= since)
+        )
+    return list((await conn.execute(stmt.order_by(_cn.id))).all())
+
+
+async def node_usage(conn: AsyncConnection, node_ids: Sequence[int]) -> list[SARow[Any]]:
+    """Fresh rows for a few nodes, shaped like :func:`nodes_changed_since`'s."""
+    if not node_ids:
+        return []
+    stmt = _node_select().where(_cn.id.in_(list(node_ids)))
+    return list((await conn.execute(stmt)).all())
+
+
+def _signature_of(table: Table) -> list[Any]:
+    c = table.c
+    return [
+        select(func.count()).select_from(table).where(live(table)).scalar_subquery(),
+        select(func.max(c.id)).scalar_subquery(),
+        select(func.max(c.updated_at)).scalar_subquery(),
+        select(func.max(c.deleted_at)).scalar_subquery(),
+    ]
+
+
+async def _signature(conn: AsyncConnection, tables: Iterable[Table]) -> tuple[Any, ...]:
+    columns = [col for table in tables for col in _signature_of(table)]
+    row = (await conn.execute(select(*columns))).one()
+    return tuple(row)
+
+
+async def aggregates_signature(conn: AsyncConnection) -> tuple[Any, ...]:
+    """Changes whenever an aggregate, its hosts or its metadata change (one row)."""
+    return await _signature(conn, (aggregates, aggregate_hosts, aggregate_metadata))
+
+
+async def services_signature(conn: AsyncConnection) -> tuple[Any, ...]:
+    """Changes whenever a service is added, changed (disabled ...) or deleted."""
+    return await _signature(conn, (services,))
+
+
+async def compute_service_hosts(conn: AsyncConnection) -> dict[str, tuple[bool, bool]]:
+    """Hosts with a live compute service: host -> (disabled, forced_down)."""
+    s = services.c
+    stmt = select(s.host, s.disabled, s.forced_down).where(
+        s.binary == COMPUTE_BINARY, live(services)
+    )
+    return {r.host: (bool(r.disabled), bool(r.forced_down)) for r in await conn.execute(stmt)}
+
+
+async def silent_compute_hosts(conn: AsyncConnection, cutoff: dt.datetime) -> set[str]:
+    """Hosts whose compute service last reported before ``cutoff`` (or never)."""
+    s = services.c
+    hb = service_heartbeats
+    stmt = (
+        select(s.host)
+        .select_from(services.outerjoin(hb, hb.c.service_id == s.id))
+        .where(
+            s.binary == COMPUTE_BINARY,
+            live(services),
+            or_(hb.c.last_seen_at.is_(None), hb.c.last_seen_at < cutoff),
+        )
+    )
+    return {r.host for r in await conn.execute(stmt)}
+
+
+async def group_member_hosts(conn: AsyncConnection, group_uuid: str) -> dict[str, int]:
+    """Host -> number of the group's members holding resources there."""
+    g, m, a = instance_groups.c, instance_group_members.c, allocations.c
+    stmt = (
+        select(_cn.host, func.count())
+        .select_from(
+            instance_groups.join(instance_group_members, m.group_id == g.id)
+            .join(allocations, a.consumer_uuid == m.instance_uuid)
+            .join(compute_nodes, _cn.id == a.compute_node_id)
+        )
+        .where(g.uuid == group_uuid, live(instance_groups), live(instance_group_members))
+        .group_by(_cn.host)
+    )
+    return {r[0]: int(r[1]) for r in await conn.execute(stmt)}
+
+
+async def instance_hosts(conn: AsyncConnection, instance_uuids: Sequence[str]) -> set[str]:
+    """Hosts the instances are on: where they hold resources, or their ``host``."""
+    uuids = list(instance_uuids)
+    if not uuids:
+        return set()
+    a = allocations.c
+    by_claim = (
+        select(_cn.host)
+        .select_from(allocations.join(compute_nodes, _cn.id == a.compute_node_id))
+        .where(a.consumer_uuid.in_(uuids))
+    )
+    by_row = select(instances.c.host).where(
+        instances.c.uuid.in_(uuids), live(instances), instances.c.host.is_not(None)
+    )
+    hosts = {r[0] for r in await conn.execute(by_claim)}
+    hosts.update(r[0] for r in await conn.execute(by_row))
+    return hosts
+
+
+async def consumer_nodes(conn: AsyncConnection, consumer_uuid: str) -> list[int]:
+    """Ids of the nodes where ``consumer_uuid`` holds resources."""
+    stmt = select(allocations.c.compute_node_id).where(allocations.c.consumer_uuid == consumer_uuid)
+    return [int(r[0]) for r in await conn.execute(stmt)]

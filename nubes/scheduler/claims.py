@@ -1,0 +1,105 @@
+"""Claims: taking a host's resources for an instance, atomically, in the database.
+
+The scheduler decides on its in-memory view, which may be stale; the claim
+never trusts it. It is the conditional UPDATE of
+:func:`nubes.db.api.compute_nodes.claim_for_consumer` (capacity × ratio checked and
+usage incremented in one statement under the row's write lock, plus the
+allocation row, in one transaction), so concurrent schedulers in any
+number of processes cannot over-commit a host on SQLite, PostgreSQL or
+MariaDB, and nothing takes ``SELECT ... FOR UPDATE`` (Galera turns it into
+certification deadlocks; a deadlock reported at commit is retried by
+``Database.run_in_writer``).
+
+A claim is idempotent per instance: if the instance already holds resources
+(a retried scheduling step), that claim is reported instead of a second one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api import compute_nodes, host_views
+from nubes.db.api.compute_nodes import ClaimOutcome, ClaimResult
+from nubes.db.engine import Database
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Amounts:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    result: ClaimResult
+    #: The node the instance holds resources on (another one than asked for
+    #: when an earlier attempt of the same request already claimed).
+    node_id: int
+
+
+async def _claim(
+    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts
+) -> Claim:
+    result, held_on = await compute_nodes.claim_for_consumer(
+        conn,
+        node_id,
+        consumer_uuid,
+        vcpus=amounts.vcpus,
+        memory_mb=amounts.memory_mb,
+        disk_gb=amounts.disk_gb,
+    )
+    return Claim(result, held_on)
+
+
+async def claim(db: Database, node_id: int, consumer_uuid: str, amounts: Amounts) -> Claim:
+    """Claim ``amounts`` on the node for the consumer (or report what it already holds)."""
+    return await db.run_in_writer(_claim, node_id, consumer_uuid, amounts)
+
+
+async def _move(
+    conn: AsyncConnection, node_uuid: str, consumer_uuid: str, amounts: Amounts
+) -> tuple[ClaimResult, int]:
+    node = await compute_nodes.get_by_uuid(conn, node_uuid)
+    for held in await host_views.consumer_nodes(conn, consumer_uuid):
+        if held != node["id"]:
+            await compute_nodes.release(conn, consumer_uuid, node_id=held)
+    result = await compute_nodes.claim(
+        conn,
+        node["id"],
+        consumer_uuid,
+        vcpus=amounts.vcpus,
+        memory_mb=amounts.memory_mb,
+        disk_gb=amounts.disk_gb,
+    )
+    return result, int(node["id"])
+
+
+async def claim_alternate(
+    db: Database, node_uuid: str, consumer_uuid: str, amounts: Amounts
+) -> tuple[ClaimResult, int]:
+    """Move the consumer's claim to an alternate node (a reschedule).
+
+    What the consumer holds on other nodes (the host that failed the build)
+    is released in the same transaction, whether or not the alternate has
+    room: capacity is re-checked by the same conditional UPDATE as any claim.
+    """
+    try:
+        return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts)
+    except exception.ComputeHostNotFound:
+        return ClaimResult(ClaimOutcome.NOT_FOUND, None), -1
+
+
+async def release(db: Database, consumer_uuid: str) -> list[int]:
+    """Give back everything the consumer holds; the ids of the nodes it held on."""
+
+    async def _release(conn: AsyncConnection) -> list[int]:
+        held = await host_views.consumer_nodes(conn, consumer_uuid)
+        if held:
+            await compute_nodes.release(conn, consumer_uuid)
+        return held
+
+    return await db.run_in_writer(_release)
