@@ -58,6 +58,65 @@ default_opts: list[cfg.Opt] = [
     ),
     cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+    cfg.StrOpt(
+        "compute_driver",
+        default="fake",
+        help="Virt driver a compute host runs its instances with (fake: in memory, for tests).",
+    ),
+]
+
+compute_opts: list[cfg.Opt] = [
+    cfg.FloatOpt(
+        "resource_update_interval",
+        default=60.0,
+        min=0.0,
+        help="Seconds between a compute host's capacity and usage reports (0: only at start).",
+    ),
+    cfg.IntOpt(
+        "completed_steps_kept",
+        default=4096,
+        min=16,
+        help="Conductor steps a compute host remembers the outcome of, so that a "
+        "repeated message is answered again instead of being run twice.",
+    ),
+]
+
+fake_driver_opts: list[cfg.Opt] = [
+    cfg.FloatOpt("spawn_delay", default=0.0, min=0.0, help="Seconds a fake spawn takes."),
+    cfg.FloatOpt(
+        "power_delay", default=0.0, min=0.0, help="Seconds a fake power action or reboot takes."
+    ),
+    cfg.FloatOpt(
+        "migration_delay",
+        default=0.0,
+        min=0.0,
+        help="Seconds a fake live migration takes from start to end.",
+    ),
+    cfg.ListOpt("fail_spawn_hosts", default=[], help="Hosts on which every fake spawn fails."),
+    cfg.ListOpt(
+        "fail_live_migration_hosts",
+        default=[],
+        help="Source hosts on which fake live migrations fail halfway.",
+    ),
+    cfg.IntOpt("vcpus", default=16, min=1, help="vCPUs each fake host reports."),
+    cfg.IntOpt("memory_mb", default=65536, min=1, help="Memory (MiB) each fake host reports."),
+    cfg.IntOpt("local_gb", default=1000, min=1, help="Disk (GiB) each fake host reports."),
+]
+
+notifications_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "driver",
+        default="messaging",
+        choices=["messaging", "noop"],
+        help="messaging: publish versioned notifications as JSON on the bus; noop: none.",
+    ),
+    cfg.StrOpt("topic", default="notifications", help="Topic (queue) notifications go to."),
+    cfg.StrOpt(
+        "notify_on_state_change",
+        default="vm_state",
+        choices=["none", "vm_state", "vm_and_task_state"],
+        help="Send instance.update when an instance's vm_state (or task_state too) changes.",
+    ),
 ]
 
 database_opts: list[cfg.Opt] = [
@@ -140,6 +199,47 @@ conductor_opts: list[cfg.Opt] = [
         help="Bus identities (broker users) to treat as controller services besides "
         "those named conductor.*, scheduler.*, api.* and manage.*. Compute hosts are "
         "compute.<host>; any other identity is refused.",
+    ),
+    cfg.FloatOpt(
+        "task_lease_seconds",
+        default=30.0,
+        min=1.0,
+        help="Lease a conductor takes on a task it works on, renewed while it works; "
+        "another conductor resumes the task once the lease runs out.",
+    ),
+    cfg.FloatOpt(
+        "task_poll_interval",
+        default=1.0,
+        min=0.01,
+        help="Seconds between a conductor's looks for tasks it was not told about "
+        "(created or reported through another conductor, or whose lease expired).",
+    ),
+    cfg.IntOpt(
+        "task_concurrency",
+        default=512,
+        min=1,
+        help="Tasks one conductor process drives at the same time.",
+    ),
+    cfg.FloatOpt(
+        "compute_step_timeout",
+        default=600.0,
+        min=0.1,
+        help="Seconds a task waits for a compute host to report a step (a spawn, a "
+        "power action) before counting it as that host's failure.",
+    ),
+    cfg.FloatOpt(
+        "build_deadline",
+        default=3600.0,
+        min=0.1,
+        help="Seconds a build may take from request to ACTIVE, reschedules included; "
+        "past it the build is rolled back and the instance goes to ERROR with a fault.",
+    ),
+    cfg.FloatOpt(
+        "task_deadline",
+        default=1800.0,
+        min=0.1,
+        help="Seconds a delete, stop, start or reboot may take before it is rolled back "
+        "with a fault.",
     ),
 ]
 
@@ -264,6 +364,76 @@ upgrade_levels_opts: list[cfg.Opt] = [
     cfg.StrOpt("scheduler", help="Cap on the scheduler RPC API version this service sends."),
 ]
 
+api_opts: list[cfg.Opt] = [
+    cfg.HostAddressOpt(
+        "bind_host", default="127.0.0.1", help="Address the API (all three services) listens on."
+    ),
+    cfg.PortOpt(
+        "bind_port",
+        default=8774,
+        help="Port of the API: identity at /identity, compute at /compute/v2.1, "
+        "image at /image, all on this one port unless the *_port options split them.",
+    ),
+    cfg.PortOpt("identity_port", default=0, help="Serve identity alone on this port too (0: no)."),
+    cfg.PortOpt("compute_port", default=0, help="Serve compute alone on this port too (0: no)."),
+    cfg.PortOpt("image_port", default=0, help="Serve image alone on this port too (0: no)."),
+    cfg.StrOpt(
+        "public_endpoint",
+        help="Base URL clients reach the API at (e.g. https://cloud.example.net:8774); "
+        "the catalog and links are built from it. Default: http://bind_host:bind_port.",
+    ),
+    cfg.StrOpt("region_name", default="RegionOne", help="Region named in the catalog."),
+    cfg.IntOpt(
+        "token_expiration",
+        default=3600,
+        min=60,
+        help="Seconds a token stays valid after it was issued.",
+    ),
+    cfg.StrOpt(
+        "image_dir",
+        help="Directory image data is stored in (default: state_path/images).",
+    ),
+    cfg.IntOpt(
+        "image_size_cap",
+        default=1024**4,
+        min=1,
+        help="Largest image (bytes) an upload may store.",
+    ),
+    cfg.IntOpt(
+        "max_limit",
+        default=1000,
+        min=1,
+        help="Most items one page of a listing returns, whatever limit the request asks.",
+    ),
+    cfg.StrOpt(
+        "default_availability_zone",
+        default="nova",
+        help="Availability zone of compute hosts not in an aggregate that names one.",
+    ),
+    cfg.StrOpt(
+        "internal_service_availability_zone",
+        default="internal",
+        help="Availability zone shown for the controller services (conductor, scheduler).",
+    ),
+]
+
+quota_opts: list[cfg.Opt] = [
+    cfg.IntOpt("instances", default=10, min=-1, help="Servers per project (-1: unlimited)."),
+    cfg.IntOpt("cores", default=20, min=-1, help="vCPUs per project (-1: unlimited)."),
+    cfg.IntOpt("ram", default=51200, min=-1, help="MiB of RAM per project (-1: unlimited)."),
+    cfg.IntOpt("metadata_items", default=128, min=-1, help="Metadata items per server."),
+    cfg.IntOpt("key_pairs", default=100, min=-1, help="Key pairs per user."),
+    cfg.IntOpt("server_groups", default=10, min=-1, help="Server groups per project."),
+    cfg.IntOpt("server_group_members", default=10, min=-1, help="Servers per server group."),
+    cfg.IntOpt("injected_files", default=5, min=-1, help="Injected files per server."),
+    cfg.IntOpt(
+        "injected_file_content_bytes", default=10240, min=-1, help="Bytes per injected file."
+    ),
+    cfg.IntOpt(
+        "injected_file_path_length", default=255, min=-1, help="Length of an injected file path."
+    ),
+]
+
 #: Group name -> options, in the order the sample file shows them.
 OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "DEFAULT": default_opts,
@@ -273,6 +443,11 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "scheduler": scheduler_opts,
     "filter_scheduler": filter_scheduler_opts,
     "upgrade_levels": upgrade_levels_opts,
+    "compute": compute_opts,
+    "fake_driver": fake_driver_opts,
+    "notifications": notifications_opts,
+    "api": api_opts,
+    "quota": quota_opts,
 }
 
 

@@ -9,9 +9,26 @@ refused before any method runs.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+#: The request id of the work the current task does (an API request, or an
+#: RPC message that carries one), for log lines; "-" when there is none.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "nubes_request_id", default="-"
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every log record a ``request_id`` attribute (the current one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id.get()
+        return True
 
 
 def new_request_id() -> str:

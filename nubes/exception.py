@@ -17,10 +17,13 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   │   └── UnknownObjectField        a field name the object does not have
     │   ├── MalformedObject               an object primitive is not a valid envelope
     │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
-    │   └── MarkerNotFound                a pagination marker names no visible row
+    │   ├── MarkerNotFound                a pagination marker names no visible row
+    │   └── ImageNotActive                an image that cannot be booted from (yet)
+    ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
     │   ├── IdentityMismatch              a message claims someone its sender is not
-    │   └── InstanceNotOnHost             the instance is not placed on the calling host
+    │   ├── InstanceNotOnHost             the instance is not placed on the calling host
+    │   └── QuotaExceeded                 a project's quota does not allow the request
     ├── NotFound (404)
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
@@ -30,12 +33,14 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── AggregateNotFound
     │   ├── InstanceGroupNotFound
     │   ├── InstanceActionNotFound
-    │   └── TaskNotFound                  no conductor task with that id
+    │   ├── TaskNotFound                  no conductor task with that id
+    │   └── ImageNotFound
     ├── Conflict (409)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
+    │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
     │   └── DBDuplicateEntry              a unique constraint refused a row
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
@@ -44,6 +49,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
+    ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
     │   ├── DBDeadlock                    deadlock or lock timeout; the transaction may be retried
@@ -136,6 +142,16 @@ class MarkerNotFound(Invalid):
     msg_fmt = "Marker %(marker)s could not be found."
 
 
+class ImageNotActive(Invalid):
+    msg_fmt = "Image %(image_id)s is not active."
+
+
+class NotAuthenticated(NubesError):
+    msg_fmt = "The request you have made requires authentication."
+    code = 401
+    safe = True
+
+
 class Forbidden(NubesError):
     msg_fmt = "Forbidden: %(reason)s"
     code = 403
@@ -155,6 +171,10 @@ class InstanceNotOnHost(Forbidden):
     """
 
     msg_fmt = "Instance %(instance_uuid)s is not placed on host %(host)s."
+
+
+class QuotaExceeded(Forbidden):
+    msg_fmt = "Quota exceeded: %(reason)s"
 
 
 class NotFound(NubesError):
@@ -199,6 +219,10 @@ class TaskNotFound(NotFound):
     msg_fmt = "Task %(task_id)s could not be found."
 
 
+class ImageNotFound(NotFound):
+    msg_fmt = "Image %(image_id)s could not be found."
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -229,6 +253,15 @@ class ComputeNodeGenerationConflict(Conflict):
 
 class TaskLeaseLost(Conflict):
     msg_fmt = "Task %(task_id)s is no longer leased to %(owner)s"
+
+
+class InvalidInstanceTransition(Conflict):
+    """The state table of :mod:`nubes.objects.states` forbids the change.
+
+    ``current`` and ``target`` are ``vm_state/task_state`` pairs as text.
+    """
+
+    msg_fmt = "Instance %(instance_uuid)s cannot go from %(current)s to %(target)s"
 
 
 class DBDuplicateEntry(Conflict):
@@ -270,6 +303,10 @@ class DatabaseAccessForbidden(NubesError):
         "This service (%(service)s) has no database access; "
         "database work must go through the conductor over RPC."
     )
+
+
+class VirtDriverError(NubesError):
+    msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
 
 
 class DBError(NubesError):

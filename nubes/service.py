@@ -21,6 +21,7 @@ import logging
 import random
 import signal
 from collections.abc import Iterable
+from typing import Protocol
 
 from oslo_config import cfg
 
@@ -48,6 +49,15 @@ DEFAULT_REPORT_INTERVAL = 10.0
 HEARTBEAT_BACKOFF_MAX = 60.0
 #: Failures that mean "the conductor or database is away": retried quietly.
 _AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
+
+
+class ServiceHook(Protocol):
+    """Work a service starts once it listens and stops before it stops
+    listening (a compute host's repair and periodic reports)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def service_identity(binary: str, host: str) -> str:
@@ -89,8 +99,10 @@ class Service:
         topic: str | None = None,
         indirection_api: IndirectionAPI | None = None,
         report_interval: float | None = DEFAULT_REPORT_INTERVAL,
+        hooks: Iterable[ServiceHook] = (),
     ) -> None:
         self.binary = binary
+        self.hooks = list(hooks)
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)
         self.transport = transport
@@ -113,6 +125,8 @@ class Service:
     async def _start(self) -> None:
         await self.transport.connect()
         await self.rpcserver.start()
+        for hook in self.hooks:
+            await hook.start()
         if self.report_interval:
             self._heartbeat = asyncio.create_task(self._report_state(self.report_interval))
         self.started = True
@@ -132,6 +146,8 @@ class Service:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+        for hook in reversed(self.hooks):
+            await hook.stop()
         await self.rpcserver.stop()
         await self.transport.close()
         LOG.info("%s on %s stopped", self.binary, self.host)

@@ -10,14 +10,19 @@ from typing import Any
 
 from nubes import exception
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 #: Exit code of a command refused for its configuration or arguments.
 EXIT_CONFIG_ERROR = 2
 
 
 def setup_logging(debug: bool) -> None:
+    from nubes.context import RequestIdFilter
+
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+    # On the handlers, so records of every logger (uvicorn's too) get the id.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     # aiormq logs every frame at debug; that drowns out our own lines.
     logging.getLogger("aiormq").setLevel(logging.INFO)
 
@@ -35,6 +40,9 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
             return runner.run(coro) or 0
         except KeyboardInterrupt:
             return 0
+        except exception.ConfigError as exc:
+            # A port in use, a bad option found late: one line, not a traceback.
+            return fail_config(exc)
 
 
 def fail_config(exc: exception.ConfigError) -> int:

@@ -17,8 +17,8 @@ from oslo_config import cfg
 
 from nubes import config, exception
 from nubes.cmd import common
+from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
 from nubes.conductor.manager import ConductorManager
-from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, get_transport
@@ -46,9 +46,19 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
     from nubes.db import engine
 
     endpoints: list[object] = []
+    transport = open_transport(conf, binary, host)
+    hooks = []
     if binary == "conductor":
+        from nubes.conductor.tasks.engine import TaskEngine
+
+        # The task engine drives builds, deletes and power actions over the
+        # conductor's own bus identity; it starts once the conductor listens.
+        task_engine = TaskEngine(engine.get_database(), transport, host=host, conf=conf)
+        hooks.append(task_engine)
         endpoints.append(
-            ConductorManager(engine.get_database(), conf.conductor.controller_identities)
+            ConductorManager(
+                engine.get_database(), conf.conductor.controller_identities, engine=task_engine
+            )
         )
     elif binary == "scheduler":
         from nubes.scheduler.manager import SchedulerManager
@@ -57,36 +67,43 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
     return Service(
         binary,
         host,
-        open_transport(conf, binary, host),
+        transport,
         endpoints,
         report_interval=conf.report_interval,
+        hooks=hooks,
     )
 
 
 def _compute(conf: cfg.ConfigOpts, host: str) -> Service:
-    transport = open_transport(conf, "compute", host)
-    conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
-    return Service(
-        "compute",
-        host,
-        transport,
-        indirection_api=conductor,
-        report_interval=conf.report_interval,
-    )
+    return compute_service(conf, host)
 
 
-async def _run_service(binary: str, conf: cfg.ConfigOpts) -> int:
+async def _run_service(
+    binary: str, conf: cfg.ConfigOpts, fake_hosts: int = 0, host_prefix: str = "fake-"
+) -> int:
     if binary == "compute":
         from nubes.db import engine
 
         # Compute hosts have no database: any use of the DB layer from here
         # on is a bug and must say so, not quietly work.
         engine.disable_db_access("compute")
-        svc = _compute(conf, conf.host)
+        configure_fake_faults(conf)
+        if fake_hosts:
+            services = fake_fleet(conf, fake_hosts, host_prefix)
+        else:
+            services = [_compute(conf, conf.host)]
     else:
         await _open_database(conf)
-        svc = _controller(conf, binary, conf.host)
-    await run_until_signalled([svc])
+        services = [_controller(conf, binary, conf.host)]
+    await run_until_signalled(services)
+    return 0
+
+
+async def _run_api(conf: cfg.ConfigOpts) -> int:
+    from nubes.api.server import api_service
+
+    await _open_database(conf)
+    await run_until_signalled([api_service(conf, conf.host)])
     return 0
 
 
@@ -106,7 +123,13 @@ def _write_config(state_dir: Path) -> Path:
 async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     await _open_database(conf, sync=True)
     host = conf.host
+    from nubes.api import allinone as api_aio
+
+    # The API and the first contents of a new cloud (admin, demo, flavors, an image).
+    await api_aio.prepare(conf, args.state_dir)
     services = [_controller(conf, "conductor", host), _controller(conf, "scheduler", host)]
+    services.append(api_aio.service(conf, host))
+    configure_fake_faults(conf)
     services += [_compute(conf, f"fake-{i}") for i in range(args.fake_hosts)]
     ready = asyncio.Event()
     task = asyncio.create_task(run_until_signalled(services, ready))
@@ -126,6 +149,7 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         who = await client.call(ctxt, "whoami")
         print(f"  {svc.binary:<10} on {svc.host:<12} answers as {who['identity']}", flush=True)
     await probe.close()
+    api_aio.print_usage(conf, args.state_dir)
     print("Ready. Stop with Ctrl-C.", flush=True)
     await task
     return 0
@@ -140,10 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="nova.conf-style INI file; repeat to layer several (later ones win)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="run the API service (identity, compute, image over HTTP)")
     for binary in TOPICS:
-        sub.add_parser(binary, help=f"run the {binary} service")
+        service_parser = sub.add_parser(binary, help=f"run the {binary} service")
+        if binary == "compute":
+            service_parser.add_argument(
+                "--fake-hosts",
+                type=int,
+                default=0,
+                help="run this many fake compute hosts in this process (scale tests)",
+            )
+            service_parser.add_argument(
+                "--host-prefix", default="fake-", help="name prefix of the fake hosts"
+            )
     aio = sub.add_parser("all-in-one", help="run every service in one process (SQLite, memory://)")
     aio.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the cloud's state lives")
+    aio.add_argument("--bind", help="address the API listens on (default 127.0.0.1)")
+    aio.add_argument("--port", type=int, help="port of the API, all three services (default 8774)")
     aio.add_argument(
         "--fake-hosts", type=int, default=DEFAULT_FAKE_HOSTS, help="fake compute hosts to run"
     )
@@ -153,14 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_files = list(args.config_file)
+    if args.command in ("all-in-one", "compute") and args.fake_hosts < 0:
+        print("nubes: --fake-hosts must be 0 or more", file=sys.stderr)
+        return common.EXIT_CONFIG_ERROR
     if args.command == "all-in-one":
-        if args.fake_hosts < 0:
-            print("nubes: --fake-hosts must be 0 or more", file=sys.stderr)
-            return common.EXIT_CONFIG_ERROR
         state_dir = Path(args.state_dir).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         args.state_dir = state_dir
         config_files = [str(_write_config(state_dir)), *config_files]
+        from nubes.api import allinone as api_aio
+
+        api_aio.write_api_options(state_dir / "nubes.conf", args.bind, args.port)
     oslo_args = [a for f in config_files for a in ("--config-file", f)]
     try:
         conf = config.load(oslo_args)
@@ -169,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.setup_logging(conf.debug)
     if args.command == "all-in-one":
         return common.run(_all_in_one(args, conf))
+    if args.command == "compute":
+        return common.run(_run_service("compute", conf, args.fake_hosts, args.host_prefix))
+    if args.command == "api":
+        return common.run(_run_api(conf))
     return common.run(_run_service(args.command, conf))
 
 

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_config_check, needs_config=True
     )
     add_db_commands(sub)
+    from nubes.api.identity.manage import add_identity_commands
+
+    add_identity_commands(sub)
     return parser
 
 

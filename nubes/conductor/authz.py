@@ -234,6 +234,39 @@ class Authorizer:
         """Refuse a call found forbidden after it started (audit line + Forbidden)."""
         self._refuse(Call(caller, objname, method, obj, {}), reason)
 
+    def authorize_step_report(
+        self,
+        caller: Caller,
+        task_id: int,
+        task: dict[str, Any] | None,
+        step: str,
+        attempt: int,
+    ) -> dict[str, Any]:
+        """Allow a report of a conductor task step (``step_finished``); what the task awaits.
+
+        The task must be active and await exactly this step and try, and a
+        compute host may report only what the task awaits *from it*: the
+        host is the one the task itself recorded, never one named in the
+        message. Controllers (tests, operators) may report for any host.
+        """
+        call = Call(caller, "ConductorTask", "step_finished", None, {"task_id": task_id})
+        if task is None:
+            self._refuse(call, "no such task")
+        if task["status"] not in (tasks.TaskStatus.PENDING, tasks.TaskStatus.RUNNING):
+            self._refuse(call, f"the task is {task['status']}")
+        awaited = (task.get("payload") or {}).get("await")
+        if not awaited:
+            self._refuse(call, "the task awaits no report")
+        if caller.kind is CallerKind.COMPUTE and awaited.get("host") != caller.host:
+            self._refuse(call, "the task awaits no report from this host")
+        if awaited.get("step") != step or awaited.get("attempt") != attempt:
+            self._refuse(
+                call,
+                f"the task awaits {awaited.get('step')} try {awaited.get('attempt')}, "
+                f"not {step} try {attempt}",
+            )
+        return dict(awaited)
+
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"
         AUDIT.warning(

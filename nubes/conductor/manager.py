@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from nubes import exception
 from nubes.conductor import rpcapi
-from nubes.conductor.authz import Authorizer
+from nubes.conductor.authz import Authorizer, CallerKind
+from nubes.conductor.tasks import reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
 from nubes.objects import backend, codec, indirection
 from nubes.objects.base import VersionedObject
 from nubes.objects.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from nubes.conductor.tasks.engine import TaskEngine
+
+#: Lease a report hands over when this process runs no task engine (unused then).
+_NO_ENGINE_LEASE = 0.0
 
 
 def _at_versions(value: Any, object_versions: dict[str, str]) -> Any:
@@ -50,9 +57,17 @@ class ConductorManager:
     RPC_API_VERSION = rpcapi.VERSION
     RPC_EXPECTED_ERRORS = rpcapi.EXPECTED_ERRORS
 
-    def __init__(self, db: Database, controller_identities: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        controller_identities: Iterable[str] = (),
+        engine: TaskEngine | None = None,
+    ) -> None:
         self.db = db
         self.authz = Authorizer(db, controller_identities)
+        #: The task engine of this process (None: reports are recorded for
+        #: whichever conductor claims the task next).
+        self.engine = engine
 
     async def object_action(
         self,
@@ -107,3 +122,43 @@ class ConductorManager:
             codec.decode_builtins(primitive), _versions(object_versions)
         )
         return codec.encode(older)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def kick(self, context: RequestContext, task_ids: list[Any] | None = None) -> None:
+        caller = self.authz.identify(context.caller)
+        if caller.kind is not CallerKind.CONTROLLER:
+            self.authz.refuse(
+                caller, "ConductorTask", "kick", None, "the task API is for controllers"
+            )
+        ids = [i for i in task_ids or [] if type(i) is int]
+        if self.engine is not None:
+            self.engine.kick(ids)
+
+    async def step_finished(
+        self,
+        context: RequestContext,
+        task_id: int,
+        step: str,
+        attempt: int,
+        ok: bool,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        caller = self.authz.identify(context.caller)
+        engine = self.engine if self.engine is not None and self.engine.accepting else None
+        row = await reports.record(
+            self.db,
+            self.authz,
+            caller,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+            ok=ok,
+            error=error,
+            details=details,
+            owner=engine.owner if engine is not None else None,
+            lease_seconds=engine.lease_seconds if engine is not None else _NO_ENGINE_LEASE,
+        )
+        if row is not None and engine is not None:
+            engine.adopt(row)

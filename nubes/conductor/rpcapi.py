@@ -4,9 +4,15 @@ Compute hosts install :class:`ConductorAPI` as their objects' indirection API:
 every remotable object method they call runs in a conductor, which checks it
 against the calling host's rights first (see ``docs/authorization.md``).
 
+The task side: the API tells conductors about new tasks with :meth:`kick`
+(controllers only), and compute hosts report the outcome of each task step
+they were asked to do with :meth:`step_finished` (authorised against the
+task row: only what the task awaits from that host).
+
 Version history:
 
-    1.0 - object_action, object_class_action_versions, object_backport_versions
+    1.0 - object_action, object_class_action_versions, object_backport_versions,
+          kick, step_finished (both added before 1.0 was released)
 """
 
 from __future__ import annotations
@@ -118,3 +124,33 @@ class ConductorAPI:
         if not isinstance(older, dict):
             raise exception.MalformedObject(reason="backport reply is not an object primitive")
         return older
+
+    async def kick(self, context: RequestContext, task_ids: list[int] | None = None) -> None:
+        """Tell a conductor to claim these new tasks now (any conductor; controllers only)."""
+        await self.client.cast(context, "kick", task_ids=list(task_ids or []))
+
+    async def step_finished(
+        self,
+        context: RequestContext,
+        task_id: int,
+        step: str,
+        attempt: int,
+        ok: bool,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Report the outcome of the task step this host was asked to do (a cast).
+
+        ``step`` and ``attempt`` are the ones the conductor's message carried;
+        a report of anything the task does not await from this host is refused.
+        """
+        await self.client.cast(
+            context,
+            "step_finished",
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+            ok=ok,
+            error=error,
+            details=details,
+        )

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from nubes import exception
-from nubes.context import RequestContext
+from nubes.context import RequestContext, current_request_id
 from nubes.rpc import dispatcher, message
 from nubes.rpc.serializer import Serializer
 from nubes.rpc.transport import DEFAULT_MAX_CONCURRENCY, IncomingMessage, Listener, Transport
@@ -84,10 +84,15 @@ class RPCServer:
             req = message.decode_request(msg.body)
             method = req.m
             ctxt, m = self._resolve(msg, req)
-            expected = m.expected
-            args = await self.serializer.deserialize(ctxt, req.a) if req.a else {}
-            dispatcher.check_arguments(m, args)
-            result = await m.func(ctxt, **args)
+            # Log lines of the handler carry the request id of the API request.
+            token = current_request_id.set(ctxt.request_id)
+            try:
+                expected = m.expected
+                args = await self.serializer.deserialize(ctxt, req.a) if req.a else {}
+                dispatcher.check_arguments(m, args)
+                result = await m.func(ctxt, **args)
+            finally:
+                current_request_id.reset(token)
         except Exception as exc:
             self._log_failure(msg, method, exc, expected)
             if msg.expects_reply:

@@ -276,6 +276,72 @@ async def cancel(conn: AsyncConnection, task_id: int, *, reason: str | None = No
     return row
 
 
+async def list_claimable(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    kinds: Sequence[str] | None = None,
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Ids of tasks :func:`claim` would take now (new, released or lease expired), oldest first."""
+    stmt = select(_t.c.id).where(_claimable(now_or(now)))
+    if kinds is not None:
+        stmt = stmt.where(_t.c.kind.in_(list(kinds)))
+    return list((await conn.execute(stmt.order_by(_t.c.id).limit(limit))).scalars())
+
+
+async def release(conn: AsyncConnection, task_id: int, owner: str, *, attempt: int) -> bool:
+    """Give up a lease without ending the task, so any conductor may claim it at once.
+
+    False when the lease was no longer ours (nothing to give up).
+    """
+    values = {"owner": None, "lease_expires_at": None}
+    row = await update_row(
+        conn, _t, _t.c.id == task_id, values, conditions=_held_by(owner, attempt)
+    )
+    return row is not None
+
+
+async def record_outcome(
+    conn: AsyncConnection,
+    task_id: int,
+    *,
+    step: str,
+    attempt: int,
+    owner: str | None,
+    payload: Any,
+    new_owner: str | None = None,
+    lease_seconds: float | None = None,
+    now: dt.datetime | None = None,
+) -> Row | None:
+    """Write what a compute host reported into an active task, whoever owns it.
+
+    The write is conditioned on what the caller read: the task still at
+    ``step`` with the same claim ``attempt`` and ``owner``, so a report never
+    overwrites progress made since (it is then re-read and re-checked). The
+    lease is handed over in the same statement: to ``new_owner`` (a claim,
+    ``attempt`` + 1) or to nobody, so the next claim by any conductor sees
+    the report. Returns the new row, or None when the task moved on.
+    """
+    values: dict[str, Any] = {"payload": payload}
+    if new_owner is not None:
+        values.update(
+            owner=new_owner,
+            status=TaskStatus.RUNNING.value,
+            attempt=_t.c.attempt + 1,
+            lease_expires_at=now_or(now) + dt.timedelta(seconds=lease_seconds or 0.0),
+        )
+    else:
+        values.update(owner=None, lease_expires_at=None)
+    conditions = [
+        _t.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+        _t.c.step == step,
+        _t.c.attempt == attempt,
+        _t.c.owner.is_(None) if owner is None else _t.c.owner == owner,
+    ]
+    return await update_row(conn, _t, _t.c.id == task_id, values, conditions=conditions)
+
+
 async def list_expired(
     conn: AsyncConnection, *, now: dt.datetime | None = None, limit: int | None = None
 ) -> list[Row]:

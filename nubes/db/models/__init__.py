@@ -33,6 +33,7 @@ from nubes.db.models.flavors import (
     InstanceGroup,
     InstanceGroupMember,
 )
+from nubes.db.models.identity import Image, Project, Role, RoleAssignment, Token, User
 from nubes.db.models.instances import (
     ConductorTask,
     Instance,
@@ -69,6 +70,12 @@ flavor_extra_specs = _table(FlavorExtraSpec)
 flavor_projects = _table(FlavorProject)
 instance_groups = _table(InstanceGroup)
 instance_group_members = _table(InstanceGroupMember)
+projects = _table(Project)
+users = _table(User)
+roles = _table(Role)
+role_assignments = _table(RoleAssignment)
+tokens = _table(Token)
+images = _table(Image)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -92,6 +99,7 @@ __all__ = [
     "Flavor",
     "FlavorExtraSpec",
     "FlavorProject",
+    "Image",
     "Instance",
     "InstanceAction",
     "InstanceActionEvent",
@@ -99,8 +107,13 @@ __all__ = [
     "InstanceGroup",
     "InstanceGroupMember",
     "Migration",
+    "Project",
+    "Role",
+    "RoleAssignment",
     "Service",
     "ServiceHeartbeat",
+    "Token",
+    "User",
     "aggregate_hosts",
     "aggregate_metadata",
     "aggregates",
@@ -110,6 +123,7 @@ __all__ = [
     "flavor_extra_specs",
     "flavor_projects",
     "flavors",
+    "images",
     "instance_actions",
     "instance_actions_events",
     "instance_faults",
@@ -118,7 +132,12 @@ __all__ = [
     "instances",
     "metadata",
     "migrations",
+    "projects",
+    "role_assignments",
+    "roles",
     "service_heartbeats",
     "services",
     "shadow_name",
+    "tokens",
+    "users",
 ]

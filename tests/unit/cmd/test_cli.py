@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,26 +24,47 @@ def test_manage_refuses_bad_file_with_exit_code(tmp_path, capsys):
     assert "service_down_time" in err and str(path) in err
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_all_in_one_starts_answers_and_stops_on_sigint(tmp_path):
+    port = str(_free_port())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nubes.cmd.main", "all-in-one", "--state-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "nubes.cmd.main",
+            "all-in-one",
+            "--state-dir",
+            str(tmp_path),
+            "--port",
+            port,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("Ready"):
-            break
-    assert any(line.startswith("Ready") for line in lines), lines
-    assert any("compute" in line and "fake-1" in line for line in lines)
-    assert (tmp_path / "nubes.conf").exists()
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=15) == 0
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Ready"):
+                break
+        assert any(line.startswith("Ready") for line in lines), lines
+        assert any("compute" in line and "fake-1" in line for line in lines)
+        assert (tmp_path / "nubes.conf").exists()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

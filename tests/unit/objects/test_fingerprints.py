@@ -12,21 +12,27 @@ import re
 
 import pytest
 
+import nubes.notifications.objects  # registers the notification payloads
 import nubes.objects  # noqa: F401  (registers every object)
 from nubes.objects import base, fields, fingerprint
 from nubes.objects.registry import REGISTRY
 
 EXPECTED = {
     "ComputeNode": "1.0-1b7d87fb72aeefef",
+    "ExceptionPayload": "1.0-444a250e67dde8df",
     "Flavor": "1.0-a47c0a5c20424e99",
     "Instance": "1.0-a719473d27b5c890",
     "InstanceAction": "1.0-06524253dcbfb677",
     "InstanceActionEvent": "1.0-08e3cad6e447b4f4",
+    "InstanceActionPayload": "1.0-80e70b9b651c5049",
     "InstanceFault": "1.0-3944ba8c571fd624",
+    "InstancePayload": "1.0-d5a8069ea11bf737",
+    "InstanceUpdatePayload": "1.0-05f939371464ac8c",
     "Migration": "1.0-0a34783039c8d772",
     "RequestSpec": "1.0-ebb046026351a551",
     "Selection": "1.0-0f3f081d367cdc4b",
     "Service": "1.0-3557b6975da8481c",
+    "ServiceStatusPayload": "1.0-90502f19ba8be37a",
 }
 
 

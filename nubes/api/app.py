@@ -1,0 +1,69 @@
+"""The ASGI application: identity, compute and image under their prefixes on one port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from nubes.api import compute_v21
+from nubes.api.identity import routes as identity_routes
+from nubes.api.image import routes as image_routes
+from nubes.api.middleware import RequestIdMiddleware
+from nubes.api.state import ApiState
+
+Scope = dict[str, Any]
+
+SERVICES = ("identity", "compute", "image")
+
+
+async def _root(request: Request) -> Response:
+    base = request.app.state.api.public_endpoint
+    return JSONResponse(
+        {"services": {name: f"{base}/{name}" for name in SERVICES}},
+    )
+
+
+class _Bare:
+    """Serve ``prefix`` itself as the service's root (its version document)."""
+
+    def __init__(self, prefix: str, app: Starlette) -> None:
+        self.prefix = prefix
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        scope = dict(scope)
+        scope["root_path"] = scope.get("root_path", "") + self.prefix
+        scope["path"] = scope["path"].rstrip("/") + "/"
+        await self.app(scope, receive, send)
+
+
+def build_services(
+    state: ApiState, compute_routes: list[BaseRoute] | None = None
+) -> dict[str, Starlette]:
+    return {
+        "identity": identity_routes.build_app(state),
+        "compute": compute_v21.build_app(state, compute_routes),
+        "image": image_routes.build_app(state),
+    }
+
+
+def build_app(
+    state: ApiState,
+    *,
+    only: tuple[str, ...] = SERVICES,
+    compute_routes: list[BaseRoute] | None = None,
+) -> RequestIdMiddleware:
+    """The whole API (or only some services, for a port of their own)."""
+    apps = build_services(state, compute_routes)
+    routes: list[BaseRoute] = [Route("/", _root, methods=["GET"])]
+    for name in only:
+        # "/compute" without the slash is the version document, not a redirect.
+        routes.append(Route(f"/{name}", _Bare(f"/{name}", apps[name]), methods=["GET", "HEAD"]))
+        routes.append(Mount(f"/{name}", app=apps[name]))
+    app = Starlette(routes=routes)
+    app.state.api = state
+    return RequestIdMiddleware(app)

@@ -1,0 +1,75 @@
+"""Compute API v2.1 with microversions (mounted at ``/compute``).
+
+Each resource module holds its views (fields with "added in 2.N" rules), its
+JSON schemas per microversion, the small amount of logic between a request
+and the DB, and its routes (``ROUTES``). Phase 2 adds ``servers.py`` here,
+whose handlers call :class:`nubes.api.servers.ServersAPI` (reached through
+``ApiState.extras``) and :func:`nubes.api.images.get_active_image`.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount, Route
+
+from nubes.api import errors
+from nubes.api.compute_v21 import (
+    aggregates,
+    availability_zones,
+    flavors,
+    hypervisors,
+    limits,
+    scheduler_hints,
+    server_groups,
+    services,
+    versions,
+)
+from nubes.api.middleware import ServiceMiddleware
+from nubes.api.state import ApiState
+
+#: Resource modules whose ROUTES are served under /compute/v2.1.
+RESOURCES = [
+    flavors,
+    hypervisors,
+    services,
+    aggregates,
+    server_groups,
+    availability_zones,
+    limits,
+    scheduler_hints,
+]
+
+#: Paths (relative to /compute) that need no token.
+PUBLIC = ("", "/", "/v2.1", "/v2.1/")
+
+
+def v21_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/", versions.v21, methods=["GET"])]
+    for module in RESOURCES:
+        routes += module.ROUTES
+    routes += extra or []
+    return routes
+
+
+def build_app(state: ApiState, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    routes: list[BaseRoute] = [
+        Route("/", versions.root, methods=["GET"]),
+        Route("/v2.1", versions.v21, methods=["GET"]),
+        Mount("/v2.1", routes=v21_routes(extra_routes)),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                ServiceMiddleware,
+                service="compute",
+                state=state,
+                public=PUBLIC,
+                microversions=True,
+            )
+        ],
+        exception_handlers=errors.handlers("compute"),
+    )
+    app.state.api = state
+    return app

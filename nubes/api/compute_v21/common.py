@@ -1,0 +1,82 @@
+"""What the compute handlers share: request accessors, links, paging, policy shortcuts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from nubes import exception
+from nubes.api import microversion, policy
+from nubes.api.microversion import APIVersion
+from nubes.api.state import ApiState
+from nubes.api.validation import query_int
+from nubes.context import RequestContext
+
+PREFIX = "/compute/v2.1"
+
+
+def state(request: Request) -> ApiState:
+    api: ApiState = request.app.state.api
+    return api
+
+
+def ctx(request: Request) -> RequestContext:
+    ctxt: RequestContext = request.state.context
+    return ctxt
+
+
+def version(request: Request) -> APIVersion:
+    return getattr(request.state, "version", microversion.MIN)
+
+
+def authorize(
+    request: Request, action: str, rule: policy.Rule, project_id: str | None = None
+) -> None:
+    policy.authorize(ctx(request), f"os_compute_api:{action}", rule, project_id)
+
+
+def is_admin(request: Request) -> bool:
+    return policy.allowed(ctx(request), policy.Rule.ADMIN)
+
+
+def base_url(request: Request) -> str:
+    return state(request).public_endpoint + "/compute"
+
+
+def links(request: Request, collection: str, item_id: Any) -> list[dict[str, str]]:
+    base = base_url(request)
+    return [
+        {"rel": "self", "href": f"{base}/v2.1/{collection}/{item_id}"},
+        {"rel": "bookmark", "href": f"{base}/{collection}/{item_id}"},
+    ]
+
+
+def next_link(request: Request, collection: str, marker: Any) -> list[dict[str, str]]:
+    params = {k: v for k, v in request.query_params.multi_items() if k != "marker"}
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    query = f"{query}&marker={marker}" if query else f"marker={marker}"
+    return [{"rel": "next", "href": f"{base_url(request)}/v2.1/{collection}?{query}"}]
+
+
+def limit(request: Request) -> int:
+    max_limit: int = state(request).conf.api.max_limit
+    value = query_int(request, "limit")
+    return max_limit if value is None else min(value, max_limit)
+
+
+def json(body: Any, status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status)
+
+
+def empty(status: int) -> Response:
+    return Response(status_code=status)
+
+
+def bad_request(reason: str) -> exception.Invalid:
+    return exception.Invalid(message=reason)
+
+
+def not_found(reason: str) -> exception.NotFound:
+    return exception.NotFound(message=reason)

@@ -1,0 +1,66 @@
+"""Service liveness and host availability zones, shared by services, hypervisors and zones."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes.db.api import groups, services
+from nubes.db.types import utcnow
+
+#: What the API calls a binary, from what the services table records.
+BINARY_PREFIX = "nubes-"
+#: Prefixes accepted in filters and request bodies for a binary.
+ACCEPTED_PREFIXES = ("nubes-", "nova-")
+
+
+def public_binary(binary: str) -> str:
+    return binary if binary.startswith(BINARY_PREFIX) else BINARY_PREFIX + binary
+
+
+def internal_binary(name: str) -> str:
+    for prefix in ACCEPTED_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def is_up(row: dict[str, Any], conf: cfg.ConfigOpts, now: dt.datetime | None = None) -> bool:
+    """Nova's rule: forced down is down; otherwise seen within service_down_time."""
+    if row.get("forced_down"):
+        return False
+    seen = row.get("last_seen_at")
+    if seen is None:
+        return False
+    now = now or utcnow()
+    return (now - seen).total_seconds() <= conf.service_down_time
+
+
+def updated_at(row: dict[str, Any]) -> dt.datetime | None:
+    # The heartbeat is the service's "last update" (Nova bumps updated_at on report).
+    candidates = [t for t in (row.get("last_seen_at"), row.get("updated_at")) if t is not None]
+    return max(candidates) if candidates else row.get("created_at")
+
+
+async def host_zones(conn: AsyncConnection) -> dict[str, str]:
+    """Host -> availability zone, for hosts in an aggregate that names one."""
+    zones: dict[str, str] = {}
+    for agg in await groups.aggregate_get_all(conn):
+        zone = agg["metadata"].get(groups.AVAILABILITY_ZONE_KEY)
+        if zone:
+            for host in agg["hosts"]:
+                zones.setdefault(host, zone)
+    return zones
+
+
+def zone_of(row: dict[str, Any], zones: dict[str, str], conf: cfg.ConfigOpts) -> str:
+    if row["binary"] != "compute":
+        return str(conf.api.internal_service_availability_zone)
+    return zones.get(row["host"], str(conf.api.default_availability_zone))
+
+
+async def all_services(conn: AsyncConnection, *, binary: str | None = None) -> list[dict[str, Any]]:
+    return await services.get_all_with_last_seen(conn, binary=binary)

@@ -1,0 +1,227 @@
+"""``os-hypervisors``: list, detail, show, statistics (compute nodes and their services)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nubes.api import validation as v
+from nubes.api.compute_v21 import common, hosts
+from nubes.api.policy import Rule
+from nubes.api.views import Field, View
+from nubes.db.api import compute_nodes
+from nubes.db.models import instances
+
+
+def _state(r: dict[str, Any], x: dict[str, Any]) -> str:
+    svc = r["_service"]
+    return "up" if svc is not None and hosts.is_up(svc, x["conf"]) else "down"
+
+
+def _status(r: dict[str, Any], _: Any) -> str:
+    svc = r["_service"]
+    return "disabled" if svc is not None and svc["disabled"] else "enabled"
+
+
+def _cpu_info_text(r: dict[str, Any], _: Any) -> str:
+    return json.dumps(r["cpu_info"] or {})
+
+
+def _service(r: dict[str, Any], x: dict[str, Any]) -> dict[str, Any]:
+    svc = r["_service"] or {}
+    use_uuid = x["version"].at_least("2.53")
+    return {
+        "host": r["host"],
+        "id": svc.get("uuid") if use_uuid else svc.get("id"),
+        "disabled_reason": svc.get("disabled_reason"),
+    }
+
+
+BASIC = View(
+    Field("id", lambda r, _: r["id"], max="2.52"),
+    Field("id", lambda r, _: r["uuid"], min="2.53"),
+    Field("hypervisor_hostname"),
+    Field("state", _state),
+    Field("status", _status),
+    Field("servers", lambda r, _: r["_servers"], when=lambda x: x["servers"]),
+)
+DETAIL = View(
+    *BASIC.fields[:-1],
+    Field("cpu_info", _cpu_info_text, max="2.27"),
+    Field("cpu_info", lambda r, _: r["cpu_info"] or {}, min="2.28"),
+    Field("current_workload", lambda r, _: r["_workload"]),
+    Field("disk_available_least", lambda r, _: r["local_gb"] - r["local_gb_used"]),
+    Field("free_disk_gb", lambda r, _: r["local_gb"] - r["local_gb_used"]),
+    Field("free_ram_mb", lambda r, _: r["memory_mb"] - r["memory_mb_used"]),
+    Field("host_ip"),
+    Field("hypervisor_type", lambda r, _: r["hypervisor_type"] or "fake"),
+    Field("hypervisor_version", lambda r, _: r["hypervisor_version"] or 1000),
+    Field("local_gb"),
+    Field("local_gb_used"),
+    Field("memory_mb"),
+    Field("memory_mb_used"),
+    Field("running_vms"),
+    Field("service", _service),
+    Field("vcpus"),
+    Field("vcpus_used"),
+    Field("servers", lambda r, _: r["_servers"], when=lambda x: x["servers"]),
+)
+
+
+async def _nodes(request: Request, *, with_servers: bool) -> list[dict[str, Any]]:
+    state = common.state(request)
+    async with state.db.reader(allow_stale=True) as conn:
+        nodes = await compute_nodes.get_all(conn)
+        by_host = {s["host"]: s for s in await hosts.all_services(conn, binary="compute")}
+        stmt = select(
+            instances.c.uuid,
+            instances.c.display_name,
+            instances.c.node,
+            instances.c.host,
+            instances.c.task_state,
+        ).where(instances.c.deleted == 0, instances.c.host.is_not(None))
+        placed = (await conn.execute(stmt)).all()
+    for node in nodes:
+        node["_service"] = by_host.get(node["host"])
+        on_node = [
+            p
+            for p in placed
+            if p.host == node["host"] and p.node in (None, node["hypervisor_hostname"])
+        ]
+        node["_workload"] = sum(1 for p in on_node if p.task_state is not None)
+        node["_servers"] = [{"name": p.display_name, "uuid": p.uuid} for p in on_node]
+    return nodes
+
+
+def _extra(request: Request, servers: bool) -> dict[str, Any]:
+    return {
+        "conf": common.state(request).conf,
+        "version": common.version(request),
+        "servers": servers,
+    }
+
+
+async def _list(request: Request, view: View) -> Response:
+    common.authorize(request, "os-hypervisors:list", Rule.ADMIN)
+    version = common.version(request)
+    params = request.query_params
+    with_servers = False
+    pattern = None
+    if version.at_least("2.53"):
+        with_servers = v.query_bool(request, "with_servers") or False
+        pattern = params.get("hypervisor_hostname_pattern")
+        if pattern is not None and ("limit" in params or "marker" in params):
+            raise common.bad_request(
+                "Paging over hypervisors with the hypervisor_hostname_pattern query "
+                "parameter is not supported."
+            )
+    nodes = await _nodes(request, with_servers=with_servers)
+    if pattern is not None:
+        nodes = [n for n in nodes if pattern in n["hypervisor_hostname"]]
+        if not nodes:
+            raise common.not_found(f"No hypervisor matching '{pattern}' could be found.")
+    links = None
+    if version.at_least("2.33"):
+        marker = params.get("marker")
+        if marker is not None:
+            key = "uuid" if version.at_least("2.53") else "id"
+            positions = [i for i, n in enumerate(nodes) if str(n[key]) == marker]
+            if not positions:
+                raise common.bad_request(f"marker [{marker}] not found")
+            nodes = nodes[positions[0] + 1 :]
+        limit = common.limit(request)
+        if "limit" in params and len(nodes) > limit:
+            nodes = nodes[:limit]
+            key = "uuid" if version.at_least("2.53") else "id"
+            links = common.next_link(request, "os-hypervisors", nodes[-1][key])
+        elif len(nodes) > limit:
+            nodes = nodes[:limit]
+    extra = _extra(request, with_servers)
+    body: dict[str, Any] = {"hypervisors": [view.render(n, version, extra) for n in nodes]}
+    if links:
+        body["hypervisors_links"] = links
+    return common.json(body)
+
+
+async def index(request: Request) -> Response:
+    return await _list(request, BASIC)
+
+
+async def detail(request: Request) -> Response:
+    return await _list(request, DETAIL)
+
+
+async def show(request: Request) -> Response:
+    common.authorize(request, "os-hypervisors:show", Rule.ADMIN)
+    version = common.version(request)
+    hypervisor_id = request.path_params["hypervisor_id"]
+    if version.at_least("2.53"):
+        if not v.is_uuid_like(hypervisor_id):
+            raise common.bad_request(f"Invalid uuid {hypervisor_id}")
+        match = lambda n: n["uuid"] == hypervisor_id  # noqa: E731
+    else:
+        try:
+            number = int(hypervisor_id)
+        except ValueError:
+            raise common.not_found(
+                f"Hypervisor with ID {hypervisor_id} could not be found."
+            ) from None
+        match = lambda n: n["id"] == number  # noqa: E731
+    with_servers = version.at_least("2.53") and (v.query_bool(request, "with_servers") or False)
+    for node in await _nodes(request, with_servers=with_servers):
+        if match(node):
+            extra = _extra(request, with_servers)
+            return common.json({"hypervisor": DETAIL.render(node, version, extra)})
+    raise common.not_found(f"Hypervisor with ID {hypervisor_id} could not be found.")
+
+
+STAT_KEYS = (
+    "count",
+    "vcpus_used",
+    "local_gb_used",
+    "memory_mb",
+    "current_workload",
+    "vcpus",
+    "running_vms",
+    "free_disk_gb",
+    "disk_available_least",
+    "local_gb",
+    "free_ram_mb",
+    "memory_mb_used",
+)
+
+
+async def statistics(request: Request) -> Response:
+    common.authorize(request, "os-hypervisors:statistics", Rule.ADMIN)
+    nodes = await _nodes(request, with_servers=False)
+    stats = dict.fromkeys(STAT_KEYS, 0)
+    for n in nodes:
+        stats["count"] += 1
+        for key in (
+            "vcpus",
+            "vcpus_used",
+            "memory_mb",
+            "memory_mb_used",
+            "local_gb",
+            "local_gb_used",
+            "running_vms",
+        ):
+            stats[key] += n[key]
+        stats["current_workload"] += n["_workload"]
+        stats["free_disk_gb"] += n["local_gb"] - n["local_gb_used"]
+        stats["disk_available_least"] += n["local_gb"] - n["local_gb_used"]
+        stats["free_ram_mb"] += n["memory_mb"] - n["memory_mb_used"]
+    return common.json({"hypervisor_statistics": stats})
+
+
+ROUTES = [
+    Route("/os-hypervisors", index, methods=["GET"]),
+    Route("/os-hypervisors/detail", detail, methods=["GET"]),
+    Route("/os-hypervisors/statistics", statistics, methods=["GET"]),
+    Route("/os-hypervisors/{hypervisor_id}", show, methods=["GET"]),
+]

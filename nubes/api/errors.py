@@ -1,0 +1,95 @@
+"""One mapping from the nubes error tree to each service's error body.
+
+Compute answers in Nova's shape, ``{"itemNotFound": {"message": ..., "code":
+404}}``; identity in Keystone's, ``{"error": {"code", "title", "message"}}``;
+image in a JSON form of Glance's. A message that is not safe for users is
+replaced by a generic one (the request id leads to the log line).
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from nubes import exception
+
+LOG = logging.getLogger(__name__)
+
+#: Nova's fault names by status code (nova.api.openstack.wsgi.Fault).
+NOVA_FAULT_NAMES = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    429: "overLimit",
+    501: "notImplemented",
+    503: "serviceUnavailable",
+}
+
+
+def status_and_message(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, exception.NubesError):
+        code = exc.code
+        if code >= 500 or not exc.safe:
+            LOG.error("request failed: %s", exc, exc_info=code >= 500 and not exc.safe)
+        return code, exc.user_message()
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    LOG.error("unexpected error", exc_info=exc)
+    return 500, exception.GENERIC_MESSAGE
+
+
+def nova_fault(code: int, message: str) -> dict[str, Any]:
+    return {NOVA_FAULT_NAMES.get(code, "computeFault"): {"code": code, "message": message}}
+
+
+def keystone_error(code: int, message: str) -> dict[str, Any]:
+    try:
+        title = http.HTTPStatus(code).phrase
+    except ValueError:
+        title = "Error"
+    return {"error": {"code": code, "title": title, "message": message}}
+
+
+def glance_error(code: int, message: str) -> dict[str, Any]:
+    try:
+        title = http.HTTPStatus(code).phrase
+    except ValueError:
+        title = "Error"
+    return {"code": code, "title": title, "message": message}
+
+
+BODIES = {"compute": nova_fault, "identity": keystone_error, "image": glance_error}
+
+
+def error_response(service: str, exc: BaseException) -> Response:
+    code, message = status_and_message(exc)
+    headers = {}
+    if code == 401:
+        headers["WWW-Authenticate"] = 'Keystone uri="/identity"'
+    if code == 405 and isinstance(exc, HTTPException) and exc.headers:
+        headers.update(exc.headers)
+    return JSONResponse(BODIES[service](code, message), status_code=code, headers=headers)
+
+
+def handlers(service: str) -> dict[Any, Any]:
+    """Starlette exception handlers that answer in ``service``'s error shape."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(service, exc)
+
+    return {exception.NubesError: handle, HTTPException: handle}
+
+
+def raw_error(service: str, code: int, message: str) -> tuple[int, bytes]:
+    return code, json.dumps(BODIES[service](code, message)).encode()

@@ -1,0 +1,159 @@
+"""``nubes-manage project|user|role ...``: identity administration for operators and scripts.
+
+::
+
+    nubes-manage project create NAME [--description D]
+    nubes-manage project list
+    nubes-manage user create NAME --password P [--project PROJ] [--role ROLE ...]
+    nubes-manage user list
+    nubes-manage role add --user U --project P ROLE
+    nubes-manage role remove --user U --project P ROLE
+    nubes-manage role list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from oslo_config import cfg
+
+from nubes import exception
+from nubes.api.bootstrap import ensure_user
+from nubes.cmd import common
+from nubes.db import engine
+from nubes.db.api import identity
+
+#: Exit codes: 0 done, 1 nothing to do or not found, 2 bad arguments.
+EXIT_NOT_FOUND = 1
+
+
+def _run(conf: cfg.ConfigOpts, fn: Callable[[engine.Database], Awaitable[int]]) -> int:
+    async def main() -> int:
+        db = engine.Database.from_config(conf)
+        try:
+            return await fn(db)
+        except exception.DBDuplicateEntry as exc:
+            print(f"nubes-manage: already exists: {exc.message}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        except exception.NotFound as exc:
+            print(f"nubes-manage: {exc.message}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        finally:
+            await db.dispose()
+
+    return common.run(main())
+
+
+def _project_create(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            row = await identity.project_create(conn, args.name, description=args.description)
+        print(row["id"])
+        return 0
+
+    return _run(conf, go)
+
+
+def _project_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.reader() as conn:
+            for row in await identity.project_get_all(conn):
+                print(f"{row['id']}  {row['name']}")
+        return 0
+
+    return _run(conf, go)
+
+
+def _user_create(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    roles = args.role or (["member"] if args.project else [])
+    if roles and not args.project:
+        print("nubes-manage: --role needs --project", file=sys.stderr)
+        return common.EXIT_CONFIG_ERROR
+
+    async def go(db: engine.Database) -> int:
+        async with db.reader() as conn:
+            if await identity.user_get_by_name(conn, args.name) is not None:
+                print(f"nubes-manage: user {args.name} already exists", file=sys.stderr)
+                return EXIT_NOT_FOUND
+        row = await ensure_user(db, args.name, args.password, args.project, roles)
+        print(row["id"])
+        return 0
+
+    return _run(conf, go)
+
+
+def _user_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.reader() as conn:
+            for row in await identity.user_get_all(conn):
+                print(f"{row['id']}  {row['name']}")
+        return 0
+
+    return _run(conf, go)
+
+
+def _role_change(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            user = await identity.user_get(conn, args.user)
+            project = await identity.project_get(conn, args.project)
+            if args.action == "add":
+                changed = await identity.assignment_add(conn, user["id"], project["id"], args.role)
+            else:
+                changed = await identity.assignment_remove(
+                    conn, user["id"], project["id"], args.role
+                )
+        if not changed:
+            print(f"nubes-manage: nothing to {args.action}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        return 0
+
+    return _run(conf, go)
+
+
+def _role_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            for name in identity.DEFAULT_ROLES:
+                await identity.role_ensure(conn, name)
+            for row in await identity.role_get_all(conn):
+                print(f"{row['id']}  {row['name']}")
+        return 0
+
+    return _run(conf, go)
+
+
+def add_identity_commands(sub: Any) -> None:
+    project = sub.add_parser("project", help="identity projects").add_subparsers(
+        dest="action", required=True
+    )
+    p = project.add_parser("create", help="create a project (prints its id)")
+    p.add_argument("name")
+    p.add_argument("--description")
+    p.set_defaults(handler=_project_create)
+    project.add_parser("list", help="list projects").set_defaults(handler=_project_list)
+
+    user = sub.add_parser("user", help="identity users").add_subparsers(
+        dest="action", required=True
+    )
+    u = user.add_parser("create", help="create a user (prints its id)")
+    u.add_argument("name")
+    u.add_argument("--password", required=True)
+    u.add_argument("--project", help="project (name or id) to give the roles on")
+    u.add_argument("--role", action="append", help="role on --project (repeatable; default member)")
+    u.set_defaults(handler=_user_create)
+    user.add_parser("list", help="list users").set_defaults(handler=_user_list)
+
+    role = sub.add_parser("role", help="roles and role assignments").add_subparsers(
+        dest="action", required=True
+    )
+    for action in ("add", "remove"):
+        r = role.add_parser(action, help=f"{action} a role assignment")
+        r.add_argument("role", help="admin, manager, member, reader (or any name)")
+        r.add_argument("--user", required=True, help="user name or id")
+        r.add_argument("--project", required=True, help="project name or id")
+        r.set_defaults(handler=_role_change)
+    role.add_parser("list", help="list roles").set_defaults(handler=_role_list)

@@ -1,0 +1,306 @@
+"""HTTP routes of the identity service (mounted at ``/identity``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import errors, policy
+from nubes.api.identity import tokens
+from nubes.api.middleware import ServiceMiddleware
+from nubes.api.state import ApiState
+from nubes.api.validation import json_body, validate
+from nubes.context import RequestContext
+from nubes.db.api import identity
+
+VERSION_ID = "v3.14"
+VERSION_UPDATED = "2020-04-07T00:00:00Z"
+MEDIA_TYPES = [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}]
+
+_REF: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
+}
+AUTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "auth": {
+            "type": "object",
+            "properties": {
+                "identity": {
+                    "type": "object",
+                    "properties": {
+                        "methods": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        "password": {
+                            "type": "object",
+                            "properties": {
+                                "user": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string", "maxLength": 255},
+                                        "name": {"type": "string", "maxLength": 255},
+                                        "password": {"type": "string", "maxLength": 4096},
+                                        "domain": _REF,
+                                    },
+                                    "required": ["password"],
+                                }
+                            },
+                            "required": ["user"],
+                        },
+                    },
+                    "required": ["methods"],
+                },
+                "scope": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "project": {
+                                    "type": "object",
+                                    "properties": {**_REF["properties"], "domain": _REF},
+                                }
+                            },
+                        },
+                    ]
+                },
+            },
+            "required": ["identity"],
+        }
+    },
+    "required": ["auth"],
+}
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def _ctx(request: Request) -> RequestContext:
+    ctxt: RequestContext = request.state.context
+    return ctxt
+
+
+def _base(request: Request) -> str:
+    return _state(request).public_endpoint + "/identity"
+
+
+def _version(request: Request) -> dict[str, Any]:
+    return {
+        "id": VERSION_ID,
+        "status": "stable",
+        "updated": VERSION_UPDATED,
+        "links": [{"rel": "self", "href": _base(request) + "/v3/"}],
+        "media-types": MEDIA_TYPES,
+    }
+
+
+async def versions(request: Request) -> Response:
+    return JSONResponse({"versions": {"values": [_version(request)]}}, status_code=300)
+
+
+async def version_v3(request: Request) -> Response:
+    return JSONResponse({"version": _version(request)})
+
+
+async def issue_token(request: Request) -> Response:
+    body = await json_body(request)
+    validate(body, AUTH_SCHEMA)
+    token, token_body = await tokens.authenticate(_state(request), body["auth"])
+    return JSONResponse(token_body, status_code=201, headers={"X-Subject-Token": token})
+
+
+def _subject(request: Request) -> str:
+    subject = request.headers.get("x-subject-token")
+    if not subject:
+        raise exception.ValidationError(field="X-Subject-Token", reason="header is missing")
+    return subject
+
+
+def _may_see_token(request: Request, subject: str) -> None:
+    # Anyone may look at or revoke their own token; admins any token.
+    if subject != request.headers.get("x-auth-token"):
+        policy.authorize(_ctx(request), "identity:validate_token", policy.Rule.ADMIN)
+
+
+async def show_token(request: Request) -> Response:
+    subject = _subject(request)
+    _may_see_token(request, subject)
+    body = await tokens.token_body(_state(request), subject)
+    if request.method == "HEAD":
+        return Response(status_code=200, headers={"X-Subject-Token": subject})
+    return JSONResponse(body, headers={"X-Subject-Token": subject})
+
+
+async def revoke_token(request: Request) -> Response:
+    subject = _subject(request)
+    _may_see_token(request, subject)
+    await tokens.revoke(_state(request), subject)
+    return Response(status_code=204)
+
+
+async def auth_catalog(request: Request) -> Response:
+    return JSONResponse({"catalog": tokens.catalog(_state(request))})
+
+
+def _project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"] or "",
+        "enabled": row["enabled"],
+        "domain_id": "default",
+        "parent_id": "default",
+        "is_domain": False,
+        "tags": [],
+        "options": {},
+        "links": {"self": f"{_base(request)}/v3/projects/{row['id']}"},
+    }
+
+
+async def auth_projects(request: Request) -> Response:
+    ctxt = _ctx(request)
+    async with _state(request).db.reader() as conn:
+        rows = await identity.projects_for_user(conn, ctxt.user_id or "")
+    return JSONResponse({"projects": [_project_view(request, r) for r in rows], "links": {}})
+
+
+async def list_projects(request: Request) -> Response:
+    ctxt = _ctx(request)
+    name = request.query_params.get("name")
+    async with _state(request).db.reader() as conn:
+        if policy.allowed(ctxt, policy.Rule.ADMIN):
+            rows = await identity.project_get_all(conn, name=name)
+        else:
+            rows = [
+                r
+                for r in await identity.projects_for_user(conn, ctxt.user_id or "")
+                if name is None or r["name"] == name
+            ]
+    return JSONResponse({"projects": [_project_view(request, r) for r in rows], "links": {}})
+
+
+async def show_project(request: Request) -> Response:
+    ctxt = _ctx(request)
+    project_id = request.path_params["project_id"]
+    async with _state(request).db.reader() as conn:
+        try:
+            row = await identity.project_get(conn, project_id)
+        except exception.NotFound:
+            row = None
+        if row is None or row["id"] != project_id:
+            raise exception.NotFound(reason=f"Could not find project: {project_id}.")
+    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, row["id"]):
+        raise exception.NotFound(reason=f"Could not find project: {project_id}.")
+    return JSONResponse({"project": _project_view(request, row)})
+
+
+def _user_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "domain_id": "default",
+        "enabled": row["enabled"],
+        "default_project_id": row["default_project_id"],
+        "password_expires_at": None,
+        "options": {},
+        "links": {"self": f"{_base(request)}/v3/users/{row['id']}"},
+    }
+
+
+async def list_users(request: Request) -> Response:
+    policy.authorize(_ctx(request), "identity:list_users", policy.Rule.ADMIN)
+    name = request.query_params.get("name")
+    async with _state(request).db.reader() as conn:
+        rows = [r for r in await identity.user_get_all(conn) if name is None or r["name"] == name]
+    return JSONResponse({"users": [_user_view(request, r) for r in rows], "links": {}})
+
+
+async def show_user(request: Request) -> Response:
+    ctxt = _ctx(request)
+    user_id = request.path_params["user_id"]
+    if user_id != ctxt.user_id:
+        policy.authorize(ctxt, "identity:get_user", policy.Rule.ADMIN)
+    async with _state(request).db.reader() as conn:
+        row = await identity.user_get_by_id(conn, user_id)
+    if row is None:
+        raise exception.NotFound(reason=f"Could not find user: {user_id}.")
+    return JSONResponse({"user": _user_view(request, row)})
+
+
+async def list_roles(request: Request) -> Response:
+    async with _state(request).db.reader() as conn:
+        rows = await identity.role_get_all(conn)
+    base = _base(request)
+    roles = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "domain_id": None,
+            "description": None,
+            "options": {},
+            "links": {"self": f"{base}/v3/roles/{r['id']}"},
+        }
+        for r in rows
+    ]
+    return JSONResponse({"roles": roles, "links": {}})
+
+
+PUBLIC = ("", "/", "/v3", "/v3/", "/v3/auth/tokens:POST")
+
+
+class _IdentityAuth(ServiceMiddleware):
+    """Token issue is public only for POST; every other token call needs a token."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            root = scope.get("root_path", "")
+            relative = (
+                scope["path"][len(root) :] if scope["path"].startswith(root) else scope["path"]
+            )
+            if relative.rstrip("/") == "/v3/auth/tokens" and scope["method"] == "POST":
+                await self.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def build_app(state: ApiState) -> Starlette:
+    routes = [
+        Route("/", versions, methods=["GET"]),
+        Route("/v3", version_v3, methods=["GET"]),
+        Route("/v3/", version_v3, methods=["GET"]),
+        Route("/v3/auth/tokens", issue_token, methods=["POST"]),
+        Route("/v3/auth/tokens", show_token, methods=["GET", "HEAD"]),
+        Route("/v3/auth/tokens", revoke_token, methods=["DELETE"]),
+        Route("/v3/auth/catalog", auth_catalog, methods=["GET"]),
+        Route("/v3/auth/projects", auth_projects, methods=["GET"]),
+        Route("/v3/projects", list_projects, methods=["GET"]),
+        Route("/v3/projects/{project_id}", show_project, methods=["GET"]),
+        Route("/v3/users", list_users, methods=["GET"]),
+        Route("/v3/users/{user_id}", show_user, methods=["GET"]),
+        Route("/v3/roles", list_roles, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                _IdentityAuth,
+                service="identity",
+                state=state,
+                public=("", "/", "/v3", "/v3/"),
+            )
+        ],
+        exception_handlers=errors.handlers("identity"),
+    )
+    app.state.api = state
+    return app

@@ -1,0 +1,1 @@
+"""Image: a Glance v2 subset (create, upload, show, list, delete)."""

@@ -1,0 +1,270 @@
+"""HTTP routes of the image service (mounted at ``/image``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import errors, images
+from nubes.api.middleware import ServiceMiddleware
+from nubes.api.state import ApiState
+from nubes.api.validation import is_uuid_like, json_body, query_int, validate
+from nubes.api.views import iso_z
+from nubes.context import RequestContext
+
+CHUNK = 64 * 1024
+
+CREATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$",
+        },
+        "name": {"type": ["string", "null"], "maxLength": 255},
+        "visibility": {"type": "string", "enum": list(images.VISIBILITIES)},
+        "protected": {"type": "boolean"},
+        "os_hidden": {"type": "boolean"},
+        "disk_format": {"type": ["string", "null"], "enum": [None, *images.DISK_FORMATS]},
+        "container_format": {
+            "type": ["string", "null"],
+            "enum": [None, *images.CONTAINER_FORMATS],
+        },
+        "min_disk": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "min_ram": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 255},
+            "maxItems": 128,
+        },
+        "owner": {"type": ["string", "null"], "maxLength": 64},
+    },
+    "propertyNames": {"maxLength": 255},
+    "additionalProperties": {"type": ["string", "null"], "maxLength": 65535},
+}
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def _ctx(request: Request) -> RequestContext:
+    ctxt: RequestContext = request.state.context
+    return ctxt
+
+
+def image_view(row: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = dict(row["properties"])
+    body.update(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "status": row["status"],
+            "visibility": row["visibility"],
+            "protected": row["protected"],
+            "os_hidden": row["os_hidden"],
+            "checksum": row["checksum"],
+            "os_hash_algo": row["os_hash_algo"],
+            "os_hash_value": row["os_hash_value"],
+            "owner": row["owner"],
+            "size": row["size"],
+            "virtual_size": None,
+            "min_ram": row["min_ram"],
+            "min_disk": row["min_disk"],
+            "disk_format": row["disk_format"],
+            "container_format": row["container_format"],
+            "created_at": iso_z(row["created_at"]),
+            "updated_at": iso_z(row["updated_at"] or row["created_at"]),
+            "tags": list(row["tags"]),
+            "self": f"/v2/images/{row['id']}",
+            "file": f"/v2/images/{row['id']}/file",
+            "schema": "/v2/schemas/image",
+        }
+    )
+    return body
+
+
+def _version(request: Request, status: str = "CURRENT", vid: str = "v2.9") -> dict[str, Any]:
+    base = _state(request).public_endpoint + "/image"
+    return {"id": vid, "status": status, "links": [{"rel": "self", "href": f"{base}/v2/"}]}
+
+
+async def versions(request: Request) -> Response:
+    values = [_version(request)] + [
+        _version(request, "SUPPORTED", f"v2.{n}") for n in range(8, -1, -1)
+    ]
+    return JSONResponse({"versions": values}, status_code=300)
+
+
+def _image_id(request: Request) -> str:
+    image_id: str = request.path_params["image_id"]
+    if not is_uuid_like(image_id):
+        raise exception.ImageNotFound(image_id=image_id)
+    return image_id
+
+
+async def create(request: Request) -> Response:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise exception.Invalid(reason="the body must be a JSON object")
+    for key in images.READ_ONLY:
+        if key in body:
+            raise images.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    validate(body, CREATE_SCHEMA)
+    row = await images.create_image(_state(request).db, _ctx(request), body)
+    return JSONResponse(
+        image_view(row), status_code=201, headers={"Location": f"/v2/images/{row['id']}"}
+    )
+
+
+async def show(request: Request) -> Response:
+    row = await images.get_image(_state(request).db, _ctx(request), _image_id(request))
+    return JSONResponse(image_view(row))
+
+
+SORT_KEYS = ("name", "status", "created_at", "updated_at", "size", "min_disk", "min_ram", "id")
+FILTERS = ("name", "status", "visibility", "owner", "disk_format", "container_format")
+
+
+async def index(request: Request) -> Response:
+    state = _state(request)
+    params = request.query_params
+    limit = query_int(request, "limit") or state.conf.api.max_limit
+    limit = min(limit, state.conf.api.max_limit)
+    filters = {k: params[k] for k in FILTERS if k in params}
+    if "visibility" in filters and filters["visibility"] not in (*images.VISIBILITIES, "all"):
+        raise exception.ValidationError(field="visibility", reason="unknown visibility")
+    if filters.get("visibility") == "all":
+        del filters["visibility"]
+    ids = None
+    if "id" in params:
+        raw = params["id"]
+        ids = raw[3:].split(",") if raw.startswith("in:") else [raw]
+    sort_key = params.get("sort_key", "created_at")
+    sort_dir = params.get("sort_dir", "desc")
+    if "sort" in params:
+        first = params["sort"].split(",")[0]
+        sort_key, _, direction = first.partition(":")
+        sort_dir = direction or "desc"
+    if sort_key not in SORT_KEYS:
+        raise exception.ValidationError(field="sort_key", reason=f"unknown sort key {sort_key}")
+    if sort_dir not in ("asc", "desc"):
+        raise exception.ValidationError(field="sort_dir", reason="must be asc or desc")
+    rows = await images.list_images(
+        state.db,
+        _ctx(request),
+        filters=filters,
+        ids=ids,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
+        limit=limit,
+        marker=params.get("marker"),
+    )
+    tag = params.get("tag")
+    if tag is not None:
+        rows = [r for r in rows if tag in r["tags"]]
+    body: dict[str, Any] = {
+        "images": [image_view(r) for r in rows],
+        "first": "/v2/images",
+        "schema": "/v2/schemas/images",
+    }
+    if rows and len(rows) == limit:
+        query = {k: v for k, v in params.items() if k != "marker"}
+        query["marker"] = rows[-1]["id"]
+        body["next"] = "/v2/images?" + urlencode(query)
+    return JSONResponse(body)
+
+
+async def delete(request: Request) -> Response:
+    state = _state(request)
+    await images.delete_image(
+        state.db, _ctx(request), _image_id(request), image_dir=state.image_dir
+    )
+    return Response(status_code=204)
+
+
+async def upload(request: Request) -> Response:
+    state = _state(request)
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    if content_type.split(";")[0].strip() != "application/octet-stream":
+        raise _UnsupportedMedia(content_type=content_type)
+    await images.upload(
+        state.db,
+        _ctx(request),
+        _image_id(request),
+        request.stream(),
+        image_dir=state.image_dir,
+        size_cap=state.conf.api.image_size_cap,
+    )
+    return Response(status_code=204)
+
+
+class _UnsupportedMedia(exception.NubesError):
+    msg_fmt = "Content type %(content_type)s is not supported; use application/octet-stream."
+    code = 415
+    safe = True
+
+
+async def download(request: Request) -> Response:
+    state = _state(request)
+    row = await images.get_image(state.db, _ctx(request), _image_id(request))
+    if row["status"] != "active":
+        return Response(status_code=204)
+    path = images.data_path(state.image_dir, row["id"])
+    try:
+        handle = await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        raise exception.NotFound(reason=f"Image {row['id']} has no data.") from None
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    headers = {"Content-MD5": row["checksum"] or "", "Content-Length": str(row["size"] or 0)}
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
+
+
+async def image_schema(request: Request) -> Response:
+    properties = {k: dict(v) for k, v in CREATE_SCHEMA["properties"].items()}
+    properties["status"] = {"type": "string", "readOnly": True}
+    return JSONResponse(
+        {"name": "image", "properties": properties, "additionalProperties": {"type": "string"}}
+    )
+
+
+def build_app(state: ApiState) -> Starlette:
+    routes = [
+        Route("/", versions, methods=["GET"]),
+        Route("/versions", versions, methods=["GET"]),
+        Route("/v2/images", index, methods=["GET"]),
+        Route("/v2/images", create, methods=["POST"]),
+        Route("/v2/images/{image_id}", show, methods=["GET"]),
+        Route("/v2/images/{image_id}", delete, methods=["DELETE"]),
+        Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
+        Route("/v2/images/{image_id}/file", download, methods=["GET"]),
+        Route("/v2/schemas/image", image_schema, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                ServiceMiddleware, service="image", state=state, public=("", "/", "/versions")
+            )
+        ],
+        exception_handlers=errors.handlers("image"),
+    )
+    app.state.api = state
+    return app

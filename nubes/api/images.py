@@ -1,0 +1,248 @@
+"""The image registry's logic: records in the DB, data in files under ``[api] image_dir``.
+
+Used by the image service's routes and by the compute API, which boots
+only from an image that exists, is visible to the project and is active
+(:func:`get_active_image`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from nubes import exception
+from nubes.api import policy
+from nubes.context import RequestContext
+from nubes.db.api import images as images_db
+from nubes.db.engine import Database
+from nubes.db.types import utcnow
+
+DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
+CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
+VISIBILITIES = ("public", "private", "shared", "community")
+#: Image attributes that are columns; anything else a user sets is a property.
+CORE_ATTRIBUTES = (
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+)
+READ_ONLY = (
+    "status",
+    "size",
+    "checksum",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+    "os_hash_algo",
+    "os_hash_value",
+    "virtual_size",
+    "stores",
+)
+HASH_ALGO = "sha512"
+
+
+class ImageForbidden(exception.Forbidden):
+    msg_fmt = "%(reason)s"
+
+
+class ImageTooLarge(exception.NubesError):
+    msg_fmt = "Image exceeds the storage quota: %(cap)s bytes at most."
+    code = 413
+    safe = True
+
+
+def _visible(ctxt: RequestContext, row: Mapping[str, Any]) -> bool:
+    if policy.allowed(ctxt, policy.Rule.ADMIN):
+        return True
+    return row["visibility"] in ("public", "community") or row["owner"] == ctxt.project_id
+
+
+async def get_image(db: Database, ctxt: RequestContext, image_id: str) -> dict[str, Any]:
+    """The image if the caller may see it; ImageNotFound otherwise (never 403)."""
+    async with db.reader() as conn:
+        row = await images_db.get(conn, image_id)
+    if not _visible(ctxt, row):
+        raise exception.ImageNotFound(image_id=image_id)
+    return row
+
+
+async def get_active_image(db: Database, ctxt: RequestContext, image_id: str) -> dict[str, Any]:
+    """The image a server may boot from.
+
+    Raises ImageNotFound (the compute API answers 400 "Can not find requested
+    image") when it does not exist or is not visible to the project, and
+    ImageNotActive (400) when it has no data yet or is being deleted.
+    """
+    row = await get_image(db, ctxt, image_id)
+    if row["status"] != "active":
+        raise exception.ImageNotActive(image_id=image_id)
+    return row
+
+
+async def list_images(
+    db: Database,
+    ctxt: RequestContext,
+    *,
+    filters: Mapping[str, Any] | None = None,
+    ids: list[str] | None = None,
+    sort_key: str = "created_at",
+    sort_dir: str = "desc",
+    limit: int | None = None,
+    marker: str | None = None,
+) -> list[dict[str, Any]]:
+    admin = policy.allowed(ctxt, policy.Rule.ADMIN)
+    async with db.reader(allow_stale=True) as conn:
+        if marker is not None:
+            marker_row = await images_db.get(conn, marker) if marker else None
+            if marker_row is None or not _visible(ctxt, marker_row):
+                raise exception.MarkerNotFound(marker=marker)
+        return await images_db.get_all(
+            conn,
+            project_id=ctxt.project_id,
+            all_visible=admin,
+            filters=filters,
+            ids=ids,
+            sort_key=sort_key,
+            sort_dir=sort_dir,
+            limit=limit,
+            marker=marker,
+        )
+
+
+async def create_image(
+    db: Database, ctxt: RequestContext, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Record a queued image from validated attributes (extra keys become properties)."""
+    policy.authorize(ctxt, "add_image", policy.Rule.PROJECT_MEMBER)
+    data = dict(values)
+    for key in READ_ONLY:
+        if key in data:
+            raise ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    visibility = data.get("visibility", "shared")
+    if visibility == "public" and not policy.allowed(ctxt, policy.Rule.ADMIN):
+        raise ImageForbidden(reason="You are not authorized to complete publicize_image action.")
+    owner = data.pop("owner", None) or ctxt.project_id
+    if owner != ctxt.project_id:
+        policy.authorize(ctxt, "add_image:owner", policy.Rule.ADMIN)
+    record = {
+        "id": data.pop("id", None) or str(uuid.uuid4()),
+        "name": data.pop("name", None),
+        "owner": owner,
+        "status": "queued",
+        "visibility": data.pop("visibility", "shared"),
+        "protected": bool(data.pop("protected", False)),
+        "os_hidden": bool(data.pop("os_hidden", False)),
+        "disk_format": data.pop("disk_format", None),
+        "container_format": data.pop("container_format", None),
+        "min_disk": int(data.pop("min_disk", 0)),
+        "min_ram": int(data.pop("min_ram", 0)),
+        "tags": sorted(set(data.pop("tags", []) or [])),
+        "properties": {k: v for k, v in data.items() if v is not None},
+        "created_at": utcnow(),
+    }
+    async with db.writer() as conn:
+        try:
+            return await images_db.create(conn, record)
+        except exception.DBDuplicateEntry:
+            raise exception.Conflict(
+                reason=f"Image with identifier {record['id']} already exists!"
+            ) from None
+
+
+def _check_owner(ctxt: RequestContext, row: Mapping[str, Any], action: str) -> None:
+    if not policy.allowed(ctxt, policy.Rule.PROJECT_MEMBER, row["owner"]):
+        raise ImageForbidden(reason=f"You are not authorized to complete {action} action.")
+
+
+def data_path(image_dir: Path, image_id: str) -> Path:
+    # The id was checked to be a uuid, so it is a safe file name.
+    return image_dir / image_id
+
+
+async def upload(
+    db: Database,
+    ctxt: RequestContext,
+    image_id: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    image_dir: Path,
+    size_cap: int,
+) -> dict[str, Any]:
+    """Store the data of a queued image: queued -> saving -> active.
+
+    On any failure the image goes back to queued and the partial file is removed.
+    """
+    row = await get_image(db, ctxt, image_id)
+    _check_owner(ctxt, row, "upload_image")
+    async with db.writer() as conn:
+        await images_db.update_fields(
+            conn, image_id, {"status": "saving"}, expected_status="queued"
+        )
+    await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
+    final = data_path(image_dir, image_id)
+    partial = final.with_suffix(".part")
+    md5 = hashlib.md5(usedforsecurity=False)
+    multihash = hashlib.new(HASH_ALGO)
+    size = 0
+    try:
+        handle = await asyncio.to_thread(open, partial, "wb")
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > size_cap:
+                    raise ImageTooLarge(cap=size_cap)
+                md5.update(chunk)
+                multihash.update(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, partial, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        async with db.writer() as conn:
+            with contextlib.suppress(exception.NubesError):
+                await images_db.update_fields(
+                    conn, image_id, {"status": "queued"}, expected_status="saving"
+                )
+        raise
+    values = {
+        "status": "active",
+        "size": size,
+        "checksum": md5.hexdigest(),
+        "os_hash_algo": HASH_ALGO,
+        "os_hash_value": multihash.hexdigest(),
+    }
+    async with db.writer() as conn:
+        return await images_db.update_fields(conn, image_id, values, expected_status="saving")
+
+
+async def delete_image(
+    db: Database, ctxt: RequestContext, image_id: str, *, image_dir: Path
+) -> None:
+    row = await get_image(db, ctxt, image_id)
+    _check_owner(ctxt, row, "delete_image")
+    if row["protected"]:
+        raise ImageForbidden(reason=f"Image {image_id} is protected and cannot be deleted.")
+    async with db.writer() as conn:
+        await images_db.destroy(conn, image_id)
+    with contextlib.suppress(FileNotFoundError):
+        await asyncio.to_thread(data_path(image_dir, image_id).unlink)

@@ -1,0 +1,64 @@
+"""What every request handler of the API service can reach: config, DB, bus clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from oslo_config import cfg
+
+from nubes.db.engine import Database
+from nubes.rpc.transport import Transport
+
+#: Seconds the scheduler's hint list is reused before it is asked again.
+HINTS_CACHE_SECONDS = 30.0
+
+
+@dataclasses.dataclass
+class ApiState:
+    conf: cfg.ConfigOpts
+    db: Database
+    #: The API service's bus connection (identity ``api.<host>``); None in
+    #: tests that exercise the HTTP layer without a bus.
+    transport: Transport | None = None
+    _hints: tuple[float, list[dict[str, Any]]] | None = None
+    #: Per-service objects created on first use (ServersAPI, SchedulerAPI ...).
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def public_endpoint(self) -> str:
+        api = self.conf.api
+        if api.public_endpoint:
+            return str(api.public_endpoint).rstrip("/")
+        host = api.bind_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{api.bind_port}"
+
+    @property
+    def image_dir(self) -> Path:
+        configured = self.conf.api.image_dir
+        return Path(configured) if configured else Path(self.conf.state_path) / "images"
+
+    def scheduler_api(self) -> Any:
+        if "scheduler" not in self.extras:
+            if self.transport is None:
+                return None
+            from nubes.scheduler.rpcapi import SchedulerAPI
+
+            self.extras["scheduler"] = SchedulerAPI(
+                self.transport, timeout=self.conf.rpc_response_timeout
+            )
+        return self.extras["scheduler"]
+
+    async def scheduler_hints(self, context: Any) -> list[dict[str, Any]]:
+        """The hints the schedulers publish (cached for a short while)."""
+        now = time.monotonic()
+        if self._hints is not None and now - self._hints[0] < HINTS_CACHE_SECONDS:
+            return self._hints[1]
+        api = self.scheduler_api()
+        hints: list[dict[str, Any]] = [] if api is None else await api.get_scheduler_hints(context)
+        self._hints = (now, hints)
+        return hints

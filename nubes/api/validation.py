@@ -1,0 +1,168 @@
+"""Request validation: JSON bodies against per-microversion schemas, query parameters.
+
+A body that does not fit its schema is refused with 400 and Nova's message,
+which names the field: ``Invalid input for field/attribute flavor/ram.
+Value: abc. 'abc' is not of type 'integer'``. Nothing reaches the DB layer
+unvalidated, so bad input can never become a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import best_match
+from starlette.requests import Request
+
+from nubes import exception
+from nubes.api.microversion import APIVersion
+
+#: Largest value an integer column takes everywhere (Nova's db.MAX_INT).
+MAX_INT = 2**31 - 1
+
+#: A schema per version range: ((min, max or None), schema), first match wins.
+Versioned = Sequence[tuple[tuple[str, str | None], Mapping[str, Any]]]
+
+_FORMAT_CHECKER = jsonschema.FormatChecker()
+
+
+class SchemaValidationError(exception.Invalid):
+    msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
+
+
+class MalformedBody(exception.Invalid):
+    msg_fmt = "Malformed request body: %(reason)s"
+
+
+def _check(instance: Any, schema: Mapping[str, Any]) -> None:
+    validator = jsonschema.Draft4Validator(schema, format_checker=_FORMAT_CHECKER)
+    error = best_match(validator.iter_errors(instance))
+    if error is None:
+        return
+    path = "/".join(str(p) for p in error.absolute_path)
+    if error.validator == "required" or error.validator == "additionalProperties":
+        # The message names the field; the path is its parent.
+        field = path or "body"
+    else:
+        field = path or "body"
+    value = error.instance
+    shown = json.dumps(value) if not isinstance(value, str) else value
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    raise SchemaValidationError(field=field, value=shown, reason=error.message)
+
+
+def validate(
+    instance: Any, schema: Mapping[str, Any] | Versioned, version: APIVersion | None = None
+) -> None:
+    """Check ``instance`` against ``schema``, or the one of ``version`` in a versioned list."""
+    if isinstance(schema, Mapping):
+        _check(instance, schema)
+        return
+    assert version is not None
+    for (low, high), candidate in schema:
+        if version.matches(low, high):
+            _check(instance, candidate)
+            return
+    raise exception.Invalid(reason=f"this request is not supported at version {version}")
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body; 400 when it is absent or not JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        raise MalformedBody(reason="the request body is empty")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(reason=str(exc)) from None
+
+
+# --- query parameters ---------------------------------------------------------
+
+
+def query_int(
+    request: Request, name: str, *, minimum: int = 0, maximum: int = MAX_INT
+) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise exception.ValidationError(field=name, reason=f"{raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise exception.ValidationError(
+            field=name, reason=f"must be between {minimum} and {maximum}"
+        )
+    return value
+
+
+TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
+FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
+
+
+def parse_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in TRUE_STRINGS:
+        return True
+    if text in FALSE_STRINGS:
+        return False
+    raise exception.ValidationError(field=name, reason=f"{raw!r} is not a boolean")
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    return None if raw is None else parse_bool(name, raw)
+
+
+def is_uuid_like(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower().replace("urn:uuid:", "")
+    except (ValueError, AttributeError):
+        return False
+
+
+# --- schema building blocks (Nova's parameter_types) ----------------------------
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^(?! )[\S ]*(?<! )$"}
+NAME_WITH_SPACES = {"type": "string", "minLength": 1, "maxLength": 255}
+DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 65535}
+BOOLEAN = {
+    "type": ["boolean", "string"],
+    "enum": [True, False, *TRUE_STRINGS, *FALSE_STRINGS, "True", "False", "TRUE", "FALSE"],
+}
+NON_NEGATIVE_INT = {
+    "type": ["integer", "string"],
+    "pattern": "^[0-9]+$",
+    "minimum": 0,
+    "maximum": MAX_INT,
+    "minLength": 1,
+    "maxLength": 10,
+}
+POSITIVE_INT = {**NON_NEGATIVE_INT, "pattern": "^0*[1-9][0-9]*$", "minimum": 1}
+METADATA = {
+    "type": "object",
+    "patternProperties": {
+        "^[a-zA-Z0-9-_:. ]{1,255}$": {"type": "string", "maxLength": 255},
+    },
+    "additionalProperties": False,
+}
+
+
+def to_int(name: str, value: Any, minimum: int = 0) -> int:
+    """An integer-or-digit-string field as int, within the DB's range."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise exception.ValidationError(field=name, reason="must be an integer") from None
+    if not minimum <= number <= MAX_INT:
+        raise exception.ValidationError(
+            field=name, reason=f"must be between {minimum} and {MAX_INT}"
+        )
+    return number

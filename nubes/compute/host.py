@@ -1,0 +1,127 @@
+"""A compute host's life: start, repair, periodic reports, stop.
+
+:class:`ComputeHost` holds one host's driver, manager (the RPC endpoint),
+resource tracker and repairer. The :class:`~nubes.service.Service` that runs
+it calls :meth:`start` once its RPC server listens and :meth:`stop` before it
+stops listening. Start work runs in the background and is retried while the
+conductor is away, so a host comes up (and heartbeats) without a conductor;
+RPC work waits until the start is done (``manager.ready``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from nubes import exception
+from nubes.compute.manager import ComputeManager
+from nubes.compute.repair import Repairer, RepairReport
+from nubes.compute.reporting import Reporter
+from nubes.compute.resource_tracker import ResourceTracker
+from nubes.compute.steps import StepReporter
+from nubes.compute.virt.driver import ComputeDriver
+from nubes.context import get_admin_context
+from nubes.notifications.notifier import Notifier
+from nubes.notifications.objects import ServiceStatusPayload
+from nubes.objects.service import Service as ServiceRecord
+
+LOG = logging.getLogger(__name__)
+
+#: Failures that mean "the conductor is away": retried quietly.
+_AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
+_RETRY_MAX = 30.0
+
+
+class ComputeHost:
+    def __init__(
+        self,
+        host: str,
+        driver: ComputeDriver,
+        conductor: StepReporter,
+        notifier: Notifier,
+        *,
+        resource_update_interval: float = 60.0,
+        notify_on_state_change: str = "vm_state",
+        steps_kept: int = 4096,
+    ) -> None:
+        self.host = host
+        self.driver = driver
+        self.notifier = notifier
+        self.reporter = Reporter(host, notifier, notify_on_state_change)
+        self.manager = ComputeManager(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        self.tracker = ResourceTracker(host, driver)
+        self.repairer = Repairer(host, driver, self.reporter)
+        self.resource_update_interval = resource_update_interval
+        self.repair_report: RepairReport | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin the start work in the background (in the caller's context,
+        so objects go through this host's conductor client)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"compute-host-{self.host}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.driver.cleanup_host()
+
+    async def init_host(self) -> None:
+        """Driver ready, node records there, instances repaired; then RPC work may run."""
+        ctxt = get_admin_context()
+        await self.driver.init_host()
+        await self.tracker.update_available_resource(ctxt)
+        self.repair_report = await self.repairer.repair_host(ctxt)
+        self.manager.ready.set()
+        await self._notify_service()
+
+    async def _notify_service(self) -> None:
+        if not self.notifier.enabled:
+            return
+        admin = get_admin_context()
+        try:
+            record = await ServiceRecord.get_by_host_and_binary(admin, self.host, "compute")
+            payload = ServiceStatusPayload.from_service(record)
+        except exception.NotFound:
+            payload = ServiceStatusPayload(host=self.host, binary="compute", topic="compute")
+        await self.notifier.info(admin, "service.update", payload)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        warned = False
+        while True:
+            try:
+                await self.init_host()
+                break
+            except asyncio.CancelledError:
+                raise
+            except _AWAY as exc:
+                if not warned:
+                    LOG.warning(
+                        "compute on %s waits for the conductor to start (%s)", self.host, exc
+                    )
+                    warned = True
+            except Exception:
+                LOG.exception("compute on %s: start failed; retrying", self.host)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, _RETRY_MAX)
+        if warned:
+            LOG.info("compute on %s started", self.host)
+        interval = self.resource_update_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tracker.update_available_resource(get_admin_context())
+            except asyncio.CancelledError:
+                raise
+            except _AWAY as exc:
+                LOG.debug("compute on %s: resource report skipped (%s)", self.host, exc)
+            except Exception:
+                LOG.exception("compute on %s: resource report failed", self.host)

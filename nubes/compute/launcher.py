@@ -1,0 +1,102 @@
+"""Building compute services from configuration: one host, or a fleet of fake ones.
+
+``nubes compute`` runs :func:`compute_service` for ``[DEFAULT] host``;
+``nubes compute --fake-hosts N`` runs :func:`fake_fleet`: N hosts in one
+process, each with its own bus identity (``compute.<prefix><i>``), fake
+driver, manager and compute-node record. On memory:// they share the bus
+with whatever else runs in the process (all-in-one uses the same builder).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oslo_config import cfg
+
+from nubes.compute.host import ComputeHost
+from nubes.compute.steps import StepReporter
+from nubes.compute.virt import load_driver
+from nubes.compute.virt.driver import ComputeDriver
+from nubes.compute.virt.fake import FAULTS
+from nubes.conductor.rpcapi import ConductorAPI
+from nubes.notifications.notifier import Notifier
+from nubes.rpc.transport import Transport
+from nubes.service import Service, open_transport
+
+DEFAULT_FAKE_PREFIX = "fake-"
+
+
+def configure_fake_faults(conf: cfg.ConfigOpts) -> None:
+    """Load ``[fake_driver]`` delays and failures into the shared fault registry."""
+    opts = conf.fake_driver
+    FAULTS.spawn_delay = opts.spawn_delay
+    FAULTS.power_delay = opts.power_delay
+    FAULTS.migration_delay = opts.migration_delay
+    FAULTS.fail_spawn_hosts.update(opts.fail_spawn_hosts)
+    FAULTS.fail_live_migration_hosts.update(opts.fail_live_migration_hosts)
+
+
+def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+    if conf.compute_driver != "fake":
+        return {}
+    opts = conf.fake_driver
+    return {"vcpus": opts.vcpus, "memory_mb": opts.memory_mb, "local_gb": opts.local_gb}
+
+
+def compute_host(
+    conf: cfg.ConfigOpts,
+    host: str,
+    transport: Transport,
+    conductor: StepReporter,
+    driver: ComputeDriver | None = None,
+) -> ComputeHost:
+    """The compute host ``host``: driver, manager, tracker, repair."""
+    if driver is None:
+        driver = load_driver(conf.compute_driver, host, **_driver_options(conf))
+    notes = conf.notifications
+    notifier = Notifier(
+        transport,
+        f"compute:{host}",
+        topic=notes.topic,
+        enabled=notes.driver == "messaging",
+    )
+    return ComputeHost(
+        host,
+        driver,
+        conductor,
+        notifier,
+        resource_update_interval=conf.compute.resource_update_interval,
+        notify_on_state_change=notes.notify_on_state_change,
+        steps_kept=conf.compute.completed_steps_kept,
+    )
+
+
+def compute_service(
+    conf: cfg.ConfigOpts,
+    host: str,
+    *,
+    transport: Transport | None = None,
+    driver: ComputeDriver | None = None,
+) -> Service:
+    """A compute Service for ``host``, talking to the conductor as ``compute.<host>``."""
+    if transport is None:
+        transport = open_transport(conf, "compute", host)
+    conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
+    node = compute_host(conf, host, transport, conductor, driver)
+    return Service(
+        "compute",
+        host,
+        transport,
+        [node.manager],
+        indirection_api=conductor,
+        report_interval=conf.report_interval,
+        hooks=[node],
+    )
+
+
+def fake_fleet(
+    conf: cfg.ConfigOpts, count: int, prefix: str = DEFAULT_FAKE_PREFIX
+) -> list[Service]:
+    """``count`` fake compute hosts (``<prefix>0`` ...) in this process."""
+    configure_fake_faults(conf)
+    return [compute_service(conf, f"{prefix}{i}") for i in range(count)]

@@ -1,0 +1,174 @@
+"""How a compute host tells the cloud what it did to an instance.
+
+Three records, all through the conductor:
+
+* the instance's own state, saved with a compare-and-set on its task_state
+  after the state table allowed the change (:meth:`Reporter.save_state`);
+* the action events Nova's os-instance-actions shows
+  (``compute_build_and_run_instance`` ...: start, finish, result, traceback)
+  and, on failure, an instance fault;
+* versioned notifications (``instance.<action>.start|end|error`` and
+  ``instance.update``).
+
+None of the last two may fail an operation: an event that cannot be recorded
+(no action row for the request, say) is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from typing import Any
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.notifications.notifier import Notifier
+from nubes.notifications.objects import (
+    InstanceActionPayload,
+    InstanceUpdatePayload,
+)
+from nubes.objects.instance import Expected, Instance
+from nubes.objects.instance_action import RESULT_ERROR, InstanceActionEvent
+from nubes.objects.instance_fault import InstanceFault
+from nubes.objects.states import TaskState, VMState, as_state, check_transition
+
+LOG = logging.getLogger(__name__)
+
+#: ``[notifications] notify_on_state_change`` values.
+NOTIFY_NONE = "none"
+NOTIFY_VM_STATE = "vm_state"
+NOTIFY_VM_AND_TASK_STATE = "vm_and_task_state"
+
+#: Errors that mean the instance row is gone or no longer on this host.
+GONE = (exception.NotFound, exception.Forbidden)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Reporter:
+    def __init__(
+        self, host: str, notifier: Notifier, notify_on_state_change: str = NOTIFY_VM_STATE
+    ) -> None:
+        self.host = host
+        self.notifier = notifier
+        self.notify_on_state_change = notify_on_state_change
+
+    async def save_state(
+        self,
+        ctxt: RequestContext,
+        instance: Instance,
+        vm_state: VMState,
+        task_state: TaskState | None,
+        *,
+        expected_task_state: Expected,
+        **values: Any,
+    ) -> None:
+        """Move the instance to ``(vm_state, task_state)`` (and set ``values``)
+        if the state table allows it and its task_state in the database is
+        still ``expected_task_state``."""
+        old = as_state(instance.vm_state, instance.task_state)
+        check_transition(old, (vm_state, task_state), instance.uuid)
+        if instance.vm_state != vm_state:
+            instance.vm_state = vm_state
+        if instance.task_state != task_state:
+            instance.task_state = task_state
+        for name, value in values.items():
+            setattr(instance, name, value)
+        await instance.save(ctxt, expected_task_state=expected_task_state)
+        mode = self.notify_on_state_change
+        if mode == NOTIFY_NONE or not self.notifier.enabled:
+            return
+        if old[0] != vm_state or (mode == NOTIFY_VM_AND_TASK_STATE and old[1] != task_state):
+            payload = InstanceUpdatePayload.from_instance(instance)
+            payload.old_state = old[0]
+            payload.old_task_state = old[1]
+            await self.notifier.info(ctxt, "instance.update", payload)
+
+    def action(
+        self, ctxt: RequestContext, instance: Instance, event: str, notify_action: str
+    ) -> ActionRecord:
+        return ActionRecord(self, ctxt, instance, event, notify_action)
+
+    async def record_fault(
+        self, ctxt: RequestContext, instance: Instance, exc: BaseException
+    ) -> None:
+        code = exc.code if isinstance(exc, exception.NubesError) else 500
+        fault = InstanceFault(
+            instance_uuid=instance.uuid,
+            code=code,
+            message=str(exc) or type(exc).__name__,
+            details="".join(traceback.format_exception(exc))[-8000:],
+            host=self.host,
+        )
+        try:
+            await fault.create(ctxt)
+        except Exception as failure:
+            LOG.warning("Could not record the fault of instance %s: %s", instance.uuid, failure)
+
+
+class ActionRecord:
+    """One operation's event (``compute_<op>``) and notifications (``instance.<x>.*``)."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        ctxt: RequestContext,
+        instance: Instance,
+        event: str,
+        notify_action: str,
+    ) -> None:
+        self.reporter = reporter
+        self.ctxt = ctxt
+        self.instance = instance
+        self.event = event
+        self.notify_action = notify_action
+        self._event_started = False
+
+    async def _notify(self, phase: str, exc: BaseException | None = None) -> None:
+        notifier = self.reporter.notifier
+        if not notifier.enabled:
+            return
+        payload = InstanceActionPayload.from_instance_and_fault(self.instance, exc)
+        event_type = f"instance.{self.notify_action}.{phase}"
+        if exc is None:
+            await notifier.info(self.ctxt, event_type, payload)
+        else:
+            await notifier.error(self.ctxt, event_type, payload)
+
+    async def start(self) -> None:
+        try:
+            await InstanceActionEvent.event_start(
+                self.ctxt, self.instance.uuid, self.event, host=self.reporter.host
+            )
+            self._event_started = True
+        except (exception.NotFound, exception.Forbidden) as exc:
+            # No action row for this request (an internal operation), or
+            # the row is gone: the operation goes on without its history.
+            LOG.debug("No %s event for instance %s: %s", self.event, self.instance.uuid, exc)
+        await self._notify("start")
+
+    async def _finish(self, **kwargs: Any) -> None:
+        if not self._event_started:
+            return
+        try:
+            await InstanceActionEvent.event_finish(
+                self.ctxt, self.instance.uuid, self.event, **kwargs
+            )
+        except Exception as exc:
+            LOG.warning("Could not finish event %s of %s: %s", self.event, self.instance.uuid, exc)
+
+    async def succeed(self) -> None:
+        await self._finish()
+        await self._notify("end")
+
+    async def fail(self, exc: BaseException) -> None:
+        await self.reporter.record_fault(self.ctxt, self.instance, exc)
+        await self._finish(
+            result=RESULT_ERROR,
+            traceback="".join(traceback.format_exception(exc))[-8000:],
+            details=str(exc)[:255],
+        )
+        await self._notify("error", exc)

@@ -1,0 +1,261 @@
+"""The virt driver interface: one abstract class a hypervisor driver implements.
+
+The compute manager only ever talks to a hypervisor through these methods.
+Every method is a coroutine and must not block the event loop (a driver for
+a real hypervisor runs blocking library calls in a thread). Instances are
+passed as :class:`~nubes.objects.instance.Instance` objects; a driver reads
+them and never saves them: state changes are the manager's job.
+
+Contract for every method:
+
+* Idempotent where the name allows: ``destroy`` of an instance the driver
+  does not have, ``power_off`` of one already off, ``power_on`` of one
+  running all succeed without doing anything. The manager relies on this
+  when a message is delivered twice or a compute host restarts mid-operation.
+* Failures raise :class:`~nubes.exception.NubesError` subclasses (the
+  manager records the message as the instance fault);
+  :class:`~nubes.exception.InstanceNotFound` when the driver does not have
+  the instance and the operation needs it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from nubes.objects.states import PowerState
+
+if TYPE_CHECKING:
+    from nubes.context import RequestContext
+    from nubes.objects.flavor import Flavor
+    from nubes.objects.instance import Instance
+    from nubes.objects.migration import Migration
+
+#: Called with the percentage (0-100) of a live migration done so far.
+ProgressCallback = Callable[[int], Awaitable[None]]
+
+
+@dataclasses.dataclass(slots=True)
+class InstanceInfo:
+    """What the hypervisor says about one instance."""
+
+    state: PowerState
+    #: Memory and vCPUs the guest has now.
+    memory_mb: int = 0
+    vcpus: int = 0
+    #: CPU time used so far, nanoseconds.
+    cpu_time_ns: int = 0
+
+
+class ComputeDriver(abc.ABC):
+    """A hypervisor as the compute manager sees it.
+
+    One driver object per compute host; it may manage several nodes
+    (:meth:`get_available_nodes`), each with its own compute-node record.
+    """
+
+    #: ``hypervisor_type`` reported for this driver's nodes.
+    hypervisor_type = "unknown"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    # -- host --------------------------------------------------------------
+
+    async def init_host(self) -> None:
+        """Prepare the hypervisor connection; called once before anything else."""
+        return None
+
+    async def cleanup_host(self) -> None:
+        """Release the hypervisor connection; called once when the service stops."""
+        return None
+
+    @abc.abstractmethod
+    def get_available_nodes(self) -> list[str]:
+        """Names of the nodes this host manages (each a ComputeNode's
+        ``hypervisor_hostname``); most drivers have one, named like the host."""
+
+    @abc.abstractmethod
+    async def get_available_resource(self, nodename: str) -> dict[str, Any]:
+        """Capacity and hypervisor facts of ``nodename``.
+
+        Keys: ``vcpus``, ``memory_mb``, ``local_gb`` (totals),
+        ``hypervisor_type``, ``hypervisor_version``, ``hypervisor_hostname``,
+        ``cpu_info`` (JSON text). Usage is not the driver's to report: the
+        resource tracker counts it from the instances placed on the node.
+        """
+
+    @abc.abstractmethod
+    async def get_host_metrics(self, nodename: str) -> dict[str, float]:
+        """Monitor readings of ``nodename`` now, e.g. ``{"cpu.percent": 12.5}``."""
+
+    # -- instances -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_instances(self) -> list[str]:
+        """UUIDs of every instance the hypervisor has on this host, whatever its power."""
+
+    @abc.abstractmethod
+    async def get_info(self, instance: Instance) -> InstanceInfo:
+        """The instance's power state and size; InstanceNotFound if the driver
+        does not have it."""
+
+    @abc.abstractmethod
+    async def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        """Create the guest and boot it; returns once it is running.
+
+        ``image_meta`` describes the image (``id``, ``disk_format`` ...),
+        ``request`` carries build details (networks, block devices, user
+        data). Spawning an instance the driver already has fails with
+        InstanceExists-like Conflict; on failure nothing must be left behind
+        that :meth:`destroy` could not remove.
+        """
+
+    @abc.abstractmethod
+    async def destroy(self, context: RequestContext, instance: Instance) -> None:
+        """Power off and remove the guest and its local disks. Succeeds when
+        the driver does not have the instance (a half-done delete retried)."""
+
+    @abc.abstractmethod
+    async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
+        """Reboot the guest: ``"SOFT"`` asks the guest OS (and falls back to
+        hard when it does not answer), ``"HARD"`` power-cycles it. Returns
+        once it runs again."""
+
+    @abc.abstractmethod
+    async def power_off(
+        self, instance: Instance, timeout: float = 0, retry_interval: float = 0
+    ) -> None:
+        """Stop the guest: a clean shutdown for up to ``timeout`` seconds
+        (retrying every ``retry_interval``), then a hard one. Succeeds when
+        it is already off."""
+
+    @abc.abstractmethod
+    async def power_on(self, context: RequestContext, instance: Instance) -> None:
+        """Start a stopped guest. Succeeds when it already runs."""
+
+    # -- cold migration and resize -------------------------------------------
+
+    @abc.abstractmethod
+    async def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        flavor: Flavor,
+    ) -> dict[str, Any]:
+        """Source side of a resize or cold migration: power the guest off and
+        copy its disks towards host ``dest``, sized for ``flavor``. Returns
+        disk information :meth:`finish_migration` needs on the destination."""
+
+    @abc.abstractmethod
+    async def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: dict[str, Any],
+        image_meta: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool = True,
+    ) -> None:
+        """Destination side: create the guest from the copied disks (grown
+        when ``resize_instance``) and start it when ``power_on``."""
+
+    @abc.abstractmethod
+    async def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance
+    ) -> None:
+        """Source side of a confirmed resize: remove what was kept for a revert."""
+
+    @abc.abstractmethod
+    async def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migration: Migration,
+        power_on: bool = True,
+    ) -> None:
+        """Source side of a reverted resize: bring the original guest back
+        (and start it when ``power_on``)."""
+
+    # -- live migration ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def check_can_live_migrate_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        block_migration: bool = False,
+    ) -> dict[str, Any]:
+        """Destination side: can this host take the instance? Returns the
+        data the source check needs; raises Invalid-like errors if not."""
+
+    @abc.abstractmethod
+    async def check_can_live_migrate_source(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest_check_data: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Source side: can the instance leave for the destination that
+        answered ``dest_check_data``? Returns the migrate data to use."""
+
+    @abc.abstractmethod
+    async def pre_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Destination side, before memory moves: plug networks and disks.
+        Returns ``migrate_data``, updated."""
+
+    @abc.abstractmethod
+    async def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        migrate_data: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Source side: move the running guest to ``dest``, calling
+        ``progress`` with the percentage done as memory copies. Returns when
+        the guest runs on ``dest``; on failure the guest still runs here."""
+
+    @abc.abstractmethod
+    async def post_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Source side, after success: remove what is left of the guest here."""
+
+    @abc.abstractmethod
+    async def post_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Destination side, after success: adopt the guest as its own."""
+
+    @abc.abstractmethod
+    async def rollback_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Destination side, after a failure: undo :meth:`pre_live_migration`
+        and remove any partial guest."""

@@ -1,0 +1,323 @@
+"""The fake virt driver: instances kept in a dict, for tests and scale runs.
+
+Cheap enough for thousands of hosts in one process: no sleeps unless a delay
+is configured, no per-call work beyond a dict operation. Failures are
+injected through a :class:`FakeFaults` registry, shared by every fake driver
+of the process unless one is given its own, so a test can say "spawn fails on
+host X" or "live migrations from Y fail halfway" while the cloud runs::
+
+    FAULTS.fail_spawn_hosts.add("host-x")
+    driver.faults.fail_spawn = True          # every spawn on this driver's registry
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from nubes import exception
+from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, ProgressCallback
+from nubes.objects.states import PowerState
+
+if TYPE_CHECKING:
+    from nubes.context import RequestContext
+    from nubes.objects.flavor import Flavor
+    from nubes.objects.instance import Instance
+    from nubes.objects.migration import Migration
+
+FAKE_HYPERVISOR_VERSION = 1000
+_CPU_INFO = json.dumps({"arch": "x86_64", "model": "fake", "vendor": "nubes"}, sort_keys=True)
+
+
+@dataclasses.dataclass
+class FakeFaults:
+    """What fake drivers should get wrong, and how slow they should be.
+
+    Host sets name hosts (a driver's ``host``); the booleans apply to every
+    driver using this registry. Delays are seconds.
+    """
+
+    fail_spawn: bool = False
+    fail_spawn_hosts: set[str] = dataclasses.field(default_factory=set)
+    fail_destroy_hosts: set[str] = dataclasses.field(default_factory=set)
+    fail_power_hosts: set[str] = dataclasses.field(default_factory=set)
+    fail_reboot_hosts: set[str] = dataclasses.field(default_factory=set)
+    fail_live_migration: bool = False
+    #: Source hosts whose live migrations fail at 50 %.
+    fail_live_migration_hosts: set[str] = dataclasses.field(default_factory=set)
+    spawn_delay: float = 0.0
+    power_delay: float = 0.0
+    migration_delay: float = 0.0
+
+    def reset(self) -> None:
+        fresh = FakeFaults()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+
+
+#: The registry fake drivers use unless given their own.
+FAULTS = FakeFaults()
+
+
+@dataclasses.dataclass(slots=True)
+class FakeInstance:
+    uuid: str
+    state: PowerState
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    started_at: float
+
+
+async def _delay(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+class FakeDriver(ComputeDriver):
+    """A hypervisor in memory. One node, named like the host."""
+
+    hypervisor_type = "fake"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        vcpus: int = 16,
+        memory_mb: int = 65536,
+        local_gb: int = 1000,
+        faults: FakeFaults | None = None,
+    ) -> None:
+        super().__init__(host)
+        self.vcpus = vcpus
+        self.memory_mb = memory_mb
+        self.local_gb = local_gb
+        self.faults = faults if faults is not None else FAULTS
+        self.instances: dict[str, FakeInstance] = {}
+        #: Instances kept after a resize or migration left, for a revert.
+        self.kept: dict[str, FakeInstance] = {}
+
+    # -- helpers -------------------------------------------------------------
+
+    def _fail(self, operation: str, instance: Instance, reason: str) -> exception.VirtDriverError:
+        return exception.VirtDriverError(
+            operation=operation, instance_uuid=instance.uuid, reason=reason
+        )
+
+    def _get(self, instance: Instance) -> FakeInstance:
+        found = self.instances.get(instance.uuid)
+        if found is None:
+            raise exception.InstanceNotFound(instance_id=instance.uuid)
+        return found
+
+    def _new(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> FakeInstance:
+        return FakeInstance(
+            instance.uuid,
+            state,
+            instance.vcpus or 0,
+            instance.memory_mb or 0,
+            instance.root_gb or 0,
+            time.monotonic(),
+        )
+
+    def add_instance(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> None:
+        """Put a guest on the hypervisor directly (tests of restart repair)."""
+        self.instances[instance.uuid] = self._new(instance, state)
+
+    # -- host --------------------------------------------------------------
+
+    def get_available_nodes(self) -> list[str]:
+        return [self.host]
+
+    async def get_available_resource(self, nodename: str) -> dict[str, Any]:
+        return {
+            "vcpus": self.vcpus,
+            "memory_mb": self.memory_mb,
+            "local_gb": self.local_gb,
+            "hypervisor_type": self.hypervisor_type,
+            "hypervisor_version": FAKE_HYPERVISOR_VERSION,
+            "hypervisor_hostname": nodename,
+            "cpu_info": _CPU_INFO,
+        }
+
+    async def get_host_metrics(self, nodename: str) -> dict[str, float]:
+        # Every running guest keeps one vCPU a quarter busy: enough to see
+        # utilisation follow the load in tests and dashboards.
+        busy = sum(i.vcpus for i in self.instances.values() if i.state == PowerState.RUNNING)
+        percent = min(100.0, 25.0 * busy / self.vcpus) if self.vcpus else 0.0
+        return {"cpu.percent": round(percent, 2)}
+
+    # -- instances -----------------------------------------------------------
+
+    async def list_instances(self) -> list[str]:
+        return list(self.instances)
+
+    async def get_info(self, instance: Instance) -> InstanceInfo:
+        found = self._get(instance)
+        return InstanceInfo(found.state, found.memory_mb, found.vcpus)
+
+    async def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        faults = self.faults
+        await _delay(faults.spawn_delay)
+        if faults.fail_spawn or self.host in faults.fail_spawn_hosts:
+            raise self._fail("spawn", instance, f"spawn fails on {self.host} (injected)")
+        if instance.uuid in self.instances:
+            raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
+        self.instances[instance.uuid] = self._new(instance)
+
+    async def destroy(self, context: RequestContext, instance: Instance) -> None:
+        if self.host in self.faults.fail_destroy_hosts:
+            raise self._fail("destroy", instance, f"destroy fails on {self.host} (injected)")
+        self.instances.pop(instance.uuid, None)
+        self.kept.pop(instance.uuid, None)
+
+    async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        if self.host in self.faults.fail_reboot_hosts:
+            raise self._fail("reboot", instance, f"reboot fails on {self.host} (injected)")
+        found.state = PowerState.RUNNING
+        found.started_at = time.monotonic()
+
+    async def power_off(
+        self, instance: Instance, timeout: float = 0, retry_interval: float = 0
+    ) -> None:
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        if self.host in self.faults.fail_power_hosts:
+            raise self._fail("power_off", instance, f"power off fails on {self.host} (injected)")
+        found.state = PowerState.SHUTDOWN
+
+    async def power_on(self, context: RequestContext, instance: Instance) -> None:
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        if self.host in self.faults.fail_power_hosts:
+            raise self._fail("power_on", instance, f"power on fails on {self.host} (injected)")
+        found.state = PowerState.RUNNING
+
+    # -- cold migration and resize -------------------------------------------
+
+    async def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        flavor: Flavor,
+    ) -> dict[str, Any]:
+        found = self._get(instance)
+        found.state = PowerState.SHUTDOWN
+        self.kept[instance.uuid] = self.instances.pop(instance.uuid)
+        return {"source": self.host, "root_gb": flavor.root_gb, "disks": ["disk"]}
+
+    async def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: dict[str, Any],
+        image_meta: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool = True,
+    ) -> None:
+        state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
+        self.instances[instance.uuid] = self._new(instance, state)
+
+    async def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance
+    ) -> None:
+        self.kept.pop(instance.uuid, None)
+
+    async def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migration: Migration,
+        power_on: bool = True,
+    ) -> None:
+        kept = self.kept.pop(instance.uuid, None) or self._new(instance)
+        kept.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
+        self.instances[instance.uuid] = kept
+
+    # -- live migration ------------------------------------------------------
+
+    async def check_can_live_migrate_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        block_migration: bool = False,
+    ) -> dict[str, Any]:
+        if instance.uuid in self.instances:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
+        return {"dest_host": self.host, "block_migration": block_migration}
+
+    async def check_can_live_migrate_source(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest_check_data: dict[str, Any],
+    ) -> dict[str, Any]:
+        self._get(instance)
+        return {**dest_check_data, "source_host": self.host}
+
+    async def pre_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> dict[str, Any]:
+        return {**migrate_data, "pre_live_migration_done": True}
+
+    async def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        migrate_data: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self._get(instance)
+        faults = self.faults
+        half = faults.migration_delay / 2
+        await _delay(half)
+        if progress is not None:
+            await progress(50)
+        if faults.fail_live_migration or self.host in faults.fail_live_migration_hosts:
+            raise self._fail(
+                "live_migration", instance, f"failed halfway on {self.host} (injected)"
+            )
+        await _delay(half)
+        if progress is not None:
+            await progress(100)
+
+    async def post_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        self.instances.pop(instance.uuid, None)
+
+    async def post_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        self.instances.setdefault(instance.uuid, self._new(instance))
+
+    async def rollback_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        self.instances.pop(instance.uuid, None)

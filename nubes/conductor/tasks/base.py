@@ -1,0 +1,364 @@
+"""What every task kind shares: ordered steps, the run of one claim, commits as owner.
+
+A task kind (:class:`Task`) is a table of steps. Each step has an
+idempotent ``run`` — running it again after a crash does no harm — that
+ends by *committing* the next step (:meth:`Run.commit`, a write conditioned
+on this conductor still holding the lease) and returns it, or finishes the
+task and returns None.
+Each step may also have a ``rollback``, used when the task's deadline
+passes: the steps done so far are rolled back newest first, then the kind's
+:meth:`Task.expire` records the fault.
+
+Waiting for a compute host: the step records in the payload what it awaits
+(``await``: the compute step, the try number sent as ``attempt``, the host,
+and until when), commits, then sends the message and waits in memory while
+the engine keeps renewing its lease. The host's report
+(``ConductorAPI.step_finished``) is written into the row by whichever
+conductor receives it, which takes the lease over in the same statement and
+carries the task on (waking the waiter when that is itself). If the
+conductor dies while waiting, its lease runs out and the next owner sends
+the message again (the host answers a repeat with the outcome it already
+has) and waits for what is left of the wait; a report that never comes
+counts as that host's failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
+from nubes.context import RequestContext
+from nubes.db.api import actions, tasks
+from nubes.db.api import instances as instances_api
+from nubes.db.api.tasks import TaskStatus
+from nubes.db.types import utcnow
+
+if TYPE_CHECKING:
+    from nubes.conductor.tasks.engine import TaskEngine
+
+LOG = logging.getLogger(__name__)
+
+#: Environment variable naming step boundaries at which the conductor kills
+#: itself (``kind:after:step``, comma-separated): the crash tests' hook.
+CRASH_ENV = "NUBES_TEST_CRASH_AT"
+#: Exit status of a process that crashed on purpose (as if killed with -9).
+CRASH_EXIT_CODE = 137
+#: Longest fault message the database keeps (as InstanceFault).
+FAULT_MESSAGE_LENGTH = 255
+
+Writes = Callable[[AsyncConnection], Awaitable[None]]
+
+
+def _crash_points() -> frozenset[str]:
+    raw = os.environ.get(CRASH_ENV, "")
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+
+#: Read once: the hook costs nothing when the variable is not set.
+CRASH_POINTS = _crash_points()
+
+
+def crash_point(point: str) -> None:
+    """Die like ``kill -9`` if the crash tests asked for it at ``point``."""
+    if point in CRASH_POINTS:
+        LOG.warning("crashing at %s (%s)", point, CRASH_ENV)
+        os._exit(CRASH_EXIT_CODE)
+
+
+def _deadline(row: dict[str, Any]) -> dt.datetime | None:
+    value = row.get("deadline")
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value if isinstance(value, dt.datetime) else None
+
+
+def expect_report(
+    payload: dict[str, Any],
+    *,
+    step: str,
+    attempt: int,
+    host: str,
+    timeout: float,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """``payload`` awaiting ``host``'s report of compute step ``step``, try ``attempt``."""
+    new = dict(payload)
+    new.pop("outcome", None)
+    new["await"] = {
+        "step": step,
+        "attempt": attempt,
+        "host": host,
+        "node": node,
+        "until": time.time() + timeout,
+    }
+    return new
+
+
+def reported(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The outcome recorded for what the payload awaits, if it came."""
+    awaited, outcome = payload.get("await"), payload.get("outcome")
+    if not awaited or not outcome:
+        return None
+    if outcome.get("step") != awaited["step"] or outcome.get("attempt") != awaited["attempt"]:
+        return None
+    return dict(outcome)
+
+
+class Run:
+    """One conductor's hold on one task, from its claim until it ends or loses it."""
+
+    def __init__(self, engine: TaskEngine, row: dict[str, Any]) -> None:
+        self.engine = engine
+        self.id: int = row["id"]
+        self.kind: str = row["kind"]
+        self.instance_uuid: str | None = row["instance_uuid"]
+        self.step: str = row["step"] or FIRST_STEP[TaskKind(row["kind"])]
+        self.attempt: int = row["attempt"]
+        self.payload: dict[str, Any] = dict(row["payload"] or {})
+        self.deadline = _deadline(row)
+        context = dict(row["context"] or {})
+        context["caller"] = None
+        self.ctxt = RequestContext.from_dict(context)
+        #: Set once the run stopped holding the task (ended or lost).
+        self.released = False
+        #: Set when the engine stopped this run because its lease went elsewhere.
+        self.superseded = False
+        #: What the steps of this run keep in memory between them (never needed
+        #: for correctness: a resumed run starts without it).
+        self.cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} task {self.id} at {self.step} (claim {self.attempt})>"
+
+    @property
+    def request_id(self) -> str:
+        return self.ctxt.request_id
+
+    def past_deadline(self, now: dt.datetime | None = None) -> bool:
+        return self.deadline is not None and (now or utcnow()) >= self.deadline
+
+    async def commit(
+        self,
+        step: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        writes: Writes | None = None,
+        lease_seconds: float | None = None,
+    ) -> str:
+        """Record that the current step is done and ``step`` is next; returns ``step``.
+
+        ``writes`` run in the same transaction, before the task's own
+        conditional write: if the lease was lost, none of them happen.
+        """
+        check_step(self.kind, self.step, step)
+        if payload is not None:
+            self.payload = payload
+        done = self.step
+        async with self.engine.db.writer() as conn:
+            if writes is not None:
+                await writes(conn)
+            await tasks.update(
+                conn,
+                self.id,
+                self.engine.owner,
+                {"step": step, "payload": self.payload},
+                attempt=self.attempt,
+                lease_seconds=lease_seconds or self.engine.lease_seconds,
+            )
+        self.step = step
+        crash_point(f"{self.kind}:after:{done}")
+        return step
+
+    async def finish(
+        self,
+        status: TaskStatus,
+        *,
+        last_error: str | None = None,
+        writes: Writes | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """End the task with ``status``; ``writes`` (and ``payload``) commit with it."""
+        check_step(self.kind, self.step, END)
+        async with self.engine.db.writer() as conn:
+            if writes is not None:
+                await writes(conn)
+            if payload is not None:
+                self.payload = payload
+                await tasks.update(
+                    conn, self.id, self.engine.owner, {"payload": payload}, attempt=self.attempt
+                )
+            await tasks.finish(
+                conn,
+                self.id,
+                self.engine.owner,
+                status=status,
+                last_error=last_error,
+                attempt=self.attempt,
+            )
+        self.released = True
+        crash_point(f"{self.kind}:after:{self.step}")
+
+    def refresh(self, row: dict[str, Any]) -> None:
+        """Take over a newer claim of the same task (a report handed it to us)."""
+        self.attempt = row["attempt"]
+        self.payload = dict(row["payload"] or {})
+        self.released = False
+
+    async def wait_for_report(self, send: Callable[[], Awaitable[None]]) -> dict[str, Any] | None:
+        """The outcome of the awaited compute step: sends it (again) and waits.
+
+        Returns the reported outcome, a failure outcome when the host did not
+        report in time, or None when the task's deadline passed first.
+        """
+        awaited = self.payload["await"]
+        outcome = reported(self.payload)
+        if outcome is not None:
+            return outcome
+        until = float(awaited["until"])
+        if time.time() < until and not self.past_deadline():
+            await send()
+            crash_point(f"{self.kind}:sent:{self.step}")
+            row = await self.engine.wait_report(self, until)
+            if row is not None:
+                self.refresh(row)
+            outcome = reported(self.payload)
+            if outcome is not None:
+                return outcome
+        if self.past_deadline():
+            return None
+        return {
+            "step": awaited["step"],
+            "attempt": awaited["attempt"],
+            "host": awaited["host"],
+            "ok": False,
+            "timeout": True,
+            "error": f"{awaited['host']} did not report {awaited['step']} in time",
+        }
+
+    # -- instance history, in the caller's transaction ---------------------------
+
+    async def event(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        *,
+        ok: bool = True,
+        details: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        """Record a finished event of this task's action on its instance (if it has one)."""
+        if self.instance_uuid is None:
+            return
+        try:
+            await actions.event_start(
+                conn,
+                instance_uuid=self.instance_uuid,
+                request_id=self.request_id,
+                event=name,
+                host=host or self.engine.host,
+            )
+            await actions.event_finish(
+                conn,
+                instance_uuid=self.instance_uuid,
+                request_id=self.request_id,
+                event=name,
+                result=actions.RESULT_SUCCESS if ok else actions.RESULT_ERROR,
+                details=details,
+            )
+        except exception.InstanceActionNotFound:
+            pass  # a task made without an action (by an operator tool): no history
+
+    async def finish_action(self, conn: AsyncConnection, *, ok: bool = True) -> None:
+        if self.instance_uuid is None:
+            return
+        try:
+            await actions.action_finish(
+                conn,
+                instance_uuid=self.instance_uuid,
+                request_id=self.request_id,
+                message=None if ok else actions.ACTION_ERROR_MESSAGE,
+            )
+        except exception.InstanceActionNotFound:
+            pass
+
+    async def fault(
+        self, conn: AsyncConnection, message: str, *, details: str | None = None, code: int = 500
+    ) -> None:
+        """Record an instance fault (the message cut to what the column keeps)."""
+        if self.instance_uuid is None:
+            return
+        await instances_api.fault_create(
+            conn,
+            {
+                "instance_uuid": self.instance_uuid,
+                "code": code,
+                "message": message[:FAULT_MESSAGE_LENGTH],
+                "details": details if details is not None else message,
+                "host": self.engine.host,
+            },
+        )
+
+
+StepRun = Callable[[Run], Awaitable[str | None]]
+StepRollback = Callable[[Run], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepDef:
+    """One step of a kind: ``run`` (idempotent) and the ``rollback`` that undoes it."""
+
+    name: Step
+    run: StepRun
+    rollback: StepRollback | None = None
+
+
+class Task:
+    """A kind of task: its steps in order, and what expiring at its deadline does."""
+
+    kind: ClassVar[TaskKind]
+
+    def __init__(self, engine: TaskEngine) -> None:
+        self.engine = engine
+        self.steps: dict[str, StepDef] = {s.name: s for s in self.step_defs()}
+        missing = set(STEPS[self.kind]) - set(self.steps)
+        if missing:
+            raise TypeError(f"{type(self).__name__} lacks steps {sorted(missing)}")
+
+    def step_defs(self) -> list[StepDef]:
+        raise NotImplementedError
+
+    async def drive(self, run: Run) -> None:
+        """Run steps until the task ends or its lease is lost (TaskLeaseLost)."""
+        while not run.released:
+            if run.past_deadline():
+                await self.expire(run)
+                return
+            step = self.steps[run.step]
+            before = run.step
+            nxt = await step.run(run)
+            if nxt is None:
+                return
+            if nxt != before and run.step != nxt:
+                raise RuntimeError(f"{run!r}: step {before} returned {nxt} without committing it")
+
+    async def rollback(self, run: Run) -> None:
+        """Undo the steps done so far, newest first (each rollback is idempotent)."""
+        order = list(self.steps)
+        upto = order.index(run.step) if run.step in order else len(order) - 1
+        for name in reversed(order[: upto + 1]):
+            undo = self.steps[name].rollback
+            if undo is not None:
+                await undo(run)
+
+    async def expire(self, run: Run) -> None:
+        """The deadline passed: roll back and end with a fault and a notification."""
+        raise NotImplementedError

@@ -1,0 +1,279 @@
+"""The build task: schedule with alternates, spawn, reschedule on failure, or ERROR.
+
+Steps (see ``docs/tasks.md``):
+
+``schedule``
+    Ask the scheduler for a host (claimed) and up to ``max_attempts - 1``
+    alternates (unclaimed), then commit them with the instance placed on the
+    chosen host, going to ``spawn``. NoValidHost ends the task: the
+    instance goes to ERROR with a fault carrying the scheduler's summary
+    (which filter removed how many hosts). Idempotent: the scheduler
+    answers a repeated request for the same instance with the claim it
+    already holds. Rollback: release the instance's claims.
+``spawn``
+    Send ``build_and_run_instance`` to the host of the current try (the
+    message carries task id, step and try, so a repeat is answered, not run
+    again) and wait for the host's report. Success ends the task (compute
+    saved the instance ACTIVE itself). A failure, or no report in time,
+    moves the claim to the next alternate (``SchedulerAPI.claim_alternate``,
+    which also releases the failed host) and commits ``spawn`` again with
+    the next try — the reschedule, recorded as a ``conductor_reschedule``
+    event of the instance's ``create`` action. When no alternate is left,
+    the claims are released and the instance goes to ERROR with a fault
+    naming each host's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks.base import FAULT_MESSAGE_LENGTH, Run, StepDef, Task, expect_report
+from nubes.conductor.tasks.helpers import (
+    chain,
+    instance_object,
+    load_instance,
+    notify_error,
+    set_instance,
+)
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.db.api.tasks import TaskStatus
+from nubes.objects.flavor import Flavor
+from nubes.objects.request_spec import RequestSpec, Selection
+from nubes.objects.states import TaskState, VMState
+
+LOG = logging.getLogger(__name__)
+
+#: task_states a build may find its instance in while it places or re-places it.
+_BUILD_TASK_STATES = (
+    TaskState.SCHEDULING,
+    TaskState.BLOCK_DEVICE_MAPPING,
+    TaskState.NETWORKING,
+    TaskState.SPAWNING,
+    None,
+)
+_SELECTION_FIELDS = (
+    "instance_uuid",
+    "host",
+    "nodename",
+    "compute_node_uuid",
+    "vcpus",
+    "memory_mb",
+    "disk_gb",
+    "policy",
+)
+
+
+def _selection_dict(sel: Selection) -> dict[str, Any]:
+    return {name: getattr(sel, name) for name in _SELECTION_FIELDS if sel.obj_attr_is_set(name)}
+
+
+def request_spec(row: dict[str, Any], payload: dict[str, Any]) -> RequestSpec:
+    """What the scheduler is asked, from the instance row and the build's payload."""
+    image = payload.get("image") or {}
+    properties = {str(k): str(v) for k, v in (image.get("properties") or {}).items()}
+    values: dict[str, Any] = {
+        "instance_uuids": [row["uuid"]],
+        "num_instances": 1,
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "availability_zone": row["availability_zone"],
+        "image_properties": properties,
+    }
+    if payload.get("group"):
+        values["instance_group_uuid"] = payload["group"]
+    return RequestSpec.from_components(
+        flavor=Flavor.from_snapshot(row["flavor"]),
+        scheduler_hints=payload.get("hints") or {},
+        **values,
+    )
+
+
+def failure_message(failures: list[dict[str, Any]], limit: int = FAULT_MESSAGE_LENGTH) -> str:
+    """The fault text of a build that failed everywhere: each host and why.
+
+    Each host's error is shortened so that every host fits in ``limit``
+    characters (the full texts are in the fault's details).
+    """
+    head = f"Build failed on every host tried ({len(failures)}): "
+    share = (limit - len(head)) // max(len(failures), 1) - 2
+    parts = []
+    for f in failures:
+        text = f"{f['host']}: {f['error']}"
+        if len(text) > share:
+            text = text[: max(share - 3, len(f["host"]))] + "..."
+        parts.append(text)
+    return head + "; ".join(parts)
+
+
+def failure_details(failures: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{f['host']}: {f['error']}" for f in failures)
+
+
+class BuildTask(Task):
+    kind = TaskKind.BUILD
+
+    def step_defs(self) -> list[StepDef]:
+        return [
+            StepDef(Step.SCHEDULE, self.schedule, self.release_claims),
+            StepDef(Step.SPAWN, self.spawn),
+        ]
+
+    # -- schedule ----------------------------------------------------------------------
+
+    async def schedule(self, run: Run) -> str | None:
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        scheduler = self.engine.scheduler
+        try:
+            chosen = await scheduler.select_destinations(
+                run.ctxt, request_spec(row, run.payload), [row["uuid"]], True
+            )
+        except exception.NoValidHost as exc:
+            await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
+            return None
+        selections = [_selection_dict(s) for s in chosen[0]][: self.engine.max_attempts]
+        payload = {**run.payload, "selections": selections, "try": 1, "failures": []}
+        run.cache["instance"] = row
+        return await self.place(run, payload)
+
+    async def place(
+        self, run: Run, payload: dict[str, Any], *, reschedule: str | None = None
+    ) -> str:
+        """Commit ``spawn`` for the payload's try: the instance placed on its host."""
+        sel = payload["selections"][payload["try"] - 1]
+        host, node = sel["host"], sel["nodename"]
+        payload = expect_report(
+            payload,
+            step=Step.SPAWN,
+            attempt=payload["try"],
+            host=host,
+            node=node,
+            timeout=self.engine.compute_step_timeout,
+        )
+        # The destination a compute host may set host/node to (authz.py).
+        payload["dest_host"], payload["dest_node"] = host, node
+        values: dict[str, Any] = {"host": host, "node": node}
+        if reschedule is not None:
+            values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
+        placement = set_instance(run, values, expected_task_state=_BUILD_TASK_STATES)
+
+        async def event(conn: AsyncConnection) -> None:
+            await run.event(conn, "conductor_reschedule", details=reschedule)
+
+        step = await run.commit(
+            Step.SPAWN, payload=payload, writes=chain(placement, event if reschedule else None)
+        )
+        cached = run.cache.get("instance")
+        if cached is not None:
+            run.cache["instance"] = {**cached, **values}
+        return step
+
+    async def release_claims(self, run: Run) -> None:
+        if run.instance_uuid is not None:
+            await self.engine.scheduler.release(run.ctxt, run.instance_uuid)
+
+    # -- spawn --------------------------------------------------------------------------
+
+    async def spawn(self, run: Run) -> str | None:
+        payload = run.payload
+        awaited = payload["await"]
+
+        async def send() -> None:
+            row = run.cache.pop("instance", None) or await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            await self.engine.compute.build_and_run_instance(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                awaited["node"],
+                run.id,
+                Step.SPAWN.value,
+                awaited["attempt"],
+                payload.get("image") or {},
+                payload.get("request") or {},
+            )
+
+        outcome = await run.wait_for_report(send)
+        if outcome is None:
+            return run.step  # the deadline passed: drive() expires the task
+        if outcome["ok"]:
+
+            async def done(conn: AsyncConnection) -> None:
+                await run.finish_action(conn)
+
+            await run.finish(TaskStatus.SUCCEEDED, writes=done)
+            return None
+        return await self.reschedule(run, outcome)
+
+    async def reschedule(self, run: Run, outcome: dict[str, Any]) -> str | None:
+        payload = dict(run.payload)
+        failures = [
+            *payload.get("failures", []),
+            {"host": outcome["host"], "error": outcome["error"]},
+        ]
+        selections = payload["selections"]
+        for index in range(payload["try"], len(selections)):
+            sel = selections[index]
+            try:
+                await self.engine.scheduler.claim_alternate(run.ctxt, Selection(**sel))
+            except exception.NoValidHost as exc:
+                failures.append({"host": sel["host"], "error": str(exc)})
+                continue
+            payload.update({"try": index + 1, "failures": failures})
+            why = f"{outcome['host']} failed: {outcome['error']}; trying {sel['host']}"
+            LOG.info("%r: %s", run, why)
+            return await self.place(run, payload, reschedule=why)
+        await self.release_claims(run)
+        payload["failures"] = failures
+        run.payload = payload
+        await self.fail(run, failure_message(failures), details=failure_details(failures))
+        return None
+
+    # -- ending in ERROR ---------------------------------------------------------------------
+
+    async def fail(
+        self,
+        run: Run,
+        message: str,
+        *,
+        event: str = "conductor_build_failed",
+        details: str | None = None,
+    ) -> None:
+        """ERROR with a fault, the action marked failed, the task FAILED, a notification.
+
+        The instance holds no claim any more: its host and node are cleared.
+        """
+        values: dict[str, Any] = {
+            "vm_state": VMState.ERROR,
+            "task_state": None,
+            "host": None,
+            "node": None,
+        }
+
+        async def history(conn: AsyncConnection) -> None:
+            await run.fault(conn, message, details=details)
+            await run.event(conn, event, ok=False, details=details or message)
+            await run.finish_action(conn, ok=False)
+
+        writes = chain(set_instance(run, values, expected_task_state=_BUILD_TASK_STATES), history)
+        await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
+        LOG.info("%r: build failed: %s", run, message)
+        await notify_error(run, "instance.create.error", message)
+
+    async def expire(self, run: Run) -> None:
+        await self.rollback(run)
+        failures = run.payload.get("failures") or []
+        message = "The build did not finish before its deadline"
+        await self.fail(
+            run,
+            message,
+            event="conductor_build_deadline",
+            details=failure_details(failures) if failures else None,
+        )

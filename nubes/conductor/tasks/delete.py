@@ -1,0 +1,125 @@
+"""The delete task: terminate on the instance's host, release its claim, remove the record.
+
+Steps (see ``docs/tasks.md``):
+
+``terminate``
+    With no host (never scheduled, or a build that failed), go straight to
+    ``release``. Otherwise commit the try (host, until when), send
+    ``terminate_instance`` carrying task id, step and try, and wait for the
+    host's report. A failure, or no report in time, ends the task FAILED
+    with the instance in ERROR and a fault: its resources stay claimed,
+    since the host may still run it; the user may delete again.
+``release``
+    Give back every claim the instance holds (``SchedulerAPI.release``,
+    idempotent) and soft-delete the instance with its migrations and group
+    memberships; the ``delete`` action ends. A BUILDING instance is deleted
+    the same way: the API cancelled its build task in the transaction that
+    started the delete, so the build stops at its next write and whatever it
+    had claimed is released here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, expect_report
+from nubes.conductor.tasks.helpers import (
+    chain,
+    instance_object,
+    load_instance,
+    notify_error,
+    set_instance,
+)
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.db.api import instances as instances_api
+from nubes.db.api.tasks import TaskStatus
+from nubes.objects.states import TaskState, VMState
+
+
+class DeleteTask(Task):
+    kind = TaskKind.DELETE
+
+    def step_defs(self) -> list[StepDef]:
+        return [StepDef(Step.TERMINATE, self.terminate), StepDef(Step.RELEASE, self.release)]
+
+    async def terminate(self, run: Run) -> str | None:
+        if not run.payload.get("await"):
+            row = await load_instance(run)
+            if row is None:
+                await run.finish(TaskStatus.SUCCEEDED, writes=self._end_action(run))
+                return None
+            if not row["host"]:
+                return await run.commit(Step.RELEASE)
+            run.cache["instance"] = row
+            payload = expect_report(
+                run.payload,
+                step=Step.TERMINATE,
+                attempt=1,
+                host=row["host"],
+                node=row["node"],
+                timeout=self.engine.compute_step_timeout,
+            )
+            return await run.commit(Step.TERMINATE, payload=payload)
+        awaited = run.payload["await"]
+
+        async def send() -> None:
+            row = run.cache.pop("instance", None) or await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            await self.engine.compute.terminate_instance(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                Step.TERMINATE.value,
+                awaited["attempt"],
+            )
+
+        outcome = await run.wait_for_report(send)
+        if outcome is None:
+            return run.step
+        if outcome["ok"]:
+            return await run.commit(Step.RELEASE)
+        await self.fail(run, f"Deleting on {outcome['host']} failed: {outcome['error']}")
+        return None
+
+    async def release(self, run: Run) -> None:
+        if run.instance_uuid is not None:
+            await self.engine.scheduler.release(run.ctxt, run.instance_uuid)
+
+        async def destroy(conn: AsyncConnection) -> None:
+            assert run.instance_uuid is not None
+            try:
+                await instances_api.destroy(conn, run.instance_uuid)
+            except exception.InstanceNotFound:
+                pass  # a repeated release step
+
+        await run.finish(TaskStatus.SUCCEEDED, writes=chain(destroy, self._end_action(run)))
+
+    @staticmethod
+    def _end_action(run: Run) -> Writes:
+        async def end(conn: AsyncConnection) -> None:
+            await run.finish_action(conn)
+
+        return end
+
+    async def fail(self, run: Run, message: str) -> None:
+        async def history(conn: AsyncConnection) -> None:
+            await run.fault(conn, message)
+            await run.event(conn, "conductor_delete_failed", ok=False, details=message)
+            await run.finish_action(conn, ok=False)
+
+        writes = chain(
+            set_instance(
+                run,
+                {"vm_state": VMState.ERROR, "task_state": None},
+                expected_task_state=[TaskState.DELETING],
+            ),
+            history,
+        )
+        await run.finish(TaskStatus.FAILED, last_error=message, writes=writes)
+        await notify_error(run, "instance.delete.error", message)
+
+    async def expire(self, run: Run) -> None:
+        await self.fail(run, "The delete did not finish before its deadline")

@@ -1,0 +1,313 @@
+"""The task engine: one per conductor process, driving the tasks it holds a lease on.
+
+- **Claiming.** A loop claims tasks and starts a coroutine per task. It is
+  woken at once when this process learns of one (the API's ``kick`` cast
+  names the new tasks; a compute report hands its task over) and otherwise
+  looks every ``[conductor] task_poll_interval`` seconds for claimable
+  tasks: new ones created through another conductor, and ones whose lease
+  ran out because their conductor died. That look is also the deadline
+  sweep: a task past its deadline whose owner is gone is claimed like any
+  other, and the first thing a run checks is the deadline.
+- **Leases.** Every task this process holds, working or waiting for a
+  compute host, has its lease renewed every third of
+  ``task_lease_seconds`` in one transaction. A renewal that finds the lease
+  taken (another conductor adopted the task with a report) stops the local
+  coroutine.
+- **Owner id.** ``<host>:<pid>:<random>``, new for every process, so a
+  restarted conductor never mistakes its predecessor's leases for its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from oslo_config import cfg
+
+from nubes import exception
+from nubes.conductor.tasks.base import Run, Task
+from nubes.conductor.tasks.build import BuildTask
+from nubes.conductor.tasks.delete import DeleteTask
+from nubes.conductor.tasks.power import RebootTask, StartTask, StopTask
+from nubes.db.api import tasks
+from nubes.db.engine import Database
+from nubes.rpc.transport import Transport
+
+LOG = logging.getLogger(__name__)
+
+#: Errors that mean the database or the bus is away for now: retried.
+_AWAY = (exception.DBConnectionError, exception.TransportError, exception.MessagingTimeout)
+#: Tasks claimed per transaction.
+CLAIM_BATCH = 64
+KINDS: tuple[type[Task], ...] = (BuildTask, DeleteTask, StopTask, StartTask, RebootTask)
+
+
+def new_owner_id(host: str) -> str:
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class TaskEngine:
+    """Claims, drives and renews the conductor tasks of one process."""
+
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        *,
+        host: str,
+        conf: cfg.ConfigOpts | None = None,
+        owner: str | None = None,
+        scheduler: Any = None,
+        compute: Any = None,
+        notifier: Any = None,
+    ) -> None:
+        from nubes import config
+
+        conf = conf if conf is not None else config.CONF
+        self.db = db
+        self.transport = transport
+        self.host = host
+        self.owner = owner or new_owner_id(host)
+        opts = conf.conductor
+        self.lease_seconds: float = opts.task_lease_seconds
+        self.poll_interval: float = opts.task_poll_interval
+        self.concurrency: int = opts.task_concurrency
+        self.compute_step_timeout: float = opts.compute_step_timeout
+        self.max_attempts: int = conf.scheduler.max_attempts
+        if scheduler is None:
+            from nubes.scheduler.rpcapi import SchedulerAPI
+
+            scheduler = SchedulerAPI(transport, timeout=conf.rpc_response_timeout)
+        if compute is None:
+            from nubes.compute.rpcapi import ComputeAPI
+
+            compute = ComputeAPI(transport)
+        if notifier is None:
+            from nubes.notifications.notifier import Notifier
+
+            notes = conf.notifications
+            notifier = Notifier(
+                transport,
+                f"conductor:{host}",
+                topic=notes.topic,
+                enabled=notes.driver != "noop",
+            )
+        self.scheduler = scheduler
+        self.compute = compute
+        self.notifier = notifier
+        self.kinds: dict[str, Task] = {k.kind.value: k(self) for k in KINDS}
+        self._runs: dict[int, Run] = {}
+        self._coros: dict[int, asyncio.Task[None]] = {}
+        self._waiters: dict[int, tuple[Run, asyncio.Future[dict[str, Any] | None]]] = {}
+        self._wanted: set[int] = set()
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
+            asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
+        ]
+        LOG.info("task engine %s started", self.owner)
+
+    async def stop(self) -> None:
+        """Stop driving tasks and give their leases up, so another conductor resumes them now."""
+        self._stopping = True
+        pending = {*self._loops, *self._coros.values()}
+        while pending:
+            # A cancellation that lands inside a database call can come back
+            # as a DB error the loop handles; cancel until each has ended.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        self._loops = []
+        held = list(self._runs.values())
+        self._runs.clear()
+        if held:
+            with contextlib.suppress(Exception):
+                async with self.db.writer() as conn:
+                    for run in held:
+                        await tasks.release(conn, run.id, self.owner, attempt=run.attempt)
+        LOG.info("task engine %s stopped (%d leases given up)", self.owner, len(held))
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether this engine takes tasks over now (started, not stopping)."""
+        return bool(self._loops) and not self._stopping
+
+    # -- being told about tasks ----------------------------------------------------------
+
+    def kick(self, task_ids: Iterable[int] = ()) -> None:
+        """Claim these tasks (or look for any) now rather than at the next poll."""
+        self._wanted.update(task_ids)
+        self._wake.set()
+
+    def adopt(self, row: dict[str, Any]) -> None:
+        """Drive a task this engine has just claimed elsewhere (a report handed it over)."""
+        waiting = self._waiters.pop(row["id"], None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(row)
+            return
+        self._start(row)
+
+    async def wait_report(self, run: Run, until: float) -> dict[str, Any] | None:
+        """Wait for ``run``'s compute report until ``until`` (or its deadline); the new row."""
+        timeout = until - time.time()
+        if run.deadline is not None:
+            timeout = min(timeout, run.deadline.timestamp() - time.time())
+        if timeout <= 0:
+            return None
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._waiters[run.id] = (run, future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            current = self._waiters.get(run.id)
+            if current is not None and current[1] is future:
+                del self._waiters[run.id]
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        next_scan = 0.0
+        backoff = self.poll_interval
+        while not self._stopping:
+            if not self._wanted:
+                timeout = max(next_scan - time.monotonic(), 0.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                if self._wanted:
+                    wanted, self._wanted = self._wanted, set()
+                    await self._claim([i for i in wanted if i not in self._runs])
+                if time.monotonic() >= next_scan:
+                    await self._scan()
+                    next_scan = time.monotonic() + self.poll_interval
+                backoff = self.poll_interval
+            except asyncio.CancelledError:
+                raise
+            except _AWAY as exc:
+                LOG.warning("task engine %s cannot claim tasks now: %s", self.owner, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.lease_seconds)
+            except Exception:
+                LOG.exception("task engine %s: claiming failed", self.owner)
+                await asyncio.sleep(backoff)
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._runs)
+
+    async def _scan(self) -> None:
+        while self._free() > 0:
+            async with self.db.reader() as conn:
+                ids = await tasks.list_claimable(conn, limit=min(self._free(), CLAIM_BATCH))
+            if not ids:
+                return
+            claimed = await self._claim(ids)
+            if len(ids) < CLAIM_BATCH or not claimed:
+                return
+
+    async def _claim(self, ids: list[int]) -> int:
+        ids = sorted(ids)[: max(self._free(), 0)]
+        if not ids:
+            return 0
+        rows = []
+        async with self.db.writer() as conn:
+            for task_id in ids:
+                row = await tasks.claim(conn, task_id, self.owner, lease_seconds=self.lease_seconds)
+                if row is not None:
+                    rows.append(row)
+        for row in rows:
+            self._start(row)
+        return len(rows)
+
+    # -- driving --------------------------------------------------------------------------
+
+    def _start(self, row: dict[str, Any]) -> None:
+        old = self._coros.get(row["id"])
+        if old is not None and not old.done():
+            # A report handed us a newer claim of a task we were still working
+            # on: the old coroutine's lease is gone, stop it.
+            previous = self._runs.get(row["id"])
+            if previous is not None:
+                previous.superseded = True
+            old.cancel()
+        run = Run(self, row)
+        self._runs[run.id] = run
+        self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")
+
+    async def _drive(self, run: Run) -> None:
+        kind = self.kinds.get(run.kind)
+        try:
+            if kind is None:
+                raise exception.Invalid(reason=f"no task kind {run.kind!r}")
+            await kind.drive(run)
+        except asyncio.CancelledError:
+            raise
+        except exception.TaskLeaseLost:
+            LOG.info("%r: another conductor took the task over", run)
+        except _AWAY as exc:
+            if run.superseded or self._stopping:
+                # Cancelled inside a database call, which reports it as a
+                # connection error: nothing went wrong.
+                LOG.debug("%r stopped inside a database call: %s", run, exc)
+            else:
+                # The lease runs out and a conductor (maybe this one) resumes it.
+                LOG.warning("%r stopped: %s; it resumes when its lease runs out", run, exc)
+        except Exception:
+            LOG.exception("%r failed; it resumes when its lease runs out", run)
+        finally:
+            if self._runs.get(run.id) is run:
+                del self._runs[run.id]
+                self._coros.pop(run.id, None)
+                self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = [run for run in self._runs.values() if not run.released]
+            if not held:
+                continue
+            lost: list[Run] = []
+            try:
+                async with self.db.writer() as conn:
+                    for run in held:
+                        try:
+                            await tasks.renew_lease(
+                                conn,
+                                run.id,
+                                self.owner,
+                                lease_seconds=self.lease_seconds,
+                                attempt=run.attempt,
+                            )
+                        except exception.TaskLeaseLost:
+                            lost.append(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("task engine %s could not renew its leases: %s", self.owner, exc)
+                continue
+            for run in lost:
+                run.superseded = True
+                if self._runs.get(run.id) is run:
+                    coro = self._coros.get(run.id)
+                    if coro is not None:
+                        coro.cancel()
+                    LOG.info("%r: lease lost, stopped", run)

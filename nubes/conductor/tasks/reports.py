@@ -1,0 +1,82 @@
+"""Recording a compute host's report of a step into its task, whoever owns the task.
+
+``ConductorAPI.step_finished`` lands on any conductor. The report is
+checked against the task row (the host may report only the step and try
+the task awaits from that host: :meth:`~nubes.conductor.authz.Authorizer.
+authorize_step_report`), then written into the payload with a write
+conditioned on what was read (:func:`nubes.db.api.tasks.record_outcome`),
+which also hands the lease to this conductor's engine — or to nobody when
+this process runs no engine — so the report is never lost with a dead owner
+and the task moves on at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nubes import exception
+from nubes.conductor.authz import Authorizer, Caller
+from nubes.conductor.tasks.base import reported
+from nubes.db.api import tasks
+from nubes.db.engine import Database
+
+LOG = logging.getLogger(__name__)
+
+#: Times a report is re-read and retried when the task changed under it.
+RETRIES = 3
+#: Longest error text kept from a report.
+MAX_ERROR = 4000
+
+
+async def record(
+    db: Database,
+    authz: Authorizer,
+    caller: Caller,
+    *,
+    task_id: int,
+    step: str,
+    attempt: int,
+    ok: bool,
+    error: str | None,
+    details: dict[str, Any] | None,
+    owner: str | None,
+    lease_seconds: float,
+) -> dict[str, Any] | None:
+    """Write the report into the task; the task's row if ``owner`` now holds it, else None."""
+    for _ in range(RETRIES):
+        async with db.writer() as conn:
+            try:
+                row = await tasks.get(conn, task_id)
+            except exception.TaskNotFound:
+                row = None
+            awaited = authz.authorize_step_report(caller, task_id, row, step, attempt)
+            assert row is not None
+            payload = dict(row["payload"] or {})
+            if reported(payload) is not None:
+                LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
+                return None
+            payload["outcome"] = {
+                "step": step,
+                "attempt": attempt,
+                "host": awaited.get("host"),
+                "ok": bool(ok),
+                "error": None if error is None else str(error)[:MAX_ERROR],
+                "details": details or {},
+            }
+            new = await tasks.record_outcome(
+                conn,
+                task_id,
+                step=row["step"],
+                attempt=row["attempt"],
+                owner=row["owner"],
+                payload=payload,
+                new_owner=owner,
+                lease_seconds=lease_seconds,
+            )
+        if new is not None:
+            return new if owner is not None else None
+    LOG.warning(
+        "task %s: report of %s try %s lost a race %d times", task_id, step, attempt, RETRIES
+    )
+    return None

@@ -1,0 +1,112 @@
+"""Publishing notifications as JSON on the bus.
+
+A notification is one JSON document (UTF-8), so a plain AMQP consumer reads
+it without nubes's codecs::
+
+    {"message_id": "...", "publisher_id": "compute:host-1",
+     "event_type": "instance.create.end", "priority": "INFO",
+     "timestamp": "2025-01-01T12:00:00.123456+00:00", "request_id": "req-...",
+     "payload": {"nubes_object.name": "InstanceActionPayload",
+                 "nubes_object.version": "1.0", "nubes_object.data": {...}}}
+
+It is cast to ``Target(<topic>)``: on rabbit:// that is a persistent message
+in the durable queue of that name (``notifications`` by default), kept until
+someone reads it; on memory:// it waits on the in-process bus. Publishing
+never fails the operation it reports on: a bus error is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from nubes.objects.base import VersionedObject
+from nubes.rpc.transport import Target, Transport
+
+if TYPE_CHECKING:
+    from nubes.context import RequestContext
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "notifications"
+CONTENT_TYPE = "application/json"
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class Priority(enum.StrEnum):
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+class Notifier:
+    """Sends notifications as ``publisher_id`` (``<binary>:<host>``, Nova's style).
+
+    ``enabled=False`` makes every method a no-op (``[notifications] driver = noop``).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        publisher_id: str,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        enabled: bool = True,
+    ) -> None:
+        self.transport = transport
+        self.publisher_id = publisher_id
+        self.enabled = enabled
+        self._target = Target(topic)
+        self._label = f"{topic} notification"
+
+    def encode(
+        self,
+        ctxt: RequestContext | None,
+        event_type: str,
+        payload: VersionedObject,
+        priority: Priority = Priority.INFO,
+    ) -> bytes:
+        """The JSON body of one notification."""
+        payload.obj_reset_changes(recursive=True)
+        body = {
+            "message_id": str(uuid.uuid4()),
+            "publisher_id": self.publisher_id,
+            "event_type": event_type,
+            "priority": str(priority),
+            "timestamp": dt.datetime.now(dt.UTC),
+            "request_id": None if ctxt is None else ctxt.request_id,
+            "payload": payload.obj_to_primitive(),
+        }
+        return _ENCODER.encode(body)
+
+    async def notify(
+        self,
+        ctxt: RequestContext | None,
+        event_type: str,
+        payload: VersionedObject,
+        priority: Priority = Priority.INFO,
+    ) -> None:
+        if not self.enabled:
+            return
+        try:
+            body = self.encode(ctxt, event_type, payload, priority)
+            await self.transport.cast(self._target, body, label=self._label)
+        except Exception as exc:
+            # A notification is a report, not part of the operation.
+            LOG.warning("Could not send %s notification: %s", event_type, exc)
+
+    async def info(
+        self, ctxt: RequestContext | None, event_type: str, payload: VersionedObject
+    ) -> None:
+        await self.notify(ctxt, event_type, payload, Priority.INFO)
+
+    async def error(
+        self, ctxt: RequestContext | None, event_type: str, payload: VersionedObject
+    ) -> None:
+        await self.notify(ctxt, event_type, payload, Priority.ERROR)

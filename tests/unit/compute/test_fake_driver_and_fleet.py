@@ -1,0 +1,148 @@
+"""The fake driver's contract, the resource tracker, and a fleet of fake hosts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from nubes import config, exception
+from nubes.compute.launcher import fake_fleet
+from nubes.compute.virt import load_driver
+from nubes.compute.virt.fake import FAULTS, FakeDriver, FakeFaults
+from nubes.context import RequestContext
+from nubes.objects.compute_node import ComputeNode
+from nubes.objects.instance import Instance
+from nubes.objects.states import PowerState
+from nubes.testing.cloud import Cloud
+from tests.unit.compute.conftest import ComputeHarness
+
+UUID = "6f1c5b8e-9b8a-4e0a-9a8e-3c0d2b1f0a11"
+
+
+def _inst() -> Instance:
+    return Instance(uuid=UUID, vcpus=2, memory_mb=1024, root_gb=10)
+
+
+async def test_fake_lifecycle_is_idempotent_where_it_says_so():
+    driver = FakeDriver("h1", faults=FakeFaults())
+    ctxt = RequestContext()
+    inst = _inst()
+    await driver.spawn(ctxt, inst, {}, {})
+    assert await driver.list_instances() == [UUID]
+    assert (await driver.get_info(inst)).state == PowerState.RUNNING
+    with pytest.raises(exception.Conflict):
+        await driver.spawn(ctxt, inst, {}, {})
+    await driver.power_off(inst)
+    await driver.power_off(inst)
+    assert (await driver.get_info(inst)).state == PowerState.SHUTDOWN
+    await driver.power_on(ctxt, inst)
+    await driver.reboot(ctxt, inst, "HARD")
+    metrics = await driver.get_host_metrics("h1")
+    assert 0 < metrics["cpu.percent"] <= 100
+    await driver.destroy(ctxt, inst)
+    await driver.destroy(ctxt, inst)
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.get_info(inst)
+
+
+async def test_live_migration_fails_halfway_when_told():
+    faults = FakeFaults(fail_live_migration_hosts={"src"})
+    src, dst = FakeDriver("src", faults=faults), FakeDriver("dst", faults=faults)
+    ctxt = RequestContext()
+    inst = _inst()
+    await src.spawn(ctxt, inst, {}, {})
+    data = await dst.check_can_live_migrate_destination(ctxt, inst)
+    data = await src.check_can_live_migrate_source(ctxt, inst, data)
+    data = await dst.pre_live_migration(ctxt, inst, data)
+    seen: list[int] = []
+
+    async def progress(percent: int) -> None:
+        seen.append(percent)
+
+    with pytest.raises(exception.VirtDriverError):
+        await src.live_migration(ctxt, inst, "dst", data, progress)
+    assert seen == [50]
+    await dst.rollback_live_migration_at_destination(ctxt, inst, data)
+    assert UUID in src.instances
+
+    faults.fail_live_migration_hosts.clear()
+    await src.live_migration(ctxt, inst, "dst", data, progress)
+    assert seen == [50, 50, 100]
+    await dst.post_live_migration_at_destination(ctxt, inst, data)
+    await src.post_live_migration(ctxt, inst, data)
+    assert UUID in dst.instances and UUID not in src.instances
+
+
+async def test_spawn_delay_and_shared_fault_registry():
+    driver = FakeDriver("slow")
+    assert driver.faults is FAULTS
+    try:
+        FAULTS.spawn_delay = 0.05
+        FAULTS.fail_spawn = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(exception.VirtDriverError):
+            await driver.spawn(RequestContext(), _inst(), {}, {})
+        assert loop.time() - started >= 0.05
+    finally:
+        FAULTS.reset()
+    assert FAULTS == FakeFaults()
+
+
+def test_unknown_driver_is_a_config_error():
+    with pytest.raises(exception.ConfigError):
+        load_driver("libvirt-someday", "h1")
+    assert isinstance(load_driver("fake", "h1", vcpus=4), FakeDriver)
+
+
+async def test_resource_tracker_reports_capacity_and_metrics(compute: ComputeHarness):
+    ctxt = RequestContext()
+    node = await ComputeNode.get_by_host_and_nodename(ctxt, compute.name, compute.name)
+    assert (node.vcpus, node.memory_mb, node.local_gb) == (16, 65536, 1000)
+    assert node.hypervisor_type == "fake" and node.metrics == {"cpu.percent": 0.0}
+    inst = await compute.instance(vm_state="active", vcpus=4, power_state=1)
+    compute.driver.add_instance(inst)
+    await compute.run(compute.node.tracker.update_available_resource, ctxt)
+    node = await ComputeNode.get_by_host_and_nodename(ctxt, compute.name, compute.name)
+    assert node.running_vms == 1
+    assert node.metrics == {"cpu.percent": 6.25}
+    assert node.stats is not None and node.stats["instances_vcpus"] == 4
+    # Usage columns belong to the scheduler's claims.
+    assert node.vcpus_used == 0
+
+
+async def test_a_fleet_of_fake_hosts_each_with_its_own_identity_and_node(cloud: Cloud):
+    conf = config.new_config()
+    conf([], default_config_files=[])
+    conf.set_override("transport_url", cloud.url_for("compute.x"))
+    conf.set_override("report_interval", 60)
+    conf.set_override("resource_update_interval", 0, group="compute")
+    services = fake_fleet(conf, 5, "fleet-")
+    ctxt = RequestContext()
+
+    async def nodes() -> list[ComputeNode]:
+        found = []
+        for i in range(5):
+            try:
+                found.append(
+                    await ComputeNode.get_by_host_and_nodename(ctxt, f"fleet-{i}", f"fleet-{i}")
+                )
+            except exception.ComputeHostNotFound:
+                pass
+        return found
+
+    try:
+        for svc in services:
+            await svc.start()
+        assert [svc.transport.identity for svc in services] == [
+            f"compute.fleet-{i}" for i in range(5)
+        ]
+        for _ in range(250):
+            if len(await nodes()) == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(n.host for n in await nodes()) == [f"fleet-{i}" for i in range(5)]
+    finally:
+        for svc in services:
+            await svc.stop()

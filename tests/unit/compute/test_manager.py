@@ -1,0 +1,227 @@
+"""The compute manager's steps, through a real conductor, with the fake driver."""
+
+from __future__ import annotations
+
+import itertools
+
+from nubes.compute.rpcapi import ComputeAPI
+from nubes.context import RequestContext
+from nubes.objects.instance import Instance
+from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
+from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.testing.cloud import Cloud
+from tests.unit.compute.conftest import ComputeHarness, NotificationSink
+
+_tasks = itertools.count(1)
+
+
+async def _action(ctxt: RequestContext, inst: Instance, action: str) -> None:
+    await InstanceAction.action_start(ctxt, inst.uuid, action)
+
+
+async def _events(ctxt: RequestContext, inst: Instance) -> list[InstanceActionEvent]:
+    action = await InstanceAction.get_by_request_id(ctxt, inst.uuid, ctxt.request_id)
+    return await InstanceActionEvent.get_by_action(ctxt, action.id)
+
+
+async def _build(
+    compute: ComputeHarness, inst: Instance, ctxt: RequestContext, task_id: int
+) -> None:
+    await compute.run(
+        compute.node.manager.build_and_run_instance,
+        ctxt,
+        instance=inst,
+        node=compute.name,
+        task_id=task_id,
+        step="build",
+        attempt=1,
+        image={"id": "img"},
+        request={},
+    )
+
+
+async def test_build_runs_the_instance_and_reports(compute: ComputeHarness, sink: NotificationSink):
+    ctxt = RequestContext(user_id="u1", project_id="p1")
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    await _action(ctxt, inst, "create")
+    task_id = next(_tasks)
+    await _build(compute, inst, ctxt, task_id)
+
+    (report,) = await compute.steps.wait(task_id)
+    assert report["ok"] and report["step"] == "build" and report["attempt"] == 1
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
+    assert saved.power_state == PowerState.RUNNING
+    assert saved.launched_at is not None and saved.launched_on == compute.name
+    assert inst.uuid in compute.driver.instances
+    (event,) = await _events(ctxt, inst)
+    assert event.event == "compute_build_and_run_instance"
+    assert event.result == "Success" and event.host == compute.name
+    assert event.start_time is not None and event.finish_time is not None
+    assert sink.event_types(inst.uuid) == [
+        "instance.create.start",
+        "instance.update",
+        "instance.create.end",
+    ]
+    end = sink.messages[-1]
+    assert end["publisher_id"] == f"compute:{compute.name}"
+    assert end["request_id"] == ctxt.request_id
+    assert end["payload"]["nubes_object.name"] == "InstanceActionPayload"
+    assert end["payload"]["nubes_object.data"]["state"] == "active"
+
+
+async def test_failed_spawn_hands_the_instance_back(
+    compute: ComputeHarness, sink: NotificationSink
+):
+    compute.faults.fail_spawn_hosts.add(compute.name)
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    await _action(ctxt, inst, "create")
+    task_id = next(_tasks)
+    await _build(compute, inst, ctxt, task_id)
+
+    (report,) = await compute.steps.wait(task_id)
+    assert not report["ok"] and "injected" in report["error"]
+    assert report["details"] == {"exception": "VirtDriverError"}
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SCHEDULING)
+    assert saved.fault is not None and "injected" in (saved.fault.message or "")
+    assert saved.fault.host == compute.name
+    assert compute.driver.instances == {}
+    (event,) = await _events(ctxt, inst)
+    assert event.result == "Error" and event.traceback
+    assert sink.event_types(inst.uuid)[-1] == "instance.create.error"
+    error = sink.messages[-1]
+    assert error["priority"] == "ERROR"
+    fault = error["payload"]["nubes_object.data"]["fault"]["nubes_object.data"]
+    assert fault["exception"] == "VirtDriverError"
+
+
+async def test_a_repeated_step_is_answered_not_redone(compute: ComputeHarness):
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    task_id = next(_tasks)
+    spawns = 0
+    real_spawn = compute.driver.spawn
+
+    async def counting_spawn(*args, **kwargs):
+        nonlocal spawns
+        spawns += 1
+        await real_spawn(*args, **kwargs)
+
+    compute.driver.spawn = counting_spawn  # type: ignore[method-assign]
+    await _build(compute, inst, ctxt, task_id)
+    await _build(compute, inst, ctxt, task_id)
+    reports = await compute.steps.wait(task_id, count=2)
+    assert [r["ok"] for r in reports] == [True, True]
+    assert spawns == 1
+
+
+async def test_after_a_restart_a_build_already_done_reports_ok(compute: ComputeHarness):
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    await _build(compute, inst, ctxt, 77)
+    await compute.steps.wait(77)
+    again = await compute.restart()
+    assert len(again.node.manager.steps) == 0
+    stale = await again.reload(inst.uuid)
+    await _build(again, stale, ctxt, 77)
+    reports = await again.steps.wait(77, count=2)
+    assert reports[-1]["ok"] and reports[-1]["details"] == {"already_done": True}
+    assert list(again.driver.instances) == [inst.uuid]
+
+
+async def test_terminate_removes_the_guest_and_marks_deleted(
+    compute: ComputeHarness, sink: NotificationSink
+):
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="active", task_state="deleting")
+    compute.driver.add_instance(inst)
+    await _action(ctxt, inst, "delete")
+    task_id = next(_tasks)
+    args = {"instance": inst, "task_id": task_id, "step": "delete", "attempt": 1}
+    await compute.run(compute.node.manager.terminate_instance, ctxt, **args)
+    (report,) = await compute.steps.wait(task_id)
+    assert report["ok"]
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.DELETED, None)
+    assert saved.terminated_at is not None and saved.power_state == PowerState.NOSTATE
+    assert compute.driver.instances == {}
+    assert sink.event_types(inst.uuid) == [
+        "instance.delete.start",
+        "instance.update",
+        "instance.delete.end",
+    ]
+    (event,) = await _events(ctxt, inst)
+    assert event.event == "compute_terminate_instance" and event.result == "Success"
+
+
+async def test_stop_start_and_reboot(compute: ComputeHarness, sink: NotificationSink):
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="active", power_state=PowerState.RUNNING)
+    compute.driver.add_instance(inst)
+    manager = compute.node.manager
+
+    async def step(method, name, **extra):
+        task_id = next(_tasks)
+        current = await compute.reload(inst.uuid)
+        args = {"instance": current, "task_id": task_id, "step": name, "attempt": 1, **extra}
+        await compute.run(method, ctxt, **args)
+        (report,) = await compute.steps.wait(task_id)
+        return report, await compute.reload(inst.uuid)
+
+    report, saved = await step(manager.stop_instance, "stop")
+    assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.STOPPED, None)
+    assert saved.power_state == PowerState.SHUTDOWN
+    assert compute.driver.instances[inst.uuid].state == PowerState.SHUTDOWN
+
+    report, saved = await step(manager.start_instance, "start")
+    assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
+    assert compute.driver.instances[inst.uuid].state == PowerState.RUNNING
+
+    report, saved = await step(manager.reboot_instance, "reboot", reboot_type="SOFT")
+    assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
+
+    compute.faults.fail_reboot_hosts.add(compute.name)
+    report, saved = await step(manager.reboot_instance, "reboot", reboot_type="HARD")
+    assert not report["ok"]
+    assert (saved.vm_state, saved.task_state) == (VMState.ERROR, None)
+    types = sink.event_types(inst.uuid)
+    for expected in (
+        "instance.power_off.start",
+        "instance.power_off.end",
+        "instance.power_on.end",
+        "instance.reboot.end",
+        "instance.reboot.error",
+    ):
+        assert expected in types
+
+
+async def test_a_transition_the_table_forbids_is_refused(compute: ComputeHarness):
+    # Starting an instance that is still being built: the table says no.
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="spawning")
+    task_id = next(_tasks)
+    args = {"instance": inst, "task_id": task_id, "step": "start", "attempt": 1}
+    await compute.run(compute.node.manager.start_instance, ctxt, **args)
+    (report,) = await compute.steps.wait(task_id)
+    assert not report["ok"]
+    assert report["details"] == {"exception": "InvalidInstanceTransition"}
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
+
+
+async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness):
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    api = ComputeAPI(cloud.conductor.transport)
+    await api.build_and_run_instance(
+        ctxt, compute.name, inst, compute.name, 501, "build", 1, {"id": "img"}, {}
+    )
+    (report,) = await compute.steps.wait(501)
+    assert report["ok"]
+    await api.stop_instance(ctxt, compute.name, await compute.reload(inst.uuid), 502, "stop", 1)
+    (report,) = await compute.steps.wait(502)
+    assert report["ok"]
+    saved = await compute.reload(inst.uuid)
+    assert saved.vm_state == VMState.STOPPED

@@ -1,0 +1,172 @@
+"""Restart repair: one test per row of the table in docs/compute.md."""
+
+from __future__ import annotations
+
+from nubes.compute.repair import Row, classify
+from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.testing.cloud import Cloud
+from tests.unit.compute.conftest import start_host
+
+
+async def _repair(cloud: Cloud, driver_state: PowerState | None, **db: object):
+    """An instance in ``db`` state whose guest is in ``driver_state`` (None: no
+    guest), on a host that then (re)starts; returns (row, instance, driver)."""
+    harness = await start_host(cloud, "rep", init=False)
+    inst = await harness.instance(**db)
+    if driver_state is not None:
+        harness.driver.add_instance(inst, driver_state)
+    await harness.run(harness.node.init_host)
+    report = harness.node.repair_report
+    assert report is not None and not report.failed, report
+    saved = await harness.reload(inst.uuid)
+    return report.rows[inst.uuid], saved, harness.driver
+
+
+async def test_delete_half_done(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.RUNNING, vm_state="active", task_state="deleting"
+    )
+    assert row is Row.DELETE_HALF_DONE
+    assert (inst.vm_state, inst.task_state) == (VMState.DELETED, None)
+    assert inst.terminated_at is not None
+    assert driver.instances == {}
+
+
+async def test_deleted_not_reaped(cloud: Cloud):
+    row, inst, driver = await _repair(cloud, PowerState.SHUTDOWN, vm_state="deleted")
+    assert row is Row.DELETED_NOT_REAPED
+    assert inst.vm_state == VMState.DELETED
+    assert driver.instances == {}
+
+
+async def test_spawn_not_started(cloud: Cloud):
+    row, inst, driver = await _repair(cloud, None, vm_state="building", task_state="spawning")
+    assert row is Row.SPAWN_NOT_STARTED
+    # Left for the build step, which the conductor repeats.
+    assert (inst.vm_state, inst.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
+    assert driver.instances == {}
+
+
+async def test_spawn_finished_but_unrecorded(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.RUNNING, vm_state="building", task_state="spawning"
+    )
+    assert row is Row.SPAWN_FINISHED_UNRECORDED
+    assert (inst.vm_state, inst.task_state) == (VMState.ACTIVE, None)
+    assert inst.power_state == PowerState.RUNNING and inst.launched_at is not None
+    assert inst.uuid in driver.instances
+
+
+async def test_spawn_cut_off_mid_way(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.NOSTATE, vm_state="building", task_state="spawning"
+    )
+    assert row is Row.SPAWN_CUT_OFF
+    assert (inst.vm_state, inst.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
+    assert driver.instances == {}
+
+
+async def test_power_off_cut_off(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.RUNNING, vm_state="active", task_state="powering-off"
+    )
+    assert row is Row.POWER_OFF_CUT_OFF
+    assert (inst.vm_state, inst.task_state) == (VMState.STOPPED, None)
+    assert driver.instances[inst.uuid].state == PowerState.SHUTDOWN
+
+
+async def test_power_on_cut_off(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.SHUTDOWN, vm_state="stopped", task_state="powering-on"
+    )
+    assert row is Row.POWER_ON_CUT_OFF
+    assert (inst.vm_state, inst.task_state) == (VMState.ACTIVE, None)
+    assert driver.instances[inst.uuid].state == PowerState.RUNNING
+
+
+async def test_reboot_cut_off(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.SHUTDOWN, vm_state="active", task_state="reboot_started"
+    )
+    assert row is Row.REBOOT_CUT_OFF
+    assert (inst.vm_state, inst.task_state) == (VMState.ACTIVE, None)
+    assert inst.power_state == PowerState.RUNNING
+    assert driver.instances[inst.uuid].state == PowerState.RUNNING
+
+
+async def test_move_in_progress_is_left_to_the_conductor(cloud: Cloud):
+    row, inst, driver = await _repair(
+        cloud, PowerState.RUNNING, vm_state="active", task_state="migrating"
+    )
+    assert row is Row.MOVE_IN_PROGRESS
+    assert (inst.vm_state, inst.task_state) == (VMState.ACTIVE, TaskState.MIGRATING)
+    assert inst.uuid in driver.instances
+
+
+async def test_guest_missing(cloud: Cloud):
+    row, inst, _ = await _repair(cloud, None, vm_state="active", power_state=1)
+    assert row is Row.GUEST_MISSING
+    assert (inst.vm_state, inst.task_state) == (VMState.ERROR, None)
+    assert inst.power_state == PowerState.NOSTATE
+    assert inst.fault is not None and "gone" in (inst.fault.message or "")
+
+
+async def test_guest_shut_down_by_itself(cloud: Cloud):
+    row, inst, _ = await _repair(cloud, PowerState.SHUTDOWN, vm_state="active", power_state=1)
+    assert row is Row.GUEST_SHUT_DOWN
+    assert (inst.vm_state, inst.task_state) == (VMState.STOPPED, None)
+    assert inst.power_state == PowerState.SHUTDOWN
+
+
+async def test_guest_running_when_stopped(cloud: Cloud):
+    row, inst, driver = await _repair(cloud, PowerState.RUNNING, vm_state="stopped", power_state=1)
+    assert row is Row.GUEST_RUNNING_WHEN_STOPPED
+    assert inst.vm_state == VMState.STOPPED and inst.power_state == PowerState.SHUTDOWN
+    assert driver.instances[inst.uuid].state == PowerState.SHUTDOWN
+
+
+async def test_in_sync_only_refreshes_the_power_state(cloud: Cloud):
+    row, inst, _ = await _repair(cloud, PowerState.RUNNING, vm_state="active", power_state=0)
+    assert row is Row.IN_SYNC
+    assert (inst.vm_state, inst.task_state) == (VMState.ACTIVE, None)
+    assert inst.power_state == PowerState.RUNNING
+
+
+async def test_guest_unknown_to_the_database_is_reaped(cloud: Cloud):
+    harness = await start_host(cloud, "rep", init=False)
+    elsewhere = await harness.instance(host="other-host", node="other-node", vm_state="active")
+    harness.driver.add_instance(elsewhere)
+    await harness.run(harness.node.init_host)
+    report = harness.node.repair_report
+    assert report is not None
+    assert report.rows == {elsewhere.uuid: Row.UNKNOWN_TO_DB}
+    assert harness.driver.instances == {}
+    untouched = await harness.reload(elsewhere.uuid)
+    assert untouched.vm_state == VMState.ACTIVE
+
+
+def test_every_row_has_a_test():
+    tested = {
+        Row.DELETE_HALF_DONE,
+        Row.DELETED_NOT_REAPED,
+        Row.SPAWN_NOT_STARTED,
+        Row.SPAWN_FINISHED_UNRECORDED,
+        Row.SPAWN_CUT_OFF,
+        Row.POWER_OFF_CUT_OFF,
+        Row.POWER_ON_CUT_OFF,
+        Row.REBOOT_CUT_OFF,
+        Row.MOVE_IN_PROGRESS,
+        Row.GUEST_MISSING,
+        Row.GUEST_SHUT_DOWN,
+        Row.GUEST_RUNNING_WHEN_STOPPED,
+        Row.IN_SYNC,
+        Row.UNKNOWN_TO_DB,
+    }
+    assert tested == set(Row)
+
+
+def test_classify_is_total():
+    for vm in VMState:
+        for task in (None, *TaskState):
+            for power in (None, *PowerState):
+                assert classify(vm, task, power) in set(Row)

@@ -1,0 +1,199 @@
+"""The task engine: takeover of expired leases, reports without an owner,
+deadlines, step timeouts, and who may report or kick."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from nubes import exception
+from nubes.compute.virt.fake import FakeFaults
+from nubes.conductor.manager import ConductorManager
+from nubes.conductor.tasks import base
+from nubes.conductor.tasks.engine import TaskEngine
+from nubes.context import RequestContext
+from nubes.db.api import compute_nodes, tasks
+from nubes.db.api.tasks import TaskStatus
+from nubes.testing.allinone import AllInOne
+from tests.unit.conductor.conftest import IMAGE, start_cloud
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def _task(cloud: AllInOne, uuid: str) -> dict:
+    async with cloud.db.reader() as conn:
+        found = await tasks.list_for_instance(conn, uuid)
+    return found[-1]
+
+
+async def _until(check, timeout: float = 20.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(interval)
+
+
+def _crash(engine: TaskEngine) -> None:
+    """Stop an engine the way kill -9 would: no lease is given up."""
+    engine._stopping = True
+    for task in (*engine._loops, *engine._coros.values()):
+        task.cancel()
+    engine._loops = []
+    engine._runs.clear()
+
+
+async def test_a_task_whose_conductor_died_is_taken_over(
+    cloud: AllInOne, ctxt: RequestContext
+) -> None:
+    engine = cloud.engines[0]
+    await engine.stop()
+    (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+    task = await _task(cloud, inst.uuid)
+    async with cloud.db.writer() as conn:
+        # A conductor that claimed it and died at once.
+        await tasks.claim(conn, task["id"], "dead:1:x", lease_seconds=0.3)
+    await engine.start()
+    await cloud.wait_tasks([inst.uuid], timeout=20)
+    done = await _task(cloud, inst.uuid)
+    assert done["status"] == TaskStatus.SUCCEEDED
+    assert done["attempt"] >= 2  # the dead claim, then ours
+    (row,) = await cloud.instances([inst.uuid])
+    assert row["vm_state"] == "active"
+
+
+async def test_a_report_to_a_task_nobody_owns_is_kept_for_the_next_owner(
+    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+) -> None:
+    cloud = await start_cloud(tmp_path)
+    try:
+        faults.spawn_delay = 0.5
+        (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+
+        async def spawning() -> bool:
+            (row,) = await cloud.instances([inst.uuid])
+            return row["task_state"] == "spawning"
+
+        await _until(spawning)
+        engine = cloud.engines[0]
+        _crash(engine)  # while it waits for the host's report
+
+        async def reported() -> dict | None:
+            task = await _task(cloud, inst.uuid)
+            return task if (task["payload"] or {}).get("outcome") else None
+
+        task = await _until(reported)
+        assert task["status"] == TaskStatus.RUNNING and task["owner"] is None
+        assert task["payload"]["outcome"]["ok"] is True
+        # The next conductor to look finishes the build from the row alone.
+        fresh = TaskEngine(cloud.db, engine.transport, host="ctl-new", conf=cloud.conf)
+        await fresh.start()
+        try:
+            await cloud.wait_tasks([inst.uuid])
+        finally:
+            await fresh.stop()
+        assert (await _task(cloud, inst.uuid))["status"] == TaskStatus.SUCCEEDED
+    finally:
+        await cloud.stop()
+
+
+async def test_a_build_past_its_deadline_ends_in_error_with_its_claim_released(
+    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+) -> None:
+    cloud = await start_cloud(tmp_path, conductor={"build_deadline": 1.0})
+    try:
+        faults.spawn_delay = 3.0
+        (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+        await cloud.wait_tasks([inst.uuid], timeout=10)
+        task = await _task(cloud, inst.uuid)
+        assert task["status"] == TaskStatus.FAILED
+        assert "deadline" in task["last_error"]
+        (row,) = await cloud.instances([inst.uuid])
+        assert (row["vm_state"], row["task_state"], row["host"]) == ("error", None, None)
+        async with cloud.db.reader() as conn:
+            for node in await compute_nodes.get_all(conn):
+                assert await compute_nodes.allocations_get_by_node(conn, node["id"]) == []
+        # The late spawn does not bring it back.
+        await asyncio.sleep(3.0)
+        (row,) = await cloud.instances([inst.uuid])
+        assert row["vm_state"] == "error"
+    finally:
+        await cloud.stop()
+
+
+async def test_a_host_that_never_reports_counts_as_a_failure(
+    tmp_path: Path, ctxt: RequestContext
+) -> None:
+    cloud = await start_cloud(tmp_path, hosts=0, conductor={"compute_step_timeout": 1.0})
+    try:
+        await cloud.add_hosts(["mute"], capacity={"vcpus": 1024, "memory_mb": 2**22})
+        await cloud.add_hosts(["speaks"])
+        await cloud.stop_host("mute")  # still "up" to the scheduler, but deaf
+        (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+        await cloud.wait_tasks([inst.uuid], timeout=20)
+        (row,) = await cloud.instances([inst.uuid])
+        assert (row["vm_state"], row["host"]) == ("active", "speaks")
+        task = await _task(cloud, inst.uuid)
+        (failure,) = task["payload"]["failures"]
+        assert failure["host"] == "mute" and "did not report" in failure["error"]
+    finally:
+        await cloud.stop()
+
+
+async def test_reports_are_authorised_against_the_task(
+    cloud: AllInOne, ctxt: RequestContext, faults: FakeFaults, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = cloud.engines[0]
+    faults.spawn_delay = 2.0
+    (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+
+    async def waiting() -> dict | None:
+        task = await _task(cloud, inst.uuid)
+        return task if task["step"] == "spawn" else None
+
+    task = await _until(waiting)
+    awaited = task["payload"]["await"]
+    mgr = ConductorManager(cloud.db, engine=engine)
+    other = "fake-1" if awaited["host"] == "fake-0" else "fake-0"
+
+    def as_host(host: str) -> RequestContext:
+        return RequestContext(caller=f"compute.{host}")
+
+    refused = [
+        (other, awaited["step"], awaited["attempt"]),  # not the host the task awaits
+        (awaited["host"], "schedule", awaited["attempt"]),  # not the step
+        (awaited["host"], awaited["step"], awaited["attempt"] + 1),  # not the try
+    ]
+    with caplog.at_level(logging.WARNING, logger="nubes.audit"):
+        for host, step, attempt in refused:
+            with pytest.raises(exception.Forbidden):
+                await mgr.step_finished(as_host(host), task["id"], step, attempt, ok=False)
+        with pytest.raises(exception.Forbidden):
+            await mgr.step_finished(as_host(other), 999_999, "spawn", 1, ok=True)
+        with pytest.raises(exception.Forbidden):
+            await mgr.kick(as_host(other), [task["id"]])
+    audit = [r.getMessage() for r in caplog.records if r.name == "nubes.audit"]
+    assert len(audit) == 5
+    assert all("step_finished" in line or "kick" in line for line in audit)
+    # Nothing was written into the task by the refused reports.
+    assert "outcome" not in (await _task(cloud, inst.uuid))["payload"]
+    await cloud.wait_tasks([inst.uuid], timeout=20)
+    assert (await _task(cloud, inst.uuid))["status"] == TaskStatus.SUCCEEDED
+
+
+def test_the_crash_hook_is_inert_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(base.os, "_exit", exits.append)
+    base.crash_point("build:after:schedule")
+    assert exits == []
+    monkeypatch.setattr(base, "CRASH_POINTS", frozenset({"build:after:schedule"}))
+    base.crash_point("build:after:spawn")
+    base.crash_point("build:after:schedule")
+    assert exits == [base.CRASH_EXIT_CODE]
