@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import random
 import signal
 from collections.abc import Iterable
@@ -209,13 +210,29 @@ class Service:
             await asyncio.sleep(delay)
 
 
+#: Seconds one service may take to stop before the rest go on without it.
+STOP_TIMEOUT = 20.0
+
+
 async def run_until_signalled(services: list[Service], ready: asyncio.Event | None = None) -> None:
-    """Start ``services``, wait for SIGINT/SIGTERM, stop them in reverse order."""
+    """Start ``services``, wait for SIGINT/SIGTERM, stop them in reverse order.
+
+    A second signal while stopping exits at once: an operator who presses
+    Ctrl-C twice means it, and the durable tasks and broker redelivery make
+    an abrupt stop safe.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            LOG.warning("second signal: exiting without waiting for services to stop")
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     started: list[Service] = []
     try:
         for svc in services:
@@ -226,4 +243,12 @@ async def run_until_signalled(services: list[Service], ready: asyncio.Event | No
         await stop.wait()
     finally:
         for svc in reversed(started):
-            await svc.stop()
+            try:
+                await asyncio.wait_for(svc.stop(), STOP_TIMEOUT)
+            except TimeoutError:
+                LOG.error(
+                    "%s on %s did not stop within %s s; going on without it",
+                    svc.binary,
+                    svc.host,
+                    STOP_TIMEOUT,
+                )
