@@ -1,0 +1,425 @@
+"""A cloud of real ``nubes`` processes on RabbitMQ and PostgreSQL, for crash tests.
+
+Each service runs as its own ``python -m nubes.cmd.main`` process with its
+own broker user (``conductor.<host>``, ``scheduler.<host>``,
+``compute.<host>``) and config file; compute hosts get no database
+connection. Everything a run makes is its own and is removed at the end:
+
+- a RabbitMQ **virtual host** (``nubes-<run>``) holding every queue and
+  exchange of the run, so the fixed topic queues (``conductor``,
+  ``scheduler``, ``compute``) of concurrent runs never mix and deleting the
+  vhost deletes exactly what the run declared;
+- one broker user per identity, named by the identity with the run's id in
+  the host name (created in one ``rabbitmqctl import_definitions``);
+- a scratch PostgreSQL database (``nubes_crash_<run>``), migrated with
+  ``db_sync``.
+
+Each compute host is a ``nubes compute`` process of its own: a fleet in one
+process (``--fake-hosts``) would log in to the broker as one user, and the
+conductor tells hosts apart by their broker user::
+
+    cloud = ProcessCloud(rabbit_url, postgres_url, tmp_path, options={...})
+    await cloud.setup()
+    await cloud.start_scheduler()
+    conductor = await cloud.start_conductor("a", crash_at="build:after:schedule")
+    await cloud.start_computes()
+    ...
+    await cloud.cleanup()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from nubes.db import engine as db_engine
+from nubes.db import migration
+from nubes.db.engine import Database
+from nubes.db.models import compute_nodes, service_heartbeats, services
+from nubes.rpc.transport import TransportURL
+
+#: The crash hook's environment variable (see nubes.conductor.tasks.base).
+CRASH_ENV = "NUBES_TEST_CRASH_AT"
+#: Options every process of the cloud runs with: quick to react.
+BASE_OPTIONS: dict[str, dict[str, Any]] = {
+    "DEFAULT": {"report_interval": 1, "service_down_time": 30, "rpc_response_timeout": 15},
+    "conductor": {
+        "task_lease_seconds": 3,
+        "task_poll_interval": 0.2,
+        "compute_step_timeout": 20,
+        "build_deadline": 60,
+    },
+    "scheduler": {"host_state_refresh_interval": 0.2},
+    "compute": {"resource_update_interval": 0},
+    "oslo_messaging_rabbit": {"reconnect_backoff_max": 1.0},
+}
+RABBITMQCTL_TIMEOUT = 60.0
+
+
+def _ini(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{name} = {value}" for name, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _merge(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["rabbitmqctl", *args], check=False, capture_output=True, text=True,
+        timeout=RABBITMQCTL_TIMEOUT,
+    )  # fmt: skip
+
+
+@dataclass
+class Proc:
+    """One service process: its command, log file and exit status."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    _log: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, start_new_session=True,
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    async def wait_log(self, pattern: str, timeout: float = 30.0) -> None:
+        """Until ``pattern`` (a regex) appears in the log; fails if the process exits first."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while not regex.search(self.log()):
+            if self.returncode is not None:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.returncode}) before logging {pattern!r}:\n"
+                    + self.tail()
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not log {pattern!r}:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    async def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} still runs after {timeout}s:\n{self.tail()}") from None
+
+    async def kill(self) -> int | None:
+        """SIGKILL, like a crash; the exit status (None if it never started)."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+        code = await self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+
+@dataclass
+class ProcessCloud:
+    """Scratch broker identities and database, config files and service processes."""
+
+    rabbit_url: str
+    postgres_url: str
+    workdir: Path
+    hosts: int = 3
+    #: Overrides of BASE_OPTIONS for every process (section -> option -> value).
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: list[Proc] = field(default_factory=list)
+    db: Database | None = None
+
+    def __post_init__(self) -> None:
+        self.vhost = f"nubes-{self.run}"
+        self.password = uuid.uuid4().hex
+        self.db_name = f"nubes_crash_{self.run}"
+        self.db_url = (
+            make_url(self.postgres_url)
+            .set(database=self.db_name)
+            .render_as_string(hide_password=False)
+        )
+        self.host_names = [f"cr-{self.run}-{i}" for i in range(self.hosts)]
+        self.scheduler_host = f"sch-{self.run}"
+        self.api_host = f"api-{self.run}"
+        self._users: list[str] = []
+        self._db_created = False
+        self._vhost_created = False
+
+    # -- names --------------------------------------------------------------------
+
+    def conductor_host(self, name: str) -> str:
+        return f"ctl-{name}-{self.run}"
+
+    def option(self, section: str, name: str) -> Any:
+        """What the processes run with for ``[section] name`` (of those set here)."""
+        return _merge(BASE_OPTIONS, self.options)[section][name]
+
+    def url_for(self, identity: str) -> str:
+        """The transport URL of ``identity``: its own broker user, the run's vhost."""
+        base = TransportURL.parse(self.rabbit_url).hosts[0]
+        return (
+            f"rabbit://{identity}:{self.password}@{base.host or '127.0.0.1'}:"
+            f"{base.port or 5672}/{self.vhost}"
+        )
+
+    def identities(self, conductors: Sequence[str]) -> list[str]:
+        return [
+            f"scheduler.{self.scheduler_host}",
+            f"api.{self.api_host}",
+            *(f"conductor.{self.conductor_host(c)}" for c in conductors),
+            *(f"compute.{h}" for h in self.host_names),
+        ]
+
+    # -- setup and cleanup -----------------------------------------------------------
+
+    async def setup(self, conductors: Sequence[str] = ("a", "b")) -> None:
+        """Broker vhost and users, the migrated database, the config files."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(self._setup_broker(self.identities(conductors)), self._setup_db())
+        self.db = Database(self.db_url)
+
+    async def _setup_broker(self, identities: list[str]) -> None:
+        definitions = {
+            "vhosts": [{"name": self.vhost}],
+            "users": [{"name": i, "password": self.password, "tags": ""} for i in identities],
+            "permissions": [
+                {"user": i, "vhost": self.vhost, "configure": ".*", "write": ".*", "read": ".*"}
+                for i in identities
+            ],
+        }
+        self._users = list(identities)
+        self._vhost_created = True
+        # The broker's CLI may run as another user (Debian's wrapper does) and
+        # cannot read the test's private tmp dir, nor stdin (3.10): a file of
+        # its own in the system tmp dir, removed at once.
+        fd, name = tempfile.mkstemp(prefix="nubes-broker-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(definitions, f)
+            os.chmod(name, 0o644)
+            done = await asyncio.to_thread(rabbitmqctl, "import_definitions", name)
+        finally:
+            os.unlink(name)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl import_definitions failed: {done.stderr}")
+        # The import finishes asynchronously: wait until every user logs in.
+        await asyncio.gather(*(self._wait_login(i) for i in identities))
+
+    async def _wait_login(self, identity: str, timeout: float = 20.0) -> None:
+        import aiormq
+
+        from nubes.rpc.rabbit_connection import amqp_url
+
+        parsed = TransportURL.parse(self.url_for(identity))
+        url = amqp_url(parsed.hosts[0], parsed.virtual_host, 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = await aiormq.connect(url)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            else:
+                await conn.close()
+                return
+
+    async def _admin(self, statement: str) -> None:
+        admin = create_async_engine(
+            db_engine.normalize_url(self.postgres_url), isolation_level="AUTOCOMMIT"
+        )
+        try:
+            async with admin.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await admin.dispose()
+
+    async def _setup_db(self) -> None:
+        await self._admin(f'CREATE DATABASE "{self.db_name}"')
+        self._db_created = True
+        await migration.db_sync(self.db_url)
+
+    async def cleanup(self) -> None:
+        """Kill every process, drop the database, delete the vhost and the users."""
+        for proc in self.procs:
+            await proc.kill()
+        if self.db is not None:
+            await self.db.dispose()
+            self.db = None
+        if self._db_created:
+            await self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            self._db_created = False
+        await asyncio.to_thread(self._delete_broker_objects)
+        self._users = []
+        self._vhost_created = False
+
+    def _delete_broker_objects(self) -> None:
+        users, vhost = self._users, self.vhost if self._vhost_created else None
+        if not users and vhost is None:
+            return
+        # One CLI call instead of one per object (each starts an Erlang VM,
+        # about a second); the documented commands if the internal API moved.
+        binaries = ", ".join(f'<<"{u}">>' for u in users)
+        who = '<<"nubes-tests">>'
+        script = f"[ok = rabbit_auth_backend_internal:delete_user(U, {who}) || U <- [{binaries}]]"
+        if vhost is not None:
+            script += f', ok = rabbit_vhost:delete(<<"{vhost}">>, {who})'
+        if rabbitmqctl("eval", script + ".").returncode == 0:
+            return
+        commands: list[tuple[str, ...]] = [("delete_user", u) for u in users]
+        if vhost is not None:
+            commands.append(("delete_vhost", vhost))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda c: rabbitmqctl(*c), commands))
+
+    # -- processes ---------------------------------------------------------------------
+
+    def _config(
+        self,
+        name: str,
+        identity: str,
+        host: str,
+        *,
+        database: bool,
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Path:
+        sections = _merge(
+            BASE_OPTIONS,
+            self.options,
+            extra or {},
+            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity)}},
+        )
+        if database:
+            sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
+        path = self.workdir / f"{name}.conf"
+        path.write_text(_ini(sections))
+        return path
+
+    async def _spawn(self, name: str, config: Path, args: list[str], env: dict[str, str]) -> Proc:
+        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        environ.update({"PYTHONUNBUFFERED": "1", **env})
+        argv = [sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+        proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
+        self.procs.append(proc)
+        await proc.start()
+        return proc
+
+    async def start_scheduler(self) -> Proc:
+        config = self._config(
+            "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
+        )
+        proc = await self._spawn("scheduler", config, ["scheduler"], {})
+        return proc
+
+    async def start_conductor(self, name: str, *, crash_at: str | None = None) -> Proc:
+        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
+        host = self.conductor_host(name)
+        config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
+        env = {CRASH_ENV: crash_at} if crash_at else {}
+        return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
+
+    async def start_compute(self, host: str) -> Proc:
+        """The compute process of ``host`` (a new one each call; same config, same identity)."""
+        config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
+        runs = sum(1 for p in self.procs if p.name.startswith(f"compute-{host}"))
+        name = f"compute-{host}" + (f"-{runs}" if runs else "")
+        return await self._spawn(name, config, ["compute"], {})
+
+    async def start_computes(self) -> dict[str, Proc]:
+        return {h: await self.start_compute(h) for h in self.host_names}
+
+    @staticmethod
+    async def wait_serving(procs: Sequence[Proc], timeout: float = 60.0) -> None:
+        """Until each process logged that its service listens on the bus."""
+        await asyncio.gather(*(p.wait_log(r"serving topic \w+", timeout) for p in procs))
+
+    async def wait_hosts_registered(self, timeout: float = 60.0) -> None:
+        """Until every compute host has its node record and a heartbeat."""
+        assert self.db is not None
+        names = self.host_names
+        deadline = time.monotonic() + timeout
+        hb = service_heartbeats
+        while True:
+            async with self.db.reader() as conn:
+                nodes = (
+                    await conn.execute(
+                        select(func.count()).where(
+                            compute_nodes.c.host.in_(names), compute_nodes.c.deleted == 0
+                        )
+                    )
+                ).scalar_one()
+                beats = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(hb.join(services, services.c.id == hb.c.service_id))
+                        .where(services.c.host.in_(names), services.c.binary == "compute")
+                    )
+                ).scalar_one()
+            if nodes >= len(names) and beats >= len(names):
+                return
+            dead = [p for p in self.procs if p.returncode is not None]
+            if dead or time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{nodes} nodes and {beats} heartbeats of {len(names)} hosts; "
+                    + self.describe()
+                )
+            await asyncio.sleep(0.1)
+
+    def describe(self, lines: int = 25) -> str:
+        """Every process's status and the end of its log (for failure messages)."""
+        parts = []
+        for p in self.procs:
+            parts.append(f"--- {p.name} (exit {p.returncode}) {p.log_path}\n{p.tail(lines)}")
+        return "\n".join(parts)
