@@ -23,6 +23,7 @@ import random
 import signal
 from collections.abc import Iterable
 from typing import Protocol
+from urllib.parse import quote
 
 from oslo_config import cfg
 
@@ -72,14 +73,25 @@ def service_identity(binary: str, host: str) -> str:
     return f"{binary}.{host}"
 
 
+def transport_url_for(conf: cfg.ConfigOpts, host: str) -> str:
+    """``transport_url`` with ``{host}`` replaced by this service's host.
+
+    A fleet of hosts in one process (``nubes compute --fake-hosts N``) needs
+    one broker user per host on rabbit://, so each is identified as itself:
+    ``rabbit://compute.{host}:secret@broker/`` gives each its own login.
+    """
+    return conf.transport_url.replace("{host}", quote(host, safe=""))
+
+
 def open_transport(conf: cfg.ConfigOpts, binary: str, host: str) -> Transport:
     """The transport ``conf`` names, opened as this service."""
-    url = TransportURL.parse(conf.transport_url)
+    url_text = transport_url_for(conf, host)
+    url = TransportURL.parse(url_text)
     if url.driver == "memory":
-        return get_transport(conf.transport_url, identity=service_identity(binary, host))
+        return get_transport(url_text, identity=service_identity(binary, host))
     rabbit = conf.oslo_messaging_rabbit
     return get_transport(
-        conf.transport_url,
+        url_text,
         None,
         reconnect_backoff_min=rabbit.reconnect_backoff_min,
         reconnect_backoff_max=rabbit.reconnect_backoff_max,
