@@ -10,10 +10,17 @@ conductor still finds the task at its next poll: the row is the request.
 
 The state table of :mod:`nubes.objects.states` decides which operation may
 start from which state; anything else is refused with
-:class:`~nubes.exception.InvalidInstanceTransition` (409) before anything is
-written. One task at a time per instance (the task table's unique
-constraint): an operation on an instance that is busy is refused with a
-Conflict, except delete, which cancels what is in progress.
+:class:`InstanceInvalidState` (409, Nova's "Cannot 'stop' instance ... while
+it is in vm_state stopped") before anything is written. One task at a time
+per instance (the task table's unique constraint): an operation on an
+instance that is busy is refused with a Conflict, except delete, which
+cancels what is in progress.
+
+Locks (Nova's ``lock``/``unlock``): a locked instance refuses delete, stop,
+start and reboot to anyone but an admin (:class:`InstanceIsLocked`, 409);
+``locked_by`` says whether its owner or an admin locked it, and only an
+admin may unlock what an admin locked. The rest (rename, reset state) are
+single-row updates with no task.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from oslo_config import cfg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.api import policy
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
@@ -38,13 +46,42 @@ from nubes.db.types import utcnow
 from nubes.objects import states
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
-from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
 MAX_COUNT = 10_000
+
+
+#: What ``os-resetState`` may set (Nova's state map of the admin action).
+RESET_STATES = (VMState.ACTIVE, VMState.ERROR)
+
+
+class InstanceInvalidState(exception.InvalidInstanceTransition):
+    msg_fmt = "Cannot '%(action)s' instance %(instance_uuid)s while it is in %(attr)s %(state)s"
+
+
+class InstanceIsLocked(exception.Conflict):
+    msg_fmt = "Instance %(instance_uuid)s is locked"
+
+
+def _check_lock(ctxt: RequestContext, row: Mapping[str, Any]) -> None:
+    """Nova's check_instance_lock: a locked instance is changed by admins only."""
+    if row["locked"] and not ctxt.is_admin:
+        raise InstanceIsLocked(instance_uuid=row["uuid"])
+
+
+def _check_state(action: str, row: Mapping[str, Any], target: states.InstanceState) -> None:
+    current = states.as_state(row["vm_state"], row["task_state"])
+    if not states.is_allowed(current, target):
+        attr, state = (
+            ("task_state", row["task_state"])
+            if row["task_state"] is not None
+            else ("vm_state", row["vm_state"])
+        )
+        raise InstanceInvalidState(action=action, instance_uuid=row["uuid"], attr=attr, state=state)
 
 
 def _reservation_id() -> str:
@@ -107,6 +144,10 @@ class ServersAPI:
         description: str | None = None,
         group: str | None = None,
         user_data: str | None = None,
+        config_drive: bool = False,
+        system_metadata: Mapping[str, Any] | None = None,
+        tags: list[str] | None = None,
+        reservation_id: str | None = None,
     ) -> list[Instance]:
         """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
 
@@ -122,7 +163,7 @@ class ServersAPI:
         image_ref = image.get("id")
         if not image_ref:
             raise exception.Invalid(reason="the image has no id")
-        reservation = _reservation_id()
+        reservation = reservation_id or _reservation_id()
         deadline = utcnow() + dt.timedelta(seconds=self.build_deadline)
         hints = {str(k): v for k, v in (scheduler_hints or {}).items()}
         payload_base: dict[str, Any] = {
@@ -132,19 +173,17 @@ class ServersAPI:
         }
         if group:
             payload_base["group"] = group
-        created: list[dict[str, Any]] = []
-        task_ids: list[int] = []
         async with self.db.writer() as conn:
             found = await self._flavor(conn, flavor)
             snapshot = found.snapshot()
-            for index in range(count):
-                display = name if count == 1 else f"{name}-{index + 1}"
-                row = await instances_api.create(
-                    conn,
+            # Every row of the request in one multi-row INSERT per table.
+            created = await instances_api.create_many(
+                conn,
+                [
                     {
                         "project_id": ctxt.project_id,
                         "user_id": ctxt.user_id,
-                        "display_name": display,
+                        "display_name": (display := name if count == 1 else f"{name}-{index + 1}"),
                         "display_description": description,
                         "hostname": display,
                         "reservation_id": reservation,
@@ -161,15 +200,24 @@ class ServersAPI:
                         "task_state": TaskState.SCHEDULING.value,
                         "power_state": int(PowerState.NOSTATE),
                         "metadata": dict(metadata or {}),
-                        "system_metadata": {},
+                        "system_metadata": dict(system_metadata or {}),
                         "user_data": user_data,
-                    },
-                )
-                task = await self._start(
-                    conn, ctxt, row["uuid"], TaskKind.BUILD, "create", payload_base, deadline
-                )
-                created.append(row)
-                task_ids.append(task["id"])
+                        "config_drive": "True" if config_drive else "",
+                        "tags": list(tags or []),
+                    }
+                    for index in range(count)
+                ],
+            )
+            tasks_made = await self._start_many(
+                conn,
+                ctxt,
+                [row["uuid"] for row in created],
+                TaskKind.BUILD,
+                "create",
+                payload_base,
+                deadline,
+            )
+            task_ids = [task["id"] for task in tasks_made]
         await self._kick(ctxt, task_ids)
         return [Instance._from_db(row) for row in created]
 
@@ -179,12 +227,11 @@ class ServersAPI:
         """Start deleting a server, whatever it is doing (a build in progress is cancelled)."""
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
+            _check_lock(ctxt, row)
             active = await tasks.get_active_for_instance(conn, instance_uuid)
             if active is not None and active["kind"] == TaskKind.DELETE:
                 return  # already being deleted
-            current = states.as_state(row["vm_state"], row["task_state"])
-            target = (current[0], TaskState.DELETING)
-            states.check_transition(current, target, instance_uuid)
+            _check_state("delete", row, (VMState(row["vm_state"]), TaskState.DELETING))
             if active is not None:
                 # Its conductor finds out at its next write (fenced by the
                 # status); what it claimed is released by this delete.
@@ -230,12 +277,16 @@ class ServersAPI:
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
+            _check_lock(ctxt, row)
+            # Busy (a task_state) or a state the operation cannot start from.
+            _check_state(action, row, (VMState(row["vm_state"]), task_state))
             if row["task_state"] is not None:
-                raise exception.Conflict(
-                    reason=f"instance {instance_uuid} is busy ({row['task_state']})"
+                raise InstanceInvalidState(
+                    action=action,
+                    instance_uuid=instance_uuid,
+                    attr="task_state",
+                    state=row["task_state"],
                 )
-            current = states.as_state(row["vm_state"], None)
-            states.check_transition(current, (current[0], task_state), instance_uuid)
             if not row["host"]:
                 raise exception.Conflict(reason=f"instance {instance_uuid} is not on any host")
             await instances_api.update(
@@ -247,6 +298,90 @@ class ServersAPI:
             )
             task = await self._start(conn, ctxt, instance_uuid, kind, action, payload)
         await self._kick(ctxt, [task["id"]])
+
+    # -- single-row changes (no task) -----------------------------------------------------
+
+    async def update_server(
+        self, ctxt: RequestContext, instance_uuid: str, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Rename, describe, set access addresses or disk config; the new row.
+
+        ``values`` may hold ``display_name``, ``display_description`` and
+        ``system_metadata`` keys (merged into what the instance has).
+        """
+        allowed = {"display_name", "display_description", "system_metadata"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise exception.Invalid(reason=f"cannot update {', '.join(sorted(unknown))}")
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            data = dict(values)
+            if "system_metadata" in data:
+                data["system_metadata"] = {
+                    **(row["system_metadata"] or {}),
+                    **data["system_metadata"],
+                }
+            if not data:
+                return row
+            return await instances_api.update(conn, instance_uuid, data)
+
+    async def lock_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova)."""
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            locked_by = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
+            await instances_api.update(
+                conn, instance_uuid, {"locked": True, "locked_by": locked_by.value}
+            )
+            await self._instant_action(conn, ctxt, instance_uuid, "lock")
+
+    async def unlock_server(
+        self, ctxt: RequestContext, instance_uuid: str, *, may_override: bool
+    ) -> None:
+        """Unlock; a lock taken by the other side (admin vs owner) needs ``may_override``."""
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            expected = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
+            if row["locked_by"] and row["locked_by"] != expected.value and not may_override:
+                raise policy.PolicyNotAuthorized(
+                    action="os_compute_api:os-lock-server:unlock:unlock_override"
+                )
+            await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})
+            await self._instant_action(conn, ctxt, instance_uuid, "unlock")
+
+    async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:
+        """Admin repair: set vm_state (active or error) and clear task_state, no task.
+
+        Outside the state table on purpose (Nova's ``admin_state_reset``): it
+        is how an operator gets an instance out of a state nothing else leaves.
+        """
+        vm_state = VMState(state)
+        if vm_state not in RESET_STATES:
+            raise exception.Invalid(reason=f"cannot reset an instance to {state}")
+        async with self.db.writer() as conn:
+            await instances_api.get_by_uuid(conn, instance_uuid)
+            await instances_api.update(
+                conn, instance_uuid, {"vm_state": vm_state.value, "task_state": None}
+            )
+            await self._instant_action(conn, ctxt, instance_uuid, "reset_state")
+
+    async def _instant_action(
+        self, conn: AsyncConnection, ctxt: RequestContext, instance_uuid: str, action: str
+    ) -> None:
+        """An action that is done as soon as it is recorded (lock, unlock, reset state)."""
+        now = utcnow()
+        await actions.action_start(
+            conn,
+            instance_uuid=instance_uuid,
+            action=action,
+            request_id=ctxt.request_id,
+            user_id=ctxt.user_id,
+            project_id=ctxt.project_id,
+            start_time=now,
+        )
+        await actions.action_finish(
+            conn, instance_uuid=instance_uuid, request_id=ctxt.request_id, finish_time=now
+        )
 
     # -- common ----------------------------------------------------------------------------
 
@@ -285,6 +420,38 @@ class ServersAPI:
             raise exception.Conflict(
                 reason=f"instance {instance_uuid} has an operation in progress"
             ) from None
+
+    async def _start_many(
+        self,
+        conn: AsyncConnection,
+        ctxt: RequestContext,
+        instance_uuids: list[str],
+        kind: TaskKind,
+        action: str,
+        payload: dict[str, Any],
+        deadline: dt.datetime,
+    ) -> list[dict[str, Any]]:
+        """:meth:`_start` for several instances of one request (multi-row INSERTs)."""
+        await actions.action_start_many(
+            conn,
+            instance_uuids,
+            action=action,
+            request_id=ctxt.request_id,
+            user_id=ctxt.user_id,
+            project_id=ctxt.project_id,
+        )
+        try:
+            return await tasks.create_many(
+                conn,
+                instance_uuids,
+                kind=kind.value,
+                step=FIRST_STEP[kind].value,
+                payload=dict(payload),
+                context=_context_record(ctxt),
+                deadline=deadline,
+            )
+        except exception.DBDuplicateEntry:
+            raise exception.Conflict(reason="an instance has an operation in progress") from None
 
     async def _kick(self, ctxt: RequestContext, task_ids: list[int]) -> None:
         try:

@@ -53,6 +53,20 @@ class ApiState:
             )
         return self.extras["scheduler"]
 
+    def servers_api(self) -> Any:
+        """The :class:`~nubes.api.servers.ServersAPI` of this API service."""
+        if "servers" not in self.extras:
+            from nubes.api.servers import ServersAPI
+            from nubes.conductor.rpcapi import ConductorAPI
+
+            conductor: Any = (
+                ConductorAPI(self.transport, timeout=self.conf.rpc_response_timeout)
+                if self.transport is not None
+                else _NoConductor()
+            )
+            self.extras["servers"] = ServersAPI(self.db, conductor, conf=self.conf)
+        return self.extras["servers"]
+
     async def scheduler_hints(self, context: Any) -> list[dict[str, Any]]:
         """The hints the schedulers publish (cached for a short while)."""
         now = time.monotonic()
@@ -62,3 +76,10 @@ class ApiState:
         hints: list[dict[str, Any]] = [] if api is None else await api.get_scheduler_hints(context)
         self._hints = (now, hints)
         return hints
+
+
+class _NoConductor:
+    """Without a bus (tests of the HTTP layer) tasks wait for a conductor's poll."""
+
+    async def kick(self, context: Any, task_ids: list[int] | None = None) -> None:
+        return None

@@ -292,7 +292,7 @@ class Authorizer:
             self._refuse(call, "no instance uuid")
         try:
             async with self.db.reader() as conn:
-                await instances.get_placed_on_host(conn, uuid, call.caller.host or "")
+                await instances.check_placed_on_host(conn, uuid, call.caller.host or "")
         except (exception.InstanceNotOnHost, exception.InstanceNotFound):
             # One answer for both, so a host cannot probe which uuids exist.
             self._refuse(call, f"instance {uuid} is not on this host")

@@ -2,9 +2,10 @@
 
 Each resource module holds its views (fields with "added in 2.N" rules), its
 JSON schemas per microversion, the small amount of logic between a request
-and the DB, and its routes (``ROUTES``). Phase 2 adds ``servers.py`` here,
-whose handlers call :class:`nubes.api.servers.ServersAPI` (reached through
-``ApiState.extras``) and :func:`nubes.api.images.get_active_image`.
+and the DB, and its routes (``ROUTES``). ``servers.py`` (views in
+``server_views.py``, schemas in ``server_schemas.py``) calls
+:class:`nubes.api.servers.ServersAPI` (``ApiState.servers_api()``) for every
+state change and :func:`nubes.api.images.get_active_image` to boot.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from nubes.api.compute_v21 import (
     availability_zones,
     flavors,
     hypervisors,
+    instance_actions,
     limits,
     scheduler_hints,
     server_groups,
+    servers,
     services,
     versions,
 )
@@ -38,6 +41,8 @@ RESOURCES = [
     availability_zones,
     limits,
     scheduler_hints,
+    servers,
+    instance_actions,
 ]
 
 #: Paths (relative to /compute) that need no token.

@@ -228,12 +228,8 @@ class TaskEngine:
         ids = sorted(ids)[: max(self._free(), 0)]
         if not ids:
             return 0
-        rows = []
         async with self.db.writer() as conn:
-            for task_id in ids:
-                row = await tasks.claim(conn, task_id, self.owner, lease_seconds=self.lease_seconds)
-                if row is not None:
-                    rows.append(row)
+            rows = await tasks.claim_many(conn, ids, self.owner, lease_seconds=self.lease_seconds)
         for row in rows:
             self._start(row)
         return len(rows)
@@ -287,18 +283,17 @@ class TaskEngine:
                 continue
             lost: list[Run] = []
             try:
+                pairs = [(run.id, run.attempt) for run in held]
                 async with self.db.writer() as conn:
-                    for run in held:
-                        try:
-                            await tasks.renew_lease(
-                                conn,
-                                run.id,
-                                self.owner,
-                                lease_seconds=self.lease_seconds,
-                                attempt=run.attempt,
-                            )
-                        except exception.TaskLeaseLost:
-                            lost.append(run)
+                    renewed = await tasks.renew_leases(
+                        conn, self.owner, pairs, lease_seconds=self.lease_seconds
+                    )
+                # A run that took a newer claim meanwhile (a report) holds it still.
+                lost = [
+                    run
+                    for run, (_, attempt) in zip(held, pairs, strict=True)
+                    if run.id not in renewed and run.attempt == attempt
+                ]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -19,7 +19,19 @@ import uuid as uuid_lib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, Table, and_, case, false, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    false,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -136,6 +148,23 @@ async def insert_row(conn: AsyncConnection, table: Table, values: Mapping[str, A
     return to_row(row)
 
 
+async def insert_rows(
+    conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[Row]:
+    """Insert several rows (all with the same keys) and return them as stored.
+
+    One statement per page of rows where the backend has INSERT ...
+    RETURNING (SQLAlchemy's "insertmanyvalues"); the rows come back in no
+    particular order: match them by a key of your own (a uuid).
+    """
+    if not rows:
+        return []
+    if not conn.dialect.insert_returning:
+        return [await insert_row(conn, table, values) for values in rows]
+    result = await conn.execute(insert(table).returning(*table.c), [dict(r) for r in rows])
+    return [to_row(r) for r in result.mappings().all()]
+
+
 async def update_row(
     conn: AsyncConnection,
     table: Table,
@@ -189,6 +218,73 @@ class StatementCache:
                 self._statements.clear()
             stmt = self._statements[key] = build()
         return stmt
+
+
+def prebuilt_update(
+    cache: StatementCache,
+    table: Table,
+    name: str,
+    keys: tuple[str, ...],
+    where: Callable[[], Sequence[ColumnElement[bool]]],
+    *,
+    returning: bool,
+    exprs: Mapping[str, ColumnElement[Any]] | None = None,
+) -> Any:
+    """``UPDATE table SET <key> = :_v_<key> ..., <exprs> WHERE live AND <where()>``, built once.
+
+    Cached by ``(name, keys, returning)``: ``where`` and ``exprs`` must depend
+    on nothing else (values go in bind parameters). With ``returning`` the
+    statement returns every column. Hot paths run the same few shapes
+    thousands of times; building and cache-keying them each time costs more
+    than running them.
+    """
+
+    def build() -> Any:
+        values: dict[str, Any] = {key: bindparam(f"_v_{key}") for key in keys}
+        values.update(exprs or {})
+        stmt = table.update().where(live(table), *where()).values(values)
+        return stmt.returning(*table.c) if returning else stmt
+
+    return cache.get((name, keys, returning), build)
+
+
+def prebuilt_params(values: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """Bind parameters for a :func:`prebuilt_update` statement."""
+    params = {f"_v_{key}": value for key, value in values.items()}
+    params.update(extra)
+    return params
+
+
+async def run_prebuilt_update(
+    conn: AsyncConnection,
+    cache: StatementCache,
+    table: Table,
+    name: str,
+    values: Mapping[str, Any],
+    where: Callable[[], Sequence[ColumnElement[bool]]],
+    params: Mapping[str, Any],
+    *,
+    key: Callable[[], ColumnElement[bool]],
+    exprs: Mapping[str, ColumnElement[Any]] | None = None,
+) -> Row | None:
+    """:func:`update_row` on a prebuilt statement: the new row, or None if nothing matched.
+
+    ``key()`` alone identifies the row (with the bind parameters in
+    ``params``): without UPDATE ... RETURNING the row is read back by it.
+    """
+    keys = tuple(sorted(values))
+    bound = prebuilt_params(values, **params)
+    if conn.dialect.update_returning:
+        stmt = prebuilt_update(cache, table, name, keys, where, returning=True, exprs=exprs)
+        row = (await conn.execute(stmt, bound)).mappings().first()
+        return to_row(row) if row is not None else None
+    stmt = prebuilt_update(cache, table, name, keys, where, returning=False, exprs=exprs)
+    result = await conn.execute(stmt, bound)
+    if result.rowcount == 0:
+        return None
+    readback = cache.get((name, "readback"), lambda: select(table).where(key(), live(table)))
+    found = (await conn.execute(readback, dict(params))).mappings().first()
+    return to_row(found) if found is not None else None
 
 
 # --- pagination --------------------------------------------------------------

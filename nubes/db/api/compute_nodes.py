@@ -202,7 +202,7 @@ async def _take(
         return await _why_not(conn, node_id, amounts, expected_generation)
     # No RETURNING: nothing of the allocation row is needed, and it saves a fetch.
     await conn.execute(
-        allocations.insert(),
+        _STATEMENTS.get(("allocate",), allocations.insert),
         {"consumer_uuid": consumer_uuid, "compute_node_id": node_id, **amounts},
     )
     if generation is None:
@@ -250,10 +250,8 @@ async def claim_for_consumer(
         if row.generation is not None:
             return ClaimResult(ClaimOutcome.CLAIMED, int(row.generation)), node_id
         return await _why_not(conn, node_id, amounts, None), node_id
-    held_stmt = select(allocations.c.compute_node_id).where(
-        allocations.c.consumer_uuid == consumer_uuid
-    )
-    held_node = (await conn.execute(held_stmt.limit(1))).scalar()
+    held_stmt = _STATEMENTS.get(("held_any",), _held_any_statement)
+    held_node = (await conn.execute(held_stmt, {"_consumer": consumer_uuid})).scalar()
     if held_node is not None:
         generation = await _generation(conn, held_node)
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, generation), int(held_node)
@@ -312,6 +310,14 @@ def _held_statement() -> Any:
     )
 
 
+def _held_any_statement() -> Any:
+    return (
+        select(allocations.c.compute_node_id)
+        .where(allocations.c.consumer_uuid == bindparam("_consumer"))
+        .limit(1)
+    )
+
+
 def _claim_statement(checked: tuple[bool, ...], with_generation: bool, returning: bool) -> Any:
     node = compute_nodes.c
     values: dict[str, Any] = {"generation": node.generation + 1}
@@ -328,8 +334,11 @@ def _claim_statement(checked: tuple[bool, ...], with_generation: bool, returning
 
 
 async def _generation(conn: AsyncConnection, node_id: int) -> int | None:
-    stmt = select(compute_nodes.c.generation).where(compute_nodes.c.id == node_id)
-    return (await conn.execute(stmt)).scalar()
+    stmt = _STATEMENTS.get(
+        ("generation",),
+        lambda: select(compute_nodes.c.generation).where(compute_nodes.c.id == bindparam("_node")),
+    )
+    return (await conn.execute(stmt, {"_node": node_id})).scalar()
 
 
 async def _why_not(

@@ -26,11 +26,13 @@ nothing is read back (``updated_at`` is set from Python and returned).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Text,
     and_,
     bindparam,
     case,
@@ -40,6 +42,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    type_coerce,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -58,6 +61,7 @@ from nubes.db.api._common import (
     fetch_all,
     fetch_one,
     insert_row,
+    insert_rows,
     live,
     match_clause,
     new_uuid,
@@ -131,8 +135,9 @@ EXACT_FILTERS = frozenset(
     }
 )
 #: Special filters: name (substring of display_name), changes_since /
-#: changes_before (updated_at, falling back to created_at), deleted (bool).
-SPECIAL_FILTERS = frozenset({"name", "changes_since", "changes_before", "deleted"})
+#: changes_before (updated_at, falling back to created_at), deleted (bool),
+#: flavorid (the flavor id users know, as recorded in the flavor snapshot).
+SPECIAL_FILTERS = frozenset({"name", "changes_since", "changes_before", "deleted", "flavorid"})
 
 _LIKE_ESCAPE = "\\"
 
@@ -153,6 +158,19 @@ async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
     data.setdefault("uuid", new_uuid())
     data.setdefault("vm_state", DEFAULT_VM_STATE)
     return await insert_row(conn, instances, data)
+
+
+async def create_many(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """:func:`create` for several instances at once (same keys each); the rows, in order."""
+    data = []
+    for values in rows:
+        item = dict(values)
+        check_columns(instances, item)
+        item.setdefault("uuid", new_uuid())
+        item.setdefault("vm_state", DEFAULT_VM_STATE)
+        data.append(item)
+    stored = {row["uuid"]: row for row in await insert_rows(conn, instances, data)}
+    return [stored[item["uuid"]] for item in data]
 
 
 async def get_by_uuid(conn: AsyncConnection, uuid: str, *, read_deleted: ReadDeleted = "no") -> Row:
@@ -197,6 +215,12 @@ def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool
             clauses.append(stamp <= value)
         elif key == "deleted":
             deleted = bool(value)
+        elif key == "flavorid":
+            # The snapshot is canonical JSON (sorted keys, no spaces): match its text.
+            needle = '"flavorid":' + json.dumps(str(value))
+            clauses.append(
+                type_coerce(instances.c.flavor, Text).like(_like_pattern(needle), escape="\\")
+            )
         else:
             raise exception.ValidationError(field=key, reason="not a known instance filter")
     return clauses, deleted
@@ -539,6 +563,21 @@ async def get_placed_on_host(conn: AsyncConnection, uuid: str, host: str) -> Row
     if not row.pop("_placed"):
         raise exception.InstanceNotOnHost(instance_uuid=uuid, host=host)
     return row
+
+
+async def check_placed_on_host(conn: AsyncConnection, uuid: str, host: str) -> None:
+    """:func:`get_placed_on_host` without the row: the same errors, one small SELECT."""
+
+    def build() -> Any:
+        placed = case((placed_on_host_clause(), _ONE), else_=_ZERO).label("_placed")
+        return select(placed).where(instances.c.uuid == bindparam("_uuid"), live(instances))
+
+    stmt = _STATEMENTS.get(("check_placed",), build)
+    found = (await conn.execute(stmt, {"_uuid": uuid, PLACED_HOST_PARAM: host})).first()
+    if found is None:
+        raise exception.InstanceNotFound(instance_id=uuid)
+    if not found[0]:
+        raise exception.InstanceNotOnHost(instance_uuid=uuid, host=host)
 
 
 # --- grouped saves -------------------------------------------------------------

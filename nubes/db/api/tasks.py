@@ -32,18 +32,21 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, bindparam, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api._common import (
     Row,
+    StatementCache,
     fetch_all,
     fetch_one,
     insert_row,
+    insert_rows,
     live,
     new_uuid,
     now_or,
+    run_prebuilt_update,
     soft_delete_where,
     update_row,
 )
@@ -74,6 +77,18 @@ FINAL_STATUSES = (
 UPDATABLE_FIELDS = frozenset({"step", "payload", "last_error", "deadline", "context"})
 
 _t = conductor_tasks
+
+# The engine's writes (claim, step, renew, finish, report) run for every task
+# at every step: prebuilt statements with bound parameters, and the status
+# constants as SQL literals (no expanding IN to render per execution).
+_STATEMENTS = StatementCache()
+_ACTIVE_SQL: ColumnElement[bool] = _t.c.status.in_(
+    [literal_column(f"'{s.value}'") for s in (TaskStatus.PENDING, TaskStatus.RUNNING)]
+)
+
+
+def _by_id() -> ColumnElement[bool]:
+    return _t.c.id == bindparam("_id")
 
 
 async def create(
@@ -107,8 +122,43 @@ async def create(
     return await insert_row(conn, _t, values)
 
 
+async def create_many(
+    conn: AsyncConnection,
+    instance_uuids: Sequence[str],
+    *,
+    kind: str,
+    step: str | None = None,
+    payload: Any = None,
+    context: Any = None,
+    deadline: dt.datetime | None = None,
+) -> list[Row]:
+    """:func:`create` of the same task for several instances; the rows, in that order.
+
+    Raises DBDuplicateEntry if one of the instances already has an active task.
+    """
+    data = [
+        {
+            "uuid": new_uuid(),
+            "kind": kind,
+            "instance_uuid": uuid,
+            "active_instance_uuid": uuid,
+            "status": TaskStatus.PENDING.value,
+            "step": step,
+            "payload": payload,
+            "context": context,
+            "deadline": deadline,
+            "attempt": 0,
+        }
+        for uuid in instance_uuids
+    ]
+    stored = {row["uuid"]: row for row in await insert_rows(conn, _t, data)}
+    return [stored[item["uuid"]] for item in data]
+
+
 async def get(conn: AsyncConnection, task_id: int) -> Row:
-    row = await fetch_one(conn, select(_t).where(_t.c.id == task_id, live(_t)))
+    stmt = _STATEMENTS.get(("get",), lambda: select(_t).where(_by_id(), live(_t)))
+    found = (await conn.execute(stmt, {"_id": task_id})).mappings().first()
+    row = dict(found) if found is not None else None
     if row is None:
         raise exception.TaskNotFound(task_id=task_id)
     return row
@@ -147,9 +197,82 @@ async def claim(
         "owner": owner,
         "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
         "status": TaskStatus.RUNNING.value,
-        "attempt": _t.c.attempt + 1,
     }
-    return await update_row(conn, _t, _t.c.id == task_id, values, conditions=[_claimable(now)])
+
+    def where() -> list[ColumnElement[bool]]:
+        claimable = or_(
+            _t.c.owner.is_(None),
+            _t.c.lease_expires_at.is_(None),
+            _t.c.lease_expires_at < bindparam("_now", type_=_t.c.lease_expires_at.type),
+        )
+        return [_by_id(), _ACTIVE_SQL, claimable]
+
+    return await run_prebuilt_update(
+        conn,
+        _STATEMENTS,
+        _t,
+        "claim",
+        values,
+        where,
+        {"_id": task_id, "_now": now},
+        key=_by_id,
+        exprs={"attempt": _t.c.attempt + 1},
+    )
+
+
+async def claim_many(
+    conn: AsyncConnection,
+    task_ids: Sequence[int],
+    owner: str,
+    *,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[Row]:
+    """:func:`claim` for several tasks; the rows claimed, by id.
+
+    One statement where the backend has UPDATE ... RETURNING: each row is
+    taken under the same conditions as by :func:`claim`, independently of
+    the others, so the outcome is that of claiming them one by one.
+    """
+    if not task_ids:
+        return []
+    if not conn.dialect.update_returning:
+        rows = []
+        for task_id in sorted(task_ids):
+            row = await claim(conn, task_id, owner, lease_seconds=lease_seconds, now=now)
+            if row is not None:
+                rows.append(row)
+        return rows
+    now = now_or(now)
+
+    def build() -> Any:
+        claimable = or_(
+            _t.c.owner.is_(None),
+            _t.c.lease_expires_at.is_(None),
+            _t.c.lease_expires_at < bindparam("_now", type_=_t.c.lease_expires_at.type),
+        )
+        return (
+            _t.update()
+            .where(_t.c.id.in_(bindparam("_ids", expanding=True)), live(_t), _ACTIVE_SQL, claimable)
+            .values(
+                owner=bindparam("_owner"),
+                lease_expires_at=bindparam("_lease"),
+                status=TaskStatus.RUNNING.value,
+                attempt=_t.c.attempt + 1,
+            )
+            .returning(*_t.c)
+        )
+
+    stmt = _STATEMENTS.get(("claim_many",), build)
+    params = {
+        "_ids": sorted(task_ids),
+        "_now": now,
+        "_owner": owner,
+        "_lease": now + dt.timedelta(seconds=lease_seconds),
+    }
+    rows = [dict(r) for r in (await conn.execute(stmt, params)).mappings().all()]
+    rows.sort(key=lambda r: r["id"])
+    return rows
 
 
 async def claim_next(
@@ -181,13 +304,6 @@ async def claim_next(
     return None
 
 
-def _held_by(owner: str, attempt: int | None) -> list[ColumnElement[bool]]:
-    conditions = [_t.c.owner == owner, _t.c.status.in_([s.value for s in ACTIVE_STATUSES])]
-    if attempt is not None:
-        conditions.append(_t.c.attempt == attempt)
-    return conditions
-
-
 async def _write_as_owner(
     conn: AsyncConnection,
     task_id: int,
@@ -195,12 +311,41 @@ async def _write_as_owner(
     attempt: int | None,
     values: Mapping[str, Any],
 ) -> Row:
-    row = await update_row(
-        conn, _t, _t.c.id == task_id, values, conditions=_held_by(owner, attempt)
-    )
+    row = await _update_as_owner(conn, task_id, owner, attempt, values)
     if row is None:
         raise exception.TaskLeaseLost(task_id=task_id, owner=owner)
     return row
+
+
+async def _update_as_owner(
+    conn: AsyncConnection,
+    task_id: int,
+    owner: str,
+    attempt: int | None,
+    values: Mapping[str, Any],
+) -> Row | None:
+    """The conditional write of a lease holder (prebuilt): the new row, or None."""
+    checked = attempt is not None
+
+    def where() -> list[ColumnElement[bool]]:
+        conditions = [_by_id(), _t.c.owner == bindparam("_owner"), _ACTIVE_SQL]
+        if checked:
+            conditions.append(_t.c.attempt == bindparam("_attempt"))
+        return conditions
+
+    params: dict[str, Any] = {"_id": task_id, "_owner": owner}
+    if checked:
+        params["_attempt"] = attempt
+    return await run_prebuilt_update(
+        conn,
+        _STATEMENTS,
+        _t,
+        "as_owner_checked" if checked else "as_owner",
+        values,
+        where,
+        params,
+        key=_by_id,
+    )
 
 
 async def renew_lease(
@@ -215,6 +360,57 @@ async def renew_lease(
     """Extend the lease; TaskLeaseLost if another conductor took the task over."""
     expires = now_or(now) + dt.timedelta(seconds=lease_seconds)
     return await _write_as_owner(conn, task_id, owner, attempt, {"lease_expires_at": expires})
+
+
+async def renew_leases(
+    conn: AsyncConnection,
+    owner: str,
+    held: Sequence[tuple[int, int]],
+    *,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> set[int]:
+    """:func:`renew_lease` for several (task id, attempt) pairs; the ids renewed.
+
+    A task left out of the answer is one whose lease was lost. One
+    statement per distinct attempt where the backend has UPDATE ...
+    RETURNING, each row under the same conditions as :func:`renew_lease`.
+    """
+    expires = now_or(now) + dt.timedelta(seconds=lease_seconds)
+    renewed: set[int] = set()
+    if not conn.dialect.update_returning:
+        for task_id, attempt in held:
+            try:
+                await renew_lease(
+                    conn, task_id, owner, lease_seconds=lease_seconds, attempt=attempt, now=now
+                )
+            except exception.TaskLeaseLost:
+                continue
+            renewed.add(task_id)
+        return renewed
+    by_attempt: dict[int, list[int]] = {}
+    for task_id, attempt in held:
+        by_attempt.setdefault(attempt, []).append(task_id)
+
+    def build() -> Any:
+        return (
+            _t.update()
+            .where(
+                _t.c.id.in_(bindparam("_ids", expanding=True)),
+                live(_t),
+                _t.c.owner == bindparam("_owner"),
+                _ACTIVE_SQL,
+                _t.c.attempt == bindparam("_attempt"),
+            )
+            .values(lease_expires_at=bindparam("_lease"))
+            .returning(_t.c.id)
+        )
+
+    stmt = _STATEMENTS.get(("renew_many",), build)
+    for attempt, ids in sorted(by_attempt.items()):
+        params = {"_ids": sorted(ids), "_owner": owner, "_attempt": attempt, "_lease": expires}
+        renewed.update((await conn.execute(stmt, params)).scalars())
+    return renewed
 
 
 async def update(
@@ -296,10 +492,7 @@ async def release(conn: AsyncConnection, task_id: int, owner: str, *, attempt: i
     False when the lease was no longer ours (nothing to give up).
     """
     values = {"owner": None, "lease_expires_at": None}
-    row = await update_row(
-        conn, _t, _t.c.id == task_id, values, conditions=_held_by(owner, attempt)
-    )
-    return row is not None
+    return await _update_as_owner(conn, task_id, owner, attempt, values) is not None
 
 
 async def record_outcome(
@@ -324,22 +517,34 @@ async def record_outcome(
     the report. Returns the new row, or None when the task moved on.
     """
     values: dict[str, Any] = {"payload": payload}
+    exprs: dict[str, Any] | None = None
     if new_owner is not None:
         values.update(
             owner=new_owner,
             status=TaskStatus.RUNNING.value,
-            attempt=_t.c.attempt + 1,
             lease_expires_at=now_or(now) + dt.timedelta(seconds=lease_seconds or 0.0),
         )
+        exprs = {"attempt": _t.c.attempt + 1}
     else:
         values.update(owner=None, lease_expires_at=None)
-    conditions = [
-        _t.c.status.in_([s.value for s in ACTIVE_STATUSES]),
-        _t.c.step == step,
-        _t.c.attempt == attempt,
-        _t.c.owner.is_(None) if owner is None else _t.c.owner == owner,
-    ]
-    return await update_row(conn, _t, _t.c.id == task_id, values, conditions=conditions)
+    unowned = owner is None
+
+    def where() -> list[ColumnElement[bool]]:
+        return [
+            _by_id(),
+            _ACTIVE_SQL,
+            _t.c.step == bindparam("_step"),
+            _t.c.attempt == bindparam("_attempt"),
+            _t.c.owner.is_(None) if unowned else _t.c.owner == bindparam("_owner"),
+        ]
+
+    params: dict[str, Any] = {"_id": task_id, "_step": step, "_attempt": attempt}
+    if not unowned:
+        params["_owner"] = owner
+    name = f"outcome:{'unowned' if unowned else 'owned'}:{'adopt' if exprs else 'drop'}"
+    return await run_prebuilt_update(
+        conn, _STATEMENTS, _t, name, values, where, params, key=_by_id, exprs=exprs
+    )
 
 
 async def list_expired(

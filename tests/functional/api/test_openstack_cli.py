@@ -1,12 +1,17 @@
-"""The unmodified openstack CLI against a running ``nubes all-in-one`` (phase 1 subset).
+"""The unmodified openstack CLI against a running ``nubes all-in-one``.
 
 Starts all-in-one as a subprocess on a free port with a fresh state dir and
 drives it with python-openstackclient through the clouds.yaml it wrote;
-then stops it with Ctrl-C and starts it again on the same state dir.
+phase 1 then stops it with Ctrl-C and starts it again on the same state dir.
+The servers test runs independent commands side by side (each ``openstack``
+costs seconds of interpreter start and password hashing) and polls with
+openstacksdk in-process.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import json
 import os
 import shutil
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -216,3 +222,118 @@ def test_openstack_cli_phase1(cloud: Cloud, tmp_path: Path) -> None:
     assert "cli-flavor" in {f["Name"] for f in cloud.json(admin, "flavor", "list")}
     assert {i["Name"] for i in cloud.json(admin, "image", "list")} >= {"cli-image"}
     assert len({f["Name"] for f in cloud.json(admin, "flavor", "list")} & {"m1.tiny"}) == 1
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def _parallel(*calls: Any) -> list[Any]:
+    """Run the callables side by side (each is a chain of CLI commands); their results."""
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+
+def _sdk(cloud: Cloud, name: str) -> Any:
+    import openstack.config
+    import openstack.connection
+
+    config = openstack.config.OpenStackConfig(
+        config_files=[str(cloud.state_dir / "clouds.yaml")], load_envvars=False
+    )
+    return openstack.connection.Connection(config=config.get_one(cloud=name))
+
+
+def _add_other_project(cloud: Cloud) -> str:
+    """A member of project ``other`` (nubes-manage), as cloud ``nubes-other``."""
+    conf = str(cloud.state_dir / "nubes.conf")
+    manage = [sys.executable, "-m", "nubes.cmd.manage", "--config-file", conf]
+    password = "Other-pw-123"
+    user = ["user", "create", "mallory", "--password", password, "--project", "other"]
+    for args in (["project", "create", "other"], [*user, "--role", "member"]):
+        result = subprocess.run([*manage, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    path = cloud.state_dir / "clouds.yaml"
+    data = yaml.safe_load(path.read_text())
+    other = copy.deepcopy(data["clouds"]["nubes-demo"])
+    other["auth"].update(username="mallory", password=password, project_name="other")
+    data["clouds"]["nubes-other"] = other
+    path.write_text(yaml.safe_dump(data))
+    return "nubes-other"
+
+
+def _wait_status(conn: Any, server_id: str, status: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        server = conn.compute.get_server(server_id)
+        if server.status == status and server.task_state is None:
+            return server
+        assert time.monotonic() < deadline, (server.status, server.task_state)
+        time.sleep(0.2)
+
+
+def test_openstack_cli_servers(cloud: Cloud) -> None:
+    admin, demo = "nubes-admin", "nubes-demo"
+    from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
+
+    create = ("server", "create", "--flavor", "m1.tiny", "--image", image, "--wait")
+    vm1, vm2, other = _parallel(
+        lambda: cloud.json(demo, *create, "--nic", "none", "vm1"),
+        lambda: cloud.json(demo, *create, "vm2"),  # no --nic: "auto" at 2.37 and later
+        lambda: _add_other_project(cloud),
+    )
+    for vm in (vm1, vm2):
+        assert vm["status"] == "ACTIVE" and vm["addresses"] == {}
+        assert vm["adminPass"]
+
+    listed, everything, shown, others, hidden, undeletable = _parallel(
+        lambda: cloud.json(demo, "server", "list"),
+        lambda: cloud.json(admin, "server", "list", "--all-projects", "--long"),
+        lambda: cloud.json(demo, "server", "show", vm1["id"]),
+        lambda: cloud.json(other, "server", "list"),
+        lambda: cloud.openstack(other, "server", "show", vm1["id"], check=False),
+        lambda: cloud.openstack(other, "server", "delete", vm1["id"], check=False),
+    )
+    assert {s["Name"]: s["Status"] for s in listed} == {"vm1": "ACTIVE", "vm2": "ACTIVE"}
+    assert {s["Name"] for s in everything} == {"vm1", "vm2"}
+    assert {s["Host"] for s in everything} <= {"fake-0", "fake-1"}
+    assert shown["name"] == "vm1" and shown["status"] == "ACTIVE"
+    assert shown["flavor"]["original_name"] == "m1.tiny"  # embedded flavor (2.47+)
+    assert others == []
+    assert hidden.returncode != 0 and "No Server found" in hidden.stderr, hidden.stderr
+    assert undeletable.returncode != 0, undeletable.stderr
+    assert cloud.json(demo, "server", "show", vm1["id"])["status"] == "ACTIVE"
+
+    sdk = _sdk(cloud, demo)
+
+    def power_cycle() -> list[str]:
+        cloud.openstack(demo, "server", "stop", "vm1")
+        _wait_status(sdk, vm1["id"], "SHUTOFF")
+        cloud.openstack(demo, "server", "start", "vm1")
+        _wait_status(sdk, vm1["id"], "ACTIVE")
+        return [e["Action"] for e in cloud.json(demo, "server", "event", "list", "vm1")]
+
+    def reboot_and_lock() -> str:
+        cloud.openstack(demo, "server", "reboot", "--hard", "--wait", "vm2")
+        cloud.openstack(demo, "server", "lock", "vm2")
+        refused = cloud.openstack(demo, "server", "stop", "vm2", check=False)
+        cloud.openstack(demo, "server", "unlock", "vm2")
+        return refused.stderr
+
+    events, refused = _parallel(power_cycle, reboot_and_lock)
+    assert events == ["start", "stop", "create"], events
+    assert "409" in refused and "is locked" in refused, refused
+    actions = [e["Action"] for e in cloud.json(admin, "server", "event", "list", vm2["id"])]
+    assert actions == ["unlock", "lock", "reboot", "create"], actions
+    assert sdk.compute.get_server(vm2["id"]).is_locked is False
+
+    # One openstacksdk round trip, then the CLI deletes everything and waits.
+    flavor = sdk.compute.find_flavor("m1.tiny")
+    image_id = sdk.image.find_image(image).id
+    server = sdk.compute.create_server(
+        name="sdk-vm", flavor_id=flavor.id, image_id=image_id, networks="none"
+    )
+    server = sdk.compute.wait_for_server(server, status="ACTIVE", wait=60, interval=0.5)
+    assert server.status == "ACTIVE" and server.flavor.original_name == "m1.tiny"
+    cloud.openstack(demo, "server", "delete", "--wait", "vm1", "vm2", "sdk-vm")
+    assert cloud.json(demo, "server", "list") == []

@@ -1,0 +1,282 @@
+"""JSON schemas of the servers API per microversion (Nova's schemas/servers.py and friends).
+
+Create: ``description`` from 2.19, a ``tag`` on networks from 2.32,
+``networks`` required (a list, or ``"none"``/``"auto"``) from 2.37, ``tags``
+from 2.52, ``personality`` gone from 2.57. Update: ``description`` from 2.19.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from nubes.api import validation as v
+
+_UUID = {"type": "string", "format": "uuid"}
+_DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 255}
+_TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
+_IPV4 = {"type": "string", "format": "ipv4"}
+_IPV6 = {"type": "string", "format": "ipv6"}
+_DISK_CONFIG = {"type": "string", "enum": ["AUTO", "MANUAL"]}
+
+HINTS = {
+    "type": "object",
+    "properties": {
+        "group": _UUID,
+        "different_host": {"oneOf": [_UUID, {"type": "array", "items": _UUID}]},
+        "same_host": {"oneOf": [_UUID, {"type": "array", "items": _UUID}]},
+        "query": {"type": ["string", "object"]},
+        "target_cell": v.NAME,
+        "different_cell": {"type": ["string", "array"], "items": {"type": "string"}},
+        "build_near_host_ip": {"type": "string", "oneOf": [_IPV4, _IPV6]},
+        "cidr": {"type": "string", "pattern": "^/[0-9a-f.:]+$"},
+    },
+    "additionalProperties": True,
+}
+
+_NETWORK = {
+    "type": "object",
+    "properties": {
+        "fixed_ip": {"type": "string", "oneOf": [_IPV4, _IPV6]},
+        "port": {"oneOf": [_UUID, {"type": "null"}]},
+        "uuid": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
+_LEGACY_BDM: dict[str, Any] = {
+    "virtual_name": {"type": "string", "maxLength": 255},
+    "volume_id": _UUID,
+    "snapshot_id": _UUID,
+    "volume_size": {
+        "type": ["integer", "string"],
+        "pattern": "^[0-9]+$",
+        "minimum": 1,
+        "maximum": v.MAX_INT,
+    },
+    "delete_on_termination": v.BOOLEAN,
+    "device_name": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[a-zA-Z0-9._/-]*$",
+    },
+    "no_device": {},
+    "connection_info": {"type": "string", "maxLength": 16777215},
+}
+_BDM_V2: dict[str, Any] = {
+    **_LEGACY_BDM,
+    "source_type": {"type": "string", "enum": ["volume", "image", "snapshot", "blank"]},
+    "uuid": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9._-]*$"},
+    "image_id": _UUID,
+    "destination_type": {"type": "string", "enum": ["local", "volume"]},
+    "guest_format": {"type": "string", "maxLength": 255},
+    "device_type": {"type": "string", "maxLength": 255},
+    "disk_bus": {"type": "string", "maxLength": 255},
+    "boot_index": {"type": ["integer", "string", "null"], "pattern": "^-?[0-9]+$"},
+}
+
+_BASE_SERVER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": v.NAME,
+        "imageRef": {"oneOf": [_UUID, {"type": "string", "maxLength": 0}]},
+        "flavorRef": {"type": ["string", "integer"], "minLength": 1},
+        "adminPass": {"type": "string"},
+        "metadata": v.METADATA,
+        "networks": {"type": "array", "items": _NETWORK},
+        "OS-DCF:diskConfig": _DISK_CONFIG,
+        "accessIPv4": _IPV4,
+        "accessIPv6": _IPV6,
+        "personality": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "contents": {"type": "string", "format": "base64"},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "availability_zone": v.NAME,
+        "block_device_mapping": {
+            "type": "array",
+            "items": {"type": "object", "properties": _LEGACY_BDM, "additionalProperties": False},
+        },
+        "block_device_mapping_v2": {
+            "type": "array",
+            "items": {"type": "object", "properties": _BDM_V2, "additionalProperties": False},
+        },
+        "config_drive": v.BOOLEAN,
+        "key_name": v.NAME,
+        "min_count": v.POSITIVE_INT,
+        "max_count": v.POSITIVE_INT,
+        "return_reservation_id": v.BOOLEAN,
+        "security_groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 255}},
+                "additionalProperties": False,
+            },
+        },
+        "user_data": {"type": "string", "maxLength": 65535},
+    },
+    "required": ["name", "flavorRef"],
+    "additionalProperties": False,
+}
+
+
+def _create(server: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "server": server,
+            "os:scheduler_hints": HINTS,
+            "OS-SCH-HNT:scheduler_hints": HINTS,
+        },
+        "required": ["server"],
+        "additionalProperties": False,
+    }
+
+
+def _server(
+    *, description: bool, tag: bool, named: bool, tags: bool, personality: bool
+) -> dict[str, Any]:
+    server = copy.deepcopy(_BASE_SERVER)
+    props = server["properties"]
+    if description:
+        props["description"] = _DESCRIPTION
+    network = props["networks"]["items"]
+    if tag:
+        network["properties"]["tag"] = _TAG
+        props["block_device_mapping_v2"]["items"]["properties"]["tag"] = _TAG
+    if named:
+        props["networks"] = {
+            "oneOf": [
+                {"type": "array", "items": network},
+                {"type": "string", "enum": ["none", "auto"]},
+            ]
+        }
+        server["required"] = ["name", "flavorRef", "networks"]
+    if tags:
+        props["tags"] = {"type": "array", "items": _TAG, "maxItems": 50}
+    if not personality:
+        del props["personality"]
+    return server
+
+
+CREATE: v.Versioned = [
+    (
+        ("2.1", "2.18"),
+        _create(_server(description=False, tag=False, named=False, tags=False, personality=True)),
+    ),
+    (
+        ("2.19", "2.31"),
+        _create(_server(description=True, tag=False, named=False, tags=False, personality=True)),
+    ),
+    (
+        ("2.32", "2.36"),
+        _create(_server(description=True, tag=True, named=False, tags=False, personality=True)),
+    ),
+    (
+        ("2.37", "2.51"),
+        _create(_server(description=True, tag=True, named=True, tags=False, personality=True)),
+    ),
+    (
+        ("2.52", "2.56"),
+        _create(_server(description=True, tag=True, named=True, tags=True, personality=True)),
+    ),
+    (
+        ("2.57", None),
+        _create(_server(description=True, tag=True, named=True, tags=True, personality=False)),
+    ),
+]
+
+
+def _update(description: bool) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "name": v.NAME,
+        "OS-DCF:diskConfig": _DISK_CONFIG,
+        "accessIPv4": _IPV4,
+        "accessIPv6": _IPV6,
+    }
+    if description:
+        props["description"] = _DESCRIPTION
+    return {
+        "type": "object",
+        "properties": {
+            "server": {"type": "object", "properties": props, "additionalProperties": False}
+        },
+        "required": ["server"],
+        "additionalProperties": False,
+    }
+
+
+UPDATE: v.Versioned = [(("2.1", "2.18"), _update(False)), (("2.19", None), _update(True))]
+
+REBOOT = {
+    "type": "object",
+    "properties": {
+        "reboot": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": ["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]}
+            },
+            "required": ["type"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["reboot"],
+    "additionalProperties": False,
+}
+
+RESET_STATE = {
+    "type": "object",
+    "properties": {
+        "os-resetState": {
+            "type": "object",
+            "properties": {"state": {"type": "string", "enum": ["active", "error"]}},
+            "required": ["state"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["os-resetState"],
+    "additionalProperties": False,
+}
+
+#: Nova's servers list sort keys (schemas/servers.py VALID_SORT_KEYS).
+SORT_KEYS = (
+    "access_ip_v4",
+    "access_ip_v6",
+    "auto_disk_config",
+    "availability_zone",
+    "config_drive",
+    "created_at",
+    "display_description",
+    "display_name",
+    "host",
+    "hostname",
+    "image_ref",
+    "instance_type_id",
+    "kernel_id",
+    "key_name",
+    "launch_index",
+    "launched_at",
+    "locked_by",
+    "node",
+    "power_state",
+    "progress",
+    "project_id",
+    "ramdisk_id",
+    "root_device_name",
+    "task_state",
+    "terminated_at",
+    "updated_at",
+    "user_id",
+    "uuid",
+    "vm_state",
+)
+#: Sort keys only admins may use (Nova answers 403 to others).
+ADMIN_SORT_KEYS = ("host", "node")

@@ -1,0 +1,593 @@
+"""Servers: create, list, detail, show, update, delete, and the server actions.
+
+Handlers are thin: they validate (schemas of :mod:`server_schemas`), check
+policy, and call :class:`nubes.api.servers.ServersAPI`, which owns every
+state change. A server of another project is 404 to non-admins (as in Nova,
+its existence is not revealed); readers may only read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import images as images_api
+from nubes.api import validation as v
+from nubes.api.compute_v21 import common, hosts
+from nubes.api.compute_v21 import server_schemas as schemas
+from nubes.api.compute_v21 import server_views as views
+from nubes.api.compute_v21.server_views import ServerContext
+from nubes.api.policy import Rule
+from nubes.api.servers import ServersAPI
+from nubes.db.api import flavors as flavors_db
+from nubes.db.api import instances as instances_db
+from nubes.db.api._common import ReadDeleted
+from nubes.db.types import UTC
+
+#: Length of a generated admin password (Nova's [DEFAULT] password_length).
+PASSWORD_LENGTH = 12
+_PASSWORD_CHARS = string.ascii_letters + string.digits
+
+#: List filters every project member may use (Nova's _get_server_search_options).
+USER_FILTERS = ("reservation_id", "name", "status", "image", "flavor", "ip", "changes-since")
+#: Query parameters that are not filters.
+_NOT_FILTERS = ("limit", "marker", "sort_key", "sort_dir", "all_tenants")
+#: Admin filters mapped straight onto instance columns.
+_ADMIN_EXACT = {
+    "host": "host",
+    "node": "node",
+    "user_id": "user_id",
+    "availability_zone": "availability_zone",
+    "vm_state": "vm_state",
+    "task_state": "task_state",
+    "power_state": "power_state",
+    "key_name": "key_name",
+    "hostname": "hostname",
+    "uuid": "uuid",
+}
+#: A name filter without these is a plain substring (done in SQL).
+_REGEX_CHARS = set(".^$*+?{}[]\\|()")
+
+
+def _api(request: Request) -> ServersAPI:
+    api: ServersAPI = common.state(request).servers_api()
+    return api
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+async def get_server(
+    request: Request, server_id: str, *, read_deleted: ReadDeleted = "no"
+) -> dict[str, Any]:
+    """The instance if the caller may see it; InstanceNotFound otherwise (never 403)."""
+    async with common.state(request).db.reader() as conn:
+        row = await instances_db.get_by_uuid(conn, server_id, read_deleted=read_deleted)
+    if not common.is_admin(request) and row["project_id"] != common.ctx(request).project_id:
+        raise exception.InstanceNotFound(instance_id=server_id)
+    return row
+
+
+async def server_context(
+    request: Request, rows: list[dict[str, Any]], mode: str = "show"
+) -> ServerContext:
+    """Faults, zones and host states the views of ``rows`` need (one read)."""
+    admin = common.is_admin(request)
+    x = ServerContext(request, admin, common.state(request).conf, mode)
+    if mode != "show" and not any(r["vm_state"] in ("error", "deleted") for r in rows):
+        return x
+    version = common.version(request)
+    async with common.state(request).db.reader(allow_stale=True) as conn:
+        faulty = [
+            r["uuid"]
+            for r in rows
+            if views.status_from_state(r["vm_state"], r["task_state"]) in views.FAULT_STATUSES
+        ]
+        if faulty:
+            found = await instances_db.faults_get_by_instance_uuids(conn, faulty, latest=True)
+            x.faults = {uuid: faults[0] for uuid, faults in found.items() if faults}
+        if mode == "show":
+            x.zones = await hosts.host_zones(conn)
+        if mode == "show" and admin and version.at_least("2.16"):
+            services = await hosts.all_services(conn, binary="compute")
+            x.host_status = {s["host"]: _host_status(s, x) for s in services}
+    return x
+
+
+def _host_status(service: Mapping[str, Any], x: ServerContext) -> str:
+    if service.get("forced_down"):
+        return "DOWN"
+    if service.get("disabled"):
+        return "MAINTENANCE"
+    return "UP" if hosts.is_up(dict(service), x.conf) else "UNKNOWN"
+
+
+async def show(request: Request) -> Response:
+    row = await get_server(request, request.path_params["server_id"])
+    common.authorize(request, "servers:show", Rule.PROJECT_READER, row["project_id"])
+    x = await server_context(request, [row])
+    return common.json({"server": views.render(views.SERVER, row, x)})
+
+
+# --- listing -----------------------------------------------------------------------------
+
+
+def _parse_time(name: str, raw: str) -> dt.datetime:
+    try:
+        stamp = dt.datetime.fromisoformat(raw.strip().replace(" ", "+"))
+    except ValueError:
+        raise common.bad_request(f"Invalid filter field: {name}.") from None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def _all_tenants(request: Request) -> bool:
+    raw = request.query_params.get("all_tenants")
+    if raw is None:
+        return False
+    if raw == "":
+        return True
+    try:
+        return v.parse_bool("all_tenants", raw)
+    except exception.ValidationError:
+        raise common.bad_request(f"Invalid value '{raw}' for all_tenants parameter") from None
+
+
+def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(SQL filters, Python filters, read_deleted) from the query string, as Nova reads it."""
+    params = request.query_params
+    admin = common.is_admin(request)
+    version = common.version(request)
+    ctxt = common.ctx(request)
+    sql: dict[str, Any] = {}
+    python: dict[str, Any] = {}
+    read_deleted = "no"
+    if _all_tenants(request):
+        which = "detail" if is_detail else "index"
+        common.authorize(request, f"servers:{which}:get_all_tenants", Rule.ADMIN)
+        tenant = params.get("project_id") or params.get("tenant_id")
+        if tenant:
+            sql["project_id"] = tenant
+    else:
+        sql["project_id"] = ctxt.project_id
+    allowed = set(USER_FILTERS) | ({"ip6"} if version.at_least("2.5") else set())
+    for key in set(params.keys()) - set(_NOT_FILTERS):
+        values = params.getlist(key)
+        value = values[-1]
+        if not admin and key not in allowed:
+            continue  # Nova drops the filters a user may not use
+        if key == "status":
+            vm_states, task_states = views.states_from_status(values)
+            if not vm_states:
+                if version.at_least("2.38"):
+                    raise common.bad_request("Invalid status value")
+                python["nothing"] = True
+                continue
+            if vm_states == ["deleted"]:
+                if not admin:
+                    raise exception.Forbidden(
+                        message="Only administrators may list deleted instances"
+                    )
+                read_deleted = "only"
+            sql["vm_state"] = vm_states
+            if "default" not in task_states:
+                sql["task_state"] = task_states
+        elif key == "name":
+            if _REGEX_CHARS.isdisjoint(value):
+                sql["name"] = value
+            else:
+                try:
+                    python["name"] = re.compile(value)
+                except re.error:
+                    raise common.bad_request(f"Invalid filter field: name ({value}).") from None
+        elif key == "image":
+            sql["image_ref"] = value.rstrip("/").rsplit("/", 1)[-1]
+        elif key == "flavor":
+            sql["flavorid"] = value.rstrip("/").rsplit("/", 1)[-1]
+        elif key == "reservation_id":
+            sql["reservation_id"] = value
+        elif key in ("ip", "ip6"):
+            python["nothing"] = True  # no server has an address yet
+        elif key == "changes-since":
+            sql["changes_since"] = _parse_time(key, value)
+            if read_deleted == "no":
+                read_deleted = "yes"  # changes include deletions
+        elif key == "deleted" and admin:
+            if v.parse_bool("deleted", value):
+                read_deleted = "only"
+        elif key in _ADMIN_EXACT:
+            if key == "power_state":
+                try:
+                    sql[key] = [int(x) for x in values]
+                except ValueError:
+                    raise common.bad_request(f"Invalid filter field: {key}.") from None
+            else:
+                sql[_ADMIN_EXACT[key]] = values if len(values) > 1 else value
+    return sql, python, read_deleted
+
+
+def _sort(request: Request) -> tuple[list[str], list[str]]:
+    keys = request.query_params.getlist("sort_key")
+    dirs = request.query_params.getlist("sort_dir")
+    for d in dirs:
+        if d not in ("asc", "desc"):
+            raise v.SchemaValidationError(
+                field="sort_dir", value=d, reason=f"'{d}' is not one of ['asc', 'desc']"
+            )
+    for k in keys:
+        if k not in schemas.SORT_KEYS:
+            raise v.SchemaValidationError(
+                field="sort_key", value=k, reason=f"'{k}' is not a valid sort key"
+            )
+        if k in schemas.ADMIN_SORT_KEYS and not common.is_admin(request):
+            raise exception.Forbidden(message=f"Only administrators can sort servers by {k}")
+    if not keys:
+        return ["created_at"], list(dirs[:1]) or ["desc"]
+    mapped: list[str] = []
+    mapped_dirs: list[str] = []
+    for i, k in enumerate(keys):
+        column = k if k in instances_db.SORT_KEYS else None
+        if column is None:
+            continue  # Nova ignores keys it cannot sort by
+        mapped.append(column)
+        mapped_dirs.append(dirs[i] if i < len(dirs) else (dirs[-1] if dirs else "desc"))
+    return (mapped or ["created_at"]), (mapped_dirs or ["desc"])
+
+
+def _matches(row: Mapping[str, Any], python: Mapping[str, Any]) -> bool:
+    if python.get("nothing"):
+        return False
+    pattern = python.get("name")
+    return pattern is None or pattern.search(row["display_name"] or "") is not None
+
+
+async def _page(request: Request, is_detail: bool) -> tuple[list[dict[str, Any]], int]:
+    sql, python, read_deleted = _filters(request, is_detail)
+    sort_keys, sort_dirs = _sort(request)
+    limit = common.limit(request)
+    marker = request.query_params.get("marker")
+    if python.get("nothing"):
+        return [], limit
+    found: list[dict[str, Any]] = []
+    async with common.state(request).db.reader(allow_stale=True) as conn:
+        if marker is not None and not common.is_admin(request):
+            # A marker from another project is as unknown as one that never existed.
+            try:
+                mrow = await instances_db.get_by_uuid(conn, marker, read_deleted="yes")
+            except exception.InstanceNotFound:
+                mrow = None
+            if mrow is None or mrow["project_id"] != common.ctx(request).project_id:
+                raise common.bad_request(f"marker [{marker}] not found")
+        # Filters done in Python (a name regex) read on until the page is full.
+        while True:
+            try:
+                rows = await instances_db.get_all(
+                    conn,
+                    filters=sql,
+                    sort_keys=sort_keys,
+                    sort_dirs=sort_dirs,  # type: ignore[arg-type]
+                    limit=limit,
+                    marker=marker,
+                    read_deleted=read_deleted,  # type: ignore[arg-type]
+                )
+            except exception.MarkerNotFound:
+                raise common.bad_request(f"marker [{marker}] not found") from None
+            found += [r for r in rows if _matches(r, python)]
+            if len(rows) < limit or len(found) >= limit or not rows:
+                break
+            marker = rows[-1]["uuid"]
+    return found[:limit], limit
+
+
+async def _list(request: Request, is_detail: bool) -> Response:
+    which = "detail" if is_detail else "index"
+    common.authorize(request, f"servers:{which}", Rule.PROJECT_READER)
+    rows, limit = await _page(request, is_detail)
+    if is_detail:
+        x = await server_context(request, rows)
+        servers = [views.render(views.SERVER, r, x) for r in rows]
+    else:
+        x = ServerContext(request, common.is_admin(request), common.state(request).conf)
+        servers = [views.render(views.BRIEF, r, x) for r in rows]
+    body: dict[str, Any] = {"servers": servers}
+    if rows and len(rows) == limit:
+        collection = "servers/detail" if is_detail else "servers"
+        body["servers_links"] = common.next_link(request, collection, rows[-1]["uuid"])
+    return common.json(body)
+
+
+async def index(request: Request) -> Response:
+    return await _list(request, False)
+
+
+async def detail(request: Request) -> Response:
+    return await _list(request, True)
+
+
+# --- create ------------------------------------------------------------------------------
+
+
+async def _flavor(request: Request, ref: Any) -> dict[str, Any]:
+    flavorid = str(ref).rstrip("/").rsplit("/", 1)[-1]
+    async with common.state(request).db.reader() as conn:
+        try:
+            row = await flavors_db.get_by_flavor_id(conn, flavorid)
+        except exception.FlavorNotFound:
+            raise common.bad_request("Invalid flavorRef provided.") from None
+    visible = common.is_admin(request) or row["is_public"]
+    if not visible and common.ctx(request).project_id not in row["projects"]:
+        raise common.bad_request("Invalid flavorRef provided.")
+    if row["disabled"]:
+        raise common.bad_request("Invalid flavorRef provided.")
+    return row
+
+
+async def _image(request: Request, ref: str | None) -> dict[str, Any]:
+    if not ref:
+        raise common.bad_request("Missing imageRef attribute")
+    state = common.state(request)
+    try:
+        return await images_api.get_active_image(state.db, common.ctx(request), ref)
+    except exception.ImageNotFound:
+        raise common.bad_request("Can not find requested image") from None
+
+
+def _check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
+    if flavor["memory_mb"] < (image.get("min_ram") or 0):
+        raise common.bad_request("Flavor's memory is too small for requested image.")
+    root_gb = flavor["root_gb"]
+    if root_gb and root_gb < (image.get("min_disk") or 0):
+        raise common.bad_request("Flavor's disk is too small for requested image.")
+
+
+async def _check_zone(request: Request, zone: str) -> None:
+    conf = common.state(request).conf
+    async with common.state(request).db.reader(allow_stale=True) as conn:
+        zones = set((await hosts.host_zones(conn)).values())
+    zones.add(str(conf.api.default_availability_zone))
+    if zone not in zones:
+        raise common.bad_request("The requested availability zone is not available")
+
+
+def _networks(server: Mapping[str, Any]) -> None:
+    """No networking service yet: ``none``/``auto``/[] boot with no ports; anything else is 400."""
+    networks = server.get("networks")
+    if not isinstance(networks, list):
+        return
+    for net in networks:
+        if net.get("port"):
+            raise common.bad_request(f"Port {net['port']} could not be found.")
+        if net.get("uuid"):
+            raise common.bad_request(f"Network {net['uuid']} could not be found.")
+        if net.get("fixed_ip"):
+            raise common.bad_request("Invalid fixed IP address: no network to take it from.")
+
+
+def _image_ref(server: Mapping[str, Any]) -> str | None:
+    """The image to boot from: ``imageRef``, or the image a local root disk mapping names.
+
+    No block storage service yet: only mappings of the image onto the local
+    root disk (what the CLI sends for ``--image``) are accepted.
+    """
+    ref = server.get("imageRef") or None
+    if server.get("block_device_mapping"):
+        raise common.bad_request(
+            "Block device mapping is not supported: there is no volume service."
+        )
+    for bdm in server.get("block_device_mapping_v2") or []:
+        source = bdm.get("source_type", "image" if ref else None)
+        local = bdm.get("destination_type", "local") == "local"
+        if source != "image" or not local:
+            raise common.bad_request(
+                "Block device mapping is not supported: there is no volume service."
+            )
+        image = bdm.get("uuid") or bdm.get("image_id")
+        if str(bdm.get("boot_index", 0)) != "0" or (ref and image and image != ref):
+            raise common.bad_request("Only the image's own root disk can be mapped.")
+        ref = ref or image
+    return ref
+
+
+def _user_data(server: Mapping[str, Any]) -> str | None:
+    data = server.get("user_data")
+    if data is None:
+        return None
+    try:
+        base64.b64decode(re.sub(r"\s", "", data), validate=True)
+    except (binascii.Error, ValueError):
+        raise common.bad_request("Userdata content cannot be decoded") from None
+    return str(data)
+
+
+def _password(server: Mapping[str, Any]) -> str:
+    given = server.get("adminPass")
+    if given:
+        return str(given)
+    return "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(PASSWORD_LENGTH))
+
+
+def _sysmeta_from(server: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if "accessIPv4" in server:
+        out["access_ip_v4"] = server["accessIPv4"]
+    if "accessIPv6" in server:
+        out["access_ip_v6"] = server["accessIPv6"]
+    if "OS-DCF:diskConfig" in server:
+        out["disk_config"] = server["OS-DCF:diskConfig"]
+    return out
+
+
+async def create(request: Request) -> Response:
+    ctxt = common.ctx(request)
+    common.authorize(request, "servers:create", Rule.PROJECT_MEMBER, ctxt.project_id)
+    body = await v.json_body(request)
+    version = common.version(request)
+    v.validate(body, schemas.CREATE, version)
+    server = body["server"]
+    min_count = v.to_int("min_count", server.get("min_count", 1), 1)
+    max_count = v.to_int("max_count", server.get("max_count", min_count), 1)
+    if min_count > max_count:
+        raise common.bad_request("min_count must be <= max_count")
+    _networks(server)
+    if server.get("key_name"):
+        raise common.bad_request("Invalid key_name provided.")
+    for group in server.get("security_groups") or []:
+        if group.get("name") not in (None, "default"):
+            raise common.bad_request(f"Security group {group.get('name')} not found.")
+    user_data = _user_data(server)
+    flavor = await _flavor(request, server["flavorRef"])
+    image = await _image(request, _image_ref(server))
+    _check_image_fits(image, flavor)
+    zone = server.get("availability_zone")
+    if zone:
+        await _check_zone(request, zone)
+    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
+    group = hints.get("group")
+    password = _password(server)
+    instances = await _api(request).create_servers(
+        ctxt,
+        name=server["name"],
+        flavor=flavor,
+        image={"id": image["id"], "properties": dict(image.get("properties") or {})},
+        count=max_count,
+        availability_zone=zone,
+        scheduler_hints=hints,
+        metadata=server.get("metadata"),
+        description=server.get("description"),
+        group=str(group) if group else None,
+        user_data=user_data,
+        config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
+        system_metadata=_sysmeta_from(server),
+        tags=list(server.get("tags") or []),
+    )
+    if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
+        return common.json({"reservation_id": instances[0].reservation_id}, 202)
+    first = instances[0]
+    groups = server.get("security_groups") or [{"name": "default"}]
+    links = common.links(request, "servers", first.uuid)
+    result = {
+        "server": {
+            "id": first.uuid,
+            "links": links,
+            "OS-DCF:diskConfig": server.get("OS-DCF:diskConfig", "MANUAL"),
+            "security_groups": groups,
+            "adminPass": password,
+        }
+    }
+    response = common.json(result, 202)
+    response.headers["Location"] = links[0]["href"]
+    return response
+
+
+# --- update, delete ---------------------------------------------------------------------------
+
+
+async def update(request: Request) -> Response:
+    row = await get_server(request, request.path_params["server_id"])
+    common.authorize(request, "servers:update", Rule.PROJECT_MEMBER, row["project_id"])
+    body = await v.json_body(request)
+    version = common.version(request)
+    v.validate(body, schemas.UPDATE, version)
+    server = body["server"]
+    values: dict[str, Any] = {}
+    if "name" in server:
+        values["display_name"] = server["name"]
+    if "description" in server:
+        values["display_description"] = server["description"]
+    sysmeta = _sysmeta_from(server)
+    if sysmeta:
+        values["system_metadata"] = sysmeta
+    row = await _api(request).update_server(common.ctx(request), row["uuid"], values)
+    x = await server_context(request, [row], mode="update")
+    return common.json({"server": views.render(views.SERVER, row, x)})
+
+
+async def delete(request: Request) -> Response:
+    row = await get_server(request, request.path_params["server_id"])
+    common.authorize(request, "servers:delete", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).delete_server(common.ctx(request), row["uuid"])
+    return common.empty(204)
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+async def _stop(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:stop", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).stop_server(common.ctx(request), row["uuid"])
+
+
+async def _start(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:start", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).start_server(common.ctx(request), row["uuid"])
+
+
+async def _reboot(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.REBOOT)
+    common.authorize(request, "servers:reboot", Rule.PROJECT_MEMBER, row["project_id"])
+    kind = body["reboot"]["type"].upper()
+    await _api(request).reboot_server(common.ctx(request), row["uuid"], kind)
+
+
+async def _lock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:lock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).lock_server(common.ctx(request), row["uuid"])
+
+
+async def _unlock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:unlock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unlock_server(
+        common.ctx(request), row["uuid"], may_override=common.is_admin(request)
+    )
+
+
+async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-admin-actions:reset_state", Rule.ADMIN)
+    v.validate(body, schemas.RESET_STATE)
+    await _api(request).reset_state(
+        common.ctx(request), row["uuid"], body["os-resetState"]["state"]
+    )
+
+
+ACTIONS = {
+    "os-stop": _stop,
+    "os-start": _start,
+    "reboot": _reboot,
+    "lock": _lock,
+    "unlock": _unlock,
+    "os-resetState": _reset_state,
+}
+
+
+async def action(request: Request) -> Response:
+    body = await v.json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise v.MalformedBody(reason="the body must hold exactly one action")
+    (name,) = body
+    handler = ACTIONS.get(name)
+    if handler is None:
+        raise common.bad_request(f"There is no such action: {name}")
+    row = await get_server(request, request.path_params["server_id"])
+    await handler(request, row, body)
+    return common.empty(202)
+
+
+ROUTES = [
+    Route("/servers", index, methods=["GET"]),
+    Route("/servers", create, methods=["POST"]),
+    Route("/servers/detail", detail, methods=["GET"]),
+    Route("/servers/{server_id}", show, methods=["GET"]),
+    Route("/servers/{server_id}", update, methods=["PUT"]),
+    Route("/servers/{server_id}", delete, methods=["DELETE"]),
+    Route("/servers/{server_id}/action", action, methods=["POST"]),
+]
