@@ -139,6 +139,11 @@ FAILED_STATEMENT = "nubes_failed_statement"
 def translate(ctx: ExceptionContext) -> Exception | None:
     """``handle_error`` hook: the nubes error for ``ctx``, or None to keep the original."""
     orig = ctx.original_exception
+    if not isinstance(orig, Exception):
+        # A cancelled task (or Ctrl-C) must stay a cancellation: turned into
+        # DBConnectionError it would be caught and retried as an outage, and
+        # the task would never stop.
+        return None
     if ctx.connection is not None:
         # PostgreSQL aborts the transaction on any failed statement and turns
         # a later COMMIT into a silent ROLLBACK, while SQLite and MariaDB

@@ -234,3 +234,34 @@ async def test_unreachable_database_raises_connection_error() -> None:
         assert err.value.code == 503
     finally:
         await db.dispose()
+
+
+async def test_cancelling_a_db_call_stays_a_cancellation(tmp_path):
+    """Regression: SQLAlchemy reports a cancelled statement through the error
+    hook, which turned it into DBConnectionError; callers then retried it as
+    an outage and a stopping service hung until its stop timeout."""
+    import asyncio
+
+    from nubes.db import migration
+    from nubes.db.engine import Database
+
+    url = f"sqlite:///{tmp_path / 'cancel.sqlite'}"
+    await migration.db_sync(url)
+    db = Database(url)
+
+    async def slow_reads() -> None:
+        while True:
+            async with db.reader() as conn:
+                await conn.exec_driver_sql("SELECT count(*) FROM instances")
+
+    task = asyncio.create_task(slow_reads())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the task did not end")
+    assert task.cancelled()
+    await db.dispose()
