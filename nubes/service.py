@@ -49,6 +49,8 @@ SERVICE_VERSION = 1
 DEFAULT_REPORT_INTERVAL = 10.0
 #: Longest wait between heartbeat attempts while the conductor is away.
 HEARTBEAT_BACKOFF_MAX = 60.0
+#: Seconds a stopping service waits for its heartbeat loop to end.
+HEARTBEAT_STOP_GRACE = 5.0
 #: Failures that mean "the conductor or database is away": retried quietly.
 _AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
 
@@ -128,6 +130,7 @@ class Service:
         if indirection_api is not None:
             self._context.run(use_indirection_api, indirection_api)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.started = False
 
     async def start(self) -> None:
@@ -155,10 +158,13 @@ class Service:
         if not self.started:
             return
         self.started = False
+        self._stopping.set()
         if self._heartbeat is not None:
+            # The loop also watches _stopping: a cancel that lands as its
+            # heartbeat completes can be lost (Python 3.11's wait_for), and
+            # the stop must not wait on it forever.
             self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await asyncio.wait({self._heartbeat}, timeout=HEARTBEAT_STOP_GRACE)
         for hook in reversed(self.hooks):
             await hook.stop()
         await self.rpcserver.stop()
@@ -192,9 +198,10 @@ class Service:
     async def _report_state(self, interval: float) -> None:
         backoff = min(1.0, interval)
         away = False
-        while True:
+        while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self.report_state(), timeout=max(interval, 5.0))
+                async with asyncio.timeout(max(interval, 5.0)):
+                    await self.report_state()
             except asyncio.CancelledError:
                 raise
             except (*_AWAY, TimeoutError) as exc:
@@ -219,7 +226,9 @@ class Service:
                     away = False
                 backoff = min(1.0, interval)
                 delay = interval
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
 
 #: Seconds one service may take to stop before the rest go on without it.

@@ -235,7 +235,11 @@ class MemoryTransport(Transport):
         try:
             self._deliver(target, _Envelope(bytes(body), self.identity, fut))
             try:
-                return await asyncio.wait_for(fut, timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a
+                # cancellation that lands as the reply arrives, and a
+                # stopping service then never stops.
+                async with asyncio.timeout(timeout):
+                    return await fut
             except TimeoutError:
                 raise exception.MessagingTimeout(
                     method=label or "call", target=str(target), timeout=timeout
