@@ -360,6 +360,10 @@ class HostStateView:
             hs.generation = generation
         self._sync(hs)
 
+    def confirm(self, hs: HostState, generation: int) -> None:
+        """The database took a claim already consumed here: its new generation."""
+        hs.generation = generation
+
     def give_back(self, hs: HostState, vcpus: int, memory_mb: int, disk_gb: int) -> None:
         """Apply a release this process made."""
         hs.vcpus_used = max(0, hs.vcpus_used - vcpus)

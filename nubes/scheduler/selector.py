@@ -166,14 +166,22 @@ class HostSelector:
                 # What a lost race taught the view: not worth a claim.
                 continue
             tried += 1
-            outcome = await claims.claim(self.db, hs.node_id, instance_uuid, amounts)
+            # Taken in the view before the claim's round trip, so that the
+            # selections running meanwhile see it and do not all pick this
+            # host; confirmed or given back when the database answers.
+            self.view.consume(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb, None)
+            try:
+                outcome = await claims.claim(self.db, hs.node_id, instance_uuid, amounts)
+            except BaseException:
+                self.view.give_back(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb)
+                raise
             result = outcome.result
             if result.outcome is ClaimOutcome.CLAIMED:
-                self.view.consume(
-                    hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb, result.generation
-                )
+                if result.generation is not None:
+                    self.view.confirm(hs, result.generation)
                 chosen = self._selection(instance_uuid, hs, amounts, policy, result.generation)
                 break
+            self.view.give_back(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb)
             if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
                 held = self.view.by_node_id.get(outcome.node_id, hs)
                 chosen = self._selection(instance_uuid, held, amounts, policy, result.generation)
