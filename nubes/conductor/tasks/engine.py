@@ -174,7 +174,10 @@ class TaskEngine:
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._waiters[run.id] = (run, future)
         try:
-            return await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a
+            # cancellation that lands as the report arrives.
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             return None
         finally:
@@ -191,7 +194,8 @@ class TaskEngine:
             if not self._wanted:
                 timeout = max(next_scan - time.monotonic(), 0.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 if self._wanted:
