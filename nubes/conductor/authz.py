@@ -82,9 +82,8 @@ COMPUTE_NODE_FIELDS = frozenset(
         "vcpus",
         "memory_mb",
         "local_gb",
-        "vcpus_used",
-        "memory_mb_used",
-        "local_gb_used",
+        # Not *_used: the scheduler's atomic claims own those columns, and a
+        # host rewriting them could hide its load and be over-committed.
         "free_ram_mb",
         "free_disk_gb",
         "running_vms",

@@ -185,6 +185,7 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
         ).create(c),
         "rename its own service's host": lambda c: service(a["service"], host=B).save(c),
         "move its own node to another host": lambda c: node(a["node"], host=B).save(c),
+        "rewrite its own node's claimed usage": lambda c: node(a["node"], vcpus_used=0).save(c),
         "raise its own allocation ratio": lambda c: node(a["node"], cpu_allocation_ratio=64.0).save(
             c
         ),
@@ -238,7 +239,7 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")
     assert not let_through, f"attacks that got through: {let_through}"
     assert before == after, "the database changed during the attacks"
-    assert total >= 45
+    assert total >= 47
 
     # Positive controls: the same identity does its own, allowed, work.
     own = await attacker.run(Instance.get_by_uuid, ctxt, ids[A]["instance"]["uuid"])
@@ -249,7 +250,7 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     svc = await attacker.run(Service.get_by_host_and_binary, ctxt, A, "compute")
     await attacker.run(svc.heartbeat, ctxt)
     node = await attacker.run(ComputeNode.get_by_host_and_nodename, ctxt, A, f"node-{A}")
-    node.vcpus_used = 3
+    node.running_vms = 1
     await attacker.run(node.save, ctxt)
     await attacker.run(Flavor.get_by_id, ctxt, ids["flavor"]["id"])
     await attacker.run(InstanceFault(instance_uuid=own.uuid, code=500, message="ok").create, ctxt)
