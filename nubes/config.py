@@ -56,6 +56,18 @@ default_opts: list[cfg.Opt] = [
         min=1,
         help="A service not seen for this many seconds is considered down.",
     ),
+    cfg.IntOpt(
+        "resize_confirm_window",
+        default=0,
+        min=0,
+        help="Confirm a resize or cold migration left unconfirmed (VERIFY_RESIZE) "
+        "for this many seconds; 0 never confirms on its own.",
+    ),
+    cfg.BoolOpt(
+        "allow_resize_to_same_host",
+        default=False,
+        help="Let a resize choose the instance's own host (cold migrations never do).",
+    ),
     cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
     cfg.StrOpt(

@@ -41,6 +41,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
+    │   ├── InvalidMigrationTransition    the migration status table forbids that change
     │   └── DBDuplicateEntry              a unique constraint refused a row
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
@@ -262,6 +263,14 @@ class InvalidInstanceTransition(Conflict):
     """
 
     msg_fmt = "Instance %(instance_uuid)s cannot go from %(current)s to %(target)s"
+
+
+class InvalidMigrationTransition(Conflict):
+    """The migration status table of :mod:`nubes.objects.states` forbids the change."""
+
+    msg_fmt = (
+        "Migration %(migration_id)s (%(migration_type)s) cannot go from %(current)s to %(target)s"
+    )
 
 
 class DBDuplicateEntry(Conflict):

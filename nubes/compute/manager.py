@@ -28,7 +28,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nubes import exception
+from nubes.compute.live_migration import LiveMigrationSteps
+from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, Reporter, utcnow
+from nubes.compute.resize import ResizeSteps
 from nubes.compute.steps import Outcome, StepKey, StepLog, StepReporter
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.context import RequestContext
@@ -52,8 +55,8 @@ SOFT_REBOOT_STATES = (_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED)
 HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD)
 
 
-class ComputeManager:
-    RPC_API_VERSION = "1.0"
+class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
+    RPC_API_VERSION = "1.1"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 
     def __init__(

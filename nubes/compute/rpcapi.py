@@ -10,6 +10,13 @@ Version history:
 
     1.0 - build_and_run_instance, terminate_instance, stop_instance,
           start_instance, reboot_instance
+    1.1 - the move steps (docs/moves.md): migrate_disk_and_power_off,
+          finish_migration, confirm_migration, revert_migration_destination,
+          finish_revert_migration, check_can_live_migrate_destination,
+          check_can_live_migrate_source, pre_live_migration, live_migration,
+          post_live_migration_at_destination, post_live_migration,
+          rollback_live_migration_at_destination, rebuild_instance;
+          live_migration_abort and live_migration_force_complete (not steps)
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from nubes.context import RequestContext
+from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
+from nubes.objects.migration import Migration
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, Transport
@@ -25,7 +34,7 @@ from nubes.rpc.transport import Target, Transport
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.0"
+VERSION = "1.1"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -40,8 +49,32 @@ class ComputeAPI:
             serializer=ObjectSerializer(),
         )
 
-    def _host(self, host: str) -> RPCClient:
-        return self.client.prepare(server=host, version="1.0")
+    def _host(self, host: str, version: str = "1.0") -> RPCClient:
+        return self.client.prepare(server=host, version=version)
+
+    async def _move_step(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        method: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        **kwargs: Any,
+    ) -> None:
+        """Cast one step of a move (1.1): like every step, it carries the task
+        id, step and try, and the host reports its outcome (with ``details``
+        the next step needs) through ``ConductorAPI.step_finished``."""
+        await self._host(host, "1.1").cast(
+            ctxt,
+            method,
+            instance=instance,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+            **kwargs,
+        )
 
     async def build_and_run_instance(
         self,
@@ -129,4 +162,337 @@ class ComputeAPI:
             step=step,
             attempt=attempt,
             reboot_type=reboot_type,
+        )
+
+    # -- moves (1.1); see docs/moves.md for who is sent what ------------------------
+
+    async def migrate_disk_and_power_off(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        flavor: Flavor,
+        dest_host: str,
+    ) -> None:
+        """Source of a cold migration or resize; details: ``disk_info``."""
+        await self._move_step(
+            ctxt,
+            host,
+            "migrate_disk_and_power_off",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migration=migration,
+            flavor=flavor,
+            dest_host=dest_host,
+        )
+
+    async def finish_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        disk_info: dict[str, Any],
+        image: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool,
+    ) -> None:
+        """Destination of a cold migration or resize: build the guest from the disks."""
+        await self._move_step(
+            ctxt,
+            host,
+            "finish_migration",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migration=migration,
+            disk_info=disk_info,
+            image=image,
+            resize_instance=resize_instance,
+            power_on=power_on,
+        )
+
+    async def confirm_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+    ) -> None:
+        """Source of a confirmed resize: remove what was kept for a revert."""
+        await self._move_step(
+            ctxt, host, "confirm_migration", instance, task_id, step, attempt, migration=migration
+        )
+
+    async def revert_migration_destination(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+    ) -> None:
+        """Destination of a reverted (or rolled back) resize: remove the new guest."""
+        await self._move_step(
+            ctxt,
+            host,
+            "revert_migration_destination",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migration=migration,
+        )
+
+    async def finish_revert_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        power_on: bool,
+    ) -> None:
+        """Source of a reverted (or rolled back) resize: bring the original guest back."""
+        await self._move_step(
+            ctxt,
+            host,
+            "finish_revert_migration",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migration=migration,
+            power_on=power_on,
+        )
+
+    async def check_can_live_migrate_destination(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        block_migration: bool,
+    ) -> None:
+        """Destination check of a live migration; details: ``dest_check_data``."""
+        await self._move_step(
+            ctxt,
+            host,
+            "check_can_live_migrate_destination",
+            instance,
+            task_id,
+            step,
+            attempt,
+            block_migration=block_migration,
+        )
+
+    async def check_can_live_migrate_source(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        dest_check_data: dict[str, Any],
+    ) -> None:
+        """Source check of a live migration; details: ``migrate_data``."""
+        await self._move_step(
+            ctxt,
+            host,
+            "check_can_live_migrate_source",
+            instance,
+            task_id,
+            step,
+            attempt,
+            dest_check_data=dest_check_data,
+        )
+
+    async def pre_live_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Destination, before memory moves; details: ``migrate_data`` (updated)."""
+        await self._move_step(
+            ctxt,
+            host,
+            "pre_live_migration",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migrate_data=migrate_data,
+        )
+
+    async def live_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        dest_host: str,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Source: move the running guest, saving progress on the instance and migration."""
+        await self._move_step(
+            ctxt,
+            host,
+            "live_migration",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migration=migration,
+            dest_host=dest_host,
+            migrate_data=migrate_data,
+        )
+
+    async def post_live_migration_at_destination(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Destination, after success: adopt the guest."""
+        await self._move_step(
+            ctxt,
+            host,
+            "post_live_migration_at_destination",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migrate_data=migrate_data,
+        )
+
+    async def post_live_migration(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Source, after success: remove what is left of the guest there."""
+        await self._move_step(
+            ctxt,
+            host,
+            "post_live_migration",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migrate_data=migrate_data,
+        )
+
+    async def rollback_live_migration_at_destination(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migrate_data: dict[str, Any],
+    ) -> None:
+        """Destination, after a failure or an abort: undo pre-live-migration."""
+        await self._move_step(
+            ctxt,
+            host,
+            "rollback_live_migration_at_destination",
+            instance,
+            task_id,
+            step,
+            attempt,
+            migrate_data=migrate_data,
+        )
+
+    async def rebuild_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        image: dict[str, Any],
+        evacuate: bool,
+        power_on: bool,
+    ) -> None:
+        """Create the guest again from ``image`` on ``host``: a rebuild in place
+        (the old guest is removed first) or an evacuation to this host."""
+        await self._move_step(
+            ctxt,
+            host,
+            "rebuild_instance",
+            instance,
+            task_id,
+            step,
+            attempt,
+            image=image,
+            evacuate=evacuate,
+            power_on=power_on,
+        )
+
+    async def live_migration_abort(
+        self, ctxt: RequestContext, host: str, instance: Instance, migration_id: int
+    ) -> None:
+        """Ask the source to stop a running live migration (the task then rolls back)."""
+        await self._host(host, "1.1").cast(
+            ctxt, "live_migration_abort", instance=instance, migration_id=migration_id
+        )
+
+    async def live_migration_force_complete(
+        self, ctxt: RequestContext, host: str, instance: Instance, migration_id: int
+    ) -> None:
+        """Ask the source to finish a running live migration now (pausing the guest)."""
+        await self._host(host, "1.1").cast(
+            ctxt, "live_migration_force_complete", instance=instance, migration_id=migration_id
         )

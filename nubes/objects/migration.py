@@ -26,9 +26,10 @@ class Migration(base.VersionedObject):
     Version history:
 
     1.0: Initial version
+    1.1: old_instance_type_id, new_instance_type_id
     """
 
-    VERSION = "1.0"
+    VERSION = "1.1"
 
     id = fields.Integer()
     uuid = fields.UUID()
@@ -40,6 +41,8 @@ class Migration(base.VersionedObject):
     dest_host = fields.String(nullable=True)
     status = fields.String(nullable=True)
     migration_type = fields.Enum(MIGRATION_TYPES, nullable=True)
+    old_instance_type_id = fields.Integer(nullable=True, added_in="1.1")
+    new_instance_type_id = fields.Integer(nullable=True, added_in="1.1")
     hidden = fields.Boolean(default=False)
     project_id = fields.String(nullable=True)
     user_id = fields.String(nullable=True)

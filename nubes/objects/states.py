@@ -206,7 +206,33 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
             for vm in _RUNNING_LIKE
         ],
     ],
-    "live_migrate": _chain([_V.ACTIVE, _V.PAUSED], None, _T.MIGRATING),
+    # A cold migration is a resize to the same flavor: the same edges.
+    # Confirm and revert start from (resized, None) and end where the
+    # instance was before the move (active, or stopped when it was off).
+    "live_migrate": [
+        *_chain([_V.ACTIVE, _V.PAUSED], None, _T.MIGRATING),
+        ((_V.PAUSED, _T.MIGRATING), (_V.PAUSED, None)),
+    ],
+    # Rebuild on the same host, or on another one (evacuate): the guest is
+    # created again from an image; a stopped instance stays stopped.
+    "rebuild": [
+        *_chain(
+            [_V.ACTIVE, _V.STOPPED, _V.ERROR],
+            None,
+            _T.REBUILDING,
+            _T.REBUILD_BLOCK_DEVICE_MAPPING,
+            _T.REBUILD_SPAWNING,
+        ),
+        *[
+            ((vm, _T.REBUILDING), (vm, _T.REBUILD_SPAWNING))
+            for vm in (_V.ACTIVE, _V.STOPPED, _V.ERROR)
+        ],
+        *[
+            ((vm, _T.REBUILD_SPAWNING), (end, None))
+            for vm in (_V.ACTIVE, _V.STOPPED, _V.ERROR)
+            for end in (_V.ACTIVE, _V.STOPPED)
+        ],
+    ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],
 }
@@ -263,4 +289,127 @@ def check_transition(
             instance_uuid=instance_uuid or "?",
             current=format_state(current),
             target=format_state(target),
+        )
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+class MigrationType(enum.StrEnum):
+    """What kind of move a migration record describes (Nova's names)."""
+
+    MIGRATION = "migration"  #: cold migration: same flavor, another host
+    RESIZE = "resize"  #: new flavor (maybe the same host)
+    LIVE_MIGRATION = "live-migration"
+    EVACUATION = "evacuation"  #: rebuilt elsewhere because its host is down
+
+
+class MigrationStatus(enum.StrEnum):
+    """A migration record's status; the values are Nova's, as the API shows them."""
+
+    #: live migration and evacuation: recorded by the API, not started yet
+    ACCEPTED = "accepted"
+    #: cold migration and resize: recorded, destination being chosen;
+    #: evacuation: destination chosen, rebuild in progress
+    PRE_MIGRATING = "pre-migrating"
+    #: cold migration and resize: the source is powering off and copying
+    MIGRATING = "migrating"
+    #: cold migration and resize: the destination is building the guest
+    POST_MIGRATING = "post-migrating"
+    #: cold migration and resize: waiting for the user to confirm or revert
+    FINISHED = "finished"
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    #: live migration: checks and pre-live-migration on the destination
+    PREPARING = "preparing"
+    #: live migration: memory is being copied
+    RUNNING = "running"
+    #: live migration: an abort was asked for
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    #: evacuation: the instance runs on the destination; the source host
+    #: removes its remains when it comes back (then ``completed``)
+    DONE = "done"
+    #: live migration and evacuation: it did not happen, rolled back
+    FAILED = "failed"
+    #: any move: failed and rolled back (or could not be)
+    ERROR = "error"
+
+
+_M = MigrationStatus
+
+#: Statuses after which a migration holds no resources anywhere and no task
+#: works on it (``done`` waits only for the source host's cleanup).
+MIGRATION_FINAL: frozenset[MigrationStatus] = frozenset(
+    {_M.CONFIRMED, _M.REVERTED, _M.CANCELLED, _M.COMPLETED, _M.DONE, _M.FAILED, _M.ERROR}
+)
+
+#: Migration type -> status -> the statuses that may follow it. ``error``
+#: may follow every status that is not final (the rule below the table).
+_MIGRATION_FLOWS: dict[MigrationType, dict[MigrationStatus, set[MigrationStatus]]] = {
+    MigrationType.MIGRATION: {
+        _M.PRE_MIGRATING: {_M.MIGRATING},
+        _M.MIGRATING: {_M.POST_MIGRATING},
+        _M.POST_MIGRATING: {_M.FINISHED},
+        _M.FINISHED: {_M.CONFIRMING, _M.REVERTING},
+        _M.CONFIRMING: {_M.CONFIRMED},
+        _M.REVERTING: {_M.REVERTED},
+    },
+    MigrationType.LIVE_MIGRATION: {
+        _M.ACCEPTED: {_M.PREPARING, _M.CANCELLED, _M.FAILED},
+        _M.PREPARING: {_M.RUNNING, _M.CANCELLING, _M.CANCELLED, _M.FAILED},
+        _M.RUNNING: {_M.COMPLETED, _M.CANCELLING, _M.FAILED},
+        _M.CANCELLING: {_M.CANCELLED, _M.COMPLETED, _M.FAILED},
+    },
+    MigrationType.EVACUATION: {
+        _M.ACCEPTED: {_M.PRE_MIGRATING, _M.FAILED},
+        _M.PRE_MIGRATING: {_M.DONE, _M.FAILED},
+        _M.DONE: {_M.COMPLETED},
+    },
+}
+_MIGRATION_FLOWS[MigrationType.RESIZE] = _MIGRATION_FLOWS[MigrationType.MIGRATION]
+
+
+def _migration_table() -> dict[MigrationType, dict[MigrationStatus, frozenset[MigrationStatus]]]:
+    tables = {}
+    for kind, flow in _MIGRATION_FLOWS.items():
+        table: dict[MigrationStatus, frozenset[MigrationStatus]] = {}
+        for status in MigrationStatus:
+            allowed = set(flow.get(status, ()))
+            if status not in MIGRATION_FINAL:
+                allowed.add(_M.ERROR)
+            table[status] = frozenset(allowed)
+        tables[kind] = table
+    return tables
+
+
+#: Migration type -> status -> the statuses that may follow it.
+MIGRATION_TRANSITIONS = _migration_table()
+
+#: The status a new migration of each type is recorded with.
+MIGRATION_FIRST_STATUS: dict[MigrationType, MigrationStatus] = {
+    MigrationType.MIGRATION: _M.PRE_MIGRATING,
+    MigrationType.RESIZE: _M.PRE_MIGRATING,
+    MigrationType.LIVE_MIGRATION: _M.ACCEPTED,
+    MigrationType.EVACUATION: _M.ACCEPTED,
+}
+
+
+def check_migration_status(
+    migration_type: str, current: str, target: str, migration_id: Any = None
+) -> None:
+    """Refuse a status change the migration type's table does not allow
+    (InvalidMigrationTransition); staying put is allowed (a repeated step)."""
+    if current == target:
+        return
+    table = MIGRATION_TRANSITIONS.get(MigrationType(migration_type), {})
+    if MigrationStatus(target) not in table.get(MigrationStatus(current), frozenset()):
+        raise exception.InvalidMigrationTransition(
+            migration_id=migration_id if migration_id is not None else "?",
+            migration_type=migration_type,
+            current=current,
+            target=target,
         )

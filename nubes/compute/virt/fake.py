@@ -48,9 +48,25 @@ class FakeFaults:
     fail_live_migration: bool = False
     #: Source hosts whose live migrations fail at 50 %.
     fail_live_migration_hosts: set[str] = dataclasses.field(default_factory=set)
+    #: Driver method name -> hosts (``"*"``: every host) where that call fails.
+    fail_calls: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    #: Driver method name -> how many of its next calls fail (on any host);
+    #: each failure counts one down ("fail each driver call once").
+    fail_next: dict[str, int] = dataclasses.field(default_factory=dict)
     spawn_delay: float = 0.0
     power_delay: float = 0.0
     migration_delay: float = 0.0
+
+    def injected(self, method: str, host: str) -> bool:
+        """Whether this call of ``method`` on ``host`` is to fail (and count it)."""
+        hosts = self.fail_calls.get(method)
+        if hosts is not None and ("*" in hosts or host in hosts):
+            return True
+        left = self.fail_next.get(method, 0)
+        if left > 0:
+            self.fail_next[method] = left - 1
+            return True
+        return False
 
     def reset(self) -> None:
         fresh = FakeFaults()
@@ -106,6 +122,11 @@ class FakeDriver(ComputeDriver):
         return exception.VirtDriverError(
             operation=operation, instance_uuid=instance.uuid, reason=reason
         )
+
+    def _check_injected(self, operation: str, instance: Instance) -> None:
+        """Fail this call if the fault registry says so (``fail_calls``/``fail_next``)."""
+        if self.faults.injected(operation, self.host):
+            raise self._fail(operation, instance, f"{operation} fails on {self.host} (injected)")
 
     def _get(self, instance: Instance) -> FakeInstance:
         found = self.instances.get(instance.uuid)
@@ -166,6 +187,7 @@ class FakeDriver(ComputeDriver):
         image_meta: dict[str, Any],
         request: dict[str, Any],
     ) -> None:
+        self._check_injected("spawn", instance)
         faults = self.faults
         await _delay(faults.spawn_delay)
         if faults.fail_spawn or self.host in faults.fail_spawn_hosts:
@@ -175,12 +197,14 @@ class FakeDriver(ComputeDriver):
         self.instances[instance.uuid] = self._new(instance)
 
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
+        self._check_injected("destroy", instance)
         if self.host in self.faults.fail_destroy_hosts:
             raise self._fail("destroy", instance, f"destroy fails on {self.host} (injected)")
         self.instances.pop(instance.uuid, None)
         self.kept.pop(instance.uuid, None)
 
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
+        self._check_injected("reboot", instance)
         found = self._get(instance)
         await _delay(self.faults.power_delay)
         if self.host in self.faults.fail_reboot_hosts:
@@ -191,6 +215,7 @@ class FakeDriver(ComputeDriver):
     async def power_off(
         self, instance: Instance, timeout: float = 0, retry_interval: float = 0
     ) -> None:
+        self._check_injected("power_off", instance)
         found = self._get(instance)
         await _delay(self.faults.power_delay)
         if self.host in self.faults.fail_power_hosts:
@@ -198,6 +223,7 @@ class FakeDriver(ComputeDriver):
         found.state = PowerState.SHUTDOWN
 
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
+        self._check_injected("power_on", instance)
         found = self._get(instance)
         await _delay(self.faults.power_delay)
         if self.host in self.faults.fail_power_hosts:
@@ -213,6 +239,7 @@ class FakeDriver(ComputeDriver):
         dest: str,
         flavor: Flavor,
     ) -> dict[str, Any]:
+        self._check_injected("migrate_disk_and_power_off", instance)
         found = self._get(instance)
         found.state = PowerState.SHUTDOWN
         self.kept[instance.uuid] = self.instances.pop(instance.uuid)
@@ -228,12 +255,14 @@ class FakeDriver(ComputeDriver):
         resize_instance: bool,
         power_on: bool = True,
     ) -> None:
+        self._check_injected("finish_migration", instance)
         state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
         self.instances[instance.uuid] = self._new(instance, state)
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
+        self._check_injected("confirm_migration", instance)
         self.kept.pop(instance.uuid, None)
 
     async def finish_revert_migration(
@@ -243,6 +272,7 @@ class FakeDriver(ComputeDriver):
         migration: Migration,
         power_on: bool = True,
     ) -> None:
+        self._check_injected("finish_revert_migration", instance)
         kept = self.kept.pop(instance.uuid, None) or self._new(instance)
         kept.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
         self.instances[instance.uuid] = kept
@@ -255,6 +285,7 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         block_migration: bool = False,
     ) -> dict[str, Any]:
+        self._check_injected("check_can_live_migrate_destination", instance)
         if instance.uuid in self.instances:
             raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
         return {"dest_host": self.host, "block_migration": block_migration}
@@ -265,6 +296,7 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         dest_check_data: dict[str, Any],
     ) -> dict[str, Any]:
+        self._check_injected("check_can_live_migrate_source", instance)
         self._get(instance)
         return {**dest_check_data, "source_host": self.host}
 
@@ -274,6 +306,7 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         migrate_data: dict[str, Any],
     ) -> dict[str, Any]:
+        self._check_injected("pre_live_migration", instance)
         return {**migrate_data, "pre_live_migration_done": True}
 
     async def live_migration(
@@ -284,6 +317,7 @@ class FakeDriver(ComputeDriver):
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
     ) -> None:
+        self._check_injected("live_migration", instance)
         self._get(instance)
         faults = self.faults
         half = faults.migration_delay / 2
@@ -304,6 +338,7 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         migrate_data: dict[str, Any],
     ) -> None:
+        self._check_injected("post_live_migration", instance)
         self.instances.pop(instance.uuid, None)
 
     async def post_live_migration_at_destination(
@@ -312,6 +347,7 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         migrate_data: dict[str, Any],
     ) -> None:
+        self._check_injected("post_live_migration_at_destination", instance)
         self.instances.setdefault(instance.uuid, self._new(instance))
 
     async def rollback_live_migration_at_destination(
@@ -320,4 +356,5 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         migrate_data: dict[str, Any],
     ) -> None:
+        self._check_injected("rollback_live_migration_at_destination", instance)
         self.instances.pop(instance.uuid, None)

@@ -23,6 +23,14 @@ class TaskKind(enum.StrEnum):
     STOP = "stop"
     START = "start"
     REBOOT = "reboot"
+    #: cold migration and resize (the payload's flavor says which), up to
+    #: VERIFY_RESIZE; confirm and revert are tasks of their own
+    MIGRATE = "migrate"
+    CONFIRM_RESIZE = "confirm_resize"
+    REVERT_RESIZE = "revert_resize"
+    LIVE_MIGRATE = "live_migrate"
+    EVACUATE = "evacuate"
+    REBUILD = "rebuild"
 
 
 class Step(enum.StrEnum):
@@ -36,6 +44,35 @@ class Step(enum.StrEnum):
     RELEASE = "release"
     #: stop, start, reboot: ask the instance's host, and wait.
     POWER = "power"
+    # -- moves (docs/moves.md) --
+    #: migrate: source powers off and copies the disks
+    MIGRATE_SOURCE = "migrate_source"
+    #: migrate: destination builds the guest; the instance then is on it
+    FINISH_DEST = "finish_dest"
+    #: migrate, live_migrate, evacuate: undo on the destination
+    ROLLBACK_DEST = "rollback_dest"
+    #: migrate: bring the guest back on the source
+    ROLLBACK_SOURCE = "rollback_source"
+    #: confirm_resize: the source removes what it kept
+    CONFIRM_SOURCE = "confirm_source"
+    #: revert_resize: the destination removes the new guest
+    REVERT_DEST = "revert_dest"
+    #: revert_resize: the source brings the original guest back
+    REVERT_SOURCE = "revert_source"
+    #: live_migrate: destination check
+    CHECK_DEST = "check_dest"
+    #: live_migrate: source check
+    CHECK_SOURCE = "check_source"
+    #: live_migrate: destination prepares (networks, disks)
+    PRE_LIVE = "pre_live"
+    #: live_migrate: the source copies memory to the destination
+    LIVE_MIGRATE = "live_migrate"
+    #: live_migrate: the destination adopts the guest
+    POST_DEST = "post_dest"
+    #: live_migrate: the source removes what is left
+    POST_SOURCE = "post_source"
+    #: rebuild, evacuate: the guest is created again from an image
+    REBUILD = "rebuild"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -57,6 +94,36 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     TaskKind.STOP: {Step.POWER: frozenset({Step.POWER, END})},
     TaskKind.START: {Step.POWER: frozenset({Step.POWER, END})},
     TaskKind.REBOOT: {Step.POWER: frozenset({Step.POWER, END})},
+    TaskKind.MIGRATE: {
+        Step.SCHEDULE: frozenset({Step.MIGRATE_SOURCE, END}),
+        Step.MIGRATE_SOURCE: frozenset(
+            {Step.MIGRATE_SOURCE, Step.FINISH_DEST, Step.ROLLBACK_SOURCE}
+        ),
+        Step.FINISH_DEST: frozenset({Step.FINISH_DEST, Step.ROLLBACK_DEST, END}),
+        Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, Step.ROLLBACK_SOURCE}),
+        Step.ROLLBACK_SOURCE: frozenset({Step.ROLLBACK_SOURCE, END}),
+    },
+    TaskKind.CONFIRM_RESIZE: {Step.CONFIRM_SOURCE: frozenset({Step.CONFIRM_SOURCE, END})},
+    TaskKind.REVERT_RESIZE: {
+        Step.REVERT_DEST: frozenset({Step.REVERT_DEST, Step.REVERT_SOURCE, END}),
+        Step.REVERT_SOURCE: frozenset({Step.REVERT_SOURCE, END}),
+    },
+    TaskKind.LIVE_MIGRATE: {
+        Step.SCHEDULE: frozenset({Step.CHECK_DEST, END}),
+        Step.CHECK_DEST: frozenset({Step.CHECK_DEST, Step.CHECK_SOURCE, Step.ROLLBACK_DEST}),
+        Step.CHECK_SOURCE: frozenset({Step.CHECK_SOURCE, Step.PRE_LIVE, Step.ROLLBACK_DEST}),
+        Step.PRE_LIVE: frozenset({Step.PRE_LIVE, Step.LIVE_MIGRATE, Step.ROLLBACK_DEST}),
+        Step.LIVE_MIGRATE: frozenset({Step.LIVE_MIGRATE, Step.POST_DEST, Step.ROLLBACK_DEST}),
+        Step.POST_DEST: frozenset({Step.POST_DEST, Step.POST_SOURCE}),
+        Step.POST_SOURCE: frozenset({Step.POST_SOURCE, END}),
+        Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, END}),
+    },
+    TaskKind.EVACUATE: {
+        Step.SCHEDULE: frozenset({Step.REBUILD, END}),
+        Step.REBUILD: frozenset({Step.REBUILD, Step.ROLLBACK_DEST, END}),
+        Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, END}),
+    },
+    TaskKind.REBUILD: {Step.REBUILD: frozenset({Step.REBUILD, END})},
 }
 
 #: The step each kind of task is created at.
@@ -66,6 +133,12 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.STOP: Step.POWER,
     TaskKind.START: Step.POWER,
     TaskKind.REBOOT: Step.POWER,
+    TaskKind.MIGRATE: Step.SCHEDULE,
+    TaskKind.CONFIRM_RESIZE: Step.CONFIRM_SOURCE,
+    TaskKind.REVERT_RESIZE: Step.REVERT_DEST,
+    TaskKind.LIVE_MIGRATE: Step.SCHEDULE,
+    TaskKind.EVACUATE: Step.SCHEDULE,
+    TaskKind.REBUILD: Step.REBUILD,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed

@@ -154,6 +154,9 @@ class Migration(Base, TimestampMixin, SoftDeleteMixin):
     dest_host: Mapped[str | None] = mapped_column(String(NAME_LEN))
     status: Mapped[str | None] = mapped_column(String(NAME_LEN))
     migration_type: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    # The flavors' integer ids (Nova's names); the snapshots are on the instance.
+    old_instance_type_id: Mapped[int | None] = mapped_column(Integer)
+    new_instance_type_id: Mapped[int | None] = mapped_column(Integer)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     project_id: Mapped[str | None] = mapped_column(String(NAME_LEN))
     user_id: Mapped[str | None] = mapped_column(String(NAME_LEN))

@@ -1,0 +1,175 @@
+"""What the move tasks share: their migration record, the claims of a move, compute steps.
+
+Claims during a move follow one rule (``docs/moves.md``): while an
+instance moves, the **migration** (its uuid as the consumer) holds what the
+instance used on the source, and the **instance** holds what it needs on
+the destination. So:
+
+* :func:`hand_source_claim_to_migration` — before scheduling: the
+  instance's allocations become the migration's, so the scheduler claims
+  the destination for the instance afresh (and a repeated scheduling step
+  gets the destination it already holds, never the source);
+* :func:`drop_source_claim` — the move succeeded (confirmed, live migration
+  or evacuation done): the migration's allocations are released;
+* :func:`claims_back_to_source` — the move was rolled back or reverted: the
+  instance's destination claim is released and the migration's allocations
+  become the instance's again.
+
+Each is idempotent and runs in the caller's transaction (a step's commit),
+so the claims and the step that needs them change together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks.base import Run, Writes, expect_report
+from nubes.db.api import compute_nodes
+from nubes.db.api import migrations as migrations_api
+from nubes.db.models import allocations
+from nubes.objects.migration import Migration
+from nubes.objects.states import check_migration_status
+
+
+def migration_id(run: Run) -> int:
+    value = run.payload.get("migration_id")
+    if not isinstance(value, int):
+        raise exception.Invalid(reason=f"{run!r} names no migration")
+    return value
+
+
+async def load_migration(run: Run) -> dict[str, Any]:
+    """The task's migration row (MigrationNotFound if it went)."""
+    async with run.engine.db.reader() as conn:
+        return await migrations_api.get_by_id(conn, migration_id(run))
+
+
+def migration_object(row: dict[str, Any]) -> Migration:
+    """The row as the object compute hosts are sent."""
+    return Migration._from_db({k: v for k, v in row.items() if k in Migration.obj_fields})
+
+
+def set_migration(
+    run: Run,
+    values: dict[str, Any],
+    *,
+    only_from: Sequence[str] | None = None,
+) -> Writes:
+    """A write of migration fields for a commit's transaction.
+
+    A ``status`` in ``values`` is checked against the migration status table
+    (:func:`~nubes.objects.states.check_migration_status`) from the status
+    read in the same transaction; with ``only_from``, a migration whose
+    status is not one of those is left as it is (an idempotent repeat, or
+    someone else — an abort — moved it on).
+    """
+
+    async def write(conn: AsyncConnection) -> None:
+        row = await migrations_api.get_by_id(conn, migration_id(run))
+        if only_from is not None and row["status"] not in only_from:
+            return
+        target = values.get("status")
+        if target is not None:
+            check_migration_status(row["migration_type"], row["status"], str(target), row["id"])
+        await migrations_api.update(conn, row["id"], values)
+
+    return write
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+async def _holds(conn: AsyncConnection, consumer: str) -> bool:
+    stmt = select(allocations.c.id).where(allocations.c.consumer_uuid == consumer).limit(1)
+    return (await conn.execute(stmt)).first() is not None
+
+
+def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> Writes:
+    """The instance's allocations become the migration's (once: a repeat does nothing)."""
+
+    async def write(conn: AsyncConnection) -> None:
+        if await _holds(conn, migration_uuid):
+            return
+        await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
+
+    return write
+
+
+def drop_source_claim(migration_uuid: str) -> Writes:
+    """Release what the migration holds (the source's resources)."""
+
+    async def write(conn: AsyncConnection) -> None:
+        await compute_nodes.release(conn, migration_uuid)
+
+    return write
+
+
+def claims_back_to_source(instance_uuid: str, migration_uuid: str) -> Writes:
+    """Release the instance's destination claim; the migration's become the instance's.
+
+    Idempotent: once the migration holds nothing, the instance's allocations
+    are the source's and are left alone.
+    """
+
+    async def write(conn: AsyncConnection) -> None:
+        if not await _holds(conn, migration_uuid):
+            return
+        await compute_nodes.release(conn, instance_uuid)
+        await compute_nodes.allocations_move(conn, migration_uuid, instance_uuid)
+
+    return write
+
+
+# -- compute steps ---------------------------------------------------------------------------
+
+
+async def ask(
+    run: Run,
+    step: str,
+    host: str,
+    *,
+    node: str | None = None,
+    payload: dict[str, Any] | None = None,
+    writes: Writes | None = None,
+    attempt: int | None = None,
+) -> str:
+    """Commit ``step`` as awaiting ``host``'s report of it (its next try).
+
+    The try is one more than the last one sent for this step, so a step that
+    is retried (it follows itself) is never confused with its earlier try.
+    """
+    base = dict(run.payload if payload is None else payload)
+    tries = dict(base.get("tries") or {})
+    number = attempt if attempt is not None else int(tries.get(step, 0)) + 1
+    tries[step] = number
+    base["tries"] = tries
+    new = expect_report(
+        base,
+        step=step,
+        attempt=number,
+        host=host,
+        node=node,
+        timeout=run.engine.compute_step_timeout,
+    )
+    return await run.commit(step, payload=new, writes=writes)
+
+
+async def answer(
+    run: Run, send: Callable[[dict[str, Any]], Awaitable[None]]
+) -> dict[str, Any] | None:
+    """Send the awaited step (``send(awaited)``) unless answered, and wait for the outcome.
+
+    None when the task's deadline passed first; a failure outcome when the
+    host did not answer in time (``timeout`` set).
+    """
+    awaited = run.payload["await"]
+
+    async def go() -> None:
+        await send(awaited)
+
+    return await run.wait_for_report(go)
