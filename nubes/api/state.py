@@ -53,19 +53,33 @@ class ApiState:
             )
         return self.extras["scheduler"]
 
-    def servers_api(self) -> Any:
-        """The :class:`~nubes.api.servers.ServersAPI` of this API service."""
-        if "servers" not in self.extras:
-            from nubes.api.servers import ServersAPI
+    def conductor_api(self) -> Any:
+        """The conductor client the servers and moves APIs share."""
+        if "conductor" not in self.extras:
             from nubes.conductor.rpcapi import ConductorAPI
 
-            conductor: Any = (
+            self.extras["conductor"] = (
                 ConductorAPI(self.transport, timeout=self.conf.rpc_response_timeout)
                 if self.transport is not None
                 else _NoConductor()
             )
-            self.extras["servers"] = ServersAPI(self.db, conductor, conf=self.conf)
+        return self.extras["conductor"]
+
+    def servers_api(self) -> Any:
+        """The :class:`~nubes.api.servers.ServersAPI` of this API service."""
+        if "servers" not in self.extras:
+            from nubes.api.servers import ServersAPI
+
+            self.extras["servers"] = ServersAPI(self.db, self.conductor_api(), conf=self.conf)
         return self.extras["servers"]
+
+    def moves_api(self) -> Any:
+        """The :class:`~nubes.api.moves.MovesAPI` (migrations, resizes, rebuilds)."""
+        if "moves" not in self.extras:
+            from nubes.api.moves import MovesAPI
+
+            self.extras["moves"] = MovesAPI(self.db, self.conductor_api(), conf=self.conf)
+        return self.extras["moves"]
 
     async def scheduler_hints(self, context: Any) -> list[dict[str, Any]]:
         """The hints the schedulers publish (cached for a short while)."""
@@ -79,7 +93,21 @@ class ApiState:
 
 
 class _NoConductor:
-    """Without a bus (tests of the HTTP layer) tasks wait for a conductor's poll."""
+    """Without a bus (tests of the HTTP layer) tasks wait for a conductor's poll.
+
+    The casts about a live migration in progress go nowhere: its migration
+    record already says what was asked (``cancelling``), or nothing changes.
+    """
 
     async def kick(self, context: Any, task_ids: list[int] | None = None) -> None:
+        return None
+
+    async def live_migration_abort(
+        self, context: Any, instance_uuid: str, migration_id: int
+    ) -> None:
+        return None
+
+    async def live_migration_force_complete(
+        self, context: Any, instance_uuid: str, migration_id: int
+    ) -> None:
         return None

@@ -7,7 +7,11 @@ hypervisor runs. :func:`repair_host` walks the table in ``docs/compute.md``
 result names, so tests and logs can say which row fired.
 
 Moves (resize, migrations, evacuation) are conductor tasks: their instances
-are left alone here and the conductor carries their task on.
+are left alone here and the conductor carries their task on. Instances
+evacuated from this host are the exception: before anything else, the
+guests of those a migration record says were evacuated (``done``) are
+removed (:func:`~nubes.compute.rebuild.remove_evacuated_remains`), and the
+guests of those being evacuated now are never reaped as unknown.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from nubes import exception
+from nubes.compute.rebuild import remove_evacuated_remains
 from nubes.compute.reporting import Reporter, utcnow
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.context import RequestContext
@@ -66,6 +71,8 @@ class Row(enum.StrEnum):
     GUEST_SHUT_DOWN = "guest-shut-down"
     GUEST_RUNNING_WHEN_STOPPED = "guest-running-when-stopped"
     IN_SYNC = "in-sync"
+    EVACUATED = "evacuated"
+    EVACUATION_IN_PROGRESS = "evacuation-in-progress"
     UNKNOWN_TO_DB = "unknown-to-db"
 
 
@@ -130,15 +137,24 @@ class Repairer:
         guests the database does not place here."""
         report = RepairReport()
         instances = await Instance.get_by_host(ctxt, self.host)
+        known = {i.uuid for i in instances}
+        # First, by migration record only: what evacuations left here.
+        remains = await remove_evacuated_remains(ctxt, self.host, self.driver, known)
+        for uuid in remains.removed:
+            report.rows[uuid] = Row.EVACUATED
+        report.failed.update(remains.failed)
         for instance in instances:
             try:
                 report.rows[instance.uuid] = await self.repair_instance(ctxt, instance)
             except Exception as exc:
                 LOG.warning("Repair of instance %s on %s failed: %s", instance.uuid, self.host, exc)
                 report.failed[instance.uuid] = str(exc)
-        known = {i.uuid for i in instances}
         for uuid in await self.driver.list_instances():
-            if uuid in known:
+            if uuid in known or uuid in remains.failed:
+                continue
+            if uuid in remains.in_progress:
+                # Its evacuation may fail and bring it back here.
+                report.rows[uuid] = Row.EVACUATION_IN_PROGRESS
                 continue
             report.rows[uuid] = Row.UNKNOWN_TO_DB
             LOG.warning(

@@ -4,11 +4,260 @@ Mixed into :class:`~nubes.compute.manager.ComputeManager`; every method
 is a conductor task step run through ``_run_step`` (once per task id,
 step and try; the outcome reported back). Move steps do driver work only:
 the conductor writes the instance's and the migration's state
-(``docs/moves.md``).
+(``docs/moves.md``), so nothing here saves the instance.
+
+Each step is safe to run again — a repeat after this host restarted (its
+step log is then empty), or a new try the conductor sends after it heard
+nothing — because it asks the driver what is already there:
+
+============================  ==========================================
+migrate_disk_and_power_off    the driver answers a guest it already moved
+                              away and keeps with the same disk info
+finish_migration              a guest already here is the one built
+                              before: only its power is set to match
+confirm_migration             nothing kept any more: nothing to remove
+revert_migration_destination  nothing here: nothing to remove; on the
+                              source host itself, nothing is removed (the
+                              source's revert puts the kept guest back in
+                              place of the resized one)
+finish_revert_migration       the guest already back: only its power
+============================  ==========================================
+
+The steps of one instance run one at a time on a host: a rollback the
+conductor sends after giving up waiting must not race the step it gave up
+on (the guest would be taken away after it was put back).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from nubes.compute.steps import Outcome, StepKey
+from nubes.context import RequestContext
+from nubes.objects.flavor import Flavor
+from nubes.objects.instance import Instance
+from nubes.objects.migration import Migration
+from nubes.objects.states import PowerState
+
+if TYPE_CHECKING:
+    from nubes.compute.reporting import Reporter
+    from nubes.compute.virt.driver import ComputeDriver
+
+LOG = logging.getLogger(__name__)
+
+Work = Callable[[RequestContext], Awaitable[Outcome]]
+
+
+class _InstanceLocks:
+    """One lock per instance, dropped once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    async def run(self, uuid: str, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        lock = self._locks.setdefault(uuid, asyncio.Lock())
+        self._users[uuid] = self._users.get(uuid, 0) + 1
+        try:
+            async with lock:
+                return await work()
+        finally:
+            self._users[uuid] -= 1
+            if not self._users[uuid]:
+                del self._users[uuid]
+                del self._locks[uuid]
+
+
+def _failed(exc: Exception) -> Outcome:
+    return Outcome(False, str(exc) or type(exc).__name__, {"exception": type(exc).__name__})
+
 
 class ResizeSteps:
     """The resize steps of a compute host."""
+
+    if TYPE_CHECKING:
+        host: str
+        driver: ComputeDriver
+        reporter: Reporter
+
+        async def _run_step(self, context: RequestContext, key: StepKey, work: Work) -> None: ...
+
+        async def _power_state(self, instance: Instance) -> PowerState | None: ...
+
+    @property
+    def _move_locks(self) -> _InstanceLocks:
+        # Made on first use: the manager's constructor belongs to the manager.
+        locks: _InstanceLocks | None = self.__dict__.get("_resize_locks")
+        if locks is None:
+            locks = self.__dict__["_resize_locks"] = _InstanceLocks()
+        return locks
+
+    async def _move_step(
+        self,
+        context: RequestContext,
+        key: StepKey,
+        instance: Instance,
+        notify: str,
+        work: Callable[[RequestContext], Awaitable[dict[str, Any]]],
+        phases: tuple[str, ...] = ("start", "end"),
+    ) -> None:
+        """Run ``work`` as the step ``key`` under the instance's lock; its result
+        becomes the outcome's details. ``instance.<notify>.start`` goes out
+        before it and ``.end`` after it succeeded, for the ``phases`` named
+        (the conductor sends ``.error``: it knows what the failure leads to)."""
+
+        async def step(ctxt: RequestContext) -> Outcome:
+            async def locked() -> Outcome:
+                if "start" in phases:
+                    await self._notify(ctxt, instance, notify, "start")
+                try:
+                    details = await work(ctxt)
+                except Exception as exc:
+                    LOG.warning(
+                        "Step %s of task %s for %s failed on %s: %s",
+                        key[1],
+                        key[0],
+                        instance.uuid,
+                        self.host,
+                        exc,
+                    )
+                    return _failed(exc)
+                if "end" in phases:
+                    await self._notify(ctxt, instance, notify, "end")
+                return Outcome(True, details=details)
+
+            return await self._move_locks.run(instance.uuid, locked)
+
+        await self._run_step(context, key, step)
+
+    async def _notify(
+        self, ctxt: RequestContext, instance: Instance, action: str, phase: str
+    ) -> None:
+        notifier = self.reporter.notifier
+        if not notifier.enabled:
+            return
+        from nubes.notifications.objects import InstanceActionPayload
+
+        payload = InstanceActionPayload.from_instance_and_fault(instance, None)
+        await notifier.info(ctxt, f"instance.{action}.{phase}", payload)
+
+    # -- source: power off and copy the disks ----------------------------------------
+
+    async def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        flavor: Flavor,
+        dest_host: str,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> dict[str, Any]:
+            disk_info = await self.driver.migrate_disk_and_power_off(
+                ctxt, instance, dest_host, flavor
+            )
+            return {"disk_info": disk_info}
+
+        await self._move_step(context, (task_id, step, attempt), instance, "resize", work)
+
+    # -- destination: build the guest from the disks ----------------------------------
+
+    async def finish_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        disk_info: dict[str, Any],
+        image: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> dict[str, Any]:
+            power = await self._power_state(instance)
+            if power is None:
+                await self.driver.finish_migration(
+                    ctxt, migration, instance, disk_info, image, resize_instance, power_on
+                )
+                return {}
+            # Built before this try (a repeat, or this host restarted): the
+            # guest is the one the move made; its power is all that may differ.
+            if power_on and power != PowerState.RUNNING:
+                await self.driver.power_on(ctxt, instance)
+            elif not power_on and power != PowerState.SHUTDOWN:
+                await self.driver.power_off(instance)
+            return {"already_done": True}
+
+        await self._move_step(context, (task_id, step, attempt), instance, "resize_finish", work)
+
+    # -- confirm: the source forgets what it kept ---------------------------------------
+
+    async def confirm_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> dict[str, Any]:
+            await self.driver.confirm_migration(ctxt, migration, instance)
+            return {}
+
+        await self._move_step(context, (task_id, step, attempt), instance, "resize_confirm", work)
+
+    # -- revert (or roll back): destination first, then the source -----------------------
+
+    async def revert_migration_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> dict[str, Any]:
+            if migration.source_compute == self.host:
+                # A resize on one host: the guest here is also what the
+                # source's revert replaces with the kept one; removing it
+                # would remove what was kept with it.
+                return {"same_host": True}
+            await self.driver.destroy(ctxt, instance)
+            return {}
+
+        # As Nova: the revert starts on the destination and ends on the source.
+        await self._move_step(
+            context, (task_id, step, attempt), instance, "resize_revert", work, ("start",)
+        )
+
+    async def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+        *,
+        migration: Migration,
+        power_on: bool,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> dict[str, Any]:
+            await self.driver.finish_revert_migration(ctxt, instance, migration, power_on)
+            return {}
+
+        await self._move_step(
+            context, (task_id, step, attempt), instance, "resize_revert", work, ("end",)
+        )

@@ -15,7 +15,8 @@ Version history:
           finish_revert_migration, check_can_live_migrate_destination,
           check_can_live_migrate_source, pre_live_migration, live_migration,
           post_live_migration_at_destination, post_live_migration,
-          rollback_live_migration_at_destination, rebuild_instance;
+          rollback_live_migration_at_destination, rebuild_instance,
+          rollback_evacuation_at_destination;
           live_migration_abort and live_migration_force_complete (not steps)
 """
 
@@ -479,6 +480,27 @@ class ComputeAPI:
             image=image,
             evacuate=evacuate,
             power_on=power_on,
+        )
+
+    async def rollback_evacuation_at_destination(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
+    ) -> None:
+        """Destination of a failed evacuation: remove the guest the rebuild may
+        have made there (the instance goes back to its source)."""
+        await self._move_step(
+            ctxt,
+            host,
+            "rollback_evacuation_at_destination",
+            instance,
+            task_id,
+            step,
+            attempt,
         )
 
     async def live_migration_abort(

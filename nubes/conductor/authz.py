@@ -25,6 +25,7 @@ from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.objects.base import VersionedObject, remotable_signature
 from nubes.objects.registry import REGISTRY
+from nubes.objects.states import MigrationStatus, MigrationType
 
 AUDIT = logging.getLogger("nubes.audit")
 
@@ -99,7 +100,20 @@ COMPUTE_NODE_FIELDS = frozenset(
     }
 )
 SERVICE_FIELDS = frozenset({"version", "report_count"})
-MIGRATION_FIELDS = frozenset({"status", "progress", "memory_processed", "memory_remaining"})
+#: A live migration's copy counters: the only migration fields a compute host
+#: may save, and only as the migration's source while it is under way (the
+#: source copies the memory; docs/moves.md). Never ``status``: the conductor's
+#: task writes that.
+MIGRATION_PROGRESS_FIELDS = frozenset(
+    {
+        "memory_total",
+        "memory_processed",
+        "memory_remaining",
+        "disk_total",
+        "disk_processed",
+        "disk_remaining",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +139,23 @@ RULES: dict[tuple[str, str], Rule] = {
     ("Service", "save"): Rule("service_obj", SERVICE_FIELDS),
     ("Service", "heartbeat"): Rule("service_obj", frozenset()),
     ("Migration", "get_by_id"): Rule("migration_id_arg"),
-    ("Migration", "save"): Rule("migration_obj", MIGRATION_FIELDS),
+    ("Migration", "save"): Rule("migration_progress", MIGRATION_PROGRESS_FIELDS),
+    # The evacuated-remains clean-up of a returning source host (docs/moves.md).
+    ("Migration", "get_evacuations_from_host"): Rule("host_arg"),
+    ("Migration", "complete_evacuation"): Rule("done_evacuation_from_caller", frozenset()),
     ("Flavor", "get_by_id"): Rule("anyone"),
     ("Flavor", "get_by_flavor_id"): Rule("anyone"),
     ("InstanceFault", "create"): Rule("fault_obj"),
     ("InstanceActionEvent", "event_start"): Rule("instance_uuid_arg"),
     ("InstanceActionEvent", "event_finish"): Rule("instance_uuid_arg"),
 }
+
+
+#: Class methods whose writes check the placement themselves (see
+#: ``backend.placement_scope``): authorised without a read first.
+SCOPED_CLASS_CALLS = frozenset(
+    {("InstanceActionEvent", "event_start"), ("InstanceActionEvent", "event_finish")}
+)
 
 
 @dataclass(slots=True)
@@ -218,6 +242,11 @@ class Authorizer:
             # The UPDATE itself requires the instance to be on this host, in
             # the same statement: no read first, and no window between the
             # check and the write.
+            return caller.host
+        if (objname, method) in SCOPED_CLASS_CALLS:
+            # Likewise the event's INSERT / UPDATE.
+            if not isinstance(call.arguments.get("instance_uuid"), str):
+                self._refuse(call, "no instance uuid")
             return caller.host
         await self._checks[rule.check](call)
         return None
@@ -372,7 +401,7 @@ class Authorizer:
         if row["host"] != call.caller.host or row["binary"] != COMPUTE_BINARY:
             self._refuse(call, "not this host's compute service")
 
-    async def _migration(self, call: Call, migration_id: Any) -> None:
+    async def _migration(self, call: Call, migration_id: Any) -> dict[str, Any]:
         try:
             async with self.db.reader() as conn:
                 row = await migrations.get_by_id(conn, migration_id)
@@ -380,12 +409,34 @@ class Authorizer:
             self._refuse(call, "no such migration")
         if call.caller.host not in (row["source_compute"], row["dest_compute"]):
             self._refuse(call, "this host is neither source nor destination")
+        return dict(row)
 
     async def _check_migration_id_arg(self, call: Call) -> None:
         await self._migration(call, call.arguments.get("migration_id", call.arguments.get("id")))
 
-    async def _check_migration_obj(self, call: Call) -> None:
-        await self._migration(call, call.value("id"))
+    async def _check_migration_progress(self, call: Call) -> None:
+        row = await self._migration(call, call.value("id"))
+        if call.changed & MIGRATION_PROGRESS_FIELDS:
+            if row["source_compute"] != call.caller.host:
+                self._refuse(call, "only the migration's source reports its progress")
+            if row["status"] in migrations.FINISHED_STATUSES:
+                self._refuse(call, f"the migration is {row['status']}")
+
+    async def _check_done_evacuation_from_caller(self, call: Call) -> None:
+        # Only done -> completed, only of an evacuation, only by its source:
+        # the one status change a compute host may make (docs/moves.md).
+        try:
+            async with self.db.reader() as conn:
+                row = await migrations.get_by_id(conn, call.value("id"))
+        except (exception.NotFound, TypeError):
+            self._refuse(call, "no such migration")
+        if row["source_compute"] != call.caller.host:
+            self._refuse(call, "not an evacuation from this host")
+        if (
+            row["migration_type"] != MigrationType.EVACUATION
+            or row["status"] != MigrationStatus.DONE
+        ):
+            self._refuse(call, "only a done evacuation may be completed")
 
     async def _check_fault_obj(self, call: Call) -> None:
         await self._placed_on_caller(call, call.value("instance_uuid"))

@@ -9,6 +9,7 @@ never sent a field it does not know.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import msgspec
 from nubes import exception
 from nubes.conductor import rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind
-from nubes.conductor.tasks import reports
+from nubes.conductor.tasks import live_migrate, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
 from nubes.objects import backend, codec, indirection
@@ -26,6 +27,8 @@ from nubes.objects.registry import REGISTRY
 
 if TYPE_CHECKING:
     from nubes.conductor.tasks.engine import TaskEngine
+
+LOG = logging.getLogger(__name__)
 
 #: Lease a report hands over when this process runs no task engine (unused then).
 _NO_ENGINE_LEASE = 0.0
@@ -107,10 +110,19 @@ class ConductorManager:
     ) -> Any:
         caller = self.authz.identify(context.caller)
         versions = _versions(object_versions)
-        await self.authz.authorize(caller, objname, objmethod, None, args, kwargs)
-        result = await indirection.serve_object_class_action(
-            context, objname, objmethod, args, kwargs
-        )
+        scope = await self.authz.authorize(caller, objname, objmethod, None, args, kwargs)
+        token = backend.placement_scope.set(scope)
+        try:
+            result = await indirection.serve_object_class_action(
+                context, objname, objmethod, args, kwargs
+            )
+        except (exception.InstanceNotOnHost, exception.InstanceNotFound):
+            if scope is None:
+                raise
+            # One answer for both, as for reads: a host cannot probe uuids.
+            self.authz.refuse(caller, objname, objmethod, None, "instance is not on this host")
+        finally:
+            backend.placement_scope.reset(token)
         return _at_versions(result, versions)
 
     async def object_backport_versions(
@@ -162,3 +174,33 @@ class ConductorManager:
         )
         if row is not None and engine is not None:
             engine.adopt(row)
+
+    # -- live migration requests (1.1) ------------------------------------------------
+
+    async def live_migration_abort(
+        self, context: RequestContext, instance_uuid: str, migration_id: int
+    ) -> None:
+        await self._live_migration_request(context, live_migrate.ABORT, instance_uuid, migration_id)
+
+    async def live_migration_force_complete(
+        self, context: RequestContext, instance_uuid: str, migration_id: int
+    ) -> None:
+        await self._live_migration_request(
+            context, live_migrate.FORCE_COMPLETE, instance_uuid, migration_id
+        )
+
+    async def _live_migration_request(
+        self, context: RequestContext, method: str, instance_uuid: str, migration_id: int
+    ) -> None:
+        caller = self.authz.identify(context.caller)
+        if caller.kind is not CallerKind.CONTROLLER:
+            self.authz.refuse(caller, "Migration", method, None, "the task API is for controllers")
+        compute = self.engine.compute if self.engine is not None else None
+        if compute is None:
+            LOG.warning(
+                "%s of migration %s: this conductor cannot reach hosts", method, migration_id
+            )
+            return
+        await live_migrate.relay_request(
+            self.db, compute, context, method, instance_uuid, migration_id
+        )

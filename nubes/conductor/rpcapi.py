@@ -7,12 +7,16 @@ against the calling host's rights first (see ``docs/authorization.md``).
 The task side: the API tells conductors about new tasks with :meth:`kick`
 (controllers only), and compute hosts report the outcome of each task step
 they were asked to do with :meth:`step_finished` (authorised against the
-task row: only what the task awaits from that host).
+task row: only what the task awaits from that host). The API asks a
+conductor to abort or force-complete a running live migration with
+:meth:`live_migration_abort` and :meth:`live_migration_force_complete`
+(controllers only); the conductor relays them to the migration's source.
 
 Version history:
 
     1.0 - object_action, object_class_action_versions, object_backport_versions,
           kick, step_finished (both added before 1.0 was released)
+    1.1 - live_migration_abort, live_migration_force_complete (controllers only)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.0"
+VERSION = "1.1"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -153,4 +157,27 @@ class ConductorAPI:
             ok=ok,
             error=error,
             details=details,
+        )
+
+    async def live_migration_abort(
+        self, context: RequestContext, instance_uuid: str, migration_id: int
+    ) -> None:
+        """Abort a live migration the API set ``cancelling`` (a cast; 1.1).
+
+        If its memory copy has begun, the conductor asks the source to stop
+        it; otherwise the migration's task cancels it at its next step.
+        """
+        await self.client.prepare(version="1.1").cast(
+            context, "live_migration_abort", instance_uuid=instance_uuid, migration_id=migration_id
+        )
+
+    async def live_migration_force_complete(
+        self, context: RequestContext, instance_uuid: str, migration_id: int
+    ) -> None:
+        """Make a running live migration finish now (a cast; 1.1): relayed to its source."""
+        await self.client.prepare(version="1.1").cast(
+            context,
+            "live_migration_force_complete",
+            instance_uuid=instance_uuid,
+            migration_id=migration_id,
         )

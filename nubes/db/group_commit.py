@@ -43,7 +43,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -75,17 +75,28 @@ class Prepared:
 
     Every bind parameter must be supplied by the caller by name (constants
     belong in the SQL as literals), and none may be an expanding IN list.
+    A statement that returns rows (RETURNING, SELECT) also knows its
+    columns and how to convert their values (:meth:`row`).
     """
 
     sql: str
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
+    columns: tuple[str, ...] = ()
+    result_processors: tuple[Callable[[Any], Any] | None, ...] = ()
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(
             params[name] if proc is None else proc(params[name])
             for name, proc in zip(self.names, self.processors, strict=True)
         )
+
+    def row(self, raw: Sequence[Any]) -> dict[str, Any]:
+        """A row this statement returned, as the query API hands rows out."""
+        return {
+            name: value if proc is None else proc(value)
+            for name, proc, value in zip(self.columns, self.result_processors, raw, strict=True)
+        }
 
 
 def prepare(stmt: ClauseElement, dialect: Dialect) -> Prepared:
@@ -100,17 +111,43 @@ def prepare(stmt: ClauseElement, dialect: Dialect) -> Prepared:
     processors = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    return Prepared(compiled.string, names, processors)
+    results = compiled._result_columns
+    columns = tuple(entry.keyname for entry in results)
+    result_processors = tuple(
+        entry.type.dialect_impl(dialect).result_processor(dialect, None) for entry in results
+    )
+    return Prepared(compiled.string, names, processors, columns, result_processors)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnitStatement:
+    """One statement of a unit (:meth:`GroupCommitter.execute_unit`)."""
+
+    write: Prepared
+    args: tuple[Any, ...]
+    #: The unit is rolled back unless this statement matches (or returns) a row.
+    required: bool = True
+    #: Fetch the rows it returns (RETURNING).
+    returning: bool = False
+
+
+#: A unit's outcome: (rowcount, rows returned or None) per statement when it
+#: committed; False when a required statement matched nothing and the unit was
+#: rolled back (nothing of it happened); None when its batch failed: run the
+#: writes again alone, the ordinary way, either way to learn what happened.
+UnitOutcome = list[tuple[int, list[tuple[Any, ...]] | None]] | Literal[False] | None
 
 
 @dataclasses.dataclass(slots=True)
 class _Item:
     key: str
-    write: Prepared
+    write: Prepared | None
     args: tuple[Any, ...]
     diagnose: Prepared | None
     diagnose_args: tuple[Any, ...]
-    future: asyncio.Future[Outcome]
+    future: asyncio.Future[Any]
+    #: Set for a unit (then ``write`` is None).
+    unit: tuple[UnitStatement, ...] | None = None
 
 
 class _CommitFailed(Exception):
@@ -124,13 +161,24 @@ class _CommitFailed(Exception):
 # _CommitFailed.
 
 
+def _sqlite_item(item: _Item) -> sqlite_driver.BatchStatement | sqlite_driver.BatchUnit:
+    if item.unit is not None:
+        return sqlite_driver.BatchUnit(
+            (s.write.sql, s.args, s.required, s.returning) for s in item.unit
+        )
+    assert item.write is not None
+    return (
+        item.write.sql,
+        item.args,
+        item.diagnose.sql if item.diagnose else None,
+        item.diagnose_args,
+    )
+
+
 async def _run_sqlite(driver_conn: Any, items: Sequence[_Item]) -> list[Any]:
     # Any failure, COMMIT's included, is rolled back on the thread: running
     # the writes again alone is then safe.
-    batch = [
-        (i.write.sql, i.args, i.diagnose.sql if i.diagnose else None, i.diagnose_args)
-        for i in items
-    ]
+    batch = [_sqlite_item(i) for i in items]
     return await sqlite_driver.run_batch(driver_conn, "BEGIN IMMEDIATE", batch)
 
 
@@ -145,6 +193,7 @@ async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
         # Its diagnosis then reads a later snapshot, as any READ COMMITTED
         # read after a failed UPDATE does.
         item = items[0]
+        assert item.write is not None
         count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
         row = None
         if count == 0 and item.diagnose is not None:
@@ -156,6 +205,7 @@ async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
     try:
         out: list[Any] = []
         for item in items:
+            assert item.write is not None
             count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
             row = None
             if count == 0 and item.diagnose is not None:
@@ -181,6 +231,7 @@ async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
     try:
         async with my.cursor() as cursor:
             for item in items:
+                assert item.write is not None
                 count = await cursor.execute(item.write.sql, item.args)
                 row = None
                 if count == 0 and item.diagnose is not None:
@@ -200,6 +251,8 @@ async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
 
 
 _RUNNERS = {"sqlite": _run_sqlite, "postgresql": _run_postgresql, "mysql": _run_mysql}
+#: Backends whose runner takes units (savepoints in the batch's transaction).
+_UNIT_BACKENDS = frozenset({"sqlite"})
 
 
 def supported(engine: AsyncEngine) -> bool:
@@ -229,6 +282,9 @@ class GroupCommitter:
         if writers is None:
             writers = 1 if self.dialect.name == "sqlite" else DEFAULT_SERVER_WRITERS
         self.writers = writers
+        #: Whether :meth:`execute_unit` runs units here (SQLite; elsewhere
+        #: callers take their ordinary path).
+        self.units = self.dialect.name in _UNIT_BACKENDS
         self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -252,18 +308,41 @@ class GroupCommitter:
         ``diagnose`` runs right after ``write`` in the same transaction if
         that matched no row; its first row (or None) is returned.
         """
+        outcome: Outcome = await self._queue(
+            _Item(key, write, args, diagnose, diagnose_args, self._future())
+        )
+        return outcome
+
+    async def execute_unit(self, key: str, statements: Sequence[UnitStatement]) -> UnitOutcome:
+        """Run ``statements`` in the next batch, all or none of them (see :data:`UnitOutcome`).
+
+        For writes that belong together (a task's step and what it does to
+        its instance): the unit runs in a savepoint of the batch's
+        transaction, so a required statement that matches nothing undoes
+        the unit's earlier statements and nothing else. Returns None at
+        once on a backend that cannot run units (:attr:`units`).
+        """
+        if not self.units or not statements:
+            return None
+        item = _Item(key, None, (), None, (), self._future(), tuple(statements))
+        outcome: UnitOutcome = await self._queue(item)
+        return outcome
+
+    def _future(self) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._start(loop)
         elif not self._closing and all(task.done() for task in self._tasks):
             # Writers that died of a bug must not leave callers waiting forever.
             self._spawn(loop)
-        future: asyncio.Future[Outcome] = loop.create_future()
-        self._pending.append(_Item(key, write, args, diagnose, diagnose_args, future))
+        return loop.create_future()
+
+    async def _queue(self, item: _Item) -> Any:
+        self._pending.append(item)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
-        return await future
+        return await item.future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         # A new event loop (the old one closed, e.g. between tests): what was

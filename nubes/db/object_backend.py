@@ -15,8 +15,11 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nubes import exception
+from nubes.db import models
 from nubes.db.api import (
     UNSET,
     Row,
@@ -27,9 +30,11 @@ from nubes.db.api import (
     migrations,
     services,
 )
+from nubes.db.api._common import fetch_all, live, update_row
 from nubes.db.engine import Database, get_database
 from nubes.db.types import utcnow
 from nubes.objects import backend as object_backend
+from nubes.objects.states import MigrationStatus, MigrationType
 
 if TYPE_CHECKING:
     from nubes.context import RequestContext
@@ -165,6 +170,28 @@ class DBObjectBackend:
     ) -> Row:
         return await self.database.run_in_writer(migrations.update, migration_id, values)
 
+    async def migration_get_evacuations_from_host(
+        self, context: RequestContext, host: str
+    ) -> list[Row]:
+        m = models.migrations
+        stmt = (
+            select(m)
+            .where(
+                m.c.source_compute == host,
+                live(m),
+                m.c.status.in_(_OPEN_EVACUATION),
+                m.c.migration_type == MigrationType.EVACUATION.value,
+            )
+            .order_by(m.c.id)
+        )
+        async with self.database.reader() as conn:
+            return await fetch_all(conn, stmt)
+
+    async def migration_complete_evacuation(
+        self, context: RequestContext, migration_id: int
+    ) -> Row:
+        return await self.database.run_in_writer(_complete_evacuation, migration_id)
+
     # -- instance actions -----------------------------------------------------
 
     async def action_start(
@@ -221,10 +248,16 @@ class DBObjectBackend:
         event: str,
         host: str | None = None,
     ) -> Row:
-        async with self.database.writer() as conn:
-            return await actions.event_start(
-                conn, instance_uuid=instance_uuid, request_id=request_id, event=event, host=host
-            )
+        # Grouped with concurrent writes, and scoped to the calling host's
+        # instances in the same statement when the authoriser asked for it.
+        return await actions.record_event_start(
+            self.database,
+            instance_uuid=instance_uuid,
+            request_id=request_id,
+            event=event,
+            host=host,
+            placed_on_host=object_backend.placement_scope.get(),
+        )
 
     async def action_event_finish(
         self,
@@ -237,20 +270,59 @@ class DBObjectBackend:
         traceback: str | None = None,
         details: str | None = None,
     ) -> Row:
-        async with self.database.writer() as conn:
-            return await actions.event_finish(
-                conn,
-                instance_uuid=instance_uuid,
-                request_id=request_id,
-                event=event,
-                result=result,
-                traceback=traceback,
-                details=details,
-            )
+        return await actions.record_event_finish(
+            self.database,
+            instance_uuid=instance_uuid,
+            request_id=request_id,
+            event=event,
+            result=result,
+            traceback=traceback,
+            details=details,
+            placed_on_host=object_backend.placement_scope.get(),
+        )
 
     async def action_events_get(self, context: RequestContext, action_id: int) -> list[Row]:
         async with self.database.reader() as conn:
             return await actions.events_get(conn, action_id)
+
+
+#: Evacuations a source host still has to know about: in progress, or done
+#: with the remains on it to remove.
+_OPEN_EVACUATION = (
+    MigrationStatus.ACCEPTED.value,
+    MigrationStatus.PRE_MIGRATING.value,
+    MigrationStatus.DONE.value,
+)
+
+
+async def _complete_evacuation(conn: AsyncConnection, migration_id: int) -> Row:
+    # Conditional on being a done evacuation, in the UPDATE itself: nothing
+    # read before can have changed under it.
+    m = models.migrations
+    row = await update_row(
+        conn,
+        m,
+        m.c.id == migration_id,
+        {"status": MigrationStatus.COMPLETED.value},
+        conditions=[
+            m.c.migration_type == MigrationType.EVACUATION.value,
+            m.c.status == MigrationStatus.DONE.value,
+        ],
+    )
+    if row is not None:
+        return row
+    current = await migrations.get_by_id(conn, migration_id)
+    if (
+        current["migration_type"] == MigrationType.EVACUATION
+        and current["status"] == MigrationStatus.COMPLETED
+    ):
+        return current  # a repeat
+    raise exception.InvalidMigrationTransition(
+        migration_id=migration_id,
+        migration_type=current["migration_type"],
+        current=current["status"],
+        target=MigrationStatus.COMPLETED.value,
+    )
 
 
 async def _heartbeat(conn: AsyncConnection, service_id: int, now: dt.datetime) -> None:

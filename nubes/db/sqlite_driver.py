@@ -227,16 +227,57 @@ def dbapi() -> OneHopDBAPI | None:
 
 #: (sql, args, diagnosis sql or None, diagnosis args) for :func:`run_batch`.
 BatchStatement = tuple[str, Any, str | None, Any]
+#: (sql, args, required, returning): one statement of a :class:`BatchUnit`.
+UnitStatement = tuple[str, Any, bool, bool]
+
+
+class BatchUnit(list[UnitStatement]):
+    """Statements that :func:`run_batch` commits all or none of (a savepoint).
+
+    A *required* statement that matches no row rolls the unit back to its
+    savepoint and ends it: its outcome is False. Otherwise the outcome is
+    (rowcount, rows returned or None) per statement; a *returning*
+    statement's rows are all fetched, and its count is their number.
+    """
+
+
+_SAVEPOINT = "nubes_unit"
+
+#: What :func:`run_batch` gives each statement or unit.
+BatchOutcome = tuple[int, Any] | list[tuple[int, Any]] | bool
+
+
+def _run_unit(raw: sqlite3.Connection, unit: BatchUnit) -> list[tuple[int, Any]] | bool:
+    raw.execute(f"SAVEPOINT {_SAVEPOINT}")
+    out: list[tuple[int, Any]] = []
+    for sql, args, required, returning in unit:
+        cursor = raw.execute(sql, args)
+        if returning:
+            rows: Any = cursor.fetchall()
+            count = len(rows)
+        else:
+            rows, count = None, cursor.rowcount
+        if required and count == 0:
+            raw.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            raw.execute(f"RELEASE {_SAVEPOINT}")
+            return False
+        out.append((count, rows))
+    raw.execute(f"RELEASE {_SAVEPOINT}")
+    return out
 
 
 def _run_batch(
-    raw: sqlite3.Connection, begin: str, statements: list[BatchStatement]
-) -> list[tuple[int, Any]]:
+    raw: sqlite3.Connection, begin: str, statements: list[BatchStatement | BatchUnit]
+) -> list[BatchOutcome]:
     """On the aiosqlite thread: one transaction, every statement, COMMIT."""
     raw.execute(begin)
     try:
-        out: list[tuple[int, Any]] = []
-        for sql, args, diagnose_sql, diagnose_args in statements:
+        out: list[BatchOutcome] = []
+        for item in statements:
+            if isinstance(item, BatchUnit):
+                out.append(_run_unit(raw, item))
+                continue
+            sql, args, diagnose_sql, diagnose_args = item
             count = raw.execute(sql, args).rowcount
             row = None
             if count == 0 and diagnose_sql is not None:
@@ -252,15 +293,18 @@ def _run_batch(
 
 
 async def run_batch(
-    connection: aiosqlite.Connection, begin: str, statements: list[BatchStatement]
-) -> list[tuple[int, Any]]:
+    connection: aiosqlite.Connection,
+    begin: str,
+    statements: list[BatchStatement | BatchUnit],
+) -> list[BatchOutcome]:
     """Run ``statements`` in one transaction in one trip to the connection's thread.
 
-    Each gets (rowcount, diagnosis row): when a statement matched no row and
+    Each statement gets (rowcount, diagnosis row): when it matched no row and
     has a diagnosis query, that query's first row, read in the same
-    transaction right after it. On any error everything is rolled back and
-    the error raised (untranslated: callers run the statements again through
-    SQLAlchemy to get nubes errors).
+    transaction right after it. Each :class:`BatchUnit` gets its own outcome
+    (see there). On any error everything is rolled back and the error raised
+    (untranslated: callers run the statements again through SQLAlchemy to
+    get nubes errors).
 
     ``connection`` must be checked out of a pool with no transaction open.
     """

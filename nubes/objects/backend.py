@@ -46,8 +46,9 @@ OT = TypeVar("OT", bound="VersionedObject")
 
 #: The compute host the conductor is running the current remotable method
 #: for, when its authoriser left the placement check to the write itself:
-#: writes that honour it (Instance.save) then only touch rows placed on that
-#: host, checked in the same statement, so check and write cannot race.
+#: writes that honour it (Instance.save, InstanceActionEvent.event_start and
+#: event_finish) then only touch rows placed on that host, checked in the
+#: same statement, so check and write cannot race.
 placement_scope: ContextVar[str | None] = ContextVar("nubes_placement_scope", default=None)
 
 
@@ -153,6 +154,19 @@ class ObjectBackend(Protocol):
     async def migration_update(
         self, context: RequestContext, migration_id: int, values: Mapping[str, Any]
     ) -> Row: ...
+
+    async def migration_get_evacuations_from_host(
+        self, context: RequestContext, host: str
+    ) -> list[Row]:
+        """Evacuations from ``host`` that are ``accepted``, ``pre-migrating`` or ``done``."""
+        ...
+
+    async def migration_complete_evacuation(
+        self, context: RequestContext, migration_id: int
+    ) -> Row:
+        """Move a ``done`` evacuation to ``completed`` (a repeat finds it completed);
+        InvalidMigrationTransition for anything else."""
+        ...
 
     # -- instance actions -----------------------------------------------------
 

@@ -27,9 +27,10 @@ class Migration(base.VersionedObject):
 
     1.0: Initial version
     1.1: old_instance_type_id, new_instance_type_id
+    1.2: get_evacuations_from_host, complete_evacuation
     """
 
-    VERSION = "1.1"
+    VERSION = "1.2"
 
     id = fields.Integer()
     uuid = fields.UUID()
@@ -70,6 +71,23 @@ class Migration(base.VersionedObject):
     @base.remotable_classmethod
     async def get_by_id(cls: type[Migration], context: RequestContext, id: int) -> Migration:
         return cls._from_db(await backend.get().migration_get_by_id(context, id))
+
+    @base.remotable_classmethod
+    async def get_evacuations_from_host(
+        cls: type[Migration], context: RequestContext, host: str
+    ) -> list[Migration]:
+        """The open evacuations whose source is ``host``, by id: ``accepted`` and
+        ``pre-migrating`` (the instance is being rebuilt elsewhere) and ``done``
+        (it runs elsewhere; ``host`` is to remove what is left of it)."""
+        rows = await backend.get().migration_get_evacuations_from_host(context, host)
+        return [cls._from_db(row) for row in rows]
+
+    @base.remotable
+    async def complete_evacuation(self, context: RequestContext) -> None:
+        """``done`` -> ``completed``: the source host removed the evacuated
+        instance's remains. Nothing else is written; a migration that is not
+        a ``done`` evacuation is refused (InvalidMigrationTransition)."""
+        self._apply_db(await backend.get().migration_complete_evacuation(context, self.id))
 
     @base.remotable
     async def create(self, context: RequestContext) -> None:

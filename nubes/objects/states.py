@@ -359,7 +359,9 @@ _MIGRATION_FLOWS: dict[MigrationType, dict[MigrationStatus, set[MigrationStatus]
         _M.REVERTING: {_M.REVERTED},
     },
     MigrationType.LIVE_MIGRATION: {
-        _M.ACCEPTED: {_M.PREPARING, _M.CANCELLED, _M.FAILED},
+        # The API's abort marks an accepted, preparing or running live
+        # migration ``cancelling`` (docs/moves.md); its task then ends it.
+        _M.ACCEPTED: {_M.PREPARING, _M.CANCELLING, _M.CANCELLED, _M.FAILED},
         _M.PREPARING: {_M.RUNNING, _M.CANCELLING, _M.CANCELLED, _M.FAILED},
         _M.RUNNING: {_M.COMPLETED, _M.CANCELLING, _M.FAILED},
         _M.CANCELLING: {_M.CANCELLED, _M.COMPLETED, _M.FAILED},

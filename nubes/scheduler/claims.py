@@ -56,7 +56,29 @@ async def _claim(
 
 
 async def claim(db: Database, node_id: int, consumer_uuid: str, amounts: Amounts) -> Claim:
-    """Claim ``amounts`` on the node for the consumer (or report what it already holds)."""
+    """Claim ``amounts`` on the node for the consumer (or report what it already holds).
+
+    A new claim is tried first as a unit of a grouped transaction (where the
+    database has them): concurrent claims then share one commit. Any other
+    outcome leaves nothing behind there and is found out the ordinary way.
+    """
+    committer = db.group_commit if not db.in_block() else None
+    if committer is not None and committer.units:
+        unit = compute_nodes.prepared_claim_for_consumer(
+            committer.dialect,
+            node_id,
+            consumer_uuid,
+            vcpus=amounts.vcpus,
+            memory_mb=amounts.memory_mb,
+            disk_gb=amounts.disk_gb,
+        )
+        outcome = await committer.execute_unit(consumer_uuid, unit)
+        if outcome:
+            db.note_write()
+            rows = outcome[0][1]
+            assert rows
+            generation = unit[0].write.row(rows[0])["generation"]
+            return Claim(ClaimResult(ClaimOutcome.CLAIMED, generation), node_id)
     return await db.run_in_writer(_claim, node_id, consumer_uuid, amounts)
 
 

@@ -196,6 +196,7 @@ class HostStateView:
         self._last_refresh_start: dt.datetime | None = None
         self._last_refresh_mono = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
         self._loaded = False
 
     def __len__(self) -> int:
@@ -210,7 +211,11 @@ class HostStateView:
         as it is, and the claim re-checks in the database anyway.
         """
         if not self._loaded:
-            await self.refresh()
+            # One load for every request that comes before it is done (the
+            # first burst of builds after a start would each read every node).
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.create_task(self.refresh())
+            await asyncio.shield(self._loading)
             return
         due = time.monotonic() - self._last_refresh_mono >= self.refresh_interval
         if due and (self._refreshing is None or self._refreshing.done()):
@@ -225,11 +230,12 @@ class HostStateView:
 
     async def close(self) -> None:
         """Stop a background refresh in flight (before the database goes away)."""
-        task, self._refreshing = self._refreshing, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._refreshing, self._loading):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refreshing = self._loading = None
 
     async def _background_refresh(self) -> None:
         try:

@@ -71,6 +71,50 @@ async def _seed(cloud: Cloud) -> dict[str, Any]:
                 "status": "migrating",
             },
         )
+        # Evacuations: B's (done) is none of A's business; A's own are of a
+        # kind, or in a status, it may not complete; one of A's it may.
+        evacuated = {}
+        for name, source, kind, status in (
+            ("b_done", B, "evacuation", "done"),
+            ("a_accepted", A, "evacuation", "accepted"),
+            ("a_completed", A, "evacuation", "completed"),
+            ("a_not_evacuation", A, "migration", "done"),
+            ("a_done", A, "evacuation", "done"),
+        ):
+            moved = await factories.make_instance(conn, host=C, node=f"node-{C}", vm_state="active")
+            evacuated[name] = await migrations.create(
+                conn,
+                {
+                    "instance_uuid": moved["uuid"],
+                    "source_compute": source,
+                    "dest_compute": C,
+                    "migration_type": kind,
+                    "status": status,
+                },
+            )
+        ids["evacuations"] = evacuated
+        # Live migrations: A may report the copy progress of the one it is the
+        # source of while it runs, and nothing else (docs/authorization.md).
+        live = {}
+        for name, source, dest, status in (
+            ("a_source", A, C, "running"),
+            ("a_dest", C, A, "running"),
+            ("a_source_over", A, C, "completed"),
+        ):
+            moving = await factories.make_instance(
+                conn, host=C, node=f"node-{C}", vm_state="active"
+            )
+            live[name] = await migrations.create(
+                conn,
+                {
+                    "instance_uuid": moving["uuid"],
+                    "source_compute": source,
+                    "dest_compute": dest,
+                    "migration_type": "live-migration",
+                    "status": status,
+                },
+            )
+        ids["live"] = live
         # A conductor task moving B's instance to C.
         await tasks.create(
             conn,
@@ -124,6 +168,23 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
             setattr(m, key, value)
         return m
 
+    evacuations = ids["evacuations"]
+    live = ids["live"]
+
+    def live_migration(name: str, **changes: Any) -> Migration:
+        m = Migration(id=live[name]["id"])
+        m.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(m, key, value)
+        return m
+
+    def evacuation(name: str, **changes: Any) -> Migration:
+        m = Migration(id=evacuations[name]["id"])
+        m.obj_reset_changes()
+        for key, value in changes.items():
+            setattr(m, key, value)
+        return m
+
     now = datetime.datetime.now(datetime.UTC)
     attacks: dict[str, Attack] = {
         # Reading what is not its own.
@@ -167,6 +228,41 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
         "finish an event on another host's instance": lambda c: InstanceActionEvent.event_finish(
             c, b_uuid, "compute_evil"
         ),
+        # The evacuation clean-up: only done -> completed, of its own evacuations.
+        "list another host's evacuations": lambda c: Migration.get_evacuations_from_host(c, B),
+        "complete another host's evacuation": lambda c: evacuation("b_done").complete_evacuation(c),
+        "complete its evacuation still in progress": lambda c: evacuation(
+            "a_accepted"
+        ).complete_evacuation(c),
+        "complete an evacuation twice": lambda c: evacuation("a_completed").complete_evacuation(c),
+        "complete a migration that is no evacuation": lambda c: evacuation(
+            "a_not_evacuation"
+        ).complete_evacuation(c),
+        "complete an evacuation while changing it": lambda c: evacuation(
+            "a_done", dest_compute=A
+        ).complete_evacuation(c),
+        "complete a migration that does not exist": lambda c: Migration(
+            id=999999
+        ).complete_evacuation(c),
+        # Live migration progress: the source's counters, nothing more.
+        "set the status of a migration it is the source of": lambda c: live_migration(
+            "a_source", status="completed"
+        ).save(c),
+        "report progress while setting the status": lambda c: live_migration(
+            "a_source", memory_processed=1, status="cancelled"
+        ).save(c),
+        "move the destination of a migration it is the source of": lambda c: live_migration(
+            "a_source", dest_compute=A
+        ).save(c),
+        "report progress of a migration it is the destination of": lambda c: live_migration(
+            "a_dest", memory_processed=1
+        ).save(c),
+        "report progress of a migration that is over": lambda c: live_migration(
+            "a_source_over", memory_processed=1
+        ).save(c),
+        "report progress of a migration it is not part of": lambda c: migration(
+            memory_processed=1
+        ).save(c),
         # Controller-only calls.
         "start an instance action": lambda c: InstanceAction.action_start(c, a_uuid, "reboot"),
         "create a migration": lambda c: Migration(
@@ -254,6 +350,18 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     await attacker.run(node.save, ctxt)
     await attacker.run(Flavor.get_by_id, ctxt, ids["flavor"]["id"])
     await attacker.run(InstanceFault(instance_uuid=own.uuid, code=500, message="ok").create, ctxt)
+    progress = await attacker.run(Migration.get_by_id, ctxt, ids["live"]["a_source"]["id"])
+    progress.memory_total, progress.memory_processed, progress.memory_remaining = 100, 40, 60
+    await attacker.run(progress.save, ctxt)
+    async with cloud.db.reader() as conn:
+        saved = await migrations.get_by_id(conn, progress.id)
+    assert (saved["memory_processed"], saved["status"]) == (40, "running")
+    evacuations = await attacker.run(Migration.get_evacuations_from_host, ctxt, A)
+    assert {m.status for m in evacuations} == {"accepted", "done"}
+    (done,) = [m for m in evacuations if m.status == "done"]
+    assert done.id == ids["evacuations"]["a_done"]["id"]
+    await attacker.run(done.complete_evacuation, ctxt)
+    assert done.status == "completed"
     assert _dump(db_path) != after
 
 

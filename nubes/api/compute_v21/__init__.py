@@ -5,7 +5,10 @@ JSON schemas per microversion, the small amount of logic between a request
 and the DB, and its routes (``ROUTES``). ``servers.py`` (views in
 ``server_views.py``, schemas in ``server_schemas.py``) calls
 :class:`nubes.api.servers.ServersAPI` (``ApiState.servers_api()``) for every
-state change and :func:`nubes.api.images.get_active_image` to boot.
+state change and :func:`nubes.api.images.get_active_image` to boot; the
+move actions (``server_moves.py``) and the migration records
+(``migrations.py``) call :class:`nubes.api.moves.MovesAPI`
+(``ApiState.moves_api()``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from nubes.api.compute_v21 import (
     hypervisors,
     instance_actions,
     limits,
+    migrations,
     scheduler_hints,
     server_groups,
     servers,
@@ -43,6 +47,7 @@ RESOURCES = [
     scheduler_hints,
     servers,
     instance_actions,
+    migrations,
 ]
 
 #: Paths (relative to /compute) that need no token.

@@ -246,6 +246,137 @@ RESET_STATE = {
     "additionalProperties": False,
 }
 
+# --- moves (Nova's schemas/servers.py, migrate_server.py, evacuate.py) -------------------
+
+#: Nova's parameter_types.fqdn: a host name.
+_HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9-._]*$"}
+_HOST_OR_NULL = {**_HOST, "type": ["string", "null"]}
+
+
+def _action(name: str, body: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    inner: dict[str, Any] = {"type": "object", "properties": body, "additionalProperties": False}
+    if required:
+        inner["required"] = required
+    return {
+        "type": "object",
+        "properties": {name: inner},
+        "required": [name],
+        "additionalProperties": False,
+    }
+
+
+_MIGRATE_256 = _action("migrate", {"host": _HOST_OR_NULL})
+_MIGRATE_256["properties"]["migrate"]["type"] = ["object", "null"]
+#: ``migrate`` takes a body (a host) from 2.56; before, Nova ignores what follows the key.
+MIGRATE: v.Versioned = [(("2.56", None), _MIGRATE_256)]
+
+RESIZE = _action(
+    "resize",
+    {
+        "flavorRef": {"type": ["string", "integer"], "minLength": 1},
+        "OS-DCF:diskConfig": _DISK_CONFIG,
+    },
+    ["flavorRef"],
+)
+
+#: A boolean, or "auto" (2.25): let the hosts say whether storage is shared.
+_BLOCK_MIGRATION_AUTO = {
+    "type": ["boolean", "string"],
+    "enum": [
+        True,
+        False,
+        *v.TRUE_STRINGS,
+        *v.FALSE_STRINGS,
+        "True",
+        "False",
+        "TRUE",
+        "FALSE",
+        "auto",
+    ],
+}
+
+MIGRATE_LIVE: v.Versioned = [
+    (
+        ("2.1", "2.24"),
+        _action(
+            "os-migrateLive",
+            {"block_migration": v.BOOLEAN, "disk_over_commit": v.BOOLEAN, "host": _HOST_OR_NULL},
+            ["block_migration", "disk_over_commit", "host"],
+        ),
+    ),
+    (
+        ("2.25", "2.29"),
+        _action(
+            "os-migrateLive",
+            {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL},
+            ["block_migration", "host"],
+        ),
+    ),
+    (
+        ("2.30", None),
+        _action(
+            "os-migrateLive",
+            {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL, "force": v.BOOLEAN},
+            ["block_migration", "host"],
+        ),
+    ),
+]
+
+_ADMIN_PASS = {"type": "string"}
+
+EVACUATE: v.Versioned = [
+    (
+        ("2.1", "2.13"),
+        _action(
+            "evacuate",
+            {"host": _HOST, "onSharedStorage": v.BOOLEAN, "adminPass": _ADMIN_PASS},
+            ["onSharedStorage"],
+        ),
+    ),
+    (("2.14", "2.28"), _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS})),
+    (
+        ("2.29", None),
+        _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS, "force": v.BOOLEAN}),
+    ),
+]
+
+
+def _rebuild(*, description: bool, key_name: bool, user_data: bool) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "name": v.NAME,
+        "imageRef": _UUID,
+        "adminPass": _ADMIN_PASS,
+        "metadata": v.METADATA,
+        "preserve_ephemeral": v.BOOLEAN,
+        "OS-DCF:diskConfig": _DISK_CONFIG,
+        "accessIPv4": _IPV4,
+        "accessIPv6": _IPV6,
+    }
+    if description:
+        props["description"] = _DESCRIPTION
+    if key_name:
+        props["key_name"] = {"oneOf": [v.NAME, {"type": "null"}]}
+    if user_data:
+        props["user_data"] = {"oneOf": [{"type": "string", "format": "base64"}, {"type": "null"}]}
+    else:
+        props["personality"] = _BASE_SERVER["properties"]["personality"]
+    return _action("rebuild", props, ["imageRef"])
+
+
+REBUILD: v.Versioned = [
+    (("2.1", "2.18"), _rebuild(description=False, key_name=False, user_data=False)),
+    (("2.19", "2.53"), _rebuild(description=True, key_name=False, user_data=False)),
+    (("2.54", "2.56"), _rebuild(description=True, key_name=True, user_data=False)),
+    (("2.57", None), _rebuild(description=True, key_name=True, user_data=True)),
+]
+
+FORCE_COMPLETE = {
+    "type": "object",
+    "properties": {"force_complete": {"type": "null"}},
+    "required": ["force_complete"],
+    "additionalProperties": False,
+}
+
 #: Nova's servers list sort keys (schemas/servers.py VALID_SORT_KEYS).
 SORT_KEYS = (
     "access_ip_v4",

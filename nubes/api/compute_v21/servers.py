@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -559,7 +559,11 @@ async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None
     )
 
 
-ACTIONS = {
+#: A server action's handler: (request, the server's row, the body) -> its answer,
+#: or None for Nova's usual 202 with no body.
+ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
+
+ACTIONS: dict[str, ActionHandler] = {
     "os-stop": _stop,
     "os-start": _start,
     "reboot": _reboot,
@@ -574,12 +578,20 @@ async def action(request: Request) -> Response:
     if not isinstance(body, dict) or len(body) != 1:
         raise v.MalformedBody(reason="the body must hold exactly one action")
     (name,) = body
-    handler = ACTIONS.get(name)
+    handler = _handler(name)
     if handler is None:
         raise common.bad_request(f"There is no such action: {name}")
     row = await get_server(request, request.path_params["server_id"])
-    await handler(request, row, body)
-    return common.empty(202)
+    response = await handler(request, row, body)
+    return response if response is not None else common.empty(202)
+
+
+def _handler(name: str) -> ActionHandler | None:
+    # The move actions' module imports this one (server_context, passwords),
+    # hence the import here rather than at the top.
+    from nubes.api.compute_v21 import server_moves
+
+    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
 
 
 ROUTES = [

@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from nubes import exception
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
 
 #: Called with the percentage (0-100) of a live migration done so far.
 ProgressCallback = Callable[[int], Awaitable[None]]
+
+
+class LiveMigrationAborted(exception.VirtDriverError):
+    """:meth:`ComputeDriver.live_migration` stopped because
+    :meth:`ComputeDriver.live_migration_abort` asked it to; the guest still
+    runs on the source."""
+
+    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
 
 
 @dataclasses.dataclass(slots=True)
@@ -259,3 +268,20 @@ class ComputeDriver(abc.ABC):
     ) -> None:
         """Destination side, after a failure: undo :meth:`pre_live_migration`
         and remove any partial guest."""
+
+    @abc.abstractmethod
+    async def live_migration_abort(self, instance: Instance) -> bool:
+        """Source side: stop the live migration of ``instance`` that
+        :meth:`live_migration` is running here. That call then raises
+        :class:`LiveMigrationAborted` and the guest keeps running here.
+        Returns False when no live migration of the instance is in progress
+        on this host (not begun yet, or over): nothing was done."""
+
+    @abc.abstractmethod
+    async def live_migration_force_complete(self, instance: Instance) -> bool:
+        """Source side: make the running live migration of ``instance``
+        finish now instead of copying until memory converges (a real
+        hypervisor pauses the guest for the last copy, or switches to
+        post-copy); :meth:`live_migration` then returns as a success.
+        Returns False when no live migration of the instance is in progress
+        on this host."""

@@ -13,13 +13,20 @@ host X" or "live migrations from Y fail halfway" while the cloud runs::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from nubes import exception
-from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, ProgressCallback
+from nubes.compute.virt.driver import (
+    ComputeDriver,
+    InstanceInfo,
+    LiveMigrationAborted,
+    ProgressCallback,
+)
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -88,6 +95,21 @@ class FakeInstance:
     started_at: float
 
 
+#: Seconds between the progress reports of a fake live migration that takes
+#: ``migration_delay``; also how soon it notices an abort or a force-complete.
+LIVE_MIGRATION_TICK = 0.05
+
+
+@dataclasses.dataclass(slots=True)
+class FakeLiveMigration:
+    """A fake live migration in progress on its source: what it was asked meanwhile."""
+
+    #: Set when an abort or a force-complete arrives, to cut a tick short.
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    aborted: bool = False
+    forced: bool = False
+
+
 async def _delay(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
@@ -115,6 +137,8 @@ class FakeDriver(ComputeDriver):
         self.instances: dict[str, FakeInstance] = {}
         #: Instances kept after a resize or migration left, for a revert.
         self.kept: dict[str, FakeInstance] = {}
+        #: Live migrations running from this host, by instance uuid.
+        self.live_migrations: dict[str, FakeLiveMigration] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -240,10 +264,14 @@ class FakeDriver(ComputeDriver):
         flavor: Flavor,
     ) -> dict[str, Any]:
         self._check_injected("migrate_disk_and_power_off", instance)
+        await _delay(self.faults.migration_delay)
+        disk_info = {"source": self.host, "root_gb": flavor.root_gb, "disks": ["disk"]}
+        if instance.uuid not in self.instances and instance.uuid in self.kept:
+            return disk_info  # done before (a repeat): the guest is off and kept
         found = self._get(instance)
         found.state = PowerState.SHUTDOWN
         self.kept[instance.uuid] = self.instances.pop(instance.uuid)
-        return {"source": self.host, "root_gb": flavor.root_gb, "disks": ["disk"]}
+        return disk_info
 
     async def finish_migration(
         self,
@@ -257,6 +285,10 @@ class FakeDriver(ComputeDriver):
     ) -> None:
         self._check_injected("finish_migration", instance)
         state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
+        found = self.instances.get(instance.uuid)
+        if found is not None:
+            found.state = state  # built before (a repeat): only the power to match
+            return
         self.instances[instance.uuid] = self._new(instance, state)
 
     async def confirm_migration(
@@ -273,7 +305,14 @@ class FakeDriver(ComputeDriver):
         power_on: bool = True,
     ) -> None:
         self._check_injected("finish_revert_migration", instance)
-        kept = self.kept.pop(instance.uuid, None) or self._new(instance)
+        # The kept guest replaces whatever runs here (on the same host: the
+        # resized one); nothing kept and a guest here: a repeat, or the move
+        # never got to take it away.
+        kept = (
+            self.kept.pop(instance.uuid, None)
+            or self.instances.get(instance.uuid)
+            or self._new(instance)
+        )
         kept.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
         self.instances[instance.uuid] = kept
 
@@ -319,18 +358,61 @@ class FakeDriver(ComputeDriver):
     ) -> None:
         self._check_injected("live_migration", instance)
         self._get(instance)
+        if instance.uuid in self.live_migrations:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already migrating")
+        # Registered before the first await, so an abort that comes at any
+        # point after this call began finds it.
+        job = self.live_migrations[instance.uuid] = FakeLiveMigration()
+        try:
+            await self._copy_memory(instance, job, progress)
+        finally:
+            self.live_migrations.pop(instance.uuid, None)
+
+    async def _copy_memory(
+        self, instance: Instance, job: FakeLiveMigration, progress: ProgressCallback | None
+    ) -> None:
+        """``migration_delay`` split into ticks, each reporting progress; fails at 50 %
+        when the fault registry says so."""
         faults = self.faults
-        half = faults.migration_delay / 2
-        await _delay(half)
-        if progress is not None:
-            await progress(50)
-        if faults.fail_live_migration or self.host in faults.fail_live_migration_hosts:
-            raise self._fail(
-                "live_migration", instance, f"failed halfway on {self.host} (injected)"
-            )
-        await _delay(half)
+        ticks = max(2, math.ceil(faults.migration_delay / LIVE_MIGRATION_TICK))
+        tick = faults.migration_delay / ticks
+        failing = faults.fail_live_migration or self.host in faults.fail_live_migration_hosts
+        for n in range(1, ticks + 1):
+            if tick > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(tick):
+                        await job.wake.wait()
+            if job.aborted:
+                raise LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
+            if job.forced:
+                break
+            percent = n * 100 // ticks
+            if progress is not None and percent < 100:
+                await progress(percent)
+            if failing and percent >= 50:
+                raise self._fail(
+                    "live_migration", instance, f"failed halfway on {self.host} (injected)"
+                )
         if progress is not None:
             await progress(100)
+
+    async def live_migration_abort(self, instance: Instance) -> bool:
+        self._check_injected("live_migration_abort", instance)
+        job = self.live_migrations.get(instance.uuid)
+        if job is None:
+            return False
+        job.aborted = True
+        job.wake.set()
+        return True
+
+    async def live_migration_force_complete(self, instance: Instance) -> bool:
+        self._check_injected("live_migration_force_complete", instance)
+        job = self.live_migrations.get(instance.uuid)
+        if job is None:
+            return False
+        job.forced = True
+        job.wake.set()
+        return True
 
     async def post_live_migration(
         self,
@@ -348,7 +430,12 @@ class FakeDriver(ComputeDriver):
         migrate_data: dict[str, Any],
     ) -> None:
         self._check_injected("post_live_migration_at_destination", instance)
-        self.instances.setdefault(instance.uuid, self._new(instance))
+        # A paused guest moves paused (the conductor recorded that power state).
+        paused = (
+            instance.obj_attr_is_set("power_state") and instance.power_state == PowerState.PAUSED
+        )
+        state = PowerState.PAUSED if paused else PowerState.RUNNING
+        self.instances.setdefault(instance.uuid, self._new(instance, state))
 
     async def rollback_live_migration_at_destination(
         self,

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -40,6 +41,7 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.group_commit import UnitStatement
 from nubes.db.types import utcnow
 
 if TYPE_CHECKING:
@@ -54,8 +56,36 @@ CRASH_ENV = "NUBES_TEST_CRASH_AT"
 CRASH_EXIT_CODE = 137
 #: Longest fault message the database keeps (as InstanceFault).
 FAULT_MESSAGE_LENGTH = 255
+#: ``Run.cache`` key of the instance row read with the claim, for a kind whose
+#: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
+CLAIMED_INSTANCE = "claimed_instance"
 
 Writes = Callable[[AsyncConnection], Awaitable[None]]
+
+
+class UnitWrites:
+    """Writes that a commit can also hand to the group committer as one unit.
+
+    Called with a connection it runs the ordinary way, like any
+    :data:`Writes`. ``statements(dialect)`` gives the same writes as prepared
+    statements (:class:`~nubes.db.group_commit.UnitStatement`), with which
+    :meth:`Run.commit` and :meth:`Run.finish` commit a step's end in a
+    transaction shared with other tasks' (one trip to the database for many
+    tasks) instead of one of their own. Both ways must write the same rows
+    under the same conditions.
+    """
+
+    __slots__ = ("_run", "_statements")
+
+    def __init__(self, run: Writes, statements: Callable[[Dialect], list[UnitStatement]]) -> None:
+        self._run = run
+        self._statements = statements
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        await self._run(conn)
+
+    def statements(self, dialect: Dialect) -> list[UnitStatement]:
+        return self._statements(dialect)
 
 
 def _crash_points() -> frozenset[str]:
@@ -163,17 +193,31 @@ class Run:
         if payload is not None:
             self.payload = payload
         done = self.step
-        async with self.engine.db.writer() as conn:
-            if writes is not None:
-                await writes(conn)
-            await tasks.update(
-                conn,
+        values = {"step": step, "payload": self.payload}
+        lease = lease_seconds or self.engine.lease_seconds
+
+        def own(dialect: Dialect) -> UnitStatement:
+            return tasks.prepared_update(
+                dialect,
                 self.id,
                 self.engine.owner,
-                {"step": step, "payload": self.payload},
+                values,
                 attempt=self.attempt,
-                lease_seconds=lease_seconds or self.engine.lease_seconds,
+                lease_seconds=lease,
             )
+
+        if not await self._commit_grouped(writes, own):
+            async with self.engine.db.writer() as conn:
+                if writes is not None:
+                    await writes(conn)
+                await tasks.update(
+                    conn,
+                    self.id,
+                    self.engine.owner,
+                    values,
+                    attempt=self.attempt,
+                    lease_seconds=lease,
+                )
         self.step = step
         crash_point(f"{self.kind}:after:{done}")
         return step
@@ -188,24 +232,67 @@ class Run:
     ) -> None:
         """End the task with ``status``; ``writes`` (and ``payload``) commit with it."""
         check_step(self.kind, self.step, END)
-        async with self.engine.db.writer() as conn:
-            if writes is not None:
-                await writes(conn)
-            if payload is not None:
-                self.payload = payload
-                await tasks.update(
-                    conn, self.id, self.engine.owner, {"payload": payload}, attempt=self.attempt
-                )
-            await tasks.finish(
-                conn,
+
+        def own(dialect: Dialect) -> UnitStatement:
+            return tasks.prepared_finish(
+                dialect,
                 self.id,
                 self.engine.owner,
                 status=status,
                 last_error=last_error,
                 attempt=self.attempt,
+                values=None if payload is None else {"payload": payload},
             )
+
+        if await self._commit_grouped(writes, own):
+            if payload is not None:
+                self.payload = payload
+        else:
+            async with self.engine.db.writer() as conn:
+                if writes is not None:
+                    await writes(conn)
+                if payload is not None:
+                    self.payload = payload
+                    await tasks.update(
+                        conn, self.id, self.engine.owner, {"payload": payload}, attempt=self.attempt
+                    )
+                await tasks.finish(
+                    conn,
+                    self.id,
+                    self.engine.owner,
+                    status=status,
+                    last_error=last_error,
+                    attempt=self.attempt,
+                )
         self.released = True
         crash_point(f"{self.kind}:after:{self.step}")
+
+    async def _commit_grouped(
+        self, writes: Writes | None, own: Callable[[Dialect], UnitStatement]
+    ) -> bool:
+        """Commit ``writes`` and the task's own write ``own`` as one grouped unit.
+
+        False when that cannot be done here (plain :data:`Writes`, a backend
+        without units) or did not happen (a condition failed, or the batch
+        did): then nothing of it was written, and the caller commits the
+        ordinary way, which also raises what the failed condition means
+        (TaskLeaseLost, the instance's conflict ...).
+        """
+        if writes is not None and not isinstance(writes, UnitWrites):
+            return False
+        db = self.engine.db
+        if db.in_block():
+            return False
+        committer = db.group_commit
+        if committer is None or not committer.units:
+            return False
+        dialect = committer.dialect
+        statements = writes.statements(dialect) if writes is not None else []
+        statements.append(own(dialect))
+        if not await committer.execute_unit(self.instance_uuid or "", statements):
+            return False
+        db.note_write()
+        return True
 
     def refresh(self, row: dict[str, Any]) -> None:
         """Take over a newer claim of the same task (a report handed it to us)."""
@@ -259,18 +346,12 @@ class Run:
         if self.instance_uuid is None:
             return
         try:
-            await actions.event_start(
+            await actions.event_record(
                 conn,
                 instance_uuid=self.instance_uuid,
                 request_id=self.request_id,
                 event=name,
                 host=host or self.engine.host,
-            )
-            await actions.event_finish(
-                conn,
-                instance_uuid=self.instance_uuid,
-                request_id=self.request_id,
-                event=name,
                 result=actions.RESULT_SUCCESS if ok else actions.RESULT_ERROR,
                 details=details,
             )
@@ -325,6 +406,11 @@ class Task:
     """A kind of task: its steps in order, and what expiring at its deadline does."""
 
     kind: ClassVar[TaskKind]
+    #: Steps that start by reading the task's instance: when a claim finds the
+    #: task at one of them, the engine reads the instance with the claim (one
+    #: query for every task claimed together) for the step's first
+    #: ``load_instance(run, claimed=True)``.
+    prefetch_instance_at: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, engine: TaskEngine) -> None:
         self.engine = engine

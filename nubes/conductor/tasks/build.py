@@ -34,6 +34,8 @@ from nubes import exception
 from nubes.conductor.tasks.base import FAULT_MESSAGE_LENGTH, Run, StepDef, Task, expect_report
 from nubes.conductor.tasks.helpers import (
     chain,
+    event_writes,
+    finish_action_writes,
     instance_object,
     load_instance,
     notify_error,
@@ -115,6 +117,7 @@ def failure_details(failures: list[dict[str, Any]]) -> str:
 
 class BuildTask(Task):
     kind = TaskKind.BUILD
+    prefetch_instance_at = frozenset({Step.SCHEDULE.value})
 
     def step_defs(self) -> list[StepDef]:
         return [
@@ -125,7 +128,7 @@ class BuildTask(Task):
     # -- schedule ----------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        row = await load_instance(run)
+        row = await load_instance(run, claimed=True)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
@@ -162,13 +165,10 @@ class BuildTask(Task):
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
         placement = set_instance(run, values, expected_task_state=_BUILD_TASK_STATES)
-
-        async def event(conn: AsyncConnection) -> None:
-            await run.event(conn, "conductor_reschedule", details=reschedule)
-
-        step = await run.commit(
-            Step.SPAWN, payload=payload, writes=chain(placement, event if reschedule else None)
-        )
+        event = None
+        if reschedule is not None:
+            event = event_writes(run, "conductor_reschedule", details=reschedule)
+        step = await run.commit(Step.SPAWN, payload=payload, writes=chain(placement, event))
         cached = run.cache.get("instance")
         if cached is not None:
             run.cache["instance"] = {**cached, **values}
@@ -204,11 +204,7 @@ class BuildTask(Task):
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
         if outcome["ok"]:
-
-            async def done(conn: AsyncConnection) -> None:
-                await run.finish_action(conn)
-
-            await run.finish(TaskStatus.SUCCEEDED, writes=done)
+            await run.finish(TaskStatus.SUCCEEDED, writes=finish_action_writes(run))
             return None
         return await self.reschedule(run, outcome)
 

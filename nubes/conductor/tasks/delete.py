@@ -10,12 +10,12 @@ Steps (see ``docs/tasks.md``):
     with the instance in ERROR and a fault: its resources stay claimed,
     since the host may still run it; the user may delete again.
 ``release``
-    Give back every claim the instance holds (``SchedulerAPI.release``,
-    idempotent) and soft-delete the instance with its migrations and group
-    memberships; the ``delete`` action ends. A BUILDING instance is deleted
-    the same way: the API cancelled its build task in the transaction that
-    started the delete, so the build stops at its next write and whatever it
-    had claimed is released here.
+    Give back every claim the instance and its migrations hold
+    (``SchedulerAPI.release``, idempotent) and soft-delete the instance
+    with its migrations and group memberships; the ``delete`` action ends.
+    A BUILDING instance is deleted the same way: the API cancelled its build
+    task in the transaction that started the delete, so the build stops at
+    its next write and whatever it had claimed is released here.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from nubes.conductor.tasks.helpers import (
 )
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
+from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import TaskState, VMState
 
@@ -87,6 +88,12 @@ class DeleteTask(Task):
     async def release(self, run: Run) -> None:
         if run.instance_uuid is not None:
             await self.engine.scheduler.release(run.ctxt, run.instance_uuid)
+            # A move the delete cut short leaves the source's resources with
+            # its migration (docs/moves.md, claims): they go too.
+            async with self.engine.db.reader() as conn:
+                moves = await migrations_api.list_by_instance(conn, run.instance_uuid)
+            for migration in moves:
+                await self.engine.scheduler.release(run.ctxt, migration["uuid"])
 
         async def destroy(conn: AsyncConnection) -> None:
             assert run.instance_uuid is not None

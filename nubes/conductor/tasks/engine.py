@@ -29,12 +29,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from oslo_config import cfg
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, Task
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Task
 from nubes.conductor.tasks.build import BuildTask
+from nubes.conductor.tasks.confirm_revert import ConfirmResizeTask, RevertResizeTask
 from nubes.conductor.tasks.delete import DeleteTask
+from nubes.conductor.tasks.live_migrate import LiveMigrateTask
+from nubes.conductor.tasks.migrate import MigrateTask
 from nubes.conductor.tasks.power import RebootTask, StartTask, StopTask
+from nubes.conductor.tasks.rebuild import EvacuateTask, RebuildTask
+from nubes.conductor.tasks.states import FIRST_STEP
+from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks
 from nubes.db.engine import Database
 from nubes.rpc.transport import Transport
@@ -45,7 +52,19 @@ LOG = logging.getLogger(__name__)
 _AWAY = (exception.DBConnectionError, exception.TransportError, exception.MessagingTimeout)
 #: Tasks claimed per transaction.
 CLAIM_BATCH = 64
-KINDS: tuple[type[Task], ...] = (BuildTask, DeleteTask, StopTask, StartTask, RebootTask)
+KINDS: tuple[type[Task], ...] = (
+    BuildTask,
+    DeleteTask,
+    StopTask,
+    StartTask,
+    RebootTask,
+    MigrateTask,
+    ConfirmResizeTask,
+    RevertResizeTask,
+    RebuildTask,
+    EvacuateTask,
+    LiveMigrateTask,
+)
 
 
 def new_owner_id(host: str) -> str:
@@ -70,6 +89,8 @@ class TaskEngine:
         from nubes import config
 
         conf = conf if conf is not None else config.CONF
+        #: The options, for task kinds that read their own ([DEFAULT] resize_*).
+        self.conf = conf
         self.db = db
         self.transport = transport
         self.host = host
@@ -106,6 +127,10 @@ class TaskEngine:
         self._coros: dict[int, asyncio.Task[None]] = {}
         self._waiters: dict[int, tuple[Run, asyncio.Future[dict[str, Any] | None]]] = {}
         self._wanted: set[int] = set()
+        #: Claimable tasks were left unclaimed for want of a free slot.
+        self._backlog = False
+        #: Free slots that make the engine claim them without waiting for its poll.
+        self._refill = max(1, min(CLAIM_BATCH, self.concurrency // 8))
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -118,6 +143,12 @@ class TaskEngine:
             asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
             asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
         ]
+        if self.conf.resize_confirm_window > 0:
+            from nubes.conductor.tasks import autoconfirm
+
+            self._loops.append(
+                asyncio.create_task(autoconfirm.sweep_forever(self), name="nubes-autoconfirm")
+            )
         LOG.info("task engine %s started", self.owner)
 
     async def stop(self) -> None:
@@ -191,7 +222,7 @@ class TaskEngine:
         next_scan = 0.0
         backoff = self.poll_interval
         while not self._stopping:
-            if not self._wanted:
+            if not self._wanted and not self._refill_due():
                 timeout = max(next_scan - time.monotonic(), 0.0)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
@@ -201,7 +232,7 @@ class TaskEngine:
                 if self._wanted:
                     wanted, self._wanted = self._wanted, set()
                     await self._claim([i for i in wanted if i not in self._runs])
-                if time.monotonic() >= next_scan:
+                if time.monotonic() >= next_scan or self._refill_due():
                     await self._scan()
                     next_scan = time.monotonic() + self.poll_interval
                 backoff = self.poll_interval
@@ -218,29 +249,62 @@ class TaskEngine:
     def _free(self) -> int:
         return self.concurrency - len(self._runs)
 
+    def _refill_due(self) -> bool:
+        """Claimable tasks were left waiting for a free slot, and enough slots are free now.
+
+        Then the engine looks for them at once rather than at its next poll,
+        a batch of them at a time: a full engine keeps as busy as it may be.
+        """
+        return self._backlog and self._free() >= self._refill
+
     async def _scan(self) -> None:
+        self._backlog = False
         while self._free() > 0:
+            limit = min(self._free(), CLAIM_BATCH)
             async with self.db.reader() as conn:
-                ids = await tasks.list_claimable(conn, limit=min(self._free(), CLAIM_BATCH))
+                ids = await tasks.list_claimable(conn, limit=limit)
             if not ids:
                 return
             claimed = await self._claim(ids)
-            if len(ids) < CLAIM_BATCH or not claimed:
+            if not claimed:
                 return
+            if len(ids) < CLAIM_BATCH:
+                # Every slot taken with candidates to spare: more may wait.
+                self._backlog = self._free() <= 0 and len(ids) == limit
+                return
+        self._backlog = True
 
     async def _claim(self, ids: list[int]) -> int:
-        ids = sorted(ids)[: max(self._free(), 0)]
+        ids = sorted(ids)
+        if len(ids) > self._free():
+            # Told of more than there is room for: the rest wait in the database.
+            self._backlog = True
+            ids = ids[: max(self._free(), 0)]
         if not ids:
             return 0
         async with self.db.writer() as conn:
             rows = await tasks.claim_many(conn, ids, self.owner, lease_seconds=self.lease_seconds)
+            found = await self._prefetch(conn, rows)
         for row in rows:
-            self._start(row)
+            self._start(row, found.get(row["instance_uuid"]))
         return len(rows)
+
+    async def _prefetch(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The instances of the claimed tasks whose first step reads it, in one query."""
+        uuids = []
+        for row in rows:
+            kind = self.kinds.get(row["kind"])
+            if kind is None or not row["instance_uuid"] or not kind.prefetch_instance_at:
+                continue
+            if (row["step"] or FIRST_STEP[kind.kind]) in kind.prefetch_instance_at:
+                uuids.append(row["instance_uuid"])
+        return await instances_api.get_many_by_uuids(conn, uuids) if uuids else {}
 
     # -- driving --------------------------------------------------------------------------
 
-    def _start(self, row: dict[str, Any]) -> None:
+    def _start(self, row: dict[str, Any], instance: dict[str, Any] | None = None) -> None:
         old = self._coros.get(row["id"])
         if old is not None and not old.done():
             # A report handed us a newer claim of a task we were still working
@@ -250,6 +314,9 @@ class TaskEngine:
                 previous.superseded = True
             old.cancel()
         run = Run(self, row)
+        if instance is not None:
+            # Read with the claim: the first step need not read it again.
+            run.cache[CLAIMED_INSTANCE] = instance
         self._runs[run.id] = run
         self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")
 

@@ -6,19 +6,30 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, Writes
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, UnitWrites, Writes
+from nubes.db.api import actions as actions_api
 from nubes.db.api import instances as instances_api
+from nubes.db.group_commit import UnitStatement
 from nubes.objects.instance import Instance
 
 LOG = logging.getLogger(__name__)
 
 
-async def load_instance(run: Run) -> dict[str, Any] | None:
-    """The task's instance row, or None once it is deleted."""
+async def load_instance(run: Run, *, claimed: bool = False) -> dict[str, Any] | None:
+    """The task's instance row, or None once it is deleted.
+
+    ``claimed``: the row read with the task's claim will do, if there is one
+    (taken once: the first step of a run, before it wrote anything).
+    """
     assert run.instance_uuid is not None
+    if claimed:
+        row = run.cache.pop(CLAIMED_INSTANCE, None)
+        if row is not None:
+            return dict(row)
     try:
         async with run.engine.db.reader() as conn:
             return await instances_api.get_by_uuid(conn, run.instance_uuid)
@@ -41,17 +52,22 @@ def set_instance(
 ) -> Writes:
     """A write of instance fields, compare-and-set on the states, for a commit's transaction."""
 
+    kwargs: dict[str, Any] = {}
+    if expected_task_state is not None:
+        kwargs["expected_task_state"] = list(expected_task_state)
+    if expected_vm_state is not None:
+        kwargs["expected_vm_state"] = list(expected_vm_state)
+
     async def write(conn: AsyncConnection) -> None:
         assert run.instance_uuid is not None
-        kwargs: dict[str, Any] = {}
-        if expected_task_state is not None:
-            kwargs["expected_task_state"] = list(expected_task_state)
-        if expected_vm_state is not None:
-            kwargs["expected_vm_state"] = list(expected_vm_state)
         if not await instances_api.try_update(conn, run.instance_uuid, values, **kwargs):
             raise await _diagnose(conn, run.instance_uuid)
 
-    return write
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        assert run.instance_uuid is not None
+        return [instances_api.prepared_update(dialect, run.instance_uuid, values, **kwargs)]
+
+    return UnitWrites(write, statements)
 
 
 async def _diagnose(conn: AsyncConnection, uuid: str) -> Exception:
@@ -67,14 +83,71 @@ async def _diagnose(conn: AsyncConnection, uuid: str) -> Exception:
 
 
 def chain(*writes: Writes | None) -> Writes:
-    """Several writes as one, in order."""
+    """Several writes as one, in order (a :class:`UnitWrites` if each of them is)."""
 
     async def write(conn: AsyncConnection) -> None:
         for w in writes:
             if w is not None:
                 await w(conn)
 
-    return write
+    parts = [w for w in writes if w is not None]
+    if not all(isinstance(w, UnitWrites) for w in parts):
+        return write
+
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        return [s for w in parts if isinstance(w, UnitWrites) for s in w.statements(dialect)]
+
+    return UnitWrites(write, statements)
+
+
+def event_writes(
+    run: Run,
+    name: str,
+    *,
+    ok: bool = True,
+    details: str | None = None,
+    host: str | None = None,
+) -> Writes:
+    """:meth:`Run.event` as writes for a commit (grouped when the commit can be)."""
+
+    async def write(conn: AsyncConnection) -> None:
+        await run.event(conn, name, ok=ok, details=details, host=host)
+
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        if run.instance_uuid is None:
+            return []
+        return actions_api.prepared_event_record(
+            dialect,
+            instance_uuid=run.instance_uuid,
+            request_id=run.request_id,
+            event=name,
+            host=host or run.engine.host,
+            result=actions_api.RESULT_SUCCESS if ok else actions_api.RESULT_ERROR,
+            details=details,
+        )
+
+    return UnitWrites(write, statements)
+
+
+def finish_action_writes(run: Run, *, ok: bool = True) -> Writes:
+    """:meth:`Run.finish_action` as writes for a commit (grouped when the commit can be)."""
+
+    async def write(conn: AsyncConnection) -> None:
+        await run.finish_action(conn, ok=ok)
+
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        if run.instance_uuid is None:
+            return []
+        return [
+            actions_api.prepared_action_finish(
+                dialect,
+                instance_uuid=run.instance_uuid,
+                request_id=run.request_id,
+                message=None if ok else actions_api.ACTION_ERROR_MESSAGE,
+            )
+        ]
+
+    return UnitWrites(write, statements)
 
 
 async def notify_error(run: Run, event_type: str, message: str) -> None:

@@ -21,6 +21,7 @@ so the claims and the step that needs them change together.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,9 @@ from nubes import exception
 from nubes.conductor.tasks.base import Run, Writes, expect_report
 from nubes.db.api import compute_nodes
 from nubes.db.api import migrations as migrations_api
+from nubes.db.api import tasks as tasks_api
 from nubes.db.models import allocations
+from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import check_migration_status
 
@@ -173,3 +176,25 @@ async def answer(
         await send(awaited)
 
     return await run.wait_for_report(go)
+
+
+# -- deadlines ---------------------------------------------------------------------------
+
+
+def extend_deadline(run: Run, seconds: float) -> Writes:
+    """Give the task ``seconds`` from now (for a commit's transaction).
+
+    A rollback that starts because the deadline passed must still reach its
+    hosts (the engine never waits for a report past the deadline); it gets
+    a deadline of its own. The write is the lease holder's, so a conductor
+    that lost the task changes nothing.
+    """
+    deadline = utcnow() + dt.timedelta(seconds=seconds)
+
+    async def write(conn: AsyncConnection) -> None:
+        await tasks_api.update(
+            conn, run.id, run.engine.owner, {"deadline": deadline}, attempt=run.attempt
+        )
+        run.deadline = deadline
+
+    return write

@@ -45,6 +45,15 @@ async def record(
 ) -> dict[str, Any] | None:
     """Write the report into the task; the task's row if ``owner`` now holds it, else None."""
     for _ in range(RETRIES):
+        new: dict[str, Any] | bool | None = await _record_grouped(
+            db, authz, caller, task_id, step, attempt, ok, error, details, owner, lease_seconds
+        )
+        if new is _DONE:
+            return None
+        if isinstance(new, dict):
+            return new if owner is not None else None
+        if new is None:
+            continue  # the task changed since it was read: read it again
         async with db.writer() as conn:
             try:
                 row = await tasks.get(conn, task_id)
@@ -56,14 +65,7 @@ async def record(
             if reported(payload) is not None:
                 LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
                 return None
-            payload["outcome"] = {
-                "step": step,
-                "attempt": attempt,
-                "host": awaited.get("host"),
-                "ok": bool(ok),
-                "error": None if error is None else str(error)[:MAX_ERROR],
-                "details": details or {},
-            }
+            payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
             new = await tasks.record_outcome(
                 conn,
                 task_id,
@@ -74,9 +76,75 @@ async def record(
                 new_owner=owner,
                 lease_seconds=lease_seconds,
             )
-        if new is not None:
+        if isinstance(new, dict):
             return new if owner is not None else None
     LOG.warning(
         "task %s: report of %s try %s lost a race %d times", task_id, step, attempt, RETRIES
     )
     return None
+
+
+def _outcome(
+    awaited: dict[str, Any],
+    step: str,
+    attempt: int,
+    ok: bool,
+    error: str | None,
+    details: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "step": step,
+        "attempt": attempt,
+        "host": awaited.get("host"),
+        "ok": bool(ok),
+        "error": None if error is None else str(error)[:MAX_ERROR],
+        "details": details or {},
+    }
+
+
+#: :func:`_record_grouped`: the report needs no write (a repeat).
+_DONE = True
+
+
+async def _record_grouped(
+    db: Database,
+    authz: Authorizer,
+    caller: Caller,
+    task_id: int,
+    step: str,
+    attempt: int,
+    ok: bool,
+    error: str | None,
+    details: dict[str, Any] | None,
+    owner: str | None,
+    lease_seconds: float,
+) -> dict[str, Any] | bool | None:
+    """One try through the group committer (see ``tasks.read_grouped``).
+
+    The new row; None when the task changed between the read and the write
+    (nothing written); :data:`_DONE` for a repeated report; False when the
+    group committer cannot do it here (then the ordinary way, in one
+    transaction of its own).
+    """
+    found = await tasks.read_grouped(db, task_id)
+    if found is False:
+        return False
+    awaited = authz.authorize_step_report(caller, task_id, found, step, attempt)
+    assert found is not None
+    payload_text = found.pop(tasks.PAYLOAD_TEXT)
+    payload = dict(found["payload"] or {})
+    if reported(payload) is not None:
+        LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
+        return _DONE
+    payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
+    return await tasks.record_outcome_grouped(
+        db,
+        task_id,
+        step=found["step"],
+        attempt=found["attempt"],
+        owner=found["owner"],
+        payload_text=payload_text,
+        payload=payload,
+        new_owner=owner,
+        lease_seconds=lease_seconds,
+    )

@@ -95,12 +95,15 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     TaskKind.START: {Step.POWER: frozenset({Step.POWER, END})},
     TaskKind.REBOOT: {Step.POWER: frozenset({Step.POWER, END})},
     TaskKind.MIGRATE: {
-        Step.SCHEDULE: frozenset({Step.MIGRATE_SOURCE, END}),
+        # schedule -> schedule: the source claim handed to the migration,
+        # committed before the scheduler is asked (migrate.py)
+        Step.SCHEDULE: frozenset({Step.SCHEDULE, Step.MIGRATE_SOURCE, END}),
         Step.MIGRATE_SOURCE: frozenset(
             {Step.MIGRATE_SOURCE, Step.FINISH_DEST, Step.ROLLBACK_SOURCE}
         ),
         Step.FINISH_DEST: frozenset({Step.FINISH_DEST, Step.ROLLBACK_DEST, END}),
-        Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, Step.ROLLBACK_SOURCE}),
+        # rollback_dest -> end: the rollback's own deadline passed as well
+        Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, Step.ROLLBACK_SOURCE, END}),
         Step.ROLLBACK_SOURCE: frozenset({Step.ROLLBACK_SOURCE, END}),
     },
     TaskKind.CONFIRM_RESIZE: {Step.CONFIRM_SOURCE: frozenset({Step.CONFIRM_SOURCE, END})},
@@ -109,7 +112,9 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.REVERT_SOURCE: frozenset({Step.REVERT_SOURCE, END}),
     },
     TaskKind.LIVE_MIGRATE: {
-        Step.SCHEDULE: frozenset({Step.CHECK_DEST, END}),
+        # schedule -> schedule: the source claim handed to the migration,
+        # committed before the scheduler is asked (live_migrate.py)
+        Step.SCHEDULE: frozenset({Step.SCHEDULE, Step.CHECK_DEST, END}),
         Step.CHECK_DEST: frozenset({Step.CHECK_DEST, Step.CHECK_SOURCE, Step.ROLLBACK_DEST}),
         Step.CHECK_SOURCE: frozenset({Step.CHECK_SOURCE, Step.PRE_LIVE, Step.ROLLBACK_DEST}),
         Step.PRE_LIVE: frozenset({Step.PRE_LIVE, Step.LIVE_MIGRATE, Step.ROLLBACK_DEST}),
@@ -119,7 +124,9 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, END}),
     },
     TaskKind.EVACUATE: {
-        Step.SCHEDULE: frozenset({Step.REBUILD, END}),
+        # schedule follows itself once: the source claim handed to the
+        # migration is committed before the scheduler is asked.
+        Step.SCHEDULE: frozenset({Step.SCHEDULE, Step.REBUILD, END}),
         Step.REBUILD: frozenset({Step.REBUILD, Step.ROLLBACK_DEST, END}),
         Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, END}),
     },

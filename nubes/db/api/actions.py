@@ -11,10 +11,12 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, literal_column, select
+from sqlalchemy import ColumnElement, bindparam, exists, func, literal_column, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     Row,
     StatementCache,
@@ -26,7 +28,9 @@ from nubes.db.api._common import (
     to_row,
     update_row,
 )
-from nubes.db.models import NOT_DELETED, instance_actions, instance_actions_events
+from nubes.db.api.instances import PLACED_HOST_PARAM, check_placed_on_host, placed_on_host_clause
+from nubes.db.engine import Database
+from nubes.db.models import NOT_DELETED, instance_actions, instance_actions_events, instances
 from nubes.db.types import utcnow
 
 #: Event result values (Nova's).
@@ -307,6 +311,391 @@ def _event_finish_statement() -> Any:
         .values({key: bindparam(f"_v_{key}") for key in keys})
         .returning(*_e.c)
     )
+
+
+# --- one-statement events and grouped units ------------------------------------
+# The conductor's events start and finish at once, and its task engine
+# commits them (and the action's end) with a step through the group
+# committer: the statements below, built once, serve both its ordinary path
+# and the prepared one (:mod:`nubes.db.group_commit`). The newest action is
+# max(id) here rather than ORDER BY ... LIMIT 1, which some dialects render
+# with bound parameters of their own that a prepared statement cannot have.
+
+
+def _newest_action_id() -> Any:
+    return (
+        select(func.max(_a.c.id))
+        .where(
+            _a.c.instance_uuid == bindparam("_instance_uuid"),
+            _a.c.request_id == bindparam("_request_id"),
+            _a.c.deleted == _LIVE,
+        )
+        .scalar_subquery()
+    )
+
+
+_RECORD_COLUMNS = (
+    "event",
+    "host",
+    "start_time",
+    "finish_time",
+    "result",
+    "traceback",
+    "details",
+    "created_at",
+    "updated_at",
+)
+
+
+def _event_record_statement() -> Any:
+    source = select(
+        _a.c.id,
+        *(bindparam(f"_v_{name}", type_=_e.c[name].type) for name in _RECORD_COLUMNS),
+        _LIVE,
+    ).where(_a.c.id == _newest_action_id())
+    cols = [_e.c.action_id, *(_e.c[name] for name in _RECORD_COLUMNS), _e.c.deleted]
+    return _e.insert().from_select(cols, source, include_defaults=False)
+
+
+def _mark_error_statement() -> Any:
+    return (
+        _a.update()
+        .where(_a.c.id == _newest_action_id(), _a.c.deleted == _LIVE)
+        .values(message=bindparam("_v_message"), updated_at=bindparam("_v_updated_at"))
+    )
+
+
+def _finish_statement(keys: tuple[str, ...]) -> Any:
+    return (
+        _a.update()
+        .where(_a.c.id == _newest_action_id(), _a.c.deleted == _LIVE)
+        .values({key: bindparam(f"_v_{key}") for key in keys})
+    )
+
+
+def _record_params(
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str,
+    host: str | None,
+    details: str | None,
+    traceback: str | None,
+    now: dt.datetime | None,
+) -> dict[str, Any]:
+    stamp = now_or(now)
+    params = _lookup_params(instance_uuid, request_id)
+    values = {
+        "event": event,
+        "host": host,
+        "start_time": stamp,
+        "finish_time": stamp,
+        "result": result,
+        "traceback": traceback,
+        "details": details,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+    params.update({f"_v_{key}": value for key, value in values.items()})
+    return params
+
+
+def _is_error(result: str) -> bool:
+    return result.lower() == RESULT_ERROR.lower()
+
+
+async def event_record(
+    conn: AsyncConnection,
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str = RESULT_SUCCESS,
+    host: str | None = None,
+    details: str | None = None,
+    traceback: str | None = None,
+    now: dt.datetime | None = None,
+) -> None:
+    """An event that starts and finishes at once (the conductor's), in one INSERT.
+
+    What :func:`event_start` then :func:`event_finish` would record, an
+    error result marking the action failed too; InstanceActionNotFound if
+    there is no such action.
+    """
+    params = _record_params(instance_uuid, request_id, event, result, host, details, traceback, now)
+    stmt = _STATEMENTS.get(("event_record",), _event_record_statement)
+    if not (await conn.execute(stmt, params)).rowcount:
+        raise exception.InstanceActionNotFound(request_id=request_id, instance_uuid=instance_uuid)
+    if _is_error(result):
+        mark = _STATEMENTS.get(("mark_error",), _mark_error_statement)
+        await conn.execute(
+            mark,
+            {
+                **_lookup_params(instance_uuid, request_id),
+                "_v_message": ACTION_ERROR_MESSAGE,
+                "_v_updated_at": params["_v_updated_at"],
+            },
+        )
+
+
+def _prepared(dialect: Dialect, name: str, build: Any, *key: Any) -> group_commit.Prepared:
+    prepared: group_commit.Prepared = _STATEMENTS.get(
+        ("prepared", name, dialect.name, dialect.driver, *key),
+        lambda: group_commit.prepare(build(), dialect),
+    )
+    return prepared
+
+
+def prepared_event_record(
+    dialect: Dialect,
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str = RESULT_SUCCESS,
+    host: str | None = None,
+    details: str | None = None,
+    traceback: str | None = None,
+    now: dt.datetime | None = None,
+) -> list[group_commit.UnitStatement]:
+    """:func:`event_record` as statements of a grouped unit.
+
+    Not required to match: without the action (a task made without one)
+    there is simply no event, as the task engine wants.
+    """
+    params = _record_params(instance_uuid, request_id, event, result, host, details, traceback, now)
+    insert = _prepared(dialect, "event_record", _event_record_statement)
+    out = [group_commit.UnitStatement(insert, insert.args(params), required=False)]
+    if _is_error(result):
+        mark = _prepared(dialect, "mark_error", _mark_error_statement)
+        params["_v_message"] = ACTION_ERROR_MESSAGE
+        out.append(group_commit.UnitStatement(mark, mark.args(params), required=False))
+    return out
+
+
+def prepared_action_finish(
+    dialect: Dialect,
+    *,
+    instance_uuid: str,
+    request_id: str,
+    message: str | None = None,
+    now: dt.datetime | None = None,
+) -> group_commit.UnitStatement:
+    """:func:`action_finish` as a statement of a grouped unit (not required to match)."""
+    stamp = now_or(now)
+    values: dict[str, Any] = {"finish_time": stamp, "updated_at": stamp}
+    if message is not None:
+        values["message"] = message
+    keys = tuple(sorted(values))
+    stmt = _prepared(dialect, "action_finish", lambda: _finish_statement(keys), keys)
+    params = _lookup_params(instance_uuid, request_id)
+    params.update({f"_v_{key}": value for key, value in values.items()})
+    return group_commit.UnitStatement(stmt, stmt.args(params), required=False)
+
+
+# --- a compute host's events, grouped and scoped to its instances -------------
+# A compute host records two events per step through the conductor. They go
+# through the group committer like its instance saves, and the conductor's
+# authorisation (the instance placed on the calling host) is a condition of
+# the write itself rather than a read before it.
+
+
+def _placed() -> ColumnElement[bool]:
+    """The instance :_instance_uuid is live and placed on :_placed_on_host."""
+    return exists().where(
+        instances.c.uuid == bindparam("_instance_uuid"),
+        instances.c.deleted == _LIVE,
+        placed_on_host_clause(),
+    )
+
+
+def _start_statement(placed: bool) -> Any:
+    conditions = [_a.c.id == _newest_action_id()]
+    if placed:
+        conditions.append(_placed())
+    source = select(
+        _a.c.id,
+        bindparam("_event", type_=_e.c.event.type),
+        bindparam("_host", type_=_e.c.host.type),
+        bindparam("_start_time", type_=_e.c.start_time.type),
+        bindparam("_created_at", type_=_e.c.created_at.type),
+        _LIVE,
+    ).where(*conditions)
+    cols = [_e.c.action_id, _e.c.event, _e.c.host, _e.c.start_time, _e.c.created_at, _e.c.deleted]
+    return _e.insert().from_select(cols, source, include_defaults=False).returning(*_e.c)
+
+
+_FINISH_KEYS = ("details", "finish_time", "result", "traceback", "updated_at")
+
+
+def _close_statement(placed: bool) -> Any:
+    newest = (
+        select(func.max(_e.c.id))
+        .where(
+            _e.c.action_id == _newest_action_id(),
+            _e.c.event == bindparam("_event"),
+            _e.c.deleted == _LIVE,
+        )
+        .scalar_subquery()
+    )
+    conditions = [_e.c.id == newest, _e.c.deleted == _LIVE]
+    if placed:
+        conditions.append(_placed())
+    return (
+        _e.update()
+        .where(*conditions)
+        .values({key: bindparam(f"_v_{key}") for key in _FINISH_KEYS})
+        .returning(*_e.c)
+    )
+
+
+async def _not_recorded(
+    conn: AsyncConnection, instance_uuid: str, request_id: str, placed_on_host: str | None
+) -> Exception:
+    """Why an event write matched nothing: the instance not there, or no action (event)."""
+    if placed_on_host is not None:
+        try:
+            await check_placed_on_host(conn, instance_uuid, placed_on_host)
+        except (exception.InstanceNotFound, exception.InstanceNotOnHost) as exc:
+            return exc
+    return exception.InstanceActionNotFound(request_id=request_id, instance_uuid=instance_uuid)
+
+
+async def _grouped_unit(
+    db: Database, key: str, statements: list[group_commit.UnitStatement]
+) -> group_commit.UnitOutcome:
+    committer = db.group_commit if not db.in_block() else None
+    if committer is None or not committer.units:
+        return None
+    outcome = await committer.execute_unit(key, statements)
+    if outcome:
+        db.note_write()
+    return outcome
+
+
+async def record_event_start(
+    db: Database,
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    host: str | None = None,
+    placed_on_host: str | None = None,
+) -> Row:
+    """:func:`event_start` in a transaction of its own, grouped with others'.
+
+    With ``placed_on_host`` the instance must also be placed on that host
+    (:func:`~nubes.db.api.instances.placed_on_host_clause`), checked by the
+    write itself: InstanceNotFound or InstanceNotOnHost otherwise, before
+    InstanceActionNotFound.
+    """
+    now = utcnow()
+    params = _lookup_params(instance_uuid, request_id)
+    params.update(_event=event, _host=host, _start_time=now, _created_at=now)
+    placed = placed_on_host is not None
+    if placed:
+        params[PLACED_HOST_PARAM] = placed_on_host
+    committer = db.group_commit
+    if committer is not None and committer.units:
+        stmt = _prepared(committer.dialect, "event_start", lambda: _start_statement(placed), placed)
+        unit = [group_commit.UnitStatement(stmt, stmt.args(params), returning=True)]
+        outcome = await _grouped_unit(db, instance_uuid, unit)
+        if outcome:
+            rows = outcome[0][1]
+            assert rows
+            return stmt.row(rows[0])
+
+    async def alone(conn: AsyncConnection) -> Row:
+        if not conn.dialect.insert_returning:
+            if placed_on_host is not None:
+                await check_placed_on_host(conn, instance_uuid, placed_on_host)
+            return await event_start(
+                conn,
+                instance_uuid=instance_uuid,
+                request_id=request_id,
+                event=event,
+                host=host,
+                start_time=now,
+            )
+        stmt = _STATEMENTS.get(("start", placed), lambda: _start_statement(placed))
+        found = (await conn.execute(stmt, params)).mappings().first()
+        if found is None:
+            raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
+        return to_row(found)
+
+    return await db.run_in_writer(alone)
+
+
+async def record_event_finish(
+    db: Database,
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str,
+    traceback: str | None = None,
+    details: str | None = None,
+    placed_on_host: str | None = None,
+) -> Row:
+    """:func:`event_finish` in a transaction of its own, grouped with others'.
+
+    ``placed_on_host`` as for :func:`record_event_start`.
+    """
+    now = utcnow()
+    params = _lookup_params(instance_uuid, request_id)
+    params["_event"] = event
+    values = {
+        "finish_time": now,
+        "result": result,
+        "traceback": traceback,
+        "details": details,
+        "updated_at": now,
+    }
+    params.update({f"_v_{key}": value for key, value in values.items()})
+    placed = placed_on_host is not None
+    if placed:
+        params[PLACED_HOST_PARAM] = placed_on_host
+    committer = db.group_commit
+    if committer is not None and committer.units:
+        dialect = committer.dialect
+        stmt = _prepared(dialect, "event_finish", lambda: _close_statement(placed), placed)
+        unit = [group_commit.UnitStatement(stmt, stmt.args(params), returning=True)]
+        if _is_error(result):
+            mark = _prepared(dialect, "mark_error", _mark_error_statement)
+            marking = {**params, "_v_message": ACTION_ERROR_MESSAGE}
+            unit.append(group_commit.UnitStatement(mark, mark.args(marking), required=False))
+        outcome = await _grouped_unit(db, instance_uuid, unit)
+        if outcome:
+            rows = outcome[0][1]
+            assert rows
+            return stmt.row(rows[0])
+
+    async def alone(conn: AsyncConnection) -> Row:
+        if not conn.dialect.update_returning:
+            if placed_on_host is not None:
+                await check_placed_on_host(conn, instance_uuid, placed_on_host)
+            return await event_finish(
+                conn,
+                instance_uuid=instance_uuid,
+                request_id=request_id,
+                event=event,
+                result=result,
+                traceback=traceback,
+                details=details,
+                finish_time=now,
+            )
+        stmt = _STATEMENTS.get(("close", placed), lambda: _close_statement(placed))
+        found = (await conn.execute(stmt, params)).mappings().first()
+        if found is None:
+            raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
+        closed = to_row(found)
+        if _is_error(result):
+            await update_row(
+                conn, _a, _a.c.id == closed["action_id"], {"message": ACTION_ERROR_MESSAGE}
+            )
+        return closed
+
+    return await db.run_in_writer(alone)
 
 
 async def events_get(conn: AsyncConnection, action_id: int) -> list[Row]:

@@ -32,10 +32,22 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, bindparam, case, delete, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    bindparam,
+    case,
+    delete,
+    exists,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     ReadDeleted,
     Row,
@@ -256,6 +268,75 @@ async def claim_for_consumer(
         generation = await _generation(conn, held_node)
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, generation), int(held_node)
     return await _take(conn, node_id, consumer_uuid, amounts, None), node_id
+
+
+def _unit_claim_statements(checked: tuple[bool, ...]) -> tuple[Any, Any]:
+    """The claim as a grouped unit: the conditional UPDATE, which also requires
+    that the consumer hold nothing anywhere, and the allocation INSERT."""
+    node = compute_nodes.c
+    zero: ColumnElement[Any] = literal_column("0")
+    values: dict[str, Any] = {
+        "generation": node.generation + literal_column("1"),
+        "updated_at": bindparam("_now", type_=UTCDateTime()),
+    }
+    held = exists().where(allocations.c.consumer_uuid == bindparam("_consumer"))
+    conditions: list[ColumnElement[bool]] = [
+        node.id == bindparam("_node", type_=Integer),
+        node.deleted == zero,
+        ~held,
+    ]
+    for (used, total, ratio, amount), check in zip(_USAGE, checked, strict=True):
+        values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
+        if check:
+            wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
+            conditions.append(wanted <= node[total] * node[ratio])
+    update = compute_nodes.update().where(*conditions).values(values).returning(node.generation)
+    insert = allocations.insert().values(
+        consumer_uuid=bindparam("_consumer"),
+        compute_node_id=bindparam("_node", type_=Integer),
+        vcpus=bindparam("_vcpus", type_=Integer),
+        memory_mb=bindparam("_memory_mb", type_=Integer),
+        disk_gb=bindparam("_disk_gb", type_=Integer),
+        created_at=bindparam("_now", type_=UTCDateTime()),
+    )
+    return update, insert
+
+
+def prepared_claim_for_consumer(
+    dialect: Dialect,
+    node_id: int,
+    consumer_uuid: str,
+    *,
+    vcpus: int = 0,
+    memory_mb: int = 0,
+    disk_gb: int = 0,
+) -> list[group_commit.UnitStatement]:
+    """:func:`claim_for_consumer` as a grouped unit, for its common outcome.
+
+    Both statements are required: the unit commits only a new claim (the
+    first statement returns the node's new generation). Anything else (the
+    consumer already holds a claim, no capacity, the node gone) rolls the
+    unit back; the caller then runs :func:`claim_for_consumer` to learn which.
+    """
+    amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+    if any(v < 0 for v in amounts.values()):
+        raise exception.Invalid(reason=f"claim amounts must not be negative: {amounts}")
+    checked = tuple(bool(amounts[a]) for _, _, _, a in _USAGE)
+
+    def build() -> tuple[group_commit.Prepared, group_commit.Prepared]:
+        update, insert = _unit_claim_statements(checked)
+        return group_commit.prepare(update, dialect), group_commit.prepare(insert, dialect)
+
+    prepared: tuple[group_commit.Prepared, group_commit.Prepared] = _STATEMENTS.get(
+        ("unit_claim", dialect.name, dialect.driver, checked), build
+    )
+    update, insert = prepared
+    params: dict[str, Any] = {"_node": node_id, "_consumer": consumer_uuid, "_now": utcnow()}
+    params.update({f"_{amount}": amounts[amount] for _, _, _, amount in _USAGE})
+    return [
+        group_commit.UnitStatement(update, update.args(params), returning=True),
+        group_commit.UnitStatement(insert, insert.args(params)),
+    ]
 
 
 def _pg_claim_statement() -> Any:

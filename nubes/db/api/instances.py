@@ -174,11 +174,31 @@ async def create_many(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) 
 
 
 async def get_by_uuid(conn: AsyncConnection, uuid: str, *, read_deleted: ReadDeleted = "no") -> Row:
-    stmt = where_deleted(select(instances).where(_by_uuid(uuid)), instances, read_deleted)
-    row = await fetch_one(conn, stmt)
+    if read_deleted == "no":
+        # The common case, on a prebuilt statement (the task engine's reads).
+        found = (await conn.execute(_get_statement(), {"_uuid": uuid})).mappings().first()
+        row = to_row(found) if found is not None else None
+    else:
+        stmt = where_deleted(select(instances).where(_by_uuid(uuid)), instances, read_deleted)
+        row = await fetch_one(conn, stmt)
     if row is None:
         raise exception.InstanceNotFound(instance_id=uuid)
     return row
+
+
+async def get_many_by_uuids(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, Row]:
+    """The live instances among ``uuids``, by uuid (missing ones left out)."""
+    if not uuids:
+        return {}
+
+    def build() -> Any:
+        return select(instances).where(
+            instances.c.uuid.in_(bindparam("_uuids", expanding=True)), live(instances)
+        )
+
+    stmt = _STATEMENTS.get(("get_many",), build)
+    rows = (await conn.execute(stmt, {"_uuids": list(uuids)})).mappings().all()
+    return {row["uuid"]: to_row(row) for row in rows}
 
 
 async def get_by_id(conn: AsyncConnection, instance_id: int) -> Row:
@@ -659,6 +679,34 @@ def _fast_params(expected: Any, column: str, params: dict[str, Any]) -> None:
     elif shape in ("in", "in_or_null"):
         for n, value in enumerate(v for v in expected if v is not None):
             params[f"_expected_{column}_{n}"] = value
+
+
+def prepared_update(
+    dialect: Dialect,
+    uuid: str,
+    values: Mapping[str, Any],
+    *,
+    expected_vm_state: ExpectedState = UNSET,
+    expected_task_state: ExpectedState = UNSET,
+) -> group_commit.UnitStatement:
+    """:func:`try_update` as a required statement of a grouped unit.
+
+    The same compare-and-set (``updated_at`` set from Python unless
+    ``values`` sets it); if it matches nothing the unit is rolled back, and
+    the caller learns why by running its writes the ordinary way.
+    """
+    check_columns(instances, values, extra_protected=("uuid",))
+    data = dict(values)
+    if "updated_at" not in data:
+        data["updated_at"] = utcnow()
+    keys = tuple(sorted(data))
+    write, _ = _fast_statements(dialect, keys, expected_vm_state, expected_task_state, False)
+    params: dict[str, Any] = {"_uuid": uuid}
+    for key in keys:
+        params[f"_value_{key}"] = data[key]
+    _fast_params(expected_vm_state, "vm_state", params)
+    _fast_params(expected_task_state, "task_state", params)
+    return group_commit.UnitStatement(write, write.args(params))
 
 
 def _as_utc(stamp: Any) -> Any:

@@ -5,10 +5,11 @@ Not to be confused with :mod:`nubes.db.migration`, which migrates the schema.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -74,6 +75,18 @@ async def update(conn: AsyncConnection, migration_id: int, values: Mapping[str, 
     return row
 
 
+async def update_status(
+    conn: AsyncConnection, migration_id: int, expected: str, status: str
+) -> Row | None:
+    """Set ``status`` if the migration is still in ``expected`` (compare-and-set).
+
+    The new row, or None when someone else moved the migration on first.
+    """
+    return await update_row(
+        conn, _m, _m.c.id == migration_id, {"status": status}, conditions=[_m.c.status == expected]
+    )
+
+
 def _status_filter(
     statuses: Sequence[str] | None, exclude_statuses: Sequence[str] | None
 ) -> list[ColumnElement[bool]]:
@@ -136,6 +149,57 @@ async def list_all(
     if migration_type is not None:
         stmt = stmt.where(_m.c.migration_type == migration_type)
     stmt = stmt.order_by(_m.c.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return await fetch_all(conn, stmt)
+
+
+#: Filters of :func:`list_filtered` matched for equality.
+_EXACT_FILTERS = ("instance_uuid", "migration_type", "source_compute")
+
+
+async def list_filtered(
+    conn: AsyncConnection,
+    *,
+    filters: Mapping[str, Any],
+    newest_first: bool = False,
+    limit: int | None = None,
+    marker: Row | None = None,
+) -> list[Row]:
+    """Migrations matching Nova's os-migrations filters.
+
+    ``filters`` may hold ``status`` (one or a list), ``host`` (source or
+    destination; it wins over ``source_compute``), ``instance_uuid``,
+    ``migration_type``, ``source_compute`` and ``changes_since`` (changed,
+    or created and never changed, at or after it). Hidden migrations are
+    never listed. ``newest_first`` orders by (created_at, id) descending and
+    pages after ``marker``; otherwise the order is by id.
+    """
+    stmt = select(_m).where(live(_m), _m.c.hidden.is_(False))
+    status = filters.get("status")
+    if status is not None:
+        stmt = stmt.where(_m.c.status.in_([status] if isinstance(status, str) else list(status)))
+    host = filters.get("host")
+    if host is not None:
+        stmt = stmt.where(or_(_m.c.source_compute == host, _m.c.dest_compute == host))
+    for name in _EXACT_FILTERS:
+        if name == "source_compute" and host is not None:
+            continue
+        if filters.get(name) is not None:
+            stmt = stmt.where(_m.c[name] == filters[name])
+    since: dt.datetime | None = filters.get("changes_since")
+    if since is not None:
+        stmt = stmt.where(func.coalesce(_m.c.updated_at, _m.c.created_at) >= since)
+    if not newest_first:
+        return await fetch_all(conn, stmt.order_by(_m.c.id))
+    if marker is not None:
+        stmt = stmt.where(
+            or_(
+                _m.c.created_at < marker["created_at"],
+                and_(_m.c.created_at == marker["created_at"], _m.c.id < marker["id"]),
+            )
+        )
+    stmt = stmt.order_by(_m.c.created_at.desc(), _m.c.id.desc())
     if limit is not None:
         stmt = stmt.limit(limit)
     return await fetch_all(conn, stmt)

@@ -30,12 +30,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, bindparam, literal_column, or_, select
+from sqlalchemy import ColumnElement, Text, bindparam, literal_column, or_, select, type_coerce
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     Row,
     StatementCache,
@@ -46,11 +48,14 @@ from nubes.db.api._common import (
     live,
     new_uuid,
     now_or,
+    prebuilt_params,
     run_prebuilt_update,
     soft_delete_where,
     update_row,
 )
-from nubes.db.models import conductor_tasks
+from nubes.db.engine import Database
+from nubes.db.models import NOT_DELETED, conductor_tasks
+from nubes.db.types import utcnow
 
 #: Candidates :func:`claim_next` looks at per call.
 CLAIM_NEXT_CANDIDATES = 16
@@ -456,6 +461,90 @@ async def finish(
     return await _write_as_owner(conn, task_id, owner, attempt, values)
 
 
+# --- the lease holder's writes as statements of a grouped unit ---------------------
+# The task engine commits a step's end together with what the step wrote
+# (the instance placed, an event, the action finished) through the group
+# committer (:meth:`nubes.db.group_commit.GroupCommitter.execute_unit`):
+# these are :func:`update` and :func:`finish` as prepared statements, required
+# to match, so a lost lease undoes the whole unit.
+
+_LIVE_SQL: ColumnElement[Any] = literal_column(str(NOT_DELETED))
+
+
+def _prepared_as_owner(
+    dialect: Dialect, task_id: int, owner: str, attempt: int | None, values: Mapping[str, Any]
+) -> group_commit.UnitStatement:
+    data = dict(values)
+    if "updated_at" not in data:
+        data["updated_at"] = utcnow()
+    keys = tuple(sorted(data))
+    checked = attempt is not None
+
+    def build() -> group_commit.Prepared:
+        conditions = [_t.c.deleted == _LIVE_SQL, _by_id(), _t.c.owner == bindparam("_owner")]
+        conditions.append(_ACTIVE_SQL)
+        if checked:
+            conditions.append(_t.c.attempt == bindparam("_attempt"))
+        stmt = _t.update().where(*conditions).values({k: bindparam(f"_v_{k}") for k in keys})
+        return group_commit.prepare(stmt, dialect)
+
+    prepared: group_commit.Prepared = _STATEMENTS.get(
+        ("unit_as_owner", dialect.name, dialect.driver, keys, checked), build
+    )
+    params = prebuilt_params(data, _id=task_id, _owner=owner)
+    if checked:
+        params["_attempt"] = attempt
+    return group_commit.UnitStatement(prepared, prepared.args(params))
+
+
+def prepared_update(
+    dialect: Dialect,
+    task_id: int,
+    owner: str,
+    values: Mapping[str, Any],
+    *,
+    attempt: int | None = None,
+    lease_seconds: float | None = None,
+    now: dt.datetime | None = None,
+) -> group_commit.UnitStatement:
+    """:func:`update` as a required statement of a grouped unit (no row read back)."""
+    unknown = set(values) - UPDATABLE_FIELDS
+    if unknown:
+        raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
+    data = dict(values)
+    if lease_seconds is not None:
+        data["lease_expires_at"] = now_or(now) + dt.timedelta(seconds=lease_seconds)
+    return _prepared_as_owner(dialect, task_id, owner, attempt, data)
+
+
+def prepared_finish(
+    dialect: Dialect,
+    task_id: int,
+    owner: str,
+    *,
+    status: TaskStatus = TaskStatus.SUCCEEDED,
+    last_error: str | None = None,
+    attempt: int | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> group_commit.UnitStatement:
+    """:func:`finish` (with :func:`update` of ``values`` in the same statement) for a unit."""
+    if status not in FINAL_STATUSES:
+        raise exception.Invalid(reason=f"{status} is not a final task status")
+    unknown = set(values or ()) - UPDATABLE_FIELDS
+    if unknown:
+        raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
+    data: dict[str, Any] = dict(values or {})
+    data.update(
+        status=TaskStatus(status).value,
+        active_instance_uuid=None,
+        owner=None,
+        lease_expires_at=None,
+    )
+    if last_error is not None:
+        data["last_error"] = last_error
+    return _prepared_as_owner(dialect, task_id, owner, attempt, data)
+
+
 async def cancel(conn: AsyncConnection, task_id: int, *, reason: str | None = None) -> Row:
     """End an active task whoever holds it (operator action); TaskNotFound if not active."""
     values = {
@@ -545,6 +634,124 @@ async def record_outcome(
     return await run_prebuilt_update(
         conn, _STATEMENTS, _t, name, values, where, params, key=_by_id, exprs=exprs
     )
+
+
+# --- a report, grouped -----------------------------------------------------------
+# A compute host's report is a read of the task, a check, and a write
+# conditioned on what was read. Where the group committer runs units, both
+# go through it (each shares a transaction with other writers): the write
+# is then conditioned on the payload read, as well as on step, claim and
+# owner, so that it lands only on the very row the check looked at, as if
+# read and write had shared one transaction; if anything changed, the
+# caller reads again.
+
+#: Key, in a row read by :func:`read_grouped`, of the payload as stored (text).
+PAYLOAD_TEXT = "_payload_text"
+
+
+def _payload_text() -> ColumnElement[Any]:
+    return type_coerce(_t.c.payload, Text)
+
+
+async def read_grouped(db: Database, task_id: int) -> Row | Literal[False] | None:
+    """The live task (with its payload as stored under :data:`PAYLOAD_TEXT`),
+    None if there is none, or False when it cannot be read this way here."""
+    committer = db.group_commit if not db.in_block() else None
+    if committer is None or not committer.units:
+        return False
+    dialect = committer.dialect
+
+    def build() -> group_commit.Prepared:
+        stmt = select(_t, _payload_text().label(PAYLOAD_TEXT)).where(
+            _by_id(), _t.c.deleted == _LIVE_SQL
+        )
+        return group_commit.prepare(stmt, dialect)
+
+    prepared: group_commit.Prepared = _STATEMENTS.get(
+        ("unit_get", dialect.name, dialect.driver), build
+    )
+    statement = group_commit.UnitStatement(
+        prepared, prepared.args({"_id": task_id}), required=False, returning=True
+    )
+    outcome = await committer.execute_unit(f"task-{task_id}", [statement])
+    if not outcome:
+        return False
+    rows = outcome[0][1]
+    return prepared.row(rows[0]) if rows else None
+
+
+async def record_outcome_grouped(
+    db: Database,
+    task_id: int,
+    *,
+    step: str,
+    attempt: int,
+    owner: str | None,
+    payload_text: str,
+    payload: Any,
+    new_owner: str | None = None,
+    lease_seconds: float | None = None,
+) -> Row | Literal[False] | None:
+    """:func:`record_outcome` for a row read by :func:`read_grouped`, as a grouped unit.
+
+    Also conditioned on the payload being still ``payload_text``. The new
+    row, None when the task changed since it was read, or False when it
+    cannot be done this way here.
+    """
+    committer = db.group_commit if not db.in_block() else None
+    if committer is None or not committer.units:
+        return False
+    dialect = committer.dialect
+    values: dict[str, Any] = {"payload": payload, "updated_at": utcnow()}
+    adopt = new_owner is not None
+    if adopt:
+        values.update(
+            owner=new_owner,
+            status=TaskStatus.RUNNING.value,
+            lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds or 0.0),
+        )
+    else:
+        values.update(owner=None, lease_expires_at=None)
+    unowned = owner is None
+    keys = tuple(sorted(values))
+
+    def build() -> group_commit.Prepared:
+        changes: dict[str, Any] = {k: bindparam(f"_v_{k}") for k in keys}
+        if adopt:
+            changes["attempt"] = _t.c.attempt + literal_column("1")
+        stmt = (
+            _t.update()
+            .where(
+                _t.c.deleted == _LIVE_SQL,
+                _by_id(),
+                _ACTIVE_SQL,
+                _t.c.step == bindparam("_step"),
+                _t.c.attempt == bindparam("_attempt"),
+                _t.c.owner.is_(None) if unowned else _t.c.owner == bindparam("_owner"),
+                _payload_text() == bindparam("_payload_text", type_=Text()),
+            )
+            .values(changes)
+            .returning(*_t.c)
+        )
+        return group_commit.prepare(stmt, dialect)
+
+    shape = ("unit_outcome", dialect.name, dialect.driver, keys, unowned, adopt)
+    prepared: group_commit.Prepared = _STATEMENTS.get(shape, build)
+    params = prebuilt_params(
+        values, _id=task_id, _step=step, _attempt=attempt, _payload_text=payload_text
+    )
+    if not unowned:
+        params["_owner"] = owner
+    statement = group_commit.UnitStatement(prepared, prepared.args(params), returning=True)
+    outcome = await committer.execute_unit(f"task-{task_id}", [statement])
+    if outcome is None:
+        return False  # the batch failed: the ordinary way then
+    if outcome is False:
+        return None
+    db.note_write()
+    rows = outcome[0][1]
+    assert rows
+    return prepared.row(rows[0])
 
 
 async def list_expired(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from nubes.compute.rebuild import remove_evacuated_remains
 from nubes.compute.repair import Row, classify
+from nubes.context import RequestContext
+from nubes.db.api import migrations
 from nubes.objects.states import PowerState, TaskState, VMState
 from nubes.testing.cloud import Cloud
 from tests.unit.compute.conftest import start_host
@@ -145,6 +148,103 @@ async def test_guest_unknown_to_the_database_is_reaped(cloud: Cloud):
     assert untouched.vm_state == VMState.ACTIVE
 
 
+async def _evacuation(cloud: Cloud, instance_uuid: str, source: str, status: str) -> int:
+    async with cloud.db.writer() as conn:
+        row = await migrations.create(
+            conn,
+            {
+                "instance_uuid": instance_uuid,
+                "source_compute": source,
+                "source_node": source,
+                "dest_compute": "other-host",
+                "dest_node": "other-node",
+                "migration_type": "evacuation",
+                "status": status,
+            },
+        )
+    return int(row["id"])
+
+
+async def _migration_status(cloud: Cloud, migration_id: int) -> str:
+    async with cloud.db.reader() as conn:
+        return str((await migrations.get_by_id(conn, migration_id))["status"])
+
+
+async def test_evacuated_remains_are_removed_and_the_migration_completed(cloud: Cloud):
+    harness = await start_host(cloud, "rep", init=False)
+    gone = await harness.instance(host="other-host", node="other-node", vm_state="active")
+    harness.driver.add_instance(gone)
+    mig = await _evacuation(cloud, gone.uuid, "rep", "done")
+    await harness.run(harness.node.init_host)
+    report = harness.node.repair_report
+    assert report is not None and not report.failed
+    assert report.rows == {gone.uuid: Row.EVACUATED}
+    assert harness.driver.instances == {}
+    assert await _migration_status(cloud, mig) == "completed"
+    untouched = await harness.reload(gone.uuid)
+    assert (untouched.host, untouched.vm_state) == ("other-host", VMState.ACTIVE)
+
+
+async def test_a_guest_being_evacuated_is_not_reaped(cloud: Cloud):
+    harness = await start_host(cloud, "rep", init=False)
+    leaving = await harness.instance(
+        host="other-host", node="other-node", vm_state="active", task_state="rebuild_spawning"
+    )
+    harness.driver.add_instance(leaving)
+    mig = await _evacuation(cloud, leaving.uuid, "rep", "pre-migrating")
+    await harness.run(harness.node.init_host)
+    report = harness.node.repair_report
+    assert report is not None
+    assert report.rows == {leaving.uuid: Row.EVACUATION_IN_PROGRESS}
+    # A failed evacuation brings the instance back to this guest.
+    assert leaving.uuid in harness.driver.instances
+    assert await _migration_status(cloud, mig) == "pre-migrating"
+
+
+async def test_remains_are_removed_only_by_migration_record(cloud: Cloud):
+    harness = await start_host(cloud, "rep", init=False)
+    evacuated = await harness.instance(host="other-host", node="other-node")
+    unrecorded = await harness.instance(host="other-host", node="other-node")
+    from_elsewhere = await harness.instance(host="other-host", node="other-node")
+    back_here = await harness.instance(vm_state="active")
+    for inst in (evacuated, unrecorded, from_elsewhere, back_here):
+        harness.driver.add_instance(inst)
+    mine = await _evacuation(cloud, evacuated.uuid, "rep", "done")
+    theirs = await _evacuation(cloud, from_elsewhere.uuid, "third-host", "done")
+    returned = await _evacuation(cloud, back_here.uuid, "rep", "done")
+
+    remains = await harness.run(
+        remove_evacuated_remains, RequestContext(), "rep", harness.driver, {back_here.uuid}
+    )
+
+    assert remains.removed == [evacuated.uuid]
+    assert remains.placed_here == [back_here.uuid]
+    assert not remains.in_progress and not remains.failed
+    assert set(harness.driver.instances) == {unrecorded.uuid, from_elsewhere.uuid, back_here.uuid}
+    assert await _migration_status(cloud, mine) == "completed"
+    assert await _migration_status(cloud, returned) == "completed"
+    assert await _migration_status(cloud, theirs) == "done"
+
+
+async def test_remains_that_cannot_be_removed_are_retried_at_the_next_start(cloud: Cloud):
+    harness = await start_host(cloud, "rep", init=False)
+    gone = await harness.instance(host="other-host", node="other-node")
+    harness.driver.add_instance(gone)
+    mig = await _evacuation(cloud, gone.uuid, "rep", "done")
+    harness.faults.fail_destroy_hosts.add("rep")
+    await harness.run(harness.node.init_host)
+    report = harness.node.repair_report
+    assert report is not None and gone.uuid in report.failed
+    assert gone.uuid not in report.rows  # not reaped as unknown either
+    assert await _migration_status(cloud, mig) == "done"
+
+    harness.faults.fail_destroy_hosts.clear()
+    again = await harness.restart()
+    assert again.node.repair_report is not None
+    assert again.node.repair_report.rows == {gone.uuid: Row.EVACUATED}
+    assert await _migration_status(cloud, mig) == "completed"
+
+
 def test_every_row_has_a_test():
     tested = {
         Row.DELETE_HALF_DONE,
@@ -160,6 +260,8 @@ def test_every_row_has_a_test():
         Row.GUEST_SHUT_DOWN,
         Row.GUEST_RUNNING_WHEN_STOPPED,
         Row.IN_SYNC,
+        Row.EVACUATED,
+        Row.EVACUATION_IN_PROGRESS,
         Row.UNKNOWN_TO_DB,
     }
     assert tested == set(Row)

@@ -28,7 +28,7 @@ EXPECTED = {
     "InstanceFault": "1.0-3944ba8c571fd624",
     "InstancePayload": "1.0-d5a8069ea11bf737",
     "InstanceUpdatePayload": "1.0-05f939371464ac8c",
-    "Migration": "1.1-0dd88430a008b2bd",
+    "Migration": "1.2-eb982fd13c1d40ee",
     "RequestSpec": "1.0-ebb046026351a551",
     "Selection": "1.0-0f3f081d367cdc4b",
     "Service": "1.0-3557b6975da8481c",

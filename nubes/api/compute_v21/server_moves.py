@@ -1,0 +1,165 @@
+"""The server actions that move or rebuild a server: ``migrate``, ``resize``,
+``confirmResize``, ``revertResize``, ``os-migrateLive``, ``evacuate``, ``rebuild``.
+
+Dispatched by :func:`nubes.api.compute_v21.servers.action`, which has
+already found the server (404 if the caller may not see it). Each handler
+validates the body against its schema for the request's version
+(:mod:`server_schemas`), checks Nova's default policy (admins migrate,
+live-migrate and evacuate; a project's members resize, confirm, revert and
+rebuild their servers) and calls :class:`nubes.api.moves.MovesAPI`. The
+answers are Nova's: 202 with no body, except ``confirmResize`` (204),
+``evacuate`` (200, with the admin password before 2.14) and ``rebuild``
+(202 with the server).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nubes.api import validation as v
+from nubes.api.compute_v21 import common, servers
+from nubes.api.compute_v21 import server_schemas as schemas
+from nubes.api.compute_v21 import server_views as views
+from nubes.api.policy import Rule
+
+if TYPE_CHECKING:
+    from nubes.api.moves import MovesAPI
+
+
+def _api(request: Request) -> MovesAPI:
+    api: MovesAPI = common.state(request).moves_api()
+    return api
+
+
+def _flavor_id(ref: Any) -> str:
+    """A flavor id, also from a flavor's URL (what some clients send as flavorRef)."""
+    return str(ref).rstrip("/").rsplit("/", 1)[-1]
+
+
+async def _migrate(request: Request, row: dict[str, Any], body: Any) -> None:
+    version = common.version(request)
+    host = None
+    if version.at_least("2.56"):
+        v.validate(body, schemas.MIGRATE, version)
+        host = (body["migrate"] or {}).get("host")
+    common.authorize(request, "os-migrate-server:migrate", Rule.ADMIN)
+    await _api(request).migrate_server(common.ctx(request), row["uuid"], host)
+
+
+async def _resize(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.RESIZE)
+    common.authorize(request, "servers:resize", Rule.PROJECT_MEMBER, row["project_id"])
+    resize = body["resize"]
+    await _api(request).resize_server(
+        common.ctx(request),
+        row["uuid"],
+        _flavor_id(resize["flavorRef"]),
+        disk_config=resize.get("OS-DCF:diskConfig"),
+    )
+
+
+async def _confirm_resize(request: Request, row: dict[str, Any], body: Any) -> Response:
+    common.authorize(request, "servers:confirm_resize", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).confirm_resize(common.ctx(request), row["uuid"])
+    return common.empty(204)
+
+
+async def _revert_resize(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:revert_resize", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).revert_resize(common.ctx(request), row["uuid"])
+
+
+async def _migrate_live(request: Request, row: dict[str, Any], body: Any) -> None:
+    version = common.version(request)
+    v.validate(body, schemas.MIGRATE_LIVE, version)
+    common.authorize(request, "os-migrate-server:migrate_live", Rule.ADMIN)
+    live = body["os-migrateLive"]
+    raw = live["block_migration"]
+    block: bool | str
+    if version.at_least("2.25") and raw == "auto":
+        block = "auto"
+    else:
+        block = v.parse_bool("block_migration", raw)
+    # Before 2.30 a named host was forced past the scheduler; here the
+    # scheduler always checks it (docs/moves.md), so "force" only has to
+    # name a host.
+    force = version.at_least("2.30") and v.parse_bool("force", live.get("force", False))
+    await _api(request).live_migrate_server(
+        common.ctx(request), row["uuid"], live.get("host"), block_migration=block, force=force
+    )
+
+
+async def _evacuate(request: Request, row: dict[str, Any], body: Any) -> Response:
+    version = common.version(request)
+    v.validate(body, schemas.EVACUATE, version)
+    common.authorize(request, "os-evacuate", Rule.ADMIN)
+    evacuate = body["evacuate"]
+    force = version.at_least("2.29") and v.parse_bool("force", evacuate.get("force", False))
+    password: str | None
+    if version.at_least("2.14"):
+        password = servers._password(evacuate)
+    else:
+        shared = v.parse_bool("onSharedStorage", evacuate["onSharedStorage"])
+        if "adminPass" in evacuate and shared:
+            raise common.bad_request("admin password can't be changed on existing disk")
+        password = None if shared else servers._password(evacuate)
+    await _api(request).evacuate_server(
+        common.ctx(request), row["uuid"], evacuate.get("host"), force=force
+    )
+    if version.at_least("2.14"):
+        return common.empty(200)
+    return common.json({"adminPass": password})
+
+
+async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response:
+    version = common.version(request)
+    v.validate(body, schemas.REBUILD, version)
+    common.authorize(request, "servers:rebuild", Rule.PROJECT_MEMBER, row["project_id"])
+    rebuild = body["rebuild"]
+    password = servers._password(rebuild)
+    values: dict[str, Any] = {}
+    sysmeta = servers._sysmeta_from(rebuild)
+    if sysmeta:
+        values["system_metadata"] = sysmeta
+    if "description" in rebuild:
+        values["display_description"] = rebuild["description"]
+    if "key_name" in rebuild:
+        if rebuild["key_name"] is not None:
+            raise common.bad_request("Invalid key_name provided.")  # no keypairs yet
+        values["key_name"] = None
+    if "user_data" in rebuild:
+        values["user_data"] = servers._user_data(rebuild)
+    updated = await _api(request).rebuild_server(
+        common.ctx(request),
+        row["uuid"],
+        rebuild["imageRef"],
+        name=rebuild.get("name"),
+        metadata=rebuild.get("metadata"),
+        values=values,
+    )
+    # Nova answers with the short server body of an update, plus what the
+    # rebuild set that it leaves out.
+    x = await servers.server_context(request, [updated], mode="update")
+    server = views.render(views.SERVER, updated, x)
+    server["adminPass"] = password
+    if version.at_least("2.54"):
+        server["key_name"] = updated["key_name"]
+    if version.at_least("2.57"):
+        server["user_data"] = updated["user_data"]
+    response = common.json({"server": server}, 202)
+    response.headers["Location"] = common.links(request, "servers", updated["uuid"])[0]["href"]
+    return response
+
+
+ACTIONS: dict[str, servers.ActionHandler] = {
+    "migrate": _migrate,
+    "resize": _resize,
+    "confirmResize": _confirm_resize,
+    "revertResize": _revert_resize,
+    "os-migrateLive": _migrate_live,
+    "evacuate": _evacuate,
+    "rebuild": _rebuild,
+}

@@ -1,0 +1,683 @@
+"""The live_migrate task: move a running instance to another host while it runs.
+
+The API records the request (``docs/moves.md``): the instance in task
+``migrating``, a ``live-migration`` migration ``accepted``, the action, and
+this task with ``migration_id``, ``host`` (None: the scheduler chooses) and
+``block_migration`` (a bool or ``"auto"``). Steps (``docs/tasks.md``):
+
+``schedule``
+    First pass: the instance's allocations become the migration's
+    (:func:`~.moves.hand_source_claim_to_migration`) and the source is
+    recorded, committed before the scheduler is asked (so it claims the
+    destination for the instance afresh). Second pass: select a host for
+    the instance with its own flavor, never the source, restricted to the
+    named host when there is one (checked by the filters, not forced); the
+    migration gets its destination and goes ``preparing``. NoValidHost ends
+    the task: claims back, migration ``failed``.
+``check_dest`` → ``check_source`` → ``pre_live``
+    Destination check (``dest_check_data``), source check (``migrate_data``),
+    the destination prepares (``migrate_data`` updated). Then the migration
+    goes ``running``.
+``live_migrate``
+    The source copies memory, saving progress as it goes. Success places
+    the instance on the destination (host, node, power state) in the commit
+    that starts ``post_dest``: from here on the guest runs there, and the
+    move is finished forwards, never undone.
+``post_dest`` → ``post_source``
+    The destination adopts the guest, the source removes its remains; each
+    is tried up to :data:`CLEANUP_TRIES` times. The end drops the
+    migration's claim, marks it ``completed`` and the instance back in its
+    vm_state with no task (``error`` on the destination if it never adopted
+    the guest, the migration then ``error``).
+``rollback_dest``
+    Any failure, timeout, deadline or abort before the memory copy
+    succeeded: the destination undoes ``pre_live`` (asked only if it was
+    asked to prepare), then the task ends with claims back on the source,
+    the instance as it was (``active`` or ``paused``) with no task, the
+    migration ``failed`` (``cancelled`` for an abort), a fault, a failed
+    ``conductor_live_migrate_instance`` event and an
+    ``instance.live_migration.error`` (``instance.live_migration_abort.end``)
+    notification.
+
+Aborts: the API sets the migration ``cancelling``; each step before the
+memory copy finds that at its start and rolls back. Once the copy was asked
+for, :func:`relay_request` (the conductor's ``live_migration_abort``) asks
+the source to stop it, and its step reports ``details["aborted"]``.
+
+``block_migration="auto"`` is resolved to False: whether storage is shared
+is the drivers' knowledge, not the conductor's, so the destination is asked
+for a plain live migration and a driver that finds its disks must move says
+so in the ``migrate_data`` it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks import moves
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.build import request_spec
+from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.context import RequestContext
+from nubes.db.api import instances as instances_api
+from nubes.db.api import migrations as migrations_api
+from nubes.db.api import tasks as tasks_api
+from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Database
+from nubes.objects.request_spec import RequestSpec
+from nubes.objects.states import (
+    MIGRATION_TRANSITIONS,
+    MigrationStatus,
+    MigrationType,
+    PowerState,
+    TaskState,
+    VMState,
+)
+
+LOG = logging.getLogger(__name__)
+
+_M = MigrationStatus
+
+#: Tries of a step that cleans up (post_dest, post_source, rollback_dest)
+#: before the task gives up on it and ends with what it has.
+CLEANUP_TRIES = 3
+#: The conductor's event of the move (Nova's name), recorded when it ends.
+EVENT = "conductor_live_migrate_instance"
+ERROR_NOTIFICATION = "instance.live_migration.error"
+ABORT_NOTIFICATION = "instance.live_migration_abort.end"
+#: Statuses the task may end a migration from (it ends in a final one).
+_OPEN = (_M.ACCEPTED, _M.PREPARING, _M.RUNNING, _M.CANCELLING)
+#: ConductorAPI requests relayed to the source of a running migration.
+ABORT = "live_migration_abort"
+FORCE_COMPLETE = "live_migration_force_complete"
+
+
+def _failed(what: str, outcome: dict[str, Any]) -> str:
+    return f"The {what} on {outcome['host']} failed: {outcome['error']}"
+
+
+def _tries(run: Run, step: str) -> int:
+    return int((run.payload.get("tries") or {}).get(step, 0))
+
+
+def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStatus) -> Writes:
+    """The migration's final status: ``preferred`` if its table allows it from
+    where the migration is now, else ``fallback`` (a migration already final
+    is left alone)."""
+
+    async def write(conn: AsyncConnection) -> None:
+        row = await migrations_api.get_by_id(conn, moves.migration_id(run))
+        if row["status"] not in _OPEN:
+            return
+        table = MIGRATION_TRANSITIONS[MigrationType(row["migration_type"])]
+        allowed = table[MigrationStatus(row["status"])]
+        target = preferred if preferred in allowed else fallback
+        await moves.set_migration(run, {"status": target}, only_from=_OPEN)(conn)
+
+    return write
+
+
+async def _original_request(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any]:
+    """What the instance was built with (image properties, hints, group): its build's payload."""
+    for task in await tasks_api.list_for_instance(conn, instance_uuid):
+        if task["kind"] == TaskKind.BUILD:
+            return dict(task["payload"] or {})
+    return {}
+
+
+def destination_spec(
+    row: dict[str, Any], original: dict[str, Any], *, source: str, host: str | None
+) -> RequestSpec:
+    """The scheduler's question: the instance as built, anywhere but ``source``
+    (only ``host`` when named)."""
+    spec = request_spec(row, original)
+    spec.ignore_hosts = [source]
+    if host:
+        spec.requested_destination = host
+    return spec
+
+
+class LiveMigrateTask(Task):
+    kind = TaskKind.LIVE_MIGRATE
+
+    def step_defs(self) -> list[StepDef]:
+        # Rollbacks are steps of their own (rollback_dest), not StepDef.rollback.
+        return [
+            StepDef(Step.SCHEDULE, self.schedule),
+            StepDef(Step.CHECK_DEST, self.check_dest),
+            StepDef(Step.CHECK_SOURCE, self.check_source),
+            StepDef(Step.PRE_LIVE, self.pre_live),
+            StepDef(Step.LIVE_MIGRATE, self.live_migrate),
+            StepDef(Step.POST_DEST, self.post_dest),
+            StepDef(Step.POST_SOURCE, self.post_source),
+            StepDef(Step.ROLLBACK_DEST, self.rollback_dest),
+        ]
+
+    # -- schedule ----------------------------------------------------------------------
+
+    async def schedule(self, run: Run) -> str | None:
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        migration = await moves.load_migration(run)
+        if "source" not in run.payload:
+            if not row["host"] or row["task_state"] != TaskState.MIGRATING:
+                self._record_basics(run, row, migration)
+                await self._give_up(
+                    run,
+                    f"The instance is {row['vm_state']}/{row['task_state']} on "
+                    f"{row['host']}, not migrating from a host",
+                )
+                return None
+            payload = self._record_basics(run, row, migration)
+            writes = chain(
+                moves.hand_source_claim_to_migration(row["uuid"], migration["uuid"]),
+                moves.set_migration(
+                    run, {"source_compute": row["host"], "source_node": row["node"]}
+                ),
+            )
+            return await run.commit(Step.SCHEDULE, payload=payload, writes=writes)
+        if migration["status"] == _M.CANCELLING:
+            await self._give_up(run, self._cancel_message(run), cancelled=True)
+            return None
+        source = run.payload["source"]["host"]
+        async with self.engine.db.reader() as conn:
+            original = await _original_request(conn, row["uuid"])
+        spec = destination_spec(row, original, source=source, host=run.payload.get("host"))
+        try:
+            chosen = await self.engine.scheduler.select_destinations(
+                run.ctxt, spec, [row["uuid"]], False
+            )
+        except exception.NoValidHost as exc:
+            await self._give_up(run, str(exc))
+            return None
+        selection = chosen[0][0]
+        host, node = selection.host, selection.nodename
+        requested = run.payload.get("block_migration", "auto")
+        payload = {
+            **run.payload,
+            "dest": {"host": host, "node": node},
+            # "auto": see the module docstring.
+            "block": requested if isinstance(requested, bool) else False,
+        }
+        writes = chain(
+            # The destination is named before it is asked anything: a host may
+            # read and write for an instance migrating to it (authorization.md).
+            moves.set_migration(run, {"dest_compute": host, "dest_node": node}),
+            moves.set_migration(run, {"status": _M.PREPARING}, only_from=(_M.ACCEPTED,)),
+        )
+        LOG.info("%r: live migrating %s from %s to %s", run, row["uuid"], source, host)
+        return await moves.ask(
+            run, Step.CHECK_DEST, host, node=node, payload=payload, writes=writes
+        )
+
+    @staticmethod
+    def _record_basics(run: Run, row: dict[str, Any], migration: dict[str, Any]) -> dict[str, Any]:
+        """What every end needs, in the payload: source, vm_state before, migration uuid."""
+        payload = {
+            **run.payload,
+            "source": {"host": row["host"], "node": row["node"]},
+            "vm_state": row["vm_state"],
+            "migration_uuid": migration["uuid"],
+        }
+        run.payload = payload
+        return payload
+
+    # -- checks and preparation ----------------------------------------------------------
+
+    async def check_dest(self, run: Run) -> str | None:
+        if await self._cancelling(run):
+            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
+        send = self._send(
+            run, "check_can_live_migrate_destination", block_migration=bool(run.payload["block"])
+        )
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step  # the deadline passed: drive() expires the task
+        if not outcome["ok"]:
+            return await self._to_rollback(run, _failed("destination check", outcome))
+        details = outcome.get("details") or {}
+        payload = {**run.payload, "dest_check_data": details.get("dest_check_data") or {}}
+        source = run.payload["source"]
+        return await moves.ask(
+            run, Step.CHECK_SOURCE, source["host"], node=source["node"], payload=payload
+        )
+
+    async def check_source(self, run: Run) -> str | None:
+        if await self._cancelling(run):
+            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
+        send = self._send(
+            run,
+            "check_can_live_migrate_source",
+            dest_check_data=run.payload.get("dest_check_data") or {},
+        )
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step
+        if not outcome["ok"]:
+            return await self._to_rollback(run, _failed("source check", outcome))
+        details = outcome.get("details") or {}
+        # From here on the destination may hold something to undo.
+        payload = {
+            **run.payload,
+            "migrate_data": details.get("migrate_data") or {},
+            "prepared": True,
+        }
+        dest = run.payload["dest"]
+        return await moves.ask(run, Step.PRE_LIVE, dest["host"], node=dest["node"], payload=payload)
+
+    async def pre_live(self, run: Run) -> str | None:
+        if await self._cancelling(run):
+            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
+        send = self._send(run, "pre_live_migration", migrate_data=run.payload["migrate_data"])
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step
+        if not outcome["ok"]:
+            return await self._to_rollback(run, _failed("preparation", outcome))
+        if await self._cancelling(run):
+            # Cancelled while the destination prepared: the copy never starts.
+            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
+        details = outcome.get("details") or {}
+        migrate_data = details.get("migrate_data") or run.payload["migrate_data"]
+        payload = {**run.payload, "migrate_data": migrate_data}
+        source = run.payload["source"]
+        return await moves.ask(
+            run,
+            Step.LIVE_MIGRATE,
+            source["host"],
+            node=source["node"],
+            payload=payload,
+            writes=moves.set_migration(run, {"status": _M.RUNNING}, only_from=(_M.PREPARING,)),
+        )
+
+    # -- the memory copy ------------------------------------------------------------------
+
+    async def live_migrate(self, run: Run) -> str | None:
+        # A migration found cancelling here is still sent: the source reads
+        # its status before it starts and answers "aborted" (and a copy a
+        # previous owner of this task started must be stopped, not forgotten).
+        migration = moves.migration_object(await moves.load_migration(run))
+        dest = run.payload["dest"]
+        send = self._send(
+            run,
+            "live_migration",
+            migration=migration,
+            dest_host=dest["host"],
+            migrate_data=run.payload["migrate_data"],
+        )
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step
+        if not outcome["ok"]:
+            if outcome.get("timeout"):
+                # Silent source: whatever it is doing, it must not finish now.
+                await self._abort_source(run)
+            if (outcome.get("details") or {}).get("aborted"):
+                return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
+            return await self._to_rollback(run, _failed("live migration", outcome))
+        power = (
+            PowerState.PAUSED if run.payload["vm_state"] == VMState.PAUSED else PowerState.RUNNING
+        )
+        placement = self._instance(
+            run, {"host": dest["host"], "node": dest["node"], "power_state": int(power)}
+        )
+        return await moves.ask(
+            run, Step.POST_DEST, dest["host"], node=dest["node"], writes=placement
+        )
+
+    # -- finishing forwards ----------------------------------------------------------------
+
+    async def post_dest(self, run: Run) -> str | None:
+        send = self._send(
+            run, "post_live_migration_at_destination", migrate_data=run.payload["migrate_data"]
+        )
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step
+        payload = dict(run.payload)
+        dest = payload["dest"]
+        if not outcome["ok"]:
+            if _tries(run, Step.POST_DEST) < CLEANUP_TRIES:
+                return await moves.ask(run, Step.POST_DEST, dest["host"], node=dest["node"])
+            payload["errors"] = [
+                *payload.get("errors", []),
+                {"step": Step.POST_DEST.value, "error": _failed("adoption", outcome)},
+            ]
+        source = payload["source"]
+        return await moves.ask(
+            run, Step.POST_SOURCE, source["host"], node=source["node"], payload=payload
+        )
+
+    async def post_source(self, run: Run) -> str | None:
+        send = self._send(run, "post_live_migration", migrate_data=run.payload["migrate_data"])
+        outcome = await moves.answer(run, send)
+        if outcome is None:
+            return run.step
+        if not outcome["ok"]:
+            source = run.payload["source"]
+            if _tries(run, Step.POST_SOURCE) < CLEANUP_TRIES:
+                return await moves.ask(run, Step.POST_SOURCE, source["host"], node=source["node"])
+            run.payload = {
+                **run.payload,
+                "errors": [
+                    *run.payload.get("errors", []),
+                    {"step": Step.POST_SOURCE.value, "error": _failed("clean-up", outcome)},
+                ],
+            }
+        await self._end_moved(run)
+        return None
+
+    async def _end_moved(self, run: Run, status: TaskStatus | None = None) -> None:
+        """End with the instance on the destination: the migration's claim dropped.
+
+        Errors of the clean-up steps leave the migration ``error`` with a
+        fault; a destination that never adopted the guest leaves the
+        instance ``error`` there (as Nova does).
+        """
+        payload = run.payload
+        errors: list[dict[str, Any]] = payload.get("errors") or []
+        adopted = all(e["step"] != Step.POST_DEST for e in errors)
+        vm_state = payload["vm_state"] if adopted else VMState.ERROR
+        message = "; ".join(e["error"] for e in errors)
+
+        async def history(conn: AsyncConnection) -> None:
+            if errors:
+                await run.fault(conn, message)
+            await run.event(conn, EVENT, ok=not errors, details=message or None)
+            await run.finish_action(conn, ok=not errors)
+
+        writes = chain(
+            moves.drop_source_claim(payload["migration_uuid"]),
+            _end_migration(run, _M.ERROR if errors else _M.COMPLETED, _M.ERROR),
+            self._instance(run, {"vm_state": vm_state, "task_state": None, "progress": 100}),
+            history,
+        )
+        final = status or (TaskStatus.FAILED if errors else TaskStatus.SUCCEEDED)
+        await run.finish(final, last_error=message or None, writes=writes, payload=payload)
+        if errors:
+            await notify_error(run, ERROR_NOTIFICATION, message)
+        LOG.info("%r: live migration done (%s)", run, message or "completed")
+
+    # -- rolling back --------------------------------------------------------------------
+
+    async def _to_rollback(
+        self,
+        run: Run,
+        message: str,
+        *,
+        cancelled: bool = False,
+        expired: bool = False,
+        writes: Writes | None = None,
+    ) -> str:
+        """Commit ``rollback_dest``: asking the destination to undo its preparation,
+        if it was asked to prepare."""
+        payload = dict(run.payload)
+        payload["rollback"] = {
+            "error": message,
+            "cancelled": cancelled,
+            "expired": expired,
+            "from": run.step,
+        }
+        LOG.info("%r: rolling back: %s", run, message)
+        if payload.get("prepared"):
+            dest = payload["dest"]
+            return await moves.ask(
+                run,
+                Step.ROLLBACK_DEST,
+                dest["host"],
+                node=dest["node"],
+                payload=payload,
+                writes=writes,
+            )
+        payload.pop("await", None)
+        payload.pop("outcome", None)
+        return await run.commit(Step.ROLLBACK_DEST, payload=payload, writes=writes)
+
+    async def rollback_dest(self, run: Run) -> str | None:
+        awaited = run.payload.get("await")
+        if awaited and awaited.get("step") == Step.ROLLBACK_DEST:
+            send = self._send(
+                run,
+                "rollback_live_migration_at_destination",
+                migrate_data=run.payload.get("migrate_data") or {},
+            )
+            outcome = await moves.answer(run, send)
+            if outcome is None:
+                return run.step
+            if not outcome["ok"]:
+                if _tries(run, Step.ROLLBACK_DEST) < CLEANUP_TRIES:
+                    dest = run.payload["dest"]
+                    return await moves.ask(run, Step.ROLLBACK_DEST, dest["host"], node=dest["node"])
+                # The instance runs on the source either way: end, and say what is left.
+                self._note_leftover(run, _failed("clean-up", outcome))
+        await self._end_rolled_back(run)
+        return None
+
+    def _note_leftover(self, run: Run, text: str) -> None:
+        rollback = dict(run.payload["rollback"])
+        rollback["details"] = "; ".join(filter(None, [rollback.get("details"), text]))
+        run.payload = {**run.payload, "rollback": rollback}
+
+    async def _give_up(self, run: Run, message: str, *, cancelled: bool = False) -> None:
+        """End at ``schedule`` (nothing asked of any host yet)."""
+        run.payload = {
+            **run.payload,
+            "rollback": {"error": message, "cancelled": cancelled, "from": run.step},
+        }
+        await self._end_rolled_back(run)
+
+    async def _end_rolled_back(self, run: Run) -> None:
+        """End with the instance on the source as it was and the claims back there."""
+        payload = run.payload
+        rollback = payload["rollback"]
+        cancelled, message = bool(rollback["cancelled"]), str(rollback["error"])
+        if rollback.get("expired"):
+            status = TaskStatus.ROLLED_BACK
+        else:
+            status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
+        details = "\n".join(filter(None, [message, rollback.get("details")]))
+
+        async def history(conn: AsyncConnection) -> None:
+            await run.fault(conn, message, details=details)
+            await run.event(conn, EVENT, ok=False, details=details)
+            await run.finish_action(conn, ok=False)
+
+        writes = chain(
+            moves.claims_back_to_source(run.instance_uuid or "", payload["migration_uuid"]),
+            _end_migration(run, _M.CANCELLED if cancelled else _M.FAILED, _M.FAILED),
+            self._instance(
+                run,
+                {
+                    "vm_state": payload.get("vm_state") or VMState.ACTIVE,
+                    "task_state": None,
+                    "progress": None,
+                },
+            ),
+            history,
+        )
+        await run.finish(status, last_error=message, writes=writes, payload=payload)
+        LOG.info("%r: live migration %s: %s", run, status, message)
+        if cancelled:
+            await _notify_info(run, ABORT_NOTIFICATION)
+        else:
+            await notify_error(run, ERROR_NOTIFICATION, message)
+
+    # -- the deadline ----------------------------------------------------------------------
+
+    async def expire(self, run: Run) -> None:
+        message = "The live migration did not finish before its deadline"
+        step = run.step
+        if "migration_uuid" not in run.payload:
+            row = await load_instance(run)
+            if row is None:
+                await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+                return
+            self._record_basics(run, row, await moves.load_migration(run))
+        if step in (Step.POST_DEST, Step.POST_SOURCE):
+            # The guest runs on the destination: finish the move, do not undo it.
+            payload = dict(run.payload)
+            payload["errors"] = [*payload.get("errors", []), {"step": step, "error": message}]
+            if step == Step.POST_DEST:
+                await run.commit(Step.POST_SOURCE, payload=payload)
+            else:
+                run.payload = payload
+            await self._end_moved(run, TaskStatus.FAILED)
+            return
+        if step == Step.SCHEDULE:
+            run.payload = {
+                **run.payload,
+                "rollback": {"error": message, "cancelled": False, "expired": True},
+            }
+            await self._end_rolled_back(run)
+            return
+        if step == Step.ROLLBACK_DEST:
+            # The rollback's own time ran out as well.
+            self._note_leftover(run, "the destination did not confirm its clean-up in time")
+            await self._end_rolled_back(run)
+            return
+        if step == Step.LIVE_MIGRATE:
+            await self._abort_source(run)
+        # Time of its own for the rollback to reach the destination, and on
+        # with it now (drive() stops after an expiry).
+        window = self.engine.compute_step_timeout * CLEANUP_TRIES
+        await self._to_rollback(
+            run, message, expired=True, writes=moves.extend_deadline(run, window)
+        )
+        await self.drive(run)
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _send(
+        self, run: Run, method: str, **kwargs: Any
+    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""
+
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            await getattr(self.engine.compute, method)(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                str(awaited["step"]),
+                awaited["attempt"],
+                **kwargs,
+            )
+
+        return send
+
+    async def _cancelling(self, run: Run) -> bool:
+        return bool((await moves.load_migration(run))["status"] == _M.CANCELLING)
+
+    @staticmethod
+    def _cancel_message(run: Run) -> str:
+        dest = (run.payload.get("dest") or {}).get("host")
+        return f"The live migration to {dest or 'another host'} was cancelled"
+
+    def _instance(self, run: Run, values: dict[str, Any]) -> Writes:
+        """Instance fields, only while it is still migrating (for a commit's transaction).
+
+        Someone else moved it on (an operator's reset): the rest of the
+        commit still goes through, with a warning.
+        """
+
+        async def write(conn: AsyncConnection) -> None:
+            assert run.instance_uuid is not None
+            if not await instances_api.try_update(
+                conn, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
+            ):
+                LOG.warning("%r: instance no longer migrating; %s not written", run, sorted(values))
+
+        return write
+
+    async def _abort_source(self, run: Run) -> None:
+        """Ask the source to stop the memory copy (best effort: a cast)."""
+        try:
+            row = await load_instance(run)
+            if row is None:
+                return
+            await self.engine.compute.live_migration_abort(
+                run.ctxt,
+                run.payload["source"]["host"],
+                instance_object(row),
+                moves.migration_id(run),
+            )
+        except Exception as exc:
+            LOG.warning("%r: could not ask the source to abort: %s", run, exc)
+
+
+async def _notify_info(run: Run, event_type: str) -> None:
+    """An info notification about the task's instance (never fails the task)."""
+    try:
+        from nubes.notifications.objects import InstanceActionPayload
+
+        row = await load_instance(run)
+        if row is None:
+            return
+        payload = InstanceActionPayload.from_instance_and_fault(instance_object(row), None)
+        await run.engine.notifier.info(run.ctxt, event_type, payload)
+    except Exception as exc:
+        LOG.warning("%r: could not notify %s: %s", run, event_type, exc)
+
+
+async def relay_request(
+    db: Database,
+    compute: Any,
+    context: RequestContext,
+    method: str,
+    instance_uuid: str,
+    migration_id: int,
+) -> bool:
+    """Relay an abort or force-complete to the source of a migration whose memory copy began.
+
+    ``method`` is :data:`ABORT` or :data:`FORCE_COMPLETE`. Returns whether it
+    was sent. Before the copy (the task at an earlier step) nothing is sent:
+    an abort is seen by the task at its next step (the API set the migration
+    ``cancelling``), and there is nothing to force yet.
+    """
+    if method not in (ABORT, FORCE_COMPLETE):
+        raise exception.Invalid(reason=f"{method} is not a live migration request")
+    try:
+        async with db.reader() as conn:
+            migration = await migrations_api.get_by_id(conn, migration_id)
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            task = await tasks_api.get_active_for_instance(conn, instance_uuid)
+    except exception.NotFound as exc:
+        LOG.info("%s of migration %s: %s", method, migration_id, exc)
+        return False
+    if (
+        migration["instance_uuid"] != instance_uuid
+        or migration["migration_type"] != MigrationType.LIVE_MIGRATION
+    ):
+        LOG.warning(
+            "%s: migration %s is not a live migration of %s", method, migration_id, instance_uuid
+        )
+        return False
+    if (
+        task is None
+        or task["kind"] != TaskKind.LIVE_MIGRATE
+        or (task["payload"] or {}).get("migration_id") != migration_id
+        or task["step"] != Step.LIVE_MIGRATE
+    ):
+        LOG.info("%s of migration %s: its memory copy is not under way", method, migration_id)
+        return False
+    if method == FORCE_COMPLETE and migration["status"] != _M.RUNNING:
+        LOG.info("%s of migration %s: it is %s", method, migration_id, migration["status"])
+        return False
+    # Sent as this conductor: the API's identity stays with the API's message.
+    ctxt = dataclasses.replace(context, caller=None)
+    await getattr(compute, method)(
+        ctxt, migration["source_compute"], instance_object(row), migration_id
+    )
+    return True

@@ -1,0 +1,622 @@
+"""Cold migration and resize: the ``migrate`` task, and what the move tasks of a resize share.
+
+The contract is ``docs/moves.md``; the steps are in ``docs/tasks.md``:
+
+``schedule``
+    Hands the source's claim to the migration (committed first, so that a
+    repeat of the step finds the destination it claimed, never the source),
+    then asks the scheduler for a host for the new flavor: never the source
+    unless a resize may stay there (``[DEFAULT] allow_resize_to_same_host``),
+    only the named host when one was named (its filters still apply). No
+    host: the claims go back, the migration is ``error``, the instance is as
+    it was, with a fault naming why.
+``migrate_source``
+    The source powers off and copies the disks (``migrate_disk_and_power_off``).
+``finish_dest``
+    The destination builds the guest (``finish_migration``); then, in the
+    commit that ends the task, the instance is placed there, RESIZED, with
+    the new flavor, and the migration is ``finished``.
+``rollback_dest``, ``rollback_source``
+    A failure at the source rolls back with ``rollback_source``
+    (``finish_revert_migration``), one at the destination with
+    ``rollback_dest`` (``revert_migration_destination``) first. The task
+    ends with the claims back on the source, the migration ``error``, the
+    instance on the source as it was before (ERROR if the source could not
+    bring the guest back), a fault, failed events and
+    ``instance.resize.error`` / ``instance.migrate.error``.
+
+Cleanup steps (the rollbacks here; confirm and revert in
+:mod:`.confirm_revert`) are tried up to :data:`CLEANUP_TRIES` times, each
+failed try leaving a failed event and a fault.
+
+Deadline: the task rolls back from the step it is at, with a deadline of its
+own for the rollback (the engine never waits for a host past a deadline),
+and ends ``rolled_back``; if that passes too, it gives up: ERROR on the
+source, claims there.
+
+The conductor writes every state of a move; the compute steps do driver work
+only (``nubes/compute/resize.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.conductor.tasks import build
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.helpers import (
+    chain,
+    instance_object,
+    load_instance,
+    notify_error,
+    set_instance,
+)
+from nubes.conductor.tasks.moves import (
+    answer,
+    ask,
+    claims_back_to_source,
+    extend_deadline,
+    hand_source_claim_to_migration,
+    load_migration,
+    migration_object,
+    set_migration,
+)
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.db.api import groups as groups_api
+from nubes.db.api import tasks as tasks_api
+from nubes.db.api.tasks import TaskStatus
+from nubes.objects.flavor import Flavor
+from nubes.objects.instance import Instance
+from nubes.objects.request_spec import RequestSpec
+from nubes.objects.states import (
+    MIGRATION_FINAL,
+    MigrationStatus,
+    MigrationType,
+    PowerState,
+    TaskState,
+    VMState,
+)
+
+LOG = logging.getLogger(__name__)
+
+_M = MigrationStatus
+_T = TaskState
+
+#: Tries of a step that cleans up (rollback, confirm, revert) before giving up.
+CLEANUP_TRIES = 3
+#: task_states of an instance while a migrate task works on it.
+MIGRATE_TASK_STATES = (
+    _T.RESIZE_PREP,
+    _T.RESIZE_MIGRATING,
+    _T.RESIZE_MIGRATED,
+    _T.RESIZE_FINISH,
+)
+#: Statuses a migration may still leave (for ``error``).
+NOT_FINAL = tuple(s.value for s in MigrationStatus if s not in MIGRATION_FINAL)
+
+
+def flavor_values(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """An instance's flavor columns for a flavor snapshot."""
+    flavor = Flavor.from_snapshot(snapshot)
+    return {
+        "flavor": snapshot,
+        "vcpus": flavor.vcpus,
+        "memory_mb": flavor.memory_mb,
+        "root_gb": flavor.root_gb,
+        "ephemeral_gb": flavor.ephemeral_gb,
+    }
+
+
+def power_state(power_on: bool) -> int:
+    return int(PowerState.RUNNING if power_on else PowerState.SHUTDOWN)
+
+
+def with_flavor(row: dict[str, Any], snapshot: dict[str, Any]) -> Instance:
+    """The instance as a host is to build or remove it: sized for ``snapshot``."""
+    return instance_object({**row, **flavor_values(snapshot)})
+
+
+async def original_request(run: Run, row: dict[str, Any]) -> dict[str, Any]:
+    """What the instance was built with and is scheduled with again: image,
+    hints and server group (from its build task; the image id alone if none)."""
+    assert run.instance_uuid is not None
+    async with run.engine.db.reader() as conn:
+        made = [
+            t
+            for t in await tasks_api.list_for_instance(conn, run.instance_uuid)
+            if t["kind"] == TaskKind.BUILD
+        ]
+        try:
+            group = (await groups_api.group_get_by_instance(conn, run.instance_uuid))["uuid"]
+        except exception.NotFound:
+            group = None
+    first = dict(made[0]["payload"] or {}) if made else {}
+    request: dict[str, Any] = {
+        "image": first.get("image") or {"id": row["image_ref"]},
+        "hints": first.get("hints") or {},
+    }
+    if group is not None:
+        request["group"] = group
+    return request
+
+
+def record_event(
+    run: Run, name: str, *, ok: bool = True, host: str | None = None, details: str | None = None
+) -> Writes:
+    async def write(conn: AsyncConnection) -> None:
+        await run.event(conn, name, ok=ok, host=host, details=details)
+
+    return write
+
+
+def record_fault(run: Run, message: str, details: str | None = None) -> Writes:
+    async def write(conn: AsyncConnection) -> None:
+        await run.fault(conn, message, details=details)
+
+    return write
+
+
+def finish_action(run: Run, *, ok: bool) -> Writes:
+    async def write(conn: AsyncConnection) -> None:
+        await run.finish_action(conn, ok=ok)
+
+    return write
+
+
+def set_migration_if_any(run: Run, values: dict[str, Any]) -> Writes:
+    """The migration to ``values`` unless it is final already (or gone): for a
+    task that ends whatever happened to its migration."""
+    write = set_migration(run, values, only_from=NOT_FINAL)
+
+    async def tolerant(conn: AsyncConnection) -> None:
+        try:
+            await write(conn)
+        except (
+            exception.MigrationNotFound,
+            exception.Invalid,
+            exception.InvalidMigrationTransition,
+        ) as exc:
+            LOG.warning("%r: no migration to mark %s: %s", run, values.get("status"), exc)
+
+    return tolerant
+
+
+def set_instance_if_ours(
+    run: Run, values: dict[str, Any], expected: tuple[str | None, ...]
+) -> Writes:
+    """:func:`set_instance` that leaves an instance someone else moved on alone
+    (an admin's reset): a task that ends must end even then."""
+    write = set_instance(run, values, expected_task_state=expected)
+
+    async def tolerant(conn: AsyncConnection) -> None:
+        try:
+            await write(conn)
+        except exception.InstanceUpdateConflict as exc:
+            LOG.warning("%r: the instance moved on without it: %s", run, exc)
+
+    return tolerant
+
+
+class MoveTask(Task):
+    """What migrate, confirm_resize and revert_resize share."""
+
+    #: Notification of a failure.
+    error_event: ClassVar[str]
+    #: Event of the conductor's own failure records (deadline, giving up).
+    conductor_event: ClassVar[str]
+    #: task_states the instance is in while this kind works on it.
+    task_states: ClassVar[tuple[str | None, ...]]
+
+    async def load(self, run: Run) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The instance and the migration, or None once the task ended without them."""
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        try:
+            return row, await load_migration(run)
+        except (exception.MigrationNotFound, exception.Invalid) as exc:
+            await self.abandon(run, f"The move has no migration record: {exc}")
+            return None
+
+    async def abandon(self, run: Run, message: str) -> None:
+        """End without touching any host or claim: nothing was started."""
+        writes = chain(
+            set_instance_if_ours(run, {"task_state": None}, self.task_states),
+            record_fault(run, message),
+            record_event(run, self.conductor_event, ok=False, details=message),
+            finish_action(run, ok=False),
+        )
+        await run.finish(TaskStatus.FAILED, last_error=message, writes=writes)
+        await notify_error(run, self.error_event, message)
+
+    async def instance_row(self, run: Run) -> dict[str, Any]:
+        row = await load_instance(run)
+        if row is None:
+            raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+        return row
+
+    @staticmethod
+    def failed_try(run: Run, outcome: dict[str, Any], event: str) -> Writes:
+        """The records of a cleanup step's failed try: a failed event and a fault."""
+        tries = int((run.payload.get("tries") or {}).get(run.step, 1))
+        message = (
+            f"{event} on {outcome['host']} failed (try {tries} of {CLEANUP_TRIES}): "
+            f"{outcome['error']}"
+        )
+        LOG.info("%r: %s", run, message)
+        return chain(
+            record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"]),
+            record_fault(run, message, outcome["error"]),
+        )
+
+    @staticmethod
+    async def again(run: Run, record: Writes) -> str | None:
+        """Ask the awaited host for the same step once more, committed with
+        ``record``; None (nothing committed) when no try is left."""
+        if int((run.payload.get("tries") or {}).get(run.step, 1)) >= CLEANUP_TRIES:
+            return None
+        awaited = run.payload["await"]
+        return await ask(run, run.step, awaited["host"], node=awaited["node"], writes=record)
+
+
+# -- migrate -------------------------------------------------------------------------------
+
+
+class MigrateTask(MoveTask):
+    kind = TaskKind.MIGRATE
+    conductor_event = "conductor_migrate_server"
+    task_states = MIGRATE_TASK_STATES
+    error_event = "instance.migrate.error"
+
+    def step_defs(self) -> list[StepDef]:
+        return [
+            StepDef(Step.SCHEDULE, self.schedule),
+            StepDef(Step.MIGRATE_SOURCE, self.migrate_source),
+            StepDef(Step.FINISH_DEST, self.finish_dest),
+            StepDef(Step.ROLLBACK_DEST, self.rollback_dest),
+            StepDef(Step.ROLLBACK_SOURCE, self.rollback_source),
+        ]
+
+    @staticmethod
+    def _resize(run: Run) -> bool:
+        return run.payload.get("migration_type") == MigrationType.RESIZE
+
+    def _notification(self, run: Run) -> str:
+        return "instance.resize.error" if self._resize(run) else self.error_event
+
+    def _what(self, run: Run) -> str:
+        return "Resize" if self._resize(run) else "Migration"
+
+    # -- schedule ------------------------------------------------------------------------
+
+    async def schedule(self, run: Run) -> str | None:
+        loaded = await self.load(run)
+        if loaded is None:
+            return None
+        row, mig = loaded
+        if not run.payload.get("source"):
+            return await self._hand_over(run, row, mig)
+        try:
+            chosen = await self.engine.scheduler.select_destinations(
+                run.ctxt, self._request_spec(run, row, mig), [row["uuid"]], False
+            )
+        except exception.NoValidHost as exc:
+            named = run.payload.get("host")
+            message = f"Host {named} cannot take the instance: {exc}" if named else str(exc)
+            await self.fail(run, message, restored=True, event=self.conductor_event)
+            return None
+        sel = chosen[0][0]
+        source = run.payload["source"]
+        payload = {**run.payload, "dest": {"host": sel.host, "node": sel.nodename}}
+        writes = chain(
+            set_migration(
+                run,
+                {
+                    "status": _M.MIGRATING,
+                    "dest_compute": sel.host,
+                    "dest_node": sel.nodename,
+                    "dest_host": sel.host,
+                },
+                only_from=[_M.PRE_MIGRATING],
+            ),
+            set_instance(
+                run,
+                {"task_state": _T.RESIZE_MIGRATING},
+                expected_task_state=(_T.RESIZE_PREP, _T.RESIZE_MIGRATING),
+            ),
+            record_event(run, self.conductor_event, details=f"{source['host']} -> {sel.host}"),
+        )
+        return await ask(
+            run,
+            Step.MIGRATE_SOURCE,
+            source["host"],
+            node=source["node"],
+            payload=payload,
+            writes=writes,
+        )
+
+    async def _hand_over(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> str:
+        """Record where the move starts from, and hand the source claim to the migration."""
+        power_on = run.payload.get("power_on")
+        payload = {
+            **run.payload,
+            "migration_uuid": mig["uuid"],
+            "migration_type": mig["migration_type"],
+            "source": {
+                "host": mig["source_compute"] or row["host"],
+                "node": mig["source_node"] or row["node"],
+            },
+            "flavor": run.payload.get("flavor") or row["new_flavor"] or row["flavor"],
+            "power_on": bool(row["vm_state"] == VMState.ACTIVE if power_on is None else power_on),
+            "request": await original_request(run, row),
+        }
+        return await run.commit(
+            Step.SCHEDULE,
+            payload=payload,
+            writes=hand_source_claim_to_migration(row["uuid"], mig["uuid"]),
+        )
+
+    def _request_spec(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> RequestSpec:
+        payload = run.payload
+        spec = build.request_spec({**row, "flavor": payload["flavor"]}, payload["request"])
+        stay = self.engine.conf.allow_resize_to_same_host and self._resize(run)
+        if not stay:
+            spec.ignore_hosts = [payload["source"]["host"]]
+        if payload.get("host"):
+            spec.requested_destination = payload["host"]
+        return spec
+
+    # -- the source ----------------------------------------------------------------------
+
+    async def migrate_source(self, run: Run) -> str | None:
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await self.instance_row(run)
+            await self.engine.compute.migrate_disk_and_power_off(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                Step.MIGRATE_SOURCE.value,
+                awaited["attempt"],
+                migration=migration_object(await load_migration(run)),
+                flavor=Flavor.from_snapshot(run.payload["flavor"]),
+                dest_host=run.payload["dest"]["host"],
+            )
+
+        outcome = await answer(run, send)
+        if outcome is None:
+            return run.step  # the deadline passed: drive() expires the task
+        if not outcome["ok"]:
+            return await self._roll_back(
+                run, Step.ROLLBACK_SOURCE, outcome, "compute_resize_instance"
+            )
+        details = outcome.get("details") or {}
+        payload = {**run.payload, "disk_info": details.get("disk_info") or {}}
+        writes = chain(
+            set_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
+            set_instance(
+                run,
+                {"task_state": _T.RESIZE_MIGRATED},
+                expected_task_state=(_T.RESIZE_MIGRATING, _T.RESIZE_MIGRATED),
+            ),
+            record_event(run, "compute_resize_instance", host=outcome["host"]),
+        )
+        return await run.commit(Step.FINISH_DEST, payload=payload, writes=writes)
+
+    # -- the destination -----------------------------------------------------------------
+
+    async def finish_dest(self, run: Run) -> str | None:
+        dest = run.payload["dest"]
+        if (run.payload.get("await") or {}).get("step") != Step.FINISH_DEST:
+            # Committed on its own: the source's part is recorded before the
+            # destination is asked (and the task_state walks its table).
+            finishing = set_instance(
+                run,
+                {"task_state": _T.RESIZE_FINISH},
+                expected_task_state=(_T.RESIZE_MIGRATED, _T.RESIZE_FINISH),
+            )
+            return await ask(
+                run, Step.FINISH_DEST, dest["host"], node=dest["node"], writes=finishing
+            )
+
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await self.instance_row(run)
+            mig = await load_migration(run)
+            await self.engine.compute.finish_migration(
+                run.ctxt,
+                awaited["host"],
+                with_flavor(row, run.payload["flavor"]),
+                run.id,
+                Step.FINISH_DEST.value,
+                awaited["attempt"],
+                migration=migration_object(mig),
+                disk_info=run.payload.get("disk_info") or {},
+                image=run.payload["request"]["image"],
+                resize_instance=self._resize(run),
+                power_on=run.payload["power_on"],
+            )
+
+        outcome = await answer(run, send)
+        if outcome is None:
+            return run.step
+        if not outcome["ok"]:
+            return await self._roll_back(run, Step.ROLLBACK_DEST, outcome, "compute_finish_resize")
+        values = {
+            **flavor_values(run.payload["flavor"]),
+            "host": dest["host"],
+            "node": dest["node"],
+            "vm_state": VMState.RESIZED,
+            "task_state": None,
+            "power_state": power_state(run.payload["power_on"]),
+        }
+        writes = chain(
+            set_migration(run, {"status": _M.FINISHED}, only_from=[_M.POST_MIGRATING]),
+            set_instance(run, values, expected_task_state=(_T.RESIZE_FINISH,)),
+            record_event(run, "compute_finish_resize", host=outcome["host"]),
+            finish_action(run, ok=True),
+        )
+        await run.finish(TaskStatus.SUCCEEDED, writes=writes)
+        LOG.info("%r: on %s, waiting for a confirm or revert", run, dest["host"])
+        return None
+
+    # -- rolling back --------------------------------------------------------------------
+
+    async def _roll_back(self, run: Run, step: Step, outcome: dict[str, Any], event: str) -> str:
+        """Start the rollback at ``step`` because ``outcome`` (recorded as ``event``) failed."""
+        dest = run.payload["dest"]["host"]
+        error = f"{self._what(run)} to {dest} failed on {outcome['host']}: {outcome['error']}"
+        LOG.info("%r: %s; rolling back", run, error)
+        payload = {**run.payload, "error": run.payload.get("error") or error}
+        side = payload["dest" if step == Step.ROLLBACK_DEST else "source"]
+        writes = record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"])
+        return await ask(run, step, side["host"], node=side["node"], payload=payload, writes=writes)
+
+    async def rollback_dest(self, run: Run) -> str | None:
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await self.instance_row(run)
+            await self.engine.compute.revert_migration_destination(
+                run.ctxt,
+                awaited["host"],
+                with_flavor(row, run.payload["flavor"]),
+                run.id,
+                Step.ROLLBACK_DEST.value,
+                awaited["attempt"],
+                migration=migration_object(await load_migration(run)),
+            )
+
+        outcome = await answer(run, send)
+        if outcome is None:
+            return run.step
+        source = run.payload["source"]
+        payload = run.payload
+        if outcome["ok"]:
+            writes = record_event(run, "compute_revert_resize", host=outcome["host"])
+        else:
+            writes = self.failed_try(run, outcome, "compute_revert_resize")
+            retried = await self.again(run, writes)
+            if retried is not None:
+                return retried
+            # The instance goes back to the source all the same: what the
+            # destination could not remove, its restart repair reaps (no
+            # instance is placed there).
+            payload = {**payload, "leftover": f"{outcome['host']}: {outcome['error']}"}
+        return await ask(
+            run,
+            Step.ROLLBACK_SOURCE,
+            source["host"],
+            node=source["node"],
+            payload=payload,
+            writes=writes,
+        )
+
+    async def rollback_source(self, run: Run) -> str | None:
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await self.instance_row(run)
+            await self.engine.compute.finish_revert_migration(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                Step.ROLLBACK_SOURCE.value,
+                awaited["attempt"],
+                migration=migration_object(await load_migration(run)),
+                power_on=run.payload["power_on"],
+            )
+
+        outcome = await answer(run, send)
+        if outcome is None:
+            return run.step
+        error = run.payload.get("error") or "the move failed"
+        source = run.payload["source"]["host"]
+        if outcome["ok"]:
+            done = record_event(run, "compute_finish_revert_resize", host=outcome["host"])
+            await self.fail(run, f"{error}; rolled back to {source}", restored=True, before=done)
+            return None
+        record = self.failed_try(run, outcome, "compute_finish_revert_resize")
+        retried = await self.again(run, record)
+        if retried is not None:
+            return retried
+        message = f"{error}; the guest could not be brought back on {source}: {outcome['error']}"
+        await self.fail(run, message, restored=False, before=record)
+        return None
+
+    async def fail(
+        self,
+        run: Run,
+        message: str,
+        *,
+        restored: bool,
+        event: str | None = None,
+        before: Writes | None = None,
+        status: TaskStatus | None = None,
+    ) -> None:
+        """End with the instance on its source as it was (ERROR unless
+        ``restored``), the claims back there and the migration ``error``."""
+        payload = run.payload
+        values: dict[str, Any] = {"task_state": None, "old_flavor": None, "new_flavor": None}
+        source = payload.get("source")
+        if source:
+            values.update(host=source["host"], node=source["node"])
+        if restored and payload.get("dest"):
+            # A host was asked to move it: the source brought it back as it was.
+            values["power_state"] = power_state(bool(payload.get("power_on", True)))
+        elif not restored:
+            values["vm_state"] = VMState.ERROR
+        if status is None:
+            expired = payload.get("expired") and restored
+            status = TaskStatus.ROLLED_BACK if expired else TaskStatus.FAILED
+        details = message
+        if payload.get("leftover"):
+            details = f"{message}\nleft on the destination: {payload['leftover']}"
+        claims = None
+        if payload.get("migration_uuid") and run.instance_uuid is not None:
+            claims = claims_back_to_source(run.instance_uuid, payload["migration_uuid"])
+        writes = chain(
+            before,
+            claims,
+            set_migration_if_any(run, {"status": _M.ERROR}),
+            set_instance_if_ours(run, values, self.task_states),
+            record_fault(run, message, details),
+            record_event(run, event, ok=False, details=message) if event else None,
+            finish_action(run, ok=False),
+        )
+        await run.finish(status, last_error=message, writes=writes, payload=payload)
+        LOG.info("%r: %s", run, message)
+        await notify_error(run, self._notification(run), message)
+
+    def _rollback_time(self) -> float:
+        """How long a rollback may take once the deadline started it."""
+        return 2 * CLEANUP_TRIES * self.engine.compute_step_timeout + self.engine.lease_seconds
+
+    async def expire(self, run: Run) -> None:
+        what = self._what(run)
+        message = f"The {what.lower()} did not finish before its deadline"
+        if run.step == Step.SCHEDULE:
+            # No host was asked anything: only the claims go back.
+            await self.fail(run, message, restored=True, event="conductor_migrate_deadline")
+            return
+        if run.payload.get("expired"):
+            error = run.payload.get("error") or message
+            await self.fail(
+                run,
+                f"{error}; the rollback did not finish in time either",
+                restored=False,
+                event="conductor_migrate_deadline",
+            )
+            return
+        step = {Step.MIGRATE_SOURCE: Step.ROLLBACK_SOURCE, Step.FINISH_DEST: Step.ROLLBACK_DEST}
+        target = step.get(Step(run.step), Step(run.step))
+        payload = {**run.payload, "expired": True, "error": run.payload.get("error") or message}
+        side = payload["dest" if target == Step.ROLLBACK_DEST else "source"]
+        writes = chain(
+            extend_deadline(run, self._rollback_time()),
+            record_event(run, "conductor_migrate_deadline", ok=False, details=message),
+        )
+        LOG.info("%r: %s; rolling back from %s", run, message, run.step)
+        await ask(run, target, side["host"], node=side["node"], payload=payload, writes=writes)
+        await self.drive(run)

@@ -1,0 +1,326 @@
+"""Writes that go through the group committer as units, and their ordinary twins.
+
+A unit (``GroupCommitter.execute_unit``) is all or nothing inside a batch
+shared with other callers; the query functions built on it (events scoped to
+a host, a report written on the row it read, a scheduler claim) must answer
+exactly as their ordinary path does, which is what runs where units are not
+supported (PostgreSQL, MariaDB: tests/integration/db runs this file there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from nubes import exception
+from nubes.db import group_commit
+from nubes.db.api import actions, compute_nodes, instances, tasks
+from nubes.db.api.compute_nodes import ClaimOutcome
+from nubes.db.engine import Database
+from nubes.scheduler import claims
+from tests.unit.db.factories import make_instance, make_node
+
+LEASE = 30.0
+
+
+def _units(db: Database) -> group_commit.GroupCommitter:
+    committer = db.group_commit
+    if committer is None or not committer.units:
+        pytest.skip("this backend runs no grouped units")
+    return committer
+
+
+async def _row(db: Database, uuid: str) -> dict[str, Any]:
+    async with db.reader() as conn:
+        return await instances.get_by_uuid(conn, uuid)
+
+
+# --- units ---------------------------------------------------------------------
+
+
+async def test_a_unit_is_all_or_nothing_and_spares_its_batch(db: Database) -> None:
+    committer = _units(db)
+    async with db.writer() as conn:
+        insts = [await make_instance(conn, task_state=None) for _ in range(6)]
+    dialect = committer.dialect
+
+    async def one(i: int) -> Any:
+        inst = insts[i]
+        statements = [
+            instances.prepared_update(dialect, inst["uuid"], {"progress": i}),
+            # Odd ones expect a task_state the instance does not have: the
+            # unit stops there, and its first write is undone with it.
+            instances.prepared_update(
+                dialect,
+                inst["uuid"],
+                {"power_state": i},
+                expected_task_state="spawning" if i % 2 else None,
+            ),
+        ]
+        return await committer.execute_unit(inst["uuid"], statements)
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(6)))
+    for i, outcome in enumerate(outcomes):
+        row = await _row(db, insts[i]["uuid"])
+        if i % 2:
+            assert outcome is False
+            assert (row["progress"], row["power_state"]) == (None, None)
+        else:
+            assert outcome == [(1, None), (1, None)]
+            assert (row["progress"], row["power_state"]) == (i, i)
+
+
+async def test_a_unit_statement_that_need_not_match_does_not_stop_it(db: Database) -> None:
+    committer = _units(db)
+    async with db.writer() as conn:
+        inst = await make_instance(conn)
+    missing = instances.prepared_update(committer.dialect, "no-such-uuid", {"progress": 1})
+    optional = group_commit.UnitStatement(missing.write, missing.args, required=False)
+    wanted = instances.prepared_update(committer.dialect, inst["uuid"], {"progress": 2})
+    assert await committer.execute_unit(inst["uuid"], [optional, wanted]) == [
+        (0, None),
+        (1, None),
+    ]
+    assert (await _row(db, inst["uuid"]))["progress"] == 2
+
+
+# --- events -------------------------------------------------------------------------
+
+
+async def _action(db: Database, **instance: Any) -> dict[str, Any]:
+    async with db.writer() as conn:
+        inst = await make_instance(conn, **instance)
+        await actions.action_start(
+            conn, instance_uuid=inst["uuid"], action="create", request_id="req-1"
+        )
+    return inst
+
+
+async def _events(db: Database, uuid: str) -> list[dict[str, Any]]:
+    async with db.reader() as conn:
+        action = await actions.action_get_by_request_id(conn, uuid, "req-1")
+        return await actions.events_get(conn, action["id"])
+
+
+async def test_events_of_a_compute_host_on_its_instance(db: Database) -> None:
+    inst = await _action(db, host="h1", node="h1-node")
+    started = await actions.record_event_start(
+        db,
+        instance_uuid=inst["uuid"],
+        request_id="req-1",
+        event="compute_build",
+        host="h1",
+        placed_on_host="h1",
+    )
+    assert started["event"] == "compute_build" and started["host"] == "h1"
+    assert started["start_time"] is not None and started["finish_time"] is None
+    finished = await actions.record_event_finish(
+        db,
+        instance_uuid=inst["uuid"],
+        request_id="req-1",
+        event="compute_build",
+        result=actions.RESULT_ERROR,
+        details="boom",
+        placed_on_host="h1",
+    )
+    assert finished["id"] == started["id"]
+    assert (finished["result"], finished["details"]) == (actions.RESULT_ERROR, "boom")
+    (event,) = await _events(db, inst["uuid"])
+    assert event == finished
+    async with db.reader() as conn:
+        action = await actions.action_get_by_request_id(conn, inst["uuid"], "req-1")
+    assert action["message"] == actions.ACTION_ERROR_MESSAGE
+
+
+async def test_events_on_another_hosts_instance_are_refused_and_not_written(
+    db: Database,
+) -> None:
+    inst = await _action(db, host="h2", node="h2-node")
+    for record in (actions.record_event_start, actions.record_event_finish):
+        kwargs: dict[str, Any] = {"result": actions.RESULT_SUCCESS}
+        if record is actions.record_event_start:
+            kwargs = {}
+        with pytest.raises(exception.InstanceNotOnHost):
+            await record(
+                db,
+                instance_uuid=inst["uuid"],
+                request_id="req-1",
+                event="compute_evil",
+                placed_on_host="h1",
+                **kwargs,
+            )
+    with pytest.raises(exception.InstanceNotFound):
+        await actions.record_event_start(
+            db,
+            instance_uuid="no-such-instance",
+            request_id="req-1",
+            event="compute_evil",
+            placed_on_host="h1",
+        )
+    assert await _events(db, inst["uuid"]) == []
+
+
+async def test_events_without_an_action(db: Database) -> None:
+    async with db.writer() as conn:
+        inst = await make_instance(conn, host="h1")
+    with pytest.raises(exception.InstanceActionNotFound):
+        await actions.record_event_start(
+            db, instance_uuid=inst["uuid"], request_id="req-x", event="e", placed_on_host="h1"
+        )
+    with pytest.raises(exception.InstanceActionNotFound):
+        await actions.record_event_finish(
+            db, instance_uuid=inst["uuid"], request_id="req-x", event="e", result="Success"
+        )
+
+
+@pytest.mark.parametrize("ok", [True, False])
+async def test_an_event_recorded_at_once_is_a_started_and_finished_one(
+    db: Database, ok: bool
+) -> None:
+    inst = await _action(db)
+    result = actions.RESULT_SUCCESS if ok else actions.RESULT_ERROR
+    async with db.writer() as conn:
+        await actions.event_record(
+            conn,
+            instance_uuid=inst["uuid"],
+            request_id="req-1",
+            event="conductor_x",
+            host="ctl",
+            result=result,
+            details="why",
+        )
+        with pytest.raises(exception.InstanceActionNotFound):
+            await actions.event_record(
+                conn, instance_uuid=inst["uuid"], request_id="req-none", event="conductor_x"
+            )
+    (event,) = await _events(db, inst["uuid"])
+    assert (event["event"], event["host"], event["result"], event["details"]) == (
+        "conductor_x",
+        "ctl",
+        result,
+        "why",
+    )
+    assert event["start_time"] == event["finish_time"] is not None
+    async with db.reader() as conn:
+        action = await actions.action_get_by_request_id(conn, inst["uuid"], "req-1")
+    assert action["message"] == (None if ok else actions.ACTION_ERROR_MESSAGE)
+
+
+async def test_prepared_event_and_action_end_match_the_ordinary_ones(db: Database) -> None:
+    committer = _units(db)
+    inst = await _action(db)
+    unit = [
+        *actions.prepared_event_record(
+            committer.dialect,
+            instance_uuid=inst["uuid"],
+            request_id="req-1",
+            event="conductor_y",
+            host="ctl",
+            result=actions.RESULT_ERROR,
+        ),
+        actions.prepared_action_finish(
+            committer.dialect, instance_uuid=inst["uuid"], request_id="req-1"
+        ),
+        # Without the action: nothing, and the unit goes on.
+        *actions.prepared_event_record(
+            committer.dialect, instance_uuid=inst["uuid"], request_id="req-none", event="z"
+        ),
+    ]
+    assert await committer.execute_unit(inst["uuid"], unit)
+    (event,) = await _events(db, inst["uuid"])
+    assert (event["event"], event["result"]) == ("conductor_y", actions.RESULT_ERROR)
+    async with db.reader() as conn:
+        action = await actions.action_get_by_request_id(conn, inst["uuid"], "req-1")
+    assert action["finish_time"] is not None
+    assert action["message"] == actions.ACTION_ERROR_MESSAGE
+
+
+# --- reports ---------------------------------------------------------------------
+
+
+async def test_a_grouped_report_lands_only_on_the_row_it_read(db: Database) -> None:
+    _units(db)
+    async with db.writer() as conn:
+        inst = await make_instance(conn)
+        task = await tasks.create(
+            conn, kind="build", instance_uuid=inst["uuid"], step="spawn", payload={"try": 1}
+        )
+        claimed = await tasks.claim(conn, task["id"], "a", lease_seconds=LEASE)
+    assert claimed is not None
+    read = await tasks.read_grouped(db, task["id"])
+    assert isinstance(read, dict)
+    text = read.pop(tasks.PAYLOAD_TEXT)
+    assert read == claimed
+    # The owner changes the payload (same step, same claim) after the read.
+    async with db.writer() as conn:
+        await tasks.update(conn, task["id"], "a", {"payload": {"try": 2}}, attempt=1)
+    kwargs: dict[str, Any] = {"step": "spawn", "attempt": 1, "owner": "a"}
+    stale = await tasks.record_outcome_grouped(
+        db, task["id"], payload_text=text, payload={"try": 1, "outcome": {}}, **kwargs
+    )
+    assert stale is None
+    async with db.reader() as conn:
+        assert (await tasks.get(conn, task["id"]))["payload"] == {"try": 2}
+    fresh = await tasks.read_grouped(db, task["id"])
+    assert isinstance(fresh, dict)
+    new = await tasks.record_outcome_grouped(
+        db,
+        task["id"],
+        payload_text=fresh[tasks.PAYLOAD_TEXT],
+        payload={"try": 2, "outcome": {"ok": True}},
+        new_owner="b",
+        lease_seconds=LEASE,
+        **kwargs,
+    )
+    assert isinstance(new, dict)
+    assert (new["owner"], new["attempt"], new["payload"]) == (
+        "b",
+        2,
+        {"try": 2, "outcome": {"ok": True}},
+    )
+    async with db.reader() as conn:
+        assert await tasks.get(conn, task["id"]) == new
+    assert await tasks.read_grouped(db, 999999) is None
+
+
+# --- scheduler claims ----------------------------------------------------------------
+
+
+async def test_claims_grouped_or_not_give_the_same_answers(db: Database) -> None:
+    async with db.writer() as conn:
+        node = await make_node(conn, vcpus=2, memory_mb=1024, local_gb=10)
+        other = await make_node(conn, vcpus=2, memory_mb=1024, local_gb=10)
+    amounts = claims.Amounts(vcpus=1, memory_mb=512, disk_gb=1)
+    first = await claims.claim(db, node["id"], "c1", amounts)
+    assert first.result.outcome is ClaimOutcome.CLAIMED and first.node_id == node["id"]
+    async with db.reader() as conn:
+        after = await compute_nodes.get_by_id(conn, node["id"])
+    assert first.result.generation == after["generation"]
+    assert (after["vcpus_used"], after["memory_mb_used"], after["local_gb_used"]) == (1, 512, 1)
+    # A retry, even asking for another node, reports the claim held.
+    again = await claims.claim(db, other["id"], "c1", amounts)
+    assert again.result.outcome is ClaimOutcome.ALREADY_CLAIMED and again.node_id == node["id"]
+    assert (await claims.claim(db, node["id"], "c2", amounts)).result.ok
+    full = await claims.claim(db, node["id"], "c3", amounts)
+    assert full.result.outcome is ClaimOutcome.NO_CAPACITY
+    gone = await claims.claim(db, 999999, "c4", amounts)
+    assert gone.result.outcome is ClaimOutcome.NOT_FOUND
+    async with db.reader() as conn:
+        final = await compute_nodes.get_by_id(conn, node["id"])
+        held = await compute_nodes.allocations_get_by_node(conn, node["id"])
+    assert final["vcpus_used"] == 2
+    assert sorted(a["consumer_uuid"] for a in held) == ["c1", "c2"]
+
+
+async def test_concurrent_claims_never_overcommit(db: Database) -> None:
+    async with db.writer() as conn:
+        node = await make_node(conn, vcpus=3, memory_mb=4096, local_gb=10)
+    amounts = claims.Amounts(vcpus=1, memory_mb=256, disk_gb=1)
+    results = await asyncio.gather(
+        *(claims.claim(db, node["id"], f"c{i}", amounts) for i in range(8))
+    )
+    assert sum(r.result.outcome is ClaimOutcome.CLAIMED for r in results) == 3
+    async with db.reader() as conn:
+        assert (await compute_nodes.get_by_id(conn, node["id"]))["vcpus_used"] == 3
