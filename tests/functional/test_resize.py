@@ -191,6 +191,26 @@ async def test_cold_migrate_then_confirm(moves: Moves, ctxt: RequestContext):
     ]
 
 
+async def test_deleting_a_resized_instance_leaves_nothing_behind(
+    moves: Moves, ctxt: RequestContext
+):
+    """Regression: the delete released only the instance's claims, so the
+    migration's claim on the source (and the guest kept there) leaked."""
+    before = await moves.boot(ctxt)
+    uuid, source = before["uuid"], before["host"]
+    await moves.api.resize_server(ctxt, uuid, "medium")
+    row = await moves.settle(uuid)
+    assert row["vm_state"] == "resized"
+    drivers = moves.drivers()
+    assert uuid in drivers[source].kept
+    await moves.api.delete_server(ctxt, uuid)
+    row = await moves.settle(uuid)
+    assert row["vm_state"] == "deleted"
+    assert await moves.claims() == {}
+    assert all(uuid not in d.kept and uuid not in d.instances for d in drivers.values())
+    assert await check_node_usage(moves.db) == []
+
+
 async def test_resize_holds_the_new_flavor_on_the_destination_until_confirmed(
     moves: Moves, ctxt: RequestContext
 ):

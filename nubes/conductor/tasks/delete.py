@@ -6,9 +6,15 @@ Steps (see ``docs/tasks.md``):
     With no host (never scheduled, or a build that failed), go straight to
     ``release``. Otherwise commit the try (host, until when), send
     ``terminate_instance`` carrying task id, step and try, and wait for the
-    host's report. A failure, or no report in time, ends the task FAILED
+    host's report. On success, a resized instance (its resize awaiting a
+    confirm) goes to ``confirm_source``, anything else to ``release``. A
+    failure, or no report in time, ends the task FAILED
     with the instance in ERROR and a fault: its resources stay claimed,
     since the host may still run it; the user may delete again.
+``confirm_source``
+    As Nova, deleting a resized instance confirms its resize: the source
+    (``confirm_migration``) drops the guest it kept for a revert. A failure
+    is recorded as a failed event and the delete goes on.
 ``release``
     Give back every claim the instance and its migrations hold
     (``SchedulerAPI.release``, idempotent) and soft-delete the instance
@@ -19,6 +25,8 @@ Steps (see ``docs/tasks.md``):
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,18 +39,23 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.moves import answer, ask, load_migration, migration_object
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.objects.states import TaskState, VMState
+from nubes.objects.states import MigrationStatus, TaskState, VMState
 
 
 class DeleteTask(Task):
     kind = TaskKind.DELETE
 
     def step_defs(self) -> list[StepDef]:
-        return [StepDef(Step.TERMINATE, self.terminate), StepDef(Step.RELEASE, self.release)]
+        return [
+            StepDef(Step.TERMINATE, self.terminate),
+            StepDef(Step.CONFIRM_SOURCE, self.confirm_source),
+            StepDef(Step.RELEASE, self.release),
+        ]
 
     async def terminate(self, run: Run) -> str | None:
         if not run.payload.get("await"):
@@ -81,9 +94,62 @@ class DeleteTask(Task):
         if outcome is None:
             return run.step
         if outcome["ok"]:
-            return await run.commit(Step.RELEASE)
+            return await self.after_terminate(run)
         await self.fail(run, f"Deleting on {outcome['host']} failed: {outcome['error']}")
         return None
+
+    async def after_terminate(self, run: Run) -> str:
+        """``confirm_source`` when a resize awaits its confirm, else ``release``."""
+        assert run.instance_uuid is not None
+        async with self.engine.db.reader() as conn:
+            moves = await migrations_api.list_by_instance(
+                conn, run.instance_uuid, statuses=[MigrationStatus.FINISHED]
+            )
+        if not moves:
+            return await run.commit(Step.RELEASE)
+        mig = moves[-1]
+        payload = {**run.payload, "migration_id": mig["id"]}
+        return await ask(
+            run,
+            Step.CONFIRM_SOURCE,
+            mig["source_compute"],
+            node=mig["source_node"],
+            payload=payload,
+        )
+
+    async def confirm_source(self, run: Run) -> str | None:
+        """The source of a resize awaiting its confirm drops the guest it kept for a revert.
+
+        As Nova, deleting a resized instance confirms the resize first. If
+        the source cannot, the delete goes on (its claim is released below)
+        and the failure is recorded: the source may keep leftovers.
+        """
+
+        async def send(awaited: dict[str, Any]) -> None:
+            row = await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            await self.engine.compute.confirm_migration(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                Step.CONFIRM_SOURCE.value,
+                awaited["attempt"],
+                migration=migration_object(await load_migration(run)),
+            )
+
+        outcome = await answer(run, send)
+        if outcome is None:
+            return run.step
+        if outcome["ok"]:
+            return await run.commit(Step.RELEASE)
+        why = f"{outcome['host']} could not remove the resize's source guest: {outcome['error']}"
+
+        async def record(conn: AsyncConnection) -> None:
+            await run.event(conn, "compute_confirm_resize", ok=False, details=why)
+
+        return await run.commit(Step.RELEASE, writes=record)
 
     async def release(self, run: Run) -> None:
         if run.instance_uuid is not None:

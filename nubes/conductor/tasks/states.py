@@ -88,7 +88,8 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.SPAWN: frozenset({Step.SPAWN, END}),
     },
     TaskKind.DELETE: {
-        Step.TERMINATE: frozenset({Step.TERMINATE, Step.RELEASE, END}),
+        Step.TERMINATE: frozenset({Step.TERMINATE, Step.CONFIRM_SOURCE, Step.RELEASE, END}),
+        Step.CONFIRM_SOURCE: frozenset({Step.CONFIRM_SOURCE, Step.RELEASE}),
         Step.RELEASE: frozenset({END}),
     },
     TaskKind.STOP: {Step.POWER: frozenset({Step.POWER, END})},
