@@ -43,10 +43,13 @@ if TYPE_CHECKING:
     from nubes.compute.virt.fake import FakeDriver
 
 #: vm_states an instance may rest in with no task.
-STABLE_VM_STATES = frozenset({VMState.ACTIVE, VMState.STOPPED, VMState.ERROR, VMState.RESIZED})
+STABLE_VM_STATES = frozenset(
+    {VMState.ACTIVE, VMState.STOPPED, VMState.PAUSED, VMState.ERROR, VMState.RESIZED}
+)
 #: The guest's power each stable vm_state means (ERROR: anything).
 _POWER = {
     VMState.ACTIVE: PowerState.RUNNING,
+    VMState.PAUSED: PowerState.PAUSED,
     VMState.STOPPED: PowerState.SHUTDOWN,
     VMState.RESIZED: None,
 }

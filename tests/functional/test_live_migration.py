@@ -539,6 +539,7 @@ async def test_a_paused_instance_moves_paused(cloud: AllInOne) -> None:
     assert (await _migration(cloud, migration_id))["status"] == "completed"
     assert drivers[row["host"]].instances[uuid].state == PowerState.PAUSED
     assert uuid not in drivers[source["host"]].instances
+    assert await check_consistent(cloud.db, uuid, drivers=drivers) == []
     assert await check_node_usage(cloud.db) == []
 
 
