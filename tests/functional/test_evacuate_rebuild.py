@@ -539,3 +539,70 @@ async def _check_rolled_back(
     # Its guest is the one on the (down) source, and only there.
     assert kept.instances[uuid].state == PowerState.RUNNING
     await consistent(cloud, uuid, **{source: kept})
+
+
+# -- each driver call failing once --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "stopped"),
+    [("destroy", False), ("spawn", False), ("power_off", True)],
+)
+async def test_each_rebuild_driver_call_failing_once_ends_consistent(
+    cloud: AllInOne, ctxt: RequestContext, call: str, stopped: bool
+):
+    """Whichever driver call of a rebuild fails, the instance ends in ERROR with a
+    fault on its host, claims unchanged, no task left (Nova's rebuild failure)."""
+    row = await boot(cloud, ctxt)
+    uuid, host = row["uuid"], row["host"]
+    if stopped:
+        await cloud.api.stop_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+    FAULTS.fail_next[call] = 1
+    await rebuild(cloud, ctxt, uuid, NEW_IMAGE)
+    await cloud.wait_tasks([uuid])
+
+    after = await instance(cloud, uuid)
+    assert (after["vm_state"], after["task_state"], after["host"]) == ("error", None, host)
+    assert FAULTS.fail_next[call] == 0, f"{call} was never called"
+    assert any("injected" in m for m in await faults(cloud, uuid))
+    assert (await last_task(cloud, uuid))["status"] == TaskStatus.FAILED
+    assert list(await claims(cloud)) == [uuid]
+    assert await check_consistent(cloud.db, uuid) == []
+    assert await check_node_usage(cloud.db) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "stopped"),
+    [("spawn", False), ("power_off", True), ("destroy", False)],
+)
+async def test_each_evacuate_driver_call_failing_once_ends_consistent(
+    cloud: AllInOne, ctxt: RequestContext, call: str, stopped: bool
+):
+    """A failing spawn or power-off on the destination rolls the evacuation back;
+    a destroy failing once in that rollback is tried again. Either way the
+    instance ends consistent: back on its source (or on the destination when the
+    evacuation went through), claims only where it is."""
+    row = await boot(cloud, ctxt)
+    uuid, source = row["uuid"], row["host"]
+    if stopped:
+        await cloud.api.stop_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+    kept = await take_down(cloud, source)
+    if call == "destroy":
+        # The rollback's destroy fails once after the spawn failed once.
+        FAULTS.fail_next.update({"spawn": 1, "destroy": 1})
+    else:
+        FAULTS.fail_next[call] = 1
+    mid = await evacuate(cloud, ctxt, uuid)
+    await cloud.wait_tasks([uuid])
+
+    assert FAULTS.fail_next[call] == 0, f"{call} was never called"
+    after = await instance(cloud, uuid)
+    mig = await migration(cloud, mid)
+    assert after["task_state"] is None
+    assert mig["status"] == "failed", mig
+    assert after["host"] == source
+    assert any("injected" in m for m in await faults(cloud, uuid))
+    assert uuid not in driver(cloud, mig["dest_compute"]).instances
+    await consistent(cloud, uuid, **{source: kept})
