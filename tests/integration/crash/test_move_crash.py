@@ -13,8 +13,11 @@ check_consistent``: one host, claims matching, migration final, no task
 left) — and, since nothing but the conductor failed, completed.
 
 Compute kills: while a move's task awaits a host's report of a step that
-takes a while, that host's process is killed with SIGKILL and started again.
-The operation must end consistent, completed or rolled back.
+takes a while, the source's or the destination's process is killed with
+SIGKILL and started again. And at every step a host is asked to do, the
+conductor dies just after sending it and the host that was sent it is
+killed and restarted too. The operation must end consistent, completed or
+rolled back.
 
 The terminal summary counts kill points tried and how many ended consistent.
 """
@@ -317,4 +320,47 @@ async def test_compute_killed_mid_step(process_cloud: CloudFactory) -> None:
         RESULTS[label] = "consistent" if not problems else "; ".join(problems)
         if problems:
             failed.append(f"{label}: {problems}")
+    assert not failed, "\n".join(failed) + "\n" + cloud.describe()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(OPERATIONS))
+async def test_conductor_and_stepping_compute_killed_at_each_host_step(
+    process_cloud: CloudFactory, name: str
+) -> None:
+    """At each step a host is asked to do: the conductor dies just after sending it,
+    and the host that was sent it is killed with SIGKILL and started again (it may
+    have done the work, or part of it, or nothing). A new conductor carries on."""
+    op = OPERATIONS[name]
+    cloud, services = await _cloud(process_cloud)
+    failed: list[str] = []
+    for number, point in enumerate(p for p in op.points if ":sent:" in p):
+        label = f"{point} (conductor and that host killed)"
+        RESULTS[label] = "did not finish"
+        if services.conductor is None:
+            services.conductor = await cloud.start_conductor("a")
+            await cloud.wait_serving([services.conductor])
+        before = await moves.one_server(cloud, f"{name}-host-{number}")
+        if op.prepare is not None:
+            await op.prepare(cloud, before, services)
+        await services.conductor.kill()
+        doomed = await cloud.start_conductor("b", crash_at=point)
+        await cloud.wait_serving([doomed])
+        await moves.ask(cloud, op.request, before["uuid"])
+        code = await doomed.wait_exit(timeout=60)
+        assert code == 137, f"{point}: the conductor exited with {code}:\n{doomed.tail()}"
+        (task,) = [t for t in await moves.task_rows(cloud, before["uuid"]) if t["kind"] == name]
+        host = task["payload"]["await"]["host"]
+        await services.computes[host].kill()
+        services.computes[host] = await cloud.start_compute(host)
+        services.conductor = await cloud.start_conductor("a")
+        await cloud.wait_serving([services.computes[host], services.conductor])
+        await moves.settled(cloud, before["uuid"], timeout=90)
+        problems = await moves.problems(cloud, before["uuid"])
+        if op.prepare is _source_down:
+            problems += await _source_back(cloud, before, services)
+            problems += await moves.problems(cloud, before["uuid"])
+        RESULTS[label] = "consistent" if not problems else "; ".join(problems)
+        if problems:
+            failed.append(f"{point}: {problems}")
     assert not failed, "\n".join(failed) + "\n" + cloud.describe()
