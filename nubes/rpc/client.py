@@ -91,6 +91,14 @@ class RPCClient:
         )
         return clone
 
+    def set_version_cap(self, version_cap: str | None) -> None:
+        """Change the cap (``[upgrade_levels] auto`` follows the services running).
+
+        Clients already made with :meth:`prepare` keep the cap they had.
+        """
+        self._cap = message.parse_version(version_cap) if version_cap else None
+        self.version_cap = version_cap
+
     def can_send_version(self, version: str) -> bool:
         if self._cap is None:
             return True

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -186,3 +186,12 @@ async def get_all_with_last_seen(conn: AsyncConnection, *, binary: str | None = 
     if binary is not None:
         stmt = stmt.where(services.c.binary == binary)
     return await fetch_all(conn, stmt.order_by(services.c.id))
+
+
+async def minimum_version(conn: AsyncConnection, binary: str) -> int | None:
+    """The lowest code version among the (not deleted) services of ``binary``."""
+    stmt = select(func.min(services.c.version)).where(
+        services.c.binary == binary, services.c.deleted == 0
+    )
+    value = (await conn.execute(stmt)).scalar()
+    return None if value is None else int(value)

@@ -1,0 +1,93 @@
+"""Rolling upgrades: with ``[upgrade_levels] compute = auto`` an old compute host caps the moves.
+
+A compute host still running service version 1 serves compute RPC 1.0 and
+knows no move steps. Conductors derive their cap from the oldest compute
+host registered; a move is then refused at its first host step with a fault
+naming the cap — nothing is sent that an old host would drop — and the
+instance stays where it was. Once that host runs new code, moves work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from nubes.api.moves import MovesAPI
+from nubes.conductor.rpcapi import ConductorAPI
+from nubes.conductor.tasks import caps
+from nubes.context import RequestContext
+from nubes.db.api import flavors
+from nubes.db.models import instance_faults, services
+from nubes.testing.allinone import AllInOne
+from nubes.testing.moves import check_consistent
+
+pytestmark = pytest.mark.timeout(120)
+
+IMAGE = {"id": "img-1", "properties": {}}
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[AllInOne]:
+    c = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'caps.sqlite'}",
+        hosts=3,
+        overrides={"upgrade_levels": {"compute": "auto"}},
+    )
+    async with c.db.writer() as conn:
+        await flavors.create(
+            conn, {"flavorid": "small", "name": "small", "vcpus": 1, "memory_mb": 512, "root_gb": 1}
+        )
+    yield c
+    await c.stop()
+
+
+async def _set_compute_versions(cloud: AllInOne, version: int, host: str | None = None) -> None:
+    stmt = update(services).where(services.c.binary == "compute").values(version=version)
+    if host is not None:
+        stmt = stmt.where(services.c.host == host)
+    async with cloud.db.writer() as conn:
+        await conn.execute(stmt)
+    for engine in cloud.engines:
+        await caps.refresh(engine)
+
+
+async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInOne) -> None:
+    ctxt = RequestContext(user_id="u1", project_id="p1", roles=["admin"])
+    (inst,) = await cloud.api.create_servers(ctxt, name="vm", flavor="small", image=IMAGE)
+    await cloud.wait_tasks([inst.uuid])
+    (before,) = await cloud.instances([inst.uuid])
+    engine = cloud.engines[0]
+    # Started before any compute host registered: nothing old to cap for.
+    assert engine.compute.client.version_cap is None
+    await caps.refresh(engine)
+    assert engine.compute.client.version_cap == "1.1"
+
+    await _set_compute_versions(cloud, 1, host=sorted(cloud.computes)[0])
+    assert engine.compute.client.version_cap == "1.0"
+    moves = MovesAPI(cloud.db, ConductorAPI(cloud.api_transport), conf=cloud.conf)
+    await moves.live_migrate_server(ctxt, inst.uuid)
+    await cloud.wait_tasks([inst.uuid])
+    (row,) = await cloud.instances([inst.uuid])
+    assert (row["vm_state"], row["task_state"], row["host"]) == ("active", None, before["host"])
+    async with cloud.db.reader() as conn:
+        messages = [
+            r.message
+            for r in await conn.execute(
+                instance_faults.select().where(instance_faults.c.instance_uuid == inst.uuid)
+            )
+        ]
+    assert any("RPC version 1.1" in m for m in messages), messages
+    assert await check_consistent(cloud.db, inst.uuid) == []
+
+    # The old host is upgraded: the cap lifts and the same move goes through.
+    await _set_compute_versions(cloud, 2)
+    assert engine.compute.client.version_cap == "1.1"
+    await moves.live_migrate_server(ctxt, inst.uuid)
+    await cloud.wait_tasks([inst.uuid])
+    (row,) = await cloud.instances([inst.uuid])
+    assert (row["vm_state"], row["task_state"]) == ("active", None)
+    assert row["host"] != before["host"]
+    assert await check_consistent(cloud.db, inst.uuid) == []
