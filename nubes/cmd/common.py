@@ -29,6 +29,9 @@ def setup_logging(debug: bool) -> None:
 
 def run(coro: Coroutine[Any, Any, int | None]) -> int:
     """Run ``coro`` on uvloop when it is installed, else on asyncio's loop."""
+    from nubes.service import tune_gc
+
+    tune_gc()
     try:
         import uvloop
 

@@ -27,7 +27,9 @@ copies memory, the source saves the instance's ``progress`` and the
 migration's ``memory_*`` counters (both through the conductor, which
 allows them to the migration's source only), at most every
 :data:`PROGRESS_SAVE_INTERVAL` seconds so a fast migration does not flood
-the conductor.
+the conductor. The first save comes that long after the copy began: a copy
+over sooner saves nothing (its end records 100 % anyway, in the conductor's
+commit of the move).
 
 ``live_migration_abort`` and ``live_migration_force_complete`` are not
 steps: they act on the ``live_migration`` step running here for that
@@ -83,6 +85,7 @@ class LiveJob:
     delivered: bool = False
     #: Whether the driver's ``live_migration`` has been called.
     in_driver: bool = False
+    #: When progress was last saved (at first: when the copy began).
     saved_at: float = 0.0
     saved_percent: int = -1
 
@@ -345,6 +348,7 @@ class LiveMigrationSteps:
             # comes either before (seen above) or after (delivered to the driver).
             # A force-complete asked already reaches the driver at its first tick.
             job.in_driver = True
+            job.saved_at = time.monotonic()
             await self.driver.live_migration(ctxt, instance, dest_host, migrate_data, progress)
         except LiveMigrationAborted as exc:
             await record.fail(exc)
@@ -373,9 +377,7 @@ class LiveMigrationSteps:
                     job.delivered = True
                     LOG.warning("Could not hand %s to the driver: %s", job.requested, exc)
             now = time.monotonic()
-            if job.saved_percent >= 0 and (
-                percent == job.saved_percent or now - job.saved_at < PROGRESS_SAVE_INTERVAL
-            ):
+            if percent == job.saved_percent or now - job.saved_at < PROGRESS_SAVE_INTERVAL:
                 return
             job.saved_at, job.saved_percent = now, percent
             await self._save_progress(ctxt, instance, migration, percent)

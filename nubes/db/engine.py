@@ -252,14 +252,10 @@ def create_engine(
     if backend == "sqlite":
         memory = is_sqlite_memory(parsed)
         single = memory or role == "writer"
-        # Readers keep every connection they open: an overflow connection
-        # closed on return costs a thread, a file open, the pragmas and a
-        # cold page and schema cache to make again, and under load the pool
-        # would open and close them continually. Same ceiling either way.
         kwargs.update(
             poolclass=AsyncAdaptedQueuePool,
-            pool_size=1 if single else options.max_pool_size + options.max_overflow,
-            max_overflow=0,
+            pool_size=1 if single else options.max_pool_size,
+            max_overflow=0 if single else options.max_overflow,
             pool_timeout=options.pool_timeout,
             # A memory database dies with its connection; never recycle it.
             pool_recycle=-1,

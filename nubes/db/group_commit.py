@@ -25,6 +25,19 @@ retries deadlocks. A write whose commit fails on a server is reported as a
 :class:`~nubes.exception.DBConnectionError` (its outcome is unknown), as the
 ordinary path would.
 
+**Units** (:meth:`GroupCommitter.execute_unit`, SQLite only for now) carry
+several statements that must commit together or not at all: a task's step
+with what the step wrote (the instance placed, an event), a scheduler claim
+(the node's usage and the allocation row), a compute host's event. Each unit
+runs in a savepoint of the batch's transaction; a *required* statement that
+matches nothing rolls the unit back to it and ends it (its outcome is False)
+without touching the rest of the batch. A statement may also return rows
+(RETURNING, or a plain SELECT: a read inside the batch's transaction). The
+units in use only take the common outcome this way; a caller told False or
+None runs its writes again the ordinary way, which both finds out why and
+says so with the ordinary errors. Elsewhere units are not run (None at
+once) and callers take their ordinary path directly.
+
 A caller that is inside a ``Database.writer()`` or ``reader()`` block must
 not come here: its block holds a connection (on SQLite, possibly the only
 one) and its writes belong to its own transaction.

@@ -37,7 +37,7 @@ from nubes.db.object_backend import DBObjectBackend
 from nubes.objects import backend
 from nubes.rpc.transport import Transport, get_transport
 from nubes.scheduler.manager import SchedulerManager
-from nubes.service import Service, service_identity
+from nubes.service import Service, service_identity, tune_gc
 
 #: Options the harness sets unless told otherwise: quick to react, quiet.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -84,6 +84,7 @@ class AllInOne:
         sync: bool = True,
         ready_timeout: float = 30.0,
     ) -> AllInOne:
+        tune_gc()  # as every service process does (nubes.cmd)
         conf = make_conf(overrides)
         bus = f"memory:///aio-{uuid.uuid4().hex[:8]}"
         conf.set_override("transport_url", bus)

@@ -677,6 +677,55 @@ async def test_abort_while_the_destination_prepares(cloud: AllInOne) -> None:
     assert any(e[0] == "compute_rollback_live_migration_at_destination" for e in events), events
 
 
+async def _abort_while_held(cloud: AllInOne, call: str) -> tuple[dict[str, Any], int]:
+    """Live-migrate, and abort it while driver ``call`` runs (held until the abort is in)."""
+    source = await _boot(cloud)
+    gate = asyncio.Event()
+    reached = asyncio.Event()
+    for driver in _drivers(cloud).values():
+        real = getattr(driver, call)
+
+        async def held(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            reached.set()
+            await gate.wait()
+            return await _real(*args, **kwargs)
+
+        setattr(driver, call, held)
+    migration_id = await live_migrate(cloud, source["uuid"])
+    await asyncio.wait_for(reached.wait(), 20)
+    await abort(cloud, source["uuid"], migration_id)
+    gate.set()
+    await _assert_rolled_back(
+        cloud,
+        source,
+        migration_id,
+        status="cancelled",
+        task_status=TaskStatus.CANCELLED,
+        fault="was cancelled",
+    )
+    return source, migration_id
+
+
+async def test_abort_during_the_destination_check_stops_before_the_source_check(
+    cloud: AllInOne,
+) -> None:
+    source, _ = await _abort_while_held(cloud, "check_can_live_migrate_destination")
+    names = [e[0] for e in await _events(cloud, source["uuid"])]
+    assert "compute_check_can_live_migrate_destination" in names
+    # Nothing was prepared: no host is asked anything more.
+    assert not [n for n in names if "source" in n or "pre_live" in n or "rollback" in n], names
+
+
+async def test_abort_during_the_source_check_undoes_at_the_destination(cloud: AllInOne) -> None:
+    source, _ = await _abort_while_held(cloud, "check_can_live_migrate_source")
+    names = [e[0] for e in await _events(cloud, source["uuid"])]
+    assert "compute_check_can_live_migrate_source" in names
+    # pre_live finds it cancelling when it starts: it is not asked, but the
+    # destination is told to undo whatever it may hold.
+    assert "compute_pre_live_migration" not in names, names
+    assert "compute_rollback_live_migration_at_destination" in names, names
+
+
 async def test_force_complete_finishes_it_now(cloud: AllInOne) -> None:
     FAULTS.migration_delay = 60.0
     source = await _boot(cloud)

@@ -312,7 +312,19 @@ class Run:
             return outcome
         until = float(awaited["until"])
         if time.time() < until and not self.past_deadline():
-            await send()
+            try:
+                await send()
+            except exception.UnsupportedVersion as exc:
+                # The host's RPC API is capped below what this step needs
+                # ([upgrade_levels], an old host running): it cannot do it,
+                # now or on a retry. That is its failure, reported at once.
+                return {
+                    "step": awaited["step"],
+                    "attempt": awaited["attempt"],
+                    "host": awaited["host"],
+                    "ok": False,
+                    "error": f"{awaited['host']} cannot be asked to {awaited['step']}: {exc}",
+                }
             crash_point(f"{self.kind}:sent:{self.step}")
             row = await self.engine.wait_report(self, until)
             if row is not None:

@@ -38,6 +38,7 @@ from nubes.conductor.tasks.migrate import (
     MoveTask,
     finish_action,
     flavor_values,
+    move_migration,
     power_state,
     record_event,
     record_fault,
@@ -49,9 +50,7 @@ from nubes.conductor.tasks.moves import (
     ask,
     claims_back_to_source,
     drop_source_claim,
-    load_migration,
     migration_object,
-    set_migration,
 )
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
@@ -111,7 +110,7 @@ class ConfirmResizeTask(_SettleTask):
             )
 
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.confirm_migration(
                 run.ctxt,
                 awaited["host"],
@@ -119,7 +118,7 @@ class ConfirmResizeTask(_SettleTask):
                 run.id,
                 Step.CONFIRM_SOURCE.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
@@ -158,7 +157,7 @@ class ConfirmResizeTask(_SettleTask):
         writes = chain(
             before,
             drop_source_claim(payload["migration_uuid"]) if payload.get("migration_uuid") else None,
-            set_migration(run, {"status": status}, only_from=[_M.CONFIRMING])
+            move_migration(run, {"status": status}, only_from=[_M.CONFIRMING])
             if ok
             else set_migration_if_any(run, {"status": status}),
             set_instance_if_ours(run, values, self.task_states),
@@ -209,7 +208,7 @@ class RevertResizeTask(_SettleTask):
             )
 
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
                 awaited["host"],
@@ -217,7 +216,7 @@ class RevertResizeTask(_SettleTask):
                 run.id,
                 Step.REVERT_DEST.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
@@ -256,7 +255,7 @@ class RevertResizeTask(_SettleTask):
 
     async def revert_source(self, run: Run) -> str | None:
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.finish_revert_migration(
                 run.ctxt,
                 awaited["host"],
@@ -264,7 +263,7 @@ class RevertResizeTask(_SettleTask):
                 run.id,
                 Step.REVERT_SOURCE.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
                 power_on=run.payload["power_on"],
             )
 
@@ -290,7 +289,7 @@ class RevertResizeTask(_SettleTask):
             "new_flavor": None,
         }
         writes = chain(
-            set_migration(run, {"status": _M.REVERTED}, only_from=[_M.REVERTING]),
+            move_migration(run, {"status": _M.REVERTED}, only_from=[_M.REVERTING]),
             set_instance(run, values, expected_task_state=self.task_states),
             record_event(run, "compute_finish_revert_resize", host=outcome["host"]),
             finish_action(run, ok=True),

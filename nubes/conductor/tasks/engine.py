@@ -7,7 +7,17 @@
   tasks: new ones created through another conductor, and ones whose lease
   ran out because their conductor died. That look is also the deadline
   sweep: a task past its deadline whose owner is gone is claimed like any
-  other, and the first thing a run checks is the deadline.
+  other, and the first thing a run checks is the deadline. When claimable
+  tasks were left waiting because ``[conductor] task_concurrency`` was
+  reached, the loop looks again as soon as an eighth of the slots (at most
+  a claim batch) are free, not at its next poll. The claim also reads, in
+  the same transaction, the instances of tasks whose first step starts by
+  reading it (``Task.prefetch_instance_at``).
+- **Commits.** A step's end and what it wrote commit as one unit through
+  the database's group committer when the writes allow it (``UnitWrites``,
+  SQLite): many tasks' commits then share one transaction, each still all
+  or nothing and conditioned on its lease; otherwise in a transaction of
+  their own. Either way the commit is done before the next step starts.
 - **Leases.** Every task this process holds, working or waiting for a
   compute host, has its lease renewed every third of
   ``task_lease_seconds`` in one transaction. A renewal that finds the lease
@@ -32,6 +42,7 @@ from oslo_config import cfg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.conductor.tasks import caps
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Task
 from nubes.conductor.tasks.build import BuildTask
 from nubes.conductor.tasks.confirm_revert import ConfirmResizeTask, RevertResizeTask
@@ -139,9 +150,11 @@ class TaskEngine:
 
     async def start(self) -> None:
         self._stopping = False
+        await caps.refresh(self)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
             asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
+            asyncio.create_task(caps.follow(self), name="nubes-rpc-caps"),
         ]
         if self.conf.resize_confirm_window > 0:
             from nubes.conductor.tasks import autoconfirm

@@ -48,6 +48,17 @@ the source to stop it, and its step reports ``details["aborted"]``.
 is the drivers' knowledge, not the conductor's, so the destination is asked
 for a plain live migration and a driver that finds its disks must move says
 so in the ``migrate_data`` it returns.
+
+What a run reads, it keeps (``Run.cache``): the instance row (read with
+the claim, or once), the migration row and the build's request, updated
+with what the run's own commits write to them, so a step does not read
+back what the step before it just wrote. A resumed run starts without them
+and reads them again. The ``cancelling`` check a step makes when it starts
+is made in the transaction of the commit that starts it (that commit reads
+the migration's status — in a grouped commit, a required read that fails on
+``cancelling`` and sends the commit the ordinary way, which reads it); the
+step then uses what that commit saw. The commit that asks for the memory
+copy does not happen at all if the migration is ``cancelling`` by then.
 """
 
 from __future__ import annotations
@@ -57,20 +68,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, StepDef, Task, UnitWrites, Writes
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
-from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Database
+from nubes.db.group_commit import UnitStatement
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -97,6 +110,21 @@ _OPEN = (_M.ACCEPTED, _M.PREPARING, _M.RUNNING, _M.CANCELLING)
 #: ConductorAPI requests relayed to the source of a running migration.
 ABORT = "live_migration_abort"
 FORCE_COMPLETE = "live_migration_force_complete"
+_LIVE = MigrationType.LIVE_MIGRATION.value
+
+# Run.cache keys (see the module docstring).
+#: The instance row as this run last knew it.
+_INSTANCE = "live_migrate.instance"
+#: The migration row as this run last knew it.
+_MIGRATION = "live_migrate.migration"
+#: The instance's build request (image properties, hints, group).
+_ORIGINAL = "live_migrate.original"
+#: (step, cancelling): the migration's status as the commit that started ``step`` saw it.
+_SEEN = "live_migrate.cancelling"
+
+
+class _Cancelled(Exception):
+    """The migration is ``cancelling``: the commit that would ask for the copy is not made."""
 
 
 def _failed(what: str, outcome: dict[str, Any]) -> str:
@@ -146,6 +174,9 @@ def destination_spec(
 
 class LiveMigrateTask(Task):
     kind = TaskKind.LIVE_MIGRATE
+    # Every step starts from the instance (the scheduler's question, or the
+    # object a host is sent): a claim reads it along.
+    prefetch_instance_at = frozenset(STEPS[TaskKind.LIVE_MIGRATE])
 
     def step_defs(self) -> list[StepDef]:
         # Rollbacks are steps of their own (rollback_dest), not StepDef.rollback.
@@ -163,12 +194,13 @@ class LiveMigrateTask(Task):
     # -- schedule ----------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        row = await load_instance(run)
+        first = "source" not in run.payload
+        row = await self._fetch(run, migration=first, original=True)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
-        migration = await moves.load_migration(run)
-        if "source" not in run.payload:
+        if first:
+            migration = run.cache[_MIGRATION]
             if not row["host"] or row["task_state"] != TaskState.MIGRATING:
                 self._record_basics(run, row, migration)
                 await self._give_up(
@@ -178,19 +210,23 @@ class LiveMigrateTask(Task):
                 )
                 return None
             payload = self._record_basics(run, row, migration)
+            source = {"source_compute": row["host"], "source_node": row["node"]}
             writes = chain(
                 moves.hand_source_claim_to_migration(row["uuid"], migration["uuid"]),
-                moves.set_migration(
-                    run, {"source_compute": row["host"], "source_node": row["node"]}
-                ),
+                moves.set_migration(run, source, migration_type=_LIVE),
             )
-            return await run.commit(Step.SCHEDULE, payload=payload, writes=writes)
-        if migration["status"] == _M.CANCELLING:
+            return await self._commit_watching(
+                run,
+                Step.SCHEDULE,
+                lambda w: run.commit(Step.SCHEDULE, payload=payload, writes=w),
+                writes,
+                source,
+            )
+        if await self._cancelling(run):
             await self._give_up(run, self._cancel_message(run), cancelled=True)
             return None
         source = run.payload["source"]["host"]
-        async with self.engine.db.reader() as conn:
-            original = await _original_request(conn, row["uuid"])
+        original = run.cache[_ORIGINAL]
         spec = destination_spec(row, original, source=source, host=run.payload.get("host"))
         try:
             chosen = await self.engine.scheduler.select_destinations(
@@ -208,15 +244,22 @@ class LiveMigrateTask(Task):
             # "auto": see the module docstring.
             "block": requested if isinstance(requested, bool) else False,
         }
+        dest = {"dest_compute": host, "dest_node": node}
         writes = chain(
             # The destination is named before it is asked anything: a host may
             # read and write for an instance migrating to it (authorization.md).
-            moves.set_migration(run, {"dest_compute": host, "dest_node": node}),
-            moves.set_migration(run, {"status": _M.PREPARING}, only_from=(_M.ACCEPTED,)),
+            moves.set_migration(run, dest, migration_type=_LIVE),
+            moves.set_migration(
+                run, {"status": _M.PREPARING}, only_from=(_M.ACCEPTED,), migration_type=_LIVE
+            ),
         )
         LOG.info("%r: live migrating %s from %s to %s", run, row["uuid"], source, host)
-        return await moves.ask(
-            run, Step.CHECK_DEST, host, node=node, payload=payload, writes=writes
+        return await self._commit_watching(
+            run,
+            Step.CHECK_DEST,
+            lambda w: moves.ask(run, Step.CHECK_DEST, host, node=node, payload=payload, writes=w),
+            writes,
+            {**dest, "status": _M.PREPARING},
         )
 
     @staticmethod
@@ -247,8 +290,17 @@ class LiveMigrateTask(Task):
         details = outcome.get("details") or {}
         payload = {**run.payload, "dest_check_data": details.get("dest_check_data") or {}}
         source = run.payload["source"]
-        return await moves.ask(
-            run, Step.CHECK_SOURCE, source["host"], node=source["node"], payload=payload
+        return await self._commit_watching(
+            run,
+            Step.CHECK_SOURCE,
+            lambda w: moves.ask(
+                run,
+                Step.CHECK_SOURCE,
+                source["host"],
+                node=source["node"],
+                payload=payload,
+                writes=w,
+            ),
         )
 
     async def check_source(self, run: Run) -> str | None:
@@ -272,7 +324,13 @@ class LiveMigrateTask(Task):
             "prepared": True,
         }
         dest = run.payload["dest"]
-        return await moves.ask(run, Step.PRE_LIVE, dest["host"], node=dest["node"], payload=payload)
+        return await self._commit_watching(
+            run,
+            Step.PRE_LIVE,
+            lambda w: moves.ask(
+                run, Step.PRE_LIVE, dest["host"], node=dest["node"], payload=payload, writes=w
+            ),
+        )
 
     async def pre_live(self, run: Run) -> str | None:
         if await self._cancelling(run):
@@ -283,21 +341,32 @@ class LiveMigrateTask(Task):
             return run.step
         if not outcome["ok"]:
             return await self._to_rollback(run, _failed("preparation", outcome))
-        if await self._cancelling(run):
-            # Cancelled while the destination prepared: the copy never starts.
-            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
         details = outcome.get("details") or {}
         migrate_data = details.get("migrate_data") or run.payload["migrate_data"]
         payload = {**run.payload, "migrate_data": migrate_data}
         source = run.payload["source"]
-        return await moves.ask(
-            run,
-            Step.LIVE_MIGRATE,
-            source["host"],
-            node=source["node"],
-            payload=payload,
-            writes=moves.set_migration(run, {"status": _M.RUNNING}, only_from=(_M.PREPARING,)),
-        )
+        running = {"status": _M.RUNNING}
+        before = run.payload
+        try:
+            return await self._commit_watching(
+                run,
+                Step.LIVE_MIGRATE,
+                lambda w: moves.ask(
+                    run,
+                    Step.LIVE_MIGRATE,
+                    source["host"],
+                    node=source["node"],
+                    payload=payload,
+                    writes=w,
+                ),
+                moves.set_migration(run, running, only_from=(_M.PREPARING,), migration_type=_LIVE),
+                running,
+                refuse=True,
+            )
+        except _Cancelled:
+            # Cancelled while the destination prepared: the copy never starts.
+            run.payload = before
+            return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
 
     # -- the memory copy ------------------------------------------------------------------
 
@@ -305,7 +374,7 @@ class LiveMigrateTask(Task):
         # A migration found cancelling here is still sent: the source reads
         # its status before it starts and answers "aborted" (and a copy a
         # previous owner of this task started must be stopped, not forgotten).
-        migration = moves.migration_object(await moves.load_migration(run))
+        migration = moves.migration_object(await self._migration(run))
         dest = run.payload["dest"]
         send = self._send(
             run,
@@ -327,12 +396,14 @@ class LiveMigrateTask(Task):
         power = (
             PowerState.PAUSED if run.payload["vm_state"] == VMState.PAUSED else PowerState.RUNNING
         )
-        placement = self._instance(
-            run, {"host": dest["host"], "node": dest["node"], "power_state": int(power)}
+        placed = {"host": dest["host"], "node": dest["node"], "power_state": int(power)}
+        committed = await moves.ask(
+            run, Step.POST_DEST, dest["host"], node=dest["node"], writes=self._instance(run, placed)
         )
-        return await moves.ask(
-            run, Step.POST_DEST, dest["host"], node=dest["node"], writes=placement
-        )
+        known = run.cache.get(_INSTANCE)
+        if known is not None:
+            known.update(placed)
+        return committed
 
     # -- finishing forwards ----------------------------------------------------------------
 
@@ -562,7 +633,7 @@ class LiveMigrateTask(Task):
         """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""
 
         async def send(awaited: dict[str, Any]) -> None:
-            row = await load_instance(run)
+            row = await self._fetch(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await getattr(self.engine.compute, method)(
@@ -578,7 +649,99 @@ class LiveMigrateTask(Task):
         return send
 
     async def _cancelling(self, run: Run) -> bool:
-        return bool((await moves.load_migration(run))["status"] == _M.CANCELLING)
+        """Whether the migration is ``cancelling`` as the step starts: as the commit
+        that started it saw it, if this run made that commit, else read now."""
+        seen = run.cache.pop(_SEEN, None)
+        if seen is not None and seen[0] == run.step:
+            return bool(seen[1])
+        row = await moves.load_migration(run)
+        run.cache[_MIGRATION] = row
+        return bool(row["status"] == _M.CANCELLING)
+
+    async def _commit_watching(
+        self,
+        run: Run,
+        step: str,
+        commit: Callable[[Writes], Awaitable[str]],
+        writes: Writes | None = None,
+        migration_values: dict[str, Any] | None = None,
+        *,
+        refuse: bool = False,
+    ) -> str:
+        """``commit(writes + a look at the migration's status)``, the commit that starts ``step``.
+
+        The step then knows whether the migration was ``cancelling`` at that
+        commit (:meth:`_cancelling`); with ``refuse``, a ``cancelling``
+        migration stops the commit instead (_Cancelled, nothing written).
+        ``migration_values`` are what ``writes`` set on the migration, for
+        the run's copy of it.
+        """
+        ident = moves.migration_id(run)
+
+        async def look(conn: AsyncConnection) -> None:
+            row = await migrations_api.get_by_id(conn, ident)
+            cancelling = row["status"] == _M.CANCELLING
+            if cancelling and refuse:
+                raise _Cancelled()
+            run.cache[_MIGRATION] = row
+            run.cache[_SEEN] = (step, cancelling)
+
+        def statements(dialect: Dialect) -> list[UnitStatement]:
+            # Committed only if not cancelling; else the commit runs look() above.
+            return [moves.prepared_migration_not_in(dialect, ident, _M.CANCELLING)]
+
+        run.cache.pop(_SEEN, None)
+        committed = await commit(chain(writes, UnitWrites(look, statements)))
+        if _SEEN not in run.cache:
+            # Committed as a unit: the look found it not cancelling, and every
+            # write of the unit happened as asked.
+            run.cache[_SEEN] = (step, False)
+            known = run.cache.get(_MIGRATION)
+            if known is not None and migration_values:
+                known.update(migration_values)
+        return committed
+
+    async def _fetch(
+        self, run: Run, *, migration: bool = False, original: bool = False
+    ) -> dict[str, Any] | None:
+        """The instance row as this run knows it (None once deleted).
+
+        Whatever of it, the migration and the build's request the run does
+        not have yet is read, in one transaction.
+        """
+        cache = run.cache
+        if _INSTANCE not in cache:
+            claimed = cache.pop(CLAIMED_INSTANCE, None)
+            if claimed is not None:
+                cache[_INSTANCE] = dict(claimed)
+        need = [
+            key
+            for key, wanted in ((_INSTANCE, True), (_MIGRATION, migration), (_ORIGINAL, original))
+            if wanted and key not in cache
+        ]
+        if need:
+            assert run.instance_uuid is not None
+            async with self.engine.db.reader() as conn:
+                if _INSTANCE in need:
+                    try:
+                        cache[_INSTANCE] = await instances_api.get_by_uuid(conn, run.instance_uuid)
+                    except exception.InstanceNotFound:
+                        return None
+                if _MIGRATION in need:
+                    cache[_MIGRATION] = await migrations_api.get_by_id(
+                        conn, moves.migration_id(run)
+                    )
+                if _ORIGINAL in need:
+                    cache[_ORIGINAL] = await _original_request(conn, run.instance_uuid)
+        row: dict[str, Any] = cache[_INSTANCE]
+        return row
+
+    async def _migration(self, run: Run) -> dict[str, Any]:
+        """The migration row as this run knows it."""
+        row = run.cache.get(_MIGRATION)
+        if row is None:
+            row = run.cache[_MIGRATION] = await moves.load_migration(run)
+        return dict(row)
 
     @staticmethod
     def _cancel_message(run: Run) -> str:
@@ -589,7 +752,8 @@ class LiveMigrateTask(Task):
         """Instance fields, only while it is still migrating (for a commit's transaction).
 
         Someone else moved it on (an operator's reset): the rest of the
-        commit still goes through, with a warning.
+        commit still goes through, with a warning. (In a grouped commit the
+        update is required, so that case runs this write the ordinary way.)
         """
 
         async def write(conn: AsyncConnection) -> None:
@@ -598,8 +762,17 @@ class LiveMigrateTask(Task):
                 conn, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
             ):
                 LOG.warning("%r: instance no longer migrating; %s not written", run, sorted(values))
+                run.cache.pop(_INSTANCE, None)  # read it again if needed
 
-        return write
+        def statements(dialect: Dialect) -> list[UnitStatement]:
+            assert run.instance_uuid is not None
+            return [
+                instances_api.prepared_update(
+                    dialect, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
+                )
+            ]
+
+        return UnitWrites(write, statements)
 
     async def _abort_source(self, run: Run) -> None:
         """Ask the source to stop the memory copy (best effort: a cast)."""

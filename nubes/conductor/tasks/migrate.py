@@ -50,8 +50,9 @@ from nubes.conductor.tasks import build
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
 from nubes.conductor.tasks.helpers import (
     chain,
+    event_writes,
+    finish_action_writes,
     instance_object,
-    load_instance,
     notify_error,
     set_instance,
 )
@@ -61,12 +62,14 @@ from nubes.conductor.tasks.moves import (
     claims_back_to_source,
     extend_deadline,
     hand_source_claim_to_migration,
-    load_migration,
+    migration_id,
     migration_object,
     set_migration,
 )
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import groups as groups_api
+from nubes.db.api import instances as instances_api
+from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.flavor import Flavor
@@ -95,6 +98,8 @@ MIGRATE_TASK_STATES = (
     _T.RESIZE_MIGRATED,
     _T.RESIZE_FINISH,
 )
+#: ``Run.cache`` key of the instance's original request read by ``MoveTask.load``.
+_REQUEST = "migrate.request"
 #: Statuses a migration may still leave (for ``error``).
 NOT_FINAL = tuple(s.value for s in MigrationStatus if s not in MIGRATION_FINAL)
 
@@ -120,20 +125,27 @@ def with_flavor(row: dict[str, Any], snapshot: dict[str, Any]) -> Instance:
     return instance_object({**row, **flavor_values(snapshot)})
 
 
-async def original_request(run: Run, row: dict[str, Any]) -> dict[str, Any]:
+async def original_request(
+    run: Run, row: dict[str, Any], conn: AsyncConnection | None = None
+) -> dict[str, Any]:
     """What the instance was built with and is scheduled with again: image,
-    hints and server group (from its build task; the image id alone if none)."""
+    hints and server group (from its build task; the image id alone if none).
+
+    Read in ``conn`` when given, else in a transaction of its own.
+    """
+    if conn is None:
+        async with run.engine.db.reader() as own:
+            return await original_request(run, row, own)
     assert run.instance_uuid is not None
-    async with run.engine.db.reader() as conn:
-        made = [
-            t
-            for t in await tasks_api.list_for_instance(conn, run.instance_uuid)
-            if t["kind"] == TaskKind.BUILD
-        ]
-        try:
-            group = (await groups_api.group_get_by_instance(conn, run.instance_uuid))["uuid"]
-        except exception.NotFound:
-            group = None
+    made = [
+        t
+        for t in await tasks_api.list_for_instance(conn, run.instance_uuid)
+        if t["kind"] == TaskKind.BUILD
+    ]
+    try:
+        group = (await groups_api.group_get_by_instance(conn, run.instance_uuid))["uuid"]
+    except exception.NotFound:
+        group = None
     first = dict(made[0]["payload"] or {}) if made else {}
     request: dict[str, Any] = {
         "image": first.get("image") or {"id": row["image_ref"]},
@@ -147,10 +159,8 @@ async def original_request(run: Run, row: dict[str, Any]) -> dict[str, Any]:
 def record_event(
     run: Run, name: str, *, ok: bool = True, host: str | None = None, details: str | None = None
 ) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
-        await run.event(conn, name, ok=ok, host=host, details=details)
-
-    return write
+    """:meth:`Run.event` for a commit (grouped when the commit can be)."""
+    return event_writes(run, name, ok=ok, host=host, details=details)
 
 
 def record_fault(run: Run, message: str, details: str | None = None) -> Writes:
@@ -161,10 +171,16 @@ def record_fault(run: Run, message: str, details: str | None = None) -> Writes:
 
 
 def finish_action(run: Run, *, ok: bool) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
-        await run.finish_action(conn, ok=ok)
+    """:meth:`Run.finish_action` for a commit (grouped when the commit can be)."""
+    return finish_action_writes(run, ok=ok)
 
-    return write
+
+def move_migration(run: Run, values: dict[str, Any], *, only_from: list[MigrationStatus]) -> Writes:
+    """:func:`~.moves.set_migration` of a step that moves the migration on: grouped
+    when the commit can be, once the payload names the migration's type."""
+    return set_migration(
+        run, values, only_from=only_from, migration_type=run.payload.get("migration_type")
+    )
 
 
 def set_migration_if_any(run: Run, values: dict[str, Any]) -> Writes:
@@ -211,17 +227,36 @@ class MoveTask(Task):
     #: task_states the instance is in while this kind works on it.
     task_states: ClassVar[tuple[str | None, ...]]
 
-    async def load(self, run: Run) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The instance and the migration, or None once the task ended without them."""
-        row = await load_instance(run)
+    async def load(
+        self, run: Run, *, request: bool = False
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The instance and the migration (read together), or None once the task
+        ended without them. ``request``: also the instance's
+        :func:`original_request`, in the same transaction (kept in ``run.cache``
+        for the step)."""
+        assert run.instance_uuid is not None
+        row: dict[str, Any] | None = None
+        mig: dict[str, Any] | None = None
+        problem: Exception | None = None
+        async with run.engine.db.reader() as conn:
+            try:
+                row = await instances_api.get_by_uuid(conn, run.instance_uuid)
+            except exception.InstanceNotFound:
+                row = None
+            if row is not None:
+                try:
+                    mig = await migrations_api.get_by_id(conn, migration_id(run))
+                except (exception.MigrationNotFound, exception.Invalid) as exc:
+                    problem = exc
+                if mig is not None and request:
+                    run.cache[_REQUEST] = await original_request(run, row, conn)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
-        try:
-            return row, await load_migration(run)
-        except (exception.MigrationNotFound, exception.Invalid) as exc:
-            await self.abandon(run, f"The move has no migration record: {exc}")
+        if mig is None:
+            await self.abandon(run, f"The move has no migration record: {problem}")
             return None
+        return row, mig
 
     async def abandon(self, run: Run, message: str) -> None:
         """End without touching any host or claim: nothing was started."""
@@ -234,11 +269,15 @@ class MoveTask(Task):
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes)
         await notify_error(run, self.error_event, message)
 
-    async def instance_row(self, run: Run) -> dict[str, Any]:
-        row = await load_instance(run)
-        if row is None:
-            raise exception.InstanceNotFound(instance_id=run.instance_uuid)
-        return row
+    @staticmethod
+    async def rows(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The instance and the migration, read together (InstanceNotFound,
+        MigrationNotFound): what a step sends its host."""
+        assert run.instance_uuid is not None
+        async with run.engine.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, run.instance_uuid)
+            mig = await migrations_api.get_by_id(conn, migration_id(run))
+        return row, mig
 
     @staticmethod
     def failed_try(run: Run, outcome: dict[str, Any], event: str) -> Writes:
@@ -295,11 +334,12 @@ class MigrateTask(MoveTask):
     # -- schedule ------------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        loaded = await self.load(run)
+        first = not run.payload.get("source")
+        loaded = await self.load(run, request=first)
         if loaded is None:
             return None
         row, mig = loaded
-        if not run.payload.get("source"):
+        if first:
             return await self._hand_over(run, row, mig)
         try:
             chosen = await self.engine.scheduler.select_destinations(
@@ -314,7 +354,7 @@ class MigrateTask(MoveTask):
         source = run.payload["source"]
         payload = {**run.payload, "dest": {"host": sel.host, "node": sel.nodename}}
         writes = chain(
-            set_migration(
+            move_migration(
                 run,
                 {
                     "status": _M.MIGRATING,
@@ -353,7 +393,8 @@ class MigrateTask(MoveTask):
             },
             "flavor": run.payload.get("flavor") or row["new_flavor"] or row["flavor"],
             "power_on": bool(row["vm_state"] == VMState.ACTIVE if power_on is None else power_on),
-            "request": await original_request(run, row),
+            # Read with the instance (load): what the scheduler is asked.
+            "request": run.cache.pop(_REQUEST, None) or await original_request(run, row),
         }
         return await run.commit(
             Step.SCHEDULE,
@@ -375,7 +416,7 @@ class MigrateTask(MoveTask):
 
     async def migrate_source(self, run: Run) -> str | None:
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.migrate_disk_and_power_off(
                 run.ctxt,
                 awaited["host"],
@@ -383,7 +424,7 @@ class MigrateTask(MoveTask):
                 run.id,
                 Step.MIGRATE_SOURCE.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
                 flavor=Flavor.from_snapshot(run.payload["flavor"]),
                 dest_host=run.payload["dest"]["host"],
             )
@@ -398,7 +439,7 @@ class MigrateTask(MoveTask):
         details = outcome.get("details") or {}
         payload = {**run.payload, "disk_info": details.get("disk_info") or {}}
         writes = chain(
-            set_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
+            move_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
             set_instance(
                 run,
                 {"task_state": _T.RESIZE_MIGRATED},
@@ -425,8 +466,7 @@ class MigrateTask(MoveTask):
             )
 
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
-            mig = await load_migration(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.finish_migration(
                 run.ctxt,
                 awaited["host"],
@@ -455,7 +495,7 @@ class MigrateTask(MoveTask):
             "power_state": power_state(run.payload["power_on"]),
         }
         writes = chain(
-            set_migration(run, {"status": _M.FINISHED}, only_from=[_M.POST_MIGRATING]),
+            move_migration(run, {"status": _M.FINISHED}, only_from=[_M.POST_MIGRATING]),
             set_instance(run, values, expected_task_state=(_T.RESIZE_FINISH,)),
             record_event(run, "compute_finish_resize", host=outcome["host"]),
             finish_action(run, ok=True),
@@ -478,7 +518,7 @@ class MigrateTask(MoveTask):
 
     async def rollback_dest(self, run: Run) -> str | None:
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
                 awaited["host"],
@@ -486,7 +526,7 @@ class MigrateTask(MoveTask):
                 run.id,
                 Step.ROLLBACK_DEST.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
@@ -516,7 +556,7 @@ class MigrateTask(MoveTask):
 
     async def rollback_source(self, run: Run) -> str | None:
         async def send(awaited: dict[str, Any]) -> None:
-            row = await self.instance_row(run)
+            row, mig = await self.rows(run)
             await self.engine.compute.finish_revert_migration(
                 run.ctxt,
                 awaited["host"],
@@ -524,7 +564,7 @@ class MigrateTask(MoveTask):
                 run.id,
                 Step.ROLLBACK_SOURCE.value,
                 awaited["attempt"],
-                migration=migration_object(await load_migration(run)),
+                migration=migration_object(mig),
                 power_on=run.payload["power_on"],
             )
 

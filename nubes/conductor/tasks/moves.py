@@ -17,6 +17,13 @@ the destination. So:
 
 Each is idempotent and runs in the caller's transaction (a step's commit),
 so the claims and the step that needs them change together.
+
+Some of these writes can also be prepared statements of a grouped commit
+(:class:`~nubes.conductor.tasks.base.UnitWrites`): those statements are
+*required* to match exactly when the Python write would do the common
+thing, so anything else (a status the table forbids, a migration someone
+else moved on, a row gone) rolls the unit back and the commit runs the
+Python write the ordinary way, which decides as it always did.
 """
 
 from __future__ import annotations
@@ -25,18 +32,25 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, literal_column, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, Writes, expect_report
+from nubes.conductor.tasks.base import Run, UnitWrites, Writes, expect_report
 from nubes.db.api import compute_nodes
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
-from nubes.db.models import allocations
+from nubes.db.group_commit import Prepared, UnitStatement, prepare
+from nubes.db.models import NOT_DELETED, allocations, migrations
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
-from nubes.objects.states import check_migration_status
+from nubes.objects.states import (
+    MIGRATION_TRANSITIONS,
+    MigrationStatus,
+    MigrationType,
+    check_migration_status,
+)
 
 
 def migration_id(run: Run) -> int:
@@ -62,6 +76,7 @@ def set_migration(
     values: dict[str, Any],
     *,
     only_from: Sequence[str] | None = None,
+    migration_type: str | None = None,
 ) -> Writes:
     """A write of migration fields for a commit's transaction.
 
@@ -70,10 +85,16 @@ def set_migration(
     read in the same transaction; with ``only_from``, a migration whose
     status is not one of those is left as it is (an idempotent repeat, or
     someone else — an abort — moved it on).
+
+    With ``migration_type`` (what the task's migration is) the write can
+    also join a grouped commit: one UPDATE required to find the migration of
+    that type in a status it may go to ``status`` from (and one of
+    ``only_from``); anything else makes the commit run the write above.
     """
+    ident = migration_id(run)
 
     async def write(conn: AsyncConnection) -> None:
-        row = await migrations_api.get_by_id(conn, migration_id(run))
+        row = await migrations_api.get_by_id(conn, ident)
         if only_from is not None and row["status"] not in only_from:
             return
         target = values.get("status")
@@ -81,7 +102,90 @@ def set_migration(
             check_migration_status(row["migration_type"], row["status"], str(target), row["id"])
         await migrations_api.update(conn, row["id"], values)
 
-    return write
+    if migration_type is None:
+        return write
+    target = values.get("status")
+    expected: tuple[str, ...] | None = None
+    if target is not None:
+        table = MIGRATION_TRANSITIONS[MigrationType(migration_type)]
+        allowed = {str(target)} | {str(s) for s, after in table.items() if target in after}
+        candidates = allowed if only_from is None else {str(s) for s in only_from}
+        expected = tuple(sorted(candidates & allowed))
+        if not expected:
+            return write  # never the common case: the ordinary write says why
+    elif only_from is not None:
+        expected = tuple(sorted(str(s) for s in only_from))
+
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        return [prepared_migration_update(dialect, ident, str(migration_type), values, expected)]
+
+    return UnitWrites(write, statements)
+
+
+# -- migration statements for grouped commits ----------------------------------------------
+
+_STATEMENTS: dict[tuple[Any, ...], Prepared] = {}
+_LIVE: Any = literal_column(str(NOT_DELETED))
+
+
+def _prepared(dialect: Dialect, key: tuple[Any, ...], build: Callable[[], Any]) -> Prepared:
+    """``build()`` compiled once per dialect and shape (the shapes are few and fixed)."""
+    full = (dialect.name, dialect.driver, *key)
+    found = _STATEMENTS.get(full)
+    if found is None:
+        found = _STATEMENTS[full] = prepare(build(), dialect)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, MigrationStatus) else value
+
+
+def prepared_migration_update(
+    dialect: Dialect,
+    ident: int,
+    migration_type: str,
+    values: dict[str, Any],
+    expected: Sequence[str] | None,
+) -> UnitStatement:
+    """``values`` (and ``updated_at``) on the live migration ``ident`` of
+    ``migration_type``, if its status is one of ``expected`` (any if None):
+    a required statement."""
+    data = {k: _plain(v) for k, v in values.items()}
+    data.setdefault("updated_at", utcnow())
+    keys = tuple(sorted(data))
+    count = None if expected is None else len(expected)
+    m = migrations.c
+
+    def build() -> Any:
+        where = [
+            m.id == bindparam("_id"),
+            m.deleted == _LIVE,
+            m.migration_type == bindparam("_type"),
+        ]
+        if count is not None:
+            where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
+        return migrations.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
+
+    prepared = _prepared(dialect, ("migration_update", keys, count), build)
+    params: dict[str, Any] = {"_id": ident, "_type": migration_type}
+    params.update({f"_v_{k}": v for k, v in data.items()})
+    params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
+    return UnitStatement(prepared, prepared.args(params))
+
+
+def prepared_migration_not_in(dialect: Dialect, ident: int, status: str) -> UnitStatement:
+    """A required read: the live migration ``ident`` is not in ``status``."""
+    m = migrations.c
+
+    def build() -> Any:
+        return select(m.id).where(
+            m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
+        )
+
+    prepared = _prepared(dialect, ("migration_not_in",), build)
+    args = prepared.args({"_id": ident, "_status": _plain(status)})
+    return UnitStatement(prepared, args, returning=True)
 
 
 # -- claims --------------------------------------------------------------------------------
@@ -100,7 +204,26 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
             return
         await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
 
-    return write
+    def statements(dialect: Dialect) -> list[UnitStatement]:
+        # The same in one statement: moved only while the migration holds nothing.
+        a = allocations.c
+        held = allocations.alias("held")
+
+        def build() -> Any:
+            return (
+                allocations.update()
+                .where(
+                    a.consumer_uuid == bindparam("_from"),
+                    ~exists().where(held.c.consumer_uuid == bindparam("_to")),
+                )
+                .values(consumer_uuid=bindparam("_to"))
+            )
+
+        prepared = _prepared(dialect, ("hand_source_claim",), build)
+        args = prepared.args({"_from": instance_uuid, "_to": migration_uuid})
+        return [UnitStatement(prepared, args, required=False)]
+
+    return UnitWrites(write, statements)
 
 
 def drop_source_claim(migration_uuid: str) -> Writes:
