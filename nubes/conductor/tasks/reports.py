@@ -75,6 +75,7 @@ async def record(
                 payload=payload,
                 new_owner=owner,
                 lease_seconds=lease_seconds,
+                updated_at=row["updated_at"],
             )
         if isinstance(new, dict):
             return new if owner is not None else None

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nubes import exception
 from nubes.db import group_commit
 from nubes.db.api._common import (
+    UNSET,
     Row,
     StatementCache,
     fetch_all,
@@ -595,12 +596,18 @@ async def record_outcome(
     new_owner: str | None = None,
     lease_seconds: float | None = None,
     now: dt.datetime | None = None,
+    updated_at: dt.datetime | object | None = UNSET,
 ) -> Row | None:
     """Write what a compute host reported into an active task, whoever owns it.
 
     The write is conditioned on what the caller read: the task still at
-    ``step`` with the same claim ``attempt`` and ``owner``, so a report never
-    overwrites progress made since (it is then re-read and re-checked). The
+    ``step`` with the same claim ``attempt`` and ``owner`` and, given
+    ``updated_at``, not written since (a step committed by its owner in
+    between — a reschedule to the next host at the same step — changes
+    ``updated_at`` and nothing else the condition sees; on PostgreSQL's READ
+    COMMITTED the UPDATE would otherwise land on that newer row and put the
+    old payload back). So a report never overwrites progress made since (it
+    is then re-read and re-checked). The
     lease is handed over in the same statement: to ``new_owner`` (a claim,
     ``attempt`` + 1) or to nobody, so the next claim by any conductor sees
     the report. Returns the new row, or None when the task moved on.
@@ -617,20 +624,28 @@ async def record_outcome(
     else:
         values.update(owner=None, lease_expires_at=None)
     unowned = owner is None
+    stamp = "any" if updated_at is UNSET else "never" if updated_at is None else "at"
 
     def where() -> list[ColumnElement[bool]]:
-        return [
+        clauses = [
             _by_id(),
             _ACTIVE_SQL,
             _t.c.step == bindparam("_step"),
             _t.c.attempt == bindparam("_attempt"),
             _t.c.owner.is_(None) if unowned else _t.c.owner == bindparam("_owner"),
         ]
+        if stamp == "never":
+            clauses.append(_t.c.updated_at.is_(None))
+        elif stamp == "at":
+            clauses.append(_t.c.updated_at == bindparam("_updated_at", type_=_t.c.updated_at.type))
+        return clauses
 
     params: dict[str, Any] = {"_id": task_id, "_step": step, "_attempt": attempt}
     if not unowned:
         params["_owner"] = owner
-    name = f"outcome:{'unowned' if unowned else 'owned'}:{'adopt' if exprs else 'drop'}"
+    if stamp == "at":
+        params["_updated_at"] = updated_at
+    name = f"outcome:{'unowned' if unowned else 'owned'}:{'adopt' if exprs else 'drop'}:{stamp}"
     return await run_prebuilt_update(
         conn, _STATEMENTS, _t, name, values, where, params, key=_by_id, exprs=exprs
     )

@@ -161,3 +161,47 @@ async def test_deadline_cancel_and_delete(db: Database) -> None:
         await tasks.delete(conn, task["id"])
         with pytest.raises(exception.TaskNotFound):
             await tasks.get(conn, task["id"])
+
+
+async def test_a_report_does_not_undo_a_step_committed_after_it_was_read(db: Database) -> None:
+    """Regression: the report's write was conditioned on step, claim and owner only.
+    A reschedule commits the same step with the same claim (the next host's try);
+    a late report of the previous try, read before that commit and written after
+    it, put the old payload back (on PostgreSQL's READ COMMITTED the UPDATE matched
+    the newer row). Conditioned on ``updated_at``, it now misses and is re-read."""
+    task = await _task(db, step="spawn")
+    async with db.writer() as conn:
+        claimed = await tasks.claim(conn, task["id"], "a", lease_seconds=LEASE)
+        assert claimed is not None
+    async with db.reader() as conn:
+        read = await tasks.get(conn, task["id"])
+    async with db.writer() as conn:
+        # The owner moves on to the next host's try, at the same step.
+        await tasks.update(
+            conn, task["id"], "a", {"payload": {"try": 2}}, attempt=claimed["attempt"]
+        )
+    async with db.writer() as conn:
+        stale = await tasks.record_outcome(
+            conn,
+            task["id"],
+            step=read["step"],
+            attempt=read["attempt"],
+            owner=read["owner"],
+            payload={**read["payload"], "outcome": {"attempt": 1}},
+            updated_at=read["updated_at"],
+        )
+    assert stale is None
+    async with db.reader() as conn:
+        fresh = await tasks.get(conn, task["id"])
+    assert fresh["payload"] == {"try": 2}
+    async with db.writer() as conn:
+        written = await tasks.record_outcome(
+            conn,
+            task["id"],
+            step=fresh["step"],
+            attempt=fresh["attempt"],
+            owner=fresh["owner"],
+            payload={**fresh["payload"], "outcome": {"attempt": 2}},
+            updated_at=fresh["updated_at"],
+        )
+    assert written is not None and written["payload"]["outcome"] == {"attempt": 2}
