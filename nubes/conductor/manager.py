@@ -18,7 +18,7 @@ import msgspec
 from nubes import exception
 from nubes.conductor import rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind
-from nubes.conductor.tasks import live_migrate, reports
+from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
 from nubes.objects import backend, codec, indirection
@@ -180,13 +180,15 @@ class ConductorManager:
     async def live_migration_abort(
         self, context: RequestContext, instance_uuid: str, migration_id: int
     ) -> None:
-        await self._live_migration_request(context, live_migrate.ABORT, instance_uuid, migration_id)
+        await self._live_migration_request(
+            context, live_requests.ABORT, instance_uuid, migration_id
+        )
 
     async def live_migration_force_complete(
         self, context: RequestContext, instance_uuid: str, migration_id: int
     ) -> None:
         await self._live_migration_request(
-            context, live_migrate.FORCE_COMPLETE, instance_uuid, migration_id
+            context, live_requests.FORCE_COMPLETE, instance_uuid, migration_id
         )
 
     async def _live_migration_request(
@@ -201,6 +203,6 @@ class ConductorManager:
                 "%s of migration %s: this conductor cannot reach hosts", method, migration_id
             )
             return
-        await live_migrate.relay_request(
+        await live_requests.relay_request(
             self.db, compute, context, method, instance_uuid, migration_id
         )

@@ -41,8 +41,8 @@ this task with ``migration_id``, ``host`` (None: the scheduler chooses) and
 
 Aborts: the API sets the migration ``cancelling``; each step before the
 memory copy finds that at its start and rolls back. Once the copy was asked
-for, :func:`relay_request` (the conductor's ``live_migration_abort``) asks
-the source to stop it, and its step reports ``details["aborted"]``.
+for, :func:`~.live_requests.relay_request` (the conductor's
+``live_migration_abort``) asks the source to stop it, and its step reports ``details["aborted"]``.
 
 ``block_migration="auto"`` is resolved to False: whether storage is shared
 is the drivers' knowledge, not the conductor's, so the destination is asked
@@ -63,7 +63,6 @@ copy does not happen at all if the migration is ``cancelling`` by then.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,12 +76,10 @@ from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, StepDef, Task, Uni
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
 from nubes.conductor.tasks.states import STEPS, Step, TaskKind
-from nubes.context import RequestContext
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.engine import Database
 from nubes.db.group_commit import UnitStatement
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
@@ -107,9 +104,6 @@ ERROR_NOTIFICATION = "instance.live_migration.error"
 ABORT_NOTIFICATION = "instance.live_migration_abort.end"
 #: Statuses the task may end a migration from (it ends in a final one).
 _OPEN = (_M.ACCEPTED, _M.PREPARING, _M.RUNNING, _M.CANCELLING)
-#: ConductorAPI requests relayed to the source of a running migration.
-ABORT = "live_migration_abort"
-FORCE_COMPLETE = "live_migration_force_complete"
 _LIVE = MigrationType.LIVE_MIGRATION.value
 
 # Run.cache keys (see the module docstring).
@@ -802,55 +796,3 @@ async def _notify_info(run: Run, event_type: str) -> None:
         await run.engine.notifier.info(run.ctxt, event_type, payload)
     except Exception as exc:
         LOG.warning("%r: could not notify %s: %s", run, event_type, exc)
-
-
-async def relay_request(
-    db: Database,
-    compute: Any,
-    context: RequestContext,
-    method: str,
-    instance_uuid: str,
-    migration_id: int,
-) -> bool:
-    """Relay an abort or force-complete to the source of a migration whose memory copy began.
-
-    ``method`` is :data:`ABORT` or :data:`FORCE_COMPLETE`. Returns whether it
-    was sent. Before the copy (the task at an earlier step) nothing is sent:
-    an abort is seen by the task at its next step (the API set the migration
-    ``cancelling``), and there is nothing to force yet.
-    """
-    if method not in (ABORT, FORCE_COMPLETE):
-        raise exception.Invalid(reason=f"{method} is not a live migration request")
-    try:
-        async with db.reader() as conn:
-            migration = await migrations_api.get_by_id(conn, migration_id)
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            task = await tasks_api.get_active_for_instance(conn, instance_uuid)
-    except exception.NotFound as exc:
-        LOG.info("%s of migration %s: %s", method, migration_id, exc)
-        return False
-    if (
-        migration["instance_uuid"] != instance_uuid
-        or migration["migration_type"] != MigrationType.LIVE_MIGRATION
-    ):
-        LOG.warning(
-            "%s: migration %s is not a live migration of %s", method, migration_id, instance_uuid
-        )
-        return False
-    if (
-        task is None
-        or task["kind"] != TaskKind.LIVE_MIGRATE
-        or (task["payload"] or {}).get("migration_id") != migration_id
-        or task["step"] != Step.LIVE_MIGRATE
-    ):
-        LOG.info("%s of migration %s: its memory copy is not under way", method, migration_id)
-        return False
-    if method == FORCE_COMPLETE and migration["status"] != _M.RUNNING:
-        LOG.info("%s of migration %s: it is %s", method, migration_id, migration["status"])
-        return False
-    # Sent as this conductor: the API's identity stays with the API's message.
-    ctxt = dataclasses.replace(context, caller=None)
-    await getattr(compute, method)(
-        ctxt, migration["source_compute"], instance_object(row), migration_id
-    )
-    return True

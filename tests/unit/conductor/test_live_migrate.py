@@ -11,7 +11,7 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.manager import ConductorManager
-from nubes.conductor.tasks import live_migrate
+from nubes.conductor.tasks import live_migrate, live_requests
 from nubes.conductor.tasks.states import END, STEPS, Step, TaskKind, check_step
 from nubes.context import RequestContext
 from nubes.db.api import migrations as migrations_api
@@ -146,13 +146,13 @@ async def _migrating(
 async def _relay(cloud: Cloud, method: str, uuid: str, migration_id: int) -> RecordingCompute:
     compute = RecordingCompute()
     ctxt = RequestContext(caller="api.ctl")
-    await live_migrate.relay_request(cloud.db, compute, ctxt, method, uuid, migration_id)
+    await live_requests.relay_request(cloud.db, compute, ctxt, method, uuid, migration_id)
     return compute
 
 
 async def test_an_abort_reaches_the_source_once_the_copy_was_asked_for(cloud: Cloud) -> None:
     m = await _migrating(cloud, step=Step.LIVE_MIGRATE, status="cancelling")
-    compute = await _relay(cloud, live_migrate.ABORT, m["uuid"], m["migration_id"])
+    compute = await _relay(cloud, live_requests.ABORT, m["uuid"], m["migration_id"])
     # Sent as the conductor itself, never under the API's identity.
     assert compute.sent == [("abort", "src", m["uuid"], m["migration_id"], None)]
 
@@ -160,19 +160,19 @@ async def test_an_abort_reaches_the_source_once_the_copy_was_asked_for(cloud: Cl
 @pytest.mark.parametrize("step", [Step.SCHEDULE, Step.CHECK_DEST, Step.PRE_LIVE, Step.POST_DEST])
 async def test_an_abort_at_another_step_is_left_to_the_task(cloud: Cloud, step: str) -> None:
     m = await _migrating(cloud, step=step, status="cancelling")
-    compute = await _relay(cloud, live_migrate.ABORT, m["uuid"], m["migration_id"])
+    compute = await _relay(cloud, live_requests.ABORT, m["uuid"], m["migration_id"])
     assert compute.sent == []
 
 
 async def test_force_complete_only_for_a_running_copy(cloud: Cloud) -> None:
     running = await _migrating(cloud, step=Step.LIVE_MIGRATE)
     compute = await _relay(
-        cloud, live_migrate.FORCE_COMPLETE, running["uuid"], running["migration_id"]
+        cloud, live_requests.FORCE_COMPLETE, running["uuid"], running["migration_id"]
     )
     assert compute.sent == [("force", "src", running["uuid"], running["migration_id"], None)]
     cancelling = await _migrating(cloud, step=Step.LIVE_MIGRATE, status="cancelling")
     compute = await _relay(
-        cloud, live_migrate.FORCE_COMPLETE, cancelling["uuid"], cancelling["migration_id"]
+        cloud, live_requests.FORCE_COMPLETE, cancelling["uuid"], cancelling["migration_id"]
     )
     assert compute.sent == []
 
@@ -182,15 +182,15 @@ async def test_a_request_naming_the_wrong_instance_or_no_migration_is_dropped(
 ) -> None:
     a = await _migrating(cloud, step=Step.LIVE_MIGRATE)
     b = await _migrating(cloud, step=Step.LIVE_MIGRATE)
-    assert (await _relay(cloud, live_migrate.ABORT, a["uuid"], b["migration_id"])).sent == []
-    assert (await _relay(cloud, live_migrate.ABORT, a["uuid"], 999_999)).sent == []
+    assert (await _relay(cloud, live_requests.ABORT, a["uuid"], b["migration_id"])).sent == []
+    assert (await _relay(cloud, live_requests.ABORT, a["uuid"], 999_999)).sent == []
     with pytest.raises(exception.Invalid):
         await _relay(cloud, "terminate_instance", a["uuid"], a["migration_id"])
 
 
 async def test_a_task_of_another_kind_is_not_a_live_migration(cloud: Cloud) -> None:
     m = await _migrating(cloud, step=Step.LIVE_MIGRATE, kind=TaskKind.MIGRATE)
-    assert (await _relay(cloud, live_migrate.ABORT, m["uuid"], m["migration_id"])).sent == []
+    assert (await _relay(cloud, live_requests.ABORT, m["uuid"], m["migration_id"])).sent == []
 
 
 async def test_only_controllers_may_ask(cloud: Cloud) -> None:
