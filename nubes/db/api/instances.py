@@ -1,4 +1,4 @@
-"""Instances and instance faults.
+"""Instances and instance faults (listing them: :mod:`.instance_listing`, re-exported here).
 
 :func:`update` is the conductor's hot path (``Instance.save()``): one
 ``UPDATE ... WHERE uuid = ? AND deleted = 0 [AND vm_state IN (...)]
@@ -26,13 +26,11 @@ nothing is read back (``updated_at`` is set from Python and returned).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Text,
     and_,
     bindparam,
     case,
@@ -42,7 +40,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    type_coerce,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,11 +50,9 @@ from nubes.db.api._common import (
     UNSET,
     ReadDeleted,
     Row,
-    SortDir,
     StatementCache,
     Unset,
     check_columns,
-    check_sort_keys,
     fetch_all,
     fetch_one,
     insert_row,
@@ -66,11 +61,16 @@ from nubes.db.api._common import (
     match_clause,
     new_uuid,
     now_or,
-    paginate,
     soft_delete_where,
     to_row,
     where_deleted,
 )
+from nubes.db.api.instance_listing import DEFAULT_SORT_DIRS as DEFAULT_SORT_DIRS
+from nubes.db.api.instance_listing import DEFAULT_SORT_KEYS as DEFAULT_SORT_KEYS
+from nubes.db.api.instance_listing import EXACT_FILTERS as EXACT_FILTERS
+from nubes.db.api.instance_listing import SORT_KEYS as SORT_KEYS
+from nubes.db.api.instance_listing import SPECIAL_FILTERS as SPECIAL_FILTERS
+from nubes.db.api.instance_listing import get_all as get_all
 from nubes.db.api.migrations import FINISHED_STATUSES
 from nubes.db.engine import Database
 from nubes.db.models import (
@@ -87,64 +87,6 @@ from nubes.db.types import UTC, utcnow
 DEFAULT_VM_STATE = "building"
 #: vm_state set by :func:`destroy` (Nova's DELETED).
 DELETED_VM_STATE = "deleted"
-
-DEFAULT_SORT_KEYS: tuple[str, ...] = ("created_at",)
-DEFAULT_SORT_DIRS: tuple[SortDir, ...] = ("desc",)
-SORT_KEYS = frozenset(
-    {
-        "id",
-        "uuid",
-        "created_at",
-        "updated_at",
-        "launched_at",
-        "terminated_at",
-        "display_name",
-        "hostname",
-        "host",
-        "node",
-        "vm_state",
-        "task_state",
-        "power_state",
-        "project_id",
-        "user_id",
-        "availability_zone",
-        "vcpus",
-        "memory_mb",
-        "root_gb",
-        "image_ref",
-        "key_name",
-    }
-)
-#: Filters matched for equality (a list value means "any of", None means NULL).
-EXACT_FILTERS = frozenset(
-    {
-        "uuid",
-        "project_id",
-        "user_id",
-        "host",
-        "node",
-        "vm_state",
-        "task_state",
-        "power_state",
-        "availability_zone",
-        "image_ref",
-        "key_name",
-        "reservation_id",
-        "locked",
-        "hostname",
-    }
-)
-#: Special filters: name (substring of display_name), changes_since /
-#: changes_before (updated_at, falling back to created_at), deleted (bool),
-#: flavorid (the flavor id users know, as recorded in the flavor snapshot).
-SPECIAL_FILTERS = frozenset({"name", "changes_since", "changes_before", "deleted", "flavorid"})
-
-_LIKE_ESCAPE = "\\"
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2).replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _by_uuid(uuid: str) -> ColumnElement[bool]:
@@ -217,65 +159,6 @@ async def get_all_by_host(
     if node is not None:
         stmt = stmt.where(instances.c.node == node)
     return await fetch_all(conn, stmt.order_by(instances.c.id))
-
-
-def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool]], bool | None]:
-    clauses: list[ColumnElement[bool]] = []
-    deleted: bool | None = None
-    for key, value in filters.items():
-        if key in EXACT_FILTERS:
-            clauses.append(match_clause(instances.c[key], value))
-        elif key == "name":
-            clauses.append(instances.c.display_name.like(_like_pattern(str(value)), escape="\\"))
-        elif key == "changes_since":
-            stamp = func.coalesce(instances.c.updated_at, instances.c.created_at)
-            clauses.append(stamp >= value)
-        elif key == "changes_before":
-            stamp = func.coalesce(instances.c.updated_at, instances.c.created_at)
-            clauses.append(stamp <= value)
-        elif key == "deleted":
-            deleted = bool(value)
-        elif key == "flavorid":
-            # The snapshot is canonical JSON (sorted keys, no spaces): match its text.
-            needle = '"flavorid":' + json.dumps(str(value))
-            clauses.append(
-                type_coerce(instances.c.flavor, Text).like(_like_pattern(needle), escape="\\")
-            )
-        else:
-            raise exception.ValidationError(field=key, reason="not a known instance filter")
-    return clauses, deleted
-
-
-async def get_all(
-    conn: AsyncConnection,
-    *,
-    filters: Mapping[str, Any] | None = None,
-    sort_keys: Sequence[str] = DEFAULT_SORT_KEYS,
-    sort_dirs: Sequence[SortDir] = DEFAULT_SORT_DIRS,
-    limit: int | None = None,
-    marker: str | None = None,
-    read_deleted: ReadDeleted = "no",
-) -> list[Row]:
-    """A page of instances matching ``filters`` (see EXACT_FILTERS and SPECIAL_FILTERS).
-
-    ``marker`` is the uuid of the last instance of the previous page; a
-    ``deleted`` filter overrides ``read_deleted`` (as ``changes_since`` lists
-    deleted instances in Nova, pass ``read_deleted="yes"`` with it).
-    """
-    check_sort_keys(sort_keys, SORT_KEYS)
-    clauses, deleted = _filter_clauses(filters or {})
-    if deleted is not None:
-        read_deleted = "only" if deleted else "no"
-    marker_row: Row | None = None
-    if marker is not None:
-        marker_row = await fetch_one(
-            conn, where_deleted(select(instances).where(_by_uuid(marker)), instances, read_deleted)
-        )
-        if marker_row is None:
-            raise exception.MarkerNotFound(marker=marker)
-    stmt = where_deleted(select(instances).where(*clauses), instances, read_deleted)
-    stmt = paginate(stmt, instances, sort_keys, sort_dirs, marker=marker_row, limit=limit)
-    return await fetch_all(conn, stmt)
 
 
 ExpectedState = str | None | Sequence[str | None] | Unset
