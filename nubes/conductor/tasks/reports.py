@@ -18,7 +18,7 @@ from typing import Any
 from nubes import exception
 from nubes.conductor.authz import Authorizer, Caller
 from nubes.conductor.tasks.base import reported
-from nubes.db.api import tasks
+from nubes.db.api import task_reports, tasks
 from nubes.db.engine import Database
 
 LOG = logging.getLogger(__name__)
@@ -120,25 +120,25 @@ async def _record_grouped(
     owner: str | None,
     lease_seconds: float,
 ) -> dict[str, Any] | bool | None:
-    """One try through the group committer (see ``tasks.read_grouped``).
+    """One try through the group committer (see ``task_reports.read_grouped``).
 
     The new row; None when the task changed between the read and the write
     (nothing written); :data:`_DONE` for a repeated report; False when the
     group committer cannot do it here (then the ordinary way, in one
     transaction of its own).
     """
-    found = await tasks.read_grouped(db, task_id)
+    found = await task_reports.read_grouped(db, task_id)
     if found is False:
         return False
     awaited = authz.authorize_step_report(caller, task_id, found, step, attempt)
     assert found is not None
-    payload_text = found.pop(tasks.PAYLOAD_TEXT)
+    payload_text = found.pop(task_reports.PAYLOAD_TEXT)
     payload = dict(found["payload"] or {})
     if reported(payload) is not None:
         LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
         return _DONE
     payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
-    return await tasks.record_outcome_grouped(
+    return await task_reports.record_outcome_grouped(
         db,
         task_id,
         step=found["step"],

@@ -16,7 +16,7 @@ import pytest
 
 from nubes import exception
 from nubes.db import group_commit
-from nubes.db.api import actions, compute_nodes, instances, tasks
+from nubes.db.api import actions, compute_nodes, instances, task_reports, tasks
 from nubes.db.api.compute_nodes import ClaimOutcome
 from nubes.db.engine import Database
 from nubes.scheduler import claims
@@ -249,26 +249,26 @@ async def test_a_grouped_report_lands_only_on_the_row_it_read(db: Database) -> N
         )
         claimed = await tasks.claim(conn, task["id"], "a", lease_seconds=LEASE)
     assert claimed is not None
-    read = await tasks.read_grouped(db, task["id"])
+    read = await task_reports.read_grouped(db, task["id"])
     assert isinstance(read, dict)
-    text = read.pop(tasks.PAYLOAD_TEXT)
+    text = read.pop(task_reports.PAYLOAD_TEXT)
     assert read == claimed
     # The owner changes the payload (same step, same claim) after the read.
     async with db.writer() as conn:
         await tasks.update(conn, task["id"], "a", {"payload": {"try": 2}}, attempt=1)
     kwargs: dict[str, Any] = {"step": "spawn", "attempt": 1, "owner": "a"}
-    stale = await tasks.record_outcome_grouped(
+    stale = await task_reports.record_outcome_grouped(
         db, task["id"], payload_text=text, payload={"try": 1, "outcome": {}}, **kwargs
     )
     assert stale is None
     async with db.reader() as conn:
         assert (await tasks.get(conn, task["id"]))["payload"] == {"try": 2}
-    fresh = await tasks.read_grouped(db, task["id"])
+    fresh = await task_reports.read_grouped(db, task["id"])
     assert isinstance(fresh, dict)
-    new = await tasks.record_outcome_grouped(
+    new = await task_reports.record_outcome_grouped(
         db,
         task["id"],
-        payload_text=fresh[tasks.PAYLOAD_TEXT],
+        payload_text=fresh[task_reports.PAYLOAD_TEXT],
         payload={"try": 2, "outcome": {"ok": True}},
         new_owner="b",
         lease_seconds=LEASE,
@@ -282,7 +282,7 @@ async def test_a_grouped_report_lands_only_on_the_row_it_read(db: Database) -> N
     )
     async with db.reader() as conn:
         assert await tasks.get(conn, task["id"]) == new
-    assert await tasks.read_grouped(db, 999999) is None
+    assert await task_reports.read_grouped(db, 999999) is None
 
 
 # --- scheduler claims ----------------------------------------------------------------
