@@ -254,20 +254,7 @@ class RevertResizeTask(_SettleTask):
         )
 
     async def revert_source(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
-            row, mig = await self.rows(run)
-            await self.engine.compute.finish_revert_migration(
-                run.ctxt,
-                awaited["host"],
-                instance_object(row),
-                run.id,
-                Step.REVERT_SOURCE.value,
-                awaited["attempt"],
-                migration=migration_object(mig),
-                power_on=run.payload["power_on"],
-            )
-
-        outcome = await answer(run, send)
+        outcome = await answer(run, self.send_finish_revert(run, Step.REVERT_SOURCE))
         if outcome is None:
             return run.step
         if not outcome["ok"]:

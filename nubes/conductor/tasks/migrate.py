@@ -41,6 +41,7 @@ only (``nubes/compute/resize.py``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -278,6 +279,27 @@ class MoveTask(Task):
             row = await instances_api.get_by_uuid(conn, run.instance_uuid)
             mig = await migrations_api.get_by_id(conn, migration_id(run))
         return row, mig
+
+    def send_finish_revert(
+        self, run: Run, step: Step
+    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """The send of a step asking the source to bring its kept guest back
+        (``finish_revert_migration``): a rollback's or a revert's."""
+
+        async def send(awaited: dict[str, Any]) -> None:
+            row, mig = await self.rows(run)
+            await self.engine.compute.finish_revert_migration(
+                run.ctxt,
+                awaited["host"],
+                instance_object(row),
+                run.id,
+                step.value,
+                awaited["attempt"],
+                migration=migration_object(mig),
+                power_on=run.payload["power_on"],
+            )
+
+        return send
 
     @staticmethod
     def failed_try(run: Run, outcome: dict[str, Any], event: str) -> Writes:
@@ -555,20 +577,7 @@ class MigrateTask(MoveTask):
         )
 
     async def rollback_source(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
-            row, mig = await self.rows(run)
-            await self.engine.compute.finish_revert_migration(
-                run.ctxt,
-                awaited["host"],
-                instance_object(row),
-                run.id,
-                Step.ROLLBACK_SOURCE.value,
-                awaited["attempt"],
-                migration=migration_object(mig),
-                power_on=run.payload["power_on"],
-            )
-
-        outcome = await answer(run, send)
+        outcome = await answer(run, self.send_finish_revert(run, Step.ROLLBACK_SOURCE))
         if outcome is None:
             return run.step
         error = run.payload.get("error") or "the move failed"
