@@ -253,7 +253,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1500, help="per scheduler")
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     args = parser.parse_args()
-    from tests import servers
+    from nubes.testing import servers
 
     last: tuple[str, int, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:

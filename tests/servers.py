@@ -9,48 +9,18 @@ where a missing server is a failure: CI is meant to have them all.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
-RABBIT_URL = os.environ.get("NUBES_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
-POSTGRES_URL = os.environ.get(
-    "NUBES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from nubes.testing.servers import (
+    MARIADB_URL,
+    POSTGRES_URL,
+    RABBIT_URL,
+    SERVERS,
+    reachable,
 )
-MARIADB_URL = os.environ.get("NUBES_TEST_MARIADB_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 
-SERVERS = {
-    "rabbit": (
-        "127.0.0.1",
-        5672,
-        "apt-get install -y rabbitmq-server && rabbitmq-server -detached",
-    ),
-    "postgres": (
-        "127.0.0.1",
-        5432,
-        "apt-get install -y postgresql && "
-        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-    ),
-    "mariadb": (
-        "127.0.0.1",
-        3306,
-        "apt-get install -y mariadb-server && "
-        "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
-    ),
-}
-
-_seen: dict[str, bool] = {}
-
-
-def reachable(name: str) -> bool:
-    if name not in _seen:
-        host, port, _ = SERVERS[name]
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                _seen[name] = True
-        except OSError:
-            _seen[name] = False
-    return _seen[name]
+__all__ = ["MARIADB_URL", "POSTGRES_URL", "RABBIT_URL", "SERVERS", "reachable", "require"]
 
 
 def require(name: str) -> None:
