@@ -5,7 +5,7 @@ the HTTP status the API answers with (``code``) and whether its message may be
 shown to a user (``safe``); an unsafe message is replaced by a generic one at
 the API boundary and only logged. Errors travel over RPC by class name and
 keyword arguments, so the same class is raised on the caller's side when the
-RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
+RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
 
 ::
 
