@@ -203,7 +203,12 @@ rabbit_opts: list[cfg.Opt] = [
 ]
 
 conductor_opts: list[cfg.Opt] = [
-    cfg.IntOpt("workers", default=1, min=1, help="Conductor worker processes."),
+    cfg.IntOpt(
+        "workers",
+        default=1,
+        min=1,
+        help="Conductor processes `nubes conductor` runs under one parent (needs rabbit://).",
+    ),
     cfg.StrOpt("topic", default="conductor", help="RPC topic of the conductor."),
     cfg.ListOpt(
         "controller_identities",
@@ -262,7 +267,12 @@ scheduler_opts: list[cfg.Opt] = [
         min=1,
         help="Hosts tried for one instance: the chosen one plus alternates.",
     ),
-    cfg.IntOpt("workers", default=1, min=1, help="Scheduler worker processes."),
+    cfg.IntOpt(
+        "workers",
+        default=1,
+        min=1,
+        help="Scheduler processes `nubes scheduler` runs under one parent (needs rabbit://).",
+    ),
     cfg.FloatOpt(
         "host_state_refresh_interval",
         default=1.0,

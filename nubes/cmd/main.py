@@ -16,7 +16,7 @@ from pathlib import Path
 from oslo_config import cfg
 
 from nubes import config, exception
-from nubes.cmd import common
+from nubes.cmd import common, workers
 from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
 from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     config_files = list(args.config_file)
     if args.command in ("all-in-one", "compute") and args.fake_hosts < 0:
@@ -213,6 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return common.run(_run_service("compute", conf, args.fake_hosts, args.host_prefix))
     if args.command == "api":
         return common.run(_run_api(conf))
+    count = conf[args.command].workers
+    if count > 1 and not workers.is_worker():
+        if conf.transport_url.startswith("memory://"):
+            return common.fail_config(
+                exception.ConfigError(
+                    reason=f"[{args.command}] workers = {count} needs a bus the processes "
+                    "share (rabbit://); memory:// lives inside one process"
+                )
+            )
+        return workers.supervise(argv, count)
     return common.run(_run_service(args.command, conf))
 
 

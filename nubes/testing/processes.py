@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -159,7 +160,10 @@ class Proc:
         if self.process is None:
             return None
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+            # The whole session: a service with [*] workers > 1 is a parent
+            # and its workers, and a crash of the service takes them all.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         code = await self.process.wait()
         if self._log is not None:
             self._log.close()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from nubes.cmd import main as main_cmd
 from nubes.cmd import manage
 
 
@@ -68,3 +69,12 @@ def test_all_in_one_starts_answers_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_workers_over_one_on_the_memory_bus_is_refused(tmp_path, capsys):
+    # Worker processes share the topic through the broker; memory:// cannot
+    # reach another process, so N workers there would be N separate clouds.
+    path = tmp_path / "nubes.conf"
+    path.write_text("[DEFAULT]\ntransport_url = memory://\n[scheduler]\nworkers = 3\n")
+    assert main_cmd.main(["--config-file", str(path), "scheduler"]) == 2
+    assert "[scheduler] workers = 3 needs a bus the processes share" in capsys.readouterr().err
