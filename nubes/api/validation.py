@@ -71,8 +71,10 @@ def validate(
     raise exception.Invalid(reason=f"this request is not supported at version {version}")
 
 
-#: Largest JSON request body read (oslo.middleware's sizelimit default, as Nova).
-MAX_BODY_BYTES = 114688
+#: Largest JSON request body read; a larger one is a 413 before any parsing.
+#: Above oslo.middleware's 112 KiB so that what is too deep is told so (a
+#: 400 naming the nesting), not merely too large.
+MAX_BODY_BYTES = 1024 * 1024
 
 #: Deepest nesting of arrays and objects a JSON body may have: real bodies
 #: nest a handful of levels; deeper ones only serve to exhaust the stack of
