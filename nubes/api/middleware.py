@@ -70,7 +70,9 @@ class RequestIdMiddleware:
                 code, body = errors.raw_error(service, *errors.status_and_message(exc))
                 await _respond(send_with_id, code, body)
             else:
-                LOG.error("request failed after its answer began", exc_info=exc)
+                # Answered already (by the JSON handler, or mid-stream): the
+                # server must not see it; the log keeps it.
+                LOG.error("request failed (answered with status %s)", status, exc_info=exc)
         finally:
             LOG.info(
                 '%s "%s %s" status: %s time: %.4f',
