@@ -124,8 +124,8 @@ def _schemas_of(endpoint: Any) -> dict[str, list[tuple[str | None, Mapping[str, 
 def _route_table() -> list[tuple[str, str, Any]]:
     conf = config.new_config()
     conf([])
-    # Building the app opens nothing: the database is only named.
-    state = ApiState(conf=conf, db=Database("sqlite:///unused-route-table.sqlite"))
+    # Building the app connects to nothing: the database is only named.
+    state = ApiState(conf=conf, db=Database("sqlite://"))
     return sorted(set(_walk(build_app(state).app.routes)), key=lambda r: (r[1], r[0]))
 
 
