@@ -82,11 +82,17 @@ def error_response(service: str, exc: BaseException) -> Response:
     return JSONResponse(BODIES[service](code, message), status_code=code, headers=headers)
 
 
+#: How much of a request's method and path an error message repeats.
+MAX_ECHOED_ROUTE = 200
+
+
 def _routing_error(service: str, request: Request, exc: Exception) -> Response:
     # Only routers raise HTTPException (our handlers raise NubesError): their
     # bare "Not Found" would not tell the caller what was wrong.
     assert isinstance(exc, HTTPException)
     route = f"{request.method} {request.url.path}"
+    if len(route) > MAX_ECHOED_ROUTE:
+        route = route[: MAX_ECHOED_ROUTE - 3] + "..."
     if exc.status_code == 404:
         message = f"The resource could not be found: {route} is not a supported route"
     elif exc.status_code == 405:
