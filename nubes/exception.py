@@ -19,6 +19,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
     │   ├── MarkerNotFound                a pagination marker names no visible row
     │   └── ImageNotActive                an image that cannot be booted from (yet)
+    ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
     │   ├── IdentityMismatch              a message claims someone its sender is not
@@ -145,6 +146,12 @@ class MarkerNotFound(Invalid):
 
 class ImageNotActive(Invalid):
     msg_fmt = "Image %(image_id)s is not active."
+
+
+class RequestTooLarge(NubesError):
+    msg_fmt = "Request is too large."
+    code = 413
+    safe = True
 
 
 class NotAuthenticated(NubesError):

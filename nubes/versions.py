@@ -18,6 +18,8 @@ so, instead of reaching a host that would drop it.
 
 from __future__ import annotations
 
+import re
+
 #: Version of the service code, recorded with each service row.
 SERVICE_VERSION = 2
 
@@ -29,6 +31,42 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # force-complete of live migrations).
     2: {"compute": "1.1", "conductor": "1.1", "scheduler": "1.0"},
 }
+
+#: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
+#: them: ``str.isdigit`` would take "١.٠" (Arabic-Indic digits) as 1.0, and
+#: an unbounded part costs a quadratic int() before failing on 5,000 digits.
+_VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})", re.ASCII)
+# Versions on the wire come from a handful of strings; parsing each once
+# keeps the hot path cheap. Bounded, since peers choose the strings.
+_parsed_versions: dict[str, tuple[int, int]] = {}
+_MAX_CACHED_VERSIONS = 1024
+#: How much of a refused version an error message quotes.
+_MAX_QUOTED_CHARS = 40
+
+
+def parse_version(version: object) -> tuple[int, int]:
+    """``"1.4"`` -> ``(1, 4)`` (RPC API and object versions alike); anything
+    else raises ValueError, whose message quotes a bounded part of it."""
+    if type(version) is str:
+        parsed = _parsed_versions.get(version)
+        if parsed is not None:
+            return parsed
+        match = _VERSION_RE.fullmatch(version)
+        if match is not None:
+            parsed = (int(match[1]), int(match[2]))
+            if len(_parsed_versions) < _MAX_CACHED_VERSIONS:
+                _parsed_versions[version] = parsed
+            return parsed
+    raise ValueError(f"{quote_version(version)} is not a 'major.minor' version")
+
+
+def quote_version(version: object) -> str:
+    """A bounded repr of a version that may have come from an untrusted peer."""
+    text = repr(version)
+    if len(text) > _MAX_QUOTED_CHARS:
+        text = text[: _MAX_QUOTED_CHARS - 3] + "..."
+    return text
+
 
 #: ``[upgrade_levels]`` value that derives the cap from the services running.
 AUTO = "auto"

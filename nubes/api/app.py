@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from nubes.api import compute_v21
+from nubes.api import compute_v21, errors
 from nubes.api.identity import routes as identity_routes
 from nubes.api.image import routes as image_routes
 from nubes.api.middleware import RequestIdMiddleware
@@ -64,6 +64,6 @@ def build_app(
         # "/compute" without the slash is the version document, not a redirect.
         routes.append(Route(f"/{name}", _Bare(f"/{name}", apps[name]), methods=["GET", "HEAD"]))
         routes.append(Mount(f"/{name}", app=apps[name]))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers=errors.last_resort_handlers())
     app.state.api = state
     return RequestIdMiddleware(app)

@@ -82,13 +82,59 @@ def error_response(service: str, exc: BaseException) -> Response:
     return JSONResponse(BODIES[service](code, message), status_code=code, headers=headers)
 
 
+#: How much of a request's method and path an error message repeats.
+MAX_ECHOED_ROUTE = 200
+
+
+def _routing_error(service: str, request: Request, exc: Exception) -> Response:
+    # Only routers raise HTTPException (our handlers raise NubesError): their
+    # bare "Not Found" would not tell the caller what was wrong.
+    assert isinstance(exc, HTTPException)
+    route = f"{request.method} {request.url.path}"
+    if len(route) > MAX_ECHOED_ROUTE:
+        route = route[: MAX_ECHOED_ROUTE - 3] + "..."
+    if exc.status_code == 404:
+        message = f"The resource could not be found: {route} is not a supported route"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"The method specified is not allowed for this resource: {route}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+    else:
+        return error_response(service, exc)
+    return error_response(service, HTTPException(exc.status_code, message, exc.headers))
+
+
 def handlers(service: str) -> dict[Any, Any]:
     """Starlette exception handlers that answer in ``service``'s error shape."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(service, exc)
 
-    return {exception.NubesError: handle, HTTPException: handle}
+    async def routing(request: Request, exc: Exception) -> Response:
+        return _routing_error(service, request, exc)
+
+    return {exception.NubesError: handle, HTTPException: routing}
+
+
+def service_of(path: str) -> str:
+    """The service whose error shape answers for ``path`` (compute's by default)."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return first if first in BODIES else "compute"
+
+
+def last_resort_handlers() -> dict[Any, Any]:
+    """For the app that mounts the services: a path no service serves, or
+    whatever escaped a service, still gets a JSON answer in the shape of the
+    service the path names, never a plain-text page."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(service_of(request.url.path), exc)
+
+    async def routing(request: Request, exc: Exception) -> Response:
+        return _routing_error(service_of(request.url.path), request, exc)
+
+    return {Exception: handle, HTTPException: routing}
 
 
 def raw_error(service: str, code: int, message: str) -> tuple[int, bytes]:

@@ -24,7 +24,11 @@ HEADER = "OpenStack-API-Version"
 LEGACY_HEADER = "X-OpenStack-Nova-API-Version"
 VARY = f"{HEADER}, {LEGACY_HEADER}"
 
-_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+# ASCII digits only (``\d`` would take "٢.١" as 2.1) and bounded, so a
+# header of 5,000 digits is a 400 rather than a costly int() that fails.
+_VERSION_RE = re.compile(r"^([1-9][0-9]{0,8})\.([1-9][0-9]{0,8}|0)$", re.ASCII)
+#: How much of a refused version string an error message quotes.
+_MAX_QUOTED_CHARS = 40
 
 
 class InvalidVersionString(exception.Invalid):
@@ -51,6 +55,8 @@ class APIVersion(NamedTuple):
     def parse(cls, text: str) -> APIVersion:
         match = _VERSION_RE.match(text.strip())
         if match is None:
+            if len(text) > _MAX_QUOTED_CHARS:
+                text = text[: _MAX_QUOTED_CHARS - 3] + "..."
             raise InvalidVersionString(version=text)
         return cls(int(match.group(1)), int(match.group(2)))
 

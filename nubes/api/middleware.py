@@ -60,6 +60,19 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # The last resort: Starlette's error middleware has answered (in
+            # JSON, see errors.last_resort_handlers) and re-raises; anything
+            # that escaped before an answer gets one here. Nothing goes on
+            # to the server, which would answer in plain text.
+            if status == 0:
+                service = errors.service_of(scope["path"])
+                code, body = errors.raw_error(service, *errors.status_and_message(exc))
+                await _respond(send_with_id, code, body)
+            else:
+                # Answered already (by the JSON handler, or mid-stream): the
+                # server must not see it; the log keeps it.
+                LOG.error("request failed (answered with status %s)", status, exc_info=exc)
         finally:
             LOG.info(
                 '%s "%s %s" status: %s time: %.4f',
@@ -93,7 +106,8 @@ class ServiceMiddleware:
     compute microversion, and answer any error that escaped the handlers in
     the service's error shape.
 
-    ``public`` holds paths (relative to the service's mount) that need no token.
+    ``public`` holds paths (relative to the service's mount) that need no
+    token, as ``path`` for every method or ``path:METHOD`` for one.
     """
 
     def __init__(
@@ -110,6 +124,12 @@ class ServiceMiddleware:
         self.state = state
         self.public = frozenset(public)
         self.microversions = microversions
+
+    def _is_public(self, relative: str, method: str) -> bool:
+        for path in (relative, relative.rstrip("/")):
+            if path in self.public or f"{path}:{method}" in self.public:
+                return True
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +149,7 @@ class ServiceMiddleware:
                 version = microversion.negotiate(headers)
                 state["version"] = version
                 extra = microversion.response_headers(version)
-            if relative not in self.public and relative.rstrip("/") not in self.public:
+            if not self._is_public(relative, scope["method"]):
                 token = headers.get("x-auth-token")
                 if not token:
                     raise exception.NotAuthenticated()

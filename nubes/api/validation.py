@@ -9,6 +9,7 @@ unvalidated, so bad input can never become a 500.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -70,15 +71,94 @@ def validate(
     raise exception.Invalid(reason=f"this request is not supported at version {version}")
 
 
+#: Largest JSON request body read; a larger one is a 413 before any parsing.
+#: Above oslo.middleware's 112 KiB so that what is too deep is told so (a
+#: 400 naming the nesting), not merely too large.
+MAX_BODY_BYTES = 1024 * 1024
+
+#: Deepest nesting of arrays and objects a JSON body may have: real bodies
+#: nest a handful of levels; deeper ones only serve to exhaust the stack of
+#: whatever walks them (the parser, the schema validator, the views).
+MAX_BODY_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity, which are not JSON (RFC 8259);
+    # jsonschema would let them through as numbers and the DB refuse them.
+    raise MalformedBody(reason=f"{name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # 1e999 parses as infinity: the same non-number by another spelling.
+        raise MalformedBody(reason="a number is out of range")
+    return value
+
+
+def _check_decoded(value: Any) -> None:
+    """Refuse nesting beyond MAX_BODY_DEPTH and strings that are not Unicode
+    text (a lone surrogate such as ``"\\ud800"``: no database, log or
+    response can encode it). Iterative, so depth costs no stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            strings: list[str] = [item]
+        elif isinstance(item, dict):
+            if depth > MAX_BODY_DEPTH:
+                raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
+            strings = list(item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > MAX_BODY_DEPTH:
+                raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
+            strings = []
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # Not echoed: the message must itself be encodable.
+                raise MalformedBody(reason="a string holds an unpaired surrogate") from None
+
+
+def loads(raw: bytes) -> Any:
+    """Decode a JSON request body, or raise :class:`MalformedBody` (400).
+
+    The one place every API decodes JSON: strict JSON numbers, bounded depth,
+    only encodable text.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        # MalformedBody is not a ValueError; the parser's messages give a
+        # position, never the input.
+        raise MalformedBody(reason=str(exc)) from None
+    _check_decoded(value)
+    return value
+
+
 async def json_body(request: Request) -> Any:
-    """The request's JSON body; 400 when it is absent or not JSON."""
-    raw = await request.body()
+    """The request's JSON body; 400 when it is absent or not JSON, 413 when too large."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise exception.RequestTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise exception.RequestTooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         raise MalformedBody(reason="the request body is empty")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody(reason=str(exc)) from None
+    return loads(raw)
 
 
 # --- query parameters ---------------------------------------------------------

@@ -59,10 +59,10 @@ from nubes.objects.registry import (
     REGISTRY,
     VERSION_KEY,
     ObjectRegistry,
-    parse_version,
     quote,
     register,
 )
+from nubes.versions import parse_version
 
 if TYPE_CHECKING:
     from nubes.context import RequestContext

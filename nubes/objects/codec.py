@@ -25,7 +25,8 @@ import msgspec
 
 from nubes import exception
 from nubes.objects.base import VersionedObject
-from nubes.objects.registry import NAME_KEY, REGISTRY, ObjectRegistry, parse_version
+from nubes.objects.registry import NAME_KEY, REGISTRY, ObjectRegistry
+from nubes.versions import parse_version
 
 #: How deep lists and dicts may nest around objects in a decoded message;
 #: deeper is junk, refused before it costs a deep recursion.

@@ -65,7 +65,8 @@ from typing import (
 import msgspec
 
 from nubes import exception
-from nubes.objects.registry import DATA_KEY, parse_version, quote
+from nubes.objects.registry import DATA_KEY, quote
+from nubes.versions import parse_version
 
 if TYPE_CHECKING:
     from nubes.objects.base import VersionedObject

@@ -13,7 +13,6 @@ own :class:`ObjectRegistry` instances.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,12 +31,6 @@ ENVELOPE_KEYS = frozenset((NAME_KEY, VERSION_KEY, DATA_KEY, CHANGES_KEY))
 #: How much of a foreign value an error message quotes.
 MAX_QUOTED_CHARS = 80
 
-_VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})", re.ASCII)
-# Versions on the wire come from a handful of strings; parsing each once keeps
-# the decode of an older minor as cheap as that of the current one.
-_parsed_versions: dict[str, tuple[int, int]] = {}
-_MAX_CACHED_VERSIONS = 1024
-
 ClassT = TypeVar("ClassT", bound="type[VersionedObject]")
 
 
@@ -47,21 +40,6 @@ def quote(value: object) -> str:
     if len(text) > MAX_QUOTED_CHARS:
         text = text[: MAX_QUOTED_CHARS - 3] + "..."
     return text
-
-
-def parse_version(version: object) -> tuple[int, int]:
-    """``"1.4"`` -> ``(1, 4)``; anything else raises ValueError."""
-    if type(version) is str:
-        parsed = _parsed_versions.get(version)
-        if parsed is not None:
-            return parsed
-        match = _VERSION_RE.fullmatch(version)
-        if match is not None:
-            parsed = (int(match[1]), int(match[2]))
-            if len(_parsed_versions) < _MAX_CACHED_VERSIONS:
-                _parsed_versions[version] = parsed
-            return parsed
-    raise ValueError(f"{quote(version)} is not a 'major.minor' version")
 
 
 class ObjectRegistry:

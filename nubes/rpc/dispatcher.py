@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nubes import exception
+from nubes import exception, versions
 from nubes.rpc import message
 
 Checker = Callable[[Any], bool]
@@ -165,7 +165,7 @@ class Dispatcher:
             major, minor = message.parse_version(version)
         except exception.ValidationError:
             raise exception.MalformedMessage(
-                reason=f"version {version!r} is not MAJOR.MINOR"
+                reason=f"version {versions.quote_version(version)} is not MAJOR.MINOR"
             ) from None
         found_method = False
         for ep in endpoints:

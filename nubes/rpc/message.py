@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from nubes import exception
+from nubes import exception, versions
 
 EncHook = Callable[[Any], Any]
 
@@ -69,15 +69,10 @@ def _encoder(enc_hook: EncHook | None) -> msgspec.msgpack.Encoder:
 
 def parse_version(version: str) -> tuple[int, int]:
     """``"1.3"`` -> ``(1, 3)``; anything else is a ValidationError."""
-    return _parse_version(version)
-
-
-@lru_cache(maxsize=256)
-def _parse_version(version: str) -> tuple[int, int]:
-    major, dot, minor = str(version).partition(".")
-    if not dot or not major.isdigit() or not minor.isdigit():
-        raise exception.ValidationError(field="version", reason=f"{version!r} is not MAJOR.MINOR")
-    return int(major), int(minor)
+    try:
+        return versions.parse_version(version)
+    except ValueError as exc:
+        raise exception.ValidationError(field="version", reason=str(exc)) from None
 
 
 def encode_request(req: Request, enc_hook: EncHook | None = None) -> bytes:
@@ -92,6 +87,13 @@ def decode_request(body: bytes) -> Request:
         return _REQUEST_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise exception.MalformedMessage(reason=str(exc)) from None
+    except RecursionError:
+        # msgspec recurses per nesting level: a body nested thousands deep
+        # exhausts the stack before any depth check could see it.
+        raise exception.MalformedMessage(reason="nested too deep") from None
+    except ValueError:
+        # msgspec lets a UnicodeDecodeError out for a str that is not UTF-8.
+        raise exception.MalformedMessage(reason="a string is not valid UTF-8") from None
 
 
 def encode_result(result: Any, enc_hook: EncHook | None = None) -> bytes:
@@ -132,6 +134,8 @@ def decode_reply(body: bytes, errors: ErrorTable, method: str) -> Any:
         reply = _REPLY_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise exception.MalformedMessage(reason=f"reply to {method}: {exc}") from None
+    except (RecursionError, ValueError):
+        raise exception.MalformedMessage(reason=f"reply to {method}: undecodable") from None
     if reply.e is None:
         return reply.r
     info = reply.e

@@ -14,6 +14,9 @@ the method receives carries it as ``context.caller``.
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from nubes import exception
@@ -47,6 +50,46 @@ class BaseAPI:
         }
 
 
+#: Seconds between two "Refused" log lines about the same caller.
+REFUSAL_LOG_INTERVAL = 10.0
+#: Callers whose refusals are counted at once; the oldest is forgotten first.
+_MAX_TRACKED_CALLERS = 4096
+#: How much of a method name (the caller's choice) a log line quotes.
+_MAX_LOGGED_NAME = 80
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_LOGGED_NAME else text[: _MAX_LOGGED_NAME - 3] + "..."
+
+
+class RefusalLog:
+    """Rate limit for the log of refused messages: per caller at most one
+    line every ``interval`` seconds, the next one saying how many it left out."""
+
+    def __init__(
+        self,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        # caller -> (when its last line was written, refusals not logged since)
+        self._callers: OrderedDict[str | None, tuple[float, int]] = OrderedDict()
+
+    def admit(self, caller: str | None) -> int | None:
+        """None if this refusal is not to be logged; otherwise how many were not."""
+        now = self._clock()
+        last = self._callers.get(caller)
+        if last is not None and now - last[0] < self.interval:
+            self._callers[caller] = (last[0], last[1] + 1)
+            return None
+        self._callers[caller] = (now, 0)
+        self._callers.move_to_end(caller)
+        if len(self._callers) > _MAX_TRACKED_CALLERS:
+            self._callers.popitem(last=False)
+        return last[1] if last is not None else 0
+
+
 class RPCServer:
     def __init__(
         self,
@@ -65,6 +108,7 @@ class RPCServer:
         self._dispatcher = dispatcher.Dispatcher([*endpoints, BaseAPI(self)], topic)
         self._max_concurrency = max_concurrency
         self._listener: Listener | None = None
+        self._refusals = RefusalLog()
 
     async def start(self) -> None:
         if self._listener is None:
@@ -130,8 +174,19 @@ class RPCServer:
         kind = "call" if msg.expects_reply else "cast"
         if isinstance(exc, message.FRAMEWORK_ERRORS):
             # The caller sent something we refuse; it gets told (calls) and we
-            # keep a line for the operator, never a traceback.
-            LOG.warning("Refused %s %s.%s from %s: %s", kind, self.topic, method, msg.caller, exc)
+            # keep a line for the operator, never a traceback. A peer that
+            # keeps sending junk gets one line per window, not a log flood.
+            suppressed = self._refusals.admit(msg.caller)
+            if suppressed is not None:
+                LOG.warning(
+                    "Refused %s %s.%s from %s: %s%s",
+                    kind,
+                    self.topic,
+                    _bounded(method),
+                    msg.caller,
+                    exc,
+                    f" ({suppressed} more refused since the last line)" if suppressed else "",
+                )
         elif isinstance(exc, expected):
             LOG.debug("%s %s.%s raised %s", kind, self.topic, method, exc)
         else:

@@ -208,9 +208,14 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
         elif key in _ADMIN_EXACT:
             if key == "power_state":
                 try:
-                    sql[key] = [int(x) for x in values]
+                    states = [int(x) for x in values if x.isascii()]
                 except ValueError:
-                    raise common.bad_request(f"Invalid filter field: {key}.") from None
+                    states = []
+                # Only what fits the column: a bigger number is no state
+                # (and the driver could not even send it).
+                if len(states) != len(values) or any(abs(n) > v.MAX_INT for n in states):
+                    raise common.bad_request(f"Invalid filter field: {key}.")
+                sql[key] = states
             else:
                 sql[_ADMIN_EXACT[key]] = values if len(values) > 1 else value
     return sql, python, read_deleted

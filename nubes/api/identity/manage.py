@@ -4,11 +4,19 @@
 
     nubes-manage project create NAME [--description D]
     nubes-manage project list
+    nubes-manage project set NAME --enable|--disable
+    nubes-manage project delete NAME
     nubes-manage user create NAME --password P [--project PROJ] [--role ROLE ...]
     nubes-manage user list
+    nubes-manage user set NAME --enable|--disable
+    nubes-manage user delete NAME
     nubes-manage role add --user U --project P ROLE
     nubes-manage role remove --user U --project P ROLE
     nubes-manage role list
+
+Removing a role, disabling or deleting a user and disabling or deleting a
+project take effect at once: the tokens they concern stop working
+(:mod:`nubes.db.api.identity`).
 """
 
 from __future__ import annotations
@@ -67,6 +75,26 @@ def _project_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     return _run(conf, go)
 
 
+def _project_set(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            project = await identity.project_get(conn, args.name)
+            await identity.project_update(conn, project["id"], {"enabled": args.enabled})
+        return 0
+
+    return _run(conf, go)
+
+
+def _project_delete(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            project = await identity.project_get(conn, args.name)
+            await identity.project_delete(conn, project["id"])
+        return 0
+
+    return _run(conf, go)
+
+
 def _user_create(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     roles = args.role or (["member"] if args.project else [])
     if roles and not args.project:
@@ -93,6 +121,37 @@ def _user_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         return 0
 
     return _run(conf, go)
+
+
+def _user_set(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            user = await identity.user_get(conn, args.name)
+            await identity.user_update(conn, user["id"], {"enabled": args.enabled})
+        return 0
+
+    return _run(conf, go)
+
+
+def _user_delete(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    async def go(db: engine.Database) -> int:
+        async with db.writer() as conn:
+            user = await identity.user_get(conn, args.name)
+            await identity.user_delete(conn, user["id"])
+        return 0
+
+    return _run(conf, go)
+
+
+def _add_enable_flags(parser: Any) -> None:
+    flag = parser.add_mutually_exclusive_group(required=True)
+    flag.add_argument("--enable", dest="enabled", action="store_true", default=None)
+    flag.add_argument(
+        "--disable",
+        dest="enabled",
+        action="store_false",
+        help="its tokens stop working at once",
+    )
 
 
 def _role_change(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
@@ -135,6 +194,13 @@ def add_identity_commands(sub: Any) -> None:
     p.add_argument("--description")
     p.set_defaults(handler=_project_create)
     project.add_parser("list", help="list projects").set_defaults(handler=_project_list)
+    p = project.add_parser("set", help="enable or disable a project")
+    p.add_argument("name", help="project name or id")
+    _add_enable_flags(p)
+    p.set_defaults(handler=_project_set)
+    p = project.add_parser("delete", help="delete a project (its tokens stop working)")
+    p.add_argument("name", help="project name or id")
+    p.set_defaults(handler=_project_delete)
 
     user = sub.add_parser("user", help="identity users").add_subparsers(
         dest="action", required=True
@@ -146,12 +212,23 @@ def add_identity_commands(sub: Any) -> None:
     u.add_argument("--role", action="append", help="role on --project (repeatable; default member)")
     u.set_defaults(handler=_user_create)
     user.add_parser("list", help="list users").set_defaults(handler=_user_list)
+    u = user.add_parser("set", help="enable or disable a user")
+    u.add_argument("name", help="user name or id")
+    _add_enable_flags(u)
+    u.set_defaults(handler=_user_set)
+    u = user.add_parser("delete", help="delete a user (its tokens stop working)")
+    u.add_argument("name", help="user name or id")
+    u.set_defaults(handler=_user_delete)
 
     role = sub.add_parser("role", help="roles and role assignments").add_subparsers(
         dest="action", required=True
     )
     for action in ("add", "remove"):
-        r = role.add_parser(action, help=f"{action} a role assignment")
+        r = role.add_parser(
+            action,
+            help=f"{action} a role assignment"
+            + (" (the user's tokens on the project stop working)" if action == "remove" else ""),
+        )
         r.add_argument("role", help="admin, manager, member, reader (or any name)")
         r.add_argument("--user", required=True, help="user name or id")
         r.add_argument("--project", required=True, help="project name or id")

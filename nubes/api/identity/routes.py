@@ -256,22 +256,9 @@ async def list_roles(request: Request) -> Response:
     return JSONResponse({"roles": roles, "links": {}})
 
 
+#: Paths (relative to /identity) that need no token; issuing one is public
+#: only for POST, every other token call needs a token.
 PUBLIC = ("", "/", "/v3", "/v3/", "/v3/auth/tokens:POST")
-
-
-class _IdentityAuth(ServiceMiddleware):
-    """Token issue is public only for POST; every other token call needs a token."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            root = scope.get("root_path", "")
-            relative = (
-                scope["path"][len(root) :] if scope["path"].startswith(root) else scope["path"]
-            )
-            if relative.rstrip("/") == "/v3/auth/tokens" and scope["method"] == "POST":
-                await self.app(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
 
 
 def build_app(state: ApiState) -> Starlette:
@@ -292,14 +279,7 @@ def build_app(state: ApiState) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[
-            Middleware(
-                _IdentityAuth,
-                service="identity",
-                state=state,
-                public=("", "/", "/v3", "/v3/"),
-            )
-        ],
+        middleware=[Middleware(ServiceMiddleware, service="identity", state=state, public=PUBLIC)],
         exception_handlers=errors.handlers("identity"),
     )
     app.state.api = state

@@ -1,5 +1,11 @@
 """Projects, users, roles, role assignments and tokens (a Keystone v3 subset).
 
+A token's roles are a snapshot taken at issue; every change that takes a
+right away (a role removed, a user disabled or deleted, a project disabled
+or deleted) revokes the tokens it concerns in the same transaction, as
+Keystone does, and a token of a user or project that is gone or disabled is
+not live whatever its row says.
+
 Passwords never reach this module in clear: callers hash them first
 (:mod:`nubes.api.identity.passwords`). Tokens are stored by the SHA-256 of
 their text, so a copy of the database does not hand out live tokens.
@@ -12,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -69,10 +75,21 @@ async def project_get_all(conn: AsyncConnection, *, name: str | None = None) -> 
     return await fetch_all(conn, stmt.order_by(projects.c.name))
 
 
+async def project_update(conn: AsyncConnection, project_id: str, values: Mapping[str, Any]) -> None:
+    result = await conn.execute(
+        update(projects).where(projects.c.id == project_id).values(dict(values))
+    )
+    if not result.rowcount:
+        raise exception.NotFound(reason=f"project {project_id} does not exist")
+    if values.get("enabled") is False:
+        await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
+
+
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
     result = await conn.execute(delete(projects).where(projects.c.id == project_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
+    await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
 # --- users -------------------------------------------------------------------
@@ -124,6 +141,16 @@ async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, 
     result = await conn.execute(update(users).where(users.c.id == user_id).values(dict(values)))
     if not result.rowcount:
         raise exception.NotFound(reason=f"user {user_id} does not exist")
+    if values.get("enabled") is False:
+        await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+
+
+async def user_delete(conn: AsyncConnection, user_id: str) -> None:
+    """Delete the user (its role assignments go with it) and revoke its tokens."""
+    result = await conn.execute(delete(users).where(users.c.id == user_id))
+    if not result.rowcount:
+        raise exception.NotFound(reason=f"user {user_id} does not exist")
+    await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
 # --- roles -------------------------------------------------------------------
@@ -177,7 +204,11 @@ async def assignment_remove(
             role_assignments.c.role_id == role_row["id"],
         )
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    # The tokens' role snapshots still hold the role (and what it implied).
+    await _tokens_revoke_where(conn, tokens.c.user_id == user_id, tokens.c.project_id == project_id)
+    return True
 
 
 async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> list[Row]:
@@ -207,11 +238,22 @@ async def token_create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
 async def token_get(
     conn: AsyncConnection, token_hash: str, *, now: dt.datetime | None = None
 ) -> Row | None:
-    """The live token (not revoked, not expired) with that hash, or None."""
-    stmt = select(tokens).where(
-        tokens.c.token_hash == token_hash,
-        tokens.c.revoked.is_(False),
-        tokens.c.expires_at > now_or(now),
+    """The live token (not revoked, not expired, its user enabled and, if
+    scoped, its project enabled) with that hash, or None."""
+    stmt = (
+        select(tokens)
+        .select_from(
+            tokens.join(users, users.c.id == tokens.c.user_id).outerjoin(
+                projects, projects.c.id == tokens.c.project_id
+            )
+        )
+        .where(
+            tokens.c.token_hash == token_hash,
+            tokens.c.revoked.is_(False),
+            tokens.c.expires_at > now_or(now),
+            users.c.enabled.is_(True),
+            or_(tokens.c.project_id.is_(None), projects.c.enabled.is_(True)),
+        )
     )
     return await fetch_one(conn, stmt)
 
@@ -223,6 +265,13 @@ async def token_revoke(conn: AsyncConnection, token_hash: str) -> bool:
         .values(revoked=True)
     )
     return bool(result.rowcount)
+
+
+async def _tokens_revoke_where(conn: AsyncConnection, *criteria: Any) -> int:
+    result = await conn.execute(
+        update(tokens).where(tokens.c.revoked.is_(False), *criteria).values(revoked=True)
+    )
+    return int(result.rowcount)
 
 
 async def token_purge_expired(conn: AsyncConnection, *, now: dt.datetime | None = None) -> int:

@@ -216,12 +216,60 @@ def test_openstack_cli_phase1(cloud: Cloud, tmp_path: Path) -> None:
     )
     assert result.returncode != 0 and "403" in result.stderr
 
+    _demoted_admin_token_loses_admin(cloud)
+
     # Ctrl-C stops it cleanly; a second start keeps everything.
     assert cloud.stop() == 0
     cloud.start()
     assert "cli-flavor" in {f["Name"] for f in cloud.json(admin, "flavor", "list")}
     assert {i["Name"] for i in cloud.json(admin, "image", "list")} >= {"cli-image"}
     assert len({f["Name"] for f in cloud.json(admin, "flavor", "list")} & {"m1.tiny"}) == 1
+
+
+def _demoted_admin_token_loses_admin(cloud: Cloud) -> None:
+    """A token issued while its user was admin is no admin's once the role
+    is removed with nubes-manage: the CLI, still holding it, is refused."""
+    conf = str(cloud.state_dir / "nubes.conf")
+    manage = [sys.executable, "-m", "nubes.cmd.manage", "--config-file", conf]
+    password = "Eve-pw-123"
+    create = ["user", "create", "eve", "--password", password, "--project", "admin"]
+    result = subprocess.run(
+        [*manage, *create, "--role", "admin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    path = cloud.state_dir / "clouds.yaml"
+    data = yaml.safe_load(path.read_text())
+    eve = copy.deepcopy(data["clouds"]["nubes-admin"])
+    eve["auth"].update(username="eve", password=password)
+    data["clouds"]["nubes-eve"] = eve
+    path.write_text(yaml.safe_dump(data))
+    token = cloud.openstack("nubes-eve", "token", "issue", "-f", "value", "-c", "id").stdout
+
+    def with_token(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        endpoint = f"http://127.0.0.1:{cloud.port}/compute/v2.1"
+        auth = ["--os-auth-type", "admin_token", "--os-endpoint", endpoint]
+        return subprocess.run(
+            ["openstack", *auth, "--os-token", token.strip(), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    assert with_token("hypervisor", "list").returncode == 0
+    result = subprocess.run(
+        [*manage, "role", "remove", "admin", "--user", "eve", "--project", "admin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    refused = with_token("hypervisor", "list")
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
 
 
 # --- servers ---------------------------------------------------------------------------------

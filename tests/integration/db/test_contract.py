@@ -11,6 +11,7 @@ from tests.unit.db.test_archive import *  # noqa: F403
 from tests.unit.db.test_compute_nodes import *  # noqa: F403
 from tests.unit.db.test_constraints import *  # noqa: F403
 from tests.unit.db.test_grouped_writes import *  # noqa: F403
+from tests.unit.db.test_identity_tokens import *  # noqa: F403
 from tests.unit.db.test_instances import *  # noqa: F403
 from tests.unit.db.test_migrations import *  # noqa: F403
 from tests.unit.db.test_object_backend import *  # noqa: F403

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from pathlib import Path
 
 from sqlalchemy import update
 
@@ -100,3 +102,57 @@ async def test_projects_listing(api: ApiHarness) -> None:
     async with await api.login("admin") as c:
         names = {p["name"] for p in (await c.get("/identity/v3/projects")).json()["projects"]}
         assert {"admin", "demo", "other"} <= names
+
+
+# --- a change of rights takes effect for existing tokens at once ---------------
+
+
+async def _manage(api: ApiHarness, tmp_path: Path, *argv: str) -> int:
+    """Run ``nubes-manage`` on the harness's database, as an operator would."""
+    from nubes.cmd import manage
+
+    conf = tmp_path / "manage.conf"
+    conf.write_text(f"[database]\nconnection = {api.state.db.url.render_as_string()}\n")
+    # Handlers run their own event loop, as under nubes-manage.
+    return await asyncio.to_thread(manage.main, ["--config-file", str(conf), *argv])
+
+
+async def test_user_demoted_from_admin_loses_admin_with_the_old_token(
+    api: ApiHarness, tmp_path: Path
+) -> None:
+    token = await api.token("admin")
+    async with api.client(token) as c:
+        assert (await c.get("/compute/v2.1/os-hypervisors")).status_code == 200
+        code = await _manage(
+            api, tmp_path, "role", "remove", "admin", "--user", "admin", "--project", "admin"
+        )
+        assert code == 0
+        r = await c.get("/compute/v2.1/os-hypervisors")
+        assert r.status_code == 401, r.text
+        flavor = {"flavor": {"name": "x", "ram": 64, "vcpus": 1, "disk": 1}}
+        r = await c.post("/compute/v2.1/flavors", json=flavor)
+        assert r.status_code == 401, r.text
+
+
+async def test_disabled_or_deleted_user_and_disabled_project_lose_their_tokens(
+    api: ApiHarness, tmp_path: Path
+) -> None:
+    demo, other = await api.token("demo"), await api.token("other")
+    viewer = await api.token("viewer")
+
+    async def answer(token: str) -> int:
+        async with api.client(token) as c:
+            return (await c.get("/compute/v2.1/flavors")).status_code
+
+    assert {await answer(t) for t in (demo, other, viewer)} == {200}
+    assert await _manage(api, tmp_path, "user", "set", "demo", "--disable") == 0
+    assert await answer(demo) == 401
+    assert await answer(viewer) == 200
+    assert await _manage(api, tmp_path, "user", "set", "demo", "--enable") == 0
+    # Enabling again does not bring a revoked token back.
+    assert await answer(demo) == 401
+    assert await _manage(api, tmp_path, "project", "set", "other", "--disable") == 0
+    assert await answer(other) == 401
+    assert await _manage(api, tmp_path, "user", "delete", "viewer") == 0
+    assert await answer(viewer) == 401
+    assert await _manage(api, tmp_path, "user", "delete", "viewer") == 1
