@@ -113,6 +113,12 @@ fake_driver_opts: list[cfg.Opt] = [
     cfg.IntOpt("vcpus", default=16, min=1, help="vCPUs each fake host reports."),
     cfg.IntOpt("memory_mb", default=65536, min=1, help="Memory (MiB) each fake host reports."),
     cfg.IntOpt("local_gb", default=1000, min=1, help="Disk (GiB) each fake host reports."),
+    cfg.StrOpt(
+        "state_path",
+        help="Directory where each fake host keeps its guests (<host>.json), so they "
+        "survive a restart as a hypervisor's do; unset: in memory only. "
+        "all-in-one sets it to <state dir>/fake-driver.",
+    ),
 ]
 
 notifications_opts: list[cfg.Opt] = [

@@ -18,6 +18,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── MalformedObject               an object primitive is not a valid envelope
     │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
     │   ├── MarkerNotFound                a pagination marker names no visible row
+    │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
     │   └── ImageNotActive                an image that cannot be booted from (yet)
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
@@ -47,6 +48,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
+    ├── HostCannotAnswer (501)            a compute host runs code too old for the question
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
@@ -145,6 +147,10 @@ class MarkerNotFound(Invalid):
 
 class ImageNotActive(Invalid):
     msg_fmt = "Image %(image_id)s is not active."
+
+
+class ComputeServiceUnavailable(Invalid):
+    msg_fmt = "Compute service of %(host)s is unavailable at this time."
 
 
 class NotAuthenticated(NubesError):
@@ -293,6 +299,12 @@ class IncompatibleObjectVersion(ObjectError):
 
 class ObjectLoadError(ObjectError):
     msg_fmt = "Cannot load %(field)s of %(objname)s: %(reason)s"
+
+
+class HostCannotAnswer(NubesError):
+    msg_fmt = "Compute host %(host)s cannot answer %(question)s: %(reason)s"
+    code = 501
+    safe = True
 
 
 class NoValidHost(NubesError):

@@ -19,7 +19,7 @@ so, instead of reaching a host that would drop it.
 from __future__ import annotations
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 2
+SERVICE_VERSION = 3
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -28,6 +28,8 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Move operations: compute 1.1 (move steps), conductor 1.1 (abort and
     # force-complete of live migrations).
     2: {"compute": "1.1", "conductor": "1.1", "scheduler": "1.0"},
+    # Host queries: compute 1.2 (get_host_uptime).
+    3: {"compute": "1.2", "conductor": "1.1", "scheduler": "1.0"},
 }
 
 #: ``[upgrade_levels]`` value that derives the cap from the services running.

@@ -53,6 +53,16 @@ class ApiState:
             )
         return self.extras["scheduler"]
 
+    def compute_api(self) -> Any:
+        """The compute client for questions the API asks a host directly (its uptime)."""
+        if "compute" not in self.extras:
+            if self.transport is None:
+                return None
+            from nubes.compute.rpcapi import ComputeAPI
+
+            self.extras["compute"] = ComputeAPI(self.transport)
+        return self.extras["compute"]
+
     def conductor_api(self) -> Any:
         """The conductor client the servers and moves APIs share."""
         if "conductor" not in self.extras:

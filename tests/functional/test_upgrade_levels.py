@@ -63,7 +63,7 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
     # Started before any compute host registered: nothing old to cap for.
     assert engine.compute.client.version_cap is None
     await caps.refresh(engine)
-    assert engine.compute.client.version_cap == "1.1"
+    assert engine.compute.client.version_cap == "1.2"
 
     await _set_compute_versions(cloud, 1, host=sorted(cloud.computes)[0])
     assert engine.compute.client.version_cap == "1.0"

@@ -25,7 +25,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", None, None),
         ("auto", 1, "1.0"),
         ("auto", 2, "1.1"),
-        ("auto", 99, "1.1"),
+        ("auto", 3, "1.2"),
+        ("auto", 99, "1.2"),
         ("auto", 0, "1.0"),
     ],
 )
