@@ -19,6 +19,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
     │   ├── MarkerNotFound                a pagination marker names no visible row
     │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
+    │   ├── TooManyInstanceTags           more tags than a server may have
     │   └── ImageNotActive                an image that cannot be booted from (yet)
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
@@ -29,6 +30,7 @@ RPC API lists it as expected (see :mod:`nubes.rpc.errors`).
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
     │   ├── InstanceNotFound
+    │   ├── InstanceTagNotFound           the server has not got that tag
     │   ├── MigrationNotFound
     │   ├── FlavorNotFound
     │   ├── AggregateNotFound
@@ -153,6 +155,10 @@ class ComputeServiceUnavailable(Invalid):
     msg_fmt = "Compute service of %(host)s is unavailable at this time."
 
 
+class TooManyInstanceTags(Invalid):
+    msg_fmt = "The number of tags exceeded the per-server limit %(limit)d"
+
+
 class NotAuthenticated(NubesError):
     msg_fmt = "The request you have made requires authentication."
     code = 401
@@ -200,6 +206,10 @@ class ComputeHostNotFound(NotFound):
 
 class InstanceNotFound(NotFound):
     msg_fmt = "Instance %(instance_id)s could not be found."
+
+
+class InstanceTagNotFound(NotFound):
+    msg_fmt = "Instance %(instance_id)s has no tag '%(tag)s'."
 
 
 class MigrationNotFound(NotFound):

@@ -57,3 +57,27 @@ def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> No
     finally:
         if cloud.proc is not None and cloud.proc.poll() is None:
             cloud.stop()
+
+
+def test_server_list_by_tags_returns_only_the_tagged_servers(cloud: Cloud) -> None:
+    create = ("server", "create", "--flavor", "m1.tiny", "--image", _image(), "--nic", "none")
+    cloud.json(DEMO, *create, "--tag", "t1", "--tag", "t2", "--wait", "both")
+    cloud.json(DEMO, *create, "--wait", "plain")
+    cloud.openstack(DEMO, "server", "set", "--tag", "t1", "plain")
+    cloud.json(DEMO, *create, "--tag", "t3", "--wait", "other")
+
+    def names(*args: str) -> set[str]:
+        return {s["Name"] for s in cloud.json(DEMO, "server", "list", *args)}
+
+    assert names("--tags", "t1") == {"both", "plain"}
+    assert names("--tags", "t1", "--tags", "t2") == {"both"}
+    assert names("--not-tags", "t1", "--not-tags", "t2") == {"plain", "other"}
+    # The CLI has no "any" options; openstacksdk sends them.
+    sdk = _sdk(cloud, DEMO)
+    assert {s.name for s in sdk.compute.servers(any_tags="t2,t3")} == {"both", "other"}
+    assert {s.name for s in sdk.compute.servers(not_any_tags="t1")} == {"other"}
+    assert sorted(cloud.json(DEMO, "server", "show", "both")["tags"]) == ["t1", "t2"]
+
+    cloud.openstack(DEMO, "server", "unset", "--tag", "t1", "plain")
+    assert cloud.json(DEMO, "server", "show", "plain")["tags"] == []
+    assert names("--tags", "t1") == {"both"}
