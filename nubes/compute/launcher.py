@@ -73,6 +73,7 @@ def compute_host(
         resource_update_interval=conf.compute.resource_update_interval,
         notify_on_state_change=notes.notify_on_state_change,
         steps_kept=conf.compute.completed_steps_kept,
+        upgrade_levels=conf.upgrade_levels,
     )
 
 
