@@ -86,7 +86,7 @@ class Tag(Base):
 
     resource_id: Mapped[str] = mapped_column(
         String(UUID_LEN),
-        ForeignKey("instances.uuid", name="fk_tags0resource_id", ondelete="CASCADE"),
+        ForeignKey("instances.uuid", name="fk_tags0resource_id"),
         primary_key=True,
     )
     tag: Mapped[str] = mapped_column(String(TAG_LEN), primary_key=True)

@@ -42,17 +42,6 @@ def _tags_of(raw: str | None) -> list[str]:
 
 
 def upgrade() -> None:
-    tags = op.create_table(
-        "tags",
-        sa.Column(
-            "resource_id",
-            sa.String(UUID_LEN),
-            sa.ForeignKey("instances.uuid", name="fk_tags0resource_id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
-        sa.Column("tag", sa.String(TAG_LEN), primary_key=True),
-    )
-    op.create_index("tags_tag_idx", "tags", ["tag"])
     instances = sa.table(
         "instances",
         sa.column("uuid", sa.String),
@@ -66,11 +55,22 @@ def upgrade() -> None:
         )
     )
     rows = [{"resource_id": uuid, "tag": tag} for uuid, raw in found for tag in _tags_of(raw)]
-    if rows:
-        op.bulk_insert(tags, rows)
     for table in ("instances", "shadow_instances"):
         with op.batch_alter_table(table) as batch:
             batch.drop_column("tags")
+    tags = op.create_table(
+        "tags",
+        sa.Column(
+            "resource_id",
+            sa.String(UUID_LEN),
+            sa.ForeignKey("instances.uuid", name="fk_tags0resource_id"),
+            primary_key=True,
+        ),
+        sa.Column("tag", sa.String(TAG_LEN), primary_key=True),
+    )
+    op.create_index("tags_tag_idx", "tags", ["tag"])
+    if rows:
+        op.bulk_insert(tags, rows)
 
 
 def downgrade() -> None:
