@@ -1,17 +1,33 @@
 """Bugs users met with the openstack CLI against ``nubes all-in-one``.
 
 Each test drives the unmodified CLI through the clouds.yaml all-in-one
-wrote (the harness of ``test_openstack_cli``).
+wrote (the harness of ``test_openstack_cli``; ``cloud`` comes through
+this directory's conftest).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
-from tests.functional.api.test_openstack_cli import Cloud, _free_port, _sdk, _wait_status, cloud
+import pytest
 
-__all__ = ["cloud"]
+from tests.functional.api.test_openstack_cli import (
+    Cloud,
+    _free_port,
+    _parallel,
+    _sdk,
+    _wait_status,
+)
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        shutil.which("openstack") is None,
+        reason="python-openstackclient is not installed (pip install -e '.[test]')",
+    ),
+]
 
 ADMIN, DEMO = "nubes-admin", "nubes-demo"
 
@@ -61,10 +77,12 @@ def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> No
 
 def test_server_list_by_tags_returns_only_the_tagged_servers(cloud: Cloud) -> None:
     create = ("server", "create", "--flavor", "m1.tiny", "--image", _image(), "--nic", "none")
-    cloud.json(DEMO, *create, "--tag", "t1", "--tag", "t2", "--wait", "both")
-    cloud.json(DEMO, *create, "--wait", "plain")
+    _parallel(
+        lambda: cloud.json(DEMO, *create, "--tag", "t1", "--tag", "t2", "--wait", "both"),
+        lambda: cloud.json(DEMO, *create, "--wait", "plain"),
+        lambda: cloud.json(DEMO, *create, "--tag", "t3", "--wait", "other"),
+    )
     cloud.openstack(DEMO, "server", "set", "--tag", "t1", "plain")
-    cloud.json(DEMO, *create, "--tag", "t3", "--wait", "other")
 
     def names(*args: str) -> set[str]:
         return {s["Name"] for s in cloud.json(DEMO, "server", "list", *args)}
