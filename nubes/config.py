@@ -17,9 +17,9 @@ import socket
 import textwrap
 from collections.abc import Sequence
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
-from nubes import exception
+from nubes import exception, versions
 
 DEFAULT_TRANSPORT_URL = "memory://"
 DEFAULT_DB_CONNECTION = "sqlite:///nubes.sqlite"
@@ -113,6 +113,12 @@ fake_driver_opts: list[cfg.Opt] = [
     cfg.IntOpt("vcpus", default=16, min=1, help="vCPUs each fake host reports."),
     cfg.IntOpt("memory_mb", default=65536, min=1, help="Memory (MiB) each fake host reports."),
     cfg.IntOpt("local_gb", default=1000, min=1, help="Disk (GiB) each fake host reports."),
+    cfg.StrOpt(
+        "state_path",
+        help="Directory where each fake host keeps its guests (<host>.json), so they "
+        "survive a restart as a hypervisor's do; unset: in memory only. "
+        "all-in-one sets it to <state dir>/fake-driver.",
+    ),
 ]
 
 notifications_opts: list[cfg.Opt] = [
@@ -376,15 +382,30 @@ filter_scheduler_opts: list[cfg.Opt] = [
     ),
 ]
 
-upgrade_levels_opts: list[cfg.Opt] = [
-    cfg.StrOpt(
-        "conductor",
-        help="Cap on the conductor RPC API version this service sends "
-        "(a version, a release name, or 'auto' for the oldest service running).",
-    ),
-    cfg.StrOpt("compute", help="Cap on the compute RPC API version this service sends."),
-    cfg.StrOpt("scheduler", help="Cap on the scheduler RPC API version this service sends."),
-]
+
+class UpgradeLevel(types.String):
+    """An ``[upgrade_levels]`` value: a version, a release name or ``auto``
+    (checked by :func:`nubes.versions.check_level`)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="upgrade level")
+
+    def __call__(self, value: str) -> str:
+        return versions.check_level(super().__call__(value))
+
+
+def _upgrade_level(api: str) -> cfg.Opt:
+    return cfg.Opt(
+        api,
+        type=UpgradeLevel(),
+        help=f"Cap on the {api} RPC API version this service sends: a version (1.0), "
+        f"a release name ({', '.join(versions.RELEASES)}: what that release's {api} "
+        f"services serve), or 'auto' (what the oldest {api} service running serves). "
+        "Unset: no cap.",
+    )
+
+
+upgrade_levels_opts: list[cfg.Opt] = [_upgrade_level(api) for api in versions.APIS]
 
 api_opts: list[cfg.Opt] = [
     cfg.HostAddressOpt(

@@ -18,6 +18,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── MalformedObject               an object primitive is not a valid envelope
     │   ├── InvalidSchedulerHint          a scheduler hint of the wrong type or value
     │   ├── MarkerNotFound                a pagination marker names no visible row
+    │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
+    │   ├── TooManyInstanceTags           more tags than a server may have
     │   └── ImageNotActive                an image that cannot be booted from (yet)
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -29,6 +31,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
     │   ├── InstanceNotFound
+    │   ├── InstanceTagNotFound           the server has not got that tag
     │   ├── MigrationNotFound
     │   ├── FlavorNotFound
     │   ├── AggregateNotFound
@@ -48,6 +51,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
+    ├── HostCannotAnswer (501)            a compute host runs code too old for the question
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
@@ -154,6 +158,14 @@ class RequestTooLarge(NubesError):
     safe = True
 
 
+class ComputeServiceUnavailable(Invalid):
+    msg_fmt = "Compute service of %(host)s is unavailable at this time."
+
+
+class TooManyInstanceTags(Invalid):
+    msg_fmt = "The number of tags exceeded the per-server limit %(limit)d"
+
+
 class NotAuthenticated(NubesError):
     msg_fmt = "The request you have made requires authentication."
     code = 401
@@ -201,6 +213,10 @@ class ComputeHostNotFound(NotFound):
 
 class InstanceNotFound(NotFound):
     msg_fmt = "Instance %(instance_id)s could not be found."
+
+
+class InstanceTagNotFound(NotFound):
+    msg_fmt = "Instance %(instance_id)s has no tag '%(tag)s'."
 
 
 class MigrationNotFound(NotFound):
@@ -300,6 +316,12 @@ class IncompatibleObjectVersion(ObjectError):
 
 class ObjectLoadError(ObjectError):
     msg_fmt = "Cannot load %(field)s of %(objname)s: %(reason)s"
+
+
+class HostCannotAnswer(NubesError):
+    msg_fmt = "Compute host %(host)s cannot answer %(question)s: %(reason)s"
+    code = 501
+    safe = True
 
 
 class NoValidHost(NubesError):

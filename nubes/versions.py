@@ -1,14 +1,30 @@
-"""Service versions, and the RPC version caps derived from the oldest service running.
+"""Service versions, release names, and the RPC version caps ``[upgrade_levels]`` sets.
 
 Every service records :data:`SERVICE_VERSION` in its ``services`` row at
 start. :data:`SERVICE_VERSION_HISTORY` says, per service version, the newest
-version of each RPC API that code serves. A sender whose ``[upgrade_levels]
-<api>`` option is ``auto`` caps what it sends at what the *oldest* service
-of that API's binary serves (:func:`resolve_cap`), so during a rolling
-upgrade new conductors keep talking 1.0 to compute hosts that are not
-upgraded yet, and start using 1.1 once the last old one is gone (or
-deleted). An explicit version (``1.0``) caps at that version; no value
-means no cap.
+version of each RPC API that code serves, and :data:`RELEASES` names the
+releases that shipped each service version.
+
+``[upgrade_levels] conductor``, ``compute`` and ``scheduler`` cap what a
+service sends to that API, and all three take the same values
+(:func:`check_level`, :func:`resolve_cap`):
+
+* nothing: no cap;
+* a version (``1.0``): that version;
+* a release name (``birch``): what that release's services of the API serve,
+  so an operator upgrading from birch writes ``birch`` and needs no RPC
+  version numbers;
+* ``auto``: what the *oldest* service of the API's binary running serves, so
+  during a rolling upgrade new conductors keep talking 1.0 to compute hosts
+  that are not upgraded yet, and start using 1.1 once the last old one is
+  gone (or deleted).
+
+Each service keeps the caps of the clients it sends with by
+:func:`apply_caps` (at start) and :func:`follow_caps` (every
+:data:`REFRESH_INTERVAL` seconds, so ``auto`` follows the services running);
+only where the oldest version comes from differs: the database for the
+conductors and the API, the conductor (``Service.get_minimum_version``) for a
+compute host.
 
 A capped sender refuses a newer method locally, before anything leaves the
 process (:class:`~nubes.exception.UnsupportedVersion`): a move asked while
@@ -18,10 +34,18 @@ so, instead of reaching a host that would drop it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from nubes import exception
+
+LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 2
+SERVICE_VERSION = 3
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -30,6 +54,8 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Move operations: compute 1.1 (move steps), conductor 1.1 (abort and
     # force-complete of live migrations).
     2: {"compute": "1.1", "conductor": "1.1", "scheduler": "1.0"},
+    # Host queries: compute 1.2 (get_host_uptime).
+    3: {"compute": "1.2", "conductor": "1.1", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -68,8 +94,54 @@ def quote_version(version: object) -> str:
     return text
 
 
+#: Release name -> the service version its services run (newest last).
+RELEASES: dict[str, int] = {
+    "alder": 1,
+    "birch": 2,
+    "cedar": 3,
+}
+
+#: The RPC APIs ``[upgrade_levels]`` has an option for.
+APIS = ("compute", "conductor", "scheduler")
+
 #: ``[upgrade_levels]`` value that derives the cap from the services running.
 AUTO = "auto"
+
+#: Seconds between two reads of the oldest service version (``auto``).
+REFRESH_INTERVAL = 60.0
+
+
+#: ``oldest(api)``: the lowest service version among the running services of
+#: ``api``'s binary, None when none is registered.
+Oldest = Callable[[str], Awaitable[int | None]]
+
+
+class Capped(Protocol):
+    """What :func:`apply_caps` needs of an RPC client."""
+
+    version_cap: str | None
+
+    def set_version_cap(self, version_cap: str | None) -> None: ...
+
+
+def check_level(value: str) -> str:
+    """An ``[upgrade_levels]`` value as given, if it is one (the options' type).
+
+    ValueError otherwise, naming what is accepted: oslo.config reports it
+    as an invalid value of the option, so a typo stops the service at start.
+    """
+    text = str(value).strip()
+    if not text or text == AUTO or text in RELEASES:
+        return text
+    try:
+        parse_version(text)
+        return text
+    except ValueError:
+        pass
+    raise ValueError(
+        f"{value!r} is neither an RPC version (such as 1.1), a release name "
+        f"({', '.join(RELEASES)}) nor {AUTO!r}"
+    )
 
 
 def api_version_of(service_version: int, api: str) -> str:
@@ -87,11 +159,48 @@ def resolve_cap(value: str | None, api: str, oldest: int | None) -> str | None:
     ``oldest`` is the lowest service version among the running services of
     the API's binary (``nubes.db.api.services.minimum_version``); with
     ``auto`` and none registered there is no cap (nothing old can receive).
+    ConfigError for a value :func:`check_level` refuses.
     """
-    if not value:
+    if api not in APIS:
+        raise exception.ConfigError(reason=f"no RPC API named {api!r}")
+    try:
+        text = check_level(value or "")
+    except ValueError as exc:
+        raise exception.ConfigError(reason=f"[upgrade_levels] {api}: {exc}") from None
+    if not text:
         return None
-    if value != AUTO:
-        return value
-    if oldest is None:
-        return None
-    return api_version_of(oldest, api)
+    if text == AUTO:
+        return None if oldest is None else api_version_of(oldest, api)
+    if text in RELEASES:
+        return api_version_of(RELEASES[text], api)
+    return text
+
+
+async def apply_caps(levels: Any, clients: Mapping[str, Capped], oldest: Oldest) -> None:
+    """Cap each client of ``clients`` (by API name) as ``levels`` (the
+    ``[upgrade_levels]`` group) says; ``oldest`` is asked only for ``auto``."""
+    for api, client in clients.items():
+        value = getattr(levels, api)
+        version = await oldest(api) if value == AUTO else None
+        cap = resolve_cap(value, api, version)
+        if cap != client.version_cap:
+            LOG.info("%s RPC API capped at %s (was %s)", api, cap, client.version_cap)
+            client.set_version_cap(cap)
+
+
+async def follow_caps(
+    levels: Any,
+    clients: Mapping[str, Capped],
+    oldest: Oldest,
+    interval: float = REFRESH_INTERVAL,
+) -> None:
+    """:func:`apply_caps` every ``interval`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await apply_caps(levels, clients, oldest)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Keep the cap we have: lifting it on an error could reach an old service.
+            LOG.warning("could not refresh the RPC version caps: %s", exc)

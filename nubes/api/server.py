@@ -62,6 +62,7 @@ class ApiServer:
         self.conf = conf
         self.state = ApiState(conf=conf, db=db, transport=transport)
         self._servers: list[tuple[_Server, asyncio.Task[None], socket.socket]] = []
+        self._caps: asyncio.Task[None] | None = None
 
     def _listeners(self) -> list[tuple[int, tuple[str, ...]]]:
         api = self.conf.api
@@ -77,6 +78,9 @@ class ApiServer:
         return [sock.getsockname()[1] for _, _, sock in self._servers]
 
     async def start(self) -> None:
+        # Capped before the first request can send anything.
+        await self.state.refresh_caps()
+        self._caps = asyncio.create_task(self.state.follow_caps(), name="api-rpc-caps")
         host = self.conf.api.bind_host
         for port, only in self._listeners():
             sock = bind_socket(host, port)
@@ -99,6 +103,11 @@ class ApiServer:
             LOG.info("API listening on http://%s:%d (%s)", host, port, ", ".join(only))
 
     async def stop(self) -> None:
+        if self._caps is not None:
+            self._caps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._caps
+            self._caps = None
         for server, _, _ in self._servers:
             server.should_exit = True
         for _, task, sock in self._servers:

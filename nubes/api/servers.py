@@ -41,6 +41,7 @@ from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
 from nubes.db.api import instances as instances_api
+from nubes.db.api import tags as tags_api
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
 from nubes.objects import states
@@ -54,6 +55,18 @@ REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
 MAX_COUNT = 10_000
 
+
+#: The vm_states in which a server's tags may change (Nova's os-server-tags check).
+TAGGABLE_STATES = frozenset(
+    {
+        VMState.ACTIVE,
+        VMState.PAUSED,
+        VMState.SUSPENDED,
+        VMState.STOPPED,
+        VMState.SHELVED,
+        VMState.SHELVED_OFFLOADED,
+    }
+)
 
 #: What ``os-resetState`` may set (Nova's state map of the admin action).
 RESET_STATES = (VMState.ACTIVE, VMState.ERROR)
@@ -203,11 +216,11 @@ class ServersAPI:
                         "system_metadata": dict(system_metadata or {}),
                         "user_data": user_data,
                         "config_drive": "True" if config_drive else "",
-                        "tags": list(tags or []),
                     }
                     for index in range(count)
                 ],
             )
+            await tags_api.add_to_new(conn, [row["uuid"] for row in created], tags or [])
             tasks_made = await self._start_many(
                 conn,
                 ctxt,
@@ -324,6 +337,40 @@ class ServersAPI:
             if not data:
                 return row
             return await instances_api.update(conn, instance_uuid, data)
+
+    # -- tags (os-server-tags, 2.26) ---------------------------------------------------
+
+    @staticmethod
+    async def _taggable(conn: AsyncConnection, instance_uuid: str, action: str) -> None:
+        row = await instances_api.get_by_uuid(conn, instance_uuid)
+        if row["vm_state"] not in TAGGABLE_STATES:
+            raise InstanceInvalidState(
+                action=action, instance_uuid=instance_uuid, attr="vm_state", state=row["vm_state"]
+            )
+
+    async def add_tag(self, ctxt: RequestContext, instance_uuid: str, tag: str) -> bool:
+        """Tag the server; False when it had the tag already."""
+        async with self.db.writer() as conn:
+            await self._taggable(conn, instance_uuid, "update tag")
+            return await tags_api.add(conn, instance_uuid, tag)
+
+    async def replace_tags(
+        self, ctxt: RequestContext, instance_uuid: str, tags: list[str]
+    ) -> list[str]:
+        """Make ``tags`` the server's only tags; them, sorted."""
+        async with self.db.writer() as conn:
+            await self._taggable(conn, instance_uuid, "update tags")
+            return await tags_api.replace(conn, instance_uuid, tags)
+
+    async def remove_tag(self, ctxt: RequestContext, instance_uuid: str, tag: str) -> None:
+        async with self.db.writer() as conn:
+            await self._taggable(conn, instance_uuid, "delete tag")
+            await tags_api.remove(conn, instance_uuid, tag)
+
+    async def remove_all_tags(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        async with self.db.writer() as conn:
+            await self._taggable(conn, instance_uuid, "delete tags")
+            await tags_api.remove_all(conn, instance_uuid)
 
     async def lock_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova)."""

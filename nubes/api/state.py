@@ -9,6 +9,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from nubes import versions
 from nubes.db.engine import Database
 from nubes.rpc.transport import Transport
 
@@ -53,6 +54,16 @@ class ApiState:
             )
         return self.extras["scheduler"]
 
+    def compute_api(self) -> Any:
+        """The compute client for questions the API asks a host directly (its uptime)."""
+        if "compute" not in self.extras:
+            if self.transport is None:
+                return None
+            from nubes.compute.rpcapi import ComputeAPI
+
+            self.extras["compute"] = ComputeAPI(self.transport)
+        return self.extras["compute"]
+
     def conductor_api(self) -> Any:
         """The conductor client the servers and moves APIs share."""
         if "conductor" not in self.extras:
@@ -80,6 +91,32 @@ class ApiState:
 
             self.extras["moves"] = MovesAPI(self.db, self.conductor_api(), conf=self.conf)
         return self.extras["moves"]
+
+    def rpc_clients(self) -> dict[str, Any]:
+        """The RPC clients this API service sends with, by API (none without a bus)."""
+        if self.transport is None:
+            return {}
+        return {
+            "conductor": self.conductor_api().client,
+            "scheduler": self.scheduler_api().client,
+            "compute": self.compute_api().client,
+        }
+
+    async def oldest_service(self, api: str) -> int | None:
+        """The lowest version among the running services of ``api`` (for ``auto``)."""
+        from nubes.db.api import services
+
+        async with self.db.reader() as conn:
+            return await services.minimum_version(conn, api)
+
+    async def refresh_caps(self) -> None:
+        """Cap the RPC clients as ``[upgrade_levels]`` says (:mod:`nubes.versions`)."""
+        await versions.apply_caps(self.conf.upgrade_levels, self.rpc_clients(), self.oldest_service)
+
+    async def follow_caps(self) -> None:
+        await versions.follow_caps(
+            self.conf.upgrade_levels, self.rpc_clients(), self.oldest_service
+        )
 
     async def scheduler_hints(self, context: Any) -> list[dict[str, Any]]:
         """The hints the schedulers publish (cached for a short while)."""

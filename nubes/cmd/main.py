@@ -129,6 +129,9 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     await api_aio.prepare(conf, args.state_dir)
     services = [_controller(conf, "conductor", host), _controller(conf, "scheduler", host)]
     services.append(api_aio.service(conf, host))
+    # The fake hosts keep their guests beside the database, so a restart
+    # finds the servers it left running (a config file may say otherwise).
+    conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
     configure_fake_faults(conf)
     services += [_compute(conf, f"fake-{i}") for i in range(args.fake_hosts)]
     ready = asyncio.Event()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import Any
 
-from nubes import exception
+from nubes import exception, versions
 from nubes.compute.manager import ComputeManager
 from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
@@ -33,6 +34,18 @@ _AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConne
 _RETRY_MAX = 30.0
 
 
+async def _oldest_by_conductor(api: str) -> int | None:
+    try:
+        return await ServiceRecord.get_minimum_version(get_admin_context(), api)
+    except _AWAY:
+        raise
+    except exception.NubesError as exc:
+        # A conductor too old to answer (before Service 1.1) is older than
+        # any we could name: cap at what the first release served.
+        LOG.warning("cannot learn the oldest %s running (%s); assuming the oldest", api, exc)
+        return min(versions.SERVICE_VERSION_HISTORY)
+
+
 #: Seconds a stopping host waits for its start-up / periodic task to end.
 _STOP_GRACE = 5.0
 
@@ -48,8 +61,13 @@ class ComputeHost:
         resource_update_interval: float = 60.0,
         notify_on_state_change: str = "vm_state",
         steps_kept: int = 4096,
+        upgrade_levels: Any = None,
     ) -> None:
         self.host = host
+        #: ``[upgrade_levels]``: caps what this host sends the conductors (None: no cap).
+        self.upgrade_levels = upgrade_levels
+        client = getattr(conductor, "client", None)
+        self._capped: dict[str, versions.Capped] = {} if client is None else {"conductor": client}
         self.driver = driver
         self.notifier = notifier
         self.reporter = Reporter(host, notifier, notify_on_state_change)
@@ -75,9 +93,18 @@ class ComputeHost:
             self._task = None
         await self.driver.cleanup_host()
 
+    async def refresh_caps(self) -> None:
+        """Cap what this host sends the conductors as ``[upgrade_levels] conductor``
+        says; ``auto`` asks the conductor for the oldest conductor running."""
+        if self.upgrade_levels is None or not self._capped:
+            return
+        await versions.apply_caps(self.upgrade_levels, self._capped, _oldest_by_conductor)
+
     async def init_host(self) -> None:
-        """Driver ready, node records there, instances repaired; then RPC work may run."""
+        """Caps set, driver ready, node records there, instances repaired; then
+        RPC work may run."""
         ctxt = get_admin_context()
+        await self.refresh_caps()
         await self.driver.init_host()
         await self.tracker.update_available_resource(ctxt)
         self.repair_report = await self.repairer.repair_host(ctxt)
@@ -121,6 +148,14 @@ class ComputeHost:
             return
         while True:
             await asyncio.sleep(interval)
+            try:
+                # With the resource report: ``auto`` follows conductors upgraded meanwhile.
+                await self.refresh_caps()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Keep the cap we have: lifting it on an error could reach an old conductor.
+                LOG.warning("compute on %s: RPC caps not refreshed (%s)", self.host, exc)
             try:
                 await self.tracker.update_available_resource(get_admin_context())
             except asyncio.CancelledError:

@@ -40,7 +40,12 @@ def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
     if conf.compute_driver != "fake":
         return {}
     opts = conf.fake_driver
-    return {"vcpus": opts.vcpus, "memory_mb": opts.memory_mb, "local_gb": opts.local_gb}
+    return {
+        "vcpus": opts.vcpus,
+        "memory_mb": opts.memory_mb,
+        "local_gb": opts.local_gb,
+        "state_dir": opts.state_path,
+    }
 
 
 def compute_host(
@@ -68,6 +73,7 @@ def compute_host(
         resource_update_interval=conf.compute.resource_update_interval,
         notify_on_state_change=notes.notify_on_state_change,
         steps_kept=conf.compute.completed_steps_kept,
+        upgrade_levels=conf.upgrade_levels,
     )
 
 

@@ -56,7 +56,7 @@ HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_START
 
 
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
-    RPC_API_VERSION = "1.1"
+    RPC_API_VERSION = "1.2"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 
     def __init__(
@@ -132,6 +132,13 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
             return (await self.driver.get_info(instance)).state
         except exception.InstanceNotFound:
             return None
+
+    # -- host queries (1.2) --------------------------------------------------
+
+    async def get_host_uptime(self, context: RequestContext) -> str:
+        """The hypervisor's uptime line (``os-hypervisors/{id}/uptime``); not a
+        step: it changes nothing, so it answers at once, even during start."""
+        return await self.driver.get_host_uptime()
 
     # -- build ---------------------------------------------------------------
 

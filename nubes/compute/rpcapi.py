@@ -18,6 +18,7 @@ Version history:
           rollback_live_migration_at_destination, rebuild_instance,
           rollback_evacuation_at_destination;
           live_migration_abort and live_migration_force_complete (not steps)
+    1.2 - get_host_uptime (a call: the host's uptime line)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from nubes.rpc.transport import Target, Transport
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.1"
+VERSION = "1.2"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -518,3 +519,7 @@ class ComputeAPI:
         await self._host(host, "1.1").cast(
             ctxt, "live_migration_force_complete", instance=instance, migration_id=migration_id
         )
+
+    async def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:
+        """What ``uptime`` says on ``host`` (1.2); UnsupportedVersion when capped below."""
+        return str(await self._host(host, "1.2").call(ctxt, "get_host_uptime"))

@@ -135,6 +135,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("ComputeNode", "create"): Rule("new_compute_node"),
     ("ComputeNode", "save"): Rule("compute_node_obj", COMPUTE_NODE_FIELDS),
     ("Service", "get_by_host_and_binary"): Rule("service_args"),
+    # Which versions run is no secret; a host caps what it sends by it.
+    ("Service", "get_minimum_version"): Rule("anyone"),
     ("Service", "create"): Rule("new_service"),
     ("Service", "save"): Rule("service_obj", SERVICE_FIELDS),
     ("Service", "heartbeat"): Rule("service_obj", frozenset()),

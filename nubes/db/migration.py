@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 
 from nubes import exception
@@ -56,11 +58,43 @@ def _downgrade(connection: Connection, revision: str) -> None:
     command.downgrade(cfg, revision)
 
 
+def _defer_sqlite_foreign_keys(engine: Any) -> None:
+    """SQLite alters a table by rebuilding it (copy, drop, rename); dropping a
+    table that others refer to (``instances``) fails the foreign-key check
+    though every row comes back under the same name. As SQLite documents for
+    such changes, enforcement is off while migrating (it can only be switched
+    outside a transaction, so at connect) and :func:`_check_sqlite_foreign_keys`
+    checks every reference before the commit instead."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _off(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = OFF")
+        finally:
+            cursor.close()
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise exception.DBReferenceError(
+            table=parent,
+            reason=f"after migrating, {len(broken)} row(s) do (first: {table} row {rowid})",
+        )
+
+
 async def _run(url: str | URL, fn: Callable[[Connection, str], None], revision: str) -> str | None:
     engine = db_engine.create_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        _defer_sqlite_foreign_keys(engine)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(fn, revision)
+            if sqlite:
+                await conn.run_sync(_check_sqlite_foreign_keys)
         async with engine.connect() as conn:
             return await conn.run_sync(current_revision)
     except (OSError, TimeoutError) as exc:

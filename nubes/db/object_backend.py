@@ -143,6 +143,10 @@ class DBObjectBackend:
         async with self.database.reader(allow_stale=True) as conn:
             return await services.get_all_with_last_seen(conn, binary=binary)
 
+    async def service_get_minimum_version(self, context: RequestContext, binary: str) -> int | None:
+        async with self.database.reader() as conn:
+            return await services.minimum_version(conn, binary)
+
     async def service_create(self, context: RequestContext, values: Mapping[str, Any]) -> Row:
         return await self.database.run_in_writer(services.create, values)
 

@@ -135,6 +135,10 @@ class ObjectBackend(Protocol):
         """Live services with their heartbeat, as above; may be slightly stale."""
         ...
 
+    async def service_get_minimum_version(self, context: RequestContext, binary: str) -> int | None:
+        """The lowest ``version`` among the (not deleted) services of ``binary``."""
+        ...
+
     async def service_create(self, context: RequestContext, values: Mapping[str, Any]) -> Row: ...
 
     async def service_update(

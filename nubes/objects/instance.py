@@ -19,9 +19,10 @@ FLAVOR_FIELDS = ("flavor", "old_flavor", "new_flavor")
 #: What :meth:`Instance.get_by_uuid` can load beyond the instance's own row.
 OPTIONAL_ATTRS = frozenset({"fault"})
 
-# Never written by save(): the key, what only the database sets, and the
-# fault (recorded with InstanceFault.create).
-_NOT_SAVED = ("id", "uuid", "created_at", "deleted", "deleted_at", "fault")
+# Never written by save(): the key, what only the database sets, the fault
+# (recorded with InstanceFault.create) and the tags (a table of their own,
+# written through the servers API only).
+_NOT_SAVED = ("id", "uuid", "created_at", "deleted", "deleted_at", "fault", "tags")
 
 #: An expected state: one state, several (None among them means "unset"), or
 #: None for "do not check".

@@ -36,9 +36,10 @@ class Service(base.VersionedObject):
     Version history:
 
     1.0: Initial version
+    1.1: get_minimum_version (a compute host's ``[upgrade_levels] conductor = auto``)
     """
 
-    VERSION = "1.0"
+    VERSION = "1.1"
 
     id = fields.Integer()
     uuid = fields.UUID()
@@ -90,6 +91,14 @@ class Service(base.VersionedObject):
         """Every live service (of ``binary``), by id; may be slightly stale."""
         rows = await backend.get().service_get_all(context, binary=binary)
         return [cls._from_db(row) for row in rows]
+
+    @base.remotable_classmethod
+    async def get_minimum_version(
+        cls: type[Service], context: RequestContext, binary: str
+    ) -> int | None:
+        """The lowest code version among the services of ``binary`` (None: none
+        registered); what ``[upgrade_levels] <api> = auto`` caps by."""
+        return await backend.get().service_get_minimum_version(context, binary)
 
     @base.remotable
     async def create(self, context: RequestContext) -> None:

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
+from nubes import versions
 from nubes.api.moves import MovesAPI
+from nubes.api.state import ApiState
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks import caps
 from nubes.context import RequestContext
 from nubes.db.api import flavors
+from nubes.db.api import services as services_api
 from nubes.db.models import instance_faults, services
+from nubes.exception import UnsupportedVersion
 from nubes.testing.allinone import AllInOne
 from nubes.testing.moves import check_consistent
 
@@ -63,7 +68,7 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
     # Started before any compute host registered: nothing old to cap for.
     assert engine.compute.client.version_cap is None
     await caps.refresh(engine)
-    assert engine.compute.client.version_cap == "1.1"
+    assert engine.compute.client.version_cap == "1.2"
 
     await _set_compute_versions(cloud, 1, host=sorted(cloud.computes)[0])
     assert engine.compute.client.version_cap == "1.0"
@@ -91,3 +96,76 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
     assert (row["vm_state"], row["task_state"]) == ("active", None)
     assert row["host"] != before["host"]
     assert await check_consistent(cloud.db, inst.uuid) == []
+
+
+def _conductor_client(cloud: AllInOne, host: str) -> Any:
+    """The client compute host ``host`` sends the conductors with."""
+    (node,) = cloud.computes[host].hooks
+    return node.manager.conductor.client  # type: ignore[attr-defined]
+
+
+async def _api_state(cloud: AllInOne) -> ApiState:
+    state = ApiState(conf=cloud.conf, db=cloud.db, transport=cloud.api_transport)
+    await state.refresh_caps()
+    return state
+
+
+async def test_upgrade_levels_given_as_release_names_and_versions_cap_every_sender(
+    tmp_path: Path,
+) -> None:
+    levels = {"conductor": "alder", "compute": "birch", "scheduler": "1.0"}
+    cloud = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'names.sqlite'}", hosts=1, overrides={"upgrade_levels": levels}
+    )
+    try:
+        ctxt = RequestContext(user_id="u1", project_id="p1", roles=["admin"])
+        # The conductors: compute and scheduler.
+        engine = cloud.engines[0]
+        assert engine.compute.client.version_cap == "1.1"  # what birch's hosts serve
+        assert engine.scheduler.client.version_cap == "1.0"
+        # A compute host: the conductor (alder served 1.0). It registered its
+        # node through that client, so 1.0 messages went out and were served.
+        client = _conductor_client(cloud, "fake-0")
+        assert client.version_cap == "1.0"
+        capped = ConductorAPI(cloud.api_transport)
+        capped.client.set_version_cap(client.version_cap)
+        with pytest.raises(UnsupportedVersion, match=r"RPC version 1\.1 .*cap 1\.0"):
+            await capped.live_migration_abort(ctxt, "a4f0b0b6-93a3-4e55-9a5e-0f6c4b3a8f11", 1)
+        # The API service: all three.
+        state = await _api_state(cloud)
+        caps = {api: c.version_cap for api, c in state.rpc_clients().items()}
+        assert caps == {"conductor": "1.0", "compute": "1.1", "scheduler": "1.0"}
+        with pytest.raises(UnsupportedVersion, match=r"RPC version 1\.2"):
+            await state.compute_api().get_host_uptime(ctxt, "fake-0")
+    finally:
+        await cloud.stop()
+
+
+async def test_upgrade_levels_auto_follows_the_oldest_service_of_each_api(
+    tmp_path: Path,
+) -> None:
+    levels = dict.fromkeys(versions.APIS, "auto")
+    cloud = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'auto.sqlite'}", hosts=1, overrides={"upgrade_levels": levels}
+    )
+    try:
+        async with cloud.db.writer() as conn:
+            old = await services_api.create(
+                conn, {"host": "old-ctl", "binary": "conductor", "topic": "conductor", "version": 1}
+            )
+        # A compute host asks the conductor which conductors run (it has no DB).
+        (node,) = cloud.computes["fake-0"].hooks
+        await node.refresh_caps()  # type: ignore[attr-defined]
+        assert _conductor_client(cloud, "fake-0").version_cap == "1.0"
+        state = await _api_state(cloud)
+        assert state.rpc_clients()["conductor"].version_cap == "1.0"
+        assert state.rpc_clients()["compute"].version_cap == "1.2"
+        # The old conductor is upgraded: the caps lift at the next refresh.
+        async with cloud.db.writer() as conn:
+            await services_api.update(conn, old["id"], {"version": versions.SERVICE_VERSION})
+        await node.refresh_caps()  # type: ignore[attr-defined]
+        assert _conductor_client(cloud, "fake-0").version_cap == "1.1"
+        await state.refresh_caps()
+        assert state.rpc_clients()["conductor"].version_cap == "1.1"
+    finally:
+        await cloud.stop()

@@ -28,6 +28,7 @@ from nubes.api.compute_v21 import (
     migrations,
     scheduler_hints,
     server_groups,
+    server_tags,
     servers,
     services,
     versions,
@@ -46,6 +47,7 @@ RESOURCES = [
     limits,
     scheduler_hints,
     servers,
+    server_tags,
     instance_actions,
     migrations,
 ]

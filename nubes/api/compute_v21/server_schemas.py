@@ -14,7 +14,8 @@ from nubes.api import validation as v
 
 _UUID = {"type": "string", "format": "uuid"}
 _DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 255}
-_TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
+#: A tag (of a server, a port or a disk), as Nova validates it.
+TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
 _IPV4 = {"type": "string", "format": "ipv4"}
 _IPV6 = {"type": "string", "format": "ipv6"}
 _DISK_CONFIG = {"type": "string", "enum": ["AUTO", "MANUAL"]}
@@ -150,8 +151,8 @@ def _server(
         props["description"] = _DESCRIPTION
     network = props["networks"]["items"]
     if tag:
-        network["properties"]["tag"] = _TAG
-        props["block_device_mapping_v2"]["items"]["properties"]["tag"] = _TAG
+        network["properties"]["tag"] = TAG
+        props["block_device_mapping_v2"]["items"]["properties"]["tag"] = TAG
     if named:
         props["networks"] = {
             "oneOf": [
@@ -161,7 +162,7 @@ def _server(
         }
         server["required"] = ["name", "flavorRef", "networks"]
     if tags:
-        props["tags"] = {"type": "array", "items": _TAG, "maxItems": 50}
+        props["tags"] = {"type": "array", "items": TAG, "maxItems": 50}
     if not personality:
         del props["personality"]
     return server

@@ -109,6 +109,8 @@ class ServerContext:
     zones: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: host -> host_status ("UP", "DOWN", "MAINTENANCE", "UNKNOWN").
     host_status: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: instance uuid -> its tags, sorted (read from 2.26, which shows them).
+    tags: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def show(self) -> bool:
@@ -266,7 +268,7 @@ SERVER = View(
     Field("host_status", _host_status, min="2.16", when=_admin_show),
     Field("locked", lambda r, _: bool(r.get("locked")), min="2.9"),
     Field("description", lambda r, _: r.get("display_description"), min="2.19"),
-    Field("tags", lambda r, _: list(r.get("tags") or []), min="2.26"),
+    Field("tags", lambda r, x: list(x.tags.get(r["uuid"], [])), min="2.26"),
 )
 
 BRIEF = View(

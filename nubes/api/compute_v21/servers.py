@@ -32,6 +32,7 @@ from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import instances as instances_db
+from nubes.db.api import tags as tags_db
 from nubes.db.api._common import ReadDeleted
 from nubes.db.types import UTC
 
@@ -85,9 +86,12 @@ async def server_context(
     """Faults, zones and host states the views of ``rows`` need (one read)."""
     admin = common.is_admin(request)
     x = ServerContext(request, admin, common.state(request).conf, mode)
+    version = common.version(request)
+    if version.at_least("2.26") and rows:
+        async with common.state(request).db.reader(allow_stale=True) as conn:
+            x.tags = await tags_db.get_by_instances(conn, [r["uuid"] for r in rows])
     if mode != "show" and not any(r["vm_state"] in ("error", "deleted") for r in rows):
         return x
-    version = common.version(request)
     async with common.state(request).db.reader(allow_stale=True) as conn:
         faulty = [
             r["uuid"]
@@ -161,6 +165,8 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
     else:
         sql["project_id"] = ctxt.project_id
     allowed = set(USER_FILTERS) | ({"ip6"} if version.at_least("2.5") else set())
+    if version.at_least("2.26"):
+        allowed |= set(tags_db.FILTERS)
     for key in set(params.keys()) - set(_NOT_FILTERS):
         values = params.getlist(key)
         value = values[-1]
@@ -202,6 +208,12 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
             sql["changes_since"] = _parse_time(key, value)
             if read_deleted == "no":
                 read_deleted = "yes"  # changes include deletions
+        elif key in tags_db.FILTERS:
+            if not version.at_least("2.26"):
+                continue  # unknown before 2.26: Nova ignores it
+            # Comma-separated; as for Nova's other single-valued filters, the
+            # last one given counts.
+            sql[key] = sorted(set(value.split(",")))
         elif key == "deleted" and admin:
             if v.parse_bool("deleted", value):
                 read_deleted = "only"

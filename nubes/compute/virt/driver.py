@@ -100,6 +100,12 @@ class ComputeDriver(abc.ABC):
     async def get_host_metrics(self, nodename: str) -> dict[str, float]:
         """Monitor readings of ``nodename`` now, e.g. ``{"cpu.percent": 12.5}``."""
 
+    @abc.abstractmethod
+    async def get_host_uptime(self) -> str:
+        """The host's uptime as the ``uptime`` command prints it, e.g.
+        ``" 17:37:14 up 2 days,  2:33,  3 users,  load average: 0.33, 0.36, 0.34"``
+        (what ``os-hypervisors/{id}/uptime`` answers; clients parse that shape)."""
+
     # -- instances -----------------------------------------------------------
 
     @abc.abstractmethod

@@ -8,6 +8,13 @@ host X" or "live migrations from Y fail halfway" while the cloud runs::
 
     FAULTS.fail_spawn_hosts.add("host-x")
     driver.faults.fail_spawn = True          # every spawn on this driver's registry
+
+A hypervisor keeps its guests when the compute agent restarts; so does a
+fake driver given a ``state_dir`` (``[fake_driver] state_path``; all-in-one
+sets it under its state dir): after every call that changes its guests it
+writes them (power state and size, and the ones kept for a revert) to
+``<state_dir>/<host>.json`` by write-and-rename, and reads that file back
+when it is made. Without a ``state_dir`` the guests live in memory only.
 """
 
 from __future__ import annotations
@@ -15,10 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import math
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from nubes import exception
 from nubes.compute.virt.driver import (
@@ -115,6 +126,52 @@ async def _delay(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
+#: Version of the guests file's layout.
+STATE_FORMAT = 1
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _persists(
+    method: Callable[Concatenate[FakeDriver, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[FakeDriver, _P], Coroutine[Any, Any, _R]]:
+    """Save the guests once ``method`` ends, whether it succeeded or not: a
+    call that fails halfway may already have changed them."""
+
+    @functools.wraps(method)
+    async def wrapper(self: FakeDriver, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            await self.save_state()
+
+    return wrapper
+
+
+def format_uptime(now: float, seconds: float, load: tuple[float, float, float]) -> str:
+    """``uptime``'s line for a host up ``seconds`` at ``now`` (epoch, local time)."""
+    minutes = int(seconds) // 60
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    up = f"{hours:2d}:{minutes:02d}" if hours else f"{minutes} min"
+    if days:
+        up = f"{days} day{'s' if days != 1 else ''}, {up}"
+    loads = ", ".join(f"{x:.2f}" for x in load)
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    return f" {clock} up {up},  0 users,  load average: {loads}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class FakeDriver(ComputeDriver):
     """A hypervisor in memory. One node, named like the host."""
 
@@ -128,6 +185,7 @@ class FakeDriver(ComputeDriver):
         memory_mb: int = 65536,
         local_gb: int = 1000,
         faults: FakeFaults | None = None,
+        state_dir: str | Path | None = None,
     ) -> None:
         super().__init__(host)
         self.vcpus = vcpus
@@ -139,6 +197,75 @@ class FakeDriver(ComputeDriver):
         self.kept: dict[str, FakeInstance] = {}
         #: Live migrations running from this host, by instance uuid.
         self.live_migrations: dict[str, FakeLiveMigration] = {}
+        #: When this "hypervisor" came up (wall clock, for its uptime).
+        self.booted_at = time.time()
+        #: Where the guests are kept across restarts (None: in memory only).
+        self.state_file = Path(state_dir) / f"{host}.json" if state_dir else None
+        self._save_lock = asyncio.Lock()
+        if self.state_file is not None:
+            self._load_state(self.state_file)
+
+    # -- persistence ---------------------------------------------------------
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise exception.ConfigError(
+                reason=f"cannot read the fake driver's guests from {path}: {exc}"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise exception.ConfigError(
+                reason=f"{path} is not a fake driver guests file of format {STATE_FORMAT}"
+            )
+        for attribute in ("instances", "kept"):
+            table: dict[str, FakeInstance] = getattr(self, attribute)
+            for row in data.get(attribute, []):
+                table[row["uuid"]] = FakeInstance(
+                    row["uuid"],
+                    PowerState(row["state"]),
+                    row["vcpus"],
+                    row["memory_mb"],
+                    row["root_gb"],
+                    # Monotonic seconds mean nothing to another process: a
+                    # guest found again counts as started now.
+                    time.monotonic(),
+                )
+
+    def _state_bytes(self) -> bytes:
+        def rows(table: dict[str, FakeInstance]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "uuid": i.uuid,
+                    "state": int(i.state),
+                    "vcpus": i.vcpus,
+                    "memory_mb": i.memory_mb,
+                    "root_gb": i.root_gb,
+                }
+                for i in table.values()
+            ]
+
+        data = {
+            "format": STATE_FORMAT,
+            "host": self.host,
+            "instances": rows(self.instances),
+            "kept": rows(self.kept),
+        }
+        return json.dumps(data, sort_keys=True).encode()
+
+    async def save_state(self) -> None:
+        """Write the guests to the state file (nothing without one).
+
+        Saves run one at a time, each taking its snapshot once it holds the
+        lock, so the file never goes back to an older state than one written.
+        """
+        path = self.state_file
+        if path is None:
+            return
+        async with self._save_lock:
+            await asyncio.to_thread(_write_atomically, path, self._state_bytes())
 
     # -- helpers -------------------------------------------------------------
 
@@ -195,6 +322,10 @@ class FakeDriver(ComputeDriver):
         percent = min(100.0, 25.0 * busy / self.vcpus) if self.vcpus else 0.0
         return {"cpu.percent": round(percent, 2)}
 
+    async def get_host_uptime(self) -> str:
+        # The fake "hypervisor" came up with this driver; the load is the host's.
+        return format_uptime(time.time(), time.time() - self.booted_at, os.getloadavg())
+
     # -- instances -----------------------------------------------------------
 
     async def list_instances(self) -> list[str]:
@@ -204,6 +335,7 @@ class FakeDriver(ComputeDriver):
         found = self._get(instance)
         return InstanceInfo(found.state, found.memory_mb, found.vcpus)
 
+    @_persists
     async def spawn(
         self,
         context: RequestContext,
@@ -220,6 +352,7 @@ class FakeDriver(ComputeDriver):
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
 
+    @_persists
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
         self._check_injected("destroy", instance)
         if self.host in self.faults.fail_destroy_hosts:
@@ -227,6 +360,7 @@ class FakeDriver(ComputeDriver):
         self.instances.pop(instance.uuid, None)
         self.kept.pop(instance.uuid, None)
 
+    @_persists
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
         self._check_injected("reboot", instance)
         found = self._get(instance)
@@ -236,6 +370,7 @@ class FakeDriver(ComputeDriver):
         found.state = PowerState.RUNNING
         found.started_at = time.monotonic()
 
+    @_persists
     async def power_off(
         self, instance: Instance, timeout: float = 0, retry_interval: float = 0
     ) -> None:
@@ -246,6 +381,7 @@ class FakeDriver(ComputeDriver):
             raise self._fail("power_off", instance, f"power off fails on {self.host} (injected)")
         found.state = PowerState.SHUTDOWN
 
+    @_persists
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
         self._check_injected("power_on", instance)
         found = self._get(instance)
@@ -256,6 +392,7 @@ class FakeDriver(ComputeDriver):
 
     # -- cold migration and resize -------------------------------------------
 
+    @_persists
     async def migrate_disk_and_power_off(
         self,
         context: RequestContext,
@@ -273,6 +410,7 @@ class FakeDriver(ComputeDriver):
         self.kept[instance.uuid] = self.instances.pop(instance.uuid)
         return disk_info
 
+    @_persists
     async def finish_migration(
         self,
         context: RequestContext,
@@ -291,12 +429,14 @@ class FakeDriver(ComputeDriver):
             return
         self.instances[instance.uuid] = self._new(instance, state)
 
+    @_persists
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
         self._check_injected("confirm_migration", instance)
         self.kept.pop(instance.uuid, None)
 
+    @_persists
     async def finish_revert_migration(
         self,
         context: RequestContext,
@@ -414,6 +554,7 @@ class FakeDriver(ComputeDriver):
         job.wake.set()
         return True
 
+    @_persists
     async def post_live_migration(
         self,
         context: RequestContext,
@@ -423,6 +564,7 @@ class FakeDriver(ComputeDriver):
         self._check_injected("post_live_migration", instance)
         self.instances.pop(instance.uuid, None)
 
+    @_persists
     async def post_live_migration_at_destination(
         self,
         context: RequestContext,
@@ -437,6 +579,7 @@ class FakeDriver(ComputeDriver):
         state = PowerState.PAUSED if paused else PowerState.RUNNING
         self.instances.setdefault(instance.uuid, self._new(instance, state))
 
+    @_persists
     async def rollback_live_migration_at_destination(
         self,
         context: RequestContext,

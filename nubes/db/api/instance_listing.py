@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Text, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db.api import tags as tags_api
 from nubes.db.api._common import (
     ReadDeleted,
     Row,
@@ -76,8 +77,12 @@ EXACT_FILTERS = frozenset(
 )
 #: Special filters: name (substring of display_name), changes_since /
 #: changes_before (updated_at, falling back to created_at), deleted (bool),
-#: flavorid (the flavor id users know, as recorded in the flavor snapshot).
-SPECIAL_FILTERS = frozenset({"name", "changes_since", "changes_before", "deleted", "flavorid"})
+#: flavorid (the flavor id users know, as recorded in the flavor snapshot);
+#: tags, tags-any, not-tags, not-tags-any (lists of tags, see
+#: :func:`nubes.db.api.tags.filter_clause`).
+SPECIAL_FILTERS = frozenset(
+    {"name", "changes_since", "changes_before", "deleted", "flavorid", *tags_api.FILTERS}
+)
 
 _LIKE_ESCAPE = "\\"
 
@@ -109,6 +114,8 @@ def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool
             clauses.append(
                 type_coerce(instances.c.flavor, Text).like(_like_pattern(needle), escape="\\")
             )
+        elif key in tags_api.FILTERS:
+            clauses.append(tags_api.filter_clause(key, list(value)))
         else:
             raise exception.ValidationError(field=key, reason="not a known instance filter")
     return clauses, deleted

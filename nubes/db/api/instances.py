@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db import group_commit
+from nubes.db.api import tags as tags_api
 from nubes.db.api._common import (
     UNSET,
     ReadDeleted,
@@ -688,7 +689,7 @@ async def destroy(
     """Soft-delete an instance with its migrations and group memberships; the row.
 
     Faults, actions and tasks stay (they are history) and are archived
-    together with the instance.
+    together with the instance; its tags go (as in Nova).
     """
     now = now_or(now)
     values = {
@@ -709,6 +710,7 @@ async def destroy(
     await soft_delete_where(
         conn, instance_group_members, instance_group_members.c.instance_uuid == uuid, now
     )
+    await tags_api.remove_all(conn, uuid)
     return await get_by_uuid(conn, uuid, read_deleted="yes")
 
 

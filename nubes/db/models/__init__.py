@@ -41,6 +41,7 @@ from nubes.db.models.instances import (
     InstanceActionEvent,
     InstanceFault,
     Migration,
+    Tag,
 )
 
 metadata = Base.metadata
@@ -65,6 +66,7 @@ instance_actions = _table(InstanceAction)
 instance_actions_events = _table(InstanceActionEvent)
 migrations = _table(Migration)
 conductor_tasks = _table(ConductorTask)
+tags = _table(Tag)
 flavors = _table(Flavor)
 flavor_extra_specs = _table(FlavorExtraSpec)
 flavor_projects = _table(FlavorProject)
@@ -112,6 +114,7 @@ __all__ = [
     "RoleAssignment",
     "Service",
     "ServiceHeartbeat",
+    "Tag",
     "Token",
     "User",
     "aggregate_hosts",
@@ -138,6 +141,7 @@ __all__ = [
     "service_heartbeats",
     "services",
     "shadow_name",
+    "tags",
     "tokens",
     "users",
 ]

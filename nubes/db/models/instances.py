@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from nubes.db.models.base import NAME_LEN, UUID_LEN, Base, SoftDeleteMixin, TimestampMixin
 from nubes.db.types import JSONEncoded, LongText, UTCDateTime
 
+#: Longest server tag (Nova's limit).
+TAG_LEN = 60
 #: Length of a conductor task status (a short enum word).
 STATUS_LEN = 32
 
@@ -67,11 +69,27 @@ class Instance(Base, TimestampMixin, SoftDeleteMixin):
     locked_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
     progress: Mapped[int | None] = mapped_column(Integer)
     shutdown_terminate: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    #: A JSON list; listing by tag is not done in SQL (no Nova-style tags table yet).
-    tags: Mapped[Any | None] = mapped_column(JSONEncoded)
     # "metadata" is reserved on declarative classes; the column keeps Nova's name.
     metadata_: Mapped[Any | None] = mapped_column("metadata", JSONEncoded, key="metadata")
     system_metadata: Mapped[Any | None] = mapped_column(JSONEncoded)
+
+
+class Tag(Base):
+    """A server's tag (Nova's ``tags`` table): one row per (server, tag).
+
+    Not history: a server's tags go with it when it is deleted, as in Nova,
+    so nothing is archived.
+    """
+
+    __tablename__ = "tags"
+    __table_args__ = (Index("tags_tag_idx", "tag"),)
+
+    resource_id: Mapped[str] = mapped_column(
+        String(UUID_LEN),
+        ForeignKey("instances.uuid", name="fk_tags0resource_id"),
+        primary_key=True,
+    )
+    tag: Mapped[str] = mapped_column(String(TAG_LEN), primary_key=True)
 
 
 class InstanceFault(Base, TimestampMixin, SoftDeleteMixin):

@@ -18,4 +18,5 @@ from tests.unit.db.test_object_backend import *  # noqa: F403
 from tests.unit.db.test_placement import *  # noqa: F403
 from tests.unit.db.test_replica import *  # noqa: F403
 from tests.unit.db.test_resources import *  # noqa: F403
+from tests.unit.db.test_tags import *  # noqa: F403
 from tests.unit.db.test_tasks import *  # noqa: F403

@@ -189,6 +189,24 @@ async def test_hypervisor_views(api: ApiHarness) -> None:
         assert len(r.json()["hypervisors"]) == 1 and "hypervisors_links" in r.json()
 
 
+async def test_hypervisor_uptime_of_a_host_whose_service_is_down_is_a_400(
+    api: ApiHarness,
+) -> None:
+    hosts = await _hosts(api)
+    async with api.state.db.writer() as conn:
+        await services.update(conn, hosts[0]["service"]["id"], {"forced_down": True})
+    node_id = hosts[0]["node"]["id"]
+    async with await api.login("admin") as c:
+        r = await c.get(f"{BASE}/os-hypervisors/{node_id}/uptime")
+        assert r.status_code == 400
+        assert r.json()["badRequest"]["message"] == (
+            "Compute service of h0 is unavailable at this time."
+        )
+        assert (await c.get(f"{BASE}/os-hypervisors/999/uptime")).status_code == 404
+    async with await api.login("demo") as c:
+        assert (await c.get(f"{BASE}/os-hypervisors/{node_id}/uptime")).status_code == 403
+
+
 async def test_admin_only_apis_are_403_for_members_and_readers(api: ApiHarness) -> None:
     await _hosts(api)
     for user in ("demo", "viewer", "other"):

@@ -146,3 +146,38 @@ async def test_a_fleet_of_fake_hosts_each_with_its_own_identity_and_node(cloud: 
     finally:
         for svc in services:
             await svc.stop()
+
+
+async def test_a_fake_driver_with_a_state_dir_keeps_its_guests_across_a_restart(tmp_path):
+    ctxt = RequestContext()
+    inst = _inst()
+    other = Instance(uuid="0b7f3c1e-1d2a-4f5b-8c6d-7e8f9a0b1c2d", vcpus=1, memory_mb=512, root_gb=1)
+    driver = FakeDriver("h1", faults=FakeFaults(), state_dir=tmp_path)
+    await driver.spawn(ctxt, inst, {}, {})
+    await driver.spawn(ctxt, other, {}, {})
+    await driver.power_off(other)
+    assert not list(tmp_path.glob(".*.tmp"))  # written by rename, nothing left half-way
+
+    again = FakeDriver("h1", faults=FakeFaults(), state_dir=tmp_path)
+    assert sorted(await again.list_instances()) == sorted([UUID, other.uuid])
+    info = await again.get_info(inst)
+    assert (info.state, info.vcpus, info.memory_mb) == (PowerState.RUNNING, 2, 1024)
+    assert (await again.get_info(other)).state == PowerState.SHUTDOWN
+    await again.destroy(ctxt, other)
+    assert await FakeDriver("h1", state_dir=tmp_path).list_instances() == [UUID]
+    # Each host has its own file; a host never sees another's guests.
+    assert await FakeDriver("h2", state_dir=tmp_path).list_instances() == []
+
+
+async def test_a_fake_driver_refuses_a_guests_file_it_cannot_read(tmp_path):
+    (tmp_path / "h1.json").write_text("{not json")
+    with pytest.raises(exception.ConfigError, match=r"h1\.json"):
+        FakeDriver("h1", state_dir=tmp_path)
+
+
+async def test_the_fake_driver_reports_an_uptime_line_like_the_uptime_command():
+    from nubes.compute.virt.fake import format_uptime
+
+    line = format_uptime(0.0, 2 * 86400 + 3 * 3600 + 4 * 60 + 5, (0.5, 0.25, 0.125))
+    assert line.endswith(" up 2 days,  3:04,  0 users,  load average: 0.50, 0.25, 0.12")
+    assert "up 0 min," in await FakeDriver("h1").get_host_uptime()

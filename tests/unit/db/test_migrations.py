@@ -67,3 +67,41 @@ def test_shadow_tables_mirror_columns() -> None:
         assert [c.name for c in shadow.columns] == [c.name for c in live.columns]
         assert not shadow.foreign_keys
         assert not [c for c in shadow.constraints if c.__class__.__name__ == "UniqueConstraint"]
+
+
+async def test_tags_created_before_the_tags_table_move_into_it_and_back(
+    empty_db_url: str,
+) -> None:
+    from sqlalchemy import text
+
+    await migration.db_sync(empty_db_url, "0003")
+    engine = db_engine.create_engine(empty_db_url)
+    try:
+        async with engine.begin() as conn:
+            for uuid, tags, deleted in (
+                ("11111111-1111-4111-8111-111111111111", '["b", "a", "a"]', 0),
+                ("22222222-2222-4222-8222-222222222222", None, 0),
+                ("33333333-3333-4333-8333-333333333333", '["gone"]', 3),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO instances (uuid, tags, locked, shutdown_terminate, deleted)"
+                        " VALUES (:uuid, :tags, :f, :f, :deleted)"
+                    ),
+                    {"uuid": uuid, "tags": tags, "f": False, "deleted": deleted},
+                )
+        await migration.db_sync(empty_db_url)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT resource_id, tag FROM tags ORDER BY tag"))
+            ).all()
+        # A deleted server's tags go with it, as they would have at its delete.
+        assert [(r[0][:1], r[1]) for r in rows] == [("1", "a"), ("1", "b")]
+        await migration.db_downgrade(empty_db_url, "0003")
+        async with engine.connect() as conn:
+            back = (
+                await conn.execute(text("SELECT tags FROM instances WHERE uuid LIKE '1%'"))
+            ).scalar_one()
+        assert back == '["a", "b"]'
+    finally:
+        await engine.dispose()

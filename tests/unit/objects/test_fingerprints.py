@@ -31,7 +31,7 @@ EXPECTED = {
     "Migration": "1.2-eb982fd13c1d40ee",
     "RequestSpec": "1.0-ebb046026351a551",
     "Selection": "1.0-0f3f081d367cdc4b",
-    "Service": "1.0-3557b6975da8481c",
+    "Service": "1.1-6401f997345c3470",
     "ServiceStatusPayload": "1.0-90502f19ba8be37a",
 }
 
