@@ -460,6 +460,7 @@ async def create(request: Request) -> Response:
         flavor=flavor,
         image={"id": image["id"], "properties": dict(image.get("properties") or {})},
         count=max_count,
+        min_count=min_count,
         availability_zone=zone,
         scheduler_hints=hints,
         metadata=server.get("metadata"),
