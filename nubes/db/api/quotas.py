@@ -4,13 +4,13 @@ The rules (which limit applies, what a request may add) live in
 :mod:`nubes.api.quotas`; this module only reads and writes rows.
 
 Race safety: a write that adds usage first calls :func:`lock_project`, which
-takes the project's row of ``quota_locks`` with ``SELECT ... FOR UPDATE``
-(PostgreSQL, MariaDB), then counts and inserts in the same transaction.
-Concurrent requests of the project queue on that row, and each counts what
+write-locks the project's row of ``quota_locks`` (an upsert on PostgreSQL
+and MariaDB, as ``SELECT ... FOR UPDATE`` would), then counts and inserts in
+the same transaction. Concurrent requests of the project queue on that row, and each counts what
 the ones before it committed (both servers run READ COMMITTED, so every
 statement sees the latest commits). SQLite has a single writer connection
 whose transactions start with ``BEGIN IMMEDIATE``: writers already run one
-at a time, and ``FOR UPDATE`` is left out of its SQL.
+at a time.
 """
 
 from __future__ import annotations
@@ -40,22 +40,29 @@ PROJECT_LEVEL = ""
 
 
 async def lock_project(conn: AsyncConnection, project_id: str) -> None:
-    """Hold the project's quota lock until the caller's transaction ends."""
+    """Hold the project's quota lock until the caller's transaction ends.
+
+    One upsert creates the row if it is missing and write-locks it: an
+    insert that loses the race waits for the winner's commit and then locks
+    the row. (A plain INSERT IGNORE + SELECT FOR UPDATE would deadlock on
+    InnoDB, whose duplicate-key check takes a shared lock the waiters then
+    all try to upgrade.)
+    """
     values = {"project_id": project_id}
     dialect = conn.dialect.name
-    # Create the row if it is missing without failing when another
-    # transaction creates it at the same moment (that one wins; we wait).
     if dialect == "postgresql":
-        await conn.execute(postgresql.insert(quota_locks).values(values).on_conflict_do_nothing())
+        pg = postgresql.insert(quota_locks).values(values)
+        stmt: Any = pg.on_conflict_do_update(
+            index_elements=[quota_locks.c.project_id],
+            set_={"project_id": pg.excluded.project_id},
+        )
     elif dialect == "sqlite":
-        await conn.execute(sqlite.insert(quota_locks).values(values).on_conflict_do_nothing())
+        # The single writer already runs write transactions one at a time.
+        stmt = sqlite.insert(quota_locks).values(values).on_conflict_do_nothing()
     else:
-        await conn.execute(mysql.insert(quota_locks).values(values).prefix_with("IGNORE"))
-    await conn.execute(
-        select(quota_locks.c.project_id)
-        .where(quota_locks.c.project_id == project_id)
-        .with_for_update()
-    )
+        my = mysql.insert(quota_locks).values(values)
+        stmt = my.on_duplicate_key_update(project_id=my.inserted.project_id)
+    await conn.execute(stmt)
 
 
 # --- limits ------------------------------------------------------------------
