@@ -16,8 +16,8 @@ requests of a project never overshoot.
 A project's limit caps the project's total; a user's limit (set only where an
 operator asked for one) also caps that user's own usage, as Nova's
 ``check_deltas`` does for instances, cores, ram, key_pairs, server_groups and
-server_group_members. ``metadata_items`` and the injected-file limits are per
-request, not counted.
+server_group_members. ``metadata_items`` and the injected-file limits
+(personality, until 2.56) are per request, not counted.
 """
 
 from __future__ import annotations
@@ -78,6 +78,18 @@ class ServerGroupLimitExceeded(exception.QuotaExceeded):
 
 class ServerGroupMembersLimitExceeded(exception.QuotaExceeded):
     msg_fmt = "Quota exceeded, too many servers in group"
+
+
+class OnsetFileLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file limit exceeded"
+
+
+class OnsetFilePathLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file path exceeds maximum %(allowed)s"
+
+
+class OnsetFileContentLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file content exceeds maximum %(allowed)s"
 
 
 class QuotaLimitInvalid(exception.Invalid):
@@ -315,6 +327,29 @@ async def check_metadata(
     limit = (await project_limits(conn, conf, project_id))["metadata_items"]
     if limit != UNLIMITED and len(metadata) > limit:
         raise MetadataLimitExceeded(allowed=limit)
+
+
+async def check_injected_files(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    files: Sequence[tuple[str, bytes]],
+) -> None:
+    """A request's personality files (path, decoded contents) must be within the limits."""
+    if not files:
+        return
+    limits = await project_limits(conn, conf, project_id)
+
+    def over(resource: str, value: int) -> bool:
+        return limits[resource] != UNLIMITED and value > limits[resource]
+
+    if over("injected_files", len(files)):
+        raise OnsetFileLimitExceeded()
+    if over("injected_file_path_bytes", max(len(path.encode()) for path, _ in files)):
+        raise OnsetFilePathLimitExceeded(allowed=limits["injected_file_path_bytes"])
+    if over("injected_file_content_bytes", max(len(data) for _, data in files)):
+        raise OnsetFileContentLimitExceeded(allowed=limits["injected_file_content_bytes"])
 
 
 # --- setting limits --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ count against the quota until deleted, whatever their state.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -467,3 +468,31 @@ async def test_limits_show_the_effective_quota_and_usage(cloud: Cloud) -> None:
     ):
         assert detail[resource]["limit"] == absolute[limit_key]
         assert detail[resource]["in_use"] == absolute[used_key]
+
+
+@pytest.mark.parametrize(
+    ("limits", "files", "message"),
+    [
+        ({"injected_files": 1}, [("/a", b"x"), ("/b", b"y")], "Personality file limit exceeded"),
+        (
+            {"injected_file_path_bytes": 4},
+            [("/etc/motd", b"x")],
+            "Personality file path exceeds maximum 4",
+        ),
+        (
+            {"injected_file_content_bytes": 3},
+            [("/a", b"four")],
+            "Personality file content exceeds maximum 3",
+        ),
+    ],
+)
+async def test_personality_over_its_quotas_is_403(
+    cloud: Cloud, limits: dict[str, int], files: list[tuple[str, bytes]], message: str
+) -> None:
+    assert (await set_quota(cloud, "demo", **limits)).status_code == 200
+    personality = [
+        {"path": path, "contents": base64.b64encode(data).decode()} for path, data in files
+    ]
+    r = await create(cloud, personality=personality)
+    assert fault(r, 403) == message
+    assert await servers_of(cloud) == []
