@@ -16,8 +16,10 @@ from nubes.api.state import ApiState
 from nubes.context import RequestContext
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import groups as groups_db
+from nubes.db.api import instances as instances_db
 from nubes.db.api import quotas as quotas_db
 from nubes.db.engine import Database
+from tests.unit.db.factories import make_instance
 
 IMAGE = {"id": "0d3c2c2e-4c1a-4b9e-9c51-52f0d1f3a001", "properties": {}}
 PROJECT = "p-race"
@@ -146,3 +148,35 @@ async def test_a_user_key_pair_limit_overrides_the_projects(db: Database) -> Non
         with pytest.raises(quotas.KeypairLimitExceeded):
             await quotas.check_key_pairs(conn, conf, project_id="p", user_id="u", used=1)
         await quotas.check_key_pairs(conn, conf, project_id="p", user_id="v", used=1)
+
+
+async def test_usage_counts_live_instances_groups_and_resizes_in_progress(db: Database) -> None:
+    async with db.writer() as conn:
+        await make_instance(conn, project_id="q", user_id="u", vcpus=2, memory_mb=1024)
+        await make_instance(
+            conn,
+            project_id="q",
+            user_id="v",
+            vcpus=4,
+            memory_mb=2048,
+            new_flavor={"vcpus": 8, "memory_mb": 1024},
+        )
+        gone = await make_instance(conn, project_id="q", vcpus=16, memory_mb=4096)
+        await instances_db.destroy(conn, gone["uuid"])
+        await make_instance(conn, project_id="other", vcpus=1, memory_mb=1)
+        await groups_db.group_create(
+            conn, {"project_id": "q", "user_id": "u", "policy": "affinity"}
+        )
+        # A resize to 8 vCPUs counts 8 until it ends; its smaller RAM counts the current 2048.
+        assert await quotas_db.usage(conn, "q") == {
+            "instances": 2,
+            "cores": 10,
+            "ram": 3072,
+            "server_groups": 1,
+        }
+        assert await quotas_db.usage(conn, "q", "u") == {
+            "instances": 1,
+            "cores": 2,
+            "ram": 1024,
+            "server_groups": 1,
+        }
