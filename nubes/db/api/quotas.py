@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -132,20 +132,20 @@ async def limits_delete(conn: AsyncConnection, project_id: str, user_id: str | N
 # --- usage -------------------------------------------------------------------
 
 
-def _upsize(row: Mapping[str, Any]) -> tuple[int, int]:
-    """What a resize in progress adds until it ends: the new flavor's extra vCPUs and RAM.
+def _resize_extra(row: Mapping[str, Any]) -> tuple[int, int]:
+    """What a resize in progress adds to the instance's own size: (vCPUs, MiB).
 
-    ``new_flavor`` is set when a resize is asked for and cleared when it is
-    confirmed, reverted or fails; the instance's own columns switch to the
-    new size when it finishes. Counting the larger of the two while both may
-    be in use (as Nova counts both allocations) keeps a create from taking
-    what a resize was granted.
+    ``old_flavor`` and ``new_flavor`` are set when a resize is asked for and
+    cleared when it is confirmed, reverted or fails; the instance's own
+    columns switch to the new size when it finishes. Until then both flavors
+    may be in use (a revert goes back to the old one), so the larger of the
+    two counts, as Nova counts both allocations: a create cannot take what a
+    resize was granted, and a revert never goes over quota.
     """
-    new = row["new_flavor"] or {}
-    return (
-        max(0, int(new.get("vcpus") or 0) - int(row["vcpus"] or 0)),
-        max(0, int(new.get("memory_mb") or 0) - int(row["memory_mb"] or 0)),
-    )
+    sizes = [row["old_flavor"] or {}, row["new_flavor"] or {}]
+    vcpus = max(int(size.get("vcpus") or 0) for size in sizes)
+    ram = max(int(size.get("memory_mb") or 0) for size in sizes)
+    return max(0, vcpus - int(row["vcpus"] or 0)), max(0, ram - int(row["memory_mb"] or 0))
 
 
 async def usage(
@@ -168,11 +168,13 @@ async def usage(
         )
     ).one()
     resizing = await conn.execute(
-        select(i.c.vcpus, i.c.memory_mb, i.c.new_flavor).where(*where, i.c.new_flavor.is_not(None))
+        select(i.c.vcpus, i.c.memory_mb, i.c.old_flavor, i.c.new_flavor).where(
+            *where, or_(i.c.new_flavor.is_not(None), i.c.old_flavor.is_not(None))
+        )
     )
     cores, memory = int(vcpus), int(ram)
     for row in resizing.mappings().all():
-        extra_cores, extra_ram = _upsize(dict(row))
+        extra_cores, extra_ram = _resize_extra(dict(row))
         cores += extra_cores
         memory += extra_ram
     group_count = await conn.scalar(select(func.count(g.c.id)).where(*group_where))

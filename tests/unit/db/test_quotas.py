@@ -159,7 +159,18 @@ async def test_usage_counts_live_instances_groups_and_resizes_in_progress(db: Da
             user_id="v",
             vcpus=4,
             memory_mb=2048,
+            old_flavor={"vcpus": 4, "memory_mb": 2048},
             new_flavor={"vcpus": 8, "memory_mb": 1024},
+        )
+        # A downsize that finished: the old, larger flavor counts until confirmed.
+        await make_instance(
+            conn,
+            project_id="q",
+            user_id="v",
+            vcpus=1,
+            memory_mb=256,
+            old_flavor={"vcpus": 2, "memory_mb": 512},
+            new_flavor={"vcpus": 1, "memory_mb": 256},
         )
         gone = await make_instance(conn, project_id="q", vcpus=16, memory_mb=4096)
         await instances_db.destroy(conn, gone["uuid"])
@@ -169,9 +180,9 @@ async def test_usage_counts_live_instances_groups_and_resizes_in_progress(db: Da
         )
         # A resize to 8 vCPUs counts 8 until it ends; its smaller RAM counts the current 2048.
         assert await quotas_db.usage(conn, "q") == {
-            "instances": 2,
-            "cores": 10,
-            "ram": 3072,
+            "instances": 3,
+            "cores": 12,
+            "ram": 3584,
             "server_groups": 1,
         }
         assert await quotas_db.usage(conn, "q", "u") == {
