@@ -381,10 +381,13 @@ async def set_limits(
     user_id: str | None = None,
     force: bool = False,
 ) -> None:
-    """Set a project's (or a user's) limits; below usage is refused unless ``force``.
+    """Set a project's (or a user's) limits; out of bounds is refused unless ``force``.
 
-    A user's limit may not exceed the project's. Holds the project's quota
-    lock, so no create slips in between the check and the new limit.
+    Nova's settable bounds: a project's limit at least what it uses and what
+    its users' limits add up to; a user's at least what the user uses and at
+    most what the project's limit leaves beside the other users' limits.
+    Holds the project's quota lock, so no create slips in between the check
+    and the new limit.
     """
     unknown = sorted(set(limits) - set(RESOURCES))
     if unknown:
@@ -393,9 +396,17 @@ async def set_limits(
     if not force:
         used = await usage(conn, project_id, user_id)
         project = await project_limits(conn, conf, project_id)
+        given = await quotas_db.user_limit_sums(conn, project_id)
+        own = await quotas_db.limits_get(conn, project_id, user_id) if user_id else {}
         for resource, limit in limits.items():
-            maximum = project[resource] if user_id else UNLIMITED
-            _validate_limit(resource, limit, used[resource], maximum)
+            if user_id:
+                minimum, maximum = used[resource], project[resource]
+                if maximum != UNLIMITED:
+                    others = given.get(resource, 0) - max(own.get(resource, 0), 0)
+                    maximum = max(maximum - others, 0)
+            else:
+                minimum, maximum = max(used[resource], given.get(resource, 0)), UNLIMITED
+            _validate_limit(resource, limit, minimum, maximum)
     await quotas_db.limits_set(conn, project_id, limits, user_id)
 
 

@@ -120,6 +120,17 @@ async def limits_set(
             )
 
 
+async def user_limit_sums(conn: AsyncConnection, project_id: str) -> dict[str, int]:
+    """Per resource, the sum of the (not unlimited) limits set for users of the project."""
+    q = quotas
+    rows = await conn.execute(
+        select(q.c.resource, func.sum(q.c.hard_limit))
+        .where(q.c.project_id == project_id, q.c.user_id != PROJECT_LEVEL, q.c.hard_limit >= 0)
+        .group_by(q.c.resource)
+    )
+    return {resource: int(total or 0) for resource, total in rows.all()}
+
+
 async def limits_delete(conn: AsyncConnection, project_id: str, user_id: str | None = None) -> int:
     """Forget a user's limits, or a project's and all of its users' (as Nova); rows gone."""
     where = quotas.c.project_id == project_id

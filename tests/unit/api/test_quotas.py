@@ -496,3 +496,17 @@ async def test_personality_over_its_quotas_is_403(
     r = await create(cloud, personality=personality)
     assert fault(r, 403) == message
     assert await servers_of(cloud) == []
+
+
+async def test_user_limits_share_the_project_limit(cloud: Cloud) -> None:
+    demo, viewer = await user_id(cloud, "demo"), await user_id(cloud, "viewer")
+    assert (await set_quota(cloud, "demo", user_id=viewer, instances=3)).status_code == 200
+    r = await set_quota(cloud, "demo", user_id=demo, instances=8)
+    assert fault(r, 400) == "Quota limit 8 for instances must be less than or equal to 7."
+    assert (await set_quota(cloud, "demo", user_id=demo, instances=7)).status_code == 200
+    r = await set_quota(cloud, "demo", instances=9)
+    assert fault(r, 400) == (
+        "Quota limit 9 for instances must be greater than or equal to already used and reserved 10."
+    )
+    r = await set_quota(cloud, "demo", instances=9, force=True)
+    assert r.status_code == 200
