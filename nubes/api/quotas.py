@@ -53,7 +53,7 @@ RESOURCES = (
 _OPTION = {"injected_file_path_bytes": "injected_file_path_length"}
 #: Network quotas shown before 2.36 (nubes has no network service: always unlimited).
 NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
-#: Quotas whose 2.57 removal (personality went away).
+#: Quotas of personality files, which 2.57 removed.
 INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
 
@@ -168,24 +168,30 @@ async def _levels(
     conf: cfg.ConfigOpts,
     project_id: str,
     user_id: str | None,
+    resources: Sequence[str],
     counts: Counter | None = None,
 ) -> list[_Level]:
     """The project's level, then the user's when an operator set user limits.
 
     Without user rows a user's limits are the project's and its usage is a
-    part of the project's, so the project's check decides alone. ``counts``
+    part of the project's, so the project's check decides alone. A level
+    where ``resources`` are all unlimited is not counted. ``counts``
     (``(conn, user_id) -> usage``) replaces the project usage count.
     """
 
     def project_usage(c: AsyncConnection, user: str | None) -> Awaitable[dict[str, int]]:
         return quotas_db.usage(c, project_id, user)
 
-    count = counts or project_usage
+    async def level(limits: dict[str, int], user: str | None) -> _Level:
+        if all(limits[name] == UNLIMITED for name in resources):
+            return _Level(limits, {})
+        return _Level(limits, await (counts or project_usage)(conn, user))
+
     project = await project_limits(conn, conf, project_id)
-    levels = [_Level(project, await count(conn, None))]
+    levels = [await level(project, None)]
     own = await quotas_db.limits_get(conn, project_id, user_id) if user_id else {}
     if own:
-        levels.append(_Level({**project, **own}, await count(conn, user_id)))
+        levels.append(await level({**project, **own}, user_id))
     return levels
 
 
@@ -219,7 +225,7 @@ async def allowed_instances(
     """
     await quotas_db.lock_project(conn, project_id)
     per_server = {"instances": 1, "cores": vcpus, "ram": memory_mb}
-    levels = await _levels(conn, conf, project_id, user_id)
+    levels = await _levels(conn, conf, project_id, user_id, list(per_server))
     allowed = max_count
     for level in levels:
         for name, each in per_server.items():
@@ -254,7 +260,7 @@ async def check_upsize(
     if not deltas:
         return
     await quotas_db.lock_project(conn, project_id)
-    for level in await _levels(conn, conf, project_id, user_id):
+    for level in await _levels(conn, conf, project_id, user_id, list(deltas)):
         overs = level.overs(deltas)
         if overs:
             raise _over_quota(level, overs, deltas)
@@ -265,7 +271,7 @@ async def check_server_group(
 ) -> None:
     """One more server group must fit; takes the project's quota lock."""
     await quotas_db.lock_project(conn, project_id)
-    for level in await _levels(conn, conf, project_id, user_id):
+    for level in await _levels(conn, conf, project_id, user_id, ["server_groups"]):
         if level.overs({"server_groups": 1}):
             raise ServerGroupLimitExceeded()
 
@@ -288,7 +294,8 @@ async def check_group_members(
     async def members(c: AsyncConnection, user: str | None) -> dict[str, int]:
         return {"server_group_members": await quotas_db.group_member_count(c, group_uuid, user)}
 
-    for level in await _levels(conn, conf, project_id, user_id, members):
+    resources = ["server_group_members"]
+    for level in await _levels(conn, conf, project_id, user_id, resources, members):
         if level.overs({"server_group_members": count}):
             raise ServerGroupMembersLimitExceeded()
 
