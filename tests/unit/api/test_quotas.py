@@ -6,6 +6,7 @@ count against the quota until deleted, whatever their state.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -84,6 +85,16 @@ async def test_thirteen_servers_in_one_request_are_refused_whole_at_a_quota_of_t
         }
     }
     assert await servers_of(cloud) == []
+
+
+async def test_fifty_concurrent_server_creates_never_overshoot_the_quota(cloud: Cloud) -> None:
+    async with await cloud.login("demo") as c:
+        answers = await asyncio.gather(
+            *(c.post(URL, json=server(cloud, name=f"vm{n}")) for n in range(50))
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [202] * 10 + [403] * 40
+    assert len(await servers_of(cloud)) == 10
 
 
 async def test_min_count_gets_as_many_servers_as_the_quota_allows(cloud: Cloud) -> None:
