@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.api import images as images_api
+from nubes.api import quotas
 from nubes.api.compute_v21 import hosts
 from nubes.api.servers import InstanceInvalidState, ServersAPI, _check_lock, _check_state
 from nubes.conductor.rpcapi import ConductorAPI
@@ -279,6 +280,15 @@ class MovesAPI(ServersAPI):
                 raise CannotResizeToSameFlavor()
             if found["disabled"]:
                 raise ResizeFlavorNotFound(flavor_id=flavor_ref)
+            # The owner's quota pays for a larger flavor, whoever asks (Nova).
+            await quotas.check_upsize(
+                conn,
+                self.conf,
+                project_id=row["project_id"],
+                user_id=row["user_id"],
+                cores=int(found["vcpus"]) - int(row["vcpus"] or 0),
+                ram=int(found["memory_mb"]) - int(row["memory_mb"] or 0),
+            )
             image = await self._instance_image(conn, row)
             if image is not None:
                 check_image_fits(image, new)
@@ -559,6 +569,9 @@ class MovesAPI(ServersAPI):
             if name is not None:
                 changes["display_name"] = name
             if metadata is not None:
+                await quotas.check_metadata(
+                    conn, self.conf, project_id=row["project_id"], metadata=metadata
+                )
                 changes["metadata"] = dict(metadata)
             if "system_metadata" in extra:
                 changes["system_metadata"] = {

@@ -35,11 +35,11 @@ from oslo_config import cfg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.api import policy
+from nubes.api import policy, quotas
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, flavors, tasks
+from nubes.db.api import actions, flavors, groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Database
@@ -123,6 +123,7 @@ class ServersAPI:
         conf = conf if conf is not None else config.CONF
         self.db = db
         self.conductor = conductor
+        self.conf = conf
         self.build_deadline: float = conf.conductor.build_deadline
         self.task_deadline: float = conf.conductor.task_deadline
 
@@ -150,6 +151,7 @@ class ServersAPI:
         flavor: Flavor | Mapping[str, Any] | str,
         image: Mapping[str, Any],
         count: int = 1,
+        min_count: int | None = None,
         availability_zone: str | None = None,
         scheduler_hints: Mapping[str, Any] | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -168,9 +170,18 @@ class ServersAPI:
         ``image`` the image's metadata (``id`` and ``properties``). Returns
         the instances as recorded; they become ACTIVE (or ERROR with a
         fault) as their build tasks run.
+
+        Quotas (:mod:`nubes.api.quotas`): as many servers as fit, up to
+        ``count``, when that is at least ``min_count`` (default ``count``);
+        else 403 and nothing is written. The count, the check and the inserts
+        are one transaction under the project's quota lock; ``group``'s new
+        members are recorded in it too, within ``server_group_members``.
         """
-        if not 1 <= count <= MAX_COUNT:
-            raise exception.Invalid(reason=f"count must be between 1 and {MAX_COUNT}")
+        min_count = count if min_count is None else min_count
+        if not 1 <= min_count <= count <= MAX_COUNT:
+            raise exception.Invalid(
+                reason=f"count must be between 1 and {MAX_COUNT}, and at least min_count"
+            )
         if not name:
             raise exception.Invalid(reason="a server needs a name")
         image_ref = image.get("id")
@@ -186,9 +197,30 @@ class ServersAPI:
         }
         if group:
             payload_base["group"] = group
+        project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:
             found = await self._flavor(conn, flavor)
             snapshot = found.snapshot()
+            await quotas.check_metadata(conn, self.conf, project_id=project_id, metadata=metadata)
+            count = await quotas.allowed_instances(
+                conn,
+                self.conf,
+                project_id=project_id,
+                user_id=ctxt.user_id,
+                vcpus=found.vcpus,
+                memory_mb=found.memory_mb,
+                min_count=min_count,
+                max_count=count,
+            )
+            if group:
+                await quotas.check_group_members(
+                    conn,
+                    self.conf,
+                    project_id=project_id,
+                    user_id=ctxt.user_id,
+                    group_uuid=group,
+                    count=count,
+                )
             # Every row of the request in one multi-row INSERT per table.
             created = await instances_api.create_many(
                 conn,
@@ -221,6 +253,13 @@ class ServersAPI:
                 ],
             )
             await tags_api.add_to_new(conn, [row["uuid"] for row in created], tags or [])
+            if group:
+                try:
+                    await groups.group_members_add(conn, group, [row["uuid"] for row in created])
+                except exception.InstanceGroupNotFound:
+                    raise exception.InvalidSchedulerHint(
+                        hint="group", reason=f"no server group {group}"
+                    ) from None
             tasks_made = await self._start_many(
                 conn,
                 ctxt,

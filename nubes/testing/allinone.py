@@ -45,6 +45,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "conductor": {"task_poll_interval": 0.5},
     "compute": {"resource_update_interval": 0.0},
     "notifications": {"driver": "noop"},
+    # Tests and benchmarks boot up to thousands of servers in one project;
+    # quotas have tests of their own (tests/unit/api/test_quotas.py).
+    "quota": {"instances": -1, "cores": -1, "ram": -1},
 }
 
 

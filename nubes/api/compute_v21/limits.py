@@ -1,18 +1,17 @@
-"""``limits``: the project's quotas ([quota] options) and what it uses of them."""
+"""``limits``: the project's quotas (:mod:`nubes.api.quotas`) and what it uses of them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nubes.api import quotas
 from nubes.api.compute_v21 import common
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View
-from nubes.db.models import instance_groups, instances
 
 
 def _q(name: str) -> Any:
@@ -45,42 +44,6 @@ ABSOLUTE = View(
     Field("totalServerGroupsUsed", _u("server_groups")),
 )
 
-QUOTAS = (
-    "instances",
-    "cores",
-    "ram",
-    "metadata_items",
-    "key_pairs",
-    "server_groups",
-    "server_group_members",
-    "injected_files",
-    "injected_file_content_bytes",
-)
-
-
-async def usage(request: Request, project_id: str | None) -> dict[str, int]:
-    async with common.state(request).db.reader(allow_stale=True) as conn:
-        row = (
-            await conn.execute(
-                select(
-                    func.count(instances.c.id),
-                    func.coalesce(func.sum(instances.c.vcpus), 0),
-                    func.coalesce(func.sum(instances.c.memory_mb), 0),
-                ).where(instances.c.project_id == project_id, instances.c.deleted == 0)
-            )
-        ).one()
-        group_count = await conn.scalar(
-            select(func.count(instance_groups.c.id)).where(
-                instance_groups.c.project_id == project_id, instance_groups.c.deleted == 0
-            )
-        )
-    return {
-        "instances": int(row[0]),
-        "cores": int(row[1]),
-        "ram": int(row[2]),
-        "server_groups": int(group_count or 0),
-    }
-
 
 async def index(request: Request) -> Response:
     ctxt = common.ctx(request)
@@ -90,11 +53,14 @@ async def index(request: Request) -> Response:
     if tenant is not None and tenant != project_id:
         common.authorize(request, "limits:other_project", Rule.ADMIN)
         project_id = tenant
-    conf = common.state(request).conf
-    record = {
-        "quota": {name: getattr(conf.quota, name) for name in QUOTAS},
-        "used": await usage(request, project_id),
-    }
+    state = common.state(request)
+    # The project's limits and usage, as os-quota-sets shows them (Nova's
+    # limits view is per project, whoever in it asks).
+    async with state.db.reader() as conn:
+        record = {
+            "quota": await quotas.project_limits(conn, state.conf, project_id or ""),
+            "used": await quotas.usage(conn, project_id or ""),
+        }
     absolute = ABSOLUTE.render(record, common.version(request))
     return common.json({"limits": {"rate": [], "absolute": absolute}})
 

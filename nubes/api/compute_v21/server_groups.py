@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nubes import exception
+from nubes.api import quotas
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common
 from nubes.api.policy import Rule
@@ -137,12 +138,11 @@ async def create(request: Request) -> Response:
         policy_name, rules = spec["policies"][0], {}
     ctxt = common.ctx(request)
     state = common.state(request)
-    quota = state.conf.quota.server_groups
     async with state.db.writer() as conn:
-        if quota >= 0:
-            used = len(await groups.group_get_all(conn, project_id=ctxt.project_id))
-            if used + 1 > quota:
-                raise exception.QuotaExceeded(message="Quota exceeded, too many server groups.")
+        # Checked and inserted under the project's quota lock: never overshoots.
+        await quotas.check_server_group(
+            conn, state.conf, project_id=ctxt.project_id or "", user_id=ctxt.user_id
+        )
         row = await groups.group_create(
             conn,
             {

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import images as images_api
+from nubes.api import quotas
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common, hosts
 from nubes.api.compute_v21 import server_schemas as schemas
@@ -426,6 +427,19 @@ def _user_data(server: Mapping[str, Any]) -> str | None:
     return str(data)
 
 
+def _personality(server: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The personality files as (path, decoded contents), for their quotas."""
+    files = []
+    for item in server.get("personality") or []:
+        path = str(item.get("path") or "")
+        try:
+            data = base64.b64decode(re.sub(r"\s", "", item.get("contents") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise common.bad_request(f"Personality content for {path} cannot be decoded") from None
+        files.append((path, data))
+    return files
+
+
 def _password(server: Mapping[str, Any]) -> str:
     given = server.get("adminPass")
     if given:
@@ -462,6 +476,13 @@ async def create(request: Request) -> Response:
         if group.get("name") not in (None, "default"):
             raise common.bad_request(f"Security group {group.get('name')} not found.")
     user_data = _user_data(server)
+    files = _personality(server)
+    if files:
+        state = common.state(request)
+        async with state.db.reader() as conn:
+            await quotas.check_injected_files(
+                conn, state.conf, project_id=ctxt.project_id or "", files=files
+            )
     flavor = await _flavor(request, server["flavorRef"])
     image = await _image(request, _image_ref(server))
     _check_image_fits(image, flavor)
@@ -477,6 +498,7 @@ async def create(request: Request) -> Response:
         flavor=flavor,
         image={"id": image["id"], "properties": dict(image.get("properties") or {})},
         count=max_count,
+        min_count=min_count,
         availability_zone=zone,
         scheduler_hints=hints,
         metadata=server.get("metadata"),

@@ -25,6 +25,7 @@ from nubes.db.api import (
     groups,
     instances,
     migrations,
+    quotas,
     services,
     tasks,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "groups",
     "instances",
     "migrations",
+    "quotas",
     "services",
     "tasks",
 ]

@@ -714,17 +714,6 @@ async def destroy(
     return await get_by_uuid(conn, uuid, read_deleted="yes")
 
 
-async def count_by_project(conn: AsyncConnection, project_id: str) -> dict[str, int]:
-    """Live instances, vCPUs and RAM of a project (for quota checks)."""
-    stmt = select(
-        func.count(instances.c.id),
-        func.coalesce(func.sum(instances.c.vcpus), 0),
-        func.coalesce(func.sum(instances.c.memory_mb), 0),
-    ).where(instances.c.project_id == project_id, live(instances))
-    count, vcpus, ram = (await conn.execute(stmt)).one()
-    return {"instances": int(count), "cores": int(vcpus), "ram": int(ram)}
-
-
 # --- faults ------------------------------------------------------------------
 
 

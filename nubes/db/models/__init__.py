@@ -43,6 +43,7 @@ from nubes.db.models.instances import (
     Migration,
     Tag,
 )
+from nubes.db.models.quotas import Quota, QuotaClass, QuotaLock
 
 metadata = Base.metadata
 
@@ -78,6 +79,9 @@ roles = _table(Role)
 role_assignments = _table(RoleAssignment)
 tokens = _table(Token)
 images = _table(Image)
+quota_classes = _table(QuotaClass)
+quotas = _table(Quota)
+quota_locks = _table(QuotaLock)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -110,6 +114,9 @@ __all__ = [
     "InstanceGroupMember",
     "Migration",
     "Project",
+    "Quota",
+    "QuotaClass",
+    "QuotaLock",
     "Role",
     "RoleAssignment",
     "Service",
@@ -136,6 +143,9 @@ __all__ = [
     "metadata",
     "migrations",
     "projects",
+    "quota_classes",
+    "quota_locks",
+    "quotas",
     "role_assignments",
     "roles",
     "service_heartbeats",

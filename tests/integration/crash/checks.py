@@ -43,6 +43,9 @@ async def create_servers(cloud: ProcessCloud, count: int, name: str = "vm") -> l
     conf = config.new_config()
     conf([])
     conf.set_override("build_deadline", cloud.option("conductor", "build_deadline"), "conductor")
+    # Every kill point boots more servers in the one project; quotas are not under test.
+    for resource in ("instances", "cores", "ram"):
+        conf.set_override(resource, -1, "quota")
     transport = get_transport(cloud.url_for(f"api.{cloud.api_host}"))
     await transport.connect()
     try:

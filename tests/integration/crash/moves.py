@@ -77,6 +77,9 @@ async def ask(cloud: ProcessCloud, request: Ask, instance_uuid: str) -> None:
     assert cloud.db is not None
     conf = config.new_config()
     conf([])
+    # Every kill point boots more servers in the one project; quotas are not under test.
+    for resource in ("instances", "cores", "ram"):
+        conf.set_override(resource, -1, "quota")
     transport = get_transport(cloud.url_for(f"api.{cloud.api_host}"))
     await transport.connect()
     try:

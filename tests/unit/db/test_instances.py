@@ -290,14 +290,3 @@ async def test_instance_and_task_in_one_transaction_roll_back_together(db: Datab
     async with db.reader() as conn:
         assert await instances.get_all(conn) == []
         assert await tasks.list_active(conn) == []
-
-
-async def test_count_by_project(db: Database) -> None:
-    async with db.writer() as conn:
-        await make_instance(conn, project_id="q", vcpus=2, memory_mb=1024)
-        await make_instance(conn, project_id="q", vcpus=4, memory_mb=2048)
-        assert await instances.count_by_project(conn, "q") == {
-            "instances": 2,
-            "cores": 6,
-            "ram": 3072,
-        }

@@ -1,0 +1,442 @@
+"""Quotas: which limit applies, what a project uses, and what a request may add.
+
+The one home of the quota rules (Nova's counting quotas). A limit comes from
+the first level that sets it: the user's row in a project (``os-quota-sets/
+{project}?user_id=``), the project's row, the quota class ``default``
+(``os-quota-class-sets/default``), then the ``[quota]`` option. ``-1`` is
+unlimited.
+
+Usage is counted, never stored: live instances, their vCPUs and RAM (a
+resize in progress counts the larger flavor), server groups, and the members
+of one server group. Every check that lets a request add usage runs in the
+caller's write transaction after :func:`nubes.db.api.quotas.lock_project`, so
+the count, the check and the caller's insert are one atomic step: concurrent
+requests of a project never overshoot.
+
+A project's limit caps the project's total; a user's limit (set only where an
+operator asked for one) also caps that user's own usage, as Nova's
+``check_deltas`` does for instances, cores, ram, key_pairs, server_groups and
+server_group_members. ``metadata_items`` and the injected-file limits
+(personality, until 2.56) are per request, not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception
+from nubes.db.api import quotas as quotas_db
+
+UNLIMITED = -1
+#: The quota class whose limits are every project's defaults (Nova uses no other).
+DEFAULT_CLASS = "default"
+
+#: Every compute quota, in the order Nova lists them.
+RESOURCES = (
+    "instances",
+    "cores",
+    "ram",
+    "metadata_items",
+    "key_pairs",
+    "server_groups",
+    "server_group_members",
+    "injected_files",
+    "injected_file_content_bytes",
+    "injected_file_path_bytes",
+)
+#: ``[quota]`` option names that differ from the resource (Nova's too).
+_OPTION = {"injected_file_path_bytes": "injected_file_path_length"}
+#: Network quotas shown before 2.36 (nubes has no network service: always unlimited).
+NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
+#: Quotas of personality files, which 2.57 removed.
+INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+
+
+class TooManyInstances(exception.QuotaExceeded):
+    msg_fmt = (
+        "Quota exceeded for %(overs)s: Requested %(req)s, but already used %(used)s "
+        "of %(allowed)s %(overs)s"
+    )
+
+
+class MetadataLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Maximum number of metadata items exceeds %(allowed)d"
+
+
+class KeypairLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Maximum number of key pairs exceeded"
+
+
+class ServerGroupLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Quota exceeded, too many server groups."
+
+
+class ServerGroupMembersLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Quota exceeded, too many servers in group"
+
+
+class OnsetFileLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file limit exceeded"
+
+
+class OnsetFilePathLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file path exceeds maximum %(allowed)s"
+
+
+class OnsetFileContentLimitExceeded(exception.QuotaExceeded):
+    msg_fmt = "Personality file content exceeds maximum %(allowed)s"
+
+
+class QuotaLimitInvalid(exception.Invalid):
+    """A new limit below what is in use, or above what the project allows (400)."""
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+def config_defaults(conf: cfg.ConfigOpts) -> dict[str, int]:
+    return {name: int(getattr(conf.quota, _OPTION.get(name, name))) for name in RESOURCES}
+
+
+async def class_limits(
+    conn: AsyncConnection, conf: cfg.ConfigOpts, class_name: str = DEFAULT_CLASS
+) -> dict[str, int]:
+    """A quota class's limits over the ``[quota]`` options (for ``default``: the defaults)."""
+    return {**config_defaults(conf), **await quotas_db.class_get(conn, class_name)}
+
+
+async def project_limits(
+    conn: AsyncConnection, conf: cfg.ConfigOpts, project_id: str
+) -> dict[str, int]:
+    return {**await class_limits(conn, conf), **await quotas_db.limits_get(conn, project_id)}
+
+
+async def effective_limits(
+    conn: AsyncConnection, conf: cfg.ConfigOpts, project_id: str, user_id: str | None = None
+) -> dict[str, int]:
+    """The limits of a project, or of one user in it (the user's rows over the project's)."""
+    limits = await project_limits(conn, conf, project_id)
+    if user_id:
+        limits.update(await quotas_db.limits_get(conn, project_id, user_id))
+    return limits
+
+
+async def usage(
+    conn: AsyncConnection, project_id: str, user_id: str | None = None
+) -> dict[str, int]:
+    """What a project (or one user in it) uses of each quota; 0 for the per-request ones."""
+    counted = await quotas_db.usage(conn, project_id, user_id)
+    return {name: counted.get(name, 0) for name in RESOURCES}
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+#: Counts usage in a connection, for one user (or, given None, the whole project).
+Counter = Callable[[AsyncConnection, str | None], Awaitable[dict[str, int]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Level:
+    """The limits and usage one check compares against (the project's, or a user's)."""
+
+    limits: Mapping[str, int]
+    used: Mapping[str, int]
+
+    def headroom(self, resource: str) -> int | None:
+        """How much more fits (None: unlimited)."""
+        limit = self.limits[resource]
+        return None if limit == UNLIMITED else max(0, limit - self.used.get(resource, 0))
+
+    def overs(self, deltas: Mapping[str, int]) -> list[str]:
+        return sorted(
+            name
+            for name, delta in deltas.items()
+            if delta > 0
+            and self.limits[name] != UNLIMITED
+            and self.used.get(name, 0) + delta > self.limits[name]
+        )
+
+
+async def _levels(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    project_id: str,
+    user_id: str | None,
+    resources: Sequence[str],
+    counts: Counter | None = None,
+) -> list[_Level]:
+    """The project's level, then the user's when an operator set user limits.
+
+    Without user rows a user's limits are the project's and its usage is a
+    part of the project's, so the project's check decides alone. A level
+    where ``resources`` are all unlimited is not counted. ``counts``
+    (``(conn, user_id) -> usage``) replaces the project usage count.
+    """
+
+    def project_usage(c: AsyncConnection, user: str | None) -> Awaitable[dict[str, int]]:
+        return quotas_db.usage(c, project_id, user)
+
+    async def level(limits: dict[str, int], user: str | None) -> _Level:
+        if all(limits[name] == UNLIMITED for name in resources):
+            return _Level(limits, {})
+        return _Level(limits, await (counts or project_usage)(conn, user))
+
+    project = await project_limits(conn, conf, project_id)
+    levels = [await level(project, None)]
+    own = await quotas_db.limits_get(conn, project_id, user_id) if user_id else {}
+    if own:
+        levels.append(await level({**project, **own}, user_id))
+    return levels
+
+
+def _over_quota(level: _Level, overs: list[str], requested: Mapping[str, Any]) -> TooManyInstances:
+    """Nova's TooManyInstances text, each over resource listed in every part."""
+    return TooManyInstances(
+        overs=", ".join(overs),
+        req=", ".join(str(requested[name]) for name in overs),
+        used=", ".join(str(level.used.get(name, 0)) for name in overs),
+        allowed=", ".join(str(level.limits[name]) for name in overs),
+    )
+
+
+async def allowed_instances(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    user_id: str | None,
+    vcpus: int,
+    memory_mb: int,
+    min_count: int,
+    max_count: int,
+) -> int:
+    """How many of ``min_count``..``max_count`` servers of a flavor may be created now.
+
+    Nova's rule: as many as fit, up to ``max_count``, when that is at least
+    ``min_count``; otherwise the whole request is refused
+    (:class:`TooManyInstances`, 403). Takes the project's quota lock: the
+    caller inserts the instances in the same transaction.
+    """
+    await quotas_db.lock_project(conn, project_id)
+    per_server = {"instances": 1, "cores": vcpus, "ram": memory_mb}
+    levels = await _levels(conn, conf, project_id, user_id, list(per_server))
+    allowed = max_count
+    for level in levels:
+        for name, each in per_server.items():
+            room = level.headroom(name)
+            if room is not None and each > 0:
+                allowed = min(allowed, room // each)
+    if allowed >= min_count:
+        return allowed
+    wanted = {name: each * max_count for name, each in per_server.items()}
+    requested: dict[str, Any] = dict(wanted)
+    requested["instances"] = (
+        str(min_count) if min_count == max_count else f"{min_count}-{max_count}"
+    )
+    for level in levels:
+        overs = level.overs(wanted)
+        if overs:
+            raise _over_quota(level, overs, requested)
+    raise AssertionError("fewer servers fit than asked, yet no quota is over")
+
+
+async def check_upsize(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    user_id: str | None,
+    cores: int,
+    ram: int,
+) -> None:
+    """A resize that adds ``cores`` vCPUs and ``ram`` MiB must fit (Nova's upsize check)."""
+    deltas = {name: delta for name, delta in (("cores", cores), ("ram", ram)) if delta > 0}
+    if not deltas:
+        return
+    await quotas_db.lock_project(conn, project_id)
+    for level in await _levels(conn, conf, project_id, user_id, list(deltas)):
+        overs = level.overs(deltas)
+        if overs:
+            raise _over_quota(level, overs, deltas)
+
+
+async def check_server_group(
+    conn: AsyncConnection, conf: cfg.ConfigOpts, *, project_id: str, user_id: str | None
+) -> None:
+    """One more server group must fit; takes the project's quota lock."""
+    await quotas_db.lock_project(conn, project_id)
+    for level in await _levels(conn, conf, project_id, user_id, ["server_groups"]):
+        if level.overs({"server_groups": 1}):
+            raise ServerGroupLimitExceeded()
+
+
+async def check_group_members(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    user_id: str | None,
+    group_uuid: str,
+    count: int,
+) -> None:
+    """``count`` more servers must fit in the group (``server_group_members``).
+
+    Call it with the project's quota lock held (:func:`allowed_instances`),
+    in the transaction that adds the members.
+    """
+
+    async def members(c: AsyncConnection, user: str | None) -> dict[str, int]:
+        return {"server_group_members": await quotas_db.group_member_count(c, group_uuid, user)}
+
+    resources = ["server_group_members"]
+    for level in await _levels(conn, conf, project_id, user_id, resources, members):
+        if level.overs({"server_group_members": count}):
+            raise ServerGroupMembersLimitExceeded()
+
+
+async def check_key_pairs(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    user_id: str,
+    used: int,
+    count: int = 1,
+) -> None:
+    """``count`` more key pairs for a user who has ``used`` must fit.
+
+    Key pairs belong to a user, so Nova counts them per user against the
+    user's limit (the project's ``key_pairs`` when no user limit is set).
+    The key-pair create calls this with the project's quota lock held, in
+    the transaction that inserts the key pair, having counted ``used`` there.
+    """
+    limit = (await effective_limits(conn, conf, project_id, user_id))["key_pairs"]
+    if limit != UNLIMITED and used + count > limit:
+        raise KeypairLimitExceeded()
+
+
+async def check_metadata(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    metadata: Mapping[str, Any] | None,
+) -> None:
+    """A server's metadata must have at most ``metadata_items`` keys (403 otherwise)."""
+    if not metadata:
+        return
+    limit = (await project_limits(conn, conf, project_id))["metadata_items"]
+    if limit != UNLIMITED and len(metadata) > limit:
+        raise MetadataLimitExceeded(allowed=limit)
+
+
+async def check_injected_files(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    files: Sequence[tuple[str, bytes]],
+) -> None:
+    """A request's personality files (path, decoded contents) must be within the limits."""
+    if not files:
+        return
+    limits = await project_limits(conn, conf, project_id)
+
+    def over(resource: str, value: int) -> bool:
+        return limits[resource] != UNLIMITED and value > limits[resource]
+
+    if over("injected_files", len(files)):
+        raise OnsetFileLimitExceeded()
+    if over("injected_file_path_bytes", max(len(path.encode()) for path, _ in files)):
+        raise OnsetFilePathLimitExceeded(allowed=limits["injected_file_path_bytes"])
+    if over("injected_file_content_bytes", max(len(data) for _, data in files)):
+        raise OnsetFileContentLimitExceeded(allowed=limits["injected_file_content_bytes"])
+
+
+# --- setting limits --------------------------------------------------------------------------
+
+
+def _validate_limit(resource: str, limit: int, minimum: int, maximum: int) -> None:
+    """Nova's _validate_quota_limit, word for word."""
+    if limit < UNLIMITED:
+        raise QuotaLimitInvalid(
+            message=f"Quota limit {limit} for {resource} must be -1 or greater."
+        )
+    if limit < minimum and (maximum != UNLIMITED or limit != UNLIMITED):
+        raise QuotaLimitInvalid(
+            message=f"Quota limit {limit} for {resource} must be greater than or equal to "
+            f"already used and reserved {minimum}."
+        )
+    if maximum != UNLIMITED and limit > maximum:
+        raise QuotaLimitInvalid(
+            message=f"Quota limit {limit} for {resource} must be less than or equal to {maximum}."
+        )
+
+
+async def set_limits(
+    conn: AsyncConnection,
+    conf: cfg.ConfigOpts,
+    project_id: str,
+    limits: Mapping[str, int],
+    *,
+    user_id: str | None = None,
+    force: bool = False,
+) -> None:
+    """Set a project's (or a user's) limits; out of bounds is refused unless ``force``.
+
+    Nova's settable bounds: a project's limit at least what it uses and what
+    its users' limits add up to; a user's at least what the user uses and at
+    most what the project's limit leaves beside the other users' limits.
+    Holds the project's quota lock, so no create slips in between the check
+    and the new limit.
+    """
+    unknown = sorted(set(limits) - set(RESOURCES))
+    if unknown:
+        raise exception.Invalid(reason=f"unknown quota {', '.join(unknown)}")
+    await quotas_db.lock_project(conn, project_id)
+    if not force:
+        used = await usage(conn, project_id, user_id)
+        project = await project_limits(conn, conf, project_id)
+        given = await quotas_db.user_limit_sums(conn, project_id)
+        own = await quotas_db.limits_get(conn, project_id, user_id) if user_id else {}
+        for resource, limit in limits.items():
+            if user_id:
+                minimum, maximum = used[resource], project[resource]
+                if maximum != UNLIMITED:
+                    others = given.get(resource, 0) - max(own.get(resource, 0), 0)
+                    maximum = max(maximum - others, 0)
+            else:
+                minimum, maximum = max(used[resource], given.get(resource, 0)), UNLIMITED
+            _validate_limit(resource, limit, minimum, maximum)
+    await quotas_db.limits_set(conn, project_id, limits, user_id)
+
+
+async def set_class_limits(
+    conn: AsyncConnection, class_name: str, limits: Mapping[str, int]
+) -> None:
+    for resource, limit in limits.items():
+        _validate_limit(resource, limit, UNLIMITED, UNLIMITED)
+    await quotas_db.class_set(conn, class_name, limits)
+
+
+async def revert_to_defaults(
+    conn: AsyncConnection, project_id: str, user_id: str | None = None
+) -> None:
+    """Forget the limits set for a user, or for a project and all its users."""
+    await quotas_db.limits_delete(conn, project_id, user_id)
+
+
+def filtered(resources: Sequence[str], *, network: bool, injected: bool) -> list[str]:
+    """The resources a view shows: network quotas before 2.36, injected files before 2.57."""
+    shown = list(resources)
+    if network:
+        shown += NETWORK_RESOURCES
+    if not injected:
+        shown = [name for name in shown if name not in INJECTED_RESOURCES]
+    return shown
