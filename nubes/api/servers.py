@@ -39,7 +39,7 @@ from nubes.api import policy
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, flavors, tasks
+from nubes.db.api import actions, flavors, groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
@@ -174,6 +174,8 @@ class ServersAPI:
         if group:
             payload_base["group"] = group
         async with self.db.writer() as conn:
+            if group:
+                await self._check_group(conn, ctxt, group)
             found = await self._flavor(conn, flavor)
             snapshot = found.snapshot()
             # Every row of the request in one multi-row INSERT per table.
@@ -208,6 +210,10 @@ class ServersAPI:
                     for index in range(count)
                 ],
             )
+            if group:
+                # Members from the start (as Nova): the scheduler places them by
+                # where the others are, and show lists them while they build.
+                await groups.group_members_add(conn, group, [row["uuid"] for row in created])
             tasks_made = await self._start_many(
                 conn,
                 ctxt,
@@ -220,6 +226,19 @@ class ServersAPI:
             task_ids = [task["id"] for task in tasks_made]
         await self._kick(ctxt, task_ids)
         return [Instance._from_db(row) for row in created]
+
+    @staticmethod
+    async def _check_group(conn: AsyncConnection, ctxt: RequestContext, group_uuid: str) -> None:
+        """The ``group`` hint names a server group the requester may use (a
+        400 otherwise, as Nova's server create)."""
+        try:
+            row = await groups.group_get_by_uuid(conn, group_uuid)
+        except exception.InstanceGroupNotFound:
+            row = None
+        if row is None or (not ctxt.is_admin and row["project_id"] != ctxt.project_id):
+            raise exception.InvalidSchedulerHint(
+                hint="group", reason=f"server group {group_uuid} could not be found"
+            )
 
     # -- operations on one server -----------------------------------------------------------
 

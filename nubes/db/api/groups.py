@@ -19,6 +19,7 @@ from nubes.db.api._common import (
     fetch_all,
     fetch_one,
     insert_row,
+    insert_rows,
     live,
     new_uuid,
     now_or,
@@ -234,16 +235,21 @@ async def group_get_all(conn: AsyncConnection, *, project_id: str | None = None)
 async def group_members_add(
     conn: AsyncConnection, group_uuid: str, instance_uuids: Iterable[str]
 ) -> list[str]:
-    """Add members not yet in the group; returns the ones added."""
+    """Add members not yet in the group; returns the ones added.
+
+    The one write that makes instances members (server create records its
+    instances here, in its own transaction): a limit on members per group
+    belongs here. InstanceGroupNotFound if the group is gone.
+    """
     group = await group_get_by_uuid(conn, group_uuid)
     present = set(group["members"])
     added = []
     for instance_uuid in instance_uuids:
-        if instance_uuid in present:
-            continue
-        await insert_row(conn, _gm, {"group_id": group["id"], "instance_uuid": instance_uuid})
-        present.add(instance_uuid)
-        added.append(instance_uuid)
+        if instance_uuid not in present:
+            present.add(instance_uuid)
+            added.append(instance_uuid)
+    if added:
+        await insert_rows(conn, _gm, [{"group_id": group["id"], "instance_uuid": u} for u in added])
     return added
 
 

@@ -1,5 +1,6 @@
 """The scheduler's reads: compute nodes changed since a time, service liveness,
-cheap change signatures, and where instances and server group members are.
+cheap change signatures, and where instances are (server group members:
+:mod:`nubes.db.api.group_claims`).
 
 These feed an in-memory view of the hosts that a scheduler refreshes
 incrementally, so every statement here is shaped to return little when
@@ -26,8 +27,6 @@ from nubes.db.models import (
     aggregates,
     allocations,
     compute_nodes,
-    instance_group_members,
-    instance_groups,
     instances,
     service_heartbeats,
     services,
@@ -145,22 +144,6 @@ async def silent_compute_hosts(conn: AsyncConnection, cutoff: dt.datetime) -> se
         )
     )
     return {r.host for r in await conn.execute(stmt)}
-
-
-async def group_member_hosts(conn: AsyncConnection, group_uuid: str) -> dict[str, int]:
-    """Host -> number of the group's members holding resources there."""
-    g, m, a = instance_groups.c, instance_group_members.c, allocations.c
-    stmt = (
-        select(_cn.host, func.count())
-        .select_from(
-            instance_groups.join(instance_group_members, m.group_id == g.id)
-            .join(allocations, a.consumer_uuid == m.instance_uuid)
-            .join(compute_nodes, _cn.id == a.compute_node_id)
-        )
-        .where(g.uuid == group_uuid, live(instance_groups), live(instance_group_members))
-        .group_by(_cn.host)
-    )
-    return {r[0]: int(r[1]) for r in await conn.execute(stmt)}
 
 
 async def instance_hosts(conn: AsyncConnection, instance_uuids: Sequence[str]) -> set[str]:
