@@ -1,30 +1,26 @@
 """The scheduler's reads: compute nodes changed since a time, service liveness,
-cheap change signatures, and where instances are (server group members:
-:mod:`nubes.db.api.group_claims`).
+and where instances are (server group members: :mod:`nubes.db.api.group_claims`).
 
 These feed an in-memory view of the hosts that a scheduler refreshes
 incrementally, so every statement here is shaped to return little when
 little changed: nodes by ``updated_at``/``created_at``/``deleted_at``, only
-the services that are *not* usable, and one-row signatures that say
-whether the aggregates or the service list changed at all. The claim itself
-never reads from here (see :func:`nubes.db.api.compute_nodes.claim`).
+the services that are *not* usable. Whether services or aggregates changed
+at all is the host facts' generation (:mod:`nubes.db.api.generations`). The
+claim itself never reads from here (see :func:`nubes.db.api.compute_nodes.claim`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Row as SARow
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes.db.api._common import live
 from nubes.db.models import (
-    aggregate_hosts,
-    aggregate_metadata,
-    aggregates,
     allocations,
     compute_nodes,
     instances,
@@ -93,32 +89,6 @@ async def node_usage(conn: AsyncConnection, node_ids: Sequence[int]) -> list[SAR
         return []
     stmt = _node_select().where(_cn.id.in_(list(node_ids)))
     return list((await conn.execute(stmt)).all())
-
-
-def _signature_of(table: Table) -> list[Any]:
-    c = table.c
-    return [
-        select(func.count()).select_from(table).where(live(table)).scalar_subquery(),
-        select(func.max(c.id)).scalar_subquery(),
-        select(func.max(c.updated_at)).scalar_subquery(),
-        select(func.max(c.deleted_at)).scalar_subquery(),
-    ]
-
-
-async def _signature(conn: AsyncConnection, tables: Iterable[Table]) -> tuple[Any, ...]:
-    columns = [col for table in tables for col in _signature_of(table)]
-    row = (await conn.execute(select(*columns))).one()
-    return tuple(row)
-
-
-async def aggregates_signature(conn: AsyncConnection) -> tuple[Any, ...]:
-    """Changes whenever an aggregate, its hosts or its metadata change (one row)."""
-    return await _signature(conn, (aggregates, aggregate_hosts, aggregate_metadata))
-
-
-async def services_signature(conn: AsyncConnection) -> tuple[Any, ...]:
-    """Changes whenever a service is added, changed (disabled ...) or deleted."""
-    return await _signature(conn, (services,))
 
 
 async def compute_service_hosts(conn: AsyncConnection) -> dict[str, tuple[bool, bool]]:
