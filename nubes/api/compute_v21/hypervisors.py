@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common, hosts
+from nubes.api.errors import nova_fault
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View
 from nubes.db.api import compute_nodes, instance_listing
@@ -176,6 +177,18 @@ async def show(request: Request) -> Response:
     raise common.not_found(f"Hypervisor with ID {hypervisor_id} could not be found.")
 
 
+async def uptime(request: Request) -> Response:
+    """Nova's answer when the virt driver keeps no uptime (the CLI's ``hypervisor
+    show`` asks before 2.88 and takes 501 as "none"); 404 for an unknown id."""
+    common.authorize(request, "os-hypervisors:uptime", Rule.ADMIN)
+    hypervisor_id = request.path_params["hypervisor_id"]
+    nodes = await _nodes(request, with_servers=False)
+    if not any(hypervisor_id in (str(n["id"]), n["uuid"]) for n in nodes):
+        raise common.not_found(f"Hypervisor with ID {hypervisor_id} could not be found.")
+    message = "Virt driver does not implement uptime function."
+    return common.json(nova_fault(501, message), 501)
+
+
 STAT_KEYS = (
     "count",
     "vcpus_used",
@@ -220,4 +233,5 @@ ROUTES = [
     Route("/os-hypervisors/detail", detail, methods=["GET"]),
     Route("/os-hypervisors/statistics", statistics, methods=["GET"]),
     Route("/os-hypervisors/{hypervisor_id}", show, methods=["GET"]),
+    Route("/os-hypervisors/{hypervisor_id}/uptime", uptime, methods=["GET"]),
 ]
