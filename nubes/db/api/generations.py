@@ -32,16 +32,15 @@ async def get(conn: AsyncConnection, name: str) -> int:
 def _upsert(dialect: str) -> Any:
     # One statement that creates the row or increments it, so concurrent
     # first bumps cannot collide on the key.
+    bumped = {"value": _g.c.value + 1}
     if dialect == "postgresql":
-        stmt = postgresql.insert(_g).values(name=_name(), value=1)
-        return stmt.on_conflict_do_update(
-            index_elements=[_g.c.name], set_={"value": _g.c.value + 1}
-        )
+        pg = postgresql.insert(_g).values(name=_name(), value=1)
+        return pg.on_conflict_do_update(index_elements=[_g.c.name], set_=bumped)
     if dialect == "mysql":
-        stmt = mysql.insert(_g).values(name=_name(), value=1)
-        return stmt.on_duplicate_key_update(value=_g.c.value + 1)
-    stmt = sqlite.insert(_g).values(name=_name(), value=1)
-    return stmt.on_conflict_do_update(index_elements=[_g.c.name], set_={"value": _g.c.value + 1})
+        my = mysql.insert(_g).values(name=_name(), value=1)
+        return my.on_duplicate_key_update(bumped)
+    lite = sqlite.insert(_g).values(name=_name(), value=1)
+    return lite.on_conflict_do_update(index_elements=[_g.c.name], set_=bumped)
 
 
 def _name() -> Any:
