@@ -19,7 +19,7 @@ from nubes import exception
 from nubes.api.moves import MovesAPI
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
-from nubes.db.api import flavors, groups
+from nubes.db.api import flavors, groups, services
 from nubes.db.api import migrations as migrations_api
 from nubes.db.models import instance_faults
 from nubes.testing.allinone import AllInOne
@@ -222,3 +222,37 @@ async def test_an_affinity_member_cannot_be_migrated_away_from_the_others(
     (row,) = await cloud.instances([first["uuid"]])
     assert (row["vm_state"], row["host"]) == ("active", first["host"])
     assert "No valid host" in await _last_fault(cloud, first["uuid"])
+
+
+async def test_evacuating_an_anti_affinity_member_avoids_the_other_members(
+    three_hosts: AllInOne, ctxt: RequestContext
+):
+    cloud = three_hosts
+    api = MovesAPI(cloud.db, ConductorAPI(cloud.api_transport), conf=cloud.conf)
+    async with cloud.db.writer() as conn:
+        await flavors.create(
+            conn, {"flavorid": "big", "name": "big", "vcpus": 8, "memory_mb": 8192, "root_gb": 1}
+        )
+    group = await _group(cloud, "anti-affinity")
+    first, second = await _boot(cloud, ctxt, group, count=2)
+    # A big non-member on the third host: by free room alone the evacuee
+    # would rather join the other member.
+    (bulky,) = await cloud.api.create_servers(
+        ctxt,
+        name="bulky",
+        flavor="big",
+        image=IMAGE,
+        scheduler_hints={"different_host": [first["uuid"], second["uuid"]]},
+    )
+    await cloud.wait_tasks([bulky.uuid], timeout=60)
+    (bulky_row,) = await cloud.instances([bulky.uuid])
+    assert bulky_row["host"] not in {first["host"], second["host"]}
+    await cloud.stop_host(second["host"])
+    async with cloud.db.writer() as conn:
+        svc = await services.get_by_host_and_binary(conn, second["host"], "compute")
+        await services.update(conn, svc["id"], {"forced_down": True})
+    admin = RequestContext(user_id="admin", project_id="p1", roles=["admin"])
+    await api.evacuate_server(admin, second["uuid"])
+    await cloud.wait_tasks([second["uuid"]], timeout=60)
+    (row,) = await cloud.instances([second["uuid"]])
+    assert (row["vm_state"], row["host"]) == ("active", bulky_row["host"])
