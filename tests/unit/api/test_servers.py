@@ -231,6 +231,36 @@ async def test_create_many_and_admin_pass_and_reservation(cloud: ApiHarness) -> 
         assert len(servers["servers"]) == 1
 
 
+@pytest.mark.parametrize("version", ["2.1", "2.37", "2.61"])
+async def test_unknown_scheduler_hints_are_accepted_and_a_group_hint_joins_the_group(
+    cloud: ApiHarness, version: str
+) -> None:
+    """Nova's schema lets any other hint through (ignored) at every microversion;
+    the group's member shows up in ``server group show`` from the create on."""
+    networks = {"networks": "none"} if version != "2.1" else {}
+    async with await login(cloud, "demo", version) as c:
+        group = (
+            await c.post(
+                "/compute/v2.1/os-server-groups",
+                json={"server_group": {"name": "g", "policies": ["anti-affinity"]}},
+            )
+        ).json()["server_group"]
+        hints = {"group": group["id"], "colour": "blue", "same_host": []}
+        r = await c.post(URL, json={**body(cloud, **networks), "os:scheduler_hints": hints})
+        assert r.status_code == 202, r.text
+        shown = await c.get(f"/compute/v2.1/os-server-groups/{group['id']}")
+        assert shown.json()["server_group"]["members"] == [r.json()["server"]["id"]]
+        bad = {"os:scheduler_hints": {"group": "not-a-uuid"}}
+        r = await c.post(URL, json={**body(cloud, **networks), **bad})
+        assert r.status_code == 400 and "badRequest" in r.json(), r.text
+    async with await login(cloud, "other", version) as c:
+        # Another project's group is not there for this user (nothing is created).
+        foreign = {"os:scheduler_hints": {"group": group["id"]}}
+        r = await c.post(URL, json={**body(cloud, **networks), **foreign})
+        assert r.status_code == 400 and "could not be found" in r.text, r.text
+        assert (await c.get(URL)).json()["servers"] == []
+
+
 @pytest.mark.parametrize(
     ("version", "server", "words"),
     [
