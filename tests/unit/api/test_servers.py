@@ -261,6 +261,45 @@ async def test_unknown_scheduler_hints_are_accepted_and_a_group_hint_joins_the_g
         assert (await c.get(URL)).json()["servers"] == []
 
 
+async def test_flavor_access_and_extra_specs_hold_from_the_next_create(cloud: ApiHarness) -> None:
+    demo = cloud.projects["demo"]
+    flavors_url = "/compute/v2.1/flavors"
+    async with await login(cloud, "admin") as admin:
+        r = await admin.post(
+            flavors_url,
+            json={
+                "flavor": {
+                    "name": "kept-for-demo",
+                    "id": "kept",
+                    "ram": 256,
+                    "vcpus": 1,
+                    "disk": 1,
+                    "os-flavor-access:is_public": False,
+                }
+            },
+        )
+        assert r.status_code == 200, r.text
+    async with await login(cloud, "demo") as c:
+        r = await c.post(URL, json=body(cloud, flavorRef="kept"))
+        assert r.status_code == 400, r.text
+        async with await login(cloud, "admin") as admin:
+            grant = {"addTenantAccess": {"tenant": demo}}
+            assert (await admin.post(f"{flavors_url}/kept/action", json=grant)).status_code == 200
+            specs = {"extra_specs": {"aggregate_instance_extra_specs:ssd": "true"}}
+            r = await admin.post(f"{flavors_url}/kept/os-extra_specs", json=specs)
+            assert r.status_code == 200, r.text
+        made = await create(c, cloud, flavorRef="kept")
+        async with cloud.state.db.reader() as conn:
+            row = await instances_db.get_by_uuid(conn, made["id"])
+        # The instance's flavor (what the scheduler is asked) has the new spec.
+        assert row["flavor"]["extra_specs"] == {"aggregate_instance_extra_specs:ssd": "true"}
+        async with await login(cloud, "admin") as admin:
+            revoke = {"removeTenantAccess": {"tenant": demo}}
+            assert (await admin.post(f"{flavors_url}/kept/action", json=revoke)).status_code == 200
+        r = await c.post(URL, json=body(cloud, flavorRef="kept"))
+        assert r.status_code == 400, r.text
+
+
 @pytest.mark.parametrize(
     ("version", "server", "words"),
     [
