@@ -151,6 +151,8 @@ async def check_and_claim(
     """:func:`compute_nodes.claim_for_consumer`, refused with GROUP_POLICY when the
     consumer's hard-policy group does not allow the node's host (see module docstring).
 
+    A consumer already holding resources (a retried step) gets what it holds,
+    whatever the policy says now.
     """
     amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
     group = await lock_group(conn, group_uuid, consumer_uuid)
