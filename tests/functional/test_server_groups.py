@@ -256,3 +256,26 @@ async def test_evacuating_an_anti_affinity_member_avoids_the_other_members(
     await cloud.wait_tasks([second["uuid"]], timeout=60)
     (row,) = await cloud.instances([second["uuid"]])
     assert (row["vm_state"], row["host"]) == ("active", bulky_row["host"])
+
+
+async def test_live_migrating_an_anti_affinity_member_never_joins_another_member(
+    three_hosts: AllInOne, ctxt: RequestContext
+):
+    cloud = three_hosts
+    api = MovesAPI(cloud.db, ConductorAPI(cloud.api_transport), conf=cloud.conf)
+    group = await _group(cloud, "anti-affinity")
+    first, second = await _boot(cloud, ctxt, group, count=2)
+    free = ({"fake-0", "fake-1", "fake-2"} - {first["host"], second["host"]}).pop()
+    admin = RequestContext(user_id="admin", project_id="p1", roles=["admin"])
+    await api.live_migrate_server(admin, first["uuid"], host=second["host"])
+    await cloud.wait_tasks([first["uuid"]], timeout=60)
+    (row,) = await cloud.instances([first["uuid"]])
+    assert (row["vm_state"], row["host"]) == ("active", first["host"])
+    async with cloud.db.reader() as conn:
+        assert (await migrations_api.list_by_instance(conn, first["uuid"]))[-1][
+            "status"
+        ] == "failed"
+    await api.live_migrate_server(admin, first["uuid"])
+    await cloud.wait_tasks([first["uuid"]], timeout=60)
+    (row,) = await cloud.instances([first["uuid"]])
+    assert (row["vm_state"], row["host"]) == ("active", free)
