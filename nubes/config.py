@@ -363,15 +363,19 @@ filter_scheduler_opts: list[cfg.Opt] = [
     ),
     cfg.FloatOpt(
         "soft_affinity_weight_multiplier",
-        default=1.0,
+        default=10.0,
         min=0.0,
-        help="Weight of hosting members of a soft-affinity server group.",
+        help="Weight of hosting members of a soft-affinity server group. Above the "
+        "sum of the spreading multipliers (RAM, vCPU, disk: 3.0 by default) so that "
+        "the policy packs members wherever there is room (Nova's 1.0 is outweighed "
+        "by them in a uniform fleet and packs nothing).",
     ),
     cfg.FloatOpt(
         "soft_anti_affinity_weight_multiplier",
-        default=1.0,
+        default=10.0,
         min=0.0,
-        help="Weight of hosting no members of a soft-anti-affinity server group.",
+        help="Weight of hosting no members of a soft-anti-affinity server group "
+        "(above the resource multipliers, like soft_affinity_weight_multiplier).",
     ),
     cfg.IntOpt(
         "host_subset_size",

@@ -199,6 +199,8 @@ class ServersAPI:
             payload_base["group"] = group
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:
+            if group:
+                await self._check_group(conn, ctxt, group)
             found = await self._flavor(conn, flavor)
             snapshot = found.snapshot()
             await quotas.check_metadata(conn, self.conf, project_id=project_id, metadata=metadata)
@@ -254,12 +256,9 @@ class ServersAPI:
             )
             await tags_api.add_to_new(conn, [row["uuid"] for row in created], tags or [])
             if group:
-                try:
-                    await groups.group_members_add(conn, group, [row["uuid"] for row in created])
-                except exception.InstanceGroupNotFound:
-                    raise exception.InvalidSchedulerHint(
-                        hint="group", reason=f"no server group {group}"
-                    ) from None
+                # Members from the start (as Nova): the scheduler places them by
+                # where the others are, and show lists them while they build.
+                await groups.group_members_add(conn, group, [row["uuid"] for row in created])
             tasks_made = await self._start_many(
                 conn,
                 ctxt,
@@ -272,6 +271,19 @@ class ServersAPI:
             task_ids = [task["id"] for task in tasks_made]
         await self._kick(ctxt, task_ids)
         return [Instance._from_db(row) for row in created]
+
+    @staticmethod
+    async def _check_group(conn: AsyncConnection, ctxt: RequestContext, group_uuid: str) -> None:
+        """The ``group`` hint names a server group the requester may use (a
+        400 otherwise, as Nova's server create)."""
+        try:
+            row = await groups.group_get_by_uuid(conn, group_uuid)
+        except exception.InstanceGroupNotFound:
+            row = None
+        if row is None or (not ctxt.is_admin and row["project_id"] != ctxt.project_id):
+            raise exception.InvalidSchedulerHint(
+                hint="group", reason=f"server group {group_uuid} could not be found"
+            )
 
     # -- operations on one server -----------------------------------------------------------
 

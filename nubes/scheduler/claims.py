@@ -12,6 +12,12 @@ certification deadlocks; a deadlock reported at commit is retried by
 
 A claim is idempotent per instance: if the instance already holds resources
 (a retried scheduling step), that claim is reported instead of a second one.
+
+A member of a server group with a hard policy (affinity, anti-affinity) is
+claimed by :func:`nubes.db.api.group_claims.check_and_claim`: the policy is
+checked in the claim's own transaction, under the group's lock, so builds of
+one group racing in several schedulers cannot both take a host the policy
+gives only one of them.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import dataclasses
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.db.api import compute_nodes, host_views
+from nubes.db.api import compute_nodes, group_claims, host_views
 from nubes.db.api.compute_nodes import ClaimOutcome, ClaimResult
 from nubes.db.engine import Database
 
@@ -55,13 +61,41 @@ async def _claim(
     return Claim(result, held_on)
 
 
-async def claim(db: Database, node_id: int, consumer_uuid: str, amounts: Amounts) -> Claim:
+async def _claim_in_group(
+    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts, group_uuid: str
+) -> Claim:
+    result, held_on = await group_claims.check_and_claim(
+        conn,
+        node_id,
+        consumer_uuid,
+        group_uuid=group_uuid,
+        vcpus=amounts.vcpus,
+        memory_mb=amounts.memory_mb,
+        disk_gb=amounts.disk_gb,
+    )
+    return Claim(result, held_on)
+
+
+async def claim(
+    db: Database,
+    node_id: int,
+    consumer_uuid: str,
+    amounts: Amounts,
+    *,
+    group_uuid: str | None = None,
+) -> Claim:
     """Claim ``amounts`` on the node for the consumer (or report what it already holds).
 
-    A new claim is tried first as a unit of a grouped transaction (where the
-    database has them): concurrent claims then share one commit. Any other
-    outcome leaves nothing behind there and is found out the ordinary way.
+    With ``group_uuid`` (a server group with a hard policy) the policy is
+    checked in the claim's transaction: GROUP_POLICY when it refuses the host.
+
+    Otherwise a new claim is tried first as a unit of a grouped transaction
+    (where the database has them): concurrent claims then share one commit.
+    Any other outcome leaves nothing behind there and is found out the
+    ordinary way.
     """
+    if group_uuid is not None:
+        return await db.run_in_writer(_claim_in_group, node_id, consumer_uuid, amounts, group_uuid)
     committer = db.group_commit if not db.in_block() else None
     if committer is not None and committer.units:
         unit = compute_nodes.prepared_claim_for_consumer(
@@ -86,9 +120,16 @@ async def _move(
     conn: AsyncConnection, node_uuid: str, consumer_uuid: str, amounts: Amounts
 ) -> tuple[ClaimResult, int]:
     node = await compute_nodes.get_by_uuid(conn, node_uuid)
+    group = await group_claims.lock_group(conn, None, consumer_uuid)
     for held in await host_views.consumer_nodes(conn, consumer_uuid):
         if held != node["id"]:
             await compute_nodes.release(conn, consumer_uuid, node_id=held)
+    if group is not None and group["policy"] in group_claims.HARD_POLICIES:
+        # Checked once the failed host is given back: an affinity group's
+        # first member may go anywhere again.
+        refused = await group_claims.refusal(conn, group, int(node["id"]), consumer_uuid)
+        if refused is not None:
+            return refused, int(node["id"])
     result = await compute_nodes.claim(
         conn,
         node["id"],
@@ -107,7 +148,8 @@ async def claim_alternate(
 
     What the consumer holds on other nodes (the host that failed the build)
     is released in the same transaction, whether or not the alternate has
-    room: capacity is re-checked by the same conditional UPDATE as any claim.
+    room: capacity is re-checked by the same conditional UPDATE as any claim,
+    and the policy of the consumer's server group as in :func:`claim`.
     """
     try:
         return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts)

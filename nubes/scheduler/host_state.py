@@ -7,12 +7,20 @@ or not, instance counts, CPU utilisation), so the common filters and all
 weighers run as a handful of vector operations over 10,000 hosts instead of
 a Python loop per host per request.
 
-The view is only a guide. A refresh reads what changed since the previous
-one (nodes by timestamp, the few services that are down or disabled, and
-aggregates or services only when a one-row signature says they changed); a
-claim is always re-checked by the database's conditional UPDATE, and this
-process applies its own claims to the view at once so its next request does
-not pick a host it just filled.
+The view is only a guide for usage. A refresh reads what changed since the
+previous one (nodes by timestamp, the hosts whose services stopped
+reporting, and services and aggregates only when the host facts'
+generation moved); a claim is always re-checked by the database's
+conditional UPDATE, and this process applies its own claims to the view at
+once so its next request does not pick a host it just filled.
+
+What operators change (a service disabled or forced down, aggregates, their
+hosts and metadata, availability zones) is never stale: every such write
+bumps the ``host_facts`` generation in its transaction
+(:mod:`nubes.db.api.generations`), each request reads it (one row) before
+deciding (:meth:`HostStateView.ensure_fresh`), and a moved generation makes
+the request wait for a refresh that reads the new facts. That holds for any
+number of scheduler processes, since the generation lives in the database.
 
 Filters whose answer depends only on a host's aggregates (availability
 zone, tenant isolation, aggregate extra specs) are evaluated once per
@@ -35,8 +43,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nubes.db.api import generations, host_views
 from nubes.db.api import groups as groups_api
-from nubes.db.api import host_views
 from nubes.db.engine import Database
 
 LOG = logging.getLogger(__name__)
@@ -191,8 +199,8 @@ class HostStateView:
         self._mask_cache: dict[Hashable, BoolArray] = {}
         self._services: dict[str, tuple[bool, bool]] = {}
         self._silent: set[str] = set()
-        self._agg_signature: tuple[Any, ...] | None = None
-        self._svc_signature: tuple[Any, ...] | None = None
+        #: The host facts' generation the cached services and aggregates are from.
+        self._facts_generation: int | None = None
         self._last_refresh_start: dt.datetime | None = None
         self._last_refresh_mono = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
@@ -208,7 +216,9 @@ class HostStateView:
         """Load on first use; afterwards start a background refresh when due.
 
         A request never waits for a routine refresh: it decides on the view
-        as it is, and the claim re-checks in the database anyway.
+        as it is, and the claim re-checks usage in the database anyway. It
+        waits only when the host facts' generation moved (an operator's
+        change), so that change holds from this request on.
         """
         if not self._loaded:
             # One load for every request that comes before it is done (the
@@ -220,6 +230,19 @@ class HostStateView:
         due = time.monotonic() - self._last_refresh_mono >= self.refresh_interval
         if due and (self._refreshing is None or self._refreshing.done()):
             self._refreshing = asyncio.create_task(self._background_refresh())
+        await self._ensure_current_facts()
+
+    async def _ensure_current_facts(self) -> None:
+        """Refresh before deciding if an operator changed host facts since they were read."""
+        assert self.db is not None
+        async with self.db.reader() as conn:
+            generation = await generations.get(conn, generations.HOST_FACTS)
+        # A refresh in flight may have read the facts before the change: join
+        # it, then, if still behind, one that starts after the read above.
+        for _ in range(2):
+            if self._facts_generation == generation:
+                return
+            await self.catch_up()
 
     async def catch_up(self) -> None:
         """Refresh now, joining a refresh already in flight (after a lost claim race,
@@ -256,23 +279,20 @@ class HostStateView:
         aggs: list[dict[str, Any]] | None = None
         services: dict[str, tuple[bool, bool]] | None = None
         async with self.db.reader() as conn:
+            # Read first: the facts read after it are at least this new.
+            generation = await generations.get(conn, generations.HOST_FACTS)
             rows = await host_views.nodes_changed_since(conn, since)
-            agg_sig = await host_views.aggregates_signature(conn)
-            if agg_sig != self._agg_signature:
+            if generation != self._facts_generation:
                 aggs = await groups_api.aggregate_get_all(conn)
-            svc_sig = await host_views.services_signature(conn)
-            if svc_sig != self._svc_signature:
                 services = await host_views.compute_service_hosts(conn)
             silent = await host_views.silent_compute_hosts(conn, cutoff)
         # Applied without an await in between: a request sees all of it or none.
         added = self.apply_nodes(rows)
         if aggs is not None:
-            self._agg_signature = agg_sig
             self.set_aggregates(aggs)
         elif added:
             self._rebuild_aggregate_sets()
-        if services is not None:
-            self._svc_signature = svc_sig
+        self._facts_generation = generation
         self.set_services(services if services is not None else self._services, silent)
         self._last_refresh_start = started
         self._last_refresh_mono = mono

@@ -31,6 +31,8 @@ class SchedulingRequest:
     group_uuid: str | None = None
     group_policy: str | None = None
     max_server_per_host: int = 1
+    #: The group is a row of the database (its claims are checked there).
+    group_in_db: bool = False
     #: host -> members of the group placed there (database + this request so far).
     group_hosts: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Hosts of the ``same_host`` hint's instances (None: hint not given).

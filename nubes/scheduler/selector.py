@@ -28,16 +28,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.context import RequestContext
-from nubes.db.api import groups as groups_api
-from nubes.db.api import host_views
+from nubes.db.api import group_claims, host_views
 from nubes.db.api.compute_nodes import ClaimOutcome
 from nubes.db.engine import Database
-from nubes.objects.request_spec import DEFAULT_MAX_SERVER_PER_HOST, RequestSpec, Selection
+from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.scheduler import claims
 from nubes.scheduler.filters import BaseFilter
+from nubes.scheduler.filters.affinity import GROUP_FILTERS
 from nubes.scheduler.host_state import BoolArray, HostState, HostStateView
 from nubes.scheduler.policies import Policy, PolicySet
 from nubes.scheduler.request import SchedulingRequest
@@ -96,8 +97,9 @@ class HostSelector:
         """
         await self.view.ensure_fresh()
         req = SchedulingRequest.from_spec(spec)
-        await self._resolve(req)
+        await self._resolve(req, instance_uuids)
         policy = self.policies.choose(req, self.view)
+        self._check_group_filters(req, policy)
         results: list[list[Selection]] = []
         try:
             for instance_uuid in instance_uuids:
@@ -112,34 +114,52 @@ class HostSelector:
             raise
         return results
 
-    async def _resolve(self, req: SchedulingRequest) -> None:
-        """Fill in what the request needs from the database: where the group's
-        members are, and the hosts the same_host/different_host hints name."""
+    async def _resolve(self, req: SchedulingRequest, instance_uuids: Sequence[str]) -> None:
+        """Fill in what the request needs from the database: the server group's
+        policy and where its members are, and the hosts the same_host and
+        different_host hints name."""
         same = req.spec.hint_list("same_host")
         different = req.spec.hint_list("different_host")
         if req.group_uuid is None and not same and not different:
             return
         async with self.db.reader() as conn:
             if req.group_uuid is not None:
-                if req.group_policy is None:
-                    try:
-                        group = await groups_api.group_get_by_uuid(conn, req.group_uuid)
-                    except exception.InstanceGroupNotFound:
-                        raise exception.InvalidSchedulerHint(
-                            hint="group", reason=f"no server group {req.group_uuid}"
-                        ) from None
-                    req.group_policy = group["policy"]
-                    rules = group.get("rules") or {}
-                    req.max_server_per_host = int(
-                        rules.get("max_server_per_host", DEFAULT_MAX_SERVER_PER_HOST)
-                    )
-                members = await host_views.group_member_hosts(conn, req.group_uuid)
-                for host, count in members.items():
-                    req.group_hosts[host] = max(count, req.group_hosts.get(host, 0))
+                await self._resolve_group(conn, req, instance_uuids)
             if same:
                 req.same_hosts = await host_views.instance_hosts(conn, same)
             if different:
                 req.different_hosts = await host_views.instance_hosts(conn, different)
+
+    @staticmethod
+    async def _resolve_group(
+        conn: AsyncConnection, req: SchedulingRequest, instance_uuids: Sequence[str]
+    ) -> None:
+        assert req.group_uuid is not None
+        found = await group_claims.group_placement(conn, req.group_uuid, exclude=instance_uuids)
+        if found is None:
+            if req.group_policy is None:
+                raise exception.InvalidSchedulerHint(
+                    hint="group", reason=f"no server group {req.group_uuid}"
+                )
+            return  # a group the caller describes itself (nothing to enforce in a claim)
+        policy, members = found
+        req.group_policy = policy.policy
+        req.max_server_per_host = policy.max_server_per_host
+        req.group_in_db = True
+        hosts = dict(members)
+        for host in req.spec.instance_group_hosts:
+            hosts[host] = max(hosts.get(host, 0), 1)
+        req.group_hosts = hosts
+
+    def _check_group_filters(self, req: SchedulingRequest, policy: Policy) -> None:
+        """A hard group policy needs its filter (Nova's "not configured" refusal):
+        an accepted group the scheduler would not honour is worse than an error."""
+        needed = GROUP_FILTERS.get(req.group_policy or "")
+        if needed and all(f.name() != needed for f in policy.filters):
+            raise exception.NoValidHost(
+                reason=f"the server group's policy {req.group_policy} needs {needed}, "
+                f"which scheduling policy {policy.name} does not enable."
+            )
 
     # --- one instance ----------------------------------------------------------
 
@@ -157,21 +177,33 @@ class HostSelector:
         walk = self._walk(req, idx, weights, lazy, policy.host_subset_size)
         t_select = time.perf_counter()
         amounts = claims.Amounts(req.vcpus, req.memory_mb, req.disk_gb)
+        # The claim checks a hard group policy itself, atomically (group_claims).
+        group_uuid = (
+            req.group_uuid
+            if req.group_in_db and req.group_policy in group_claims.HARD_POLICIES
+            else None
+        )
         chosen: Selection | None = None
-        tried = lost = 0
+        tried = lost = group_lost = 0
         for hs in walk:
             if tried >= self.max_claim_attempts:
                 break
             if lost and not _fits(hs, req):
                 # What a lost race taught the view: not worth a claim.
                 continue
+            if group_lost and not group_claims.host_allowed(
+                req.group_policy, req.max_server_per_host, req.group_hosts, hs.host
+            ):
+                continue  # another member got there first
             tried += 1
             # Taken in the view before the claim's round trip, so that the
             # selections running meanwhile see it and do not all pick this
             # host; confirmed or given back when the database answers.
             self.view.consume(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb, None)
             try:
-                outcome = await claims.claim(self.db, hs.node_id, instance_uuid, amounts)
+                outcome = await claims.claim(
+                    self.db, hs.node_id, instance_uuid, amounts, group_uuid=group_uuid
+                )
             except BaseException:
                 self.view.give_back(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb)
                 raise
@@ -186,6 +218,13 @@ class HostSelector:
                 held = self.view.by_node_id.get(outcome.node_id, hs)
                 chosen = self._selection(instance_uuid, held, amounts, policy, result.generation)
                 break
+            if result.outcome is ClaimOutcome.GROUP_POLICY:
+                # Another member of the group was placed meanwhile (in another
+                # scheduler, or a request of this one): where the members are now.
+                group_lost += 1
+                async with self.db.reader() as conn:
+                    await self._resolve_group(conn, req, [instance_uuid])
+                continue
             # Someone else filled it (or it went away): believe the database,
             # about this host at once and, the first time, about the others.
             lost += 1
@@ -194,11 +233,15 @@ class HostSelector:
             await self.view.refresh_nodes([hs.node_id])
         t_claim = time.perf_counter()
         if chosen is None:
-            reason = (
-                f"{tried} hosts passed the filters but others claimed them first."
-                if tried
-                else self.explain(req, policy)
-            )
+            if group_lost:
+                reason = (
+                    f"{tried} hosts passed the filters but members of server group "
+                    f"{req.group_uuid} took them first ({req.group_policy})."
+                )
+            elif tried:
+                reason = f"{tried} hosts passed the filters but others claimed them first."
+            else:
+                reason = self.explain(req, policy)
             LOG.debug(
                 "%s: no host for %s (policy %s, %d candidates, %d claims lost): %s",
                 context.request_id,

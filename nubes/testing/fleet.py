@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from nubes.db.api import generations
 from nubes.db.engine import Database
 from nubes.db.models import (
     aggregate_hosts,
@@ -119,7 +120,9 @@ async def create_hosts(db: Database, hosts: Sequence[HostSpec]) -> dict[str, int
             for h in hosts
         ],
     )
-    async with db.reader() as conn:
+    async with db.writer() as conn:
+        # Written around nubes.db.api for speed: the schedulers must still hear of it.
+        await generations.bump(conn, generations.HOST_FACTS)
         nodes = (await conn.execute(select(compute_nodes.c.id, compute_nodes.c.host))).all()
     return {r.host: r.id for r in nodes}
 
@@ -149,4 +152,6 @@ async def create_aggregate(
         aggregate_hosts,
         [{"aggregate_id": agg_id, "host": h, "created_at": now} for h in hosts],
     )
+    async with db.writer() as conn:
+        await generations.bump(conn, generations.HOST_FACTS)
     return agg_id

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,8 +20,7 @@ from nubes.api import validation as v
 from nubes.api.compute_v21 import common, hosts
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View
-from nubes.db.api import compute_nodes
-from nubes.db.models import instances
+from nubes.db.api import compute_nodes, instance_listing
 
 
 def _state(r: dict[str, Any], x: dict[str, Any]) -> str:
@@ -85,23 +83,21 @@ async def _nodes(request: Request, *, with_servers: bool) -> list[dict[str, Any]
     async with state.db.reader(allow_stale=True) as conn:
         nodes = await compute_nodes.get_all(conn)
         by_host = {s["host"]: s for s in await hosts.all_services(conn, binary="compute")}
-        stmt = select(
-            instances.c.uuid,
-            instances.c.display_name,
-            instances.c.node,
-            instances.c.host,
-            instances.c.task_state,
-        ).where(instances.c.deleted == 0, instances.c.host.is_not(None))
-        placed = (await conn.execute(stmt)).all()
+        placed = await instance_listing.placed_on_hosts(conn)
+    on: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for p in placed:
+        on.setdefault((p["host"], p["node"]), []).append(p)
     for node in nodes:
         node["_service"] = by_host.get(node["host"])
-        on_node = [
-            p
-            for p in placed
-            if p.host == node["host"] and p.node in (None, node["hypervisor_hostname"])
-        ]
-        node["_workload"] = sum(1 for p in on_node if p.task_state is not None)
-        node["_servers"] = [{"name": p.display_name, "uuid": p.uuid} for p in on_node]
+        # Placed but not yet given a node counts on the host's node, as Nova.
+        on_node = on.get((node["host"], node["hypervisor_hostname"]), []) + on.get(
+            (node["host"], None), []
+        )
+        node["_workload"] = sum(1 for p in on_node if p["task_state"] is not None)
+        node["_servers"] = [{"name": p["display_name"], "uuid": p["uuid"]} for p in on_node]
+        # Counted from the instances, in the same read: the host's own
+        # periodic report lagged (and counted what was gone or not yet there).
+        node["running_vms"] = len(on_node)
     return nodes
 
 

@@ -370,7 +370,8 @@ def _check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> No
 
 async def _check_zone(request: Request, zone: str) -> None:
     conf = common.state(request).conf
-    async with common.state(request).db.reader(allow_stale=True) as conn:
+    # The primary: a zone an operator just made must be usable at once.
+    async with common.state(request).db.reader() as conn:
         zones = set((await hosts.host_zones(conn)).values())
     zones.add(str(conf.api.default_availability_zone))
     if zone not in zones:

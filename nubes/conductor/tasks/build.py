@@ -137,7 +137,8 @@ class BuildTask(Task):
             chosen = await scheduler.select_destinations(
                 run.ctxt, request_spec(row, run.payload), [row["uuid"]], True
             )
-        except exception.NoValidHost as exc:
+        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
+            # InvalidSchedulerHint: the server group was deleted since the request.
             await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
             return None
         selections = [_selection_dict(s) for s in chosen[0]][: self.engine.max_attempts]

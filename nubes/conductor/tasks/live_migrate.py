@@ -78,7 +78,6 @@ from nubes.conductor.tasks.helpers import chain, instance_object, load_instance,
 from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
-from nubes.db.api import tasks as tasks_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.group_commit import UnitStatement
 from nubes.objects.request_spec import RequestSpec
@@ -147,11 +146,9 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
 
 
 async def _original_request(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any]:
-    """What the instance was built with (image properties, hints, group): its build's payload."""
-    for task in await tasks_api.list_for_instance(conn, instance_uuid):
-        if task["kind"] == TaskKind.BUILD:
-            return dict(task["payload"] or {})
-    return {}
+    """What the instance was built with (image properties, hints) and its server group."""
+    row = await instances_api.get_by_uuid(conn, instance_uuid)
+    return await moves.scheduling_request(conn, instance_uuid, row["image_ref"])
 
 
 def destination_spec(
@@ -226,7 +223,7 @@ class LiveMigrateTask(Task):
             chosen = await self.engine.scheduler.select_destinations(
                 run.ctxt, spec, [row["uuid"]], False
             )
-        except exception.NoValidHost as exc:
+        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
             await self._give_up(run, str(exc))
             return None
         selection = chosen[0][0]

@@ -65,13 +65,12 @@ from nubes.conductor.tasks.moves import (
     hand_source_claim_to_migration,
     migration_id,
     migration_object,
+    scheduling_request,
     set_migration,
 )
 from nubes.conductor.tasks.states import Step, TaskKind
-from nubes.db.api import groups as groups_api
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
-from nubes.db.api import tasks as tasks_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -138,23 +137,7 @@ async def original_request(
         async with run.engine.db.reader() as own:
             return await original_request(run, row, own)
     assert run.instance_uuid is not None
-    made = [
-        t
-        for t in await tasks_api.list_for_instance(conn, run.instance_uuid)
-        if t["kind"] == TaskKind.BUILD
-    ]
-    try:
-        group = (await groups_api.group_get_by_instance(conn, run.instance_uuid))["uuid"]
-    except exception.NotFound:
-        group = None
-    first = dict(made[0]["payload"] or {}) if made else {}
-    request: dict[str, Any] = {
-        "image": first.get("image") or {"id": row["image_ref"]},
-        "hints": first.get("hints") or {},
-    }
-    if group is not None:
-        request["group"] = group
-    return request
+    return await scheduling_request(conn, run.instance_uuid, row["image_ref"])
 
 
 def record_event(
@@ -367,7 +350,7 @@ class MigrateTask(MoveTask):
             chosen = await self.engine.scheduler.select_destinations(
                 run.ctxt, self._request_spec(run, row, mig), [row["uuid"]], False
             )
-        except exception.NoValidHost as exc:
+        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
             named = run.payload.get("host")
             message = f"Host {named} cannot take the instance: {exc}" if named else str(exc)
             await self.fail(run, message, restored=True, event=self.conductor_event)

@@ -38,7 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks.base import Run, UnitWrites, Writes, expect_report
+from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
+from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.group_commit import Prepared, UnitStatement, prepare
@@ -51,6 +53,29 @@ from nubes.objects.states import (
     MigrationType,
     check_migration_status,
 )
+
+
+async def scheduling_request(
+    conn: AsyncConnection, instance_uuid: str, image_ref: str | None
+) -> dict[str, Any]:
+    """What a move asks the scheduler again (Nova's request spec): the image and
+    hints of the instance's build task, and the server group it is a member of
+    now (none once the group was deleted), so moves keep the group's policy."""
+    built = [
+        t
+        for t in await tasks_api.list_for_instance(conn, instance_uuid)
+        if t["kind"] == TaskKind.BUILD
+    ]
+    first = dict(built[0]["payload"] or {}) if built else {}
+    request: dict[str, Any] = {
+        "image": first.get("image") or {"id": image_ref},
+        "hints": first.get("hints") or {},
+    }
+    try:
+        request["group"] = (await groups_api.group_get_by_instance(conn, instance_uuid))["uuid"]
+    except exception.InstanceGroupNotFound:
+        pass
+    return request
 
 
 def migration_id(run: Run) -> int:

@@ -293,7 +293,10 @@ class EvacuateTask(Task):
                 writes=moves.hand_source_claim_to_migration(uuid, migration["uuid"]),
             )
         source = run.payload["source"]["host"]
-        spec = request_spec(row, {"image": image_meta(run.payload)})
+        # As Nova, an evacuation keeps the build's hints and the server group's policy.
+        async with self.engine.db.reader() as conn:
+            original = await moves.scheduling_request(conn, uuid, row["image_ref"])
+        spec = request_spec(row, {**original, "image": image_meta(run.payload)})
         spec.ignore_hosts = [source]
         if run.payload.get("host"):
             spec.requested_destination = run.payload["host"]
@@ -302,7 +305,7 @@ class EvacuateTask(Task):
                 run.ctxt, spec, [uuid], False
             )
             chosen = selections[0][0]
-        except exception.NoValidHost as exc:
+        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
             await self.roll_back(run, f"No host to evacuate to: {exc}")
             return None
         host, node = chosen.host, chosen.nodename

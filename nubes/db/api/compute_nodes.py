@@ -81,6 +81,8 @@ class ClaimOutcome(enum.StrEnum):
     #: ``expected_generation`` no longer matches: re-read the node and decide again.
     GENERATION_CONFLICT = "generation_conflict"
     NOT_FOUND = "not_found"
+    #: The consumer's server group does not allow this host (affinity, anti-affinity).
+    GROUP_POLICY = "group_policy"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

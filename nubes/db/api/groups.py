@@ -1,5 +1,9 @@
 """Host aggregates (hosts + metadata) and server groups (policy + members).
 
+Every aggregate write bumps the host facts' generation in its transaction
+(:mod:`nubes.db.api.generations`): schedulers cache aggregates and must see
+a change on their very next request.
+
 Rows handed out carry their children: an aggregate has ``hosts`` (list) and
 ``metadata`` (dict); a server group has ``members`` (list of instance uuids).
 """
@@ -14,11 +18,13 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db.api import generations
 from nubes.db.api._common import (
     Row,
     fetch_all,
     fetch_one,
     insert_row,
+    insert_rows,
     live,
     new_uuid,
     now_or,
@@ -71,6 +77,7 @@ async def aggregate_create(
 ) -> Row:
     """Add an aggregate; DBDuplicateEntry if a live one has the name."""
     row = await insert_row(conn, _ag, {"name": name, "uuid": uuid or new_uuid()})
+    await generations.bump(conn, generations.HOST_FACTS)
     if metadata:
         await aggregate_metadata_update(conn, row["id"], metadata)
     return await aggregate_get(conn, row["id"])
@@ -127,6 +134,7 @@ async def aggregate_update_name(conn: AsyncConnection, aggregate_id: int, name: 
     )
     if not result.rowcount:
         raise exception.AggregateNotFound(aggregate_id=aggregate_id)
+    await generations.bump(conn, generations.HOST_FACTS)
     return await aggregate_get(conn, aggregate_id)
 
 
@@ -138,12 +146,14 @@ async def aggregate_destroy(
         raise exception.AggregateNotFound(aggregate_id=aggregate_id)
     await soft_delete_where(conn, _ah, _ah.c.aggregate_id == aggregate_id, now)
     await soft_delete_where(conn, _am, _am.c.aggregate_id == aggregate_id, now)
+    await generations.bump(conn, generations.HOST_FACTS)
 
 
 async def aggregate_host_add(conn: AsyncConnection, aggregate_id: int, host: str) -> None:
     """DBDuplicateEntry if the host is already a member."""
     await aggregate_get(conn, aggregate_id)
     await insert_row(conn, _ah, {"aggregate_id": aggregate_id, "host": host})
+    await generations.bump(conn, generations.HOST_FACTS)
 
 
 async def aggregate_host_delete(
@@ -152,6 +162,7 @@ async def aggregate_host_delete(
     where = (_ah.c.aggregate_id == aggregate_id) & (_ah.c.host == host)
     if not await soft_delete_where(conn, _ah, where, now):
         raise exception.NotFound(reason=f"host {host} is not in aggregate {aggregate_id}")
+    await generations.bump(conn, generations.HOST_FACTS)
 
 
 async def aggregate_metadata_update(
@@ -177,6 +188,8 @@ async def aggregate_metadata_update(
             await conn.execute(update(_am).where(where, live(_am)).values(value=value))
         else:
             await insert_row(conn, _am, {"aggregate_id": aggregate_id, "key": key, "value": value})
+    if metadata:
+        await generations.bump(conn, generations.HOST_FACTS)
 
 
 # --- server groups -----------------------------------------------------------
@@ -234,16 +247,21 @@ async def group_get_all(conn: AsyncConnection, *, project_id: str | None = None)
 async def group_members_add(
     conn: AsyncConnection, group_uuid: str, instance_uuids: Iterable[str]
 ) -> list[str]:
-    """Add members not yet in the group; returns the ones added."""
+    """Add members not yet in the group; returns the ones added.
+
+    The one write that makes instances members (server create records its
+    instances here, in its own transaction): a limit on members per group
+    belongs here. InstanceGroupNotFound if the group is gone.
+    """
     group = await group_get_by_uuid(conn, group_uuid)
     present = set(group["members"])
     added = []
     for instance_uuid in instance_uuids:
-        if instance_uuid in present:
-            continue
-        await insert_row(conn, _gm, {"group_id": group["id"], "instance_uuid": instance_uuid})
-        present.add(instance_uuid)
-        added.append(instance_uuid)
+        if instance_uuid not in present:
+            present.add(instance_uuid)
+            added.append(instance_uuid)
+    if added:
+        await insert_rows(conn, _gm, [{"group_id": group["id"], "instance_uuid": u} for u in added])
     return added
 
 

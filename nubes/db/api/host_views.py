@@ -1,33 +1,28 @@
 """The scheduler's reads: compute nodes changed since a time, service liveness,
-cheap change signatures, and where instances and server group members are.
+and where instances are (server group members: :mod:`nubes.db.api.group_claims`).
 
 These feed an in-memory view of the hosts that a scheduler refreshes
 incrementally, so every statement here is shaped to return little when
 little changed: nodes by ``updated_at``/``created_at``/``deleted_at``, only
-the services that are *not* usable, and one-row signatures that say
-whether the aggregates or the service list changed at all. The claim itself
-never reads from here (see :func:`nubes.db.api.compute_nodes.claim`).
+the services that are *not* usable. Whether services or aggregates changed
+at all is the host facts' generation (:mod:`nubes.db.api.generations`). The
+claim itself never reads from here (see :func:`nubes.db.api.compute_nodes.claim`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Row as SARow
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes.db.api._common import live
 from nubes.db.models import (
-    aggregate_hosts,
-    aggregate_metadata,
-    aggregates,
     allocations,
     compute_nodes,
-    instance_group_members,
-    instance_groups,
     instances,
     service_heartbeats,
     services,
@@ -96,32 +91,6 @@ async def node_usage(conn: AsyncConnection, node_ids: Sequence[int]) -> list[SAR
     return list((await conn.execute(stmt)).all())
 
 
-def _signature_of(table: Table) -> list[Any]:
-    c = table.c
-    return [
-        select(func.count()).select_from(table).where(live(table)).scalar_subquery(),
-        select(func.max(c.id)).scalar_subquery(),
-        select(func.max(c.updated_at)).scalar_subquery(),
-        select(func.max(c.deleted_at)).scalar_subquery(),
-    ]
-
-
-async def _signature(conn: AsyncConnection, tables: Iterable[Table]) -> tuple[Any, ...]:
-    columns = [col for table in tables for col in _signature_of(table)]
-    row = (await conn.execute(select(*columns))).one()
-    return tuple(row)
-
-
-async def aggregates_signature(conn: AsyncConnection) -> tuple[Any, ...]:
-    """Changes whenever an aggregate, its hosts or its metadata change (one row)."""
-    return await _signature(conn, (aggregates, aggregate_hosts, aggregate_metadata))
-
-
-async def services_signature(conn: AsyncConnection) -> tuple[Any, ...]:
-    """Changes whenever a service is added, changed (disabled ...) or deleted."""
-    return await _signature(conn, (services,))
-
-
 async def compute_service_hosts(conn: AsyncConnection) -> dict[str, tuple[bool, bool]]:
     """Hosts with a live compute service: host -> (disabled, forced_down)."""
     s = services.c
@@ -145,22 +114,6 @@ async def silent_compute_hosts(conn: AsyncConnection, cutoff: dt.datetime) -> se
         )
     )
     return {r.host for r in await conn.execute(stmt)}
-
-
-async def group_member_hosts(conn: AsyncConnection, group_uuid: str) -> dict[str, int]:
-    """Host -> number of the group's members holding resources there."""
-    g, m, a = instance_groups.c, instance_group_members.c, allocations.c
-    stmt = (
-        select(_cn.host, func.count())
-        .select_from(
-            instance_groups.join(instance_group_members, m.group_id == g.id)
-            .join(allocations, a.consumer_uuid == m.instance_uuid)
-            .join(compute_nodes, _cn.id == a.compute_node_id)
-        )
-        .where(g.uuid == group_uuid, live(instance_groups), live(instance_group_members))
-        .group_by(_cn.host)
-    )
-    return {r[0]: int(r[1]) for r in await conn.execute(stmt)}
 
 
 async def instance_hosts(conn: AsyncConnection, instance_uuids: Sequence[str]) -> set[str]:

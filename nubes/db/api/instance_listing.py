@@ -154,3 +154,13 @@ async def get_all(
     stmt = where_deleted(select(instances).where(*clauses), instances, read_deleted)
     stmt = paginate(stmt, instances, sort_keys, sort_dirs, marker=marker_row, limit=limit)
     return await fetch_all(conn, stmt)
+
+
+async def placed_on_hosts(conn: AsyncConnection) -> list[Row]:
+    """Every live instance with a host (uuid, display_name, host, node, task_state):
+    what each hypervisor runs, by the same rule as ``GET /servers?host=``."""
+    c = instances.c
+    stmt = select(c.uuid, c.display_name, c.host, c.node, c.task_state).where(
+        c.deleted == 0, c.host.is_not(None)
+    )
+    return await fetch_all(conn, stmt.order_by(c.id))

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db.api import generations
 from nubes.db.api._common import (
     ReadDeleted,
     Row,
@@ -35,6 +36,8 @@ from nubes.db.models import service_heartbeats, services
 
 #: Columns that identify a service and never change through :func:`update`.
 IDENTITY_COLUMNS = ("uuid", "host", "binary")
+#: Columns the schedulers cache (a change bumps the host facts' generation).
+SCHEDULING_COLUMNS = frozenset({"disabled", "forced_down"})
 
 
 async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
@@ -42,7 +45,9 @@ async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
     data = dict(values)
     check_columns(services, data)
     data.setdefault("uuid", new_uuid())
-    return await insert_row(conn, services, data)
+    row = await insert_row(conn, services, data)
+    await generations.bump(conn, generations.HOST_FACTS)
+    return row
 
 
 async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> Row:
@@ -104,6 +109,8 @@ async def update(conn: AsyncConnection, service_id: int, values: Mapping[str, An
     row = await update_row(conn, services, services.c.id == service_id, values)
     if row is None:
         raise exception.ServiceNotFound(service=service_id)
+    if SCHEDULING_COLUMNS.intersection(values):
+        await generations.bump(conn, generations.HOST_FACTS)
     return row
 
 
@@ -113,6 +120,7 @@ async def destroy(
     """Soft-delete a service; its heartbeat goes for good."""
     if not await soft_delete_where(conn, services, services.c.id == service_id, now):
         raise exception.ServiceNotFound(service=service_id)
+    await generations.bump(conn, generations.HOST_FACTS)
     await conn.execute(
         delete(service_heartbeats).where(service_heartbeats.c.service_id == service_id)
     )

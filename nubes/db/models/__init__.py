@@ -23,6 +23,7 @@ from nubes.db.models.compute import (
     AggregateMetadata,
     Allocation,
     ComputeNode,
+    Generation,
     Service,
     ServiceHeartbeat,
 )
@@ -57,6 +58,7 @@ def _table(model: type[Base]) -> Table:
 services = _table(Service)
 service_heartbeats = _table(ServiceHeartbeat)
 compute_nodes = _table(ComputeNode)
+generations = _table(Generation)
 allocations = _table(Allocation)
 aggregates = _table(Aggregate)
 aggregate_hosts = _table(AggregateHost)
@@ -105,6 +107,7 @@ __all__ = [
     "Flavor",
     "FlavorExtraSpec",
     "FlavorProject",
+    "Generation",
     "Image",
     "Instance",
     "InstanceAction",
@@ -133,6 +136,7 @@ __all__ = [
     "flavor_extra_specs",
     "flavor_projects",
     "flavors",
+    "generations",
     "images",
     "instance_actions",
     "instance_actions_events",

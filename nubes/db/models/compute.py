@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -63,6 +64,22 @@ class ServiceHeartbeat(Base):
     )
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     report_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class Generation(Base):
+    """A counter bumped in the same transaction as every write to one set of facts.
+
+    ``host_facts``: what the schedulers cache about hosts beyond their usage
+    (services disabled or forced down, aggregates, their hosts and metadata,
+    availability zones). A scheduler reads it once per request (one row by
+    key) and reloads its cached facts only when it moved, so an operator's
+    change takes effect on the very next request in every scheduler process.
+    """
+
+    __tablename__ = "generations"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
 
 class ComputeNode(Base, TimestampMixin, SoftDeleteMixin):

@@ -3,7 +3,9 @@ the ``same_host``/``different_host`` hints.
 
 Where a group's members are comes from the database (hosts where they hold
 resources) when the request is prepared, plus the hosts this request has
-already chosen for its earlier instances.
+already chosen for its earlier instances. The rule itself is
+:func:`nubes.db.api.group_claims.host_allowed`, which the claim applies
+again, atomically, against what the database holds then.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nubes.db.api.group_claims import AFFINITY, ANTI_AFFINITY, host_allowed
 from nubes.scheduler.filters import BaseFilter, HintSpec, register
 
 if TYPE_CHECKING:
@@ -53,10 +56,10 @@ class ServerGroupAntiAffinityFilter(BaseFilter):
     mask_is_exact = True
 
     def applies(self, req: SchedulingRequest) -> bool:
-        return req.group_policy == "anti-affinity"
+        return req.group_policy == ANTI_AFFINITY
 
     def host_passes(self, host: HostState, req: SchedulingRequest) -> bool:
-        return req.group_hosts.get(host.host, 0) < req.max_server_per_host
+        return host_allowed(req.group_policy, req.max_server_per_host, req.group_hosts, host.host)
 
     def mask(self, view: HostStateView, req: SchedulingRequest) -> BoolArray:
         full = [h for h, n in req.group_hosts.items() if n >= req.max_server_per_host]
@@ -71,13 +74,20 @@ class ServerGroupAffinityFilter(BaseFilter):
     mask_is_exact = True
 
     def applies(self, req: SchedulingRequest) -> bool:
-        return req.group_policy == "affinity" and bool(req.group_hosts)
+        return req.group_policy == AFFINITY and bool(req.group_hosts)
 
     def host_passes(self, host: HostState, req: SchedulingRequest) -> bool:
-        return not req.group_hosts or host.host in req.group_hosts
+        return host_allowed(req.group_policy, req.max_server_per_host, req.group_hosts, host.host)
 
     def mask(self, view: HostStateView, req: SchedulingRequest) -> BoolArray:
         return _set_at(view, req.group_hosts, True)
+
+
+#: The filter a hard group policy needs enabled.
+GROUP_FILTERS = {
+    ANTI_AFFINITY: ServerGroupAntiAffinityFilter.name(),
+    AFFINITY: ServerGroupAffinityFilter.name(),
+}
 
 
 @register

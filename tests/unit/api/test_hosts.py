@@ -9,8 +9,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from nubes.db.api import compute_nodes, services
+from nubes.db.api import compute_nodes, instances, services
 from tests.unit.api.conftest import ApiHarness
+from tests.unit.db.factories import make_instance
 
 BASE = "/compute/v2.1"
 
@@ -205,6 +206,33 @@ async def test_hypervisor_uptime_of_a_host_whose_service_is_down_is_a_400(
         assert (await c.get(f"{BASE}/os-hypervisors/999/uptime")).status_code == 404
     async with await api.login("demo") as c:
         assert (await c.get(f"{BASE}/os-hypervisors/{node_id}/uptime")).status_code == 403
+
+
+async def test_running_vms_matches_server_list_by_host_at_all_times(api: ApiHarness) -> None:
+    """The user saw 15 running VMs against 7 servers: the count was the hosts'
+    periodic report, which lagged and counted guests gone or not yet there."""
+    await _hosts(api)
+    async with api.state.db.writer() as conn:
+        # What the host last reported is not what the API counts.
+        await compute_nodes.update(
+            conn, (await compute_nodes.get_all(conn, host="h0"))[0]["id"], {"running_vms": 15}
+        )
+        for _ in range(4):
+            await make_instance(conn, host="h0", node="h0", vm_state="active")
+        await make_instance(conn, host="h0", node=None, vm_state="building")  # claimed, no node yet
+        await make_instance(conn, host="h1", node="h1", vm_state="error")
+        await make_instance(conn, host=None, vm_state="building")  # not placed anywhere
+        gone = await make_instance(conn, host="h1", node="h1", vm_state="active")
+        await instances.destroy(conn, gone["uuid"])
+    async with await api.login("admin") as c:
+        detail = (await c.get(f"{BASE}/os-hypervisors/detail")).json()["hypervisors"]
+        counts = {h["hypervisor_hostname"]: h["running_vms"] for h in detail}
+        for host in ("h0", "h1"):
+            listed = (await c.get(f"{BASE}/servers?all_tenants=1&host={host}")).json()["servers"]
+            assert counts[host] == len(listed), host
+        assert counts == {"h0": 5, "h1": 1}
+        stats = (await c.get(f"{BASE}/os-hypervisors/statistics")).json()["hypervisor_statistics"]
+        assert stats["running_vms"] == 6
 
 
 async def test_admin_only_apis_are_403_for_members_and_readers(api: ApiHarness) -> None:

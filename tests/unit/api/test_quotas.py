@@ -243,7 +243,7 @@ async def test_unknown_server_group_hint_is_400(cloud: Cloud) -> None:
     hints = {"group": "0f4c8a52-64a3-4d53-a5a4-3f1f1f2c9d0e"}
     async with await cloud.login("demo") as c:
         r = await c.post(URL, json={**server(cloud), "os:scheduler_hints": hints})
-    assert "no server group" in fault(r, 400)
+    assert "could not be found" in fault(r, 400)
     assert await servers_of(cloud) == []
 
 

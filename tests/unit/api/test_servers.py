@@ -231,6 +231,75 @@ async def test_create_many_and_admin_pass_and_reservation(cloud: ApiHarness) -> 
         assert len(servers["servers"]) == 1
 
 
+@pytest.mark.parametrize("version", ["2.1", "2.37", "2.61"])
+async def test_unknown_scheduler_hints_are_accepted_and_a_group_hint_joins_the_group(
+    cloud: ApiHarness, version: str
+) -> None:
+    """Nova's schema lets any other hint through (ignored) at every microversion;
+    the group's member shows up in ``server group show`` from the create on."""
+    networks = {"networks": "none"} if version != "2.1" else {}
+    async with await login(cloud, "demo", version) as c:
+        group = (
+            await c.post(
+                "/compute/v2.1/os-server-groups",
+                json={"server_group": {"name": "g", "policies": ["anti-affinity"]}},
+            )
+        ).json()["server_group"]
+        hints = {"group": group["id"], "colour": "blue", "same_host": []}
+        r = await c.post(URL, json={**body(cloud, **networks), "os:scheduler_hints": hints})
+        assert r.status_code == 202, r.text
+        shown = await c.get(f"/compute/v2.1/os-server-groups/{group['id']}")
+        assert shown.json()["server_group"]["members"] == [r.json()["server"]["id"]]
+        bad = {"os:scheduler_hints": {"group": "not-a-uuid"}}
+        r = await c.post(URL, json={**body(cloud, **networks), **bad})
+        assert r.status_code == 400 and "badRequest" in r.json(), r.text
+    async with await login(cloud, "other", version) as c:
+        # Another project's group is not there for this user (nothing is created).
+        foreign = {"os:scheduler_hints": {"group": group["id"]}}
+        r = await c.post(URL, json={**body(cloud, **networks), **foreign})
+        assert r.status_code == 400 and "could not be found" in r.text, r.text
+        assert (await c.get(URL)).json()["servers"] == []
+
+
+async def test_flavor_access_and_extra_specs_hold_from_the_next_create(cloud: ApiHarness) -> None:
+    demo = cloud.projects["demo"]
+    flavors_url = "/compute/v2.1/flavors"
+    async with await login(cloud, "admin") as admin:
+        r = await admin.post(
+            flavors_url,
+            json={
+                "flavor": {
+                    "name": "kept-for-demo",
+                    "id": "kept",
+                    "ram": 256,
+                    "vcpus": 1,
+                    "disk": 1,
+                    "os-flavor-access:is_public": False,
+                }
+            },
+        )
+        assert r.status_code == 200, r.text
+    async with await login(cloud, "demo") as c:
+        r = await c.post(URL, json=body(cloud, flavorRef="kept"))
+        assert r.status_code == 400, r.text
+        async with await login(cloud, "admin") as admin:
+            grant = {"addTenantAccess": {"tenant": demo}}
+            assert (await admin.post(f"{flavors_url}/kept/action", json=grant)).status_code == 200
+            specs = {"extra_specs": {"aggregate_instance_extra_specs:ssd": "true"}}
+            r = await admin.post(f"{flavors_url}/kept/os-extra_specs", json=specs)
+            assert r.status_code == 200, r.text
+        made = await create(c, cloud, flavorRef="kept")
+        async with cloud.state.db.reader() as conn:
+            row = await instances_db.get_by_uuid(conn, made["id"])
+        # The instance's flavor (what the scheduler is asked) has the new spec.
+        assert row["flavor"]["extra_specs"] == {"aggregate_instance_extra_specs:ssd": "true"}
+        async with await login(cloud, "admin") as admin:
+            revoke = {"removeTenantAccess": {"tenant": demo}}
+            assert (await admin.post(f"{flavors_url}/kept/action", json=revoke)).status_code == 200
+        r = await c.post(URL, json=body(cloud, flavorRef="kept"))
+        assert r.status_code == 400, r.text
+
+
 @pytest.mark.parametrize(
     ("version", "server", "words"),
     [

@@ -50,7 +50,7 @@ def test_policies_load_and_inherit(tmp_path: Path):
     assert set(by_name) == {"gpu", "pack", "zonal", "default"}
     assert [f.name() for f in by_name["gpu"].filters] == ["ComputeFilter", "RamFilter"]
     pack = {w.name(): m for w, m in by_name["pack"].weighers}
-    assert pack["RAMWeigher"] == -1.0 and pack["ServerGroupSoftAffinityWeigher"] == 1.0
+    assert pack["RAMWeigher"] == -1.0 and pack["ServerGroupSoftAffinityWeigher"] == 10.0
     assert by_name["zonal"].host_subset_size == 3
     assert len(by_name["zonal"].filters) == len(by_name["default"].filters)
 
