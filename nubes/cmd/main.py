@@ -15,7 +15,7 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from nubes import config, exception
+from nubes import access, config, exception
 from nubes.cmd import common
 from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
 from nubes.conductor.manager import ConductorManager
@@ -71,6 +71,9 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         endpoints,
         report_interval=conf.report_interval,
         hooks=hooks,
+        rules=access.for_endpoints(endpoints).with_controllers(
+            conf.conductor.controller_identities
+        ),
     )
 
 

@@ -14,13 +14,13 @@ to the ``nubes.audit`` logger.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from nubes import exception
+from nubes import access, exception
+from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.objects.base import VersionedObject, remotable_signature
@@ -29,38 +29,24 @@ from nubes.objects.states import MigrationStatus, MigrationType
 
 AUDIT = logging.getLogger("nubes.audit")
 
-#: Binaries whose identities (``<binary>.<host>``) are controller services.
-CONTROLLER_BINARIES = frozenset({"conductor", "scheduler", "api", "manage"})
-COMPUTE_BINARY = "compute"
-
-
-class CallerKind(enum.StrEnum):
-    """What kind of service is calling."""
-
-    COMPUTE = "compute"  #: a hypervisor host: restricted by RULES
-    CONTROLLER = "controller"  #: api, conductor, scheduler, manage: unrestricted
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    identity: str
-    kind: CallerKind
-    host: str | None = None
-
-
-def identify(identity: str | None, controller_identities: Iterable[str] = ()) -> Caller:
-    """Map a verified bus identity to a caller, or refuse it."""
-    if not identity:
-        raise exception.Forbidden(reason="the caller's identity could not be verified")
-    if identity in set(controller_identities):
-        return Caller(identity, CallerKind.CONTROLLER)
-    binary, _, host = identity.partition(".")
-    if binary == COMPUTE_BINARY and host:
-        return Caller(identity, CallerKind.COMPUTE, host)
-    if binary in CONTROLLER_BINARIES and host:
-        return Caller(identity, CallerKind.CONTROLLER, host)
-    AUDIT.warning("REFUSED caller=%s reason=unknown identity", identity)
-    raise exception.Forbidden(reason=f"identity {identity!r} is not a known service")
+#: Which services may call each conductor method (deny by default; checked by
+#: the RPC server before the method runs). The object methods then check
+#: each call against :data:`RULES`.
+METHOD_RULES = access.rules(
+    "conductor",
+    {
+        (None, "object_action"): access.EVERY_SERVICE,
+        (None, "object_class_action_versions"): access.EVERY_SERVICE,
+        (None, "object_backport_versions"): access.EVERY_SERVICE,
+        (None, "step_finished"): access.EVERY_SERVICE,
+        (None, "kick"): access.CONTROLLERS,
+        (None, "live_migration_abort"): access.CONTROLLERS,
+        (None, "live_migration_force_complete"): access.CONTROLLERS,
+        # A compute host may probe the conductor it depends on.
+        (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
+        (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,
+    },
+)
 
 
 # Fields a compute host owns on each object it may save. Anything else it

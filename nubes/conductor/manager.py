@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from nubes import exception
-from nubes.conductor import rpcapi
+from nubes.conductor import authz, rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
@@ -57,6 +57,8 @@ def _versions(object_versions: Any) -> dict[str, str]:
 
 
 class ConductorManager:
+    #: Who may call which method (checked by the RPC server, deny by default).
+    RPC_METHOD_RULES = authz.METHOD_RULES
     RPC_API_VERSION = rpcapi.VERSION
     RPC_EXPECTED_ERRORS = rpcapi.EXPECTED_ERRORS
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nubes import exception
+from nubes import access, exception
 from nubes.context import RequestContext, current_request_id
 from nubes.rpc import dispatcher, message
 from nubes.rpc.serializer import Serializer
@@ -57,8 +57,12 @@ class RPCServer:
         *,
         serializer: Serializer | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rules: access.MethodRules | None = None,
     ) -> None:
         self.transport = transport
+        #: The service's deny-by-default table of who may call what
+        #: (nubes/access.py); None only for transport-level tests.
+        self.rules = rules
         self.topic = topic
         self.server = server
         self.serializer = serializer or Serializer()
@@ -118,7 +122,10 @@ class RPCServer:
         if ctxt.caller is not None and ctxt.caller != msg.caller:
             raise exception.IdentityMismatch(claimed=ctxt.caller, actual=msg.caller)
         ctxt.caller = msg.caller
-        return ctxt, self._dispatcher.find(req.ns, req.v, req.m)
+        found = self._dispatcher.find(req.ns, req.v, req.m)
+        if self.rules is not None:
+            self.rules.check(msg.caller, req.ns, found.name)
+        return ctxt, found
 
     def _log_failure(
         self,

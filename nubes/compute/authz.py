@@ -1,0 +1,46 @@
+"""Which services may command a compute host: the conductor, and nobody else.
+
+Every method a host serves is a step of a conductor task (or, for
+``live_migration_abort`` / ``live_migration_force_complete``, a request the
+conductor relays from the API), so the conductor is the only sender a host
+obeys, whether the message came on ``compute.<host>``, the shared ``compute``
+topic or the fanout. Another compute host in particular is refused: a
+compromised host must not be able to stop, reboot or delete the guests of
+another. The RPC server checks this table before any method runs; a method
+missing from it is refused to everyone (``tests/unit/compute/test_authz.py``
+walks it).
+"""
+
+from __future__ import annotations
+
+from nubes import access
+
+METHOD_RULES = access.rules(
+    "compute",
+    {
+        (None, name): access.CONDUCTOR
+        for name in (
+            "build_and_run_instance",
+            "terminate_instance",
+            "stop_instance",
+            "start_instance",
+            "reboot_instance",
+            "rebuild_instance",
+            "migrate_disk_and_power_off",
+            "finish_migration",
+            "confirm_migration",
+            "revert_migration_destination",
+            "finish_revert_migration",
+            "check_can_live_migrate_destination",
+            "check_can_live_migrate_source",
+            "pre_live_migration",
+            "live_migration",
+            "post_live_migration_at_destination",
+            "post_live_migration",
+            "rollback_live_migration_at_destination",
+            "rollback_evacuation_at_destination",
+            "live_migration_abort",
+            "live_migration_force_complete",
+        )
+    },
+)
