@@ -35,7 +35,7 @@ async def test_a_compute_host_cannot_command_another_hosts_guests(
     attacker = await cloud.host("cmp2")
     client = ComputeAPI(attacker.transport).client.prepare(server=compute.name, timeout=5)
     args = {"instance": inst, "task_id": 900, "attempt": 1, **COMMANDS[method]}
-    with pytest.raises(exception.Forbidden, match="compute.cmp2 may not call compute"):
+    with pytest.raises(exception.Forbidden, match=r"compute\.cmp2 may not call compute"):
         await client.call(RequestContext(), method, **args)
     saved = await compute.reload(inst.uuid)
     assert (saved.vm_state, saved.power_state) == (VMState.ACTIVE, PowerState.RUNNING)

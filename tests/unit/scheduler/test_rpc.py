@@ -85,6 +85,6 @@ async def test_compute_hosts_may_not_claim(db: Database, bus: str):
 
 async def test_the_scheduler_does_not_answer_hints_to_a_compute_host(bus: str):
     api = await _api(bus, "compute.h1")
-    with pytest.raises(exception.Forbidden, match="compute.h1 may not call scheduler"):
+    with pytest.raises(exception.Forbidden, match=r"compute\.h1 may not call scheduler"):
         await api.get_scheduler_hints(RequestContext())
     await api.client.transport.close()
