@@ -212,6 +212,26 @@ conductor_opts: list[cfg.Opt] = [
         "those named conductor.*, scheduler.*, api.* and manage.*. Compute hosts are "
         "compute.<host>; any other identity is refused.",
     ),
+    cfg.IntOpt(
+        "max_node_vcpus",
+        default=4096,
+        min=0,
+        help="Largest vcpus a compute host may report for one of its nodes; a bigger "
+        "(or negative) value is refused, so a compromised host cannot draw the "
+        "scheduler with a phantom giant node.",
+    ),
+    cfg.IntOpt(
+        "max_node_memory_mb",
+        default=64 * 1024 * 1024,
+        min=0,
+        help="Largest memory_mb a compute host may report for one of its nodes.",
+    ),
+    cfg.IntOpt(
+        "max_node_local_gb",
+        default=1024 * 1024,
+        min=0,
+        help="Largest local_gb a compute host may report for one of its nodes.",
+    ),
     cfg.FloatOpt(
         "task_lease_seconds",
         default=30.0,

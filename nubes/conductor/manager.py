@@ -17,7 +17,7 @@ import msgspec
 
 from nubes import exception
 from nubes.conductor import authz, rpcapi
-from nubes.conductor.authz import Authorizer, CallerKind
+from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
@@ -67,9 +67,10 @@ class ConductorManager:
         db: Database,
         controller_identities: Iterable[str] = (),
         engine: TaskEngine | None = None,
+        node_limits: NodeLimits | None = None,
     ) -> None:
         self.db = db
-        self.authz = Authorizer(db, controller_identities)
+        self.authz = Authorizer(db, controller_identities, node_limits)
         #: The task engine of this process (None: reports are recorded for
         #: whichever conductor claims the task next).
         self.engine = engine
@@ -160,6 +161,7 @@ class ConductorManager:
         details: dict[str, Any] | None = None,
     ) -> None:
         caller = self.authz.identify(context.caller)
+        self.authz.check_report_size(caller, error, details)
         engine = self.engine if self.engine is not None and self.engine.accepting else None
         row = await reports.record(
             self.db,
