@@ -32,6 +32,7 @@ AUDIT = logging.getLogger("nubes.audit")
 #: Binaries whose identities (``<binary>.<host>``) are controller services.
 CONTROLLER_BINARIES = frozenset({"conductor", "scheduler", "api", "manage"})
 COMPUTE_BINARY = "compute"
+KNOWN_BINARIES = CONTROLLER_BINARIES | {COMPUTE_BINARY}
 #: The namespace of the liveness methods every server answers (``baseapi``).
 BASE_NAMESPACE = "baseapi"
 
@@ -67,6 +68,25 @@ def identify(identity: str | None, controller_identities: Iterable[str] = ()) ->
         return Caller(identity, CallerKind.CONTROLLER, host, binary)
     AUDIT.warning("REFUSED caller=%s reason=unknown identity", identity)
     raise exception.Forbidden(reason=f"identity {identity!r} is not a known service")
+
+
+def may_answer(topic: str, server: str | None, identity: str | None) -> bool:
+    """Whether a reply from ``identity`` to a call to ``topic`` (``.server``) is believable.
+
+    A compute host answers only calls made to it: to ``compute.<its host>``
+    (or the shared ``compute`` topic). A service's identity answers only its
+    own service's topic: a conductor does not answer for the scheduler. Other
+    identities (operator-listed controllers, test users) are trusted as the
+    broker let them serve the queue.
+    """
+    if not identity:
+        return False
+    binary, _, host = identity.partition(".")
+    if binary == COMPUTE_BINARY:
+        return topic == COMPUTE_BINARY and bool(host) and server in (None, host)
+    if binary in CONTROLLER_BINARIES and host and topic in KNOWN_BINARIES:
+        return binary == topic and server in (None, host)
+    return True
 
 
 #: Who may call what, as sets of binaries.

@@ -114,3 +114,24 @@ def test_operator_listed_controller_identities_get_controller_rights_only():
     assert rules.check("ops-robot", None, "stop_instance").identity == "ops-robot"
     with pytest.raises(exception.Forbidden):
         compute_authz.METHOD_RULES.check("ops-robot", None, "stop_instance")
+
+
+@pytest.mark.parametrize(
+    ("topic", "server", "identity", "believed"),
+    [
+        ("compute", "host-b", "compute.host-b", True),
+        ("compute", "host-b", "compute.host-a", False),
+        ("conductor", None, "conductor.ctl-1", True),
+        ("conductor", None, "compute.host-a", False),
+        ("conductor", "ctl-1", "conductor.ctl-2", False),
+        ("scheduler", None, "conductor.ctl-1", False),
+        ("scheduler", None, "scheduler.ctl-9", True),
+        ("my-conductor-topic", None, "compute.host-a", False),
+        ("my-conductor-topic", None, "conductor.ctl-1", True),
+        ("conductor", None, None, False),
+    ],
+)
+def test_only_the_callee_may_answer_a_call(
+    topic: str, server: str | None, identity: str | None, believed: bool
+):
+    assert access.may_answer(topic, server, identity) is believed
