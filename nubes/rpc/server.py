@@ -20,7 +20,13 @@ from nubes import access, exception
 from nubes.context import RequestContext, current_request_id
 from nubes.rpc import dispatcher, message
 from nubes.rpc.serializer import Serializer
-from nubes.rpc.transport import DEFAULT_MAX_CONCURRENCY, IncomingMessage, Listener, Transport
+from nubes.rpc.transport import (
+    DEFAULT_MAX_CONCURRENCY,
+    IncomingMessage,
+    Listener,
+    Transport,
+    check_size,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -85,6 +91,7 @@ class RPCServer:
         method = "?"
         expected: tuple[type[BaseException], ...] = ()
         try:
+            check_size(msg.body, "the request")
             req = message.decode_request(msg.body)
             method = req.m
             ctxt, m = self._resolve(msg, req)
