@@ -89,6 +89,16 @@ def may_answer(topic: str, server: str | None, identity: str | None) -> bool:
     return True
 
 
+def identify_kind(identity: str) -> CallerKind | None:
+    """The kind of a service identity by its name alone; None if it names no service."""
+    binary, _, host = identity.partition(".")
+    if not host:
+        return None
+    if binary == COMPUTE_BINARY:
+        return CallerKind.COMPUTE
+    return CallerKind.CONTROLLER if binary in CONTROLLER_BINARIES else None
+
+
 #: Who may call what, as sets of binaries.
 CONDUCTOR = frozenset({"conductor"})
 CONTROLLERS = CONTROLLER_BINARIES

@@ -156,6 +156,9 @@ class RabbitTransport(Transport):
         if rpc_response_timeout <= 0:
             raise exception.ConfigError(reason="rpc_response_timeout must be positive")
         super().__init__(url, username)
+        #: A compute host's broker user may not declare shared topology
+        #: (least privilege, docs/security.md): it only checks it exists.
+        self._passive = access.identify_kind(username) is access.CallerKind.COMPUTE
         self._prefetch = prefetch_count
         #: How long casts, replies, listen and connect wait for the broker.
         self._wait_bound = rpc_response_timeout
@@ -191,8 +194,10 @@ class RabbitTransport(Transport):
         safe = await open_channel(conn)
         await safe.rpc(spec.Confirm.Select())
         admin = await open_channel(conn)
-        await admin.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
-        session = Session(conn, hop, writer, fast, safe, admin)
+        await admin.exchange_declare(
+            EXCHANGE, exchange_type="direct", durable=True, passive=self._passive
+        )
+        session = Session(conn, hop, writer, fast, safe, admin, passive=self._passive)
         await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         # Both carry messages in flight: losing either one means starting over.
         # (The admin channel is simply reopened when a declaration closed it.)

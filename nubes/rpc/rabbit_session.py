@@ -66,15 +66,23 @@ def queue_name(target: Target) -> str:
     return f"{target.topic}.{target.server}" if target.server else target.topic
 
 
-async def declare_queue(channel: Channel, name: str) -> None:
+async def declare_queue(channel: Channel, name: str, *, passive: bool = False) -> None:
     # Senders and listeners must declare with identical arguments, or the
     # broker refuses the second declaration with PRECONDITION_FAILED.
+    if passive:
+        # A least-privilege user (a compute host) may not configure shared
+        # topology: it only checks that the operator created the queue
+        # (nubes-manage broker add-host), and the broker's NOT_FOUND says so.
+        await channel.queue_declare(name, durable=True, passive=True)
+        return
     await channel.queue_declare(name, durable=True)
     await channel.queue_bind(name, EXCHANGE, routing_key=name)
 
 
-async def declare_fanout(channel: Channel, topic: str) -> None:
-    await channel.exchange_declare(fanout_exchange(topic), exchange_type="fanout", durable=True)
+async def declare_fanout(channel: Channel, topic: str, *, passive: bool = False) -> None:
+    await channel.exchange_declare(
+        fanout_exchange(topic), exchange_type="fanout", durable=True, passive=passive
+    )
 
 
 async def open_channel(conn: aiormq.Connection) -> Channel:
@@ -123,8 +131,13 @@ class Session:
         fast: Channel,
         safe: Channel,
         admin: Channel,
+        *,
+        passive: bool = False,
     ) -> None:
         self.conn = conn
+        #: Only check that shared queues and exchanges exist, never declare
+        #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
+        self.passive = passive
         self.hop = hop
         self.writer = writer
         # 0 would mean "no limit"; RabbitMQ always sets one, but stay sane.
@@ -201,9 +214,9 @@ class Session:
                 # A refused declaration closed it; the connection itself is fine.
                 self.admin = await open_channel(self.conn)
             if target.fanout:
-                await declare_fanout(self.admin, target.topic)
+                await declare_fanout(self.admin, target.topic, passive=self.passive)
             else:
-                await declare_queue(self.admin, name)
+                await declare_queue(self.admin, name, passive=self.passive)
 
     def _declared(self, name: str, fut: asyncio.Future[None]) -> None:
         self._declaring.pop(name, None)
@@ -258,10 +271,11 @@ class RabbitListener:
             try:
                 # global_: the limit covers the channel's three consumers together.
                 await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
-                await declare_queue(channel, self.topic)
+                passive = session.passive
+                await declare_queue(channel, self.topic, passive=passive)
                 server_queue = f"{self.topic}.{self.server}"
-                await declare_queue(channel, server_queue)
-                await declare_fanout(channel, self.topic)
+                await declare_queue(channel, server_queue, passive=passive)
+                await declare_fanout(channel, self.topic, passive=passive)
                 declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
                 fanout_queue = cast(str, declared.queue)
                 await channel.queue_bind(fanout_queue, fanout_exchange(self.topic), routing_key="")
