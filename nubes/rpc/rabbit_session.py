@@ -47,6 +47,10 @@ CONNECTION_ERRORS = (
 
 #: The broker said no to what was asked (rights, arguments, missing entity):
 #: asking again gets the same answer, unlike a closed connection.
+#: Seconds between tries to subscribe again after the broker cancelled a consumer.
+HEAL_BACKOFF_MIN = 0.2
+HEAL_BACKOFF_MAX = 5.0
+
 REFUSALS = (
     aiormq.exceptions.ChannelAccessRefused,
     aiormq.exceptions.ChannelNotFoundEntity,
@@ -257,12 +261,18 @@ class RabbitListener:
         # keep their own context variables (see nubes.transport docs).
         self._context = contextvars.copy_context()
         self._stopped = False
+        #: Re-subscribing after the broker cancelled a consumer (see _cancelled).
+        self._healing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<RabbitListener {self.topic}.{self.server}>"
 
-    async def attach(self, session: Session) -> None:
-        """Start consuming on ``session`` (again after a reconnect); idempotent."""
+    async def attach(self, session: Session, *, passive: bool | None = None) -> None:
+        """Start consuming on ``session`` (again after a reconnect); idempotent.
+
+        ``passive`` overrides the session's: whether to only check the shared
+        queues exist rather than declare them.
+        """
         async with self._lock:
             if self._stopped or self._session is session:
                 return
@@ -271,7 +281,7 @@ class RabbitListener:
             try:
                 # global_: the limit covers the channel's three consumers together.
                 await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
-                passive = session.passive
+                passive = session.passive if passive is None else passive
                 await declare_queue(channel, self.topic, passive=passive)
                 server_queue = f"{self.topic}.{self.server}"
                 await declare_queue(channel, server_queue, passive=passive)
@@ -289,6 +299,55 @@ class RabbitListener:
                 raise
             self._channel, self._session, self._tags = channel, session, tags
             channel.closing.add_done_callback(partial(self._closed, session, channel))
+            channel.on_consumer_cancel_callbacks.add(partial(self._cancelled, session, channel))
+
+    def _cancelled(self, session: Session, channel: Channel, frame: Any) -> None:
+        # The broker cancelled a consumer: its queue was deleted, or the node
+        # holding it went away. Without this the service would stay deaf on
+        # that queue until restarted; subscribe again instead.
+        if self._stopped or self._channel is not channel:
+            return
+        if self._healing is None or self._healing.done():
+            LOG.warning(
+                "Broker %s cancelled a consumer of %s.%s; subscribing again",
+                session.hop,
+                self.topic,
+                self.server,
+            )
+            self._healing = asyncio.get_running_loop().create_task(self._heal(session, channel))
+
+    async def _heal(self, session: Session, channel: Channel) -> None:
+        async with self._lock:
+            if self._channel is not channel:
+                return
+            # Forgotten first, so closing the channel is not taken as a failure.
+            self._channel, self._session = None, None
+            for tag in self._tags:
+                session.writer.fastpath.forget(tag)
+            self._tags = []
+        # Unacknowledged messages of the other consumers go back to their queues.
+        await close_channel(channel)
+        delay = HEAL_BACKOFF_MIN
+        passive: bool | None = None
+        while not self._stopped and not session.conn.is_closed:
+            try:
+                await self.attach(session, passive=passive)
+            except asyncio.CancelledError:
+                raise
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # The queue is gone and this user only checks: try declaring
+                # it (allowed to controllers; a least-privilege host is
+                # refused and waits for the operator to re-create it).
+                passive = False if passive is None else None
+                LOG.warning("%s.%s: a queue is missing; retrying", self.topic, self.server)
+            except Exception as exc:
+                passive = None
+                LOG.warning("%s.%s: cannot subscribe again: %s", self.topic, self.server, exc)
+            else:
+                LOG.info("%s.%s consumes again", self.topic, self.server)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, HEAL_BACKOFF_MAX)
 
     def _closed(self, session: Session, channel: Channel, closing: asyncio.Future[Any]) -> None:
         if self._channel is channel and not self._stopped:
@@ -337,6 +396,8 @@ class RabbitListener:
             return
         self._stopped = True
         self._on_stopped(self)
+        if self._healing is not None and not self._healing.done():
+            self._healing.cancel()
         async with self._lock:
             channel = self._channel
             if channel is not None and not channel.is_closed:

@@ -558,3 +558,36 @@ async def test_cast_survives_broker_restart(make_transport: Factory, topic: str)
     await server.listen(topic, "a", handler)
     await _wait_for(lambda: len(got) == 2, timeout=20)
     assert sorted(m.body for m in got) == [b"after", b"persisted"]
+
+
+async def test_a_listener_whose_queue_was_deleted_subscribes_again(
+    make_transport: Factory, topic: str, rabbit_url: str
+) -> None:
+    # What issue 12 saw: a queue deleted under a running service left it deaf
+    # until restarted. Deleting the server queue (as a broker failover or an
+    # operator would) must heal: the listener declares it again and consumes.
+    server = await make_transport()
+    got, handler = _collector()
+    await server.listen(topic, "a", handler)
+    client = await make_transport()
+    assert await client.call(Target(topic, server="a"), b"before", 5.0) == b"re:before"
+
+    conn = await aiormq.connect(rabbit_url.replace("rabbit://", "amqp://", 1))
+    try:
+        channel = await conn.channel()
+        await channel.queue_delete(f"{topic}.a")
+        await channel.queue_delete(topic)
+    finally:
+        await conn.close()
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            reply = await client.call(Target(topic, server="a"), b"after", 1.0)
+            break
+        except (exception.MessagingTimeout, exception.TransportError):
+            # Until the listener subscribed again, the call has no queue.
+            if time.monotonic() > deadline:
+                raise
+    assert reply == b"re:after"
+    assert await client.call(Target(topic), b"shared", 5.0) == b"re:shared"
