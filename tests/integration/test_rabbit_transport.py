@@ -567,7 +567,7 @@ async def test_a_listener_whose_queue_was_deleted_subscribes_again(
     # until restarted. Deleting the server queue (as a broker failover or an
     # operator would) must heal: the listener declares it again and consumes.
     server = await make_transport()
-    got, handler = _collector()
+    _, handler = _collector()
     await server.listen(topic, "a", handler)
     client = await make_transport()
     assert await client.call(Target(topic, server="a"), b"before", 5.0) == b"re:before"
