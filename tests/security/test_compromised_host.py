@@ -32,6 +32,8 @@ from nubes.objects.instance_fault import InstanceFault
 from nubes.objects.migration import Migration
 from nubes.objects.service import Service
 from nubes.objects.states import PowerState
+from nubes.rpc.client import RPCClient
+from nubes.rpc.transport import Target
 from nubes.testing.cloud import Cloud, Host
 from tests.unit.db import factories
 
@@ -381,6 +383,17 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
         refused.append("claim to be the conductor")
     else:
         let_through.append("claim to be the conductor")
+    # A step report is bounded like any write of a host (it is stored in the task).
+    try:
+        await RPCClient(
+            attacker.transport, Target("conductor"), expected_errors=[exception.TooLarge]
+        ).call(
+            ctxt, "step_finished", task_id=1, step="x", attempt=1, ok=False, error="x" * (1 << 20)
+        )
+    except exception.TooLarge:
+        refused.append("1 MB step report")
+    else:
+        let_through.append("1 MB step report")
     after = _dump(db_path)
     total = len(refused) + len(let_through)
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")
