@@ -233,6 +233,25 @@ conductor_opts: list[cfg.Opt] = [
         help="Largest local_gb a compute host may report for one of its nodes.",
     ),
     cfg.FloatOpt(
+        "initial_cpu_allocation_ratio",
+        default=16.0,
+        min=0.0,
+        help="CPU allocation ratio a compute node gets when its host registers it. "
+        "The operator's, never the host's: a host that sends one is refused.",
+    ),
+    cfg.FloatOpt(
+        "initial_ram_allocation_ratio",
+        default=1.5,
+        min=0.0,
+        help="RAM allocation ratio a compute node gets when its host registers it.",
+    ),
+    cfg.FloatOpt(
+        "initial_disk_allocation_ratio",
+        default=1.0,
+        min=0.0,
+        help="Disk allocation ratio a compute node gets when its host registers it.",
+    ),
+    cfg.FloatOpt(
         "task_lease_seconds",
         default=30.0,
         min=1.0,

@@ -124,16 +124,31 @@ TEXT_FIELDS = frozenset({("InstanceFault", "details"), ("ComputeNode", "cpu_info
 
 @dataclass(frozen=True, slots=True)
 class NodeLimits:
-    """The operator's bounds on the capacity a compute host may report for a node."""
+    """The operator's say over the nodes hosts register: the bounds of the
+    capacity a host may report, and the allocation ratios a new node gets."""
 
     vcpus: int = 4096
     memory_mb: int = 64 * 1024 * 1024
     local_gb: int = 1024 * 1024
+    cpu_allocation_ratio: float = 16.0
+    ram_allocation_ratio: float = 1.5
+    disk_allocation_ratio: float = 1.0
 
     @classmethod
     def from_conf(cls, conf: Any) -> NodeLimits:
         group = conf.conductor
-        return cls(group.max_node_vcpus, group.max_node_memory_mb, group.max_node_local_gb)
+        return cls(
+            group.max_node_vcpus,
+            group.max_node_memory_mb,
+            group.max_node_local_gb,
+            group.initial_cpu_allocation_ratio,
+            group.initial_ram_allocation_ratio,
+            group.initial_disk_allocation_ratio,
+        )
+
+
+#: The allocation ratios a new node gets from :class:`NodeLimits`.
+NODE_RATIO_FIELDS = ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio")
 
 
 def _at_zero(obj: VersionedObject, name: str) -> bool:
@@ -295,6 +310,16 @@ class Authorizer:
             return caller.host
         await self._checks[rule.check](call)
         return None
+
+    def operator_values(self, caller: Caller, objname: str, method: str) -> dict[str, Any]:
+        """Fields the conductor sets on an authorised call, whatever the host sent.
+
+        A node a compute host registers gets the operator's allocation
+        ratios (the host may not send any: not in NEW_COMPUTE_NODE_FIELDS).
+        """
+        if caller.kind is CallerKind.COMPUTE and (objname, method) == ("ComputeNode", "create"):
+            return {name: getattr(self.node_limits, name) for name in NODE_RATIO_FIELDS}
+        return {}
 
     def refuse(
         self,

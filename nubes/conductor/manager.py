@@ -88,11 +88,16 @@ class ConductorManager:
         versions = _versions(object_versions)
         objname = objinst.obj_name()
         scope = await self.authz.authorize(caller, objname, objmethod, objinst, args, kwargs)
+        imposed = self.authz.operator_values(caller, objname, objmethod)
+        for name, value in imposed.items():
+            setattr(objinst, name, value)
         token = backend.placement_scope.set(scope)
         try:
             updates, result = await indirection.serve_object_action(
                 context, objinst, objmethod, args, kwargs, versions.get(objname)
             )
+            # The caller did not send these: it learns them like any update.
+            updates.update({name: getattr(objinst, name) for name in imposed})
         except (exception.InstanceNotOnHost, exception.InstanceNotFound):
             if scope is None:
                 raise
