@@ -223,6 +223,45 @@ conductor_opts: list[cfg.Opt] = [
         "those named conductor.*, scheduler.*, api.* and manage.*. Compute hosts are "
         "compute.<host>; any other identity is refused.",
     ),
+    cfg.IntOpt(
+        "max_node_vcpus",
+        default=4096,
+        min=0,
+        help="Largest vcpus a compute host may report for one of its nodes; a bigger "
+        "(or negative) value is refused, so a compromised host cannot draw the "
+        "scheduler with a phantom giant node.",
+    ),
+    cfg.IntOpt(
+        "max_node_memory_mb",
+        default=64 * 1024 * 1024,
+        min=0,
+        help="Largest memory_mb a compute host may report for one of its nodes.",
+    ),
+    cfg.IntOpt(
+        "max_node_local_gb",
+        default=1024 * 1024,
+        min=0,
+        help="Largest local_gb a compute host may report for one of its nodes.",
+    ),
+    cfg.FloatOpt(
+        "initial_cpu_allocation_ratio",
+        default=16.0,
+        min=0.0,
+        help="CPU allocation ratio a compute node gets when its host registers it. "
+        "The operator's, never the host's: a host that sends one is refused.",
+    ),
+    cfg.FloatOpt(
+        "initial_ram_allocation_ratio",
+        default=1.5,
+        min=0.0,
+        help="RAM allocation ratio a compute node gets when its host registers it.",
+    ),
+    cfg.FloatOpt(
+        "initial_disk_allocation_ratio",
+        default=1.0,
+        min=0.0,
+        help="Disk allocation ratio a compute node gets when its host registers it.",
+    ),
     cfg.FloatOpt(
         "task_lease_seconds",
         default=30.0,

@@ -128,6 +128,12 @@ class ValidationError(Invalid):
     msg_fmt = "Invalid value for %(field)s: %(reason)s"
 
 
+class TooLarge(Invalid):
+    """A value, or a whole message, over the size the receiver accepts."""
+
+    msg_fmt = "%(what)s is %(size)d bytes; at most %(limit)d are accepted"
+
+
 class ObjectFieldError(Invalid):
     msg_fmt = "%(objname)s.%(field)s cannot be set to %(value)s: %(reason)s"
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from oslo_config import cfg
 
-from nubes import exception, versions
+from nubes import access, exception, versions
 from nubes.context import get_admin_context
 from nubes.objects.base import IndirectionAPI, use_indirection_api
 from nubes.objects.serializer import ObjectSerializer
@@ -134,14 +134,21 @@ class Service:
         indirection_api: IndirectionAPI | None = None,
         report_interval: float | None = DEFAULT_REPORT_INTERVAL,
         hooks: Iterable[ServiceHook] = (),
+        rules: access.MethodRules | None = None,
     ) -> None:
         self.binary = binary
+        endpoints = list(endpoints)
         self.hooks = list(hooks)
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)
         self.transport = transport
         self.rpcserver = RPCServer(
-            transport, self.topic, host, list(endpoints), serializer=ObjectSerializer()
+            transport,
+            self.topic,
+            host,
+            endpoints,
+            serializer=ObjectSerializer(),
+            rules=rules if rules is not None else access.for_endpoints(endpoints),
         )
         self.report_interval = report_interval
         self.record: ServiceRecord | None = None

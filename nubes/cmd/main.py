@@ -15,9 +15,10 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from nubes import config, exception
+from nubes import access, config, exception
 from nubes.cmd import common, workers
 from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
+from nubes.conductor.authz import NodeLimits
 from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
@@ -57,7 +58,10 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         hooks.append(task_engine)
         endpoints.append(
             ConductorManager(
-                engine.get_database(), conf.conductor.controller_identities, engine=task_engine
+                engine.get_database(),
+                conf.conductor.controller_identities,
+                engine=task_engine,
+                node_limits=NodeLimits.from_conf(conf),
             )
         )
     elif binary == "scheduler":
@@ -71,6 +75,9 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         endpoints,
         report_interval=conf.report_interval,
         hooks=hooks,
+        rules=access.for_endpoints(endpoints).with_controllers(
+            conf.conductor.controller_identities
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from oslo_config import cfg
 
 from nubes import config, exception
 from nubes.cmd import common
+from nubes.cmd.broker import add_broker_commands
 from nubes.db.manage import add_db_commands
 
 Handler = Callable[[cfg.ConfigOpts, argparse.Namespace], int]
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_config_check, needs_config=True
     )
     add_db_commands(sub)
+    add_broker_commands(sub)
     from nubes.api.identity.manage import add_identity_commands
 
     add_identity_commands(sub)

@@ -13,6 +13,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from nubes import access
 from nubes.compute.host import ComputeHost
 from nubes.compute.steps import StepReporter
 from nubes.compute.virt import load_driver
@@ -97,6 +98,9 @@ def compute_service(
         indirection_api=conductor,
         report_interval=conf.report_interval,
         hooks=[node],
+        rules=access.for_endpoints([node.manager]).with_controllers(
+            conf.conductor.controller_identities
+        ),
     )
 
 

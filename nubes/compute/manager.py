@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nubes import exception
+from nubes.compute import authz
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, Reporter, utcnow
@@ -56,6 +57,8 @@ HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_START
 
 
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
+    #: Who may call which method (checked by the RPC server, deny by default).
+    RPC_METHOD_RULES = authz.METHOD_RULES
     RPC_API_VERSION = "1.2"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 

@@ -14,13 +14,14 @@ to the ``nubes.audit`` logger.
 
 from __future__ import annotations
 
-import enum
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from nubes import exception
+from nubes import access, exception
+from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.objects.base import VersionedObject, remotable_signature
@@ -29,38 +30,24 @@ from nubes.objects.states import MigrationStatus, MigrationType
 
 AUDIT = logging.getLogger("nubes.audit")
 
-#: Binaries whose identities (``<binary>.<host>``) are controller services.
-CONTROLLER_BINARIES = frozenset({"conductor", "scheduler", "api", "manage"})
-COMPUTE_BINARY = "compute"
-
-
-class CallerKind(enum.StrEnum):
-    """What kind of service is calling."""
-
-    COMPUTE = "compute"  #: a hypervisor host: restricted by RULES
-    CONTROLLER = "controller"  #: api, conductor, scheduler, manage: unrestricted
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    identity: str
-    kind: CallerKind
-    host: str | None = None
-
-
-def identify(identity: str | None, controller_identities: Iterable[str] = ()) -> Caller:
-    """Map a verified bus identity to a caller, or refuse it."""
-    if not identity:
-        raise exception.Forbidden(reason="the caller's identity could not be verified")
-    if identity in set(controller_identities):
-        return Caller(identity, CallerKind.CONTROLLER)
-    binary, _, host = identity.partition(".")
-    if binary == COMPUTE_BINARY and host:
-        return Caller(identity, CallerKind.COMPUTE, host)
-    if binary in CONTROLLER_BINARIES and host:
-        return Caller(identity, CallerKind.CONTROLLER, host)
-    AUDIT.warning("REFUSED caller=%s reason=unknown identity", identity)
-    raise exception.Forbidden(reason=f"identity {identity!r} is not a known service")
+#: Which services may call each conductor method (deny by default; checked by
+#: the RPC server before the method runs). The object methods then check
+#: each call against :data:`RULES`.
+METHOD_RULES = access.rules(
+    "conductor",
+    {
+        (None, "object_action"): access.EVERY_SERVICE,
+        (None, "object_class_action_versions"): access.EVERY_SERVICE,
+        (None, "object_backport_versions"): access.EVERY_SERVICE,
+        (None, "step_finished"): access.EVERY_SERVICE,
+        (None, "kick"): access.CONTROLLERS,
+        (None, "live_migration_abort"): access.CONTROLLERS,
+        (None, "live_migration_force_complete"): access.CONTROLLERS,
+        # A compute host may probe the conductor it depends on.
+        (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
+        (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,
+    },
+)
 
 
 # Fields a compute host owns on each object it may save. Anything else it
@@ -116,6 +103,68 @@ MIGRATION_PROGRESS_FIELDS = frozenset(
 )
 
 
+#: What a compute host may set when it creates a node: what it may save,
+#: and the node's identity. Never the allocation ratios (the operator's), the
+#: usage (the scheduler's claims) or ``service_id`` (the conductor's).
+NEW_COMPUTE_NODE_FIELDS = COMPUTE_NODE_FIELDS | frozenset({"host", "hypervisor_hostname", "uuid"})
+#: A node's capacity fields a host reports, each checked against the
+#: operator's bound (:class:`NodeLimits`).
+NODE_CAPACITY_FIELDS = ("vcpus", "memory_mb", "local_gb")
+#: Counters a host reports that can never be negative.
+NODE_COUNTER_FIELDS = ("running_vms", "hypervisor_version")
+
+#: Size bounds for what a compute host writes (exception.TooLarge beyond).
+#: A string field of an object: the database's short columns are 255 wide.
+STRING_LIMIT = 255
+#: The long text fields, any string argument, and a dict or list field
+#: (metrics, stats) encoded as JSON.
+TEXT_LIMIT = 64 * 1024
+TEXT_FIELDS = frozenset({("InstanceFault", "details"), ("ComputeNode", "cpu_info")})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    """The operator's say over the nodes hosts register: the bounds of the
+    capacity a host may report, and the allocation ratios a new node gets."""
+
+    vcpus: int = 4096
+    memory_mb: int = 64 * 1024 * 1024
+    local_gb: int = 1024 * 1024
+    cpu_allocation_ratio: float = 16.0
+    ram_allocation_ratio: float = 1.5
+    disk_allocation_ratio: float = 1.0
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> NodeLimits:
+        group = conf.conductor
+        return cls(
+            group.max_node_vcpus,
+            group.max_node_memory_mb,
+            group.max_node_local_gb,
+            group.initial_cpu_allocation_ratio,
+            group.initial_ram_allocation_ratio,
+            group.initial_disk_allocation_ratio,
+        )
+
+
+#: The allocation ratios a new node gets from :class:`NodeLimits`.
+NODE_RATIO_FIELDS = ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio")
+
+
+def _at_zero(obj: VersionedObject, name: str) -> bool:
+    """The field holds what a new object starts with (0, False, None)."""
+    value = getattr(obj, name)
+    return value is None or (type(value) in (int, bool) and not value)
+
+
+def _encoded_size(value: Any) -> int:
+    try:
+        return len(json.dumps(value, separators=(",", ":"), default=str))
+    except (TypeError, ValueError, RecursionError):
+        # Unencodable is as bad as too large; the caller refuses it.
+        return TEXT_LIMIT + 1
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     #: Name of the Authorizer method that decides.
@@ -132,7 +181,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("Instance", "save"): Rule("instance_obj", INSTANCE_FIELDS | INSTANCE_PLACEMENT_FIELDS),
     ("ComputeNode", "get_by_host_and_nodename"): Rule("host_arg"),
     ("ComputeNode", "get_by_uuid"): Rule("compute_node_uuid_arg"),
-    ("ComputeNode", "create"): Rule("new_compute_node"),
+    ("ComputeNode", "create"): Rule("new_compute_node", NEW_COMPUTE_NODE_FIELDS),
     ("ComputeNode", "save"): Rule("compute_node_obj", COMPUTE_NODE_FIELDS),
     ("Service", "get_by_host_and_binary"): Rule("service_args"),
     # Which versions run is no secret; a host caps what it sends by it.
@@ -201,9 +250,15 @@ def _bind(objname: str, method: str, args: Any, kwargs: Any) -> dict[str, Any]:
 
 
 class Authorizer:
-    def __init__(self, db: Database, controller_identities: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        controller_identities: Iterable[str] = (),
+        node_limits: NodeLimits | None = None,
+    ) -> None:
         self.db = db
         self.controller_identities = frozenset(controller_identities)
+        self.node_limits = node_limits or NodeLimits()
         self._checks: dict[str, Callable[[Call], Awaitable[None]]] = {
             name: getattr(self, f"_check_{name}")
             for name in {rule.check for rule in RULES.values()}
@@ -234,8 +289,13 @@ class Authorizer:
             self._refuse(call, "not allowed for compute hosts")
         if obj is not None and rule.writable is not None:
             extra = call.changed - rule.writable
+            if method == "create":
+                # A new object has its defaults set (usage 0, not deleted):
+                # only a value other than those is the host's choice.
+                extra = {f for f in extra if not _at_zero(obj, f)}
             if extra:
                 self._refuse(call, f"may not change {', '.join(sorted(extra))}")
+        self._check_sizes(call)
         if (
             rule.check == "instance_obj"
             and method == "save"
@@ -252,6 +312,16 @@ class Authorizer:
             return caller.host
         await self._checks[rule.check](call)
         return None
+
+    def operator_values(self, caller: Caller, objname: str, method: str) -> dict[str, Any]:
+        """Fields the conductor sets on an authorised call, whatever the host sent.
+
+        A node a compute host registers gets the operator's allocation
+        ratios (the host may not send any: not in NEW_COMPUTE_NODE_FIELDS).
+        """
+        if caller.kind is CallerKind.COMPUTE and (objname, method) == ("ComputeNode", "create"):
+            return {name: getattr(self.node_limits, name) for name in NODE_RATIO_FIELDS}
+        return {}
 
     def refuse(
         self,
@@ -296,6 +366,44 @@ class Authorizer:
                 f"not {step} try {attempt}",
             )
         return dict(awaited)
+
+    def _check_sizes(self, call: Call) -> None:
+        """Every field a host changes and every argument it sends, bounded in size."""
+        for name in sorted(call.changed):
+            value = call.value(name)
+            if isinstance(value, str):
+                limit = TEXT_LIMIT if (call.objname, name) in TEXT_FIELDS else STRING_LIMIT
+                self._bound(call, f"{call.objname}.{name}", len(value.encode()), limit)
+            elif isinstance(value, dict | list):
+                self._bound(call, f"{call.objname}.{name}", _encoded_size(value), TEXT_LIMIT)
+        for name, value in call.arguments.items():
+            if isinstance(value, str):
+                self._bound(call, f"argument {name}", len(value.encode()), TEXT_LIMIT)
+            elif isinstance(value, dict | list):
+                self._bound(call, f"argument {name}", _encoded_size(value), TEXT_LIMIT)
+
+    def _bound(self, call: Call, what: str, size: int, limit: int) -> None:
+        if size > limit:
+            AUDIT.warning(
+                "REFUSED caller=%s object=%s method=%s reason=%s is %d bytes (limit %d)",
+                call.caller.identity,
+                call.objname,
+                call.method,
+                what,
+                size,
+                limit,
+            )
+            raise exception.TooLarge(what=what, size=size, limit=limit)
+
+    def check_report_size(self, caller: Caller, error: Any, details: Any) -> None:
+        """A step report's free-form parts, bounded like any host write."""
+        call = Call(caller, "ConductorTask", "step_finished", None, {})
+        if caller.kind is CallerKind.CONTROLLER:
+            return
+        if isinstance(error, str):
+            self._bound(call, "error", len(error.encode()), TEXT_LIMIT)
+        if details is not None:
+            self._bound(call, "details", _encoded_size(details), TEXT_LIMIT)
 
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"
@@ -370,6 +478,32 @@ class Authorizer:
     async def _check_new_compute_node(self, call: Call) -> None:
         if call.value("host") != call.caller.host:
             self._refuse(call, "may only create compute nodes of its own host")
+        self._check_node_values(call)
+        name = call.value("hypervisor_hostname")
+        async with self.db.reader() as conn:
+            owners = await compute_nodes.hosts_of_node_name(conn, name)
+            taken = call.value("uuid") is not None and await compute_nodes.uuid_exists(
+                conn, call.value("uuid")
+            )
+        if set(owners) - {call.caller.host}:
+            # A node name is its hypervisor's: one host may not take another's.
+            self._refuse(call, f"node {name!r} belongs to another host")
+        if taken:
+            self._refuse(call, "that compute node uuid is taken")
+
+    def _check_node_values(self, call: Call) -> None:
+        """Capacity within the operator's bounds, counters never negative."""
+        limits = self.node_limits
+        for name in NODE_CAPACITY_FIELDS:
+            value = call.value(name)
+            if name in call.changed and not (
+                type(value) is int and 0 <= value <= getattr(limits, name)
+            ):
+                self._refuse(call, f"{name} must be 0 to {getattr(limits, name)}, not {value!r}")
+        for name in NODE_COUNTER_FIELDS:
+            value = call.value(name)
+            if name in call.changed and value is not None and value < 0:
+                self._refuse(call, f"{name} may not be negative")
 
     async def _check_compute_node_obj(self, call: Call) -> None:
         node_id = call.value("id")
@@ -380,6 +514,7 @@ class Authorizer:
             self._refuse(call, "no such compute node")
         if node["host"] != call.caller.host:
             self._refuse(call, "not this host's compute node")
+        self._check_node_values(call)
 
     async def _check_service_args(self, call: Call) -> None:
         if (
@@ -441,4 +576,7 @@ class Authorizer:
             self._refuse(call, "only a done evacuation may be completed")
 
     async def _check_fault_obj(self, call: Call) -> None:
+        if call.value("host") not in (None, call.caller.host):
+            # A host records its own faults, never one in another host's name.
+            self._refuse(call, "a fault's host must be the caller")
         await self._placed_on_caller(call, call.value("instance_uuid"))

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from nubes import exception
-from nubes.conductor import rpcapi
-from nubes.conductor.authz import Authorizer, CallerKind
+from nubes.conductor import authz, rpcapi
+from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
@@ -57,6 +57,8 @@ def _versions(object_versions: Any) -> dict[str, str]:
 
 
 class ConductorManager:
+    #: Who may call which method (checked by the RPC server, deny by default).
+    RPC_METHOD_RULES = authz.METHOD_RULES
     RPC_API_VERSION = rpcapi.VERSION
     RPC_EXPECTED_ERRORS = rpcapi.EXPECTED_ERRORS
 
@@ -65,9 +67,10 @@ class ConductorManager:
         db: Database,
         controller_identities: Iterable[str] = (),
         engine: TaskEngine | None = None,
+        node_limits: NodeLimits | None = None,
     ) -> None:
         self.db = db
-        self.authz = Authorizer(db, controller_identities)
+        self.authz = Authorizer(db, controller_identities, node_limits)
         #: The task engine of this process (None: reports are recorded for
         #: whichever conductor claims the task next).
         self.engine = engine
@@ -85,11 +88,16 @@ class ConductorManager:
         versions = _versions(object_versions)
         objname = objinst.obj_name()
         scope = await self.authz.authorize(caller, objname, objmethod, objinst, args, kwargs)
+        imposed = self.authz.operator_values(caller, objname, objmethod)
+        for name, value in imposed.items():
+            setattr(objinst, name, value)
         token = backend.placement_scope.set(scope)
         try:
             updates, result = await indirection.serve_object_action(
                 context, objinst, objmethod, args, kwargs, versions.get(objname)
             )
+            # The caller did not send these: it learns them like any update.
+            updates.update({name: getattr(objinst, name) for name in imposed})
         except (exception.InstanceNotOnHost, exception.InstanceNotFound):
             if scope is None:
                 raise
@@ -158,6 +166,7 @@ class ConductorManager:
         details: dict[str, Any] | None = None,
     ) -> None:
         caller = self.authz.identify(context.caller)
+        self.authz.check_report_size(caller, error, details)
         engine = self.engine if self.engine is not None and self.engine.accepting else None
         row = await reports.record(
             self.db,

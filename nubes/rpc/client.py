@@ -19,7 +19,7 @@ from nubes import exception
 from nubes.context import RequestContext
 from nubes.rpc import message
 from nubes.rpc.serializer import Serializer
-from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
+from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport, check_size
 
 _DEFAULT_SERIALIZER = Serializer()
 
@@ -114,13 +114,16 @@ class RPCClient:
         req = message.Request(
             m=method, v=opts.version, ns=opts.namespace, a=kwargs, c=ctxt.to_dict()
         )
-        return message.encode_request(req, self.serializer.enc_hook)
+        body = message.encode_request(req, self.serializer.enc_hook)
+        check_size(body, f"{opts.target}.{method}")
+        return body
 
     async def call(self, ctxt: RequestContext, method: str, **kwargs: Any) -> Any:
         """Run ``method`` on one server of the target and return its result."""
         body = self._encode(ctxt, method, kwargs)
         label = f"{self._opts.target}.{method}"
         reply = await self.transport.call(self._opts.target, body, self._opts.timeout, label=label)
+        check_size(reply, f"the reply to {label}")
         result = message.decode_reply(reply, self._errors, label)
         if result is None:
             return None

@@ -28,6 +28,7 @@ FRAMEWORK_ERRORS: tuple[type[exception.NubesError], ...] = (
     exception.InvalidArguments,
     exception.IdentityMismatch,
     exception.Forbidden,
+    exception.TooLarge,
     exception.MessagingTimeout,
     exception.TransportError,
     # Arguments that do not decode into objects this side can use.

@@ -57,7 +57,7 @@ import aiormq.abc
 import aiormq.exceptions
 from pamqp import commands as spec
 
-from nubes import exception
+from nubes import access, exception
 from nubes.rpc import rabbit_wire as wire
 from nubes.rpc.rabbit_connection import (
     DEFAULT_HEARTBEAT,
@@ -156,6 +156,9 @@ class RabbitTransport(Transport):
         if rpc_response_timeout <= 0:
             raise exception.ConfigError(reason="rpc_response_timeout must be positive")
         super().__init__(url, username)
+        #: A compute host's broker user may not declare shared topology
+        #: (least privilege, docs/security.md): it only checks it exists.
+        self._passive = access.identify_kind(username) is access.CallerKind.COMPUTE
         self._prefetch = prefetch_count
         #: How long casts, replies, listen and connect wait for the broker.
         self._wait_bound = rpc_response_timeout
@@ -169,8 +172,8 @@ class RabbitTransport(Transport):
             heartbeat=heartbeat_timeout,
         )
         self._listeners: set[RabbitListener] = set()
-        #: correlation id -> (future, label) of calls waiting for a reply.
-        self._pending: dict[str, tuple[asyncio.Future[bytes], str]] = {}
+        #: correlation id -> (future, label, target) of calls waiting for a reply.
+        self._pending: dict[str, tuple[asyncio.Future[bytes], str, Target]] = {}
         self._ids = itertools.count(1)
         self._call_props: dict[float, wire.PropertiesTemplate] = {}
         self._reply_props = wire.PropertiesTemplate(
@@ -191,8 +194,10 @@ class RabbitTransport(Transport):
         safe = await open_channel(conn)
         await safe.rpc(spec.Confirm.Select())
         admin = await open_channel(conn)
-        await admin.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
-        session = Session(conn, hop, writer, fast, safe, admin)
+        await admin.exchange_declare(
+            EXCHANGE, exchange_type="direct", durable=True, passive=self._passive
+        )
+        session = Session(conn, hop, writer, fast, safe, admin, passive=self._passive)
         await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         # Both carry messages in flight: losing either one means starting over.
         # (The admin channel is simply reopened when a declaration closed it.)
@@ -222,7 +227,7 @@ class RabbitTransport(Transport):
 
     def _fail_pending(self, hop: str, why: str, reason: str) -> None:
         pending, self._pending = self._pending, {}
-        for fut, label in pending.values():
+        for fut, label, _ in pending.values():
             if not fut.done():
                 fut.set_exception(
                     exception.TransportError(
@@ -303,7 +308,7 @@ class RabbitTransport(Transport):
                 hop=f"broker {session.hop} (sending {label})", reason=describe(exc)
             ) from exc
         fut: asyncio.Future[bytes] = loop.create_future()
-        self._pending[cid] = (fut, label)
+        self._pending[cid] = (fut, label, target)
         timer = loop.call_later(
             timeout - (time.monotonic() - start), self._expire, cid, target, timeout
         )
@@ -323,7 +328,14 @@ class RabbitTransport(Transport):
     def _on_reply(self, delivery: Delivery) -> None:
         entry = self._pending.get(delivery.correlation_id or "")
         if entry is not None and not entry[0].done():
-            entry[0].set_result(delivery.body)
+            fut, label, target = entry
+            if not access.may_answer(target.topic, target.server, delivery.user_id):
+                # Only the callee answers: a reply from anyone else (another
+                # host that took the request off a queue it should not read)
+                # is dropped, and the call waits for the real one.
+                LOG.warning("Dropped a reply to %s from %s", label, delivery.user_id)
+                return
+            fut.set_result(delivery.body)
 
     async def _reply(self, reply_to: str, correlation_id: str, body: bytes) -> None:
         session = self._broker.session

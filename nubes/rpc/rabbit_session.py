@@ -47,6 +47,10 @@ CONNECTION_ERRORS = (
 
 #: The broker said no to what was asked (rights, arguments, missing entity):
 #: asking again gets the same answer, unlike a closed connection.
+#: Seconds between tries to subscribe again after the broker cancelled a consumer.
+HEAL_BACKOFF_MIN = 0.2
+HEAL_BACKOFF_MAX = 5.0
+
 REFUSALS = (
     aiormq.exceptions.ChannelAccessRefused,
     aiormq.exceptions.ChannelNotFoundEntity,
@@ -66,15 +70,23 @@ def queue_name(target: Target) -> str:
     return f"{target.topic}.{target.server}" if target.server else target.topic
 
 
-async def declare_queue(channel: Channel, name: str) -> None:
+async def declare_queue(channel: Channel, name: str, *, passive: bool = False) -> None:
     # Senders and listeners must declare with identical arguments, or the
     # broker refuses the second declaration with PRECONDITION_FAILED.
+    if passive:
+        # A least-privilege user (a compute host) may not configure shared
+        # topology: it only checks that the operator created the queue
+        # (nubes-manage broker add-host), and the broker's NOT_FOUND says so.
+        await channel.queue_declare(name, durable=True, passive=True)
+        return
     await channel.queue_declare(name, durable=True)
     await channel.queue_bind(name, EXCHANGE, routing_key=name)
 
 
-async def declare_fanout(channel: Channel, topic: str) -> None:
-    await channel.exchange_declare(fanout_exchange(topic), exchange_type="fanout", durable=True)
+async def declare_fanout(channel: Channel, topic: str, *, passive: bool = False) -> None:
+    await channel.exchange_declare(
+        fanout_exchange(topic), exchange_type="fanout", durable=True, passive=passive
+    )
 
 
 async def open_channel(conn: aiormq.Connection) -> Channel:
@@ -123,8 +135,13 @@ class Session:
         fast: Channel,
         safe: Channel,
         admin: Channel,
+        *,
+        passive: bool = False,
     ) -> None:
         self.conn = conn
+        #: Only check that shared queues and exchanges exist, never declare
+        #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
+        self.passive = passive
         self.hop = hop
         self.writer = writer
         # 0 would mean "no limit"; RabbitMQ always sets one, but stay sane.
@@ -201,9 +218,9 @@ class Session:
                 # A refused declaration closed it; the connection itself is fine.
                 self.admin = await open_channel(self.conn)
             if target.fanout:
-                await declare_fanout(self.admin, target.topic)
+                await declare_fanout(self.admin, target.topic, passive=self.passive)
             else:
-                await declare_queue(self.admin, name)
+                await declare_queue(self.admin, name, passive=self.passive)
 
     def _declared(self, name: str, fut: asyncio.Future[None]) -> None:
         self._declaring.pop(name, None)
@@ -244,12 +261,18 @@ class RabbitListener:
         # keep their own context variables (see nubes.transport docs).
         self._context = contextvars.copy_context()
         self._stopped = False
+        #: Re-subscribing after the broker cancelled a consumer (see _cancelled).
+        self._healing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<RabbitListener {self.topic}.{self.server}>"
 
-    async def attach(self, session: Session) -> None:
-        """Start consuming on ``session`` (again after a reconnect); idempotent."""
+    async def attach(self, session: Session, *, passive: bool | None = None) -> None:
+        """Start consuming on ``session`` (again after a reconnect); idempotent.
+
+        ``passive`` overrides the session's: whether to only check the shared
+        queues exist rather than declare them.
+        """
         async with self._lock:
             if self._stopped or self._session is session:
                 return
@@ -258,10 +281,11 @@ class RabbitListener:
             try:
                 # global_: the limit covers the channel's three consumers together.
                 await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
-                await declare_queue(channel, self.topic)
+                passive = session.passive if passive is None else passive
+                await declare_queue(channel, self.topic, passive=passive)
                 server_queue = f"{self.topic}.{self.server}"
-                await declare_queue(channel, server_queue)
-                await declare_fanout(channel, self.topic)
+                await declare_queue(channel, server_queue, passive=passive)
+                await declare_fanout(channel, self.topic, passive=passive)
                 declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
                 fanout_queue = cast(str, declared.queue)
                 await channel.queue_bind(fanout_queue, fanout_exchange(self.topic), routing_key="")
@@ -275,6 +299,55 @@ class RabbitListener:
                 raise
             self._channel, self._session, self._tags = channel, session, tags
             channel.closing.add_done_callback(partial(self._closed, session, channel))
+            channel.on_consumer_cancel_callbacks.add(partial(self._cancelled, session, channel))
+
+    def _cancelled(self, session: Session, channel: Channel, frame: Any) -> None:
+        # The broker cancelled a consumer: its queue was deleted, or the node
+        # holding it went away. Without this the service would stay deaf on
+        # that queue until restarted; subscribe again instead.
+        if self._stopped or self._channel is not channel:
+            return
+        if self._healing is None or self._healing.done():
+            LOG.warning(
+                "Broker %s cancelled a consumer of %s.%s; subscribing again",
+                session.hop,
+                self.topic,
+                self.server,
+            )
+            self._healing = asyncio.get_running_loop().create_task(self._heal(session, channel))
+
+    async def _heal(self, session: Session, channel: Channel) -> None:
+        async with self._lock:
+            if self._channel is not channel:
+                return
+            # Forgotten first, so closing the channel is not taken as a failure.
+            self._channel, self._session = None, None
+            for tag in self._tags:
+                session.writer.fastpath.forget(tag)
+            self._tags = []
+        # Unacknowledged messages of the other consumers go back to their queues.
+        await close_channel(channel)
+        delay = HEAL_BACKOFF_MIN
+        passive: bool | None = None
+        while not self._stopped and not session.conn.is_closed:
+            try:
+                await self.attach(session, passive=passive)
+            except asyncio.CancelledError:
+                raise
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # The queue is gone and this user only checks: try declaring
+                # it (allowed to controllers; a least-privilege host is
+                # refused and waits for the operator to re-create it).
+                passive = False if passive is None else None
+                LOG.warning("%s.%s: a queue is missing; retrying", self.topic, self.server)
+            except Exception as exc:
+                passive = None
+                LOG.warning("%s.%s: cannot subscribe again: %s", self.topic, self.server, exc)
+            else:
+                LOG.info("%s.%s consumes again", self.topic, self.server)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, HEAL_BACKOFF_MAX)
 
     def _closed(self, session: Session, channel: Channel, closing: asyncio.Future[Any]) -> None:
         if self._channel is channel and not self._stopped:
@@ -323,6 +396,8 @@ class RabbitListener:
             return
         self._stopped = True
         self._on_stopped(self)
+        if self._healing is not None and not self._healing.done():
+            self._healing.cancel()
         async with self._lock:
             channel = self._channel
             if channel is not None and not channel.is_closed:

@@ -19,11 +19,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from nubes import exception
+from nubes import access, exception
 from nubes.context import RequestContext, current_request_id
 from nubes.rpc import dispatcher, message
 from nubes.rpc.serializer import Serializer
-from nubes.rpc.transport import DEFAULT_MAX_CONCURRENCY, IncomingMessage, Listener, Transport
+from nubes.rpc.transport import (
+    DEFAULT_MAX_CONCURRENCY,
+    IncomingMessage,
+    Listener,
+    Transport,
+    check_size,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -100,8 +106,12 @@ class RPCServer:
         *,
         serializer: Serializer | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rules: access.MethodRules | None = None,
     ) -> None:
         self.transport = transport
+        #: The service's deny-by-default table of who may call what
+        #: (nubes/access.py); None only for transport-level tests.
+        self.rules = rules
         self.topic = topic
         self.server = server
         self.serializer = serializer or Serializer()
@@ -125,6 +135,7 @@ class RPCServer:
         method = "?"
         expected: tuple[type[BaseException], ...] = ()
         try:
+            check_size(msg.body, "the request")
             req = message.decode_request(msg.body)
             method = req.m
             ctxt, m = self._resolve(msg, req)
@@ -162,7 +173,10 @@ class RPCServer:
         if ctxt.caller is not None and ctxt.caller != msg.caller:
             raise exception.IdentityMismatch(claimed=ctxt.caller, actual=msg.caller)
         ctxt.caller = msg.caller
-        return ctxt, self._dispatcher.find(req.ns, req.v, req.m)
+        found = self._dispatcher.find(req.ns, req.v, req.m)
+        if self.rules is not None:
+            self.rules.check(msg.caller, req.ns, found.name)
+        return ctxt, found
 
     def _log_failure(
         self,

@@ -47,6 +47,16 @@ DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENCY = 256
 #: Seconds a stopping listener waits for handlers in flight before cancelling them.
 DEFAULT_STOP_GRACE = 10.0
+#: The largest message body (request or reply) a service sends or accepts.
+#: Far above any legitimate message (a host's instance list, a request spec)
+#: and far below what would let one sender exhaust a receiver's memory.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def check_size(body: bytes, what: str, limit: int = MAX_MESSAGE_BYTES) -> None:
+    """Refuse a message body over ``limit`` bytes with a typed error."""
+    if len(body) > limit:
+        raise exception.TooLarge(what=what, size=len(body), limit=limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The scheduler's RPC endpoint: select destinations, claim, release, list hints.
 
 Only controller services may call it (a compute host asking for claims
-could fill the cloud); the work itself is in :mod:`.selector`.
+could fill the cloud): the RPC server enforces :mod:`.authz`'s table before a
+method runs. The work itself is in :mod:`.selector`.
 """
 
 from __future__ import annotations
@@ -11,22 +12,22 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.conductor.authz import CallerKind, identify
 from nubes.context import RequestContext
 from nubes.db.engine import Database
 from nubes.objects.request_spec import RequestSpec, Selection
-from nubes.scheduler import policies, rpcapi
+from nubes.scheduler import authz, policies, rpcapi
 from nubes.scheduler.host_state import HostStateView
 from nubes.scheduler.selector import HostSelector
 
 
 class SchedulerManager:
+    #: Who may call which method (checked by the RPC server, deny by default).
+    RPC_METHOD_RULES = authz.METHOD_RULES
     RPC_API_VERSION = rpcapi.VERSION
     RPC_EXPECTED_ERRORS = rpcapi.EXPECTED_ERRORS
 
     def __init__(self, db: Database, conf: cfg.ConfigOpts) -> None:
         self.db = db
-        self.controller_identities = tuple(conf.conductor.controller_identities)
         self.policies = policies.load(conf)
         self.view = HostStateView(
             db,
@@ -45,13 +46,6 @@ class SchedulerManager:
     async def close(self) -> None:
         await self.view.close()
 
-    def _authorize(self, context: RequestContext) -> None:
-        # Local calls (context never crossed the bus) have no caller to check.
-        if context.caller is None:
-            return
-        if identify(context.caller, self.controller_identities).kind is not CallerKind.CONTROLLER:
-            raise exception.Forbidden(reason="only controller services may use the scheduler")
-
     async def select_destinations(
         self,
         context: RequestContext,
@@ -59,7 +53,6 @@ class SchedulerManager:
         instance_uuids: list[str],
         return_alternates: bool = True,
     ) -> list[list[Selection]]:
-        self._authorize(context)
         if not isinstance(request_spec, RequestSpec):
             raise exception.InvalidArguments(
                 method="select_destinations", reason="request_spec must be a RequestSpec"
@@ -67,7 +60,6 @@ class SchedulerManager:
         return await self.selector.select(context, request_spec, instance_uuids, return_alternates)
 
     async def claim_alternate(self, context: RequestContext, selection: Selection) -> Selection:
-        self._authorize(context)
         if not isinstance(selection, Selection):
             raise exception.InvalidArguments(
                 method="claim_alternate", reason="selection must be a Selection"
@@ -75,7 +67,6 @@ class SchedulerManager:
         return await self.selector.claim_alternate(selection)
 
     async def release(self, context: RequestContext, instance_uuid: str) -> int:
-        self._authorize(context)
         return await self.selector.release(instance_uuid)
 
     async def get_scheduler_hints(self, context: RequestContext) -> list[dict[str, Any]]:

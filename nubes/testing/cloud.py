@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
+from nubes.conductor.authz import NodeLimits
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.db import migration
@@ -80,6 +81,7 @@ class Cloud:
         url_for: UrlFor | None = None,
         conductor_host: str = "ctl",
         sync: bool = True,
+        node_limits: NodeLimits | None = None,
     ) -> Cloud:
         if url_for is None:
             bus = f"memory:///cloud-{uuid.uuid4().hex[:8]}"
@@ -96,7 +98,7 @@ class Cloud:
             "conductor",
             conductor_host,
             get_transport(url_for(identity), identity=_memory_identity(url_for, identity)),
-            [ConductorManager(db)],
+            [ConductorManager(db, node_limits=node_limits)],
             report_interval=None,
         )
         await conductor.start()

@@ -54,6 +54,7 @@ from nubes.db import engine as db_engine
 from nubes.db import migration
 from nubes.db.engine import Database
 from nubes.db.models import compute_nodes, service_heartbeats, services
+from nubes.rpc import rabbit_access
 from nubes.rpc.transport import TransportURL
 
 #: The crash hook's environment variable (see nubes.conductor.tasks.base).
@@ -235,13 +236,17 @@ class ProcessCloud:
         self.db = Database(self.db_url)
 
     async def _setup_broker(self, identities: list[str]) -> None:
+        # The least-privilege setup an operator makes with nubes-manage broker
+        # (docs/security.md): compute hosts get only their own queues.
+        users = [
+            rabbit_access.host_user(i.partition(".")[2])
+            if i.startswith("compute.")
+            else rabbit_access.controller_user(i)
+            for i in identities
+        ]
         definitions = {
             "vhosts": [{"name": self.vhost}],
-            "users": [{"name": i, "password": self.password, "tags": ""} for i in identities],
-            "permissions": [
-                {"user": i, "vhost": self.vhost, "configure": ".*", "write": ".*", "read": ".*"}
-                for i in identities
-            ],
+            **rabbit_access.definitions(self.vhost, users, self.password),
         }
         self._users = list(identities)
         self._vhost_created = True

@@ -23,6 +23,12 @@ SERVERS = {
         5672,
         "apt-get install -y rabbitmq-server && rabbitmq-server -detached",
     ),
+    # The management HTTP API nubes-manage broker uses (a plugin of the above).
+    "rabbit-management": (
+        "127.0.0.1",
+        15672,
+        "rabbitmq-plugins enable rabbitmq_management",
+    ),
     "postgres": (
         "127.0.0.1",
         5432,

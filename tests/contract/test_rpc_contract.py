@@ -295,3 +295,22 @@ async def test_closed_transport_fails_clearly(make_transport, topic):
     await client.transport.close()
     with pytest.raises(exception.TransportError):
         await client.call(RequestContext(), "echo")
+
+
+async def test_an_oversized_message_gets_a_typed_error_and_the_server_keeps_serving(
+    make_transport, topic
+):
+    await _servers(make_transport, topic, ["a"])
+    t = await make_transport("raw")
+    body = message.encode_request(
+        message.Request(m="echo", v="1.0", ns=None, a={"value": "x" * (9 << 20)}, c={}),
+        None,
+    )
+    reply = await t.call(Target(topic), body, 30.0, label="raw")
+    with pytest.raises(exception.TooLarge, match="the request is"):
+        message.decode_reply(reply, message.error_table(()), "raw")
+    client = await _client(make_transport, topic)
+    # Our own client refuses to send one at all.
+    with pytest.raises(exception.TooLarge):
+        await client.call(RequestContext(), "echo", value="x" * (9 << 20))
+    assert await client.call(RequestContext(), "add", a=20, b=22) == 42

@@ -558,3 +558,74 @@ async def test_cast_survives_broker_restart(make_transport: Factory, topic: str)
     await server.listen(topic, "a", handler)
     await _wait_for(lambda: len(got) == 2, timeout=20)
     assert sorted(m.body for m in got) == [b"after", b"persisted"]
+
+
+async def test_a_listener_whose_queue_was_deleted_subscribes_again(
+    make_transport: Factory, topic: str, rabbit_url: str
+) -> None:
+    # What issue 12 saw: a queue deleted under a running service left it deaf
+    # until restarted. Deleting the server queue (as a broker failover or an
+    # operator would) must heal: the listener declares it again and consumes.
+    server = await make_transport()
+    _, handler = _collector()
+    await server.listen(topic, "a", handler)
+    client = await make_transport()
+    assert await client.call(Target(topic, server="a"), b"before", 5.0) == b"re:before"
+
+    conn = await aiormq.connect(rabbit_url.replace("rabbit://", "amqp://", 1))
+    try:
+        channel = await conn.channel()
+        await channel.queue_delete(f"{topic}.a")
+        await channel.queue_delete(topic)
+    finally:
+        await conn.close()
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            reply = await client.call(Target(topic, server="a"), b"after", 1.0)
+            break
+        except (exception.MessagingTimeout, exception.TransportError):
+            # Until the listener subscribed again, the call has no queue.
+            if time.monotonic() > deadline:
+                raise
+    assert reply == b"re:after"
+    assert await client.call(Target(topic), b"shared", 5.0) == b"re:shared"
+
+
+async def test_a_reply_from_a_host_that_took_a_controllers_call_is_dropped(
+    make_transport: Factory, topic: str, rabbit_url: str
+) -> None:
+    # Issue 12: a compute host that consumed from a controller's queue
+    # answered its callers and was believed. A reply is now accepted only
+    # from an identity that may serve the call's target (access.may_answer).
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to create a compute host's broker user")
+    user = f"compute.thief-{uuid.uuid4().hex[:6]}"
+    vhost = TransportURL.parse(rabbit_url).virtual_host or "/"
+    _rabbitmqctl("add_user", user, PASSWORD)
+    try:
+        # The old '.*' permissions, which let a host consume any queue.
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        # Its transport only checks shared queues exist: let a controller
+        # declare the topic's first.
+        owner = await make_transport()
+        listener = await owner.listen(topic, "a", _collector()[1])
+        await listener.stop()
+        base = TransportURL.parse(rabbit_url).hosts[0]
+        thief = await make_transport(
+            f"rabbit://{user}:{PASSWORD}@{base.host or '127.0.0.1'}:{base.port or 5672}/"
+            + (vhost if vhost != "/" else "")
+        )
+        got, handler = _collector()
+        await thief.listen(topic, "a", handler)
+        client = await make_transport()
+        with pytest.raises(exception.MessagingTimeout):
+            await client.call(Target(topic), b"secret", 2.0)
+        assert [m.caller for m in got] == ["guest"]  # it took the call, its reply was dropped
+        # Positive control: the real server's reply is accepted.
+        await owner.listen(topic, "b", _collector()[1])
+        await thief.close()
+        assert await client.call(Target(topic, server="b"), b"hello", 5.0) == b"re:hello"
+    finally:
+        _rabbitmqctl("delete_user", user, check=False)

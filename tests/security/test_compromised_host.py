@@ -32,6 +32,8 @@ from nubes.objects.instance_fault import InstanceFault
 from nubes.objects.migration import Migration
 from nubes.objects.service import Service
 from nubes.objects.states import PowerState
+from nubes.rpc.client import RPCClient
+from nubes.rpc.transport import Target
 from nubes.testing.cloud import Cloud, Host
 from tests.unit.db import factories
 
@@ -122,6 +124,12 @@ async def _seed(cloud: Cloud) -> dict[str, Any]:
             instance_uuid=ids[B]["instance"]["uuid"],
             payload={"dest_host": C, "dest_node": f"node-{C}"},
         )
+        # A name A registered first (a node name proves nothing) and B's
+        # instance on B's node of that name: still B's, not A's.
+        await factories.make_node(conn, host=A, hypervisor_hostname="squatted")
+        ids["squatted"] = await factories.make_instance(
+            conn, host=B, node="squatted", vm_state="active"
+        )
     return ids
 
 
@@ -184,6 +192,11 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
         for key, value in changes.items():
             setattr(m, key, value)
         return m
+
+    def new_node(c: RequestContext, **values: Any) -> Any:
+        values = {"hypervisor_hostname": "a-second-node", "vcpus": 1, **values}
+        values = {"memory_mb": 1, "local_gb": 1, **values}
+        return ComputeNode(host=A, **values).create(c)
 
     now = datetime.datetime.now(datetime.UTC)
     attacks: dict[str, Attack] = {
@@ -285,6 +298,46 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
         "raise its own allocation ratio": lambda c: node(a["node"], cpu_allocation_ratio=64.0).save(
             c
         ),
+        # Compute nodes bound to their host (issue 12).
+        "take over another host's node name": lambda c: new_node(
+            c, hypervisor_hostname=f"node-{B}"
+        ),
+        "reuse another host's node uuid": lambda c: new_node(c, uuid=b["node"]["uuid"]),
+        "create a node with its own allocation ratio": lambda c: new_node(
+            c, cpu_allocation_ratio=1000.0
+        ),
+        "create a node with negative usage": lambda c: new_node(c, vcpus_used=-1000),
+        "create a phantom giant node": lambda c: new_node(c, vcpus=100000),
+        "create a node with negative memory": lambda c: new_node(c, memory_mb=-1),
+        "link a new node to another host's service": lambda c: new_node(
+            c, service_id=b["service"]["id"]
+        ),
+        "report giant capacity for its own node": lambda c: node(a["node"], vcpus=100000).save(c),
+        "report negative disk for its own node": lambda c: node(a["node"], local_gb=-5).save(c),
+        "read another host's instance on a node name it squatted": lambda c: Instance.get_by_uuid(
+            c, ids["squatted"]["uuid"]
+        ),
+        "fault on an instance on a node name it squatted": lambda c: InstanceFault(
+            instance_uuid=ids["squatted"]["uuid"], code=500, message="pwned"
+        ).create(c),
+        # Unbounded or forged within the rules.
+        "fault in another host's name": lambda c: InstanceFault(
+            instance_uuid=a_uuid, code=500, message="x", host=B
+        ).create(c),
+        "4 MB fault message": lambda c: InstanceFault(
+            instance_uuid=a_uuid, code=500, message="x" * (4 << 20)
+        ).create(c),
+        "1 MB fault details": lambda c: InstanceFault(
+            instance_uuid=a_uuid, code=500, message="x", details="x" * (1 << 20)
+        ).create(c),
+        "1 MB metrics dict": lambda c: node(a["node"], metrics={"k": "x" * (1 << 20)}).save(c),
+        "100k-key stats dict": lambda c: node(
+            a["node"], stats={str(i): i for i in range(100000)}
+        ).save(c),
+        "1 MB hypervisor type": lambda c: node(a["node"], hypervisor_type="x" * (1 << 20)).save(c),
+        "1 MB event traceback": lambda c: InstanceActionEvent.event_finish(
+            c, a_uuid, "compute_x", traceback="x" * (1 << 20)
+        ),
     }
     for field_name, value in {
         "project_id": "other-project",
@@ -315,7 +368,7 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     for name, attack in _attacks(ids).items():
         try:
             await attacker.run(attack, ctxt)
-        except exception.Forbidden:
+        except (exception.Forbidden, exception.TooLarge):
             refused.append(name)
         else:
             let_through.append(name)
@@ -330,6 +383,17 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
         refused.append("claim to be the conductor")
     else:
         let_through.append("claim to be the conductor")
+    # A step report is bounded like any write of a host (it is stored in the task).
+    try:
+        await RPCClient(
+            attacker.transport, Target("conductor"), expected_errors=[exception.TooLarge]
+        ).call(
+            ctxt, "step_finished", task_id=1, step="x", attempt=1, ok=False, error="x" * (1 << 20)
+        )
+    except exception.TooLarge:
+        refused.append("1 MB step report")
+    else:
+        let_through.append("1 MB step report")
     after = _dump(db_path)
     total = len(refused) + len(let_through)
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")

@@ -496,3 +496,19 @@ async def get_usage(conn: AsyncConnection, node_id: int) -> Row | None:
     cols += [node[u] for u, _, _, _ in _USAGE]
     cols += [node[r] for _, _, r, _ in _USAGE]
     return await fetch_one(conn, select(*cols).where(node.id == node_id, live(compute_nodes)))
+
+
+async def hosts_of_node_name(conn: AsyncConnection, hypervisor_hostname: Any) -> list[str]:
+    """The hosts that have a live node named ``hypervisor_hostname``."""
+    if not isinstance(hypervisor_hostname, str):
+        return []
+    stmt = select(compute_nodes.c.host).where(
+        compute_nodes.c.hypervisor_hostname == hypervisor_hostname, live(compute_nodes)
+    )
+    return [row[0] for row in (await conn.execute(stmt)).all()]
+
+
+async def uuid_exists(conn: AsyncConnection, uuid: Any) -> bool:
+    """Whether any node, live or deleted, has ever had ``uuid``."""
+    stmt = select(compute_nodes.c.id).where(compute_nodes.c.uuid == uuid).limit(1)
+    return (await conn.execute(stmt)).first() is not None

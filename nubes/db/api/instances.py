@@ -186,8 +186,8 @@ _FINISHED: list[ColumnElement[Any]] = [
 def placed_on_host_clause(host: Any = None) -> ColumnElement[bool]:
     """The instance row is placed on ``host`` (a value or a bind parameter).
 
-    Its ``host`` is that host, or its ``node`` is a live compute node of that
-    host, or a live migration of it that is in progress (status not in
+    Its ``host`` is that host, or it has no host and its ``node`` is a live
+    compute node of that host, or a live migration of it that is in progress (status not in
     :data:`~nubes.db.api.migrations.FINISHED_STATUSES`; NULL counts as
     finished) has the host as its source or destination compute. Correlated
     to ``instances``, for an UPDATE or a SELECT of that table. Without
@@ -196,8 +196,14 @@ def placed_on_host_clause(host: Any = None) -> ColumnElement[bool]:
     if host is None:
         host = bindparam(PLACED_HOST_PARAM, type_=instances.c.host.type)
     cn, m = compute_nodes, migrations
+    # By node name only while the instance has no host yet: a node name
+    # alone proves nothing (any host could have registered one like it), so
+    # an instance with a host is placed by that host (or a migration).
     on_node = exists().where(
-        cn.c.host == host, cn.c.hypervisor_hostname == instances.c.node, cn.c.deleted == _ZERO
+        instances.c.host.is_(None),
+        cn.c.host == host,
+        cn.c.hypervisor_hostname == instances.c.node,
+        cn.c.deleted == _ZERO,
     )
     migrating = exists().where(
         m.c.instance_uuid == instances.c.uuid,

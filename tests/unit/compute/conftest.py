@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from nubes import access
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt.fake import FakeDriver, FakeFaults
 from nubes.context import RequestContext
@@ -142,7 +143,12 @@ async def start_host(
         notify_on_state_change="vm_state",
     )
     server = RPCServer(
-        host.transport, "compute", name, [node.manager], serializer=ObjectSerializer()
+        host.transport,
+        "compute",
+        name,
+        [node.manager],
+        serializer=ObjectSerializer(),
+        rules=access.for_endpoints([node.manager]),
     )
     await host.run(server.start)
     if init:

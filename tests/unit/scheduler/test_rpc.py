@@ -81,3 +81,10 @@ async def test_compute_hosts_may_not_claim(db: Database, bus: str):
     with pytest.raises(exception.Forbidden):
         await api.release(RequestContext(), str(uuid.uuid4()))
     await api.client.transport.close()
+
+
+async def test_the_scheduler_does_not_answer_hints_to_a_compute_host(bus: str):
+    api = await _api(bus, "compute.h1")
+    with pytest.raises(exception.Forbidden, match=r"compute\.h1 may not call scheduler"):
+        await api.get_scheduler_hints(RequestContext())
+    await api.client.transport.close()

@@ -1,0 +1,187 @@
+"""Least privilege on RabbitMQ: what each service's broker user may do.
+
+The one home of the broker permissions and the shared topology each service
+needs; ``nubes-manage broker`` applies them through the management HTTP API,
+the crash suite imports them as definitions, and the README shows the same
+thing as ``rabbitmqctl`` / ``rabbitmqadmin`` lines (:func:`commands`).
+
+A **compute host** (user ``compute.<host>``) may:
+
+- consume its own queue ``compute.<host>``, the shared ``compute`` queue and
+  the exclusive, server-named queue (``amq.gen-...``) it binds to the
+  ``compute_fanout`` exchange; exclusive queues are out of every other
+  connection's reach, so ``amq.gen-...`` rights only ever reach its own;
+- publish on the ``nubes`` exchange (requests and casts: who may call what is
+  then the receiver's rule table, by the broker-verified ``user_id``) and on
+  the default exchange (replies, through direct reply-to);
+- nothing else: it cannot declare, bind, purge, delete or read any other
+  queue (the conductor's, another host's), nor bind a queue to ``nubes`` to
+  overhear a routing key, nor declare or delete an exchange. Its transport
+  therefore only checks (passively) that the shared queues exist, which is
+  why :func:`host_topology` is created for it by the operator.
+
+Controllers (``conductor.<host>``, ``scheduler.<host>``, ``api.<host>``,
+``manage.<host>``) are trusted with the whole virtual host: they declare the
+topology they serve.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from nubes import access, exception
+from nubes.rpc.rabbit_session import EXCHANGE, fanout_exchange
+
+#: Names RabbitMQ gives server-named queues (the fanout queue of a listener).
+SERVER_NAMED = r"amq\.gen-.*"
+#: The default exchange, which direct reply-to replies are published on.
+DEFAULT_EXCHANGE = "amq.default"
+COMPUTE_TOPIC = "compute"
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """The three regular expressions RabbitMQ matches resource names against."""
+
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Exchanges (name, type) and queues (each bound to ``nubes`` by its own name)."""
+
+    exchanges: tuple[tuple[str, str], ...]
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUser:
+    name: str
+    permissions: Permissions
+    topology: Topology = field(default_factory=lambda: Topology((), ()))
+
+
+def _exactly(*names: str, patterns: tuple[str, ...] = ()) -> str:
+    """A regex matching exactly ``names`` (literally) and ``patterns``."""
+    return "^(" + "|".join([*(re.escape(n) for n in names), *patterns]) + ")$"
+
+
+def _check_host(host: str) -> None:
+    if not host or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", host):
+        raise exception.ValidationError(field="host", reason=f"{host!r} is not a host name")
+
+
+def host_topology(
+    host: str, conductor_topic: str = "conductor", notifications_topic: str = "notifications"
+) -> Topology:
+    """What must exist before compute host ``host`` starts (it may not declare it)."""
+    return Topology(
+        exchanges=((EXCHANGE, "direct"), (fanout_exchange(COMPUTE_TOPIC), "fanout")),
+        queues=(COMPUTE_TOPIC, f"{COMPUTE_TOPIC}.{host}", conductor_topic, notifications_topic),
+    )
+
+
+def host_user(
+    host: str, conductor_topic: str = "conductor", notifications_topic: str = "notifications"
+) -> BrokerUser:
+    """Compute host ``host``'s broker user ``compute.<host>``: its own queues, nothing more."""
+    _check_host(host)
+    own = f"{COMPUTE_TOPIC}.{host}"
+    permissions = Permissions(
+        # Only the exclusive fanout queue it declares itself.
+        configure=_exactly(patterns=(SERVER_NAMED,)),
+        # Publish (requests, casts; replies on the default exchange) and bind
+        # its exclusive queue; never bind or write to a named queue.
+        write=_exactly(EXCHANGE, DEFAULT_EXCHANGE, patterns=(SERVER_NAMED,)),
+        # Consume its queues; read the fanout exchange to bind to it.
+        read=_exactly(own, COMPUTE_TOPIC, fanout_exchange(COMPUTE_TOPIC), patterns=(SERVER_NAMED,)),
+    )
+    return BrokerUser(
+        f"{COMPUTE_TOPIC}.{host}",
+        permissions,
+        host_topology(host, conductor_topic, notifications_topic),
+    )
+
+
+def controller_user(identity: str) -> BrokerUser:
+    """A controller's broker user (``conductor.<host>`` ...): the whole virtual host."""
+    if access.identify_kind(identity) is not access.CallerKind.CONTROLLER:
+        raise exception.ValidationError(
+            field="identity",
+            reason=f"{identity!r} is not conductor.<host>, scheduler.<host>, api.<host> "
+            "or manage.<host>",
+        )
+    return BrokerUser(identity, Permissions(".*", ".*", ".*"))
+
+
+def definitions(vhost: str, users: list[BrokerUser], password: str) -> dict[str, Any]:
+    """The users, permissions and topology as a RabbitMQ definitions document."""
+    exchanges = {e for u in users for e in u.topology.exchanges}
+    queues = sorted({q for u in users for q in u.topology.queues})
+    return {
+        "users": [{"name": u.name, "password": password, "tags": ""} for u in users],
+        "permissions": [
+            {
+                "user": u.name,
+                "vhost": vhost,
+                "configure": u.permissions.configure,
+                "write": u.permissions.write,
+                "read": u.permissions.read,
+            }
+            for u in users
+        ],
+        "exchanges": [
+            {
+                "name": name,
+                "vhost": vhost,
+                "type": kind,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for name, kind in sorted(exchanges)
+        ],
+        "queues": [
+            {"name": q, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+            for q in queues
+        ],
+        "bindings": [
+            {
+                "source": EXCHANGE,
+                "vhost": vhost,
+                "destination": q,
+                "destination_type": "queue",
+                "routing_key": q,
+                "arguments": {},
+            }
+            for q in queues
+        ],
+    }
+
+
+def commands(user: BrokerUser, vhost: str = "/", password: str = "PASSWORD") -> list[str]:
+    """The same as ``rabbitmqctl`` (user, permissions) and ``rabbitmqadmin`` (topology) lines."""
+    q = shlex.quote
+    p = user.permissions
+    lines = [
+        f"rabbitmqctl add_user {q(user.name)} {q(password)}",
+        f"rabbitmqctl set_permissions -p {q(vhost)} {q(user.name)} "
+        f"{q(p.configure)} {q(p.write)} {q(p.read)}",
+    ]
+    for name, kind in user.topology.exchanges:
+        lines.append(
+            f"rabbitmqadmin -V {q(vhost)} declare exchange name={q(name)} type={kind} durable=true"
+        )
+    for queue in user.topology.queues:
+        lines.append(f"rabbitmqadmin -V {q(vhost)} declare queue name={q(queue)} durable=true")
+        lines.append(
+            f"rabbitmqadmin -V {q(vhost)} declare binding source={EXCHANGE} "
+            f"destination={q(queue)} routing_key={q(queue)}"
+        )
+    return lines
