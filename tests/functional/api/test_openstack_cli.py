@@ -10,22 +10,17 @@ openstacksdk in-process.
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+
+from tests.functional.api.cli import Cloud, connect_sdk, parallel, wait_status
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -34,94 +29,6 @@ pytestmark = [
         reason="python-openstackclient is not installed (pip install -e '.[test]')",
     ),
 ]
-
-START_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cloud:
-    def __init__(self, state_dir: Path, port: int) -> None:
-        self.state_dir = state_dir
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-
-    def start(self) -> float:
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nubes.cmd.main",
-                "all-in-one",
-                "--state-dir",
-                str(self.state_dir),
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = started + START_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("Ready."):
-                return time.monotonic() - started
-        self.stop()
-        raise AssertionError("all-in-one did not become ready:\n" + "".join(self.output))
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output.append(out or "")
-        return self.proc.returncode
-
-    def openstack(
-        self, cloud: str, *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.state_dir / "clouds.yaml")}
-        for key in list(env):
-            if key.startswith("OS_") and key != "OS_CLIENT_CONFIG_FILE":
-                del env[key]
-        result = subprocess.run(
-            ["openstack", "--os-cloud", cloud, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        if check:
-            assert result.returncode == 0, f"openstack {' '.join(args)}:\n{result.stderr}"
-        return result
-
-    def json(self, cloud: str, *args: str) -> Any:
-        return json.loads(self.openstack(cloud, *args, "-f", "json").stdout)
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path / "state", _free_port())
-    c.start()
-    try:
-        yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.stop()
 
 
 def test_openstack_cli_phase1(cloud: Cloud, tmp_path: Path) -> None:
@@ -275,23 +182,6 @@ def _demoted_admin_token_loses_admin(cloud: Cloud) -> None:
 # --- servers ---------------------------------------------------------------------------------
 
 
-def _parallel(*calls: Any) -> list[Any]:
-    """Run the callables side by side (each is a chain of CLI commands); their results."""
-    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result() for f in futures]
-
-
-def _sdk(cloud: Cloud, name: str) -> Any:
-    import openstack.config
-    import openstack.connection
-
-    config = openstack.config.OpenStackConfig(
-        config_files=[str(cloud.state_dir / "clouds.yaml")], load_envvars=False
-    )
-    return openstack.connection.Connection(config=config.get_one(cloud=name))
-
-
 def _add_other_project(cloud: Cloud) -> str:
     """A member of project ``other`` (nubes-manage), as cloud ``nubes-other``."""
     conf = str(cloud.state_dir / "nubes.conf")
@@ -310,22 +200,12 @@ def _add_other_project(cloud: Cloud) -> str:
     return "nubes-other"
 
 
-def _wait_status(conn: Any, server_id: str, status: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        server = conn.compute.get_server(server_id)
-        if server.status == status and server.task_state is None:
-            return server
-        assert time.monotonic() < deadline, (server.status, server.task_state)
-        time.sleep(0.2)
-
-
 def test_openstack_cli_servers(cloud: Cloud) -> None:
     admin, demo = "nubes-admin", "nubes-demo"
     from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
 
     create = ("server", "create", "--flavor", "m1.tiny", "--image", image, "--wait")
-    vm1, vm2, other = _parallel(
+    vm1, vm2, other = parallel(
         lambda: cloud.json(demo, *create, "--nic", "none", "vm1"),
         lambda: cloud.json(demo, *create, "vm2"),  # no --nic: "auto" at 2.37 and later
         lambda: _add_other_project(cloud),
@@ -334,7 +214,7 @@ def test_openstack_cli_servers(cloud: Cloud) -> None:
         assert vm["status"] == "ACTIVE" and vm["addresses"] == {}
         assert vm["adminPass"]
 
-    listed, everything, shown, others, hidden, undeletable = _parallel(
+    listed, everything, shown, others, hidden, undeletable = parallel(
         lambda: cloud.json(demo, "server", "list"),
         lambda: cloud.json(admin, "server", "list", "--all-projects", "--long"),
         lambda: cloud.json(demo, "server", "show", vm1["id"]),
@@ -352,13 +232,13 @@ def test_openstack_cli_servers(cloud: Cloud) -> None:
     assert undeletable.returncode != 0, undeletable.stderr
     assert cloud.json(demo, "server", "show", vm1["id"])["status"] == "ACTIVE"
 
-    sdk = _sdk(cloud, demo)
+    sdk = connect_sdk(cloud, demo)
 
     def power_cycle() -> list[str]:
         cloud.openstack(demo, "server", "stop", "vm1")
-        _wait_status(sdk, vm1["id"], "SHUTOFF")
+        wait_status(sdk, vm1["id"], "SHUTOFF")
         cloud.openstack(demo, "server", "start", "vm1")
-        _wait_status(sdk, vm1["id"], "ACTIVE")
+        wait_status(sdk, vm1["id"], "ACTIVE")
         return [e["Action"] for e in cloud.json(demo, "server", "event", "list", "vm1")]
 
     def reboot_and_lock() -> str:
@@ -368,7 +248,7 @@ def test_openstack_cli_servers(cloud: Cloud) -> None:
         cloud.openstack(demo, "server", "unlock", "vm2")
         return refused.stderr
 
-    events, refused = _parallel(power_cycle, reboot_and_lock)
+    events, refused = parallel(power_cycle, reboot_and_lock)
     assert events == ["start", "stop", "create"], events
     assert "409" in refused and "is locked" in refused, refused
     actions = [e["Action"] for e in cloud.json(admin, "server", "event", "list", vm2["id"])]

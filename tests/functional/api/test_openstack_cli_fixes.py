@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.api.test_openstack_cli import (
-    Cloud,
-    _free_port,
-    _parallel,
-    _sdk,
-    _wait_status,
-)
+from tests.functional.api.cli import Cloud, connect_sdk, free_port, parallel, wait_status
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -49,7 +43,7 @@ def test_hypervisor_show_answers_with_the_hosts_uptime(cloud: Cloud) -> None:
 
 
 def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> None:
-    cloud = Cloud(tmp_path / "state", _free_port())
+    cloud = Cloud(tmp_path / "state", free_port())
     cloud.start()
     try:
         create = ("server", "create", "--flavor", "m1.tiny", "--image", _image(), "--nic", "none")
@@ -57,19 +51,19 @@ def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> No
         assert vm["status"] == "ACTIVE"
         assert cloud.stop() == 0
         cloud.start()
-        sdk = _sdk(cloud, DEMO)
+        sdk = connect_sdk(cloud, DEMO)
         shown = cloud.json(DEMO, "server", "show", vm["id"])
         assert shown["status"] == "ACTIVE", shown
         assert shown["OS-EXT-STS:power_state"] == 1, shown  # running
         cloud.openstack(DEMO, "server", "stop", "vm1")
-        _wait_status(sdk, vm["id"], "SHUTOFF")
+        wait_status(sdk, vm["id"], "SHUTOFF")
         # The power state is the hypervisor's too: a second restart keeps it off.
         assert cloud.stop() == 0
         cloud.start()
-        sdk = _sdk(cloud, DEMO)
+        sdk = connect_sdk(cloud, DEMO)
         assert cloud.json(DEMO, "server", "show", vm["id"])["status"] == "SHUTOFF"
         cloud.openstack(DEMO, "server", "start", "vm1")
-        _wait_status(sdk, vm["id"], "ACTIVE")
+        wait_status(sdk, vm["id"], "ACTIVE")
     finally:
         if cloud.proc is not None and cloud.proc.poll() is None:
             cloud.stop()
@@ -77,7 +71,7 @@ def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> No
 
 def test_server_list_by_tags_returns_only_the_tagged_servers(cloud: Cloud) -> None:
     create = ("server", "create", "--flavor", "m1.tiny", "--image", _image(), "--nic", "none")
-    _parallel(
+    parallel(
         lambda: cloud.json(DEMO, *create, "--tag", "t1", "--tag", "t2", "--wait", "both"),
         lambda: cloud.json(DEMO, *create, "--wait", "plain"),
         lambda: cloud.json(DEMO, *create, "--tag", "t3", "--wait", "other"),
@@ -91,7 +85,7 @@ def test_server_list_by_tags_returns_only_the_tagged_servers(cloud: Cloud) -> No
     assert names("--tags", "t1", "--tags", "t2") == {"both"}
     assert names("--not-tags", "t1", "--not-tags", "t2") == {"plain", "other"}
     # The CLI has no "any" options; openstacksdk sends them.
-    sdk = _sdk(cloud, DEMO)
+    sdk = connect_sdk(cloud, DEMO)
     assert {s.name for s in sdk.compute.servers(any_tags="t2,t3")} == {"both", "other"}
     assert {s.name for s in sdk.compute.servers(not_any_tags="t1")} == {"other"}
     assert sorted(cloud.json(DEMO, "server", "show", "both")["tags"]) == ["t1", "t2"]

@@ -11,19 +11,11 @@ microversion both sides know (2.61 here) unless told otherwise.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.functional.api.test_openstack_cli import (
-    Cloud,
-    _free_port,
-    _parallel,
-    _sdk,
-    _wait_status,
-)
+from tests.functional.api.cli import Cloud, connect_sdk, parallel, wait_status
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -31,22 +23,11 @@ ADMIN, DEMO = "nubes-admin", "nubes-demo"
 HOSTS = ("fake-0", "fake-1")
 
 
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path / "state", _free_port())
-    c.start()
-    try:
-        yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.stop()
-
-
 def _boot(cloud: Cloud, *names: str, flavor: str = "m1.tiny") -> list[dict[str, Any]]:
     from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
 
     create = ("server", "create", "--flavor", flavor, "--image", image, "--nic", "none")
-    return _parallel(*(lambda n=n: cloud.json(DEMO, *create, "--wait", n) for n in names))
+    return parallel(*(lambda n=n: cloud.json(DEMO, *create, "--wait", n) for n in names))
 
 
 def _host(admin: Any, server_id: str) -> str:
@@ -59,7 +40,7 @@ def _other(host: str) -> str:
 
 def test_openstack_cli_cold_migrate_and_resize(cloud: Cloud) -> None:
     kept, migrated, reverted = _boot(cloud, "kept", "migrated", "reverted")
-    admin, demo = _sdk(cloud, ADMIN), _sdk(cloud, DEMO)
+    admin, demo = connect_sdk(cloud, ADMIN), connect_sdk(cloud, DEMO)
     source = _host(admin, migrated["id"])
     target = _other(source)
 
@@ -67,22 +48,22 @@ def test_openstack_cli_cold_migrate_and_resize(cloud: Cloud) -> None:
         cloud.openstack(DEMO, "server", "resize", "--flavor", "m1.small", "--wait", "kept")
         assert demo.compute.get_server(kept["id"]).status == "VERIFY_RESIZE"
         cloud.openstack(DEMO, "server", "resize", "confirm", "kept")
-        return _wait_status(demo, kept["id"], "ACTIVE", timeout=60)
+        return wait_status(demo, kept["id"], "ACTIVE", timeout=60)
 
     def migrate_to_a_host_and_confirm() -> Any:
         # --host without --live-migration needs 2.56 (the CLI's own check).
         cloud.openstack(ADMIN, "server", "migrate", "--host", target, "--wait", migrated["id"])
         assert admin.compute.get_server(migrated["id"]).status == "VERIFY_RESIZE"
         cloud.openstack(ADMIN, "server", "resize", "confirm", migrated["id"])
-        return _wait_status(admin, migrated["id"], "ACTIVE", timeout=60)
+        return wait_status(admin, migrated["id"], "ACTIVE", timeout=60)
 
     def resize_and_revert() -> Any:
         cloud.openstack(DEMO, "server", "resize", "--flavor", "m1.small", "--wait", "reverted")
         assert demo.compute.get_server(reverted["id"]).status == "VERIFY_RESIZE"
         cloud.openstack(DEMO, "server", "resize", "revert", "reverted")
-        return _wait_status(demo, reverted["id"], "ACTIVE", timeout=60)
+        return wait_status(demo, reverted["id"], "ACTIVE", timeout=60)
 
-    resized, moved, back = _parallel(
+    resized, moved, back = parallel(
         resize_and_confirm, migrate_to_a_host_and_confirm, resize_and_revert
     )
     assert resized.flavor.original_name == "m1.small"
@@ -115,7 +96,7 @@ def test_openstack_cli_live_migrate_rebuild_and_evacuate(cloud: Cloud) -> None:
     from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
 
     live, rebuilt, evacuated = _boot(cloud, "live", "rebuilt", "evacuated")
-    admin = _sdk(cloud, ADMIN)
+    admin = connect_sdk(cloud, ADMIN)
     start = _host(admin, live["id"])
 
     def live_migrate_twice() -> list[str]:
@@ -134,7 +115,7 @@ def test_openstack_cli_live_migrate_rebuild_and_evacuate(cloud: Cloud) -> None:
         shown: dict[str, Any] = json.loads(out.removeprefix("Complete\n"))
         return shown
 
-    hops, shown = _parallel(live_migrate_twice, rebuild)
+    hops, shown = parallel(live_migrate_twice, rebuild)
     assert hops == [_other(start), start]
     assert admin.compute.get_server(live["id"]).status == "ACTIVE"
     assert shown["name"] == "renewed"
@@ -155,7 +136,7 @@ def test_openstack_cli_live_migrate_rebuild_and_evacuate(cloud: Cloud) -> None:
     # Not --wait: this CLI waits for "ACTIVE" among lower-cased statuses, so
     # its evacuate --wait never ends (against Nova too); the SDK polls instead.
     cloud.openstack(ADMIN, "server", "evacuate", evacuated["id"])
-    server = _wait_status(admin, evacuated["id"], "ACTIVE", timeout=60)
+    server = wait_status(admin, evacuated["id"], "ACTIVE", timeout=60)
     assert server.compute_host == _other(dead)
     listed = cloud.json(ADMIN, "server", "migration", "list", "--type", "evacuation")
     assert [(m["Server UUID"], m["Source Compute"]) for m in listed] == [(evacuated["id"], dead)]

@@ -7,27 +7,13 @@ show --absolute`` agree on the limit and on what is used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.functional.api.test_openstack_cli import Cloud, _free_port, _parallel
+from tests.functional.api.cli import Cloud, parallel
 
 pytestmark = pytest.mark.timeout(300)
 
 ADMIN, DEMO = "nubes-admin", "nubes-demo"
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path / "state", _free_port())
-    c.start()
-    try:
-        yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.stop()
 
 
 def test_openstack_cli_instance_quota_refuses_the_third_server(cloud: Cloud) -> None:
@@ -35,7 +21,7 @@ def test_openstack_cli_instance_quota_refuses_the_third_server(cloud: Cloud) -> 
 
     cloud.openstack(ADMIN, "quota", "set", "--instances", "2", "demo")
     create = ("server", "create", "--flavor", "m1.tiny", "--image", image, "--nic", "none")
-    _parallel(*(lambda n=n: cloud.json(DEMO, *create, f"vm{n}") for n in (1, 2)))
+    parallel(*(lambda n=n: cloud.json(DEMO, *create, f"vm{n}") for n in (1, 2)))
     refused = cloud.openstack(DEMO, *create, "vm3", check=False)
     assert refused.returncode != 0
     assert "403" in refused.stderr, refused.stderr
@@ -45,7 +31,7 @@ def test_openstack_cli_instance_quota_refuses_the_third_server(cloud: Cloud) -> 
     ), refused.stderr
     assert sorted(s["Name"] for s in cloud.json(DEMO, "server", "list")) == ["vm1", "vm2"]
 
-    quota, usage, limits = _parallel(
+    quota, usage, limits = parallel(
         lambda: cloud.json(ADMIN, "quota", "show", "demo"),
         lambda: cloud.json(DEMO, "quota", "show", "--usage", "demo"),
         lambda: cloud.json(DEMO, "limits", "show", "--absolute"),

@@ -10,29 +10,16 @@ boot, the scheduler hints ``GET /os-scheduler-hints`` advertises, and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.functional.api.test_openstack_cli import Cloud, _free_port, _parallel, _sdk
+from tests.functional.api.cli import Cloud, connect_sdk, parallel
 
 pytestmark = pytest.mark.timeout(420)
 
 ADMIN, DEMO = "nubes-admin", "nubes-demo"
 HOSTS = ("fake-0", "fake-1")
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path / "state", _free_port())
-    c.start()
-    try:
-        yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.stop()
 
 
 def _create(cloud: Cloud, name: str, *extra: str, wait: bool = True) -> dict[str, Any]:
@@ -53,11 +40,11 @@ def _settled(conn: Any, server_id: str, timeout: float = 60.0) -> Any:
 
 
 def test_openstack_cli_anti_affinity_group(cloud: Cloud) -> None:
-    admin = _sdk(cloud, ADMIN)
+    admin = connect_sdk(cloud, ADMIN)
     group = cloud.json(DEMO, "server", "group", "create", "--policy", "anti-affinity", "spread")
     hint = ("--hint", f"group={group['id']}")
     # Three members on two hosts, their builds racing each other.
-    made = _parallel(*(lambda n=n: _create(cloud, n, *hint, wait=False) for n in "abc"))
+    made = parallel(*(lambda n=n: _create(cloud, n, *hint, wait=False) for n in "abc"))
     servers = [_settled(admin, m["id"]) for m in made]
     active = [s for s in servers if s.status == "ACTIVE"]
     failed = [s for s in servers if s.status == "ERROR"]
@@ -74,7 +61,7 @@ def test_openstack_cli_anti_affinity_group(cloud: Cloud) -> None:
 
 
 def test_openstack_cli_admin_changes_hold_from_the_next_boot(cloud: Cloud) -> None:
-    admin = _sdk(cloud, ADMIN)
+    admin = connect_sdk(cloud, ADMIN)
     cloud.openstack(ADMIN, "compute", "service", "set", "--disable", "fake-0", "nova-compute")
     for name in ("after-disable-1", "after-disable-2"):
         server = _create(cloud, name)
@@ -95,14 +82,14 @@ def test_openstack_cli_admin_changes_hold_from_the_next_boot(cloud: Cloud) -> No
 
 
 def test_openstack_cli_scheduler_hints(cloud: Cloud) -> None:
-    admin, demo = _sdk(cloud, ADMIN), _sdk(cloud, DEMO)
+    admin, demo = connect_sdk(cloud, ADMIN), connect_sdk(cloud, DEMO)
     advertised = {
         h["name"] for h in demo.compute.get("/os-scheduler-hints").json()["scheduler_hints"]
     }
     assert advertised == {"group", "same_host", "different_host"}
     first = _create(cloud, "anchor")
     anchor_host = admin.compute.get_server(first["id"]).compute_host
-    same, different, unknown = _parallel(
+    same, different, unknown = parallel(
         lambda: _create(cloud, "same", "--hint", f"same_host={first['id']}"),
         lambda: _create(cloud, "different", "--hint", f"different_host={first['id']}"),
         # Nova's schema takes any other hint and ignores it.
