@@ -40,9 +40,11 @@ from sqlalchemy import (
     delete,
     exists,
     literal_column,
+    or_,
     select,
     text,
 )
+from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -62,7 +64,7 @@ from nubes.db.api._common import (
     update_row,
     where_deleted,
 )
-from nubes.db.models import allocations, compute_nodes
+from nubes.db.models import NOT_DELETED, allocations, compute_nodes, services
 from nubes.db.types import UTCDateTime, utcnow
 
 #: Usage columns and the allocation amount each claim adds to them.
@@ -96,12 +98,57 @@ class ClaimResult:
         return self.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.ALREADY_CLAIMED)
 
 
+#: The services binary a node belongs to.
+COMPUTE_BINARY = "compute"
+
+
+def owning_service_id(host: Any) -> Any:
+    """The id of ``host``'s live compute service (a scalar subquery; NULL if none).
+
+    Constants are literal SQL, so ``host`` (a value or a bind parameter) is
+    its only parameter: grouped statements take their parameters by name.
+    """
+    return (
+        select(services.c.id)
+        .where(
+            services.c.host == host,
+            services.c.binary == literal_column(f"'{COMPUTE_BINARY}'"),
+            services.c.deleted == literal_column(str(NOT_DELETED)),
+        )
+        .scalar_subquery()
+    )
+
+
 async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
-    """Add a node; DBDuplicateEntry if host+hypervisor_hostname has a live one."""
+    """Add a node; DBDuplicateEntry if host+hypervisor_hostname has a live one.
+
+    Without a ``service_id``, the node is bound to its host's live compute
+    service (or to the one it registers later: :func:`bind_to_service`);
+    placement by node goes through that binding, never by name alone.
+    """
     data = dict(values)
     check_columns(compute_nodes, data)
     data.setdefault("uuid", new_uuid())
+    if data.get("service_id") is None and data.get("host") is not None:
+        data["service_id"] = (await conn.execute(select(owning_service_id(data["host"])))).scalar()
     return await insert_row(conn, compute_nodes, data)
+
+
+async def bind_to_service(conn: AsyncConnection, host: str, service_id: int) -> None:
+    """Bind ``host``'s live nodes that have no live service to its new compute service."""
+    live_services = select(services.c.id).where(live(services))
+    await conn.execute(
+        sql_update(compute_nodes)
+        .where(
+            compute_nodes.c.host == host,
+            live(compute_nodes),
+            or_(
+                compute_nodes.c.service_id.is_(None),
+                compute_nodes.c.service_id.not_in(live_services),
+            ),
+        )
+        .values(service_id=service_id)
+    )
 
 
 async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> Row:
