@@ -56,6 +56,30 @@ default_opts: list[cfg.Opt] = [
         min=1,
         help="A service not seen for this many seconds is considered down.",
     ),
+    # Nova's names and place; read by the controllers (the scheduler's capacity
+    # math, os-hypervisors), never reported by a host.
+    cfg.IntOpt(
+        "reserved_host_cpus",
+        default=0,
+        min=0,
+        help="vCPUs kept back on every compute node for the host itself: capacity is "
+        "(vcpus - reserved) x cpu_allocation_ratio. Read by the scheduler.",
+    ),
+    cfg.IntOpt(
+        "reserved_host_memory_mb",
+        default=0,
+        min=0,
+        help="Memory (MB) kept back on every compute node for the host itself: capacity "
+        "is (memory_mb - reserved) x ram_allocation_ratio; os-hypervisors counts it as "
+        "used, as Nova does. Read by the scheduler and the API.",
+    ),
+    cfg.IntOpt(
+        "reserved_host_disk_mb",
+        default=0,
+        min=0,
+        help="Disk (MB, taken as whole GB rounded up) kept back on every compute node; "
+        "os-hypervisors counts it as used. Read by the scheduler and the API.",
+    ),
     cfg.IntOpt(
         "resize_confirm_window",
         default=0,

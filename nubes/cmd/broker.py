@@ -83,6 +83,13 @@ class BrokerAdmin:
             f"/permissions/{v}/{n}",
             {"configure": p.configure, "write": p.write, "read": p.read},
         )
+        if user.topic is not None:
+            t = user.topic
+            self._request(
+                "PUT",
+                f"/topic-permissions/{v}/{n}",
+                {"exchange": t.exchange, "write": t.write, "read": t.read},
+            )
         for name, kind in user.topology.exchanges:
             self._request("PUT", f"/exchanges/{v}/{self._q(name)}", {"type": kind, "durable": True})
         for queue in user.topology.queues:
@@ -131,7 +138,7 @@ def _apply(conf: cfg.ConfigOpts, args: argparse.Namespace, user: rabbit_access.B
 
 
 def _add_host(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
-    user = rabbit_access.host_user(args.host, conf.conductor.topic, conf.notifications.topic)
+    user = rabbit_access.host_user(args.host, conf.conductor.topic)
     return _apply(conf, args, user)
 
 

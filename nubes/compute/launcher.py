@@ -15,7 +15,6 @@ from oslo_config import cfg
 
 from nubes import access
 from nubes.compute.host import ComputeHost
-from nubes.compute.steps import StepReporter
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FAULTS
@@ -53,7 +52,7 @@ def compute_host(
     conf: cfg.ConfigOpts,
     host: str,
     transport: Transport,
-    conductor: StepReporter,
+    conductor: ConductorAPI,
     driver: ComputeDriver | None = None,
 ) -> ComputeHost:
     """The compute host ``host``: driver, manager, tracker, repair."""
@@ -65,6 +64,8 @@ def compute_host(
         f"compute:{host}",
         topic=notes.topic,
         enabled=notes.driver == "messaging",
+        # Only controllers publish notifications: the conductor does it for us.
+        relay=conductor,
     )
     return ComputeHost(
         host,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -24,6 +25,7 @@ from nubes import access, exception
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
+from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, remotable_signature
 from nubes.objects.registry import REGISTRY
 from nubes.objects.states import MigrationStatus, MigrationType
@@ -43,6 +45,8 @@ METHOD_RULES = access.rules(
         (None, "kick"): access.CONTROLLERS,
         (None, "live_migration_abort"): access.CONTROLLERS,
         (None, "live_migration_force_complete"): access.CONTROLLERS,
+        # Controllers publish their notifications themselves.
+        (None, "relay_notification"): frozenset({COMPUTE_BINARY}),
         # A compute host may probe the conductor it depends on.
         (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
         (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,
@@ -120,6 +124,12 @@ STRING_LIMIT = 255
 #: (metrics, stats) encoded as JSON.
 TEXT_LIMIT = 64 * 1024
 TEXT_FIELDS = frozenset({("InstanceFault", "details"), ("ComputeNode", "cpu_info")})
+#: A relayed notification's payload, encoded (a fault's traceback included).
+NOTIFICATION_LIMIT = 4 * TEXT_LIMIT
+#: Notification priorities a host may relay (Nova's).
+NOTIFICATION_PRIORITIES = frozenset({"INFO", "WARN", "ERROR"})
+#: What a relayed event type looks like (``instance.power_off.start``).
+_EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +376,41 @@ class Authorizer:
                 f"not {step} try {attempt}",
             )
         return dict(awaited)
+
+    async def authorize_notification(
+        self, caller: Caller, event_type: Any, priority: Any, payload: Any
+    ) -> None:
+        """Allow a compute host's notification to be published for it, or refuse it.
+
+        It must be a well-formed instance notification about an instance
+        placed on the caller, or a service notification about the caller's
+        own compute service; bounded in size. The conductor then publishes
+        it as ``compute:<caller's host>``, whatever the host claims.
+        """
+        obj = payload if isinstance(payload, VersionedObject) else None
+        call = Call(caller, "Notification", "relay_notification", obj, {})
+        if caller.kind is not CallerKind.COMPUTE:
+            self._refuse(call, "controllers publish their notifications themselves")
+        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+            self._refuse(call, "not an event type")
+        self._bound(call, "event_type", len(event_type.encode()), STRING_LIMIT)
+        if priority not in NOTIFICATION_PRIORITIES:
+            self._refuse(call, "not a notification priority")
+        if isinstance(payload, InstancePayload):
+            if not event_type.startswith("instance."):
+                self._refuse(call, "an instance payload needs an instance.* event")
+            size = _encoded_size(payload.obj_to_primitive())
+            self._bound(call, "payload", size, NOTIFICATION_LIMIT)
+            await self._placed_on_caller(call, call.value("uuid"))
+        elif isinstance(payload, ServiceStatusPayload):
+            if event_type != "service.update":
+                self._refuse(call, "a service payload needs the service.update event")
+            if call.value("host") != caller.host or call.value("binary") != COMPUTE_BINARY:
+                self._refuse(call, "not the caller's own service")
+            size = _encoded_size(payload.obj_to_primitive())
+            self._bound(call, "payload", size, NOTIFICATION_LIMIT)
+        else:
+            self._refuse(call, "not an instance or service notification payload")
 
     def _check_sizes(self, call: Call) -> None:
         """Every field a host changes and every argument it sends, bounded in size."""

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from nubes import exception
+from nubes.access import COMPUTE_BINARY
 from nubes.conductor import authz, rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
+from nubes.notifications.notifier import Notifier, Priority
 from nubes.objects import backend, codec, indirection
 from nubes.objects.base import VersionedObject
 from nubes.objects.registry import REGISTRY
@@ -68,12 +70,16 @@ class ConductorManager:
         controller_identities: Iterable[str] = (),
         engine: TaskEngine | None = None,
         node_limits: NodeLimits | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.db = db
         self.authz = Authorizer(db, controller_identities, node_limits)
         #: The task engine of this process (None: reports are recorded for
         #: whichever conductor claims the task next).
         self.engine = engine
+        #: Publishes the compute hosts' notifications (relay_notification);
+        #: by default the task engine's. None: notifications are off here.
+        self.notifier = notifier if notifier is not None or engine is None else engine.notifier
 
     async def object_action(
         self,
@@ -183,6 +189,29 @@ class ConductorManager:
         )
         if row is not None and engine is not None:
             engine.adopt(row)
+
+    # -- notifications (1.2) -----------------------------------------------------------
+
+    async def relay_notification(
+        self,
+        context: RequestContext,
+        event_type: Any,
+        priority: Any,
+        payload: Any,
+    ) -> None:
+        """Publish a compute host's notification for it (its broker user may not)."""
+        caller = self.authz.identify(context.caller)
+        await self.authz.authorize_notification(caller, event_type, priority, payload)
+        if self.notifier is None:
+            LOG.debug("Notifications are off here; dropped %s from %s", event_type, caller.identity)
+            return
+        await self.notifier.notify(
+            context,
+            event_type,
+            payload,
+            Priority(priority),
+            publisher_id=f"{COMPUTE_BINARY}:{caller.host}",
+        )
 
     # -- live migration requests (1.1) ------------------------------------------------
 

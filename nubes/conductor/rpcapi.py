@@ -17,6 +17,8 @@ Version history:
     1.0 - object_action, object_class_action_versions, object_backport_versions,
           kick, step_finished (both added before 1.0 was released)
     1.1 - live_migration_abort, live_migration_force_complete (controllers only)
+    1.2 - relay_notification (compute hosts: the conductor publishes their
+          notifications, which their broker users may not)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.1"
+VERSION = "1.2"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -157,6 +159,27 @@ class ConductorAPI:
             ok=ok,
             error=error,
             details=details,
+        )
+
+    async def relay_notification(
+        self,
+        context: RequestContext | None,
+        event_type: str,
+        priority: str,
+        payload: VersionedObject,
+    ) -> None:
+        """Have a conductor publish this host's notification (a cast; 1.2).
+
+        The conductor publishes it as ``compute:<caller's host>`` if the
+        payload concerns the caller's own instance or service; otherwise it
+        refuses it (logged). See :mod:`nubes.notifications.notifier`.
+        """
+        await self.client.prepare(version="1.2").cast(
+            context or RequestContext(),
+            "relay_notification",
+            event_type=event_type,
+            priority=priority,
+            payload=payload,
         )
 
     async def live_migration_abort(

@@ -13,6 +13,13 @@ It is cast to ``Target(<topic>)``: on rabbit:// that is a persistent message
 in the durable queue of that name (``notifications`` by default), kept until
 someone reads it; on memory:// it waits on the in-process bus. Publishing
 never fails the operation it reports on: a bus error is logged and dropped.
+
+Only controllers publish on the notifications topic (a compute host's broker
+user may not: docs/security.md). A compute host's :class:`Notifier` has a
+*relay*, the conductor: it casts each notification's event type, priority
+and payload object to it, and the conductor checks the payload concerns the
+caller's own instances or service and publishes it under the host's
+``publisher_id``. Consumers thus see only messages a controller sent.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -45,10 +52,23 @@ class Priority(enum.StrEnum):
     ERROR = "ERROR"
 
 
+class NotificationRelay(Protocol):
+    """Who publishes a compute host's notifications for it (``ConductorAPI``)."""
+
+    async def relay_notification(
+        self,
+        context: RequestContext | None,
+        event_type: str,
+        priority: str,
+        payload: VersionedObject,
+    ) -> None: ...
+
+
 class Notifier:
     """Sends notifications as ``publisher_id`` (``<binary>:<host>``, Nova's style).
 
     ``enabled=False`` makes every method a no-op (``[notifications] driver = noop``).
+    With a ``relay``, notifications go to it instead of to the topic.
     """
 
     def __init__(
@@ -58,10 +78,12 @@ class Notifier:
         *,
         topic: str = DEFAULT_TOPIC,
         enabled: bool = True,
+        relay: NotificationRelay | None = None,
     ) -> None:
         self.transport = transport
         self.publisher_id = publisher_id
         self.enabled = enabled
+        self.relay = relay
         self._target = Target(topic)
         self._label = f"{topic} notification"
 
@@ -71,12 +93,13 @@ class Notifier:
         event_type: str,
         payload: VersionedObject,
         priority: Priority = Priority.INFO,
+        publisher_id: str | None = None,
     ) -> bytes:
-        """The JSON body of one notification."""
+        """The JSON body of one notification (from ``publisher_id``, default this notifier's)."""
         payload.obj_reset_changes(recursive=True)
         body = {
             "message_id": str(uuid.uuid4()),
-            "publisher_id": self.publisher_id,
+            "publisher_id": publisher_id or self.publisher_id,
             "event_type": event_type,
             "priority": str(priority),
             "timestamp": dt.datetime.now(dt.UTC),
@@ -91,11 +114,17 @@ class Notifier:
         event_type: str,
         payload: VersionedObject,
         priority: Priority = Priority.INFO,
+        *,
+        publisher_id: str | None = None,
     ) -> None:
+        """Publish one notification (``publisher_id``: a relayed host's, for the conductor)."""
         if not self.enabled:
             return
         try:
-            body = self.encode(ctxt, event_type, payload, priority)
+            if self.relay is not None:
+                await self.relay.relay_notification(ctxt, event_type, str(priority), payload)
+                return
+            body = self.encode(ctxt, event_type, payload, priority, publisher_id)
             await self.transport.cast(self._target, body, label=self._label)
         except Exception as exc:
             # A notification is a report, not part of the operation.

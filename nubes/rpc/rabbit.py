@@ -2,9 +2,11 @@
 
 Topology (all on the URL's virtual host)::
 
-    exchange  nubes              direct, durable
+    exchange  nubes_topic        topic (literal keys only), durable
       queue   <topic>            durable, shared by every server of the topic
       queue   <topic>.<server>   durable, that server only
+      queue   amq.gen-...        exclusive, a controller's reply queue,
+                                 bound as reply.amq.gen-...
     exchange  <topic>_fanout     fanout, durable
       queue   amq.gen-...        exclusive, auto-delete, one per listener
 
@@ -17,6 +19,11 @@ double its latency. A call request expires in its queue after the call's
 timeout, so no server starts work nobody waits for. Replies come back through
 RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``): no reply queue to
 declare, and the broker hands replies straight to the caller's channel.
+Except from compute hosts: direct reply-to replies go through the default
+exchange, which reaches every queue by name, so a host's broker user may not
+publish there; a controller calling a host gets the reply through its own
+exclusive queue on ``nubes_topic`` (routing key ``reply.<queue>``, which a
+host's topic permissions let it publish but never bind).
 
 Identity: the transport's identity is the broker user it logs in as. Every
 message carries it in the AMQP ``user_id`` property, which RabbitMQ checks
@@ -50,7 +57,7 @@ import itertools
 import logging
 import time
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 import aiormq.abc
@@ -70,7 +77,9 @@ from nubes.rpc.rabbit_connection import (
 from nubes.rpc.rabbit_session import (
     CONNECTION_ERRORS,
     EXCHANGE,
+    EXCHANGE_TYPE,
     REFUSALS,
+    REPLY_PREFIX,
     RabbitListener,
     Session,
     consume,
@@ -175,7 +184,7 @@ class RabbitTransport(Transport):
         #: correlation id -> (future, label, target) of calls waiting for a reply.
         self._pending: dict[str, tuple[asyncio.Future[bytes], str, Target]] = {}
         self._ids = itertools.count(1)
-        self._call_props: dict[float, wire.PropertiesTemplate] = {}
+        self._call_props: dict[tuple[float, str], wire.PropertiesTemplate] = {}
         self._reply_props = wire.PropertiesTemplate(
             "correlation_id", delivery_mode=TRANSIENT, user_id=username
         )
@@ -195,10 +204,17 @@ class RabbitTransport(Transport):
         await safe.rpc(spec.Confirm.Select())
         admin = await open_channel(conn)
         await admin.exchange_declare(
-            EXCHANGE, exchange_type="direct", durable=True, passive=self._passive
+            EXCHANGE, exchange_type=EXCHANGE_TYPE, durable=True, passive=self._passive
         )
         session = Session(conn, hop, writer, fast, safe, admin, passive=self._passive)
         await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        if not self._passive:
+            # Replies from compute hosts, which may not use the default exchange.
+            declared = await fast.queue_declare("", exclusive=True, auto_delete=True)
+            queue = cast(str, declared.queue)
+            session.reply_key = REPLY_PREFIX + queue
+            await fast.queue_bind(queue, EXCHANGE, routing_key=session.reply_key)
+            await consume(writer, fast, queue, self._on_reply, no_ack=True)
         # Both carry messages in flight: losing either one means starting over.
         # (The admin channel is simply reopened when a declaration closed it.)
         for channel in (fast, safe):
@@ -271,15 +287,15 @@ class RabbitTransport(Transport):
 
     # -- calls --------------------------------------------------------------
 
-    def _request_props(self, timeout: float) -> wire.PropertiesTemplate:
-        props = self._call_props.get(timeout)
+    def _request_props(self, timeout: float, reply_to: str) -> wire.PropertiesTemplate:
+        props = self._call_props.get((timeout, reply_to))
         if props is None:
             if len(self._call_props) >= MAX_CACHED_TIMEOUTS:
                 self._call_props.clear()
-            props = self._call_props[timeout] = wire.PropertiesTemplate(
+            props = self._call_props[timeout, reply_to] = wire.PropertiesTemplate(
                 "correlation_id",
                 delivery_mode=TRANSIENT,
-                reply_to=DIRECT_REPLY_TO,
+                reply_to=reply_to,
                 expiration=str(max(1, int(timeout * 1000))),
                 user_id=self.identity,
             )
@@ -295,12 +311,16 @@ class RabbitTransport(Transport):
         if session is None or self._closed:
             session = await self._session(start + timeout, f"call {label}")
         cid = str(next(self._ids))
+        # A compute host answers on EXCHANGE, everyone else by direct reply-to.
+        reply_to = DIRECT_REPLY_TO
+        if target.topic == access.COMPUTE_BINARY and session.reply_key is not None:
+            reply_to = session.reply_key
         try:
             session.publish(
                 session.fast,
                 EXCHANGE,
                 queue_name(target),
-                self._request_props(timeout).encode(cid),
+                self._request_props(timeout, reply_to).encode(cid),
                 body,
             )
         except CONNECTION_ERRORS as exc:
@@ -341,9 +361,18 @@ class RabbitTransport(Transport):
         session = self._broker.session
         if session is None or self._closed:
             session = await self._session(time.monotonic() + self._wait_bound, "reply")
+        if reply_to.startswith(DIRECT_REPLY_TO):
+            exchange = ""
+        elif reply_to.startswith(REPLY_PREFIX):
+            exchange = EXCHANGE
+        else:
+            # Any other address would have this service publish into a queue
+            # the caller names (another host's, the conductor's).
+            LOG.warning("Not replying to the reply address %r: not a reply queue", reply_to[:100])
+            return
         try:
             session.publish(
-                session.fast, "", reply_to, self._reply_props.encode(correlation_id), body
+                session.fast, exchange, reply_to, self._reply_props.encode(correlation_id), body
             )
         except CONNECTION_ERRORS as exc:
             raise exception.TransportError(
@@ -403,7 +432,7 @@ class RabbitTransport(Transport):
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> Listener:
-        Target(topic, server=server)  # validates the names
+        queue_name(Target(topic, server=server))  # validates the names
         if max_concurrency < 1:
             raise exception.ValidationError(field="max_concurrency", reason="must be at least 1")
         listener = RabbitListener(

@@ -33,12 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nubes import access, exception
-from nubes.rpc.rabbit_session import EXCHANGE, fanout_exchange
+from nubes.rpc.rabbit_session import EXCHANGE, EXCHANGE_TYPE, REPLY_PREFIX, fanout_exchange
 
 #: Names RabbitMQ gives server-named queues (the fanout queue of a listener).
 SERVER_NAMED = r"amq\.gen-.*"
-#: The default exchange, which direct reply-to replies are published on.
-DEFAULT_EXCHANGE = "amq.default"
 COMPUTE_TOPIC = "compute"
 
 
@@ -47,6 +45,15 @@ class Permissions:
     """The three regular expressions RabbitMQ matches resource names against."""
 
     configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPermissions:
+    """Which routing keys a user may publish (write) and bind (read) on ``exchange``."""
+
+    exchange: str
     write: str
     read: str
 
@@ -64,6 +71,8 @@ class BrokerUser:
     name: str
     permissions: Permissions
     topology: Topology = field(default_factory=lambda: Topology((), ()))
+    #: None: every routing key (RabbitMQ's default without topic permissions).
+    topic: TopicPermissions | None = None
 
 
 def _exactly(*names: str, patterns: tuple[str, ...] = ()) -> str:
@@ -76,35 +85,43 @@ def _check_host(host: str) -> None:
         raise exception.ValidationError(field="host", reason=f"{host!r} is not a host name")
 
 
-def host_topology(
-    host: str, conductor_topic: str = "conductor", notifications_topic: str = "notifications"
-) -> Topology:
+def host_topology(host: str, conductor_topic: str = "conductor") -> Topology:
     """What must exist before compute host ``host`` starts (it may not declare it)."""
     return Topology(
-        exchanges=((EXCHANGE, "direct"), (fanout_exchange(COMPUTE_TOPIC), "fanout")),
-        queues=(COMPUTE_TOPIC, f"{COMPUTE_TOPIC}.{host}", conductor_topic, notifications_topic),
+        exchanges=((EXCHANGE, EXCHANGE_TYPE), (fanout_exchange(COMPUTE_TOPIC), "fanout")),
+        queues=(COMPUTE_TOPIC, f"{COMPUTE_TOPIC}.{host}", conductor_topic),
     )
 
 
-def host_user(
-    host: str, conductor_topic: str = "conductor", notifications_topic: str = "notifications"
-) -> BrokerUser:
+def host_user(host: str, conductor_topic: str = "conductor") -> BrokerUser:
     """Compute host ``host``'s broker user ``compute.<host>``: its own queues, nothing more."""
     _check_host(host)
     own = f"{COMPUTE_TOPIC}.{host}"
     permissions = Permissions(
-        # Only the exclusive fanout queue it declares itself.
-        configure=_exactly(patterns=(SERVER_NAMED,)),
-        # Publish (requests, casts; replies on the default exchange) and bind
-        # its exclusive queue; never bind or write to a named queue.
-        write=_exactly(EXCHANGE, DEFAULT_EXCHANGE, patterns=(SERVER_NAMED,)),
-        # Consume its queues; read the fanout exchange to bind to it.
-        read=_exactly(own, COMPUTE_TOPIC, fanout_exchange(COMPUTE_TOPIC), patterns=(SERVER_NAMED,)),
+        # Its own queue and the exclusive fanout queue it declares itself.
+        configure=_exactly(own, patterns=(SERVER_NAMED,)),
+        # Publish on EXCHANGE (the routing keys: below) and bind its own
+        # queues; never bind or write to another named queue, nor publish on
+        # the default exchange.
+        write=_exactly(EXCHANGE, own, patterns=(SERVER_NAMED,)),
+        # Consume its queues; read EXCHANGE (its own key: below) and the
+        # fanout exchange to bind to them.
+        read=_exactly(
+            own, COMPUTE_TOPIC, EXCHANGE, fanout_exchange(COMPUTE_TOPIC), patterns=(SERVER_NAMED,)
+        ),
+    )
+    topic = TopicPermissions(
+        EXCHANGE,
+        # Never the notifications topic: only controllers publish there (a
+        # host's notifications go through the conductor, which checks them).
+        write=_exactly(conductor_topic, patterns=(re.escape(REPLY_PREFIX) + SERVER_NAMED,)),
+        read=_exactly(own),
     )
     return BrokerUser(
         f"{COMPUTE_TOPIC}.{host}",
         permissions,
-        host_topology(host, conductor_topic, notifications_topic),
+        host_topology(host, conductor_topic),
+        topic,
     )
 
 
@@ -134,6 +151,17 @@ def definitions(vhost: str, users: list[BrokerUser], password: str) -> dict[str,
                 "read": u.permissions.read,
             }
             for u in users
+        ],
+        "topic_permissions": [
+            {
+                "user": u.name,
+                "vhost": vhost,
+                "exchange": u.topic.exchange,
+                "write": u.topic.write,
+                "read": u.topic.read,
+            }
+            for u in users
+            if u.topic is not None
         ],
         "exchanges": [
             {
@@ -174,6 +202,12 @@ def commands(user: BrokerUser, vhost: str = "/", password: str = "PASSWORD") -> 
         f"rabbitmqctl set_permissions -p {q(vhost)} {q(user.name)} "
         f"{q(p.configure)} {q(p.write)} {q(p.read)}",
     ]
+    if user.topic is not None:
+        t = user.topic
+        lines.append(
+            f"rabbitmqctl set_topic_permissions -p {q(vhost)} {q(user.name)} "
+            f"{q(t.exchange)} {q(t.write)} {q(t.read)}"
+        )
     for name, kind in user.topology.exchanges:
         lines.append(
             f"rabbitmqadmin -V {q(vhost)} declare exchange name={q(name)} type={kind} durable=true"

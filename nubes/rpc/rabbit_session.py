@@ -23,6 +23,7 @@ import aiormq.abc
 import aiormq.exceptions
 from aiormq.channel import Channel
 
+from nubes import exception
 from nubes.rpc import rabbit_wire as wire
 from nubes.rpc.rabbit_connection import describe
 from nubes.rpc.rabbit_socket import CoalescingWriter, Consumer, Delivery, from_aiormq
@@ -30,8 +31,21 @@ from nubes.rpc.transport import Handler, IncomingMessage, Target
 
 LOG = logging.getLogger(__name__)
 
-#: The direct exchange every topic and topic.server queue is bound to.
-EXCHANGE = "nubes"
+#: The exchange every topic and topic.server queue is bound to. A *topic*
+#: exchange, because RabbitMQ restricts the routing keys a user may publish
+#: and bind only on topic exchanges (topic permissions, see
+#: nubes/rpc/rabbit_access.py). Every binding key is a literal name (no ``*``
+#: or ``#``: :func:`routing_key` refuses them), so it routes exactly as a
+#: direct exchange would. A new name: the old direct ``nubes`` exchange
+#: cannot be redeclared as a topic one.
+EXCHANGE = "nubes_topic"
+EXCHANGE_TYPE = "topic"
+#: Routing-key prefix of a caller's own reply queue on :data:`EXCHANGE`, for
+#: replies from services that may not publish on the default exchange
+#: (compute hosts: that exchange reaches every queue by name).
+REPLY_PREFIX = "reply."
+#: Characters with a meaning in topic binding keys.
+_WILDCARDS = frozenset("*#")
 #: AMQP's default frame size limit, if the broker named none.
 DEFAULT_FRAME_MAX = 131072
 #: Method frames kept per session; reply addresses are per caller channel, so
@@ -67,7 +81,17 @@ def fanout_exchange(topic: str) -> str:
 
 
 def queue_name(target: Target) -> str:
-    return f"{target.topic}.{target.server}" if target.server else target.topic
+    """The queue of ``target``, which is also its (literal) routing key."""
+    return routing_key(f"{target.topic}.{target.server}" if target.server else target.topic)
+
+
+def routing_key(name: str) -> str:
+    """``name`` as a routing key, refused if a topic exchange would read it as a pattern."""
+    if not _WILDCARDS.isdisjoint(name):
+        raise exception.ValidationError(
+            field="target", reason=f"{name!r}: '*' and '#' are not allowed in topics and servers"
+        )
+    return name
 
 
 async def declare_queue(channel: Channel, name: str, *, passive: bool = False) -> None:
@@ -80,7 +104,7 @@ async def declare_queue(channel: Channel, name: str, *, passive: bool = False) -
         await channel.queue_declare(name, durable=True, passive=True)
         return
     await channel.queue_declare(name, durable=True)
-    await channel.queue_bind(name, EXCHANGE, routing_key=name)
+    await channel.queue_bind(name, EXCHANGE, routing_key=routing_key(name))
 
 
 async def declare_fanout(channel: Channel, topic: str, *, passive: bool = False) -> None:
@@ -154,6 +178,9 @@ class Session:
         #: Declarations made by senders; kept apart so a refused declaration
         #: cannot close a channel that carries messages.
         self.admin = admin
+        #: The routing key of this connection's own reply queue on EXCHANGE
+        #: (controllers, for calls to compute hosts), or None.
+        self.reply_key: str | None = None
         #: Queue or fanout exchange names declared on this connection.
         self.declared: set[str] = set()
         self._declaring: dict[str, asyncio.Future[None]] = {}
@@ -283,8 +310,12 @@ class RabbitListener:
                 await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
                 passive = session.passive if passive is None else passive
                 await declare_queue(channel, self.topic, passive=passive)
-                server_queue = f"{self.topic}.{self.server}"
-                await declare_queue(channel, server_queue, passive=passive)
+                server_queue = queue_name(Target(self.topic, server=self.server))
+                # Its own queue: every service may (re)declare and bind it, a
+                # compute host too (its user may configure exactly that queue
+                # and bind exactly that routing key), so it heals itself when
+                # the queue is deleted.
+                await declare_queue(channel, server_queue)
                 await declare_fanout(channel, self.topic, passive=passive)
                 declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
                 fanout_queue = cast(str, declared.queue)

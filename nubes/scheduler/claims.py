@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api import compute_nodes, group_claims, host_views
-from nubes.db.api.compute_nodes import ClaimOutcome, ClaimResult
+from nubes.db.api.compute_nodes import NO_RESERVED, ClaimOutcome, ClaimResult, Reserved
 from nubes.db.engine import Database
 
 
@@ -48,7 +48,7 @@ class Claim:
 
 
 async def _claim(
-    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts
+    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts, reserved: Reserved
 ) -> Claim:
     result, held_on = await compute_nodes.claim_for_consumer(
         conn,
@@ -57,12 +57,18 @@ async def _claim(
         vcpus=amounts.vcpus,
         memory_mb=amounts.memory_mb,
         disk_gb=amounts.disk_gb,
+        reserved=reserved,
     )
     return Claim(result, held_on)
 
 
 async def _claim_in_group(
-    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts, group_uuid: str
+    conn: AsyncConnection,
+    node_id: int,
+    consumer_uuid: str,
+    amounts: Amounts,
+    group_uuid: str,
+    reserved: Reserved,
 ) -> Claim:
     result, held_on = await group_claims.check_and_claim(
         conn,
@@ -72,6 +78,7 @@ async def _claim_in_group(
         vcpus=amounts.vcpus,
         memory_mb=amounts.memory_mb,
         disk_gb=amounts.disk_gb,
+        reserved=reserved,
     )
     return Claim(result, held_on)
 
@@ -83,6 +90,7 @@ async def claim(
     amounts: Amounts,
     *,
     group_uuid: str | None = None,
+    reserved: Reserved = NO_RESERVED,
 ) -> Claim:
     """Claim ``amounts`` on the node for the consumer (or report what it already holds).
 
@@ -95,7 +103,9 @@ async def claim(
     ordinary way.
     """
     if group_uuid is not None:
-        return await db.run_in_writer(_claim_in_group, node_id, consumer_uuid, amounts, group_uuid)
+        return await db.run_in_writer(
+            _claim_in_group, node_id, consumer_uuid, amounts, group_uuid, reserved
+        )
     committer = db.group_commit if not db.in_block() else None
     if committer is not None and committer.units:
         unit = compute_nodes.prepared_claim_for_consumer(
@@ -105,6 +115,7 @@ async def claim(
             vcpus=amounts.vcpus,
             memory_mb=amounts.memory_mb,
             disk_gb=amounts.disk_gb,
+            reserved=reserved,
         )
         outcome = await committer.execute_unit(consumer_uuid, unit)
         if outcome:
@@ -113,11 +124,11 @@ async def claim(
             assert rows
             generation = unit[0].write.row(rows[0])["generation"]
             return Claim(ClaimResult(ClaimOutcome.CLAIMED, generation), node_id)
-    return await db.run_in_writer(_claim, node_id, consumer_uuid, amounts)
+    return await db.run_in_writer(_claim, node_id, consumer_uuid, amounts, reserved)
 
 
 async def _move(
-    conn: AsyncConnection, node_uuid: str, consumer_uuid: str, amounts: Amounts
+    conn: AsyncConnection, node_uuid: str, consumer_uuid: str, amounts: Amounts, reserved: Reserved
 ) -> tuple[ClaimResult, int]:
     node = await compute_nodes.get_by_uuid(conn, node_uuid)
     group = await group_claims.lock_group(conn, None, consumer_uuid)
@@ -137,12 +148,17 @@ async def _move(
         vcpus=amounts.vcpus,
         memory_mb=amounts.memory_mb,
         disk_gb=amounts.disk_gb,
+        reserved=reserved,
     )
     return result, int(node["id"])
 
 
 async def claim_alternate(
-    db: Database, node_uuid: str, consumer_uuid: str, amounts: Amounts
+    db: Database,
+    node_uuid: str,
+    consumer_uuid: str,
+    amounts: Amounts,
+    reserved: Reserved = NO_RESERVED,
 ) -> tuple[ClaimResult, int]:
     """Move the consumer's claim to an alternate node (a reschedule).
 
@@ -152,7 +168,7 @@ async def claim_alternate(
     and the policy of the consumer's server group as in :func:`claim`.
     """
     try:
-        return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts)
+        return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts, reserved)
     except exception.ComputeHostNotFound:
         return ClaimResult(ClaimOutcome.NOT_FOUND, None), -1
 

@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from nubes.db.api import generations, host_views
 from nubes.db.api import groups as groups_api
+from nubes.db.api.compute_nodes import NO_RESERVED, Reserved
 from nubes.db.engine import Database
 
 LOG = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class HostState:
         "nodename",
         "num_instances",
         "ram_allocation_ratio",
+        "reserved",
         "service_disabled",
         "service_up",
         "uuid",
@@ -99,8 +101,10 @@ class HostState:
         "vcpus_used",
     )
 
-    def __init__(self, index: int, row: Any) -> None:
+    def __init__(self, index: int, row: Any, reserved: Reserved = NO_RESERVED) -> None:
         self.index = index
+        #: The operator's reserved amounts (never the host's).
+        self.reserved = reserved
         self.node_id: int = row.id
         self.uuid: str = row.uuid
         self.host: str = row.host
@@ -134,15 +138,18 @@ class HostState:
 
     @property
     def free_ram_mb(self) -> float:
-        return self.memory_mb * self.ram_allocation_ratio - self.memory_mb_used
+        # (total - reserved) x ratio - used, as the claim checks it.
+        total = self.memory_mb - self.reserved.memory_mb
+        return total * self.ram_allocation_ratio - self.memory_mb_used
 
     @property
     def free_vcpus(self) -> float:
-        return self.vcpus * self.cpu_allocation_ratio - self.vcpus_used
+        return (self.vcpus - self.reserved.vcpus) * self.cpu_allocation_ratio - self.vcpus_used
 
     @property
     def free_disk_gb(self) -> float:
-        return self.local_gb * self.disk_allocation_ratio - self.local_gb_used
+        total = self.local_gb - self.reserved.disk_gb
+        return total * self.disk_allocation_ratio - self.local_gb_used
 
     @property
     def usable(self) -> bool:
@@ -173,8 +180,11 @@ class HostStateView:
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         change_margin: float = DEFAULT_CHANGE_MARGIN,
         service_down_time: float = DEFAULT_SERVICE_DOWN_TIME,
+        reserved: Reserved = NO_RESERVED,
     ) -> None:
         self.db = db
+        #: What the operator keeps back on every node ([DEFAULT] reserved_host_*).
+        self.reserved = reserved
         self.refresh_interval = refresh_interval
         self.change_margin = change_margin
         self.service_down_time = service_down_time
@@ -321,7 +331,7 @@ class HostStateView:
             if hs is None:
                 if row.deleted:
                     continue
-                hs = HostState(len(self.hosts) + len(new), row)
+                hs = HostState(len(self.hosts) + len(new), row, self.reserved)
                 new.append(hs)
                 continue
             if hs.generation == row.generation and hs.live == (not row.deleted):

@@ -13,6 +13,7 @@ from oslo_config import cfg
 
 from nubes import exception
 from nubes.context import RequestContext
+from nubes.db.api.compute_nodes import Reserved
 from nubes.db.engine import Database
 from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.scheduler import authz, policies, rpcapi
@@ -34,6 +35,7 @@ class SchedulerManager:
             refresh_interval=conf.scheduler.host_state_refresh_interval,
             change_margin=conf.scheduler.host_state_change_margin,
             service_down_time=conf.service_down_time,
+            reserved=Reserved.from_conf(conf),
         )
         self.selector = HostSelector(
             db,

@@ -77,6 +77,8 @@ class HostSelector:
     ) -> None:
         self.db = db
         self.view = view
+        #: The operator's reserved amounts: the view's, which the claims check too.
+        self.reserved = view.reserved
         self.policies = policies
         self.max_attempts = max_attempts
         self.max_claim_attempts = max_claim_attempts
@@ -202,7 +204,12 @@ class HostSelector:
             self.view.consume(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb, None)
             try:
                 outcome = await claims.claim(
-                    self.db, hs.node_id, instance_uuid, amounts, group_uuid=group_uuid
+                    self.db,
+                    hs.node_id,
+                    instance_uuid,
+                    amounts,
+                    group_uuid=group_uuid,
+                    reserved=self.reserved,
                 )
             except BaseException:
                 self.view.give_back(hs, amounts.vcpus, amounts.memory_mb, amounts.disk_gb)
@@ -414,7 +421,7 @@ class HostSelector:
         """Claim an alternate for its instance (re-checking capacity); NoValidHost if full."""
         amounts = claims.Amounts(selection.vcpus, selection.memory_mb, selection.disk_gb)
         result, node_id = await claims.claim_alternate(
-            self.db, selection.compute_node_uuid, selection.instance_uuid, amounts
+            self.db, selection.compute_node_uuid, selection.instance_uuid, amounts, self.reserved
         )
         if not result.ok:
             if node_id >= 0:

@@ -25,6 +25,7 @@ from nubes.conductor.rpcapi import ConductorAPI
 from nubes.db import migration
 from nubes.db.engine import Database
 from nubes.db.object_backend import DBObjectBackend
+from nubes.notifications.notifier import Notifier
 from nubes.objects import backend
 from nubes.objects.base import use_indirection_api
 from nubes.rpc.transport import Transport, get_transport
@@ -94,11 +95,18 @@ class Cloud:
         db = Database(db_url)
         backend.install(DBObjectBackend(db))
         identity = service_identity("conductor", conductor_host)
+        transport = get_transport(url_for(identity), identity=_memory_identity(url_for, identity))
         conductor = Service(
             "conductor",
             conductor_host,
-            get_transport(url_for(identity), identity=_memory_identity(url_for, identity)),
-            [ConductorManager(db, node_limits=node_limits)],
+            transport,
+            [
+                ConductorManager(
+                    db,
+                    node_limits=node_limits,
+                    notifier=Notifier(transport, f"conductor:{conductor_host}"),
+                )
+            ],
             report_interval=None,
         )
         await conductor.start()

@@ -18,6 +18,7 @@ import pytest
 
 from nubes.cmd import manage
 from nubes.cmd.broker import BrokerAdmin
+from nubes.rpc.rabbit_session import EXCHANGE
 from nubes.rpc.transport import IncomingMessage, Target, get_transport
 from tests import servers
 
@@ -67,17 +68,26 @@ async def test_nubes_manage_broker_makes_users_that_work_with_least_privilege(
         async def echo(msg: IncomingMessage) -> None:
             await msg.reply(b"re:" + msg.body)
 
-        # The host serves its own queue (created by add-host: it may not).
+        # The host serves its own queue and answers a controller's call (on
+        # the controller's reply queue: it may not use the default exchange).
         await compute.listen("compute", host, echo)
         assert await ctl.call(Target("compute", server=host), b"hello", 10.0) == b"re:hello"
         # And reaches the conductor's queue (add-host made it too).
         await compute.cast(Target("conductor"), b"report")
-        # But may not read it.
+        # But may not read it, nor publish with another service's routing key.
         conn = await aiormq.connect(f"amqp://compute.{host}:{PASSWORD}@127.0.0.1:5672/{name}")
         try:
             channel = await conn.channel()
             with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
                 await channel.basic_get("conductor")
+            for exchange, key in (
+                (EXCHANGE, "scheduler"),
+                (EXCHANGE, "notifications"),
+                ("", "conductor"),
+            ):
+                channel = await conn.channel(publisher_confirms=True)
+                with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                    await channel.basic_publish(b"x", exchange=exchange, routing_key=key)
         finally:
             await conn.close()
     finally:
@@ -94,8 +104,12 @@ def test_print_shows_the_rabbitmqctl_lines_and_changes_nothing(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "rabbitmqctl add_user compute.cmp-1 PASSWORD"
     assert out[1] == (
-        "rabbitmqctl set_permissions -p / compute.cmp-1 '^(amq\\.gen-.*)$' "
-        "'^(nubes|amq\\.default|amq\\.gen-.*)$' "
-        "'^(compute\\.cmp\\-1|compute|compute_fanout|amq\\.gen-.*)$'"
+        "rabbitmqctl set_permissions -p / compute.cmp-1 '^(compute\\.cmp\\-1|amq\\.gen-.*)$' "
+        "'^(nubes_topic|compute\\.cmp\\-1|amq\\.gen-.*)$' "
+        "'^(compute\\.cmp\\-1|compute|nubes_topic|compute_fanout|amq\\.gen-.*)$'"
+    )
+    assert out[2] == (
+        "rabbitmqctl set_topic_permissions -p / compute.cmp-1 nubes_topic "
+        "'^(conductor|reply\\.amq\\.gen-.*)$' '^(compute\\.cmp\\-1)$'"
     )
     assert "rabbitmqadmin -V / declare queue name=compute.cmp-1 durable=true" in out

@@ -21,6 +21,7 @@ server still goes ACTIVE. It prints ``N attacks tried, N refused``.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ from nubes.objects.instance import Instance
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.client import RPCClient
+from nubes.rpc.rabbit_session import EXCHANGE
 from nubes.rpc.transport import Target, get_transport
 from nubes.scheduler.rpcapi import SchedulerAPI
 from nubes.testing.processes import ProcessCloud
@@ -69,6 +71,23 @@ async def _snapshot(cloud: ProcessCloud) -> list[Any]:
             result = await conn.execute(select(table).order_by(*table.primary_key.columns))
             rows.append([tuple(r) for r in result])
     return rows
+
+
+async def _wait_consumed(conn: aiormq.Connection, queue: str, timeout: float = 30.0) -> None:
+    """Until ``queue`` exists again with a consumer (a service healed it)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            channel = await conn.channel()
+            try:
+                declared = await channel.queue_declare(queue, durable=True, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                pass
+            else:
+                if declared.consumer_count:
+                    await channel.close()
+                    return
+                await channel.close()
+            await asyncio.sleep(0.2)
 
 
 async def _start(cloud: ProcessCloud) -> None:
@@ -152,7 +171,18 @@ async def _attack(cloud: ProcessCloud) -> None:
         broker_attacks[f"delete {what}"] = lambda ch, q=queue: ch.queue_delete(q)
         broker_attacks[f"re-declare {what}"] = lambda ch, q=queue: ch.queue_declare(q, durable=True)
         broker_attacks[f"bind its queue to the routing key of {what}"] = lambda ch, q=queue: bind(
-            ch, "nubes", q
+            ch, EXCHANGE, q
+        )
+        if queue != "conductor":  # a host's calls and casts go there
+            broker_attacks[f"publish with the routing key of {what}"] = lambda ch, q=queue: (
+                ch.basic_publish(b"forged", exchange=EXCHANGE, routing_key=q)
+            )
+        broker_attacks[f"publish into {what} through the default exchange"] = lambda ch, q=queue: (
+            ch.basic_publish(b"forged", exchange="", routing_key=q)
+        )
+    for key in ("#", "compute.*", "*.*", "reply.#"):
+        broker_attacks[f"bind its queue with the wildcard key {key!r}"] = lambda ch, k=key: bind(
+            ch, EXCHANGE, k
         )
     for topic in ("conductor", "scheduler"):
         broker_attacks[f"bind its queue to the {topic} fanout"] = lambda ch, t=topic: bind(
@@ -160,26 +190,29 @@ async def _attack(cloud: ProcessCloud) -> None:
         )
     broker_attacks.update(
         {
-            "delete the nubes exchange": lambda ch: ch.exchange_delete("nubes"),
+            "delete the nubes exchange": lambda ch: ch.exchange_delete(EXCHANGE),
             "delete the compute fanout exchange": lambda ch: ch.exchange_delete("compute_fanout"),
             "re-declare the nubes exchange": lambda ch: ch.exchange_declare(
+                EXCHANGE, exchange_type="topic", durable=True
+            ),
+            "declare the old direct nubes exchange": lambda ch: ch.exchange_declare(
                 "nubes", exchange_type="direct", durable=True
             ),
             "declare an exchange of its own": lambda ch: ch.exchange_declare(
                 "evil", exchange_type="topic"
             ),
             "bind the nubes exchange into another": lambda ch: ch.exchange_bind(
-                "compute_fanout", "nubes", routing_key="conductor"
+                "compute_fanout", EXCHANGE, routing_key="conductor"
             ),
             "publish as the conductor": lambda ch: ch.basic_publish(
                 b"forged",
-                exchange="nubes",
+                exchange=EXCHANGE,
                 routing_key=f"compute.{host_b}",
                 properties=spec.Basic.Properties(user_id=f"conductor.{cloud.conductor_host('a')}"),
             ),
             "publish a notification as the conductor": lambda ch: ch.basic_publish(
                 b'{"publisher_id": "conductor:ctl"}',
-                exchange="nubes",
+                exchange=EXCHANGE,
                 routing_key="notifications",
                 properties=spec.Basic.Properties(user_id=f"conductor.{cloud.conductor_host('a')}"),
             ),
@@ -265,6 +298,9 @@ async def _attack(cloud: ProcessCloud) -> None:
             await attack()
         except exception.Forbidden:
             refused.append(name)
+        except exception.TransportError as exc:
+            # The broker's refusal: A may not publish with the scheduler's key.
+            (refused if "ACCESS_REFUSED" in str(exc) else let_through).append(name)
         except Exception as exc:  # anything else is not a refusal
             let_through.append(f"{name} ({type(exc).__name__}: {exc})")
         else:
@@ -285,8 +321,12 @@ async def _attack(cloud: ProcessCloud) -> None:
     # -- positive controls: A's credentials still do a host's work -------------
     channel = await conn.channel()
     await channel.queue_declare(f"compute.{host_a}", durable=True, passive=True)
-    await channel.exchange_declare("nubes", exchange_type="direct", durable=True, passive=True)
+    await channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True, passive=True)
     await bind(channel, "compute_fanout", "")
+    # A may delete its own queue (its user configures exactly that one), and
+    # its compute service re-declares, re-binds and consumes it again.
+    await channel.queue_delete(f"compute.{host_a}")
+    await _wait_consumed(conn, f"compute.{host_a}")
     base = RPCClient(transport, Target("conductor"), namespace="baseapi", timeout=20)
     assert (await base.call(ctxt, "whoami"))["caller"] == f"compute.{host_a}"
     service = await conductor.object_class_action_versions(
@@ -298,3 +338,25 @@ async def _attack(cloud: ProcessCloud) -> None:
     # B is not deaf and the cloud still builds, on both hosts.
     more = await checks.wait_settled(cloud, await checks.create_servers(cloud, 2, "after"))
     assert {r["vm_state"] for r in more.values()} == {"active"}
+    # The hosts' notifications still arrive, every one published by a
+    # controller (the broker-verified user_id), the hosts' relayed by the
+    # conductor under their publisher_id.
+    senders, publishers = await _notifications(cloud)
+    assert senders and all(s.startswith(("conductor.", "api.")) for s in senders), senders
+    assert {f"compute:{host_a}", f"compute:{host_b}"} <= publishers, publishers
+
+
+async def _notifications(cloud: ProcessCloud) -> tuple[set[str], set[str]]:
+    """Who sent (AMQP user_id) and who published (publisher_id) the queued notifications."""
+    url = cloud.url_for(f"api.{cloud.api_host}").replace("rabbit://", "amqp://", 1)
+    conn = await aiormq.connect(url)
+    senders: set[str] = set()
+    publishers: set[str] = set()
+    try:
+        channel = await conn.channel()
+        while (message := await channel.basic_get("notifications", no_ack=True)).body:
+            senders.add(str(message.header.properties.user_id))
+            publishers.add(json.loads(message.body)["publisher_id"])
+    finally:
+        await conn.close()
+    return senders, publishers

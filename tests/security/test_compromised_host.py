@@ -24,12 +24,14 @@ import pytest
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.db.api import migrations, tasks
+from nubes.notifications.objects import InstanceActionPayload, ServiceStatusPayload
 from nubes.objects.compute_node import ComputeNode
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.instance_fault import InstanceFault
 from nubes.objects.migration import Migration
+from nubes.objects.serializer import ObjectSerializer
 from nubes.objects.service import Service
 from nubes.objects.states import PowerState
 from nubes.rpc.client import RPCClient
@@ -394,6 +396,94 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
         refused.append("1 MB step report")
     else:
         let_through.append("1 MB step report")
+    # Notifications: a host's broker user may not publish them; the
+    # conductor publishes those about the host's own instances and service.
+    relay = RPCClient(
+        attacker.transport,
+        Target("conductor"),
+        version="1.2",
+        serializer=ObjectSerializer(),
+        expected_errors=[exception.Forbidden, exception.TooLarge],
+    )
+    b_instance = Instance(uuid=ids[B]["instance"]["uuid"], host=B, vm_state="active")
+    a_instance = Instance(uuid=ids[A]["instance"]["uuid"], host=A, vm_state="active")
+    huge = Instance(uuid=ids[A]["instance"]["uuid"], host=A, vm_state="active")
+    huge.display_name = "x" * (1 << 20)
+    notifications: dict[str, tuple[str, str, Any]] = {
+        "notify about another host's instance": (
+            "instance.power_off.end",
+            "INFO",
+            InstanceActionPayload.from_instance_and_fault(b_instance),
+        ),
+        "notify about an instance on a node name it squatted": (
+            "instance.update",
+            "INFO",
+            InstanceActionPayload.from_instance_and_fault(
+                Instance(uuid=ids["squatted"]["uuid"], host=B)
+            ),
+        ),
+        "notify for another host's service": (
+            "service.update",
+            "INFO",
+            ServiceStatusPayload(host=B, binary="compute"),
+        ),
+        "notify for the conductor's service": (
+            "service.update",
+            "INFO",
+            ServiceStatusPayload(host=A, binary="conductor"),
+        ),
+        "notify a service event with an instance payload": (
+            "service.update",
+            "INFO",
+            InstanceActionPayload.from_instance_and_fault(a_instance),
+        ),
+        "notify an instance event with a service payload": (
+            "instance.delete.end",
+            "INFO",
+            ServiceStatusPayload(host=A, binary="compute"),
+        ),
+        "notify with a made-up priority": (
+            "instance.update",
+            "CRITICAL; DROP",
+            InstanceActionPayload.from_instance_and_fault(a_instance),
+        ),
+        "notify with a 1 MB event type": (
+            "instance." + "x" * (1 << 20),
+            "INFO",
+            InstanceActionPayload.from_instance_and_fault(a_instance),
+        ),
+        "notify with a 1 MB payload": (
+            "instance.update",
+            "INFO",
+            InstanceActionPayload.from_instance_and_fault(huge),
+        ),
+        "notify with a payload that is not a notification": (
+            "instance.update",
+            "INFO",
+            a_instance,
+        ),
+    }
+    for name, (event_type, priority, payload) in notifications.items():
+        try:
+            await relay.call(
+                ctxt,
+                "relay_notification",
+                event_type=event_type,
+                priority=priority,
+                payload=payload,
+            )
+        except (exception.Forbidden, exception.TooLarge):
+            refused.append(name)
+        else:
+            let_through.append(name)
+    # The positive control: its own instance's notification is accepted.
+    await relay.call(
+        ctxt,
+        "relay_notification",
+        event_type="instance.power_off.end",
+        priority="INFO",
+        payload=InstanceActionPayload.from_instance_and_fault(a_instance),
+    )
     after = _dump(db_path)
     total = len(refused) + len(let_through)
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")

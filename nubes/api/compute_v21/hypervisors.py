@@ -87,7 +87,13 @@ async def _nodes(request: Request, *, with_servers: bool) -> list[dict[str, Any]
     on: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for p in placed:
         on.setdefault((p["host"], p["node"]), []).append(p)
+    reserved = compute_nodes.Reserved.from_conf(state.conf)
     for node in nodes:
+        # What the operator keeps back counts as used, as Nova reports it
+        # (its resource tracker starts each node's usage at the reserved
+        # memory and disk); the scheduler leaves it free the same way.
+        node["memory_mb_used"] += reserved.memory_mb
+        node["local_gb_used"] += reserved.disk_gb
         node["_service"] = by_host.get(node["host"])
         # Placed but not yet given a node counts on the host's node, as Nova.
         on_node = on.get((node["host"], node["hypervisor_hostname"]), []) + on.get(

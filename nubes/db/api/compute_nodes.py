@@ -6,10 +6,13 @@ A claim is a single conditional UPDATE of the node row::
        SET vcpus_used = vcpus_used + :v, memory_mb_used = ..., local_gb_used = ...,
            generation = generation + 1
      WHERE id = :node AND deleted = 0
-       AND vcpus_used + :v <= vcpus * cpu_allocation_ratio
-       AND memory_mb_used + :m <= memory_mb * ram_allocation_ratio
-       AND local_gb_used + :d <= local_gb * disk_allocation_ratio
+       AND vcpus_used + :v <= (vcpus - :reserved_v) * cpu_allocation_ratio
+       AND memory_mb_used + :m <= (memory_mb - :reserved_m) * ram_allocation_ratio
+       AND local_gb_used + :d <= (local_gb - :reserved_d) * disk_allocation_ratio
        [AND generation = :expected]
+
+(capacity as Nova's placement computes it: (total - reserved) x ratio; the
+reserved amounts are the operator's, :class:`Reserved`, never the host's.)
 
 followed by an INSERT of the allocation row in the same transaction. The
 database evaluates the capacity check and applies the increment atomically
@@ -40,9 +43,11 @@ from sqlalchemy import (
     delete,
     exists,
     literal_column,
+    or_,
     select,
     text,
 )
+from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -62,7 +67,7 @@ from nubes.db.api._common import (
     update_row,
     where_deleted,
 )
-from nubes.db.models import allocations, compute_nodes
+from nubes.db.models import NOT_DELETED, allocations, compute_nodes, services
 from nubes.db.types import UTCDateTime, utcnow
 
 #: Usage columns and the allocation amount each claim adds to them.
@@ -71,6 +76,45 @@ _USAGE = (
     ("memory_mb_used", "memory_mb", "ram_allocation_ratio", "memory_mb"),
     ("local_gb_used", "local_gb", "disk_allocation_ratio", "disk_gb"),
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reserved:
+    """What the operator keeps back on every node for the host itself.
+
+    Nova's ``reserved_host_cpus``, ``reserved_host_memory_mb`` and
+    ``reserved_host_disk_mb`` (as whole GB, rounded up as Nova reports it to
+    placement), read by the controllers from their own configuration, never
+    reported by a host.
+    """
+
+    vcpus: int = 0
+    memory_mb: int = 0
+    disk_gb: int = 0
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> Reserved:
+        return cls(
+            vcpus=conf.reserved_host_cpus,
+            memory_mb=conf.reserved_host_memory_mb,
+            disk_gb=-(-conf.reserved_host_disk_mb // 1024),
+        )
+
+    def params(self) -> dict[str, int]:
+        """As the claim statements' bind parameters."""
+        return {
+            "_reserved_vcpus": self.vcpus,
+            "_reserved_memory_mb": self.memory_mb,
+            "_reserved_disk_gb": self.disk_gb,
+        }
+
+
+NO_RESERVED = Reserved()
+
+
+def _capacity(total: Any, ratio: Any, amount: str) -> ColumnElement[Any]:
+    """A node's capacity for ``amount`` in SQL: (total - reserved) x ratio."""
+    return (total - bindparam(f"_reserved_{amount}", type_=Integer)) * ratio
 
 
 class ClaimOutcome(enum.StrEnum):
@@ -96,12 +140,57 @@ class ClaimResult:
         return self.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.ALREADY_CLAIMED)
 
 
+#: The services binary a node belongs to.
+COMPUTE_BINARY = "compute"
+
+
+def owning_service_id(host: Any) -> Any:
+    """The id of ``host``'s live compute service (a scalar subquery; NULL if none).
+
+    Constants are literal SQL, so ``host`` (a value or a bind parameter) is
+    its only parameter: grouped statements take their parameters by name.
+    """
+    return (
+        select(services.c.id)
+        .where(
+            services.c.host == host,
+            services.c.binary == literal_column(f"'{COMPUTE_BINARY}'"),
+            services.c.deleted == literal_column(str(NOT_DELETED)),
+        )
+        .scalar_subquery()
+    )
+
+
 async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
-    """Add a node; DBDuplicateEntry if host+hypervisor_hostname has a live one."""
+    """Add a node; DBDuplicateEntry if host+hypervisor_hostname has a live one.
+
+    Without a ``service_id``, the node is bound to its host's live compute
+    service (or to the one it registers later: :func:`bind_to_service`);
+    placement by node goes through that binding, never by name alone.
+    """
     data = dict(values)
     check_columns(compute_nodes, data)
     data.setdefault("uuid", new_uuid())
+    if data.get("service_id") is None and data.get("host") is not None:
+        data["service_id"] = (await conn.execute(select(owning_service_id(data["host"])))).scalar()
     return await insert_row(conn, compute_nodes, data)
+
+
+async def bind_to_service(conn: AsyncConnection, host: str, service_id: int) -> None:
+    """Bind ``host``'s live nodes that have no live service to its new compute service."""
+    live_services = select(services.c.id).where(live(services))
+    await conn.execute(
+        sql_update(compute_nodes)
+        .where(
+            compute_nodes.c.host == host,
+            live(compute_nodes),
+            or_(
+                compute_nodes.c.service_id.is_(None),
+                compute_nodes.c.service_id.not_in(live_services),
+            ),
+        )
+        .values(service_id=service_id)
+    )
 
 
 async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> Row:
@@ -178,6 +267,7 @@ async def claim(
     memory_mb: int = 0,
     disk_gb: int = 0,
     expected_generation: int | None = None,
+    reserved: Reserved = NO_RESERVED,
 ) -> ClaimResult:
     """Atomically take resources on a node for a consumer (see module docstring)."""
     amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
@@ -189,7 +279,7 @@ async def claim(
     )
     if held.first() is not None:
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, node_id))
-    return await _take(conn, node_id, consumer_uuid, amounts, expected_generation)
+    return await _take(conn, node_id, consumer_uuid, amounts, expected_generation, reserved)
 
 
 async def _take(
@@ -198,6 +288,7 @@ async def _take(
     consumer_uuid: str,
     amounts: Mapping[str, int],
     expected_generation: int | None,
+    reserved: Reserved,
 ) -> ClaimResult:
     """The conditional UPDATE and the allocation row (the consumer holds nothing here)."""
     shape = (tuple(bool(amounts[a]) for _, _, _, a in _USAGE), expected_generation is not None)
@@ -205,6 +296,7 @@ async def _take(
     stmt = _STATEMENTS.get(("claim", shape, returning), lambda: _claim_statement(*shape, returning))
     params: dict[str, Any] = {"_node": node_id, "_expected": expected_generation}
     params.update({f"_{amount}": amounts[amount] for _, _, _, amount in _USAGE})
+    params.update(reserved.params())
     generation: int | None
     if returning:
         generation = (await conn.execute(stmt, params)).scalar()
@@ -232,6 +324,7 @@ async def claim_for_consumer(
     vcpus: int = 0,
     memory_mb: int = 0,
     disk_gb: int = 0,
+    reserved: Reserved = NO_RESERVED,
 ) -> tuple[ClaimResult, int]:
     """Claim on a node unless the consumer already holds resources on *any* node.
 
@@ -254,6 +347,9 @@ async def claim_for_consumer(
                     "node": node_id,
                     "now": utcnow(),
                     **amounts,
+                    "reserved_vcpus": reserved.vcpus,
+                    "reserved_memory_mb": reserved.memory_mb,
+                    "reserved_disk_gb": reserved.disk_gb,
                 },
             )
         ).one()
@@ -269,7 +365,7 @@ async def claim_for_consumer(
     if held_node is not None:
         generation = await _generation(conn, held_node)
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, generation), int(held_node)
-    return await _take(conn, node_id, consumer_uuid, amounts, None), node_id
+    return await _take(conn, node_id, consumer_uuid, amounts, None, reserved), node_id
 
 
 def _unit_claim_statements(checked: tuple[bool, ...]) -> tuple[Any, Any]:
@@ -291,7 +387,7 @@ def _unit_claim_statements(checked: tuple[bool, ...]) -> tuple[Any, Any]:
         values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
         if check:
             wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
-            conditions.append(wanted <= node[total] * node[ratio])
+            conditions.append(wanted <= _capacity(node[total], node[ratio], amount))
     update = compute_nodes.update().where(*conditions).values(values).returning(node.generation)
     insert = allocations.insert().values(
         consumer_uuid=bindparam("_consumer"),
@@ -312,6 +408,7 @@ def prepared_claim_for_consumer(
     vcpus: int = 0,
     memory_mb: int = 0,
     disk_gb: int = 0,
+    reserved: Reserved = NO_RESERVED,
 ) -> list[group_commit.UnitStatement]:
     """:func:`claim_for_consumer` as a grouped unit, for its common outcome.
 
@@ -335,6 +432,7 @@ def prepared_claim_for_consumer(
     update, insert = prepared
     params: dict[str, Any] = {"_node": node_id, "_consumer": consumer_uuid, "_now": utcnow()}
     params.update({f"_{amount}": amounts[amount] for _, _, _, amount in _USAGE})
+    params.update(reserved.params())
     return [
         group_commit.UnitStatement(update, update.args(params), returning=True),
         group_commit.UnitStatement(insert, insert.args(params)),
@@ -357,10 +455,12 @@ def _pg_claim_statement() -> Any:
                    updated_at = :now
              WHERE id = :node AND deleted = 0
                AND NOT EXISTS (SELECT 1 FROM held)
-               AND (:vcpus = 0 OR vcpus_used + :vcpus <= vcpus * cpu_allocation_ratio)
-               AND (:memory_mb = 0
-                    OR memory_mb_used + :memory_mb <= memory_mb * ram_allocation_ratio)
-               AND (:disk_gb = 0 OR local_gb_used + :disk_gb <= local_gb * disk_allocation_ratio)
+               AND (:vcpus = 0 OR vcpus_used + :vcpus
+                    <= (vcpus - :reserved_vcpus) * cpu_allocation_ratio)
+               AND (:memory_mb = 0 OR memory_mb_used + :memory_mb
+                    <= (memory_mb - :reserved_memory_mb) * ram_allocation_ratio)
+               AND (:disk_gb = 0 OR local_gb_used + :disk_gb
+                    <= (local_gb - :reserved_disk_gb) * disk_allocation_ratio)
             RETURNING id, generation
         ), ins AS (
             INSERT INTO allocations (consumer_uuid, compute_node_id, vcpus, memory_mb, disk_gb,
@@ -376,6 +476,9 @@ def _pg_claim_statement() -> Any:
         bindparam("vcpus", type_=Integer),
         bindparam("memory_mb", type_=Integer),
         bindparam("disk_gb", type_=Integer),
+        bindparam("reserved_vcpus", type_=Integer),
+        bindparam("reserved_memory_mb", type_=Integer),
+        bindparam("reserved_disk_gb", type_=Integer),
         bindparam("node", type_=Integer),
         bindparam("now", type_=UTCDateTime()),
     )
@@ -409,7 +512,7 @@ def _claim_statement(checked: tuple[bool, ...], with_generation: bool, returning
         values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
         if check:
             wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
-            conditions.append(wanted <= node[total] * node[ratio])
+            conditions.append(wanted <= _capacity(node[total], node[ratio], amount))
     if with_generation:
         conditions.append(node.generation == bindparam("_expected", type_=Integer))
     stmt = compute_nodes.update().where(*conditions).values(values)

@@ -147,6 +147,7 @@ async def check_and_claim(
     vcpus: int = 0,
     memory_mb: int = 0,
     disk_gb: int = 0,
+    reserved: nodes_api.Reserved = nodes_api.NO_RESERVED,
 ) -> tuple[ClaimResult, int]:
     """:func:`compute_nodes.claim_for_consumer`, refused with GROUP_POLICY when the
     consumer's hard-policy group does not allow the node's host (see module docstring).
@@ -162,7 +163,9 @@ async def check_and_claim(
             verdict = await refusal(conn, group, node_id, consumer_uuid)
             if verdict is not None:
                 return verdict, node_id
-    return await nodes_api.claim_for_consumer(conn, node_id, consumer_uuid, **amounts)
+    return await nodes_api.claim_for_consumer(
+        conn, node_id, consumer_uuid, **amounts, reserved=reserved
+    )
 
 
 async def refusal(

@@ -66,6 +66,7 @@ from nubes.db.api._common import (
     to_row,
     where_deleted,
 )
+from nubes.db.api.compute_nodes import owning_service_id
 from nubes.db.api.instance_listing import DEFAULT_SORT_DIRS as DEFAULT_SORT_DIRS
 from nubes.db.api.instance_listing import DEFAULT_SORT_KEYS as DEFAULT_SORT_KEYS
 from nubes.db.api.instance_listing import EXACT_FILTERS as EXACT_FILTERS
@@ -186,8 +187,9 @@ _FINISHED: list[ColumnElement[Any]] = [
 def placed_on_host_clause(host: Any = None) -> ColumnElement[bool]:
     """The instance row is placed on ``host`` (a value or a bind parameter).
 
-    Its ``host`` is that host, or it has no host and its ``node`` is a live
-    compute node of that host, or a live migration of it that is in progress (status not in
+    Its ``host`` is that host, or it has no host and its ``node`` is the live
+    compute node (host, hypervisor_hostname) of that host bound to the host's
+    own live compute service, or a live migration of it that is in progress (status not in
     :data:`~nubes.db.api.migrations.FINISHED_STATUSES`; NULL counts as
     finished) has the host as its source or destination compute. Correlated
     to ``instances``, for an UPDATE or a SELECT of that table. Without
@@ -196,14 +198,17 @@ def placed_on_host_clause(host: Any = None) -> ColumnElement[bool]:
     if host is None:
         host = bindparam(PLACED_HOST_PARAM, type_=instances.c.host.type)
     cn, m = compute_nodes, migrations
-    # By node name only while the instance has no host yet: a node name
-    # alone proves nothing (any host could have registered one like it), so
-    # an instance with a host is placed by that host (or a migration).
+    # By node only while the instance has no host yet, and never by its
+    # name alone (any host could have registered one like it): the node is
+    # the one row of the unique (host, hypervisor_hostname) pair, and that
+    # row belongs to the host's own live compute service. An instance with
+    # a host is placed by that host (or a migration).
     on_node = exists().where(
         instances.c.host.is_(None),
         cn.c.host == host,
         cn.c.hypervisor_hostname == instances.c.node,
         cn.c.deleted == _ZERO,
+        cn.c.service_id == owning_service_id(host),
     )
     migrating = exists().where(
         m.c.instance_uuid == instances.c.uuid,

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.db.api import generations
+from nubes.db.api import compute_nodes, generations
 from nubes.db.api._common import (
     ReadDeleted,
     Row,
@@ -41,11 +41,17 @@ SCHEDULING_COLUMNS = frozenset({"disabled", "forced_down"})
 
 
 async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
-    """Register a service; DBDuplicateEntry if host+binary already has a live one."""
+    """Register a service; DBDuplicateEntry if host+binary already has a live one.
+
+    A compute service takes over its host's nodes that have no live service
+    (registered before it, or bound to a deleted one).
+    """
     data = dict(values)
     check_columns(services, data)
     data.setdefault("uuid", new_uuid())
     row = await insert_row(conn, services, data)
+    if row["binary"] == compute_nodes.COMPUTE_BINARY:
+        await compute_nodes.bind_to_service(conn, row["host"], row["id"])
     await generations.bump(conn, generations.HOST_FACTS)
     return row
 

@@ -345,3 +345,23 @@ async def test_availability_zones(api: ApiHarness) -> None:
         assert set(zones) == {"nova", "internal"}
         assert zones["nova"]["hosts"]["h0"]["nubes-compute"]["available"] is True
         assert "nubes-scheduler" in zones["internal"]["hosts"]["ctl"]
+
+
+async def test_hypervisors_count_the_operators_reserved_memory_and_disk_as_used(
+    api: ApiHarness,
+) -> None:
+    # As Nova reports them: reserved memory and disk are used, from the
+    # controllers' [DEFAULT] reserved_host_*, whatever the host says.
+    await _hosts(api, 1)
+    api.state.conf.set_override("reserved_host_memory_mb", 1024)
+    api.state.conf.set_override("reserved_host_disk_mb", 2048)
+    async with await api.login("admin") as c:
+        (node,) = (await c.get(f"{BASE}/os-hypervisors/detail")).json()["hypervisors"]
+        stats = (await c.get(f"{BASE}/os-hypervisors/statistics")).json()["hypervisor_statistics"]
+    assert (node["memory_mb_used"], node["free_ram_mb"]) == (1024, 8192 - 1024)
+    assert (node["local_gb_used"], node["free_disk_gb"]) == (2, 98)
+    assert (stats["memory_mb_used"], stats["free_ram_mb"], stats["local_gb_used"]) == (
+        1024,
+        7168,
+        2,
+    )

@@ -95,6 +95,43 @@ async def test_claim_respects_allocation_ratio(db: Database) -> None:
     assert outcomes == [ClaimOutcome.CLAIMED] * 4 + [ClaimOutcome.NO_CAPACITY]
 
 
+async def test_the_operators_reserved_amounts_are_never_claimed(db: Database) -> None:
+    # (total - reserved) x ratio, as Nova's placement: 8 GB with 2 GB reserved
+    # at ratio 1.5 holds 9 GB; likewise every claim path.
+    reserved = compute_nodes.Reserved(vcpus=1, memory_mb=2048, disk_gb=10)
+    async with db.writer() as conn:
+        node = await make_node(conn, memory_mb=8192, ram_allocation_ratio=1.5, vcpus=4, local_gb=20)
+        first = await compute_nodes.claim(
+            conn, node["id"], _consumer(), memory_mb=9216, reserved=reserved
+        )
+        over = await compute_nodes.claim(
+            conn, node["id"], _consumer(), memory_mb=1, reserved=reserved
+        )
+        cpu_over, _ = await compute_nodes.claim_for_consumer(
+            conn, node["id"], _consumer(), vcpus=4, reserved=reserved
+        )
+        cpu_fits, _ = await compute_nodes.claim_for_consumer(
+            conn, node["id"], _consumer(), vcpus=3, reserved=reserved
+        )
+        disk_over = await compute_nodes.claim(
+            conn, node["id"], _consumer(), disk_gb=11, reserved=reserved
+        )
+    assert first.outcome is ClaimOutcome.CLAIMED
+    assert over.outcome is ClaimOutcome.NO_CAPACITY
+    assert cpu_over.outcome is ClaimOutcome.NO_CAPACITY
+    assert cpu_fits.outcome is ClaimOutcome.CLAIMED
+    assert disk_over.outcome is ClaimOutcome.NO_CAPACITY
+
+
+def test_reserved_disk_is_taken_as_whole_gb_rounded_up() -> None:
+    class Conf:
+        reserved_host_cpus = 2
+        reserved_host_memory_mb = 512
+        reserved_host_disk_mb = 1025
+
+    assert compute_nodes.Reserved.from_conf(Conf()) == compute_nodes.Reserved(2, 512, 2)
+
+
 async def test_claim_outcomes_for_generation_and_missing_node(db: Database) -> None:
     async with db.writer() as conn:
         node = await make_node(conn)

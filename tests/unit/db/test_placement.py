@@ -22,7 +22,7 @@ from nubes import exception
 from nubes.db import group_commit, models
 from nubes.db.api import UNSET, compute_nodes, instances, migrations
 from nubes.db.engine import Database
-from tests.unit.db.factories import make_instance, make_node
+from tests.unit.db.factories import make_instance, make_node, make_service
 
 Updater = Callable[..., Awaitable[Any]]
 
@@ -92,7 +92,8 @@ async def test_unplaced_instance_is_refused(db: Database, updater: Updater) -> N
 
 async def test_instance_on_a_node_of_the_host(db: Database, updater: Updater) -> None:
     async with db.writer() as conn:
-        # host not (yet) set: the node alone places it.
+        # host not (yet) set: the node of the host's own service places it.
+        await make_service(conn, host="h1", binary="compute")
         await make_node(conn, host="h1", hypervisor_hostname="shared-name")
         inst = await make_instance(conn, host=None, node="shared-name")
         elsewhere = await make_instance(conn, host=None, node="other-node")
@@ -101,6 +102,37 @@ async def test_instance_on_a_node_of_the_host(db: Database, updater: Updater) ->
     assert await _power_state(db, inst["uuid"]) == 1
     with pytest.raises(exception.InstanceNotOnHost):
         await updater(db, elsewhere["uuid"], {"power_state": 1}, placed_on_host="h1")
+
+
+async def test_a_node_bound_to_another_hosts_service_places_nothing_on_the_host(
+    db: Database, updater: Updater
+) -> None:
+    # Placement by node goes by the node row's owning service, never by its
+    # name: a row named for h1 but bound to h2's service does not place.
+    async with db.writer() as conn:
+        await make_service(conn, host="h1", binary="compute")
+        other = await make_service(conn, host="h2", binary="compute")
+        await make_node(conn, host="h1", hypervisor_hostname="n1", service_id=other["id"])
+        inst = await make_instance(conn, host=None, node="n1", power_state=4)
+    with pytest.raises(exception.InstanceNotOnHost):
+        await updater(db, inst["uuid"], {"power_state": 1}, placed_on_host="h1")
+    assert await _power_state(db, inst["uuid"]) == 4
+
+
+async def test_a_node_registered_before_its_service_is_bound_when_the_service_registers(
+    db: Database, updater: Updater
+) -> None:
+    async with db.writer() as conn:
+        node = await make_node(conn, host="h1", hypervisor_hostname="early-node")
+        assert node["service_id"] is None
+        inst = await make_instance(conn, host=None, node="early-node", power_state=4)
+    with pytest.raises(exception.InstanceNotOnHost):
+        await updater(db, inst["uuid"], {"power_state": 1}, placed_on_host="h1")
+    async with db.writer() as conn:
+        service = await make_service(conn, host="h1", binary="compute")
+        assert (await compute_nodes.get_by_id(conn, node["id"]))["service_id"] == service["id"]
+    await updater(db, inst["uuid"], {"power_state": 1}, placed_on_host="h1")
+    assert await _power_state(db, inst["uuid"]) == 1
 
 
 async def test_deleted_node_no_longer_places(db: Database, updater: Updater) -> None:
@@ -198,6 +230,7 @@ async def test_missing_and_deleted_instances_are_not_found(db: Database) -> None
 
 async def test_get_placed_on_host(db: Database) -> None:
     async with db.writer() as conn:
+        await make_service(conn, host="h1", binary="compute")
         await make_node(conn, host="h1", hypervisor_hostname="h1-node")
         by_host = await make_instance(conn, host="h1")
         by_node = await make_instance(conn, node="h1-node")

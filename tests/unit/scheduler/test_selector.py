@@ -90,6 +90,27 @@ async def test_no_valid_host_names_filters_and_counts(db: Database, manager: Sch
     assert err.value.safe
 
 
+async def test_the_operators_reserved_memory_is_never_given_to_a_server(
+    db: Database, conf: cfg.ConfigOpts
+):
+    # 2 GB hosts with 1.5 GB reserved by the operator (ratio 1.0 here): a
+    # 1 GB server fits on none, though the hosts report 2 GB free.
+    await _fleet(db, 2, memory_mb=2048, ram_allocation_ratio=1.0)
+    conf.set_override("reserved_host_memory_mb", 1536)
+    manager = SchedulerManager(db, conf)
+    try:
+        with pytest.raises(exception.NoValidHost) as err:
+            await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+        assert "RamFilter removed 2" in str(err.value)
+        # 512 MB still fits: reserved is kept back, not the whole host.
+        small = _spec(flavor=flavor(vcpus=1, memory_mb=512, root_gb=1))
+        (chosen,) = await manager.select_destinations(RequestContext(), small, _uuids(1))
+        assert chosen[0].claimed
+    finally:
+        await manager.close()
+    assert await _allocs(db) != {}
+
+
 async def test_all_or_nothing(db: Database, manager: SchedulerManager):
     await _fleet(db, 2, vcpus=1, memory_mb=1024)
     with pytest.raises(exception.NoValidHost):

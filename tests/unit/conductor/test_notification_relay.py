@@ -1,0 +1,53 @@
+"""A compute host's notifications are published by the conductor, as the host.
+
+Only controllers publish on the notifications topic (a host's broker user may
+not: docs/security.md); the conductor publishes what a host relays to it,
+under the publisher id of the verified caller, whatever the host's own
+notifier calls itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from nubes.context import RequestContext
+from nubes.notifications.notifier import Notifier
+from nubes.notifications.objects import InstanceActionPayload
+from nubes.objects.instance import Instance
+from nubes.rpc.transport import IncomingMessage, get_transport
+from nubes.testing.cloud import Cloud
+from tests.unit.db import factories
+
+
+async def test_a_hosts_notification_reaches_consumers_from_the_conductor(tmp_path: Path) -> None:
+    cloud = await Cloud.start(f"sqlite:///{tmp_path / 'relay.sqlite'}")
+    sink = get_transport(cloud.url_for("api.sink"), identity="api.sink")
+    try:
+        async with cloud.db.writer() as conn:
+            await factories.make_service(conn, host="h1", binary="compute")
+            inst = await factories.make_instance(conn, host="h1", vm_state="active")
+        seen: asyncio.Queue[tuple[str | None, dict[str, Any]]] = asyncio.Queue()
+
+        async def note(msg: IncomingMessage) -> None:
+            await seen.put((msg.caller, json.loads(msg.body)))
+
+        await sink.connect()
+        await sink.listen("notifications", "sink", note)
+        host = await cloud.host("h1")
+        # The name the host's notifier gives itself is not what is published.
+        notifier = Notifier(host.transport, "compute:someone-else", relay=host.conductor)
+        payload = InstanceActionPayload.from_instance_and_fault(
+            Instance(uuid=inst["uuid"], host="h1", vm_state="active")
+        )
+        await host.run(notifier.info, RequestContext(), "instance.power_off.end", payload)
+        caller, body = await asyncio.wait_for(seen.get(), 30)
+        assert caller == "conductor.ctl"
+        assert body["publisher_id"] == "compute:h1"
+        assert body["event_type"] == "instance.power_off.end"
+        assert body["payload"]["nubes_object.data"]["uuid"] == inst["uuid"]
+    finally:
+        await sink.close()
+        await cloud.stop()
