@@ -168,13 +168,16 @@ class ConductorAPI:
         priority: str,
         payload: VersionedObject,
     ) -> None:
-        """Have a conductor publish this host's notification (a cast; 1.2).
+        """Have a conductor publish this host's notification (1.2).
 
         The conductor publishes it as ``compute:<caller's host>`` if the
         payload concerns the caller's own instance or service; otherwise it
-        refuses it (logged). See :mod:`nubes.notifications.notifier`.
+        refuses it. A call, not a cast: the conductor checks each one against
+        the database, so casts handled side by side could publish a host's
+        ``.end`` before its ``.start``; waiting for each keeps the host's order.
+        See :mod:`nubes.notifications.notifier`.
         """
-        await self.client.prepare(version="1.2").cast(
+        await self.client.prepare(version="1.2").call(
             context or RequestContext(),
             "relay_notification",
             event_type=event_type,
