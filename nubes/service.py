@@ -54,7 +54,7 @@ HEARTBEAT_BACKOFF_MAX = 60.0
 #: Seconds a stopping service waits for its heartbeat loop to end.
 HEARTBEAT_STOP_GRACE = 5.0
 #: Failures that mean "the conductor or database is away": retried quietly.
-_AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
+_AWAY = exception.TRANSIENT_ERRORS
 #: Garbage collector thresholds of a service process. CPython's (700, 10, 10)
 #: collect the young generation every 700 net container allocations and the
 #: whole heap every hundred or so of those; a service handles hundreds of

@@ -60,7 +60,7 @@ from nubes.rpc.transport import Transport
 LOG = logging.getLogger(__name__)
 
 #: Errors that mean the database or the bus is away for now: retried.
-_AWAY = (exception.DBConnectionError, exception.TransportError, exception.MessagingTimeout)
+_AWAY = exception.TRANSIENT_ERRORS
 #: Tasks claimed per transaction.
 CLAIM_BATCH = 64
 KINDS: tuple[type[Task], ...] = (
@@ -202,6 +202,9 @@ class TaskEngine:
 
     def adopt(self, row: dict[str, Any]) -> None:
         """Drive a task this engine has just claimed elsewhere (a report handed it over)."""
+        current = self._runs.get(row["id"])
+        if current is not None and current.attempt == row["attempt"]:
+            return  # that claim is driven already (a repeated report)
         waiting = self._waiters.pop(row["id"], None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(row)
