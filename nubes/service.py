@@ -138,6 +138,8 @@ class Service:
     ) -> None:
         self.binary = binary
         endpoints = list(endpoints)
+        #: The objects whose methods the service serves (its managers).
+        self.endpoints = endpoints
         self.hooks = list(hooks)
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)

@@ -64,7 +64,7 @@ HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_START
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
     #: Who may call which method (checked by the RPC server, deny by default).
     RPC_METHOD_RULES = authz.METHOD_RULES
-    RPC_API_VERSION = "1.2"
+    RPC_API_VERSION = "1.3"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 
     def __init__(
@@ -173,6 +173,38 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
         """The hypervisor's uptime line (``os-hypervisors/{id}/uptime``); not a
         step: it changes nothing, so it answers at once, even during start."""
         return await self.driver.get_host_uptime()
+
+    # -- guests of abandoned tries (1.3) -----------------------------------------
+
+    async def remove_guest(
+        self,
+        context: RequestContext,
+        instance_uuid: str,
+        task_id: int,
+        step: str,
+        attempt: int,
+    ) -> None:
+        """Remove the guest of a try the conductor gave up on (a ``remove_guest`` task).
+
+        The guest stays if the database places the instance on this host
+        (again): the instruction may come late, or twice.
+        """
+
+        async def work(ctxt: RequestContext) -> Outcome:
+            placed = await Instance.get_by_host(ctxt, self.host)
+            if any(i.uuid == instance_uuid for i in placed):
+                return Outcome(True, details={"removed": False, "placed_here": True})
+            if instance_uuid not in await self.driver.list_instances():
+                return Outcome(True, details={"removed": False})
+            LOG.warning(
+                "Removing the guest of %s from %s: the conductor gave up on it here",
+                instance_uuid,
+                self.host,
+            )
+            await self.driver.destroy(ctxt, Instance(uuid=instance_uuid))
+            return Outcome(True, details={"removed": True})
+
+        await self._run_step(context, (task_id, step, attempt), work)
 
     # -- build ---------------------------------------------------------------
 

@@ -26,7 +26,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 1, "1.0"),
         ("auto", 2, "1.1"),
         ("auto", 3, "1.2"),
-        ("auto", 99, "1.2"),
+        ("auto", 4, "1.3"),
+        ("auto", 99, "1.3"),
         ("auto", 0, "1.0"),
     ],
 )

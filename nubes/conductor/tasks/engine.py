@@ -51,6 +51,7 @@ from nubes.conductor.tasks.live_migrate import LiveMigrateTask
 from nubes.conductor.tasks.migrate import MigrateTask
 from nubes.conductor.tasks.power import RebootTask, StartTask, StopTask
 from nubes.conductor.tasks.rebuild import EvacuateTask, RebuildTask
+from nubes.conductor.tasks.remove_guest import RemoveGuestTask
 from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks
@@ -75,6 +76,7 @@ KINDS: tuple[type[Task], ...] = (
     RebuildTask,
     EvacuateTask,
     LiveMigrateTask,
+    RemoveGuestTask,
 )
 
 
