@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 
@@ -13,7 +14,7 @@ from nubes import exception
 from nubes.context import RequestContext
 from nubes.db.api import compute_nodes, groups
 from nubes.db.engine import Database
-from nubes.db.models import allocations, services
+from nubes.db.models import allocations, service_heartbeats, services
 from nubes.db.models import compute_nodes as nodes_table
 from nubes.objects.request_spec import RequestSpec
 from nubes.scheduler.manager import SchedulerManager
@@ -255,8 +256,37 @@ async def test_silent_hosts_are_skipped(db: Database, manager: SchedulerManager)
         db,
         [HostSpec("quiet", silent_for=600), HostSpec("never", silent_for=None), HostSpec("alive")],
     )
+    # Never reported: it counts from its creation (nubes.liveness), long ago.
+    async with db.writer() as conn:
+        await conn.execute(
+            update(services)
+            .where(services.c.host == "never")
+            .values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600))
+        )
     (sel,) = await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
     assert [s.host for s in sel] == ["alive"]
+
+
+async def test_an_alternate_whose_host_went_down_is_not_claimed(
+    db: Database, manager: SchedulerManager
+):
+    await _fleet(db, 3)
+    ids = _uuids(1)
+    (sels,) = await manager.select_destinations(RequestContext(), _spec(), ids)
+    # The alternate's host stops reporting after it was chosen.
+    async with db.writer() as conn:
+        service_id = (
+            await conn.execute(select(services.c.id).where(services.c.host == sels[1].host))
+        ).scalar_one()
+        await conn.execute(
+            update(service_heartbeats)
+            .where(service_heartbeats.c.service_id == service_id)
+            .values(last_seen_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600))
+        )
+    with pytest.raises(exception.NoValidHost, match="host_down"):
+        await manager.claim_alternate(RequestContext(), sels[1])
+    moved = await manager.claim_alternate(RequestContext(), sels[2])
+    assert (await _allocs(db))[ids[0]] == [moved.host]
 
 
 async def test_decisions_are_logged_with_the_request_id(
