@@ -226,9 +226,10 @@ class Service:
     async def _report_state(self, interval: float) -> None:
         backoff = min(1.0, interval)
         away = False
+        limit = max(interval, 5.0)
         while not self._stopping.is_set():
             try:
-                async with asyncio.timeout(max(interval, 5.0)):
+                async with asyncio.timeout(limit):
                     await self.report_state()
             except asyncio.CancelledError:
                 raise
@@ -240,7 +241,8 @@ class Service:
                         "%s on %s cannot report liveness (%s); retrying with backoff",
                         self.binary,
                         self.host,
-                        exc,
+                        # A timeout has no text of its own: say what it was.
+                        str(exc) or f"{type(exc).__name__}: no answer within {limit:.0f} s",
                     )
                     away = True
                 delay = random.uniform(backoff / 2, backoff)
