@@ -55,6 +55,8 @@ HEARTBEAT_BACKOFF_MAX = 60.0
 HEARTBEAT_STOP_GRACE = 5.0
 #: Failures that mean "the conductor or database is away": retried quietly.
 _AWAY = exception.TRANSIENT_ERRORS
+#: ... or not answering in time.
+_AWAY_OR_SLOW: tuple[type[Exception], ...] = (*_AWAY, TimeoutError)
 #: Garbage collector thresholds of a service process. CPython's (700, 10, 10)
 #: collect the young generation every 700 net container allocations and the
 #: whole heap every hundred or so of those; a service handles hundreds of
@@ -233,7 +235,7 @@ class Service:
                     await self.report_state()
             except asyncio.CancelledError:
                 raise
-            except (*_AWAY, TimeoutError) as exc:
+            except _AWAY_OR_SLOW as exc:
                 if not away:
                     # Once, not on every beat: a conductor outage would
                     # otherwise flood the log of every host.
