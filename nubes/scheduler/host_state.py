@@ -233,11 +233,12 @@ class HostStateView:
         age = time.monotonic() - self._last_refresh_mono
         if age >= self.refresh_interval and (self._refreshing is None or self._refreshing.done()):
             self._refreshing = asyncio.create_task(self._background_refresh())
-        if self.db is not None and age >= self.service_down_time / 2:
+        too_old = max(self.service_down_time / 2, self.refresh_interval * 2)
+        if self.db is not None and age >= too_old:
             # Refreshes kept failing: which hosts are up is no longer known
             # well enough to place on any of them (a dead one would look up).
             await self.catch_up()
-            if time.monotonic() - self._last_refresh_mono >= self.service_down_time / 2:
+            if time.monotonic() - self._last_refresh_mono >= too_old:
                 raise exception.NoValidHost(
                     reason="the scheduler cannot read which hosts are up now."
                 )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from oslo_config import cfg
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 
 from nubes import exception
 from nubes.context import RequestContext
@@ -316,3 +321,26 @@ async def test_claims_never_exceed_capacity_in_one_process(db: Database, manager
         used = (await conn.execute(select(func.max(nodes_table.c.vcpus_used)))).scalar()
         count = (await conn.execute(select(func.count()).select_from(allocations))).scalar()
     assert used == 4 and count == 12
+
+
+async def test_a_view_that_cannot_be_refreshed_places_nothing(
+    db: Database, db_url: str, conf: cfg.ConfigOpts, tmp_path: Path
+):
+    conf.set_override("service_down_time", 2)
+    conf.set_override("host_state_refresh_interval", 0.1, group="scheduler")
+    manager = SchedulerManager(db, conf)
+    try:
+        await _fleet(db, 2)
+        await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+        # The database goes away: the view can no longer learn which hosts
+        # are up, and by the time it is older than half service_down_time
+        # it is not trusted to place anything.
+        await db.dispose()
+        path = make_url(db_url).database or ""
+        shutil.move(path, tmp_path / "elsewhere.sqlite")
+        os.mkdir(path)
+        await asyncio.sleep(1.1)  # older than half service_down_time
+        with pytest.raises(exception.NoValidHost, match="cannot read which hosts are up"):
+            await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+    finally:
+        await manager.close()
