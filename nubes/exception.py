@@ -410,3 +410,16 @@ class RemoteError(RPCError):
     """An error the remote side did not expect, carried by name and message."""
 
     msg_fmt = "Remote error: %(exc_type)s %(value)s"
+
+
+#: Errors that mean the database or the bus is away for now, not that the
+#: request is wrong: what failed this way may be tried again later, and
+#: whoever sent it is owed that retry (a host's report is redelivered, a
+#: loop backs off, the API answers 503 with Retry-After). The one list of
+#: them, used by every loop and server that rides out an outage.
+TRANSIENT_ERRORS: tuple[type[NubesError], ...] = (
+    DBConnectionError,
+    DBDeadlock,
+    TransportError,
+    MessagingTimeout,
+)

@@ -54,7 +54,9 @@ HEARTBEAT_BACKOFF_MAX = 60.0
 #: Seconds a stopping service waits for its heartbeat loop to end.
 HEARTBEAT_STOP_GRACE = 5.0
 #: Failures that mean "the conductor or database is away": retried quietly.
-_AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
+_AWAY = exception.TRANSIENT_ERRORS
+#: ... or not answering in time.
+_AWAY_OR_SLOW: tuple[type[Exception], ...] = (*_AWAY, TimeoutError)
 #: Garbage collector thresholds of a service process. CPython's (700, 10, 10)
 #: collect the young generation every 700 net container allocations and the
 #: whole heap every hundred or so of those; a service handles hundreds of
@@ -138,6 +140,8 @@ class Service:
     ) -> None:
         self.binary = binary
         endpoints = list(endpoints)
+        #: The objects whose methods the service serves (its managers).
+        self.endpoints = endpoints
         self.hooks = list(hooks)
         self.host = host
         self.topic = topic or TOPICS.get(binary, binary)
@@ -224,13 +228,14 @@ class Service:
     async def _report_state(self, interval: float) -> None:
         backoff = min(1.0, interval)
         away = False
+        limit = max(interval, 5.0)
         while not self._stopping.is_set():
             try:
-                async with asyncio.timeout(max(interval, 5.0)):
+                async with asyncio.timeout(limit):
                     await self.report_state()
             except asyncio.CancelledError:
                 raise
-            except (*_AWAY, TimeoutError) as exc:
+            except _AWAY_OR_SLOW as exc:
                 if not away:
                     # Once, not on every beat: a conductor outage would
                     # otherwise flood the log of every host.
@@ -238,7 +243,8 @@ class Service:
                         "%s on %s cannot report liveness (%s); retrying with backoff",
                         self.binary,
                         self.host,
-                        exc,
+                        # A timeout has no text of its own: say what it was.
+                        str(exc) or f"{type(exc).__name__}: no answer within {limit:.0f} s",
                     )
                     away = True
                 delay = random.uniform(backoff / 2, backoff)

@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 3
+SERVICE_VERSION = 4
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -56,6 +56,10 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     2: {"compute": "1.1", "conductor": "1.1", "scheduler": "1.0"},
     # Host queries: compute 1.2 (get_host_uptime).
     3: {"compute": "1.2", "conductor": "1.1", "scheduler": "1.0"},
+    # Guests of abandoned tries removed: compute 1.3 (remove_guest); hosts'
+    # notifications published by the conductor: conductor 1.2
+    # (relay_notification).
+    4: {"compute": "1.3", "conductor": "1.2", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -99,6 +103,7 @@ RELEASES: dict[str, int] = {
     "alder": 1,
     "birch": 2,
     "cedar": 3,
+    "dogwood": 4,
 }
 
 #: The RPC APIs ``[upgrade_levels]`` has an option for.

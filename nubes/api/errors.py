@@ -37,7 +37,36 @@ NOVA_FAULT_NAMES = {
 }
 
 
+#: Seconds a client is told to wait (``Retry-After``) when a backend is away.
+RETRY_AFTER_SECONDS = 5
+#: What a client is told instead when the database or the bus is away: the
+#: request may simply be sent again (the reason itself stays in the log).
+UNAVAILABLE = {
+    exception.DBConnectionError: "The database is unavailable at the moment",
+    exception.DBDeadlock: "The database is busy at the moment",
+    exception.TransportError: "The message bus is unavailable at the moment",
+}
+
+
+def _unavailable(exc: BaseException) -> str | None:
+    for kind, text in UNAVAILABLE.items():
+        if isinstance(exc, kind):
+            return f"{text}; please retry the request in {RETRY_AFTER_SECONDS} seconds."
+    return None
+
+
+def retry_headers(exc: BaseException) -> list[tuple[bytes, bytes]]:
+    """``Retry-After`` for an answer to ``exc`` when it means "try again soon"."""
+    if _unavailable(exc) is None:
+        return []
+    return [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
+
+
 def status_and_message(exc: BaseException) -> tuple[int, str]:
+    unavailable = _unavailable(exc)
+    if unavailable is not None:
+        LOG.warning("request failed for now: %s", exc)
+        return 503, unavailable
     if isinstance(exc, exception.NubesError):
         code = exc.code
         if code >= 500 or not exc.safe:
@@ -77,6 +106,8 @@ def error_response(service: str, exc: BaseException) -> Response:
     headers = {}
     if code == 401:
         headers["WWW-Authenticate"] = 'Keystone uri="/identity"'
+    if _unavailable(exc) is not None:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if code == 405 and isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)
     return JSONResponse(BODIES[service](code, message), status_code=code, headers=headers)

@@ -68,7 +68,7 @@ class RequestIdMiddleware:
             if status == 0:
                 service = errors.service_of(scope["path"])
                 code, body = errors.raw_error(service, *errors.status_and_message(exc))
-                await _respond(send_with_id, code, body)
+                await _respond(send_with_id, code, body, errors.retry_headers(exc))
             else:
                 # Answered already (by the JSON handler, or mid-stream): the
                 # server must not see it; the log keeps it.
@@ -156,7 +156,7 @@ class ServiceMiddleware:
                 state["context"] = await tokens.context_for(self.state, token, request_id)
         except exception.NubesError as exc:
             code, body = errors.raw_error(self.service, *errors.status_and_message(exc))
-            await _respond(send, code, body, extra)
+            await _respond(send, code, body, [*extra, *errors.retry_headers(exc)])
             return
 
         started = False
@@ -175,4 +175,4 @@ class ServiceMiddleware:
             if started:
                 raise
             code, body = errors.raw_error(self.service, *errors.status_and_message(exc))
-            await _respond(send, code, body, extra)
+            await _respond(send, code, body, [*extra, *errors.retry_headers(exc)])

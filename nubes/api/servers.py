@@ -25,6 +25,7 @@ single-row updates with no task.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -50,6 +51,10 @@ from nubes.objects.instance import Instance
 from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds a request waits for the bus to take a kick; the task is recorded
+#: already, so past this the request answers and a conductor's poll finds it.
+KICK_TIMEOUT = 1.0
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
@@ -553,7 +558,17 @@ class ServersAPI:
 
     async def _kick(self, ctxt: RequestContext, task_ids: list[int]) -> None:
         try:
-            await self.conductor.kick(ctxt, task_ids)
+            # Bounded: with the broker away a cast waits for it to come back,
+            # and the request must not (the task is durable in the database).
+            async with asyncio.timeout(KICK_TIMEOUT):
+                await self.conductor.kick(ctxt, task_ids)
+        except TimeoutError:
+            LOG.warning(
+                "could not tell a conductor about tasks %s within %.1f s (the bus is away); "
+                "a conductor's poll finds them",
+                task_ids,
+                KICK_TIMEOUT,
+            )
         except exception.NubesError as exc:
             # The tasks are recorded: a conductor's poll finds them anyway.
             LOG.warning("could not tell a conductor about tasks %s: %s", task_ids, exc)

@@ -38,6 +38,7 @@ _CONDUCTOR_STEPS = (
     "rollback_evacuation_at_destination",
     "live_migration_abort",
     "live_migration_force_complete",
+    "remove_guest",
 )
 
 METHOD_RULES = access.rules(

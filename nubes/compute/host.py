@@ -30,7 +30,7 @@ from nubes.objects.service import Service as ServiceRecord
 LOG = logging.getLogger(__name__)
 
 #: Failures that mean "the conductor is away": retried quietly.
-_AWAY = (exception.TransportError, exception.MessagingTimeout, exception.DBConnectionError)
+_AWAY = exception.TRANSIENT_ERRORS
 _RETRY_MAX = 30.0
 
 

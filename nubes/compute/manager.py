@@ -52,6 +52,11 @@ BUILD_TASK_STATES: tuple[str | None, ...] = (
     _T.NETWORKING,
     _T.SPAWNING,
 )
+#: Backoff (seconds) of a report the bus could not take, and how long it is
+#: retried: past that, the task it answers has long ended (deadline).
+REPORT_RETRY_MIN = 0.5
+REPORT_RETRY_MAX = 5.0
+REPORT_RETRY_FOR = 3600.0
 SOFT_REBOOT_STATES = (_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED)
 HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD)
 
@@ -59,7 +64,7 @@ HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_START
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
     #: Who may call which method (checked by the RPC server, deny by default).
     RPC_METHOD_RULES = authz.METHOD_RULES
-    RPC_API_VERSION = "1.2"
+    RPC_API_VERSION = "1.3"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 
     def __init__(
@@ -83,20 +88,46 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
 
     async def _report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key
-        try:
-            await self.conductor.step_finished(
-                ctxt,
-                task_id=task_id,
-                step=step,
-                attempt=attempt,
-                ok=outcome.ok,
-                error=outcome.error,
-                details=outcome.details,
-            )
-        except Exception as exc:
-            # The conductor's task engine asks again (same step) when it
-            # hears nothing; the outcome is kept to answer it.
-            LOG.warning("Could not report task %s step %s: %s", task_id, step, exc)
+        delay = REPORT_RETRY_MIN
+        give_up = asyncio.get_running_loop().time() + REPORT_RETRY_FOR
+        while True:
+            try:
+                await self.conductor.step_finished(
+                    ctxt,
+                    task_id=task_id,
+                    step=step,
+                    attempt=attempt,
+                    ok=outcome.ok,
+                    error=outcome.error,
+                    details=outcome.details,
+                )
+                return
+            except exception.TRANSIENT_ERRORS as exc:
+                # The bus is away: the report is held and sent when it is
+                # back (the conductor records a repeat once), not dropped.
+                if asyncio.get_running_loop().time() + delay > give_up:
+                    LOG.warning(
+                        "Gave up reporting task %s step %s after %.0f s: %s",
+                        task_id,
+                        step,
+                        REPORT_RETRY_FOR,
+                        exc,
+                    )
+                    return
+                LOG.warning(
+                    "Cannot report task %s step %s now (%s); trying again in %.1f s",
+                    task_id,
+                    step,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPORT_RETRY_MAX)
+            except Exception as exc:
+                # Refused for good: the conductor's task engine asks again
+                # (same step) when a new owner resumes; the outcome is kept.
+                LOG.warning("Could not report task %s step %s: %s", task_id, step, exc)
+                return
 
     async def _run_step(
         self,
@@ -142,6 +173,38 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
         """The hypervisor's uptime line (``os-hypervisors/{id}/uptime``); not a
         step: it changes nothing, so it answers at once, even during start."""
         return await self.driver.get_host_uptime()
+
+    # -- guests of abandoned tries (1.3) -----------------------------------------
+
+    async def remove_guest(
+        self,
+        context: RequestContext,
+        instance_uuid: str,
+        task_id: int,
+        step: str,
+        attempt: int,
+    ) -> None:
+        """Remove the guest of a try the conductor gave up on (a ``remove_guest`` task).
+
+        The guest stays if the database places the instance on this host
+        (again): the instruction may come late, or twice.
+        """
+
+        async def work(ctxt: RequestContext) -> Outcome:
+            placed = await Instance.get_by_host(ctxt, self.host)
+            if any(i.uuid == instance_uuid for i in placed):
+                return Outcome(True, details={"removed": False, "placed_here": True})
+            if instance_uuid not in await self.driver.list_instances():
+                return Outcome(True, details={"removed": False})
+            LOG.warning(
+                "Removing the guest of %s from %s: the conductor gave up on it here",
+                instance_uuid,
+                self.host,
+            )
+            await self.driver.destroy(ctxt, Instance(uuid=instance_uuid))
+            return Outcome(True, details={"removed": True})
+
+        await self._run_step(context, (task_id, step, attempt), work)
 
     # -- build ---------------------------------------------------------------
 

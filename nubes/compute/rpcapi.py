@@ -19,6 +19,7 @@ Version history:
           rollback_evacuation_at_destination;
           live_migration_abort and live_migration_force_complete (not steps)
     1.2 - get_host_uptime (a call: the host's uptime line)
+    1.3 - remove_guest (a step: remove the guest of a try the conductor gave up on)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from nubes.rpc.transport import Target, Transport
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.2"
+VERSION = "1.3"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -518,6 +519,26 @@ class ComputeAPI:
         """Ask the source to finish a running live migration now (pausing the guest)."""
         await self._host(host, "1.1").cast(
             ctxt, "live_migration_force_complete", instance=instance, migration_id=migration_id
+        )
+
+    async def remove_guest(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance_uuid: str,
+        task_id: int,
+        step: str,
+        attempt: int,
+    ) -> None:
+        """Remove the guest of ``instance_uuid`` unless the instance is placed on
+        ``host`` (1.3): a try the conductor gave up on (``remove_guest`` task)."""
+        await self._host(host, "1.3").cast(
+            ctxt,
+            "remove_guest",
+            instance_uuid=instance_uuid,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
         )
 
     async def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from nubes import exception
+from nubes import exception, liveness
 from nubes.objects import backend, base, fields
 
 if TYPE_CHECKING:
@@ -129,19 +129,12 @@ class Service(base.VersionedObject):
     # -- liveness ---------------------------------------------------------------
 
     def is_up(self, service_down_time: int, now: datetime | None = None) -> bool:
-        """Whether the service reported within ``service_down_time`` seconds.
-
-        A forced-down service is down. One that never reported counts from
-        its creation (so it is not down before its first report is due), as
-        in Nova; one with neither time is down. Clock skew either way is
-        tolerated up to ``service_down_time``.
-        """
-        if self.obj_attr_is_set("forced_down") and self.forced_down:
-            return False
-        last = self.last_seen_up if self.obj_attr_is_set("last_seen_up") else None
-        if last is None and self.obj_attr_is_set("created_at"):
-            last = self.created_at
-        if last is None:
-            return False
-        elapsed = ((now or datetime.now(UTC)) - last).total_seconds()
-        return abs(elapsed) <= service_down_time
+        """Whether the service reported within ``service_down_time`` seconds
+        (the rule of :mod:`nubes.liveness`)."""
+        return liveness.is_up(
+            forced_down=self.obj_attr_is_set("forced_down") and bool(self.forced_down),
+            last_seen=self.last_seen_up if self.obj_attr_is_set("last_seen_up") else None,
+            created_at=self.created_at if self.obj_attr_is_set("created_at") else None,
+            down_time=service_down_time,
+            now=now,
+        )

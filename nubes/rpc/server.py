@@ -9,10 +9,21 @@ back (for calls) or one log line (for casts), and never reach the method.
 
 The caller's identity is the one the transport verified; the request context
 the method receives carries it as ``context.caller``.
+
+A cast whose method fails for a transient reason (the database or the bus is
+away: :data:`nubes.exception.TRANSIENT_ERRORS`) is not done, so it is not
+acknowledged: the server runs the method again after a backoff
+(:data:`CAST_RETRY_MIN` doubling up to :data:`CAST_RETRY_MAX`) until it
+succeeds or fails for good, holding the message meanwhile. A server stopped
+in between gives it back to the bus (the transports requeue a message whose
+handler did not finish), so another server handles it. Methods that may be
+cast must therefore be idempotent; a call's caller gets the error instead
+and decides itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -56,6 +67,10 @@ class BaseAPI:
         }
 
 
+#: Seconds before a cast that failed for a transient reason is run again
+#: (doubling each time up to CAST_RETRY_MAX): an outage is not spun on.
+CAST_RETRY_MIN = 0.5
+CAST_RETRY_MAX = 10.0
 #: Seconds between two "Refused" log lines about the same caller.
 REFUSAL_LOG_INTERVAL = 10.0
 #: Callers whose refusals are counted at once; the oldest is forgotten first.
@@ -107,6 +122,8 @@ class RPCServer:
         serializer: Serializer | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         rules: access.MethodRules | None = None,
+        cast_retry_min: float | None = None,
+        cast_retry_max: float | None = None,
     ) -> None:
         self.transport = transport
         #: The service's deny-by-default table of who may call what
@@ -119,6 +136,9 @@ class RPCServer:
         self._max_concurrency = max_concurrency
         self._listener: Listener | None = None
         self._refusals = RefusalLog()
+        #: Backoff between two runs of a cast that failed for a transient reason.
+        self.cast_retry_min = CAST_RETRY_MIN if cast_retry_min is None else cast_retry_min
+        self.cast_retry_max = CAST_RETRY_MAX if cast_retry_max is None else cast_retry_max
 
     async def start(self) -> None:
         if self._listener is None:
@@ -134,25 +154,46 @@ class RPCServer:
     async def _on_message(self, msg: IncomingMessage) -> None:
         method = "?"
         expected: tuple[type[BaseException], ...] = ()
-        try:
-            check_size(msg.body, "the request")
-            req = message.decode_request(msg.body)
-            method = req.m
-            ctxt, m = self._resolve(msg, req)
-            # Log lines of the handler carry the request id of the API request.
-            token = current_request_id.set(ctxt.request_id)
+        delay = self.cast_retry_min
+        while True:
             try:
-                expected = m.expected
-                args = await self.serializer.deserialize(ctxt, req.a) if req.a else {}
-                dispatcher.check_arguments(m, args)
-                result = await m.func(ctxt, **args)
-            finally:
-                current_request_id.reset(token)
-        except Exception as exc:
-            self._log_failure(msg, method, exc, expected)
-            if msg.expects_reply:
-                await msg.reply(message.encode_error(exc))
-            return
+                check_size(msg.body, "the request")
+                req = message.decode_request(msg.body)
+                method = req.m
+                ctxt, m = self._resolve(msg, req)
+                # Log lines of the handler carry the request id of the API request.
+                token = current_request_id.set(ctxt.request_id)
+                try:
+                    expected = m.expected
+                    args = await self.serializer.deserialize(ctxt, req.a) if req.a else {}
+                    dispatcher.check_arguments(m, args)
+                    result = await m.func(ctxt, **args)
+                finally:
+                    current_request_id.reset(token)
+            except exception.TRANSIENT_ERRORS as exc:
+                if msg.expects_reply:
+                    self._log_failure(msg, method, exc, expected)
+                    await msg.reply(message.encode_error(exc))
+                    return
+                # Not done, so not acknowledged: held and run again (see the
+                # module's docstring), never dropped.
+                LOG.warning(
+                    "cast %s.%s from %s not handled now (%s); tried again in %.1f s",
+                    self.topic,
+                    _bounded(method),
+                    msg.caller,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cast_retry_max)
+                continue
+            except Exception as exc:
+                self._log_failure(msg, method, exc, expected)
+                if msg.expects_reply:
+                    await msg.reply(message.encode_error(exc))
+                return
+            break
         if msg.expects_reply:
             try:
                 body = message.encode_result(result, self.serializer.enc_hook)

@@ -26,7 +26,7 @@ import dataclasses
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, liveness
 from nubes.db.api import compute_nodes, group_claims, host_views
 from nubes.db.api.compute_nodes import NO_RESERVED, ClaimOutcome, ClaimResult, Reserved
 from nubes.db.engine import Database
@@ -128,13 +128,22 @@ async def claim(
 
 
 async def _move(
-    conn: AsyncConnection, node_uuid: str, consumer_uuid: str, amounts: Amounts, reserved: Reserved
+    conn: AsyncConnection,
+    node_uuid: str,
+    consumer_uuid: str,
+    amounts: Amounts,
+    reserved: Reserved,
+    down_time: float,
 ) -> tuple[ClaimResult, int]:
     node = await compute_nodes.get_by_uuid(conn, node_uuid)
     group = await group_claims.lock_group(conn, None, consumer_uuid)
     for held in await host_views.consumer_nodes(conn, consumer_uuid):
         if held != node["id"]:
             await compute_nodes.release(conn, consumer_uuid, node_id=held)
+    if not await host_views.compute_host_is_up(conn, node["host"], liveness.window(down_time)):
+        # Chosen as an alternate when the build was scheduled, maybe long
+        # ago: the host may have died since.
+        return ClaimResult(ClaimOutcome.HOST_DOWN, None), int(node["id"])
     if group is not None and group["policy"] in group_claims.HARD_POLICIES:
         # Checked once the failed host is given back: an affinity group's
         # first member may go anywhere again.
@@ -159,16 +168,20 @@ async def claim_alternate(
     consumer_uuid: str,
     amounts: Amounts,
     reserved: Reserved = NO_RESERVED,
+    *,
+    down_time: float,
 ) -> tuple[ClaimResult, int]:
     """Move the consumer's claim to an alternate node (a reschedule).
 
     What the consumer holds on other nodes (the host that failed the build)
     is released in the same transaction, whether or not the alternate has
     room: capacity is re-checked by the same conditional UPDATE as any claim,
-    and the policy of the consumer's server group as in :func:`claim`.
+    and the policy of the consumer's server group as in :func:`claim`. An
+    alternate whose service is down now (``down_time``: ``service_down_time``)
+    is refused (HOST_DOWN), whatever the scheduler's view said when it was chosen.
     """
     try:
-        return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts, reserved)
+        return await db.run_in_writer(_move, node_uuid, consumer_uuid, amounts, reserved, down_time)
     except exception.ComputeHostNotFound:
         return ClaimResult(ClaimOutcome.NOT_FOUND, None), -1
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nubes import exception, liveness
 from nubes.db.api import generations, host_views
 from nubes.db.api import groups as groups_api
 from nubes.db.api.compute_nodes import NO_RESERVED, Reserved
@@ -228,7 +229,9 @@ class HostStateView:
         A request never waits for a routine refresh: it decides on the view
         as it is, and the claim re-checks usage in the database anyway. It
         waits only when the host facts' generation moved (an operator's
-        change), so that change holds from this request on.
+        change), so that change holds from this request on, and when the
+        view is older than half ``service_down_time`` (its refreshes
+        failed): which hosts are up must be known to place on one.
         """
         if not self._loaded:
             # One load for every request that comes before it is done (the
@@ -237,9 +240,18 @@ class HostStateView:
                 self._loading = asyncio.create_task(self.refresh())
             await asyncio.shield(self._loading)
             return
-        due = time.monotonic() - self._last_refresh_mono >= self.refresh_interval
-        if due and (self._refreshing is None or self._refreshing.done()):
+        age = time.monotonic() - self._last_refresh_mono
+        if age >= self.refresh_interval and (self._refreshing is None or self._refreshing.done()):
             self._refreshing = asyncio.create_task(self._background_refresh())
+        too_old = max(self.service_down_time / 2, self.refresh_interval * 2)
+        if self.db is not None and age >= too_old:
+            # Refreshes kept failing: which hosts are up is no longer known
+            # well enough to place on any of them (a dead one would look up).
+            await self.catch_up()
+            if time.monotonic() - self._last_refresh_mono >= too_old:
+                raise exception.NoValidHost(
+                    reason="the scheduler cannot read which hosts are up now."
+                )
         await self._ensure_current_facts()
 
     async def _ensure_current_facts(self) -> None:
@@ -285,7 +297,7 @@ class HostStateView:
         since = None
         if self._last_refresh_start is not None:
             since = self._last_refresh_start - dt.timedelta(seconds=self.change_margin)
-        cutoff = started - dt.timedelta(seconds=self.service_down_time)
+        window = liveness.window(self.service_down_time, started)
         aggs: list[dict[str, Any]] | None = None
         services: dict[str, tuple[bool, bool]] | None = None
         async with self.db.reader() as conn:
@@ -295,7 +307,7 @@ class HostStateView:
             if generation != self._facts_generation:
                 aggs = await groups_api.aggregate_get_all(conn)
                 services = await host_views.compute_service_hosts(conn)
-            silent = await host_views.silent_compute_hosts(conn, cutoff)
+            silent = await host_views.down_compute_hosts(conn, window)
         # Applied without an await in between: a request sees all of it or none.
         added = self.apply_nodes(rows)
         if aggs is not None:

@@ -421,7 +421,12 @@ class HostSelector:
         """Claim an alternate for its instance (re-checking capacity); NoValidHost if full."""
         amounts = claims.Amounts(selection.vcpus, selection.memory_mb, selection.disk_gb)
         result, node_id = await claims.claim_alternate(
-            self.db, selection.compute_node_uuid, selection.instance_uuid, amounts, self.reserved
+            self.db,
+            selection.compute_node_uuid,
+            selection.instance_uuid,
+            amounts,
+            self.reserved,
+            down_time=self.view.service_down_time,
         )
         if not result.ok:
             if node_id >= 0:

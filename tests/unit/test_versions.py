@@ -26,7 +26,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 1, "1.0"),
         ("auto", 2, "1.1"),
         ("auto", 3, "1.2"),
-        ("auto", 99, "1.2"),
+        ("auto", 4, "1.3"),
+        ("auto", 99, "1.3"),
         ("auto", 0, "1.0"),
     ],
 )
@@ -98,3 +99,20 @@ def test_the_release_names_the_help_offers_load_and_bad_values_are_refused(
         config.load(["--config-file", str(path)])
     with pytest.raises(exception.ConfigError, match="neither an RPC version"):
         versions.resolve_cap("1.x", api, None)
+
+
+def test_the_running_service_version_serves_what_the_managers_serve() -> None:
+    # Regression: conductor RPC 1.2 (relay_notification) shipped while the
+    # history still said 1.1, so `[upgrade_levels] conductor = auto` capped
+    # every host below the method its notifier calls.
+    from nubes.compute.manager import ComputeManager
+    from nubes.conductor.manager import ConductorManager
+    from nubes.scheduler.manager import SchedulerManager
+
+    newest = versions.SERVICE_VERSION_HISTORY[versions.SERVICE_VERSION]
+    assert newest == {
+        "compute": ComputeManager.RPC_API_VERSION,
+        "conductor": ConductorManager.RPC_API_VERSION,
+        "scheduler": SchedulerManager.RPC_API_VERSION,
+    }
+    assert max(versions.SERVICE_VERSION_HISTORY) == versions.SERVICE_VERSION

@@ -8,8 +8,8 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nubes import liveness
 from nubes.db.api import groups, services
-from nubes.db.types import utcnow
 
 #: What the API calls a binary, from what the services table records.
 BINARY_PREFIX = "nubes-"
@@ -29,14 +29,14 @@ def internal_binary(name: str) -> str:
 
 
 def is_up(row: dict[str, Any], conf: cfg.ConfigOpts, now: dt.datetime | None = None) -> bool:
-    """Nova's rule: forced down is down; otherwise seen within service_down_time."""
-    if row.get("forced_down"):
-        return False
-    seen = row.get("last_seen_at")
-    if seen is None:
-        return False
-    now = now or utcnow()
-    return (now - seen).total_seconds() <= conf.service_down_time
+    """Nova's rule (:mod:`nubes.liveness`) on a row of ``get_all_with_last_seen``."""
+    return liveness.is_up(
+        forced_down=bool(row.get("forced_down")),
+        last_seen=row.get("last_seen_at"),
+        created_at=row.get("created_at"),
+        down_time=conf.service_down_time,
+        now=now,
+    )
 
 
 def updated_at(row: dict[str, Any]) -> dt.datetime | None:

@@ -44,6 +44,9 @@ from nubes.db.api.tasks import TaskStatus
 from nubes.db.group_commit import UnitStatement
 from nubes.db.types import utcnow
 
+#: Where a run's cache names the host the engine found down under its waiting step.
+HOST_DOWN = "host_down"
+
 if TYPE_CHECKING:
     from nubes.conductor.tasks.engine import TaskEngine
 
@@ -332,6 +335,18 @@ class Run:
             outcome = reported(self.payload)
             if outcome is not None:
                 return outcome
+            down = self.cache.pop(HOST_DOWN, None)
+            if down is not None:
+                # Its service is down: that host's failure now, as a timeout
+                # would be later (a build's guest there is removed).
+                return {
+                    "step": awaited["step"],
+                    "attempt": awaited["attempt"],
+                    "host": awaited["host"],
+                    "ok": False,
+                    "timeout": True,
+                    "error": f"{down} is down (no heartbeat for service_down_time)",
+                }
         if self.past_deadline():
             return None
         return {

@@ -31,7 +31,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import FAULT_MESSAGE_LENGTH, Run, StepDef, Task, expect_report
+from nubes.conductor.tasks.base import (
+    FAULT_MESSAGE_LENGTH,
+    Run,
+    StepDef,
+    Task,
+    Writes,
+    expect_report,
+    reported,
+)
 from nubes.conductor.tasks.helpers import (
     chain,
     event_writes,
@@ -41,6 +49,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.remove_guest import kick_created, remove_guest_writes
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.flavor import Flavor
@@ -147,7 +156,12 @@ class BuildTask(Task):
         return await self.place(run, payload)
 
     async def place(
-        self, run: Run, payload: dict[str, Any], *, reschedule: str | None = None
+        self,
+        run: Run,
+        payload: dict[str, Any],
+        *,
+        reschedule: str | None = None,
+        cleanup: Writes | None = None,
     ) -> str:
         """Commit ``spawn`` for the payload's try: the instance placed on its host."""
         sel = payload["selections"][payload["try"] - 1]
@@ -169,7 +183,10 @@ class BuildTask(Task):
         event = None
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
-        step = await run.commit(Step.SPAWN, payload=payload, writes=chain(placement, event))
+        step = await run.commit(
+            Step.SPAWN, payload=payload, writes=chain(placement, event, cleanup)
+        )
+        kick_created(run)
         cached = run.cache.get("instance")
         if cached is not None:
             run.cache["instance"] = {**cached, **values}
@@ -209,8 +226,28 @@ class BuildTask(Task):
             return None
         return await self.reschedule(run, outcome)
 
+    def given_up(self, run: Run, why: str) -> Writes | None:
+        """The awaited host's guest removed (a remove_guest task), unless it said it failed.
+
+        A host that reported a failure removed its guest itself; one that
+        did not report (its report lost, or it is slow or down) may run it.
+        """
+        awaited = run.payload.get("await")
+        if not awaited or run.instance_uuid is None:
+            return None
+        outcome = reported(run.payload)
+        if outcome is not None and not outcome.get("timeout"):
+            return None
+        return remove_guest_writes(run, awaited["host"], run.instance_uuid, why)
+
     async def reschedule(self, run: Run, outcome: dict[str, Any]) -> str | None:
         payload = dict(run.payload)
+        # The timeout outcome is not in the row: only a report is.
+        cleanup = (
+            remove_guest_writes(run, outcome["host"], run.instance_uuid, outcome["error"])
+            if outcome.get("timeout") and run.instance_uuid is not None
+            else None
+        )
         failures = [
             *payload.get("failures", []),
             {"host": outcome["host"], "error": outcome["error"]},
@@ -226,11 +263,13 @@ class BuildTask(Task):
             payload.update({"try": index + 1, "failures": failures})
             why = f"{outcome['host']} failed: {outcome['error']}; trying {sel['host']}"
             LOG.info("%r: %s", run, why)
-            return await self.place(run, payload, reschedule=why)
+            return await self.place(run, payload, reschedule=why, cleanup=cleanup)
         await self.release_claims(run)
         payload["failures"] = failures
         run.payload = payload
-        await self.fail(run, failure_message(failures), details=failure_details(failures))
+        await self.fail(
+            run, failure_message(failures), details=failure_details(failures), cleanup=cleanup
+        )
         return None
 
     # -- ending in ERROR ---------------------------------------------------------------------
@@ -242,6 +281,7 @@ class BuildTask(Task):
         *,
         event: str = "conductor_build_failed",
         details: str | None = None,
+        cleanup: Writes | None = None,
     ) -> None:
         """ERROR with a fault, the action marked failed, the task FAILED, a notification.
 
@@ -259,8 +299,11 @@ class BuildTask(Task):
             await run.event(conn, event, ok=False, details=details or message)
             await run.finish_action(conn, ok=False)
 
-        writes = chain(set_instance(run, values, expected_task_state=_BUILD_TASK_STATES), history)
+        writes = chain(
+            set_instance(run, values, expected_task_state=_BUILD_TASK_STATES), history, cleanup
+        )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
+        kick_created(run)
         LOG.info("%r: build failed: %s", run, message)
         await notify_error(run, "instance.create.error", message)
 
@@ -273,4 +316,5 @@ class BuildTask(Task):
             message,
             event="conductor_build_deadline",
             details=failure_details(failures) if failures else None,
+            cleanup=self.given_up(run, message),
         )

@@ -23,6 +23,14 @@
   ``task_lease_seconds`` in one transaction. A renewal that finds the lease
   taken (another conductor adopted the task with a report) stops the local
   coroutine.
+- **Hosts that die.** A step waiting for a compute host whose service is
+  down (:mod:`nubes.liveness`: no heartbeat for ``service_down_time``) is
+  woken every ``HOST_WATCH_INTERVAL`` seconds' look and counts that host
+  as failed now (a build goes to its next alternate), not at
+  ``compute_step_timeout``. Heartbeats reach the database through a
+  conductor, so silence right after this engine started or could not
+  read the database is no proof: it acts only after it has read the
+  database without fail for ``service_down_time``.
 - **Owner id.** ``<host>:<pid>:<random>``, new for every process, so a
   restarted conductor never mistakes its predecessor's leases for its own.
 """
@@ -41,9 +49,9 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, liveness
 from nubes.conductor.tasks import caps
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Task
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, Run, Task
 from nubes.conductor.tasks.build import BuildTask
 from nubes.conductor.tasks.confirm_revert import ConfirmResizeTask, RevertResizeTask
 from nubes.conductor.tasks.delete import DeleteTask
@@ -51,16 +59,19 @@ from nubes.conductor.tasks.live_migrate import LiveMigrateTask
 from nubes.conductor.tasks.migrate import MigrateTask
 from nubes.conductor.tasks.power import RebootTask, StartTask, StopTask
 from nubes.conductor.tasks.rebuild import EvacuateTask, RebuildTask
+from nubes.conductor.tasks.remove_guest import RemoveGuestTask
 from nubes.conductor.tasks.states import FIRST_STEP
+from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
-from nubes.db.api import tasks
 from nubes.db.engine import Database
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
 
 #: Errors that mean the database or the bus is away for now: retried.
-_AWAY = (exception.DBConnectionError, exception.TransportError, exception.MessagingTimeout)
+_AWAY = exception.TRANSIENT_ERRORS
+#: Longest pause (seconds) between two looks for hosts gone down under waiting steps.
+HOST_WATCH_INTERVAL = 2.0
 #: Tasks claimed per transaction.
 CLAIM_BATCH = 64
 KINDS: tuple[type[Task], ...] = (
@@ -75,6 +86,7 @@ KINDS: tuple[type[Task], ...] = (
     RebuildTask,
     EvacuateTask,
     LiveMigrateTask,
+    RemoveGuestTask,
 )
 
 
@@ -111,6 +123,7 @@ class TaskEngine:
         self.poll_interval: float = opts.task_poll_interval
         self.concurrency: int = opts.task_concurrency
         self.compute_step_timeout: float = opts.compute_step_timeout
+        self.service_down_time: float = conf.service_down_time
         self.max_attempts: int = conf.scheduler.max_attempts
         if scheduler is None:
             from nubes.scheduler.rpcapi import SchedulerAPI
@@ -155,6 +168,7 @@ class TaskEngine:
             asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
             asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
             asyncio.create_task(caps.follow(self), name="nubes-rpc-caps"),
+            asyncio.create_task(self._watch_hosts(), name="nubes-host-watch"),
         ]
         if self.conf.resize_confirm_window > 0:
             from nubes.conductor.tasks import autoconfirm
@@ -202,6 +216,9 @@ class TaskEngine:
 
     def adopt(self, row: dict[str, Any]) -> None:
         """Drive a task this engine has just claimed elsewhere (a report handed it over)."""
+        current = self._runs.get(row["id"])
+        if current is not None and current.attempt == row["attempt"]:
+            return  # that claim is driven already (a repeated report)
         waiting = self._waiters.pop(row["id"], None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(row)
@@ -228,6 +245,39 @@ class TaskEngine:
             current = self._waiters.get(run.id)
             if current is not None and current[1] is future:
                 del self._waiters[run.id]
+
+    async def _watch_hosts(self) -> None:
+        """Wake the steps waiting on a host whose service is down (see the docstring)."""
+        interval = min(HOST_WATCH_INTERVAL, max(self.service_down_time / 4, 0.1))
+        reading_since = time.monotonic()
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            waiting = [
+                (run, future)
+                for run, future in self._waiters.values()
+                if not future.done() and (run.payload.get("await") or {}).get("host")
+            ]
+            if not waiting:
+                continue
+            try:
+                async with self.db.reader() as conn:
+                    down = await host_views.down_compute_hosts(
+                        conn, liveness.window(self.service_down_time)
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("task engine %s cannot tell which hosts are up: %s", self.owner, exc)
+                reading_since = time.monotonic()
+                continue
+            if time.monotonic() - reading_since < self.service_down_time:
+                continue
+            for run, future in waiting:
+                host = run.payload["await"]["host"]
+                if host in down and not future.done():
+                    LOG.warning("%r: %s is down; not waiting for its report", run, host)
+                    run.cache[HOST_DOWN] = host
+                    future.set_result(None)
 
     # -- claiming -------------------------------------------------------------------------
 

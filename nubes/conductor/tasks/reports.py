@@ -8,6 +8,11 @@ conditioned on what was read (:func:`nubes.db.api.tasks.record_outcome`),
 which also hands the lease to this conductor's engine — or to nobody when
 this process runs no engine — so the report is never lost with a dead owner
 and the task moves on at once.
+
+Recording is idempotent: the task's step and try name the report, and a
+repeat of one already recorded writes nothing. A report that could not be
+recorded because the database was away is not lost: the RPC server runs it
+again until it is (``nubes.rpc.server``).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ async def record(
             payload = dict(row["payload"] or {})
             if reported(payload) is not None:
                 LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
-                return None
+                return _handed_over(row, owner)
             payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
             new = await tasks.record_outcome(
                 conn,
@@ -103,6 +108,18 @@ def _outcome(
     }
 
 
+def _handed_over(row: dict[str, Any], owner: str | None) -> dict[str, Any] | None:
+    """The row of a repeated report if the first one handed the task to ``owner``.
+
+    A report whose commit failed with an unknown outcome (the connection
+    dropped at COMMIT) is run again (``nubes.rpc.server``); if that commit
+    did land, the task is ours already but nobody drives it: the engine
+    adopts it now (a no-op if it drives that claim already) rather than
+    when the lease runs out.
+    """
+    return row if owner is not None and row.get("owner") == owner else None
+
+
 #: :func:`_record_grouped`: the report needs no write (a repeat).
 _DONE = True
 
@@ -136,7 +153,7 @@ async def _record_grouped(
     payload = dict(found["payload"] or {})
     if reported(payload) is not None:
         LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
-        return _DONE
+        return _handed_over(found, owner) or _DONE
     payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
     return await task_reports.record_outcome_grouped(
         db,

@@ -31,6 +31,9 @@ class TaskKind(enum.StrEnum):
     LIVE_MIGRATE = "live_migrate"
     EVACUATE = "evacuate"
     REBUILD = "rebuild"
+    #: tell a host to remove the guest of a try the conductor gave up on
+    #: (remove_guest.py); it has no instance of its own: the payload names it
+    REMOVE_GUEST = "remove_guest"
 
 
 class Step(enum.StrEnum):
@@ -73,6 +76,8 @@ class Step(enum.StrEnum):
     POST_SOURCE = "post_source"
     #: rebuild, evacuate: the guest is created again from an image
     REBUILD = "rebuild"
+    #: remove_guest: the host removes the guest, and confirms
+    REMOVE_GUEST = "remove_guest"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -132,6 +137,7 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.ROLLBACK_DEST: frozenset({Step.ROLLBACK_DEST, END}),
     },
     TaskKind.REBUILD: {Step.REBUILD: frozenset({Step.REBUILD, END})},
+    TaskKind.REMOVE_GUEST: {Step.REMOVE_GUEST: frozenset({Step.REMOVE_GUEST, END})},
 }
 
 #: The step each kind of task is created at.
@@ -147,6 +153,7 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.LIVE_MIGRATE: Step.SCHEDULE,
     TaskKind.EVACUATE: Step.SCHEDULE,
     TaskKind.REBUILD: Step.REBUILD,
+    TaskKind.REMOVE_GUEST: Step.REMOVE_GUEST,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed

@@ -127,6 +127,8 @@ class ClaimOutcome(enum.StrEnum):
     NOT_FOUND = "not_found"
     #: The consumer's server group does not allow this host (affinity, anti-affinity).
     GROUP_POLICY = "group_policy"
+    #: The node's compute service is down (``nubes.liveness``): nothing is placed there.
+    HOST_DOWN = "host_down"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -100,20 +100,49 @@ async def compute_service_hosts(conn: AsyncConnection) -> dict[str, tuple[bool, 
     return {r.host: (bool(r.disabled), bool(r.forced_down)) for r in await conn.execute(stmt)}
 
 
-async def silent_compute_hosts(conn: AsyncConnection, cutoff: dt.datetime) -> set[str]:
-    """Hosts whose compute service last reported before ``cutoff`` (or never)."""
+async def down_compute_hosts(
+    conn: AsyncConnection, window: tuple[dt.datetime, dt.datetime]
+) -> set[str]:
+    """Hosts whose compute service is down (:mod:`nubes.liveness`): forced down, or
+    last seen (never seen: created) outside ``window`` = ``liveness.window(...)``."""
     s = services.c
     hb = service_heartbeats
+    oldest, newest = window
+    seen = func.coalesce(hb.c.last_seen_at, s.created_at)
     stmt = (
         select(s.host)
         .select_from(services.outerjoin(hb, hb.c.service_id == s.id))
         .where(
             s.binary == COMPUTE_BINARY,
             live(services),
-            or_(hb.c.last_seen_at.is_(None), hb.c.last_seen_at < cutoff),
+            or_(s.forced_down.is_(True), seen.is_(None), seen < oldest, seen > newest),
         )
     )
     return {r.host for r in await conn.execute(stmt)}
+
+
+async def compute_host_is_up(
+    conn: AsyncConnection, host: str, window: tuple[dt.datetime, dt.datetime]
+) -> bool:
+    """Whether ``host``'s compute service is up now (not in :func:`down_compute_hosts`)."""
+    s = services.c
+    hb = service_heartbeats
+    oldest, newest = window
+    seen = func.coalesce(hb.c.last_seen_at, s.created_at)
+    stmt = (
+        select(s.id)
+        .select_from(services.outerjoin(hb, hb.c.service_id == s.id))
+        .where(
+            s.binary == COMPUTE_BINARY,
+            s.host == host,
+            live(services),
+            s.forced_down.is_(False),
+            seen >= oldest,
+            seen <= newest,
+        )
+        .limit(1)
+    )
+    return (await conn.execute(stmt)).first() is not None
 
 
 async def instance_hosts(conn: AsyncConnection, instance_uuids: Sequence[str]) -> set[str]:

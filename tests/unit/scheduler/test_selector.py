@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
+import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from oslo_config import cfg
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.db.api import compute_nodes, groups
 from nubes.db.engine import Database
-from nubes.db.models import allocations, services
+from nubes.db.models import allocations, service_heartbeats, services
 from nubes.db.models import compute_nodes as nodes_table
 from nubes.objects.request_spec import RequestSpec
 from nubes.scheduler.manager import SchedulerManager
@@ -276,8 +282,37 @@ async def test_silent_hosts_are_skipped(db: Database, manager: SchedulerManager)
         db,
         [HostSpec("quiet", silent_for=600), HostSpec("never", silent_for=None), HostSpec("alive")],
     )
+    # Never reported: it counts from its creation (nubes.liveness), long ago.
+    async with db.writer() as conn:
+        await conn.execute(
+            update(services)
+            .where(services.c.host == "never")
+            .values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600))
+        )
     (sel,) = await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
     assert [s.host for s in sel] == ["alive"]
+
+
+async def test_an_alternate_whose_host_went_down_is_not_claimed(
+    db: Database, manager: SchedulerManager
+):
+    await _fleet(db, 3)
+    ids = _uuids(1)
+    (sels,) = await manager.select_destinations(RequestContext(), _spec(), ids)
+    # The alternate's host stops reporting after it was chosen.
+    async with db.writer() as conn:
+        service_id = (
+            await conn.execute(select(services.c.id).where(services.c.host == sels[1].host))
+        ).scalar_one()
+        await conn.execute(
+            update(service_heartbeats)
+            .where(service_heartbeats.c.service_id == service_id)
+            .values(last_seen_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600))
+        )
+    with pytest.raises(exception.NoValidHost, match="host_down"):
+        await manager.claim_alternate(RequestContext(), sels[1])
+    moved = await manager.claim_alternate(RequestContext(), sels[2])
+    assert (await _allocs(db))[ids[0]] == [moved.host]
 
 
 async def test_decisions_are_logged_with_the_request_id(
@@ -307,3 +342,26 @@ async def test_claims_never_exceed_capacity_in_one_process(db: Database, manager
         used = (await conn.execute(select(func.max(nodes_table.c.vcpus_used)))).scalar()
         count = (await conn.execute(select(func.count()).select_from(allocations))).scalar()
     assert used == 4 and count == 12
+
+
+async def test_a_view_that_cannot_be_refreshed_places_nothing(
+    db: Database, db_url: str, conf: cfg.ConfigOpts, tmp_path: Path
+):
+    conf.set_override("service_down_time", 2)
+    conf.set_override("host_state_refresh_interval", 0.1, group="scheduler")
+    manager = SchedulerManager(db, conf)
+    try:
+        await _fleet(db, 2)
+        await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+        # The database goes away: the view can no longer learn which hosts
+        # are up, and by the time it is older than half service_down_time
+        # it is not trusted to place anything.
+        await db.dispose()
+        path = make_url(db_url).database or ""
+        shutil.move(path, tmp_path / "elsewhere.sqlite")
+        os.mkdir(path)
+        await asyncio.sleep(1.1)  # older than half service_down_time
+        with pytest.raises(exception.NoValidHost, match="cannot read which hosts are up"):
+            await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+    finally:
+        await manager.close()

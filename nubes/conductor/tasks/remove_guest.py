@@ -1,0 +1,129 @@
+"""Telling a host to remove the guest of a try the conductor gave up on.
+
+When a task stops waiting for a host without hearing it out (a build's
+spawn timed out and goes to an alternate, or the build's deadline passed),
+that host may still run, or still be spawning, a guest for it: its report
+may simply have been lost. Nothing else would tell it (the host's restart
+repair reaps guests the database does not place on it, but only at its next
+restart), so the instance could run on two hosts. The give-up commits, in
+the same transaction, a ``remove_guest`` task (:func:`remove_guest_writes`):
+durable like any task, so a conductor that dies before sending it leaves it
+to the next one.
+
+One step, ``remove_guest``: commit the try, cast ``remove_guest`` to the
+host carrying task id, step and try, wait for the host's confirmation
+(``step_finished``, authorised like every report: only from that host). The
+host removes the guest unless the database places the instance on it again
+(``ComputeManager.remove_guest``), so a late or repeated instruction never
+removes a guest that belongs there. No confirmation by ``[conductor]
+compute_step_timeout`` is tried again, up to :data:`TRIES` times; then the
+task fails, and the host's restart repair — a host that does not answer is
+down or cut off, and it reaps on its way back — is what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, expect_report
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.db.api import tasks
+from nubes.db.api.tasks import TaskStatus
+
+LOG = logging.getLogger(__name__)
+
+#: Times the host is asked before the task gives up on it.
+TRIES = 5
+#: Where :func:`remove_guest_writes` leaves the new task's id in the run's cache.
+CREATED = "remove_guest_tasks"
+
+
+def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) -> Writes:
+    """Writes that queue a ``remove_guest`` task for ``host`` in the caller's commit.
+
+    After the commit, :func:`kick_created` has this conductor claim it at once.
+    """
+
+    async def write(conn: AsyncConnection) -> None:
+        row = await tasks.create(
+            conn,
+            kind=TaskKind.REMOVE_GUEST.value,
+            step=Step.REMOVE_GUEST.value,
+            payload={
+                "host": host,
+                "instance_uuid": instance_uuid,
+                "reason": reason,
+                "for_task": run.id,
+            },
+            context=run.ctxt.to_dict(),
+        )
+        run.cache.setdefault(CREATED, []).append(row["id"])
+
+    return write
+
+
+def kick_created(run: Run) -> None:
+    """Claim the ``remove_guest`` tasks the run's last commit queued (else: the next poll)."""
+    created = run.cache.pop(CREATED, None)
+    if created:
+        run.engine.kick(created)
+
+
+class RemoveGuestTask(Task):
+    kind = TaskKind.REMOVE_GUEST
+
+    def step_defs(self) -> list[StepDef]:
+        return [StepDef(Step.REMOVE_GUEST, self.remove)]
+
+    async def remove(self, run: Run) -> str | None:
+        payload = run.payload
+        host, uuid = payload["host"], payload["instance_uuid"]
+        awaited = payload.get("await")
+        if not awaited:
+            return await self._ask(run, 1)
+
+        async def send() -> None:
+            await self.engine.compute.remove_guest(
+                run.ctxt, host, uuid, run.id, Step.REMOVE_GUEST.value, awaited["attempt"]
+            )
+
+        outcome = await run.wait_for_report(send)
+        if outcome is not None and outcome["ok"]:
+            details = outcome.get("details") or {}
+            LOG.info(
+                "%r: %s %s the guest of %s (%s)",
+                run,
+                host,
+                "removed" if details.get("removed") else "has no",
+                uuid,
+                payload.get("reason"),
+            )
+            await run.finish(TaskStatus.SUCCEEDED)
+            return None
+        error = (outcome or {}).get("error") or "no answer"
+        if awaited["attempt"] < TRIES:
+            LOG.warning("%r: %s: %s; asking again", run, host, error)
+            return await self._ask(run, awaited["attempt"] + 1)
+        message = (
+            f"{host} did not confirm the removal of the guest of {uuid} after {TRIES} tries "
+            f"({error}); its restart repair removes it"
+        )
+        LOG.warning("%r: %s", run, message)
+        await run.finish(TaskStatus.FAILED, last_error=message)
+        return None
+
+    async def _ask(self, run: Run, attempt: int) -> str:
+        payload = expect_report(
+            run.payload,
+            step=Step.REMOVE_GUEST,
+            attempt=attempt,
+            host=run.payload["host"],
+            timeout=self.engine.compute_step_timeout,
+        )
+        return await run.commit(Step.REMOVE_GUEST, payload=payload)
+
+    async def expire(self, run: Run) -> None:
+        # It has no deadline; a row given one by hand just ends.
+        await run.finish(TaskStatus.FAILED, last_error="deadline passed")
