@@ -240,7 +240,23 @@ class AllInOne:
             if not active:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{active} tasks of {len(uuids)} instances still active")
+                async with self.db.reader() as conn:
+                    stuck = (
+                        (
+                            await conn.execute(
+                                select(t).where(
+                                    t.c.instance_uuid.in_(uuids[:500]),
+                                    t.c.status.in_(active_statuses),
+                                )
+                            )
+                        )
+                        .mappings()
+                        .all()
+                    )
+                raise TimeoutError(
+                    f"{active} tasks of {len(uuids)} instances still active: "
+                    + "; ".join(str(dict(r)) for r in stuck[:5])
+                )
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:

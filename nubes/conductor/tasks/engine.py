@@ -216,12 +216,15 @@ class TaskEngine:
 
     def adopt(self, row: dict[str, Any]) -> None:
         """Drive a task this engine has just claimed elsewhere (a report handed it over)."""
-        current = self._runs.get(row["id"])
-        if current is not None and current.attempt == row["attempt"]:
-            return  # that claim is driven already (a repeated report)
         waiting = self._waiters.pop(row["id"], None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(row)
+            return
+        current = self._runs.get(row["id"])
+        if current is not None and current.attempt == row["attempt"]:
+            # Driven here already and not waiting: a repeated report. (The
+            # waiter comes first: the run waiting for this very report is
+            # in ``_runs`` with the same attempt, and must be woken.)
             return
         self._start(row)
 
@@ -328,13 +331,12 @@ class TaskEngine:
                 ids = await tasks.list_claimable(conn, limit=limit)
             if not ids:
                 return
-            claimed = await self._claim(ids)
-            if not claimed:
+            if not await self._claim(ids) or len(ids) < limit:
+                # Fewer waiting than there was room for: none is left behind.
                 return
-            if len(ids) < CLAIM_BATCH:
-                # Every slot taken with candidates to spare: more may wait.
-                self._backlog = self._free() <= 0 and len(ids) == limit
-                return
+            # A full listing: more may wait. Look again while slots are free
+            # (runs that ended during this scan freed some, and their wake-up
+            # is spent), else leave the backlog for the next refill.
         self._backlog = True
 
     async def _claim(self, ids: list[int]) -> int:
