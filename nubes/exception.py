@@ -20,6 +20,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── MarkerNotFound                a pagination marker names no visible row
     │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
     │   ├── TooManyInstanceTags           more tags than a server may have
+    │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
     │   └── ImageNotActive                an image that cannot be booted from (yet)
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -27,6 +28,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── IdentityMismatch              a message claims someone its sender is not
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
     │   └── QuotaExceeded                 a project's quota does not allow the request
+    │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
+    │           ServerGroup(Members)LimitExceeded, OnsetFile*LimitExceeded
     ├── NotFound (404)
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
@@ -201,6 +204,45 @@ class InstanceNotOnHost(Forbidden):
 
 class QuotaExceeded(Forbidden):
     msg_fmt = "Quota exceeded: %(reason)s"
+
+
+class TooManyInstances(QuotaExceeded):
+    msg_fmt = (
+        "Quota exceeded for %(overs)s: Requested %(req)s, but already used %(used)s "
+        "of %(allowed)s %(overs)s"
+    )
+
+
+class MetadataLimitExceeded(QuotaExceeded):
+    msg_fmt = "Maximum number of metadata items exceeds %(allowed)d"
+
+
+class KeypairLimitExceeded(QuotaExceeded):
+    msg_fmt = "Maximum number of key pairs exceeded"
+
+
+class ServerGroupLimitExceeded(QuotaExceeded):
+    msg_fmt = "Quota exceeded, too many server groups."
+
+
+class ServerGroupMembersLimitExceeded(QuotaExceeded):
+    msg_fmt = "Quota exceeded, too many servers in group"
+
+
+class OnsetFileLimitExceeded(QuotaExceeded):
+    msg_fmt = "Personality file limit exceeded"
+
+
+class OnsetFilePathLimitExceeded(QuotaExceeded):
+    msg_fmt = "Personality file path exceeds maximum %(allowed)s"
+
+
+class OnsetFileContentLimitExceeded(QuotaExceeded):
+    msg_fmt = "Personality file content exceeds maximum %(allowed)s"
+
+
+class QuotaLimitInvalid(Invalid):
+    """A new limit below what is in use, or above what the project allows (400)."""
 
 
 class NotFound(NubesError):

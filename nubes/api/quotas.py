@@ -57,45 +57,6 @@ NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_g
 INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
 
-class TooManyInstances(exception.QuotaExceeded):
-    msg_fmt = (
-        "Quota exceeded for %(overs)s: Requested %(req)s, but already used %(used)s "
-        "of %(allowed)s %(overs)s"
-    )
-
-
-class MetadataLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Maximum number of metadata items exceeds %(allowed)d"
-
-
-class KeypairLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Maximum number of key pairs exceeded"
-
-
-class ServerGroupLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Quota exceeded, too many server groups."
-
-
-class ServerGroupMembersLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Quota exceeded, too many servers in group"
-
-
-class OnsetFileLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Personality file limit exceeded"
-
-
-class OnsetFilePathLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Personality file path exceeds maximum %(allowed)s"
-
-
-class OnsetFileContentLimitExceeded(exception.QuotaExceeded):
-    msg_fmt = "Personality file content exceeds maximum %(allowed)s"
-
-
-class QuotaLimitInvalid(exception.Invalid):
-    """A new limit below what is in use, or above what the project allows (400)."""
-
-
 # --- limits --------------------------------------------------------------------------------
 
 
@@ -195,9 +156,11 @@ async def _levels(
     return levels
 
 
-def _over_quota(level: _Level, overs: list[str], requested: Mapping[str, Any]) -> TooManyInstances:
-    """Nova's TooManyInstances text, each over resource listed in every part."""
-    return TooManyInstances(
+def _over_quota(
+    level: _Level, overs: list[str], requested: Mapping[str, Any]
+) -> exception.TooManyInstances:
+    """Nova's exception.TooManyInstances text, each over resource listed in every part."""
+    return exception.TooManyInstances(
         overs=", ".join(overs),
         req=", ".join(str(requested[name]) for name in overs),
         used=", ".join(str(level.used.get(name, 0)) for name in overs),
@@ -220,7 +183,7 @@ async def allowed_instances(
 
     Nova's rule: as many as fit, up to ``max_count``, when that is at least
     ``min_count``; otherwise the whole request is refused
-    (:class:`TooManyInstances`, 403). Takes the project's quota lock: the
+    (:class:`exception.TooManyInstances`, 403). Takes the project's quota lock: the
     caller inserts the instances in the same transaction.
     """
     await quotas_db.lock_project(conn, project_id)
@@ -273,7 +236,7 @@ async def check_server_group(
     await quotas_db.lock_project(conn, project_id)
     for level in await _levels(conn, conf, project_id, user_id, ["server_groups"]):
         if level.overs({"server_groups": 1}):
-            raise ServerGroupLimitExceeded()
+            raise exception.ServerGroupLimitExceeded()
 
 
 async def check_group_members(
@@ -297,7 +260,7 @@ async def check_group_members(
     resources = ["server_group_members"]
     for level in await _levels(conn, conf, project_id, user_id, resources, members):
         if level.overs({"server_group_members": count}):
-            raise ServerGroupMembersLimitExceeded()
+            raise exception.ServerGroupMembersLimitExceeded()
 
 
 async def check_key_pairs(
@@ -318,7 +281,7 @@ async def check_key_pairs(
     """
     limit = (await effective_limits(conn, conf, project_id, user_id))["key_pairs"]
     if limit != UNLIMITED and used + count > limit:
-        raise KeypairLimitExceeded()
+        raise exception.KeypairLimitExceeded()
 
 
 async def check_metadata(
@@ -333,7 +296,7 @@ async def check_metadata(
         return
     limit = (await project_limits(conn, conf, project_id))["metadata_items"]
     if limit != UNLIMITED and len(metadata) > limit:
-        raise MetadataLimitExceeded(allowed=limit)
+        raise exception.MetadataLimitExceeded(allowed=limit)
 
 
 async def check_injected_files(
@@ -352,11 +315,11 @@ async def check_injected_files(
         return limits[resource] != UNLIMITED and value > limits[resource]
 
     if over("injected_files", len(files)):
-        raise OnsetFileLimitExceeded()
+        raise exception.OnsetFileLimitExceeded()
     if over("injected_file_path_bytes", max(len(path.encode()) for path, _ in files)):
-        raise OnsetFilePathLimitExceeded(allowed=limits["injected_file_path_bytes"])
+        raise exception.OnsetFilePathLimitExceeded(allowed=limits["injected_file_path_bytes"])
     if over("injected_file_content_bytes", max(len(data) for _, data in files)):
-        raise OnsetFileContentLimitExceeded(allowed=limits["injected_file_content_bytes"])
+        raise exception.OnsetFileContentLimitExceeded(allowed=limits["injected_file_content_bytes"])
 
 
 # --- setting limits --------------------------------------------------------------------------
@@ -365,16 +328,16 @@ async def check_injected_files(
 def _validate_limit(resource: str, limit: int, minimum: int, maximum: int) -> None:
     """Nova's _validate_quota_limit, word for word."""
     if limit < UNLIMITED:
-        raise QuotaLimitInvalid(
+        raise exception.QuotaLimitInvalid(
             message=f"Quota limit {limit} for {resource} must be -1 or greater."
         )
     if limit < minimum and (maximum != UNLIMITED or limit != UNLIMITED):
-        raise QuotaLimitInvalid(
+        raise exception.QuotaLimitInvalid(
             message=f"Quota limit {limit} for {resource} must be greater than or equal to "
             f"already used and reserved {minimum}."
         )
     if maximum != UNLIMITED and limit > maximum:
-        raise QuotaLimitInvalid(
+        raise exception.QuotaLimitInvalid(
             message=f"Quota limit {limit} for {resource} must be less than or equal to {maximum}."
         )
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nubes import config
+from nubes import config, exception
 from nubes.api import quotas
 from nubes.api.state import ApiState
 from nubes.context import RequestContext
@@ -56,9 +56,9 @@ async def test_fifty_concurrent_creates_of_one_project_never_overshoot(db: Datab
         return_exceptions=True,
     )
     made = [r for r in results if isinstance(r, list)]
-    refused = [r for r in results if isinstance(r, quotas.TooManyInstances)]
+    refused = [r for r in results if isinstance(r, exception.TooManyInstances)]
     assert len(made) == 10 and len(refused) == 40, [
-        r for r in results if not isinstance(r, list | quotas.TooManyInstances)
+        r for r in results if not isinstance(r, list | exception.TooManyInstances)
     ]
     assert all(len(r) == 1 for r in made)
     assert all(r.code == 403 for r in refused)
@@ -80,7 +80,7 @@ async def test_concurrent_min_max_creates_fill_the_quota_exactly(db: Database) -
         return_exceptions=True,
     )
     made = [r for r in results if isinstance(r, list)]
-    assert all(isinstance(r, list | quotas.TooManyInstances) for r in results), results
+    assert all(isinstance(r, list | exception.TooManyInstances) for r in results), results
     # Six get 4 each; the one left is fewer than min_count, so the rest are refused.
     assert sorted(len(r) for r in made) == [4] * 6
     async with db.reader() as conn:
@@ -101,7 +101,7 @@ async def test_fifty_concurrent_server_groups_never_overshoot(db: Database) -> N
 
     results = await asyncio.gather(*(create_group(n) for n in range(50)), return_exceptions=True)
     assert sum(isinstance(r, dict) for r in results) == 10
-    assert sum(isinstance(r, quotas.ServerGroupLimitExceeded) for r in results) == 40
+    assert sum(isinstance(r, exception.ServerGroupLimitExceeded) for r in results) == 40
     async with db.reader() as conn:
         assert (await quotas_db.usage(conn, PROJECT))["server_groups"] == 10
 
@@ -135,7 +135,7 @@ async def test_key_pairs_check_counts_the_users_key_pairs(
         if allowed:
             await quotas.check_key_pairs(conn, conf, project_id="p", user_id="u", used=used)
         else:
-            with pytest.raises(quotas.KeypairLimitExceeded) as err:
+            with pytest.raises(exception.KeypairLimitExceeded) as err:
                 await quotas.check_key_pairs(conn, conf, project_id="p", user_id="u", used=used)
             assert err.value.code == 403
             assert err.value.message == "Maximum number of key pairs exceeded"
@@ -145,7 +145,7 @@ async def test_a_user_key_pair_limit_overrides_the_projects(db: Database) -> Non
     conf = _state(db, key_pairs=100).conf
     async with db.writer() as conn:
         await quotas_db.limits_set(conn, "p", {"key_pairs": 1}, user_id="u")
-        with pytest.raises(quotas.KeypairLimitExceeded):
+        with pytest.raises(exception.KeypairLimitExceeded):
             await quotas.check_key_pairs(conn, conf, project_id="p", user_id="u", used=1)
         await quotas.check_key_pairs(conn, conf, project_id="p", user_id="v", used=1)
 
