@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ async def _tasks(db: Database) -> list[dict[str, Any]]:
         return [dict(r) for r in result.mappings()]
 
 
+def _instance_of(task: dict[str, Any]) -> str | None:
+    """The instance a task works on: a remove_guest task names it in its payload only."""
+    payload = task.get("payload")
+    if isinstance(payload, str):
+        payload = json.loads(payload)
+    return task["instance_uuid"] or (payload or {}).get("instance_uuid")
+
+
 def _settled(row: dict[str, Any], active_tasks: set[str]) -> bool:
     return (
         row["uuid"] not in active_tasks
@@ -85,7 +94,7 @@ async def wait_settled(
     deadline = time.monotonic() + timeout
     while True:
         rows = await _rows(cloud.db, uuids)
-        active = {t["instance_uuid"] for t in await _tasks(cloud.db) if t["status"] in _ACTIVE}
+        active = {_instance_of(t) for t in await _tasks(cloud.db) if t["status"] in _ACTIVE}
         pending = [r for r in rows.values() if not _settled(r, active)]
         if len(rows) == len(uuids) and not pending:
             return rows
