@@ -52,6 +52,7 @@ from nubes.conductor.tasks.moves import (
     drop_source_claim,
     migration_object,
 )
+from nubes.conductor.tasks.payloads import Awaited
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import MigrationStatus, PowerState, TaskState, VMState
@@ -100,7 +101,7 @@ class ConfirmResizeTask(_SettleTask):
         return [StepDef(Step.CONFIRM_SOURCE, self.confirm_source)]
 
     async def confirm_source(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             payload = await self.prepare(run)
             if payload is None:
                 return None
@@ -109,23 +110,23 @@ class ConfirmResizeTask(_SettleTask):
                 run, Step.CONFIRM_SOURCE, source["host"], node=source["node"], payload=payload
             )
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.confirm_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.CONFIRM_SOURCE.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
-            done = record_event(run, "compute_confirm_resize", host=outcome["host"])
+        if outcome.ok:
+            done = record_event(run, "compute_confirm_resize", host=outcome.host)
             await self.end(run, ok=True, before=done)
             return None
         record = self.failed_try(run, outcome, "compute_confirm_resize")
@@ -135,8 +136,8 @@ class ConfirmResizeTask(_SettleTask):
         await self.end(
             run,
             ok=False,
-            message=f"The source {outcome['host']} could not remove what it kept for a "
-            f"revert (it may be left there): {outcome['error']}",
+            message=f"The source {outcome.host} could not remove what it kept for a "
+            f"revert (it may be left there): {outcome.error}",
             before=record,
         )
         return None
@@ -194,7 +195,7 @@ class RevertResizeTask(_SettleTask):
         ]
 
     async def revert_dest(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             payload = await self.prepare(run)
             if payload is None:
                 return None
@@ -207,30 +208,30 @@ class RevertResizeTask(_SettleTask):
                 run, Step.REVERT_DEST, dest["host"], node=dest["node"], payload=payload
             )
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REVERT_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             record = self.failed_try(run, outcome, "compute_revert_resize")
             retried = await self.again(run, record)
             if retried is not None:
                 return retried
             await self.give_up(
                 run,
-                f"The destination {outcome['host']} could not remove the resized guest: "
-                f"{outcome['error']}",
+                f"The destination {outcome.host} could not remove the resized guest: "
+                f"{outcome.error}",
                 before=record,
             )
             return None
@@ -247,7 +248,7 @@ class RevertResizeTask(_SettleTask):
         writes = chain(
             claims_back_to_source(run.instance_uuid, payload["migration_uuid"]),
             set_instance(run, values, expected_task_state=self.task_states),
-            record_event(run, "compute_revert_resize", host=outcome["host"]),
+            record_event(run, "compute_revert_resize", host=outcome.host),
         )
         return await ask(
             run, Step.REVERT_SOURCE, source["host"], node=source["node"], writes=writes
@@ -257,14 +258,14 @@ class RevertResizeTask(_SettleTask):
         outcome = await answer(run, self.send_finish_revert(run, Step.REVERT_SOURCE))
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             record = self.failed_try(run, outcome, "compute_finish_revert_resize")
             retried = await self.again(run, record)
             if retried is not None:
                 return retried
             await self.give_up(
                 run,
-                f"The source {outcome['host']} could not bring the guest back: {outcome['error']}",
+                f"The source {outcome.host} could not bring the guest back: {outcome.error}",
                 before=record,
             )
             return None
@@ -278,7 +279,7 @@ class RevertResizeTask(_SettleTask):
         writes = chain(
             move_migration(run, {"status": _M.REVERTED}, only_from=[_M.REVERTING]),
             set_instance(run, values, expected_task_state=self.task_states),
-            record_event(run, "compute_finish_revert_resize", host=outcome["host"]),
+            record_event(run, "compute_finish_revert_resize", host=outcome.host),
             finish_action(run, ok=True),
         )
         await run.finish(TaskStatus.SUCCEEDED, writes=writes)

@@ -258,7 +258,7 @@ class TaskEngine:
             waiting = [
                 (run, future)
                 for run, future in self._waiters.values()
-                if not future.done() and (run.payload.get("await") or {}).get("host")
+                if not future.done() and run.awaiting is not None
             ]
             if not waiting:
                 continue
@@ -276,7 +276,7 @@ class TaskEngine:
             if time.monotonic() - reading_since < self.service_down_time:
                 continue
             for run, future in waiting:
-                host = run.payload["await"]["host"]
+                host = run.awaited().host
                 if host in down and not future.done():
                     LOG.warning("%r: %s is down; not waiting for its report", run, host)
                     run.cache[HOST_DOWN] = host

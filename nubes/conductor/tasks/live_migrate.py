@@ -71,10 +71,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks import moves
+from nubes.conductor.tasks import moves, payloads
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, StepDef, Task, UnitWrites, Writes
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
+from nubes.conductor.tasks.payloads import Awaited, Outcome, SchedulingRequest
 from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
@@ -120,8 +121,8 @@ class _Cancelled(Exception):
     """The migration is ``cancelling``: the commit that would ask for the copy is not made."""
 
 
-def _failed(what: str, outcome: dict[str, Any]) -> str:
-    return f"The {what} on {outcome['host']} failed: {outcome['error']}"
+def _failed(what: str, outcome: Outcome) -> str:
+    return f"The {what} on {outcome.host} failed: {outcome.error}"
 
 
 def _tries(run: Run, step: str) -> int:
@@ -156,7 +157,7 @@ def destination_spec(
 ) -> RequestSpec:
     """The scheduler's question: the instance as built, anywhere but ``source``
     (only ``host`` when named)."""
-    spec = request_spec(row, original)
+    spec = request_spec(row, SchedulingRequest.of(original))
     spec.ignore_hosts = [source]
     if host:
         spec.requested_destination = host
@@ -276,9 +277,9 @@ class LiveMigrateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("destination check", outcome))
-        details = outcome.get("details") or {}
+        details = outcome.details
         payload = {**run.payload, "dest_check_data": details.get("dest_check_data") or {}}
         source = run.payload["source"]
         return await self._commit_watching(
@@ -305,9 +306,9 @@ class LiveMigrateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("source check", outcome))
-        details = outcome.get("details") or {}
+        details = outcome.details
         # From here on the destination may hold something to undo.
         payload = {
             **run.payload,
@@ -330,9 +331,9 @@ class LiveMigrateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("preparation", outcome))
-        details = outcome.get("details") or {}
+        details = outcome.details
         migrate_data = details.get("migrate_data") or run.payload["migrate_data"]
         payload = {**run.payload, "migrate_data": migrate_data}
         source = run.payload["source"]
@@ -377,11 +378,11 @@ class LiveMigrateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
-            if outcome.get("timeout"):
+        if not outcome.ok:
+            if outcome.timeout:
                 # Silent source: whatever it is doing, it must not finish now.
                 await self._abort_source(run)
-            if (outcome.get("details") or {}).get("aborted"):
+            if outcome.details.get("aborted"):
                 return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
             return await self._to_rollback(run, _failed("live migration", outcome))
         power = (
@@ -407,7 +408,7 @@ class LiveMigrateTask(Task):
             return run.step
         payload = dict(run.payload)
         dest = payload["dest"]
-        if not outcome["ok"]:
+        if not outcome.ok:
             if _tries(run, Step.POST_DEST) < CLEANUP_TRIES:
                 return await moves.ask(run, Step.POST_DEST, dest["host"], node=dest["node"])
             payload["errors"] = [
@@ -424,7 +425,7 @@ class LiveMigrateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             source = run.payload["source"]
             if _tries(run, Step.POST_SOURCE) < CLEANUP_TRIES:
                 return await moves.ask(run, Step.POST_SOURCE, source["host"], node=source["node"])
@@ -500,13 +501,12 @@ class LiveMigrateTask(Task):
                 payload=payload,
                 writes=writes,
             )
-        payload.pop("await", None)
-        payload.pop("outcome", None)
+        payload = payloads.awaiting_none(payload)
         return await run.commit(Step.ROLLBACK_DEST, payload=payload, writes=writes)
 
     async def rollback_dest(self, run: Run) -> str | None:
-        awaited = run.payload.get("await")
-        if awaited and awaited.get("step") == Step.ROLLBACK_DEST:
+        awaited = run.awaiting
+        if awaited is not None and awaited.step == Step.ROLLBACK_DEST:
             send = self._send(
                 run,
                 "rollback_live_migration_at_destination",
@@ -515,7 +515,7 @@ class LiveMigrateTask(Task):
             outcome = await moves.answer(run, send)
             if outcome is None:
                 return run.step
-            if not outcome["ok"]:
+            if not outcome.ok:
                 if _tries(run, Step.ROLLBACK_DEST) < CLEANUP_TRIES:
                     dest = run.payload["dest"]
                     return await moves.ask(run, Step.ROLLBACK_DEST, dest["host"], node=dest["node"])
@@ -618,22 +618,20 @@ class LiveMigrateTask(Task):
 
     # -- pieces ----------------------------------------------------------------------------
 
-    def _send(
-        self, run: Run, method: str, **kwargs: Any
-    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    def _send(self, run: Run, method: str, **kwargs: Any) -> Callable[[Awaited], Awaitable[None]]:
         """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = await self._fetch(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await getattr(self.engine.compute, method)(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
-                str(awaited["step"]),
-                awaited["attempt"],
+                str(awaited.step),
+                awaited.attempt,
                 **kwargs,
             )
 

@@ -68,6 +68,7 @@ from nubes.conductor.tasks.moves import (
     scheduling_request,
     set_migration,
 )
+from nubes.conductor.tasks.payloads import Awaited, Outcome, SchedulingRequest
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
@@ -263,21 +264,19 @@ class MoveTask(Task):
             mig = await migrations_api.get_by_id(conn, migration_id(run))
         return row, mig
 
-    def send_finish_revert(
-        self, run: Run, step: Step
-    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    def send_finish_revert(self, run: Run, step: Step) -> Callable[[Awaited], Awaitable[None]]:
         """The send of a step asking the source to bring its kept guest back
         (``finish_revert_migration``): a rollback's or a revert's."""
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.finish_revert_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 step.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
                 power_on=run.payload["power_on"],
             )
@@ -285,17 +284,16 @@ class MoveTask(Task):
         return send
 
     @staticmethod
-    def failed_try(run: Run, outcome: dict[str, Any], event: str) -> Writes:
+    def failed_try(run: Run, outcome: Outcome, event: str) -> Writes:
         """The records of a cleanup step's failed try: a failed event and a fault."""
         tries = int((run.payload.get("tries") or {}).get(run.step, 1))
         message = (
-            f"{event} on {outcome['host']} failed (try {tries} of {CLEANUP_TRIES}): "
-            f"{outcome['error']}"
+            f"{event} on {outcome.host} failed (try {tries} of {CLEANUP_TRIES}): {outcome.error}"
         )
         LOG.info("%r: %s", run, message)
         return chain(
-            record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"]),
-            record_fault(run, message, outcome["error"]),
+            record_event(run, event, ok=False, host=outcome.host, details=outcome.error),
+            record_fault(run, message, outcome.error),
         )
 
     @staticmethod
@@ -304,8 +302,8 @@ class MoveTask(Task):
         ``record``; None (nothing committed) when no try is left."""
         if int((run.payload.get("tries") or {}).get(run.step, 1)) >= CLEANUP_TRIES:
             return None
-        awaited = run.payload["await"]
-        return await ask(run, run.step, awaited["host"], node=awaited["node"], writes=record)
+        awaited = run.awaited()
+        return await ask(run, run.step, awaited.host, node=awaited.node, writes=record)
 
 
 # -- migrate -------------------------------------------------------------------------------
@@ -409,7 +407,9 @@ class MigrateTask(MoveTask):
 
     def _request_spec(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> RequestSpec:
         payload = run.payload
-        spec = build.request_spec({**row, "flavor": payload["flavor"]}, payload["request"])
+        spec = build.request_spec(
+            {**row, "flavor": payload["flavor"]}, SchedulingRequest.of(payload["request"])
+        )
         stay = self.engine.conf.allow_resize_to_same_host and self._resize(run)
         if not stay:
             spec.ignore_hosts = [payload["source"]["host"]]
@@ -420,15 +420,15 @@ class MigrateTask(MoveTask):
     # -- the source ----------------------------------------------------------------------
 
     async def migrate_source(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.migrate_disk_and_power_off(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.MIGRATE_SOURCE.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
                 flavor=Flavor.from_snapshot(run.payload["flavor"]),
                 dest_host=run.payload["dest"]["host"],
@@ -437,11 +437,11 @@ class MigrateTask(MoveTask):
         outcome = await answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._roll_back(
                 run, Step.ROLLBACK_SOURCE, outcome, "compute_resize_instance"
             )
-        details = outcome.get("details") or {}
+        details = outcome.details
         payload = {**run.payload, "disk_info": details.get("disk_info") or {}}
         writes = chain(
             move_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
@@ -450,7 +450,7 @@ class MigrateTask(MoveTask):
                 {"task_state": _T.RESIZE_MIGRATED},
                 expected_task_state=(_T.RESIZE_MIGRATING, _T.RESIZE_MIGRATED),
             ),
-            record_event(run, "compute_resize_instance", host=outcome["host"]),
+            record_event(run, "compute_resize_instance", host=outcome.host),
         )
         return await run.commit(Step.FINISH_DEST, payload=payload, writes=writes)
 
@@ -458,7 +458,7 @@ class MigrateTask(MoveTask):
 
     async def finish_dest(self, run: Run) -> str | None:
         dest = run.payload["dest"]
-        if (run.payload.get("await") or {}).get("step") != Step.FINISH_DEST:
+        if run.awaiting is None or run.awaiting.step != Step.FINISH_DEST:
             # Committed on its own: the source's part is recorded before the
             # destination is asked (and the task_state walks its table).
             finishing = set_instance(
@@ -470,15 +470,15 @@ class MigrateTask(MoveTask):
                 run, Step.FINISH_DEST, dest["host"], node=dest["node"], writes=finishing
             )
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.finish_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 with_flavor(row, run.payload["flavor"]),
                 run.id,
                 Step.FINISH_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
                 disk_info=run.payload.get("disk_info") or {},
                 image=run.payload["request"]["image"],
@@ -489,7 +489,7 @@ class MigrateTask(MoveTask):
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._roll_back(run, Step.ROLLBACK_DEST, outcome, "compute_finish_resize")
         values = {
             **flavor_values(run.payload["flavor"]),
@@ -502,7 +502,7 @@ class MigrateTask(MoveTask):
         writes = chain(
             move_migration(run, {"status": _M.FINISHED}, only_from=[_M.POST_MIGRATING]),
             set_instance(run, values, expected_task_state=(_T.RESIZE_FINISH,)),
-            record_event(run, "compute_finish_resize", host=outcome["host"]),
+            record_event(run, "compute_finish_resize", host=outcome.host),
             finish_action(run, ok=True),
         )
         await run.finish(TaskStatus.SUCCEEDED, writes=writes)
@@ -511,26 +511,26 @@ class MigrateTask(MoveTask):
 
     # -- rolling back --------------------------------------------------------------------
 
-    async def _roll_back(self, run: Run, step: Step, outcome: dict[str, Any], event: str) -> str:
+    async def _roll_back(self, run: Run, step: Step, outcome: Outcome, event: str) -> str:
         """Start the rollback at ``step`` because ``outcome`` (recorded as ``event``) failed."""
         dest = run.payload["dest"]["host"]
-        error = f"{self._what(run)} to {dest} failed on {outcome['host']}: {outcome['error']}"
+        error = f"{self._what(run)} to {dest} failed on {outcome.host}: {outcome.error}"
         LOG.info("%r: %s; rolling back", run, error)
         payload = {**run.payload, "error": run.payload.get("error") or error}
         side = payload["dest" if step == Step.ROLLBACK_DEST else "source"]
-        writes = record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"])
+        writes = record_event(run, event, ok=False, host=outcome.host, details=outcome.error)
         return await ask(run, step, side["host"], node=side["node"], payload=payload, writes=writes)
 
     async def rollback_dest(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 with_flavor(row, run.payload["flavor"]),
                 run.id,
                 Step.ROLLBACK_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
@@ -539,8 +539,8 @@ class MigrateTask(MoveTask):
             return run.step
         source = run.payload["source"]
         payload = run.payload
-        if outcome["ok"]:
-            writes = record_event(run, "compute_revert_resize", host=outcome["host"])
+        if outcome.ok:
+            writes = record_event(run, "compute_revert_resize", host=outcome.host)
         else:
             writes = self.failed_try(run, outcome, "compute_revert_resize")
             retried = await self.again(run, writes)
@@ -549,7 +549,7 @@ class MigrateTask(MoveTask):
             # The instance goes back to the source all the same: what the
             # destination could not remove, its restart repair reaps (no
             # instance is placed there).
-            payload = {**payload, "leftover": f"{outcome['host']}: {outcome['error']}"}
+            payload = {**payload, "leftover": f"{outcome.host}: {outcome.error}"}
         return await ask(
             run,
             Step.ROLLBACK_SOURCE,
@@ -565,15 +565,15 @@ class MigrateTask(MoveTask):
             return run.step
         error = run.payload.get("error") or "the move failed"
         source = run.payload["source"]["host"]
-        if outcome["ok"]:
-            done = record_event(run, "compute_finish_revert_resize", host=outcome["host"])
+        if outcome.ok:
+            done = record_event(run, "compute_finish_revert_resize", host=outcome.host)
             await self.fail(run, f"{error}; rolled back to {source}", restored=True, before=done)
             return None
         record = self.failed_try(run, outcome, "compute_finish_revert_resize")
         retried = await self.again(run, record)
         if retried is not None:
             return retried
-        message = f"{error}; the guest could not be brought back on {source}: {outcome['error']}"
+        message = f"{error}; the guest could not be brought back on {source}: {outcome.error}"
         await self.fail(run, message, restored=False, before=record)
         return None
 

@@ -37,7 +37,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, UnitWrites, Writes, expect_report
+from nubes.conductor.tasks.base import Run, UnitWrites, Writes
+from nubes.conductor.tasks.payloads import Awaited, Outcome, expect_report
 from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
@@ -310,15 +311,13 @@ async def ask(
     return await run.commit(step, payload=new, writes=writes)
 
 
-async def answer(
-    run: Run, send: Callable[[dict[str, Any]], Awaitable[None]]
-) -> dict[str, Any] | None:
+async def answer(run: Run, send: Callable[[Awaited], Awaitable[None]]) -> Outcome | None:
     """Send the awaited step (``send(awaited)``) unless answered, and wait for the outcome.
 
     None when the task's deadline passed first; a failure outcome when the
     host did not answer in time (``timeout`` set).
     """
-    awaited = run.payload["await"]
+    awaited = run.awaited()
 
     async def go() -> None:
         await send(awaited)

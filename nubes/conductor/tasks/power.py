@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, expect_report
+from nubes.conductor.tasks.base import Run, StepDef, Task
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -24,6 +24,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import TaskState, VMState
@@ -55,7 +56,7 @@ class PowerTask(Task):
         return {}
 
     async def power(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             row = await load_instance(run)
             if row is None:
                 await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -73,7 +74,7 @@ class PowerTask(Task):
                 timeout=self.engine.compute_step_timeout,
             )
             return await run.commit(Step.POWER, payload=payload)
-        awaited = run.payload["await"]
+        awaited = run.awaited()
 
         async def send() -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
@@ -82,25 +83,25 @@ class PowerTask(Task):
             method = getattr(self.engine.compute, self.method)
             await method(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.POWER.value,
-                awaited["attempt"],
+                awaited.attempt,
                 **self.extra_args(run),
             )
 
         outcome = await run.wait_for_report(send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
 
             async def done(conn: AsyncConnection) -> None:
                 await run.finish_action(conn)
 
             await run.finish(TaskStatus.SUCCEEDED, writes=done)
             return None
-        await self.fail(run, f"{self.kind} on {outcome['host']} failed: {outcome['error']}")
+        await self.fail(run, f"{self.kind} on {outcome.host} failed: {outcome.error}")
         return None
 
     def _revert_values(self) -> dict[str, Any]:

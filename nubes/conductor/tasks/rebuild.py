@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -56,6 +57,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import Awaited, SchedulingRequest
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.types import utcnow
@@ -153,20 +155,20 @@ class RebuildTask(Task):
         return [StepDef(Step.REBUILD, self.rebuild)]
 
     async def rebuild(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             return await self._ask(run)
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.rebuild_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REBUILD.value,
-                awaited["attempt"],
+                awaited.attempt,
                 image=image_meta(run.payload),
                 evacuate=False,
                 power_on=power_on(run.payload),
@@ -175,7 +177,7 @@ class RebuildTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if outcome["ok"]:
+        if outcome.ok:
             writes = chain(
                 _lenient(
                     set_instance(
@@ -187,7 +189,7 @@ class RebuildTask(Task):
             await run.finish(TaskStatus.SUCCEEDED, writes=writes)
             return None
         await self.fail(
-            run, f"Rebuild on {outcome['host']} failed: {outcome['error']}", guest_touched=True
+            run, f"Rebuild on {outcome.host} failed: {outcome.error}", guest_touched=True
         )
         return None
 
@@ -237,7 +239,7 @@ class RebuildTask(Task):
         await self.fail(
             run,
             "The rebuild did not finish before its deadline",
-            guest_touched=bool(run.payload.get("await")),
+            guest_touched=bool(run.awaiting),
         )
 
 
@@ -296,7 +298,9 @@ class EvacuateTask(Task):
         # As Nova, an evacuation keeps the build's hints and the server group's policy.
         async with self.engine.db.reader() as conn:
             original = await moves.scheduling_request(conn, uuid, row["image_ref"])
-        spec = request_spec(row, {**original, "image": image_meta(run.payload)})
+        spec = request_spec(
+            row, SchedulingRequest.of({**original, "image": image_meta(run.payload)})
+        )
         spec.ignore_hosts = [source]
         if run.payload.get("host"):
             spec.requested_destination = run.payload["host"]
@@ -342,17 +346,17 @@ class EvacuateTask(Task):
     # -- rebuild ---------------------------------------------------------------------------
 
     async def rebuild(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.rebuild_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REBUILD.value,
-                awaited["attempt"],
+                awaited.attempt,
                 image=image_meta(run.payload),
                 evacuate=True,
                 power_on=power_on(run.payload),
@@ -361,11 +365,11 @@ class EvacuateTask(Task):
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
             await self.succeed(run)
             return None
         dest = run.payload["dest"]
-        error = f"Evacuation to {outcome['host']} failed: {outcome['error']}"
+        error = f"Evacuation to {outcome.host} failed: {outcome.error}"
         LOG.info("%r: %s; rolling back", run, error)
         payload = {**run.payload, "error": error}
         return await moves.ask(
@@ -393,21 +397,21 @@ class EvacuateTask(Task):
             return run.step
         error = run.payload.get("error") or "The evacuation failed"
         details = error
-        if not outcome["ok"]:
+        if not outcome.ok:
             # The instance goes back to its source all the same; the guest
             # left there is reaped when that host next starts.
-            details += f"\n{outcome['host']} could not remove its guest: {outcome['error']}"
+            details += f"\n{outcome.host} could not remove its guest: {outcome.error}"
         await self.roll_back(run, error, details=details)
         return None
 
-    async def _send_rollback(self, run: Run, awaited: dict[str, Any]) -> None:
+    async def _send_rollback(self, run: Run, awaited: Awaited) -> None:
         await self.engine.compute.rollback_evacuation_at_destination(
             run.ctxt,
-            awaited["host"],
+            awaited.host,
             _instance_for(run, await load_instance(run)),
             run.id,
-            awaited["step"],
-            awaited["attempt"],
+            awaited.step,
+            awaited.attempt,
         )
 
     async def roll_back(
@@ -459,20 +463,18 @@ class EvacuateTask(Task):
         await notify_error(run, "instance.evacuate.error", message)
 
     async def expire(self, run: Run) -> None:
-        awaited = run.payload.get("await")
+        awaited = run.awaiting
         if run.step in (Step.REBUILD, Step.ROLLBACK_DEST) and awaited:
             # No time is left to wait for it: ask, and end regardless.
-            rollback = {
-                **awaited,
-                "step": Step.ROLLBACK_DEST.value,
-                "attempt": int((run.payload.get("tries") or {}).get(Step.ROLLBACK_DEST, 0)) + 1,
-            }
+            rollback = msgspec.structs.replace(
+                awaited,
+                step=Step.ROLLBACK_DEST.value,
+                attempt=int((run.payload.get("tries") or {}).get(Step.ROLLBACK_DEST, 0)) + 1,
+            )
             try:
                 await self._send_rollback(run, rollback)
             except Exception as exc:
-                LOG.warning(
-                    "%r: could not ask %s to remove its guest: %s", run, awaited["host"], exc
-                )
+                LOG.warning("%r: could not ask %s to remove its guest: %s", run, awaited.host, exc)
         await self.roll_back(
             run,
             "The evacuation did not finish before its deadline",
