@@ -97,8 +97,12 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.host}: {self.error}"
 
 
-class Selection(msgspec.Struct, frozen=True, kw_only=True):
-    """One host the scheduler chose, as a build keeps it (its claim's resources)."""
+class Selection(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One host the scheduler chose, as a build keeps it (its claim's resources).
+
+    Fields the scheduler did not set are left out, as release N stored them
+    (its ``Selection(**kept)`` takes only set fields).
+    """
 
     host: str
     nodename: str
