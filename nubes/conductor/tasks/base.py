@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.payloads import Awaited, Outcome
+from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
 from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
@@ -153,7 +153,7 @@ class Run:
         self,
         step: str,
         *,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | dict[str, Any] | None = None,
         writes: Writes | None = None,
         lease_seconds: float | None = None,
     ) -> str:
@@ -164,7 +164,7 @@ class Run:
         """
         check_step(self.kind, self.step, step)
         if payload is not None:
-            self.payload = payload
+            self.payload = self._stored(payload)
         done = self.step
         values = {"step": step, "payload": self.payload}
         lease = lease_seconds or self.engine.lease_seconds
@@ -201,10 +201,12 @@ class Run:
         *,
         last_error: str | None = None,
         writes: Writes | None = None,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | dict[str, Any] | None = None,
     ) -> None:
         """End the task with ``status``; ``writes`` (and ``payload``) commit with it."""
         check_step(self.kind, self.step, END)
+        if payload is not None:
+            payload = self._stored(payload)
 
         def own(dialect: Dialect) -> UnitStatement:
             return tasks.prepared_finish(
@@ -278,6 +280,19 @@ class Run:
         if awaited is None:
             raise exception.Invalid(reason=f"{self!r} awaits no report")
         return awaited
+
+    def typed(self, kind: type[P]) -> P:
+        """The payload as its kind's struct (:mod:`.payloads`)."""
+        return payloads.decode(self.payload, kind)
+
+    def keep(self, payload: TaskPayload | dict[str, Any]) -> None:
+        """Hold ``payload`` in memory (what the next commit writes)."""
+        self.payload = self._stored(payload)
+
+    def _stored(self, payload: TaskPayload | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(payload, TaskPayload):
+            return payloads.encode(payload, self.payload)
+        return payload
 
     def refresh(self, row: dict[str, Any]) -> None:
         """Take over a newer claim of the same task (a report handed it to us)."""

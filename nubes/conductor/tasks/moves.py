@@ -29,6 +29,7 @@ Python write the ordinary way, which decides as it always did.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -37,8 +38,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, UnitWrites, Writes
-from nubes.conductor.tasks.payloads import Awaited, Outcome, expect_report
+from nubes.conductor.tasks.payloads import Awaited, MovePayload, Outcome
 from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
@@ -80,8 +82,8 @@ async def scheduling_request(
 
 
 def migration_id(run: Run) -> int:
-    value = run.payload.get("migration_id")
-    if not isinstance(value, int):
+    value = run.typed(MovePayload).migration_id
+    if value is None:
         raise exception.Invalid(reason=f"{run!r} names no migration")
     return value
 
@@ -286,7 +288,7 @@ async def ask(
     host: str,
     *,
     node: str | None = None,
-    payload: dict[str, Any] | None = None,
+    payload: MovePayload | dict[str, Any] | None = None,
     writes: Writes | None = None,
     attempt: int | None = None,
 ) -> str:
@@ -295,20 +297,19 @@ async def ask(
     The try is one more than the last one sent for this step, so a step that
     is retried (it follows itself) is never confused with its earlier try.
     """
-    base = dict(run.payload if payload is None else payload)
-    tries = dict(base.get("tries") or {})
-    number = attempt if attempt is not None else int(tries.get(step, 0)) + 1
-    tries[step] = number
-    base["tries"] = tries
-    new = expect_report(
-        base,
-        step=step,
+    raw = payload if isinstance(payload, dict) else run.payload
+    typed = payload if isinstance(payload, MovePayload) else payloads.decode(raw, MovePayload)
+    number = attempt if attempt is not None else typed.tried(step) + 1
+    typed.tries = {**typed.tries, str(step): number}
+    typed.awaiting = Awaited(
+        step=str(step),
         attempt=number,
         host=host,
         node=node,
-        timeout=run.engine.compute_step_timeout,
+        until=time.time() + run.engine.compute_step_timeout,
     )
-    return await run.commit(step, payload=new, writes=writes)
+    typed.outcome = None
+    return await run.commit(step, payload=payloads.encode(typed, raw), writes=writes)
 
 
 async def answer(run: Run, send: Callable[[Awaited], Awaitable[None]]) -> Outcome | None:

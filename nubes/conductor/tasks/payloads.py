@@ -136,8 +136,12 @@ class SchedulingRequest(msgspec.Struct, kw_only=True):
             raise exception.Invalid(reason=f"not a scheduling request: {exc}") from exc
 
 
-class TaskPayload(msgspec.Struct, kw_only=True):
-    """What every kind's payload has: its version, the awaited step and its outcome."""
+class TaskPayload(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What every kind's payload has: its version, the awaited step and its outcome.
+
+    Fields at their defaults are left out of the stored JSON, as release N
+    left out what it had not set (it reads them with ``.get``).
+    """
 
     v: int = PAYLOAD_VERSION
     awaiting: Awaited | None = msgspec.field(default=None, name="await")
@@ -177,6 +181,80 @@ class BuildPayload(TaskPayload, kw_only=True):
         return self.selections[self.tries - 1]
 
 
+class PowerPayload(TaskPayload, kw_only=True):
+    """stop, start, reboot: the reboot's type."""
+
+    reboot_type: str = "SOFT"
+
+
+class DeletePayload(TaskPayload, kw_only=True):
+    """delete: the resize whose source guest is removed too (its migration's id)."""
+
+    migration_id: int | None = None
+
+
+class Place(msgspec.Struct, frozen=True, kw_only=True):
+    """A host and node a move goes from or to."""
+
+    host: str
+    node: str | None = None
+
+
+class MovePayload(TaskPayload, kw_only=True):
+    """The moves (migrate, resize, confirm, revert, evacuate): where from and to,
+    the migration, and the rollback's progress. ``docs/moves.md`` has the contract."""
+
+    migration_id: int | None = None
+    migration_uuid: str | None = None
+    migration_type: str | None = None
+    #: The destination the request named (None: the scheduler picks).
+    host: str | None = None
+    source: Place | None = None
+    dest: Place | None = None
+    #: The flavor the instance ends with (a resize's new one); confirm and
+    #: revert keep both.
+    flavor: dict[str, Any] | None = None
+    old_flavor: dict[str, Any] | None = None
+    new_flavor: dict[str, Any] | None = None
+    #: Whether the guest runs when the move ends (None: as the instance was).
+    power_on: bool | None = None
+    request: SchedulingRequest | None = None
+    #: evacuate: the image the guest is built again from.
+    image: dict[str, Any] | None = None
+    #: The last try sent of each compute step (moves.ask).
+    tries: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Why the move is rolled back.
+    error: str | None = None
+    #: The rollback started because the deadline passed.
+    expired: bool = False
+    #: What the destination could not remove.
+    leftover: str | None = None
+    #: migrate: what the source's disks became, for the destination.
+    disk_info: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def tried(self, step: str, default: int = 0) -> int:
+        return int(self.tries.get(step, default))
+
+    @property
+    def source_place(self) -> Place:
+        if self.source is None:
+            raise exception.Invalid(reason="the move's payload names no source")
+        return self.source
+
+    @property
+    def target_flavor(self) -> dict[str, Any]:
+        """The flavor the instance ends with (Invalid before the move recorded it)."""
+        if self.flavor is None:
+            raise exception.Invalid(reason="the move's payload names no flavor")
+        return self.flavor
+
+    @property
+    def dest_place(self) -> Place:
+        if self.dest is None:
+            raise exception.Invalid(reason="the move's payload names no destination")
+        return self.dest
+
+
 class RemoveGuestPayload(TaskPayload, kw_only=True):
     """A remove_guest task: which host is to remove which instance's guest, and why."""
 
@@ -188,9 +266,6 @@ class RemoveGuestPayload(TaskPayload, kw_only=True):
 
 
 P = TypeVar("P", bound=TaskPayload)
-
-#: Keys left out of the stored JSON when they hold nothing.
-_ABSENT_WHEN_NONE = ("await", "outcome")
 
 
 def _upgrade(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,11 +297,10 @@ def encode(payload: TaskPayload, base: Mapping[str, Any] | None = None) -> dict[
     not type (a newer release's, or what another part of the kind writes).
     """
     data: dict[str, Any] = dict(base or {})
+    for name in payload.__struct_encode_fields__:
+        data.pop(name, None)  # the struct's own: absent when at its default
     data.update(msgspec.to_builtins(payload))
-    for key in _ABSENT_WHEN_NONE:
-        if data.get(key, 0) is None:
-            # As release N stored them: absent, not null, when there is none.
-            del data[key]
+    data[VERSION_KEY] = payload.v
     return data
 
 
