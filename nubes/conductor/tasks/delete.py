@@ -29,6 +29,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -38,7 +39,7 @@ from nubes.conductor.tasks.helpers import (
     set_instance,
 )
 from nubes.conductor.tasks.moves import answer, ask, load_migration, migration_object
-from nubes.conductor.tasks.payloads import Awaited, expect_report
+from nubes.conductor.tasks.payloads import Awaited, DeletePayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
@@ -107,13 +108,14 @@ class DeleteTask(Task):
         if not moves:
             return await run.commit(Step.RELEASE)
         mig = moves[-1]
-        payload = {**run.payload, "migration_id": mig["id"]}
+        payload = run.typed(DeletePayload)
+        payload.migration_id = mig["id"]
         return await ask(
             run,
             Step.CONFIRM_SOURCE,
             mig["source_compute"],
             node=mig["source_node"],
-            payload=payload,
+            payload=payloads.encode(payload, run.payload),
         )
 
     async def confirm_source(self, run: Run) -> str | None:

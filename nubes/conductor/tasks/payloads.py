@@ -219,8 +219,9 @@ class MovePayload(TaskPayload, kw_only=True):
     #: Whether the guest runs when the move ends (None: as the instance was).
     power_on: bool | None = None
     request: SchedulingRequest | None = None
-    #: evacuate: the image the guest is built again from.
-    image: dict[str, Any] | None = None
+    #: rebuild, evacuate: the image the guest is built again from (its id alone,
+    #: or with its properties).
+    image: dict[str, Any] | str | None = None
     #: The last try sent of each compute step (moves.ask).
     tries: dict[str, int] = msgspec.field(default_factory=dict)
     #: Why the move is rolled back.
@@ -231,6 +232,18 @@ class MovePayload(TaskPayload, kw_only=True):
     leftover: str | None = None
     #: migrate: what the source's disks became, for the destination.
     disk_info: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def image_meta(self) -> dict[str, Any]:
+        """The image the guest is rebuilt from, as the driver takes it."""
+        if isinstance(self.image, str):
+            return {"id": self.image}
+        return dict(self.image or {})
+
+    @property
+    def powered(self) -> bool:
+        """Whether the guest runs when the move ends (running unless recorded otherwise)."""
+        return True if self.power_on is None else self.power_on
 
     def tried(self, step: str, default: int = 0) -> int:
         return int(self.tries.get(step, default))

@@ -24,7 +24,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
-from nubes.conductor.tasks.payloads import expect_report
+from nubes.conductor.tasks.payloads import PowerPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import TaskState, VMState
@@ -166,4 +166,4 @@ class RebootTask(PowerTask):
     error_vm_state = VMState.ERROR
 
     def extra_args(self, run: Run) -> dict[str, Any]:
-        return {"reboot_type": run.payload.get("reboot_type", "SOFT")}
+        return {"reboot_type": run.typed(PowerPayload).reboot_type}
