@@ -268,6 +268,41 @@ class MovePayload(TaskPayload, kw_only=True):
         return self.dest
 
 
+class LiveRollback(msgspec.Struct, kw_only=True):
+    """Why a live migration is rolled back, and what its clean-up left."""
+
+    error: str
+    cancelled: bool = False
+    expired: bool = False
+    #: The step the rollback started from.
+    since: str | None = msgspec.field(default=None, name="from")
+    details: str | None = None
+
+
+class StepError(msgspec.Struct, frozen=True, kw_only=True):
+    """A clean-up step of a finished live migration that failed."""
+
+    step: str
+    error: str
+
+
+class LiveMigratePayload(MovePayload, kw_only=True):
+    """A live migration: the checks' and preparation's data, and how it ends."""
+
+    #: What the request asked: True, False or "auto" (docs/moves.md).
+    block_migration: bool | str = "auto"
+    #: Whether it is a block migration, decided at scheduling (None before).
+    block: bool | None = None
+    #: The instance's vm_state before the move (what it returns to).
+    vm_state: str | None = None
+    dest_check_data: dict[str, Any] | None = None
+    migrate_data: dict[str, Any] | None = None
+    #: The destination was asked to prepare: a rollback must ask it to undo.
+    prepared: bool = False
+    rollback: LiveRollback | None = None
+    errors: list[StepError] = msgspec.field(default_factory=list)
+
+
 class RemoveGuestPayload(TaskPayload, kw_only=True):
     """A remove_guest task: which host is to remove which instance's guest, and why."""
 
