@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nubes import exception
 from nubes.api import policy, quotas
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import BuildPayload, PowerPayload, TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, groups, tasks
@@ -195,13 +197,12 @@ class ServersAPI:
         reservation = reservation_id or _reservation_id()
         deadline = utcnow() + dt.timedelta(seconds=self.build_deadline)
         hints = {str(k): v for k, v in (scheduler_hints or {}).items()}
-        payload_base: dict[str, Any] = {
-            "image": dict(image),
-            "hints": hints,
-            "request": {"name": name, "key_name": key_name, "user_data": user_data},
-        }
-        if group:
-            payload_base["group"] = group
+        payload_base = BuildPayload(
+            image=dict(image),
+            hints=hints,
+            request={"name": name, "key_name": key_name, "user_data": user_data},
+            group=group or None,
+        )
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:
             if group:
@@ -332,7 +333,7 @@ class ServersAPI:
             TaskKind.REBOOT,
             "reboot",
             task_state,
-            {"reboot_type": reboot_type},
+            PowerPayload(reboot_type=reboot_type),
         )
 
     async def _power(
@@ -342,7 +343,7 @@ class ServersAPI:
         kind: TaskKind,
         action: str,
         task_state: TaskState,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | None = None,
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
@@ -495,7 +496,7 @@ class ServersAPI:
         instance_uuid: str,
         kind: TaskKind,
         action: str,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | Mapping[str, Any] | None = None,
         deadline: dt.datetime | None = None,
     ) -> dict[str, Any]:
         """The action and the task, in the caller's transaction."""
@@ -515,7 +516,7 @@ class ServersAPI:
                 kind=kind.value,
                 instance_uuid=instance_uuid,
                 step=FIRST_STEP[kind].value,
-                payload=dict(payload or {}),
+                payload=payloads.new(kind, payload),
                 context=_context_record(ctxt),
                 deadline=deadline,
             )
@@ -531,7 +532,7 @@ class ServersAPI:
         instance_uuids: list[str],
         kind: TaskKind,
         action: str,
-        payload: dict[str, Any],
+        payload: TaskPayload,
         deadline: dt.datetime,
     ) -> list[dict[str, Any]]:
         """:meth:`_start` for several instances of one request (multi-row INSERTs)."""
@@ -549,7 +550,7 @@ class ServersAPI:
                 instance_uuids,
                 kind=kind.value,
                 step=FIRST_STEP[kind].value,
-                payload=dict(payload),
+                payload=payloads.new(kind, payload),
                 context=_context_record(ctxt),
                 deadline=deadline,
             )

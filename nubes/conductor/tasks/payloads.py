@@ -30,17 +30,37 @@ shape changes, and teach :func:`_upgrade` the older one.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
 
 from nubes import exception
+from nubes.conductor.tasks.states import TaskKind
 
 #: The payload version this release writes (1: release N's untyped dicts, no ``v``).
 PAYLOAD_VERSION = 2
 #: The key of the version in the stored JSON.
 VERSION_KEY = "v"
+
+
+P = TypeVar("P", bound="TaskPayload")
+
+#: Each task kind's payload struct (filled by :func:`payload_of`).
+PAYLOADS: dict[TaskKind, type[TaskPayload]] = {}
+
+
+def payload_of(*kinds: TaskKind) -> Callable[[type[P]], type[P]]:
+    """Register the decorated struct as the payload of ``kinds``."""
+
+    def register(cls: type[P]) -> type[P]:
+        for kind in kinds:
+            if kind in PAYLOADS:
+                raise TypeError(f"{kind} has a payload already: {PAYLOADS[kind].__name__}")
+            PAYLOADS[kind] = cls
+        return cls
+
+    return register
 
 
 class StepKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +178,7 @@ class TaskPayload(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.outcome if self.outcome.answers(self.awaiting) else None
 
 
+@payload_of(TaskKind.BUILD)
 class BuildPayload(TaskPayload, kw_only=True):
     """A build: what the API asked, the hosts chosen, and the try under way."""
 
@@ -181,12 +202,14 @@ class BuildPayload(TaskPayload, kw_only=True):
         return self.selections[self.tries - 1]
 
 
+@payload_of(TaskKind.STOP, TaskKind.START, TaskKind.REBOOT)
 class PowerPayload(TaskPayload, kw_only=True):
     """stop, start, reboot: the reboot's type."""
 
     reboot_type: str = "SOFT"
 
 
+@payload_of(TaskKind.DELETE)
 class DeletePayload(TaskPayload, kw_only=True):
     """delete: the resize whose source guest is removed too (its migration's id)."""
 
@@ -200,6 +223,13 @@ class Place(msgspec.Struct, frozen=True, kw_only=True):
     node: str | None = None
 
 
+@payload_of(
+    TaskKind.MIGRATE,
+    TaskKind.CONFIRM_RESIZE,
+    TaskKind.REVERT_RESIZE,
+    TaskKind.EVACUATE,
+    TaskKind.REBUILD,
+)
 class MovePayload(TaskPayload, kw_only=True):
     """The moves (migrate, resize, confirm, revert, evacuate): where from and to,
     the migration, and the rollback's progress. ``docs/moves.md`` has the contract."""
@@ -286,6 +316,7 @@ class StepError(msgspec.Struct, frozen=True, kw_only=True):
     error: str
 
 
+@payload_of(TaskKind.LIVE_MIGRATE)
 class LiveMigratePayload(MovePayload, kw_only=True):
     """A live migration: the checks' and preparation's data, and how it ends."""
 
@@ -303,6 +334,7 @@ class LiveMigratePayload(MovePayload, kw_only=True):
     errors: list[StepError] = msgspec.field(default_factory=list)
 
 
+@payload_of(TaskKind.REMOVE_GUEST)
 class RemoveGuestPayload(TaskPayload, kw_only=True):
     """A remove_guest task: which host is to remove which instance's guest, and why."""
 
@@ -311,9 +343,6 @@ class RemoveGuestPayload(TaskPayload, kw_only=True):
     reason: str | None = None
     #: The task that gave up on the guest.
     for_task: int | None = None
-
-
-P = TypeVar("P", bound=TaskPayload)
 
 
 def _upgrade(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -336,6 +365,24 @@ def decode(raw: Mapping[str, Any] | None, kind: type[P]) -> P:
         return msgspec.convert(_upgrade(raw or {}), kind, strict=False)
     except msgspec.ValidationError as exc:
         raise exception.Invalid(reason=f"task payload is not a {kind.__name__}: {exc}") from exc
+
+
+def new(kind: str, payload: TaskPayload | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stored form of a new ``kind`` task's payload, checked against its struct.
+
+    A mapping (what a caller that does not build the struct hands in) is
+    read as the kind's struct first: a key of the wrong type is refused
+    (:class:`~nubes.exception.Invalid`) before any task is written. It is
+    stored as given (docs/moves.md spells the API's payloads out), versioned.
+    """
+    cls = PAYLOADS[TaskKind(kind)]
+    if isinstance(payload, TaskPayload):
+        if not isinstance(payload, cls):
+            raise exception.Invalid(reason=f"a {kind} task takes a {cls.__name__}")
+        return encode(payload)
+    raw = dict(payload or {})
+    decode(raw, cls)  # refuses what does not fit
+    return {**raw, VERSION_KEY: PAYLOAD_VERSION}
 
 
 def encode(payload: TaskPayload, base: Mapping[str, Any] | None = None) -> dict[str, Any]:

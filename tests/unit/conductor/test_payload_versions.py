@@ -20,6 +20,7 @@ from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.engine import TaskEngine
 from nubes.conductor.tasks.payloads import Awaited, BuildPayload, Outcome, StepKey
+from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
@@ -190,3 +191,30 @@ async def test_a_conductor_resumes_a_release_n_build_at_its_spawn(
             assert (await tasks.get(conn, task["id"]))["payload"]["v"] == 2
     finally:
         await cloud.stop()
+
+
+def test_every_task_kind_has_a_payload_struct() -> None:
+    assert set(payloads.PAYLOADS) == set(TaskKind)
+    for kind, cls in payloads.PAYLOADS.items():
+        assert issubclass(cls, payloads.TaskPayload), kind
+        if kind == TaskKind.REMOVE_GUEST:
+            # It cannot be without its host and instance.
+            with pytest.raises(exception.Invalid):
+                payloads.new(kind, None)
+            continue
+        # Its empty payload round-trips: the version and nothing else.
+        assert payloads.new(kind, None) == {"v": payloads.PAYLOAD_VERSION}
+
+
+def test_a_new_task_payload_is_checked_against_its_kind() -> None:
+    stored = payloads.new(TaskKind.LIVE_MIGRATE, {"migration_id": 3, "block_migration": "auto"})
+    # Stored as the caller gave it (the API's payloads are a documented contract).
+    assert stored == {"v": payloads.PAYLOAD_VERSION, "migration_id": 3, "block_migration": "auto"}
+    with pytest.raises(exception.Invalid):
+        payloads.new(TaskKind.MIGRATE, {"migration_id": "three"})
+    with pytest.raises(exception.Invalid):
+        payloads.new(TaskKind.BUILD, payloads.PowerPayload(reboot_type="HARD"))
+    assert payloads.new(TaskKind.REBOOT, payloads.PowerPayload(reboot_type="HARD")) == {
+        "v": payloads.PAYLOAD_VERSION,
+        "reboot_type": "HARD",
+    }
