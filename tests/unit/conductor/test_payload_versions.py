@@ -18,7 +18,6 @@ import pytest
 from nubes import exception
 from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.engine import TaskEngine
 from nubes.conductor.tasks.payloads import Awaited, BuildPayload, Outcome, StepKey
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -26,7 +25,7 @@ from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import conductor_tasks
 from tests.unit.conductor.conftest import IMAGE, start_cloud
-from tests.unit.conductor.test_engine import _crash, _task, _until
+from tests.unit.conductor.test_engine import _crash, _task, _until, finish_on_a_new_engine
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -137,12 +136,7 @@ async def test_a_conductor_adopts_a_build_that_release_n_left_waiting(
         assert row["owner"] is None and row["status"] == TaskStatus.RUNNING
         outcome = payloads.reported(row["payload"])
         assert outcome is not None and outcome.ok and outcome.host == old["await"]["host"]
-        fresh = TaskEngine(cloud.db, engine.transport, host="ctl-n1", conf=cloud.conf)
-        await fresh.start()
-        try:
-            await cloud.wait_tasks([inst.uuid])
-        finally:
-            await fresh.stop()
+        await finish_on_a_new_engine(cloud, engine, [inst.uuid], host="ctl-n1")
         done = await _task(cloud, inst.uuid)
         assert done["status"] == TaskStatus.SUCCEEDED
         assert done["payload"]["v"] == payloads.PAYLOAD_VERSION
@@ -179,12 +173,7 @@ async def test_a_conductor_resumes_a_release_n_build_at_its_spawn(
                 .values(payload=old, owner="release-n:dead", lease_expires_at=None)
             )
         await asyncio.sleep(0)
-        fresh = TaskEngine(cloud.db, engine.transport, host="ctl-n1", conf=cloud.conf)
-        await fresh.start()
-        try:
-            await cloud.wait_tasks([inst.uuid])
-        finally:
-            await fresh.stop()
+        await finish_on_a_new_engine(cloud, engine, [inst.uuid], host="ctl-n1")
         done = await _task(cloud, inst.uuid)
         assert done["status"] == TaskStatus.SUCCEEDED
         async with cloud.db.reader() as conn:
