@@ -6,6 +6,7 @@ shares (steps, commits as lease owner, waiting for compute reports);
 :mod:`.confirm_revert`, :mod:`.live_migrate`, :mod:`.rebuild` and
 :mod:`.remove_guest` are the kinds; :mod:`.payloads` types each kind's
 payload (versioned msgspec structs); :mod:`.states` holds their step
-tables; :mod:`.reports` records what compute hosts report. ``docs/tasks.md`` describes every task's steps and
-rollbacks.
+tables; :mod:`.reports` records what compute hosts report. A kind's
+:class:`~.base.Task` class registers itself with ``@task_kind``.
+``docs/tasks.md`` describes every task's steps and rollbacks.
 """

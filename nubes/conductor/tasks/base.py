@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -394,6 +394,20 @@ class Run:
                 "host": self.engine.host,
             },
         )
+
+
+#: Each task kind's :class:`Task` class (filled by :func:`task_kind`).
+KINDS: dict[TaskKind, type[Task]] = {}
+
+T = TypeVar("T", bound="Task")
+
+
+def task_kind(cls: type[T]) -> type[T]:
+    """Register the decorated class as the :class:`Task` of its ``kind``."""
+    if cls.kind in KINDS:
+        raise TypeError(f"{cls.kind} has a task class already: {KINDS[cls.kind].__name__}")
+    KINDS[cls.kind] = cls
+    return cls
 
 
 StepRun = Callable[[Run], Awaitable[str | None]]

@@ -40,6 +40,7 @@ from nubes.conductor.tasks.base import (
     StepDef,
     Task,
     Writes,
+    task_kind,
 )
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -136,6 +137,7 @@ def _payload(run: Run) -> BuildPayload:
     return payloads.decode(run.payload, BuildPayload)
 
 
+@task_kind
 class BuildTask(Task):
     kind = TaskKind.BUILD
     prefetch_instance_at = frozenset({Step.SCHEDULE.value})

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 
-from nubes.conductor.tasks.base import Run, StepDef, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Writes, task_kind
 from nubes.conductor.tasks.helpers import chain, instance_object, notify_error, set_instance
 from nubes.conductor.tasks.migrate import (
     MoveTask,
@@ -89,6 +89,7 @@ class _SettleTask(MoveTask):
         return VMState.ACTIVE if run.typed(MovePayload).power_on is not False else VMState.STOPPED
 
 
+@task_kind
 class ConfirmResizeTask(_SettleTask):
     kind = TaskKind.CONFIRM_RESIZE
     conductor_event = "conductor_confirm_resize"
@@ -180,6 +181,7 @@ class ConfirmResizeTask(_SettleTask):
         await self.end(run, ok=False, message="The confirm did not finish before its deadline")
 
 
+@task_kind
 class RevertResizeTask(_SettleTask):
     kind = TaskKind.REVERT_RESIZE
     conductor_event = "conductor_revert_resize"

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -47,6 +47,7 @@ from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import MigrationStatus, TaskState, VMState
 
 
+@task_kind
 class DeleteTask(Task):
     kind = TaskKind.DELETE
 

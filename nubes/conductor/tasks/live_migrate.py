@@ -72,7 +72,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, StepDef, Task, UnitWrites, Writes
+from nubes.conductor.tasks.base import (
+    CLAIMED_INSTANCE,
+    Run,
+    StepDef,
+    Task,
+    UnitWrites,
+    Writes,
+    task_kind,
+)
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
 from nubes.conductor.tasks.payloads import (
@@ -176,6 +184,7 @@ def destination_spec(
     return spec
 
 
+@task_kind
 class LiveMigrateTask(Task):
     kind = TaskKind.LIVE_MIGRATE
     # Every step starts from the instance (the scheduler's question, or the

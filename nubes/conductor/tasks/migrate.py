@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import build
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     event_writes,
@@ -315,6 +315,7 @@ class MoveTask(Task):
 # -- migrate -------------------------------------------------------------------------------
 
 
+@task_kind
 class MigrateTask(MoveTask):
     kind = TaskKind.MIGRATE
     conductor_event = "conductor_migrate_server"

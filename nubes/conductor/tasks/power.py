@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task
+from nubes.conductor.tasks.base import Run, StepDef, Task, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -144,6 +144,7 @@ class PowerTask(Task):
         )
 
 
+@task_kind
 class StopTask(PowerTask):
     kind = TaskKind.STOP
     method = "stop_instance"
@@ -151,6 +152,7 @@ class StopTask(PowerTask):
     error_event = "instance.power_off.error"
 
 
+@task_kind
 class StartTask(PowerTask):
     kind = TaskKind.START
     method = "start_instance"
@@ -158,6 +160,7 @@ class StartTask(PowerTask):
     error_event = "instance.power_on.error"
 
 
+@task_kind
 class RebootTask(PowerTask):
     kind = TaskKind.REBOOT
     method = "reboot_instance"

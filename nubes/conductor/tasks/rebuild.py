@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -136,6 +136,7 @@ def _instance_for(run: Run, row: dict[str, Any] | None) -> Instance:
     return Instance(uuid=run.instance_uuid)
 
 
+@task_kind
 class RebuildTask(Task):
     kind = TaskKind.REBUILD
 
@@ -233,6 +234,7 @@ class RebuildTask(Task):
         )
 
 
+@task_kind
 class EvacuateTask(Task):
     kind = TaskKind.EVACUATE
 

@@ -28,7 +28,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.payloads import RemoveGuestPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import tasks
@@ -72,6 +72,7 @@ def kick_created(run: Run) -> None:
         run.engine.kick(created)
 
 
+@task_kind
 class RemoveGuestTask(Task):
     kind = TaskKind.REMOVE_GUEST
 
