@@ -214,9 +214,10 @@ rabbit_opts: list[cfg.Opt] = [
     ),
     cfg.FloatOpt(
         "reconnect_backoff_max",
-        default=10.0,
+        default=1.0,
         min=0.1,
-        help="Longest wait (seconds) between reconnection attempts.",
+        help="Longest wait (seconds) between reconnection attempts; it bounds how long "
+        "a service takes to notice that the broker answers again.",
     ),
     cfg.IntOpt(
         "heartbeat_timeout",

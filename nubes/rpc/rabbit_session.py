@@ -373,7 +373,9 @@ class RabbitListener:
                 LOG.warning("%s.%s: a queue is missing; retrying", self.topic, self.server)
             except Exception as exc:
                 passive = None
-                LOG.warning("%s.%s: cannot subscribe again: %s", self.topic, self.server, exc)
+                LOG.warning(
+                    "%s.%s: cannot subscribe again: %s", self.topic, self.server, describe(exc)
+                )
             else:
                 LOG.info("%s.%s consumes again", self.topic, self.server)
                 return
