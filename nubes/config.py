@@ -231,6 +231,16 @@ rabbit_opts: list[cfg.Opt] = [
         min=1,
         help="Messages a server takes from the broker before acknowledging any.",
     ),
+    cfg.BoolOpt(
+        "rabbit_quorum_queue",
+        default=None,
+        help="Declare the durable topic queues as quorum queues (x-queue-type: quorum), "
+        "replicated across a RabbitMQ cluster so they survive the loss of a node. "
+        "Unset: on when transport_url names several brokers, off with one. Every "
+        "service of a deployment must agree (the broker refuses a queue declared "
+        "with another type); switching an existing deployment means deleting its "
+        "queues first.",
+    ),
 ]
 
 conductor_opts: list[cfg.Opt] = [
