@@ -148,7 +148,20 @@ class RabbitCluster:
         log.close()
 
     def _await_started(self, index: int) -> None:
-        self._ctl_ok("await_startup", "--timeout", str(int(CTL_TIMEOUT)), node=index)
+        # await_startup gives up at once while the node has not registered
+        # with epmd yet (its VM still starting): ask again until it waits.
+        node = self.nodes[index]
+        deadline = time.monotonic() + CTL_TIMEOUT
+        while True:
+            done = self.ctl("await_startup", "--timeout", str(int(CTL_TIMEOUT)), node=index)
+            if done.returncode == 0:
+                return
+            if node.process is not None and node.process.poll() is not None:
+                log = (node.base / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"RabbitMQ node {node.name} exited:\n{log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RabbitMQ node {node.name} did not start: {done.stderr}")
+            time.sleep(0.5)
 
     def start(self) -> None:
         """Start every node (in parallel) and cluster them."""
@@ -179,6 +192,34 @@ class RabbitCluster:
         """Start a stopped node again; it rejoins the cluster it was in."""
         self._launch(index)
         self._await_started(index)
+
+    def stop_all(self) -> None:
+        """The whole broker down (the last node stopped is the first back in
+        RabbitMQ's book, but start_all starts them together anyway)."""
+        for i in reversed(range(self.size)):
+            if self.running(i):
+                self.stop_node(i)
+
+    def start_all(self) -> None:
+        """Every stopped node again, in parallel (they wait for each other)."""
+        stopped = [i for i in range(self.size) if not self.running(i)]
+        for i in stopped:
+            self._launch(i)
+        for i in stopped:
+            self._await_started(i)
+
+    def queue_messages(self, vhost: str, queue: str) -> int:
+        """Messages ready + unacknowledged in ``queue``."""
+        node = next(i for i in range(self.size) if self.running(i))
+        out = self._ctl_ok(
+            "list_queues", "-p", vhost, "--no-table-headers", "--quiet", "name", "messages",
+            node=node,
+        )  # fmt: skip
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == queue:
+                return int(parts[1])
+        raise LookupError(f"no queue {queue} on vhost {vhost}")
 
     def running(self, index: int) -> bool:
         process = self.nodes[index].process
