@@ -250,8 +250,14 @@ def create_engine(
     options: EngineOptions | None = None,
     *,
     role: Literal["writer", "reader"] = "writer",
+    pre_ping: bool = False,
 ) -> AsyncEngine:
-    """An async engine for ``url`` with nubes' pool, pragmas and error translation."""
+    """An async engine for ``url`` with nubes' pool, pragmas and error translation.
+
+    ``pre_ping`` checks a pooled connection before handing it out (one round
+    trip), so a server that went away shows at connect time, where the
+    caller can still go elsewhere (the replica's reads go to the primary).
+    """
     check_db_access()
     options = options or EngineOptions()
     parsed = normalize_url(url)
@@ -285,7 +291,7 @@ def create_engine(
         lean = sqlite_driver.dbapi()
         if lean is not None:
             kwargs["module"] = lean
-    engine = create_async_engine(parsed, **kwargs)
+    engine = create_async_engine(parsed, pool_pre_ping=pre_ping, **kwargs)
     if backend == "sqlite":
         memory = is_sqlite_memory(parsed)
         _install_sqlite_hooks(
@@ -358,7 +364,9 @@ class Database:
             self._primary_reader = self._writer
         self._replica: AsyncEngine | None = None
         if self.replica_url is not None:
-            self._replica = create_engine(self.replica_url, self.options, role="reader")
+            self._replica = create_engine(
+                self.replica_url, self.options, role="reader", pre_ping=True
+            )
         #: Blocks opened per role; cheap, and lets tests and operators see routing.
         self.route_counts: dict[Role, int] = {"writer": 0, "primary": 0, "replica": 0}
         # time.monotonic() of this context's last committed write to *this*
