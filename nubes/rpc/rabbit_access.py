@@ -27,6 +27,7 @@ topology they serve.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -233,9 +234,10 @@ def commands(
             f"rabbitmqadmin -V {q(vhost)} declare exchange name={q(name)} type={kind} durable=true"
         )
     for queue in user.topology.queues:
-        kind = " queue_type=quorum" if quorum else ""
+        # rabbitmqadmin takes queue arguments as one JSON word.
+        args = f" arguments={q(json.dumps(queue_arguments(True)))}" if quorum else ""
         lines.append(
-            f"rabbitmqadmin -V {q(vhost)} declare queue name={q(queue)} durable=true{kind}"
+            f"rabbitmqadmin -V {q(vhost)} declare queue name={q(queue)} durable=true{args}"
         )
         lines.append(
             f"rabbitmqadmin -V {q(vhost)} declare binding source={EXCHANGE} "

@@ -55,4 +55,6 @@ def test_queues_made_for_the_operator_match_what_services_declare() -> None:
     assert queue_arguments(True) == {"x-queue-type": "quorum"}
     assert rabbit_access.definitions("/", [user], "pw")["queues"][0]["arguments"] == {}
     lines = rabbit_access.commands(user, quorum=True)
-    assert all("queue_type=quorum" in line for line in lines if "declare queue" in line)
+    declares = [line for line in lines if "declare queue" in line]
+    assert declares
+    assert all("""arguments='{"x-queue-type": "quorum"}'""" in line for line in declares)
