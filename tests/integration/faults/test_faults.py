@@ -33,6 +33,14 @@ pytestmark = [pytest.mark.rabbit, pytest.mark.postgres]
 
 #: Seconds the whole broker is away in test_broker_down_mid_load.
 OUTAGE = 10.0
+#: For scenarios about the bus, not liveness: hosts' heartbeats travel
+#: through the broker and the conductor, so an outage (plus the restart of a
+#: three-node cluster, 10-20 s on two loaded cores) longer than
+#: service_down_time leaves every host "down" until its next heartbeat, and a
+#: build scheduled in that moment fails with "No valid host was found ...
+#: ComputeFilter removed 3" (a known gap, docs/operations.md). Kept above the
+#: outage here so these scenarios test what they name.
+LONG_DOWN_TIME = {"DEFAULT": {"service_down_time": 60}}
 SIGKILLED = -9
 
 
@@ -104,7 +112,7 @@ async def test_casts_queued_across_a_broker_restart(
     # boundary: tests/integration/crash/test_conductor_crash.py).
     label = "conductor killed, casts queued across a broker restart, conductor replaced"
     RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
+    cloud = await fault_cloud(LONG_DOWN_TIME)
     conductor, _ = await harness.start_cloud(cloud)
     # No conductor: the API's casts wait in the conductor queue.
     assert await conductor.kill() == SIGKILLED
@@ -140,7 +148,7 @@ async def test_broker_down_mid_load(
 ) -> None:
     label = f"whole broker down {OUTAGE:.0f} s mid-load"
     RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
+    cloud = await fault_cloud(LONG_DOWN_TIME)
     await harness.start_cloud(cloud)
     load = Load(cloud)
     await load.open()
