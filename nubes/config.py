@@ -214,9 +214,10 @@ rabbit_opts: list[cfg.Opt] = [
     ),
     cfg.FloatOpt(
         "reconnect_backoff_max",
-        default=10.0,
+        default=1.0,
         min=0.1,
-        help="Longest wait (seconds) between reconnection attempts.",
+        help="Longest wait (seconds) between reconnection attempts; it bounds how long "
+        "a service takes to notice that the broker answers again.",
     ),
     cfg.IntOpt(
         "heartbeat_timeout",
@@ -229,6 +230,16 @@ rabbit_opts: list[cfg.Opt] = [
         default=256,
         min=1,
         help="Messages a server takes from the broker before acknowledging any.",
+    ),
+    cfg.BoolOpt(
+        "rabbit_quorum_queue",
+        default=None,
+        help="Declare the durable topic queues as quorum queues (x-queue-type: quorum), "
+        "replicated across a RabbitMQ cluster so they survive the loss of a node. "
+        "Unset: on when transport_url names several brokers, off with one. Every "
+        "service of a deployment must agree (the broker refuses a queue declared "
+        "with another type); switching an existing deployment means deleting its "
+        "queues first.",
     ),
 ]
 

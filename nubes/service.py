@@ -120,6 +120,7 @@ def open_transport(conf: cfg.ConfigOpts, binary: str, host: str) -> Transport:
         reconnect_backoff_max=rabbit.reconnect_backoff_max,
         heartbeat_timeout=rabbit.heartbeat_timeout,
         prefetch_count=rabbit.prefetch_count,
+        quorum_queues=rabbit.rabbit_quorum_queue,
         rpc_response_timeout=conf.rpc_response_timeout,
     )
 
