@@ -24,8 +24,11 @@ import gzip
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 from nubes import exception
 
@@ -128,9 +131,7 @@ def build(cache: Path | None = None) -> GuestImage:
     version = kernel.name.removeprefix("vmlinuz-")
     modules = [Path("/lib/modules", version, "kernel", m) for m in _MODULES]
     directory = (cache or _cache_dir()) / _digest(kernel, busybox, *modules)
-    image = GuestImage(
-        directory / "vmlinuz", directory / "initramfs.gz", directory / "disk.raw"
-    )
+    image = GuestImage(directory / "vmlinuz", directory / "initramfs.gz", directory / "disk.raw")
     if image.kernel.exists() and image.initramfs.exists() and image.disk.exists():
         return image
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -157,3 +158,47 @@ def build(cache: Path | None = None) -> GuestImage:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return image
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishedImages:
+    """The test guest as image records a libvirt host can boot (see :func:`publish`)."""
+
+    kernel_id: str
+    ramdisk_id: str
+    raw: dict[str, Any]
+    qcow2: dict[str, Any]
+
+    def with_cmdline(self, meta: dict[str, Any], cmdline: str) -> dict[str, Any]:
+        """``meta`` with the kernel command line ``cmdline`` (``os_command_line``)."""
+        properties = {**meta["properties"], "os_command_line": cmdline}
+        return {**meta, "properties": properties}
+
+
+def publish(image: GuestImage, directory: Path) -> PublishedImages:
+    """Put the guest's files into an image data directory (files named by
+    image id, as the image API keeps them) and describe them as the image
+    records a build carries: a raw and a qcow2 root disk image, each booting
+    the kernel and initramfs through ``kernel_id``/``ramdisk_id``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = {name: str(uuid.uuid4()) for name in ("kernel", "ramdisk", "raw", "qcow2")}
+    shutil.copyfile(image.kernel, directory / ids["kernel"])
+    shutil.copyfile(image.initramfs, directory / ids["ramdisk"])
+    shutil.copyfile(image.disk, directory / ids["raw"])
+    qcow2 = directory / ids["qcow2"]
+    command = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(image.disk), str(qcow2)]
+    subprocess.run(command, check=True)
+    properties = {"kernel_id": ids["kernel"], "ramdisk_id": ids["ramdisk"]}
+
+    def meta(name: str, disk_format: str) -> dict[str, Any]:
+        path = directory / ids[name]
+        return {
+            "id": ids[name],
+            "disk_format": disk_format,
+            "os_hash_algo": "sha512",
+            "os_hash_value": hashlib.sha512(path.read_bytes()).hexdigest(),
+            "properties": dict(properties),
+        }
+
+    raw, qcow2_meta = meta("raw", "raw"), meta("qcow2", "qcow2")
+    return PublishedImages(ids["kernel"], ids["ramdisk"], raw, qcow2_meta)
