@@ -189,13 +189,15 @@ class Repairer:
         """
         probe = Instance(uuid=uuid)
         before = await _power(self.driver, probe)
+        if before is None:
+            return None  # gone already: its delete records that
         try:
             instance = await Instance.get_by_uuid(ctxt, uuid)
-        except exception.InstanceNotFound:
-            return None
+        except (exception.InstanceNotFound, exception.InstanceNotOnHost):
+            return None  # not ours to record (evacuated remains; restart repair reaps them)
         if instance.host != self.host or instance.task_state is not None:
             return None
-        if await _power(self.driver, probe) != before or before is None:
+        if await _power(self.driver, probe) != before:
             return None
         row = classify(VMState(instance.vm_state), None, before)
         if row not in (Row.GUEST_SHUT_DOWN, Row.IN_SYNC):
