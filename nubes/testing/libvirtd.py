@@ -45,7 +45,9 @@ stdio_handler = "file"
 security_driver = "none"
 """
 
-#: Debian packages a libvirt host needs (what ``.ci/run`` installs when missing).
+#: Debian packages a libvirt host and its tests need: the daemons and QEMU,
+#: what ``pip install 'nubes[libvirt]'`` builds the binding with, and what
+#: the test guest is made of. ``.ci/run`` installs the missing ones.
 DEBIAN_PACKAGES = (
     "qemu-system-x86",
     "qemu-utils",
@@ -53,9 +55,10 @@ DEBIAN_PACKAGES = (
     "libvirt-clients",
     "libvirt-dev",
     "pkg-config",
+    "gcc",
+    "python3-dev",
     "busybox-static",
     "linux-image-cloud-amd64",
-    "cpio",
 )
 
 

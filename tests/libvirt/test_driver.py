@@ -20,7 +20,7 @@ from nubes.testing.guestimage import BOOT_MARKER, POWER_BUTTON_MARKER, POWEROFF_
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import make_driver, wait_console
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt]
 
 
 def _instance(memory_mb: int = 96) -> Instance:

@@ -26,7 +26,7 @@ from nubes.testing.guestimage import BOOT_MARKER, POWEROFF_MARKER, TICK_MARKER
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import BOOT_TIMEOUT, make_driver, wait_console
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
 HOST = "lv-0"
 

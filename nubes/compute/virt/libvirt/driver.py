@@ -59,6 +59,20 @@ _POLL = 0.2
 CONSOLE_LOG_MAX = 100 * 1024
 
 
+def usable_virt_type() -> str:
+    """``kvm`` when this machine can run KVM guests, else ``qemu`` (TCG).
+
+    ``/dev/kvm`` alone is not enough: a container may show it on a CPU
+    without vmx/svm, where KVM guests hang in their firmware.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "qemu"
+    has_extensions = " vmx" in flags or " svm" in flags
+    return "kvm" if has_extensions and os.path.exists("/dev/kvm") else "qemu"
+
+
 def _power_state(libvirt: Any, state: int) -> PowerState:
     table = {
         libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
