@@ -31,6 +31,8 @@ DEFAULT_FAKE_HOSTS = 2
 DEFAULT_STATE_DIR = "./nubes-state"
 #: Seconds all-in-one waits for each of its services to answer a ping.
 READY_TIMEOUT = 5.0
+#: Seconds all-in-one waits for its compute hosts to finish starting.
+HOST_START_TIMEOUT = 60.0
 
 
 async def _open_database(conf: cfg.ConfigOpts, *, sync: bool = False) -> None:
@@ -202,10 +204,29 @@ async def _serve(args: argparse.Namespace, conf: cfg.ConfigOpts, services: list[
         who = await client.call(ctxt, "whoami")
         print(f"  {svc.binary:<10} on {svc.host:<12} answers as {who['identity']}", flush=True)
     await probe.close()
+    await _hosts_started(conf, services)
     api_aio.print_usage(conf, args.state_dir)
     print("Ready. Stop with Ctrl-C.", flush=True)
     await task
     return 0
+
+
+async def _hosts_started(conf: cfg.ConfigOpts, services: list[Service]) -> None:
+    """Wait until each compute host has started (its node recorded, its guests
+    repaired) and the scheduler could see it, so "Ready" means a server can
+    be created. A libvirt host's first start probes QEMU for seconds."""
+    from nubes.compute.host import ComputeHost
+
+    hosts = [h for svc in services for h in svc.hooks if isinstance(h, ComputeHost)]
+    late = [h for h in hosts if not h.manager.ready.is_set()]
+    for host in late:
+        try:
+            await asyncio.wait_for(host.manager.ready.wait(), HOST_START_TIMEOUT)
+        except TimeoutError:
+            print(f"  compute on {host.host} is still starting", flush=True)
+    if late:
+        # Hosts started just now: let the scheduler's view take them in.
+        await asyncio.sleep(2 * conf.scheduler.host_state_refresh_interval)
 
 
 def build_parser() -> argparse.ArgumentParser:

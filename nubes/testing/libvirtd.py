@@ -37,6 +37,11 @@ _STATE_DIRS = {
     "cache": "/var/cache/libvirt",
 }
 
+#: libvirt's cache, shared by every private daemon of the machine: probing
+#: QEMU's capabilities takes ~8 s on a busy 2-core machine, and libvirt
+#: checks the cached result against the QEMU binary and itself before use.
+SHARED_CACHE = Path("/var/tmp/nubes-libvirt-cache")
+
 _QEMU_CONF = """\
 user = "root"
 group = "root"
@@ -104,6 +109,7 @@ class PrivateLibvirtd:
     def _prepare(self) -> Path:
         for name in (*_STATE_DIRS, "sock"):
             (self.base / name).mkdir(parents=True, exist_ok=True)
+        SHARED_CACHE.mkdir(parents=True, exist_ok=True)
         etc = self.base / "etc"
         (etc / "qemu").mkdir(exist_ok=True)
         (etc / "qemu.conf").write_text(_QEMU_CONF)
@@ -126,7 +132,8 @@ class PrivateLibvirtd:
         conf = self._prepare()
         mounts = []
         for name, target in _STATE_DIRS.items():
-            mounts.append(f"mkdir -p {target} && mount --bind {self.base / name} {target}")
+            source = SHARED_CACHE if name == "cache" else self.base / name
+            mounts.append(f"mkdir -p {target} && mount --bind {source} {target}")
         script = " && ".join(
             [
                 *mounts,
