@@ -112,7 +112,7 @@ def _digest(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _newc(files: list[tuple[str, int, bytes]]) -> bytes:
+def newc_archive(files: list[tuple[str, int, bytes]]) -> bytes:
     """A cpio "newc" archive of (name, mode, data); directories have no data."""
     out = bytearray()
     for ino, (name, mode, data) in enumerate([*files, ("TRAILER!!!", 0, b"")], start=1):
@@ -146,7 +146,7 @@ def build(cache: Path | None = None) -> GuestImage:
         for module in modules:
             if module.exists():  # without them the guest ignores the power button
                 entries.append((f"lib/{module.name}", 0o100644, module.read_bytes()))
-        (work / "initramfs.gz").write_bytes(gzip.compress(_newc(entries), compresslevel=6))
+        (work / "initramfs.gz").write_bytes(gzip.compress(newc_archive(entries), compresslevel=6))
         shutil.copyfile(kernel, work / "vmlinuz")
         with open(work / "disk.raw", "wb") as f:
             f.truncate(1 << 20)

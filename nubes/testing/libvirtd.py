@@ -52,7 +52,8 @@ security_driver = "none"
 
 #: Debian packages a libvirt host and its tests need: the daemons and QEMU,
 #: what ``pip install 'nubes[libvirt]'`` builds the binding with, and what
-#: the test guest is made of. ``.ci/run`` installs the missing ones.
+#: the test guest is made of (cpio checks its initramfs). ``.ci/run``
+#: installs the missing ones.
 DEBIAN_PACKAGES = (
     "qemu-system-x86",
     "qemu-utils",
@@ -64,6 +65,7 @@ DEBIAN_PACKAGES = (
     "python3-dev",
     "busybox-static",
     "linux-image-cloud-amd64",
+    "cpio",
 )
 
 
