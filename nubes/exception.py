@@ -59,6 +59,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
+    │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
+    │   └── ImageFetchFailed              a host could not get an image's bytes into its cache
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
     │   ├── DBDeadlock                    deadlock or lock timeout; the transaction may be retried
@@ -393,6 +395,16 @@ class DatabaseAccessForbidden(NubesError):
 
 class VirtDriverError(NubesError):
     msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
+
+
+class VirtOperationNotSupported(VirtDriverError):
+    """Refused before anything changed: the guest is as it was."""
+
+    msg_fmt = "Virt driver %(driver)s cannot %(operation)s instance %(instance_uuid)s: %(reason)s"
+
+
+class ImageFetchFailed(VirtDriverError):
+    msg_fmt = "Image %(image_id)s could not be fetched to host %(host)s: %(reason)s"
 
 
 class DBError(NubesError):

@@ -9,6 +9,7 @@ with whatever else runs in the process (all-in-one uses the same builder).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from oslo_config import cfg
@@ -37,6 +38,8 @@ def configure_fake_faults(conf: cfg.ConfigOpts) -> None:
 
 
 def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+    if conf.compute_driver == "libvirt":
+        return libvirt_options(conf)
     if conf.compute_driver != "fake":
         return {}
     opts = conf.fake_driver
@@ -45,6 +48,23 @@ def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "memory_mb": opts.memory_mb,
         "local_gb": opts.local_gb,
         "state_dir": opts.state_path,
+    }
+
+
+def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+    """The libvirt driver's arguments from ``[libvirt]`` (paths defaulted under
+    ``state_path`` as the image API and the docs say)."""
+    from nubes.compute.virt.libvirt.imagecache import DirectoryImageSource
+
+    opts = conf.libvirt
+    state = Path(conf.state_path)
+    images = opts.image_source_dir or conf.api.image_dir or state / "images"
+    return {
+        "connection_uri": opts.connection_uri,
+        "virt_type": opts.virt_type,
+        "instances_path": opts.instances_path or state / "instances",
+        "image_source": DirectoryImageSource(images),
+        "soft_reboot_wait": opts.soft_reboot_wait,
     }
 
 

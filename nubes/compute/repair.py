@@ -173,6 +173,40 @@ class Repairer:
             )
         return report
 
+    async def sync_power_state(self, ctxt: RequestContext, uuid: str) -> Row | None:
+        """Record a power change the hypervisor reported for instance ``uuid``
+        (a lifecycle event), with the same table as a restart.
+
+        Only while no operation runs on the instance (its task_state is
+        None): an operation records its own outcome. Only the rows that
+        record what happened are applied (a guest that shut itself down is
+        STOPPED; a changed power state is saved), never ones that act on the
+        guest. The power is read before and after the instance, and nothing
+        is done unless both readings agree, so a reading from before an
+        operation started and ended meanwhile is not taken for news; the
+        save expects task_state None, so one that began meanwhile wins.
+        Returns the row applied (None: nothing).
+        """
+        probe = Instance(uuid=uuid)
+        before = await _power(self.driver, probe)
+        if before is None:
+            return None  # gone already: its delete records that
+        try:
+            instance = await Instance.get_by_uuid(ctxt, uuid)
+        except (exception.InstanceNotFound, exception.InstanceNotOnHost):
+            return None  # not ours to record (evacuated remains; restart repair reaps them)
+        if instance.host != self.host or instance.task_state is not None:
+            return None
+        if await _power(self.driver, probe) != before:
+            return None
+        row = classify(VMState(instance.vm_state), None, before)
+        if row not in (Row.GUEST_SHUT_DOWN, Row.IN_SYNC):
+            return None
+        if row is Row.IN_SYNC and instance.power_state == before:
+            return None
+        await self.repair_instance(ctxt, instance)
+        return row
+
     async def repair_instance(self, ctxt: RequestContext, instance: Instance) -> Row:
         vm = VMState(instance.vm_state)
         task = None if instance.task_state is None else TaskState(instance.task_state)

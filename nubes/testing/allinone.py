@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from nubes import config
 from nubes.api.servers import ServersAPI
+from nubes.compute.virt.driver import ComputeDriver
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.engine import TaskEngine
@@ -145,11 +146,14 @@ class AllInOne:
         ready_timeout: float = 30.0,
         *,
         capacity: Mapping[str, int] | None = None,
+        driver_factory: Callable[[str], ComputeDriver] | None = None,
     ) -> None:
-        """Start fake compute hosts and wait until each registered its node.
+        """Start compute hosts and wait until each registered its node.
 
-        ``capacity`` (``vcpus``, ``memory_mb``, ``local_gb``) overrides what
-        ``[fake_driver]`` gives these hosts.
+        They are fake unless ``driver_factory`` makes each one's driver from
+        its name (a libvirt driver: real guests). ``capacity`` (``vcpus``,
+        ``memory_mb``, ``local_gb``) overrides what ``[fake_driver]`` gives
+        fake hosts.
         """
         from nubes.compute.launcher import compute_service, configure_fake_faults
         from nubes.compute.virt.fake import FakeDriver
@@ -160,9 +164,8 @@ class AllInOne:
         sizes.update(capacity or {})
         for name in names:
             transport = get_transport(self.bus, identity=service_identity("compute", name))
-            svc = compute_service(
-                self.conf, name, transport=transport, driver=FakeDriver(name, **sizes)
-            )
+            driver = driver_factory(name) if driver_factory else FakeDriver(name, **sizes)
+            svc = compute_service(self.conf, name, transport=transport, driver=driver)
             self.computes[name] = svc
             await svc.start()
         deadline = time.monotonic() + ready_timeout

@@ -58,6 +58,20 @@ class InstanceInfo:
     cpu_time_ns: int = 0
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """The hypervisor saw an instance's guest change power (started, stopped,
+    paused ...), whoever caused it. A listener re-reads the power state
+    rather than trust the event: events of one guest may arrive late."""
+
+    instance_uuid: str
+    state: PowerState
+
+
+#: Called in the event loop with each lifecycle event; must not block.
+LifecycleListener = Callable[[LifecycleEvent], None]
+
+
 class ComputeDriver(abc.ABC):
     """A hypervisor as the compute manager sees it.
 
@@ -70,6 +84,17 @@ class ComputeDriver(abc.ABC):
 
     def __init__(self, host: str) -> None:
         self.host = host
+        self._listener: LifecycleListener | None = None
+
+    def register_event_listener(self, listener: LifecycleListener | None) -> None:
+        """Call ``listener`` with every :class:`LifecycleEvent` from now on
+        (None: stop). A driver whose hypervisor has no events never calls it."""
+        self._listener = listener
+
+    def emit_event(self, event: LifecycleEvent) -> None:
+        """Hand ``event`` to the listener, if there is one (in the event loop)."""
+        if self._listener is not None:
+            self._listener(event)
 
     # -- host --------------------------------------------------------------
 
@@ -156,6 +181,16 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
         """Start a stopped guest. Succeeds when it already runs."""
+
+    async def get_console_output(self, instance: Instance) -> str:
+        """The end of the guest's serial console log (what
+        ``os-getConsoleOutput`` shows). Drivers without one refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="read the console of",
+            instance_uuid=instance.uuid,
+            reason="this driver keeps no console log",
+        )
 
     # -- cold migration and resize -------------------------------------------
 
