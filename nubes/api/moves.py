@@ -30,12 +30,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, liveness
 from nubes.api import images as images_api
 from nubes.api import quotas
-from nubes.api.compute_v21 import hosts
 from nubes.api.servers import InstanceInvalidState, ServersAPI, _check_lock, _check_state
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
@@ -45,7 +43,7 @@ from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api._common import Row
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.objects import states
 from nubes.objects.flavor import Flavor
 from nubes.objects.states import (
@@ -449,7 +447,7 @@ class MovesAPI(ServersAPI):
 
     async def _live_migration(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         instance_uuid: str,
         migration_id: int,
@@ -607,7 +605,7 @@ class MovesAPI(ServersAPI):
             raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
 
     async def _request_action(
-        self, conn: AsyncConnection, ctxt: RequestContext, instance_uuid: str, action: str
+        self, conn: Connection, ctxt: RequestContext, instance_uuid: str, action: str
     ) -> None:
         """Nova's action for a request that starts no task (abort, force complete).
 
@@ -625,7 +623,7 @@ class MovesAPI(ServersAPI):
 
     async def _movable(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         instance_uuid: str,
         action: str,
@@ -638,7 +636,7 @@ class MovesAPI(ServersAPI):
         return row
 
     async def _set_task(
-        self, conn: AsyncConnection, row: Row, task_state: TaskState, values: Mapping[str, Any]
+        self, conn: Connection, row: Row, task_state: TaskState, values: Mapping[str, Any]
     ) -> Row:
         # Compare-and-set: a concurrent operation that got there first wins.
         return await instances_api.update(
@@ -649,11 +647,11 @@ class MovesAPI(ServersAPI):
             expected_task_state=None,
         )
 
-    async def _check_compute_host(self, conn: AsyncConnection, host: str) -> None:
+    async def _check_compute_host(self, conn: Connection, host: str) -> None:
         if not await compute_nodes.get_all(conn, host=host):
             raise MoveHostNotFound(host=host)
 
-    async def _check_source_down(self, conn: AsyncConnection, host: str) -> None:
+    async def _check_source_down(self, conn: Connection, host: str) -> None:
         """Evacuate only from a host whose compute service is down or forced down."""
         try:
             service = await services.get_by_host_and_binary(
@@ -661,10 +659,10 @@ class MovesAPI(ServersAPI):
             )
         except exception.ServiceNotFound:
             return  # no service on record: nothing runs there
-        if hosts.is_up(dict(service), self.conf):
+        if liveness.row_is_up(service, self.conf.service_down_time):
             raise ComputeServiceInUse(host=host)
 
-    async def _instance_image(self, conn: AsyncConnection, row: Row) -> Row | None:
+    async def _instance_image(self, conn: Connection, row: Row) -> Row | None:
         """The image the instance runs, if it is still registered."""
         if not row["image_ref"]:
             return None
@@ -675,7 +673,7 @@ class MovesAPI(ServersAPI):
 
     async def _create_migration(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         row: Row,
         kind: MigrationType,
@@ -702,7 +700,7 @@ class MovesAPI(ServersAPI):
         )
 
     async def _set_migration_status(
-        self, conn: AsyncConnection, migration: Row, status: MigrationStatus
+        self, conn: Connection, migration: Row, status: MigrationStatus
     ) -> None:
         states.check_migration_status(
             migration["migration_type"], migration["status"], status.value, migration["id"]

@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.api import policy, quotas
@@ -43,7 +42,7 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
 from nubes.objects import states
 from nubes.objects.flavor import Flavor
@@ -134,9 +133,7 @@ class ServersAPI:
 
     # -- create ----------------------------------------------------------------------
 
-    async def _flavor(
-        self, conn: AsyncConnection, flavor: Flavor | Mapping[str, Any] | str
-    ) -> Flavor:
+    async def _flavor(self, conn: Connection, flavor: Flavor | Mapping[str, Any] | str) -> Flavor:
         if isinstance(flavor, Flavor):
             return flavor
         if isinstance(flavor, str):
@@ -278,7 +275,7 @@ class ServersAPI:
         return [Instance._from_db(row) for row in created]
 
     @staticmethod
-    async def _check_group(conn: AsyncConnection, ctxt: RequestContext, group_uuid: str) -> None:
+    async def _check_group(conn: Connection, ctxt: RequestContext, group_uuid: str) -> None:
         """The ``group`` hint names a server group the requester may use (a
         400 otherwise, as Nova's server create)."""
         try:
@@ -397,7 +394,7 @@ class ServersAPI:
     # -- tags (os-server-tags, 2.26) ---------------------------------------------------
 
     @staticmethod
-    async def _taggable(conn: AsyncConnection, instance_uuid: str, action: str) -> None:
+    async def _taggable(conn: Connection, instance_uuid: str, action: str) -> None:
         row = await instances_api.get_by_uuid(conn, instance_uuid)
         if row["vm_state"] not in TAGGABLE_STATES:
             raise InstanceInvalidState(
@@ -469,7 +466,7 @@ class ServersAPI:
             await self._instant_action(conn, ctxt, instance_uuid, "reset_state")
 
     async def _instant_action(
-        self, conn: AsyncConnection, ctxt: RequestContext, instance_uuid: str, action: str
+        self, conn: Connection, ctxt: RequestContext, instance_uuid: str, action: str
     ) -> None:
         """An action that is done as soon as it is recorded (lock, unlock, reset state)."""
         now = utcnow()
@@ -490,7 +487,7 @@ class ServersAPI:
 
     async def _start(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         instance_uuid: str,
         kind: TaskKind,
@@ -526,7 +523,7 @@ class ServersAPI:
 
     async def _start_many(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         instance_uuids: list[str],
         kind: TaskKind,

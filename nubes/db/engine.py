@@ -59,7 +59,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
 
 import sqlalchemy.exc as sa_exc
 from oslo_config import cfg
@@ -72,6 +72,11 @@ from nubes import exception
 from nubes.db import errors, group_commit, sqlite_driver
 
 LOG = logging.getLogger(__name__)
+
+#: An open connection, as every :mod:`nubes.db.api` function takes it. Code above the
+#: database layer names it by this alias so that only ``nubes/db`` imports SQLAlchemy
+#: (an import-linter contract in pyproject.toml).
+Connection: TypeAlias = AsyncConnection
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -32,16 +32,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
 from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -63,7 +61,7 @@ FAULT_MESSAGE_LENGTH = 255
 #: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
 CLAIMED_INSTANCE = "claimed_instance"
 
-Writes = Callable[[AsyncConnection], Awaitable[None]]
+Writes = Callable[[Connection], Awaitable[None]]
 
 
 class UnitWrites:
@@ -84,7 +82,7 @@ class UnitWrites:
         self._run = run
         self._statements = statements
 
-    async def __call__(self, conn: AsyncConnection) -> None:
+    async def __call__(self, conn: Connection) -> None:
         await self._run(conn)
 
     def statements(self, dialect: Dialect) -> list[UnitStatement]:
@@ -362,7 +360,7 @@ class Run:
 
     async def event(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         name: str,
         *,
         ok: bool = True,
@@ -385,7 +383,7 @@ class Run:
         except exception.InstanceActionNotFound:
             pass  # a task made without an action (by an operator tool): no history
 
-    async def finish_action(self, conn: AsyncConnection, *, ok: bool = True) -> None:
+    async def finish_action(self, conn: Connection, *, ok: bool = True) -> None:
         if self.instance_uuid is None:
             return
         try:
@@ -399,7 +397,7 @@ class Run:
             pass
 
     async def fault(
-        self, conn: AsyncConnection, message: str, *, details: str | None = None, code: int = 500
+        self, conn: Connection, message: str, *, details: str | None = None, code: int = 500
     ) -> None:
         """Record an instance fault (the message cut to what the column keeps)."""
         if self.instance_uuid is None:

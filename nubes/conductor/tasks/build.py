@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks.base import (
     FAULT_MESSAGE_LENGTH,
@@ -52,6 +50,7 @@ from nubes.conductor.tasks.helpers import (
 from nubes.conductor.tasks.remove_guest import kick_created, remove_guest_writes
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.objects.states import TaskState, VMState
@@ -294,7 +293,7 @@ class BuildTask(Task):
             "node": None,
         }
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, event, ok=False, details=details or message)
             await run.finish_action(conn, ok=False)

@@ -43,8 +43,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
@@ -58,6 +56,7 @@ from nubes.conductor.tasks.helpers import (
 )
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.objects.instance import Instance
 from nubes.objects.states import (
@@ -118,7 +117,7 @@ def _spawning(row: dict[str, Any]) -> None:
 def _history(
     run: Run, *, ok: bool, message: str | None = None, details: str | None = None
 ) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         if not ok and message is not None:
             await run.fault(conn, message, details=details)
         await run.event(conn, EVENT, ok=ok, details=None if ok else (details or message))
@@ -130,7 +129,7 @@ def _history(
 def _lenient(write: Writes) -> Writes:
     """An instance write that gives way if someone else moved the instance on."""
 
-    async def lenient(conn: AsyncConnection) -> None:
+    async def lenient(conn: Connection) -> None:
         try:
             await write(conn)
         except exception.InstanceUpdateConflict as exc:
@@ -482,7 +481,7 @@ class EvacuateTask(Task):
 
 
 def _tolerate_missing(write: Writes) -> Writes:
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await write(conn)
         except exception.MigrationNotFound:
