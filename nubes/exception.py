@@ -161,6 +161,86 @@ class ImageNotActive(Invalid):
     msg_fmt = "Image %(image_id)s is not active."
 
 
+# Nova's refusals of a boot, a move or a rebuild (400), raised by nubes.api's rules.
+
+
+class CannotResizeToSameFlavor(Invalid):
+    msg_fmt = "When resizing, instances must change flavor!"
+
+
+class CannotResizeDisk(Invalid):
+    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
+
+
+class ResizeFlavorNotFound(Invalid):
+    """Nova's resize answers an unknown or disabled flavor with 400, not 404."""
+
+    msg_fmt = "Flavor %(flavor_id)s could not be found."
+
+
+class FlavorMemoryTooSmall(Invalid):
+    msg_fmt = "Flavor's memory is too small for requested image."
+
+
+class FlavorDiskSmallerThanImage(Invalid):
+    msg_fmt = (
+        "Flavor's disk is too small for requested image. Flavor disk is "
+        "%(flavor_size)i bytes, image is %(image_size)i bytes."
+    )
+
+
+class FlavorDiskSmallerThanMinDisk(Invalid):
+    msg_fmt = (
+        "Flavor's disk is smaller than the minimum size specified in image metadata. "
+        "Flavor disk is %(flavor_size)i bytes, minimum size is %(image_min_disk)i bytes."
+    )
+
+
+class MoveHostNotFound(Invalid):
+    """A migration to a host that has no compute node (400 in Nova's migrate APIs)."""
+
+    msg_fmt = "Compute host %(host)s could not be found."
+
+
+class CannotMigrateToSameHost(Invalid):
+    msg_fmt = "Cannot migrate to the host where the server exists."
+
+
+class UnableToMigrateToSelf(Invalid):
+    msg_fmt = "Unable to migrate instance (%(instance_id)s) to current host (%(host)s)."
+
+
+class EvacuateToSameHost(Invalid):
+    msg_fmt = "The target host can't be the same one."
+
+
+class ComputeServiceInUse(Invalid):
+    msg_fmt = "Compute service of %(host)s is still in use."
+
+
+class ForcedWithoutHost(Invalid):
+    msg_fmt = "Can't force to a non-provided destination"
+
+
+class InstanceNotResized(Invalid):
+    msg_fmt = "Instance has not been resized."
+
+
+class OldFlavorNotFound(Invalid):
+    msg_fmt = "Flavor used by the instance could not be found."
+
+
+class RebuildImageNotFound(Invalid):
+    msg_fmt = "Cannot find image for rebuild"
+
+
+class InvalidMigrationState(Invalid):
+    msg_fmt = (
+        "Migration %(migration_id)s state of instance %(instance_uuid)s is %(state)s. "
+        "Cannot %(method)s while the migration is in this state."
+    )
+
+
 class RequestTooLarge(NubesError):
     msg_fmt = "Request is too large."
     code = 413
@@ -295,6 +375,14 @@ class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
 
 
+class EvacuateHostNotFound(NotFound):
+    msg_fmt = "Compute host %(host)s not found."
+
+
+class MigrationNotFoundForInstance(NotFound):
+    msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -334,6 +422,18 @@ class InvalidInstanceTransition(Conflict):
     """
 
     msg_fmt = "Instance %(instance_uuid)s cannot go from %(current)s to %(target)s"
+
+
+class InstanceInvalidState(InvalidInstanceTransition):
+    """An API action asked of an instance in a state the action does not start from."""
+
+    msg_fmt = "Cannot '%(action)s' instance %(instance_uuid)s while it is in %(attr)s %(state)s"
+
+
+class InstanceIsLocked(Conflict):
+    """Nova's check_instance_lock: a locked instance is changed by admins only."""
+
+    msg_fmt = "Instance %(instance_uuid)s is locked"
 
 
 class InvalidMigrationTransition(Conflict):

@@ -33,16 +33,15 @@ from oslo_config import cfg
 
 from nubes import exception, liveness
 from nubes.api import images as images_api
-from nubes.api import quotas
-from nubes.api.servers import InstanceInvalidState, ServersAPI, _check_lock, _check_state
+from nubes.api import instance_rules, quotas
+from nubes.api.servers import ServersAPI
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, compute_nodes, flavors, services
+from nubes.db.api import Row, actions, compute_nodes, flavors, services
 from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
-from nubes.db.api._common import Row
 from nubes.db.engine import Connection, Database
 from nubes.objects import states
 from nubes.objects.flavor import Flavor
@@ -56,7 +55,6 @@ from nubes.objects.states import (
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1024**3
 
 #: Values a live migration's ``block_migration`` may take ("auto" from 2.25).
 BLOCK_MIGRATION_AUTO = "auto"
@@ -68,135 +66,12 @@ ABORTABLE = (MigrationStatus.ACCEPTED, MigrationStatus.PREPARING, MigrationStatu
 REBUILD_COLUMNS = frozenset({"display_description", "system_metadata", "key_name", "user_data"})
 
 
-# --- Nova's refusals ----------------------------------------------------------------------
-
-
-class CannotResizeToSameFlavor(exception.Invalid):
-    msg_fmt = "When resizing, instances must change flavor!"
-
-
-class CannotResizeDisk(exception.Invalid):
-    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
-
-
-class ResizeFlavorNotFound(exception.Invalid):
-    """Nova's resize answers an unknown or disabled flavor with 400, not 404."""
-
-    msg_fmt = "Flavor %(flavor_id)s could not be found."
-
-
-class FlavorMemoryTooSmall(exception.Invalid):
-    msg_fmt = "Flavor's memory is too small for requested image."
-
-
-class FlavorDiskSmallerThanImage(exception.Invalid):
-    msg_fmt = (
-        "Flavor's disk is too small for requested image. Flavor disk is "
-        "%(flavor_size)i bytes, image is %(image_size)i bytes."
-    )
-
-
-class FlavorDiskSmallerThanMinDisk(exception.Invalid):
-    msg_fmt = (
-        "Flavor's disk is smaller than the minimum size specified in image metadata. "
-        "Flavor disk is %(flavor_size)i bytes, minimum size is %(image_min_disk)i bytes."
-    )
-
-
-class MoveHostNotFound(exception.Invalid):
-    """A migration to a host that has no compute node (400 in Nova's migrate APIs)."""
-
-    msg_fmt = "Compute host %(host)s could not be found."
-
-
-class CannotMigrateToSameHost(exception.Invalid):
-    msg_fmt = "Cannot migrate to the host where the server exists."
-
-
-class UnableToMigrateToSelf(exception.Invalid):
-    msg_fmt = "Unable to migrate instance (%(instance_id)s) to current host (%(host)s)."
-
-
-class EvacuateHostNotFound(exception.NotFound):
-    msg_fmt = "Compute host %(host)s not found."
-
-
-class EvacuateToSameHost(exception.Invalid):
-    msg_fmt = "The target host can't be the same one."
-
-
-class ComputeServiceInUse(exception.Invalid):
-    msg_fmt = "Compute service of %(host)s is still in use."
-
-
-class ForcedWithoutHost(exception.Invalid):
-    msg_fmt = "Can't force to a non-provided destination"
-
-
-class InstanceNotResized(exception.Invalid):
-    msg_fmt = "Instance has not been resized."
-
-
-class OldFlavorNotFound(exception.Invalid):
-    msg_fmt = "Flavor used by the instance could not be found."
-
-
-class RebuildImageNotFound(exception.Invalid):
-    msg_fmt = "Cannot find image for rebuild"
-
-
-class MigrationNotFoundForInstance(exception.NotFound):
-    msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
-
-
-class InvalidMigrationState(exception.Invalid):
-    msg_fmt = (
-        "Migration %(migration_id)s state of instance %(instance_uuid)s is %(state)s. "
-        "Cannot %(method)s while the migration is in this state."
-    )
-
-
 # --- checks --------------------------------------------------------------------------------
 
 
 def _snapshot_id(snapshot: Mapping[str, Any] | None) -> int | None:
     value = (snapshot or {}).get("id")
     return value if isinstance(value, int) else None
-
-
-def check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
-    """Nova's flavor-against-image checks (memory, min_disk, image size) for rebuild and resize.
-
-    A flavor without a root disk (volume-backed in Nova) is not held to the
-    disk sizes.
-    """
-    if flavor.get("memory_mb", 0) < (image.get("min_ram") or 0):
-        raise FlavorMemoryTooSmall()
-    root_gb = flavor.get("root_gb") or 0
-    if not root_gb:
-        return
-    flavor_size = root_gb * GiB
-    min_disk = (image.get("min_disk") or 0) * GiB
-    if flavor_size < min_disk:
-        raise FlavorDiskSmallerThanMinDisk(flavor_size=flavor_size, image_min_disk=min_disk)
-    size = image.get("virtual_size") or image.get("size") or 0
-    if flavor_size < size:
-        raise FlavorDiskSmallerThanImage(flavor_size=flavor_size, image_size=size)
-
-
-def _check_disks(current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """A resize may not shrink a disk.
-
-    Nova's API refuses only a zero root disk and leaves shrinking to the
-    driver, which fails the resize afterwards ("Unable to resize disk
-    down."); no driver here can shrink a disk either, so the request is
-    refused before anything moves.
-    """
-    if new.get("root_gb") == 0 and (current.get("root_gb") or 0) != 0:
-        raise CannotResizeDisk(reason="Resize to zero disk flavor is not allowed.")
-    for disk in ("root_gb", "ephemeral_gb"):
-        if (new.get(disk) or 0) < (current.get(disk) or 0):
-            raise CannotResizeDisk(reason="Unable to resize disk down.")
 
 
 def _image_payload(image: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,7 +104,7 @@ class MovesAPI(ServersAPI):
             row = await self._movable(conn, ctxt, instance_uuid, "migrate", TaskState.RESIZE_PREP)
             if host is not None:
                 if host == row["host"]:
-                    raise CannotMigrateToSameHost()
+                    raise exception.CannotMigrateToSameHost()
                 await self._check_compute_host(conn, host)
             flavor = dict(row["flavor"] or {})
             migration = await self._create_migration(
@@ -271,13 +146,13 @@ class MovesAPI(ServersAPI):
             try:
                 found = await flavors.get_by_flavor_id(conn, flavor_ref)
             except exception.FlavorNotFound:
-                raise ResizeFlavorNotFound(flavor_id=flavor_ref) from None
+                raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref) from None
             new = Flavor._from_db(found).snapshot()
-            _check_disks(current, new)
+            instance_rules.check_disks(current, new)
             if found["id"] == _snapshot_id(current):
-                raise CannotResizeToSameFlavor()
+                raise exception.CannotResizeToSameFlavor()
             if found["disabled"]:
-                raise ResizeFlavorNotFound(flavor_id=flavor_ref)
+                raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref)
             # The owner's quota pays for a larger flavor, whoever asks (Nova).
             await quotas.check_upsize(
                 conn,
@@ -289,7 +164,7 @@ class MovesAPI(ServersAPI):
             )
             image = await self._instance_image(conn, row)
             if image is not None:
-                check_image_fits(image, new)
+                instance_rules.check_image_fits(image, new)
             migration = await self._create_migration(
                 conn, ctxt, row, MigrationType.RESIZE, new_flavor_id=found["id"]
             )
@@ -349,9 +224,9 @@ class MovesAPI(ServersAPI):
                     conn, instance_uuid, MigrationStatus.FINISHED.value
                 )
             except exception.MigrationNotFound:
-                raise InstanceNotResized() from None
+                raise exception.InstanceNotResized() from None
             if kind is TaskKind.REVERT_RESIZE and not row["old_flavor"]:
-                raise OldFlavorNotFound()
+                raise exception.OldFlavorNotFound()
             await self._set_migration_status(conn, migration, status)
             await self._set_task(conn, row, task_state, {})
             task = await self._start(
@@ -380,7 +255,7 @@ class MovesAPI(ServersAPI):
                 reason=f"block_migration must be true, false or auto, not {block_migration!r}"
             )
         if force and not host:
-            raise ForcedWithoutHost()
+            raise exception.ForcedWithoutHost()
         async with self.db.writer() as conn:
             row = await self._movable(
                 conn, ctxt, instance_uuid, "os-migrateLive", TaskState.MIGRATING
@@ -388,7 +263,7 @@ class MovesAPI(ServersAPI):
             if host is not None:
                 await self._check_compute_host(conn, host)
                 if host == row["host"]:
-                    raise UnableToMigrateToSelf(instance_id=instance_uuid, host=host)
+                    raise exception.UnableToMigrateToSelf(instance_id=instance_uuid, host=host)
             migration = await self._create_migration(
                 conn, ctxt, row, MigrationType.LIVE_MIGRATION, dest=host
             )
@@ -460,14 +335,14 @@ class MovesAPI(ServersAPI):
         migration the instance's (else 404) and in the right status (else 400).
         """
         row = await instances_api.get_by_uuid(conn, instance_uuid)
-        _check_lock(ctxt, row)
+        instance_rules.check_lock(ctxt, row)
         if (row["vm_state"], row["task_state"]) != (VMState.ACTIVE, TaskState.MIGRATING):
             attr, state = (
                 ("vm_state", row["vm_state"])
                 if row["vm_state"] != VMState.ACTIVE
                 else ("task_state", row["task_state"])
             )
-            raise InstanceInvalidState(
+            raise exception.InstanceInvalidState(
                 action=method, instance_uuid=instance_uuid, attr=attr, state=state
             )
         try:
@@ -475,12 +350,14 @@ class MovesAPI(ServersAPI):
         except exception.MigrationNotFound:
             migration = None
         if migration is None or migration["instance_uuid"] != instance_uuid:
-            raise MigrationNotFoundForInstance(migration_id=migration_id, instance_id=instance_uuid)
+            raise exception.MigrationNotFoundForInstance(
+                migration_id=migration_id, instance_id=instance_uuid
+            )
         if (
             migration["migration_type"] != MigrationType.LIVE_MIGRATION
             or migration["status"] not in allowed
         ):
-            raise InvalidMigrationState(
+            raise exception.InvalidMigrationState(
                 migration_id=migration_id,
                 instance_uuid=instance_uuid,
                 state=migration["status"],
@@ -504,16 +381,16 @@ class MovesAPI(ServersAPI):
         the scheduler still checks it (docs/moves.md).
         """
         if force and not host:
-            raise ForcedWithoutHost()
+            raise exception.ForcedWithoutHost()
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             if host is not None:
                 try:
                     await services.get_by_host_and_binary(conn, host, "compute")
                 except exception.ServiceNotFound:
-                    raise EvacuateHostNotFound(host=host) from None
+                    raise exception.EvacuateHostNotFound(host=host) from None
             if host is not None and row["host"] == host:
-                raise EvacuateToSameHost()
+                raise exception.EvacuateToSameHost()
             self._check_idle("evacuate", row, TaskState.REBUILDING)
             await self._check_source_down(conn, row["host"])
             image = await self._instance_image(conn, row)
@@ -561,8 +438,8 @@ class MovesAPI(ServersAPI):
             try:
                 image = await images_api.get_active_image(self.db, ctxt, image_ref)
             except exception.ImageNotFound:
-                raise RebuildImageNotFound() from None
-            check_image_fits(image, row["flavor"] or {})
+                raise exception.RebuildImageNotFound() from None
+            instance_rules.check_image_fits(image, row["flavor"] or {})
             changes: dict[str, Any] = {"image_ref": image["id"], "progress": 0, **extra}
             if name is not None:
                 changes["display_name"] = name
@@ -594,13 +471,13 @@ class MovesAPI(ServersAPI):
     def _check_idle(action: str, row: Row, task_state: TaskState) -> None:
         """Nova's check_instance_state for a move: no task in progress, a state it starts from."""
         if row["task_state"] is not None:
-            raise InstanceInvalidState(
+            raise exception.InstanceInvalidState(
                 action=action,
                 instance_uuid=row["uuid"],
                 attr="task_state",
                 state=row["task_state"],
             )
-        _check_state(action, row, (VMState(row["vm_state"]), task_state))
+        instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
         if not row["host"]:
             raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
 
@@ -631,7 +508,7 @@ class MovesAPI(ServersAPI):
     ) -> Row:
         """The instance, if it is unlocked (or the caller an admin) and may start ``action``."""
         row = await instances_api.get_by_uuid(conn, instance_uuid)
-        _check_lock(ctxt, row)
+        instance_rules.check_lock(ctxt, row)
         self._check_idle(action, row, task_state)
         return row
 
@@ -649,7 +526,7 @@ class MovesAPI(ServersAPI):
 
     async def _check_compute_host(self, conn: Connection, host: str) -> None:
         if not await compute_nodes.get_all(conn, host=host):
-            raise MoveHostNotFound(host=host)
+            raise exception.MoveHostNotFound(host=host)
 
     async def _check_source_down(self, conn: Connection, host: str) -> None:
         """Evacuate only from a host whose compute service is down or forced down."""
@@ -660,7 +537,7 @@ class MovesAPI(ServersAPI):
         except exception.ServiceNotFound:
             return  # no service on record: nothing runs there
         if liveness.row_is_up(service, self.conf.service_down_time):
-            raise ComputeServiceInUse(host=host)
+            raise exception.ComputeServiceInUse(host=host)
 
     async def _instance_image(self, conn: Connection, row: Row) -> Row | None:
         """The image the instance runs, if it is still registered."""

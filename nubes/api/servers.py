@@ -10,14 +10,14 @@ conductor still finds the task at its next poll: the row is the request.
 
 The state table of :mod:`nubes.objects.states` decides which operation may
 start from which state; anything else is refused with
-:class:`InstanceInvalidState` (409, Nova's "Cannot 'stop' instance ... while
+:class:`exception.InstanceInvalidState` (409, Nova's "Cannot 'stop' instance ... while
 it is in vm_state stopped") before anything is written. One task at a time
 per instance (the task table's unique constraint): an operation on an
 instance that is busy is refused with a Conflict, except delete, which
 cancels what is in progress.
 
 Locks (Nova's ``lock``/``unlock``): a locked instance refuses delete, stop,
-start and reboot to anyone but an admin (:class:`InstanceIsLocked`, 409);
+start and reboot to anyone but an admin (:class:`exception.InstanceIsLocked`, 409);
 ``locked_by`` says whether its owner or an admin locked it, and only an
 admin may unlock what an admin locked. The rest (rename, reset state) are
 single-row updates with no task.
@@ -35,7 +35,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api import policy, quotas
+from nubes.api import instance_rules, policy, quotas
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
@@ -44,7 +44,6 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
-from nubes.objects import states
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
@@ -74,31 +73,6 @@ TAGGABLE_STATES = frozenset(
 
 #: What ``os-resetState`` may set (Nova's state map of the admin action).
 RESET_STATES = (VMState.ACTIVE, VMState.ERROR)
-
-
-class InstanceInvalidState(exception.InvalidInstanceTransition):
-    msg_fmt = "Cannot '%(action)s' instance %(instance_uuid)s while it is in %(attr)s %(state)s"
-
-
-class InstanceIsLocked(exception.Conflict):
-    msg_fmt = "Instance %(instance_uuid)s is locked"
-
-
-def _check_lock(ctxt: RequestContext, row: Mapping[str, Any]) -> None:
-    """Nova's check_instance_lock: a locked instance is changed by admins only."""
-    if row["locked"] and not ctxt.is_admin:
-        raise InstanceIsLocked(instance_uuid=row["uuid"])
-
-
-def _check_state(action: str, row: Mapping[str, Any], target: states.InstanceState) -> None:
-    current = states.as_state(row["vm_state"], row["task_state"])
-    if not states.is_allowed(current, target):
-        attr, state = (
-            ("task_state", row["task_state"])
-            if row["task_state"] is not None
-            else ("vm_state", row["vm_state"])
-        )
-        raise InstanceInvalidState(action=action, instance_uuid=row["uuid"], attr=attr, state=state)
 
 
 def _reservation_id() -> str:
@@ -293,11 +267,13 @@ class ServersAPI:
         """Start deleting a server, whatever it is doing (a build in progress is cancelled)."""
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_lock(ctxt, row)
+            instance_rules.check_lock(ctxt, row)
             active = await tasks.get_active_for_instance(conn, instance_uuid)
             if active is not None and active["kind"] == TaskKind.DELETE:
                 return  # already being deleted
-            _check_state("delete", row, (VMState(row["vm_state"]), TaskState.DELETING))
+            instance_rules.check_state(
+                "delete", row, (VMState(row["vm_state"]), TaskState.DELETING)
+            )
             if active is not None:
                 # Its conductor finds out at its next write (fenced by the
                 # status); what it claimed is released by this delete.
@@ -343,11 +319,11 @@ class ServersAPI:
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_lock(ctxt, row)
+            instance_rules.check_lock(ctxt, row)
             # Busy (a task_state) or a state the operation cannot start from.
-            _check_state(action, row, (VMState(row["vm_state"]), task_state))
+            instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
             if row["task_state"] is not None:
-                raise InstanceInvalidState(
+                raise exception.InstanceInvalidState(
                     action=action,
                     instance_uuid=instance_uuid,
                     attr="task_state",
@@ -397,7 +373,7 @@ class ServersAPI:
     async def _taggable(conn: Connection, instance_uuid: str, action: str) -> None:
         row = await instances_api.get_by_uuid(conn, instance_uuid)
         if row["vm_state"] not in TAGGABLE_STATES:
-            raise InstanceInvalidState(
+            raise exception.InstanceInvalidState(
                 action=action, instance_uuid=instance_uuid, attr="vm_state", state=row["vm_state"]
             )
 

@@ -210,6 +210,43 @@ async def list_filtered(
     return await fetch_all(conn, stmt)
 
 
+async def list_from_host(
+    conn: AsyncConnection, host: str, migration_type: str, statuses: Sequence[str]
+) -> list[Row]:
+    """Live migrations of ``migration_type`` from ``host`` in one of ``statuses``, by id."""
+    stmt = (
+        select(_m)
+        .where(
+            _m.c.source_compute == host,
+            live(_m),
+            _m.c.status.in_(list(statuses)),
+            _m.c.migration_type == migration_type,
+        )
+        .order_by(_m.c.id)
+    )
+    return await fetch_all(conn, stmt)
+
+
+async def update_if(
+    conn: AsyncConnection,
+    migration_id: int,
+    values: Mapping[str, Any],
+    *,
+    migration_type: str,
+    status: str,
+) -> Row | None:
+    """``values`` on the migration if it is of ``migration_type`` and in ``status``,
+    decided in the UPDATE itself (nothing read before can change under it);
+    the new row, or None when it is not."""
+    return await update_row(
+        conn,
+        _m,
+        _m.c.id == migration_id,
+        values,
+        conditions=[_m.c.migration_type == migration_type, _m.c.status == status],
+    )
+
+
 async def ids_finished_before(
     conn: AsyncConnection, before: dt.datetime, migration_types: Sequence[str], limit: int
 ) -> list[int]:
