@@ -13,6 +13,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── ConfigError                       bad option value or file, refused at start
     ├── Invalid (400)
     │   ├── ValidationError               a field of a request or message is wrong
+    │   ├── TooLarge                      a value or message over the size the receiver accepts
     │   ├── ObjectFieldError              a value does not fit an object field
     │   │   └── UnknownObjectField        a field name the object does not have
     │   ├── MalformedObject               an object primitive is not a valid envelope
@@ -21,7 +22,13 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
-    │   └── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   └── Nova's refusals of a boot, move or rebuild (nubes.api.instance_rules, nubes.api.moves):
+    │       FlavorMemoryTooSmall, FlavorDiskSmallerThanImage, FlavorDiskSmallerThanMinDisk,
+    │       CannotResizeToSameFlavor, CannotResizeDisk, ResizeFlavorNotFound, OldFlavorNotFound,
+    │       MoveHostNotFound, CannotMigrateToSameHost, UnableToMigrateToSelf, EvacuateToSameHost,
+    │       ComputeServiceInUse, ForcedWithoutHost, InstanceNotResized, RebuildImageNotFound,
+    │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
@@ -29,7 +36,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
     │   └── QuotaExceeded                 a project's quota does not allow the request
     │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
-    │           ServerGroup(Members)LimitExceeded, OnsetFile*LimitExceeded
+    │           ServerGroupLimitExceeded, ServerGroupMembersLimitExceeded,
+    │           OnsetFileLimitExceeded, OnsetFilePathLimitExceeded, OnsetFileContentLimitExceeded
     ├── NotFound (404)
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
@@ -41,13 +49,17 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceGroupNotFound
     │   ├── InstanceActionNotFound
     │   ├── TaskNotFound                  no conductor task with that id
-    │   └── ImageNotFound
+    │   ├── ImageNotFound
+    │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
+    │   └── MigrationNotFoundForInstance  the server has no migration with that id
     ├── Conflict (409)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
+    │   │   └── InstanceInvalidState      an API action the instance's state does not allow
+    │   ├── InstanceIsLocked              a locked instance, changed by a non-admin
     │   ├── InvalidMigrationTransition    the migration status table forbids that change
     │   └── DBDuplicateEntry              a unique constraint refused a row
     ├── ObjectError (500)
