@@ -36,6 +36,7 @@ from nubes.compute.resize import ResizeSteps
 from nubes.compute.steps import Outcome, StepKey, StepLog, StepReporter
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.context import RequestContext
+from nubes.objects import states
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
 
@@ -44,21 +45,11 @@ LOG = logging.getLogger(__name__)
 _T = TaskState
 _V = VMState
 
-#: Task states a build may find the instance in (the last for a repeat).
-BUILD_TASK_STATES: tuple[str | None, ...] = (
-    _T.SCHEDULING,
-    None,
-    _T.BLOCK_DEVICE_MAPPING,
-    _T.NETWORKING,
-    _T.SPAWNING,
-)
 #: Backoff (seconds) of a report the bus could not take, and how long it is
 #: retried: past that, the task it answers has long ended (deadline).
 REPORT_RETRY_MIN = 0.5
 REPORT_RETRY_MAX = 5.0
 REPORT_RETRY_FOR = 3600.0
-SOFT_REBOOT_STATES = (_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED)
-HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD)
 
 
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
@@ -253,7 +244,7 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
                     instance,
                     _V.BUILDING,
                     _T.SPAWNING,
-                    expected_task_state=list(BUILD_TASK_STATES),
+                    expected_task_state=list(states.BUILD_TASK_STATES),
                     **placement,
                 )
                 if power is None:
@@ -443,7 +434,7 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
         if reboot_type not in ("SOFT", "HARD"):
             return Outcome(False, f"reboot_type must be SOFT or HARD, not {reboot_type!r}")
         hard = reboot_type == "HARD"
-        states = HARD_REBOOT_STATES if hard else SOFT_REBOOT_STATES
+        group = states.HARD_REBOOT_TASK_STATES if hard else states.SOFT_REBOOT_TASK_STATES
         first, started = (
             (_T.REBOOTING_HARD, _T.REBOOT_STARTED_HARD)
             if hard
@@ -453,13 +444,13 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
         await action.start()
         try:
             vm = _V(instance.vm_state)
-            if instance.task_state not in states:
+            if instance.task_state not in group:
                 await self.reporter.save_state(
                     ctxt, instance, vm, first, expected_task_state=[None]
                 )
             if instance.task_state != started:
                 await self.reporter.save_state(
-                    ctxt, instance, vm, started, expected_task_state=list(states)
+                    ctxt, instance, vm, started, expected_task_state=list(group)
                 )
             await self.driver.reboot(ctxt, instance, reboot_type)
             await self.reporter.save_state(

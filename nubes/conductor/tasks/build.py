@@ -53,18 +53,10 @@ from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
-from nubes.objects.states import TaskState, VMState
+from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
-#: task_states a build may find its instance in while it places or re-places it.
-_BUILD_TASK_STATES = (
-    TaskState.SCHEDULING,
-    TaskState.BLOCK_DEVICE_MAPPING,
-    TaskState.NETWORKING,
-    TaskState.SPAWNING,
-    None,
-)
 _SELECTION_FIELDS = (
     "instance_uuid",
     "host",
@@ -178,7 +170,7 @@ class BuildTask(Task):
         values: dict[str, Any] = {"host": host, "node": node}
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
-        placement = set_instance(run, values, expected_task_state=_BUILD_TASK_STATES)
+        placement = set_instance(run, values, expected_task_state=BUILD_TASK_STATES)
         event = None
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
@@ -299,7 +291,7 @@ class BuildTask(Task):
             await run.finish_action(conn, ok=False)
 
         writes = chain(
-            set_instance(run, values, expected_task_state=_BUILD_TASK_STATES), history, cleanup
+            set_instance(run, values, expected_task_state=BUILD_TASK_STATES), history, cleanup
         )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
         kick_created(run)

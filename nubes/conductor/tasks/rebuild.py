@@ -60,6 +60,7 @@ from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.objects.instance import Instance
 from nubes.objects.states import (
+    REBUILD_TASK_STATES,
     MigrationStatus,
     MigrationType,
     PowerState,
@@ -73,12 +74,6 @@ LOG = logging.getLogger(__name__)
 
 #: The conductor's event of either operation (Nova's name).
 EVENT = "conductor_rebuild_server"
-#: task_states of an instance being rebuilt (set by the API, then by us).
-REBUILD_TASK_STATES: tuple[TaskState, ...] = (
-    TaskState.REBUILDING,
-    TaskState.REBUILD_BLOCK_DEVICE_MAPPING,
-    TaskState.REBUILD_SPAWNING,
-)
 #: What a rollback accepts to find: ours, or none (an admin reset the state).
 _ROLLBACK_TASK_STATES: tuple[TaskState | None, ...] = (*REBUILD_TASK_STATES, None)
 
