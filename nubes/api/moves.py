@@ -33,8 +33,7 @@ from oslo_config import cfg
 
 from nubes import exception, liveness
 from nubes.api import images as images_api
-from nubes.api import instance_rules, quotas
-from nubes.api.servers import ServersAPI
+from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -79,7 +78,7 @@ def _image_payload(image: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": image["id"], "properties": dict(image.get("properties") or {})}
 
 
-class MovesAPI(ServersAPI):
+class MovesAPI:
     """The move operations of the servers API (records, tasks, then a kick)."""
 
     def __init__(
@@ -91,8 +90,10 @@ class MovesAPI(ServersAPI):
     ) -> None:
         from nubes import config
 
-        super().__init__(db, conductor, conf=conf)
         self.conf = conf if conf is not None else config.CONF
+        self.db = db
+        self.conductor = conductor
+        self.intents = intents.Intents(db, conductor, conf=self.conf)
 
     # -- cold migration and resize ---------------------------------------------------------
 
@@ -116,7 +117,7 @@ class MovesAPI(ServersAPI):
                 TaskState.RESIZE_PREP,
                 {"old_flavor": flavor, "new_flavor": flavor, "progress": 0},
             )
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -129,7 +130,7 @@ class MovesAPI(ServersAPI):
                     "power_on": _running(row),
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def resize_server(
         self,
@@ -175,7 +176,7 @@ class MovesAPI(ServersAPI):
                     "disk_config": disk_config,
                 }
             await self._set_task(conn, row, TaskState.RESIZE_PREP, values)
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -183,7 +184,7 @@ class MovesAPI(ServersAPI):
                 "resize",
                 {"migration_id": migration["id"], "flavor": new, "power_on": _running(row)},
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def confirm_resize(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Keep the resized instance; the source drops what it kept."""
@@ -229,10 +230,10 @@ class MovesAPI(ServersAPI):
                 raise exception.OldFlavorNotFound()
             await self._set_migration_status(conn, migration, status)
             await self._set_task(conn, row, task_state, {})
-            task = await self._start(
+            task = await self.intents.start(
                 conn, ctxt, instance_uuid, kind, action, {"migration_id": migration["id"]}
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     # -- live migration ------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class MovesAPI(ServersAPI):
                 conn, ctxt, row, MigrationType.LIVE_MIGRATION, dest=host
             )
             await self._set_task(conn, row, TaskState.MIGRATING, {"progress": 0})
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -280,7 +281,7 @@ class MovesAPI(ServersAPI):
                     "block_migration": block_migration,
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def abort_live_migration(
         self, ctxt: RequestContext, instance_uuid: str, migration_id: int
@@ -398,7 +399,7 @@ class MovesAPI(ServersAPI):
                 conn, ctxt, row, MigrationType.EVACUATION, dest=host
             )
             await self._set_task(conn, row, TaskState.REBUILDING, {})
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -411,7 +412,7 @@ class MovesAPI(ServersAPI):
                     "power_on": _running(row),
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def rebuild_server(
         self,
@@ -454,7 +455,7 @@ class MovesAPI(ServersAPI):
                     **extra["system_metadata"],
                 }
             updated = await self._set_task(conn, row, TaskState.REBUILDING, changes)
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -462,7 +463,7 @@ class MovesAPI(ServersAPI):
                 "rebuild",
                 {"image": _image_payload(image), "power_on": _running(row)},
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
         return updated
 
     # -- common ---------------------------------------------------------------------------

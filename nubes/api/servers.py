@@ -25,7 +25,6 @@ single-row updates with no task.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -35,11 +34,11 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api import instance_rules, policy, quotas
+from nubes.api import instance_rules, intents, policy, quotas
 from nubes.conductor.rpcapi import ConductorAPI
-from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
+from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, flavors, groups, tasks
+from nubes.db.api import groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Connection, Database
@@ -49,10 +48,6 @@ from nubes.objects.instance import Instance
 from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
-
-#: Seconds a request waits for the bus to take a kick; the task is recorded
-#: already, so past this the request answers and a conductor's poll finds it.
-KICK_TIMEOUT = 1.0
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
@@ -79,13 +74,6 @@ def _reservation_id() -> str:
     return f"r-{uuid.uuid4().hex[:8]}"
 
 
-def _context_record(ctxt: RequestContext) -> dict[str, Any]:
-    """The request context a task resumes with (never a caller identity)."""
-    data = ctxt.to_dict()
-    data["caller"] = None
-    return data
-
-
 class ServersAPI:
     """The API side of server operations: records and tasks, then a kick."""
 
@@ -102,22 +90,11 @@ class ServersAPI:
         self.db = db
         self.conductor = conductor
         self.conf = conf
+        self.intents = intents.Intents(db, conductor, conf=conf)
         self.build_deadline: float = conf.conductor.build_deadline
         self.task_deadline: float = conf.conductor.task_deadline
 
     # -- create ----------------------------------------------------------------------
-
-    async def _flavor(self, conn: Connection, flavor: Flavor | Mapping[str, Any] | str) -> Flavor:
-        if isinstance(flavor, Flavor):
-            return flavor
-        if isinstance(flavor, str):
-            row = await flavors.get_by_flavor_id(conn, flavor)
-        else:
-            row = dict(flavor)
-        found = Flavor._from_db(row)
-        if found.obj_attr_is_set("disabled") and found.disabled:
-            raise exception.Invalid(reason=f"flavor {found.flavorid} is disabled")
-        return found
 
     async def create_servers(
         self,
@@ -177,7 +154,7 @@ class ServersAPI:
         async with self.db.writer() as conn:
             if group:
                 await self._check_group(conn, ctxt, group)
-            found = await self._flavor(conn, flavor)
+            found = await intents.flavor(conn, flavor)
             snapshot = found.snapshot()
             await quotas.check_metadata(conn, self.conf, project_id=project_id, metadata=metadata)
             count = await quotas.allowed_instances(
@@ -235,7 +212,7 @@ class ServersAPI:
                 # Members from the start (as Nova): the scheduler places them by
                 # where the others are, and show lists them while they build.
                 await groups.group_members_add(conn, group, [row["uuid"] for row in created])
-            tasks_made = await self._start_many(
+            tasks_made = await self.intents.start_many(
                 conn,
                 ctxt,
                 [row["uuid"] for row in created],
@@ -245,7 +222,7 @@ class ServersAPI:
                 deadline,
             )
             task_ids = [task["id"] for task in tasks_made]
-        await self._kick(ctxt, task_ids)
+        await self.intents.kick(ctxt, task_ids)
         return [Instance._from_db(row) for row in created]
 
     @staticmethod
@@ -284,8 +261,8 @@ class ServersAPI:
                 {"task_state": TaskState.DELETING.value},
                 expected_task_state=row["task_state"],
             )
-            task = await self._start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
-        await self._kick(ctxt, [task["id"]])
+            task = await self.intents.start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
@@ -338,8 +315,8 @@ class ServersAPI:
                 expected_vm_state=row["vm_state"],
                 expected_task_state=None,
             )
-            task = await self._start(conn, ctxt, instance_uuid, kind, action, payload)
-        await self._kick(ctxt, [task["id"]])
+            task = await self.intents.start(conn, ctxt, instance_uuid, kind, action, payload)
+        await self.intents.kick(ctxt, [task["id"]])
 
     # -- single-row changes (no task) -----------------------------------------------------
 
@@ -409,7 +386,7 @@ class ServersAPI:
             await instances_api.update(
                 conn, instance_uuid, {"locked": True, "locked_by": locked_by.value}
             )
-            await self._instant_action(conn, ctxt, instance_uuid, "lock")
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "lock")
 
     async def unlock_server(
         self, ctxt: RequestContext, instance_uuid: str, *, may_override: bool
@@ -423,7 +400,7 @@ class ServersAPI:
                     action="os_compute_api:os-lock-server:unlock:unlock_override"
                 )
             await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})
-            await self._instant_action(conn, ctxt, instance_uuid, "unlock")
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
 
     async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:
         """Admin repair: set vm_state (active or error) and clear task_state, no task.
@@ -439,109 +416,4 @@ class ServersAPI:
             await instances_api.update(
                 conn, instance_uuid, {"vm_state": vm_state.value, "task_state": None}
             )
-            await self._instant_action(conn, ctxt, instance_uuid, "reset_state")
-
-    async def _instant_action(
-        self, conn: Connection, ctxt: RequestContext, instance_uuid: str, action: str
-    ) -> None:
-        """An action that is done as soon as it is recorded (lock, unlock, reset state)."""
-        now = utcnow()
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-            start_time=now,
-        )
-        await actions.action_finish(
-            conn, instance_uuid=instance_uuid, request_id=ctxt.request_id, finish_time=now
-        )
-
-    # -- common ----------------------------------------------------------------------------
-
-    async def _start(
-        self,
-        conn: Connection,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        kind: TaskKind,
-        action: str,
-        payload: dict[str, Any] | None = None,
-        deadline: dt.datetime | None = None,
-    ) -> dict[str, Any]:
-        """The action and the task, in the caller's transaction."""
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        if deadline is None:
-            deadline = utcnow() + dt.timedelta(seconds=self.task_deadline)
-        try:
-            return await tasks.create(
-                conn,
-                kind=kind.value,
-                instance_uuid=instance_uuid,
-                step=FIRST_STEP[kind].value,
-                payload=dict(payload or {}),
-                context=_context_record(ctxt),
-                deadline=deadline,
-            )
-        except exception.DBDuplicateEntry:
-            raise exception.Conflict(
-                reason=f"instance {instance_uuid} has an operation in progress"
-            ) from None
-
-    async def _start_many(
-        self,
-        conn: Connection,
-        ctxt: RequestContext,
-        instance_uuids: list[str],
-        kind: TaskKind,
-        action: str,
-        payload: dict[str, Any],
-        deadline: dt.datetime,
-    ) -> list[dict[str, Any]]:
-        """:meth:`_start` for several instances of one request (multi-row INSERTs)."""
-        await actions.action_start_many(
-            conn,
-            instance_uuids,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        try:
-            return await tasks.create_many(
-                conn,
-                instance_uuids,
-                kind=kind.value,
-                step=FIRST_STEP[kind].value,
-                payload=dict(payload),
-                context=_context_record(ctxt),
-                deadline=deadline,
-            )
-        except exception.DBDuplicateEntry:
-            raise exception.Conflict(reason="an instance has an operation in progress") from None
-
-    async def _kick(self, ctxt: RequestContext, task_ids: list[int]) -> None:
-        try:
-            # Bounded: with the broker away a cast waits for it to come back,
-            # and the request must not (the task is durable in the database).
-            async with asyncio.timeout(KICK_TIMEOUT):
-                await self.conductor.kick(ctxt, task_ids)
-        except TimeoutError:
-            LOG.warning(
-                "could not tell a conductor about tasks %s within %.1f s (the bus is away); "
-                "a conductor's poll finds them",
-                task_ids,
-                KICK_TIMEOUT,
-            )
-        except exception.NubesError as exc:
-            # The tasks are recorded: a conductor's poll finds them anyway.
-            LOG.warning("could not tell a conductor about tasks %s: %s", task_ids, exc)
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "reset_state")

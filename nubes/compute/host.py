@@ -5,7 +5,7 @@ resource tracker and repairer. The :class:`~nubes.service.Service` that runs
 it calls :meth:`start` once its RPC server listens and :meth:`stop` before it
 stops listening. Start work runs in the background and is retried while the
 conductor is away, so a host comes up (and heartbeats) without a conductor;
-RPC work waits until the start is done (``manager.ready``).
+RPC work waits until the start is done (``manager.runner.ready``).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class ComputeHost:
         await self.driver.init_host()
         await self.tracker.update_available_resource(ctxt)
         self.repair_report = await self.repairer.repair_host(ctxt)
-        self.manager.ready.set()
+        self.manager.runner.ready.set()
         await self._notify_service()
 
     async def _notify_service(self) -> None:

@@ -82,7 +82,5 @@ def test_build_path():
 def test_each_task_state_group_is_what_its_operations_walk(group, operations):
     """The groups (one home: nubes.objects.states) name task states their operations'
     edges in the table really pass through, so a group cannot drift from the table."""
-    walked = {
-        state[1] for op in operations for edge in states.OPERATIONS[op] for state in edge
-    }
+    walked = {state[1] for op in operations for edge in states.OPERATIONS[op] for state in edge}
     assert set(group) <= walked
