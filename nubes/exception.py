@@ -23,6 +23,9 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
     │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── SchemaValidationError         a request body against its microversion's JSON schema
+    │   ├── MalformedBody                 a request body that is not JSON nubes reads
+    │   ├── InvalidVersionString          a microversion header that is not MAJOR.MINOR
     │   └── Nova's refusals of a boot, move or rebuild (nubes.api.instance_rules, nubes.api.moves):
     │       FlavorMemoryTooSmall, FlavorDiskSmallerThanImage, FlavorDiskSmallerThanMinDisk,
     │       CannotResizeToSameFlavor, CannotResizeDisk, ResizeFlavorNotFound, OldFlavorNotFound,
@@ -30,9 +33,14 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       ComputeServiceInUse, ForcedWithoutHost, InstanceNotResized, RebuildImageNotFound,
     │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
+    ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
+    ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
     │   ├── IdentityMismatch              a message claims someone its sender is not
+    │   ├── PolicyNotAuthorized           the API policy does not let the caller do that
+    │   ├── ImageForbidden                an image change its caller may not make
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
     │   └── QuotaExceeded                 a project's quota does not allow the request
     │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
@@ -71,6 +79,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
+    │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
     │   ├── DBDeadlock                    deadlock or lock timeout; the transaction may be retried
@@ -173,6 +182,26 @@ class ImageNotActive(Invalid):
     msg_fmt = "Image %(image_id)s is not active."
 
 
+class SchemaValidationError(Invalid):
+    """A request body does not match the JSON schema of its microversion."""
+
+    msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
+
+
+class MalformedBody(Invalid):
+    """A request body that is not JSON, or JSON nubes refuses to read."""
+
+    msg_fmt = "Malformed request body: %(reason)s"
+
+
+class InvalidVersionString(Invalid):
+    """A microversion header that is not MAJOR.MINOR."""
+
+    msg_fmt = (
+        "API Version String %(version)s is of invalid format. Must be of format MajorNum.MinorNum."
+    )
+
+
 # Nova's refusals of a boot, a move or a rebuild (400), raised by nubes.api's rules.
 
 
@@ -259,6 +288,33 @@ class RequestTooLarge(NubesError):
     safe = True
 
 
+class ImageTooLarge(NubesError):
+    """Image data over ``[api] image_size_cap`` (413)."""
+
+    msg_fmt = "Image exceeds the storage quota: %(cap)s bytes at most."
+    code = 413
+    safe = True
+
+
+class UnsupportedMediaType(NubesError):
+    """Image data sent with a content type the image API does not take (415)."""
+
+    msg_fmt = "Content type %(content_type)s is not supported; use application/octet-stream."
+    code = 415
+    safe = True
+
+
+class VersionNotAcceptable(NubesError):
+    """A microversion outside what the API serves (406)."""
+
+    msg_fmt = (
+        "Version %(version)s is not supported by the API. "
+        "Minimum is %(min)s and maximum is %(max)s."
+    )
+    code = 406
+    safe = True
+
+
 class ComputeServiceUnavailable(Invalid):
     msg_fmt = "Compute service of %(host)s is unavailable at this time."
 
@@ -277,6 +333,18 @@ class Forbidden(NubesError):
     msg_fmt = "Forbidden: %(reason)s"
     code = 403
     safe = True
+
+
+class PolicyNotAuthorized(Forbidden):
+    """The API policy does not let the caller do that."""
+
+    msg_fmt = "Policy doesn't allow %(action)s to be performed."
+
+
+class ImageForbidden(Forbidden):
+    """An image change its caller may not make (Glance's 403 texts)."""
+
+    msg_fmt = "%(reason)s"
 
 
 class IdentityMismatch(Forbidden):
@@ -505,6 +573,14 @@ class DatabaseAccessForbidden(NubesError):
 
 class VirtDriverError(NubesError):
     msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
+
+
+class LiveMigrationAborted(VirtDriverError):
+    """A driver's ``live_migration`` stopped because its ``live_migration_abort``
+    asked it to (``nubes.compute.virt.driver.ComputeDriver``); the guest still
+    runs on the source."""
+
+    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
 
 
 class DBError(NubesError):

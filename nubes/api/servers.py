@@ -34,7 +34,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api import instance_rules, intents, policy, quotas
+from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -396,7 +396,7 @@ class ServersAPI:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             expected = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
             if row["locked_by"] and row["locked_by"] != expected.value and not may_override:
-                raise policy.PolicyNotAuthorized(
+                raise exception.PolicyNotAuthorized(
                     action="os_compute_api:os-lock-server:unlock:unlock_override"
                 )
             await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})

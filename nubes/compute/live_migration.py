@@ -52,9 +52,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nubes import exception
 from nubes.compute.reporting import ActionRecord, Reporter
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
-from nubes.compute.virt.driver import LiveMigrationAborted
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
@@ -337,7 +337,9 @@ class LiveMigrationSteps(ComputeEndpoint):
         try:
             current = await Migration.get_by_id(ctxt, migration.id)
             if current.status == MigrationStatus.CANCELLING or job.requested is Request.ABORT:
-                raise LiveMigrationAborted(instance_uuid=instance.uuid, host=self.runner.host)
+                raise exception.LiveMigrationAborted(
+                    instance_uuid=instance.uuid, host=self.runner.host
+                )
             progress = self._progress(ctxt, instance, current, job)
             # No await between the check above and the driver call: a request
             # comes either before (seen above) or after (delivered to the driver).
@@ -347,7 +349,7 @@ class LiveMigrationSteps(ComputeEndpoint):
             await self.runner.driver.live_migration(
                 ctxt, instance, dest_host, migrate_data, progress
             )
-        except LiveMigrationAborted as exc:
+        except exception.LiveMigrationAborted as exc:
             await record.fail(exc)
             return Outcome(False, str(exc), {"aborted": True, "exception": type(exc).__name__})
         except Exception as exc:

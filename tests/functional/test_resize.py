@@ -196,7 +196,7 @@ async def test_deleting_a_resized_instance_leaves_nothing_behind(
     assert row["vm_state"] == "resized"
     drivers = moves.drivers()
     assert uuid in drivers[source].kept
-    await moves.api.delete_server(ctxt, uuid)
+    await moves.cloud.api.delete_server(ctxt, uuid)
     row = await moves.settle(uuid)
     assert row["vm_state"] == "deleted"
     assert await moves.claims() == {}

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nubes import exception
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common, server_moves, servers
 from nubes.api.compute_v21 import server_schemas as schemas
@@ -76,7 +77,7 @@ ACTIONS: dict[str, common.ActionHandler] = {
 async def action(request: Request) -> Response:
     body = await v.json_body(request)
     if not isinstance(body, dict) or len(body) != 1:
-        raise v.MalformedBody(reason="the body must hold exactly one action")
+        raise exception.MalformedBody(reason="the body must hold exactly one action")
     (name,) = body
     handler = _handler(name)
     if handler is None:

@@ -221,12 +221,12 @@ def _sort(request: Request) -> tuple[list[str], list[str]]:
     dirs = request.query_params.getlist("sort_dir")
     for d in dirs:
         if d not in ("asc", "desc"):
-            raise v.SchemaValidationError(
+            raise exception.SchemaValidationError(
                 field="sort_dir", value=d, reason=f"'{d}' is not one of ['asc', 'desc']"
             )
     for k in keys:
         if k not in schemas.SORT_KEYS:
-            raise v.SchemaValidationError(
+            raise exception.SchemaValidationError(
                 field="sort_key", value=k, reason=f"'{k}' is not a valid sort key"
             )
         if k in schemas.ADMIN_SORT_KEYS and not common.is_admin(request):

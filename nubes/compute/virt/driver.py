@@ -25,7 +25,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from nubes import exception
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -36,14 +35,6 @@ if TYPE_CHECKING:
 
 #: Called with the percentage (0-100) of a live migration done so far.
 ProgressCallback = Callable[[int], Awaitable[None]]
-
-
-class LiveMigrationAborted(exception.VirtDriverError):
-    """:meth:`ComputeDriver.live_migration` stopped because
-    :meth:`ComputeDriver.live_migration_abort` asked it to; the guest still
-    runs on the source."""
-
-    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
 
 
 @dataclasses.dataclass(slots=True)
@@ -279,7 +270,7 @@ class ComputeDriver(abc.ABC):
     async def live_migration_abort(self, instance: Instance) -> bool:
         """Source side: stop the live migration of ``instance`` that
         :meth:`live_migration` is running here. That call then raises
-        :class:`LiveMigrationAborted` and the guest keeps running here.
+        :class:`~nubes.exception.LiveMigrationAborted` and the guest keeps running here.
         Returns False when no live migration of the instance is in progress
         on this host (not begun yet, or over): nothing was done."""
 

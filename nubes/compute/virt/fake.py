@@ -39,7 +39,6 @@ from nubes import exception
 from nubes.compute.virt.driver import (
     ComputeDriver,
     InstanceInfo,
-    LiveMigrationAborted,
     ProgressCallback,
 )
 from nubes.objects.states import PowerState
@@ -534,7 +533,7 @@ class FakeDriver(ComputeDriver):
                     async with asyncio.timeout(tick):
                         await job.wake.wait()
             if job.aborted:
-                raise LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
+                raise exception.LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
             if job.forced:
                 break
             percent = n * 100 // ticks

@@ -80,11 +80,11 @@ async def test_a_build_whose_success_report_is_lost_leaves_no_guest_on_its_first
         assert lossy[first].lost == 1
         # The first host is told to remove its guest, without a restart.
         for _ in range(200):
-            if inst.uuid not in await _manager(cloud, first).driver.list_instances():
+            if inst.uuid not in await _manager(cloud, first).runner.driver.list_instances():
                 break
             await asyncio.sleep(0.05)
-        assert inst.uuid not in await _manager(cloud, first).driver.list_instances()
-        assert inst.uuid in await _manager(cloud, other).driver.list_instances()
+        assert inst.uuid not in await _manager(cloud, first).runner.driver.list_instances()
+        assert inst.uuid in await _manager(cloud, other).runner.driver.list_instances()
         async with cloud.db.reader() as conn:
             build = (await tasks.list_for_instance(conn, inst.uuid))[-1]
             assert build["kind"] == TaskKind.BUILD and build["status"] == TaskStatus.SUCCEEDED
