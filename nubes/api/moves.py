@@ -17,6 +17,10 @@ a request that cannot work (same flavor, unknown host, inactive image) is
 400, an evacuation whose source still runs is 400 ("Compute service of ...
 is still in use.", as Nova's evacuate API answers it).
 
+The checks and records every move shares are in :mod:`nubes.api.move_records`,
+the rules in :mod:`nubes.api.instance_rules`, the action, task and kick in
+:class:`nubes.api.intents.Intents`; errors in :mod:`nubes.exception`.
+
 Aborting or force-completing a live migration starts no task (the live
 migration's task is the one active task of the instance): the abort marks
 the migration ``cancelling`` in the API's transaction, both record their
@@ -31,21 +35,19 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import exception, liveness
+from nubes import exception
 from nubes.api import images as images_api
 from nubes.api import instance_rules, intents, quotas
+from nubes.api import move_records as records
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import Row, actions, compute_nodes, flavors, services
-from nubes.db.api import images as images_db
+from nubes.db.api import Row, flavors, services
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.engine import Connection, Database
-from nubes.objects import states
 from nubes.objects.flavor import Flavor
 from nubes.objects.states import (
-    MIGRATION_FIRST_STATUS,
     MigrationStatus,
     MigrationType,
     TaskState,
@@ -63,19 +65,6 @@ ABORTABLE = (MigrationStatus.ACCEPTED, MigrationStatus.PREPARING, MigrationStatu
 
 #: Instance columns a rebuild may set besides its image, name and metadata.
 REBUILD_COLUMNS = frozenset({"display_description", "system_metadata", "key_name", "user_data"})
-
-
-# --- checks --------------------------------------------------------------------------------
-
-
-def _snapshot_id(snapshot: Mapping[str, Any] | None) -> int | None:
-    value = (snapshot or {}).get("id")
-    return value if isinstance(value, int) else None
-
-
-def _image_payload(image: Mapping[str, Any]) -> dict[str, Any]:
-    """The image as a build's task payload carries it (id and properties)."""
-    return {"id": image["id"], "properties": dict(image.get("properties") or {})}
 
 
 class MovesAPI:
@@ -102,16 +91,16 @@ class MovesAPI:
     ) -> None:
         """Cold-migrate to ``host`` (checked by the scheduler) or wherever it finds room."""
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "migrate", TaskState.RESIZE_PREP)
+            row = await records.movable(conn, ctxt, instance_uuid, "migrate", TaskState.RESIZE_PREP)
             if host is not None:
                 if host == row["host"]:
                     raise exception.CannotMigrateToSameHost()
-                await self._check_compute_host(conn, host)
+                await records.check_compute_host(conn, host)
             flavor = dict(row["flavor"] or {})
-            migration = await self._create_migration(
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.MIGRATION, dest=host
             )
-            await self._set_task(
+            await records.set_task(
                 conn,
                 row,
                 TaskState.RESIZE_PREP,
@@ -127,7 +116,7 @@ class MovesAPI:
                     "migration_id": migration["id"],
                     "host": host,
                     "flavor": flavor,
-                    "power_on": _running(row),
+                    "power_on": records.running(row),
                 },
             )
         await self.intents.kick(ctxt, [task["id"]])
@@ -142,7 +131,7 @@ class MovesAPI:
     ) -> None:
         """Resize to the flavor users know as ``flavor_ref`` (``disk_config``: AUTO or MANUAL)."""
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "resize", TaskState.RESIZE_PREP)
+            row = await records.movable(conn, ctxt, instance_uuid, "resize", TaskState.RESIZE_PREP)
             current = dict(row["flavor"] or {})
             try:
                 found = await flavors.get_by_flavor_id(conn, flavor_ref)
@@ -150,7 +139,7 @@ class MovesAPI:
                 raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref) from None
             new = Flavor._from_db(found).snapshot()
             instance_rules.check_disks(current, new)
-            if found["id"] == _snapshot_id(current):
+            if found["id"] == records.snapshot_id(current):
                 raise exception.CannotResizeToSameFlavor()
             if found["disabled"]:
                 raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref)
@@ -163,10 +152,10 @@ class MovesAPI:
                 cores=int(found["vcpus"]) - int(row["vcpus"] or 0),
                 ram=int(found["memory_mb"]) - int(row["memory_mb"] or 0),
             )
-            image = await self._instance_image(conn, row)
+            image = await records.instance_image(conn, row)
             if image is not None:
                 instance_rules.check_image_fits(image, new)
-            migration = await self._create_migration(
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.RESIZE, new_flavor_id=found["id"]
             )
             values: dict[str, Any] = {"old_flavor": current, "new_flavor": new, "progress": 0}
@@ -175,14 +164,14 @@ class MovesAPI:
                     **(row["system_metadata"] or {}),
                     "disk_config": disk_config,
                 }
-            await self._set_task(conn, row, TaskState.RESIZE_PREP, values)
+            await records.set_task(conn, row, TaskState.RESIZE_PREP, values)
             task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
                 TaskKind.MIGRATE,
                 "resize",
-                {"migration_id": migration["id"], "flavor": new, "power_on": _running(row)},
+                {"migration_id": migration["id"], "flavor": new, "power_on": records.running(row)},
             )
         await self.intents.kick(ctxt, [task["id"]])
 
@@ -219,7 +208,7 @@ class MovesAPI:
         kind: TaskKind,
     ) -> None:
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, action, task_state)
+            row = await records.movable(conn, ctxt, instance_uuid, action, task_state)
             try:
                 migration = await migrations_api.get_by_instance_and_status(
                     conn, instance_uuid, MigrationStatus.FINISHED.value
@@ -228,8 +217,8 @@ class MovesAPI:
                 raise exception.InstanceNotResized() from None
             if kind is TaskKind.REVERT_RESIZE and not row["old_flavor"]:
                 raise exception.OldFlavorNotFound()
-            await self._set_migration_status(conn, migration, status)
-            await self._set_task(conn, row, task_state, {})
+            await records.set_migration_status(conn, migration, status)
+            await records.set_task(conn, row, task_state, {})
             task = await self.intents.start(
                 conn, ctxt, instance_uuid, kind, action, {"migration_id": migration["id"]}
             )
@@ -258,17 +247,17 @@ class MovesAPI:
         if force and not host:
             raise exception.ForcedWithoutHost()
         async with self.db.writer() as conn:
-            row = await self._movable(
+            row = await records.movable(
                 conn, ctxt, instance_uuid, "os-migrateLive", TaskState.MIGRATING
             )
             if host is not None:
-                await self._check_compute_host(conn, host)
+                await records.check_compute_host(conn, host)
                 if host == row["host"]:
                     raise exception.UnableToMigrateToSelf(instance_id=instance_uuid, host=host)
-            migration = await self._create_migration(
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.LIVE_MIGRATION, dest=host
             )
-            await self._set_task(conn, row, TaskState.MIGRATING, {"progress": 0})
+            await records.set_task(conn, row, TaskState.MIGRATING, {"progress": 0})
             task = await self.intents.start(
                 conn,
                 ctxt,
@@ -291,8 +280,8 @@ class MovesAPI:
             migration = await self._live_migration(
                 conn, ctxt, instance_uuid, migration_id, "abort live migration", ABORTABLE
             )
-            await self._set_migration_status(conn, migration, MigrationStatus.CANCELLING)
-            await self._request_action(conn, ctxt, instance_uuid, "live_migration_cancel")
+            await records.set_migration_status(conn, migration, MigrationStatus.CANCELLING)
+            await records.request_action(conn, ctxt, instance_uuid, "live_migration_cancel")
         try:
             await self.conductor.live_migration_abort(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
@@ -313,7 +302,7 @@ class MovesAPI:
                 "force complete",
                 (MigrationStatus.RUNNING,),
             )
-            await self._request_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
+            await records.request_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
         try:
             await self.conductor.live_migration_force_complete(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
@@ -392,13 +381,13 @@ class MovesAPI:
                     raise exception.EvacuateHostNotFound(host=host) from None
             if host is not None and row["host"] == host:
                 raise exception.EvacuateToSameHost()
-            self._check_idle("evacuate", row, TaskState.REBUILDING)
-            await self._check_source_down(conn, row["host"])
-            image = await self._instance_image(conn, row)
-            migration = await self._create_migration(
+            records.check_idle("evacuate", row, TaskState.REBUILDING)
+            await records.check_source_down(conn, row["host"], self.conf.service_down_time)
+            image = await records.instance_image(conn, row)
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.EVACUATION, dest=host
             )
-            await self._set_task(conn, row, TaskState.REBUILDING, {})
+            await records.set_task(conn, row, TaskState.REBUILDING, {})
             task = await self.intents.start(
                 conn,
                 ctxt,
@@ -408,8 +397,8 @@ class MovesAPI:
                 {
                     "migration_id": migration["id"],
                     "host": host,
-                    "image": _image_payload(image or {"id": row["image_ref"]}),
-                    "power_on": _running(row),
+                    "image": records.image_payload(image or {"id": row["image_ref"]}),
+                    "power_on": records.running(row),
                 },
             )
         await self.intents.kick(ctxt, [task["id"]])
@@ -435,7 +424,7 @@ class MovesAPI:
         if unknown:
             raise exception.Invalid(reason=f"a rebuild cannot set {', '.join(sorted(unknown))}")
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "rebuild", TaskState.REBUILDING)
+            row = await records.movable(conn, ctxt, instance_uuid, "rebuild", TaskState.REBUILDING)
             try:
                 image = await images_api.get_active_image(self.db, ctxt, image_ref)
             except exception.ImageNotFound:
@@ -454,146 +443,14 @@ class MovesAPI:
                     **(row["system_metadata"] or {}),
                     **extra["system_metadata"],
                 }
-            updated = await self._set_task(conn, row, TaskState.REBUILDING, changes)
+            updated = await records.set_task(conn, row, TaskState.REBUILDING, changes)
             task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
                 TaskKind.REBUILD,
                 "rebuild",
-                {"image": _image_payload(image), "power_on": _running(row)},
+                {"image": records.image_payload(image), "power_on": records.running(row)},
             )
         await self.intents.kick(ctxt, [task["id"]])
         return updated
-
-    # -- common ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_idle(action: str, row: Row, task_state: TaskState) -> None:
-        """Nova's check_instance_state for a move: no task in progress, a state it starts from."""
-        if row["task_state"] is not None:
-            raise exception.InstanceInvalidState(
-                action=action,
-                instance_uuid=row["uuid"],
-                attr="task_state",
-                state=row["task_state"],
-            )
-        instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
-        if not row["host"]:
-            raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
-
-    async def _request_action(
-        self, conn: Connection, ctxt: RequestContext, instance_uuid: str, action: str
-    ) -> None:
-        """Nova's action for a request that starts no task (abort, force complete).
-
-        Left open, as Nova leaves it: the source host adds its events to it
-        (``compute_live_migration_abort`` ...) when the cast reaches it.
-        """
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-
-    async def _movable(
-        self,
-        conn: Connection,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        action: str,
-        task_state: TaskState,
-    ) -> Row:
-        """The instance, if it is unlocked (or the caller an admin) and may start ``action``."""
-        row = await instances_api.get_by_uuid(conn, instance_uuid)
-        instance_rules.check_lock(ctxt, row)
-        self._check_idle(action, row, task_state)
-        return row
-
-    async def _set_task(
-        self, conn: Connection, row: Row, task_state: TaskState, values: Mapping[str, Any]
-    ) -> Row:
-        # Compare-and-set: a concurrent operation that got there first wins.
-        return await instances_api.update(
-            conn,
-            row["uuid"],
-            {"task_state": task_state.value, **values},
-            expected_vm_state=row["vm_state"],
-            expected_task_state=None,
-        )
-
-    async def _check_compute_host(self, conn: Connection, host: str) -> None:
-        if not await compute_nodes.get_all(conn, host=host):
-            raise exception.MoveHostNotFound(host=host)
-
-    async def _check_source_down(self, conn: Connection, host: str) -> None:
-        """Evacuate only from a host whose compute service is down or forced down."""
-        try:
-            service = await services.get_by_host_and_binary(
-                conn, host, "compute", with_heartbeat=True
-            )
-        except exception.ServiceNotFound:
-            return  # no service on record: nothing runs there
-        if liveness.row_is_up(service, self.conf.service_down_time):
-            raise exception.ComputeServiceInUse(host=host)
-
-    async def _instance_image(self, conn: Connection, row: Row) -> Row | None:
-        """The image the instance runs, if it is still registered."""
-        if not row["image_ref"]:
-            return None
-        try:
-            return await images_db.get(conn, row["image_ref"])
-        except exception.ImageNotFound:
-            return None
-
-    async def _create_migration(
-        self,
-        conn: Connection,
-        ctxt: RequestContext,
-        row: Row,
-        kind: MigrationType,
-        *,
-        dest: str | None = None,
-        new_flavor_id: int | None = None,
-    ) -> Row:
-        flavor_id = _snapshot_id(row["flavor"])
-        return await migrations_api.create(
-            conn,
-            {
-                "instance_uuid": row["uuid"],
-                "source_compute": row["host"],
-                "source_node": row["node"],
-                "dest_compute": dest,
-                "status": MIGRATION_FIRST_STATUS[kind].value,
-                "migration_type": kind.value,
-                "old_instance_type_id": flavor_id,
-                "new_instance_type_id": flavor_id if new_flavor_id is None else new_flavor_id,
-                # Who asked for the move (Nova's migration user and project).
-                "user_id": ctxt.user_id,
-                "project_id": ctxt.project_id,
-            },
-        )
-
-    async def _set_migration_status(
-        self, conn: Connection, migration: Row, status: MigrationStatus
-    ) -> None:
-        states.check_migration_status(
-            migration["migration_type"], migration["status"], status.value, migration["id"]
-        )
-        # Conditional on the status read: a conductor's step may commit a
-        # new one (running, completed ...) between that read and this write.
-        updated = await migrations_api.update_status(
-            conn, migration["id"], migration["status"], status.value
-        )
-        if updated is None:
-            raise exception.Conflict(
-                reason=f"migration {migration['id']} changed status meanwhile; try again"
-            )
-
-
-def _running(row: Row) -> bool:
-    """docs/moves.md's ``power_on``: the move leaves a running instance running."""
-    return bool(row["vm_state"] == VMState.ACTIVE)
