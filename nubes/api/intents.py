@@ -20,6 +20,8 @@ from oslo_config import cfg
 
 from nubes import exception
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
@@ -70,7 +72,7 @@ class Intents:
         instance_uuid: str,
         kind: TaskKind,
         action: str,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | Mapping[str, Any] | None = None,
         deadline: dt.datetime | None = None,
     ) -> dict[str, Any]:
         """The action and the task, in the caller's transaction."""
@@ -90,7 +92,7 @@ class Intents:
                 kind=kind.value,
                 instance_uuid=instance_uuid,
                 step=FIRST_STEP[kind].value,
-                payload=dict(payload or {}),
+                payload=payloads.new(kind, payload),
                 context=context_record(ctxt),
                 deadline=deadline,
             )
@@ -106,7 +108,7 @@ class Intents:
         instance_uuids: list[str],
         kind: TaskKind,
         action: str,
-        payload: dict[str, Any],
+        payload: TaskPayload,
         deadline: dt.datetime,
     ) -> list[dict[str, Any]]:
         """:meth:`start` for several instances of one request (multi-row INSERTs)."""
@@ -124,7 +126,7 @@ class Intents:
                 instance_uuids,
                 kind=kind.value,
                 step=FIRST_STEP[kind].value,
-                payload=dict(payload),
+                payload=payloads.new(kind, payload),
                 context=context_record(ctxt),
                 deadline=deadline,
             )

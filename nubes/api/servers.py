@@ -36,6 +36,7 @@ from oslo_config import cfg
 from nubes import exception
 from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.conductor.tasks.payloads import BuildPayload, PowerPayload, TaskPayload
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import groups, tasks
@@ -143,13 +144,12 @@ class ServersAPI:
         reservation = reservation_id or _reservation_id()
         deadline = utcnow() + dt.timedelta(seconds=self.build_deadline)
         hints = {str(k): v for k, v in (scheduler_hints or {}).items()}
-        payload_base: dict[str, Any] = {
-            "image": dict(image),
-            "hints": hints,
-            "request": {"name": name, "key_name": key_name, "user_data": user_data},
-        }
-        if group:
-            payload_base["group"] = group
+        payload_base = BuildPayload(
+            image=dict(image),
+            hints=hints,
+            request={"name": name, "key_name": key_name, "user_data": user_data},
+            group=group or None,
+        )
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:
             if group:
@@ -282,7 +282,7 @@ class ServersAPI:
             TaskKind.REBOOT,
             "reboot",
             task_state,
-            {"reboot_type": reboot_type},
+            PowerPayload(reboot_type=reboot_type),
         )
 
     async def _power(
@@ -292,7 +292,7 @@ class ServersAPI:
         kind: TaskKind,
         action: str,
         task_state: TaskState,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | None = None,
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)

@@ -2,13 +2,11 @@
 
 :mod:`.engine` claims and drives tasks; :mod:`.base` is what every kind
 shares (steps, commits as lease owner, waiting for compute reports);
-:mod:`.states` holds the kinds (``TaskKind`` is the list) and their step
-tables. The kinds' modules: :mod:`.build`, :mod:`.delete`, :mod:`.power`
-(stop, start, reboot), :mod:`.migrate` (cold migration and resize),
-:mod:`.confirm_revert`, :mod:`.live_migrate`, :mod:`.rebuild` (rebuild and
-evacuate) and :mod:`.remove_guest`. What the moves share is in
-:mod:`.moves`; :mod:`.reports` records what compute hosts report,
-:mod:`.live_requests` relays aborts and force-completes, :mod:`.autoconfirm`
-confirms resizes nobody confirmed, :mod:`.caps` keeps the RPC caps in step.
+:mod:`.build`, :mod:`.delete`, :mod:`.power`, :mod:`.migrate`,
+:mod:`.confirm_revert`, :mod:`.live_migrate`, :mod:`.rebuild` and
+:mod:`.remove_guest` are the kinds; :mod:`.payloads` types each kind's
+payload (versioned msgspec structs); :mod:`.states` holds their step
+tables; :mod:`.reports` records what compute hosts report. A kind's
+:class:`~.base.Task` class registers itself with ``@task_kind``.
 ``docs/tasks.md`` describes every task's steps and rollbacks.
 """

@@ -20,6 +20,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import MovePayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
@@ -88,7 +90,7 @@ async def _start_confirm(conn: Connection, migration_id: int, deadline: dt.datet
         kind=TaskKind.CONFIRM_RESIZE.value,
         instance_uuid=uuid,
         step=FIRST_STEP[TaskKind.CONFIRM_RESIZE].value,
-        payload={"migration_id": row["id"]},
+        payload=payloads.encode(MovePayload(migration_id=row["id"])),
         context=context,
         deadline=deadline,
     )

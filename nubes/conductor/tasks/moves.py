@@ -29,11 +29,14 @@ Python write the ordinary way, which decides as it always did.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, UnitWrites, Writes, expect_report
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.base import Run, UnitWrites, Writes
+from nubes.conductor.tasks.payloads import Awaited, MovePayload, Outcome
 from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
@@ -74,8 +77,8 @@ async def scheduling_request(
 
 
 def migration_id(run: Run) -> int:
-    value = run.payload.get("migration_id")
-    if not isinstance(value, int):
+    value = run.typed(MovePayload).migration_id
+    if value is None:
         raise exception.Invalid(reason=f"{run!r} names no migration")
     return value
 
@@ -198,7 +201,7 @@ async def ask(
     host: str,
     *,
     node: str | None = None,
-    payload: dict[str, Any] | None = None,
+    payload: MovePayload | dict[str, Any] | None = None,
     writes: Writes | None = None,
     attempt: int | None = None,
 ) -> str:
@@ -207,31 +210,28 @@ async def ask(
     The try is one more than the last one sent for this step, so a step that
     is retried (it follows itself) is never confused with its earlier try.
     """
-    base = dict(run.payload if payload is None else payload)
-    tries = dict(base.get("tries") or {})
-    number = attempt if attempt is not None else int(tries.get(step, 0)) + 1
-    tries[step] = number
-    base["tries"] = tries
-    new = expect_report(
-        base,
-        step=step,
+    raw = payload if isinstance(payload, dict) else run.payload
+    typed = payload if isinstance(payload, MovePayload) else payloads.decode(raw, MovePayload)
+    number = attempt if attempt is not None else typed.tried(step) + 1
+    typed.tries = {**typed.tries, str(step): number}
+    typed.awaiting = Awaited(
+        step=str(step),
         attempt=number,
         host=host,
         node=node,
-        timeout=run.engine.compute_step_timeout,
+        until=time.time() + run.engine.compute_step_timeout,
     )
-    return await run.commit(step, payload=new, writes=writes)
+    typed.outcome = None
+    return await run.commit(step, payload=payloads.encode(typed, raw), writes=writes)
 
 
-async def answer(
-    run: Run, send: Callable[[dict[str, Any]], Awaitable[None]]
-) -> dict[str, Any] | None:
+async def answer(run: Run, send: Callable[[Awaited], Awaitable[None]]) -> Outcome | None:
     """Send the awaited step (``send(awaited)``) unless answered, and wait for the outcome.
 
     None when the task's deadline passed first; a failure outcome when the
     host did not answer in time (``timeout`` set).
     """
-    awaited = run.payload["await"]
+    awaited = run.awaited()
 
     async def go() -> None:
         await send(awaited)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, expect_report
+from nubes.conductor.tasks.base import Run, StepDef, Task, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -22,6 +22,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import PowerPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
@@ -54,7 +55,7 @@ class PowerTask(Task):
         return {}
 
     async def power(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             row = await load_instance(run)
             if row is None:
                 await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -72,7 +73,7 @@ class PowerTask(Task):
                 timeout=self.engine.compute_step_timeout,
             )
             return await run.commit(Step.POWER, payload=payload)
-        awaited = run.payload["await"]
+        awaited = run.awaited()
 
         async def send() -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
@@ -81,25 +82,25 @@ class PowerTask(Task):
             method = getattr(self.engine.compute, self.method)
             await method(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.POWER.value,
-                awaited["attempt"],
+                awaited.attempt,
                 **self.extra_args(run),
             )
 
         outcome = await run.wait_for_report(send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
 
             async def done(conn: Connection) -> None:
                 await run.finish_action(conn)
 
             await run.finish(TaskStatus.SUCCEEDED, writes=done)
             return None
-        await self.fail(run, f"{self.kind} on {outcome['host']} failed: {outcome['error']}")
+        await self.fail(run, f"{self.kind} on {outcome.host} failed: {outcome.error}")
         return None
 
     def _revert_values(self) -> dict[str, Any]:
@@ -142,6 +143,7 @@ class PowerTask(Task):
         )
 
 
+@task_kind
 class StopTask(PowerTask):
     kind = TaskKind.STOP
     method = "stop_instance"
@@ -149,6 +151,7 @@ class StopTask(PowerTask):
     error_event = "instance.power_off.error"
 
 
+@task_kind
 class StartTask(PowerTask):
     kind = TaskKind.START
     method = "start_instance"
@@ -156,6 +159,7 @@ class StartTask(PowerTask):
     error_event = "instance.power_on.error"
 
 
+@task_kind
 class RebootTask(PowerTask):
     kind = TaskKind.REBOOT
     method = "reboot_instance"
@@ -164,4 +168,4 @@ class RebootTask(PowerTask):
     error_vm_state = VMState.ERROR
 
     def extra_args(self, run: Run) -> dict[str, Any]:
-        return {"reboot_type": run.payload.get("reboot_type", "SOFT")}
+        return {"reboot_type": run.typed(PowerPayload).reboot_type}

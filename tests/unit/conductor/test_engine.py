@@ -40,6 +40,18 @@ async def _until(check, timeout: float = 20.0, interval: float = 0.05):  # type:
         await asyncio.sleep(interval)
 
 
+async def finish_on_a_new_engine(
+    cloud: AllInOne, engine: TaskEngine, uuids: list[str], host: str = "ctl-new"
+) -> None:
+    """Have a new conductor's engine (on ``engine``'s transport) finish the tasks of ``uuids``."""
+    fresh = TaskEngine(cloud.db, engine.transport, host=host, conf=cloud.conf)
+    await fresh.start()
+    try:
+        await cloud.wait_tasks(uuids)
+    finally:
+        await fresh.stop()
+
+
 def _crash(engine: TaskEngine) -> None:
     """Stop an engine the way kill -9 would: no lease is given up."""
     engine._stopping = True
@@ -92,12 +104,7 @@ async def test_a_report_to_a_task_nobody_owns_is_kept_for_the_next_owner(
         assert task["status"] == TaskStatus.RUNNING and task["owner"] is None
         assert task["payload"]["outcome"]["ok"] is True
         # The next conductor to look finishes the build from the row alone.
-        fresh = TaskEngine(cloud.db, engine.transport, host="ctl-new", conf=cloud.conf)
-        await fresh.start()
-        try:
-            await cloud.wait_tasks([inst.uuid])
-        finally:
-            await fresh.stop()
+        await finish_on_a_new_engine(cloud, engine, [inst.uuid])
         assert (await _task(cloud, inst.uuid))["status"] == TaskStatus.SUCCEEDED
     finally:
         await cloud.stop()
