@@ -38,14 +38,6 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int], Awaitable[None]]
 
 
-class LiveMigrationAborted(exception.VirtDriverError):
-    """:meth:`ComputeDriver.live_migration` stopped because
-    :meth:`ComputeDriver.live_migration_abort` asked it to; the guest still
-    runs on the source."""
-
-    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
-
-
 @dataclasses.dataclass(slots=True)
 class InstanceInfo:
     """What the hypervisor says about one instance."""
@@ -314,7 +306,7 @@ class ComputeDriver(abc.ABC):
     async def live_migration_abort(self, instance: Instance) -> bool:
         """Source side: stop the live migration of ``instance`` that
         :meth:`live_migration` is running here. That call then raises
-        :class:`LiveMigrationAborted` and the guest keeps running here.
+        :class:`~nubes.exception.LiveMigrationAborted` and the guest keeps running here.
         Returns False when no live migration of the instance is in progress
         on this host (not begun yet, or over): nothing was done."""
 
