@@ -40,14 +40,15 @@ with backoff and rebuilds channels, topology and consumers. Calls waiting for
 a reply when the connection drops fail at once with a TransportError naming
 the hop; casts wait (bounded) for the connection to come back and publish then.
 
-Speed: aiormq runs the connection (handshake, channels, declarations,
-consumer registration, heartbeats), but the messages themselves bypass its
-per-frame machinery: publishes and acks are encoded from pre-built parts
-(:mod:`~nubes.rpc.rabbit_wire`) and written straight to the socket, and
-deliveries and publisher confirms are picked out of the incoming byte stream
-before aiormq sees it (:mod:`~nubes.rpc.rabbit_socket`). Modules:
-``rabbit_connection`` (reconnecting), ``rabbit_session`` (per-connection state,
-listeners), ``rabbit_socket`` (socket fast path), ``rabbit_wire`` (frames).
+Speed: aiormq, used through its public API only, runs everything. Throughput
+comes from not waiting where nothing needs waiting for: publishes and acks are
+queued to aiormq's writer without waiting for the socket to drain
+(``wait=False``), so concurrent calls and casts are pipelined on the
+connection; casts spread over several confirm-mode channels and each awaits
+only its own confirm; each aiormq channel gets a deep frame buffer; listeners
+take up to ``prefetch_count`` deliveries at once. Modules: ``rabbit_connection``
+(reconnecting), ``rabbit_session`` (per-connection state, listeners),
+``rabbit_access`` (broker users and permissions).
 """
 
 from __future__ import annotations
@@ -62,10 +63,8 @@ from typing import Any, cast
 import aiormq
 import aiormq.abc
 import aiormq.exceptions
-from pamqp import commands as spec
 
 from nubes import access, exception
-from nubes.rpc import rabbit_wire as wire
 from nubes.rpc.rabbit_connection import (
     DEFAULT_HEARTBEAT,
     DEFAULT_RECONNECT_BACKOFF_MAX,
@@ -80,6 +79,8 @@ from nubes.rpc.rabbit_session import (
     EXCHANGE_TYPE,
     REFUSALS,
     REPLY_PREFIX,
+    Delivery,
+    Properties,
     RabbitListener,
     Session,
     consume,
@@ -87,7 +88,6 @@ from nubes.rpc.rabbit_session import (
     open_channel,
     queue_name,
 )
-from nubes.rpc.rabbit_socket import CoalescingWriter, Delivery, PublishRefused
 from nubes.rpc.transport import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
@@ -107,8 +107,8 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DEFAULT_PREFETCH_COUNT = DEFAULT_MAX_CONCURRENCY
 TRANSIENT = 1
 PERSISTENT = 2
-#: Distinct call timeouts whose request properties are kept encoded.
-MAX_CACHED_TIMEOUTS = 64
+#: Confirm-mode channels per connection that casts are spread over.
+CAST_CHANNELS = 4
 
 
 def _rejected_by_aiormq() -> bool:
@@ -116,11 +116,6 @@ def _rejected_by_aiormq() -> bool:
     closed a channel, rather than our own task being cancelled."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() == 0
-
-
-def _confirms_lost(session: Session, closing: asyncio.Future[Any]) -> None:
-    exc = None if closing.cancelled() else closing.exception()
-    session.fail(exc or ConnectionError("the confirm channel closed"))
 
 
 class RabbitTransport(Transport):
@@ -184,13 +179,6 @@ class RabbitTransport(Transport):
         #: correlation id -> (future, label, target) of calls waiting for a reply.
         self._pending: dict[str, tuple[asyncio.Future[bytes], str, Target]] = {}
         self._ids = itertools.count(1)
-        self._call_props: dict[tuple[float, str], wire.PropertiesTemplate] = {}
-        self._reply_props = wire.PropertiesTemplate(
-            "correlation_id", delivery_mode=TRANSIENT, user_id=username
-        )
-        self._cast_props = wire.PropertiesTemplate(
-            "message_id", delivery_mode=PERSISTENT, user_id=username
-        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -198,30 +186,30 @@ class RabbitTransport(Transport):
 
     # -- connection ---------------------------------------------------------
 
-    async def _setup(self, conn: aiormq.Connection, hop: str, writer: CoalescingWriter) -> Session:
+    async def _setup(self, conn: aiormq.Connection, hop: str) -> Session:
         fast = await open_channel(conn)
-        safe = await open_channel(conn)
-        await safe.rpc(spec.Confirm.Select())
+        safe = [await open_channel(conn, confirms=True) for _ in range(CAST_CHANNELS)]
         admin = await open_channel(conn)
         await admin.exchange_declare(
             EXCHANGE, exchange_type=EXCHANGE_TYPE, durable=True, passive=self._passive
         )
-        session = Session(conn, hop, writer, fast, safe, admin, passive=self._passive)
-        await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        session = Session(conn, hop, fast, safe, admin, passive=self._passive)
+        await consume(fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         if not self._passive:
             # Replies from compute hosts, which may not use the default exchange.
             declared = await fast.queue_declare("", exclusive=True, auto_delete=True)
             queue = cast(str, declared.queue)
             session.reply_key = REPLY_PREFIX + queue
             await fast.queue_bind(queue, EXCHANGE, routing_key=session.reply_key)
-            await consume(writer, fast, queue, self._on_reply, no_ack=True)
-        # Both carry messages in flight: losing either one means starting over.
-        # (The admin channel is simply reopened when a declaration closed it.)
-        for channel in (fast, safe):
+            await consume(fast, queue, self._on_reply, no_ack=True)
+        # These carry messages in flight: losing one means starting over
+        # (aiormq fails the unconfirmed casts of a closed channel, and they are
+        # sent again on the new connection). The admin channel is simply
+        # reopened when a declaration closed it.
+        for channel in (fast, *safe):
             channel.closing.add_done_callback(
                 partial(self._channel_failed, session, what="transport")
             )
-        safe.closing.add_done_callback(partial(_confirms_lost, session))
         for listener in list(self._listeners):
             await listener.attach(session)
         return session
@@ -236,7 +224,8 @@ class RabbitTransport(Transport):
         self._broker.drop(exc or ConnectionError(f"{what} channel closed"))
 
     def _lost(self, session: Session, exc: BaseException | None) -> None:
-        session.fail(exc or ConnectionError("connection closed"))
+        # Unconfirmed casts of the session fail by themselves: aiormq fails
+        # the confirmations of a closed channel.
         self._fail_pending(
             session.hop, "connection lost", describe(exc) if exc else "connection closed"
         )
@@ -287,19 +276,17 @@ class RabbitTransport(Transport):
 
     # -- calls --------------------------------------------------------------
 
-    def _request_props(self, timeout: float, reply_to: str) -> wire.PropertiesTemplate:
-        props = self._call_props.get((timeout, reply_to))
-        if props is None:
-            if len(self._call_props) >= MAX_CACHED_TIMEOUTS:
-                self._call_props.clear()
-            props = self._call_props[timeout, reply_to] = wire.PropertiesTemplate(
-                "correlation_id",
-                delivery_mode=TRANSIENT,
-                reply_to=reply_to,
-                expiration=str(max(1, int(timeout * 1000))),
-                user_id=self.identity,
-            )
-        return props
+    def _request_props(self, cid: str, timeout: float, reply_to: str) -> Properties:
+        return Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=cid,
+            # Set, so aiormq does not make up a random one for every message.
+            message_id=cid,
+            reply_to=reply_to,
+            # No server starts work on a request nobody waits for any more.
+            expiration=str(max(1, int(timeout * 1000))),
+            user_id=self.identity,
+        )
 
     async def call(self, target: Target, body: bytes, timeout: float, *, label: str = "") -> bytes:
         if target.fanout:
@@ -315,20 +302,21 @@ class RabbitTransport(Transport):
         reply_to = DIRECT_REPLY_TO
         if target.topic == access.COMPUTE_BINARY and session.reply_key is not None:
             reply_to = session.reply_key
+        fut: asyncio.Future[bytes] = loop.create_future()
+        # Registered before publishing: the reply may be read before the
+        # publish returns.
+        self._pending[cid] = (fut, label, target)
         try:
-            session.publish(
-                session.fast,
-                EXCHANGE,
-                queue_name(target),
-                self._request_props(timeout, reply_to).encode(cid),
-                body,
+            await session.publish(
+                EXCHANGE, queue_name(target), self._request_props(cid, timeout, reply_to), body
             )
-        except CONNECTION_ERRORS as exc:
+        except BaseException as exc:
+            self._pending.pop(cid, None)
+            if not isinstance(exc, CONNECTION_ERRORS):
+                raise
             raise exception.TransportError(
                 hop=f"broker {session.hop} (sending {label})", reason=describe(exc)
             ) from exc
-        fut: asyncio.Future[bytes] = loop.create_future()
-        self._pending[cid] = (fut, label, target)
         timer = loop.call_later(
             timeout - (time.monotonic() - start), self._expire, cid, target, timeout
         )
@@ -370,10 +358,14 @@ class RabbitTransport(Transport):
             # the caller names (another host's, the conductor's).
             LOG.warning("Not replying to the reply address %r: not a reply queue", reply_to[:100])
             return
+        properties = Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=correlation_id,
+            message_id=correlation_id,
+            user_id=self.identity,
+        )
         try:
-            session.publish(
-                session.fast, exchange, reply_to, self._reply_props.encode(correlation_id), body
-            )
+            await session.publish(exchange, reply_to, properties, body)
         except CONNECTION_ERRORS as exc:
             raise exception.TransportError(
                 hop=f"broker {session.hop} (sending a reply)", reason=describe(exc)
@@ -391,7 +383,11 @@ class RabbitTransport(Transport):
             exchange, routing_key = EXCHANGE, queue_name(target)
             declared = routing_key
         # The same id on every attempt, so a receiver can tell a resend.
-        properties = self._cast_props.encode(f"{self.identity}.{next(self._ids)}")
+        properties = Properties(
+            delivery_mode=PERSISTENT,
+            message_id=f"{self.identity}.{next(self._ids)}",
+            user_id=self.identity,
+        )
         stale: Session | None = None
         while True:
             session = self._broker.session
@@ -401,7 +397,7 @@ class RabbitTransport(Transport):
                 if declared not in session.declared:
                     await session.declare(target)
                 await session.publish_confirmed(exchange, routing_key, properties, body)
-            except PublishRefused as exc:
+            except aiormq.exceptions.DeliveryError as exc:
                 raise exception.TransportError(
                     hop=f"broker {session.hop}", reason=f"the broker refused {label} (nack)"
                 ) from exc

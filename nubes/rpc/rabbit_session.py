@@ -2,19 +2,20 @@
 
 A :class:`Session` lives exactly as long as one AMQP connection: after a
 reconnect the transport builds a new one (new channels, topology declared
-again). Hot-path frames (publishes, acks) are encoded by
-:mod:`nubes.rpc.rabbit_wire` and written straight to the connection's socket;
-deliveries and publisher confirms come back through the read fast path of
-:mod:`nubes.rpc.rabbit_socket`. aiormq does the rest.
+again). Everything goes through aiormq's public API: channels, declarations,
+publishes (pipelined: ``wait=False``, confirms awaited concurrently),
+consumers, acks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -24,9 +25,7 @@ import aiormq.exceptions
 from aiormq.channel import Channel
 
 from nubes import exception
-from nubes.rpc import rabbit_wire as wire
 from nubes.rpc.rabbit_connection import describe
-from nubes.rpc.rabbit_socket import CoalescingWriter, Consumer, Delivery, from_aiormq
 from nubes.rpc.transport import Handler, IncomingMessage, Target
 
 LOG = logging.getLogger(__name__)
@@ -46,11 +45,9 @@ EXCHANGE_TYPE = "topic"
 REPLY_PREFIX = "reply."
 #: Characters with a meaning in topic binding keys.
 _WILDCARDS = frozenset("*#")
-#: AMQP's default frame size limit, if the broker named none.
-DEFAULT_FRAME_MAX = 131072
-#: Method frames kept per session; reply addresses are per caller channel, so
-#: the cache is only cleared, never allowed to grow without bound.
-MAX_CACHED_METHODS = 4096
+#: Frames aiormq buffers per channel between its connection reader and the
+#: channel's reader (its default, 10, makes the reader wait on every burst).
+FRAME_BUFFER = 256
 
 CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -72,6 +69,7 @@ REFUSALS = (
     aiormq.exceptions.ChannelPreconditionFailed,
 )
 
+Properties = aiormq.spec.Basic.Properties
 Replier = Callable[[str, str, bytes], Awaitable[None]]
 ChannelFailed = Callable[["Session", "asyncio.Future[Any]", str], None]
 
@@ -113,33 +111,51 @@ async def declare_fanout(channel: Channel, topic: str, *, passive: bool = False)
     )
 
 
-async def open_channel(conn: aiormq.Connection) -> Channel:
-    # Confirms, where wanted, are switched on and tracked by the fast path,
-    # not by aiormq.
-    return cast(Channel, await conn.channel(publisher_confirms=False))
+async def open_channel(conn: aiormq.Connection, *, confirms: bool = False) -> Channel:
+    """A channel on ``conn``; ``confirms`` puts it in publisher-confirm mode
+    (aiormq then resolves each publish on the broker's ack or nack)."""
+    return cast(
+        Channel,
+        await conn.channel(publisher_confirms=confirms, frame_buffer_size=FRAME_BUFFER),
+    )
 
 
-async def consume(
-    writer: CoalescingWriter,
-    channel: Channel,
-    queue: str,
-    consumer: Consumer,
-    *,
-    no_ack: bool = False,
-) -> str:
-    """Consume ``queue``, deliveries going to ``consumer``; returns the consumer tag."""
+@dataclass(slots=True)
+class Delivery:
+    """The parts of a delivered message the transport uses."""
+
+    delivery_tag: int
+    body: bytes
+    user_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+Consumer = Callable[[Delivery], None]
+
+
+async def consume(channel: Channel, queue: str, consumer: Consumer, *, no_ack: bool = False) -> str:
+    """Consume ``queue``, deliveries going to ``consumer``; returns the consumer tag.
+
+    ``consumer`` is called synchronously with each delivery; it must not block
+    (it starts a task when there is work to do).
+    """
+
+    async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
+        props = message.header.properties
+        # A consumer only gets Basic.Deliver, which always carries a tag.
+        consumer(
+            Delivery(
+                cast(int, message.delivery_tag),
+                message.body,
+                props.user_id,
+                props.reply_to,
+                props.correlation_id,
+            )
+        )
+
     tag = f"nubes.{uuid.uuid4().hex}"
-    # Registered before the broker can deliver anything to the tag.
-    writer.fastpath.consume(tag, consumer)
-
-    async def via_aiormq(message: aiormq.abc.DeliveredMessage) -> None:
-        consumer(from_aiormq(message))
-
-    try:
-        await channel.basic_consume(queue, via_aiormq, no_ack=no_ack, consumer_tag=tag)
-    except BaseException:
-        writer.fastpath.forget(tag)
-        raise
+    await channel.basic_consume(queue, deliver, no_ack=no_ack, consumer_tag=tag)
     return tag
 
 
@@ -155,9 +171,8 @@ class Session:
         self,
         conn: aiormq.Connection,
         hop: str,
-        writer: CoalescingWriter,
         fast: Channel,
-        safe: Channel,
+        safe: list[Channel],
         admin: Channel,
         *,
         passive: bool = False,
@@ -167,14 +182,13 @@ class Session:
         #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
         self.passive = passive
         self.hop = hop
-        self.writer = writer
-        # 0 would mean "no limit"; RabbitMQ always sets one, but stay sane.
-        self.frame_max: int = conn.connection_tune.frame_max or DEFAULT_FRAME_MAX
-        #: No confirms: call requests, replies, and the direct reply-to consumer.
+        #: No confirms: call requests, replies, and the reply consumers.
         self.fast = fast
-        #: Confirm mode: casts.
+        #: Confirm mode: casts, spread over the channels round robin so that
+        #: the broker confirms (and aiormq reads the confirms of) several
+        #: channels in parallel.
         self.safe = safe
-        self.confirms = writer.fastpath.track_confirms(safe.number)
+        self._next_safe = itertools.cycle(safe)
         #: Declarations made by senders; kept apart so a refused declaration
         #: cannot close a channel that carries messages.
         self.admin = admin
@@ -185,48 +199,32 @@ class Session:
         self.declared: set[str] = set()
         self._declaring: dict[str, asyncio.Future[None]] = {}
         self._admin_lock = asyncio.Lock()
-        self._methods: dict[tuple[int, str, str], bytes] = {}
 
-    def write(self, channel: Channel, frames: bytes) -> None:
-        if channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError(f"channel {channel.number} closed")
-        self.writer.write(frames)
-
-    def _method(self, channel: int, exchange: str, routing_key: str) -> bytes:
-        key = (channel, exchange, routing_key)
-        frame = self._methods.get(key)
-        if frame is None:
-            if len(self._methods) >= MAX_CACHED_METHODS:
-                self._methods.clear()
-            frame = self._methods[key] = wire.publish_method(channel, exchange, routing_key)
-        return frame
-
-    def publish(
-        self, channel: Channel, exchange: str, routing_key: str, properties: bytes, body: bytes
+    async def publish(
+        self, exchange: str, routing_key: str, properties: Properties, body: bytes
     ) -> None:
-        """Send one message on a channel without confirms."""
-        number = channel.number
-        self.write(
-            channel,
-            self._method(number, exchange, routing_key)
-            + wire.content_frames(number, properties, body, self.frame_max),
+        """Send one message without confirms.
+
+        ``wait=False``: handed to the connection's writer without waiting for
+        the socket to drain, so concurrent publishes are pipelined.
+        """
+        await self.fast.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
         )
 
-    def publish_confirmed(
-        self, exchange: str, routing_key: str, properties: bytes, body: bytes
-    ) -> asyncio.Future[None]:
-        """Send one message on the confirm channel; the future resolves on the
-        broker's ack (fails on a nack, or when the channel or connection goes)."""
-        # The broker numbers publishes per channel from 1; nothing awaits
-        # between writing and numbering, so frames go out in numbering order.
-        self.publish(self.safe, exchange, routing_key, properties, body)
-        confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.confirms.expect(confirmation)
-        return confirmation
+    async def publish_confirmed(
+        self, exchange: str, routing_key: str, properties: Properties, body: bytes
+    ) -> None:
+        """Send one message on a confirm channel; returns on the broker's ack.
 
-    def fail(self, exc: BaseException) -> None:
-        """The connection or the confirm channel is gone: unconfirmed casts fail."""
-        self.confirms.fail(exc)
+        Raises :class:`aiormq.exceptions.DeliveryError` on a nack, and the
+        channel's or connection's error when either goes first. Publishes of
+        concurrent casts are not serialised behind each other's confirms:
+        aiormq holds the channel only while it queues the frames.
+        """
+        await next(self._next_safe).basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
+        )
 
     async def declare(self, target: Target) -> None:
         name = fanout_exchange(target.topic) if target.fanout else queue_name(target)
@@ -322,10 +320,8 @@ class RabbitListener:
                 await channel.queue_bind(fanout_queue, fanout_exchange(self.topic), routing_key="")
                 deliver = partial(self._on_delivery, session, channel)
                 for queue in (self.topic, server_queue, fanout_queue):
-                    tags.append(await consume(session.writer, channel, queue, deliver))
+                    tags.append(await consume(channel, queue, deliver))
             except BaseException:
-                for tag in tags:
-                    session.writer.fastpath.forget(tag)
                 await close_channel(channel)
                 raise
             self._channel, self._session, self._tags = channel, session, tags
@@ -353,8 +349,6 @@ class RabbitListener:
                 return
             # Forgotten first, so closing the channel is not taken as a failure.
             self._channel, self._session = None, None
-            for tag in self._tags:
-                session.writer.fastpath.forget(tag)
             self._tags = []
         # Unacknowledged messages of the other consumers go back to their queues.
         await close_channel(channel)
@@ -407,17 +401,21 @@ class RabbitListener:
         except asyncio.CancelledError:
             # Not handled: hand it back now so another server takes it, rather
             # than when this channel eventually closes.
-            self._settle(session, channel, wire.reject(channel.number, tag, requeue=True))
+            await self._settle(channel, tag, ok=False)
             raise
         except Exception:
             # Handler errors are the RPC layer's business; one that escapes it
             # is a bug there and must not stop the listener.
             LOG.exception("Handler for %s.%s failed", self.topic, self.server)
-        self._settle(session, channel, wire.ack(channel.number, tag))
+        await self._settle(channel, tag, ok=True)
 
-    def _settle(self, session: Session, channel: Channel, frame: bytes) -> None:
+    async def _settle(self, channel: Channel, tag: int, *, ok: bool) -> None:
+        """Acknowledge (or give back) a delivery; queued, not waited for on the socket."""
         try:
-            session.write(channel, frame)
+            if ok:
+                await channel.basic_ack(tag, wait=False)
+            else:
+                await channel.basic_reject(tag, requeue=True, wait=False)
         except CONNECTION_ERRORS as exc:
             # The channel went with its connection; the broker redelivers.
             LOG.debug("Ack on %s.%s lost: %s", self.topic, self.server, describe(exc))
@@ -438,9 +436,6 @@ class RabbitListener:
                             await channel.basic_cancel(tag)
                     except (*CONNECTION_ERRORS, TimeoutError) as exc:
                         LOG.debug("Cancelling consumer %s: %s", tag, describe(exc))
-            if self._session is not None:
-                for tag in self._tags:
-                    self._session.writer.fastpath.forget(tag)
             if self._tasks:
                 _, pending = await asyncio.wait(set(self._tasks), timeout=self._stop_grace)
                 for task in pending:
