@@ -65,6 +65,7 @@ import aiormq.abc
 import aiormq.exceptions
 
 from nubes import access, exception
+from nubes.rpc import rabbit_batch as batching
 from nubes.rpc.rabbit_connection import (
     DEFAULT_HEARTBEAT,
     DEFAULT_RECONNECT_BACKOFF_MAX,
@@ -80,7 +81,6 @@ from nubes.rpc.rabbit_session import (
     REFUSALS,
     REPLY_PREFIX,
     Delivery,
-    Properties,
     RabbitListener,
     Session,
     consume,
@@ -105,8 +105,6 @@ LOG = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: Messages a listener takes before acknowledging any (capped by max_concurrency).
 DEFAULT_PREFETCH_COUNT = DEFAULT_MAX_CONCURRENCY
-TRANSIENT = 1
-PERSISTENT = 2
 #: Confirm-mode channels per connection that casts are spread over.
 CAST_CHANNELS = 4
 
@@ -193,7 +191,7 @@ class RabbitTransport(Transport):
         await admin.exchange_declare(
             EXCHANGE, exchange_type=EXCHANGE_TYPE, durable=True, passive=self._passive
         )
-        session = Session(conn, hop, fast, safe, admin, passive=self._passive)
+        session = Session(conn, hop, self.identity, fast, safe, admin, passive=self._passive)
         await consume(fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         if not self._passive:
             # Replies from compute hosts, which may not use the default exchange.
@@ -276,18 +274,6 @@ class RabbitTransport(Transport):
 
     # -- calls --------------------------------------------------------------
 
-    def _request_props(self, cid: str, timeout: float, reply_to: str) -> Properties:
-        return Properties(
-            delivery_mode=TRANSIENT,
-            correlation_id=cid,
-            # Set, so aiormq does not make up a random one for every message.
-            message_id=cid,
-            reply_to=reply_to,
-            # No server starts work on a request nobody waits for any more.
-            expiration=str(max(1, int(timeout * 1000))),
-            user_id=self.identity,
-        )
-
     async def call(self, target: Target, body: bytes, timeout: float, *, label: str = "") -> bytes:
         if target.fanout:
             raise exception.ValidationError(field="target", reason="a call cannot be a fanout")
@@ -307,8 +293,8 @@ class RabbitTransport(Transport):
         # publish returns.
         self._pending[cid] = (fut, label, target)
         try:
-            await session.publish(
-                EXCHANGE, queue_name(target), self._request_props(cid, timeout, reply_to), body
+            await session.call(
+                queue_name(target), reply_to, str(max(1, int(timeout * 1000))), cid, body
             )
         except BaseException as exc:
             self._pending.pop(cid, None)
@@ -334,16 +320,28 @@ class RabbitTransport(Transport):
             )
 
     def _on_reply(self, delivery: Delivery) -> None:
-        entry = self._pending.get(delivery.correlation_id or "")
+        if delivery.batch is None:
+            self._resolve(delivery.correlation_id or "", delivery.body, delivery.user_id)
+            return
+        try:
+            parts = batching.unpack(delivery.body, delivery.batch)
+        except ValueError as exc:
+            LOG.warning("Dropped a malformed batch of replies from %s: %s", delivery.user_id, exc)
+            return
+        for cid, body in parts:
+            self._resolve(cid, body, delivery.user_id)
+
+    def _resolve(self, cid: str, body: bytes, user_id: str | None) -> None:
+        entry = self._pending.get(cid)
         if entry is not None and not entry[0].done():
             fut, label, target = entry
-            if not access.may_answer(target.topic, target.server, delivery.user_id):
+            if not access.may_answer(target.topic, target.server, user_id):
                 # Only the callee answers: a reply from anyone else (another
                 # host that took the request off a queue it should not read)
                 # is dropped, and the call waits for the real one.
-                LOG.warning("Dropped a reply to %s from %s", label, delivery.user_id)
+                LOG.warning("Dropped a reply to %s from %s", label, user_id)
                 return
-            fut.set_result(delivery.body)
+            fut.set_result(body)
 
     async def _reply(self, reply_to: str, correlation_id: str, body: bytes) -> None:
         session = self._broker.session
@@ -358,14 +356,8 @@ class RabbitTransport(Transport):
             # the caller names (another host's, the conductor's).
             LOG.warning("Not replying to the reply address %r: not a reply queue", reply_to[:100])
             return
-        properties = Properties(
-            delivery_mode=TRANSIENT,
-            correlation_id=correlation_id,
-            message_id=correlation_id,
-            user_id=self.identity,
-        )
         try:
-            await session.publish(exchange, reply_to, properties, body)
+            await session.reply(exchange, reply_to, correlation_id, body)
         except CONNECTION_ERRORS as exc:
             raise exception.TransportError(
                 hop=f"broker {session.hop} (sending a reply)", reason=describe(exc)
@@ -383,11 +375,7 @@ class RabbitTransport(Transport):
             exchange, routing_key = EXCHANGE, queue_name(target)
             declared = routing_key
         # The same id on every attempt, so a receiver can tell a resend.
-        properties = Properties(
-            delivery_mode=PERSISTENT,
-            message_id=f"{self.identity}.{next(self._ids)}",
-            user_id=self.identity,
-        )
+        message_id = f"{self.identity}.{next(self._ids)}"
         stale: Session | None = None
         while True:
             session = self._broker.session
@@ -396,7 +384,7 @@ class RabbitTransport(Transport):
             try:
                 if declared not in session.declared:
                     await session.declare(target)
-                await session.publish_confirmed(exchange, routing_key, properties, body)
+                await session.cast(exchange, routing_key, message_id, body)
             except aiormq.exceptions.DeliveryError as exc:
                 raise exception.TransportError(
                     hop=f"broker {session.hop}", reason=f"the broker refused {label} (nack)"

@@ -25,6 +25,7 @@ import aiormq.exceptions
 from aiormq.channel import Channel
 
 from nubes import exception
+from nubes.rpc import rabbit_batch as batching
 from nubes.rpc.rabbit_connection import describe
 from nubes.rpc.transport import Handler, IncomingMessage, Target
 
@@ -70,6 +71,8 @@ REFUSALS = (
 )
 
 Properties = aiormq.spec.Basic.Properties
+TRANSIENT = 1
+PERSISTENT = 2
 Replier = Callable[[str, str, bytes], Awaitable[None]]
 ChannelFailed = Callable[["Session", "asyncio.Future[Any]", str], None]
 
@@ -129,6 +132,9 @@ class Delivery:
     user_id: str | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
+    #: The ``x-nubes-batch`` header: how many messages the body packs
+    #: (see nubes/rpc/rabbit_batch.py), or None for a single message.
+    batch: object = None
 
 
 Consumer = Callable[[Delivery], None]
@@ -143,6 +149,7 @@ async def consume(channel: Channel, queue: str, consumer: Consumer, *, no_ack: b
 
     async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
         props = message.header.properties
+        headers = props.headers
         # A consumer only gets Basic.Deliver, which always carries a tag.
         consumer(
             Delivery(
@@ -151,12 +158,21 @@ async def consume(channel: Channel, queue: str, consumer: Consumer, *, no_ack: b
                 props.user_id,
                 props.reply_to,
                 props.correlation_id,
+                headers.get(batching.BATCH_HEADER) if headers else None,
             )
         )
 
     tag = f"nubes.{uuid.uuid4().hex}"
     await channel.basic_consume(queue, deliver, no_ack=no_ack, consumer_tag=tag)
     return tag
+
+
+def _envelope(parts: list[tuple[str, bytes]]) -> tuple[bytes, str, dict[str, Any] | None]:
+    """Body, correlation id and headers of the AMQP message carrying ``parts``."""
+    if len(parts) == 1:
+        ident, body = parts[0]
+        return body, ident, None
+    return batching.pack(parts), "", {batching.BATCH_HEADER: len(parts)}
 
 
 async def close_channel(channel: Channel) -> None:
@@ -171,6 +187,7 @@ class Session:
         self,
         conn: aiormq.Connection,
         hop: str,
+        user_id: str,
         fast: Channel,
         safe: list[Channel],
         admin: Channel,
@@ -178,17 +195,20 @@ class Session:
         passive: bool = False,
     ) -> None:
         self.conn = conn
+        #: The broker user; every message carries it (the broker checks it).
+        self.user_id = user_id
         #: Only check that shared queues and exchanges exist, never declare
         #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
         self.passive = passive
         self.hop = hop
         #: No confirms: call requests, replies, and the reply consumers.
         self.fast = fast
-        #: Confirm mode: casts, spread over the channels round robin so that
-        #: the broker confirms (and aiormq reads the confirms of) several
-        #: channels in parallel.
+        #: Confirm mode: casts, round robin.
         self.safe = safe
         self._next_safe = itertools.cycle(safe)
+        self._calls: batching.Batcher[tuple[str, str, str]] = batching.Batcher(self._send_calls)
+        self._replies: batching.Batcher[tuple[str, str]] = batching.Batcher(self._send_replies)
+        self._casts: batching.Batcher[tuple[str, str]] = batching.Batcher(self._send_casts)
         #: Declarations made by senders; kept apart so a refused declaration
         #: cannot close a channel that carries messages.
         self.admin = admin
@@ -200,28 +220,75 @@ class Session:
         self._declaring: dict[str, asyncio.Future[None]] = {}
         self._admin_lock = asyncio.Lock()
 
-    async def publish(
-        self, exchange: str, routing_key: str, properties: Properties, body: bytes
-    ) -> None:
-        """Send one message without confirms.
+    # Publishing. Each kind of message goes through its own Batcher, keyed by
+    # what must be equal for messages to share one AMQP message: address and
+    # properties. Publishes are queued to aiormq's writer without waiting for
+    # the socket to drain (wait=False), so concurrent ones are pipelined.
 
-        ``wait=False``: handed to the connection's writer without waiting for
-        the socket to drain, so concurrent publishes are pipelined.
-        """
-        await self.fast.basic_publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
-        )
-
-    async def publish_confirmed(
-        self, exchange: str, routing_key: str, properties: Properties, body: bytes
+    async def call(
+        self, routing_key: str, reply_to: str, expiration: str, cid: str, body: bytes
     ) -> None:
-        """Send one message on a confirm channel; returns on the broker's ack.
+        """Send a call request (transient, no confirm) to the queue ``routing_key``."""
+        await self._calls.send((routing_key, reply_to, expiration), cid, body)
+
+    async def reply(self, exchange: str, reply_to: str, cid: str, body: bytes) -> None:
+        """Send the reply to call ``cid`` (transient, no confirm)."""
+        await self._replies.send((exchange, reply_to), cid, body)
+
+    async def cast(self, exchange: str, routing_key: str, message_id: str, body: bytes) -> None:
+        """Send a cast (persistent); returns on the broker's confirm.
 
         Raises :class:`aiormq.exceptions.DeliveryError` on a nack, and the
-        channel's or connection's error when either goes first. Publishes of
-        concurrent casts are not serialised behind each other's confirms:
-        aiormq holds the channel only while it queues the frames.
+        channel's or connection's error when either goes first. Concurrent
+        casts are not serialised behind each other's confirms: aiormq holds a
+        channel only while it queues the frames.
         """
+        await self._casts.send((exchange, routing_key), message_id, body)
+
+    async def _send_calls(self, key: tuple[str, str, str], parts: list[tuple[str, bytes]]) -> None:
+        routing_key, reply_to, expiration = key
+        body, ident, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=ident,
+            # Set, so aiormq does not make up a random one for every message.
+            message_id=ident or parts[0][0],
+            reply_to=reply_to,
+            # No server starts work on a request nobody waits for any more.
+            expiration=expiration,
+            user_id=self.user_id,
+            headers=headers,
+        )
+        await self.fast.basic_publish(
+            body, exchange=EXCHANGE, routing_key=routing_key, properties=properties, wait=False
+        )
+
+    async def _send_replies(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
+        exchange, reply_to = key
+        body, ident, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=ident,
+            message_id=ident or parts[0][0],
+            user_id=self.user_id,
+            headers=headers,
+        )
+        await self.fast.basic_publish(
+            body, exchange=exchange, routing_key=reply_to, properties=properties, wait=False
+        )
+
+    async def _send_casts(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
+        exchange, routing_key = key
+        body, _, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=PERSISTENT,
+            # The cast's own id; a batch goes by its first cast's.
+            message_id=parts[0][0],
+            user_id=self.user_id,
+            headers=headers,
+        )
+        # Spread over the confirm channels, so the broker confirms (and
+        # aiormq reads the confirms of) several channels in parallel.
         await next(self._next_safe).basic_publish(
             body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
         )
@@ -272,6 +339,7 @@ class RabbitListener:
         self.server = server
         self._handler = handler
         self._prefetch = prefetch
+        self._slots = asyncio.Semaphore(prefetch)
         self._stop_grace = stop_grace
         self._replier = replier
         self._channel_failed = channel_failed
@@ -392,12 +460,28 @@ class RabbitListener:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, session: Session, channel: Channel, delivery: Delivery) -> None:
-        replier = None
-        if delivery.reply_to:
-            replier = partial(self._replier, delivery.reply_to, delivery.correlation_id or "")
         tag = delivery.delivery_tag
+        if delivery.batch is None:
+            parts = [(delivery.correlation_id or "", delivery.body)]
+        else:
+            try:
+                parts = batching.unpack(delivery.body, delivery.batch)
+            except ValueError as exc:
+                # It will never read better: acknowledged, so not redelivered.
+                LOG.warning(
+                    "Dropped a malformed batch from %s on %s.%s: %s",
+                    delivery.user_id,
+                    self.topic,
+                    self.server,
+                    exc,
+                )
+                await self._settle(channel, tag, ok=True)
+                return
         try:
-            await self._handler(IncomingMessage(delivery.body, delivery.user_id, replier))
+            if len(parts) == 1:
+                await self._handle(delivery, *parts[0])
+            else:
+                await asyncio.gather(*(self._handle(delivery, *part) for part in parts))
         except asyncio.CancelledError:
             # Not handled: hand it back now so another server takes it, rather
             # than when this channel eventually closes.
@@ -408,6 +492,15 @@ class RabbitListener:
             # is a bug there and must not stop the listener.
             LOG.exception("Handler for %s.%s failed", self.topic, self.server)
         await self._settle(channel, tag, ok=True)
+
+    async def _handle(self, delivery: Delivery, correlation_id: str, body: bytes) -> None:
+        replier = None
+        if delivery.reply_to:
+            replier = partial(self._replier, delivery.reply_to, correlation_id)
+        # Prefetch bounds the AMQP messages taken, this the handlers they
+        # carry (a batch holds several).
+        async with self._slots:
+            await self._handler(IncomingMessage(body, delivery.user_id, replier))
 
     async def _settle(self, channel: Channel, tag: int, *, ok: bool) -> None:
         """Acknowledge (or give back) a delivery; queued, not waited for on the socket."""
