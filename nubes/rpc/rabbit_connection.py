@@ -80,10 +80,15 @@ def is_auth_failure(exc: BaseException | None) -> bool:
 
 def is_unreachable(exc: BaseException | None) -> bool:
     """True when no broker accepted the TCP connection (refused, no route, timeout)."""
-    if isinstance(exc, aiormq.exceptions.AMQPConnectionError) and not is_auth_failure(exc):
-        # aiormq wraps a refused socket in its own error, with the OSError's args.
-        return isinstance(exc.__cause__, OSError)
-    return isinstance(exc, OSError | TimeoutError)
+    if is_auth_failure(exc):
+        return False
+    if isinstance(exc, aiormq.exceptions.AMQPError):
+        # aiormq wraps a refused socket in its own error, the OSError as cause;
+        # any other error of its own means a broker answered.
+        return isinstance(exc, aiormq.exceptions.AMQPConnectionError) and isinstance(
+            exc.__cause__, OSError
+        )
+    return isinstance(exc, OSError)
 
 
 def describe(exc: BaseException | None) -> str:
