@@ -219,6 +219,10 @@ class RabbitTransport(Transport):
         # A channel the broker closed under a live connection (a refused
         # publish or declaration) leaves the session half broken; start over.
         LOG.warning("Broker %s closed the %s channel: %s", session.hop, what, describe(exc))
+        # Calls waiting for a reply fail now, with the broker's reason (a
+        # refused publish says ACCESS_REFUSED): the connection they went out
+        # on is dropped next, which would fail them anyway.
+        self._fail_pending(session.hop, f"{what} channel closed", describe(exc))
         self._broker.drop(exc or ConnectionError(f"{what} channel closed"))
 
     def _lost(self, session: Session, exc: BaseException | None) -> None:
@@ -365,7 +369,9 @@ class RabbitTransport(Transport):
 
     # -- casts --------------------------------------------------------------
 
-    async def cast(self, target: Target, body: bytes, *, label: str = "") -> None:
+    async def cast(
+        self, target: Target, body: bytes, *, label: str = "", alone: bool = False
+    ) -> None:
         label = label or str(target)
         deadline = time.monotonic() + self._wait_bound
         if target.fanout:
@@ -384,7 +390,7 @@ class RabbitTransport(Transport):
             try:
                 if declared not in session.declared:
                     await session.declare(target)
-                await session.cast(exchange, routing_key, message_id, body)
+                await session.cast(exchange, routing_key, message_id, body, alone=alone)
             except aiormq.exceptions.DeliveryError as exc:
                 raise exception.TransportError(
                     hop=f"broker {session.hop}", reason=f"the broker refused {label} (nack)"

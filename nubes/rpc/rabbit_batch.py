@@ -118,10 +118,11 @@ class Batcher(Generic[K]):
         self._groups: dict[K, _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, key: K, ident: str, body: bytes) -> None:
+    async def send(self, key: K, ident: str, body: bytes, *, alone: bool = False) -> None:
+        """Send one message; ``alone``: never in a batch (a plain consumer reads it)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        if len(body) >= MAX_BATCHED_BODY:
+        if alone or len(body) >= MAX_BATCHED_BODY:
             await self._send(key, [(ident, body)])
             return
         if not self._groups:

@@ -10,11 +10,12 @@ consumers, acks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -167,6 +168,42 @@ async def consume(channel: Channel, queue: str, consumer: Consumer, *, no_ack: b
     return tag
 
 
+async def _publish(
+    channel: Channel, exchange: str, routing_key: str, properties: Properties, body: bytes
+) -> None:
+    """Publish on ``channel`` (and, in confirm mode, wait for the confirm).
+
+    ``wait=False``: queued to aiormq's writer without waiting for the socket
+    to drain, so concurrent publishes are pipelined. When the channel closes
+    first, aiormq fails the publish with the channel's close reason, or with
+    a bare ``Exception`` when the close had none; the caller gets the
+    channel's reason (the broker's refusal, say) or a ConnectionError.
+    """
+    async with why_closed(channel):
+        await channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
+        )
+
+
+@contextlib.asynccontextmanager
+async def why_closed(channel: Channel) -> AsyncIterator[None]:
+    """Raise the channel's close reason when what the block awaited failed with
+    the channel: aiormq fails whatever waits on a closing channel with its
+    close reason, or with a bare ``Exception`` when the close had none (that
+    becomes a ConnectionError, so it is retried like any lost connection)."""
+    try:
+        yield
+    except Exception as exc:
+        closing = channel.closing
+        if closing.done() and not closing.cancelled():
+            reason = closing.exception()
+            if reason is not None and type(reason) is not Exception and reason is not exc:
+                raise reason from exc
+        if type(exc) is Exception:
+            raise ConnectionError(f"channel {channel.number} closed") from exc
+        raise
+
+
 def _envelope(parts: list[tuple[str, bytes]]) -> tuple[bytes, str, dict[str, Any] | None]:
     """Body, correlation id and headers of the AMQP message carrying ``parts``."""
     if len(parts) == 1:
@@ -235,7 +272,9 @@ class Session:
         """Send the reply to call ``cid`` (transient, no confirm)."""
         await self._replies.send((exchange, reply_to), cid, body)
 
-    async def cast(self, exchange: str, routing_key: str, message_id: str, body: bytes) -> None:
+    async def cast(
+        self, exchange: str, routing_key: str, message_id: str, body: bytes, *, alone: bool = False
+    ) -> None:
         """Send a cast (persistent); returns on the broker's confirm.
 
         Raises :class:`aiormq.exceptions.DeliveryError` on a nack, and the
@@ -243,7 +282,7 @@ class Session:
         casts are not serialised behind each other's confirms: aiormq holds a
         channel only while it queues the frames.
         """
-        await self._casts.send((exchange, routing_key), message_id, body)
+        await self._casts.send((exchange, routing_key), message_id, body, alone=alone)
 
     async def _send_calls(self, key: tuple[str, str, str], parts: list[tuple[str, bytes]]) -> None:
         routing_key, reply_to, expiration = key
@@ -259,9 +298,7 @@ class Session:
             user_id=self.user_id,
             headers=headers,
         )
-        await self.fast.basic_publish(
-            body, exchange=EXCHANGE, routing_key=routing_key, properties=properties, wait=False
-        )
+        await _publish(self.fast, EXCHANGE, routing_key, properties, body)
 
     async def _send_replies(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
         exchange, reply_to = key
@@ -273,9 +310,7 @@ class Session:
             user_id=self.user_id,
             headers=headers,
         )
-        await self.fast.basic_publish(
-            body, exchange=exchange, routing_key=reply_to, properties=properties, wait=False
-        )
+        await _publish(self.fast, exchange, reply_to, properties, body)
 
     async def _send_casts(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
         exchange, routing_key = key
@@ -289,9 +324,7 @@ class Session:
         )
         # Spread over the confirm channels, so the broker confirms (and
         # aiormq reads the confirms of) several channels in parallel.
-        await next(self._next_safe).basic_publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
-        )
+        await _publish(next(self._next_safe), exchange, routing_key, properties, body)
 
     async def declare(self, target: Target) -> None:
         name = fanout_exchange(target.topic) if target.fanout else queue_name(target)
@@ -309,10 +342,11 @@ class Session:
             if self.admin.is_closed and not self.conn.is_closed:
                 # A refused declaration closed it; the connection itself is fine.
                 self.admin = await open_channel(self.conn)
-            if target.fanout:
-                await declare_fanout(self.admin, target.topic, passive=self.passive)
-            else:
-                await declare_queue(self.admin, name, passive=self.passive)
+            async with why_closed(self.admin):
+                if target.fanout:
+                    await declare_fanout(self.admin, target.topic, passive=self.passive)
+                else:
+                    await declare_queue(self.admin, name, passive=self.passive)
 
     def _declared(self, name: str, fut: asyncio.Future[None]) -> None:
         self._declaring.pop(name, None)
@@ -372,23 +406,26 @@ class RabbitListener:
             channel = await open_channel(session.conn)
             tags: list[str] = []
             try:
-                # global_: the limit covers the channel's three consumers together.
-                await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
-                passive = session.passive if passive is None else passive
-                await declare_queue(channel, self.topic, passive=passive)
-                server_queue = queue_name(Target(self.topic, server=self.server))
-                # Its own queue: every service may (re)declare and bind it, a
-                # compute host too (its user may configure exactly that queue
-                # and bind exactly that routing key), so it heals itself when
-                # the queue is deleted.
-                await declare_queue(channel, server_queue)
-                await declare_fanout(channel, self.topic, passive=passive)
-                declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
-                fanout_queue = cast(str, declared.queue)
-                await channel.queue_bind(fanout_queue, fanout_exchange(self.topic), routing_key="")
-                deliver = partial(self._on_delivery, session, channel)
-                for queue in (self.topic, server_queue, fanout_queue):
-                    tags.append(await consume(channel, queue, deliver))
+                async with why_closed(channel):
+                    # global_: the limit covers the channel's three consumers together.
+                    await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
+                    passive = session.passive if passive is None else passive
+                    await declare_queue(channel, self.topic, passive=passive)
+                    server_queue = queue_name(Target(self.topic, server=self.server))
+                    # Its own queue: every service may (re)declare and bind it, a
+                    # compute host too (its user may configure exactly that queue
+                    # and bind exactly that routing key), so it heals itself when
+                    # the queue is deleted.
+                    await declare_queue(channel, server_queue)
+                    await declare_fanout(channel, self.topic, passive=passive)
+                    declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                    fanout_queue = cast(str, declared.queue)
+                    await channel.queue_bind(
+                        fanout_queue, fanout_exchange(self.topic), routing_key=""
+                    )
+                    deliver = partial(self._on_delivery, session, channel)
+                    for queue in (self.topic, server_queue, fanout_queue):
+                        tags.append(await consume(channel, queue, deliver))
             except BaseException:
                 await close_channel(channel)
                 raise

@@ -155,3 +155,10 @@ def test_only_an_unreachable_broker_cuts_the_backoff_short() -> None:
     assert not is_unreachable(aiormq.exceptions.ProbableAuthenticationError("refused"))
     assert not is_unreachable(aiormq.exceptions.ChannelAccessRefused(None))  # type: ignore[arg-type]
     assert is_unreachable(ConnectionRefusedError(111, "refused"))
+
+
+async def test_a_message_sent_alone_is_never_batched() -> None:
+    rec = Recorder()
+    b: batching.Batcher[str] = batching.Batcher(rec.send)
+    await asyncio.gather(b.send("q", "1", b"a"), b.send("q", "2", b"b", alone=True))
+    assert sorted(rec.sent) == [("q", [("1", b"a")]), ("q", [("2", b"b")])]
