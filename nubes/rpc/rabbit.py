@@ -31,24 +31,26 @@ against the authenticated user (a mismatch closes the sender's channel with
 PRECONDITION_FAILED), so a receiver can trust it as :attr:`IncomingMessage.caller`.
 
 Delivery: each message runs its handler in its own task; the listener's
-prefetch (per channel) bounds how many run at once. A message is acknowledged
-after its handler returned or raised, and given back to the broker when the
-handler is cancelled, so another server gets it.
+``max_concurrency`` bounds how many run at once (and, through prefetch, how
+many AMQP messages it takes). An AMQP message is acknowledged after its
+handlers returned or raised, and given back to the broker when one is
+cancelled, so another server gets it.
 
 Failures: :class:`~nubes.rpc.rabbit_connection.BrokerConnection` reconnects
 with backoff and rebuilds channels, topology and consumers. Calls waiting for
 a reply when the connection drops fail at once with a TransportError naming
 the hop; casts wait (bounded) for the connection to come back and publish then.
 
-Speed: aiormq, used through its public API only, runs everything. Throughput
-comes from not waiting where nothing needs waiting for: publishes and acks are
-queued to aiormq's writer without waiting for the socket to drain
-(``wait=False``), so concurrent calls and casts are pipelined on the
-connection; casts spread over several confirm-mode channels and each awaits
-only its own confirm; each aiormq channel gets a deep frame buffer; listeners
-take up to ``prefetch_count`` deliveries at once. Modules: ``rabbit_connection``
-(reconnecting), ``rabbit_session`` (per-connection state, listeners),
-``rabbit_access`` (broker users and permissions).
+Speed: aiormq, used through its public API only, runs everything; what it
+costs is per AMQP message, so the calls, replies and casts a process sends in
+one loop iteration to the same address travel as one AMQP message
+(:mod:`~nubes.rpc.rabbit_batch`; a lone message goes as it is). Publishes and
+acks are queued to aiormq's writer without waiting for the socket to drain
+(``wait=False``), so they are pipelined; casts spread over several
+confirm-mode channels and each awaits only its own confirm. Modules:
+``rabbit_connection`` (reconnecting), ``rabbit_session`` (per-connection
+state, listeners), ``rabbit_batch`` (batching), ``rabbit_access`` (broker
+users and permissions).
 """
 
 from __future__ import annotations
