@@ -62,9 +62,7 @@ class Recorder:
 async def test_one_iteration_is_one_publish_per_key() -> None:
     rec = Recorder()
     b: batching.Batcher[str] = batching.Batcher(rec.send)
-    await asyncio.gather(
-        b.send("q1", "1", b"a"), b.send("q2", "2", b"b"), b.send("q1", "3", b"c")
-    )
+    await asyncio.gather(b.send("q1", "1", b"a"), b.send("q2", "2", b"b"), b.send("q1", "3", b"c"))
     assert sorted(rec.sent) == [("q1", [("1", b"a"), ("3", b"c")]), ("q2", [("2", b"b")])]
     # A lone send later goes alone.
     await b.send("q1", "4", b"d")
