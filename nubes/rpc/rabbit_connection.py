@@ -78,6 +78,9 @@ def is_auth_failure(exc: BaseException | None) -> bool:
     )
 
 
+_ACCEPTED_THEN_LOST = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
 def is_unreachable(exc: BaseException | None) -> bool:
     """True when no broker accepted the TCP connection (refused, no route, timeout)."""
     if is_auth_failure(exc):
@@ -85,10 +88,11 @@ def is_unreachable(exc: BaseException | None) -> bool:
     if isinstance(exc, aiormq.exceptions.AMQPError):
         # aiormq wraps a refused socket in its own error, the OSError as cause;
         # any other error of its own means a broker answered.
-        return isinstance(exc, aiormq.exceptions.AMQPConnectionError) and isinstance(
-            exc.__cause__, OSError
-        )
-    return isinstance(exc, OSError)
+        if not isinstance(exc, aiormq.exceptions.AMQPConnectionError):
+            return False
+        exc = exc.__cause__
+    # A reset or broken connection was accepted first: a broker is there.
+    return isinstance(exc, OSError) and not isinstance(exc, _ACCEPTED_THEN_LOST)
 
 
 def describe(exc: BaseException | None) -> str:

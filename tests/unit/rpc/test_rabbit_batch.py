@@ -160,3 +160,9 @@ async def test_a_message_sent_alone_is_never_batched() -> None:
     b: batching.Batcher[str] = batching.Batcher(rec.send)
     await asyncio.gather(b.send("q", "1", b"a"), b.send("q", "2", b"b", alone=True))
     assert sorted(rec.sent) == [("q", [("1", b"a")]), ("q", [("2", b"b")])]
+
+
+def test_a_reset_connection_is_not_unreachable() -> None:
+    reset = aiormq.exceptions.AMQPConnectionError("reset")
+    reset.__cause__ = ConnectionResetError(104, "reset")
+    assert not is_unreachable(reset)
