@@ -21,7 +21,10 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
-    │   └── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── NetworkInvalid                a bad field of a network, subnet, port or rule
+    │   ├── InvalidKeypair                a key pair's name, type or public key is wrong
+    │   └── NetworkRequestInvalid         a server's networks/ports cannot be used
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
@@ -41,7 +44,10 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceGroupNotFound
     │   ├── InstanceActionNotFound
     │   ├── TaskNotFound                  no conductor task with that id
-    │   └── ImageNotFound
+    │   ├── ImageNotFound
+    │   ├── NetworkNotFound, SubnetNotFound, PortNotFound,
+    │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound
+    │   └── KeypairNotFound
     ├── Conflict (409)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
@@ -49,7 +55,14 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
     │   ├── InvalidMigrationTransition    the migration status table forbids that change
-    │   └── DBDuplicateEntry              a unique constraint refused a row
+    │   ├── DBDuplicateEntry              a unique constraint refused a row
+    │   ├── NetworkInUse, SubnetInUse, SecurityGroupInUse   still referenced by ports
+    │   ├── IpAddressGenerationFailure    no free address left on the network's subnets
+    │   ├── IpAddressAlreadyAllocated     a fixed IP asked for is held by another port
+    │   ├── SecurityGroupRuleExists       the same rule is in the group already
+    │   ├── PortInUse                     the port is bound to another server
+    │   ├── NetworkOverQuota              Neutron's OverQuota (409, not 403)
+    │   └── KeyPairExists                 the user has a key pair of that name
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
@@ -165,6 +178,22 @@ class RequestTooLarge(NubesError):
     msg_fmt = "Request is too large."
     code = 413
     safe = True
+
+
+class NetworkInvalid(Invalid):
+    """Neutron's InvalidInput: ``reason`` is the whole message."""
+
+    msg_fmt = "%(reason)s"
+
+
+class InvalidKeypair(Invalid):
+    msg_fmt = "Keypair data is invalid: %(reason)s"
+
+
+class NetworkRequestInvalid(Invalid):
+    """A server's requested networks or ports that cannot be used (Nova's 400 texts)."""
+
+    msg_fmt = "%(reason)s"
 
 
 class ComputeServiceUnavailable(Invalid):
@@ -295,6 +324,30 @@ class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
 
 
+class NetworkNotFound(NotFound):
+    msg_fmt = "Network %(net_id)s could not be found."
+
+
+class SubnetNotFound(NotFound):
+    msg_fmt = "Subnet %(subnet_id)s could not be found."
+
+
+class PortNotFound(NotFound):
+    msg_fmt = "Port %(port_id)s could not be found."
+
+
+class SecurityGroupNotFound(NotFound):
+    msg_fmt = "Security group %(id)s does not exist"
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    msg_fmt = "Security group rule %(id)s does not exist"
+
+
+class KeypairNotFound(NotFound):
+    msg_fmt = "Keypair %(name)s not found for user %(user_id)s"
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -348,6 +401,44 @@ class DBDuplicateEntry(Conflict):
     """A unique constraint refused an insert or update; ``table``/``columns`` name it."""
 
     msg_fmt = "%(table)s: an entry with the same %(columns)s already exists."
+
+
+class NetworkInUse(Conflict):
+    msg_fmt = "Unable to complete operation on network %(net_id)s. There are one or more ports still in use on the network."  # noqa: E501
+
+
+class SubnetInUse(Conflict):
+    msg_fmt = "Unable to complete operation on subnet %(subnet_id)s: One or more ports have an IP allocation from this subnet."  # noqa: E501
+
+
+class SecurityGroupInUse(Conflict):
+    msg_fmt = "Security Group %(id)s in use."
+
+
+class IpAddressGenerationFailure(Conflict):
+    msg_fmt = "No more IP addresses available on network %(net_id)s."
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    msg_fmt = "IP address %(ip)s already allocated in subnet %(subnet_id)s"
+
+
+class SecurityGroupRuleExists(Conflict):
+    msg_fmt = "Security group rule already exists. Rule id is %(rule_id)s."
+
+
+class PortInUse(Conflict):
+    msg_fmt = "Port %(port_id)s is still in use by %(device_id)s."
+
+
+class NetworkOverQuota(Conflict):
+    """Neutron answers an exceeded quota with 409 ``OverQuota``."""
+
+    msg_fmt = "Quota exceeded for resources: ['%(resource)s']."
+
+
+class KeyPairExists(Conflict):
+    msg_fmt = "Key pair '%(key_name)s' already exists."
 
 
 class ObjectError(NubesError):
