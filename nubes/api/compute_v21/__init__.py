@@ -24,6 +24,7 @@ from nubes.api.compute_v21 import (
     flavors,
     hypervisors,
     instance_actions,
+    keypairs,
     limits,
     migrations,
     quota_sets,
@@ -52,6 +53,7 @@ RESOURCES = [
     server_tags,
     instance_actions,
     migrations,
+    keypairs,
 ]
 
 #: Paths (relative to /compute) that need no token.

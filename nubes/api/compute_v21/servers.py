@@ -33,6 +33,7 @@ from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import instances as instances_db
+from nubes.db.api import keypairs as keypairs_db
 from nubes.db.api import tags as tags_db
 from nubes.db.api._common import ReadDeleted
 from nubes.db.types import UTC
@@ -392,6 +393,17 @@ def _networks(server: Mapping[str, Any]) -> None:
             raise common.bad_request("Invalid fixed IP address: no network to take it from.")
 
 
+async def key_name_of(request: Request, name: Any) -> str | None:
+    """The caller's key pair of that name must exist (400 otherwise, as Nova)."""
+    if not name:
+        return None
+    async with common.state(request).db.reader() as conn:
+        found = await keypairs_db.get_or_none(conn, common.ctx(request).user_id or "", str(name))
+    if found is None:
+        raise common.bad_request("Invalid key_name provided.")
+    return str(name)
+
+
 def _image_ref(server: Mapping[str, Any]) -> str | None:
     """The image to boot from: ``imageRef``, or the image a local root disk mapping names.
 
@@ -471,8 +483,7 @@ async def create(request: Request) -> Response:
     if min_count > max_count:
         raise common.bad_request("min_count must be <= max_count")
     _networks(server)
-    if server.get("key_name"):
-        raise common.bad_request("Invalid key_name provided.")
+    key_name = await key_name_of(request, server.get("key_name"))
     for group in server.get("security_groups") or []:
         if group.get("name") not in (None, "default"):
             raise common.bad_request(f"Security group {group.get('name')} not found.")
@@ -509,6 +520,7 @@ async def create(request: Request) -> Response:
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
         system_metadata=_sysmeta_from(server),
         tags=list(server.get("tags") or []),
+        key_name=key_name,
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
         return common.json({"reservation_id": instances[0].reservation_id}, 202)
