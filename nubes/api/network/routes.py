@@ -61,10 +61,7 @@ def _ctx(request: Request) -> RequestContext:
 
 
 def _service(request: Request) -> NetworkService:
-    state = _state(request)
-    found = state.extras.get("network")
-    if found is None:
-        found = state.extras["network"] = NetworkService(state.db, state.conf)
+    found = _state(request).network_service()
     assert isinstance(found, NetworkService)
     return found
 

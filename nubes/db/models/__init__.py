@@ -46,6 +46,7 @@ from nubes.db.models.instances import (
 )
 from nubes.db.models.network import (
     DefaultSecurityGroup,
+    InstanceNetworkRequest,
     IPAllocation,
     KeyPair,
     Network,
@@ -104,6 +105,7 @@ default_security_groups = _table(DefaultSecurityGroup)
 security_group_rules = _table(SecurityGroupRule)
 port_security_groups = _table(PortSecurityGroup)
 key_pairs = _table(KeyPair)
+instance_network_requests = _table(InstanceNetworkRequest)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -137,6 +139,7 @@ __all__ = [
     "InstanceFault",
     "InstanceGroup",
     "InstanceGroupMember",
+    "InstanceNetworkRequest",
     "KeyPair",
     "Migration",
     "Network",
@@ -173,6 +176,7 @@ __all__ = [
     "instance_faults",
     "instance_group_members",
     "instance_groups",
+    "instance_network_requests",
     "instances",
     "ip_allocations",
     "key_pairs",

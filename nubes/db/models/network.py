@@ -188,6 +188,33 @@ class PortSecurityGroup(Base):
     )
 
 
+class InstanceNetworkRequest(Base):
+    """What a server asked for, one row per NIC in order, recorded with the server.
+
+    The build task makes the ports from these (``port_id`` is set in the
+    transaction that creates one, which makes allocation idempotent);
+    ``preexisting`` marks a port the user gave, which a delete unbinds
+    rather than deletes.
+    """
+
+    __tablename__ = "instance_network_requests"
+    __table_args__ = (
+        UniqueConstraint(
+            "instance_uuid", "position", name="uniq_instance_network_requests0uuid0position"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(String(UUID_LEN), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    network_id: Mapped[str] = mapped_column(String(UUID_LEN), nullable=False)
+    port_id: Mapped[str | None] = mapped_column(String(UUID_LEN))
+    fixed_ip: Mapped[str | None] = mapped_column(String(ADDRESS_LEN))
+    #: Security group ids for a port nubes makes (a given port keeps its own).
+    security_groups: Mapped[Any] = mapped_column(JSONEncoded, nullable=False)
+    preexisting: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
 class KeyPair(Base, TimestampMixin):
     """Nova's ``key_pairs``: per user, the name unique among the user's key pairs."""
 

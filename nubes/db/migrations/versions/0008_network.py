@@ -1,4 +1,5 @@
-"""Networking (networks, subnets, ports, IPAM, security groups) and key pairs.
+"""Networking (networks, subnets, ports, IPAM, security groups, a server's requested
+networks) and key pairs.
 
 Hard-deleted tables, as Neutron keeps them: a port's addresses are free
 again once its row (and its ``ip_allocations`` rows) are gone.
@@ -217,6 +218,20 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "instance_network_requests",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("instance_uuid", sa.String(UUID_LEN), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("network_id", sa.String(UUID_LEN), nullable=False),
+        sa.Column("port_id", sa.String(UUID_LEN)),
+        sa.Column("fixed_ip", sa.String(ADDRESS_LEN)),
+        sa.Column("security_groups", _json(), nullable=False),
+        _flag("preexisting"),
+        sa.UniqueConstraint(
+            "instance_uuid", "position", name="uniq_instance_network_requests0uuid0position"
+        ),
+    )
+    op.create_table(
         "key_pairs",
         *_stamps(),
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -232,6 +247,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in (
         "key_pairs",
+        "instance_network_requests",
         "port_security_groups",
         "ip_allocations",
         "ports",
