@@ -378,3 +378,136 @@ async def addresses(
                 }
             )
     return found
+
+
+# --- changes to a running server's ports (os-interface, security groups) ---------------------
+#
+# These change records only: the data plane that would plug a tap or
+# update nftables on the host is not built yet (docs/networking.md).
+
+
+async def _next_position(conn: AsyncConnection, instance_uuid: str) -> int:
+    held = await _requests(conn, instance_uuid)
+    return max((r["position"] for r in held), default=-1) + 1
+
+
+async def attach(
+    service: resources.NetworkService,
+    ctxt: RequestContext,
+    instance: Mapping[str, Any],
+    *,
+    port_id: str | None,
+    network_id: str | None,
+    fixed_ip: str | None,
+) -> str:
+    """A port given (or made on ``network_id``) attached to the server and bound to its host."""
+    uuid = str(instance["uuid"])
+    async with service.db.writer() as conn:
+        position = await _next_position(conn, uuid)
+        if port_id is not None:
+            try:
+                port = await net_db.get(conn, ports, port_id)
+            except exception.PortNotFound:
+                port = None
+            if port is None or not (
+                resources.is_admin(ctxt) or port["project_id"] == ctxt.project_id
+            ):
+                raise exception.PortNotFound(port_id=port_id)
+            if port["device_id"]:
+                raise exception.PortInUse(port_id=port_id, device_id=port["device_id"])
+            await conn.execute(
+                update(ports)
+                .where(ports.c.id == port_id)
+                .values(device_id=uuid, device_owner=COMPUTE_OWNER + "nova")
+            )
+            request = {"network_id": port["network_id"], "port_id": port_id, "preexisting": True}
+        else:
+            network = await net_db.get(conn, networks, str(network_id))
+            if not resources.can_see(ctxt, network):
+                raise exception.NetworkNotFound(net_id=network_id)
+            item: dict[str, Any] = {
+                "network_id": network_id,
+                "device_id": uuid,
+                "device_owner": COMPUTE_OWNER + "nova",
+                "project_id": instance["project_id"],
+            }
+            if fixed_ip:
+                item["fixed_ips"] = [{"ip_address": fixed_ip}]
+            port_id = await service.create_port_in(conn, ctxt, item)
+            request = {"network_id": network_id, "port_id": port_id, "preexisting": False}
+        await conn.execute(
+            insert(instance_network_requests).values(
+                instance_uuid=uuid, position=position, security_groups=[], **request
+            )
+        )
+        if instance.get("host"):
+            await bind_writes(uuid, str(instance["host"]))(conn)
+        return port_id
+
+
+async def detach(db: Database, instance_uuid: str, port_id: str) -> None:
+    """The port off the server: deleted if nubes made it, unbound if the user gave it."""
+    async with db.writer() as conn:
+        port = await net_db.get(conn, ports, port_id)
+        if port["device_id"] != instance_uuid:
+            raise exception.PortNotFound(port_id=port_id)
+        held = {r["port_id"]: r for r in await _requests(conn, instance_uuid)}
+        request = held.get(port_id)
+        if request is not None and request["preexisting"]:
+            await conn.execute(
+                update(ports)
+                .where(ports.c.id == port_id)
+                .values(device_id="", device_owner="", binding_host_id="", status="DOWN")
+            )
+        else:
+            await net_db.delete_port(conn, port_id)
+        await conn.execute(
+            delete(instance_network_requests).where(
+                instance_network_requests.c.instance_uuid == instance_uuid,
+                instance_network_requests.c.port_id == port_id,
+            )
+        )
+
+
+async def interfaces(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
+    rows = await net_db.ports_of_devices(conn, [instance_uuid])
+    return await resources.port_details(conn, [r["id"] for r in rows])
+
+
+async def server_groups(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
+    """The security groups of the server's ports, with their rules."""
+    held = await interfaces(conn, instance_uuid)
+    ids = sorted({g for p in held for g in p["security_groups"]})
+    rows = await net_db.get_many(conn, security_groups, ids)
+    rules = await net_db.rules_by_group(conn, ids)
+    for row in rows:
+        row["security_group_rules"] = rules[row["id"]]
+    return sorted(rows, key=lambda r: (r["name"], r["id"]))
+
+
+async def change_group(
+    service: resources.NetworkService,
+    ctxt: RequestContext,
+    instance_uuid: str,
+    name: str,
+    *,
+    add: bool,
+) -> None:
+    """Add the group to (or remove it from) every port of the server with port security."""
+    async with service.db.writer() as conn:
+        (group_id,) = await _groups(conn, service, ctxt, [{"name": name}])
+        held = [p for p in await interfaces(conn, instance_uuid) if p["port_security_enabled"]]
+        if not held:
+            raise _bad(
+                "Network requires port_security_enabled and subnet associated in order to "
+                "apply security groups."
+            )
+        members = [p for p in held if group_id in p["security_groups"]]
+        if add and len(members) == len(held):
+            raise _bad(f"Security group {name} is already associated with the instance")
+        if not add and not members:
+            raise _bad(f"Security group {name} not associated with the instance")
+        for port in held:
+            groups = set(port["security_groups"])
+            groups = groups | {group_id} if add else groups - {group_id}
+            await net_db.set_port_groups(conn, port["id"], sorted(groups))

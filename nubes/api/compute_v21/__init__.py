@@ -30,6 +30,7 @@ from nubes.api.compute_v21 import (
     quota_sets,
     scheduler_hints,
     server_groups,
+    server_network,
     server_tags,
     servers,
     services,
@@ -54,6 +55,7 @@ RESOURCES = [
     instance_actions,
     migrations,
     keypairs,
+    server_network,
 ]
 
 #: Paths (relative to /compute) that need no token.

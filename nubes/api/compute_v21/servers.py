@@ -677,9 +677,9 @@ async def action(request: Request) -> Response:
 def _handler(name: str) -> ActionHandler | None:
     # The move actions' module imports this one (server_context, passwords),
     # hence the import here rather than at the top.
-    from nubes.api.compute_v21 import server_moves
+    from nubes.api.compute_v21 import server_moves, server_network
 
-    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
+    return ACTIONS.get(name) or server_moves.ACTIONS.get(name) or server_network.ACTIONS.get(name)
 
 
 async def _ips_of(request: Request) -> dict[str, list[dict[str, Any]]]:
