@@ -889,16 +889,18 @@ class NetworkService:
                 "revision_number": 0,
             },
         )
+        await net_db.set_port_groups(conn, port_id, groups)
+        # Last: the subnet's IPAM lock is then held only until the commit.
         await net_db.allocate_addresses(
             conn, port_id=port_id, network_id=network_id, requests=fixed_ips
         )
-        await net_db.set_port_groups(conn, port_id, groups)
         return port_id
 
     async def create_port(self, ctxt: RequestContext, item: Mapping[str, Any]) -> Row:
         _member(ctxt, "create_port")
         async with self.db.writer() as conn:
             port_id = await self.create_port_in(conn, ctxt, item)
+        async with self.db.reader() as conn:
             return (await port_details(conn, [port_id]))[0]
 
     async def _visible_port(self, conn: AsyncConnection, ctxt: RequestContext, pid: str) -> Row:
