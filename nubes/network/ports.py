@@ -353,6 +353,19 @@ def release_writes(instance_uuid: str) -> Writes:
 # --- what the compute API shows --------------------------------------------------------------
 
 
+async def group_names(conn: AsyncConnection, instance_uuids: Sequence[str]) -> dict[str, list[str]]:
+    """Per server, the names of its ports' security groups, sorted."""
+    rows = await net_db.ports_of_devices(conn, list(instance_uuids))
+    held = await net_db.groups_by_port(conn, [p["id"] for p in rows])
+    ids = {g for groups in held.values() for g in groups}
+    names = {g["id"]: g["name"] for g in await net_db.get_many(conn, security_groups, ids)}
+    found: dict[str, set[str]] = {}
+    for port in rows:
+        for group_id in held[port["id"]]:
+            found.setdefault(port["device_id"], set()).add(names.get(group_id, group_id))
+    return {uuid: sorted(groups) for uuid, groups in found.items()}
+
+
 async def addresses(
     conn: AsyncConnection, instance_uuids: Sequence[str]
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:

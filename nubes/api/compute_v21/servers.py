@@ -96,6 +96,7 @@ async def server_context(
             if version.at_least("2.26"):
                 x.tags = await tags_db.get_by_instances(conn, [r["uuid"] for r in rows])
             x.addresses = await ports.addresses(conn, [r["uuid"] for r in rows])
+            x.groups = await ports.group_names(conn, [r["uuid"] for r in rows])
     if mode != "show" and not any(r["vm_state"] in ("error", "deleted") for r in rows):
         return x
     async with common.state(request).db.reader(allow_stale=True) as conn:

@@ -133,6 +133,8 @@ async def test_interfaces_and_security_groups(cloud: ApiHarness) -> None:  # noq
         assert r.status_code == 202, r.text
         groups = (await c.get(f"{URL}/{server['id']}/os-security-groups")).json()
         assert sorted(g["name"] for g in groups["security_groups"]) == ["default", "web"]
+        shown = (await c.get(f"{URL}/{server['id']}")).json()["server"]
+        assert shown["security_groups"] == [{"name": "default"}, {"name": "web"}]
         r = await c.post(action, json={"addSecurityGroup": {"name": "web"}})
         assert r.status_code == 400
         r = await c.post(action, json={"addSecurityGroup": {"name": "nope"}})
