@@ -155,6 +155,11 @@ class BuildTask(Task):
         # NETWORKING (issue 14): the server's ports made before any spawn is sent.
         try:
             await network_ports.allocate_for_instance(self.engine.db, self.engine.conf, row["uuid"])
+        except exception.InstanceNotFound:
+            # Deleted (or being deleted) meanwhile: its delete frees what it holds.
+            await self.release_claims(run)
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
         except (exception.Invalid, exception.Conflict, exception.NotFound) as exc:
             await self.release_claims(run)
             await self.fail(run, exc.user_message(), event="conductor_allocate_network")
