@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 
 from nubes import access, exception
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import Awaited, StepKey
 from nubes.db.api import compute_nodes, instances, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
@@ -345,37 +347,37 @@ class Authorizer:
         self._refuse(Call(caller, objname, method, obj, {}), reason)
 
     def authorize_step_report(
-        self,
-        caller: Caller,
-        task_id: int,
-        task: dict[str, Any] | None,
-        step: str,
-        attempt: int,
-    ) -> dict[str, Any]:
+        self, caller: Caller, key: StepKey, task: dict[str, Any] | None
+    ) -> Awaited:
         """Allow a report of a conductor task step (``step_finished``); what the task awaits.
 
-        The task must be active and await exactly this step and try, and a
-        compute host may report only what the task awaits *from it*: the
-        host is the one the task itself recorded, never one named in the
+        The task must be active and await exactly this step and try (``key``),
+        and a compute host may report only what the task awaits *from it*:
+        the host is the one the task itself recorded, never one named in the
         message. Controllers (tests, operators) may report for any host.
+        The task's payload is read through its typed form (any payload
+        version this release knows); one that does not fit is refused.
         """
-        call = Call(caller, "ConductorTask", "step_finished", None, {"task_id": task_id})
+        call = Call(caller, "ConductorTask", "step_finished", None, {"task_id": key.task_id})
         if task is None:
             self._refuse(call, "no such task")
         if task["status"] not in (tasks.TaskStatus.PENDING, tasks.TaskStatus.RUNNING):
             self._refuse(call, f"the task is {task['status']}")
-        awaited = (task.get("payload") or {}).get("await")
-        if not awaited:
+        try:
+            awaited = payloads.awaiting(task.get("payload"))
+        except exception.Invalid as exc:
+            self._refuse(call, f"the task's payload cannot be read: {exc}")
+        if awaited is None:
             self._refuse(call, "the task awaits no report")
-        if caller.kind is CallerKind.COMPUTE and awaited.get("host") != caller.host:
+        if caller.kind is CallerKind.COMPUTE and awaited.host != caller.host:
             self._refuse(call, "the task awaits no report from this host")
-        if awaited.get("step") != step or awaited.get("attempt") != attempt:
+        if awaited.key(key.task_id) != key:
             self._refuse(
                 call,
-                f"the task awaits {awaited.get('step')} try {awaited.get('attempt')}, "
-                f"not {step} try {attempt}",
+                f"the task awaits {awaited.step} try {awaited.attempt}, "
+                f"not {key.step} try {key.attempt}",
             )
-        return dict(awaited)
+        return awaited
 
     async def authorize_notification(
         self, caller: Caller, event_type: Any, priority: Any, payload: Any
@@ -496,8 +498,11 @@ class Authorizer:
         # task is taking it, and only by that destination host.
         async with self.db.reader() as conn:
             task = await tasks.get_active_for_instance(conn, uuid)
-        payload = (task or {}).get("payload") or {}
-        dest = {"host": payload.get("dest_host"), "node": payload.get("dest_node")}
+        try:
+            typed = payloads.decode((task or {}).get("payload"), payloads.TaskPayload)
+        except exception.Invalid as exc:
+            self._refuse(call, f"the task's payload cannot be read: {exc}")
+        dest = {"host": typed.dest_host, "node": typed.dest_node}
         if dest["host"] != call.caller.host:
             self._refuse(call, "no conductor task moves this instance to this host")
         for name in moving:

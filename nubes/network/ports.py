@@ -22,24 +22,13 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
-from nubes.db.engine import Database
-from nubes.db.models import (
-    instance_network_requests,
-    instances,
-    networks,
-    ports,
-    security_groups,
-)
-from nubes.db.types import utcnow
+from nubes.db.engine import Connection, Database
 from nubes.network import resources
 
-Writes = Callable[[AsyncConnection], Awaitable[None]]
+Writes = Callable[[Connection], Awaitable[None]]
 #: Name of the network get-me-a-network makes for a project (Nova's is the same).
 AUTO_NETWORK_NAME = "auto_allocated_network"
 COMPUTE_OWNER = "compute:"
@@ -52,12 +41,12 @@ def _bad(reason: str) -> exception.NetworkRequestInvalid:
 # --- the API side: resolve and record --------------------------------------------------------
 
 
-async def _visible_networks(conn: AsyncConnection, ctxt: RequestContext) -> list[dict[str, Any]]:
+async def _visible_networks(conn: Connection, ctxt: RequestContext) -> list[dict[str, Any]]:
     """Networks a server of the project may use: its own and shared ones, not external."""
     rows = await net_db.list_rows(
         conn,
-        networks,
-        visible=net_db.visible_clause(networks, ctxt.project_id, shared=True),
+        "networks",
+        visible=net_db.visible_to(ctxt.project_id, shared=True),
         filters={},
     )
     return [r for r in rows if not r["external"]]
@@ -90,7 +79,7 @@ async def _auto_network(service: resources.NetworkService, ctxt: RequestContext)
 
 
 async def _groups(
-    conn: AsyncConnection,
+    conn: Connection,
     service: resources.NetworkService,
     ctxt: RequestContext,
     wanted: Sequence[Mapping[str, Any]],
@@ -105,15 +94,15 @@ async def _groups(
             continue
         found = await net_db.list_rows(
             conn,
-            security_groups,
-            visible=net_db.visible_clause(security_groups, project_id),
+            "security_groups",
+            visible=net_db.visible_to(project_id),
             filters={"name": [name]},
         )
         if not found:
             found = await net_db.list_rows(
                 conn,
-                security_groups,
-                visible=net_db.visible_clause(security_groups, project_id),
+                "security_groups",
+                visible=net_db.visible_to(project_id),
                 filters={"id": [name]},
             )
         if not found:
@@ -161,7 +150,7 @@ async def resolve(
             port_id = nic.get("port")
             if port_id:
                 try:
-                    port = await net_db.get(conn, ports, str(port_id))
+                    port = await net_db.get(conn, "ports", str(port_id))
                 except exception.PortNotFound:
                     raise _bad(f"Port {port_id} could not be found.") from None
                 if not resources.is_admin(ctxt) and port["project_id"] != ctxt.project_id:
@@ -181,7 +170,7 @@ async def resolve(
                 continue
             network_id = str(nic.get("uuid") or "")
             try:
-                network = await net_db.get(conn, networks, network_id)
+                network = await net_db.get(conn, "networks", network_id)
             except exception.NetworkNotFound:
                 network = None
             if network is None or not resources.can_see(ctxt, network):
@@ -224,7 +213,7 @@ async def resolve(
 
 
 async def record(
-    conn: AsyncConnection, instance_uuids: Sequence[str], requests: Sequence[Mapping[str, Any]]
+    conn: Connection, instance_uuids: Sequence[str], requests: Sequence[Mapping[str, Any]]
 ) -> None:
     """The requests of each new server, in the transaction that creates the servers."""
     rows = [
@@ -232,28 +221,16 @@ async def record(
         for uuid in instance_uuids
         for position, r in enumerate(requests)
     ]
-    if rows:
-        await conn.execute(insert(instance_network_requests), rows)
+    await net_db.add_network_requests(conn, rows)
     for r in requests:
         if r["preexisting"]:
             # Claimed for the server now, so a second boot cannot take it too.
-            await conn.execute(
-                update(ports)
-                .where(ports.c.id == r["port_id"])
-                .values(device_id=instance_uuids[0], device_owner=COMPUTE_OWNER + "nova")
+            await net_db.claim_port(
+                conn, str(r["port_id"]), instance_uuids[0], COMPUTE_OWNER + "nova"
             )
 
 
 # --- the conductor side: allocate, bind, release ---------------------------------------------
-
-
-async def _requests(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
-    stmt = (
-        select(instance_network_requests)
-        .where(instance_network_requests.c.instance_uuid == instance_uuid)
-        .order_by(instance_network_requests.c.position)
-    )
-    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
 async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> list[str]:
@@ -261,17 +238,7 @@ async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> 
     async with db.writer() as conn:
         # Locks the instance row: a delete recorded meanwhile waits for this
         # commit, and its release then finds (and frees) these ports.
-        found = (
-            (
-                await conn.execute(
-                    select(instances.c.project_id, instances.c.user_id, instances.c.task_state)
-                    .where(instances.c.uuid == instance_uuid, instances.c.deleted == 0)
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .first()
-        )
+        found = await net_db.lock_instance_owner(conn, instance_uuid)
         if found is None or found["task_state"] == "deleting":
             raise exception.InstanceNotFound(instance_id=instance_uuid)
         ctxt = RequestContext(
@@ -279,7 +246,7 @@ async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> 
         )
         service = resources.NetworkService(db, conf)
         made: list[str] = []
-        for request in await _requests(conn, instance_uuid):
+        for request in await net_db.network_requests(conn, instance_uuid):
             if request["port_id"] is not None:
                 made.append(request["port_id"])
                 continue
@@ -294,11 +261,7 @@ async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> 
             if request["fixed_ip"]:
                 item["fixed_ips"] = [{"ip_address": request["fixed_ip"]}]
             port_id = await service.create_port_in(conn, ctxt, item)
-            await conn.execute(
-                update(instance_network_requests)
-                .where(instance_network_requests.c.id == request["id"])
-                .values(port_id=port_id)
-            )
+            await net_db.set_request_port(conn, request["id"], port_id)
             made.append(port_id)
         return made
 
@@ -306,17 +269,8 @@ async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> 
 def bind_writes(instance_uuid: str, host: str) -> Writes:
     """The server's ports bound to ``host`` (in the commit that places it there)."""
 
-    async def bind(conn: AsyncConnection) -> None:
-        await conn.execute(
-            update(ports)
-            .where(ports.c.device_id == instance_uuid)
-            .values(
-                binding_host_id=host,
-                status="ACTIVE",
-                updated_at=utcnow(),
-                revision_number=ports.c.revision_number + 1,
-            )
-        )
+    async def bind(conn: Connection) -> None:
+        await net_db.bind_ports(conn, instance_uuid, host)
 
     return bind
 
@@ -324,28 +278,18 @@ def bind_writes(instance_uuid: str, host: str) -> Writes:
 def release_writes(instance_uuid: str) -> Writes:
     """Ports nubes made for the server deleted, ports the user gave unbound, requests gone."""
 
-    async def release(conn: AsyncConnection) -> None:
-        given = {r["port_id"] for r in await _requests(conn, instance_uuid) if r["preexisting"]}
+    async def release(conn: Connection) -> None:
+        given = {
+            r["port_id"]
+            for r in await net_db.network_requests(conn, instance_uuid)
+            if r["preexisting"]
+        }
         for port in await net_db.ports_of_devices(conn, [instance_uuid]):
             if port["id"] in given:
-                await conn.execute(
-                    update(ports)
-                    .where(ports.c.id == port["id"])
-                    .values(
-                        device_id="",
-                        device_owner="",
-                        binding_host_id="",
-                        status="DOWN",
-                        updated_at=utcnow(),
-                    )
-                )
+                await net_db.unbind_port(conn, port["id"])
             else:
                 await net_db.delete_port(conn, port["id"])
-        await conn.execute(
-            delete(instance_network_requests).where(
-                instance_network_requests.c.instance_uuid == instance_uuid
-            )
-        )
+        await net_db.delete_network_requests(conn, instance_uuid)
 
     return release
 
@@ -353,12 +297,12 @@ def release_writes(instance_uuid: str) -> Writes:
 # --- what the compute API shows --------------------------------------------------------------
 
 
-async def group_names(conn: AsyncConnection, instance_uuids: Sequence[str]) -> dict[str, list[str]]:
+async def group_names(conn: Connection, instance_uuids: Sequence[str]) -> dict[str, list[str]]:
     """Per server, the names of its ports' security groups, sorted."""
     rows = await net_db.ports_of_devices(conn, list(instance_uuids))
     held = await net_db.groups_by_port(conn, [p["id"] for p in rows])
     ids = {g for groups in held.values() for g in groups}
-    names = {g["id"]: g["name"] for g in await net_db.get_many(conn, security_groups, ids)}
+    names = {g["id"]: g["name"] for g in await net_db.get_many(conn, "security_groups", ids)}
     found: dict[str, set[str]] = {}
     for port in rows:
         for group_id in held[port["id"]]:
@@ -367,7 +311,7 @@ async def group_names(conn: AsyncConnection, instance_uuids: Sequence[str]) -> d
 
 
 async def addresses(
-    conn: AsyncConnection, instance_uuids: Sequence[str]
+    conn: Connection, instance_uuids: Sequence[str]
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Nova's ``addresses`` per server: network name -> [{version, addr, type, MAC}]."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -376,7 +320,7 @@ async def addresses(
         return found
     ips = await net_db.fixed_ips_by_port(conn, [p["id"] for p in rows])
     nets = {
-        n["id"]: n for n in await net_db.get_many(conn, networks, {p["network_id"] for p in rows})
+        n["id"]: n for n in await net_db.get_many(conn, "networks", {p["network_id"] for p in rows})
     }
     for port in rows:
         name = nets[port["network_id"]]["name"] or port["network_id"]
@@ -399,8 +343,8 @@ async def addresses(
 # update nftables on the host is not built yet (docs/networking.md).
 
 
-async def _next_position(conn: AsyncConnection, instance_uuid: str) -> int:
-    held = await _requests(conn, instance_uuid)
+async def _next_position(conn: Connection, instance_uuid: str) -> int:
+    held = await net_db.network_requests(conn, instance_uuid)
     return max((r["position"] for r in held), default=-1) + 1
 
 
@@ -419,7 +363,7 @@ async def attach(
         position = await _next_position(conn, uuid)
         if port_id is not None:
             try:
-                port = await net_db.get(conn, ports, port_id)
+                port = await net_db.get(conn, "ports", port_id)
             except exception.PortNotFound:
                 port = None
             if port is None or not (
@@ -428,14 +372,10 @@ async def attach(
                 raise exception.PortNotFound(port_id=port_id)
             if port["device_id"]:
                 raise exception.PortInUse(port_id=port_id, device_id=port["device_id"])
-            await conn.execute(
-                update(ports)
-                .where(ports.c.id == port_id)
-                .values(device_id=uuid, device_owner=COMPUTE_OWNER + "nova")
-            )
+            await net_db.claim_port(conn, port_id, uuid, COMPUTE_OWNER + "nova")
             request = {"network_id": port["network_id"], "port_id": port_id, "preexisting": True}
         else:
-            network = await net_db.get(conn, networks, str(network_id))
+            network = await net_db.get(conn, "networks", str(network_id))
             if not resources.can_see(ctxt, network):
                 raise exception.NetworkNotFound(net_id=network_id)
             item: dict[str, Any] = {
@@ -448,10 +388,8 @@ async def attach(
                 item["fixed_ips"] = [{"ip_address": fixed_ip}]
             port_id = await service.create_port_in(conn, ctxt, item)
             request = {"network_id": network_id, "port_id": port_id, "preexisting": False}
-        await conn.execute(
-            insert(instance_network_requests).values(
-                instance_uuid=uuid, position=position, security_groups=[], **request
-            )
+        await net_db.add_network_requests(
+            conn, [{"instance_uuid": uuid, "position": position, "security_groups": [], **request}]
         )
         if instance.get("host"):
             await bind_writes(uuid, str(instance["host"]))(conn)
@@ -461,37 +399,28 @@ async def attach(
 async def detach(db: Database, instance_uuid: str, port_id: str) -> None:
     """The port off the server: deleted if nubes made it, unbound if the user gave it."""
     async with db.writer() as conn:
-        port = await net_db.get(conn, ports, port_id)
+        port = await net_db.get(conn, "ports", port_id)
         if port["device_id"] != instance_uuid:
             raise exception.PortNotFound(port_id=port_id)
-        held = {r["port_id"]: r for r in await _requests(conn, instance_uuid)}
+        held = {r["port_id"]: r for r in await net_db.network_requests(conn, instance_uuid)}
         request = held.get(port_id)
         if request is not None and request["preexisting"]:
-            await conn.execute(
-                update(ports)
-                .where(ports.c.id == port_id)
-                .values(device_id="", device_owner="", binding_host_id="", status="DOWN")
-            )
+            await net_db.unbind_port(conn, port_id)
         else:
             await net_db.delete_port(conn, port_id)
-        await conn.execute(
-            delete(instance_network_requests).where(
-                instance_network_requests.c.instance_uuid == instance_uuid,
-                instance_network_requests.c.port_id == port_id,
-            )
-        )
+        await net_db.delete_network_requests(conn, instance_uuid, port_id)
 
 
-async def interfaces(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
+async def interfaces(conn: Connection, instance_uuid: str) -> list[dict[str, Any]]:
     rows = await net_db.ports_of_devices(conn, [instance_uuid])
     return await resources.port_details(conn, [r["id"] for r in rows])
 
 
-async def server_groups(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
+async def server_groups(conn: Connection, instance_uuid: str) -> list[dict[str, Any]]:
     """The security groups of the server's ports, with their rules."""
     held = await interfaces(conn, instance_uuid)
     ids = sorted({g for p in held for g in p["security_groups"]})
-    rows = await net_db.get_many(conn, security_groups, ids)
+    rows = await net_db.get_many(conn, "security_groups", ids)
     rules = await net_db.rules_by_group(conn, ids)
     for row in rows:
         row["security_group_rules"] = rules[row["id"]]

@@ -19,21 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, ipam
 from nubes.api import policy, quotas
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
-from nubes.db.engine import Database
-from nubes.db.models import (
-    networks,
-    ports,
-    security_group_rules,
-    security_groups,
-    subnets,
-)
-from nubes.network import ipam
+from nubes.db.engine import Connection, Database
 
 Row = dict[str, Any]
 
@@ -82,7 +73,7 @@ def is_admin(ctxt: RequestContext) -> bool:
 
 def _project(ctxt: RequestContext) -> str:
     if ctxt.project_id is None:
-        raise policy.PolicyNotAuthorized(action="network:project_scope")
+        raise exception.PolicyNotAuthorized(action="network:project_scope")
     return ctxt.project_id
 
 
@@ -175,7 +166,7 @@ def _owner(ctxt: RequestContext, item: Mapping[str, Any]) -> str:
     named = item.get("project_id") or item.get("tenant_id")
     if named is not None and named != ctxt.project_id:
         if not isinstance(named, str) or not is_admin(ctxt):
-            raise policy.PolicyNotAuthorized(action="create with another project_id")
+            raise exception.PolicyNotAuthorized(action="create with another project_id")
         return named
     return _project(ctxt)
 
@@ -214,7 +205,7 @@ class NetworkService:
         shared = _bool(item, "shared", False)
         external = _bool(item, "router:external", False)
         if (shared or external) and not is_admin(ctxt):
-            raise policy.PolicyNotAuthorized(
+            raise exception.PolicyNotAuthorized(
                 action="create_network:shared" if shared else "create_network:router:external"
             )
         mtu = _int(item, "mtu", 68, 9000) or int(self.conf.api.network_mtu)
@@ -238,13 +229,13 @@ class NetworkService:
                 self.conf,
                 project_id=project_id,
                 resource="network",
-                used=lambda c: net_db.count_by_project(c, networks, project_id),
+                used=lambda c: net_db.count_by_project(c, "networks", project_id),
             )
-            await net_db.create(conn, networks, values)
+            await net_db.create(conn, "networks", values)
             return await self._network_with_subnets(conn, str(values["id"]))
 
-    async def _network_with_subnets(self, conn: AsyncConnection, network_id: str) -> Row:
-        row = await net_db.get(conn, networks, network_id)
+    async def _network_with_subnets(self, conn: Connection, network_id: str) -> Row:
+        row = await net_db.get(conn, "networks", network_id)
         row["subnets"] = (await net_db.subnet_ids_by_network(conn, [network_id]))[network_id]
         return row
 
@@ -263,15 +254,11 @@ class NetworkService:
         marker: str | None,
         descending: bool = False,
     ) -> list[Row]:
-        visible = (
-            None
-            if is_admin(ctxt)
-            else net_db.visible_clause(networks, ctxt.project_id, shared=True)
-        )
+        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id, shared=True)
         async with self.db.reader(allow_stale=True) as conn:
             rows = await net_db.list_rows(
                 conn,
-                networks,
+                "networks",
                 visible=visible,
                 filters=filters,
                 limit=limit,
@@ -287,7 +274,7 @@ class NetworkService:
         self, ctxt: RequestContext, network_id: str, item: Mapping[str, Any]
     ) -> Row:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, networks, network_id)
+            row = await net_db.get(conn, "networks", network_id)
             if not can_see(ctxt, row):
                 raise exception.NetworkNotFound(net_id=network_id)
             _owned_or_404(ctxt, row, exception.NetworkNotFound(net_id=network_id))
@@ -304,23 +291,23 @@ class NetworkService:
             for field, column in (("shared", "shared"), ("router:external", "external")):
                 if field in item:
                     if not is_admin(ctxt):
-                        raise policy.PolicyNotAuthorized(action=f"update_network:{field}")
+                        raise exception.PolicyNotAuthorized(action=f"update_network:{field}")
                     values[column] = _bool(item, field, False)
             if values:
-                await net_db.update_row(conn, networks, network_id, values)
+                await net_db.update_row(conn, "networks", network_id, values)
             return await self._network_with_subnets(conn, network_id)
 
     async def delete_network(self, ctxt: RequestContext, network_id: str) -> None:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, networks, network_id)
+            row = await net_db.get(conn, "networks", network_id)
             if not can_see(ctxt, row):
                 raise exception.NetworkNotFound(net_id=network_id)
             _owned_or_404(ctxt, row, exception.NetworkNotFound(net_id=network_id))
             if await net_db.port_count(conn, network_id=network_id):
                 raise exception.NetworkInUse(net_id=network_id)
             for subnet in await net_db.subnets_of(conn, network_id):
-                await net_db.delete_row(conn, subnets, subnet["id"])
-            await net_db.delete_row(conn, networks, network_id)
+                await net_db.delete_row(conn, "subnets", subnet["id"])
+            await net_db.delete_row(conn, "networks", network_id)
 
     # --- subnets -----------------------------------------------------------------------------
 
@@ -374,7 +361,7 @@ class NetworkService:
             ):
                 raise _invalid(field, mode)
         async with self.db.writer() as conn:
-            network = await net_db.get(conn, networks, network_id)
+            network = await net_db.get(conn, "networks", network_id)
             if not can_see(ctxt, network):
                 raise exception.NetworkNotFound(net_id=network_id)
             _owned_or_404(ctxt, network, exception.NetworkNotFound(net_id=network_id))
@@ -390,7 +377,7 @@ class NetworkService:
                 self.conf,
                 project_id=project_id,
                 resource="subnet",
-                used=lambda c: net_db.count_by_project(c, subnets, project_id),
+                used=lambda c: net_db.count_by_project(c, "subnets", project_id),
             )
             values = {
                 "id": str(uuid.uuid4()),
@@ -410,12 +397,12 @@ class NetworkService:
                 "ipam_generation": 0,
                 "revision_number": 0,
             }
-            await net_db.create(conn, subnets, values)
-            return await net_db.get(conn, subnets, str(values["id"]))
+            await net_db.create(conn, "subnets", values)
+            return await net_db.get(conn, "subnets", str(values["id"]))
 
-    async def _visible_subnet(self, conn: AsyncConnection, ctxt: RequestContext, sid: str) -> Row:
-        row = await net_db.get(conn, subnets, sid)
-        network = await net_db.get(conn, networks, row["network_id"])
+    async def _visible_subnet(self, conn: Connection, ctxt: RequestContext, sid: str) -> Row:
+        row = await net_db.get(conn, "subnets", sid)
+        network = await net_db.get(conn, "networks", row["network_id"])
         if not (is_admin(ctxt) or row["project_id"] == ctxt.project_id or network["shared"]):
             raise exception.SubnetNotFound(subnet_id=sid)
         return row
@@ -435,16 +422,16 @@ class NetworkService:
         async with self.db.reader(allow_stale=True) as conn:
             visible = None
             if not is_admin(ctxt):
+                # The project's subnets and those of shared networks.
                 shared = await net_db.list_rows(
-                    conn, networks, visible=networks.c.shared.is_(True), filters={}
+                    conn, "networks", visible=None, filters={"shared": [True]}
                 )
-                own = net_db.visible_clause(subnets, ctxt.project_id)
-                visible = own
-                if shared:
-                    visible = own | subnets.c.network_id.in_([n["id"] for n in shared])
+                visible = net_db.Visible(
+                    ctxt.project_id or "", network_ids=[n["id"] for n in shared]
+                )
             return await net_db.list_rows(
                 conn,
-                subnets,
+                "subnets",
                 visible=visible,
                 filters=filters,
                 limit=limit,
@@ -479,8 +466,8 @@ class NetworkService:
                     if isinstance(r, dict)
                 ]
             if values:
-                await net_db.update_row(conn, subnets, subnet_id, values)
-            return await net_db.get(conn, subnets, subnet_id)
+                await net_db.update_row(conn, "subnets", subnet_id, values)
+            return await net_db.get(conn, "subnets", subnet_id)
 
     async def delete_subnet(self, ctxt: RequestContext, subnet_id: str) -> None:
         async with self.db.writer() as conn:
@@ -488,11 +475,11 @@ class NetworkService:
             _owned_or_404(ctxt, row, exception.SubnetNotFound(subnet_id=subnet_id))
             if await net_db.allocation_count(conn, subnet_id=subnet_id):
                 raise exception.SubnetInUse(subnet_id=subnet_id)
-            await net_db.delete_row(conn, subnets, subnet_id)
+            await net_db.delete_row(conn, "subnets", subnet_id)
 
     # --- security groups ---------------------------------------------------------------------
 
-    async def ensure_default_group(self, conn: AsyncConnection, project_id: str) -> str:
+    async def ensure_default_group(self, conn: Connection, project_id: str) -> str:
         """The project's ``default`` group, created as Neutron creates it on first use.
 
         Runs in the caller's write transaction under the project's quota
@@ -511,7 +498,7 @@ class NetworkService:
         group_id = str(uuid.uuid4())
         await net_db.create(
             conn,
-            security_groups,
+            "security_groups",
             {
                 "id": group_id,
                 "project_id": project_id,
@@ -526,7 +513,7 @@ class NetworkService:
             for ethertype in ETHERTYPES:
                 await net_db.create(
                     conn,
-                    security_group_rules,
+                    "security_group_rules",
                     {
                         "id": str(uuid.uuid4()),
                         "security_group_id": group_id,
@@ -549,8 +536,8 @@ class NetworkService:
         async with self.db.writer() as conn:
             await self.ensure_default_group(conn, ctxt.project_id)
 
-    async def _group_with_rules(self, conn: AsyncConnection, group_id: str) -> Row:
-        row = await net_db.get(conn, security_groups, group_id)
+    async def _group_with_rules(self, conn: Connection, group_id: str) -> Row:
+        row = await net_db.get(conn, "security_groups", group_id)
         row["security_group_rules"] = (await net_db.rules_by_group(conn, [group_id]))[group_id]
         return row
 
@@ -569,12 +556,12 @@ class NetworkService:
                 self.conf,
                 project_id=project_id,
                 resource="security_group",
-                used=lambda c: net_db.count_by_project(c, security_groups, project_id),
+                used=lambda c: net_db.count_by_project(c, "security_groups", project_id),
             )
             group_id = str(uuid.uuid4())
             await net_db.create(
                 conn,
-                security_groups,
+                "security_groups",
                 {
                     "id": group_id,
                     "project_id": project_id,
@@ -588,7 +575,7 @@ class NetworkService:
             for ethertype in ETHERTYPES:
                 await net_db.create(
                     conn,
-                    security_group_rules,
+                    "security_group_rules",
                     {
                         "id": str(uuid.uuid4()),
                         "security_group_id": group_id,
@@ -601,8 +588,8 @@ class NetworkService:
                 )
             return await self._group_with_rules(conn, group_id)
 
-    async def _visible_group(self, conn: AsyncConnection, ctxt: RequestContext, gid: str) -> Row:
-        row = await net_db.get(conn, security_groups, gid)
+    async def _visible_group(self, conn: Connection, ctxt: RequestContext, gid: str) -> Row:
+        row = await net_db.get(conn, "security_groups", gid)
         if not can_see(ctxt, row):
             raise exception.SecurityGroupNotFound(id=gid)
         return row
@@ -621,13 +608,11 @@ class NetworkService:
         descending: bool = False,
     ) -> list[Row]:
         await self._default_for(ctxt)
-        visible = (
-            None if is_admin(ctxt) else net_db.visible_clause(security_groups, ctxt.project_id)
-        )
+        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
         async with self.db.reader(allow_stale=True) as conn:
             rows = await net_db.list_rows(
                 conn,
-                security_groups,
+                "security_groups",
                 visible=visible,
                 filters=filters,
                 limit=limit,
@@ -657,7 +642,7 @@ class NetworkService:
             if "description" in item:
                 values["description"] = _string(item, "description")
             if values:
-                await net_db.update_row(conn, security_groups, group_id, values)
+                await net_db.update_row(conn, "security_groups", group_id, values)
             return await self._group_with_rules(conn, group_id)
 
     async def delete_security_group(self, ctxt: RequestContext, group_id: str) -> None:
@@ -671,7 +656,7 @@ class NetworkService:
             if await net_db.group_in_use(conn, group_id):
                 raise exception.SecurityGroupInUse(id=group_id)
             await net_db.delete_rules_of_group(conn, group_id)
-            await net_db.delete_row(conn, security_groups, group_id)
+            await net_db.delete_row(conn, "security_groups", group_id)
 
     # --- rules -------------------------------------------------------------------------------
 
@@ -745,12 +730,12 @@ class NetworkService:
                 self.conf,
                 project_id=project_id,
                 resource="security_group_rule",
-                used=lambda c: net_db.count_by_project(c, security_group_rules, project_id),
+                used=lambda c: net_db.count_by_project(c, "security_group_rules", project_id),
             )
             rule_id = str(uuid.uuid4())
             await net_db.create(
                 conn,
-                security_group_rules,
+                "security_group_rules",
                 {
                     **values,
                     "id": rule_id,
@@ -758,11 +743,11 @@ class NetworkService:
                     "revision_number": 0,
                 },
             )
-            return await net_db.get(conn, security_group_rules, rule_id)
+            return await net_db.get(conn, "security_group_rules", rule_id)
 
     async def get_rule(self, ctxt: RequestContext, rule_id: str) -> Row:
         async with self.db.reader() as conn:
-            row = await net_db.get(conn, security_group_rules, rule_id)
+            row = await net_db.get(conn, "security_group_rules", rule_id)
         if not can_see(ctxt, row):
             raise exception.SecurityGroupRuleNotFound(id=rule_id)
         return row
@@ -776,13 +761,11 @@ class NetworkService:
         descending: bool = False,
     ) -> list[Row]:
         await self._default_for(ctxt)
-        visible = (
-            None if is_admin(ctxt) else net_db.visible_clause(security_group_rules, ctxt.project_id)
-        )
+        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
         async with self.db.reader(allow_stale=True) as conn:
             return await net_db.list_rows(
                 conn,
-                security_group_rules,
+                "security_group_rules",
                 visible=visible,
                 filters=filters,
                 limit=limit,
@@ -792,16 +775,16 @@ class NetworkService:
 
     async def delete_rule(self, ctxt: RequestContext, rule_id: str) -> None:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, security_group_rules, rule_id)
+            row = await net_db.get(conn, "security_group_rules", rule_id)
             if not can_see(ctxt, row):
                 raise exception.SecurityGroupRuleNotFound(id=rule_id)
             _owned_or_404(ctxt, row, exception.SecurityGroupRuleNotFound(id=rule_id))
-            await net_db.delete_row(conn, security_group_rules, rule_id)
+            await net_db.delete_row(conn, "security_group_rules", rule_id)
 
     # --- ports -------------------------------------------------------------------------------
 
     async def _groups_for_port(
-        self, conn: AsyncConnection, ctxt: RequestContext, project_id: str, ids: Any
+        self, conn: Connection, ctxt: RequestContext, project_id: str, ids: Any
     ) -> list[str]:
         if not isinstance(ids, list):
             raise _invalid("security_groups", ids, "is not a list")
@@ -814,7 +797,7 @@ class NetworkService:
         return out
 
     async def create_port_in(
-        self, conn: AsyncConnection, ctxt: RequestContext, item: Mapping[str, Any]
+        self, conn: Connection, ctxt: RequestContext, item: Mapping[str, Any]
     ) -> str:
         """Create a port in the caller's transaction; returns its id.
 
@@ -824,7 +807,7 @@ class NetworkService:
         """
         network_id = _uuid(item.get("network_id"), "network_id")
         project_id = _owner(ctxt, item)
-        network = await net_db.get(conn, networks, network_id)
+        network = await net_db.get(conn, "networks", network_id)
         if not can_see(ctxt, network):
             raise exception.NetworkNotFound(net_id=network_id)
         if network["project_id"] != project_id and not network["shared"] and not is_admin(ctxt):
@@ -835,7 +818,7 @@ class NetworkService:
         if mac is None:
             mac = random_mac()
         elif not is_admin(ctxt):
-            raise policy.PolicyNotAuthorized(action="create_port:mac_address")
+            raise exception.PolicyNotAuthorized(action="create_port:mac_address")
         else:
             mac = _mac(mac)
         fixed_ips = item.get("fixed_ips")
@@ -864,15 +847,15 @@ class NetworkService:
             self.conf,
             project_id=project_id,
             resource="port",
-            used=lambda c: net_db.count_by_project(c, ports, project_id),
+            used=lambda c: net_db.count_by_project(c, "ports", project_id),
         )
         port_id = str(uuid.uuid4())
         host = _string(item, "binding:host_id")
         if host and not is_admin(ctxt):
-            raise policy.PolicyNotAuthorized(action="create_port:binding:host_id")
+            raise exception.PolicyNotAuthorized(action="create_port:binding:host_id")
         await net_db.create(
             conn,
-            ports,
+            "ports",
             {
                 "id": port_id,
                 "network_id": network_id,
@@ -903,8 +886,8 @@ class NetworkService:
         async with self.db.reader() as conn:
             return (await port_details(conn, [port_id]))[0]
 
-    async def _visible_port(self, conn: AsyncConnection, ctxt: RequestContext, pid: str) -> Row:
-        row = await net_db.get(conn, ports, pid)
+    async def _visible_port(self, conn: Connection, ctxt: RequestContext, pid: str) -> Row:
+        row = await net_db.get(conn, "ports", pid)
         if not can_see(ctxt, row):
             raise exception.PortNotFound(port_id=pid)
         return row
@@ -923,7 +906,7 @@ class NetworkService:
         descending: bool = False,
         fixed_ips: Sequence[str] = (),
     ) -> list[Row]:
-        visible = None if is_admin(ctxt) else net_db.visible_clause(ports, ctxt.project_id)
+        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
         async with self.db.reader(allow_stale=True) as conn:
             wanted = dict(filters)
             if fixed_ips:
@@ -940,7 +923,7 @@ class NetworkService:
                 wanted["id"] = sorted(ids or ())
             rows = await net_db.list_rows(
                 conn,
-                ports,
+                "ports",
                 visible=visible,
                 filters=wanted,
                 limit=limit,
@@ -957,7 +940,7 @@ class NetworkService:
             return (await port_details(conn, [port_id]))[0]
 
     async def update_port_in(
-        self, conn: AsyncConnection, ctxt: RequestContext, row: Row, item: Mapping[str, Any]
+        self, conn: Connection, ctxt: RequestContext, row: Row, item: Mapping[str, Any]
     ) -> None:
         port_id = row["id"]
         values: dict[str, Any] = {}
@@ -968,7 +951,7 @@ class NetworkService:
             values["admin_state_up"] = _bool(item, "admin_state_up", True)
         if "binding:host_id" in item:
             if not is_admin(ctxt):
-                raise policy.PolicyNotAuthorized(action="update_port:binding:host_id")
+                raise exception.PolicyNotAuthorized(action="update_port:binding:host_id")
             values["binding_host_id"] = _string(item, "binding:host_id")
         security = row["port_security_enabled"]
         if "port_security_enabled" in item:
@@ -992,7 +975,7 @@ class NetworkService:
             await net_db.allocate_addresses(
                 conn, port_id=port_id, network_id=row["network_id"], requests=requests
             )
-        await net_db.update_row(conn, ports, port_id, values)
+        await net_db.update_row(conn, "ports", port_id, values)
 
     async def delete_port(self, ctxt: RequestContext, port_id: str) -> None:
         async with self.db.writer() as conn:
@@ -1001,9 +984,9 @@ class NetworkService:
             await net_db.delete_port(conn, port_id)
 
 
-async def port_details(conn: AsyncConnection, port_ids: Sequence[str]) -> list[Row]:
+async def port_details(conn: Connection, port_ids: Sequence[str]) -> list[Row]:
     """Ports with their ``fixed_ips`` and ``security_groups``, in the order asked."""
-    rows = {r["id"]: r for r in await net_db.get_many(conn, ports, port_ids)}
+    rows = {r["id"]: r for r in await net_db.get_many(conn, "ports", port_ids)}
     addresses = await net_db.fixed_ips_by_port(conn, port_ids)
     groups = await net_db.groups_by_port(conn, port_ids)
     out = []

@@ -207,7 +207,7 @@ async def _remove_group(request: Request, row: dict[str, Any], body: Any) -> Non
     await _group_action(request, row, body, add=False)
 
 
-ACTIONS: dict[str, servers.ActionHandler] = {
+ACTIONS: dict[str, common.ActionHandler] = {
     "addSecurityGroup": _add_group,
     "removeSecurityGroup": _remove_group,
 }

@@ -28,7 +28,6 @@ from nubes.api.views import iso_z
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
 from nubes.db.api import quotas as quotas_db
-from nubes.db.models import networks, ports, security_group_rules, security_groups, subnets
 from nubes.network import resources
 from nubes.network.resources import NetworkService, Row
 
@@ -580,12 +579,12 @@ async def extension(request: Request) -> Response:
     raise exception.NotFound(reason=f"Extension with alias {alias} does not exist")
 
 
-_COUNTED = {
-    "network": networks,
-    "subnet": subnets,
-    "port": ports,
-    "security_group": security_groups,
-    "security_group_rule": security_group_rules,
+_COUNTED: dict[str, net_db.Kind] = {
+    "network": "networks",
+    "subnet": "subnets",
+    "port": "ports",
+    "security_group": "security_groups",
+    "security_group_rule": "security_group_rules",
 }
 
 

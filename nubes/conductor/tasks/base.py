@@ -30,18 +30,18 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
 from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -63,7 +63,7 @@ FAULT_MESSAGE_LENGTH = 255
 #: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
 CLAIMED_INSTANCE = "claimed_instance"
 
-Writes = Callable[[AsyncConnection], Awaitable[None]]
+Writes = Callable[[Connection], Awaitable[None]]
 
 
 class UnitWrites:
@@ -84,7 +84,7 @@ class UnitWrites:
         self._run = run
         self._statements = statements
 
-    async def __call__(self, conn: AsyncConnection) -> None:
+    async def __call__(self, conn: Connection) -> None:
         await self._run(conn)
 
     def statements(self, dialect: Dialect) -> list[UnitStatement]:
@@ -112,38 +112,6 @@ def _deadline(row: dict[str, Any]) -> dt.datetime | None:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value if isinstance(value, dt.datetime) else None
-
-
-def expect_report(
-    payload: dict[str, Any],
-    *,
-    step: str,
-    attempt: int,
-    host: str,
-    timeout: float,
-    node: str | None = None,
-) -> dict[str, Any]:
-    """``payload`` awaiting ``host``'s report of compute step ``step``, try ``attempt``."""
-    new = dict(payload)
-    new.pop("outcome", None)
-    new["await"] = {
-        "step": step,
-        "attempt": attempt,
-        "host": host,
-        "node": node,
-        "until": time.time() + timeout,
-    }
-    return new
-
-
-def reported(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The outcome recorded for what the payload awaits, if it came."""
-    awaited, outcome = payload.get("await"), payload.get("outcome")
-    if not awaited or not outcome:
-        return None
-    if outcome.get("step") != awaited["step"] or outcome.get("attempt") != awaited["attempt"]:
-        return None
-    return dict(outcome)
 
 
 class Run:
@@ -183,7 +151,7 @@ class Run:
         self,
         step: str,
         *,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | dict[str, Any] | None = None,
         writes: Writes | None = None,
         lease_seconds: float | None = None,
     ) -> str:
@@ -194,7 +162,7 @@ class Run:
         """
         check_step(self.kind, self.step, step)
         if payload is not None:
-            self.payload = payload
+            self.payload = self._stored(payload)
         done = self.step
         values = {"step": step, "payload": self.payload}
         lease = lease_seconds or self.engine.lease_seconds
@@ -231,10 +199,12 @@ class Run:
         *,
         last_error: str | None = None,
         writes: Writes | None = None,
-        payload: dict[str, Any] | None = None,
+        payload: TaskPayload | dict[str, Any] | None = None,
     ) -> None:
         """End the task with ``status``; ``writes`` (and ``payload``) commit with it."""
         check_step(self.kind, self.step, END)
+        if payload is not None:
+            payload = self._stored(payload)
 
         def own(dialect: Dialect) -> UnitStatement:
             return tasks.prepared_finish(
@@ -297,72 +267,80 @@ class Run:
         db.note_write()
         return True
 
+    @property
+    def awaiting(self) -> Awaited | None:
+        """The compute step this task waits for, None when it waits for none."""
+        return payloads.awaiting(self.payload)
+
+    def awaited(self) -> Awaited:
+        """The compute step this task waits for (Invalid when it waits for none)."""
+        awaited = self.awaiting
+        if awaited is None:
+            raise exception.Invalid(reason=f"{self!r} awaits no report")
+        return awaited
+
+    def typed(self, kind: type[P]) -> P:
+        """The payload as its kind's struct (:mod:`.payloads`)."""
+        return payloads.decode(self.payload, kind)
+
+    def keep(self, payload: TaskPayload | dict[str, Any]) -> None:
+        """Hold ``payload`` in memory (what the next commit writes)."""
+        self.payload = self._stored(payload)
+
+    def _stored(self, payload: TaskPayload | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(payload, TaskPayload):
+            return payloads.encode(payload, self.payload)
+        return payload
+
     def refresh(self, row: dict[str, Any]) -> None:
         """Take over a newer claim of the same task (a report handed it to us)."""
         self.attempt = row["attempt"]
         self.payload = dict(row["payload"] or {})
         self.released = False
 
-    async def wait_for_report(self, send: Callable[[], Awaitable[None]]) -> dict[str, Any] | None:
+    async def wait_for_report(self, send: Callable[[], Awaitable[None]]) -> Outcome | None:
         """The outcome of the awaited compute step: sends it (again) and waits.
 
         Returns the reported outcome, a failure outcome when the host did not
         report in time, or None when the task's deadline passed first.
         """
-        awaited = self.payload["await"]
-        outcome = reported(self.payload)
+        awaited = self.awaited()
+        outcome = payloads.reported(self.payload)
         if outcome is not None:
             return outcome
-        until = float(awaited["until"])
-        if time.time() < until and not self.past_deadline():
+        if time.time() < awaited.until and not self.past_deadline():
             try:
                 await send()
             except exception.UnsupportedVersion as exc:
                 # The host's RPC API is capped below what this step needs
                 # ([upgrade_levels], an old host running): it cannot do it,
                 # now or on a retry. That is its failure, reported at once.
-                return {
-                    "step": awaited["step"],
-                    "attempt": awaited["attempt"],
-                    "host": awaited["host"],
-                    "ok": False,
-                    "error": f"{awaited['host']} cannot be asked to {awaited['step']}: {exc}",
-                }
+                return awaited.failure(f"{awaited.host} cannot be asked to {awaited.step}: {exc}")
             crash_point(f"{self.kind}:sent:{self.step}")
-            row = await self.engine.wait_report(self, until)
+            row = await self.engine.wait_report(self, awaited.until)
             if row is not None:
                 self.refresh(row)
-            outcome = reported(self.payload)
+            outcome = payloads.reported(self.payload)
             if outcome is not None:
                 return outcome
             down = self.cache.pop(HOST_DOWN, None)
             if down is not None:
                 # Its service is down: that host's failure now, as a timeout
                 # would be later (a build's guest there is removed).
-                return {
-                    "step": awaited["step"],
-                    "attempt": awaited["attempt"],
-                    "host": awaited["host"],
-                    "ok": False,
-                    "timeout": True,
-                    "error": f"{down} is down (no heartbeat for service_down_time)",
-                }
+                return awaited.failure(
+                    f"{down} is down (no heartbeat for service_down_time)", timeout=True
+                )
         if self.past_deadline():
             return None
-        return {
-            "step": awaited["step"],
-            "attempt": awaited["attempt"],
-            "host": awaited["host"],
-            "ok": False,
-            "timeout": True,
-            "error": f"{awaited['host']} did not report {awaited['step']} in time",
-        }
+        return awaited.failure(
+            f"{awaited.host} did not report {awaited.step} in time", timeout=True
+        )
 
     # -- instance history, in the caller's transaction ---------------------------
 
     async def event(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         name: str,
         *,
         ok: bool = True,
@@ -385,7 +363,7 @@ class Run:
         except exception.InstanceActionNotFound:
             pass  # a task made without an action (by an operator tool): no history
 
-    async def finish_action(self, conn: AsyncConnection, *, ok: bool = True) -> None:
+    async def finish_action(self, conn: Connection, *, ok: bool = True) -> None:
         if self.instance_uuid is None:
             return
         try:
@@ -399,7 +377,7 @@ class Run:
             pass
 
     async def fault(
-        self, conn: AsyncConnection, message: str, *, details: str | None = None, code: int = 500
+        self, conn: Connection, message: str, *, details: str | None = None, code: int = 500
     ) -> None:
         """Record an instance fault (the message cut to what the column keeps)."""
         if self.instance_uuid is None:
@@ -414,6 +392,20 @@ class Run:
                 "host": self.engine.host,
             },
         )
+
+
+#: Each task kind's :class:`Task` class (filled by :func:`task_kind`).
+KINDS: dict[TaskKind, type[Task]] = {}
+
+T = TypeVar("T", bound="Task")
+
+
+def task_kind(cls: type[T]) -> type[T]:
+    """Register the decorated class as the :class:`Task` of its ``kind``."""
+    if cls.kind in KINDS:
+        raise TypeError(f"{cls.kind} has a task class already: {KINDS[cls.kind].__name__}")
+    KINDS[cls.kind] = cls
+    return cls
 
 
 StepRun = Callable[[Run], Awaitable[str | None]]

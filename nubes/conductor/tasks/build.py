@@ -26,19 +26,20 @@ Steps (see ``docs/tasks.md``):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import msgspec
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import (
     FAULT_MESSAGE_LENGTH,
     Run,
     StepDef,
     Task,
     Writes,
-    expect_report,
-    reported,
+    task_kind,
 )
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -49,43 +50,43 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import (
+    Awaited,
+    BuildPayload,
+    Failure,
+    Outcome,
+    SchedulingRequest,
+)
+from nubes.conductor.tasks.payloads import Selection as ChosenHost
 from nubes.conductor.tasks.remove_guest import kick_created, remove_guest_writes
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.network import ports as network_ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
-from nubes.objects.states import TaskState, VMState
+from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
-#: task_states a build may find its instance in while it places or re-places it.
-_BUILD_TASK_STATES = (
-    TaskState.SCHEDULING,
-    TaskState.BLOCK_DEVICE_MAPPING,
-    TaskState.NETWORKING,
-    TaskState.SPAWNING,
-    None,
-)
-_SELECTION_FIELDS = (
-    "instance_uuid",
-    "host",
-    "nodename",
-    "compute_node_uuid",
-    "vcpus",
-    "memory_mb",
-    "disk_gb",
-    "policy",
-)
+_SELECTION_FIELDS = tuple(ChosenHost.__struct_fields__)
 
 
-def _selection_dict(sel: Selection) -> dict[str, Any]:
-    return {name: getattr(sel, name) for name in _SELECTION_FIELDS if sel.obj_attr_is_set(name)}
+def _chosen(sel: Selection) -> ChosenHost:
+    """The scheduler's selection as the payload keeps it."""
+    fields = {name: getattr(sel, name) for name in _SELECTION_FIELDS if sel.obj_attr_is_set(name)}
+    return ChosenHost(**fields)
 
 
-def request_spec(row: dict[str, Any], payload: dict[str, Any]) -> RequestSpec:
+def _selection(chosen: ChosenHost) -> Selection:
+    """The kept selection as the scheduler takes it back (an alternate's claim)."""
+    fields = msgspec.structs.asdict(chosen)
+    return Selection(**{k: v for k, v in fields.items() if v is not None})
+
+
+def request_spec(row: dict[str, Any], payload: SchedulingRequest) -> RequestSpec:
     """What the scheduler is asked, from the instance row and the build's payload."""
-    image = payload.get("image") or {}
+    image = payload.image
     properties = {str(k): str(v) for k, v in (image.get("properties") or {}).items()}
     values: dict[str, Any] = {
         "instance_uuids": [row["uuid"]],
@@ -95,16 +96,16 @@ def request_spec(row: dict[str, Any], payload: dict[str, Any]) -> RequestSpec:
         "availability_zone": row["availability_zone"],
         "image_properties": properties,
     }
-    if payload.get("group"):
-        values["instance_group_uuid"] = payload["group"]
+    if payload.group:
+        values["instance_group_uuid"] = payload.group
     return RequestSpec.from_components(
         flavor=Flavor.from_snapshot(row["flavor"]),
-        scheduler_hints=payload.get("hints") or {},
+        scheduler_hints=payload.hints,
         **values,
     )
 
 
-def failure_message(failures: list[dict[str, Any]], limit: int = FAULT_MESSAGE_LENGTH) -> str:
+def failure_message(failures: list[Failure], limit: int = FAULT_MESSAGE_LENGTH) -> str:
     """The fault text of a build that failed everywhere: each host and why.
 
     Each host's error is shortened so that every host fits in ``limit``
@@ -114,17 +115,22 @@ def failure_message(failures: list[dict[str, Any]], limit: int = FAULT_MESSAGE_L
     share = (limit - len(head)) // max(len(failures), 1) - 2
     parts = []
     for f in failures:
-        text = f"{f['host']}: {f['error']}"
+        text = f"{f.host}: {f.error}"
         if len(text) > share:
-            text = text[: max(share - 3, len(f["host"]))] + "..."
+            text = text[: max(share - 3, len(f.host or ""))] + "..."
         parts.append(text)
     return head + "; ".join(parts)
 
 
-def failure_details(failures: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{f['host']}: {f['error']}" for f in failures)
+def failure_details(failures: list[Failure]) -> str:
+    return "\n".join(f"{f.host}: {f.error}" for f in failures)
 
 
+def _payload(run: Run) -> BuildPayload:
+    return payloads.decode(run.payload, BuildPayload)
+
+
+@task_kind
 class BuildTask(Task):
     kind = TaskKind.BUILD
     prefetch_instance_at = frozenset({Step.SCHEDULE.value})
@@ -145,13 +151,12 @@ class BuildTask(Task):
         scheduler = self.engine.scheduler
         try:
             chosen = await scheduler.select_destinations(
-                run.ctxt, request_spec(row, run.payload), [row["uuid"]], True
+                run.ctxt, request_spec(row, _payload(run).scheduling), [row["uuid"]], True
             )
         except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
             # InvalidSchedulerHint: the server group was deleted since the request.
             await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
             return None
-        selections = [_selection_dict(s) for s in chosen[0]][: self.engine.max_attempts]
         # NETWORKING (issue 14): the server's ports made before any spawn is sent.
         try:
             await network_ports.allocate_for_instance(self.engine.db, self.engine.conf, row["uuid"])
@@ -164,42 +169,46 @@ class BuildTask(Task):
             await self.release_claims(run)
             await self.fail(run, exc.user_message(), event="conductor_allocate_network")
             return None
-        payload = {**run.payload, "selections": selections, "try": 1, "failures": []}
+        payload = _payload(run)
+        payload.selections = [_chosen(s) for s in chosen[0]][: self.engine.max_attempts]
+        payload.tries, payload.failures = 1, []
         run.cache["instance"] = row
         return await self.place(run, payload)
 
     async def place(
         self,
         run: Run,
-        payload: dict[str, Any],
+        payload: BuildPayload,
         *,
         reschedule: str | None = None,
         cleanup: Writes | None = None,
     ) -> str:
         """Commit ``spawn`` for the payload's try: the instance placed on its host."""
-        sel = payload["selections"][payload["try"] - 1]
-        host, node = sel["host"], sel["nodename"]
-        payload = expect_report(
-            payload,
-            step=Step.SPAWN,
-            attempt=payload["try"],
+        sel = payload.selection
+        host, node = sel.host, sel.nodename
+        payload.awaiting = Awaited(
+            step=Step.SPAWN.value,
+            attempt=payload.tries,
             host=host,
             node=node,
-            timeout=self.engine.compute_step_timeout,
+            until=time.time() + self.engine.compute_step_timeout,
         )
+        payload.outcome = None
         # The destination a compute host may set host/node to (authz.py).
-        payload["dest_host"], payload["dest_node"] = host, node
+        payload.dest_host, payload.dest_node = host, node
         values: dict[str, Any] = {"host": host, "node": node}
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
-        placement = set_instance(run, values, expected_task_state=_BUILD_TASK_STATES)
+        placement = set_instance(run, values, expected_task_state=BUILD_TASK_STATES)
         event = None
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
         # NETWORKING (issue 14): the ports bound to the host, with the placement.
         bind = network_ports.bind_writes(run.instance_uuid or "", host)
         step = await run.commit(
-            Step.SPAWN, payload=payload, writes=chain(placement, bind, event, cleanup)
+            Step.SPAWN,
+            payload=payloads.encode(payload, run.payload),
+            writes=chain(placement, bind, event, cleanup),
         )
         kick_created(run)
         cached = run.cache.get("instance")
@@ -214,8 +223,8 @@ class BuildTask(Task):
     # -- spawn --------------------------------------------------------------------------
 
     async def spawn(self, run: Run) -> str | None:
-        payload = run.payload
-        awaited = payload["await"]
+        payload = _payload(run)
+        awaited = run.awaited()
 
         async def send() -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
@@ -223,20 +232,20 @@ class BuildTask(Task):
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.build_and_run_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
-                awaited["node"],
+                awaited.node,
                 run.id,
                 Step.SPAWN.value,
-                awaited["attempt"],
-                payload.get("image") or {},
-                payload.get("request") or {},
+                awaited.attempt,
+                payload.image,
+                payload.request,
             )
 
         outcome = await run.wait_for_report(send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if outcome["ok"]:
+        if outcome.ok:
             await run.finish(TaskStatus.SUCCEEDED, writes=finish_action_writes(run))
             return None
         return await self.reschedule(run, outcome)
@@ -247,41 +256,38 @@ class BuildTask(Task):
         A host that reported a failure removed its guest itself; one that
         did not report (its report lost, or it is slow or down) may run it.
         """
-        awaited = run.payload.get("await")
-        if not awaited or run.instance_uuid is None:
+        awaited = run.awaiting
+        if awaited is None or run.instance_uuid is None:
             return None
-        outcome = reported(run.payload)
-        if outcome is not None and not outcome.get("timeout"):
+        outcome = payloads.reported(run.payload)
+        if outcome is not None and not outcome.timeout:
             return None
-        return remove_guest_writes(run, awaited["host"], run.instance_uuid, why)
+        return remove_guest_writes(run, awaited.host, run.instance_uuid, why)
 
-    async def reschedule(self, run: Run, outcome: dict[str, Any]) -> str | None:
-        payload = dict(run.payload)
+    async def reschedule(self, run: Run, outcome: Outcome) -> str | None:
+        payload = _payload(run)
         # The timeout outcome is not in the row: only a report is.
         cleanup = (
-            remove_guest_writes(run, outcome["host"], run.instance_uuid, outcome["error"])
-            if outcome.get("timeout") and run.instance_uuid is not None
+            remove_guest_writes(run, outcome.host, run.instance_uuid, outcome.error or "")
+            if outcome.timeout and run.instance_uuid is not None and outcome.host is not None
             else None
         )
-        failures = [
-            *payload.get("failures", []),
-            {"host": outcome["host"], "error": outcome["error"]},
-        ]
-        selections = payload["selections"]
-        for index in range(payload["try"], len(selections)):
+        failures = [*payload.failures, Failure(host=outcome.host, error=outcome.error)]
+        selections = payload.selections
+        for index in range(payload.tries, len(selections)):
             sel = selections[index]
             try:
-                await self.engine.scheduler.claim_alternate(run.ctxt, Selection(**sel))
+                await self.engine.scheduler.claim_alternate(run.ctxt, _selection(sel))
             except exception.NoValidHost as exc:
-                failures.append({"host": sel["host"], "error": str(exc)})
+                failures.append(Failure(host=sel.host, error=str(exc)))
                 continue
-            payload.update({"try": index + 1, "failures": failures})
-            why = f"{outcome['host']} failed: {outcome['error']}; trying {sel['host']}"
+            payload.tries, payload.failures = index + 1, failures
+            why = f"{outcome.host} failed: {outcome.error}; trying {sel.host}"
             LOG.info("%r: %s", run, why)
             return await self.place(run, payload, reschedule=why, cleanup=cleanup)
         await self.release_claims(run)
-        payload["failures"] = failures
-        run.payload = payload
+        payload.failures = failures
+        run.payload = payloads.encode(payload, run.payload)
         await self.fail(
             run, failure_message(failures), details=failure_details(failures), cleanup=cleanup
         )
@@ -309,7 +315,7 @@ class BuildTask(Task):
             "node": None,
         }
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, event, ok=False, details=details or message)
             await run.finish_action(conn, ok=False)
@@ -317,7 +323,7 @@ class BuildTask(Task):
         # NETWORKING (issue 14): a failed build frees its ports, as Nova's does.
         release = network_ports.release_writes(run.instance_uuid or "")
         writes = chain(
-            set_instance(run, values, expected_task_state=_BUILD_TASK_STATES),
+            set_instance(run, values, expected_task_state=BUILD_TASK_STATES),
             history,
             cleanup,
             release,
@@ -329,7 +335,7 @@ class BuildTask(Task):
 
     async def expire(self, run: Run) -> None:
         await self.rollback(run)
-        failures = run.payload.get("failures") or []
+        failures = _payload(run).failures
         message = "The build did not finish before its deadline"
         await self.fail(
             run,

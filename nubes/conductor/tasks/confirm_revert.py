@@ -30,9 +30,8 @@ source may keep leftovers); a revert leaves it in ERROR on the destination
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from nubes.conductor.tasks.base import Run, StepDef, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Writes, task_kind
 from nubes.conductor.tasks.helpers import chain, instance_object, notify_error, set_instance
 from nubes.conductor.tasks.migrate import (
     MoveTask,
@@ -52,6 +51,7 @@ from nubes.conductor.tasks.moves import (
     drop_source_claim,
     migration_object,
 )
+from nubes.conductor.tasks.payloads import Awaited, MovePayload, Place
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.objects.states import MigrationStatus, PowerState, TaskState, VMState
@@ -65,31 +65,31 @@ _T = TaskState
 class _SettleTask(MoveTask):
     """Confirm or revert: what both prepare before asking their first host."""
 
-    async def prepare(self, run: Run) -> dict[str, Any] | None:
+    async def prepare(self, run: Run) -> MovePayload | None:
         """The payload with the move's hosts and power, or None once the task ended."""
         loaded = await self.load(run)
         if loaded is None:
             return None
         row, mig = loaded
-        power_on = run.payload.get("power_on")
-        return {
-            **run.payload,
-            "migration_uuid": mig["uuid"],
-            "migration_type": mig["migration_type"],
-            "source": {"host": mig["source_compute"], "node": mig["source_node"]},
-            "dest": {"host": row["host"], "node": row["node"]},
-            "power_on": bool(
-                row["power_state"] == PowerState.RUNNING if power_on is None else power_on
-            ),
-            "old_flavor": row["old_flavor"],
-        }
+        payload = run.typed(MovePayload)
+        power_on = payload.power_on
+        payload.migration_uuid = mig["uuid"]
+        payload.migration_type = mig["migration_type"]
+        payload.source = Place(host=mig["source_compute"], node=mig["source_node"])
+        payload.dest = Place(host=row["host"], node=row["node"])
+        payload.power_on = bool(
+            row["power_state"] == PowerState.RUNNING if power_on is None else power_on
+        )
+        payload.old_flavor = row["old_flavor"]
+        return payload
 
     @staticmethod
     def settled(run: Run) -> VMState:
         """ACTIVE, or STOPPED when the instance was off: where it was before the move."""
-        return VMState.ACTIVE if run.payload.get("power_on", True) else VMState.STOPPED
+        return VMState.ACTIVE if run.typed(MovePayload).power_on is not False else VMState.STOPPED
 
 
+@task_kind
 class ConfirmResizeTask(_SettleTask):
     kind = TaskKind.CONFIRM_RESIZE
     conductor_event = "conductor_confirm_resize"
@@ -100,32 +100,32 @@ class ConfirmResizeTask(_SettleTask):
         return [StepDef(Step.CONFIRM_SOURCE, self.confirm_source)]
 
     async def confirm_source(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             payload = await self.prepare(run)
             if payload is None:
                 return None
-            source = payload["source"]
+            source = payload.source_place
             return await ask(
-                run, Step.CONFIRM_SOURCE, source["host"], node=source["node"], payload=payload
+                run, Step.CONFIRM_SOURCE, source.host, node=source.node, payload=payload
             )
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.confirm_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.CONFIRM_SOURCE.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
-            done = record_event(run, "compute_confirm_resize", host=outcome["host"])
+        if outcome.ok:
+            done = record_event(run, "compute_confirm_resize", host=outcome.host)
             await self.end(run, ok=True, before=done)
             return None
         record = self.failed_try(run, outcome, "compute_confirm_resize")
@@ -135,8 +135,8 @@ class ConfirmResizeTask(_SettleTask):
         await self.end(
             run,
             ok=False,
-            message=f"The source {outcome['host']} could not remove what it kept for a "
-            f"revert (it may be left there): {outcome['error']}",
+            message=f"The source {outcome.host} could not remove what it kept for a "
+            f"revert (it may be left there): {outcome.error}",
             before=record,
         )
         return None
@@ -146,7 +146,7 @@ class ConfirmResizeTask(_SettleTask):
     ) -> None:
         """The instance stays where it runs: the migration's claim is dropped either
         way (a source that could not clean up gets nothing back for it)."""
-        payload = run.payload
+        payload = run.typed(MovePayload)
         values = {
             "vm_state": self.settled(run),
             "task_state": None,
@@ -156,7 +156,7 @@ class ConfirmResizeTask(_SettleTask):
         status = _M.CONFIRMED if ok else _M.ERROR
         writes = chain(
             before,
-            drop_source_claim(payload["migration_uuid"]) if payload.get("migration_uuid") else None,
+            drop_source_claim(payload.migration_uuid) if payload.migration_uuid else None,
             move_migration(run, {"status": status}, only_from=[_M.CONFIRMING])
             if ok
             else set_migration_if_any(run, {"status": status}),
@@ -173,14 +173,15 @@ class ConfirmResizeTask(_SettleTask):
             await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:
-        if not run.payload.get("source"):
+        if run.typed(MovePayload).source is None:
             payload = await self.prepare(run)
             if payload is None:
                 return
-            run.payload = payload
+            run.keep(payload)
         await self.end(run, ok=False, message="The confirm did not finish before its deadline")
 
 
+@task_kind
 class RevertResizeTask(_SettleTask):
     kind = TaskKind.REVERT_RESIZE
     conductor_event = "conductor_revert_resize"
@@ -194,91 +195,87 @@ class RevertResizeTask(_SettleTask):
         ]
 
     async def revert_dest(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             payload = await self.prepare(run)
             if payload is None:
                 return None
-            if not payload["old_flavor"]:
-                run.payload = payload
+            if not payload.old_flavor:
+                run.keep(payload)
                 await self.give_up(run, "The instance has no flavor to go back to")
                 return None
-            dest = payload["dest"]
-            return await ask(
-                run, Step.REVERT_DEST, dest["host"], node=dest["node"], payload=payload
-            )
+            dest = payload.dest_place
+            return await ask(run, Step.REVERT_DEST, dest.host, node=dest.node, payload=payload)
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REVERT_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             record = self.failed_try(run, outcome, "compute_revert_resize")
             retried = await self.again(run, record)
             if retried is not None:
                 return retried
             await self.give_up(
                 run,
-                f"The destination {outcome['host']} could not remove the resized guest: "
-                f"{outcome['error']}",
+                f"The destination {outcome.host} could not remove the resized guest: "
+                f"{outcome.error}",
                 before=record,
             )
             return None
         # The destination's guest is gone: the instance is the source's again,
         # with its old flavor, and so are the claims — one commit.
-        payload = run.payload
-        source = payload["source"]
+        payload = run.typed(MovePayload)
+        source = payload.source_place
         assert run.instance_uuid is not None
         values = {
-            **flavor_values(payload["old_flavor"]),
-            "host": source["host"],
-            "node": source["node"],
+            **flavor_values(payload.old_flavor or {}),
+            "host": source.host,
+            "node": source.node,
         }
         writes = chain(
-            claims_back_to_source(run.instance_uuid, payload["migration_uuid"]),
+            claims_back_to_source(run.instance_uuid, payload.migration_uuid or ""),
             set_instance(run, values, expected_task_state=self.task_states),
-            record_event(run, "compute_revert_resize", host=outcome["host"]),
+            record_event(run, "compute_revert_resize", host=outcome.host),
         )
-        return await ask(
-            run, Step.REVERT_SOURCE, source["host"], node=source["node"], writes=writes
-        )
+        return await ask(run, Step.REVERT_SOURCE, source.host, node=source.node, writes=writes)
 
     async def revert_source(self, run: Run) -> str | None:
         outcome = await answer(run, self.send_finish_revert(run, Step.REVERT_SOURCE))
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             record = self.failed_try(run, outcome, "compute_finish_revert_resize")
             retried = await self.again(run, record)
             if retried is not None:
                 return retried
             await self.give_up(
                 run,
-                f"The source {outcome['host']} could not bring the guest back: {outcome['error']}",
+                f"The source {outcome.host} could not bring the guest back: {outcome.error}",
                 before=record,
             )
             return None
         values = {
             "vm_state": self.settled(run),
             "task_state": None,
-            "power_state": power_state(run.payload["power_on"]),
+            "power_state": power_state(bool(run.typed(MovePayload).power_on)),
             "old_flavor": None,
             "new_flavor": None,
         }
         writes = chain(
             move_migration(run, {"status": _M.REVERTED}, only_from=[_M.REVERTING]),
             set_instance(run, values, expected_task_state=self.task_states),
-            record_event(run, "compute_finish_revert_resize", host=outcome["host"]),
+            record_event(run, "compute_finish_revert_resize", host=outcome.host),
             finish_action(run, ok=True),
         )
         await run.finish(TaskStatus.SUCCEEDED, writes=writes)
@@ -287,12 +284,12 @@ class RevertResizeTask(_SettleTask):
     async def give_up(self, run: Run, message: str, *, before: Writes | None = None) -> None:
         """ERROR where the instance is placed now (the destination before
         ``revert_source``, the source after), claims only there."""
-        payload = run.payload
+        payload = run.typed(MovePayload)
         writes = chain(
             before,
             # Still on the destination: the source's claim is for nothing now.
             # On the source already: the migration holds nothing any more.
-            drop_source_claim(payload["migration_uuid"]) if payload.get("migration_uuid") else None,
+            drop_source_claim(payload.migration_uuid) if payload.migration_uuid else None,
             set_migration_if_any(run, {"status": _M.ERROR}),
             set_instance_if_ours(
                 run,
@@ -313,9 +310,9 @@ class RevertResizeTask(_SettleTask):
         await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:
-        if not run.payload.get("source"):
+        if run.typed(MovePayload).source is None:
             payload = await self.prepare(run)
             if payload is None:
                 return
-            run.payload = payload
+            run.keep(payload)
         await self.give_up(run, "The revert did not finish before its deadline")

@@ -26,12 +26,9 @@ Steps (see ``docs/tasks.md``):
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, expect_report
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -40,14 +37,17 @@ from nubes.conductor.tasks.helpers import (
     set_instance,
 )
 from nubes.conductor.tasks.moves import answer, ask, load_migration, migration_object
+from nubes.conductor.tasks.payloads import Awaited, DeletePayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.network import ports as network_ports
 from nubes.objects.states import MigrationStatus, TaskState, VMState
 
 
+@task_kind
 class DeleteTask(Task):
     kind = TaskKind.DELETE
 
@@ -59,7 +59,7 @@ class DeleteTask(Task):
         ]
 
     async def terminate(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             row = await load_instance(run)
             if row is None:
                 await run.finish(TaskStatus.SUCCEEDED, writes=self._end_action(run))
@@ -76,7 +76,7 @@ class DeleteTask(Task):
                 timeout=self.engine.compute_step_timeout,
             )
             return await run.commit(Step.TERMINATE, payload=payload)
-        awaited = run.payload["await"]
+        awaited = run.awaited()
 
         async def send() -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
@@ -84,19 +84,19 @@ class DeleteTask(Task):
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.terminate_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.TERMINATE.value,
-                awaited["attempt"],
+                awaited.attempt,
             )
 
         outcome = await run.wait_for_report(send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
             return await self.after_terminate(run)
-        await self.fail(run, f"Deleting on {outcome['host']} failed: {outcome['error']}")
+        await self.fail(run, f"Deleting on {outcome.host} failed: {outcome.error}")
         return None
 
     async def after_terminate(self, run: Run) -> str:
@@ -109,13 +109,14 @@ class DeleteTask(Task):
         if not moves:
             return await run.commit(Step.RELEASE)
         mig = moves[-1]
-        payload = {**run.payload, "migration_id": mig["id"]}
+        payload = run.typed(DeletePayload)
+        payload.migration_id = mig["id"]
         return await ask(
             run,
             Step.CONFIRM_SOURCE,
             mig["source_compute"],
             node=mig["source_node"],
-            payload=payload,
+            payload=payloads.encode(payload, run.payload),
         )
 
     async def confirm_source(self, run: Run) -> str | None:
@@ -126,28 +127,28 @@ class DeleteTask(Task):
         and the failure is recorded: the source may keep leftovers.
         """
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.confirm_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.CONFIRM_SOURCE.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(await load_migration(run)),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
             return await run.commit(Step.RELEASE)
-        why = f"{outcome['host']} could not remove the resize's source guest: {outcome['error']}"
+        why = f"{outcome.host} could not remove the resize's source guest: {outcome.error}"
 
-        async def record(conn: AsyncConnection) -> None:
+        async def record(conn: Connection) -> None:
             await run.event(conn, "compute_confirm_resize", ok=False, details=why)
 
         return await run.commit(Step.RELEASE, writes=record)
@@ -162,7 +163,7 @@ class DeleteTask(Task):
             for migration in moves:
                 await self.engine.scheduler.release(run.ctxt, migration["uuid"])
 
-        async def destroy(conn: AsyncConnection) -> None:
+        async def destroy(conn: Connection) -> None:
             assert run.instance_uuid is not None
             try:
                 await instances_api.destroy(conn, run.instance_uuid)
@@ -177,13 +178,13 @@ class DeleteTask(Task):
 
     @staticmethod
     def _end_action(run: Run) -> Writes:
-        async def end(conn: AsyncConnection) -> None:
+        async def end(conn: Connection) -> None:
             await run.finish_action(conn)
 
         return end
 
     async def fail(self, run: Run, message: str) -> None:
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message)
             await run.event(conn, "conductor_delete_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)

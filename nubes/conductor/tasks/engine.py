@@ -47,23 +47,27 @@ from collections.abc import Iterable
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception, liveness
-from nubes.conductor.tasks import caps
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, Run, Task
-from nubes.conductor.tasks.build import BuildTask
-from nubes.conductor.tasks.confirm_revert import ConfirmResizeTask, RevertResizeTask
-from nubes.conductor.tasks.delete import DeleteTask
-from nubes.conductor.tasks.live_migrate import LiveMigrateTask
-from nubes.conductor.tasks.migrate import MigrateTask
-from nubes.conductor.tasks.power import RebootTask, StartTask, StopTask
-from nubes.conductor.tasks.rebuild import EvacuateTask, RebuildTask
-from nubes.conductor.tasks.remove_guest import RemoveGuestTask
+
+# The kinds' modules (all but caps) are imported for their @task_kind
+# registrations in base.KINDS, which the engine instantiates.
+from nubes.conductor.tasks import (  # noqa: F401
+    build,
+    caps,
+    confirm_revert,
+    delete,
+    live_migrate,
+    migrate,
+    power,
+    rebuild,
+    remove_guest,
+)
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
@@ -74,20 +78,6 @@ _AWAY = exception.TRANSIENT_ERRORS
 HOST_WATCH_INTERVAL = 2.0
 #: Tasks claimed per transaction.
 CLAIM_BATCH = 64
-KINDS: tuple[type[Task], ...] = (
-    BuildTask,
-    DeleteTask,
-    StopTask,
-    StartTask,
-    RebootTask,
-    MigrateTask,
-    ConfirmResizeTask,
-    RevertResizeTask,
-    RebuildTask,
-    EvacuateTask,
-    LiveMigrateTask,
-    RemoveGuestTask,
-)
 
 
 def new_owner_id(host: str) -> str:
@@ -146,7 +136,7 @@ class TaskEngine:
         self.scheduler = scheduler
         self.compute = compute
         self.notifier = notifier
-        self.kinds: dict[str, Task] = {k.kind.value: k(self) for k in KINDS}
+        self.kinds: dict[str, Task] = {k.value: cls(self) for k, cls in KINDS.items()}
         self._runs: dict[int, Run] = {}
         self._coros: dict[int, asyncio.Task[None]] = {}
         self._waiters: dict[int, tuple[Run, asyncio.Future[dict[str, Any] | None]]] = {}
@@ -258,7 +248,7 @@ class TaskEngine:
             waiting = [
                 (run, future)
                 for run, future in self._waiters.values()
-                if not future.done() and (run.payload.get("await") or {}).get("host")
+                if not future.done() and run.awaiting is not None
             ]
             if not waiting:
                 continue
@@ -276,7 +266,7 @@ class TaskEngine:
             if time.monotonic() - reading_since < self.service_down_time:
                 continue
             for run, future in waiting:
-                host = run.payload["await"]["host"]
+                host = run.awaited().host
                 if host in down and not future.done():
                     LOG.warning("%r: %s is down; not waiting for its report", run, host)
                     run.cache[HOST_DOWN] = host
@@ -355,7 +345,7 @@ class TaskEngine:
         return len(rows)
 
     async def _prefetch(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+        self, conn: Connection, rows: list[dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         """The instances of the claimed tasks whose first step reads it, in one query."""
         uuids = []

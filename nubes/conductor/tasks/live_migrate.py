@@ -67,19 +67,34 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, StepDef, Task, UnitWrites, Writes
+from nubes.conductor.tasks.base import (
+    CLAIMED_INSTANCE,
+    Run,
+    StepDef,
+    Task,
+    UnitWrites,
+    Writes,
+    task_kind,
+)
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import chain, instance_object, load_instance, notify_error
+from nubes.conductor.tasks.payloads import (
+    Awaited,
+    LiveMigratePayload,
+    LiveRollback,
+    Outcome,
+    Place,
+    SchedulingRequest,
+    StepError,
+)
 from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -120,12 +135,16 @@ class _Cancelled(Exception):
     """The migration is ``cancelling``: the commit that would ask for the copy is not made."""
 
 
-def _failed(what: str, outcome: dict[str, Any]) -> str:
-    return f"The {what} on {outcome['host']} failed: {outcome['error']}"
+def _failed(what: str, outcome: Outcome) -> str:
+    return f"The {what} on {outcome.host} failed: {outcome.error}"
+
+
+def _payload(run: Run) -> LiveMigratePayload:
+    return run.typed(LiveMigratePayload)
 
 
 def _tries(run: Run, step: str) -> int:
-    return int((run.payload.get("tries") or {}).get(step, 0))
+    return _payload(run).tried(step)
 
 
 def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStatus) -> Writes:
@@ -133,7 +152,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     where the migration is now, else ``fallback`` (a migration already final
     is left alone)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, moves.migration_id(run))
         if row["status"] not in _OPEN:
             return
@@ -145,7 +164,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     return write
 
 
-async def _original_request(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any]:
+async def _original_request(conn: Connection, instance_uuid: str) -> dict[str, Any]:
     """What the instance was built with (image properties, hints) and its server group."""
     row = await instances_api.get_by_uuid(conn, instance_uuid)
     return await moves.scheduling_request(conn, instance_uuid, row["image_ref"])
@@ -156,13 +175,14 @@ def destination_spec(
 ) -> RequestSpec:
     """The scheduler's question: the instance as built, anywhere but ``source``
     (only ``host`` when named)."""
-    spec = request_spec(row, original)
+    spec = request_spec(row, SchedulingRequest.of(original))
     spec.ignore_hosts = [source]
     if host:
         spec.requested_destination = host
     return spec
 
 
+@task_kind
 class LiveMigrateTask(Task):
     kind = TaskKind.LIVE_MIGRATE
     # Every step starts from the instance (the scheduler's question, or the
@@ -185,7 +205,7 @@ class LiveMigrateTask(Task):
     # -- schedule ----------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        first = "source" not in run.payload
+        first = _payload(run).source is None
         row = await self._fetch(run, migration=first, original=True)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -201,24 +221,25 @@ class LiveMigrateTask(Task):
                 )
                 return None
             payload = self._record_basics(run, row, migration)
-            source = {"source_compute": row["host"], "source_node": row["node"]}
+            origin = {"source_compute": row["host"], "source_node": row["node"]}
             writes = chain(
                 moves.hand_source_claim_to_migration(row["uuid"], migration["uuid"]),
-                moves.set_migration(run, source, migration_type=_LIVE),
+                moves.set_migration(run, origin, migration_type=_LIVE),
             )
             return await self._commit_watching(
                 run,
                 Step.SCHEDULE,
                 lambda w: run.commit(Step.SCHEDULE, payload=payload, writes=w),
                 writes,
-                source,
+                origin,
             )
         if await self._cancelling(run):
             await self._give_up(run, self._cancel_message(run), cancelled=True)
             return None
-        source = run.payload["source"]["host"]
+        payload = _payload(run)
+        source = payload.source_place.host
         original = run.cache[_ORIGINAL]
-        spec = destination_spec(row, original, source=source, host=run.payload.get("host"))
+        spec = destination_spec(row, original, source=source, host=payload.host)
         try:
             chosen = await self.engine.scheduler.select_destinations(
                 run.ctxt, spec, [row["uuid"]], False
@@ -228,13 +249,10 @@ class LiveMigrateTask(Task):
             return None
         selection = chosen[0][0]
         host, node = selection.host, selection.nodename
-        requested = run.payload.get("block_migration", "auto")
-        payload = {
-            **run.payload,
-            "dest": {"host": host, "node": node},
-            # "auto": see the module docstring.
-            "block": requested if isinstance(requested, bool) else False,
-        }
+        requested = payload.block_migration
+        payload.dest = Place(host=host, node=node)
+        # "auto": see the module docstring.
+        payload.block = requested if isinstance(requested, bool) else False
         dest = {"dest_compute": host, "dest_node": node}
         writes = chain(
             # The destination is named before it is asked anything: a host may
@@ -254,15 +272,15 @@ class LiveMigrateTask(Task):
         )
 
     @staticmethod
-    def _record_basics(run: Run, row: dict[str, Any], migration: dict[str, Any]) -> dict[str, Any]:
+    def _record_basics(
+        run: Run, row: dict[str, Any], migration: dict[str, Any]
+    ) -> LiveMigratePayload:
         """What every end needs, in the payload: source, vm_state before, migration uuid."""
-        payload = {
-            **run.payload,
-            "source": {"host": row["host"], "node": row["node"]},
-            "vm_state": row["vm_state"],
-            "migration_uuid": migration["uuid"],
-        }
-        run.payload = payload
+        payload = _payload(run)
+        payload.source = Place(host=row["host"], node=row["node"])
+        payload.vm_state = row["vm_state"]
+        payload.migration_uuid = migration["uuid"]
+        run.keep(payload)
         return payload
 
     # -- checks and preparation ----------------------------------------------------------
@@ -271,24 +289,24 @@ class LiveMigrateTask(Task):
         if await self._cancelling(run):
             return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
         send = self._send(
-            run, "check_can_live_migrate_destination", block_migration=bool(run.payload["block"])
+            run, "check_can_live_migrate_destination", block_migration=bool(_payload(run).block)
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("destination check", outcome))
-        details = outcome.get("details") or {}
-        payload = {**run.payload, "dest_check_data": details.get("dest_check_data") or {}}
-        source = run.payload["source"]
+        payload = _payload(run)
+        payload.dest_check_data = dict(outcome.details.get("dest_check_data") or {})
+        source = payload.source_place
         return await self._commit_watching(
             run,
             Step.CHECK_SOURCE,
             lambda w: moves.ask(
                 run,
                 Step.CHECK_SOURCE,
-                source["host"],
-                node=source["node"],
+                source.host,
+                node=source.node,
                 payload=payload,
                 writes=w,
             ),
@@ -300,42 +318,38 @@ class LiveMigrateTask(Task):
         send = self._send(
             run,
             "check_can_live_migrate_source",
-            dest_check_data=run.payload.get("dest_check_data") or {},
+            dest_check_data=_payload(run).dest_check_data or {},
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("source check", outcome))
-        details = outcome.get("details") or {}
+        payload = _payload(run)
         # From here on the destination may hold something to undo.
-        payload = {
-            **run.payload,
-            "migrate_data": details.get("migrate_data") or {},
-            "prepared": True,
-        }
-        dest = run.payload["dest"]
+        payload.migrate_data = dict(outcome.details.get("migrate_data") or {})
+        payload.prepared = True
+        dest = payload.dest_place
         return await self._commit_watching(
             run,
             Step.PRE_LIVE,
             lambda w: moves.ask(
-                run, Step.PRE_LIVE, dest["host"], node=dest["node"], payload=payload, writes=w
+                run, Step.PRE_LIVE, dest.host, node=dest.node, payload=payload, writes=w
             ),
         )
 
     async def pre_live(self, run: Run) -> str | None:
         if await self._cancelling(run):
             return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
-        send = self._send(run, "pre_live_migration", migrate_data=run.payload["migrate_data"])
+        send = self._send(run, "pre_live_migration", migrate_data=_payload(run).migrate_data)
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._to_rollback(run, _failed("preparation", outcome))
-        details = outcome.get("details") or {}
-        migrate_data = details.get("migrate_data") or run.payload["migrate_data"]
-        payload = {**run.payload, "migrate_data": migrate_data}
-        source = run.payload["source"]
+        payload = _payload(run)
+        payload.migrate_data = outcome.details.get("migrate_data") or payload.migrate_data
+        source = payload.source_place
         running = {"status": _M.RUNNING}
         before = run.payload
         try:
@@ -345,8 +359,8 @@ class LiveMigrateTask(Task):
                 lambda w: moves.ask(
                     run,
                     Step.LIVE_MIGRATE,
-                    source["host"],
-                    node=source["node"],
+                    source.host,
+                    node=source.node,
                     payload=payload,
                     writes=w,
                 ),
@@ -366,30 +380,29 @@ class LiveMigrateTask(Task):
         # its status before it starts and answers "aborted" (and a copy a
         # previous owner of this task started must be stopped, not forgotten).
         migration = moves.migration_object(await self._migration(run))
-        dest = run.payload["dest"]
+        payload = _payload(run)
+        dest = payload.dest_place
         send = self._send(
             run,
             "live_migration",
             migration=migration,
-            dest_host=dest["host"],
-            migrate_data=run.payload["migrate_data"],
+            dest_host=dest.host,
+            migrate_data=payload.migrate_data,
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
-            if outcome.get("timeout"):
+        if not outcome.ok:
+            if outcome.timeout:
                 # Silent source: whatever it is doing, it must not finish now.
                 await self._abort_source(run)
-            if (outcome.get("details") or {}).get("aborted"):
+            if outcome.details.get("aborted"):
                 return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
             return await self._to_rollback(run, _failed("live migration", outcome))
-        power = (
-            PowerState.PAUSED if run.payload["vm_state"] == VMState.PAUSED else PowerState.RUNNING
-        )
-        placed = {"host": dest["host"], "node": dest["node"], "power_state": int(power)}
+        power = PowerState.PAUSED if payload.vm_state == VMState.PAUSED else PowerState.RUNNING
+        placed = {"host": dest.host, "node": dest.node, "power_state": int(power)}
         committed = await moves.ask(
-            run, Step.POST_DEST, dest["host"], node=dest["node"], writes=self._instance(run, placed)
+            run, Step.POST_DEST, dest.host, node=dest.node, writes=self._instance(run, placed)
         )
         known = run.cache.get(_INSTANCE)
         if known is not None:
@@ -400,41 +413,40 @@ class LiveMigrateTask(Task):
 
     async def post_dest(self, run: Run) -> str | None:
         send = self._send(
-            run, "post_live_migration_at_destination", migrate_data=run.payload["migrate_data"]
+            run, "post_live_migration_at_destination", migrate_data=_payload(run).migrate_data
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        payload = dict(run.payload)
-        dest = payload["dest"]
-        if not outcome["ok"]:
+        payload = _payload(run)
+        dest = payload.dest_place
+        if not outcome.ok:
             if _tries(run, Step.POST_DEST) < CLEANUP_TRIES:
-                return await moves.ask(run, Step.POST_DEST, dest["host"], node=dest["node"])
-            payload["errors"] = [
-                *payload.get("errors", []),
-                {"step": Step.POST_DEST.value, "error": _failed("adoption", outcome)},
+                return await moves.ask(run, Step.POST_DEST, dest.host, node=dest.node)
+            payload.errors = [
+                *payload.errors,
+                StepError(step=Step.POST_DEST.value, error=_failed("adoption", outcome)),
             ]
-        source = payload["source"]
+        source = payload.source_place
         return await moves.ask(
-            run, Step.POST_SOURCE, source["host"], node=source["node"], payload=payload
+            run, Step.POST_SOURCE, source.host, node=source.node, payload=payload
         )
 
     async def post_source(self, run: Run) -> str | None:
-        send = self._send(run, "post_live_migration", migrate_data=run.payload["migrate_data"])
+        send = self._send(run, "post_live_migration", migrate_data=_payload(run).migrate_data)
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
-            source = run.payload["source"]
+        if not outcome.ok:
+            payload = _payload(run)
+            source = payload.source_place
             if _tries(run, Step.POST_SOURCE) < CLEANUP_TRIES:
-                return await moves.ask(run, Step.POST_SOURCE, source["host"], node=source["node"])
-            run.payload = {
-                **run.payload,
-                "errors": [
-                    *run.payload.get("errors", []),
-                    {"step": Step.POST_SOURCE.value, "error": _failed("clean-up", outcome)},
-                ],
-            }
+                return await moves.ask(run, Step.POST_SOURCE, source.host, node=source.node)
+            payload.errors = [
+                *payload.errors,
+                StepError(step=Step.POST_SOURCE.value, error=_failed("clean-up", outcome)),
+            ]
+            run.keep(payload)
         await self._end_moved(run)
         return None
 
@@ -445,20 +457,20 @@ class LiveMigrateTask(Task):
         fault; a destination that never adopted the guest leaves the
         instance ``error`` there (as Nova does).
         """
-        payload = run.payload
-        errors: list[dict[str, Any]] = payload.get("errors") or []
-        adopted = all(e["step"] != Step.POST_DEST for e in errors)
-        vm_state = payload["vm_state"] if adopted else VMState.ERROR
-        message = "; ".join(e["error"] for e in errors)
+        payload = _payload(run)
+        errors = payload.errors
+        adopted = all(e.step != Step.POST_DEST for e in errors)
+        vm_state = payload.vm_state if adopted else VMState.ERROR
+        message = "; ".join(e.error for e in errors)
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             if errors:
                 await run.fault(conn, message)
             await run.event(conn, EVENT, ok=not errors, details=message or None)
             await run.finish_action(conn, ok=not errors)
 
         writes = chain(
-            moves.drop_source_claim(payload["migration_uuid"]),
+            moves.drop_source_claim(payload.migration_uuid or ""),
             _end_migration(run, _M.ERROR if errors else _M.COMPLETED, _M.ERROR),
             self._instance(run, {"vm_state": vm_state, "task_state": None, "progress": 100}),
             history,
@@ -482,84 +494,78 @@ class LiveMigrateTask(Task):
     ) -> str:
         """Commit ``rollback_dest``: asking the destination to undo its preparation,
         if it was asked to prepare."""
-        payload = dict(run.payload)
-        payload["rollback"] = {
-            "error": message,
-            "cancelled": cancelled,
-            "expired": expired,
-            "from": run.step,
-        }
+        payload = _payload(run)
+        payload.rollback = LiveRollback(
+            error=message, cancelled=cancelled, expired=expired, since=run.step
+        )
         LOG.info("%r: rolling back: %s", run, message)
-        if payload.get("prepared"):
-            dest = payload["dest"]
+        if payload.prepared:
+            dest = payload.dest_place
             return await moves.ask(
-                run,
-                Step.ROLLBACK_DEST,
-                dest["host"],
-                node=dest["node"],
-                payload=payload,
-                writes=writes,
+                run, Step.ROLLBACK_DEST, dest.host, node=dest.node, payload=payload, writes=writes
             )
-        payload.pop("await", None)
-        payload.pop("outcome", None)
+        payload.awaiting = payload.outcome = None
         return await run.commit(Step.ROLLBACK_DEST, payload=payload, writes=writes)
 
     async def rollback_dest(self, run: Run) -> str | None:
-        awaited = run.payload.get("await")
-        if awaited and awaited.get("step") == Step.ROLLBACK_DEST:
+        awaited = run.awaiting
+        if awaited is not None and awaited.step == Step.ROLLBACK_DEST:
             send = self._send(
                 run,
                 "rollback_live_migration_at_destination",
-                migrate_data=run.payload.get("migrate_data") or {},
+                migrate_data=_payload(run).migrate_data or {},
             )
             outcome = await moves.answer(run, send)
             if outcome is None:
                 return run.step
-            if not outcome["ok"]:
+            if not outcome.ok:
                 if _tries(run, Step.ROLLBACK_DEST) < CLEANUP_TRIES:
-                    dest = run.payload["dest"]
-                    return await moves.ask(run, Step.ROLLBACK_DEST, dest["host"], node=dest["node"])
+                    dest = _payload(run).dest_place
+                    return await moves.ask(run, Step.ROLLBACK_DEST, dest.host, node=dest.node)
                 # The instance runs on the source either way: end, and say what is left.
                 self._note_leftover(run, _failed("clean-up", outcome))
         await self._end_rolled_back(run)
         return None
 
     def _note_leftover(self, run: Run, text: str) -> None:
-        rollback = dict(run.payload["rollback"])
-        rollback["details"] = "; ".join(filter(None, [rollback.get("details"), text]))
-        run.payload = {**run.payload, "rollback": rollback}
+        payload = _payload(run)
+        rollback = payload.rollback or LiveRollback(error=text)
+        rollback.details = "; ".join(filter(None, [rollback.details, text]))
+        payload.rollback = rollback
+        run.keep(payload)
 
     async def _give_up(self, run: Run, message: str, *, cancelled: bool = False) -> None:
         """End at ``schedule`` (nothing asked of any host yet)."""
-        run.payload = {
-            **run.payload,
-            "rollback": {"error": message, "cancelled": cancelled, "from": run.step},
-        }
+        payload = _payload(run)
+        payload.rollback = LiveRollback(error=message, cancelled=cancelled, since=run.step)
+        run.keep(payload)
         await self._end_rolled_back(run)
 
     async def _end_rolled_back(self, run: Run) -> None:
         """End with the instance on the source as it was and the claims back there."""
-        payload = run.payload
-        rollback = payload["rollback"]
-        cancelled, message = bool(rollback["cancelled"]), str(rollback["error"])
-        if rollback.get("expired"):
+        payload = _payload(run)
+        rollback = payload.rollback
+        if rollback is None:
+            raise exception.Invalid(reason=f"{run!r} ends rolled back without a reason")
+        cancelled, message = rollback.cancelled, rollback.error
+        if rollback.expired:
             status = TaskStatus.ROLLED_BACK
         else:
             status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
-        details = "\n".join(filter(None, [message, rollback.get("details")]))
+        details = "\n".join(filter(None, [message, rollback.details]))
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, EVENT, ok=False, details=details)
             await run.finish_action(conn, ok=False)
 
         writes = chain(
-            moves.claims_back_to_source(run.instance_uuid or "", payload["migration_uuid"]),
+            moves.claims_back_to_source(run.instance_uuid or "", payload.migration_uuid or ""),
             _end_migration(run, _M.CANCELLED if cancelled else _M.FAILED, _M.FAILED),
             self._instance(
                 run,
                 {
-                    "vm_state": payload.get("vm_state") or VMState.ACTIVE,
+                    "vm_state": payload.vm_state or VMState.ACTIVE,
                     "task_state": None,
                     "progress": None,
                 },
@@ -578,7 +584,7 @@ class LiveMigrateTask(Task):
     async def expire(self, run: Run) -> None:
         message = "The live migration did not finish before its deadline"
         step = run.step
-        if "migration_uuid" not in run.payload:
+        if _payload(run).migration_uuid is None:
             row = await load_instance(run)
             if row is None:
                 await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -586,19 +592,18 @@ class LiveMigrateTask(Task):
             self._record_basics(run, row, await moves.load_migration(run))
         if step in (Step.POST_DEST, Step.POST_SOURCE):
             # The guest runs on the destination: finish the move, do not undo it.
-            payload = dict(run.payload)
-            payload["errors"] = [*payload.get("errors", []), {"step": step, "error": message}]
+            payload = _payload(run)
+            payload.errors = [*payload.errors, StepError(step=step, error=message)]
             if step == Step.POST_DEST:
                 await run.commit(Step.POST_SOURCE, payload=payload)
             else:
-                run.payload = payload
+                run.keep(payload)
             await self._end_moved(run, TaskStatus.FAILED)
             return
         if step == Step.SCHEDULE:
-            run.payload = {
-                **run.payload,
-                "rollback": {"error": message, "cancelled": False, "expired": True},
-            }
+            payload = _payload(run)
+            payload.rollback = LiveRollback(error=message, expired=True)
+            run.keep(payload)
             await self._end_rolled_back(run)
             return
         if step == Step.ROLLBACK_DEST:
@@ -618,22 +623,20 @@ class LiveMigrateTask(Task):
 
     # -- pieces ----------------------------------------------------------------------------
 
-    def _send(
-        self, run: Run, method: str, **kwargs: Any
-    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    def _send(self, run: Run, method: str, **kwargs: Any) -> Callable[[Awaited], Awaitable[None]]:
         """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = await self._fetch(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await getattr(self.engine.compute, method)(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
-                str(awaited["step"]),
-                awaited["attempt"],
+                str(awaited.step),
+                awaited.attempt,
                 **kwargs,
             )
 
@@ -669,7 +672,7 @@ class LiveMigrateTask(Task):
         """
         ident = moves.migration_id(run)
 
-        async def look(conn: AsyncConnection) -> None:
+        async def look(conn: Connection) -> None:
             row = await migrations_api.get_by_id(conn, ident)
             cancelling = row["status"] == _M.CANCELLING
             if cancelling and refuse:
@@ -679,7 +682,7 @@ class LiveMigrateTask(Task):
 
         def statements(dialect: Dialect) -> list[UnitStatement]:
             # Committed only if not cancelling; else the commit runs look() above.
-            return [moves.prepared_migration_not_in(dialect, ident, _M.CANCELLING)]
+            return [migrations_api.prepared_not_in(dialect, ident, _M.CANCELLING)]
 
         run.cache.pop(_SEEN, None)
         committed = await commit(chain(writes, UnitWrites(look, statements)))
@@ -736,8 +739,8 @@ class LiveMigrateTask(Task):
 
     @staticmethod
     def _cancel_message(run: Run) -> str:
-        dest = (run.payload.get("dest") or {}).get("host")
-        return f"The live migration to {dest or 'another host'} was cancelled"
+        dest = _payload(run).dest
+        return f"The live migration to {dest.host if dest else 'another host'} was cancelled"
 
     def _instance(self, run: Run, values: dict[str, Any]) -> Writes:
         """Instance fields, only while it is still migrating (for a commit's transaction).
@@ -747,7 +750,7 @@ class LiveMigrateTask(Task):
         update is required, so that case runs this write the ordinary way.)
         """
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             assert run.instance_uuid is not None
             if not await instances_api.try_update(
                 conn, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
@@ -773,7 +776,7 @@ class LiveMigrateTask(Task):
                 return
             await self.engine.compute.live_migration_abort(
                 run.ctxt,
-                run.payload["source"]["host"],
+                _payload(run).source_place.host,
                 instance_object(row),
                 moves.migration_id(run),
             )

@@ -16,7 +16,9 @@ import logging
 from typing import Any
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.helpers import instance_object
+from nubes.conductor.tasks.payloads import MovePayload
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import instances as instances_api
@@ -68,7 +70,7 @@ async def relay_request(
     if (
         task is None
         or task["kind"] != TaskKind.LIVE_MIGRATE
-        or (task["payload"] or {}).get("migration_id") != migration_id
+        or payloads.decode(task["payload"], MovePayload).migration_id != migration_id
         or task["step"] != Step.LIVE_MIGRATE
     ):
         LOG.info("%s of migration %s: its memory copy is not under way", method, migration_id)

@@ -44,11 +44,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import build
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     event_writes,
@@ -68,10 +66,18 @@ from nubes.conductor.tasks.moves import (
     scheduling_request,
     set_migration,
 )
+from nubes.conductor.tasks.payloads import (
+    Awaited,
+    MovePayload,
+    Outcome,
+    Place,
+    SchedulingRequest,
+)
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.request_spec import RequestSpec
@@ -126,7 +132,7 @@ def with_flavor(row: dict[str, Any], snapshot: dict[str, Any]) -> Instance:
 
 
 async def original_request(
-    run: Run, row: dict[str, Any], conn: AsyncConnection | None = None
+    run: Run, row: dict[str, Any], conn: Connection | None = None
 ) -> dict[str, Any]:
     """What the instance was built with and is scheduled with again: image,
     hints and server group (from its build task; the image id alone if none).
@@ -148,7 +154,7 @@ def record_event(
 
 
 def record_fault(run: Run, message: str, details: str | None = None) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await run.fault(conn, message, details=details)
 
     return write
@@ -163,7 +169,7 @@ def move_migration(run: Run, values: dict[str, Any], *, only_from: list[Migratio
     """:func:`~.moves.set_migration` of a step that moves the migration on: grouped
     when the commit can be, once the payload names the migration's type."""
     return set_migration(
-        run, values, only_from=only_from, migration_type=run.payload.get("migration_type")
+        run, values, only_from=only_from, migration_type=run.typed(MovePayload).migration_type
     )
 
 
@@ -172,7 +178,7 @@ def set_migration_if_any(run: Run, values: dict[str, Any]) -> Writes:
     task that ends whatever happened to its migration."""
     write = set_migration(run, values, only_from=NOT_FINAL)
 
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await write(conn)
         except (
@@ -192,7 +198,7 @@ def set_instance_if_ours(
     (an admin's reset): a task that ends must end even then."""
     write = set_instance(run, values, expected_task_state=expected)
 
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await write(conn)
         except exception.InstanceUpdateConflict as exc:
@@ -263,54 +269,52 @@ class MoveTask(Task):
             mig = await migrations_api.get_by_id(conn, migration_id(run))
         return row, mig
 
-    def send_finish_revert(
-        self, run: Run, step: Step
-    ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    def send_finish_revert(self, run: Run, step: Step) -> Callable[[Awaited], Awaitable[None]]:
         """The send of a step asking the source to bring its kept guest back
         (``finish_revert_migration``): a rollback's or a revert's."""
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.finish_revert_migration(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 step.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
-                power_on=run.payload["power_on"],
+                power_on=bool(run.typed(MovePayload).power_on),
             )
 
         return send
 
     @staticmethod
-    def failed_try(run: Run, outcome: dict[str, Any], event: str) -> Writes:
+    def failed_try(run: Run, outcome: Outcome, event: str) -> Writes:
         """The records of a cleanup step's failed try: a failed event and a fault."""
-        tries = int((run.payload.get("tries") or {}).get(run.step, 1))
+        tries = run.typed(MovePayload).tried(run.step, 1)
         message = (
-            f"{event} on {outcome['host']} failed (try {tries} of {CLEANUP_TRIES}): "
-            f"{outcome['error']}"
+            f"{event} on {outcome.host} failed (try {tries} of {CLEANUP_TRIES}): {outcome.error}"
         )
         LOG.info("%r: %s", run, message)
         return chain(
-            record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"]),
-            record_fault(run, message, outcome["error"]),
+            record_event(run, event, ok=False, host=outcome.host, details=outcome.error),
+            record_fault(run, message, outcome.error),
         )
 
     @staticmethod
     async def again(run: Run, record: Writes) -> str | None:
         """Ask the awaited host for the same step once more, committed with
         ``record``; None (nothing committed) when no try is left."""
-        if int((run.payload.get("tries") or {}).get(run.step, 1)) >= CLEANUP_TRIES:
+        if run.typed(MovePayload).tried(run.step, 1) >= CLEANUP_TRIES:
             return None
-        awaited = run.payload["await"]
-        return await ask(run, run.step, awaited["host"], node=awaited["node"], writes=record)
+        awaited = run.awaited()
+        return await ask(run, run.step, awaited.host, node=awaited.node, writes=record)
 
 
 # -- migrate -------------------------------------------------------------------------------
 
 
+@task_kind
 class MigrateTask(MoveTask):
     kind = TaskKind.MIGRATE
     conductor_event = "conductor_migrate_server"
@@ -328,7 +332,7 @@ class MigrateTask(MoveTask):
 
     @staticmethod
     def _resize(run: Run) -> bool:
-        return run.payload.get("migration_type") == MigrationType.RESIZE
+        return run.typed(MovePayload).migration_type == MigrationType.RESIZE
 
     def _notification(self, run: Run) -> str:
         return "instance.resize.error" if self._resize(run) else self.error_event
@@ -339,7 +343,7 @@ class MigrateTask(MoveTask):
     # -- schedule ------------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        first = not run.payload.get("source")
+        first = run.typed(MovePayload).source is None
         loaded = await self.load(run, request=first)
         if loaded is None:
             return None
@@ -351,13 +355,14 @@ class MigrateTask(MoveTask):
                 run.ctxt, self._request_spec(run, row, mig), [row["uuid"]], False
             )
         except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
-            named = run.payload.get("host")
+            named = run.typed(MovePayload).host
             message = f"Host {named} cannot take the instance: {exc}" if named else str(exc)
             await self.fail(run, message, restored=True, event=self.conductor_event)
             return None
         sel = chosen[0][0]
-        source = run.payload["source"]
-        payload = {**run.payload, "dest": {"host": sel.host, "node": sel.nodename}}
+        payload = run.typed(MovePayload)
+        source = payload.source_place
+        payload.dest = Place(host=sel.host, node=sel.nodename)
         writes = chain(
             move_migration(
                 run,
@@ -374,33 +379,32 @@ class MigrateTask(MoveTask):
                 {"task_state": _T.RESIZE_MIGRATING},
                 expected_task_state=(_T.RESIZE_PREP, _T.RESIZE_MIGRATING),
             ),
-            record_event(run, self.conductor_event, details=f"{source['host']} -> {sel.host}"),
+            record_event(run, self.conductor_event, details=f"{source.host} -> {sel.host}"),
         )
         return await ask(
             run,
             Step.MIGRATE_SOURCE,
-            source["host"],
-            node=source["node"],
+            source.host,
+            node=source.node,
             payload=payload,
             writes=writes,
         )
 
     async def _hand_over(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> str:
         """Record where the move starts from, and hand the source claim to the migration."""
-        power_on = run.payload.get("power_on")
-        payload = {
-            **run.payload,
-            "migration_uuid": mig["uuid"],
-            "migration_type": mig["migration_type"],
-            "source": {
-                "host": mig["source_compute"] or row["host"],
-                "node": mig["source_node"] or row["node"],
-            },
-            "flavor": run.payload.get("flavor") or row["new_flavor"] or row["flavor"],
-            "power_on": bool(row["vm_state"] == VMState.ACTIVE if power_on is None else power_on),
-            # Read with the instance (load): what the scheduler is asked.
-            "request": run.cache.pop(_REQUEST, None) or await original_request(run, row),
-        }
+        payload = run.typed(MovePayload)
+        power_on = payload.power_on
+        payload.migration_uuid = mig["uuid"]
+        payload.migration_type = mig["migration_type"]
+        payload.source = Place(
+            host=mig["source_compute"] or row["host"], node=mig["source_node"] or row["node"]
+        )
+        payload.flavor = payload.flavor or row["new_flavor"] or row["flavor"]
+        payload.power_on = bool(row["vm_state"] == VMState.ACTIVE if power_on is None else power_on)
+        # Read with the instance (load): what the scheduler is asked.
+        payload.request = SchedulingRequest.of(
+            run.cache.pop(_REQUEST, None) or await original_request(run, row)
+        )
         return await run.commit(
             Step.SCHEDULE,
             payload=payload,
@@ -408,41 +412,43 @@ class MigrateTask(MoveTask):
         )
 
     def _request_spec(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> RequestSpec:
-        payload = run.payload
-        spec = build.request_spec({**row, "flavor": payload["flavor"]}, payload["request"])
+        payload = run.typed(MovePayload)
+        spec = build.request_spec(
+            {**row, "flavor": payload.target_flavor}, payload.request or SchedulingRequest()
+        )
         stay = self.engine.conf.allow_resize_to_same_host and self._resize(run)
         if not stay:
-            spec.ignore_hosts = [payload["source"]["host"]]
-        if payload.get("host"):
-            spec.requested_destination = payload["host"]
+            spec.ignore_hosts = [payload.source_place.host]
+        if payload.host:
+            spec.requested_destination = payload.host
         return spec
 
     # -- the source ----------------------------------------------------------------------
 
     async def migrate_source(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.migrate_disk_and_power_off(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.MIGRATE_SOURCE.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
-                flavor=Flavor.from_snapshot(run.payload["flavor"]),
-                dest_host=run.payload["dest"]["host"],
+                flavor=Flavor.from_snapshot(run.typed(MovePayload).target_flavor),
+                dest_host=run.typed(MovePayload).dest_place.host,
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._roll_back(
                 run, Step.ROLLBACK_SOURCE, outcome, "compute_resize_instance"
             )
-        details = outcome.get("details") or {}
-        payload = {**run.payload, "disk_info": details.get("disk_info") or {}}
+        payload = run.typed(MovePayload)
+        payload.disk_info = dict(outcome.details.get("disk_info") or {})
         writes = chain(
             move_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
             set_instance(
@@ -450,15 +456,16 @@ class MigrateTask(MoveTask):
                 {"task_state": _T.RESIZE_MIGRATED},
                 expected_task_state=(_T.RESIZE_MIGRATING, _T.RESIZE_MIGRATED),
             ),
-            record_event(run, "compute_resize_instance", host=outcome["host"]),
+            record_event(run, "compute_resize_instance", host=outcome.host),
         )
         return await run.commit(Step.FINISH_DEST, payload=payload, writes=writes)
 
     # -- the destination -----------------------------------------------------------------
 
     async def finish_dest(self, run: Run) -> str | None:
-        dest = run.payload["dest"]
-        if (run.payload.get("await") or {}).get("step") != Step.FINISH_DEST:
+        payload = run.typed(MovePayload)
+        dest = payload.dest_place
+        if run.awaiting is None or run.awaiting.step != Step.FINISH_DEST:
             # Committed on its own: the source's part is recorded before the
             # destination is asked (and the task_state walks its table).
             finishing = set_instance(
@@ -466,81 +473,80 @@ class MigrateTask(MoveTask):
                 {"task_state": _T.RESIZE_FINISH},
                 expected_task_state=(_T.RESIZE_MIGRATED, _T.RESIZE_FINISH),
             )
-            return await ask(
-                run, Step.FINISH_DEST, dest["host"], node=dest["node"], writes=finishing
-            )
+            return await ask(run, Step.FINISH_DEST, dest.host, node=dest.node, writes=finishing)
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.finish_migration(
                 run.ctxt,
-                awaited["host"],
-                with_flavor(row, run.payload["flavor"]),
+                awaited.host,
+                with_flavor(row, payload.target_flavor),
                 run.id,
                 Step.FINISH_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
-                disk_info=run.payload.get("disk_info") or {},
-                image=run.payload["request"]["image"],
+                disk_info=payload.disk_info,
+                image=(payload.request or SchedulingRequest()).image,
                 resize_instance=self._resize(run),
-                power_on=run.payload["power_on"],
+                power_on=bool(payload.power_on),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        if not outcome["ok"]:
+        if not outcome.ok:
             return await self._roll_back(run, Step.ROLLBACK_DEST, outcome, "compute_finish_resize")
         values = {
-            **flavor_values(run.payload["flavor"]),
-            "host": dest["host"],
-            "node": dest["node"],
+            **flavor_values(payload.target_flavor),
+            "host": dest.host,
+            "node": dest.node,
             "vm_state": VMState.RESIZED,
             "task_state": None,
-            "power_state": power_state(run.payload["power_on"]),
+            "power_state": power_state(bool(payload.power_on)),
         }
         writes = chain(
             move_migration(run, {"status": _M.FINISHED}, only_from=[_M.POST_MIGRATING]),
             set_instance(run, values, expected_task_state=(_T.RESIZE_FINISH,)),
-            record_event(run, "compute_finish_resize", host=outcome["host"]),
+            record_event(run, "compute_finish_resize", host=outcome.host),
             finish_action(run, ok=True),
         )
         await run.finish(TaskStatus.SUCCEEDED, writes=writes)
-        LOG.info("%r: on %s, waiting for a confirm or revert", run, dest["host"])
+        LOG.info("%r: on %s, waiting for a confirm or revert", run, dest.host)
         return None
 
     # -- rolling back --------------------------------------------------------------------
 
-    async def _roll_back(self, run: Run, step: Step, outcome: dict[str, Any], event: str) -> str:
+    async def _roll_back(self, run: Run, step: Step, outcome: Outcome, event: str) -> str:
         """Start the rollback at ``step`` because ``outcome`` (recorded as ``event``) failed."""
-        dest = run.payload["dest"]["host"]
-        error = f"{self._what(run)} to {dest} failed on {outcome['host']}: {outcome['error']}"
+        payload = run.typed(MovePayload)
+        dest = payload.dest_place.host
+        error = f"{self._what(run)} to {dest} failed on {outcome.host}: {outcome.error}"
         LOG.info("%r: %s; rolling back", run, error)
-        payload = {**run.payload, "error": run.payload.get("error") or error}
-        side = payload["dest" if step == Step.ROLLBACK_DEST else "source"]
-        writes = record_event(run, event, ok=False, host=outcome["host"], details=outcome["error"])
-        return await ask(run, step, side["host"], node=side["node"], payload=payload, writes=writes)
+        payload.error = payload.error or error
+        side = payload.dest_place if step == Step.ROLLBACK_DEST else payload.source_place
+        writes = record_event(run, event, ok=False, host=outcome.host, details=outcome.error)
+        return await ask(run, step, side.host, node=side.node, payload=payload, writes=writes)
 
     async def rollback_dest(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.revert_migration_destination(
                 run.ctxt,
-                awaited["host"],
-                with_flavor(row, run.payload["flavor"]),
+                awaited.host,
+                with_flavor(row, run.typed(MovePayload).target_flavor),
                 run.id,
                 Step.ROLLBACK_DEST.value,
-                awaited["attempt"],
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
         outcome = await answer(run, send)
         if outcome is None:
             return run.step
-        source = run.payload["source"]
-        payload = run.payload
-        if outcome["ok"]:
-            writes = record_event(run, "compute_revert_resize", host=outcome["host"])
+        payload = run.typed(MovePayload)
+        source = payload.source_place
+        if outcome.ok:
+            writes = record_event(run, "compute_revert_resize", host=outcome.host)
         else:
             writes = self.failed_try(run, outcome, "compute_revert_resize")
             retried = await self.again(run, writes)
@@ -549,12 +555,12 @@ class MigrateTask(MoveTask):
             # The instance goes back to the source all the same: what the
             # destination could not remove, its restart repair reaps (no
             # instance is placed there).
-            payload = {**payload, "leftover": f"{outcome['host']}: {outcome['error']}"}
+            payload.leftover = outcome.failed_text
         return await ask(
             run,
             Step.ROLLBACK_SOURCE,
-            source["host"],
-            node=source["node"],
+            source.host,
+            node=source.node,
             payload=payload,
             writes=writes,
         )
@@ -563,17 +569,18 @@ class MigrateTask(MoveTask):
         outcome = await answer(run, self.send_finish_revert(run, Step.ROLLBACK_SOURCE))
         if outcome is None:
             return run.step
-        error = run.payload.get("error") or "the move failed"
-        source = run.payload["source"]["host"]
-        if outcome["ok"]:
-            done = record_event(run, "compute_finish_revert_resize", host=outcome["host"])
+        payload = run.typed(MovePayload)
+        error = payload.error or "the move failed"
+        source = payload.source_place.host
+        if outcome.ok:
+            done = record_event(run, "compute_finish_revert_resize", host=outcome.host)
             await self.fail(run, f"{error}; rolled back to {source}", restored=True, before=done)
             return None
         record = self.failed_try(run, outcome, "compute_finish_revert_resize")
         retried = await self.again(run, record)
         if retried is not None:
             return retried
-        message = f"{error}; the guest could not be brought back on {source}: {outcome['error']}"
+        message = f"{error}; the guest could not be brought back on {source}: {outcome.error}"
         await self.fail(run, message, restored=False, before=record)
         return None
 
@@ -589,25 +596,26 @@ class MigrateTask(MoveTask):
     ) -> None:
         """End with the instance on its source as it was (ERROR unless
         ``restored``), the claims back there and the migration ``error``."""
-        payload = run.payload
+        payload = run.typed(MovePayload)
         values: dict[str, Any] = {"task_state": None, "old_flavor": None, "new_flavor": None}
-        source = payload.get("source")
-        if source:
-            values.update(host=source["host"], node=source["node"])
-        if restored and payload.get("dest"):
+        source = payload.source
+        if source is not None:
+            values.update(host=source.host, node=source.node)
+        if restored and payload.dest is not None:
             # A host was asked to move it: the source brought it back as it was.
-            values["power_state"] = power_state(bool(payload.get("power_on", True)))
+            on = payload.power_on
+            values["power_state"] = power_state(True if on is None else on)
         elif not restored:
             values["vm_state"] = VMState.ERROR
         if status is None:
-            expired = payload.get("expired") and restored
+            expired = payload.expired and restored
             status = TaskStatus.ROLLED_BACK if expired else TaskStatus.FAILED
         details = message
-        if payload.get("leftover"):
-            details = f"{message}\nleft on the destination: {payload['leftover']}"
+        if payload.leftover:
+            details = f"{message}\nleft on the destination: {payload.leftover}"
         claims = None
-        if payload.get("migration_uuid") and run.instance_uuid is not None:
-            claims = claims_back_to_source(run.instance_uuid, payload["migration_uuid"])
+        if payload.migration_uuid and run.instance_uuid is not None:
+            claims = claims_back_to_source(run.instance_uuid, payload.migration_uuid)
         writes = chain(
             before,
             claims,
@@ -632,8 +640,9 @@ class MigrateTask(MoveTask):
             # No host was asked anything: only the claims go back.
             await self.fail(run, message, restored=True, event="conductor_migrate_deadline")
             return
-        if run.payload.get("expired"):
-            error = run.payload.get("error") or message
+        payload = run.typed(MovePayload)
+        if payload.expired:
+            error = payload.error or message
             await self.fail(
                 run,
                 f"{error}; the rollback did not finish in time either",
@@ -643,12 +652,12 @@ class MigrateTask(MoveTask):
             return
         step = {Step.MIGRATE_SOURCE: Step.ROLLBACK_SOURCE, Step.FINISH_DEST: Step.ROLLBACK_DEST}
         target = step.get(Step(run.step), Step(run.step))
-        payload = {**run.payload, "expired": True, "error": run.payload.get("error") or message}
-        side = payload["dest" if target == Step.ROLLBACK_DEST else "source"]
+        payload.expired, payload.error = True, payload.error or message
+        side = payload.dest_place if target == Step.ROLLBACK_DEST else payload.source_place
         writes = chain(
             extend_deadline(run, self._rollback_time()),
             record_event(run, "conductor_migrate_deadline", ok=False, details=message),
         )
         LOG.info("%r: %s; rolling back from %s", run, message, run.step)
-        await ask(run, target, side["host"], node=side["node"], payload=payload, writes=writes)
+        await ask(run, target, side.host, node=side.node, payload=payload, writes=writes)
         await self.drive(run)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, expect_report
+from nubes.conductor.tasks.base import Run, StepDef, Task, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -24,8 +22,10 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import PowerPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.states import TaskState, VMState
 
 _REBOOT_STATES = (
@@ -55,7 +55,7 @@ class PowerTask(Task):
         return {}
 
     async def power(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             row = await load_instance(run)
             if row is None:
                 await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -73,7 +73,7 @@ class PowerTask(Task):
                 timeout=self.engine.compute_step_timeout,
             )
             return await run.commit(Step.POWER, payload=payload)
-        awaited = run.payload["await"]
+        awaited = run.awaited()
 
         async def send() -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
@@ -82,25 +82,25 @@ class PowerTask(Task):
             method = getattr(self.engine.compute, self.method)
             await method(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.POWER.value,
-                awaited["attempt"],
+                awaited.attempt,
                 **self.extra_args(run),
             )
 
         outcome = await run.wait_for_report(send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
 
-            async def done(conn: AsyncConnection) -> None:
+            async def done(conn: Connection) -> None:
                 await run.finish_action(conn)
 
             await run.finish(TaskStatus.SUCCEEDED, writes=done)
             return None
-        await self.fail(run, f"{self.kind} on {outcome['host']} failed: {outcome['error']}")
+        await self.fail(run, f"{self.kind} on {outcome.host} failed: {outcome.error}")
         return None
 
     def _revert_values(self) -> dict[str, Any]:
@@ -120,12 +120,12 @@ class PowerTask(Task):
             pass  # compute finished it, or someone else moved it on
 
     async def fail(self, run: Run, message: str, *, status: TaskStatus = TaskStatus.FAILED) -> None:
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message)
             await run.event(conn, f"conductor_{self.kind}_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)
 
-        async def revert(conn: AsyncConnection) -> None:
+        async def revert(conn: Connection) -> None:
             write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
             try:
                 await write(conn)
@@ -143,6 +143,7 @@ class PowerTask(Task):
         )
 
 
+@task_kind
 class StopTask(PowerTask):
     kind = TaskKind.STOP
     method = "stop_instance"
@@ -150,6 +151,7 @@ class StopTask(PowerTask):
     error_event = "instance.power_off.error"
 
 
+@task_kind
 class StartTask(PowerTask):
     kind = TaskKind.START
     method = "start_instance"
@@ -157,6 +159,7 @@ class StartTask(PowerTask):
     error_event = "instance.power_on.error"
 
 
+@task_kind
 class RebootTask(PowerTask):
     kind = TaskKind.REBOOT
     method = "reboot_instance"
@@ -165,4 +168,4 @@ class RebootTask(PowerTask):
     error_vm_state = VMState.ERROR
 
     def extra_args(self, run: Run) -> dict[str, Any]:
-        return {"reboot_type": run.payload.get("reboot_type", "SOFT")}
+        return {"reboot_type": run.typed(PowerPayload).reboot_type}

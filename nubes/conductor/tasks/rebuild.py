@@ -43,11 +43,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import msgspec
 
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -56,11 +56,14 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
+from nubes.conductor.tasks.payloads import Awaited, MovePayload, Place, SchedulingRequest
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.objects.instance import Instance
 from nubes.objects.states import (
+    REBUILD_TASK_STATES,
     MigrationStatus,
     MigrationType,
     PowerState,
@@ -74,31 +77,13 @@ LOG = logging.getLogger(__name__)
 
 #: The conductor's event of either operation (Nova's name).
 EVENT = "conductor_rebuild_server"
-#: task_states of an instance being rebuilt (set by the API, then by us).
-REBUILD_TASK_STATES: tuple[TaskState, ...] = (
-    TaskState.REBUILDING,
-    TaskState.REBUILD_BLOCK_DEVICE_MAPPING,
-    TaskState.REBUILD_SPAWNING,
-)
 #: What a rollback accepts to find: ours, or none (an admin reset the state).
 _ROLLBACK_TASK_STATES: tuple[TaskState | None, ...] = (*REBUILD_TASK_STATES, None)
 
 
-def image_meta(payload: dict[str, Any]) -> dict[str, Any]:
-    """The image the guest is rebuilt from, as the driver takes it."""
-    image = payload.get("image")
-    if isinstance(image, str):
-        return {"id": image}
-    return dict(image or {})
-
-
-def power_on(payload: dict[str, Any]) -> bool:
-    return bool(payload.get("power_on", True))
-
-
-def rebuilt(payload: dict[str, Any]) -> dict[str, Any]:
+def rebuilt(payload: MovePayload) -> dict[str, Any]:
     """The instance's fields once its guest was rebuilt: as it was before, running or off."""
-    on = power_on(payload)
+    on = payload.powered
     return {
         "vm_state": VMState.ACTIVE if on else VMState.STOPPED,
         "task_state": None,
@@ -118,7 +103,7 @@ def _spawning(row: dict[str, Any]) -> None:
 def _history(
     run: Run, *, ok: bool, message: str | None = None, details: str | None = None
 ) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         if not ok and message is not None:
             await run.fault(conn, message, details=details)
         await run.event(conn, EVENT, ok=ok, details=None if ok else (details or message))
@@ -130,7 +115,7 @@ def _history(
 def _lenient(write: Writes) -> Writes:
     """An instance write that gives way if someone else moved the instance on."""
 
-    async def lenient(conn: AsyncConnection) -> None:
+    async def lenient(conn: Connection) -> None:
         try:
             await write(conn)
         except exception.InstanceUpdateConflict as exc:
@@ -146,6 +131,7 @@ def _instance_for(run: Run, row: dict[str, Any] | None) -> Instance:
     return Instance(uuid=run.instance_uuid)
 
 
+@task_kind
 class RebuildTask(Task):
     kind = TaskKind.REBUILD
 
@@ -153,33 +139,35 @@ class RebuildTask(Task):
         return [StepDef(Step.REBUILD, self.rebuild)]
 
     async def rebuild(self, run: Run) -> str | None:
-        if not run.payload.get("await"):
+        if not run.awaiting:
             return await self._ask(run)
 
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.rebuild_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REBUILD.value,
-                awaited["attempt"],
-                image=image_meta(run.payload),
+                awaited.attempt,
+                image=run.typed(MovePayload).image_meta,
                 evacuate=False,
-                power_on=power_on(run.payload),
+                power_on=run.typed(MovePayload).powered,
             )
 
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
-        if outcome["ok"]:
+        if outcome.ok:
             writes = chain(
                 _lenient(
                     set_instance(
-                        run, rebuilt(run.payload), expected_task_state=[TaskState.REBUILD_SPAWNING]
+                        run,
+                        rebuilt(run.typed(MovePayload)),
+                        expected_task_state=[TaskState.REBUILD_SPAWNING],
                     )
                 ),
                 _history(run, ok=True),
@@ -187,7 +175,7 @@ class RebuildTask(Task):
             await run.finish(TaskStatus.SUCCEEDED, writes=writes)
             return None
         await self.fail(
-            run, f"Rebuild on {outcome['host']} failed: {outcome['error']}", guest_touched=True
+            run, f"Rebuild on {outcome.host} failed: {outcome.error}", guest_touched=True
         )
         return None
 
@@ -237,10 +225,11 @@ class RebuildTask(Task):
         await self.fail(
             run,
             "The rebuild did not finish before its deadline",
-            guest_touched=bool(run.payload.get("await")),
+            guest_touched=bool(run.awaiting),
         )
 
 
+@task_kind
 class EvacuateTask(Task):
     kind = TaskKind.EVACUATE
 
@@ -273,33 +262,31 @@ class EvacuateTask(Task):
                 run, f"Migration {migration['id']} is not this evacuation", own_migration=False
             )
             return None
-        if not run.payload.get("source"):
+        payload = run.typed(MovePayload)
+        if payload.source is None:
             if migration["status"] != MigrationStatus.ACCEPTED:
                 await self.roll_back(run, f"The evacuation is {migration['status']} already")
                 return None
             # The claim first, in its own commit: the scheduler must then
             # find the instance holding nothing, and claim the destination.
-            payload = {
-                **run.payload,
-                "migration_uuid": migration["uuid"],
-                "source": {
-                    "host": migration["source_compute"] or row["host"],
-                    "node": migration["source_node"] or row["node"],
-                },
-            }
+            payload.migration_uuid = migration["uuid"]
+            payload.source = Place(
+                host=migration["source_compute"] or row["host"],
+                node=migration["source_node"] or row["node"],
+            )
             await run.commit(
                 Step.SCHEDULE,
                 payload=payload,
                 writes=moves.hand_source_claim_to_migration(uuid, migration["uuid"]),
             )
-        source = run.payload["source"]["host"]
+        source = payload.source_place.host
         # As Nova, an evacuation keeps the build's hints and the server group's policy.
         async with self.engine.db.reader() as conn:
             original = await moves.scheduling_request(conn, uuid, row["image_ref"])
-        spec = request_spec(row, {**original, "image": image_meta(run.payload)})
+        spec = request_spec(row, SchedulingRequest.of({**original, "image": payload.image_meta}))
         spec.ignore_hosts = [source]
-        if run.payload.get("host"):
-            spec.requested_destination = run.payload["host"]
+        if payload.host:
+            spec.requested_destination = payload.host
         try:
             selections = await self.engine.scheduler.select_destinations(
                 run.ctxt, spec, [uuid], False
@@ -313,7 +300,7 @@ class EvacuateTask(Task):
             # ignore_hosts makes this impossible; never rebuild on the down host.
             await self.roll_back(run, f"The scheduler chose the source host {source}")
             return None
-        payload = {**run.payload, "dest": {"host": host, "node": node}}
+        payload.dest = Place(host=host, node=node)
         writes = chain(
             moves.set_migration(
                 run,
@@ -342,42 +329,43 @@ class EvacuateTask(Task):
     # -- rebuild ---------------------------------------------------------------------------
 
     async def rebuild(self, run: Run) -> str | None:
-        async def send(awaited: dict[str, Any]) -> None:
+        async def send(awaited: Awaited) -> None:
             row = run.cache.pop("instance", None) or await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.rebuild_instance(
                 run.ctxt,
-                awaited["host"],
+                awaited.host,
                 instance_object(row),
                 run.id,
                 Step.REBUILD.value,
-                awaited["attempt"],
-                image=image_meta(run.payload),
+                awaited.attempt,
+                image=run.typed(MovePayload).image_meta,
                 evacuate=True,
-                power_on=power_on(run.payload),
+                power_on=run.typed(MovePayload).powered,
             )
 
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
-        if outcome["ok"]:
+        if outcome.ok:
             await self.succeed(run)
             return None
-        dest = run.payload["dest"]
-        error = f"Evacuation to {outcome['host']} failed: {outcome['error']}"
+        payload = run.typed(MovePayload)
+        dest = payload.dest_place
+        error = f"Evacuation to {outcome.host} failed: {outcome.error}"
         LOG.info("%r: %s; rolling back", run, error)
-        payload = {**run.payload, "error": error}
-        return await moves.ask(
-            run, Step.ROLLBACK_DEST, dest["host"], node=dest["node"], payload=payload
-        )
+        payload.error = error
+        return await moves.ask(run, Step.ROLLBACK_DEST, dest.host, node=dest.node, payload=payload)
 
     async def succeed(self, run: Run) -> None:
         writes = chain(
             set_instance(
-                run, rebuilt(run.payload), expected_task_state=[TaskState.REBUILD_SPAWNING]
+                run,
+                rebuilt(run.typed(MovePayload)),
+                expected_task_state=[TaskState.REBUILD_SPAWNING],
             ),
-            moves.drop_source_claim(run.payload["migration_uuid"]),
+            moves.drop_source_claim(run.typed(MovePayload).migration_uuid or ""),
             moves.set_migration(
                 run, {"status": MigrationStatus.DONE}, only_from=[MigrationStatus.PRE_MIGRATING]
             ),
@@ -391,23 +379,23 @@ class EvacuateTask(Task):
         outcome = await moves.answer(run, lambda awaited: self._send_rollback(run, awaited))
         if outcome is None:
             return run.step
-        error = run.payload.get("error") or "The evacuation failed"
+        error = run.typed(MovePayload).error or "The evacuation failed"
         details = error
-        if not outcome["ok"]:
+        if not outcome.ok:
             # The instance goes back to its source all the same; the guest
             # left there is reaped when that host next starts.
-            details += f"\n{outcome['host']} could not remove its guest: {outcome['error']}"
+            details += f"\n{outcome.host} could not remove its guest: {outcome.error}"
         await self.roll_back(run, error, details=details)
         return None
 
-    async def _send_rollback(self, run: Run, awaited: dict[str, Any]) -> None:
+    async def _send_rollback(self, run: Run, awaited: Awaited) -> None:
         await self.engine.compute.rollback_evacuation_at_destination(
             run.ctxt,
-            awaited["host"],
+            awaited.host,
             _instance_for(run, await load_instance(run)),
             run.id,
-            awaited["step"],
-            awaited["attempt"],
+            awaited.step,
+            awaited.attempt,
         )
 
     async def roll_back(
@@ -420,17 +408,13 @@ class EvacuateTask(Task):
         own_migration: bool = True,
     ) -> None:
         """End with the instance on its source as before, claims there, migration failed."""
-        payload = run.payload
+        payload = run.typed(MovePayload)
         writes: list[Writes] = []
-        source = payload.get("source")
+        source = payload.source
         if source is not None:
-            values: dict[str, Any] = {
-                "host": source["host"],
-                "node": source["node"],
-                "task_state": None,
-            }
+            values: dict[str, Any] = {"host": source.host, "node": source.node, "task_state": None}
             writes.append(
-                moves.claims_back_to_source(str(run.instance_uuid), payload["migration_uuid"])
+                moves.claims_back_to_source(str(run.instance_uuid), payload.migration_uuid or "")
             )
             writes.append(set_instance(run, values, expected_task_state=_ROLLBACK_TASK_STATES))
         else:
@@ -443,7 +427,7 @@ class EvacuateTask(Task):
                     )
                 )
             )
-        if own_migration and payload.get("migration_id") is not None:
+        if own_migration and payload.migration_id is not None:
             writes.append(
                 _tolerate_missing(
                     moves.set_migration(
@@ -459,30 +443,28 @@ class EvacuateTask(Task):
         await notify_error(run, "instance.evacuate.error", message)
 
     async def expire(self, run: Run) -> None:
-        awaited = run.payload.get("await")
+        awaited = run.awaiting
         if run.step in (Step.REBUILD, Step.ROLLBACK_DEST) and awaited:
             # No time is left to wait for it: ask, and end regardless.
-            rollback = {
-                **awaited,
-                "step": Step.ROLLBACK_DEST.value,
-                "attempt": int((run.payload.get("tries") or {}).get(Step.ROLLBACK_DEST, 0)) + 1,
-            }
+            rollback = msgspec.structs.replace(
+                awaited,
+                step=Step.ROLLBACK_DEST.value,
+                attempt=run.typed(MovePayload).tried(Step.ROLLBACK_DEST) + 1,
+            )
             try:
                 await self._send_rollback(run, rollback)
             except Exception as exc:
-                LOG.warning(
-                    "%r: could not ask %s to remove its guest: %s", run, awaited["host"], exc
-                )
+                LOG.warning("%r: could not ask %s to remove its guest: %s", run, awaited.host, exc)
         await self.roll_back(
             run,
             "The evacuation did not finish before its deadline",
-            details=run.payload.get("error"),
+            details=run.typed(MovePayload).error,
             status=TaskStatus.ROLLED_BACK,
         )
 
 
 def _tolerate_missing(write: Writes) -> Writes:
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await write(conn)
         except exception.MigrationNotFound:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, expect_report
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
+from nubes.conductor.tasks.payloads import RemoveGuestPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 
 LOG = logging.getLogger(__name__)
 
@@ -46,17 +47,16 @@ def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) ->
     After the commit, :func:`kick_created` has this conductor claim it at once.
     """
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await tasks.create(
             conn,
             kind=TaskKind.REMOVE_GUEST.value,
             step=Step.REMOVE_GUEST.value,
-            payload={
-                "host": host,
-                "instance_uuid": instance_uuid,
-                "reason": reason,
-                "for_task": run.id,
-            },
+            payload=payloads.encode(
+                RemoveGuestPayload(
+                    host=host, instance_uuid=instance_uuid, reason=reason, for_task=run.id
+                )
+            ),
             context=run.ctxt.to_dict(),
         )
         run.cache.setdefault(CREATED, []).append(row["id"])
@@ -71,6 +71,7 @@ def kick_created(run: Run) -> None:
         run.engine.kick(created)
 
 
+@task_kind
 class RemoveGuestTask(Task):
     kind = TaskKind.REMOVE_GUEST
 
@@ -78,34 +79,34 @@ class RemoveGuestTask(Task):
         return [StepDef(Step.REMOVE_GUEST, self.remove)]
 
     async def remove(self, run: Run) -> str | None:
-        payload = run.payload
-        host, uuid = payload["host"], payload["instance_uuid"]
-        awaited = payload.get("await")
-        if not awaited:
+        payload = payloads.decode(run.payload, RemoveGuestPayload)
+        host, uuid = payload.host, payload.instance_uuid
+        awaited = payload.awaiting
+        if awaited is None:
             return await self._ask(run, 1)
 
         async def send() -> None:
             await self.engine.compute.remove_guest(
-                run.ctxt, host, uuid, run.id, Step.REMOVE_GUEST.value, awaited["attempt"]
+                run.ctxt, host, uuid, run.id, Step.REMOVE_GUEST.value, awaited.attempt
             )
 
         outcome = await run.wait_for_report(send)
-        if outcome is not None and outcome["ok"]:
-            details = outcome.get("details") or {}
+        if outcome is not None and outcome.ok:
+            details = outcome.details
             LOG.info(
                 "%r: %s %s the guest of %s (%s)",
                 run,
                 host,
                 "removed" if details.get("removed") else "has no",
                 uuid,
-                payload.get("reason"),
+                payload.reason,
             )
             await run.finish(TaskStatus.SUCCEEDED)
             return None
-        error = (outcome or {}).get("error") or "no answer"
-        if awaited["attempt"] < TRIES:
+        error = (outcome.error if outcome is not None else None) or "no answer"
+        if awaited.attempt < TRIES:
             LOG.warning("%r: %s: %s; asking again", run, host, error)
-            return await self._ask(run, awaited["attempt"] + 1)
+            return await self._ask(run, awaited.attempt + 1)
         message = (
             f"{host} did not confirm the removal of the guest of {uuid} after {TRIES} tries "
             f"({error}); its restart repair removes it"
@@ -119,7 +120,7 @@ class RemoveGuestTask(Task):
             run.payload,
             step=Step.REMOVE_GUEST,
             attempt=attempt,
-            host=run.payload["host"],
+            host=payloads.decode(run.payload, RemoveGuestPayload).host,
             timeout=self.engine.compute_step_timeout,
         )
         return await run.commit(Step.REMOVE_GUEST, payload=payload)

@@ -22,7 +22,8 @@ from typing import Any
 
 from nubes import exception
 from nubes.conductor.authz import Authorizer, Caller
-from nubes.conductor.tasks.base import reported
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import Awaited, Outcome, StepKey
 from nubes.db.api import task_reports, tasks
 from nubes.db.engine import Database
 
@@ -49,9 +50,10 @@ async def record(
     lease_seconds: float,
 ) -> dict[str, Any] | None:
     """Write the report into the task; the task's row if ``owner`` now holds it, else None."""
+    key = StepKey(task_id=task_id, step=step, attempt=attempt)
     for _ in range(RETRIES):
         new: dict[str, Any] | bool | None = await _record_grouped(
-            db, authz, caller, task_id, step, attempt, ok, error, details, owner, lease_seconds
+            db, authz, caller, key, ok, error, details, owner, lease_seconds
         )
         if new is _DONE:
             return None
@@ -64,13 +66,13 @@ async def record(
                 row = await tasks.get(conn, task_id)
             except exception.TaskNotFound:
                 row = None
-            awaited = authz.authorize_step_report(caller, task_id, row, step, attempt)
+            awaited = authz.authorize_step_report(caller, key, row)
             assert row is not None
-            payload = dict(row["payload"] or {})
-            if reported(payload) is not None:
+            if payloads.reported(row["payload"]) is not None:
                 LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
                 return _handed_over(row, owner)
-            payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
+            outcome = _outcome(awaited, ok, error, details)
+            payload = payloads.with_outcome(row["payload"] or {}, outcome)
             new = await tasks.record_outcome(
                 conn,
                 task_id,
@@ -91,21 +93,17 @@ async def record(
 
 
 def _outcome(
-    awaited: dict[str, Any],
-    step: str,
-    attempt: int,
-    ok: bool,
-    error: str | None,
-    details: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "step": step,
-        "attempt": attempt,
-        "host": awaited.get("host"),
-        "ok": bool(ok),
-        "error": None if error is None else str(error)[:MAX_ERROR],
-        "details": details or {},
-    }
+    awaited: Awaited, ok: bool, error: str | None, details: dict[str, Any] | None
+) -> Outcome:
+    """The report as recorded: for the awaited step and try, by the awaited host."""
+    return Outcome(
+        step=awaited.step,
+        attempt=awaited.attempt,
+        host=awaited.host,
+        ok=bool(ok),
+        error=None if error is None else str(error)[:MAX_ERROR],
+        details=dict(details or {}),
+    )
 
 
 def _handed_over(row: dict[str, Any], owner: str | None) -> dict[str, Any] | None:
@@ -128,9 +126,7 @@ async def _record_grouped(
     db: Database,
     authz: Authorizer,
     caller: Caller,
-    task_id: int,
-    step: str,
-    attempt: int,
+    key: StepKey,
     ok: bool,
     error: str | None,
     details: dict[str, Any] | None,
@@ -144,20 +140,19 @@ async def _record_grouped(
     group committer cannot do it here (then the ordinary way, in one
     transaction of its own).
     """
-    found = await task_reports.read_grouped(db, task_id)
+    found = await task_reports.read_grouped(db, key.task_id)
     if found is False:
         return False
-    awaited = authz.authorize_step_report(caller, task_id, found, step, attempt)
+    awaited = authz.authorize_step_report(caller, key, found)
     assert found is not None
     payload_text = found.pop(task_reports.PAYLOAD_TEXT)
-    payload = dict(found["payload"] or {})
-    if reported(payload) is not None:
-        LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
+    if payloads.reported(found["payload"]) is not None:
+        LOG.debug("task %s: repeated report of %s try %s", key.task_id, key.step, key.attempt)
         return _handed_over(found, owner) or _DONE
-    payload["outcome"] = _outcome(awaited, step, attempt, ok, error, details)
+    payload = payloads.with_outcome(found["payload"] or {}, _outcome(awaited, ok, error, details))
     return await task_reports.record_outcome_grouped(
         db,
-        task_id,
+        key.task_id,
         step=found["step"],
         attempt=found["attempt"],
         owner=found["owner"],

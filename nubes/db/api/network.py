@@ -2,8 +2,10 @@
 
 Rows are hard-deleted (see :mod:`nubes.db.models.network`). Listing takes
 Neutron's filters as ``{column: [values]}`` (any of the values), a
-visibility clause the caller builds from the request's project, a marker
-and a limit, sorted by id as Neutron pages by default.
+:class:`Visible` the caller builds from the request's project (None: every
+row, for an admin), a marker and a limit, sorted by id as Neutron pages by
+default. Callers name a table by its :data:`Kind`; the tables themselves
+stay in this layer.
 
 The one write path for addresses is :func:`allocate_addresses`: it locks
 the subnet row first (one conditional UPDATE), reads what is taken, picks
@@ -13,26 +15,58 @@ and the (subnet, address) primary key is only a safety net.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Table, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, ipam
 from nubes.db.models import (
     default_security_groups,
+    instance_network_requests,
+    instances,
     ip_allocations,
     networks,
     port_security_groups,
     ports,
     security_group_rules,
+    security_groups,
     subnets,
 )
 from nubes.db.types import utcnow
-from nubes.network import ipam
 
 Row = dict[str, Any]
+
+#: The resources callers name by kind (each is the table of that name).
+Kind = Literal["networks", "subnets", "ports", "security_groups", "security_group_rules"]
+_TABLES: dict[str, Table] = {
+    t.name: t for t in (networks, subnets, ports, security_groups, security_group_rules)
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Visible:
+    """Which rows a non-admin caller sees: its project's, and maybe more.
+
+    ``shared``: networks marked shared too. ``network_ids``: rows (subnets)
+    of these networks too (the shared networks' subnets).
+    """
+
+    project_id: str
+    shared: bool = False
+    network_ids: Sequence[str] = ()
+
+
+def _clause(table: Table, visible: Visible) -> ColumnElement[bool]:
+    clause: ColumnElement[bool] = table.c.project_id == visible.project_id
+    if visible.shared:
+        clause = or_(clause, table.c.shared.is_(True))
+    if visible.network_ids:
+        clause = or_(clause, table.c.network_id.in_(list(visible.network_ids)))
+    return clause
+
 
 _NOT_FOUND: dict[str, tuple[type[exception.NotFound], str]] = {
     "networks": (exception.NetworkNotFound, "net_id"),
@@ -51,7 +85,8 @@ def _not_found(table: Table, row_id: str) -> exception.NotFound:
 # --- generic rows --------------------------------------------------------------------------
 
 
-async def create(conn: AsyncConnection, table: Table, values: Mapping[str, Any]) -> None:
+async def create(conn: AsyncConnection, kind: Kind, values: Mapping[str, Any]) -> None:
+    table = _TABLES[kind]
     now = utcnow()
     row = dict(values)
     if "created_at" in table.c:
@@ -60,14 +95,16 @@ async def create(conn: AsyncConnection, table: Table, values: Mapping[str, Any])
     await conn.execute(insert(table).values(row))
 
 
-async def get(conn: AsyncConnection, table: Table, row_id: str) -> Row:
+async def get(conn: AsyncConnection, kind: Kind, row_id: str) -> Row:
+    table = _TABLES[kind]
     found = (await conn.execute(select(table).where(table.c.id == row_id))).mappings().first()
     if found is None:
         raise _not_found(table, row_id)
     return dict(found)
 
 
-async def get_many(conn: AsyncConnection, table: Table, ids: Iterable[str]) -> list[Row]:
+async def get_many(conn: AsyncConnection, kind: Kind, ids: Iterable[str]) -> list[Row]:
+    table = _TABLES[kind]
     wanted = sorted(set(ids))
     if not wanted:
         return []
@@ -76,8 +113,9 @@ async def get_many(conn: AsyncConnection, table: Table, ids: Iterable[str]) -> l
 
 
 async def update_row(
-    conn: AsyncConnection, table: Table, row_id: str, values: Mapping[str, Any]
+    conn: AsyncConnection, kind: Kind, row_id: str, values: Mapping[str, Any]
 ) -> None:
+    table = _TABLES[kind]
     stmt = (
         update(table)
         .where(table.c.id == row_id)
@@ -91,24 +129,26 @@ async def update_row(
         raise _not_found(table, row_id)
 
 
-async def delete_row(conn: AsyncConnection, table: Table, row_id: str) -> None:
+async def delete_row(conn: AsyncConnection, kind: Kind, row_id: str) -> None:
+    table = _TABLES[kind]
     if (await conn.execute(delete(table).where(table.c.id == row_id))).rowcount != 1:
         raise _not_found(table, row_id)
 
 
 async def list_rows(
     conn: AsyncConnection,
-    table: Table,
+    kind: Kind,
     *,
-    visible: ColumnElement[bool] | None,
+    visible: Visible | None,
     filters: Mapping[str, Sequence[Any]],
     limit: int | None = None,
     marker: str | None = None,
     descending: bool = False,
 ) -> list[Row]:
+    table = _TABLES[kind]
     stmt = select(table)
     if visible is not None:
-        stmt = stmt.where(visible)
+        stmt = stmt.where(_clause(table, visible))
     for column, values in filters.items():
         stmt = stmt.where(table.c[column].in_(list(values)))
     if marker is not None:
@@ -119,7 +159,8 @@ async def list_rows(
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
-async def count_by_project(conn: AsyncConnection, table: Table, project_id: str) -> int:
+async def count_by_project(conn: AsyncConnection, kind: Kind, project_id: str) -> int:
+    table = _TABLES[kind]
     stmt = select(func.count()).select_from(table).where(table.c.project_id == project_id)
     return int((await conn.execute(stmt)).scalar_one())
 
@@ -215,7 +256,7 @@ async def _lock_subnet(conn: AsyncConnection, subnet_id: str) -> Row:
     )
     if (await conn.execute(bump)).rowcount != 1:
         raise exception.SubnetNotFound(subnet_id=subnet_id)
-    return await get(conn, subnets, subnet_id)
+    return await get(conn, "subnets", subnet_id)
 
 
 async def _used(conn: AsyncConnection, subnet_id: str) -> set[str]:
@@ -304,7 +345,7 @@ async def delete_port(conn: AsyncConnection, port_id: str) -> None:
     await conn.execute(
         delete(port_security_groups).where(port_security_groups.c.port_id == port_id)
     )
-    await delete_row(conn, ports, port_id)
+    await delete_row(conn, "ports", port_id)
 
 
 async def ports_of_devices(conn: AsyncConnection, device_ids: Sequence[str]) -> list[Row]:
@@ -406,11 +447,100 @@ async def is_default_group(conn: AsyncConnection, group_id: str) -> bool:
     return (await conn.execute(stmt)).first() is not None
 
 
-def visible_clause(
-    table: Table, project_id: str | None, *, shared: bool = False
-) -> ColumnElement[bool]:
+def visible_to(project_id: str | None, *, shared: bool = False) -> Visible:
     """Rows of the project (and, for networks, shared ones)."""
-    own = table.c.project_id == (project_id or "")
-    if shared:
-        return or_(own, table.c.shared.is_(True))
-    return own
+    return Visible(project_id or "", shared=shared)
+
+
+# --- a server's NIC requests and its ports (nubes.network.ports) ---------------------------
+
+
+async def network_requests(conn: AsyncConnection, instance_uuid: str) -> list[Row]:
+    """The server's NIC requests in the order asked."""
+    stmt = (
+        select(instance_network_requests)
+        .where(instance_network_requests.c.instance_uuid == instance_uuid)
+        .order_by(instance_network_requests.c.position)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def add_network_requests(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(instance_network_requests), [dict(r) for r in rows])
+
+
+async def set_request_port(conn: AsyncConnection, request_id: int, port_id: str) -> None:
+    await conn.execute(
+        update(instance_network_requests)
+        .where(instance_network_requests.c.id == request_id)
+        .values(port_id=port_id)
+    )
+
+
+async def delete_network_requests(
+    conn: AsyncConnection, instance_uuid: str, port_id: str | None = None
+) -> None:
+    """The server's NIC requests (only the one for ``port_id`` if given) removed."""
+    stmt = delete(instance_network_requests).where(
+        instance_network_requests.c.instance_uuid == instance_uuid
+    )
+    if port_id is not None:
+        stmt = stmt.where(instance_network_requests.c.port_id == port_id)
+    await conn.execute(stmt)
+
+
+async def lock_instance_owner(conn: AsyncConnection, instance_uuid: str) -> Row | None:
+    """The live instance's project, user and task state, its row locked until commit.
+
+    A delete recorded meanwhile waits for the caller's commit, and its release
+    then finds (and frees) the ports made in it.
+    """
+    found = (
+        (
+            await conn.execute(
+                select(instances.c.project_id, instances.c.user_id, instances.c.task_state)
+                .where(instances.c.uuid == instance_uuid, instances.c.deleted == 0)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(found) if found is not None else None
+
+
+async def claim_port(conn: AsyncConnection, port_id: str, device_id: str, owner: str) -> None:
+    """The port given to a server (device and owner set)."""
+    await conn.execute(
+        update(ports).where(ports.c.id == port_id).values(device_id=device_id, device_owner=owner)
+    )
+
+
+async def unbind_port(conn: AsyncConnection, port_id: str) -> None:
+    """A port the user gave back to nobody: no device, owner or host, DOWN."""
+    await conn.execute(
+        update(ports)
+        .where(ports.c.id == port_id)
+        .values(
+            device_id="",
+            device_owner="",
+            binding_host_id="",
+            status="DOWN",
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
+    """The server's ports bound to ``host`` and ACTIVE."""
+    await conn.execute(
+        update(ports)
+        .where(ports.c.device_id == instance_uuid)
+        .values(
+            binding_host_id=host,
+            status="ACTIVE",
+            updated_at=utcnow(),
+            revision_number=ports.c.revision_number + 1,
+        )
+    )

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from nubes.api.compute_v21 import server_views
+from nubes.conductor.tasks.payloads import PAYLOAD_VERSION
 from nubes.db.api import migrations as migrations_db
 from nubes.db.api import services
 from nubes.db.api import tasks as tasks_db
@@ -62,6 +63,7 @@ async def test_migrate_records_the_move(cloud: Cloud) -> None:
     task = found["task"]
     assert (task["kind"], task["step"], task["status"]) == ("migrate", "schedule", "pending")
     assert task["payload"] == {
+        "v": PAYLOAD_VERSION,
         "migration_id": migration["id"],
         "host": None,
         "flavor": inst["flavor"],
@@ -165,6 +167,7 @@ async def test_resize_records_the_move(cloud: Cloud) -> None:
     assert found["action"]["action"] == "resize"
     assert found["task"]["kind"] == "migrate"
     assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
         "migration_id": migration["id"],
         "flavor": inst["new_flavor"],
         "power_on": True,
@@ -253,7 +256,10 @@ async def test_confirm_and_revert_record_their_tasks(cloud: Cloud) -> None:
     assert migration_of(found)["status"] == "confirming"
     assert found["action"]["action"] == "confirmResize"
     assert (found["task"]["kind"], found["task"]["step"]) == ("confirm_resize", "confirm_source")
-    assert found["task"]["payload"] == {"migration_id": migration_of(found)["id"]}
+    assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
+        "migration_id": migration_of(found)["id"],
+    }
     assert await status(cloud, kept) == "VERIFY_RESIZE"
 
     r = await act(cloud, reverted, {"revertResize": None}, user="demo")
@@ -263,7 +269,10 @@ async def test_confirm_and_revert_record_their_tasks(cloud: Cloud) -> None:
     assert migration_of(found)["status"] == "reverting"
     assert found["action"]["action"] == "revertResize"
     assert (found["task"]["kind"], found["task"]["step"]) == ("revert_resize", "revert_dest")
-    assert found["task"]["payload"] == {"migration_id": migration_of(found)["id"]}
+    assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
+        "migration_id": migration_of(found)["id"],
+    }
     assert await status(cloud, reverted) == "REVERT_RESIZE"
     tasks = [call[1][0] for call in cloud.conductor.calls]
     assert len(tasks) == 2 and all(call[0] == "kick" for call in cloud.conductor.calls)
@@ -307,6 +316,7 @@ async def test_live_migrate_records_the_move(cloud: Cloud) -> None:
     assert found["action"]["action"] == "live-migration"
     assert (found["task"]["kind"], found["task"]["step"]) == ("live_migrate", "schedule")
     assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
         "migration_id": migration["id"],
         "host": None,
         "block_migration": False,
@@ -410,6 +420,7 @@ async def test_evacuate_records_the_move(cloud: Cloud) -> None:
     assert found["action"]["action"] == "evacuate"
     assert (found["task"]["kind"], found["task"]["step"]) == ("evacuate", "schedule")
     assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
         "migration_id": migration["id"],
         "host": "fake-1",
         "image": {"id": cloud.image, "properties": {}},
@@ -502,6 +513,7 @@ async def test_rebuild_records_and_answers_the_server(cloud: Cloud) -> None:
     assert found["action"]["action"] == "rebuild"
     assert (found["task"]["kind"], found["task"]["step"]) == ("rebuild", "rebuild")
     assert found["task"]["payload"] == {
+        "v": PAYLOAD_VERSION,
         "image": {"id": cloud.image, "properties": {}},
         "power_on": True,
     }

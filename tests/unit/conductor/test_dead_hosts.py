@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.payloads import BuildPayload
 from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
@@ -82,6 +84,6 @@ async def test_the_scheduler_never_places_on_a_host_whose_heartbeats_stopped(
         async with cloud.db.reader() as conn:
             for uuid in uuids:
                 (task, *_) = await tasks.list_for_instance(conn, uuid)
-                assert not task["payload"]["failures"]
+                assert not payloads.decode(task["payload"], BuildPayload).failures
     finally:
         await cloud.stop()

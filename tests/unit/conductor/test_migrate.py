@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from nubes.conductor.tasks import autoconfirm
+from nubes.conductor.tasks import autoconfirm, payloads
 from nubes.conductor.tasks.confirm_revert import ConfirmResizeTask, RevertResizeTask
 from nubes.conductor.tasks.migrate import MigrateTask
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
@@ -170,7 +170,7 @@ async def test_only_resizes_past_the_window_are_confirmed(db: Database) -> None:
     assert await _state(db, due, due_mig) == (
         "resize_confirming",
         "confirming",
-        [("confirm_resize", {"migration_id": due_mig})],
+        [("confirm_resize", {"v": payloads.PAYLOAD_VERSION, "migration_id": due_mig})],
         ["confirmResize"],
     )
     assert await _state(db, fresh, fresh_mig) == (None, "finished", [], [])

@@ -5,11 +5,13 @@ tests/functional/test_evacuate_rebuild.py)."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
 from nubes import exception
-from nubes.conductor.tasks import rebuild
+from nubes.conductor.tasks import payloads, rebuild
+from nubes.conductor.tasks.payloads import MovePayload
 from nubes.conductor.tasks.states import END, STEPS, Step, TaskKind
 from nubes.objects.states import (
     MIGRATION_FINAL,
@@ -33,7 +35,7 @@ def test_the_instance_states_written_are_allowed(vm: VMState) -> None:
         assert is_allowed(a, b), (a, b)
     spawning = (vm, _T.REBUILD_SPAWNING)
     for on in (True, False):
-        end = rebuild.rebuilt({"power_on": on})
+        end = rebuild.rebuilt(MovePayload(power_on=on))
         assert (end["vm_state"], end["task_state"]) == ((_V.ACTIVE if on else _V.STOPPED), None)
         assert is_allowed(spawning, (end["vm_state"], None))
     assert is_allowed(spawning, (_V.ERROR, None))  # a failed rebuild
@@ -75,9 +77,12 @@ def test_the_step_tables_of_both_kinds() -> None:
 
 
 def test_payload_defaults() -> None:
-    assert rebuild.image_meta({"image": "img-1"}) == {"id": "img-1"}
-    assert rebuild.image_meta({"image": {"id": "i", "properties": {"a": "b"}}}) == {
+    def typed(raw: dict[str, Any]) -> MovePayload:
+        return payloads.decode(raw, MovePayload)
+
+    assert typed({"image": "img-1"}).image_meta == {"id": "img-1"}
+    assert typed({"image": {"id": "i", "properties": {"a": "b"}}}).image_meta == {
         "id": "i",
         "properties": {"a": "b"},
     }
-    assert rebuild.power_on({}) is True and rebuild.power_on({"power_on": False}) is False
+    assert typed({}).powered is True and typed({"power_on": False}).powered is False

@@ -56,7 +56,8 @@ def test_walk_every_edge_and_refuse_every_other(kind: TaskKind) -> None:
 
 
 def test_each_engine_kind_implements_exactly_its_steps() -> None:
-    assert {k.kind for k in engine_mod.KINDS} == set(TaskKind)
+    assert set(engine_mod.KINDS) == set(TaskKind)
+    assert all(cls.kind == kind for kind, cls in engine_mod.KINDS.items())
 
 
 def test_status_table() -> None:

@@ -1,8 +1,12 @@
 """Address arithmetic of IPAM: subnets, pools, and the next free address.
 
-Pure functions; the atomic part (who gets which address) is in
-:mod:`nubes.db.api.network` (:func:`allocate_addresses`), which calls
-:func:`first_free` with the subnet row locked.
+One home for every layer (as :mod:`nubes.group_policy`): the network service
+(:mod:`nubes.network.resources`) checks subnets and pools with it and
+``nubes.db.api.network`` picks addresses with it, so the database layer
+needs no import of the service above it. Pure functions; the atomic part
+(who gets which address) is in :mod:`nubes.db.api.network`
+(:func:`allocate_addresses`), which calls :func:`first_free` with the subnet
+row locked.
 """
 
 from __future__ import annotations
