@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from nubes.compute.virt.fake import FAULTS
 from nubes.context import RequestContext
 from nubes.db.api import flavors
 from nubes.db.models import instance_faults, ip_allocations, ports
@@ -33,7 +32,6 @@ CTXT = RequestContext(user_id="u1", project_id="p1", roles=["member"])
 
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[AllInOne]:
-    FAULTS.reset()
     c = await AllInOne.start(f"sqlite:///{tmp_path / 'net.sqlite'}", hosts=0)
     async with c.db.writer() as conn:
         await flavors.create(
@@ -43,7 +41,6 @@ async def cloud(tmp_path: Path) -> AsyncIterator[AllInOne]:
         yield c
     finally:
         await c.stop()
-        FAULTS.reset()
 
 
 async def _network(service: NetworkService, cidr: str) -> str:
@@ -66,7 +63,7 @@ async def _ports(cloud: AllInOne) -> list[dict[str, Any]]:
 
 
 async def test_fifty_concurrent_boots_get_distinct_bound_addresses(cloud: AllInOne) -> None:
-    FAULTS.fail_spawn_hosts.add(BAD)
+    cloud.faults.fail_spawn_hosts.add(BAD)
     # The failing host is the roomiest: builds try it first and are rescheduled.
     await cloud.add_hosts([BAD], capacity={"vcpus": 4096, "memory_mb": 2**24})
     await cloud.add_hosts(["good-0", "good-1"])
