@@ -529,11 +529,25 @@ api_opts: list[cfg.Opt] = [
         "bind_port",
         default=8774,
         help="Port of the API: identity at /identity, compute at /compute/v2.1, "
-        "image at /image, all on this one port unless the *_port options split them.",
+        "image at /image, network at /networking, all on this one port unless the "
+        "*_port options split them.",
     ),
     cfg.PortOpt("identity_port", default=0, help="Serve identity alone on this port too (0: no)."),
     cfg.PortOpt("compute_port", default=0, help="Serve compute alone on this port too (0: no)."),
     cfg.PortOpt("image_port", default=0, help="Serve image alone on this port too (0: no)."),
+    cfg.PortOpt("network_port", default=0, help="Serve network alone on this port too (0: no)."),
+    cfg.IntOpt(
+        "network_mtu",
+        default=1450,
+        min=68,
+        max=9000,
+        help="MTU of a new network (1450: a 1500-byte underlay less the VXLAN overhead).",
+    ),
+    cfg.StrOpt(
+        "auto_allocated_cidr",
+        default="10.0.0.0/24",
+        help="Subnet of the network get-me-a-network (--nic auto) creates for a project.",
+    ),
     cfg.StrOpt(
         "public_endpoint",
         help="Base URL clients reach the API at (e.g. https://cloud.example.net:8774); "
@@ -588,6 +602,14 @@ quota_opts: list[cfg.Opt] = [
     ),
     cfg.IntOpt(
         "injected_file_path_length", default=255, min=-1, help="Length of an injected file path."
+    ),
+    # Networking quotas, with Neutron's defaults and names.
+    cfg.IntOpt("network", default=100, min=-1, help="Networks per project."),
+    cfg.IntOpt("subnet", default=100, min=-1, help="Subnets per project."),
+    cfg.IntOpt("port", default=500, min=-1, help="Ports per project."),
+    cfg.IntOpt("security_group", default=10, min=-1, help="Security groups per project."),
+    cfg.IntOpt(
+        "security_group_rule", default=100, min=-1, help="Security group rules per project."
     ),
 ]
 

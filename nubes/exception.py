@@ -23,6 +23,9 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
     │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── NetworkInvalid                a bad field of a network, subnet, port or rule
+    │   ├── InvalidKeypair                a key pair's name, type or public key is wrong
+    │   ├── NetworkRequestInvalid         a server's networks/ports cannot be used
     │   ├── SchemaValidationError         a request body against its microversion's JSON schema
     │   ├── MalformedBody                 a request body that is not JSON nubes reads
     │   ├── InvalidVersionString          a microversion header that is not MAJOR.MINOR
@@ -58,6 +61,9 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceActionNotFound
     │   ├── TaskNotFound                  no conductor task with that id
     │   ├── ImageNotFound
+    │   ├── NetworkNotFound, SubnetNotFound, PortNotFound,
+    │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound
+    │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
     ├── Conflict (409)
@@ -69,7 +75,14 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   │   └── InstanceInvalidState      an API action the instance's state does not allow
     │   ├── InstanceIsLocked              a locked instance, changed by a non-admin
     │   ├── InvalidMigrationTransition    the migration status table forbids that change
-    │   └── DBDuplicateEntry              a unique constraint refused a row
+    │   ├── DBDuplicateEntry              a unique constraint refused a row
+    │   ├── NetworkInUse, SubnetInUse, SecurityGroupInUse   still referenced by ports
+    │   ├── IpAddressGenerationFailure    no free address left on the network's subnets
+    │   ├── IpAddressAlreadyAllocated     a fixed IP asked for is held by another port
+    │   ├── SecurityGroupRuleExists       the same rule is in the group already
+    │   ├── PortInUse                     the port is bound to another server
+    │   ├── NetworkOverQuota              Neutron's OverQuota (409, not 403)
+    │   └── KeyPairExists                 the user has a key pair of that name
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
@@ -290,6 +303,22 @@ class RequestTooLarge(NubesError):
     safe = True
 
 
+class NetworkInvalid(Invalid):
+    """Neutron's InvalidInput: ``reason`` is the whole message."""
+
+    msg_fmt = "%(reason)s"
+
+
+class InvalidKeypair(Invalid):
+    msg_fmt = "Keypair data is invalid: %(reason)s"
+
+
+class NetworkRequestInvalid(Invalid):
+    """A server's requested networks or ports that cannot be used (Nova's 400 texts)."""
+
+    msg_fmt = "%(reason)s"
+
+
 class ImageTooLarge(NubesError):
     """Image data over ``[api] image_size_cap`` (413)."""
 
@@ -457,6 +486,30 @@ class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
 
 
+class NetworkNotFound(NotFound):
+    msg_fmt = "Network %(net_id)s could not be found."
+
+
+class SubnetNotFound(NotFound):
+    msg_fmt = "Subnet %(subnet_id)s could not be found."
+
+
+class PortNotFound(NotFound):
+    msg_fmt = "Port %(port_id)s could not be found."
+
+
+class SecurityGroupNotFound(NotFound):
+    msg_fmt = "Security group %(id)s does not exist"
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    msg_fmt = "Security group rule %(id)s does not exist"
+
+
+class KeypairNotFound(NotFound):
+    msg_fmt = "Keypair %(name)s not found for user %(user_id)s"
+
+
 class EvacuateHostNotFound(NotFound):
     msg_fmt = "Compute host %(host)s not found."
 
@@ -530,6 +583,44 @@ class DBDuplicateEntry(Conflict):
     """A unique constraint refused an insert or update; ``table``/``columns`` name it."""
 
     msg_fmt = "%(table)s: an entry with the same %(columns)s already exists."
+
+
+class NetworkInUse(Conflict):
+    msg_fmt = "Unable to complete operation on network %(net_id)s. There are one or more ports still in use on the network."  # noqa: E501
+
+
+class SubnetInUse(Conflict):
+    msg_fmt = "Unable to complete operation on subnet %(subnet_id)s: One or more ports have an IP allocation from this subnet."  # noqa: E501
+
+
+class SecurityGroupInUse(Conflict):
+    msg_fmt = "Security Group %(id)s in use."
+
+
+class IpAddressGenerationFailure(Conflict):
+    msg_fmt = "No more IP addresses available on network %(net_id)s."
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    msg_fmt = "IP address %(ip)s already allocated in subnet %(subnet_id)s"
+
+
+class SecurityGroupRuleExists(Conflict):
+    msg_fmt = "Security group rule already exists. Rule id is %(rule_id)s."
+
+
+class PortInUse(Conflict):
+    msg_fmt = "Port %(port_id)s is still in use by %(device_id)s."
+
+
+class NetworkOverQuota(Conflict):
+    """Neutron answers an exceeded quota with 409 ``OverQuota``."""
+
+    msg_fmt = "Quota exceeded for resources: ['%(resource)s']."
+
+
+class KeyPairExists(Conflict):
+    msg_fmt = "Key pair '%(key_name)s' already exists."
 
 
 class ObjectError(NubesError):

@@ -1,4 +1,4 @@
-"""The ASGI application: identity, compute and image under their prefixes on one port."""
+"""The ASGI application: identity, compute, image and network under their prefixes on one port."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from nubes.api import compute_v21, errors
 from nubes.api.identity import routes as identity_routes
 from nubes.api.image import routes as image_routes
 from nubes.api.middleware import RequestIdMiddleware
+from nubes.api.network import routes as network_routes
 from nubes.api.state import ApiState
 
 Scope = dict[str, Any]
 
-SERVICES = ("identity", "compute", "image")
+SERVICES = ("identity", "compute", "image", "network")
+#: Path prefix of each service (Neutron's is ``/networking`` in a devstack-style cloud).
+PREFIXES = {name: f"/{name}" for name in SERVICES} | {"network": "/networking"}
 
 
 async def _root(request: Request) -> Response:
     base = request.app.state.api.public_endpoint
     return JSONResponse(
-        {"services": {name: f"{base}/{name}" for name in SERVICES}},
+        {"services": {name: f"{base}{PREFIXES[name]}" for name in SERVICES}},
     )
 
 
@@ -48,6 +51,7 @@ def build_services(
         "identity": identity_routes.build_app(state),
         "compute": compute_v21.build_app(state, compute_routes),
         "image": image_routes.build_app(state),
+        "network": network_routes.build_app(state),
     }
 
 
@@ -62,8 +66,9 @@ def build_app(
     routes: list[BaseRoute] = [Route("/", _root, methods=["GET"])]
     for name in only:
         # "/compute" without the slash is the version document, not a redirect.
-        routes.append(Route(f"/{name}", _Bare(f"/{name}", apps[name]), methods=["GET", "HEAD"]))
-        routes.append(Mount(f"/{name}", app=apps[name]))
+        prefix = PREFIXES[name]
+        routes.append(Route(prefix, _Bare(prefix, apps[name]), methods=["GET", "HEAD"]))
+        routes.append(Mount(prefix, app=apps[name]))
     app = Starlette(routes=routes, exception_handlers=errors.last_resort_handlers())
     app.state.api = state
     return RequestIdMiddleware(app)

@@ -98,7 +98,51 @@ def glance_error(code: int, message: str) -> dict[str, Any]:
     return {"code": code, "title": title, "message": message}
 
 
-BODIES = {"compute": nova_fault, "identity": keystone_error, "image": glance_error}
+#: Neutron's error type by status, for errors that have no Neutron name of their own.
+NEUTRON_TYPES = {
+    400: "HTTPBadRequest",
+    401: "HTTPUnauthorized",
+    403: "HTTPForbidden",
+    404: "HTTPNotFound",
+    405: "HTTPMethodNotAllowed",
+    409: "HTTPConflict",
+    413: "HTTPRequestEntityTooLarge",
+    503: "HTTPServiceUnavailable",
+}
+#: nubes error classes whose Neutron type has another name.
+NEUTRON_RENAMES = {
+    "NetworkInvalid": "InvalidInput",
+    "NetworkOverQuota": "OverQuota",
+    "ValidationError": "InvalidInput",
+    "MalformedBody": "HTTPBadRequest",
+    "DBDuplicateEntry": "HTTPConflict",
+}
+
+
+def neutron_error(code: int, message: str, kind: str | None = None) -> dict[str, Any]:
+    """Neutron's body: clients (openstacksdk) read ``NeutronError.message``."""
+    return {
+        "NeutronError": {
+            "type": kind or NEUTRON_TYPES.get(code, "HTTPInternalServerError"),
+            "message": message,
+            "detail": "",
+        }
+    }
+
+
+def _neutron_type(exc: BaseException, code: int) -> str | None:
+    if not isinstance(exc, exception.NubesError) or code >= 500 or not exc.safe:
+        return None
+    name = type(exc).__name__
+    return NEUTRON_RENAMES.get(name, name)
+
+
+BODIES = {
+    "compute": nova_fault,
+    "identity": keystone_error,
+    "image": glance_error,
+    "network": neutron_error,
+}
 
 
 def error_response(service: str, exc: BaseException) -> Response:
@@ -110,7 +154,11 @@ def error_response(service: str, exc: BaseException) -> Response:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if code == 405 and isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)
-    return JSONResponse(BODIES[service](code, message), status_code=code, headers=headers)
+    if service == "network":
+        body = neutron_error(code, message, _neutron_type(exc, code))
+    else:
+        body = BODIES[service](code, message)
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 #: How much of a request's method and path an error message repeats.
@@ -151,6 +199,8 @@ def handlers(service: str) -> dict[Any, Any]:
 def service_of(path: str) -> str:
     """The service whose error shape answers for ``path`` (compute's by default)."""
     first = path.lstrip("/").split("/", 1)[0]
+    if first == "networking":
+        return "network"
     return first if first in BODIES else "compute"
 
 

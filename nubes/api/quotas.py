@@ -395,3 +395,32 @@ def filtered(resources: Sequence[str], *, network: bool, injected: bool) -> list
     if not injected:
         shown = [name for name in shown if name not in INJECTED_RESOURCES]
     return shown
+
+
+# --- networking ------------------------------------------------------------------------------
+
+#: Networking quotas (Neutron's names; ``[quota]`` options of the same names).
+NEUTRON_RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
+
+
+async def check_network_resource(
+    conn: Connection,
+    conf: cfg.ConfigOpts,
+    *,
+    project_id: str,
+    resource: str,
+    used: Callable[[Connection], Awaitable[int]],
+    count: int = 1,
+) -> None:
+    """``count`` more of a networking resource must fit in the project's limit.
+
+    Neutron counts per project only. The limit is a project row of that
+    resource (``quotas`` table) over the ``[quota]`` option. Takes the
+    project's quota lock, so the count and the caller's insert (in the same
+    transaction) are one step; an overshoot is Neutron's 409 ``OverQuota``.
+    """
+    await quotas_db.lock_project(conn, project_id)
+    limit = int(getattr(conf.quota, resource))
+    limit = (await quotas_db.limits_get(conn, project_id)).get(resource, limit)
+    if limit != UNLIMITED and await used(conn) + count > limit:
+        raise exception.NetworkOverQuota(resource=resource)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -44,6 +44,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
+from nubes.network import ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
@@ -117,6 +118,7 @@ class ServersAPI:
         system_metadata: Mapping[str, Any] | None = None,
         tags: list[str] | None = None,
         reservation_id: str | None = None,
+        network_requests: Sequence[Mapping[str, Any]] = (),
     ) -> list[Instance]:
         """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
 
@@ -208,6 +210,8 @@ class ServersAPI:
                 ],
             )
             await tags_api.add_to_new(conn, [row["uuid"] for row in created], tags or [])
+            # The NICs asked for (nubes/network/ports.py): the build task makes the ports.
+            await ports.record(conn, [row["uuid"] for row in created], network_requests)
             if group:
                 # Members from the start (as Nova): the scheduler places them by
                 # where the others are, and show lists them while they build.

@@ -54,6 +54,14 @@ class ApiState:
             )
         return self.extras["scheduler"]
 
+    def network_service(self) -> Any:
+        """The network service's rules (:class:`nubes.network.resources.NetworkService`)."""
+        if "network" not in self.extras:
+            from nubes.network.resources import NetworkService
+
+            self.extras["network"] = NetworkService(self.db, self.conf)
+        return self.extras["network"]
+
     def compute_api(self) -> Any:
         """The compute client for questions the API asks a host directly (its uptime)."""
         if "compute" not in self.extras:

@@ -53,3 +53,12 @@ def test_sqlalchemy_dependency_brings_its_asyncio_extra() -> None:
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("sqlalchemy[asyncio]") for d in deps), deps
+
+
+def test_cryptography_is_a_declared_dependency() -> None:
+    # nubes.api.keypairs generates and reads keys with cryptography; the venv
+    # had it only through other packages, a fresh `pip install -e .` may not.
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("cryptography") for d in deps), deps

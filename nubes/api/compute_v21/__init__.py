@@ -24,12 +24,14 @@ from nubes.api.compute_v21 import (
     flavors,
     hypervisors,
     instance_actions,
+    keypairs,
     limits,
     migrations,
     quota_sets,
     scheduler_hints,
     server_actions,
     server_groups,
+    server_network,
     server_tags,
     servers,
     services,
@@ -54,6 +56,8 @@ RESOURCES = [
     server_tags,
     instance_actions,
     migrations,
+    keypairs,
+    server_network,
 ]
 
 #: Paths (relative to /compute) that need no token.

@@ -1,7 +1,8 @@
 """POST /servers/{id}/action: one route for every server action, dispatched by name.
 
 The lifecycle actions (stop, start, reboot, lock, unlock, reset state) live
-here; the move actions in :mod:`server_moves`. Both modules only import
+here; the move actions in :mod:`server_moves`, the security-group actions in
+:mod:`server_network`. Those modules only import
 :mod:`servers` (for the server lookup and views), never each other's route
 module, so no import cycle joins them.
 """
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, server_moves, servers
+from nubes.api.compute_v21 import common, server_moves, server_network, servers
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
@@ -88,7 +89,7 @@ async def action(request: Request) -> Response:
 
 
 def _handler(name: str) -> common.ActionHandler | None:
-    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
+    return ACTIONS.get(name) or server_moves.ACTIONS.get(name) or server_network.ACTIONS.get(name)
 
 
 ROUTES = [

@@ -127,9 +127,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
     if "description" in rebuild:
         values["display_description"] = rebuild["description"]
     if "key_name" in rebuild:
-        if rebuild["key_name"] is not None:
-            raise common.bad_request("Invalid key_name provided.")  # no keypairs yet
-        values["key_name"] = None
+        values["key_name"] = await server_params.key_name_of(request, rebuild["key_name"])
     if "user_data" in rebuild:
         values["user_data"] = server_params.user_data(rebuild)
     updated = await _api(request).rebuild_server(

@@ -1,5 +1,6 @@
 """Request fields that create, rebuild and evacuate share: user data, personality
-files, the admin password, and what goes to system metadata."""
+files, the admin password, what goes to system metadata, the key pair and the
+networks asked for."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.requests import Request
+
 from nubes.api.compute_v21 import common
+from nubes.db.api import keypairs as keypairs_db
 
 #: Length of a generated admin password (Nova's [DEFAULT] password_length).
 PASSWORD_LENGTH = 12
@@ -61,3 +65,25 @@ def sysmeta_from(server: Mapping[str, Any]) -> dict[str, str]:
     if "OS-DCF:diskConfig" in server:
         out["disk_config"] = server["OS-DCF:diskConfig"]
     return out
+
+
+def requested_networks(server: Mapping[str, Any]) -> Any:
+    """``networks`` as :func:`nubes.network.ports.resolve` takes it (schemas checked the shape)."""
+    networks = server.get("networks")
+    if networks is None or isinstance(networks, str):
+        return networks
+    return [
+        {"uuid": n.get("uuid"), "fixed_ip": n.get("fixed_ip"), "port": n.get("port")}
+        for n in networks
+    ]
+
+
+async def key_name_of(request: Request, name: Any) -> str | None:
+    """The caller's key pair of that name must exist (400 otherwise, as Nova)."""
+    if not name:
+        return None
+    async with common.state(request).db.reader() as conn:
+        found = await keypairs_db.get_or_none(conn, common.ctx(request).user_id or "", str(name))
+    if found is None:
+        raise common.bad_request("Invalid key_name provided.")
+    return str(name)

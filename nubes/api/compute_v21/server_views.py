@@ -111,6 +111,12 @@ class ServerContext:
     host_status: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: instance uuid -> its tags, sorted (read from 2.26, which shows them).
     tags: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: instance uuid -> Nova's ``addresses`` (network name -> addresses).
+    addresses: Mapping[str, Mapping[str, list[dict[str, Any]]]] = dataclasses.field(
+        default_factory=dict
+    )
+    #: instance uuid -> names of its ports' security groups.
+    groups: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def show(self) -> bool:
@@ -220,6 +226,11 @@ def _admin_show(x: ServerContext) -> bool:
     return x.show and x.admin
 
 
+def _groups(r: Mapping[str, Any], x: ServerContext) -> Any:
+    names = x.groups.get(r["uuid"])
+    return [{"name": n} for n in names] if names else OMIT
+
+
 def _srv(name: str, get: Any, min: str | None = None) -> Field:
     return Field(f"OS-EXT-SRV-ATTR:{name}", get, min=min, when=_admin_show)
 
@@ -237,8 +248,10 @@ SERVER = View(
     Field("flavor", _flavor_embedded, min="2.47"),
     Field("created", lambda r, _: iso_z(r["created_at"])),
     Field("updated", lambda r, _: iso_z(r.get("updated_at") or r["created_at"])),
-    # No networking service yet: a server has no ports, so no addresses.
-    Field("addresses", lambda r, _: {}),
+    # From the server's ports (nubes/network/ports.py: addresses).
+    Field("addresses", lambda r, x: dict(x.addresses.get(r["uuid"], {}))),
+    # The groups of the server's ports (left out for a server without any).
+    Field("security_groups", lambda r, x: _groups(r, x)),
     Field("accessIPv4", lambda r, _: _sysmeta(r, "access_ip_v4")),
     Field("accessIPv6", lambda r, _: _sysmeta(r, "access_ip_v6")),
     Field("links", lambda r, x: common.links(x.request, "servers", r["uuid"])),

@@ -30,6 +30,8 @@ from nubes.db.api import ReadDeleted
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import instances as instances_db
 from nubes.db.api import tags as tags_db
+from nubes.network import ports
+from nubes.network.resources import NetworkService
 
 #: List filters every project member may use (Nova's _get_server_search_options).
 USER_FILTERS = ("reservation_id", "name", "status", "image", "flavor", "ip", "changes-since")
@@ -78,9 +80,12 @@ async def server_context(
     admin = common.is_admin(request)
     x = ServerContext(request, admin, common.state(request).conf, mode)
     version = common.version(request)
-    if version.at_least("2.26") and rows:
+    if rows:
         async with common.state(request).db.reader(allow_stale=True) as conn:
-            x.tags = await tags_db.get_by_instances(conn, [r["uuid"] for r in rows])
+            if version.at_least("2.26"):
+                x.tags = await tags_db.get_by_instances(conn, [r["uuid"] for r in rows])
+            x.addresses = await ports.addresses(conn, [r["uuid"] for r in rows])
+            x.groups = await ports.group_names(conn, [r["uuid"] for r in rows])
     if mode != "show" and not any(r["vm_state"] in ("error", "deleted") for r in rows):
         return x
     async with common.state(request).db.reader(allow_stale=True) as conn:
@@ -186,7 +191,11 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
         elif key == "reservation_id":
             sql["reservation_id"] = value
         elif key in ("ip", "ip6"):
-            python["nothing"] = True  # no server has an address yet
+            # Nova matches a regular expression against the server's addresses.
+            try:
+                python[key] = re.compile(value)
+            except re.error:
+                raise common.bad_request(f"Invalid filter field: {key} ({value}).") from None
         elif key == "changes-since":
             sql["changes_since"] = common.parse_time(key, value)
             if read_deleted == "no":
@@ -244,9 +253,25 @@ def _sort(request: Request) -> tuple[list[str], list[str]]:
     return (mapped or ["created_at"]), (mapped_dirs or ["desc"])
 
 
-def _matches(row: Mapping[str, Any], python: Mapping[str, Any]) -> bool:
+def _matches(
+    row: Mapping[str, Any],
+    python: Mapping[str, Any],
+    addresses: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+) -> bool:
     if python.get("nothing"):
         return False
+    for key, version in (("ip", 4), ("ip6", 6)):
+        wanted = python.get(key)
+        if wanted is None:
+            continue
+        held = [
+            a["addr"]
+            for entries in addresses.get(row["uuid"], {}).values()
+            for a in entries
+            if a["version"] == version
+        ]
+        if not any(wanted.search(addr) for addr in held):
+            return False
     pattern = python.get("name")
     return pattern is None or pattern.search(row["display_name"] or "") is not None
 
@@ -282,7 +307,12 @@ async def _page(request: Request, is_detail: bool) -> tuple[list[dict[str, Any]]
                 )
             except exception.MarkerNotFound:
                 raise common.bad_request(f"marker [{marker}] not found") from None
-            found += [r for r in rows if _matches(r, python)]
+            held = (
+                await ports.addresses(conn, [r["uuid"] for r in rows])
+                if "ip" in python or "ip6" in python
+                else {}
+            )
+            found += [r for r in rows if _matches(r, python, held)]
             if len(rows) < limit or len(found) >= limit or not rows:
                 break
             marker = rows[-1]["uuid"]
@@ -352,18 +382,10 @@ async def _check_zone(request: Request, zone: str) -> None:
         raise common.bad_request("The requested availability zone is not available")
 
 
-def _networks(server: Mapping[str, Any]) -> None:
-    """No networking service yet: ``none``/``auto``/[] boot with no ports; anything else is 400."""
-    networks = server.get("networks")
-    if not isinstance(networks, list):
-        return
-    for net in networks:
-        if net.get("port"):
-            raise common.bad_request(f"Port {net['port']} could not be found.")
-        if net.get("uuid"):
-            raise common.bad_request(f"Network {net['uuid']} could not be found.")
-        if net.get("fixed_ip"):
-            raise common.bad_request("Invalid fixed IP address: no network to take it from.")
+def network_service(request: Request) -> NetworkService:
+    found = common.state(request).network_service()
+    assert isinstance(found, NetworkService)
+    return found
 
 
 def _image_ref(server: Mapping[str, Any]) -> str | None:
@@ -402,12 +424,7 @@ async def create(request: Request) -> Response:
     max_count = v.to_int("max_count", server.get("max_count", min_count), 1)
     if min_count > max_count:
         raise common.bad_request("min_count must be <= max_count")
-    _networks(server)
-    if server.get("key_name"):
-        raise common.bad_request("Invalid key_name provided.")
-    for group in server.get("security_groups") or []:
-        if group.get("name") not in (None, "default"):
-            raise common.bad_request(f"Security group {group.get('name')} not found.")
+    key_name = await server_params.key_name_of(request, server.get("key_name"))
     user_data = server_params.user_data(server)
     files = server_params.personality(server)
     if files:
@@ -422,6 +439,13 @@ async def create(request: Request) -> Response:
     zone = server.get("availability_zone")
     if zone:
         await _check_zone(request, zone)
+    nics = await ports.resolve(
+        network_service(request),
+        ctxt,
+        server_params.requested_networks(server),
+        server.get("security_groups"),
+        max_count,
+    )
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     group = hints.get("group")
     password = server_params.password(server)
@@ -441,6 +465,8 @@ async def create(request: Request) -> Response:
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
         system_metadata=server_params.sysmeta_from(server),
         tags=list(server.get("tags") or []),
+        key_name=key_name,
+        network_requests=nics,
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
         return common.json({"reservation_id": instances[0].reservation_id}, 202)
@@ -491,11 +517,37 @@ async def delete(request: Request) -> Response:
     return common.empty(204)
 
 
-# --- actions -------------------------------------------------------------------------------
+# --- addresses -----------------------------------------------------------------------------
+
+
+async def _ips_of(request: Request) -> dict[str, list[dict[str, Any]]]:
+    row = await get_server(request, request.path_params["server_id"])
+    common.authorize(request, "ips:index", Rule.PROJECT_READER, row["project_id"])
+    async with common.state(request).db.reader() as conn:
+        held = (await ports.addresses(conn, [row["uuid"]])).get(row["uuid"], {})
+    # servers/{id}/ips shows only the version and address of each (as Nova).
+    return {
+        name: [{"version": a["version"], "addr": a["addr"]} for a in entries]
+        for name, entries in held.items()
+    }
+
+
+async def ips(request: Request) -> Response:
+    return common.json({"addresses": await _ips_of(request)})
+
+
+async def ips_of_network(request: Request) -> Response:
+    label = request.path_params["network_label"]
+    held = await _ips_of(request)
+    if label not in held:
+        raise common.not_found("Instance is not a member of specified network")
+    return common.json({label: held[label]})
 
 
 ROUTES = [
     Route("/servers", index, methods=["GET"]),
+    Route("/servers/{server_id}/ips", ips, methods=["GET"]),
+    Route("/servers/{server_id}/ips/{network_label}", ips_of_network, methods=["GET"]),
     Route("/servers", create, methods=["POST"]),
     Route("/servers/detail", detail, methods=["GET"]),
     Route("/servers/{server_id}", show, methods=["GET"]),

@@ -30,6 +30,7 @@ SERVICES = (
     ("compute", "nova", "/compute/v2.1"),
     ("image", "glance", "/image"),
     ("identity", "keystone", "/identity"),
+    ("network", "neutron", "/networking"),
 )
 INTERFACES = ("public", "internal", "admin")
 

@@ -62,6 +62,7 @@ from nubes.conductor.tasks.remove_guest import kick_created, remove_guest_writes
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
@@ -156,6 +157,18 @@ class BuildTask(Task):
             # InvalidSchedulerHint: the server group was deleted since the request.
             await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
             return None
+        # NETWORKING (issue 14): the server's ports made before any spawn is sent.
+        try:
+            await network_ports.allocate_for_instance(self.engine.db, self.engine.conf, row["uuid"])
+        except exception.InstanceNotFound:
+            # Deleted (or being deleted) meanwhile: its delete frees what it holds.
+            await self.release_claims(run)
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        except (exception.Invalid, exception.Conflict, exception.NotFound) as exc:
+            await self.release_claims(run)
+            await self.fail(run, exc.user_message(), event="conductor_allocate_network")
+            return None
         payload = _payload(run)
         payload.selections = [_chosen(s) for s in chosen[0]][: self.engine.max_attempts]
         payload.tries, payload.failures = 1, []
@@ -190,10 +203,12 @@ class BuildTask(Task):
         event = None
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
+        # NETWORKING (issue 14): the ports bound to the host, with the placement.
+        bind = network_ports.bind_writes(run.instance_uuid or "", host)
         step = await run.commit(
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),
-            writes=chain(placement, event, cleanup),
+            writes=chain(placement, bind, event, cleanup),
         )
         kick_created(run)
         cached = run.cache.get("instance")
@@ -305,8 +320,13 @@ class BuildTask(Task):
             await run.event(conn, event, ok=False, details=details or message)
             await run.finish_action(conn, ok=False)
 
+        # NETWORKING (issue 14): a failed build frees its ports, as Nova's does.
+        release = network_ports.release_writes(run.instance_uuid or "")
         writes = chain(
-            set_instance(run, values, expected_task_state=BUILD_TASK_STATES), history, cleanup
+            set_instance(run, values, expected_task_state=BUILD_TASK_STATES),
+            history,
+            cleanup,
+            release,
         )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
         kick_created(run)

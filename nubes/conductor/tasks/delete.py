@@ -43,6 +43,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.states import MigrationStatus, TaskState, VMState
 
 
@@ -169,7 +170,11 @@ class DeleteTask(Task):
             except exception.InstanceNotFound:
                 pass  # a repeated release step
 
-        await run.finish(TaskStatus.SUCCEEDED, writes=chain(destroy, self._end_action(run)))
+        # NETWORKING (issue 14): the server's ports freed with it.
+        release = network_ports.release_writes(run.instance_uuid or "")
+        await run.finish(
+            TaskStatus.SUCCEEDED, writes=chain(release, destroy, self._end_action(run))
+        )
 
     @staticmethod
     def _end_action(run: Run) -> Writes:

@@ -44,6 +44,18 @@ from nubes.db.models.instances import (
     Migration,
     Tag,
 )
+from nubes.db.models.network import (
+    DefaultSecurityGroup,
+    InstanceNetworkRequest,
+    IPAllocation,
+    KeyPair,
+    Network,
+    Port,
+    PortSecurityGroup,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
 from nubes.db.models.quotas import Quota, QuotaClass, QuotaLock
 
 metadata = Base.metadata
@@ -84,6 +96,16 @@ images = _table(Image)
 quota_classes = _table(QuotaClass)
 quotas = _table(Quota)
 quota_locks = _table(QuotaLock)
+networks = _table(Network)
+subnets = _table(Subnet)
+ports = _table(Port)
+ip_allocations = _table(IPAllocation)
+security_groups = _table(SecurityGroup)
+default_security_groups = _table(DefaultSecurityGroup)
+security_group_rules = _table(SecurityGroupRule)
+port_security_groups = _table(PortSecurityGroup)
+key_pairs = _table(KeyPair)
+instance_network_requests = _table(InstanceNetworkRequest)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -104,10 +126,12 @@ __all__ = [
     "Base",
     "ComputeNode",
     "ConductorTask",
+    "DefaultSecurityGroup",
     "Flavor",
     "FlavorExtraSpec",
     "FlavorProject",
     "Generation",
+    "IPAllocation",
     "Image",
     "Instance",
     "InstanceAction",
@@ -115,15 +139,23 @@ __all__ = [
     "InstanceFault",
     "InstanceGroup",
     "InstanceGroupMember",
+    "InstanceNetworkRequest",
+    "KeyPair",
     "Migration",
+    "Network",
+    "Port",
+    "PortSecurityGroup",
     "Project",
     "Quota",
     "QuotaClass",
     "QuotaLock",
     "Role",
     "RoleAssignment",
+    "SecurityGroup",
+    "SecurityGroupRule",
     "Service",
     "ServiceHeartbeat",
+    "Subnet",
     "Tag",
     "Token",
     "User",
@@ -133,6 +165,7 @@ __all__ = [
     "allocations",
     "compute_nodes",
     "conductor_tasks",
+    "default_security_groups",
     "flavor_extra_specs",
     "flavor_projects",
     "flavors",
@@ -143,18 +176,27 @@ __all__ = [
     "instance_faults",
     "instance_group_members",
     "instance_groups",
+    "instance_network_requests",
     "instances",
+    "ip_allocations",
+    "key_pairs",
     "metadata",
     "migrations",
+    "networks",
+    "port_security_groups",
+    "ports",
     "projects",
     "quota_classes",
     "quota_locks",
     "quotas",
     "role_assignments",
     "roles",
+    "security_group_rules",
+    "security_groups",
     "service_heartbeats",
     "services",
     "shadow_name",
+    "subnets",
     "tags",
     "tokens",
     "users",

@@ -211,8 +211,10 @@ def test_openstack_cli_servers(cloud: Cloud) -> None:
         lambda: _add_other_project(cloud),
     )
     for vm in (vm1, vm2):
-        assert vm["status"] == "ACTIVE" and vm["addresses"] == {}
-        assert vm["adminPass"]
+        assert vm["status"] == "ACTIVE" and vm["adminPass"]
+    assert vm1["addresses"] == {}
+    # get-me-a-network: the project's network, made on first use.
+    assert vm2["addresses"] == {"auto_allocated_network": ["10.0.0.2"]}, vm2["addresses"]
 
     listed, everything, shown, others, hidden, undeletable = parallel(
         lambda: cloud.json(demo, "server", "list"),

@@ -19,8 +19,18 @@ from nubes.context import RequestContext
 from nubes.db.api import flavors
 from nubes.db.api.tasks import ACTIVE_STATUSES, TaskStatus
 from nubes.db.engine import Database
-from nubes.db.models import allocations, compute_nodes, conductor_tasks, instance_faults, instances
+from nubes.db.models import (
+    allocations,
+    compute_nodes,
+    conductor_tasks,
+    instance_faults,
+    instances,
+    ip_allocations,
+    ports,
+)
 from nubes.db.types import utcnow
+from nubes.network import ports as network_ports
+from nubes.network.resources import NetworkService
 from nubes.objects.states import PowerState
 from nubes.rpc.transport import get_transport
 from nubes.testing.processes import ProcessCloud
@@ -51,8 +61,13 @@ async def create_servers(cloud: ProcessCloud, count: int, name: str = "vm") -> l
     await transport.connect()
     try:
         api = ServersAPI(cloud.db, ConductorAPI(transport), conf=conf)
-        ctxt = RequestContext(user_id="crash-user", project_id="crash-project")
-        made = await api.create_servers(ctxt, name=name, flavor=FLAVOR_ID, image=IMAGE, count=count)
+        ctxt = RequestContext(user_id="crash-user", project_id="crash-project", roles=["member"])
+        # Each server gets a port on the project's network: the build makes it
+        # before the spawn, so every kill point also cuts a build with ports.
+        nics = await network_ports.resolve(NetworkService(cloud.db, conf), ctxt, "auto", None, 1)
+        made = await api.create_servers(
+            ctxt, name=name, flavor=FLAVOR_ID, image=IMAGE, count=count, network_requests=nics
+        )
     finally:
         await transport.close()
     return [i.uuid for i in made]
@@ -166,8 +181,16 @@ async def check_consistent(cloud: ProcessCloud, uuids: list[str]) -> Outcome:
             )
         }
         allocs = [dict(r) for r in (await conn.execute(select(allocations))).mappings()]
+        held = [dict(r) for r in (await conn.execute(select(ports))).mappings()]
+        addresses = [r.ip_address for r in await conn.execute(select(ip_allocations))]
         nodes = {r["id"]: dict(r) for r in (await conn.execute(select(compute_nodes))).mappings()}
     problems: list[str] = []
+    # Ports: one per ACTIVE server, bound to its host; none left by an ERROR one.
+    ports_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for port in held:
+        ports_of[port["device_id"]].append(port)
+    if len(addresses) != len(set(addresses)):
+        problems.append(f"an address is held twice: {sorted(addresses)}")
     for t in all_tasks:
         if t["status"] in _ACTIVE:
             problems.append(
@@ -209,6 +232,9 @@ async def check_consistent(cloud: ProcessCloud, uuids: list[str]) -> Outcome:
                 problems.append(
                     f"{uuid}: ACTIVE on {row['host']} (node {node_id}), claims {claims}"
                 )
+            bound = [(p["binding_host_id"], p["status"]) for p in ports_of.pop(uuid, [])]
+            if bound != [(row["host"], "ACTIVE")]:
+                problems.append(f"{uuid}: ACTIVE on {row['host']} with ports {bound}")
             if node_id is not None:
                 expected_use[node_id][0] += row["vcpus"]
                 expected_use[node_id][1] += row["memory_mb"]
@@ -225,8 +251,13 @@ async def check_consistent(cloud: ProcessCloud, uuids: list[str]) -> Outcome:
                 )
             if row["host"] is not None:
                 problems.append(f"{uuid}: ERROR still placed on {row['host']}")
+            if ports_of.pop(uuid, []):
+                problems.append(f"{uuid}: ERROR with its ports left behind")
         else:
             problems.append(f"{uuid}: stuck in {state} on {row['host']}")
+    for device, left in ports_of.items():
+        if device in uuids:
+            problems.append(f"ports of {device} that no ACTIVE instance explains: {left}")
     for consumer, claims in by_consumer.items():
         problems.append(f"claims of {consumer} that no ACTIVE instance explains: {claims}")
     for node_id, node in nodes.items():

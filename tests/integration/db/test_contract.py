@@ -15,6 +15,7 @@ from tests.unit.db.test_grouped_writes import *  # noqa: F403
 from tests.unit.db.test_identity_tokens import *  # noqa: F403
 from tests.unit.db.test_instances import *  # noqa: F403
 from tests.unit.db.test_migrations import *  # noqa: F403
+from tests.unit.db.test_network_ipam import *  # noqa: F403
 from tests.unit.db.test_object_backend import *  # noqa: F403
 from tests.unit.db.test_placement import *  # noqa: F403
 from tests.unit.db.test_quotas import *  # noqa: F403

@@ -23,7 +23,7 @@ async def test_issue_project_scoped_token(api: ApiHarness) -> None:
     assert {r["name"] for r in token["roles"]} == {"admin", "manager", "member", "reader"}
     assert token["expires_at"].endswith("Z") and token["issued_at"].endswith("Z")
     types = {s["type"]: s for s in token["catalog"]}
-    assert set(types) == {"compute", "image", "identity"}
+    assert set(types) == {"compute", "image", "identity", "network"}
     for service in types.values():
         for endpoint in service["endpoints"]:
             assert endpoint["region"] == endpoint["region_id"] == "RegionOne"

@@ -1,0 +1,546 @@
+"""Networks, subnets, ports, IPAM, security groups and their rules.
+
+Rows are hard-deleted (see :mod:`nubes.db.models.network`). Listing takes
+Neutron's filters as ``{column: [values]}`` (any of the values), a
+:class:`Visible` the caller builds from the request's project (None: every
+row, for an admin), a marker and a limit, sorted by id as Neutron pages by
+default. Callers name a table by its :data:`Kind`; the tables themselves
+stay in this layer.
+
+The one write path for addresses is :func:`allocate_addresses`: it locks
+the subnet row first (one conditional UPDATE), reads what is taken, picks
+and inserts, so concurrent allocators on a subnet run one after another
+and the (subnet, address) primary key is only a safety net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Table, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes import exception, ipam
+from nubes.db.models import (
+    default_security_groups,
+    instance_network_requests,
+    instances,
+    ip_allocations,
+    networks,
+    port_security_groups,
+    ports,
+    security_group_rules,
+    security_groups,
+    subnets,
+)
+from nubes.db.types import utcnow
+
+Row = dict[str, Any]
+
+#: The resources callers name by kind (each is the table of that name).
+Kind = Literal["networks", "subnets", "ports", "security_groups", "security_group_rules"]
+_TABLES: dict[str, Table] = {
+    t.name: t for t in (networks, subnets, ports, security_groups, security_group_rules)
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Visible:
+    """Which rows a non-admin caller sees: its project's, and maybe more.
+
+    ``shared``: networks marked shared too. ``network_ids``: rows (subnets)
+    of these networks too (the shared networks' subnets).
+    """
+
+    project_id: str
+    shared: bool = False
+    network_ids: Sequence[str] = ()
+
+
+def _clause(table: Table, visible: Visible) -> ColumnElement[bool]:
+    clause: ColumnElement[bool] = table.c.project_id == visible.project_id
+    if visible.shared:
+        clause = or_(clause, table.c.shared.is_(True))
+    if visible.network_ids:
+        clause = or_(clause, table.c.network_id.in_(list(visible.network_ids)))
+    return clause
+
+
+_NOT_FOUND: dict[str, tuple[type[exception.NotFound], str]] = {
+    "networks": (exception.NetworkNotFound, "net_id"),
+    "subnets": (exception.SubnetNotFound, "subnet_id"),
+    "ports": (exception.PortNotFound, "port_id"),
+    "security_groups": (exception.SecurityGroupNotFound, "id"),
+    "security_group_rules": (exception.SecurityGroupRuleNotFound, "id"),
+}
+
+
+def _not_found(table: Table, row_id: str) -> exception.NotFound:
+    cls, key = _NOT_FOUND[table.name]
+    return cls(**{key: row_id})
+
+
+# --- generic rows --------------------------------------------------------------------------
+
+
+async def create(conn: AsyncConnection, kind: Kind, values: Mapping[str, Any]) -> None:
+    table = _TABLES[kind]
+    now = utcnow()
+    row = dict(values)
+    if "created_at" in table.c:
+        row.setdefault("created_at", now)
+        row.setdefault("updated_at", now)
+    await conn.execute(insert(table).values(row))
+
+
+async def get(conn: AsyncConnection, kind: Kind, row_id: str) -> Row:
+    table = _TABLES[kind]
+    found = (await conn.execute(select(table).where(table.c.id == row_id))).mappings().first()
+    if found is None:
+        raise _not_found(table, row_id)
+    return dict(found)
+
+
+async def get_many(conn: AsyncConnection, kind: Kind, ids: Iterable[str]) -> list[Row]:
+    table = _TABLES[kind]
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    stmt = select(table).where(table.c.id.in_(wanted))
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def update_row(
+    conn: AsyncConnection, kind: Kind, row_id: str, values: Mapping[str, Any]
+) -> None:
+    table = _TABLES[kind]
+    stmt = (
+        update(table)
+        .where(table.c.id == row_id)
+        .values(
+            **values,
+            updated_at=utcnow(),
+            revision_number=table.c.revision_number + 1,
+        )
+    )
+    if (await conn.execute(stmt)).rowcount != 1:
+        raise _not_found(table, row_id)
+
+
+async def delete_row(conn: AsyncConnection, kind: Kind, row_id: str) -> None:
+    table = _TABLES[kind]
+    if (await conn.execute(delete(table).where(table.c.id == row_id))).rowcount != 1:
+        raise _not_found(table, row_id)
+
+
+async def list_rows(
+    conn: AsyncConnection,
+    kind: Kind,
+    *,
+    visible: Visible | None,
+    filters: Mapping[str, Sequence[Any]],
+    limit: int | None = None,
+    marker: str | None = None,
+    descending: bool = False,
+) -> list[Row]:
+    table = _TABLES[kind]
+    stmt = select(table)
+    if visible is not None:
+        stmt = stmt.where(_clause(table, visible))
+    for column, values in filters.items():
+        stmt = stmt.where(table.c[column].in_(list(values)))
+    if marker is not None:
+        stmt = stmt.where(table.c.id < marker if descending else table.c.id > marker)
+    stmt = stmt.order_by(table.c.id.desc() if descending else table.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def count_by_project(conn: AsyncConnection, kind: Kind, project_id: str) -> int:
+    table = _TABLES[kind]
+    stmt = select(func.count()).select_from(table).where(table.c.project_id == project_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+# --- networks and subnets ------------------------------------------------------------------
+
+
+async def subnet_ids_by_network(
+    conn: AsyncConnection, network_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {n: [] for n in network_ids}
+    if not network_ids:
+        return found
+    stmt = (
+        select(subnets.c.network_id, subnets.c.id)
+        .where(subnets.c.network_id.in_(list(set(network_ids))))
+        .order_by(subnets.c.created_at, subnets.c.id)
+    )
+    for network_id, subnet_id in await conn.execute(stmt):
+        found.setdefault(network_id, []).append(subnet_id)
+    return found
+
+
+async def subnets_of(conn: AsyncConnection, network_id: str) -> list[Row]:
+    stmt = (
+        select(subnets)
+        .where(subnets.c.network_id == network_id)
+        .order_by(subnets.c.created_at, subnets.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def port_count(conn: AsyncConnection, *, network_id: str) -> int:
+    stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def allocation_count(conn: AsyncConnection, *, subnet_id: str) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(ip_allocations)
+        .where(ip_allocations.c.subnet_id == subnet_id)
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def auto_allocated_network(conn: AsyncConnection, project_id: str) -> Row | None:
+    stmt = (
+        select(networks)
+        .where(networks.c.project_id == project_id, networks.c.auto_allocated.is_(True))
+        .order_by(networks.c.created_at)
+    )
+    found = (await conn.execute(stmt)).mappings().first()
+    return dict(found) if found is not None else None
+
+
+# --- ports and IPAM ------------------------------------------------------------------------
+
+
+async def fixed_ips_by_port(
+    conn: AsyncConnection, port_ids: Sequence[str]
+) -> dict[str, list[dict[str, str]]]:
+    found: dict[str, list[dict[str, str]]] = {p: [] for p in port_ids}
+    if not port_ids:
+        return found
+    stmt = select(
+        ip_allocations.c.port_id, ip_allocations.c.subnet_id, ip_allocations.c.ip_address
+    ).where(ip_allocations.c.port_id.in_(list(set(port_ids))))
+    for port_id, subnet_id, address in await conn.execute(stmt):
+        found.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": address})
+    return found
+
+
+async def port_ids_with_address(
+    conn: AsyncConnection, addresses: Sequence[str], subnet_ids: Sequence[str] | None = None
+) -> list[str]:
+    stmt = select(ip_allocations.c.port_id).where(ip_allocations.c.ip_address.in_(addresses))
+    if subnet_ids is not None:
+        stmt = stmt.where(ip_allocations.c.subnet_id.in_(list(subnet_ids)))
+    return sorted({r[0] for r in await conn.execute(stmt)})
+
+
+async def port_ids_in_subnets(conn: AsyncConnection, subnet_ids: Sequence[str]) -> list[str]:
+    stmt = select(ip_allocations.c.port_id).where(ip_allocations.c.subnet_id.in_(list(subnet_ids)))
+    return sorted({r[0] for r in await conn.execute(stmt)})
+
+
+async def _lock_subnet(conn: AsyncConnection, subnet_id: str) -> Row:
+    bump = (
+        update(subnets)
+        .where(subnets.c.id == subnet_id)
+        .values(ipam_generation=subnets.c.ipam_generation + 1)
+    )
+    if (await conn.execute(bump)).rowcount != 1:
+        raise exception.SubnetNotFound(subnet_id=subnet_id)
+    return await get(conn, "subnets", subnet_id)
+
+
+async def _used(conn: AsyncConnection, subnet_id: str) -> set[str]:
+    stmt = select(ip_allocations.c.ip_address).where(ip_allocations.c.subnet_id == subnet_id)
+    return {r[0] for r in await conn.execute(stmt)}
+
+
+async def allocate_addresses(
+    conn: AsyncConnection,
+    *,
+    port_id: str,
+    network_id: str,
+    requests: Sequence[Mapping[str, Any]] | None,
+) -> list[dict[str, str]]:
+    """Give the port its addresses, atomically, in the caller's transaction.
+
+    ``requests`` are Neutron's ``fixed_ips`` items (``subnet_id`` and/or
+    ``ip_address``); None means one address from each of the network's
+    subnets (Neutron gives one per IPv4 subnet and per IPv6 subnet; we give
+    one per subnet). A subnet with no free address left raises
+    IpAddressGenerationFailure; an address held by another port raises
+    IpAddressAlreadyAllocated.
+    """
+    network_subnets = await subnets_of(conn, network_id)
+    by_id = {s["id"]: s for s in network_subnets}
+    wanted: list[tuple[str, str | None]] = []
+    if requests is None:
+        wanted = [(s["id"], None) for s in network_subnets]
+    for item in requests or []:
+        subnet_id: str | None = item.get("subnet_id")
+        address: str | None = item.get("ip_address")
+        if subnet_id is None and address is not None:
+            parsed = ipam.parse_address(address, "fixed_ips")
+            matching = [
+                s["id"]
+                for s in network_subnets
+                if parsed in ipam.parse_cidr(s["cidr"]) and s["ip_version"] == parsed.version
+            ]
+            if not matching:
+                raise exception.NetworkInvalid(
+                    reason=f"IP address {address} is not a valid IP for any of the subnets "
+                    "on the specified network."
+                )
+            subnet_id = matching[0]
+        if subnet_id is None or subnet_id not in by_id:
+            raise exception.NetworkInvalid(
+                reason=f"Failed to create port on network {network_id}, because fixed_ips "
+                f"included invalid subnet {subnet_id}."
+            )
+        wanted.append((subnet_id, address))
+    out: list[dict[str, str]] = []
+    for subnet_id, address in wanted:
+        subnet = await _lock_subnet(conn, subnet_id)
+        used = await _used(conn, subnet_id)
+        if address is None:
+            chosen = ipam.first_free(subnet, used)
+            if chosen is None:
+                raise exception.IpAddressGenerationFailure(net_id=network_id)
+        else:
+            parsed = ipam.parse_address(address, "fixed_ips")
+            net = ipam.parse_cidr(subnet["cidr"])
+            if parsed not in net or parsed in (net.network_address, net.broadcast_address):
+                raise exception.NetworkInvalid(
+                    reason=f"IP address {address} is not a valid IP for the specified subnet."
+                )
+            chosen = str(parsed)
+            if chosen == subnet["gateway_ip"] or chosen in used:
+                raise exception.IpAddressAlreadyAllocated(ip=chosen, subnet_id=subnet_id)
+        await conn.execute(
+            insert(ip_allocations).values(
+                subnet_id=subnet_id, ip_address=chosen, port_id=port_id, network_id=network_id
+            )
+        )
+        used.add(chosen)
+        out.append({"subnet_id": subnet_id, "ip_address": chosen})
+    return out
+
+
+async def release_addresses(conn: AsyncConnection, port_id: str) -> None:
+    await conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id))
+
+
+async def delete_port(conn: AsyncConnection, port_id: str) -> None:
+    """The port, its addresses and its group memberships, in one transaction."""
+    await release_addresses(conn, port_id)
+    await conn.execute(
+        delete(port_security_groups).where(port_security_groups.c.port_id == port_id)
+    )
+    await delete_row(conn, "ports", port_id)
+
+
+async def ports_of_devices(conn: AsyncConnection, device_ids: Sequence[str]) -> list[Row]:
+    if not device_ids:
+        return []
+    stmt = (
+        select(ports)
+        .where(ports.c.device_id.in_(list(set(device_ids))))
+        .order_by(ports.c.created_at, ports.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+# --- security groups -----------------------------------------------------------------------
+
+
+async def groups_by_port(conn: AsyncConnection, port_ids: Sequence[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {p: [] for p in port_ids}
+    if not port_ids:
+        return found
+    stmt = (
+        select(port_security_groups.c.port_id, port_security_groups.c.security_group_id)
+        .where(port_security_groups.c.port_id.in_(list(set(port_ids))))
+        .order_by(port_security_groups.c.security_group_id)
+    )
+    for port_id, group_id in await conn.execute(stmt):
+        found.setdefault(port_id, []).append(group_id)
+    return found
+
+
+async def set_port_groups(conn: AsyncConnection, port_id: str, group_ids: Sequence[str]) -> None:
+    await conn.execute(
+        delete(port_security_groups).where(port_security_groups.c.port_id == port_id)
+    )
+    if group_ids:
+        await conn.execute(
+            insert(port_security_groups),
+            [{"port_id": port_id, "security_group_id": g} for g in sorted(set(group_ids))],
+        )
+
+
+async def group_in_use(conn: AsyncConnection, group_id: str) -> bool:
+    stmt = select(port_security_groups.c.port_id).where(
+        port_security_groups.c.security_group_id == group_id
+    )
+    return (await conn.execute(stmt.limit(1))).first() is not None
+
+
+async def rules_by_group(conn: AsyncConnection, group_ids: Sequence[str]) -> dict[str, list[Row]]:
+    found: dict[str, list[Row]] = {g: [] for g in group_ids}
+    if not group_ids:
+        return found
+    stmt = (
+        select(security_group_rules)
+        .where(security_group_rules.c.security_group_id.in_(list(set(group_ids))))
+        .order_by(security_group_rules.c.created_at, security_group_rules.c.id)
+    )
+    for row in (await conn.execute(stmt)).mappings():
+        found.setdefault(row["security_group_id"], []).append(dict(row))
+    return found
+
+
+async def delete_rules_of_group(conn: AsyncConnection, group_id: str) -> None:
+    """The group's rules, and rules of other groups that name it as their remote."""
+    await conn.execute(
+        delete(security_group_rules).where(
+            or_(
+                security_group_rules.c.security_group_id == group_id,
+                security_group_rules.c.remote_group_id == group_id,
+            )
+        )
+    )
+    await conn.execute(
+        delete(default_security_groups).where(
+            default_security_groups.c.security_group_id == group_id
+        )
+    )
+
+
+async def default_group_id(conn: AsyncConnection, project_id: str) -> str | None:
+    stmt = select(default_security_groups.c.security_group_id).where(
+        default_security_groups.c.project_id == project_id
+    )
+    found = (await conn.execute(stmt)).first()
+    return None if found is None else str(found[0])
+
+
+async def claim_default_group(conn: AsyncConnection, project_id: str, group_id: str) -> None:
+    """Mark ``group_id`` as the project's default (DBDuplicateEntry if it has one)."""
+    await conn.execute(
+        insert(default_security_groups).values(project_id=project_id, security_group_id=group_id)
+    )
+
+
+async def is_default_group(conn: AsyncConnection, group_id: str) -> bool:
+    stmt = select(default_security_groups.c.project_id).where(
+        default_security_groups.c.security_group_id == group_id
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+def visible_to(project_id: str | None, *, shared: bool = False) -> Visible:
+    """Rows of the project (and, for networks, shared ones)."""
+    return Visible(project_id or "", shared=shared)
+
+
+# --- a server's NIC requests and its ports (nubes.network.ports) ---------------------------
+
+
+async def network_requests(conn: AsyncConnection, instance_uuid: str) -> list[Row]:
+    """The server's NIC requests in the order asked."""
+    stmt = (
+        select(instance_network_requests)
+        .where(instance_network_requests.c.instance_uuid == instance_uuid)
+        .order_by(instance_network_requests.c.position)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def add_network_requests(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(instance_network_requests), [dict(r) for r in rows])
+
+
+async def set_request_port(conn: AsyncConnection, request_id: int, port_id: str) -> None:
+    await conn.execute(
+        update(instance_network_requests)
+        .where(instance_network_requests.c.id == request_id)
+        .values(port_id=port_id)
+    )
+
+
+async def delete_network_requests(
+    conn: AsyncConnection, instance_uuid: str, port_id: str | None = None
+) -> None:
+    """The server's NIC requests (only the one for ``port_id`` if given) removed."""
+    stmt = delete(instance_network_requests).where(
+        instance_network_requests.c.instance_uuid == instance_uuid
+    )
+    if port_id is not None:
+        stmt = stmt.where(instance_network_requests.c.port_id == port_id)
+    await conn.execute(stmt)
+
+
+async def lock_instance_owner(conn: AsyncConnection, instance_uuid: str) -> Row | None:
+    """The live instance's project, user and task state, its row locked until commit.
+
+    A delete recorded meanwhile waits for the caller's commit, and its release
+    then finds (and frees) the ports made in it.
+    """
+    found = (
+        (
+            await conn.execute(
+                select(instances.c.project_id, instances.c.user_id, instances.c.task_state)
+                .where(instances.c.uuid == instance_uuid, instances.c.deleted == 0)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(found) if found is not None else None
+
+
+async def claim_port(conn: AsyncConnection, port_id: str, device_id: str, owner: str) -> None:
+    """The port given to a server (device and owner set)."""
+    await conn.execute(
+        update(ports).where(ports.c.id == port_id).values(device_id=device_id, device_owner=owner)
+    )
+
+
+async def unbind_port(conn: AsyncConnection, port_id: str) -> None:
+    """A port the user gave back to nobody: no device, owner or host, DOWN."""
+    await conn.execute(
+        update(ports)
+        .where(ports.c.id == port_id)
+        .values(
+            device_id="",
+            device_owner="",
+            binding_host_id="",
+            status="DOWN",
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
+    """The server's ports bound to ``host`` and ACTIVE."""
+    await conn.execute(
+        update(ports)
+        .where(ports.c.device_id == instance_uuid)
+        .values(
+            binding_host_id=host,
+            status="ACTIVE",
+            updated_at=utcnow(),
+            revision_number=ports.c.revision_number + 1,
+        )
+    )
