@@ -303,6 +303,13 @@ class Conflict(NubesError):
     safe = True
 
 
+class InstanceNotReady(Conflict):
+    """The instance has no running guest to ask (Nova's 409 for a console
+    log of a server not yet placed, or not running)."""
+
+    msg_fmt = "Instance %(instance_id)s is not ready: %(reason)s"
+
+
 class ObjectActionError(Conflict):
     msg_fmt = "Object action %(action)s failed: %(reason)s"
 

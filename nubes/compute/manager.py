@@ -34,7 +34,7 @@ from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, Reporter, utcnow
 from nubes.compute.resize import ResizeSteps
 from nubes.compute.steps import Outcome, StepKey, StepLog, StepReporter
-from nubes.compute.virt.driver import ComputeDriver
+from nubes.compute.virt.driver import ComputeDriver, console_tail
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
@@ -64,7 +64,7 @@ HARD_REBOOT_STATES = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_START
 class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
     #: Who may call which method (checked by the RPC server, deny by default).
     RPC_METHOD_RULES = authz.METHOD_RULES
-    RPC_API_VERSION = "1.3"
+    RPC_API_VERSION = "1.4"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)
 
     def __init__(
@@ -173,6 +173,18 @@ class ComputeManager(ResizeSteps, LiveMigrationSteps, RebuildSteps):
         """The hypervisor's uptime line (``os-hypervisors/{id}/uptime``); not a
         step: it changes nothing, so it answers at once, even during start."""
         return await self.driver.get_host_uptime()
+
+    # -- console log (1.4) ---------------------------------------------------
+
+    async def get_console_output(
+        self, context: RequestContext, instance_uuid: str, length: int | None = None
+    ) -> str:
+        """The last ``length`` lines of the guest's console log (all of what
+        the driver keeps when None), for ``os-getConsoleOutput``. A read, not a
+        step; a guest this host does not run is InstanceNotFound (the driver
+        looks only at its own guests)."""
+        output = await self.driver.get_console_output(Instance(uuid=instance_uuid))
+        return console_tail(output, length)
 
     # -- guests of abandoned tries (1.3) -----------------------------------------
 

@@ -53,6 +53,13 @@ def test_all_in_one_boots_reboots_and_deletes_a_real_guest(
         _wait_console(guest / "console.log", f"{TICK_MARKER} 1")
         cloud.openstack("nubes-demo", "server", "reboot", "--hard", "--wait", "vm1")
         _wait_console(guest / "console.log", BOOT_MARKER, 2)
+        # os-getConsoleOutput: the host reads the guest's serial log for the API.
+        log = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
+        assert log.count(BOOT_MARKER) >= 2 and f"{TICK_MARKER} 1" in log, log[-800:]
+        tail = cloud.openstack("nubes-demo", "console", "log", "show", "--lines", "3", "vm1")
+        # The guest ticks on meanwhile: its last lines are ticks newer than the log's.
+        lines = tail.stdout.strip().splitlines()
+        assert len(lines) == 3 and all(x.startswith(TICK_MARKER) for x in lines), lines
         cloud.openstack("nubes-demo", "server", "delete", "--wait", "vm1")
         assert not guest.exists()
     finally:

@@ -36,6 +36,7 @@ from nubes.db.api import instances as instances_db
 from nubes.db.api import tags as tags_db
 from nubes.db.api._common import ReadDeleted
 from nubes.db.types import UTC
+from nubes.objects.states import VMState
 
 #: Length of a generated admin password (Nova's [DEFAULT] password_length).
 PASSWORD_LENGTH = 12
@@ -599,6 +600,43 @@ async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None
     )
 
 
+#: Control characters a console log may hold that JSON clients choke on;
+#: Nova keeps tab, line feed and carriage return and removes the rest.
+_CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+async def _console_output(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """``os-getConsoleOutput``: the end of the guest's console log, asked of
+    its host (compute RPC ``get_console_output``), as ``{"output": ...}``."""
+    common.authorize(request, "os-console-output", Rule.PROJECT_MEMBER, row["project_id"])
+    v.validate(body, schemas.GET_CONSOLE_OUTPUT)
+    raw = (body["os-getConsoleOutput"] or {}).get("length")
+    length = None if raw is None or int(raw) == -1 else int(raw)
+    host = row.get("host")
+    if not host:
+        raise exception.InstanceNotReady(instance_id=row["uuid"], reason="it is on no host")
+    if row["vm_state"] != VMState.ACTIVE:
+        raise exception.InstanceNotReady(
+            instance_id=row["uuid"], reason=f"it is {row['vm_state']}, not running"
+        )
+    compute = common.state(request).compute_api()
+    if compute is None:
+        raise exception.ComputeServiceUnavailable(host=host)
+    try:
+        output = await compute.get_console_output(common.ctx(request), host, row["uuid"], length)
+    except exception.UnsupportedVersion as exc:
+        raise exception.HostCannotAnswer(
+            host=host, question="console log", reason=str(exc)
+        ) from None
+    except exception.VirtOperationNotSupported as exc:
+        raise exception.HostCannotAnswer(
+            host=host, question="console log", reason=str(exc)
+        ) from None
+    except exception.MessagingTimeout:
+        raise exception.ComputeServiceUnavailable(host=host) from None
+    return common.json({"output": _CONSOLE_JUNK.sub("", output)})
+
+
 #: A server action's handler: (request, the server's row, the body) -> its answer,
 #: or None for Nova's usual 202 with no body.
 ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
@@ -610,6 +648,7 @@ ACTIONS: dict[str, ActionHandler] = {
     "lock": _lock,
     "unlock": _unlock,
     "os-resetState": _reset_state,
+    "os-getConsoleOutput": _console_output,
 }
 
 
