@@ -125,8 +125,7 @@ async def test_the_hosts_http_source_fetches_with_its_grant_over_a_socket(
     server = uvicorn.Server(uvicorn.Config(api.app, log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            await asyncio.sleep(0.02)
+        # The socket already listens: a connection waits until uvicorn accepts it.
         source = HttpImageSource(f"http://127.0.0.1:{port}/image", "host-1", timeout=10)
         cache = ImageCache(tmp_path / "instances", source, "host-1")
         grant_a = grants.issue(SECRET, a["id"], "host-1", ttl=60)
