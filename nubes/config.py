@@ -188,12 +188,12 @@ libvirt_opts: list[cfg.Opt] = [
     ),
     cfg.StrOpt(
         "image_api_endpoint",
-        help="Image API base URL for image_source = http, e.g. http://controller:8774/image "
-        "(the image service's catalog URL).",
+        help="Image API base URL the host downloads images from with image_source http "
+        "(the image service's catalog URL, for example http://controller:8774/image).",
     ),
     cfg.StrOpt(
         "image_source_dir",
-        help="With image_source = directory: the directory the host reads image bytes from, "
+        help="With image_source directory: the directory the host reads image bytes from, "
         "by image id (the image API's data directory). Unset: [api] image_dir or "
         "<state_path>/images, as the image API stores them on this machine.",
     ),
