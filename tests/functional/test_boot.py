@@ -324,9 +324,7 @@ async def test_the_build_hands_the_placed_host_a_grant_for_its_image_only(
     try:
         await cloud.add_hosts(["g-0", "g-1"], driver_factory=Recording)
         image = {"id": "img-9", "properties": {"kernel_id": "k-9"}}
-        made = await cloud.api.create_servers(
-            ctxt, name="g", flavor="small", image=image, count=2
-        )
+        made = await cloud.api.create_servers(ctxt, name="g", flavor="small", image=image, count=2)
         await wait_tasks_done(cloud, [i.uuid for i in made])
         assert set(seen) == {i.uuid for i in made}
         for got in seen.values():
