@@ -7,8 +7,10 @@ run in separate processes for both stacks, so neither shares an interpreter
 with its peer (the machine has two cores, shared with the broker).
 
 nubes runs asyncio (uvloop when installed) with its versioned RPC client and
-server on the rabbit:// transport: calls are transient with direct reply-to,
-casts are persistent, in durable queues, and confirmed by the broker.
+server on the rabbit:// transport (aiormq through its public API): calls are
+transient with direct reply-to, casts are persistent, in durable queues, and
+confirmed by the broker; what one process sends in one loop iteration to one
+queue travels as one AMQP message (nubes/rpc/rabbit_batch.py).
 oslo.messaging runs its rabbit driver with its defaults (no publisher
 confirms, non-durable queues) and the threading executor; the client uses one
 thread per call in flight, with a connection pool as large as the thread count

@@ -19,7 +19,7 @@ from oslo_config import cfg
 
 from nubes import access, config, exception
 from nubes.cmd import common, workers
-from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
+from nubes.compute.launcher import compute_service, fake_fleet
 from nubes.conductor.authz import NodeLimits
 from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
@@ -98,7 +98,6 @@ async def _run_service(
         # Compute hosts have no database: any use of the DB layer from here
         # on is a bug and must say so, not quietly work.
         engine.disable_db_access("compute")
-        configure_fake_faults(conf)
         if fake_hosts:
             services = fake_fleet(conf, fake_hosts, host_prefix)
         else:
@@ -143,8 +142,7 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # The fake hosts keep their guests beside the database, so a restart
     # finds the servers it left running (a config file may say otherwise).
     conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
-    configure_fake_faults(conf)
-    services += [_compute(conf, f"fake-{i}") for i in range(args.fake_hosts)]
+    services += fake_fleet(conf, args.fake_hosts, "fake-")
     private = None
     if args.virt == "libvirt":
         private = await _libvirt_host(args, conf, host, services)
@@ -224,10 +222,10 @@ async def _hosts_started(conf: cfg.ConfigOpts, services: list[Service]) -> None:
     from nubes.compute.host import ComputeHost
 
     hosts = [h for svc in services for h in svc.hooks if isinstance(h, ComputeHost)]
-    late = [h for h in hosts if not h.manager.ready.is_set()]
+    late = [h for h in hosts if not h.manager.runner.ready.is_set()]
     for host in late:
         try:
-            await asyncio.wait_for(host.manager.ready.wait(), HOST_START_TIMEOUT)
+            await asyncio.wait_for(host.manager.runner.ready.wait(), HOST_START_TIMEOUT)
         except TimeoutError:
             print(f"  compute on {host.host} is still starting", flush=True)
     if late:

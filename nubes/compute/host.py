@@ -5,7 +5,7 @@ resource tracker and repairer. The :class:`~nubes.service.Service` that runs
 it calls :meth:`start` once its RPC server listens and :meth:`stop` before it
 stops listening. Start work runs in the background and is retried while the
 conductor is away, so a host comes up (and heartbeats) without a conductor;
-RPC work waits until the start is done (``manager.ready``).
+RPC work waits until the start is done (``manager.runner.ready``).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class ComputeHost:
         # From now on power changes the hypervisor reports (a guest that shut
         # itself down) are recorded as they happen; repair covered the past.
         self.driver.register_event_listener(self._on_lifecycle_event)
-        self.manager.ready.set()
+        self.manager.runner.ready.set()
         await self._notify_service()
 
     async def _notify_service(self) -> None:

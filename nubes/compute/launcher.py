@@ -18,7 +18,7 @@ from nubes import access, exception
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
-from nubes.compute.virt.fake import FAULTS
+from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.notifications.notifier import Notifier
 from nubes.rpc.transport import Transport
@@ -27,17 +27,7 @@ from nubes.service import Service, open_transport
 DEFAULT_FAKE_PREFIX = "fake-"
 
 
-def configure_fake_faults(conf: cfg.ConfigOpts) -> None:
-    """Load ``[fake_driver]`` delays and failures into the shared fault registry."""
-    opts = conf.fake_driver
-    FAULTS.spawn_delay = opts.spawn_delay
-    FAULTS.power_delay = opts.power_delay
-    FAULTS.migration_delay = opts.migration_delay
-    FAULTS.fail_spawn_hosts.update(opts.fail_spawn_hosts)
-    FAULTS.fail_live_migration_hosts.update(opts.fail_live_migration_hosts)
-
-
-def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+def _driver_options(conf: cfg.ConfigOpts, faults: FakeFaults | None) -> dict[str, Any]:
     if conf.compute_driver == "libvirt":
         return libvirt_options(conf)
     if conf.compute_driver != "fake":
@@ -48,6 +38,8 @@ def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "memory_mb": opts.memory_mb,
         "local_gb": opts.local_gb,
         "state_dir": opts.state_path,
+        # The hosts of one process share the [fake_driver] faults of its config.
+        "faults": faults if faults is not None else FakeFaults.from_options(opts),
     }
 
 
@@ -89,10 +81,12 @@ def compute_host(
     transport: Transport,
     conductor: ConductorAPI,
     driver: ComputeDriver | None = None,
+    faults: FakeFaults | None = None,
 ) -> ComputeHost:
-    """The compute host ``host``: driver, manager, tracker, repair."""
+    """The compute host ``host``: driver, manager, tracker, repair. A fake driver
+    made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
-        driver = load_driver(conf.compute_driver, host, **_driver_options(conf))
+        driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
     notes = conf.notifications
     notifier = Notifier(
         transport,
@@ -120,21 +114,22 @@ def compute_service(
     *,
     transport: Transport | None = None,
     driver: ComputeDriver | None = None,
+    faults: FakeFaults | None = None,
 ) -> Service:
     """A compute Service for ``host``, talking to the conductor as ``compute.<host>``."""
     if transport is None:
         transport = open_transport(conf, "compute", host)
     conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
-    node = compute_host(conf, host, transport, conductor, driver)
+    node = compute_host(conf, host, transport, conductor, driver, faults)
     return Service(
         "compute",
         host,
         transport,
-        [node.manager],
+        node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
         hooks=[node],
-        rules=access.for_endpoints([node.manager]).with_controllers(
+        rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
     )
@@ -143,6 +138,7 @@ def compute_service(
 def fake_fleet(
     conf: cfg.ConfigOpts, count: int, prefix: str = DEFAULT_FAKE_PREFIX
 ) -> list[Service]:
-    """``count`` fake compute hosts (``<prefix>0`` ...) in this process."""
-    configure_fake_faults(conf)
-    return [compute_service(conf, f"{prefix}{i}") for i in range(count)]
+    """``count`` fake compute hosts (``<prefix>0`` ...) in this process, sharing
+    one fault registry made from ``[fake_driver]``."""
+    faults = FakeFaults.from_options(conf.fake_driver)
+    return [compute_service(conf, f"{prefix}{i}", faults=faults) for i in range(count)]

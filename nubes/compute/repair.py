@@ -25,6 +25,7 @@ from nubes.compute.rebuild import remove_evacuated_remains
 from nubes.compute.reporting import Reporter, utcnow
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.context import RequestContext
+from nubes.objects import states
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
 
@@ -32,27 +33,6 @@ LOG = logging.getLogger(__name__)
 
 _T = TaskState
 _V = VMState
-
-#: Task states of a build still before or in the spawn.
-BUILD_TASKS = (None, _T.SCHEDULING, _T.BLOCK_DEVICE_MAPPING, _T.NETWORKING, _T.SPAWNING)
-SOFT_REBOOT = (_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED)
-HARD_REBOOT = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD)
-#: Task states that belong to a conductor-driven move.
-MOVE_TASKS = frozenset(
-    {
-        _T.RESIZE_PREP,
-        _T.RESIZE_MIGRATING,
-        _T.RESIZE_MIGRATED,
-        _T.RESIZE_FINISH,
-        _T.RESIZE_REVERTING,
-        _T.RESIZE_CONFIRMING,
-        _T.MIGRATING,
-        _T.REBUILDING,
-        _T.REBUILD_BLOCK_DEVICE_MAPPING,
-        _T.REBUILD_SPAWNING,
-        _T.UNSHELVING,
-    }
-)
 
 
 class Row(enum.StrEnum):
@@ -103,7 +83,7 @@ def classify(vm: VMState, task: TaskState | None, power: PowerState | None) -> R
         return Row.DELETE_HALF_DONE
     if vm == _V.DELETED:
         return Row.DELETED_NOT_REAPED
-    if vm == _V.BUILDING and task in BUILD_TASKS:
+    if vm == _V.BUILDING and task in states.BUILD_TASK_STATES:
         if not has:
             return Row.SPAWN_NOT_STARTED
         if power == PowerState.RUNNING:
@@ -113,9 +93,9 @@ def classify(vm: VMState, task: TaskState | None, power: PowerState | None) -> R
         return Row.POWER_OFF_CUT_OFF
     if task == _T.POWERING_ON:
         return Row.POWER_ON_CUT_OFF
-    if task in SOFT_REBOOT or task in HARD_REBOOT:
+    if task in states.SOFT_REBOOT_TASK_STATES or task in states.HARD_REBOOT_TASK_STATES:
         return Row.REBOOT_CUT_OFF
-    if task in MOVE_TASKS:
+    if task in states.MOVE_TASK_STATES:
         return Row.MOVE_IN_PROGRESS
     if not has and vm in (_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED, _V.RESCUED):
         return Row.GUEST_MISSING

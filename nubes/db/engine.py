@@ -64,7 +64,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
 
 import sqlalchemy.exc as sa_exc
 from oslo_config import cfg
@@ -80,6 +80,11 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds stale-tolerant reads stay on the primary after the replica failed.
 REPLICA_RETRY_AFTER = 5.0
+
+#: An open connection, as every :mod:`nubes.db.api` function takes it. Code above the
+#: database layer names it by this alias so that only ``nubes/db`` imports SQLAlchemy
+#: (an import-linter contract in pyproject.toml).
+Connection: TypeAlias = AsyncConnection
 
 P = ParamSpec("P")
 T = TypeVar("T")

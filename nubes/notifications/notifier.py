@@ -125,7 +125,8 @@ class Notifier:
                 await self.relay.relay_notification(ctxt, event_type, str(priority), payload)
                 return
             body = self.encode(ctxt, event_type, payload, priority, publisher_id)
-            await self.transport.cast(self._target, body, label=self._label)
+            # Alone: consumers of notifications are plain AMQP clients.
+            await self.transport.cast(self._target, body, label=self._label, alone=True)
         except Exception as exc:
             # A notification is a report, not part of the operation.
             LOG.warning("Could not send %s notification: %s", event_type, exc)

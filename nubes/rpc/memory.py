@@ -247,7 +247,11 @@ class MemoryTransport(Transport):
         finally:
             self._pending_calls.discard(fut)
 
-    async def cast(self, target: Target, body: bytes, *, label: str = "") -> None:
+    async def cast(
+        self, target: Target, body: bytes, *, label: str = "", alone: bool = False
+    ) -> None:
+        # Every message of the in-process bus is delivered on its own, so
+        # ``alone`` always holds.
         self._check_open(label)
         self._deliver(target, _Envelope(bytes(body), self.identity, None))
 

@@ -33,9 +33,10 @@ against the authenticated user (a mismatch closes the sender's channel with
 PRECONDITION_FAILED), so a receiver can trust it as :attr:`IncomingMessage.caller`.
 
 Delivery: each message runs its handler in its own task; the listener's
-prefetch (per channel) bounds how many run at once. A message is acknowledged
-after its handler returned or raised, and given back to the broker when the
-handler is cancelled, so another server gets it.
+``max_concurrency`` bounds how many run at once (and, through prefetch, how
+many AMQP messages it takes). An AMQP message is acknowledged after its
+handlers returned or raised, and given back to the broker when one is
+cancelled, so another server gets it.
 
 Failures: :class:`~nubes.rpc.rabbit_connection.BrokerConnection` reconnects
 with backoff (trying the URL's brokers in turn, so a cluster fails over to
@@ -43,14 +44,16 @@ the next node) and rebuilds channels, topology and consumers. Calls waiting for
 a reply when the connection drops fail at once with a TransportError naming
 the hop; casts wait (bounded) for the connection to come back and publish then.
 
-Speed: aiormq runs the connection (handshake, channels, declarations,
-consumer registration, heartbeats), but the messages themselves bypass its
-per-frame machinery: publishes and acks are encoded from pre-built parts
-(:mod:`~nubes.rpc.rabbit_wire`) and written straight to the socket, and
-deliveries and publisher confirms are picked out of the incoming byte stream
-before aiormq sees it (:mod:`~nubes.rpc.rabbit_socket`). Modules:
-``rabbit_connection`` (reconnecting), ``rabbit_session`` (per-connection state,
-listeners), ``rabbit_socket`` (socket fast path), ``rabbit_wire`` (frames).
+Speed: aiormq, used through its public API only, runs everything; what it
+costs is per AMQP message, so the calls, replies and casts a process sends in
+one loop iteration to the same address travel as one AMQP message
+(:mod:`~nubes.rpc.rabbit_batch`; a lone message goes as it is). Publishes and
+acks are queued to aiormq's writer without waiting for the socket to drain
+(``wait=False``), so they are pipelined; casts spread over several
+confirm-mode channels and each awaits only its own confirm. Modules:
+``rabbit_connection`` (reconnecting), ``rabbit_session`` (per-connection
+state, listeners), ``rabbit_batch`` (batching), ``rabbit_access`` (broker
+users and permissions).
 """
 
 from __future__ import annotations
@@ -65,10 +68,9 @@ from typing import Any, cast
 import aiormq
 import aiormq.abc
 import aiormq.exceptions
-from pamqp import commands as spec
 
 from nubes import access, exception
-from nubes.rpc import rabbit_wire as wire
+from nubes.rpc import rabbit_batch as batching
 from nubes.rpc.rabbit_connection import (
     DEFAULT_HEARTBEAT,
     DEFAULT_RECONNECT_BACKOFF_MAX,
@@ -83,6 +85,7 @@ from nubes.rpc.rabbit_session import (
     EXCHANGE_TYPE,
     REFUSALS,
     REPLY_PREFIX,
+    Delivery,
     RabbitListener,
     Session,
     consume,
@@ -91,7 +94,6 @@ from nubes.rpc.rabbit_session import (
     queue_name,
     wants_quorum,
 )
-from nubes.rpc.rabbit_socket import CoalescingWriter, Delivery, PublishRefused
 from nubes.rpc.transport import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
@@ -109,10 +111,8 @@ LOG = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: Messages a listener takes before acknowledging any (capped by max_concurrency).
 DEFAULT_PREFETCH_COUNT = DEFAULT_MAX_CONCURRENCY
-TRANSIENT = 1
-PERSISTENT = 2
-#: Distinct call timeouts whose request properties are kept encoded.
-MAX_CACHED_TIMEOUTS = 64
+#: Confirm-mode channels per connection that casts are spread over.
+CAST_CHANNELS = 4
 
 
 def _rejected_by_aiormq() -> bool:
@@ -120,11 +120,6 @@ def _rejected_by_aiormq() -> bool:
     closed a channel, rather than our own task being cancelled."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() == 0
-
-
-def _confirms_lost(session: Session, closing: asyncio.Future[Any]) -> None:
-    exc = None if closing.cancelled() else closing.exception()
-    session.fail(exc or ConnectionError("the confirm channel closed"))
 
 
 class RabbitTransport(Transport):
@@ -190,13 +185,6 @@ class RabbitTransport(Transport):
         #: correlation id -> (future, label, target) of calls waiting for a reply.
         self._pending: dict[str, tuple[asyncio.Future[bytes], str, Target]] = {}
         self._ids = itertools.count(1)
-        self._call_props: dict[tuple[float, str], wire.PropertiesTemplate] = {}
-        self._reply_props = wire.PropertiesTemplate(
-            "correlation_id", delivery_mode=TRANSIENT, user_id=username
-        )
-        self._cast_props = wire.PropertiesTemplate(
-            "message_id", delivery_mode=PERSISTENT, user_id=username
-        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -204,32 +192,32 @@ class RabbitTransport(Transport):
 
     # -- connection ---------------------------------------------------------
 
-    async def _setup(self, conn: aiormq.Connection, hop: str, writer: CoalescingWriter) -> Session:
+    async def _setup(self, conn: aiormq.Connection, hop: str) -> Session:
         fast = await open_channel(conn)
-        safe = await open_channel(conn)
-        await safe.rpc(spec.Confirm.Select())
+        safe = [await open_channel(conn, confirms=True) for _ in range(CAST_CHANNELS)]
         admin = await open_channel(conn)
         await admin.exchange_declare(
             EXCHANGE, exchange_type=EXCHANGE_TYPE, durable=True, passive=self._passive
         )
         session = Session(
-            conn, hop, writer, fast, safe, admin, passive=self._passive, quorum=self._quorum
+            conn, hop, self.identity, fast, safe, admin, passive=self._passive, quorum=self._quorum
         )
-        await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        await consume(fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         if not self._passive:
             # Replies from compute hosts, which may not use the default exchange.
             declared = await fast.queue_declare("", exclusive=True, auto_delete=True)
             queue = cast(str, declared.queue)
             session.reply_key = REPLY_PREFIX + queue
             await fast.queue_bind(queue, EXCHANGE, routing_key=session.reply_key)
-            await consume(writer, fast, queue, self._on_reply, no_ack=True)
-        # Both carry messages in flight: losing either one means starting over.
-        # (The admin channel is simply reopened when a declaration closed it.)
-        for channel in (fast, safe):
+            await consume(fast, queue, self._on_reply, no_ack=True)
+        # These carry messages in flight: losing one means starting over
+        # (aiormq fails the unconfirmed casts of a closed channel, and they are
+        # sent again on the new connection). The admin channel is simply
+        # reopened when a declaration closed it.
+        for channel in (fast, *safe):
             channel.closing.add_done_callback(
                 partial(self._channel_failed, session, what="transport")
             )
-        safe.closing.add_done_callback(partial(_confirms_lost, session))
         for listener in list(self._listeners):
             await listener.attach(session)
         return session
@@ -241,10 +229,15 @@ class RabbitTransport(Transport):
         # A channel the broker closed under a live connection (a refused
         # publish or declaration) leaves the session half broken; start over.
         LOG.warning("Broker %s closed the %s channel: %s", session.hop, what, describe(exc))
+        # Calls waiting for a reply fail now, with the broker's reason (a
+        # refused publish says ACCESS_REFUSED): the connection they went out
+        # on is dropped next, which would fail them anyway.
+        self._fail_pending(session.hop, f"{what} channel closed", describe(exc))
         self._broker.drop(exc or ConnectionError(f"{what} channel closed"))
 
     def _lost(self, session: Session, exc: BaseException | None) -> None:
-        session.fail(exc or ConnectionError("connection closed"))
+        # Unconfirmed casts of the session fail by themselves: aiormq fails
+        # the confirmations of a closed channel.
         self._fail_pending(
             session.hop, "connection lost", describe(exc) if exc else "connection closed"
         )
@@ -295,20 +288,6 @@ class RabbitTransport(Transport):
 
     # -- calls --------------------------------------------------------------
 
-    def _request_props(self, timeout: float, reply_to: str) -> wire.PropertiesTemplate:
-        props = self._call_props.get((timeout, reply_to))
-        if props is None:
-            if len(self._call_props) >= MAX_CACHED_TIMEOUTS:
-                self._call_props.clear()
-            props = self._call_props[timeout, reply_to] = wire.PropertiesTemplate(
-                "correlation_id",
-                delivery_mode=TRANSIENT,
-                reply_to=reply_to,
-                expiration=str(max(1, int(timeout * 1000))),
-                user_id=self.identity,
-            )
-        return props
-
     async def call(self, target: Target, body: bytes, timeout: float, *, label: str = "") -> bytes:
         if target.fanout:
             raise exception.ValidationError(field="target", reason="a call cannot be a fanout")
@@ -323,20 +302,21 @@ class RabbitTransport(Transport):
         reply_to = DIRECT_REPLY_TO
         if target.topic == access.COMPUTE_BINARY and session.reply_key is not None:
             reply_to = session.reply_key
+        fut: asyncio.Future[bytes] = loop.create_future()
+        # Registered before publishing: the reply may be read before the
+        # publish returns.
+        self._pending[cid] = (fut, label, target)
         try:
-            session.publish(
-                session.fast,
-                EXCHANGE,
-                queue_name(target),
-                self._request_props(timeout, reply_to).encode(cid),
-                body,
+            await session.call(
+                queue_name(target), reply_to, str(max(1, int(timeout * 1000))), cid, body
             )
-        except CONNECTION_ERRORS as exc:
+        except BaseException as exc:
+            self._pending.pop(cid, None)
+            if not isinstance(exc, CONNECTION_ERRORS):
+                raise
             raise exception.TransportError(
                 hop=f"broker {session.hop} (sending {label})", reason=describe(exc)
             ) from exc
-        fut: asyncio.Future[bytes] = loop.create_future()
-        self._pending[cid] = (fut, label, target)
         timer = loop.call_later(
             timeout - (time.monotonic() - start), self._expire, cid, target, timeout
         )
@@ -354,16 +334,28 @@ class RabbitTransport(Transport):
             )
 
     def _on_reply(self, delivery: Delivery) -> None:
-        entry = self._pending.get(delivery.correlation_id or "")
+        if delivery.batch is None:
+            self._resolve(delivery.correlation_id or "", delivery.body, delivery.user_id)
+            return
+        try:
+            parts = batching.unpack(delivery.body, delivery.batch)
+        except ValueError as exc:
+            LOG.warning("Dropped a malformed batch of replies from %s: %s", delivery.user_id, exc)
+            return
+        for cid, body in parts:
+            self._resolve(cid, body, delivery.user_id)
+
+    def _resolve(self, cid: str, body: bytes, user_id: str | None) -> None:
+        entry = self._pending.get(cid)
         if entry is not None and not entry[0].done():
             fut, label, target = entry
-            if not access.may_answer(target.topic, target.server, delivery.user_id):
+            if not access.may_answer(target.topic, target.server, user_id):
                 # Only the callee answers: a reply from anyone else (another
                 # host that took the request off a queue it should not read)
                 # is dropped, and the call waits for the real one.
-                LOG.warning("Dropped a reply to %s from %s", label, delivery.user_id)
+                LOG.warning("Dropped a reply to %s from %s", label, user_id)
                 return
-            fut.set_result(delivery.body)
+            fut.set_result(body)
 
     async def _reply(self, reply_to: str, correlation_id: str, body: bytes) -> None:
         session = self._broker.session
@@ -379,9 +371,7 @@ class RabbitTransport(Transport):
             LOG.warning("Not replying to the reply address %r: not a reply queue", reply_to[:100])
             return
         try:
-            session.publish(
-                session.fast, exchange, reply_to, self._reply_props.encode(correlation_id), body
-            )
+            await session.reply(exchange, reply_to, correlation_id, body)
         except CONNECTION_ERRORS as exc:
             raise exception.TransportError(
                 hop=f"broker {session.hop} (sending a reply)", reason=describe(exc)
@@ -389,7 +379,9 @@ class RabbitTransport(Transport):
 
     # -- casts --------------------------------------------------------------
 
-    async def cast(self, target: Target, body: bytes, *, label: str = "") -> None:
+    async def cast(
+        self, target: Target, body: bytes, *, label: str = "", alone: bool = False
+    ) -> None:
         label = label or str(target)
         deadline = time.monotonic() + self._wait_bound
         if target.fanout:
@@ -399,7 +391,7 @@ class RabbitTransport(Transport):
             exchange, routing_key = EXCHANGE, queue_name(target)
             declared = routing_key
         # The same id on every attempt, so a receiver can tell a resend.
-        properties = self._cast_props.encode(f"{self.identity}.{next(self._ids)}")
+        message_id = f"{self.identity}.{next(self._ids)}"
         stale: Session | None = None
         while True:
             session = self._broker.session
@@ -408,8 +400,8 @@ class RabbitTransport(Transport):
             try:
                 if declared not in session.declared:
                     await session.declare(target)
-                await session.publish_confirmed(exchange, routing_key, properties, body)
-            except PublishRefused as exc:
+                await session.cast(exchange, routing_key, message_id, body, alone=alone)
+            except aiormq.exceptions.DeliveryError as exc:
                 raise exception.TransportError(
                     hop=f"broker {session.hop}", reason=f"the broker refused {label} (nack)"
                 ) from exc

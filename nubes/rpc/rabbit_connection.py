@@ -7,6 +7,14 @@ the owner is told at once (so calls waiting for replies can fail fast) and the
 task reconnects with exponential backoff and full jitter, trying the hosts in
 turn. The loss is logged once and the recovery once; single attempts only at
 debug level, so a long outage does not flood the log.
+
+All of the reconnect policy lives in :meth:`BrokerConnection._pause` (how long
+to wait between rounds) and the constants below. A round that failed because
+no host accepted a TCP connection does not sleep out its whole backoff: it
+probes the hosts' ports every :data:`RECONNECT_PROBE_INTERVAL` and tries again
+as soon as one accepts, so service resumes within about a second of the broker
+coming back even after a long outage grew the backoff. Any other failure
+(login refused, AMQP handshake, setup) waits the full backoff.
 """
 
 from __future__ import annotations
@@ -23,11 +31,11 @@ import aiormq
 import aiormq.exceptions
 
 from nubes import exception
-from nubes.rpc.rabbit_socket import DEFAULT_PORT, CoalescingWriter, FastPathTCP
 from nubes.rpc.transport import HostSpec, TransportURL
 
 LOG = logging.getLogger(__name__)
 
+DEFAULT_PORT = 5672
 #: First wait (seconds) before reconnecting; doubles per round of failed hosts.
 DEFAULT_RECONNECT_BACKOFF_MIN = 0.2
 #: Longest wait (seconds) between reconnection rounds. Short on purpose: a
@@ -35,6 +43,10 @@ DEFAULT_RECONNECT_BACKOFF_MIN = 0.2
 #: (a round costs one refused TCP connect per host, so polling each second
 #: during an outage is cheap, even for a few hundred services).
 DEFAULT_RECONNECT_BACKOFF_MAX = 1.0
+#: Seconds between TCP probes of unreachable hosts while backing off.
+RECONNECT_PROBE_INTERVAL = 0.25
+#: Seconds one TCP probe may take.
+RECONNECT_PROBE_TIMEOUT = 1.0
 #: AMQP heartbeat in seconds (0 switches heartbeats off).
 DEFAULT_HEARTBEAT = 60
 #: Seconds one connection attempt (TCP + AMQP handshake + owner setup) may take.
@@ -69,6 +81,23 @@ def is_auth_failure(exc: BaseException | None) -> bool:
     )
 
 
+_ACCEPTED_THEN_LOST = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """True when no broker accepted the TCP connection (refused, no route, timeout)."""
+    if is_auth_failure(exc):
+        return False
+    if isinstance(exc, aiormq.exceptions.AMQPError):
+        # aiormq wraps a refused socket in its own error, the OSError as cause;
+        # any other error of its own means a broker answered.
+        if not isinstance(exc, aiormq.exceptions.AMQPConnectionError):
+            return False
+        exc = exc.__cause__
+    # A reset or broken connection was accepted first: a broker is there.
+    return isinstance(exc, OSError) and not isinstance(exc, _ACCEPTED_THEN_LOST)
+
+
 def describe(exc: BaseException | None) -> str:
     if exc is None:
         return "connection closed"
@@ -79,10 +108,8 @@ def describe(exc: BaseException | None) -> str:
 class BrokerConnection(Generic[T]):
     """Keeps one connection up and hands the owner a fresh session ``T`` on each.
 
-    ``setup(connection, hop, writer)`` builds the owner's session on a new
-    connection (an exception makes the attempt count as failed); ``writer``
-    is the connection's socket writer (for frames the owner encodes itself,
-    and its read fast path).
+    ``setup(connection, hop)`` builds the owner's session on a new
+    connection (an exception makes the attempt count as failed).
     ``lost(session, exc)`` is called synchronously the moment that connection
     is gone.
     """
@@ -91,7 +118,7 @@ class BrokerConnection(Generic[T]):
         self,
         url: TransportURL,
         *,
-        setup: Callable[[aiormq.Connection, str, CoalescingWriter], Awaitable[T]],
+        setup: Callable[[aiormq.Connection, str], Awaitable[T]],
         lost: Callable[[T, BaseException | None], None],
         backoff_min: float = DEFAULT_RECONNECT_BACKOFF_MIN,
         backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX,
@@ -170,17 +197,39 @@ class BrokerConnection(Generic[T]):
         cap = min(self._backoff_max, self._backoff_min * (2 ** max(failed_rounds - 1, 0)))
         return random.uniform(self._backoff_min, cap)
 
+    async def _pause(self, failed_rounds: int, exc: BaseException) -> None:
+        """Wait before the next round of attempts: the backoff, cut short when
+        the last round found no broker listening and one now is."""
+        delay = self._backoff(failed_rounds)
+        if not is_unreachable(exc):
+            await asyncio.sleep(delay)
+            return
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(RECONNECT_PROBE_INTERVAL, remaining))
+            if await self._any_host_listening():
+                return
+
+    async def _any_host_listening(self) -> bool:
+        for host in self._hosts:
+            try:
+                async with asyncio.timeout(RECONNECT_PROBE_TIMEOUT):
+                    _, writer = await asyncio.open_connection(
+                        host.host or "localhost", host.port or DEFAULT_PORT
+                    )
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            return True
+        return False
+
     async def _attempt(self, host: HostSpec) -> tuple[aiormq.Connection, T]:
         hop = host_label(host)
-        factory = FastPathTCP()
-        conn = aiormq.Connection(
-            amqp_url(host, self._vhost, self._heartbeat), transport_factory=factory
-        )
+        conn = aiormq.Connection(amqp_url(host, self._vhost, self._heartbeat))
         try:
             async with asyncio.timeout(self._attempt_timeout):
                 await conn.connect()
-                assert factory.writer is not None
-                session = await self._setup(conn, hop, factory.writer)
+                session = await self._setup(conn, hop)
         except BaseException:
             await _close_quietly(conn)
             raise
@@ -206,7 +255,7 @@ class BrokerConnection(Generic[T]):
                     self._notify()
                     if self._next_host % len(self._hosts) == 0:
                         failed_rounds += 1
-                        await asyncio.sleep(self._backoff(failed_rounds))
+                        await self._pause(failed_rounds, exc)
                     continue
                 self._connection = conn
                 self.session = session

@@ -2,19 +2,21 @@
 
 A :class:`Session` lives exactly as long as one AMQP connection: after a
 reconnect the transport builds a new one (new channels, topology declared
-again). Hot-path frames (publishes, acks) are encoded by
-:mod:`nubes.rpc.rabbit_wire` and written straight to the connection's socket;
-deliveries and publisher confirms come back through the read fast path of
-:mod:`nubes.rpc.rabbit_socket`. aiormq does the rest.
+again). Everything goes through aiormq's public API: channels, declarations,
+publishes (pipelined: ``wait=False``, confirms awaited concurrently),
+consumers, acks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -24,9 +26,8 @@ import aiormq.exceptions
 from aiormq.channel import Channel
 
 from nubes import exception
-from nubes.rpc import rabbit_wire as wire
+from nubes.rpc import rabbit_batch as batching
 from nubes.rpc.rabbit_connection import describe
-from nubes.rpc.rabbit_socket import CoalescingWriter, Consumer, Delivery, from_aiormq
 from nubes.rpc.transport import Handler, IncomingMessage, Target
 
 LOG = logging.getLogger(__name__)
@@ -46,11 +47,9 @@ EXCHANGE_TYPE = "topic"
 REPLY_PREFIX = "reply."
 #: Characters with a meaning in topic binding keys.
 _WILDCARDS = frozenset("*#")
-#: AMQP's default frame size limit, if the broker named none.
-DEFAULT_FRAME_MAX = 131072
-#: Method frames kept per session; reply addresses are per caller channel, so
-#: the cache is only cleared, never allowed to grow without bound.
-MAX_CACHED_METHODS = 4096
+#: Frames aiormq buffers per channel between its connection reader and the
+#: channel's reader (its default, 10, makes the reader wait on every burst).
+FRAME_BUFFER = 256
 
 CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -72,6 +71,9 @@ REFUSALS = (
     aiormq.exceptions.ChannelPreconditionFailed,
 )
 
+Properties = aiormq.spec.Basic.Properties
+TRANSIENT = 1
+PERSISTENT = 2
 Replier = Callable[[str, str, bytes], Awaitable[None]]
 ChannelFailed = Callable[["Session", "asyncio.Future[Any]", str], None]
 
@@ -133,34 +135,101 @@ async def declare_fanout(channel: Channel, topic: str, *, passive: bool = False)
     )
 
 
-async def open_channel(conn: aiormq.Connection) -> Channel:
-    # Confirms, where wanted, are switched on and tracked by the fast path,
-    # not by aiormq.
-    return cast(Channel, await conn.channel(publisher_confirms=False))
+async def open_channel(conn: aiormq.Connection, *, confirms: bool = False) -> Channel:
+    """A channel on ``conn``; ``confirms`` puts it in publisher-confirm mode
+    (aiormq then resolves each publish on the broker's ack or nack)."""
+    return cast(
+        Channel,
+        await conn.channel(publisher_confirms=confirms, frame_buffer_size=FRAME_BUFFER),
+    )
 
 
-async def consume(
-    writer: CoalescingWriter,
-    channel: Channel,
-    queue: str,
-    consumer: Consumer,
-    *,
-    no_ack: bool = False,
-) -> str:
-    """Consume ``queue``, deliveries going to ``consumer``; returns the consumer tag."""
+@dataclass(slots=True)
+class Delivery:
+    """The parts of a delivered message the transport uses."""
+
+    delivery_tag: int
+    body: bytes
+    user_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    #: The ``x-nubes-batch`` header: how many messages the body packs
+    #: (see nubes/rpc/rabbit_batch.py), or None for a single message.
+    batch: object = None
+
+
+Consumer = Callable[[Delivery], None]
+
+
+async def consume(channel: Channel, queue: str, consumer: Consumer, *, no_ack: bool = False) -> str:
+    """Consume ``queue``, deliveries going to ``consumer``; returns the consumer tag.
+
+    ``consumer`` is called synchronously with each delivery; it must not block
+    (it starts a task when there is work to do).
+    """
+
+    async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
+        props = message.header.properties
+        headers = props.headers
+        # A consumer only gets Basic.Deliver, which always carries a tag.
+        consumer(
+            Delivery(
+                cast(int, message.delivery_tag),
+                message.body,
+                props.user_id,
+                props.reply_to,
+                props.correlation_id,
+                headers.get(batching.BATCH_HEADER) if headers else None,
+            )
+        )
+
     tag = f"nubes.{uuid.uuid4().hex}"
-    # Registered before the broker can deliver anything to the tag.
-    writer.fastpath.consume(tag, consumer)
-
-    async def via_aiormq(message: aiormq.abc.DeliveredMessage) -> None:
-        consumer(from_aiormq(message))
-
-    try:
-        await channel.basic_consume(queue, via_aiormq, no_ack=no_ack, consumer_tag=tag)
-    except BaseException:
-        writer.fastpath.forget(tag)
-        raise
+    await channel.basic_consume(queue, deliver, no_ack=no_ack, consumer_tag=tag)
     return tag
+
+
+async def _publish(
+    channel: Channel, exchange: str, routing_key: str, properties: Properties, body: bytes
+) -> None:
+    """Publish on ``channel`` (and, in confirm mode, wait for the confirm).
+
+    ``wait=False``: queued to aiormq's writer without waiting for the socket
+    to drain, so concurrent publishes are pipelined. When the channel closes
+    first, aiormq fails the publish with the channel's close reason, or with
+    a bare ``Exception`` when the close had none; the caller gets the
+    channel's reason (the broker's refusal, say) or a ConnectionError.
+    """
+    async with why_closed(channel):
+        await channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
+        )
+
+
+@contextlib.asynccontextmanager
+async def why_closed(channel: Channel) -> AsyncIterator[None]:
+    """Raise the channel's close reason when what the block awaited failed with
+    the channel: aiormq fails whatever waits on a closing channel with its
+    close reason, or with a bare ``Exception`` when the close had none (that
+    becomes a ConnectionError, so it is retried like any lost connection)."""
+    try:
+        yield
+    except Exception as exc:
+        closing = channel.closing
+        if closing.done() and not closing.cancelled():
+            reason = closing.exception()
+            if reason is not None and type(reason) is not Exception and reason is not exc:
+                raise reason from exc
+        if type(exc) is Exception:
+            raise ConnectionError(f"channel {channel.number} closed") from exc
+        raise
+
+
+def _envelope(parts: list[tuple[str, bytes]]) -> tuple[bytes, str, dict[str, Any] | None]:
+    """Body, correlation id and headers of the AMQP message carrying ``parts``."""
+    if len(parts) == 1:
+        ident, body = parts[0]
+        return body, ident, None
+    return batching.pack(parts), "", {batching.BATCH_HEADER: len(parts)}
 
 
 async def close_channel(channel: Channel) -> None:
@@ -175,9 +244,9 @@ class Session:
         self,
         conn: aiormq.Connection,
         hop: str,
-        writer: CoalescingWriter,
+        user_id: str,
         fast: Channel,
-        safe: Channel,
+        safe: list[Channel],
         admin: Channel,
         *,
         passive: bool = False,
@@ -186,18 +255,20 @@ class Session:
         self.conn = conn
         #: Declare the durable topic queues as quorum queues (see wants_quorum).
         self.quorum = quorum
+        #: The broker user; every message carries it (the broker checks it).
+        self.user_id = user_id
         #: Only check that shared queues and exchanges exist, never declare
         #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
         self.passive = passive
         self.hop = hop
-        self.writer = writer
-        # 0 would mean "no limit"; RabbitMQ always sets one, but stay sane.
-        self.frame_max: int = conn.connection_tune.frame_max or DEFAULT_FRAME_MAX
-        #: No confirms: call requests, replies, and the direct reply-to consumer.
+        #: No confirms: call requests, replies, and the reply consumers.
         self.fast = fast
-        #: Confirm mode: casts.
+        #: Confirm mode: casts, round robin.
         self.safe = safe
-        self.confirms = writer.fastpath.track_confirms(safe.number)
+        self._next_safe = itertools.cycle(safe)
+        self._calls: batching.Batcher[tuple[str, str, str]] = batching.Batcher(self._send_calls)
+        self._replies: batching.Batcher[tuple[str, str]] = batching.Batcher(self._send_replies)
+        self._casts: batching.Batcher[tuple[str, str]] = batching.Batcher(self._send_casts)
         #: Declarations made by senders; kept apart so a refused declaration
         #: cannot close a channel that carries messages.
         self.admin = admin
@@ -208,48 +279,75 @@ class Session:
         self.declared: set[str] = set()
         self._declaring: dict[str, asyncio.Future[None]] = {}
         self._admin_lock = asyncio.Lock()
-        self._methods: dict[tuple[int, str, str], bytes] = {}
 
-    def write(self, channel: Channel, frames: bytes) -> None:
-        if channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError(f"channel {channel.number} closed")
-        self.writer.write(frames)
+    # Publishing. Each kind of message goes through its own Batcher, keyed by
+    # what must be equal for messages to share one AMQP message: address and
+    # properties. Publishes are queued to aiormq's writer without waiting for
+    # the socket to drain (wait=False), so concurrent ones are pipelined.
 
-    def _method(self, channel: int, exchange: str, routing_key: str) -> bytes:
-        key = (channel, exchange, routing_key)
-        frame = self._methods.get(key)
-        if frame is None:
-            if len(self._methods) >= MAX_CACHED_METHODS:
-                self._methods.clear()
-            frame = self._methods[key] = wire.publish_method(channel, exchange, routing_key)
-        return frame
-
-    def publish(
-        self, channel: Channel, exchange: str, routing_key: str, properties: bytes, body: bytes
+    async def call(
+        self, routing_key: str, reply_to: str, expiration: str, cid: str, body: bytes
     ) -> None:
-        """Send one message on a channel without confirms."""
-        number = channel.number
-        self.write(
-            channel,
-            self._method(number, exchange, routing_key)
-            + wire.content_frames(number, properties, body, self.frame_max),
+        """Send a call request (transient, no confirm) to the queue ``routing_key``."""
+        await self._calls.send((routing_key, reply_to, expiration), cid, body)
+
+    async def reply(self, exchange: str, reply_to: str, cid: str, body: bytes) -> None:
+        """Send the reply to call ``cid`` (transient, no confirm)."""
+        await self._replies.send((exchange, reply_to), cid, body)
+
+    async def cast(
+        self, exchange: str, routing_key: str, message_id: str, body: bytes, *, alone: bool = False
+    ) -> None:
+        """Send a cast (persistent); returns on the broker's confirm.
+
+        Raises :class:`aiormq.exceptions.DeliveryError` on a nack, and the
+        channel's or connection's error when either goes first. Concurrent
+        casts are not serialised behind each other's confirms: aiormq holds a
+        channel only while it queues the frames.
+        """
+        await self._casts.send((exchange, routing_key), message_id, body, alone=alone)
+
+    async def _send_calls(self, key: tuple[str, str, str], parts: list[tuple[str, bytes]]) -> None:
+        routing_key, reply_to, expiration = key
+        body, ident, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=ident,
+            # Set, so aiormq does not make up a random one for every message.
+            message_id=ident or parts[0][0],
+            reply_to=reply_to,
+            # No server starts work on a request nobody waits for any more.
+            expiration=expiration,
+            user_id=self.user_id,
+            headers=headers,
         )
+        await _publish(self.fast, EXCHANGE, routing_key, properties, body)
 
-    def publish_confirmed(
-        self, exchange: str, routing_key: str, properties: bytes, body: bytes
-    ) -> asyncio.Future[None]:
-        """Send one message on the confirm channel; the future resolves on the
-        broker's ack (fails on a nack, or when the channel or connection goes)."""
-        # The broker numbers publishes per channel from 1; nothing awaits
-        # between writing and numbering, so frames go out in numbering order.
-        self.publish(self.safe, exchange, routing_key, properties, body)
-        confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.confirms.expect(confirmation)
-        return confirmation
+    async def _send_replies(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
+        exchange, reply_to = key
+        body, ident, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=TRANSIENT,
+            correlation_id=ident,
+            message_id=ident or parts[0][0],
+            user_id=self.user_id,
+            headers=headers,
+        )
+        await _publish(self.fast, exchange, reply_to, properties, body)
 
-    def fail(self, exc: BaseException) -> None:
-        """The connection or the confirm channel is gone: unconfirmed casts fail."""
-        self.confirms.fail(exc)
+    async def _send_casts(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
+        exchange, routing_key = key
+        body, _, headers = _envelope(parts)
+        properties = Properties(
+            delivery_mode=PERSISTENT,
+            # The cast's own id; a batch goes by its first cast's.
+            message_id=parts[0][0],
+            user_id=self.user_id,
+            headers=headers,
+        )
+        # Spread over the confirm channels, so the broker confirms (and
+        # aiormq reads the confirms of) several channels in parallel.
+        await _publish(next(self._next_safe), exchange, routing_key, properties, body)
 
     async def declare(self, target: Target) -> None:
         name = fanout_exchange(target.topic) if target.fanout else queue_name(target)
@@ -267,10 +365,11 @@ class Session:
             if self.admin.is_closed and not self.conn.is_closed:
                 # A refused declaration closed it; the connection itself is fine.
                 self.admin = await open_channel(self.conn)
-            if target.fanout:
-                await declare_fanout(self.admin, target.topic, passive=self.passive)
-            else:
-                await declare_queue(self.admin, name, passive=self.passive, quorum=self.quorum)
+            async with why_closed(self.admin):
+                if target.fanout:
+                    await declare_fanout(self.admin, target.topic, passive=self.passive)
+                else:
+                    await declare_queue(self.admin, name, passive=self.passive, quorum=self.quorum)
 
     def _declared(self, name: str, fut: asyncio.Future[None]) -> None:
         self._declaring.pop(name, None)
@@ -297,6 +396,7 @@ class RabbitListener:
         self.server = server
         self._handler = handler
         self._prefetch = prefetch
+        self._slots = asyncio.Semaphore(prefetch)
         self._stop_grace = stop_grace
         self._replier = replier
         self._channel_failed = channel_failed
@@ -329,29 +429,32 @@ class RabbitListener:
             channel = await open_channel(session.conn)
             tags: list[str] = []
             try:
-                # global_: the limit covers the channel's three consumers
-                # together. Quorum queues refuse consumers on a channel with
-                # a global limit: then it is per consumer (the shared topic
-                # queue carries nearly all the load, so about the same bound).
-                await channel.basic_qos(prefetch_count=self._prefetch, global_=not session.quorum)
-                passive = session.passive if passive is None else passive
-                await declare_queue(channel, self.topic, passive=passive, quorum=session.quorum)
-                server_queue = queue_name(Target(self.topic, server=self.server))
-                # Its own queue: every service may (re)declare and bind it, a
-                # compute host too (its user may configure exactly that queue
-                # and bind exactly that routing key), so it heals itself when
-                # the queue is deleted.
-                await declare_queue(channel, server_queue, quorum=session.quorum)
-                await declare_fanout(channel, self.topic, passive=passive)
-                declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
-                fanout_queue = cast(str, declared.queue)
-                await channel.queue_bind(fanout_queue, fanout_exchange(self.topic), routing_key="")
-                deliver = partial(self._on_delivery, session, channel)
-                for queue in (self.topic, server_queue, fanout_queue):
-                    tags.append(await consume(session.writer, channel, queue, deliver))
+                async with why_closed(channel):
+                    # global_: the limit covers the channel's three consumers
+                    # together. Quorum queues refuse consumers on a channel with
+                    # a global limit: then it is per consumer (the shared topic
+                    # queue carries nearly all the load, so about the same bound).
+                    await channel.basic_qos(
+                        prefetch_count=self._prefetch, global_=not session.quorum
+                    )
+                    passive = session.passive if passive is None else passive
+                    await declare_queue(channel, self.topic, passive=passive, quorum=session.quorum)
+                    server_queue = queue_name(Target(self.topic, server=self.server))
+                    # Its own queue: every service may (re)declare and bind it, a
+                    # compute host too (its user may configure exactly that queue
+                    # and bind exactly that routing key), so it heals itself when
+                    # the queue is deleted.
+                    await declare_queue(channel, server_queue, quorum=session.quorum)
+                    await declare_fanout(channel, self.topic, passive=passive)
+                    declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                    fanout_queue = cast(str, declared.queue)
+                    await channel.queue_bind(
+                        fanout_queue, fanout_exchange(self.topic), routing_key=""
+                    )
+                    deliver = partial(self._on_delivery, session, channel)
+                    for queue in (self.topic, server_queue, fanout_queue):
+                        tags.append(await consume(channel, queue, deliver))
             except BaseException:
-                for tag in tags:
-                    session.writer.fastpath.forget(tag)
                 await close_channel(channel)
                 raise
             self._channel, self._session, self._tags = channel, session, tags
@@ -379,8 +482,6 @@ class RabbitListener:
                 return
             # Forgotten first, so closing the channel is not taken as a failure.
             self._channel, self._session = None, None
-            for tag in self._tags:
-                session.writer.fastpath.forget(tag)
             self._tags = []
         # Unacknowledged messages of the other consumers go back to their queues.
         await close_channel(channel)
@@ -426,26 +527,55 @@ class RabbitListener:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, session: Session, channel: Channel, delivery: Delivery) -> None:
-        replier = None
-        if delivery.reply_to:
-            replier = partial(self._replier, delivery.reply_to, delivery.correlation_id or "")
         tag = delivery.delivery_tag
+        if delivery.batch is None:
+            parts = [(delivery.correlation_id or "", delivery.body)]
+        else:
+            try:
+                parts = batching.unpack(delivery.body, delivery.batch)
+            except ValueError as exc:
+                # It will never read better: acknowledged, so not redelivered.
+                LOG.warning(
+                    "Dropped a malformed batch from %s on %s.%s: %s",
+                    delivery.user_id,
+                    self.topic,
+                    self.server,
+                    exc,
+                )
+                await self._settle(channel, tag, ok=True)
+                return
         try:
-            await self._handler(IncomingMessage(delivery.body, delivery.user_id, replier))
+            if len(parts) == 1:
+                await self._handle(delivery, *parts[0])
+            else:
+                await asyncio.gather(*(self._handle(delivery, *part) for part in parts))
         except asyncio.CancelledError:
             # Not handled: hand it back now so another server takes it, rather
             # than when this channel eventually closes.
-            self._settle(session, channel, wire.reject(channel.number, tag, requeue=True))
+            await self._settle(channel, tag, ok=False)
             raise
         except Exception:
             # Handler errors are the RPC layer's business; one that escapes it
             # is a bug there and must not stop the listener.
             LOG.exception("Handler for %s.%s failed", self.topic, self.server)
-        self._settle(session, channel, wire.ack(channel.number, tag))
+        await self._settle(channel, tag, ok=True)
 
-    def _settle(self, session: Session, channel: Channel, frame: bytes) -> None:
+    async def _handle(self, delivery: Delivery, correlation_id: str, body: bytes) -> None:
+        replier = None
+        if delivery.reply_to:
+            replier = partial(self._replier, delivery.reply_to, correlation_id)
+        # Prefetch bounds the AMQP messages taken, this the handlers they
+        # carry (a batch holds several).
+        async with self._slots:
+            await self._handler(IncomingMessage(body, delivery.user_id, replier))
+
+    async def _settle(self, channel: Channel, tag: int, *, ok: bool) -> None:
+        """Acknowledge (or give back) a delivery; queued, not waited for on the socket."""
         try:
-            session.write(channel, frame)
+            if ok:
+                await channel.basic_ack(tag, wait=False)
+            else:
+                await channel.basic_reject(tag, requeue=True, wait=False)
         except CONNECTION_ERRORS as exc:
             # The channel went with its connection; the broker redelivers.
             LOG.debug("Ack on %s.%s lost: %s", self.topic, self.server, describe(exc))
@@ -466,9 +596,6 @@ class RabbitListener:
                             await channel.basic_cancel(tag)
                     except (*CONNECTION_ERRORS, TimeoutError) as exc:
                         LOG.debug("Cancelling consumer %s: %s", tag, describe(exc))
-            if self._session is not None:
-                for tag in self._tags:
-                    self._session.writer.fastpath.forget(tag)
             if self._tasks:
                 _, pending = await asyncio.wait(set(self._tasks), timeout=self._stop_grace)
                 for task in pending:

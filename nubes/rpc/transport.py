@@ -185,8 +185,16 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def cast(self, target: Target, body: bytes, *, label: str = "") -> None:
-        """Deliver ``body`` without waiting for a handler; return once the bus holds it."""
+    async def cast(
+        self, target: Target, body: bytes, *, label: str = "", alone: bool = False
+    ) -> None:
+        """Deliver ``body`` without waiting for a handler; return once the bus holds it.
+
+        A transport may carry several casts in one bus message (rabbit://
+        batches; its own listeners unpack them). ``alone``: this one travels
+        as a bus message of its own, for consumers outside nubes (the
+        notifications a plain AMQP client reads).
+        """
 
     @abc.abstractmethod
     async def listen(

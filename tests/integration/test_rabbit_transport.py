@@ -27,6 +27,7 @@ import pytest
 from pamqp import commands as spec
 
 from nubes import exception
+from nubes.rpc import rabbit_batch as batching
 from nubes.rpc.rabbit import RabbitTransport
 from nubes.rpc.rabbit_connection import amqp_url
 from nubes.rpc.rabbit_session import EXCHANGE
@@ -629,3 +630,69 @@ async def test_a_reply_from_a_host_that_took_a_controllers_call_is_dropped(
         assert await client.call(Target(topic, server="b"), b"hello", 5.0) == b"re:hello"
     finally:
         _rabbitmqctl("delete_user", user, check=False)
+
+
+# -- batching ---------------------------------------------------------------------
+
+
+async def test_concurrent_casts_travel_as_one_batch(
+    make_transport: Factory, topic: str, rabbit_url: str
+) -> None:
+    # What one loop iteration sends to one queue is one AMQP message with
+    # the x-nubes-batch header; a listener runs each cast of it.
+    client = await make_transport()
+    await asyncio.gather(*(client.cast(Target(topic), str(i).encode()) for i in range(10)))
+    conn = await aiormq.connect(rabbit_url.replace("rabbit://", "amqp://", 1))
+    try:
+        channel = await conn.channel()
+        got = await channel.basic_get(topic, no_ack=False)
+        assert got.header.properties.headers == {batching.BATCH_HEADER: 10}
+        assert got.header.properties.delivery_mode == 2  # persistent
+        parts = batching.unpack(got.body, 10)
+        assert sorted(int(body) for _, body in parts) == list(range(10))
+        await channel.basic_reject(got.delivery_tag, requeue=True)  # type: ignore[arg-type]
+    finally:
+        await conn.close()
+    server = await make_transport()
+    received, handler = _collector()
+    await server.listen(topic, "a", handler)
+    await _wait_for(lambda: len(received) == 10)
+    assert sorted(int(m.body) for m in received) == list(range(10))
+    assert {m.caller for m in received} == {"guest"}
+
+
+async def test_concurrent_calls_are_batched_and_each_gets_its_own_reply(
+    make_transport: Factory, topic: str
+) -> None:
+    server = await make_transport()
+    _, handler = _collector()
+    await server.listen(topic, "a", handler)
+    client = await make_transport()
+    bodies = [str(i).encode() for i in range(50)]
+    replies = await asyncio.gather(*(client.call(Target(topic), b, 5.0) for b in bodies))
+    assert replies == [b"re:" + b for b in bodies]
+
+
+async def test_a_malformed_batch_is_dropped_and_the_listener_goes_on(
+    make_transport: Factory, topic: str, rabbit_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_transport()
+    received, handler = _collector()
+    await server.listen(topic, "a", handler)
+    conn = await aiormq.connect(rabbit_url.replace("rabbit://", "amqp://", 1))
+    try:
+        channel = await conn.channel()
+        for count in (3, "x", 10**6):
+            await channel.basic_publish(
+                b"\x01",
+                exchange=EXCHANGE,
+                routing_key=topic,
+                properties=spec.Basic.Properties(headers={batching.BATCH_HEADER: count}),
+            )
+    finally:
+        await conn.close()
+    client = await make_transport()
+    with caplog.at_level(logging.WARNING, logger="nubes.rpc.rabbit_session"):
+        assert await client.call(Target(topic), b"still here", 5.0) == b"re:still here"
+        await _wait_for(lambda: caplog.text.count("Dropped a malformed batch") == 3)
+    assert [m.body for m in received] == [b"still here"]

@@ -46,7 +46,7 @@ def _stopped(row: dict[str, Any]) -> bool:
 async def _host_ready(cloud: AllInOne) -> ComputeHost:
     node: ComputeHost = cloud.computes[HOST].hooks[0]  # type: ignore[assignment]
     deadline = time.monotonic() + 30
-    while not node.manager.ready.is_set():
+    while not node.manager.runner.ready.is_set():
         assert time.monotonic() < deadline, "the libvirt host did not finish its start"
         await asyncio.sleep(0.05)
     return node

@@ -46,14 +46,6 @@ def console_tail(output: str, length: int | None) -> str:
     return "".join(output.splitlines(keepends=True)[-length:])
 
 
-class LiveMigrationAborted(exception.VirtDriverError):
-    """:meth:`ComputeDriver.live_migration` stopped because
-    :meth:`ComputeDriver.live_migration_abort` asked it to; the guest still
-    runs on the source."""
-
-    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
-
-
 @dataclasses.dataclass(slots=True)
 class InstanceInfo:
     """What the hypervisor says about one instance."""
@@ -322,7 +314,7 @@ class ComputeDriver(abc.ABC):
     async def live_migration_abort(self, instance: Instance) -> bool:
         """Source side: stop the live migration of ``instance`` that
         :meth:`live_migration` is running here. That call then raises
-        :class:`LiveMigrationAborted` and the guest keeps running here.
+        :class:`~nubes.exception.LiveMigrationAborted` and the guest keeps running here.
         Returns False when no live migration of the instance is in progress
         on this host (not begun yet, or over): nothing was done."""
 

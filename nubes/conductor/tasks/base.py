@@ -32,9 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
@@ -43,7 +40,8 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -65,7 +63,7 @@ FAULT_MESSAGE_LENGTH = 255
 #: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
 CLAIMED_INSTANCE = "claimed_instance"
 
-Writes = Callable[[AsyncConnection], Awaitable[None]]
+Writes = Callable[[Connection], Awaitable[None]]
 
 
 class UnitWrites:
@@ -86,7 +84,7 @@ class UnitWrites:
         self._run = run
         self._statements = statements
 
-    async def __call__(self, conn: AsyncConnection) -> None:
+    async def __call__(self, conn: Connection) -> None:
         await self._run(conn)
 
     def statements(self, dialect: Dialect) -> list[UnitStatement]:
@@ -342,7 +340,7 @@ class Run:
 
     async def event(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         name: str,
         *,
         ok: bool = True,
@@ -365,7 +363,7 @@ class Run:
         except exception.InstanceActionNotFound:
             pass  # a task made without an action (by an operator tool): no history
 
-    async def finish_action(self, conn: AsyncConnection, *, ok: bool = True) -> None:
+    async def finish_action(self, conn: Connection, *, ok: bool = True) -> None:
         if self.instance_uuid is None:
             return
         try:
@@ -379,7 +377,7 @@ class Run:
             pass
 
     async def fault(
-        self, conn: AsyncConnection, message: str, *, details: str | None = None, code: int = 500
+        self, conn: Connection, message: str, *, details: str | None = None, code: int = 500
     ) -> None:
         """Record an instance fault (the message cut to what the column keeps)."""
         if self.instance_uuid is None:

@@ -47,7 +47,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception, liveness
 
@@ -68,7 +67,7 @@ from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, 
 from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
@@ -346,7 +345,7 @@ class TaskEngine:
         return len(rows)
 
     async def _prefetch(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+        self, conn: Connection, rows: list[dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         """The instances of the claimed tasks whose first step reads it, in one query."""
         uuids = []

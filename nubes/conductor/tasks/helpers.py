@@ -6,14 +6,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, UnitWrites, Writes
 from nubes.db.api import actions as actions_api
 from nubes.db.api import instances as instances_api
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.objects.instance import Instance
 
 LOG = logging.getLogger(__name__)
@@ -58,7 +56,7 @@ def set_instance(
     if expected_vm_state is not None:
         kwargs["expected_vm_state"] = list(expected_vm_state)
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         assert run.instance_uuid is not None
         if not await instances_api.try_update(conn, run.instance_uuid, values, **kwargs):
             raise await _diagnose(conn, run.instance_uuid)
@@ -70,7 +68,7 @@ def set_instance(
     return UnitWrites(write, statements)
 
 
-async def _diagnose(conn: AsyncConnection, uuid: str) -> Exception:
+async def _diagnose(conn: Connection, uuid: str) -> Exception:
     try:
         row = await instances_api.get_by_uuid(conn, uuid)
     except exception.InstanceNotFound as exc:
@@ -85,7 +83,7 @@ async def _diagnose(conn: AsyncConnection, uuid: str) -> Exception:
 def chain(*writes: Writes | None) -> Writes:
     """Several writes as one, in order (a :class:`UnitWrites` if each of them is)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         for w in writes:
             if w is not None:
                 await w(conn)
@@ -110,7 +108,7 @@ def event_writes(
 ) -> Writes:
     """:meth:`Run.event` as writes for a commit (grouped when the commit can be)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await run.event(conn, name, ok=ok, details=details, host=host)
 
     def statements(dialect: Dialect) -> list[UnitStatement]:
@@ -132,7 +130,7 @@ def event_writes(
 def finish_action_writes(run: Run, *, ok: bool = True) -> Writes:
     """:meth:`Run.finish_action` as writes for a commit (grouped when the commit can be)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await run.finish_action(conn, ok=ok)
 
     def statements(dialect: Dialect) -> list[UnitStatement]:

@@ -67,9 +67,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import (
@@ -96,7 +93,8 @@ from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
-from nubes.db.group_commit import UnitStatement
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -154,7 +152,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     where the migration is now, else ``fallback`` (a migration already final
     is left alone)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, moves.migration_id(run))
         if row["status"] not in _OPEN:
             return
@@ -166,7 +164,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     return write
 
 
-async def _original_request(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any]:
+async def _original_request(conn: Connection, instance_uuid: str) -> dict[str, Any]:
     """What the instance was built with (image properties, hints) and its server group."""
     row = await instances_api.get_by_uuid(conn, instance_uuid)
     return await moves.scheduling_request(conn, instance_uuid, row["image_ref"])
@@ -465,7 +463,7 @@ class LiveMigrateTask(Task):
         vm_state = payload.vm_state if adopted else VMState.ERROR
         message = "; ".join(e.error for e in errors)
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             if errors:
                 await run.fault(conn, message)
             await run.event(conn, EVENT, ok=not errors, details=message or None)
@@ -556,7 +554,7 @@ class LiveMigrateTask(Task):
             status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
         details = "\n".join(filter(None, [message, rollback.details]))
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, EVENT, ok=False, details=details)
             await run.finish_action(conn, ok=False)
@@ -674,7 +672,7 @@ class LiveMigrateTask(Task):
         """
         ident = moves.migration_id(run)
 
-        async def look(conn: AsyncConnection) -> None:
+        async def look(conn: Connection) -> None:
             row = await migrations_api.get_by_id(conn, ident)
             cancelling = row["status"] == _M.CANCELLING
             if cancelling and refuse:
@@ -684,7 +682,7 @@ class LiveMigrateTask(Task):
 
         def statements(dialect: Dialect) -> list[UnitStatement]:
             # Committed only if not cancelling; else the commit runs look() above.
-            return [moves.prepared_migration_not_in(dialect, ident, _M.CANCELLING)]
+            return [migrations_api.prepared_not_in(dialect, ident, _M.CANCELLING)]
 
         run.cache.pop(_SEEN, None)
         committed = await commit(chain(writes, UnitWrites(look, statements)))
@@ -752,7 +750,7 @@ class LiveMigrateTask(Task):
         update is required, so that case runs this write the ordinary way.)
         """
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             assert run.instance_uuid is not None
             if not await instances_api.try_update(
                 conn, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]

@@ -33,10 +33,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, literal_column, select
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, UnitWrites, Writes
@@ -46,20 +42,19 @@ from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
-from nubes.db.group_commit import Prepared, UnitStatement, prepare
-from nubes.db.models import NOT_DELETED, allocations, migrations
+from nubes.db.engine import Connection
+from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
-    MigrationStatus,
     MigrationType,
     check_migration_status,
 )
 
 
 async def scheduling_request(
-    conn: AsyncConnection, instance_uuid: str, image_ref: str | None
+    conn: Connection, instance_uuid: str, image_ref: str | None
 ) -> dict[str, Any]:
     """What a move asks the scheduler again (Nova's request spec): the image and
     hints of the instance's build task, and the server group it is a member of
@@ -121,7 +116,7 @@ def set_migration(
     """
     ident = migration_id(run)
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, ident)
         if only_from is not None and row["status"] not in only_from:
             return
@@ -145,111 +140,29 @@ def set_migration(
         expected = tuple(sorted(str(s) for s in only_from))
 
     def statements(dialect: Dialect) -> list[UnitStatement]:
-        return [prepared_migration_update(dialect, ident, str(migration_type), values, expected)]
+        return [
+            migrations_api.prepared_update(dialect, ident, str(migration_type), values, expected)
+        ]
 
     return UnitWrites(write, statements)
-
-
-# -- migration statements for grouped commits ----------------------------------------------
-
-_STATEMENTS: dict[tuple[Any, ...], Prepared] = {}
-_LIVE: Any = literal_column(str(NOT_DELETED))
-
-
-def _prepared(dialect: Dialect, key: tuple[Any, ...], build: Callable[[], Any]) -> Prepared:
-    """``build()`` compiled once per dialect and shape (the shapes are few and fixed)."""
-    full = (dialect.name, dialect.driver, *key)
-    found = _STATEMENTS.get(full)
-    if found is None:
-        found = _STATEMENTS[full] = prepare(build(), dialect)
-    return found
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, MigrationStatus) else value
-
-
-def prepared_migration_update(
-    dialect: Dialect,
-    ident: int,
-    migration_type: str,
-    values: dict[str, Any],
-    expected: Sequence[str] | None,
-) -> UnitStatement:
-    """``values`` (and ``updated_at``) on the live migration ``ident`` of
-    ``migration_type``, if its status is one of ``expected`` (any if None):
-    a required statement."""
-    data = {k: _plain(v) for k, v in values.items()}
-    data.setdefault("updated_at", utcnow())
-    keys = tuple(sorted(data))
-    count = None if expected is None else len(expected)
-    m = migrations.c
-
-    def build() -> Any:
-        where = [
-            m.id == bindparam("_id"),
-            m.deleted == _LIVE,
-            m.migration_type == bindparam("_type"),
-        ]
-        if count is not None:
-            where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
-        return migrations.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
-
-    prepared = _prepared(dialect, ("migration_update", keys, count), build)
-    params: dict[str, Any] = {"_id": ident, "_type": migration_type}
-    params.update({f"_v_{k}": v for k, v in data.items()})
-    params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
-    return UnitStatement(prepared, prepared.args(params))
-
-
-def prepared_migration_not_in(dialect: Dialect, ident: int, status: str) -> UnitStatement:
-    """A required read: the live migration ``ident`` is not in ``status``."""
-    m = migrations.c
-
-    def build() -> Any:
-        return select(m.id).where(
-            m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
-        )
-
-    prepared = _prepared(dialect, ("migration_not_in",), build)
-    args = prepared.args({"_id": ident, "_status": _plain(status)})
-    return UnitStatement(prepared, args, returning=True)
 
 
 # -- claims --------------------------------------------------------------------------------
 
 
-async def _holds(conn: AsyncConnection, consumer: str) -> bool:
-    stmt = select(allocations.c.id).where(allocations.c.consumer_uuid == consumer).limit(1)
-    return (await conn.execute(stmt)).first() is not None
-
-
 def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> Writes:
     """The instance's allocations become the migration's (once: a repeat does nothing)."""
 
-    async def write(conn: AsyncConnection) -> None:
-        if await _holds(conn, migration_uuid):
+    async def write(conn: Connection) -> None:
+        if await compute_nodes.holds_allocations(conn, migration_uuid):
             return
         await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
 
     def statements(dialect: Dialect) -> list[UnitStatement]:
         # The same in one statement: moved only while the migration holds nothing.
-        a = allocations.c
-        held = allocations.alias("held")
-
-        def build() -> Any:
-            return (
-                allocations.update()
-                .where(
-                    a.consumer_uuid == bindparam("_from"),
-                    ~exists().where(held.c.consumer_uuid == bindparam("_to")),
-                )
-                .values(consumer_uuid=bindparam("_to"))
-            )
-
-        prepared = _prepared(dialect, ("hand_source_claim",), build)
-        args = prepared.args({"_from": instance_uuid, "_to": migration_uuid})
-        return [UnitStatement(prepared, args, required=False)]
+        return [
+            compute_nodes.prepared_allocations_move_once(dialect, instance_uuid, migration_uuid)
+        ]
 
     return UnitWrites(write, statements)
 
@@ -257,7 +170,7 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
 def drop_source_claim(migration_uuid: str) -> Writes:
     """Release what the migration holds (the source's resources)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await compute_nodes.release(conn, migration_uuid)
 
     return write
@@ -270,8 +183,8 @@ def claims_back_to_source(instance_uuid: str, migration_uuid: str) -> Writes:
     are the source's and are left alone.
     """
 
-    async def write(conn: AsyncConnection) -> None:
-        if not await _holds(conn, migration_uuid):
+    async def write(conn: Connection) -> None:
+        if not await compute_nodes.holds_allocations(conn, migration_uuid):
             return
         await compute_nodes.release(conn, instance_uuid)
         await compute_nodes.allocations_move(conn, migration_uuid, instance_uuid)
@@ -339,7 +252,7 @@ def extend_deadline(run: Run, seconds: float) -> Writes:
     """
     deadline = utcnow() + dt.timedelta(seconds=seconds)
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await tasks_api.update(
             conn, run.id, run.engine.owner, {"deadline": deadline}, attempt=run.attempt
         )

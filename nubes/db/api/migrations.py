@@ -6,15 +6,19 @@ Not to be confused with :mod:`nubes.db.migration`, which migrates the schema.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, literal_column, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     Row,
+    StatementCache,
     check_columns,
     fetch_all,
     fetch_one,
@@ -23,7 +27,8 @@ from nubes.db.api._common import (
     new_uuid,
     update_row,
 )
-from nubes.db.models import migrations
+from nubes.db.models import NOT_DELETED, migrations
+from nubes.db.types import utcnow
 
 _m = migrations
 
@@ -203,3 +208,123 @@ async def list_filtered(
     if limit is not None:
         stmt = stmt.limit(limit)
     return await fetch_all(conn, stmt)
+
+
+async def list_from_host(
+    conn: AsyncConnection, host: str, migration_type: str, statuses: Sequence[str]
+) -> list[Row]:
+    """Live migrations of ``migration_type`` from ``host`` in one of ``statuses``, by id."""
+    stmt = (
+        select(_m)
+        .where(
+            _m.c.source_compute == host,
+            live(_m),
+            _m.c.status.in_(list(statuses)),
+            _m.c.migration_type == migration_type,
+        )
+        .order_by(_m.c.id)
+    )
+    return await fetch_all(conn, stmt)
+
+
+async def update_if(
+    conn: AsyncConnection,
+    migration_id: int,
+    values: Mapping[str, Any],
+    *,
+    migration_type: str,
+    status: str,
+) -> Row | None:
+    """``values`` on the migration if it is of ``migration_type`` and in ``status``,
+    decided in the UPDATE itself (nothing read before can change under it);
+    the new row, or None when it is not."""
+    return await update_row(
+        conn,
+        _m,
+        _m.c.id == migration_id,
+        values,
+        conditions=[_m.c.migration_type == migration_type, _m.c.status == status],
+    )
+
+
+async def ids_finished_before(
+    conn: AsyncConnection, before: dt.datetime, migration_types: Sequence[str], limit: int
+) -> list[int]:
+    """Live migrations of ``migration_types`` in status ``finished`` (waiting for
+    their user's confirm) since before ``before``, oldest first, at most ``limit``."""
+    stmt = (
+        select(_m.c.id)
+        .where(
+            _m.c.status == "finished",
+            _m.c.migration_type.in_(list(migration_types)),
+            _m.c.updated_at < before,
+            live(_m),
+        )
+        .order_by(_m.c.updated_at)
+        .limit(limit)
+    )
+    return [int(r[0]) for r in await conn.execute(stmt)]
+
+
+# -- statements for grouped commits (nubes.db.group_commit) ---------------------------------
+
+_STATEMENTS = StatementCache()
+_LIVE: Any = literal_column(str(NOT_DELETED))
+
+
+def _plain(value: Any) -> Any:
+    # A status enum binds as its value: the statement is compiled without our column types.
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def prepared_update(
+    dialect: Dialect,
+    ident: int,
+    migration_type: str,
+    values: Mapping[str, Any],
+    expected: Sequence[str] | None,
+) -> group_commit.UnitStatement:
+    """``values`` (and ``updated_at``) on the live migration ``ident`` of
+    ``migration_type``, if its status is one of ``expected`` (any if None):
+    a required statement of a grouped unit."""
+    data = {k: _plain(v) for k, v in values.items()}
+    data.setdefault("updated_at", utcnow())
+    keys = tuple(sorted(data))
+    count = None if expected is None else len(expected)
+    m = _m.c
+
+    def build() -> group_commit.Prepared:
+        where = [
+            m.id == bindparam("_id"),
+            m.deleted == _LIVE,
+            m.migration_type == bindparam("_type"),
+        ]
+        if count is not None:
+            where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
+        stmt = _m.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
+        return group_commit.prepare(stmt, dialect)
+
+    prepared: group_commit.Prepared = _STATEMENTS.get(
+        ("update", dialect.name, dialect.driver, keys, count), build
+    )
+    params: dict[str, Any] = {"_id": ident, "_type": migration_type}
+    params.update({f"_v_{k}": v for k, v in data.items()})
+    params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
+    return group_commit.UnitStatement(prepared, prepared.args(params))
+
+
+def prepared_not_in(dialect: Dialect, ident: int, status: str) -> group_commit.UnitStatement:
+    """A required read of a grouped unit: the live migration ``ident`` is not in ``status``."""
+    m = _m.c
+
+    def build() -> group_commit.Prepared:
+        stmt = select(m.id).where(
+            m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
+        )
+        return group_commit.prepare(stmt, dialect)
+
+    prepared: group_commit.Prepared = _STATEMENTS.get(
+        ("not_in", dialect.name, dialect.driver), build
+    )
+    args = prepared.args({"_id": ident, "_status": _plain(status)})
+    return group_commit.UnitStatement(prepared, args, returning=True)

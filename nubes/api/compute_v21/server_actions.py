@@ -1,0 +1,133 @@
+"""POST /servers/{id}/action: one route for every server action, dispatched by name.
+
+The lifecycle actions (stop, start, reboot, lock, unlock, reset state) live
+here; the move actions in :mod:`server_moves`. Both modules only import
+:mod:`servers` (for the server lookup and views), never each other's route
+module, so no import cycle joins them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import validation as v
+from nubes.api.compute_v21 import common, server_moves, servers
+from nubes.api.compute_v21 import server_schemas as schemas
+from nubes.api.policy import Rule
+from nubes.api.servers import ServersAPI
+from nubes.objects.states import VMState
+
+
+def _api(request: Request) -> ServersAPI:
+    api: ServersAPI = common.state(request).servers_api()
+    return api
+
+
+async def _stop(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:stop", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).stop_server(common.ctx(request), row["uuid"])
+
+
+async def _start(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:start", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).start_server(common.ctx(request), row["uuid"])
+
+
+async def _reboot(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.REBOOT)
+    common.authorize(request, "servers:reboot", Rule.PROJECT_MEMBER, row["project_id"])
+    kind = body["reboot"]["type"].upper()
+    await _api(request).reboot_server(common.ctx(request), row["uuid"], kind)
+
+
+async def _lock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:lock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).lock_server(common.ctx(request), row["uuid"])
+
+
+async def _unlock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:unlock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unlock_server(
+        common.ctx(request), row["uuid"], may_override=common.is_admin(request)
+    )
+
+
+async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-admin-actions:reset_state", Rule.ADMIN)
+    v.validate(body, schemas.RESET_STATE)
+    await _api(request).reset_state(
+        common.ctx(request), row["uuid"], body["os-resetState"]["state"]
+    )
+
+
+#: Control characters a console log may hold that JSON clients choke on;
+#: Nova keeps tab, line feed and carriage return and removes the rest.
+_CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+async def _console_output(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """``os-getConsoleOutput``: the end of the guest's console log, asked of
+    its host (compute RPC ``get_console_output``), as ``{"output": ...}``."""
+    common.authorize(request, "os-console-output", Rule.PROJECT_MEMBER, row["project_id"])
+    v.validate(body, schemas.GET_CONSOLE_OUTPUT)
+    raw = (body["os-getConsoleOutput"] or {}).get("length")
+    length = None if raw is None or int(raw) == -1 else int(raw)
+    host = row.get("host")
+    if not host:
+        raise exception.InstanceNotReady(instance_id=row["uuid"], reason="it is on no host")
+    if row["vm_state"] != VMState.ACTIVE:
+        raise exception.InstanceNotReady(
+            instance_id=row["uuid"], reason=f"it is {row['vm_state']}, not running"
+        )
+    compute = common.state(request).compute_api()
+    if compute is None:
+        raise exception.ComputeServiceUnavailable(host=host)
+    try:
+        output = await compute.get_console_output(common.ctx(request), host, row["uuid"], length)
+    except (exception.UnsupportedVersion, exception.VirtOperationNotSupported) as exc:
+        # An older host, or a driver that keeps no log: Nova's 501.
+        raise exception.HostCannotAnswer(
+            host=host, question="console log", reason=str(exc)
+        ) from None
+    except exception.MessagingTimeout:
+        raise exception.ComputeServiceUnavailable(host=host) from None
+    return common.json({"output": _CONSOLE_JUNK.sub("", output)})
+
+
+ACTIONS: dict[str, common.ActionHandler] = {
+    "os-stop": _stop,
+    "os-start": _start,
+    "reboot": _reboot,
+    "lock": _lock,
+    "unlock": _unlock,
+    "os-resetState": _reset_state,
+    "os-getConsoleOutput": _console_output,
+}
+
+
+async def action(request: Request) -> Response:
+    body = await v.json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise exception.MalformedBody(reason="the body must hold exactly one action")
+    (name,) = body
+    handler = _handler(name)
+    if handler is None:
+        raise common.bad_request(f"There is no such action: {name}")
+    row = await servers.get_server(request, request.path_params["server_id"])
+    response = await handler(request, row, body)
+    return response if response is not None else common.empty(202)
+
+
+def _handler(name: str) -> common.ActionHandler | None:
+    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
+
+
+ROUTES = [
+    Route("/servers/{server_id}/action", action, methods=["POST"]),
+]
