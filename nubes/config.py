@@ -44,6 +44,19 @@ default_opts: list[cfg.Opt] = [
         min=0.1,
         help="Seconds an RPC call waits for its reply.",
     ),
+    cfg.StrOpt(
+        "image_grant_secret",
+        secret=True,
+        help="Key the conductor signs image grants with and the image API checks them "
+        "with (nubes/grants.py): set on the controllers only, never on a compute host. "
+        "Unset: no grants, and hosts fetching images over HTTP cannot fetch.",
+    ),
+    cfg.FloatOpt(
+        "image_grant_ttl",
+        default=900.0,
+        min=1.0,
+        help="Seconds an image grant stays valid after the conductor sends the build.",
+    ),
     cfg.IntOpt(
         "report_interval",
         default=10,
@@ -166,11 +179,23 @@ libvirt_opts: list[cfg.Opt] = [
         "instance, and the image cache (_base). Unset: <state_path>/instances.",
     ),
     cfg.StrOpt(
+        "image_source",
+        default="http",
+        choices=["http", "directory"],
+        help="http: fetch image bytes from the image API (image_api_endpoint) with the "
+        "per-image grant the conductor sends with the build; directory: read them from "
+        "image_source_dir (only where the host shares the image API's disk).",
+    ),
+    cfg.StrOpt(
+        "image_api_endpoint",
+        help="Image API base URL the host downloads images from with image_source http "
+        "(the image service's catalog URL, for example http://controller:8774/image).",
+    ),
+    cfg.StrOpt(
         "image_source_dir",
-        help="Directory the host reads image bytes from, by image id: the image API's "
-        "data directory on a host sharing the controller's disk. Unset: [api] image_dir "
-        "or <state_path>/images, as the image API stores them on this machine. (Until "
-        "hosts fetch images over HTTP with a grant, the libvirt driver needs that disk.)",
+        help="With image_source directory: the directory the host reads image bytes from, "
+        "by image id (the image API's data directory). Unset: [api] image_dir or "
+        "<state_path>/images, as the image API stores them on this machine.",
     ),
     cfg.FloatOpt(
         "soft_reboot_wait",

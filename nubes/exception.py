@@ -67,6 +67,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
     ├── Conflict (409)
+    │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
@@ -522,6 +523,13 @@ class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
     safe = True
+
+
+class InstanceNotReady(Conflict):
+    """The instance has no running guest to ask (Nova's 409 for a console
+    log of a server not yet placed, or not running)."""
+
+    msg_fmt = "Instance %(instance_id)s is not ready: %(reason)s"
 
 
 class ObjectActionError(Conflict):

@@ -39,6 +39,12 @@ def auth_url(conf: cfg.ConfigOpts) -> str:
     return state.public_endpoint + "/identity"
 
 
+def image_endpoint(conf: cfg.ConfigOpts) -> str:
+    """The image API's URL (what the catalog lists for ``image``)."""
+    state = ApiState(conf=conf, db=None)  # type: ignore[arg-type]
+    return state.public_endpoint + "/image"
+
+
 async def prepare(conf: cfg.ConfigOpts, state_dir: Path) -> None:
     await bootstrap.first_run(engine.get_database(), conf, Path(state_dir), auth_url(conf))
 

@@ -6,6 +6,7 @@ Pure ASGI (no per-request objects beyond what Starlette builds anyway).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
@@ -108,6 +109,10 @@ class ServiceMiddleware:
 
     ``public`` holds paths (relative to the service's mount) that need no
     token, as ``path`` for every method or ``path:METHOD`` for one.
+    ``granted`` matches ``path:METHOD`` of the requests that may come with an
+    image grant (``X-Image-Grant``, nubes/grants.py) instead of a token: those
+    pass with the grant in ``request.state.grant`` and no context, and the
+    handler checks the grant. Elsewhere a grant is ignored.
     """
 
     def __init__(
@@ -118,12 +123,14 @@ class ServiceMiddleware:
         state: ApiState,
         public: Collection[str] = (),
         microversions: bool = False,
+        granted: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.state = state
         self.public = frozenset(public)
         self.microversions = microversions
+        self.granted = granted
 
     def _is_public(self, relative: str, method: str) -> bool:
         for path in (relative, relative.rstrip("/")):
@@ -149,7 +156,14 @@ class ServiceMiddleware:
                 version = microversion.negotiate(headers)
                 state["version"] = version
                 extra = microversion.response_headers(version)
-            if not self._is_public(relative, scope["method"]):
+            grant = headers.get("x-image-grant")
+            if (
+                grant
+                and self.granted is not None
+                and self.granted.fullmatch(f"{relative}:{scope['method']}")
+            ):
+                state["grant"] = grant
+            elif not self._is_public(relative, scope["method"]):
                 token = headers.get("x-auth-token")
                 if not token:
                     raise exception.NotAuthenticated()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,6 +171,11 @@ async def _libvirt_host(
         await asyncio.to_thread(private.start)
         conf.set_override("connection_uri", private.uri, group="libvirt")
     conf.set_default("virt_type", usable_virt_type(), group="libvirt")
+    # The host fetches images from this API with the conductor's grants; the
+    # controllers here share a key made for this run unless one is configured.
+    conf.set_default("image_api_endpoint", api_aio.image_endpoint(conf), group="libvirt")
+    if not conf.image_grant_secret:
+        conf.set_override("image_grant_secret", secrets.token_urlsafe(32))
     image = await api_aio.add_guest_image(conf)
     driver = load_driver("libvirt", host, **libvirt_options(conf))
     services.append(compute_service(conf, host, driver=driver))

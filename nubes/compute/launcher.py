@@ -14,7 +14,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import access
+from nubes import access, exception
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
@@ -46,16 +46,31 @@ def _driver_options(conf: cfg.ConfigOpts, faults: FakeFaults | None) -> dict[str
 def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
     """The libvirt driver's arguments from ``[libvirt]`` (paths defaulted under
     ``state_path`` as the image API and the docs say)."""
-    from nubes.compute.virt.libvirt.imagecache import DirectoryImageSource
+    from nubes.compute.virt.libvirt.imagecache import (
+        DirectoryImageSource,
+        HttpImageSource,
+        ImageSource,
+    )
 
     opts = conf.libvirt
     state = Path(conf.state_path)
-    images = opts.image_source_dir or conf.api.image_dir or state / "images"
+    source: ImageSource
+    if opts.image_source == "directory":
+        source = DirectoryImageSource(
+            opts.image_source_dir or conf.api.image_dir or state / "images"
+        )
+    elif not opts.image_api_endpoint:
+        raise exception.ConfigError(
+            reason="[libvirt] image_source = http needs [libvirt] image_api_endpoint "
+            "(the image API's URL)"
+        )
+    else:
+        source = HttpImageSource(opts.image_api_endpoint, conf.host)
     return {
         "connection_uri": opts.connection_uri,
         "virt_type": opts.virt_type,
         "instances_path": opts.instances_path or state / "instances",
-        "image_source": DirectoryImageSource(images),
+        "image_source": source,
         "soft_reboot_wait": opts.soft_reboot_wait,
     }
 

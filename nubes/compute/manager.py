@@ -30,7 +30,7 @@ from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, Reporter, utcnow
 from nubes.compute.resize import ResizeSteps
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepReporter, StepRunner
-from nubes.compute.virt.driver import ComputeDriver
+from nubes.compute.virt.driver import ComputeDriver, console_tail
 from nubes.context import RequestContext
 from nubes.objects import states
 from nubes.objects.instance import Instance
@@ -78,6 +78,18 @@ class ComputeManager(ComputeEndpoint):
         """The hypervisor's uptime line (``os-hypervisors/{id}/uptime``); not a
         step: it changes nothing, so it answers at once, even during start."""
         return await self.runner.driver.get_host_uptime()
+
+    # -- console log (1.4) ---------------------------------------------------
+
+    async def get_console_output(
+        self, context: RequestContext, instance_uuid: str, length: int | None = None
+    ) -> str:
+        """The last ``length`` lines of the guest's console log (all of what
+        the driver keeps when None), for ``os-getConsoleOutput``. A read, not a
+        step; a guest this host does not run is InstanceNotFound (the driver
+        looks only at its own guests)."""
+        output = await self.runner.driver.get_console_output(Instance(uuid=instance_uuid))
+        return console_tail(output, length)
 
     # -- guests of abandoned tries (1.3) -----------------------------------------
 

@@ -20,12 +20,14 @@ Version history:
           live_migration_abort and live_migration_force_complete (not steps)
     1.2 - get_host_uptime (a call: the host's uptime line)
     1.3 - remove_guest (a step: remove the guest of a try the conductor gave up on)
+    1.4 - get_console_output (a call: the end of a guest's console log)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from nubes import exception
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -37,7 +39,7 @@ from nubes.rpc.transport import Target, Transport
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.3"
+VERSION = "1.4"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -50,6 +52,9 @@ class ComputeAPI:
             version="1.0",
             version_cap=version_cap,
             serializer=ObjectSerializer(),
+            # What a host's answer to a question (a call) may raise, re-raised
+            # here as itself so the API can answer as Nova does (404, 501).
+            expected_errors=(exception.InstanceNotFound, exception.VirtOperationNotSupported),
         )
 
     def _host(self, host: str, version: str = "1.0") -> RPCClient:
@@ -544,3 +549,14 @@ class ComputeAPI:
     async def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:
         """What ``uptime`` says on ``host`` (1.2); UnsupportedVersion when capped below."""
         return str(await self._host(host, "1.2").call(ctxt, "get_host_uptime"))
+
+    async def get_console_output(
+        self, ctxt: RequestContext, host: str, instance_uuid: str, length: int | None
+    ) -> str:
+        """The last ``length`` lines (all when None) of the console log of a
+        guest on ``host`` (1.4); UnsupportedVersion when capped below."""
+        return str(
+            await self._host(host, "1.4").call(
+                ctxt, "get_console_output", instance_uuid=instance_uuid, length=length
+            )
+        )

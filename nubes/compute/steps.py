@@ -197,5 +197,5 @@ class ComputeEndpoint:
 
     #: Who may call which method (checked by the RPC server, deny by default).
     RPC_METHOD_RULES = authz.METHOD_RULES
-    RPC_API_VERSION = "1.3"
+    RPC_API_VERSION = "1.4"
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)

@@ -291,3 +291,42 @@ async def test_a_failed_stop_is_rolled_back_with_a_fault(cloud: AllInOne, ctxt: 
         )
     assert stop["status"] == TaskStatus.FAILED
     assert any("stop on" in f for f in faults)
+
+
+async def test_the_build_hands_the_placed_host_a_grant_for_its_image_only(
+    tmp_path: Path, ctxt: RequestContext
+) -> None:
+    """Need-to-know: the conductor sends each host, with the build, a grant
+    (nubes/grants.py) for the images of that guest, bound to that host; a host
+    has no other way to get one (no RPC method asks for grants)."""
+    from nubes import grants
+    from nubes.compute.virt.fake import FakeDriver
+
+    seen: dict[str, dict[str, Any]] = {}
+
+    class Recording(FakeDriver):
+        async def spawn(
+            self, context: Any, instance: Any, image_meta: dict[str, Any], request: Any
+        ) -> None:
+            seen[instance.uuid] = {"host": self.host, "image": image_meta}
+            await super().spawn(context, instance, image_meta, request)
+
+    secret = "conductor-and-image-api-only"
+    cloud = await _cloud(tmp_path, 0, overrides={"DEFAULT": {"image_grant_secret": secret}})
+    try:
+        await cloud.add_hosts(["g-0", "g-1"], driver_factory=Recording)
+        image = {"id": "img-9", "properties": {"kernel_id": "k-9"}}
+        made = await cloud.api.create_servers(ctxt, name="g", flavor="small", image=image, count=2)
+        await wait_tasks_done(cloud, [i.uuid for i in made])
+        assert set(seen) == {i.uuid for i in made}
+        for got in seen.values():
+            sent = got["image"][grants.META_KEY]
+            assert set(sent) == {"img-9", "k-9"}
+            for image_id, token in sent.items():
+                assert grants.verify(secret, token, image_id) == got["host"]
+        # No conductor method hands a host a grant on its asking.
+        from nubes.conductor import authz
+
+        assert not any("grant" in method for _ns, method in authz.METHOD_RULES.rules)
+    finally:
+        await cloud.stop()

@@ -53,6 +53,15 @@ def test_all_in_one_boots_reboots_and_deletes_a_real_guest(
         _wait_console(guest / "console.log", f"{TICK_MARKER} 1")
         cloud.openstack("nubes-demo", "server", "reboot", "--hard", "--wait", "vm1")
         _wait_console(guest / "console.log", BOOT_MARKER, 2)
+        # os-getConsoleOutput: the host reads the guest's serial log for the API.
+        log = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
+        assert log.count(BOOT_MARKER) >= 2 and f"{TICK_MARKER} 1" in log, log[-800:]
+        tail = cloud.openstack("nubes-demo", "console", "log", "show", "--lines", "3", "vm1")
+        # The guest writes on meanwhile, and the log only grows: the three lines
+        # are three consecutive lines of the whole log read after them.
+        lines = tail.stdout.strip().splitlines()
+        later = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
+        assert len(lines) == 3 and "\n".join(lines) + "\n" in later, lines
         cloud.openstack("nubes-demo", "server", "delete", "--wait", "vm1")
         assert not guest.exists()
     finally:

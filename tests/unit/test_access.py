@@ -90,10 +90,15 @@ def test_each_rule_allows_exactly_the_services_it_names(service: str):
 def test_compute_hosts_obey_only_the_conductor():
     rules = compute_authz.METHOD_RULES
     for (namespace, method), allowed in rules.rules.items():
-        if namespace is None and method != "get_host_uptime":
+        if namespace is None and method not in API_QUESTIONS:
             assert allowed == {"conductor"}, method
-    # The one question the API may ask: no compute identity may ask it.
-    assert rules.rules[(None, "get_host_uptime")] == {"api"}
+    # The questions the API may ask: no compute identity may ask them.
+    for method in API_QUESTIONS:
+        assert rules.rules[(None, method)] == {"api"}
+
+
+#: What the API asks a compute host directly: reads, never changes.
+API_QUESTIONS = ("get_host_uptime", "get_console_output")
 
 
 def test_the_scheduler_serves_controllers_only():

@@ -9,6 +9,7 @@ module, so no import cycle joins them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from nubes.api.compute_v21 import common, server_moves, server_network, servers
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
+from nubes.objects.states import VMState
 
 
 def _api(request: Request) -> ServersAPI:
@@ -65,6 +67,40 @@ async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None
     )
 
 
+#: Control characters a console log may hold that JSON clients choke on;
+#: Nova keeps tab, line feed and carriage return and removes the rest.
+_CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+async def _console_output(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """``os-getConsoleOutput``: the end of the guest's console log, asked of
+    its host (compute RPC ``get_console_output``), as ``{"output": ...}``."""
+    common.authorize(request, "os-console-output", Rule.PROJECT_MEMBER, row["project_id"])
+    v.validate(body, schemas.GET_CONSOLE_OUTPUT)
+    raw = (body["os-getConsoleOutput"] or {}).get("length")
+    length = None if raw is None or int(raw) == -1 else int(raw)
+    host = row.get("host")
+    if not host:
+        raise exception.InstanceNotReady(instance_id=row["uuid"], reason="it is on no host")
+    if row["vm_state"] != VMState.ACTIVE:
+        raise exception.InstanceNotReady(
+            instance_id=row["uuid"], reason=f"it is {row['vm_state']}, not running"
+        )
+    compute = common.state(request).compute_api()
+    if compute is None:
+        raise exception.ComputeServiceUnavailable(host=host)
+    try:
+        output = await compute.get_console_output(common.ctx(request), host, row["uuid"], length)
+    except (exception.UnsupportedVersion, exception.VirtOperationNotSupported) as exc:
+        # An older host, or a driver that keeps no log: Nova's 501.
+        raise exception.HostCannotAnswer(
+            host=host, question="console log", reason=str(exc)
+        ) from None
+    except exception.MessagingTimeout:
+        raise exception.ComputeServiceUnavailable(host=host) from None
+    return common.json({"output": _CONSOLE_JUNK.sub("", output)})
+
+
 ACTIONS: dict[str, common.ActionHandler] = {
     "os-stop": _stop,
     "os-start": _start,
@@ -72,6 +108,7 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "lock": _lock,
     "unlock": _unlock,
     "os-resetState": _reset_state,
+    "os-getConsoleOutput": _console_output,
 }
 
 

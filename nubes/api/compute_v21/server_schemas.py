@@ -247,6 +247,28 @@ RESET_STATE = {
     "additionalProperties": False,
 }
 
+#: ``os-getConsoleOutput``: ``length`` lines from the end, -1 (or none) for all.
+#: A string must be a number too ("10"), as Nova takes; its minimum then does
+#: not apply, so the pattern itself keeps out other negatives.
+GET_CONSOLE_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "os-getConsoleOutput": {
+            "type": "object",
+            "properties": {
+                "length": {
+                    "type": ["integer", "string", "null"],
+                    "pattern": "^(-1|[0-9]+)$",
+                    "minimum": -1,
+                }
+            },
+            "additionalProperties": False,
+        }
+    },
+    "required": ["os-getConsoleOutput"],
+    "additionalProperties": False,
+}
+
 # --- moves (Nova's schemas/servers.py, migrate_server.py, evacuate.py) -------------------
 
 #: Nova's parameter_types.fqdn: a host name.

@@ -38,6 +38,14 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int], Awaitable[None]]
 
 
+def console_tail(output: str, length: int | None) -> str:
+    """The last ``length`` lines of a console log; all of it when ``length``
+    is None or not positive (Nova's ``os-getConsoleOutput`` treats 0 as -1)."""
+    if length is None or length <= 0:
+        return output
+    return "".join(output.splitlines(keepends=True)[-length:])
+
+
 @dataclasses.dataclass(slots=True)
 class InstanceInfo:
     """What the hypervisor says about one instance."""

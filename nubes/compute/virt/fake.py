@@ -114,6 +114,14 @@ class FakeInstance:
     memory_mb: int
     root_gb: int
     started_at: float
+    #: The guest's "serial console": a line per lifecycle event on this host,
+    #: which ``get_console_output`` serves as a real driver serves its log.
+    console: list[str] = dataclasses.field(default_factory=list)
+
+    def log(self, event: str) -> None:
+        self.console.append(
+            f"[{time.strftime('%Y-%m-%dT%H:%M:%S')}] fake guest {self.uuid}: {event}"
+        )
 
 
 #: Seconds between the progress reports of a fake live migration that takes
@@ -361,6 +369,7 @@ class FakeDriver(ComputeDriver):
         if instance.uuid in self.instances:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
+        self.instances[instance.uuid].log(f"booted on {self.host}")
 
     @_persists
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
@@ -379,6 +388,7 @@ class FakeDriver(ComputeDriver):
             raise self._fail("reboot", instance, f"reboot fails on {self.host} (injected)")
         found.state = PowerState.RUNNING
         found.started_at = time.monotonic()
+        found.log(f"rebooted ({reboot_type.lower()})")
 
     @_persists
     async def power_off(
@@ -390,6 +400,7 @@ class FakeDriver(ComputeDriver):
         if self.host in self.faults.fail_power_hosts:
             raise self._fail("power_off", instance, f"power off fails on {self.host} (injected)")
         found.state = PowerState.SHUTDOWN
+        found.log("powered off")
 
     @_persists
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
@@ -399,6 +410,10 @@ class FakeDriver(ComputeDriver):
         if self.host in self.faults.fail_power_hosts:
             raise self._fail("power_on", instance, f"power on fails on {self.host} (injected)")
         found.state = PowerState.RUNNING
+        found.log("powered on")
+
+    async def get_console_output(self, instance: Instance) -> str:
+        return "".join(line + "\n" for line in self._get(instance).console)
 
     # -- cold migration and resize -------------------------------------------
 

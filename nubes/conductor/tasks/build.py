@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import (
     FAULT_MESSAGE_LENGTH,
@@ -238,7 +238,13 @@ class BuildTask(Task):
                 run.id,
                 Step.SPAWN.value,
                 awaited.attempt,
-                payload.image,
+                # Grants for this host to fetch the image's bytes (need-to-know).
+                grants.attach(
+                    payload.image,
+                    awaited.host,
+                    self.engine.conf.image_grant_secret,
+                    self.engine.conf.image_grant_ttl,
+                ),
                 payload.request,
             )
 

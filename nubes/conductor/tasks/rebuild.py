@@ -45,7 +45,7 @@ from typing import Any
 
 import msgspec
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.build import request_spec
@@ -153,7 +153,13 @@ class RebuildTask(Task):
                 run.id,
                 Step.REBUILD.value,
                 awaited.attempt,
-                image=run.typed(MovePayload).image_meta,
+                # Grants for this host to fetch the image's bytes (need-to-know).
+                image=grants.attach(
+                    run.typed(MovePayload).image_meta,
+                    awaited.host,
+                    self.engine.conf.image_grant_secret,
+                    self.engine.conf.image_grant_ttl,
+                ),
                 evacuate=False,
                 power_on=run.typed(MovePayload).powered,
             )
@@ -340,7 +346,13 @@ class EvacuateTask(Task):
                 run.id,
                 Step.REBUILD.value,
                 awaited.attempt,
-                image=run.typed(MovePayload).image_meta,
+                # Grants for this host to fetch the image's bytes (need-to-know).
+                image=grants.attach(
+                    run.typed(MovePayload).image_meta,
+                    awaited.host,
+                    self.engine.conf.image_grant_secret,
+                    self.engine.conf.image_grant_ttl,
+                ),
                 evacuate=True,
                 power_on=run.typed(MovePayload).powered,
             )

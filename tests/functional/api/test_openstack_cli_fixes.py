@@ -42,6 +42,24 @@ def test_hypervisor_show_answers_with_the_hosts_uptime(cloud: Cloud) -> None:
     assert shown["uptime"], shown
 
 
+def test_console_log_show_reads_the_guests_log_from_its_host(cloud: Cloud) -> None:
+    """``openstack console log show`` (os-getConsoleOutput): the API asks the
+    server's host (compute RPC get_console_output), which reads its driver's log."""
+    create = ("server", "create", "--flavor", "m1.tiny", "--image", _image(), "--nic", "none")
+    vm = cloud.json(DEMO, *create, "--wait", "con1")
+    cloud.openstack(DEMO, "server", "reboot", "--wait", "con1")
+    log = cloud.openstack(DEMO, "console", "log", "show", "con1").stdout
+    assert f"fake guest {vm['id']}: booted on fake-" in log, log
+    last = cloud.openstack(DEMO, "console", "log", "show", "--lines", "1", "con1").stdout
+    assert last.strip().endswith("rebooted (soft)"), last
+    assert len(last.strip().splitlines()) == 1, last
+    # A stopped server has no running guest to ask: Nova's 409.
+    cloud.openstack(DEMO, "server", "stop", "con1")
+    wait_status(connect_sdk(cloud, DEMO), vm["id"], "SHUTOFF")
+    stopped = cloud.openstack(DEMO, "console", "log", "show", "con1", check=False)
+    assert stopped.returncode != 0 and "409" in stopped.stderr, stopped.stderr
+
+
 def test_restarting_all_in_one_keeps_active_servers_active(tmp_path: Path) -> None:
     cloud = Cloud(tmp_path / "state", free_port())
     cloud.start()

@@ -722,3 +722,35 @@ def test_status_mapping_round_trips() -> None:
     )
     # "default": any task_state, so no task filter.
     assert server_views.states_from_status(["ACTIVE"]) == (["active"], ["default"])
+
+
+async def test_console_output_refuses_bad_lengths_servers_not_running_and_strangers(
+    cloud: ApiHarness,
+) -> None:
+    """``os-getConsoleOutput`` before it asks any host: Nova's 400/404/409.
+    (The answer from a host is tested through the CLI, with a bus and hosts.)"""
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+
+        async def ask(body: Any) -> httpx.Response:
+            return await c.post(f"{URL}/{uuid}/action", json={"os-getConsoleOutput": body})
+
+        r = await ask({})
+        assert r.status_code == 409, r.text  # building: on no host yet
+        assert "on no host" in r.json()["conflictingRequest"]["message"]
+        for bad in ({"length": -2}, {"length": "-5"}, {"length": "ten"}, {"length": 1.5}, {"x": 1}):
+            r = await ask(bad)
+            assert r.status_code == 400, (bad, r.text)
+            assert "badRequest" in r.json()
+        await make_active(cloud, uuid, vm_state="stopped", power_state=4)
+        r = await ask({"length": 5})
+        assert r.status_code == 409, r.text
+        assert "not running" in r.json()["conflictingRequest"]["message"]
+        r = await c.post(
+            f"{URL}/2b9dd1a6-4ad4-4f5f-9f3e-3c8e4b8a9d00/action", json={"os-getConsoleOutput": {}}
+        )
+        assert r.status_code == 404
+    async with await login(cloud, "other") as c:
+        # Another project's server does not exist for it.
+        r = await c.post(f"{URL}/{uuid}/action", json={"os-getConsoleOutput": {}})
+        assert r.status_code == 404

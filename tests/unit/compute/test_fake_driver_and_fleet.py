@@ -46,6 +46,26 @@ async def test_fake_lifecycle_is_idempotent_where_it_says_so():
         await driver.get_info(inst)
 
 
+async def test_the_fake_console_log_tells_the_guests_life_and_is_tailed_by_lines():
+    from nubes.compute.virt.driver import console_tail
+
+    driver = FakeDriver("h1", faults=FakeFaults())
+    ctxt = RequestContext()
+    inst = _inst()
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.get_console_output(inst)
+    await driver.spawn(ctxt, inst, {}, {})
+    await driver.reboot(ctxt, inst, "SOFT")
+    await driver.power_off(inst)
+    await driver.power_on(ctxt, inst)
+    log = await driver.get_console_output(inst)
+    events = [line.split(": ", 1)[1] for line in log.splitlines()]
+    assert events == ["booted on h1", "rebooted (soft)", "powered off", "powered on"]
+    assert console_tail(log, 2).splitlines() == log.splitlines()[-2:]
+    assert console_tail(log, None) == console_tail(log, 0) == log
+    assert console_tail(log, 99) == log
+
+
 async def test_live_migration_fails_halfway_when_told():
     faults = FakeFaults(fail_live_migration_hosts={"src"})
     src, dst = FakeDriver("src", faults=faults), FakeDriver("dst", faults=faults)

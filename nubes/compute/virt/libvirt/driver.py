@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, LifecycleEvent, ProgressCallback
 from nubes.compute.virt.fake import format_uptime
 from nubes.compute.virt.libvirt.guest import (
@@ -279,7 +279,9 @@ class LibvirtDriver(ComputeDriver):
                 reason=f"cannot boot from an image of disk format {disk_format!r} "
                 f"(raw, ami or qcow2 only)",
             )
-        base = await self.images.get(image_id, image_meta.get("os_hash_value"))
+        base = await self.images.get(
+            image_id, image_meta.get("os_hash_value"), _grant(image_meta, image_id)
+        )
         disk = self.files(instance.uuid).disk
         command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing, "-b", str(base)]
         command.append(str(disk))
@@ -300,8 +302,8 @@ class LibvirtDriver(ComputeDriver):
                 reason=f"{command[0]} failed: {err.decode(errors='replace').strip()}",
             )
 
-    async def _link_from_cache(self, image_id: str, dest: Path) -> None:
-        cached = await self.images.get(image_id)
+    async def _link_from_cache(self, image_id: str, dest: Path, image_meta: dict[str, Any]) -> None:
+        cached = await self.images.get(image_id, grant=_grant(image_meta, image_id))
         await asyncio.to_thread(os.link, cached, dest)
 
     async def spawn(
@@ -324,9 +326,9 @@ class LibvirtDriver(ComputeDriver):
         try:
             disk_format = await self._root_disk(instance, image_meta)
             if kernel_id:
-                await self._link_from_cache(kernel_id, files.kernel)
+                await self._link_from_cache(kernel_id, files.kernel, image_meta)
             if kernel_id and ramdisk_id:
-                await self._link_from_cache(ramdisk_id, files.ramdisk)
+                await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
             spec = GuestSpec(
                 uuid=instance.uuid,
                 virt_type=self.virt_type,
@@ -565,3 +567,9 @@ def _qcow2_backing(disk: Path) -> str | None:
             return f.read(size).decode(errors="replace")
     except OSError:
         return None
+
+
+def _grant(image_meta: dict[str, Any], image_id: str) -> str | None:
+    """The conductor's grant (sent with the build) to fetch ``image_id``."""
+    found = (image_meta.get(grants.META_KEY) or {}).get(image_id)
+    return str(found) if found else None

@@ -7,12 +7,13 @@ So an entry is in use while an overlay names it as backing file or a link
 to it exists (:meth:`ImageCache.in_use`), and :meth:`ImageCache.prune`
 removes the entries nothing uses.
 
-Where bytes come from is an :class:`ImageSource`. Phase 1 ships one,
-:class:`DirectoryImageSource`: the image API's data directory read directly
-(``[libvirt] image_source_dir``), which works where the compute host shares
-the controller's disk (all-in-one). The issue's design, a fetch over HTTP
-from the image API with a short-lived per-image grant from the conductor, is
-a second source behind the same seam (not built yet).
+Where bytes come from is an :class:`ImageSource`. :class:`HttpImageSource`
+(the default, ``[libvirt] image_source = http``) downloads them from the
+image API (``GET /v2/images/{id}/file``) with the short-lived grant for that
+one image the conductor sent with the build (nubes/grants.py): the host holds
+no other credential and never reads the controller's disk or database.
+:class:`DirectoryImageSource` (``image_source = directory``, chosen by the
+operator) reads the image API's data directory, where the host shares it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import asyncio
 import hashlib
 import os
 import shutil
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
-from nubes import exception
+from nubes import exception, grants
 
 BASE_DIR_NAME = "_base"
 _CHUNK = 1 << 20
@@ -43,8 +46,9 @@ class ImageSource(abc.ABC):
     """Where a host gets an image's bytes."""
 
     @abc.abstractmethod
-    async def fetch(self, image_id: str, dest: Path) -> None:
-        """Write image ``image_id``'s bytes to ``dest``; ImageNotFound if there are none."""
+    async def fetch(self, image_id: str, dest: Path, grant: str | None = None) -> None:
+        """Write image ``image_id``'s bytes to ``dest``; ImageNotFound if there are
+        none. ``grant``: the conductor's grant for this image, if it sent one."""
 
 
 class DirectoryImageSource(ImageSource):
@@ -53,12 +57,61 @@ class DirectoryImageSource(ImageSource):
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    async def fetch(self, image_id: str, dest: Path) -> None:
+    async def fetch(self, image_id: str, dest: Path, grant: str | None = None) -> None:
         source = self.directory / _check_id(image_id)
         try:
             await asyncio.to_thread(shutil.copyfile, source, dest)
         except FileNotFoundError:
             raise exception.ImageNotFound(image_id=image_id) from None
+
+
+class HttpImageSource(ImageSource):
+    """Images downloaded from the image API with a per-image grant."""
+
+    def __init__(self, endpoint: str, host: str, timeout: float = 60.0) -> None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise exception.ConfigError(
+                reason=f"[libvirt] image_api_endpoint {endpoint!r} is not an http(s) URL"
+            )
+        self.endpoint = endpoint.rstrip("/")
+        self.host = host
+        self.timeout = timeout
+
+    def url(self, image_id: str) -> str:
+        return f"{self.endpoint}/v2/images/{_check_id(image_id)}/file"
+
+    async def fetch(self, image_id: str, dest: Path, grant: str | None = None) -> None:
+        if not grant:
+            raise exception.ImageFetchFailed(
+                image_id=image_id,
+                host=self.host,
+                reason="the conductor sent no grant for it (is [DEFAULT] image_grant_secret "
+                "set on the controllers?)",
+            )
+        await asyncio.to_thread(self._download, image_id, dest, grant)
+
+    def _download(self, image_id: str, dest: Path, grant: str) -> None:
+        request = urllib.request.Request(self.url(image_id), headers={grants.HEADER: grant})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                if response.status != 200:  # 204: the image has no data yet
+                    raise exception.ImageFetchFailed(
+                        image_id=image_id,
+                        host=self.host,
+                        reason=f"the image API answered {response.status} without data",
+                    )
+                with open(dest, "wb") as f:
+                    shutil.copyfileobj(response, f, _CHUNK)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise exception.ImageNotFound(image_id=image_id) from None
+            raise exception.ImageFetchFailed(
+                image_id=image_id, host=self.host, reason=f"the image API answered {exc.code}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise exception.ImageFetchFailed(
+                image_id=image_id, host=self.host, reason=f"download failed: {exc}"
+            ) from None
 
 
 def _sha512(path: Path) -> str:
@@ -79,7 +132,7 @@ class ImageCache:
     def path(self, image_id: str) -> Path:
         return self.base / _check_id(image_id)
 
-    async def get(self, image_id: str, sha512: str | None = None) -> Path:
+    async def get(self, image_id: str, sha512: str | None = None, grant: str | None = None) -> Path:
         """The cached file of ``image_id``, fetched first if it is not there.
 
         With ``sha512`` (the image record's ``os_hash_value``) the bytes are
@@ -94,7 +147,7 @@ class ImageCache:
             await asyncio.to_thread(self.base.mkdir, parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.part")
             try:
-                await self.source.fetch(image_id, partial)
+                await self.source.fetch(image_id, partial, grant)
                 if sha512:
                     got = await asyncio.to_thread(_sha512, partial)
                     if got != sha512:

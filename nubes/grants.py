@@ -1,0 +1,109 @@
+"""Image grants: a compute host's permission to download one image, for a while.
+
+A compute host holds no general credential for the image API. When the
+conductor sends a host a guest to build (or rebuild) it hands it, with the
+image's metadata, one grant per image the guest needs (root disk, kernel,
+ramdisk): a token naming the image, the host and an expiry, signed with
+HMAC-SHA256 under ``[DEFAULT] image_grant_secret``, a secret only the
+controllers (conductor and image API) are configured with. The image API
+accepts a grant on ``GET /v2/images/{id}/file`` of that image only (header
+:data:`HEADER`), and nowhere else.
+
+A token is ``<payload>.<signature>``, both URL-safe base64 without padding;
+the payload is the JSON ``{"i": image id, "h": host, "e": expiry (epoch s)}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from nubes import exception
+
+#: The request header a grant travels in.
+HEADER = "X-Image-Grant"
+#: Where an image's metadata carries the grants the conductor issued for it.
+META_KEY = "nubes_image_grants"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret: str, payload: str) -> str:
+    return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+
+
+def _need_secret(secret: str | None) -> str:
+    if not secret:
+        raise exception.ConfigError(
+            reason="[DEFAULT] image_grant_secret is not set: no image grant can be "
+            "issued or checked (the controllers must share it)"
+        )
+    return secret
+
+
+def issue(
+    secret: str | None, image_id: str, host: str, ttl: float, now: float | None = None
+) -> str:
+    """A grant for ``host`` to download ``image_id`` for ``ttl`` seconds."""
+    expiry = int((time.time() if now is None else now) + ttl)
+    body = json.dumps({"i": image_id, "h": host, "e": expiry}, separators=(",", ":"))
+    payload = _b64(body.encode())
+    return f"{payload}.{_sign(_need_secret(secret), payload)}"
+
+
+def verify(secret: str | None, token: str, image_id: str, now: float | None = None) -> str:
+    """The host a valid grant for ``image_id`` was issued to.
+
+    A token that is malformed or not signed with ``secret`` is
+    NotAuthenticated (401); a genuine grant for another image, or expired,
+    is Forbidden (403). Without a secret configured no grant can be trusted:
+    NotAuthenticated too.
+    """
+    if not secret:
+        raise exception.NotAuthenticated()
+    key = secret
+    payload, _, signature = token.partition(".")
+    if not payload or not signature or not hmac.compare_digest(_sign(key, payload), signature):
+        raise exception.NotAuthenticated()
+    try:
+        claims: Any = json.loads(_unb64(payload))
+        granted, host, expiry = str(claims["i"]), str(claims["h"]), float(claims["e"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise exception.NotAuthenticated() from None
+    if not hmac.compare_digest(granted, image_id):
+        raise exception.Forbidden(reason=f"the grant is for another image than {image_id}")
+    if expiry < (time.time() if now is None else now):
+        raise exception.Forbidden(reason="the image grant has expired")
+    return host
+
+
+def image_ids(image_meta: dict[str, Any]) -> list[str]:
+    """The images a guest built from ``image_meta`` needs: the image and the
+    kernel and ramdisk its properties name (booted directly, as Nova does)."""
+    properties = image_meta.get("properties") or {}
+    ids = [image_meta.get("id"), properties.get("kernel_id"), properties.get("ramdisk_id")]
+    return [str(i) for i in ids if i]
+
+
+def attach(image_meta: dict[str, Any], host: str, secret: str | None, ttl: float) -> dict[str, Any]:
+    """``image_meta`` with grants for ``host`` to fetch each image it needs.
+
+    Without a secret the metadata goes as it is: a host using the image API's
+    directory (``[libvirt] image_source = directory``) or the fake driver
+    needs none, and a host that does fails its fetch with the reason.
+    """
+    if not secret:
+        return image_meta
+    grants = {i: issue(secret, i, host, ttl) for i in image_ids(image_meta)}
+    return {**image_meta, META_KEY: grants}
