@@ -33,26 +33,23 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, literal_column, select
-from sqlalchemy.engine import Dialect
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.base import Run, UnitWrites, Writes
+from nubes.conductor.tasks.base import Run, Writes
 from nubes.conductor.tasks.payloads import Awaited, MovePayload, Outcome
 from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
-from nubes.db.group_commit import Prepared, UnitStatement, prepare
-from nubes.db.models import NOT_DELETED, allocations, migrations
+from nubes.db.models import allocations
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
-    MigrationStatus,
     MigrationType,
     check_migration_status,
 )
@@ -144,76 +141,12 @@ def set_migration(
     elif only_from is not None:
         expected = tuple(sorted(str(s) for s in only_from))
 
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        return [prepared_migration_update(dialect, ident, str(migration_type), values, expected)]
+    async def missed(conn: AsyncConnection) -> None:
+        await write(conn)  # what the status was, and what that means
 
-    return UnitWrites(write, statements)
-
-
-# -- migration statements for grouped commits ----------------------------------------------
-
-_STATEMENTS: dict[tuple[Any, ...], Prepared] = {}
-_LIVE: Any = literal_column(str(NOT_DELETED))
-
-
-def _prepared(dialect: Dialect, key: tuple[Any, ...], build: Callable[[], Any]) -> Prepared:
-    """``build()`` compiled once per dialect and shape (the shapes are few and fixed)."""
-    full = (dialect.name, dialect.driver, *key)
-    found = _STATEMENTS.get(full)
-    if found is None:
-        found = _STATEMENTS[full] = prepare(build(), dialect)
-    return found
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, MigrationStatus) else value
-
-
-def prepared_migration_update(
-    dialect: Dialect,
-    ident: int,
-    migration_type: str,
-    values: dict[str, Any],
-    expected: Sequence[str] | None,
-) -> UnitStatement:
-    """``values`` (and ``updated_at``) on the live migration ``ident`` of
-    ``migration_type``, if its status is one of ``expected`` (any if None):
-    a required statement."""
-    data = {k: _plain(v) for k, v in values.items()}
-    data.setdefault("updated_at", utcnow())
-    keys = tuple(sorted(data))
-    count = None if expected is None else len(expected)
-    m = migrations.c
-
-    def build() -> Any:
-        where = [
-            m.id == bindparam("_id"),
-            m.deleted == _LIVE,
-            m.migration_type == bindparam("_type"),
-        ]
-        if count is not None:
-            where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
-        return migrations.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
-
-    prepared = _prepared(dialect, ("migration_update", keys, count), build)
-    params: dict[str, Any] = {"_id": ident, "_type": migration_type}
-    params.update({f"_v_{k}": v for k, v in data.items()})
-    params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
-    return UnitStatement(prepared, prepared.args(params))
-
-
-def prepared_migration_not_in(dialect: Dialect, ident: int, status: str) -> UnitStatement:
-    """A required read: the live migration ``ident`` is not in ``status``."""
-    m = migrations.c
-
-    def build() -> Any:
-        return select(m.id).where(
-            m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
-        )
-
-    prepared = _prepared(dialect, ("migration_not_in",), build)
-    args = prepared.args({"_id": ident, "_status": _plain(status)})
-    return UnitStatement(prepared, args, returning=True)
+    return migrations_api.update_write(
+        ident, str(migration_type), values, expected=expected, missed=missed
+    )
 
 
 # -- claims --------------------------------------------------------------------------------
@@ -232,26 +165,9 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
             return
         await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
 
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        # The same in one statement: moved only while the migration holds nothing.
-        a = allocations.c
-        held = allocations.alias("held")
-
-        def build() -> Any:
-            return (
-                allocations.update()
-                .where(
-                    a.consumer_uuid == bindparam("_from"),
-                    ~exists().where(held.c.consumer_uuid == bindparam("_to")),
-                )
-                .values(consumer_uuid=bindparam("_to"))
-            )
-
-        prepared = _prepared(dialect, ("hand_source_claim",), build)
-        args = prepared.args({"_from": instance_uuid, "_to": migration_uuid})
-        return [UnitStatement(prepared, args, required=False)]
-
-    return UnitWrites(write, statements)
+    # No single-statement form: MySQL cannot UPDATE allocations on a
+    # condition that reads allocations, so this write commits the ordinary way.
+    return write
 
 
 def drop_source_claim(migration_uuid: str) -> Writes:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -116,7 +116,7 @@ class PowerTask(Task):
         write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
         try:
             async with self.engine.db.writer() as conn:
-                await write(conn)
+                await run_writes(conn, write)
         except (exception.InstanceUpdateConflict, exception.InstanceNotFound):
             pass  # compute finished it, or someone else moved it on
 
@@ -129,7 +129,7 @@ class PowerTask(Task):
         async def revert(conn: AsyncConnection) -> None:
             write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
             try:
-                await write(conn)
+                await run_writes(conn, write)
             except exception.InstanceUpdateConflict:
                 pass  # compute already moved it on
 

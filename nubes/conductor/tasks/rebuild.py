@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -122,7 +122,7 @@ def _lenient(write: Writes) -> Writes:
 
     async def lenient(conn: AsyncConnection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except exception.InstanceUpdateConflict as exc:
             LOG.warning("instance changed under its rebuild task: %s", exc)
 
@@ -471,7 +471,7 @@ class EvacuateTask(Task):
 def _tolerate_missing(write: Writes) -> Writes:
     async def tolerant(conn: AsyncConnection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except exception.MigrationNotFound:
             pass  # deleted with its instance: nothing to mark
 

@@ -9,10 +9,11 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api._common import (
     Row,
     check_columns,
@@ -23,7 +24,8 @@ from nubes.db.api._common import (
     new_uuid,
     update_row,
 )
-from nubes.db.models import migrations
+from nubes.db.models import NOT_DELETED, migrations
+from nubes.db.types import utcnow
 
 _m = migrations
 
@@ -203,3 +205,59 @@ async def list_filtered(
     if limit is not None:
         stmt = stmt.limit(limit)
     return await fetch_all(conn, stmt)
+
+
+# --- descriptions for a task's commit (:func:`nubes.db.group_commit.commit`) ---
+
+_LIVE: Any = literal_column(str(NOT_DELETED))
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def update_write(
+    migration_id: int,
+    migration_type: str,
+    values: Mapping[str, Any],
+    *,
+    expected: Sequence[str] | None,
+    missed: group_commit.Missed,
+) -> group_commit.Write:
+    """``values`` (and ``updated_at``) on the live migration of ``migration_type``,
+    if its status is one of ``expected`` (any if None); ``missed`` otherwise."""
+    data = {k: _plain(v) for k, v in values.items()}
+    data.setdefault("updated_at", utcnow())
+    keys = tuple(sorted(data))
+    count = None if expected is None else len(expected)
+    m = _m.c
+
+    def build() -> Any:
+        where = [
+            m.id == bindparam("_id"),
+            m.deleted == _LIVE,
+            m.migration_type == bindparam("_type"),
+        ]
+        if count is not None:
+            where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
+        return _m.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
+
+    params: dict[str, Any] = {"_id": migration_id, "_type": migration_type}
+    params.update({f"_v_{k}": v for k, v in data.items()})
+    params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
+    return group_commit.Write((__name__, "update", keys, count), build, params, missed)
+
+
+def not_in_write(
+    migration_id: int, status: str, *, missed: group_commit.Missed
+) -> group_commit.Write:
+    """A read for a commit: the live migration is not in ``status`` (``missed`` if it is)."""
+    m = _m.c
+
+    def build() -> Any:
+        return select(m.id).where(
+            m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
+        )
+
+    params = {"_id": migration_id, "_status": _plain(status)}
+    return group_commit.Write((__name__, "not_in"), build, params, missed, read=True)
