@@ -25,7 +25,7 @@ retries deadlocks. A write whose commit fails on a server is reported as a
 :class:`~nubes.exception.DBConnectionError` (its outcome is unknown), as the
 ordinary path would.
 
-**Units** (:meth:`GroupCommitter.execute_unit`, SQLite only for now) carry
+**Units** (:meth:`GroupCommitter.execute_unit`, SQLite and PostgreSQL) carry
 several statements that must commit together or not at all: a task's step
 with what the step wrote (the instance placed, an event), a scheduler claim
 (the node's usage and the allocation row), a compute host's event. Each unit
@@ -295,8 +295,28 @@ def _pg_rowcount(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
+async def _pg_unit(pg: Any, unit: Sequence[UnitStatement]) -> Any:
+    """One unit in a savepoint of the batch's transaction (see :data:`UnitOutcome`)."""
+    savepoint = pg.transaction()
+    await savepoint.start()
+    out: list[tuple[int, list[tuple[Any, ...]] | None]] = []
+    for statement in unit:
+        rows: list[tuple[Any, ...]] | None = None
+        if statement.returning:
+            rows = [tuple(r) for r in await pg.fetch(statement.write.sql, *statement.args)]
+            count = len(rows)
+        else:
+            count = _pg_rowcount(await pg.execute(statement.write.sql, *statement.args))
+        if statement.required and count == 0:
+            await savepoint.rollback()
+            return False
+        out.append((count, rows))
+    await savepoint.commit()
+    return out
+
+
 async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
-    if len(items) == 1:
+    if len(items) == 1 and items[0].unit is None:
         # A single statement commits by itself: no BEGIN/COMMIT round trips.
         # Its diagnosis then reads a later snapshot, as any READ COMMITTED
         # read after a failed UPDATE does.
@@ -313,6 +333,9 @@ async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
     try:
         out: list[Any] = []
         for item in items:
+            if item.unit is not None:
+                out.append(await _pg_unit(pg, item.unit))
+                continue
             assert item.write is not None
             count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
             row = None
@@ -360,7 +383,9 @@ async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
 
 _RUNNERS = {"sqlite": _run_sqlite, "postgresql": _run_postgresql, "mysql": _run_mysql}
 #: Backends whose runner takes units (savepoints in the batch's transaction).
-_UNIT_BACKENDS = frozenset({"sqlite"})
+#: Not MySQL/MariaDB: some units return rows from an UPDATE (RETURNING), which
+#: MariaDB has only for INSERT and DELETE.
+_UNIT_BACKENDS = frozenset({"sqlite", "postgresql"})
 
 
 def supported(engine: AsyncEngine) -> bool:
@@ -390,8 +415,9 @@ class GroupCommitter:
         if writers is None:
             writers = 1 if self.dialect.name == "sqlite" else DEFAULT_SERVER_WRITERS
         self.writers = writers
-        #: Whether :meth:`execute_unit` runs units here (SQLite; elsewhere
-        #: callers take their ordinary path).
+        #: Whether :meth:`execute_unit` runs units here (SQLite, PostgreSQL;
+        #: elsewhere callers take their ordinary path). A benchmark may turn
+        #: it off to compare.
         self.units = self.dialect.name in _UNIT_BACKENDS
         self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
