@@ -684,8 +684,8 @@ class LiveMigrateTask(Task):
         not_cancelling = migrations_api.not_in_write(ident, _M.CANCELLING, missed=look)
         committed = await commit(chain(writes, not_cancelling))
         if _SEEN not in run.cache:
-            # Committed as a unit: the look found it not cancelling, and every
-            # write of the unit happened as asked.
+            # Committed and look() never ran: the read found it not
+            # cancelling (grouped or not), and every write happened as asked.
             run.cache[_SEEN] = (step, False)
             known = run.cache.get(_MIGRATION)
             if known is not None and migration_values:
