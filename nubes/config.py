@@ -97,7 +97,9 @@ default_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "compute_driver",
         default="fake",
-        help="Virt driver a compute host runs its instances with (fake: in memory, for tests).",
+        choices=["fake", "libvirt"],
+        help="Virt driver a compute host runs its instances with (fake: in memory, for "
+        "tests; libvirt: real guests through libvirtd, see [libvirt]).",
     ),
 ]
 
@@ -142,6 +144,40 @@ fake_driver_opts: list[cfg.Opt] = [
         help="Directory where each fake host keeps its guests (<host>.json), so they "
         "survive a restart as a hypervisor's do; unset: in memory only. "
         "all-in-one sets it to <state dir>/fake-driver.",
+    ),
+]
+
+libvirt_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "connection_uri",
+        default="qemu:///system",
+        help="The libvirtd a libvirt compute host runs its guests through.",
+    ),
+    cfg.StrOpt(
+        "virt_type",
+        default="kvm",
+        choices=["kvm", "qemu"],
+        help="Domain type: kvm on hardware with virtualisation support, qemu (TCG, "
+        "emulated and slower) without.",
+    ),
+    cfg.StrOpt(
+        "instances_path",
+        help="Where guests' disks, kernels and console logs live, one directory per "
+        "instance, and the image cache (_base). Unset: <state_path>/instances.",
+    ),
+    cfg.StrOpt(
+        "image_source_dir",
+        help="Directory the host reads image bytes from, by image id: the image API's "
+        "data directory on a host sharing the controller's disk. Unset: [api] image_dir "
+        "or <state_path>/images, as the image API stores them on this machine. (Until "
+        "hosts fetch images over HTTP with a grant, the libvirt driver needs that disk.)",
+    ),
+    cfg.FloatOpt(
+        "soft_reboot_wait",
+        default=120.0,
+        min=0.0,
+        help="Seconds a soft reboot waits for the guest to shut down cleanly before "
+        "rebooting it hard.",
     ),
 ]
 
@@ -214,9 +250,10 @@ rabbit_opts: list[cfg.Opt] = [
     ),
     cfg.FloatOpt(
         "reconnect_backoff_max",
-        default=10.0,
+        default=1.0,
         min=0.1,
-        help="Longest wait (seconds) between reconnection attempts.",
+        help="Longest wait (seconds) between reconnection attempts; it bounds how long "
+        "a service takes to notice that the broker answers again.",
     ),
     cfg.IntOpt(
         "heartbeat_timeout",
@@ -229,6 +266,16 @@ rabbit_opts: list[cfg.Opt] = [
         default=256,
         min=1,
         help="Messages a server takes from the broker before acknowledging any.",
+    ),
+    cfg.BoolOpt(
+        "rabbit_quorum_queue",
+        default=None,
+        help="Declare the durable topic queues as quorum queues (x-queue-type: quorum), "
+        "replicated across a RabbitMQ cluster so they survive the loss of a node. "
+        "Unset: on when transport_url names several brokers, off with one. Every "
+        "service of a deployment must agree (the broker refuses a queue declared "
+        "with another type); switching an existing deployment means deleting its "
+        "queues first.",
     ),
 ]
 
@@ -555,6 +602,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "upgrade_levels": upgrade_levels_opts,
     "compute": compute_opts,
     "fake_driver": fake_driver_opts,
+    "libvirt": libvirt_opts,
     "notifications": notifications_opts,
     "api": api_opts,
     "quota": quota_opts,

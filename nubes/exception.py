@@ -13,6 +13,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── ConfigError                       bad option value or file, refused at start
     ├── Invalid (400)
     │   ├── ValidationError               a field of a request or message is wrong
+    │   ├── TooLarge                      a value or message over the size the receiver accepts
     │   ├── ObjectFieldError              a value does not fit an object field
     │   │   └── UnknownObjectField        a field name the object does not have
     │   ├── MalformedObject               an object primitive is not a valid envelope
@@ -21,15 +22,30 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── ComputeServiceUnavailable     a question for a compute host whose service is down
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
-    │   └── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── SchemaValidationError         a request body against its microversion's JSON schema
+    │   ├── MalformedBody                 a request body that is not JSON nubes reads
+    │   ├── InvalidVersionString          a microversion header that is not MAJOR.MINOR
+    │   └── Nova's refusals of a boot, move or rebuild (nubes.api.instance_rules, nubes.api.moves):
+    │       FlavorMemoryTooSmall, FlavorDiskSmallerThanImage, FlavorDiskSmallerThanMinDisk,
+    │       CannotResizeToSameFlavor, CannotResizeDisk, ResizeFlavorNotFound, OldFlavorNotFound,
+    │       MoveHostNotFound, CannotMigrateToSameHost, UnableToMigrateToSelf, EvacuateToSameHost,
+    │       ComputeServiceInUse, ForcedWithoutHost, InstanceNotResized, RebuildImageNotFound,
+    │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
+    ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
+    ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
     ├── Forbidden (403)
     │   ├── IdentityMismatch              a message claims someone its sender is not
+    │   ├── PolicyNotAuthorized           the API policy does not let the caller do that
+    │   ├── ImageForbidden                an image change its caller may not make
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
     │   └── QuotaExceeded                 a project's quota does not allow the request
     │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
-    │           ServerGroup(Members)LimitExceeded, OnsetFile*LimitExceeded
+    │           ServerGroupLimitExceeded, ServerGroupMembersLimitExceeded,
+    │           OnsetFileLimitExceeded, OnsetFilePathLimitExceeded, OnsetFileContentLimitExceeded
     ├── NotFound (404)
     │   ├── ServiceNotFound
     │   ├── ComputeHostNotFound           no live compute node with that host/node/uuid
@@ -41,13 +57,17 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceGroupNotFound
     │   ├── InstanceActionNotFound
     │   ├── TaskNotFound                  no conductor task with that id
-    │   └── ImageNotFound
+    │   ├── ImageNotFound
+    │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
+    │   └── MigrationNotFoundForInstance  the server has no migration with that id
     ├── Conflict (409)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
+    │   │   └── InstanceInvalidState      an API action the instance's state does not allow
+    │   ├── InstanceIsLocked              a locked instance, changed by a non-admin
     │   ├── InvalidMigrationTransition    the migration status table forbids that change
     │   └── DBDuplicateEntry              a unique constraint refused a row
     ├── ObjectError (500)
@@ -59,6 +79,9 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
+    │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
+    │   ├── ImageFetchFailed              a host could not get an image's bytes into its cache
+    │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
     │   ├── DBDeadlock                    deadlock or lock timeout; the transaction may be retried
@@ -161,9 +184,136 @@ class ImageNotActive(Invalid):
     msg_fmt = "Image %(image_id)s is not active."
 
 
+class SchemaValidationError(Invalid):
+    """A request body does not match the JSON schema of its microversion."""
+
+    msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
+
+
+class MalformedBody(Invalid):
+    """A request body that is not JSON, or JSON nubes refuses to read."""
+
+    msg_fmt = "Malformed request body: %(reason)s"
+
+
+class InvalidVersionString(Invalid):
+    """A microversion header that is not MAJOR.MINOR."""
+
+    msg_fmt = (
+        "API Version String %(version)s is of invalid format. Must be of format MajorNum.MinorNum."
+    )
+
+
+# Nova's refusals of a boot, a move or a rebuild (400), raised by nubes.api's rules.
+
+
+class CannotResizeToSameFlavor(Invalid):
+    msg_fmt = "When resizing, instances must change flavor!"
+
+
+class CannotResizeDisk(Invalid):
+    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
+
+
+class ResizeFlavorNotFound(Invalid):
+    """Nova's resize answers an unknown or disabled flavor with 400, not 404."""
+
+    msg_fmt = "Flavor %(flavor_id)s could not be found."
+
+
+class FlavorMemoryTooSmall(Invalid):
+    msg_fmt = "Flavor's memory is too small for requested image."
+
+
+class FlavorDiskSmallerThanImage(Invalid):
+    msg_fmt = (
+        "Flavor's disk is too small for requested image. Flavor disk is "
+        "%(flavor_size)i bytes, image is %(image_size)i bytes."
+    )
+
+
+class FlavorDiskSmallerThanMinDisk(Invalid):
+    msg_fmt = (
+        "Flavor's disk is smaller than the minimum size specified in image metadata. "
+        "Flavor disk is %(flavor_size)i bytes, minimum size is %(image_min_disk)i bytes."
+    )
+
+
+class MoveHostNotFound(Invalid):
+    """A migration to a host that has no compute node (400 in Nova's migrate APIs)."""
+
+    msg_fmt = "Compute host %(host)s could not be found."
+
+
+class CannotMigrateToSameHost(Invalid):
+    msg_fmt = "Cannot migrate to the host where the server exists."
+
+
+class UnableToMigrateToSelf(Invalid):
+    msg_fmt = "Unable to migrate instance (%(instance_id)s) to current host (%(host)s)."
+
+
+class EvacuateToSameHost(Invalid):
+    msg_fmt = "The target host can't be the same one."
+
+
+class ComputeServiceInUse(Invalid):
+    msg_fmt = "Compute service of %(host)s is still in use."
+
+
+class ForcedWithoutHost(Invalid):
+    msg_fmt = "Can't force to a non-provided destination"
+
+
+class InstanceNotResized(Invalid):
+    msg_fmt = "Instance has not been resized."
+
+
+class OldFlavorNotFound(Invalid):
+    msg_fmt = "Flavor used by the instance could not be found."
+
+
+class RebuildImageNotFound(Invalid):
+    msg_fmt = "Cannot find image for rebuild"
+
+
+class InvalidMigrationState(Invalid):
+    msg_fmt = (
+        "Migration %(migration_id)s state of instance %(instance_uuid)s is %(state)s. "
+        "Cannot %(method)s while the migration is in this state."
+    )
+
+
 class RequestTooLarge(NubesError):
     msg_fmt = "Request is too large."
     code = 413
+    safe = True
+
+
+class ImageTooLarge(NubesError):
+    """Image data over ``[api] image_size_cap`` (413)."""
+
+    msg_fmt = "Image exceeds the storage quota: %(cap)s bytes at most."
+    code = 413
+    safe = True
+
+
+class UnsupportedMediaType(NubesError):
+    """Image data sent with a content type the image API does not take (415)."""
+
+    msg_fmt = "Content type %(content_type)s is not supported; use application/octet-stream."
+    code = 415
+    safe = True
+
+
+class VersionNotAcceptable(NubesError):
+    """A microversion outside what the API serves (406)."""
+
+    msg_fmt = (
+        "Version %(version)s is not supported by the API. "
+        "Minimum is %(min)s and maximum is %(max)s."
+    )
+    code = 406
     safe = True
 
 
@@ -185,6 +335,18 @@ class Forbidden(NubesError):
     msg_fmt = "Forbidden: %(reason)s"
     code = 403
     safe = True
+
+
+class PolicyNotAuthorized(Forbidden):
+    """The API policy does not let the caller do that."""
+
+    msg_fmt = "Policy doesn't allow %(action)s to be performed."
+
+
+class ImageForbidden(Forbidden):
+    """An image change its caller may not make (Glance's 403 texts)."""
+
+    msg_fmt = "%(reason)s"
 
 
 class IdentityMismatch(Forbidden):
@@ -295,6 +457,14 @@ class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
 
 
+class EvacuateHostNotFound(NotFound):
+    msg_fmt = "Compute host %(host)s not found."
+
+
+class MigrationNotFoundForInstance(NotFound):
+    msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -334,6 +504,18 @@ class InvalidInstanceTransition(Conflict):
     """
 
     msg_fmt = "Instance %(instance_uuid)s cannot go from %(current)s to %(target)s"
+
+
+class InstanceInvalidState(InvalidInstanceTransition):
+    """An API action asked of an instance in a state the action does not start from."""
+
+    msg_fmt = "Cannot '%(action)s' instance %(instance_uuid)s while it is in %(attr)s %(state)s"
+
+
+class InstanceIsLocked(Conflict):
+    """Nova's check_instance_lock: a locked instance is changed by admins only."""
+
+    msg_fmt = "Instance %(instance_uuid)s is locked"
 
 
 class InvalidMigrationTransition(Conflict):
@@ -393,6 +575,24 @@ class DatabaseAccessForbidden(NubesError):
 
 class VirtDriverError(NubesError):
     msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
+
+
+class VirtOperationNotSupported(VirtDriverError):
+    """Refused before anything changed: the guest is as it was."""
+
+    msg_fmt = "Virt driver %(driver)s cannot %(operation)s instance %(instance_uuid)s: %(reason)s"
+
+
+class ImageFetchFailed(VirtDriverError):
+    msg_fmt = "Image %(image_id)s could not be fetched to host %(host)s: %(reason)s"
+
+
+class LiveMigrationAborted(VirtDriverError):
+    """A driver's ``live_migration`` stopped because its ``live_migration_abort``
+    asked it to (``nubes.compute.virt.driver.ComputeDriver``); the guest still
+    runs on the source."""
+
+    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
 
 
 class DBError(NubesError):

@@ -16,6 +16,8 @@ that are down (``nubes.db.api.host_views.down_compute_hosts``) take the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 
 def window(down_time: float, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
@@ -40,3 +42,15 @@ def is_up(
         return False
     oldest, newest = window(down_time, now)
     return oldest <= last <= newest
+
+
+def row_is_up(row: Mapping[str, Any], down_time: float, now: dt.datetime | None = None) -> bool:
+    """:func:`is_up` on a services row read with its heartbeat (``last_seen_at``),
+    as ``nubes.db.api.services`` returns it."""
+    return is_up(
+        forced_down=bool(row.get("forced_down")),
+        last_seen=row.get("last_seen_at"),
+        created_at=row.get("created_at"),
+        down_time=down_time,
+        now=now,
+    )

@@ -49,8 +49,12 @@ TOPICS = {
 #: :mod:`nubes.versions`).
 SERVICE_VERSION = versions.SERVICE_VERSION
 DEFAULT_REPORT_INTERVAL = 10.0
-#: Longest wait between heartbeat attempts while the conductor is away.
-HEARTBEAT_BACKOFF_MAX = 60.0
+#: Longest wait between heartbeat attempts while the conductor or the bus is
+#: away. Short on purpose: heartbeats are how the scheduler knows a host is
+#: up, so after an outage longer than ``service_down_time`` every host looks
+#: down until its next beat, and builds arriving then find no valid host. A
+#: host whose conductor is back beats again within this many seconds.
+HEARTBEAT_BACKOFF_MAX = 2.0
 #: Seconds a stopping service waits for its heartbeat loop to end.
 HEARTBEAT_STOP_GRACE = 5.0
 #: Failures that mean "the conductor or database is away": retried quietly.
@@ -120,6 +124,7 @@ def open_transport(conf: cfg.ConfigOpts, binary: str, host: str) -> Transport:
         reconnect_backoff_max=rabbit.reconnect_backoff_max,
         heartbeat_timeout=rabbit.heartbeat_timeout,
         prefetch_count=rabbit.prefetch_count,
+        quorum_queues=rabbit.rabbit_quorum_queue,
         rpc_response_timeout=conf.rpc_response_timeout,
     )
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from oslo_config import cfg
 
-from nubes.api import bootstrap
+from nubes.api import bootstrap, images
 from nubes.api.server import api_service
 from nubes.api.state import ApiState
+from nubes.context import RequestContext
 from nubes.db import engine
+from nubes.db.api import identity
 
 
 def write_api_options(path: Path, bind: str | None, port: int | None) -> None:
@@ -56,3 +60,54 @@ def print_usage(conf: cfg.ConfigOpts, state_dir: Path) -> None:
     print(
         f"  nubes-manage --config-file {Path(state_dir) / 'nubes.conf'} user create ...", flush=True
     )
+
+
+#: The image ``all-in-one --virt libvirt`` registers: a real guest that boots.
+GUEST_IMAGE_NAME = "nubes-guest"
+
+
+async def _upload_file(path: Path) -> AsyncIterator[bytes]:
+    yield await asyncio.to_thread(path.read_bytes)
+
+
+async def add_guest_image(conf: cfg.ConfigOpts) -> str:
+    """Register the test guest (busybox on the machine's cloud kernel, see
+    :mod:`nubes.testing.guestimage`) as public images, once: its kernel, its
+    initramfs, and ``nubes-guest`` booting them. Returns ``nubes-guest``'s id."""
+    from nubes.testing import guestimage
+
+    db = engine.get_database()
+    async with db.reader() as conn:
+        admin = await identity.project_get(conn, "admin")
+    ctxt = RequestContext(project_id=admin["id"], roles=["admin"])
+    found = await images.list_images(db, ctxt, filters={"name": GUEST_IMAGE_NAME})
+    if found:
+        return str(found[0]["id"])
+    guest = await asyncio.to_thread(guestimage.build)
+    image_dir = Path(conf.api.image_dir or Path(conf.state_path) / "images")
+
+    async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
+        image = await images.create_image(
+            db,
+            ctxt,
+            {
+                "name": name,
+                "disk_format": disk_format,
+                "container_format": disk_format if disk_format in ("aki", "ari") else "bare",
+                "visibility": "public",
+                **properties,
+            },
+        )
+        await images.upload(
+            db,
+            ctxt,
+            image["id"],
+            _upload_file(path),
+            image_dir=image_dir,
+            size_cap=conf.api.image_size_cap,
+        )
+        return str(image["id"])
+
+    kernel = await add(f"{GUEST_IMAGE_NAME}-kernel", "aki", guest.kernel)
+    ramdisk = await add(f"{GUEST_IMAGE_NAME}-initramfs", "ari", guest.initramfs)
+    return await add(GUEST_IMAGE_NAME, "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)

@@ -57,16 +57,6 @@ READ_ONLY = (
 HASH_ALGO = "sha512"
 
 
-class ImageForbidden(exception.Forbidden):
-    msg_fmt = "%(reason)s"
-
-
-class ImageTooLarge(exception.NubesError):
-    msg_fmt = "Image exceeds the storage quota: %(cap)s bytes at most."
-    code = 413
-    safe = True
-
-
 def _visible(ctxt: RequestContext, row: Mapping[str, Any]) -> bool:
     if policy.allowed(ctxt, policy.Rule.ADMIN):
         return True
@@ -133,10 +123,12 @@ async def create_image(
     data = dict(values)
     for key in READ_ONLY:
         if key in data:
-            raise ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+            raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
     visibility = data.get("visibility", "shared")
     if visibility == "public" and not policy.allowed(ctxt, policy.Rule.ADMIN):
-        raise ImageForbidden(reason="You are not authorized to complete publicize_image action.")
+        raise exception.ImageForbidden(
+            reason="You are not authorized to complete publicize_image action."
+        )
     owner = data.pop("owner", None) or ctxt.project_id
     if owner != ctxt.project_id:
         policy.authorize(ctxt, "add_image:owner", policy.Rule.ADMIN)
@@ -167,7 +159,9 @@ async def create_image(
 
 def _check_owner(ctxt: RequestContext, row: Mapping[str, Any], action: str) -> None:
     if not policy.allowed(ctxt, policy.Rule.PROJECT_MEMBER, row["owner"]):
-        raise ImageForbidden(reason=f"You are not authorized to complete {action} action.")
+        raise exception.ImageForbidden(
+            reason=f"You are not authorized to complete {action} action."
+        )
 
 
 def data_path(image_dir: Path, image_id: str) -> Path:
@@ -208,7 +202,7 @@ async def upload(
                     continue
                 size += len(chunk)
                 if size > size_cap:
-                    raise ImageTooLarge(cap=size_cap)
+                    raise exception.ImageTooLarge(cap=size_cap)
                 md5.update(chunk)
                 multihash.update(chunk)
                 await asyncio.to_thread(handle.write, chunk)
@@ -241,7 +235,9 @@ async def delete_image(
     row = await get_image(db, ctxt, image_id)
     _check_owner(ctxt, row, "delete_image")
     if row["protected"]:
-        raise ImageForbidden(reason=f"Image {image_id} is protected and cannot be deleted.")
+        raise exception.ImageForbidden(
+            reason=f"Image {image_id} is protected and cannot be deleted."
+        )
     async with db.writer() as conn:
         await images_db.destroy(conn, image_id)
     with contextlib.suppress(FileNotFoundError):

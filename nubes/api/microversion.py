@@ -31,21 +31,6 @@ _VERSION_RE = re.compile(r"^([1-9][0-9]{0,8})\.([1-9][0-9]{0,8}|0)$", re.ASCII)
 _MAX_QUOTED_CHARS = 40
 
 
-class InvalidVersionString(exception.Invalid):
-    msg_fmt = (
-        "API Version String %(version)s is of invalid format. Must be of format MajorNum.MinorNum."
-    )
-
-
-class VersionNotAcceptable(exception.NubesError):
-    msg_fmt = (
-        "Version %(version)s is not supported by the API. "
-        "Minimum is %(min)s and maximum is %(max)s."
-    )
-    code = 406
-    safe = True
-
-
 @functools.total_ordering
 class APIVersion(NamedTuple):
     major: int
@@ -57,7 +42,7 @@ class APIVersion(NamedTuple):
         if match is None:
             if len(text) > _MAX_QUOTED_CHARS:
                 text = text[: _MAX_QUOTED_CHARS - 3] + "..."
-            raise InvalidVersionString(version=text)
+            raise exception.InvalidVersionString(version=text)
         return cls(int(match.group(1)), int(match.group(2)))
 
     def __str__(self) -> str:
@@ -97,7 +82,7 @@ def negotiate(headers: dict[str, str]) -> APIVersion:
         return MAX
     version = APIVersion.parse(text)
     if not MIN <= version <= MAX:
-        raise VersionNotAcceptable(version=text.strip(), min=MIN_VERSION, max=MAX_VERSION)
+        raise exception.VersionNotAcceptable(version=text.strip(), min=MIN_VERSION, max=MAX_VERSION)
     return version
 
 

@@ -17,6 +17,10 @@ a request that cannot work (same flavor, unknown host, inactive image) is
 400, an evacuation whose source still runs is 400 ("Compute service of ...
 is still in use.", as Nova's evacuate API answers it).
 
+The checks and records every move shares are in :mod:`nubes.api.move_records`,
+the rules in :mod:`nubes.api.instance_rules`, the action, task and kick in
+:class:`nubes.api.intents.Intents`; errors in :mod:`nubes.exception`.
+
 Aborting or force-completing a live migration starts no task (the live
 migration's task is the one active task of the instance): the abort marks
 the migration ``cancelling`` in the API's transaction, both record their
@@ -30,26 +34,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.api import images as images_api
-from nubes.api import quotas
-from nubes.api.compute_v21 import hosts
-from nubes.api.servers import InstanceInvalidState, ServersAPI, _check_lock, _check_state
+from nubes.api import instance_rules, intents, quotas
+from nubes.api import move_records as records
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, compute_nodes, flavors, services
-from nubes.db.api import images as images_db
+from nubes.db.api import Row, flavors, services
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
-from nubes.db.api._common import Row
-from nubes.db.engine import Database
-from nubes.objects import states
+from nubes.db.engine import Connection, Database
 from nubes.objects.flavor import Flavor
 from nubes.objects.states import (
-    MIGRATION_FIRST_STATUS,
     MigrationStatus,
     MigrationType,
     TaskState,
@@ -58,7 +56,6 @@ from nubes.objects.states import (
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1024**3
 
 #: Values a live migration's ``block_migration`` may take ("auto" from 2.25).
 BLOCK_MIGRATION_AUTO = "auto"
@@ -70,143 +67,7 @@ ABORTABLE = (MigrationStatus.ACCEPTED, MigrationStatus.PREPARING, MigrationStatu
 REBUILD_COLUMNS = frozenset({"display_description", "system_metadata", "key_name", "user_data"})
 
 
-# --- Nova's refusals ----------------------------------------------------------------------
-
-
-class CannotResizeToSameFlavor(exception.Invalid):
-    msg_fmt = "When resizing, instances must change flavor!"
-
-
-class CannotResizeDisk(exception.Invalid):
-    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
-
-
-class ResizeFlavorNotFound(exception.Invalid):
-    """Nova's resize answers an unknown or disabled flavor with 400, not 404."""
-
-    msg_fmt = "Flavor %(flavor_id)s could not be found."
-
-
-class FlavorMemoryTooSmall(exception.Invalid):
-    msg_fmt = "Flavor's memory is too small for requested image."
-
-
-class FlavorDiskSmallerThanImage(exception.Invalid):
-    msg_fmt = (
-        "Flavor's disk is too small for requested image. Flavor disk is "
-        "%(flavor_size)i bytes, image is %(image_size)i bytes."
-    )
-
-
-class FlavorDiskSmallerThanMinDisk(exception.Invalid):
-    msg_fmt = (
-        "Flavor's disk is smaller than the minimum size specified in image metadata. "
-        "Flavor disk is %(flavor_size)i bytes, minimum size is %(image_min_disk)i bytes."
-    )
-
-
-class MoveHostNotFound(exception.Invalid):
-    """A migration to a host that has no compute node (400 in Nova's migrate APIs)."""
-
-    msg_fmt = "Compute host %(host)s could not be found."
-
-
-class CannotMigrateToSameHost(exception.Invalid):
-    msg_fmt = "Cannot migrate to the host where the server exists."
-
-
-class UnableToMigrateToSelf(exception.Invalid):
-    msg_fmt = "Unable to migrate instance (%(instance_id)s) to current host (%(host)s)."
-
-
-class EvacuateHostNotFound(exception.NotFound):
-    msg_fmt = "Compute host %(host)s not found."
-
-
-class EvacuateToSameHost(exception.Invalid):
-    msg_fmt = "The target host can't be the same one."
-
-
-class ComputeServiceInUse(exception.Invalid):
-    msg_fmt = "Compute service of %(host)s is still in use."
-
-
-class ForcedWithoutHost(exception.Invalid):
-    msg_fmt = "Can't force to a non-provided destination"
-
-
-class InstanceNotResized(exception.Invalid):
-    msg_fmt = "Instance has not been resized."
-
-
-class OldFlavorNotFound(exception.Invalid):
-    msg_fmt = "Flavor used by the instance could not be found."
-
-
-class RebuildImageNotFound(exception.Invalid):
-    msg_fmt = "Cannot find image for rebuild"
-
-
-class MigrationNotFoundForInstance(exception.NotFound):
-    msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
-
-
-class InvalidMigrationState(exception.Invalid):
-    msg_fmt = (
-        "Migration %(migration_id)s state of instance %(instance_uuid)s is %(state)s. "
-        "Cannot %(method)s while the migration is in this state."
-    )
-
-
-# --- checks --------------------------------------------------------------------------------
-
-
-def _snapshot_id(snapshot: Mapping[str, Any] | None) -> int | None:
-    value = (snapshot or {}).get("id")
-    return value if isinstance(value, int) else None
-
-
-def check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
-    """Nova's flavor-against-image checks (memory, min_disk, image size) for rebuild and resize.
-
-    A flavor without a root disk (volume-backed in Nova) is not held to the
-    disk sizes.
-    """
-    if flavor.get("memory_mb", 0) < (image.get("min_ram") or 0):
-        raise FlavorMemoryTooSmall()
-    root_gb = flavor.get("root_gb") or 0
-    if not root_gb:
-        return
-    flavor_size = root_gb * GiB
-    min_disk = (image.get("min_disk") or 0) * GiB
-    if flavor_size < min_disk:
-        raise FlavorDiskSmallerThanMinDisk(flavor_size=flavor_size, image_min_disk=min_disk)
-    size = image.get("virtual_size") or image.get("size") or 0
-    if flavor_size < size:
-        raise FlavorDiskSmallerThanImage(flavor_size=flavor_size, image_size=size)
-
-
-def _check_disks(current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """A resize may not shrink a disk.
-
-    Nova's API refuses only a zero root disk and leaves shrinking to the
-    driver, which fails the resize afterwards ("Unable to resize disk
-    down."); no driver here can shrink a disk either, so the request is
-    refused before anything moves.
-    """
-    if new.get("root_gb") == 0 and (current.get("root_gb") or 0) != 0:
-        raise CannotResizeDisk(reason="Resize to zero disk flavor is not allowed.")
-    for disk in ("root_gb", "ephemeral_gb"):
-        if (new.get(disk) or 0) < (current.get(disk) or 0):
-            raise CannotResizeDisk(reason="Unable to resize disk down.")
-
-
-def _image_payload(image: Mapping[str, Any]) -> dict[str, Any]:
-    """The image as a build's task payload carries it (id and properties)."""
-    return {"id": image["id"], "properties": dict(image.get("properties") or {})}
-
-
-class MovesAPI(ServersAPI):
+class MovesAPI:
     """The move operations of the servers API (records, tasks, then a kick)."""
 
     def __init__(
@@ -218,8 +79,10 @@ class MovesAPI(ServersAPI):
     ) -> None:
         from nubes import config
 
-        super().__init__(db, conductor, conf=conf)
         self.conf = conf if conf is not None else config.CONF
+        self.db = db
+        self.conductor = conductor
+        self.intents = intents.Intents(db, conductor, conf=self.conf)
 
     # -- cold migration and resize ---------------------------------------------------------
 
@@ -228,22 +91,22 @@ class MovesAPI(ServersAPI):
     ) -> None:
         """Cold-migrate to ``host`` (checked by the scheduler) or wherever it finds room."""
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "migrate", TaskState.RESIZE_PREP)
+            row = await records.movable(conn, ctxt, instance_uuid, "migrate", TaskState.RESIZE_PREP)
             if host is not None:
                 if host == row["host"]:
-                    raise CannotMigrateToSameHost()
-                await self._check_compute_host(conn, host)
+                    raise exception.CannotMigrateToSameHost()
+                await records.check_compute_host(conn, host)
             flavor = dict(row["flavor"] or {})
-            migration = await self._create_migration(
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.MIGRATION, dest=host
             )
-            await self._set_task(
+            await records.set_task(
                 conn,
                 row,
                 TaskState.RESIZE_PREP,
                 {"old_flavor": flavor, "new_flavor": flavor, "progress": 0},
             )
-            task = await self._start(
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -253,10 +116,10 @@ class MovesAPI(ServersAPI):
                     "migration_id": migration["id"],
                     "host": host,
                     "flavor": flavor,
-                    "power_on": _running(row),
+                    "power_on": records.running(row),
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def resize_server(
         self,
@@ -268,18 +131,18 @@ class MovesAPI(ServersAPI):
     ) -> None:
         """Resize to the flavor users know as ``flavor_ref`` (``disk_config``: AUTO or MANUAL)."""
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "resize", TaskState.RESIZE_PREP)
+            row = await records.movable(conn, ctxt, instance_uuid, "resize", TaskState.RESIZE_PREP)
             current = dict(row["flavor"] or {})
             try:
                 found = await flavors.get_by_flavor_id(conn, flavor_ref)
             except exception.FlavorNotFound:
-                raise ResizeFlavorNotFound(flavor_id=flavor_ref) from None
+                raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref) from None
             new = Flavor._from_db(found).snapshot()
-            _check_disks(current, new)
-            if found["id"] == _snapshot_id(current):
-                raise CannotResizeToSameFlavor()
+            instance_rules.check_disks(current, new)
+            if found["id"] == records.snapshot_id(current):
+                raise exception.CannotResizeToSameFlavor()
             if found["disabled"]:
-                raise ResizeFlavorNotFound(flavor_id=flavor_ref)
+                raise exception.ResizeFlavorNotFound(flavor_id=flavor_ref)
             # The owner's quota pays for a larger flavor, whoever asks (Nova).
             await quotas.check_upsize(
                 conn,
@@ -289,10 +152,10 @@ class MovesAPI(ServersAPI):
                 cores=int(found["vcpus"]) - int(row["vcpus"] or 0),
                 ram=int(found["memory_mb"]) - int(row["memory_mb"] or 0),
             )
-            image = await self._instance_image(conn, row)
+            image = await records.instance_image(conn, row)
             if image is not None:
-                check_image_fits(image, new)
-            migration = await self._create_migration(
+                instance_rules.check_image_fits(image, new)
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.RESIZE, new_flavor_id=found["id"]
             )
             values: dict[str, Any] = {"old_flavor": current, "new_flavor": new, "progress": 0}
@@ -301,16 +164,16 @@ class MovesAPI(ServersAPI):
                     **(row["system_metadata"] or {}),
                     "disk_config": disk_config,
                 }
-            await self._set_task(conn, row, TaskState.RESIZE_PREP, values)
-            task = await self._start(
+            await records.set_task(conn, row, TaskState.RESIZE_PREP, values)
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
                 TaskKind.MIGRATE,
                 "resize",
-                {"migration_id": migration["id"], "flavor": new, "power_on": _running(row)},
+                {"migration_id": migration["id"], "flavor": new, "power_on": records.running(row)},
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def confirm_resize(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Keep the resized instance; the source drops what it kept."""
@@ -345,21 +208,21 @@ class MovesAPI(ServersAPI):
         kind: TaskKind,
     ) -> None:
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, action, task_state)
+            row = await records.movable(conn, ctxt, instance_uuid, action, task_state)
             try:
                 migration = await migrations_api.get_by_instance_and_status(
                     conn, instance_uuid, MigrationStatus.FINISHED.value
                 )
             except exception.MigrationNotFound:
-                raise InstanceNotResized() from None
+                raise exception.InstanceNotResized() from None
             if kind is TaskKind.REVERT_RESIZE and not row["old_flavor"]:
-                raise OldFlavorNotFound()
-            await self._set_migration_status(conn, migration, status)
-            await self._set_task(conn, row, task_state, {})
-            task = await self._start(
+                raise exception.OldFlavorNotFound()
+            await records.set_migration_status(conn, migration, status)
+            await records.set_task(conn, row, task_state, {})
+            task = await self.intents.start(
                 conn, ctxt, instance_uuid, kind, action, {"migration_id": migration["id"]}
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     # -- live migration ------------------------------------------------------------------
 
@@ -382,20 +245,20 @@ class MovesAPI(ServersAPI):
                 reason=f"block_migration must be true, false or auto, not {block_migration!r}"
             )
         if force and not host:
-            raise ForcedWithoutHost()
+            raise exception.ForcedWithoutHost()
         async with self.db.writer() as conn:
-            row = await self._movable(
+            row = await records.movable(
                 conn, ctxt, instance_uuid, "os-migrateLive", TaskState.MIGRATING
             )
             if host is not None:
-                await self._check_compute_host(conn, host)
+                await records.check_compute_host(conn, host)
                 if host == row["host"]:
-                    raise UnableToMigrateToSelf(instance_id=instance_uuid, host=host)
-            migration = await self._create_migration(
+                    raise exception.UnableToMigrateToSelf(instance_id=instance_uuid, host=host)
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.LIVE_MIGRATION, dest=host
             )
-            await self._set_task(conn, row, TaskState.MIGRATING, {"progress": 0})
-            task = await self._start(
+            await records.set_task(conn, row, TaskState.MIGRATING, {"progress": 0})
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -407,7 +270,7 @@ class MovesAPI(ServersAPI):
                     "block_migration": block_migration,
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def abort_live_migration(
         self, ctxt: RequestContext, instance_uuid: str, migration_id: int
@@ -417,8 +280,8 @@ class MovesAPI(ServersAPI):
             migration = await self._live_migration(
                 conn, ctxt, instance_uuid, migration_id, "abort live migration", ABORTABLE
             )
-            await self._set_migration_status(conn, migration, MigrationStatus.CANCELLING)
-            await self._request_action(conn, ctxt, instance_uuid, "live_migration_cancel")
+            await records.set_migration_status(conn, migration, MigrationStatus.CANCELLING)
+            await records.request_action(conn, ctxt, instance_uuid, "live_migration_cancel")
         try:
             await self.conductor.live_migration_abort(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
@@ -439,7 +302,7 @@ class MovesAPI(ServersAPI):
                 "force complete",
                 (MigrationStatus.RUNNING,),
             )
-            await self._request_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
+            await records.request_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
         try:
             await self.conductor.live_migration_force_complete(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
@@ -449,7 +312,7 @@ class MovesAPI(ServersAPI):
 
     async def _live_migration(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ctxt: RequestContext,
         instance_uuid: str,
         migration_id: int,
@@ -462,14 +325,14 @@ class MovesAPI(ServersAPI):
         migration the instance's (else 404) and in the right status (else 400).
         """
         row = await instances_api.get_by_uuid(conn, instance_uuid)
-        _check_lock(ctxt, row)
+        instance_rules.check_lock(ctxt, row)
         if (row["vm_state"], row["task_state"]) != (VMState.ACTIVE, TaskState.MIGRATING):
             attr, state = (
                 ("vm_state", row["vm_state"])
                 if row["vm_state"] != VMState.ACTIVE
                 else ("task_state", row["task_state"])
             )
-            raise InstanceInvalidState(
+            raise exception.InstanceInvalidState(
                 action=method, instance_uuid=instance_uuid, attr=attr, state=state
             )
         try:
@@ -477,12 +340,14 @@ class MovesAPI(ServersAPI):
         except exception.MigrationNotFound:
             migration = None
         if migration is None or migration["instance_uuid"] != instance_uuid:
-            raise MigrationNotFoundForInstance(migration_id=migration_id, instance_id=instance_uuid)
+            raise exception.MigrationNotFoundForInstance(
+                migration_id=migration_id, instance_id=instance_uuid
+            )
         if (
             migration["migration_type"] != MigrationType.LIVE_MIGRATION
             or migration["status"] not in allowed
         ):
-            raise InvalidMigrationState(
+            raise exception.InvalidMigrationState(
                 migration_id=migration_id,
                 instance_uuid=instance_uuid,
                 state=migration["status"],
@@ -506,24 +371,24 @@ class MovesAPI(ServersAPI):
         the scheduler still checks it (docs/moves.md).
         """
         if force and not host:
-            raise ForcedWithoutHost()
+            raise exception.ForcedWithoutHost()
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             if host is not None:
                 try:
                     await services.get_by_host_and_binary(conn, host, "compute")
                 except exception.ServiceNotFound:
-                    raise EvacuateHostNotFound(host=host) from None
+                    raise exception.EvacuateHostNotFound(host=host) from None
             if host is not None and row["host"] == host:
-                raise EvacuateToSameHost()
-            self._check_idle("evacuate", row, TaskState.REBUILDING)
-            await self._check_source_down(conn, row["host"])
-            image = await self._instance_image(conn, row)
-            migration = await self._create_migration(
+                raise exception.EvacuateToSameHost()
+            records.check_idle("evacuate", row, TaskState.REBUILDING)
+            await records.check_source_down(conn, row["host"], self.conf.service_down_time)
+            image = await records.instance_image(conn, row)
+            migration = await records.create_migration(
                 conn, ctxt, row, MigrationType.EVACUATION, dest=host
             )
-            await self._set_task(conn, row, TaskState.REBUILDING, {})
-            task = await self._start(
+            await records.set_task(conn, row, TaskState.REBUILDING, {})
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
@@ -532,11 +397,11 @@ class MovesAPI(ServersAPI):
                 {
                     "migration_id": migration["id"],
                     "host": host,
-                    "image": _image_payload(image or {"id": row["image_ref"]}),
-                    "power_on": _running(row),
+                    "image": records.image_payload(image or {"id": row["image_ref"]}),
+                    "power_on": records.running(row),
                 },
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def rebuild_server(
         self,
@@ -559,12 +424,12 @@ class MovesAPI(ServersAPI):
         if unknown:
             raise exception.Invalid(reason=f"a rebuild cannot set {', '.join(sorted(unknown))}")
         async with self.db.writer() as conn:
-            row = await self._movable(conn, ctxt, instance_uuid, "rebuild", TaskState.REBUILDING)
+            row = await records.movable(conn, ctxt, instance_uuid, "rebuild", TaskState.REBUILDING)
             try:
                 image = await images_api.get_active_image(self.db, ctxt, image_ref)
             except exception.ImageNotFound:
-                raise RebuildImageNotFound() from None
-            check_image_fits(image, row["flavor"] or {})
+                raise exception.RebuildImageNotFound() from None
+            instance_rules.check_image_fits(image, row["flavor"] or {})
             changes: dict[str, Any] = {"image_ref": image["id"], "progress": 0, **extra}
             if name is not None:
                 changes["display_name"] = name
@@ -578,146 +443,14 @@ class MovesAPI(ServersAPI):
                     **(row["system_metadata"] or {}),
                     **extra["system_metadata"],
                 }
-            updated = await self._set_task(conn, row, TaskState.REBUILDING, changes)
-            task = await self._start(
+            updated = await records.set_task(conn, row, TaskState.REBUILDING, changes)
+            task = await self.intents.start(
                 conn,
                 ctxt,
                 instance_uuid,
                 TaskKind.REBUILD,
                 "rebuild",
-                {"image": _image_payload(image), "power_on": _running(row)},
+                {"image": records.image_payload(image), "power_on": records.running(row)},
             )
-        await self._kick(ctxt, [task["id"]])
+        await self.intents.kick(ctxt, [task["id"]])
         return updated
-
-    # -- common ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_idle(action: str, row: Row, task_state: TaskState) -> None:
-        """Nova's check_instance_state for a move: no task in progress, a state it starts from."""
-        if row["task_state"] is not None:
-            raise InstanceInvalidState(
-                action=action,
-                instance_uuid=row["uuid"],
-                attr="task_state",
-                state=row["task_state"],
-            )
-        _check_state(action, row, (VMState(row["vm_state"]), task_state))
-        if not row["host"]:
-            raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
-
-    async def _request_action(
-        self, conn: AsyncConnection, ctxt: RequestContext, instance_uuid: str, action: str
-    ) -> None:
-        """Nova's action for a request that starts no task (abort, force complete).
-
-        Left open, as Nova leaves it: the source host adds its events to it
-        (``compute_live_migration_abort`` ...) when the cast reaches it.
-        """
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-
-    async def _movable(
-        self,
-        conn: AsyncConnection,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        action: str,
-        task_state: TaskState,
-    ) -> Row:
-        """The instance, if it is unlocked (or the caller an admin) and may start ``action``."""
-        row = await instances_api.get_by_uuid(conn, instance_uuid)
-        _check_lock(ctxt, row)
-        self._check_idle(action, row, task_state)
-        return row
-
-    async def _set_task(
-        self, conn: AsyncConnection, row: Row, task_state: TaskState, values: Mapping[str, Any]
-    ) -> Row:
-        # Compare-and-set: a concurrent operation that got there first wins.
-        return await instances_api.update(
-            conn,
-            row["uuid"],
-            {"task_state": task_state.value, **values},
-            expected_vm_state=row["vm_state"],
-            expected_task_state=None,
-        )
-
-    async def _check_compute_host(self, conn: AsyncConnection, host: str) -> None:
-        if not await compute_nodes.get_all(conn, host=host):
-            raise MoveHostNotFound(host=host)
-
-    async def _check_source_down(self, conn: AsyncConnection, host: str) -> None:
-        """Evacuate only from a host whose compute service is down or forced down."""
-        try:
-            service = await services.get_by_host_and_binary(
-                conn, host, "compute", with_heartbeat=True
-            )
-        except exception.ServiceNotFound:
-            return  # no service on record: nothing runs there
-        if hosts.is_up(dict(service), self.conf):
-            raise ComputeServiceInUse(host=host)
-
-    async def _instance_image(self, conn: AsyncConnection, row: Row) -> Row | None:
-        """The image the instance runs, if it is still registered."""
-        if not row["image_ref"]:
-            return None
-        try:
-            return await images_db.get(conn, row["image_ref"])
-        except exception.ImageNotFound:
-            return None
-
-    async def _create_migration(
-        self,
-        conn: AsyncConnection,
-        ctxt: RequestContext,
-        row: Row,
-        kind: MigrationType,
-        *,
-        dest: str | None = None,
-        new_flavor_id: int | None = None,
-    ) -> Row:
-        flavor_id = _snapshot_id(row["flavor"])
-        return await migrations_api.create(
-            conn,
-            {
-                "instance_uuid": row["uuid"],
-                "source_compute": row["host"],
-                "source_node": row["node"],
-                "dest_compute": dest,
-                "status": MIGRATION_FIRST_STATUS[kind].value,
-                "migration_type": kind.value,
-                "old_instance_type_id": flavor_id,
-                "new_instance_type_id": flavor_id if new_flavor_id is None else new_flavor_id,
-                # Who asked for the move (Nova's migration user and project).
-                "user_id": ctxt.user_id,
-                "project_id": ctxt.project_id,
-            },
-        )
-
-    async def _set_migration_status(
-        self, conn: AsyncConnection, migration: Row, status: MigrationStatus
-    ) -> None:
-        states.check_migration_status(
-            migration["migration_type"], migration["status"], status.value, migration["id"]
-        )
-        # Conditional on the status read: a conductor's step may commit a
-        # new one (running, completed ...) between that read and this write.
-        updated = await migrations_api.update_status(
-            conn, migration["id"], migration["status"], status.value
-        )
-        if updated is None:
-            raise exception.Conflict(
-                reason=f"migration {migration['id']} changed status meanwhile; try again"
-            )
-
-
-def _running(row: Row) -> bool:
-    """docs/moves.md's ``power_on``: the move leaves a running instance running."""
-    return bool(row["vm_state"] == VMState.ACTIVE)

@@ -24,10 +24,6 @@ class Rule(enum.Enum):
     ANY = "any"
 
 
-class PolicyNotAuthorized(exception.Forbidden):
-    msg_fmt = "Policy doesn't allow %(action)s to be performed."
-
-
 def allowed(ctxt: RequestContext, rule: Rule, project_id: str | None = None) -> bool:
     roles = set(ctxt.roles)
     if "admin" in roles:
@@ -46,4 +42,4 @@ def allowed(ctxt: RequestContext, rule: Rule, project_id: str | None = None) -> 
 def authorize(ctxt: RequestContext, action: str, rule: Rule, project_id: str | None = None) -> None:
     """Raise 403 naming ``action`` (Nova's policy name) unless ``rule`` allows it."""
     if not allowed(ctxt, rule, project_id):
-        raise PolicyNotAuthorized(action=action)
+        raise exception.PolicyNotAuthorized(action=action)

@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api import quotas as quotas_db
+from nubes.db.engine import Connection
 
 UNLIMITED = -1
 #: The quota class whose limits are every project's defaults (Nova uses no other).
@@ -65,20 +65,18 @@ def config_defaults(conf: cfg.ConfigOpts) -> dict[str, int]:
 
 
 async def class_limits(
-    conn: AsyncConnection, conf: cfg.ConfigOpts, class_name: str = DEFAULT_CLASS
+    conn: Connection, conf: cfg.ConfigOpts, class_name: str = DEFAULT_CLASS
 ) -> dict[str, int]:
     """A quota class's limits over the ``[quota]`` options (for ``default``: the defaults)."""
     return {**config_defaults(conf), **await quotas_db.class_get(conn, class_name)}
 
 
-async def project_limits(
-    conn: AsyncConnection, conf: cfg.ConfigOpts, project_id: str
-) -> dict[str, int]:
+async def project_limits(conn: Connection, conf: cfg.ConfigOpts, project_id: str) -> dict[str, int]:
     return {**await class_limits(conn, conf), **await quotas_db.limits_get(conn, project_id)}
 
 
 async def effective_limits(
-    conn: AsyncConnection, conf: cfg.ConfigOpts, project_id: str, user_id: str | None = None
+    conn: Connection, conf: cfg.ConfigOpts, project_id: str, user_id: str | None = None
 ) -> dict[str, int]:
     """The limits of a project, or of one user in it (the user's rows over the project's)."""
     limits = await project_limits(conn, conf, project_id)
@@ -87,9 +85,7 @@ async def effective_limits(
     return limits
 
 
-async def usage(
-    conn: AsyncConnection, project_id: str, user_id: str | None = None
-) -> dict[str, int]:
+async def usage(conn: Connection, project_id: str, user_id: str | None = None) -> dict[str, int]:
     """What a project (or one user in it) uses of each quota; 0 for the per-request ones."""
     counted = await quotas_db.usage(conn, project_id, user_id)
     return {name: counted.get(name, 0) for name in RESOURCES}
@@ -99,7 +95,7 @@ async def usage(
 
 
 #: Counts usage in a connection, for one user (or, given None, the whole project).
-Counter = Callable[[AsyncConnection, str | None], Awaitable[dict[str, int]]]
+Counter = Callable[[Connection, str | None], Awaitable[dict[str, int]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +121,7 @@ class _Level:
 
 
 async def _levels(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     project_id: str,
     user_id: str | None,
@@ -140,7 +136,7 @@ async def _levels(
     (``(conn, user_id) -> usage``) replaces the project usage count.
     """
 
-    def project_usage(c: AsyncConnection, user: str | None) -> Awaitable[dict[str, int]]:
+    def project_usage(c: Connection, user: str | None) -> Awaitable[dict[str, int]]:
         return quotas_db.usage(c, project_id, user)
 
     async def level(limits: dict[str, int], user: str | None) -> _Level:
@@ -169,7 +165,7 @@ def _over_quota(
 
 
 async def allowed_instances(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -210,7 +206,7 @@ async def allowed_instances(
 
 
 async def check_upsize(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -230,7 +226,7 @@ async def check_upsize(
 
 
 async def check_server_group(
-    conn: AsyncConnection, conf: cfg.ConfigOpts, *, project_id: str, user_id: str | None
+    conn: Connection, conf: cfg.ConfigOpts, *, project_id: str, user_id: str | None
 ) -> None:
     """One more server group must fit; takes the project's quota lock."""
     await quotas_db.lock_project(conn, project_id)
@@ -240,7 +236,7 @@ async def check_server_group(
 
 
 async def check_group_members(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -254,7 +250,7 @@ async def check_group_members(
     in the transaction that adds the members.
     """
 
-    async def members(c: AsyncConnection, user: str | None) -> dict[str, int]:
+    async def members(c: Connection, user: str | None) -> dict[str, int]:
         return {"server_group_members": await quotas_db.group_member_count(c, group_uuid, user)}
 
     resources = ["server_group_members"]
@@ -264,7 +260,7 @@ async def check_group_members(
 
 
 async def check_key_pairs(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -285,7 +281,7 @@ async def check_key_pairs(
 
 
 async def check_metadata(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -300,7 +296,7 @@ async def check_metadata(
 
 
 async def check_injected_files(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     *,
     project_id: str,
@@ -343,7 +339,7 @@ def _validate_limit(resource: str, limit: int, minimum: int, maximum: int) -> No
 
 
 async def set_limits(
-    conn: AsyncConnection,
+    conn: Connection,
     conf: cfg.ConfigOpts,
     project_id: str,
     limits: Mapping[str, int],
@@ -380,17 +376,13 @@ async def set_limits(
     await quotas_db.limits_set(conn, project_id, limits, user_id)
 
 
-async def set_class_limits(
-    conn: AsyncConnection, class_name: str, limits: Mapping[str, int]
-) -> None:
+async def set_class_limits(conn: Connection, class_name: str, limits: Mapping[str, int]) -> None:
     for resource, limit in limits.items():
         _validate_limit(resource, limit, UNLIMITED, UNLIMITED)
     await quotas_db.class_set(conn, class_name, limits)
 
 
-async def revert_to_defaults(
-    conn: AsyncConnection, project_id: str, user_id: str | None = None
-) -> None:
+async def revert_to_defaults(conn: Connection, project_id: str, user_id: str | None = None) -> None:
     """Forget the limits set for a user, or for a project and all its users."""
     await quotas_db.limits_delete(conn, project_id, user_id)
 

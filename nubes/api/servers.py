@@ -10,14 +10,14 @@ conductor still finds the task at its next poll: the row is the request.
 
 The state table of :mod:`nubes.objects.states` decides which operation may
 start from which state; anything else is refused with
-:class:`InstanceInvalidState` (409, Nova's "Cannot 'stop' instance ... while
+:class:`exception.InstanceInvalidState` (409, Nova's "Cannot 'stop' instance ... while
 it is in vm_state stopped") before anything is written. One task at a time
 per instance (the task table's unique constraint): an operation on an
 instance that is busy is refused with a Conflict, except delete, which
 cancels what is in progress.
 
 Locks (Nova's ``lock``/``unlock``): a locked instance refuses delete, stop,
-start and reboot to anyone but an admin (:class:`InstanceIsLocked`, 409);
+start and reboot to anyone but an admin (:class:`exception.InstanceIsLocked`, 409);
 ``locked_by`` says whether its owner or an admin locked it, and only an
 admin may unlock what an admin locked. The rest (rename, reset state) are
 single-row updates with no task.
@@ -25,7 +25,6 @@ single-row updates with no task.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -33,30 +32,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.api import policy, quotas
+from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
-from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import BuildPayload, PowerPayload, TaskPayload
-from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
+from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, flavors, groups, tasks
+from nubes.db.api import groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
-from nubes.objects import states
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
-
-#: Seconds a request waits for the bus to take a kick; the task is recorded
-#: already, so past this the request answers and a conductor's poll finds it.
-KICK_TIMEOUT = 1.0
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
@@ -79,40 +71,8 @@ TAGGABLE_STATES = frozenset(
 RESET_STATES = (VMState.ACTIVE, VMState.ERROR)
 
 
-class InstanceInvalidState(exception.InvalidInstanceTransition):
-    msg_fmt = "Cannot '%(action)s' instance %(instance_uuid)s while it is in %(attr)s %(state)s"
-
-
-class InstanceIsLocked(exception.Conflict):
-    msg_fmt = "Instance %(instance_uuid)s is locked"
-
-
-def _check_lock(ctxt: RequestContext, row: Mapping[str, Any]) -> None:
-    """Nova's check_instance_lock: a locked instance is changed by admins only."""
-    if row["locked"] and not ctxt.is_admin:
-        raise InstanceIsLocked(instance_uuid=row["uuid"])
-
-
-def _check_state(action: str, row: Mapping[str, Any], target: states.InstanceState) -> None:
-    current = states.as_state(row["vm_state"], row["task_state"])
-    if not states.is_allowed(current, target):
-        attr, state = (
-            ("task_state", row["task_state"])
-            if row["task_state"] is not None
-            else ("vm_state", row["vm_state"])
-        )
-        raise InstanceInvalidState(action=action, instance_uuid=row["uuid"], attr=attr, state=state)
-
-
 def _reservation_id() -> str:
     return f"r-{uuid.uuid4().hex[:8]}"
-
-
-def _context_record(ctxt: RequestContext) -> dict[str, Any]:
-    """The request context a task resumes with (never a caller identity)."""
-    data = ctxt.to_dict()
-    data["caller"] = None
-    return data
 
 
 class ServersAPI:
@@ -131,24 +91,11 @@ class ServersAPI:
         self.db = db
         self.conductor = conductor
         self.conf = conf
+        self.intents = intents.Intents(db, conductor, conf=conf)
         self.build_deadline: float = conf.conductor.build_deadline
         self.task_deadline: float = conf.conductor.task_deadline
 
     # -- create ----------------------------------------------------------------------
-
-    async def _flavor(
-        self, conn: AsyncConnection, flavor: Flavor | Mapping[str, Any] | str
-    ) -> Flavor:
-        if isinstance(flavor, Flavor):
-            return flavor
-        if isinstance(flavor, str):
-            row = await flavors.get_by_flavor_id(conn, flavor)
-        else:
-            row = dict(flavor)
-        found = Flavor._from_db(row)
-        if found.obj_attr_is_set("disabled") and found.disabled:
-            raise exception.Invalid(reason=f"flavor {found.flavorid} is disabled")
-        return found
 
     async def create_servers(
         self,
@@ -207,7 +154,7 @@ class ServersAPI:
         async with self.db.writer() as conn:
             if group:
                 await self._check_group(conn, ctxt, group)
-            found = await self._flavor(conn, flavor)
+            found = await intents.flavor(conn, flavor)
             snapshot = found.snapshot()
             await quotas.check_metadata(conn, self.conf, project_id=project_id, metadata=metadata)
             count = await quotas.allowed_instances(
@@ -265,7 +212,7 @@ class ServersAPI:
                 # Members from the start (as Nova): the scheduler places them by
                 # where the others are, and show lists them while they build.
                 await groups.group_members_add(conn, group, [row["uuid"] for row in created])
-            tasks_made = await self._start_many(
+            tasks_made = await self.intents.start_many(
                 conn,
                 ctxt,
                 [row["uuid"] for row in created],
@@ -275,11 +222,11 @@ class ServersAPI:
                 deadline,
             )
             task_ids = [task["id"] for task in tasks_made]
-        await self._kick(ctxt, task_ids)
+        await self.intents.kick(ctxt, task_ids)
         return [Instance._from_db(row) for row in created]
 
     @staticmethod
-    async def _check_group(conn: AsyncConnection, ctxt: RequestContext, group_uuid: str) -> None:
+    async def _check_group(conn: Connection, ctxt: RequestContext, group_uuid: str) -> None:
         """The ``group`` hint names a server group the requester may use (a
         400 otherwise, as Nova's server create)."""
         try:
@@ -297,11 +244,13 @@ class ServersAPI:
         """Start deleting a server, whatever it is doing (a build in progress is cancelled)."""
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_lock(ctxt, row)
+            instance_rules.check_lock(ctxt, row)
             active = await tasks.get_active_for_instance(conn, instance_uuid)
             if active is not None and active["kind"] == TaskKind.DELETE:
                 return  # already being deleted
-            _check_state("delete", row, (VMState(row["vm_state"]), TaskState.DELETING))
+            instance_rules.check_state(
+                "delete", row, (VMState(row["vm_state"]), TaskState.DELETING)
+            )
             if active is not None:
                 # Its conductor finds out at its next write (fenced by the
                 # status); what it claimed is released by this delete.
@@ -312,8 +261,8 @@ class ServersAPI:
                 {"task_state": TaskState.DELETING.value},
                 expected_task_state=row["task_state"],
             )
-            task = await self._start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
-        await self._kick(ctxt, [task["id"]])
+            task = await self.intents.start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
@@ -347,11 +296,11 @@ class ServersAPI:
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_lock(ctxt, row)
+            instance_rules.check_lock(ctxt, row)
             # Busy (a task_state) or a state the operation cannot start from.
-            _check_state(action, row, (VMState(row["vm_state"]), task_state))
+            instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
             if row["task_state"] is not None:
-                raise InstanceInvalidState(
+                raise exception.InstanceInvalidState(
                     action=action,
                     instance_uuid=instance_uuid,
                     attr="task_state",
@@ -366,8 +315,8 @@ class ServersAPI:
                 expected_vm_state=row["vm_state"],
                 expected_task_state=None,
             )
-            task = await self._start(conn, ctxt, instance_uuid, kind, action, payload)
-        await self._kick(ctxt, [task["id"]])
+            task = await self.intents.start(conn, ctxt, instance_uuid, kind, action, payload)
+        await self.intents.kick(ctxt, [task["id"]])
 
     # -- single-row changes (no task) -----------------------------------------------------
 
@@ -398,10 +347,10 @@ class ServersAPI:
     # -- tags (os-server-tags, 2.26) ---------------------------------------------------
 
     @staticmethod
-    async def _taggable(conn: AsyncConnection, instance_uuid: str, action: str) -> None:
+    async def _taggable(conn: Connection, instance_uuid: str, action: str) -> None:
         row = await instances_api.get_by_uuid(conn, instance_uuid)
         if row["vm_state"] not in TAGGABLE_STATES:
-            raise InstanceInvalidState(
+            raise exception.InstanceInvalidState(
                 action=action, instance_uuid=instance_uuid, attr="vm_state", state=row["vm_state"]
             )
 
@@ -437,7 +386,7 @@ class ServersAPI:
             await instances_api.update(
                 conn, instance_uuid, {"locked": True, "locked_by": locked_by.value}
             )
-            await self._instant_action(conn, ctxt, instance_uuid, "lock")
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "lock")
 
     async def unlock_server(
         self, ctxt: RequestContext, instance_uuid: str, *, may_override: bool
@@ -447,11 +396,11 @@ class ServersAPI:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             expected = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
             if row["locked_by"] and row["locked_by"] != expected.value and not may_override:
-                raise policy.PolicyNotAuthorized(
+                raise exception.PolicyNotAuthorized(
                     action="os_compute_api:os-lock-server:unlock:unlock_override"
                 )
             await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})
-            await self._instant_action(conn, ctxt, instance_uuid, "unlock")
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
 
     async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:
         """Admin repair: set vm_state (active or error) and clear task_state, no task.
@@ -467,109 +416,4 @@ class ServersAPI:
             await instances_api.update(
                 conn, instance_uuid, {"vm_state": vm_state.value, "task_state": None}
             )
-            await self._instant_action(conn, ctxt, instance_uuid, "reset_state")
-
-    async def _instant_action(
-        self, conn: AsyncConnection, ctxt: RequestContext, instance_uuid: str, action: str
-    ) -> None:
-        """An action that is done as soon as it is recorded (lock, unlock, reset state)."""
-        now = utcnow()
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-            start_time=now,
-        )
-        await actions.action_finish(
-            conn, instance_uuid=instance_uuid, request_id=ctxt.request_id, finish_time=now
-        )
-
-    # -- common ----------------------------------------------------------------------------
-
-    async def _start(
-        self,
-        conn: AsyncConnection,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        kind: TaskKind,
-        action: str,
-        payload: TaskPayload | Mapping[str, Any] | None = None,
-        deadline: dt.datetime | None = None,
-    ) -> dict[str, Any]:
-        """The action and the task, in the caller's transaction."""
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        if deadline is None:
-            deadline = utcnow() + dt.timedelta(seconds=self.task_deadline)
-        try:
-            return await tasks.create(
-                conn,
-                kind=kind.value,
-                instance_uuid=instance_uuid,
-                step=FIRST_STEP[kind].value,
-                payload=payloads.new(kind, payload),
-                context=_context_record(ctxt),
-                deadline=deadline,
-            )
-        except exception.DBDuplicateEntry:
-            raise exception.Conflict(
-                reason=f"instance {instance_uuid} has an operation in progress"
-            ) from None
-
-    async def _start_many(
-        self,
-        conn: AsyncConnection,
-        ctxt: RequestContext,
-        instance_uuids: list[str],
-        kind: TaskKind,
-        action: str,
-        payload: TaskPayload,
-        deadline: dt.datetime,
-    ) -> list[dict[str, Any]]:
-        """:meth:`_start` for several instances of one request (multi-row INSERTs)."""
-        await actions.action_start_many(
-            conn,
-            instance_uuids,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        try:
-            return await tasks.create_many(
-                conn,
-                instance_uuids,
-                kind=kind.value,
-                step=FIRST_STEP[kind].value,
-                payload=payloads.new(kind, payload),
-                context=_context_record(ctxt),
-                deadline=deadline,
-            )
-        except exception.DBDuplicateEntry:
-            raise exception.Conflict(reason="an instance has an operation in progress") from None
-
-    async def _kick(self, ctxt: RequestContext, task_ids: list[int]) -> None:
-        try:
-            # Bounded: with the broker away a cast waits for it to come back,
-            # and the request must not (the task is durable in the database).
-            async with asyncio.timeout(KICK_TIMEOUT):
-                await self.conductor.kick(ctxt, task_ids)
-        except TimeoutError:
-            LOG.warning(
-                "could not tell a conductor about tasks %s within %.1f s (the bus is away); "
-                "a conductor's poll finds them",
-                task_ids,
-                KICK_TIMEOUT,
-            )
-        except exception.NubesError as exc:
-            # The tasks are recorded: a conductor's poll finds them anyway.
-            LOG.warning("could not tell a conductor about tasks %s: %s", task_ids, exc)
+            await self.intents.instant_action(conn, ctxt, instance_uuid, "reset_state")

@@ -30,14 +30,6 @@ Versioned = Sequence[tuple[tuple[str, str | None], Mapping[str, Any]]]
 _FORMAT_CHECKER = jsonschema.FormatChecker()
 
 
-class SchemaValidationError(exception.Invalid):
-    msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
-
-
-class MalformedBody(exception.Invalid):
-    msg_fmt = "Malformed request body: %(reason)s"
-
-
 def _check(instance: Any, schema: Mapping[str, Any]) -> None:
     validator = jsonschema.Draft4Validator(schema, format_checker=_FORMAT_CHECKER)
     error = best_match(validator.iter_errors(instance))
@@ -53,7 +45,7 @@ def _check(instance: Any, schema: Mapping[str, Any]) -> None:
     shown = json.dumps(value) if not isinstance(value, str) else value
     if len(shown) > 200:
         shown = shown[:200] + "..."
-    raise SchemaValidationError(field=field, value=shown, reason=error.message)
+    raise exception.SchemaValidationError(field=field, value=shown, reason=error.message)
 
 
 def validate(
@@ -85,14 +77,14 @@ MAX_BODY_DEPTH = 32
 def _refuse_constant(name: str) -> Any:
     # Python's json takes NaN and Infinity, which are not JSON (RFC 8259);
     # jsonschema would let them through as numbers and the DB refuse them.
-    raise MalformedBody(reason=f"{name} is not a valid JSON number")
+    raise exception.MalformedBody(reason=f"{name} is not a valid JSON number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if math.isinf(value):
         # 1e999 parses as infinity: the same non-number by another spelling.
-        raise MalformedBody(reason="a number is out of range")
+        raise exception.MalformedBody(reason="a number is out of range")
     return value
 
 
@@ -107,12 +99,12 @@ def _check_decoded(value: Any) -> None:
             strings: list[str] = [item]
         elif isinstance(item, dict):
             if depth > MAX_BODY_DEPTH:
-                raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
+                raise exception.MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
             strings = list(item)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             if depth > MAX_BODY_DEPTH:
-                raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
+                raise exception.MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels")
             strings = []
             stack.extend((v, depth + 1) for v in item)
         else:
@@ -122,7 +114,9 @@ def _check_decoded(value: Any) -> None:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 # Not echoed: the message must itself be encodable.
-                raise MalformedBody(reason="a string holds an unpaired surrogate") from None
+                raise exception.MalformedBody(
+                    reason="a string holds an unpaired surrogate"
+                ) from None
 
 
 def loads(raw: bytes) -> Any:
@@ -134,11 +128,13 @@ def loads(raw: bytes) -> Any:
     try:
         value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
-        raise MalformedBody(reason=f"nested deeper than {MAX_BODY_DEPTH} levels") from None
+        raise exception.MalformedBody(
+            reason=f"nested deeper than {MAX_BODY_DEPTH} levels"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         # MalformedBody is not a ValueError; the parser's messages give a
         # position, never the input.
-        raise MalformedBody(reason=str(exc)) from None
+        raise exception.MalformedBody(reason=str(exc)) from None
     _check_decoded(value)
     return value
 
@@ -157,7 +153,7 @@ async def json_body(request: Request) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
-        raise MalformedBody(reason="the request body is empty")
+        raise exception.MalformedBody(reason="the request body is empty")
     return loads(raw)
 
 

@@ -25,7 +25,7 @@ from oslo_config import cfg
 
 from nubes import exception
 from nubes.rpc import rabbit_access
-from nubes.rpc.rabbit_session import EXCHANGE
+from nubes.rpc.rabbit_session import EXCHANGE, queue_arguments, wants_quorum
 from nubes.rpc.transport import TransportURL
 
 DEFAULT_MANAGEMENT_PORT = 15672
@@ -73,7 +73,9 @@ class BrokerAdmin:
     def delete_user(self, name: str) -> None:
         self._request("DELETE", f"/users/{self._q(name)}")
 
-    def add_user(self, vhost: str, user: rabbit_access.BrokerUser, password: str) -> None:
+    def add_user(
+        self, vhost: str, user: rabbit_access.BrokerUser, password: str, *, quorum: bool = False
+    ) -> None:
         """Create (or reset) ``user`` with exactly its permissions and its topology."""
         v, n = self._q(vhost), self._q(user.name)
         self._request("PUT", f"/users/{n}", {"password": password, "tags": ""})
@@ -93,7 +95,11 @@ class BrokerAdmin:
         for name, kind in user.topology.exchanges:
             self._request("PUT", f"/exchanges/{v}/{self._q(name)}", {"type": kind, "durable": True})
         for queue in user.topology.queues:
-            self._request("PUT", f"/queues/{v}/{self._q(queue)}", {"durable": True})
+            self._request(
+                "PUT",
+                f"/queues/{v}/{self._q(queue)}",
+                {"durable": True, "arguments": queue_arguments(quorum)},
+            )
             self._request(
                 "POST",
                 f"/bindings/{v}/e/{self._q(EXCHANGE)}/q/{self._q(queue)}",
@@ -119,10 +125,20 @@ def _vhost(conf: cfg.ConfigOpts, args: argparse.Namespace) -> str:
         return "/"
 
 
+def _quorum(conf: cfg.ConfigOpts) -> bool:
+    """Whether the services declare quorum queues: the queues made here must match."""
+    try:
+        brokers = len(TransportURL.parse(conf.transport_url).hosts)
+    except exception.ConfigError:
+        brokers = 1
+    return wants_quorum(conf.oslo_messaging_rabbit.rabbit_quorum_queue, brokers)
+
+
 def _apply(conf: cfg.ConfigOpts, args: argparse.Namespace, user: rabbit_access.BrokerUser) -> int:
     vhost = _vhost(conf, args)
+    quorum = _quorum(conf)
     if args.print:
-        for line in rabbit_access.commands(user, vhost, args.password or "PASSWORD"):
+        for line in rabbit_access.commands(user, vhost, args.password or "PASSWORD", quorum=quorum):
             print(line)
         return 0
     password = args.password or secrets.token_urlsafe(24)
@@ -131,7 +147,7 @@ def _apply(conf: cfg.ConfigOpts, args: argparse.Namespace, user: rabbit_access.B
         args.admin_user,
         args.admin_password or os.environ.get("NUBES_BROKER_ADMIN_PASSWORD", "guest"),
     )
-    admin.add_user(vhost, user, password)
+    admin.add_user(vhost, user, password, quorum=quorum)
     print(f"broker user {user.name} on vhost {vhost}")
     print(f"password: {password}")
     return 0

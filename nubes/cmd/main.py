@@ -12,12 +12,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from oslo_config import cfg
 
 from nubes import access, config, exception
 from nubes.cmd import common, workers
-from nubes.compute.launcher import compute_service, configure_fake_faults, fake_fleet
+from nubes.compute.launcher import compute_service, fake_fleet
 from nubes.conductor.authz import NodeLimits
 from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
@@ -30,6 +31,8 @@ DEFAULT_FAKE_HOSTS = 2
 DEFAULT_STATE_DIR = "./nubes-state"
 #: Seconds all-in-one waits for each of its services to answer a ping.
 READY_TIMEOUT = 5.0
+#: Seconds all-in-one waits for its compute hosts to finish starting.
+HOST_START_TIMEOUT = 60.0
 
 
 async def _open_database(conf: cfg.ConfigOpts, *, sync: bool = False) -> None:
@@ -94,7 +97,6 @@ async def _run_service(
         # Compute hosts have no database: any use of the DB layer from here
         # on is a bug and must say so, not quietly work.
         engine.disable_db_access("compute")
-        configure_fake_faults(conf)
         if fake_hosts:
             services = fake_fleet(conf, fake_hosts, host_prefix)
         else:
@@ -139,8 +141,49 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # The fake hosts keep their guests beside the database, so a restart
     # finds the servers it left running (a config file may say otherwise).
     conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
-    configure_fake_faults(conf)
-    services += [_compute(conf, f"fake-{i}") for i in range(args.fake_hosts)]
+    services += fake_fleet(conf, args.fake_hosts, "fake-")
+    private = None
+    if args.virt == "libvirt":
+        private = await _libvirt_host(args, conf, host, services)
+    try:
+        return await _serve(args, conf, services)
+    finally:
+        if private is not None:
+            await asyncio.to_thread(private.cleanup)
+
+
+async def _libvirt_host(
+    args: argparse.Namespace, conf: cfg.ConfigOpts, host: str, services: list[Service]
+) -> Any:
+    """Add a compute host running real guests through libvirt (and, with
+    ``--private-libvirtd``, start that libvirtd); returns the private daemon."""
+    from nubes.api import allinone as api_aio
+    from nubes.compute.launcher import libvirt_options
+    from nubes.compute.virt import load_driver
+    from nubes.compute.virt.libvirt.driver import usable_virt_type
+
+    private = None
+    if args.private_libvirtd:
+        from nubes.testing.libvirtd import PrivateLibvirtd
+
+        private = PrivateLibvirtd()
+        await asyncio.to_thread(private.start)
+        conf.set_override("connection_uri", private.uri, group="libvirt")
+    conf.set_default("virt_type", usable_virt_type(), group="libvirt")
+    image = await api_aio.add_guest_image(conf)
+    driver = load_driver("libvirt", host, **libvirt_options(conf))
+    services.append(compute_service(conf, host, driver=driver))
+    print(
+        f"nubes all-in-one: real guests on {host} through {conf.libvirt.connection_uri} "
+        f"({conf.libvirt.virt_type}); boot one with image {api_aio.GUEST_IMAGE_NAME} ({image})",
+        flush=True,
+    )
+    return private
+
+
+async def _serve(args: argparse.Namespace, conf: cfg.ConfigOpts, services: list[Service]) -> int:
+    from nubes.api import allinone as api_aio
+
     ready = asyncio.Event()
     task = asyncio.create_task(run_until_signalled(services, ready))
     waiting = asyncio.create_task(ready.wait())
@@ -159,10 +202,29 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         who = await client.call(ctxt, "whoami")
         print(f"  {svc.binary:<10} on {svc.host:<12} answers as {who['identity']}", flush=True)
     await probe.close()
+    await _hosts_started(conf, services)
     api_aio.print_usage(conf, args.state_dir)
     print("Ready. Stop with Ctrl-C.", flush=True)
     await task
     return 0
+
+
+async def _hosts_started(conf: cfg.ConfigOpts, services: list[Service]) -> None:
+    """Wait until each compute host has started (its node recorded, its guests
+    repaired) and the scheduler could see it, so "Ready" means a server can
+    be created. A libvirt host's first start probes QEMU for seconds."""
+    from nubes.compute.host import ComputeHost
+
+    hosts = [h for svc in services for h in svc.hooks if isinstance(h, ComputeHost)]
+    late = [h for h in hosts if not h.manager.runner.ready.is_set()]
+    for host in late:
+        try:
+            await asyncio.wait_for(host.manager.runner.ready.wait(), HOST_START_TIMEOUT)
+        except TimeoutError:
+            print(f"  compute on {host.host} is still starting", flush=True)
+    if late:
+        # Hosts started just now: let the scheduler's view take them in.
+        await asyncio.sleep(2 * conf.scheduler.host_state_refresh_interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     aio.add_argument("--bind", help="address the API listens on (default 127.0.0.1)")
     aio.add_argument("--port", type=int, help="port of the API, all three services (default 8774)")
     aio.add_argument(
-        "--fake-hosts", type=int, default=DEFAULT_FAKE_HOSTS, help="fake compute hosts to run"
+        "--fake-hosts",
+        type=int,
+        help=f"fake compute hosts to run (default {DEFAULT_FAKE_HOSTS}; 0 with --virt libvirt)",
+    )
+    aio.add_argument(
+        "--virt",
+        choices=["fake", "libvirt"],
+        default="fake",
+        help="libvirt: also run a compute host with real guests through libvirtd "
+        "([libvirt] connection_uri) and register the bootable image nubes-guest",
+    )
+    aio.add_argument(
+        "--private-libvirtd",
+        action="store_true",
+        help="with --virt libvirt: start a libvirtd of its own (root; its guests end "
+        "with all-in-one) instead of using [libvirt] connection_uri",
     )
     return parser
 
@@ -201,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     config_files = list(args.config_file)
+    if args.command == "all-in-one" and args.fake_hosts is None:
+        args.fake_hosts = 0 if args.virt == "libvirt" else DEFAULT_FAKE_HOSTS
     if args.command in ("all-in-one", "compute") and args.fake_hosts < 0:
         print("nubes: --fake-hosts must be 0 or more", file=sys.stderr)
         return common.EXIT_CONFIG_ERROR

@@ -5,7 +5,7 @@ resource tracker and repairer. The :class:`~nubes.service.Service` that runs
 it calls :meth:`start` once its RPC server listens and :meth:`stop` before it
 stops listening. Start work runs in the background and is retried while the
 conductor is away, so a host comes up (and heartbeats) without a conductor;
-RPC work waits until the start is done (``manager.ready``).
+RPC work waits until the start is done (``manager.runner.ready``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
 from nubes.compute.resource_tracker import ResourceTracker
 from nubes.compute.steps import StepReporter
-from nubes.compute.virt.driver import ComputeDriver
+from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.objects import ServiceStatusPayload
@@ -77,6 +77,8 @@ class ComputeHost:
         self.resource_update_interval = resource_update_interval
         self.repair_report: RepairReport | None = None
         self._task: asyncio.Task[None] | None = None
+        self._event_tasks: set[asyncio.Task[None]] = set()
+        self._event_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Begin the start work in the background (in the caller's context,
@@ -84,7 +86,30 @@ class ComputeHost:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"compute-host-{self.host}")
 
+    def _on_lifecycle_event(self, event: LifecycleEvent) -> None:
+        task = asyncio.get_running_loop().create_task(self._sync_power(event.instance_uuid))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _sync_power(self, uuid: str) -> None:
+        # One at a time: a start sends several events, each would save the same.
+        async with self._event_lock:
+            try:
+                row = await self.repairer.sync_power_state(get_admin_context(), uuid)
+            except asyncio.CancelledError:
+                raise
+            except exception.InstanceUpdateConflict:
+                return  # an operation began meanwhile: it records the outcome
+            except Exception as exc:
+                LOG.warning("compute on %s: power of %s not recorded (%s)", self.host, uuid, exc)
+                return
+        if row is not None:
+            LOG.info("compute on %s: instance %s recorded as %s (event)", self.host, uuid, row)
+
     async def stop(self) -> None:
+        self.driver.register_event_listener(None)
+        for task in list(self._event_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             # Bounded: a cancellation can be lost on 3.11 when it lands as
@@ -108,7 +133,10 @@ class ComputeHost:
         await self.driver.init_host()
         await self.tracker.update_available_resource(ctxt)
         self.repair_report = await self.repairer.repair_host(ctxt)
-        self.manager.ready.set()
+        # From now on power changes the hypervisor reports (a guest that shut
+        # itself down) are recorded as they happen; repair covered the past.
+        self.driver.register_event_listener(self._on_lifecycle_event)
+        self.manager.runner.ready.set()
         await self._notify_service()
 
     async def _notify_service(self) -> None:

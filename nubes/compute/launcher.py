@@ -9,6 +9,7 @@ with whatever else runs in the process (all-in-one uses the same builder).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from oslo_config import cfg
@@ -17,7 +18,7 @@ from nubes import access
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
-from nubes.compute.virt.fake import FAULTS
+from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.notifications.notifier import Notifier
 from nubes.rpc.transport import Transport
@@ -26,17 +27,9 @@ from nubes.service import Service, open_transport
 DEFAULT_FAKE_PREFIX = "fake-"
 
 
-def configure_fake_faults(conf: cfg.ConfigOpts) -> None:
-    """Load ``[fake_driver]`` delays and failures into the shared fault registry."""
-    opts = conf.fake_driver
-    FAULTS.spawn_delay = opts.spawn_delay
-    FAULTS.power_delay = opts.power_delay
-    FAULTS.migration_delay = opts.migration_delay
-    FAULTS.fail_spawn_hosts.update(opts.fail_spawn_hosts)
-    FAULTS.fail_live_migration_hosts.update(opts.fail_live_migration_hosts)
-
-
-def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+def _driver_options(conf: cfg.ConfigOpts, faults: FakeFaults | None) -> dict[str, Any]:
+    if conf.compute_driver == "libvirt":
+        return libvirt_options(conf)
     if conf.compute_driver != "fake":
         return {}
     opts = conf.fake_driver
@@ -45,6 +38,25 @@ def _driver_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "memory_mb": opts.memory_mb,
         "local_gb": opts.local_gb,
         "state_dir": opts.state_path,
+        # The hosts of one process share the [fake_driver] faults of its config.
+        "faults": faults if faults is not None else FakeFaults.from_options(opts),
+    }
+
+
+def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
+    """The libvirt driver's arguments from ``[libvirt]`` (paths defaulted under
+    ``state_path`` as the image API and the docs say)."""
+    from nubes.compute.virt.libvirt.imagecache import DirectoryImageSource
+
+    opts = conf.libvirt
+    state = Path(conf.state_path)
+    images = opts.image_source_dir or conf.api.image_dir or state / "images"
+    return {
+        "connection_uri": opts.connection_uri,
+        "virt_type": opts.virt_type,
+        "instances_path": opts.instances_path or state / "instances",
+        "image_source": DirectoryImageSource(images),
+        "soft_reboot_wait": opts.soft_reboot_wait,
     }
 
 
@@ -54,10 +66,12 @@ def compute_host(
     transport: Transport,
     conductor: ConductorAPI,
     driver: ComputeDriver | None = None,
+    faults: FakeFaults | None = None,
 ) -> ComputeHost:
-    """The compute host ``host``: driver, manager, tracker, repair."""
+    """The compute host ``host``: driver, manager, tracker, repair. A fake driver
+    made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
-        driver = load_driver(conf.compute_driver, host, **_driver_options(conf))
+        driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
     notes = conf.notifications
     notifier = Notifier(
         transport,
@@ -85,21 +99,22 @@ def compute_service(
     *,
     transport: Transport | None = None,
     driver: ComputeDriver | None = None,
+    faults: FakeFaults | None = None,
 ) -> Service:
     """A compute Service for ``host``, talking to the conductor as ``compute.<host>``."""
     if transport is None:
         transport = open_transport(conf, "compute", host)
     conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
-    node = compute_host(conf, host, transport, conductor, driver)
+    node = compute_host(conf, host, transport, conductor, driver, faults)
     return Service(
         "compute",
         host,
         transport,
-        [node.manager],
+        node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
         hooks=[node],
-        rules=access.for_endpoints([node.manager]).with_controllers(
+        rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
     )
@@ -108,6 +123,7 @@ def compute_service(
 def fake_fleet(
     conf: cfg.ConfigOpts, count: int, prefix: str = DEFAULT_FAKE_PREFIX
 ) -> list[Service]:
-    """``count`` fake compute hosts (``<prefix>0`` ...) in this process."""
-    configure_fake_faults(conf)
-    return [compute_service(conf, f"{prefix}{i}") for i in range(count)]
+    """``count`` fake compute hosts (``<prefix>0`` ...) in this process, sharing
+    one fault registry made from ``[fake_driver]``."""
+    faults = FakeFaults.from_options(conf.fake_driver)
+    return [compute_service(conf, f"{prefix}{i}", faults=faults) for i in range(count)]

@@ -1,8 +1,10 @@
 """Compute's steps of live migration: checks, pre, memory copy with progress, post,
 rollback; abort and force complete of a running one.
 
-Mixed into :class:`~nubes.compute.manager.ComputeManager`; every method
-is a conductor task step run through ``_run_step`` (once per task id,
+An RPC endpoint of its own beside :class:`~nubes.compute.manager.ComputeManager`
+(``ComputeManager.endpoints()``), holding its own state and sharing only the
+manager's :class:`~nubes.compute.steps.StepRunner`; every method is a
+conductor task step run through ``run_step`` (once per task id,
 step and try; the outcome reported back). Move steps do driver work only:
 the conductor writes the instance's and the migration's state
 (``docs/moves.md``).
@@ -50,9 +52,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nubes import exception
 from nubes.compute.reporting import ActionRecord, Reporter
-from nubes.compute.steps import Outcome, StepKey
-from nubes.compute.virt.driver import ComputeDriver, LiveMigrationAborted
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
@@ -121,22 +123,13 @@ def _failure(exc: Exception) -> Outcome:
     return Outcome(False, str(exc) or type(exc).__name__, {"exception": type(exc).__name__})
 
 
-class LiveMigrationSteps:
+class LiveMigrationSteps(ComputeEndpoint):
     """The live_migration steps of a compute host."""
 
-    # Provided by ComputeManager.
-    host: str
-    driver: ComputeDriver
-    reporter: Reporter
-    ready: asyncio.Event
-    _run_step: Callable[[RequestContext, StepKey, Work], Awaitable[None]]
-
-    @property
-    def live_jobs(self) -> dict[str, LiveJob]:
-        """The live migrations this host is the source of now, by instance uuid."""
-        # Per manager, made on first use: the mixin has no __init__ of its own.
-        jobs: dict[str, LiveJob] = vars(self).setdefault("_live_jobs", {})
-        return jobs
+    def __init__(self, runner: StepRunner) -> None:
+        self.runner = runner
+        #: The live migrations this host is the source of now, by instance uuid.
+        self.live_jobs: dict[str, LiveJob] = {}
 
     def _event(
         self,
@@ -147,7 +140,7 @@ class LiveMigrationSteps:
         phases: frozenset[str] = _ALL_PHASES,
     ) -> _Event:
         return _Event(
-            self.reporter,
+            self.runner.reporter,
             ctxt,
             instance,
             event,
@@ -183,13 +176,13 @@ class LiveMigrationSteps:
             record = self._event(ctxt, instance, "compute_check_can_live_migrate_destination")
             return await self._driver_step(
                 record,
-                lambda: self.driver.check_can_live_migrate_destination(
+                lambda: self.runner.driver.check_can_live_migrate_destination(
                     ctxt, instance, block_migration
                 ),
                 "dest_check_data",
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def check_can_live_migrate_source(
         self,
@@ -204,11 +197,13 @@ class LiveMigrationSteps:
             record = self._event(ctxt, instance, "compute_check_can_live_migrate_source")
             return await self._driver_step(
                 record,
-                lambda: self.driver.check_can_live_migrate_source(ctxt, instance, dest_check_data),
+                lambda: self.runner.driver.check_can_live_migrate_source(
+                    ctxt, instance, dest_check_data
+                ),
                 "migrate_data",
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     # -- destination before and after ---------------------------------------------------
 
@@ -225,11 +220,11 @@ class LiveMigrationSteps:
             record = self._event(ctxt, instance, "compute_pre_live_migration", "live_migration_pre")
             return await self._driver_step(
                 record,
-                lambda: self.driver.pre_live_migration(ctxt, instance, migrate_data),
+                lambda: self.runner.driver.pre_live_migration(ctxt, instance, migrate_data),
                 "migrate_data",
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def post_live_migration_at_destination(
         self,
@@ -249,12 +244,12 @@ class LiveMigrationSteps:
             )
             return await self._driver_step(
                 record,
-                lambda: self.driver.post_live_migration_at_destination(
+                lambda: self.runner.driver.post_live_migration_at_destination(
                     ctxt, instance, migrate_data
                 ),
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def rollback_live_migration_at_destination(
         self,
@@ -274,12 +269,12 @@ class LiveMigrationSteps:
             )
             return await self._driver_step(
                 record,
-                lambda: self.driver.rollback_live_migration_at_destination(
+                lambda: self.runner.driver.rollback_live_migration_at_destination(
                     ctxt, instance, migrate_data
                 ),
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     # -- source ------------------------------------------------------------------------
 
@@ -297,10 +292,10 @@ class LiveMigrationSteps:
                 ctxt, instance, "compute_post_live_migration", "live_migration_post"
             )
             return await self._driver_step(
-                record, lambda: self.driver.post_live_migration(ctxt, instance, migrate_data)
+                record, lambda: self.runner.driver.post_live_migration(ctxt, instance, migrate_data)
             )
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def live_migration(
         self,
@@ -316,7 +311,7 @@ class LiveMigrationSteps:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._live_migrate(ctxt, instance, migration, dest_host, migrate_data)
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def _live_migrate(
         self,
@@ -342,15 +337,19 @@ class LiveMigrationSteps:
         try:
             current = await Migration.get_by_id(ctxt, migration.id)
             if current.status == MigrationStatus.CANCELLING or job.requested is Request.ABORT:
-                raise LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
+                raise exception.LiveMigrationAborted(
+                    instance_uuid=instance.uuid, host=self.runner.host
+                )
             progress = self._progress(ctxt, instance, current, job)
             # No await between the check above and the driver call: a request
             # comes either before (seen above) or after (delivered to the driver).
             # A force-complete asked already reaches the driver at its first tick.
             job.in_driver = True
             job.saved_at = time.monotonic()
-            await self.driver.live_migration(ctxt, instance, dest_host, migrate_data, progress)
-        except LiveMigrationAborted as exc:
+            await self.runner.driver.live_migration(
+                ctxt, instance, dest_host, migrate_data, progress
+            )
+        except exception.LiveMigrationAborted as exc:
             await record.fail(exc)
             return Outcome(False, str(exc), {"aborted": True, "exception": type(exc).__name__})
         except Exception as exc:
@@ -426,7 +425,7 @@ class LiveMigrationSteps:
     async def _request(
         self, context: RequestContext, instance: Instance, migration_id: int, request: Request
     ) -> None:
-        await self.ready.wait()
+        await self.runner.ready.wait()
         ctxt = dataclasses.replace(context, caller=None)
         job = self.live_jobs.get(instance.uuid)
         if job is None or job.migration_id != migration_id:
@@ -434,7 +433,7 @@ class LiveMigrationSteps:
                 "No live migration %s of %s runs on %s: nothing to %s",
                 migration_id,
                 instance.uuid,
-                self.host,
+                self.runner.host,
                 request,
             )
             return
@@ -472,9 +471,9 @@ class LiveMigrationSteps:
         if request is None:
             return
         if request is Request.ABORT:
-            found = await self.driver.live_migration_abort(instance)
+            found = await self.runner.driver.live_migration_abort(instance)
         else:
-            found = await self.driver.live_migration_force_complete(instance)
+            found = await self.runner.driver.live_migration_force_complete(instance)
         # Still pending if the driver had not registered the migration yet:
         # the progress callback hands it over at the first tick.
         if job.requested is request:

@@ -1,7 +1,9 @@
 """Compute's steps of rebuild in place and evacuation to this host; evacuated remains.
 
-Mixed into :class:`~nubes.compute.manager.ComputeManager`; every method
-is a conductor task step run through ``_run_step`` (once per task id,
+An RPC endpoint of its own beside :class:`~nubes.compute.manager.ComputeManager`
+(``ComputeManager.endpoints()``), holding its own state and sharing only the
+manager's :class:`~nubes.compute.steps.StepRunner`; every method is a
+conductor task step run through ``run_step`` (once per task id,
 step and try; the outcome reported back). Move steps do driver work only:
 the conductor writes the instance's and the migration's state
 (``docs/moves.md``). The host records its own action event
@@ -22,17 +24,16 @@ import asyncio
 import dataclasses
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from nubes.compute.steps import Outcome, StepKey
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, PowerState
 
 if TYPE_CHECKING:
-    from nubes.compute.reporting import Reporter
     from nubes.compute.virt.driver import ComputeDriver
 
 LOG = logging.getLogger(__name__)
@@ -41,24 +42,14 @@ LOG = logging.getLogger(__name__)
 REBUILD_EVENT = "compute_rebuild_instance"
 
 
-class RebuildSteps:
+class RebuildSteps(ComputeEndpoint):
     """The rebuild steps of a compute host."""
 
-    host: str
-    driver: ComputeDriver
-    reporter: Reporter
-    _evacuation_locks: weakref.WeakValueDictionary[str, asyncio.Lock]
-
-    if TYPE_CHECKING:
-
-        async def _run_step(
-            self,
-            context: RequestContext,
-            key: StepKey,
-            work: Callable[[RequestContext], Awaitable[Outcome]],
-        ) -> None: ...
-
-        async def _power_state(self, instance: Instance) -> PowerState | None: ...
+    def __init__(self, runner: StepRunner) -> None:
+        self.runner = runner
+        self._evacuation_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def rebuild_instance(
         self,
@@ -80,20 +71,20 @@ class RebuildSteps:
                 return await self._evacuate_here(ctxt, instance, image, power_on)
             return await self._rebuild_in_place(ctxt, instance, image, power_on)
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def _rebuild_in_place(
         self, ctxt: RequestContext, instance: Instance, image: dict[str, Any], power_on: bool
     ) -> Outcome:
-        action = self.reporter.action(ctxt, instance, REBUILD_EVENT, "rebuild")
+        action = self.runner.reporter.action(ctxt, instance, REBUILD_EVENT, "rebuild")
         await action.start()
         try:
             # Repeated after a restart, this rebuilds once more from the same
             # image: the same result, since a rebuild throws the old disk away.
-            await self.driver.destroy(ctxt, instance)
-            await self.driver.spawn(ctxt, instance, image, {})
+            await self.runner.driver.destroy(ctxt, instance)
+            await self.runner.driver.spawn(ctxt, instance, image, {})
             if not power_on:
-                await self.driver.power_off(instance)
+                await self.runner.driver.power_off(instance)
         except Exception as exc:
             # The old guest is gone either way; the conductor records ERROR.
             await action.fail(exc)
@@ -107,12 +98,7 @@ class RebuildSteps:
         A rollback sent because the spawn's report was late must remove the
         guest that spawn makes: it waits for the spawn to end first.
         """
-        locks: weakref.WeakValueDictionary[str, asyncio.Lock] | None = getattr(
-            self, "_evacuation_locks", None
-        )
-        if locks is None:
-            locks = weakref.WeakValueDictionary()
-            self._evacuation_locks = locks
+        locks = self._evacuation_locks
         lock = locks.get(uuid)
         if lock is None:
             lock = locks[uuid] = asyncio.Lock()
@@ -127,14 +113,14 @@ class RebuildSteps:
     async def _spawn_evacuated(
         self, ctxt: RequestContext, instance: Instance, image: dict[str, Any], power_on: bool
     ) -> Outcome:
-        already = await self._power_state(instance) is not None
-        action = self.reporter.action(ctxt, instance, REBUILD_EVENT, "evacuate")
+        already = await self.runner.power_state(instance) is not None
+        action = self.runner.reporter.action(ctxt, instance, REBUILD_EVENT, "evacuate")
         await action.start()
         try:
             if not already:
-                await self.driver.spawn(ctxt, instance, image, {})
+                await self.runner.driver.spawn(ctxt, instance, image, {})
             if not power_on:
-                await self.driver.power_off(instance)
+                await self.runner.driver.power_off(instance)
         except Exception as exc:
             # A partial guest is left for the conductor's rollback step
             # (rollback_evacuation_at_destination), which also covers a
@@ -160,11 +146,13 @@ class RebuildSteps:
 
         async def work(ctxt: RequestContext) -> Outcome:
             async with self._guest_lock(instance.uuid):
-                await self.driver.destroy(ctxt, instance)
-            LOG.info("Evacuation of %s to %s rolled back: guest removed", instance.uuid, self.host)
+                await self.runner.driver.destroy(ctxt, instance)
+            LOG.info(
+                "Evacuation of %s to %s rolled back: guest removed", instance.uuid, self.runner.host
+            )
             return Outcome(True)
 
-        await self._run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
 
 def _power(power_on: bool) -> int:

@@ -25,6 +25,7 @@ from nubes.compute.rebuild import remove_evacuated_remains
 from nubes.compute.reporting import Reporter, utcnow
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.context import RequestContext
+from nubes.objects import states
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
 
@@ -32,27 +33,6 @@ LOG = logging.getLogger(__name__)
 
 _T = TaskState
 _V = VMState
-
-#: Task states of a build still before or in the spawn.
-BUILD_TASKS = (None, _T.SCHEDULING, _T.BLOCK_DEVICE_MAPPING, _T.NETWORKING, _T.SPAWNING)
-SOFT_REBOOT = (_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED)
-HARD_REBOOT = (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD)
-#: Task states that belong to a conductor-driven move.
-MOVE_TASKS = frozenset(
-    {
-        _T.RESIZE_PREP,
-        _T.RESIZE_MIGRATING,
-        _T.RESIZE_MIGRATED,
-        _T.RESIZE_FINISH,
-        _T.RESIZE_REVERTING,
-        _T.RESIZE_CONFIRMING,
-        _T.MIGRATING,
-        _T.REBUILDING,
-        _T.REBUILD_BLOCK_DEVICE_MAPPING,
-        _T.REBUILD_SPAWNING,
-        _T.UNSHELVING,
-    }
-)
 
 
 class Row(enum.StrEnum):
@@ -103,7 +83,7 @@ def classify(vm: VMState, task: TaskState | None, power: PowerState | None) -> R
         return Row.DELETE_HALF_DONE
     if vm == _V.DELETED:
         return Row.DELETED_NOT_REAPED
-    if vm == _V.BUILDING and task in BUILD_TASKS:
+    if vm == _V.BUILDING and task in states.BUILD_TASK_STATES:
         if not has:
             return Row.SPAWN_NOT_STARTED
         if power == PowerState.RUNNING:
@@ -113,9 +93,9 @@ def classify(vm: VMState, task: TaskState | None, power: PowerState | None) -> R
         return Row.POWER_OFF_CUT_OFF
     if task == _T.POWERING_ON:
         return Row.POWER_ON_CUT_OFF
-    if task in SOFT_REBOOT or task in HARD_REBOOT:
+    if task in states.SOFT_REBOOT_TASK_STATES or task in states.HARD_REBOOT_TASK_STATES:
         return Row.REBOOT_CUT_OFF
-    if task in MOVE_TASKS:
+    if task in states.MOVE_TASK_STATES:
         return Row.MOVE_IN_PROGRESS
     if not has and vm in (_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED, _V.RESCUED):
         return Row.GUEST_MISSING
@@ -172,6 +152,40 @@ class Repairer:
                 len(report.failed),
             )
         return report
+
+    async def sync_power_state(self, ctxt: RequestContext, uuid: str) -> Row | None:
+        """Record a power change the hypervisor reported for instance ``uuid``
+        (a lifecycle event), with the same table as a restart.
+
+        Only while no operation runs on the instance (its task_state is
+        None): an operation records its own outcome. Only the rows that
+        record what happened are applied (a guest that shut itself down is
+        STOPPED; a changed power state is saved), never ones that act on the
+        guest. The power is read before and after the instance, and nothing
+        is done unless both readings agree, so a reading from before an
+        operation started and ended meanwhile is not taken for news; the
+        save expects task_state None, so one that began meanwhile wins.
+        Returns the row applied (None: nothing).
+        """
+        probe = Instance(uuid=uuid)
+        before = await _power(self.driver, probe)
+        if before is None:
+            return None  # gone already: its delete records that
+        try:
+            instance = await Instance.get_by_uuid(ctxt, uuid)
+        except (exception.InstanceNotFound, exception.InstanceNotOnHost):
+            return None  # not ours to record (evacuated remains; restart repair reaps them)
+        if instance.host != self.host or instance.task_state is not None:
+            return None
+        if await _power(self.driver, probe) != before:
+            return None
+        row = classify(VMState(instance.vm_state), None, before)
+        if row not in (Row.GUEST_SHUT_DOWN, Row.IN_SYNC):
+            return None
+        if row is Row.IN_SYNC and instance.power_state == before:
+            return None
+        await self.repair_instance(ctxt, instance)
+        return row
 
     async def repair_instance(self, ctxt: RequestContext, instance: Instance) -> Row:
         vm = VMState(instance.vm_state)

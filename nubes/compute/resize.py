@@ -1,7 +1,9 @@
 """Compute's steps of cold migration and resize (source and destination sides), confirm, revert.
 
-Mixed into :class:`~nubes.compute.manager.ComputeManager`; every method
-is a conductor task step run through ``_run_step`` (once per task id,
+An RPC endpoint of its own beside :class:`~nubes.compute.manager.ComputeManager`
+(``ComputeManager.endpoints()``), holding its own state and sharing only the
+manager's :class:`~nubes.compute.steps.StepRunner`; every method is a
+conductor task step run through ``run_step`` (once per task id,
 step and try; the outcome reported back). Move steps do driver work only:
 the conductor writes the instance's and the migration's state
 (``docs/moves.md``), so nothing here saves the instance.
@@ -35,7 +37,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from nubes.compute.steps import Outcome, StepKey
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepKey, StepRunner
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -43,8 +45,7 @@ from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
-    from nubes.compute.reporting import Reporter
-    from nubes.compute.virt.driver import ComputeDriver
+    pass
 
 LOG = logging.getLogger(__name__)
 
@@ -75,25 +76,12 @@ def _failed(exc: Exception) -> Outcome:
     return Outcome(False, str(exc) or type(exc).__name__, {"exception": type(exc).__name__})
 
 
-class ResizeSteps:
+class ResizeSteps(ComputeEndpoint):
     """The resize steps of a compute host."""
 
-    if TYPE_CHECKING:
-        host: str
-        driver: ComputeDriver
-        reporter: Reporter
-
-        async def _run_step(self, context: RequestContext, key: StepKey, work: Work) -> None: ...
-
-        async def _power_state(self, instance: Instance) -> PowerState | None: ...
-
-    @property
-    def _move_locks(self) -> _InstanceLocks:
-        # Made on first use: the manager's constructor belongs to the manager.
-        locks: _InstanceLocks | None = self.__dict__.get("_resize_locks")
-        if locks is None:
-            locks = self.__dict__["_resize_locks"] = _InstanceLocks()
-        return locks
+    def __init__(self, runner: StepRunner) -> None:
+        self.runner = runner
+        self._move_locks = _InstanceLocks()
 
     async def _move_step(
         self,
@@ -121,7 +109,7 @@ class ResizeSteps:
                         key[1],
                         key[0],
                         instance.uuid,
-                        self.host,
+                        self.runner.host,
                         exc,
                     )
                     return _failed(exc)
@@ -131,12 +119,12 @@ class ResizeSteps:
 
             return await self._move_locks.run(instance.uuid, locked)
 
-        await self._run_step(context, key, step)
+        await self.runner.run_step(context, key, step)
 
     async def _notify(
         self, ctxt: RequestContext, instance: Instance, action: str, phase: str
     ) -> None:
-        notifier = self.reporter.notifier
+        notifier = self.runner.reporter.notifier
         if not notifier.enabled:
             return
         from nubes.notifications.objects import InstanceActionPayload
@@ -159,7 +147,7 @@ class ResizeSteps:
         dest_host: str,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
-            disk_info = await self.driver.migrate_disk_and_power_off(
+            disk_info = await self.runner.driver.migrate_disk_and_power_off(
                 ctxt, instance, dest_host, flavor
             )
             return {"disk_info": disk_info}
@@ -183,18 +171,18 @@ class ResizeSteps:
         power_on: bool,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
-            power = await self._power_state(instance)
+            power = await self.runner.power_state(instance)
             if power is None:
-                await self.driver.finish_migration(
+                await self.runner.driver.finish_migration(
                     ctxt, migration, instance, disk_info, image, resize_instance, power_on
                 )
                 return {}
             # Built before this try (a repeat, or this host restarted): the
             # guest is the one the move made; its power is all that may differ.
             if power_on and power != PowerState.RUNNING:
-                await self.driver.power_on(ctxt, instance)
+                await self.runner.driver.power_on(ctxt, instance)
             elif not power_on and power != PowerState.SHUTDOWN:
-                await self.driver.power_off(instance)
+                await self.runner.driver.power_off(instance)
             return {"already_done": True}
 
         await self._move_step(context, (task_id, step, attempt), instance, "resize_finish", work)
@@ -212,7 +200,7 @@ class ResizeSteps:
         migration: Migration,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
-            await self.driver.confirm_migration(ctxt, migration, instance)
+            await self.runner.driver.confirm_migration(ctxt, migration, instance)
             return {}
 
         await self._move_step(context, (task_id, step, attempt), instance, "resize_confirm", work)
@@ -230,12 +218,12 @@ class ResizeSteps:
         migration: Migration,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
-            if migration.source_compute == self.host:
+            if migration.source_compute == self.runner.host:
                 # A resize on one host: the guest here is also what the
                 # source's revert replaces with the kept one; removing it
                 # would remove what was kept with it.
                 return {"same_host": True}
-            await self.driver.destroy(ctxt, instance)
+            await self.runner.driver.destroy(ctxt, instance)
             return {}
 
         # As Nova: the revert starts on the destination and ends on the source.
@@ -255,7 +243,7 @@ class ResizeSteps:
         power_on: bool,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
-            await self.driver.finish_revert_migration(ctxt, instance, migration, power_on)
+            await self.runner.driver.finish_revert_migration(ctxt, instance, migration, power_on)
             return {}
 
         await self._move_step(

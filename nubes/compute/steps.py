@@ -12,14 +12,32 @@ and the database shows ACTIVE reports success at once).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nubes import exception
+from nubes.compute import authz
+
 if TYPE_CHECKING:
+    from nubes.compute.reporting import Reporter
+    from nubes.compute.virt.driver import ComputeDriver
     from nubes.context import RequestContext
+    from nubes.objects.instance import Instance
+    from nubes.objects.states import PowerState
+
+LOG = logging.getLogger(__name__)
 
 StepKey = tuple[int, str, int]
+
+#: Backoff (seconds) of a report the bus could not take, and how long it is
+#: retried: past that, the task it answers has long ended (deadline).
+REPORT_RETRY_MIN = 0.5
+REPORT_RETRY_MAX = 5.0
+REPORT_RETRY_FOR = 3600.0
 
 
 class StepReporter(Protocol):
@@ -63,3 +81,121 @@ class StepLog:
 
     def __len__(self) -> int:
         return len(self._done)
+
+
+class StepRunner:
+    """What a host's step handlers share, and all they share: the host's name,
+    driver, conductor (for reports) and reporter (for state saves), the step
+    log, and the event set once the host's start is done.
+
+    Not an RPC endpoint: the manager and each step group hold this one object
+    and nothing on it is served.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        driver: ComputeDriver,
+        conductor: StepReporter,
+        reporter: Reporter,
+        *,
+        steps_kept: int = 4096,
+    ) -> None:
+        self.host = host
+        self.driver = driver
+        self.conductor = conductor
+        self.reporter = reporter
+        self.steps = StepLog(steps_kept)
+        #: Set once the host's start (node records, repair) is done.
+        self.ready = asyncio.Event()
+
+    async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
+        task_id, step, attempt = key
+        delay = REPORT_RETRY_MIN
+        give_up = asyncio.get_running_loop().time() + REPORT_RETRY_FOR
+        while True:
+            try:
+                await self.conductor.step_finished(
+                    ctxt,
+                    task_id=task_id,
+                    step=step,
+                    attempt=attempt,
+                    ok=outcome.ok,
+                    error=outcome.error,
+                    details=outcome.details,
+                )
+                return
+            except exception.TRANSIENT_ERRORS as exc:
+                # The bus is away: the report is held and sent when it is
+                # back (the conductor records a repeat once), not dropped.
+                if asyncio.get_running_loop().time() + delay > give_up:
+                    LOG.warning(
+                        "Gave up reporting task %s step %s after %.0f s: %s",
+                        task_id,
+                        step,
+                        REPORT_RETRY_FOR,
+                        exc,
+                    )
+                    return
+                LOG.warning(
+                    "Cannot report task %s step %s now (%s); trying again in %.1f s",
+                    task_id,
+                    step,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPORT_RETRY_MAX)
+            except Exception as exc:
+                # Refused for good: the conductor's task engine asks again
+                # (same step) when a new owner resumes; the outcome is kept.
+                LOG.warning("Could not report task %s step %s: %s", task_id, step, exc)
+                return
+
+    async def run_step(
+        self,
+        context: RequestContext,
+        key: StepKey,
+        work: Callable[[RequestContext], Awaitable[Outcome]],
+    ) -> None:
+        # The message's context names its sender as the caller; our own
+        # calls to the conductor go out as this host, so that must go.
+        context = dataclasses.replace(context, caller=None)
+        await self.ready.wait()
+        steps = self.steps
+        done = steps.outcome(key)
+        if done is not None:
+            await self.report(context, key, done)
+            return
+        if key in steps.running:
+            return
+        steps.running.add(key)
+        try:
+            try:
+                outcome = await work(context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.exception("Task %s step %s failed on %s", key[0], key[1], self.host)
+                outcome = Outcome(False, str(exc) or type(exc).__name__)
+        finally:
+            steps.running.discard(key)
+        steps.record(key, outcome)
+        await self.report(context, key, outcome)
+
+    async def power_state(self, instance: Instance) -> PowerState | None:
+        """The driver's power state of the instance; None if it does not have it."""
+        try:
+            return (await self.driver.get_info(instance)).state
+        except exception.InstanceNotFound:
+            return None
+
+
+class ComputeEndpoint:
+    """What every RPC endpoint of a compute host declares: one API version and
+    one rule table (``compute/authz.py``) whichever object serves a method."""
+
+    #: Who may call which method (checked by the RPC server, deny by default).
+    RPC_METHOD_RULES = authz.METHOD_RULES
+    RPC_API_VERSION = "1.3"
+    RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)

@@ -11,7 +11,12 @@ connections through two context managers:
     the data may be slightly stale (listings, periodic scans) *and* a
     ``[database] replica_connection`` is configured *and* the current task
     has not written within ``read_after_write_window`` seconds; then it goes
-    to the replica.
+    to the replica. When the replica cannot be reached, such a read goes to
+    the primary instead, and so do the following ones for
+    :data:`REPLICA_RETRY_AFTER` seconds (no connect attempt to a dead server
+    on every read); then the replica is tried again. A replica lost in the
+    middle of a read fails that read (its caller retries, as for any
+    connection error) and sends the next ones to the primary.
 
 Nesting in one asyncio task joins the outer block instead of opening a
 second connection: a reader inside a writer sees the writer's uncommitted
@@ -59,7 +64,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
 
 import sqlalchemy.exc as sa_exc
 from oslo_config import cfg
@@ -72,6 +77,14 @@ from nubes import exception
 from nubes.db import errors, group_commit, sqlite_driver
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds stale-tolerant reads stay on the primary after the replica failed.
+REPLICA_RETRY_AFTER = 5.0
+
+#: An open connection, as every :mod:`nubes.db.api` function takes it. Code above the
+#: database layer names it by this alias so that only ``nubes/db`` imports SQLAlchemy
+#: (an import-linter contract in pyproject.toml).
+Connection: TypeAlias = AsyncConnection
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -242,8 +255,14 @@ def create_engine(
     options: EngineOptions | None = None,
     *,
     role: Literal["writer", "reader"] = "writer",
+    pre_ping: bool = False,
 ) -> AsyncEngine:
-    """An async engine for ``url`` with nubes' pool, pragmas and error translation."""
+    """An async engine for ``url`` with nubes' pool, pragmas and error translation.
+
+    ``pre_ping`` checks a pooled connection before handing it out (one round
+    trip), so a server that went away shows at connect time, where the
+    caller can still go elsewhere (the replica's reads go to the primary).
+    """
     check_db_access()
     options = options or EngineOptions()
     parsed = normalize_url(url)
@@ -277,7 +296,7 @@ def create_engine(
         lean = sqlite_driver.dbapi()
         if lean is not None:
             kwargs["module"] = lean
-    engine = create_async_engine(parsed, **kwargs)
+    engine = create_async_engine(parsed, pool_pre_ping=pre_ping, **kwargs)
     if backend == "sqlite":
         memory = is_sqlite_memory(parsed)
         _install_sqlite_hooks(
@@ -321,6 +340,15 @@ def _connection_error(exc: BaseException) -> exception.DBConnectionError:
     return exception.DBConnectionError(reason=f"{type(exc).__name__}: {exc}")
 
 
+async def _connect(engine: AsyncEngine) -> AsyncConnection:
+    try:
+        return await engine.connect()
+    except exception.NubesError:
+        raise
+    except (OSError, TimeoutError, sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+        raise _connection_error(exc) from exc
+
+
 class Database:
     """The engines of one deployment: the primary, and optionally a replica."""
 
@@ -341,7 +369,9 @@ class Database:
             self._primary_reader = self._writer
         self._replica: AsyncEngine | None = None
         if self.replica_url is not None:
-            self._replica = create_engine(self.replica_url, self.options, role="reader")
+            self._replica = create_engine(
+                self.replica_url, self.options, role="reader", pre_ping=True
+            )
         #: Blocks opened per role; cheap, and lets tests and operators see routing.
         self.route_counts: dict[Role, int] = {"writer": 0, "primary": 0, "replica": 0}
         # time.monotonic() of this context's last committed write to *this*
@@ -349,6 +379,8 @@ class Database:
         self._last_write: contextvars.ContextVar[float] = contextvars.ContextVar(
             f"nubes_db_last_write_{id(self)}", default=float("-inf")
         )
+        #: time.monotonic() until which reads skip the replica (it failed).
+        self._replica_down_until = float("-inf")
         self._group_commit: group_commit.GroupCommitter | None = None
         self._group_commit_supported = group_commit.supported(self._writer)
 
@@ -423,6 +455,7 @@ class Database:
             allow_stale
             and self._replica is not None
             and time.monotonic() - self._last_write.get() >= self.options.read_after_write_window
+            and time.monotonic() >= self._replica_down_until
         ):
             role = "replica"
         active = self._joinable()
@@ -431,19 +464,35 @@ class Database:
         ):
             yield active.conn
             return
+        connected: AsyncConnection | None = None
+        if role == "replica":
+            assert self._replica is not None
+            try:
+                connected = await _connect(self._replica)
+            except exception.DBConnectionError as exc:
+                # The data may be stale, not missing: the primary has it too.
+                self._replica_lost(exc)
+                role = "primary"
         engine = self._replica if role == "replica" else self._primary_reader
         assert engine is not None
-        async with self._open(engine, role) as conn:
+        async with self._open(engine, role, connected) as conn:
             yield conn
 
+    def _replica_lost(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._replica_down_until:
+            LOG.warning(
+                "Database replica %s unreachable (%s); reads go to the primary for %.0f s",
+                self.replica_url.render_as_string() if self.replica_url else "?",
+                exc,
+                REPLICA_RETRY_AFTER,
+            )
+        self._replica_down_until = time.monotonic() + REPLICA_RETRY_AFTER
+
     @contextlib.asynccontextmanager
-    async def _open(self, engine: AsyncEngine, role: Role) -> AsyncIterator[AsyncConnection]:
-        try:
-            conn = await engine.connect()
-        except exception.NubesError:
-            raise
-        except (OSError, TimeoutError, sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
-            raise _connection_error(exc) from exc
+    async def _open(
+        self, engine: AsyncEngine, role: Role, connected: AsyncConnection | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        conn = connected if connected is not None else await _connect(engine)
         self.route_counts[role] += 1
         token = _active.set(_Active(self, conn, role, _current_task()))
         try:
@@ -451,7 +500,9 @@ class Database:
                 await conn.begin()
                 conn.info.pop(errors.FAILED_STATEMENT, None)
                 yield conn
-            except BaseException:
+            except BaseException as exc:
+                if role == "replica" and isinstance(exc, exception.DBConnectionError):
+                    self._replica_lost(exc)
                 await _quiet_rollback(conn)
                 raise
             if conn.info.pop(errors.FAILED_STATEMENT, False) and role == "writer":

@@ -56,15 +56,19 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect as SQLDialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from nubes import exception
 from nubes.db import sqlite_driver
+
+#: What a grouped unit's statements are compiled for; callers above the database layer
+#: name it by this alias so that only ``nubes/db`` imports SQLAlchemy.
+Dialect: TypeAlias = SQLDialect
 
 if TYPE_CHECKING:
     from nubes.db.engine import Database

@@ -15,11 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
-from nubes.db import models
 from nubes.db.api import (
     UNSET,
     Row,
@@ -30,8 +26,7 @@ from nubes.db.api import (
     migrations,
     services,
 )
-from nubes.db.api._common import fetch_all, live, update_row
-from nubes.db.engine import Database, get_database
+from nubes.db.engine import Connection, Database, get_database
 from nubes.db.types import utcnow
 from nubes.objects import backend as object_backend
 from nubes.objects.states import MigrationStatus, MigrationType
@@ -177,19 +172,10 @@ class DBObjectBackend:
     async def migration_get_evacuations_from_host(
         self, context: RequestContext, host: str
     ) -> list[Row]:
-        m = models.migrations
-        stmt = (
-            select(m)
-            .where(
-                m.c.source_compute == host,
-                live(m),
-                m.c.status.in_(_OPEN_EVACUATION),
-                m.c.migration_type == MigrationType.EVACUATION.value,
-            )
-            .order_by(m.c.id)
-        )
         async with self.database.reader() as conn:
-            return await fetch_all(conn, stmt)
+            return await migrations.list_from_host(
+                conn, host, MigrationType.EVACUATION.value, _OPEN_EVACUATION
+            )
 
     async def migration_complete_evacuation(
         self, context: RequestContext, migration_id: int
@@ -299,19 +285,15 @@ _OPEN_EVACUATION = (
 )
 
 
-async def _complete_evacuation(conn: AsyncConnection, migration_id: int) -> Row:
+async def _complete_evacuation(conn: Connection, migration_id: int) -> Row:
     # Conditional on being a done evacuation, in the UPDATE itself: nothing
     # read before can have changed under it.
-    m = models.migrations
-    row = await update_row(
+    row = await migrations.update_if(
         conn,
-        m,
-        m.c.id == migration_id,
+        migration_id,
         {"status": MigrationStatus.COMPLETED.value},
-        conditions=[
-            m.c.migration_type == MigrationType.EVACUATION.value,
-            m.c.status == MigrationStatus.DONE.value,
-        ],
+        migration_type=MigrationType.EVACUATION.value,
+        status=MigrationStatus.DONE.value,
     )
     if row is not None:
         return row
@@ -329,7 +311,7 @@ async def _complete_evacuation(conn: AsyncConnection, migration_id: int) -> Row:
     )
 
 
-async def _heartbeat(conn: AsyncConnection, service_id: int, now: dt.datetime) -> None:
+async def _heartbeat(conn: Connection, service_id: int, now: dt.datetime) -> None:
     await services.heartbeat(conn, service_id, now=now)
 
 

@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nubes.group_policy import DEFAULT_MAX_SERVER_PER_HOST, GROUP_POLICIES
 from nubes.objects import base, fields
 from nubes.objects.flavor import Flavor
 
-#: Server group policies the scheduler understands (Nova's names).
-GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
-#: Nova's default ``max_server_per_host`` rule of an anti-affinity group.
-DEFAULT_MAX_SERVER_PER_HOST = 1
 #: Hint values that are lists travel joined by this (no uuid or host name holds it).
 HINT_LIST_SEPARATOR = ","
 

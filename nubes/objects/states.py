@@ -118,6 +118,48 @@ InstanceState = tuple[VMState, TaskState | None]
 _V = VMState
 _T = TaskState
 
+# -- task-state groups: the one home of "which task states belong to which operation" --
+
+#: task_states of an instance a build places, re-places or spawns (None: not begun yet).
+BUILD_TASK_STATES: tuple[TaskState | None, ...] = (
+    None,
+    _T.SCHEDULING,
+    _T.BLOCK_DEVICE_MAPPING,
+    _T.NETWORKING,
+    _T.SPAWNING,
+)
+SOFT_REBOOT_TASK_STATES: tuple[TaskState, ...] = (
+    _T.REBOOTING,
+    _T.REBOOT_PENDING,
+    _T.REBOOT_STARTED,
+)
+HARD_REBOOT_TASK_STATES: tuple[TaskState, ...] = (
+    _T.REBOOTING_HARD,
+    _T.REBOOT_PENDING_HARD,
+    _T.REBOOT_STARTED_HARD,
+)
+#: task_states of an instance being rebuilt or evacuated.
+REBUILD_TASK_STATES: tuple[TaskState, ...] = (
+    _T.REBUILDING,
+    _T.REBUILD_BLOCK_DEVICE_MAPPING,
+    _T.REBUILD_SPAWNING,
+)
+#: task_states of a conductor-driven move (resize, migrations, rebuild, evacuation).
+MOVE_TASK_STATES: frozenset[TaskState] = frozenset(
+    {
+        _T.RESIZE_PREP,
+        _T.RESIZE_MIGRATING,
+        _T.RESIZE_MIGRATED,
+        _T.RESIZE_FINISH,
+        _T.RESIZE_REVERTING,
+        _T.RESIZE_CONFIRMING,
+        _T.MIGRATING,
+        *REBUILD_TASK_STATES,
+        _T.UNSHELVING,
+    }
+)
+
+
 #: vm_states an instance can be powered off, rebooted or migrated from.
 _RUNNING_LIKE = (_V.ACTIVE, _V.STOPPED)
 

@@ -5,6 +5,8 @@ Topology (all on the URL's virtual host)::
     exchange  nubes_topic        topic (literal keys only), durable
       queue   <topic>            durable, shared by every server of the topic
       queue   <topic>.<server>   durable, that server only
+                                 (both quorum queues on a cluster, see
+                                 rabbit_session.wants_quorum)
       queue   amq.gen-...        exclusive, a controller's reply queue,
                                  bound as reply.amq.gen-...
     exchange  <topic>_fanout     fanout, durable
@@ -36,7 +38,8 @@ after its handler returned or raised, and given back to the broker when the
 handler is cancelled, so another server gets it.
 
 Failures: :class:`~nubes.rpc.rabbit_connection.BrokerConnection` reconnects
-with backoff and rebuilds channels, topology and consumers. Calls waiting for
+with backoff (trying the URL's brokers in turn, so a cluster fails over to
+the next node) and rebuilds channels, topology and consumers. Calls waiting for
 a reply when the connection drops fail at once with a TransportError naming
 the hop; casts wait (bounded) for the connection to come back and publish then.
 
@@ -86,6 +89,7 @@ from nubes.rpc.rabbit_session import (
     fanout_exchange,
     open_channel,
     queue_name,
+    wants_quorum,
 )
 from nubes.rpc.rabbit_socket import CoalescingWriter, Delivery, PublishRefused
 from nubes.rpc.transport import (
@@ -135,13 +139,14 @@ class RabbitTransport(Transport):
         prefetch_count: int = DEFAULT_PREFETCH_COUNT,
         rpc_response_timeout: float = DEFAULT_CALL_TIMEOUT,
         stop_grace: float = DEFAULT_STOP_GRACE,
+        quorum_queues: bool | None = None,
         **unknown: object,
     ) -> None:
         if unknown:
             raise exception.ConfigError(
                 reason=f"rabbit:// does not take the option(s) {', '.join(sorted(unknown))}; "
                 "it takes reconnect_backoff_min, reconnect_backoff_max, heartbeat_timeout, "
-                "prefetch_count, rpc_response_timeout and stop_grace"
+                "prefetch_count, rpc_response_timeout, stop_grace and quorum_queues"
             )
         usernames = {h.username or DEFAULT_USERNAME for h in url.hosts} or {DEFAULT_USERNAME}
         if len(usernames) > 1:
@@ -169,6 +174,7 @@ class RabbitTransport(Transport):
         #: (least privilege, docs/security.md): it only checks it exists.
         self._passive = access.identify_kind(username) is access.CallerKind.COMPUTE
         self._prefetch = prefetch_count
+        self._quorum = wants_quorum(quorum_queues, len(url.hosts))
         #: How long casts, replies, listen and connect wait for the broker.
         self._wait_bound = rpc_response_timeout
         self._stop_grace = stop_grace
@@ -206,7 +212,9 @@ class RabbitTransport(Transport):
         await admin.exchange_declare(
             EXCHANGE, exchange_type=EXCHANGE_TYPE, durable=True, passive=self._passive
         )
-        session = Session(conn, hop, writer, fast, safe, admin, passive=self._passive)
+        session = Session(
+            conn, hop, writer, fast, safe, admin, passive=self._passive, quorum=self._quorum
+        )
         await consume(writer, fast, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         if not self._passive:
             # Replies from compute hosts, which may not use the default exchange.

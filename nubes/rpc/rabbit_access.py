@@ -27,13 +27,20 @@ topology they serve.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from nubes import access, exception
-from nubes.rpc.rabbit_session import EXCHANGE, EXCHANGE_TYPE, REPLY_PREFIX, fanout_exchange
+from nubes.rpc.rabbit_session import (
+    EXCHANGE,
+    EXCHANGE_TYPE,
+    REPLY_PREFIX,
+    fanout_exchange,
+    queue_arguments,
+)
 
 #: Names RabbitMQ gives server-named queues (the fanout queue of a listener).
 SERVER_NAMED = r"amq\.gen-.*"
@@ -136,8 +143,14 @@ def controller_user(identity: str) -> BrokerUser:
     return BrokerUser(identity, Permissions(".*", ".*", ".*"))
 
 
-def definitions(vhost: str, users: list[BrokerUser], password: str) -> dict[str, Any]:
-    """The users, permissions and topology as a RabbitMQ definitions document."""
+def definitions(
+    vhost: str, users: list[BrokerUser], password: str, *, quorum: bool = False
+) -> dict[str, Any]:
+    """The users, permissions and topology as a RabbitMQ definitions document.
+
+    ``quorum``: the queues are quorum queues, as the services declare them
+    (see :func:`~nubes.rpc.rabbit_session.wants_quorum`).
+    """
     exchanges = {e for u in users for e in u.topology.exchanges}
     queues = sorted({q for u in users for q in u.topology.queues})
     return {
@@ -176,7 +189,13 @@ def definitions(vhost: str, users: list[BrokerUser], password: str) -> dict[str,
             for name, kind in sorted(exchanges)
         ],
         "queues": [
-            {"name": q, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+            {
+                "name": q,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": queue_arguments(quorum),
+            }
             for q in queues
         ],
         "bindings": [
@@ -193,7 +212,9 @@ def definitions(vhost: str, users: list[BrokerUser], password: str) -> dict[str,
     }
 
 
-def commands(user: BrokerUser, vhost: str = "/", password: str = "PASSWORD") -> list[str]:
+def commands(
+    user: BrokerUser, vhost: str = "/", password: str = "PASSWORD", *, quorum: bool = False
+) -> list[str]:
     """The same as ``rabbitmqctl`` (user, permissions) and ``rabbitmqadmin`` (topology) lines."""
     q = shlex.quote
     p = user.permissions
@@ -213,7 +234,11 @@ def commands(user: BrokerUser, vhost: str = "/", password: str = "PASSWORD") -> 
             f"rabbitmqadmin -V {q(vhost)} declare exchange name={q(name)} type={kind} durable=true"
         )
     for queue in user.topology.queues:
-        lines.append(f"rabbitmqadmin -V {q(vhost)} declare queue name={q(queue)} durable=true")
+        # rabbitmqadmin takes queue arguments as one JSON word.
+        args = f" arguments={q(json.dumps(queue_arguments(True)))}" if quorum else ""
+        lines.append(
+            f"rabbitmqadmin -V {q(vhost)} declare queue name={q(queue)} durable=true{args}"
+        )
         lines.append(
             f"rabbitmqadmin -V {q(vhost)} declare binding source={EXCHANGE} "
             f"destination={q(queue)} routing_key={q(queue)}"

@@ -30,8 +30,11 @@ LOG = logging.getLogger(__name__)
 
 #: First wait (seconds) before reconnecting; doubles per round of failed hosts.
 DEFAULT_RECONNECT_BACKOFF_MIN = 0.2
-#: Longest wait (seconds) between reconnection rounds.
-DEFAULT_RECONNECT_BACKOFF_MAX = 10.0
+#: Longest wait (seconds) between reconnection rounds. Short on purpose: a
+#: service must be back on the bus within ~2 s of the broker answering again
+#: (a round costs one refused TCP connect per host, so polling each second
+#: during an outage is cheap, even for a few hundred services).
+DEFAULT_RECONNECT_BACKOFF_MAX = 1.0
 #: AMQP heartbeat in seconds (0 switches heartbeats off).
 DEFAULT_HEARTBEAT = 60
 #: Seconds one connection attempt (TCP + AMQP handshake + owner setup) may take.

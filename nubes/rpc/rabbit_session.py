@@ -94,16 +94,36 @@ def routing_key(name: str) -> str:
     return name
 
 
-async def declare_queue(channel: Channel, name: str, *, passive: bool = False) -> None:
+def wants_quorum(option: bool | None, brokers: int) -> bool:
+    """Whether the durable topic queues are quorum queues.
+
+    ``[oslo_messaging_rabbit] rabbit_quorum_queue`` decides; unset, they are
+    when the transport_url names several brokers (a cluster): a classic
+    queue lives on one node and its messages are unreachable while that
+    node is down, a quorum queue is replicated (Raft) and keeps serving
+    while a majority of its nodes is up.
+    """
+    return brokers > 1 if option is None else option
+
+
+def queue_arguments(quorum: bool) -> dict[str, Any]:
+    """The declaration arguments of a durable topic queue (empty: classic)."""
+    return {"x-queue-type": "quorum"} if quorum else {}
+
+
+async def declare_queue(
+    channel: Channel, name: str, *, passive: bool = False, quorum: bool = False
+) -> None:
     # Senders and listeners must declare with identical arguments, or the
-    # broker refuses the second declaration with PRECONDITION_FAILED.
+    # broker refuses the second declaration with PRECONDITION_FAILED; a
+    # passive check compares no arguments, so it needs none.
     if passive:
         # A least-privilege user (a compute host) may not configure shared
         # topology: it only checks that the operator created the queue
         # (nubes-manage broker add-host), and the broker's NOT_FOUND says so.
         await channel.queue_declare(name, durable=True, passive=True)
         return
-    await channel.queue_declare(name, durable=True)
+    await channel.queue_declare(name, durable=True, arguments=queue_arguments(quorum))
     await channel.queue_bind(name, EXCHANGE, routing_key=routing_key(name))
 
 
@@ -161,8 +181,11 @@ class Session:
         admin: Channel,
         *,
         passive: bool = False,
+        quorum: bool = False,
     ) -> None:
         self.conn = conn
+        #: Declare the durable topic queues as quorum queues (see wants_quorum).
+        self.quorum = quorum
         #: Only check that shared queues and exchanges exist, never declare
         #: them (the broker user may not; see nubes/rpc/rabbit_access.py).
         self.passive = passive
@@ -247,7 +270,7 @@ class Session:
             if target.fanout:
                 await declare_fanout(self.admin, target.topic, passive=self.passive)
             else:
-                await declare_queue(self.admin, name, passive=self.passive)
+                await declare_queue(self.admin, name, passive=self.passive, quorum=self.quorum)
 
     def _declared(self, name: str, fut: asyncio.Future[None]) -> None:
         self._declaring.pop(name, None)
@@ -306,16 +329,19 @@ class RabbitListener:
             channel = await open_channel(session.conn)
             tags: list[str] = []
             try:
-                # global_: the limit covers the channel's three consumers together.
-                await channel.basic_qos(prefetch_count=self._prefetch, global_=True)
+                # global_: the limit covers the channel's three consumers
+                # together. Quorum queues refuse consumers on a channel with
+                # a global limit: then it is per consumer (the shared topic
+                # queue carries nearly all the load, so about the same bound).
+                await channel.basic_qos(prefetch_count=self._prefetch, global_=not session.quorum)
                 passive = session.passive if passive is None else passive
-                await declare_queue(channel, self.topic, passive=passive)
+                await declare_queue(channel, self.topic, passive=passive, quorum=session.quorum)
                 server_queue = queue_name(Target(self.topic, server=self.server))
                 # Its own queue: every service may (re)declare and bind it, a
                 # compute host too (its user may configure exactly that queue
                 # and bind exactly that routing key), so it heals itself when
                 # the queue is deleted.
-                await declare_queue(channel, server_queue)
+                await declare_queue(channel, server_queue, quorum=session.quorum)
                 await declare_fanout(channel, self.topic, passive=passive)
                 declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
                 fanout_queue = cast(str, declared.queue)
@@ -373,7 +399,9 @@ class RabbitListener:
                 LOG.warning("%s.%s: a queue is missing; retrying", self.topic, self.server)
             except Exception as exc:
                 passive = None
-                LOG.warning("%s.%s: cannot subscribe again: %s", self.topic, self.server, exc)
+                LOG.warning(
+                    "%s.%s: cannot subscribe again: %s", self.topic, self.server, describe(exc)
+                )
             else:
                 LOG.info("%s.%s consumes again", self.topic, self.server)
                 return

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from nubes import exception, liveness
+from nubes import exception, group_policy, liveness
 from nubes.db.api import compute_nodes, group_claims, host_views
 from nubes.db.api.compute_nodes import NO_RESERVED, ClaimOutcome, ClaimResult, Reserved
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,7 +46,7 @@ class Claim:
 
 
 async def _claim(
-    conn: AsyncConnection, node_id: int, consumer_uuid: str, amounts: Amounts, reserved: Reserved
+    conn: Connection, node_id: int, consumer_uuid: str, amounts: Amounts, reserved: Reserved
 ) -> Claim:
     result, held_on = await compute_nodes.claim_for_consumer(
         conn,
@@ -63,7 +61,7 @@ async def _claim(
 
 
 async def _claim_in_group(
-    conn: AsyncConnection,
+    conn: Connection,
     node_id: int,
     consumer_uuid: str,
     amounts: Amounts,
@@ -128,7 +126,7 @@ async def claim(
 
 
 async def _move(
-    conn: AsyncConnection,
+    conn: Connection,
     node_uuid: str,
     consumer_uuid: str,
     amounts: Amounts,
@@ -144,7 +142,7 @@ async def _move(
         # Chosen as an alternate when the build was scheduled, maybe long
         # ago: the host may have died since.
         return ClaimResult(ClaimOutcome.HOST_DOWN, None), int(node["id"])
-    if group is not None and group["policy"] in group_claims.HARD_POLICIES:
+    if group is not None and group["policy"] in group_policy.HARD_POLICIES:
         # Checked once the failed host is given back: an affinity group's
         # first member may go anywhere again.
         refused = await group_claims.refusal(conn, group, int(node["id"]), consumer_uuid)
@@ -189,7 +187,7 @@ async def claim_alternate(
 async def release(db: Database, consumer_uuid: str) -> list[int]:
     """Give back everything the consumer holds; the ids of the nodes it held on."""
 
-    async def _release(conn: AsyncConnection) -> list[int]:
+    async def _release(conn: Connection) -> list[int]:
         held = await host_views.consumer_nodes(conn, consumer_uuid)
         if held:
             await compute_nodes.release(conn, consumer_uuid)

@@ -28,13 +28,12 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes import exception
+from nubes import exception, group_policy
 from nubes.context import RequestContext
 from nubes.db.api import group_claims, host_views
 from nubes.db.api.compute_nodes import ClaimOutcome
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.scheduler import claims
 from nubes.scheduler.filters import BaseFilter
@@ -134,7 +133,7 @@ class HostSelector:
 
     @staticmethod
     async def _resolve_group(
-        conn: AsyncConnection, req: SchedulingRequest, instance_uuids: Sequence[str]
+        conn: Connection, req: SchedulingRequest, instance_uuids: Sequence[str]
     ) -> None:
         assert req.group_uuid is not None
         found = await group_claims.group_placement(conn, req.group_uuid, exclude=instance_uuids)
@@ -182,7 +181,7 @@ class HostSelector:
         # The claim checks a hard group policy itself, atomically (group_claims).
         group_uuid = (
             req.group_uuid
-            if req.group_in_db and req.group_policy in group_claims.HARD_POLICIES
+            if req.group_in_db and req.group_policy in group_policy.HARD_POLICIES
             else None
         )
         chosen: Selection | None = None

@@ -25,6 +25,8 @@ from sqlalchemy import func, select
 
 from nubes import config
 from nubes.api.servers import ServersAPI
+from nubes.compute.virt.driver import ComputeDriver
+from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.engine import TaskEngine
@@ -74,6 +76,9 @@ class AllInOne:
     scheduler: Service
     scheduler_manager: SchedulerManager
     computes: dict[str, Service] = field(default_factory=dict)
+    #: What this cloud's fake drivers get wrong (its own, so no test leaks into another);
+    #: starts with ``[fake_driver]``'s delays and failures.
+    faults: FakeFaults = field(default_factory=FakeFaults)
 
     @classmethod
     async def start(
@@ -133,6 +138,7 @@ class AllInOne:
             engines,
             scheduler,
             scheduler_manager,
+            faults=FakeFaults.from_options(conf.fake_driver),
         )
         for svc in (*conductor_services, scheduler):
             await svc.start()
@@ -145,24 +151,29 @@ class AllInOne:
         ready_timeout: float = 30.0,
         *,
         capacity: Mapping[str, int] | None = None,
+        driver_factory: Callable[[str], ComputeDriver] | None = None,
     ) -> None:
-        """Start fake compute hosts and wait until each registered its node.
+        """Start compute hosts and wait until each registered its node.
 
-        ``capacity`` (``vcpus``, ``memory_mb``, ``local_gb``) overrides what
-        ``[fake_driver]`` gives these hosts.
+        They are fake unless ``driver_factory`` makes each one's driver from
+        its name (a libvirt driver: real guests). ``capacity`` (``vcpus``,
+        ``memory_mb``, ``local_gb``) overrides what ``[fake_driver]`` gives
+        fake hosts.
         """
-        from nubes.compute.launcher import compute_service, configure_fake_faults
+        from nubes.compute.launcher import compute_service
         from nubes.compute.virt.fake import FakeDriver
 
-        configure_fake_faults(self.conf)
         opts = self.conf.fake_driver
         sizes = {"vcpus": opts.vcpus, "memory_mb": opts.memory_mb, "local_gb": opts.local_gb}
         sizes.update(capacity or {})
         for name in names:
             transport = get_transport(self.bus, identity=service_identity("compute", name))
-            svc = compute_service(
-                self.conf, name, transport=transport, driver=FakeDriver(name, **sizes)
+            driver = (
+                driver_factory(name)
+                if driver_factory
+                else FakeDriver(name, faults=self.faults, **sizes)
             )
+            svc = compute_service(self.conf, name, transport=transport, driver=driver)
             self.computes[name] = svc
             await svc.start()
         deadline = time.monotonic() + ready_timeout

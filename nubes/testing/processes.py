@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -55,6 +55,7 @@ from nubes.db import migration
 from nubes.db.engine import Database
 from nubes.db.models import compute_nodes, service_heartbeats, services
 from nubes.rpc import rabbit_access
+from nubes.rpc.rabbit_session import wants_quorum
 from nubes.rpc.transport import TransportURL
 
 #: The crash hook's environment variable (see nubes.conductor.tasks.base).
@@ -185,6 +186,12 @@ class ProcessCloud:
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[Proc] = field(default_factory=list)
     db: Database | None = None
+    #: How to run ``rabbitmqctl`` (a private cluster passes its own, see
+    #: nubes.testing.infra.RabbitCluster.ctl).
+    ctl: Callable[..., subprocess.CompletedProcess[str]] = rabbitmqctl
+    #: ``[database] replica_connection`` of the processes (a URL of a server
+    #: replicating ``postgres_url``'s; the run's database name is put in).
+    replica_url: str | None = None
 
     def __post_init__(self) -> None:
         self.vhost = f"nubes-{self.run}"
@@ -212,12 +219,20 @@ class ProcessCloud:
         return _merge(BASE_OPTIONS, self.options)[section][name]
 
     def url_for(self, identity: str) -> str:
-        """The transport URL of ``identity``: its own broker user, the run's vhost."""
-        base = TransportURL.parse(self.rabbit_url).hosts[0]
-        return (
-            f"rabbit://{identity}:{self.password}@{base.host or '127.0.0.1'}:"
-            f"{base.port or 5672}/{self.vhost}"
+        """The transport URL of ``identity``: its own broker user, the run's vhost
+        (every broker of ``rabbit_url``, for a cluster)."""
+        hosts = ",".join(
+            f"{identity}:{self.password}@{h.host or '127.0.0.1'}:{h.port or 5672}"
+            for h in TransportURL.parse(self.rabbit_url).hosts
         )
+        return f"rabbit://{hosts}/{self.vhost}"
+
+    @property
+    def quorum(self) -> bool:
+        """Whether the services declare quorum queues (the pre-made ones must match)."""
+        option = _merge(BASE_OPTIONS, self.options).get("oslo_messaging_rabbit", {})
+        brokers = len(TransportURL.parse(self.rabbit_url).hosts)
+        return wants_quorum(option.get("rabbit_quorum_queue"), brokers)
 
     def identities(self, conductors: Sequence[str]) -> list[str]:
         return [
@@ -246,7 +261,7 @@ class ProcessCloud:
         ]
         definitions = {
             "vhosts": [{"name": self.vhost}],
-            **rabbit_access.definitions(self.vhost, users, self.password),
+            **rabbit_access.definitions(self.vhost, users, self.password, quorum=self.quorum),
         }
         self._users = list(identities)
         self._vhost_created = True
@@ -258,7 +273,7 @@ class ProcessCloud:
             with os.fdopen(fd, "w") as f:
                 json.dump(definitions, f)
             os.chmod(name, 0o644)
-            done = await asyncio.to_thread(rabbitmqctl, "import_definitions", name)
+            done = await asyncio.to_thread(self.ctl, "import_definitions", name)
         finally:
             os.unlink(name)
         if done.returncode != 0:
@@ -325,13 +340,13 @@ class ProcessCloud:
         script = f"[ok = rabbit_auth_backend_internal:delete_user(U, {who}) || U <- [{binaries}]]"
         if vhost is not None:
             script += f', ok = rabbit_vhost:delete(<<"{vhost}">>, {who})'
-        if rabbitmqctl("eval", script + ".").returncode == 0:
+        if self.ctl("eval", script + ".").returncode == 0:
             return
         commands: list[tuple[str, ...]] = [("delete_user", u) for u in users]
         if vhost is not None:
             commands.append(("delete_vhost", vhost))
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda c: rabbitmqctl(*c), commands))
+            list(pool.map(lambda c: self.ctl(*c), commands))
 
     # -- processes ---------------------------------------------------------------------
 
@@ -352,6 +367,12 @@ class ProcessCloud:
         )
         if database:
             sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
+            if self.replica_url is not None:
+                sections["database"]["replica_connection"] = (
+                    make_url(self.replica_url)
+                    .set(database=self.db_name)
+                    .render_as_string(hide_password=False)
+                )
         path = self.workdir / f"{name}.conf"
         path.write_text(_ini(sections))
         return path

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from nubes.compute.virt.fake import FAULTS
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
 from nubes.db.api.tasks import TaskStatus
@@ -26,13 +25,6 @@ pytestmark = pytest.mark.timeout(180)
 
 BAD = "bad-host"
 IMAGE = {"id": "img-1", "properties": {"hw_architecture": "x86_64"}}
-
-
-@pytest.fixture(autouse=True)
-def _faults() -> Any:
-    FAULTS.reset()
-    yield FAULTS
-    FAULTS.reset()
 
 
 @pytest.fixture
@@ -99,8 +91,8 @@ async def _claims_by_node(cloud: AllInOne) -> dict[str, tuple[int, int, int]]:
 
 
 async def test_boot_100_with_a_host_failing_every_spawn(tmp_path: Path, ctxt: RequestContext):
-    FAULTS.fail_spawn_hosts.add(BAD)
     cloud = await _cloud(tmp_path, hosts=0)
+    cloud.faults.fail_spawn_hosts.add(BAD)
     try:
         # The failing host is by far the roomiest, so the scheduler picks it
         # first for every instance: each build fails there and is rescheduled.
@@ -171,7 +163,7 @@ async def test_boot_100_with_a_host_failing_every_spawn(tmp_path: Path, ctxt: Re
 async def test_all_hosts_failing_ends_in_error_naming_each_host(
     cloud: AllInOne, ctxt: RequestContext
 ):
-    FAULTS.fail_spawn_hosts.update({"fake-0", "fake-1", "fake-2"})
+    cloud.faults.fail_spawn_hosts.update({"fake-0", "fake-1", "fake-2"})
     (inst,) = await cloud.api.create_servers(ctxt, name="doomed", flavor="small", image=IMAGE)
     await wait_tasks_done(cloud, [inst.uuid])
     (row,) = await cloud.instances([inst.uuid])
@@ -202,7 +194,7 @@ async def test_no_valid_host_says_which_filter_removed_the_hosts(
 async def test_deleting_a_building_instance_releases_its_claim(
     cloud: AllInOne, ctxt: RequestContext
 ):
-    FAULTS.spawn_delay = 1.0
+    cloud.faults.spawn_delay = 1.0
     insts = await cloud.api.create_servers(ctxt, name="slow", flavor="medium", image=IMAGE, count=3)
     uuids = [i.uuid for i in insts]
     # Wait until they hold claims and are spawning on their hosts.
@@ -222,7 +214,7 @@ async def test_deleting_a_building_instance_releases_its_claim(
             )
     assert statuses == {("build", "cancelled"): 3, ("delete", "succeeded"): 3}
     # No guest left behind on any host.
-    await asyncio.sleep(FAULTS.spawn_delay + 0.5)
+    await asyncio.sleep(cloud.faults.spawn_delay + 0.5)
     for svc in cloud.computes.values():
         driver = svc.hooks[0].driver  # type: ignore[attr-defined]
         assert not set(driver.instances) & set(uuids)
@@ -279,7 +271,7 @@ async def test_a_failed_stop_is_rolled_back_with_a_fault(cloud: AllInOne, ctxt: 
     (inst,) = await cloud.api.create_servers(ctxt, name="p", flavor="small", image=IMAGE)
     await wait_tasks_done(cloud, [inst.uuid])
     (row,) = await cloud.instances([inst.uuid])
-    FAULTS.fail_power_hosts.add(row["host"])
+    cloud.faults.fail_power_hosts.add(row["host"])
     await cloud.api.stop_server(ctxt, inst.uuid)
     await wait_tasks_done(cloud, [inst.uuid])
     (row,) = await cloud.instances([inst.uuid])

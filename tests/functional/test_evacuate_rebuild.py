@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from nubes.compute.host import ComputeHost
 from nubes.compute.launcher import compute_service
 from nubes.compute.repair import Row
-from nubes.compute.virt.fake import FAULTS, FakeDriver
+from nubes.compute.virt.fake import FakeDriver
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, services, tasks
@@ -41,13 +41,6 @@ pytestmark = pytest.mark.timeout(120)
 
 IMAGE = {"id": "img-1", "properties": {}}
 NEW_IMAGE = {"id": "img-2", "properties": {}}
-
-
-@pytest.fixture(autouse=True)
-def _faults() -> Any:
-    FAULTS.reset()
-    yield FAULTS
-    FAULTS.reset()
 
 
 @pytest.fixture
@@ -263,7 +256,7 @@ async def bring_back(cloud: AllInOne, host: str, hypervisor: FakeDriver) -> Comp
     await svc.start()
     node: ComputeHost = svc.hooks[0]  # type: ignore[assignment]
     deadline = time.monotonic() + 20
-    while not node.manager.ready.is_set():
+    while not node.manager.runner.ready.is_set():
         assert time.monotonic() < deadline, "the host did not finish its start"
         await asyncio.sleep(0.05)
     return node
@@ -313,7 +306,7 @@ async def test_rebuild_of_a_stopped_instance_stays_stopped(cloud: AllInOne, ctxt
 async def test_a_failed_rebuild_ends_in_error_with_a_fault(cloud: AllInOne, ctxt: RequestContext):
     row = await boot(cloud, ctxt)
     uuid, host = row["uuid"], row["host"]
-    FAULTS.fail_next["spawn"] = 1
+    cloud.faults.fail_next["spawn"] = 1
     await rebuild(cloud, ctxt, uuid, NEW_IMAGE)
     await cloud.wait_tasks([uuid])
 
@@ -430,7 +423,7 @@ async def test_evacuate_failing_on_the_destination_rolls_back(
     row = await boot(cloud, ctxt)
     uuid, source = row["uuid"], row["host"]
     kept = await take_down(cloud, source)
-    FAULTS.fail_next["spawn"] = 1
+    cloud.faults.fail_next["spawn"] = 1
     mid = await evacuate(cloud, ctxt, uuid)
     await cloud.wait_tasks([uuid])
 
@@ -455,7 +448,7 @@ async def test_evacuate_whose_destination_reports_too_late_rolls_back(
         uuid, source = row["uuid"], row["host"]
         (dest,) = set(cloud.computes) - {source}
         kept = await take_down(cloud, source)
-        FAULTS.spawn_delay = 2.0
+        cloud.faults.spawn_delay = 2.0
         mid = await evacuate(cloud, ctxt, uuid)
         await cloud.wait_tasks([uuid])
         await _check_rolled_back(cloud, kept, uuid, source, mid, f"{dest} did not report rebuild")
@@ -473,7 +466,7 @@ async def test_evacuate_past_its_deadline_rolls_back(tmp_path: Path, ctxt: Reque
         uuid, source = row["uuid"], row["host"]
         (dest,) = set(cloud.computes) - {source}
         kept = await take_down(cloud, source)
-        FAULTS.spawn_delay = 2.0
+        cloud.faults.spawn_delay = 2.0
         mid = await evacuate(cloud, ctxt, uuid, deadline=1.0)
         await cloud.wait_tasks([uuid])
         await _check_rolled_back(
@@ -491,7 +484,7 @@ async def _both_steps_ended(cloud: AllInOne, host: str) -> None:
     """Until the host finished two steps (the evacuation's rebuild and rollback)."""
     node: ComputeHost = cloud.computes[host].hooks[0]  # type: ignore[assignment]
     deadline = time.monotonic() + 10
-    while len(node.manager.steps) < 2:
+    while len(node.manager.runner.steps) < 2:
         assert time.monotonic() < deadline, f"{host} did not finish both steps"
         await asyncio.sleep(0.1)
 
@@ -501,7 +494,7 @@ async def test_rebuild_past_its_deadline_ends_in_error(tmp_path: Path, ctxt: Req
     try:
         row = await boot(cloud, ctxt)
         uuid = row["uuid"]
-        FAULTS.spawn_delay = 2.0
+        cloud.faults.spawn_delay = 2.0
         await rebuild(cloud, ctxt, uuid, NEW_IMAGE, deadline=1.0)
         await cloud.wait_tasks([uuid])
         after = await instance(cloud, uuid)
@@ -558,13 +551,13 @@ async def test_each_rebuild_driver_call_failing_once_ends_consistent(
     if stopped:
         await cloud.api.stop_server(ctxt, uuid)
         await cloud.wait_tasks([uuid])
-    FAULTS.fail_next[call] = 1
+    cloud.faults.fail_next[call] = 1
     await rebuild(cloud, ctxt, uuid, NEW_IMAGE)
     await cloud.wait_tasks([uuid])
 
     after = await instance(cloud, uuid)
     assert (after["vm_state"], after["task_state"], after["host"]) == ("error", None, host)
-    assert FAULTS.fail_next[call] == 0, f"{call} was never called"
+    assert cloud.faults.fail_next[call] == 0, f"{call} was never called"
     assert any("injected" in m for m in await faults(cloud, uuid))
     assert (await last_task(cloud, uuid))["status"] == TaskStatus.FAILED
     assert list(await claims(cloud)) == [uuid]
@@ -591,13 +584,13 @@ async def test_each_evacuate_driver_call_failing_once_ends_consistent(
     kept = await take_down(cloud, source)
     if call == "destroy":
         # The rollback's destroy fails once after the spawn failed once.
-        FAULTS.fail_next.update({"spawn": 1, "destroy": 1})
+        cloud.faults.fail_next.update({"spawn": 1, "destroy": 1})
     else:
-        FAULTS.fail_next[call] = 1
+        cloud.faults.fail_next[call] = 1
     mid = await evacuate(cloud, ctxt, uuid)
     await cloud.wait_tasks([uuid])
 
-    assert FAULTS.fail_next[call] == 0, f"{call} was never called"
+    assert cloud.faults.fail_next[call] == 0, f"{call} was never called"
     after = await instance(cloud, uuid)
     mig = await migration(cloud, mid)
     assert after["task_state"] is None

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from sqlalchemy import select
 
-from nubes.compute.virt.fake import FAULTS, FakeDriver
+from nubes.compute.virt.fake import FakeDriver
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
@@ -40,13 +40,6 @@ IMAGE = {"id": "img-1", "properties": {}}
 ACTION = "live-migration"
 CANCEL_ACTION = "live_migration_cancel"
 FORCE_ACTION = "live_migration_force_complete"
-
-
-@pytest.fixture(autouse=True)
-def _faults() -> Any:
-    FAULTS.reset()
-    yield FAULTS
-    FAULTS.reset()
 
 
 def _ctxt() -> RequestContext:
@@ -331,7 +324,7 @@ async def test_a_named_host_that_cannot_take_it_is_no_valid_host(cloud: AllInOne
 
 
 async def test_progress_lands_on_the_migration_and_the_instance(cloud: AllInOne) -> None:
-    FAULTS.migration_delay = 2.0
+    cloud.faults.migration_delay = 2.0
     source = await _boot(cloud)
     migration_id = await live_migrate(cloud, source["uuid"])
 
@@ -362,10 +355,10 @@ BEFORE_THE_COPY = [
 @pytest.mark.parametrize("call", BEFORE_THE_COPY)
 async def test_a_failing_driver_call_rolls_back_to_the_source(cloud: AllInOne, call: str) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_next[call] = 1
+    cloud.faults.fail_next[call] = 1
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_rolled_back(cloud, source, migration_id, fault="injected")
-    assert FAULTS.fail_next[call] == 0
+    assert cloud.faults.fail_next[call] == 0
     # Nothing is left half done: the next live migration works.
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_moved(cloud, source, migration_id)
@@ -373,7 +366,7 @@ async def test_a_failing_driver_call_rolls_back_to_the_source(cloud: AllInOne, c
 
 async def test_a_migration_failing_halfway_rolls_back(cloud: AllInOne) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_live_migration_hosts.add(source["host"])
+    cloud.faults.fail_live_migration_hosts.add(source["host"])
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_rolled_back(cloud, source, migration_id, fault="failed halfway")
     events = await _events(cloud, source["uuid"])
@@ -384,8 +377,8 @@ async def test_a_migration_failing_halfway_rolls_back(cloud: AllInOne) -> None:
 
 async def test_a_failing_rollback_is_retried(cloud: AllInOne) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_next["pre_live_migration"] = 1
-    FAULTS.fail_next["rollback_live_migration_at_destination"] = 1
+    cloud.faults.fail_next["pre_live_migration"] = 1
+    cloud.faults.fail_next["rollback_live_migration_at_destination"] = 1
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_rolled_back(cloud, source, migration_id, fault="injected")
     task = await _task(cloud, source["uuid"])
@@ -394,8 +387,8 @@ async def test_a_failing_rollback_is_retried(cloud: AllInOne) -> None:
 
 async def test_a_rollback_that_keeps_failing_still_ends_on_the_source(cloud: AllInOne) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_next["pre_live_migration"] = 1
-    FAULTS.fail_calls["rollback_live_migration_at_destination"] = {"*"}
+    cloud.faults.fail_next["pre_live_migration"] = 1
+    cloud.faults.fail_calls["rollback_live_migration_at_destination"] = {"*"}
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_rolled_back(cloud, source, migration_id, fault="injected")
     task = await _task(cloud, source["uuid"])
@@ -408,10 +401,10 @@ async def test_a_failing_call_after_the_copy_is_retried_forwards(
     cloud: AllInOne, call: str
 ) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_next[call] = 1
+    cloud.faults.fail_next[call] = 1
     migration_id = await live_migrate(cloud, source["uuid"])
     await _assert_moved(cloud, source, migration_id, clean=False)
-    assert FAULTS.fail_next[call] == 0
+    assert cloud.faults.fail_next[call] == 0
     task = await _task(cloud, source["uuid"])
     step = "post_dest" if call == "post_live_migration_at_destination" else "post_source"
     assert task["payload"]["tries"][step] == 2
@@ -419,7 +412,7 @@ async def test_a_failing_call_after_the_copy_is_retried_forwards(
 
 async def test_a_destination_that_never_adopts_leaves_an_error_there(cloud: AllInOne) -> None:
     source = await _boot(cloud)
-    FAULTS.fail_calls["post_live_migration_at_destination"] = {"*"}
+    cloud.faults.fail_calls["post_live_migration_at_destination"] = {"*"}
     migration_id = await live_migrate(cloud, source["uuid"])
     await cloud.wait_tasks([source["uuid"]])
     (row,) = await cloud.instances([source["uuid"]])
@@ -433,7 +426,7 @@ async def test_a_destination_that_never_adopts_leaves_an_error_there(cloud: AllI
 
 
 async def test_the_deadline_during_the_copy_aborts_and_rolls_back(cloud: AllInOne) -> None:
-    FAULTS.migration_delay = 30.0
+    cloud.faults.migration_delay = 30.0
     source = await _boot(cloud)
     started = time.monotonic()
     migration_id = await live_migrate(cloud, source["uuid"], deadline=1.5)
@@ -453,7 +446,7 @@ async def test_a_silent_source_is_told_to_stop_and_rolled_back(tmp_path: Path) -
     cloud = await _start(tmp_path, conductor={"compute_step_timeout": 1.5})
     try:
         source = await _boot(cloud)
-        FAULTS.migration_delay = 30.0  # far longer than the conductor waits for a report
+        cloud.faults.migration_delay = 30.0  # far longer than the conductor waits for a report
         migration_id = await live_migrate(cloud, source["uuid"])
         await _assert_rolled_back(cloud, source, migration_id, fault="did not report")
         # Whatever the source was doing, it was told to stop (not left to finish).
@@ -470,7 +463,7 @@ async def test_a_conductor_dying_mid_copy_is_taken_over(tmp_path: Path) -> None:
     cloud = await _start(tmp_path, conductors=2, conductor={"task_lease_seconds": 1.5})
     try:
         source = await _boot(cloud)
-        FAULTS.migration_delay = 3.0
+        cloud.faults.migration_delay = 3.0
         migration_id = await live_migrate(cloud, source["uuid"])
 
         async def copying() -> dict[str, Any] | None:
@@ -570,7 +563,7 @@ async def test_notifications(tmp_path: Path) -> None:
         ]
         seen.clear()
         (source,) = await cloud.instances([source["uuid"]])  # where it runs now
-        FAULTS.fail_next["pre_live_migration"] = 1
+        cloud.faults.fail_next["pre_live_migration"] = 1
         migration_id = await live_migrate(cloud, source["uuid"])
         await _assert_rolled_back(cloud, source, migration_id, fault="injected")
         await asyncio.sleep(0.2)
@@ -601,7 +594,7 @@ async def test_notifications(tmp_path: Path) -> None:
 
 
 async def test_abort_mid_migration_cancels_it(cloud: AllInOne) -> None:
-    FAULTS.migration_delay = 30.0
+    cloud.faults.migration_delay = 30.0
     source = await _boot(cloud)
     migration_id = await live_migrate(cloud, source["uuid"])
 
@@ -727,7 +720,7 @@ async def test_abort_during_the_source_check_undoes_at_the_destination(cloud: Al
 
 
 async def test_force_complete_finishes_it_now(cloud: AllInOne) -> None:
-    FAULTS.migration_delay = 60.0
+    cloud.faults.migration_delay = 60.0
     source = await _boot(cloud)
     migration_id = await live_migrate(cloud, source["uuid"])
 
@@ -761,7 +754,7 @@ async def test_through_the_api_migrate_abort_and_migrate_again(cloud: AllInOne) 
     from nubes.api.moves import MovesAPI
 
     api = MovesAPI(cloud.db, cloud.api.conductor, conf=cloud.conf)
-    FAULTS.migration_delay = 30.0
+    cloud.faults.migration_delay = 30.0
     source = await _boot(cloud)
     uuid = source["uuid"]
     await api.live_migrate_server(_ctxt(), uuid)
@@ -785,7 +778,7 @@ async def test_through_the_api_migrate_abort_and_migrate_again(cloud: AllInOne) 
     cancel = await _events(cloud, uuid, CANCEL_ACTION)
     assert cancel == [("compute_live_migration_abort", "Success", source["host"])]
 
-    FAULTS.migration_delay = 0.0
+    cloud.faults.migration_delay = 0.0
     target = sorted(set(cloud.computes) - {source["host"]})[0]
     await api.live_migrate_server(_ctxt(), uuid, host=target)
     async with cloud.db.reader() as conn:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from nubes.api.moves import MovesAPI
 from nubes.compute.host import ComputeHost
-from nubes.compute.virt.fake import FAULTS, FakeDriver
+from nubes.compute.virt.fake import FakeDriver
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
@@ -38,13 +38,6 @@ FLAVORS = {
     "medium": (2, 1024, 2),
     "huge": (1000, 1024, 1),
 }
-
-
-@pytest.fixture(autouse=True)
-def _faults() -> Any:
-    FAULTS.reset()
-    yield FAULTS
-    FAULTS.reset()
 
 
 @pytest.fixture
@@ -203,7 +196,7 @@ async def test_deleting_a_resized_instance_leaves_nothing_behind(
     assert row["vm_state"] == "resized"
     drivers = moves.drivers()
     assert uuid in drivers[source].kept
-    await moves.api.delete_server(ctxt, uuid)
+    await moves.cloud.api.delete_server(ctxt, uuid)
     row = await moves.settle(uuid)
     assert row["vm_state"] == "deleted"
     assert await moves.claims() == {}
@@ -412,7 +405,7 @@ async def _move(moves: Moves, ctxt: RequestContext, operation: str, uuid: str) -
         await moves.api.resize_server(ctxt, uuid, "medium")
         await moves.settle(uuid)
         if operation == "confirm":
-            FAULTS.fail_next["confirm_migration"] = 1
+            moves.cloud.faults.fail_next["confirm_migration"] = 1
             await moves.api.confirm_resize(ctxt, uuid)
         else:
             await moves.api.revert_resize(ctxt, uuid)
@@ -435,10 +428,10 @@ async def test_a_driver_call_failing_once_ends_consistent(
         await moves.cloud.api.stop_server(ctxt, uuid)
         await moves.settle(uuid)
     if operation in ("migrate", "resize", "revert"):
-        FAULTS.fail_next[call] = 1
+        moves.cloud.faults.fail_next[call] = 1
     await _move(moves, ctxt, operation, uuid)
     row = await moves.settle(uuid)
-    assert FAULTS.fail_next[call] == 0, "the call never failed"
+    assert moves.cloud.faults.fail_next[call] == 0, "the call never failed"
 
     mig = await moves.migration(uuid)
     host = source if ends_on == "source" else mig["dest_compute"]
@@ -468,7 +461,9 @@ async def test_a_driver_call_failing_once_ends_consistent(
 async def test_a_rollback_call_failing_once_is_tried_again(moves: Moves, ctxt: RequestContext):
     row = await moves.boot(ctxt)
     uuid, source = row["uuid"], row["host"]
-    FAULTS.fail_next.update({"finish_migration": 1, "destroy": 1, "finish_revert_migration": 1})
+    moves.cloud.faults.fail_next.update(
+        {"finish_migration": 1, "destroy": 1, "finish_revert_migration": 1}
+    )
     await moves.api.resize_server(ctxt, uuid, "medium")
     row = await moves.settle(uuid)
     assert (row["vm_state"], row["host"]) == ("active", source)
@@ -493,8 +488,8 @@ async def test_a_source_that_cannot_bring_the_guest_back_leaves_error_there(
 ):
     row = await moves.boot(ctxt)
     uuid, source = row["uuid"], row["host"]
-    FAULTS.fail_next["finish_migration"] = 1
-    FAULTS.fail_calls["finish_revert_migration"] = {"*"}
+    moves.cloud.faults.fail_next["finish_migration"] = 1
+    moves.cloud.faults.fail_calls["finish_revert_migration"] = {"*"}
     await moves.api.migrate_server(ctxt, uuid)
     row = await moves.settle(uuid)
     assert (row["vm_state"], row["task_state"], row["host"]) == ("error", None, source)
@@ -511,7 +506,7 @@ async def test_a_revert_the_destination_cannot_do_leaves_error_there(
     uuid = (await moves.boot(ctxt))["uuid"]
     await moves.api.resize_server(ctxt, uuid, "medium")
     dest = (await moves.settle(uuid))["host"]
-    FAULTS.fail_calls["destroy"] = {dest}
+    moves.cloud.faults.fail_calls["destroy"] = {dest}
     await moves.api.revert_resize(ctxt, uuid)
     row = await moves.settle(uuid)
     assert (row["vm_state"], row["task_state"], row["host"]) == ("error", None, dest)
@@ -525,7 +520,7 @@ async def test_a_migration_past_its_deadline_is_rolled_back(tmp_path: Path, ctxt
     try:
         row = await moves.boot(ctxt)
         uuid, source = row["uuid"], row["host"]
-        FAULTS.migration_delay = 2.0
+        moves.cloud.faults.migration_delay = 2.0
         await moves.api.migrate_server(ctxt, uuid)
         row = await moves.settle(uuid)
         assert (row["vm_state"], row["task_state"], row["host"]) == ("active", None, source)
@@ -565,7 +560,7 @@ async def test_a_move_goes_on_when_its_conductor_stops(tmp_path: Path, ctxt: Req
     try:
         row = await moves.boot(ctxt)
         uuid, source = row["uuid"], row["host"]
-        FAULTS.migration_delay = 1.0
+        moves.cloud.faults.migration_delay = 1.0
         await moves.api.resize_server(ctxt, uuid, "medium")
         # Wait until the source is copying, then stop the conductor driving it.
         deadline = asyncio.get_running_loop().time() + 20
@@ -610,7 +605,7 @@ async def test_notifications_of_a_failed_resize_and_a_failed_migration(
     try:
         row = await moves.boot(ctxt)
         uuid, source = row["uuid"], row["host"]
-        FAULTS.fail_next["finish_migration"] = 1
+        moves.cloud.faults.fail_next["finish_migration"] = 1
         await moves.api.resize_server(ctxt, uuid, "medium")
         await moves.settle(uuid)
         dest = (await moves.migration(uuid))["dest_compute"]

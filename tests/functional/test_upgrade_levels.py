@@ -101,7 +101,7 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
 def _conductor_client(cloud: AllInOne, host: str) -> Any:
     """The client compute host ``host`` sends the conductors with."""
     (node,) = cloud.computes[host].hooks
-    return node.manager.conductor.client  # type: ignore[attr-defined]
+    return node.manager.runner.conductor.client  # type: ignore[attr-defined]
 
 
 async def _api_state(cloud: AllInOne) -> ApiState:

@@ -14,17 +14,24 @@ import pytest
 
 from nubes import access, exception
 from nubes.compute import authz as compute_authz
+from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
+from nubes.compute.rebuild import RebuildSteps
+from nubes.compute.resize import ResizeSteps
 from nubes.conductor import authz as conductor_authz
 from nubes.conductor.manager import ConductorManager
 from nubes.rpc.server import BaseAPI
 from nubes.scheduler import authz as scheduler_authz
 from nubes.scheduler.manager import SchedulerManager
 
-SERVICES = {
-    "compute": (ComputeManager, compute_authz.METHOD_RULES),
-    "scheduler": (SchedulerManager, scheduler_authz.METHOD_RULES),
-    "conductor": (ConductorManager, conductor_authz.METHOD_RULES),
+#: Each service's endpoint classes (a compute host serves its manager and its step groups).
+SERVICES: dict[str, tuple[tuple[type, ...], access.MethodRules]] = {
+    "compute": (
+        (ComputeManager, ResizeSteps, LiveMigrationSteps, RebuildSteps),
+        compute_authz.METHOD_RULES,
+    ),
+    "scheduler": ((SchedulerManager,), scheduler_authz.METHOD_RULES),
+    "conductor": ((ConductorManager,), conductor_authz.METHOD_RULES),
 }
 #: One identity of every binary, and the binary it is.
 IDENTITIES = {
@@ -38,9 +45,10 @@ IDENTITIES = {
 NOT_SERVED = {"close"}
 
 
-def _served(cls: type) -> set[tuple[str | None, str]]:
+def _served(classes: tuple[type, ...]) -> set[tuple[str | None, str]]:
     names = {
         n
+        for cls in classes
         for n in dir(cls)
         if not n.startswith("_") and inspect.iscoroutinefunction(getattr(cls, n))
     }
@@ -54,9 +62,10 @@ def _served(cls: type) -> set[tuple[str | None, str]]:
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_every_method_a_service_serves_has_a_rule(service: str):
-    cls, rules = SERVICES[service]
-    assert set(rules.rules) == _served(cls)
-    assert cls.RPC_METHOD_RULES is rules  # type: ignore[attr-defined]
+    classes, rules = SERVICES[service]
+    assert set(rules.rules) == _served(classes)
+    for cls in classes:
+        assert cls.RPC_METHOD_RULES is rules  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -15,6 +17,11 @@ from nubes.api.validation import query_int
 from nubes.context import RequestContext
 
 PREFIX = "/compute/v2.1"
+
+
+#: A server action's handler: (request, the server's row, the body) -> its answer,
+#: or None for Nova's usual 202 with no body.
+ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
 
 
 def state(request: Request) -> ApiState:
@@ -80,3 +87,13 @@ def bad_request(reason: str) -> exception.Invalid:
 
 def not_found(reason: str) -> exception.NotFound:
     return exception.NotFound(message=reason)
+
+
+def parse_time(name: str, raw: str) -> dt.datetime:
+    """A ``changes-since`` style filter value as an aware UTC datetime (naive is UTC;
+    a ``+`` of the offset may arrive as a space, unescaped from the query string)."""
+    try:
+        stamp = dt.datetime.fromisoformat(raw.strip().replace(" ", "+"))
+    except ValueError:
+        raise bad_request(f"Invalid filter field: {name}.") from None
+    return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)

@@ -6,10 +6,10 @@ import datetime as dt
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import liveness
 from nubes.db.api import groups, services
+from nubes.db.engine import Connection
 
 #: What the API calls a binary, from what the services table records.
 BINARY_PREFIX = "nubes-"
@@ -30,13 +30,7 @@ def internal_binary(name: str) -> str:
 
 def is_up(row: dict[str, Any], conf: cfg.ConfigOpts, now: dt.datetime | None = None) -> bool:
     """Nova's rule (:mod:`nubes.liveness`) on a row of ``get_all_with_last_seen``."""
-    return liveness.is_up(
-        forced_down=bool(row.get("forced_down")),
-        last_seen=row.get("last_seen_at"),
-        created_at=row.get("created_at"),
-        down_time=conf.service_down_time,
-        now=now,
-    )
+    return liveness.row_is_up(row, conf.service_down_time, now)
 
 
 def updated_at(row: dict[str, Any]) -> dt.datetime | None:
@@ -45,7 +39,7 @@ def updated_at(row: dict[str, Any]) -> dt.datetime | None:
     return max(candidates) if candidates else row.get("created_at")
 
 
-async def host_zones(conn: AsyncConnection) -> dict[str, str]:
+async def host_zones(conn: Connection) -> dict[str, str]:
     """Host -> availability zone, for hosts in an aggregate that names one."""
     zones: dict[str, str] = {}
     for agg in await groups.aggregate_get_all(conn):
@@ -62,5 +56,5 @@ def zone_of(row: dict[str, Any], zones: dict[str, str], conf: cfg.ConfigOpts) ->
     return zones.get(row["host"], str(conf.api.default_availability_zone))
 
 
-async def all_services(conn: AsyncConnection, *, binary: str | None = None) -> list[dict[str, Any]]:
+async def all_services(conn: Connection, *, binary: str | None = None) -> list[dict[str, Any]]:
     return await services.get_all_with_last_seen(conn, binary=binary)

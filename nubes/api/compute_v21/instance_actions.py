@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api.compute_v21 import common
-from nubes.api.compute_v21.servers import _parse_time, get_server
+from nubes.api.compute_v21.servers import get_server
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View, nova_time
 from nubes.db.api import actions as actions_db
@@ -58,7 +58,7 @@ async def index(request: Request) -> Response:
         params = request.query_params
         since = params.get("changes-since")
         if since is not None:
-            stamp = _parse_time("changes-since", since)
+            stamp = common.parse_time("changes-since", since)
             rows = [r for r in rows if (r.get("updated_at") or r["created_at"]) >= stamp]
         marker = params.get("marker")
         if marker is not None:

@@ -27,7 +27,7 @@ from nubes.api import validation as v
 from nubes.api.compute_v21 import common
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.compute_v21.server_views import OMIT
-from nubes.api.compute_v21.servers import _parse_time, get_server
+from nubes.api.compute_v21.servers import get_server
 from nubes.api.microversion import APIVersion
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View, nova_time
@@ -143,7 +143,7 @@ async def index(request: Request) -> Response:
             since = params.get("changes-since")
             if since is not None:
                 try:
-                    filters["changes_since"] = _parse_time("changes-since", since)
+                    filters["changes_since"] = common.parse_time("changes-since", since)
                 except exception.Invalid:
                     raise _query_error(
                         "changes-since", since, f"'{since}' is not a 'date-time'"
@@ -174,15 +174,13 @@ def _require(request: Request, minimum: str) -> None:
 
 def _migration_id(request: Request) -> int:
     """The path's migration id; MigrationNotFoundForInstance for anything but a number."""
-    from nubes.api.moves import MigrationNotFoundForInstance
-
     raw = request.path_params["migration_id"]
     try:
         number = int(raw)
     except ValueError:
         number = -1
     if not 0 <= number <= v.MAX_INT:
-        raise MigrationNotFoundForInstance(
+        raise exception.MigrationNotFoundForInstance(
             migration_id=raw, instance_id=request.path_params["server_id"]
         )
     return number
@@ -239,8 +237,6 @@ async def server_delete(request: Request) -> Response:
 
 async def server_action(request: Request) -> Response:
     """``{"force_complete": null}``: finish a running live migration now."""
-    from nubes.api.moves import MigrationNotFoundForInstance
-
     _require(request, "2.22")
     body = await v.json_body(request)
     v.validate(body, schemas.FORCE_COMPLETE)
@@ -250,7 +246,7 @@ async def server_action(request: Request) -> Response:
         await _moves(request).force_complete_live_migration(
             common.ctx(request), row["uuid"], _migration_id(request)
         )
-    except MigrationNotFoundForInstance as exc:
+    except exception.MigrationNotFoundForInstance as exc:
         # Nova's force_complete answers an unknown migration with 400.
         raise common.bad_request(exc.message) from None
     return common.empty(202)

@@ -1,7 +1,7 @@
 """The server actions that move or rebuild a server: ``migrate``, ``resize``,
 ``confirmResize``, ``revertResize``, ``os-migrateLive``, ``evacuate``, ``rebuild``.
 
-Dispatched by :func:`nubes.api.compute_v21.servers.action`, which has
+Dispatched by :func:`nubes.api.compute_v21.server_actions.action`, which has
 already found the server (404 if the caller may not see it). Each handler
 validates the body against its schema for the request's version
 (:mod:`server_schemas`), checks Nova's default policy (admins migrate,
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, servers
+from nubes.api.compute_v21 import common, server_params, servers
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.compute_v21 import server_views as views
 from nubes.api.policy import Rule
@@ -100,12 +100,12 @@ async def _evacuate(request: Request, row: dict[str, Any], body: Any) -> Respons
     force = version.at_least("2.29") and v.parse_bool("force", evacuate.get("force", False))
     password: str | None
     if version.at_least("2.14"):
-        password = servers._password(evacuate)
+        password = server_params.password(evacuate)
     else:
         shared = v.parse_bool("onSharedStorage", evacuate["onSharedStorage"])
         if "adminPass" in evacuate and shared:
             raise common.bad_request("admin password can't be changed on existing disk")
-        password = None if shared else servers._password(evacuate)
+        password = None if shared else server_params.password(evacuate)
     await _api(request).evacuate_server(
         common.ctx(request), row["uuid"], evacuate.get("host"), force=force
     )
@@ -119,9 +119,9 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
     v.validate(body, schemas.REBUILD, version)
     common.authorize(request, "servers:rebuild", Rule.PROJECT_MEMBER, row["project_id"])
     rebuild = body["rebuild"]
-    password = servers._password(rebuild)
+    password = server_params.password(rebuild)
     values: dict[str, Any] = {}
-    sysmeta = servers._sysmeta_from(rebuild)
+    sysmeta = server_params.sysmeta_from(rebuild)
     if sysmeta:
         values["system_metadata"] = sysmeta
     if "description" in rebuild:
@@ -131,7 +131,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
             raise common.bad_request("Invalid key_name provided.")  # no keypairs yet
         values["key_name"] = None
     if "user_data" in rebuild:
-        values["user_data"] = servers._user_data(rebuild)
+        values["user_data"] = server_params.user_data(rebuild)
     updated = await _api(request).rebuild_server(
         common.ctx(request),
         row["uuid"],
@@ -154,7 +154,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
     return response
 
 
-ACTIONS: dict[str, servers.ActionHandler] = {
+ACTIONS: dict[str, common.ActionHandler] = {
     "migrate": _migrate,
     "resize": _resize,
     "confirmResize": _confirm_resize,

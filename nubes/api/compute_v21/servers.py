@@ -8,13 +8,8 @@ its existence is not revealed); readers may only read.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
 import re
-import secrets
-import string
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -23,23 +18,18 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import images as images_api
-from nubes.api import quotas
+from nubes.api import instance_rules, quotas
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, hosts
+from nubes.api.compute_v21 import common, hosts, server_params
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.compute_v21 import server_views as views
 from nubes.api.compute_v21.server_views import ServerContext
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
+from nubes.db.api import ReadDeleted
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import instances as instances_db
 from nubes.db.api import tags as tags_db
-from nubes.db.api._common import ReadDeleted
-from nubes.db.types import UTC
-
-#: Length of a generated admin password (Nova's [DEFAULT] password_length).
-PASSWORD_LENGTH = 12
-_PASSWORD_CHARS = string.ascii_letters + string.digits
 
 #: List filters every project member may use (Nova's _get_server_search_options).
 USER_FILTERS = ("reservation_id", "name", "status", "image", "flavor", "ip", "changes-since")
@@ -128,14 +118,6 @@ async def show(request: Request) -> Response:
 # --- listing -----------------------------------------------------------------------------
 
 
-def _parse_time(name: str, raw: str) -> dt.datetime:
-    try:
-        stamp = dt.datetime.fromisoformat(raw.strip().replace(" ", "+"))
-    except ValueError:
-        raise common.bad_request(f"Invalid filter field: {name}.") from None
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-
-
 def _all_tenants(request: Request) -> bool:
     raw = request.query_params.get("all_tenants")
     if raw is None:
@@ -206,7 +188,7 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
         elif key in ("ip", "ip6"):
             python["nothing"] = True  # no server has an address yet
         elif key == "changes-since":
-            sql["changes_since"] = _parse_time(key, value)
+            sql["changes_since"] = common.parse_time(key, value)
             if read_deleted == "no":
                 read_deleted = "yes"  # changes include deletions
         elif key in tags_db.FILTERS:
@@ -239,12 +221,12 @@ def _sort(request: Request) -> tuple[list[str], list[str]]:
     dirs = request.query_params.getlist("sort_dir")
     for d in dirs:
         if d not in ("asc", "desc"):
-            raise v.SchemaValidationError(
+            raise exception.SchemaValidationError(
                 field="sort_dir", value=d, reason=f"'{d}' is not one of ['asc', 'desc']"
             )
     for k in keys:
         if k not in schemas.SORT_KEYS:
-            raise v.SchemaValidationError(
+            raise exception.SchemaValidationError(
                 field="sort_key", value=k, reason=f"'{k}' is not a valid sort key"
             )
         if k in schemas.ADMIN_SORT_KEYS and not common.is_admin(request):
@@ -360,14 +342,6 @@ async def _image(request: Request, ref: str | None) -> dict[str, Any]:
         raise common.bad_request("Can not find requested image") from None
 
 
-def _check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
-    if flavor["memory_mb"] < (image.get("min_ram") or 0):
-        raise common.bad_request("Flavor's memory is too small for requested image.")
-    root_gb = flavor["root_gb"]
-    if root_gb and root_gb < (image.get("min_disk") or 0):
-        raise common.bad_request("Flavor's disk is too small for requested image.")
-
-
 async def _check_zone(request: Request, zone: str) -> None:
     conf = common.state(request).conf
     # The primary: a zone an operator just made must be usable at once.
@@ -417,48 +391,6 @@ def _image_ref(server: Mapping[str, Any]) -> str | None:
     return ref
 
 
-def _user_data(server: Mapping[str, Any]) -> str | None:
-    data = server.get("user_data")
-    if data is None:
-        return None
-    try:
-        base64.b64decode(re.sub(r"\s", "", data), validate=True)
-    except (binascii.Error, ValueError):
-        raise common.bad_request("Userdata content cannot be decoded") from None
-    return str(data)
-
-
-def _personality(server: Mapping[str, Any]) -> list[tuple[str, bytes]]:
-    """The personality files as (path, decoded contents), for their quotas."""
-    files = []
-    for item in server.get("personality") or []:
-        path = str(item.get("path") or "")
-        try:
-            data = base64.b64decode(re.sub(r"\s", "", item.get("contents") or ""), validate=True)
-        except (binascii.Error, ValueError):
-            raise common.bad_request(f"Personality content for {path} cannot be decoded") from None
-        files.append((path, data))
-    return files
-
-
-def _password(server: Mapping[str, Any]) -> str:
-    given = server.get("adminPass")
-    if given:
-        return str(given)
-    return "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(PASSWORD_LENGTH))
-
-
-def _sysmeta_from(server: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if "accessIPv4" in server:
-        out["access_ip_v4"] = server["accessIPv4"]
-    if "accessIPv6" in server:
-        out["access_ip_v6"] = server["accessIPv6"]
-    if "OS-DCF:diskConfig" in server:
-        out["disk_config"] = server["OS-DCF:diskConfig"]
-    return out
-
-
 async def create(request: Request) -> Response:
     ctxt = common.ctx(request)
     common.authorize(request, "servers:create", Rule.PROJECT_MEMBER, ctxt.project_id)
@@ -476,8 +408,8 @@ async def create(request: Request) -> Response:
     for group in server.get("security_groups") or []:
         if group.get("name") not in (None, "default"):
             raise common.bad_request(f"Security group {group.get('name')} not found.")
-    user_data = _user_data(server)
-    files = _personality(server)
+    user_data = server_params.user_data(server)
+    files = server_params.personality(server)
     if files:
         state = common.state(request)
         async with state.db.reader() as conn:
@@ -486,13 +418,13 @@ async def create(request: Request) -> Response:
             )
     flavor = await _flavor(request, server["flavorRef"])
     image = await _image(request, _image_ref(server))
-    _check_image_fits(image, flavor)
+    instance_rules.check_image_fits(image, flavor)
     zone = server.get("availability_zone")
     if zone:
         await _check_zone(request, zone)
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     group = hints.get("group")
-    password = _password(server)
+    password = server_params.password(server)
     instances = await _api(request).create_servers(
         ctxt,
         name=server["name"],
@@ -507,7 +439,7 @@ async def create(request: Request) -> Response:
         group=str(group) if group else None,
         user_data=user_data,
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
-        system_metadata=_sysmeta_from(server),
+        system_metadata=server_params.sysmeta_from(server),
         tags=list(server.get("tags") or []),
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
@@ -544,7 +476,7 @@ async def update(request: Request) -> Response:
         values["display_name"] = server["name"]
     if "description" in server:
         values["display_description"] = server["description"]
-    sysmeta = _sysmeta_from(server)
+    sysmeta = server_params.sysmeta_from(server)
     if sysmeta:
         values["system_metadata"] = sysmeta
     row = await _api(request).update_server(common.ctx(request), row["uuid"], values)
@@ -562,78 +494,6 @@ async def delete(request: Request) -> Response:
 # --- actions -------------------------------------------------------------------------------
 
 
-async def _stop(request: Request, row: dict[str, Any], body: Any) -> None:
-    common.authorize(request, "servers:stop", Rule.PROJECT_MEMBER, row["project_id"])
-    await _api(request).stop_server(common.ctx(request), row["uuid"])
-
-
-async def _start(request: Request, row: dict[str, Any], body: Any) -> None:
-    common.authorize(request, "servers:start", Rule.PROJECT_MEMBER, row["project_id"])
-    await _api(request).start_server(common.ctx(request), row["uuid"])
-
-
-async def _reboot(request: Request, row: dict[str, Any], body: Any) -> None:
-    v.validate(body, schemas.REBOOT)
-    common.authorize(request, "servers:reboot", Rule.PROJECT_MEMBER, row["project_id"])
-    kind = body["reboot"]["type"].upper()
-    await _api(request).reboot_server(common.ctx(request), row["uuid"], kind)
-
-
-async def _lock(request: Request, row: dict[str, Any], body: Any) -> None:
-    common.authorize(request, "os-lock-server:lock", Rule.PROJECT_MEMBER, row["project_id"])
-    await _api(request).lock_server(common.ctx(request), row["uuid"])
-
-
-async def _unlock(request: Request, row: dict[str, Any], body: Any) -> None:
-    common.authorize(request, "os-lock-server:unlock", Rule.PROJECT_MEMBER, row["project_id"])
-    await _api(request).unlock_server(
-        common.ctx(request), row["uuid"], may_override=common.is_admin(request)
-    )
-
-
-async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None:
-    common.authorize(request, "os-admin-actions:reset_state", Rule.ADMIN)
-    v.validate(body, schemas.RESET_STATE)
-    await _api(request).reset_state(
-        common.ctx(request), row["uuid"], body["os-resetState"]["state"]
-    )
-
-
-#: A server action's handler: (request, the server's row, the body) -> its answer,
-#: or None for Nova's usual 202 with no body.
-ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
-
-ACTIONS: dict[str, ActionHandler] = {
-    "os-stop": _stop,
-    "os-start": _start,
-    "reboot": _reboot,
-    "lock": _lock,
-    "unlock": _unlock,
-    "os-resetState": _reset_state,
-}
-
-
-async def action(request: Request) -> Response:
-    body = await v.json_body(request)
-    if not isinstance(body, dict) or len(body) != 1:
-        raise v.MalformedBody(reason="the body must hold exactly one action")
-    (name,) = body
-    handler = _handler(name)
-    if handler is None:
-        raise common.bad_request(f"There is no such action: {name}")
-    row = await get_server(request, request.path_params["server_id"])
-    response = await handler(request, row, body)
-    return response if response is not None else common.empty(202)
-
-
-def _handler(name: str) -> ActionHandler | None:
-    # The move actions' module imports this one (server_context, passwords),
-    # hence the import here rather than at the top.
-    from nubes.api.compute_v21 import server_moves
-
-    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
-
-
 ROUTES = [
     Route("/servers", index, methods=["GET"]),
     Route("/servers", create, methods=["POST"]),
@@ -641,5 +501,4 @@ ROUTES = [
     Route("/servers/{server_id}", show, methods=["GET"]),
     Route("/servers/{server_id}", update, methods=["PUT"]),
     Route("/servers/{server_id}", delete, methods=["DELETE"]),
-    Route("/servers/{server_id}/action", action, methods=["POST"]),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,8 +13,7 @@ from nubes.api import validation as v
 from nubes.api.compute_v21 import common, hosts
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View, nova_time
-from nubes.db.api import compute_nodes, services
-from nubes.db.models import instances
+from nubes.db.api import compute_nodes, instances, services
 
 VIEW = View(
     Field("id", lambda r, _: r["id"], max="2.52"),
@@ -173,12 +171,7 @@ async def delete(request: Request) -> Response:
     row = await _find(request, request.path_params["service_id"])
     async with common.state(request).db.writer() as conn:
         if row["binary"] == "compute":
-            hosting = await conn.scalar(
-                select(func.count())
-                .select_from(instances)
-                .where(instances.c.host == row["host"], instances.c.deleted == 0)
-            )
-            if hosting:
+            if await instances.count_on_host(conn, row["host"]):
                 raise exception.Conflict(
                     message="Unable to delete compute service that is hosting instances. "
                     "Migrate or delete the instances first."

@@ -119,7 +119,7 @@ async def create(request: Request) -> Response:
         raise exception.Invalid(reason="the body must be a JSON object")
     for key in images.READ_ONLY:
         if key in body:
-            raise images.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+            raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
     validate(body, CREATE_SCHEMA)
     row = await images.create_image(_state(request).db, _ctx(request), body)
     return JSONResponse(
@@ -197,7 +197,7 @@ async def upload(request: Request) -> Response:
     state = _state(request)
     content_type = request.headers.get("content-type", "application/octet-stream")
     if content_type.split(";")[0].strip() != "application/octet-stream":
-        raise _UnsupportedMedia(content_type=content_type)
+        raise exception.UnsupportedMediaType(content_type=content_type)
     await images.upload(
         state.db,
         _ctx(request),
@@ -207,12 +207,6 @@ async def upload(request: Request) -> Response:
         size_cap=state.conf.api.image_size_cap,
     )
     return Response(status_code=204)
-
-
-class _UnsupportedMedia(exception.NubesError):
-    msg_fmt = "Content type %(content_type)s is not supported; use application/octet-stream."
-    code = 415
-    safe = True
 
 
 async def download(request: Request) -> Response:

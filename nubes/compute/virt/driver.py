@@ -38,14 +38,6 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int], Awaitable[None]]
 
 
-class LiveMigrationAborted(exception.VirtDriverError):
-    """:meth:`ComputeDriver.live_migration` stopped because
-    :meth:`ComputeDriver.live_migration_abort` asked it to; the guest still
-    runs on the source."""
-
-    msg_fmt = "Live migration of instance %(instance_uuid)s was aborted on %(host)s"
-
-
 @dataclasses.dataclass(slots=True)
 class InstanceInfo:
     """What the hypervisor says about one instance."""
@@ -56,6 +48,20 @@ class InstanceInfo:
     vcpus: int = 0
     #: CPU time used so far, nanoseconds.
     cpu_time_ns: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """The hypervisor saw an instance's guest change power (started, stopped,
+    paused ...), whoever caused it. A listener re-reads the power state
+    rather than trust the event: events of one guest may arrive late."""
+
+    instance_uuid: str
+    state: PowerState
+
+
+#: Called in the event loop with each lifecycle event; must not block.
+LifecycleListener = Callable[[LifecycleEvent], None]
 
 
 class ComputeDriver(abc.ABC):
@@ -70,6 +76,17 @@ class ComputeDriver(abc.ABC):
 
     def __init__(self, host: str) -> None:
         self.host = host
+        self._listener: LifecycleListener | None = None
+
+    def register_event_listener(self, listener: LifecycleListener | None) -> None:
+        """Call ``listener`` with every :class:`LifecycleEvent` from now on
+        (None: stop). A driver whose hypervisor has no events never calls it."""
+        self._listener = listener
+
+    def emit_event(self, event: LifecycleEvent) -> None:
+        """Hand ``event`` to the listener, if there is one (in the event loop)."""
+        if self._listener is not None:
+            self._listener(event)
 
     # -- host --------------------------------------------------------------
 
@@ -156,6 +173,16 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
         """Start a stopped guest. Succeeds when it already runs."""
+
+    async def get_console_output(self, instance: Instance) -> str:
+        """The end of the guest's serial console log (what
+        ``os-getConsoleOutput`` shows). Drivers without one refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="read the console of",
+            instance_uuid=instance.uuid,
+            reason="this driver keeps no console log",
+        )
 
     # -- cold migration and resize -------------------------------------------
 
@@ -279,7 +306,7 @@ class ComputeDriver(abc.ABC):
     async def live_migration_abort(self, instance: Instance) -> bool:
         """Source side: stop the live migration of ``instance`` that
         :meth:`live_migration` is running here. That call then raises
-        :class:`LiveMigrationAborted` and the guest keeps running here.
+        :class:`~nubes.exception.LiveMigrationAborted` and the guest keeps running here.
         Returns False when no live migration of the instance is in progress
         on this host (not begun yet, or over): nothing was done."""
 

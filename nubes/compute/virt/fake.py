@@ -2,12 +2,16 @@
 
 Cheap enough for thousands of hosts in one process: no sleeps unless a delay
 is configured, no per-call work beyond a dict operation. Failures are
-injected through a :class:`FakeFaults` registry, shared by every fake driver
-of the process unless one is given its own, so a test can say "spawn fails on
-host X" or "live migrations from Y fail halfway" while the cloud runs::
+injected through a :class:`FakeFaults` registry that whoever makes the
+drivers hands them (a fleet shares one; ``nubes.testing.allinone.AllInOne``
+has ``cloud.faults``), so a test can say "spawn fails on host X" or "live
+migrations from Y fail halfway" while the cloud runs::
 
-    FAULTS.fail_spawn_hosts.add("host-x")
+    cloud.faults.fail_spawn_hosts.add("host-x")
     driver.faults.fail_spawn = True          # every spawn on this driver's registry
+
+There is no process-wide registry: each cloud starts with its own, so no test
+leaves faults behind for the next one.
 
 A hypervisor keeps its guests when the compute agent restarts; so does a
 fake driver given a ``state_dir`` (``[fake_driver] state_path``; all-in-one
@@ -35,7 +39,6 @@ from nubes import exception
 from nubes.compute.virt.driver import (
     ComputeDriver,
     InstanceInfo,
-    LiveMigrationAborted,
     ProgressCallback,
 )
 from nubes.objects.states import PowerState
@@ -91,9 +94,16 @@ class FakeFaults:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(fresh, f.name))
 
-
-#: The registry fake drivers use unless given their own.
-FAULTS = FakeFaults()
+    @classmethod
+    def from_options(cls, opts: Any) -> FakeFaults:
+        """A registry with the ``[fake_driver]`` delays and failures of a config."""
+        return cls(
+            spawn_delay=opts.spawn_delay,
+            power_delay=opts.power_delay,
+            migration_delay=opts.migration_delay,
+            fail_spawn_hosts=set(opts.fail_spawn_hosts),
+            fail_live_migration_hosts=set(opts.fail_live_migration_hosts),
+        )
 
 
 @dataclasses.dataclass(slots=True)
@@ -191,7 +201,7 @@ class FakeDriver(ComputeDriver):
         self.vcpus = vcpus
         self.memory_mb = memory_mb
         self.local_gb = local_gb
-        self.faults = faults if faults is not None else FAULTS
+        self.faults = faults if faults is not None else FakeFaults()
         self.instances: dict[str, FakeInstance] = {}
         #: Instances kept after a resize or migration left, for a revert.
         self.kept: dict[str, FakeInstance] = {}
@@ -523,7 +533,7 @@ class FakeDriver(ComputeDriver):
                     async with asyncio.timeout(tick):
                         await job.wake.wait()
             if job.aborted:
-                raise LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
+                raise exception.LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
             if job.forced:
                 break
             percent = n * 100 // ticks

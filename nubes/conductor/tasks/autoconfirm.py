@@ -17,10 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
@@ -30,9 +27,7 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
-from nubes.db.api._common import live
-from nubes.db.engine import Database
-from nubes.db.models import migrations
+from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
 from nubes.objects.states import (
     MigrationStatus,
@@ -60,11 +55,9 @@ def interval(window: float, poll_interval: float) -> float:
     return min(max(window / 2, poll_interval), MAX_INTERVAL)
 
 
-async def _start_confirm(
-    conn: AsyncConnection, migration: dict[str, Any], deadline: dt.datetime
-) -> int | None:
+async def _start_confirm(conn: Connection, migration_id: int, deadline: dt.datetime) -> int | None:
     """Record the confirm of one migration; its task id, or None if it is no longer due."""
-    row = await migrations_api.get_by_id(conn, migration["id"])
+    row = await migrations_api.get_by_id(conn, migration_id)
     if row["status"] != MigrationStatus.FINISHED:
         return None
     uuid = row["instance_uuid"]
@@ -115,34 +108,27 @@ async def confirm_due(
     """Start confirming every migration finished more than ``window`` seconds
     ago; the ids of the tasks made."""
     now = now or utcnow()
-    m = migrations.c
-    stmt = (
-        select(m.id)
-        .where(
-            m.status == MigrationStatus.FINISHED.value,
-            m.migration_type.in_([MigrationType.MIGRATION.value, MigrationType.RESIZE.value]),
-            m.updated_at < now - dt.timedelta(seconds=window),
-            live(migrations),
-        )
-        .order_by(m.updated_at)
-        .limit(limit)
-    )
     async with db.reader() as conn:
-        due = [{"id": r[0]} for r in await conn.execute(stmt)]
+        due = await migrations_api.ids_finished_before(
+            conn,
+            now - dt.timedelta(seconds=window),
+            [MigrationType.MIGRATION.value, MigrationType.RESIZE.value],
+            limit,
+        )
     made: list[int] = []
     deadline = now + dt.timedelta(seconds=task_deadline)
-    for migration in due:
+    for migration_id in due:
         try:
             async with db.writer() as conn:
-                task_id = await _start_confirm(conn, migration, deadline)
+                task_id = await _start_confirm(conn, migration_id, deadline)
         except (exception.Conflict, exception.NotFound, exception.Invalid) as exc:
             # Another confirm (the user's, another conductor's) got there first.
-            LOG.debug("migration %s: not confirmed automatically: %s", migration["id"], exc)
+            LOG.debug("migration %s: not confirmed automatically: %s", migration_id, exc)
             continue
         if task_id is not None:
             LOG.info(
                 "migration %s unconfirmed for %ss: confirming it (task %s)",
-                migration["id"],
+                migration_id,
                 window,
                 task_id,
             )

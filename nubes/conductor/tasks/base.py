@@ -32,8 +32,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
@@ -43,6 +41,7 @@ from nubes.db import group_commit
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
 from nubes.db.types import utcnow
 
@@ -86,7 +85,7 @@ def steps(*writes: Writes | None) -> list[CommitPart]:
     return out
 
 
-async def run_writes(conn: AsyncConnection, *writes: Writes | None) -> None:
+async def run_writes(conn: Connection, *writes: Writes | None) -> None:
     """``writes`` in the caller's transaction, in order (for a step's own block)."""
     for w in steps(*writes):
         if isinstance(w, Write):
@@ -279,7 +278,7 @@ class Run:
 
     async def event(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         name: str,
         *,
         ok: bool = True,
@@ -290,7 +289,7 @@ class Run:
         for write in self.event_writes(name, ok=ok, details=details, host=host):
             await write.run(conn)
 
-    async def finish_action(self, conn: AsyncConnection, *, ok: bool = True) -> None:
+    async def finish_action(self, conn: Connection, *, ok: bool = True) -> None:
         """Record :meth:`finish_action_writes` in the caller's transaction."""
         for write in self.finish_action_writes(ok=ok):
             await write.run(conn)
@@ -332,7 +331,7 @@ class Run:
         ]
 
     async def fault(
-        self, conn: AsyncConnection, message: str, *, details: str | None = None, code: int = 500
+        self, conn: Connection, message: str, *, details: str | None = None, code: int = 500
     ) -> None:
         """Record an instance fault (the message cut to what the column keeps)."""
         if self.instance_uuid is None:

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
@@ -62,20 +61,13 @@ from nubes.conductor.tasks.payloads import Selection as ChosenHost
 from nubes.conductor.tasks.remove_guest import kick_created, remove_guest_writes
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
-from nubes.objects.states import TaskState, VMState
+from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
-#: task_states a build may find its instance in while it places or re-places it.
-_BUILD_TASK_STATES = (
-    TaskState.SCHEDULING,
-    TaskState.BLOCK_DEVICE_MAPPING,
-    TaskState.NETWORKING,
-    TaskState.SPAWNING,
-    None,
-)
 _SELECTION_FIELDS = tuple(ChosenHost.__struct_fields__)
 
 
@@ -194,7 +186,7 @@ class BuildTask(Task):
         values: dict[str, Any] = {"host": host, "node": node}
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
-        placement = set_instance(run, values, expected_task_state=_BUILD_TASK_STATES)
+        placement = set_instance(run, values, expected_task_state=BUILD_TASK_STATES)
         event = None
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
@@ -308,13 +300,13 @@ class BuildTask(Task):
             "node": None,
         }
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, event, ok=False, details=details or message)
             await run.finish_action(conn, ok=False)
 
         writes = chain(
-            set_instance(run, values, expected_task_state=_BUILD_TASK_STATES), history, cleanup
+            set_instance(run, values, expected_task_state=BUILD_TASK_STATES), history, cleanup
         )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
         kick_created(run)

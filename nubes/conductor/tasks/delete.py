@@ -26,8 +26,6 @@ Steps (see ``docs/tasks.md``):
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
@@ -44,6 +42,7 @@ from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.states import MigrationStatus, TaskState, VMState
 
 
@@ -148,7 +147,7 @@ class DeleteTask(Task):
             return await run.commit(Step.RELEASE)
         why = f"{outcome.host} could not remove the resize's source guest: {outcome.error}"
 
-        async def record(conn: AsyncConnection) -> None:
+        async def record(conn: Connection) -> None:
             await run.event(conn, "compute_confirm_resize", ok=False, details=why)
 
         return await run.commit(Step.RELEASE, writes=record)
@@ -163,7 +162,7 @@ class DeleteTask(Task):
             for migration in moves:
                 await self.engine.scheduler.release(run.ctxt, migration["uuid"])
 
-        async def destroy(conn: AsyncConnection) -> None:
+        async def destroy(conn: Connection) -> None:
             assert run.instance_uuid is not None
             try:
                 await instances_api.destroy(conn, run.instance_uuid)
@@ -174,13 +173,13 @@ class DeleteTask(Task):
 
     @staticmethod
     def _end_action(run: Run) -> Writes:
-        async def end(conn: AsyncConnection) -> None:
+        async def end(conn: Connection) -> None:
             await run.finish_action(conn)
 
         return end
 
     async def fail(self, run: Run, message: str) -> None:
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message)
             await run.event(conn, "conductor_delete_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)

@@ -14,10 +14,11 @@
   the same transaction, the instances of tasks whose first step starts by
   reading it (``Task.prefetch_instance_at``).
 - **Commits.** A step's end and what it wrote commit as one unit through
-  the database's group committer when the writes allow it (``UnitWrites``,
-  SQLite): many tasks' commits then share one transaction, each still all
-  or nothing and conditioned on its lease; otherwise in a transaction of
-  their own. Either way the commit is done before the next step starts.
+  the database's group committer when the writes allow it (every write a
+  ``group_commit.Write`` description, on SQLite or PostgreSQL; decided in
+  ``group_commit.commit`` alone): many tasks' commits then share one
+  transaction, each still all or nothing and conditioned on its lease;
+  otherwise in a transaction of their own. Either way the commit is done before the next step starts.
 - **Leases.** Every task this process holds, working or waiting for a
   compute host, has its lease renewed every third of
   ``task_lease_seconds`` in one transaction. A renewal that finds the lease
@@ -47,7 +48,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception, liveness
 
@@ -68,7 +68,7 @@ from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, 
 from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ class TaskEngine:
         return len(rows)
 
     async def _prefetch(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+        self, conn: Connection, rows: list[dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         """The instances of the claimed tasks whose first step reads it, in one query."""
         uuids = []

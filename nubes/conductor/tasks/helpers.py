@@ -6,11 +6,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Writes, steps
 from nubes.db.api import instances as instances_api
+from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
 from nubes.objects.instance import Instance
 
@@ -58,13 +57,13 @@ def set_instance(
     uuid = run.instance_uuid
     assert uuid is not None
 
-    async def missed(conn: AsyncConnection) -> None:
+    async def missed(conn: Connection) -> None:
         raise await _diagnose(conn, uuid)
 
     return instances_api.update_write(uuid, values, missed=missed, **kwargs)
 
 
-async def _diagnose(conn: AsyncConnection, uuid: str) -> Exception:
+async def _diagnose(conn: Connection, uuid: str) -> Exception:
     try:
         row = await instances_api.get_by_uuid(conn, uuid)
     except exception.InstanceNotFound as exc:

@@ -67,8 +67,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import (
@@ -95,6 +93,7 @@ from nubes.conductor.tasks.states import STEPS, Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -152,7 +151,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     where the migration is now, else ``fallback`` (a migration already final
     is left alone)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, moves.migration_id(run))
         if row["status"] not in _OPEN:
             return
@@ -164,7 +163,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
     return write
 
 
-async def _original_request(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any]:
+async def _original_request(conn: Connection, instance_uuid: str) -> dict[str, Any]:
     """What the instance was built with (image properties, hints) and its server group."""
     row = await instances_api.get_by_uuid(conn, instance_uuid)
     return await moves.scheduling_request(conn, instance_uuid, row["image_ref"])
@@ -463,7 +462,7 @@ class LiveMigrateTask(Task):
         vm_state = payload.vm_state if adopted else VMState.ERROR
         message = "; ".join(e.error for e in errors)
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             if errors:
                 await run.fault(conn, message)
             await run.event(conn, EVENT, ok=not errors, details=message or None)
@@ -554,7 +553,7 @@ class LiveMigrateTask(Task):
             status = TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED
         details = "\n".join(filter(None, [message, rollback.details]))
 
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message, details=details)
             await run.event(conn, EVENT, ok=False, details=details)
             await run.finish_action(conn, ok=False)
@@ -672,7 +671,7 @@ class LiveMigrateTask(Task):
         """
         ident = moves.migration_id(run)
 
-        async def look(conn: AsyncConnection) -> None:
+        async def look(conn: Connection) -> None:
             row = await migrations_api.get_by_id(conn, ident)
             cancelling = row["status"] == _M.CANCELLING
             if cancelling and refuse:
@@ -747,7 +746,7 @@ class LiveMigrateTask(Task):
         update is required, so that case runs this write the ordinary way.)
         """
 
-        async def missed(conn: AsyncConnection) -> None:
+        async def missed(conn: Connection) -> None:
             LOG.warning("%r: instance no longer migrating; %s not written", run, sorted(values))
             run.cache.pop(_INSTANCE, None)  # read it again if needed
 

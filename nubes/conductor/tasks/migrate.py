@@ -44,8 +44,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks import build
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
@@ -79,6 +77,7 @@ from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.request_spec import RequestSpec
@@ -133,7 +132,7 @@ def with_flavor(row: dict[str, Any], snapshot: dict[str, Any]) -> Instance:
 
 
 async def original_request(
-    run: Run, row: dict[str, Any], conn: AsyncConnection | None = None
+    run: Run, row: dict[str, Any], conn: Connection | None = None
 ) -> dict[str, Any]:
     """What the instance was built with and is scheduled with again: image,
     hints and server group (from its build task; the image id alone if none).
@@ -155,7 +154,7 @@ def record_event(
 
 
 def record_fault(run: Run, message: str, details: str | None = None) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await run.fault(conn, message, details=details)
 
     return write
@@ -179,7 +178,7 @@ def set_migration_if_any(run: Run, values: dict[str, Any]) -> Writes:
     task that ends whatever happened to its migration."""
     write = set_migration(run, values, only_from=NOT_FINAL)
 
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await run_writes(conn, write)
         except (
@@ -199,7 +198,7 @@ def set_instance_if_ours(
     (an admin's reset): a task that ends must end even then."""
     write = set_instance(run, values, expected_task_state=expected)
 
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await run_writes(conn, write)
         except exception.InstanceUpdateConflict as exc:

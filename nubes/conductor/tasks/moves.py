@@ -18,12 +18,12 @@ the destination. So:
 Each is idempotent and runs in the caller's transaction (a step's commit),
 so the claims and the step that needs them change together.
 
-Some of these writes can also be prepared statements of a grouped commit
-(:class:`~nubes.conductor.tasks.base.UnitWrites`): those statements are
+Some of these writes can also be descriptions a grouped commit can run
+(:class:`nubes.db.group_commit.Write`, made in ``db/api``): those statements are
 *required* to match exactly when the Python write would do the common
 thing, so anything else (a status the table forbids, a migration someone
 else moved on, a row gone) rolls the unit back and the commit runs the
-Python write the ordinary way, which decides as it always did.
+write the ordinary way, whose ``missed`` decides as the Python write always did.
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
@@ -45,7 +42,7 @@ from nubes.db.api import compute_nodes
 from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
-from nubes.db.models import allocations
+from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
@@ -56,7 +53,7 @@ from nubes.objects.states import (
 
 
 async def scheduling_request(
-    conn: AsyncConnection, instance_uuid: str, image_ref: str | None
+    conn: Connection, instance_uuid: str, image_ref: str | None
 ) -> dict[str, Any]:
     """What a move asks the scheduler again (Nova's request spec): the image and
     hints of the instance's build task, and the server group it is a member of
@@ -118,7 +115,7 @@ def set_migration(
     """
     ident = migration_id(run)
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, ident)
         if only_from is not None and row["status"] not in only_from:
             return
@@ -141,7 +138,7 @@ def set_migration(
     elif only_from is not None:
         expected = tuple(sorted(str(s) for s in only_from))
 
-    async def missed(conn: AsyncConnection) -> None:
+    async def missed(conn: Connection) -> None:
         await write(conn)  # what the status was, and what that means
 
     return migrations_api.update_write(
@@ -152,16 +149,11 @@ def set_migration(
 # -- claims --------------------------------------------------------------------------------
 
 
-async def _holds(conn: AsyncConnection, consumer: str) -> bool:
-    stmt = select(allocations.c.id).where(allocations.c.consumer_uuid == consumer).limit(1)
-    return (await conn.execute(stmt)).first() is not None
-
-
 def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> Writes:
     """The instance's allocations become the migration's (once: a repeat does nothing)."""
 
-    async def write(conn: AsyncConnection) -> None:
-        if await _holds(conn, migration_uuid):
+    async def write(conn: Connection) -> None:
+        if await compute_nodes.holds_allocations(conn, migration_uuid):
             return
         await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
 
@@ -173,7 +165,7 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
 def drop_source_claim(migration_uuid: str) -> Writes:
     """Release what the migration holds (the source's resources)."""
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await compute_nodes.release(conn, migration_uuid)
 
     return write
@@ -186,8 +178,8 @@ def claims_back_to_source(instance_uuid: str, migration_uuid: str) -> Writes:
     are the source's and are left alone.
     """
 
-    async def write(conn: AsyncConnection) -> None:
-        if not await _holds(conn, migration_uuid):
+    async def write(conn: Connection) -> None:
+        if not await compute_nodes.holds_allocations(conn, migration_uuid):
             return
         await compute_nodes.release(conn, instance_uuid)
         await compute_nodes.allocations_move(conn, migration_uuid, instance_uuid)
@@ -255,7 +247,7 @@ def extend_deadline(run: Run, seconds: float) -> Writes:
     """
     deadline = utcnow() + dt.timedelta(seconds=seconds)
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         await tasks_api.update(
             conn, run.id, run.engine.owner, {"deadline": deadline}, attempt=run.attempt
         )

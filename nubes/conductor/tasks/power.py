@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes import exception
 from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
@@ -27,6 +25,7 @@ from nubes.conductor.tasks.helpers import (
 from nubes.conductor.tasks.payloads import PowerPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.objects.states import TaskState, VMState
 
 _REBOOT_STATES = (
@@ -96,7 +95,7 @@ class PowerTask(Task):
             return run.step
         if outcome.ok:
 
-            async def done(conn: AsyncConnection) -> None:
+            async def done(conn: Connection) -> None:
                 await run.finish_action(conn)
 
             await run.finish(TaskStatus.SUCCEEDED, writes=done)
@@ -121,12 +120,12 @@ class PowerTask(Task):
             pass  # compute finished it, or someone else moved it on
 
     async def fail(self, run: Run, message: str, *, status: TaskStatus = TaskStatus.FAILED) -> None:
-        async def history(conn: AsyncConnection) -> None:
+        async def history(conn: Connection) -> None:
             await run.fault(conn, message)
             await run.event(conn, f"conductor_{self.kind}_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)
 
-        async def revert(conn: AsyncConnection) -> None:
+        async def revert(conn: Connection) -> None:
             write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
             try:
                 await run_writes(conn, write)

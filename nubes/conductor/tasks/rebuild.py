@@ -44,7 +44,6 @@ import logging
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.conductor.tasks import moves
@@ -60,9 +59,11 @@ from nubes.conductor.tasks.helpers import (
 from nubes.conductor.tasks.payloads import Awaited, MovePayload, Place, SchedulingRequest
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.objects.instance import Instance
 from nubes.objects.states import (
+    REBUILD_TASK_STATES,
     MigrationStatus,
     MigrationType,
     PowerState,
@@ -76,12 +77,6 @@ LOG = logging.getLogger(__name__)
 
 #: The conductor's event of either operation (Nova's name).
 EVENT = "conductor_rebuild_server"
-#: task_states of an instance being rebuilt (set by the API, then by us).
-REBUILD_TASK_STATES: tuple[TaskState, ...] = (
-    TaskState.REBUILDING,
-    TaskState.REBUILD_BLOCK_DEVICE_MAPPING,
-    TaskState.REBUILD_SPAWNING,
-)
 #: What a rollback accepts to find: ours, or none (an admin reset the state).
 _ROLLBACK_TASK_STATES: tuple[TaskState | None, ...] = (*REBUILD_TASK_STATES, None)
 
@@ -108,7 +103,7 @@ def _spawning(row: dict[str, Any]) -> None:
 def _history(
     run: Run, *, ok: bool, message: str | None = None, details: str | None = None
 ) -> Writes:
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         if not ok and message is not None:
             await run.fault(conn, message, details=details)
         await run.event(conn, EVENT, ok=ok, details=None if ok else (details or message))
@@ -120,7 +115,7 @@ def _history(
 def _lenient(write: Writes) -> Writes:
     """An instance write that gives way if someone else moved the instance on."""
 
-    async def lenient(conn: AsyncConnection) -> None:
+    async def lenient(conn: Connection) -> None:
         try:
             await run_writes(conn, write)
         except exception.InstanceUpdateConflict as exc:
@@ -469,7 +464,7 @@ class EvacuateTask(Task):
 
 
 def _tolerate_missing(write: Writes) -> Writes:
-    async def tolerant(conn: AsyncConnection) -> None:
+    async def tolerant(conn: Connection) -> None:
         try:
             await run_writes(conn, write)
         except exception.MigrationNotFound:

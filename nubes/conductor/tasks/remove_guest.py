@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
 from nubes.conductor.tasks.payloads import RemoveGuestPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
 
 LOG = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) ->
     After the commit, :func:`kick_created` has this conductor claim it at once.
     """
 
-    async def write(conn: AsyncConnection) -> None:
+    async def write(conn: Connection) -> None:
         row = await tasks.create(
             conn,
             kind=TaskKind.REMOVE_GUEST.value,

@@ -585,6 +585,12 @@ async def allocations_move(conn: AsyncConnection, from_consumer: str, to_consume
     return int(result.rowcount)
 
 
+async def holds_allocations(conn: AsyncConnection, consumer_uuid: str) -> bool:
+    """Whether ``consumer_uuid`` holds any allocation."""
+    stmt = select(allocations.c.id).where(allocations.c.consumer_uuid == consumer_uuid).limit(1)
+    return (await conn.execute(stmt)).first() is not None
+
+
 async def usage_from_allocations(conn: AsyncConnection, node_id: int) -> dict[str, int]:
     """Sum of the allocations on a node, to check or heal its ``*_used`` counters."""
     total = {"vcpus": 0, "memory_mb": 0, "disk_gb": 0}

@@ -47,13 +47,12 @@ from nubes.db.models import (
     migrations,
 )
 from nubes.db.types import utcnow
-from nubes.objects.request_spec import DEFAULT_MAX_SERVER_PER_HOST
-
-# Nova's policy names (nubes.objects.request_spec.GROUP_POLICIES has them all).
-AFFINITY = "affinity"
-ANTI_AFFINITY = "anti-affinity"
-#: Policies a claim enforces (the soft ones only weigh hosts).
-HARD_POLICIES = (AFFINITY, ANTI_AFFINITY)
+from nubes.group_policy import (
+    AFFINITY,
+    ANTI_AFFINITY,
+    DEFAULT_MAX_SERVER_PER_HOST,
+    HARD_POLICIES,
+)
 
 _g = instance_groups
 _gm = instance_group_members

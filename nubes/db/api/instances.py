@@ -163,6 +163,14 @@ async def get_all_by_host(
     return await fetch_all(conn, stmt.order_by(instances.c.id))
 
 
+async def count_on_host(conn: AsyncConnection, host: str) -> int:
+    """How many live instances are placed on ``host``."""
+    stmt = (
+        select(func.count()).select_from(instances).where(instances.c.host == host, live(instances))
+    )
+    return int(await conn.scalar(stmt) or 0)
+
+
 ExpectedState = str | None | Sequence[str | None] | Unset
 
 # The hot path (Instance.save(): one conditional UPDATE per call, hundreds

@@ -6,6 +6,7 @@ Not to be confused with :mod:`nubes.db.migration`, which migrates the schema.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -207,13 +208,70 @@ async def list_filtered(
     return await fetch_all(conn, stmt)
 
 
+async def list_from_host(
+    conn: AsyncConnection, host: str, migration_type: str, statuses: Sequence[str]
+) -> list[Row]:
+    """Live migrations of ``migration_type`` from ``host`` in one of ``statuses``, by id."""
+    stmt = (
+        select(_m)
+        .where(
+            _m.c.source_compute == host,
+            live(_m),
+            _m.c.status.in_(list(statuses)),
+            _m.c.migration_type == migration_type,
+        )
+        .order_by(_m.c.id)
+    )
+    return await fetch_all(conn, stmt)
+
+
+async def update_if(
+    conn: AsyncConnection,
+    migration_id: int,
+    values: Mapping[str, Any],
+    *,
+    migration_type: str,
+    status: str,
+) -> Row | None:
+    """``values`` on the migration if it is of ``migration_type`` and in ``status``,
+    decided in the UPDATE itself (nothing read before can change under it);
+    the new row, or None when it is not."""
+    return await update_row(
+        conn,
+        _m,
+        _m.c.id == migration_id,
+        values,
+        conditions=[_m.c.migration_type == migration_type, _m.c.status == status],
+    )
+
+
+async def ids_finished_before(
+    conn: AsyncConnection, before: dt.datetime, migration_types: Sequence[str], limit: int
+) -> list[int]:
+    """Live migrations of ``migration_types`` in status ``finished`` (waiting for
+    their user's confirm) since before ``before``, oldest first, at most ``limit``."""
+    stmt = (
+        select(_m.c.id)
+        .where(
+            _m.c.status == "finished",
+            _m.c.migration_type.in_(list(migration_types)),
+            _m.c.updated_at < before,
+            live(_m),
+        )
+        .order_by(_m.c.updated_at)
+        .limit(limit)
+    )
+    return [int(r[0]) for r in await conn.execute(stmt)]
+
+
 # --- descriptions for a task's commit (:func:`nubes.db.group_commit.commit`) ---
 
 _LIVE: Any = literal_column(str(NOT_DELETED))
 
 
 def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)
+    # A status enum binds as its value: the statement is compiled without our column types.
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def update_write(

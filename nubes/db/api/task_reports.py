@@ -21,10 +21,25 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Text, bindparam, literal_column, select, type_coerce
 
 from nubes.db import group_commit
-from nubes.db.api._common import Row, prebuilt_params
-from nubes.db.api.tasks import _ACTIVE_SQL, _LIVE_SQL, _STATEMENTS, TaskStatus, _by_id, _t
+from nubes.db.api._common import Row, StatementCache, prebuilt_params
+from nubes.db.api.tasks import ACTIVE_STATUSES, TaskStatus
 from nubes.db.engine import Database
+from nubes.db.models import NOT_DELETED, conductor_tasks
 from nubes.db.types import utcnow
+
+_t = conductor_tasks
+# Prebuilt statements of this module (keys apart from nubes.db.api.tasks' own cache), with
+# the status and soft-delete constants as SQL literals, as the engine's writes there are.
+_STATEMENTS = StatementCache()
+_ACTIVE_SQL: ColumnElement[bool] = _t.c.status.in_(
+    [literal_column(f"'{s.value}'") for s in ACTIVE_STATUSES]
+)
+_LIVE_SQL: ColumnElement[Any] = literal_column(str(NOT_DELETED))
+
+
+def _by_id() -> ColumnElement[bool]:
+    return _t.c.id == bindparam("_id")
+
 
 #: Key, in a row read by :func:`read_grouped`, of the payload as stored (text).
 PAYLOAD_TEXT = "_payload_text"

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nubes.db.api.group_claims import AFFINITY, ANTI_AFFINITY, host_allowed
+from nubes.db.api.group_claims import host_allowed
+from nubes.group_policy import AFFINITY, ANTI_AFFINITY
 from nubes.scheduler.filters import BaseFilter, HintSpec, register
 
 if TYPE_CHECKING:

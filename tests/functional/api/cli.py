@@ -28,9 +28,19 @@ def free_port() -> int:
 
 
 class Cloud:
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        *,
+        options: tuple[str, ...] = (),
+        config_files: tuple[Path, ...] = (),
+    ) -> None:
         self.state_dir = state_dir
         self.port = port
+        #: More all-in-one options (``--virt libvirt``), and config files layered on its own.
+        self.options = options
+        self.config_files = config_files
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
@@ -41,11 +51,13 @@ class Cloud:
                 sys.executable,
                 "-m",
                 "nubes.cmd.main",
+                *(a for f in self.config_files for a in ("--config-file", str(f))),
                 "all-in-one",
                 "--state-dir",
                 str(self.state_dir),
                 "--port",
                 str(self.port),
+                *self.options,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

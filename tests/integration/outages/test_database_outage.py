@@ -10,7 +10,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from nubes.compute.virt.fake import FakeFaults
 from nubes.context import RequestContext
 from nubes.db import engine as db_engine
 from nubes.db.api import flavors, tasks
@@ -42,7 +41,7 @@ async def _refuse_connections(server_url: str, name: str, refuse: bool) -> None:
 
 
 async def test_reports_sent_while_the_database_is_down_are_each_applied_once(
-    postgres_url: str, database_factory: DatabaseFactory, faults: FakeFaults
+    postgres_url: str, database_factory: DatabaseFactory
 ) -> None:
     url = database_factory.new_database("postgres", postgres_url)
     name = make_url(url).database
@@ -62,7 +61,7 @@ async def test_reports_sent_while_the_database_is_down_are_each_applied_once(
                 conn,
                 {"flavorid": "small", "name": "small", "vcpus": 1, "memory_mb": 512, "root_gb": 1},
             )
-        faults.spawn_delay = 1.0
+        cloud.faults.spawn_delay = 1.0
         ctxt = RequestContext(user_id="u1", project_id="p1")
         made = await cloud.api.create_servers(
             ctxt, name="t", flavor="small", image=IMAGE, count=BUILDS

@@ -15,6 +15,7 @@ import pytest
 
 from nubes.api.compute_v21 import server_views
 from nubes.db.api import flavors as flavors_db
+from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_db
 from nubes.db.api import tasks as tasks_db
 from nubes.db.types import utcnow
@@ -345,6 +346,23 @@ async def test_image_not_active_is_400(cloud: ApiHarness) -> None:
         r = await c.post(URL, json=body(cloud, imageRef=cloud.queued_image))  # type: ignore[attr-defined]
     assert r.status_code == 400
     assert "is not active" in r.json()["badRequest"]["message"]
+
+
+async def test_boot_refuses_an_image_larger_than_the_flavor_disk(cloud: ApiHarness) -> None:
+    """Regression: boot checked memory and min_disk but not the image's size, which
+    resize and rebuild refused (the image-fits rule now has one home for all three)."""
+    async with cloud.state.db.writer() as conn:
+        # m1.tiny has a 1 GiB root disk; the image is one byte more.
+        await images_db.update_fields(conn, cloud.image, {"size": 1024**3 + 1})  # type: ignore[attr-defined]
+    async with await login(cloud, "demo") as c:
+        r = await c.post(URL, json=body(cloud))
+    assert r.status_code == 400, r.text
+    assert r.json()["badRequest"]["message"] == (
+        "Flavor's disk is too small for requested image. Flavor disk is 1073741824 bytes, "
+        "image is 1073741825 bytes."
+    )
+    async with cloud.state.db.reader() as conn:
+        assert await instances_db.get_all(conn) == []
 
 
 async def test_malformed_and_unknown_bodies_are_400(cloud: ApiHarness) -> None:

@@ -146,9 +146,9 @@ async def start_host(
         host.transport,
         "compute",
         name,
-        [node.manager],
+        node.manager.endpoints(),
         serializer=ObjectSerializer(),
-        rules=access.for_endpoints([node.manager]),
+        rules=access.for_endpoints(node.manager.endpoints()),
     )
     await host.run(server.start)
     if init:

@@ -9,7 +9,7 @@ import pytest
 from nubes import config, exception
 from nubes.compute.launcher import fake_fleet
 from nubes.compute.virt import load_driver
-from nubes.compute.virt.fake import FAULTS, FakeDriver, FakeFaults
+from nubes.compute.virt.fake import FakeDriver, FakeFaults
 from nubes.context import RequestContext
 from nubes.objects.compute_node import ComputeNode
 from nubes.objects.instance import Instance
@@ -74,20 +74,31 @@ async def test_live_migration_fails_halfway_when_told():
     assert UUID in dst.instances and UUID not in src.instances
 
 
-async def test_spawn_delay_and_shared_fault_registry():
-    driver = FakeDriver("slow")
-    assert driver.faults is FAULTS
-    try:
-        FAULTS.spawn_delay = 0.05
-        FAULTS.fail_spawn = True
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        with pytest.raises(exception.VirtDriverError):
-            await driver.spawn(RequestContext(), _inst(), {}, {})
-        assert loop.time() - started >= 0.05
-    finally:
-        FAULTS.reset()
-    assert FAULTS == FakeFaults()
+async def test_each_driver_has_its_own_faults_unless_given_a_shared_registry():
+    """No process-wide registry: faults set for one driver (one test's cloud) never
+    reach another, and a fleet shares the one it was made with."""
+    alone, other = FakeDriver("a"), FakeDriver("b")
+    assert alone.faults is not other.faults
+    alone.faults.fail_spawn = True
+    with pytest.raises(exception.VirtDriverError):
+        await alone.spawn(RequestContext(), _inst(), {}, {})
+    await other.spawn(RequestContext(), _inst(), {}, {})
+    assert await other.list_instances() == [UUID]
+
+
+def test_a_fleet_shares_one_registry_loaded_from_fake_driver_options():
+    conf = config.new_config()
+    conf([], default_config_files=[])
+    conf.set_override("transport_url", "memory:///fleet-faults")
+    conf.set_override("fail_spawn_hosts", ["fleet-1"], group="fake_driver")
+    conf.set_override("spawn_delay", 0.25, group="fake_driver")
+    drivers = [svc.hooks[0].driver for svc in fake_fleet(conf, 3, "fleet-")]  # type: ignore[attr-defined]
+    assert all(isinstance(d, FakeDriver) for d in drivers)
+    (faults,) = {id(d.faults): d.faults for d in drivers}.values()
+    assert faults.fail_spawn_hosts == {"fleet-1"} and faults.spawn_delay == 0.25
+    # A second fleet (another cloud in the same process) starts from the options again.
+    again = fake_fleet(conf, 1, "other-")[0].hooks[0].driver  # type: ignore[attr-defined]
+    assert again.faults is not faults and again.faults == faults
 
 
 def test_unknown_driver_is_a_config_error():

@@ -68,7 +68,7 @@ async def _step(
     """Cast one step to ``host`` (a new task id) and return its report."""
     task_id = next(_tasks)
     await host.run(
-        getattr(host.node.manager, method),
+        getattr(host.node.manager.live, method),
         ctxt,
         instance=inst,
         task_id=task_id,
@@ -184,7 +184,7 @@ async def test_a_repeated_step_is_answered_not_redone(
     task_id = next(_tasks)
     for _ in range(3):
         await dest.run(
-            dest.node.manager.pre_live_migration,
+            dest.node.manager.live.pre_live_migration,
             ctxt,
             instance=inst,
             task_id=task_id,
@@ -251,14 +251,14 @@ async def test_progress_saves_are_throttled(compute: ComputeHarness, dest: Compu
     compute.faults.migration_delay = 0.6
     inst, migration, ctxt = await _moving(compute)
     saves = 0
-    real = compute.node.manager._save_progress
+    real = compute.node.manager.live._save_progress
 
     async def counting(*args: Any) -> None:
         nonlocal saves
         saves += 1
         await real(*args)
 
-    compute.node.manager._save_progress = counting  # type: ignore[method-assign]
+    compute.node.manager.live._save_progress = counting  # type: ignore[method-assign]
     report = await _step(
         compute,
         "live_migration",
@@ -291,7 +291,7 @@ async def test_abort_stops_the_running_copy(compute: ComputeHarness, dest: Compu
     started = time.monotonic()
     # A request for another migration of the instance is not this one's.
     await compute.run(
-        compute.node.manager.live_migration_abort,
+        compute.node.manager.live.live_migration_abort,
         ctxt,
         instance=inst,
         migration_id=migration.id + 1,
@@ -299,7 +299,10 @@ async def test_abort_stops_the_running_copy(compute: ComputeHarness, dest: Compu
     await asyncio.sleep(0.2)  # four ticks
     assert inst.uuid in compute.driver.live_migrations
     await compute.run(
-        compute.node.manager.live_migration_abort, ctxt, instance=inst, migration_id=migration.id
+        compute.node.manager.live.live_migration_abort,
+        ctxt,
+        instance=inst,
+        migration_id=migration.id,
     )
     report = await asyncio.wait_for(task, 10)
     assert time.monotonic() - started < 2
@@ -307,7 +310,7 @@ async def test_abort_stops_the_running_copy(compute: ComputeHarness, dest: Compu
     assert "aborted" in report["error"]
     # The guest keeps running on the source; nothing is left migrating.
     assert inst.uuid in compute.driver.instances
-    assert compute.driver.live_migrations == {} and compute.node.manager.live_jobs == {}
+    assert compute.driver.live_migrations == {} and compute.node.manager.live.live_jobs == {}
 
 
 async def test_a_migration_already_cancelling_is_never_started(
@@ -341,7 +344,10 @@ async def test_an_abort_with_nothing_running_does_nothing(
 ) -> None:
     inst, migration, ctxt = await _moving(compute)
     await compute.run(
-        compute.node.manager.live_migration_abort, ctxt, instance=inst, migration_id=migration.id
+        compute.node.manager.live.live_migration_abort,
+        ctxt,
+        instance=inst,
+        migration_id=migration.id,
     )
     # Not remembered for later: the copy that starts now runs to its end.
     report = await _step(
@@ -375,7 +381,7 @@ async def test_force_complete_finishes_the_copy_now(
     await _until(lambda: inst.uuid in compute.driver.live_migrations)
     started = time.monotonic()
     await compute.run(
-        compute.node.manager.live_migration_force_complete,
+        compute.node.manager.live.live_migration_force_complete,
         ctxt,
         instance=inst,
         migration_id=migration.id,
@@ -414,12 +420,12 @@ async def test_a_request_the_driver_cannot_take_yet_reaches_it_at_its_first_tick
     )
     await asyncio.wait_for(entered.wait(), 10)
     await compute.run(
-        compute.node.manager.live_migration_force_complete,
+        compute.node.manager.live.live_migration_force_complete,
         ctxt,
         instance=inst,
         migration_id=migration.id,
     )
-    job = compute.node.manager.live_jobs[inst.uuid]
+    job = compute.node.manager.live.live_jobs[inst.uuid]
     assert job.requested is lm.Request.FORCE_COMPLETE and not job.delivered
     report = await asyncio.wait_for(task, 5)
     assert report["ok"]
@@ -459,9 +465,12 @@ async def test_an_abort_before_the_driver_call_skips_it(
             migrate_data={},
         )
     )
-    await _until(lambda: inst.uuid in compute.node.manager.live_jobs)
+    await _until(lambda: inst.uuid in compute.node.manager.live.live_jobs)
     await compute.run(
-        compute.node.manager.live_migration_abort, ctxt, instance=inst, migration_id=migration.id
+        compute.node.manager.live.live_migration_abort,
+        ctxt,
+        instance=inst,
+        migration_id=migration.id,
     )
     gate.set()
     report = await asyncio.wait_for(task, 10)

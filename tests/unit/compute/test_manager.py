@@ -123,7 +123,7 @@ async def test_after_a_restart_a_build_already_done_reports_ok(compute: ComputeH
     await _build(compute, inst, ctxt, 77)
     await compute.steps.wait(77)
     again = await compute.restart()
-    assert len(again.node.manager.steps) == 0
+    assert len(again.node.manager.runner.steps) == 0
     stale = await again.reload(inst.uuid)
     await _build(again, stale, ctxt, 77)
     reports = await again.steps.wait(77, count=2)

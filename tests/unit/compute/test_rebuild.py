@@ -30,7 +30,7 @@ async def _rebuild(
     task_id = task_id if task_id is not None else next(_tasks)
     before = len([r for r in compute.steps.reports if r["task_id"] == task_id])
     await compute.run(
-        compute.node.manager.rebuild_instance,
+        compute.node.manager.rebuild.rebuild_instance,
         ctxt,
         instance=inst,
         task_id=task_id,
@@ -155,11 +155,11 @@ async def test_failed_evacuation_then_its_rollback_removes_the_guest(compute: Co
     assert inst.uuid in compute.driver.instances
 
     args = {"instance": inst, "task_id": task_id, "step": "rollback_dest", "attempt": 1}
-    await compute.run(compute.node.manager.rollback_evacuation_at_destination, ctxt, **args)
+    await compute.run(compute.node.manager.rebuild.rollback_evacuation_at_destination, ctxt, **args)
     reports = await compute.steps.wait(task_id, count=2)
     assert reports[-1]["ok"] and reports[-1]["step"] == "rollback_dest"
     assert compute.driver.instances == {}
     # A repeat (the guest already gone) is fine too.
     args["attempt"] = 2
-    await compute.run(compute.node.manager.rollback_evacuation_at_destination, ctxt, **args)
+    await compute.run(compute.node.manager.rebuild.rollback_evacuation_at_destination, ctxt, **args)
     assert (await compute.steps.wait(task_id, count=3))[-1]["ok"]

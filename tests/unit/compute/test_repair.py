@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nubes.compute.rebuild import remove_evacuated_remains
 from nubes.compute.repair import Row, classify
+from nubes.compute.virt.driver import LifecycleEvent
 from nubes.context import RequestContext
 from nubes.db.api import migrations
 from nubes.objects.states import PowerState, TaskState, VMState
@@ -272,3 +275,42 @@ def test_classify_is_total():
         for task in (None, *TaskState):
             for power in (None, *PowerState):
                 assert classify(vm, task, power) in set(Row)
+
+
+async def test_lifecycle_events_record_what_the_guest_did(cloud: Cloud):
+    """A power change the driver reports is recorded only while no operation
+    runs, and only as a record (never acting on the guest)."""
+    harness = await start_host(cloud, "ev")
+    quiet = await harness.instance(vm_state="active", power_state=1)
+    busy = await harness.instance(vm_state="active", power_state=1, task_state="powering-off")
+    stopped = await harness.instance(vm_state="stopped", power_state=4)
+    for inst, state in ((quiet, 4), (busy, 4), (stopped, 1)):
+        harness.driver.add_instance(inst, PowerState(state))
+    sync = harness.node.repairer.sync_power_state
+    assert await harness.run(sync, RequestContext(), quiet.uuid) is Row.GUEST_SHUT_DOWN
+    assert await harness.run(sync, RequestContext(), busy.uuid) is None
+    # A stopped instance whose guest runs is left for the operator and the next restart.
+    assert await harness.run(sync, RequestContext(), stopped.uuid) is None
+    assert harness.driver.instances[stopped.uuid].state == PowerState.RUNNING
+    # Not placed here, or gone: nothing.
+    assert await harness.run(sync, RequestContext(), "8c2f8f2e-0000-4000-8000-000000000000") is None
+    saved = await harness.reload(quiet.uuid)
+    assert (saved.vm_state, saved.task_state, saved.power_state) == (
+        VMState.STOPPED,
+        None,
+        PowerState.SHUTDOWN,
+    )
+    assert (await harness.reload(busy.uuid)).task_state == TaskState.POWERING_OFF
+    # Through the host's listener, as a driver's event arrives.
+    quiet2 = await harness.instance(vm_state="active", power_state=1)
+    harness.driver.add_instance(quiet2, PowerState.SHUTDOWN)
+
+    async def event() -> None:  # in the host's context, as a driver's events are
+        harness.driver.emit_event(LifecycleEvent(quiet2.uuid, PowerState.SHUTDOWN))
+
+    await harness.run(event)
+    for _ in range(200):
+        if (await harness.reload(quiet2.uuid)).vm_state == VMState.STOPPED:
+            break
+        await asyncio.sleep(0.02)
+    assert (await harness.reload(quiet2.uuid)).vm_state == VMState.STOPPED

@@ -54,7 +54,7 @@ async def _step(
     """Run a step on the host and return its report (the newest for the task)."""
     before = len([r for r in compute.steps.reports if r["task_id"] == task_id])
     await compute.run(
-        getattr(compute.node.manager, method),
+        getattr(compute.node.manager.resize, method),
         RequestContext(),
         instance=inst,
         task_id=task_id,
@@ -101,7 +101,7 @@ async def test_the_source_step_again_after_a_restart_reports_the_same_disks(
     kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
     first = await _step(compute, "migrate_disk_and_power_off", inst, task, **kw)
     again = await compute.restart()
-    assert len(again.node.manager.steps) == 0
+    assert len(again.node.manager.runner.steps) == 0
     # The conductor heard nothing and sends a new try: the guest is already kept.
     second = await _step(again, "migrate_disk_and_power_off", inst, task, attempt=2, **kw)
     assert second["ok"] and second["details"] == first["details"]

@@ -67,3 +67,20 @@ def test_build_path():
     ]
     for a, b in itertools.pairwise(path):
         check_transition(a, b)
+
+
+@pytest.mark.parametrize(
+    ("group", "operations"),
+    [
+        (states.BUILD_TASK_STATES, ["build"]),
+        (states.SOFT_REBOOT_TASK_STATES, ["reboot"]),
+        (states.HARD_REBOOT_TASK_STATES, ["reboot"]),
+        (states.REBUILD_TASK_STATES, ["rebuild"]),
+        (states.MOVE_TASK_STATES - {TaskState.UNSHELVING}, ["resize", "live_migrate", "rebuild"]),
+    ],
+)
+def test_each_task_state_group_is_what_its_operations_walk(group, operations):
+    """The groups (one home: nubes.objects.states) name task states their operations'
+    edges in the table really pass through, so a group cannot drift from the table."""
+    walked = {state[1] for op in operations for edge in states.OPERATIONS[op] for state in edge}
+    assert set(group) <= walked

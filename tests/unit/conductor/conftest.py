@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nubes.compute.virt.fake import FAULTS, FakeFaults
 from nubes.context import RequestContext
 from nubes.db.api import flavors
 from nubes.testing.allinone import AllInOne
 
 IMAGE = {"id": "img-1", "properties": {}}
-
-
-@pytest.fixture(autouse=True)
-def faults() -> Iterator[FakeFaults]:
-    FAULTS.reset()
-    yield FAULTS
-    FAULTS.reset()
 
 
 @pytest.fixture

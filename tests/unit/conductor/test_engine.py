@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from nubes import exception
-from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.tasks import base
 from nubes.conductor.tasks.engine import TaskEngine
@@ -82,11 +81,11 @@ async def test_a_task_whose_conductor_died_is_taken_over(
 
 
 async def test_a_report_to_a_task_nobody_owns_is_kept_for_the_next_owner(
-    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+    tmp_path: Path, ctxt: RequestContext
 ) -> None:
     cloud = await start_cloud(tmp_path)
     try:
-        faults.spawn_delay = 0.5
+        cloud.faults.spawn_delay = 0.5
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
 
         async def spawning() -> bool:
@@ -112,11 +111,11 @@ async def test_a_report_to_a_task_nobody_owns_is_kept_for_the_next_owner(
 
 
 async def test_a_build_past_its_deadline_ends_in_error_with_its_claim_released(
-    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+    tmp_path: Path, ctxt: RequestContext
 ) -> None:
     cloud = await start_cloud(tmp_path, conductor={"build_deadline": 1.0})
     try:
-        faults.spawn_delay = 3.0
+        cloud.faults.spawn_delay = 3.0
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
         await cloud.wait_tasks([inst.uuid], timeout=10)
         task = await _task(cloud, inst.uuid)
@@ -155,10 +154,10 @@ async def test_a_host_that_never_reports_counts_as_a_failure(
 
 
 async def test_reports_are_authorised_against_the_task(
-    cloud: AllInOne, ctxt: RequestContext, faults: FakeFaults, caplog: pytest.LogCaptureFixture
+    cloud: AllInOne, ctxt: RequestContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = cloud.engines[0]
-    faults.spawn_delay = 2.0
+    cloud.faults.spawn_delay = 2.0
     (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
 
     async def waiting() -> dict | None:

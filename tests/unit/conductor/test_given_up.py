@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from nubes.compute.manager import ComputeManager
 from nubes.compute.steps import StepReporter
-from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import tasks
@@ -62,30 +61,30 @@ async def _remove_guest_tasks(cloud: AllInOne) -> list[Any]:
 
 
 async def test_a_build_whose_success_report_is_lost_leaves_no_guest_on_its_first_host(
-    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+    tmp_path: Path, ctxt: RequestContext
 ) -> None:
     cloud = await start_cloud(tmp_path, hosts=2, conductor={"compute_step_timeout": 1.5})
     try:
-        lossy = {h: LosesBuildReports(_manager(cloud, h).conductor) for h in cloud.computes}
+        lossy = {h: LosesBuildReports(_manager(cloud, h).runner.conductor) for h in cloud.computes}
         for host, reporter in lossy.items():
-            _manager(cloud, host).conductor = reporter
+            _manager(cloud, host).runner.conductor = reporter
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
         # The first host spawns, saves ACTIVE, and its report is lost.
         (row,) = await cloud.wait_for([inst.uuid], lambda r: r["vm_state"] == "active")
         first = row["host"]
         other = next(h for h in cloud.computes if h != first)
-        _manager(cloud, other).conductor = lossy[other].real
+        _manager(cloud, other).runner.conductor = lossy[other].real
         await cloud.wait_tasks([inst.uuid], timeout=30)
         (row,) = await cloud.instances([inst.uuid])
         assert (row["vm_state"], row["host"]) == ("active", other)
         assert lossy[first].lost == 1
         # The first host is told to remove its guest, without a restart.
         for _ in range(200):
-            if inst.uuid not in await _manager(cloud, first).driver.list_instances():
+            if inst.uuid not in await _manager(cloud, first).runner.driver.list_instances():
                 break
             await asyncio.sleep(0.05)
-        assert inst.uuid not in await _manager(cloud, first).driver.list_instances()
-        assert inst.uuid in await _manager(cloud, other).driver.list_instances()
+        assert inst.uuid not in await _manager(cloud, first).runner.driver.list_instances()
+        assert inst.uuid in await _manager(cloud, other).runner.driver.list_instances()
         async with cloud.db.reader() as conn:
             build = (await tasks.list_for_instance(conn, inst.uuid))[-1]
             assert build["kind"] == TaskKind.BUILD and build["status"] == TaskStatus.SUCCEEDED

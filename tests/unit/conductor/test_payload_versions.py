@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from nubes import exception
-from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, BuildPayload, Outcome, StepKey
 from nubes.conductor.tasks.states import TaskKind
@@ -102,14 +101,14 @@ def _as_release_n(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_a_conductor_adopts_a_build_that_release_n_left_waiting(
-    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+    tmp_path: Path, ctxt: RequestContext
 ) -> None:
     """Release N's conductor died while its build waited for the spawn; this
     release authorises and records the host's report into the old row and
     a fresh engine finishes the build from it."""
     cloud = await start_cloud(tmp_path)
     try:
-        faults.spawn_delay = 1.0
+        cloud.faults.spawn_delay = 1.0
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
 
         async def spawning() -> dict[str, Any] | None:
@@ -147,13 +146,13 @@ async def test_a_conductor_adopts_a_build_that_release_n_left_waiting(
 
 
 async def test_a_conductor_resumes_a_release_n_build_at_its_spawn(
-    tmp_path: Path, ctxt: RequestContext, faults: FakeFaults
+    tmp_path: Path, ctxt: RequestContext
 ) -> None:
     """A release N row with the lease of a dead conductor and no report yet:
     the new conductor claims it, sends the spawn again, and the build ends."""
     cloud = await start_cloud(tmp_path)
     try:
-        faults.spawn_delay = 0.5
+        cloud.faults.spawn_delay = 0.5
         engine = cloud.engines[0]
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
 

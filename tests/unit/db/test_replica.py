@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
 
 from nubes.db.api import instances
 from nubes.db.engine import Database, EngineOptions
+from nubes.testing.infra import free_port
 from tests.unit.db.factories import make_instance
 
 MARKER = "only-in-the-replica"
@@ -114,3 +120,47 @@ async def test_no_replica_configured_means_primary(db: Database) -> None:
         await make_instance(conn, display_name="x")
     assert await _fresh_context(db, allow_stale=True) == {"x"}
     assert not db.has_replica and db.route_counts["replica"] == 0
+
+
+def _unreachable(url: str, gone: Path) -> str:
+    """``url``'s database where nothing answers: a closed port, or a SQLite file
+    in ``gone``, a directory the caller removes once the engine is made."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        gone.mkdir()
+        return parsed.set(database=str(gone / "replica.db")).render_as_string(False)
+    return parsed.set(host="127.0.0.1", port=free_port()).render_as_string(False)
+
+
+async def test_stale_reads_fall_back_to_the_primary_while_the_replica_is_away(
+    replica_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    primary_url, replica_url = replica_pair
+    gone = tmp_path / "gone"
+    db = Database(primary_url, _unreachable(replica_url, gone))
+    shutil.rmtree(gone, ignore_errors=True)
+    try:
+        async with db.writer() as conn:
+            await make_instance(conn, display_name="on-primary")
+        # Not an error: the primary has the data (fresher, even).
+        assert await _fresh_context(db, allow_stale=True) == {"on-primary"}
+        assert await _fresh_context(db, allow_stale=True) == {"on-primary"}
+        assert db.route_counts["replica"] == 0
+        assert db.route_counts["primary"] == 2
+    finally:
+        await db.dispose()
+
+
+async def test_replica_is_tried_again_after_the_retry_window(
+    replica_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary_url, replica_url = replica_pair
+    await _plant_marker(replica_url)
+    db = Database(primary_url, replica_url)
+    try:
+        db._replica_lost(RuntimeError("it was away"))
+        assert await _fresh_context(db, allow_stale=True) == set()
+        monkeypatch.setattr(db, "_replica_down_until", float("-inf"))
+        assert await _fresh_context(db, allow_stale=True) == {MARKER}
+    finally:
+        await db.dispose()

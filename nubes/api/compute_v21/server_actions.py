@@ -1,0 +1,96 @@
+"""POST /servers/{id}/action: one route for every server action, dispatched by name.
+
+The lifecycle actions (stop, start, reboot, lock, unlock, reset state) live
+here; the move actions in :mod:`server_moves`. Both modules only import
+:mod:`servers` (for the server lookup and views), never each other's route
+module, so no import cycle joins them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import validation as v
+from nubes.api.compute_v21 import common, server_moves, servers
+from nubes.api.compute_v21 import server_schemas as schemas
+from nubes.api.policy import Rule
+from nubes.api.servers import ServersAPI
+
+
+def _api(request: Request) -> ServersAPI:
+    api: ServersAPI = common.state(request).servers_api()
+    return api
+
+
+async def _stop(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:stop", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).stop_server(common.ctx(request), row["uuid"])
+
+
+async def _start(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "servers:start", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).start_server(common.ctx(request), row["uuid"])
+
+
+async def _reboot(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.REBOOT)
+    common.authorize(request, "servers:reboot", Rule.PROJECT_MEMBER, row["project_id"])
+    kind = body["reboot"]["type"].upper()
+    await _api(request).reboot_server(common.ctx(request), row["uuid"], kind)
+
+
+async def _lock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:lock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).lock_server(common.ctx(request), row["uuid"])
+
+
+async def _unlock(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-lock-server:unlock", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unlock_server(
+        common.ctx(request), row["uuid"], may_override=common.is_admin(request)
+    )
+
+
+async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-admin-actions:reset_state", Rule.ADMIN)
+    v.validate(body, schemas.RESET_STATE)
+    await _api(request).reset_state(
+        common.ctx(request), row["uuid"], body["os-resetState"]["state"]
+    )
+
+
+ACTIONS: dict[str, common.ActionHandler] = {
+    "os-stop": _stop,
+    "os-start": _start,
+    "reboot": _reboot,
+    "lock": _lock,
+    "unlock": _unlock,
+    "os-resetState": _reset_state,
+}
+
+
+async def action(request: Request) -> Response:
+    body = await v.json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise exception.MalformedBody(reason="the body must hold exactly one action")
+    (name,) = body
+    handler = _handler(name)
+    if handler is None:
+        raise common.bad_request(f"There is no such action: {name}")
+    row = await servers.get_server(request, request.path_params["server_id"])
+    response = await handler(request, row, body)
+    return response if response is not None else common.empty(202)
+
+
+def _handler(name: str) -> common.ActionHandler | None:
+    return ACTIONS.get(name) or server_moves.ACTIONS.get(name)
+
+
+ROUTES = [
+    Route("/servers/{server_id}/action", action, methods=["POST"]),
+]

@@ -1,0 +1,78 @@
+"""The rules an API request about an instance is checked against, each in one place.
+
+Boot, the lifecycle actions (``nubes.api.servers``) and the moves
+(``nubes.api.moves``) ask the same questions: is the instance locked, does
+its state allow the action, does the image fit the flavor, may the disks
+change so. Each answer is a function here raising an error of
+:mod:`nubes.exception` (400 or 409 with Nova's text), so two operations can
+never disagree on one rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nubes import exception
+from nubes.context import RequestContext
+from nubes.objects import states
+
+GiB = 1024**3
+
+
+def check_lock(ctxt: RequestContext, row: Mapping[str, Any]) -> None:
+    """Nova's check_instance_lock: a locked instance is changed by admins only."""
+    if row["locked"] and not ctxt.is_admin:
+        raise exception.InstanceIsLocked(instance_uuid=row["uuid"])
+
+
+def check_state(action: str, row: Mapping[str, Any], target: states.InstanceState) -> None:
+    """``action`` may take the instance to ``target`` (the state table allows it)."""
+    current = states.as_state(row["vm_state"], row["task_state"])
+    if not states.is_allowed(current, target):
+        attr, state = (
+            ("task_state", row["task_state"])
+            if row["task_state"] is not None
+            else ("vm_state", row["vm_state"])
+        )
+        raise exception.InstanceInvalidState(
+            action=action, instance_uuid=row["uuid"], attr=attr, state=state
+        )
+
+
+def check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
+    """Nova's flavor-against-image checks (memory, min_disk, image size), for boot,
+    rebuild and resize alike.
+
+    A flavor without a root disk (volume-backed in Nova) is not held to the
+    disk sizes.
+    """
+    if (flavor.get("memory_mb") or 0) < (image.get("min_ram") or 0):
+        raise exception.FlavorMemoryTooSmall()
+    root_gb = flavor.get("root_gb") or 0
+    if not root_gb:
+        return
+    flavor_size = root_gb * GiB
+    min_disk = (image.get("min_disk") or 0) * GiB
+    if flavor_size < min_disk:
+        raise exception.FlavorDiskSmallerThanMinDisk(
+            flavor_size=flavor_size, image_min_disk=min_disk
+        )
+    size = image.get("virtual_size") or image.get("size") or 0
+    if flavor_size < size:
+        raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_size, image_size=size)
+
+
+def check_disks(current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """A resize may not shrink a disk.
+
+    Nova's API refuses only a zero root disk and leaves shrinking to the
+    driver, which fails the resize afterwards ("Unable to resize disk
+    down."); no driver here can shrink a disk either, so the request is
+    refused before anything moves.
+    """
+    if new.get("root_gb") == 0 and (current.get("root_gb") or 0) != 0:
+        raise exception.CannotResizeDisk(reason="Resize to zero disk flavor is not allowed.")
+    for disk in ("root_gb", "ephemeral_gb"):
+        if (new.get(disk) or 0) < (current.get(disk) or 0):
+            raise exception.CannotResizeDisk(reason="Unable to resize disk down.")

@@ -1,0 +1,567 @@
+"""The libvirt driver: real guests under QEMU (TCG) or KVM.
+
+Chosen by ``[DEFAULT] compute_driver = libvirt``; ``[libvirt]`` options say
+where libvirtd is (``connection_uri``), what kind of domain to make
+(``virt_type``: ``qemu`` without hardware virtualisation, ``kvm`` with), and
+where guests' files live (``instances_path``, see
+:mod:`~nubes.compute.virt.libvirt.guest`).
+
+Guests are persistent libvirt domains named ``nubes-<uuid>`` with the
+instance's uuid as domain uuid, so after a restart of the compute agent (or
+of libvirtd) the driver finds every guest it made and nothing else: the
+domains are the state. A guest that powers itself off stays defined, shut
+off; the lifecycle event reaches the compute host, which records it.
+
+Phase 1 of issue 13: cold and live migration, resize, evacuation of real
+guests are refused with :class:`~nubes.exception.VirtOperationNotSupported`
+before anything changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
+
+from nubes import exception
+from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, LifecycleEvent, ProgressCallback
+from nubes.compute.virt.fake import format_uptime
+from nubes.compute.virt.libvirt.guest import (
+    NAME_PREFIX,
+    GuestSpec,
+    InstanceFiles,
+    domain_xml,
+)
+from nubes.compute.virt.libvirt.host import Host
+from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
+from nubes.objects.states import PowerState
+
+if TYPE_CHECKING:
+    from nubes.context import RequestContext
+    from nubes.objects.flavor import Flavor
+    from nubes.objects.instance import Instance
+    from nubes.objects.migration import Migration
+
+LOG = logging.getLogger(__name__)
+
+VIRT_TYPES = ("qemu", "kvm")
+#: Image disk formats a root disk can be made from (an overlay over the cached image).
+_BACKING_FORMATS = {"raw": "raw", "ami": "raw", "qcow2": "qcow2"}
+#: How often a clean shutdown is checked on while it is awaited.
+_POLL = 0.2
+#: Console output returned at most (the end of the log), like Nova's limit.
+CONSOLE_LOG_MAX = 100 * 1024
+
+
+def usable_virt_type() -> str:
+    """``kvm`` when this machine can run KVM guests, else ``qemu`` (TCG).
+
+    ``/dev/kvm`` alone is not enough: a container may show it on a CPU
+    without vmx/svm, where KVM guests hang in their firmware.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "qemu"
+    has_extensions = " vmx" in flags or " svm" in flags
+    return "kvm" if has_extensions and os.path.exists("/dev/kvm") else "qemu"
+
+
+def _power_state(libvirt: Any, state: int) -> PowerState:
+    table = {
+        libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+        libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+        libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
+        libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+        libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+        libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+    }
+    return table.get(state, PowerState.NOSTATE)
+
+
+class LibvirtDriver(ComputeDriver):
+    """Guests of one libvirtd. One node, named like the host."""
+
+    hypervisor_type = "QEMU"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        connection_uri: str,
+        virt_type: str,
+        instances_path: str | Path,
+        image_source: ImageSource,
+        soft_reboot_wait: float = 120.0,
+    ) -> None:
+        super().__init__(host)
+        if virt_type not in VIRT_TYPES:
+            raise exception.ConfigError(
+                reason=f"[libvirt] virt_type {virt_type!r} is not one of {', '.join(VIRT_TYPES)}"
+            )
+        self.virt_type = virt_type
+        self.instances_path = Path(instances_path)
+        self.connection = Host(connection_uri)
+        self.images = ImageCache(self.instances_path, image_source, host)
+        self.soft_reboot_wait = soft_reboot_wait
+        self._cpu_sample: tuple[int, int] | None = None
+        self._events: set[asyncio.Task[None]] = set()
+
+    @property
+    def libvirt(self) -> Any:
+        return self.connection.libvirt
+
+    # -- helpers -------------------------------------------------------------
+
+    def files(self, uuid: str) -> InstanceFiles:
+        return InstanceFiles.of(self.instances_path, uuid)
+
+    def _error(self, operation: str, uuid: str, exc: BaseException) -> exception.VirtDriverError:
+        return exception.VirtDriverError(operation=operation, instance_uuid=uuid, reason=str(exc))
+
+    def _lookup_sync(self, uuid: str) -> Any:
+        """The domain of ``uuid`` (blocking), or None."""
+        libvirt = self.libvirt
+        try:
+            return self.connection.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    async def _lookup(self, uuid: str) -> Any:
+        return await self.connection.call(self._lookup_sync, uuid)
+
+    async def _domain(self, instance: Instance, operation: str) -> Any:
+        try:
+            dom = await self._lookup(instance.uuid)
+        except self.libvirt.libvirtError as exc:
+            raise self._error(operation, instance.uuid, exc) from None
+        if dom is None:
+            raise exception.InstanceNotFound(instance_id=instance.uuid)
+        return dom
+
+    async def _state(self, dom: Any) -> PowerState:
+        state, _reason = await self.connection.call(dom.state)
+        return _power_state(self.libvirt, state)
+
+    def _on_domain_event(self, uuid: str, event: int, detail: int) -> None:
+        # In the event loop. Re-read the state: events of one guest may be late.
+        async def report() -> None:
+            try:
+                dom = await self._lookup(uuid)
+                if dom is None or not dom.name().startswith(NAME_PREFIX):
+                    return
+                state = await self._state(dom)
+            except self.libvirt.libvirtError as exc:
+                LOG.debug("event for %s: state unreadable (%s)", uuid, exc)
+                return
+            self.emit_event(LifecycleEvent(uuid, state))
+
+        task = asyncio.get_running_loop().create_task(report())
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    # -- host --------------------------------------------------------------
+
+    async def init_host(self) -> None:
+        await asyncio.to_thread(self.instances_path.mkdir, parents=True, exist_ok=True)
+        await self.connection.open(self._on_domain_event)
+
+    async def cleanup_host(self) -> None:
+        for task in list(self._events):
+            task.cancel()
+        await self.connection.close()
+
+    def get_available_nodes(self) -> list[str]:
+        return [self.host]
+
+    def _resources_sync(self) -> dict[str, Any]:
+        conn = self.connection.conn
+        arch, memory_mb, cpus, *_ = conn.getInfo()
+        caps = ET.fromstring(conn.getCapabilities())
+        cpu = caps.find("host/cpu")
+        model = cpu.findtext("model", "") if cpu is not None else ""
+        vendor = cpu.findtext("vendor", "") if cpu is not None else ""
+        disk = shutil.disk_usage(self.instances_path)
+        return {
+            "vcpus": cpus,
+            "memory_mb": memory_mb,
+            "local_gb": disk.total // (1 << 30),
+            "hypervisor_type": self.hypervisor_type,
+            "hypervisor_version": conn.getVersion(),
+            "hypervisor_hostname": self.host,
+            "cpu_info": json.dumps(
+                {"arch": arch, "model": model, "vendor": vendor, "virt_type": self.virt_type},
+                sort_keys=True,
+            ),
+        }
+
+    async def get_available_resource(self, nodename: str) -> dict[str, Any]:
+        return await self.connection.call(self._resources_sync)
+
+    async def get_host_metrics(self, nodename: str) -> dict[str, float]:
+        libvirt = self.libvirt
+        stats = await self.connection.call(
+            self.connection.conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS
+        )
+        idle = stats.get("idle", 0) + stats.get("iowait", 0)
+        total = idle + stats.get("kernel", 0) + stats.get("user", 0)
+        # Busy share since the previous reading (since boot for the first).
+        before, self._cpu_sample = self._cpu_sample, (total, idle)
+        if before is not None:
+            total, idle = total - before[0], idle - before[1]
+        percent = 100.0 * (total - idle) / total if total > 0 else 0.0
+        return {"cpu.percent": round(min(100.0, max(0.0, percent)), 2)}
+
+    async def get_host_uptime(self) -> str:
+        text = await asyncio.to_thread(Path("/proc/uptime").read_text)
+        return format_uptime(time.time(), float(text.split()[0]), os.getloadavg())
+
+    # -- instances -----------------------------------------------------------
+
+    async def list_instances(self) -> list[str]:
+        def ours() -> list[str]:
+            return [
+                dom.UUIDString()
+                for dom in self.connection.conn.listAllDomains()
+                if dom.name().startswith(NAME_PREFIX)
+            ]
+
+        return await self.connection.call(ours)
+
+    async def get_info(self, instance: Instance) -> InstanceInfo:
+        dom = await self._domain(instance, "get_info")
+        try:
+            state, _max_kib, mem_kib, vcpus, cpu_time = await self.connection.call(dom.info)
+        except self.libvirt.libvirtError as exc:
+            if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.InstanceNotFound(instance_id=instance.uuid) from None
+            raise self._error("get_info", instance.uuid, exc) from None
+        return InstanceInfo(_power_state(self.libvirt, state), mem_kib // 1024, vcpus, cpu_time)
+
+    def console_log_path(self, instance: Instance) -> Path:
+        return self.files(instance.uuid).console_log
+
+    async def get_console_output(self, instance: Instance) -> str:
+        await self._domain(instance, "get_console_output")
+
+        def tail() -> bytes:
+            try:
+                with open(self.console_log_path(instance), "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - CONSOLE_LOG_MAX))
+                    return f.read()
+            except FileNotFoundError:
+                return b""
+
+        return (await asyncio.to_thread(tail)).decode("utf-8", errors="replace")
+
+    async def _root_disk(self, instance: Instance, image_meta: dict[str, Any]) -> str:
+        """Make the instance's root disk, an overlay over the cached image;
+        returns the overlay's format."""
+        image_id = image_meta.get("id")
+        disk_format = image_meta.get("disk_format") or "raw"
+        backing = _BACKING_FORMATS.get(disk_format)
+        if not image_id or backing is None:
+            raise exception.VirtOperationNotSupported(
+                driver="libvirt",
+                operation="spawn",
+                instance_uuid=instance.uuid,
+                reason=f"cannot boot from an image of disk format {disk_format!r} "
+                f"(raw, ami or qcow2 only)",
+            )
+        base = await self.images.get(image_id, image_meta.get("os_hash_value"))
+        disk = self.files(instance.uuid).disk
+        command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing, "-b", str(base)]
+        command.append(str(disk))
+        if instance.root_gb:
+            command.append(f"{instance.root_gb}G")
+        await self._run(command, instance, "spawn")
+        return "qcow2"
+
+    async def _run(self, command: list[str], instance: Instance, operation: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise exception.VirtDriverError(
+                operation=operation,
+                instance_uuid=instance.uuid,
+                reason=f"{command[0]} failed: {err.decode(errors='replace').strip()}",
+            )
+
+    async def _link_from_cache(self, image_id: str, dest: Path) -> None:
+        cached = await self.images.get(image_id)
+        await asyncio.to_thread(os.link, cached, dest)
+
+    async def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        libvirt = self.libvirt
+        if await self._lookup(instance.uuid) is not None:
+            raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
+        files = self.files(instance.uuid)
+        # Left by a spawn cut off before its domain existed: nothing uses it.
+        await asyncio.to_thread(shutil.rmtree, files.directory, True)
+        await asyncio.to_thread(files.directory.mkdir, parents=True)
+        properties = image_meta.get("properties") or {}
+        kernel_id = properties.get("kernel_id")
+        ramdisk_id = properties.get("ramdisk_id")
+        try:
+            disk_format = await self._root_disk(instance, image_meta)
+            if kernel_id:
+                await self._link_from_cache(kernel_id, files.kernel)
+            if kernel_id and ramdisk_id:
+                await self._link_from_cache(ramdisk_id, files.ramdisk)
+            spec = GuestSpec(
+                uuid=instance.uuid,
+                virt_type=self.virt_type,
+                memory_mb=instance.memory_mb or 64,
+                vcpus=instance.vcpus or 1,
+                files=files,
+                disk_format=disk_format,
+                direct_kernel=bool(kernel_id),
+                with_ramdisk=bool(kernel_id and ramdisk_id),
+                cmdline=properties.get("os_command_line") or "console=ttyS0",
+            )
+            xml = domain_xml(spec)
+
+            def define_and_start() -> None:
+                dom = self.connection.conn.defineXML(xml)
+                dom.create()
+
+            await self.connection.call(define_and_start)
+        except BaseException as exc:
+            # Nothing may be left that destroy could not remove; destroy removes it now.
+            try:
+                await asyncio.shield(self._destroy(instance))
+            except Exception as cleanup:
+                LOG.warning("cleanup of failed spawn %s: %s", instance.uuid, cleanup)
+            if isinstance(exc, libvirt.libvirtError):
+                raise self._error("spawn", instance.uuid, exc) from None
+            raise
+
+    async def _destroy(self, instance: Instance) -> None:
+        libvirt = self.libvirt
+
+        def remove() -> None:
+            dom = self._lookup_sync(instance.uuid)
+            if dom is not None:
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                        raise  # not "domain is not running" (a race with its own power off)
+                try:
+                    dom.undefine()
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            shutil.rmtree(self.files(instance.uuid).directory, ignore_errors=True)
+
+        try:
+            await self.connection.call(remove)
+        except libvirt.libvirtError as exc:
+            raise self._error("destroy", instance.uuid, exc) from None
+
+    async def destroy(self, context: RequestContext, instance: Instance) -> None:
+        await self._destroy(instance)
+
+    async def _start(self, dom: Any, instance: Instance, operation: str) -> None:
+        try:
+            await self.connection.call(dom.create)
+        except self.libvirt.libvirtError as exc:
+            if exc.get_error_code() == self.libvirt.VIR_ERR_OPERATION_INVALID:
+                return  # already running (started meanwhile)
+            raise self._error(operation, instance.uuid, exc) from None
+
+    async def _hard_stop(self, dom: Any, instance: Instance, operation: str) -> None:
+        try:
+            await self.connection.call(dom.destroy)
+        except self.libvirt.libvirtError as exc:
+            if exc.get_error_code() == self.libvirt.VIR_ERR_OPERATION_INVALID:
+                return  # not running any more
+            raise self._error(operation, instance.uuid, exc) from None
+
+    async def _clean_shutdown(self, dom: Any, timeout: float, retry_interval: float) -> bool:
+        """Press the power button (again every ``retry_interval``) until the
+        guest is off or ``timeout`` passes; whether it went off."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        next_press = loop.time()
+        while loop.time() < deadline:
+            if await self._state(dom) == PowerState.SHUTDOWN:
+                return True
+            if loop.time() >= next_press:
+                try:
+                    await self.connection.call(dom.shutdown)
+                except self.libvirt.libvirtError as exc:
+                    if exc.get_error_code() != self.libvirt.VIR_ERR_OPERATION_INVALID:
+                        raise
+                next_press = loop.time() + retry_interval if retry_interval > 0 else float("inf")
+            await asyncio.sleep(_POLL)
+        return await self._state(dom) == PowerState.SHUTDOWN
+
+    async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
+        dom = await self._domain(instance, "reboot")
+        if reboot_type == "SOFT" and await self._state(dom) == PowerState.RUNNING:
+            try:
+                if await self._clean_shutdown(dom, self.soft_reboot_wait, 0):
+                    await self._start(dom, instance, "reboot")
+                    return
+            except self.libvirt.libvirtError as exc:
+                LOG.info("soft reboot of %s failed (%s); rebooting hard", instance.uuid, exc)
+            LOG.info("instance %s did not shut down cleanly; rebooting hard", instance.uuid)
+        await self._hard_stop(dom, instance, "reboot")
+        await self._start(dom, instance, "reboot")
+
+    async def power_off(
+        self, instance: Instance, timeout: float = 0, retry_interval: float = 0
+    ) -> None:
+        dom = await self._domain(instance, "power_off")
+        if await self._state(dom) == PowerState.SHUTDOWN:
+            return
+        if timeout > 0:
+            try:
+                if await self._clean_shutdown(dom, timeout, retry_interval):
+                    return
+            except self.libvirt.libvirtError as exc:
+                LOG.info("clean shutdown of %s failed (%s)", instance.uuid, exc)
+        await self._hard_stop(dom, instance, "power_off")
+
+    async def power_on(self, context: RequestContext, instance: Instance) -> None:
+        dom = await self._domain(instance, "power_on")
+        if await self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
+            return
+        await self._start(dom, instance, "power_on")
+
+    def backing_files(self) -> set[Path]:
+        """The cached images the root disks of this host's guests are overlays of."""
+        found: set[Path] = set()
+        if not self.instances_path.is_dir():
+            return found
+        for disk in self.instances_path.glob("*/disk"):
+            info = _qcow2_backing(disk)
+            if info is not None:
+                found.add(Path(info))
+        return found
+
+    # -- moves: not in phase 1 -------------------------------------------------
+
+    def _unsupported(self, operation: str, instance: Instance) -> exception.NubesError:
+        return exception.VirtOperationNotSupported(
+            driver="libvirt",
+            operation=operation,
+            instance_uuid=instance.uuid,
+            reason="moving real guests between hosts is not built yet (issue 13, phase 2)",
+        )
+
+    async def migrate_disk_and_power_off(
+        self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
+    ) -> dict[str, Any]:
+        raise self._unsupported("migrate or resize", instance)
+
+    async def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: dict[str, Any],
+        image_meta: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool = True,
+    ) -> None:
+        raise self._unsupported("finish a migration of", instance)
+
+    async def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance
+    ) -> None:
+        raise self._unsupported("confirm a migration of", instance)
+
+    async def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migration: Migration,
+        power_on: bool = True,
+    ) -> None:
+        raise self._unsupported("revert a migration of", instance)
+
+    async def check_can_live_migrate_destination(
+        self, context: RequestContext, instance: Instance, block_migration: bool = False
+    ) -> dict[str, Any]:
+        raise self._unsupported("live-migrate", instance)
+
+    async def check_can_live_migrate_source(
+        self, context: RequestContext, instance: Instance, dest_check_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise self._unsupported("live-migrate", instance)
+
+    async def pre_live_migration(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise self._unsupported("live-migrate", instance)
+
+    async def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        migrate_data: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        raise self._unsupported("live-migrate", instance)
+
+    async def post_live_migration(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        raise self._unsupported("live-migrate", instance)
+
+    async def post_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        raise self._unsupported("live-migrate", instance)
+
+    async def rollback_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        # Nothing was made here (pre_live_migration refuses): nothing to undo.
+        return None
+
+    async def live_migration_abort(self, instance: Instance) -> bool:
+        return False  # this driver never has a live migration in progress
+
+    async def live_migration_force_complete(self, instance: Instance) -> bool:
+        return False
+
+
+def _qcow2_backing(disk: Path) -> str | None:
+    """The backing file a qcow2 header names (None: none, or not qcow2)."""
+    try:
+        with open(disk, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != b"QFI\xfb":
+                return None
+            offset = int.from_bytes(header[8:16], "big")
+            size = int.from_bytes(header[16:20], "big")
+            if not offset or not size:
+                return None
+            f.seek(offset)
+            return f.read(size).decode(errors="replace")
+    except OSError:
+        return None

@@ -1,0 +1,110 @@
+"""The libvirt domain XML of an instance, and where its files live.
+
+One directory per instance under ``[libvirt] instances_path``
+(``<instances_path>/<uuid>/``) holds everything the guest has on this host:
+its root disk (a qcow2 overlay over the image cache), its kernel and
+ramdisk when it boots them directly, and its serial console log. Removing the
+directory and the domain removes the guest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+#: Domain names of nubes guests; a libvirtd may run guests that are not ours.
+NAME_PREFIX = "nubes-"
+#: The kernel command line when the image sets no ``os_command_line``:
+#: the console on the first serial port, which goes to the console log.
+DEFAULT_CMDLINE = "console=ttyS0"
+
+
+def domain_name(uuid: str) -> str:
+    return f"{NAME_PREFIX}{uuid}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceFiles:
+    """The files of one instance on this host."""
+
+    directory: Path
+
+    @classmethod
+    def of(cls, instances_path: Path, uuid: str) -> InstanceFiles:
+        return cls(instances_path / uuid)
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk"
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / "kernel"
+
+    @property
+    def ramdisk(self) -> Path:
+        return self.directory / "ramdisk"
+
+    @property
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestSpec:
+    """What the domain XML is made from."""
+
+    uuid: str
+    virt_type: str
+    memory_mb: int
+    vcpus: int
+    files: InstanceFiles
+    disk_format: str = "qcow2"
+    #: Boot this kernel (and ramdisk) directly instead of the disk's bootloader.
+    direct_kernel: bool = False
+    with_ramdisk: bool = False
+    cmdline: str = DEFAULT_CMDLINE
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    node = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        node.text = text
+    return node
+
+
+def domain_xml(spec: GuestSpec) -> str:
+    """The libvirt domain XML for ``spec``."""
+    domain = ET.Element("domain", type=spec.virt_type)
+    _sub(domain, "name", domain_name(spec.uuid))
+    _sub(domain, "uuid", spec.uuid)
+    _sub(domain, "memory", str(spec.memory_mb), unit="MiB")
+    _sub(domain, "vcpu", str(max(1, spec.vcpus)))
+    os_ = _sub(domain, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
+    if spec.direct_kernel:
+        _sub(os_, "kernel", str(spec.files.kernel))
+        if spec.with_ramdisk:
+            _sub(os_, "initrd", str(spec.files.ramdisk))
+        _sub(os_, "cmdline", spec.cmdline)
+    else:
+        _sub(os_, "boot", dev="hd")
+    features = _sub(domain, "features")
+    # ACPI: a soft reboot or a clean power off presses the guest's power button.
+    _sub(features, "acpi")
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
+    devices = _sub(domain, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format)
+    _sub(disk, "source", file=str(spec.files.disk))
+    _sub(disk, "target", dev="vda", bus="virtio")
+    # The serial console appends to the log across reboots and restarts, so
+    # the console log shows the guest's whole life on this host.
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(spec.files.console_log), append="on")
+    _sub(serial, "target", port="0")
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(domain, encoding="unicode")

@@ -1,0 +1,204 @@
+"""A tiny test guest built from Debian packages: the cloud kernel and a busybox initramfs.
+
+The kernel is the machine's ``linux-image-cloud-amd64`` (it boots in 80 MiB);
+the initramfs holds ``busybox-static`` and an ``/init`` that prints markers on
+the serial console (so on the console log):
+
+* ``NUBES-GUEST boot`` once per boot,
+* ``NUBES-GUEST tick N`` every second,
+* ``NUBES-GUEST power-button`` then powers off when the ACPI power button is
+  pressed (a clean shutdown or soft reboot asked through libvirt),
+* ``NUBES-GUEST poweroff`` then powers off after N ticks when the kernel
+  command line says ``nubes.poweroff=N`` (a guest that shuts itself down).
+
+Built files are cached under ``NUBES_GUEST_CACHE`` (default
+``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
+builds them once per machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from nubes import exception
+
+BOOT_MARKER = "NUBES-GUEST boot"
+TICK_MARKER = "NUBES-GUEST tick"
+POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
+POWEROFF_MARKER = "NUBES-GUEST poweroff"
+
+_INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+echo "NUBES-GUEST boot"
+# The ACPI power button (and the input events it sends) are modules in this kernel.
+insmod /lib/evdev.ko 2>/dev/null
+insmod /lib/button.ko 2>/dev/null
+for ev in /dev/input/event*; do
+  [ -e "$ev" ] || continue
+  ( dd if="$ev" bs=24 count=1 >/dev/null 2>&1
+    echo "NUBES-GUEST power-button"; poweroff -f ) &
+done
+off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+n=0
+while :; do
+  n=$((n+1))
+  echo "NUBES-GUEST tick $n"
+  if [ -n "$off" ] && [ "$n" -ge "$off" ]; then
+    echo "NUBES-GUEST poweroff"
+    poweroff -f
+  fi
+  sleep 1
+done
+"""
+
+_MODULES = ("drivers/input/evdev.ko", "drivers/acpi/button.ko")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuestImage:
+    kernel: Path
+    initramfs: Path
+    #: A small empty raw disk: the root disk image the guest boots with.
+    disk: Path
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NUBES_GUEST_CACHE", "/var/tmp/nubes-guest"))
+
+
+def _kernel() -> Path:
+    kernels = sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))
+    if not kernels:
+        raise exception.ConfigError(
+            reason="no cloud kernel in /boot: apt-get install linux-image-cloud-amd64"
+        )
+    return Path(kernels[-1])
+
+
+def _busybox() -> Path:
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        path = Path(candidate)
+        if path.exists() and _is_static(path):
+            return path
+    raise exception.ConfigError(reason="no static busybox: apt-get install busybox-static")
+
+
+def _is_static(path: Path) -> bool:
+    # A dynamic ELF names its interpreter near the start; the initramfs has no libc.
+    with open(path, "rb") as f:
+        return b"/lib64/ld-linux" not in f.read(1 << 12)
+
+
+def _digest(*paths: Path) -> str:
+    digest = hashlib.sha256(_INIT.encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def newc_archive(files: list[tuple[str, int, bytes]]) -> bytes:
+    """A cpio "newc" archive of (name, mode, data); directories have no data."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate([*files, ("TRAILER!!!", 0, b"")], start=1):
+        encoded = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        out += b"070701" + b"".join(f"{v:08x}".encode() for v in fields) + encoded
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def build(cache: Path | None = None) -> GuestImage:
+    """The test guest's kernel, initramfs and disk, built once and cached."""
+    kernel = _kernel()
+    busybox = _busybox()
+    version = kernel.name.removeprefix("vmlinuz-")
+    modules = [Path("/lib/modules", version, "kernel", m) for m in _MODULES]
+    directory = (cache or _cache_dir()) / _digest(kernel, busybox, *modules)
+    image = GuestImage(directory / "vmlinuz", directory / "initramfs.gz", directory / "disk.raw")
+    if image.kernel.exists() and image.initramfs.exists() and image.disk.exists():
+        return image
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=directory.parent))
+    try:
+        entries: list[tuple[str, int, bytes]] = [
+            ("bin", 0o040755, b""),
+            ("lib", 0o040755, b""),
+            ("bin/busybox", 0o100755, busybox.read_bytes()),
+            ("init", 0o100755, _INIT.encode()),
+        ]
+        for module in modules:
+            if module.exists():  # without them the guest ignores the power button
+                entries.append((f"lib/{module.name}", 0o100644, module.read_bytes()))
+        (work / "initramfs.gz").write_bytes(gzip.compress(newc_archive(entries), compresslevel=6))
+        shutil.copyfile(kernel, work / "vmlinuz")
+        with open(work / "disk.raw", "wb") as f:
+            f.truncate(1 << 20)
+        # Another session may have built the same meanwhile: either copy is good.
+        try:
+            work.rename(directory)
+        except OSError:
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return image
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishedImages:
+    """The test guest as image records a libvirt host can boot (see :func:`publish`)."""
+
+    kernel_id: str
+    ramdisk_id: str
+    raw: dict[str, Any]
+    qcow2: dict[str, Any]
+
+    def with_cmdline(self, meta: dict[str, Any], cmdline: str) -> dict[str, Any]:
+        """``meta`` with the kernel command line ``cmdline`` (``os_command_line``)."""
+        properties = {**meta["properties"], "os_command_line": cmdline}
+        return {**meta, "properties": properties}
+
+
+def publish(image: GuestImage, directory: Path) -> PublishedImages:
+    """Put the guest's files into an image data directory (files named by
+    image id, as the image API keeps them) and describe them as the image
+    records a build carries: a raw and a qcow2 root disk image, each booting
+    the kernel and initramfs through ``kernel_id``/``ramdisk_id``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = {name: str(uuid.uuid4()) for name in ("kernel", "ramdisk", "raw", "qcow2")}
+    shutil.copyfile(image.kernel, directory / ids["kernel"])
+    shutil.copyfile(image.initramfs, directory / ids["ramdisk"])
+    shutil.copyfile(image.disk, directory / ids["raw"])
+    qcow2 = directory / ids["qcow2"]
+    command = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(image.disk), str(qcow2)]
+    subprocess.run(command, check=True)
+    properties = {"kernel_id": ids["kernel"], "ramdisk_id": ids["ramdisk"]}
+
+    def meta(name: str, disk_format: str) -> dict[str, Any]:
+        path = directory / ids[name]
+        return {
+            "id": ids[name],
+            "disk_format": disk_format,
+            "os_hash_algo": "sha512",
+            "os_hash_value": hashlib.sha512(path.read_bytes()).hexdigest(),
+            "properties": dict(properties),
+        }
+
+    raw, qcow2_meta = meta("raw", "raw"), meta("qcow2", "qcow2")
+    return PublishedImages(ids["kernel"], ids["ramdisk"], raw, qcow2_meta)

@@ -1,0 +1,140 @@
+"""The libvirt driver against a real libvirtd with real (tiny, TCG) guests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from nubes import exception
+from nubes.compute.virt.driver import LifecycleEvent
+from nubes.compute.virt.libvirt.driver import LibvirtDriver
+from nubes.context import RequestContext
+from nubes.objects.instance import Instance
+from nubes.objects.states import PowerState
+from nubes.testing import guestimage
+from nubes.testing.guestimage import BOOT_MARKER, POWER_BUTTON_MARKER, POWEROFF_MARKER
+from nubes.testing.libvirtd import PrivateLibvirtd
+from tests.libvirt.conftest import make_driver, wait_console
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt]
+
+
+def _instance(memory_mb: int = 96) -> Instance:
+    return Instance(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=memory_mb, root_gb=1)
+
+
+async def test_lifecycle_of_a_real_guest(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    ctxt = RequestContext()
+    inst = _instance()
+    await driver.spawn(ctxt, inst, images.raw, {})
+    info = await driver.get_info(inst)
+    assert info.state == PowerState.RUNNING and info.memory_mb == 96 and info.vcpus == 1
+    await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1")
+    with pytest.raises(exception.Conflict):
+        await driver.spawn(ctxt, inst, images.raw, {})
+
+    # Soft: the guest hears its power button, shuts down and boots again.
+    await driver.reboot(ctxt, inst, "SOFT")
+    log = await wait_console(driver, inst, BOOT_MARKER, 2)
+    assert POWER_BUTTON_MARKER in log
+    # Hard: power-cycled without asking.
+    await driver.reboot(ctxt, inst, "HARD")
+    await wait_console(driver, inst, BOOT_MARKER, 3)
+    assert (await driver.get_info(inst)).state == PowerState.RUNNING
+
+    await driver.power_off(inst, timeout=30, retry_interval=5)
+    assert (await driver.get_info(inst)).state == PowerState.SHUTDOWN
+    assert (await driver.get_console_output(inst)).count(POWER_BUTTON_MARKER) == 2
+    await driver.power_off(inst)  # already off
+    await driver.power_on(ctxt, inst)
+    await driver.power_on(ctxt, inst)  # already on
+    assert (await driver.get_info(inst)).state == PowerState.RUNNING
+
+    # The root disk is an overlay over the image cache; kernel and ramdisk are links to it.
+    files = driver.files(inst.uuid)
+    base = driver.images.path(images.raw["id"])
+    assert driver.backing_files() == {base}
+    assert set(driver.images.in_use(driver.backing_files())) == set(driver.images.entries())
+    assert len(driver.images.entries()) == 3
+
+    await driver.destroy(ctxt, inst)
+    await driver.destroy(ctxt, inst)  # idempotent
+    assert inst.uuid not in await driver.list_instances()
+    assert not files.directory.exists()
+    assert driver.images.in_use(driver.backing_files()) == []
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.get_info(inst)
+    # Nothing uses the cache any more: pruning empties it.
+    assert len(driver.images.prune(driver.backing_files())) == 3
+    assert driver.images.entries() == []
+
+
+async def test_qcow2_image_host_resources_and_a_restart_that_loses_nothing(
+    driver: LibvirtDriver,
+    images: guestimage.PublishedImages,
+    libvirtd: PrivateLibvirtd,
+    image_dir: Path,
+) -> None:
+    resources = await driver.get_available_resource("lv-0")
+    assert resources["vcpus"] == os.cpu_count()
+    assert resources["memory_mb"] > 0 and resources["local_gb"] > 0
+    assert resources["hypervisor_type"] == "QEMU" and resources["hypervisor_hostname"] == "lv-0"
+    assert 0 <= (await driver.get_host_metrics("lv-0"))["cpu.percent"] <= 100
+    assert " up " in await driver.get_host_uptime()
+
+    ctxt = RequestContext()
+    inst = _instance()
+    await driver.spawn(ctxt, inst, images.qcow2, {})
+    assert driver.backing_files() == {driver.images.path(images.qcow2["id"])}
+
+    # The compute agent restarts: a new driver on the same libvirtd and
+    # instances path finds its guest running, and only its own guests.
+    again = make_driver(libvirtd, image_dir, driver.instances_path)
+    await again.init_host()
+    try:
+        assert await again.list_instances() == [inst.uuid]
+        assert (await again.get_info(inst)).state == PowerState.RUNNING
+        await wait_console(again, inst, f"{guestimage.TICK_MARKER} 1")
+    finally:
+        await again.cleanup_host()
+
+
+async def test_a_guest_that_powers_itself_off_is_reported(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    events: list[LifecycleEvent] = []
+    driver.register_event_listener(events.append)
+    inst = _instance()
+    meta = images.with_cmdline(images.raw, "console=ttyS0 nubes.poweroff=1")
+    await driver.spawn(RequestContext(), inst, meta, {})
+    await wait_console(driver, inst, POWEROFF_MARKER)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while LifecycleEvent(inst.uuid, PowerState.SHUTDOWN) not in events:
+        assert loop.time() < deadline, events
+        await asyncio.sleep(0.1)
+    assert (await driver.get_info(inst)).state == PowerState.SHUTDOWN
+
+
+async def test_bad_images_leave_nothing_behind(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    ctxt = RequestContext()
+    inst = _instance()
+    with pytest.raises(exception.VirtOperationNotSupported):
+        await driver.spawn(ctxt, inst, {**images.raw, "disk_format": "iso"}, {})
+    with pytest.raises(exception.ImageFetchFailed):
+        await driver.spawn(ctxt, inst, {**images.raw, "os_hash_value": "0" * 128}, {})
+    missing = {**images.raw, "properties": {"kernel_id": str(uuid.uuid4())}}
+    with pytest.raises(exception.ImageNotFound):
+        await driver.spawn(ctxt, inst, missing, {})
+    assert await driver.list_instances() == []
+    assert not driver.files(inst.uuid).directory.exists()
+    with pytest.raises(exception.VirtOperationNotSupported):
+        await driver.check_can_live_migrate_destination(ctxt, inst)
