@@ -25,7 +25,7 @@ retries deadlocks. A write whose commit fails on a server is reported as a
 :class:`~nubes.exception.DBConnectionError` (its outcome is unknown), as the
 ordinary path would.
 
-**Units** (:meth:`GroupCommitter.execute_unit`, SQLite only for now) carry
+**Units** (:meth:`GroupCommitter.execute_unit`, SQLite and PostgreSQL) carry
 several statements that must commit together or not at all: a task's step
 with what the step wrote (the instance placed, an event), a scheduler claim
 (the node's usage and the allocation row), a compute host's event. Each unit
@@ -55,11 +55,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from sqlalchemy.engine import Dialect as SQLDialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -155,6 +155,101 @@ class UnitStatement:
 UnitOutcome = list[tuple[int, list[tuple[Any, ...]] | None]] | Literal[False] | None
 
 
+#: What a :class:`Write` does when its statement matched nothing, on the
+#: ordinary path: raise what that means (the lease lost, the instance's
+#: conflict ...) or accept it (then the rest of the commit goes on).
+Missed = Callable[[AsyncConnection], Awaitable[None]]
+
+#: Prepared forms of :class:`Write` statements, by (shape, dialect, driver).
+_PREPARED: dict[tuple[Hashable, str, str], Prepared] = {}
+_PREPARED_LIMIT = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Write:
+    """One conditional write, described once by ``db/api``; the database layer runs it.
+
+    ``build()`` gives the statement (an UPDATE, an INSERT ... SELECT, or a
+    SELECT that must find a row), every parameter bound by name from
+    ``params``; ``shape`` names what ``build`` builds, for the caches. The
+    same statement runs either on a connection (:meth:`run`) or as part of
+    a grouped unit (:meth:`statement`): there is no second copy of the SQL
+    to drift. ``missed`` says what matching nothing means (None: nothing,
+    the write is optional); in a unit a write with ``missed`` is required,
+    and a miss rolls the unit back so that the ordinary path, which calls
+    ``missed``, finds out why.
+    """
+
+    shape: Hashable
+    build: Callable[[], Any]
+    params: Mapping[str, Any]
+    missed: Missed | None = None
+    #: The statement is a read (SELECT): it matches when it returns a row.
+    read: bool = False
+
+    async def run(self, conn: AsyncConnection) -> bool:
+        """Run it in ``conn``'s transaction; whether it matched (after ``missed``)."""
+        stmt = _STATEMENTS.get(self.shape)
+        if stmt is None:
+            if len(_STATEMENTS) >= _PREPARED_LIMIT:
+                _STATEMENTS.clear()
+            stmt = _STATEMENTS[self.shape] = self.build()
+        result = await conn.execute(stmt, dict(self.params))
+        matched = result.first() is not None if self.read else result.rowcount > 0
+        if not matched and self.missed is not None:
+            await self.missed(conn)
+        return matched
+
+    def statement(self, dialect: Dialect) -> UnitStatement:
+        """The same write as a statement of a grouped unit."""
+        key = (self.shape, dialect.name, dialect.driver)
+        prepared = _PREPARED.get(key)
+        if prepared is None:
+            if len(_PREPARED) >= _PREPARED_LIMIT:
+                _PREPARED.clear()
+            prepared = _PREPARED[key] = prepare(self.build(), dialect)
+        return UnitStatement(
+            prepared,
+            prepared.args(self.params),
+            required=self.missed is not None,
+            returning=self.read,
+        )
+
+
+#: SQLAlchemy forms of :class:`Write` statements, by shape.
+_STATEMENTS: dict[Hashable, Any] = {}
+
+#: What a commit writes: descriptions (:class:`Write`, groupable) and, for
+#: what has no single-statement form, functions of the transaction's connection.
+CommitPart = Write | Callable[[AsyncConnection], Awaitable[Any]]
+
+
+async def commit(db: Database, key: str, writes: Sequence[CommitPart]) -> None:
+    """Commit ``writes`` together, in order: all of them or none.
+
+    The one place that decides how: as one unit of a grouped batch where
+    the backend runs units and every write is a :class:`Write` (a miss or a
+    failed batch there writes nothing, and the ordinary path runs next);
+    else in a writer transaction of their own (joining the caller's block,
+    if it is in one), where each write's ``missed`` raises or accepts.
+    ``key`` names the row most written (orders the batch).
+    """
+    if not db.in_block() and all(isinstance(w, Write) for w in writes):
+        committer = db.group_commit
+        if committer is not None and committer.units:
+            dialect = committer.dialect
+            unit = [w.statement(dialect) for w in writes if isinstance(w, Write)]
+            if await committer.execute_unit(key, unit):
+                db.note_write()
+                return
+    async with db.writer() as conn:
+        for w in writes:
+            if isinstance(w, Write):
+                await w.run(conn)
+            else:
+                await w(conn)
+
+
 @dataclasses.dataclass(slots=True)
 class _Item:
     key: str
@@ -204,8 +299,28 @@ def _pg_rowcount(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
+async def _pg_unit(pg: Any, unit: Sequence[UnitStatement]) -> Any:
+    """One unit in a savepoint of the batch's transaction (see :data:`UnitOutcome`)."""
+    savepoint = pg.transaction()
+    await savepoint.start()
+    out: list[tuple[int, list[tuple[Any, ...]] | None]] = []
+    for statement in unit:
+        rows: list[tuple[Any, ...]] | None = None
+        if statement.returning:
+            rows = [tuple(r) for r in await pg.fetch(statement.write.sql, *statement.args)]
+            count = len(rows)
+        else:
+            count = _pg_rowcount(await pg.execute(statement.write.sql, *statement.args))
+        if statement.required and count == 0:
+            await savepoint.rollback()
+            return False
+        out.append((count, rows))
+    await savepoint.commit()
+    return out
+
+
 async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
-    if len(items) == 1:
+    if len(items) == 1 and items[0].unit is None:
         # A single statement commits by itself: no BEGIN/COMMIT round trips.
         # Its diagnosis then reads a later snapshot, as any READ COMMITTED
         # read after a failed UPDATE does.
@@ -222,6 +337,9 @@ async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
     try:
         out: list[Any] = []
         for item in items:
+            if item.unit is not None:
+                out.append(await _pg_unit(pg, item.unit))
+                continue
             assert item.write is not None
             count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
             row = None
@@ -269,7 +387,9 @@ async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
 
 _RUNNERS = {"sqlite": _run_sqlite, "postgresql": _run_postgresql, "mysql": _run_mysql}
 #: Backends whose runner takes units (savepoints in the batch's transaction).
-_UNIT_BACKENDS = frozenset({"sqlite"})
+#: Not MySQL/MariaDB: some units return rows from an UPDATE (RETURNING), which
+#: MariaDB has only for INSERT and DELETE.
+_UNIT_BACKENDS = frozenset({"sqlite", "postgresql"})
 
 
 def supported(engine: AsyncEngine) -> bool:
@@ -299,8 +419,9 @@ class GroupCommitter:
         if writers is None:
             writers = 1 if self.dialect.name == "sqlite" else DEFAULT_SERVER_WRITERS
         self.writers = writers
-        #: Whether :meth:`execute_unit` runs units here (SQLite; elsewhere
-        #: callers take their ordinary path).
+        #: Whether :meth:`execute_unit` runs units here (SQLite, PostgreSQL;
+        #: elsewhere callers take their ordinary path). A benchmark may turn
+        #: it off to compare.
         self.units = self.dialect.name in _UNIT_BACKENDS
         self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from nubes import exception
@@ -37,11 +37,12 @@ from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
 from nubes.context import RequestContext
+from nubes.db import group_commit
 from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
-from nubes.db.group_commit import Dialect, UnitStatement
+from nubes.db.group_commit import CommitPart, Write
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -63,32 +64,34 @@ FAULT_MESSAGE_LENGTH = 255
 #: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
 CLAIMED_INSTANCE = "claimed_instance"
 
-Writes = Callable[[Connection], Awaitable[None]]
+#: What a step commits with its end: write descriptions from ``db/api``
+#: (:class:`~nubes.db.group_commit.Write`) and, for what has no single
+#: statement, functions of the transaction's connection; one or several, in
+#: order. How they commit (grouped with other tasks' or alone) is the
+#: database layer's choice (:func:`nubes.db.group_commit.commit`).
+Writes = CommitPart | Sequence[CommitPart]
 
 
-class UnitWrites:
-    """Writes that a commit can also hand to the group committer as one unit.
+def steps(*writes: Writes | None) -> list[CommitPart]:
+    """``writes`` flattened, in order."""
+    out: list[CommitPart] = []
+    for w in writes:
+        if w is None:
+            continue
+        if isinstance(w, Write) or callable(w):
+            out.append(w)
+        else:
+            out.extend(w)
+    return out
 
-    Called with a connection it runs the ordinary way, like any
-    :data:`Writes`. ``statements(dialect)`` gives the same writes as prepared
-    statements (:class:`~nubes.db.group_commit.UnitStatement`), with which
-    :meth:`Run.commit` and :meth:`Run.finish` commit a step's end in a
-    transaction shared with other tasks' (one trip to the database for many
-    tasks) instead of one of their own. Both ways must write the same rows
-    under the same conditions.
-    """
 
-    __slots__ = ("_run", "_statements")
-
-    def __init__(self, run: Writes, statements: Callable[[Dialect], list[UnitStatement]]) -> None:
-        self._run = run
-        self._statements = statements
-
-    async def __call__(self, conn: Connection) -> None:
-        await self._run(conn)
-
-    def statements(self, dialect: Dialect) -> list[UnitStatement]:
-        return self._statements(dialect)
+async def run_writes(conn: Connection, *writes: Writes | None) -> None:
+    """``writes`` in the caller's transaction, in order (for a step's own block)."""
+    for w in steps(*writes):
+        if isinstance(w, Write):
+            await w.run(conn)
+        else:
+            await w(conn)
 
 
 def _crash_points() -> frozenset[str]:
@@ -167,28 +170,10 @@ class Run:
         values = {"step": step, "payload": self.payload}
         lease = lease_seconds or self.engine.lease_seconds
 
-        def own(dialect: Dialect) -> UnitStatement:
-            return tasks.prepared_update(
-                dialect,
-                self.id,
-                self.engine.owner,
-                values,
-                attempt=self.attempt,
-                lease_seconds=lease,
-            )
-
-        if not await self._commit_grouped(writes, own):
-            async with self.engine.db.writer() as conn:
-                if writes is not None:
-                    await writes(conn)
-                await tasks.update(
-                    conn,
-                    self.id,
-                    self.engine.owner,
-                    values,
-                    attempt=self.attempt,
-                    lease_seconds=lease,
-                )
+        own = tasks.update_write(
+            self.id, self.engine.owner, values, attempt=self.attempt, lease_seconds=lease
+        )
+        await group_commit.commit(self.engine.db, self.instance_uuid or "", steps(writes, own))
         self.step = step
         crash_point(f"{self.kind}:after:{done}")
         return step
@@ -206,66 +191,19 @@ class Run:
         if payload is not None:
             payload = self._stored(payload)
 
-        def own(dialect: Dialect) -> UnitStatement:
-            return tasks.prepared_finish(
-                dialect,
-                self.id,
-                self.engine.owner,
-                status=status,
-                last_error=last_error,
-                attempt=self.attempt,
-                values=None if payload is None else {"payload": payload},
-            )
-
-        if await self._commit_grouped(writes, own):
-            if payload is not None:
-                self.payload = payload
-        else:
-            async with self.engine.db.writer() as conn:
-                if writes is not None:
-                    await writes(conn)
-                if payload is not None:
-                    self.payload = payload
-                    await tasks.update(
-                        conn, self.id, self.engine.owner, {"payload": payload}, attempt=self.attempt
-                    )
-                await tasks.finish(
-                    conn,
-                    self.id,
-                    self.engine.owner,
-                    status=status,
-                    last_error=last_error,
-                    attempt=self.attempt,
-                )
+        own = tasks.finish_write(
+            self.id,
+            self.engine.owner,
+            status=status,
+            last_error=last_error,
+            attempt=self.attempt,
+            values=None if payload is None else {"payload": payload},
+        )
+        await group_commit.commit(self.engine.db, self.instance_uuid or "", steps(writes, own))
+        if payload is not None:
+            self.payload = payload
         self.released = True
         crash_point(f"{self.kind}:after:{self.step}")
-
-    async def _commit_grouped(
-        self, writes: Writes | None, own: Callable[[Dialect], UnitStatement]
-    ) -> bool:
-        """Commit ``writes`` and the task's own write ``own`` as one grouped unit.
-
-        False when that cannot be done here (plain :data:`Writes`, a backend
-        without units) or did not happen (a condition failed, or the batch
-        did): then nothing of it was written, and the caller commits the
-        ordinary way, which also raises what the failed condition means
-        (TaskLeaseLost, the instance's conflict ...).
-        """
-        if writes is not None and not isinstance(writes, UnitWrites):
-            return False
-        db = self.engine.db
-        if db.in_block():
-            return False
-        committer = db.group_commit
-        if committer is None or not committer.units:
-            return False
-        dialect = committer.dialect
-        statements = writes.statements(dialect) if writes is not None else []
-        statements.append(own(dialect))
-        if not await committer.execute_unit(self.instance_uuid or "", statements):
-            return False
-        db.note_write()
-        return True
 
     @property
     def awaiting(self) -> Awaited | None:
@@ -347,34 +285,50 @@ class Run:
         details: str | None = None,
         host: str | None = None,
     ) -> None:
-        """Record a finished event of this task's action on its instance (if it has one)."""
-        if self.instance_uuid is None:
-            return
-        try:
-            await actions.event_record(
-                conn,
-                instance_uuid=self.instance_uuid,
-                request_id=self.request_id,
-                event=name,
-                host=host or self.engine.host,
-                result=actions.RESULT_SUCCESS if ok else actions.RESULT_ERROR,
-                details=details,
-            )
-        except exception.InstanceActionNotFound:
-            pass  # a task made without an action (by an operator tool): no history
+        """Record :meth:`event_writes` in the caller's transaction."""
+        for write in self.event_writes(name, ok=ok, details=details, host=host):
+            await write.run(conn)
 
     async def finish_action(self, conn: Connection, *, ok: bool = True) -> None:
+        """Record :meth:`finish_action_writes` in the caller's transaction."""
+        for write in self.finish_action_writes(ok=ok):
+            await write.run(conn)
+
+    def event_writes(
+        self,
+        name: str,
+        *,
+        ok: bool = True,
+        details: str | None = None,
+        host: str | None = None,
+    ) -> list[Write]:
+        """A finished event of this task's action on its instance, for a commit.
+
+        Nothing without an instance, or without an action (a task made by an
+        operator tool has no history).
+        """
         if self.instance_uuid is None:
-            return
-        try:
-            await actions.action_finish(
-                conn,
+            return []
+        return actions.event_record_writes(
+            instance_uuid=self.instance_uuid,
+            request_id=self.request_id,
+            event=name,
+            host=host or self.engine.host,
+            result=actions.RESULT_SUCCESS if ok else actions.RESULT_ERROR,
+            details=details,
+        )
+
+    def finish_action_writes(self, *, ok: bool = True) -> list[Write]:
+        """The end of this task's action, for a commit (nothing without one)."""
+        if self.instance_uuid is None:
+            return []
+        return [
+            actions.action_finish_write(
                 instance_uuid=self.instance_uuid,
                 request_id=self.request_id,
                 message=None if ok else actions.ACTION_ERROR_MESSAGE,
             )
-        except exception.InstanceActionNotFound:
-            pass
+        ]
 
     async def fault(
         self, conn: Connection, message: str, *, details: str | None = None, code: int = 500

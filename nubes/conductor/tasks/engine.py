@@ -14,10 +14,12 @@
   the same transaction, the instances of tasks whose first step starts by
   reading it (``Task.prefetch_instance_at``).
 - **Commits.** A step's end and what it wrote commit as one unit through
-  the database's group committer when the writes allow it (``UnitWrites``,
-  SQLite): many tasks' commits then share one transaction, each still all
-  or nothing and conditioned on its lease; otherwise in a transaction of
-  their own. Either way the commit is done before the next step starts.
+  the database's group committer when the writes allow it (every write a
+  ``group_commit.Write`` description, on SQLite or PostgreSQL; decided in
+  ``group_commit.commit`` alone): many tasks' commits then share one
+  transaction, each still all or nothing and conditioned on its lease;
+  otherwise in a transaction of their own. Either way the commit is done
+  before the next step starts.
 - **Leases.** Every task this process holds, working or waiting for a
   compute host, has its lease renewed every third of
   ``task_lease_seconds`` in one transaction. A renewal that finds the lease

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from nubes import exception
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, UnitWrites, Writes
-from nubes.db.api import actions as actions_api
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Writes, steps
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection
-from nubes.db.group_commit import Dialect, UnitStatement
+from nubes.db.group_commit import CommitPart, Write
 from nubes.objects.instance import Instance
 
 LOG = logging.getLogger(__name__)
@@ -47,25 +46,21 @@ def set_instance(
     *,
     expected_task_state: Sequence[str | None] | None = None,
     expected_vm_state: Sequence[str | None] | None = None,
-) -> Writes:
-    """A write of instance fields, compare-and-set on the states, for a commit's transaction."""
+) -> Write:
+    """A write of instance fields, compare-and-set on the states, for a commit."""
 
     kwargs: dict[str, Any] = {}
     if expected_task_state is not None:
         kwargs["expected_task_state"] = list(expected_task_state)
     if expected_vm_state is not None:
         kwargs["expected_vm_state"] = list(expected_vm_state)
+    uuid = run.instance_uuid
+    assert uuid is not None
 
-    async def write(conn: Connection) -> None:
-        assert run.instance_uuid is not None
-        if not await instances_api.try_update(conn, run.instance_uuid, values, **kwargs):
-            raise await _diagnose(conn, run.instance_uuid)
+    async def missed(conn: Connection) -> None:
+        raise await _diagnose(conn, uuid)
 
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        assert run.instance_uuid is not None
-        return [instances_api.prepared_update(dialect, run.instance_uuid, values, **kwargs)]
-
-    return UnitWrites(write, statements)
+    return instances_api.update_write(uuid, values, missed=missed, **kwargs)
 
 
 async def _diagnose(conn: Connection, uuid: str) -> Exception:
@@ -80,22 +75,9 @@ async def _diagnose(conn: Connection, uuid: str) -> Exception:
     )
 
 
-def chain(*writes: Writes | None) -> Writes:
-    """Several writes as one, in order (a :class:`UnitWrites` if each of them is)."""
-
-    async def write(conn: Connection) -> None:
-        for w in writes:
-            if w is not None:
-                await w(conn)
-
-    parts = [w for w in writes if w is not None]
-    if not all(isinstance(w, UnitWrites) for w in parts):
-        return write
-
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        return [s for w in parts if isinstance(w, UnitWrites) for s in w.statements(dialect)]
-
-    return UnitWrites(write, statements)
+def chain(*writes: Writes | None) -> list[CommitPart]:
+    """Several writes as one, in order."""
+    return steps(*writes)
 
 
 def event_writes(
@@ -105,47 +87,14 @@ def event_writes(
     ok: bool = True,
     details: str | None = None,
     host: str | None = None,
-) -> Writes:
-    """:meth:`Run.event` as writes for a commit (grouped when the commit can be)."""
-
-    async def write(conn: Connection) -> None:
-        await run.event(conn, name, ok=ok, details=details, host=host)
-
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        if run.instance_uuid is None:
-            return []
-        return actions_api.prepared_event_record(
-            dialect,
-            instance_uuid=run.instance_uuid,
-            request_id=run.request_id,
-            event=name,
-            host=host or run.engine.host,
-            result=actions_api.RESULT_SUCCESS if ok else actions_api.RESULT_ERROR,
-            details=details,
-        )
-
-    return UnitWrites(write, statements)
+) -> list[Write]:
+    """:meth:`Run.event` as writes for a commit."""
+    return run.event_writes(name, ok=ok, details=details, host=host)
 
 
-def finish_action_writes(run: Run, *, ok: bool = True) -> Writes:
-    """:meth:`Run.finish_action` as writes for a commit (grouped when the commit can be)."""
-
-    async def write(conn: Connection) -> None:
-        await run.finish_action(conn, ok=ok)
-
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        if run.instance_uuid is None:
-            return []
-        return [
-            actions_api.prepared_action_finish(
-                dialect,
-                instance_uuid=run.instance_uuid,
-                request_id=run.request_id,
-                message=None if ok else actions_api.ACTION_ERROR_MESSAGE,
-            )
-        ]
-
-    return UnitWrites(write, statements)
+def finish_action_writes(run: Run, *, ok: bool = True) -> list[Write]:
+    """:meth:`Run.finish_action` as writes for a commit."""
+    return run.finish_action_writes(ok=ok)
 
 
 async def notify_error(run: Run, event_type: str, message: str) -> None:

@@ -74,8 +74,8 @@ from nubes.conductor.tasks.base import (
     Run,
     StepDef,
     Task,
-    UnitWrites,
     Writes,
+    run_writes,
     task_kind,
 )
 from nubes.conductor.tasks.build import request_spec
@@ -94,7 +94,6 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
-from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -159,7 +158,7 @@ def _end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStat
         table = MIGRATION_TRANSITIONS[MigrationType(row["migration_type"])]
         allowed = table[MigrationStatus(row["status"])]
         target = preferred if preferred in allowed else fallback
-        await moves.set_migration(run, {"status": target}, only_from=_OPEN)(conn)
+        await run_writes(conn, moves.set_migration(run, {"status": target}, only_from=_OPEN))
 
     return write
 
@@ -680,15 +679,12 @@ class LiveMigrateTask(Task):
             run.cache[_MIGRATION] = row
             run.cache[_SEEN] = (step, cancelling)
 
-        def statements(dialect: Dialect) -> list[UnitStatement]:
-            # Committed only if not cancelling; else the commit runs look() above.
-            return [migrations_api.prepared_not_in(dialect, ident, _M.CANCELLING)]
-
         run.cache.pop(_SEEN, None)
-        committed = await commit(chain(writes, UnitWrites(look, statements)))
+        not_cancelling = migrations_api.not_in_write(ident, _M.CANCELLING, missed=look)
+        committed = await commit(chain(writes, not_cancelling))
         if _SEEN not in run.cache:
-            # Committed as a unit: the look found it not cancelling, and every
-            # write of the unit happened as asked.
+            # Committed and look() never ran: the read found it not
+            # cancelling (grouped or not), and every write happened as asked.
             run.cache[_SEEN] = (step, False)
             known = run.cache.get(_MIGRATION)
             if known is not None and migration_values:
@@ -750,23 +746,14 @@ class LiveMigrateTask(Task):
         update is required, so that case runs this write the ordinary way.)
         """
 
-        async def write(conn: Connection) -> None:
-            assert run.instance_uuid is not None
-            if not await instances_api.try_update(
-                conn, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
-            ):
-                LOG.warning("%r: instance no longer migrating; %s not written", run, sorted(values))
-                run.cache.pop(_INSTANCE, None)  # read it again if needed
+        async def missed(conn: Connection) -> None:
+            LOG.warning("%r: instance no longer migrating; %s not written", run, sorted(values))
+            run.cache.pop(_INSTANCE, None)  # read it again if needed
 
-        def statements(dialect: Dialect) -> list[UnitStatement]:
-            assert run.instance_uuid is not None
-            return [
-                instances_api.prepared_update(
-                    dialect, run.instance_uuid, values, expected_task_state=[TaskState.MIGRATING]
-                )
-            ]
-
-        return UnitWrites(write, statements)
+        assert run.instance_uuid is not None
+        return instances_api.update_write(
+            run.instance_uuid, values, missed=missed, expected_task_state=[TaskState.MIGRATING]
+        )
 
     async def _abort_source(self, run: Run) -> None:
         """Ask the source to stop the memory copy (best effort: a cast)."""

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 from nubes import exception
 from nubes.conductor.tasks import build
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     event_writes,
@@ -180,7 +180,7 @@ def set_migration_if_any(run: Run, values: dict[str, Any]) -> Writes:
 
     async def tolerant(conn: Connection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except (
             exception.MigrationNotFound,
             exception.Invalid,
@@ -200,7 +200,7 @@ def set_instance_if_ours(
 
     async def tolerant(conn: Connection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except exception.InstanceUpdateConflict as exc:
             LOG.warning("%r: the instance moved on without it: %s", run, exc)
 

@@ -18,12 +18,12 @@ the destination. So:
 Each is idempotent and runs in the caller's transaction (a step's commit),
 so the claims and the step that needs them change together.
 
-Some of these writes can also be prepared statements of a grouped commit
-(:class:`~nubes.conductor.tasks.base.UnitWrites`): those statements are
+Some of these writes can also be descriptions a grouped commit can run
+(:class:`nubes.db.group_commit.Write`, made in ``db/api``): those statements are
 *required* to match exactly when the Python write would do the common
 thing, so anything else (a status the table forbids, a migration someone
 else moved on, a row gone) rolls the unit back and the commit runs the
-Python write the ordinary way, which decides as it always did.
+write the ordinary way, whose ``missed`` decides as the Python write always did.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.base import Run, UnitWrites, Writes
+from nubes.conductor.tasks.base import Run, Writes
 from nubes.conductor.tasks.payloads import Awaited, MovePayload, Outcome
 from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import compute_nodes
@@ -43,7 +43,6 @@ from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
-from nubes.db.group_commit import Dialect, UnitStatement
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
@@ -139,12 +138,12 @@ def set_migration(
     elif only_from is not None:
         expected = tuple(sorted(str(s) for s in only_from))
 
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        return [
-            migrations_api.prepared_update(dialect, ident, str(migration_type), values, expected)
-        ]
+    async def missed(conn: Connection) -> None:
+        await write(conn)  # what the status was, and what that means
 
-    return UnitWrites(write, statements)
+    return migrations_api.update_write(
+        ident, str(migration_type), values, expected=expected, missed=missed
+    )
 
 
 # -- claims --------------------------------------------------------------------------------
@@ -158,13 +157,9 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
             return
         await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
 
-    def statements(dialect: Dialect) -> list[UnitStatement]:
-        # The same in one statement: moved only while the migration holds nothing.
-        return [
-            compute_nodes.prepared_allocations_move_once(dialect, instance_uuid, migration_uuid)
-        ]
-
-    return UnitWrites(write, statements)
+    # No single-statement form: MySQL cannot UPDATE allocations on a
+    # condition that reads allocations, so this write commits the ordinary way.
+    return write
 
 
 def drop_source_claim(migration_uuid: str) -> Writes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from nubes import exception
-from nubes.conductor.tasks.base import Run, StepDef, Task, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -115,7 +115,7 @@ class PowerTask(Task):
         write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
         try:
             async with self.engine.db.writer() as conn:
-                await write(conn)
+                await run_writes(conn, write)
         except (exception.InstanceUpdateConflict, exception.InstanceNotFound):
             pass  # compute finished it, or someone else moved it on
 
@@ -128,7 +128,7 @@ class PowerTask(Task):
         async def revert(conn: Connection) -> None:
             write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
             try:
-                await write(conn)
+                await run_writes(conn, write)
             except exception.InstanceUpdateConflict:
                 pass  # compute already moved it on
 

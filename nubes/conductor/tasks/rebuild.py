@@ -47,7 +47,7 @@ import msgspec
 
 from nubes import exception, grants
 from nubes.conductor.tasks import moves
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import (
     chain,
@@ -117,7 +117,7 @@ def _lenient(write: Writes) -> Writes:
 
     async def lenient(conn: Connection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except exception.InstanceUpdateConflict as exc:
             LOG.warning("instance changed under its rebuild task: %s", exc)
 
@@ -478,7 +478,7 @@ class EvacuateTask(Task):
 def _tolerate_missing(write: Writes) -> Writes:
     async def tolerant(conn: Connection) -> None:
         try:
-            await write(conn)
+            await run_writes(conn, write)
         except exception.MigrationNotFound:
             pass  # deleted with its instance: nothing to mark
 

@@ -422,20 +422,19 @@ async def event_record(
     error result marking the action failed too; InstanceActionNotFound if
     there is no such action.
     """
-    params = _record_params(instance_uuid, request_id, event, result, host, details, traceback, now)
-    stmt = _STATEMENTS.get(("event_record",), _event_record_statement)
-    if not (await conn.execute(stmt, params)).rowcount:
-        raise exception.InstanceActionNotFound(request_id=request_id, instance_uuid=instance_uuid)
-    if _is_error(result):
-        mark = _STATEMENTS.get(("mark_error",), _mark_error_statement)
-        await conn.execute(
-            mark,
-            {
-                **_lookup_params(instance_uuid, request_id),
-                "_v_message": ACTION_ERROR_MESSAGE,
-                "_v_updated_at": params["_v_updated_at"],
-            },
-        )
+    writes = event_record_writes(
+        instance_uuid=instance_uuid,
+        request_id=request_id,
+        event=event,
+        result=result,
+        host=host,
+        details=details,
+        traceback=traceback,
+        now=now,
+        required=True,
+    )
+    for write in writes:
+        await write.run(conn)
 
 
 def _prepared(dialect: Dialect, name: str, build: Any, *key: Any) -> group_commit.Prepared:
@@ -446,8 +445,7 @@ def _prepared(dialect: Dialect, name: str, build: Any, *key: Any) -> group_commi
     return prepared
 
 
-def prepared_event_record(
-    dialect: Dialect,
+def event_record_writes(
     *,
     instance_uuid: str,
     request_id: str,
@@ -457,40 +455,55 @@ def prepared_event_record(
     details: str | None = None,
     traceback: str | None = None,
     now: dt.datetime | None = None,
-) -> list[group_commit.UnitStatement]:
-    """:func:`event_record` as statements of a grouped unit.
+    required: bool = False,
+) -> list[group_commit.Write]:
+    """:func:`event_record` described for a commit (:func:`nubes.db.group_commit.commit`).
 
-    Not required to match: without the action (a task made without one)
-    there is simply no event, as the task engine wants.
+    Without the action (a task made without one) there is no event: an
+    error with ``required`` (InstanceActionNotFound), else simply none, as
+    the task engine wants.
     """
     params = _record_params(instance_uuid, request_id, event, result, host, details, traceback, now)
-    insert = _prepared(dialect, "event_record", _event_record_statement)
-    out = [group_commit.UnitStatement(insert, insert.args(params), required=False)]
+
+    async def missing(conn: AsyncConnection) -> None:
+        raise exception.InstanceActionNotFound(request_id=request_id, instance_uuid=instance_uuid)
+
+    out = [
+        group_commit.Write(
+            (__name__, "event_record"),
+            _event_record_statement,
+            params,
+            missing if required else None,
+        )
+    ]
     if _is_error(result):
-        mark = _prepared(dialect, "mark_error", _mark_error_statement)
-        params["_v_message"] = ACTION_ERROR_MESSAGE
-        out.append(group_commit.UnitStatement(mark, mark.args(params), required=False))
+        marking = {
+            **_lookup_params(instance_uuid, request_id),
+            "_v_message": ACTION_ERROR_MESSAGE,
+            "_v_updated_at": params["_v_updated_at"],
+        }
+        out.append(group_commit.Write((__name__, "mark_error"), _mark_error_statement, marking))
     return out
 
 
-def prepared_action_finish(
-    dialect: Dialect,
+def action_finish_write(
     *,
     instance_uuid: str,
     request_id: str,
     message: str | None = None,
     now: dt.datetime | None = None,
-) -> group_commit.UnitStatement:
-    """:func:`action_finish` as a statement of a grouped unit (not required to match)."""
+) -> group_commit.Write:
+    """:func:`action_finish` described for a commit; without the action it writes nothing."""
     stamp = now_or(now)
     values: dict[str, Any] = {"finish_time": stamp, "updated_at": stamp}
     if message is not None:
         values["message"] = message
     keys = tuple(sorted(values))
-    stmt = _prepared(dialect, "action_finish", lambda: _finish_statement(keys), keys)
     params = _lookup_params(instance_uuid, request_id)
     params.update({f"_v_{key}": value for key, value in values.items()})
-    return group_commit.UnitStatement(stmt, stmt.args(params), required=False)
+    return group_commit.Write(
+        (__name__, "action_finish", keys), lambda: _finish_statement(keys), params
+    )
 
 
 # --- a compute host's events, grouped and scoped to its instances -------------

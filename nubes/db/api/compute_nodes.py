@@ -591,32 +591,6 @@ async def holds_allocations(conn: AsyncConnection, consumer_uuid: str) -> bool:
     return (await conn.execute(stmt)).first() is not None
 
 
-def prepared_allocations_move_once(
-    dialect: Dialect, from_consumer: str, to_consumer: str
-) -> group_commit.UnitStatement:
-    """:func:`allocations_move` for a grouped unit, done only while ``to_consumer``
-    holds nothing (so a repeat moves nothing): an optional statement."""
-    a = allocations.c
-    held = allocations.alias("held")
-
-    def build() -> group_commit.Prepared:
-        stmt = (
-            allocations.update()
-            .where(
-                a.consumer_uuid == bindparam("_from"),
-                ~exists().where(held.c.consumer_uuid == bindparam("_to")),
-            )
-            .values(consumer_uuid=bindparam("_to"))
-        )
-        return group_commit.prepare(stmt, dialect)
-
-    prepared: group_commit.Prepared = _STATEMENTS.get(
-        ("move_once", dialect.name, dialect.driver), build
-    )
-    args = prepared.args({"_from": from_consumer, "_to": to_consumer})
-    return group_commit.UnitStatement(prepared, args, required=False)
-
-
 async def usage_from_allocations(conn: AsyncConnection, node_id: int) -> dict[str, int]:
     """Sum of the allocations on a node, to check or heal its ``*_used`` counters."""
     total = {"vcpus": 0, "memory_mb": 0, "disk_gb": 0}

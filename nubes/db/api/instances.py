@@ -530,6 +530,27 @@ def _state_key(expected: Any) -> tuple[str, int]:
     return shape, 0
 
 
+def _fast_update(
+    keys: tuple[str, ...], expected_vm_state: Any, expected_task_state: Any, placed: bool
+) -> Any:
+    """The compare-and-set UPDATE, every value a named bind parameter."""
+    conditions = [instances.c.uuid == bindparam("_uuid"), instances.c.deleted == _ZERO]
+    for column, expected in (
+        (instances.c.vm_state, expected_vm_state),
+        (instances.c.task_state, expected_task_state),
+    ):
+        clause, _ = _fast_state_condition(column, expected)
+        if clause is not None:
+            conditions.append(clause)
+    if placed:
+        conditions.append(placed_on_host_clause())
+    return (
+        instances.update()
+        .where(*conditions)
+        .values({key: bindparam(f"_value_{key}") for key in keys})
+    )
+
+
 def _fast_statements(
     dialect: Dialect,
     keys: tuple[str, ...],
@@ -549,21 +570,7 @@ def _fast_statements(
     )
 
     def build() -> tuple[group_commit.Prepared, group_commit.Prepared]:
-        conditions = [instances.c.uuid == bindparam("_uuid"), instances.c.deleted == _ZERO]
-        for column, expected in (
-            (instances.c.vm_state, expected_vm_state),
-            (instances.c.task_state, expected_task_state),
-        ):
-            clause, _ = _fast_state_condition(column, expected)
-            if clause is not None:
-                conditions.append(clause)
-        if placed:
-            conditions.append(placed_on_host_clause())
-        stmt = (
-            instances.update()
-            .where(*conditions)
-            .values({key: bindparam(f"_value_{key}") for key in keys})
-        )
+        stmt = _fast_update(keys, expected_vm_state, expected_task_state, placed)
         return (
             group_commit.prepare(stmt, dialect),
             group_commit.prepare(_diagnosis_statement(placed), dialect),
@@ -584,32 +591,37 @@ def _fast_params(expected: Any, column: str, params: dict[str, Any]) -> None:
             params[f"_expected_{column}_{n}"] = value
 
 
-def prepared_update(
-    dialect: Dialect,
+def update_write(
     uuid: str,
     values: Mapping[str, Any],
     *,
+    missed: group_commit.Missed,
     expected_vm_state: ExpectedState = UNSET,
     expected_task_state: ExpectedState = UNSET,
-) -> group_commit.UnitStatement:
-    """:func:`try_update` as a required statement of a grouped unit.
+) -> group_commit.Write:
+    """:func:`try_update` described for a commit (:func:`nubes.db.group_commit.commit`).
 
     The same compare-and-set (``updated_at`` set from Python unless
-    ``values`` sets it); if it matches nothing the unit is rolled back, and
-    the caller learns why by running its writes the ordinary way.
+    ``values`` sets it); ``missed`` says what it means when it matches
+    nothing (raise, or go on without it).
     """
     check_columns(instances, values, extra_protected=("uuid",))
     data = dict(values)
     if "updated_at" not in data:
         data["updated_at"] = utcnow()
     keys = tuple(sorted(data))
-    write, _ = _fast_statements(dialect, keys, expected_vm_state, expected_task_state, False)
     params: dict[str, Any] = {"_uuid": uuid}
     for key in keys:
         params[f"_value_{key}"] = data[key]
     _fast_params(expected_vm_state, "vm_state", params)
     _fast_params(expected_task_state, "task_state", params)
-    return group_commit.UnitStatement(write, write.args(params))
+    shape = (__name__, keys, _state_key(expected_vm_state), _state_key(expected_task_state))
+    return group_commit.Write(
+        shape,
+        lambda: _fast_update(keys, expected_vm_state, expected_task_state, False),
+        params,
+        missed,
+    )
 
 
 def _as_utc(stamp: Any) -> Any:

@@ -11,14 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, literal_column, or_, select
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db import group_commit
 from nubes.db.api._common import (
     Row,
-    StatementCache,
     check_columns,
     fetch_all,
     fetch_one,
@@ -266,9 +264,8 @@ async def ids_finished_before(
     return [int(r[0]) for r in await conn.execute(stmt)]
 
 
-# -- statements for grouped commits (nubes.db.group_commit) ---------------------------------
+# --- descriptions for a task's commit (:func:`nubes.db.group_commit.commit`) ---
 
-_STATEMENTS = StatementCache()
 _LIVE: Any = literal_column(str(NOT_DELETED))
 
 
@@ -277,23 +274,23 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def prepared_update(
-    dialect: Dialect,
-    ident: int,
+def update_write(
+    migration_id: int,
     migration_type: str,
     values: Mapping[str, Any],
+    *,
     expected: Sequence[str] | None,
-) -> group_commit.UnitStatement:
-    """``values`` (and ``updated_at``) on the live migration ``ident`` of
-    ``migration_type``, if its status is one of ``expected`` (any if None):
-    a required statement of a grouped unit."""
+    missed: group_commit.Missed,
+) -> group_commit.Write:
+    """``values`` (and ``updated_at``) on the live migration of ``migration_type``,
+    if its status is one of ``expected`` (any if None); ``missed`` otherwise."""
     data = {k: _plain(v) for k, v in values.items()}
     data.setdefault("updated_at", utcnow())
     keys = tuple(sorted(data))
     count = None if expected is None else len(expected)
     m = _m.c
 
-    def build() -> group_commit.Prepared:
+    def build() -> Any:
         where = [
             m.id == bindparam("_id"),
             m.deleted == _LIVE,
@@ -301,30 +298,24 @@ def prepared_update(
         ]
         if count is not None:
             where.append(m.status.in_([bindparam(f"_from{n}") for n in range(count)]))
-        stmt = _m.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
-        return group_commit.prepare(stmt, dialect)
+        return _m.update().where(*where).values({k: bindparam(f"_v_{k}") for k in keys})
 
-    prepared: group_commit.Prepared = _STATEMENTS.get(
-        ("update", dialect.name, dialect.driver, keys, count), build
-    )
-    params: dict[str, Any] = {"_id": ident, "_type": migration_type}
+    params: dict[str, Any] = {"_id": migration_id, "_type": migration_type}
     params.update({f"_v_{k}": v for k, v in data.items()})
     params.update({f"_from{n}": s for n, s in enumerate(expected or ())})
-    return group_commit.UnitStatement(prepared, prepared.args(params))
+    return group_commit.Write((__name__, "update", keys, count), build, params, missed)
 
 
-def prepared_not_in(dialect: Dialect, ident: int, status: str) -> group_commit.UnitStatement:
-    """A required read of a grouped unit: the live migration ``ident`` is not in ``status``."""
+def not_in_write(
+    migration_id: int, status: str, *, missed: group_commit.Missed
+) -> group_commit.Write:
+    """A read for a commit: the live migration is not in ``status`` (``missed`` if it is)."""
     m = _m.c
 
-    def build() -> group_commit.Prepared:
-        stmt = select(m.id).where(
+    def build() -> Any:
+        return select(m.id).where(
             m.id == bindparam("_id"), m.deleted == _LIVE, m.status != bindparam("_status")
         )
-        return group_commit.prepare(stmt, dialect)
 
-    prepared: group_commit.Prepared = _STATEMENTS.get(
-        ("not_in", dialect.name, dialect.driver), build
-    )
-    args = prepared.args({"_id": ident, "_status": _plain(status)})
-    return group_commit.UnitStatement(prepared, args, returning=True)
+    params = {"_id": migration_id, "_status": _plain(status)}
+    return group_commit.Write((__name__, "not_in"), build, params, missed, read=True)

@@ -9,7 +9,7 @@ read and write had shared one transaction; if anything changed, the
 caller reads again.
 
 Used by :mod:`nubes.conductor.tasks.reports` where the group committer runs
-units (SQLite); elsewhere the report takes :func:`nubes.db.api.tasks.
+units (SQLite, PostgreSQL); elsewhere the report takes :func:`nubes.db.api.tasks.
 record_outcome` in an ordinary transaction.
 """
 

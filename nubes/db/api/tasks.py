@@ -33,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, literal_column, or_, select
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -87,6 +86,7 @@ _t = conductor_tasks
 # at every step: prebuilt statements with bound parameters, and the status
 # constants as SQL literals (no expanding IN to render per execution).
 _STATEMENTS = StatementCache()
+_LIVE_SQL: ColumnElement[Any] = literal_column(str(NOT_DELETED))
 _ACTIVE_SQL: ColumnElement[bool] = _t.c.status.in_(
     [literal_column(f"'{s.value}'") for s in (TaskStatus.PENDING, TaskStatus.RUNNING)]
 )
@@ -331,26 +331,32 @@ async def _update_as_owner(
 ) -> Row | None:
     """The conditional write of a lease holder (prebuilt): the new row, or None."""
     checked = attempt is not None
-
-    def where() -> list[ColumnElement[bool]]:
-        conditions = [_by_id(), _t.c.owner == bindparam("_owner"), _ACTIVE_SQL]
-        if checked:
-            conditions.append(_t.c.attempt == bindparam("_attempt"))
-        return conditions
-
-    params: dict[str, Any] = {"_id": task_id, "_owner": owner}
-    if checked:
-        params["_attempt"] = attempt
     return await run_prebuilt_update(
         conn,
         _STATEMENTS,
         _t,
         "as_owner_checked" if checked else "as_owner",
         values,
-        where,
-        params,
+        lambda: _as_owner(checked),
+        _owner_params(task_id, owner, attempt),
         key=_by_id,
     )
+
+
+def _as_owner(checked: bool) -> list[ColumnElement[bool]]:
+    """The lease holder's condition: (owner, attempt) is the fencing token."""
+    conditions = [_by_id(), _t.c.deleted == _LIVE_SQL, _t.c.owner == bindparam("_owner")]
+    conditions.append(_ACTIVE_SQL)
+    if checked:
+        conditions.append(_t.c.attempt == bindparam("_attempt"))
+    return conditions
+
+
+def _owner_params(task_id: int, owner: str, attempt: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"_id": task_id, "_owner": owner}
+    if attempt is not None:
+        params["_attempt"] = attempt
+    return params
 
 
 async def renew_lease(
@@ -429,13 +435,20 @@ async def update(
     now: dt.datetime | None = None,
 ) -> Row:
     """Record progress (step, payload, last_error ...), optionally renewing the lease."""
+    data = _progress(values, lease_seconds, now)
+    return await _write_as_owner(conn, task_id, owner, attempt, data)
+
+
+def _progress(
+    values: Mapping[str, Any], lease_seconds: float | None, now: dt.datetime | None
+) -> dict[str, Any]:
     unknown = set(values) - UPDATABLE_FIELDS
     if unknown:
         raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
     data = dict(values)
     if lease_seconds is not None:
         data["lease_expires_at"] = now_or(now) + dt.timedelta(seconds=lease_seconds)
-    return await _write_as_owner(conn, task_id, owner, attempt, data)
+    return data
 
 
 async def finish(
@@ -448,92 +461,16 @@ async def finish(
     attempt: int | None = None,
 ) -> Row:
     """End the task: final status, lease dropped, instance free for its next task."""
-    if status not in FINAL_STATUSES:
-        raise exception.Invalid(reason=f"{status} is not a final task status")
-    values: dict[str, Any] = {
-        "status": TaskStatus(status).value,
-        "active_instance_uuid": None,
-        "owner": None,
-        "lease_expires_at": None,
-    }
-    if last_error is not None:
-        values["last_error"] = last_error
+    values = _ending(status, last_error, None)
     return await _write_as_owner(conn, task_id, owner, attempt, values)
 
 
-# --- the lease holder's writes as statements of a grouped unit ---------------------
-# The task engine commits a step's end together with what the step wrote
-# (the instance placed, an event, the action finished) through the group
-# committer (:meth:`nubes.db.group_commit.GroupCommitter.execute_unit`):
-# these are :func:`update` and :func:`finish` as prepared statements, required
-# to match, so a lost lease undoes the whole unit.
-
-_LIVE_SQL: ColumnElement[Any] = literal_column(str(NOT_DELETED))
-
-
-def _prepared_as_owner(
-    dialect: Dialect, task_id: int, owner: str, attempt: int | None, values: Mapping[str, Any]
-) -> group_commit.UnitStatement:
-    data = dict(values)
-    if "updated_at" not in data:
-        data["updated_at"] = utcnow()
-    keys = tuple(sorted(data))
-    checked = attempt is not None
-
-    def build() -> group_commit.Prepared:
-        conditions = [_t.c.deleted == _LIVE_SQL, _by_id(), _t.c.owner == bindparam("_owner")]
-        conditions.append(_ACTIVE_SQL)
-        if checked:
-            conditions.append(_t.c.attempt == bindparam("_attempt"))
-        stmt = _t.update().where(*conditions).values({k: bindparam(f"_v_{k}") for k in keys})
-        return group_commit.prepare(stmt, dialect)
-
-    prepared: group_commit.Prepared = _STATEMENTS.get(
-        ("unit_as_owner", dialect.name, dialect.driver, keys, checked), build
-    )
-    params = prebuilt_params(data, _id=task_id, _owner=owner)
-    if checked:
-        params["_attempt"] = attempt
-    return group_commit.UnitStatement(prepared, prepared.args(params))
-
-
-def prepared_update(
-    dialect: Dialect,
-    task_id: int,
-    owner: str,
-    values: Mapping[str, Any],
-    *,
-    attempt: int | None = None,
-    lease_seconds: float | None = None,
-    now: dt.datetime | None = None,
-) -> group_commit.UnitStatement:
-    """:func:`update` as a required statement of a grouped unit (no row read back)."""
-    unknown = set(values) - UPDATABLE_FIELDS
-    if unknown:
-        raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
-    data = dict(values)
-    if lease_seconds is not None:
-        data["lease_expires_at"] = now_or(now) + dt.timedelta(seconds=lease_seconds)
-    return _prepared_as_owner(dialect, task_id, owner, attempt, data)
-
-
-def prepared_finish(
-    dialect: Dialect,
-    task_id: int,
-    owner: str,
-    *,
-    status: TaskStatus = TaskStatus.SUCCEEDED,
-    last_error: str | None = None,
-    attempt: int | None = None,
-    values: Mapping[str, Any] | None = None,
-) -> group_commit.UnitStatement:
-    """:func:`finish` (with :func:`update` of ``values`` in the same statement) for a unit."""
+def _ending(
+    status: TaskStatus, last_error: str | None, values: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if status not in FINAL_STATUSES:
         raise exception.Invalid(reason=f"{status} is not a final task status")
-    unknown = set(values or ()) - UPDATABLE_FIELDS
-    if unknown:
-        raise exception.ValidationError(field=",".join(sorted(unknown)), reason="not updatable")
-    data: dict[str, Any] = dict(values or {})
+    data = _progress(values or {}, None, None)
     data.update(
         status=TaskStatus(status).value,
         active_instance_uuid=None,
@@ -542,7 +479,62 @@ def prepared_finish(
     )
     if last_error is not None:
         data["last_error"] = last_error
-    return _prepared_as_owner(dialect, task_id, owner, attempt, data)
+    return data
+
+
+# --- the lease holder's step commits, as descriptions ------------------------------
+# The task engine commits a step's end together with what the step wrote
+# (the instance placed, an event, the action finished) through
+# :func:`nubes.db.group_commit.commit`, which groups them with other tasks'
+# commits where that pays. These describe :func:`update` and :func:`finish`
+# for it: the same values and conditions, nothing read back.
+
+
+def _owner_write(
+    task_id: int, owner: str, attempt: int | None, values: Mapping[str, Any]
+) -> group_commit.Write:
+    data = dict(values)
+    if "updated_at" not in data:
+        data["updated_at"] = utcnow()
+    keys = tuple(sorted(data))
+    checked = attempt is not None
+
+    def build() -> Any:
+        return (
+            _t.update().where(*_as_owner(checked)).values({k: bindparam(f"_v_{k}") for k in keys})
+        )
+
+    async def missed(conn: AsyncConnection) -> None:
+        raise exception.TaskLeaseLost(task_id=task_id, owner=owner)
+
+    params = prebuilt_params(data, **_owner_params(task_id, owner, attempt))
+    return group_commit.Write((__name__, "as_owner", keys, checked), build, params, missed)
+
+
+def update_write(
+    task_id: int,
+    owner: str,
+    values: Mapping[str, Any],
+    *,
+    attempt: int | None = None,
+    lease_seconds: float | None = None,
+    now: dt.datetime | None = None,
+) -> group_commit.Write:
+    """:func:`update` for a commit (TaskLeaseLost when the lease was lost)."""
+    return _owner_write(task_id, owner, attempt, _progress(values, lease_seconds, now))
+
+
+def finish_write(
+    task_id: int,
+    owner: str,
+    *,
+    status: TaskStatus = TaskStatus.SUCCEEDED,
+    last_error: str | None = None,
+    attempt: int | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> group_commit.Write:
+    """:func:`finish` (with :func:`update` of ``values`` in the same statement) for a commit."""
+    return _owner_write(task_id, owner, attempt, _ending(status, last_error, values))
 
 
 async def cancel(conn: AsyncConnection, task_id: int, *, reason: str | None = None) -> Row:

@@ -14,9 +14,10 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.tasks import helpers
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, UnitWrites
+from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, run_writes
 from nubes.conductor.tasks.engine import TaskEngine
 from nubes.context import RequestContext
+from nubes.db import group_commit
 from nubes.db.api import actions, instances, tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.testing.allinone import AllInOne
@@ -63,7 +64,7 @@ def _plain(writes: Any) -> Any:
     """The same writes, but not groupable: the commit takes the ordinary way."""
 
     async def write(conn: Any) -> None:
-        await writes(conn)
+        await run_writes(conn, writes)
 
     return write
 
@@ -80,7 +81,7 @@ async def test_a_step_commits_with_its_writes(
     writes = helpers.chain(
         _placement(run, "h1"), helpers.event_writes(run, "conductor_x", details="d")
     )
-    assert isinstance(writes, UnitWrites)
+    assert all(isinstance(w, group_commit.Write) for w in writes)
     committer = idle.db.group_commit
     assert committer is not None
     before = committer.writes

@@ -37,6 +37,10 @@ async def _row(db: Database, uuid: str) -> dict[str, Any]:
         return await instances.get_by_uuid(conn, uuid)
 
 
+async def _refuse(conn: Any) -> None:
+    raise exception.InstanceUpdateConflict(instance_uuid="x", expected={}, actual={})
+
+
 # --- units ---------------------------------------------------------------------
 
 
@@ -49,15 +53,17 @@ async def test_a_unit_is_all_or_nothing_and_spares_its_batch(db: Database) -> No
     async def one(i: int) -> Any:
         inst = insts[i]
         statements = [
-            instances.prepared_update(dialect, inst["uuid"], {"progress": i}),
+            instances.update_write(inst["uuid"], {"progress": i}, missed=_refuse).statement(
+                dialect
+            ),
             # Odd ones expect a task_state the instance does not have: the
             # unit stops there, and its first write is undone with it.
-            instances.prepared_update(
-                dialect,
+            instances.update_write(
                 inst["uuid"],
                 {"power_state": i},
+                missed=_refuse,
                 expected_task_state="spawning" if i % 2 else None,
-            ),
+            ).statement(dialect),
         ]
         return await committer.execute_unit(inst["uuid"], statements)
 
@@ -76,10 +82,14 @@ async def test_a_unit_statement_that_need_not_match_does_not_stop_it(db: Databas
     committer = _units(db)
     async with db.writer() as conn:
         inst = await make_instance(conn)
-    missing = instances.prepared_update(committer.dialect, "no-such-uuid", {"progress": 1})
-    optional = group_commit.UnitStatement(missing.write, missing.args, required=False)
-    wanted = instances.prepared_update(committer.dialect, inst["uuid"], {"progress": 2})
-    assert await committer.execute_unit(inst["uuid"], [optional, wanted]) == [
+    dialect = committer.dialect
+    missing = instances.update_write("no-such-uuid", {"progress": 1}, missed=_refuse)
+    optional = group_commit.UnitStatement(
+        missing.statement(dialect).write, missing.statement(dialect).args, required=False
+    )
+    wanted = instances.update_write(inst["uuid"], {"progress": 2}, missed=_refuse)
+    wanted_statement = wanted.statement(dialect)
+    assert await committer.execute_unit(inst["uuid"], [optional, wanted_statement]) == [
         (0, None),
         (1, None),
     ]
@@ -208,33 +218,59 @@ async def test_an_event_recorded_at_once_is_a_started_and_finished_one(
     assert action["message"] == (None if ok else actions.ACTION_ERROR_MESSAGE)
 
 
-async def test_prepared_event_and_action_end_match_the_ordinary_ones(db: Database) -> None:
-    committer = _units(db)
+@pytest.mark.parametrize("grouped", [True, False])
+async def test_event_and_action_end_write_the_same_either_way(db: Database, grouped: bool) -> None:
+    """One description per write: grouped in a unit or run the ordinary way."""
+    _units(db)
     inst = await _action(db)
-    unit = [
-        *actions.prepared_event_record(
-            committer.dialect,
+    described: list[Any] = [
+        *actions.event_record_writes(
             instance_uuid=inst["uuid"],
             request_id="req-1",
             event="conductor_y",
             host="ctl",
             result=actions.RESULT_ERROR,
         ),
-        actions.prepared_action_finish(
-            committer.dialect, instance_uuid=inst["uuid"], request_id="req-1"
-        ),
-        # Without the action: nothing, and the unit goes on.
-        *actions.prepared_event_record(
-            committer.dialect, instance_uuid=inst["uuid"], request_id="req-none", event="z"
-        ),
+        actions.action_finish_write(instance_uuid=inst["uuid"], request_id="req-1"),
+        # Without the action: nothing, and the commit goes on.
+        *actions.event_record_writes(instance_uuid=inst["uuid"], request_id="req-none", event="z"),
     ]
-    assert await committer.execute_unit(inst["uuid"], unit)
+    writes = described
+
+    async def alone(conn: Any) -> None:
+        for write in described:
+            await write.run(conn)
+
+    if not grouped:
+        writes = [alone]  # not a description: the ordinary way
+    committer = db.group_commit
+    assert committer is not None
+    before = committer.writes
+    await group_commit.commit(db, inst["uuid"], writes)
+    assert committer.writes == before + (1 if grouped else 0)
     (event,) = await _events(db, inst["uuid"])
     assert (event["event"], event["result"]) == ("conductor_y", actions.RESULT_ERROR)
     async with db.reader() as conn:
         action = await actions.action_get_by_request_id(conn, inst["uuid"], "req-1")
     assert action["finish_time"] is not None
     assert action["message"] == actions.ACTION_ERROR_MESSAGE
+
+
+async def test_a_required_write_that_misses_says_why_on_the_ordinary_path(db: Database) -> None:
+    """A unit whose required write misses is undone and run again alone: its
+    ``missed`` raises there, and nothing of the commit is written."""
+    _units(db)
+    inst = await _action(db, task_state=None)
+    writes = [
+        *actions.event_record_writes(instance_uuid=inst["uuid"], request_id="req-1", event="kept?"),
+        instances.update_write(
+            inst["uuid"], {"progress": 5}, missed=_refuse, expected_task_state="spawning"
+        ),
+    ]
+    with pytest.raises(exception.InstanceUpdateConflict):
+        await group_commit.commit(db, inst["uuid"], writes)
+    assert await _events(db, inst["uuid"]) == []
+    assert (await _row(db, inst["uuid"]))["progress"] is None
 
 
 # --- reports ---------------------------------------------------------------------
