@@ -89,6 +89,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
     ├── HostCannotAnswer (501)            a compute host runs code too old for the question
+    ├── ComputeHostsSilent (503)          every compute host silent, but one reported lately:
+    │                                     the control plane is coming back; placed again soon
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
     │                                     its text (which filter removed how many) is safe
     ├── DatabaseAccessForbidden (500)     compute touched the DB layer
@@ -653,6 +655,20 @@ class HostCannotAnswer(NubesError):
     safe = True
 
 
+class ComputeHostsSilent(NubesError):
+    """No compute host is up, but the newest heartbeat is recent: heartbeats
+    travel through the bus and a conductor, so an outage of either longer than
+    ``service_down_time`` silences every host at once, and right after it every
+    host looks down until its next beat. Transient: placement is tried again
+    (``nubes.scheduler.rpcapi``), instead of failing builds that arrive then."""
+
+    msg_fmt = (
+        "No compute host has reported within %(down_time)s s; the newest report is "
+        "%(age)s s old, so the control plane is likely coming back from an outage"
+    )
+    code = 503
+
+
 class NoValidHost(NubesError):
     """The scheduler found no host for an instance.
 
@@ -763,4 +779,5 @@ TRANSIENT_ERRORS: tuple[type[NubesError], ...] = (
     DBDeadlock,
     TransportError,
     MessagingTimeout,
+    ComputeHostsSilent,
 )

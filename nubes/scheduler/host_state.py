@@ -60,6 +60,10 @@ CPU_PERCENT_METRIC = "cpu.percent"
 DEFAULT_REFRESH_INTERVAL = 1.0
 DEFAULT_CHANGE_MARGIN = 2.0
 DEFAULT_SERVICE_DOWN_TIME = 60.0
+#: How many ``service_down_time`` spans after the newest heartbeat a cloud
+#: whose every host is silent still counts as coming back from an outage
+#: (``silenced_by_outage``) rather than as one whose hosts are dead.
+OUTAGE_GRACE = 3.0
 #: Cached aggregate-derived masks kept per view before the cache starts over.
 _MASK_CACHE_LIMIT = 1024
 
@@ -210,6 +214,9 @@ class HostStateView:
         self._mask_cache: dict[Hashable, BoolArray] = {}
         self._services: dict[str, tuple[bool, bool]] = {}
         self._silent: set[str] = set()
+        #: The newest heartbeat of any compute service not forced down (see
+        #: :meth:`silenced_by_outage`); None until read.
+        self.newest_heartbeat: dt.datetime | None = None
         #: The host facts' generation the cached services and aggregates are from.
         self._facts_generation: int | None = None
         self._last_refresh_start: dt.datetime | None = None
@@ -308,6 +315,7 @@ class HostStateView:
                 aggs = await groups_api.aggregate_get_all(conn)
                 services = await host_views.compute_service_hosts(conn)
             silent = await host_views.down_compute_hosts(conn, window)
+            newest = await host_views.newest_compute_heartbeat(conn)
         # Applied without an await in between: a request sees all of it or none.
         added = self.apply_nodes(rows)
         if aggs is not None:
@@ -316,6 +324,7 @@ class HostStateView:
             self._rebuild_aggregate_sets()
         self._facts_generation = generation
         self.set_services(services if services is not None else self._services, silent)
+        self.newest_heartbeat = newest
         self._last_refresh_start = started
         self._last_refresh_mono = mono
         self._loaded = True
@@ -434,6 +443,24 @@ class HostStateView:
                 hs = self.hosts[i]
                 self._apply_service(hs)
                 self.usable[i] = hs.usable
+
+    def silenced_by_outage(self, now: dt.datetime | None = None) -> float | None:
+        """The newest heartbeat's age when every compute host not forced down is
+        silent yet one reported within ``OUTAGE_GRACE`` x ``service_down_time``
+        (the bus or the conductors were away: every host stops at once); else None.
+
+        Hosts that died one by one, or long ago, are not an outage: their
+        silence stays a plain "down" and requests fail with NoValidHost.
+        """
+        live = [h for h, (_, forced) in self._services.items() if not forced]
+        if not live or any(h not in self._silent for h in live):
+            return None
+        if self.newest_heartbeat is None:
+            return None
+        age = ((now or dt.datetime.now(dt.UTC)) - self.newest_heartbeat).total_seconds()
+        if age > OUTAGE_GRACE * self.service_down_time:
+            return None
+        return age
 
     def _apply_service(self, hs: HostState) -> None:
         state = self._services.get(hs.host)

@@ -13,6 +13,8 @@ Version history:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +30,18 @@ TOPIC = "scheduler"
 #: The newest version of the API this client knows.
 VERSION = "1.0"
 
+LOG = logging.getLogger(__name__)
+
+#: Seconds select_destinations keeps asking while every compute host is
+#: silent after an outage (hosts beat again every 2 s at most while away:
+#: ``nubes.service.HEARTBEAT_BACKOFF_MAX``), and the pause between tries.
+SILENT_WAIT = 15.0
+SILENT_RETRY = 1.0
+
 #: Errors a scheduler raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
     exception.NoValidHost,
+    exception.ComputeHostsSilent,
     exception.InvalidSchedulerHint,
     exception.NotFound,
     exception.Invalid,
@@ -67,15 +78,29 @@ class SchedulerAPI:
     ) -> list[list[Selection]]:
         """Per instance (in order): the chosen host, already claimed, then up to
         ``[scheduler] max_attempts - 1`` unclaimed alternates. NoValidHost if
-        any instance finds no host (nothing stays claimed then)."""
-        result: list[list[Selection]] = await self.client.call(
-            context,
-            "select_destinations",
-            request_spec=request_spec,
-            instance_uuids=list(instance_uuids),
-            return_alternates=return_alternates,
-        )
-        return result
+        any instance finds no host (nothing stays claimed then).
+
+        ComputeHostsSilent (every host silent right after an outage of the bus
+        or the conductors) is asked again each ``SILENT_RETRY`` seconds for up
+        to ``SILENT_WAIT``, enough for the hosts' next heartbeats; then it is
+        raised, a transient error: the task resumes later."""
+        deadline = asyncio.get_running_loop().time() + SILENT_WAIT
+        while True:
+            try:
+                result: list[list[Selection]] = await self.client.call(
+                    context,
+                    "select_destinations",
+                    request_spec=request_spec,
+                    instance_uuids=list(instance_uuids),
+                    return_alternates=return_alternates,
+                )
+            except exception.ComputeHostsSilent as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                LOG.info("%s: %s; asking again in %.0f s", context.request_id, exc, SILENT_RETRY)
+                await asyncio.sleep(SILENT_RETRY)
+                continue
+            return result
 
     async def claim_alternate(self, context: RequestContext, selection: Selection) -> Selection:
         """Claim an alternate on a reschedule: releases what the instance holds

@@ -247,6 +247,11 @@ class HostSelector:
             elif tried:
                 reason = f"{tried} hosts passed the filters but others claimed them first."
             else:
+                age = self.view.silenced_by_outage()
+                if age is not None:
+                    raise exception.ComputeHostsSilent(
+                        down_time=f"{self.view.service_down_time:.0f}", age=f"{age:.0f}"
+                    )
                 reason = self.explain(req, policy)
             LOG.debug(
                 "%s: no host for %s (policy %s, %d candidates, %d claims lost): %s",

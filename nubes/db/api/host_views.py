@@ -121,6 +121,24 @@ async def down_compute_hosts(
     return {r.host for r in await conn.execute(stmt)}
 
 
+async def newest_compute_heartbeat(conn: AsyncConnection) -> dt.datetime | None:
+    """The newest heartbeat (never seen: creation) of a compute service not
+    forced down, or None when there is none."""
+    s = services.c
+    hb = service_heartbeats
+    # Typed as the column: SQLite would otherwise hand back the stored text.
+    seen = func.max(func.coalesce(hb.c.last_seen_at, s.created_at), type_=hb.c.last_seen_at.type)
+    stmt = (
+        select(seen)
+        .select_from(services.outerjoin(hb, hb.c.service_id == s.id))
+        .where(s.binary == COMPUTE_BINARY, live(services), s.forced_down.is_(False))
+    )
+    value = (await conn.execute(stmt)).scalar()
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value
+
+
 async def compute_host_is_up(
     conn: AsyncConnection, host: str, window: tuple[dt.datetime, dt.datetime]
 ) -> bool:

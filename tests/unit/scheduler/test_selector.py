@@ -365,3 +365,29 @@ async def test_a_view_that_cannot_be_refreshed_places_nothing(
             await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
     finally:
         await manager.close()
+
+
+async def test_every_host_silent_right_after_an_outage_is_transient(
+    db: Database, manager: SchedulerManager
+):
+    """Regression: after a bus or conductor outage longer than service_down_time
+    every host looked down until its next heartbeat, and builds that arrived
+    then ended in ERROR with "No valid host". Silence of every host at once,
+    with a recent newest heartbeat, is an outage: a transient error instead."""
+    await create_hosts(db, [HostSpec("a", silent_for=90), HostSpec("b", silent_for=100)])
+    with pytest.raises(exception.ComputeHostsSilent, match="newest report is 9"):
+        await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+    assert isinstance(exception.ComputeHostsSilent(down_time=1, age=1), exception.TRANSIENT_ERRORS)
+
+
+async def test_hosts_silent_long_ago_or_one_by_one_are_down(
+    db: Database, manager: SchedulerManager
+):
+    """Silence older than OUTAGE_GRACE x service_down_time is hosts that died."""
+    await create_hosts(db, [HostSpec("a", silent_for=600), HostSpec("b", silent_for=900)])
+    with pytest.raises(exception.NoValidHost):
+        await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
+    # One of them reported lately: the newest heartbeat decides, an outage again.
+    await create_hosts(db, [HostSpec("c", silent_for=70)])
+    with pytest.raises(exception.ComputeHostsSilent):
+        await manager.select_destinations(RequestContext(), _spec(), _uuids(1))
