@@ -36,10 +36,9 @@ OUTAGE = 10.0
 #: For scenarios about the bus, not liveness: hosts' heartbeats travel
 #: through the broker and the conductor, so an outage (plus the restart of a
 #: three-node cluster, 10-20 s on two loaded cores) longer than
-#: service_down_time leaves every host "down" until its next heartbeat, and a
-#: build scheduled in that moment fails with "No valid host was found ...
-#: ComputeFilter removed 3" (a known gap, docs/operations.md). Kept above the
-#: outage here so these scenarios test what they name.
+#: service_down_time makes every host "down" until its next heartbeat
+#: (ComputeHostsSilent then holds new builds back briefly, docs/operations.md).
+#: Kept above the outage here so these scenarios test what they name.
 LONG_DOWN_TIME = {"DEFAULT": {"service_down_time": 60}}
 SIGKILLED = -9
 
