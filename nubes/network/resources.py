@@ -190,12 +190,62 @@ def _owned_or_404(ctxt: RequestContext, row: Row, error: exception.NotFound) -> 
     raise error
 
 
+def _strings(item: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """The free-text attributes of an update body that it names."""
+    return {field: _string(item, field) for field in fields if field in item}
+
+
+async def _visible(
+    conn: Connection,
+    ctxt: RequestContext,
+    kind: net_db.Kind,
+    row_id: str,
+    error: exception.NotFound,
+) -> Row:
+    """A row of ``kind`` the caller may see, else ``error`` (404, never 403)."""
+    row = await net_db.get(conn, kind, row_id)
+    if not can_see(ctxt, row):
+        raise error
+    return row
+
+
+async def _page(
+    conn: Connection,
+    kind: net_db.Kind,
+    visible: net_db.Visible | None,
+    filters: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+    descending: bool,
+) -> list[Row]:
+    """One page of a collection: what every ``list_*`` hands to the database."""
+    return await net_db.list_rows(
+        conn,
+        kind,
+        visible=visible,
+        filters=filters,
+        limit=limit,
+        marker=marker,
+        descending=descending,
+    )
+
+
 class NetworkService:
     """One per API process; every method runs its own transaction(s)."""
 
     def __init__(self, db: Database, conf: cfg.ConfigOpts) -> None:
         self.db = db
         self.conf = conf
+
+    async def _check_quota(self, conn: Connection, project_id: str, kind: net_db.Kind) -> None:
+        """One more row of ``kind`` must fit the project's quota (named in the singular)."""
+        await quotas.check_network_resource(
+            conn,
+            self.conf,
+            project_id=project_id,
+            resource=kind[:-1],
+            used=lambda c: net_db.count_by_project(c, kind, project_id),
+        )
 
     # --- networks ----------------------------------------------------------------------------
 
@@ -224,13 +274,7 @@ class NetworkService:
             "revision_number": 0,
         }
         async with self.db.writer() as conn:
-            await quotas.check_network_resource(
-                conn,
-                self.conf,
-                project_id=project_id,
-                resource="network",
-                used=lambda c: net_db.count_by_project(c, "networks", project_id),
-            )
+            await self._check_quota(conn, project_id, "networks")
             await net_db.create(conn, "networks", values)
             return await self._network_with_subnets(conn, str(values["id"]))
 
@@ -256,15 +300,7 @@ class NetworkService:
     ) -> list[Row]:
         visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id, shared=True)
         async with self.db.reader(allow_stale=True) as conn:
-            rows = await net_db.list_rows(
-                conn,
-                "networks",
-                visible=visible,
-                filters=filters,
-                limit=limit,
-                marker=marker,
-                descending=descending,
-            )
+            rows = await _page(conn, "networks", visible, filters, limit, marker, descending)
             subnet_ids = await net_db.subnet_ids_by_network(conn, [r["id"] for r in rows])
         for row in rows:
             row["subnets"] = subnet_ids[row["id"]]
@@ -274,14 +310,10 @@ class NetworkService:
         self, ctxt: RequestContext, network_id: str, item: Mapping[str, Any]
     ) -> Row:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, "networks", network_id)
-            if not can_see(ctxt, row):
-                raise exception.NetworkNotFound(net_id=network_id)
-            _owned_or_404(ctxt, row, exception.NetworkNotFound(net_id=network_id))
-            values: dict[str, Any] = {}
-            for field in ("name", "description"):
-                if field in item:
-                    values[field] = _string(item, field)
+            missing = exception.NetworkNotFound(net_id=network_id)
+            row = await _visible(conn, ctxt, "networks", network_id, missing)
+            _owned_or_404(ctxt, row, missing)
+            values = _strings(item, ("name", "description"))
             if "admin_state_up" in item:
                 values["admin_state_up"] = _bool(item, "admin_state_up", True)
             if "port_security_enabled" in item:
@@ -299,10 +331,9 @@ class NetworkService:
 
     async def delete_network(self, ctxt: RequestContext, network_id: str) -> None:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, "networks", network_id)
-            if not can_see(ctxt, row):
-                raise exception.NetworkNotFound(net_id=network_id)
-            _owned_or_404(ctxt, row, exception.NetworkNotFound(net_id=network_id))
+            missing = exception.NetworkNotFound(net_id=network_id)
+            row = await _visible(conn, ctxt, "networks", network_id, missing)
+            _owned_or_404(ctxt, row, missing)
             if await net_db.port_count(conn, network_id=network_id):
                 raise exception.NetworkInUse(net_id=network_id)
             for subnet in await net_db.subnets_of(conn, network_id):
@@ -372,13 +403,7 @@ class NetworkService:
                         reason=f"Invalid input for operation: Requested subnet with cidr: "
                         f"{net} for network: {network_id} overlaps with another subnet."
                     )
-            await quotas.check_network_resource(
-                conn,
-                self.conf,
-                project_id=project_id,
-                resource="subnet",
-                used=lambda c: net_db.count_by_project(c, "subnets", project_id),
-            )
+            await self._check_quota(conn, project_id, "subnets")
             values = {
                 "id": str(uuid.uuid4()),
                 "network_id": network_id,
@@ -429,15 +454,7 @@ class NetworkService:
                 visible = net_db.Visible(
                     ctxt.project_id or "", network_ids=[n["id"] for n in shared]
                 )
-            return await net_db.list_rows(
-                conn,
-                "subnets",
-                visible=visible,
-                filters=filters,
-                limit=limit,
-                marker=marker,
-                descending=descending,
-            )
+            return await _page(conn, "subnets", visible, filters, limit, marker, descending)
 
     async def update_subnet(
         self, ctxt: RequestContext, subnet_id: str, item: Mapping[str, Any]
@@ -445,10 +462,7 @@ class NetworkService:
         async with self.db.writer() as conn:
             row = await self._visible_subnet(conn, ctxt, subnet_id)
             _owned_or_404(ctxt, row, exception.SubnetNotFound(subnet_id=subnet_id))
-            values: dict[str, Any] = {}
-            for field in ("name", "description"):
-                if field in item:
-                    values[field] = _string(item, field)
+            values = _strings(item, ("name", "description"))
             if "enable_dhcp" in item:
                 values["enable_dhcp"] = _bool(item, "enable_dhcp", True)
             if "dns_nameservers" in item:
@@ -551,13 +565,7 @@ class NetworkService:
             )
         async with self.db.writer() as conn:
             await self.ensure_default_group(conn, project_id)
-            await quotas.check_network_resource(
-                conn,
-                self.conf,
-                project_id=project_id,
-                resource="security_group",
-                used=lambda c: net_db.count_by_project(c, "security_groups", project_id),
-            )
+            await self._check_quota(conn, project_id, "security_groups")
             group_id = str(uuid.uuid4())
             await net_db.create(
                 conn,
@@ -589,10 +597,9 @@ class NetworkService:
             return await self._group_with_rules(conn, group_id)
 
     async def _visible_group(self, conn: Connection, ctxt: RequestContext, gid: str) -> Row:
-        row = await net_db.get(conn, "security_groups", gid)
-        if not can_see(ctxt, row):
-            raise exception.SecurityGroupNotFound(id=gid)
-        return row
+        return await _visible(
+            conn, ctxt, "security_groups", gid, exception.SecurityGroupNotFound(id=gid)
+        )
 
     async def get_security_group(self, ctxt: RequestContext, group_id: str) -> Row:
         async with self.db.reader() as conn:
@@ -610,15 +617,7 @@ class NetworkService:
         await self._default_for(ctxt)
         visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
         async with self.db.reader(allow_stale=True) as conn:
-            rows = await net_db.list_rows(
-                conn,
-                "security_groups",
-                visible=visible,
-                filters=filters,
-                limit=limit,
-                marker=marker,
-                descending=descending,
-            )
+            rows = await _page(conn, "security_groups", visible, filters, limit, marker, descending)
             rules = await net_db.rules_by_group(conn, [r["id"] for r in rows])
         for row in rows:
             row["security_group_rules"] = rules[row["id"]]
@@ -725,13 +724,7 @@ class NetworkService:
                 if all(rule[k] == v for k, v in values.items()):
                     raise exception.SecurityGroupRuleExists(rule_id=rule["id"])
             project_id = group["project_id"]
-            await quotas.check_network_resource(
-                conn,
-                self.conf,
-                project_id=project_id,
-                resource="security_group_rule",
-                used=lambda c: net_db.count_by_project(c, "security_group_rules", project_id),
-            )
+            await self._check_quota(conn, project_id, "security_group_rules")
             rule_id = str(uuid.uuid4())
             await net_db.create(
                 conn,
@@ -747,10 +740,13 @@ class NetworkService:
 
     async def get_rule(self, ctxt: RequestContext, rule_id: str) -> Row:
         async with self.db.reader() as conn:
-            row = await net_db.get(conn, "security_group_rules", rule_id)
-        if not can_see(ctxt, row):
-            raise exception.SecurityGroupRuleNotFound(id=rule_id)
-        return row
+            return await _visible(
+                conn,
+                ctxt,
+                "security_group_rules",
+                rule_id,
+                exception.SecurityGroupRuleNotFound(id=rule_id),
+            )
 
     async def list_rules(
         self,
@@ -763,22 +759,15 @@ class NetworkService:
         await self._default_for(ctxt)
         visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
         async with self.db.reader(allow_stale=True) as conn:
-            return await net_db.list_rows(
-                conn,
-                "security_group_rules",
-                visible=visible,
-                filters=filters,
-                limit=limit,
-                marker=marker,
-                descending=descending,
+            return await _page(
+                conn, "security_group_rules", visible, filters, limit, marker, descending
             )
 
     async def delete_rule(self, ctxt: RequestContext, rule_id: str) -> None:
         async with self.db.writer() as conn:
-            row = await net_db.get(conn, "security_group_rules", rule_id)
-            if not can_see(ctxt, row):
-                raise exception.SecurityGroupRuleNotFound(id=rule_id)
-            _owned_or_404(ctxt, row, exception.SecurityGroupRuleNotFound(id=rule_id))
+            missing = exception.SecurityGroupRuleNotFound(id=rule_id)
+            row = await _visible(conn, ctxt, "security_group_rules", rule_id, missing)
+            _owned_or_404(ctxt, row, missing)
             await net_db.delete_row(conn, "security_group_rules", rule_id)
 
     # --- ports -------------------------------------------------------------------------------
@@ -842,13 +831,7 @@ class NetworkService:
                 reason="Port has security group associated. Cannot disable port security "
                 "or ip address until security group is removed"
             )
-        await quotas.check_network_resource(
-            conn,
-            self.conf,
-            project_id=project_id,
-            resource="port",
-            used=lambda c: net_db.count_by_project(c, "ports", project_id),
-        )
+        await self._check_quota(conn, project_id, "ports")
         port_id = str(uuid.uuid4())
         host = _string(item, "binding:host_id")
         if host and not is_admin(ctxt):
@@ -887,10 +870,7 @@ class NetworkService:
             return (await port_details(conn, [port_id]))[0]
 
     async def _visible_port(self, conn: Connection, ctxt: RequestContext, pid: str) -> Row:
-        row = await net_db.get(conn, "ports", pid)
-        if not can_see(ctxt, row):
-            raise exception.PortNotFound(port_id=pid)
-        return row
+        return await _visible(conn, ctxt, "ports", pid, exception.PortNotFound(port_id=pid))
 
     async def get_port(self, ctxt: RequestContext, port_id: str) -> Row:
         async with self.db.reader() as conn:
@@ -921,15 +901,7 @@ class NetworkService:
                     held = await net_db.port_ids_in_subnets(conn, subnets_wanted)
                     ids = set(held) if ids is None else ids & set(held)
                 wanted["id"] = sorted(ids or ())
-            rows = await net_db.list_rows(
-                conn,
-                "ports",
-                visible=visible,
-                filters=wanted,
-                limit=limit,
-                marker=marker,
-                descending=descending,
-            )
+            rows = await _page(conn, "ports", visible, wanted, limit, marker, descending)
             return await port_details(conn, [r["id"] for r in rows])
 
     async def update_port(self, ctxt: RequestContext, port_id: str, item: Mapping[str, Any]) -> Row:
@@ -943,10 +915,7 @@ class NetworkService:
         self, conn: Connection, ctxt: RequestContext, row: Row, item: Mapping[str, Any]
     ) -> None:
         port_id = row["id"]
-        values: dict[str, Any] = {}
-        for field in ("name", "description", "device_id", "device_owner"):
-            if field in item:
-                values[field] = _string(item, field)
+        values = _strings(item, ("name", "description", "device_id", "device_owner"))
         if "admin_state_up" in item:
             values["admin_state_up"] = _bool(item, "admin_state_up", True)
         if "binding:host_id" in item:

@@ -179,24 +179,27 @@ def group_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 #: Per collection: query filter -> (column, kind) where kind converts the text.
 _Filter = tuple[str, str]
+#: Filters every collection has (rules have no name or description of their own to filter).
+_OWNED_NO_NAME: dict[str, _Filter] = {
+    "id": ("id", "str"),
+    "project_id": ("project_id", "str"),
+    "tenant_id": ("project_id", "str"),
+}
+_OWNED: dict[str, _Filter] = {
+    **_OWNED_NO_NAME,
+    "name": ("name", "str"),
+    "description": ("description", "str"),
+}
 FILTERS: dict[str, dict[str, _Filter]] = {
     "networks": {
-        "id": ("id", "str"),
-        "name": ("name", "str"),
-        "description": ("description", "str"),
-        "project_id": ("project_id", "str"),
-        "tenant_id": ("project_id", "str"),
+        **_OWNED,
         "shared": ("shared", "bool"),
         "router:external": ("external", "bool"),
         "admin_state_up": ("admin_state_up", "bool"),
         "mtu": ("mtu", "int"),
     },
     "subnets": {
-        "id": ("id", "str"),
-        "name": ("name", "str"),
-        "description": ("description", "str"),
-        "project_id": ("project_id", "str"),
-        "tenant_id": ("project_id", "str"),
+        **_OWNED,
         "network_id": ("network_id", "str"),
         "ip_version": ("ip_version", "int"),
         "cidr": ("cidr", "str"),
@@ -204,11 +207,7 @@ FILTERS: dict[str, dict[str, _Filter]] = {
         "enable_dhcp": ("enable_dhcp", "bool"),
     },
     "ports": {
-        "id": ("id", "str"),
-        "name": ("name", "str"),
-        "description": ("description", "str"),
-        "project_id": ("project_id", "str"),
-        "tenant_id": ("project_id", "str"),
+        **_OWNED,
         "network_id": ("network_id", "str"),
         "mac_address": ("mac_address", "str"),
         "device_id": ("device_id", "str"),
@@ -218,17 +217,11 @@ FILTERS: dict[str, dict[str, _Filter]] = {
         "binding:host_id": ("binding_host_id", "str"),
     },
     "security_groups": {
-        "id": ("id", "str"),
-        "name": ("name", "str"),
-        "description": ("description", "str"),
-        "project_id": ("project_id", "str"),
-        "tenant_id": ("project_id", "str"),
+        **_OWNED,
     },
     "security_group_rules": {
-        "id": ("id", "str"),
+        **_OWNED_NO_NAME,
         "security_group_id": ("security_group_id", "str"),
-        "project_id": ("project_id", "str"),
-        "tenant_id": ("project_id", "str"),
         "direction": ("direction", "str"),
         "ethertype": ("ethertype", "str"),
         "protocol": ("protocol", "str"),
@@ -335,19 +328,37 @@ def _collection(
     view: Callable[[Mapping[str, Any]], dict[str, Any]],
     allowed: Sequence[str],
     required: Sequence[str],
-    updatable: Sequence[str],
-    create: Callable[[NetworkService], Callable[..., Awaitable[Row]]],
-    show: Callable[[NetworkService], Callable[..., Awaitable[Row]]],
-    lister: Callable[[NetworkService], Lister],
-    update: Callable[[NetworkService], Callable[..., Awaitable[Row]]] | None,
-    remove: Callable[[NetworkService], Callable[..., Awaitable[None]]],
+    updatable: Sequence[str] | None,
+    stem: str,
 ) -> list[Route]:
+    """The five Neutron routes of one collection.
+
+    The service's methods are named after ``stem``: ``create_<stem>``,
+    ``get_<stem>``, ``list_<stem>s``, ``update_<stem>``, ``delete_<stem>``;
+    ``updatable=None`` means the collection has no PUT (rules).
+    """
+
+    verbs = ("create", "get", "delete", *(("update",) if updatable is not None else ()))
+    # A misnamed stem fails when the app is built, not on a tenant's first request.
+    missing = [
+        n
+        for n in (f"list_{stem}s", *(f"{v}_{stem}" for v in verbs))
+        if not hasattr(NetworkService, n)
+    ]
+    if missing:
+        raise AttributeError(f"NetworkService lacks {missing}")
+
+    def method(service: NetworkService, verb: str) -> Callable[..., Awaitable[Any]]:
+        found: Callable[..., Awaitable[Any]] = getattr(service, f"{verb}_{stem}")
+        return found
+
     async def index(request: Request) -> Response:
         limit, marker, reverse = _paging(request)
         extra: dict[str, Any] = {}
         if collection == "ports":
             extra["fixed_ips"] = request.query_params.getlist("fixed_ips")
-        rows = await lister(_service(request))(
+        lister: Lister = getattr(_service(request), f"list_{stem}s")
+        rows = await lister(
             _ctx(request), _filters(request, collection), limit, marker, reverse, **extra
         )
         return _list_response(request, collection, rows, view, limit, reverse)
@@ -357,21 +368,22 @@ def _collection(
         if isinstance(body, dict) and isinstance(body.get(collection), list):
             raise exception.NetworkInvalid(reason="Bulk create is not supported.")
         item = resources.check_body(body, singular, allowed, required)
-        row = await create(_service(request))(_ctx(request), item)
+        row = await method(_service(request), "create")(_ctx(request), item)
         return JSONResponse({singular: view(row)}, status_code=201)
 
     async def get(request: Request) -> Response:
-        row = await show(_service(request))(_ctx(request), request.path_params["id"])
+        row = await method(_service(request), "get")(_ctx(request), request.path_params["id"])
         return JSONResponse({singular: _fields(request, view(row))})
 
     async def put(request: Request) -> Response:
-        assert update is not None
+        assert updatable is not None
         item = resources.check_body(await json_body(request), singular, updatable)
-        row = await update(_service(request))(_ctx(request), request.path_params["id"], item)
+        update = method(_service(request), "update")
+        row = await update(_ctx(request), request.path_params["id"], item)
         return JSONResponse({singular: view(row)})
 
     async def delete(request: Request) -> Response:
-        await remove(_service(request))(_ctx(request), request.path_params["id"])
+        await method(_service(request), "delete")(_ctx(request), request.path_params["id"])
         return Response(status_code=204)
 
     base = f"/v2.0/{collection.replace('_', '-')}"
@@ -381,7 +393,7 @@ def _collection(
         Route(base + "/{id}", get, methods=["GET"]),
         Route(base + "/{id}", delete, methods=["DELETE"]),
     ]
-    if update is not None:
+    if updatable is not None:
         routes.append(Route(base + "/{id}", put, methods=["PUT"]))
     return routes
 
@@ -414,11 +426,7 @@ def _routes() -> list[Route]:
             "mtu",
             "port_security_enabled",
         ),
-        create=lambda s: s.create_network,
-        show=lambda s: s.get_network,
-        lister=lambda s: s.list_networks,
-        update=lambda s: s.update_network,
-        remove=lambda s: s.delete_network,
+        stem="network",
     )
     out += _collection(
         "subnets",
@@ -439,11 +447,7 @@ def _routes() -> list[Route]:
         ),
         required=("network_id",),
         updatable=("name", "description", "enable_dhcp", "dns_nameservers", "host_routes"),
-        create=lambda s: s.create_subnet,
-        show=lambda s: s.get_subnet,
-        lister=lambda s: s.list_subnets,
-        update=lambda s: s.update_subnet,
-        remove=lambda s: s.delete_subnet,
+        stem="subnet",
     )
     out += _collection(
         "ports",
@@ -475,11 +479,7 @@ def _routes() -> list[Route]:
             "port_security_enabled",
             "binding:host_id",
         ),
-        create=lambda s: s.create_port,
-        show=lambda s: s.get_port,
-        lister=lambda s: s.list_ports,
-        update=lambda s: s.update_port,
-        remove=lambda s: s.delete_port,
+        stem="port",
     )
     out += _collection(
         "security_groups",
@@ -488,11 +488,7 @@ def _routes() -> list[Route]:
         allowed=(*COMMON_ATTRS, "stateful"),
         required=(),
         updatable=("name", "description"),
-        create=lambda s: s.create_security_group,
-        show=lambda s: s.get_security_group,
-        lister=lambda s: s.list_security_groups,
-        update=lambda s: s.update_security_group,
-        remove=lambda s: s.delete_security_group,
+        stem="security_group",
     )
     out += _collection(
         "security_group_rules",
@@ -512,12 +508,8 @@ def _routes() -> list[Route]:
             "remote_group_id",
         ),
         required=("security_group_id", "direction"),
-        updatable=(),
-        create=lambda s: s.create_rule,
-        show=lambda s: s.get_rule,
-        lister=lambda s: s.list_rules,
-        update=None,
-        remove=lambda s: s.delete_rule,
+        updatable=None,
+        stem="rule",
     )
     return out
 
