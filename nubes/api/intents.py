@@ -43,6 +43,31 @@ def context_record(ctxt: RequestContext) -> dict[str, Any]:
     return data
 
 
+async def record_action(
+    conn: Connection,
+    ctxt: RequestContext,
+    instance_uuid: str,
+    action: str,
+    *,
+    start_time: dt.datetime | None = None,
+) -> None:
+    """The user-visible action (``os-instance-actions``) of the caller's request.
+
+    Left open: the conductor's task, or for a request that starts no task
+    (abort, force complete) the source host as Nova's does, adds its events
+    and finishes it.
+    """
+    await actions.action_start(
+        conn,
+        instance_uuid=instance_uuid,
+        action=action,
+        request_id=ctxt.request_id,
+        user_id=ctxt.user_id,
+        project_id=ctxt.project_id,
+        start_time=start_time,
+    )
+
+
 async def flavor(conn: Connection, flavor: Flavor | Mapping[str, Any] | str) -> Flavor:
     """The flavor an operation asks for (an object, a row, or a flavor id), refused if disabled."""
     if isinstance(flavor, Flavor):
@@ -76,14 +101,7 @@ class Intents:
         deadline: dt.datetime | None = None,
     ) -> dict[str, Any]:
         """The action and the task, in the caller's transaction."""
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
+        await record_action(conn, ctxt, instance_uuid, action)
         if deadline is None:
             deadline = utcnow() + dt.timedelta(seconds=self.task_deadline)
         try:
@@ -138,15 +156,7 @@ class Intents:
     ) -> None:
         """An action that is done as soon as it is recorded (lock, unlock, reset state)."""
         now = utcnow()
-        await actions.action_start(
-            conn,
-            instance_uuid=instance_uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-            start_time=now,
-        )
+        await record_action(conn, ctxt, instance_uuid, action, start_time=now)
         await actions.action_finish(
             conn, instance_uuid=instance_uuid, request_id=ctxt.request_id, finish_time=now
         )

@@ -17,7 +17,7 @@ from typing import Any
 from nubes import exception, liveness
 from nubes.api import instance_rules
 from nubes.context import RequestContext
-from nubes.db.api import Row, actions, compute_nodes, services
+from nubes.db.api import Row, compute_nodes, services
 from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
@@ -54,24 +54,6 @@ def check_idle(action: str, row: Row, task_state: TaskState) -> None:
     instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
     if not row["host"]:
         raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
-
-
-async def request_action(
-    conn: Connection, ctxt: RequestContext, instance_uuid: str, action: str
-) -> None:
-    """Nova's action for a request that starts no task (abort, force complete).
-
-    Left open, as Nova leaves it: the source host adds its events to it
-    (``compute_live_migration_abort`` ...) when the cast reaches it.
-    """
-    await actions.action_start(
-        conn,
-        instance_uuid=instance_uuid,
-        action=action,
-        request_id=ctxt.request_id,
-        user_id=ctxt.user_id,
-        project_id=ctxt.project_id,
-    )
 
 
 async def movable(

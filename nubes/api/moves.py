@@ -281,7 +281,8 @@ class MovesAPI:
                 conn, ctxt, instance_uuid, migration_id, "abort live migration", ABORTABLE
             )
             await records.set_migration_status(conn, migration, MigrationStatus.CANCELLING)
-            await records.request_action(conn, ctxt, instance_uuid, "live_migration_cancel")
+            # The source host adds its events to this action when the cast reaches it.
+            await intents.record_action(conn, ctxt, instance_uuid, "live_migration_cancel")
         try:
             await self.conductor.live_migration_abort(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
@@ -302,7 +303,7 @@ class MovesAPI:
                 "force complete",
                 (MigrationStatus.RUNNING,),
             )
-            await records.request_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
+            await intents.record_action(conn, ctxt, instance_uuid, "live_migration_force_complete")
         try:
             await self.conductor.live_migration_force_complete(ctxt, instance_uuid, migration_id)
         except exception.NubesError as exc:
