@@ -307,8 +307,15 @@ class Session:
         """
         await self._casts.send((exchange, routing_key), message_id, body, alone=alone)
 
-    async def _send_calls(self, key: tuple[str, str, str], parts: list[tuple[str, bytes]]) -> None:
-        routing_key, reply_to, expiration = key
+    def _transient(
+        self,
+        parts: list[tuple[str, bytes]],
+        *,
+        reply_to: str | None = None,
+        expiration: str | None = None,
+    ) -> tuple[bytes, Properties]:
+        """Body and properties of a batch of calls or of replies: transient,
+        correlated by the one message's id (a batch's is in its parts)."""
         body, ident, headers = _envelope(parts)
         properties = Properties(
             delivery_mode=TRANSIENT,
@@ -316,23 +323,21 @@ class Session:
             # Set, so aiormq does not make up a random one for every message.
             message_id=ident or parts[0][0],
             reply_to=reply_to,
-            # No server starts work on a request nobody waits for any more.
             expiration=expiration,
             user_id=self.user_id,
             headers=headers,
         )
+        return body, properties
+
+    async def _send_calls(self, key: tuple[str, str, str], parts: list[tuple[str, bytes]]) -> None:
+        routing_key, reply_to, expiration = key
+        # No server starts work on a request nobody waits for any more (expiration).
+        body, properties = self._transient(parts, reply_to=reply_to, expiration=expiration)
         await _publish(self.fast, EXCHANGE, routing_key, properties, body)
 
     async def _send_replies(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
         exchange, reply_to = key
-        body, ident, headers = _envelope(parts)
-        properties = Properties(
-            delivery_mode=TRANSIENT,
-            correlation_id=ident,
-            message_id=ident or parts[0][0],
-            user_id=self.user_id,
-            headers=headers,
-        )
+        body, properties = self._transient(parts)
         await _publish(self.fast, exchange, reply_to, properties, body)
 
     async def _send_casts(self, key: tuple[str, str], parts: list[tuple[str, bytes]]) -> None:
