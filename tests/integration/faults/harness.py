@@ -10,8 +10,10 @@ hosts in the fake hosts' state files, and returns the figures the suite prints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,18 @@ class Load:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._transport is not None:
             await self._transport.close()
+
+
+@contextlib.asynccontextmanager
+async def loaded(cloud: ProcessCloud) -> AsyncIterator[Load]:
+    """A scenario's :class:`Load`, open, and closed (its background requests
+    cancelled) however the scenario ends."""
+    load = Load(cloud)
+    await load.open()
+    try:
+        yield load
+    finally:
+        await load.close()
 
 
 def guests_by_host(cloud: ProcessCloud, *, skip: set[str] | None = None) -> dict[str, set[str]]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -25,9 +27,9 @@ from nubes.db.api import instances as instances_api
 from nubes.db.engine import Database
 from nubes.db.models import instances
 from nubes.testing.infra import PostgresPair, RabbitCluster, port_open
+from nubes.testing.processes import Proc, ProcessCloud
 from tests.integration.faults import harness
 from tests.integration.faults.conftest import RESULTS, CloudFactory
-from tests.integration.faults.harness import Load
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.postgres]
 
@@ -43,6 +45,19 @@ LONG_DOWN_TIME = {"DEFAULT": {"service_down_time": 60}}
 SIGKILLED = -9
 
 
+async def _begin(
+    fault_cloud: CloudFactory,
+    label: str,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[ProcessCloud, Proc, dict[str, Proc]]:
+    """A scenario's started cloud, its conductor and hosts; the label is on the
+    report as unfinished until :func:`_record` replaces it."""
+    RESULTS[label] = "did not finish"
+    cloud = await fault_cloud(options)
+    conductor, computes = await harness.start_cloud(cloud)
+    return cloud, conductor, computes
+
+
 def _record(label: str, result: harness.Verdict, extra: str = "") -> None:
     assert result.stuck == 0, result
     assert not result.on_two_hosts, f"guests on two hosts: {result.on_two_hosts}"
@@ -54,28 +69,24 @@ async def test_cluster_node_loss_mid_load(
     fault_cloud: CloudFactory, rabbit_cluster: RabbitCluster
 ) -> None:
     label = "broker cluster node leading the conductor queue lost"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
-    await harness.start_cloud(cloud)
-    load = Load(cloud)
-    await load.open()
+    cloud, _, _ = await _begin(fault_cloud, label)
     lost: int | None = None
     try:
-        types = await asyncio.to_thread(rabbit_cluster.queue_types, cloud.vhost)
-        assert types.get("conductor") == "quorum", types
-        load.trickle(8, 0.5)
-        await harness.wait_spawning(cloud)
-        leaders = await asyncio.to_thread(rabbit_cluster.queue_leaders, cloud.vhost)
-        leader = leaders["conductor"]
-        lost = next(i for i, n in enumerate(rabbit_cluster.nodes) if n.name == leader)
-        await asyncio.to_thread(rabbit_cluster.stop_node, lost)
-        gone_at = time.monotonic()
-        result = await harness.verdict(load, gone_at)
-        assert result.active + result.error == len(load.uuids) == 8
-        after = await asyncio.to_thread(rabbit_cluster.queue_leaders, cloud.vhost)
-        _record(label, result, f"leader {leader} -> {after.get('conductor')}")
+        async with harness.loaded(cloud) as load:
+            types = await asyncio.to_thread(rabbit_cluster.queue_types, cloud.vhost)
+            assert types.get("conductor") == "quorum", types
+            load.trickle(8, 0.5)
+            await harness.wait_spawning(cloud)
+            leaders = await asyncio.to_thread(rabbit_cluster.queue_leaders, cloud.vhost)
+            leader = leaders["conductor"]
+            lost = next(i for i, n in enumerate(rabbit_cluster.nodes) if n.name == leader)
+            await asyncio.to_thread(rabbit_cluster.stop_node, lost)
+            gone_at = time.monotonic()
+            result = await harness.verdict(load, gone_at)
+            assert result.active + result.error == len(load.uuids) == 8
+            after = await asyncio.to_thread(rabbit_cluster.queue_leaders, cloud.vhost)
+            _record(label, result, f"leader {leader} -> {after.get('conductor')}")
     finally:
-        await load.close()
         if lost is not None:
             # The next scenarios want the whole cluster.
             await asyncio.to_thread(rabbit_cluster.start_node, lost)
@@ -110,14 +121,10 @@ async def test_casts_queued_across_a_broker_restart(
     # Also the scenario "a conductor killed and replaced" (at every step
     # boundary: tests/integration/crash/test_conductor_crash.py).
     label = "conductor killed, casts queued across a broker restart, conductor replaced"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud(LONG_DOWN_TIME)
-    conductor, _ = await harness.start_cloud(cloud)
+    cloud, conductor, _ = await _begin(fault_cloud, label, LONG_DOWN_TIME)
     # No conductor: the API's casts wait in the conductor queue.
     assert await conductor.kill() == SIGKILLED
-    load = Load(cloud)
-    await load.open()
-    try:
+    async with harness.loaded(cloud) as load:
         for _ in range(4):
             await load.create()
         # The queue's count comes from its Raft state machine: read it until
@@ -137,8 +144,6 @@ async def test_casts_queued_across_a_broker_restart(
         _record(
             label, result, f"{queued} casts waiting before the restart, {kept} after (none lost)"
         )
-    finally:
-        await load.close()
 
 
 @pytest.mark.timeout(150)
@@ -146,46 +151,42 @@ async def test_broker_down_mid_load(
     fault_cloud: CloudFactory, rabbit_cluster: RabbitCluster
 ) -> None:
     label = f"whole broker down {OUTAGE:.0f} s mid-load"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud(LONG_DOWN_TIME)
-    await harness.start_cloud(cloud)
-    load = Load(cloud)
-    await load.open()
+    cloud, _, _ = await _begin(fault_cloud, label, LONG_DOWN_TIME)
     try:
-        load.trickle(6, 0.3)
-        await harness.wait_spawning(cloud)
-        await load.drain()
-        await asyncio.to_thread(rabbit_cluster.stop_all)
-        down_at = time.monotonic()
-        # Requests while the broker is away: accepted (the task is in the
-        # database), each within about a second.
-        during = Load(cloud)
-        during._transport, during._api = load._transport, load._api
-        while time.monotonic() - down_at < OUTAGE:
-            await during.create()
-            await asyncio.sleep(1.0)
-        answered = asyncio.get_running_loop().create_task(_first_answer(rabbit_cluster))
-        await asyncio.to_thread(rabbit_cluster.start_all)
-        back_at = time.monotonic()
-        answered_at = await answered
-        services = [p for p in cloud.procs if p.returncode is None]
-        await asyncio.gather(*(p.wait_log("Reconnected to broker", 30) for p in services))
-        reconnected_at = time.monotonic()
-        load.uuids += during.uuids
-        load.latencies += during.latencies
-        result = await harness.verdict(load, back_at)
-        assert during.uuids and during.refused == 0, "requests during the outage were refused"
-        assert result.active + result.error == len(load.uuids), result
-        _record(
-            label,
-            result,
-            f"{len(during.uuids)} requests during the outage, longest "
-            f"{max(during.latencies):.2f} s; all {len(services)} services back on the bus "
-            f"{reconnected_at - answered_at:.1f} s after a broker node first answered "
-            "(at most; the broker still boots meanwhile)",
-        )
+        async with harness.loaded(cloud) as load:
+            load.trickle(6, 0.3)
+            await harness.wait_spawning(cloud)
+            await load.drain()
+            await asyncio.to_thread(rabbit_cluster.stop_all)
+            down_at = time.monotonic()
+            # Requests while the broker is away: accepted (the task is in the
+            # database), each within about a second.
+            during = harness.Load(cloud)
+            during._transport, during._api = load._transport, load._api
+            while time.monotonic() - down_at < OUTAGE:
+                await during.create()
+                await asyncio.sleep(1.0)
+            answered = asyncio.get_running_loop().create_task(_first_answer(rabbit_cluster))
+            await asyncio.to_thread(rabbit_cluster.start_all)
+            back_at = time.monotonic()
+            answered_at = await answered
+            services = [p for p in cloud.procs if p.returncode is None]
+            await asyncio.gather(*(p.wait_log("Reconnected to broker", 30) for p in services))
+            reconnected_at = time.monotonic()
+            load.uuids += during.uuids
+            load.latencies += during.latencies
+            result = await harness.verdict(load, back_at)
+            assert during.uuids and during.refused == 0, "requests during the outage were refused"
+            assert result.active + result.error == len(load.uuids), result
+            _record(
+                label,
+                result,
+                f"{len(during.uuids)} requests during the outage, longest "
+                f"{max(during.latencies):.2f} s; all {len(services)} services back on the bus "
+                f"{reconnected_at - answered_at:.1f} s after a broker node first answered "
+                "(at most; the broker still boots meanwhile)",
+            )
     finally:
-        await load.close()
         if not all(rabbit_cluster.running(i) for i in range(rabbit_cluster.size)):
             await asyncio.to_thread(rabbit_cluster.start_all)
 
@@ -195,29 +196,25 @@ async def test_postgres_restart_mid_load(
     fault_cloud: CloudFactory, postgres_pair: PostgresPair
 ) -> None:
     label = "PostgreSQL primary restarted mid-load"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
-    await harness.start_cloud(cloud)
-    load = Load(cloud)
-    await load.open()
+    cloud, _, _ = await _begin(fault_cloud, label)
     try:
-        load.trickle(6, 0.3)
-        await harness.wait_spawning(cloud)
-        await load.drain()
-        await asyncio.to_thread(postgres_pair.stop_primary)
-        down_at = time.monotonic()
-        while time.monotonic() - down_at < 4.0:
-            await load.create()
-            await asyncio.sleep(0.5)
-        await asyncio.to_thread(postgres_pair.start_primary)
-        back_at = time.monotonic()
-        load.trickle(2, 0.3)
-        result = await harness.verdict(load, back_at)
-        assert load.refused > 0, "no request met the database down"
-        assert result.active + result.error == len(load.uuids), result
-        _record(label, result)
+        async with harness.loaded(cloud) as load:
+            load.trickle(6, 0.3)
+            await harness.wait_spawning(cloud)
+            await load.drain()
+            await asyncio.to_thread(postgres_pair.stop_primary)
+            down_at = time.monotonic()
+            while time.monotonic() - down_at < 4.0:
+                await load.create()
+                await asyncio.sleep(0.5)
+            await asyncio.to_thread(postgres_pair.start_primary)
+            back_at = time.monotonic()
+            load.trickle(2, 0.3)
+            result = await harness.verdict(load, back_at)
+            assert load.refused > 0, "no request met the database down"
+            assert result.active + result.error == len(load.uuids), result
+            _record(label, result)
     finally:
-        await load.close()
         if not (postgres_pair.primary_dir / "postmaster.pid").exists():
             await asyncio.to_thread(postgres_pair.start_primary)
 
@@ -236,42 +233,38 @@ async def test_replica_lost_mid_load(
     fault_cloud: CloudFactory, postgres_pair: PostgresPair
 ) -> None:
     label = "PostgreSQL replica lost mid-load"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
-    await harness.start_cloud(cloud)
+    cloud, _, _ = await _begin(fault_cloud, label)
     assert cloud.db is not None and cloud.replica_url is not None
     reader = Database(
         cloud.db_url,
         postgres_pair.url(cloud.db_name, replica=True),
     )
-    load = Load(cloud)
-    await load.open()
     stopped = False
     try:
-        load.trickle(6, 0.3)
-        await harness.wait_spawning(cloud)
-        # The replica really replicates: it serves the rows written on the primary.
-        deadline = time.monotonic() + 10
-        while True:
-            if await _stale_names(reader) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        assert reader.route_counts["replica"] > 0
-        await asyncio.to_thread(postgres_pair.stop_replica)
-        stopped = True
-        gone_at = time.monotonic()
-        before = dict(reader.route_counts)
-        for _ in range(5):
-            # Listings keep answering, from the primary.
-            assert await _stale_names(reader)
-        assert reader.route_counts["primary"] - before["primary"] == 5
-        result = await harness.verdict(load, gone_at)
-        async with cloud.db.reader() as conn:
-            total = len((await conn.execute(select(instances.c.uuid))).all())
-        assert result.active + result.error == len(load.uuids) == total, result
-        _record(label, result, "5 stale reads during the loss, all served by the primary")
+        async with harness.loaded(cloud) as load:
+            load.trickle(6, 0.3)
+            await harness.wait_spawning(cloud)
+            # The replica really replicates: it serves the rows written on the primary.
+            deadline = time.monotonic() + 10
+            while True:
+                if await _stale_names(reader) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert reader.route_counts["replica"] > 0
+            await asyncio.to_thread(postgres_pair.stop_replica)
+            stopped = True
+            gone_at = time.monotonic()
+            before = dict(reader.route_counts)
+            for _ in range(5):
+                # Listings keep answering, from the primary.
+                assert await _stale_names(reader)
+            assert reader.route_counts["primary"] - before["primary"] == 5
+            result = await harness.verdict(load, gone_at)
+            async with cloud.db.reader() as conn:
+                total = len((await conn.execute(select(instances.c.uuid))).all())
+            assert result.active + result.error == len(load.uuids) == total, result
+            _record(label, result, "5 stale reads during the loss, all served by the primary")
     finally:
-        await load.close()
         await reader.dispose()
         if stopped:
             await asyncio.to_thread(postgres_pair.start_replica)
@@ -280,12 +273,8 @@ async def test_replica_lost_mid_load(
 @pytest.mark.timeout(120)
 async def test_compute_host_killed_for_good(fault_cloud: CloudFactory) -> None:
     label = "compute host killed for good mid-load"
-    RESULTS[label] = "did not finish"
-    cloud = await fault_cloud()
-    _, computes = await harness.start_cloud(cloud)
-    load = Load(cloud)
-    await load.open()
-    try:
+    cloud, _, computes = await _begin(fault_cloud, label)
+    async with harness.loaded(cloud) as load:
         load.trickle(6, 0.2)
         await harness.wait_spawning(cloud)
         assert cloud.db is not None
@@ -314,5 +303,3 @@ async def test_compute_host_killed_for_good(fault_cloud: CloudFactory) -> None:
         assert host not in placed, f"a build went to the dead host {host}"
         assert result.active + result.error == len(load.uuids), result
         _record(label, result, f"{host} dead; 3 builds after it was down placed on {placed}")
-    finally:
-        await load.close()
