@@ -20,7 +20,7 @@ from nubes.compute.manager import ComputeManager
 from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
 from nubes.compute.resource_tracker import ResourceTracker
-from nubes.compute.steps import StepReporter
+from nubes.compute.steps import StepReporter, StepRunner
 from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
 from nubes.notifications.notifier import Notifier
@@ -71,7 +71,8 @@ class ComputeHost:
         self.driver = driver
         self.notifier = notifier
         self.reporter = Reporter(host, notifier, notify_on_state_change)
-        self.manager = ComputeManager(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        runner = StepRunner(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        self.manager = ComputeManager(runner)
         self.tracker = ResourceTracker(host, driver)
         self.repairer = Repairer(host, driver, self.reporter)
         self.resource_update_interval = resource_update_interval

@@ -27,10 +27,10 @@ from typing import Any
 from nubes import exception
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
-from nubes.compute.reporting import GONE, Reporter, utcnow
+from nubes.compute.reporting import GONE, utcnow
 from nubes.compute.resize import ResizeSteps
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepReporter, StepRunner
-from nubes.compute.virt.driver import ComputeDriver, console_tail
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
+from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
 from nubes.objects import states
 from nubes.objects.instance import Instance
@@ -52,18 +52,10 @@ class ComputeManager(ComputeEndpoint):
     server serves all four (:meth:`endpoints`).
     """
 
-    def __init__(
-        self,
-        host: str,
-        driver: ComputeDriver,
-        conductor: StepReporter,
-        reporter: Reporter,
-        *,
-        steps_kept: int = 4096,
-    ) -> None:
+    def __init__(self, runner: StepRunner) -> None:
         #: Host, driver, reporter, the step log and the ready event, shared by
         #: every step group (not an RPC endpoint: nothing on it is served).
-        self.runner = StepRunner(host, driver, conductor, reporter, steps_kept=steps_kept)
+        self.runner = runner
         self.resize = ResizeSteps(self.runner)
         self.live = LiveMigrationSteps(self.runner)
         self.rebuild = RebuildSteps(self.runner)
