@@ -11,10 +11,15 @@ import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+
 from nubes import exception
 from nubes.api import errors, microversion
 from nubes.api.state import ApiState
-from nubes.context import current_request_id, new_request_id
+from nubes.context import RequestContext, current_request_id, new_request_id
 
 LOG = logging.getLogger("nubes.api.access")
 
@@ -190,3 +195,44 @@ class ServiceMiddleware:
                 raise
             code, body = errors.raw_error(self.service, *errors.status_and_message(exc))
             await _respond(send, code, body, [*extra, *errors.retry_headers(exc)])
+
+
+def service_app(
+    state: ApiState,
+    routes: Sequence[BaseRoute],
+    *,
+    service: str,
+    public: Collection[str] = (),
+    microversions: bool = False,
+    granted: re.Pattern[str] | None = None,
+) -> Starlette:
+    """One service's app: its routes behind :class:`ServiceMiddleware`, errors
+    in the service's shape, and ``state`` where :func:`api_state` finds it."""
+    app = Starlette(
+        routes=list(routes),
+        middleware=[
+            Middleware(
+                ServiceMiddleware,
+                service=service,
+                state=state,
+                public=public,
+                microversions=microversions,
+                granted=granted,
+            )
+        ],
+        exception_handlers=errors.handlers(service),
+    )
+    app.state.api = state
+    return app
+
+
+def api_state(request: Request) -> ApiState:
+    """The API process's shared state, as :func:`service_app` left it on the app."""
+    state: ApiState = request.app.state.api
+    return state
+
+
+def request_context(request: Request) -> RequestContext:
+    """The caller's context, as :class:`ServiceMiddleware` authenticated it."""
+    ctxt: RequestContext = request.state.context
+    return ctxt

@@ -14,10 +14,8 @@ move actions (``server_moves.py``) and the migration records
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
-from nubes.api import errors
 from nubes.api.compute_v21 import (
     aggregates,
     availability_zones,
@@ -37,7 +35,7 @@ from nubes.api.compute_v21 import (
     services,
     versions,
 )
-from nubes.api.middleware import ServiceMiddleware
+from nubes.api.middleware import service_app
 from nubes.api.state import ApiState
 
 #: Resource modules whose ROUTES are served under /compute/v2.1.
@@ -78,18 +76,4 @@ def build_app(state: ApiState, extra_routes: list[BaseRoute] | None = None) -> S
         Route("/v2.1", versions.v21, methods=["GET"]),
         Mount("/v2.1", routes=v21_routes(extra_routes)),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(
-                ServiceMiddleware,
-                service="compute",
-                state=state,
-                public=PUBLIC,
-                microversions=True,
-            )
-        ],
-        exception_handlers=errors.handlers("compute"),
-    )
-    app.state.api = state
-    return app
+    return service_app(state, routes, service="compute", public=PUBLIC, microversions=True)

@@ -12,9 +12,8 @@ from starlette.responses import JSONResponse, Response
 from nubes import exception
 from nubes.api import microversion, policy
 from nubes.api.microversion import APIVersion
-from nubes.api.state import ApiState
+from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import query_int
-from nubes.context import RequestContext
 
 PREFIX = "/compute/v2.1"
 
@@ -24,14 +23,8 @@ PREFIX = "/compute/v2.1"
 ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
 
 
-def state(request: Request) -> ApiState:
-    api: ApiState = request.app.state.api
-    return api
-
-
-def ctx(request: Request) -> RequestContext:
-    ctxt: RequestContext = request.state.context
-    return ctxt
+state = api_state
+ctx = request_context
 
 
 def version(request: Request) -> APIVersion:

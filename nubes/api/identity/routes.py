@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nubes import exception
-from nubes.api import errors, policy
+from nubes.api import policy
 from nubes.api.identity import tokens
-from nubes.api.middleware import ServiceMiddleware
+from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
-from nubes.context import RequestContext
 from nubes.db.api import identity
 
 VERSION_ID = "v3.14"
@@ -81,14 +79,8 @@ AUTH_SCHEMA: dict[str, Any] = {
 }
 
 
-def _state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
-def _ctx(request: Request) -> RequestContext:
-    ctxt: RequestContext = request.state.context
-    return ctxt
+_state = api_state
+_ctx = request_context
 
 
 def _base(request: Request) -> str:
@@ -277,10 +269,4 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v3/users/{user_id}", show_user, methods=["GET"]),
         Route("/v3/roles", list_roles, methods=["GET"]),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(ServiceMiddleware, service="identity", state=state, public=PUBLIC)],
-        exception_handlers=errors.handlers("identity"),
-    )
-    app.state.api = state
-    return app
+    return service_app(state, routes, service="identity", public=PUBLIC)

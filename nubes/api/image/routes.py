@@ -10,18 +10,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nubes import exception, grants
-from nubes.api import errors, images
-from nubes.api.middleware import ServiceMiddleware
+from nubes.api import images
+from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import is_uuid_like, json_body, query_int, validate
 from nubes.api.views import iso_z
-from nubes.context import RequestContext
 from nubes.db.api import images as images_db
 
 LOG = logging.getLogger(__name__)
@@ -58,14 +56,8 @@ CREATE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
-def _ctx(request: Request) -> RequestContext:
-    ctxt: RequestContext = request.state.context
-    return ctxt
+_state = api_state
+_ctx = request_context
 
 
 def image_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -270,18 +262,6 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(
-                ServiceMiddleware,
-                service="image",
-                state=state,
-                public=("", "/", "/versions"),
-                granted=GRANTED,
-            )
-        ],
-        exception_handlers=errors.handlers("image"),
+    return service_app(
+        state, routes, service="image", public=("", "/", "/versions"), granted=GRANTED
     )
-    app.state.api = state
-    return app

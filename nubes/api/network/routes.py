@@ -14,18 +14,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nubes import exception
-from nubes.api import errors, policy, quotas
-from nubes.api.middleware import ServiceMiddleware
+from nubes.api import policy, quotas
+from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body
 from nubes.api.views import iso_z
-from nubes.context import RequestContext
 from nubes.db.api import network as net_db
 from nubes.db.api import quotas as quotas_db
 from nubes.network import resources
@@ -49,14 +47,8 @@ EXTENSIONS = (
 UNBUILT_QUOTAS = ("router", "floatingip", "rbac_policy", "subnetpool")
 
 
-def _state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
-def _ctx(request: Request) -> RequestContext:
-    ctxt: RequestContext = request.state.context
-    return ctxt
+_state = api_state
+_ctx = request_context
 
 
 def _service(request: Request) -> NetworkService:
@@ -652,12 +644,4 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2.0/quotas/{project_id}/details", quota_details, methods=["GET"]),
         *_routes(),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(ServiceMiddleware, service="network", state=state, public=("", "/"))
-        ],
-        exception_handlers=errors.handlers("network"),
-    )
-    app.state.api = state
-    return app
+    return service_app(state, routes, service="network", public=("", "/"))
