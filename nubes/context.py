@@ -60,6 +60,11 @@ class RequestContext:
             "read_deleted": self.read_deleted,
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """The context a durable task resumes with: never a caller identity
+        (whoever runs the task later speaks as itself)."""
+        return {**self.to_dict(), "caller": None}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestContext:
         roles = data.get("roles") or []

@@ -36,13 +36,6 @@ LOG = logging.getLogger(__name__)
 KICK_TIMEOUT = 1.0
 
 
-def context_record(ctxt: RequestContext) -> dict[str, Any]:
-    """The request context a task resumes with (never a caller identity)."""
-    data = ctxt.to_dict()
-    data["caller"] = None
-    return data
-
-
 async def record_action(
     conn: Connection,
     ctxt: RequestContext,
@@ -111,7 +104,7 @@ class Intents:
                 instance_uuid=instance_uuid,
                 step=FIRST_STEP[kind].value,
                 payload=payloads.new(kind, payload),
-                context=context_record(ctxt),
+                context=ctxt.to_record(),
                 deadline=deadline,
             )
         except exception.DBDuplicateEntry:
@@ -145,7 +138,7 @@ class Intents:
                 kind=kind.value,
                 step=FIRST_STEP[kind].value,
                 payload=payloads.new(kind, payload),
-                context=context_record(ctxt),
+                context=ctxt.to_record(),
                 deadline=deadline,
             )
         except exception.DBDuplicateEntry:

@@ -83,15 +83,13 @@ async def _start_confirm(conn: Connection, migration_id: int, deadline: dt.datet
         request_id=ctxt.request_id,
         project_id=ctxt.project_id,
     )
-    context = ctxt.to_dict()
-    context["caller"] = None
     task = await tasks.create(
         conn,
         kind=TaskKind.CONFIRM_RESIZE.value,
         instance_uuid=uuid,
         step=FIRST_STEP[TaskKind.CONFIRM_RESIZE].value,
         payload=payloads.encode(MovePayload(migration_id=row["id"])),
-        context=context,
+        context=ctxt.to_record(),
         deadline=deadline,
     )
     return int(task["id"])
