@@ -41,7 +41,8 @@ its guest.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -72,6 +73,9 @@ from nubes.objects.states import (
     as_state,
     check_transition,
 )
+
+if TYPE_CHECKING:
+    from nubes.conductor.tasks.engine import TaskEngine
 
 LOG = logging.getLogger(__name__)
 
@@ -131,6 +135,30 @@ def _instance_for(run: Run, row: dict[str, Any] | None) -> Instance:
     return Instance(uuid=run.instance_uuid)
 
 
+async def _send_rebuild(engine: TaskEngine, run: Run, awaited: Awaited, *, evacuate: bool) -> None:
+    """Ask the awaited host to rebuild the guest (on its own host, or evacuated to it)."""
+    row = run.cache.pop("instance", None) or await load_instance(run)
+    if row is None:
+        raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+    await engine.compute.rebuild_instance(
+        run.ctxt,
+        awaited.host,
+        instance_object(row),
+        run.id,
+        Step.REBUILD.value,
+        awaited.attempt,
+        # Grants for this host to fetch the image's bytes (need-to-know).
+        image=grants.attach(
+            run.typed(MovePayload).image_meta,
+            awaited.host,
+            engine.conf.image_grant_secret,
+            engine.conf.image_grant_ttl,
+        ),
+        evacuate=evacuate,
+        power_on=run.typed(MovePayload).powered,
+    )
+
+
 @task_kind
 class RebuildTask(Task):
     kind = TaskKind.REBUILD
@@ -142,29 +170,7 @@ class RebuildTask(Task):
         if not run.awaiting:
             return await self._ask(run)
 
-        async def send(awaited: Awaited) -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
-            if row is None:
-                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
-            await self.engine.compute.rebuild_instance(
-                run.ctxt,
-                awaited.host,
-                instance_object(row),
-                run.id,
-                Step.REBUILD.value,
-                awaited.attempt,
-                # Grants for this host to fetch the image's bytes (need-to-know).
-                image=grants.attach(
-                    run.typed(MovePayload).image_meta,
-                    awaited.host,
-                    self.engine.conf.image_grant_secret,
-                    self.engine.conf.image_grant_ttl,
-                ),
-                evacuate=False,
-                power_on=run.typed(MovePayload).powered,
-            )
-
-        outcome = await moves.answer(run, send)
+        outcome = await moves.answer(run, partial(_send_rebuild, self.engine, run, evacuate=False))
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
         if outcome.ok:
@@ -335,29 +341,7 @@ class EvacuateTask(Task):
     # -- rebuild ---------------------------------------------------------------------------
 
     async def rebuild(self, run: Run) -> str | None:
-        async def send(awaited: Awaited) -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
-            if row is None:
-                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
-            await self.engine.compute.rebuild_instance(
-                run.ctxt,
-                awaited.host,
-                instance_object(row),
-                run.id,
-                Step.REBUILD.value,
-                awaited.attempt,
-                # Grants for this host to fetch the image's bytes (need-to-know).
-                image=grants.attach(
-                    run.typed(MovePayload).image_meta,
-                    awaited.host,
-                    self.engine.conf.image_grant_secret,
-                    self.engine.conf.image_grant_ttl,
-                ),
-                evacuate=True,
-                power_on=run.typed(MovePayload).powered,
-            )
-
-        outcome = await moves.answer(run, send)
+        outcome = await moves.answer(run, partial(_send_rebuild, self.engine, run, evacuate=True))
         if outcome is None:
             return run.step
         if outcome.ok:
