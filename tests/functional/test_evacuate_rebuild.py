@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from nubes.api import intents
 from nubes.compute.host import ComputeHost
 from nubes.compute.launcher import compute_service
 from nubes.compute.repair import Row
@@ -89,23 +90,14 @@ async def _start(
             expected_vm_state=row["vm_state"],
             expected_task_state=None,
         )
-        await actions.action_start(
-            conn,
-            instance_uuid=uuid,
-            action=action,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        context = ctxt.to_dict()
-        context["caller"] = None
+        await intents.record_action(conn, ctxt, uuid, action)
         task = await tasks.create(
             conn,
             kind=kind.value,
             instance_uuid=uuid,
             step=FIRST_STEP[kind].value,
             payload={**payload, "power_on": row["vm_state"] == "active"},
-            context=context,
+            context=ctxt.to_record(),
             deadline=utcnow() + dt.timedelta(seconds=deadline),
         )
     await cloud.api.conductor.kick(ctxt, [task["id"]])

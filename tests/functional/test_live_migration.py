@@ -20,6 +20,7 @@ import msgspec
 import pytest
 from sqlalchemy import select
 
+from nubes.api import intents
 from nubes.compute.virt.fake import FakeDriver
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
@@ -114,16 +115,7 @@ async def live_migrate(
                 "user_id": row["user_id"],
             },
         )
-        await actions.action_start(
-            conn,
-            instance_uuid=uuid,
-            action=ACTION,
-            request_id=ctxt.request_id,
-            user_id=ctxt.user_id,
-            project_id=ctxt.project_id,
-        )
-        context = ctxt.to_dict()
-        context["caller"] = None
+        await intents.record_action(conn, ctxt, uuid, ACTION)
         task = await tasks.create(
             conn,
             kind=TaskKind.LIVE_MIGRATE.value,
@@ -134,7 +126,7 @@ async def live_migrate(
                 "host": host,
                 "block_migration": block_migration,
             },
-            context=context,
+            context=ctxt.to_record(),
             deadline=utcnow() + dt.timedelta(seconds=deadline),
         )
     if kick:
@@ -150,26 +142,15 @@ async def abort(cloud: AllInOne, uuid: str, migration_id: int) -> None:
         row = await migrations_api.get_by_id(conn, migration_id)
         assert row["status"] in ("accepted", "preparing", "running"), row["status"]
         await migrations_api.update(conn, migration_id, {"status": "cancelling"})
-        await _request_action(conn, ctxt, uuid, CANCEL_ACTION)
+        await intents.record_action(conn, ctxt, uuid, CANCEL_ACTION)
     await cloud.api.conductor.live_migration_abort(ctxt, uuid, migration_id)
 
 
 async def force_complete(cloud: AllInOne, uuid: str, migration_id: int) -> None:
     ctxt = _ctxt()
     async with cloud.db.writer() as conn:
-        await _request_action(conn, ctxt, uuid, FORCE_ACTION)
+        await intents.record_action(conn, ctxt, uuid, FORCE_ACTION)
     await cloud.api.conductor.live_migration_force_complete(ctxt, uuid, migration_id)
-
-
-async def _request_action(conn: Any, ctxt: RequestContext, uuid: str, action: str) -> None:
-    await actions.action_start(
-        conn,
-        instance_uuid=uuid,
-        action=action,
-        request_id=ctxt.request_id,
-        user_id=ctxt.user_id,
-        project_id=ctxt.project_id,
-    )
 
 
 async def _migration(cloud: AllInOne, migration_id: int) -> dict[str, Any]:
