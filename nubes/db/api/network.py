@@ -168,20 +168,29 @@ async def count_by_project(conn: AsyncConnection, kind: Kind, project_id: str) -
 # --- networks and subnets ------------------------------------------------------------------
 
 
+async def _ids_by(
+    conn: AsyncConnection,
+    key: ColumnElement[Any],
+    value: ColumnElement[Any],
+    keys: Sequence[str],
+    *order: ColumnElement[Any],
+) -> dict[str, list[str]]:
+    """``value`` of the rows whose ``key`` is one of ``keys``, per key (every key listed)."""
+    found: dict[str, list[str]] = {k: [] for k in keys}
+    if not keys:
+        return found
+    stmt = select(key, value).where(key.in_(list(set(keys)))).order_by(*order)
+    for owner, item in await conn.execute(stmt):
+        found.setdefault(owner, []).append(item)
+    return found
+
+
 async def subnet_ids_by_network(
     conn: AsyncConnection, network_ids: Sequence[str]
 ) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {n: [] for n in network_ids}
-    if not network_ids:
-        return found
-    stmt = (
-        select(subnets.c.network_id, subnets.c.id)
-        .where(subnets.c.network_id.in_(list(set(network_ids))))
-        .order_by(subnets.c.created_at, subnets.c.id)
+    return await _ids_by(
+        conn, subnets.c.network_id, subnets.c.id, network_ids, subnets.c.created_at, subnets.c.id
     )
-    for network_id, subnet_id in await conn.execute(stmt):
-        found.setdefault(network_id, []).append(subnet_id)
-    return found
 
 
 async def subnets_of(conn: AsyncConnection, network_id: str) -> list[Row]:
@@ -363,17 +372,10 @@ async def ports_of_devices(conn: AsyncConnection, device_ids: Sequence[str]) -> 
 
 
 async def groups_by_port(conn: AsyncConnection, port_ids: Sequence[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {p: [] for p in port_ids}
-    if not port_ids:
-        return found
-    stmt = (
-        select(port_security_groups.c.port_id, port_security_groups.c.security_group_id)
-        .where(port_security_groups.c.port_id.in_(list(set(port_ids))))
-        .order_by(port_security_groups.c.security_group_id)
+    column = port_security_groups.c
+    return await _ids_by(
+        conn, column.port_id, column.security_group_id, port_ids, column.security_group_id
     )
-    for port_id, group_id in await conn.execute(stmt):
-        found.setdefault(port_id, []).append(group_id)
-    return found
 
 
 async def set_port_groups(conn: AsyncConnection, port_id: str, group_ids: Sequence[str]) -> None:
