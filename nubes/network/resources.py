@@ -12,6 +12,7 @@ network, or a port on another project's behalf, is for admin only.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 import uuid
@@ -209,24 +210,35 @@ async def _visible(
     return row
 
 
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """What a listing asks for: rows matching ``filters`` (column -> any of
+    the values), then at most ``limit`` of them after ``marker`` by id."""
+
+    filters: Mapping[str, Sequence[Any]]
+    limit: int | None = None
+    marker: str | None = None
+    descending: bool = False
+
+
+def _listable(ctxt: RequestContext, *, shared: bool = False) -> net_db.Visible | None:
+    """Neutron's default listing scope: admin sees all, others their
+    project's rows (and, for networks, shared ones)."""
+    return None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id, shared=shared)
+
+
 async def _page(
-    conn: Connection,
-    kind: net_db.Kind,
-    visible: net_db.Visible | None,
-    filters: Mapping[str, Sequence[Any]],
-    limit: int | None,
-    marker: str | None,
-    descending: bool,
+    conn: Connection, kind: net_db.Kind, visible: net_db.Visible | None, page: Page
 ) -> list[Row]:
     """One page of a collection: what every ``list_*`` hands to the database."""
     return await net_db.list_rows(
         conn,
         kind,
         visible=visible,
-        filters=filters,
-        limit=limit,
-        marker=marker,
-        descending=descending,
+        filters=page.filters,
+        limit=page.limit,
+        marker=page.marker,
+        descending=page.descending,
     )
 
 
@@ -290,17 +302,10 @@ class NetworkService:
             raise exception.NetworkNotFound(net_id=network_id)
         return row
 
-    async def list_networks(
-        self,
-        ctxt: RequestContext,
-        filters: Mapping[str, Sequence[Any]],
-        limit: int | None,
-        marker: str | None,
-        descending: bool = False,
-    ) -> list[Row]:
-        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id, shared=True)
+    async def list_networks(self, ctxt: RequestContext, page: Page) -> list[Row]:
+        visible = _listable(ctxt, shared=True)
         async with self.db.reader(allow_stale=True) as conn:
-            rows = await _page(conn, "networks", visible, filters, limit, marker, descending)
+            rows = await _page(conn, "networks", visible, page)
             subnet_ids = await net_db.subnet_ids_by_network(conn, [r["id"] for r in rows])
         for row in rows:
             row["subnets"] = subnet_ids[row["id"]]
@@ -436,14 +441,7 @@ class NetworkService:
         async with self.db.reader() as conn:
             return await self._visible_subnet(conn, ctxt, subnet_id)
 
-    async def list_subnets(
-        self,
-        ctxt: RequestContext,
-        filters: Mapping[str, Sequence[Any]],
-        limit: int | None,
-        marker: str | None,
-        descending: bool = False,
-    ) -> list[Row]:
+    async def list_subnets(self, ctxt: RequestContext, page: Page) -> list[Row]:
         async with self.db.reader(allow_stale=True) as conn:
             visible = None
             if not is_admin(ctxt):
@@ -454,7 +452,7 @@ class NetworkService:
                 visible = net_db.Visible(
                     ctxt.project_id or "", network_ids=[n["id"] for n in shared]
                 )
-            return await _page(conn, "subnets", visible, filters, limit, marker, descending)
+            return await _page(conn, "subnets", visible, page)
 
     async def update_subnet(
         self, ctxt: RequestContext, subnet_id: str, item: Mapping[str, Any]
@@ -606,18 +604,11 @@ class NetworkService:
             await self._visible_group(conn, ctxt, group_id)
             return await self._group_with_rules(conn, group_id)
 
-    async def list_security_groups(
-        self,
-        ctxt: RequestContext,
-        filters: Mapping[str, Sequence[Any]],
-        limit: int | None,
-        marker: str | None,
-        descending: bool = False,
-    ) -> list[Row]:
+    async def list_security_groups(self, ctxt: RequestContext, page: Page) -> list[Row]:
         await self._default_for(ctxt)
-        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
+        visible = _listable(ctxt)
         async with self.db.reader(allow_stale=True) as conn:
-            rows = await _page(conn, "security_groups", visible, filters, limit, marker, descending)
+            rows = await _page(conn, "security_groups", visible, page)
             rules = await net_db.rules_by_group(conn, [r["id"] for r in rows])
         for row in rows:
             row["security_group_rules"] = rules[row["id"]]
@@ -748,20 +739,11 @@ class NetworkService:
                 exception.SecurityGroupRuleNotFound(id=rule_id),
             )
 
-    async def list_rules(
-        self,
-        ctxt: RequestContext,
-        filters: Mapping[str, Sequence[Any]],
-        limit: int | None,
-        marker: str | None,
-        descending: bool = False,
-    ) -> list[Row]:
+    async def list_rules(self, ctxt: RequestContext, page: Page) -> list[Row]:
         await self._default_for(ctxt)
-        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
+        visible = _listable(ctxt)
         async with self.db.reader(allow_stale=True) as conn:
-            return await _page(
-                conn, "security_group_rules", visible, filters, limit, marker, descending
-            )
+            return await _page(conn, "security_group_rules", visible, page)
 
     async def delete_rule(self, ctxt: RequestContext, rule_id: str) -> None:
         async with self.db.writer() as conn:
@@ -878,17 +860,11 @@ class NetworkService:
             return (await port_details(conn, [port_id]))[0]
 
     async def list_ports(
-        self,
-        ctxt: RequestContext,
-        filters: Mapping[str, Sequence[Any]],
-        limit: int | None,
-        marker: str | None,
-        descending: bool = False,
-        fixed_ips: Sequence[str] = (),
+        self, ctxt: RequestContext, page: Page, fixed_ips: Sequence[str] = ()
     ) -> list[Row]:
-        visible = None if is_admin(ctxt) else net_db.visible_to(ctxt.project_id)
+        visible = _listable(ctxt)
         async with self.db.reader(allow_stale=True) as conn:
-            wanted = dict(filters)
+            wanted = dict(page.filters)
             if fixed_ips:
                 addresses = [f.split("=", 1)[1] for f in fixed_ips if f.startswith("ip_address=")]
                 subnets_wanted = [
@@ -901,7 +877,7 @@ class NetworkService:
                     held = await net_db.port_ids_in_subnets(conn, subnets_wanted)
                     ids = set(held) if ids is None else ids & set(held)
                 wanted["id"] = sorted(ids or ())
-            rows = await _page(conn, "ports", visible, wanted, limit, marker, descending)
+            rows = await _page(conn, "ports", visible, dataclasses.replace(page, filters=wanted))
             return await port_details(conn, [r["id"] for r in rows])
 
     async def update_port(self, ctxt: RequestContext, port_id: str, item: Mapping[str, Any]) -> Row:

@@ -350,9 +350,8 @@ def _collection(
         if collection == "ports":
             extra["fixed_ips"] = request.query_params.getlist("fixed_ips")
         lister: Lister = getattr(_service(request), f"list_{stem}s")
-        rows = await lister(
-            _ctx(request), _filters(request, collection), limit, marker, reverse, **extra
-        )
+        page = resources.Page(_filters(request, collection), limit, marker, reverse)
+        rows = await lister(_ctx(request), page, **extra)
         return _list_response(request, collection, rows, view, limit, reverse)
 
     async def post(request: Request) -> Response:
