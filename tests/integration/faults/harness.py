@@ -22,6 +22,8 @@ from nubes.api.servers import ServersAPI
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
 from nubes.db.api import flavors
+from nubes.network import ports as network_ports
+from nubes.network.resources import NetworkService
 from nubes.rpc.transport import Transport, get_transport
 from nubes.testing.processes import Proc, ProcessCloud
 from tests.integration.crash import checks
@@ -37,6 +39,7 @@ class Load:
     refused: int = 0
     _transport: Transport | None = None
     _api: ServersAPI | None = None
+    _networks: NetworkService | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def open(self) -> None:
@@ -57,15 +60,24 @@ class Load:
         self._transport = get_transport(cloud.url_for(f"api.{cloud.api_host}"))
         await self._transport.connect()
         self._api = ServersAPI(cloud.db, ConductorAPI(self._transport), conf=conf)
+        self._networks = NetworkService(cloud.db, conf)
 
     async def create(self, count: int = 1) -> None:
         """One request for ``count`` builds; a retryable refusal is counted, not raised."""
-        assert self._api is not None
-        ctxt = RequestContext(user_id="fault-user", project_id="fault-project")
+        assert self._api is not None and self._networks is not None
+        ctxt = RequestContext(user_id="fault-user", project_id="fault-project", roles=["member"])
         began = time.monotonic()
         try:
+            # A port on the project's network each, as the crash suite's
+            # builds: its consistency check wants one bound port per ACTIVE.
+            nics = await network_ports.resolve(self._networks, ctxt, "auto", None, count)
             made = await self._api.create_servers(
-                ctxt, name="f", flavor=checks.FLAVOR_ID, image=checks.IMAGE, count=count
+                ctxt,
+                name="f",
+                flavor=checks.FLAVOR_ID,
+                image=checks.IMAGE,
+                count=count,
+                network_requests=nics,
             )
         except exception.DBConnectionError:
             self.refused += 1
