@@ -163,6 +163,7 @@ async def test_broker_down_mid_load(
             # database), each within about a second.
             during = harness.Load(cloud)
             during._transport, during._api = load._transport, load._api
+            during._networks = load._networks
             while time.monotonic() - down_at < OUTAGE:
                 await during.create()
                 await asyncio.sleep(1.0)
