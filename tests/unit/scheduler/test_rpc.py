@@ -88,3 +88,35 @@ async def test_the_scheduler_does_not_answer_hints_to_a_compute_host(bus: str):
     with pytest.raises(exception.Forbidden, match=r"compute\.h1 may not call scheduler"):
         await api.get_scheduler_hints(RequestContext())
     await api.client.transport.close()
+
+
+async def test_select_waits_while_every_host_is_silent_after_an_outage(
+    db: Database, bus: str, monkeypatch: pytest.MonkeyPatch
+):
+    """The client asks again while the scheduler says ComputeHostsSilent: once a
+    host beats again the build is placed, instead of failing with NoValidHost."""
+    import asyncio
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from nubes.db.models import service_heartbeats
+    from nubes.scheduler import rpcapi
+
+    monkeypatch.setattr(rpcapi, "SILENT_RETRY", 0.2)
+    await create_hosts(db, [HostSpec("h1", silent_for=90)])
+    api = await _api(bus, "conductor.ctl")
+    spec = RequestSpec(flavor=flavor(vcpus=1), project_id="p1")
+
+    async def beat_again() -> None:
+        await asyncio.sleep(0.5)
+        async with db.writer() as conn:
+            await conn.execute(
+                update(service_heartbeats).values(last_seen_at=dt.datetime.now(dt.UTC))
+            )
+
+    beating = asyncio.create_task(beat_again())
+    (sels,) = await api.select_destinations(RequestContext(), spec, [str(uuid.uuid4())])
+    await beating
+    assert sels[0].host == "h1" and sels[0].claimed
+    await api.client.transport.close()
