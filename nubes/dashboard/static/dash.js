@@ -1,0 +1,64 @@
+// nubes dashboard: live parts of pages, and the image upload. No library.
+"use strict";
+
+(function () {
+  const refresh = Number(document.body.dataset.refresh) || 2000;
+
+  async function update(element) {
+    // Leave a part alone while the user is typing in it (a disable reason).
+    if (element.contains(document.activeElement) && document.activeElement.tagName === "INPUT") {
+      return;
+    }
+    let response;
+    try {
+      response = await fetch(element.dataset.live, {
+        headers: { "X-Requested-With": "fetch" },
+        credentials: "same-origin",
+      });
+    } catch (err) {
+      return; // the API restarting: try again next time
+    }
+    if (response.status === 401) {
+      window.location = response.headers.get("X-Login") || "login";
+      return;
+    }
+    if (response.ok) {
+      // The server rendered and escaped this fragment with the page's own templates.
+      element.innerHTML = await response.text();
+    }
+  }
+
+  function live() {
+    const parts = document.querySelectorAll("[data-live]");
+    if (parts.length === 0) return;
+    setInterval(function () { parts.forEach(update); }, refresh);
+  }
+
+  function upload() {
+    const form = document.getElementById("upload-image");
+    if (!form) return;
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const out = form.querySelector("output");
+      const file = form.elements.file.files[0];
+      const query = new URLSearchParams({
+        name: form.elements.name.value,
+        disk_format: form.elements.disk_format.value,
+      });
+      out.textContent = "Uploading…";
+      const response = await fetch(form.dataset.action + "?" + query, {
+        method: "POST",
+        body: file,
+        headers: { "X-CSRF-Token": form.dataset.csrf, "X-Requested-With": "fetch" },
+        credentials: "same-origin",
+      });
+      if (response.ok) {
+        window.location.reload();
+      } else {
+        out.textContent = "Upload failed (" + response.status + ")";
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { live(); upload(); });
+})();
