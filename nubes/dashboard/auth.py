@@ -54,10 +54,10 @@ async def login(request: Request) -> Response:
     else:
         issued = await _issue(request, user, fields["password"], project)
         if isinstance(issued, Session):
-            response = web.redirect(request, "/")
-            web.set_session(request, response, web.settings(request).sealer, issued)
-            response.delete_cookie(LOGIN_COOKIE, path=web.settings(request).root or "/")
-            return response
+            done = web.redirect(request, "/")
+            web.set_session(request, done, web.settings(request).sealer, issued)
+            done.delete_cookie(LOGIN_COOKIE, path=web.settings(request).root or "/")
+            return done
         reason = issued
     fresh = web.new_login_csrf()
     response = web.render(

@@ -66,11 +66,12 @@ def url(request: Request, path: str, **query: str) -> str:
 
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     values.setdefault("session", None)
+    # A redirect after a form carries its outcome in the query (shown as text).
+    values.setdefault("message", request.query_params.get("message", ""))
+    values.setdefault("error", request.query_params.get("error", ""))
     html = TEMPLATES.get_template(template).render(
         root=settings(request).root,
         refresh_ms=int(settings(request).refresh_interval * 1000),
-        message=request.query_params.get("message", ""),
-        error=request.query_params.get("error", ""),
         **values,
     )
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
