@@ -217,10 +217,10 @@ async def test_admin_sees_hosts_capacity_services_and_a_migration(
         await _shot(page, screenshots, "admin-hypervisors")
 
         await page.goto(_base(cloud) + "/admin/services")
-        compute = page.locator("#services tr[data-host='fake-1'][data-binary='nova-compute']")
+        compute = page.locator("#services tr[data-host='fake-1'][data-binary$='-compute']")
         await compute.locator("input[name=reason]").fill("maintenance <b>now</b>")
         await compute.locator("button[value=disable]").click()
-        compute = page.locator("#services tr[data-host='fake-1'][data-binary='nova-compute']")
+        compute = page.locator("#services tr[data-host='fake-1'][data-binary$='-compute']")
         assert await compute.locator("td.status").inner_text() == (
             "disabled (maintenance <b>now</b>)"
         )
