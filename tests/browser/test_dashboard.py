@@ -103,7 +103,7 @@ async def test_member_launches_watches_inspects_and_deletes(
         await page.click("#create-keypair button[type=submit]")
     download = await waiting.value
     assert download.suggested_filename == "dash-key.pem"
-    key = Path(await download.path()).read_text()
+    key = await asyncio.to_thread(Path(await download.path()).read_text)
     assert "PRIVATE KEY-----" in key
     await page.goto(_base(cloud) + "/keypairs")
     assert "dash-key" in await page.locator("#keypairs td.name").all_inner_texts()
