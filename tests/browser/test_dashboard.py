@@ -255,3 +255,22 @@ async def test_expired_session_leads_to_login(cloud: Cloud, browser: Any) -> Non
     await page.goto(_base(cloud) + "/overview")
     assert "/dashboard/login" in page.url
     await context.close()
+
+
+async def test_forms_without_the_session_csrf_token_are_refused(cloud: Cloud) -> None:
+    async with httpx.AsyncClient(base_url=_base(cloud)) as client:
+        response = await client.get("/servers")
+        assert response.status_code == 303 and "/dashboard/login" in response.headers["location"]
+        form = {"user": "demo", "password": password(cloud, "demo"), "project": "demo"}
+        refused = await client.post("/login", data={**form, "csrf": "forged"})
+        assert refused.status_code == 401 and COOKIE not in refused.cookies
+        # The refusal offers a new form, whose token goes with the cookie it set.
+        csrf = refused.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        response = await client.post("/login", data={**form, "csrf": csrf})
+        assert response.status_code == 303 and COOKIE in response.cookies
+        assert "httponly" in response.headers["set-cookie"].lower()
+        assert "samesite=lax" in response.headers["set-cookie"].lower()
+        launch = {"name": "no-token", "count": "1", "flavor": "1", "image": "x"}
+        response = await client.post("/servers/launch", data=launch)
+        assert response.status_code == 403
+        assert "not sent by this session" in response.text
