@@ -674,11 +674,15 @@ class NoValidHost(NubesError):
 
     ``reason`` says which filter removed how many hosts (or that every
     candidate was claimed by others first); it names filters and counts,
-    never hosts, so users may see it and it becomes the instance fault.
+    never hosts. A build's instance fault shows its owner only
+    :attr:`FAULT_MESSAGE`, as Nova does; the reason goes in the fault's
+    details, which only admins see (how big the cloud is and which limits
+    bind are the operator's business).
     """
 
     msg_fmt = "No valid host was found. %(reason)s"
     safe = True
+    FAULT_MESSAGE = "No valid host was found. There are not enough hosts available."
 
 
 class DatabaseAccessForbidden(NubesError):

@@ -34,7 +34,6 @@ import msgspec
 from nubes import exception, grants
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import (
-    FAULT_MESSAGE_LENGTH,
     Run,
     StepDef,
     Task,
@@ -105,21 +104,14 @@ def request_spec(row: dict[str, Any], payload: SchedulingRequest) -> RequestSpec
     )
 
 
-def failure_message(failures: list[Failure], limit: int = FAULT_MESSAGE_LENGTH) -> str:
-    """The fault text of a build that failed everywhere: each host and why.
+def failure_message(failures: list[Failure]) -> str:
+    """The fault text of a build that failed everywhere, for the server's owner.
 
-    Each host's error is shortened so that every host fits in ``limit``
-    characters (the full texts are in the fault's details).
+    It names no host (hosts are the operator's business, as Nova hides them
+    behind ``hostId``); each host and its error are in the fault's details,
+    which only admins see.
     """
-    head = f"Build failed on every host tried ({len(failures)}): "
-    share = (limit - len(head)) // max(len(failures), 1) - 2
-    parts = []
-    for f in failures:
-        text = f"{f.host}: {f.error}"
-        if len(text) > share:
-            text = text[: max(share - 3, len(f.host or ""))] + "..."
-        parts.append(text)
-    return head + "; ".join(parts)
+    return f"Build failed on every host tried ({len(failures)})."
 
 
 def failure_details(failures: list[Failure]) -> str:
@@ -153,8 +145,16 @@ class BuildTask(Task):
             chosen = await scheduler.select_destinations(
                 run.ctxt, request_spec(row, _payload(run).scheduling), [row["uuid"]], True
             )
-        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
-            # InvalidSchedulerHint: the server group was deleted since the request.
+        except exception.NoValidHost as exc:
+            await self.fail(
+                run,
+                exception.NoValidHost.FAULT_MESSAGE,
+                details=str(exc),
+                event="conductor_schedule_and_build_instances",
+            )
+            return None
+        except exception.InvalidSchedulerHint as exc:
+            # The server group was deleted since the request.
             await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
             return None
         # NETWORKING (issue 14): the server's ports made before any spawn is sent.
