@@ -14,9 +14,11 @@ from nubes.dashboard.client import ApiError
 #: Migration statuses after which nothing more happens (Nova's, lower case).
 FINISHED = {"completed", "confirmed", "reverted", "error", "failed", "cancelled", "done"}
 
-#: A nubes extension that reports queue depth and task backlog; a cloud
-#: without it shows "not available" (``docs/dashboard.md``).
+#: The nubes extension that reports task backlog, service versions and (once
+#: it can) queue depth; a cloud without it shows "not available".
 HEALTH_PATH = "/os-nubes-status"
+#: Task statuses that are still work to do (the backlog's bars).
+ACTIVE_TASK_STATUSES = ("pending", "running")
 
 
 def _hypervisor_view(h: dict[str, Any]) -> dict[str, Any]:
@@ -135,14 +137,29 @@ async def inventory(request: Request, page: web.Page) -> Response:
 
 
 async def _health(page: web.Page) -> dict[str, Any]:
-    services, status = await asyncio.gather(
+    services, extension = await asyncio.gather(
         _services(page), page.api.optional("compute", HEALTH_PATH)
     )
     up = sum(1 for s in services if s["state"] == "up")
+    status = (extension or {}).get("status")
+    backlog = []
+    if status is not None:
+        tasks = status.get("tasks") or {}
+        most = max([1, *(sum(c.values()) for c in tasks.values())])
+        for kind, counts in sorted(tasks.items()):
+            waiting = sum(counts.get(s, 0) for s in ACTIVE_TASK_STATUSES)
+            backlog.append(
+                {
+                    "kind": kind,
+                    "counts": counts,
+                    "bar": charts.bar(charts.Usage(f"{kind} active", waiting, most), width=160),
+                }
+            )
     return {
         "services": services,
         "up": charts.bar(charts.Usage("Services up", up, len(services))),
-        "extension": status,
+        "status": status,
+        "backlog": backlog,
     }
 
 

@@ -232,9 +232,15 @@ async def test_admin_sees_hosts_capacity_services_and_a_migration(
         await compute.locator("button[value=enable]").click()
         assert await compute.locator("td.status").inner_text() == "enabled"
 
-        for name in ("inventory", "health"):
-            await page.goto(_base(cloud) + f"/admin/{name}")
-            await _shot(page, screenshots, f"admin-{name}")
+        await page.goto(_base(cloud) + "/admin/inventory")
+        await _shot(page, screenshots, "admin-inventory")
+        # The health view: the backlog (builds done, the live migration still running)
+        # and each service's version, from the os-nubes-status extension.
+        await page.goto(_base(cloud) + "/admin/health")
+        kinds = await page.locator("#backlog tr[data-kind]").all_inner_texts()
+        assert any("running: 1" in k for k in kinds), kinds
+        assert await page.locator("#service-versions tbody tr").count() >= 4
+        await _shot(page, screenshots, "admin-health")
         await api.delete(f"/servers/{server_id}")
 
 

@@ -25,6 +25,7 @@ from nubes.api.compute_v21 import (
     keypairs,
     limits,
     migrations,
+    nubes_status,
     quota_sets,
     scheduler_hints,
     server_actions,
@@ -54,6 +55,7 @@ RESOURCES = [
     server_tags,
     instance_actions,
     migrations,
+    nubes_status,
     keypairs,
     server_network,
 ]
