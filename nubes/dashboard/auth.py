@@ -61,7 +61,7 @@ async def login(request: Request) -> Response:
         reason = issued
     fresh = web.new_login_csrf()
     response = web.render(
-        request, "login.html", status=401, csrf=fresh, user=user, project=project, error=reason
+        request, "login.html", http_status=401, csrf=fresh, user=user, project=project, error=reason
     )
     web.login_csrf(request, response, fresh)
     return response

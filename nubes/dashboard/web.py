@@ -40,8 +40,10 @@ class Page:
         self.session = session
         self.api = client
 
-    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        return render(self.request, template, status=status, session=self.session, **values)
+    def render(self, template: str, http_status: int = 200, **values: Any) -> HTMLResponse:
+        return render(
+            self.request, template, http_status=http_status, session=self.session, **values
+        )
 
     async def form(self) -> dict[str, str]:
         """The posted urlencoded form, after checking its CSRF token."""
@@ -64,7 +66,8 @@ def url(request: Request, path: str, **query: str) -> str:
     return f"{base}?{urlencode(query)}" if query else base
 
 
-def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+def render(request: Request, template: str, http_status: int = 200, **values: Any) -> HTMLResponse:
+    """The page; ``values`` are the template's (any name, ``status`` included)."""
     values.setdefault("session", None)
     # A redirect after a form carries its outcome in the query (shown as text).
     values.setdefault("message", request.query_params.get("message", ""))
@@ -74,7 +77,7 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
         refresh_ms=int(settings(request).refresh_interval * 1000),
         **values,
     )
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=http_status, headers=SECURITY_HEADERS)
 
 
 #: Nothing but the dashboard's own files may run or load; no framing.
@@ -161,7 +164,7 @@ def protected(handler: Handler, *, admin: bool = False) -> Callable[[Request], A
             return render(
                 request,
                 "error.html",
-                status=403,
+                http_status=403,
                 session=session,
                 title="Not allowed",
                 detail="This page is for administrators.",
@@ -173,7 +176,7 @@ def protected(handler: Handler, *, admin: bool = False) -> Callable[[Request], A
             except Forbidden:
                 return page.render(
                     "error.html",
-                    status=403,
+                    http_status=403,
                     title="Form expired",
                     detail="The form was not sent by this session; reload and try again.",
                 )
@@ -182,7 +185,7 @@ def protected(handler: Handler, *, admin: bool = False) -> Callable[[Request], A
                     return to_login(request, "Your session has expired; please log in again.")
                 return page.render(
                     "error.html",
-                    status=exc.status if 400 <= exc.status < 500 else 502,
+                    http_status=exc.status if 400 <= exc.status < 500 else 502,
                     title=f"The cloud said no ({exc.status})",
                     detail=exc.message,
                 )

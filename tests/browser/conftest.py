@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,9 @@ from tests.functional.api.cli import Cloud, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 #: Seconds a fake live migration takes: long enough to be seen in progress.
-MIGRATION_SECONDS = 30
+MIGRATION_SECONDS = 20
+#: Seconds the cloud may take to stop.
+STOP_TIMEOUT = 30
 #: The session key the test cloud uses, so a test can make an expired session.
 SESSION_KEY = Fernet.generate_key().decode()
 
@@ -51,11 +56,20 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     )
     c = Cloud(base / "state", free_port(), config_files=(conf,))
     c.start()
+    assert c.proc is not None and c.proc.stdout is not None
+    # Keep reading its log: a full pipe would block the cloud mid-request.
+    drain = threading.Thread(target=c.output.extend, args=(c.proc.stdout,), daemon=True)
+    drain.start()
     try:
         yield c
     finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.stop()
+        c.proc.send_signal(signal.SIGINT)
+        try:
+            c.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
+        drain.join(timeout=STOP_TIMEOUT)
 
 
 def password(cloud: Cloud, name: str) -> str:

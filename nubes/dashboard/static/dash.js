@@ -4,12 +4,24 @@
 (function () {
   const refresh = Number(document.body.dataset.refresh) || 2000;
 
-  async function update(element) {
-    // Leave a part alone while the user is typing in it (a disable reason).
-    if (element.contains(document.activeElement) && document.activeElement.tagName === "INPUT") {
-      return;
+  // A part the user is typing in (a disable reason) is left alone until sent.
+  function busy(element) {
+    const active = document.activeElement;
+    if (active && element.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName)) {
+      return true;
     }
+    return Array.from(element.querySelectorAll("input, textarea")).some(function (field) {
+      return field.type !== "hidden" && field.value !== field.defaultValue;
+    });
+  }
+
+  // Parts with a request on its way: a slow cloud gets one at a time, not a pile.
+  const waiting = new Set();
+
+  async function update(element) {
+    if (busy(element) || waiting.has(element)) return;
     let response;
+    waiting.add(element);
     try {
       response = await fetch(element.dataset.live, {
         headers: { "X-Requested-With": "fetch" },
@@ -17,14 +29,19 @@
       });
     } catch (err) {
       return; // the API restarting: try again next time
+    } finally {
+      waiting.delete(element);
     }
     if (response.status === 401) {
       window.location = response.headers.get("X-Login") || "login";
       return;
     }
     if (response.ok) {
+      const html = await response.text();
+      // Typing may have begun while the fragment was on its way.
+      if (busy(element)) return;
       // The server rendered and escaped this fragment with the page's own templates.
-      element.innerHTML = await response.text();
+      element.innerHTML = html;
     }
   }
 
