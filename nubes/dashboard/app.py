@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nubes.dashboard import admin, auth, project, web
+from nubes.dashboard import admin, auth, network, project, web
 from nubes.dashboard.session import Sealer
 
 #: Where the dashboard is mounted on the API port.
@@ -68,6 +68,14 @@ def routes() -> list[BaseRoute]:
         Route("/images", _page(project.images), methods=["GET"]),
         Route("/images/upload", _page(project.image_upload), methods=["POST"]),
         Route("/images/delete", _page(project.image_delete), methods=["POST"]),
+        Route("/networks", _page(network.networks), methods=["GET"]),
+        Route("/networks", _page(network.network_create), methods=["POST"]),
+        Route("/networks/delete", _page(network.network_delete), methods=["POST"]),
+        Route("/security-groups", _page(network.security_groups), methods=["GET"]),
+        Route("/security-groups", _page(network.group_create), methods=["POST"]),
+        Route("/security-groups/delete", _page(network.group_delete), methods=["POST"]),
+        Route("/security-groups/rules", _page(network.rule_create), methods=["POST"]),
+        Route("/security-groups/rules/delete", _page(network.rule_delete), methods=["POST"]),
         Route("/admin/hypervisors", _page(admin.hypervisors, admin=True), methods=["GET"]),
         Route("/admin/hypervisors/rows", _page(admin.hypervisor_rows, admin=True)),
         Route("/admin/services", _page(admin.services, admin=True), methods=["GET"]),

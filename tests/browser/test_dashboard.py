@@ -114,8 +114,9 @@ async def test_member_launches_watches_inspects_and_deletes(
     assert "dash-key" in await page.locator("#keypairs td.name").all_inner_texts()
     await _shot(page, screenshots, "keypairs")
 
-    await page.goto(_base(cloud) + "/images")
-    await _shot(page, screenshots, "images")
+    for name in ("images", "networks", "security-groups"):
+        await page.goto(_base(cloud) + f"/{name}")
+        await _shot(page, screenshots, name)
 
     await page.goto(_base(cloud) + "/servers")
     for left in (1, 0):
@@ -286,3 +287,46 @@ async def test_forms_without_the_session_csrf_token_are_refused(cloud: Cloud) ->
         response = await client.post("/servers/launch", data=launch)
         assert response.status_code == 403
         assert "not sent by this session" in response.text
+
+
+async def _http_login(client: httpx.AsyncClient, cloud: Cloud, user: str) -> str:
+    """Log ``client`` in through the form; the session's CSRF token."""
+    page = await client.get("/login")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    form = {"user": user, "password": password(cloud, user), "project": user, "csrf": csrf}
+    response = await client.post("/login", data=form)
+    assert response.status_code == 303, response.text
+    overview = await client.get("/overview")
+    return overview.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def test_member_manages_networks_and_security_groups(cloud: Cloud) -> None:
+    async with httpx.AsyncClient(base_url=_base(cloud), timeout=HTTP_TIMEOUT) as client:
+        csrf = await _http_login(client, cloud, "demo")
+        name = "<b>net</b>"
+        form = {"csrf": csrf, "name": name, "cidr": "10.0.7.0/24"}
+        response = await client.post("/networks", data=form)
+        assert "Created+network" in response.headers["location"]
+        page = (await client.get("/networks")).text
+        assert "&lt;b&gt;net&lt;/b&gt;" in page and "<b>net</b>" not in page
+        assert "10.0.7.0/24" in page
+        # A bad range: the API's message on the page, and no network left half made.
+        bad = await client.post("/networks", data={**form, "name": "bad", "cidr": "10.0.0.0/99"})
+        assert "error=" in bad.headers["location"]
+        page = (await client.get(f"http://127.0.0.1:{cloud.port}{bad.headers['location']}")).text
+        assert 'role="alert"' in page and ">bad<" not in page
+
+        response = await client.post(
+            "/security-groups", data={"csrf": csrf, "name": "web", "description": "http"}
+        )
+        assert "Created+security+group" in response.headers["location"]
+        page = (await client.get("/security-groups")).text
+        group_id = page.split('data-group="web"', 1)[1].split('name="group_id" value="', 1)[1]
+        group_id = group_id.split('"', 1)[0]
+        rule = {"csrf": csrf, "group_id": group_id, "direction": "ingress", "protocol": "tcp"}
+        response = await client.post(
+            "/security-groups/rules", data={**rule, "port_min": "80", "port_max": "80"}
+        )
+        assert "Added+the+rule" in response.headers["location"]
+        section = (await client.get("/security-groups")).text.split('data-group="web"', 1)[1]
+        assert "<td>tcp</td>" in section.split("</section>", 1)[0]
