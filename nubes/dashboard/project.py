@@ -302,11 +302,16 @@ async def image_upload(request: Request, page: web.Page) -> Response:
         },
     )
     data = await request.body()
-    await page.api.request(
-        "PUT",
-        "image",
-        f"/images/{created['id']}/file",
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    try:
+        await page.api.request(
+            "PUT",
+            "image",
+            f"/images/{created['id']}/file",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    except ApiError:
+        # No image without its data left behind by a failed upload.
+        await page.api.delete("image", f"/images/{created['id']}")
+        raise
     return Response(status_code=204)

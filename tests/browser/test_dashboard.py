@@ -330,3 +330,25 @@ async def test_member_manages_networks_and_security_groups(cloud: Cloud) -> None
         assert "Added+the+rule" in response.headers["location"]
         section = (await client.get("/security-groups")).text.split('data-group="web"', 1)[1]
         assert "<td>tcp</td>" in section.split("</section>", 1)[0]
+
+
+async def test_member_uploads_and_deletes_an_image(cloud: Cloud) -> None:
+    async with httpx.AsyncClient(base_url=_base(cloud), timeout=HTTP_TIMEOUT) as client:
+        csrf = await _http_login(client, cloud, "demo")
+        query = {"name": "tiny-disk", "disk_format": "raw"}
+        refused = await client.post("/images/upload", params=query, content=b"x" * 1024)
+        assert refused.status_code == 403  # no CSRF header: the page's script sends one
+        response = await client.post(
+            "/images/upload",
+            params=query,
+            content=b"x" * 1024,
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
+        )
+        assert response.status_code == 204, response.text
+        page = (await client.get("/images")).text
+        row = page.split('<td class="name">tiny-disk</td>', 1)[1].split("</tr>", 1)[0]
+        assert "<td>active</td>" in row and "<td>1024</td>" in row
+        image_id = row.split('name="id" value="', 1)[1].split('"', 1)[0]
+        response = await client.post("/images/delete", data={"csrf": csrf, "id": image_id})
+        assert "Deleted+the+image" in response.headers["location"]
+        assert "tiny-disk" not in (await client.get("/images")).text
