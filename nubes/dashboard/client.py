@@ -7,7 +7,7 @@ so the dashboard can do nothing a user could not do with the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 import httpx
@@ -78,7 +78,7 @@ class ApiClient:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         response = await self.http.request(

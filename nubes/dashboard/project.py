@@ -301,13 +301,13 @@ async def image_upload(request: Request, page: web.Page) -> Response:
             "container_format": "bare",
         },
     )
-    data = await request.body()
     try:
+        # Streamed through, never held whole in memory.
         await page.api.request(
             "PUT",
             "image",
             f"/images/{created['id']}/file",
-            content=data,
+            content=request.stream(),
             headers={"Content-Type": "application/octet-stream"},
         )
     except ApiError:
