@@ -157,7 +157,7 @@ async def _health(page: web.Page) -> dict[str, Any]:
             )
     return {
         "services": services,
-        "up": charts.bar(charts.Usage("Services up", up, len(services))),
+        "up": charts.bar(charts.Usage("Services up", up, len(services), full_is_good=True)),
         "status": status,
         "backlog": backlog,
     }

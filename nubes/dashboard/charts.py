@@ -15,6 +15,13 @@ class Usage:
     used: float
     limit: float
     unit: str = ""
+    #: A full bar is good news (services up), not a warning (capacity used).
+    full_is_good: bool = False
+
+    @property
+    def level(self) -> str:
+        fraction = 1.0 - self.fraction if self.full_is_good else self.fraction
+        return "high" if fraction >= 0.9 else "mid" if fraction >= 0.7 else "low"
 
     @property
     def fraction(self) -> float:
@@ -32,10 +39,6 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
-def _level(fraction: float) -> str:
-    return "high" if fraction >= 0.9 else "mid" if fraction >= 0.7 else "low"
-
-
 def donut(usage: Usage, size: int = 120) -> Markup:
     """A ring filled to the used fraction, the figures in its middle."""
     radius = size / 2 - 10
@@ -43,7 +46,7 @@ def donut(usage: Usage, size: int = 120) -> Markup:
     filled = circumference * usage.fraction
     c = size / 2
     return Markup(
-        f'<svg class="donut {_level(usage.fraction)}" width="{size}" height="{size}" '
+        f'<svg class="donut {usage.level}" width="{size}" height="{size}" '
         f'viewBox="0 0 {size} {size}" role="img" aria-label="{escape(usage.label)}: '
         f'{escape(usage.text)}">'
         f'<circle class="track" cx="{c}" cy="{c}" r="{radius:.1f}" />'
@@ -59,7 +62,7 @@ def bar(usage: Usage, width: int = 220) -> Markup:
     """A horizontal capacity bar with its figures beside it."""
     filled = width * usage.fraction
     return Markup(
-        f'<span class="bar {_level(usage.fraction)}">'
+        f'<span class="bar {usage.level}">'
         f'<svg width="{width}" height="12" viewBox="0 0 {width} 12" role="img" '
         f'aria-label="{escape(usage.label)}: {escape(usage.text)}">'
         f'<rect class="track" width="{width}" height="12" rx="3" />'

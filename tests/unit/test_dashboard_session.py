@@ -52,3 +52,6 @@ def test_charts_escape_labels_and_clamp_fractions() -> None:
     assert "<b>" not in charts.bar(usage) and "&lt;b&gt;" in charts.bar(usage)
     assert charts.Usage("x", 3, -1).text == "3 of ∞"
     assert 'class="donut high"' in charts.donut(usage)
+    # Services all up is a full bar in the good colour; one in ten up is the alarm.
+    assert 'class="bar low"' in charts.bar(charts.Usage("up", 4, 4, full_is_good=True))
+    assert 'class="bar high"' in charts.bar(charts.Usage("up", 1, 10, full_is_good=True))
