@@ -132,6 +132,24 @@ compute_opts: list[cfg.Opt] = [
     ),
 ]
 
+metadata_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "listen",
+        default="",
+        help="host:port of the metadata proxy's forwarder listener on each compute host "
+        "(normally 127.0.0.1:<port>; a local forwarder names the guest with X-Forwarded-For "
+        "and its network with X-Nubes-Network-Id). Empty: none (the data plane opens "
+        "per-network listeners itself). See docs/metadata.md.",
+    ),
+    cfg.FloatOpt(
+        "cache_expiration",
+        default=15.0,
+        min=0.0,
+        help="Seconds a compute host keeps a guest's metadata (0: ask the conductor for "
+        "each request), as Nova's metadata_cache_expiration.",
+    ),
+]
+
 fake_driver_opts: list[cfg.Opt] = [
     cfg.FloatOpt("spawn_delay", default=0.0, min=0.0, help="Seconds a fake spawn takes."),
     cfg.FloatOpt(
@@ -648,6 +666,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "filter_scheduler": filter_scheduler_opts,
     "upgrade_levels": upgrade_levels_opts,
     "compute": compute_opts,
+    "metadata": metadata_opts,
     "fake_driver": fake_driver_opts,
     "libvirt": libvirt_opts,
     "notifications": notifications_opts,

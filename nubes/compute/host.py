@@ -23,6 +23,7 @@ from nubes.compute.resource_tracker import ResourceTracker
 from nubes.compute.steps import StepReporter, StepRunner
 from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
+from nubes.metadata.proxy import MetadataProxy
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.objects import ServiceStatusPayload
 from nubes.objects.service import Service as ServiceRecord
@@ -76,6 +77,8 @@ class ComputeHost:
         self.tracker = ResourceTracker(host, driver)
         self.repairer = Repairer(host, driver, self.reporter)
         self.resource_update_interval = resource_update_interval
+        #: The host's metadata proxy (set by the launcher; its own service hook).
+        self.metadata: MetadataProxy | None = None
         self.repair_report: RepairReport | None = None
         self._task: asyncio.Task[None] | None = None
         self._event_tasks: set[asyncio.Task[None]] = set()

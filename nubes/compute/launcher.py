@@ -20,6 +20,7 @@ from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.metadata.proxy import MetadataProxy
 from nubes.notifications.notifier import Notifier
 from nubes.rpc.transport import Transport
 from nubes.service import Service, open_transport
@@ -121,6 +122,9 @@ def compute_service(
         transport = open_transport(conf, "compute", host)
     conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
     node = compute_host(conf, host, transport, conductor, driver, faults)
+    proxy = MetadataProxy(conf.metadata.listen, cache_expiration=conf.metadata.cache_expiration)
+    # The data plane opens per-network listeners through node.metadata.
+    node.metadata = proxy
     return Service(
         "compute",
         host,
@@ -128,7 +132,7 @@ def compute_service(
         node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
-        hooks=[node],
+        hooks=[node, proxy],
         rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
