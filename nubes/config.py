@@ -106,6 +106,12 @@ default_opts: list[cfg.Opt] = [
         help="Let a resize choose the instance's own host (cold migrations never do).",
     ),
     cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
+    cfg.BoolOpt(
+        "force_config_drive",
+        default=False,
+        help="Give every guest built on this compute host a config drive, asked for "
+        "or not (docs/metadata.md).",
+    ),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
     cfg.StrOpt(
         "compute_driver",

@@ -63,6 +63,7 @@ class ComputeHost:
         notify_on_state_change: str = "vm_state",
         steps_kept: int = 4096,
         upgrade_levels: Any = None,
+        force_config_drive: bool = False,
     ) -> None:
         self.host = host
         #: ``[upgrade_levels]``: caps what this host sends the conductors (None: no cap).
@@ -72,7 +73,14 @@ class ComputeHost:
         self.driver = driver
         self.notifier = notifier
         self.reporter = Reporter(host, notifier, notify_on_state_change)
-        runner = StepRunner(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        runner = StepRunner(
+            host,
+            driver,
+            conductor,
+            self.reporter,
+            steps_kept=steps_kept,
+            force_config_drive=force_config_drive,
+        )
         self.manager = ComputeManager(runner)
         self.tracker = ResourceTracker(host, driver)
         self.repairer = Repairer(host, driver, self.reporter)

@@ -106,6 +106,7 @@ def compute_host(
         notify_on_state_change=notes.notify_on_state_change,
         steps_kept=conf.compute.completed_steps_kept,
         upgrade_levels=conf.upgrade_levels,
+        force_config_drive=conf.force_config_drive,
     )
 
 

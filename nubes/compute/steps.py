@@ -100,9 +100,12 @@ class StepRunner:
         reporter: Reporter,
         *,
         steps_kept: int = 4096,
+        force_config_drive: bool = False,
     ) -> None:
         self.host = host
         self.driver = driver
+        #: ``[DEFAULT] force_config_drive``: every guest built here gets one.
+        self.force_config_drive = force_config_drive
         self.conductor = conductor
         self.reporter = reporter
         self.steps = StepLog(steps_kept)

@@ -178,6 +178,19 @@ def _ec2_version(meta: InstanceMetadata) -> Tree:
     return tree
 
 
+def ec2_json(meta: InstanceMetadata) -> dict[str, Any]:
+    """The EC2 meta-data tree as one JSON object (the config drive's ``meta-data.json``)."""
+
+    def plain(node: Tree | bytes) -> Any:
+        if isinstance(node, bytes):
+            return node.decode(errors="replace")
+        return {k: plain(v) for k, v in node.items()}
+
+    found = _ec2_version(meta)["meta-data"]
+    assert isinstance(found, dict)
+    return dict(plain(found))
+
+
 def tree(meta: InstanceMetadata) -> Tree:
     """Every path the guest may read (the config drive's files too)."""
     openstack = _openstack_version(meta)

@@ -62,20 +62,20 @@ class InstanceMetadata(base.VersionedObject):
     VERSION = "1.0"
 
     uuid = fields.UUID()
-    name = fields.String(nullable=True)
-    hostname = fields.String(nullable=True)
-    project_id = fields.String(nullable=True)
-    availability_zone = fields.String(nullable=True)
-    launch_index = fields.Integer(nullable=True)
-    reservation_id = fields.String(nullable=True)
-    key_name = fields.String(nullable=True)
-    public_key = fields.String(nullable=True)
+    name = fields.String(nullable=True, default=None)
+    hostname = fields.String(nullable=True, default=None)
+    project_id = fields.String(nullable=True, default=None)
+    availability_zone = fields.String(nullable=True, default=None)
+    launch_index = fields.Integer(nullable=True, default=None)
+    reservation_id = fields.String(nullable=True, default=None)
+    key_name = fields.String(nullable=True, default=None)
+    public_key = fields.String(nullable=True, default=None)
     #: The instance's metadata (``meta`` in meta_data.json).
     meta = fields.Dict(fields.String(), default={})
     #: Base64, as the API took it.
-    user_data = fields.String(nullable=True)
-    flavor_name = fields.String(nullable=True)
-    image_ref = fields.String(nullable=True)
+    user_data = fields.String(nullable=True, default=None)
+    flavor_name = fields.String(nullable=True, default=None)
+    image_ref = fields.String(nullable=True, default=None)
     #: The ports as JSON (as Nova's InstanceInfoCache.network_info): a list
     #: of id, mac_address, network_id, mtu, fixed_ips (ip_address, subnet).
     network_info = fields.String(default="[]")

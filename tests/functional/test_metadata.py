@@ -15,13 +15,16 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nubes.api import keypairs
 from nubes.compute.host import ComputeHost
+from nubes.compute.virt.fake import FakeDriver, FakeInstance
 from nubes.context import RequestContext
 from nubes.db.api import flavors
+from nubes.metadata import configdrive
 from nubes.metadata.proxy import MetadataProxy
 from nubes.network import ports as network_ports
 from nubes.network.resources import NetworkService
@@ -39,6 +42,24 @@ class Guest:
     def __init__(self, cloud: AllInOne, uuid: str, host: str, network_id: str, address: str):
         self.cloud, self.uuid, self.host = cloud, uuid, host
         self.network_id, self.address = network_id, address
+        self.service: NetworkService | None = None
+
+    async def boot(self, **kwargs: Any) -> dict[str, Any]:
+        """Another server on the network; its row once built."""
+        assert self.service is not None
+        nics = await network_ports.resolve(self.service, CTXT, [{"uuid": self.network_id}], None, 1)
+        (inst,) = await self.cloud.api.create_servers(
+            CTXT, name="db", flavor="small", image=IMAGE, network_requests=nics, **kwargs
+        )
+        await self.cloud.wait_tasks([inst.uuid], timeout=60)
+        (row,) = await self.cloud.instances([inst.uuid])
+        assert row["vm_state"] == "active"
+        return row
+
+    def guest_on(self, host: str, uuid: str) -> FakeInstance:
+        node: ComputeHost = self.cloud.computes[host].hooks[0]  # type: ignore[assignment]
+        assert isinstance(node.driver, FakeDriver)
+        return node.driver.instances[uuid]
 
     def proxy(self, host: str | None = None) -> MetadataProxy:
         node: ComputeHost = self.cloud.computes[host or self.host].hooks[0]  # type: ignore[assignment]
@@ -107,7 +128,9 @@ async def guest(tmp_path: Path) -> AsyncIterator[Guest]:
         async with cloud.db.reader() as conn:
             (port,) = await network_ports.interfaces(conn, inst.uuid)
         address = port["fixed_ips"][0]["ip_address"]
-        yield Guest(cloud, inst.uuid, row["host"], net["id"], address)
+        found = Guest(cloud, inst.uuid, row["host"], net["id"], address)
+        found.service = service
+        yield found
     finally:
         await cloud.stop()
 
@@ -155,3 +178,52 @@ async def test_another_hosts_proxy_and_unknown_addresses_get_nothing(guest: Gues
     # No port holds this address on the network.
     assert (await guest.get("/latest/meta-data/", address="10.7.0.250"))[0] == 404
     assert (await guest.get("/openstack/latest/meta_data.json"))[0] == 200
+
+
+async def test_a_config_drive_holds_the_same_metadata(guest: Guest, tmp_path: Path) -> None:
+    assert guest.guest_on(guest.host, guest.uuid).config_drive is None  # not asked for
+    row = await guest.boot(
+        config_drive=True, key_name="mykey", user_data=base64.b64encode(USER_DATA).decode()
+    )
+    drive = guest.guest_on(row["host"], row["uuid"]).config_drive
+    assert drive is not None
+    # The ISO the libvirt driver attaches: label config-2, Nova's file layout.
+    iso = tmp_path / "disk.config"
+    drive.write_iso(iso)
+    label, files = configdrive.read_iso(iso)
+    assert label == "config-2" and files == drive.files
+    meta = json.loads(files["openstack/latest/meta_data.json"])
+    assert (meta["uuid"], meta["public_keys"]) == (row["uuid"], {"mykey": KEY})
+    assert files["openstack/latest/user_data"] == USER_DATA
+    network = json.loads(files["openstack/latest/network_data.json"])["networks"][0]
+    assert network["network_id"] == guest.network_id
+    ec2 = json.loads(files["ec2/latest/meta-data.json"])
+    assert ec2["public-keys"]["0"]["openssh-key"] == KEY
+    assert ec2["local-ipv4"] == network["ip_address"]
+    assert files["ec2/2009-04-04/user-data"] == USER_DATA
+
+
+async def test_force_config_drive_gives_every_guest_one(tmp_path: Path) -> None:
+    cloud = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'force.sqlite'}",
+        hosts=1,
+        overrides={"DEFAULT": {"force_config_drive": True}},
+    )
+    try:
+        async with cloud.db.writer() as conn:
+            await flavors.create(
+                conn,
+                {"flavorid": "small", "name": "small", "vcpus": 1, "memory_mb": 64, "root_gb": 1},
+            )
+        (inst,) = await cloud.api.create_servers(CTXT, name="plain", flavor="small", image=IMAGE)
+        await cloud.wait_tasks([inst.uuid], timeout=60)
+        (row,) = await cloud.instances([inst.uuid])
+        node: ComputeHost = cloud.computes[row["host"]].hooks[0]  # type: ignore[assignment]
+        assert isinstance(node.driver, FakeDriver)
+        drive = node.driver.instances[inst.uuid].config_drive
+        assert drive is not None
+        meta = json.loads(drive.files["openstack/latest/meta_data.json"])
+        assert (meta["uuid"], meta["name"], meta["public_keys"]) == (inst.uuid, "plain", {})
+        assert "openstack/latest/user_data" not in drive.files
+    finally:
+        await cloud.stop()
