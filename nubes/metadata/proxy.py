@@ -69,6 +69,14 @@ _REASONS = {
 }
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``[metadata] listen`` as (host, port): ``127.0.0.1:8775``, ``[::1]:8775``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise exception.ConfigError(reason=f"[metadata] listen {value!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 async def _fetch(ctxt: RequestContext, network_id: str, address: str) -> InstanceMetadata:
     return await InstanceMetadata.get_by_address(ctxt, network_id, address)
 
@@ -104,8 +112,7 @@ class MetadataProxy:
     async def start(self) -> None:
         self._indirection = current_indirection_api()
         if self.configured:
-            host, _, port = self.configured.rpartition(":")
-            await self.listen(host.strip("[]") or "127.0.0.1", int(port))
+            await self.listen(*parse_listen(self.configured))
 
     async def stop(self) -> None:
         for listener in self.listeners:
