@@ -190,11 +190,12 @@ class MetadataProxy:
         if method not in ("GET", "HEAD"):
             return False, (405, b"only GET and HEAD", "text/plain")
         peer = str(writer.get_extra_info("peername")[0])
-        return method == "HEAD", await self._respond(peer, target, headers, network_id)
+        return method == "HEAD", await self.respond(peer, target, headers, network_id)
 
-    async def _respond(
+    async def respond(
         self, peer: str, target: str, headers: dict[str, str], network_id: str | None
     ) -> Answer:
+        """What a GET of ``target`` from ``peer`` gets, on a listener of ``network_id``."""
         guest, network = peer, network_id
         if ipaddress.ip_address(peer).is_loopback:
             # A forwarder on this host: it says whom and from where.
