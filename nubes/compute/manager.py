@@ -32,11 +32,8 @@ from nubes.compute.resize import ResizeSteps
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
 from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
-from nubes.metadata import configdrive
-from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects import states
 from nubes.objects.instance import Instance
-from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.objects.states import PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
@@ -171,7 +168,8 @@ class ComputeManager(ComputeEndpoint):
                     **placement,
                 )
                 if power is None:
-                    drive = await self._config_drive(ctxt, instance, request)
+                    asked = bool(request.get("config_drive"))
+                    drive = await self.runner.config_drive(ctxt, instance, asked)
                     await self.runner.driver.spawn(
                         ctxt, instance, image, request, config_drive=drive
                     )
@@ -190,16 +188,6 @@ class ComputeManager(ComputeEndpoint):
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True)
-
-    async def _config_drive(
-        self, ctxt: RequestContext, instance: Instance, request: dict[str, Any]
-    ) -> ConfigDrive | None:
-        """The guest's config drive, when it asked for one or the host gives one to all:
-        built here from what the conductor tells this host about its own instance."""
-        if not configdrive.wanted(request, force=self.runner.force_config_drive):
-            return None
-        meta = await InstanceMetadata.get_by_instance_uuid(ctxt, instance.uuid)
-        return configdrive.build(meta)
 
     async def _undo_build(
         self, ctxt: RequestContext, instance: Instance, found_task: Any, exc: Exception

@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pycdlib
 
@@ -71,12 +69,6 @@ class ConfigDrive:
             iso.write(str(path))
         finally:
             iso.close()
-
-
-def wanted(request: Mapping[str, Any], *, force: bool) -> bool:
-    """Whether a build gets a config drive: asked for at create (``config_drive``
-    in the build's request), or the host's ``[DEFAULT] force_config_drive``."""
-    return force or bool(request.get("config_drive"))
 
 
 def build(meta: InstanceMetadata) -> ConfigDrive:

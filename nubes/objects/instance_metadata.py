@@ -76,6 +76,8 @@ class InstanceMetadata(base.VersionedObject):
     user_data = fields.String(nullable=True, default=None)
     flavor_name = fields.String(nullable=True, default=None)
     image_ref = fields.String(nullable=True, default=None)
+    #: Whether the server was created with ``config_drive`` (a rebuild gives it one again).
+    config_drive = fields.Boolean(default=False)
     #: The ports as JSON (as Nova's InstanceInfoCache.network_info): a list
     #: of id, mac_address, network_id, mtu, fixed_ips (ip_address, subnet).
     network_info = fields.String(default="[]")
@@ -101,6 +103,8 @@ class InstanceMetadata(base.VersionedObject):
             user_data=row.get("user_data"),
             flavor_name=flavor.get("name"),
             image_ref=row.get("image_ref"),
+            # Stored as Nova stores it: "True", or empty.
+            config_drive=str(row.get("config_drive") or "").lower() in ("true", "1"),
             network_info=json.dumps([_port(p) for p in row.get("ports", [])]),
         )
 

@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from nubes.api import keypairs
+from nubes.api.moves import MovesAPI
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt.fake import FakeDriver, FakeInstance
+from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
-from nubes.db.api import flavors
+from nubes.db.api import flavors, services
 from nubes.metadata import configdrive
 from nubes.metadata.proxy import MetadataProxy
 from nubes.network import ports as network_ports
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.timeout(120)
 
 IMAGE = {"id": "img-1", "properties": {}}
 CTXT = RequestContext(user_id="u1", project_id="p1", roles=["member"])
+ADMIN = RequestContext(user_id="admin", project_id="p1", roles=["admin", "member"])
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bL2ZJc0uC6ZsmlhCXp4mnhmqmTJqSnyYzZq0pHi5G me@here"
 USER_DATA = b"#cloud-config\nruncmd: [echo hello]\n"
 
@@ -227,3 +230,26 @@ async def test_force_config_drive_gives_every_guest_one(tmp_path: Path) -> None:
         assert "openstack/latest/user_data" not in drive.files
     finally:
         await cloud.stop()
+
+
+async def test_an_evacuated_guest_gets_its_config_drive_again(guest: Guest) -> None:
+    row = await guest.boot(config_drive=True)
+    uuid, source = row["uuid"], row["host"]
+    plain = guest.uuid if guest.host == source else None  # the fixture's, when on the same host
+    await guest.cloud.stop_host(source)
+    async with guest.cloud.db.writer() as conn:
+        svc = await services.get_by_host_and_binary(conn, source, "compute")
+        await services.update(conn, svc["id"], {"forced_down": True})
+    moves = MovesAPI(guest.cloud.db, ConductorAPI(guest.cloud.api_transport), conf=guest.cloud.conf)
+    for evacuated in filter(None, (uuid, plain)):
+        await moves.evacuate_server(ADMIN, evacuated)
+    await guest.cloud.wait_tasks([uuid], timeout=60)
+    (moved,) = await guest.cloud.instances([uuid])
+    assert moved["vm_state"] == "active" and moved["host"] != source
+    drive = guest.guest_on(moved["host"], uuid).config_drive
+    assert drive is not None
+    assert json.loads(drive.files["openstack/latest/meta_data.json"])["uuid"] == uuid
+    if plain is not None:
+        await guest.cloud.wait_tasks([plain], timeout=60)
+        (other,) = await guest.cloud.instances([plain])
+        assert guest.guest_on(other["host"], plain).config_drive is None
