@@ -17,6 +17,9 @@ Nova proxies these to Neutron (nova-network is gone); from 2.36 they are
 - ``os-floating-ip-pools`` (the external networks) and ``os-floating-ips``
   as Nova answers without Neutron's L3 service: no floating IPs, a pool
   that is not an external network not found, none left in one that is.
+
+The network service's errors (a group or rule not found, a group in use,
+over quota) are rendered in Nova's shape by the API's error handler.
 """
 
 from __future__ import annotations
@@ -225,10 +228,6 @@ RULE = {
 RULE_SCHEMA: v.Versioned = [(("2.1", LAST), RULE)]
 
 
-def _group_not_found(exc: exception.NotFound) -> exception.NotFound:
-    return common.not_found(exc.user_message())
-
-
 @_until_236
 async def groups_index(request: Request) -> Response:
     common.authorize(request, "os-security-groups:get", Rule.PROJECT_READER)
@@ -239,12 +238,9 @@ async def groups_index(request: Request) -> Response:
 @_until_236
 async def groups_show(request: Request) -> Response:
     common.authorize(request, "os-security-groups:show", Rule.PROJECT_READER)
-    try:
-        row = await _service(request).get_security_group(
-            common.ctx(request), request.path_params["group_id"]
-        )
-    except exception.SecurityGroupNotFound as exc:
-        raise _group_not_found(exc) from None
+    row = await _service(request).get_security_group(
+        common.ctx(request), request.path_params["group_id"]
+    )
     return common.json({"security_group": _group(row, await _groups_by_id(request))})
 
 
@@ -266,26 +262,20 @@ async def groups_update(request: Request) -> Response:
     body = await v.json_body(request)
     v.validate(body, GROUP_SCHEMA, common.version(request))
     spec = body["security_group"]
-    try:
-        row = await _service(request).update_security_group(
-            common.ctx(request),
-            request.path_params["group_id"],
-            {"name": spec["name"], "description": spec["description"]},
-        )
-    except exception.SecurityGroupNotFound as exc:
-        raise _group_not_found(exc) from None
+    row = await _service(request).update_security_group(
+        common.ctx(request),
+        request.path_params["group_id"],
+        {"name": spec["name"], "description": spec["description"]},
+    )
     return common.json({"security_group": _group(row, await _groups_by_id(request))})
 
 
 @_until_236
 async def groups_delete(request: Request) -> Response:
     common.authorize(request, "os-security-groups:delete", Rule.PROJECT_MEMBER)
-    try:
-        await _service(request).delete_security_group(
-            common.ctx(request), request.path_params["group_id"]
-        )
-    except exception.SecurityGroupNotFound as exc:
-        raise _group_not_found(exc) from None
+    await _service(request).delete_security_group(
+        common.ctx(request), request.path_params["group_id"]
+    )
     return common.empty(202)
 
 
@@ -338,24 +328,15 @@ async def rules_create(request: Request) -> Response:
     common.authorize(request, "os-security-group-rules:create", Rule.PROJECT_MEMBER)
     body = await v.json_body(request)
     v.validate(body, RULE_SCHEMA, common.version(request))
-    try:
-        item = _rule_item(body["security_group_rule"])
-    except ValueError as exc:
-        raise common.bad_request(str(exc)) from None
-    try:
-        row = await _service(request).create_rule(common.ctx(request), item)
-    except exception.SecurityGroupNotFound as exc:
-        raise _group_not_found(exc) from None
+    item = _rule_item(body["security_group_rule"])
+    row = await _service(request).create_rule(common.ctx(request), item)
     return common.json({"security_group_rule": _rule(row, await _groups_by_id(request))})
 
 
 @_until_236
 async def rules_delete(request: Request) -> Response:
     common.authorize(request, "os-security-group-rules:delete", Rule.PROJECT_MEMBER)
-    try:
-        await _service(request).delete_rule(common.ctx(request), request.path_params["rule_id"])
-    except exception.SecurityGroupRuleNotFound as exc:
-        raise common.not_found(exc.user_message()) from None
+    await _service(request).delete_rule(common.ctx(request), request.path_params["rule_id"])
     return common.empty(202)
 
 
