@@ -92,6 +92,10 @@ class ComputeHost:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._event_lock = asyncio.Lock()
 
+    async def has_guest(self, instance_uuid: str) -> bool:
+        """Whether this host's hypervisor runs (or keeps) a guest of the instance."""
+        return instance_uuid in await self.driver.list_instances()
+
     async def start(self) -> None:
         """Begin the start work in the background (in the caller's context,
         so objects go through this host's conductor client)."""

@@ -127,7 +127,9 @@ def compute_service(
     conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
     node = compute_host(conf, host, transport, conductor, driver, faults)
     listen = conf.metadata.listen if metadata_listen is None else metadata_listen
-    proxy = MetadataProxy(listen, cache_expiration=conf.metadata.cache_expiration)
+    proxy = MetadataProxy(
+        listen, cache_expiration=conf.metadata.cache_expiration, present=node.has_guest
+    )
     # The data plane opens per-network listeners through node.metadata.
     node.metadata = proxy
     return Service(

@@ -59,6 +59,7 @@ READ_TIMEOUT = 10.0
 #: Status, body, content type.
 Answer = tuple[int, bytes, str]
 Fetch = Callable[[RequestContext, str, str], Awaitable[InstanceMetadata]]
+Present = Callable[[str], Awaitable[bool]]
 
 _REASONS = {
     200: "OK",
@@ -97,10 +98,15 @@ class MetadataProxy:
         *,
         cache_expiration: float = 15.0,
         fetch: Fetch = _fetch,
+        present: Present | None = None,
     ) -> None:
         self.configured = listen
         self.cache_expiration = cache_expiration
         self.fetch = fetch
+        #: Whether this host still runs a guest (by instance uuid): a cached
+        #: answer for a guest that is gone is dropped, since its address may
+        #: already be another instance's (IPAM reuses a freed address).
+        self.present = present
         self.listeners: list[Listener] = []
         self._cache: dict[tuple[str, str], tuple[float, InstanceMetadata]] = {}
         #: The host's conductor client, caught at start: a listener opened
@@ -225,7 +231,9 @@ class MetadataProxy:
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            if self.present is None or await self.present(cached[1].uuid):
+                return cached[1]
+            del self._cache[key]
         if self._indirection is not None:
             use_indirection_api(self._indirection)
         meta = await self.fetch(get_admin_context(), network_id, address)

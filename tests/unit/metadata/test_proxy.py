@@ -166,3 +166,20 @@ def test_network_data_and_listen_values() -> None:
     for bad in ("8775", "host:", "h:99999", "h:x"):
         with pytest.raises(exception.ConfigError):
             parse_listen(bad)
+
+
+async def test_a_cached_answer_for_a_guest_gone_from_the_host_is_asked_again() -> None:
+    # Its address may be another instance's by now: IPAM reuses freed addresses.
+    conductor = Conductor()
+    running = {UUID}
+
+    async def present(uuid: str) -> bool:
+        return uuid in running
+
+    proxy = MetadataProxy(fetch=conductor.fetch, present=present)
+    await proxy.respond("10.1.0.5", "/", {}, "net-1")
+    await proxy.respond("10.1.0.5", "/", {}, "net-1")
+    assert len(conductor.asked) == 1
+    running.clear()
+    await proxy.respond("10.1.0.5", "/", {}, "net-1")
+    assert len(conductor.asked) == 2
