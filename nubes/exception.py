@@ -66,6 +66,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
+    ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── ObjectActionError             an object method cannot run in this state
@@ -519,6 +520,14 @@ class EvacuateHostNotFound(NotFound):
 
 class MigrationNotFoundForInstance(NotFound):
     msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
+
+
+class Gone(NubesError):
+    """An API Nova removed with nova-network (its network-proxy APIs' writes)."""
+
+    msg_fmt = "This API was removed with nova-network: %(reason)s"
+    code = 410
+    safe = True
 
 
 class Conflict(NubesError):

@@ -25,6 +25,7 @@ from nubes.api.compute_v21 import (
     keypairs,
     limits,
     migrations,
+    network_proxies,
     quota_sets,
     scheduler_hints,
     server_actions,
@@ -56,6 +57,7 @@ RESOURCES = [
     migrations,
     keypairs,
     server_network,
+    network_proxies,
 ]
 
 #: Paths (relative to /compute) that need no token.
