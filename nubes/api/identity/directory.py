@@ -167,22 +167,15 @@ def _project_not_found(project_id: str) -> exception.NotFound:
 
 
 async def list_projects(request: Request) -> Response:
-    ctxt = request_context(request)
+    """Admins only, as in Keystone: a user lists its own projects with
+    ``/v3/auth/projects`` or ``/v3/users/{id}/projects``. (Clients rely on
+    the 403: looking a project up, they then take the given id as it is.)"""
+    admin(request, "list_projects")
     q = request.query_params
-    name, domain_id, enabled = q.get("name"), q.get("domain_id"), flag(request, "enabled")
     async with api_state(request).db.reader() as conn:
-        if policy.allowed(ctxt, policy.Rule.ADMIN):
-            rows = await identity.project_get_all(
-                conn, name=name, domain_id=domain_id, enabled=enabled
-            )
-        else:
-            rows = [
-                r
-                for r in await identity.projects_for_user(conn, ctxt.user_id or "")
-                if (name is None or r["name"] == name)
-                and (domain_id is None or r["domain_id"] == domain_id)
-                and (enabled is None or r["enabled"] is enabled)
-            ]
+        rows = await identity.project_get_all(
+            conn, name=q.get("name"), domain_id=q.get("domain_id"), enabled=flag(request, "enabled")
+        )
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )
@@ -222,10 +215,12 @@ async def _project(conn: Any, project_id: str) -> dict[str, Any]:
 async def show_project(request: Request) -> Response:
     ctxt = request_context(request)
     project_id = request.path_params["project_id"]
+    # As Keystone: a project outside the caller's token is a policy refusal
+    # (403), whether or not it exists; clients then use the id as given.
+    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
+        raise exception.PolicyNotAuthorized(action="identity:get_project")
     async with api_state(request).db.reader() as conn:
         row = await _project(conn, project_id)
-    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, row["id"]):
-        raise _project_not_found(project_id)
     return JSONResponse({"project": project_view(request, row)})
 
 

@@ -42,6 +42,7 @@ from nubes.db.models.identity import (
     Group,
     GroupMember,
     Image,
+    ImageMember,
     Project,
     Role,
     Token,
@@ -109,6 +110,7 @@ group_members = _table(GroupMember)
 application_credentials = _table(ApplicationCredential)
 tokens = _table(Token)
 images = _table(Image)
+image_members = _table(ImageMember)
 quota_classes = _table(QuotaClass)
 quotas = _table(Quota)
 quota_locks = _table(QuotaLock)
@@ -155,6 +157,7 @@ __all__ = [
     "GroupMember",
     "IPAllocation",
     "Image",
+    "ImageMember",
     "Instance",
     "InstanceAction",
     "InstanceActionEvent",
@@ -196,6 +199,7 @@ __all__ = [
     "generations",
     "group_members",
     "groups",
+    "image_members",
     "images",
     "instance_actions",
     "instance_actions_events",

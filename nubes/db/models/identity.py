@@ -193,6 +193,22 @@ class Image(Base, TimestampMixin):
     tags: Mapped[Any | None] = mapped_column(JSONEncoded)
 
 
+class ImageMember(Base, TimestampMixin):
+    """A project an image's owner shares it with (visibility ``shared``).
+
+    ``status`` is the member's answer: pending, accepted or rejected; an
+    accepted image is listed for the member, any membership lets it use the
+    image by id, as in Glance.
+    """
+
+    __tablename__ = "image_members"
+    __table_args__ = (Index("image_members_member_idx", "member"),)
+
+    image_id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
+    member: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
 __all__ = [
     "DEFAULT_DOMAIN_ID",
     "ApplicationCredential",
@@ -201,6 +217,7 @@ __all__ = [
     "Group",
     "GroupMember",
     "Image",
+    "ImageMember",
     "Project",
     "Role",
     "Token",
