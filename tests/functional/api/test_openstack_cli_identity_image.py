@@ -144,3 +144,31 @@ def test_openstack_cli_images_properties_sharing_deactivation_import(
     cloud.openstack(DEMO, "image", "save", "--file", str(tmp_path / "out"), created["id"])
     assert (tmp_path / "out").read_bytes() == data.read_bytes()
     cloud.openstack(DEMO, "image", "delete", created["id"])
+
+
+def test_openstack_cli_server_properties(cloud: Cloud) -> None:
+    from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
+
+    server = cloud.json(
+        DEMO,
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        image,
+        "--nic",
+        "none",
+        "--property",
+        "role=web",
+        "--wait",
+        "props",
+    )
+    cloud.openstack(DEMO, "server", "set", "--property", "tier=gold", "props")
+    assert cloud.json(DEMO, "server", "show", server["id"])["properties"] == {
+        "role": "web",
+        "tier": "gold",
+    }
+    cloud.openstack(DEMO, "server", "unset", "--property", "role", "props")
+    assert cloud.json(DEMO, "server", "show", server["id"])["properties"] == {"tier": "gold"}
+    cloud.openstack(DEMO, "server", "delete", "--wait", "props")
