@@ -619,6 +619,12 @@ api_opts: list[cfg.Opt] = [
         min=1,
         help="Largest image (bytes) an upload may store.",
     ),
+    cfg.ListOpt(
+        "image_import_allowed_hosts",
+        default=[],
+        help="Hosts the web-download import method may fetch image data from (names or "
+        "addresses, as in the URL). Empty: any host. Only http and https URLs are taken.",
+    ),
     cfg.IntOpt(
         "max_limit",
         default=1000,

@@ -37,6 +37,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── ImageLimitExceeded (413)          too many tags or members on one image
     ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
     ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -327,6 +328,14 @@ class ImageTooLarge(NubesError):
     """Image data over ``[api] image_size_cap`` (413)."""
 
     msg_fmt = "Image exceeds the storage quota: %(cap)s bytes at most."
+    code = 413
+    safe = True
+
+
+class ImageLimitExceeded(NubesError):
+    """Glance's 413 for an image's tags or members over their limit."""
+
+    msg_fmt = "%(reason)s"
     code = 413
     safe = True
 
