@@ -37,6 +37,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── ImageLimitExceeded (413)          too many tags or members on one image
     ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
     ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -66,6 +67,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
+    ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── ObjectActionError             an object method cannot run in this state
@@ -330,6 +332,14 @@ class ImageTooLarge(NubesError):
     safe = True
 
 
+class ImageLimitExceeded(NubesError):
+    """Glance's 413 for an image's tags or members over their limit."""
+
+    msg_fmt = "%(reason)s"
+    code = 413
+    safe = True
+
+
 class UnsupportedMediaType(NubesError):
     """Image data sent with a content type the image API does not take (415)."""
 
@@ -519,6 +529,14 @@ class EvacuateHostNotFound(NotFound):
 
 class MigrationNotFoundForInstance(NotFound):
     msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
+
+
+class Gone(NubesError):
+    """An API Nova removed with nova-network (its network-proxy APIs' writes)."""
+
+    msg_fmt = "This API was removed with nova-network: %(reason)s"
+    code = 410
+    safe = True
 
 
 class Conflict(NubesError):

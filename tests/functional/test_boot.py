@@ -313,10 +313,15 @@ async def test_the_build_hands_the_placed_host_a_grant_for_its_image_only(
 
     class Recording(FakeDriver):
         async def spawn(
-            self, context: Any, instance: Any, image_meta: dict[str, Any], request: Any
+            self,
+            context: Any,
+            instance: Any,
+            image_meta: dict[str, Any],
+            request: Any,
+            **kwargs: Any,
         ) -> None:
             seen[instance.uuid] = {"host": self.host, "image": image_meta}
-            await super().spawn(context, instance, image_meta, request)
+            await super().spawn(context, instance, image_meta, request, **kwargs)
 
     secret = "conductor-and-image-api-only"
     cloud = await _cloud(tmp_path, 0, overrides={"DEFAULT": {"image_grant_secret": secret}})

@@ -94,6 +94,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -400,8 +401,15 @@ class LiveMigrateTask(Task):
             return await self._to_rollback(run, _failed("live migration", outcome))
         power = PowerState.PAUSED if payload.vm_state == VMState.PAUSED else PowerState.RUNNING
         placed = {"host": dest.host, "node": dest.node, "power_state": int(power)}
+        # NETWORKING (issue 14): the ports bound to the destination with the
+        # instance (until then the source holds them, so a rollback has none to undo).
+        bind = network_ports.bind_writes(run.instance_uuid or "", dest.host)
         committed = await moves.ask(
-            run, Step.POST_DEST, dest.host, node=dest.node, writes=self._instance(run, placed)
+            run,
+            Step.POST_DEST,
+            dest.host,
+            node=dest.node,
+            writes=chain(self._instance(run, placed), bind),
         )
         known = run.cache.get(_INSTANCE)
         if known is not None:

@@ -40,6 +40,7 @@ from nubes.compute.virt.libvirt.guest import (
 )
 from nubes.compute.virt.libvirt.host import Host
 from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
+from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -312,6 +313,8 @@ class LibvirtDriver(ComputeDriver):
         instance: Instance,
         image_meta: dict[str, Any],
         request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         libvirt = self.libvirt
         if await self._lookup(instance.uuid) is not None:
@@ -329,6 +332,8 @@ class LibvirtDriver(ComputeDriver):
                 await self._link_from_cache(kernel_id, files.kernel, image_meta)
             if kernel_id and ramdisk_id:
                 await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
+            if config_drive is not None:
+                await asyncio.to_thread(config_drive.write_iso, files.config_drive)
             spec = GuestSpec(
                 uuid=instance.uuid,
                 virt_type=self.virt_type,
@@ -339,6 +344,7 @@ class LibvirtDriver(ComputeDriver):
                 direct_kernel=bool(kernel_id),
                 with_ramdisk=bool(kernel_id and ramdisk_id),
                 cmdline=properties.get("os_command_line") or "console=ttyS0",
+                config_drive=config_drive is not None,
             )
             xml = domain_xml(spec)
 
