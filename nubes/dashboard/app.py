@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class Settings:
     refresh_interval: float
     #: The whole API (identity, compute, image, network), set once it exists.
     api: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def api_app(self) -> Callable[..., Any]:
         assert self.api is not None, "the dashboard was built without its API"
