@@ -668,6 +668,39 @@ quota_opts: list[cfg.Opt] = [
     ),
 ]
 
+dashboard_opts: list[cfg.Opt] = [
+    cfg.BoolOpt(
+        "enabled",
+        default=True,
+        help="Serve the web dashboard at /dashboard on the API port.",
+    ),
+    cfg.PortOpt(
+        "port",
+        default=0,
+        help="Serve the dashboard alone on this port too, at / (0: no).",
+    ),
+    cfg.StrOpt(
+        "session_key",
+        secret=True,
+        help="Fernet key (urlsafe base64 of 32 bytes) sealing the session cookie; every API "
+        "process serving the dashboard needs the same one. Unset: a key made at start, "
+        "so a restart logs everybody out.",
+    ),
+    cfg.IntOpt(
+        "session_ttl",
+        default=3600,
+        min=60,
+        help="Seconds a dashboard session lasts after login (the token may expire first).",
+    ),
+    cfg.FloatOpt(
+        "refresh_interval",
+        default=2.0,
+        min=0.5,
+        help="Seconds between the live updates of the server list and the admin views.",
+    ),
+]
+
+
 #: Group name -> options, in the order the sample file shows them.
 OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "DEFAULT": default_opts,
@@ -684,6 +717,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "notifications": notifications_opts,
     "api": api_opts,
     "quota": quota_opts,
+    "dashboard": dashboard_opts,
 }
 
 

@@ -66,6 +66,13 @@ def print_usage(conf: cfg.ConfigOpts, state_dir: Path) -> None:
     print(
         f"  nubes-manage --config-file {Path(state_dir) / 'nubes.conf'} user create ...", flush=True
     )
+    if conf.dashboard.enabled:
+        base = auth_url(conf).rsplit("/identity", 1)[0]
+        print(
+            f"  Dashboard at {base}/dashboard/ : log in as user demo (project demo) or admin "
+            f"(project admin) with the password under auth: in {clouds}",
+            flush=True,
+        )
 
 
 #: The image ``all-in-one --virt libvirt`` registers: a real guest that boots.
