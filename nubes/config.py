@@ -372,6 +372,14 @@ conductor_opts: list[cfg.Opt] = [
         help="Seconds between a conductor's looks for tasks it was not told about "
         "(created or reported through another conductor, or whose lease expired).",
     ),
+    cfg.FloatOpt(
+        "drain_timeout",
+        default=10.0,
+        min=0.0,
+        help="Seconds a conductor stopped by SIGTERM gives the task steps it works on "
+        "to end before it hands them over to the other conductors (it takes no new "
+        "work meanwhile, and hands steps waiting for a compute host over at once).",
+    ),
     cfg.IntOpt(
         "task_concurrency",
         default=512,
