@@ -545,14 +545,24 @@ def _upgrade_level(api: str) -> cfg.Opt:
     return cfg.Opt(
         api,
         type=UpgradeLevel(),
+        default=versions.AUTO,
         help=f"Cap on the {api} RPC API version this service sends: a version (1.0), "
         f"a release name ({', '.join(versions.RELEASES)}: what that release's {api} "
-        f"services serve), or 'auto' (what the oldest {api} service running serves). "
-        "Unset: no cap.",
+        f"services serve), or 'auto' (the default: what the oldest {api} service "
+        "running serves, so a rolling upgrade needs no setting). Empty: no cap.",
     )
 
 
-upgrade_levels_opts: list[cfg.Opt] = [_upgrade_level(api) for api in versions.APIS]
+upgrade_levels_opts: list[cfg.Opt] = [
+    *(_upgrade_level(api) for api in versions.APIS),
+    cfg.FloatOpt(
+        "refresh_interval",
+        default=versions.REFRESH_INTERVAL,
+        min=0.1,
+        help="Seconds between two reads of the oldest services running, which 'auto' "
+        "caps follow (conductors and API; a compute host reads with its resource report).",
+    ),
+]
 
 api_opts: list[cfg.Opt] = [
     cfg.HostAddressOpt(

@@ -244,6 +244,10 @@ class Service:
                     await self.report_state()
             except asyncio.CancelledError:
                 raise
+            except exception.ServiceTooOld as exc:
+                # No retry can help: this code must be upgraded first.
+                LOG.error("%s on %s refused by the conductor: %s", self.binary, self.host, exc)
+                return
             except _AWAY_OR_SLOW as exc:
                 if not away:
                     # Once, not on every beat: a conductor outage would

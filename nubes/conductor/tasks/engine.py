@@ -174,7 +174,10 @@ class TaskEngine:
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
             asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
-            asyncio.create_task(caps.follow(self), name="nubes-rpc-caps"),
+            asyncio.create_task(
+                caps.follow(self, self.conf.upgrade_levels.refresh_interval),
+                name="nubes-rpc-caps",
+            ),
             asyncio.create_task(self._watch_hosts(), name="nubes-host-watch"),
         ]
         if self.conf.resize_confirm_window > 0:
