@@ -244,10 +244,13 @@ class ProcessCloud:
 
     # -- setup and cleanup -----------------------------------------------------------
 
-    async def setup(self, conductors: Sequence[str] = ("a", "b")) -> None:
-        """Broker vhost and users, the migrated database, the config files."""
+    async def setup(self, conductors: Sequence[str] = ("a", "b"), *, migrate: bool = True) -> None:
+        """Broker vhost and users, the database (migrated by this code unless
+        ``migrate`` is false: an older release's ``db sync`` makes the schema)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        await asyncio.gather(self._setup_broker(self.identities(conductors)), self._setup_db())
+        await asyncio.gather(
+            self._setup_broker(self.identities(conductors)), self._setup_db(migrate)
+        )
         self.db = Database(self.db_url)
 
     async def _setup_broker(self, identities: list[str]) -> None:
@@ -310,10 +313,11 @@ class ProcessCloud:
         finally:
             await admin.dispose()
 
-    async def _setup_db(self) -> None:
+    async def _setup_db(self, migrate: bool = True) -> None:
         await self._admin(f'CREATE DATABASE "{self.db_name}"')
         self._db_created = True
-        await migration.db_sync(self.db_url)
+        if migrate:
+            await migration.db_sync(self.db_url)
 
     async def cleanup(self) -> None:
         """Kill every process, drop the database, delete the vhost and the users."""
@@ -377,35 +381,82 @@ class ProcessCloud:
         path.write_text(_ini(sections))
         return path
 
-    async def _spawn(self, name: str, config: Path, args: list[str], env: dict[str, str]) -> Proc:
-        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        environ.update({"PYTHONUNBUFFERED": "1", **env})
-        argv = [sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+    def environ(
+        self, python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process of this cloud run by ``python``."""
+        return self.environ_of(python, env)
+
+    @staticmethod
+    def environ_of(
+        python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process run by ``python`` (None: this interpreter).
+
+        Another interpreter (an older release's venv) gets no PYTHONPATH: the
+        tree that runs the tests must not shadow the release's own code.
+        """
+        drop = {CRASH_ENV} if python is None else {CRASH_ENV, "PYTHONPATH"}
+        environ = {k: v for k, v in os.environ.items() if k not in drop}
+        environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        return environ
+
+    async def _spawn(
+        self,
+        name: str,
+        config: Path,
+        args: list[str],
+        env: dict[str, str],
+        python: str | None = None,
+    ) -> Proc:
+        environ = self.environ(python, env)
+        # -P: the current directory (this tree) must not shadow another release's.
+        interpreter = [sys.executable] if python is None else [python, "-P"]
+        argv = [*interpreter, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
         return proc
 
-    async def start_scheduler(self) -> Proc:
-        config = self._config(
+    def _run_name(self, name: str) -> str:
+        """``name``, or ``name-N`` for its N-th process (a restart, an upgrade)."""
+        runs = sum(1 for p in self.procs if p.name == name or p.name.startswith(f"{name}-"))
+        return name + (f"-{runs}" if runs else "")
+
+    def scheduler_config(self) -> Path:
+        return self._config(
             "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
         )
-        proc = await self._spawn("scheduler", config, ["scheduler"], {})
-        return proc
 
-    async def start_conductor(self, name: str, *, crash_at: str | None = None) -> Proc:
+    async def start_scheduler(self, *, python: str | None = None) -> Proc:
+        """The scheduler (``python``: another release's interpreter, see :meth:`environ`)."""
+        config = self.scheduler_config()
+        return await self._spawn(self._run_name("scheduler"), config, ["scheduler"], {}, python)
+
+    async def start_conductor(
+        self, name: str, *, crash_at: str | None = None, python: str | None = None
+    ) -> Proc:
         """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
         host = self.conductor_host(name)
         config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
         env = {CRASH_ENV: crash_at} if crash_at else {}
-        return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
+        return await self._spawn(f"conductor-{name}", config, ["conductor"], env, python)
 
-    async def start_compute(self, host: str) -> Proc:
+    async def start_compute(self, host: str, *, python: str | None = None) -> Proc:
         """The compute process of ``host`` (a new one each call; same config, same identity)."""
         config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
-        runs = sum(1 for p in self.procs if p.name.startswith(f"compute-{host}"))
-        name = f"compute-{host}" + (f"-{runs}" if runs else "")
-        return await self._spawn(name, config, ["compute"], {})
+        return await self._spawn(self._run_name(f"compute-{host}"), config, ["compute"], {}, python)
+
+    def api_config(self, port: int) -> Path:
+        """The API's config: the REST API on 127.0.0.1:``port``."""
+        extra = {"api": {"bind_host": "127.0.0.1", "bind_port": port}}
+        return self._config(
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra=extra
+        )
+
+    async def start_api(self, port: int, *, python: str | None = None) -> Proc:
+        """The API process (identity, compute, image, network) on ``port``."""
+        return await self._spawn(self._run_name("api"), self.api_config(port), ["api"], {}, python)
 
     async def start_computes(self) -> dict[str, Proc]:
         return {h: await self.start_compute(h) for h in self.host_names}
