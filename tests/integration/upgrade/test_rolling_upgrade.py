@@ -14,9 +14,11 @@ steps are those of ``docs/upgrade.md``:
 5. in the mixed cloud (N hosts, N+1 controllers): a new server boots on an
    old host, an old host's server reboots, resizes (confirmed) and
    live-migrates;
+   a conductor rolled back to N (docs/upgrade.md) drives a reboot, then N+1
+   returns;
 6. the hosts one at a time: after the first, live migrations old -> new and
    new -> old; then the second;
-7. the conductor and the API, never restarted since their upgrade, cap the
+7. the conductor and the API, not restarted while the hosts were, cap the
    compute API at what this tree serves (``[upgrade_levels] compute =
    auto``, the default, followed every ``refresh_interval``).
 
@@ -194,7 +196,7 @@ async def test_rolling_upgrade_from_release_n(rabbit_url: str, postgres_url: str
     up = Upgrade(cloud, release, port)
     old = release.python
     try:
-        await cloud.setup(conductors=("n", "new"), migrate=False)
+        await cloud.setup(conductors=("n", "new", "back"), migrate=False)
         old_env = cloud.environ(old)
         this_env = cloud.environ()
         config = str(cloud.scheduler_config())
@@ -251,6 +253,17 @@ async def test_rolling_upgrade_from_release_n(rabbit_url: str, postgres_url: str
         other = next(h for h in up.hosts if h != source)
         assert await up.live_migrate(first, other) == other
         await up.check_servers("live migration between old hosts")
+
+        # Rolling a controller back: N's conductor alone drives a reboot the N+1
+        # API asked for, then N+1 comes back.
+        back = await cloud.start_conductor("back", python=old)
+        await cloud.wait_serving([back])
+        await _stop(new_conductor)
+        await up.rest.action(first, {"reboot": {"type": "HARD"}})
+        await up.check_servers("reboot with the conductor rolled back to N")
+        new_conductor = await cloud.start_conductor("new")
+        await cloud.wait_serving([new_conductor])
+        await _stop(back)
 
         # 6. The hosts, one at a time: live migrations across the versions.
         new_host, old_host = up.hosts
