@@ -189,6 +189,12 @@ class ProcessCloud:
     #: How to run ``rabbitmqctl`` (a private cluster passes its own, see
     #: nubes.testing.infra.RabbitCluster.ctl).
     ctl: Callable[..., subprocess.CompletedProcess[str]] = rabbitmqctl
+    #: Fleets of fake hosts, each one ``nubes compute --fake-hosts`` process
+    #: (:meth:`start_fleet`): how many, and the hosts of each.
+    fleets: int = 0
+    fleet_size: int = 0
+    #: Extra schedulers (each its own identity), besides the first.
+    extra_schedulers: Sequence[str] = ()
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
@@ -204,6 +210,11 @@ class ProcessCloud:
         )
         self.host_names = [f"cr-{self.run}-{i}" for i in range(self.hosts)]
         self.scheduler_host = f"sch-{self.run}"
+        #: Fleet -> the host name prefix its hosts have (``<prefix><i>``).
+        self.fleet_prefixes = [f"fl{j}-{self.run}-" for j in range(self.fleets)]
+        self.fleet_hosts = [
+            f"{prefix}{i}" for prefix in self.fleet_prefixes for i in range(self.fleet_size)
+        ]
         self.api_host = f"api-{self.run}"
         self._users: list[str] = []
         self._db_created = False
@@ -237,9 +248,10 @@ class ProcessCloud:
     def identities(self, conductors: Sequence[str]) -> list[str]:
         return [
             f"scheduler.{self.scheduler_host}",
+            *(f"scheduler.{self.scheduler_host_of(n)}" for n in self.extra_schedulers),
             f"api.{self.api_host}",
             *(f"conductor.{self.conductor_host(c)}" for c in conductors),
-            *(f"compute.{h}" for h in self.host_names),
+            *(f"compute.{h}" for h in [*self.host_names, *self.fleet_hosts]),
         ]
 
     # -- setup and cleanup -----------------------------------------------------------
@@ -423,15 +435,29 @@ class ProcessCloud:
         runs = sum(1 for p in self.procs if p.name == name or p.name.startswith(f"{name}-"))
         return name + (f"-{runs}" if runs else "")
 
-    def scheduler_config(self) -> Path:
-        return self._config(
-            "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
-        )
+    def scheduler_host_of(self, name: str = "") -> str:
+        """The host of scheduler ``name`` ("" the first, else one of ``extra_schedulers``)."""
+        return self.scheduler_host if not name else f"sch-{name}-{self.run}"
 
-    async def start_scheduler(self, *, python: str | None = None) -> Proc:
-        """The scheduler (``python``: another release's interpreter, see :meth:`environ`)."""
-        config = self.scheduler_config()
-        return await self._spawn(self._run_name("scheduler"), config, ["scheduler"], {}, python)
+    def scheduler_config(self, name: str = "") -> Path:
+        host = self.scheduler_host_of(name)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return self._config(label, f"scheduler.{host}", host, database=True)
+
+    async def start_scheduler(self, name: str = "", *, python: str | None = None) -> Proc:
+        """Scheduler ``name`` ("" the first; ``python``: another release's
+        interpreter, see :meth:`environ`)."""
+        config = self.scheduler_config(name)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return await self._spawn(self._run_name(label), config, ["scheduler"], {}, python)
+
+    async def start_fleet(self, index: int) -> Proc:
+        """Fleet ``index``: ``fleet_size`` fake hosts in one compute process, each
+        logged in to the broker as itself (``{host}`` in its transport URL)."""
+        prefix = self.fleet_prefixes[index]
+        config = self._config(f"fleet-{index}", "compute.{host}", f"{prefix}0", database=False)
+        args = ["compute", "--fake-hosts", str(self.fleet_size), "--host-prefix", prefix]
+        return await self._spawn(f"fleet-{index}", config, args, {})
 
     async def start_conductor(
         self, name: str, *, crash_at: str | None = None, python: str | None = None
