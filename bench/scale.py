@@ -270,7 +270,7 @@ async def main(args: argparse.Namespace) -> int:
             # The PostgreSQL server is shared (max_connections 100 here): the
             # default pools (10 + 20 overflow) of five processes could take
             # every connection and fail builds with "too many clients".
-            "database": {"max_pool_size": 4, "max_overflow": 2},
+            "database": {"max_pool_size": 6, "max_overflow": 4},
             "conductor": {"build_deadline": 600, "task_lease_seconds": 30},
             "scheduler": {"host_subset_size": 4},
         },

@@ -37,7 +37,10 @@ _RETRY_MAX = 30.0
 async def _oldest_by_conductor(api: str) -> int | None:
     try:
         return await ServiceRecord.get_minimum_version(get_admin_context(), api)
-    except _AWAY:
+    except (*_AWAY, exception.RemoteError):
+        # Away, or a failure on the conductor's side (its database pool
+        # exhausted): asked again, never taken for an old conductor, whose
+        # cap would hold until the next refresh.
         raise
     except exception.NubesError as exc:
         # A conductor too old to answer (before Service 1.1) is older than
