@@ -271,7 +271,13 @@ async def main(args: argparse.Namespace) -> int:
             # default pools (10 + 20 overflow) of five processes could take
             # every connection and fail builds with "too many clients".
             "database": {"max_pool_size": 6, "max_overflow": 4},
-            "conductor": {"build_deadline": 600, "task_lease_seconds": 30},
+            # As deployed: the crash tests' 20 s step timeout would reschedule
+            # builds that a loaded fleet reports late.
+            "conductor": {
+                "build_deadline": 600,
+                "task_lease_seconds": 30,
+                "compute_step_timeout": 600,
+            },
             "scheduler": {"host_subset_size": 4},
         },
     )
