@@ -17,9 +17,10 @@ twice, from this process through the REST API as the demo user:
 It prints, per shape and way, servers/s (first POST to the last server
 ACTIVE) and the CPU seconds per server each service spent (from
 ``/proc/<pid>/stat``, over the same interval), then names the bottleneck:
-the service with the most busy cores (CPU seconds per wall second; one
-process cannot use more than one). Also the load average, since the
-machine is shared. The last line ends with the two-conductor servers/s.
+a service whose processes keep their cores busy (CPU seconds per wall
+second; one process cannot use more than one), else the machine's CPU when
+it had almost no idle time (``/proc/stat``; the machine may be shared), else
+waiting on the broker or the database. The last line ends with the two-conductor servers/s.
 
 Targets on the 2-core machine: >= 150 servers/s end to end with two
 conductors, and >= 1.4x from one conductor to two while the conductor is
@@ -66,6 +67,8 @@ asyncio.run(main())
 """
 #: Cores one process keeps busy to count as CPU-bound (it cannot use more than one).
 SATURATED = 0.6
+#: Idle share of the machine's CPU below which the machine itself is the limit.
+MACHINE_IDLE = 0.1
 #: Batched POSTs in flight at once.
 BATCHES_IN_FLIGHT = 4
 
@@ -80,6 +83,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, every core (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
+
+
 @dataclass
 class Run:
     shape: str
@@ -88,6 +98,9 @@ class Run:
     seconds: float
     #: Service -> CPU seconds over the run.
     cpu: dict[str, float] = field(default_factory=dict)
+    #: The machine's busy and idle CPU seconds over the run (every process, every core).
+    machine_busy: float = 0.0
+    machine_idle: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -235,9 +248,17 @@ def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
     where = f"{name} at {busy:.2f} cores in {count} process{'es' if count > 1 else ''}"
     if per_process >= SATURATED:
         return f"bottleneck: {name} (CPU-bound, {where})"
+    total = run.machine_busy + run.machine_idle
+    idle = run.machine_idle / total if total else 1.0
+    if idle < MACHINE_IDLE:
+        ours = sum(run.cpu.values()) / run.machine_busy if run.machine_busy else 0.0
+        return (
+            f"bottleneck: the machine's CPU (idle {100 * idle:.0f}%; this run's processes "
+            f"used {100 * ours:.0f}% of its busy time, other work the rest; busiest {where})"
+        )
     return (
-        f"bottleneck: waiting, no process CPU-bound (busiest {where}): the broker, the "
-        f"database or the machine's load (average {os.getloadavg()[0]:.1f})"
+        f"bottleneck: waiting, no process CPU-bound and the machine {100 * idle:.0f}% idle "
+        f"(busiest {where}): the broker or the database"
     )
 
 
@@ -324,6 +345,7 @@ async def main(args: argparse.Namespace) -> int:
                 label = f"{len(runs)}{way}"
                 before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
                 mine = time.process_time()
+                busy0, idle0 = machine_cpu()
                 seconds = await boot(
                     cloud,
                     client,
@@ -337,7 +359,8 @@ async def main(args: argparse.Namespace) -> int:
                     n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()
                 }
                 cpu[bench_name] = time.process_time() - mine
-                run = Run(shape, way, args.servers, seconds, cpu)
+                busy1, idle1 = machine_cpu()
+                run = Run(shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0)
                 runs.append(run)
                 report(run, procs)
         failed = await errors(cloud)

@@ -31,13 +31,15 @@ LOG = logging.getLogger(__name__)
 
 #: Failures that mean "the conductor is away": retried quietly.
 _AWAY = exception.TRANSIENT_ERRORS
+#: Failures of a question to the conductor that say nothing of its version.
+_ASK_AGAIN: tuple[type[exception.NubesError], ...] = (*_AWAY, exception.RemoteError)
 _RETRY_MAX = 30.0
 
 
 async def _oldest_by_conductor(api: str) -> int | None:
     try:
         return await ServiceRecord.get_minimum_version(get_admin_context(), api)
-    except (*_AWAY, exception.RemoteError):
+    except _ASK_AGAIN:
         # Away, or a failure on the conductor's side (its database pool
         # exhausted): asked again, never taken for an old conductor, whose
         # cap would hold until the next refresh.
