@@ -25,6 +25,7 @@ SERVERS = 6
 #: Far beyond the test's waits: a lease that ran out cannot explain the hand-over.
 LEASE = 300
 DRAIN = 5
+SPAWN = 12
 
 
 async def _owned_by(cloud: ProcessCloud, conductor: str) -> int:
@@ -49,7 +50,9 @@ async def test_sigterm_hands_the_conductors_tasks_over_and_exits_0(
                 # Not needed to find released tasks: the hand-over's kick is.
                 "task_poll_interval": 30,
             },
-            "fake_driver": {"spawn_delay": 4},
+            # Long enough that every build still spawns once the second
+            # conductor has started on a loaded machine.
+            "fake_driver": {"spawn_delay": SPAWN},
         }
     )
     scheduler = await cloud.start_scheduler()
@@ -68,7 +71,7 @@ async def test_sigterm_hands_the_conductors_tasks_over_and_exits_0(
     second = await cloud.start_conductor("b")
     await cloud.wait_serving([second])
     held = await _owned_by(cloud, "a")
-    assert await checks.unfinished(cloud, uuids) == SERVERS
+    assert await checks.unfinished(cloud, uuids) == SERVERS, "builds ended before SIGTERM"
 
     stopped_at = time.monotonic()
     assert first.process is not None
