@@ -45,26 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nubes.db.models import compute_nodes, instances
 from nubes.testing.processes import Proc, ProcessCloud
+from nubes.testing.rest import SEED_SCRIPT, password_token_request
 from nubes.testing.servers import POSTGRES_URL, RABBIT_URL, reachable
 
 TICKS = os.sysconf("SC_CLK_TCK")
-#: What seeds the cloud (users, flavors, an image): the API's bootstrap.
-SEED = """
-import asyncio, sys
-from pathlib import Path
-from nubes import config
-from nubes.api import allinone, bootstrap
-from nubes.db import engine
-
-conf = config.load(["--config-file", sys.argv[1]])
-
-async def main():
-    db = engine.configure(conf)
-    await bootstrap.first_run(db, conf, Path(sys.argv[2]), allinone.auth_url(conf))
-    await db.dispose()
-
-asyncio.run(main())
-"""
 #: Cores one process keeps busy to count as CPU-bound (it cannot use more than one).
 SATURATED = 0.6
 #: Idle share of the machine's CPU below which the machine itself is the limit.
@@ -125,21 +109,7 @@ class Client:
         self.token = ""
 
     async def login(self) -> None:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": self.auth["username"],
-                            "domain": {"name": "Default"},
-                            "password": self.auth["password"],
-                        }
-                    },
-                },
-                "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
-            }
-        }
+        body = password_token_request(self.auth)
         answer = await self.http.post(f"{self.base}/identity/v3/auth/tokens", json=body)
         answer.raise_for_status()
         self.token = answer.headers["X-Subject-Token"]
@@ -310,7 +280,7 @@ async def main(args: argparse.Namespace) -> int:
         await cloud.setup(conductors=("a", "b"))
         env = cloud.environ()
         seed = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SEED, str(cloud.api_config(port)), str(state), env=env
+            sys.executable, "-c", SEED_SCRIPT, str(cloud.api_config(port)), str(state), env=env
         )
         assert await seed.wait() == 0, "seeding the cloud failed"
         procs["api"] = [await cloud.start_api(port)]

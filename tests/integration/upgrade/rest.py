@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import yaml
 
+from nubes.testing.rest import password_token_request
+
 #: Every request asks for the newest microversion release N serves too.
 MICROVERSION = "compute 2.61"
 
@@ -28,23 +30,7 @@ class Rest:
         async with httpx.AsyncClient(timeout=30) as client:
             for who in ("admin", "demo"):
                 auth = data[f"nubes-{who}"]["auth"]
-                body = {
-                    "auth": {
-                        "identity": {
-                            "methods": ["password"],
-                            "password": {
-                                "user": {
-                                    "name": auth["username"],
-                                    "domain": {"name": "Default"},
-                                    "password": auth["password"],
-                                }
-                            },
-                        },
-                        "scope": {
-                            "project": {"name": auth["project_name"], "domain": {"name": "Default"}}
-                        },
-                    }
-                }
+                body = password_token_request(auth)
                 answer = await client.post(f"{self.base}/identity/v3/auth/tokens", json=body)
                 assert answer.status_code == 201, answer.text
                 self.tokens[who] = answer.headers["X-Subject-Token"]

@@ -47,27 +47,11 @@ from nubes.db.api.tasks import ACTIVE_STATUSES
 from nubes.db.models import conductor_tasks, instance_faults, services
 from nubes.testing.processes import Proc, ProcessCloud
 from nubes.testing.release import Release, prepare_release, repo_root
+from nubes.testing.rest import SEED_SCRIPT
 from tests.integration.upgrade.rest import Rest
 
 #: Release N: the commit the upgrade starts from (the last release, "elm").
 RELEASE_N = "06d86b4"
-#: What N's seed script runs (N's own bootstrap: N's schema, N's rows).
-SEED = """
-import asyncio, sys
-from pathlib import Path
-from nubes import config
-from nubes.api import allinone, bootstrap
-from nubes.db import engine
-
-conf = config.load(["--config-file", sys.argv[1]])
-
-async def main():
-    db = engine.configure(conf)
-    await bootstrap.first_run(db, conf, Path(sys.argv[2]), allinone.auth_url(conf))
-    await db.dispose()
-
-asyncio.run(main())
-"""
 RUNNING = 1  # the power state of a running guest, as the API shows it
 
 
@@ -219,7 +203,9 @@ async def test_rolling_upgrade_from_release_n(rabbit_url: str, postgres_url: str
         # 1. A cloud of release N, two servers on it.
         await _run([*release.argv(), "-m", "nubes.cmd.manage", "--config-file", config,
                     "db", "sync"], old_env)  # fmt: skip
-        await _run([*release.argv(), "-c", SEED, str(cloud.api_config(port)), str(state)], old_env)
+        await _run(
+            [*release.argv(), "-c", SEED_SCRIPT, str(cloud.api_config(port)), str(state)], old_env
+        )
         scheduler = await cloud.start_scheduler(python=old)
         conductor = await cloud.start_conductor("n", python=old)
         api = await cloud.start_api(port, python=old)
