@@ -396,6 +396,14 @@ conductor_opts: list[cfg.Opt] = [
         help="Seconds between a conductor's looks for tasks it was not told about "
         "(created or reported through another conductor, or whose lease expired).",
     ),
+    cfg.FloatOpt(
+        "drain_timeout",
+        default=10.0,
+        min=0.0,
+        help="Seconds a conductor stopped by SIGTERM gives the task steps it works on "
+        "to end before it hands them over to the other conductors (it takes no new "
+        "work meanwhile, and hands steps waiting for a compute host over at once).",
+    ),
     cfg.IntOpt(
         "task_concurrency",
         default=512,
@@ -561,14 +569,24 @@ def _upgrade_level(api: str) -> cfg.Opt:
     return cfg.Opt(
         api,
         type=UpgradeLevel(),
+        default=versions.AUTO,
         help=f"Cap on the {api} RPC API version this service sends: a version (1.0), "
         f"a release name ({', '.join(versions.RELEASES)}: what that release's {api} "
-        f"services serve), or 'auto' (what the oldest {api} service running serves). "
-        "Unset: no cap.",
+        f"services serve), or 'auto' (the default: what the oldest {api} service "
+        "running serves, so a rolling upgrade needs no setting). Empty: no cap.",
     )
 
 
-upgrade_levels_opts: list[cfg.Opt] = [_upgrade_level(api) for api in versions.APIS]
+upgrade_levels_opts: list[cfg.Opt] = [
+    *(_upgrade_level(api) for api in versions.APIS),
+    cfg.FloatOpt(
+        "refresh_interval",
+        default=versions.REFRESH_INTERVAL,
+        min=0.1,
+        help="Seconds between two reads of the oldest services running, which 'auto' "
+        "caps follow (conductors and API; a compute host reads with its resource report).",
+    ),
+]
 
 api_opts: list[cfg.Opt] = [
     cfg.HostAddressOpt(

@@ -46,6 +46,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── PolicyNotAuthorized           the API policy does not let the caller do that
     │   ├── ImageForbidden                an image change its caller may not make
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
+    │   ├── ServiceTooOld                 a compute host's code is older than the cloud serves
     │   └── QuotaExceeded                 a project's quota does not allow the request
     │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
     │           ServerGroupLimitExceeded, ServerGroupMembersLimitExceeded,
@@ -393,6 +394,17 @@ class ImageForbidden(Forbidden):
 
 class IdentityMismatch(Forbidden):
     msg_fmt = "Message claims caller %(claimed)s but was sent by %(actual)s"
+
+
+class ServiceTooOld(Forbidden):
+    """A compute host registers (or reports) with a service version below
+    :data:`nubes.versions.MINIMUM_SERVICE_VERSION`: the conductors no longer
+    speak what it speaks, so it is refused rather than half served."""
+
+    msg_fmt = (
+        "%(binary)s on %(host)s runs service version %(version)s, older than the "
+        "oldest this cloud serves (%(minimum)s, release %(release)s): upgrade it"
+    )
 
 
 class InstanceNotOnHost(Forbidden):

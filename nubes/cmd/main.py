@@ -82,6 +82,7 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         rules=access.for_endpoints(endpoints).with_controllers(
             conf.conductor.controller_identities
         ),
+        drain_timeout=conf.conductor.drain_timeout if binary == "conductor" else 0.0,
     )
 
 
@@ -318,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "share (rabbit://); memory:// lives inside one process"
                 )
             )
-        return workers.supervise(argv, count)
+        drain = conf.conductor.drain_timeout if args.command == "conductor" else 0.0
+        return workers.supervise(argv, count, stop_timeout=workers.STOP_TIMEOUT + drain)
     return common.run(_run_service(args.command, conf))
 
 

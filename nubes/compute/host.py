@@ -32,13 +32,18 @@ LOG = logging.getLogger(__name__)
 
 #: Failures that mean "the conductor is away": retried quietly.
 _AWAY = exception.TRANSIENT_ERRORS
+#: Failures of a question to the conductor that say nothing of its version.
+_ASK_AGAIN: tuple[type[exception.NubesError], ...] = (*_AWAY, exception.RemoteError)
 _RETRY_MAX = 30.0
 
 
 async def _oldest_by_conductor(api: str) -> int | None:
     try:
         return await ServiceRecord.get_minimum_version(get_admin_context(), api)
-    except _AWAY:
+    except _ASK_AGAIN:
+        # Away, or a failure on the conductor's side (its database pool
+        # exhausted): asked again, never taken for an old conductor, whose
+        # cap would hold until the next refresh.
         raise
     except exception.NubesError as exc:
         # A conductor too old to answer (before Service 1.1) is older than

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from nubes import access, exception
+from nubes import access, exception, versions
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, StepKey
@@ -595,6 +595,7 @@ class Authorizer:
             self._refuse(call, "may only create its own compute service")
         if call.value("disabled") or call.value("forced_down"):
             self._refuse(call, "may not create itself disabled or forced down")
+        self._check_supported(call)
 
     async def _check_service_obj(self, call: Call) -> None:
         try:
@@ -604,6 +605,23 @@ class Authorizer:
             self._refuse(call, "no such service")
         if row["host"] != call.caller.host or row["binary"] != COMPUTE_BINARY:
             self._refuse(call, "not this host's compute service")
+        if "version" in call.changed:
+            self._check_supported(call)
+
+    def _check_supported(self, call: Call) -> None:
+        """A host whose code is too old is refused when it registers: a new row,
+        or its row's version written at its start (``Service._ensure_record``)."""
+        try:
+            versions.check_supported(COMPUTE_BINARY, call.caller.host or "?", call.value("version"))
+        except exception.ServiceTooOld as exc:
+            AUDIT.warning(
+                "REFUSED caller=%s object=%s method=%s reason=%s",
+                call.caller.identity,
+                call.objname,
+                call.method,
+                exc,
+            )
+            raise
 
     async def _migration(self, call: Call, migration_id: Any) -> dict[str, Any]:
         try:

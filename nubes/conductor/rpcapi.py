@@ -131,9 +131,15 @@ class ConductorAPI:
             raise exception.MalformedObject(reason="backport reply is not an object primitive")
         return older
 
-    async def kick(self, context: RequestContext, task_ids: list[int] | None = None) -> None:
-        """Tell a conductor to claim these new tasks now (any conductor; controllers only)."""
-        await self.client.cast(context, "kick", task_ids=list(task_ids or []))
+    async def kick(
+        self, context: RequestContext, task_ids: list[int] | None = None, *, fanout: bool = False
+    ) -> None:
+        """Tell a conductor to claim these new tasks now (any conductor; controllers only).
+
+        ``fanout``: every conductor running (a stopping one handing its tasks over).
+        """
+        client = self.client.prepare(fanout=True) if fanout else self.client
+        await client.cast(context, "kick", task_ids=list(task_ids or []))
 
     async def step_finished(
         self,

@@ -189,6 +189,12 @@ class ProcessCloud:
     #: How to run ``rabbitmqctl`` (a private cluster passes its own, see
     #: nubes.testing.infra.RabbitCluster.ctl).
     ctl: Callable[..., subprocess.CompletedProcess[str]] = rabbitmqctl
+    #: Fleets of fake hosts, each one ``nubes compute --fake-hosts`` process
+    #: (:meth:`start_fleet`): how many, and the hosts of each.
+    fleets: int = 0
+    fleet_size: int = 0
+    #: Extra schedulers (each its own identity), besides the first.
+    extra_schedulers: Sequence[str] = ()
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
@@ -204,6 +210,11 @@ class ProcessCloud:
         )
         self.host_names = [f"cr-{self.run}-{i}" for i in range(self.hosts)]
         self.scheduler_host = f"sch-{self.run}"
+        #: Fleet -> the host name prefix its hosts have (``<prefix><i>``).
+        self.fleet_prefixes = [f"fl{j}-{self.run}-" for j in range(self.fleets)]
+        self.fleet_hosts = [
+            f"{prefix}{i}" for prefix in self.fleet_prefixes for i in range(self.fleet_size)
+        ]
         self.api_host = f"api-{self.run}"
         self._users: list[str] = []
         self._db_created = False
@@ -237,17 +248,21 @@ class ProcessCloud:
     def identities(self, conductors: Sequence[str]) -> list[str]:
         return [
             f"scheduler.{self.scheduler_host}",
+            *(f"scheduler.{self.scheduler_host_of(n)}" for n in self.extra_schedulers),
             f"api.{self.api_host}",
             *(f"conductor.{self.conductor_host(c)}" for c in conductors),
-            *(f"compute.{h}" for h in self.host_names),
+            *(f"compute.{h}" for h in [*self.host_names, *self.fleet_hosts]),
         ]
 
     # -- setup and cleanup -----------------------------------------------------------
 
-    async def setup(self, conductors: Sequence[str] = ("a", "b")) -> None:
-        """Broker vhost and users, the migrated database, the config files."""
+    async def setup(self, conductors: Sequence[str] = ("a", "b"), *, migrate: bool = True) -> None:
+        """Broker vhost and users, the database (migrated by this code unless
+        ``migrate`` is false: an older release's ``db sync`` makes the schema)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        await asyncio.gather(self._setup_broker(self.identities(conductors)), self._setup_db())
+        await asyncio.gather(
+            self._setup_broker(self.identities(conductors)), self._setup_db(migrate)
+        )
         self.db = Database(self.db_url)
 
     async def _setup_broker(self, identities: list[str]) -> None:
@@ -310,10 +325,11 @@ class ProcessCloud:
         finally:
             await admin.dispose()
 
-    async def _setup_db(self) -> None:
+    async def _setup_db(self, migrate: bool = True) -> None:
         await self._admin(f'CREATE DATABASE "{self.db_name}"')
         self._db_created = True
-        await migration.db_sync(self.db_url)
+        if migrate:
+            await migration.db_sync(self.db_url)
 
     async def cleanup(self) -> None:
         """Kill every process, drop the database, delete the vhost and the users."""
@@ -377,35 +393,96 @@ class ProcessCloud:
         path.write_text(_ini(sections))
         return path
 
-    async def _spawn(self, name: str, config: Path, args: list[str], env: dict[str, str]) -> Proc:
-        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        environ.update({"PYTHONUNBUFFERED": "1", **env})
-        argv = [sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+    def environ(
+        self, python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process of this cloud run by ``python``."""
+        return self.environ_of(python, env)
+
+    @staticmethod
+    def environ_of(
+        python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process run by ``python`` (None: this interpreter).
+
+        Another interpreter (an older release's venv) gets no PYTHONPATH: the
+        tree that runs the tests must not shadow the release's own code.
+        """
+        drop = {CRASH_ENV} if python is None else {CRASH_ENV, "PYTHONPATH"}
+        environ = {k: v for k, v in os.environ.items() if k not in drop}
+        environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        return environ
+
+    async def _spawn(
+        self,
+        name: str,
+        config: Path,
+        args: list[str],
+        env: dict[str, str],
+        python: str | None = None,
+    ) -> Proc:
+        environ = self.environ(python, env)
+        # -P: the current directory (this tree) must not shadow another release's.
+        interpreter = [sys.executable] if python is None else [python, "-P"]
+        argv = [*interpreter, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
         return proc
 
-    async def start_scheduler(self) -> Proc:
-        config = self._config(
-            "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
-        )
-        proc = await self._spawn("scheduler", config, ["scheduler"], {})
-        return proc
+    def _run_name(self, name: str) -> str:
+        """``name``, or ``name-N`` for its N-th process (a restart, an upgrade)."""
+        runs = sum(1 for p in self.procs if p.name == name or p.name.startswith(f"{name}-"))
+        return name + (f"-{runs}" if runs else "")
 
-    async def start_conductor(self, name: str, *, crash_at: str | None = None) -> Proc:
+    def scheduler_host_of(self, name: str = "") -> str:
+        """The host of scheduler ``name`` ("" the first, else one of ``extra_schedulers``)."""
+        return self.scheduler_host if not name else f"sch-{name}-{self.run}"
+
+    def scheduler_config(self, name: str = "") -> Path:
+        host = self.scheduler_host_of(name)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return self._config(label, f"scheduler.{host}", host, database=True)
+
+    async def start_scheduler(self, name: str = "", *, python: str | None = None) -> Proc:
+        """Scheduler ``name`` ("" the first; ``python``: another release's
+        interpreter, see :meth:`environ`)."""
+        config = self.scheduler_config(name)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return await self._spawn(self._run_name(label), config, ["scheduler"], {}, python)
+
+    async def start_fleet(self, index: int) -> Proc:
+        """Fleet ``index``: ``fleet_size`` fake hosts in one compute process, each
+        logged in to the broker as itself (``{host}`` in its transport URL)."""
+        prefix = self.fleet_prefixes[index]
+        config = self._config(f"fleet-{index}", "compute.{host}", f"{prefix}0", database=False)
+        args = ["compute", "--fake-hosts", str(self.fleet_size), "--host-prefix", prefix]
+        return await self._spawn(f"fleet-{index}", config, args, {})
+
+    async def start_conductor(
+        self, name: str, *, crash_at: str | None = None, python: str | None = None
+    ) -> Proc:
         """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
         host = self.conductor_host(name)
         config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
         env = {CRASH_ENV: crash_at} if crash_at else {}
-        return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
+        return await self._spawn(f"conductor-{name}", config, ["conductor"], env, python)
 
-    async def start_compute(self, host: str) -> Proc:
+    async def start_compute(self, host: str, *, python: str | None = None) -> Proc:
         """The compute process of ``host`` (a new one each call; same config, same identity)."""
         config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
-        runs = sum(1 for p in self.procs if p.name.startswith(f"compute-{host}"))
-        name = f"compute-{host}" + (f"-{runs}" if runs else "")
-        return await self._spawn(name, config, ["compute"], {})
+        return await self._spawn(self._run_name(f"compute-{host}"), config, ["compute"], {}, python)
+
+    def api_config(self, port: int) -> Path:
+        """The API's config: the REST API on 127.0.0.1:``port``."""
+        extra = {"api": {"bind_host": "127.0.0.1", "bind_port": port}}
+        return self._config(
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra=extra
+        )
+
+    async def start_api(self, port: int, *, python: str | None = None) -> Proc:
+        """The API process (identity, compute, image, network) on ``port``."""
+        return await self._spawn(self._run_name("api"), self.api_config(port), ["api"], {}, python)
 
     async def start_computes(self) -> dict[str, Proc]:
         return {h: await self.start_compute(h) for h in self.host_names}
