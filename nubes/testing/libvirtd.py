@@ -52,7 +52,8 @@ security_driver = "none"
 
 #: Debian packages a libvirt host and its tests need: the daemons and QEMU,
 #: what ``pip install 'nubes[libvirt]'`` builds the binding with, and what
-#: the test guest is made of (cpio checks its initramfs). ``.ci/run``
+#: the test guest is made of (cpio checks its initramfs), and the network
+#: data plane's tools. ``.ci/run``
 #: installs the missing ones.
 DEBIAN_PACKAGES = (
     "qemu-system-x86",
@@ -66,6 +67,11 @@ DEBIAN_PACKAGES = (
     "busybox-static",
     "linux-image-cloud-amd64",
     "cpio",
+    # The network data plane (nubes/compute/network): bridges and VXLAN,
+    # security groups, DHCP for the host's own ports.
+    "iproute2",
+    "nftables",
+    "dnsmasq-base",
 )
 
 
