@@ -206,6 +206,32 @@ libvirt_opts: list[cfg.Opt] = [
     ),
 ]
 
+network_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "local_ip",
+        help="This compute host's VXLAN tunnel address (reported as its node's host_ip; "
+        "the other hosts send their tenant traffic for this host's ports to it). Unset: "
+        "no tunnels (a single host).",
+    ),
+    cfg.FloatOpt(
+        "sync_interval",
+        default=2.0,
+        min=0.1,
+        help="Seconds between two polls of the conductor for this host's ports and "
+        "security group rules (how long a rule change takes to reach the host, at most).",
+    ),
+    cfg.PortOpt(
+        "metadata_port",
+        default=0,
+        help="Local port of the metadata proxy: guests' 169.254.169.254:80 is redirected "
+        "to it at their gateway address (0: no redirect).",
+    ),
+    cfg.StrOpt(
+        "state_dir",
+        help="Where the network agent keeps the DHCP servers' files. Unset: <state_path>/network.",
+    ),
+]
+
 notifications_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "driver",
@@ -650,6 +676,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "compute": compute_opts,
     "fake_driver": fake_driver_opts,
     "libvirt": libvirt_opts,
+    "network": network_opts,
     "notifications": notifications_opts,
     "api": api_opts,
     "quota": quota_opts,

@@ -16,6 +16,7 @@ from oslo_config import cfg
 
 from nubes import access, exception
 from nubes.compute.host import ComputeHost
+from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FakeFaults
@@ -87,6 +88,9 @@ def compute_host(
     made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
         driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
+    network = network_agent(conf, host, conductor) if conf.compute_driver == "libvirt" else None
+    if network is not None:
+        driver.use_network(network)
     notes = conf.notifications
     notifier = Notifier(
         transport,
@@ -105,6 +109,21 @@ def compute_host(
         notify_on_state_change=notes.notify_on_state_change,
         steps_kept=conf.compute.completed_steps_kept,
         upgrade_levels=conf.upgrade_levels,
+        network=network,
+        host_ip=conf.network.local_ip,
+    )
+
+
+def network_agent(conf: cfg.ConfigOpts, host: str, conductor: ConductorAPI) -> NetworkAgent:
+    """A libvirt host's data plane agent from ``[network]``."""
+    opts = conf.network
+    return NetworkAgent(
+        host,
+        conductor,
+        state_dir=Path(opts.state_dir or Path(conf.state_path) / "network"),
+        local_ip=opts.local_ip,
+        metadata_port=opts.metadata_port or None,
+        sync_interval=opts.sync_interval,
     )
 
 

@@ -29,6 +29,7 @@ from nubes import exception
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
+    from nubes.compute.network.agent import NetworkAgent
     from nubes.context import RequestContext
     from nubes.objects.flavor import Flavor
     from nubes.objects.instance import Instance
@@ -101,6 +102,12 @@ class ComputeDriver(abc.ABC):
     async def init_host(self) -> None:
         """Prepare the hypervisor connection; called once before anything else."""
         return None
+
+    def use_network(self, network: NetworkAgent) -> None:
+        """Plug guests' interfaces into the host's data plane through ``network``
+        (before a guest starts, its bridges and rules are in place). A driver
+        whose guests have no data plane refuses it."""
+        raise exception.ConfigError(reason=f"the {type(self).__name__} keeps no network data plane")
 
     async def cleanup_host(self) -> None:
         """Release the hypervisor connection; called once when the service stops."""

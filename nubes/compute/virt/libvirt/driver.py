@@ -43,6 +43,7 @@ from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
+    from nubes.compute.network.agent import NetworkAgent
     from nubes.context import RequestContext
     from nubes.objects.flavor import Flavor
     from nubes.objects.instance import Instance
@@ -114,6 +115,11 @@ class LibvirtDriver(ComputeDriver):
         self.soft_reboot_wait = soft_reboot_wait
         self._cpu_sample: tuple[int, int] | None = None
         self._events: set[asyncio.Task[None]] = set()
+        #: The host's data plane (None: guests get no network interface).
+        self.network: NetworkAgent | None = None
+
+    def use_network(self, network: NetworkAgent) -> None:
+        self.network = network
 
     @property
     def libvirt(self) -> Any:
@@ -339,6 +345,9 @@ class LibvirtDriver(ComputeDriver):
                 direct_kernel=bool(kernel_id),
                 with_ramdisk=bool(kernel_id and ramdisk_id),
                 cmdline=properties.get("os_command_line") or "console=ttyS0",
+                vifs=tuple(await self.network.plug(context, instance.uuid))
+                if self.network is not None
+                else (),
             )
             xml = domain_xml(spec)
 

@@ -13,6 +13,8 @@ import dataclasses
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from nubes.compute.network.agent import Vif
+
 #: Domain names of nubes guests; a libvirtd may run guests that are not ours.
 NAME_PREFIX = "nubes-"
 #: The kernel command line when the image sets no ``os_command_line``:
@@ -65,6 +67,8 @@ class GuestSpec:
     direct_kernel: bool = False
     with_ramdisk: bool = False
     cmdline: str = DEFAULT_CMDLINE
+    #: Network interfaces, in the order of the instance's ports.
+    vifs: tuple[Vif, ...] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -101,6 +105,15 @@ def domain_xml(spec: GuestSpec) -> str:
     _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=str(spec.files.disk))
     _sub(disk, "target", dev="vda", bus="virtio")
+    for vif in spec.vifs:
+        # A tap libvirt makes on the bridge the network agent made; the
+        # agent's rules name the tap, so the guest is filtered from its start.
+        interface = _sub(devices, "interface", type="bridge")
+        _sub(interface, "mac", address=vif.mac_address)
+        _sub(interface, "source", bridge=vif.bridge)
+        _sub(interface, "target", dev=vif.tap)
+        _sub(interface, "model", type="virtio")
+        _sub(interface, "mtu", size=str(vif.mtu))
     # The serial console appends to the log across reboots and restarts, so
     # the console log shows the guest's whole life on this host.
     serial = _sub(devices, "serial", type="file")
