@@ -220,12 +220,6 @@ network_opts: list[cfg.Opt] = [
         help="Seconds between two polls of the conductor for this host's ports and "
         "security group rules (how long a rule change takes to reach the host, at most).",
     ),
-    cfg.PortOpt(
-        "metadata_port",
-        default=0,
-        help="Local port of the metadata proxy: guests' 169.254.169.254:80 is redirected "
-        "to it at their gateway address (0: no redirect).",
-    ),
     cfg.StrOpt(
         "state_dir",
         help="Where the network agent keeps the DHCP servers' files. Unset: <state_path>/network.",

@@ -122,7 +122,6 @@ def network_agent(conf: cfg.ConfigOpts, host: str, conductor: ConductorAPI) -> N
         conductor,
         state_dir=Path(opts.state_dir or Path(conf.state_path) / "network"),
         local_ip=opts.local_ip,
-        metadata_port=opts.metadata_port or None,
         sync_interval=opts.sync_interval,
     )
 

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nubes import exception, hostnet
 from nubes.compute.network import dhcp, firewall, linux, names
@@ -45,6 +46,17 @@ class Vif:
     mtu: int
 
 
+class MetadataListeners(Protocol):
+    """The host's metadata proxy as the agent uses it (``nubes/metadata/proxy.py``):
+    one listener per network, so the proxy knows a request's network."""
+
+    async def listen(
+        self, host: str, port: int, network_id: str | None = None
+    ) -> tuple[str, int]: ...
+
+    async def close(self, network_id: str) -> None: ...
+
+
 class NetworkAgent:
     """One host's data plane (a service hook of the compute service)."""
 
@@ -55,14 +67,17 @@ class NetworkAgent:
         *,
         state_dir: Path,
         local_ip: str | None = None,
-        metadata_port: int | None = None,
+        metadata: MetadataListeners | None = None,
         sync_interval: float = 2.0,
         command_prefix: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.conductor = conductor
         self.local_ip = local_ip
-        self.metadata_port = metadata_port
+        #: Where guests' 169.254.169.254 goes (None: nowhere, the redirect is not made).
+        self.metadata = metadata
+        #: network id -> the (gateway address, port) of its metadata listener.
+        self.metadata_listeners: dict[str, tuple[str, int]] = {}
         self.sync_interval = sync_interval
         self.cmd = linux.Commands(tuple(command_prefix))
         self.dhcp = dhcp.DhcpServers(state_dir / "dhcp", self.cmd)
@@ -119,8 +134,10 @@ class NetworkAgent:
             await linux.ensure_network(
                 self.cmd, network, links, self.local_ip, peers.peers.get(network.id, [])
             )
+        await self._metadata_listeners(view)
         if view.ports:
-            await self.cmd.run("nft", "-f", "-", stdin=firewall.ruleset(view, self.metadata_port))
+            rules = firewall.ruleset(view, self.metadata_listeners)
+            await self.cmd.run("nft", "-f", "-", stdin=rules)
         else:
             await self.cmd.run("nft", "-f", "-", stdin=firewall.removal())
         by_network: dict[str, list[hostnet.Port]] = {}
@@ -134,6 +151,26 @@ class NetworkAgent:
         wanted_bridges = {names.bridge(n) for n in wanted}
         for bridge in linux.our_bridges(links) - wanted_bridges:
             await linux.remove_network(self.cmd, bridge, links)
+
+    async def _metadata_listeners(self, view: hostnet.HostNetwork) -> None:
+        """A listener of the metadata proxy per network, at the network's gateway
+        address on this host (which the bridge holds), opened and closed with it."""
+        if self.metadata is None:
+            return
+        wanted: dict[str, str] = {}
+        for network in view.networks:
+            gateways = [s.gateway_ip for s in network.subnets if s.ip_version == 4 and s.gateway_ip]
+            if gateways:
+                wanted[network.id] = gateways[0]
+        for network_id in sorted(set(self.metadata_listeners) - set(wanted)):
+            await self.metadata.close(network_id)
+            del self.metadata_listeners[network_id]
+        for network_id, gateway in wanted.items():
+            if self.metadata_listeners.get(network_id, ("", 0))[0] != gateway:
+                if network_id in self.metadata_listeners:
+                    await self.metadata.close(network_id)
+                _host, port = await self.metadata.listen(gateway, 0, network_id)
+                self.metadata_listeners[network_id] = (gateway, port)
 
     # -- what the virt driver asks -------------------------------------------------
 

@@ -19,7 +19,8 @@ never unfiltered between two versions):
   (allowed: on to the next check), to them its ingress rules (Neutron's
   defaults: ingress denied, what a rule allows accepted). Traffic to the
   host itself from a guest is DHCP, ping of the gateway, and the metadata
-  service (169.254.169.254:80, redirected to ``metadata_port``) only.
+  service (169.254.169.254:80, redirected per network to the metadata
+  proxy's listener for that network) only.
 
 A port with ``port_security_enabled`` false gets no chains at all.
 """
@@ -27,7 +28,7 @@ A port with ``port_security_enabled`` false gets no chains at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from nubes import hostnet
 from nubes.compute.network import names
@@ -184,7 +185,7 @@ def _bridge_table(view: hostnet.HostNetwork) -> list[str]:
     return lines
 
 
-def _inet_table(view: hostnet.HostNetwork, metadata_port: int | None) -> list[str]:
+def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int]]) -> list[str]:
     groups = {g.id: g for g in view.security_groups}
     bridges = f'"{names.BRIDGE_PREFIX}*"'
     lines = [f"table inet {TABLE} {{"]
@@ -236,33 +237,38 @@ def _inet_table(view: hostnet.HostNetwork, metadata_port: int | None) -> list[st
     lines.append("    udp dport 67 accept")
     lines.append("    icmp type echo-request accept")
     lines.append("    meta l4proto ipv6-icmp accept")
-    if metadata_port:
-        lines.append(f"    tcp dport {metadata_port} ct status dnat accept")
+    if metadata:
+        lines.append(
+            "    ct status dnat tcp dport "
+            + _set(sorted({str(port) for _gw, port in metadata.values()}))
+            + " accept"
+        )
     lines.append("    drop")
     lines.append("  }")
-    if metadata_port:
+    if metadata:
         lines.append("  chain metadata {")
         lines.append("    type nat hook prerouting priority dstnat; policy accept;")
-        for network in view.networks:
-            gateways = [s.gateway_ip for s in network.subnets if s.gateway_ip and s.ip_version == 4]
-            if gateways:
-                lines.append(
-                    f'    iifname "{names.bridge(network.id)}" ip daddr {METADATA_ADDRESS} '
-                    f"tcp dport 80 dnat ip to {gateways[0]}:{metadata_port}"
-                )
+        for network_id, (gateway, listener) in sorted(metadata.items()):
+            lines.append(
+                f'    iifname "{names.bridge(network_id)}" ip daddr {METADATA_ADDRESS} '
+                f"tcp dport 80 dnat ip to {gateway}:{listener}"
+            )
         lines.append("  }")
     lines.append("}")
     return lines
 
 
-def ruleset(view: hostnet.HostNetwork, metadata_port: int | None = None) -> str:
-    """The ``nft -f`` script that replaces both tables with what ``view`` needs."""
+def ruleset(
+    view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int]] | None = None
+) -> str:
+    """The ``nft -f`` script that replaces both tables with what ``view`` needs;
+    ``metadata``: network id -> (gateway, port) of its metadata proxy listener."""
     lines = []
     for family in ("bridge", "inet"):
         # Declared first so the delete succeeds on a host that has none yet.
         lines += [f"table {family} {TABLE}", f"delete table {family} {TABLE}"]
     lines += _bridge_table(view)
-    lines += _inet_table(view, metadata_port)
+    lines += _inet_table(view, metadata or {})
     return "\n".join(lines) + "\n"
 
 

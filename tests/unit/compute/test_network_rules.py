@@ -87,7 +87,7 @@ def test_ruleset_guards_ports_with_port_security_only() -> None:
             hostnet.SecurityGroup("g", [hostnet.Rule("ingress", "IPv4", "tcp", 22, 22)])
         ],
     )
-    rules = firewall.ruleset(view, metadata_port=8775)
+    rules = firewall.ruleset(view, {NETWORK.id: ("10.0.0.1", 8775)})
     tap = names.tap(PORT.id)
     assert f'iifname "{tap}" jump port-' in rules
     assert "ether saddr != fa:16:3e:00:00:01 drop" in rules
@@ -95,7 +95,11 @@ def test_ruleset_guards_ports_with_port_security_only() -> None:
     assert "ip6 saddr != { 2001:db8::5, fe80::/64, :: } drop" in rules
     assert "meta l4proto 6 th dport 22 accept" in rules
     assert names.tap(open_port.id) not in rules
-    assert "dnat ip to 10.0.0.1:8775" in rules
+    assert (
+        'iifname "nbr-aaaaaaaa-bb" ip daddr 169.254.169.254 tcp dport 80 dnat ip to 10.0.0.1:8775'
+        in rules
+    )
+    assert "ct status dnat tcp dport { 8775 } accept" in rules
     # Both tables are replaced in the one script.
     assert rules.startswith("table bridge nubes\ndelete table bridge nubes\n")
     assert "metadata" not in firewall.ruleset(view)
