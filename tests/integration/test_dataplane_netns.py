@@ -29,7 +29,7 @@ from nubes.compute.network.agent import NetworkAgent
 from nubes.context import RequestContext
 from nubes.db.api import network
 from nubes.testing.cloud import Cloud
-from nubes.testing.netns import Namespaces, missing
+from nubes.testing.netlab import Namespaces, missing
 from tests.unit.db import factories
 
 pytestmark = pytest.mark.dataplane
