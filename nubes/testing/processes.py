@@ -192,6 +192,9 @@ class ProcessCloud:
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
+    #: Options of the controllers only (conductor, scheduler, API), never of a
+    #: compute host: secrets such as ``[DEFAULT] image_grant_secret``.
+    controller_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vhost = f"nubes-{self.run}"
@@ -373,6 +376,7 @@ class ProcessCloud:
             {"DEFAULT": {"host": host, "transport_url": self.url_for(identity, broker)}},
         )
         if database:
+            sections = _merge(sections, self.controller_options)
             sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
             if self.replica_url is not None:
                 sections["database"]["replica_connection"] = (
@@ -413,6 +417,15 @@ class ProcessCloud:
         config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
         env = {CRASH_ENV: crash_at} if crash_at else {}
         return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
+
+    async def start_api(self, port: int, image_dir: Path) -> Proc:
+        """The API service (identity, compute, image) on 127.0.0.1:``port``, keeping
+        image data in ``image_dir``."""
+        api = {"api": {"bind_host": "127.0.0.1", "bind_port": port, "image_dir": image_dir}}
+        config = self._config(
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra=api
+        )
+        return await self._spawn("api", config, ["api"], {})
 
     async def start_compute(
         self,

@@ -90,13 +90,18 @@ async def wait_console(
 
 
 @pytest.fixture
-def host_network(tmp_path: Path) -> Iterator[HostNetwork]:
-    """Two compute hosts, each in its own network namespace (nubes.testing.netns)."""
+def namespaced_hosts() -> None:
+    """Skips (fails under CI) where compute hosts cannot run in namespaces."""
     why = missing() or netns.missing()
     if why is not None:
         message = f"no namespaced hosts here: {why}"
         if os.environ.get("CI"):
             pytest.fail(f"CI requires namespaced hosts: {message}")
         pytest.skip(message)
+
+
+@pytest.fixture
+def host_network(namespaced_hosts: None, tmp_path: Path) -> Iterator[HostNetwork]:
+    """Two compute hosts, each in its own network namespace (nubes.testing.netns)."""
     with HostNetwork(tmp_path / "hosts", hosts=2) as net:
         yield net
