@@ -204,6 +204,18 @@ libvirt_opts: list[cfg.Opt] = [
         help="Seconds a soft reboot waits for the guest to shut down cleanly before "
         "rebooting it hard.",
     ),
+    cfg.HostAddressOpt(
+        "live_migration_inbound_addr",
+        help="Address other hosts' libvirtd reach this host's libvirtd at (qemu+tcp, "
+        "port 16509) and send a live-migrating guest's memory and disk to. Unset: the "
+        "host's name ([DEFAULT] host).",
+    ),
+    cfg.IntOpt(
+        "live_migration_bandwidth",
+        default=0,
+        min=0,
+        help="Most MiB/s a live migration from this host may send (0: no limit).",
+    ),
 ]
 
 network_opts: list[cfg.Opt] = [

@@ -73,6 +73,8 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "instances_path": opts.instances_path or state / "instances",
         "image_source": source,
         "soft_reboot_wait": opts.soft_reboot_wait,
+        "migration_address": opts.live_migration_inbound_addr,
+        "migration_bandwidth": opts.live_migration_bandwidth,
     }
 
 

@@ -192,6 +192,9 @@ class ProcessCloud:
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
+    #: Options of the controllers only (conductor, scheduler, API), never of a
+    #: compute host: secrets such as ``[DEFAULT] image_grant_secret``.
+    controller_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vhost = f"nubes-{self.run}"
@@ -218,13 +221,19 @@ class ProcessCloud:
         """What the processes run with for ``[section] name`` (of those set here)."""
         return _merge(BASE_OPTIONS, self.options)[section][name]
 
-    def url_for(self, identity: str) -> str:
+    def url_for(self, identity: str, broker: tuple[str, int] | None = None) -> str:
         """The transport URL of ``identity``: its own broker user, the run's vhost
-        (every broker of ``rabbit_url``, for a cluster)."""
-        hosts = ",".join(
-            f"{identity}:{self.password}@{h.host or '127.0.0.1'}:{h.port or 5672}"
-            for h in TransportURL.parse(self.rabbit_url).hosts
+        (every broker of ``rabbit_url``, for a cluster; or ``broker``, the address
+        a namespaced host reaches the broker at)."""
+        addresses = (
+            [broker]
+            if broker is not None
+            else [
+                (h.host or "127.0.0.1", h.port or 5672)
+                for h in TransportURL.parse(self.rabbit_url).hosts
+            ]
         )
+        hosts = ",".join(f"{identity}:{self.password}@{a}:{p}" for a, p in addresses)
         return f"rabbit://{hosts}/{self.vhost}"
 
     @property
@@ -358,14 +367,16 @@ class ProcessCloud:
         *,
         database: bool,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
     ) -> Path:
         sections = _merge(
             BASE_OPTIONS,
             self.options,
             extra or {},
-            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity)}},
+            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity, broker)}},
         )
         if database:
+            sections = _merge(sections, self.controller_options)
             sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
             if self.replica_url is not None:
                 sections["database"]["replica_connection"] = (
@@ -377,10 +388,17 @@ class ProcessCloud:
         path.write_text(_ini(sections))
         return path
 
-    async def _spawn(self, name: str, config: Path, args: list[str], env: dict[str, str]) -> Proc:
+    async def _spawn(
+        self,
+        name: str,
+        config: Path,
+        args: list[str],
+        env: dict[str, str],
+        wrap: Sequence[str] = (),
+    ) -> Proc:
         environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
         environ.update({"PYTHONUNBUFFERED": "1", **env})
-        argv = [sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+        argv = [*wrap, sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
@@ -400,12 +418,34 @@ class ProcessCloud:
         env = {CRASH_ENV: crash_at} if crash_at else {}
         return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
 
-    async def start_compute(self, host: str) -> Proc:
-        """The compute process of ``host`` (a new one each call; same config, same identity)."""
-        config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
+    async def start_api(self, port: int, image_dir: Path) -> Proc:
+        """The API service (identity, compute, image) on 127.0.0.1:``port``, keeping
+        image data in ``image_dir``."""
+        api = {"api": {"bind_host": "127.0.0.1", "bind_port": port, "image_dir": image_dir}}
+        config = self._config(
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra=api
+        )
+        return await self._spawn("api", config, ["api"], {})
+
+    async def start_compute(
+        self,
+        host: str,
+        *,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> Proc:
+        """The compute process of ``host`` (a new one each call; same config, same identity).
+
+        A host in a network namespace (nubes.testing.netns) passes ``wrap`` (its
+        ``ip netns exec``) and ``broker`` (where it reaches the broker from there);
+        ``options`` are its own (its ``[libvirt]``, say)."""
+        config = self._config(
+            f"compute-{host}", f"compute.{host}", host, database=False, extra=options, broker=broker
+        )
         runs = sum(1 for p in self.procs if p.name.startswith(f"compute-{host}"))
         name = f"compute-{host}" + (f"-{runs}" if runs else "")
-        return await self._spawn(name, config, ["compute"], {})
+        return await self._spawn(name, config, ["compute"], {}, wrap)
 
     async def start_computes(self) -> dict[str, Proc]:
         return {h: await self.start_compute(h) for h in self.host_names}

@@ -284,10 +284,12 @@ class ComputeDriver(abc.ABC):
         dest: str,
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Source side: move the running guest to ``dest``, calling
         ``progress`` with the percentage done as memory copies. Returns when
-        the guest runs on ``dest``; on failure the guest still runs here."""
+        the guest runs on ``dest`` (with what to add to ``migrate_data`` for
+        the steps after, if anything: the console log so far, say); on
+        failure the guest still runs here."""
 
     @abc.abstractmethod
     async def post_live_migration(

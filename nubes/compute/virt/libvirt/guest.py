@@ -52,6 +52,12 @@ class InstanceFiles:
     def console_log(self) -> Path:
         return self.directory / "console.log"
 
+    @property
+    def console_before(self) -> Path:
+        """What the guest's console showed on the hosts it lived on before
+        this one (written when a live migration brings it here)."""
+        return self.directory / "console.before.log"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GuestSpec:
