@@ -9,7 +9,11 @@ the serial console (so on the console log):
 * ``NUBES-GUEST power-button`` then powers off when the ACPI power button is
   pressed (a clean shutdown or soft reboot asked through libvirt),
 * ``NUBES-GUEST poweroff`` then powers off after N ticks when the kernel
-  command line says ``nubes.poweroff=N`` (a guest that shuts itself down).
+  command line says ``nubes.poweroff=N`` (a guest that shuts itself down),
+* with ``nubes.dhcp=1``: ``NUBES-GUEST ip <address>`` once busybox
+  ``udhcpc`` got the address of its first NIC (``NUBES-GUEST dhcp failed``
+  if not), and with ``nubes.ping=<a>,<b>``: ``NUBES-GUEST ping <a> ok`` (or
+  ``fail``) for each address on every tick.
 
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
@@ -54,10 +58,25 @@ for ev in /dev/input/event*; do
     echo "NUBES-GUEST power-button"; poweroff -f ) &
 done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
+if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
+  for m in failover net_failover virtio_net; do insmod /lib/$m.ko 2>/dev/null; done
+  echo '#!/bin/sh' > /bin/dhcp.sh
+  echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
+  echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
+  echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
+  chmod +x /bin/dhcp.sh
+  ifconfig eth0 up
+  udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
+fi
 n=0
 while :; do
   n=$((n+1))
   echo "NUBES-GUEST tick $n"
+  for t in $targets; do
+    if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+    echo "NUBES-GUEST ping $t $r"
+  done
   if [ -n "$off" ] && [ "$n" -ge "$off" ]; then
     echo "NUBES-GUEST poweroff"
     poweroff -f
@@ -66,7 +85,14 @@ while :; do
 done
 """
 
-_MODULES = ("drivers/input/evdev.ko", "drivers/acpi/button.ko")
+_MODULES = (
+    "drivers/input/evdev.ko",
+    "drivers/acpi/button.ko",
+    # The virtio NIC (nubes.dhcp=1), in load order.
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -52,6 +53,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "conductor": {"compute_step_timeout": 120, "build_deadline": 180},
     "quota": {"instances": -1, "cores": -1, "ram": -1},
 }
+
+#: The hosts' network agents' files (world-readable paths for dnsmasq), per namespace.
+NETWORK_STATE = Path("/run/nubes-realhosts")
 
 Row = dict[str, Any]
 MovesCall = Callable[[MovesAPI, RequestContext], Awaitable[Any]]
@@ -121,6 +125,13 @@ class RealHostsCloud:
             options["libvirt"].update(
                 {"live_migration_inbound_addr": host.address, "soft_reboot_wait": 30, **libvirt}
             )
+            # Tenant networks' VXLAN tunnels run between the hosts' addresses.
+            # Its DHCP files where dnsmasq, once it dropped root, can read them again.
+            options["network"] = {
+                "local_ip": host.address,
+                "sync_interval": 1.0,
+                "state_dir": str(NETWORK_STATE / host.netns),
+            }
             self.computes[name] = await cloud.start_compute(
                 name, options=options, broker=broker, wrap=host.wrap(())
             )
@@ -168,15 +179,28 @@ class RealHostsCloud:
                 conf.set_override(name, value, section)
         return conf
 
-    async def create_server(self, name: str, image: Row | None = None) -> str:
-        """A new server of the guest image (or ``image``); its uuid (not yet ACTIVE)."""
+    async def create_server(
+        self,
+        name: str,
+        image: Row | None = None,
+        *,
+        network_requests: list[Row] | None = None,
+        scheduler_hints: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A new server of the guest image (or ``image``); its uuid (not yet ACTIVE).
+        ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them."""
         assert self.cloud.db is not None
         transport = get_transport(self.cloud.url_for(f"api.{self.cloud.api_host}"))
         await transport.connect()
         try:
             api = ServersAPI(self.cloud.db, ConductorAPI(transport), conf=self._conf())
             [made] = await api.create_servers(
-                context(), name=name, flavor=FLAVOR["flavorid"], image=image or self.image
+                context(),
+                name=name,
+                flavor=FLAVOR["flavorid"],
+                image=image or self.image,
+                network_requests=network_requests or (),
+                scheduler_hints=scheduler_hints,
             )
         finally:
             await transport.close()
@@ -258,6 +282,9 @@ class RealHostsCloud:
         try:
             for proc in self.computes.values():
                 await proc.kill()
+            namespaces = [host.netns for host in self.net.hosts]
             await asyncio.to_thread(self.net.teardown)
+            for netns in namespaces:
+                shutil.rmtree(NETWORK_STATE / netns, ignore_errors=True)
         finally:
             await self.cloud.cleanup()
