@@ -60,12 +60,16 @@ done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
 targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
 if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
-  for m in failover net_failover virtio_net; do insmod /lib/$m.ko 2>/dev/null; done
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
+      failover net_failover virtio_net; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
   echo '#!/bin/sh' > /bin/dhcp.sh
   echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
   echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
   echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
   chmod +x /bin/dhcp.sh
+  for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
   ifconfig eth0 up
   udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
 fi
@@ -88,7 +92,12 @@ done
 _MODULES = (
     "drivers/input/evdev.ko",
     "drivers/acpi/button.ko",
-    # The virtio NIC (nubes.dhcp=1), in load order.
+    # The virtio NIC (nubes.dhcp=1), in load order (modules.dep, read backwards).
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
     "net/core/failover.ko",
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
