@@ -90,7 +90,7 @@ def compute_host(
     made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
         driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
-    network = network_agent(conf, host, conductor) if conf.compute_driver == "libvirt" else None
+    network = network_agent(conf, host, conductor) if driver.has_data_plane else None
     if network is not None:
         driver.use_network(network)
     notes = conf.notifications

@@ -81,9 +81,12 @@ async def test_two_guests_on_two_hosts_dhcp_ping_security_group_and_delete(
         # Each guest gets its own address from the DHCP server of its host.
         for uuid, host, address in zip(uuids, hosts, ADDRESSES, strict=True):
             await real.wait_console(host, uuid, f"NUBES-GUEST ip {address}", timeout=120)
-        # Without an ICMP rule the other guest does not answer.
+        # Without an ICMP rule the other guest does not answer (both have
+        # their addresses now: two more tries each, and not one answered).
         for uuid, host, other in zip(uuids, hosts, reversed(ADDRESSES), strict=True):
-            await real.wait_console(host, uuid, f"NUBES-GUEST ping {other} fail", count=2)
+            marker = f"NUBES-GUEST ping {other} fail"
+            seen = real.console(host, uuid).count(marker)
+            await real.wait_console(host, uuid, marker, count=seen + 2)
             assert f"NUBES-GUEST ping {other} ok" not in real.console(host, uuid)
 
         await service.create_rule(

@@ -103,6 +103,10 @@ class ComputeDriver(abc.ABC):
         """Prepare the hypervisor connection; called once before anything else."""
         return None
 
+    #: Whether guests get network interfaces on the host's data plane
+    #: (the launcher then runs a network agent and calls :meth:`use_network`).
+    has_data_plane = False
+
     def use_network(self, network: NetworkAgent) -> None:
         """Plug guests' interfaces into the host's data plane through ``network``
         (before a guest starts, its bridges and rules are in place). A driver

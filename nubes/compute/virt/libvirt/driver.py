@@ -97,6 +97,7 @@ class LibvirtDriver(ComputeDriver):
     """Guests of one libvirtd. One node, named like the host."""
 
     hypervisor_type = "QEMU"
+    has_data_plane = True
 
     def __init__(
         self,
