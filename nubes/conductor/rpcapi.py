@@ -187,6 +187,10 @@ class ConductorAPI:
             payload=payload,
         )
 
+    def serves_host_network(self) -> bool:
+        """Whether the conductors run 1.3 (during an upgrade an older one may not)."""
+        return self.client.can_send_version("1.3")
+
     async def get_host_network(self, context: RequestContext, host: str) -> hostnet.HostNetwork:
         """The ports bound to ``host`` (the caller's own), their networks,
         subnets and security groups' rules (1.3; see ``nubes/conductor/dataplane.py``)."""

@@ -114,6 +114,11 @@ class NetworkAgent:
     async def sync(self, ctxt: RequestContext, *, force: bool = False) -> bool:
         """One pass; whether anything on the host changed."""
         async with self._lock:
+            if not self.conductor.serves_host_network():
+                # An older conductor runs: the data plane stays as it is until
+                # the upgrade ends (nothing is torn down on a guess).
+                LOG.debug("network sync of %s: the conductors do not serve 1.3 yet", self.host)
+                return False
             view = await self.conductor.get_host_network(ctxt, self.host)
             network_ids = [n.id for n in view.networks]
             peers = (

@@ -5,6 +5,8 @@ The packets themselves are checked in tests/integration/test_dataplane_netns.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nubes import hostnet
@@ -122,3 +124,21 @@ def test_dhcp_serves_static_leases_with_the_subnet_options() -> None:
 def test_names_fit_linux_interface_names() -> None:
     for name in (names.bridge(PORT.network_id), names.vxlan(PORT.network_id), names.tap(PORT.id)):
         assert len(name) <= 15
+
+
+async def test_the_agent_waits_for_conductors_that_serve_its_calls(tmp_path: Path) -> None:
+    from nubes.compute.network.agent import NetworkAgent
+    from nubes.conductor.rpcapi import ConductorAPI
+    from nubes.context import RequestContext
+    from nubes.rpc.transport import get_transport
+
+    transport = get_transport("memory:///agent-cap", identity="compute.h")
+    # Capped at 1.2 (an older conductor runs): no call is made, nothing applied.
+    agent = NetworkAgent(
+        "h",
+        ConductorAPI(transport, version_cap="1.2"),
+        state_dir=tmp_path,
+        command_prefix=("false",),
+    )
+    assert await agent.sync(RequestContext()) is False
+    assert agent.applied is None
