@@ -13,7 +13,9 @@ the serial console (so on the console log):
 * with ``nubes.dhcp=1``: ``NUBES-GUEST ip <address>`` once busybox
   ``udhcpc`` got the address of its first NIC (``NUBES-GUEST dhcp failed``
   if not), and with ``nubes.ping=<a>,<b>``: ``NUBES-GUEST ping <a> ok`` (or
-  ``fail``) for each address on every tick.
+  ``fail``) for each address on every tick; with ``nubes.spoof=<c>`` too,
+  ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
+  address ``c``, which is not the guest's.
 
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
@@ -59,6 +61,7 @@ for ev in /dev/input/event*; do
 done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
 targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
+spoof=$(sed -n 's/.*nubes[.]spoof=\\([0-9.]*\\).*/\\1/p' /proc/cmdline)
 if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
   for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
       failover net_failover virtio_net; do
@@ -72,6 +75,7 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
   for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
   ifconfig eth0 up
   udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
+  [ -n "$spoof" ] && ip addr add "$spoof/32" dev eth0
 fi
 n=0
 while :; do
@@ -80,6 +84,10 @@ while :; do
   for t in $targets; do
     if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
     echo "NUBES-GUEST ping $t $r"
+    if [ -n "$spoof" ]; then
+      if ping -c 1 -W 1 -I "$spoof" "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+      echo "NUBES-GUEST spoof $t $r"
+    fi
   done
   if [ -n "$off" ] && [ "$n" -ge "$off" ]; then
     echo "NUBES-GUEST poweroff"

@@ -5,9 +5,10 @@ own libvirtd (nubes.testing.realhosts) and its network agent. Two guests
 on one network, placed on different hosts, get their addresses by DHCP
 from their own host, and ping each other through VXLAN between the hosts'
 namespaces once their security group has an ICMP rule (without it, the
-ping is dropped). Deleting a server removes its port, its tap and its
+ping is dropped), and a ping from an address that is not the guest's own
+never gets through. Deleting a server removes its port, its tap and its
 host's DHCP entry. One guest pair does every step (TCG boots are slow);
-anti-spoofing is checked with real packets in
+MAC spoofing is checked with real packets in
 tests/integration/test_dataplane_netns.py.
 """
 
@@ -31,7 +32,9 @@ from nubes.testing.realhosts import NETWORK_STATE, RealHostsCloud, context
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
 ADDRESSES = ("10.88.0.10", "10.88.0.11")
-CMDLINE = f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)}"
+#: An address of the subnet no port holds: the guests also ping from it.
+SPOOFED = "10.88.0.99"
+CMDLINE = f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} nubes.spoof={SPOOFED}"
 
 
 async def _until(check, timeout: float, what: str) -> float:
@@ -96,6 +99,12 @@ async def test_two_guests_on_two_hosts_dhcp_ping_security_group_and_delete(
         for uuid, host, other in zip(uuids, hosts, reversed(ADDRESSES), strict=True):
             await real.wait_console(host, uuid, f"NUBES-GUEST ping {other} ok", timeout=30)
         print(f"\nguests ping each other {time.monotonic() - start:.1f} s after the ICMP rule")
+        # The same ping from an address that is not the guest's: dropped at its tap.
+        for uuid, host, other in zip(uuids, hosts, reversed(ADDRESSES), strict=True):
+            marker = f"NUBES-GUEST spoof {other} fail"
+            seen = real.console(host, uuid).count(marker)
+            await real.wait_console(host, uuid, marker, count=seen + 2)
+            assert f"NUBES-GUEST spoof {other} ok" not in real.console(host, uuid)
 
         # Deleting the second server frees its port, its tap and its DHCP entry.
         transport = get_transport(real.cloud.url_for(f"api.{real.cloud.api_host}"))
