@@ -106,6 +106,12 @@ default_opts: list[cfg.Opt] = [
         help="Let a resize choose the instance's own host (cold migrations never do).",
     ),
     cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
+    cfg.BoolOpt(
+        "force_config_drive",
+        default=False,
+        help="Give every guest built on this compute host a config drive, asked for "
+        "or not (docs/metadata.md).",
+    ),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
     cfg.StrOpt(
         "compute_driver",
@@ -129,6 +135,24 @@ compute_opts: list[cfg.Opt] = [
         min=16,
         help="Conductor steps a compute host remembers the outcome of, so that a "
         "repeated message is answered again instead of being run twice.",
+    ),
+]
+
+metadata_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "listen",
+        default="",
+        help="host:port of the metadata proxy's forwarder listener on each compute host "
+        "(normally 127.0.0.1:<port>; a local forwarder names the guest with X-Forwarded-For "
+        "and its network with X-Nubes-Network-Id). Empty: none (the data plane opens "
+        "per-network listeners itself). See docs/metadata.md.",
+    ),
+    cfg.FloatOpt(
+        "cache_expiration",
+        default=15.0,
+        min=0.0,
+        help="Seconds a compute host keeps a guest's metadata (0: ask the conductor for "
+        "each request), as Nova's metadata_cache_expiration.",
     ),
 ]
 
@@ -627,6 +651,12 @@ api_opts: list[cfg.Opt] = [
         min=1,
         help="Largest image (bytes) an upload may store.",
     ),
+    cfg.ListOpt(
+        "image_import_allowed_hosts",
+        default=[],
+        help="Hosts the web-download import method may fetch image data from (names or "
+        "addresses, as in the URL). Empty: any host. Only http and https URLs are taken.",
+    ),
     cfg.IntOpt(
         "max_limit",
         default=1000,
@@ -680,6 +710,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "filter_scheduler": filter_scheduler_opts,
     "upgrade_levels": upgrade_levels_opts,
     "compute": compute_opts,
+    "metadata": metadata_opts,
     "fake_driver": fake_driver_opts,
     "libvirt": libvirt_opts,
     "network": network_opts,

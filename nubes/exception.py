@@ -37,6 +37,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── ImageLimitExceeded (413)          too many tags or members on one image
     ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
     ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -66,6 +67,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
+    ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── ObjectActionError             an object method cannot run in this state
@@ -331,6 +333,14 @@ class ImageTooLarge(NubesError):
     safe = True
 
 
+class ImageLimitExceeded(NubesError):
+    """Glance's 413 for an image's tags or members over their limit."""
+
+    msg_fmt = "%(reason)s"
+    code = 413
+    safe = True
+
+
 class UnsupportedMediaType(NubesError):
     """Image data sent with a content type the image API does not take (415)."""
 
@@ -522,6 +532,14 @@ class MigrationNotFoundForInstance(NotFound):
     msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
 
 
+class Gone(NubesError):
+    """An API Nova removed with nova-network (its network-proxy APIs' writes)."""
+
+    msg_fmt = "This API was removed with nova-network: %(reason)s"
+    code = 410
+    safe = True
+
+
 class Conflict(NubesError):
     msg_fmt = "Conflict: %(reason)s"
     code = 409
@@ -675,11 +693,15 @@ class NoValidHost(NubesError):
 
     ``reason`` says which filter removed how many hosts (or that every
     candidate was claimed by others first); it names filters and counts,
-    never hosts, so users may see it and it becomes the instance fault.
+    never hosts. A build's instance fault shows its owner only
+    :attr:`FAULT_MESSAGE`, as Nova does; the reason goes in the fault's
+    details, which only admins see (how big the cloud is and which limits
+    bind are the operator's business).
     """
 
     msg_fmt = "No valid host was found. %(reason)s"
     safe = True
+    FAULT_MESSAGE = "No valid host was found. There are not enough hosts available."
 
 
 class DatabaseAccessForbidden(NubesError):

@@ -24,6 +24,7 @@ from nubes.compute.resource_tracker import ResourceTracker
 from nubes.compute.steps import StepReporter, StepRunner
 from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
+from nubes.metadata.proxy import MetadataProxy
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.objects import ServiceStatusPayload
 from nubes.objects.service import Service as ServiceRecord
@@ -65,6 +66,7 @@ class ComputeHost:
         upgrade_levels: Any = None,
         network: NetworkAgent | None = None,
         host_ip: str | None = None,
+        force_config_drive: bool = False,
     ) -> None:
         self.host = host
         #: The data plane of a libvirt host (None: the fake driver keeps none).
@@ -76,15 +78,28 @@ class ComputeHost:
         self.driver = driver
         self.notifier = notifier
         self.reporter = Reporter(host, notifier, notify_on_state_change)
-        runner = StepRunner(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        runner = StepRunner(
+            host,
+            driver,
+            conductor,
+            self.reporter,
+            steps_kept=steps_kept,
+            force_config_drive=force_config_drive,
+        )
         self.manager = ComputeManager(runner)
         self.tracker = ResourceTracker(host, driver, host_ip)
         self.repairer = Repairer(host, driver, self.reporter)
         self.resource_update_interval = resource_update_interval
+        #: The host's metadata proxy (set by the launcher; its own service hook).
+        self.metadata: MetadataProxy | None = None
         self.repair_report: RepairReport | None = None
         self._task: asyncio.Task[None] | None = None
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._event_lock = asyncio.Lock()
+
+    async def has_guest(self, instance_uuid: str) -> bool:
+        """Whether this host's hypervisor runs (or keeps) a guest of the instance."""
+        return instance_uuid in await self.driver.list_instances()
 
     async def start(self) -> None:
         """Begin the start work in the background (in the caller's context,

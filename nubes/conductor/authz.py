@@ -25,7 +25,7 @@ from nubes import access, exception
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, StepKey
-from nubes.db.api import compute_nodes, instances, migrations, services, tasks
+from nubes.db.api import compute_nodes, instances, metadata, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, remotable_signature
@@ -215,6 +215,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("InstanceFault", "create"): Rule("fault_obj"),
     ("InstanceActionEvent", "event_start"): Rule("instance_uuid_arg"),
     ("InstanceActionEvent", "event_finish"): Rule("instance_uuid_arg"),
+    # The metadata service (issue 14): a host reads what a guest is told
+    # only for its own instances, and by address only for an address a port
+    # bound to it holds on that network, of an instance placed on it.
+    ("InstanceMetadata", "get_by_instance_uuid"): Rule("instance_uuid_arg"),
+    ("InstanceMetadata", "get_by_address"): Rule("address_on_caller"),
 }
 
 
@@ -489,6 +494,18 @@ class Authorizer:
     async def _check_instance_uuid_arg(self, call: Call) -> None:
         uuid = call.arguments.get("uuid", call.arguments.get("instance_uuid"))
         await self._placed_on_caller(call, uuid)
+
+    async def _check_address_on_caller(self, call: Call) -> None:
+        network_id, address = call.arguments.get("network_id"), call.arguments.get("address")
+        if not isinstance(network_id, str) or not isinstance(address, str):
+            self._refuse(call, "no network id and address")
+        async with self.db.reader() as conn:
+            holder = await metadata.holder_of_address(conn, network_id, address)
+        host = call.caller.host or ""
+        if holder is None or holder["binding_host"] != host:
+            # One answer for both, so a host cannot probe which addresses are taken.
+            self._refuse(call, f"no port bound to this host holds {address} on {network_id}")
+        await self._placed_on_caller(call, holder["uuid"])
 
     async def _check_instance_obj(self, call: Call) -> None:
         uuid = call.value("uuid")

@@ -141,3 +141,33 @@ async def test_bad_images_leave_nothing_behind(
         await driver.check_can_live_migrate_source(ctxt, inst, {})
     with pytest.raises(exception.VirtOperationNotSupported):
         await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
+
+
+async def test_a_config_drive_is_attached_as_a_cdrom(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    from nubes.compute.virt.libvirt.guest import domain_name
+    from nubes.metadata import configdrive
+    from nubes.objects.instance_metadata import InstanceMetadata
+
+    inst = _instance()
+    meta = InstanceMetadata(uuid=inst.uuid, name="cd", key_name="k", public_key="ssh-rsa AAAA k")
+    drive = configdrive.build(meta)
+    await driver.spawn(RequestContext(), inst, images.raw, {}, config_drive=drive)
+    await wait_console(driver, inst, BOOT_MARKER)
+    xml = driver.connection.conn.lookupByName(domain_name(inst.uuid)).XMLDesc()
+    (cdrom,) = [d for d in ET.fromstring(xml).iter("disk") if d.get("device") == "cdrom"]
+    assert cdrom.find("readonly") is not None
+    source = Path(cdrom.find("source").get("file"))  # type: ignore[union-attr]
+    assert source == driver.files(inst.uuid).config_drive
+    # What the guest's cdrom holds: the config-2 volume with Nova's layout.
+    label, files = configdrive.read_iso(source)
+    assert label == "config-2" and files == drive.files
+    assert (
+        '"public_keys": {"k": "ssh-rsa AAAA k"}'
+        in files["openstack/latest/meta_data.json"].decode()
+    )
+    await driver.destroy(RequestContext(), inst)
+    assert not await asyncio.to_thread(source.exists)

@@ -31,6 +31,7 @@ from nubes.objects.states import PowerState
 if TYPE_CHECKING:
     from nubes.compute.network.agent import NetworkAgent
     from nubes.context import RequestContext
+    from nubes.metadata.configdrive import ConfigDrive
     from nubes.objects.flavor import Flavor
     from nubes.objects.instance import Instance
     from nubes.objects.migration import Migration
@@ -160,14 +161,18 @@ class ComputeDriver(abc.ABC):
         instance: Instance,
         image_meta: dict[str, Any],
         request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         """Create the guest and boot it; returns once it is running.
 
         ``image_meta`` describes the image (``id``, ``disk_format`` ...),
         ``request`` carries build details (networks, block devices, user
-        data). Spawning an instance the driver already has fails with
-        InstanceExists-like Conflict; on failure nothing must be left behind
-        that :meth:`destroy` could not remove.
+        data). ``config_drive``, when given, is attached to the guest as a
+        read-only cdrom (``nubes/metadata/configdrive.py``). Spawning an
+        instance the driver already has fails with InstanceExists-like
+        Conflict; on failure nothing must be left behind that :meth:`destroy`
+        could not remove.
         """
 
     @abc.abstractmethod

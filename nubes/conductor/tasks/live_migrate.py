@@ -94,6 +94,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -418,13 +419,16 @@ class LiveMigrateTask(Task):
             **(payload.migrate_data or {}),
             **(outcome.details.get("migrate_data") or {}),
         }
+        # NETWORKING (issue 14): the ports bound to the destination with the
+        # instance (until then the source holds them, so a rollback has none to undo).
+        bind = network_ports.bind_writes(run.instance_uuid or "", dest.host)
         committed = await moves.ask(
             run,
             Step.POST_DEST,
             dest.host,
             node=dest.node,
             payload=payload,
-            writes=self._instance(run, placed),
+            writes=chain(self._instance(run, placed), bind),
         )
         known = run.cache.get(_INSTANCE)
         if known is not None:

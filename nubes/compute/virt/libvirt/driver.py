@@ -45,6 +45,7 @@ from nubes.compute.virt.libvirt.guest import (
 from nubes.compute.virt.libvirt.host import Host
 from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
 from nubes.compute.virt.libvirt.migration import LiveCopy
+from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -355,6 +356,8 @@ class LibvirtDriver(ComputeDriver):
         instance: Instance,
         image_meta: dict[str, Any],
         request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         libvirt = self.libvirt
         if await self._lookup(instance.uuid) is not None:
@@ -365,6 +368,8 @@ class LibvirtDriver(ComputeDriver):
         ramdisk_id = properties.get("ramdisk_id")
         try:
             disk_format = await self._prepare_files(instance, image_meta)
+            if config_drive is not None:
+                await asyncio.to_thread(config_drive.write_iso, files.config_drive)
             spec = GuestSpec(
                 uuid=instance.uuid,
                 virt_type=self.virt_type,
@@ -375,6 +380,7 @@ class LibvirtDriver(ComputeDriver):
                 direct_kernel=bool(kernel_id),
                 with_ramdisk=bool(kernel_id and ramdisk_id),
                 cmdline=properties.get("os_command_line") or "console=ttyS0",
+                config_drive=config_drive is not None,
                 vifs=tuple(await self.network.plug(context, instance.uuid))
                 if self.network is not None
                 else (),

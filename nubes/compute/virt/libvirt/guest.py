@@ -49,6 +49,10 @@ class InstanceFiles:
         return self.directory / "ramdisk"
 
     @property
+    def config_drive(self) -> Path:
+        return self.directory / "disk.config"
+
+    @property
     def console_log(self) -> Path:
         return self.directory / "console.log"
 
@@ -75,6 +79,8 @@ class GuestSpec:
     cmdline: str = DEFAULT_CMDLINE
     #: Network interfaces, in the order of the instance's ports.
     vifs: tuple[Vif, ...] = ()
+    #: Attach ``files.config_drive`` (an ISO 9660 image) as a read-only cdrom.
+    config_drive: bool = False
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -120,6 +126,13 @@ def domain_xml(spec: GuestSpec) -> str:
         _sub(interface, "target", dev=vif.tap)
         _sub(interface, "model", type="virtio")
         _sub(interface, "mtu", size=str(vif.mtu))
+    if spec.config_drive:
+        cdrom = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(cdrom, "driver", name="qemu", type="raw")
+        _sub(cdrom, "source", file=str(spec.files.config_drive))
+        # SATA: a bus every machine type has (q35 has no IDE).
+        _sub(cdrom, "target", dev="sda", bus="sata")
+        _sub(cdrom, "readonly")
     # The serial console appends to the log across reboots and restarts, so
     # the console log shows the guest's whole life on this host.
     serial = _sub(devices, "serial", type="file")
