@@ -162,8 +162,7 @@ def compute_service(
         node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
-        # The proxy first: the network agent (started by node) opens its listeners.
-        hooks=[proxy, node],
+        hooks=[node, proxy],
         rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
