@@ -70,6 +70,7 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
   echo '#!/bin/sh' > /bin/dhcp.sh
   echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
   echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
+  echo '[ -n "$router" ] && route add default gw "$router"' >> /bin/dhcp.sh
   echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
   chmod +x /bin/dhcp.sh
   for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
