@@ -14,8 +14,10 @@ port goes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,7 +38,8 @@ pytestmark = pytest.mark.dataplane
 
 UDHCPC_SCRIPT = """#!/bin/sh
 case "$1" in
-  bound|renew) busybox ip addr add "$ip/$subnet" dev "$interface" ;;
+  bound|renew) busybox ip addr add "$ip/$subnet" dev "$interface"
+               busybox ip route add default via "$router" ;;
 esac
 """
 #: Seconds a rule change may take to reach the hosts (the agents poll every second).
@@ -146,6 +149,49 @@ async def _seed(cloud: Cloud, tunnels: dict[str, str]) -> dict[str, Any]:
     return ids
 
 
+class NamespacedListeners:
+    """The metadata proxy's side of the agent, in a host's namespace: each
+    listener answers with the peer it saw and the network it serves."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.servers: dict[str, asyncio.Server] = {}
+
+    def _socket(self, host: str) -> socket.socket:
+        # A thread of its own enters the namespace (setns is per thread), so
+        # the socket lives there; the event loop then serves it from here.
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/run/netns/{self.netns}") as target, open("/proc/self/ns/net") as home:
+            if libc.setns(target.fileno(), 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            try:
+                sock = socket.socket()
+                sock.bind((host, 0))
+                sock.listen()
+            finally:
+                libc.setns(home.fileno(), 0x40000000)
+        return sock
+
+    async def listen(self, host: str, port: int, network_id: str | None = None) -> tuple[str, int]:
+        sock = await asyncio.to_thread(self._socket, host)
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            peer = writer.get_extra_info("peername")[0]
+            body = f"{network_id} {peer}".encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+
+        self.servers[str(network_id)] = await asyncio.start_server(answer, sock=sock)
+        return sock.getsockname()[:2]
+
+    async def close(self, network_id: str) -> None:
+        server = self.servers.pop(network_id, None)
+        if server is not None:
+            server.close()
+
+
 def _ping(spaces: Namespaces, ns: str, address: str, *extra: str) -> bool:
     done = spaces.run(ns, "busybox", "ping", "-c", "1", "-W", "1", *extra, address, check=False)
     return done.returncode == 0
@@ -180,6 +226,7 @@ async def test_two_hosts_dhcp_vxlan_security_groups(
             local_ip=hosts[host],
             sync_interval=1.0,
             command_prefix=("ip", "netns", "exec", ns[host]),
+            metadata=NamespacedListeners(ns[host]),
         )
     guests = {}
     try:
@@ -228,6 +275,14 @@ async def test_two_hosts_dhcp_vxlan_security_groups(
         took = await _eventually_ping(spaces, g1, ip2, ok=True)
         print(f"\nICMP rule effective on both hosts after {took:.1f} s")
         assert _ping(spaces, g2, ip1)
+
+        # 169.254.169.254 reaches the metadata listener of the guest's network
+        # on its own host, which sees the guest's own address.
+        # (In a thread: the listener answers from this event loop.)
+        got = await asyncio.to_thread(
+            spaces.run, g1, "busybox", "wget", "-q", "-O", "-", "http://169.254.169.254/x"
+        )
+        assert got.stdout == f"{ids['net']} {ip1}", got
 
         # Anti-spoofing: another address, or another port's MAC, gets nowhere.
         spaces.run(g1, "ip", "addr", "add", "10.77.0.200/24", "dev", "eth0")
