@@ -228,6 +228,38 @@ libvirt_opts: list[cfg.Opt] = [
         help="Seconds a soft reboot waits for the guest to shut down cleanly before "
         "rebooting it hard.",
     ),
+    cfg.HostAddressOpt(
+        "live_migration_inbound_addr",
+        help="Address other hosts' libvirtd reach this host's libvirtd at (qemu+tcp, "
+        "port 16509) and send a live-migrating guest's memory and disk to. Unset: the "
+        "host's name ([DEFAULT] host).",
+    ),
+    cfg.IntOpt(
+        "live_migration_bandwidth",
+        default=0,
+        min=0,
+        help="Most MiB/s a live migration from this host may send (0: no limit).",
+    ),
+]
+
+network_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "local_ip",
+        help="This compute host's VXLAN tunnel address (reported as its node's host_ip; "
+        "the other hosts send their tenant traffic for this host's ports to it). Unset: "
+        "no tunnels (a single host).",
+    ),
+    cfg.FloatOpt(
+        "sync_interval",
+        default=2.0,
+        min=0.1,
+        help="Seconds between two polls of the conductor for this host's ports and "
+        "security group rules (how long a rule change takes to reach the host, at most).",
+    ),
+    cfg.StrOpt(
+        "state_dir",
+        help="Where the network agent keeps the DHCP servers' files. Unset: <state_path>/network.",
+    ),
 ]
 
 notifications_opts: list[cfg.Opt] = [
@@ -732,6 +764,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "metadata": metadata_opts,
     "fake_driver": fake_driver_opts,
     "libvirt": libvirt_opts,
+    "network": network_opts,
     "notifications": notifications_opts,
     "api": api_opts,
     "quota": quota_opts,

@@ -100,6 +100,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
     │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
     │   ├── ImageFetchFailed              a host could not get an image's bytes into its cache
+    │   ├── NetworkPlumbingError          a host network agent's command (ip, nft, dnsmasq) failed
     │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
@@ -724,6 +725,12 @@ class DatabaseAccessForbidden(NubesError):
 
 class VirtDriverError(NubesError):
     msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
+
+
+class NetworkPlumbingError(VirtDriverError):
+    """The host's network agent could not set up its bridges, tunnels, rules or DHCP."""
+
+    msg_fmt = "Network data plane command %(command)s failed: %(reason)s"
 
 
 class VirtOperationNotSupported(VirtDriverError):

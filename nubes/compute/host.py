@@ -17,6 +17,7 @@ from typing import Any
 
 from nubes import exception, versions
 from nubes.compute.manager import ComputeManager
+from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
 from nubes.compute.resource_tracker import ResourceTracker
@@ -68,9 +69,13 @@ class ComputeHost:
         notify_on_state_change: str = "vm_state",
         steps_kept: int = 4096,
         upgrade_levels: Any = None,
+        network: NetworkAgent | None = None,
+        host_ip: str | None = None,
         force_config_drive: bool = False,
     ) -> None:
         self.host = host
+        #: The data plane of a libvirt host (None: the fake driver keeps none).
+        self.network = network
         #: ``[upgrade_levels]``: caps what this host sends the conductors (None: no cap).
         self.upgrade_levels = upgrade_levels
         client = getattr(conductor, "client", None)
@@ -87,7 +92,7 @@ class ComputeHost:
             force_config_drive=force_config_drive,
         )
         self.manager = ComputeManager(runner)
-        self.tracker = ResourceTracker(host, driver)
+        self.tracker = ResourceTracker(host, driver, host_ip)
         self.repairer = Repairer(host, driver, self.reporter)
         self.resource_update_interval = resource_update_interval
         #: The host's metadata proxy (set by the launcher; its own service hook).
@@ -106,6 +111,8 @@ class ComputeHost:
         so objects go through this host's conductor client)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"compute-host-{self.host}")
+        if self.network is not None:
+            await self.network.start()
 
     def _on_lifecycle_event(self, event: LifecycleEvent) -> None:
         task = asyncio.get_running_loop().create_task(self._sync_power(event.instance_uuid))
@@ -137,6 +144,8 @@ class ComputeHost:
             # an awaited call completes; stopping must not hang on that.
             await asyncio.wait({self._task}, timeout=_STOP_GRACE)
             self._task = None
+        if self.network is not None:
+            await self.network.stop()
         await self.driver.cleanup_host()
 
     async def refresh_caps(self) -> None:

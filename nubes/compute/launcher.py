@@ -16,6 +16,7 @@ from oslo_config import cfg
 
 from nubes import access, exception
 from nubes.compute.host import ComputeHost
+from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FakeFaults
@@ -73,6 +74,8 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "instances_path": opts.instances_path or state / "instances",
         "image_source": source,
         "soft_reboot_wait": opts.soft_reboot_wait,
+        "migration_address": opts.live_migration_inbound_addr,
+        "migration_bandwidth": opts.live_migration_bandwidth,
     }
 
 
@@ -88,6 +91,9 @@ def compute_host(
     made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
         driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
+    network = network_agent(conf, host, conductor) if driver.has_data_plane else None
+    if network is not None:
+        driver.use_network(network)
     notes = conf.notifications
     notifier = Notifier(
         transport,
@@ -107,6 +113,20 @@ def compute_host(
         steps_kept=conf.compute.completed_steps_kept,
         upgrade_levels=conf.upgrade_levels,
         force_config_drive=conf.force_config_drive,
+        network=network,
+        host_ip=conf.network.local_ip,
+    )
+
+
+def network_agent(conf: cfg.ConfigOpts, host: str, conductor: ConductorAPI) -> NetworkAgent:
+    """A libvirt host's data plane agent from ``[network]``."""
+    opts = conf.network
+    return NetworkAgent(
+        host,
+        conductor,
+        state_dir=Path(opts.state_dir or Path(conf.state_path) / "network"),
+        local_ip=opts.local_ip,
+        sync_interval=opts.sync_interval,
     )
 
 
@@ -132,6 +152,9 @@ def compute_service(
     )
     # The data plane opens per-network listeners through node.metadata.
     node.metadata = proxy
+    if node.network is not None:
+        # Guests' 169.254.169.254 reaches the proxy through the agent's redirect.
+        node.network.metadata = proxy
     return Service(
         "compute",
         host,

@@ -49,6 +49,10 @@ METHOD_RULES = access.rules(
         (None, "live_migration_force_complete"): access.CONTROLLERS,
         # Controllers publish their notifications themselves.
         (None, "relay_notification"): frozenset({COMPUTE_BINARY}),
+        # A host's network data plane (then: its own ports only, peers of
+        # networks it has ports on only; nubes/conductor/dataplane.py).
+        (None, "get_host_network"): access.EVERY_SERVICE,
+        (None, "get_network_peers"): access.EVERY_SERVICE,
         # A compute host may probe the conductor it depends on.
         (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
         (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,

@@ -9,7 +9,13 @@ the serial console (so on the console log):
 * ``NUBES-GUEST power-button`` then powers off when the ACPI power button is
   pressed (a clean shutdown or soft reboot asked through libvirt),
 * ``NUBES-GUEST poweroff`` then powers off after N ticks when the kernel
-  command line says ``nubes.poweroff=N`` (a guest that shuts itself down).
+  command line says ``nubes.poweroff=N`` (a guest that shuts itself down),
+* with ``nubes.dhcp=1``: ``NUBES-GUEST ip <address>`` once busybox
+  ``udhcpc`` got the address of its first NIC (``NUBES-GUEST dhcp failed``
+  if not), and with ``nubes.ping=<a>,<b>``: ``NUBES-GUEST ping <a> ok`` (or
+  ``fail``) for each address on every tick; with ``nubes.spoof=<c>`` too,
+  ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
+  address ``c``, which is not the guest's.
 
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
@@ -54,10 +60,36 @@ for ev in /dev/input/event*; do
     echo "NUBES-GUEST power-button"; poweroff -f ) &
 done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
+spoof=$(sed -n 's/.*nubes[.]spoof=\\([0-9.]*\\).*/\\1/p' /proc/cmdline)
+if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
+      failover net_failover virtio_net; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  echo '#!/bin/sh' > /bin/dhcp.sh
+  echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
+  echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
+  echo '[ -n "$router" ] && route add default gw "$router"' >> /bin/dhcp.sh
+  echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
+  chmod +x /bin/dhcp.sh
+  for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
+  ifconfig eth0 up
+  udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
+  [ -n "$spoof" ] && ip addr add "$spoof/32" dev eth0
+fi
 n=0
 while :; do
   n=$((n+1))
   echo "NUBES-GUEST tick $n"
+  for t in $targets; do
+    if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+    echo "NUBES-GUEST ping $t $r"
+    if [ -n "$spoof" ]; then
+      if ping -c 1 -W 1 -I "$spoof" "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+      echo "NUBES-GUEST spoof $t $r"
+    fi
+  done
   if [ -n "$off" ] && [ "$n" -ge "$off" ]; then
     echo "NUBES-GUEST poweroff"
     poweroff -f
@@ -66,7 +98,19 @@ while :; do
 done
 """
 
-_MODULES = ("drivers/input/evdev.ko", "drivers/acpi/button.ko")
+_MODULES = (
+    "drivers/input/evdev.ko",
+    "drivers/acpi/button.ko",
+    # The virtio NIC (nubes.dhcp=1), in load order (modules.dep, read backwards).
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

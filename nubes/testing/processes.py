@@ -198,6 +198,9 @@ class ProcessCloud:
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
+    #: Options of the controllers only (conductor, scheduler, API), never of a
+    #: compute host: secrets such as ``[DEFAULT] image_grant_secret``.
+    controller_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vhost = f"nubes-{self.run}"
@@ -229,13 +232,19 @@ class ProcessCloud:
         """What the processes run with for ``[section] name`` (of those set here)."""
         return _merge(BASE_OPTIONS, self.options)[section][name]
 
-    def url_for(self, identity: str) -> str:
+    def url_for(self, identity: str, broker: tuple[str, int] | None = None) -> str:
         """The transport URL of ``identity``: its own broker user, the run's vhost
-        (every broker of ``rabbit_url``, for a cluster)."""
-        hosts = ",".join(
-            f"{identity}:{self.password}@{h.host or '127.0.0.1'}:{h.port or 5672}"
-            for h in TransportURL.parse(self.rabbit_url).hosts
+        (every broker of ``rabbit_url``, for a cluster; or ``broker``, the address
+        a namespaced host reaches the broker at)."""
+        addresses = (
+            [broker]
+            if broker is not None
+            else [
+                (h.host or "127.0.0.1", h.port or 5672)
+                for h in TransportURL.parse(self.rabbit_url).hosts
+            ]
         )
+        hosts = ",".join(f"{identity}:{self.password}@{a}:{p}" for a, p in addresses)
         return f"rabbit://{hosts}/{self.vhost}"
 
     @property
@@ -374,14 +383,16 @@ class ProcessCloud:
         *,
         database: bool,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
     ) -> Path:
         sections = _merge(
             BASE_OPTIONS,
             self.options,
             extra or {},
-            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity)}},
+            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity, broker)}},
         )
         if database:
+            sections = _merge(sections, self.controller_options)
             sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
             if self.replica_url is not None:
                 sections["database"]["replica_connection"] = (
@@ -420,11 +431,20 @@ class ProcessCloud:
         args: list[str],
         env: dict[str, str],
         python: str | None = None,
+        wrap: Sequence[str] = (),
     ) -> Proc:
         environ = self.environ(python, env)
         # -P: the current directory (this tree) must not shadow another release's.
         interpreter = [sys.executable] if python is None else [python, "-P"]
-        argv = [*interpreter, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+        argv = [
+            *wrap,
+            *interpreter,
+            "-m",
+            "nubes.cmd.main",
+            "--config-file",
+            str(config),
+            *args,
+        ]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
@@ -468,21 +488,42 @@ class ProcessCloud:
         env = {CRASH_ENV: crash_at} if crash_at else {}
         return await self._spawn(f"conductor-{name}", config, ["conductor"], env, python)
 
-    async def start_compute(self, host: str, *, python: str | None = None) -> Proc:
-        """The compute process of ``host`` (a new one each call; same config, same identity)."""
-        config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
-        return await self._spawn(self._run_name(f"compute-{host}"), config, ["compute"], {}, python)
+    async def start_compute(
+        self,
+        host: str,
+        *,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
+        wrap: Sequence[str] = (),
+        python: str | None = None,
+    ) -> Proc:
+        """The compute process of ``host`` (a new one each call; same config, same identity).
 
-    def api_config(self, port: int) -> Path:
-        """The API's config: the REST API on 127.0.0.1:``port``."""
-        extra = {"api": {"bind_host": "127.0.0.1", "bind_port": port}}
+        A host in a network namespace (nubes.testing.netns) passes ``wrap`` (its
+        ``ip netns exec``) and ``broker`` (where it reaches the broker from there);
+        ``options`` are its own (its ``[libvirt]``, say); ``python`` runs another
+        release's interpreter (the rolling-upgrade test)."""
+        config = self._config(
+            f"compute-{host}", f"compute.{host}", host, database=False, extra=options, broker=broker
+        )
+        name = self._run_name(f"compute-{host}")
+        return await self._spawn(name, config, ["compute"], {}, python, wrap)
+
+    def api_config(self, port: int, image_dir: Path | None = None) -> Path:
+        """The API's config: the REST API on 127.0.0.1:``port`` (image data in ``image_dir``)."""
+        api: dict[str, Any] = {"bind_host": "127.0.0.1", "bind_port": port}
+        if image_dir is not None:
+            api["image_dir"] = image_dir
         return self._config(
-            "api", f"api.{self.api_host}", self.api_host, database=True, extra=extra
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra={"api": api}
         )
 
-    async def start_api(self, port: int, *, python: str | None = None) -> Proc:
+    async def start_api(
+        self, port: int, image_dir: Path | None = None, *, python: str | None = None
+    ) -> Proc:
         """The API process (identity, compute, image, network) on ``port``."""
-        return await self._spawn(self._run_name("api"), self.api_config(port), ["api"], {}, python)
+        config = self.api_config(port, image_dir)
+        return await self._spawn(self._run_name("api"), config, ["api"], {}, python)
 
     async def start_computes(self) -> dict[str, Proc]:
         return {h: await self.start_compute(h) for h in self.host_names}

@@ -69,8 +69,10 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.2",
+        "1.3",
         {
+            "get_host_network": "d62f739b67a2",
+            "get_network_peers": "4ec012cb8acb",
             "kick": "50d0b867689c",
             "live_migration_abort": "93e49701a72f",
             "live_migration_force_complete": "961a8ab16cec",

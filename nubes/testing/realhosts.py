@@ -1,0 +1,290 @@
+"""A cloud of real processes whose compute hosts are hosts with real guests.
+
+The controllers (conductor, scheduler, API with the image API) run as
+processes of a :class:`~nubes.testing.processes.ProcessCloud` in the root
+namespace, on RabbitMQ and PostgreSQL; each compute host is ``nubes
+compute`` with the libvirt driver on its own libvirtd, in its own network
+namespace (:class:`~nubes.testing.netns.HostNetwork`), reaching the broker
+and the image API through forwarders on the gateway, never the database.
+The test guest (nubes.testing.guestimage) is registered through the image
+API's own logic, and hosts fetch it over HTTP with the conductor's grants::
+
+    real = await RealHostsCloud.start(rabbit_url, postgres_url, tmp_path)
+    uuid = await real.create_server("vm")
+    row = await real.wait(uuid, lambda r: r["vm_state"] == "active")
+    await real.moves(lambda api, ctxt: api.live_migrate_server(ctxt, uuid))
+    real.console(uuid)                       # read on the host the guest is on
+    await real.stop()                        # everything, even after a failure
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from nubes import config
+from nubes.api import images
+from nubes.api.moves import MovesAPI
+from nubes.api.servers import ServersAPI
+from nubes.compute.virt.libvirt.guest import InstanceFiles
+from nubes.conductor.rpcapi import ConductorAPI
+from nubes.context import RequestContext
+from nubes.db.api import flavors
+from nubes.db.api import instances as instances_api
+from nubes.db.api import migrations as migrations_api
+from nubes.db.api import tasks as tasks_api
+from nubes.rpc.transport import get_transport
+from nubes.testing import guestimage
+from nubes.testing.infra import free_port
+from nubes.testing.netns import HostNetwork, NetnsHost
+from nubes.testing.processes import Proc, ProcessCloud
+
+#: A flavor tiny enough for TCG guests on a busy 2-core machine.
+FLAVOR: dict[str, Any] = {
+    "flavorid": "real-tiny", "name": "real-tiny", "vcpus": 1, "memory_mb": 96, "root_gb": 1,
+}  # fmt: skip
+#: Real guests are slow to boot and to move under TCG: generous step timeouts.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "conductor": {"compute_step_timeout": 120, "build_deadline": 180},
+    "quota": {"instances": -1, "cores": -1, "ram": -1},
+}
+
+#: The hosts' network agents' files (world-readable paths for dnsmasq), per namespace.
+NETWORK_STATE = Path("/run/nubes-realhosts")
+
+Row = dict[str, Any]
+MovesCall = Callable[[MovesAPI, RequestContext], Awaitable[Any]]
+
+
+def context() -> RequestContext:
+    return RequestContext(user_id="real-user", project_id="real-project", roles=["admin", "member"])
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    yield await asyncio.to_thread(path.read_bytes)
+
+
+class RealHostsCloud:
+    """Controllers as processes, ``hosts`` libvirt hosts in namespaces, one guest image."""
+
+    def __init__(self, cloud: ProcessCloud, net: HostNetwork, image_dir: Path) -> None:
+        self.cloud = cloud
+        self.net = net
+        self.image_dir = image_dir
+        self.image: Row = {}
+        self.computes: dict[str, Proc] = {}
+        self.conductor: Proc | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        rabbit_url: str,
+        postgres_url: str,
+        workdir: Path,
+        *,
+        hosts: int = 2,
+        libvirt: Mapping[str, Any] | None = None,
+    ) -> RealHostsCloud:
+        """Everything up: hosts registered, the guest image active. ``libvirt`` adds
+        ``[libvirt]`` options of every host (``live_migration_bandwidth``, say)."""
+        cloud = ProcessCloud(
+            rabbit_url, postgres_url, workdir / "cloud", hosts, OPTIONS,
+            controller_options={"DEFAULT": {"image_grant_secret": secrets.token_hex(16)}},
+        )  # fmt: skip
+        net = HostNetwork(workdir / "hosts", hosts)
+        real = cls(cloud, net, workdir / "images")
+        try:
+            await real._start(rabbit_url, dict(libvirt or {}))
+        except BaseException:
+            await real.stop()
+            raise
+        return real
+
+    async def _start(self, rabbit_url: str, libvirt: dict[str, Any]) -> None:
+        cloud, net = self.cloud, self.net
+        await asyncio.to_thread(net.create)
+        await cloud.setup(conductors=("a",))
+        api_port = free_port()
+        api = await cloud.start_api(api_port, self.image_dir)
+        await cloud.start_scheduler()
+        self.conductor = await cloud.start_conductor("a")
+        broker_port = int(rabbit_url.rsplit(":", 1)[1].split("/", 1)[0])
+        broker = await asyncio.to_thread(net.forward, broker_port)
+        gateway, port = await asyncio.to_thread(
+            net.forward, net.free_port(), ("127.0.0.1", api_port)
+        )
+        endpoint = f"http://{gateway}:{port}/image"
+        for name, host in zip(cloud.host_names, net.hosts, strict=True):
+            await asyncio.to_thread(host.start_libvirtd)
+            options = host.compute_options(endpoint)
+            options["libvirt"].update(
+                {"live_migration_inbound_addr": host.address, "soft_reboot_wait": 30, **libvirt}
+            )
+            # Tenant networks' VXLAN tunnels run between the hosts' addresses.
+            # Its DHCP files where dnsmasq, once it dropped root, can read them again.
+            options["network"] = {
+                "local_ip": host.address,
+                "sync_interval": 1.0,
+                "state_dir": str(NETWORK_STATE / host.netns),
+            }
+            self.computes[name] = await cloud.start_compute(
+                name, options=options, broker=broker, wrap=host.wrap(())
+            )
+        await api.wait_log(r"API listening on", 60)
+        await self._add_records()
+        await cloud.wait_hosts_registered(timeout=120)
+
+    async def _add_records(self) -> None:
+        db = self.cloud.db
+        assert db is not None
+        async with db.writer() as conn:
+            await flavors.create(conn, dict(FLAVOR))
+        guest = await asyncio.to_thread(guestimage.build)
+        ctxt = context()
+
+        async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
+            made = await images.create_image(
+                db,
+                ctxt,
+                {
+                    "name": name,
+                    "disk_format": disk_format,
+                    "container_format": disk_format if disk_format in ("aki", "ari") else "bare",
+                    "visibility": "public",
+                    **properties,
+                },
+            )
+            await images.upload(
+                db, ctxt, made["id"], _chunks(path), image_dir=self.image_dir, size_cap=1 << 30
+            )
+            return str(made["id"])
+
+        kernel = await add("real-kernel", "aki", guest.kernel)
+        ramdisk = await add("real-initramfs", "ari", guest.initramfs)
+        image_id = await add("real-guest", "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)
+        self.image = await images.get_active_image(db, ctxt, image_id)
+
+    # -- asking ------------------------------------------------------------------------
+
+    def _conf(self) -> Any:
+        conf = config.new_config()
+        conf([])
+        for section, values in OPTIONS.items():
+            for name, value in values.items():
+                conf.set_override(name, value, section)
+        return conf
+
+    async def create_server(
+        self,
+        name: str,
+        image: Row | None = None,
+        *,
+        network_requests: list[Row] | None = None,
+        scheduler_hints: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A new server of the guest image (or ``image``); its uuid (not yet ACTIVE).
+        ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them."""
+        assert self.cloud.db is not None
+        transport = get_transport(self.cloud.url_for(f"api.{self.cloud.api_host}"))
+        await transport.connect()
+        try:
+            api = ServersAPI(self.cloud.db, ConductorAPI(transport), conf=self._conf())
+            [made] = await api.create_servers(
+                context(),
+                name=name,
+                flavor=FLAVOR["flavorid"],
+                image=image or self.image,
+                network_requests=network_requests or (),
+                scheduler_hints=scheduler_hints,
+            )
+        finally:
+            await transport.close()
+        return str(made.uuid)
+
+    async def moves(self, call: MovesCall) -> Any:
+        """``call(api, ctxt)`` on a MovesAPI connected as the cloud's API."""
+        assert self.cloud.db is not None
+        transport = get_transport(self.cloud.url_for(f"api.{self.cloud.api_host}"))
+        await transport.connect()
+        try:
+            return await call(
+                MovesAPI(self.cloud.db, ConductorAPI(transport), conf=self._conf()), context()
+            )
+        finally:
+            await transport.close()
+
+    # -- looking -------------------------------------------------------------------------
+
+    async def row(self, uuid: str) -> Row:
+        assert self.cloud.db is not None
+        async with self.cloud.db.reader() as conn:
+            return dict(await instances_api.get_by_uuid(conn, uuid))
+
+    async def migrations(self, uuid: str) -> list[Row]:
+        assert self.cloud.db is not None
+        async with self.cloud.db.reader() as conn:
+            return [dict(m) for m in await migrations_api.list_by_instance(conn, uuid)]
+
+    async def wait(
+        self, uuid: str, predicate: Callable[[Row], bool], timeout: float = 120.0
+    ) -> Row:
+        """The instance row once ``predicate`` holds and no task of it is active."""
+        assert self.cloud.db is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.cloud.db.reader() as conn:
+                row = dict(await instances_api.get_by_uuid(conn, uuid))
+                active = await tasks_api.get_active_for_instance(conn, uuid)
+            if active is None and predicate(row):
+                return row
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{uuid}: {row['vm_state']}/{row['task_state']} on {row['host']}, task "
+                    f"{active and (active['kind'], active['step'])} after {timeout}s\n"
+                    + self.cloud.describe()
+                )
+            await asyncio.sleep(0.2)
+
+    def host(self, name: str) -> NetnsHost:
+        return self.net.hosts[self.cloud.host_names.index(name)]
+
+    def files(self, host: str, uuid: str) -> InstanceFiles:
+        return InstanceFiles.of(self.host(host).workdir / "instances", uuid)
+
+    def console(self, host: str, uuid: str) -> str:
+        """The guest's console history as ``host`` keeps it (before it came there, then there)."""
+        files = self.files(host, uuid)
+        text = ""
+        for path in (files.console_before, files.console_log):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+    async def wait_console(
+        self, host: str, uuid: str, marker: str, count: int = 1, timeout: float = 90.0
+    ) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console(host, uuid)
+            if text.count(marker) >= count:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{marker!r} x{count} not on {host}'s console:\n{text[-600:]}")
+            await asyncio.sleep(0.25)
+
+    async def stop(self) -> None:
+        """Every process by PID, the hosts' namespaces, the broker and database objects."""
+        try:
+            for proc in self.computes.values():
+                await proc.kill()
+            namespaces = [host.netns for host in self.net.hosts]
+            await asyncio.to_thread(self.net.teardown)
+            for netns in namespaces:
+                shutil.rmtree(NETWORK_STATE / netns, ignore_errors=True)
+        finally:
+            await self.cloud.cleanup()

@@ -1,0 +1,103 @@
+"""Moves of a real guest between two hosts that are hosts (nubes.testing.realhosts):
+controllers as processes on RabbitMQ and PostgreSQL, each compute host in its
+own network namespace with its own libvirtd. One guest does every step, so
+the test pays for one TCG boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nubes.objects.states import MigrationStatus
+from nubes.testing.guestimage import BOOT_MARKER, TICK_MARKER
+from nubes.testing.realhosts import RealHostsCloud
+
+pytestmark = [pytest.mark.timeout(420), pytest.mark.libvirt]
+
+#: Slow enough (MiB/s) that an abort or a force-complete lands mid-copy.
+BANDWIDTH = 4
+
+
+def _ticks(text: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"{TICK_MARKER} (\d+)", text)]
+
+
+def _settled_on(host: str) -> Any:
+    return lambda r: r["host"] == host and r["vm_state"] == "active" and r["task_state"] is None
+
+
+async def _running_migration(real: RealHostsCloud, uuid: str, timeout: float = 60.0) -> int:
+    """The id of the instance's live migration once its memory copy is under way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for m in await real.migrations(uuid):
+            if m["status"] == MigrationStatus.RUNNING and (m["memory_processed"] or 0) > 0:
+                return int(m["id"])
+        assert time.monotonic() < deadline, await real.migrations(uuid)
+        await asyncio.sleep(0.1)
+
+
+async def _live_migrate(real: RealHostsCloud, uuid: str) -> None:
+    await real.moves(lambda api, ctxt: api.live_migrate_server(ctxt, uuid))
+
+
+async def test_a_real_guest_live_migrates_is_aborted_and_forced_and_ticks_on(
+    namespaced_hosts: None, rabbit_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    real = await RealHostsCloud.start(
+        rabbit_url, postgres_url, tmp_path, libvirt={"live_migration_bandwidth": BANDWIDTH}
+    )
+    try:
+        uuid = await real.create_server("mover")
+        row = await real.wait(uuid, lambda r: r["vm_state"] == "active", timeout=180)
+        a = row["host"]
+        [b] = [h for h in real.cloud.host_names if h != a]
+        await real.wait_console(a, uuid, TICK_MARKER, 3)
+
+        # 1. Live migration a -> b: the guest's counter carries on at b, no reboot;
+        # progress was recorded; nothing is left on a.
+        last = max(_ticks(real.console(a, uuid)))
+        await _live_migrate(real, uuid)
+        await real.wait(uuid, _settled_on(b), timeout=120)
+        [m1] = await real.migrations(uuid)
+        assert m1["status"] == MigrationStatus.COMPLETED, m1
+        assert m1["memory_total"] and m1["memory_processed"], m1
+        await real.wait_console(b, uuid, f"{TICK_MARKER} {last + 3}\n")
+        on_b = real.files(b, uuid)
+        here = _ticks(on_b.console_log.read_text())
+        assert here and min(here) > last - 2, (last, here[:5])
+        history = real.console(b, uuid)
+        assert history.count(BOOT_MARKER) == 1, history[-400:]
+        assert not real.files(a, uuid).directory.exists()
+
+        # 2. Abort mid-copy: the guest stays on b, running; a keeps nothing.
+        await _live_migrate(real, uuid)
+        mid = await _running_migration(real, uuid)
+        await real.moves(lambda api, ctxt: api.abort_live_migration(ctxt, uuid, mid))
+        await real.wait(uuid, _settled_on(b), timeout=120)
+        [m2] = [m for m in await real.migrations(uuid) if m["id"] == mid]
+        assert m2["status"] == MigrationStatus.CANCELLED, m2
+        last = max(_ticks(real.console(b, uuid)))
+        await real.wait_console(b, uuid, f"{TICK_MARKER} {last + 2}\n")
+        assert not real.files(a, uuid).directory.exists()
+
+        # 3. Force-complete mid-copy: the guest ends on a, running (resumed), ticking on.
+        await _live_migrate(real, uuid)
+        mid = await _running_migration(real, uuid)
+        await real.moves(lambda api, ctxt: api.force_complete_live_migration(ctxt, uuid, mid))
+        row = await real.wait(uuid, _settled_on(a), timeout=120)
+        assert row["power_state"] == 1, row  # RUNNING, not left paused
+        [m3] = [m for m in await real.migrations(uuid) if m["id"] == mid]
+        assert m3["status"] == MigrationStatus.COMPLETED, m3
+        last = max(_ticks(real.console(a, uuid)))
+        await real.wait_console(a, uuid, f"{TICK_MARKER} {last + 2}\n")
+        assert real.console(a, uuid).count(BOOT_MARKER) == 1
+        assert not real.files(b, uuid).directory.exists()
+    finally:
+        await real.stop()
