@@ -100,7 +100,8 @@ def upgrade() -> None:
     ]
     if rows:
         op.bulk_insert(assignments, rows)
-    op.drop_index("role_assignments_project_id_idx", table_name="role_assignments")
+    # drop_table takes its indexes along; dropping the index first fails on
+    # MariaDB, where it backs the project foreign key.
     op.drop_table("role_assignments")
     op.create_table(
         "application_credentials",
