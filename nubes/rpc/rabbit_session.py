@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import itertools
 import logging
 import uuid
@@ -347,6 +348,9 @@ class Session:
             delivery_mode=PERSISTENT,
             # The cast's own id; a batch goes by its first cast's.
             message_id=parts[0][0],
+            # Whole seconds: the broker's management API shows the head
+            # message's, which nubes-manage status reports as the oldest's age.
+            timestamp=datetime.datetime.now(datetime.UTC),
             user_id=self.user_id,
             headers=headers,
         )

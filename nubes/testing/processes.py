@@ -386,17 +386,33 @@ class ProcessCloud:
         await proc.start()
         return proc
 
-    async def start_scheduler(self) -> Proc:
+    async def start_scheduler(
+        self, *, options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Proc:
+        """The scheduler; ``options`` are its own on top of the cloud's."""
         config = self._config(
-            "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
+            "scheduler",
+            f"scheduler.{self.scheduler_host}",
+            self.scheduler_host,
+            database=True,
+            extra=options,
         )
         proc = await self._spawn("scheduler", config, ["scheduler"], {})
         return proc
 
-    async def start_conductor(self, name: str, *, crash_at: str | None = None) -> Proc:
-        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
+    async def start_conductor(
+        self,
+        name: str,
+        *,
+        crash_at: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Proc:
+        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash
+        hook; ``options`` are its own on top of the cloud's."""
         host = self.conductor_host(name)
-        config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
+        config = self._config(
+            f"conductor-{name}", f"conductor.{host}", host, database=True, extra=options
+        )
         env = {CRASH_ENV: crash_at} if crash_at else {}
         return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
 
