@@ -193,7 +193,7 @@ async def test_status_and_metrics_show_a_backlog_build_and_drain(cloud: ProcessC
     await cloud.wait_serving([conductor])
 
     async def drained() -> dict[str, Any] | None:
-        code, status = await _status(config, "--no-management")
+        _, status = await _status(config, "--no-management")
         q = _queue(status, "conductor")
         return status if q["messages"] == 0 and q["consumers"] >= 1 else None
 
