@@ -46,7 +46,7 @@ from nubes.service import TOPICS
 
 #: The shared topic queues status looks at.
 QUEUES = tuple(TOPICS.values())
-#: Seconds status waits for the broker or the database.
+#: Seconds status waits for the broker or the database (``--timeout``).
 TIMEOUT = 10.0
 
 
@@ -64,7 +64,7 @@ def _from_management(
     conf: cfg.ConfigOpts, args: argparse.Namespace, now: dt.datetime
 ) -> dict[str, dict[str, Any]]:
     admin = broker.admin_from_args(conf, args)
-    admin.timeout = TIMEOUT
+    admin.timeout = args.timeout
     found: dict[str, dict[str, Any]] = {}
     for q in admin.queues(broker.vhost_of(conf, args)):
         if q.get("name") not in QUEUES:
@@ -83,23 +83,23 @@ def _from_management(
     return found
 
 
-async def _from_bus(conf: cfg.ConfigOpts) -> dict[str, dict[str, Any]]:
-    transport = get_transport(conf.transport_url, identity=None, rpc_response_timeout=TIMEOUT)
+async def _from_bus(conf: cfg.ConfigOpts, timeout: float) -> dict[str, dict[str, Any]]:
+    transport = get_transport(conf.transport_url, identity=None, rpc_response_timeout=timeout)
     try:
         found: dict[str, QueueStats] = await asyncio.wait_for(
-            transport.queue_stats(QUEUES), TIMEOUT
+            transport.queue_stats(QUEUES), timeout
         )
     finally:
         await transport.close()
     return {n: {"messages": s.messages, "consumers": s.consumers} for n, s in found.items()}
 
 
-def _from_metrics(conf: cfg.ConfigOpts) -> dict[str, dict[str, Any]]:
+def _from_metrics(conf: cfg.ConfigOpts, timeout: float) -> dict[str, dict[str, Any]]:
     """The queue gauges of the all-in-one process that holds the memory:// bus."""
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://{conf.metrics.bind}:{conf.metrics.port}/metrics"
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         text = resp.read().decode()
     found: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
@@ -129,7 +129,7 @@ async def _queues(
                 ),
             )
         try:
-            return "metrics", await asyncio.to_thread(_from_metrics, conf), None
+            return "metrics", await asyncio.to_thread(_from_metrics, conf, args.timeout), None
         except OSError as exc:
             raise Unreachable(f"the all-in-one process's metrics: {exc}") from None
     note = None
@@ -140,8 +140,10 @@ async def _queues(
         except exception.ConfigError as exc:
             note = f"{exc.message}; depth and consumers from the bus instead"
     try:
-        return "amqp", await _from_bus(conf), note
-    except (exception.NubesError, OSError, TimeoutError) as exc:
+        return "amqp", await _from_bus(conf, args.timeout), note
+    except TimeoutError:
+        raise Unreachable(f"the broker: no answer within {args.timeout:g} s") from None
+    except (exception.NubesError, OSError) as exc:
         raise Unreachable(f"the broker: {exc}") from None
 
 
@@ -225,8 +227,11 @@ async def gather(conf: cfg.ConfigOpts, args: argparse.Namespace) -> dict[str, An
     samples = {q: (f["messages"], f["consumers"]) for q, f in found.items()}
     db: dict[str, Any] | None = None
     try:
-        db = await asyncio.wait_for(_database(conf, samples, now), TIMEOUT)
-    except (exception.NubesError, OSError, TimeoutError) as exc:
+        db = await asyncio.wait_for(_database(conf, samples, now), args.timeout)
+    except TimeoutError:
+        problems.append(f"cannot reach the database: no answer within {args.timeout:g} s")
+        health = Health.UNREACHABLE
+    except (exception.NubesError, OSError) as exc:
         problems.append(f"cannot reach the database: {exc}")
         health = Health.UNREACHABLE
     reports: list[QueueReport] = []
@@ -359,6 +364,12 @@ def add_status_command(sub: Any) -> None:
         help="queues, services, tasks and a verdict (exit 0 healthy, 1 degraded, 2 unreachable)",
     )
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT,
+        help=f"seconds to wait for the broker and the database (default {TIMEOUT:g})",
+    )
     p.add_argument("--vhost", help="virtual host (default: the transport_url's)")
     p.add_argument(
         "--no-management",
