@@ -17,14 +17,25 @@ and ``[scheduler] workers`` serve worker *i* on ``port + i``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from oslo_config import cfg
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from nubes import exception
 
@@ -46,22 +57,113 @@ REFUSED = "refused"  # never reached the method: bad message, version, caller
 RETRIED = "retried"  # a cast held for a transient failure, run again later
 TIMEOUT = "timeout"
 
-rpc_server_seconds = Histogram(
+
+class _Series:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class FastHistogram:
+    """A histogram for what runs per RPC message or per SQL statement.
+
+    ``prometheus_client.Histogram.observe`` takes two locks and walks the
+    buckets (about 5 µs on this machine); this one is a bisect and two
+    additions on plain lists, read by the scrape thread when Prometheus
+    asks (a collector of its own). The event loop is the only writer in a
+    process, so no lock: at worst a scrape reads a count one observation
+    ahead of the sum.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        self._series: dict[tuple[str, ...], _Series] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = _Series(self.bounds)
+        return series
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in list(self._series.items()):
+            counts, total, buckets = list(series.counts), 0, []
+            for bound, count in zip(self.bounds, counts, strict=False):
+                total += count
+                buckets.append((floatToGoString(bound), total))
+            buckets.append(("+Inf", total + counts[-1]))
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
+
+
+class Tally:
+    """A gauge of things in use now, by one label: a plain counter per value,
+    read when scraped (``Gauge.inc``/``dec`` lock; this runs per message)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelname: str,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelname = labelname
+        self.counts: dict[str, int] = {}
+        registry.register(self)
+
+    def add(self, value: str, delta: int) -> None:
+        self.counts[value] = self.counts.get(value, 0) + delta
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=[self.labelname])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=[self.labelname])
+        for value, count in list(self.counts.items()):
+            family.add_metric([value], count)
+        yield family
+
+
+rpc_server_seconds = FastHistogram(
     "nubes_rpc_server_seconds",
     "Time an RPC server spent on a message, from receipt to reply or end of the cast.",
     ["topic", "method", "kind", "outcome"],
-    buckets=LATENCY_BUCKETS,
+    LATENCY_BUCKETS,
 )
-rpc_in_flight = Gauge(
+rpc_in_flight = Tally(
     "nubes_rpc_in_flight",
     "RPC messages this process is handling now (received, not finished).",
-    ["topic"],
+    "topic",
 )
-rpc_client_seconds = Histogram(
+rpc_client_seconds = FastHistogram(
     "nubes_rpc_client_seconds",
     "Time an RPC call waited for its reply, or a cast for the bus to take it.",
     ["topic", "method", "kind", "outcome"],
-    buckets=LATENCY_BUCKETS,
+    LATENCY_BUCKETS,
 )
 rpc_queue_messages = Gauge(
     "nubes_rpc_queue_messages",
@@ -91,16 +193,16 @@ scheduler_seconds = Histogram(
     ["outcome"],
     buckets=LATENCY_BUCKETS,
 )
-db_statement_seconds = Histogram(
+db_statement_seconds = FastHistogram(
     "nubes_db_statement_seconds",
-    "Time one SQL statement took, by engine role (writer, reader, replica).",
+    "Time one SQL statement took, by engine role (writer, reader).",
     ["role"],
-    buckets=DB_BUCKETS,
+    DB_BUCKETS,
 )
-db_pool_in_use = Gauge(
+db_pool_in_use = Tally(
     "nubes_db_pool_connections_in_use",
     "Database connections checked out of the pool now.",
-    ["role"],
+    "role",
 )
 authz_refusals = Counter(
     "nubes_authz_refusals_total",

@@ -315,7 +315,6 @@ def create_engine(
 def _install_metrics(engine: AsyncEngine, role: str) -> None:
     """Statement latency and pool use (nubes/metrics.py) through SQLAlchemy's events."""
     seconds = metrics.db_statement_seconds.labels(role)
-    in_use = metrics.db_pool_in_use.labels(role)
     key = "nubes_statement_started"
 
     def before(conn: Any, *_: Any) -> None:
@@ -328,8 +327,9 @@ def _install_metrics(engine: AsyncEngine, role: str) -> None:
 
     event.listen(engine.sync_engine, "before_cursor_execute", before)
     event.listen(engine.sync_engine, "after_cursor_execute", after)
-    event.listen(engine.sync_engine.pool, "checkout", lambda *_: in_use.inc())
-    event.listen(engine.sync_engine.pool, "checkin", lambda *_: in_use.dec())
+    in_use = metrics.db_pool_in_use
+    event.listen(engine.sync_engine.pool, "checkout", lambda *_: in_use.add(role, 1))
+    event.listen(engine.sync_engine.pool, "checkin", lambda *_: in_use.add(role, -1))
 
 
 # --- routing -----------------------------------------------------------------

@@ -157,12 +157,11 @@ class RPCServer:
         found: list[str] = []
         outcome = metrics.REFUSED
         start = time.perf_counter()
-        in_flight = metrics.rpc_in_flight.labels(self.topic)
-        in_flight.inc()
+        metrics.rpc_in_flight.add(self.topic, 1)
         try:
             outcome = await self._handle(msg, found)
         finally:
-            in_flight.dec()
+            metrics.rpc_in_flight.add(self.topic, -1)
             metrics.rpc_server_seconds.labels(
                 self.topic,
                 found[0] if found else "?",
