@@ -205,8 +205,9 @@ class RPCServer:
                     exc,
                     delay,
                 )
+                # Counted (no duration): the run that ends it is observed too.
                 metrics.rpc_server_seconds.labels(
-                    self.topic, method if found else "?", "cast", metrics.RETRIED
+                    self.topic, found[0] if found else "?", "cast", metrics.RETRIED
                 ).observe(0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cast_retry_max)
