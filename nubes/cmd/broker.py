@@ -49,7 +49,7 @@ class BrokerAdmin:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read()) if method == "GET" else None
         except urllib.error.HTTPError as exc:
-            if method == "DELETE" and exc.code == 404:
+            if method in ("DELETE", "GET") and exc.code == 404:
                 return None
             detail = exc.read().decode(errors="replace")[:300]
             raise exception.ConfigError(
@@ -65,10 +65,10 @@ class BrokerAdmin:
     def _q(name: str) -> str:
         return urllib.parse.quote(name, safe="")
 
-    def queues(self, vhost: str) -> list[dict[str, Any]]:
-        """Every queue of ``vhost`` with its depth, consumers and message rates."""
-        found = self._request("GET", f"/queues/{self._q(vhost)}")
-        return list(found) if isinstance(found, list) else []
+    def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+        """Queue ``name`` with its depth, consumers and message rates; None if absent."""
+        found = self._request("GET", f"/queues/{self._q(vhost)}/{self._q(name)}")
+        return found if isinstance(found, dict) else None
 
     def add_vhost(self, vhost: str) -> None:
         self._request("PUT", f"/vhosts/{self._q(vhost)}", {})

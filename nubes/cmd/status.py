@@ -66,14 +66,17 @@ def _from_management(
     admin = broker.admin_from_args(conf, args)
     admin.timeout = args.timeout
     found: dict[str, dict[str, Any]] = {}
-    for q in admin.queues(broker.vhost_of(conf, args)):
-        if q.get("name") not in QUEUES:
+    vhost = broker.vhost_of(conf, args)
+    for name in QUEUES:
+        # One queue at a time: the vhost holds a queue per compute host too.
+        q = admin.queue(vhost, name)
+        if q is None:
             continue
         head = q.get("head_message_timestamp")
         oldest = None
         if isinstance(head, int | float) and q.get("messages_ready"):
             oldest = max(0.0, now.timestamp() - float(head))
-        found[q["name"]] = {
+        found[name] = {
             "messages": int(q.get("messages_ready", q.get("messages", 0)) or 0),
             "consumers": int(q.get("consumers", 0) or 0),
             "publish_rate": _rate(q, "publish"),

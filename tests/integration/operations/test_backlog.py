@@ -178,6 +178,8 @@ async def test_status_and_metrics_show_a_backlog_build_and_drain(cloud: ProcessC
         assert status["queue_source"] == "management"
         assert q["trend"] == "growing" and q["growing_for"] is not None, q
         assert q["consumers"] == 0
+        # Casts carry their send time: the management API shows the head's.
+        assert q["oldest_age"] is not None and q["oldest_age"] >= 0
         assert any("growing for" in v and "start a conductor" in v for v in status["verdicts"])
 
         async def metric_grown() -> bool:
