@@ -112,3 +112,17 @@ def test_the_dashboard_uses_only_series_nubes_exports() -> None:
     # Every nubes series is on the dashboard.
     ours = {n for n in exported if n.startswith("nubes_")}
     assert ours <= bases, ours - bases
+
+
+def test_timed_labels_the_outcome_by_how_the_block_ended() -> None:
+    hist = metrics.task_step_seconds
+    ok = ("nubes_task_step_seconds_count", {"kind": "kx", "step": "s1", "outcome": "ok"})
+    err = ("nubes_task_step_seconds_count", {"kind": "kx", "step": "s1", "outcome": "error"})
+    with metrics.timed(hist, "kx", "s1"):
+        pass
+    with pytest.raises(exception.Invalid), metrics.timed(hist, "kx", "s1"):
+        raise exception.Invalid(reason="no")
+    assert REGISTRY.get_sample_value(*ok) == 1 and REGISTRY.get_sample_value(*err) == 1
+    # Cumulative buckets, +Inf equal to the count, as Prometheus expects.
+    inf = dict(ok[1], le="+Inf")
+    assert REGISTRY.get_sample_value("nubes_task_step_seconds_bucket", inf) == 1

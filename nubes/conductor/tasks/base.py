@@ -403,7 +403,7 @@ class Task:
                 return
             step = self.steps[run.step]
             before = run.step
-            with metrics.timed(metrics.task_step_seconds, kind=run.kind, step=before):
+            with metrics.timed(metrics.task_step_seconds, run.kind, before):
                 nxt = await step.run(run)
             if nxt is None:
                 return
