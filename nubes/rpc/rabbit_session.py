@@ -240,6 +240,10 @@ async def close_channel(channel: Channel) -> None:
         LOG.debug("Closing channel: %s", describe(exc))
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class Session:
     def __init__(
         self,
@@ -327,6 +331,9 @@ class Session:
             expiration=expiration,
             user_id=self.user_id,
             headers=headers,
+            # Calls wait in the topic queues too (a reply needs none): the
+            # head's age in the management API counts them.
+            timestamp=_now() if reply_to is not None else None,
         )
         return body, properties
 
@@ -350,7 +357,7 @@ class Session:
             message_id=parts[0][0],
             # Whole seconds: the broker's management API shows the head
             # message's, which nubes-manage status reports as the oldest's age.
-            timestamp=datetime.datetime.now(datetime.UTC),
+            timestamp=_now(),
             user_id=self.user_id,
             headers=headers,
         )
