@@ -751,6 +751,24 @@ dashboard_opts: list[cfg.Opt] = [
 ]
 
 
+metrics_opts: list[cfg.Opt] = [
+    cfg.PortOpt(
+        "port",
+        default=0,
+        help="Serve Prometheus metrics at http://bind:port/metrics (0: off). A service run "
+        "as N workers ([conductor] or [scheduler] workers) serves worker i on port + i; "
+        "all-in-one serves every service's metrics on this one port.",
+    ),
+    cfg.StrOpt("bind", default="127.0.0.1", help="Address the metrics endpoint listens on."),
+    cfg.FloatOpt(
+        "queue_sample_interval",
+        default=15.0,
+        min=0.0,
+        help="Seconds between two samples of the topic queues' depth and consumers by a "
+        "controller serving metrics (nubes_rpc_queue_messages; 0: none).",
+    ),
+]
+
 #: Group name -> options, in the order the sample file shows them.
 OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "DEFAULT": default_opts,
@@ -769,6 +787,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "api": api_opts,
     "quota": quota_opts,
     "dashboard": dashboard_opts,
+    "metrics": metrics_opts,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import access, config, exception
+from nubes import access, config, exception, metrics
 from nubes.cmd import common, workers
 from nubes.compute.launcher import compute_service, fake_fleet
 from nubes.conductor.authz import NodeLimits
@@ -25,7 +25,7 @@ from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, get_transport
-from nubes.service import TOPICS, Service, open_transport, run_until_signalled
+from nubes.service import TOPICS, Service, ServiceHook, open_transport, run_until_signalled
 
 #: Fake compute hosts ``all-in-one`` starts unless told otherwise.
 DEFAULT_FAKE_HOSTS = 2
@@ -52,7 +52,7 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
 
     endpoints: list[object] = []
     transport = open_transport(conf, binary, host)
-    hooks = []
+    hooks: list[ServiceHook] = []
     if binary == "conductor":
         from nubes.conductor.tasks.engine import TaskEngine
 
@@ -72,6 +72,12 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
         from nubes.scheduler.manager import SchedulerManager
 
         endpoints.append(SchedulerManager(engine.get_database(), conf))
+    if metrics.port_for(conf):
+        from nubes.rpc.queue_sampler import QueueSampler
+
+        hooks.append(
+            QueueSampler(transport, list(TOPICS.values()), conf.metrics.queue_sample_interval)
+        )
     return Service(
         binary,
         host,
@@ -106,6 +112,7 @@ async def _run_service(
     else:
         await _open_database(conf)
         services = [_controller(conf, binary, conf.host)]
+    metrics.serve(conf, binary)
     await run_until_signalled(services)
     return 0
 
@@ -114,6 +121,7 @@ async def _run_api(conf: cfg.ConfigOpts) -> int:
     from nubes.api.server import api_service
 
     await _open_database(conf)
+    metrics.serve(conf, "api")
     await run_until_signalled([api_service(conf, conf.host)])
     return 0
 
@@ -147,6 +155,13 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     private = None
     if args.virt == "libvirt":
         private = await _libvirt_host(args, conf, host, services)
+    port = metrics.serve(conf, "all-in-one")
+    if port:
+        print(
+            f"nubes all-in-one: metrics of every service at "
+            f"http://{conf.metrics.bind}:{port}/metrics",
+            flush=True,
+        )
     try:
         return await _serve(args, conf, services)
     finally:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from nubes.metrics import WORKER_INDEX_ENV
+
 LOG = logging.getLogger(__name__)
 
 #: Set in a worker's environment: it runs the service itself, not more workers.
@@ -51,7 +53,7 @@ def supervise(argv: Sequence[str], count: int, stop_timeout: float = STOP_TIMEOU
         signal.signal(sig, on_signal)
 
     def start(index: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, env=env)
+        proc = subprocess.Popen(command, env={**env, WORKER_INDEX_ENV: str(index)})
         LOG.info("worker %d of %d started (pid %d)", index + 1, count, proc.pid)
         return proc
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from nubes import access, exception, versions
+from nubes import access, exception, metrics, versions
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, StepKey
@@ -449,6 +449,7 @@ class Authorizer:
                 size,
                 limit,
             )
+            metrics.authz_refusals.labels("too_large").inc()
             raise exception.TooLarge(what=what, size=size, limit=limit)
 
     def check_report_size(self, caller: Caller, error: Any, details: Any) -> None:
@@ -463,6 +464,11 @@ class Authorizer:
 
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"
+        # By the table's row: a pair not in it (the caller's choice) is "unlisted".
+        listed = (call.objname, call.method) in RULES
+        metrics.authz_refusals.labels(
+            f"{call.objname}.{call.method}" if listed else "unlisted"
+        ).inc()
         AUDIT.warning(
             "REFUSED caller=%s object=%s method=%s target=%s fields=%s reason=%s",
             call.caller.identity,

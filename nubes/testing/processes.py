@@ -459,15 +459,23 @@ class ProcessCloud:
         """The host of scheduler ``name`` ("" the first, else one of ``extra_schedulers``)."""
         return self.scheduler_host if not name else f"sch-{name}-{self.run}"
 
-    def scheduler_config(self, name: str = "") -> Path:
+    def scheduler_config(
+        self, name: str = "", options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Path:
         host = self.scheduler_host_of(name)
         label = "scheduler" + (f"-{name}" if name else "")
-        return self._config(label, f"scheduler.{host}", host, database=True)
+        return self._config(label, f"scheduler.{host}", host, database=True, extra=options)
 
-    async def start_scheduler(self, name: str = "", *, python: str | None = None) -> Proc:
+    async def start_scheduler(
+        self,
+        name: str = "",
+        *,
+        python: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Proc:
         """Scheduler ``name`` ("" the first; ``python``: another release's
-        interpreter, see :meth:`environ`)."""
-        config = self.scheduler_config(name)
+        interpreter, see :meth:`environ`); ``options`` are its own on top of the cloud's."""
+        config = self.scheduler_config(name, options)
         label = "scheduler" + (f"-{name}" if name else "")
         return await self._spawn(self._run_name(label), config, ["scheduler"], {}, python)
 
@@ -480,11 +488,19 @@ class ProcessCloud:
         return await self._spawn(f"fleet-{index}", config, args, {})
 
     async def start_conductor(
-        self, name: str, *, crash_at: str | None = None, python: str | None = None
+        self,
+        name: str,
+        *,
+        crash_at: str | None = None,
+        python: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Proc:
-        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
+        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash
+        hook; ``options`` are its own on top of the cloud's."""
         host = self.conductor_host(name)
-        config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
+        config = self._config(
+            f"conductor-{name}", f"conductor.{host}", host, database=True, extra=options
+        )
         env = {CRASH_ENV: crash_at} if crash_at else {}
         return await self._spawn(f"conductor-{name}", config, ["conductor"], env, python)
 

@@ -583,12 +583,29 @@ async def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "security.sqlite"
 
 
+def _refusals() -> dict[str, float]:
+    """``nubes_authz_refusals_total`` by rule (this process's registry)."""
+    from prometheus_client import REGISTRY
+
+    return {
+        s.labels["rule"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "nubes_authz_refusals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
 async def test_compromised_host_over_memory(sqlite_path: Path) -> None:
+    before = _refusals()
     cloud = await Cloud.start(f"sqlite:///{sqlite_path}")
     try:
         await _run_suite(cloud, sqlite_path, "memory://")
     finally:
         await cloud.stop()
+    # The conductor's refusals are on /metrics, by the rule that refused.
+    grown = {r for r, n in _refusals().items() if n > before.get(r, 0)}
+    assert "Instance.save" in grown and "unlisted" in grown, grown
 
 
 def _rabbitmqctl(*args: str) -> None:

@@ -58,7 +58,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import exception, liveness
+from nubes import exception, liveness, metrics
 
 # The kinds' modules (all but caps) are imported for their @task_kind
 # registrations in base.KINDS, which the engine instantiates.
@@ -78,6 +78,7 @@ from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection, Database
+from nubes.db.types import utcnow
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
@@ -424,10 +425,14 @@ class TaskEngine:
             ids = ids[: max(self._free(), 0)]
         if not ids:
             return 0
+        before = utcnow()
         async with self.db.writer() as conn:
             rows = await tasks.claim_many(conn, ids, self.owner, lease_seconds=self.lease_seconds)
             found = await self._prefetch(conn, rows)
         for row in rows:
+            taken = row.get("taken_over_at")
+            if taken is not None and taken >= before:
+                metrics.task_takeovers.labels(row["kind"]).inc()
             self._start(row, found.get(row["instance_uuid"]))
         return len(rows)
 
@@ -460,6 +465,7 @@ class TaskEngine:
             # Read with the claim: the first step need not read it again.
             run.cache[CLAIMED_INSTANCE] = instance
         self._runs[run.id] = run
+        metrics.tasks_running.set(len(self._runs))
         self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")
 
     async def _drive(self, run: Run) -> None:
@@ -485,6 +491,7 @@ class TaskEngine:
         finally:
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
+                metrics.tasks_running.set(len(self._runs))
                 self._coros.pop(run.id, None)
                 self._wake.set()
 

@@ -24,6 +24,7 @@ from nubes.db.models.compute import (
     Allocation,
     ComputeNode,
     Generation,
+    QueueSample,
     Service,
     ServiceHeartbeat,
 )
@@ -81,6 +82,7 @@ def _table(model: type[Base]) -> Table:
 
 
 services = _table(Service)
+queue_samples = _table(QueueSample)
 service_heartbeats = _table(ServiceHeartbeat)
 compute_nodes = _table(ComputeNode)
 generations = _table(Generation)
@@ -171,6 +173,7 @@ __all__ = [
     "Port",
     "PortSecurityGroup",
     "Project",
+    "QueueSample",
     "Quota",
     "QuotaClass",
     "QuotaLock",
@@ -216,6 +219,7 @@ __all__ = [
     "port_security_groups",
     "ports",
     "projects",
+    "queue_samples",
     "quota_classes",
     "quota_locks",
     "quotas",
