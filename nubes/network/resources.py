@@ -26,6 +26,7 @@ from nubes.api import policy, quotas
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
 from nubes.db.engine import Connection, Database
+from nubes.db.transaction_batch import TransactionBatcher
 
 Row = dict[str, Any]
 
@@ -221,6 +222,14 @@ async def _visible(
     return row
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _PortAsk:
+    """One caller's port create, waiting for its batch (each ask is its own key)."""
+
+    ctxt: RequestContext
+    item: Mapping[str, Any]
+
+
 @dataclasses.dataclass(frozen=True)
 class Page:
     """What a listing asks for: rows matching ``filters`` (column -> any of
@@ -259,6 +268,10 @@ class NetworkService:
     def __init__(self, db: Database, conf: cfg.ConfigOpts) -> None:
         self.db = db
         self.conf = conf
+        #: Concurrent port creates share a transaction (see create_port).
+        self.port_creates: TransactionBatcher[_PortAsk, Row] = TransactionBatcher(
+            db, self._create_ports
+        )
 
     async def _check_quota(
         self, conn: Connection, project_id: str, kind: net_db.Kind, count: int = 1
@@ -535,22 +548,24 @@ class NetworkService:
             },
         )
         await net_db.claim_default_group(conn, project_id, group_id)
-        for direction in DIRECTIONS:
-            for ethertype in ETHERTYPES:
-                await net_db.create(
-                    conn,
-                    "security_group_rules",
-                    {
-                        "id": str(uuid.uuid4()),
-                        "security_group_id": group_id,
-                        "project_id": project_id,
-                        "direction": direction,
-                        "ethertype": ethertype,
-                        "remote_group_id": group_id if direction == "ingress" else None,
-                        "description": "",
-                        "revision_number": 0,
-                    },
-                )
+        await net_db.create_many(
+            conn,
+            "security_group_rules",
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "security_group_id": group_id,
+                    "project_id": project_id,
+                    "direction": direction,
+                    "ethertype": ethertype,
+                    "remote_group_id": group_id if direction == "ingress" else None,
+                    "description": "",
+                    "revision_number": 0,
+                }
+                for direction in DIRECTIONS
+                for ethertype in ETHERTYPES
+            ],
+        )
         return group_id
 
     async def _default_for(self, ctxt: RequestContext) -> None:
@@ -592,10 +607,10 @@ class NetworkService:
                 },
             )
             # Neutron gives a new group the default egress rules.
-            for ethertype in ETHERTYPES:
-                await net_db.create(
-                    conn,
-                    "security_group_rules",
+            await net_db.create_many(
+                conn,
+                "security_group_rules",
+                [
                     {
                         "id": str(uuid.uuid4()),
                         "security_group_id": group_id,
@@ -604,8 +619,10 @@ class NetworkService:
                         "ethertype": ethertype,
                         "description": "",
                         "revision_number": 0,
-                    },
-                )
+                    }
+                    for ethertype in ETHERTYPES
+                ],
+            )
             return await self._group_with_rules(conn, group_id)
 
     async def _visible_group(self, conn: Connection, ctxt: RequestContext, gid: str) -> Row:
@@ -892,11 +909,20 @@ class NetworkService:
         return [row["id"] for row in rows]
 
     async def create_port(self, ctxt: RequestContext, item: Mapping[str, Any]) -> Row:
+        """A port as the caller asked; its details.
+
+        Concurrent requests are created together (:attr:`port_creates`):
+        one transaction, the subnet's IPAM lock taken once for all of them
+        instead of each waiting for the one before it to commit.
+        """
         _member(ctxt, "create_port")
-        async with self.db.writer() as conn:
-            port_id = await self.create_port_in(conn, ctxt, item)
-        async with self.db.reader() as conn:
-            return (await port_details(conn, [port_id]))[0]
+        return await self.port_creates.run(_PortAsk(ctxt, item))
+
+    async def _create_ports(
+        self, conn: Connection, asks: Sequence[_PortAsk]
+    ) -> dict[_PortAsk, Row]:
+        made = await self.create_ports_in(conn, [(a.ctxt, a.item) for a in asks])
+        return dict(zip(asks, await port_details(conn, made), strict=True))
 
     async def _visible_port(self, conn: Connection, ctxt: RequestContext, pid: str) -> Row:
         return await _visible(conn, ctxt, "ports", pid, exception.PortNotFound(port_id=pid))
