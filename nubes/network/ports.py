@@ -259,6 +259,11 @@ _BATCHERS: weakref.WeakKeyDictionary[Database, TransactionBatcher[str, list[str]
 )
 
 
+def allocation_batcher(db: Database) -> TransactionBatcher[str, list[str]] | None:
+    """The batcher of ``db``'s builds' allocations, once one ran (for tests and benchmarks)."""
+    return _BATCHERS.get(db)
+
+
 async def _allocate(
     service: resources.NetworkService, conn: Connection, instance_uuids: Sequence[str]
 ) -> dict[str, list[str] | Exception]:
