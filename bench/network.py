@@ -93,7 +93,6 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     urls = {"sqlite": None, "postgres": POSTGRES_URL, "mariadb": MARIADB_URL}
-    lines: list[str] = []
     for backend in args.backends.split(","):
         try:
             rate = await run_backend(backend, urls[backend], args.ports, args.rounds)
@@ -113,7 +112,6 @@ async def main() -> None:
                 flush=True,
             )
         print(ports_line, flush=True)
-        lines.append(ports_line)
 
 
 if __name__ == "__main__":
