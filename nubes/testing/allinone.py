@@ -14,22 +14,14 @@ conductor); only the process boundary is gone::
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import os
-import shutil
-import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from oslo_config import cfg
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from nubes import config
 from nubes.api.servers import ServersAPI
@@ -38,7 +30,6 @@ from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.engine import TaskEngine
-from nubes.db import migration
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks
 from nubes.db.engine import Database
@@ -48,6 +39,7 @@ from nubes.objects import backend
 from nubes.rpc.transport import Transport, get_transport
 from nubes.scheduler.manager import SchedulerManager
 from nubes.service import Service, service_identity, tune_gc
+from nubes.testing import schema
 
 #: Options the harness sets unless told otherwise: quick to react, quiet.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,49 +51,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # quotas have tests of their own (tests/unit/api/test_quotas.py).
     "quota": {"instances": -1, "cores": -1, "ram": -1},
 }
-
-
-#: This process's SQLite database migrated to head, copied for each new cloud.
-_TEMPLATE: dict[str, Path] = {}
-
-
-async def migrated(db_url: str) -> None:
-    """The schema at ``db_url`` brought to head, as ``db_sync`` does.
-
-    A new SQLite file is a copy of a database this process migrated once:
-    running every migration for each of the hundreds of clouds the tests
-    start cost them about a second each (mostly SQLite's syncs of each DDL
-    step). Anything else (a server, an existing file) is migrated.
-    """
-    path = await asyncio.to_thread(_new_sqlite_file, db_url)
-    if path is None:
-        await migration.db_sync(db_url)
-        return
-    template = _TEMPLATE.get("head")
-    if template is None:
-        folder = tempfile.mkdtemp(prefix="nubes-template-")
-        atexit.register(shutil.rmtree, folder, True)
-        template = Path(folder) / "head.sqlite"
-        await migration.db_sync(f"sqlite:///{template}")
-        _TEMPLATE["head"] = template
-    await asyncio.to_thread(_copy_database, template, path)
-
-
-def _new_sqlite_file(db_url: str) -> str | None:
-    url = make_url(db_url)
-    path = url.database
-    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
-        return None
-    if path.startswith("file:"):
-        return None  # a URI (shared memory, options): migrated as given
-    return None if os.path.exists(path) else path
-
-
-def _copy_database(source_path: Path, target_path: str) -> None:
-    # The backup API copies a consistent image whatever the template's journal holds.
-    with contextlib.closing(sqlite3.connect(source_path)) as source:
-        with contextlib.closing(sqlite3.connect(target_path)) as target:
-            source.backup(target)
 
 
 def make_conf(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> cfg.ConfigOpts:
@@ -148,7 +97,7 @@ class AllInOne:
         bus = f"memory:///aio-{uuid.uuid4().hex[:8]}"
         conf.set_override("transport_url", bus)
         if sync:
-            await migrated(db_url)
+            await schema.migrated(db_url)
         db = Database(db_url)
         backend.install(DBObjectBackend(db))
         engines: list[TaskEngine] = []
