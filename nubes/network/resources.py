@@ -552,16 +552,7 @@ class NetworkService:
             conn,
             "security_group_rules",
             [
-                {
-                    "id": str(uuid.uuid4()),
-                    "security_group_id": group_id,
-                    "project_id": project_id,
-                    "direction": direction,
-                    "ethertype": ethertype,
-                    "remote_group_id": group_id if direction == "ingress" else None,
-                    "description": "",
-                    "revision_number": 0,
-                }
+                _new_rule(group_id, project_id, direction, ethertype, remote_self=True)
                 for direction in DIRECTIONS
                 for ethertype in ETHERTYPES
             ],
@@ -610,18 +601,7 @@ class NetworkService:
             await net_db.create_many(
                 conn,
                 "security_group_rules",
-                [
-                    {
-                        "id": str(uuid.uuid4()),
-                        "security_group_id": group_id,
-                        "project_id": project_id,
-                        "direction": "egress",
-                        "ethertype": ethertype,
-                        "description": "",
-                        "revision_number": 0,
-                    }
-                    for ethertype in ETHERTYPES
-                ],
+                [_new_rule(group_id, project_id, "egress", ethertype) for ethertype in ETHERTYPES],
             )
             return await self._group_with_rules(conn, group_id)
 
@@ -1014,6 +994,22 @@ async def port_details(conn: Connection, port_ids: Sequence[str]) -> list[Row]:
         row["security_groups"] = groups[port_id]
         out.append(row)
     return out
+
+
+def _new_rule(
+    group_id: str, project_id: str, direction: str, ethertype: str, *, remote_self: bool = False
+) -> Row:
+    """A rule Neutron gives a new group; ``remote_self``: ingress only from its members."""
+    return {
+        "id": str(uuid.uuid4()),
+        "security_group_id": group_id,
+        "project_id": project_id,
+        "direction": direction,
+        "ethertype": ethertype,
+        "remote_group_id": group_id if remote_self and direction == "ingress" else None,
+        "description": "",
+        "revision_number": 0,
+    }
 
 
 def random_mac() -> str:
