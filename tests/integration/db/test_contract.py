@@ -24,3 +24,4 @@ from tests.unit.db.test_replica import *  # noqa: F403
 from tests.unit.db.test_resources import *  # noqa: F403
 from tests.unit.db.test_tags import *  # noqa: F403
 from tests.unit.db.test_tasks import *  # noqa: F403
+from tests.unit.db.test_transaction_batch import *  # noqa: F403
