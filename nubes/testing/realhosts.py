@@ -47,6 +47,10 @@ from nubes.testing.processes import Proc, ProcessCloud
 FLAVOR: dict[str, Any] = {
     "flavorid": "real-tiny", "name": "real-tiny", "vcpus": 1, "memory_mb": 96, "root_gb": 1,
 }  # fmt: skip
+#: What a resize goes to: more memory and a bigger root disk.
+BIGGER: dict[str, Any] = {
+    "flavorid": "real-bigger", "name": "real-bigger", "vcpus": 1, "memory_mb": 128, "root_gb": 2,
+}  # fmt: skip
 #: Real guests are slow to boot and to move under TCG: generous step timeouts.
 OPTIONS: dict[str, dict[str, Any]] = {
     "conductor": {"compute_step_timeout": 120, "build_deadline": 180},
@@ -133,6 +137,7 @@ class RealHostsCloud:
         assert db is not None
         async with db.writer() as conn:
             await flavors.create(conn, dict(FLAVOR))
+            await flavors.create(conn, dict(BIGGER))
         guest = await asyncio.to_thread(guestimage.build)
         ctxt = context()
 

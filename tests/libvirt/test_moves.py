@@ -16,7 +16,7 @@ import pytest
 
 from nubes.objects.states import MigrationStatus
 from nubes.testing.guestimage import BOOT_MARKER, TICK_MARKER
-from nubes.testing.realhosts import RealHostsCloud
+from nubes.testing.realhosts import BIGGER, FLAVOR, RealHostsCloud
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.libvirt]
 
@@ -99,5 +99,57 @@ async def test_a_real_guest_live_migrates_is_aborted_and_forced_and_ticks_on(
         await real.wait_console(a, uuid, f"{TICK_MARKER} {last + 2}\n")
         assert real.console(a, uuid).count(BOOT_MARKER) == 1
         assert not real.files(b, uuid).directory.exists()
+    finally:
+        await real.stop()
+
+
+def _on(host: str, vm_state: str) -> Any:
+    return lambda r: r["host"] == host and r["vm_state"] == vm_state and r["task_state"] is None
+
+
+async def test_a_real_guest_resizes_reverts_migrates_confirms_and_rebuilds(
+    namespaced_hosts: None, rabbit_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    real = await RealHostsCloud.start(rabbit_url, postgres_url, tmp_path)
+    try:
+        uuid = await real.create_server("cold")
+        row = await real.wait(uuid, lambda r: r["vm_state"] == "active", timeout=180)
+        a = row["host"]
+        [b] = [h for h in real.cloud.host_names if h != a]
+        await real.wait_console(a, uuid, TICK_MARKER, 2)
+
+        # 1. Resize: the disk moves to b over the data plane, the guest boots there
+        # with the new flavor; its console history came along.
+        await real.moves(lambda api, ctxt: api.resize_server(ctxt, uuid, BIGGER["flavorid"]))
+        row = await real.wait(uuid, _on(b, "resized"), timeout=180)
+        assert row["memory_mb"] == BIGGER["memory_mb"] and row["root_gb"] == BIGGER["root_gb"]
+        on_b = real.files(b, uuid)
+        await real.wait_console(b, uuid, BOOT_MARKER, 2)  # a's boot (history), then b's
+        assert BOOT_MARKER in on_b.console_log.read_text()
+        assert (real.files(a, uuid).directory / "disk").exists()  # kept for a revert
+
+        # 2. Revert: b's guest goes, a's boots again with the old flavor.
+        await real.moves(lambda api, ctxt: api.revert_resize(ctxt, uuid))
+        row = await real.wait(uuid, _on(a, "active"), timeout=180)
+        assert row["memory_mb"] == FLAVOR["memory_mb"]
+        assert not on_b.directory.exists()
+        await real.wait_console(a, uuid, BOOT_MARKER, 2)
+
+        # 3. Cold migration and confirm: the guest runs on b, a keeps nothing.
+        await real.moves(lambda api, ctxt: api.migrate_server(ctxt, uuid))
+        await real.wait(uuid, _on(b, "resized"), timeout=180)
+        await real.moves(lambda api, ctxt: api.confirm_resize(ctxt, uuid))
+        await real.wait(uuid, _on(b, "active"), timeout=120)
+        assert not real.files(a, uuid).directory.exists()
+        booted = real.console(b, uuid).count(BOOT_MARKER)
+        await real.wait_console(b, uuid, BOOT_MARKER, booted)
+        [*_, migrated] = await real.migrations(uuid)
+        assert migrated["status"] == MigrationStatus.CONFIRMED, migrated
+
+        # 4. Rebuild on b: a new guest from the image boots there.
+        await real.moves(lambda api, ctxt: api.rebuild_server(ctxt, uuid, real.image["id"]))
+        await real.wait(uuid, _on(b, "active"), timeout=180)
+        await real.wait_console(b, uuid, BOOT_MARKER)
+        await real.wait_console(b, uuid, TICK_MARKER, 2)
     finally:
         await real.stop()
