@@ -42,7 +42,7 @@ async def test_only_the_granted_instance_files_are_served(tmp_path: Path) -> Non
         other = grants.issue_disk(key, staying, "dest-host", 60)
         expired = grants.issue_disk(key, leaving, "dest-host", -1)
         for bad in (forged, other, expired, "garbage"):
-            with pytest.raises(exception.VirtDriverError, match="HTTP 40[13]"):
+            with pytest.raises(exception.VirtDriverError, match=r"HTTP 40[13]"):
                 await _get(f"{server.url}/{leaving}/disk", bad, out)
         # Confirmed or reverted: the key is gone and nothing is served any more.
         (instances / leaving / KEY_FILE).unlink()
