@@ -40,6 +40,7 @@ from nubes.db.api import tasks as tasks_api
 from nubes.rpc.transport import get_transport
 from nubes.testing import guestimage
 from nubes.testing.infra import free_port
+from nubes.testing.moves import check_consistent
 from nubes.testing.netns import HostNetwork, NetnsHost
 from nubes.testing.processes import Proc, ProcessCloud
 
@@ -53,7 +54,7 @@ BIGGER: dict[str, Any] = {
 }  # fmt: skip
 #: Real guests are slow to boot and to move under TCG: generous step timeouts.
 OPTIONS: dict[str, dict[str, Any]] = {
-    "conductor": {"compute_step_timeout": 120, "build_deadline": 180},
+    "conductor": {"compute_step_timeout": 60, "build_deadline": 180},
     "quota": {"instances": -1, "cores": -1, "ram": -1},
 }
 
@@ -79,6 +80,8 @@ class RealHostsCloud:
         self.image: Row = {}
         self.computes: dict[str, Proc] = {}
         self.conductor: Proc | None = None
+        #: How each compute host was started (for a restart): options, broker.
+        self._compute_args: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def start(
@@ -125,9 +128,8 @@ class RealHostsCloud:
             options["libvirt"].update(
                 {"live_migration_inbound_addr": host.address, "soft_reboot_wait": 30, **libvirt}
             )
-            self.computes[name] = await cloud.start_compute(
-                name, options=options, broker=broker, wrap=host.wrap(())
-            )
+            self._compute_args[name] = {"options": options, "broker": broker, "wrap": host.wrap(())}
+            self.computes[name] = await cloud.start_compute(name, **self._compute_args[name])
         await api.wait_log(r"API listening on", 60)
         await self._add_records()
         await cloud.wait_hosts_registered(timeout=120)
@@ -162,6 +164,51 @@ class RealHostsCloud:
         ramdisk = await add("real-initramfs", "ari", guest.initramfs)
         image_id = await add("real-guest", "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)
         self.image = await images.get_active_image(db, ctxt, image_id)
+
+    async def kill_compute(self, name: str) -> None:
+        """SIGKILL host ``name``'s agent, as a crash (its guests run on)."""
+        await self.computes[name].kill()
+
+    async def start_compute(self, name: str) -> Proc:
+        """Host ``name``'s agent again, as it was started."""
+        self.computes[name] = await self.cloud.start_compute(name, **self._compute_args[name])
+        return self.computes[name]
+
+    async def restart_conductor(self) -> None:
+        """SIGKILL the conductor, as a crash, and start another one."""
+        assert self.conductor is not None
+        await self.conductor.kill()
+        self.conductor = await self.cloud.start_conductor("a")
+
+    def guests(self) -> dict[str, dict[str, bool]]:
+        """Per host, the nubes domains its libvirtd has, and whether each runs."""
+        import libvirt
+
+        found: dict[str, dict[str, bool]] = {}
+        for name, host in zip(self.cloud.host_names, self.net.hosts, strict=True):
+            assert host.libvirtd is not None
+            conn = libvirt.open(host.libvirtd.uri)
+            try:
+                found[name] = {
+                    d.UUIDString(): bool(d.isActive())
+                    for d in conn.listAllDomains()
+                    if d.name().startswith("nubes-")
+                }
+            finally:
+                conn.close()
+        return found
+
+    async def check_consistent(self, uuid: str) -> list[str]:
+        """The crash suite's check (nubes.testing.moves) of the database, and the
+        hypervisors' side: an ACTIVE guest runs on its host and on no other."""
+        assert self.cloud.db is not None
+        problems = await check_consistent(self.cloud.db, uuid)
+        row = await self.row(uuid)
+        guests = await asyncio.to_thread(self.guests)
+        running = sorted(h for h, g in guests.items() if g.get(uuid))
+        if row["vm_state"] == "active" and running != [row["host"]]:
+            problems.append(f"{uuid} is active on {row['host']} but runs on {running}")
+        return problems
 
     # -- asking ------------------------------------------------------------------------
 

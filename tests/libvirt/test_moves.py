@@ -1,7 +1,10 @@
 """Moves of a real guest between two hosts that are hosts (nubes.testing.realhosts):
 controllers as processes on RabbitMQ and PostgreSQL, each compute host in its
 own network namespace with its own libvirtd. One guest does every step, so
-the test pays for one TCG boot.
+each test pays for one TCG boot; each ends with a crash (the conductor
+killed mid-live-migration, the source's agent killed mid-cold-migration)
+and the crash suite's consistency check, with the hypervisors' side read
+from the real libvirtd.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ async def _running_migration(real: RealHostsCloud, uuid: str, timeout: float = 6
                 return int(m["id"])
         assert time.monotonic() < deadline, await real.migrations(uuid)
         await asyncio.sleep(0.1)
+
+
+def _settled_anywhere(r: dict[str, Any]) -> bool:
+    return r["task_state"] is None and r["vm_state"] in ("active", "resized", "error")
+
+
+async def _migration_in(
+    real: RealHostsCloud, uuid: str, status: MigrationStatus, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(m["status"] == status for m in await real.migrations(uuid)):
+        assert time.monotonic() < deadline, await real.migrations(uuid)
+        await asyncio.sleep(0.05)
 
 
 async def _live_migrate(real: RealHostsCloud, uuid: str) -> None:
@@ -99,6 +115,16 @@ async def test_a_real_guest_live_migrates_is_aborted_and_forced_and_ticks_on(
         await real.wait_console(a, uuid, f"{TICK_MARKER} {last + 2}\n")
         assert real.console(a, uuid).count(BOOT_MARKER) == 1
         assert not real.files(b, uuid).directory.exists()
+
+        # 4. The conductor killed mid-copy: another carries the task on, and the
+        # instance ends consistent, its guest running where the database says.
+        await _live_migrate(real, uuid)
+        await _running_migration(real, uuid)
+        await real.restart_conductor()
+        row = await real.wait(uuid, _settled_anywhere, timeout=180)
+        assert await real.check_consistent(uuid) == []
+        last = max(_ticks(real.console(row["host"], uuid)))
+        await real.wait_console(row["host"], uuid, f"{TICK_MARKER} {last + 2}\n")
     finally:
         await real.stop()
 
@@ -151,5 +177,19 @@ async def test_a_real_guest_resizes_reverts_migrates_confirms_and_rebuilds(
         await real.wait(uuid, _on(b, "active"), timeout=180)
         await real.wait_console(b, uuid, BOOT_MARKER)
         await real.wait_console(b, uuid, TICK_MARKER, 2)
+
+        # 5. The source's agent killed mid-migration (then back): the move ends
+        # consistent, done or rolled back, the guest running where it should.
+        await real.moves(lambda api, ctxt: api.migrate_server(ctxt, uuid))
+        await _migration_in(real, uuid, MigrationStatus.MIGRATING)
+        await real.kill_compute(b)
+        await real.start_compute(b)
+        row = await real.wait(uuid, _settled_anywhere, timeout=240)
+        assert await real.check_consistent(uuid) == []
+        if row["vm_state"] == "resized":
+            await real.moves(lambda api, ctxt: api.confirm_resize(ctxt, uuid))
+            row = await real.wait(uuid, _on(row["host"], "active"), timeout=120)
+            assert await real.check_consistent(uuid) == []
+        await real.wait_console(row["host"], uuid, TICK_MARKER, 1)
     finally:
         await real.stop()
