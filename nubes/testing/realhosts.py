@@ -80,6 +80,8 @@ class RealHostsCloud:
         self.image: Row = {}
         self.computes: dict[str, Proc] = {}
         self.conductor: Proc | None = None
+        #: Where the hosts reach the broker (a forwarder on the gateway).
+        self.broker: tuple[str, int] | None = None
         #: How each compute host was started (for a restart): options, broker.
         self._compute_args: dict[str, dict[str, Any]] = {}
 
@@ -117,7 +119,7 @@ class RealHostsCloud:
         await cloud.start_scheduler()
         self.conductor = await cloud.start_conductor("a")
         broker_port = int(rabbit_url.rsplit(":", 1)[1].split("/", 1)[0])
-        broker = await asyncio.to_thread(net.forward, broker_port)
+        broker = self.broker = await asyncio.to_thread(net.forward, broker_port)
         gateway, port = await asyncio.to_thread(
             net.forward, net.free_port(), ("127.0.0.1", api_port)
         )

@@ -10,12 +10,15 @@ from the real libvirtd.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
+from sqlalchemy.engine import make_url
 
 from nubes.objects.states import MigrationStatus
 from nubes.testing.guestimage import BOOT_MARKER, TICK_MARKER
@@ -46,6 +49,41 @@ async def _running_migration(real: RealHostsCloud, uuid: str, timeout: float = 6
         await asyncio.sleep(0.1)
 
 
+def _host_uuid(uri: str) -> str:
+    """The host UUID a libvirtd reports (its capabilities' first <uuid>)."""
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.getCapabilities().split("<uuid>", 1)[1].split("</uuid>", 1)[0])
+    finally:
+        conn.close()
+
+
+def _hosts_never_reach_the_database(real: RealHostsCloud, postgres_url: str) -> None:
+    """Each agent runs in its host's namespace on its own libvirtd; from there the
+    broker and the other hosts' migration ports answer, the database port does
+    not (at any address), and the agent's config holds no database option."""
+    net = real.net
+    for name, host in zip(real.cloud.host_names, net.hosts, strict=True):
+        assert real.computes[name].pid in host.pids()
+    uris = [h.libvirtd.uri for h in net.hosts if h.libvirtd is not None]
+    assert len({_host_uuid(u) for u in uris}) == 2
+    a, b = net.hosts
+    assert a.can_connect(b.address, 16509) and b.can_connect(a.address, 16509)
+    assert real.broker is not None
+    assert a.can_connect(*real.broker)  # the check can succeed at all
+    db = make_url(postgres_url)
+    for address in (net.gateway, "127.0.0.1", db.host or "127.0.0.1"):
+        assert not a.can_connect(address, db.port or 5432), f"database reachable at {address}"
+    for name in real.cloud.host_names:
+        text = (real.cloud.workdir / f"compute-{name}.conf").read_text()
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(text)
+        assert not parser.has_section("database")
+        assert real.cloud.db_name not in text and "postgresql" not in text
+        for section in parser.sections():
+            assert "connection" not in parser[section], section
+
+
 def _settled_anywhere(r: dict[str, Any]) -> bool:
     return r["task_state"] is None and r["vm_state"] in ("active", "resized", "error")
 
@@ -71,6 +109,7 @@ async def test_a_real_guest_live_migrates_is_aborted_and_forced_and_ticks_on(
     )
     try:
         uuid = await real.create_server("mover")
+        _hosts_never_reach_the_database(real, postgres_url)
         row = await real.wait(uuid, lambda r: r["vm_state"] == "active", timeout=180)
         a = row["host"]
         [b] = [h for h in real.cloud.host_names if h != a]
