@@ -27,7 +27,7 @@ from nubes.testing.realhosts import BIGGER, FLAVOR, RealHostsCloud
 pytestmark = [pytest.mark.timeout(420), pytest.mark.libvirt]
 
 #: Slow enough (MiB/s) that an abort or a force-complete lands mid-copy.
-BANDWIDTH = 4
+BANDWIDTH = 8
 
 
 def _ticks(text: str) -> list[int]:
