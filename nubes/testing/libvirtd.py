@@ -66,6 +66,11 @@ DEBIAN_PACKAGES = (
     "busybox-static",
     "linux-image-cloud-amd64",
     "cpio",
+    # The disk image that boots through its own bootloader (guestimage.build_bootable).
+    "syslinux",
+    "syslinux-common",
+    "mtools",
+    "dosfstools",
 )
 
 
