@@ -222,7 +222,7 @@ async def test_a_real_guest_resizes_reverts_migrates_confirms_and_rebuilds(
         await real.moves(lambda api, ctxt: api.migrate_server(ctxt, uuid))
         await _migration_in(real, uuid, MigrationStatus.MIGRATING)
         await real.kill_compute(b)
-        await real.start_compute(b)
+        await real.cloud.wait_serving([await real.start_compute(b)], timeout=120)
         row = await real.wait(uuid, _settled_anywhere, timeout=240)
         assert await real.check_consistent(uuid) == []
         if row["vm_state"] == "resized":
@@ -230,5 +230,24 @@ async def test_a_real_guest_resizes_reverts_migrates_confirms_and_rebuilds(
             row = await real.wait(uuid, _on(row["host"], "active"), timeout=120)
             assert await real.check_consistent(uuid) == []
         await real.wait_console(row["host"], uuid, TICK_MARKER, 1)
+
+        # 6. Evacuate: the host's agent is down (its guest still runs there, as
+        # on a host cut off); the guest is rebuilt from the image on the other
+        # host; the returning host removes what it had and completes the move.
+        source = row["host"]
+        [target] = [h for h in real.cloud.host_names if h != source]
+        await real.kill_compute(source)
+        await real.force_down(source)
+        await real.moves(lambda api, ctxt: api.evacuate_server(ctxt, uuid))
+        await real.wait(uuid, _on(target, "active"), timeout=180)
+        await real.wait_console(target, uuid, TICK_MARKER, 1)
+        await real.force_down(source, down=False)
+        await real.cloud.wait_serving([await real.start_compute(source)], timeout=120)
+        deadline = time.monotonic() + 90
+        while (await real.migrations(uuid))[-1]["status"] != MigrationStatus.COMPLETED:
+            assert time.monotonic() < deadline, (await real.migrations(uuid))[-1]
+            await asyncio.sleep(0.2)
+        assert not real.files(source, uuid).directory.exists()
+        assert await real.check_consistent(uuid) == []
     finally:
         await real.stop()
