@@ -11,6 +11,10 @@ the serial console (so on the console log):
 * ``NUBES-GUEST poweroff`` then powers off after N ticks when the kernel
   command line says ``nubes.poweroff=N`` (a guest that shuts itself down).
 
+:func:`build_bootable` puts the same kernel and initramfs on a whole-disk
+image that boots through its own bootloader (SYSLINUX on FAT), for the
+disk-image boot path.
+
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
 builds them once per machine.
