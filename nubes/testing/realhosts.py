@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nubes import config
 from nubes.api import images
+from nubes.api.allinone import register_guest_images
 from nubes.api.moves import MovesAPI
 from nubes.api.servers import ServersAPI
 from nubes.compute.virt.libvirt.guest import InstanceFiles
@@ -39,7 +40,6 @@ from nubes.db.api import migrations as migrations_api
 from nubes.db.api import services as services_api
 from nubes.db.api import tasks as tasks_api
 from nubes.rpc.transport import get_transport
-from nubes.testing import guestimage
 from nubes.testing.infra import free_port
 from nubes.testing.moves import check_consistent
 from nubes.testing.netns import HostNetwork, NetnsHost
@@ -68,10 +68,6 @@ MovesCall = Callable[[MovesAPI, RequestContext], Awaitable[Any]]
 
 def context() -> RequestContext:
     return RequestContext(user_id="real-user", project_id="real-project", roles=["admin", "member"])
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    yield await asyncio.to_thread(path.read_bytes)
 
 
 class RealHostsCloud:
@@ -146,29 +142,8 @@ class RealHostsCloud:
         async with db.writer() as conn:
             await flavors.create(conn, dict(FLAVOR))
             await flavors.create(conn, dict(BIGGER))
-        guest = await asyncio.to_thread(guestimage.build)
         ctxt = context()
-
-        async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
-            made = await images.create_image(
-                db,
-                ctxt,
-                {
-                    "name": name,
-                    "disk_format": disk_format,
-                    "container_format": disk_format if disk_format in ("aki", "ari") else "bare",
-                    "visibility": "public",
-                    **properties,
-                },
-            )
-            await images.upload(
-                db, ctxt, made["id"], _chunks(path), image_dir=self.image_dir, size_cap=1 << 30
-            )
-            return str(made["id"])
-
-        kernel = await add("real-kernel", "aki", guest.kernel)
-        ramdisk = await add("real-initramfs", "ari", guest.initramfs)
-        image_id = await add("real-guest", "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)
+        image_id = await register_guest_images(db, ctxt, self.image_dir, 1 << 30)
         self.image = await images.get_active_image(db, ctxt, image_id)
 
     async def kill_compute(self, name: str) -> None:

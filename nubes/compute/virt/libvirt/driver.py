@@ -391,21 +391,25 @@ class LibvirtDriver(ComputeDriver):
         image_meta: dict[str, Any],
         request: dict[str, Any],
     ) -> None:
-        libvirt = self.libvirt
         if await self._lookup(instance.uuid) is not None:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         try:
             disk_format = await self._prepare_files(instance, image_meta)
             await self._define(instance, image_meta, disk_format, start=True)
         except BaseException as exc:
-            # Nothing may be left that destroy could not remove; destroy removes it now.
-            try:
-                await asyncio.shield(self._destroy(instance))
-            except Exception as cleanup:
-                LOG.warning("cleanup of failed spawn %s: %s", instance.uuid, cleanup)
-            if isinstance(exc, libvirt.libvirtError):
-                raise self._error("spawn", instance.uuid, exc) from None
-            raise
+            raise await self._undo(instance, "spawn", exc) from None
+
+    async def _undo(self, instance: Instance, operation: str, exc: BaseException) -> BaseException:
+        """After ``operation`` failed with ``exc`` making a guest here: remove
+        what it made (nothing may be left that destroy could not remove), and
+        return the error to raise (a libvirt error as a VirtDriverError)."""
+        try:
+            await asyncio.shield(self._destroy(instance))
+        except Exception as cleanup:
+            LOG.warning("cleanup of failed %s %s: %s", operation, instance.uuid, cleanup)
+        if isinstance(exc, self.libvirt.libvirtError):
+            return self._error(operation, instance.uuid, exc)
+        return exc
 
     async def _destroy(self, instance: Instance) -> None:
         libvirt = self.libvirt
@@ -594,13 +598,7 @@ class LibvirtDriver(ComputeDriver):
                 )
             await self._define(instance, image_meta, disk_format, start=power_on)
         except BaseException as exc:
-            try:
-                await asyncio.shield(self._destroy(instance))
-            except Exception as cleanup:
-                LOG.warning("cleanup of failed finish_migration %s: %s", instance.uuid, cleanup)
-            if isinstance(exc, self.libvirt.libvirtError):
-                raise self._error("finish_migration", instance.uuid, exc) from None
-            raise
+            raise await self._undo(instance, "finish_migration", exc) from None
 
     async def _fetch_disk(
         self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
