@@ -71,6 +71,8 @@ DEBIAN_PACKAGES = (
     "syslinux-common",
     "mtools",
     "dosfstools",
+    # Compute hosts in network namespaces (nubes.testing.netns): ip netns, veth, bridge.
+    "iproute2",
 )
 
 
