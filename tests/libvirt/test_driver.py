@@ -144,8 +144,11 @@ async def test_bad_images_leave_nothing_behind(
     # A live migration of a guest this host does not run is refused before anything.
     with pytest.raises(exception.InstanceNotFound):
         await driver.check_can_live_migrate_source(ctxt, inst, {})
-    with pytest.raises(exception.VirtOperationNotSupported):
+    with pytest.raises(exception.InstanceNotFound):
         await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
+    # A resize to the same host is refused before anything (its files would be shared).
+    with pytest.raises(exception.VirtOperationNotSupported):
+        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, None)  # type: ignore[arg-type]
 
 
 async def test_a_disk_image_boots_through_its_own_bootloader(
