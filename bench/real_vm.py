@@ -142,7 +142,7 @@ class Direct:
 async def _nubes_boot(real: RealHostsCloud, name: str) -> tuple[str, float]:
     started = time.perf_counter()
     uuid_ = await real.create_server(name)
-    await real.wait(uuid_, _active, timeout=300)
+    await real.wait(uuid_, _active, timeout=300, poll=0.02)
     return uuid_, time.perf_counter() - started
 
 
@@ -150,7 +150,7 @@ async def _nubes_migrate(real: RealHostsCloud, uuid_: str) -> float:
     before = (await real.row(uuid_))["host"]
     started = time.perf_counter()
     await real.moves(lambda api, ctxt: api.live_migrate_server(ctxt, uuid_))
-    await real.wait(uuid_, lambda r: _active(r) and r["host"] != before, timeout=300)
+    await real.wait(uuid_, lambda r: _active(r) and r["host"] != before, timeout=300, poll=0.02)
     return time.perf_counter() - started
 
 

@@ -247,7 +247,11 @@ class RealHostsCloud:
             return [dict(m) for m in await migrations_api.list_by_instance(conn, uuid)]
 
     async def wait(
-        self, uuid: str, predicate: Callable[[Row], bool], timeout: float = 120.0
+        self,
+        uuid: str,
+        predicate: Callable[[Row], bool],
+        timeout: float = 120.0,
+        poll: float = 0.2,
     ) -> Row:
         """The instance row once ``predicate`` holds and no task of it is active."""
         assert self.cloud.db is not None
@@ -264,7 +268,7 @@ class RealHostsCloud:
                     f"{active and (active['kind'], active['step'])} after {timeout}s\n"
                     + self.cloud.describe()
                 )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll)
 
     def host(self, name: str) -> NetnsHost:
         return self.net.hosts[self.cloud.host_names.index(name)]
