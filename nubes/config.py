@@ -240,6 +240,13 @@ libvirt_opts: list[cfg.Opt] = [
         min=0,
         help="Most MiB/s a live migration from this host may send (0: no limit).",
     ),
+    cfg.PortOpt(
+        "disk_server_port",
+        default=0,
+        help="Port this host serves a cold-migrating guest's disk on, at "
+        "live_migration_inbound_addr, to the destination holding the conductor's grant "
+        "(0: any free port; the destination learns it through the conductor).",
+    ),
 ]
 
 network_opts: list[cfg.Opt] = [

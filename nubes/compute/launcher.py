@@ -76,6 +76,7 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "soft_reboot_wait": opts.soft_reboot_wait,
         "migration_address": opts.live_migration_inbound_addr,
         "migration_bandwidth": opts.live_migration_bandwidth,
+        "disk_server_port": opts.disk_server_port,
     }
 
 

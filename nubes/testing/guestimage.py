@@ -17,6 +17,10 @@ the serial console (so on the console log):
   ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
   address ``c``, which is not the guest's.
 
+:func:`build_bootable` puts the same kernel and initramfs on a whole-disk
+image that boots through its own bootloader (SYSLINUX on FAT), for the
+disk-image boot path.
+
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
 builds them once per machine.
@@ -204,6 +208,61 @@ def build(cache: Path | None = None) -> GuestImage:
     return image
 
 
+#: What the bootloader prints on the serial console before it loads the kernel.
+BOOTLOADER_MARKER = "SYSLINUX"
+#: Debian packages :func:`build_bootable` needs (``.ci/run`` installs them).
+BOOTABLE_PACKAGES = ("syslinux", "syslinux-common", "mtools", "dosfstools")
+_SYSLINUX_CFG = """\
+SERIAL 0 115200
+DEFAULT nubes
+PROMPT 0
+TIMEOUT 1
+LABEL nubes
+  KERNEL vmlinuz
+  INITRD initramfs.gz
+  APPEND console=ttyS0
+"""
+#: Size of the bootable disk: a FAT filesystem holding the kernel and initramfs.
+_BOOTABLE_MIB = 48
+
+
+def build_bootable(cache: Path | None = None) -> Path:
+    """A raw disk image that boots through its own bootloader: a FAT filesystem
+    (no partition table; the BIOS runs its boot sector) with SYSLINUX, the test
+    guest's kernel and initramfs, and a config that prints on the serial port.
+    Built with mtools (no mount, no loop device) and cached beside the guest."""
+    for tool in ("mkfs.vfat", "mcopy", "syslinux"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            raise exception.ConfigError(
+                reason=f"{tool} is missing: apt-get install {' '.join(BOOTABLE_PACKAGES)}"
+            )
+    guest = build(cache)
+    disk = guest.kernel.parent / "bootable.raw"
+    if disk.exists():
+        return disk
+    work = Path(tempfile.mkdtemp(dir=disk.parent))
+    try:
+        image = work / "bootable.raw"
+        with open(image, "wb") as f:
+            f.truncate(_BOOTABLE_MIB << 20)
+        (work / "syslinux.cfg").write_text(_SYSLINUX_CFG)
+        mkfs = shutil.which("mkfs.vfat") or "/usr/sbin/mkfs.vfat"
+        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+        for command in (
+            [mkfs, "-n", "NUBESBOOT", str(image)],
+            ["mcopy", "-i", str(image), str(guest.kernel), "::vmlinuz"],
+            ["mcopy", "-i", str(image), str(guest.initramfs), "::initramfs.gz"],
+            ["mcopy", "-i", str(image), str(work / "syslinux.cfg"), "::syslinux.cfg"],
+            ["syslinux", "--install", str(image)],
+        ):
+            subprocess.run(command, check=True, capture_output=True, env=env)
+        # Another session may have built the same meanwhile: either copy is good.
+        os.replace(image, disk)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return disk
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PublishedImages:
     """The test guest as image records a libvirt host can boot (see :func:`publish`)."""
@@ -246,3 +305,34 @@ def publish(image: GuestImage, directory: Path) -> PublishedImages:
 
     raw, qcow2_meta = meta("raw", "raw"), meta("qcow2", "qcow2")
     return PublishedImages(ids["kernel"], ids["ramdisk"], raw, qcow2_meta)
+
+
+def publish_disk(disk: Path, directory: Path, disk_format: str = "qcow2") -> dict[str, Any]:
+    """Put a whole-disk image (one that boots through its own bootloader, see
+    :func:`build_bootable`) into an image data directory as ``disk_format``;
+    the image record a build carries (no kernel_id: the disk boots itself)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image_id = str(uuid.uuid4())
+    path = directory / image_id
+    if disk_format == "raw":
+        shutil.copyfile(disk, path)
+    else:
+        command = [
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            disk_format,
+            str(disk),
+            str(path),
+        ]
+        subprocess.run(command, check=True)
+    return {
+        "id": image_id,
+        "disk_format": disk_format,
+        "os_hash_algo": "sha512",
+        "os_hash_value": hashlib.sha512(path.read_bytes()).hexdigest(),
+        "properties": {},
+    }

@@ -67,7 +67,13 @@ DEBIAN_PACKAGES = (
     "busybox-static",
     "linux-image-cloud-amd64",
     "cpio",
-    # The network data plane (nubes/compute/network): bridges and VXLAN,
+    # The disk image that boots through its own bootloader (guestimage.build_bootable).
+    "syslinux",
+    "syslinux-common",
+    "mtools",
+    "dosfstools",
+    # Compute hosts in network namespaces (nubes.testing.netns), and the
+    # network data plane (nubes/compute/network): bridges, veth and VXLAN,
     # security groups, DHCP for the host's own ports.
     "iproute2",
     "nftables",

@@ -23,12 +23,13 @@ import asyncio
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nubes import config
 from nubes.api import images
+from nubes.api.allinone import register_guest_images
 from nubes.api.moves import MovesAPI
 from nubes.api.servers import ServersAPI
 from nubes.compute.virt.libvirt.guest import InstanceFiles
@@ -37,10 +38,11 @@ from nubes.context import RequestContext
 from nubes.db.api import flavors
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
+from nubes.db.api import services as services_api
 from nubes.db.api import tasks as tasks_api
 from nubes.rpc.transport import get_transport
-from nubes.testing import guestimage
 from nubes.testing.infra import free_port
+from nubes.testing.moves import check_consistent
 from nubes.testing.netns import HostNetwork, NetnsHost
 from nubes.testing.processes import Proc, ProcessCloud
 
@@ -48,9 +50,16 @@ from nubes.testing.processes import Proc, ProcessCloud
 FLAVOR: dict[str, Any] = {
     "flavorid": "real-tiny", "name": "real-tiny", "vcpus": 1, "memory_mb": 96, "root_gb": 1,
 }  # fmt: skip
+#: What a resize goes to: more memory and a bigger root disk.
+BIGGER: dict[str, Any] = {
+    "flavorid": "real-bigger", "name": "real-bigger", "vcpus": 1, "memory_mb": 128, "root_gb": 2,
+}  # fmt: skip
 #: Real guests are slow to boot and to move under TCG: generous step timeouts.
 OPTIONS: dict[str, dict[str, Any]] = {
-    "conductor": {"compute_step_timeout": 120, "build_deadline": 180},
+    # A host loaded by TCG guests (and a busy machine) may miss heartbeats for
+    # a while: it is down only when forced (an evacuation's test forces it).
+    "DEFAULT": {"service_down_time": 120},
+    "conductor": {"compute_step_timeout": 60, "build_deadline": 180},
     "quota": {"instances": -1, "cores": -1, "ram": -1},
 }
 
@@ -65,10 +74,6 @@ def context() -> RequestContext:
     return RequestContext(user_id="real-user", project_id="real-project", roles=["admin", "member"])
 
 
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    yield await asyncio.to_thread(path.read_bytes)
-
-
 class RealHostsCloud:
     """Controllers as processes, ``hosts`` libvirt hosts in namespaces, one guest image."""
 
@@ -79,6 +84,10 @@ class RealHostsCloud:
         self.image: Row = {}
         self.computes: dict[str, Proc] = {}
         self.conductor: Proc | None = None
+        #: Where the hosts reach the broker (a forwarder on the gateway).
+        self.broker: tuple[str, int] | None = None
+        #: How each compute host was started (for a restart): options, broker.
+        self._compute_args: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def start(
@@ -114,7 +123,7 @@ class RealHostsCloud:
         await cloud.start_scheduler()
         self.conductor = await cloud.start_conductor("a")
         broker_port = int(rabbit_url.rsplit(":", 1)[1].split("/", 1)[0])
-        broker = await asyncio.to_thread(net.forward, broker_port)
+        broker = self.broker = await asyncio.to_thread(net.forward, broker_port)
         gateway, port = await asyncio.to_thread(
             net.forward, net.free_port(), ("127.0.0.1", api_port)
         )
@@ -132,9 +141,8 @@ class RealHostsCloud:
                 "sync_interval": 1.0,
                 "state_dir": str(NETWORK_STATE / host.netns),
             }
-            self.computes[name] = await cloud.start_compute(
-                name, options=options, broker=broker, wrap=host.wrap(())
-            )
+            self._compute_args[name] = {"options": options, "broker": broker, "wrap": host.wrap(())}
+            self.computes[name] = await cloud.start_compute(name, **self._compute_args[name])
         await api.wait_log(r"API listening on", 60)
         await self._add_records()
         await cloud.wait_hosts_registered(timeout=120)
@@ -144,30 +152,62 @@ class RealHostsCloud:
         assert db is not None
         async with db.writer() as conn:
             await flavors.create(conn, dict(FLAVOR))
-        guest = await asyncio.to_thread(guestimage.build)
+            await flavors.create(conn, dict(BIGGER))
         ctxt = context()
-
-        async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
-            made = await images.create_image(
-                db,
-                ctxt,
-                {
-                    "name": name,
-                    "disk_format": disk_format,
-                    "container_format": disk_format if disk_format in ("aki", "ari") else "bare",
-                    "visibility": "public",
-                    **properties,
-                },
-            )
-            await images.upload(
-                db, ctxt, made["id"], _chunks(path), image_dir=self.image_dir, size_cap=1 << 30
-            )
-            return str(made["id"])
-
-        kernel = await add("real-kernel", "aki", guest.kernel)
-        ramdisk = await add("real-initramfs", "ari", guest.initramfs)
-        image_id = await add("real-guest", "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)
+        image_id = await register_guest_images(db, ctxt, self.image_dir, 1 << 30)
         self.image = await images.get_active_image(db, ctxt, image_id)
+
+    async def kill_compute(self, name: str) -> None:
+        """SIGKILL host ``name``'s agent, as a crash (its guests run on)."""
+        await self.computes[name].kill()
+
+    async def start_compute(self, name: str) -> Proc:
+        """Host ``name``'s agent again, as it was started."""
+        self.computes[name] = await self.cloud.start_compute(name, **self._compute_args[name])
+        return self.computes[name]
+
+    async def force_down(self, name: str, down: bool = True) -> None:
+        """What ``openstack compute service set --down`` writes for host ``name``."""
+        assert self.cloud.db is not None
+        async with self.cloud.db.writer() as conn:
+            row = await services_api.get_by_host_and_binary(conn, name, "compute")
+            await services_api.update(conn, row["id"], {"forced_down": down})
+
+    async def restart_conductor(self) -> None:
+        """SIGKILL the conductor, as a crash, and start another one."""
+        assert self.conductor is not None
+        await self.conductor.kill()
+        self.conductor = await self.cloud.start_conductor("a")
+
+    def guests(self) -> dict[str, dict[str, bool]]:
+        """Per host, the nubes domains its libvirtd has, and whether each runs."""
+        import libvirt
+
+        found: dict[str, dict[str, bool]] = {}
+        for name, host in zip(self.cloud.host_names, self.net.hosts, strict=True):
+            assert host.libvirtd is not None
+            conn = libvirt.open(host.libvirtd.uri)
+            try:
+                found[name] = {
+                    d.UUIDString(): bool(d.isActive())
+                    for d in conn.listAllDomains()
+                    if d.name().startswith("nubes-")
+                }
+            finally:
+                conn.close()
+        return found
+
+    async def check_consistent(self, uuid: str) -> list[str]:
+        """The crash suite's check (nubes.testing.moves) of the database, and the
+        hypervisors' side: an ACTIVE guest runs on its host and on no other."""
+        assert self.cloud.db is not None
+        problems = await check_consistent(self.cloud.db, uuid)
+        row = await self.row(uuid)
+        guests = await asyncio.to_thread(self.guests)
+        running = sorted(h for h, g in guests.items() if g.get(uuid))
+        if row["vm_state"] == "active" and running != [row["host"]]:
+            problems.append(f"{uuid} is active on {row['host']} but runs on {running}")
+        return problems
 
     # -- asking ------------------------------------------------------------------------
 
@@ -176,7 +216,7 @@ class RealHostsCloud:
         conf([])
         for section, values in OPTIONS.items():
             for name, value in values.items():
-                conf.set_override(name, value, section)
+                conf.set_override(name, value, None if section == "DEFAULT" else section)
         return conf
 
     async def create_server(
@@ -231,7 +271,11 @@ class RealHostsCloud:
             return [dict(m) for m in await migrations_api.list_by_instance(conn, uuid)]
 
     async def wait(
-        self, uuid: str, predicate: Callable[[Row], bool], timeout: float = 120.0
+        self,
+        uuid: str,
+        predicate: Callable[[Row], bool],
+        timeout: float = 120.0,
+        poll: float = 0.2,
     ) -> Row:
         """The instance row once ``predicate`` holds and no task of it is active."""
         assert self.cloud.db is not None
@@ -248,7 +292,7 @@ class RealHostsCloud:
                     f"{active and (active['kind'], active['step'])} after {timeout}s\n"
                     + self.cloud.describe()
                 )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll)
 
     def host(self, name: str) -> NetnsHost:
         return self.net.hosts[self.cloud.host_names.index(name)]

@@ -16,7 +16,12 @@ from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState
 from nubes.testing import guestimage
-from nubes.testing.guestimage import BOOT_MARKER, POWER_BUTTON_MARKER, POWEROFF_MARKER
+from nubes.testing.guestimage import (
+    BOOT_MARKER,
+    BOOTLOADER_MARKER,
+    POWER_BUTTON_MARKER,
+    POWEROFF_MARKER,
+)
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import make_driver, wait_console
 
@@ -139,8 +144,26 @@ async def test_bad_images_leave_nothing_behind(
     # A live migration of a guest this host does not run is refused before anything.
     with pytest.raises(exception.InstanceNotFound):
         await driver.check_can_live_migrate_source(ctxt, inst, {})
-    with pytest.raises(exception.VirtOperationNotSupported):
+    with pytest.raises(exception.InstanceNotFound):
         await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
+    # A resize to the same host is refused before anything (its files would be shared).
+    with pytest.raises(exception.VirtOperationNotSupported):
+        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, None)  # type: ignore[arg-type]
+
+
+async def test_a_disk_image_boots_through_its_own_bootloader(
+    driver: LibvirtDriver, images: guestimage.PublishedImages, image_dir: Path
+) -> None:
+    # A qcow2 whole-disk image (FAT + SYSLINUX, built from Debian packages and
+    # cached): no kernel_id, so the BIOS runs the disk's own boot sector.
+    meta = guestimage.publish_disk(guestimage.build_bootable(), image_dir, "qcow2")
+    ctxt = RequestContext()
+    inst = _instance()
+    await driver.spawn(ctxt, inst, meta, {})
+    log = await wait_console(driver, inst, BOOT_MARKER)
+    assert BOOTLOADER_MARKER in log.split(BOOT_MARKER)[0], log[-800:]
+    await driver.destroy(ctxt, inst)
+    assert await driver.list_instances() == []
 
 
 async def test_a_config_drive_is_attached_as_a_cdrom(

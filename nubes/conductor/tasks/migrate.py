@@ -44,7 +44,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.conductor.tasks import build
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
@@ -482,6 +482,8 @@ class MigrateTask(MoveTask):
                 run, Step.FINISH_DEST, dest.host, node=dest.node, writes=chain(finishing, bind)
             )
 
+        conf = self.engine.conf
+
         async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
             await self.engine.compute.finish_migration(
@@ -492,8 +494,17 @@ class MigrateTask(MoveTask):
                 Step.FINISH_DEST.value,
                 awaited.attempt,
                 migration=migration_object(mig),
-                disk_info=payload.disk_info,
-                image=(payload.request or SchedulingRequest()).image,
+                # The destination fetches the image (grants for it) and the
+                # source's disk (a grant signed with the key the source made).
+                disk_info=grants.disk_info_for(
+                    payload.disk_info or {}, str(row["uuid"]), awaited.host, conf.image_grant_ttl
+                ),
+                image=grants.attach(
+                    (payload.request or SchedulingRequest()).image,
+                    awaited.host,
+                    conf.image_grant_secret,
+                    conf.image_grant_ttl,
+                ),
                 resize_instance=self._resize(run),
                 power_on=bool(payload.power_on),
             )

@@ -16,8 +16,12 @@ Live migration is libvirt's peer-to-peer migration between the hosts'
 libvirtd (``[libvirt] live_migration_inbound_addr``), with the root disk's
 overlay copied along (the destination makes the same overlay over its own
 copy of the image first): see :mod:`~nubes.compute.virt.libvirt.migration`.
-Cold migration, resize and evacuation of real guests are refused with
-:class:`~nubes.exception.VirtOperationNotSupported` before anything changes.
+Cold migration and resize: the source stops the guest and serves its
+overlay and console log from its disk server
+(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
+conductor signs for the destination; the destination makes the overlay's
+base from the image API as a spawn does, fetches the overlay, and defines
+the guest. Confirm removes the source's guest; revert starts it again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -35,7 +40,8 @@ from xml.etree import ElementTree as ET
 from nubes import exception, grants
 from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, LifecycleEvent, ProgressCallback
 from nubes.compute.virt.fake import format_uptime
-from nubes.compute.virt.libvirt import migration
+from nubes.compute.virt.libvirt import diskserver, migration
+from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
 from nubes.compute.virt.libvirt.guest import (
     NAME_PREFIX,
     GuestSpec,
@@ -111,6 +117,7 @@ class LibvirtDriver(ComputeDriver):
         soft_reboot_wait: float = 120.0,
         migration_address: str | None = None,
         migration_bandwidth: int = 0,
+        disk_server_port: int = 0,
     ) -> None:
         super().__init__(host)
         if virt_type not in VIRT_TYPES:
@@ -130,6 +137,9 @@ class LibvirtDriver(ComputeDriver):
         self.migration_bandwidth = migration_bandwidth
         #: The live migrations running from this host, by instance uuid.
         self._live: dict[str, LiveCopy] = {}
+        #: Serves the disks of guests cold-migrating off this host (started when needed).
+        self.disk_server: DiskServer | None = None
+        self.disk_server_port = disk_server_port
         #: The host's data plane (None: guests get no network interface).
         self.network: NetworkAgent | None = None
 
@@ -196,10 +206,15 @@ class LibvirtDriver(ComputeDriver):
     async def init_host(self) -> None:
         await asyncio.to_thread(self.instances_path.mkdir, parents=True, exist_ok=True)
         await self.connection.open(self._on_domain_event)
+        # A guest was leaving when the agent stopped: its destination may still fetch.
+        if any(self.instances_path.glob(f"*/{KEY_FILE}")):
+            await self._disk_server()
 
     async def cleanup_host(self) -> None:
         for task in list(self._events):
             task.cancel()
+        if self.disk_server is not None:
+            await self.disk_server.stop()
         await self.connection.close()
 
     def get_available_nodes(self) -> list[str]:
@@ -350,6 +365,45 @@ class LibvirtDriver(ComputeDriver):
             await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
         return disk_format
 
+    async def _define(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        disk_format: str,
+        *,
+        start: bool,
+    ) -> None:
+        """Define the instance's domain over the files it has here (and start
+        it), its NICs plugged into this host's data plane first."""
+        files = self.files(instance.uuid)
+        has_drive = await asyncio.to_thread(files.config_drive.exists)
+        vifs = await self.network.plug(context, instance.uuid) if self.network is not None else []
+        properties = image_meta.get("properties") or {}
+        kernel_id = properties.get("kernel_id")
+        ramdisk_id = properties.get("ramdisk_id")
+        spec = GuestSpec(
+            uuid=instance.uuid,
+            virt_type=self.virt_type,
+            memory_mb=instance.memory_mb or 64,
+            vcpus=instance.vcpus or 1,
+            files=files,
+            disk_format=disk_format,
+            direct_kernel=bool(kernel_id),
+            with_ramdisk=bool(kernel_id and ramdisk_id),
+            cmdline=properties.get("os_command_line") or "console=ttyS0",
+            config_drive=has_drive,
+            vifs=tuple(vifs),
+        )
+        xml = domain_xml(spec)
+
+        def define_and_start() -> None:
+            dom = self.connection.conn.defineXML(xml)
+            if start:
+                dom.create()
+
+        await self.connection.call(define_and_start)
+
     async def spawn(
         self,
         context: RequestContext,
@@ -359,48 +413,28 @@ class LibvirtDriver(ComputeDriver):
         *,
         config_drive: ConfigDrive | None = None,
     ) -> None:
-        libvirt = self.libvirt
         if await self._lookup(instance.uuid) is not None:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
-        files = self.files(instance.uuid)
-        properties = image_meta.get("properties") or {}
-        kernel_id = properties.get("kernel_id")
-        ramdisk_id = properties.get("ramdisk_id")
         try:
             disk_format = await self._prepare_files(instance, image_meta)
             if config_drive is not None:
-                await asyncio.to_thread(config_drive.write_iso, files.config_drive)
-            spec = GuestSpec(
-                uuid=instance.uuid,
-                virt_type=self.virt_type,
-                memory_mb=instance.memory_mb or 64,
-                vcpus=instance.vcpus or 1,
-                files=files,
-                disk_format=disk_format,
-                direct_kernel=bool(kernel_id),
-                with_ramdisk=bool(kernel_id and ramdisk_id),
-                cmdline=properties.get("os_command_line") or "console=ttyS0",
-                config_drive=config_drive is not None,
-                vifs=tuple(await self.network.plug(context, instance.uuid))
-                if self.network is not None
-                else (),
-            )
-            xml = domain_xml(spec)
-
-            def define_and_start() -> None:
-                dom = self.connection.conn.defineXML(xml)
-                dom.create()
-
-            await self.connection.call(define_and_start)
+                drive = self.files(instance.uuid).config_drive
+                await asyncio.to_thread(config_drive.write_iso, drive)
+            await self._define(context, instance, image_meta, disk_format, start=True)
         except BaseException as exc:
-            # Nothing may be left that destroy could not remove; destroy removes it now.
-            try:
-                await asyncio.shield(self._destroy(instance))
-            except Exception as cleanup:
-                LOG.warning("cleanup of failed spawn %s: %s", instance.uuid, cleanup)
-            if isinstance(exc, libvirt.libvirtError):
-                raise self._error("spawn", instance.uuid, exc) from None
-            raise
+            raise await self._undo(instance, "spawn", exc) from None
+
+    async def _undo(self, instance: Instance, operation: str, exc: BaseException) -> BaseException:
+        """After ``operation`` failed with ``exc`` making a guest here: remove
+        what it made (nothing may be left that destroy could not remove), and
+        return the error to raise (a libvirt error as a VirtDriverError)."""
+        try:
+            await asyncio.shield(self._destroy(instance))
+        except Exception as cleanup:
+            LOG.warning("cleanup of failed %s %s: %s", operation, instance.uuid, cleanup)
+        if isinstance(exc, self.libvirt.libvirtError):
+            return self._error(operation, instance.uuid, exc)
+        return exc
 
     async def _destroy(self, instance: Instance) -> None:
         libvirt = self.libvirt
@@ -508,21 +542,48 @@ class LibvirtDriver(ComputeDriver):
                 found.add(Path(info))
         return found
 
-    # -- cold moves: not built yet ----------------------------------------------
+    # -- cold migration and resize -----------------------------------------------
 
-    def _unsupported(self, operation: str, instance: Instance) -> exception.NubesError:
-        return exception.VirtOperationNotSupported(
-            driver="libvirt",
-            operation=operation,
-            instance_uuid=instance.uuid,
-            reason="cold migration, resize and evacuation of real guests are not built yet "
-            "(issue 13)",
-        )
+    async def _disk_server(self) -> DiskServer:
+        if self.disk_server is None:
+            self.disk_server = DiskServer(
+                self.instances_path, self.migration_address, self.disk_server_port
+            )
+        await self.disk_server.start()
+        return self.disk_server
 
     async def migrate_disk_and_power_off(
         self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
     ) -> dict[str, Any]:
-        raise self._unsupported("migrate or resize", instance)
+        if dest == self.host:
+            raise exception.VirtOperationNotSupported(
+                driver="libvirt",
+                operation="resize on its own host",
+                instance_uuid=instance.uuid,
+                reason="the guest's files would be the source's and the destination's at once",
+            )
+        if flavor.root_gb and instance.root_gb and flavor.root_gb < instance.root_gb:
+            raise exception.VirtDriverError(
+                operation="resize",
+                instance_uuid=instance.uuid,
+                reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
+            )
+        await self.power_off(instance, timeout=min(self.soft_reboot_wait, 60.0), retry_interval=10)
+        key_file = self.files(instance.uuid).directory / KEY_FILE
+
+        def key() -> str:
+            # A repeat of this step keeps the key the conductor may have signed with.
+            if key_file.exists():
+                return key_file.read_text().strip()
+            made = secrets.token_urlsafe(32)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(made)
+            return made
+
+        made = await asyncio.to_thread(key)
+        server = await self._disk_server()
+        return {"url": f"{server.url}/{instance.uuid}", "key": made}
 
     async def finish_migration(
         self,
@@ -534,12 +595,62 @@ class LibvirtDriver(ComputeDriver):
         resize_instance: bool,
         power_on: bool = True,
     ) -> None:
-        raise self._unsupported("finish a migration of", instance)
+        dom = await self._lookup(instance.uuid)
+        if dom is not None:  # built before (a repeat): only the power to match
+            if power_on:
+                await self._start(dom, instance, "finish_migration")
+            else:
+                await self._hard_stop(dom, instance, "finish_migration")
+            return
+        url, grant = disk_info.get("url"), disk_info.get("grant")
+        if not url or not grant:
+            raise exception.VirtDriverError(
+                operation="finish_migration",
+                instance_uuid=instance.uuid,
+                reason="no disk to fetch: the source's disk_info names no url or grant",
+            )
+        try:
+            # The image, kernel and ramdisk from the image API (grants of the
+            # conductor); the guest's own overlay, and its console, from the source.
+            disk_format = await self._prepare_files(instance, image_meta)
+            await self._fetch_disk(instance, str(url), str(grant), image_meta)
+            if resize_instance and instance.root_gb:
+                disk = str(self.files(instance.uuid).disk)
+                await self._run(
+                    ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
+                    instance,
+                    "finish_migration",
+                )
+            await self._define(context, instance, image_meta, disk_format, start=power_on)
+        except BaseException as exc:
+            raise await self._undo(instance, "finish_migration", exc) from None
+
+    async def _fetch_disk(
+        self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
+    ) -> None:
+        files = self.files(instance.uuid)
+        backing = _qcow2_backing(files.disk)
+        fmt = _BACKING_FORMATS.get(image_meta.get("disk_format") or "raw", "raw")
+        await asyncio.to_thread(diskserver.fetch, f"{url}/disk", grant, files.disk)
+        # The copied overlay names the source's cache: point it at this host's.
+        if backing is not None:
+            command = ["qemu-img", "rebase", "-u", "-F", fmt, "-b", backing, str(files.disk)]
+            await self._run(command, instance, "finish_migration")
+        history = b""
+        for name in ("console.before.log", "console.log"):
+            part = files.directory / f"source-{name}"
+            if await asyncio.to_thread(
+                diskserver.fetch, f"{url}/{name}", grant, part, missing_ok=True
+            ):
+                history += await asyncio.to_thread(part.read_bytes)
+                await asyncio.to_thread(part.unlink)
+        await asyncio.to_thread(files.console_before.write_bytes, history[-CONSOLE_LOG_MAX:])
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
-        raise self._unsupported("confirm a migration of", instance)
+        # The source's kept guest and its files, key included: nothing is served any more.
+        await self._destroy(instance)
 
     async def finish_revert_migration(
         self,
@@ -548,7 +659,13 @@ class LibvirtDriver(ComputeDriver):
         migration: Migration,
         power_on: bool = True,
     ) -> None:
-        raise self._unsupported("revert a migration of", instance)
+        key_file = self.files(instance.uuid).directory / KEY_FILE
+        await asyncio.to_thread(key_file.unlink, True)
+        dom = await self._domain(instance, "finish_revert_migration")
+        if power_on:
+            await self._start(dom, instance, "finish_revert_migration")
+
+    # -- live migration ------------------------------------------------------------
 
     async def check_can_live_migrate_destination(
         self, context: RequestContext, instance: Instance, block_migration: bool = False
