@@ -132,9 +132,10 @@ async def _seed(cloud: Cloud, tunnels: dict[str, str]) -> dict[str, Any]:
                     "binding_host_id": host,
                 },
             )
-            (fixed,) = await network.allocate_addresses(
-                conn, port_id=port_id, network_id=ids["net"], requests=None
+            allocated = await network.allocate_addresses(
+                conn, [network.AddressRequest(port_id=port_id, network_id=ids["net"])]
             )
+            (fixed,) = allocated[port_id]
             await network.set_port_groups(conn, port_id, [ids["group"]])
             ports[host] = {
                 "id": port_id,

@@ -102,9 +102,13 @@ async def _seed(cloud: Cloud) -> dict[str, Any]:
             )
             await network.allocate_addresses(
                 conn,
-                port_id=ids[port],
-                network_id=ids[net],
-                requests=[{"subnet_id": ids[sub], "ip_address": address}],
+                [
+                    network.AddressRequest(
+                        port_id=ids[port],
+                        network_id=ids[net],
+                        fixed_ips=[{"subnet_id": ids[sub], "ip_address": address}],
+                    )
+                ],
             )
             await network.set_port_groups(conn, ids[port], [ids[group]])
     return ids
@@ -172,3 +176,43 @@ async def test_a_controller_reads_any_host(cloud: Cloud) -> None:
     assert sorted(p.id for p in b.ports) == sorted([ids["pb"], ids["pb2"]])
     peers = await controller.get_network_peers(RequestContext(), [ids["net2"]])
     assert peers.peers == {ids["net2"]: [TUNNEL[B]]}
+
+
+async def test_a_live_migration_destination_gets_the_arriving_guests_ports_only(
+    cloud: Cloud,
+) -> None:
+    """The destination of a live migration needs the guest's network before
+    the copy (its binding moves only at the end); it gets exactly that
+    guest's ports while the migration runs, and loses them once it ended."""
+    from nubes.db.api import migrations
+
+    ids = await _seed(cloud)
+    async with cloud.db.reader() as conn:
+        port = await network.get(conn, "ports", ids["pb2"])
+    record = {
+        "uuid": _id(),
+        "instance_uuid": port["device_id"],
+        "source_compute": B,
+        "dest_compute": C,
+        "migration_type": "live-migration",
+        "status": "running",
+    }
+    async with cloud.db.writer() as conn:
+        await factories.make_instance(conn, uuid=port["device_id"], host=B)
+        row = await migrations.create(conn, record)
+    dest = (await cloud.host(C)).conductor
+    ctxt = RequestContext()
+    view = await dest.get_host_network(ctxt, C)
+    assert [p.id for p in view.ports] == [ids["pb2"]]
+    assert [n.id for n in view.networks] == [ids["net2"]]
+    peers = await dest.get_network_peers(ctxt, [ids["net2"]])
+    assert peers.peers == {ids["net2"]: [TUNNEL[B]]}
+    # B's other port (another instance) is still not C's business.
+    with pytest.raises(exception.Forbidden):
+        await dest.get_network_peers(ctxt, [ids["net1"]])
+    for status in ("completed", "failed"):
+        async with cloud.db.writer() as conn:
+            await migrations.update(conn, row["id"], {"status": status})
+        assert (await dest.get_host_network(ctxt, C)).ports == []
+        with pytest.raises(exception.Forbidden):
+            await dest.get_network_peers(ctxt, [ids["net2"]])

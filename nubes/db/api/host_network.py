@@ -8,16 +8,44 @@ ports bound to it and nothing else; see ``nubes/conductor/hostnet.py``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes.db.api._common import Row
-from nubes.db.models import compute_nodes, ip_allocations, port_security_groups, ports, subnets
+from nubes.db.models import (
+    compute_nodes,
+    ip_allocations,
+    migrations,
+    port_security_groups,
+    ports,
+    subnets,
+)
+
+#: A live migration (``MigrationType.LIVE_MIGRATION``) to a host in these
+#: statuses (``MigrationStatus``; the DB layer sits below nubes.objects): the
+#: host is about to run the guest, so it must have its network before the copy.
+_LIVE_MIGRATION = "live-migration"
+_INCOMING = ("preparing", "running")
+
+
+def _on_host(host: str) -> Any:
+    """Ports a host's data plane must serve: those bound to it, and those of
+    an instance live-migrating to it (Neutron's inactive binding: the copy
+    needs the bridge, tap rules and tunnel on the destination before the
+    binding moves there at the end)."""
+    incoming = select(migrations.c.instance_uuid).where(
+        migrations.c.dest_compute == host,
+        migrations.c.migration_type == _LIVE_MIGRATION,
+        migrations.c.status.in_(_INCOMING),
+        migrations.c.deleted == 0,
+    )
+    return or_(ports.c.binding_host_id == host, ports.c.device_id.in_(incoming))
 
 
 async def ports_bound_to(conn: AsyncConnection, host: str) -> list[Row]:
-    stmt = select(ports).where(ports.c.binding_host_id == host).order_by(ports.c.id)
+    stmt = select(ports).where(_on_host(host)).order_by(ports.c.id)
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
@@ -53,12 +81,12 @@ async def addresses_of_groups(
 async def networks_with_ports_on(
     conn: AsyncConnection, host: str, network_ids: Sequence[str]
 ) -> set[str]:
-    """Which of ``network_ids`` have a port bound to ``host``."""
+    """Which of ``network_ids`` have a port on ``host`` (bound, or arriving)."""
     if not network_ids:
         return set()
     stmt = (
         select(ports.c.network_id)
-        .where(ports.c.binding_host_id == host, ports.c.network_id.in_(sorted(set(network_ids))))
+        .where(_on_host(host), ports.c.network_id.in_(sorted(set(network_ids))))
         .distinct()
     )
     return {r[0] for r in await conn.execute(stmt)}

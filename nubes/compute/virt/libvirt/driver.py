@@ -702,6 +702,10 @@ class LibvirtDriver(ComputeDriver):
         image = migrate_data.get("image") or {}
         try:
             await self._prepare_files(instance, image)
+            if self.network is not None:
+                # Its bridges, tap rules and tunnels here before the copy: the
+                # guest arrives running and its NICs must land on something.
+                await self.network.plug(context, instance.uuid)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, self.files(instance.uuid).directory, True)
             raise
