@@ -88,10 +88,12 @@ _EXTRA = ("description", "email")
 
 
 async def _body(request: Request, schema: dict[str, Any], key: str) -> dict[str, Any]:
+    """The validated ``body[key]`` with only the attributes its schema names:
+    Keystone's extra attributes are not columns here (unknown ones are dropped)."""
     body = await json_body(request)
     validate(body, schema)
-    out: dict[str, Any] = body[key]
-    return out
+    known = schema["properties"][key]["properties"]
+    return {k: v for k, v in body[key].items() if k in known}
 
 
 async def _domain_exists(conn: Any, domain_id: str) -> None:
