@@ -36,6 +36,7 @@ from nubes.api.compute_v21 import (
     server_tags,
     servers,
     services,
+    simple_tenant_usage,
     versions,
 )
 from nubes.api.middleware import service_app
@@ -61,6 +62,7 @@ RESOURCES = [
     nubes_status,
     keypairs,
     server_network,
+    simple_tenant_usage,
     network_proxies,
 ]
 
