@@ -27,6 +27,7 @@ from nubes.api.compute_v21 import (
     migrations,
     network_proxies,
     nubes_status,
+    os_hosts,
     quota_sets,
     scheduler_hints,
     server_actions,
@@ -63,6 +64,7 @@ RESOURCES = [
     keypairs,
     server_network,
     simple_tenant_usage,
+    os_hosts,
     network_proxies,
 ]
 
