@@ -169,15 +169,29 @@ def _project_not_found(project_id: str) -> exception.NotFound:
 
 
 async def list_projects(request: Request) -> Response:
-    """Admins only, as in Keystone: a user lists its own projects with
-    ``/v3/auth/projects`` or ``/v3/users/{id}/projects``. (Clients rely on
-    the 403: looking a project up, they then take the given id as it is.)"""
-    admin(request, "list_projects")
+    """Admins list every project. Keystone refuses the listing to others; here
+    a member gets its own projects that match the filters (what clients need
+    to find a project of theirs by name), and the same 403 as Keystone when
+    none does, so a client looking up a project it may not see takes the
+    given id as it is (as against Keystone)."""
+    ctxt = request_context(request)
     q = request.query_params
+    filters = {
+        "name": q.get("name"),
+        "domain_id": q.get("domain_id"),
+        "enabled": flag(request, "enabled"),
+    }
     async with api_state(request).db.reader() as conn:
-        rows = await identity.project_get_all(
-            conn, name=q.get("name"), domain_id=q.get("domain_id"), enabled=flag(request, "enabled")
-        )
+        if policy.allowed(ctxt, policy.Rule.ADMIN):
+            rows = await identity.project_get_all(conn, **filters)
+        else:
+            rows = [
+                r
+                for r in await identity.projects_for_user(conn, ctxt.user_id or "")
+                if all(v is None or r[k] == v for k, v in filters.items())
+            ]
+            if not rows:
+                raise exception.PolicyNotAuthorized(action="identity:list_projects")
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )
