@@ -273,12 +273,22 @@ class MovesAPI:
         await self.intents.kick(ctxt, [task["id"]])
 
     async def abort_live_migration(
-        self, ctxt: RequestContext, instance_uuid: str, migration_id: int
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        migration_id: int,
+        *,
+        before_start: bool = True,
     ) -> None:
-        """Mark the live migration ``cancelling`` and ask a conductor to stop it."""
+        """Mark the live migration ``cancelling`` and ask a conductor to stop it.
+
+        ``before_start`` (Nova's 2.65): a queued or preparing migration may be
+        aborted too; without it only a running one.
+        """
+        allowed = ABORTABLE if before_start else (MigrationStatus.RUNNING,)
         async with self.db.writer() as conn:
             migration = await self._live_migration(
-                conn, ctxt, instance_uuid, migration_id, "abort live migration", ABORTABLE
+                conn, ctxt, instance_uuid, migration_id, "abort live migration", allowed
             )
             await records.set_migration_status(conn, migration, MigrationStatus.CANCELLING)
             # The source host adds its events to this action when the cast reaches it.

@@ -387,13 +387,25 @@ class ServersAPI:
             await self._taggable(conn, instance_uuid, "delete tags")
             await tags_api.remove_all(conn, instance_uuid)
 
-    async def lock_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova)."""
+    async def lock_server(
+        self, ctxt: RequestContext, instance_uuid: str, reason: str | None = None
+    ) -> None:
+        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova).
+
+        ``reason`` (2.73) is kept in system metadata as Nova keeps it, and
+        goes with the lock.
+        """
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             locked_by = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
+            sysmeta = dict(row["system_metadata"] or {})
+            sysmeta.pop("locked_reason", None)
+            if reason is not None:
+                sysmeta["locked_reason"] = reason
             await instances_api.update(
-                conn, instance_uuid, {"locked": True, "locked_by": locked_by.value}
+                conn,
+                instance_uuid,
+                {"locked": True, "locked_by": locked_by.value, "system_metadata": sysmeta},
             )
             await self.intents.instant_action(conn, ctxt, instance_uuid, "lock")
 
@@ -408,7 +420,13 @@ class ServersAPI:
                 raise exception.PolicyNotAuthorized(
                     action="os_compute_api:os-lock-server:unlock:unlock_override"
                 )
-            await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})
+            sysmeta = dict(row["system_metadata"] or {})
+            sysmeta.pop("locked_reason", None)
+            await instances_api.update(
+                conn,
+                instance_uuid,
+                {"locked": False, "locked_by": None, "system_metadata": sysmeta},
+            )
             await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
 
     async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:

@@ -168,6 +168,31 @@ def _server(
     return server
 
 
+#: 2.63: the ids of the certificates an image's signing certificate must chain to.
+TRUSTED_CERTS = {
+    "type": ["array", "null"],
+    "minItems": 1,
+    "maxItems": 50,
+    "uniqueItems": True,
+    "items": {"type": "string", "minLength": 1},
+}
+
+
+def _later(*, certs: bool, volume_type: bool = False) -> dict[str, Any]:
+    """The 2.57 server body with what later versions add to it."""
+    server = _server(description=True, tag=True, named=True, tags=True, personality=False)
+    props = server["properties"]
+    if certs:
+        props["trusted_image_certificates"] = TRUSTED_CERTS
+    if volume_type:
+        props["block_device_mapping_v2"]["items"]["properties"]["volume_type"] = {
+            "type": ["string", "null"],
+            "minLength": 0,
+            "maxLength": 255,
+        }
+    return server
+
+
 CREATE: v.Versioned = [
     (
         ("2.1", "2.18"),
@@ -190,9 +215,11 @@ CREATE: v.Versioned = [
         _create(_server(description=True, tag=True, named=True, tags=True, personality=True)),
     ),
     (
-        ("2.57", None),
+        ("2.57", "2.62"),
         _create(_server(description=True, tag=True, named=True, tags=True, personality=False)),
     ),
+    (("2.63", "2.66"), _create(_later(certs=True))),
+    (("2.67", None), _create(_later(certs=True, volume_type=True))),
 ]
 
 
@@ -216,6 +243,20 @@ def _update(description: bool) -> dict[str, Any]:
 
 
 UPDATE: v.Versioned = [(("2.1", "2.18"), _update(False)), (("2.19", None), _update(True))]
+
+#: 2.73: a lock may say why (Nova's lock_server schema).
+LOCK = {
+    "type": "object",
+    "properties": {
+        "lock": {
+            "type": ["object", "null"],
+            "properties": {"locked_reason": {"type": "string", "minLength": 1, "maxLength": 255}},
+            "additionalProperties": False,
+        }
+    },
+    "required": ["lock"],
+    "additionalProperties": False,
+}
 
 REBOOT = {
     "type": "object",
@@ -336,10 +377,18 @@ MIGRATE_LIVE: v.Versioned = [
         ),
     ),
     (
-        ("2.30", None),
+        ("2.30", "2.67"),
         _action(
             "os-migrateLive",
             {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL, "force": v.BOOLEAN},
+            ["block_migration", "host"],
+        ),
+    ),
+    (
+        ("2.68", None),
+        _action(
+            "os-migrateLive",
+            {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL},
             ["block_migration", "host"],
         ),
     ),
@@ -358,13 +407,17 @@ EVACUATE: v.Versioned = [
     ),
     (("2.14", "2.28"), _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS})),
     (
-        ("2.29", None),
+        ("2.29", "2.67"),
         _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS, "force": v.BOOLEAN}),
     ),
+    # 2.68: no more forcing a host past the scheduler.
+    (("2.68", None), _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS})),
 ]
 
 
-def _rebuild(*, description: bool, key_name: bool, user_data: bool) -> dict[str, Any]:
+def _rebuild(
+    *, description: bool, key_name: bool, user_data: bool, certs: bool = False
+) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
         "imageRef": _UUID,
@@ -383,6 +436,8 @@ def _rebuild(*, description: bool, key_name: bool, user_data: bool) -> dict[str,
         props["user_data"] = {"oneOf": [{"type": "string", "format": "base64"}, {"type": "null"}]}
     else:
         props["personality"] = _BASE_SERVER["properties"]["personality"]
+    if certs:
+        props["trusted_image_certificates"] = TRUSTED_CERTS
     return _action("rebuild", props, ["imageRef"])
 
 
@@ -390,7 +445,8 @@ REBUILD: v.Versioned = [
     (("2.1", "2.18"), _rebuild(description=False, key_name=False, user_data=False)),
     (("2.19", "2.53"), _rebuild(description=True, key_name=False, user_data=False)),
     (("2.54", "2.56"), _rebuild(description=True, key_name=True, user_data=False)),
-    (("2.57", None), _rebuild(description=True, key_name=True, user_data=True)),
+    (("2.57", "2.62"), _rebuild(description=True, key_name=True, user_data=True)),
+    (("2.63", None), _rebuild(description=True, key_name=True, user_data=True, certs=True)),
 ]
 
 FORCE_COMPLETE = {

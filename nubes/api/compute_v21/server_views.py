@@ -117,6 +117,9 @@ class ServerContext:
     )
     #: instance uuid -> names of its ports' security groups.
     groups: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: instance uuid -> uuids of its server groups; None where Nova leaves
+    #: ``server_groups`` out (lists: only show, update and rebuild carry it).
+    server_groups: Mapping[str, list[str]] | None = None
 
     @property
     def show(self) -> bool:
@@ -231,6 +234,12 @@ def _groups(r: Mapping[str, Any], x: ServerContext) -> Any:
     return [{"name": n} for n in names] if names else OMIT
 
 
+def _server_groups(r: Mapping[str, Any], x: ServerContext) -> Any:
+    if x.server_groups is None:
+        return OMIT
+    return list(x.server_groups.get(r["uuid"], []))
+
+
 def _srv(name: str, get: Any, min: str | None = None) -> Field:
     return Field(f"OS-EXT-SRV-ATTR:{name}", get, min=min, when=_admin_show)
 
@@ -282,6 +291,11 @@ SERVER = View(
     Field("locked", lambda r, _: bool(r.get("locked")), min="2.9"),
     Field("description", lambda r, _: r.get("display_description"), min="2.19"),
     Field("tags", lambda r, x: list(x.tags.get(r["uuid"], [])), min="2.26"),
+    # Certificate validation is not offered (a create naming certificates is
+    # refused), so no server has trusted certificates.
+    Field("trusted_image_certificates", lambda r, _: None, min="2.63"),
+    Field("server_groups", _server_groups, min="2.71"),
+    Field("locked_reason", lambda r, _: _sysmeta(r, "locked_reason", None), min="2.73"),
 )
 
 BRIEF = View(
