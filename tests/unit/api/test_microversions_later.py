@@ -1,0 +1,203 @@
+"""Microversions 2.62 to 2.73 at their boundaries (N-1 without, N with).
+
+The views' key sets per version are walked in test_servers.py
+(test_show_fields_at_each_boundary); here, what each version changes in
+requests and in the other resources.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from nubes.api.compute_v21 import server_views
+from nubes.db.api import actions
+from tests.unit.api.conftest import ApiHarness
+from tests.unit.api.test_servers import (  # noqa: F401
+    URL,
+    body,
+    cloud,
+    create,
+    login,
+    make_active,
+)
+
+
+def _message(r: object) -> str:
+    assert getattr(r, "status_code") == 400, getattr(r, "text")  # noqa: B009
+    return str(getattr(r, "json")()["badRequest"]["message"])  # noqa: B009
+
+
+async def test_event_host_and_host_id_from_2_62(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        server = await create(c, cloud)
+    uuid = server["id"]
+    async with cloud.state.db.reader() as conn:
+        (action,) = await actions.actions_get(conn, uuid)
+    async with cloud.state.db.writer() as conn:
+        await actions.event_start(
+            conn,
+            instance_uuid=uuid,
+            request_id=action["request_id"],
+            event="compute_build",
+            host="fake-0",
+        )
+    path = f"{URL}/{uuid}/os-instance-actions/{action['request_id']}"
+    hashed = server_views.host_id({"host": "fake-0", "project_id": cloud.projects["demo"]})
+    for user, version, expected in (
+        ("admin", "2.61", {"traceback"}),
+        ("admin", "2.62", {"traceback", "host", "hostId"}),
+        ("demo", "2.61", set()),
+        ("demo", "2.62", {"hostId"}),
+        ("demo", "2.73", {"hostId"}),
+    ):
+        async with await login(cloud, user, version) as c:
+            (event,) = (await c.get(path)).json()["instanceAction"]["events"]
+        base = {"event", "start_time", "finish_time", "result"}
+        assert set(event) == base | expected, (user, version)
+        if "hostId" in event:
+            assert event["hostId"] == hashed
+        if "host" in event:
+            assert event["host"] == "fake-0"
+
+
+async def test_trusted_image_certificates_from_2_63_are_refused(cloud: ApiHarness) -> None:  # noqa: F811
+    certs = {"trusted_image_certificates": ["0b5d2c72-12cc-4ba6-a8d7-3ff5cc1d8cb8"]}
+    async with await login(cloud, "demo", "2.62") as c:
+        assert "trusted_image_certificates" in _message(
+            await c.post(URL, json=body(cloud, networks="none", **certs))
+        )
+    async with await login(cloud, "demo", "2.63") as c:
+        message = _message(await c.post(URL, json=body(cloud, networks="none", **certs)))
+        assert "certificate validation is not enabled" in message
+        r = await c.post(URL, json=body(cloud, networks="none", trusted_image_certificates=[]))
+        assert r.status_code == 400  # an empty list is no list of ids (minItems)
+        server = await create(c, cloud, networks="none", trusted_image_certificates=None)
+        await make_active(cloud, server["id"])
+        shown = (await c.get(f"{URL}/{server['id']}")).json()["server"]
+        assert shown["trusted_image_certificates"] is None
+        action = f"{URL}/{server['id']}/action"
+        rebuild = {"rebuild": {"imageRef": cloud.image, **certs}}  # type: ignore[attr-defined]
+        assert "certificate validation" in _message(await c.post(action, json=rebuild))
+        r = await c.post(action, json={"rebuild": {"imageRef": cloud.image}})  # type: ignore[attr-defined]
+        assert r.status_code == 202, r.text
+        assert r.json()["server"]["trusted_image_certificates"] is None
+
+
+async def test_changes_before_from_2_66(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        old = (await create(c, cloud, name="old"))["id"]
+        # Between the two creates: after the old one's last change, before the new one.
+        cut = dt.datetime.now(dt.UTC).isoformat()
+        new = (await create(c, cloud, name="new"))["id"]
+    async with await login(cloud, "demo", "2.65") as c:
+        listed = (await c.get(URL, params={"changes-before": cut})).json()["servers"]
+        assert {s["id"] for s in listed} == {old, new}  # not a filter yet
+    async with await login(cloud, "demo", "2.66") as c:
+        listed = (await c.get(URL, params={"changes-before": cut})).json()["servers"]
+        assert [s["id"] for s in listed] == [old]
+        window = {"changes-since": "2999-01-01T00:00:00Z", "changes-before": cut}
+        assert "less than or equal" in _message(await c.get(URL, params=window))
+        assert "changes-before" in _message(await c.get(URL, params={"changes-before": "x"}))
+        path = f"{URL}/{new}/os-instance-actions"
+        acts = (await c.get(path, params={"changes-before": cut})).json()["instanceActions"]
+        assert acts == []
+        assert len((await c.get(path)).json()["instanceActions"]) == 1
+        assert "less than or equal" in _message(await c.get(path, params=window))
+    async with await login(cloud, "admin", "2.65") as c:
+        r = await c.get("/compute/v2.1/os-migrations", params={"changes-before": cut})
+        assert "changes-before" in _message(r)
+    async with await login(cloud, "admin", "2.66") as c:
+        r = await c.get("/compute/v2.1/os-migrations", params={"changes-before": cut})
+        assert r.status_code == 200 and r.json()["migrations"] == []
+        r = await c.get("/compute/v2.1/os-migrations", params=window)
+        assert "less than or equal" in _message(r)
+
+
+async def test_volume_type_from_2_67_has_no_volume(cloud: ApiHarness) -> None:  # noqa: F811
+    bdm = {
+        "boot_index": 0,
+        "uuid": cloud.image,  # type: ignore[attr-defined]
+        "source_type": "image",
+        "destination_type": "local",
+        "volume_type": "fast",
+    }
+    async with await login(cloud, "demo", "2.66") as c:
+        r = await c.post(URL, json=body(cloud, networks="none", block_device_mapping_v2=[bdm]))
+        assert "volume_type" in _message(r)
+    async with await login(cloud, "demo", "2.67") as c:
+        r = await c.post(URL, json=body(cloud, networks="none", block_device_mapping_v2=[bdm]))
+        assert _message(r) == (
+            "Specifying a volume_type with destination_type=local is not supported."
+        )
+        r = await c.post(
+            URL, json=body(cloud, networks="none", block_device_mapping_v2=[{**bdm, "tag": "d"}])
+        )
+        assert "Device tagging" in _message(r)
+        plain = {**bdm, "volume_type": None}
+        r = await c.post(URL, json=body(cloud, networks="none", block_device_mapping_v2=[plain]))
+        assert r.status_code == 202, r.text
+
+
+async def test_server_groups_in_one_server_from_2_71(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo", "2.64") as c:
+        r = await c.post(
+            "/compute/v2.1/os-server-groups",
+            json={"server_group": {"name": "g", "policy": "anti-affinity"}},
+        )
+        group = r.json()["server_group"]["id"]
+        r = await c.post(
+            URL, json={**body(cloud, networks="none"), "os:scheduler_hints": {"group": group}}
+        )
+        member = r.json()["server"]["id"]
+        loner = (await create(c, cloud, networks="none"))["id"]
+    await make_active(cloud, member)
+    async with await login(cloud, "demo", "2.70") as c:
+        assert "server_groups" not in (await c.get(f"{URL}/{member}")).json()["server"]
+    async with await login(cloud, "demo", "2.71") as c:
+        assert (await c.get(f"{URL}/{member}")).json()["server"]["server_groups"] == [group]
+        assert (await c.get(f"{URL}/{loner}")).json()["server"]["server_groups"] == []
+        r = await c.put(f"{URL}/{member}", json={"server": {"name": "renamed"}})
+        assert r.json()["server"]["server_groups"] == [group]
+        r = await c.post(
+            f"{URL}/{member}/action",
+            json={"rebuild": {"imageRef": cloud.image}},  # type: ignore[attr-defined]
+        )
+        assert r.json()["server"]["server_groups"] == [group]
+        detail = (await c.get(f"{URL}/detail")).json()["servers"]
+        assert all("server_groups" not in s for s in detail)
+
+
+async def test_lock_reason_and_locked_filter_from_2_73(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        locked = (await create(c, cloud, name="locked"))["id"]
+        free = (await create(c, cloud, name="free"))["id"]
+    await make_active(cloud, locked)
+    await make_active(cloud, free)
+    async with await login(cloud, "demo", "2.73") as c:
+        action = f"{URL}/{locked}/action"
+        for bad in ({"lock": {"locked_reason": ""}}, {"lock": {"reason": "x"}}):
+            assert _message(await c.post(action, json=bad))
+        r = await c.post(action, json={"lock": {"locked_reason": "maintenance"}})
+        assert r.status_code == 202, r.text
+        shown = (await c.get(f"{URL}/{locked}")).json()["server"]
+        assert shown["locked"] is True and shown["locked_reason"] == "maintenance"
+        (listed,) = (await c.get(f"{URL}/detail", params={"locked": "true"})).json()["servers"]
+        assert listed["id"] == locked and listed["locked_reason"] == "maintenance"
+        (listed,) = (await c.get(URL, params={"locked": "0"})).json()["servers"]
+        assert listed["id"] == free
+        assert "Unrecognized value 'maybe'" in _message(
+            await c.get(URL, params={"locked": "maybe"})
+        )
+        by_lock = (await c.get(URL, params={"sort_key": "locked", "sort_dir": "asc"})).json()
+        assert [s["id"] for s in by_lock["servers"]] == [free, locked]
+        assert (await c.post(action, json={"unlock": None})).status_code == 202
+        shown = (await c.get(f"{URL}/{locked}")).json()["server"]
+        assert shown["locked"] is False and shown["locked_reason"] is None
+        # A lock without a reason has none.
+        assert (await c.post(action, json={"lock": None})).status_code == 202
+        assert (await c.get(f"{URL}/{locked}")).json()["server"]["locked_reason"] is None
+    async with await login(cloud, "demo", "2.72") as c:
+        # Before 2.73: no filter (both listed), no sort key, no reason shown.
+        assert len((await c.get(URL, params={"locked": "true"})).json()["servers"]) == 2
+        assert (await c.get(URL, params={"sort_key": "locked"})).status_code == 400
+        assert "locked_reason" not in (await c.get(f"{URL}/{locked}")).json()["server"]
