@@ -119,8 +119,13 @@ class ServersAPI:
         tags: list[str] | None = None,
         reservation_id: str | None = None,
         network_requests: Sequence[Mapping[str, Any]] = (),
+        requested_host: str | None = None,
+        requested_node: str | None = None,
     ) -> list[Instance]:
         """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
+
+        ``requested_host``/``requested_node`` restrict where the scheduler
+        may place them (an admin's choice, still filtered).
 
         ``flavor`` is a Flavor, a flavor row, or the flavor id users see;
         ``image`` the image's metadata (``id`` and ``properties``). Returns
@@ -156,6 +161,8 @@ class ServersAPI:
                 "config_drive": config_drive,
             },
             group=group or None,
+            requested_host=requested_host,
+            requested_node=requested_node,
         )
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:

@@ -107,6 +107,14 @@ async def _nodes(request: Request, *, with_servers: bool) -> list[dict[str, Any]
     return nodes
 
 
+def _render(view: View, node: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    body = view.render(node, extra["version"], extra)
+    # Asked for, ``servers`` is left out of a node without any before 2.75.
+    if not body.get("servers", True) and not extra["version"].at_least("2.75"):
+        del body["servers"]
+    return body
+
+
 def _extra(request: Request, servers: bool) -> dict[str, Any]:
     return {
         "conf": common.state(request).conf,
@@ -151,7 +159,7 @@ async def _list(request: Request, view: View) -> Response:
         elif len(nodes) > limit:
             nodes = nodes[:limit]
     extra = _extra(request, with_servers)
-    body: dict[str, Any] = {"hypervisors": [view.render(n, version, extra) for n in nodes]}
+    body: dict[str, Any] = {"hypervisors": [_render(view, n, extra) for n in nodes]}
     if links:
         body["hypervisors_links"] = links
     return common.json(body)
@@ -193,12 +201,11 @@ async def show(request: Request) -> Response:
     with_servers = version.at_least("2.53") and (v.query_bool(request, "with_servers") or False)
     node = await _find(request, with_servers=with_servers)
     extra = _extra(request, with_servers)
-    return common.json({"hypervisor": DETAIL.render(node, version, extra)})
+    return common.json({"hypervisor": _render(DETAIL, node, extra)})
 
 
 async def uptime(request: Request) -> Response:
     common.authorize(request, "os-hypervisors:uptime", Rule.ADMIN)
-    version = common.version(request)
     node = await _find(request, with_servers=False)
     host = node["host"]
     extra = _extra(request, False)
@@ -214,7 +221,7 @@ async def uptime(request: Request) -> Response:
         raise exception.HostCannotAnswer(host=host, question="uptime", reason=str(exc)) from None
     except exception.MessagingTimeout:
         raise exception.ComputeServiceUnavailable(host=host) from None
-    body = BASIC.render(node, version, extra)
+    body = _render(BASIC, node, extra)
     body["uptime"] = text
     return common.json({"hypervisor": body})
 

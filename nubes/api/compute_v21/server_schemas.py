@@ -16,6 +16,8 @@ _UUID = {"type": "string", "format": "uuid"}
 _DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 255}
 #: A tag (of a server, a port or a disk), as Nova validates it.
 TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
+_HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9-._]*$"}
+_HOST_OR_NULL = {**_HOST, "type": ["string", "null"]}
 _IPV4 = {"type": "string", "format": "ipv4"}
 _IPV6 = {"type": "string", "format": "ipv6"}
 _DISK_CONFIG = {"type": "string", "enum": ["AUTO", "MANUAL"]}
@@ -178,12 +180,15 @@ TRUSTED_CERTS = {
 }
 
 
-def _later(*, certs: bool, volume_type: bool = False) -> dict[str, Any]:
+def _later(*, certs: bool, volume_type: bool = False, destination: bool = False) -> dict[str, Any]:
     """The 2.57 server body with what later versions add to it."""
     server = _server(description=True, tag=True, named=True, tags=True, personality=False)
     props = server["properties"]
     if certs:
         props["trusted_image_certificates"] = TRUSTED_CERTS
+    if destination:
+        props["host"] = _HOST
+        props["hypervisor_hostname"] = _HOST
     if volume_type:
         props["block_device_mapping_v2"]["items"]["properties"]["volume_type"] = {
             "type": ["string", "null"],
@@ -219,7 +224,8 @@ CREATE: v.Versioned = [
         _create(_server(description=True, tag=True, named=True, tags=True, personality=False)),
     ),
     (("2.63", "2.66"), _create(_later(certs=True))),
-    (("2.67", None), _create(_later(certs=True, volume_type=True))),
+    (("2.67", "2.73"), _create(_later(certs=True, volume_type=True))),
+    (("2.74", None), _create(_later(certs=True, volume_type=True, destination=True))),
 ]
 
 
@@ -313,8 +319,6 @@ GET_CONSOLE_OUTPUT = {
 # --- moves (Nova's schemas/servers.py, migrate_server.py, evacuate.py) -------------------
 
 #: Nova's parameter_types.fqdn: a host name.
-_HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9-._]*$"}
-_HOST_OR_NULL = {**_HOST, "type": ["string", "null"]}
 
 
 def _action(name: str, body: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from nubes.api.compute_v21.server_views import ServerContext
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
 from nubes.db.api import ReadDeleted
+from nubes.db.api import compute_nodes as compute_nodes_db
 from nubes.db.api import flavors as flavors_db
 from nubes.db.api import groups as groups_db
 from nubes.db.api import instances as instances_db
@@ -506,6 +507,16 @@ async def _check_zone(request: Request, zone: str) -> None:
         raise common.bad_request("The requested availability zone is not available")
 
 
+async def _check_destination(request: Request, host: str | None, node: str | None) -> None:
+    """2.74: the host (and node) must be a compute node's (Nova's 400 otherwise)."""
+    async with common.state(request).db.reader() as conn:
+        nodes = await compute_nodes_db.get_all(conn, host=host)
+    if not nodes:
+        raise common.bad_request(f"Compute host {host or node} could not be found.")
+    if node and node not in {n["hypervisor_hostname"] for n in nodes}:
+        raise common.bad_request(f"Compute host {host or node} could not be found.")
+
+
 def network_service(request: Request) -> NetworkService:
     found = common.state(request).network_service()
     assert isinstance(found, NetworkService)
@@ -571,6 +582,10 @@ async def create(request: Request) -> Response:
     zone = server.get("availability_zone")
     if zone:
         await _check_zone(request, zone)
+    host, node = server.get("host"), server.get("hypervisor_hostname")
+    if host or node:
+        common.authorize(request, "servers:create:requested_destination", Rule.ADMIN)
+        await _check_destination(request, host, node)
     nics = await ports.resolve(
         network_service(request),
         ctxt,
@@ -599,6 +614,8 @@ async def create(request: Request) -> Response:
         tags=list(server.get("tags") or []),
         key_name=key_name,
         network_requests=nics,
+        requested_host=host,
+        requested_node=node,
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
         return common.json({"reservation_id": instances[0].reservation_id}, 202)
