@@ -33,9 +33,11 @@ from nubes.api.compute_v21 import (
     server_metadata,
     server_network,
     server_tags,
+    server_topology,
     servers,
     services,
     versions,
+    volume_attachments,
 )
 from nubes.api.middleware import service_app
 from nubes.api.state import ApiState
@@ -54,6 +56,8 @@ RESOURCES = [
     servers,
     server_actions,
     server_tags,
+    server_topology,
+    volume_attachments,
     server_metadata,
     instance_actions,
     migrations,

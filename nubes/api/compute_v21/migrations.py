@@ -49,7 +49,7 @@ NOT_IN_PROGRESS = (*migrations_db.FINISHED_STATUSES, "accepted")
 FILTERS = ("hidden", "host", "instance_uuid", "source_compute", "status", "migration_type")
 PAGING = ("limit", "marker", "changes-since")
 #: Query parameters later versions add (2.66: changes-before).
-LATER = {"2.66": ("changes-before",)}
+LATER = {"2.66": ("changes-before",), "2.80": ("user_id", "project_id")}
 
 
 def _time(name: str) -> Any:
@@ -78,6 +78,9 @@ MIGRATION = View(
     Field("created_at", _time("created_at")),
     Field("updated_at", _time("updated_at")),
     Field("links", _links, min="2.23"),
+    # Who asked for the move.
+    Field("user_id", min="2.80"),
+    Field("project_id", min="2.80"),
 )
 
 SERVER_MIGRATION = View(
@@ -98,6 +101,8 @@ SERVER_MIGRATION = View(
     Field("disk_remaining_bytes", lambda r, _: r["disk_remaining"]),
     Field("created_at", _time("created_at")),
     Field("updated_at", _time("updated_at")),
+    Field("user_id", min="2.80"),
+    Field("project_id", min="2.80"),
 )
 
 
@@ -142,6 +147,9 @@ async def index(request: Request) -> Response:
         for name in ("host", "status", "instance_uuid", "source_compute", "migration_type")
         if name in params
     }
+    for name in LATER["2.80"]:
+        if name in params and name in known:
+            filters[name] = params.getlist(name)[-1]
     limit: int | None = None
     marker_row: dict[str, Any] | None = None
     async with common.state(request).db.reader(allow_stale=True) as conn:

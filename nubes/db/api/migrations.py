@@ -158,7 +158,7 @@ async def list_all(
 
 
 #: Filters of :func:`list_filtered` matched for equality.
-_EXACT_FILTERS = ("instance_uuid", "migration_type", "source_compute")
+_EXACT_FILTERS = ("instance_uuid", "migration_type", "source_compute", "user_id", "project_id")
 
 
 async def list_filtered(
@@ -173,6 +173,7 @@ async def list_filtered(
 
     ``filters`` may hold ``status`` (one or a list), ``host`` (source or
     destination; it wins over ``source_compute``), ``instance_uuid``,
+    ``user_id``, ``project_id``,
     ``migration_type``, ``source_compute``, ``changes_since`` (changed,
     or created and never changed, at or after it) and ``changes_before``
     (at or before it). Hidden migrations are

@@ -278,3 +278,56 @@ async def test_strict_queries_full_bodies_and_hypervisor_servers_from_2_75(
         shown = (await c.get(f"{URL}/{uuid}")).json()["server"]
         # The whole server, plus what only a rebuild answers.
         assert set(rebuilt) == set(shown) | {"adminPass", "key_name", "user_data"}
+
+
+async def test_topology_from_2_78(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    path = f"{URL}/{uuid}/topology"
+    async with await login(cloud, "demo", "2.77") as c:
+        assert (await c.get(path)).status_code == 404
+    async with await login(cloud, "demo", "2.78") as c:
+        r = await c.get(path)
+        assert r.status_code == 200 and r.json() == {"nodes": [], "pagesize_kb": None}
+    async with await login(cloud, "other", "2.78") as c:
+        assert (await c.get(path)).status_code == 404
+
+
+async def test_migration_owner_from_2_80(api: ApiHarness) -> None:
+    moves = await make_cloud(api)
+    uuid = await boot(moves)
+    async with await moves.login("admin", "2.56") as c:
+        assert (await c.post(f"{URL}/{uuid}/action", json={"migrate": None})).status_code == 202
+    path = f"{BASE}/os-migrations"
+    project = api.projects["admin"]
+    async with await moves.login("admin", "2.79") as c:
+        (found,) = (await c.get(path)).json()["migrations"]
+        assert "user_id" not in found and "project_id" not in found
+        assert "user_id" in fault(await c.get(path, params={"user_id": "x"}), 400)
+    async with await moves.login("admin", "2.80") as c:
+        (found,) = (await c.get(path)).json()["migrations"]
+        assert found["project_id"] == project and found["user_id"]
+        mine = {"user_id": found["user_id"], "project_id": project}
+        assert len((await c.get(path, params=mine)).json()["migrations"]) == 1
+        for other in ({"user_id": "someone"}, {"project_id": "elsewhere"}):
+            assert (await c.get(path, params=other)).json()["migrations"] == []
+
+
+async def test_volume_attachments_answer_that_there_are_no_volumes(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    path = f"{URL}/{uuid}/os-volume_attachments"
+    volume = "5b1e3b0f-6a59-4f6c-9d8e-0c5a8e7c9f10"
+    attach = {"volumeAttachment": {"volumeId": volume, "delete_on_termination": True}}
+    async with await login(cloud, "demo", "2.78") as c:
+        assert (await c.get(path)).json() == {"volumeAttachments": []}
+        assert "delete_on_termination" in _message(await c.post(path, json=attach))
+    async with await login(cloud, "demo", "2.79") as c:
+        r = await c.post(path, json=attach)
+        assert r.status_code == 404
+        assert r.json()["itemNotFound"]["message"] == f"Volume {volume} could not be found."
+        for r in (await c.get(f"{path}/{volume}"), await c.delete(f"{path}/{volume}")):
+            assert r.status_code == 404, r.text
+        assert _message(await c.post(path, json={"volumeAttachment": {"volumeId": "x"}}))
+    async with await login(cloud, "other", "2.79") as c:
+        assert (await c.get(path)).status_code == 404
