@@ -122,6 +122,9 @@ _ADMIN_EXACT = {
     "hostname": "hostname",
     "uuid": "uuid",
 }
+#: Filters Nova matches as a regular expression against the column's text
+#: (its database's REGEXP on a number or a time), done here in Python.
+_REGEX_COLUMNS = ("progress", "created_at", "launched_at", "terminated_at")
 #: A name filter without these is a plain substring (done in SQL).
 _REGEX_CHARS = set(".^$*+?{}[]\\|()")
 
@@ -311,6 +314,13 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
             if not version.at_least("2.73"):
                 continue
             sql["locked"] = _bool_filter(key, value)
+        elif key == "config_drive":
+            python["config_drive"] = _bool_filter(key, value)
+        elif key in _REGEX_COLUMNS:
+            try:
+                python.setdefault("columns", {})[key] = re.compile(value)
+            except re.error:
+                raise common.bad_request(f"Invalid filter field: {key} ({value}).") from None
         elif key in tags_db.FILTERS:
             if not version.at_least("2.26"):
                 continue  # unknown before 2.26: Nova ignores it
@@ -396,6 +406,16 @@ def _matches(
             if a["version"] == version
         ]
         if not any(wanted.search(addr) for addr in held):
+            return False
+    wanted_drive = python.get("config_drive")
+    if wanted_drive is not None and bool(row.get("config_drive")) != wanted_drive:
+        return False
+    for key, regex in python.get("columns", {}).items():
+        value = row.get(key)
+        if value is None:
+            return False  # NULL matches no expression
+        text = value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+        if regex.search(text) is None:
             return False
     pattern = python.get("name")
     return pattern is None or pattern.search(row["display_name"] or "") is not None

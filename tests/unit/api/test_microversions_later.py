@@ -331,3 +331,87 @@ async def test_volume_attachments_answer_that_there_are_no_volumes(cloud: ApiHar
         assert _message(await c.post(path, json={"volumeAttachment": {"volumeId": "x"}}))
     async with await login(cloud, "other", "2.79") as c:
         assert (await c.get(path)).status_code == 404
+
+
+async def test_image_precaching_from_2_81_is_refused(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "admin", "2.81") as c:
+        r = await c.post(f"{BASE}/os-aggregates", json={"aggregate": {"name": "a"}})
+        agg = r.json()["aggregate"]["id"]
+    path = f"{BASE}/os-aggregates/{agg}/images"
+    cache = {"cache": [{"id": cloud.image}]}  # type: ignore[attr-defined]
+    async with await login(cloud, "admin", "2.80") as c:
+        assert (await c.post(path, json=cache)).status_code == 404
+    async with await login(cloud, "admin", "2.81") as c:
+        assert "precaching is not supported" in _message(await c.post(path, json=cache))
+        assert _message(await c.post(path, json={"cache": []}))
+        r = await c.post(f"{BASE}/os-aggregates/999/images", json=cache)
+        assert r.status_code == 404
+    async with await login(cloud, "demo", "2.81") as c:
+        assert (await c.post(path, json=cache)).status_code == 403
+
+
+async def test_member_filters_from_2_83(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        drive = (await create(c, cloud, name="drive", config_drive=True))["id"]
+        plain = (await create(c, cloud, name="plain"))["id"]
+    await make_active(cloud, drive, progress=42)
+    await make_active(cloud, plain, key_name=None)
+    async with await login(cloud, "demo", "2.82") as c:
+        # Admin filters: a member's are dropped before 2.83.
+        assert len((await c.get(URL, params={"config_drive": "true"})).json()["servers"]) == 2
+    async with await login(cloud, "demo", "2.83") as c:
+
+        async def ids(**params: str) -> set[str]:
+            return {s["id"] for s in (await c.get(URL, params=params)).json()["servers"]}
+
+        assert await ids(config_drive="true") == {drive}
+        assert await ids(config_drive="false") == {plain}
+        assert await ids(progress="^42$") == {drive}
+        year = str(dt.datetime.now(dt.UTC).year)
+        assert await ids(launched_at=f"^{year}-") == {drive, plain}
+        assert await ids(terminated_at=".") == set()
+        assert await ids(vm_state="active", power_state="1") == {drive, plain}
+        assert "Unrecognized value" in _message(await c.get(URL, params={"config_drive": "x"}))
+        assert _message(await c.get(URL, params={"progress": "("}))
+
+
+async def test_event_details_from_2_84(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    async with cloud.state.db.reader() as conn:
+        (action,) = await actions.actions_get(conn, uuid)
+    async with cloud.state.db.writer() as conn:
+        await actions.event_start(
+            conn, instance_uuid=uuid, request_id=action["request_id"], event="compute_build"
+        )
+        await actions.event_finish(
+            conn,
+            instance_uuid=uuid,
+            request_id=action["request_id"],
+            event="compute_build",
+            result="Error",
+            details="No valid host was found.",
+        )
+    path = f"{URL}/{uuid}/os-instance-actions/{action['request_id']}"
+    async with await login(cloud, "demo", "2.83") as c:
+        (event,) = (await c.get(path)).json()["instanceAction"]["events"]
+        assert "details" not in event
+    async with await login(cloud, "demo", "2.84") as c:
+        (event,) = (await c.get(path)).json()["instanceAction"]["events"]
+        assert event["details"] == "No valid host was found."
+
+
+async def test_attachment_update_body_from_2_85(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    volume = "5b1e3b0f-6a59-4f6c-9d8e-0c5a8e7c9f10"
+    path = f"{URL}/{uuid}/os-volume_attachments/{volume}"
+    change = {"volumeAttachment": {"volumeId": volume, "delete_on_termination": False}}
+    async with await login(cloud, "demo", "2.84") as c:
+        assert "delete_on_termination" in _message(await c.put(path, json=change))
+    async with await login(cloud, "demo", "2.85") as c:
+        r = await c.put(path, json=change)
+        assert r.status_code == 404
+        assert r.json()["itemNotFound"]["message"] == (
+            f"No volume Block Device Mapping with id {volume}."
+        )
