@@ -415,3 +415,38 @@ async def test_attachment_update_body_from_2_85(cloud: ApiHarness) -> None:  # n
         assert r.json()["itemNotFound"]["message"] == (
             f"No volume Block Device Mapping with id {volume}."
         )
+
+
+async def test_extra_spec_validation_from_2_86(cloud: ApiHarness) -> None:  # noqa: F811
+    path = f"{BASE}/flavors/1/os-extra_specs"
+    bad = {"hw:cpu_policy": "sometimes"}
+    async with await login(cloud, "admin", "2.85") as c:
+        assert (await c.post(path, json={"extra_specs": bad})).status_code == 200
+    async with await login(cloud, "admin", "2.86") as c:
+        assert _message(await c.post(path, json={"extra_specs": bad})) == (
+            "Validation failed; hw:cpu_policy must be one of shared, dedicated, mixed; "
+            "got sometimes."
+        )
+        for name, value, words in (
+            ("hw:numa_nodes", "0", "greater than or equal to 1"),
+            ("hw:numa_nodes", "two", "must be an integer"),
+            ("hw_rng:allowed", "maybe", "must be a boolean"),
+            ("hw:no_such_thing", "1", "does not appear to be a valid extra spec"),
+            ("trait:HW_CPU_X86_AVX2", "wanted", "must be one of required, forbidden"),
+        ):
+            r = await c.put(f"{path}/{name}", json={name: value})
+            assert words in _message(r), name
+        good = {
+            "hw:cpu_policy": "dedicated",
+            "hw:numa_nodes": "2",
+            "hw:mem_page_size": "2MiB",
+            "resources1:CUSTOM_GPU": "1",
+            "trait:HW_CPU_X86_AVX2": "required",
+            "aggregate_instance_extra_specs:ssd": "true",
+            "my_own:anything": "goes",
+            "plain": "too",
+        }
+        r = await c.post(path, json={"extra_specs": good})
+        assert r.status_code == 200, r.text
+        r = await c.put(f"{path}/hw:numa_nodes", json={"hw:numa_nodes": "4"})
+        assert r.status_code == 200, r.text
