@@ -450,3 +450,21 @@ async def test_extra_spec_validation_from_2_86(cloud: ApiHarness) -> None:  # no
         assert r.status_code == 200, r.text
         r = await c.put(f"{path}/hw:numa_nodes", json={"hw:numa_nodes": "4"})
         assert r.status_code == 200, r.text
+
+
+async def test_hypervisor_shape_from_2_88(api: ApiHarness) -> None:
+    await make_cloud(api)
+    counters = {"vcpus", "memory_mb", "local_gb", "running_vms", "cpu_info", "free_ram_mb"}
+    async with await api.login("admin", "2.87") as c:
+        (node, _) = (await c.get(f"{BASE}/os-hypervisors/detail")).json()["hypervisors"]
+        assert counters <= set(node) and "uptime" not in node
+        assert (await c.get(f"{BASE}/os-hypervisors/statistics")).status_code == 200
+    async with await api.login("admin", "2.88") as c:
+        (node, _) = (await c.get(f"{BASE}/os-hypervisors/detail")).json()["hypervisors"]
+        assert not counters & set(node)
+        # This harness has no bus to ask the host on: its uptime is unknown.
+        assert node["uptime"] is None and node["state"] == "up"
+        shown = (await c.get(f"{BASE}/os-hypervisors/{node['id']}")).json()["hypervisor"]
+        assert shown == node
+        for gone in ("statistics", f"{node['id']}/uptime"):
+            assert (await c.get(f"{BASE}/os-hypervisors/{gone}")).status_code == 404
