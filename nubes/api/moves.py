@@ -64,7 +64,9 @@ BLOCK_MIGRATION_AUTO = "auto"
 ABORTABLE = (MigrationStatus.ACCEPTED, MigrationStatus.PREPARING, MigrationStatus.RUNNING)
 
 #: Instance columns a rebuild may set besides its image, name and metadata.
-REBUILD_COLUMNS = frozenset({"display_description", "system_metadata", "key_name", "user_data"})
+REBUILD_COLUMNS = frozenset(
+    {"display_description", "system_metadata", "key_name", "user_data", "hostname"}
+)
 
 
 class MovesAPI:
@@ -374,12 +376,15 @@ class MovesAPI:
         instance_uuid: str,
         host: str | None = None,
         force: bool = False,
+        *,
+        stopped: bool = False,
     ) -> None:
         """Rebuild the instance elsewhere because its host is down (or forced down).
 
         As Nova's evacuate: no lock check (an admin operation), and the named
         host is checked before the instance's state. ``force`` needs a host;
-        the scheduler still checks it (docs/moves.md).
+        the scheduler still checks it (docs/moves.md). ``stopped`` (Nova's
+        2.95): the guest is left shut off on its new host, whatever it was.
         """
         if force and not host:
             raise exception.ForcedWithoutHost()
@@ -409,7 +414,7 @@ class MovesAPI:
                     "migration_id": migration["id"],
                     "host": host,
                     "image": records.image_payload(image or {"id": row["image_ref"]}),
-                    "power_on": records.running(row),
+                    "power_on": records.running(row) and not stopped,
                 },
             )
         await self.intents.kick(ctxt, [task["id"]])

@@ -121,6 +121,7 @@ class ServersAPI:
         network_requests: Sequence[Mapping[str, Any]] = (),
         requested_host: str | None = None,
         requested_node: str | None = None,
+        hostname: str | None = None,
     ) -> list[Instance]:
         """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
 
@@ -199,7 +200,8 @@ class ServersAPI:
                         "user_id": ctxt.user_id,
                         "display_name": (display := name if count == 1 else f"{name}-{index + 1}"),
                         "display_description": description,
-                        "hostname": display,
+                        # 2.90: a hostname given (one server only) instead of the name.
+                        "hostname": hostname or display,
                         "reservation_id": reservation,
                         "launch_index": index,
                         "key_name": key_name,
@@ -344,7 +346,7 @@ class ServersAPI:
         ``values`` may hold ``display_name``, ``display_description`` and
         ``system_metadata`` keys (merged into what the instance has).
         """
-        allowed = {"display_name", "display_description", "system_metadata"}
+        allowed = {"display_name", "display_description", "system_metadata", "hostname"}
         unknown = set(values) - allowed
         if unknown:
             raise exception.Invalid(reason=f"cannot update {', '.join(sorted(unknown))}")

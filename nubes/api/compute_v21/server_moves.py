@@ -107,7 +107,11 @@ async def _evacuate(request: Request, row: dict[str, Any], body: Any) -> Respons
             raise common.bad_request("admin password can't be changed on existing disk")
         password = None if shared else server_params.password(evacuate)
     await _api(request).evacuate_server(
-        common.ctx(request), row["uuid"], evacuate.get("host"), force=force
+        common.ctx(request),
+        row["uuid"],
+        evacuate.get("host"),
+        force=force,
+        stopped=version.at_least("2.95"),
     )
     if version.at_least("2.14"):
         return common.empty(200)
@@ -131,6 +135,8 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         values["key_name"] = await server_params.key_name_of(request, rebuild["key_name"])
     if "user_data" in rebuild:
         values["user_data"] = server_params.user_data(rebuild)
+    if "hostname" in rebuild:
+        values["hostname"] = rebuild["hostname"]
     updated = await _api(request).rebuild_server(
         common.ctx(request),
         row["uuid"],

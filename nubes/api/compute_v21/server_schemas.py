@@ -180,10 +180,33 @@ TRUSTED_CERTS = {
 }
 
 
-def _later(*, certs: bool, volume_type: bool = False, destination: bool = False) -> dict[str, Any]:
+#: 2.90: a hostname (a DNS label), 2.94: a fully qualified name.
+HOSTNAME = {
+    "type": "string",
+    "minLength": 2,
+    "maxLength": 63,
+    "pattern": "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$",
+}
+FQDN = {
+    "type": "string",
+    "minLength": 2,
+    "maxLength": 255,
+    "pattern": "^[a-zA-Z0-9]+[a-zA-Z0-9-.]*[a-zA-Z0-9]+$",
+}
+
+
+def _later(
+    *,
+    certs: bool,
+    volume_type: bool = False,
+    destination: bool = False,
+    hostname: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The 2.57 server body with what later versions add to it."""
     server = _server(description=True, tag=True, named=True, tags=True, personality=False)
     props = server["properties"]
+    if hostname is not None:
+        props["hostname"] = hostname
     if certs:
         props["trusted_image_certificates"] = TRUSTED_CERTS
     if destination:
@@ -225,11 +248,19 @@ CREATE: v.Versioned = [
     ),
     (("2.63", "2.66"), _create(_later(certs=True))),
     (("2.67", "2.73"), _create(_later(certs=True, volume_type=True))),
-    (("2.74", None), _create(_later(certs=True, volume_type=True, destination=True))),
+    (("2.74", "2.89"), _create(_later(certs=True, volume_type=True, destination=True))),
+    (
+        ("2.90", "2.93"),
+        _create(_later(certs=True, volume_type=True, destination=True, hostname=HOSTNAME)),
+    ),
+    (
+        ("2.94", None),
+        _create(_later(certs=True, volume_type=True, destination=True, hostname=FQDN)),
+    ),
 ]
 
 
-def _update(description: bool) -> dict[str, Any]:
+def _update(description: bool, hostname: dict[str, Any] | None = None) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
         "OS-DCF:diskConfig": _DISK_CONFIG,
@@ -238,6 +269,8 @@ def _update(description: bool) -> dict[str, Any]:
     }
     if description:
         props["description"] = _DESCRIPTION
+    if hostname is not None:
+        props["hostname"] = hostname
     return {
         "type": "object",
         "properties": {
@@ -248,7 +281,12 @@ def _update(description: bool) -> dict[str, Any]:
     }
 
 
-UPDATE: v.Versioned = [(("2.1", "2.18"), _update(False)), (("2.19", None), _update(True))]
+UPDATE: v.Versioned = [
+    (("2.1", "2.18"), _update(False)),
+    (("2.19", "2.89"), _update(True)),
+    (("2.90", "2.93"), _update(True, HOSTNAME)),
+    (("2.94", None), _update(True, FQDN)),
+]
 
 #: 2.73: a lock may say why (Nova's lock_server schema).
 LOCK = {
@@ -420,7 +458,12 @@ EVACUATE: v.Versioned = [
 
 
 def _rebuild(
-    *, description: bool, key_name: bool, user_data: bool, certs: bool = False
+    *,
+    description: bool,
+    key_name: bool,
+    user_data: bool,
+    certs: bool = False,
+    hostname: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
@@ -442,6 +485,8 @@ def _rebuild(
         props["personality"] = _BASE_SERVER["properties"]["personality"]
     if certs:
         props["trusted_image_certificates"] = TRUSTED_CERTS
+    if hostname is not None:
+        props["hostname"] = hostname
     return _action("rebuild", props, ["imageRef"])
 
 
@@ -450,7 +495,15 @@ REBUILD: v.Versioned = [
     (("2.19", "2.53"), _rebuild(description=True, key_name=False, user_data=False)),
     (("2.54", "2.56"), _rebuild(description=True, key_name=True, user_data=False)),
     (("2.57", "2.62"), _rebuild(description=True, key_name=True, user_data=True)),
-    (("2.63", None), _rebuild(description=True, key_name=True, user_data=True, certs=True)),
+    (("2.63", "2.89"), _rebuild(description=True, key_name=True, user_data=True, certs=True)),
+    (
+        ("2.90", "2.93"),
+        _rebuild(description=True, key_name=True, user_data=True, certs=True, hostname=HOSTNAME),
+    ),
+    (
+        ("2.94", None),
+        _rebuild(description=True, key_name=True, user_data=True, certs=True, hostname=FQDN),
+    ),
 ]
 
 FORCE_COMPLETE = {

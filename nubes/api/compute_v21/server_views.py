@@ -278,6 +278,13 @@ SERVER = View(
     _srv("reservation_id", lambda r, _: r.get("reservation_id"), "2.3"),
     _srv("launch_index", lambda r, _: r.get("launch_index"), "2.3"),
     _srv("hostname", lambda r, _: r.get("hostname"), "2.3"),
+    # 2.90: everyone sees the hostname (admins already do, just above).
+    Field(
+        "OS-EXT-SRV-ATTR:hostname",
+        lambda r, _: r.get("hostname"),
+        min="2.90",
+        when=lambda x: x.show and not x.admin,
+    ),
     _srv("kernel_id", lambda r, _: _sysmeta(r, "kernel_id"), "2.3"),
     _srv("ramdisk_id", lambda r, _: _sysmeta(r, "ramdisk_id"), "2.3"),
     _srv("root_device_name", lambda r, _: _sysmeta(r, "root_device_name", None), "2.3"),
@@ -296,6 +303,8 @@ SERVER = View(
     Field("trusted_image_certificates", lambda r, _: None, min="2.63"),
     Field("server_groups", _server_groups, min="2.71"),
     Field("locked_reason", lambda r, _: _sysmeta(r, "locked_reason", None), min="2.73"),
+    # The zone the create asked for (the server stays in it on moves), else null.
+    Field("pinned_availability_zone", lambda r, _: r.get("availability_zone"), min="2.96"),
 )
 
 BRIEF = View(

@@ -586,6 +586,8 @@ async def create(request: Request) -> Response:
     max_count = v.to_int("max_count", server.get("max_count", min_count), 1)
     if min_count > max_count:
         raise common.bad_request("min_count must be <= max_count")
+    if server.get("hostname") and max_count > 1:
+        raise common.bad_request("Cannot specify hostname when requesting more than one server")
     server_params.check_trusted_certs(server)
     key_name = await server_params.key_name_of(request, server.get("key_name"))
     user_data = server_params.user_data(server)
@@ -636,6 +638,7 @@ async def create(request: Request) -> Response:
         network_requests=nics,
         requested_host=host,
         requested_node=node,
+        hostname=server.get("hostname"),
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
         return common.json({"reservation_id": instances[0].reservation_id}, 202)
@@ -671,6 +674,8 @@ async def update(request: Request) -> Response:
         values["display_name"] = server["name"]
     if "description" in server:
         values["display_description"] = server["description"]
+    if "hostname" in server:
+        values["hostname"] = server["hostname"]
     sysmeta = server_params.sysmeta_from(server)
     if sysmeta:
         values["system_metadata"] = sysmeta

@@ -468,3 +468,58 @@ async def test_hypervisor_shape_from_2_88(api: ApiHarness) -> None:
         assert shown == node
         for gone in ("statistics", f"{node['id']}/uptime"):
             assert (await c.get(f"{BASE}/os-hypervisors/{gone}")).status_code == 404
+
+
+async def test_hostname_from_2_90_and_fqdn_from_2_94(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo", "2.89") as c:
+        r = await c.post(URL, json=body(cloud, networks="none", hostname="web-1"))
+        assert "hostname" in _message(r)
+        uuid = (await create(c, cloud, networks="none", name="My Server"))["id"]
+        assert "OS-EXT-SRV-ATTR:hostname" not in (await c.get(f"{URL}/{uuid}")).json()["server"]
+    await make_active(cloud, uuid)
+    async with await login(cloud, "demo", "2.90") as c:
+        made = await create(c, cloud, networks="none", hostname="web-1")
+        shown = (await c.get(f"{URL}/{made['id']}")).json()["server"]
+        assert shown["OS-EXT-SRV-ATTR:hostname"] == "web-1" and shown["name"] == "vm"
+        many = body(cloud, networks="none", hostname="web-2", max_count=2)
+        assert "more than one server" in _message(await c.post(URL, json=many))
+        for bad in ("-x", "a", "web.example.org"):
+            assert _message(await c.post(URL, json=body(cloud, networks="none", hostname=bad)))
+        r = await c.put(f"{URL}/{uuid}", json={"server": {"hostname": "db-1"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["server"]["OS-EXT-SRV-ATTR:hostname"] == "db-1"
+        rebuild = {"rebuild": {"imageRef": cloud.image, "hostname": "db-2"}}  # type: ignore[attr-defined]
+        r = await c.post(f"{URL}/{uuid}/action", json=rebuild)
+        assert r.status_code == 202, r.text
+        assert r.json()["server"]["OS-EXT-SRV-ATTR:hostname"] == "db-2"
+    async with await login(cloud, "demo", "2.94") as c:
+        made = await create(c, cloud, networks="none", hostname="web.example.org")
+        shown = (await c.get(f"{URL}/{made['id']}")).json()["server"]
+        assert shown["OS-EXT-SRV-ATTR:hostname"] == "web.example.org"
+
+
+async def test_keypairs_are_imported_only_from_2_92(cloud: ApiHarness) -> None:  # noqa: F811
+    path = f"{BASE}/os-keypairs"
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHzqf9a7Ch2r3lNrnzA3gJ7x6cC4vIuJ3Uy9fGqW2nLk a@b"
+    async with await login(cloud, "demo", "2.91") as c:
+        r = await c.post(path, json={"keypair": {"name": "made"}})
+        assert r.status_code == 201 and r.json()["keypair"]["private_key"]
+        assert _message(await c.post(path, json={"keypair": {"name": "me@x", "public_key": key}}))
+    async with await login(cloud, "demo", "2.92") as c:
+        assert "public_key" in _message(await c.post(path, json={"keypair": {"name": "gen"}}))
+        r = await c.post(path, json={"keypair": {"name": "me@x.org", "public_key": key}})
+        assert r.status_code == 201, r.text
+        assert "private_key" not in r.json()["keypair"]
+
+
+async def test_pinned_availability_zone_from_2_96(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo", "2.96") as c:
+        pinned = (await create(c, cloud, networks="none", availability_zone="nova"))["id"]
+        free = (await create(c, cloud, networks="none"))["id"]
+        assert (await c.get(f"{URL}/{pinned}")).json()["server"]["pinned_availability_zone"] == (
+            "nova"
+        )
+        listed = {s["id"]: s for s in (await c.get(f"{URL}/detail")).json()["servers"]}
+        assert listed[free]["pinned_availability_zone"] is None
+    async with await login(cloud, "demo", "2.95") as c:
+        assert "pinned_availability_zone" not in (await c.get(f"{URL}/{pinned}")).json()["server"]

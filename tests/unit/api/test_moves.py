@@ -433,6 +433,17 @@ async def test_evacuate_records_the_move(cloud: Cloud) -> None:
     assert await status(cloud, uuid) == "REBUILD"
 
 
+@pytest.mark.parametrize(("version", "power_on"), [("2.94", True), ("2.95", False)])
+async def test_evacuate_leaves_the_server_stopped_from_2_95(
+    cloud: Cloud, version: str, power_on: bool
+) -> None:
+    uuid = await boot(cloud)
+    await host_down(cloud, "fake-0")
+    r = await act(cloud, uuid, {"evacuate": {"host": "fake-1"}}, version=version)
+    assert r.status_code == 200, r.text
+    assert (await records(cloud, uuid))["task"]["payload"]["power_on"] is power_on
+
+
 async def test_evacuate_before_2_14_answers_the_password(cloud: Cloud) -> None:
     errored = await boot(cloud, vm_state="error")
     await host_down(cloud, "fake-0")

@@ -99,12 +99,15 @@ def expected_keys(
         ("2.26", "tags"),
         ("2.63", "trusted_image_certificates"),
         ("2.73", "locked_reason"),
+        ("2.96", "pinned_availability_zone"),
     )
     for added, name in later:
         if at(added):
             keys.add(name)
     if at("2.71") and not listed:
         keys.add("server_groups")
+    if at("2.90") and mode == "show" and not admin:
+        keys.add("OS-EXT-SRV-ATTR:hostname")  # admins have it from 2.3
     return keys
 
 
@@ -398,7 +401,22 @@ async def test_malformed_and_unknown_bodies_are_400(cloud: ApiHarness) -> None:
 # --- views per microversion -------------------------------------------------------------------
 
 BOUNDARIES = ["2.1", "2.2", "2.3", "2.8", "2.9", "2.15", "2.16", "2.18", "2.19", "2.25", "2.26"]
-BOUNDARIES += ["2.46", "2.47", "2.61", "2.62", "2.63", "2.70", "2.71", "2.72", "2.73", "2.75"]
+BOUNDARIES += [
+    "2.46",
+    "2.47",
+    "2.61",
+    "2.62",
+    "2.63",
+    "2.70",
+    "2.71",
+    "2.72",
+    "2.73",
+    "2.75",
+    "2.89",
+    "2.90",
+    "2.95",
+    "2.96",
+]
 
 
 @pytest.mark.parametrize("version", BOUNDARIES)
