@@ -76,3 +76,29 @@ def check_disks(current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     for disk in ("root_gb", "ephemeral_gb"):
         if (new.get(disk) or 0) < (current.get(disk) or 0):
             raise exception.CannotResizeDisk(reason="Unable to resize disk down.")
+
+
+#: Where the instance keeps its image's properties (Nova's system metadata keys).
+IMAGE_PREFIX = "image_"
+
+
+def with_image_properties(
+    system_metadata: Mapping[str, Any] | None, image: Mapping[str, Any]
+) -> dict[str, Any]:
+    """System metadata holding ``image``'s properties instead of the previous image's.
+
+    Kept at create and rebuild, so the server body shows them (2.98) without
+    asking the image service.
+    """
+    kept = {k: val for k, val in (system_metadata or {}).items() if not k.startswith(IMAGE_PREFIX)}
+    props = image.get("properties") or {}
+    return {**kept, **{f"{IMAGE_PREFIX}{k}": str(val) for k, val in props.items()}}
+
+
+def image_properties(system_metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The image properties :func:`with_image_properties` kept."""
+    return {
+        k[len(IMAGE_PREFIX) :]: str(val)
+        for k, val in (system_metadata or {}).items()
+        if k.startswith(IMAGE_PREFIX)
+    }

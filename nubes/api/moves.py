@@ -454,11 +454,9 @@ class MovesAPI:
                     conn, self.conf, project_id=row["project_id"], metadata=metadata
                 )
                 changes["metadata"] = dict(metadata)
-            if "system_metadata" in extra:
-                changes["system_metadata"] = {
-                    **(row["system_metadata"] or {}),
-                    **extra["system_metadata"],
-                }
+            changes["system_metadata"] = instance_rules.with_image_properties(
+                {**(row["system_metadata"] or {}), **extra.get("system_metadata", {})}, image
+            )
             updated = await records.set_task(conn, row, TaskState.REBUILDING, changes)
             task = await self.intents.start(
                 conn,

@@ -17,6 +17,7 @@ from typing import Any
 from oslo_config import cfg
 from starlette.requests import Request
 
+from nubes.api import instance_rules
 from nubes.api.compute_v21 import common
 from nubes.api.views import Field, View, iso_z, nova_time
 from nubes.objects.states import TaskState as T
@@ -146,7 +147,10 @@ def _image(r: Mapping[str, Any], x: ServerContext) -> Any:
     if not ref:
         return ""  # volume-backed
     image_id = str(ref).rstrip("/").rsplit("/", 1)[-1]
-    return {"id": image_id, "links": _bookmark(x, "images", image_id)}
+    body: dict[str, Any] = {"id": image_id, "links": _bookmark(x, "images", image_id)}
+    if x.show and common.version(x.request).at_least("2.98"):
+        body["properties"] = instance_rules.image_properties(r.get("system_metadata"))
+    return body
 
 
 def _flavor_snapshot(r: Mapping[str, Any]) -> dict[str, Any]:

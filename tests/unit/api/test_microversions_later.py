@@ -523,3 +523,61 @@ async def test_pinned_availability_zone_from_2_96(cloud: ApiHarness) -> None:  #
         assert listed[free]["pinned_availability_zone"] is None
     async with await login(cloud, "demo", "2.95") as c:
         assert "pinned_availability_zone" not in (await c.get(f"{URL}/{pinned}")).json()["server"]
+
+
+async def test_shares_from_2_97_answer_that_there_are_none(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    path = f"{URL}/{uuid}/shares"
+    share = "5b1e3b0f-6a59-4f6c-9d8e-0c5a8e7c9f10"
+    async with await login(cloud, "demo", "2.96") as c:
+        assert (await c.get(path)).status_code == 404
+    async with await login(cloud, "demo", "2.97") as c:
+        assert (await c.get(path)).json() == {"shares": []}
+        r = await c.post(path, json={"share": {"share_id": share}})
+        assert r.status_code == 404
+        assert r.json()["itemNotFound"]["message"] == f"Share {share} could not be found."
+        assert _message(await c.post(path, json={"share": {"share_id": share, "x": 1}}))
+        assert (await c.get(f"{path}/{share}")).status_code == 404
+
+
+async def test_image_properties_from_2_98(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "admin") as c:
+        r = await c.patch(
+            f"/image/v2/images/{cloud.image}",  # type: ignore[attr-defined]
+            json=[{"op": "add", "path": "/hw_disk_bus", "value": "scsi"}],
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+        )
+        assert r.status_code == 200, r.text
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    await make_active(cloud, uuid)
+    async with await login(cloud, "demo", "2.97") as c:
+        assert "properties" not in (await c.get(f"{URL}/{uuid}")).json()["server"]["image"]
+    async with await login(cloud, "demo", "2.98") as c:
+        image = (await c.get(f"{URL}/{uuid}")).json()["server"]["image"]
+        assert image["properties"] == {"hw_disk_bus": "scsi"}
+        (listed,) = (await c.get(f"{URL}/detail")).json()["servers"]
+        assert listed["image"] == image
+    async with await login(cloud, "admin") as c:
+        r = await c.post(
+            "/image/v2/images",
+            json={"name": "plain", "disk_format": "raw", "container_format": "bare"},
+        )
+        plain = r.json()["id"]
+        r = await c.put(
+            f"/image/v2/images/{plain}/file",
+            content=b"x" * 100,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 204
+        await c.patch(
+            f"/image/v2/images/{plain}",
+            json=[{"op": "replace", "path": "/visibility", "value": "public"}],
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+        )
+    async with await login(cloud, "demo", "2.98") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"rebuild": {"imageRef": plain}})
+        assert r.status_code == 202, r.text
+        # The rebuilt server shows its new image's properties, not the old one's.
+        assert r.json()["server"]["image"]["properties"] == {}
