@@ -10,6 +10,7 @@ never disagree on one rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,3 +103,26 @@ def image_properties(system_metadata: Mapping[str, Any] | None) -> dict[str, str
         for k, val in (system_metadata or {}).items()
         if k.startswith(IMAGE_PREFIX)
     }
+
+
+#: Where the instance keeps the scheduler hints it was created with (JSON).
+HINTS_KEY = "scheduler_hints"
+
+
+def with_scheduler_hints(
+    system_metadata: Mapping[str, Any] | None, hints: Mapping[str, Any]
+) -> dict[str, Any]:
+    """System metadata holding the create's hints, each a list of strings as Nova keeps
+    them, so the server body shows them (2.100)."""
+    as_lists = {
+        str(k): [str(x) for x in val] if isinstance(val, list) else [str(val)]
+        for k, val in hints.items()
+    }
+    return {**(system_metadata or {}), HINTS_KEY: json.dumps(as_lists, sort_keys=True)}
+
+
+def scheduler_hints(system_metadata: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The hints :func:`with_scheduler_hints` kept ({} for none)."""
+    raw = (system_metadata or {}).get(HINTS_KEY)
+    found: dict[str, list[str]] = json.loads(raw) if raw else {}
+    return found

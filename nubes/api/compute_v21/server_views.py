@@ -309,6 +309,12 @@ SERVER = View(
     Field("locked_reason", lambda r, _: _sysmeta(r, "locked_reason", None), min="2.73"),
     # The zone the create asked for (the server stays in it on moves), else null.
     Field("pinned_availability_zone", lambda r, _: r.get("availability_zone"), min="2.96"),
+    Field(
+        "scheduler_hints",
+        lambda r, _: instance_rules.scheduler_hints(r.get("system_metadata")),
+        min="2.100",
+        when=_show,
+    ),
 )
 
 BRIEF = View(

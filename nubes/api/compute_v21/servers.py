@@ -632,8 +632,8 @@ async def create(request: Request) -> Response:
         group=str(group) if group else None,
         user_data=user_data,
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
-        system_metadata=instance_rules.with_image_properties(
-            server_params.sysmeta_from(server), image
+        system_metadata=instance_rules.with_scheduler_hints(
+            instance_rules.with_image_properties(server_params.sysmeta_from(server), image), hints
         ),
         tags=list(server.get("tags") or []),
         key_name=key_name,

@@ -581,3 +581,24 @@ async def test_image_properties_from_2_98(cloud: ApiHarness) -> None:  # noqa: F
         assert r.status_code == 202, r.text
         # The rebuilt server shows its new image's properties, not the old one's.
         assert r.json()["server"]["image"]["properties"] == {}
+
+
+async def test_scheduler_hints_from_2_100(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo") as c:
+        other = (await create(c, cloud))["id"]
+        hints = {"different_host": [other], "build_near_host_ip": "10.0.0.1", "cidr": "/24"}
+        r = await c.post(URL, json={**body(cloud), "os:scheduler_hints": hints})
+        uuid = r.json()["server"]["id"]
+    await make_active(cloud, uuid)
+    async with await login(cloud, "demo", "2.99") as c:
+        assert "scheduler_hints" not in (await c.get(f"{URL}/{uuid}")).json()["server"]
+    async with await login(cloud, "demo", "2.100") as c:
+        shown = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert shown["scheduler_hints"] == {
+            "different_host": [other],
+            "build_near_host_ip": ["10.0.0.1"],
+            "cidr": ["/24"],
+        }
+        assert (await c.get(f"{URL}/{other}")).json()["server"]["scheduler_hints"] == {}
+        r = await c.put(f"{URL}/{uuid}", json={"server": {"name": "renamed"}})
+        assert r.json()["server"]["scheduler_hints"] == shown["scheduler_hints"]

@@ -106,6 +106,8 @@ def expected_keys(
             keys.add(name)
     if at("2.71") and not listed:
         keys.add("server_groups")
+    if at("2.100") and mode == "show":
+        keys.add("scheduler_hints")
     if at("2.90") and mode == "show" and not admin:
         keys.add("OS-EXT-SRV-ATTR:hostname")  # admins have it from 2.3
     return keys
