@@ -68,46 +68,42 @@ def _not_attached(volume_id: str) -> Exception:
     return common.not_found(f"No volume Block Device Mapping with id {volume_id}.")
 
 
-async def index(request: Request) -> Response:
+async def _server(request: Request, action: str, rule: Rule) -> None:
     row = await servers.get_server(request, request.path_params["server_id"])
-    common.authorize(
-        request, "os-volumes-attachments:index", Rule.PROJECT_READER, row["project_id"]
-    )
+    common.authorize(request, f"os-volumes-attachments:{action}", rule, row["project_id"])
+
+
+async def _attachment(request: Request, schema: v.Versioned) -> dict[str, Any]:
+    body = await v.json_body(request)
+    v.validate(body, schema, common.version(request))
+    found: dict[str, Any] = body["volumeAttachment"]
+    return found
+
+
+async def index(request: Request) -> Response:
+    await _server(request, "index", Rule.PROJECT_READER)
     return common.json({"volumeAttachments": []})
 
 
 async def show(request: Request) -> Response:
-    row = await servers.get_server(request, request.path_params["server_id"])
-    common.authorize(request, "os-volumes-attachments:show", Rule.PROJECT_READER, row["project_id"])
+    await _server(request, "show", Rule.PROJECT_READER)
     raise _not_attached(request.path_params["volume_id"])
 
 
 async def create(request: Request) -> Response:
-    row = await servers.get_server(request, request.path_params["server_id"])
-    common.authorize(
-        request, "os-volumes-attachments:create", Rule.PROJECT_MEMBER, row["project_id"]
-    )
-    body = await v.json_body(request)
-    v.validate(body, ATTACH, common.version(request))
-    volume_id = body["volumeAttachment"]["volumeId"]
+    await _server(request, "create", Rule.PROJECT_MEMBER)
+    volume_id = (await _attachment(request, ATTACH))["volumeId"]
     raise common.not_found(f"Volume {volume_id} could not be found.")
 
 
 async def update(request: Request) -> Response:
-    row = await servers.get_server(request, request.path_params["server_id"])
-    common.authorize(
-        request, "os-volumes-attachments:update", Rule.PROJECT_MEMBER, row["project_id"]
-    )
-    body = await v.json_body(request)
-    v.validate(body, UPDATE, common.version(request))
+    await _server(request, "update", Rule.PROJECT_MEMBER)
+    await _attachment(request, UPDATE)
     raise _not_attached(request.path_params["volume_id"])
 
 
 async def delete(request: Request) -> Response:
-    row = await servers.get_server(request, request.path_params["server_id"])
-    common.authorize(
-        request, "os-volumes-attachments:delete", Rule.PROJECT_MEMBER, row["project_id"]
-    )
+    await _server(request, "delete", Rule.PROJECT_MEMBER)
     raise _not_attached(request.path_params["volume_id"])
 
 
