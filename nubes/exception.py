@@ -92,7 +92,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
     ├── HostCannotAnswer (501)            a compute host runs code too old for the question
-    ├── DriverCannotDo (501)              a host operation no nubes driver implements
+    ├── DriverCannotDo (400)              a host operation no nubes driver implements
     ├── ComputeHostsSilent (503)          every compute host silent, but one reported lately:
     │                                     the control plane is coming back; placed again soon
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
@@ -688,11 +688,13 @@ class HostCannotAnswer(NubesError):
 
 
 class DriverCannotDo(NubesError):
-    """Nova's 501 for a host operation the hypervisor driver does not implement
-    (host maintenance mode, host power actions)."""
+    """A host operation no nubes driver implements (host maintenance mode,
+    host power actions). Nova answers 501; a request the cloud cannot carry
+    out is the caller's to change, so it is a 400 here (no 5xx for a
+    well-formed request that simply asks for what is not offered)."""
 
     msg_fmt = "%(reason)s"
-    code = 501
+    code = 400
     safe = True
 
 

@@ -10,6 +10,7 @@ never disagree on one rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,3 +77,52 @@ def check_disks(current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     for disk in ("root_gb", "ephemeral_gb"):
         if (new.get(disk) or 0) < (current.get(disk) or 0):
             raise exception.CannotResizeDisk(reason="Unable to resize disk down.")
+
+
+#: Where the instance keeps its image's properties (Nova's system metadata keys).
+IMAGE_PREFIX = "image_"
+
+
+def with_image_properties(
+    system_metadata: Mapping[str, Any] | None, image: Mapping[str, Any]
+) -> dict[str, Any]:
+    """System metadata holding ``image``'s properties instead of the previous image's.
+
+    Kept at create and rebuild, so the server body shows them (2.98) without
+    asking the image service.
+    """
+    kept = {k: val for k, val in (system_metadata or {}).items() if not k.startswith(IMAGE_PREFIX)}
+    props = image.get("properties") or {}
+    return {**kept, **{f"{IMAGE_PREFIX}{k}": str(val) for k, val in props.items()}}
+
+
+def image_properties(system_metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The image properties :func:`with_image_properties` kept."""
+    return {
+        k[len(IMAGE_PREFIX) :]: str(val)
+        for k, val in (system_metadata or {}).items()
+        if k.startswith(IMAGE_PREFIX)
+    }
+
+
+#: Where the instance keeps the scheduler hints it was created with (JSON).
+HINTS_KEY = "scheduler_hints"
+
+
+def with_scheduler_hints(
+    system_metadata: Mapping[str, Any] | None, hints: Mapping[str, Any]
+) -> dict[str, Any]:
+    """System metadata holding the create's hints, each a list of strings as Nova keeps
+    them, so the server body shows them (2.100)."""
+    as_lists = {
+        str(k): [str(x) for x in val] if isinstance(val, list) else [str(val)]
+        for k, val in hints.items()
+    }
+    return {**(system_metadata or {}), HINTS_KEY: json.dumps(as_lists, sort_keys=True)}
+
+
+def scheduler_hints(system_metadata: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The hints :func:`with_scheduler_hints` kept ({} for none)."""
+    raw = (system_metadata or {}).get(HINTS_KEY)
+    found: dict[str, list[str]] = json.loads(raw) if raw else {}
+    return found

@@ -64,7 +64,9 @@ BLOCK_MIGRATION_AUTO = "auto"
 ABORTABLE = (MigrationStatus.ACCEPTED, MigrationStatus.PREPARING, MigrationStatus.RUNNING)
 
 #: Instance columns a rebuild may set besides its image, name and metadata.
-REBUILD_COLUMNS = frozenset({"display_description", "system_metadata", "key_name", "user_data"})
+REBUILD_COLUMNS = frozenset(
+    {"display_description", "system_metadata", "key_name", "user_data", "hostname"}
+)
 
 
 class MovesAPI:
@@ -273,12 +275,22 @@ class MovesAPI:
         await self.intents.kick(ctxt, [task["id"]])
 
     async def abort_live_migration(
-        self, ctxt: RequestContext, instance_uuid: str, migration_id: int
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        migration_id: int,
+        *,
+        before_start: bool = True,
     ) -> None:
-        """Mark the live migration ``cancelling`` and ask a conductor to stop it."""
+        """Mark the live migration ``cancelling`` and ask a conductor to stop it.
+
+        ``before_start`` (Nova's 2.65): a queued or preparing migration may be
+        aborted too; without it only a running one.
+        """
+        allowed = ABORTABLE if before_start else (MigrationStatus.RUNNING,)
         async with self.db.writer() as conn:
             migration = await self._live_migration(
-                conn, ctxt, instance_uuid, migration_id, "abort live migration", ABORTABLE
+                conn, ctxt, instance_uuid, migration_id, "abort live migration", allowed
             )
             await records.set_migration_status(conn, migration, MigrationStatus.CANCELLING)
             # The source host adds its events to this action when the cast reaches it.
@@ -364,12 +376,15 @@ class MovesAPI:
         instance_uuid: str,
         host: str | None = None,
         force: bool = False,
+        *,
+        stopped: bool = False,
     ) -> None:
         """Rebuild the instance elsewhere because its host is down (or forced down).
 
         As Nova's evacuate: no lock check (an admin operation), and the named
         host is checked before the instance's state. ``force`` needs a host;
-        the scheduler still checks it (docs/moves.md).
+        the scheduler still checks it (docs/moves.md). ``stopped`` (Nova's
+        2.95): the guest is left shut off on its new host, whatever it was.
         """
         if force and not host:
             raise exception.ForcedWithoutHost()
@@ -399,7 +414,7 @@ class MovesAPI:
                     "migration_id": migration["id"],
                     "host": host,
                     "image": records.image_payload(image or {"id": row["image_ref"]}),
-                    "power_on": records.running(row),
+                    "power_on": records.running(row) and not stopped,
                 },
             )
         await self.intents.kick(ctxt, [task["id"]])
@@ -439,11 +454,9 @@ class MovesAPI:
                     conn, self.conf, project_id=row["project_id"], metadata=metadata
                 )
                 changes["metadata"] = dict(metadata)
-            if "system_metadata" in extra:
-                changes["system_metadata"] = {
-                    **(row["system_metadata"] or {}),
-                    **extra["system_metadata"],
-                }
+            changes["system_metadata"] = instance_rules.with_image_properties(
+                {**(row["system_metadata"] or {}), **extra.get("system_metadata", {})}, image
+            )
             updated = await records.set_task(conn, row, TaskState.REBUILDING, changes)
             task = await self.intents.start(
                 conn,

@@ -119,8 +119,14 @@ class ServersAPI:
         tags: list[str] | None = None,
         reservation_id: str | None = None,
         network_requests: Sequence[Mapping[str, Any]] = (),
+        requested_host: str | None = None,
+        requested_node: str | None = None,
+        hostname: str | None = None,
     ) -> list[Instance]:
         """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
+
+        ``requested_host``/``requested_node`` restrict where the scheduler
+        may place them (an admin's choice, still filtered).
 
         ``flavor`` is a Flavor, a flavor row, or the flavor id users see;
         ``image`` the image's metadata (``id`` and ``properties``). Returns
@@ -156,6 +162,8 @@ class ServersAPI:
                 "config_drive": config_drive,
             },
             group=group or None,
+            requested_host=requested_host,
+            requested_node=requested_node,
         )
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:
@@ -192,7 +200,8 @@ class ServersAPI:
                         "user_id": ctxt.user_id,
                         "display_name": (display := name if count == 1 else f"{name}-{index + 1}"),
                         "display_description": description,
-                        "hostname": display,
+                        # 2.90: a hostname given (one server only) instead of the name.
+                        "hostname": hostname or display,
                         "reservation_id": reservation,
                         "launch_index": index,
                         "key_name": key_name,
@@ -337,7 +346,7 @@ class ServersAPI:
         ``values`` may hold ``display_name``, ``display_description`` and
         ``system_metadata`` keys (merged into what the instance has).
         """
-        allowed = {"display_name", "display_description", "system_metadata"}
+        allowed = {"display_name", "display_description", "system_metadata", "hostname"}
         unknown = set(values) - allowed
         if unknown:
             raise exception.Invalid(reason=f"cannot update {', '.join(sorted(unknown))}")
@@ -387,13 +396,25 @@ class ServersAPI:
             await self._taggable(conn, instance_uuid, "delete tags")
             await tags_api.remove_all(conn, instance_uuid)
 
-    async def lock_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova)."""
+    async def lock_server(
+        self, ctxt: RequestContext, instance_uuid: str, reason: str | None = None
+    ) -> None:
+        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova).
+
+        ``reason`` (2.73) is kept in system metadata as Nova keeps it, and
+        goes with the lock.
+        """
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             locked_by = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
+            sysmeta = dict(row["system_metadata"] or {})
+            sysmeta.pop("locked_reason", None)
+            if reason is not None:
+                sysmeta["locked_reason"] = reason
             await instances_api.update(
-                conn, instance_uuid, {"locked": True, "locked_by": locked_by.value}
+                conn,
+                instance_uuid,
+                {"locked": True, "locked_by": locked_by.value, "system_metadata": sysmeta},
             )
             await self.intents.instant_action(conn, ctxt, instance_uuid, "lock")
 
@@ -408,7 +429,13 @@ class ServersAPI:
                 raise exception.PolicyNotAuthorized(
                     action="os_compute_api:os-lock-server:unlock:unlock_override"
                 )
-            await instances_api.update(conn, instance_uuid, {"locked": False, "locked_by": None})
+            sysmeta = dict(row["system_metadata"] or {})
+            sysmeta.pop("locked_reason", None)
+            await instances_api.update(
+                conn,
+                instance_uuid,
+                {"locked": False, "locked_by": None, "system_metadata": sysmeta},
+            )
             await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
 
     async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:

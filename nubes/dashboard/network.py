@@ -94,7 +94,7 @@ async def group_delete(request: Request, page: web.Page) -> Response:
 
 
 def _port(value: str) -> int | None:
-    return int(value) if value.strip().isdigit() else None
+    return int(value) if value.strip().isascii() and value.strip().isdigit() else None
 
 
 async def rule_create(request: Request, page: web.Page) -> Response:

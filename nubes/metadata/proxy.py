@@ -73,7 +73,7 @@ _REASONS = {
 def parse_listen(value: str) -> tuple[str, int]:
     """``[metadata] listen`` as (host, port): ``127.0.0.1:8775``, ``[::1]:8775``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise exception.ConfigError(reason=f"[metadata] listen {value!r} is not host:port")
     return host.strip("[]") or "127.0.0.1", int(port)
 

@@ -1039,7 +1039,7 @@ def _protocol(value: Any) -> str | None:
     text = str(value).lower()
     if text in PROTOCOLS:
         return text
-    if text.isdigit() and 0 <= int(text) <= 255:
+    if text.isascii() and text.isdigit() and 0 <= int(text) <= 255:
         return text
     raise exception.NetworkInvalid(
         reason=f"Security group rule protocol {value} not supported. Only protocol values "

@@ -34,11 +34,14 @@ from nubes.api.compute_v21 import (
     server_groups,
     server_metadata,
     server_network,
+    server_shares,
     server_tags,
+    server_topology,
     servers,
     services,
     simple_tenant_usage,
     versions,
+    volume_attachments,
 )
 from nubes.api.middleware import service_app
 from nubes.api.state import ApiState
@@ -57,6 +60,9 @@ RESOURCES = [
     servers,
     server_actions,
     server_tags,
+    server_topology,
+    volume_attachments,
+    server_shares,
     server_metadata,
     instance_actions,
     migrations,

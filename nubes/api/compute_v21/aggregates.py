@@ -255,7 +255,44 @@ async def _add_host(conn: Any, row: dict[str, Any], host: str) -> None:
     await groups.aggregate_host_add(conn, row["id"], host)
 
 
+#: 2.81: images to have the aggregate's hosts download ahead of use.
+CACHE_IMAGES = {
+    "type": "object",
+    "properties": {
+        "cache": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string", "format": "uuid"}},
+                "required": ["id"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["cache"],
+    "additionalProperties": False,
+}
+
+
+async def images(request: Request) -> Response:
+    """``POST /os-aggregates/{id}/images`` (2.81): refused after Nova's checks.
+
+    The hosts keep no image cache that could be filled ahead of a boot, so
+    a valid request is answered 400 rather than accepted and not done.
+    """
+    if not common.version(request).at_least("2.81"):
+        raise exception.NotFound(message="The resource could not be found.")
+    common.authorize(request, "os-aggregates:images", Rule.ADMIN)
+    async with common.state(request).db.reader() as conn:
+        await groups.aggregate_get(conn, _id(request))
+    body = await v.json_body(request)
+    v.validate(body, CACHE_IMAGES)
+    raise common.bad_request("Image precaching is not supported by the hosts of this cloud.")
+
+
 ROUTES = [
+    Route("/os-aggregates/{aggregate_id}/images", images, methods=["POST"]),
     Route("/os-aggregates", index, methods=["GET"]),
     Route("/os-aggregates", create, methods=["POST"]),
     Route("/os-aggregates/{aggregate_id}", show, methods=["GET"]),

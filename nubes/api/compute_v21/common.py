@@ -90,3 +90,11 @@ def parse_time(name: str, raw: str) -> dt.datetime:
     except ValueError:
         raise bad_request(f"Invalid filter field: {name}.") from None
     return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+
+
+def check_changes_window(since: dt.datetime | None, before: dt.datetime | None) -> None:
+    """2.66: ``changes-before`` may not come before ``changes-since`` (Nova's 400)."""
+    if since is not None and before is not None and since > before:
+        raise bad_request(
+            "The value of changes-since must be less than or equal to changes-before."
+        )

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nubes import exception
+from nubes.api import extra_specs
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common
 from nubes.api.policy import Rule
@@ -314,11 +315,19 @@ async def specs_index(request: Request) -> Response:
     return common.json({"extra_specs": row["extra_specs"]})
 
 
+def _check_specs(request: Request, specs: dict[str, str]) -> None:
+    """2.86: specs in Nova's namespaces must be known ones with fitting values."""
+    if common.version(request).at_least("2.86"):
+        for key, value in specs.items():
+            extra_specs.validate(key, value)
+
+
 async def specs_create(request: Request) -> Response:
     common.authorize(request, "os-flavor-extra-specs:create", Rule.ADMIN)
     body = await v.json_body(request)
     v.validate(body, EXTRA_SPECS)
     specs = {k: _spec_str(val) for k, val in body["extra_specs"].items()}
+    _check_specs(request, specs)
     async with common.state(request).db.writer() as conn:
         row = await flavors_db.get_by_flavor_id(conn, request.path_params["flavor_id"])
         await flavors_db.extra_specs_update_or_create(conn, row["id"], specs)
@@ -344,6 +353,7 @@ async def specs_update(request: Request) -> Response:
     if key not in body:
         raise common.bad_request("Request body and URI mismatch")
     value = _spec_str(body[key])
+    _check_specs(request, {key: value})
     async with common.state(request).db.writer() as conn:
         row = await flavors_db.get_by_flavor_id(conn, request.path_params["flavor_id"])
         await flavors_db.extra_specs_update_or_create(conn, row["id"], {key: value})

@@ -55,25 +55,29 @@ BASIC = View(
     Field("status", _status),
     Field("servers", lambda r, _: r["_servers"], when=lambda x: x["servers"]),
 )
+#: The last version with the resource counters (2.88 drops them: placement has them).
+_COUNTED = "2.87"
 DETAIL = View(
     *BASIC.fields[:-1],
     Field("cpu_info", _cpu_info_text, max="2.27"),
-    Field("cpu_info", lambda r, _: r["cpu_info"] or {}, min="2.28"),
-    Field("current_workload", lambda r, _: r["_workload"]),
-    Field("disk_available_least", lambda r, _: r["local_gb"] - r["local_gb_used"]),
-    Field("free_disk_gb", lambda r, _: r["local_gb"] - r["local_gb_used"]),
-    Field("free_ram_mb", lambda r, _: r["memory_mb"] - r["memory_mb_used"]),
+    Field("cpu_info", lambda r, _: r["cpu_info"] or {}, min="2.28", max=_COUNTED),
+    Field("current_workload", lambda r, _: r["_workload"], max=_COUNTED),
+    Field("disk_available_least", lambda r, _: r["local_gb"] - r["local_gb_used"], max=_COUNTED),
+    Field("free_disk_gb", lambda r, _: r["local_gb"] - r["local_gb_used"], max=_COUNTED),
+    Field("free_ram_mb", lambda r, _: r["memory_mb"] - r["memory_mb_used"], max=_COUNTED),
     Field("host_ip"),
     Field("hypervisor_type", lambda r, _: r["hypervisor_type"] or "fake"),
     Field("hypervisor_version", lambda r, _: r["hypervisor_version"] or 1000),
-    Field("local_gb"),
-    Field("local_gb_used"),
-    Field("memory_mb"),
-    Field("memory_mb_used"),
-    Field("running_vms"),
+    Field("local_gb", max=_COUNTED),
+    Field("local_gb_used", max=_COUNTED),
+    Field("memory_mb", max=_COUNTED),
+    Field("memory_mb_used", max=_COUNTED),
+    Field("running_vms", max=_COUNTED),
     Field("service", _service),
-    Field("vcpus"),
-    Field("vcpus_used"),
+    Field("vcpus", max=_COUNTED),
+    Field("vcpus_used", max=_COUNTED),
+    # 2.88: what GET .../uptime answered (None when the host cannot say).
+    Field("uptime", lambda r, _: r.get("_uptime"), min="2.88"),
     Field("servers", lambda r, _: r["_servers"], when=lambda x: x["servers"]),
 )
 
@@ -105,6 +109,14 @@ async def _nodes(request: Request, *, with_servers: bool) -> list[dict[str, Any]
         # periodic report lagged (and counted what was gone or not yet there).
         node["running_vms"] = len(on_node)
     return nodes
+
+
+def _render(view: View, node: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    body = view.render(node, extra["version"], extra)
+    # Asked for, ``servers`` is left out of a node without any before 2.75.
+    if not body.get("servers", True) and not extra["version"].at_least("2.75"):
+        del body["servers"]
+    return body
 
 
 def _extra(request: Request, servers: bool) -> dict[str, Any]:
@@ -151,7 +163,9 @@ async def _list(request: Request, view: View) -> Response:
         elif len(nodes) > limit:
             nodes = nodes[:limit]
     extra = _extra(request, with_servers)
-    body: dict[str, Any] = {"hypervisors": [view.render(n, version, extra) for n in nodes]}
+    if view is DETAIL:
+        await _uptimes(request, nodes, extra)
+    body: dict[str, Any] = {"hypervisors": [_render(view, n, extra) for n in nodes]}
     if links:
         body["hypervisors_links"] = links
     return common.json(body)
@@ -193,15 +207,38 @@ async def show(request: Request) -> Response:
     with_servers = version.at_least("2.53") and (v.query_bool(request, "with_servers") or False)
     node = await _find(request, with_servers=with_servers)
     extra = _extra(request, with_servers)
-    return common.json({"hypervisor": DETAIL.render(node, version, extra)})
+    await _uptimes(request, [node], extra)
+    return common.json({"hypervisor": _render(DETAIL, node, extra)})
+
+
+def _gone_from_2_88(request: Request) -> None:
+    if common.version(request).at_least("2.88"):
+        raise exception.NotFound(message="The resource could not be found.")
+
+
+async def _uptimes(request: Request, nodes: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """2.88: each node's uptime in its body, None where its host cannot answer."""
+    if not extra["version"].at_least("2.88"):
+        return
+    for node in nodes:
+        try:
+            node["_uptime"] = await _host_uptime(request, node, extra)
+        except (exception.ComputeServiceUnavailable, exception.HostCannotAnswer):
+            node["_uptime"] = None
 
 
 async def uptime(request: Request) -> Response:
+    _gone_from_2_88(request)
     common.authorize(request, "os-hypervisors:uptime", Rule.ADMIN)
-    version = common.version(request)
     node = await _find(request, with_servers=False)
-    host = node["host"]
     extra = _extra(request, False)
+    body = _render(BASIC, node, extra)
+    body["uptime"] = await _host_uptime(request, node, extra)
+    return common.json({"hypervisor": body})
+
+
+async def _host_uptime(request: Request, node: dict[str, Any], extra: dict[str, Any]) -> str:
+    host = node["host"]
     compute = common.state(request).compute_api()
     # As Nova: a host whose service is down is not asked (it could not answer).
     if compute is None or _state(node, extra) != "up":
@@ -214,9 +251,7 @@ async def uptime(request: Request) -> Response:
         raise exception.HostCannotAnswer(host=host, question="uptime", reason=str(exc)) from None
     except exception.MessagingTimeout:
         raise exception.ComputeServiceUnavailable(host=host) from None
-    body = BASIC.render(node, version, extra)
-    body["uptime"] = text
-    return common.json({"hypervisor": body})
+    return str(text)
 
 
 STAT_KEYS = (
@@ -236,6 +271,7 @@ STAT_KEYS = (
 
 
 async def statistics(request: Request) -> Response:
+    _gone_from_2_88(request)
     common.authorize(request, "os-hypervisors:statistics", Rule.ADMIN)
     nodes = await _nodes(request, with_servers=False)
     stats = dict.fromkeys(STAT_KEYS, 0)

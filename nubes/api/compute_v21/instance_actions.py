@@ -3,7 +3,10 @@
 Deleted servers are readable from 2.21. Events: admins always (with the
 traceback); owners from 2.51, without the traceback. 2.58 adds
 ``updated_at``, paging (``limit``, ``marker`` = a request id) and
-``changes-since``.
+``changes-since``. 2.62 adds each event's ``host`` (admins, as the
+traceback) and ``hostId`` (its hash with the project, as a server's);
+2.66 adds ``changes-before``; 2.84 adds ``details`` (the fault message of a
+failed event, for everyone).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api.compute_v21 import common
+from nubes.api.compute_v21.server_views import host_id
 from nubes.api.compute_v21.servers import get_server
 from nubes.api.policy import Rule
 from nubes.api.views import Field, View, nova_time
@@ -31,12 +35,26 @@ ACTION = View(
     Field("message"),
     Field("updated_at", lambda r, _: nova_time(r.get("updated_at") or r["created_at"]), min="2.58"),
 )
+
+
+def _admin(x: dict[str, Any]) -> bool:
+    return bool(x["admin"])
+
+
 EVENT = View(
     Field("event"),
     Field("start_time", lambda r, _: nova_time(r["start_time"])),
     Field("finish_time", lambda r, _: nova_time(r["finish_time"])),
     Field("result"),
-    Field("traceback", when=lambda show_traceback: bool(show_traceback)),
+    Field("traceback", when=_admin),
+    Field("host", min="2.62", when=_admin),
+    # Hashed with the server's project, so it matches the server's hostId.
+    Field(
+        "hostId",
+        lambda r, x: host_id({"host": r["host"], "project_id": x["project_id"]}),
+        min="2.62",
+    ),
+    Field("details", min="2.84"),
 )
 
 
@@ -57,9 +75,14 @@ async def index(request: Request) -> Response:
     if version.at_least("2.58"):
         params = request.query_params
         since = params.get("changes-since")
-        if since is not None:
-            stamp = common.parse_time("changes-since", since)
+        stamp = None if since is None else common.parse_time("changes-since", since)
+        if stamp is not None:
             rows = [r for r in rows if (r.get("updated_at") or r["created_at"]) >= stamp]
+        before = params.get("changes-before") if version.at_least("2.66") else None
+        if before is not None:
+            end = common.parse_time("changes-before", before)
+            common.check_changes_window(stamp, end)
+            rows = [r for r in rows if (r.get("updated_at") or r["created_at"]) <= end]
         marker = params.get("marker")
         if marker is not None:
             ids = [r["request_id"] for r in rows]
@@ -90,7 +113,8 @@ async def show(request: Request) -> Response:
     action = ACTION.render(found, version)
     if admin or version.at_least("2.51"):
         # Newest first, as Nova lists them.
-        action["events"] = [EVENT.render(e, version, admin) for e in reversed(events)]
+        x = {"admin": admin, "project_id": row["project_id"]}
+        action["events"] = [EVENT.render(e, version, x) for e in reversed(events)]
     return common.json({"instanceAction": action})
 
 

@@ -2,7 +2,8 @@
 
 Microversions as Nova's: 2.2 adds ``type`` (ssh or x509) and makes create
 201 and delete 204; 2.10 lets an admin act for another user (``user_id`` in
-the body or the query); 2.35 pages the list (``limit``, ``marker``).
+the body or the query); 2.35 pages the list (``limit``, ``marker``); 2.92
+takes only imported keys (``public_key`` required) and allows '@' in names.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ NAME = {
 }
 
 
-def _schema(with_type: bool, with_user: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = {"name": NAME, "public_key": {"type": "string"}}
+#: 2.92: '@' allowed too.
+NAME_292 = {**NAME, "pattern": r"^(?! )[a-zA-Z0-9.@ _-]+(?<! )$"}
+
+
+def _schema(with_type: bool, with_user: bool, import_only: bool = False) -> dict[str, Any]:
+    name = NAME_292 if import_only else NAME
+    properties: dict[str, Any] = {"name": name, "public_key": {"type": "string"}}
     if with_type:
         properties["type"] = {"type": "string", "enum": list(keypairs.TYPES)}
     if with_user:
@@ -42,7 +48,8 @@ def _schema(with_type: bool, with_user: bool) -> dict[str, Any]:
             "keypair": {
                 "type": "object",
                 "properties": properties,
-                "required": ["name"],
+                # 2.92: key pairs are imported, never generated.
+                "required": ["name", "public_key"] if import_only else ["name"],
                 "additionalProperties": False,
             }
         },
@@ -54,7 +61,8 @@ def _schema(with_type: bool, with_user: bool) -> dict[str, Any]:
 CREATE: v.Versioned = [
     (("2.1", "2.1"), _schema(False, False)),
     (("2.2", "2.9"), _schema(True, False)),
-    (("2.10", None), _schema(True, True)),
+    (("2.10", "2.91"), _schema(True, True)),
+    (("2.92", None), _schema(True, True, import_only=True)),
 ]
 
 

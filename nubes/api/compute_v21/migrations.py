@@ -48,6 +48,8 @@ NOT_IN_PROGRESS = (*migrations_db.FINISHED_STATUSES, "accepted")
 #: os-migrations filters (Nova's list_query_schema_v20), and from 2.59 paging.
 FILTERS = ("hidden", "host", "instance_uuid", "source_compute", "status", "migration_type")
 PAGING = ("limit", "marker", "changes-since")
+#: Query parameters later versions add (2.66: changes-before).
+LATER = {"2.66": ("changes-before",), "2.80": ("user_id", "project_id")}
 
 
 def _time(name: str) -> Any:
@@ -76,6 +78,9 @@ MIGRATION = View(
     Field("created_at", _time("created_at")),
     Field("updated_at", _time("updated_at")),
     Field("links", _links, min="2.23"),
+    # Who asked for the move.
+    Field("user_id", min="2.80"),
+    Field("project_id", min="2.80"),
 )
 
 SERVER_MIGRATION = View(
@@ -96,6 +101,8 @@ SERVER_MIGRATION = View(
     Field("disk_remaining_bytes", lambda r, _: r["disk_remaining"]),
     Field("created_at", _time("created_at")),
     Field("updated_at", _time("updated_at")),
+    Field("user_id", min="2.80"),
+    Field("project_id", min="2.80"),
 )
 
 
@@ -123,8 +130,12 @@ async def index(request: Request) -> Response:
     version = common.version(request)
     params = request.query_params
     paged = version.at_least("2.59")
+    known = set(FILTERS) | set(PAGING)
+    for since, names in LATER.items():
+        if version.at_least(since):
+            known |= set(names)
     if paged:
-        unknown = sorted(set(params) - set(FILTERS) - set(PAGING))
+        unknown = sorted(set(params) - known)
         if unknown:
             raise _query_error(
                 unknown[0],
@@ -136,18 +147,22 @@ async def index(request: Request) -> Response:
         for name in ("host", "status", "instance_uuid", "source_compute", "migration_type")
         if name in params
     }
+    for name in LATER["2.80"]:
+        if name in params and name in known:
+            filters[name] = params.getlist(name)[-1]
     limit: int | None = None
     marker_row: dict[str, Any] | None = None
     async with common.state(request).db.reader(allow_stale=True) as conn:
         if paged:
-            since = params.get("changes-since")
-            if since is not None:
+            for name in ("changes-since", "changes-before"):
+                raw = params.get(name)
+                if raw is None or name not in known:
+                    continue
                 try:
-                    filters["changes_since"] = common.parse_time("changes-since", since)
+                    filters[name.replace("-", "_")] = common.parse_time(name, raw)
                 except exception.Invalid:
-                    raise _query_error(
-                        "changes-since", since, f"'{since}' is not a 'date-time'"
-                    ) from None
+                    raise _query_error(name, raw, f"'{raw}' is not a 'date-time'") from None
+            common.check_changes_window(filters.get("changes_since"), filters.get("changes_before"))
             limit = common.limit(request)
             marker = params.get("marker")
             if marker is not None:
@@ -208,7 +223,8 @@ async def server_show(request: Request) -> Response:
     raw = request.path_params["migration_id"]
     uuid = row["uuid"]
     found: dict[str, Any] | None = None
-    if raw.isdigit() and int(raw) <= v.MAX_INT:
+    # isascii: str.isdigit() is also true of digits int() refuses ("²").
+    if raw.isascii() and raw.isdigit() and int(raw) <= v.MAX_INT:
         async with common.state(request).db.reader() as conn:
             try:
                 found = await migrations_db.get_by_id(conn, int(raw))
@@ -230,7 +246,10 @@ async def server_delete(request: Request) -> Response:
     row = await get_server(request, request.path_params["server_id"])
     common.authorize(request, "servers:migrations:delete", Rule.ADMIN)
     await _moves(request).abort_live_migration(
-        common.ctx(request), row["uuid"], _migration_id(request)
+        common.ctx(request),
+        row["uuid"],
+        _migration_id(request),
+        before_start=common.version(request).at_least("2.65"),
     )
     return common.empty(202)
 

@@ -4,7 +4,8 @@ enabling or disabling its compute service.
 
 Maintenance mode and host power actions (``reboot``, ``shutdown``,
 ``startup``) are things a hypervisor driver does in Nova; neither nubes
-driver does them, so they answer 501 as Nova does for such a driver.
+driver does them, so they are refused with a 400 naming what is missing
+(Nova's 501 for such a driver).
 """
 
 from __future__ import annotations

@@ -48,8 +48,12 @@ async def _reboot(request: Request, row: dict[str, Any], body: Any) -> None:
 
 
 async def _lock(request: Request, row: dict[str, Any], body: Any) -> None:
+    reason = None
+    if common.version(request).at_least("2.73"):
+        v.validate(body, schemas.LOCK)
+        reason = (body["lock"] or {}).get("locked_reason")
     common.authorize(request, "os-lock-server:lock", Rule.PROJECT_MEMBER, row["project_id"])
-    await _api(request).lock_server(common.ctx(request), row["uuid"])
+    await _api(request).lock_server(common.ctx(request), row["uuid"], reason)
 
 
 async def _unlock(request: Request, row: dict[str, Any], body: Any) -> None:

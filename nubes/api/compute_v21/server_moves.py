@@ -86,7 +86,7 @@ async def _migrate_live(request: Request, row: dict[str, Any], body: Any) -> Non
     # Before 2.30 a named host was forced past the scheduler; here the
     # scheduler always checks it (docs/moves.md), so "force" only has to
     # name a host.
-    force = version.at_least("2.30") and v.parse_bool("force", live.get("force", False))
+    force = version.matches("2.30", "2.67") and v.parse_bool("force", live.get("force", False))
     await _api(request).live_migrate_server(
         common.ctx(request), row["uuid"], live.get("host"), block_migration=block, force=force
     )
@@ -97,7 +97,7 @@ async def _evacuate(request: Request, row: dict[str, Any], body: Any) -> Respons
     v.validate(body, schemas.EVACUATE, version)
     common.authorize(request, "os-evacuate", Rule.ADMIN)
     evacuate = body["evacuate"]
-    force = version.at_least("2.29") and v.parse_bool("force", evacuate.get("force", False))
+    force = version.matches("2.29", "2.67") and v.parse_bool("force", evacuate.get("force", False))
     password: str | None
     if version.at_least("2.14"):
         password = server_params.password(evacuate)
@@ -107,7 +107,11 @@ async def _evacuate(request: Request, row: dict[str, Any], body: Any) -> Respons
             raise common.bad_request("admin password can't be changed on existing disk")
         password = None if shared else server_params.password(evacuate)
     await _api(request).evacuate_server(
-        common.ctx(request), row["uuid"], evacuate.get("host"), force=force
+        common.ctx(request),
+        row["uuid"],
+        evacuate.get("host"),
+        force=force,
+        stopped=version.at_least("2.95"),
     )
     if version.at_least("2.14"):
         return common.empty(200)
@@ -119,6 +123,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
     v.validate(body, schemas.REBUILD, version)
     common.authorize(request, "servers:rebuild", Rule.PROJECT_MEMBER, row["project_id"])
     rebuild = body["rebuild"]
+    server_params.check_trusted_certs(rebuild)
     password = server_params.password(rebuild)
     values: dict[str, Any] = {}
     sysmeta = server_params.sysmeta_from(rebuild)
@@ -130,6 +135,8 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         values["key_name"] = await server_params.key_name_of(request, rebuild["key_name"])
     if "user_data" in rebuild:
         values["user_data"] = server_params.user_data(rebuild)
+    if "hostname" in rebuild:
+        values["hostname"] = rebuild["hostname"]
     updated = await _api(request).rebuild_server(
         common.ctx(request),
         row["uuid"],
@@ -138,9 +145,9 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         metadata=rebuild.get("metadata"),
         values=values,
     )
-    # Nova answers with the short server body of an update, plus what the
-    # rebuild set that it leaves out.
-    x = await servers.server_context(request, [updated], mode="update")
+    # Nova answers with the body of an update (short before 2.75), plus
+    # what the rebuild set that the short body leaves out.
+    x = await servers.server_context(request, [updated], servers.body_mode(request), one=True)
     server = views.render(views.SERVER, updated, x)
     server["adminPass"] = password
     if version.at_least("2.54"):

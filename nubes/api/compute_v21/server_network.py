@@ -57,14 +57,18 @@ GROUP_ACTION = {
 }
 
 
-def _attachment(port: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _attachment(port: dict[str, Any], request: Request) -> dict[str, Any]:
+    body = {
         "port_state": port["status"],
         "fixed_ips": list(port["fixed_ips"]),
         "port_id": port["id"],
         "net_id": port["network_id"],
         "mac_addr": port["mac_address"],
     }
+    if common.version(request).at_least("2.70"):
+        # No device tags are kept (server_params.NO_DEVICE_TAGS): none to show.
+        body["tag"] = None
+    return body
 
 
 async def _server(request: Request, action: str, rule: Rule) -> dict[str, Any]:
@@ -77,7 +81,7 @@ async def index(request: Request) -> Response:
     row = await _server(request, "list", Rule.PROJECT_READER)
     async with common.state(request).db.reader() as conn:
         held = await ports.interfaces(conn, row["uuid"])
-    return common.json({"interfaceAttachments": [_attachment(p) for p in held]})
+    return common.json({"interfaceAttachments": [_attachment(p, request) for p in held]})
 
 
 async def show(request: Request) -> Response:
@@ -87,7 +91,7 @@ async def show(request: Request) -> Response:
         held = {p["id"]: p for p in await ports.interfaces(conn, row["uuid"])}
     if port_id not in held:
         raise exception.PortNotFound(port_id=port_id)
-    return common.json({"interfaceAttachment": _attachment(held[port_id])})
+    return common.json({"interfaceAttachment": _attachment(held[port_id], request)})
 
 
 def _check_state(request: Request, row: dict[str, Any]) -> None:
@@ -105,6 +109,10 @@ async def create(request: Request) -> Response:
     body = await v.json_body(request)
     v.validate(body, ATTACH)
     spec = body.get("interfaceAttachment") or {}
+    if spec.get("tag") is not None:
+        raise common.bad_request(
+            "Tagged network interface attachment is not supported for this instance."
+        )
     port_id, net_id = spec.get("port_id"), spec.get("net_id")
     if port_id and net_id:
         raise common.bad_request("Must not input both network_id and port_id")
@@ -130,7 +138,7 @@ async def create(request: Request) -> Response:
         raise common.not_found(exc.message) from None
     async with common.state(request).db.reader() as conn:
         held = {p["id"]: p for p in await ports.interfaces(conn, row["uuid"])}
-    return common.json({"interfaceAttachment": _attachment(held[made])})
+    return common.json({"interfaceAttachment": _attachment(held[made], request)})
 
 
 async def delete(request: Request) -> Response:

@@ -67,11 +67,19 @@ def sysmeta_from(server: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+#: Device tags (2.32/2.42 on networks and disks, 2.49 on attach): nubes writes
+#: no device metadata for the guest, so a tag could not reach it. Nova
+#: refuses a tag a host cannot honour, and so does nubes, at once.
+NO_DEVICE_TAGS = "Device tagging is not supported by the hosts of this cloud."
+
+
 def requested_networks(server: Mapping[str, Any]) -> Any:
     """``networks`` as :func:`nubes.network.ports.resolve` takes it (schemas checked the shape)."""
     networks = server.get("networks")
     if networks is None or isinstance(networks, str):
         return networks
+    if any(n.get("tag") is not None for n in networks):
+        raise common.bad_request(NO_DEVICE_TAGS)
     return [
         {"uuid": n.get("uuid"), "fixed_ip": n.get("fixed_ip"), "port": n.get("port")}
         for n in networks
@@ -87,3 +95,16 @@ async def key_name_of(request: Request, name: Any) -> str | None:
     if found is None:
         raise common.bad_request("Invalid key_name provided.")
     return str(name)
+
+
+def check_trusted_certs(body: Mapping[str, Any]) -> None:
+    """2.63 ``trusted_image_certificates``: refused, never ignored.
+
+    nubes does not verify image signatures, so it cannot check an image's
+    signing certificate against the ones named.
+    """
+    if body.get("trusted_image_certificates"):
+        raise common.bad_request(
+            "Image signature certificate validation is not enabled in this cloud; "
+            "trusted_image_certificates cannot be used."
+        )

@@ -16,6 +16,8 @@ _UUID = {"type": "string", "format": "uuid"}
 _DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 255}
 #: A tag (of a server, a port or a disk), as Nova validates it.
 TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
+_HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9-._]*$"}
+_HOST_OR_NULL = {**_HOST, "type": ["string", "null"]}
 _IPV4 = {"type": "string", "format": "ipv4"}
 _IPV6 = {"type": "string", "format": "ipv6"}
 _DISK_CONFIG = {"type": "string", "enum": ["AUTO", "MANUAL"]}
@@ -168,6 +170,57 @@ def _server(
     return server
 
 
+#: 2.63: the ids of the certificates an image's signing certificate must chain to.
+TRUSTED_CERTS = {
+    "type": ["array", "null"],
+    "minItems": 1,
+    "maxItems": 50,
+    "uniqueItems": True,
+    "items": {"type": "string", "minLength": 1},
+}
+
+
+#: 2.90: a hostname (a DNS label), 2.94: a fully qualified name.
+HOSTNAME = {
+    "type": "string",
+    "minLength": 2,
+    "maxLength": 63,
+    "pattern": "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$",
+}
+FQDN = {
+    "type": "string",
+    "minLength": 2,
+    "maxLength": 255,
+    "pattern": "^[a-zA-Z0-9]+[a-zA-Z0-9-.]*[a-zA-Z0-9]+$",
+}
+
+
+def _later(
+    *,
+    certs: bool,
+    volume_type: bool = False,
+    destination: bool = False,
+    hostname: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The 2.57 server body with what later versions add to it."""
+    server = _server(description=True, tag=True, named=True, tags=True, personality=False)
+    props = server["properties"]
+    if hostname is not None:
+        props["hostname"] = hostname
+    if certs:
+        props["trusted_image_certificates"] = TRUSTED_CERTS
+    if destination:
+        props["host"] = _HOST
+        props["hypervisor_hostname"] = _HOST
+    if volume_type:
+        props["block_device_mapping_v2"]["items"]["properties"]["volume_type"] = {
+            "type": ["string", "null"],
+            "minLength": 0,
+            "maxLength": 255,
+        }
+    return server
+
+
 CREATE: v.Versioned = [
     (
         ("2.1", "2.18"),
@@ -190,13 +243,24 @@ CREATE: v.Versioned = [
         _create(_server(description=True, tag=True, named=True, tags=True, personality=True)),
     ),
     (
-        ("2.57", None),
+        ("2.57", "2.62"),
         _create(_server(description=True, tag=True, named=True, tags=True, personality=False)),
+    ),
+    (("2.63", "2.66"), _create(_later(certs=True))),
+    (("2.67", "2.73"), _create(_later(certs=True, volume_type=True))),
+    (("2.74", "2.89"), _create(_later(certs=True, volume_type=True, destination=True))),
+    (
+        ("2.90", "2.93"),
+        _create(_later(certs=True, volume_type=True, destination=True, hostname=HOSTNAME)),
+    ),
+    (
+        ("2.94", None),
+        _create(_later(certs=True, volume_type=True, destination=True, hostname=FQDN)),
     ),
 ]
 
 
-def _update(description: bool) -> dict[str, Any]:
+def _update(description: bool, hostname: dict[str, Any] | None = None) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
         "OS-DCF:diskConfig": _DISK_CONFIG,
@@ -205,6 +269,8 @@ def _update(description: bool) -> dict[str, Any]:
     }
     if description:
         props["description"] = _DESCRIPTION
+    if hostname is not None:
+        props["hostname"] = hostname
     return {
         "type": "object",
         "properties": {
@@ -215,7 +281,26 @@ def _update(description: bool) -> dict[str, Any]:
     }
 
 
-UPDATE: v.Versioned = [(("2.1", "2.18"), _update(False)), (("2.19", None), _update(True))]
+UPDATE: v.Versioned = [
+    (("2.1", "2.18"), _update(False)),
+    (("2.19", "2.89"), _update(True)),
+    (("2.90", "2.93"), _update(True, HOSTNAME)),
+    (("2.94", None), _update(True, FQDN)),
+]
+
+#: 2.73: a lock may say why (Nova's lock_server schema).
+LOCK = {
+    "type": "object",
+    "properties": {
+        "lock": {
+            "type": ["object", "null"],
+            "properties": {"locked_reason": {"type": "string", "minLength": 1, "maxLength": 255}},
+            "additionalProperties": False,
+        }
+    },
+    "required": ["lock"],
+    "additionalProperties": False,
+}
 
 REBOOT = {
     "type": "object",
@@ -272,8 +357,6 @@ GET_CONSOLE_OUTPUT = {
 # --- moves (Nova's schemas/servers.py, migrate_server.py, evacuate.py) -------------------
 
 #: Nova's parameter_types.fqdn: a host name.
-_HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9-._]*$"}
-_HOST_OR_NULL = {**_HOST, "type": ["string", "null"]}
 
 
 def _action(name: str, body: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -336,10 +419,18 @@ MIGRATE_LIVE: v.Versioned = [
         ),
     ),
     (
-        ("2.30", None),
+        ("2.30", "2.67"),
         _action(
             "os-migrateLive",
             {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL, "force": v.BOOLEAN},
+            ["block_migration", "host"],
+        ),
+    ),
+    (
+        ("2.68", None),
+        _action(
+            "os-migrateLive",
+            {"block_migration": _BLOCK_MIGRATION_AUTO, "host": _HOST_OR_NULL},
             ["block_migration", "host"],
         ),
     ),
@@ -358,13 +449,22 @@ EVACUATE: v.Versioned = [
     ),
     (("2.14", "2.28"), _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS})),
     (
-        ("2.29", None),
+        ("2.29", "2.67"),
         _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS, "force": v.BOOLEAN}),
     ),
+    # 2.68: no more forcing a host past the scheduler.
+    (("2.68", None), _action("evacuate", {"host": _HOST, "adminPass": _ADMIN_PASS})),
 ]
 
 
-def _rebuild(*, description: bool, key_name: bool, user_data: bool) -> dict[str, Any]:
+def _rebuild(
+    *,
+    description: bool,
+    key_name: bool,
+    user_data: bool,
+    certs: bool = False,
+    hostname: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
         "imageRef": _UUID,
@@ -383,6 +483,10 @@ def _rebuild(*, description: bool, key_name: bool, user_data: bool) -> dict[str,
         props["user_data"] = {"oneOf": [{"type": "string", "format": "base64"}, {"type": "null"}]}
     else:
         props["personality"] = _BASE_SERVER["properties"]["personality"]
+    if certs:
+        props["trusted_image_certificates"] = TRUSTED_CERTS
+    if hostname is not None:
+        props["hostname"] = hostname
     return _action("rebuild", props, ["imageRef"])
 
 
@@ -390,7 +494,16 @@ REBUILD: v.Versioned = [
     (("2.1", "2.18"), _rebuild(description=False, key_name=False, user_data=False)),
     (("2.19", "2.53"), _rebuild(description=True, key_name=False, user_data=False)),
     (("2.54", "2.56"), _rebuild(description=True, key_name=True, user_data=False)),
-    (("2.57", None), _rebuild(description=True, key_name=True, user_data=True)),
+    (("2.57", "2.62"), _rebuild(description=True, key_name=True, user_data=True)),
+    (("2.63", "2.89"), _rebuild(description=True, key_name=True, user_data=True, certs=True)),
+    (
+        ("2.90", "2.93"),
+        _rebuild(description=True, key_name=True, user_data=True, certs=True, hostname=HOSTNAME),
+    ),
+    (
+        ("2.94", None),
+        _rebuild(description=True, key_name=True, user_data=True, certs=True, hostname=FQDN),
+    ),
 ]
 
 FORCE_COMPLETE = {

@@ -17,6 +17,7 @@ from typing import Any
 from oslo_config import cfg
 from starlette.requests import Request
 
+from nubes.api import instance_rules
 from nubes.api.compute_v21 import common
 from nubes.api.views import Field, View, iso_z, nova_time
 from nubes.objects.states import TaskState as T
@@ -117,6 +118,9 @@ class ServerContext:
     )
     #: instance uuid -> names of its ports' security groups.
     groups: Mapping[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: instance uuid -> uuids of its server groups; None where Nova leaves
+    #: ``server_groups`` out (lists: only show, update and rebuild carry it).
+    server_groups: Mapping[str, list[str]] | None = None
 
     @property
     def show(self) -> bool:
@@ -143,7 +147,10 @@ def _image(r: Mapping[str, Any], x: ServerContext) -> Any:
     if not ref:
         return ""  # volume-backed
     image_id = str(ref).rstrip("/").rsplit("/", 1)[-1]
-    return {"id": image_id, "links": _bookmark(x, "images", image_id)}
+    body: dict[str, Any] = {"id": image_id, "links": _bookmark(x, "images", image_id)}
+    if x.show and common.version(x.request).at_least("2.98"):
+        body["properties"] = instance_rules.image_properties(r.get("system_metadata"))
+    return body
 
 
 def _flavor_snapshot(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,6 +238,12 @@ def _groups(r: Mapping[str, Any], x: ServerContext) -> Any:
     return [{"name": n} for n in names] if names else OMIT
 
 
+def _server_groups(r: Mapping[str, Any], x: ServerContext) -> Any:
+    if x.server_groups is None:
+        return OMIT
+    return list(x.server_groups.get(r["uuid"], []))
+
+
 def _srv(name: str, get: Any, min: str | None = None) -> Field:
     return Field(f"OS-EXT-SRV-ATTR:{name}", get, min=min, when=_admin_show)
 
@@ -269,6 +282,13 @@ SERVER = View(
     _srv("reservation_id", lambda r, _: r.get("reservation_id"), "2.3"),
     _srv("launch_index", lambda r, _: r.get("launch_index"), "2.3"),
     _srv("hostname", lambda r, _: r.get("hostname"), "2.3"),
+    # 2.90: everyone sees the hostname (admins already do, just above).
+    Field(
+        "OS-EXT-SRV-ATTR:hostname",
+        lambda r, _: r.get("hostname"),
+        min="2.90",
+        when=lambda x: x.show and not x.admin,
+    ),
     _srv("kernel_id", lambda r, _: _sysmeta(r, "kernel_id"), "2.3"),
     _srv("ramdisk_id", lambda r, _: _sysmeta(r, "ramdisk_id"), "2.3"),
     _srv("root_device_name", lambda r, _: _sysmeta(r, "root_device_name", None), "2.3"),
@@ -282,6 +302,19 @@ SERVER = View(
     Field("locked", lambda r, _: bool(r.get("locked")), min="2.9"),
     Field("description", lambda r, _: r.get("display_description"), min="2.19"),
     Field("tags", lambda r, x: list(x.tags.get(r["uuid"], [])), min="2.26"),
+    # Certificate validation is not offered (a create naming certificates is
+    # refused), so no server has trusted certificates.
+    Field("trusted_image_certificates", lambda r, _: None, min="2.63"),
+    Field("server_groups", _server_groups, min="2.71"),
+    Field("locked_reason", lambda r, _: _sysmeta(r, "locked_reason", None), min="2.73"),
+    # The zone the create asked for (the server stays in it on moves), else null.
+    Field("pinned_availability_zone", lambda r, _: r.get("availability_zone"), min="2.96"),
+    Field(
+        "scheduler_hints",
+        lambda r, _: instance_rules.scheduler_hints(r.get("system_metadata")),
+        min="2.100",
+        when=_show,
+    ),
 )
 
 BRIEF = View(

@@ -27,7 +27,9 @@ from nubes.api.compute_v21.server_views import ServerContext
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
 from nubes.db.api import ReadDeleted
+from nubes.db.api import compute_nodes as compute_nodes_db
 from nubes.db.api import flavors as flavors_db
+from nubes.db.api import groups as groups_db
 from nubes.db.api import instances as instances_db
 from nubes.db.api import tags as tags_db
 from nubes.network import ports
@@ -35,6 +37,76 @@ from nubes.network.resources import NetworkService
 
 #: List filters every project member may use (Nova's _get_server_search_options).
 USER_FILTERS = ("reservation_id", "name", "status", "image", "flavor", "ip", "changes-since")
+#: What later microversions let every member filter by, too.
+USER_FILTERS_FROM = {
+    "2.5": ("ip6",),
+    "2.66": ("changes-before",),
+    "2.73": ("locked",),
+    # 2.83: more of the admin filters, for members too.
+    "2.83": (
+        "availability_zone",
+        "config_drive",
+        "key_name",
+        "created_at",
+        "launched_at",
+        "terminated_at",
+        "power_state",
+        "task_state",
+        "vm_state",
+        "progress",
+        "user_id",
+    ),
+}
+#: Every query parameter Nova's list schema knows (servers.py query_params_v21);
+#: from 2.75 any other is refused. Known ones nubes cannot filter by are
+#: ignored, as Nova ignores them (its schema lists them for old clients).
+KNOWN_QUERY = frozenset(
+    {
+        *USER_FILTERS,
+        *(name for names in USER_FILTERS_FROM.values() for name in names),
+        "user_id",
+        "project_id",
+        "tenant_id",
+        "launch_index",
+        "image_ref",
+        "kernel_id",
+        "ramdisk_id",
+        "hostname",
+        "key_name",
+        "power_state",
+        "vm_state",
+        "task_state",
+        "host",
+        "node",
+        "display_name",
+        "description",
+        "display_description",
+        "locked_by",
+        "uuid",
+        "root_device_name",
+        "access_ip_v4",
+        "access_ip_v6",
+        "auto_disk_config",
+        "soft_deleted",
+        "deleted",
+        "block_device_mapping",
+        "services",
+        "metadata",
+        "system_metadata",
+        "info_cache",
+        "security_groups",
+        "pci_devices",
+        "limit",
+        "marker",
+        "sort_key",
+        "sort_dir",
+        "all_tenants",
+        "tags",
+        "tags-any",
+        "not-tags",
+        "not-tags-any",
+    }
+)
 #: Query parameters that are not filters.
 _NOT_FILTERS = ("limit", "marker", "sort_key", "sort_dir", "all_tenants")
 #: Admin filters mapped straight onto instance columns.
@@ -50,6 +122,9 @@ _ADMIN_EXACT = {
     "hostname": "hostname",
     "uuid": "uuid",
 }
+#: Filters Nova matches as a regular expression against the column's text
+#: (its database's REGEXP on a number or a time), done here in Python.
+_REGEX_COLUMNS = ("progress", "created_at", "launched_at", "terminated_at")
 #: A name filter without these is a plain substring (done in SQL).
 _REGEX_CHARS = set(".^$*+?{}[]\\|()")
 
@@ -73,15 +148,26 @@ async def get_server(
     return row
 
 
+def body_mode(request: Request) -> str:
+    """The view of a PUT or rebuild answer: short before 2.75, a full show from it."""
+    return "show" if common.version(request).at_least("2.75") else "update"
+
+
 async def server_context(
-    request: Request, rows: list[dict[str, Any]], mode: str = "show"
+    request: Request, rows: list[dict[str, Any]], mode: str = "show", *, one: bool = False
 ) -> ServerContext:
-    """Faults, zones and host states the views of ``rows`` need (one read)."""
+    """Faults, zones and host states the views of ``rows`` need (one read).
+
+    ``one``: the body of a single server (show, update, rebuild), which
+    from 2.71 names the server's group.
+    """
     admin = common.is_admin(request)
     x = ServerContext(request, admin, common.state(request).conf, mode)
     version = common.version(request)
     if rows:
         async with common.state(request).db.reader(allow_stale=True) as conn:
+            if one and version.at_least("2.71"):
+                x.server_groups = {r["uuid"]: await _group_of(conn, r["uuid"]) for r in rows}
             if version.at_least("2.26"):
                 x.tags = await tags_db.get_by_instances(conn, [r["uuid"] for r in rows])
             x.addresses = await ports.addresses(conn, [r["uuid"] for r in rows])
@@ -105,6 +191,13 @@ async def server_context(
     return x
 
 
+async def _group_of(conn: Any, instance_uuid: str) -> list[str]:
+    try:
+        return [(await groups_db.group_get_by_instance(conn, instance_uuid))["uuid"]]
+    except exception.InstanceGroupNotFound:
+        return []
+
+
 def _host_status(service: Mapping[str, Any], x: ServerContext) -> str:
     if service.get("forced_down"):
         return "DOWN"
@@ -116,7 +209,7 @@ def _host_status(service: Mapping[str, Any], x: ServerContext) -> str:
 async def show(request: Request) -> Response:
     row = await get_server(request, request.path_params["server_id"])
     common.authorize(request, "servers:show", Rule.PROJECT_READER, row["project_id"])
-    x = await server_context(request, [row])
+    x = await server_context(request, [row], one=True)
     return common.json({"server": views.render(views.SERVER, row, x)})
 
 
@@ -152,9 +245,20 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
             sql["project_id"] = tenant
     else:
         sql["project_id"] = ctxt.project_id
-    allowed = set(USER_FILTERS) | ({"ip6"} if version.at_least("2.5") else set())
+    allowed = set(USER_FILTERS)
+    for since, names in USER_FILTERS_FROM.items():
+        if version.at_least(since):
+            allowed |= set(names)
     if version.at_least("2.26"):
         allowed |= set(tags_db.FILTERS)
+    if version.at_least("2.75"):
+        unknown = sorted(set(params.keys()) - KNOWN_QUERY)
+        if unknown:
+            raise common.bad_request(
+                f"Invalid input for query parameters {unknown[0]}. Value: "
+                f"{params[unknown[0]]}. Additional properties are not allowed "
+                f"('{unknown[0]}' was unexpected)"
+            )
     for key in set(params.keys()) - set(_NOT_FILTERS):
         values = params.getlist(key)
         value = values[-1]
@@ -200,6 +304,23 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
             sql["changes_since"] = common.parse_time(key, value)
             if read_deleted == "no":
                 read_deleted = "yes"  # changes include deletions
+        elif key == "changes-before":
+            if not version.at_least("2.66"):
+                continue
+            sql["changes_before"] = common.parse_time(key, value)
+            if read_deleted == "no":
+                read_deleted = "yes"
+        elif key == "locked":
+            if not version.at_least("2.73"):
+                continue
+            sql["locked"] = _bool_filter(key, value)
+        elif key == "config_drive":
+            python["config_drive"] = _bool_filter(key, value)
+        elif key in _REGEX_COLUMNS:
+            try:
+                python.setdefault("columns", {})[key] = re.compile(value)
+            except re.error:
+                raise common.bad_request(f"Invalid filter field: {key} ({value}).") from None
         elif key in tags_db.FILTERS:
             if not version.at_least("2.26"):
                 continue  # unknown before 2.26: Nova ignores it
@@ -222,7 +343,18 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
                 sql[key] = states
             else:
                 sql[_ADMIN_EXACT[key]] = values if len(values) > 1 else value
+    common.check_changes_window(sql.get("changes_since"), sql.get("changes_before"))
     return sql, python, read_deleted
+
+
+def _bool_filter(key: str, value: str) -> bool:
+    try:
+        return v.parse_bool(key, value)
+    except exception.ValidationError:
+        raise common.bad_request(
+            f"Unrecognized value '{value}', acceptable values are: "
+            "'0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"
+        ) from None
 
 
 def _sort(request: Request) -> tuple[list[str], list[str]]:
@@ -233,8 +365,11 @@ def _sort(request: Request) -> tuple[list[str], list[str]]:
             raise exception.SchemaValidationError(
                 field="sort_dir", value=d, reason=f"'{d}' is not one of ['asc', 'desc']"
             )
+    valid = set(schemas.SORT_KEYS)
+    if common.version(request).at_least("2.73"):
+        valid.add("locked")
     for k in keys:
-        if k not in schemas.SORT_KEYS:
+        if k not in valid:
             raise exception.SchemaValidationError(
                 field="sort_key", value=k, reason=f"'{k}' is not a valid sort key"
             )
@@ -271,6 +406,16 @@ def _matches(
             if a["version"] == version
         ]
         if not any(wanted.search(addr) for addr in held):
+            return False
+    wanted_drive = python.get("config_drive")
+    if wanted_drive is not None and bool(row.get("config_drive")) != wanted_drive:
+        return False
+    for key, regex in python.get("columns", {}).items():
+        value = row.get(key)
+        if value is None:
+            return False  # NULL matches no expression
+        text = value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+        if regex.search(text) is None:
             return False
     pattern = python.get("name")
     return pattern is None or pattern.search(row["display_name"] or "") is not None
@@ -382,6 +527,16 @@ async def _check_zone(request: Request, zone: str) -> None:
         raise common.bad_request("The requested availability zone is not available")
 
 
+async def _check_destination(request: Request, host: str | None, node: str | None) -> None:
+    """2.74: the host (and node) must be a compute node's (Nova's 400 otherwise)."""
+    async with common.state(request).db.reader() as conn:
+        nodes = await compute_nodes_db.get_all(conn, host=host)
+    if not nodes:
+        raise common.bad_request(f"Compute host {host or node} could not be found.")
+    if node and node not in {n["hypervisor_hostname"] for n in nodes}:
+        raise common.bad_request(f"Compute host {host or node} could not be found.")
+
+
 def network_service(request: Request) -> NetworkService:
     found = common.state(request).network_service()
     assert isinstance(found, NetworkService)
@@ -400,6 +555,13 @@ def _image_ref(server: Mapping[str, Any]) -> str | None:
             "Block device mapping is not supported: there is no volume service."
         )
     for bdm in server.get("block_device_mapping_v2") or []:
+        if bdm.get("tag") is not None:
+            raise common.bad_request(server_params.NO_DEVICE_TAGS)
+        if bdm.get("volume_type") is not None:
+            # 2.67: a volume type only means something for a volume.
+            raise common.bad_request(
+                "Specifying a volume_type with destination_type=local is not supported."
+            )
         source = bdm.get("source_type", "image" if ref else None)
         local = bdm.get("destination_type", "local") == "local"
         if source != "image" or not local:
@@ -424,6 +586,9 @@ async def create(request: Request) -> Response:
     max_count = v.to_int("max_count", server.get("max_count", min_count), 1)
     if min_count > max_count:
         raise common.bad_request("min_count must be <= max_count")
+    if server.get("hostname") and max_count > 1:
+        raise common.bad_request("Cannot specify hostname when requesting more than one server")
+    server_params.check_trusted_certs(server)
     key_name = await server_params.key_name_of(request, server.get("key_name"))
     user_data = server_params.user_data(server)
     files = server_params.personality(server)
@@ -439,6 +604,10 @@ async def create(request: Request) -> Response:
     zone = server.get("availability_zone")
     if zone:
         await _check_zone(request, zone)
+    host, node = server.get("host"), server.get("hypervisor_hostname")
+    if host or node:
+        common.authorize(request, "servers:create:requested_destination", Rule.ADMIN)
+        await _check_destination(request, host, node)
     nics = await ports.resolve(
         network_service(request),
         ctxt,
@@ -463,10 +632,15 @@ async def create(request: Request) -> Response:
         group=str(group) if group else None,
         user_data=user_data,
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
-        system_metadata=server_params.sysmeta_from(server),
+        system_metadata=instance_rules.with_scheduler_hints(
+            instance_rules.with_image_properties(server_params.sysmeta_from(server), image), hints
+        ),
         tags=list(server.get("tags") or []),
         key_name=key_name,
         network_requests=nics,
+        requested_host=host,
+        requested_node=node,
+        hostname=server.get("hostname"),
     )
     if v.parse_bool("return_reservation_id", server.get("return_reservation_id", False)):
         return common.json({"reservation_id": instances[0].reservation_id}, 202)
@@ -502,11 +676,13 @@ async def update(request: Request) -> Response:
         values["display_name"] = server["name"]
     if "description" in server:
         values["display_description"] = server["description"]
+    if "hostname" in server:
+        values["hostname"] = server["hostname"]
     sysmeta = server_params.sysmeta_from(server)
     if sysmeta:
         values["system_metadata"] = sysmeta
     row = await _api(request).update_server(common.ctx(request), row["uuid"], values)
-    x = await server_context(request, [row], mode="update")
+    x = await server_context(request, [row], body_mode(request), one=True)
     return common.json({"server": views.render(views.SERVER, row, x)})
 
 

@@ -176,14 +176,13 @@ async def list_projects(request: Request) -> Response:
     given id as it is (as against Keystone)."""
     ctxt = request_context(request)
     q = request.query_params
-    filters = {
-        "name": q.get("name"),
-        "domain_id": q.get("domain_id"),
-        "enabled": flag(request, "enabled"),
-    }
+    name, domain_id, enabled = q.get("name"), q.get("domain_id"), flag(request, "enabled")
+    filters: dict[str, Any] = {"name": name, "domain_id": domain_id, "enabled": enabled}
     async with api_state(request).db.reader() as conn:
         if policy.allowed(ctxt, policy.Rule.ADMIN):
-            rows = await identity.project_get_all(conn, **filters)
+            rows = await identity.project_get_all(
+                conn, name=name, domain_id=domain_id, enabled=enabled
+            )
         else:
             rows = [
                 r

@@ -88,8 +88,17 @@ def _selection(chosen: ChosenHost) -> Selection:
     return Selection(**{k: v for k, v in fields.items() if v is not None})
 
 
-def request_spec(row: dict[str, Any], payload: SchedulingRequest) -> RequestSpec:
-    """What the scheduler is asked, from the instance row and the build's payload."""
+def request_spec(
+    row: dict[str, Any],
+    payload: SchedulingRequest,
+    *,
+    host: str | None = None,
+    node: str | None = None,
+) -> RequestSpec:
+    """What the scheduler is asked, from the instance row and the build's payload.
+
+    ``host``/``node``: where an admin asked the build to go (still filtered).
+    """
     image = payload.image
     properties = {str(k): str(v) for k, v in (image.get("properties") or {}).items()}
     values: dict[str, Any] = {
@@ -102,6 +111,10 @@ def request_spec(row: dict[str, Any], payload: SchedulingRequest) -> RequestSpec
     }
     if payload.group:
         values["instance_group_uuid"] = payload.group
+    if host:
+        values["requested_destination"] = host
+    if node:
+        values["force_nodes"] = [node]
     return RequestSpec.from_components(
         flavor=Flavor.from_snapshot(row["flavor"]),
         scheduler_hints=payload.hints,
@@ -149,7 +162,15 @@ class BuildTask(Task):
         scheduler = self.engine.scheduler
         try:
             chosen = await scheduler.select_destinations(
-                run.ctxt, request_spec(row, _payload(run).scheduling), [row["uuid"]], True
+                run.ctxt,
+                request_spec(
+                    row,
+                    (p := _payload(run)).scheduling,
+                    host=p.requested_host,
+                    node=p.requested_node,
+                ),
+                [row["uuid"]],
+                True,
             )
         except exception.NoValidHost as exc:
             await self.fail(

@@ -187,6 +187,10 @@ class BuildPayload(TaskPayload, kw_only=True):
     #: The server's name, key name and user data.
     request: dict[str, Any] = msgspec.field(default_factory=dict)
     group: str | None = None
+    #: Compute API 2.74: the host and node an admin asked for. The scheduler
+    #: still checks them; this build's only (its later moves choose afresh).
+    requested_host: str | None = None
+    requested_node: str | None = None
     selections: list[Selection] = msgspec.field(default_factory=list)
     #: 1-based index into ``selections`` of the host tried now.
     tries: int = msgspec.field(default=0, name="try")

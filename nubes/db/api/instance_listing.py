@@ -54,6 +54,7 @@ SORT_KEYS = frozenset(
         "root_gb",
         "image_ref",
         "key_name",
+        "locked",
     }
 )
 #: Filters matched for equality (a list value means "any of", None means NULL).

@@ -158,7 +158,7 @@ async def list_all(
 
 
 #: Filters of :func:`list_filtered` matched for equality.
-_EXACT_FILTERS = ("instance_uuid", "migration_type", "source_compute")
+_EXACT_FILTERS = ("instance_uuid", "migration_type", "source_compute", "user_id", "project_id")
 
 
 async def list_filtered(
@@ -173,8 +173,10 @@ async def list_filtered(
 
     ``filters`` may hold ``status`` (one or a list), ``host`` (source or
     destination; it wins over ``source_compute``), ``instance_uuid``,
-    ``migration_type``, ``source_compute`` and ``changes_since`` (changed,
-    or created and never changed, at or after it). Hidden migrations are
+    ``user_id``, ``project_id``,
+    ``migration_type``, ``source_compute``, ``changes_since`` (changed,
+    or created and never changed, at or after it) and ``changes_before``
+    (at or before it). Hidden migrations are
     never listed. ``newest_first`` orders by (created_at, id) descending and
     pages after ``marker``; otherwise the order is by id.
     """
@@ -190,9 +192,13 @@ async def list_filtered(
             continue
         if filters.get(name) is not None:
             stmt = stmt.where(_m.c[name] == filters[name])
+    changed = func.coalesce(_m.c.updated_at, _m.c.created_at)
     since: dt.datetime | None = filters.get("changes_since")
     if since is not None:
-        stmt = stmt.where(func.coalesce(_m.c.updated_at, _m.c.created_at) >= since)
+        stmt = stmt.where(changed >= since)
+    before: dt.datetime | None = filters.get("changes_before")
+    if before is not None:
+        stmt = stmt.where(changed <= before)
     if not newest_first:
         return await fetch_all(conn, stmt.order_by(_m.c.id))
     if marker is not None:

@@ -35,7 +35,7 @@ def _image() -> str:
 def test_hypervisor_show_answers_with_the_hosts_uptime(cloud: Cloud) -> None:
     shown = cloud.json(ADMIN, "hypervisor", "show", "fake-0")
     assert shown["hypervisor_hostname"] == "fake-0"
-    # The CLI splits the uptime line it got from /os-hypervisors/{id}/uptime.
+    # The CLI splits the uptime line the show body carries (2.88; before, /uptime).
     assert re.fullmatch(r"\d\d:\d\d:\d\d", shown["host_time"]), shown
     assert shown["users"] == "0"
     assert re.fullmatch(r"[\d.]+, [\d.]+, [\d.]+", shown["load_average"]), shown

@@ -74,10 +74,11 @@ def test_openstack_cli_admin_changes_hold_from_the_next_boot(cloud: Cloud) -> No
     assert zoned["status"] == "ACTIVE"
     assert admin.compute.get_server(zoned["id"]).compute_host == "fake-0"
 
-    # running_vms counts what server list --host lists, at once.
+    # running_vms counts what server list --host lists, at once (2.88 dropped
+    # the counters from hypervisors: ask at 2.87).
     for host in HOSTS:
         listed = cloud.json(ADMIN, "server", "list", "--all-projects", "--host", host)
-        shown = cloud.json(ADMIN, "hypervisor", "show", host)
+        shown = cloud.json(ADMIN, "--os-compute-api-version", "2.87", "hypervisor", "show", host)
         assert shown["running_vms"] == len(listed), (host, shown["running_vms"], listed)
 
 

@@ -238,10 +238,12 @@ async def test_server_migrations_versions_and_policy(cloud: Cloud) -> None:
 # --- abort --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", ["accepted", "preparing", "running"])
-async def test_abort_marks_cancelling_and_casts(cloud: Cloud, status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "version"), [("accepted", "2.65"), ("preparing", "2.65"), ("running", "2.24")]
+)
+async def test_abort_marks_cancelling_and_casts(cloud: Cloud, status: str, version: str) -> None:
     uuid, mid = await live_migrating(cloud, status=status)
-    async with await cloud.login("admin", "2.24") as c:
+    async with await cloud.login("admin", version) as c:
         r = await c.delete(f"{URL}/{uuid}/migrations/{mid}")
     assert r.status_code == 202 and r.content == b""
     found = await records(cloud, uuid)
@@ -251,6 +253,17 @@ async def test_abort_marks_cancelling_and_casts(cloud: Cloud, status: str) -> No
     assert found["task"]["kind"] == "live_migrate"  # the move's task carries on
     assert found["instance"]["task_state"] == "migrating"
     assert cloud.conductor.calls == [("live_migration_abort", uuid, mid)]
+
+
+async def test_abort_before_it_runs_needs_2_65(cloud: Cloud) -> None:
+    uuid, mid = await live_migrating(cloud, status="preparing")
+    async with await cloud.login("admin", "2.64") as c:
+        assert fault(await c.delete(f"{URL}/{uuid}/migrations/{mid}"), 400) == (
+            f"Migration {mid} state of instance {uuid} is preparing. "
+            "Cannot abort live migration while the migration is in this state."
+        )
+    assert migration_of(await records(cloud, uuid))["status"] == "preparing"
+    assert cloud.conductor.calls == []
 
 
 async def test_abort_refusals(cloud: Cloud) -> None:

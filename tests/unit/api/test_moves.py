@@ -332,6 +332,8 @@ async def test_live_migrate_records_the_move(cloud: Cloud) -> None:
         ("2.25", {"block_migration": "yes", "host": "fake-1"}, "fake-1", True),
         ("2.30", {"block_migration": "auto", "host": "fake-1", "force": True}, "fake-1", "auto"),
         ("2.61", {"block_migration": False, "host": "fake-1"}, "fake-1", False),
+        ("2.67", {"block_migration": "auto", "host": "fake-1", "force": True}, "fake-1", "auto"),
+        ("2.73", {"block_migration": "auto", "host": "fake-1"}, "fake-1", "auto"),
     ],
 )
 async def test_live_migrate_versions(
@@ -355,6 +357,7 @@ async def test_live_migrate_versions(
         ("2.24", {"block_migration": "auto", "disk_over_commit": False, "host": None}, 400, "auto"),
         ("2.25", {"block_migration": True, "disk_over_commit": False, "host": None}, 400, "disk"),
         ("2.29", {"block_migration": True, "host": None, "force": True}, 400, "force"),
+        ("2.68", {"block_migration": "auto", "host": "fake-1", "force": True}, 400, "force"),
         ("2.1", {"block_migration": False, "host": None}, 400, "disk_over_commit"),
     ],
 )
@@ -430,6 +433,17 @@ async def test_evacuate_records_the_move(cloud: Cloud) -> None:
     assert await status(cloud, uuid) == "REBUILD"
 
 
+@pytest.mark.parametrize(("version", "power_on"), [("2.94", True), ("2.95", False)])
+async def test_evacuate_leaves_the_server_stopped_from_2_95(
+    cloud: Cloud, version: str, power_on: bool
+) -> None:
+    uuid = await boot(cloud)
+    await host_down(cloud, "fake-0")
+    r = await act(cloud, uuid, {"evacuate": {"host": "fake-1"}}, version=version)
+    assert r.status_code == 200, r.text
+    assert (await records(cloud, uuid))["task"]["payload"]["power_on"] is power_on
+
+
 async def test_evacuate_before_2_14_answers_the_password(cloud: Cloud) -> None:
     errored = await boot(cloud, vm_state="error")
     await host_down(cloud, "fake-0")
@@ -453,6 +467,7 @@ async def test_evacuate_before_2_14_answers_the_password(cloud: Cloud) -> None:
         ({"evacuate": {"host": "fake-0"}}, "2.29", 400, "The target host can't be the same one."),
         ({"evacuate": {"force": True}}, "2.29", 400, "Can't force to a non-provided destination"),
         ({"evacuate": {"force": True}}, "2.28", 400, "force"),
+        ({"evacuate": {"host": "fake-1", "force": True}}, "2.68", 400, "force"),
         ({"evacuate": {}}, "2.13", 400, "onSharedStorage"),
         ({"evacuate": {"onSharedStorage": False}}, "2.14", 400, "onSharedStorage"),
     ],

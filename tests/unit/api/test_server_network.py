@@ -203,3 +203,29 @@ async def test_concurrent_allocations_share_a_transaction_and_fail_alone(
         # Five of eight fit: the shared transaction failed and each ran alone.
         batcher = ports.allocation_batcher(db)
         assert batcher is not None and (batcher.batches, batcher.keys) == (8, 8)
+
+
+async def test_interface_tag_from_2_70_and_device_tags_refused(cloud: ApiHarness) -> None:  # noqa: F811
+    async with await login(cloud, "demo", "2.69") as c:
+        net = await _network(c, "n1", "10.81.0.0/24")
+        server = await create(c, cloud, networks="none")
+        await make_active(cloud, server["id"])
+        iface = f"{URL}/{server['id']}/os-interface"
+        tagged = {"interfaceAttachment": {"net_id": net["id"], "tag": "nic1"}}
+        r = await c.post(iface, json=tagged)
+        assert r.json()["badRequest"]["message"] == (
+            "Tagged network interface attachment is not supported for this instance."
+        )
+        r = await c.post(iface, json={"interfaceAttachment": {"net_id": net["id"]}})
+        assert "tag" not in r.json()["interfaceAttachment"]
+        (listed,) = (await c.get(iface)).json()["interfaceAttachments"]
+        assert "tag" not in listed
+        # Nothing can be tagged at create either (networks and disks).
+        nets = [{"uuid": net["id"], "tag": "nic1"}]
+        r = await c.post(URL, json=body(cloud, networks=nets))
+        assert r.status_code == 400 and "Device tagging" in r.json()["badRequest"]["message"]
+    async with await login(cloud, "demo", "2.70") as c:
+        (listed,) = (await c.get(iface)).json()["interfaceAttachments"]
+        assert listed["tag"] is None
+        shown = (await c.get(f"{iface}/{listed['port_id']}")).json()["interfaceAttachment"]
+        assert shown == listed
