@@ -139,6 +139,14 @@ class Upgrade:
             )
             return [f"{r.message} {r.details or ''}" for r in rows]
 
+    async def retire(self, binary: str, host: str) -> None:
+        """Delete a stopped service that is not coming back, as docs/upgrade.md
+        tells the operator (its row would keep its old version, and ``auto``
+        keep capping at it)."""
+        query = f"/os-services?binary={binary}&host={host}"
+        (row,) = (await self.rest.call("GET", query))["services"]
+        await self.rest.call("DELETE", f"/os-services/{row['id']}", expect=204)
+
     async def services(self) -> dict[tuple[str, str], int]:
         assert self.cloud.db is not None
         async with self.cloud.db.reader() as conn:
@@ -265,6 +273,9 @@ async def test_rolling_upgrade_from_release_n(rabbit_url: str, postgres_url: str
         new_conductor = await cloud.start_conductor("new")
         await cloud.wait_serving([new_conductor])
         await _stop(back)
+        # The N conductors are gone for good: their records go with them.
+        await up.retire("nubes-conductor", cloud.conductor_host("n"))
+        await up.retire("nubes-conductor", cloud.conductor_host("back"))
 
         # 6. The hosts, one at a time: live migrations across the versions.
         new_host, old_host = up.hosts
