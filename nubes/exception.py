@@ -72,6 +72,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
+    │   ├── TaskChanged                   a task moved on since it was read (read it again)
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
     │   │   └── InstanceInvalidState      an API action the instance's state does not allow
     │   ├── InstanceIsLocked              a locked instance, changed by a non-admin
@@ -558,6 +559,12 @@ class ComputeNodeGenerationConflict(Conflict):
 
 class TaskLeaseLost(Conflict):
     msg_fmt = "Task %(task_id)s is no longer leased to %(owner)s"
+
+
+class TaskChanged(Conflict):
+    """A write conditioned on a task row as read found the row changed since."""
+
+    msg_fmt = "Task %(task_id)s changed since it was read"
 
 
 class InvalidInstanceTransition(Conflict):

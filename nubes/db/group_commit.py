@@ -189,11 +189,7 @@ class Write:
 
     async def run(self, conn: AsyncConnection) -> bool:
         """Run it in ``conn``'s transaction; whether it matched (after ``missed``)."""
-        stmt = _STATEMENTS.get(self.shape)
-        if stmt is None:
-            if len(_STATEMENTS) >= _PREPARED_LIMIT:
-                _STATEMENTS.clear()
-            stmt = _STATEMENTS[self.shape] = self.build()
+        stmt = _statement(self.shape, self.build)
         result = await conn.execute(stmt, dict(self.params))
         matched = result.first() is not None if self.read else result.rowcount > 0
         if not matched and self.missed is not None:
@@ -202,12 +198,7 @@ class Write:
 
     def statement(self, dialect: Dialect) -> UnitStatement:
         """The same write as a statement of a grouped unit."""
-        key = (self.shape, dialect.name, dialect.driver)
-        prepared = _PREPARED.get(key)
-        if prepared is None:
-            if len(_PREPARED) >= _PREPARED_LIMIT:
-                _PREPARED.clear()
-            prepared = _PREPARED[key] = prepare(self.build(), dialect)
+        prepared = _prepared(self.shape, self.build, dialect)
         return UnitStatement(
             prepared,
             prepared.args(self.params),
@@ -216,8 +207,72 @@ class Write:
         )
 
 
-#: SQLAlchemy forms of :class:`Write` statements, by shape.
+#: SQLAlchemy forms of :class:`Write` and :class:`Read` statements, by shape.
 _STATEMENTS: dict[Hashable, Any] = {}
+
+
+def _statement(shape: Hashable, build: Callable[[], Any]) -> Any:
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        if len(_STATEMENTS) >= _PREPARED_LIMIT:
+            _STATEMENTS.clear()
+        stmt = _STATEMENTS[shape] = build()
+    return stmt
+
+
+def _prepared(shape: Hashable, build: Callable[[], Any], dialect: Dialect) -> Prepared:
+    key = (shape, dialect.name, dialect.driver)
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        if len(_PREPARED) >= _PREPARED_LIMIT:
+            _PREPARED.clear()
+        prepared = _PREPARED[key] = prepare(build(), dialect)
+    return prepared
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Read:
+    """One single-row read on the primary, described once by ``db/api`` (see :func:`fetch`).
+
+    ``build()`` gives the SELECT, every parameter bound by name from
+    ``params``; ``shape`` names it for the caches, as for :class:`Write`.
+    """
+
+    shape: Hashable
+    build: Callable[[], Any]
+    params: Mapping[str, Any]
+
+    async def run(self, conn: AsyncConnection) -> dict[str, Any] | None:
+        """Run it in ``conn``'s transaction: the first row, or None."""
+        stmt = _statement(self.shape, self.build)
+        found = (await conn.execute(stmt, dict(self.params))).mappings().first()
+        return dict(found) if found is not None else None
+
+
+async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
+    """The row ``read`` finds on the primary (None if none): the one place that decides how.
+
+    As a unit of the next grouped batch where the backend runs units (the
+    read then shares that batch's transaction and, on SQLite, its one
+    thread hop; a caller reading to decide a conditional write pays no
+    transaction of its own); else in a read of the primary of its own
+    (joining the caller's block, if it is in one). ``key`` orders the
+    batch, as for :func:`commit`.
+    """
+    if not db.in_block():
+        committer = db.group_commit
+        if committer is not None and committer.units:
+            prepared = _prepared(read.shape, read.build, committer.dialect)
+            statement = UnitStatement(
+                prepared, prepared.args(read.params), required=False, returning=True
+            )
+            outcome = await committer.execute_unit(key, [statement])
+            if outcome:
+                rows = outcome[0][1]
+                return prepared.row(rows[0]) if rows else None
+    async with db.reader() as conn:
+        return await read.run(conn)
+
 
 #: What a commit writes: descriptions (:class:`Write`, groupable) and, for
 #: what has no single-statement form, functions of the transaction's connection.
