@@ -1,6 +1,8 @@
 """A cloud of real ``nubes`` processes on RabbitMQ and PostgreSQL, for crash tests.
 
-Each service runs as its own ``python -m nubes.cmd.main`` process with its
+Each service runs as its own ``python -m nubes.cmd.main`` process (a
+conductor with ``crash_at``: ``nubes.testing.crash``, the same with the
+crash hook) with its
 own broker user (``conductor.<host>``, ``scheduler.<host>``,
 ``compute.<host>``) and config file; compute hosts get no database
 connection. Everything a run makes is its own and is removed at the end:
@@ -57,9 +59,8 @@ from nubes.db.models import compute_nodes, service_heartbeats, services
 from nubes.rpc import rabbit_access
 from nubes.rpc.rabbit_session import wants_quorum
 from nubes.rpc.transport import TransportURL
+from nubes.testing.crash import CRASH_ENV
 
-#: The crash hook's environment variable (see nubes.conductor.tasks.base).
-CRASH_ENV = "NUBES_TEST_CRASH_AT"
 #: Options every process of the cloud runs with: quick to react.
 BASE_OPTIONS: dict[str, dict[str, Any]] = {
     "DEFAULT": {"report_interval": 1, "service_down_time": 30, "rpc_response_timeout": 15},
@@ -377,10 +378,17 @@ class ProcessCloud:
         path.write_text(_ini(sections))
         return path
 
-    async def _spawn(self, name: str, config: Path, args: list[str], env: dict[str, str]) -> Proc:
+    async def _spawn(
+        self,
+        name: str,
+        config: Path,
+        args: list[str],
+        env: dict[str, str],
+        module: str = "nubes.cmd.main",
+    ) -> Proc:
         environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
         environ.update({"PYTHONUNBUFFERED": "1", **env})
-        argv = [sys.executable, "-m", "nubes.cmd.main", "--config-file", str(config), *args]
+        argv = [sys.executable, "-m", module, "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
@@ -397,8 +405,11 @@ class ProcessCloud:
         """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
         host = self.conductor_host(name)
         config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
-        env = {CRASH_ENV: crash_at} if crash_at else {}
-        return await self._spawn(f"conductor-{name}", config, ["conductor"], env)
+        if not crash_at:
+            return await self._spawn(f"conductor-{name}", config, ["conductor"], {})
+        env = {CRASH_ENV: crash_at}
+        module = "nubes.testing.crash"  # the ordinary command with the hook (see there)
+        return await self._spawn(f"conductor-{name}", config, ["conductor"], env, module)
 
     async def start_compute(self, host: str) -> Proc:
         """The compute process of ``host`` (a new one each call; same config, same identity)."""
