@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 5
+SERVICE_VERSION = 6
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -62,6 +62,8 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     4: {"compute": "1.3", "conductor": "1.2", "scheduler": "1.0"},
     # Guests' console logs: compute 1.4 (get_console_output).
     5: {"compute": "1.4", "conductor": "1.2", "scheduler": "1.0"},
+    # Steps' keys as one struct: compute 1.5 (``key``, a StepKey).
+    6: {"compute": "1.5", "conductor": "1.2", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -107,6 +109,7 @@ RELEASES: dict[str, int] = {
     "cedar": 3,
     "dogwood": 4,
     "elm": 5,
+    "fir": 6,
 }
 
 #: The RPC APIs ``[upgrade_levels]`` has an option for.

@@ -23,10 +23,11 @@ from typing import Any
 from nubes import exception
 from nubes.conductor.authz import Authorizer, Caller
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.payloads import Awaited, Outcome, StepKey
+from nubes.conductor.tasks.payloads import Awaited, Outcome
 from nubes.db import group_commit
 from nubes.db.api import tasks
 from nubes.db.engine import Database
+from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
 
