@@ -189,12 +189,16 @@ class Write:
 
     async def run(self, conn: AsyncConnection) -> bool:
         """Run it in ``conn``'s transaction; whether it matched (after ``missed``)."""
-        stmt = _statement(self.shape, self.build)
-        result = await conn.execute(stmt, dict(self.params))
-        matched = result.first() is not None if self.read else result.rowcount > 0
+        matched = await self.execute(conn)
         if not matched and self.missed is not None:
             await self.missed(conn)
         return matched
+
+    async def execute(self, conn: AsyncConnection) -> bool:
+        """Run it in ``conn``'s transaction; whether it matched (``missed`` not called)."""
+        stmt = _statement(self.shape, self.build)
+        result = await conn.execute(stmt, dict(self.params))
+        return result.first() is not None if self.read else result.rowcount > 0
 
     def statement(self, dialect: Dialect) -> UnitStatement:
         """The same write as a statement of a grouped unit."""
@@ -248,6 +252,11 @@ class Read:
         found = (await conn.execute(stmt, dict(self.params))).mappings().first()
         return dict(found) if found is not None else None
 
+    def statement(self, dialect: Dialect) -> UnitStatement:
+        """The same read as a statement of a grouped unit (never required)."""
+        prepared = _prepared(self.shape, self.build, dialect)
+        return UnitStatement(prepared, prepared.args(self.params), required=False, returning=True)
+
 
 async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
     """The row ``read`` finds on the primary (None if none): the one place that decides how.
@@ -259,50 +268,84 @@ async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
     (joining the caller's block, if it is in one). ``key`` orders the
     batch, as for :func:`commit`.
     """
-    if not db.in_block():
-        committer = db.group_commit
-        if committer is not None and committer.units:
-            prepared = _prepared(read.shape, read.build, committer.dialect)
-            statement = UnitStatement(
-                prepared, prepared.args(read.params), required=False, returning=True
-            )
-            outcome = await committer.execute_unit(key, [statement])
-            if outcome:
-                rows = outcome[0][1]
-                return prepared.row(rows[0]) if rows else None
+    committer = db.group_commit if not db.in_block() else None
+    if committer is not None and committer.units:
+        statement = read.statement(committer.dialect)
+        outcome = await committer.execute_unit(key, [statement])
+        if outcome:
+            rows = outcome[0][1]
+            return statement.write.row(rows[0]) if rows else None
     async with db.reader() as conn:
         return await read.run(conn)
 
 
-#: What a commit writes: descriptions (:class:`Write`, groupable) and, for
-#: what has no single-statement form, functions of the transaction's connection.
-CommitPart = Write | Callable[[AsyncConnection], Awaitable[Any]]
+#: What a commit writes: descriptions (:class:`Write`, groupable), reads whose
+#: rows it returns (:class:`Read`, groupable) and, for what has no
+#: single-statement form, functions of the transaction's connection.
+CommitPart = Write | Read | Callable[[AsyncConnection], Awaitable[Any]]
 
 
-async def commit(db: Database, key: str, writes: Sequence[CommitPart]) -> None:
+async def commit(
+    db: Database, key: str, writes: Sequence[CommitPart]
+) -> list[dict[str, Any] | None]:
     """Commit ``writes`` together, in order: all of them or none.
 
     The one place that decides how: as one unit of a grouped batch where
-    the backend runs units and every write is a :class:`Write` (a miss or a
+    the backend runs units and every part is a description (a miss or a
     failed batch there writes nothing, and the ordinary path runs next);
     else in a writer transaction of their own (joining the caller's block,
-    if it is in one), where each write's ``missed`` raises or accepts.
-    ``key`` names the row most written (orders the batch).
+    if it is in one; run again after a deadlock when every part is a
+    description), where each write's ``missed`` raises or accepts.
+    ``key`` names the row most written (orders the batch). Returns the row
+    each :class:`Read` among ``writes`` found (None if none), in order: read
+    in the same transaction, after the writes before it.
     """
-    if not db.in_block() and all(isinstance(w, Write) for w in writes):
-        committer = db.group_commit
-        if committer is not None and committer.units:
-            dialect = committer.dialect
-            unit = [w.statement(dialect) for w in writes if isinstance(w, Write)]
-            if await committer.execute_unit(key, unit):
-                db.note_write()
-                return
-    async with db.writer() as conn:
+    grouped = await commit_grouped(db, key, writes)
+    if grouped is not None:
+        return grouped
+
+    async def ordinary(conn: AsyncConnection) -> list[dict[str, Any] | None]:
+        found: list[dict[str, Any] | None] = []
         for w in writes:
-            if isinstance(w, Write):
+            if isinstance(w, Read):
+                found.append(await w.run(conn))
+            elif isinstance(w, Write):
                 await w.run(conn)
             else:
                 await w(conn)
+        return found
+
+    if all(isinstance(w, Write | Read) for w in writes):
+        # Descriptions hold their values: the whole transaction can run
+        # again after a deadlock (Galera's write conflict at commit).
+        return await db.run_in_writer(ordinary)
+    async with db.writer() as conn:
+        return await ordinary(conn)
+
+
+async def commit_grouped(
+    db: Database, key: str, writes: Sequence[CommitPart]
+) -> list[dict[str, Any] | None] | None:
+    """:func:`commit` as a grouped unit only: the rows of its reads once it
+    committed, or None when it did not run that way (not grouped here, a
+    write missed, the batch failed: nothing of it was written). A caller
+    that must learn why runs the same descriptions its ordinary way next."""
+    if db.in_block() or not all(isinstance(w, Write | Read) for w in writes):
+        return None
+    committer = db.group_commit
+    if committer is None or not committer.units:
+        return None
+    dialect = committer.dialect
+    unit = [w.statement(dialect) for w in writes if isinstance(w, Write | Read)]
+    outcome = await committer.execute_unit(key, unit)
+    if not outcome:
+        return None
+    db.note_write()
+    found: list[dict[str, Any] | None] = []
+    for w, statement, (_, rows) in zip(writes, unit, outcome, strict=True):
+        if isinstance(w, Read):
+            found.append(statement.write.row(rows[0]) if rows else None)
+    return found
 
 
 @dataclasses.dataclass(slots=True)

@@ -41,7 +41,7 @@ from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
-from nubes.db.group_commit import CommitPart, Write
+from nubes.db.group_commit import CommitPart, Read, Write
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -72,7 +72,7 @@ def steps(*writes: Writes | None) -> list[CommitPart]:
     for w in writes:
         if w is None:
             continue
-        if isinstance(w, Write) or callable(w):
+        if isinstance(w, Write | Read) or callable(w):
             out.append(w)
         else:
             out.extend(w)
@@ -82,7 +82,7 @@ def steps(*writes: Writes | None) -> list[CommitPart]:
 async def run_writes(conn: Connection, *writes: Writes | None) -> None:
     """``writes`` in the caller's transaction, in order (for a step's own block)."""
     for w in steps(*writes):
-        if isinstance(w, Write):
+        if isinstance(w, Write | Read):
             await w.run(conn)
         else:
             await w(conn)
