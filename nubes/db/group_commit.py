@@ -326,16 +326,29 @@ async def commit(
 async def commit_grouped(
     db: Database, key: str, writes: Sequence[CommitPart]
 ) -> list[dict[str, Any] | None] | None:
-    """:func:`commit` as a grouped unit only: the rows of its reads once it
-    committed, or None when it did not run that way (not grouped here, a
-    write missed, the batch failed: nothing of it was written). A caller
-    that must learn why runs the same descriptions its ordinary way next."""
+    """:func:`commit` grouped only: the rows of its reads once it committed,
+    or None when it did not run that way (not grouped here, a write missed,
+    the batch failed: nothing of it was written). A lone write joins a batch
+    as a plain statement (every backend the committer serves); several, or
+    reads, as a unit (where the backend runs units). A caller that must
+    learn why runs the same descriptions its ordinary way next."""
     if db.in_block() or not all(isinstance(w, Write | Read) for w in writes):
         return None
     committer = db.group_commit
-    if committer is None or not committer.units:
+    if committer is None:
         return None
     dialect = committer.dialect
+    if len(writes) == 1 and isinstance(writes[0], Write) and not writes[0].read:
+        # One conditional statement needs no savepoint: it joins a batch as
+        # a plain statement, on every backend the committer serves.
+        statement = writes[0].statement(dialect)
+        single = await committer.execute(key, statement.write, statement.args)
+        if single is None or single[0] == 0:
+            return None
+        db.note_write()
+        return []
+    if not committer.units:
+        return None
     unit = [w.statement(dialect) for w in writes if isinstance(w, Write | Read)]
     outcome = await committer.execute_unit(key, unit)
     if not outcome:
