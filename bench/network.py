@@ -1,4 +1,4 @@
-"""IPAM throughput: ports allocated per second under concurrent creates.
+"""IPAM throughput and what networking adds to a boot, per database.
 
 ``N`` concurrent port creations (default 50), each by its own project on one
 shared network's /16, through :class:`nubes.network.resources.NetworkService`
@@ -6,26 +6,32 @@ shared network's /16, through :class:`nubes.network.resources.NetworkService`
 the port row, the subnet's IPAM lock, its address, its security group), on
 SQLite (temporary file), PostgreSQL and MariaDB (a scratch database each; a
 backend whose server is down is skipped). Each round checks that no address
-was handed out twice. Prints ports/s (the best of a few rounds) per backend;
-the last line is PostgreSQL's.
+was handed out twice. Prints ports/s (the best of a few rounds) per backend.
 
-Not measured yet: the time networking adds to a boot (the fake driver's
-boot with and without ports), which issue 14 also asks for.
+Then what networking adds to a boot, on the same backend in the same run:
+``--servers`` servers (default 200, all at once) booted on the fake driver
+by :func:`bench.boot.boot` with ``networks: none`` and again each with a
+port on a shared network (its address from IPAM), alternating, best of
+``--boot-rounds`` each; it prints both rates, CPU per server and the
+ratio, and what ports add to CPU per server (steadier than the rates on a
+busy machine). Issue 14's target: networking adds at most 20 % (ratio >= 0.83).
+The last line ends with ports/s on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db_writes import MARIADB_URL, POSTGRES_URL, Scratch
-
+from bench.boot import Result, boot
+from bench.db_writes import MARIADB_URL, POSTGRES_URL, Scratch
 from nubes import config
 from nubes.context import RequestContext
 from nubes.db.engine import Database
@@ -66,14 +72,27 @@ async def run_backend(backend: str, base_url: str | None, n: int, rounds: int) -
                 await db.dispose()
 
 
+async def boot_cost(backend: str, servers: int, rounds: int) -> tuple[Result, Result]:
+    """The best boot without ports and with, same backend, alternating rounds."""
+    bare: list[Result] = []
+    ported: list[Result] = []
+    for _ in range(rounds):
+        bare.append(await boot(servers, 10, backend=backend))
+        ported.append(await boot(servers, 10, backend=backend, ports=True))
+    return max(bare, key=lambda r: r.rate), max(ported, key=lambda r: r.rate)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ports", type=int, default=50, help="concurrent creates per round")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--servers", type=int, default=200, help="servers per boot (0: no boots)")
+    parser.add_argument("--boot-rounds", type=int, default=2)
     parser.add_argument(
         "--backends", default="sqlite,mariadb,postgres", help="comma-separated, postgres last"
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
     urls = {"sqlite": None, "postgres": POSTGRES_URL, "mariadb": MARIADB_URL}
     for backend in args.backends.split(","):
         try:
@@ -81,7 +100,20 @@ async def main() -> None:
         except OSError as exc:
             print(f"{backend}: skipped ({exc})")
             continue
-        print(f"{backend}: {args.ports} concurrent port creates, {rate:.0f} ports/s")
+        ports_line = f"{backend}: {args.ports} concurrent port creates, {rate:.0f} ports/s"
+        if args.servers:
+            bare, ported = await boot_cost(backend, args.servers, args.boot_rounds)
+            ratio = ported.rate / bare.rate
+            print(
+                f"{backend}: boot of {args.servers}: networks none {bare.rate:.0f} servers/s "
+                f"({bare.cpu_ms:.2f} ms CPU/server), a port each {ported.rate:.0f} servers/s "
+                f"({ported.cpu_ms:.2f} ms CPU/server): with ports at {ratio:.2f}x, "
+                f"networking adds {(1 / ratio - 1) * 100:.0f} % to boot time "
+                f"(target <= 20 %: {'met' if ratio >= 1 / 1.2 else 'NOT met'}) and "
+                f"{(ported.cpu_ms / bare.cpu_ms - 1) * 100:.0f} % to CPU per server",
+                flush=True,
+            )
+        print(ports_line, flush=True)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,12 @@ default_opts: list[cfg.Opt] = [
         help="Let a resize choose the instance's own host (cold migrations never do).",
     ),
     cfg.StrOpt("state_path", default="/var/lib/nubes", help="Where nubes keeps local state."),
+    cfg.BoolOpt(
+        "force_config_drive",
+        default=False,
+        help="Give every guest built on this compute host a config drive, asked for "
+        "or not (docs/metadata.md).",
+    ),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
     cfg.StrOpt(
         "compute_driver",
@@ -129,6 +135,24 @@ compute_opts: list[cfg.Opt] = [
         min=16,
         help="Conductor steps a compute host remembers the outcome of, so that a "
         "repeated message is answered again instead of being run twice.",
+    ),
+]
+
+metadata_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "listen",
+        default="",
+        help="host:port of the metadata proxy's forwarder listener on each compute host "
+        "(normally 127.0.0.1:<port>; a local forwarder names the guest with X-Forwarded-For "
+        "and its network with X-Nubes-Network-Id). Empty: none (the data plane opens "
+        "per-network listeners itself). See docs/metadata.md.",
+    ),
+    cfg.FloatOpt(
+        "cache_expiration",
+        default=15.0,
+        min=0.0,
+        help="Seconds a compute host keeps a guest's metadata (0: ask the conductor for "
+        "each request), as Nova's metadata_cache_expiration.",
     ),
 ]
 
@@ -203,6 +227,45 @@ libvirt_opts: list[cfg.Opt] = [
         min=0.0,
         help="Seconds a soft reboot waits for the guest to shut down cleanly before "
         "rebooting it hard.",
+    ),
+    cfg.HostAddressOpt(
+        "live_migration_inbound_addr",
+        help="Address other hosts' libvirtd reach this host's libvirtd at (qemu+tcp, "
+        "port 16509) and send a live-migrating guest's memory and disk to. Unset: the "
+        "host's name ([DEFAULT] host).",
+    ),
+    cfg.IntOpt(
+        "live_migration_bandwidth",
+        default=0,
+        min=0,
+        help="Most MiB/s a live migration from this host may send (0: no limit).",
+    ),
+    cfg.PortOpt(
+        "disk_server_port",
+        default=0,
+        help="Port this host serves a cold-migrating guest's disk on, at "
+        "live_migration_inbound_addr, to the destination holding the conductor's grant "
+        "(0: any free port; the destination learns it through the conductor).",
+    ),
+]
+
+network_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "local_ip",
+        help="This compute host's VXLAN tunnel address (reported as its node's host_ip; "
+        "the other hosts send their tenant traffic for this host's ports to it). Unset: "
+        "no tunnels (a single host).",
+    ),
+    cfg.FloatOpt(
+        "sync_interval",
+        default=2.0,
+        min=0.1,
+        help="Seconds between two polls of the conductor for this host's ports and "
+        "security group rules (how long a rule change takes to reach the host, at most).",
+    ),
+    cfg.StrOpt(
+        "state_dir",
+        help="Where the network agent keeps the DHCP servers' files. Unset: <state_path>/network.",
     ),
 ]
 
@@ -372,6 +435,14 @@ conductor_opts: list[cfg.Opt] = [
         help="Seconds between a conductor's looks for tasks it was not told about "
         "(created or reported through another conductor, or whose lease expired).",
     ),
+    cfg.FloatOpt(
+        "drain_timeout",
+        default=10.0,
+        min=0.0,
+        help="Seconds a conductor stopped by SIGTERM gives the task steps it works on "
+        "to end before it hands them over to the other conductors (it takes no new "
+        "work meanwhile, and hands steps waiting for a compute host over at once).",
+    ),
     cfg.IntOpt(
         "task_concurrency",
         default=512,
@@ -537,14 +608,24 @@ def _upgrade_level(api: str) -> cfg.Opt:
     return cfg.Opt(
         api,
         type=UpgradeLevel(),
+        default=versions.AUTO,
         help=f"Cap on the {api} RPC API version this service sends: a version (1.0), "
         f"a release name ({', '.join(versions.RELEASES)}: what that release's {api} "
-        f"services serve), or 'auto' (what the oldest {api} service running serves). "
-        "Unset: no cap.",
+        f"services serve), or 'auto' (the default: what the oldest {api} service "
+        "running serves, so a rolling upgrade needs no setting). Empty: no cap.",
     )
 
 
-upgrade_levels_opts: list[cfg.Opt] = [_upgrade_level(api) for api in versions.APIS]
+upgrade_levels_opts: list[cfg.Opt] = [
+    *(_upgrade_level(api) for api in versions.APIS),
+    cfg.FloatOpt(
+        "refresh_interval",
+        default=versions.REFRESH_INTERVAL,
+        min=0.1,
+        help="Seconds between two reads of the oldest services running, which 'auto' "
+        "caps follow (conductors and API; a compute host reads with its resource report).",
+    ),
+]
 
 api_opts: list[cfg.Opt] = [
     cfg.HostAddressOpt(
@@ -595,6 +676,12 @@ api_opts: list[cfg.Opt] = [
         min=1,
         help="Largest image (bytes) an upload may store.",
     ),
+    cfg.ListOpt(
+        "image_import_allowed_hosts",
+        default=[],
+        help="Hosts the web-download import method may fetch image data from (names or "
+        "addresses, as in the URL). Empty: any host. Only http and https URLs are taken.",
+    ),
     cfg.IntOpt(
         "max_limit",
         default=1000,
@@ -638,6 +725,57 @@ quota_opts: list[cfg.Opt] = [
     ),
 ]
 
+dashboard_opts: list[cfg.Opt] = [
+    cfg.BoolOpt(
+        "enabled",
+        default=True,
+        help="Serve the web dashboard at /dashboard on the API port.",
+    ),
+    cfg.PortOpt(
+        "port",
+        default=0,
+        help="Serve the dashboard alone on this port too, at / (0: no).",
+    ),
+    cfg.StrOpt(
+        "session_key",
+        secret=True,
+        help="Fernet key (urlsafe base64 of 32 bytes) sealing the session cookie; every API "
+        "process serving the dashboard needs the same one. Unset: a key made at start, "
+        "so a restart logs everybody out.",
+    ),
+    cfg.IntOpt(
+        "session_ttl",
+        default=3600,
+        min=60,
+        help="Seconds a dashboard session lasts after login (the token may expire first).",
+    ),
+    cfg.FloatOpt(
+        "refresh_interval",
+        default=2.0,
+        min=0.5,
+        help="Seconds between the live updates of the server list and the admin views.",
+    ),
+]
+
+
+metrics_opts: list[cfg.Opt] = [
+    cfg.PortOpt(
+        "port",
+        default=0,
+        help="Serve Prometheus metrics at http://bind:port/metrics (0: off). A service run "
+        "as N workers ([conductor] or [scheduler] workers) serves worker i on port + i; "
+        "all-in-one serves every service's metrics on this one port.",
+    ),
+    cfg.StrOpt("bind", default="127.0.0.1", help="Address the metrics endpoint listens on."),
+    cfg.FloatOpt(
+        "queue_sample_interval",
+        default=15.0,
+        min=0.0,
+        help="Seconds between two samples of the topic queues' depth and consumers by a "
+        "controller serving metrics (nubes_rpc_queue_messages; 0: none).",
+    ),
+]
+
 #: Group name -> options, in the order the sample file shows them.
 OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "DEFAULT": default_opts,
@@ -648,11 +786,15 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "filter_scheduler": filter_scheduler_opts,
     "upgrade_levels": upgrade_levels_opts,
     "compute": compute_opts,
+    "metadata": metadata_opts,
     "fake_driver": fake_driver_opts,
     "libvirt": libvirt_opts,
+    "network": network_opts,
     "notifications": notifications_opts,
     "api": api_opts,
     "quota": quota_opts,
+    "dashboard": dashboard_opts,
+    "metrics": metrics_opts,
 }
 
 

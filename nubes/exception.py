@@ -37,6 +37,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       InvalidMigrationState
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
+    ├── ImageLimitExceeded (413)          too many tags or members on one image
     ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
     ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -45,6 +46,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── PolicyNotAuthorized           the API policy does not let the caller do that
     │   ├── ImageForbidden                an image change its caller may not make
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
+    │   ├── ServiceTooOld                 a compute host's code is older than the cloud serves
     │   └── QuotaExceeded                 a project's quota does not allow the request
     │       └── TooManyInstances, MetadataLimitExceeded, KeypairLimitExceeded,
     │           ServerGroupLimitExceeded, ServerGroupMembersLimitExceeded,
@@ -66,6 +68,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   └── MigrationNotFoundForInstance  the server has no migration with that id
+    ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── ObjectActionError             an object method cannot run in this state
@@ -99,6 +102,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
     │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
     │   ├── ImageFetchFailed              a host could not get an image's bytes into its cache
+    │   ├── NetworkPlumbingError          a host network agent's command (ip, nft, dnsmasq) failed
     │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
     │   ├── DBConnectionError (503)       the database is unreachable
@@ -332,6 +336,14 @@ class ImageTooLarge(NubesError):
     safe = True
 
 
+class ImageLimitExceeded(NubesError):
+    """Glance's 413 for an image's tags or members over their limit."""
+
+    msg_fmt = "%(reason)s"
+    code = 413
+    safe = True
+
+
 class UnsupportedMediaType(NubesError):
     """Image data sent with a content type the image API does not take (415)."""
 
@@ -385,6 +397,17 @@ class ImageForbidden(Forbidden):
 
 class IdentityMismatch(Forbidden):
     msg_fmt = "Message claims caller %(claimed)s but was sent by %(actual)s"
+
+
+class ServiceTooOld(Forbidden):
+    """A compute host registers (or reports) with a service version below
+    :data:`nubes.versions.MINIMUM_SERVICE_VERSION`: the conductors no longer
+    speak what it speaks, so it is refused rather than half served."""
+
+    msg_fmt = (
+        "%(binary)s on %(host)s runs service version %(version)s, older than the "
+        "oldest this cloud serves (%(minimum)s, release %(release)s): upgrade it"
+    )
 
 
 class InstanceNotOnHost(Forbidden):
@@ -521,6 +544,14 @@ class EvacuateHostNotFound(NotFound):
 
 class MigrationNotFoundForInstance(NotFound):
     msg_fmt = "Migration %(migration_id)s not found for instance %(instance_id)s"
+
+
+class Gone(NubesError):
+    """An API Nova removed with nova-network (its network-proxy APIs' writes)."""
+
+    msg_fmt = "This API was removed with nova-network: %(reason)s"
+    code = 410
+    safe = True
 
 
 class Conflict(NubesError):
@@ -693,11 +724,15 @@ class NoValidHost(NubesError):
 
     ``reason`` says which filter removed how many hosts (or that every
     candidate was claimed by others first); it names filters and counts,
-    never hosts, so users may see it and it becomes the instance fault.
+    never hosts. A build's instance fault shows its owner only
+    :attr:`FAULT_MESSAGE`, as Nova does; the reason goes in the fault's
+    details, which only admins see (how big the cloud is and which limits
+    bind are the operator's business).
     """
 
     msg_fmt = "No valid host was found. %(reason)s"
     safe = True
+    FAULT_MESSAGE = "No valid host was found. There are not enough hosts available."
 
 
 class DatabaseAccessForbidden(NubesError):
@@ -709,6 +744,12 @@ class DatabaseAccessForbidden(NubesError):
 
 class VirtDriverError(NubesError):
     msg_fmt = "Virt driver %(operation)s failed for instance %(instance_uuid)s: %(reason)s"
+
+
+class NetworkPlumbingError(VirtDriverError):
+    """The host's network agent could not set up its bridges, tunnels, rules or DHCP."""
+
+    msg_fmt = "Network data plane command %(command)s failed: %(reason)s"
 
 
 class VirtOperationNotSupported(VirtDriverError):

@@ -9,6 +9,12 @@ controllers (conductor and image API) are configured with. The image API
 accepts a grant on ``GET /v2/images/{id}/file`` of that image only (header
 :data:`HEADER`), and nowhere else.
 
+Disk grants (:func:`issue_disk`) work alike for a cold migration's or a
+resize's disk: the source makes a random key for that one migration and
+reports it to the conductor, which signs a grant for the destination; the
+source's disk server (nubes/compute/virt/libvirt/diskserver.py) serves that
+instance's files to that grant only.
+
 A token is ``<payload>.<signature>``, both URL-safe base64 without padding;
 the payload is the JSON ``{"i": image id, "h": host, "e": expiry (epoch s)}``.
 """
@@ -29,6 +35,9 @@ from nubes import exception
 HEADER = "X-Image-Grant"
 #: Where an image's metadata carries the grants the conductor issued for it.
 META_KEY = "nubes_image_grants"
+#: The request header a disk grant travels in (a cold migration's destination
+#: fetching the instance's disk from the source).
+DISK_HEADER = "X-Disk-Grant"
 
 
 def _b64(data: bytes) -> str:
@@ -52,14 +61,34 @@ def _need_secret(secret: str | None) -> str:
     return secret
 
 
+def _issue(key: str, subject: str, host: str, ttl: float, now: float | None) -> str:
+    expiry = int((time.time() if now is None else now) + ttl)
+    body = json.dumps({"i": subject, "h": host, "e": expiry}, separators=(",", ":"))
+    payload = _b64(body.encode())
+    return f"{payload}.{_sign(key, payload)}"
+
+
+def _verify(key: str, token: str, subject: str, what: str, now: float | None) -> str:
+    payload, _, signature = token.partition(".")
+    if not payload or not signature or not hmac.compare_digest(_sign(key, payload), signature):
+        raise exception.NotAuthenticated()
+    try:
+        claims: Any = json.loads(_unb64(payload))
+        granted, host, expiry = str(claims["i"]), str(claims["h"]), float(claims["e"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise exception.NotAuthenticated() from None
+    if not hmac.compare_digest(granted, subject):
+        raise exception.Forbidden(reason=f"the grant is for another {what} than {subject}")
+    if expiry < (time.time() if now is None else now):
+        raise exception.Forbidden(reason=f"the {what} grant has expired")
+    return host
+
+
 def issue(
     secret: str | None, image_id: str, host: str, ttl: float, now: float | None = None
 ) -> str:
     """A grant for ``host`` to download ``image_id`` for ``ttl`` seconds."""
-    expiry = int((time.time() if now is None else now) + ttl)
-    body = json.dumps({"i": image_id, "h": host, "e": expiry}, separators=(",", ":"))
-    payload = _b64(body.encode())
-    return f"{payload}.{_sign(_need_secret(secret), payload)}"
+    return _issue(_need_secret(secret), image_id, host, ttl, now)
 
 
 def verify(secret: str | None, token: str, image_id: str, now: float | None = None) -> str:
@@ -72,20 +101,40 @@ def verify(secret: str | None, token: str, image_id: str, now: float | None = No
     """
     if not secret:
         raise exception.NotAuthenticated()
-    key = secret
-    payload, _, signature = token.partition(".")
-    if not payload or not signature or not hmac.compare_digest(_sign(key, payload), signature):
-        raise exception.NotAuthenticated()
-    try:
-        claims: Any = json.loads(_unb64(payload))
-        granted, host, expiry = str(claims["i"]), str(claims["h"]), float(claims["e"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise exception.NotAuthenticated() from None
-    if not hmac.compare_digest(granted, image_id):
-        raise exception.Forbidden(reason=f"the grant is for another image than {image_id}")
-    if expiry < (time.time() if now is None else now):
-        raise exception.Forbidden(reason="the image grant has expired")
-    return host
+    return _verify(secret, token, image_id, "image", now)
+
+
+def issue_disk(
+    key: str, instance_uuid: str, host: str, ttl: float, now: float | None = None
+) -> str:
+    """A grant for ``host`` to download the disk of ``instance_uuid`` from the
+    source of a cold migration or resize, for ``ttl`` seconds.
+
+    ``key`` is the one the source made for that one migration and reported
+    to the conductor (``disk_info``); the conductor signs the grant and sends
+    it to the destination only. The source checks it with :func:`verify_disk`.
+    """
+    return _issue(key, instance_uuid, host, ttl, now)
+
+
+def verify_disk(key: str, token: str, instance_uuid: str, now: float | None = None) -> str:
+    """The host a valid disk grant for ``instance_uuid`` was issued to
+    (errors as :func:`verify`)."""
+    return _verify(key, token, instance_uuid, "instance", now)
+
+
+def disk_info_for(
+    disk_info: dict[str, Any], instance_uuid: str, host: str, ttl: float
+) -> dict[str, Any]:
+    """A cold migration's ``disk_info`` as its destination ``host`` gets it: a
+    grant signed with the source's key instead of the key itself (unchanged
+    when the source made no key: a driver that moves no files over the network)."""
+    key = disk_info.get("key")
+    if not key:
+        return disk_info
+    sent = {k: v for k, v in disk_info.items() if k != "key"}
+    sent["grant"] = issue_disk(str(key), instance_uuid, host, ttl)
+    return sent
 
 
 def image_ids(image_meta: dict[str, Any]) -> list[str]:

@@ -5,8 +5,8 @@ One home for every layer (as :mod:`nubes.group_policy`): the network service
 ``nubes.db.api.network`` picks addresses with it, so the database layer
 needs no import of the service above it. Pure functions; the atomic part
 (who gets which address) is in :mod:`nubes.db.api.network`
-(:func:`allocate_addresses`), which calls :func:`first_free` with the subnet
-row locked.
+(:func:`allocate_addresses`), which takes :func:`free_addresses` with the
+subnet row locked.
 """
 
 from __future__ import annotations
@@ -127,23 +127,34 @@ def _candidates(pools: Sequence[Mapping[str, str]]) -> Iterator[str]:
 V6_RANDOM_TRIES = 64
 
 
-def first_free(
+def free_addresses(
     subnet: Mapping[str, Any], used: Container[str], rng: random.Random | None = None
-) -> str | None:
-    """An address of the subnet's pools that is not in ``used`` (None: exhausted).
+) -> Iterator[str]:
+    """Addresses of the subnet's pools not in ``used``, one after another.
 
-    IPv4: the lowest free one. IPv6: a random one, as Neutron's IPAM does
-    (falling back to the lowest when random picks keep hitting used ones).
+    IPv4: lowest first. IPv6: random ones, as Neutron's IPAM does (falling
+    back to the lowest when random picks keep hitting used ones). The
+    caller adds each address it takes to ``used`` before asking for the
+    next, so a batch of N addresses costs one walk, not N.
     """
     pools = subnet["allocation_pools"]
-    if subnet["ip_version"] == 6 and pools:
-        rng = rng or random.SystemRandom()
-        for _ in range(V6_RANDOM_TRIES):
-            _, start, end = _bounds(rng.choice(pools))
-            text = _text(6, rng.randint(start, end))
+    walk = _candidates(pools)
+    while True:
+        if subnet["ip_version"] == 6 and pools:
+            rng = rng or random.SystemRandom()
+            picked = None
+            for _ in range(V6_RANDOM_TRIES):
+                _, start, end = _bounds(rng.choice(pools))
+                text = _text(6, rng.randint(start, end))
+                if text not in used:
+                    picked = text
+                    break
+            if picked is not None:
+                yield picked
+                continue
+        for text in walk:
             if text not in used:
-                return text
-    for text in _candidates(pools):
-        if text not in used:
-            return text
-    return None
+                yield text
+                break
+        else:
+            return

@@ -142,8 +142,12 @@ class Service:
         report_interval: float | None = DEFAULT_REPORT_INTERVAL,
         hooks: Iterable[ServiceHook] = (),
         rules: access.MethodRules | None = None,
+        drain_timeout: float = 0.0,
     ) -> None:
         self.binary = binary
+        #: Seconds its hooks may take to finish their work when it stops
+        #: (the conductor's ``[conductor] drain_timeout``), on top of STOP_TIMEOUT.
+        self.drain_timeout = drain_timeout
         endpoints = list(endpoints)
         #: The objects whose methods the service serves (its managers).
         self.endpoints = endpoints
@@ -240,6 +244,10 @@ class Service:
                     await self.report_state()
             except asyncio.CancelledError:
                 raise
+            except exception.ServiceTooOld as exc:
+                # No retry can help: this code must be upgraded first.
+                LOG.error("%s on %s refused by the conductor: %s", self.binary, self.host, exc)
+                return
             except _AWAY_OR_SLOW as exc:
                 if not away:
                     # Once, not on every beat: a conductor outage would
@@ -301,12 +309,13 @@ async def run_until_signalled(services: list[Service], ready: asyncio.Event | No
         await stop.wait()
     finally:
         for svc in reversed(started):
+            limit = STOP_TIMEOUT + svc.drain_timeout
             try:
-                await asyncio.wait_for(svc.stop(), STOP_TIMEOUT)
+                await asyncio.wait_for(svc.stop(), limit)
             except TimeoutError:
                 LOG.error(
                     "%s on %s did not stop within %s s; going on without it",
                     svc.binary,
                     svc.host,
-                    STOP_TIMEOUT,
+                    limit,
                 )

@@ -62,8 +62,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     4: {"compute": "1.3", "conductor": "1.2", "scheduler": "1.0"},
     # Guests' console logs: compute 1.4 (get_console_output).
     5: {"compute": "1.4", "conductor": "1.2", "scheduler": "1.0"},
-    # Steps' keys as one struct: compute 1.5 (``key``, a StepKey).
-    6: {"compute": "1.5", "conductor": "1.2", "scheduler": "1.0"},
+    # Steps' keys as one struct: compute 1.5 (``key``, a StepKey); the hosts'
+    # network data plane: conductor 1.3 (get_host_network, get_network_peers).
+    6: {"compute": "1.5", "conductor": "1.3", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -111,6 +112,33 @@ RELEASES: dict[str, int] = {
     "elm": 5,
     "fir": 6,
 }
+
+#: The oldest service version this code serves: a compute host older than
+#: this is refused when it registers or reports
+#: (:class:`~nubes.exception.ServiceTooOld`). One release back, so a cloud
+#: upgrades one release at a time with its hosts serving throughout.
+MINIMUM_SERVICE_VERSION = 4
+
+
+def release_of(service_version: int) -> str:
+    """The release that shipped ``service_version`` (the first such), or ``"unknown"``."""
+    for name, number in RELEASES.items():
+        if number == service_version:
+            return name
+    return "unknown"
+
+
+def check_supported(binary: str, host: str, version: object) -> None:
+    """ServiceTooOld when ``version`` is below :data:`MINIMUM_SERVICE_VERSION`."""
+    if isinstance(version, int) and version < MINIMUM_SERVICE_VERSION:
+        raise exception.ServiceTooOld(
+            binary=binary,
+            host=host,
+            version=version,
+            minimum=MINIMUM_SERVICE_VERSION,
+            release=release_of(MINIMUM_SERVICE_VERSION),
+        )
+
 
 #: The RPC APIs ``[upgrade_levels]`` has an option for.
 APIS = ("compute", "conductor", "scheduler")

@@ -16,6 +16,7 @@ from nubes.api.state import ApiState
 from nubes.context import RequestContext
 from nubes.db import engine
 from nubes.db.api import identity
+from nubes.db.engine import Database
 
 
 def write_api_options(path: Path, bind: str | None, port: int | None) -> None:
@@ -66,6 +67,13 @@ def print_usage(conf: cfg.ConfigOpts, state_dir: Path) -> None:
     print(
         f"  nubes-manage --config-file {Path(state_dir) / 'nubes.conf'} user create ...", flush=True
     )
+    if conf.dashboard.enabled:
+        base = auth_url(conf).rsplit("/identity", 1)[0]
+        print(
+            f"  Dashboard at {base}/dashboard/ : log in as user demo (project demo) or admin "
+            f"(project admin) with the password under auth: in {clouds}",
+            flush=True,
+        )
 
 
 #: The image ``all-in-one --virt libvirt`` registers: a real guest that boots.
@@ -80,8 +88,6 @@ async def add_guest_image(conf: cfg.ConfigOpts) -> str:
     """Register the test guest (busybox on the machine's cloud kernel, see
     :mod:`nubes.testing.guestimage`) as public images, once: its kernel, its
     initramfs, and ``nubes-guest`` booting them. Returns ``nubes-guest``'s id."""
-    from nubes.testing import guestimage
-
     db = engine.get_database()
     async with db.reader() as conn:
         admin = await identity.project_get(conn, "admin")
@@ -89,8 +95,19 @@ async def add_guest_image(conf: cfg.ConfigOpts) -> str:
     found = await images.list_images(db, ctxt, filters={"name": GUEST_IMAGE_NAME})
     if found:
         return str(found[0]["id"])
-    guest = await asyncio.to_thread(guestimage.build)
     image_dir = Path(conf.api.image_dir or Path(conf.state_path) / "images")
+    return await register_guest_images(db, ctxt, image_dir, conf.api.image_size_cap)
+
+
+async def register_guest_images(
+    db: Database, ctxt: RequestContext, image_dir: Path, size_cap: int
+) -> str:
+    """Build (or take from the cache) the test guest and upload it as public
+    images through the image API's logic: kernel, initramfs, and
+    ``nubes-guest`` booting them by ``kernel_id``/``ramdisk_id``; its id."""
+    from nubes.testing import guestimage
+
+    guest = await asyncio.to_thread(guestimage.build)
 
     async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
         image = await images.create_image(
@@ -105,12 +122,7 @@ async def add_guest_image(conf: cfg.ConfigOpts) -> str:
             },
         )
         await images.upload(
-            db,
-            ctxt,
-            image["id"],
-            _upload_file(path),
-            image_dir=image_dir,
-            size_cap=conf.api.image_size_cap,
+            db, ctxt, image["id"], _upload_file(path), image_dir=image_dir, size_cap=size_cap
         )
         return str(image["id"])
 

@@ -15,6 +15,7 @@ from nubes.api.image import routes as image_routes
 from nubes.api.middleware import RequestIdMiddleware
 from nubes.api.network import routes as network_routes
 from nubes.api.state import ApiState
+from nubes.dashboard import app as dashboard
 
 Scope = dict[str, Any]
 
@@ -64,6 +65,10 @@ def build_app(
     """The whole API (or only some services, for a port of their own)."""
     apps = build_services(state, compute_routes)
     routes: list[BaseRoute] = [Route("/", _root, methods=["GET"])]
+    dash = None
+    if state.conf.dashboard.enabled and set(only) == set(SERVICES):
+        dash = dashboard.build_app(state.conf)
+        routes.append(Mount(dashboard.PREFIX, app=dash))
     for name in only:
         # "/compute" without the slash is the version document, not a redirect.
         prefix = PREFIXES[name]
@@ -71,4 +76,25 @@ def build_app(
         routes.append(Mount(prefix, app=apps[name]))
     app = Starlette(routes=routes, exception_handlers=errors.last_resort_handlers())
     app.state.api = state
-    return RequestIdMiddleware(app)
+    whole = RequestIdMiddleware(app)
+    if dash is not None:
+        # The dashboard asks this very app, in process, as any client would.
+        dash.state.dashboard.api = whole
+    return whole
+
+
+def build_dashboard_app(state: ApiState) -> Starlette:
+    """The dashboard alone (``[dashboard] port``), at ``/``, asking the whole API in process."""
+    dash = dashboard.build_app(state.conf, root="")
+    dash.state.dashboard.api = build_app(state)
+    app = Starlette(
+        routes=[
+            Route(dashboard.PREFIX, _redirect_root, methods=["GET"]),
+            Mount("", app=dash),
+        ]
+    )
+    return app
+
+
+async def _redirect_root(request: Request) -> Response:
+    return Response(status_code=307, headers={"Location": "/"})

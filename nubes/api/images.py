@@ -57,8 +57,12 @@ READ_ONLY = (
 HASH_ALGO = "sha512"
 
 
-def _visible(ctxt: RequestContext, row: Mapping[str, Any]) -> bool:
+def _visible(ctxt: RequestContext, row: Mapping[str, Any], member: bool = False) -> bool:
+    """May the caller see the image? ``member``: its project is a member of it
+    (any answer: a member uses a shared image by id before accepting, as in Glance)."""
     if policy.allowed(ctxt, policy.Rule.ADMIN):
+        return True
+    if row["visibility"] == "shared" and member:
         return True
     return row["visibility"] in ("public", "community") or row["owner"] == ctxt.project_id
 
@@ -67,7 +71,10 @@ async def get_image(db: Database, ctxt: RequestContext, image_id: str) -> dict[s
     """The image if the caller may see it; ImageNotFound otherwise (never 403)."""
     async with db.reader() as conn:
         row = await images_db.get(conn, image_id)
-    if not _visible(ctxt, row):
+        member = False
+        if row["visibility"] == "shared" and row["owner"] != ctxt.project_id:
+            member = await images_db.member_get(conn, image_id, ctxt.project_id or "") is not None
+    if not _visible(ctxt, row, member):
         raise exception.ImageNotFound(image_id=image_id)
     return row
 
@@ -95,12 +102,16 @@ async def list_images(
     sort_dir: str = "desc",
     limit: int | None = None,
     marker: str | None = None,
+    member_status: str = "accepted",
 ) -> list[dict[str, Any]]:
     admin = policy.allowed(ctxt, policy.Rule.ADMIN)
     async with db.reader(allow_stale=True) as conn:
         if marker is not None:
             marker_row = await images_db.get(conn, marker) if marker else None
-            if marker_row is None or not _visible(ctxt, marker_row):
+            member = bool(marker_row) and (
+                await images_db.member_get(conn, marker, ctxt.project_id or "") is not None
+            )
+            if marker_row is None or not _visible(ctxt, marker_row, member):
                 raise exception.MarkerNotFound(marker=marker)
         return await images_db.get_all(
             conn,
@@ -112,6 +123,7 @@ async def list_images(
             sort_dir=sort_dir,
             limit=limit,
             marker=marker,
+            member_status=member_status,
         )
 
 
@@ -157,7 +169,7 @@ async def create_image(
             ) from None
 
 
-def _check_owner(ctxt: RequestContext, row: Mapping[str, Any], action: str) -> None:
+def check_owner(ctxt: RequestContext, row: Mapping[str, Any], action: str) -> None:
     if not policy.allowed(ctxt, policy.Rule.PROJECT_MEMBER, row["owner"]):
         raise exception.ImageForbidden(
             reason=f"You are not authorized to complete {action} action."
@@ -183,13 +195,39 @@ async def upload(
     On any failure the image goes back to queued and the partial file is removed.
     """
     row = await get_image(db, ctxt, image_id)
-    _check_owner(ctxt, row, "upload_image")
+    check_owner(ctxt, row, "upload_image")
+    return await store(
+        db,
+        image_id,
+        chunks,
+        image_dir=image_dir,
+        size_cap=size_cap,
+        start="queued",
+        during="saving",
+    )
+
+
+async def store(
+    db: Database,
+    image_id: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    image_dir: Path,
+    size_cap: int,
+    start: str,
+    during: str,
+    target: Path | None = None,
+    done: str = "active",
+) -> dict[str, Any]:
+    """Write an image's data: ``start`` -> ``during`` -> ``done``, back to
+    ``start`` on any failure with the partial file removed. The one code path
+    for uploads, staging and imports. ``target``: where the data goes (the
+    image's data file unless staging); ``done`` records size and hashes only
+    when it is ``active``."""
     async with db.writer() as conn:
-        await images_db.update_fields(
-            conn, image_id, {"status": "saving"}, expected_status="queued"
-        )
-    await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
-    final = data_path(image_dir, image_id)
+        await images_db.update_fields(conn, image_id, {"status": during}, expected_status=start)
+    final = target or data_path(image_dir, image_id)
+    await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
     partial = final.with_suffix(".part")
     md5 = hashlib.md5(usedforsecurity=False)
     multihash = hashlib.new(HASH_ALGO)
@@ -215,25 +253,26 @@ async def upload(
         async with db.writer() as conn:
             with contextlib.suppress(exception.NubesError):
                 await images_db.update_fields(
-                    conn, image_id, {"status": "queued"}, expected_status="saving"
+                    conn, image_id, {"status": start}, expected_status=during
                 )
         raise
-    values = {
-        "status": "active",
-        "size": size,
-        "checksum": md5.hexdigest(),
-        "os_hash_algo": HASH_ALGO,
-        "os_hash_value": multihash.hexdigest(),
-    }
+    values: dict[str, Any] = {"status": done}
+    if done == "active":
+        values.update(
+            size=size,
+            checksum=md5.hexdigest(),
+            os_hash_algo=HASH_ALGO,
+            os_hash_value=multihash.hexdigest(),
+        )
     async with db.writer() as conn:
-        return await images_db.update_fields(conn, image_id, values, expected_status="saving")
+        return await images_db.update_fields(conn, image_id, values, expected_status=during)
 
 
 async def delete_image(
     db: Database, ctxt: RequestContext, image_id: str, *, image_dir: Path
 ) -> None:
     row = await get_image(db, ctxt, image_id)
-    _check_owner(ctxt, row, "delete_image")
+    check_owner(ctxt, row, "delete_image")
     if row["protected"]:
         raise exception.ImageForbidden(
             reason=f"Image {image_id} is protected and cannot be deleted."

@@ -21,7 +21,7 @@ import uvicorn
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api.app import SERVICES, build_app
+from nubes.api.app import SERVICES, build_app, build_dashboard_app
 from nubes.api.state import ApiState
 from nubes.db.engine import Database
 from nubes.rpc.transport import Transport
@@ -71,6 +71,8 @@ class ApiServer:
             port = getattr(api, f"{name}_port")
             if port:
                 out.append((int(port), (name,)))
+        if self.conf.dashboard.enabled and self.conf.dashboard.port:
+            out.append((int(self.conf.dashboard.port), ("dashboard",)))
         return out
 
     @property
@@ -84,8 +86,13 @@ class ApiServer:
         host = self.conf.api.bind_host
         for port, only in self._listeners():
             sock = bind_socket(host, port)
+            app = (
+                build_dashboard_app(self.state)
+                if only == ("dashboard",)
+                else build_app(self.state, only=only)
+            )
             config = uvicorn.Config(
-                build_app(self.state, only=only),
+                app,
                 log_config=None,
                 access_log=False,
                 lifespan="off",

@@ -149,7 +149,12 @@ class ServersAPI:
         payload_base = BuildPayload(
             image=dict(image),
             hints=hints,
-            request={"name": name, "key_name": key_name, "user_data": user_data},
+            request={
+                "name": name,
+                "key_name": key_name,
+                "user_data": user_data,
+                "config_drive": config_drive,
+            },
             group=group or None,
         )
         project_id = ctxt.project_id or ""

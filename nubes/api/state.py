@@ -122,8 +122,9 @@ class ApiState:
         await versions.apply_caps(self.conf.upgrade_levels, self.rpc_clients(), self.oldest_service)
 
     async def follow_caps(self) -> None:
+        levels = self.conf.upgrade_levels
         await versions.follow_caps(
-            self.conf.upgrade_levels, self.rpc_clients(), self.oldest_service
+            levels, self.rpc_clients(), self.oldest_service, levels.refresh_interval
         )
 
     async def scheduler_hints(self, context: Any) -> list[dict[str, Any]]:

@@ -39,17 +39,18 @@ class BrokerAdmin:
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: Any = None) -> None:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """The answer's JSON for a GET; None otherwise."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.url}/api{path}", data=data, method=method)
         req.add_header("Authorization", self._auth)
         req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout):
-                return
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read()) if method == "GET" else None
         except urllib.error.HTTPError as exc:
-            if method == "DELETE" and exc.code == 404:
-                return
+            if method in ("DELETE", "GET") and exc.code == 404:
+                return None
             detail = exc.read().decode(errors="replace")[:300]
             raise exception.ConfigError(
                 reason=f"the broker's management API refused {method} {path}: {exc.code} {detail}"
@@ -63,6 +64,11 @@ class BrokerAdmin:
     @staticmethod
     def _q(name: str) -> str:
         return urllib.parse.quote(name, safe="")
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+        """Queue ``name`` with its depth, consumers and message rates; None if absent."""
+        found = self._request("GET", f"/queues/{self._q(vhost)}/{self._q(name)}")
+        return found if isinstance(found, dict) else None
 
     def add_vhost(self, vhost: str) -> None:
         self._request("PUT", f"/vhosts/{self._q(vhost)}", {})
@@ -116,7 +122,29 @@ def _default_management_url(conf: cfg.ConfigOpts) -> str:
     return f"http://{host}:{DEFAULT_MANAGEMENT_PORT}"
 
 
-def _vhost(conf: cfg.ConfigOpts, args: argparse.Namespace) -> str:
+def admin_from_args(conf: cfg.ConfigOpts, args: argparse.Namespace) -> BrokerAdmin:
+    """The management API client the ``--management-url``/``--admin-*`` options name."""
+    return BrokerAdmin(
+        args.management_url or _default_management_url(conf),
+        args.admin_user,
+        args.admin_password or os.environ.get("NUBES_BROKER_ADMIN_PASSWORD", "guest"),
+    )
+
+
+def add_admin_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--management-url",
+        help=f"RabbitMQ management API (default: http://<broker>:{DEFAULT_MANAGEMENT_PORT})",
+    )
+    p.add_argument("--admin-user", default="guest", help="a broker administrator")
+    p.add_argument(
+        "--admin-password",
+        help="its password (default: $NUBES_BROKER_ADMIN_PASSWORD, else guest)",
+    )
+
+
+def vhost_of(conf: cfg.ConfigOpts, args: argparse.Namespace) -> str:
+    """``--vhost``, else the transport_url's virtual host."""
     if args.vhost:
         return str(args.vhost)
     try:
@@ -135,18 +163,14 @@ def _quorum(conf: cfg.ConfigOpts) -> bool:
 
 
 def _apply(conf: cfg.ConfigOpts, args: argparse.Namespace, user: rabbit_access.BrokerUser) -> int:
-    vhost = _vhost(conf, args)
+    vhost = vhost_of(conf, args)
     quorum = _quorum(conf)
     if args.print:
         for line in rabbit_access.commands(user, vhost, args.password or "PASSWORD", quorum=quorum):
             print(line)
         return 0
     password = args.password or secrets.token_urlsafe(24)
-    admin = BrokerAdmin(
-        args.management_url or _default_management_url(conf),
-        args.admin_user,
-        args.admin_password or os.environ.get("NUBES_BROKER_ADMIN_PASSWORD", "guest"),
-    )
+    admin = admin_from_args(conf, args)
     admin.add_user(vhost, user, password, quorum=quorum)
     print(f"broker user {user.name} on vhost {vhost}")
     print(f"password: {password}")
@@ -178,15 +202,7 @@ def add_broker_commands(sub: Any) -> None:
         p.add_argument(arg)
         p.add_argument("--password", help="the user's password (default: a random one, printed)")
         p.add_argument("--vhost", help="virtual host (default: the transport_url's)")
-        p.add_argument(
-            "--management-url",
-            help=f"RabbitMQ management API (default: http://<broker>:{DEFAULT_MANAGEMENT_PORT})",
-        )
-        p.add_argument("--admin-user", default="guest", help="a broker administrator")
-        p.add_argument(
-            "--admin-password",
-            help="its password (default: $NUBES_BROKER_ADMIN_PASSWORD, else guest)",
-        )
+        add_admin_options(p)
         p.add_argument(
             "--print",
             action="store_true",

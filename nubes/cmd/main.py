@@ -17,7 +17,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import access, config, exception
+from nubes import access, config, exception, metrics
 from nubes.cmd import common, workers
 from nubes.compute.launcher import compute_service, fake_fleet
 from nubes.conductor.authz import NodeLimits
@@ -25,7 +25,7 @@ from nubes.conductor.manager import ConductorManager
 from nubes.context import RequestContext
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, get_transport
-from nubes.service import TOPICS, Service, open_transport, run_until_signalled
+from nubes.service import TOPICS, Service, ServiceHook, open_transport, run_until_signalled
 
 #: Fake compute hosts ``all-in-one`` starts unless told otherwise.
 DEFAULT_FAKE_HOSTS = 2
@@ -57,7 +57,7 @@ def _controller(
 
     endpoints: list[object] = []
     transport = open_transport(conf, binary, host)
-    hooks = []
+    hooks: list[ServiceHook] = []
     if binary == "conductor":
         from nubes.conductor.tasks.engine import TaskEngine
 
@@ -79,6 +79,12 @@ def _controller(
         from nubes.scheduler.manager import SchedulerManager
 
         endpoints.append(SchedulerManager(engine.get_database(), conf))
+    if metrics.port_for(conf):
+        from nubes.rpc.queue_sampler import QueueSampler
+
+        hooks.append(
+            QueueSampler(transport, list(TOPICS.values()), conf.metrics.queue_sample_interval)
+        )
     return Service(
         binary,
         host,
@@ -89,6 +95,7 @@ def _controller(
         rules=access.for_endpoints(endpoints).with_controllers(
             conf.conductor.controller_identities
         ),
+        drain_timeout=conf.conductor.drain_timeout if binary == "conductor" else 0.0,
     )
 
 
@@ -116,6 +123,7 @@ async def _run_service(
     else:
         await _open_database(conf)
         services = [_controller(conf, binary, conf.host, step_boundary)]
+    metrics.serve(conf, binary)
     await run_until_signalled(services)
     return 0
 
@@ -124,6 +132,7 @@ async def _run_api(conf: cfg.ConfigOpts) -> int:
     from nubes.api.server import api_service
 
     await _open_database(conf)
+    metrics.serve(conf, "api")
     await run_until_signalled([api_service(conf, conf.host)])
     return 0
 
@@ -154,33 +163,41 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # finds the servers it left running (a config file may say otherwise).
     conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
     services += fake_fleet(conf, args.fake_hosts, "fake-")
-    private = None
+    private: list[Any] = []
     if args.virt == "libvirt":
-        private = await _libvirt_host(args, conf, host, services)
+        private = await _libvirt_hosts(args, conf, host, services)
+    port = metrics.serve(conf, "all-in-one")
+    if port:
+        print(
+            f"nubes all-in-one: metrics of every service at "
+            f"http://{conf.metrics.bind}:{port}/metrics",
+            flush=True,
+        )
     try:
         return await _serve(args, conf, services)
     finally:
-        if private is not None:
-            await asyncio.to_thread(private.cleanup)
+        for daemon in private:
+            await asyncio.to_thread(daemon.cleanup)
 
 
-async def _libvirt_host(
+#: Loopback addresses the libvirt hosts of one all-in-one migrate between
+#: (host i takes .i+1): each host's libvirtd, QEMU and disk server listen on
+#: its own, so two hosts on one machine move guests as two machines would.
+MIGRATION_NET = "127.0.13."
+
+
+async def _libvirt_hosts(
     args: argparse.Namespace, conf: cfg.ConfigOpts, host: str, services: list[Service]
-) -> Any:
-    """Add a compute host running real guests through libvirt (and, with
-    ``--private-libvirtd``, start that libvirtd); returns the private daemon."""
+) -> list[Any]:
+    """Add ``--libvirt-hosts`` compute hosts running real guests through libvirt
+    (with ``--private-libvirtd``, each on a libvirtd of its own, started here);
+    returns the private daemons."""
     from nubes.api import allinone as api_aio
     from nubes.compute.launcher import libvirt_options
     from nubes.compute.virt import load_driver
     from nubes.compute.virt.libvirt.driver import usable_virt_type
 
-    private = None
-    if args.private_libvirtd:
-        from nubes.testing.libvirtd import PrivateLibvirtd
-
-        private = PrivateLibvirtd()
-        await asyncio.to_thread(private.start)
-        conf.set_override("connection_uri", private.uri, group="libvirt")
+    count = args.libvirt_hosts
     conf.set_default("virt_type", usable_virt_type(), group="libvirt")
     # The host fetches images from this API with the conductor's grants; the
     # controllers here share a key made for this run unless one is configured.
@@ -188,13 +205,28 @@ async def _libvirt_host(
     if not conf.image_grant_secret:
         conf.set_override("image_grant_secret", secrets.token_urlsafe(32))
     image = await api_aio.add_guest_image(conf)
-    driver = load_driver("libvirt", host, **libvirt_options(conf))
-    services.append(compute_service(conf, host, driver=driver))
-    print(
-        f"nubes all-in-one: real guests on {host} through {conf.libvirt.connection_uri} "
-        f"({conf.libvirt.virt_type}); boot one with image {api_aio.GUEST_IMAGE_NAME} ({image})",
-        flush=True,
-    )
+    private: list[Any] = []
+    for i in range(count):
+        name = host if count == 1 else f"{host}-lv{i}"
+        options = libvirt_options(conf)
+        if count > 1:
+            address = f"{MIGRATION_NET}{i + 1}"
+            options["instances_path"] = Path(options["instances_path"]) / name
+            options["migration_address"] = address
+        if args.private_libvirtd:
+            from nubes.testing.libvirtd import PrivateLibvirtd
+
+            daemon = PrivateLibvirtd(listen_address=options.get("migration_address"))
+            private.append(daemon)
+            await asyncio.to_thread(daemon.start)
+            options["connection_uri"] = daemon.uri
+        driver = load_driver("libvirt", name, **options)
+        services.append(compute_service(conf, name, driver=driver))
+        print(
+            f"nubes all-in-one: real guests on {name} through {options['connection_uri']} "
+            f"({conf.libvirt.virt_type}); boot one with image {api_aio.GUEST_IMAGE_NAME} ({image})",
+            flush=True,
+        )
     return private
 
 
@@ -283,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         "([libvirt] connection_uri) and register the bootable image nubes-guest",
     )
     aio.add_argument(
+        "--libvirt-hosts",
+        type=int,
+        default=1,
+        help="with --virt libvirt --private-libvirtd: run this many libvirt hosts, each "
+        "on a libvirtd of its own listening on 127.0.13.<n>, so guests can migrate",
+    )
+    aio.add_argument(
         "--private-libvirtd",
         action="store_true",
         help="with --virt libvirt: start a libvirtd of its own (root; its guests end "
@@ -303,6 +342,16 @@ def main(
         args.fake_hosts = 0 if args.virt == "libvirt" else DEFAULT_FAKE_HOSTS
     if args.command in ("all-in-one", "compute") and args.fake_hosts < 0:
         print("nubes: --fake-hosts must be 0 or more", file=sys.stderr)
+        return common.EXIT_CONFIG_ERROR
+    if args.command == "all-in-one" and (
+        args.libvirt_hosts < 1
+        or (args.libvirt_hosts > 1 and not (args.virt == "libvirt" and args.private_libvirtd))
+    ):
+        print(
+            "nubes: --libvirt-hosts must be 1 or more; more than 1 needs --virt libvirt "
+            "--private-libvirtd (one libvirtd per host)",
+            file=sys.stderr,
+        )
         return common.EXIT_CONFIG_ERROR
     if args.command == "all-in-one":
         state_dir = Path(args.state_dir).resolve()
@@ -333,7 +382,8 @@ def main(
                     "share (rabbit://); memory:// lives inside one process"
                 )
             )
-        return workers.supervise(argv, count)
+        drain = conf.conductor.drain_timeout if args.command == "conductor" else 0.0
+        return workers.supervise(argv, count, stop_timeout=workers.STOP_TIMEOUT + drain)
     return common.run(_run_service(args.command, conf, step_boundary=step_boundary))
 
 

@@ -11,6 +11,7 @@ from oslo_config import cfg
 from nubes import config, exception
 from nubes.cmd import common
 from nubes.cmd.broker import add_broker_commands
+from nubes.cmd.status import add_status_command
 from nubes.db.manage import add_db_commands
 
 Handler = Callable[[cfg.ConfigOpts, argparse.Namespace], int]
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_db_commands(sub)
     add_broker_commands(sub)
+    add_status_command(sub)
     from nubes.api.identity.manage import add_identity_commands
 
     add_identity_commands(sub)

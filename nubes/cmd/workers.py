@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from nubes.metrics import WORKER_INDEX_ENV
+
 LOG = logging.getLogger(__name__)
 
 #: Set in a worker's environment: it runs the service itself, not more workers.
@@ -37,8 +39,9 @@ def is_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
-def supervise(argv: Sequence[str], count: int) -> int:
-    """Run ``count`` workers of ``nubes <argv>`` until SIGINT or SIGTERM."""
+def supervise(argv: Sequence[str], count: int, stop_timeout: float = STOP_TIMEOUT) -> int:
+    """Run ``count`` workers of ``nubes <argv>`` until SIGINT or SIGTERM; each has
+    ``stop_timeout`` seconds to stop after it (a conductor's drain included)."""
     env = {**os.environ, WORKER_ENV: "1"}
     command = [sys.executable, "-m", "nubes.cmd.main", *argv]
     stopping: list[int] = []
@@ -50,7 +53,7 @@ def supervise(argv: Sequence[str], count: int) -> int:
         signal.signal(sig, on_signal)
 
     def start(index: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, env=env)
+        proc = subprocess.Popen(command, env={**env, WORKER_INDEX_ENV: str(index)})
         LOG.info("worker %d of %d started (pid %d)", index + 1, count, proc.pid)
         return proc
 
@@ -72,13 +75,13 @@ def supervise(argv: Sequence[str], count: int) -> int:
     for proc in workers:
         if proc.poll() is None:
             proc.send_signal(stopping[0])
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + stop_timeout
     codes = []
     for proc in workers:
         try:
             codes.append(proc.wait(timeout=max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
-            LOG.error("worker pid %d did not stop in %s s; killing it", proc.pid, STOP_TIMEOUT)
+            LOG.error("worker pid %d did not stop in %s s; killing it", proc.pid, stop_timeout)
             proc.kill()
             codes.append(proc.wait())
     # A worker stops on the signal with 0, or dies of it when the signal came

@@ -17,12 +17,14 @@ from typing import Any
 
 from nubes import exception, versions
 from nubes.compute.manager import ComputeManager
+from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
 from nubes.compute.resource_tracker import ResourceTracker
 from nubes.compute.steps import StepReporter, StepRunner
 from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
+from nubes.metadata.proxy import MetadataProxy
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.objects import ServiceStatusPayload
 from nubes.objects.service import Service as ServiceRecord
@@ -31,13 +33,18 @@ LOG = logging.getLogger(__name__)
 
 #: Failures that mean "the conductor is away": retried quietly.
 _AWAY = exception.TRANSIENT_ERRORS
+#: Failures of a question to the conductor that say nothing of its version.
+_ASK_AGAIN: tuple[type[exception.NubesError], ...] = (*_AWAY, exception.RemoteError)
 _RETRY_MAX = 30.0
 
 
 async def _oldest_by_conductor(api: str) -> int | None:
     try:
         return await ServiceRecord.get_minimum_version(get_admin_context(), api)
-    except _AWAY:
+    except _ASK_AGAIN:
+        # Away, or a failure on the conductor's side (its database pool
+        # exhausted): asked again, never taken for an old conductor, whose
+        # cap would hold until the next refresh.
         raise
     except exception.NubesError as exc:
         # A conductor too old to answer (before Service 1.1) is older than
@@ -62,8 +69,13 @@ class ComputeHost:
         notify_on_state_change: str = "vm_state",
         steps_kept: int = 4096,
         upgrade_levels: Any = None,
+        network: NetworkAgent | None = None,
+        host_ip: str | None = None,
+        force_config_drive: bool = False,
     ) -> None:
         self.host = host
+        #: The data plane of a libvirt host (None: the fake driver keeps none).
+        self.network = network
         #: ``[upgrade_levels]``: caps what this host sends the conductors (None: no cap).
         self.upgrade_levels = upgrade_levels
         client = getattr(conductor, "client", None)
@@ -71,21 +83,36 @@ class ComputeHost:
         self.driver = driver
         self.notifier = notifier
         self.reporter = Reporter(host, notifier, notify_on_state_change)
-        runner = StepRunner(host, driver, conductor, self.reporter, steps_kept=steps_kept)
+        runner = StepRunner(
+            host,
+            driver,
+            conductor,
+            self.reporter,
+            steps_kept=steps_kept,
+            force_config_drive=force_config_drive,
+        )
         self.manager = ComputeManager(runner)
-        self.tracker = ResourceTracker(host, driver)
+        self.tracker = ResourceTracker(host, driver, host_ip)
         self.repairer = Repairer(host, driver, self.reporter)
         self.resource_update_interval = resource_update_interval
+        #: The host's metadata proxy (set by the launcher; its own service hook).
+        self.metadata: MetadataProxy | None = None
         self.repair_report: RepairReport | None = None
         self._task: asyncio.Task[None] | None = None
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._event_lock = asyncio.Lock()
+
+    async def has_guest(self, instance_uuid: str) -> bool:
+        """Whether this host's hypervisor runs (or keeps) a guest of the instance."""
+        return instance_uuid in await self.driver.list_instances()
 
     async def start(self) -> None:
         """Begin the start work in the background (in the caller's context,
         so objects go through this host's conductor client)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"compute-host-{self.host}")
+        if self.network is not None:
+            await self.network.start()
 
     def _on_lifecycle_event(self, event: LifecycleEvent) -> None:
         task = asyncio.get_running_loop().create_task(self._sync_power(event.instance_uuid))
@@ -117,6 +144,8 @@ class ComputeHost:
             # an awaited call completes; stopping must not hang on that.
             await asyncio.wait({self._task}, timeout=_STOP_GRACE)
             self._task = None
+        if self.network is not None:
+            await self.network.stop()
         await self.driver.cleanup_host()
 
     async def refresh_caps(self) -> None:

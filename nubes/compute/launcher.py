@@ -16,10 +16,12 @@ from oslo_config import cfg
 
 from nubes import access, exception
 from nubes.compute.host import ComputeHost
+from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.metadata.proxy import MetadataProxy, parse_listen
 from nubes.notifications.notifier import Notifier
 from nubes.rpc.transport import Transport
 from nubes.service import Service, open_transport
@@ -72,6 +74,9 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "instances_path": opts.instances_path or state / "instances",
         "image_source": source,
         "soft_reboot_wait": opts.soft_reboot_wait,
+        "migration_address": opts.live_migration_inbound_addr,
+        "migration_bandwidth": opts.live_migration_bandwidth,
+        "disk_server_port": opts.disk_server_port,
     }
 
 
@@ -87,6 +92,9 @@ def compute_host(
     made here takes ``faults`` (by default, a registry from ``[fake_driver]``)."""
     if driver is None:
         driver = load_driver(conf.compute_driver, host, **_driver_options(conf, faults))
+    network = network_agent(conf, host, conductor) if driver.has_data_plane else None
+    if network is not None:
+        driver.use_network(network)
     notes = conf.notifications
     notifier = Notifier(
         transport,
@@ -105,6 +113,21 @@ def compute_host(
         notify_on_state_change=notes.notify_on_state_change,
         steps_kept=conf.compute.completed_steps_kept,
         upgrade_levels=conf.upgrade_levels,
+        force_config_drive=conf.force_config_drive,
+        network=network,
+        host_ip=conf.network.local_ip,
+    )
+
+
+def network_agent(conf: cfg.ConfigOpts, host: str, conductor: ConductorAPI) -> NetworkAgent:
+    """A libvirt host's data plane agent from ``[network]``."""
+    opts = conf.network
+    return NetworkAgent(
+        host,
+        conductor,
+        state_dir=Path(opts.state_dir or Path(conf.state_path) / "network"),
+        local_ip=opts.local_ip,
+        sync_interval=opts.sync_interval,
     )
 
 
@@ -115,12 +138,24 @@ def compute_service(
     transport: Transport | None = None,
     driver: ComputeDriver | None = None,
     faults: FakeFaults | None = None,
+    metadata_listen: str | None = None,
 ) -> Service:
-    """A compute Service for ``host``, talking to the conductor as ``compute.<host>``."""
+    """A compute Service for ``host``, talking to the conductor as ``compute.<host>``;
+    its metadata proxy listens on ``metadata_listen`` (default ``[metadata] listen``)."""
+
     if transport is None:
         transport = open_transport(conf, "compute", host)
     conductor = ConductorAPI(transport, timeout=conf.rpc_response_timeout)
     node = compute_host(conf, host, transport, conductor, driver, faults)
+    listen = conf.metadata.listen if metadata_listen is None else metadata_listen
+    proxy = MetadataProxy(
+        listen, cache_expiration=conf.metadata.cache_expiration, present=node.has_guest
+    )
+    # The data plane opens per-network listeners through node.metadata.
+    node.metadata = proxy
+    if node.network is not None:
+        # Guests' 169.254.169.254 reaches the proxy through the agent's redirect.
+        node.network.metadata = proxy
     return Service(
         "compute",
         host,
@@ -128,7 +163,7 @@ def compute_service(
         node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
-        hooks=[node],
+        hooks=[node, proxy],
         rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
@@ -141,4 +176,17 @@ def fake_fleet(
     """``count`` fake compute hosts (``<prefix>0`` ...) in this process, sharing
     one fault registry made from ``[fake_driver]``."""
     faults = FakeFaults.from_options(conf.fake_driver)
-    return [compute_service(conf, f"{prefix}{i}", faults=faults) for i in range(count)]
+    return [
+        compute_service(conf, f"{prefix}{i}", faults=faults, metadata_listen=fleet_listen(conf, i))
+        for i in range(count)
+    ]
+
+
+def fleet_listen(conf: cfg.ConfigOpts, index: int) -> str:
+    """Where the ``index``-th host of a fleet in one process has its metadata proxy:
+    ``[metadata] listen`` with the index added to its port (0 stays 0: any free port)."""
+    listen = conf.metadata.listen
+    if not listen:
+        return ""
+    host, port = parse_listen(listen)
+    return f"[{host}]:{port + index if port else 0}"

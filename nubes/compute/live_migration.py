@@ -18,7 +18,8 @@ step                                        host         details
 ``check_can_live_migrate_destination``      destination  ``dest_check_data``
 ``check_can_live_migrate_source``           source       ``migrate_data``
 ``pre_live_migration``                      destination  ``migrate_data``
-``live_migration``                          source       ``aborted`` on an abort
+``live_migration``                          source       ``aborted`` on an abort;
+                                                         ``migrate_data`` additions
 ``post_live_migration_at_destination``      destination  –
 ``post_live_migration``                     source       –
 ``rollback_live_migration_at_destination``  destination  –
@@ -340,7 +341,7 @@ class LiveMigrationSteps(ComputeEndpoint):
             # A force-complete asked already reaches the driver at its first tick.
             job.in_driver = True
             job.saved_at = time.monotonic()
-            await self.runner.driver.live_migration(
+            moved = await self.runner.driver.live_migration(
                 ctxt, instance, dest_host, migrate_data, progress
             )
         except exception.LiveMigrationAborted as exc:
@@ -353,7 +354,7 @@ class LiveMigrationSteps(ComputeEndpoint):
             if jobs.get(instance.uuid) is job:
                 del jobs[instance.uuid]
         await record.succeed()
-        return Outcome(True)
+        return Outcome(True, details={"migrate_data": moved} if moved else None)
 
     def _progress(
         self, ctxt: RequestContext, instance: Instance, migration: Migration, job: LiveJob

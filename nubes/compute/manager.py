@@ -167,7 +167,11 @@ class ComputeManager(ComputeEndpoint):
                     **placement,
                 )
                 if power is None:
-                    await self.runner.driver.spawn(ctxt, instance, image, request)
+                    asked = bool(request.get("config_drive"))
+                    drive = await self.runner.config_drive(ctxt, instance, asked)
+                    await self.runner.driver.spawn(
+                        ctxt, instance, image, request, config_drive=drive
+                    )
             await self.runner.reporter.save_state(
                 ctxt,
                 instance,
@@ -194,7 +198,9 @@ class ComputeManager(ComputeEndpoint):
             LOG.warning("Could not clean up failed build %s: %s", instance.uuid, cleanup)
         if instance.task_state != _T.SPAWNING or isinstance(exc, exception.InstanceUpdateConflict):
             return
-        back = _T.SCHEDULING if found_task == _T.SCHEDULING else None
+        # Handed back for a reschedule when the conductor sent it (scheduling
+        # or, since issue 14, networking); None for a repair's repeat.
+        back = _T.SCHEDULING if found_task in (_T.SCHEDULING, _T.NETWORKING) else None
         try:
             await self.runner.reporter.save_state(
                 ctxt, instance, _V.BUILDING, back, expected_task_state=_T.SPAWNING

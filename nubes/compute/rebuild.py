@@ -82,7 +82,8 @@ class RebuildSteps(ComputeEndpoint):
             # Repeated after a restart, this rebuilds once more from the same
             # image: the same result, since a rebuild throws the old disk away.
             await self.runner.driver.destroy(ctxt, instance)
-            await self.runner.driver.spawn(ctxt, instance, image, {})
+            drive = await self.runner.config_drive(ctxt, instance)
+            await self.runner.driver.spawn(ctxt, instance, image, {}, config_drive=drive)
             if not power_on:
                 await self.runner.driver.power_off(instance)
         except Exception as exc:
@@ -118,7 +119,8 @@ class RebuildSteps(ComputeEndpoint):
         await action.start()
         try:
             if not already:
-                await self.runner.driver.spawn(ctxt, instance, image, {})
+                drive = await self.runner.config_drive(ctxt, instance)
+                await self.runner.driver.spawn(ctxt, instance, image, {}, config_drive=drive)
             if not power_on:
                 await self.runner.driver.power_off(instance)
         except Exception as exc:

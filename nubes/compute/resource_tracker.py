@@ -31,9 +31,11 @@ _CAPACITY = ("vcpus", "memory_mb", "local_gb", "hypervisor_type", "hypervisor_ve
 
 
 class ResourceTracker:
-    def __init__(self, host: str, driver: ComputeDriver) -> None:
+    def __init__(self, host: str, driver: ComputeDriver, host_ip: str | None = None) -> None:
         self.host = host
         self.driver = driver
+        #: The host's tunnel address (``[network] local_ip``): its VXLAN peers find it here.
+        self.host_ip = host_ip
         #: Node name -> its record, as last saved.
         self.nodes: dict[str, ComputeNode] = {}
 
@@ -73,6 +75,8 @@ class ResourceTracker:
             running = [i for i in mine if i.power_state == PowerState.RUNNING]
             values: dict[str, Any] = {k: facts[k] for k in _CAPACITY if k in facts}
             values["running_vms"] = len(running)
+            if self.host_ip is not None:
+                values["host_ip"] = self.host_ip
             values["metrics"] = await self.driver.get_host_metrics(nodename)
             values["stats"] = {
                 "num_instances": len(mine),

@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nubes import exception
 from nubes.compute import authz, rpcapi
+from nubes.metadata import configdrive
+from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
     from nubes.compute.reporting import Reporter
     from nubes.compute.virt.driver import ComputeDriver
     from nubes.context import RequestContext
+    from nubes.metadata.configdrive import ConfigDrive
     from nubes.objects.instance import Instance
     from nubes.objects.states import PowerState
 
@@ -105,14 +108,31 @@ class StepRunner:
         reporter: Reporter,
         *,
         steps_kept: int = 4096,
+        force_config_drive: bool = False,
     ) -> None:
         self.host = host
         self.driver = driver
+        #: ``[DEFAULT] force_config_drive``: every guest built here gets one.
+        self.force_config_drive = force_config_drive
         self.conductor = conductor
         self.reporter = reporter
         self.steps = StepLog(steps_kept)
         #: Set once the host's start (node records, repair) is done.
         self.ready = asyncio.Event()
+
+    async def config_drive(
+        self, ctxt: RequestContext, instance: Instance, asked: bool | None = None
+    ) -> ConfigDrive | None:
+        """The guest's config drive, built here from what the conductor tells this
+        host about its own instance, when it gets one: asked for at create
+        (``asked``, from the build's request; None: as the instance records it,
+        for a rebuild or an evacuation), or ``[DEFAULT] force_config_drive``."""
+        if asked is False and not self.force_config_drive:
+            return None  # a build that asked for none: no question to the conductor
+        meta = await InstanceMetadata.get_by_instance_uuid(ctxt, instance.uuid)
+        if not (self.force_config_drive or asked or meta.config_drive):
+            return None
+        return configdrive.build(meta)
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key.task_id, key.step, key.attempt

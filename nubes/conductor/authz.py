@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from nubes import access, exception
+from nubes import access, exception, metrics, versions
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited
-from nubes.db.api import compute_nodes, instances, migrations, services, tasks
+from nubes.db.api import compute_nodes, instances, metadata, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, remotable_signature
@@ -50,6 +50,10 @@ METHOD_RULES = access.rules(
         (None, "live_migration_force_complete"): access.CONTROLLERS,
         # Controllers publish their notifications themselves.
         (None, "relay_notification"): frozenset({COMPUTE_BINARY}),
+        # A host's network data plane (then: its own ports only, peers of
+        # networks it has ports on only; nubes/conductor/dataplane.py).
+        (None, "get_host_network"): access.EVERY_SERVICE,
+        (None, "get_network_peers"): access.EVERY_SERVICE,
         # A compute host may probe the conductor it depends on.
         (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
         (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,
@@ -212,6 +216,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("InstanceFault", "create"): Rule("fault_obj"),
     ("InstanceActionEvent", "event_start"): Rule("instance_uuid_arg"),
     ("InstanceActionEvent", "event_finish"): Rule("instance_uuid_arg"),
+    # The metadata service (issue 14): a host reads what a guest is told
+    # only for its own instances, and by address only for an address a port
+    # bound to it holds on that network, of an instance placed on it.
+    ("InstanceMetadata", "get_by_instance_uuid"): Rule("instance_uuid_arg"),
+    ("InstanceMetadata", "get_by_address"): Rule("address_on_caller"),
 }
 
 
@@ -441,6 +450,7 @@ class Authorizer:
                 size,
                 limit,
             )
+            metrics.authz_refusals.labels("too_large").inc()
             raise exception.TooLarge(what=what, size=size, limit=limit)
 
     def check_report_size(self, caller: Caller, error: Any, details: Any) -> None:
@@ -455,6 +465,11 @@ class Authorizer:
 
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"
+        # By the table's row: a pair not in it (the caller's choice) is "unlisted".
+        listed = (call.objname, call.method) in RULES
+        metrics.authz_refusals.labels(
+            f"{call.objname}.{call.method}" if listed else "unlisted"
+        ).inc()
         AUDIT.warning(
             "REFUSED caller=%s object=%s method=%s target=%s fields=%s reason=%s",
             call.caller.identity,
@@ -486,6 +501,18 @@ class Authorizer:
     async def _check_instance_uuid_arg(self, call: Call) -> None:
         uuid = call.arguments.get("uuid", call.arguments.get("instance_uuid"))
         await self._placed_on_caller(call, uuid)
+
+    async def _check_address_on_caller(self, call: Call) -> None:
+        network_id, address = call.arguments.get("network_id"), call.arguments.get("address")
+        if not isinstance(network_id, str) or not isinstance(address, str):
+            self._refuse(call, "no network id and address")
+        async with self.db.reader() as conn:
+            holder = await metadata.holder_of_address(conn, network_id, address)
+        host = call.caller.host or ""
+        if holder is None or holder["binding_host"] != host:
+            # One answer for both, so a host cannot probe which addresses are taken.
+            self._refuse(call, f"no port bound to this host holds {address} on {network_id}")
+        await self._placed_on_caller(call, holder["uuid"])
 
     async def _check_instance_obj(self, call: Call) -> None:
         uuid = call.value("uuid")
@@ -579,6 +606,7 @@ class Authorizer:
             self._refuse(call, "may only create its own compute service")
         if call.value("disabled") or call.value("forced_down"):
             self._refuse(call, "may not create itself disabled or forced down")
+        self._check_supported(call)
 
     async def _check_service_obj(self, call: Call) -> None:
         try:
@@ -588,6 +616,23 @@ class Authorizer:
             self._refuse(call, "no such service")
         if row["host"] != call.caller.host or row["binary"] != COMPUTE_BINARY:
             self._refuse(call, "not this host's compute service")
+        if "version" in call.changed:
+            self._check_supported(call)
+
+    def _check_supported(self, call: Call) -> None:
+        """A host whose code is too old is refused when it registers: a new row,
+        or its row's version written at its start (``Service._ensure_record``)."""
+        try:
+            versions.check_supported(COMPUTE_BINARY, call.caller.host or "?", call.value("version"))
+        except exception.ServiceTooOld as exc:
+            AUDIT.warning(
+                "REFUSED caller=%s object=%s method=%s reason=%s",
+                call.caller.identity,
+                call.objname,
+                call.method,
+                exc,
+            )
+            raise
 
     async def _migration(self, call: Call, migration_id: Any) -> dict[str, Any]:
         try:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from nubes import exception
+from nubes import exception, hostnet
 from nubes.access import COMPUTE_BINARY
-from nubes.conductor import authz, rpcapi
+from nubes.conductor import authz, dataplane, rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
@@ -212,6 +212,18 @@ class ConductorManager:
             Priority(priority),
             publisher_id=f"{COMPUTE_BINARY}:{caller.host}",
         )
+
+    # -- a host's network data plane (1.3) ---------------------------------------------
+
+    async def get_host_network(self, context: RequestContext, host: Any) -> Any:
+        caller = self.authz.identify(context.caller)
+        view = await dataplane.host_network_view(self.db, self.authz, caller, host)
+        return hostnet.to_wire(view)
+
+    async def get_network_peers(self, context: RequestContext, network_ids: Any) -> Any:
+        caller = self.authz.identify(context.caller)
+        peers = await dataplane.network_peers(self.db, self.authz, caller, network_ids)
+        return hostnet.to_wire(peers)
 
     # -- live migration requests (1.1) ------------------------------------------------
 

@@ -19,13 +19,15 @@ Version history:
     1.1 - live_migration_abort, live_migration_force_complete (controllers only)
     1.2 - relay_notification (compute hosts: the conductor publishes their
           notifications, which their broker users may not)
+    1.3 - get_host_network, get_network_peers (a host's network data plane,
+          need-to-know: only its own ports, only networks it has ports on)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nubes import exception
+from nubes import exception, hostnet
 from nubes.context import RequestContext
 from nubes.objects import codec
 from nubes.objects.base import VersionedObject
@@ -36,7 +38,7 @@ from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.2"
+VERSION = "1.3"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -131,9 +133,15 @@ class ConductorAPI:
             raise exception.MalformedObject(reason="backport reply is not an object primitive")
         return older
 
-    async def kick(self, context: RequestContext, task_ids: list[int] | None = None) -> None:
-        """Tell a conductor to claim these new tasks now (any conductor; controllers only)."""
-        await self.client.cast(context, "kick", task_ids=list(task_ids or []))
+    async def kick(
+        self, context: RequestContext, task_ids: list[int] | None = None, *, fanout: bool = False
+    ) -> None:
+        """Tell a conductor to claim these new tasks now (any conductor; controllers only).
+
+        ``fanout``: every conductor running (a stopping one handing its tasks over).
+        """
+        client = self.client.prepare(fanout=True) if fanout else self.client
+        await client.cast(context, "kick", task_ids=list(task_ids or []))
 
     async def step_finished(
         self,
@@ -184,6 +192,27 @@ class ConductorAPI:
             priority=priority,
             payload=payload,
         )
+
+    def serves_host_network(self) -> bool:
+        """Whether the conductors run 1.3 (during an upgrade an older one may not)."""
+        return self.client.can_send_version("1.3")
+
+    async def get_host_network(self, context: RequestContext, host: str) -> hostnet.HostNetwork:
+        """The ports bound to ``host`` (the caller's own), their networks,
+        subnets and security groups' rules (1.3; see ``nubes/conductor/dataplane.py``)."""
+        reply = await self.client.prepare(version="1.3").call(
+            context, "get_host_network", host=host
+        )
+        return hostnet.host_network_from_wire(reply)
+
+    async def get_network_peers(
+        self, context: RequestContext, network_ids: list[str]
+    ) -> hostnet.NetworkPeers:
+        """The other hosts' tunnel addresses on networks the caller has ports on (1.3)."""
+        reply = await self.client.prepare(version="1.3").call(
+            context, "get_network_peers", network_ids=list(network_ids)
+        )
+        return hostnet.network_peers_from_wire(reply)
 
     async def live_migration_abort(
         self, context: RequestContext, instance_uuid: str, migration_id: int

@@ -73,7 +73,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from nubes import exception
+from nubes import exception, metrics
 from nubes.db import errors, group_commit, sqlite_driver
 
 LOG = logging.getLogger(__name__)
@@ -308,7 +308,28 @@ def create_engine(
     elif backend == "mysql":
         _install_mysql_hooks(engine)
     event.listen(engine.sync_engine, "handle_error", errors.translate, retval=True)
+    _install_metrics(engine, role)
     return engine
+
+
+def _install_metrics(engine: AsyncEngine, role: str) -> None:
+    """Statement latency and pool use (nubes/metrics.py) through SQLAlchemy's events."""
+    seconds = metrics.db_statement_seconds.labels(role)
+    key = "nubes_statement_started"
+
+    def before(conn: Any, *_: Any) -> None:
+        conn.info[key] = time.perf_counter()
+
+    def after(conn: Any, *_: Any) -> None:
+        started = conn.info.pop(key, None)
+        if started is not None:
+            seconds.observe(time.perf_counter() - started)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    in_use = metrics.db_pool_in_use
+    event.listen(engine.sync_engine.pool, "checkout", lambda *_: in_use.add(role, 1))
+    event.listen(engine.sync_engine.pool, "checkin", lambda *_: in_use.add(role, -1))
 
 
 # --- routing -----------------------------------------------------------------

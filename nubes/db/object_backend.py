@@ -23,6 +23,7 @@ from nubes.db.api import (
     compute_nodes,
     flavors,
     instances,
+    metadata,
     migrations,
     services,
 )
@@ -93,6 +94,21 @@ class DBObjectBackend:
         self, context: RequestContext, values: Mapping[str, Any]
     ) -> Row:
         return await self.database.run_in_writer(instances.fault_create, values)
+
+    # -- what a guest is told ---------------------------------------------------
+
+    async def instance_metadata_get(self, context: RequestContext, instance_uuid: str) -> Row:
+        async with self.database.reader() as conn:
+            return await metadata.source(conn, instance_uuid)
+
+    async def instance_metadata_get_by_address(
+        self, context: RequestContext, network_id: str, address: str
+    ) -> Row:
+        async with self.database.reader() as conn:
+            holder = await metadata.holder_of_address(conn, network_id, address)
+            if holder is None:
+                raise exception.InstanceNotFound(instance_id=f"{address} on {network_id}")
+            return await metadata.source(conn, holder["uuid"])
 
     # -- flavors --------------------------------------------------------------
 

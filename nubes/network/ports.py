@@ -5,9 +5,9 @@ The compute API resolves a create's ``networks`` and ``security_groups``
 records the server (:func:`record`). The build task then calls, before it
 sends the spawn:
 
-- :func:`allocate_for_instance` (its own transaction, idempotent): a port
-  per request with an address from IPAM, owned ``compute:<zone>`` by the
-  server. A failure (no address left, quota, a network deleted meanwhile)
+- :func:`allocate_for_instance` (idempotent; concurrent builds share one
+  transaction): a port per request with an address from IPAM, owned
+  ``compute:<zone>`` by the server. A failure (no address left, quota, a network deleted meanwhile)
   fails the build with that message.
 - :func:`bind_writes` in the commit that places the server on a host: the
   ports bound to that host (again on each reschedule).
@@ -18,7 +18,9 @@ deletes the ports nubes made and unbinds the ones the user gave.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +28,8 @@ from nubes import exception
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
 from nubes.db.engine import Connection, Database
+from nubes.db.group_commit import Write
+from nubes.db.transaction_batch import TransactionBatcher
 from nubes.network import resources
 
 Writes = Callable[[Connection], Awaitable[None]]
@@ -234,25 +238,57 @@ async def record(
 
 
 async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> list[str]:
-    """Make the server's missing ports (one transaction; a repeat makes none); their ids."""
-    async with db.writer() as conn:
-        # Locks the instance row: a delete recorded meanwhile waits for this
-        # commit, and its release then finds (and frees) these ports.
-        found = await net_db.lock_instance_owner(conn, instance_uuid)
+    """Make the server's missing ports (idempotent: a repeat makes none); their ids.
+
+    Concurrent builds' allocations share a transaction
+    (:class:`~nubes.db.transaction_batch.TransactionBatcher`): one lock per
+    subnet and one statement per table for the lot. InstanceNotFound if
+    the server is gone or being deleted.
+    """
+    batcher = _BATCHERS.get(db)
+    if batcher is None:
+        batcher = _BATCHERS[db] = TransactionBatcher(
+            db, functools.partial(_allocate, resources.NetworkService(db, conf))
+        )
+    return await batcher.run(instance_uuid)
+
+
+#: One batcher per database (the conductor's), made on first use.
+_BATCHERS: weakref.WeakKeyDictionary[Database, TransactionBatcher[str, list[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def allocation_batcher(db: Database) -> TransactionBatcher[str, list[str]] | None:
+    """The batcher of ``db``'s builds' allocations, once one ran (for tests and benchmarks)."""
+    return _BATCHERS.get(db)
+
+
+async def _allocate(
+    service: resources.NetworkService, conn: Connection, instance_uuids: Sequence[str]
+) -> dict[str, list[str] | Exception]:
+    """The servers' missing ports, made in ``conn``'s transaction; their ids per server."""
+    # Locks the instance rows: a delete recorded meanwhile waits for this
+    # commit, and its release then finds (and frees) these ports.
+    owners = await net_db.lock_instance_owners(conn, instance_uuids)
+    requests = await net_db.network_requests_of(conn, instance_uuids)
+    out: dict[str, list[str] | Exception] = {}
+    items: list[tuple[RequestContext, dict[str, Any]]] = []
+    wanted: list[tuple[str, int]] = []
+    for uuid in dict.fromkeys(instance_uuids):  # a server asked for twice gets its ports once
+        found = owners.get(uuid)
         if found is None or found["task_state"] == "deleting":
-            raise exception.InstanceNotFound(instance_id=instance_uuid)
+            out[uuid] = exception.InstanceNotFound(instance_id=uuid)
+            continue
         ctxt = RequestContext(
             project_id=found["project_id"], user_id=found["user_id"], roles=["member"]
         )
-        service = resources.NetworkService(db, conf)
-        made: list[str] = []
-        for request in await net_db.network_requests(conn, instance_uuid):
+        for request in requests[uuid]:
             if request["port_id"] is not None:
-                made.append(request["port_id"])
                 continue
             item: dict[str, Any] = {
                 "network_id": request["network_id"],
-                "device_id": instance_uuid,
+                "device_id": uuid,
                 "device_owner": COMPUTE_OWNER + "nova",
                 "security_groups": list(request["security_groups"]),
             }
@@ -260,19 +296,25 @@ async def allocate_for_instance(db: Database, conf: Any, instance_uuid: str) -> 
                 item["port_security_enabled"] = False
             if request["fixed_ip"]:
                 item["fixed_ips"] = [{"ip_address": request["fixed_ip"]}]
-            port_id = await service.create_port_in(conn, ctxt, item)
-            await net_db.set_request_port(conn, request["id"], port_id)
-            made.append(port_id)
-        return made
+            items.append((ctxt, item))
+            wanted.append((uuid, request["id"]))
+    made = dict(zip(wanted, await service.create_ports_in(conn, items), strict=True))
+    await net_db.set_request_ports(conn, {request_id: p for (_, request_id), p in made.items()})
+    for uuid in instance_uuids:
+        if uuid not in out:
+            out[uuid] = [
+                r["port_id"] if r["port_id"] is not None else made[(uuid, r["id"])]
+                for r in requests[uuid]
+            ]
+    return out
 
 
-def bind_writes(instance_uuid: str, host: str) -> Writes:
-    """The server's ports bound to ``host`` (in the commit that places it there)."""
+def bind_writes(instance_uuid: str, host: str) -> Write:
+    """The server's ports bound to ``host`` (in the commit that places it there).
 
-    async def bind(conn: Connection) -> None:
-        await net_db.bind_ports(conn, instance_uuid, host)
-
-    return bind
+    A described write, so the placement commit that carries it is grouped.
+    """
+    return net_db.bind_ports_write(instance_uuid, host)
 
 
 def release_writes(instance_uuid: str) -> Writes:
@@ -392,7 +434,7 @@ async def attach(
             conn, [{"instance_uuid": uuid, "position": position, "security_groups": [], **request}]
         )
         if instance.get("host"):
-            await bind_writes(uuid, str(instance["host"]))(conn)
+            await net_db.bind_ports(conn, uuid, str(instance["host"]))
         return port_id
 
 

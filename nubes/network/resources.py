@@ -26,6 +26,7 @@ from nubes.api import policy, quotas
 from nubes.context import RequestContext
 from nubes.db.api import network as net_db
 from nubes.db.engine import Connection, Database
+from nubes.db.transaction_batch import TransactionBatcher
 
 Row = dict[str, Any]
 
@@ -202,12 +203,31 @@ async def _visible(
     kind: net_db.Kind,
     row_id: str,
     error: exception.NotFound,
+    known: dict[tuple[str, str], Row] | None = None,
 ) -> Row:
-    """A row of ``kind`` the caller may see, else ``error`` (404, never 403)."""
-    row = await net_db.get(conn, kind, row_id)
+    """A row of ``kind`` the caller may see, else ``error`` (404, never 403).
+
+    ``known``: rows already read in this transaction (a batch reads each once).
+    """
+    row = known.get((kind, row_id)) if known is not None else None
+    if row is None:
+        try:
+            row = await net_db.get(conn, kind, row_id)
+        except exception.NotFound:
+            raise error from None
+        if known is not None:
+            known[(kind, row_id)] = row
     if not can_see(ctxt, row):
         raise error
     return row
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _PortAsk:
+    """One caller's port create, waiting for its batch (each ask is its own key)."""
+
+    ctxt: RequestContext
+    item: Mapping[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,15 +268,22 @@ class NetworkService:
     def __init__(self, db: Database, conf: cfg.ConfigOpts) -> None:
         self.db = db
         self.conf = conf
+        #: Concurrent port creates share a transaction (see create_port).
+        self.port_creates: TransactionBatcher[_PortAsk, Row] = TransactionBatcher(
+            db, self._create_ports
+        )
 
-    async def _check_quota(self, conn: Connection, project_id: str, kind: net_db.Kind) -> None:
-        """One more row of ``kind`` must fit the project's quota (named in the singular)."""
+    async def _check_quota(
+        self, conn: Connection, project_id: str, kind: net_db.Kind, count: int = 1
+    ) -> None:
+        """``count`` more rows of ``kind`` must fit the project's quota (named in the singular)."""
         await quotas.check_network_resource(
             conn,
             self.conf,
             project_id=project_id,
             resource=kind[:-1],
             used=lambda c: net_db.count_by_project(c, kind, project_id),
+            count=count,
         )
 
     # --- networks ----------------------------------------------------------------------------
@@ -521,22 +548,15 @@ class NetworkService:
             },
         )
         await net_db.claim_default_group(conn, project_id, group_id)
-        for direction in DIRECTIONS:
-            for ethertype in ETHERTYPES:
-                await net_db.create(
-                    conn,
-                    "security_group_rules",
-                    {
-                        "id": str(uuid.uuid4()),
-                        "security_group_id": group_id,
-                        "project_id": project_id,
-                        "direction": direction,
-                        "ethertype": ethertype,
-                        "remote_group_id": group_id if direction == "ingress" else None,
-                        "description": "",
-                        "revision_number": 0,
-                    },
-                )
+        await net_db.create_many(
+            conn,
+            "security_group_rules",
+            [
+                _new_rule(group_id, project_id, direction, ethertype, remote_self=True)
+                for direction in DIRECTIONS
+                for ethertype in ETHERTYPES
+            ],
+        )
         return group_id
 
     async def _default_for(self, ctxt: RequestContext) -> None:
@@ -578,20 +598,11 @@ class NetworkService:
                 },
             )
             # Neutron gives a new group the default egress rules.
-            for ethertype in ETHERTYPES:
-                await net_db.create(
-                    conn,
-                    "security_group_rules",
-                    {
-                        "id": str(uuid.uuid4()),
-                        "security_group_id": group_id,
-                        "project_id": project_id,
-                        "direction": "egress",
-                        "ethertype": ethertype,
-                        "description": "",
-                        "revision_number": 0,
-                    },
-                )
+            await net_db.create_many(
+                conn,
+                "security_group_rules",
+                [_new_rule(group_id, project_id, "egress", ethertype) for ethertype in ETHERTYPES],
+            )
             return await self._group_with_rules(conn, group_id)
 
     async def _visible_group(self, conn: Connection, ctxt: RequestContext, gid: str) -> Row:
@@ -755,13 +766,20 @@ class NetworkService:
     # --- ports -------------------------------------------------------------------------------
 
     async def _groups_for_port(
-        self, conn: Connection, ctxt: RequestContext, project_id: str, ids: Any
+        self,
+        conn: Connection,
+        ctxt: RequestContext,
+        project_id: str,
+        ids: Any,
+        known: dict[tuple[str, str], Row] | None = None,
     ) -> list[str]:
         if not isinstance(ids, list):
             raise _invalid("security_groups", ids, "is not a list")
         out = []
         for group_id in ids:
-            group = await self._visible_group(conn, ctxt, _uuid(group_id, "security_groups"))
+            gid = _uuid(group_id, "security_groups")
+            missing = exception.SecurityGroupNotFound(id=gid)
+            group = await _visible(conn, ctxt, "security_groups", gid, missing, known)
             if group["project_id"] != project_id and not is_admin(ctxt):
                 raise exception.SecurityGroupNotFound(id=group_id)
             out.append(group["id"])
@@ -770,86 +788,121 @@ class NetworkService:
     async def create_port_in(
         self, conn: Connection, ctxt: RequestContext, item: Mapping[str, Any]
     ) -> str:
-        """Create a port in the caller's transaction; returns its id.
+        """Create a port in the caller's transaction; returns its id (see create_ports_in)."""
+        (port_id,) = await self.create_ports_in(conn, [(ctxt, item)])
+        return port_id
+
+    async def create_ports_in(
+        self, conn: Connection, items: Sequence[tuple[RequestContext, Mapping[str, Any]]]
+    ) -> list[str]:
+        """Create ports in the caller's transaction, each as its caller asked; their ids.
 
         The compute API creates a server's ports through here too, inside
         the transaction that records the server, so a failed boot request
-        leaves no port behind.
+        leaves no port behind; a batch of builds' ports (the conductor) are
+        written together: one quota check per project, one statement per
+        table, one IPAM pass per subnet. Any item's error fails them all.
         """
-        network_id = _uuid(item.get("network_id"), "network_id")
-        project_id = _owner(ctxt, item)
-        network = await net_db.get(conn, "networks", network_id)
-        if not can_see(ctxt, network):
-            raise exception.NetworkNotFound(net_id=network_id)
-        if network["project_id"] != project_id and not network["shared"] and not is_admin(ctxt):
-            raise exception.NetworkNotFound(net_id=network_id)
-        device_owner = _string(item, "device_owner")
-        security = _bool(item, "port_security_enabled", network["port_security_enabled"])
-        mac = item.get("mac_address")
-        if mac is None:
-            mac = random_mac()
-        elif not is_admin(ctxt):
-            raise exception.PolicyNotAuthorized(action="create_port:mac_address")
-        else:
-            mac = _mac(mac)
-        fixed_ips = item.get("fixed_ips")
-        if fixed_ips is not None:
-            if not isinstance(fixed_ips, list) or not all(isinstance(f, dict) for f in fixed_ips):
-                raise _invalid("fixed_ips", fixed_ips, "is not a list of objects")
-            for entry in fixed_ips:
-                unknown = set(entry) - {"subnet_id", "ip_address"}
-                if unknown or not entry:
-                    raise _invalid("fixed_ips", entry, "is not a subnet_id/ip_address pair")
-                if "subnet_id" in entry:
-                    entry["subnet_id"] = _uuid(entry["subnet_id"], "fixed_ips")
-        if "security_groups" in item:
-            groups = await self._groups_for_port(conn, ctxt, project_id, item["security_groups"])
-        elif security and not device_owner.startswith(INFRA_OWNER_PREFIX):
-            groups = [await self.ensure_default_group(conn, project_id)]
-        else:
-            groups = []
-        if groups and not security:
-            raise exception.NetworkInvalid(
-                reason="Port has security group associated. Cannot disable port security "
-                "or ip address until security group is removed"
+        # Rows many items name (their network, their groups) read once.
+        known: dict[tuple[str, str], Row] = {}
+        rows: list[dict[str, Any]] = []
+        groups: dict[str, list[str]] = {}
+        addresses: list[net_db.AddressRequest] = []
+        per_project: dict[str, int] = {}
+        for ctxt, item in items:
+            network_id = _uuid(item.get("network_id"), "network_id")
+            project_id = _owner(ctxt, item)
+            network = await _visible(
+                conn,
+                ctxt,
+                "networks",
+                network_id,
+                exception.NetworkNotFound(net_id=network_id),
+                known,
             )
-        await self._check_quota(conn, project_id, "ports")
-        port_id = str(uuid.uuid4())
-        host = _string(item, "binding:host_id")
-        if host and not is_admin(ctxt):
-            raise exception.PolicyNotAuthorized(action="create_port:binding:host_id")
-        await net_db.create(
-            conn,
-            "ports",
-            {
-                "id": port_id,
-                "network_id": network_id,
-                "project_id": project_id,
-                "name": _string(item, "name"),
-                "description": _string(item, "description"),
-                "mac_address": mac,
-                "admin_state_up": _bool(item, "admin_state_up", True),
-                "status": "DOWN",
-                "device_id": _string(item, "device_id"),
-                "device_owner": device_owner,
-                "binding_host_id": host,
-                "port_security_enabled": security,
-                "revision_number": 0,
-            },
-        )
-        await net_db.set_port_groups(conn, port_id, groups)
-        # Last: the subnet's IPAM lock is then held only until the commit.
-        await net_db.allocate_addresses(
-            conn, port_id=port_id, network_id=network_id, requests=fixed_ips
-        )
-        return port_id
+            if network["project_id"] != project_id and not network["shared"] and not is_admin(ctxt):
+                raise exception.NetworkNotFound(net_id=network_id)
+            device_owner = _string(item, "device_owner")
+            security = _bool(item, "port_security_enabled", network["port_security_enabled"])
+            mac = item.get("mac_address")
+            if mac is None:
+                mac = random_mac()
+            elif not is_admin(ctxt):
+                raise exception.PolicyNotAuthorized(action="create_port:mac_address")
+            else:
+                mac = _mac(mac)
+            fixed_ips = item.get("fixed_ips")
+            if fixed_ips is not None:
+                if not isinstance(fixed_ips, list) or not all(
+                    isinstance(f, dict) for f in fixed_ips
+                ):
+                    raise _invalid("fixed_ips", fixed_ips, "is not a list of objects")
+                for entry in fixed_ips:
+                    unknown = set(entry) - {"subnet_id", "ip_address"}
+                    if unknown or not entry:
+                        raise _invalid("fixed_ips", entry, "is not a subnet_id/ip_address pair")
+                    if "subnet_id" in entry:
+                        entry["subnet_id"] = _uuid(entry["subnet_id"], "fixed_ips")
+            if "security_groups" in item:
+                port_groups = await self._groups_for_port(
+                    conn, ctxt, project_id, item["security_groups"], known
+                )
+            elif security and not device_owner.startswith(INFRA_OWNER_PREFIX):
+                port_groups = [await self.ensure_default_group(conn, project_id)]
+            else:
+                port_groups = []
+            if port_groups and not security:
+                raise exception.NetworkInvalid(
+                    reason="Port has security group associated. Cannot disable port security "
+                    "or ip address until security group is removed"
+                )
+            host = _string(item, "binding:host_id")
+            if host and not is_admin(ctxt):
+                raise exception.PolicyNotAuthorized(action="create_port:binding:host_id")
+            port_id = str(uuid.uuid4())
+            per_project[project_id] = per_project.get(project_id, 0) + 1
+            rows.append(
+                {
+                    "id": port_id,
+                    "network_id": network_id,
+                    "project_id": project_id,
+                    "name": _string(item, "name"),
+                    "description": _string(item, "description"),
+                    "mac_address": mac,
+                    "admin_state_up": _bool(item, "admin_state_up", True),
+                    "status": "DOWN",
+                    "device_id": _string(item, "device_id"),
+                    "device_owner": device_owner,
+                    "binding_host_id": host,
+                    "port_security_enabled": security,
+                    "revision_number": 0,
+                }
+            )
+            groups[port_id] = port_groups
+            addresses.append(net_db.AddressRequest(port_id, network_id, fixed_ips))
+        for project_id, count in sorted(per_project.items()):
+            await self._check_quota(conn, project_id, "ports", count)
+        await net_db.create_many(conn, "ports", rows)
+        await net_db.add_port_groups(conn, groups)
+        # Last: the subnets' IPAM locks are then held only until the commit.
+        await net_db.allocate_addresses(conn, addresses)
+        return [row["id"] for row in rows]
 
     async def create_port(self, ctxt: RequestContext, item: Mapping[str, Any]) -> Row:
+        """A port as the caller asked; its details.
+
+        Concurrent requests are created together (:attr:`port_creates`):
+        one transaction, the subnet's IPAM lock taken once for all of them
+        instead of each waiting for the one before it to commit.
+        """
         _member(ctxt, "create_port")
-        async with self.db.writer() as conn:
-            port_id = await self.create_port_in(conn, ctxt, item)
-        async with self.db.reader() as conn:
-            return (await port_details(conn, [port_id]))[0]
+        return await self.port_creates.run(_PortAsk(ctxt, item))
+
+    async def _create_ports(
+        self, conn: Connection, asks: Sequence[_PortAsk]
+    ) -> dict[_PortAsk, Row]:
+        made = await self.create_ports_in(conn, [(a.ctxt, a.item) for a in asks])
+        return dict(zip(asks, await port_details(conn, made), strict=True))
 
     async def _visible_port(self, conn: Connection, ctxt: RequestContext, pid: str) -> Row:
         return await _visible(conn, ctxt, "ports", pid, exception.PortNotFound(port_id=pid))
@@ -918,7 +971,7 @@ class NetworkService:
                 raise _invalid("fixed_ips", requests, "is not a list of objects")
             await net_db.release_addresses(conn, port_id)
             await net_db.allocate_addresses(
-                conn, port_id=port_id, network_id=row["network_id"], requests=requests
+                conn, [net_db.AddressRequest(port_id, row["network_id"], requests)]
             )
         await net_db.update_row(conn, "ports", port_id, values)
 
@@ -941,6 +994,22 @@ async def port_details(conn: Connection, port_ids: Sequence[str]) -> list[Row]:
         row["security_groups"] = groups[port_id]
         out.append(row)
     return out
+
+
+def _new_rule(
+    group_id: str, project_id: str, direction: str, ethertype: str, *, remote_self: bool = False
+) -> Row:
+    """A rule Neutron gives a new group; ``remote_self``: ingress only from its members."""
+    return {
+        "id": str(uuid.uuid4()),
+        "security_group_id": group_id,
+        "project_id": project_id,
+        "direction": direction,
+        "ethertype": ethertype,
+        "remote_group_id": group_id if remote_self and direction == "ingress" else None,
+        "description": "",
+        "revision_number": 0,
+    }
 
 
 def random_mac() -> str:

@@ -14,6 +14,7 @@ from nubes.objects import (  # noqa: F401  (they register)
     instance,
     instance_action,
     instance_fault,
+    instance_metadata,
     migration,
     request_spec,
     service,

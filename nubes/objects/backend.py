@@ -94,6 +94,20 @@ class ObjectBackend(Protocol):
         self, context: RequestContext, values: Mapping[str, Any]
     ) -> Row: ...
 
+    # -- what a guest is told (the metadata service, config drive) ------------
+
+    async def instance_metadata_get(self, context: RequestContext, instance_uuid: str) -> Row:
+        """The live instance with ``public_key`` and ``ports`` (each with its
+        ``network`` and ``fixed_ips`` with their ``subnet``)."""
+        ...
+
+    async def instance_metadata_get_by_address(
+        self, context: RequestContext, network_id: str, address: str
+    ) -> Row:
+        """As :meth:`instance_metadata_get`, for the live instance whose port
+        holds ``address`` on ``network_id`` (InstanceNotFound when none does)."""
+        ...
+
     # -- flavors --------------------------------------------------------------
 
     async def flavor_get_by_id(self, context: RequestContext, flavor_id: int) -> Row:

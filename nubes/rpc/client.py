@@ -11,11 +11,12 @@ leaves the process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nubes import exception
+from nubes import exception, metrics
 from nubes.context import RequestContext
 from nubes.rpc import message
 from nubes.rpc.serializer import Serializer
@@ -127,7 +128,20 @@ class RPCClient:
         """Run ``method`` on one server of the target and return its result."""
         body = self._encode(ctxt, method, kwargs)
         label = f"{self._opts.target}.{method}"
-        reply = await self.transport.call(self._opts.target, body, self._opts.timeout, label=label)
+        start = time.perf_counter()
+        outcome = metrics.ERROR
+        try:
+            reply = await self.transport.call(
+                self._opts.target, body, self._opts.timeout, label=label
+            )
+            outcome = metrics.OK
+        except exception.MessagingTimeout:
+            outcome = metrics.TIMEOUT
+            raise
+        finally:
+            metrics.rpc_client_seconds.labels(
+                self._opts.target.topic, method, "call", outcome
+            ).observe(time.perf_counter() - start)
         check_size(reply, f"the reply to {label}")
         result = message.decode_reply(reply, self._errors, label)
         if result is None:
@@ -137,4 +151,14 @@ class RPCClient:
     async def cast(self, ctxt: RequestContext, method: str, **kwargs: Any) -> None:
         """Send ``method`` without waiting for it to run; returns once the bus holds it."""
         body = self._encode(ctxt, method, kwargs)
-        await self.transport.cast(self._opts.target, body, label=f"{self._opts.target}.{method}")
+        start = time.perf_counter()
+        outcome = metrics.ERROR
+        try:
+            await self.transport.cast(
+                self._opts.target, body, label=f"{self._opts.target}.{method}"
+            )
+            outcome = metrics.OK
+        finally:
+            metrics.rpc_client_seconds.labels(
+                self._opts.target.topic, method, "cast", outcome
+            ).observe(time.perf_counter() - start)

@@ -16,6 +16,7 @@ import contextvars
 import logging
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nubes import exception
@@ -25,6 +26,7 @@ from nubes.rpc.transport import (
     Handler,
     IncomingMessage,
     Listener,
+    QueueStats,
     Target,
     Transport,
     TransportURL,
@@ -254,6 +256,13 @@ class MemoryTransport(Transport):
         # ``alone`` always holds.
         self._check_open(label)
         self._deliver(target, _Envelope(bytes(body), self.identity, None))
+
+    async def queue_stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
+        return {
+            name: QueueStats(len(q.pending), len(q.consumers))
+            for name in queues
+            if (q := self.bus.queues.get(name)) is not None
+        }
 
     async def listen(
         self,

@@ -62,6 +62,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -88,6 +89,7 @@ from nubes.rpc.rabbit_session import (
     Delivery,
     RabbitListener,
     Session,
+    close_channel,
     consume,
     fanout_exchange,
     open_channel,
@@ -100,6 +102,7 @@ from nubes.rpc.transport import (
     DEFAULT_STOP_GRACE,
     Handler,
     Listener,
+    QueueStats,
     Target,
     Transport,
     TransportURL,
@@ -421,6 +424,27 @@ class RabbitTransport(Transport):
                 stale = self._retry_later(session, exc)
                 continue
             return
+
+    # -- for operators --------------------------------------------------------
+
+    async def queue_stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
+        """Passive declares on a channel of their own: the broker answers each
+        with the queue's ready messages and consumers, and closes the channel
+        on a queue that does not exist (then a new one is opened)."""
+        session = await self._session(time.monotonic() + self._wait_bound, "queue stats")
+        found: dict[str, QueueStats] = {}
+        channel = await open_channel(session.conn)
+        try:
+            for name in queues:
+                try:
+                    ok = await channel.queue_declare(name, durable=True, passive=True)
+                except aiormq.exceptions.ChannelClosed:
+                    channel = await open_channel(session.conn)
+                    continue
+                found[name] = QueueStats(int(ok.message_count or 0), int(ok.consumer_count or 0))
+        finally:
+            await close_channel(channel)
+        return found
 
     # -- listening ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import itertools
 import logging
 import uuid
@@ -239,6 +240,10 @@ async def close_channel(channel: Channel) -> None:
         LOG.debug("Closing channel: %s", describe(exc))
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class Session:
     def __init__(
         self,
@@ -326,6 +331,9 @@ class Session:
             expiration=expiration,
             user_id=self.user_id,
             headers=headers,
+            # Calls wait in the topic queues too (a reply needs none): the
+            # head's age in the management API counts them.
+            timestamp=_now() if reply_to is not None else None,
         )
         return body, properties
 
@@ -347,6 +355,9 @@ class Session:
             delivery_mode=PERSISTENT,
             # The cast's own id; a batch goes by its first cast's.
             message_id=parts[0][0],
+            # Whole seconds: the broker's management API shows the head
+            # message's, which nubes-manage status reports as the oldest's age.
+            timestamp=_now(),
             user_id=self.user_id,
             headers=headers,
         )

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from nubes import access, exception
+from nubes import access, exception, metrics
 from nubes.context import RequestContext, current_request_id
 from nubes.rpc import dispatcher, message
 from nubes.rpc.serializer import Serializer
@@ -152,6 +152,25 @@ class RPCServer:
             await listener.stop()
 
     async def _on_message(self, msg: IncomingMessage) -> None:
+        # Metrics name only a method the dispatcher found: a caller's made-up
+        # name must not become a label value.
+        found: list[str] = []
+        outcome = metrics.REFUSED
+        start = time.perf_counter()
+        metrics.rpc_in_flight.add(self.topic, 1)
+        try:
+            outcome = await self._handle(msg, found)
+        finally:
+            metrics.rpc_in_flight.add(self.topic, -1)
+            metrics.rpc_server_seconds.labels(
+                self.topic,
+                found[0] if found else "?",
+                "call" if msg.expects_reply else "cast",
+                outcome,
+            ).observe(time.perf_counter() - start)
+
+    async def _handle(self, msg: IncomingMessage, found: list[str]) -> str:
+        """Serve one message; what became of it (a ``metrics`` outcome)."""
         method = "?"
         expected: tuple[type[BaseException], ...] = ()
         delay = self.cast_retry_min
@@ -161,6 +180,7 @@ class RPCServer:
                 req = message.decode_request(msg.body)
                 method = req.m
                 ctxt, m = self._resolve(msg, req)
+                found[:] = [m.name]
                 # Log lines of the handler carry the request id of the API request.
                 token = current_request_id.set(ctxt.request_id)
                 try:
@@ -174,7 +194,7 @@ class RPCServer:
                 if msg.expects_reply:
                     self._log_failure(msg, method, exc, expected)
                     await msg.reply(message.encode_error(exc))
-                    return
+                    return metrics.ERROR
                 # Not done, so not acknowledged: held and run again (see the
                 # module's docstring), never dropped.
                 LOG.warning(
@@ -185,6 +205,10 @@ class RPCServer:
                     exc,
                     delay,
                 )
+                # Counted (no duration): the run that ends it is observed too.
+                metrics.rpc_server_seconds.labels(
+                    self.topic, found[0] if found else "?", "cast", metrics.RETRIED
+                ).observe(0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cast_retry_max)
                 continue
@@ -192,7 +216,7 @@ class RPCServer:
                 self._log_failure(msg, method, exc, expected)
                 if msg.expects_reply:
                     await msg.reply(message.encode_error(exc))
-                return
+                return metrics.ERROR if found else metrics.REFUSED
             break
         if msg.expects_reply:
             try:
@@ -201,6 +225,7 @@ class RPCServer:
                 LOG.exception("Cannot encode the result of %s.%s", self.topic, method)
                 body = message.encode_error(exc)
             await msg.reply(body)
+        return metrics.OK
 
     def _resolve(
         self, msg: IncomingMessage, req: message.Request

@@ -34,7 +34,7 @@ Delivery
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -159,6 +159,14 @@ class TransportURL:
         return cls(scheme.lower(), tuple(hosts), unquote(path), query)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What the bus says of one queue: messages waiting, consumers attached."""
+
+    messages: int
+    consumers: int
+
+
 class Transport(abc.ABC):
     """Moves bytes between services. One per process and identity."""
 
@@ -206,6 +214,14 @@ class Transport(abc.ABC):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> Listener:
         """Consume ``topic`` (shared), ``topic.server`` and the topic's fanout."""
+
+    async def queue_stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
+        """Depth and consumers of each named queue that exists (others left out).
+
+        For operators (``nubes/rpc/queue_sampler.py``): not every transport
+        can tell, and one that cannot answers nothing.
+        """
+        return {}
 
 
 def get_transport(url: str, identity: str | None = None, **options: object) -> Transport:

@@ -11,7 +11,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import exception
+from nubes import exception, metrics
 from nubes.context import RequestContext
 from nubes.db.api.compute_nodes import Reserved
 from nubes.db.engine import Database
@@ -59,7 +59,10 @@ class SchedulerManager:
             raise exception.InvalidArguments(
                 method="select_destinations", reason="request_spec must be a RequestSpec"
             )
-        return await self.selector.select(context, request_spec, instance_uuids, return_alternates)
+        with metrics.timed(metrics.scheduler_seconds):
+            return await self.selector.select(
+                context, request_spec, instance_uuids, return_alternates
+            )
 
     async def claim_alternate(self, context: RequestContext, selection: Selection) -> Selection:
         if not isinstance(selection, Selection):

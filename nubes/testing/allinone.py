@@ -30,7 +30,6 @@ from nubes.compute.virt.fake import FakeFaults
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.engine import TaskEngine
-from nubes.db import migration
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks
 from nubes.db.engine import Database
@@ -40,6 +39,7 @@ from nubes.objects import backend
 from nubes.rpc.transport import Transport, get_transport
 from nubes.scheduler.manager import SchedulerManager
 from nubes.service import Service, service_identity, tune_gc
+from nubes.testing import schema
 
 #: Options the harness sets unless told otherwise: quick to react, quiet.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -97,7 +97,7 @@ class AllInOne:
         bus = f"memory:///aio-{uuid.uuid4().hex[:8]}"
         conf.set_override("transport_url", bus)
         if sync:
-            await migration.db_sync(db_url)
+            await schema.migrated(db_url)
         db = Database(db_url)
         backend.install(DBObjectBackend(db))
         engines: list[TaskEngine] = []

@@ -22,7 +22,6 @@ from typing import Any, ParamSpec, TypeVar
 from nubes.conductor.authz import NodeLimits
 from nubes.conductor.manager import ConductorManager
 from nubes.conductor.rpcapi import ConductorAPI
-from nubes.db import migration
 from nubes.db.engine import Database
 from nubes.db.object_backend import DBObjectBackend
 from nubes.notifications.notifier import Notifier
@@ -30,6 +29,7 @@ from nubes.objects import backend
 from nubes.objects.base import use_indirection_api
 from nubes.rpc.transport import Transport, get_transport
 from nubes.service import Service, service_identity
+from nubes.testing import schema
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class Cloud:
                 return bus
 
         if sync:
-            await migration.db_sync(db_url)
+            await schema.migrated(db_url)
         db = Database(db_url)
         backend.install(DBObjectBackend(db))
         identity = service_identity("conductor", conductor_host)

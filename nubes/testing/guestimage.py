@@ -9,7 +9,17 @@ the serial console (so on the console log):
 * ``NUBES-GUEST power-button`` then powers off when the ACPI power button is
   pressed (a clean shutdown or soft reboot asked through libvirt),
 * ``NUBES-GUEST poweroff`` then powers off after N ticks when the kernel
-  command line says ``nubes.poweroff=N`` (a guest that shuts itself down).
+  command line says ``nubes.poweroff=N`` (a guest that shuts itself down),
+* with ``nubes.dhcp=1``: ``NUBES-GUEST ip <address>`` once busybox
+  ``udhcpc`` got the address of its first NIC (``NUBES-GUEST dhcp failed``
+  if not), and with ``nubes.ping=<a>,<b>``: ``NUBES-GUEST ping <a> ok`` (or
+  ``fail``) for each address on every tick; with ``nubes.spoof=<c>`` too,
+  ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
+  address ``c``, which is not the guest's.
+
+:func:`build_bootable` puts the same kernel and initramfs on a whole-disk
+image that boots through its own bootloader (SYSLINUX on FAT), for the
+disk-image boot path.
 
 Built files are cached under ``NUBES_GUEST_CACHE`` (default
 ``/var/tmp/nubes-guest``) by a digest of their inputs, so a test session
@@ -54,10 +64,36 @@ for ev in /dev/input/event*; do
     echo "NUBES-GUEST power-button"; poweroff -f ) &
 done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
+spoof=$(sed -n 's/.*nubes[.]spoof=\\([0-9.]*\\).*/\\1/p' /proc/cmdline)
+if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
+      failover net_failover virtio_net; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  echo '#!/bin/sh' > /bin/dhcp.sh
+  echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
+  echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
+  echo '[ -n "$router" ] && route add default gw "$router"' >> /bin/dhcp.sh
+  echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
+  chmod +x /bin/dhcp.sh
+  for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
+  ifconfig eth0 up
+  udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
+  [ -n "$spoof" ] && ip addr add "$spoof/32" dev eth0
+fi
 n=0
 while :; do
   n=$((n+1))
   echo "NUBES-GUEST tick $n"
+  for t in $targets; do
+    if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+    echo "NUBES-GUEST ping $t $r"
+    if [ -n "$spoof" ]; then
+      if ping -c 1 -W 1 -I "$spoof" "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+      echo "NUBES-GUEST spoof $t $r"
+    fi
+  done
   if [ -n "$off" ] && [ "$n" -ge "$off" ]; then
     echo "NUBES-GUEST poweroff"
     poweroff -f
@@ -66,7 +102,19 @@ while :; do
 done
 """
 
-_MODULES = ("drivers/input/evdev.ko", "drivers/acpi/button.ko")
+_MODULES = (
+    "drivers/input/evdev.ko",
+    "drivers/acpi/button.ko",
+    # The virtio NIC (nubes.dhcp=1), in load order (modules.dep, read backwards).
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,6 +208,61 @@ def build(cache: Path | None = None) -> GuestImage:
     return image
 
 
+#: What the bootloader prints on the serial console before it loads the kernel.
+BOOTLOADER_MARKER = "SYSLINUX"
+#: Debian packages :func:`build_bootable` needs (``.ci/run`` installs them).
+BOOTABLE_PACKAGES = ("syslinux", "syslinux-common", "mtools", "dosfstools")
+_SYSLINUX_CFG = """\
+SERIAL 0 115200
+DEFAULT nubes
+PROMPT 0
+TIMEOUT 1
+LABEL nubes
+  KERNEL vmlinuz
+  INITRD initramfs.gz
+  APPEND console=ttyS0
+"""
+#: Size of the bootable disk: a FAT filesystem holding the kernel and initramfs.
+_BOOTABLE_MIB = 48
+
+
+def build_bootable(cache: Path | None = None) -> Path:
+    """A raw disk image that boots through its own bootloader: a FAT filesystem
+    (no partition table; the BIOS runs its boot sector) with SYSLINUX, the test
+    guest's kernel and initramfs, and a config that prints on the serial port.
+    Built with mtools (no mount, no loop device) and cached beside the guest."""
+    for tool in ("mkfs.vfat", "mcopy", "syslinux"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            raise exception.ConfigError(
+                reason=f"{tool} is missing: apt-get install {' '.join(BOOTABLE_PACKAGES)}"
+            )
+    guest = build(cache)
+    disk = guest.kernel.parent / "bootable.raw"
+    if disk.exists():
+        return disk
+    work = Path(tempfile.mkdtemp(dir=disk.parent))
+    try:
+        image = work / "bootable.raw"
+        with open(image, "wb") as f:
+            f.truncate(_BOOTABLE_MIB << 20)
+        (work / "syslinux.cfg").write_text(_SYSLINUX_CFG)
+        mkfs = shutil.which("mkfs.vfat") or "/usr/sbin/mkfs.vfat"
+        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+        for command in (
+            [mkfs, "-n", "NUBESBOOT", str(image)],
+            ["mcopy", "-i", str(image), str(guest.kernel), "::vmlinuz"],
+            ["mcopy", "-i", str(image), str(guest.initramfs), "::initramfs.gz"],
+            ["mcopy", "-i", str(image), str(work / "syslinux.cfg"), "::syslinux.cfg"],
+            ["syslinux", "--install", str(image)],
+        ):
+            subprocess.run(command, check=True, capture_output=True, env=env)
+        # Another session may have built the same meanwhile: either copy is good.
+        os.replace(image, disk)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return disk
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PublishedImages:
     """The test guest as image records a libvirt host can boot (see :func:`publish`)."""
@@ -202,3 +305,34 @@ def publish(image: GuestImage, directory: Path) -> PublishedImages:
 
     raw, qcow2_meta = meta("raw", "raw"), meta("qcow2", "qcow2")
     return PublishedImages(ids["kernel"], ids["ramdisk"], raw, qcow2_meta)
+
+
+def publish_disk(disk: Path, directory: Path, disk_format: str = "qcow2") -> dict[str, Any]:
+    """Put a whole-disk image (one that boots through its own bootloader, see
+    :func:`build_bootable`) into an image data directory as ``disk_format``;
+    the image record a build carries (no kernel_id: the disk boots itself)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image_id = str(uuid.uuid4())
+    path = directory / image_id
+    if disk_format == "raw":
+        shutil.copyfile(disk, path)
+    else:
+        command = [
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            disk_format,
+            str(disk),
+            str(path),
+        ]
+        subprocess.run(command, check=True)
+    return {
+        "id": image_id,
+        "disk_format": disk_format,
+        "os_hash_algo": "sha512",
+        "os_hash_value": hashlib.sha512(path.read_bytes()).hexdigest(),
+        "properties": {},
+    }

@@ -52,7 +52,8 @@ security_driver = "none"
 
 #: Debian packages a libvirt host and its tests need: the daemons and QEMU,
 #: what ``pip install 'nubes[libvirt]'`` builds the binding with, and what
-#: the test guest is made of (cpio checks its initramfs). ``.ci/run``
+#: the test guest is made of (cpio checks its initramfs), and the network
+#: data plane's tools. ``.ci/run``
 #: installs the missing ones.
 DEBIAN_PACKAGES = (
     "qemu-system-x86",
@@ -66,6 +67,17 @@ DEBIAN_PACKAGES = (
     "busybox-static",
     "linux-image-cloud-amd64",
     "cpio",
+    # The disk image that boots through its own bootloader (guestimage.build_bootable).
+    "syslinux",
+    "syslinux-common",
+    "mtools",
+    "dosfstools",
+    # Compute hosts in network namespaces (nubes.testing.netns), and the
+    # network data plane (nubes/compute/network): bridges, veth and VXLAN,
+    # security groups, DHCP for the host's own ports.
+    "iproute2",
+    "nftables",
+    "dnsmasq-base",
 )
 
 
@@ -90,11 +102,29 @@ def _libvirtd() -> str:
 class PrivateLibvirtd:
     """One libvirtd of our own; :meth:`start` it, use :attr:`uri`, :meth:`stop` it."""
 
-    def __init__(self, base: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        base: str | Path | None = None,
+        *,
+        netns: str | None = None,
+        listen_address: str | None = None,
+    ) -> None:
         # A short path: the socket's must fit in sun_path (108 bytes).
         self.base = Path(base or tempfile.mkdtemp(prefix="nubes-lv-"))
         self.host_uuid = str(uuid.uuid4())
         self.process: subprocess.Popen[bytes] | None = None
+        #: The network namespace the daemon (and so its guests) runs in.
+        self.netns = netns
+        #: Where the daemon takes migrations: its TCP listener (no auth, for a
+        #: private test network only) and the address QEMU receives on.
+        self.listen_address = listen_address
+
+    @property
+    def tcp_uri(self) -> str | None:
+        """How another daemon reaches this one for a peer-to-peer migration."""
+        if self.listen_address is None:
+            return None
+        return f"qemu+tcp://{self.listen_address}/system"
 
     @property
     def socket(self) -> Path:
@@ -114,7 +144,22 @@ class PrivateLibvirtd:
         SHARED_CACHE.mkdir(parents=True, exist_ok=True)
         etc = self.base / "etc"
         (etc / "qemu").mkdir(exist_ok=True)
-        (etc / "qemu.conf").write_text(_QEMU_CONF)
+        qemu_conf = _QEMU_CONF
+        listen = ""
+        if self.listen_address is not None:
+            # The hostname resolves to the machine's address, not this host's:
+            # a migration's destination must name the address it listens on.
+            qemu_conf += (
+                f'migration_address = "{self.listen_address}"\n'
+                f'migration_host = "{self.listen_address}"\n'
+            )
+            listen = (
+                "listen_tcp = 1\n"
+                "listen_tls = 0\n"
+                'auth_tcp = "none"\n'
+                f'listen_addr = "{self.listen_address}"\n'
+            )
+        (etc / "qemu.conf").write_text(qemu_conf)
         conf = self.base / "libvirtd.conf"
         conf.write_text(
             f'unix_sock_dir = "{self.base / "sock"}"\n'
@@ -122,7 +167,7 @@ class PrivateLibvirtd:
             'auth_unix_rw = "none"\n'
             'auth_unix_ro = "none"\n'
             f'host_uuid = "{self.host_uuid}"\n'
-            f'log_outputs = "3:file:{self.log_path}"\n'
+            f'log_outputs = "3:file:{self.log_path}"\n' + listen
         )
         return conf
 
@@ -139,13 +184,18 @@ class PrivateLibvirtd:
         script = " && ".join(
             [
                 *mounts,
-                f"exec {_libvirtd()} --config {conf} --pid-file {self.base / 'libvirtd.pid'}",
+                f"exec {_libvirtd()} --config {conf} --pid-file {self.base / 'libvirtd.pid'}"
+                + (" --listen" if self.listen_address is not None else ""),
             ]
         )
-        # unshare execs (no --fork), so the PID we hold is libvirtd's own.
+        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        # ip netns exec and unshare exec (no --fork), so the PID we hold is
+        # libvirtd's own.
         with open(self.base / "libvirtd.stderr", "wb") as stderr:
             self.process = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

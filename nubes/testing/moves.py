@@ -36,7 +36,7 @@ from nubes import exception
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Database
-from nubes.db.models import allocations, compute_nodes, migrations
+from nubes.db.models import allocations, compute_nodes, migrations, ports
 from nubes.objects.states import MIGRATION_FINAL, MigrationStatus, PowerState, VMState
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ async def check_consistent(
         migs = [dict(m) for m in (await conn.execute(stmt.order_by(migrations.c.id))).mappings()]
         own = await _claims(conn, instance_uuid)
         held = {m["uuid"]: await _claims(conn, m["uuid"]) for m in migs}
+        bound = await _bindings(conn, instance_uuid)
     vm, host, node = row["vm_state"], row["host"], row["node"]
     if active is not None:
         problems.append(f"task {active['id']} ({active['kind']}) is still {active['status']}")
@@ -160,9 +161,19 @@ async def check_consistent(
             _expect_claim(problems, "the instance", own, host, node, flavor)
         elif own:
             problems.append(f"on no host, yet claims {own}")
+    # Ports follow the instance on every move (issue 14): bound where it is.
+    astray = sorted({h for h in bound if h != (host or "")})
+    if astray:
+        problems.append(f"on {host}, yet ports bound to {astray}")
     if drivers is not None:
         _check_guests(problems, row, migs, drivers)
     return problems
+
+
+async def _bindings(conn: Any, instance_uuid: str) -> list[str]:
+    """The ``binding:host_id`` of each of the instance's ports."""
+    stmt = select(ports.c.binding_host_id).where(ports.c.device_id == instance_uuid)
+    return list((await conn.execute(stmt)).scalars())
 
 
 def _check_guests(

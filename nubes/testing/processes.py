@@ -190,9 +190,18 @@ class ProcessCloud:
     #: How to run ``rabbitmqctl`` (a private cluster passes its own, see
     #: nubes.testing.infra.RabbitCluster.ctl).
     ctl: Callable[..., subprocess.CompletedProcess[str]] = rabbitmqctl
+    #: Fleets of fake hosts, each one ``nubes compute --fake-hosts`` process
+    #: (:meth:`start_fleet`): how many, and the hosts of each.
+    fleets: int = 0
+    fleet_size: int = 0
+    #: Extra schedulers (each its own identity), besides the first.
+    extra_schedulers: Sequence[str] = ()
     #: ``[database] replica_connection`` of the processes (a URL of a server
     #: replicating ``postgres_url``'s; the run's database name is put in).
     replica_url: str | None = None
+    #: Options of the controllers only (conductor, scheduler, API), never of a
+    #: compute host: secrets such as ``[DEFAULT] image_grant_secret``.
+    controller_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vhost = f"nubes-{self.run}"
@@ -205,6 +214,11 @@ class ProcessCloud:
         )
         self.host_names = [f"cr-{self.run}-{i}" for i in range(self.hosts)]
         self.scheduler_host = f"sch-{self.run}"
+        #: Fleet -> the host name prefix its hosts have (``<prefix><i>``).
+        self.fleet_prefixes = [f"fl{j}-{self.run}-" for j in range(self.fleets)]
+        self.fleet_hosts = [
+            f"{prefix}{i}" for prefix in self.fleet_prefixes for i in range(self.fleet_size)
+        ]
         self.api_host = f"api-{self.run}"
         self._users: list[str] = []
         self._db_created = False
@@ -219,13 +233,19 @@ class ProcessCloud:
         """What the processes run with for ``[section] name`` (of those set here)."""
         return _merge(BASE_OPTIONS, self.options)[section][name]
 
-    def url_for(self, identity: str) -> str:
+    def url_for(self, identity: str, broker: tuple[str, int] | None = None) -> str:
         """The transport URL of ``identity``: its own broker user, the run's vhost
-        (every broker of ``rabbit_url``, for a cluster)."""
-        hosts = ",".join(
-            f"{identity}:{self.password}@{h.host or '127.0.0.1'}:{h.port or 5672}"
-            for h in TransportURL.parse(self.rabbit_url).hosts
+        (every broker of ``rabbit_url``, for a cluster; or ``broker``, the address
+        a namespaced host reaches the broker at)."""
+        addresses = (
+            [broker]
+            if broker is not None
+            else [
+                (h.host or "127.0.0.1", h.port or 5672)
+                for h in TransportURL.parse(self.rabbit_url).hosts
+            ]
         )
+        hosts = ",".join(f"{identity}:{self.password}@{a}:{p}" for a, p in addresses)
         return f"rabbit://{hosts}/{self.vhost}"
 
     @property
@@ -238,17 +258,21 @@ class ProcessCloud:
     def identities(self, conductors: Sequence[str]) -> list[str]:
         return [
             f"scheduler.{self.scheduler_host}",
+            *(f"scheduler.{self.scheduler_host_of(n)}" for n in self.extra_schedulers),
             f"api.{self.api_host}",
             *(f"conductor.{self.conductor_host(c)}" for c in conductors),
-            *(f"compute.{h}" for h in self.host_names),
+            *(f"compute.{h}" for h in [*self.host_names, *self.fleet_hosts]),
         ]
 
     # -- setup and cleanup -----------------------------------------------------------
 
-    async def setup(self, conductors: Sequence[str] = ("a", "b")) -> None:
-        """Broker vhost and users, the migrated database, the config files."""
+    async def setup(self, conductors: Sequence[str] = ("a", "b"), *, migrate: bool = True) -> None:
+        """Broker vhost and users, the database (migrated by this code unless
+        ``migrate`` is false: an older release's ``db sync`` makes the schema)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        await asyncio.gather(self._setup_broker(self.identities(conductors)), self._setup_db())
+        await asyncio.gather(
+            self._setup_broker(self.identities(conductors)), self._setup_db(migrate)
+        )
         self.db = Database(self.db_url)
 
     async def _setup_broker(self, identities: list[str]) -> None:
@@ -311,10 +335,11 @@ class ProcessCloud:
         finally:
             await admin.dispose()
 
-    async def _setup_db(self) -> None:
+    async def _setup_db(self, migrate: bool = True) -> None:
         await self._admin(f'CREATE DATABASE "{self.db_name}"')
         self._db_created = True
-        await migration.db_sync(self.db_url)
+        if migrate:
+            await migration.db_sync(self.db_url)
 
     async def cleanup(self) -> None:
         """Kill every process, drop the database, delete the vhost and the users."""
@@ -359,14 +384,16 @@ class ProcessCloud:
         *,
         database: bool,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
     ) -> Path:
         sections = _merge(
             BASE_OPTIONS,
             self.options,
             extra or {},
-            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity)}},
+            {"DEFAULT": {"host": host, "transport_url": self.url_for(identity, broker)}},
         )
         if database:
+            sections = _merge(sections, self.controller_options)
             sections["database"] = {**sections.get("database", {}), "connection": self.db_url}
             if self.replica_url is not None:
                 sections["database"]["replica_connection"] = (
@@ -378,45 +405,139 @@ class ProcessCloud:
         path.write_text(_ini(sections))
         return path
 
+    def environ(
+        self, python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process of this cloud run by ``python``."""
+        return self.environ_of(python, env)
+
+    @staticmethod
+    def environ_of(
+        python: str | None = None, env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process run by ``python`` (None: this interpreter).
+
+        Another interpreter (an older release's venv) gets no PYTHONPATH: the
+        tree that runs the tests must not shadow the release's own code.
+        """
+        drop = {CRASH_ENV} if python is None else {CRASH_ENV, "PYTHONPATH"}
+        environ = {k: v for k, v in os.environ.items() if k not in drop}
+        environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        return environ
+
     async def _spawn(
         self,
         name: str,
         config: Path,
         args: list[str],
         env: dict[str, str],
+        python: str | None = None,
+        wrap: Sequence[str] = (),
         module: str = "nubes.cmd.main",
     ) -> Proc:
-        environ = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        environ.update({"PYTHONUNBUFFERED": "1", **env})
-        argv = [sys.executable, "-m", module, "--config-file", str(config), *args]
+        environ = self.environ(python, env)
+        # -P: the current directory (this tree) must not shadow another release's.
+        interpreter = [sys.executable] if python is None else [python, "-P"]
+        argv = [*wrap, *interpreter, "-m", module, "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
         return proc
 
-    async def start_scheduler(self) -> Proc:
-        config = self._config(
-            "scheduler", f"scheduler.{self.scheduler_host}", self.scheduler_host, database=True
-        )
-        proc = await self._spawn("scheduler", config, ["scheduler"], {})
-        return proc
+    def _run_name(self, name: str) -> str:
+        """``name``, or ``name-N`` for its N-th process (a restart, an upgrade)."""
+        runs = sum(1 for p in self.procs if p.name == name or p.name.startswith(f"{name}-"))
+        return name + (f"-{runs}" if runs else "")
 
-    async def start_conductor(self, name: str, *, crash_at: str | None = None) -> Proc:
-        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash hook."""
+    def scheduler_host_of(self, name: str = "") -> str:
+        """The host of scheduler ``name`` ("" the first, else one of ``extra_schedulers``)."""
+        return self.scheduler_host if not name else f"sch-{name}-{self.run}"
+
+    def scheduler_config(
+        self, name: str = "", options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Path:
+        host = self.scheduler_host_of(name)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return self._config(label, f"scheduler.{host}", host, database=True, extra=options)
+
+    async def start_scheduler(
+        self,
+        name: str = "",
+        *,
+        python: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Proc:
+        """Scheduler ``name`` ("" the first; ``python``: another release's
+        interpreter, see :meth:`environ`); ``options`` are its own on top of the cloud's."""
+        config = self.scheduler_config(name, options)
+        label = "scheduler" + (f"-{name}" if name else "")
+        return await self._spawn(self._run_name(label), config, ["scheduler"], {}, python)
+
+    async def start_fleet(self, index: int) -> Proc:
+        """Fleet ``index``: ``fleet_size`` fake hosts in one compute process, each
+        logged in to the broker as itself (``{host}`` in its transport URL)."""
+        prefix = self.fleet_prefixes[index]
+        config = self._config(f"fleet-{index}", "compute.{host}", f"{prefix}0", database=False)
+        args = ["compute", "--fake-hosts", str(self.fleet_size), "--host-prefix", prefix]
+        return await self._spawn(f"fleet-{index}", config, args, {})
+
+    async def start_conductor(
+        self,
+        name: str,
+        *,
+        crash_at: str | None = None,
+        python: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Proc:
+        """Conductor ``name`` (one of those given to :meth:`setup`), maybe with the crash
+        hook; ``options`` are its own on top of the cloud's."""
         host = self.conductor_host(name)
-        config = self._config(f"conductor-{name}", f"conductor.{host}", host, database=True)
+        config = self._config(
+            f"conductor-{name}", f"conductor.{host}", host, database=True, extra=options
+        )
+        label = f"conductor-{name}"
         if not crash_at:
-            return await self._spawn(f"conductor-{name}", config, ["conductor"], {})
+            return await self._spawn(label, config, ["conductor"], {}, python)
         env = {CRASH_ENV: crash_at}
         module = "nubes.testing.crash"  # the ordinary command with the hook (see there)
-        return await self._spawn(f"conductor-{name}", config, ["conductor"], env, module)
+        return await self._spawn(label, config, ["conductor"], env, python, module=module)
 
-    async def start_compute(self, host: str) -> Proc:
-        """The compute process of ``host`` (a new one each call; same config, same identity)."""
-        config = self._config(f"compute-{host}", f"compute.{host}", host, database=False)
-        runs = sum(1 for p in self.procs if p.name.startswith(f"compute-{host}"))
-        name = f"compute-{host}" + (f"-{runs}" if runs else "")
-        return await self._spawn(name, config, ["compute"], {})
+    async def start_compute(
+        self,
+        host: str,
+        *,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        broker: tuple[str, int] | None = None,
+        wrap: Sequence[str] = (),
+        python: str | None = None,
+    ) -> Proc:
+        """The compute process of ``host`` (a new one each call; same config, same identity).
+
+        A host in a network namespace (nubes.testing.netns) passes ``wrap`` (its
+        ``ip netns exec``) and ``broker`` (where it reaches the broker from there);
+        ``options`` are its own (its ``[libvirt]``, say); ``python`` runs another
+        release's interpreter (the rolling-upgrade test)."""
+        config = self._config(
+            f"compute-{host}", f"compute.{host}", host, database=False, extra=options, broker=broker
+        )
+        name = self._run_name(f"compute-{host}")
+        return await self._spawn(name, config, ["compute"], {}, python, wrap)
+
+    def api_config(self, port: int, image_dir: Path | None = None) -> Path:
+        """The API's config: the REST API on 127.0.0.1:``port`` (image data in ``image_dir``)."""
+        api: dict[str, Any] = {"bind_host": "127.0.0.1", "bind_port": port}
+        if image_dir is not None:
+            api["image_dir"] = image_dir
+        return self._config(
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra={"api": api}
+        )
+
+    async def start_api(
+        self, port: int, image_dir: Path | None = None, *, python: str | None = None
+    ) -> Proc:
+        """The API process (identity, compute, image, network) on ``port``."""
+        config = self.api_config(port, image_dir)
+        return await self._spawn(self._run_name("api"), config, ["api"], {}, python)
 
     async def start_computes(self) -> dict[str, Proc]:
         return {h: await self.start_compute(h) for h in self.host_names}

@@ -17,8 +17,9 @@ from nubes.compute.virt.libvirt.driver import LibvirtDriver
 from nubes.compute.virt.libvirt.imagecache import DirectoryImageSource
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
-from nubes.testing import guestimage
+from nubes.testing import guestimage, netns
 from nubes.testing.libvirtd import PrivateLibvirtd, missing
+from nubes.testing.netns import HostNetwork
 
 #: Seconds a tiny guest gets to reach a console marker under TCG on a busy machine.
 BOOT_TIMEOUT = 60.0
@@ -86,3 +87,21 @@ async def wait_console(
         if loop.time() > deadline:
             raise AssertionError(f"{marker!r} x{count} not on the console; it ends:\n{log[-800:]}")
         await asyncio.sleep(0.25)
+
+
+@pytest.fixture
+def namespaced_hosts() -> None:
+    """Skips (fails under CI) where compute hosts cannot run in namespaces."""
+    why = missing() or netns.missing()
+    if why is not None:
+        message = f"no namespaced hosts here: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI requires namespaced hosts: {message}")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def host_network(namespaced_hosts: None, tmp_path: Path) -> Iterator[HostNetwork]:
+    """Two compute hosts, each in its own network namespace (nubes.testing.netns)."""
+    with HostNetwork(tmp_path / "hosts", hosts=2) as net:
+        yield net

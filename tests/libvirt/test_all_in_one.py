@@ -1,4 +1,5 @@
-"""A newcomer's ``nubes all-in-one --virt libvirt`` with the unmodified openstack CLI."""
+"""A newcomer's ``nubes all-in-one --virt libvirt`` with the unmodified openstack CLI:
+boot, reboot, console log, live migration between its two libvirt hosts, delete."""
 
 from __future__ import annotations
 
@@ -25,14 +26,19 @@ def _wait_console(log: Path, marker: str, count: int = 1) -> None:
         time.sleep(0.25)
 
 
-def test_all_in_one_boots_reboots_and_deletes_a_real_guest(
+def _host_of(cloud: Cloud, server: str) -> str:
+    shown = cloud.json("nubes-admin", "server", "show", server)
+    return str(shown["OS-EXT-SRV-ATTR:host"])
+
+
+def test_all_in_one_boots_reboots_migrates_and_deletes_a_real_guest(
     libvirtd: PrivateLibvirtd, tmp_path: Path
 ) -> None:
-    # The session's libvirtd stands for the system one ([libvirt] connection_uri).
-    conf = tmp_path / "libvirt.conf"
-    conf.write_text(f"[libvirt]\nconnection_uri = {libvirtd.uri}\nvirt_type = qemu\n")
+    # Two libvirt hosts, each on a libvirtd of its own that all-in-one starts
+    # (and stops, guests and all); `libvirtd` only says this machine can.
     state = tmp_path / "state"
-    cloud = Cloud(state, free_port(), options=("--virt", "libvirt"), config_files=(conf,))
+    options = ("--virt", "libvirt", "--private-libvirtd", "--libvirt-hosts", "2")
+    cloud = Cloud(state, free_port(), options=options)
     cloud.start()
     try:
         server = cloud.json(
@@ -49,23 +55,37 @@ def test_all_in_one_boots_reboots_and_deletes_a_real_guest(
             "vm1",
         )
         assert server["status"] == "ACTIVE"
-        guest = state / "instances" / server["id"]
-        _wait_console(guest / "console.log", f"{TICK_MARKER} 1")
+        first = _host_of(cloud, server["id"])
+        log = state / "instances" / first / server["id"] / "console.log"
+        _wait_console(log, f"{TICK_MARKER} 1")
         cloud.openstack("nubes-demo", "server", "reboot", "--hard", "--wait", "vm1")
-        _wait_console(guest / "console.log", BOOT_MARKER, 2)
+        _wait_console(log, BOOT_MARKER, 2)
         # os-getConsoleOutput: the host reads the guest's serial log for the API.
-        log = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
-        assert log.count(BOOT_MARKER) >= 2 and f"{TICK_MARKER} 1" in log, log[-800:]
+        shown = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
+        assert shown.count(BOOT_MARKER) >= 2 and f"{TICK_MARKER} 1" in shown, shown[-800:]
         tail = cloud.openstack("nubes-demo", "console", "log", "show", "--lines", "3", "vm1")
         # The guest writes on meanwhile, and the log only grows: the three lines
         # are three consecutive lines of the whole log read after them.
         lines = tail.stdout.strip().splitlines()
         later = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
         assert len(lines) == 3 and "\n".join(lines) + "\n" in later, lines
+
+        # Live migration to the other host: the guest ticks on there, not rebooted,
+        # and its console log (history included) is served from there.
+        cloud.openstack(
+            "nubes-admin", "server", "migrate", "--live-migration", "--wait", server["id"]
+        )
+        second = _host_of(cloud, server["id"])
+        assert second != first
+        moved = state / "instances" / second / server["id"]
+        ticks_before = later.count(TICK_MARKER)
+        _wait_console(moved / "console.log", TICK_MARKER, 2)
+        shown = cloud.openstack("nubes-demo", "console", "log", "show", "vm1").stdout
+        assert shown.count(TICK_MARKER) > ticks_before and shown.count(BOOT_MARKER) == 2
+        assert not (state / "instances" / first / server["id"]).exists()
+
         cloud.openstack("nubes-demo", "server", "delete", "--wait", "vm1")
-        assert not guest.exists()
+        assert not moved.exists()
     finally:
         stopped = cloud.stop()
-        # all-in-one leaves guests running, as a compute host does when it stops.
-        libvirtd.destroy_all_domains()
         assert stopped == 0, "".join(cloud.output[-40:])

@@ -16,7 +16,12 @@ from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState
 from nubes.testing import guestimage
-from nubes.testing.guestimage import BOOT_MARKER, POWER_BUTTON_MARKER, POWEROFF_MARKER
+from nubes.testing.guestimage import (
+    BOOT_MARKER,
+    BOOTLOADER_MARKER,
+    POWER_BUTTON_MARKER,
+    POWEROFF_MARKER,
+)
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import make_driver, wait_console
 
@@ -136,5 +141,56 @@ async def test_bad_images_leave_nothing_behind(
         await driver.spawn(ctxt, inst, missing, {})
     assert await driver.list_instances() == []
     assert not driver.files(inst.uuid).directory.exists()
+    # A live migration of a guest this host does not run is refused before anything.
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.check_can_live_migrate_source(ctxt, inst, {})
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
+    # A resize to the same host is refused before anything (its files would be shared).
     with pytest.raises(exception.VirtOperationNotSupported):
-        await driver.check_can_live_migrate_destination(ctxt, inst)
+        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, None)  # type: ignore[arg-type]
+
+
+async def test_a_disk_image_boots_through_its_own_bootloader(
+    driver: LibvirtDriver, images: guestimage.PublishedImages, image_dir: Path
+) -> None:
+    # A qcow2 whole-disk image (FAT + SYSLINUX, built from Debian packages and
+    # cached): no kernel_id, so the BIOS runs the disk's own boot sector.
+    meta = guestimage.publish_disk(guestimage.build_bootable(), image_dir, "qcow2")
+    ctxt = RequestContext()
+    inst = _instance()
+    await driver.spawn(ctxt, inst, meta, {})
+    log = await wait_console(driver, inst, BOOT_MARKER)
+    assert BOOTLOADER_MARKER in log.split(BOOT_MARKER)[0], log[-800:]
+    await driver.destroy(ctxt, inst)
+    assert await driver.list_instances() == []
+
+
+async def test_a_config_drive_is_attached_as_a_cdrom(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    from nubes.compute.virt.libvirt.guest import domain_name
+    from nubes.metadata import configdrive
+    from nubes.objects.instance_metadata import InstanceMetadata
+
+    inst = _instance()
+    meta = InstanceMetadata(uuid=inst.uuid, name="cd", key_name="k", public_key="ssh-rsa AAAA k")
+    drive = configdrive.build(meta)
+    await driver.spawn(RequestContext(), inst, images.raw, {}, config_drive=drive)
+    await wait_console(driver, inst, BOOT_MARKER)
+    xml = driver.connection.conn.lookupByName(domain_name(inst.uuid)).XMLDesc()
+    (cdrom,) = [d for d in ET.fromstring(xml).iter("disk") if d.get("device") == "cdrom"]
+    assert cdrom.find("readonly") is not None
+    source = Path(cdrom.find("source").get("file"))  # type: ignore[union-attr]
+    assert source == driver.files(inst.uuid).config_drive
+    # What the guest's cdrom holds: the config-2 volume with Nova's layout.
+    label, files = configdrive.read_iso(source)
+    assert label == "config-2" and files == drive.files
+    assert (
+        '"public_keys": {"k": "ssh-rsa AAAA k"}'
+        in files["openstack/latest/meta_data.json"].decode()
+    )
+    await driver.destroy(RequestContext(), inst)
+    assert not await asyncio.to_thread(source.exists)

@@ -21,15 +21,17 @@ from typing import Any
 
 import pytest
 
-from nubes import exception
+from nubes import config, exception
 from nubes.context import RequestContext
 from nubes.db.api import migrations, tasks
+from nubes.network.resources import NetworkService
 from nubes.notifications.objects import InstanceActionPayload, ServiceStatusPayload
 from nubes.objects.compute_node import ComputeNode
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.instance_fault import InstanceFault
+from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.objects.migration import Migration
 from nubes.objects.serializer import ObjectSerializer
 from nubes.objects.service import Service
@@ -132,13 +134,45 @@ async def _seed(cloud: Cloud) -> dict[str, Any]:
         ids["squatted"] = await factories.make_instance(
             conn, host=B, node="squatted", vm_state="active"
         )
+    ids["ports"] = await _seed_ports(cloud, ids)
     return ids
+
+
+async def _seed_ports(cloud: Cloud, ids: dict[str, Any]) -> dict[str, Any]:
+    """Addresses on one network: A's instance's (bound to A), B's instance's
+    (bound to B), B's instance's port bound to A (a stale or forged binding:
+    the instance is still not A's) and a port of no instance."""
+    admin = RequestContext(user_id="admin", project_id="p1", roles=["admin", "member"])
+    service = NetworkService(cloud.db, config.new_config())
+    net = await service.create_network(admin, {"name": "net"})
+    await service.create_subnet(admin, {"network_id": net["id"], "cidr": "10.5.0.0/24"})
+    found: dict[str, Any] = {"network": net["id"]}
+    for name, device, host, address in (
+        ("a", ids[A]["instance"]["uuid"], A, "10.5.0.10"),
+        ("b", ids[B]["instance"]["uuid"], B, "10.5.0.11"),
+        ("b_bound_to_a", ids[B]["instance"]["uuid"], A, "10.5.0.12"),
+        ("loose", "", A, "10.5.0.13"),
+    ):
+        await service.create_port(
+            admin,
+            {
+                "network_id": net["id"],
+                "device_id": device,
+                "device_owner": "compute:nova" if device else "",
+                "binding:host_id": host,
+                "fixed_ips": [{"ip_address": address}],
+            },
+        )
+        found[name] = address
+    return found
 
 
 def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
     """Every forbidden call, by name. Each builds its own objects."""
     a, b = ids[A], ids[B]
     b_uuid = b["instance"]["uuid"]
+    addresses = ids["ports"]
+    net_id = addresses["network"]
     a_uuid = a["instance"]["uuid"]
 
     def own_instance(**changes: Any) -> Instance:
@@ -204,6 +238,25 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
     attacks: dict[str, Attack] = {
         # Reading what is not its own.
         "read another host's instance": lambda c: Instance.get_by_uuid(c, b_uuid),
+        # The metadata service (issue 14): only its own guests', by their ports.
+        "read another host's instance's metadata": lambda c: InstanceMetadata.get_by_instance_uuid(
+            c, b_uuid
+        ),
+        "read metadata by another host's port address": lambda c: InstanceMetadata.get_by_address(
+            c, net_id, addresses["b"]
+        ),
+        "read metadata by a port bound here of another host's instance": lambda c: (
+            InstanceMetadata.get_by_address(c, net_id, addresses["b_bound_to_a"])
+        ),
+        "read metadata by an address of no instance": lambda c: InstanceMetadata.get_by_address(
+            c, net_id, addresses["loose"]
+        ),
+        "read metadata by an address on no port": lambda c: InstanceMetadata.get_by_address(
+            c, net_id, "10.5.0.99"
+        ),
+        "read metadata by its own address on another network": lambda c: (
+            InstanceMetadata.get_by_address(c, str(uuid.uuid4()), addresses["a"])
+        ),
         "list another host's instances": lambda c: Instance.get_by_host(c, B),
         "refresh another host's instance": lambda c: other_instance().refresh(c),
         "read another host's compute node": lambda c: ComputeNode.get_by_host_and_nodename(
@@ -489,7 +542,7 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")
     assert not let_through, f"attacks that got through: {let_through}"
     assert before == after, "the database changed during the attacks"
-    assert total >= 47
+    assert total >= 53
 
     # Positive controls: the same identity does its own, allowed, work.
     own = await attacker.run(Instance.get_by_uuid, ctxt, ids[A]["instance"]["uuid"])
@@ -503,6 +556,12 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     node.running_vms = 1
     await attacker.run(node.save, ctxt)
     await attacker.run(Flavor.get_by_id, ctxt, ids["flavor"]["id"])
+    ports = ids["ports"]
+    told = await attacker.run(InstanceMetadata.get_by_address, ctxt, ports["network"], ports["a"])
+    assert told.uuid == own.uuid
+    assert (
+        await attacker.run(InstanceMetadata.get_by_instance_uuid, ctxt, own.uuid)
+    ).uuid == own.uuid
     await attacker.run(InstanceFault(instance_uuid=own.uuid, code=500, message="ok").create, ctxt)
     progress = await attacker.run(Migration.get_by_id, ctxt, ids["live"]["a_source"]["id"])
     progress.memory_total, progress.memory_processed, progress.memory_remaining = 100, 40, 60
@@ -524,12 +583,29 @@ async def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "security.sqlite"
 
 
+def _refusals() -> dict[str, float]:
+    """``nubes_authz_refusals_total`` by rule (this process's registry)."""
+    from prometheus_client import REGISTRY
+
+    return {
+        s.labels["rule"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "nubes_authz_refusals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
 async def test_compromised_host_over_memory(sqlite_path: Path) -> None:
+    before = _refusals()
     cloud = await Cloud.start(f"sqlite:///{sqlite_path}")
     try:
         await _run_suite(cloud, sqlite_path, "memory://")
     finally:
         await cloud.stop()
+    # The conductor's refusals are on /metrics, by the rule that refused.
+    grown = {r for r, n in _refusals().items() if n > before.get(r, 0)}
+    assert "Instance.save" in grown and "unlisted" in grown, grown
 
 
 def _rabbitmqctl(*args: str) -> None:

@@ -4,7 +4,7 @@ import configparser
 
 import pytest
 
-from nubes import config, exception
+from nubes import config, exception, versions
 
 
 def _load(tmp_path, text: str):
@@ -23,7 +23,8 @@ def test_defaults_and_groups(tmp_path):
     assert conf.database.replica_connection is None
     assert conf.conductor.workers == 1
     assert conf.scheduler.max_attempts == 3
-    assert conf.upgrade_levels.conductor is None
+    # A rolling upgrade needs no setting: every cap follows the oldest service running.
+    assert [conf.upgrade_levels[api] for api in versions.APIS] == ["auto"] * 3
 
 
 def test_values_are_read_and_later_files_win(tmp_path):

@@ -25,10 +25,13 @@ from nubes.api.compute_v21 import (
     keypairs,
     limits,
     migrations,
+    network_proxies,
+    nubes_status,
     quota_sets,
     scheduler_hints,
     server_actions,
     server_groups,
+    server_metadata,
     server_network,
     server_tags,
     servers,
@@ -52,10 +55,13 @@ RESOURCES = [
     servers,
     server_actions,
     server_tags,
+    server_metadata,
     instance_actions,
     migrations,
+    nubes_status,
     keypairs,
     server_network,
+    network_proxies,
 ]
 
 #: Paths (relative to /compute) that need no token.

@@ -11,7 +11,8 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy
-from nubes.api.identity import tokens
+from nubes.api.identity import app_credentials, assignments, directory, tokens
+from nubes.api.identity.common import collection_links, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
@@ -145,107 +146,18 @@ async def auth_catalog(request: Request) -> Response:
     return JSONResponse({"catalog": tokens.catalog(_state(request))})
 
 
-def _project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"] or "",
-        "enabled": row["enabled"],
-        "domain_id": "default",
-        "parent_id": "default",
-        "is_domain": False,
-        "tags": [],
-        "options": {},
-        "links": {"self": f"{_base(request)}/v3/projects/{row['id']}"},
-    }
-
-
 async def auth_projects(request: Request) -> Response:
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
         rows = await identity.projects_for_user(conn, ctxt.user_id or "")
-    return JSONResponse({"projects": [_project_view(request, r) for r in rows], "links": {}})
+    return JSONResponse(
+        {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
+    )
 
 
-async def list_projects(request: Request) -> Response:
-    ctxt = _ctx(request)
-    name = request.query_params.get("name")
-    async with _state(request).db.reader() as conn:
-        if policy.allowed(ctxt, policy.Rule.ADMIN):
-            rows = await identity.project_get_all(conn, name=name)
-        else:
-            rows = [
-                r
-                for r in await identity.projects_for_user(conn, ctxt.user_id or "")
-                if name is None or r["name"] == name
-            ]
-    return JSONResponse({"projects": [_project_view(request, r) for r in rows], "links": {}})
-
-
-async def show_project(request: Request) -> Response:
-    ctxt = _ctx(request)
-    project_id = request.path_params["project_id"]
-    async with _state(request).db.reader() as conn:
-        try:
-            row = await identity.project_get(conn, project_id)
-        except exception.NotFound:
-            row = None
-        if row is None or row["id"] != project_id:
-            raise exception.NotFound(reason=f"Could not find project: {project_id}.")
-    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, row["id"]):
-        raise exception.NotFound(reason=f"Could not find project: {project_id}.")
-    return JSONResponse({"project": _project_view(request, row)})
-
-
-def _user_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "domain_id": "default",
-        "enabled": row["enabled"],
-        "default_project_id": row["default_project_id"],
-        "password_expires_at": None,
-        "options": {},
-        "links": {"self": f"{_base(request)}/v3/users/{row['id']}"},
-    }
-
-
-async def list_users(request: Request) -> Response:
-    policy.authorize(_ctx(request), "identity:list_users", policy.Rule.ADMIN)
-    name = request.query_params.get("name")
-    async with _state(request).db.reader() as conn:
-        rows = [r for r in await identity.user_get_all(conn) if name is None or r["name"] == name]
-    return JSONResponse({"users": [_user_view(request, r) for r in rows], "links": {}})
-
-
-async def show_user(request: Request) -> Response:
-    ctxt = _ctx(request)
-    user_id = request.path_params["user_id"]
-    if user_id != ctxt.user_id:
-        policy.authorize(ctxt, "identity:get_user", policy.Rule.ADMIN)
-    async with _state(request).db.reader() as conn:
-        row = await identity.user_get_by_id(conn, user_id)
-    if row is None:
-        raise exception.NotFound(reason=f"Could not find user: {user_id}.")
-    return JSONResponse({"user": _user_view(request, row)})
-
-
-async def list_roles(request: Request) -> Response:
-    async with _state(request).db.reader() as conn:
-        rows = await identity.role_get_all(conn)
-    base = _base(request)
-    roles = [
-        {
-            "id": r["id"],
-            "name": r["name"],
-            "domain_id": None,
-            "description": None,
-            "options": {},
-            "links": {"self": f"{base}/v3/roles/{r['id']}"},
-        }
-        for r in rows
-    ]
-    return JSONResponse({"roles": roles, "links": {}})
+async def auth_domains(request: Request) -> Response:
+    # Domain-scoped tokens are not issued (docs/identity.md): no domain to scope to.
+    return JSONResponse({"domains": [], "links": collection_links(request)})
 
 
 #: Paths (relative to /identity) that need no token; issuing one is public
@@ -263,10 +175,9 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v3/auth/tokens", revoke_token, methods=["DELETE"]),
         Route("/v3/auth/catalog", auth_catalog, methods=["GET"]),
         Route("/v3/auth/projects", auth_projects, methods=["GET"]),
-        Route("/v3/projects", list_projects, methods=["GET"]),
-        Route("/v3/projects/{project_id}", show_project, methods=["GET"]),
-        Route("/v3/users", list_users, methods=["GET"]),
-        Route("/v3/users/{user_id}", show_user, methods=["GET"]),
-        Route("/v3/roles", list_roles, methods=["GET"]),
+        Route("/v3/auth/domains", auth_domains, methods=["GET"]),
+        *directory.ROUTES,
+        *assignments.ROUTES,
+        *app_credentials.ROUTES,
     ]
     return service_app(state, routes, service="identity", public=PUBLIC)

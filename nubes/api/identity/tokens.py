@@ -23,7 +23,6 @@ from nubes.db.api import identity
 from nubes.db.types import utcnow
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
-_DOMAIN_NAMES = ("default", "Default")
 
 #: (catalog type, catalog name, path of the versioned or unversioned endpoint)
 SERVICES = (
@@ -74,35 +73,50 @@ def catalog(state: ApiState) -> list[dict[str, Any]]:
     return out
 
 
-def _check_domain(domain: Mapping[str, Any] | None) -> None:
-    if not domain:
-        return
-    if (
-        domain.get("id", "default") != "default"
-        or domain.get("name", "Default") not in _DOMAIN_NAMES
-    ):
-        raise exception.NotAuthenticated()
+async def _in_domain(conn: Any, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> bool:
+    """Is ``row`` (a user or project) in the domain ``ref`` names (by id or
+    name; no ref means the default domain's or any, as Keystone allows ids)?"""
+    if not ref:
+        return True
+    try:
+        domain = await identity.domain_get(conn, ref.get("id") or ref.get("name") or "")
+    except exception.NotFound:
+        return False
+    if "id" in ref and domain["id"] != ref["id"]:
+        return False
+    if "name" in ref and domain["name"] != ref["name"]:
+        return False
+    return bool(domain["enabled"]) and domain["id"] == row["domain_id"]
+
+
+async def _find_user(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+    if "id" in ref:
+        user = await identity.user_get_by_id(conn, ref["id"])
+    elif "name" in ref:
+        user = await identity.user_get_by_name(conn, ref["name"])
+    else:
+        return None
+    if user is None or not user["enabled"] or not await _in_domain(conn, user, ref.get("domain")):
+        return None
+    return user
 
 
 async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Password auth with optional project scope (a validated body's ``auth``).
+    """Password or application-credential auth (a validated body's ``auth``),
+    with an optional project scope for passwords.
 
     Returns the token text and the token body. Any failure is a plain 401:
     it never says whether the user exists.
     """
     ident = auth["identity"]
+    if "application_credential" in ident["methods"] and "application_credential" in ident:
+        return await _authenticate_app_cred(state, ident["application_credential"])
     if "password" not in ident["methods"] or "password" not in ident:
         raise exception.NotAuthenticated()
     user_ref = ident["password"]["user"]
-    _check_domain(user_ref.get("domain"))
     async with state.db.reader() as conn:
-        if "id" in user_ref:
-            user = await identity.user_get_by_id(conn, user_ref["id"])
-        elif "name" in user_ref:
-            user = await identity.user_get_by_name(conn, user_ref["name"])
-        else:
-            user = None
-    if user is None or not user["enabled"]:
+        user = await _find_user(conn, user_ref)
+    if user is None:
         # Same work as a real check, so timing does not reveal unknown names.
         await passwords.verify_password_async(_DUMMY_HASH, user_ref.get("password", ""))
         raise exception.NotAuthenticated()
@@ -113,7 +127,6 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
     scope = auth.get("scope")
     if isinstance(scope, Mapping) and "project" in scope:
         ref = scope["project"]
-        _check_domain(ref.get("domain"))
         async with state.db.reader() as conn:
             try:
                 project = await identity.project_get(conn, ref.get("id") or ref.get("name"))
@@ -121,10 +134,43 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
                 raise exception.NotAuthenticated() from None
             if "id" in ref and project["id"] != ref["id"]:
                 raise exception.NotAuthenticated()
+            if "id" not in ref and not await _in_domain(conn, project, ref.get("domain")):
+                raise exception.NotAuthenticated()
             role_rows = await identity.roles_for(conn, user["id"], project["id"])
         if not role_rows or not project["enabled"]:
             raise exception.NotAuthenticated()
     return await _issue(state, user, project, role_rows, ["password"])
+
+
+async def _authenticate_app_cred(
+    state: ApiState, ref: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A token for the credential's project with the roles it was given that
+    the user still holds there; 401 for anything wrong or expired."""
+    secret = ref.get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise exception.NotAuthenticated()
+    async with state.db.reader() as conn:
+        cred = None
+        if isinstance(ref.get("id"), str):
+            cred = await identity.app_cred_get(conn, ref["id"])
+        elif isinstance(ref.get("name"), str) and isinstance(ref.get("user"), Mapping):
+            owner = await _find_user(conn, ref["user"])
+            if owner is not None:
+                cred = await identity.app_cred_get_by_name(conn, owner["id"], ref["name"])
+        user = await identity.user_get_by_id(conn, cred["user_id"]) if cred else None
+        project = await identity.project_get(conn, cred["project_id"]) if cred else None
+        held = await identity.roles_for(conn, user["id"], project["id"]) if user and project else []
+    if cred is None or user is None or project is None:
+        await passwords.verify_password_async(_DUMMY_HASH, secret)
+        raise exception.NotAuthenticated()
+    if not await passwords.verify_password_async(cred["secret_hash"], secret):
+        raise exception.NotAuthenticated()
+    expired = cred["expires_at"] is not None and cred["expires_at"] <= utcnow()
+    roles = [r for r in held if r["id"] in set(cred["roles"])]
+    if expired or not roles or not user["enabled"] or not project["enabled"]:
+        raise exception.NotAuthenticated()
+    return await _issue(state, user, project, roles, ["application_credential"], app_cred=cred)
 
 
 _DUMMY_HASH = passwords.hash_password(secrets.token_hex(8))
@@ -136,6 +182,8 @@ async def _issue(
     project: Mapping[str, Any] | None,
     role_rows: list[dict[str, Any]],
     methods: list[str],
+    *,
+    app_cred: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     token = secrets.token_urlsafe(32)
     issued = utcnow()
@@ -154,9 +202,15 @@ async def _issue(
                 "audit_id": audit_id,
                 "issued_at": issued,
                 "expires_at": expires,
+                "application_credential_id": app_cred["id"] if app_cred else None,
             },
         )
-    body = _token_body(state, user, project, roles, methods, audit_id, issued, expires)
+    user = await _with_domain_name(state, user)
+    if project is not None:
+        project = await _with_domain_name(state, project)
+    body = _token_body(
+        state, user, project, roles, methods, audit_id, issued, expires, app_cred=app_cred
+    )
     return token, body
 
 
@@ -180,11 +234,13 @@ def _token_body(
     audit_id: str,
     issued: dt.datetime,
     expires: dt.datetime,
+    *,
+    app_cred: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     token: dict[str, Any] = {
         "methods": methods,
         "user": {
-            "domain": dict(DEFAULT_DOMAIN),
+            "domain": _domain_ref(user),
             "id": user["id"],
             "name": user["name"],
             "password_expires_at": None,
@@ -195,14 +251,42 @@ def _token_body(
     }
     if project is not None:
         token["project"] = {
-            "domain": dict(DEFAULT_DOMAIN),
+            "domain": _domain_ref(project),
             "id": project["id"],
             "name": project["name"],
         }
         token["is_domain"] = False
         token["roles"] = roles
         token["catalog"] = catalog(state)
+    if app_cred is not None:
+        token["application_credential"] = {
+            "id": app_cred["id"],
+            "name": app_cred["name"],
+            "restricted": not app_cred["unrestricted"],
+        }
     return {"token": token}
+
+
+def _domain_ref(row: Mapping[str, Any]) -> dict[str, str]:
+    """The user's or project's domain as a token shows it (its name is read
+    into the row as ``domain_name`` by :func:`_with_domain_name`)."""
+    domain_id = row.get("domain_id") or DEFAULT_DOMAIN["id"]
+    name = row.get("domain_name") or (
+        DEFAULT_DOMAIN["name"] if domain_id == "default" else domain_id
+    )
+    return {"id": domain_id, "name": name}
+
+
+async def _with_domain_name(state: ApiState, row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    domain_id = out.get("domain_id")
+    if domain_id and domain_id != DEFAULT_DOMAIN["id"]:
+        async with state.db.reader() as conn:
+            try:
+                out["domain_name"] = (await identity.domain_get(conn, domain_id))["name"]
+            except exception.NotFound:
+                pass
+    return out
 
 
 async def validate(state: ApiState, token: str) -> dict[str, Any]:
@@ -235,8 +319,14 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         project = None
         if row["project_id"]:
             project = await identity.project_get(conn, row["project_id"])
+        app_cred = None
+        if row.get("application_credential_id"):
+            app_cred = await identity.app_cred_get(conn, row["application_credential_id"])
     if user is None:
         raise exception.NotFound(reason="Could not find token.")
+    user = await _with_domain_name(state, user)
+    if project is not None:
+        project = await _with_domain_name(state, project)
     return _token_body(
         state,
         user,
@@ -246,6 +336,7 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         row["audit_id"],
         row["issued_at"],
         row["expires_at"],
+        app_cred=app_cred,
     )
 
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nubes import exception, grants
-from nubes.api import images
+from nubes.api import image_changes, image_import, image_members, images, policy
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import is_uuid_like, json_body, query_int, validate
@@ -119,9 +119,12 @@ async def create(request: Request) -> Response:
             raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
     validate(body, CREATE_SCHEMA)
     row = await images.create_image(_state(request).db, _ctx(request), body)
-    return JSONResponse(
-        image_view(row), status_code=201, headers={"Location": f"/v2/images/{row['id']}"}
-    )
+    headers = {
+        "Location": f"/v2/images/{row['id']}",
+        # Glance tells the client at create which import methods it may use next.
+        "OpenStack-image-import-methods": ",".join(image_import.METHODS),
+    }
+    return JSONResponse(image_view(row), status_code=201, headers=headers)
 
 
 async def show(request: Request) -> Response:
@@ -157,9 +160,13 @@ async def index(request: Request) -> Response:
         raise exception.ValidationError(field="sort_key", reason=f"unknown sort key {sort_key}")
     if sort_dir not in ("asc", "desc"):
         raise exception.ValidationError(field="sort_dir", reason="must be asc or desc")
+    member_status = params.get("member_status", "accepted")
+    if member_status not in (*image_members.STATUSES, "all"):
+        raise exception.ValidationError(field="member_status", reason="unknown member status")
     rows = await images.list_images(
         state.db,
         _ctx(request),
+        member_status=member_status,
         filters=filters,
         ids=ids,
         sort_key=sort_key,
@@ -184,17 +191,15 @@ async def index(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     state = _state(request)
-    await images.delete_image(
-        state.db, _ctx(request), _image_id(request), image_dir=state.image_dir
-    )
+    image_id = _image_id(request)
+    await images.delete_image(state.db, _ctx(request), image_id, image_dir=state.image_dir)
+    await image_import.discard_staged(image_id, state.image_dir)
     return Response(status_code=204)
 
 
 async def upload(request: Request) -> Response:
     state = _state(request)
-    content_type = request.headers.get("content-type", "application/octet-stream")
-    if content_type.split(";")[0].strip() != "application/octet-stream":
-        raise exception.UnsupportedMediaType(content_type=content_type)
+    _octet_stream(request)
     await images.upload(
         state.db,
         _ctx(request),
@@ -204,6 +209,134 @@ async def upload(request: Request) -> Response:
         size_cap=state.conf.api.image_size_cap,
     )
     return Response(status_code=204)
+
+
+def _octet_stream(request: Request) -> None:
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    if content_type.split(";")[0].strip() != "application/octet-stream":
+        raise exception.UnsupportedMediaType(content_type=content_type)
+
+
+async def update(request: Request) -> Response:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type not in image_changes.PATCH_MEDIA_TYPES:
+        raise exception.UnsupportedMediaType(content_type=content_type)
+    ops = await json_body(request)
+    row = await image_changes.update_image(
+        _state(request).db, _ctx(request), _image_id(request), ops, CREATE_SCHEMA["properties"]
+    )
+    return JSONResponse(image_view(row))
+
+
+async def put_tag(request: Request) -> Response:
+    tag = request.path_params["tag"]
+    await image_changes.add_tag(_state(request).db, _ctx(request), _image_id(request), tag)
+    return Response(status_code=204)
+
+
+async def delete_tag(request: Request) -> Response:
+    tag = request.path_params["tag"]
+    await image_changes.delete_tag(_state(request).db, _ctx(request), _image_id(request), tag)
+    return Response(status_code=204)
+
+
+async def deactivate(request: Request) -> Response:
+    await image_changes.deactivate(_state(request).db, _ctx(request), _image_id(request))
+    return Response(status_code=204)
+
+
+async def reactivate(request: Request) -> Response:
+    await image_changes.reactivate(_state(request).db, _ctx(request), _image_id(request))
+    return Response(status_code=204)
+
+
+MEMBER_CREATE = {
+    "type": "object",
+    "properties": {"member": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "required": ["member"],
+}
+MEMBER_UPDATE = {
+    "type": "object",
+    "properties": {"status": {"enum": list(image_members.STATUSES)}},
+    "required": ["status"],
+}
+
+
+async def add_member(request: Request) -> Response:
+    body = await json_body(request)
+    validate(body, MEMBER_CREATE)
+    row = await image_members.add_member(
+        _state(request).db, _ctx(request), _image_id(request), body["member"]
+    )
+    return JSONResponse(image_members.member_view(row))
+
+
+async def list_members(request: Request) -> Response:
+    rows = await image_members.list_members(_state(request).db, _ctx(request), _image_id(request))
+    return JSONResponse(
+        {"members": [image_members.member_view(r) for r in rows], "schema": "/v2/schemas/members"}
+    )
+
+
+async def show_member(request: Request) -> Response:
+    row = await image_members.get_member(
+        _state(request).db, _ctx(request), _image_id(request), request.path_params["member"]
+    )
+    return JSONResponse(image_members.member_view(row))
+
+
+async def update_member(request: Request) -> Response:
+    body = await json_body(request)
+    validate(body, MEMBER_UPDATE)
+    row = await image_members.update_member(
+        _state(request).db,
+        _ctx(request),
+        _image_id(request),
+        request.path_params["member"],
+        body["status"],
+    )
+    return JSONResponse(image_members.member_view(row))
+
+
+async def delete_member(request: Request) -> Response:
+    await image_members.delete_member(
+        _state(request).db, _ctx(request), _image_id(request), request.path_params["member"]
+    )
+    return Response(status_code=204)
+
+
+async def import_info(request: Request) -> Response:
+    return JSONResponse(image_import.info())
+
+
+async def stage(request: Request) -> Response:
+    _octet_stream(request)
+    state = _state(request)
+    await image_import.stage(
+        state.db,
+        _ctx(request),
+        _image_id(request),
+        request.stream(),
+        image_dir=state.image_dir,
+        size_cap=state.conf.api.image_size_cap,
+    )
+    return Response(status_code=204)
+
+
+async def import_image(request: Request) -> Response:
+    body = await json_body(request)
+    validate(body, image_import.IMPORT_SCHEMA)
+    state = _state(request)
+    await image_import.import_image(
+        state.db,
+        _ctx(request),
+        _image_id(request),
+        body,
+        image_dir=state.image_dir,
+        size_cap=state.conf.api.image_size_cap,
+        allowed_hosts=list(state.conf.api.image_import_allowed_hosts),
+    )
+    return Response(status_code=202)
 
 
 #: The one request an image grant opens: the file of one image, read.
@@ -223,7 +356,11 @@ async def download(request: Request) -> Response:
         LOG.debug("Image %s sent to host %s on its grant", image_id, host)
     else:
         row = await images.get_image(state.db, _ctx(request), _image_id(request))
-    if row["status"] != "active":
+        if row["status"] == "deactivated" and not policy.allowed(_ctx(request), policy.Rule.ADMIN):
+            raise exception.ImageForbidden(reason="The requested image has been deactivated.")
+    # Only admins get this far with a deactivated image (a grant needs an active one).
+    readable = ("active",) if grant is not None else ("active", "deactivated")
+    if row["status"] not in readable:
         return Response(status_code=204)
     path = images.data_path(state.image_dir, row["id"])
     try:
@@ -258,6 +395,19 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images", create, methods=["POST"]),
         Route("/v2/images/{image_id}", show, methods=["GET"]),
         Route("/v2/images/{image_id}", delete, methods=["DELETE"]),
+        Route("/v2/images/{image_id}", update, methods=["PATCH"]),
+        Route("/v2/images/{image_id}/tags/{tag}", put_tag, methods=["PUT"]),
+        Route("/v2/images/{image_id}/tags/{tag}", delete_tag, methods=["DELETE"]),
+        Route("/v2/images/{image_id}/actions/deactivate", deactivate, methods=["POST"]),
+        Route("/v2/images/{image_id}/actions/reactivate", reactivate, methods=["POST"]),
+        Route("/v2/images/{image_id}/members", add_member, methods=["POST"]),
+        Route("/v2/images/{image_id}/members", list_members, methods=["GET"]),
+        Route("/v2/images/{image_id}/members/{member}", show_member, methods=["GET"]),
+        Route("/v2/images/{image_id}/members/{member}", update_member, methods=["PUT"]),
+        Route("/v2/images/{image_id}/members/{member}", delete_member, methods=["DELETE"]),
+        Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
+        Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
+        Route("/v2/info/import", import_info, methods=["GET"]),
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),

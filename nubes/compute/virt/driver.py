@@ -29,7 +29,9 @@ from nubes import exception
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
+    from nubes.compute.network.agent import NetworkAgent
     from nubes.context import RequestContext
+    from nubes.metadata.configdrive import ConfigDrive
     from nubes.objects.flavor import Flavor
     from nubes.objects.instance import Instance
     from nubes.objects.migration import Migration
@@ -102,6 +104,16 @@ class ComputeDriver(abc.ABC):
         """Prepare the hypervisor connection; called once before anything else."""
         return None
 
+    #: Whether guests get network interfaces on the host's data plane
+    #: (the launcher then runs a network agent and calls :meth:`use_network`).
+    has_data_plane = False
+
+    def use_network(self, network: NetworkAgent) -> None:
+        """Plug guests' interfaces into the host's data plane through ``network``
+        (before a guest starts, its bridges and rules are in place). A driver
+        whose guests have no data plane refuses it."""
+        raise exception.ConfigError(reason=f"the {type(self).__name__} keeps no network data plane")
+
     async def cleanup_host(self) -> None:
         """Release the hypervisor connection; called once when the service stops."""
         return None
@@ -149,14 +161,18 @@ class ComputeDriver(abc.ABC):
         instance: Instance,
         image_meta: dict[str, Any],
         request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         """Create the guest and boot it; returns once it is running.
 
         ``image_meta`` describes the image (``id``, ``disk_format`` ...),
         ``request`` carries build details (networks, block devices, user
-        data). Spawning an instance the driver already has fails with
-        InstanceExists-like Conflict; on failure nothing must be left behind
-        that :meth:`destroy` could not remove.
+        data). ``config_drive``, when given, is attached to the guest as a
+        read-only cdrom (``nubes/metadata/configdrive.py``). Spawning an
+        instance the driver already has fails with InstanceExists-like
+        Conflict; on failure nothing must be left behind that :meth:`destroy`
+        could not remove.
         """
 
     @abc.abstractmethod
@@ -277,10 +293,12 @@ class ComputeDriver(abc.ABC):
         dest: str,
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Source side: move the running guest to ``dest``, calling
         ``progress`` with the percentage done as memory copies. Returns when
-        the guest runs on ``dest``; on failure the guest still runs here."""
+        the guest runs on ``dest`` (with what to add to ``migrate_data`` for
+        the steps after, if anything: the console log so far, say); on
+        failure the guest still runs here."""
 
     @abc.abstractmethod
     async def post_live_migration(

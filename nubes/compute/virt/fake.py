@@ -41,6 +41,7 @@ from nubes.compute.virt.driver import (
     InstanceInfo,
     ProgressCallback,
 )
+from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
@@ -117,6 +118,8 @@ class FakeInstance:
     #: The guest's "serial console": a line per lifecycle event on this host,
     #: which ``get_console_output`` serves as a real driver serves its log.
     console: list[str] = dataclasses.field(default_factory=list)
+    #: The config drive it was given (the functional tests read its files).
+    config_drive: ConfigDrive | None = None
 
     def log(self, event: str) -> None:
         self.console.append(
@@ -360,6 +363,8 @@ class FakeDriver(ComputeDriver):
         instance: Instance,
         image_meta: dict[str, Any],
         request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         self._check_injected("spawn", instance)
         faults = self.faults
@@ -369,6 +374,7 @@ class FakeDriver(ComputeDriver):
         if instance.uuid in self.instances:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
+        self.instances[instance.uuid].config_drive = config_drive
         self.instances[instance.uuid].log(f"booted on {self.host}")
 
     @_persists

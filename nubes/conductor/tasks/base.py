@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from nubes import exception
+from nubes import exception, metrics
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, Outcome, P, TaskPayload
 from nubes.conductor.tasks.states import END, FIRST_STEP, STEPS, Step, TaskKind, check_step
@@ -381,7 +381,8 @@ class Task:
                 return
             step = self.steps[run.step]
             before = run.step
-            nxt = await step.run(run)
+            with metrics.timed(metrics.task_step_seconds, run.kind, before):
+                nxt = await step.run(run)
             if nxt is None:
                 return
             if nxt != before and run.step != nxt:

@@ -4,12 +4,17 @@ Steps (see ``docs/tasks.md``):
 
 ``schedule``
     Ask the scheduler for a host (claimed) and up to ``max_attempts - 1``
-    alternates (unclaimed), then commit them with the instance placed on the
-    chosen host, going to ``spawn``. NoValidHost ends the task: the
+    alternates (unclaimed), then commit them with the instance in task
+    state ``networking``, going to ``networking``. NoValidHost ends the task: the
     instance goes to ERROR with a fault carrying the scheduler's summary
     (which filter removed how many hosts). Idempotent: the scheduler
     answers a repeated request for the same instance with the claim it
     already holds. Rollback: release the instance's claims.
+``networking``
+    Make the server's ports (IPAM, one transaction, idempotent), then
+    commit ``spawn`` with the instance placed on the chosen host and its
+    ports bound there. A failure (no address left, quota, a network
+    deleted) releases the claims and ends in ERROR with that message.
 ``spawn``
     Send ``build_and_run_instance`` to the host of the current try (the
     message carries task id, step and try, so a repeat is answered, not run
@@ -34,7 +39,6 @@ import msgspec
 from nubes import exception, grants
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import (
-    FAULT_MESSAGE_LENGTH,
     Run,
     StepDef,
     Task,
@@ -105,21 +109,14 @@ def request_spec(row: dict[str, Any], payload: SchedulingRequest) -> RequestSpec
     )
 
 
-def failure_message(failures: list[Failure], limit: int = FAULT_MESSAGE_LENGTH) -> str:
-    """The fault text of a build that failed everywhere: each host and why.
+def failure_message(failures: list[Failure]) -> str:
+    """The fault text of a build that failed everywhere, for the server's owner.
 
-    Each host's error is shortened so that every host fits in ``limit``
-    characters (the full texts are in the fault's details).
+    It names no host (hosts are the operator's business, as Nova hides them
+    behind ``hostId``); each host and its error are in the fault's details,
+    which only admins see.
     """
-    head = f"Build failed on every host tried ({len(failures)}): "
-    share = (limit - len(head)) // max(len(failures), 1) - 2
-    parts = []
-    for f in failures:
-        text = f"{f.host}: {f.error}"
-        if len(text) > share:
-            text = text[: max(share - 3, len(f.host or ""))] + "..."
-        parts.append(text)
-    return head + "; ".join(parts)
+    return f"Build failed on every host tried ({len(failures)})."
 
 
 def failure_details(failures: list[Failure]) -> str:
@@ -138,6 +135,7 @@ class BuildTask(Task):
     def step_defs(self) -> list[StepDef]:
         return [
             StepDef(Step.SCHEDULE, self.schedule, self.release_claims),
+            StepDef(Step.NETWORKING, self.networking),
             StepDef(Step.SPAWN, self.spawn),
         ]
 
@@ -153,13 +151,40 @@ class BuildTask(Task):
             chosen = await scheduler.select_destinations(
                 run.ctxt, request_spec(row, _payload(run).scheduling), [row["uuid"]], True
             )
-        except (exception.NoValidHost, exception.InvalidSchedulerHint) as exc:
-            # InvalidSchedulerHint: the server group was deleted since the request.
+        except exception.NoValidHost as exc:
+            await self.fail(
+                run,
+                exception.NoValidHost.FAULT_MESSAGE,
+                details=str(exc),
+                event="conductor_schedule_and_build_instances",
+            )
+            return None
+        except exception.InvalidSchedulerHint as exc:
+            # The server group was deleted since the request.
             await self.fail(run, str(exc), event="conductor_schedule_and_build_instances")
             return None
-        # NETWORKING (issue 14): the server's ports made before any spawn is sent.
+        payload = _payload(run)
+        payload.selections = [_chosen(s) for s in chosen[0]][: self.engine.max_attempts]
+        payload.tries, payload.failures = 1, []
+        # NETWORKING (issue 14): the choice kept, the instance in Nova's
+        # ``networking`` task state while its ports are made.
+        networking = set_instance(
+            run, {"task_state": TaskState.NETWORKING}, expected_task_state=BUILD_TASK_STATES
+        )
+        step = await run.commit(
+            Step.NETWORKING, payload=payloads.encode(payload, run.payload), writes=networking
+        )
+        run.cache["instance"] = {**row, "task_state": TaskState.NETWORKING}
+        return step
+
+    # -- networking (issue 14) ------------------------------------------------------------
+
+    async def networking(self, run: Run) -> str | None:
+        """The server's ports made (idempotent: a repeat makes none), then ``place``."""
         try:
-            await network_ports.allocate_for_instance(self.engine.db, self.engine.conf, row["uuid"])
+            await network_ports.allocate_for_instance(
+                self.engine.db, self.engine.conf, run.instance_uuid or ""
+            )
         except exception.InstanceNotFound:
             # Deleted (or being deleted) meanwhile: its delete frees what it holds.
             await self.release_claims(run)
@@ -169,11 +194,7 @@ class BuildTask(Task):
             await self.release_claims(run)
             await self.fail(run, exc.user_message(), event="conductor_allocate_network")
             return None
-        payload = _payload(run)
-        payload.selections = [_chosen(s) for s in chosen[0]][: self.engine.max_attempts]
-        payload.tries, payload.failures = 1, []
-        run.cache["instance"] = row
-        return await self.place(run, payload)
+        return await self.place(run, _payload(run))
 
     async def place(
         self,

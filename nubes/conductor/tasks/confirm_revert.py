@@ -54,6 +54,7 @@ from nubes.conductor.tasks.moves import (
 from nubes.conductor.tasks.payloads import Awaited, MovePayload, Place
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
+from nubes.network import ports as network_ports
 from nubes.objects.states import MigrationStatus, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
@@ -242,6 +243,8 @@ class RevertResizeTask(_SettleTask):
         writes = chain(
             claims_back_to_source(run.instance_uuid, payload.migration_uuid or ""),
             set_instance(run, values, expected_task_state=self.task_states),
+            # NETWORKING (issue 14): the ports bound to the source again.
+            network_ports.bind_writes(run.instance_uuid, source.host),
             record_event(run, "compute_revert_resize", host=outcome.host),
         )
         return await ask(run, Step.REVERT_SOURCE, source.host, node=source.node, writes=writes)

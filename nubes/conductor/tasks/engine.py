@@ -33,6 +33,14 @@
   conductor, so silence right after this engine started or could not
   read the database is no proof: it acts only after it has read the
   database without fail for ``service_down_time``.
+- **Draining.** :meth:`TaskEngine.stop` (the conductor got SIGTERM) first
+  stops claiming and adopting tasks, then gives the runs working now up to
+  ``[conductor] drain_timeout`` seconds to end or to reach a wait for a
+  compute host's report; then it cancels what is left, gives up the
+  leases and tells the other conductors (a fanout ``kick``), so they
+  resume those tasks at once instead of after the lease runs out. A step
+  cut short is run again by the next conductor, as after a crash: every
+  step is written to be.
 - **Owner id.** ``<host>:<pid>:<random>``, new for every process, so a
   restarted conductor never mistakes its predecessor's leases for its own.
 """
@@ -50,7 +58,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import exception, liveness
+from nubes import exception, liveness, metrics
 
 # The kinds' modules (all but caps) are imported for their @task_kind
 # registrations in base.KINDS, which the engine instantiates.
@@ -70,6 +78,7 @@ from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection, Database
+from nubes.db.types import utcnow
 from nubes.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +89,10 @@ _AWAY = exception.TRANSIENT_ERRORS
 HOST_WATCH_INTERVAL = 2.0
 #: Tasks claimed per transaction.
 CLAIM_BATCH = 64
+#: Seconds between two looks at whether a draining engine's runs still work.
+DRAIN_POLL = 0.05
+#: Seconds a stopping engine waits for the bus to take its hand-over kick.
+HAND_OVER_TIMEOUT = 2.0
 
 
 def new_owner_id(host: str) -> str:
@@ -120,6 +133,7 @@ class TaskEngine:
         self.poll_interval: float = opts.task_poll_interval
         self.concurrency: int = opts.task_concurrency
         self.compute_step_timeout: float = opts.compute_step_timeout
+        self.drain_timeout: float = opts.drain_timeout
         self.service_down_time: float = conf.service_down_time
         self.max_attempts: int = conf.scheduler.max_attempts
         if scheduler is None:
@@ -155,17 +169,22 @@ class TaskEngine:
         self._refill = max(1, min(CLAIM_BATCH, self.concurrency // 8))
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        #: Stop claiming and adopting tasks (the drain before a stop).
+        self._draining = False
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._stopping = False
+        self._stopping = self._draining = False
         await caps.refresh(self)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="nubes-task-claims"),
             asyncio.create_task(self._renew_loop(), name="nubes-task-leases"),
-            asyncio.create_task(caps.follow(self), name="nubes-rpc-caps"),
+            asyncio.create_task(
+                caps.follow(self, self.conf.upgrade_levels.refresh_interval),
+                name="nubes-rpc-caps",
+            ),
             asyncio.create_task(self._watch_hosts(), name="nubes-host-watch"),
         ]
         if self.conf.resize_confirm_window > 0:
@@ -177,8 +196,14 @@ class TaskEngine:
         LOG.info("task engine %s started", self.owner)
 
     async def stop(self) -> None:
-        """Stop driving tasks and give their leases up, so another conductor resumes them now."""
+        """Drain (see the module's docstring), then stop driving tasks and give
+        their leases up, so other conductors resume them now."""
+        self._draining = True
+        self._wake.set()
+        drained = await self._drain(self.drain_timeout)
         self._stopping = True
+        # Taken before the cancellations: each run leaves _runs as it ends.
+        held = [run for run in self._runs.values() if not run.superseded]
         pending = {*self._loops, *self._coros.values()}
         while pending:
             # A cancellation that lands inside a database call can come back
@@ -187,14 +212,73 @@ class TaskEngine:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1.0)
         self._loops = []
-        held = list(self._runs.values())
         self._runs.clear()
+        given: list[int] = []
         if held:
-            with contextlib.suppress(Exception):
+            try:
                 async with self.db.writer() as conn:
                     for run in held:
-                        await tasks.release(conn, run.id, self.owner, attempt=run.attempt)
-        LOG.info("task engine %s stopped (%d leases given up)", self.owner, len(held))
+                        if await tasks.release(conn, run.id, self.owner, attempt=run.attempt):
+                            given.append(run.id)
+            except Exception as exc:
+                # Their leases run out instead: slower, as safe.
+                given = []
+                LOG.warning("task engine %s could not give its leases up: %s", self.owner, exc)
+        if given:
+            await self._hand_over(given)
+        LOG.info(
+            "task engine %s stopped (%s; %d leases given up)",
+            self.owner,
+            "drained" if drained else f"not drained within {self.drain_timeout:g} s",
+            len(given),
+        )
+
+    async def _drain(self, timeout: float) -> bool:
+        """Until no run is working (each ended or waits for a host), at most ``timeout`` s.
+
+        A run waiting for a host's report could wait for minutes: it is
+        handed over rather than waited for. True when drained in time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            working = [
+                run
+                for run in self._runs.values()
+                if run.id not in self._waiters or self._waiters[run.id][1].done()
+            ]
+            if not working:
+                return True
+            if time.monotonic() >= deadline:
+                LOG.warning(
+                    "task engine %s: %d tasks still working after %g s; handing them over",
+                    self.owner,
+                    len(working),
+                    timeout,
+                )
+                return False
+            # Polled: a run moves between working and waiting inside the task
+            # kinds' code, which has no hook to tell the engine.
+            await asyncio.sleep(DRAIN_POLL)
+
+    async def _hand_over(self, task_ids: list[int]) -> None:
+        """Tell every conductor about tasks whose leases this one gave up.
+
+        A fanout: a cast to the shared queue could come back to this very
+        process, which claims nothing any more. Best effort: the others'
+        poll finds the tasks anyway.
+        """
+        from nubes.conductor.rpcapi import ConductorAPI
+        from nubes.context import get_admin_context
+
+        try:
+            async with asyncio.timeout(HAND_OVER_TIMEOUT):
+                await ConductorAPI(self.transport).kick(get_admin_context(), task_ids, fanout=True)
+        except Exception as exc:
+            LOG.warning(
+                "could not tell the other conductors about tasks %s (%s); their poll finds them",
+                task_ids,
+                exc,
+            )
 
     def passed(self, point: str) -> None:
         """A run passed the step boundary ``point`` (see ``boundary``)."""
@@ -207,8 +291,8 @@ class TaskEngine:
 
     @property
     def accepting(self) -> bool:
-        """Whether this engine takes tasks over now (started, not stopping)."""
-        return bool(self._loops) and not self._stopping
+        """Whether this engine takes tasks over now (started, not draining)."""
+        return bool(self._loops) and not self._stopping and not self._draining
 
     # -- being told about tasks ----------------------------------------------------------
 
@@ -290,13 +374,15 @@ class TaskEngine:
     async def _claim_loop(self) -> None:
         next_scan = 0.0
         backoff = self.poll_interval
-        while not self._stopping:
+        while not self._stopping and not self._draining:
             if not self._wanted and not self._refill_due():
                 timeout = max(next_scan - time.monotonic(), 0.0)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
             self._wake.clear()
+            if self._draining:
+                return
             try:
                 if self._wanted:
                     wanted, self._wanted = self._wanted, set()
@@ -350,10 +436,14 @@ class TaskEngine:
             ids = ids[: max(self._free(), 0)]
         if not ids:
             return 0
+        before = utcnow()
         async with self.db.writer() as conn:
             rows = await tasks.claim_many(conn, ids, self.owner, lease_seconds=self.lease_seconds)
             found = await self._prefetch(conn, rows)
         for row in rows:
+            taken = row.get("taken_over_at")
+            if taken is not None and taken >= before:
+                metrics.task_takeovers.labels(row["kind"]).inc()
             self._start(row, found.get(row["instance_uuid"]))
         return len(rows)
 
@@ -386,6 +476,7 @@ class TaskEngine:
             # Read with the claim: the first step need not read it again.
             run.cache[CLAIMED_INSTANCE] = instance
         self._runs[run.id] = run
+        metrics.tasks_running.set(len(self._runs))
         self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")
 
     async def _drive(self, run: Run) -> None:
@@ -411,6 +502,7 @@ class TaskEngine:
         finally:
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
+                metrics.tasks_running.set(len(self._runs))
                 self._coros.pop(run.id, None)
                 self._wake.set()
 

@@ -67,7 +67,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import (
     CLAIMED_INSTANCE,
@@ -94,6 +94,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.request_spec import RequestSpec
 from nubes.objects.states import (
     MIGRATION_TRANSITIONS,
@@ -340,14 +341,27 @@ class LiveMigrateTask(Task):
     async def pre_live(self, run: Run) -> str | None:
         if await self._cancelling(run):
             return await self._to_rollback(run, self._cancel_message(run), cancelled=True)
-        send = self._send(run, "pre_live_migration", migrate_data=_payload(run).migrate_data)
+        # The destination makes the guest's disk over the instance's image: it
+        # gets grants to fetch that image (and its kernel and ramdisk), as a
+        # build does, sent only, never kept in the task.
+        image = await self._image(run)
+        dest_host = _payload(run).dest_place.host
+        granted = grants.attach(
+            image, dest_host, self.engine.conf.image_grant_secret, self.engine.conf.image_grant_ttl
+        )
+        send = self._send(
+            run,
+            "pre_live_migration",
+            migrate_data={**(_payload(run).migrate_data or {}), "image": granted},
+        )
         outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step
         if not outcome.ok:
             return await self._to_rollback(run, _failed("preparation", outcome))
         payload = _payload(run)
-        payload.migrate_data = outcome.details.get("migrate_data") or payload.migrate_data
+        returned = outcome.details.get("migrate_data") or payload.migrate_data or {}
+        payload.migrate_data = {k: v for k, v in returned.items() if k != "image"}
         source = payload.source_place
         running = {"status": _M.RUNNING}
         before = run.payload
@@ -400,8 +414,21 @@ class LiveMigrateTask(Task):
             return await self._to_rollback(run, _failed("live migration", outcome))
         power = PowerState.PAUSED if payload.vm_state == VMState.PAUSED else PowerState.RUNNING
         placed = {"host": dest.host, "node": dest.node, "power_state": int(power)}
+        # What the source adds for the steps after (its guest's console log so far).
+        payload.migrate_data = {
+            **(payload.migrate_data or {}),
+            **(outcome.details.get("migrate_data") or {}),
+        }
+        # NETWORKING (issue 14): the ports bound to the destination with the
+        # instance (until then the source holds them, so a rollback has none to undo).
+        bind = network_ports.bind_writes(run.instance_uuid or "", dest.host)
         committed = await moves.ask(
-            run, Step.POST_DEST, dest.host, node=dest.node, writes=self._instance(run, placed)
+            run,
+            Step.POST_DEST,
+            dest.host,
+            node=dest.node,
+            payload=payload,
+            writes=chain(self._instance(run, placed), bind),
         )
         known = run.cache.get(_INSTANCE)
         if known is not None:
@@ -621,6 +648,13 @@ class LiveMigrateTask(Task):
         await self.drive(run)
 
     # -- pieces ----------------------------------------------------------------------------
+
+    async def _image(self, run: Run) -> dict[str, Any]:
+        """The image the instance was built from, as its build recorded it."""
+        assert run.instance_uuid is not None
+        async with self.engine.db.reader() as conn:
+            original = await _original_request(conn, run.instance_uuid)
+        return dict(original.get("image") or {})
 
     def _send(self, run: Run, method: str, **kwargs: Any) -> Callable[[Awaited], Awaitable[None]]:
         """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""

@@ -44,7 +44,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from nubes import exception
+from nubes import exception, grants
 from nubes.conductor.tasks import build
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
@@ -78,6 +78,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
+from nubes.network import ports as network_ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.request_spec import RequestSpec
@@ -469,7 +470,15 @@ class MigrateTask(MoveTask):
                 {"task_state": _T.RESIZE_FINISH},
                 expected_task_state=(_T.RESIZE_MIGRATED, _T.RESIZE_FINISH),
             )
-            return await ask(run, Step.FINISH_DEST, dest.host, node=dest.node, writes=finishing)
+            # NETWORKING (issue 14): the ports bound to the destination before
+            # it builds the guest (Nova's migrate_instance_finish); fail()
+            # binds them back to the source.
+            bind = network_ports.bind_writes(run.instance_uuid or "", dest.host)
+            return await ask(
+                run, Step.FINISH_DEST, dest.host, node=dest.node, writes=chain(finishing, bind)
+            )
+
+        conf = self.engine.conf
 
         async def send(awaited: Awaited) -> None:
             row, mig = await self.rows(run)
@@ -479,8 +488,17 @@ class MigrateTask(MoveTask):
                 with_flavor(row, payload.target_flavor),
                 awaited.key(run.id),
                 migration=migration_object(mig),
-                disk_info=payload.disk_info,
-                image=(payload.request or SchedulingRequest()).image,
+                # The destination fetches the image (grants for it) and the
+                # source's disk (a grant signed with the key the source made).
+                disk_info=grants.disk_info_for(
+                    payload.disk_info or {}, str(row["uuid"]), awaited.host, conf.image_grant_ttl
+                ),
+                image=grants.attach(
+                    (payload.request or SchedulingRequest()).image,
+                    awaited.host,
+                    conf.image_grant_secret,
+                    conf.image_grant_ttl,
+                ),
                 resize_instance=self._resize(run),
                 power_on=bool(payload.power_on),
             )
@@ -605,6 +623,12 @@ class MigrateTask(MoveTask):
         details = message
         if payload.leftover:
             details = f"{message}\nleft on the destination: {payload.leftover}"
+        # NETWORKING (issue 14): the ports follow the instance back to its source.
+        bind = (
+            network_ports.bind_writes(run.instance_uuid or "", source.host)
+            if source is not None
+            else None
+        )
         claims = None
         if payload.migration_uuid and run.instance_uuid is not None:
             claims = claims_back_to_source(run.instance_uuid, payload.migration_uuid)
@@ -613,6 +637,7 @@ class MigrateTask(MoveTask):
             claims,
             set_migration_if_any(run, {"status": _M.ERROR}),
             set_instance_if_ours(run, values, self.task_states),
+            bind,
             record_fault(run, message, details),
             record_event(run, event, ok=False, details=message) if event else None,
             finish_action(run, ok=False),

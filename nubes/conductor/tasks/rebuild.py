@@ -62,6 +62,7 @@ from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
 from nubes.db.types import utcnow
+from nubes.network import ports as network_ports
 from nubes.objects.instance import Instance
 from nubes.objects.states import (
     REBUILD_TASK_STATES,
@@ -326,6 +327,9 @@ class EvacuateTask(Task):
                 {"host": host, "node": node, "task_state": TaskState.REBUILD_SPAWNING},
                 expected_task_state=REBUILD_TASK_STATES,
             ),
+            # NETWORKING (issue 14): the ports bound to the destination with the
+            # instance; a rollback binds them back to the source.
+            network_ports.bind_writes(uuid, host),
         )
         run.cache["instance"] = {
             **row,
@@ -409,6 +413,7 @@ class EvacuateTask(Task):
                 moves.claims_back_to_source(str(run.instance_uuid), payload.migration_uuid or "")
             )
             writes.append(set_instance(run, values, expected_task_state=_ROLLBACK_TASK_STATES))
+            writes.append(network_ports.bind_writes(str(run.instance_uuid), source.host))
         else:
             # It never left, nor did its claim: only our task_state to drop,
             # if the instance still has it.

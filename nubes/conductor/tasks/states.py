@@ -41,6 +41,8 @@ class Step(enum.StrEnum):
     SCHEDULE = "schedule"
     #: build: send the spawn to the chosen host and wait for its report.
     SPAWN = "spawn"
+    #: build: the server's ports made (IPAM) before the spawn is sent.
+    NETWORKING = "networking"
     #: delete: ask the instance's host to destroy it, and wait.
     TERMINATE = "terminate"
     #: delete: give the host's resources back and remove the instance record.
@@ -89,7 +91,8 @@ END = "end"
 #: does so again for each alternate host (a reschedule).
 STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     TaskKind.BUILD: {
-        Step.SCHEDULE: frozenset({Step.SPAWN, END}),
+        Step.SCHEDULE: frozenset({Step.NETWORKING, END}),
+        Step.NETWORKING: frozenset({Step.SPAWN, END}),
         Step.SPAWN: frozenset({Step.SPAWN, END}),
     },
     TaskKind.DELETE: {

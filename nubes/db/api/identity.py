@@ -1,4 +1,5 @@
-"""Projects, users, roles, role assignments and tokens (a Keystone v3 subset).
+"""Domains, projects, users, groups, roles, role assignments, application
+credentials and tokens (a Keystone v3 subset).
 
 A token's roles are a snapshot taken at issue; every change that takes a
 right away (a role removed, a user disabled or deleted, a project disabled
@@ -18,12 +19,23 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api._common import Row, fetch_all, fetch_one, insert_row, now_or
-from nubes.db.models import projects, role_assignments, roles, tokens, users
+from nubes.db.models import (
+    DEFAULT_DOMAIN_ID,
+    application_credentials,
+    assignments,
+    domains,
+    group_members,
+    groups,
+    projects,
+    roles,
+    tokens,
+    users,
+)
 
 #: The roles every cloud has, from most to least powerful. Each implies the
 #: ones after it (Keystone's default implied roles: admin > manager > member > reader).
@@ -49,13 +61,25 @@ def implied_roles(names: Iterable[str]) -> list[str]:
 
 
 async def project_create(
-    conn: AsyncConnection, name: str, *, description: str | None = None, id: str | None = None
+    conn: AsyncConnection,
+    name: str,
+    *,
+    description: str | None = None,
+    id: str | None = None,
+    domain_id: str = DEFAULT_DOMAIN_ID,
+    enabled: bool = True,
 ) -> Row:
     """DBDuplicateEntry if the name is taken."""
     return await insert_row(
         conn,
         projects,
-        {"id": id or new_id(), "name": name, "description": description, "enabled": True},
+        {
+            "id": id or new_id(),
+            "name": name,
+            "description": description,
+            "enabled": enabled,
+            "domain_id": domain_id,
+        },
     )
 
 
@@ -68,10 +92,20 @@ async def project_get(conn: AsyncConnection, id_or_name: str) -> Row:
     return row
 
 
-async def project_get_all(conn: AsyncConnection, *, name: str | None = None) -> list[Row]:
+async def project_get_all(
+    conn: AsyncConnection,
+    *,
+    name: str | None = None,
+    domain_id: str | None = None,
+    enabled: bool | None = None,
+) -> list[Row]:
     stmt = select(projects)
     if name is not None:
         stmt = stmt.where(projects.c.name == name)
+    if domain_id is not None:
+        stmt = stmt.where(projects.c.domain_id == domain_id)
+    if enabled is not None:
+        stmt = stmt.where(projects.c.enabled.is_(enabled))
     return await fetch_all(conn, stmt.order_by(projects.c.name))
 
 
@@ -86,9 +120,19 @@ async def project_update(conn: AsyncConnection, project_id: str, values: Mapping
 
 
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
+    """Delete the project with its role assignments and application
+    credentials, and revoke its tokens."""
     result = await conn.execute(delete(projects).where(projects.c.id == project_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
+    await conn.execute(
+        delete(assignments).where(
+            assignments.c.target_id == project_id, assignments.c.type.in_(PROJECT_TYPES)
+        )
+    )
+    await conn.execute(
+        delete(application_credentials).where(application_credentials.c.project_id == project_id)
+    )
     await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
@@ -102,6 +146,9 @@ async def user_create(
     *,
     default_project_id: str | None = None,
     id: str | None = None,
+    domain_id: str = DEFAULT_DOMAIN_ID,
+    enabled: bool = True,
+    extra: Mapping[str, Any] | None = None,
 ) -> Row:
     return await insert_row(
         conn,
@@ -111,7 +158,9 @@ async def user_create(
             "name": name,
             "password_hash": password_hash,
             "default_project_id": default_project_id,
-            "enabled": True,
+            "enabled": enabled,
+            "domain_id": domain_id,
+            "extra": dict(extra or {}),
         },
     )
 
@@ -133,24 +182,226 @@ async def user_get_by_id(conn: AsyncConnection, user_id: str) -> Row | None:
     return await fetch_one(conn, select(users).where(users.c.id == user_id))
 
 
-async def user_get_all(conn: AsyncConnection) -> list[Row]:
-    return await fetch_all(conn, select(users).order_by(users.c.name))
+async def user_get_all(
+    conn: AsyncConnection,
+    *,
+    name: str | None = None,
+    domain_id: str | None = None,
+    enabled: bool | None = None,
+) -> list[Row]:
+    stmt = select(users)
+    if name is not None:
+        stmt = stmt.where(users.c.name == name)
+    if domain_id is not None:
+        stmt = stmt.where(users.c.domain_id == domain_id)
+    if enabled is not None:
+        stmt = stmt.where(users.c.enabled.is_(enabled))
+    return await fetch_all(conn, stmt.order_by(users.c.name))
 
 
 async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, Any]) -> None:
     result = await conn.execute(update(users).where(users.c.id == user_id).values(dict(values)))
     if not result.rowcount:
         raise exception.NotFound(reason=f"user {user_id} does not exist")
-    if values.get("enabled") is False:
+    # A new password, like disabling, ends every session the user has (Keystone does so too).
+    if values.get("enabled") is False or "password_hash" in values:
         await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
 async def user_delete(conn: AsyncConnection, user_id: str) -> None:
-    """Delete the user (its role assignments go with it) and revoke its tokens."""
+    """Delete the user with its role assignments, group memberships and
+    application credentials, and revoke its tokens."""
     result = await conn.execute(delete(users).where(users.c.id == user_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"user {user_id} does not exist")
+    await conn.execute(
+        delete(assignments).where(
+            assignments.c.actor_id == user_id, assignments.c.type.in_(USER_TYPES)
+        )
+    )
+    await conn.execute(delete(group_members).where(group_members.c.user_id == user_id))
+    await conn.execute(
+        delete(application_credentials).where(application_credentials.c.user_id == user_id)
+    )
     await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+
+
+# --- domains -----------------------------------------------------------------
+
+
+async def domain_create(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    description: str | None = None,
+    enabled: bool = True,
+    id: str | None = None,
+) -> Row:
+    """DBDuplicateEntry if the name is taken."""
+    values = {"id": id or new_id(), "name": name, "description": description, "enabled": enabled}
+    return await insert_row(conn, domains, values)
+
+
+async def domain_get(conn: AsyncConnection, id_or_name: str) -> Row:
+    row = await fetch_one(conn, select(domains).where(domains.c.id == id_or_name))
+    if row is None:
+        row = await fetch_one(conn, select(domains).where(domains.c.name == id_or_name))
+    if row is None:
+        raise exception.NotFound(reason=f"Could not find domain: {id_or_name}.")
+    return row
+
+
+async def domain_get_all(
+    conn: AsyncConnection, *, name: str | None = None, enabled: bool | None = None
+) -> list[Row]:
+    stmt = select(domains)
+    if name is not None:
+        stmt = stmt.where(domains.c.name == name)
+    if enabled is not None:
+        stmt = stmt.where(domains.c.enabled.is_(enabled))
+    return await fetch_all(conn, stmt.order_by(domains.c.name))
+
+
+async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[str, Any]) -> None:
+    result = await conn.execute(
+        update(domains).where(domains.c.id == domain_id).values(dict(values))
+    )
+    if not result.rowcount:
+        raise exception.NotFound(reason=f"Could not find domain: {domain_id}.")
+    if values.get("enabled") is False:
+        # Its users' and projects' tokens stop working, as when they are disabled.
+        in_domain = or_(
+            tokens.c.user_id.in_(select(users.c.id).where(users.c.domain_id == domain_id)),
+            tokens.c.project_id.in_(select(projects.c.id).where(projects.c.domain_id == domain_id)),
+        )
+        await _tokens_revoke_where(conn, in_domain)
+
+
+async def domain_delete(conn: AsyncConnection, domain_id: str) -> None:
+    """Delete a disabled domain with everything in it (Keystone's order).
+
+    Forbidden while it is enabled, and for the default domain, which the
+    cloud's own users and projects live in.
+    """
+    row = await domain_get(conn, domain_id)
+    if row["id"] == DEFAULT_DOMAIN_ID:
+        raise exception.Forbidden(reason="The default domain cannot be deleted.")
+    if row["enabled"]:
+        raise exception.Forbidden(
+            reason="Cannot delete a domain that is enabled, please disable it first."
+        )
+    for user in await user_get_all(conn, domain_id=domain_id):
+        await user_delete(conn, user["id"])
+    for project in await project_get_all(conn, domain_id=domain_id):
+        await project_delete(conn, project["id"])
+    for group in await group_get_all(conn, domain_id=domain_id):
+        await group_delete(conn, group["id"])
+    await conn.execute(
+        delete(assignments).where(
+            assignments.c.target_id == domain_id, assignments.c.type.in_(DOMAIN_TYPES)
+        )
+    )
+    await conn.execute(delete(domains).where(domains.c.id == domain_id))
+
+
+# --- groups ------------------------------------------------------------------
+
+
+async def group_create(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    domain_id: str = DEFAULT_DOMAIN_ID,
+    description: str | None = None,
+) -> Row:
+    """DBDuplicateEntry if the domain has a group of that name."""
+    values = {"id": new_id(), "name": name, "domain_id": domain_id, "description": description}
+    return await insert_row(conn, groups, values)
+
+
+async def group_get(conn: AsyncConnection, group_id: str) -> Row:
+    row = await fetch_one(conn, select(groups).where(groups.c.id == group_id))
+    if row is None:
+        raise exception.NotFound(reason=f"Could not find group: {group_id}.")
+    return row
+
+
+async def group_get_all(
+    conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
+) -> list[Row]:
+    stmt = select(groups)
+    if name is not None:
+        stmt = stmt.where(groups.c.name == name)
+    if domain_id is not None:
+        stmt = stmt.where(groups.c.domain_id == domain_id)
+    return await fetch_all(conn, stmt.order_by(groups.c.name))
+
+
+async def group_update(conn: AsyncConnection, group_id: str, values: Mapping[str, Any]) -> None:
+    result = await conn.execute(update(groups).where(groups.c.id == group_id).values(dict(values)))
+    if not result.rowcount:
+        raise exception.NotFound(reason=f"Could not find group: {group_id}.")
+
+
+async def group_delete(conn: AsyncConnection, group_id: str) -> None:
+    """Delete the group, its memberships and its role assignments; its
+    members' tokens go (their roles came partly from it)."""
+    await group_get(conn, group_id)
+    await _revoke_members_tokens(conn, group_id)
+    await conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
+    await conn.execute(
+        delete(assignments).where(
+            assignments.c.actor_id == group_id, assignments.c.type.in_(GROUP_TYPES)
+        )
+    )
+    await conn.execute(delete(groups).where(groups.c.id == group_id))
+
+
+async def group_add_user(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
+    """False if the user was already a member."""
+    stmt = select(group_members).where(
+        group_members.c.group_id == group_id, group_members.c.user_id == user_id
+    )
+    if await fetch_one(conn, stmt) is not None:
+        return False
+    await insert_row(conn, group_members, {"group_id": group_id, "user_id": user_id})
+    return True
+
+
+async def group_remove_user(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
+    result = await conn.execute(
+        delete(group_members).where(
+            group_members.c.group_id == group_id, group_members.c.user_id == user_id
+        )
+    )
+    if not result.rowcount:
+        return False
+    # Its tokens' role snapshots may hold roles the group gave.
+    await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+    return True
+
+
+async def group_has_user(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
+    stmt = select(group_members.c.user_id).where(
+        group_members.c.group_id == group_id, group_members.c.user_id == user_id
+    )
+    return await fetch_one(conn, stmt) is not None
+
+
+async def group_users(conn: AsyncConnection, group_id: str) -> list[Row]:
+    member = select(group_members.c.user_id).where(group_members.c.group_id == group_id)
+    return await fetch_all(conn, select(users).where(users.c.id.in_(member)).order_by(users.c.name))
+
+
+async def groups_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
+    member = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    stmt = select(groups).where(groups.c.id.in_(member)).order_by(groups.c.name)
+    return await fetch_all(conn, stmt)
+
+
+async def _revoke_members_tokens(conn: AsyncConnection, group_id: str) -> None:
+    member = select(group_members.c.user_id).where(group_members.c.group_id == group_id)
+    await _tokens_revoke_where(conn, tokens.c.user_id.in_(member))
 
 
 # --- roles -------------------------------------------------------------------
@@ -164,8 +415,23 @@ async def role_ensure(conn: AsyncConnection, name: str) -> Row:
     return await insert_row(conn, roles, {"id": new_id(), "name": name})
 
 
-async def role_get_all(conn: AsyncConnection) -> list[Row]:
-    return await fetch_all(conn, select(roles).order_by(roles.c.name))
+async def role_create(conn: AsyncConnection, name: str, *, description: str | None = None) -> Row:
+    """DBDuplicateEntry if the name is taken."""
+    return await insert_row(conn, roles, {"id": new_id(), "name": name, "description": description})
+
+
+async def role_get(conn: AsyncConnection, role_id: str) -> Row:
+    row = await fetch_one(conn, select(roles).where(roles.c.id == role_id))
+    if row is None:
+        raise exception.NotFound(reason=f"Could not find role: {role_id}.")
+    return row
+
+
+async def role_get_all(conn: AsyncConnection, *, name: str | None = None) -> list[Row]:
+    stmt = select(roles)
+    if name is not None:
+        stmt = stmt.where(roles.c.name == name)
+    return await fetch_all(conn, stmt.order_by(roles.c.name))
 
 
 async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:
@@ -175,57 +441,228 @@ async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:
     return row
 
 
-async def assignment_add(conn: AsyncConnection, user_id: str, project_id: str, role: str) -> bool:
-    """Give ``user_id`` the role on the project; False if it already had it."""
-    role_row = await role_ensure(conn, role)
-    stmt = select(role_assignments.c.id).where(
-        role_assignments.c.user_id == user_id,
-        role_assignments.c.project_id == project_id,
-        role_assignments.c.role_id == role_row["id"],
-    )
-    if await fetch_one(conn, stmt) is not None:
-        return False
-    await insert_row(
+async def role_update(conn: AsyncConnection, role_id: str, values: Mapping[str, Any]) -> None:
+    row = await role_get(conn, role_id)
+    if row["name"] in DEFAULT_ROLES and values.get("name", row["name"]) != row["name"]:
+        raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
+    await conn.execute(update(roles).where(roles.c.id == role_id).values(dict(values)))
+
+
+async def role_delete(conn: AsyncConnection, role_id: str) -> None:
+    """Delete a role and every assignment of it; the tokens holding it go.
+
+    The default roles are immutable (as Keystone's bootstrap makes them):
+    the policy of every service is written in their names.
+    """
+    row = await role_get(conn, role_id)
+    if row["name"] in DEFAULT_ROLES:
+        raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
+    holders = await fetch_all(
         conn,
-        role_assignments,
-        {"user_id": user_id, "project_id": project_id, "role_id": role_row["id"]},
+        select(assignments.c.type, assignments.c.actor_id).where(assignments.c.role_id == role_id),
     )
+    for holder in holders:
+        if holder["type"] in USER_TYPES:
+            await _tokens_revoke_where(conn, tokens.c.user_id == holder["actor_id"])
+        else:
+            await _revoke_members_tokens(conn, holder["actor_id"])
+    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
+    await conn.execute(delete(roles).where(roles.c.id == role_id))
+
+
+# --- role assignments --------------------------------------------------------
+
+USER_PROJECT, GROUP_PROJECT = "UserProject", "GroupProject"
+USER_DOMAIN, GROUP_DOMAIN = "UserDomain", "GroupDomain"
+USER_TYPES = (USER_PROJECT, USER_DOMAIN)
+GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN)
+PROJECT_TYPES = (USER_PROJECT, GROUP_PROJECT)
+DOMAIN_TYPES = (USER_DOMAIN, GROUP_DOMAIN)
+
+
+def assignment_type(actor: str, target: str) -> str:
+    """``("user"|"group", "project"|"domain")`` -> the stored type name."""
+    return {"user": "User", "group": "Group"}[actor] + {"project": "Project", "domain": "Domain"}[
+        target
+    ]
+
+
+async def grant(
+    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
+) -> bool:
+    """Give the role; False if it was already given."""
+    key = {"type": type_, "actor_id": actor_id, "target_id": target_id, "role_id": role_id}
+    if await grant_exists(conn, type_, actor_id, target_id, role_id):
+        return False
+    await insert_row(conn, assignments, key)
     return True
+
+
+async def grant_exists(
+    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
+) -> bool:
+    stmt = select(assignments.c.role_id).where(
+        assignments.c.type == type_,
+        assignments.c.actor_id == actor_id,
+        assignments.c.target_id == target_id,
+        assignments.c.role_id == role_id,
+    )
+    return await fetch_one(conn, stmt) is not None
+
+
+async def revoke_grant(
+    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
+) -> bool:
+    """Take the role away; the tokens whose role snapshot may hold it are revoked."""
+    result = await conn.execute(
+        delete(assignments).where(
+            assignments.c.type == type_,
+            assignments.c.actor_id == actor_id,
+            assignments.c.target_id == target_id,
+            assignments.c.role_id == role_id,
+        )
+    )
+    if not result.rowcount:
+        return False
+    if type_ == USER_PROJECT:
+        await _tokens_revoke_where(
+            conn, tokens.c.user_id == actor_id, tokens.c.project_id == target_id
+        )
+    elif type_ == USER_DOMAIN:
+        await _tokens_revoke_where(conn, tokens.c.user_id == actor_id)
+    else:
+        await _revoke_members_tokens(conn, actor_id)
+    return True
+
+
+async def grants_on(conn: AsyncConnection, type_: str, actor_id: str, target_id: str) -> list[Row]:
+    """The roles directly given to the actor on the target."""
+    stmt = (
+        select(roles)
+        .join(assignments, assignments.c.role_id == roles.c.id)
+        .where(
+            assignments.c.type == type_,
+            assignments.c.actor_id == actor_id,
+            assignments.c.target_id == target_id,
+        )
+        .order_by(roles.c.name)
+    )
+    return await fetch_all(conn, stmt)
+
+
+async def assignment_list(
+    conn: AsyncConnection,
+    *,
+    types: Iterable[str] | None = None,
+    actor_ids: Iterable[str] | None = None,
+    target_id: str | None = None,
+    role_id: str | None = None,
+) -> list[Row]:
+    """Stored assignments matching every given filter."""
+    stmt = select(assignments)
+    if types is not None:
+        stmt = stmt.where(assignments.c.type.in_(list(types)))
+    if actor_ids is not None:
+        stmt = stmt.where(assignments.c.actor_id.in_(list(actor_ids)))
+    if target_id is not None:
+        stmt = stmt.where(assignments.c.target_id == target_id)
+    if role_id is not None:
+        stmt = stmt.where(assignments.c.role_id == role_id)
+    order = (assignments.c.type, assignments.c.actor_id, assignments.c.target_id)
+    return await fetch_all(conn, stmt.order_by(*order))
+
+
+async def assignment_add(conn: AsyncConnection, user_id: str, project_id: str, role: str) -> bool:
+    """Give ``user_id`` the role (by name, created when missing) on the project;
+    False if it already had it."""
+    role_row = await role_ensure(conn, role)
+    return await grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
 
 
 async def assignment_remove(
     conn: AsyncConnection, user_id: str, project_id: str, role: str
 ) -> bool:
     role_row = await role_get_by_name(conn, role)
-    result = await conn.execute(
-        delete(role_assignments).where(
-            role_assignments.c.user_id == user_id,
-            role_assignments.c.project_id == project_id,
-            role_assignments.c.role_id == role_row["id"],
-        )
+    return await revoke_grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
+
+
+def _user_on_project(user_id: str, project_id: str) -> Any:
+    """The assignments that give a user roles on a project: its own and its groups'."""
+    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    return and_(
+        assignments.c.target_id == project_id,
+        or_(
+            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
+            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
+        ),
     )
-    if not result.rowcount:
-        return False
-    # The tokens' role snapshots still hold the role (and what it implied).
-    await _tokens_revoke_where(conn, tokens.c.user_id == user_id, tokens.c.project_id == project_id)
-    return True
 
 
 async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> list[Row]:
-    """The roles assigned to the user on the project (not the implied ones)."""
+    """The roles the user holds on the project, directly or through its groups
+    (not the implied ones)."""
     stmt = (
         select(roles)
-        .select_from(roles.join(role_assignments, role_assignments.c.role_id == roles.c.id))
-        .where(role_assignments.c.user_id == user_id, role_assignments.c.project_id == project_id)
+        .where(
+            roles.c.id.in_(
+                select(assignments.c.role_id).where(_user_on_project(user_id, project_id))
+            )
+        )
         .order_by(roles.c.name)
     )
     return await fetch_all(conn, stmt)
 
 
 async def projects_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
-    member = select(role_assignments.c.project_id).where(role_assignments.c.user_id == user_id)
-    stmt = select(projects).where(projects.c.id.in_(member)).order_by(projects.c.name)
+    """The projects the user holds a role on, directly or through its groups."""
+    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    on = select(assignments.c.target_id).where(
+        or_(
+            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
+            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
+        )
+    )
+    stmt = select(projects).where(projects.c.id.in_(on)).order_by(projects.c.name)
     return await fetch_all(conn, stmt)
+
+
+# --- application credentials -------------------------------------------------
+
+
+async def app_cred_create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
+    """DBDuplicateEntry if the user has one of that name."""
+    return await insert_row(conn, application_credentials, {"id": new_id(), **values})
+
+
+async def app_cred_get(conn: AsyncConnection, cred_id: str) -> Row | None:
+    stmt = select(application_credentials).where(application_credentials.c.id == cred_id)
+    return await fetch_one(conn, stmt)
+
+
+async def app_cred_get_by_name(conn: AsyncConnection, user_id: str, name: str) -> Row | None:
+    stmt = select(application_credentials).where(
+        application_credentials.c.user_id == user_id, application_credentials.c.name == name
+    )
+    return await fetch_one(conn, stmt)
+
+
+async def app_cred_get_all(
+    conn: AsyncConnection, user_id: str, *, name: str | None = None
+) -> list[Row]:
+    stmt = select(application_credentials).where(application_credentials.c.user_id == user_id)
+    if name is not None:
+        stmt = stmt.where(application_credentials.c.name == name)
+    return await fetch_all(conn, stmt.order_by(application_credentials.c.name))
+
+
+async def app_cred_delete(conn: AsyncConnection, cred_id: str) -> None:
+    """Delete it and revoke the tokens issued for it."""
+    result = await conn.execute(
+        delete(application_credentials).where(application_credentials.c.id == cred_id)
+    )
+    if not result.rowcount:
+        raise exception.NotFound(reason=f"Could not find application credential: {cred_id}.")
+    await _tokens_revoke_where(conn, tokens.c.application_credential_id == cred_id)
 
 
 # --- tokens ------------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api._common import Row, SortDir, fetch_all, fetch_one, insert_row, paginate
-from nubes.db.models import images
+from nubes.db.models import image_members, images
 from nubes.db.types import utcnow
 
 SORT_KEYS = frozenset(
@@ -37,9 +37,17 @@ async def get(conn: AsyncConnection, image_id: str) -> Row:
     return _normalise(row)
 
 
-def visible_to(project_id: str | None) -> ColumnElement[bool]:
-    """Images a project sees in a listing: public ones and its own."""
-    return or_(images.c.visibility == "public", images.c.owner == project_id)
+def visible_to(project_id: str | None, member_status: str = "accepted") -> ColumnElement[bool]:
+    """Images a project sees in a listing: public ones, its own, and shared
+    ones whose membership has ``member_status`` (``all``: any)."""
+    memberships = select(image_members.c.image_id).where(image_members.c.member == project_id)
+    if member_status != "all":
+        memberships = memberships.where(image_members.c.status == member_status)
+    return or_(
+        images.c.visibility == "public",
+        images.c.owner == project_id,
+        and_(images.c.visibility == "shared", images.c.id.in_(memberships)),
+    )
 
 
 async def get_all(
@@ -53,14 +61,15 @@ async def get_all(
     sort_dir: str = "desc",
     limit: int | None = None,
     marker: str | None = None,
+    member_status: str = "accepted",
 ) -> list[Row]:
-    """A page of images. ``all_visible`` (admins): every image; otherwise the
-    public ones and those owned by ``project_id``."""
+    """A page of images. ``all_visible`` (admins): every image; otherwise
+    what :func:`visible_to` lets ``project_id`` see."""
     if sort_key not in SORT_KEYS:
         raise exception.Invalid(reason=f"cannot sort by {sort_key!r}")
     stmt = select(images)
     if not all_visible:
-        stmt = stmt.where(visible_to(project_id))
+        stmt = stmt.where(visible_to(project_id, member_status))
     for key, value in (filters or {}).items():
         stmt = stmt.where(images.c[key] == value)
     if ids is not None:
@@ -101,3 +110,54 @@ async def destroy(conn: AsyncConnection, image_id: str) -> None:
     result = await conn.execute(delete(images).where(images.c.id == image_id))
     if not result.rowcount:
         raise exception.ImageNotFound(image_id=image_id)
+    await conn.execute(delete(image_members).where(image_members.c.image_id == image_id))
+
+
+# --- members -----------------------------------------------------------------
+
+
+async def member_get(conn: AsyncConnection, image_id: str, member: str) -> Row | None:
+    stmt = select(image_members).where(
+        image_members.c.image_id == image_id, image_members.c.member == member
+    )
+    return await fetch_one(conn, stmt)
+
+
+async def member_get_all(conn: AsyncConnection, image_id: str) -> list[Row]:
+    stmt = select(image_members).where(image_members.c.image_id == image_id)
+    return await fetch_all(conn, stmt.order_by(image_members.c.created_at))
+
+
+async def member_create(conn: AsyncConnection, image_id: str, member: str) -> Row:
+    """A pending membership; DBDuplicateEntry if the project is one already."""
+    now = utcnow()
+    values = {
+        "image_id": image_id,
+        "member": member,
+        "status": "pending",
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(insert(image_members).values(values))
+    return values
+
+
+async def member_update(conn: AsyncConnection, image_id: str, member: str, status: str) -> None:
+    await conn.execute(
+        update(image_members)
+        .where(image_members.c.image_id == image_id, image_members.c.member == member)
+        .values(status=status, updated_at=utcnow())
+    )
+
+
+async def member_delete(conn: AsyncConnection, image_id: str, member: str) -> bool:
+    result = await conn.execute(
+        delete(image_members).where(
+            image_members.c.image_id == image_id, image_members.c.member == member
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def member_count(conn: AsyncConnection, image_id: str) -> int:
+    return len(await member_get_all(conn, image_id))

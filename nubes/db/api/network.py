@@ -7,22 +7,36 @@ row, for an admin), a marker and a limit, sorted by id as Neutron pages by
 default. Callers name a table by its :data:`Kind`; the tables themselves
 stay in this layer.
 
-The one write path for addresses is :func:`allocate_addresses`: it locks
-the subnet row first (one conditional UPDATE), reads what is taken, picks
-and inserts, so concurrent allocators on a subnet run one after another
-and the (subnet, address) primary key is only a safety net.
+The one write path for addresses is :func:`allocate_addresses` (for one
+port or a batch): it locks each subnet row (one conditional UPDATE), reads
+what is taken, picks and inserts, so concurrent allocators on a subnet run
+one after another and the (subnet, address) primary key is only a safety
+net.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Table, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception, ipam
+from nubes.db import group_commit
 from nubes.db.models import (
     default_security_groups,
     instance_network_requests,
@@ -86,13 +100,26 @@ def _not_found(table: Table, row_id: str) -> exception.NotFound:
 
 
 async def create(conn: AsyncConnection, kind: Kind, values: Mapping[str, Any]) -> None:
+    await create_many(conn, kind, [values])
+
+
+async def create_many(conn: AsyncConnection, kind: Kind, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Several rows of ``kind`` in one statement.
+
+    Each row is a microsecond younger than the one before it, so listings
+    (by creation time) keep the order given, as rows created one by one.
+    """
+    if not rows:
+        return
     table = _TABLES[kind]
     now = utcnow()
-    row = dict(values)
+    values = [dict(r) for r in rows]
     if "created_at" in table.c:
-        row.setdefault("created_at", now)
-        row.setdefault("updated_at", now)
-    await conn.execute(insert(table).values(row))
+        for n, row in enumerate(values):
+            stamp = now + dt.timedelta(microseconds=n)
+            row.setdefault("created_at", stamp)
+            row.setdefault("updated_at", stamp)
+    await conn.execute(insert(table), values)
 
 
 async def get(conn: AsyncConnection, kind: Kind, row_id: str) -> Row:
@@ -273,28 +300,25 @@ async def _used(conn: AsyncConnection, subnet_id: str) -> set[str]:
     return {r[0] for r in await conn.execute(stmt)}
 
 
-async def allocate_addresses(
-    conn: AsyncConnection,
-    *,
-    port_id: str,
-    network_id: str,
-    requests: Sequence[Mapping[str, Any]] | None,
-) -> list[dict[str, str]]:
-    """Give the port its addresses, atomically, in the caller's transaction.
+@dataclasses.dataclass(frozen=True)
+class AddressRequest:
+    """The addresses one port is to get (see :func:`allocate_addresses`)."""
 
-    ``requests`` are Neutron's ``fixed_ips`` items (``subnet_id`` and/or
-    ``ip_address``); None means one address from each of the network's
-    subnets (Neutron gives one per IPv4 subnet and per IPv6 subnet; we give
-    one per subnet). A subnet with no free address left raises
-    IpAddressGenerationFailure; an address held by another port raises
-    IpAddressAlreadyAllocated.
-    """
-    network_subnets = await subnets_of(conn, network_id)
+    port_id: str
+    network_id: str
+    #: Neutron's ``fixed_ips`` items; None: one address from each of the network's subnets.
+    fixed_ips: Sequence[Mapping[str, Any]] | None = None
+
+
+def _wanted(
+    request: AddressRequest, network_subnets: Sequence[Row]
+) -> list[tuple[str, str | None]]:
+    """(subnet id, address or None for any) per address the port asks for."""
     by_id = {s["id"]: s for s in network_subnets}
+    if request.fixed_ips is None:
+        return [(s["id"], None) for s in network_subnets]
     wanted: list[tuple[str, str | None]] = []
-    if requests is None:
-        wanted = [(s["id"], None) for s in network_subnets]
-    for item in requests or []:
+    for item in request.fixed_ips:
         subnet_id: str | None = item.get("subnet_id")
         address: str | None = item.get("ip_address")
         if subnet_id is None and address is not None:
@@ -312,35 +336,86 @@ async def allocate_addresses(
             subnet_id = matching[0]
         if subnet_id is None or subnet_id not in by_id:
             raise exception.NetworkInvalid(
-                reason=f"Failed to create port on network {network_id}, because fixed_ips "
-                f"included invalid subnet {subnet_id}."
+                reason=f"Failed to create port on network {request.network_id}, because "
+                f"fixed_ips included invalid subnet {subnet_id}."
             )
         wanted.append((subnet_id, address))
-    out: list[dict[str, str]] = []
-    for subnet_id, address in wanted:
-        subnet = await _lock_subnet(conn, subnet_id)
-        used = await _used(conn, subnet_id)
-        if address is None:
-            chosen = ipam.first_free(subnet, used)
-            if chosen is None:
-                raise exception.IpAddressGenerationFailure(net_id=network_id)
-        else:
-            parsed = ipam.parse_address(address, "fixed_ips")
-            net = ipam.parse_cidr(subnet["cidr"])
-            if parsed not in net or parsed in (net.network_address, net.broadcast_address):
-                raise exception.NetworkInvalid(
-                    reason=f"IP address {address} is not a valid IP for the specified subnet."
-                )
-            chosen = str(parsed)
-            if chosen == subnet["gateway_ip"] or chosen in used:
-                raise exception.IpAddressAlreadyAllocated(ip=chosen, subnet_id=subnet_id)
-        await conn.execute(
-            insert(ip_allocations).values(
-                subnet_id=subnet_id, ip_address=chosen, port_id=port_id, network_id=network_id
-            )
+    return wanted
+
+
+def _asked(subnet: Row, address: str, used: set[str]) -> str:
+    """A specific address of the subnet, if it may be given (else why not)."""
+    parsed = ipam.parse_address(address, "fixed_ips")
+    net = ipam.parse_cidr(subnet["cidr"])
+    if parsed not in net or parsed in (net.network_address, net.broadcast_address):
+        raise exception.NetworkInvalid(
+            reason=f"IP address {address} is not a valid IP for the specified subnet."
         )
-        used.add(chosen)
-        out.append({"subnet_id": subnet_id, "ip_address": chosen})
+    chosen = str(parsed)
+    if chosen == subnet["gateway_ip"] or chosen in used:
+        raise exception.IpAddressAlreadyAllocated(ip=chosen, subnet_id=subnet["id"])
+    return chosen
+
+
+async def allocate_addresses(
+    conn: AsyncConnection, requests: Sequence[AddressRequest]
+) -> dict[str, list[dict[str, str]]]:
+    """Give each port its addresses, atomically, in the caller's transaction.
+
+    Each subnet involved is locked once (in id order, so that concurrent
+    allocators cannot deadlock), what it has taken read once, and every
+    address inserted in one statement: a batch of ports costs about what
+    one does. Specific addresses are checked first, then the others are
+    picked around them. A subnet with no free address left raises
+    IpAddressGenerationFailure; an address held by another port raises
+    IpAddressAlreadyAllocated. Returns each port's ``fixed_ips``.
+    """
+    network_ids = sorted({r.network_id for r in requests})
+    network_subnets: dict[str, list[Row]] = {}
+    if network_ids:
+        stmt = (
+            select(subnets)
+            .where(subnets.c.network_id.in_(network_ids))
+            .order_by(subnets.c.created_at, subnets.c.id)
+        )
+        for row in (await conn.execute(stmt)).mappings():
+            network_subnets.setdefault(row["network_id"], []).append(dict(row))
+    plans = [
+        (r, subnet_id, address)
+        for r in requests
+        for subnet_id, address in _wanted(r, network_subnets.get(r.network_id, []))
+    ]
+    locked: dict[str, tuple[Row, set[str]]] = {}
+    for subnet_id in sorted({subnet_id for _, subnet_id, _ in plans}):
+        locked[subnet_id] = (await _lock_subnet(conn, subnet_id), await _used(conn, subnet_id))
+    chosen: dict[int, str] = {}
+    for index, (_, subnet_id, address) in enumerate(plans):
+        if address is not None:
+            subnet, used = locked[subnet_id]
+            chosen[index] = _asked(subnet, address, used)
+            used.add(chosen[index])
+    free = {s: ipam.free_addresses(subnet, used) for s, (subnet, used) in locked.items()}
+    for index, (request, subnet_id, _) in enumerate(plans):
+        if index not in chosen:
+            picked = next(free[subnet_id], None)
+            if picked is None:
+                raise exception.IpAddressGenerationFailure(net_id=request.network_id)
+            locked[subnet_id][1].add(picked)
+            chosen[index] = picked
+    out: dict[str, list[dict[str, str]]] = {r.port_id: [] for r in requests}
+    rows = []
+    for index, (request, subnet_id, _) in enumerate(plans):
+        rows.append(
+            {
+                "subnet_id": subnet_id,
+                "ip_address": chosen[index],
+                "port_id": request.port_id,
+                "network_id": request.network_id,
+            }
+        )
+        out[request.port_id].append({"subnet_id": subnet_id, "ip_address": chosen[index]})
+    if rows:
+        await conn.execute(insert(ip_allocations), rows)
     return out
 
 
@@ -376,6 +451,17 @@ async def groups_by_port(conn: AsyncConnection, port_ids: Sequence[str]) -> dict
     return await _ids_by(
         conn, column.port_id, column.security_group_id, port_ids, column.security_group_id
     )
+
+
+async def add_port_groups(conn: AsyncConnection, groups: Mapping[str, Sequence[str]]) -> None:
+    """New ports' security groups (port id -> group ids), in one statement."""
+    rows = [
+        {"port_id": port_id, "security_group_id": g}
+        for port_id, group_ids in groups.items()
+        for g in sorted(set(group_ids))
+    ]
+    if rows:
+        await conn.execute(insert(port_security_groups), rows)
 
 
 async def set_port_groups(conn: AsyncConnection, port_id: str, group_ids: Sequence[str]) -> None:
@@ -459,25 +545,12 @@ def visible_to(project_id: str | None, *, shared: bool = False) -> Visible:
 
 async def network_requests(conn: AsyncConnection, instance_uuid: str) -> list[Row]:
     """The server's NIC requests in the order asked."""
-    stmt = (
-        select(instance_network_requests)
-        .where(instance_network_requests.c.instance_uuid == instance_uuid)
-        .order_by(instance_network_requests.c.position)
-    )
-    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+    return (await network_requests_of(conn, [instance_uuid]))[instance_uuid]
 
 
 async def add_network_requests(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(instance_network_requests), [dict(r) for r in rows])
-
-
-async def set_request_port(conn: AsyncConnection, request_id: int, port_id: str) -> None:
-    await conn.execute(
-        update(instance_network_requests)
-        .where(instance_network_requests.c.id == request_id)
-        .values(port_id=port_id)
-    )
 
 
 async def delete_network_requests(
@@ -492,24 +565,56 @@ async def delete_network_requests(
     await conn.execute(stmt)
 
 
-async def lock_instance_owner(conn: AsyncConnection, instance_uuid: str) -> Row | None:
-    """The live instance's project, user and task state, its row locked until commit.
+async def lock_instance_owners(
+    conn: AsyncConnection, instance_uuids: Sequence[str]
+) -> dict[str, Row]:
+    """Per live instance: its project, user and task state, its row locked until commit.
 
     A delete recorded meanwhile waits for the caller's commit, and its release
-    then finds (and frees) the ports made in it.
+    then finds (and frees) the ports made in it. Rows are locked in uuid order.
     """
-    found = (
-        (
-            await conn.execute(
-                select(instances.c.project_id, instances.c.user_id, instances.c.task_state)
-                .where(instances.c.uuid == instance_uuid, instances.c.deleted == 0)
-                .with_for_update()
-            )
+    if not instance_uuids:
+        return {}
+    stmt = (
+        select(
+            instances.c.uuid, instances.c.project_id, instances.c.user_id, instances.c.task_state
         )
-        .mappings()
-        .first()
+        .where(instances.c.uuid.in_(sorted(set(instance_uuids))), instances.c.deleted == 0)
+        .order_by(instances.c.uuid)
+        .with_for_update()
     )
-    return dict(found) if found is not None else None
+    return {r["uuid"]: dict(r) for r in (await conn.execute(stmt)).mappings()}
+
+
+async def network_requests_of(
+    conn: AsyncConnection, instance_uuids: Sequence[str]
+) -> dict[str, list[Row]]:
+    """Per server, its NIC requests in the order asked (every server listed)."""
+    found: dict[str, list[Row]] = {u: [] for u in instance_uuids}
+    if not instance_uuids:
+        return found
+    column = instance_network_requests.c
+    stmt = (
+        select(instance_network_requests)
+        .where(column.instance_uuid.in_(sorted(set(instance_uuids))))
+        .order_by(column.instance_uuid, column.position)
+    )
+    for row in (await conn.execute(stmt)).mappings():
+        found.setdefault(row["instance_uuid"], []).append(dict(row))
+    return found
+
+
+async def set_request_ports(conn: AsyncConnection, ports_by_request: Mapping[int, str]) -> None:
+    """Each NIC request given the port made for it."""
+    if not ports_by_request:
+        return
+    column = instance_network_requests.c
+    await conn.execute(
+        update(instance_network_requests)
+        .where(column.id == bindparam("_request"))
+        .values(port_id=bindparam("_port")),
+        [{"_request": r, "_port": p} for r, p in ports_by_request.items()],
+    )
 
 
 async def claim_port(conn: AsyncConnection, port_id: str, device_id: str, owner: str) -> None:
@@ -534,15 +639,32 @@ async def unbind_port(conn: AsyncConnection, port_id: str) -> None:
     )
 
 
-async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
-    """The server's ports bound to ``host`` and ACTIVE."""
-    await conn.execute(
+def bind_ports_write(instance_uuid: str, host: str) -> group_commit.Write:
+    """The server's ports bound to ``host`` and ACTIVE, described for a commit.
+
+    Optional (a server with no port matches nothing), so a placement commit
+    that carries it stays groupable (:func:`nubes.db.group_commit.commit`).
+    """
+    return group_commit.Write(
+        (__name__, "bind_ports"),
+        _bind_ports_statement,
+        {"_device_id": instance_uuid, "_host": host, "_now": utcnow()},
+    )
+
+
+def _bind_ports_statement() -> Any:
+    return (
         update(ports)
-        .where(ports.c.device_id == instance_uuid)
+        .where(ports.c.device_id == bindparam("_device_id"))
         .values(
-            binding_host_id=host,
-            status="ACTIVE",
-            updated_at=utcnow(),
-            revision_number=ports.c.revision_number + 1,
+            binding_host_id=bindparam("_host"),
+            status=literal_column("'ACTIVE'"),
+            updated_at=bindparam("_now"),
+            revision_number=ports.c.revision_number + literal_column("1"),
         )
     )
+
+
+async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
+    """The server's ports bound to ``host`` and ACTIVE."""
+    await bind_ports_write(instance_uuid, host).run(conn)

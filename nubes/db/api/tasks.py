@@ -32,7 +32,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, literal_column, or_, select
+from sqlalchemy import ColumnElement, bindparam, case, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -93,6 +93,13 @@ _ACTIVE_SQL: ColumnElement[bool] = _t.c.status.in_(
 
 def _by_id() -> ColumnElement[bool]:
     return _t.c.id == bindparam("_id")
+
+
+def _taken_over_at() -> ColumnElement[Any]:
+    """A claim's ``taken_over_at``: now when the task had an owner (whose lease
+    ran out: the claim matched), else unchanged (new or released)."""
+    now = bindparam("_now", type_=_t.c.taken_over_at.type)
+    return case((_t.c.owner.is_not(None), now), else_=_t.c.taken_over_at)
 
 
 async def create(
@@ -218,7 +225,7 @@ async def claim(
         where,
         {"_id": task_id, "_now": now},
         key=_by_id,
-        exprs={"attempt": _t.c.attempt + 1},
+        exprs={"attempt": _t.c.attempt + 1, "taken_over_at": _taken_over_at()},
     )
 
 
@@ -261,6 +268,7 @@ async def claim_many(
                 lease_expires_at=bindparam("_lease"),
                 status=TaskStatus.RUNNING.value,
                 attempt=_t.c.attempt + 1,
+                taken_over_at=_taken_over_at(),
             )
             .returning(*_t.c)
         )

@@ -24,6 +24,7 @@ from nubes.db.models.compute import (
     Allocation,
     ComputeNode,
     Generation,
+    QueueSample,
     Service,
     ServiceHeartbeat,
 )
@@ -34,7 +35,20 @@ from nubes.db.models.flavors import (
     InstanceGroup,
     InstanceGroupMember,
 )
-from nubes.db.models.identity import Image, Project, Role, RoleAssignment, Token, User
+from nubes.db.models.identity import (
+    DEFAULT_DOMAIN_ID,
+    ApplicationCredential,
+    Assignment,
+    Domain,
+    Group,
+    GroupMember,
+    Image,
+    ImageMember,
+    Project,
+    Role,
+    Token,
+    User,
+)
 from nubes.db.models.instances import (
     ConductorTask,
     Instance,
@@ -68,6 +82,7 @@ def _table(model: type[Base]) -> Table:
 
 
 services = _table(Service)
+queue_samples = _table(QueueSample)
 service_heartbeats = _table(ServiceHeartbeat)
 compute_nodes = _table(ComputeNode)
 generations = _table(Generation)
@@ -90,9 +105,14 @@ instance_group_members = _table(InstanceGroupMember)
 projects = _table(Project)
 users = _table(User)
 roles = _table(Role)
-role_assignments = _table(RoleAssignment)
+assignments = _table(Assignment)
+domains = _table(Domain)
+groups = _table(Group)
+group_members = _table(GroupMember)
+application_credentials = _table(ApplicationCredential)
 tokens = _table(Token)
 images = _table(Image)
+image_members = _table(ImageMember)
 quota_classes = _table(QuotaClass)
 quotas = _table(Quota)
 quota_locks = _table(QuotaLock)
@@ -116,6 +136,7 @@ SHADOW_TABLES: dict[str, Table] = {
 }
 
 __all__ = [
+    "DEFAULT_DOMAIN_ID",
     "NOT_DELETED",
     "SHADOW_PREFIX",
     "SHADOW_TABLES",
@@ -123,16 +144,22 @@ __all__ = [
     "AggregateHost",
     "AggregateMetadata",
     "Allocation",
+    "ApplicationCredential",
+    "Assignment",
     "Base",
     "ComputeNode",
     "ConductorTask",
     "DefaultSecurityGroup",
+    "Domain",
     "Flavor",
     "FlavorExtraSpec",
     "FlavorProject",
     "Generation",
+    "Group",
+    "GroupMember",
     "IPAllocation",
     "Image",
+    "ImageMember",
     "Instance",
     "InstanceAction",
     "InstanceActionEvent",
@@ -146,11 +173,11 @@ __all__ = [
     "Port",
     "PortSecurityGroup",
     "Project",
+    "QueueSample",
     "Quota",
     "QuotaClass",
     "QuotaLock",
     "Role",
-    "RoleAssignment",
     "SecurityGroup",
     "SecurityGroupRule",
     "Service",
@@ -163,13 +190,19 @@ __all__ = [
     "aggregate_metadata",
     "aggregates",
     "allocations",
+    "application_credentials",
+    "assignments",
     "compute_nodes",
     "conductor_tasks",
     "default_security_groups",
+    "domains",
     "flavor_extra_specs",
     "flavor_projects",
     "flavors",
     "generations",
+    "group_members",
+    "groups",
+    "image_members",
     "images",
     "instance_actions",
     "instance_actions_events",
@@ -186,10 +219,10 @@ __all__ = [
     "port_security_groups",
     "ports",
     "projects",
+    "queue_samples",
     "quota_classes",
     "quota_locks",
     "quotas",
-    "role_assignments",
     "roles",
     "security_group_rules",
     "security_groups",

@@ -66,6 +66,23 @@ class ServiceHeartbeat(Base):
     report_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
+class QueueSample(Base):
+    """The depth of a topic queue on the bus at one moment.
+
+    Written by ``nubes-manage status`` on each run and kept an hour: how long
+    a queue has been growing is read from them (docs/deploy.md, scaling).
+    """
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (Index("queue_samples_queue_taken_at_idx", "queue", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    taken_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    messages: Mapped[int] = mapped_column(Integer, nullable=False)
+    consumers: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class Generation(Base):
     """A counter bumped in the same transaction as every write to one set of facts.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubes.db.models.base import NAME_LEN, UUID_LEN, Base, TimestampMixin
@@ -22,14 +22,35 @@ ID_LEN = 64
 TOKEN_HASH_LEN = 64
 
 
+#: The domain every cloud has, which the bootstrap users and projects are in.
+DEFAULT_DOMAIN_ID = "default"
+
+
+class Domain(Base, TimestampMixin):
+    """A Keystone domain: a namespace of projects, users and groups."""
+
+    __tablename__ = "domains"
+    __table_args__ = (UniqueConstraint("name", name="uniq_domains0name"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    description: Mapped[str | None] = mapped_column(LongText)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
 class Project(Base, TimestampMixin):
     __tablename__ = "projects"
+    # Names are unique in the whole cloud, not only in their domain as in
+    # Keystone: nubes' own tools address projects and users by bare name.
     __table_args__ = (UniqueConstraint("name", name="uniq_projects0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
     description: Mapped[str | None] = mapped_column(LongText)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    domain_id: Mapped[str] = mapped_column(
+        String(ID_LEN), default=DEFAULT_DOMAIN_ID, server_default=DEFAULT_DOMAIN_ID, nullable=False
+    )
 
 
 class User(Base, TimestampMixin):
@@ -42,6 +63,29 @@ class User(Base, TimestampMixin):
     password_hash: Mapped[str | None] = mapped_column(String(NAME_LEN))
     default_project_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    domain_id: Mapped[str] = mapped_column(
+        String(ID_LEN), default=DEFAULT_DOMAIN_ID, server_default=DEFAULT_DOMAIN_ID, nullable=False
+    )
+    #: Keystone's free-form attributes (``description``, ``email``, ...).
+    extra: Mapped[Any | None] = mapped_column(JSONEncoded)
+
+
+class Group(Base, TimestampMixin):
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_groups0domain_id0name"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    domain_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    description: Mapped[str | None] = mapped_column(LongText)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    __table_args__ = (Index("group_members_user_id_idx", "user_id"),)
+
+    group_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
 
 
 class Role(Base, TimestampMixin):
@@ -50,36 +94,50 @@ class Role(Base, TimestampMixin):
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    description: Mapped[str | None] = mapped_column(LongText)
 
 
-class RoleAssignment(Base, TimestampMixin):
-    __tablename__ = "role_assignments"
+class Assignment(Base):
+    """A role given to a user or group on a project or domain (Keystone's shape).
+
+    ``type`` is one of UserProject, GroupProject, UserDomain, GroupDomain.
+    There are no foreign keys, as in Keystone: the actor and the target are
+    in different tables by type, and deleting either deletes its rows in the
+    same transaction (:mod:`nubes.db.api.identity`).
+    """
+
+    __tablename__ = "assignments"
     __table_args__ = (
-        UniqueConstraint(
-            "user_id",
-            "project_id",
-            "role_id",
-            name="uniq_role_assignments0user_id0project_id0role_id",
-        ),
-        Index("role_assignments_project_id_idx", "project_id"),
+        Index("assignments_actor_id_idx", "actor_id"),
+        Index("assignments_target_id_idx", "target_id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(
-        String(ID_LEN),
-        ForeignKey("users.id", name="fk_role_assignments0user_id", ondelete="CASCADE"),
-        nullable=False,
+    type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    actor_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    target_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    role_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+
+
+class ApplicationCredential(Base, TimestampMixin):
+    """A user's delegated credential for one project, with a subset of its roles."""
+
+    __tablename__ = "application_credentials"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uniq_application_credentials0user_id0name"),
     )
-    project_id: Mapped[str] = mapped_column(
-        String(ID_LEN),
-        ForeignKey("projects.id", name="fk_role_assignments0project_id", ondelete="CASCADE"),
-        nullable=False,
-    )
-    role_id: Mapped[str] = mapped_column(
-        String(ID_LEN),
-        ForeignKey("roles.id", name="fk_role_assignments0role_id", ondelete="CASCADE"),
-        nullable=False,
-    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    project_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    #: The secret's hash, as for passwords; the secret is shown once, at creation.
+    secret_hash: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    description: Mapped[str | None] = mapped_column(LongText)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: May it create application credentials itself (Keystone's ``unrestricted``)?
+    unrestricted: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    #: The role ids it was given (a subset of the user's on the project).
+    roles: Mapped[Any] = mapped_column(JSONEncoded, nullable=False)
 
 
 class Token(Base):
@@ -101,6 +159,8 @@ class Token(Base):
     issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    #: The application credential it was issued for, if any (revoked with it).
+    application_credential_id: Mapped[str | None] = mapped_column(String(ID_LEN))
 
 
 class Image(Base, TimestampMixin):
@@ -133,4 +193,33 @@ class Image(Base, TimestampMixin):
     tags: Mapped[Any | None] = mapped_column(JSONEncoded)
 
 
-__all__ = ["Image", "Project", "Role", "RoleAssignment", "Token", "User"]
+class ImageMember(Base, TimestampMixin):
+    """A project an image's owner shares it with (visibility ``shared``).
+
+    ``status`` is the member's answer: pending, accepted or rejected; an
+    accepted image is listed for the member, any membership lets it use the
+    image by id, as in Glance.
+    """
+
+    __tablename__ = "image_members"
+    __table_args__ = (Index("image_members_member_idx", "member"),)
+
+    image_id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
+    member: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+__all__ = [
+    "DEFAULT_DOMAIN_ID",
+    "ApplicationCredential",
+    "Assignment",
+    "Domain",
+    "Group",
+    "GroupMember",
+    "Image",
+    "ImageMember",
+    "Project",
+    "Role",
+    "Token",
+    "User",
+]

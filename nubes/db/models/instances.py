@@ -214,6 +214,11 @@ class ConductorTask(Base, TimestampMixin, SoftDeleteMixin):
     status: Mapped[str] = mapped_column(String(STATUS_LEN), nullable=False)
     step: Mapped[str | None] = mapped_column(String(NAME_LEN))
     attempt: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    #: When a conductor last claimed the task after another's lease ran out
+    #: (``nubes-manage status`` counts the takeovers of the last hour).
+    #: Declared before ``owner``: the claim's SET reads the old ``owner``, and
+    #: MariaDB evaluates SET assignments in order, seeing earlier ones.
+    taken_over_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     owner: Mapped[str | None] = mapped_column(String(NAME_LEN))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deadline: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

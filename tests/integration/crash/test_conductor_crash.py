@@ -20,10 +20,16 @@ from tests.integration.crash import checks
 from tests.integration.crash.conftest import RESULTS, CloudFactory
 
 SERVERS = 5
-KILL_POINTS = ["build:after:schedule", "build:sent:spawn", "build:after:spawn"]
+KILL_POINTS = [
+    "build:after:schedule",
+    # The ports made and bound, the spawn not yet sent (issue 14).
+    "build:after:networking",
+    "build:sent:spawn",
+    "build:after:spawn",
+]
 #: Points at which no build can have ended before the crash: every build is
 #: carried on by the second conductor.
-ALL_IN_FLIGHT = {"build:after:schedule", "build:sent:spawn"}
+ALL_IN_FLIGHT = {"build:after:schedule", "build:after:networking", "build:sent:spawn"}
 
 
 @pytest.mark.timeout(90)

@@ -17,9 +17,11 @@ from tests.unit.db.test_instances import *  # noqa: F403
 from tests.unit.db.test_migrations import *  # noqa: F403
 from tests.unit.db.test_network_ipam import *  # noqa: F403
 from tests.unit.db.test_object_backend import *  # noqa: F403
+from tests.unit.db.test_operations import *  # noqa: F403
 from tests.unit.db.test_placement import *  # noqa: F403
 from tests.unit.db.test_quotas import *  # noqa: F403
 from tests.unit.db.test_replica import *  # noqa: F403
 from tests.unit.db.test_resources import *  # noqa: F403
 from tests.unit.db.test_tags import *  # noqa: F403
 from tests.unit.db.test_tasks import *  # noqa: F403
+from tests.unit.db.test_transaction_batch import *  # noqa: F403

@@ -124,6 +124,9 @@ def _schemas_of(endpoint: Any) -> dict[str, list[tuple[str | None, Mapping[str, 
 def _route_table() -> list[tuple[str, str, Any]]:
     conf = config.new_config()
     conf([])
+    # The JSON APIs only: the dashboard answers HTML (and redirects), and has
+    # tests of its own (tests/browser, tests/unit/test_dashboard_session.py).
+    conf.set_override("enabled", False, group="dashboard")
     # Building the app connects to nothing: the database is only named.
     state = ApiState(conf=conf, db=Database("sqlite://"))
     return sorted(set(_walk(build_app(state).app.routes)), key=lambda r: (r[1], r[0]))

@@ -6,11 +6,13 @@ not run, so ports come from the allocation function itself or os-interface.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
+from nubes import exception
 from nubes.network import ports
 from tests.unit.api.conftest import ApiHarness
 from tests.unit.api.test_servers import body, cloud, create, login, make_active  # noqa: F401
@@ -167,3 +169,37 @@ async def test_before_237_the_one_network_is_used(cloud: ApiHarness, version: st
         await _network(c, "second", "10.91.0.0/24")
         r = await c.post(URL, json=body(cloud))
         assert r.status_code == 409 and "Multiple possible networks" in r.text
+
+
+async def test_concurrent_allocations_share_a_transaction_and_fail_alone(
+    cloud: ApiHarness,  # noqa: F811
+) -> None:
+    """Builds' ports are made together; when the subnet runs out, only the ones
+    that did not fit fail, and they leave no port behind."""
+    async with await login(cloud, "demo", "2.37") as c:
+        net = await _network(c, "small", "10.93.0.0/29")  # .2 - .6: five addresses
+        r = await c.post(
+            URL,
+            json=body(
+                cloud, networks=[{"uuid": net["id"]}], max_count=8, return_reservation_id=True
+            ),
+        )
+        assert r.status_code == 202, r.text
+        listed = (await c.get(URL, params={"reservation_id": r.json()["reservation_id"]})).json()
+        uuids = [s["id"] for s in listed["servers"]]
+        assert len(uuids) == 8
+        db, conf = cloud.state.db, cloud.state.conf
+        outcomes = await asyncio.gather(
+            *(ports.allocate_for_instance(db, conf, u) for u in uuids), return_exceptions=True
+        )
+        made = [o for o in outcomes if isinstance(o, list)]
+        refused = [o for o in outcomes if isinstance(o, exception.IpAddressGenerationFailure)]
+        assert len(made) == 5 and len(refused) == 3, outcomes
+        held = (await c.get(f"{NET}/ports?network_id={net['id']}")).json()["ports"]
+        assert sorted(p["id"] for p in held) == sorted(p for ids in made for p in ids)
+        assert sorted(p["fixed_ips"][0]["ip_address"] for p in held) == [
+            f"10.93.0.{n}" for n in range(2, 7)
+        ]
+        # Five of eight fit: the shared transaction failed and each ran alone.
+        batcher = ports.allocation_batcher(db)
+        assert batcher is not None and (batcher.batches, batcher.keys) == (8, 8)

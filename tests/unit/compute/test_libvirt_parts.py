@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from nubes import exception
+from nubes.compute.network.agent import Vif
 from nubes.compute.virt.libvirt.guest import GuestSpec, InstanceFiles, domain_xml
 from nubes.compute.virt.libvirt.imagecache import DirectoryImageSource, ImageCache
 from nubes.testing import guestimage
@@ -46,6 +47,17 @@ def test_domain_xml_boots_the_kernel_with_the_console_on_a_file(tmp_path: Path) 
     # Without a kernel: the disk's own bootloader.
     plain = ET.fromstring(domain_xml(GuestSpec(UUID, "kvm", 64, 2, files)))
     assert plain.find("os/kernel") is None and plain.find("os/boot").get("dev") == "hd"
+
+
+def test_domain_xml_puts_each_port_on_its_bridge_with_its_tap_and_mac(tmp_path: Path) -> None:
+    vif = Vif("p1", "fa:16:3e:00:00:01", "nbr-net", "tapp1", 1450)
+    spec = GuestSpec(UUID, "qemu", 64, 1, InstanceFiles.of(tmp_path, UUID), vifs=(vif,))
+    (interface,) = ET.fromstring(domain_xml(spec)).findall("devices/interface")
+    assert interface.get("type") == "bridge"
+    assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
+    assert interface.find("source").get("bridge") == "nbr-net"  # type: ignore[union-attr]
+    assert interface.find("target").get("dev") == "tapp1"  # type: ignore[union-attr]
+    assert interface.find("mtu").get("size") == "1450"  # type: ignore[union-attr]
 
 
 async def test_image_cache_checks_bytes_and_ids(tmp_path: Path) -> None:

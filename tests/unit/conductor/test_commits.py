@@ -86,12 +86,16 @@ async def test_a_step_commits_with_its_writes(
     assert committer is not None
     before = committer.writes
     await run.commit(
-        "spawn", payload={"n": 1}, writes=writes if way == "grouped" else _plain(writes)
+        "networking", payload={"n": 1}, writes=writes if way == "grouped" else _plain(writes)
     )
     # One unit through the group committer, or none at all.
     assert committer.writes == before + (1 if way == "grouped" else 0)
     task, inst = await _state(idle, run)
-    assert (task["step"], task["payload"], task["owner"]) == ("spawn", {"n": 1}, run.engine.owner)
+    assert (task["step"], task["payload"], task["owner"]) == (
+        "networking",
+        {"n": 1},
+        run.engine.owner,
+    )
     assert (inst["host"], inst["node"]) == ("h1", "h1-node")
     async with idle.db.reader() as conn:
         action = await actions.action_get_by_request_id(conn, inst["uuid"], run.request_id)
@@ -120,7 +124,7 @@ async def test_a_lost_lease_writes_nothing(idle: AllInOne, ctxt: RequestContext,
         assert await tasks.claim(conn, run.id, "other", lease_seconds=30) is not None
     writes = helpers.chain(_placement(run, "h1"), helpers.event_writes(run, "conductor_x"))
     with pytest.raises(exception.TaskLeaseLost):
-        await run.commit("spawn", writes=writes if way == "grouped" else _plain(writes))
+        await run.commit("networking", writes=writes if way == "grouped" else _plain(writes))
     with pytest.raises(exception.TaskLeaseLost):
         await run.finish(TaskStatus.FAILED, writes=helpers.finish_action_writes(run))
     task, inst = await _state(idle, run)
@@ -141,7 +145,7 @@ async def test_a_failed_instance_condition_writes_nothing(
         await instances.update(conn, run.instance_uuid, {"task_state": "spawning"})
     writes = helpers.chain(helpers.event_writes(run, "conductor_x"), _placement(run, "h1"))
     with pytest.raises(exception.InstanceUpdateConflict):
-        await run.commit("spawn", writes=writes if way == "grouped" else _plain(writes))
+        await run.commit("networking", writes=writes if way == "grouped" else _plain(writes))
     task, inst = await _state(idle, run)
     assert (task["step"], inst["host"]) == ("schedule", None)
     async with idle.db.reader() as conn:
@@ -160,7 +164,7 @@ async def test_concurrent_commits_each_get_their_own_outcome(
 
     async def commit(run: Run) -> str:
         try:
-            await run.commit("spawn", writes=_placement(run, "h1"))
+            await run.commit("networking", writes=_placement(run, "h1"))
         except exception.InstanceUpdateConflict:
             return "conflict"
         return "ok"
@@ -170,7 +174,7 @@ async def test_concurrent_commits_each_get_their_own_outcome(
     for run, outcome in zip(runs, outcomes, strict=True):
         task, inst = await _state(idle, run)
         placed = outcome == "ok"
-        assert (task["step"] == "spawn", inst["host"] == "h1") == (placed, placed)
+        assert (task["step"] == "networking", inst["host"] == "h1") == (placed, placed)
 
 
 async def test_waiting_tasks_are_claimed_as_room_frees_up(

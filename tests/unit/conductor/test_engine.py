@@ -225,3 +225,35 @@ def test_the_crash_hook_is_inert_unless_asked(monkeypatch: pytest.MonkeyPatch) -
     hook("build:after:spawn")
     hook("build:after:schedule")
     assert exits == [crash.CRASH_EXIT_CODE]
+
+
+async def test_a_stopping_engine_hands_over_a_run_still_working_after_its_drain_timeout(
+    tmp_path: Path, ctxt: RequestContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build stuck asking the scheduler (stopped) is working, not waiting for a
+    host: the drain waits ``drain_timeout`` for it, then gives its lease up, and
+    another conductor finishes it once the scheduler is back."""
+    cloud = await start_cloud(tmp_path, conductor={"drain_timeout": 0.5})
+    try:
+        engine = cloud.engines[0]
+        # The scheduler stops listening (its service and transport stay).
+        await cloud.scheduler.rpcserver.stop()
+        (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+
+        async def held() -> bool:
+            return (await _task(cloud, inst.uuid))["owner"] == engine.owner
+
+        await _until(held)
+        with caplog.at_level(logging.INFO, logger="nubes.conductor.tasks.engine"):
+            await engine.stop()
+        assert "1 tasks still working after 0.5 s; handing them over" in caplog.text
+        assert "not drained within 0.5 s; 1 leases given up" in caplog.text
+        task = await _task(cloud, inst.uuid)
+        assert task["owner"] is None and task["status"] != TaskStatus.SUCCEEDED
+
+        await cloud.scheduler.rpcserver.start()
+        await finish_on_a_new_engine(cloud, engine, [inst.uuid])
+        (row,) = await cloud.instances([inst.uuid])
+        assert row["vm_state"] == "active"
+    finally:
+        await cloud.stop()

@@ -106,12 +106,12 @@ async def test_a_status_change_commits_with_the_step(
             run, {"status": _M.PREPARING}, only_from=(_M.ACCEPTED,), migration_type=LIVE
         ),
     )
-    await run.commit("spawn", writes=_as(way, writes))
+    await run.commit("networking", writes=_as(way, writes))
     assert committer.writes == before + (1 if way == "grouped" else 0)
     row = await _migration(idle, run)
     assert (row["status"], row["dest_compute"], row["dest_node"]) == ("preparing", "h2", "n2")
     assert row["updated_at"] is not None
-    assert await _step(idle, run) == "spawn"
+    assert await _step(idle, run) == "networking"
 
 
 async def test_a_migration_moved_on_meanwhile_is_left_alone(
@@ -124,10 +124,10 @@ async def test_a_migration_moved_on_meanwhile_is_left_alone(
             run, {"status": _M.PREPARING}, only_from=(_M.ACCEPTED,), migration_type=LIVE
         ),
     )
-    await run.commit("spawn", writes=_as(way, writes))
+    await run.commit("networking", writes=_as(way, writes))
     row = await _migration(idle, run)
     assert (row["status"], row["dest_compute"]) == ("cancelling", "h2")
-    assert await _step(idle, run) == "spawn"
+    assert await _step(idle, run) == "networking"
 
 
 async def test_a_status_the_table_forbids_commits_nothing(
@@ -139,7 +139,7 @@ async def test_a_status_the_table_forbids_commits_nothing(
         moves.set_migration(run, {"status": _M.RUNNING}, migration_type=LIVE),
     )
     with pytest.raises(exception.InvalidMigrationTransition):
-        await run.commit("spawn", writes=_as(way, writes))
+        await run.commit("networking", writes=_as(way, writes))
     row = await _migration(idle, run)
     assert (row["status"], row["dest_compute"]) == ("completed", None)
     assert await _step(idle, run) == "schedule"
@@ -152,7 +152,7 @@ async def test_a_missing_migration_commits_nothing(
     run.payload = {**run.payload, "migration_id": run.payload["migration_id"] + 1000}
     writes = moves.set_migration(run, {"dest_compute": "h2"}, migration_type=LIVE)
     with pytest.raises(exception.MigrationNotFound):
-        await run.commit("spawn", writes=_as(way, writes))
+        await run.commit("networking", writes=_as(way, writes))
     assert await _step(idle, run) == "schedule"
 
 
@@ -175,7 +175,7 @@ async def test_the_source_claim_is_handed_to_the_migration_once(
         await conn.execute(insert(allocations).values(consumer_uuid=instance, compute_node_id=1))
     hand = moves.hand_source_claim_to_migration(instance, migration)
     run.payload = {**run.payload, "n": 1}
-    await run.commit("spawn", writes=hand)
+    await run.commit("networking", writes=hand)
     assert await _consumers(idle) == [(migration, 1)]
     # The destination claimed for the instance, then the step repeated: the
     # migration keeps the source, the instance its destination.

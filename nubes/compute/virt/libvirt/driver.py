@@ -12,9 +12,16 @@ of libvirtd) the driver finds every guest it made and nothing else: the
 domains are the state. A guest that powers itself off stays defined, shut
 off; the lifecycle event reaches the compute host, which records it.
 
-Phase 1 of issue 13: cold and live migration, resize, evacuation of real
-guests are refused with :class:`~nubes.exception.VirtOperationNotSupported`
-before anything changes.
+Live migration is libvirt's peer-to-peer migration between the hosts'
+libvirtd (``[libvirt] live_migration_inbound_addr``), with the root disk's
+overlay copied along (the destination makes the same overlay over its own
+copy of the image first): see :mod:`~nubes.compute.virt.libvirt.migration`.
+Cold migration and resize: the source stops the guest and serves its
+overlay and console log from its disk server
+(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
+conductor signs for the destination; the destination makes the overlay's
+base from the image API as a spawn does, fetches the overlay, and defines
+the guest. Confirm removes the source's guest; revert starts it again.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +40,8 @@ from xml.etree import ElementTree as ET
 from nubes import exception, grants
 from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, LifecycleEvent, ProgressCallback
 from nubes.compute.virt.fake import format_uptime
+from nubes.compute.virt.libvirt import diskserver, migration
+from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
 from nubes.compute.virt.libvirt.guest import (
     NAME_PREFIX,
     GuestSpec,
@@ -40,9 +50,12 @@ from nubes.compute.virt.libvirt.guest import (
 )
 from nubes.compute.virt.libvirt.host import Host
 from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
+from nubes.compute.virt.libvirt.migration import LiveCopy
+from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
 if TYPE_CHECKING:
+    from nubes.compute.network.agent import NetworkAgent
     from nubes.context import RequestContext
     from nubes.objects.flavor import Flavor
     from nubes.objects.instance import Instance
@@ -91,6 +104,7 @@ class LibvirtDriver(ComputeDriver):
     """Guests of one libvirtd. One node, named like the host."""
 
     hypervisor_type = "QEMU"
+    has_data_plane = True
 
     def __init__(
         self,
@@ -101,6 +115,9 @@ class LibvirtDriver(ComputeDriver):
         instances_path: str | Path,
         image_source: ImageSource,
         soft_reboot_wait: float = 120.0,
+        migration_address: str | None = None,
+        migration_bandwidth: int = 0,
+        disk_server_port: int = 0,
     ) -> None:
         super().__init__(host)
         if virt_type not in VIRT_TYPES:
@@ -114,6 +131,20 @@ class LibvirtDriver(ComputeDriver):
         self.soft_reboot_wait = soft_reboot_wait
         self._cpu_sample: tuple[int, int] | None = None
         self._events: set[asyncio.Task[None]] = set()
+        #: Where other hosts' libvirtd reach this one's (live migrations to here).
+        self.migration_address = migration_address or host
+        #: MiB/s a live migration from here may send (0: no limit).
+        self.migration_bandwidth = migration_bandwidth
+        #: The live migrations running from this host, by instance uuid.
+        self._live: dict[str, LiveCopy] = {}
+        #: Serves the disks of guests cold-migrating off this host (started when needed).
+        self.disk_server: DiskServer | None = None
+        self.disk_server_port = disk_server_port
+        #: The host's data plane (None: guests get no network interface).
+        self.network: NetworkAgent | None = None
+
+    def use_network(self, network: NetworkAgent) -> None:
+        self.network = network
 
     @property
     def libvirt(self) -> Any:
@@ -175,10 +206,15 @@ class LibvirtDriver(ComputeDriver):
     async def init_host(self) -> None:
         await asyncio.to_thread(self.instances_path.mkdir, parents=True, exist_ok=True)
         await self.connection.open(self._on_domain_event)
+        # A guest was leaving when the agent stopped: its destination may still fetch.
+        if any(self.instances_path.glob(f"*/{KEY_FILE}")):
+            await self._disk_server()
 
     async def cleanup_host(self) -> None:
         for task in list(self._events):
             task.cancel()
+        if self.disk_server is not None:
+            await self.disk_server.stop()
         await self.connection.close()
 
     def get_available_nodes(self) -> list[str]:
@@ -254,16 +290,22 @@ class LibvirtDriver(ComputeDriver):
     async def get_console_output(self, instance: Instance) -> str:
         await self._domain(instance, "get_console_output")
 
-        def tail() -> bytes:
+        return await asyncio.to_thread(self._console_history, instance.uuid)
+
+    def _console_history(self, uuid: str) -> str:
+        """The console log's end: what the guest wrote on the hosts it lived on
+        before (carried by live migrations), then here."""
+        files = self.files(uuid)
+        data = b""
+        for path in (files.console_before, files.console_log):
             try:
-                with open(self.console_log_path(instance), "rb") as f:
+                with open(path, "rb") as f:
                     f.seek(0, os.SEEK_END)
                     f.seek(max(0, f.tell() - CONSOLE_LOG_MAX))
-                    return f.read()
+                    data += f.read()
             except FileNotFoundError:
-                return b""
-
-        return (await asyncio.to_thread(tail)).decode("utf-8", errors="replace")
+                pass
+        return data[-CONSOLE_LOG_MAX:].decode("utf-8", errors="replace")
 
     async def _root_disk(self, instance: Instance, image_meta: dict[str, Any]) -> str:
         """Make the instance's root disk, an overlay over the cached image;
@@ -306,16 +348,9 @@ class LibvirtDriver(ComputeDriver):
         cached = await self.images.get(image_id, grant=_grant(image_meta, image_id))
         await asyncio.to_thread(os.link, cached, dest)
 
-    async def spawn(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        image_meta: dict[str, Any],
-        request: dict[str, Any],
-    ) -> None:
-        libvirt = self.libvirt
-        if await self._lookup(instance.uuid) is not None:
-            raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
+    async def _prepare_files(self, instance: Instance, image_meta: dict[str, Any]) -> str:
+        """The instance's directory with its root disk (an overlay over the cached
+        image) and its kernel and ramdisk; returns the disk's format."""
         files = self.files(instance.uuid)
         # Left by a spawn cut off before its domain existed: nothing uses it.
         await asyncio.to_thread(shutil.rmtree, files.directory, True)
@@ -323,39 +358,83 @@ class LibvirtDriver(ComputeDriver):
         properties = image_meta.get("properties") or {}
         kernel_id = properties.get("kernel_id")
         ramdisk_id = properties.get("ramdisk_id")
-        try:
-            disk_format = await self._root_disk(instance, image_meta)
-            if kernel_id:
-                await self._link_from_cache(kernel_id, files.kernel, image_meta)
-            if kernel_id and ramdisk_id:
-                await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
-            spec = GuestSpec(
-                uuid=instance.uuid,
-                virt_type=self.virt_type,
-                memory_mb=instance.memory_mb or 64,
-                vcpus=instance.vcpus or 1,
-                files=files,
-                disk_format=disk_format,
-                direct_kernel=bool(kernel_id),
-                with_ramdisk=bool(kernel_id and ramdisk_id),
-                cmdline=properties.get("os_command_line") or "console=ttyS0",
-            )
-            xml = domain_xml(spec)
+        disk_format = await self._root_disk(instance, image_meta)
+        if kernel_id:
+            await self._link_from_cache(kernel_id, files.kernel, image_meta)
+        if kernel_id and ramdisk_id:
+            await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
+        return disk_format
 
-            def define_and_start() -> None:
-                dom = self.connection.conn.defineXML(xml)
+    async def _define(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        disk_format: str,
+        *,
+        start: bool,
+    ) -> None:
+        """Define the instance's domain over the files it has here (and start
+        it), its NICs plugged into this host's data plane first."""
+        files = self.files(instance.uuid)
+        has_drive = await asyncio.to_thread(files.config_drive.exists)
+        vifs = await self.network.plug(context, instance.uuid) if self.network is not None else []
+        properties = image_meta.get("properties") or {}
+        kernel_id = properties.get("kernel_id")
+        ramdisk_id = properties.get("ramdisk_id")
+        spec = GuestSpec(
+            uuid=instance.uuid,
+            virt_type=self.virt_type,
+            memory_mb=instance.memory_mb or 64,
+            vcpus=instance.vcpus or 1,
+            files=files,
+            disk_format=disk_format,
+            direct_kernel=bool(kernel_id),
+            with_ramdisk=bool(kernel_id and ramdisk_id),
+            cmdline=properties.get("os_command_line") or "console=ttyS0",
+            config_drive=has_drive,
+            vifs=tuple(vifs),
+        )
+        xml = domain_xml(spec)
+
+        def define_and_start() -> None:
+            dom = self.connection.conn.defineXML(xml)
+            if start:
                 dom.create()
 
-            await self.connection.call(define_and_start)
+        await self.connection.call(define_and_start)
+
+    async def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: dict[str, Any],
+        request: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
+    ) -> None:
+        if await self._lookup(instance.uuid) is not None:
+            raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
+        try:
+            disk_format = await self._prepare_files(instance, image_meta)
+            if config_drive is not None:
+                drive = self.files(instance.uuid).config_drive
+                await asyncio.to_thread(config_drive.write_iso, drive)
+            await self._define(context, instance, image_meta, disk_format, start=True)
         except BaseException as exc:
-            # Nothing may be left that destroy could not remove; destroy removes it now.
-            try:
-                await asyncio.shield(self._destroy(instance))
-            except Exception as cleanup:
-                LOG.warning("cleanup of failed spawn %s: %s", instance.uuid, cleanup)
-            if isinstance(exc, libvirt.libvirtError):
-                raise self._error("spawn", instance.uuid, exc) from None
-            raise
+            raise await self._undo(instance, "spawn", exc) from None
+
+    async def _undo(self, instance: Instance, operation: str, exc: BaseException) -> BaseException:
+        """After ``operation`` failed with ``exc`` making a guest here: remove
+        what it made (nothing may be left that destroy could not remove), and
+        return the error to raise (a libvirt error as a VirtDriverError)."""
+        try:
+            await asyncio.shield(self._destroy(instance))
+        except Exception as cleanup:
+            LOG.warning("cleanup of failed %s %s: %s", operation, instance.uuid, cleanup)
+        if isinstance(exc, self.libvirt.libvirtError):
+            return self._error(operation, instance.uuid, exc)
+        return exc
 
     async def _destroy(self, instance: Instance) -> None:
         libvirt = self.libvirt
@@ -463,20 +542,48 @@ class LibvirtDriver(ComputeDriver):
                 found.add(Path(info))
         return found
 
-    # -- moves: not in phase 1 -------------------------------------------------
+    # -- cold migration and resize -----------------------------------------------
 
-    def _unsupported(self, operation: str, instance: Instance) -> exception.NubesError:
-        return exception.VirtOperationNotSupported(
-            driver="libvirt",
-            operation=operation,
-            instance_uuid=instance.uuid,
-            reason="moving real guests between hosts is not built yet (issue 13, phase 2)",
-        )
+    async def _disk_server(self) -> DiskServer:
+        if self.disk_server is None:
+            self.disk_server = DiskServer(
+                self.instances_path, self.migration_address, self.disk_server_port
+            )
+        await self.disk_server.start()
+        return self.disk_server
 
     async def migrate_disk_and_power_off(
         self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
     ) -> dict[str, Any]:
-        raise self._unsupported("migrate or resize", instance)
+        if dest == self.host:
+            raise exception.VirtOperationNotSupported(
+                driver="libvirt",
+                operation="resize on its own host",
+                instance_uuid=instance.uuid,
+                reason="the guest's files would be the source's and the destination's at once",
+            )
+        if flavor.root_gb and instance.root_gb and flavor.root_gb < instance.root_gb:
+            raise exception.VirtDriverError(
+                operation="resize",
+                instance_uuid=instance.uuid,
+                reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
+            )
+        await self.power_off(instance, timeout=min(self.soft_reboot_wait, 60.0), retry_interval=10)
+        key_file = self.files(instance.uuid).directory / KEY_FILE
+
+        def key() -> str:
+            # A repeat of this step keeps the key the conductor may have signed with.
+            if key_file.exists():
+                return key_file.read_text().strip()
+            made = secrets.token_urlsafe(32)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(made)
+            return made
+
+        made = await asyncio.to_thread(key)
+        server = await self._disk_server()
+        return {"url": f"{server.url}/{instance.uuid}", "key": made}
 
     async def finish_migration(
         self,
@@ -488,12 +595,62 @@ class LibvirtDriver(ComputeDriver):
         resize_instance: bool,
         power_on: bool = True,
     ) -> None:
-        raise self._unsupported("finish a migration of", instance)
+        dom = await self._lookup(instance.uuid)
+        if dom is not None:  # built before (a repeat): only the power to match
+            if power_on:
+                await self._start(dom, instance, "finish_migration")
+            else:
+                await self._hard_stop(dom, instance, "finish_migration")
+            return
+        url, grant = disk_info.get("url"), disk_info.get("grant")
+        if not url or not grant:
+            raise exception.VirtDriverError(
+                operation="finish_migration",
+                instance_uuid=instance.uuid,
+                reason="no disk to fetch: the source's disk_info names no url or grant",
+            )
+        try:
+            # The image, kernel and ramdisk from the image API (grants of the
+            # conductor); the guest's own overlay, and its console, from the source.
+            disk_format = await self._prepare_files(instance, image_meta)
+            await self._fetch_disk(instance, str(url), str(grant), image_meta)
+            if resize_instance and instance.root_gb:
+                disk = str(self.files(instance.uuid).disk)
+                await self._run(
+                    ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
+                    instance,
+                    "finish_migration",
+                )
+            await self._define(context, instance, image_meta, disk_format, start=power_on)
+        except BaseException as exc:
+            raise await self._undo(instance, "finish_migration", exc) from None
+
+    async def _fetch_disk(
+        self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
+    ) -> None:
+        files = self.files(instance.uuid)
+        backing = _qcow2_backing(files.disk)
+        fmt = _BACKING_FORMATS.get(image_meta.get("disk_format") or "raw", "raw")
+        await asyncio.to_thread(diskserver.fetch, f"{url}/disk", grant, files.disk)
+        # The copied overlay names the source's cache: point it at this host's.
+        if backing is not None:
+            command = ["qemu-img", "rebase", "-u", "-F", fmt, "-b", backing, str(files.disk)]
+            await self._run(command, instance, "finish_migration")
+        history = b""
+        for name in ("console.before.log", "console.log"):
+            part = files.directory / f"source-{name}"
+            if await asyncio.to_thread(
+                diskserver.fetch, f"{url}/{name}", grant, part, missing_ok=True
+            ):
+                history += await asyncio.to_thread(part.read_bytes)
+                await asyncio.to_thread(part.unlink)
+        await asyncio.to_thread(files.console_before.write_bytes, history[-CONSOLE_LOG_MAX:])
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
-        raise self._unsupported("confirm a migration of", instance)
+        # The source's kept guest and its files, key included: nothing is served any more.
+        await self._destroy(instance)
 
     async def finish_revert_migration(
         self,
@@ -502,22 +659,57 @@ class LibvirtDriver(ComputeDriver):
         migration: Migration,
         power_on: bool = True,
     ) -> None:
-        raise self._unsupported("revert a migration of", instance)
+        key_file = self.files(instance.uuid).directory / KEY_FILE
+        await asyncio.to_thread(key_file.unlink, True)
+        dom = await self._domain(instance, "finish_revert_migration")
+        if power_on:
+            await self._start(dom, instance, "finish_revert_migration")
+
+    # -- live migration ------------------------------------------------------------
 
     async def check_can_live_migrate_destination(
         self, context: RequestContext, instance: Instance, block_migration: bool = False
     ) -> dict[str, Any]:
-        raise self._unsupported("live-migrate", instance)
+        if await self._lookup(instance.uuid) is not None:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
+        return {
+            "dest_host": self.host,
+            "dest_uri": f"qemu+tcp://{self.migration_address}/system",
+            "dest_instances_path": str(self.instances_path),
+        }
 
     async def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance, dest_check_data: dict[str, Any]
     ) -> dict[str, Any]:
-        raise self._unsupported("live-migrate", instance)
+        dom = await self._domain(instance, "live-migrate")
+        state = await self._state(dom)
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise exception.VirtDriverError(
+                operation="live-migrate",
+                instance_uuid=instance.uuid,
+                reason=f"the guest is not running on {self.host} ({state.name})",
+            )
+        return {**dest_check_data, "source_instances_path": str(self.instances_path)}
 
     async def pre_live_migration(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> dict[str, Any]:
-        raise self._unsupported("live-migrate", instance)
+        if await self._lookup(instance.uuid) is not None:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
+        # The conductor sends the instance's image with grants for this host:
+        # its disk is an overlay over the image here as on the source, and the
+        # memory copy brings the overlay's blocks.
+        image = migrate_data.get("image") or {}
+        try:
+            await self._prepare_files(instance, image)
+            if self.network is not None:
+                # Its bridges, tap rules and tunnels here before the copy: the
+                # guest arrives running and its NICs must land on something.
+                await self.network.plug(context, instance.uuid)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, self.files(instance.uuid).directory, True)
+            raise
+        return {k: v for k, v in migrate_data.items() if k != "image"}
 
     async def live_migration(
         self,
@@ -526,30 +718,123 @@ class LibvirtDriver(ComputeDriver):
         dest: str,
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
-    ) -> None:
-        raise self._unsupported("live-migrate", instance)
+    ) -> dict[str, Any] | None:
+        libvirt = self.libvirt
+        dom = await self._domain(instance, "live_migration")
+        if instance.uuid in self._live:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already migrating")
+        copy = self._live[instance.uuid] = LiveCopy(dom)
+        try:
+            xml = await self.connection.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            dest_xml = migration.destination_xml(
+                xml, self.instances_path, migrate_data["dest_instances_path"]
+            )
+            params: dict[str, Any] = {
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml,
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
+            }
+            if self.migration_bandwidth:
+                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.migration_bandwidth
+            flags = (
+                libvirt.VIR_MIGRATE_LIVE
+                | libvirt.VIR_MIGRATE_PEER2PEER
+                | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_NON_SHARED_INC
+            )
+            moving = asyncio.ensure_future(
+                self.connection.call(dom.migrateToURI3, migrate_data["dest_uri"], params, flags)
+            )
+            while not moving.done():
+                await asyncio.wait({moving}, timeout=migration.POLL_INTERVAL)
+                if moving.done() or progress is None:
+                    continue
+                try:
+                    stats = await self.connection.call(dom.jobStats)
+                except libvirt.libvirtError:
+                    continue  # the job ended meanwhile
+                percent = migration.percent_done(stats)
+                if percent is not None:
+                    await progress(percent)
+            try:
+                moving.result()
+            except libvirt.libvirtError as exc:
+                if copy.aborted:
+                    raise exception.LiveMigrationAborted(
+                        instance_uuid=instance.uuid, host=self.host
+                    ) from None
+                raise self._error("live_migration", instance.uuid, exc) from None
+        finally:
+            self._live.pop(instance.uuid, None)
+        if progress is not None:
+            await progress(100)
+        # The guest's console history goes along: the destination shows it first.
+        history = await asyncio.to_thread(self._console_history, instance.uuid)
+        return {"console_log": history}
 
     async def post_live_migration(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        raise self._unsupported("live-migrate", instance)
+        # The guest runs on the destination: what is left here is a stopped
+        # definition and the files.
+        await self._destroy(instance)
 
     async def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        raise self._unsupported("live-migrate", instance)
+        dom = await self._domain(instance, "post_live_migration_at_destination")
+        files = self.files(instance.uuid)
+        history = migrate_data.get("console_log")
+        if history is not None:
+            await asyncio.to_thread(files.console_before.write_text, history)
+        paused = instance.obj_attr_is_set("power_state") and instance.power_state == (
+            PowerState.PAUSED
+        )
+        # A forced completion pauses the guest for the last copy; it runs on here.
+        if not paused and await self._state(dom) == PowerState.PAUSED:
+            try:
+                await self.connection.call(dom.resume)
+            except self.libvirt.libvirtError as exc:
+                raise self._error(
+                    "post_live_migration_at_destination", instance.uuid, exc
+                ) from None
 
     async def rollback_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        # Nothing was made here (pre_live_migration refuses): nothing to undo.
-        return None
+        dom = await self._lookup(instance.uuid)
+        if dom is not None and await self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
+            # The copy finished after all: this is the guest, not a leftover.
+            raise exception.VirtDriverError(
+                operation="rollback_live_migration_at_destination",
+                instance_uuid=instance.uuid,
+                reason=f"the guest runs on {self.host}",
+            )
+        await self._destroy(instance)
 
     async def live_migration_abort(self, instance: Instance) -> bool:
-        return False  # this driver never has a live migration in progress
+        copy = self._live.get(instance.uuid)
+        if copy is None:
+            return False
+        copy.aborted = True
+        try:
+            await self.connection.call(copy.dom.abortJob)
+        except self.libvirt.libvirtError as exc:
+            LOG.info("abort of the live migration of %s: %s", instance.uuid, exc)
+            return False
+        return True
 
     async def live_migration_force_complete(self, instance: Instance) -> bool:
-        return False
+        copy = self._live.get(instance.uuid)
+        if copy is None:
+            return False
+        # Paused, the guest dirties no memory: the copy converges at once.
+        try:
+            await self.connection.call(copy.dom.suspend)
+        except self.libvirt.libvirtError as exc:
+            LOG.info("force complete of the live migration of %s: %s", instance.uuid, exc)
+            return False
+        return True
 
 
 def _qcow2_backing(disk: Path) -> str | None:

@@ -13,6 +13,8 @@ import dataclasses
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from nubes.compute.network.agent import Vif
+
 #: Domain names of nubes guests; a libvirtd may run guests that are not ours.
 NAME_PREFIX = "nubes-"
 #: The kernel command line when the image sets no ``os_command_line``:
@@ -47,8 +49,18 @@ class InstanceFiles:
         return self.directory / "ramdisk"
 
     @property
+    def config_drive(self) -> Path:
+        return self.directory / "disk.config"
+
+    @property
     def console_log(self) -> Path:
         return self.directory / "console.log"
+
+    @property
+    def console_before(self) -> Path:
+        """What the guest's console showed on the hosts it lived on before
+        this one (written when a live migration brings it here)."""
+        return self.directory / "console.before.log"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +77,10 @@ class GuestSpec:
     direct_kernel: bool = False
     with_ramdisk: bool = False
     cmdline: str = DEFAULT_CMDLINE
+    #: Network interfaces, in the order of the instance's ports.
+    vifs: tuple[Vif, ...] = ()
+    #: Attach ``files.config_drive`` (an ISO 9660 image) as a read-only cdrom.
+    config_drive: bool = False
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -101,6 +117,22 @@ def domain_xml(spec: GuestSpec) -> str:
     _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=str(spec.files.disk))
     _sub(disk, "target", dev="vda", bus="virtio")
+    for vif in spec.vifs:
+        # A tap libvirt makes on the bridge the network agent made; the
+        # agent's rules name the tap, so the guest is filtered from its start.
+        interface = _sub(devices, "interface", type="bridge")
+        _sub(interface, "mac", address=vif.mac_address)
+        _sub(interface, "source", bridge=vif.bridge)
+        _sub(interface, "target", dev=vif.tap)
+        _sub(interface, "model", type="virtio")
+        _sub(interface, "mtu", size=str(vif.mtu))
+    if spec.config_drive:
+        cdrom = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(cdrom, "driver", name="qemu", type="raw")
+        _sub(cdrom, "source", file=str(spec.files.config_drive))
+        # SATA: a bus every machine type has (q35 has no IDE).
+        _sub(cdrom, "target", dev="sda", bus="sata")
+        _sub(cdrom, "readonly")
     # The serial console appends to the log across reboots and restarts, so
     # the console log shows the guest's whole life on this host.
     serial = _sub(devices, "serial", type="file")

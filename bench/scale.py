@@ -1,0 +1,378 @@
+"""Scale-out: boots through the REST API on real processes, 1 then 2 conductors and schedulers.
+
+    python bench/scale.py [--servers 400] [--hosts 200] [--fleets 2]
+                          [--clients 32] [--batch 50] [--quick]
+
+Every service is a process of its own on RabbitMQ and PostgreSQL
+(``nubes.testing.processes.ProcessCloud``: a scratch vhost, broker users and
+database, removed at the end): one API process, conductors ``a`` (and
+``b``), schedulers (one, then two), and ``--hosts`` fake compute hosts in
+``--fleets`` processes (``nubes compute --fake-hosts``, each host logged in
+to the broker as itself). For each shape it boots ``--servers`` servers
+twice, from this process through the REST API as the demo user:
+
+- ``singles``: one server per POST, ``--clients`` requests at a time;
+- ``batches``: ``min_count = max_count = --batch`` per POST, four at a time.
+
+It prints, per shape and way, servers/s (first POST to the last server
+ACTIVE) and the CPU seconds per server each service spent (from
+``/proc/<pid>/stat``, over the same interval), then names the bottleneck:
+a service whose processes keep their cores busy (CPU seconds per wall
+second; one process cannot use more than one), else the machine's CPU when
+it had almost no idle time (``/proc/stat``; the machine may be shared), else
+waiting on the broker or the database. The last line ends with the two-conductor servers/s.
+
+Targets on the 2-core machine: >= 150 servers/s end to end with two
+conductors, and >= 1.4x from one conductor to two while the conductor is
+the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nubes.db.models import compute_nodes, instances
+from nubes.testing.processes import Proc, ProcessCloud
+from nubes.testing.rest import SEED_SCRIPT, password_token_request
+from nubes.testing.servers import POSTGRES_URL, RABBIT_URL, reachable
+
+TICKS = os.sysconf("SC_CLK_TCK")
+#: Cores one process keeps busy to count as CPU-bound (it cannot use more than one).
+SATURATED = 0.6
+#: Idle share of the machine's CPU below which the machine itself is the limit.
+MACHINE_IDLE = 0.1
+#: Batched POSTs in flight at once.
+BATCHES_IN_FLIGHT = 4
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, every core (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
+
+
+@dataclass
+class Run:
+    shape: str
+    way: str
+    servers: int
+    seconds: float
+    #: Service -> CPU seconds over the run.
+    cpu: dict[str, float] = field(default_factory=dict)
+    #: The machine's busy and idle CPU seconds over the run (every process, every core).
+    machine_busy: float = 0.0
+    machine_idle: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.servers / self.seconds
+
+    def bottleneck(self) -> tuple[str, float]:
+        """The service busiest in cores per process (CPU s per wall s, per process)."""
+        busy = {name: cpu / self.seconds for name, cpu in self.cpu.items()}
+        name = max(busy, key=lambda n: busy[n])
+        return name, busy[name]
+
+
+class Client:
+    """The demo user's REST calls (token from the clouds.yaml the seed wrote)."""
+
+    def __init__(self, base: str, clouds: Path) -> None:
+        import yaml
+
+        self.base = base
+        self.auth = yaml.safe_load(clouds.read_text())["clouds"]["nubes-demo"]["auth"]
+        self.http = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=256))
+        self.token = ""
+
+    async def login(self) -> None:
+        body = password_token_request(self.auth)
+        answer = await self.http.post(f"{self.base}/identity/v3/auth/tokens", json=body)
+        answer.raise_for_status()
+        self.token = answer.headers["X-Subject-Token"]
+
+    async def image(self) -> str:
+        answer = await self.http.get(
+            f"{self.base}/image/v2/images", headers={"X-Auth-Token": self.token}
+        )
+        answer.raise_for_status()
+        return str(answer.json()["images"][0]["id"])
+
+    async def create(self, name: str, image: str, count: int) -> None:
+        body: dict[str, Any] = {
+            "server": {"name": name, "imageRef": image, "flavorRef": "1", "networks": "none"}
+        }
+        if count > 1:
+            body["server"].update(min_count=count, max_count=count)
+        answer = await self.http.post(
+            f"{self.base}/compute/v2.1/servers",
+            json=body,
+            headers={"X-Auth-Token": self.token, "OpenStack-API-Version": "compute 2.61"},
+        )
+        if answer.status_code != 202:
+            raise RuntimeError(f"POST /servers: {answer.status_code} {answer.text}")
+
+
+async def settled(cloud: ProcessCloud, prefix: str) -> tuple[int, int]:
+    """(servers named ``prefix``*, of them ACTIVE or ERROR)."""
+    assert cloud.db is not None
+    named = instances.c.display_name.like(f"{prefix}%")
+    async with cloud.db.reader() as conn:
+        total = (await conn.execute(select(func.count()).where(named))).scalar_one()
+        done = (
+            await conn.execute(
+                select(func.count()).where(named, instances.c.vm_state.in_(["active", "error"]))
+            )
+        ).scalar_one()
+    return int(total), int(done)
+
+
+async def boot(
+    cloud: ProcessCloud,
+    client: Client,
+    image: str,
+    label: str,
+    servers: int,
+    *,
+    per_post: int,
+    in_flight: int,
+) -> float:
+    """Seconds from the first POST to the last of ``servers`` servers settled."""
+    posts = [per_post] * (servers // per_post)
+    gate = asyncio.Semaphore(in_flight)
+
+    async def post(i: int, count: int) -> None:
+        async with gate:
+            await client.create(f"{label}-{i}", image, count)
+
+    start = time.monotonic()
+    await asyncio.gather(*(post(i, c) for i, c in enumerate(posts)))
+    while True:
+        total, done = await settled(cloud, f"{label}-")
+        if total >= servers and done >= servers:
+            return time.monotonic() - start
+        await asyncio.sleep(0.05)
+
+
+async def errors(cloud: ProcessCloud) -> int:
+    assert cloud.db is not None
+    async with cloud.db.reader() as conn:
+        query = select(func.count()).where(instances.c.vm_state == "error")
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def wait_fleet(cloud: ProcessCloud, timeout: float = 180.0) -> None:
+    assert cloud.db is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        async with cloud.db.reader() as conn:
+            query = select(func.count()).where(compute_nodes.c.deleted == 0)
+            nodes = int((await conn.execute(query)).scalar_one())
+        if nodes >= len(cloud.fleet_hosts):
+            return
+        if time.monotonic() > deadline or any(p.returncode is not None for p in cloud.procs):
+            raise RuntimeError(f"{nodes} of {len(cloud.fleet_hosts)} nodes\n{cloud.describe()}")
+        await asyncio.sleep(0.5)
+
+
+def report(run: Run, procs: dict[str, list[Proc]]) -> None:
+    parts = []
+    for name, cpu in run.cpu.items():
+        parts.append(f"{name} {1000 * cpu / run.servers:.1f}")
+    print(
+        f"{run.shape:<26} {run.way:<8} {run.servers:>5} servers {run.rate:7.1f} servers/s  "
+        f"CPU ms/server: {', '.join(parts)}; {verdict(run, procs)}",
+        flush=True,
+    )
+
+
+def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
+    """The bottleneck: the busiest service if it keeps its processes' cores busy,
+    else waiting (no process of ours is CPU-bound)."""
+    name, busy = run.bottleneck()
+    count = len(procs.get(name, [])) or 1
+    per_process = busy / count
+    where = f"{name} at {busy:.2f} cores in {count} process{'es' if count > 1 else ''}"
+    if per_process >= SATURATED:
+        return f"bottleneck: {name} (CPU-bound, {where})"
+    total = run.machine_busy + run.machine_idle
+    idle = run.machine_idle / total if total else 1.0
+    if idle < MACHINE_IDLE:
+        ours = sum(run.cpu.values()) / run.machine_busy if run.machine_busy else 0.0
+        return (
+            f"bottleneck: the machine's CPU (idle {100 * idle:.0f}%; this run's processes "
+            f"used {100 * ours:.0f}% of its busy time, other work the rest; busiest {where})"
+        )
+    return (
+        f"bottleneck: waiting, no process CPU-bound and the machine {100 * idle:.0f}% idle "
+        f"(busiest {where}): the broker or the database"
+    )
+
+
+async def main(args: argparse.Namespace) -> int:
+    for server in ("rabbit", "postgres"):
+        if not reachable(server):
+            print(f"{server} is not reachable", file=sys.stderr)
+            return 2
+    work = Path(args.workdir or f"/tmp/nubes-scale-{os.getpid()}")
+    state = work / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    per_fleet = args.hosts // args.fleets
+    cloud = ProcessCloud(
+        RABBIT_URL,
+        POSTGRES_URL,
+        work,
+        hosts=0,
+        fleets=args.fleets,
+        fleet_size=per_fleet,
+        extra_schedulers=("b",),
+        options={
+            # Liveness as deployed (a beat every 10 s), not the tests' every second.
+            "DEFAULT": {
+                "state_path": str(state),
+                "report_interval": 10,
+                "service_down_time": 60,
+                "rpc_response_timeout": 60,
+            },
+            "quota": {"instances": -1, "cores": -1, "ram": -1},
+            # The PostgreSQL server is shared (max_connections 100 here): the
+            # default pools (10 + 20 overflow) of five processes could take
+            # every connection and fail builds with "too many clients".
+            "database": {"max_pool_size": 6, "max_overflow": 4},
+            # As deployed: the crash tests' 20 s step timeout would reschedule
+            # builds that a loaded fleet reports late.
+            "conductor": {
+                "build_deadline": 600,
+                "task_lease_seconds": 30,
+                "compute_step_timeout": 600,
+            },
+            "scheduler": {"host_subset_size": 4},
+        },
+    )
+    port = 18774 + os.getpid() % 1000
+    procs: dict[str, list[Proc]] = {}
+    runs: list[Run] = []
+    bench_name = "bench client"
+    try:
+        await cloud.setup(conductors=("a", "b"))
+        env = cloud.environ()
+        seed = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SEED_SCRIPT, str(cloud.api_config(port)), str(state), env=env
+        )
+        assert await seed.wait() == 0, "seeding the cloud failed"
+        procs["api"] = [await cloud.start_api(port)]
+        procs["conductor"] = [await cloud.start_conductor("a")]
+        procs["scheduler"] = [await cloud.start_scheduler()]
+        await cloud.wait_serving([*procs["conductor"], *procs["scheduler"]])
+        procs["compute"] = [await cloud.start_fleet(j) for j in range(args.fleets)]
+        await wait_fleet(cloud)
+        await procs["api"][0].wait_log("API listening on", timeout=60)
+        client = Client(f"http://127.0.0.1:{port}", state / "clouds.yaml")
+        await client.login()
+        image = await client.image()
+        await boot(cloud, client, image, "warm", 20, per_post=1, in_flight=8)
+        print(
+            f"{len(cloud.fleet_hosts)} fake hosts in {args.fleets} compute processes; "
+            f"{args.servers} servers per run; load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        shapes = [("1 conductor, 1 scheduler", None), ("2 conductors, 1 scheduler", "conductor")]
+        shapes.append(("2 conductors, 2 schedulers", "scheduler"))
+        for shape, grow in shapes:
+            if grow == "conductor":
+                procs["conductor"].append(await cloud.start_conductor("b"))
+                await cloud.wait_serving(procs["conductor"][-1:])
+            elif grow == "scheduler":
+                procs["scheduler"].append(await cloud.start_scheduler("b"))
+                await cloud.wait_serving(procs["scheduler"][-1:])
+            for way, per_post, in_flight in (
+                ("singles", 1, args.clients),
+                ("batches", args.batch, BATCHES_IN_FLIGHT),
+            ):
+                label = f"{len(runs)}{way}"
+                before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+                mine = time.process_time()
+                busy0, idle0 = machine_cpu()
+                seconds = await boot(
+                    cloud,
+                    client,
+                    image,
+                    label,
+                    args.servers,
+                    per_post=per_post,
+                    in_flight=in_flight,
+                )
+                cpu = {
+                    n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()
+                }
+                cpu[bench_name] = time.process_time() - mine
+                busy1, idle1 = machine_cpu()
+                run = Run(shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0)
+                runs.append(run)
+                report(run, procs)
+        failed = await errors(cloud)
+        await client.http.aclose()
+    except BaseException:
+        print(cloud.describe(30), file=sys.stderr)
+        raise
+    finally:
+        await cloud.cleanup()
+
+    def best(shape: str) -> float:
+        return max(r.rate for r in runs if r.shape == shape)
+
+    one = best(shapes[0][0])
+    two = max(best(shapes[1][0]), best(shapes[2][0]))
+    print(f"servers in ERROR: {failed}; load average now {os.getloadavg()[0]:.1f}")
+    first = [verdict(r, {"conductor": procs["conductor"][:1]}) for r in runs[:2]]
+    print(f"one conductor: {one:.1f} servers/s ({'; '.join(first)})")
+    print(
+        f"from one conductor to two: {two / one:.2f}x (target >= 1.4x when the conductor "
+        f"is the bottleneck; >= 150 servers/s)"
+    )
+    print(f"two conductors: {two:.1f} servers/s")
+    return 0
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", type=int, default=400, help="servers per run")
+    parser.add_argument("--hosts", type=int, default=200, help="fake compute hosts")
+    parser.add_argument("--fleets", type=int, default=2, help="compute processes they run in")
+    parser.add_argument("--clients", type=int, default=32, help="single POSTs at a time")
+    parser.add_argument("--batch", type=int, default=50, help="servers per batched POST")
+    parser.add_argument("--workdir", help="where config files and logs go")
+    parser.add_argument("--quick", action="store_true", help="100 servers per run, 40 hosts")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.servers, args.hosts = 100, 40
+    if args.servers % args.batch:
+        parser.error("--servers must be a multiple of --batch")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse())))

@@ -1,0 +1,501 @@
+"""Domains, projects, users and groups (Keystone v3's directory).
+
+Managing them is for admins (Keystone's default policy without system or
+domain scope); a user may see itself, its projects and its groups, and
+change its own password. Every change that takes a right away revokes the
+tokens it concerns in the same transaction (:mod:`nubes.db.api.identity`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from nubes import exception
+from nubes.api import policy
+from nubes.api.identity import passwords
+from nubes.api.identity.common import (
+    admin,
+    collection_links,
+    domain_view,
+    flag,
+    group_view,
+    project_view,
+    self_or_admin,
+    user_view,
+)
+from nubes.api.middleware import api_state, request_context
+from nubes.api.validation import json_body, validate
+from nubes.db.api import identity
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+_TEXT = {"type": ["string", "null"], "maxLength": 65535}
+_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+_BOOL = {"type": "boolean"}
+
+
+def _schema(key: str, properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    inner: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        inner["required"] = list(required)
+    return {"type": "object", "properties": {key: inner}, "required": [key]}
+
+
+DOMAIN_CREATE = _schema(
+    "domain", {"name": _NAME, "description": _TEXT, "enabled": _BOOL}, ("name",)
+)
+DOMAIN_UPDATE = _schema("domain", {"name": _NAME, "description": _TEXT, "enabled": _BOOL})
+PROJECT_CREATE = _schema(
+    "project",
+    {
+        "name": _NAME,
+        "description": _TEXT,
+        "enabled": _BOOL,
+        "domain_id": _ID,
+        "parent_id": {"type": ["string", "null"]},
+        "is_domain": {"const": False},
+    },
+    ("name",),
+)
+PROJECT_UPDATE = _schema("project", {"name": _NAME, "description": _TEXT, "enabled": _BOOL})
+_PASSWORD = {"type": ["string", "null"], "maxLength": 4096}
+_USER_FIELDS = {
+    "name": _NAME,
+    "password": _PASSWORD,
+    "enabled": _BOOL,
+    "domain_id": _ID,
+    "default_project_id": {"type": ["string", "null"], "maxLength": 64},
+    "description": _TEXT,
+    "email": _TEXT,
+}
+USER_CREATE = _schema("user", _USER_FIELDS, ("name",))
+USER_UPDATE = _schema("user", {k: v for k, v in _USER_FIELDS.items() if k != "domain_id"})
+PASSWORD_CHANGE = _schema(
+    "user",
+    {
+        "password": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "original_password": _PASSWORD,
+    },
+    ("password", "original_password"),
+)
+GROUP_CREATE = _schema("group", {"name": _NAME, "description": _TEXT, "domain_id": _ID}, ("name",))
+GROUP_UPDATE = _schema("group", {"name": _NAME, "description": _TEXT})
+#: User attributes kept in the row's ``extra`` (Keystone's free-form ones).
+_EXTRA = ("description", "email")
+
+
+async def _body(request: Request, schema: dict[str, Any], key: str) -> dict[str, Any]:
+    """The validated ``body[key]`` with only the attributes its schema names:
+    Keystone's extra attributes are not columns here (unknown ones are dropped)."""
+    body = await json_body(request)
+    validate(body, schema)
+    known = schema["properties"][key]["properties"]
+    return {k: v for k, v in body[key].items() if k in known}
+
+
+async def _domain_exists(conn: Any, domain_id: str) -> None:
+    try:
+        await identity.domain_get(conn, domain_id)
+    except exception.NotFound:
+        raise exception.ValidationError(
+            field="domain_id", reason=f"Could not find domain: {domain_id}."
+        ) from None
+
+
+# --- domains -----------------------------------------------------------------
+
+
+async def list_domains(request: Request) -> Response:
+    admin(request, "list_domains")
+    async with api_state(request).db.reader() as conn:
+        rows = await identity.domain_get_all(
+            conn, name=request.query_params.get("name"), enabled=flag(request, "enabled")
+        )
+    return JSONResponse(
+        {"domains": [domain_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def create_domain(request: Request) -> Response:
+    admin(request, "create_domain")
+    ref = await _body(request, DOMAIN_CREATE, "domain")
+    async with api_state(request).db.writer() as conn:
+        row = await identity.domain_create(
+            conn, ref["name"], description=ref.get("description"), enabled=ref.get("enabled", True)
+        )
+    return JSONResponse({"domain": domain_view(request, row)}, status_code=201)
+
+
+async def show_domain(request: Request) -> Response:
+    domain_id = request.path_params["domain_id"]
+    ctxt = request_context(request)
+    async with api_state(request).db.reader() as conn:
+        row = await identity.domain_get(conn, domain_id)
+        if not policy.allowed(ctxt, policy.Rule.ADMIN):
+            # Members see the domain of the project they work in, as in Keystone.
+            project = await identity.project_get(conn, ctxt.project_id or "")
+            if project["domain_id"] != row["id"]:
+                policy.authorize(ctxt, "identity:get_domain", policy.Rule.ADMIN)
+    return JSONResponse({"domain": domain_view(request, row)})
+
+
+async def update_domain(request: Request) -> Response:
+    admin(request, "update_domain")
+    domain_id = request.path_params["domain_id"]
+    ref = await _body(request, DOMAIN_UPDATE, "domain")
+    async with api_state(request).db.writer() as conn:
+        if domain_id == identity.DEFAULT_DOMAIN_ID and ref.get("enabled") is False:
+            raise exception.Forbidden(reason="The default domain cannot be disabled.")
+        await identity.domain_update(conn, domain_id, ref)
+        row = await identity.domain_get(conn, domain_id)
+    return JSONResponse({"domain": domain_view(request, row)})
+
+
+async def delete_domain(request: Request) -> Response:
+    admin(request, "delete_domain")
+    async with api_state(request).db.writer() as conn:
+        await identity.domain_delete(conn, request.path_params["domain_id"])
+    return Response(status_code=204)
+
+
+# --- projects ----------------------------------------------------------------
+
+
+def _project_not_found(project_id: str) -> exception.NotFound:
+    return exception.NotFound(reason=f"Could not find project: {project_id}.")
+
+
+async def list_projects(request: Request) -> Response:
+    """Admins only, as in Keystone: a user lists its own projects with
+    ``/v3/auth/projects`` or ``/v3/users/{id}/projects``. (Clients rely on
+    the 403: looking a project up, they then take the given id as it is.)"""
+    admin(request, "list_projects")
+    q = request.query_params
+    async with api_state(request).db.reader() as conn:
+        rows = await identity.project_get_all(
+            conn, name=q.get("name"), domain_id=q.get("domain_id"), enabled=flag(request, "enabled")
+        )
+    return JSONResponse(
+        {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def create_project(request: Request) -> Response:
+    admin(request, "create_project")
+    ref = await _body(request, PROJECT_CREATE, "project")
+    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    parent = ref.get("parent_id")
+    if parent not in (None, domain_id):
+        raise exception.ValidationError(
+            field="parent_id", reason="project hierarchies are not supported; use the domain"
+        )
+    async with api_state(request).db.writer() as conn:
+        await _domain_exists(conn, domain_id)
+        row = await identity.project_create(
+            conn,
+            ref["name"],
+            description=ref.get("description"),
+            domain_id=domain_id,
+            enabled=ref.get("enabled", True),
+        )
+    return JSONResponse({"project": project_view(request, row)}, status_code=201)
+
+
+async def _project(conn: Any, project_id: str) -> dict[str, Any]:
+    try:
+        row = await identity.project_get(conn, project_id)
+    except exception.NotFound:
+        raise _project_not_found(project_id) from None
+    if row["id"] != project_id:  # project_get also matches names
+        raise _project_not_found(project_id)
+    return row
+
+
+async def show_project(request: Request) -> Response:
+    ctxt = request_context(request)
+    project_id = request.path_params["project_id"]
+    # As Keystone: a project outside the caller's token is a policy refusal
+    # (403), whether or not it exists; clients then use the id as given.
+    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
+        raise exception.PolicyNotAuthorized(action="identity:get_project")
+    async with api_state(request).db.reader() as conn:
+        row = await _project(conn, project_id)
+    return JSONResponse({"project": project_view(request, row)})
+
+
+async def update_project(request: Request) -> Response:
+    admin(request, "update_project")
+    project_id = request.path_params["project_id"]
+    ref = await _body(request, PROJECT_UPDATE, "project")
+    async with api_state(request).db.writer() as conn:
+        await _project(conn, project_id)
+        if ref:
+            await identity.project_update(conn, project_id, ref)
+        row = await _project(conn, project_id)
+    return JSONResponse({"project": project_view(request, row)})
+
+
+async def delete_project(request: Request) -> Response:
+    admin(request, "delete_project")
+    project_id = request.path_params["project_id"]
+    async with api_state(request).db.writer() as conn:
+        await _project(conn, project_id)
+        await identity.project_delete(conn, project_id)
+    return Response(status_code=204)
+
+
+# --- users -------------------------------------------------------------------
+
+
+def _user_not_found(user_id: str) -> exception.NotFound:
+    return exception.NotFound(reason=f"Could not find user: {user_id}.")
+
+
+async def _user(conn: Any, user_id: str) -> dict[str, Any]:
+    row = await identity.user_get_by_id(conn, user_id)
+    if row is None:
+        raise _user_not_found(user_id)
+    return row
+
+
+async def list_users(request: Request) -> Response:
+    admin(request, "list_users")
+    q = request.query_params
+    async with api_state(request).db.reader() as conn:
+        rows = await identity.user_get_all(
+            conn, name=q.get("name"), domain_id=q.get("domain_id"), enabled=flag(request, "enabled")
+        )
+    return JSONResponse(
+        {"users": [user_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def create_user(request: Request) -> Response:
+    admin(request, "create_user")
+    ref = await _body(request, USER_CREATE, "user")
+    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    password = ref.get("password")
+    password_hash = await passwords.hash_password_async(password) if password else None
+    async with api_state(request).db.writer() as conn:
+        await _domain_exists(conn, domain_id)
+        default_project = ref.get("default_project_id")
+        if default_project:
+            await _project(conn, default_project)
+        row = await identity.user_create(
+            conn,
+            ref["name"],
+            password_hash,
+            default_project_id=default_project,
+            domain_id=domain_id,
+            enabled=ref.get("enabled", True),
+            extra={k: ref[k] for k in _EXTRA if ref.get(k) is not None},
+        )
+    return JSONResponse({"user": user_view(request, row)}, status_code=201)
+
+
+async def show_user(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    self_or_admin(request, user_id, "get_user")
+    async with api_state(request).db.reader() as conn:
+        row = await _user(conn, user_id)
+    return JSONResponse({"user": user_view(request, row)})
+
+
+async def update_user(request: Request) -> Response:
+    admin(request, "update_user")
+    user_id = request.path_params["user_id"]
+    ref = await _body(request, USER_UPDATE, "user")
+    values: dict[str, Any] = {k: ref[k] for k in ("name", "enabled") if k in ref}
+    if "default_project_id" in ref:
+        values["default_project_id"] = ref["default_project_id"]
+    if "password" in ref:
+        password = ref["password"]
+        values["password_hash"] = (
+            await passwords.hash_password_async(password) if password else None
+        )
+    async with api_state(request).db.writer() as conn:
+        row = await _user(conn, user_id)
+        if values.get("default_project_id"):
+            await _project(conn, values["default_project_id"])
+        extra = dict(row.get("extra") or {})
+        for key in _EXTRA:
+            if key in ref:
+                extra[key] = ref[key]
+        if extra != (row.get("extra") or {}):
+            values["extra"] = extra
+        if values:
+            await identity.user_update(conn, user_id, values)
+        row = await _user(conn, user_id)
+    return JSONResponse({"user": user_view(request, row)})
+
+
+async def delete_user(request: Request) -> Response:
+    ctxt = admin(request, "delete_user")
+    user_id = request.path_params["user_id"]
+    if user_id == ctxt.user_id:
+        # Keystone allows it; a cloud left without its admin is not worth it.
+        raise exception.Forbidden(reason="You cannot delete yourself.")
+    async with api_state(request).db.writer() as conn:
+        await _user(conn, user_id)
+        await identity.user_delete(conn, user_id)
+    return Response(status_code=204)
+
+
+async def change_password(request: Request) -> Response:
+    """``POST /v3/users/{id}/password``: the user itself, knowing the old one."""
+    user_id = request.path_params["user_id"]
+    ctxt = request_context(request)
+    if ctxt.user_id != user_id:
+        raise exception.PolicyNotAuthorized(action="identity:change_password")
+    ref = await _body(request, PASSWORD_CHANGE, "user")
+    async with api_state(request).db.reader() as conn:
+        row = await _user(conn, user_id)
+    if not await passwords.verify_password_async(
+        row["password_hash"], ref.get("original_password") or ""
+    ):
+        raise exception.NotAuthenticated()
+    new_hash = await passwords.hash_password_async(ref["password"])
+    async with api_state(request).db.writer() as conn:
+        await identity.user_update(conn, user_id, {"password_hash": new_hash})
+    return Response(status_code=204)
+
+
+async def user_projects(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    self_or_admin(request, user_id, "list_user_projects")
+    async with api_state(request).db.reader() as conn:
+        await _user(conn, user_id)
+        rows = await identity.projects_for_user(conn, user_id)
+    return JSONResponse(
+        {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def user_groups(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    self_or_admin(request, user_id, "list_groups_for_user")
+    async with api_state(request).db.reader() as conn:
+        await _user(conn, user_id)
+        rows = await identity.groups_for_user(conn, user_id)
+    return JSONResponse(
+        {"groups": [group_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+# --- groups ------------------------------------------------------------------
+
+
+async def list_groups(request: Request) -> Response:
+    admin(request, "list_groups")
+    q = request.query_params
+    async with api_state(request).db.reader() as conn:
+        rows = await identity.group_get_all(conn, name=q.get("name"), domain_id=q.get("domain_id"))
+    return JSONResponse(
+        {"groups": [group_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def create_group(request: Request) -> Response:
+    admin(request, "create_group")
+    ref = await _body(request, GROUP_CREATE, "group")
+    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    async with api_state(request).db.writer() as conn:
+        await _domain_exists(conn, domain_id)
+        row = await identity.group_create(
+            conn, ref["name"], domain_id=domain_id, description=ref.get("description")
+        )
+    return JSONResponse({"group": group_view(request, row)}, status_code=201)
+
+
+async def show_group(request: Request) -> Response:
+    admin(request, "get_group")
+    async with api_state(request).db.reader() as conn:
+        row = await identity.group_get(conn, request.path_params["group_id"])
+    return JSONResponse({"group": group_view(request, row)})
+
+
+async def update_group(request: Request) -> Response:
+    admin(request, "update_group")
+    group_id = request.path_params["group_id"]
+    ref = await _body(request, GROUP_UPDATE, "group")
+    async with api_state(request).db.writer() as conn:
+        await identity.group_get(conn, group_id)
+        if ref:
+            await identity.group_update(conn, group_id, ref)
+        row = await identity.group_get(conn, group_id)
+    return JSONResponse({"group": group_view(request, row)})
+
+
+async def delete_group(request: Request) -> Response:
+    admin(request, "delete_group")
+    async with api_state(request).db.writer() as conn:
+        await identity.group_delete(conn, request.path_params["group_id"])
+    return Response(status_code=204)
+
+
+async def group_members(request: Request) -> Response:
+    admin(request, "list_users_in_group")
+    group_id = request.path_params["group_id"]
+    async with api_state(request).db.reader() as conn:
+        await identity.group_get(conn, group_id)
+        rows = await identity.group_users(conn, group_id)
+    return JSONResponse(
+        {"users": [user_view(request, r) for r in rows], "links": collection_links(request)}
+    )
+
+
+async def group_membership(request: Request) -> Response:
+    """PUT (add), HEAD/GET (check) and DELETE (remove) ``/groups/{g}/users/{u}``."""
+    admin(request, "manage_group_membership")
+    group_id, user_id = request.path_params["group_id"], request.path_params["user_id"]
+    writing = request.method in ("PUT", "DELETE")
+    db = api_state(request).db
+    async with db.writer() if writing else db.reader() as conn:
+        await identity.group_get(conn, group_id)
+        await _user(conn, user_id)
+        if request.method == "PUT":
+            await identity.group_add_user(conn, group_id, user_id)
+        elif request.method == "DELETE":
+            if not await identity.group_remove_user(conn, group_id, user_id):
+                raise exception.NotFound(
+                    reason=f"User {user_id} is not a member of group {group_id}."
+                )
+        elif not await identity.group_has_user(conn, group_id, user_id):
+            raise exception.NotFound(reason=f"User {user_id} is not a member of group {group_id}.")
+    return Response(status_code=204)
+
+
+ROUTES = [
+    Route("/v3/domains", list_domains, methods=["GET"]),
+    Route("/v3/domains", create_domain, methods=["POST"]),
+    Route("/v3/domains/{domain_id}", show_domain, methods=["GET"]),
+    Route("/v3/domains/{domain_id}", update_domain, methods=["PATCH"]),
+    Route("/v3/domains/{domain_id}", delete_domain, methods=["DELETE"]),
+    Route("/v3/projects", list_projects, methods=["GET"]),
+    Route("/v3/projects", create_project, methods=["POST"]),
+    Route("/v3/projects/{project_id}", show_project, methods=["GET"]),
+    Route("/v3/projects/{project_id}", update_project, methods=["PATCH"]),
+    Route("/v3/projects/{project_id}", delete_project, methods=["DELETE"]),
+    Route("/v3/users", list_users, methods=["GET"]),
+    Route("/v3/users", create_user, methods=["POST"]),
+    Route("/v3/users/{user_id}", show_user, methods=["GET"]),
+    Route("/v3/users/{user_id}", update_user, methods=["PATCH"]),
+    Route("/v3/users/{user_id}", delete_user, methods=["DELETE"]),
+    Route("/v3/users/{user_id}/password", change_password, methods=["POST"]),
+    Route("/v3/users/{user_id}/projects", user_projects, methods=["GET"]),
+    Route("/v3/users/{user_id}/groups", user_groups, methods=["GET"]),
+    Route("/v3/groups", list_groups, methods=["GET"]),
+    Route("/v3/groups", create_group, methods=["POST"]),
+    Route("/v3/groups/{group_id}", show_group, methods=["GET"]),
+    Route("/v3/groups/{group_id}", update_group, methods=["PATCH"]),
+    Route("/v3/groups/{group_id}", delete_group, methods=["DELETE"]),
+    Route("/v3/groups/{group_id}/users", group_members, methods=["GET"]),
+    Route(
+        "/v3/groups/{group_id}/users/{user_id}",
+        group_membership,
+        methods=["PUT", "HEAD", "GET", "DELETE"],
+    ),
+]

@@ -1,0 +1,122 @@
+"""Bridges, VXLAN devices and their flood lists, through iproute2.
+
+One bridge per network with ports on this host (``nbr-<network>``), made
+with ``nf_call_iptables`` so the firewall's stateful rules see bridged
+packets. For DHCP and the metadata service the bridge holds the gateway
+address of each IPv4 subnet (every host holds it for its own ports: a
+distributed gateway; the firewall keeps ARP about it off the tunnels).
+Tenant networks reach the other hosts through a VXLAN device
+(``nvx-<network>``, id = the network's VNI) on the bridge, which floods
+broadcasts to each peer by head-end replication: one all-zeros FDB entry
+per peer (``bridge fdb append 00:00:00:00:00:00 dst <peer>``).
+
+Every command goes through :class:`Commands`, whose ``prefix`` runs it
+elsewhere (``ip netns exec <ns>`` in tests); a failing command raises
+:class:`~nubes.exception.NetworkPlumbingError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nubes import exception, hostnet
+from nubes.compute.network import names
+
+VXLAN_PORT = 4789
+_FLOOD = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True)
+class Commands:
+    """Runs the data plane's commands (optionally under ``prefix``)."""
+
+    prefix: Sequence[str] = field(default_factory=tuple)
+
+    async def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        if check and proc.returncode != 0:
+            raise exception.NetworkPlumbingError(
+                command=" ".join(argv[:4]), reason=err.decode(errors="replace").strip()[:500]
+            )
+        return out.decode(errors="replace")
+
+    async def links(self) -> dict[str, dict[str, Any]]:
+        """Every link of the namespace by name (``ip -j -d link``)."""
+        return {
+            link["ifname"]: link for link in json.loads(await self.run("ip", "-j", "-d", "link"))
+        }
+
+
+async def ensure_network(
+    cmd: Commands,
+    network: hostnet.Network,
+    links: dict[str, dict[str, Any]],
+    local_ip: str | None,
+    peers: Sequence[str],
+) -> None:
+    """The network's bridge (with its gateway addresses) and VXLAN device, up."""
+    bridge = names.bridge(network.id)
+    if bridge not in links:
+        await cmd.run(
+            "ip", "link", "add", bridge, "type", "bridge",
+            "nf_call_iptables", "1", "nf_call_ip6tables", "1",
+        )  # fmt: skip
+    await cmd.run("ip", "link", "set", bridge, "mtu", str(network.mtu), "up")
+    wanted = set()
+    for subnet in network.subnets:
+        if subnet.ip_version == 4 and subnet.gateway_ip:
+            prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+            wanted.add(f"{subnet.gateway_ip}/{prefix}")
+    have = await _addresses(cmd, bridge)
+    for address in sorted(wanted - have):
+        await cmd.run("ip", "addr", "add", address, "dev", bridge)
+    for address in sorted(have - wanted):
+        await cmd.run("ip", "addr", "del", address, "dev", bridge)
+    vxlan = names.vxlan(network.id)
+    if local_ip is None:
+        return  # one host: no tunnels
+    if vxlan not in links:
+        await cmd.run(
+            "ip", "link", "add", vxlan, "type", "vxlan", "id", str(network.vni),
+            "local", local_ip, "dstport", str(VXLAN_PORT),
+        )  # fmt: skip
+    await cmd.run("ip", "link", "set", vxlan, "master", bridge, "mtu", str(network.mtu), "up")
+    await _set_flood_list(cmd, vxlan, peers)
+
+
+async def _addresses(cmd: Commands, device: str) -> set[str]:
+    found = json.loads(await cmd.run("ip", "-j", "-4", "addr", "show", "dev", device))
+    return {f"{a['local']}/{a['prefixlen']}" for link in found for a in link.get("addr_info", [])}
+
+
+async def _set_flood_list(cmd: Commands, vxlan: str, peers: Sequence[str]) -> None:
+    entries = json.loads(await cmd.run("bridge", "-j", "fdb", "show", "dev", vxlan))
+    have = {e["dst"] for e in entries if e.get("mac") == _FLOOD and "dst" in e}
+    for peer in sorted(set(peers) - have):
+        await cmd.run("bridge", "fdb", "append", _FLOOD, "dev", vxlan, "dst", peer)
+    for peer in sorted(have - set(peers)):
+        await cmd.run("bridge", "fdb", "del", _FLOOD, "dev", vxlan, "dst", peer)
+
+
+async def remove_network(cmd: Commands, bridge: str, links: dict[str, dict[str, Any]]) -> None:
+    """A bridge of a network this host has no port on any more, and its tunnel."""
+    vxlan = names.VXLAN_PREFIX + bridge[len(names.BRIDGE_PREFIX) :]
+    for device in (vxlan, bridge):
+        if device in links:
+            await cmd.run("ip", "link", "del", device, check=False)
+
+
+def our_bridges(links: dict[str, dict[str, Any]]) -> set[str]:
+    return {name for name in links if name.startswith(names.BRIDGE_PREFIX)}

@@ -1,0 +1,74 @@
+"""What the metadata service and the config drive tell a guest about itself.
+
+Two reads: which instance holds an address on a network (the metadata
+proxy identifies a guest by the source address of its request and the
+network it came in on), and everything a guest is told about its instance
+(the instance row, its key pair's public key, its ports with their
+addresses, subnets and networks). The conductor decides who may ask
+(``nubes/conductor/authz.py``); rendering is ``nubes/metadata/content.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nubes.db.api import instances as instances_api
+from nubes.db.api import keypairs, network
+from nubes.db.api._common import live
+from nubes.db.models import instances, ip_allocations, ports
+
+Row = dict[str, Any]
+
+
+async def holder_of_address(conn: AsyncConnection, network_id: str, address: str) -> Row | None:
+    """The live instance whose port holds ``address`` on ``network_id``:
+    ``{uuid, host, binding_host}``, or None when no instance's port holds it."""
+    stmt = (
+        select(
+            instances.c.uuid,
+            instances.c.host,
+            ports.c.binding_host_id.label("binding_host"),
+        )
+        .select_from(
+            ip_allocations.join(ports, ports.c.id == ip_allocations.c.port_id).join(
+                instances, and_(instances.c.uuid == ports.c.device_id, live(instances))
+            )
+        )
+        .where(ip_allocations.c.network_id == network_id, ip_allocations.c.ip_address == address)
+    )
+    found = (await conn.execute(stmt)).mappings().first()
+    return dict(found) if found is not None else None
+
+
+async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
+    """The live instance row, with ``public_key`` (its key pair's, or None)
+    and ``ports``: each port with ``fixed_ips`` (address plus its subnet's
+    row as ``subnet``) and ``network`` (its network's row). InstanceNotFound."""
+    row = await instances_api.get_by_uuid(conn, instance_uuid)
+    key = None
+    if row["key_name"] and row["user_id"]:
+        key = await keypairs.get_or_none(conn, row["user_id"], row["key_name"])
+    row["public_key"] = key["public_key"] if key is not None else None
+    found = await network.ports_of_devices(conn, [instance_uuid])
+    ips = await network.fixed_ips_by_port(conn, [p["id"] for p in found])
+    subnet_ids = {ip["subnet_id"] for fixed in ips.values() for ip in fixed}
+    subnets = {s["id"]: s for s in await network.get_many(conn, "subnets", subnet_ids)}
+    networks = {
+        n["id"]: n
+        for n in await network.get_many(conn, "networks", {p["network_id"] for p in found})
+    }
+    row["ports"] = [
+        {
+            **port,
+            "network": networks.get(port["network_id"]),
+            "fixed_ips": [
+                {"ip_address": ip["ip_address"], "subnet": subnets.get(ip["subnet_id"])}
+                for ip in ips.get(port["id"], [])
+            ],
+        }
+        for port in found
+    ]
+    return row

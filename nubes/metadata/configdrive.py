@@ -1,0 +1,109 @@
+"""The config drive: the metadata as an ISO 9660 volume labelled ``config-2``.
+
+The alternative to the metadata service for guests without a route to
+169.254.169.254 (``--config-drive true``, or ``[DEFAULT]
+force_config_drive`` on the host). The compute host builds it from the
+:class:`~nubes.objects.instance_metadata.InstanceMetadata` the conductor
+gives it for its own instance, with the files Nova's config drive has:
+
+- ``openstack/<version>/meta_data.json``, ``network_data.json``,
+  ``vendor_data.json``, ``vendor_data2.json``, ``user_data`` (when set);
+- ``ec2/<version>/meta-data.json`` (the EC2 meta-data tree as one JSON
+  object) and ``ec2/<version>/user-data``.
+
+Written with pycdlib (pure Python: no genisoimage on the hosts), with
+Joliet and Rock Ridge names so the guest sees the long file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pycdlib
+
+from nubes.metadata import content
+from nubes.objects.instance_metadata import InstanceMetadata
+
+#: The volume label cloud-init and Nova's guests look for.
+LABEL = "config-2"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigDrive:
+    """The drive's files: path (``openstack/latest/meta_data.json``) -> bytes."""
+
+    files: dict[str, bytes]
+
+    def write_iso(self, path: Path) -> None:
+        """Write the ISO 9660 image to ``path`` (blocking: run it in a thread).
+
+        The plain ISO 9660 names are made up (``D<n>``, ``F<n>``: they only
+        have to be unique); guests read the Rock Ridge and Joliet names,
+        which are the real ones.
+        """
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
+        dirs: dict[str, str] = {"": ""}
+        try:
+            for index, (name, data) in enumerate(sorted(self.files.items())):
+                parts = name.split("/")
+                for depth in range(1, len(parts)):
+                    directory = "/".join(parts[:depth])
+                    if directory not in dirs:
+                        parent = dirs["/".join(parts[: depth - 1])]
+                        dirs[directory] = f"{parent}/D{len(dirs)}"
+                        iso.add_directory(
+                            dirs[directory], rr_name=parts[depth - 1], joliet_path="/" + directory
+                        )
+                parent = dirs["/".join(parts[:-1])]
+                iso.add_fp(
+                    io.BytesIO(data),
+                    len(data),
+                    f"{parent}/F{index}.;1",
+                    rr_name=parts[-1],
+                    joliet_path="/" + name,
+                )
+            iso.write(str(path))
+        finally:
+            iso.close()
+
+
+def build(meta: InstanceMetadata) -> ConfigDrive:
+    """The drive's files for ``meta``, every version as Nova writes them."""
+    files: dict[str, bytes] = {}
+    openstack = content.tree(meta)["openstack"]
+    assert isinstance(openstack, dict)
+    for version, entries in openstack.items():
+        assert isinstance(entries, dict)
+        for name, data in entries.items():
+            assert isinstance(data, bytes)
+            files[f"openstack/{version}/{name}"] = data
+    ec2 = json.dumps(content.ec2_json(meta)).encode()
+    user_data = content.user_data(meta)
+    for version in (*content.EC2_VERSIONS, content.LATEST):
+        files[f"ec2/{version}/meta-data.json"] = ec2
+        if user_data is not None:
+            files[f"ec2/{version}/user-data"] = user_data
+    return ConfigDrive(files)
+
+
+def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:
+    """The volume label and every file (by Rock Ridge path) of an ISO image (for tests
+    and operators checking what a guest was given)."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        label = iso.pvd.volume_identifier.decode().strip()
+        files: dict[str, bytes] = {}
+        for root, _, names in iso.walk(rr_path="/"):
+            for name in names:
+                full = f"{root.rstrip('/')}/{name}"
+                out = io.BytesIO()
+                iso.get_file_from_iso_fp(out, rr_path=full)
+                files[full.lstrip("/")] = out.getvalue()
+        return label, files
+    finally:
+        iso.close()

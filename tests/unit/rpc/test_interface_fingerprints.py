@@ -1,0 +1,169 @@
+"""Every RPC interface nubes serves, pinned: a method added, removed or given
+other arguments without a version bump fails here, naming the method.
+
+If this test fails, read its message: bump the API's version (rpcapi.VERSION,
+the endpoint's RPC_API_VERSION, the history in the rpcapi's docstring, a new
+SERVICE_VERSION in nubes/versions.py saying what the API serves), keep
+accepting what older senders send, then paste the new table printed.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+
+import pytest
+
+from nubes import versions
+from nubes.compute import rpcapi as compute_rpcapi
+from nubes.compute.live_migration import LiveMigrationSteps
+from nubes.compute.manager import ComputeManager
+from nubes.compute.rebuild import RebuildSteps
+from nubes.compute.resize import ResizeSteps
+from nubes.conductor import rpcapi as conductor_rpcapi
+from nubes.conductor.manager import ConductorManager
+from nubes.rpc import fingerprint
+from nubes.rpc.fingerprint import Interface
+from nubes.scheduler import rpcapi as scheduler_rpcapi
+from nubes.scheduler.manager import SchedulerManager
+
+#: API -> the endpoint classes that serve it (as nubes.cmd.main and
+#: nubes.compute.launcher put them on the bus) and its client module.
+SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
+    "compute": (
+        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps),
+        compute_rpcapi,
+    ),
+    "conductor": ((ConductorManager,), conductor_rpcapi),
+    "scheduler": ((SchedulerManager,), scheduler_rpcapi),
+}
+
+EXPECTED = {
+    "compute": Interface(
+        "1.4",
+        {
+            "build_and_run_instance": "5230742cd2a2",
+            "check_can_live_migrate_destination": "5017ec7c1e8f",
+            "check_can_live_migrate_source": "3bb5b0b013a9",
+            "confirm_migration": "0e1d373c951a",
+            "finish_migration": "dcb971ba7383",
+            "finish_revert_migration": "91e2bd50c26c",
+            "get_console_output": "96b38358bd2e",
+            "get_host_uptime": "4bf0ce34124c",
+            "live_migration": "8bbbf0e3b190",
+            "live_migration_abort": "16ebb1924971",
+            "live_migration_force_complete": "d972c22e9362",
+            "migrate_disk_and_power_off": "0a76327e2caf",
+            "post_live_migration": "6f4d6de129aa",
+            "post_live_migration_at_destination": "a019aa692b2b",
+            "pre_live_migration": "625ca398f84e",
+            "reboot_instance": "9fc839bbc1af",
+            "rebuild_instance": "032614e65169",
+            "remove_guest": "4f48b8faff7a",
+            "revert_migration_destination": "45e830dbfb95",
+            "rollback_evacuation_at_destination": "e40e97ffefc8",
+            "rollback_live_migration_at_destination": "c86bdb5507eb",
+            "start_instance": "07c29dabaa7a",
+            "stop_instance": "ade2bdcd1de7",
+            "terminate_instance": "4c6c277239f2",
+        },
+    ),
+    "conductor": Interface(
+        "1.3",
+        {
+            "get_host_network": "d62f739b67a2",
+            "get_network_peers": "4ec012cb8acb",
+            "kick": "50d0b867689c",
+            "live_migration_abort": "93e49701a72f",
+            "live_migration_force_complete": "961a8ab16cec",
+            "object_action": "ed172abe101d",
+            "object_backport_versions": "d806d74499b2",
+            "object_class_action_versions": "fdb81889f398",
+            "relay_notification": "14533e0b11a8",
+            "step_finished": "7ab5449f921a",
+        },
+    ),
+    "scheduler": Interface(
+        "1.0",
+        {
+            "claim_alternate": "c1aa02ad23ed",
+            "close": "ed916af04109",
+            "get_scheduler_hints": "8360c0e7aeef",
+            "release": "0f7c5b00686f",
+            "select_destinations": "8f06c8877acc",
+        },
+    ),
+}
+
+
+def actual() -> dict[str, Interface]:
+    return {api: fingerprint.interface(classes) for api, (classes, _) in SERVED.items()}
+
+
+def test_rpc_interface_fingerprints() -> None:
+    message = fingerprint.explain_mismatch(EXPECTED, actual())
+    assert not message, message
+
+
+@pytest.mark.parametrize("api", sorted(SERVED))
+def test_one_version_per_api_everywhere(api: str) -> None:
+    """The client, the endpoints and the current service version agree."""
+    classes, client = SERVED[api]
+    served = fingerprint.interface(classes).version
+    assert client.VERSION == served, f"{client.__name__}.VERSION {client.VERSION} != {served}"
+    current = versions.SERVICE_VERSION_HISTORY[versions.SERVICE_VERSION][api]
+    assert current == served, (
+        f"SERVICE_VERSION {versions.SERVICE_VERSION} says {api} {current}, the code serves "
+        f"{served}: add a SERVICE_VERSION for the new API version"
+    )
+
+
+@pytest.mark.parametrize("api", sorted(SERVED))
+def test_rpcapi_docstring_has_every_version(api: str) -> None:
+    """The rpcapi's "Version history" names each minor from 1.0 to the current one."""
+    client = SERVED[api][1]
+    major, minor = versions.parse_version(client.VERSION)
+    history = (client.__doc__ or "").partition("Version history:")[2]
+    assert history, f"{client.__name__} has no 'Version history:' in its docstring"
+    listed = re.findall(r"^\s+(\d+\.\d+) - ", history, re.MULTILINE)
+    assert listed == [f"{major}.{m}" for m in range(minor + 1)], listed
+
+
+@pytest.mark.parametrize("api", versions.APIS)
+def test_every_api_version_served_came_with_a_service_version(api: str) -> None:
+    """Each service version serves the same or a newer API than the one before."""
+    seen = [
+        versions.SERVICE_VERSION_HISTORY[v][api] for v in sorted(versions.SERVICE_VERSION_HISTORY)
+    ]
+    parsed = [versions.parse_version(v) for v in seen]
+    assert parsed == sorted(parsed), seen
+
+
+class _Old:
+    RPC_API_VERSION = "1.0"
+
+    async def ping(self, context: object, a: int) -> None: ...
+
+    async def gone(self, context: object) -> None: ...
+
+
+class _NewSameVersion:
+    RPC_API_VERSION = "1.0"
+
+    async def ping(self, context: object, a: int, b: int = 0) -> None: ...
+
+    async def added(self, context: object) -> None: ...
+
+
+def test_a_change_without_a_bump_is_named() -> None:
+    old = {"toy": fingerprint.interface([_Old])}
+    new = {"toy": fingerprint.interface([_NewSameVersion])}
+    message = fingerprint.explain_mismatch(old, new)
+    assert "toy 1.0: added added; gone removed; ping changed its arguments" in message
+    assert "RPC_API_VERSION did not change" in message
+    assert fingerprint.explain_mismatch(old, old) == ""
+
+
+def test_two_endpoints_serving_one_method_are_refused() -> None:
+    with pytest.raises(ValueError, match="ping is served by two"):
+        fingerprint.interface([_Old, _NewSameVersion])
