@@ -100,7 +100,8 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
 
 def _conductor_client(cloud: AllInOne, host: str) -> Any:
     """The client compute host ``host`` sends the conductors with."""
-    (node,) = cloud.computes[host].hooks
+    # hooks: [the host, its metadata proxy] (nubes.compute.launcher).
+    node = cloud.computes[host].hooks[0]
     return node.manager.runner.conductor.client  # type: ignore[attr-defined]
 
 
@@ -154,7 +155,7 @@ async def test_upgrade_levels_auto_follows_the_oldest_service_of_each_api(
                 conn, {"host": "old-ctl", "binary": "conductor", "topic": "conductor", "version": 1}
             )
         # A compute host asks the conductor which conductors run (it has no DB).
-        (node,) = cloud.computes["fake-0"].hooks
+        node = cloud.computes["fake-0"].hooks[0]
         await node.refresh_caps()  # type: ignore[attr-defined]
         assert _conductor_client(cloud, "fake-0").version_cap == "1.0"
         state = await _api_state(cloud)
