@@ -94,6 +94,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── IncompatibleObjectVersion     a newer major, or a minor we cannot read
     │   └── ObjectLoadError               a lazy-loaded field could not be loaded
     ├── HostCannotAnswer (501)            a compute host runs code too old for the question
+    ├── DriverCannotDo (501)              a host operation no nubes driver implements
     ├── ComputeHostsSilent (503)          every compute host silent, but one reported lately:
     │                                     the control plane is coming back; placed again soon
     ├── NoValidHost (500)                 no host passed the filters or could be claimed;
@@ -701,6 +702,15 @@ class ObjectLoadError(ObjectError):
 
 class HostCannotAnswer(NubesError):
     msg_fmt = "Compute host %(host)s cannot answer %(question)s: %(reason)s"
+    code = 501
+    safe = True
+
+
+class DriverCannotDo(NubesError):
+    """Nova's 501 for a host operation the hypervisor driver does not implement
+    (host maintenance mode, host power actions)."""
+
+    msg_fmt = "%(reason)s"
     code = 501
     safe = True
 

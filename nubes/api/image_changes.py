@@ -26,18 +26,7 @@ PATCH_MEDIA_TYPES = (
 #: Only while the image has no data: its data's format is fixed once it has.
 _FORMATS = ("disk_format", "container_format")
 #: Base attributes a patch may change (each checked by the create schema).
-_MUTABLE = (
-    "name",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "disk_format",
-    "container_format",
-    "min_disk",
-    "min_ram",
-    "tags",
-    "owner",
-)
+_MUTABLE = (*images.CORE_ATTRIBUTES, "owner")
 MAX_TAGS = 128
 
 _OP = {

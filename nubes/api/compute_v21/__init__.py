@@ -27,6 +27,7 @@ from nubes.api.compute_v21 import (
     migrations,
     network_proxies,
     nubes_status,
+    os_hosts,
     quota_sets,
     scheduler_hints,
     server_actions,
@@ -36,6 +37,7 @@ from nubes.api.compute_v21 import (
     server_tags,
     servers,
     services,
+    simple_tenant_usage,
     versions,
 )
 from nubes.api.middleware import service_app
@@ -61,6 +63,8 @@ RESOURCES = [
     nubes_status,
     keypairs,
     server_network,
+    simple_tenant_usage,
+    os_hosts,
     network_proxies,
 ]
 

@@ -57,6 +57,19 @@ def implied_roles(names: Iterable[str]) -> list[str]:
     return out
 
 
+def _listing(table: Any, **filters: Any) -> Any:
+    """``SELECT`` of ``table`` ordered by name, with each filter given (not
+    None) as an equality (``enabled`` as a boolean test): the one shape of
+    every directory listing."""
+    stmt = select(table)
+    for column, value in filters.items():
+        if value is None:
+            continue
+        col = table.c[column]
+        stmt = stmt.where(col.is_(value) if isinstance(value, bool) else col == value)
+    return stmt.order_by(table.c.name)
+
+
 # --- projects ----------------------------------------------------------------
 
 
@@ -99,14 +112,9 @@ async def project_get_all(
     domain_id: str | None = None,
     enabled: bool | None = None,
 ) -> list[Row]:
-    stmt = select(projects)
-    if name is not None:
-        stmt = stmt.where(projects.c.name == name)
-    if domain_id is not None:
-        stmt = stmt.where(projects.c.domain_id == domain_id)
-    if enabled is not None:
-        stmt = stmt.where(projects.c.enabled.is_(enabled))
-    return await fetch_all(conn, stmt.order_by(projects.c.name))
+    return await fetch_all(
+        conn, _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
+    )
 
 
 async def project_update(conn: AsyncConnection, project_id: str, values: Mapping[str, Any]) -> None:
@@ -189,14 +197,7 @@ async def user_get_all(
     domain_id: str | None = None,
     enabled: bool | None = None,
 ) -> list[Row]:
-    stmt = select(users)
-    if name is not None:
-        stmt = stmt.where(users.c.name == name)
-    if domain_id is not None:
-        stmt = stmt.where(users.c.domain_id == domain_id)
-    if enabled is not None:
-        stmt = stmt.where(users.c.enabled.is_(enabled))
-    return await fetch_all(conn, stmt.order_by(users.c.name))
+    return await fetch_all(conn, _listing(users, name=name, domain_id=domain_id, enabled=enabled))
 
 
 async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, Any]) -> None:
@@ -254,12 +255,7 @@ async def domain_get(conn: AsyncConnection, id_or_name: str) -> Row:
 async def domain_get_all(
     conn: AsyncConnection, *, name: str | None = None, enabled: bool | None = None
 ) -> list[Row]:
-    stmt = select(domains)
-    if name is not None:
-        stmt = stmt.where(domains.c.name == name)
-    if enabled is not None:
-        stmt = stmt.where(domains.c.enabled.is_(enabled))
-    return await fetch_all(conn, stmt.order_by(domains.c.name))
+    return await fetch_all(conn, _listing(domains, name=name, enabled=enabled))
 
 
 async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[str, Any]) -> None:
@@ -329,12 +325,7 @@ async def group_get(conn: AsyncConnection, group_id: str) -> Row:
 async def group_get_all(
     conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
 ) -> list[Row]:
-    stmt = select(groups)
-    if name is not None:
-        stmt = stmt.where(groups.c.name == name)
-    if domain_id is not None:
-        stmt = stmt.where(groups.c.domain_id == domain_id)
-    return await fetch_all(conn, stmt.order_by(groups.c.name))
+    return await fetch_all(conn, _listing(groups, name=name, domain_id=domain_id))
 
 
 async def group_update(conn: AsyncConnection, group_id: str, values: Mapping[str, Any]) -> None:
@@ -428,10 +419,7 @@ async def role_get(conn: AsyncConnection, role_id: str) -> Row:
 
 
 async def role_get_all(conn: AsyncConnection, *, name: str | None = None) -> list[Row]:
-    stmt = select(roles)
-    if name is not None:
-        stmt = stmt.where(roles.c.name == name)
-    return await fetch_all(conn, stmt.order_by(roles.c.name))
+    return await fetch_all(conn, _listing(roles, name=name))
 
 
 async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:

@@ -692,8 +692,12 @@ async def get_active_by_window(
     *,
     project_id: str | None = None,
     host: str | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
 ) -> list[Row]:
-    """Instances alive at some point in [begin, end] (usage audits)."""
+    """Instances alive at some point in [begin, end], deleted ones included
+    (usage audits), by id; a page after the instance ``marker`` (a uuid,
+    MarkerNotFound when unknown) of at most ``limit``."""
     stmt = select(instances).where(
         or_(instances.c.terminated_at.is_(None), instances.c.terminated_at > begin)
     )
@@ -703,4 +707,12 @@ async def get_active_by_window(
         stmt = stmt.where(instances.c.project_id == project_id)
     if host is not None:
         stmt = stmt.where(instances.c.host == host)
-    return await fetch_all(conn, stmt.order_by(instances.c.id))
+    if marker is not None:
+        found = await fetch_one(conn, select(instances.c.id).where(instances.c.uuid == marker))
+        if found is None:
+            raise exception.MarkerNotFound(marker=marker)
+        stmt = stmt.where(instances.c.id > found["id"])
+    stmt = stmt.order_by(instances.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return await fetch_all(conn, stmt)
