@@ -55,12 +55,11 @@ from typing import Any
 
 from nubes import exception
 from nubes.compute.reporting import ActionRecord, Reporter
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, TaskState
-from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
 
@@ -165,12 +164,13 @@ class LiveMigrationSteps(ComputeEndpoint):
 
     # -- checks ------------------------------------------------------------------------
 
-    @step_handler
     async def check_can_live_migrate_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         block_migration: bool,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -183,14 +183,15 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "dest_check_data",
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
-    @step_handler
     async def check_can_live_migrate_source(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         dest_check_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -203,16 +204,17 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "migrate_data",
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     # -- destination before and after ---------------------------------------------------
 
-    @step_handler
     async def pre_live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -223,14 +225,15 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "migrate_data",
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
-    @step_handler
     async def post_live_migration_at_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -247,14 +250,15 @@ class LiveMigrationSteps(ComputeEndpoint):
                 ),
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
-    @step_handler
     async def rollback_live_migration_at_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -271,16 +275,17 @@ class LiveMigrationSteps(ComputeEndpoint):
                 ),
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     # -- source ------------------------------------------------------------------------
 
-    @step_handler
     async def post_live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -291,14 +296,15 @@ class LiveMigrationSteps(ComputeEndpoint):
                 record, lambda: self.runner.driver.post_live_migration(ctxt, instance, migrate_data)
             )
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
-    @step_handler
     async def live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         migration: Migration,
         dest_host: str,
         migrate_data: dict[str, Any],
@@ -306,7 +312,7 @@ class LiveMigrationSteps(ComputeEndpoint):
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._live_migrate(ctxt, instance, migration, dest_host, migrate_data)
 
-        await self.runner.run_step(context, key, work)
+        await self.runner.run_step(context, (task_id, step, attempt), work)
 
     async def _live_migrate(
         self,

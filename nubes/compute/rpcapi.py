@@ -1,8 +1,8 @@
 """Client side of the compute RPC API: what the conductor asks a host to do.
 
 Every method is a cast to one host (``Target("compute", server=host)``) and
-carries the identity of the conductor task step it belongs to (a
-:class:`~nubes.step_key.StepKey`: task id, step, try): the host reports the outcome back with
+carries the identity of the conductor task step it belongs to
+(``task_id``, ``step``, ``attempt``): the host reports the outcome back with
 ``ConductorAPI.step_finished`` and answers a repeated message with the same
 outcome instead of doing the work twice.
 
@@ -21,10 +21,6 @@ Version history:
     1.2 - get_host_uptime (a call: the host's uptime line)
     1.3 - remove_guest (a step: remove the guest of a try the conductor gave up on)
     1.4 - get_console_output (a call: the end of a guest's console log)
-    1.5 - every step takes its key as one struct, ``key`` (a StepKey:
-          task_id, step, attempt), in place of ``task_id``, ``step`` and
-          ``attempt``; hosts still take the spelled-out form, which this
-          client sends to a host capped below 1.5
 """
 
 from __future__ import annotations
@@ -39,14 +35,11 @@ from nubes.objects.migration import Migration
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, Transport
-from nubes.step_key import StepKey
 
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.5"
-#: Since when a step's key travels as one struct (``key``), not spelled out.
-STEP_KEY_VERSION = "1.5"
+VERSION = "1.4"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -67,33 +60,27 @@ class ComputeAPI:
     def _host(self, host: str, version: str = "1.0") -> RPCClient:
         return self.client.prepare(server=host, version=version)
 
-    async def _step(
+    async def _move_step(
         self,
         ctxt: RequestContext,
         host: str,
         method: str,
-        key: StepKey,
-        since: str = "1.0",
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
         **kwargs: Any,
     ) -> None:
-        """Cast the step ``method`` (in the API since version ``since``) to ``host``.
-
-        Like every step it carries its :class:`~nubes.step_key.StepKey`, and
-        the host reports its outcome (with ``details`` the next step needs)
-        through ``ConductorAPI.step_finished``. The key travels as one struct
-        (1.5); to hosts this client is capped below 1.5 for (``[upgrade_levels]
-        compute``, an older host still running) it is spelled out as
-        ``task_id``, ``step`` and ``attempt``, at the method's own version.
-        """
-        if self.client.can_send_version(STEP_KEY_VERSION):
-            await self._host(host, STEP_KEY_VERSION).cast(ctxt, method, key=key, **kwargs)
-            return
-        await self._host(host, since).cast(
+        """Cast one step of a move (1.1): like every step, it carries the task
+        id, step and try, and the host reports its outcome (with ``details``
+        the next step needs) through ``ConductorAPI.step_finished``."""
+        await self._host(host, "1.1").cast(
             ctxt,
             method,
-            task_id=key.task_id,
-            step=key.step,
-            attempt=key.attempt,
+            instance=instance,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
             **kwargs,
         )
 
@@ -103,46 +90,86 @@ class ComputeAPI:
         host: str,
         instance: Instance,
         node: str,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         image: dict[str, Any],
         request: dict[str, Any],
     ) -> None:
-        await self._step(
+        await self._host(host).cast(
             ctxt,
-            host,
             "build_and_run_instance",
-            key,
             instance=instance,
             node=node,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
             image=image,
             request=request,
         )
 
     async def terminate_instance(
-        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
     ) -> None:
-        await self._step(ctxt, host, "terminate_instance", key, instance=instance)
+        await self._host(host).cast(
+            ctxt,
+            "terminate_instance",
+            instance=instance,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+        )
 
     async def stop_instance(
-        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
     ) -> None:
-        await self._step(ctxt, host, "stop_instance", key, instance=instance)
+        await self._host(host).cast(
+            ctxt, "stop_instance", instance=instance, task_id=task_id, step=step, attempt=attempt
+        )
 
     async def start_instance(
-        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        task_id: int,
+        step: str,
+        attempt: int,
     ) -> None:
-        await self._step(ctxt, host, "start_instance", key, instance=instance)
+        await self._host(host).cast(
+            ctxt, "start_instance", instance=instance, task_id=task_id, step=step, attempt=attempt
+        )
 
     async def reboot_instance(
         self,
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         reboot_type: str,
     ) -> None:
-        await self._step(
-            ctxt, host, "reboot_instance", key, instance=instance, reboot_type=reboot_type
+        await self._host(host).cast(
+            ctxt,
+            "reboot_instance",
+            instance=instance,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+            reboot_type=reboot_type,
         )
 
     # -- moves (1.1); see docs/moves.md for who is sent what ------------------------
@@ -152,20 +179,23 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
         flavor: Flavor,
         dest_host: str,
     ) -> None:
         """Source of a cold migration or resize; details: ``disk_info``."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "migrate_disk_and_power_off",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migration=migration,
             flavor=flavor,
             dest_host=dest_host,
@@ -176,7 +206,9 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
         disk_info: dict[str, Any],
@@ -185,13 +217,14 @@ class ComputeAPI:
         power_on: bool,
     ) -> None:
         """Destination of a cold migration or resize: build the guest from the disks."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "finish_migration",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migration=migration,
             disk_info=disk_info,
             image=image,
@@ -204,13 +237,15 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
     ) -> None:
         """Source of a confirmed resize: remove what was kept for a revert."""
-        await self._step(
-            ctxt, host, "confirm_migration", key, "1.1", instance=instance, migration=migration
+        await self._move_step(
+            ctxt, host, "confirm_migration", instance, task_id, step, attempt, migration=migration
         )
 
     async def revert_migration_destination(
@@ -218,18 +253,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
     ) -> None:
         """Destination of a reverted (or rolled back) resize: remove the new guest."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "revert_migration_destination",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migration=migration,
         )
 
@@ -238,19 +276,22 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
         power_on: bool,
     ) -> None:
         """Source of a reverted (or rolled back) resize: bring the original guest back."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "finish_revert_migration",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migration=migration,
             power_on=power_on,
         )
@@ -260,18 +301,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         block_migration: bool,
     ) -> None:
         """Destination check of a live migration; details: ``dest_check_data``."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "check_can_live_migrate_destination",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             block_migration=block_migration,
         )
 
@@ -280,18 +324,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         dest_check_data: dict[str, Any],
     ) -> None:
         """Source check of a live migration; details: ``migrate_data``."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "check_can_live_migrate_source",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             dest_check_data=dest_check_data,
         )
 
@@ -300,18 +347,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, before memory moves; details: ``migrate_data`` (updated)."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "pre_live_migration",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migrate_data=migrate_data,
         )
 
@@ -320,20 +370,23 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migration: Migration,
         dest_host: str,
         migrate_data: dict[str, Any],
     ) -> None:
         """Source: move the running guest, saving progress on the instance and migration."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "live_migration",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migration=migration,
             dest_host=dest_host,
             migrate_data=migrate_data,
@@ -344,18 +397,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, after success: adopt the guest."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "post_live_migration_at_destination",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migrate_data=migrate_data,
         )
 
@@ -364,18 +420,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Source, after success: remove what is left of the guest there."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "post_live_migration",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migrate_data=migrate_data,
         )
 
@@ -384,18 +443,21 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, after a failure or an abort: undo pre-live-migration."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "rollback_live_migration_at_destination",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             migrate_data=migrate_data,
         )
 
@@ -404,7 +466,9 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
         *,
         image: dict[str, Any],
         evacuate: bool,
@@ -412,13 +476,14 @@ class ComputeAPI:
     ) -> None:
         """Create the guest again from ``image`` on ``host``: a rebuild in place
         (the old guest is removed first) or an evacuation to this host."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "rebuild_instance",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
             image=image,
             evacuate=evacuate,
             power_on=power_on,
@@ -429,17 +494,20 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
     ) -> None:
         """Destination of a failed evacuation: remove the guest the rebuild may
         have made there (the instance goes back to its source)."""
-        await self._step(
+        await self._move_step(
             ctxt,
             host,
             "rollback_evacuation_at_destination",
-            key,
-            "1.1",
-            instance=instance,
+            instance,
+            task_id,
+            step,
+            attempt,
         )
 
     async def live_migration_abort(
@@ -463,11 +531,20 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance_uuid: str,
-        key: StepKey,
+        task_id: int,
+        step: str,
+        attempt: int,
     ) -> None:
         """Remove the guest of ``instance_uuid`` unless the instance is placed on
         ``host`` (1.3): a try the conductor gave up on (``remove_guest`` task)."""
-        await self._step(ctxt, host, "remove_guest", key, "1.3", instance_uuid=instance_uuid)
+        await self._host(host, "1.3").cast(
+            ctxt,
+            "remove_guest",
+            instance_uuid=instance_uuid,
+            task_id=task_id,
+            step=step,
+            attempt=attempt,
+        )
 
     async def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:
         """What ``uptime`` says on ``host`` (1.2); UnsupportedVersion when capped below."""

@@ -277,7 +277,9 @@ class BuildTask(Task):
                 awaited.host,
                 instance_object(row),
                 awaited.node,
-                awaited.key(run.id),
+                run.id,
+                Step.SPAWN.value,
+                awaited.attempt,
                 # Grants for this host to fetch the image's bytes (need-to-know).
                 grants.attach(
                     payload.image,

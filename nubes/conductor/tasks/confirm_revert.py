@@ -116,7 +116,9 @@ class ConfirmResizeTask(_SettleTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.CONFIRM_SOURCE.value,
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 
@@ -211,7 +213,9 @@ class RevertResizeTask(_SettleTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.REVERT_DEST.value,
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 

@@ -86,7 +86,9 @@ class DeleteTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.TERMINATE.value,
+                awaited.attempt,
             )
 
         outcome = await run.wait_for_report(send)
@@ -133,7 +135,9 @@ class DeleteTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.CONFIRM_SOURCE.value,
+                awaited.attempt,
                 migration=migration_object(await load_migration(run)),
             )
 

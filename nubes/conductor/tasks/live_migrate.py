@@ -667,7 +667,9 @@ class LiveMigrateTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                str(awaited.step),
+                awaited.attempt,
                 **kwargs,
             )
 

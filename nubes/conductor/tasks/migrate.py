@@ -280,7 +280,9 @@ class MoveTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                step.value,
+                awaited.attempt,
                 migration=migration_object(mig),
                 power_on=bool(run.typed(MovePayload).power_on),
             )
@@ -431,7 +433,9 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.MIGRATE_SOURCE.value,
+                awaited.attempt,
                 migration=migration_object(mig),
                 flavor=Flavor.from_snapshot(run.typed(MovePayload).target_flavor),
                 dest_host=run.typed(MovePayload).dest_place.host,
@@ -486,7 +490,9 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 with_flavor(row, payload.target_flavor),
-                awaited.key(run.id),
+                run.id,
+                Step.FINISH_DEST.value,
+                awaited.attempt,
                 migration=migration_object(mig),
                 # The destination fetches the image (grants for it) and the
                 # source's disk (a grant signed with the key the source made).
@@ -546,7 +552,9 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 with_flavor(row, run.typed(MovePayload).target_flavor),
-                awaited.key(run.id),
+                run.id,
+                Step.ROLLBACK_DEST.value,
+                awaited.attempt,
                 migration=migration_object(mig),
             )
 

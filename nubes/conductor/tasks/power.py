@@ -84,7 +84,9 @@ class PowerTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                awaited.key(run.id),
+                run.id,
+                Step.POWER.value,
+                awaited.attempt,
                 **self.extra_args(run),
             )
 

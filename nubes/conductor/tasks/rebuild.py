@@ -145,7 +145,9 @@ async def _send_rebuild(engine: TaskEngine, run: Run, awaited: Awaited, *, evacu
         run.ctxt,
         awaited.host,
         instance_object(row),
-        awaited.key(run.id),
+        run.id,
+        Step.REBUILD.value,
+        awaited.attempt,
         # Grants for this host to fetch the image's bytes (need-to-know).
         image=grants.attach(
             run.typed(MovePayload).image_meta,
@@ -391,7 +393,9 @@ class EvacuateTask(Task):
             run.ctxt,
             awaited.host,
             _instance_for(run, await load_instance(run)),
-            awaited.key(run.id),
+            run.id,
+            awaited.step,
+            awaited.attempt,
         )
 
     async def roll_back(
