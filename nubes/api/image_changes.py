@@ -137,32 +137,27 @@ async def delete_tag(db: Database, ctxt: RequestContext, image_id: str, tag: str
         )
 
 
-async def deactivate(db: Database, ctxt: RequestContext, image_id: str) -> None:
-    """active -> deactivated (admins): no new boot or download but by admins."""
-    policy.authorize(ctxt, "deactivate", policy.Rule.ADMIN)
+async def _switch(
+    db: Database, ctxt: RequestContext, image_id: str, action: str, start: str, end: str
+) -> None:
+    """Admins move an image ``start`` -> ``end`` (a repeat is a no-op); any
+    other status is Glance's 403."""
+    policy.authorize(ctxt, action, policy.Rule.ADMIN)
     row = await images.get_image(db, ctxt, image_id)
-    if row["status"] == "deactivated":
+    if row["status"] == end:
         return
-    if row["status"] != "active":
+    if row["status"] != start:
         raise exception.ImageForbidden(
-            reason=f"Not allowed to deactivate image in status '{row['status']}'"
+            reason=f"Not allowed to {action} image in status '{row['status']}'"
         )
     async with db.writer() as conn:
-        await images_db.update_fields(
-            conn, image_id, {"status": "deactivated"}, expected_status="active"
-        )
+        await images_db.update_fields(conn, image_id, {"status": end}, expected_status=start)
+
+
+async def deactivate(db: Database, ctxt: RequestContext, image_id: str) -> None:
+    """active -> deactivated: no new boot or download but by admins."""
+    await _switch(db, ctxt, image_id, "deactivate", "active", "deactivated")
 
 
 async def reactivate(db: Database, ctxt: RequestContext, image_id: str) -> None:
-    policy.authorize(ctxt, "reactivate", policy.Rule.ADMIN)
-    row = await images.get_image(db, ctxt, image_id)
-    if row["status"] == "active":
-        return
-    if row["status"] != "deactivated":
-        raise exception.ImageForbidden(
-            reason=f"Not allowed to reactivate image in status '{row['status']}'"
-        )
-    async with db.writer() as conn:
-        await images_db.update_fields(
-            conn, image_id, {"status": "active"}, expected_status="deactivated"
-        )
+    await _switch(db, ctxt, image_id, "reactivate", "deactivated", "active")
