@@ -75,6 +75,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
     │   ├── TaskLeaseLost                 a conductor no longer owns the task it works on
+    │   ├── TaskChanged                   a task moved on since it was read (read it again)
+    │   ├── ClaimNotMade                  a scheduler claim's write matched no node (and why)
     │   ├── InvalidInstanceTransition     the state table forbids that vm_state/task_state change
     │   │   └── InstanceInvalidState      an API action the instance's state does not allow
     │   ├── InstanceIsLocked              a locked instance, changed by a non-admin
@@ -590,6 +592,23 @@ class ComputeNodeGenerationConflict(Conflict):
 
 class TaskLeaseLost(Conflict):
     msg_fmt = "Task %(task_id)s is no longer leased to %(owner)s"
+
+
+class ClaimNotMade(Conflict):
+    """A scheduler claim's conditional write matched no node row.
+
+    ``outcome`` (a ``ClaimOutcome`` value), ``node`` (the node the consumer
+    holds on, or the one asked) and ``generation`` say why, as read in the
+    claim's own transaction.
+    """
+
+    msg_fmt = "No claim made on node %(node)s: %(outcome)s"
+
+
+class TaskChanged(Conflict):
+    """A write conditioned on a task row as read found the row changed since."""
+
+    msg_fmt = "Task %(task_id)s changed since it was read"
 
 
 class InvalidInstanceTransition(Conflict):

@@ -62,9 +62,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     4: {"compute": "1.3", "conductor": "1.2", "scheduler": "1.0"},
     # Guests' console logs: compute 1.4 (get_console_output).
     5: {"compute": "1.4", "conductor": "1.2", "scheduler": "1.0"},
-    # The hosts' network data plane: conductor 1.3 (get_host_network,
-    # get_network_peers).
-    6: {"compute": "1.4", "conductor": "1.3", "scheduler": "1.0"},
+    # Steps' keys as one struct: compute 1.5 (``key``, a StepKey); the hosts'
+    # network data plane: conductor 1.3 (get_host_network, get_network_peers).
+    6: {"compute": "1.5", "conductor": "1.3", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of

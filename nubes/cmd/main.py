@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,12 @@ async def _open_database(conf: cfg.ConfigOpts, *, sync: bool = False) -> None:
     backend.install(DBObjectBackend(engine.configure(conf)))
 
 
-def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
+def _controller(
+    conf: cfg.ConfigOpts,
+    binary: str,
+    host: str,
+    step_boundary: Callable[[str], None] | None = None,
+) -> Service:
     from nubes.db import engine
 
     endpoints: list[object] = []
@@ -58,7 +63,9 @@ def _controller(conf: cfg.ConfigOpts, binary: str, host: str) -> Service:
 
         # The task engine drives builds, deletes and power actions over the
         # conductor's own bus identity; it starts once the conductor listens.
-        task_engine = TaskEngine(engine.get_database(), transport, host=host, conf=conf)
+        task_engine = TaskEngine(
+            engine.get_database(), transport, host=host, conf=conf, boundary=step_boundary
+        )
         hooks.append(task_engine)
         endpoints.append(
             ConductorManager(
@@ -97,7 +104,11 @@ def _compute(conf: cfg.ConfigOpts, host: str) -> Service:
 
 
 async def _run_service(
-    binary: str, conf: cfg.ConfigOpts, fake_hosts: int = 0, host_prefix: str = "fake-"
+    binary: str,
+    conf: cfg.ConfigOpts,
+    fake_hosts: int = 0,
+    host_prefix: str = "fake-",
+    step_boundary: Callable[[str], None] | None = None,
 ) -> int:
     if binary == "compute":
         from nubes.db import engine
@@ -111,7 +122,7 @@ async def _run_service(
             services = [_compute(conf, conf.host)]
     else:
         await _open_database(conf)
-        services = [_controller(conf, binary, conf.host)]
+        services = [_controller(conf, binary, conf.host, step_boundary)]
     metrics.serve(conf, binary)
     await run_until_signalled(services)
     return 0
@@ -319,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, step_boundary: Callable[[str], None] | None = None
+) -> int:
+    """Run what ``argv`` says; ``step_boundary`` goes to a conductor's task engine
+    (a test double's hook, see :class:`~nubes.conductor.tasks.engine.TaskEngine`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     config_files = list(args.config_file)
@@ -369,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         drain = conf.conductor.drain_timeout if args.command == "conductor" else 0.0
         return workers.supervise(argv, count, stop_timeout=workers.STOP_TIMEOUT + drain)
-    return common.run(_run_service(args.command, conf))
+    return common.run(_run_service(args.command, conf, step_boundary=step_boundary))
 
 
 if __name__ == "__main__":

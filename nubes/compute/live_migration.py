@@ -55,11 +55,12 @@ from typing import Any
 
 from nubes import exception
 from nubes.compute.reporting import ActionRecord, Reporter
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, TaskState
+from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
 
@@ -164,13 +165,12 @@ class LiveMigrationSteps(ComputeEndpoint):
 
     # -- checks ------------------------------------------------------------------------
 
+    @step_handler
     async def check_can_live_migrate_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         block_migration: bool,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -183,15 +183,14 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "dest_check_data",
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
+    @step_handler
     async def check_can_live_migrate_source(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         dest_check_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -204,17 +203,16 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "migrate_data",
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     # -- destination before and after ---------------------------------------------------
 
+    @step_handler
     async def pre_live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -225,15 +223,14 @@ class LiveMigrationSteps(ComputeEndpoint):
                 "migrate_data",
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
+    @step_handler
     async def post_live_migration_at_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -250,15 +247,14 @@ class LiveMigrationSteps(ComputeEndpoint):
                 ),
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
+    @step_handler
     async def rollback_live_migration_at_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -275,17 +271,16 @@ class LiveMigrationSteps(ComputeEndpoint):
                 ),
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     # -- source ------------------------------------------------------------------------
 
+    @step_handler
     async def post_live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         migrate_data: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
@@ -296,15 +291,14 @@ class LiveMigrationSteps(ComputeEndpoint):
                 record, lambda: self.runner.driver.post_live_migration(ctxt, instance, migrate_data)
             )
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
+    @step_handler
     async def live_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         migration: Migration,
         dest_host: str,
         migrate_data: dict[str, Any],
@@ -312,7 +306,7 @@ class LiveMigrationSteps(ComputeEndpoint):
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._live_migrate(ctxt, instance, migration, dest_host, migrate_data)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _live_migrate(
         self,

@@ -1,7 +1,7 @@
 """The compute manager: the RPC endpoint a compute host serves.
 
 Every method is a conductor task step (see :mod:`nubes.compute.steps`): it
-runs once per ``(task_id, step, attempt)``, saves the instance's state
+runs once per ``key``, saves the instance's state
 through the conductor as it goes, records the action event (and a fault on
 failure), sends notifications, and ends by reporting the outcome with
 ``ConductorAPI.step_finished``. Work waits until the host finished its start
@@ -29,12 +29,13 @@ from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, utcnow
 from nubes.compute.resize import ResizeSteps
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
 from nubes.objects import states
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
 
@@ -85,13 +86,12 @@ class ComputeManager(ComputeEndpoint):
 
     # -- guests of abandoned tries (1.3) -----------------------------------------
 
+    @step_handler
     async def remove_guest(
         self,
         context: RequestContext,
         instance_uuid: str,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         """Remove the guest of a try the conductor gave up on (a ``remove_guest`` task).
 
@@ -113,25 +113,24 @@ class ComputeManager(ComputeEndpoint):
             await self.runner.driver.destroy(ctxt, Instance(uuid=instance_uuid))
             return Outcome(True, details={"removed": True})
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     # -- build ---------------------------------------------------------------
 
+    @step_handler
     async def build_and_run_instance(
         self,
         context: RequestContext,
         instance: Instance,
         node: str,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         image: dict[str, Any],
         request: dict[str, Any],
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._build(ctxt, instance, node, image, request)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _build(
         self,
@@ -213,18 +212,17 @@ class ComputeManager(ComputeEndpoint):
 
     # -- delete --------------------------------------------------------------
 
+    @step_handler
     async def terminate_instance(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._terminate(ctxt, instance)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _terminate(self, ctxt: RequestContext, instance: Instance) -> Outcome:
         if instance.vm_state == _V.DELETED:
@@ -269,31 +267,29 @@ class ComputeManager(ComputeEndpoint):
 
     # -- power ---------------------------------------------------------------
 
+    @step_handler
     async def stop_instance(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._power_action(ctxt, instance, stop=True)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
+    @step_handler
     async def start_instance(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._power_action(ctxt, instance, stop=False)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _power_action(
         self, ctxt: RequestContext, instance: Instance, *, stop: bool
@@ -344,19 +340,18 @@ class ComputeManager(ComputeEndpoint):
         await action.succeed()
         return Outcome(True)
 
+    @step_handler
     async def reboot_instance(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         reboot_type: str,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             return await self._reboot(ctxt, instance, reboot_type)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _reboot(self, ctxt: RequestContext, instance: Instance, reboot_type: str) -> Outcome:
         if reboot_type not in ("SOFT", "HARD"):

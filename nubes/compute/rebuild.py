@@ -27,11 +27,12 @@ import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, PowerState
+from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
     from nubes.compute.virt.driver import ComputeDriver
@@ -51,13 +52,12 @@ class RebuildSteps(ComputeEndpoint):
             weakref.WeakValueDictionary()
         )
 
+    @step_handler
     async def rebuild_instance(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         image: dict[str, Any],
         evacuate: bool,
         power_on: bool,
@@ -71,7 +71,7 @@ class RebuildSteps(ComputeEndpoint):
                 return await self._evacuate_here(ctxt, instance, image, power_on)
             return await self._rebuild_in_place(ctxt, instance, image, power_on)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
     async def _rebuild_in_place(
         self, ctxt: RequestContext, instance: Instance, image: dict[str, Any], power_on: bool
@@ -135,13 +135,12 @@ class RebuildSteps(ComputeEndpoint):
             details["already_done"] = True
         return Outcome(True, details=details)
 
+    @step_handler
     async def rollback_evacuation_at_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         """An evacuation to this host failed (or timed out): remove the guest it
         may have made here. The instance goes back to its source."""
@@ -154,7 +153,7 @@ class RebuildSteps(ComputeEndpoint):
             )
             return Outcome(True)
 
-        await self.runner.run_step(context, (task_id, step, attempt), work)
+        await self.runner.run_step(context, key, work)
 
 
 def _power(power_on: bool) -> int:

@@ -37,12 +37,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from nubes.compute.steps import ComputeEndpoint, Outcome, StepKey, StepRunner
+from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
+from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
     pass
@@ -106,8 +107,8 @@ class ResizeSteps(ComputeEndpoint):
                 except Exception as exc:
                     LOG.warning(
                         "Step %s of task %s for %s failed on %s: %s",
-                        key[1],
-                        key[0],
+                        key.step,
+                        key.task_id,
                         instance.uuid,
                         self.runner.host,
                         exc,
@@ -134,13 +135,12 @@ class ResizeSteps(ComputeEndpoint):
 
     # -- source: power off and copy the disks ----------------------------------------
 
+    @step_handler
     async def migrate_disk_and_power_off(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         flavor: Flavor,
@@ -152,17 +152,16 @@ class ResizeSteps(ComputeEndpoint):
             )
             return {"disk_info": disk_info}
 
-        await self._move_step(context, (task_id, step, attempt), instance, "resize", work)
+        await self._move_step(context, key, instance, "resize", work)
 
     # -- destination: build the guest from the disks ----------------------------------
 
+    @step_handler
     async def finish_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         disk_info: dict[str, Any],
@@ -185,17 +184,16 @@ class ResizeSteps(ComputeEndpoint):
                 await self.runner.driver.power_off(instance)
             return {"already_done": True}
 
-        await self._move_step(context, (task_id, step, attempt), instance, "resize_finish", work)
+        await self._move_step(context, key, instance, "resize_finish", work)
 
     # -- confirm: the source forgets what it kept ---------------------------------------
 
+    @step_handler
     async def confirm_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
     ) -> None:
@@ -203,17 +201,16 @@ class ResizeSteps(ComputeEndpoint):
             await self.runner.driver.confirm_migration(ctxt, migration, instance)
             return {}
 
-        await self._move_step(context, (task_id, step, attempt), instance, "resize_confirm", work)
+        await self._move_step(context, key, instance, "resize_confirm", work)
 
     # -- revert (or roll back): destination first, then the source -----------------------
 
+    @step_handler
     async def revert_migration_destination(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
     ) -> None:
@@ -227,17 +224,14 @@ class ResizeSteps(ComputeEndpoint):
             return {}
 
         # As Nova: the revert starts on the destination and ends on the source.
-        await self._move_step(
-            context, (task_id, step, attempt), instance, "resize_revert", work, ("start",)
-        )
+        await self._move_step(context, key, instance, "resize_revert", work, ("start",))
 
+    @step_handler
     async def finish_revert_migration(
         self,
         context: RequestContext,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         power_on: bool,
@@ -246,6 +240,4 @@ class ResizeSteps(ComputeEndpoint):
             await self.runner.driver.finish_revert_migration(ctxt, instance, migration, power_on)
             return {}
 
-        await self._move_step(
-            context, (task_id, step, attempt), instance, "resize_revert", work, ("end",)
-        )
+        await self._move_step(context, key, instance, "resize_revert", work, ("end",))

@@ -1,8 +1,8 @@
 """Client side of the compute RPC API: what the conductor asks a host to do.
 
 Every method is a cast to one host (``Target("compute", server=host)``) and
-carries the identity of the conductor task step it belongs to
-(``task_id``, ``step``, ``attempt``): the host reports the outcome back with
+carries the identity of the conductor task step it belongs to (a
+:class:`~nubes.step_key.StepKey`: task id, step, try): the host reports the outcome back with
 ``ConductorAPI.step_finished`` and answers a repeated message with the same
 outcome instead of doing the work twice.
 
@@ -21,6 +21,10 @@ Version history:
     1.2 - get_host_uptime (a call: the host's uptime line)
     1.3 - remove_guest (a step: remove the guest of a try the conductor gave up on)
     1.4 - get_console_output (a call: the end of a guest's console log)
+    1.5 - every step takes its key as one struct, ``key`` (a StepKey:
+          task_id, step, attempt), in place of ``task_id``, ``step`` and
+          ``attempt``; hosts still take the spelled-out form, which this
+          client sends to a host capped below 1.5
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ from nubes.objects.migration import Migration
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import Target, Transport
+from nubes.step_key import StepKey
 
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.4"
+VERSION = "1.5"
+#: Since when a step's key travels as one struct (``key``), not spelled out.
+STEP_KEY_VERSION = "1.5"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 
@@ -60,27 +67,33 @@ class ComputeAPI:
     def _host(self, host: str, version: str = "1.0") -> RPCClient:
         return self.client.prepare(server=host, version=version)
 
-    async def _move_step(
+    async def _step(
         self,
         ctxt: RequestContext,
         host: str,
         method: str,
-        instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
+        since: str = "1.0",
         **kwargs: Any,
     ) -> None:
-        """Cast one step of a move (1.1): like every step, it carries the task
-        id, step and try, and the host reports its outcome (with ``details``
-        the next step needs) through ``ConductorAPI.step_finished``."""
-        await self._host(host, "1.1").cast(
+        """Cast the step ``method`` (in the API since version ``since``) to ``host``.
+
+        Like every step it carries its :class:`~nubes.step_key.StepKey`, and
+        the host reports its outcome (with ``details`` the next step needs)
+        through ``ConductorAPI.step_finished``. The key travels as one struct
+        (1.5); to hosts this client is capped below 1.5 for (``[upgrade_levels]
+        compute``, an older host still running) it is spelled out as
+        ``task_id``, ``step`` and ``attempt``, at the method's own version.
+        """
+        if self.client.can_send_version(STEP_KEY_VERSION):
+            await self._host(host, STEP_KEY_VERSION).cast(ctxt, method, key=key, **kwargs)
+            return
+        await self._host(host, since).cast(
             ctxt,
             method,
-            instance=instance,
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
+            task_id=key.task_id,
+            step=key.step,
+            attempt=key.attempt,
             **kwargs,
         )
 
@@ -90,86 +103,46 @@ class ComputeAPI:
         host: str,
         instance: Instance,
         node: str,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         image: dict[str, Any],
         request: dict[str, Any],
     ) -> None:
-        await self._host(host).cast(
+        await self._step(
             ctxt,
+            host,
             "build_and_run_instance",
+            key,
             instance=instance,
             node=node,
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
             image=image,
             request=request,
         )
 
     async def terminate_instance(
-        self,
-        ctxt: RequestContext,
-        host: str,
-        instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
     ) -> None:
-        await self._host(host).cast(
-            ctxt,
-            "terminate_instance",
-            instance=instance,
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
-        )
+        await self._step(ctxt, host, "terminate_instance", key, instance=instance)
 
     async def stop_instance(
-        self,
-        ctxt: RequestContext,
-        host: str,
-        instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
     ) -> None:
-        await self._host(host).cast(
-            ctxt, "stop_instance", instance=instance, task_id=task_id, step=step, attempt=attempt
-        )
+        await self._step(ctxt, host, "stop_instance", key, instance=instance)
 
     async def start_instance(
-        self,
-        ctxt: RequestContext,
-        host: str,
-        instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
     ) -> None:
-        await self._host(host).cast(
-            ctxt, "start_instance", instance=instance, task_id=task_id, step=step, attempt=attempt
-        )
+        await self._step(ctxt, host, "start_instance", key, instance=instance)
 
     async def reboot_instance(
         self,
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         reboot_type: str,
     ) -> None:
-        await self._host(host).cast(
-            ctxt,
-            "reboot_instance",
-            instance=instance,
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
-            reboot_type=reboot_type,
+        await self._step(
+            ctxt, host, "reboot_instance", key, instance=instance, reboot_type=reboot_type
         )
 
     # -- moves (1.1); see docs/moves.md for who is sent what ------------------------
@@ -179,23 +152,20 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         flavor: Flavor,
         dest_host: str,
     ) -> None:
         """Source of a cold migration or resize; details: ``disk_info``."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "migrate_disk_and_power_off",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migration=migration,
             flavor=flavor,
             dest_host=dest_host,
@@ -206,9 +176,7 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         disk_info: dict[str, Any],
@@ -217,14 +185,13 @@ class ComputeAPI:
         power_on: bool,
     ) -> None:
         """Destination of a cold migration or resize: build the guest from the disks."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "finish_migration",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migration=migration,
             disk_info=disk_info,
             image=image,
@@ -237,15 +204,13 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
     ) -> None:
         """Source of a confirmed resize: remove what was kept for a revert."""
-        await self._move_step(
-            ctxt, host, "confirm_migration", instance, task_id, step, attempt, migration=migration
+        await self._step(
+            ctxt, host, "confirm_migration", key, "1.1", instance=instance, migration=migration
         )
 
     async def revert_migration_destination(
@@ -253,21 +218,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
     ) -> None:
         """Destination of a reverted (or rolled back) resize: remove the new guest."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "revert_migration_destination",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migration=migration,
         )
 
@@ -276,22 +238,19 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         power_on: bool,
     ) -> None:
         """Source of a reverted (or rolled back) resize: bring the original guest back."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "finish_revert_migration",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migration=migration,
             power_on=power_on,
         )
@@ -301,21 +260,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         block_migration: bool,
     ) -> None:
         """Destination check of a live migration; details: ``dest_check_data``."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "check_can_live_migrate_destination",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             block_migration=block_migration,
         )
 
@@ -324,21 +280,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         dest_check_data: dict[str, Any],
     ) -> None:
         """Source check of a live migration; details: ``migrate_data``."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "check_can_live_migrate_source",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             dest_check_data=dest_check_data,
         )
 
@@ -347,21 +300,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, before memory moves; details: ``migrate_data`` (updated)."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "pre_live_migration",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migrate_data=migrate_data,
         )
 
@@ -370,23 +320,20 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migration: Migration,
         dest_host: str,
         migrate_data: dict[str, Any],
     ) -> None:
         """Source: move the running guest, saving progress on the instance and migration."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "live_migration",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migration=migration,
             dest_host=dest_host,
             migrate_data=migrate_data,
@@ -397,21 +344,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, after success: adopt the guest."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "post_live_migration_at_destination",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migrate_data=migrate_data,
         )
 
@@ -420,21 +364,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Source, after success: remove what is left of the guest there."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "post_live_migration",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migrate_data=migrate_data,
         )
 
@@ -443,21 +384,18 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         migrate_data: dict[str, Any],
     ) -> None:
         """Destination, after a failure or an abort: undo pre-live-migration."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "rollback_live_migration_at_destination",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             migrate_data=migrate_data,
         )
 
@@ -466,9 +404,7 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
         *,
         image: dict[str, Any],
         evacuate: bool,
@@ -476,14 +412,13 @@ class ComputeAPI:
     ) -> None:
         """Create the guest again from ``image`` on ``host``: a rebuild in place
         (the old guest is removed first) or an evacuation to this host."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "rebuild_instance",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
             image=image,
             evacuate=evacuate,
             power_on=power_on,
@@ -494,20 +429,17 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance: Instance,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         """Destination of a failed evacuation: remove the guest the rebuild may
         have made there (the instance goes back to its source)."""
-        await self._move_step(
+        await self._step(
             ctxt,
             host,
             "rollback_evacuation_at_destination",
-            instance,
-            task_id,
-            step,
-            attempt,
+            key,
+            "1.1",
+            instance=instance,
         )
 
     async def live_migration_abort(
@@ -531,20 +463,11 @@ class ComputeAPI:
         ctxt: RequestContext,
         host: str,
         instance_uuid: str,
-        task_id: int,
-        step: str,
-        attempt: int,
+        key: StepKey,
     ) -> None:
         """Remove the guest of ``instance_uuid`` unless the instance is placed on
         ``host`` (1.3): a try the conductor gave up on (``remove_guest`` task)."""
-        await self._host(host, "1.3").cast(
-            ctxt,
-            "remove_guest",
-            instance_uuid=instance_uuid,
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
-        )
+        await self._step(ctxt, host, "remove_guest", key, "1.3", instance_uuid=instance_uuid)
 
     async def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:
         """What ``uptime`` says on ``host`` (1.2); UnsupportedVersion when capped below."""

@@ -1,6 +1,9 @@
 """Conductor task steps as a compute host sees them: once each, outcome reported.
 
-Every cast from the conductor names its step: ``(task_id, step, attempt)``.
+Every cast from the conductor names its step: a :class:`~nubes.step_key.StepKey`
+(task id, step, try), one ``key`` struct on the wire since compute RPC 1.5;
+a conductor capped below sends ``task_id``, ``step`` and ``attempt``, which
+:func:`step_handler` folds into the same key, so handlers see one form.
 A host keeps the outcomes of the steps it finished (the last
 ``[compute] completed_steps_kept``) and the steps running now; a message for
 a step it finished gets the same outcome sent again, one for a step still
@@ -14,15 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nubes import exception
-from nubes.compute import authz
+from nubes.compute import authz, rpcapi
 from nubes.metadata import configdrive
 from nubes.objects.instance_metadata import InstanceMetadata
+from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
     from nubes.compute.reporting import Reporter
@@ -34,7 +40,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-StepKey = tuple[int, str, int]
 
 #: Backoff (seconds) of a report the bus could not take, and how long it is
 #: retried: past that, the task it answers has long ended (deadline).
@@ -130,7 +135,7 @@ class StepRunner:
         return configdrive.build(meta)
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
-        task_id, step, attempt = key
+        task_id, step, attempt = key.task_id, key.step, key.attempt
         delay = REPORT_RETRY_MIN
         give_up = asyncio.get_running_loop().time() + REPORT_RETRY_FOR
         while True:
@@ -196,7 +201,7 @@ class StepRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                LOG.exception("Task %s step %s failed on %s", key[0], key[1], self.host)
+                LOG.exception("Task %s step %s failed on %s", key.task_id, key.step, self.host)
                 outcome = Outcome(False, str(exc) or type(exc).__name__)
         finally:
             steps.running.discard(key)
@@ -211,11 +216,68 @@ class StepRunner:
             return None
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+#: What a conductor before compute RPC 1.5 sends in place of ``key``.
+_SPELLED_OUT = (("task_id", "int"), ("step", "str"), ("attempt", "int"))
+
+
+def step_handler(handler: Handler) -> Handler:
+    """A compute step: ``handler(self, context, ..., key: StepKey, ...)`` as an RPC method.
+
+    The method the RPC server sees takes ``key`` (1.5) or, from a conductor
+    capped below 1.5, ``task_id``, ``step`` and ``attempt`` instead; either
+    way the handler is called with the one :class:`StepKey`. (The dispatcher
+    reads the signature and annotations set here: it checks and converts
+    the arguments before the call.)
+    """
+    sig = inspect.signature(handler)
+    params = list(sig.parameters.values())
+    if "key" not in sig.parameters:
+        raise TypeError(f"{handler.__qualname__} takes no key")
+    optional = [
+        p.replace(kind=p.KEYWORD_ONLY, default=None) if p.name == "key" else p
+        for p in params
+        if p.name == "key" or p.kind is p.KEYWORD_ONLY
+    ]
+    positional = [p for p in params if p.name != "key" and p.kind is not p.KEYWORD_ONLY]
+    legacy = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name, _ in _SPELLED_OUT
+    ]
+    annotations = dict(handler.__annotations__)
+    annotations["key"] = "StepKey | None"
+    annotations.update({name: f"{kind} | None" for name, kind in _SPELLED_OUT})
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any,
+        context: RequestContext,
+        *args: Any,
+        key: StepKey | None = None,
+        task_id: int | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if key is None:
+            if task_id is None or step is None or attempt is None:
+                raise exception.InvalidArguments(
+                    method=handler.__name__, reason="missing key (or task_id, step and attempt)"
+                )
+            key = StepKey(task_id=task_id, step=step, attempt=attempt)
+        await handler(self, context, *args, key=key, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*positional, *optional, *legacy])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = annotations
+    return wrapper  # type: ignore[return-value]
+
+
 class ComputeEndpoint:
     """What every RPC endpoint of a compute host declares: one API version and
     one rule table (``compute/authz.py``) whichever object serves a method."""
 
     #: Who may call which method (checked by the RPC server, deny by default).
     RPC_METHOD_RULES = authz.METHOD_RULES
-    RPC_API_VERSION = "1.4"
+    RPC_API_VERSION = rpcapi.VERSION
     RPC_EXPECTED_ERRORS = (exception.Conflict, exception.NotFound, exception.Forbidden)

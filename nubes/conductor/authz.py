@@ -24,13 +24,14 @@ from typing import Any, NoReturn
 from nubes import access, exception, metrics, versions
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.payloads import Awaited, StepKey
+from nubes.conductor.tasks.payloads import Awaited
 from nubes.db.api import compute_nodes, instances, metadata, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, remotable_signature
 from nubes.objects.registry import REGISTRY
 from nubes.objects.states import MigrationStatus, MigrationType
+from nubes.step_key import StepKey
 
 AUDIT = logging.getLogger("nubes.audit")
 

@@ -189,25 +189,20 @@ class Write:
 
     async def run(self, conn: AsyncConnection) -> bool:
         """Run it in ``conn``'s transaction; whether it matched (after ``missed``)."""
-        stmt = _STATEMENTS.get(self.shape)
-        if stmt is None:
-            if len(_STATEMENTS) >= _PREPARED_LIMIT:
-                _STATEMENTS.clear()
-            stmt = _STATEMENTS[self.shape] = self.build()
-        result = await conn.execute(stmt, dict(self.params))
-        matched = result.first() is not None if self.read else result.rowcount > 0
+        matched = await self.execute(conn)
         if not matched and self.missed is not None:
             await self.missed(conn)
         return matched
 
+    async def execute(self, conn: AsyncConnection) -> bool:
+        """Run it in ``conn``'s transaction; whether it matched (``missed`` not called)."""
+        stmt = _statement(self.shape, self.build)
+        result = await conn.execute(stmt, dict(self.params))
+        return result.first() is not None if self.read else result.rowcount > 0
+
     def statement(self, dialect: Dialect) -> UnitStatement:
         """The same write as a statement of a grouped unit."""
-        key = (self.shape, dialect.name, dialect.driver)
-        prepared = _PREPARED.get(key)
-        if prepared is None:
-            if len(_PREPARED) >= _PREPARED_LIMIT:
-                _PREPARED.clear()
-            prepared = _PREPARED[key] = prepare(self.build(), dialect)
+        prepared = _prepared(self.shape, self.build, dialect)
         return UnitStatement(
             prepared,
             prepared.args(self.params),
@@ -216,38 +211,154 @@ class Write:
         )
 
 
-#: SQLAlchemy forms of :class:`Write` statements, by shape.
+#: SQLAlchemy forms of :class:`Write` and :class:`Read` statements, by shape.
 _STATEMENTS: dict[Hashable, Any] = {}
 
-#: What a commit writes: descriptions (:class:`Write`, groupable) and, for
-#: what has no single-statement form, functions of the transaction's connection.
-CommitPart = Write | Callable[[AsyncConnection], Awaitable[Any]]
+
+def _statement(shape: Hashable, build: Callable[[], Any]) -> Any:
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        if len(_STATEMENTS) >= _PREPARED_LIMIT:
+            _STATEMENTS.clear()
+        stmt = _STATEMENTS[shape] = build()
+    return stmt
 
 
-async def commit(db: Database, key: str, writes: Sequence[CommitPart]) -> None:
+def _prepared(shape: Hashable, build: Callable[[], Any], dialect: Dialect) -> Prepared:
+    key = (shape, dialect.name, dialect.driver)
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        if len(_PREPARED) >= _PREPARED_LIMIT:
+            _PREPARED.clear()
+        prepared = _PREPARED[key] = prepare(build(), dialect)
+    return prepared
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Read:
+    """One single-row read on the primary, described once by ``db/api`` (see :func:`fetch`).
+
+    ``build()`` gives the SELECT, every parameter bound by name from
+    ``params``; ``shape`` names it for the caches, as for :class:`Write`.
+    """
+
+    shape: Hashable
+    build: Callable[[], Any]
+    params: Mapping[str, Any]
+
+    async def run(self, conn: AsyncConnection) -> dict[str, Any] | None:
+        """Run it in ``conn``'s transaction: the first row, or None."""
+        stmt = _statement(self.shape, self.build)
+        found = (await conn.execute(stmt, dict(self.params))).mappings().first()
+        return dict(found) if found is not None else None
+
+    def statement(self, dialect: Dialect) -> UnitStatement:
+        """The same read as a statement of a grouped unit (never required)."""
+        prepared = _prepared(self.shape, self.build, dialect)
+        return UnitStatement(prepared, prepared.args(self.params), required=False, returning=True)
+
+
+async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
+    """The row ``read`` finds on the primary (None if none): the one place that decides how.
+
+    As a unit of the next grouped batch where the backend runs units (the
+    read then shares that batch's transaction and, on SQLite, its one
+    thread hop; a caller reading to decide a conditional write pays no
+    transaction of its own); else in a read of the primary of its own
+    (joining the caller's block, if it is in one). ``key`` orders the
+    batch, as for :func:`commit`.
+    """
+    committer = db.group_commit if not db.in_block() else None
+    if committer is not None and committer.units:
+        statement = read.statement(committer.dialect)
+        outcome = await committer.execute_unit(key, [statement])
+        if outcome:
+            rows = outcome[0][1]
+            return statement.write.row(rows[0]) if rows else None
+    async with db.reader() as conn:
+        return await read.run(conn)
+
+
+#: What a commit writes: descriptions (:class:`Write`, groupable), reads whose
+#: rows it returns (:class:`Read`, groupable) and, for what has no
+#: single-statement form, functions of the transaction's connection.
+CommitPart = Write | Read | Callable[[AsyncConnection], Awaitable[Any]]
+
+
+async def commit(
+    db: Database, key: str, writes: Sequence[CommitPart]
+) -> list[dict[str, Any] | None]:
     """Commit ``writes`` together, in order: all of them or none.
 
     The one place that decides how: as one unit of a grouped batch where
-    the backend runs units and every write is a :class:`Write` (a miss or a
+    the backend runs units and every part is a description (a miss or a
     failed batch there writes nothing, and the ordinary path runs next);
     else in a writer transaction of their own (joining the caller's block,
-    if it is in one), where each write's ``missed`` raises or accepts.
-    ``key`` names the row most written (orders the batch).
+    if it is in one; run again after a deadlock when every part is a
+    description), where each write's ``missed`` raises or accepts.
+    ``key`` names the row most written (orders the batch). Returns the row
+    each :class:`Read` among ``writes`` found (None if none), in order: read
+    in the same transaction, after the writes before it.
     """
-    if not db.in_block() and all(isinstance(w, Write) for w in writes):
-        committer = db.group_commit
-        if committer is not None and committer.units:
-            dialect = committer.dialect
-            unit = [w.statement(dialect) for w in writes if isinstance(w, Write)]
-            if await committer.execute_unit(key, unit):
-                db.note_write()
-                return
-    async with db.writer() as conn:
+    grouped = await commit_grouped(db, key, writes)
+    if grouped is not None:
+        return grouped
+
+    async def ordinary(conn: AsyncConnection) -> list[dict[str, Any] | None]:
+        found: list[dict[str, Any] | None] = []
         for w in writes:
-            if isinstance(w, Write):
+            if isinstance(w, Read):
+                found.append(await w.run(conn))
+            elif isinstance(w, Write):
                 await w.run(conn)
             else:
                 await w(conn)
+        return found
+
+    if all(isinstance(w, Write | Read) for w in writes):
+        # Descriptions hold their values: the whole transaction can run
+        # again after a deadlock (Galera's write conflict at commit).
+        return await db.run_in_writer(ordinary)
+    async with db.writer() as conn:
+        return await ordinary(conn)
+
+
+async def commit_grouped(
+    db: Database, key: str, writes: Sequence[CommitPart]
+) -> list[dict[str, Any] | None] | None:
+    """:func:`commit` grouped only: the rows of its reads once it committed,
+    or None when it did not run that way (not grouped here, a write missed,
+    the batch failed: nothing of it was written). A lone write joins a batch
+    as a plain statement (every backend the committer serves); several, or
+    reads, as a unit (where the backend runs units). A caller that must
+    learn why runs the same descriptions its ordinary way next."""
+    if db.in_block() or not all(isinstance(w, Write | Read) for w in writes):
+        return None
+    committer = db.group_commit
+    if committer is None:
+        return None
+    dialect = committer.dialect
+    if len(writes) == 1 and isinstance(writes[0], Write) and not writes[0].read:
+        # One conditional statement needs no savepoint: it joins a batch as
+        # a plain statement, on every backend the committer serves.
+        statement = writes[0].statement(dialect)
+        single = await committer.execute(key, statement.write, statement.args)
+        if single is None or single[0] == 0:
+            return None
+        db.note_write()
+        return []
+    if not committer.units:
+        return None
+    unit = [w.statement(dialect) for w in writes if isinstance(w, Write | Read)]
+    outcome = await committer.execute_unit(key, unit)
+    if not outcome:
+        return None
+    db.note_write()
+    found: list[dict[str, Any] | None] = []
+    for w, statement, (_, rows) in zip(writes, unit, outcome, strict=True):
+        if isinstance(w, Read):
+            found.append(statement.write.row(rows[0]) if rows else None)
+    return found
 
 
 @dataclasses.dataclass(slots=True)

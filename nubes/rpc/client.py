@@ -58,6 +58,11 @@ class RPCClient:
     def target(self) -> Target:
         return self._opts.target
 
+    @property
+    def version(self) -> str:
+        """The API version this client's messages say they need."""
+        return self._opts.version
+
     def prepare(
         self,
         *,

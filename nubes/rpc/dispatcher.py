@@ -6,7 +6,9 @@ methods, taking ``(self, context, **kwargs)``, are what callers can reach.
 Everything about a method that a request is checked against — which
 arguments are required, which are allowed, the simple types they must have —
 is worked out once when the server starts, so the per-message check is a few
-set and ``isinstance`` operations.
+set and ``isinstance`` operations. An argument annotated with a
+``msgspec.Struct`` travels as a map and reaches the method as the struct,
+validated (``check_arguments`` converts it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from nubes import exception, versions
 from nubes.rpc import message
@@ -36,6 +40,9 @@ class Method:
     takes_any: bool
     checks: tuple[tuple[str, Checker, str], ...]
     expected: tuple[type[BaseException], ...]
+    #: Arguments that travel as a struct (a map on the wire) and are handed
+    #: to the method as one, validated (``msgspec.Struct`` annotations).
+    structs: tuple[tuple[str, type[msgspec.Struct]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,19 @@ _SIMPLE: dict[Any, tuple[Checker, str]] = {
     list: (lambda v: isinstance(v, list), "a list"),
     bytes: (lambda v: isinstance(v, bytes), "bytes"),
 }
+
+
+def _struct(hint: Any) -> type[msgspec.Struct] | None:
+    """The struct type an argument annotated ``hint`` is (maybe None); else None."""
+    args = (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    )
+    candidates = [a for a in args if a is not type(None)] if args else [hint]
+    if len(candidates) == 1:
+        (only,) = candidates
+        if isinstance(only, type) and issubclass(only, msgspec.Struct):
+            return only
+    return None
 
 
 def _checker(hint: Any) -> tuple[Checker, str] | None:
@@ -102,7 +122,7 @@ def _method(func: Callable[..., Any], expected: tuple[type[BaseException], ...])
     except Exception:
         # Unresolvable annotations only cost us the type checks.
         hints = {}
-    required, allowed, checks = set(), set(), []
+    required, allowed, checks, structs = set(), set(), [], []
     takes_any = False
     for p in params:
         if p.kind is p.VAR_KEYWORD:
@@ -113,6 +133,9 @@ def _method(func: Callable[..., Any], expected: tuple[type[BaseException], ...])
         allowed.add(p.name)
         if p.default is p.empty:
             required.add(p.name)
+        struct = _struct(hints[p.name]) if p.name in hints else None
+        if struct is not None:
+            structs.append((p.name, struct))
         check = _checker(hints[p.name]) if p.name in hints else None
         if check is not None:
             checks.append((p.name, check[0], check[1]))
@@ -124,6 +147,7 @@ def _method(func: Callable[..., Any], expected: tuple[type[BaseException], ...])
         takes_any,
         tuple(checks),
         expected,
+        tuple(structs),
     )
 
 
@@ -197,6 +221,13 @@ def check_arguments(m: Method, args: dict[str, Any]) -> None:
             raise exception.InvalidArguments(
                 method=m.name, reason=f"unexpected {', '.join(sorted(extra))}"
             )
+    for name, struct in m.structs:
+        value = args.get(name)
+        if value is not None and not isinstance(value, struct):
+            try:
+                args[name] = msgspec.convert(value, struct)
+            except msgspec.ValidationError as exc:
+                raise exception.InvalidArguments(method=m.name, reason=f"{name}: {exc}") from None
     for name, check, desc in m.checks:
         if name in args and not check(args[name]):
             raise exception.InvalidArguments(

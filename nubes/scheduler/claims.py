@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 from nubes import exception, group_policy, liveness
+from nubes.db import group_commit
 from nubes.db.api import compute_nodes, group_claims, host_views
 from nubes.db.api.compute_nodes import NO_RESERVED, ClaimOutcome, ClaimResult, Reserved
 from nubes.db.engine import Connection, Database
@@ -43,21 +44,6 @@ class Claim:
     #: The node the instance holds resources on (another one than asked for
     #: when an earlier attempt of the same request already claimed).
     node_id: int
-
-
-async def _claim(
-    conn: Connection, node_id: int, consumer_uuid: str, amounts: Amounts, reserved: Reserved
-) -> Claim:
-    result, held_on = await compute_nodes.claim_for_consumer(
-        conn,
-        node_id,
-        consumer_uuid,
-        vcpus=amounts.vcpus,
-        memory_mb=amounts.memory_mb,
-        disk_gb=amounts.disk_gb,
-        reserved=reserved,
-    )
-    return Claim(result, held_on)
 
 
 async def _claim_in_group(
@@ -95,34 +81,29 @@ async def claim(
     With ``group_uuid`` (a server group with a hard policy) the policy is
     checked in the claim's transaction: GROUP_POLICY when it refuses the host.
 
-    Otherwise a new claim is tried first as a unit of a grouped transaction
-    (where the database has them): concurrent claims then share one commit.
-    Any other outcome leaves nothing behind there and is found out the
-    ordinary way.
+    Otherwise the claim is :func:`~nubes.db.api.compute_nodes.claim_writes`
+    committed through :func:`nubes.db.group_commit.commit`, which groups it
+    with concurrent claims where the database runs units.
     """
     if group_uuid is not None:
         return await db.run_in_writer(
             _claim_in_group, node_id, consumer_uuid, amounts, group_uuid, reserved
         )
-    committer = db.group_commit if not db.in_block() else None
-    if committer is not None and committer.units:
-        unit = compute_nodes.prepared_claim_for_consumer(
-            committer.dialect,
-            node_id,
-            consumer_uuid,
-            vcpus=amounts.vcpus,
-            memory_mb=amounts.memory_mb,
-            disk_gb=amounts.disk_gb,
-            reserved=reserved,
-        )
-        outcome = await committer.execute_unit(consumer_uuid, unit)
-        if outcome:
-            db.note_write()
-            rows = outcome[0][1]
-            assert rows
-            generation = unit[0].write.row(rows[0])["generation"]
-            return Claim(ClaimResult(ClaimOutcome.CLAIMED, generation), node_id)
-    return await db.run_in_writer(_claim, node_id, consumer_uuid, amounts, reserved)
+    writes = compute_nodes.claim_writes(
+        node_id,
+        consumer_uuid,
+        vcpus=amounts.vcpus,
+        memory_mb=amounts.memory_mb,
+        disk_gb=amounts.disk_gb,
+        reserved=reserved,
+    )
+    try:
+        (found,) = await group_commit.commit(db, consumer_uuid, writes.parts())
+    except exception.ClaimNotMade as refused:
+        result, held_on = compute_nodes.refusal(refused)
+        return Claim(result, held_on)
+    assert found is not None
+    return Claim(ClaimResult(ClaimOutcome.CLAIMED, int(found["generation"])), node_id)
 
 
 async def _move(

@@ -1,6 +1,8 @@
 """A cloud of real ``nubes`` processes on RabbitMQ and PostgreSQL, for crash tests.
 
-Each service runs as its own ``python -m nubes.cmd.main`` process with its
+Each service runs as its own ``python -m nubes.cmd.main`` process (a
+conductor with ``crash_at``: ``nubes.testing.crash``, the same with the
+crash hook) with its
 own broker user (``conductor.<host>``, ``scheduler.<host>``,
 ``compute.<host>``) and config file; compute hosts get no database
 connection. Everything a run makes is its own and is removed at the end:
@@ -57,9 +59,8 @@ from nubes.db.models import compute_nodes, service_heartbeats, services
 from nubes.rpc import rabbit_access
 from nubes.rpc.rabbit_session import wants_quorum
 from nubes.rpc.transport import TransportURL
+from nubes.testing.crash import CRASH_ENV
 
-#: The crash hook's environment variable (see nubes.conductor.tasks.base).
-CRASH_ENV = "NUBES_TEST_CRASH_AT"
 #: Options every process of the cloud runs with: quick to react.
 BASE_OPTIONS: dict[str, dict[str, Any]] = {
     "DEFAULT": {"report_interval": 1, "service_down_time": 30, "rpc_response_timeout": 15},
@@ -432,19 +433,12 @@ class ProcessCloud:
         env: dict[str, str],
         python: str | None = None,
         wrap: Sequence[str] = (),
+        module: str = "nubes.cmd.main",
     ) -> Proc:
         environ = self.environ(python, env)
         # -P: the current directory (this tree) must not shadow another release's.
         interpreter = [sys.executable] if python is None else [python, "-P"]
-        argv = [
-            *wrap,
-            *interpreter,
-            "-m",
-            "nubes.cmd.main",
-            "--config-file",
-            str(config),
-            *args,
-        ]
+        argv = [*wrap, *interpreter, "-m", module, "--config-file", str(config), *args]
         proc = Proc(name, argv, environ, self.workdir / f"{name}.log")
         self.procs.append(proc)
         await proc.start()
@@ -501,8 +495,12 @@ class ProcessCloud:
         config = self._config(
             f"conductor-{name}", f"conductor.{host}", host, database=True, extra=options
         )
-        env = {CRASH_ENV: crash_at} if crash_at else {}
-        return await self._spawn(f"conductor-{name}", config, ["conductor"], env, python)
+        label = f"conductor-{name}"
+        if not crash_at:
+            return await self._spawn(label, config, ["conductor"], {}, python)
+        env = {CRASH_ENV: crash_at}
+        module = "nubes.testing.crash"  # the ordinary command with the hook (see there)
+        return await self._spawn(label, config, ["conductor"], env, python, module=module)
 
     async def start_compute(
         self,

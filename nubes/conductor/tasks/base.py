@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -42,7 +41,7 @@ from nubes.db.api import actions, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
-from nubes.db.group_commit import CommitPart, Write
+from nubes.db.group_commit import CommitPart, Read, Write
 from nubes.db.types import utcnow
 
 #: Where a run's cache names the host the engine found down under its waiting step.
@@ -53,11 +52,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-#: Environment variable naming step boundaries at which the conductor kills
-#: itself (``kind:after:step``, comma-separated): the crash tests' hook.
-CRASH_ENV = "NUBES_TEST_CRASH_AT"
-#: Exit status of a process that crashed on purpose (as if killed with -9).
-CRASH_EXIT_CODE = 137
 #: Longest fault message the database keeps (as InstanceFault).
 FAULT_MESSAGE_LENGTH = 255
 #: ``Run.cache`` key of the instance row read with the claim, for a kind whose
@@ -78,7 +72,7 @@ def steps(*writes: Writes | None) -> list[CommitPart]:
     for w in writes:
         if w is None:
             continue
-        if isinstance(w, Write) or callable(w):
+        if isinstance(w, Write | Read) or callable(w):
             out.append(w)
         else:
             out.extend(w)
@@ -88,26 +82,10 @@ def steps(*writes: Writes | None) -> list[CommitPart]:
 async def run_writes(conn: Connection, *writes: Writes | None) -> None:
     """``writes`` in the caller's transaction, in order (for a step's own block)."""
     for w in steps(*writes):
-        if isinstance(w, Write):
+        if isinstance(w, Write | Read):
             await w.run(conn)
         else:
             await w(conn)
-
-
-def _crash_points() -> frozenset[str]:
-    raw = os.environ.get(CRASH_ENV, "")
-    return frozenset(p.strip() for p in raw.split(",") if p.strip())
-
-
-#: Read once: the hook costs nothing when the variable is not set.
-CRASH_POINTS = _crash_points()
-
-
-def crash_point(point: str) -> None:
-    """Die like ``kill -9`` if the crash tests asked for it at ``point``."""
-    if point in CRASH_POINTS:
-        LOG.warning("crashing at %s (%s)", point, CRASH_ENV)
-        os._exit(CRASH_EXIT_CODE)
 
 
 def _deadline(row: dict[str, Any]) -> dt.datetime | None:
@@ -175,7 +153,7 @@ class Run:
         )
         await group_commit.commit(self.engine.db, self.instance_uuid or "", steps(writes, own))
         self.step = step
-        crash_point(f"{self.kind}:after:{done}")
+        self.engine.passed(f"{self.kind}:after:{done}")
         return step
 
     async def finish(
@@ -203,7 +181,7 @@ class Run:
         if payload is not None:
             self.payload = payload
         self.released = True
-        crash_point(f"{self.kind}:after:{self.step}")
+        self.engine.passed(f"{self.kind}:after:{self.step}")
 
     @property
     def awaiting(self) -> Awaited | None:
@@ -254,7 +232,7 @@ class Run:
                 # ([upgrade_levels], an old host running): it cannot do it,
                 # now or on a retry. That is its failure, reported at once.
                 return awaited.failure(f"{awaited.host} cannot be asked to {awaited.step}: {exc}")
-            crash_point(f"{self.kind}:sent:{self.step}")
+            self.engine.passed(f"{self.kind}:sent:{self.step}")
             row = await self.engine.wait_report(self, awaited.until)
             if row is not None:
                 self.refresh(row)

@@ -277,9 +277,7 @@ class BuildTask(Task):
                 awaited.host,
                 instance_object(row),
                 awaited.node,
-                run.id,
-                Step.SPAWN.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 # Grants for this host to fetch the image's bytes (need-to-know).
                 grants.attach(
                     payload.image,

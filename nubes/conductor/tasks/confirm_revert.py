@@ -116,9 +116,7 @@ class ConfirmResizeTask(_SettleTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.CONFIRM_SOURCE.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
             )
 
@@ -213,9 +211,7 @@ class RevertResizeTask(_SettleTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.REVERT_DEST.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
             )
 

@@ -86,9 +86,7 @@ class DeleteTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.TERMINATE.value,
-                awaited.attempt,
+                awaited.key(run.id),
             )
 
         outcome = await run.wait_for_report(send)
@@ -135,9 +133,7 @@ class DeleteTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.CONFIRM_SOURCE.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(await load_migration(run)),
             )
 

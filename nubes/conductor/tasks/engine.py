@@ -53,7 +53,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from oslo_config import cfg
@@ -113,7 +113,12 @@ class TaskEngine:
         scheduler: Any = None,
         compute: Any = None,
         notifier: Any = None,
+        boundary: Callable[[str], None] | None = None,
     ) -> None:
+        """``boundary``, if given, is told each step boundary a run passes
+        (``kind:after:step`` once a step committed, ``kind:sent:step`` once a
+        host was asked): the crash suite's test double (``nubes.testing.
+        crash``) dies there. Production passes none."""
         from nubes import config
 
         conf = conf if conf is not None else config.CONF
@@ -152,6 +157,7 @@ class TaskEngine:
         self.scheduler = scheduler
         self.compute = compute
         self.notifier = notifier
+        self._boundary = boundary
         self.kinds: dict[str, Task] = {k.value: cls(self) for k, cls in KINDS.items()}
         self._runs: dict[int, Run] = {}
         self._coros: dict[int, asyncio.Task[None]] = {}
@@ -273,6 +279,11 @@ class TaskEngine:
                 task_ids,
                 exc,
             )
+
+    def passed(self, point: str) -> None:
+        """A run passed the step boundary ``point`` (see ``boundary``)."""
+        if self._boundary is not None:
+            self._boundary(point)
 
     @property
     def running(self) -> int:

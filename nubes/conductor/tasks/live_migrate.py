@@ -667,9 +667,7 @@ class LiveMigrateTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                str(awaited.step),
-                awaited.attempt,
+                awaited.key(run.id),
                 **kwargs,
             )
 

@@ -280,9 +280,7 @@ class MoveTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                step.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
                 power_on=bool(run.typed(MovePayload).power_on),
             )
@@ -433,9 +431,7 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.MIGRATE_SOURCE.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
                 flavor=Flavor.from_snapshot(run.typed(MovePayload).target_flavor),
                 dest_host=run.typed(MovePayload).dest_place.host,
@@ -490,9 +486,7 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 with_flavor(row, payload.target_flavor),
-                run.id,
-                Step.FINISH_DEST.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
                 # The destination fetches the image (grants for it) and the
                 # source's disk (a grant signed with the key the source made).
@@ -552,9 +546,7 @@ class MigrateTask(MoveTask):
                 run.ctxt,
                 awaited.host,
                 with_flavor(row, run.typed(MovePayload).target_flavor),
-                run.id,
-                Step.ROLLBACK_DEST.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 migration=migration_object(mig),
             )
 

@@ -37,6 +37,7 @@ import msgspec
 
 from nubes import exception
 from nubes.conductor.tasks.states import TaskKind
+from nubes.step_key import StepKey
 
 #: The payload version this release writes (1: release N's untyped dicts, no ``v``).
 PAYLOAD_VERSION = 2
@@ -61,14 +62,6 @@ def payload_of(*kinds: TaskKind) -> Callable[[type[P]], type[P]]:
         return cls
 
     return register
-
-
-class StepKey(msgspec.Struct, frozen=True, kw_only=True):
-    """One report of one compute step of one task: which task, which step, which try."""
-
-    task_id: int
-    step: str
-    attempt: int
 
 
 class Awaited(msgspec.Struct, frozen=True, kw_only=True):

@@ -84,9 +84,7 @@ class PowerTask(Task):
                 run.ctxt,
                 awaited.host,
                 instance_object(row),
-                run.id,
-                Step.POWER.value,
-                awaited.attempt,
+                awaited.key(run.id),
                 **self.extra_args(run),
             )
 

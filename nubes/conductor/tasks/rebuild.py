@@ -145,9 +145,7 @@ async def _send_rebuild(engine: TaskEngine, run: Run, awaited: Awaited, *, evacu
         run.ctxt,
         awaited.host,
         instance_object(row),
-        run.id,
-        Step.REBUILD.value,
-        awaited.attempt,
+        awaited.key(run.id),
         # Grants for this host to fetch the image's bytes (need-to-know).
         image=grants.attach(
             run.typed(MovePayload).image_meta,
@@ -393,9 +391,7 @@ class EvacuateTask(Task):
             run.ctxt,
             awaited.host,
             _instance_for(run, await load_instance(run)),
-            run.id,
-            awaited.step,
-            awaited.attempt,
+            awaited.key(run.id),
         )
 
     async def roll_back(

@@ -86,9 +86,7 @@ class RemoveGuestTask(Task):
             return await self._ask(run, 1)
 
         async def send() -> None:
-            await self.engine.compute.remove_guest(
-                run.ctxt, host, uuid, run.id, Step.REMOVE_GUEST.value, awaited.attempt
-            )
+            await self.engine.compute.remove_guest(run.ctxt, host, uuid, awaited.key(run.id))
 
         outcome = await run.wait_for_report(send)
         if outcome is not None and outcome.ok:

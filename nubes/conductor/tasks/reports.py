@@ -4,7 +4,7 @@
 checked against the task row (the host may report only the step and try
 the task awaits from that host: :meth:`~nubes.conductor.authz.Authorizer.
 authorize_step_report`), then written into the payload with a write
-conditioned on what was read (:func:`nubes.db.api.tasks.record_outcome`),
+conditioned on what was read (:func:`nubes.db.api.tasks.outcome_write`),
 which also hands the lease to this conductor's engine — or to nobody when
 this process runs no engine — so the report is never lost with a dead owner
 and the task moves on at once.
@@ -23,9 +23,11 @@ from typing import Any
 from nubes import exception
 from nubes.conductor.authz import Authorizer, Caller
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.payloads import Awaited, Outcome, StepKey
-from nubes.db.api import task_reports, tasks
+from nubes.conductor.tasks.payloads import Awaited, Outcome
+from nubes.db import group_commit
+from nubes.db.api import tasks
 from nubes.db.engine import Database
+from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
 
@@ -49,43 +51,28 @@ async def record(
     owner: str | None,
     lease_seconds: float,
 ) -> dict[str, Any] | None:
-    """Write the report into the task; the task's row if ``owner`` now holds it, else None."""
+    """Write the report into the task; the task's row if ``owner`` now holds it, else None.
+
+    A read of the task, the check, and a write conditioned on the row read
+    (:func:`nubes.db.api.tasks.outcome_write`), both through the one seam
+    of :mod:`nubes.db.group_commit`, which groups them with other writers'
+    where that pays; if the task changed in between, it is read again.
+    """
     key = StepKey(task_id=task_id, step=step, attempt=attempt)
     for _ in range(RETRIES):
-        new: dict[str, Any] | bool | None = await _record_grouped(
-            db, authz, caller, key, ok, error, details, owner, lease_seconds
-        )
-        if new is _DONE:
-            return None
-        if isinstance(new, dict):
-            return new if owner is not None else None
-        if new is None:
+        row = await group_commit.fetch(db, f"task-{task_id}", tasks.get_read(task_id))
+        awaited = authz.authorize_step_report(caller, key, row)
+        assert row is not None
+        if payloads.reported(row["payload"]) is not None:
+            LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
+            return _handed_over(row, owner)
+        payload = payloads.with_outcome(row["payload"] or {}, _outcome(awaited, ok, error, details))
+        write, new = tasks.outcome_write(row, payload, new_owner=owner, lease_seconds=lease_seconds)
+        try:
+            await group_commit.commit(db, f"task-{task_id}", [write])
+        except exception.TaskChanged:
             continue  # the task changed since it was read: read it again
-        async with db.writer() as conn:
-            try:
-                row = await tasks.get(conn, task_id)
-            except exception.TaskNotFound:
-                row = None
-            awaited = authz.authorize_step_report(caller, key, row)
-            assert row is not None
-            if payloads.reported(row["payload"]) is not None:
-                LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
-                return _handed_over(row, owner)
-            outcome = _outcome(awaited, ok, error, details)
-            payload = payloads.with_outcome(row["payload"] or {}, outcome)
-            new = await tasks.record_outcome(
-                conn,
-                task_id,
-                step=row["step"],
-                attempt=row["attempt"],
-                owner=row["owner"],
-                payload=payload,
-                new_owner=owner,
-                lease_seconds=lease_seconds,
-                updated_at=row["updated_at"],
-            )
-        if isinstance(new, dict):
-            return new if owner is not None else None
+        return new if owner is not None else None
     LOG.warning(
         "task %s: report of %s try %s lost a race %d times", task_id, step, attempt, RETRIES
     )
@@ -116,48 +103,3 @@ def _handed_over(row: dict[str, Any], owner: str | None) -> dict[str, Any] | Non
     when the lease runs out.
     """
     return row if owner is not None and row.get("owner") == owner else None
-
-
-#: :func:`_record_grouped`: the report needs no write (a repeat).
-_DONE = True
-
-
-async def _record_grouped(
-    db: Database,
-    authz: Authorizer,
-    caller: Caller,
-    key: StepKey,
-    ok: bool,
-    error: str | None,
-    details: dict[str, Any] | None,
-    owner: str | None,
-    lease_seconds: float,
-) -> dict[str, Any] | bool | None:
-    """One try through the group committer (see ``task_reports.read_grouped``).
-
-    The new row; None when the task changed between the read and the write
-    (nothing written); :data:`_DONE` for a repeated report; False when the
-    group committer cannot do it here (then the ordinary way, in one
-    transaction of its own).
-    """
-    found = await task_reports.read_grouped(db, key.task_id)
-    if found is False:
-        return False
-    awaited = authz.authorize_step_report(caller, key, found)
-    assert found is not None
-    payload_text = found.pop(task_reports.PAYLOAD_TEXT)
-    if payloads.reported(found["payload"]) is not None:
-        LOG.debug("task %s: repeated report of %s try %s", key.task_id, key.step, key.attempt)
-        return _handed_over(found, owner) or _DONE
-    payload = payloads.with_outcome(found["payload"] or {}, _outcome(awaited, ok, error, details))
-    return await task_reports.record_outcome_grouped(
-        db,
-        key.task_id,
-        step=found["step"],
-        attempt=found["attempt"],
-        owner=found["owner"],
-        payload_text=payload_text,
-        payload=payload,
-        new_owner=owner,
-        lease_seconds=lease_seconds,
-    )

@@ -45,10 +45,8 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
 )
 from sqlalchemy import update as sql_update
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -333,77 +331,40 @@ async def claim_for_consumer(
     The scheduler's claim: a retried scheduling step gets ALREADY_CLAIMED
     and the node it holds instead of a second claim elsewhere. Returns the
     result and the node the consumer holds on (``node_id`` unless already
-    claimed). On PostgreSQL it is one statement (data-modifying CTEs): the
-    held check, the conditional UPDATE and the allocation INSERT in one
-    round trip, the scheduler's hottest path.
+    claimed). :func:`claim_writes` run in the caller's transaction.
     """
-    amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
-    if any(v < 0 for v in amounts.values()):
-        raise exception.Invalid(reason=f"claim amounts must not be negative: {amounts}")
-    if conn.dialect.name == "postgresql":
-        row = (
-            await conn.execute(
-                _STATEMENTS.get(("claim_for_consumer_pg",), _pg_claim_statement),
-                {
-                    "consumer": consumer_uuid,
-                    "node": node_id,
-                    "now": utcnow(),
-                    **amounts,
-                    "reserved_vcpus": reserved.vcpus,
-                    "reserved_memory_mb": reserved.memory_mb,
-                    "reserved_disk_gb": reserved.disk_gb,
-                },
-            )
-        ).one()
-        if row.held is not None:
-            return ClaimResult(
-                ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, row.held)
-            ), int(row.held)
-        if row.generation is not None:
-            return ClaimResult(ClaimOutcome.CLAIMED, int(row.generation)), node_id
-        return await _why_not(conn, node_id, amounts, None), node_id
-    held_stmt = _STATEMENTS.get(("held_any",), _held_any_statement)
-    held_node = (await conn.execute(held_stmt, {"_consumer": consumer_uuid})).scalar()
-    if held_node is not None:
-        generation = await _generation(conn, held_node)
-        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, generation), int(held_node)
-    return await _take(conn, node_id, consumer_uuid, amounts, None, reserved), node_id
-
-
-def _unit_claim_statements(checked: tuple[bool, ...]) -> tuple[Any, Any]:
-    """The claim as a grouped unit: the conditional UPDATE, which also requires
-    that the consumer hold nothing anywhere, and the allocation INSERT."""
-    node = compute_nodes.c
-    zero: ColumnElement[Any] = literal_column("0")
-    values: dict[str, Any] = {
-        "generation": node.generation + literal_column("1"),
-        "updated_at": bindparam("_now", type_=UTCDateTime()),
-    }
-    held = exists().where(allocations.c.consumer_uuid == bindparam("_consumer"))
-    conditions: list[ColumnElement[bool]] = [
-        node.id == bindparam("_node", type_=Integer),
-        node.deleted == zero,
-        ~held,
-    ]
-    for (used, total, ratio, amount), check in zip(_USAGE, checked, strict=True):
-        values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
-        if check:
-            wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
-            conditions.append(wanted <= _capacity(node[total], node[ratio], amount))
-    update = compute_nodes.update().where(*conditions).values(values).returning(node.generation)
-    insert = allocations.insert().values(
-        consumer_uuid=bindparam("_consumer"),
-        compute_node_id=bindparam("_node", type_=Integer),
-        vcpus=bindparam("_vcpus", type_=Integer),
-        memory_mb=bindparam("_memory_mb", type_=Integer),
-        disk_gb=bindparam("_disk_gb", type_=Integer),
-        created_at=bindparam("_now", type_=UTCDateTime()),
+    parts = claim_writes(
+        node_id, consumer_uuid, vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb, reserved=reserved
     )
-    return update, insert
+    try:
+        await parts.update.run(conn)
+    except exception.ClaimNotMade as refused:
+        return refusal(refused)
+    await parts.allocation.run(conn)
+    found = await parts.generation.run(conn)
+    assert found is not None
+    return ClaimResult(ClaimOutcome.CLAIMED, int(found["generation"])), node_id
 
 
-def prepared_claim_for_consumer(
-    dialect: Dialect,
+def refusal(refused: exception.ClaimNotMade) -> tuple[ClaimResult, int]:
+    """What :class:`~nubes.exception.ClaimNotMade` from :func:`claim_writes` says."""
+    args = refused.kwargs
+    return ClaimResult(ClaimOutcome(args["outcome"]), args["generation"]), int(args["node"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimWrites:
+    """The scheduler's claim, described once (see :func:`claim_writes`)."""
+
+    update: group_commit.Write
+    allocation: group_commit.Write
+    generation: group_commit.Read
+
+    def parts(self) -> list[group_commit.CommitPart]:
+        return [self.update, self.allocation, self.generation]
+
+
+def claim_writes(
     node_id: int,
     consumer_uuid: str,
     *,
@@ -411,84 +372,83 @@ def prepared_claim_for_consumer(
     memory_mb: int = 0,
     disk_gb: int = 0,
     reserved: Reserved = NO_RESERVED,
-) -> list[group_commit.UnitStatement]:
-    """:func:`claim_for_consumer` as a grouped unit, for its common outcome.
+) -> ClaimWrites:
+    """:func:`claim_for_consumer` as descriptions, for :func:`nubes.db.group_commit.commit`.
 
-    Both statements are required: the unit commits only a new claim (the
-    first statement returns the node's new generation). Anything else (the
-    consumer already holds a claim, no capacity, the node gone) rolls the
-    unit back; the caller then runs :func:`claim_for_consumer` to learn which.
+    The conditional UPDATE of the node (room for the amounts, the consumer
+    holding nothing anywhere), the allocation row, and a read of the node's
+    new generation: committed together, grouped with other claims where the
+    database runs units. When the UPDATE matches nothing, nothing is
+    written and :class:`~nubes.exception.ClaimNotMade` says why (read in
+    the same transaction; :func:`refusal` turns it into the result).
     """
     amounts = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
     if any(v < 0 for v in amounts.values()):
         raise exception.Invalid(reason=f"claim amounts must not be negative: {amounts}")
     checked = tuple(bool(amounts[a]) for _, _, _, a in _USAGE)
-
-    def build() -> tuple[group_commit.Prepared, group_commit.Prepared]:
-        update, insert = _unit_claim_statements(checked)
-        return group_commit.prepare(update, dialect), group_commit.prepare(insert, dialect)
-
-    prepared: tuple[group_commit.Prepared, group_commit.Prepared] = _STATEMENTS.get(
-        ("unit_claim", dialect.name, dialect.driver, checked), build
-    )
-    update, insert = prepared
     params: dict[str, Any] = {"_node": node_id, "_consumer": consumer_uuid, "_now": utcnow()}
     params.update({f"_{amount}": amounts[amount] for _, _, _, amount in _USAGE})
     params.update(reserved.params())
-    return [
-        group_commit.UnitStatement(update, update.args(params), returning=True),
-        group_commit.UnitStatement(insert, insert.args(params)),
-    ]
 
-
-def _pg_claim_statement() -> Any:
-    # A zero amount is not checked, as in _claim_statement: a node already
-    # over a lowered ratio can still take a claim that adds nothing there.
-    return text(
-        """
-        WITH held AS (
-            SELECT compute_node_id FROM allocations WHERE consumer_uuid = :consumer LIMIT 1
-        ), upd AS (
-            UPDATE compute_nodes
-               SET vcpus_used = vcpus_used + :vcpus,
-                   memory_mb_used = memory_mb_used + :memory_mb,
-                   local_gb_used = local_gb_used + :disk_gb,
-                   generation = generation + 1,
-                   updated_at = :now
-             WHERE id = :node AND deleted = 0
-               AND NOT EXISTS (SELECT 1 FROM held)
-               AND (:vcpus = 0 OR vcpus_used + :vcpus
-                    <= (vcpus - :reserved_vcpus) * cpu_allocation_ratio)
-               AND (:memory_mb = 0 OR memory_mb_used + :memory_mb
-                    <= (memory_mb - :reserved_memory_mb) * ram_allocation_ratio)
-               AND (:disk_gb = 0 OR local_gb_used + :disk_gb
-                    <= (local_gb - :reserved_disk_gb) * disk_allocation_ratio)
-            RETURNING id, generation
-        ), ins AS (
-            INSERT INTO allocations (consumer_uuid, compute_node_id, vcpus, memory_mb, disk_gb,
-                                     created_at)
-            SELECT :consumer, id, :vcpus, :memory_mb, :disk_gb, :now FROM upd
-            RETURNING compute_node_id
+    async def missed(conn: AsyncConnection) -> None:
+        held_stmt = _STATEMENTS.get(("held_any",), _held_any_statement)
+        held_node = (await conn.execute(held_stmt, {"_consumer": consumer_uuid})).scalar()
+        if held_node is not None:
+            outcome = ClaimResult(ClaimOutcome.ALREADY_CLAIMED, await _generation(conn, held_node))
+            node = int(held_node)
+        else:
+            outcome, node = await _why_not(conn, node_id, amounts, None), node_id
+        raise exception.ClaimNotMade(
+            outcome=outcome.outcome.value, node=node, generation=outcome.generation
         )
-        SELECT (SELECT generation FROM upd) AS generation,
-               (SELECT compute_node_id FROM held) AS held,
-               (SELECT count(*) FROM ins) AS inserted
-        """
-    ).bindparams(
-        bindparam("vcpus", type_=Integer),
-        bindparam("memory_mb", type_=Integer),
-        bindparam("disk_gb", type_=Integer),
-        bindparam("reserved_vcpus", type_=Integer),
-        bindparam("reserved_memory_mb", type_=Integer),
-        bindparam("reserved_disk_gb", type_=Integer),
-        bindparam("node", type_=Integer),
-        bindparam("now", type_=UTCDateTime()),
+
+    return ClaimWrites(
+        group_commit.Write(
+            (__name__, "claim", checked), lambda: _claim_update_statement(checked), params, missed
+        ),
+        group_commit.Write((__name__, "allocate"), _allocation_statement, params),
+        group_commit.Read((__name__, "generation"), _generation_statement, {"_node": node_id}),
     )
 
 
-# The claim is the scheduler's hot path: prebuilt statements with bound
-# parameters skip rebuilding and cache-keying them on every call.
-_STATEMENTS = StatementCache()
+def _claim_update_statement(checked: tuple[bool, ...]) -> Any:
+    """The claim's conditional UPDATE of the node; it also requires that the
+    consumer hold nothing anywhere. A zero amount is not checked: a node
+    already over a lowered ratio can still take a claim that adds nothing there."""
+    node = compute_nodes.c
+    values: dict[str, Any] = {
+        "generation": node.generation + literal_column("1"),
+        "updated_at": bindparam("_now", type_=UTCDateTime()),
+    }
+    held = exists().where(allocations.c.consumer_uuid == bindparam("_consumer"))
+    conditions: list[ColumnElement[bool]] = [
+        node.id == bindparam("_node", type_=Integer),
+        node.deleted == literal_column("0"),
+        ~held,
+    ]
+    for (used, total, ratio, amount), check in zip(_USAGE, checked, strict=True):
+        values[used] = node[used] + bindparam(f"_{amount}", type_=Integer)
+        if check:
+            wanted = node[used] + bindparam(f"_{amount}", type_=Integer)
+            conditions.append(wanted <= _capacity(node[total], node[ratio], amount))
+    return compute_nodes.update().where(*conditions).values(values)
+
+
+def _allocation_statement() -> Any:
+    return allocations.insert().values(
+        consumer_uuid=bindparam("_consumer"),
+        compute_node_id=bindparam("_node", type_=Integer),
+        vcpus=bindparam("_vcpus", type_=Integer),
+        memory_mb=bindparam("_memory_mb", type_=Integer),
+        disk_gb=bindparam("_disk_gb", type_=Integer),
+        created_at=bindparam("_now", type_=UTCDateTime()),
+    )
+
+
+def _generation_statement() -> Any:
+    return select(compute_nodes.c.generation).where(
+        compute_nodes.c.id == bindparam("_node", type_=Integer)
+    )
 
 
 def _held_statement() -> Any:
@@ -496,6 +456,11 @@ def _held_statement() -> Any:
         allocations.c.consumer_uuid == bindparam("_consumer"),
         allocations.c.compute_node_id == bindparam("_node"),
     )
+
+
+# The claim is the scheduler's hot path: prebuilt statements with bound
+# parameters skip rebuilding and cache-keying them on every call.
+_STATEMENTS = StatementCache()
 
 
 def _held_any_statement() -> Any:
@@ -522,10 +487,7 @@ def _claim_statement(checked: tuple[bool, ...], with_generation: bool, returning
 
 
 async def _generation(conn: AsyncConnection, node_id: int) -> int | None:
-    stmt = _STATEMENTS.get(
-        ("generation",),
-        lambda: select(compute_nodes.c.generation).where(compute_nodes.c.id == bindparam("_node")),
-    )
+    stmt = _STATEMENTS.get(("generation",), _generation_statement)
     return (await conn.execute(stmt, {"_node": node_id})).scalar()
 
 

@@ -41,7 +41,6 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -238,52 +237,6 @@ def _shape(expected: Any) -> str:
     return "null" if expected is None else "eq"
 
 
-def _state_condition(column: ColumnElement[Any], shape: str) -> ColumnElement[bool] | None:
-    param = f"_expected_{column.key}"
-    if shape == "eq":
-        return column == bindparam(param)
-    if shape == "in":
-        return column.in_(bindparam(param, expanding=True))
-    if shape == "in_or_null":
-        return or_(column.in_(bindparam(param, expanding=True)), column.is_(None))
-    if shape == "null":
-        return column.is_(None)
-    if shape == "nothing":
-        return false()
-    return None
-
-
-def _state_params(column: str, expected: Any, shape: str) -> dict[str, Any]:
-    if shape == "eq":
-        return {f"_expected_{column}": expected}
-    if shape in ("in", "in_or_null"):
-        return {f"_expected_{column}": [v for v in expected if v is not None]}
-    return {}
-
-
-def _update_statement(
-    keys: tuple[str, ...], vm_shape: str, task_shape: str, returning: bool, placed: bool = False
-) -> Any:
-    def build() -> Any:
-        conditions = [
-            c
-            for c in (
-                _state_condition(instances.c.vm_state, vm_shape),
-                _state_condition(instances.c.task_state, task_shape),
-                placed_on_host_clause() if placed else None,
-            )
-            if c is not None
-        ]
-        stmt = (
-            instances.update()
-            .where(instances.c.uuid == bindparam("_uuid"), live(instances), *conditions)
-            .values({key: bindparam(f"_value_{key}") for key in keys})
-        )
-        return stmt.returning(*instances.c) if returning else stmt
-
-    return _STATEMENTS.get(("update", keys, vm_shape, task_shape, returning, placed), build)
-
-
 def _get_statement() -> Any:
     return _STATEMENTS.get(
         ("get",),
@@ -301,17 +254,29 @@ async def _run_update(
     placed_on_host: str | None = None,
 ) -> tuple[bool, Row | None]:
     check_columns(instances, values, extra_protected=("uuid",))
-    vm_shape, task_shape = _shape(expected_vm_state), _shape(expected_task_state)
     keys = tuple(sorted(values))
     params: dict[str, Any] = {"_uuid": uuid}
     params.update({f"_value_{key}": values[key] for key in keys})
-    params.update(_state_params("vm_state", expected_vm_state, vm_shape))
-    params.update(_state_params("task_state", expected_task_state, task_shape))
+    _state_params(expected_vm_state, "vm_state", params)
+    _state_params(expected_task_state, "task_state", params)
     placed = placed_on_host is not None
     if placed:
         params[PLACED_HOST_PARAM] = placed_on_host
-    use_returning = returning and conn.dialect.update_returning
-    stmt = _update_statement(keys, vm_shape, task_shape, use_returning, placed)
+    use_returning = bool(returning and conn.dialect.update_returning)
+
+    def build() -> Any:
+        stmt = _update_statement(keys, expected_vm_state, expected_task_state, placed)
+        return stmt.returning(*instances.c) if use_returning else stmt
+
+    shape = (
+        "update",
+        keys,
+        _state_key(expected_vm_state),
+        _state_key(expected_task_state),
+        placed,
+        use_returning,
+    )
+    stmt = _STATEMENTS.get(shape, build)
     result = await conn.execute(stmt, params)
     if use_returning:
         row = result.mappings().first()
@@ -506,21 +471,21 @@ async def check_placed_on_host(conn: AsyncConnection, uuid: str, host: str) -> N
 # --- grouped saves -------------------------------------------------------------
 
 
-def _fast_state_condition(
-    column: ColumnElement[Any], expected: Any
-) -> tuple[ColumnElement[bool] | None, tuple[str, ...]]:
-    """A condition with one bind parameter per value (no expanding IN), and their names."""
+def _state_condition(column: ColumnElement[Any], expected: Any) -> ColumnElement[bool] | None:
+    """:func:`match_clause` with one named bind parameter per value (no expanding IN)."""
     shape = _shape(expected)
     if shape in ("in", "in_or_null"):
-        values = [v for v in expected if v is not None]
-        names = tuple(f"_expected_{column.key}_{n}" for n in range(len(values)))
+        count = sum(1 for v in expected if v is not None)
+        names = [f"_expected_{column.key}_{n}" for n in range(count)]
         clause: ColumnElement[bool] = column.in_([bindparam(n) for n in names])
-        if shape == "in_or_null":
-            clause = or_(clause, column.is_(None))
-        return clause, names
+        return or_(clause, column.is_(None)) if shape == "in_or_null" else clause
     if shape == "eq":
-        return column == bindparam(f"_expected_{column.key}"), (f"_expected_{column.key}",)
-    return _state_condition(column, shape), ()
+        return column == bindparam(f"_expected_{column.key}")
+    if shape == "null":
+        return column.is_(None)
+    if shape == "nothing":
+        return false()
+    return None
 
 
 def _state_key(expected: Any) -> tuple[str, int]:
@@ -530,7 +495,16 @@ def _state_key(expected: Any) -> tuple[str, int]:
     return shape, 0
 
 
-def _fast_update(
+def _state_params(expected: Any, column: str, params: dict[str, Any]) -> None:
+    shape = _shape(expected)
+    if shape == "eq":
+        params[f"_expected_{column}"] = expected
+    elif shape in ("in", "in_or_null"):
+        for n, value in enumerate(v for v in expected if v is not None):
+            params[f"_expected_{column}_{n}"] = value
+
+
+def _update_statement(
     keys: tuple[str, ...], expected_vm_state: Any, expected_task_state: Any, placed: bool
 ) -> Any:
     """The compare-and-set UPDATE, every value a named bind parameter."""
@@ -539,7 +513,7 @@ def _fast_update(
         (instances.c.vm_state, expected_vm_state),
         (instances.c.task_state, expected_task_state),
     ):
-        clause, _ = _fast_state_condition(column, expected)
+        clause = _state_condition(column, expected)
         if clause is not None:
             conditions.append(clause)
     if placed:
@@ -551,59 +525,23 @@ def _fast_update(
     )
 
 
-def _fast_statements(
-    dialect: Dialect,
-    keys: tuple[str, ...],
-    expected_vm_state: Any,
-    expected_task_state: Any,
-    placed: bool,
-) -> tuple[group_commit.Prepared, group_commit.Prepared]:
-    """The UPDATE and its diagnosis SELECT, compiled for ``dialect``."""
-    cache_key = (
-        "fast",
-        dialect.name,
-        dialect.driver,
-        keys,
-        _state_key(expected_vm_state),
-        _state_key(expected_task_state),
-        placed,
-    )
-
-    def build() -> tuple[group_commit.Prepared, group_commit.Prepared]:
-        stmt = _fast_update(keys, expected_vm_state, expected_task_state, placed)
-        return (
-            group_commit.prepare(stmt, dialect),
-            group_commit.prepare(_diagnosis_statement(placed), dialect),
-        )
-
-    prepared: tuple[group_commit.Prepared, group_commit.Prepared] = _STATEMENTS.get(
-        cache_key, build
-    )
-    return prepared
-
-
-def _fast_params(expected: Any, column: str, params: dict[str, Any]) -> None:
-    shape = _shape(expected)
-    if shape == "eq":
-        params[f"_expected_{column}"] = expected
-    elif shape in ("in", "in_or_null"):
-        for n, value in enumerate(v for v in expected if v is not None):
-            params[f"_expected_{column}_{n}"] = value
-
-
 def update_write(
     uuid: str,
     values: Mapping[str, Any],
     *,
-    missed: group_commit.Missed,
+    missed: group_commit.Missed | None = None,
     expected_vm_state: ExpectedState = UNSET,
     expected_task_state: ExpectedState = UNSET,
+    placed_on_host: str | None = None,
 ) -> group_commit.Write:
     """:func:`try_update` described for a commit (:func:`nubes.db.group_commit.commit`).
 
     The same compare-and-set (``updated_at`` set from Python unless
-    ``values`` sets it); ``missed`` says what it means when it matches
-    nothing (raise, or go on without it).
+    ``values`` sets it); with ``placed_on_host`` the instance must also be
+    placed on that host. ``missed`` says what it means when it matches
+    nothing (raise, or go on without it); by default the error
+    :func:`update` raises (InstanceNotFound, InstanceNotOnHost,
+    InstanceUpdateConflict), read in the same transaction.
     """
     check_columns(instances, values, extra_protected=("uuid",))
     data = dict(values)
@@ -613,12 +551,28 @@ def update_write(
     params: dict[str, Any] = {"_uuid": uuid}
     for key in keys:
         params[f"_value_{key}"] = data[key]
-    _fast_params(expected_vm_state, "vm_state", params)
-    _fast_params(expected_task_state, "task_state", params)
-    shape = (__name__, keys, _state_key(expected_vm_state), _state_key(expected_task_state))
+    _state_params(expected_vm_state, "vm_state", params)
+    _state_params(expected_task_state, "task_state", params)
+    placed = placed_on_host is not None
+    if placed:
+        params[PLACED_HOST_PARAM] = placed_on_host
+    if missed is None:
+        expected = _expected(expected_vm_state, expected_task_state)
+
+        async def diagnosed(conn: AsyncConnection) -> None:
+            raise await _diagnose(conn, uuid, expected, placed_on_host)
+
+        missed = diagnosed
+    shape = (
+        __name__,
+        keys,
+        _state_key(expected_vm_state),
+        _state_key(expected_task_state),
+        placed,
+    )
     return group_commit.Write(
         shape,
-        lambda: _fast_update(keys, expected_vm_state, expected_task_state, False),
+        lambda: _update_statement(keys, expected_vm_state, expected_task_state, placed),
         params,
         missed,
     )
@@ -641,73 +595,23 @@ async def save(
 ) -> dt.datetime | None:
     """:func:`update` for ``Instance.save()``: its own transaction, grouped; the new updated_at.
 
-    Same conditions, same errors (InstanceNotFound, InstanceNotOnHost,
-    InstanceUpdateConflict) and the same outcome as running :func:`update`
-    in ``db.writer()``, but concurrent saves share one transaction and
-    nothing is read back: ``updated_at`` is set from Python (unless
-    ``values`` sets it) and returned. Inside an open block of ``db`` in the
-    current task the save joins that block's transaction instead.
+    :func:`update_write` through :func:`nubes.db.group_commit.commit`: the
+    same conditions and errors (InstanceNotFound, InstanceNotOnHost,
+    InstanceUpdateConflict) as running :func:`update` in ``db.writer()``,
+    but concurrent saves share one transaction and nothing is read back:
+    ``updated_at`` is set from Python (unless ``values`` sets it) and
+    returned. Inside an open block of ``db`` in the current task the save
+    joins that block's transaction instead.
     """
-    check_columns(instances, values, extra_protected=("uuid",))
-    data = dict(values)
-    if "updated_at" not in data:
-        data["updated_at"] = utcnow()
-    stamp = _as_utc(data["updated_at"])
-    committer = db.group_commit if not db.in_block() else None
-    if committer is not None:
-        keys = tuple(sorted(data))
-        write, diagnose = _fast_statements(
-            committer.dialect,
-            keys,
-            expected_vm_state,
-            expected_task_state,
-            placed_on_host is not None,
-        )
-        params: dict[str, Any] = {"_uuid": uuid}
-        for key in keys:
-            params[f"_value_{key}"] = data[key]
-        _fast_params(expected_vm_state, "vm_state", params)
-        _fast_params(expected_task_state, "task_state", params)
-        if placed_on_host is not None:
-            params[PLACED_HOST_PARAM] = placed_on_host
-        outcome = await committer.execute(
-            uuid, write, write.args(params), diagnose, diagnose.args(params)
-        )
-        if outcome is not None:
-            db.note_write()
-            count, current = outcome
-            if count:
-                return stamp
-            raise _failure(
-                uuid, _expected(expected_vm_state, expected_task_state), placed_on_host, current
-            )
-    await db.run_in_writer(
-        _save_alone, uuid, data, expected_vm_state, expected_task_state, placed_on_host
-    )
-    return stamp
-
-
-async def _save_alone(
-    conn: AsyncConnection,
-    uuid: str,
-    data: Mapping[str, Any],
-    expected_vm_state: Any,
-    expected_task_state: Any,
-    placed_on_host: str | None,
-) -> None:
-    matched, _ = await _run_update(
-        conn,
+    write = update_write(
         uuid,
-        data,
-        expected_vm_state,
-        expected_task_state,
-        returning=False,
+        values,
+        expected_vm_state=expected_vm_state,
+        expected_task_state=expected_task_state,
         placed_on_host=placed_on_host,
     )
-    if not matched:
-        raise await _diagnose(
-            conn, uuid, _expected(expected_vm_state, expected_task_state), placed_on_host
-        )
+    await group_commit.commit(db, uuid, [write])
+    return _as_utc(write.params["_value_updated_at"])
 
 
 async def destroy(

@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nubes import exception
 from nubes.db import group_commit
 from nubes.db.api._common import (
-    UNSET,
     Row,
     StatementCache,
     fetch_all,
@@ -168,9 +167,7 @@ async def create_many(
 
 
 async def get(conn: AsyncConnection, task_id: int) -> Row:
-    stmt = _STATEMENTS.get(("get",), lambda: select(_t).where(_by_id(), live(_t)))
-    found = (await conn.execute(stmt, {"_id": task_id})).mappings().first()
-    row = dict(found) if found is not None else None
+    row = await get_read(task_id).run(conn)
     if row is None:
         raise exception.TaskNotFound(task_id=task_id)
     return row
@@ -584,70 +581,87 @@ async def release(conn: AsyncConnection, task_id: int, owner: str, *, attempt: i
     return await _update_as_owner(conn, task_id, owner, attempt, values) is not None
 
 
-async def record_outcome(
-    conn: AsyncConnection,
-    task_id: int,
-    *,
-    step: str,
-    attempt: int,
-    owner: str | None,
+def _get_statement() -> Any:
+    return select(_t).where(_by_id(), _t.c.deleted == _LIVE_SQL)
+
+
+def get_read(task_id: int) -> group_commit.Read:
+    """:func:`get` as a description, for :func:`nubes.db.group_commit.fetch` (None if none)."""
+    return group_commit.Read((__name__, "get"), _get_statement, {"_id": task_id})
+
+
+def outcome_write(
+    row: Row,
     payload: Any,
+    *,
     new_owner: str | None = None,
     lease_seconds: float | None = None,
     now: dt.datetime | None = None,
-    updated_at: dt.datetime | object | None = UNSET,
-) -> Row | None:
-    """Write what a compute host reported into an active task, whoever owns it.
+) -> tuple[group_commit.Write, Row]:
+    """Write what a compute host reported into the active task ``row`` (as read), whoever owns it.
 
-    The write is conditioned on what the caller read: the task still at
-    ``step`` with the same claim ``attempt`` and ``owner`` and, given
-    ``updated_at``, not written since (a step committed by its owner in
-    between — a reschedule to the next host at the same step — changes
-    ``updated_at`` and nothing else the condition sees; on PostgreSQL's READ
-    COMMITTED the UPDATE would otherwise land on that newer row and put the
-    old payload back). So a report never overwrites progress made since (it
-    is then re-read and re-checked). The
-    lease is handed over in the same statement: to ``new_owner`` (a claim,
+    The write and the row as it is once the write committed. The write is
+    conditioned on what the caller read: the task still at its ``step``
+    with the same claim ``attempt`` and ``owner``, and not written since
+    (``updated_at``: a step committed by its owner in between — a
+    reschedule to the next host at the same step — changes ``updated_at``
+    and nothing else the condition sees; on PostgreSQL's READ COMMITTED the
+    UPDATE would otherwise land on that newer row and put the old payload
+    back). So a report never overwrites progress made since: a miss raises
+    :class:`~nubes.exception.TaskChanged` (read it again). The lease is
+    handed over in the same statement: to ``new_owner`` (a claim,
     ``attempt`` + 1) or to nobody, so the next claim by any conductor sees
-    the report. Returns the new row, or None when the task moved on.
+    the report.
     """
-    values: dict[str, Any] = {"payload": payload}
-    exprs: dict[str, Any] | None = None
-    if new_owner is not None:
+    values: dict[str, Any] = {"payload": payload, "updated_at": utcnow()}
+    adopt = new_owner is not None
+    if adopt:
         values.update(
             owner=new_owner,
             status=TaskStatus.RUNNING.value,
             lease_expires_at=now_or(now) + dt.timedelta(seconds=lease_seconds or 0.0),
         )
-        exprs = {"attempt": _t.c.attempt + 1}
     else:
         values.update(owner=None, lease_expires_at=None)
-    unowned = owner is None
-    stamp = "any" if updated_at is UNSET else "never" if updated_at is None else "at"
+    keys = tuple(sorted(values))
+    unowned = row["owner"] is None
+    stamped = row["updated_at"] is not None
 
-    def where() -> list[ColumnElement[bool]]:
-        clauses = [
-            _by_id(),
-            _ACTIVE_SQL,
-            _t.c.step == bindparam("_step"),
-            _t.c.attempt == bindparam("_attempt"),
-            _t.c.owner.is_(None) if unowned else _t.c.owner == bindparam("_owner"),
-        ]
-        if stamp == "never":
-            clauses.append(_t.c.updated_at.is_(None))
-        elif stamp == "at":
-            clauses.append(_t.c.updated_at == bindparam("_updated_at", type_=_t.c.updated_at.type))
-        return clauses
+    def build() -> Any:
+        changes: dict[str, Any] = {k: bindparam(f"_v_{k}") for k in keys}
+        if adopt:
+            changes["attempt"] = _t.c.attempt + literal_column("1")
+        return (
+            _t.update()
+            .where(
+                _by_id(),
+                _t.c.deleted == _LIVE_SQL,
+                _ACTIVE_SQL,
+                _t.c.step == bindparam("_step"),
+                _t.c.attempt == bindparam("_attempt"),
+                _t.c.owner.is_(None) if unowned else _t.c.owner == bindparam("_owner"),
+                _t.c.updated_at == bindparam("_updated_at", type_=_t.c.updated_at.type)
+                if stamped
+                else _t.c.updated_at.is_(None),
+            )
+            .values(changes)
+        )
 
-    params: dict[str, Any] = {"_id": task_id, "_step": step, "_attempt": attempt}
+    task_id = row["id"]
+
+    async def missed(conn: AsyncConnection) -> None:
+        raise exception.TaskChanged(task_id=task_id)
+
+    params = prebuilt_params(values, _id=task_id, _step=row["step"], _attempt=row["attempt"])
     if not unowned:
-        params["_owner"] = owner
-    if stamp == "at":
-        params["_updated_at"] = updated_at
-    name = f"outcome:{'unowned' if unowned else 'owned'}:{'adopt' if exprs else 'drop'}:{stamp}"
-    return await run_prebuilt_update(
-        conn, _STATEMENTS, _t, name, values, where, params, key=_by_id, exprs=exprs
-    )
+        params["_owner"] = row["owner"]
+    if stamped:
+        params["_updated_at"] = row["updated_at"]
+    shape = (__name__, "outcome", keys, unowned, adopt, stamped)
+    new = {**row, **values}
+    if adopt:
+        new["attempt"] = row["attempt"] + 1
+    return group_commit.Write(shape, build, params, missed), new
 
 
 async def list_expired(

@@ -2,7 +2,7 @@
 
 Real processes on RabbitMQ and PostgreSQL: a scheduler, three compute
 hosts (each its own ``nubes compute`` process and broker user) and a
-conductor started with ``NUBES_TEST_CRASH_AT=<point>``, which exits with
+conductor started as ``nubes.testing.crash`` with ``NUBES_TEST_CRASH_AT=<point>``, which exits with
 137 (as ``kill -9``) the first time a build reaches that point. Five
 servers are asked for through ``ServersAPI.create_servers``; once the
 conductor is dead a second one (no hook) starts. Every build must then end

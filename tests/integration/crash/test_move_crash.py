@@ -6,7 +6,8 @@ Real processes on RabbitMQ and PostgreSQL: a scheduler, three compute hosts
 Conductor kills: for each operation, and for each step boundary of it
 (``<kind>:after:<step>``: the step's completion committed; ``<kind>:sent:
 <step>``: the message to the host sent, its report not yet in), a conductor
-started with ``NUBES_TEST_CRASH_AT=<point>`` exits with 137 (as ``kill -9``)
+started as ``nubes.testing.crash`` with ``NUBES_TEST_CRASH_AT=<point>``
+exits with 137 (as ``kill -9``)
 when the operation reaches that point, and another conductor is started.
 The operation must then end consistent (``nubes.testing.moves.
 check_consistent``: one host, claims matching, migration final, no task

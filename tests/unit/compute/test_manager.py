@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
+
+import pytest
 
 from nubes.compute.rpcapi import ComputeAPI
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.rpc import dispatcher
+from nubes.rpc.client import RPCClient
+from nubes.step_key import StepKey
 from nubes.testing.cloud import Cloud
 from tests.unit.compute.conftest import ComputeHarness, NotificationSink
 
@@ -211,17 +217,57 @@ async def test_a_transition_the_table_forbids_is_refused(compute: ComputeHarness
     assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
 
 
-async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness):
+@pytest.mark.parametrize("cap", [None, "1.4"])
+async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness, cap: str | None):
+    """A step's key travels as one struct (1.5); to a host capped at 1.4 (an
+    N-1 host) it is spelled out, and the host takes either form."""
     ctxt = RequestContext()
     inst = await compute.instance(vm_state="building", task_state="scheduling")
-    api = ComputeAPI(cloud.conductor.transport)
-    await api.build_and_run_instance(
-        ctxt, compute.name, inst, compute.name, 501, "build", 1, {"id": "img"}, {}
-    )
-    (report,) = await compute.steps.wait(501)
-    assert report["ok"]
-    await api.stop_instance(ctxt, compute.name, await compute.reload(inst.uuid), 502, "stop", 1)
-    (report,) = await compute.steps.wait(502)
+    api = ComputeAPI(cloud.conductor.transport, version_cap=cap)
+    sent: list[dict[str, Any]] = []
+    cast = RPCClient.cast
+
+    async def spy(client: RPCClient, ctxt: RequestContext, method: str, **kwargs: Any) -> None:
+        sent.append({"version": client.version, **kwargs})
+        await cast(client, ctxt, method, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RPCClient, "cast", spy)
+        await api.build_and_run_instance(
+            ctxt, compute.name, inst, compute.name, StepKey(task_id=501, step="build", attempt=1),
+            {"id": "img"}, {},
+        )  # fmt: skip
+        (report,) = await compute.steps.wait(501)
+        assert report["ok"]
+        inst = await compute.reload(inst.uuid)
+        await api.stop_instance(
+            ctxt, compute.name, inst, StepKey(task_id=502, step="stop", attempt=1)
+        )
+        (report,) = await compute.steps.wait(502)
     assert report["ok"]
     saved = await compute.reload(inst.uuid)
     assert saved.vm_state == VMState.STOPPED
+    if cap is None:
+        assert [(s["version"], s["key"]) for s in sent] == [
+            ("1.5", StepKey(task_id=501, step="build", attempt=1)),
+            ("1.5", StepKey(task_id=502, step="stop", attempt=1)),
+        ]
+    else:
+        assert [(s["version"], s["task_id"], s["step"], "key" in s) for s in sent] == [
+            ("1.0", 501, "build", False),
+            ("1.0", 502, "stop", False),
+        ]
+
+
+def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -> None:
+    """The RPC server sees ``key`` as a StepKey (converted from the wire's map,
+    validated) on every method that also takes the spelled-out form."""
+    manager = compute.node.manager
+    steps = 0
+    for endpoint in (manager, manager.live, manager.resize, manager.rebuild):
+        for name, method in dispatcher.describe_endpoint(endpoint).methods.items():
+            if "task_id" in method.allowed:
+                steps += 1
+                assert dict(method.structs) == {"key": StepKey}, name
+                assert not method.required & {"key", "task_id", "step", "attempt"}, name
+    assert steps == 20

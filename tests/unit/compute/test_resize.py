@@ -13,6 +13,7 @@ from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
+from nubes.step_key import StepKey
 from nubes.testing.cloud import Cloud
 from tests.unit.compute.conftest import ComputeHarness, NotificationSink, start_host
 
@@ -266,9 +267,7 @@ async def test_resize_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarnes
         ctxt,
         compute.name,
         inst,
-        801,
-        "migrate_source",
-        1,
+        StepKey(task_id=801, step="migrate_source", attempt=1),
         migration=mig,
         flavor=_flavor(),
         dest_host=dest.name,
@@ -276,19 +275,30 @@ async def test_resize_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarnes
     (report,) = await compute.steps.wait(801)
     assert report["ok"]
     await api.finish_migration(
-        ctxt, dest.name, inst, 802, "finish_dest", 1, migration=mig,
+        ctxt, dest.name, inst, StepKey(task_id=802, step="finish_dest", attempt=1), migration=mig,
         disk_info=report["details"]["disk_info"], image={"id": "img"}, resize_instance=True,
         power_on=True,
     )  # fmt: skip
     (report,) = await dest.steps.wait(802)
     assert report["ok"] and inst.uuid in dest.driver.instances
     await api.revert_migration_destination(
-        ctxt, dest.name, inst, 803, "revert_dest", 1, migration=mig
+        ctxt, dest.name, inst, StepKey(task_id=803, step="revert_dest", attempt=1), migration=mig
     )
     await api.finish_revert_migration(
-        ctxt, compute.name, inst, 804, "revert_source", 1, migration=mig, power_on=True
+        ctxt,
+        compute.name,
+        inst,
+        StepKey(task_id=804, step="revert_source", attempt=1),
+        migration=mig,
+        power_on=True,
     )
-    await api.confirm_migration(ctxt, compute.name, inst, 805, "confirm_source", 1, migration=mig)
+    await api.confirm_migration(
+        ctxt,
+        compute.name,
+        inst,
+        StepKey(task_id=805, step="confirm_source", attempt=1),
+        migration=mig,
+    )
     for host, task in ((dest, 803), (compute, 804), (compute, 805)):
         (report,) = await host.steps.wait(task)
         assert report["ok"], report

@@ -12,11 +12,11 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.manager import ConductorManager
-from nubes.conductor.tasks import base
 from nubes.conductor.tasks.engine import TaskEngine
 from nubes.context import RequestContext
 from nubes.db.api import compute_nodes, tasks
 from nubes.db.api.tasks import TaskStatus
+from nubes.testing import crash
 from nubes.testing.allinone import AllInOne
 from tests.unit.conductor.conftest import IMAGE, start_cloud
 
@@ -194,15 +194,37 @@ async def test_reports_are_authorised_against_the_task(
     assert (await _task(cloud, inst.uuid))["status"] == TaskStatus.SUCCEEDED
 
 
+async def test_an_engine_tells_its_boundary_hook_each_step_boundary(
+    cloud: AllInOne, ctxt: RequestContext
+) -> None:
+    """The crash suite's hook is injected at construction and sees every boundary."""
+    engine = cloud.engines[0]
+    await engine.stop()
+    (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+    passed: list[str] = []
+    hooked = TaskEngine(
+        cloud.db, engine.transport, host="ctl-hooked", conf=cloud.conf, boundary=passed.append
+    )
+    await hooked.start()
+    try:
+        await cloud.wait_tasks([inst.uuid])
+    finally:
+        await hooked.stop()
+    assert "build:after:schedule" in passed
+    assert any(p.startswith("build:sent:") for p in passed)
+    # Without a hook the engine passes boundaries silently.
+    engine.passed("build:after:schedule")
+
+
 def test_the_crash_hook_is_inert_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
-    monkeypatch.setattr(base.os, "_exit", exits.append)
-    base.crash_point("build:after:schedule")
+    monkeypatch.setattr(crash.os, "_exit", exits.append)
+    crash.CrashAt.from_environ({})("build:after:schedule")
     assert exits == []
-    monkeypatch.setattr(base, "CRASH_POINTS", frozenset({"build:after:schedule"}))
-    base.crash_point("build:after:spawn")
-    base.crash_point("build:after:schedule")
-    assert exits == [base.CRASH_EXIT_CODE]
+    hook = crash.CrashAt.from_environ({crash.CRASH_ENV: " build:after:schedule, x:sent:y"})
+    hook("build:after:spawn")
+    hook("build:after:schedule")
+    assert exits == [crash.CRASH_EXIT_CODE]
 
 
 async def test_a_stopping_engine_hands_over_a_run_still_working_after_its_drain_timeout(

@@ -17,12 +17,13 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.payloads import Awaited, BuildPayload, Outcome, StepKey
+from nubes.conductor.tasks.payloads import Awaited, BuildPayload, Outcome
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import conductor_tasks
+from nubes.step_key import StepKey
 from tests.unit.conductor.conftest import IMAGE, start_cloud
 from tests.unit.conductor.test_engine import _crash, _task, _until, finish_on_a_new_engine
 

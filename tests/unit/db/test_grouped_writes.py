@@ -2,7 +2,7 @@
 
 A unit (``GroupCommitter.execute_unit``) is all or nothing inside a batch
 shared with other callers; the query functions built on it (events scoped to
-a host, a report written on the row it read, a scheduler claim) must answer
+a host, a scheduler claim) must answer
 exactly as their ordinary path does, which is what runs where units are not
 supported (PostgreSQL, MariaDB: tests/integration/db runs this file there).
 """
@@ -16,7 +16,7 @@ import pytest
 
 from nubes import exception
 from nubes.db import group_commit
-from nubes.db.api import actions, compute_nodes, instances, task_reports, tasks
+from nubes.db.api import actions, compute_nodes, instances
 from nubes.db.api.compute_nodes import ClaimOutcome
 from nubes.db.engine import Database
 from nubes.scheduler import claims
@@ -271,54 +271,6 @@ async def test_a_required_write_that_misses_says_why_on_the_ordinary_path(db: Da
         await group_commit.commit(db, inst["uuid"], writes)
     assert await _events(db, inst["uuid"]) == []
     assert (await _row(db, inst["uuid"]))["progress"] is None
-
-
-# --- reports ---------------------------------------------------------------------
-
-
-async def test_a_grouped_report_lands_only_on_the_row_it_read(db: Database) -> None:
-    _units(db)
-    async with db.writer() as conn:
-        inst = await make_instance(conn)
-        task = await tasks.create(
-            conn, kind="build", instance_uuid=inst["uuid"], step="spawn", payload={"try": 1}
-        )
-        claimed = await tasks.claim(conn, task["id"], "a", lease_seconds=LEASE)
-    assert claimed is not None
-    read = await task_reports.read_grouped(db, task["id"])
-    assert isinstance(read, dict)
-    text = read.pop(task_reports.PAYLOAD_TEXT)
-    assert read == claimed
-    # The owner changes the payload (same step, same claim) after the read.
-    async with db.writer() as conn:
-        await tasks.update(conn, task["id"], "a", {"payload": {"try": 2}}, attempt=1)
-    kwargs: dict[str, Any] = {"step": "spawn", "attempt": 1, "owner": "a"}
-    stale = await task_reports.record_outcome_grouped(
-        db, task["id"], payload_text=text, payload={"try": 1, "outcome": {}}, **kwargs
-    )
-    assert stale is None
-    async with db.reader() as conn:
-        assert (await tasks.get(conn, task["id"]))["payload"] == {"try": 2}
-    fresh = await task_reports.read_grouped(db, task["id"])
-    assert isinstance(fresh, dict)
-    new = await task_reports.record_outcome_grouped(
-        db,
-        task["id"],
-        payload_text=fresh[task_reports.PAYLOAD_TEXT],
-        payload={"try": 2, "outcome": {"ok": True}},
-        new_owner="b",
-        lease_seconds=LEASE,
-        **kwargs,
-    )
-    assert isinstance(new, dict)
-    assert (new["owner"], new["attempt"], new["payload"]) == (
-        "b",
-        2,
-        {"try": 2, "outcome": {"ok": True}},
-    )
-    async with db.reader() as conn:
-        assert await tasks.get(conn, task["id"]) == new
-    assert await task_reports.read_grouped(db, 999999) is None
 
 
 # --- scheduler claims ----------------------------------------------------------------

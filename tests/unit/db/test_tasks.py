@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Database
@@ -173,35 +174,28 @@ async def test_a_report_does_not_undo_a_step_committed_after_it_was_read(db: Dat
     async with db.writer() as conn:
         claimed = await tasks.claim(conn, task["id"], "a", lease_seconds=LEASE)
         assert claimed is not None
-    async with db.reader() as conn:
-        read = await tasks.get(conn, task["id"])
+    read = await group_commit.fetch(db, "t", tasks.get_read(task["id"]))
+    assert read == claimed
     async with db.writer() as conn:
         # The owner moves on to the next host's try, at the same step.
         await tasks.update(
             conn, task["id"], "a", {"payload": {"try": 2}}, attempt=claimed["attempt"]
         )
-    async with db.writer() as conn:
-        stale = await tasks.record_outcome(
-            conn,
-            task["id"],
-            step=read["step"],
-            attempt=read["attempt"],
-            owner=read["owner"],
-            payload={**read["payload"], "outcome": {"attempt": 1}},
-            updated_at=read["updated_at"],
-        )
-    assert stale is None
+    stale, _ = tasks.outcome_write(read, {**read["payload"], "outcome": {"attempt": 1}})
+    with pytest.raises(exception.TaskChanged):
+        await group_commit.commit(db, "t", [stale])
+    fresh = await group_commit.fetch(db, "t", tasks.get_read(task["id"]))
+    assert fresh is not None and fresh["payload"] == {"try": 2}
+    write, written = tasks.outcome_write(
+        fresh,
+        {**fresh["payload"], "outcome": {"attempt": 2}},
+        new_owner="b",
+        lease_seconds=LEASE,
+    )
+    await group_commit.commit(db, "t", [write])
+    # The row the write says it leaves is the row stored: the engine adopts it as read.
     async with db.reader() as conn:
-        fresh = await tasks.get(conn, task["id"])
-    assert fresh["payload"] == {"try": 2}
-    async with db.writer() as conn:
-        written = await tasks.record_outcome(
-            conn,
-            task["id"],
-            step=fresh["step"],
-            attempt=fresh["attempt"],
-            owner=fresh["owner"],
-            payload={**fresh["payload"], "outcome": {"attempt": 2}},
-            updated_at=fresh["updated_at"],
-        )
+        assert await tasks.get(conn, task["id"]) == written
+    assert (written["owner"], written["attempt"]) == ("b", fresh["attempt"] + 1)
+    assert await group_commit.fetch(db, "t", tasks.get_read(999999)) is None
     assert written is not None and written["payload"]["outcome"] == {"attempt": 2}
