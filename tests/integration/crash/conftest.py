@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from nubes.testing.processes import ProcessCloud
+from tests.summaries import Board
 
 #: Kill point -> "consistent" or what went wrong, filled by the tests.
-RESULTS: dict[str, str] = {}
+RESULTS = Board("crash")
 
 CloudFactory = Callable[..., Awaitable[ProcessCloud]]
 
@@ -48,11 +49,19 @@ async def process_cloud(
         await cloud.cleanup()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    report = yield
+    RESULTS.attach(report)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
+    results = RESULTS.collected(terminalreporter)
+    if not results:
         return
-    ok = sum(1 for r in RESULTS.values() if r == "consistent")
+    ok = sum(1 for r in results.values() if r == "consistent")
     terminalreporter.write_sep("-", "crash suite")
-    for point, result in RESULTS.items():
+    for point, result in results.items():
         terminalreporter.write_line(f"{point}: {result}")
-    terminalreporter.write_line(f"{len(RESULTS)} kill points tried, {ok} ended consistent")
+    terminalreporter.write_line(f"{len(results)} kill points tried, {ok} ended consistent")

@@ -26,11 +26,12 @@ import pytest
 
 from nubes.testing.infra import RABBIT_LIB, PostgresPair, RabbitCluster, postgres_bin
 from nubes.testing.processes import ProcessCloud
+from tests.summaries import Board
 
 #: Scenario -> its printed outcome (the terminal summary lists them).
-RESULTS: dict[str, str] = {}
+RESULTS = Board("faults")
 #: Startup figures of the shared servers.
-STARTUP: dict[str, float] = {}
+STARTUP = Board("faults-startup")
 
 #: The suite's shortened timings (the issue's 60 s outage and Nova's 60 s
 #: service_down_time would cost minutes of CI): an outage of OUTAGE seconds,
@@ -65,7 +66,7 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
     cluster = RabbitCluster(3)
     try:
         cluster.start()
-        STARTUP["3-node RabbitMQ cluster"] = cluster.startup_seconds
+        STARTUP["3-node RabbitMQ cluster"] = f"{cluster.startup_seconds:.1f}"
         yield cluster
     finally:
         cluster.stop()
@@ -80,7 +81,7 @@ def postgres_pair() -> Iterator[PostgresPair]:
     pair = PostgresPair()
     try:
         pair.start()
-        STARTUP["PostgreSQL primary + replica"] = pair.startup_seconds
+        STARTUP["PostgreSQL primary + replica"] = f"{pair.startup_seconds:.1f}"
         yield pair
     finally:
         pair.stop()
@@ -121,11 +122,21 @@ async def fault_cloud(
         await cloud.cleanup()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    report = yield
+    STARTUP.attach(report)
+    RESULTS.attach(report)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS and not STARTUP:
+    results = RESULTS.collected(terminalreporter)
+    startup = STARTUP.collected(terminalreporter)
+    if not results and not startup:
         return
     terminalreporter.write_sep("-", "fault suite")
-    for what, seconds in STARTUP.items():
-        terminalreporter.write_line(f"startup: {what} in {seconds:.1f} s")
-    for scenario, outcome in RESULTS.items():
+    for what, seconds in startup.items():
+        terminalreporter.write_line(f"startup: {what} in {seconds} s")
+    for scenario, outcome in results.items():
         terminalreporter.write_line(f"{scenario}: {outcome}")
