@@ -30,8 +30,11 @@ from nubes.service import TOPICS, Service, ServiceHook, open_transport, run_unti
 #: Fake compute hosts ``all-in-one`` starts unless told otherwise.
 DEFAULT_FAKE_HOSTS = 2
 DEFAULT_STATE_DIR = "./nubes-state"
-#: Seconds all-in-one waits for each of its services to answer a ping.
-READY_TIMEOUT = 5.0
+#: Seconds all-in-one waits for each of its services to answer a ping. Generous:
+#: on a machine loaded by other work (a test run on two workers, say) a host
+#: still starting can take several seconds to answer, and giving up kills the
+#: whole cloud.
+READY_TIMEOUT = 30.0
 #: Seconds all-in-one waits for its compute hosts to finish starting.
 HOST_START_TIMEOUT = 60.0
 

@@ -499,6 +499,7 @@ async def test_close_fails_pending_calls(make_transport: Factory, topic: str) ->
         await client.cast(Target(topic), b"late")
 
 
+@pytest.mark.exclusive
 @pytest.mark.timeout(RESTART_TIMEOUT)
 async def test_broker_restart_fails_calls_in_flight_then_recovers(
     make_transport: Factory, topic: str, caplog: pytest.LogCaptureFixture
@@ -547,6 +548,7 @@ async def test_broker_restart_fails_calls_in_flight_then_recovers(
     assert len(lost) == 2 and len(back) == 2  # once per transport, not per attempt
 
 
+@pytest.mark.exclusive
 @pytest.mark.timeout(RESTART_TIMEOUT)
 async def test_cast_survives_broker_restart(make_transport: Factory, topic: str) -> None:
     client = await make_transport()

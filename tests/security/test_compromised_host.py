@@ -41,7 +41,10 @@ from nubes.rpc.transport import Target
 from nubes.testing.cloud import Cloud, Host
 from tests.unit.db import factories
 
-A, B, C = "host-a", "host-b", "host-c"
+#: Host names (and so broker users ``compute.<host>``) unique to this run: broker
+#: users are server-wide, and another run on the same broker deletes its own.
+_RUN = uuid.uuid4().hex[:6]
+A, B, C = f"host-a-{_RUN}", f"host-b-{_RUN}", f"host-c-{_RUN}"
 Attack = Callable[[RequestContext], Awaitable[Any]]
 
 
