@@ -217,11 +217,16 @@ class LiveMigrationSteps(ComputeEndpoint):
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             record = self._event(ctxt, instance, "compute_pre_live_migration", "live_migration_pre")
-            return await self._driver_step(
-                record,
-                lambda: self.runner.driver.pre_live_migration(ctxt, instance, migrate_data),
-                "migrate_data",
-            )
+
+            async def prepare() -> dict[str, Any]:
+                # A guest with a config drive has it here too (as the instance
+                # records it), built from the conductor's answer to this host.
+                drive = await self.runner.config_drive(ctxt, instance)
+                return await self.runner.driver.pre_live_migration(
+                    ctxt, instance, migrate_data, config_drive=drive
+                )
+
+            return await self._driver_step(record, prepare, "migrate_data")
 
         await self.runner.run_step(context, key, work)
 

@@ -5,5 +5,5 @@ defaults, quotas) that both the network API (``nubes/api/network``) and the
 compute API's server create (ports of a server) go through;
 :mod:`nubes.network.ports` a server's ports; the address arithmetic is
 :mod:`nubes.ipam` (below the database layer, which uses it too). The data plane on the
-hosts (bridges, VXLAN, nftables, DHCP) is not built yet.
+hosts (bridges, VXLAN, nftables, DHCP) is :mod:`nubes.compute.network`.
 """

@@ -16,6 +16,16 @@ the serial console (so on the console log):
   ``fail``) for each address on every tick; with ``nubes.spoof=<c>`` too,
   ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
   address ``c``, which is not the guest's.
+* with ``nubes.metadata=1`` (after DHCP): ``NUBES-GUEST md-json <doc>
+  NUBES-GUEST md-end`` with its ``meta_data.json`` read from
+  169.254.169.254 (empty if none came), ``NUBES-GUEST md-key <key> ...``
+  with the EC2 ``public-keys/0/openssh-key``, ``NUBES-GUEST md-user <data>
+  ...`` with its user data, and per ping target that is
+  not its own address ``NUBES-GUEST md-as <a> ok <doc>`` (or ``fail``): the
+  same request sent from address ``a`` (claimed on its NIC for the request);
+* with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
+  cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
+  ``NUBES-GUEST configdrive none`` without one.
 
 :func:`build_bootable` puts the same kernel and initramfs on a whole-disk
 image that boots through its own bootloader (SYSLINUX on FAT), for the
@@ -55,6 +65,9 @@ _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 echo "NUBES-GUEST boot"
+# Loopback up: a ping of the guest's own address answers at once instead of
+# waiting out its timeout (the ping loop's period is the time to see a loss).
+ifconfig lo up
 # The ACPI power button (and the input events it sends) are modules in this kernel.
 insmod /lib/evdev.ko 2>/dev/null
 insmod /lib/button.ko 2>/dev/null
@@ -75,12 +88,52 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
   echo '[ "$1" = bound ] || exit 0' >> /bin/dhcp.sh
   echo 'ifconfig "$interface" "$ip" netmask "$subnet"' >> /bin/dhcp.sh
   echo '[ -n "$router" ] && route add default gw "$router"' >> /bin/dhcp.sh
+  echo 'echo "$ip" > /tmp/ip; echo "$router" > /tmp/router' >> /bin/dhcp.sh
   echo 'echo "NUBES-GUEST ip $ip" > /dev/console' >> /bin/dhcp.sh
   chmod +x /bin/dhcp.sh
   for i in 1 2 3 4 5; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
   ifconfig eth0 up
   udhcpc -i eth0 -n -q -t 30 -T 1 -s /bin/dhcp.sh >/dev/null 2>&1 || echo "NUBES-GUEST dhcp failed"
   [ -n "$spoof" ] && ip addr add "$spoof/32" dev eth0
+fi
+md=http://169.254.169.254
+get() { timeout 5 wget -q -O - "$md/$1" 2>/dev/null | tr -d '\n'; }
+if grep -q 'nubes[.]metadata=1' /proc/cmdline; then
+  # The host's proxy listens once its agent has synced the network: a few tries.
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    doc=$(get openstack/latest/meta_data.json)
+    [ -n "$doc" ] && break
+    sleep 1
+  done
+  echo "NUBES-GUEST md-json $doc NUBES-GUEST md-end"
+  echo "NUBES-GUEST md-key $(get latest/meta-data/public-keys/0/openssh-key) NUBES-GUEST md-end"
+  echo "NUBES-GUEST md-user $(get openstack/latest/user_data) NUBES-GUEST md-end"
+  # Claim each other ping target's address and ask again: never answered.
+  me=$(cat /tmp/ip 2>/dev/null); gw=$(cat /tmp/router 2>/dev/null)
+  for t in $targets; do
+    [ "$t" = "$me" ] && continue
+    ip addr add "$t/32" dev eth0
+    ip route add 169.254.169.254/32 via "$gw" src "$t"
+    doc=$(get openstack/latest/meta_data.json)
+    if [ -n "$doc" ]; then r="ok $doc"; else r=fail; fi
+    echo "NUBES-GUEST md-as $t $r NUBES-GUEST md-end"
+    ip route del 169.254.169.254/32
+    ip addr del "$t/32" dev eth0
+  done
+fi
+if grep -q 'nubes[.]configdrive=1' /proc/cmdline; then
+  # The drive is an IDE cdrom (the cloud kernel has no AHCI driver).
+  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  for i in 1 2 3 4 5; do [ -e /dev/sr0 ] && break; sleep 1; done
+  mkdir -p /mnt/cd
+  if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null; then
+    doc=$(tr -d '\n' < /mnt/cd/openstack/latest/meta_data.json)
+    echo "NUBES-GUEST cd-json $doc NUBES-GUEST cd-end"
+  else
+    echo "NUBES-GUEST configdrive none"
+  fi
 fi
 n=0
 while :; do
@@ -114,6 +167,14 @@ _MODULES = (
     "net/core/failover.ko",
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
+    # The config drive (nubes.configdrive=1): an IDE cdrom holding ISO 9660.
+    "drivers/scsi/scsi_common.ko",
+    "drivers/scsi/scsi_mod.ko",
+    "drivers/ata/libata.ko",
+    "drivers/ata/ata_piix.ko",
+    "drivers/cdrom/cdrom.ko",
+    "drivers/scsi/sr_mod.ko",
+    "fs/isofs/isofs.ko",
 )
 
 

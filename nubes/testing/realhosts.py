@@ -226,9 +226,13 @@ class RealHostsCloud:
         *,
         network_requests: list[Row] | None = None,
         scheduler_hints: Mapping[str, Any] | None = None,
+        key_name: str | None = None,
+        user_data: str | None = None,
+        config_drive: bool = False,
     ) -> str:
         """A new server of the guest image (or ``image``); its uuid (not yet ACTIVE).
-        ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them."""
+        ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them;
+        ``key_name``, ``user_data`` (base64) and ``config_drive`` as the API takes them."""
         assert self.cloud.db is not None
         transport = get_transport(self.cloud.url_for(f"api.{self.cloud.api_host}"))
         await transport.connect()
@@ -241,6 +245,9 @@ class RealHostsCloud:
                 image=image or self.image,
                 network_requests=network_requests or (),
                 scheduler_hints=scheduler_hints,
+                key_name=key_name,
+                user_data=user_data,
+                config_drive=config_drive,
             )
         finally:
             await transport.close()

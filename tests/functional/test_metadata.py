@@ -253,3 +253,20 @@ async def test_an_evacuated_guest_gets_its_config_drive_again(guest: Guest) -> N
         await guest.cloud.wait_tasks([plain], timeout=60)
         (other,) = await guest.cloud.instances([plain])
         assert guest.guest_on(other["host"], plain).config_drive is None
+
+
+async def test_a_live_migrated_guest_keeps_its_config_drive(guest: Guest) -> None:
+    row = await guest.boot(config_drive=True, key_name="mykey")
+    uuid, source = row["uuid"], row["host"]
+    before = guest.guest_on(source, uuid).config_drive
+    assert before is not None
+    moves = MovesAPI(guest.cloud.db, ConductorAPI(guest.cloud.api_transport), conf=guest.cloud.conf)
+    await moves.live_migrate_server(ADMIN, uuid)
+    await guest.cloud.wait_tasks([uuid], timeout=60)
+    (moved,) = await guest.cloud.instances([uuid])
+    assert moved["vm_state"] == "active" and moved["host"] != source
+    # The destination built it in pre_live_migration from the conductor's answer.
+    drive = guest.guest_on(moved["host"], uuid).config_drive
+    assert drive is not None and drive.files == before.files
+    node: ComputeHost = guest.cloud.computes[moved["host"]].hooks[0]  # type: ignore[assignment]
+    assert isinstance(node.driver, FakeDriver) and not node.driver.arriving_config_drives

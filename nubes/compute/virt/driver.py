@@ -281,9 +281,13 @@ class ComputeDriver(abc.ABC):
         context: RequestContext,
         instance: Instance,
         migrate_data: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> dict[str, Any]:
         """Destination side, before memory moves: plug networks and disks.
-        Returns ``migrate_data``, updated."""
+        ``config_drive``: the guest's config drive (built here from the
+        conductor's answer, as at spawn), to be attached here as it was on the
+        source; the memory copy does not carry it. Returns ``migrate_data``, updated."""
 
     @abc.abstractmethod
     async def live_migration(

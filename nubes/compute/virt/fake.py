@@ -218,6 +218,8 @@ class FakeDriver(ComputeDriver):
         self.kept: dict[str, FakeInstance] = {}
         #: Live migrations running from this host, by instance uuid.
         self.live_migrations: dict[str, FakeLiveMigration] = {}
+        #: Config drives given to pre_live_migration, attached when the guest arrives.
+        self.arriving_config_drives: dict[str, ConfigDrive] = {}
         #: When this "hypervisor" came up (wall clock, for its uptime).
         self.booted_at = time.time()
         #: Where the guests are kept across restarts (None: in memory only).
@@ -515,8 +517,12 @@ class FakeDriver(ComputeDriver):
         context: RequestContext,
         instance: Instance,
         migrate_data: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> dict[str, Any]:
         self._check_injected("pre_live_migration", instance)
+        if config_drive is not None:
+            self.arriving_config_drives[instance.uuid] = config_drive
         return {**migrate_data, "pre_live_migration_done": True}
 
     async def live_migration(
@@ -608,7 +614,10 @@ class FakeDriver(ComputeDriver):
             instance.obj_attr_is_set("power_state") and instance.power_state == PowerState.PAUSED
         )
         state = PowerState.PAUSED if paused else PowerState.RUNNING
-        self.instances.setdefault(instance.uuid, self._new(instance, state))
+        arrived = self.instances.setdefault(instance.uuid, self._new(instance, state))
+        drive = self.arriving_config_drives.pop(instance.uuid, None)
+        if drive is not None:
+            arrived.config_drive = drive
 
     @_persists
     async def rollback_live_migration_at_destination(
@@ -619,3 +628,4 @@ class FakeDriver(ComputeDriver):
     ) -> None:
         self._check_injected("rollback_live_migration_at_destination", instance)
         self.instances.pop(instance.uuid, None)
+        self.arriving_config_drives.pop(instance.uuid, None)

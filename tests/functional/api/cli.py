@@ -87,9 +87,13 @@ class Cloud:
         return self.proc.returncode
 
     def openstack(
-        self, cloud: str, *args: str, check: bool = True
+        self, cloud: str, *args: str, check: bool = True, path: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """``openstack --os-cloud cloud args``; ``path``: a directory searched first
+        for the programs the CLI runs (``server ssh`` runs ``ssh``)."""
         env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.state_dir / "clouds.yaml")}
+        if path is not None:
+            env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
         for key in list(env):
             if key.startswith("OS_") and key != "OS_CLIENT_CONFIG_FILE":
                 del env[key]

@@ -9,6 +9,8 @@ of deleting the server; then everything is deleted again.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.functional.api.cli import Cloud, connect_sdk, parallel
@@ -18,7 +20,9 @@ pytestmark = pytest.mark.timeout(300)
 DEMO = "nubes-demo"
 
 
-def test_openstack_cli_network_keypair_and_a_server_with_an_address(cloud: Cloud) -> None:
+def test_openstack_cli_network_keypair_and_a_server_with_an_address(
+    cloud: Cloud, tmp_path: Path
+) -> None:
     from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
 
     def network() -> tuple[dict[str, object], dict[str, object]]:
@@ -57,6 +61,18 @@ def test_openstack_cli_network_keypair_and_a_server_with_an_address(cloud: Cloud
     )  # fmt: skip
     assert server["status"] == "ACTIVE" and server["key_name"] == "k1"
     assert server["addresses"] == {"net1": ["10.9.0.3"]}, server["addresses"]
+    # `server ssh` finds the fixed address in the server's `addresses` (there
+    # is no floating IP: --private) and runs ssh to it; an ssh of our own on
+    # PATH writes down what it was asked to run.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ssh = bin_dir / "ssh"
+    ssh.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "ssh-args"}\n')
+    ssh.chmod(0o755)
+    cloud.openstack(
+        DEMO, "server", "ssh", "--private", "vm1", "--", "-i", "k1.pem", path=str(bin_dir)
+    )
+    assert (tmp_path / "ssh-args").read_text().split() == ["10.9.0.3", "-i", "k1.pem", "-l", "demo"]
 
     sdk = connect_sdk(cloud, DEMO)
     made = sdk.create_server(

@@ -692,7 +692,12 @@ class LibvirtDriver(ComputeDriver):
         return {**dest_check_data, "source_instances_path": str(self.instances_path)}
 
     async def pre_live_migration(
-        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> dict[str, Any]:
         if await self._lookup(instance.uuid) is not None:
             raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
@@ -702,6 +707,11 @@ class LibvirtDriver(ComputeDriver):
         image = migrate_data.get("image") or {}
         try:
             await self._prepare_files(instance, image)
+            if config_drive is not None:
+                # The guest's XML names its cdrom here too, and the copy moves
+                # only the root disk: the same ISO, written from the same metadata.
+                drive = self.files(instance.uuid).config_drive
+                await asyncio.to_thread(config_drive.write_iso, drive)
             if self.network is not None:
                 # Its bridges, tap rules and tunnels here before the copy: the
                 # guest arrives running and its NICs must land on something.

@@ -130,8 +130,10 @@ def domain_xml(spec: GuestSpec) -> str:
         cdrom = _sub(devices, "disk", type="file", device="cdrom")
         _sub(cdrom, "driver", name="qemu", type="raw")
         _sub(cdrom, "source", file=str(spec.files.config_drive))
-        # SATA: a bus every machine type has (q35 has no IDE).
-        _sub(cdrom, "target", dev="sda", bus="sata")
+        # IDE, as Nova's default cdrom bus on the "pc" machine these guests get:
+        # common guest kernels (Debian's cloud kernel among them) have its
+        # driver (ata_piix) but not AHCI's, so a SATA drive would go unseen.
+        _sub(cdrom, "target", dev="hda", bus="ide")
         _sub(cdrom, "readonly")
     # The serial console appends to the log across reboots and restarts, so
     # the console log shows the guest's whole life on this host.
