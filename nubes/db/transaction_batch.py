@@ -122,7 +122,6 @@ class TransactionBatcher(Generic[K, R]):
             self.keys += 1
             _settle(future, result)
 
-
     async def _in_transaction(self, keys: list[K]) -> Mapping[K, R | Exception]:
         if not self.read_only:
             return await self._db.run_in_writer(self._work, keys)

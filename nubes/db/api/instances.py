@@ -484,7 +484,7 @@ async def placed_on_hosts(
         return {}
 
     def build() -> Any:
-        arms = [
+        arms: list[Any] = [
             select(literal_column(str(n)).label("n")).where(
                 instances.c.uuid == bindparam(f"_uuid_{n}"),
                 live(instances),
