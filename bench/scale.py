@@ -14,6 +14,11 @@ twice, from this process through the REST API as the demo user:
 - ``singles``: one server per POST, ``--clients`` requests at a time;
 - ``batches``: ``min_count = max_count = --batch`` per POST, four at a time.
 
+With ``--profile DIR`` each service process is sampled by py-spy (from
+PyPI) over every run, and the functions where each service spends its CPU
+(own time, and cumulative time in nubes code) are printed after the run's
+line; the raw stacks stay in ``DIR``.
+
 It prints, per shape and way, servers/s (first POST to the last server
 ACTIVE) and the CPU seconds per server each service spent (from
 ``/proc/<pid>/stat``, over the same interval), then names the bottleneck:
@@ -31,7 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -198,6 +206,77 @@ async def wait_fleet(cloud: ProcessCloud, timeout: float = 180.0) -> None:
         await asyncio.sleep(0.5)
 
 
+class Profiler:
+    """py-spy sampling every service process over one run (``--profile``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.spies: list[tuple[str, Path, asyncio.subprocess.Process]] = []
+
+    async def start(self, label: str, procs: dict[str, list[Proc]]) -> None:
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+        for name, ps in procs.items():
+            for i, proc in enumerate(ps):
+                path = self.out / f"{label}-{name}-{i}.txt"
+                child = await asyncio.create_subprocess_exec(
+                    spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
+                    "--nonblocking", "--output", str(path),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                self.spies.append((name, path, child))
+        # py-spy needs a moment to attach before the run starts.
+        await asyncio.sleep(1.0)
+
+    async def stop(self) -> dict[str, list[Path]]:
+        files: dict[str, list[Path]] = collections.defaultdict(list)
+        for name, path, child in self.spies:
+            # SIGINT makes py-spy write what it sampled and exit.
+            child.send_signal(signal.SIGINT)
+            await child.wait()
+            files[name].append(path)
+        self.spies = []
+        return files
+
+
+def summarise(files: list[Path], top: int = 8) -> str:
+    """The heaviest frames of one service: own samples, and cumulative in nubes code."""
+    own: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
+    total = 0
+    for path in files:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            # Frames look like "function (path/to/file.py:line)"; the leaf is the last.
+            own[frames[-1].split(" (")[0] + " " + _where(frames[-1])] += n
+            for frame in set(frames):
+                if "nubes/" in frame:
+                    ours[frame.split(" (")[0] + " " + _where(frame)] += n
+    if not total:
+        return "    no samples"
+    lines = [f"    {total} samples; own time:"]
+    lines += [f"      {100 * n / total:5.1f}% {f}" for f, n in own.most_common(top)]
+    lines.append("    cumulative in nubes code:")
+    lines += [f"      {100 * n / total:5.1f}% {f}" for f, n in ours.most_common(top)]
+    return "\n".join(lines)
+
+
+def _where(frame: str) -> str:
+    inside = frame.rpartition("(")[2].rstrip(")")
+    path, _, _line = inside.rpartition(":")
+    parts = path.split("/")
+    return "/".join(parts[-2:]) if parts else inside
+
+
 def report(run: Run, procs: dict[str, list[Proc]]) -> None:
     parts = []
     for name, cpu in run.cpu.items():
@@ -276,6 +355,7 @@ async def main(args: argparse.Namespace) -> int:
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
     bench_name = "bench client"
+    profiler = Profiler(Path(args.profile)) if args.profile else None
     try:
         await cloud.setup(conductors=("a", "b"))
         env = cloud.environ()
@@ -313,6 +393,8 @@ async def main(args: argparse.Namespace) -> int:
                 ("batches", args.batch, BATCHES_IN_FLIGHT),
             ):
                 label = f"{len(runs)}{way}"
+                if profiler is not None:
+                    await profiler.start(label, procs)
                 before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
                 mine = time.process_time()
                 busy0, idle0 = machine_cpu()
@@ -333,6 +415,9 @@ async def main(args: argparse.Namespace) -> int:
                 run = Run(shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0)
                 runs.append(run)
                 report(run, procs)
+                if profiler is not None:
+                    for name, files in (await profiler.stop()).items():
+                        print(f"  {name}:\n{summarise(files)}", flush=True)
         failed = await errors(cloud)
         await client.http.aclose()
     except BaseException:
@@ -365,6 +450,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32, help="single POSTs at a time")
     parser.add_argument("--batch", type=int, default=50, help="servers per batched POST")
     parser.add_argument("--workdir", help="where config files and logs go")
+    parser.add_argument("--profile", help="sample every service with py-spy; stacks go here")
     parser.add_argument("--quick", action="store_true", help="100 servers per run, 40 hosts")
     args = parser.parse_args(argv)
     if args.quick:

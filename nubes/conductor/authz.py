@@ -27,6 +27,7 @@ from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited
 from nubes.db.api import compute_nodes, instances, metadata, migrations, services, tasks
 from nubes.db.engine import Database
+from nubes.db.transaction_batch import TransactionBatcher
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, remotable_signature
 from nubes.objects.registry import REGISTRY
@@ -281,6 +282,11 @@ class Authorizer:
         self.db = db
         self.controller_identities = frozenset(controller_identities)
         self.node_limits = node_limits or NodeLimits()
+        #: Placement checks of concurrent calls (a host's notifications,
+        #: its reads by uuid) share one query: see _placed_on_caller.
+        self._placements: TransactionBatcher[tuple[str, str], bool] = TransactionBatcher(
+            db, instances.placed_on_hosts, read_only=True
+        )
         self._checks: dict[str, Callable[[Call], Awaitable[None]]] = {
             name: getattr(self, f"_check_{name}")
             for name in {rule.check for rule in RULES.values()}
@@ -491,11 +497,15 @@ class Authorizer:
     async def _placed_on_caller(self, call: Call, uuid: Any) -> None:
         if not isinstance(uuid, str):
             self._refuse(call, "no instance uuid")
-        try:
+        ask = (uuid, call.caller.host or "")
+        if self.db.in_block():
+            # Inside a caller's transaction: read there, not in a batch's.
             async with self.db.reader() as conn:
-                await instances.check_placed_on_host(conn, uuid, call.caller.host or "")
-        except (exception.InstanceNotOnHost, exception.InstanceNotFound):
-            # One answer for both, so a host cannot probe which uuids exist.
+                placed = (await instances.placed_on_hosts(conn, [ask]))[ask]
+        else:
+            placed = await self._placements.run(ask)
+        if not placed:
+            # One answer for missing and elsewhere, so a host cannot probe which uuids exist.
             self._refuse(call, f"instance {uuid} is not on this host")
 
     async def _check_instance_uuid_arg(self, call: Call) -> None:

@@ -514,6 +514,14 @@ class Database:
         self, engine: AsyncEngine, role: Role, connected: AsyncConnection | None = None
     ) -> AsyncIterator[AsyncConnection]:
         conn = connected if connected is not None else await _connect(engine)
+        if role != "writer" and engine.dialect.name == "postgresql":
+            # A read block in READ COMMITTED gets no snapshot across its
+            # statements anyway, so BEGIN and ROLLBACK buy it nothing but two
+            # round trips; without them a one-statement read (authorising a
+            # host's call, listing claimable tasks) is one round trip. asyncpg
+            # sets this on the connection without a round trip, and the pool
+            # puts the default back when the connection is returned.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         self.route_counts[role] += 1
         token = _active.set(_Active(self, conn, role, _current_task()))
         try:

@@ -18,6 +18,10 @@ went wrong after writing (no address left, a quota); the batch is then
 rolled back and every key runs again alone, so each caller gets its own
 outcome and nothing of a failed key is kept. There is no second copy of
 the work: a lone key is a batch of one.
+
+``read_only`` batches run in a ``reader()`` block instead: checks that only
+read (is each of these instances on its caller's host?) share one query
+and one round trip, where each alone would cost its own.
 """
 
 from __future__ import annotations
@@ -48,10 +52,18 @@ DEFAULT_MAX_BATCH = 64
 class TransactionBatcher(Generic[K, R]):
     """Runs ``work`` for the keys of concurrent callers in shared transactions."""
 
-    def __init__(self, db: Database, work: Work[K, R], *, max_batch: int = DEFAULT_MAX_BATCH):
+    def __init__(
+        self,
+        db: Database,
+        work: Work[K, R],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        read_only: bool = False,
+    ):
         self._db = db
         self._work = work
         self.max_batch = max_batch
+        self.read_only = read_only
         self._pending: list[tuple[K, asyncio.Future[R]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -92,7 +104,7 @@ class TransactionBatcher(Generic[K, R]):
     async def _run(self, batch: list[tuple[K, asyncio.Future[R]]]) -> None:
         if len(batch) > 1:
             try:
-                results = await self._db.run_in_writer(self._work, [k for k, _ in batch])
+                results = await self._in_transaction([k for k, _ in batch])
             except Exception as exc:
                 LOG.debug("batch of %d failed (%s); running each alone", len(batch), exc)
             else:
@@ -103,12 +115,18 @@ class TransactionBatcher(Generic[K, R]):
                 return
         for key, future in batch:
             try:
-                result = (await self._db.run_in_writer(self._work, [key]))[key]
+                result = (await self._in_transaction([key]))[key]
             except Exception as exc:
                 result = exc
             self.batches += 1
             self.keys += 1
             _settle(future, result)
+
+    async def _in_transaction(self, keys: list[K]) -> Mapping[K, R | Exception]:
+        if not self.read_only:
+            return await self._db.run_in_writer(self._work, keys)
+        async with self._db.reader() as conn:
+            return await self._work(conn, keys)
 
 
 def _settle(future: asyncio.Future[R], result: R | Exception) -> None:

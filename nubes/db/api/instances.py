@@ -40,6 +40,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -466,6 +467,39 @@ async def check_placed_on_host(conn: AsyncConnection, uuid: str, host: str) -> N
         raise exception.InstanceNotFound(instance_id=uuid)
     if not found[0]:
         raise exception.InstanceNotOnHost(instance_uuid=uuid, host=host)
+
+
+async def placed_on_hosts(
+    conn: AsyncConnection, asks: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], bool]:
+    """For each ``(uuid, host)``: whether that live instance is placed on that host.
+
+    :func:`check_placed_on_host` for many at once, in one statement (one
+    round trip): a UNION ALL of one indexed lookup per ask, each returning
+    its position when the instance is there and placed on its host. An
+    instance that does not exist is, like one elsewhere, not placed.
+    """
+    asks = list(dict.fromkeys(asks))
+    if not asks:
+        return {}
+
+    def build() -> Any:
+        arms: list[Any] = [
+            select(literal_column(str(n)).label("n")).where(
+                instances.c.uuid == bindparam(f"_uuid_{n}"),
+                live(instances),
+                placed_on_host_clause(bindparam(f"_host_{n}", type_=instances.c.host.type)),
+            )
+            for n in range(len(asks))
+        ]
+        return arms[0] if len(arms) == 1 else union_all(*arms)
+
+    stmt = _STATEMENTS.get(("placed_on_hosts", len(asks)), build)
+    params: dict[str, Any] = {}
+    for n, (uuid, host) in enumerate(asks):
+        params[f"_uuid_{n}"], params[f"_host_{n}"] = uuid, host
+    placed = {int(row[0]) for row in await conn.execute(stmt, params)}
+    return {ask: n in placed for n, ask in enumerate(asks)}
 
 
 # --- grouped saves -------------------------------------------------------------

@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nubes import exception
+from nubes.conductor.authz import Authorizer
 from nubes.context import RequestContext
+from nubes.db import migration
+from nubes.db.engine import Database
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.objects import InstanceActionPayload
 from nubes.objects.instance import Instance
@@ -51,3 +55,36 @@ async def test_a_hosts_notification_reaches_consumers_from_the_conductor(tmp_pat
     finally:
         await sink.close()
         await cloud.stop()
+
+
+async def test_concurrent_relays_share_one_placement_read_and_each_is_judged(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'authz.sqlite'}")
+    await migration.db_sync(db.url)
+    try:
+        async with db.writer() as conn:
+            placed = [await factories.make_instance(conn, host="h1") for _ in range(4)]
+            elsewhere = await factories.make_instance(conn, host="h2")
+        authz = Authorizer(db)
+        h1 = authz.identify("compute.h1")
+
+        async def relay(uuid: str) -> BaseException | None:
+            payload = InstanceActionPayload.from_instance_and_fault(
+                Instance(uuid=uuid, host="h1", vm_state="active")
+            )
+            try:
+                await authz.authorize_notification(h1, "instance.create.end", "INFO", payload)
+            except exception.Forbidden as exc:
+                return exc
+            return None
+
+        uuids = [i["uuid"] for i in placed] + [elsewhere["uuid"]]
+        outcomes = await asyncio.gather(*(relay(u) for u in uuids))
+        assert outcomes[:4] == [None] * 4
+        assert isinstance(outcomes[4], exception.Forbidden)
+        assert "is not on this host" in str(outcomes[4])
+        # Asked together: one read answered all five.
+        assert (authz._placements.batches, authz._placements.keys) == (1, 5)
+    finally:
+        await db.dispose()

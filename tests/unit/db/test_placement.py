@@ -475,3 +475,43 @@ async def test_dispose_drains_queued_saves_and_the_database_stays_usable(db: Dat
         assert (await _row(db, inst["uuid"]))["progress"] == 50
     await instances.save(db, insts[0]["uuid"], {"progress": 60})
     assert (await _row(db, insts[0]["uuid"]))["progress"] == 60
+
+
+async def test_placed_on_hosts_answers_each_ask_in_one_read(db: Database) -> None:
+    async with db.writer() as conn:
+        await make_service(conn, host="h1", binary="compute")
+        await make_node(conn, host="h1", hypervisor_hostname="h1-node")
+        own = await make_instance(conn, host="h1", node="h1-node")
+        by_node = await make_instance(conn, host=None, node="h1-node")
+        other = await make_instance(conn, host="h2", node="h2-node")
+        gone = await make_instance(conn, host="h1", node="h1-node")
+        await instances.destroy(conn, gone["uuid"])
+    asks = [
+        (own["uuid"], "h1"),
+        (by_node["uuid"], "h1"),
+        (other["uuid"], "h1"),
+        (other["uuid"], "h2"),
+        (gone["uuid"], "h1"),
+        ("no-such-instance", "h1"),
+        (own["uuid"], "h1"),  # asked twice: one answer
+    ]
+    async with db.reader() as conn:
+        placed = await instances.placed_on_hosts(conn, asks)
+        # The same rule as the single check: each answer agrees with it.
+        for (uuid, host), answer in placed.items():
+            try:
+                await instances.check_placed_on_host(conn, uuid, host)
+            except (exception.InstanceNotFound, exception.InstanceNotOnHost):
+                assert answer is False, (uuid, host)
+            else:
+                assert answer is True, (uuid, host)
+    assert placed == {
+        (own["uuid"], "h1"): True,
+        (by_node["uuid"], "h1"): True,
+        (other["uuid"], "h1"): False,
+        (other["uuid"], "h2"): True,
+        (gone["uuid"], "h1"): False,
+        ("no-such-instance", "h1"): False,
+    }
+    async with db.reader() as conn:
+        assert await instances.placed_on_hosts(conn, []) == {}

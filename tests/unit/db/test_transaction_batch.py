@@ -81,3 +81,27 @@ async def test_a_lone_caller_is_a_batch_of_one(db: Database) -> None:
         await batcher.run("broken-solo")
     assert not await _exists(db, "broken-solo")
     assert (batcher.batches, batcher.keys) == (2, 2)
+
+
+async def _read(conn: Connection, keys: Sequence[str]) -> dict[str, bool | Exception]:
+    out: dict[str, bool | Exception] = {}
+    for key in keys:
+        try:
+            await net_db.get(conn, "security_groups", key)
+        except exception.SecurityGroupNotFound:
+            out[key] = False
+        else:
+            out[key] = True
+    return out
+
+
+async def test_read_only_batches_share_one_read_block(db: Database) -> None:
+    writer: TransactionBatcher[str, str] = TransactionBatcher(db, _write)
+    await writer.run("there")
+    reader: TransactionBatcher[str, bool] = TransactionBatcher(db, _read, read_only=True)
+    routed = db.route_counts["writer"]
+    keys = ["there", "missing", "there", "also-missing"]
+    assert await asyncio.gather(*(reader.run(k) for k in keys)) == [True, False, True, False]
+    assert (reader.batches, reader.keys) == (1, 4)
+    # Read in a reader() block: no writer transaction was opened for it.
+    assert db.route_counts["writer"] == routed
