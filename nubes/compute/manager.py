@@ -84,6 +84,27 @@ class ComputeManager(ComputeEndpoint):
         output = await self.runner.driver.get_console_output(Instance(uuid=instance_uuid))
         return console_tail(output, length)
 
+    # -- guest diagnostics (1.7) ----------------------------------------------
+
+    async def get_instance_diagnostics(
+        self, context: RequestContext, instance_uuid: str
+    ) -> dict[str, Any]:
+        """The guest's counters (``GET /servers/{id}/diagnostics``), in the
+        driver-neutral shape. A read, not a step. As Nova, only a running guest
+        answers: any other is InstanceInvalidState (the API's 409); a guest
+        this host does not run is InstanceNotFound."""
+        instance = Instance(uuid=instance_uuid)
+        info = await self.runner.driver.get_info(instance)
+        if info.state != PowerState.RUNNING:
+            raise exception.InstanceInvalidState(
+                action="get_diagnostics",
+                instance_uuid=instance_uuid,
+                attr="power_state",
+                state=info.state.name.lower(),
+            )
+        diags = await self.runner.driver.get_instance_diagnostics(instance)
+        return diags.to_dict()
+
     # -- guests of abandoned tries (1.3) -----------------------------------------
 
     @step_handler

@@ -37,7 +37,11 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from nubes import exception
 from nubes.compute.virt.driver import (
+    DIAGNOSTICS_STATE,
     ComputeDriver,
+    CpuDiagnostics,
+    Diagnostics,
+    DiskDiagnostics,
     InstanceInfo,
     ProgressCallback,
 )
@@ -126,6 +130,12 @@ class FakeInstance:
             f"[{time.strftime('%Y-%m-%dT%H:%M:%S')}] fake guest {self.uuid}: {event}"
         )
 
+
+#: The share of each vCPU a fake guest keeps busy (its diagnostics' CPU time).
+FAKE_CPU_LOAD = 0.01
+#: Bytes a fake guest reads from its config drive at boot (one ISO 9660 volume
+#: descriptor set and the files of one metadata version, roughly).
+FAKE_CONFIG_DRIVE_READ = 64 * 1024
 
 #: Seconds between the progress reports of a fake live migration that takes
 #: ``migration_delay``; also how soon it notices an abort or a force-complete.
@@ -420,6 +430,35 @@ class FakeDriver(ComputeDriver):
 
     async def get_console_output(self, instance: Instance) -> str:
         return "".join(line + "\n" for line in self._get(instance).console)
+
+    async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
+        """Counters that follow the guest's real life here: CPU time grows at
+        :data:`FAKE_CPU_LOAD` of each vCPU while it has been up, its root disk
+        has had the console log written to it (a write per line), and the
+        config drive, when it has one, is a second disk read once at boot."""
+        found = self._get(instance)
+        running = found.state == PowerState.RUNNING
+        up = max(0.0, time.monotonic() - found.started_at)
+        cpu_ns = int(up * 1e9 * FAKE_CPU_LOAD) if running else 0
+        written = sum(len(line.encode()) + 1 for line in found.console)
+        disks = [DiskDiagnostics(write_bytes=written, write_requests=len(found.console))]
+        if found.config_drive is not None:
+            disks.append(DiskDiagnostics(read_bytes=FAKE_CONFIG_DRIVE_READ, read_requests=1))
+        return Diagnostics(
+            state=DIAGNOSTICS_STATE[found.state],
+            driver="fake",
+            hypervisor="fake",
+            hypervisor_os="fake-os",
+            uptime=int(up) if running else None,
+            config_drive=found.config_drive is not None,
+            memory_maximum_kib=found.memory_mb * 1024,
+            memory_used_kib=found.memory_mb * 1024 if running else 0,
+            cpu_details=[
+                CpuDiagnostics(id=i, time=cpu_ns, utilisation=round(FAKE_CPU_LOAD * 100))
+                for i in range(found.vcpus)
+            ],
+            disk_details=disks,
+        )
 
     # -- cold migration and resize -------------------------------------------
 

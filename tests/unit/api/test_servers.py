@@ -791,3 +791,27 @@ async def test_console_output_refuses_bad_lengths_servers_not_running_and_strang
         # Another project's server does not exist for it.
         r = await c.post(f"{URL}/{uuid}/action", json={"os-getConsoleOutput": {}})
         assert r.status_code == 404
+
+
+async def test_diagnostics_are_for_admins_and_only_of_an_active_placed_server(
+    cloud: ApiHarness,
+) -> None:
+    """``GET /servers/{id}/diagnostics`` before it asks any host: 404 for a
+    stranger, 403 for a member, 409 while on no host or not running. (The
+    host's answer is tested with a bus and hosts, and through the CLI.)"""
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 403, r.text
+    async with await login(cloud, "other") as c:
+        assert (await c.get(f"{URL}/{uuid}/diagnostics")).status_code == 404
+    async with await login(cloud, "admin") as c:
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 409, r.text
+        assert "on no host" in r.json()["conflictingRequest"]["message"]
+        await make_active(cloud, uuid, vm_state="stopped", power_state=4)
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 409, r.text
+        assert "not running" in r.json()["conflictingRequest"]["message"]
+        r = await c.get(f"{URL}/2b9dd1a6-4ad4-4f5f-9f3e-3c8e4b8a9d00/diagnostics")
+        assert r.status_code == 404

@@ -40,7 +40,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.5",
+        "1.7",
         {
             "build_and_run_instance": "26699c7245b4",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -50,6 +50,7 @@ EXPECTED = {
             "finish_revert_migration": "5a3653bf1479",
             "get_console_output": "96b38358bd2e",
             "get_host_uptime": "4bf0ce34124c",
+            "get_instance_diagnostics": "b54ad1581b60",
             "live_migration": "7f2df6ba83ff",
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
