@@ -5,7 +5,7 @@ Every step a host runs belongs to a conductor task (or, for
 the conductor relays from the API), so the conductor is the only sender a
 host obeys, whether the message came on ``compute.<host>``, the shared
 ``compute`` topic or the fanout; the API may only ask a host its uptime,
-a guest's console log and its diagnostics.
+a guest's console log, its diagnostics and where its console is.
 Another compute host in particular is refused: a compromised host must not
 be able to stop, reboot or delete the guests of another. The RPC server
 checks this table before any method runs; a method missing from it is
@@ -55,5 +55,8 @@ METHOD_RULES = access.rules(
         # An admin's ``GET /servers/{id}/diagnostics``, asked the same way:
         # a read of one guest's counters.
         (None, "get_instance_diagnostics"): frozenset({"api"}),
+        # A user's console URL: where the proxy reaches the guest's console
+        # (the relay address; opening it needs the conductor's consent).
+        (None, "get_vnc_console"): frozenset({"api"}),
     },
 )

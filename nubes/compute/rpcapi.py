@@ -26,7 +26,9 @@ Version history:
           ``attempt``; hosts still take the spelled-out form, which this
           client sends to a host capped below 1.5
     1.6 - (taken by a parallel branch; renumbered when both merge)
-    1.7 - get_instance_diagnostics (a call: a running guest's counters)
+    1.7 - get_instance_diagnostics (a call: a running guest's counters);
+          get_vnc_console (a call: where the console proxy reaches a guest's
+          VNC console, the host's console relay)
 """
 
 from __future__ import annotations
@@ -497,5 +499,15 @@ class ComputeAPI:
         UnsupportedVersion when capped below."""
         answer = await self._host(host, "1.7").call(
             ctxt, "get_instance_diagnostics", instance_uuid=instance_uuid
+        )
+        return dict(answer)
+
+    async def get_vnc_console(
+        self, ctxt: RequestContext, host: str, instance_uuid: str
+    ) -> dict[str, Any]:
+        """Where the console proxy reaches the VNC console of a guest on
+        ``host`` (1.7): ``host``, ``port``, ``internal_access_path``."""
+        answer = await self._host(host, "1.7").call(
+            ctxt, "get_vnc_console", instance_uuid=instance_uuid
         )
         return dict(answer)

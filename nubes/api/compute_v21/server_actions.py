@@ -18,7 +18,14 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, guest_host, server_moves, server_network, servers
+from nubes.api.compute_v21 import (
+    common,
+    guest_host,
+    remote_consoles,
+    server_moves,
+    server_network,
+    servers,
+)
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
@@ -118,7 +125,12 @@ async def action(request: Request) -> Response:
 
 
 def _handler(name: str) -> common.ActionHandler | None:
-    return ACTIONS.get(name) or server_moves.ACTIONS.get(name) or server_network.ACTIONS.get(name)
+    return (
+        ACTIONS.get(name)
+        or server_moves.ACTIONS.get(name)
+        or server_network.ACTIONS.get(name)
+        or remote_consoles.ACTIONS.get(name)
+    )
 
 
 ROUTES = [

@@ -291,6 +291,17 @@ class ComputeDriver(abc.ABC):
             reason="this driver keeps no console log",
         )
 
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        """Where the guest's VNC server listens on this host (address, port):
+        only the host's console relay connects there. Drivers whose guests
+        have none refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="open the VNC console of",
+            instance_uuid=instance.uuid,
+            reason="this driver gives guests no VNC console",
+        )
+
     async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
         """The guest's CPU, memory, disk and NIC counters (``GET
         /servers/{id}/diagnostics``). Drivers that keep none refuse."""

@@ -180,6 +180,27 @@ def _persists(
     return wrapper
 
 
+#: What a fake guest's VNC server greets with (RFB protocol version 3.8).
+RFB_GREETING = b"RFB 003.008\n"
+
+
+async def _fake_rfb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The start of an RFB 3.8 server: greet, read the client's version, offer
+    security type 1 (None), then hold the connection until the client leaves."""
+    try:
+        writer.write(RFB_GREETING)
+        await writer.drain()
+        if await reader.readline():
+            writer.write(bytes([1, 1]))
+            await writer.drain()
+            while await reader.read(4096):
+                pass
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
 def format_uptime(now: float, seconds: float, load: tuple[float, float, float]) -> str:
     """``uptime``'s line for a host up ``seconds`` at ``now`` (epoch, local time)."""
     minutes = int(seconds) // 60
@@ -228,6 +249,8 @@ class FakeDriver(ComputeDriver):
         self.kept: dict[str, FakeInstance] = {}
         #: Live migrations running from this host, by instance uuid.
         self.live_migrations: dict[str, FakeLiveMigration] = {}
+        #: The guests' VNC listeners (:meth:`get_vnc_endpoint`), by instance uuid.
+        self.vnc_servers: dict[str, asyncio.Server] = {}
         #: When this "hypervisor" came up (wall clock, for its uptime).
         self.booted_at = time.time()
         #: Where the guests are kept across restarts (None: in memory only).
@@ -332,6 +355,10 @@ class FakeDriver(ComputeDriver):
 
     # -- host --------------------------------------------------------------
 
+    async def cleanup_host(self) -> None:
+        for uuid in list(self.vnc_servers):
+            self._close_vnc(uuid)
+
     def get_available_nodes(self) -> list[str]:
         return [self.host]
 
@@ -394,6 +421,7 @@ class FakeDriver(ComputeDriver):
             raise self._fail("destroy", instance, f"destroy fails on {self.host} (injected)")
         self.instances.pop(instance.uuid, None)
         self.kept.pop(instance.uuid, None)
+        self._close_vnc(instance.uuid)
 
     @_persists
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
@@ -430,6 +458,31 @@ class FakeDriver(ComputeDriver):
 
     async def get_console_output(self, instance: Instance) -> str:
         return "".join(line + "\n" for line in self._get(instance).console)
+
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        """A running fake guest's "VNC server": a real listener on the
+        loopback address that speaks the start of RFB 3.8 (the version
+        greeting, then one security type, None), opened on first use and
+        closed with the guest."""
+        found = self._get(instance)
+        if found.state != PowerState.RUNNING:
+            raise exception.InstanceInvalidState(
+                action="get_vnc_console",
+                instance_uuid=instance.uuid,
+                attr="power_state",
+                state=found.state.name.lower(),
+            )
+        server = self.vnc_servers.get(instance.uuid)
+        if server is None:
+            server = await asyncio.start_server(_fake_rfb, "127.0.0.1", 0)
+            self.vnc_servers[instance.uuid] = server
+        address, port = server.sockets[0].getsockname()[:2]
+        return address, port
+
+    def _close_vnc(self, uuid: str) -> None:
+        server = self.vnc_servers.pop(uuid, None)
+        if server is not None:
+            server.close()
 
     async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
         """Counters that follow the guest's real life here: CPU time grows at

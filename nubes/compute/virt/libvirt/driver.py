@@ -128,8 +128,11 @@ class LibvirtDriver(ComputeDriver):
         migration_address: str | None = None,
         migration_bandwidth: int = 0,
         disk_server_port: int = 0,
+        vnc_listen: str | None = None,
     ) -> None:
         super().__init__(host)
+        #: The address guests' VNC servers listen on (None: guests get no VNC).
+        self.vnc_listen = vnc_listen
         if virt_type not in VIRT_TYPES:
             raise exception.ConfigError(
                 reason=f"[libvirt] virt_type {virt_type!r} is not one of {', '.join(VIRT_TYPES)}"
@@ -301,6 +304,26 @@ class LibvirtDriver(ComputeDriver):
         await self._domain(instance, "get_console_output")
 
         return await asyncio.to_thread(self._console_history, instance.uuid)
+
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        dom = await self._domain(instance, "get_vnc_endpoint")
+        try:
+            xml = await self.connection.call(dom.XMLDesc, 0)
+        except self.libvirt.libvirtError as exc:
+            raise self._error("get_vnc_endpoint", instance.uuid, exc) from None
+        graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+        port = int(graphics.get("port", "-1")) if graphics is not None else -1
+        if graphics is None or port <= 0:
+            # Defined without VNC ([vnc] enabled was off then), or not running.
+            raise exception.VirtOperationNotSupported(
+                driver=type(self).__name__,
+                operation="open the VNC console of",
+                instance_uuid=instance.uuid,
+                reason="the guest has no VNC server running",
+            )
+        listen = graphics.find("listen")
+        address = listen.get("address") if listen is not None else graphics.get("listen")
+        return address or self.vnc_listen or "127.0.0.1", port
 
     async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
         dom = await self._domain(instance, "get_instance_diagnostics")
@@ -475,6 +498,7 @@ class LibvirtDriver(ComputeDriver):
             cmdline=properties.get("os_command_line") or "console=ttyS0",
             config_drive=has_drive,
             vifs=tuple(vifs),
+            vnc_listen=self.vnc_listen,
         )
         xml = domain_xml(spec)
 
