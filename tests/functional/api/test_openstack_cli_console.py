@@ -3,9 +3,13 @@ against ``nubes all-in-one`` (``cloud`` from this directory's conftest)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import urllib.parse
 
 import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
 
 from tests.functional.api.cli import Cloud, connect_sdk, wait_status
 
@@ -47,3 +51,38 @@ def test_server_show_diagnostics_reads_the_guests_counters(cloud: Cloud) -> None
     stopped = cloud.openstack(ADMIN, "server", "show", "--diagnostics", vm["id"], check=False)
     assert stopped.returncode != 0, stopped.stderr
     assert "power_state shutdown" in stopped.stderr or "not running" in stopped.stderr
+
+
+def test_console_url_show_opens_the_guests_vnc_through_the_proxy(cloud: Cloud) -> None:
+    """``openstack console url show`` (remote-consoles, noVNC): the URL's token
+    opens the fake guest's VNC through all-in-one's console proxy once."""
+    vm = _create(cloud, "con1")
+    shown = cloud.json(DEMO, "console", "url", "show", "con1")
+    assert shown["type"] == "novnc" and shown["protocol"] == "vnc", shown
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(shown["url"]).query)
+    path = query["path"][0]
+    token = urllib.parse.parse_qs(path.lstrip("?"))["token"][0]
+    proxy = urllib.parse.urlsplit(shown["url"]).netloc
+
+    # The admin reads the token's details without spending it (2.31+).
+    sdk = connect_sdk(cloud, ADMIN)
+    details = sdk.compute.get(f"/os-console-auth-tokens/{token}", microversion="2.31").json()
+    assert details["console"]["instance_uuid"] == vm["id"], details
+
+    async def read_greeting() -> bytes:
+        async with websockets.connect(f"ws://{proxy}/{path}") as ws:
+            greeting = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(greeting, bytes)
+            return greeting
+
+    assert asyncio.run(read_greeting()) == b"RFB 003.008\n"
+    with pytest.raises(InvalidStatus):
+        asyncio.run(read_greeting())  # spent
+    gone = sdk.compute.get(f"/os-console-auth-tokens/{token}", microversion="2.31")
+    assert gone.status_code == 404, gone.text
+
+    # Consoles nubes does not offer: Nova's answer for one switched off.
+    for option in ("--spice", "--serial"):
+        refused = cloud.openstack(DEMO, "console", "url", "show", option, "con1", check=False)
+        assert refused.returncode != 0, refused.stderr
+        assert "Unavailable console type" in refused.stderr, refused.stderr
