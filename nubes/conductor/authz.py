@@ -224,6 +224,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # bound to it holds on that network, of an instance placed on it.
     ("InstanceMetadata", "get_by_instance_uuid"): Rule("instance_uuid_arg"),
     ("InstanceMetadata", "get_by_address"): Rule("address_on_caller"),
+    # A guest's password POST, relayed by its host's metadata proxy: only
+    # for a guest of that host holding that address.
+    ("InstanceMetadata", "set_password"): Rule("address_on_caller"),
 }
 
 

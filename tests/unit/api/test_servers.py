@@ -921,3 +921,32 @@ async def test_console_auth_tokens_are_shown_and_revoked_by_admins_only(
             await consoles_db.create(conn, "tok-new", 600, values)
         r = await c.get(path.format("tok-new"))
         assert r.json()["console"]["tls_port"] is None, r.text
+
+
+async def test_server_password_is_shown_to_the_project_and_cleared_by_members(
+    cloud: ApiHarness,
+) -> None:
+    from nubes.db.api import metadata as metadata_db
+
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+        path = f"{URL}/{uuid}/os-server-password"
+        r = await c.get(path)
+        assert r.status_code == 200 and r.json() == {"password": ""}, r.text
+    # What a guest posts through the metadata service: up to 4 x 255 characters.
+    posted = "x" * 300 + "y" * 300
+    async with cloud.state.db.writer() as conn:
+        assert await metadata_db.set_password(conn, uuid, posted, only_if_unset=True)
+        assert not await metadata_db.set_password(conn, uuid, "again", only_if_unset=True)
+    async with await login(cloud, "viewer") as c:
+        assert (await c.get(path)).json() == {"password": posted}
+        assert (await c.delete(path)).status_code == 403
+    async with await login(cloud, "other") as c:
+        assert (await c.get(path)).status_code == 404
+        assert (await c.delete(path)).status_code == 404
+    async with await login(cloud, "demo") as c:
+        assert (await c.delete(path)).status_code == 204
+        assert (await c.get(path)).json() == {"password": ""}
+    # Cleared, the guest may post a new one.
+    async with cloud.state.db.writer() as conn:
+        assert await metadata_db.set_password(conn, uuid, "new", only_if_unset=True)
