@@ -776,6 +776,63 @@ metrics_opts: list[cfg.Opt] = [
     ),
 ]
 
+vnc_opts: list[cfg.Opt] = [
+    cfg.BoolOpt(
+        "enabled",
+        default=True,
+        help="Give guests a VNC console (libvirt: a VNC graphics device listening on "
+        "server_listen) and hand out noVNC console URLs for them.",
+    ),
+    cfg.StrOpt(
+        "server_listen",
+        default="127.0.0.1",
+        help="Address a guest's VNC server listens on, on its host. Only the host's "
+        "console relay connects to it, so the loopback address is enough.",
+    ),
+    cfg.StrOpt(
+        "novncproxy_base_url",
+        default="http://127.0.0.1:6080/vnc_auto.html",
+        help="Base of the console URLs users get (the console proxy's address as the "
+        "browser reaches it); the token is added as ?path=%3Ftoken%3D<token>.",
+    ),
+    cfg.StrOpt(
+        "novncproxy_host", default="127.0.0.1", help="Address the console proxy listens on."
+    ),
+    cfg.StrOpt(
+        "web",
+        default="/usr/share/novnc",
+        help="Directory of the noVNC client the console proxy serves (Debian's novnc "
+        "package puts it here); absent: the proxy serves websockets only.",
+    ),
+    cfg.PortOpt(
+        "novncproxy_port",
+        default=6080,
+        help="Port the console proxy (nubes console-proxy) listens on (0: any free port).",
+    ),
+    cfg.StrOpt(
+        "relay_host",
+        default="127.0.0.1",
+        help="Address each compute host's console relay listens on: the console proxy "
+        "connects there, and the relay connects on to one of the host's own guests after "
+        "the conductor accepted the console token for it.",
+    ),
+    cfg.PortOpt(
+        "relay_port",
+        default=0,
+        help="Port of the compute host's console relay (0: any free port; the API learns "
+        "it from the host when it hands out a console).",
+    ),
+]
+
+consoleauth_opts: list[cfg.Opt] = [
+    cfg.IntOpt(
+        "token_ttl",
+        default=600,
+        min=1,
+        help="Seconds a console token stays valid; it is also spent by its first use.",
+    ),
+]
+
 #: Group name -> options, in the order the sample file shows them.
 OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "DEFAULT": default_opts,
@@ -795,6 +852,8 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "quota": quota_opts,
     "dashboard": dashboard_opts,
     "metrics": metrics_opts,
+    "vnc": vnc_opts,
+    "consoleauth": consoleauth_opts,
 }
 
 

@@ -29,6 +29,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── SchemaValidationError         a request body against its microversion's JSON schema
     │   ├── MalformedBody                 a request body that is not JSON nubes reads
     │   ├── InvalidVersionString          a microversion header that is not MAJOR.MINOR
+    │   ├── ConsoleTypeUnavailable        a console protocol or type this cloud does not offer
     │   └── Nova's refusals of a boot, move or rebuild (nubes.api.instance_rules, nubes.api.moves):
     │       FlavorMemoryTooSmall, FlavorDiskSmallerThanImage, FlavorDiskSmallerThanMinDisk,
     │       CannotResizeToSameFlavor, CannotResizeDisk, ResizeFlavorNotFound, OldFlavorNotFound,
@@ -67,7 +68,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
-    │   └── MigrationNotFoundForInstance  the server has no migration with that id
+    │   ├── MigrationNotFoundForInstance  the server has no migration with that id
+    │   └── ConsoleTokenNotFound          no unexpired, unspent console token of that value
     ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
@@ -171,6 +173,12 @@ class Invalid(NubesError):
     msg_fmt = "Invalid input: %(reason)s"
     code = 400
     safe = True
+
+
+class ConsoleTypeUnavailable(Invalid):
+    """Nova's answer for a console the cloud has switched off or lacks."""
+
+    msg_fmt = "Unavailable console type %(console_type)s."
 
 
 class ValidationError(Invalid):
@@ -469,6 +477,12 @@ class NotFound(NubesError):
     msg_fmt = "Resource could not be found: %(reason)s"
     code = 404
     safe = True
+
+
+class ConsoleTokenNotFound(NotFound):
+    """Never says whether the token existed, expired or was spent."""
+
+    msg_fmt = "Token not found"
 
 
 class ServiceNotFound(NotFound):

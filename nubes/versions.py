@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 6
+SERVICE_VERSION = 7
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -65,6 +65,10 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Steps' keys as one struct: compute 1.5 (``key``, a StepKey); the hosts'
     # network data plane: conductor 1.3 (get_host_network, get_network_peers).
     6: {"compute": "1.5", "conductor": "1.3", "scheduler": "1.0"},
+    # Guest diagnostics and consoles: compute 1.7 (get_instance_diagnostics,
+    # get_vnc_console; 1.6 is a parallel branch's, renumbered when both
+    # merge); conductor 1.4 (open_console, for a host's console relay).
+    7: {"compute": "1.7", "conductor": "1.4", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -111,6 +115,7 @@ RELEASES: dict[str, int] = {
     "dogwood": 4,
     "elm": 5,
     "fir": 6,
+    "ginkgo": 7,
 }
 
 #: The oldest service version this code serves: a compute host older than

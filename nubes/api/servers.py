@@ -41,6 +41,7 @@ from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import groups, tasks
 from nubes.db.api import instances as instances_api
+from nubes.db.api import metadata as metadata_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
@@ -437,6 +438,12 @@ class ServersAPI:
                 {"locked": False, "locked_by": None, "system_metadata": sysmeta},
             )
             await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
+
+    async def clear_password(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Forget the password the guest posted (``DELETE os-server-password``):
+        it may post a new one then. Nova records no instance action for it."""
+        async with self.db.writer() as conn:
+            await metadata_api.set_password(conn, instance_uuid, "", only_if_unset=False)
 
     async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:
         """Admin repair: set vm_state (active or error) and clear task_state, no task.

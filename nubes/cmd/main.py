@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -131,6 +132,26 @@ async def _run_service(
     return 0
 
 
+async def _run_console_proxy(conf: cfg.ConfigOpts) -> int:
+    """``nubes console-proxy``: the noVNC websocket proxy (no bus; the database
+    only to look console tokens up)."""
+    from nubes.console.proxy import ConsoleProxyServer
+    from nubes.db import engine
+
+    await _open_database(conf)
+    server = ConsoleProxyServer(conf, engine.get_database())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
 async def _run_api(conf: cfg.ConfigOpts) -> int:
     from nubes.api.server import api_service
 
@@ -161,7 +182,16 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # The API and the first contents of a new cloud (admin, demo, flavors, an image).
     await api_aio.prepare(conf, args.state_dir)
     services = [_controller(conf, "conductor", host), _controller(conf, "scheduler", host)]
-    services.append(api_aio.service(conf, host))
+    api_svc = api_aio.service(conf, host)
+    if conf.vnc.enabled:
+        from nubes.console.proxy import ConsoleProxyServer
+        from nubes.db import engine
+
+        if args.console_port is not None:
+            conf.set_override("novncproxy_port", args.console_port, group="vnc")
+        # The console proxy rides on the API service here (one process, one DB).
+        api_svc.hooks.append(ConsoleProxyServer(conf, engine.get_database(), follow_port=True))
+    services.append(api_svc)
     # The fake hosts keep their guests beside the database, so a restart
     # finds the servers it left running (a config file may say otherwise).
     conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
@@ -301,10 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
             service_parser.add_argument(
                 "--host-prefix", default="fake-", help="name prefix of the fake hosts"
             )
+    sub.add_parser(
+        "console-proxy",
+        help="run the console proxy (noVNC websockets to guests' consoles, [vnc] novncproxy_*)",
+    )
     aio = sub.add_parser("all-in-one", help="run every service in one process (SQLite, memory://)")
     aio.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the cloud's state lives")
     aio.add_argument("--bind", help="address the API listens on (default 127.0.0.1)")
     aio.add_argument("--port", type=int, help="port of the API, all three services (default 8774)")
+    aio.add_argument(
+        "--console-port",
+        type=int,
+        help="port of the console proxy (default [vnc] novncproxy_port, 6080; 0: any free)",
+    )
     aio.add_argument(
         "--fake-hosts",
         type=int,
@@ -376,6 +415,8 @@ def main(
         return common.run(_run_service("compute", conf, args.fake_hosts, args.host_prefix))
     if args.command == "api":
         return common.run(_run_api(conf))
+    if args.command == "console-proxy":
+        return common.run(_run_console_proxy(conf))
     count = conf[args.command].workers
     if count > 1 and not workers.is_worker():
         if conf.transport_url.startswith("memory://"):

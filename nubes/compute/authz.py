@@ -4,7 +4,8 @@ Every step a host runs belongs to a conductor task (or, for
 ``live_migration_abort`` / ``live_migration_force_complete``, is a request
 the conductor relays from the API), so the conductor is the only sender a
 host obeys, whether the message came on ``compute.<host>``, the shared
-``compute`` topic or the fanout; the API may only ask a host its uptime and a guest's console log.
+``compute`` topic or the fanout; the API may only ask a host its uptime,
+a guest's console log, its diagnostics and where its console is.
 Another compute host in particular is refused: a compromised host must not
 be able to stop, reboot or delete the guests of another. The RPC server
 checks this table before any method runs; a method missing from it is
@@ -51,5 +52,11 @@ METHOD_RULES = access.rules(
         # A user's ``os-getConsoleOutput``, asked by the API after it found the
         # instance (the user's) placed on this host: a read of one guest's log.
         (None, "get_console_output"): frozenset({"api"}),
+        # An admin's ``GET /servers/{id}/diagnostics``, asked the same way:
+        # a read of one guest's counters.
+        (None, "get_instance_diagnostics"): frozenset({"api"}),
+        # A user's console URL: where the proxy reaches the guest's console
+        # (the relay address; opening it needs the conductor's consent).
+        (None, "get_vnc_console"): frozenset({"api"}),
     },
 )

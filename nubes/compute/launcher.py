@@ -15,6 +15,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import access, exception
+from nubes.compute.console_relay import ConsoleRelay
 from nubes.compute.host import ComputeHost
 from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.virt import load_driver
@@ -77,6 +78,7 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "migration_address": opts.live_migration_inbound_addr,
         "migration_bandwidth": opts.live_migration_bandwidth,
         "disk_server_port": opts.disk_server_port,
+        "vnc_listen": conf.vnc.server_listen if conf.vnc.enabled else None,
     }
 
 
@@ -139,6 +141,7 @@ def compute_service(
     driver: ComputeDriver | None = None,
     faults: FakeFaults | None = None,
     metadata_listen: str | None = None,
+    relay_port: int | None = None,
 ) -> Service:
     """A compute Service for ``host``, talking to the conductor as ``compute.<host>``;
     its metadata proxy listens on ``metadata_listen`` (default ``[metadata] listen``)."""
@@ -151,6 +154,18 @@ def compute_service(
     proxy = MetadataProxy(
         listen, cache_expiration=conf.metadata.cache_expiration, present=node.has_guest
     )
+    # The console proxy's way to this host's guests ([vnc] relay_host/port).
+    relay = ConsoleRelay(
+        host,
+        node.driver,
+        conductor,
+        conf.vnc.relay_host,
+        conf.vnc.relay_port if relay_port is None else relay_port,
+    )
+    hooks: list[Any] = [node, proxy]
+    if conf.vnc.enabled:
+        node.manager.console_relay = relay
+        hooks.append(relay)
     # The data plane opens per-network listeners through node.metadata.
     node.metadata = proxy
     if node.network is not None:
@@ -163,7 +178,7 @@ def compute_service(
         node.manager.endpoints(),
         indirection_api=conductor,
         report_interval=conf.report_interval,
-        hooks=[node, proxy],
+        hooks=hooks,
         rules=access.for_endpoints(node.manager.endpoints()).with_controllers(
             conf.conductor.controller_identities
         ),
@@ -177,7 +192,13 @@ def fake_fleet(
     one fault registry made from ``[fake_driver]``."""
     faults = FakeFaults.from_options(conf.fake_driver)
     return [
-        compute_service(conf, f"{prefix}{i}", faults=faults, metadata_listen=fleet_listen(conf, i))
+        compute_service(
+            conf,
+            f"{prefix}{i}",
+            faults=faults,
+            metadata_listen=fleet_listen(conf, i),
+            relay_port=conf.vnc.relay_port + i if conf.vnc.relay_port else 0,
+        )
         for i in range(count)
     ]
 

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from nubes import exception
+from nubes.compute.console_relay import ConsoleRelay
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, utcnow
@@ -60,6 +61,8 @@ class ComputeManager(ComputeEndpoint):
         self.resize = ResizeSteps(self.runner)
         self.live = LiveMigrationSteps(self.runner)
         self.rebuild = RebuildSteps(self.runner)
+        #: The host's console relay (set by the launcher; None: consoles refused).
+        self.console_relay: ConsoleRelay | None = None
 
     def endpoints(self) -> list[ComputeEndpoint]:
         """What the host's RPC server serves: this manager and its step groups."""
@@ -83,6 +86,48 @@ class ComputeManager(ComputeEndpoint):
         looks only at its own guests)."""
         output = await self.runner.driver.get_console_output(Instance(uuid=instance_uuid))
         return console_tail(output, length)
+
+    # -- guest consoles (1.7) --------------------------------------------------
+
+    async def get_vnc_console(self, context: RequestContext, instance_uuid: str) -> dict[str, Any]:
+        """Where the console proxy reaches this guest's VNC console: the
+        host's console relay (``host``, ``port``), which connects on to the
+        guest once the conductor accepted the user's token. A read, not a
+        step: InstanceNotFound for a guest this host does not run,
+        VirtOperationNotSupported when it has no VNC server (or the host runs
+        no relay)."""
+        relay = self.console_relay.address if self.console_relay is not None else None
+        if relay is None:
+            raise exception.VirtOperationNotSupported(
+                driver=type(self.runner.driver).__name__,
+                operation="open the VNC console of",
+                instance_uuid=instance_uuid,
+                reason=f"host {self.runner.host} runs no console relay",
+            )
+        # Checks the guest is here, running and has a VNC server.
+        await self.runner.driver.get_vnc_endpoint(Instance(uuid=instance_uuid))
+        return {"host": relay[0], "port": relay[1], "internal_access_path": None}
+
+    # -- guest diagnostics (1.7) ----------------------------------------------
+
+    async def get_instance_diagnostics(
+        self, context: RequestContext, instance_uuid: str
+    ) -> dict[str, Any]:
+        """The guest's counters (``GET /servers/{id}/diagnostics``), in the
+        driver-neutral shape. A read, not a step. As Nova, only a running guest
+        answers: any other is InstanceInvalidState (the API's 409); a guest
+        this host does not run is InstanceNotFound."""
+        instance = Instance(uuid=instance_uuid)
+        info = await self.runner.driver.get_info(instance)
+        if info.state != PowerState.RUNNING:
+            raise exception.InstanceInvalidState(
+                action="get_diagnostics",
+                instance_uuid=instance_uuid,
+                attr="power_state",
+                state=info.state.name.lower(),
+            )
+        diags = await self.runner.driver.get_instance_diagnostics(instance)
+        return diags.to_dict()
 
     # -- guests of abandoned tries (1.3) -----------------------------------------
 

@@ -25,6 +25,10 @@ Version history:
           task_id, step, attempt), in place of ``task_id``, ``step`` and
           ``attempt``; hosts still take the spelled-out form, which this
           client sends to a host capped below 1.5
+    1.6 - (taken by a parallel branch; renumbered when both merge)
+    1.7 - get_instance_diagnostics (a call: a running guest's counters);
+          get_vnc_console (a call: where the console proxy reaches a guest's
+          VNC console, the host's console relay)
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.5"
+VERSION = "1.7"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -61,7 +65,11 @@ class ComputeAPI:
             serializer=ObjectSerializer(),
             # What a host's answer to a question (a call) may raise, re-raised
             # here as itself so the API can answer as Nova does (404, 501).
-            expected_errors=(exception.InstanceNotFound, exception.VirtOperationNotSupported),
+            expected_errors=(
+                exception.InstanceNotFound,
+                exception.InstanceInvalidState,
+                exception.VirtOperationNotSupported,
+            ),
         )
 
     def _host(self, host: str, version: str = "1.0") -> RPCClient:
@@ -483,3 +491,23 @@ class ComputeAPI:
                 ctxt, "get_console_output", instance_uuid=instance_uuid, length=length
             )
         )
+
+    async def get_instance_diagnostics(
+        self, ctxt: RequestContext, host: str, instance_uuid: str
+    ) -> dict[str, Any]:
+        """The counters of a running guest on ``host`` (1.7), in the 2.48 shape;
+        UnsupportedVersion when capped below."""
+        answer = await self._host(host, "1.7").call(
+            ctxt, "get_instance_diagnostics", instance_uuid=instance_uuid
+        )
+        return dict(answer)
+
+    async def get_vnc_console(
+        self, ctxt: RequestContext, host: str, instance_uuid: str
+    ) -> dict[str, Any]:
+        """Where the console proxy reaches the VNC console of a guest on
+        ``host`` (1.7): ``host``, ``port``, ``internal_access_path``."""
+        answer = await self._host(host, "1.7").call(
+            ctxt, "get_vnc_console", instance_uuid=instance_uuid
+        )
+        return dict(answer)

@@ -55,6 +55,9 @@ METHOD_RULES = access.rules(
         # networks it has ports on only; nubes/conductor/dataplane.py).
         (None, "get_host_network"): access.EVERY_SERVICE,
         (None, "get_network_peers"): access.EVERY_SERVICE,
+        # A host's console relay spending a user's console token (then: only
+        # for a guest placed on that host; nubes/conductor/consoles.py).
+        (None, "open_console"): frozenset({COMPUTE_BINARY}),
         # A compute host may probe the conductor it depends on.
         (access.BASE_NAMESPACE, "ping"): access.EVERY_SERVICE,
         (access.BASE_NAMESPACE, "whoami"): access.EVERY_SERVICE,
@@ -222,6 +225,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # bound to it holds on that network, of an instance placed on it.
     ("InstanceMetadata", "get_by_instance_uuid"): Rule("instance_uuid_arg"),
     ("InstanceMetadata", "get_by_address"): Rule("address_on_caller"),
+    # A guest's password POST, relayed by its host's metadata proxy: only
+    # for a guest of that host holding that address.
+    ("InstanceMetadata", "set_password"): Rule("address_on_caller"),
 }
 
 

@@ -17,7 +17,7 @@ import msgspec
 
 from nubes import exception, hostnet
 from nubes.access import COMPUTE_BINARY
-from nubes.conductor import authz, dataplane, rpcapi
+from nubes.conductor import authz, consoles, dataplane, rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
@@ -224,6 +224,12 @@ class ConductorManager:
         caller = self.authz.identify(context.caller)
         peers = await dataplane.network_peers(self.db, self.authz, caller, network_ids)
         return hostnet.to_wire(peers)
+
+    # -- guest consoles (1.4) -------------------------------------------------------------
+
+    async def open_console(self, context: RequestContext, token: str) -> dict[str, Any]:
+        caller = self.authz.identify(context.caller)
+        return await consoles.open_console(self.db, self.authz, caller, token)
 
     # -- live migration requests (1.1) ------------------------------------------------
 

@@ -21,6 +21,8 @@ Version history:
           notifications, which their broker users may not)
     1.3 - get_host_network, get_network_peers (a host's network data plane,
           need-to-know: only its own ports, only networks it has ports on)
+    1.4 - open_console (compute hosts: spend a console token for a guest
+          placed on the calling host)
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.3"
+VERSION = "1.4"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -236,3 +238,11 @@ class ConductorAPI:
             instance_uuid=instance_uuid,
             migration_id=migration_id,
         )
+
+    async def open_console(self, context: RequestContext, token: str) -> dict[str, Any]:
+        """Spend the console token ``token`` for one of the calling host's own
+        guests (1.4): its instance uuid, console type and access path.
+        ConsoleTokenNotFound when it is unknown, expired or spent; Forbidden
+        when it is another host's."""
+        reply = await self.client.prepare(version="1.4").call(context, "open_console", token=token)
+        return dict(reply)

@@ -110,6 +110,15 @@ class DBObjectBackend:
                 raise exception.InstanceNotFound(instance_id=f"{address} on {network_id}")
             return await metadata.source(conn, holder["uuid"])
 
+    async def instance_password_set_by_address(
+        self, context: RequestContext, network_id: str, address: str, password: str
+    ) -> bool:
+        async with self.database.writer() as conn:
+            holder = await metadata.holder_of_address(conn, network_id, address)
+            if holder is None:
+                raise exception.InstanceNotFound(instance_id=f"{address} on {network_id}")
+            return await metadata.set_password(conn, holder["uuid"], password, only_if_unset=True)
+
     # -- flavors --------------------------------------------------------------
 
     async def flavor_get_by_id(self, context: RequestContext, flavor_id: int) -> Row:

@@ -214,6 +214,22 @@ def _listing(meta: InstanceMetadata, directory: Tree, parts: list[str]) -> bytes
     return "\n".join(names).encode()
 
 
+#: The first OpenStack metadata version with ``password`` (Nova's Grizzly).
+PASSWORD_SINCE = "2013-04-04"
+#: The most a guest may post as its password (Nova's metadata handler's limit).
+MAX_PASSWORD_BYTES = 256
+
+
+def is_password_path(path: str) -> bool:
+    """Whether ``path`` is ``/openstack/<version>/password`` of a version that
+    has it. Served by the metadata proxy only (GET and the guest's POST),
+    never written to a config drive."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) != 3 or parts[0] != "openstack" or parts[2] != "password":
+        return False
+    return parts[1] == LATEST or (parts[1] in OPENSTACK_VERSIONS and parts[1] >= PASSWORD_SINCE)
+
+
 def lookup(meta: InstanceMetadata, path: str) -> bytes | None:
     """What ``GET path`` answers (a file, or a directory's listing); None: 404."""
     parts = [p for p in path.split("/") if p]

@@ -59,6 +59,8 @@ READ_TIMEOUT = 10.0
 #: Status, body, content type.
 Answer = tuple[int, bytes, str]
 Fetch = Callable[[RequestContext, str, str], Awaitable[InstanceMetadata]]
+#: Stores a guest's posted password: (context, network id, address, password) -> stored.
+Store = Callable[[RequestContext, str, str, str], Awaitable[bool]]
 Present = Callable[[str], Awaitable[bool]]
 
 _REASONS = {
@@ -66,6 +68,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
     503: "Service Unavailable",
 }
 
@@ -80,6 +83,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 async def _fetch(ctxt: RequestContext, network_id: str, address: str) -> InstanceMetadata:
     return await InstanceMetadata.get_by_address(ctxt, network_id, address)
+
+
+async def _store(ctxt: RequestContext, network_id: str, address: str, password: str) -> bool:
+    return await InstanceMetadata.set_password(ctxt, network_id, address, password)
 
 
 @dataclass
@@ -99,10 +106,12 @@ class MetadataProxy:
         cache_expiration: float = 15.0,
         fetch: Fetch = _fetch,
         present: Present | None = None,
+        store: Store = _store,
     ) -> None:
         self.configured = listen
         self.cache_expiration = cache_expiration
         self.fetch = fetch
+        self.store = store
         #: Whether this host still runs a guest (by instance uuid): a cached
         #: answer for a guest that is gone is dropped, since its address may
         #: already be another instance's (IPAM reuses a freed address).
@@ -193,26 +202,44 @@ class MetadataProxy:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        if method not in ("GET", "HEAD"):
-            return False, (405, b"only GET and HEAD", "text/plain")
         peer = str(writer.get_extra_info("peername")[0])
+        if method == "POST":
+            length = headers.get("content-length", "0")
+            if not (length.isascii() and length.isdigit()):
+                return False, (400, b"bad Content-Length", "text/plain")
+            if int(length) > content.MAX_PASSWORD_BYTES:
+                return False, (400, b"Request is too large.", "text/plain")
+            body = await asyncio.wait_for(reader.readexactly(int(length)), READ_TIMEOUT)
+            return False, await self.post(peer, target, headers, network_id, body)
+        if method not in ("GET", "HEAD"):
+            return False, (405, b"only GET, HEAD and POST", "text/plain")
         return method == "HEAD", await self.respond(peer, target, headers, network_id)
+
+    @staticmethod
+    def _whom(
+        peer: str, headers: dict[str, str], network_id: str | None
+    ) -> tuple[str, str, Answer | None]:
+        """The guest's address and network a request came from, or the 400 to answer."""
+        guest, network = peer, network_id or ""
+        if ipaddress.ip_address(peer).is_loopback:
+            # A forwarder on this host: it says whom and from where.
+            guest = headers.get(FORWARDED_HEADER, "").split(",")[0].strip()
+            network = headers.get(NETWORK_HEADER) or network_id or ""
+        if not guest or not network:
+            return guest, network, (400, b"cannot tell which instance asks", "text/plain")
+        try:
+            ipaddress.ip_address(guest)
+        except ValueError:
+            return guest, network, (400, b"bad X-Forwarded-For", "text/plain")
+        return guest, network, None
 
     async def respond(
         self, peer: str, target: str, headers: dict[str, str], network_id: str | None
     ) -> Answer:
         """What a GET of ``target`` from ``peer`` gets, on a listener of ``network_id``."""
-        guest, network = peer, network_id
-        if ipaddress.ip_address(peer).is_loopback:
-            # A forwarder on this host: it says whom and from where.
-            guest = headers.get(FORWARDED_HEADER, "").split(",")[0].strip()
-            network = headers.get(NETWORK_HEADER) or network_id
-        if not guest or not network:
-            return 400, b"cannot tell which instance asks", "text/plain"
-        try:
-            ipaddress.ip_address(guest)
-        except ValueError:
-            return 400, b"bad X-Forwarded-For", "text/plain"
+        guest, network, refused = self._whom(peer, headers, network_id)
+        if refused is not None:
+            return refused
         try:
             meta = await self._metadata(network, guest)
         except (exception.Forbidden, exception.NotFound):
@@ -220,11 +247,47 @@ class MetadataProxy:
         except exception.TRANSIENT_ERRORS:
             return 503, b"the metadata service is unavailable", "text/plain"
         path = target.split("?", 1)[0]
+        if content.is_password_path(path):
+            return 200, meta.password.encode(), "text/plain"
         body = content.lookup(meta, path)
         if body is None:
             return 404, b"not found", "text/plain"
         ctype = "application/json" if path.endswith(".json") else "text/plain"
         return 200, body, ctype
+
+    async def post(
+        self,
+        peer: str,
+        target: str,
+        headers: dict[str, str],
+        network_id: str | None,
+        body: bytes,
+    ) -> Answer:
+        """A guest's POST: only its password (once; 409 when it has one)."""
+        if not content.is_password_path(target.split("?", 1)[0]):
+            return 405, b"only the password may be posted", "text/plain"
+        guest, network, refused = self._whom(peer, headers, network_id)
+        if refused is not None:
+            return refused
+        try:
+            password = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, b"the password must be UTF-8 text", "text/plain"
+        if self._indirection is not None:
+            use_indirection_api(self._indirection)
+        try:
+            stored = await self.store(get_admin_context(), network, guest, password)
+        except (exception.Forbidden, exception.NotFound):
+            return 404, b"not found", "text/plain"
+        except exception.Invalid:
+            return 400, b"Request is too large.", "text/plain"
+        except exception.TRANSIENT_ERRORS:
+            return 503, b"the metadata service is unavailable", "text/plain"
+        # What this host cached for the guest no longer holds.
+        self._cache.pop((network, guest), None)
+        if not stored:
+            return 409, b"Password already set", "text/plain"
+        return 200, b"", "text/plain"
 
     async def _metadata(self, network_id: str, address: str) -> InstanceMetadata:
         key = (network_id, address)

@@ -108,6 +108,13 @@ class ObjectBackend(Protocol):
         holds ``address`` on ``network_id`` (InstanceNotFound when none does)."""
         ...
 
+    async def instance_password_set_by_address(
+        self, context: RequestContext, network_id: str, address: str, password: str
+    ) -> bool:
+        """Store the password of the live instance whose port holds
+        ``address`` on ``network_id`` unless it has one (then False)."""
+        ...
+
     # -- flavors --------------------------------------------------------------
 
     async def flavor_get_by_id(self, context: RequestContext, flavor_id: int) -> Row:

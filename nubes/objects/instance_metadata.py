@@ -57,9 +57,11 @@ class InstanceMetadata(base.VersionedObject):
     Version history:
 
     1.0: Initial version
+    1.1: password (what the guest posted, for GET .../password) and
+         set_password (a guest's POST to the metadata service)
     """
 
-    VERSION = "1.0"
+    VERSION = "1.1"
 
     uuid = fields.UUID()
     name = fields.String(nullable=True, default=None)
@@ -81,6 +83,8 @@ class InstanceMetadata(base.VersionedObject):
     #: The ports as JSON (as Nova's InstanceInfoCache.network_info): a list
     #: of id, mac_address, network_id, mtu, fixed_ips (ip_address, subnet).
     network_info = fields.String(default="[]")
+    #: The (encrypted) password the guest posted, "" when none.
+    password = fields.String(default="", added_in="1.1")
 
     @property
     def ports(self) -> list[dict[str, Any]]:
@@ -106,6 +110,7 @@ class InstanceMetadata(base.VersionedObject):
             # Stored as Nova stores it: "True", or empty.
             config_drive=str(row.get("config_drive") or "").lower() in ("true", "1"),
             network_info=json.dumps([_port(p) for p in row.get("ports", [])]),
+            password=row.get("password") or "",
         )
 
     @base.remotable_classmethod
@@ -123,3 +128,20 @@ class InstanceMetadata(base.VersionedObject):
         ``network_id`` (InstanceNotFound when none does)."""
         row = await backend.get().instance_metadata_get_by_address(context, network_id, address)
         return cls._from_source(row)
+
+    @base.remotable_classmethod
+    async def set_password(
+        cls: type[InstanceMetadata],
+        context: RequestContext,
+        network_id: str,
+        address: str,
+        password: str,
+    ) -> bool:
+        """Store the password the guest holding ``address`` on ``network_id``
+        posted (Nova's metadata ``POST .../password``): once only, so False
+        when the server has one already (the API's DELETE clears it)."""
+        return bool(
+            await backend.get().instance_password_set_by_address(
+                context, network_id, address, password
+            )
+        )

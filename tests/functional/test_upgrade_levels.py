@@ -68,7 +68,10 @@ async def test_an_old_compute_host_caps_moves_until_it_is_upgraded(cloud: AllInO
     # Started before any compute host registered: nothing old to cap for.
     assert engine.compute.client.version_cap is None
     await caps.refresh(engine)
-    assert engine.compute.client.version_cap == "1.5"
+    # Every host runs this code: the cap is what it serves.
+    assert engine.compute.client.version_cap == versions.api_version_of(
+        versions.SERVICE_VERSION, "compute"
+    )
 
     await _set_compute_versions(cloud, 1, host=sorted(cloud.computes)[0])
     assert engine.compute.client.version_cap == "1.0"
@@ -164,7 +167,9 @@ async def test_upgrade_levels_auto_follows_the_oldest_service_of_each_api(
         assert _conductor_client(cloud, "fake-0").version_cap == "1.0"
         state = await _api_state(cloud)
         assert state.rpc_clients()["conductor"].version_cap == "1.0"
-        assert state.rpc_clients()["compute"].version_cap == "1.5"
+        assert state.rpc_clients()["compute"].version_cap == versions.api_version_of(
+            versions.SERVICE_VERSION, "compute"
+        )
         # The old conductor is upgraded: the caps lift at the next refresh.
         async with cloud.db.writer() as conn:
             await services_api.update(conn, old["id"], {"version": versions.SERVICE_VERSION})

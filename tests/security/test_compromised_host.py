@@ -260,6 +260,13 @@ def _attacks(ids: dict[str, Any]) -> dict[str, Attack]:
         "read metadata by its own address on another network": lambda c: (
             InstanceMetadata.get_by_address(c, str(uuid.uuid4()), addresses["a"])
         ),
+        # A guest's password POST (os-server-password): only for its own guests.
+        "set the password of another host's guest": lambda c: InstanceMetadata.set_password(
+            c, net_id, addresses["b"], "stolen"
+        ),
+        "set the password by a port bound here of another host's instance": lambda c: (
+            InstanceMetadata.set_password(c, net_id, addresses["b_bound_to_a"], "stolen")
+        ),
         "list another host's instances": lambda c: Instance.get_by_host(c, B),
         "refresh another host's instance": lambda c: other_instance().refresh(c),
         "read another host's compute node": lambda c: ComputeNode.get_by_host_and_nodename(
@@ -562,6 +569,12 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     ports = ids["ports"]
     told = await attacker.run(InstanceMetadata.get_by_address, ctxt, ports["network"], ports["a"])
     assert told.uuid == own.uuid
+    # Its own guest's password: taken once, then refused (False), as Nova's 409.
+    setp = InstanceMetadata.set_password
+    assert await attacker.run(setp, ctxt, ports["network"], ports["a"], "enc") is True
+    assert await attacker.run(setp, ctxt, ports["network"], ports["a"], "again") is False
+    told = await attacker.run(InstanceMetadata.get_by_address, ctxt, ports["network"], ports["a"])
+    assert told.password == "enc"
     assert (
         await attacker.run(InstanceMetadata.get_by_instance_uuid, ctxt, own.uuid)
     ).uuid == own.uuid

@@ -98,7 +98,12 @@ def test_compute_hosts_obey_only_the_conductor():
 
 
 #: What the API asks a compute host directly: reads, never changes.
-API_QUESTIONS = ("get_host_uptime", "get_console_output")
+API_QUESTIONS = (
+    "get_host_uptime",
+    "get_console_output",
+    "get_instance_diagnostics",
+    "get_vnc_console",
+)
 
 
 def test_the_scheduler_serves_controllers_only():

@@ -46,7 +46,7 @@ def test_every_service_has_a_unit_templated_where_several_share_a_host() -> None
     # Conductors and schedulers scale out by more copies, several per host.
     assert {"nubes-conductor@.service", "nubes-scheduler@.service"} <= names
     binaries = {_exec_start(u)[-1] for n, u in _units().items() if n.endswith(".service")}
-    assert binaries == {"api", *TOPICS}
+    assert binaries == {"api", "console-proxy", *TOPICS}
 
 
 def test_exec_start_runs_a_console_script_with_options_that_exist() -> None:

@@ -18,11 +18,17 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, server_moves, server_network, servers
+from nubes.api.compute_v21 import (
+    common,
+    guest_host,
+    remote_consoles,
+    server_moves,
+    server_network,
+    servers,
+)
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
-from nubes.objects.states import VMState
 
 
 def _api(request: Request) -> ServersAPI:
@@ -83,25 +89,14 @@ async def _console_output(request: Request, row: dict[str, Any], body: Any) -> R
     v.validate(body, schemas.GET_CONSOLE_OUTPUT)
     raw = (body["os-getConsoleOutput"] or {}).get("length")
     length = None if raw is None or int(raw) == -1 else int(raw)
-    host = row.get("host")
-    if not host:
-        raise exception.InstanceNotReady(instance_id=row["uuid"], reason="it is on no host")
-    if row["vm_state"] != VMState.ACTIVE:
-        raise exception.InstanceNotReady(
-            instance_id=row["uuid"], reason=f"it is {row['vm_state']}, not running"
-        )
-    compute = common.state(request).compute_api()
-    if compute is None:
-        raise exception.ComputeServiceUnavailable(host=host)
-    try:
-        output = await compute.get_console_output(common.ctx(request), host, row["uuid"], length)
-    except (exception.UnsupportedVersion, exception.VirtOperationNotSupported) as exc:
-        # An older host, or a driver that keeps no log: Nova's 501.
-        raise exception.HostCannotAnswer(
-            host=host, question="console log", reason=str(exc)
-        ) from None
-    except exception.MessagingTimeout:
-        raise exception.ComputeServiceUnavailable(host=host) from None
+    uuid = row["uuid"]
+    ctxt = common.ctx(request)
+    output = await guest_host.ask(
+        request,
+        row,
+        "console log",
+        lambda compute, host: compute.get_console_output(ctxt, host, uuid, length),
+    )
     return common.json({"output": _CONSOLE_JUNK.sub("", output)})
 
 
@@ -130,7 +125,12 @@ async def action(request: Request) -> Response:
 
 
 def _handler(name: str) -> common.ActionHandler | None:
-    return ACTIONS.get(name) or server_moves.ACTIONS.get(name) or server_network.ACTIONS.get(name)
+    return (
+        ACTIONS.get(name)
+        or server_moves.ACTIONS.get(name)
+        or server_network.ACTIONS.get(name)
+        or remote_consoles.ACTIONS.get(name)
+    )
 
 
 ROUTES = [

@@ -60,6 +60,89 @@ class InstanceInfo:
     cpu_time_ns: int = 0
 
 
+@dataclasses.dataclass(slots=True)
+class CpuDiagnostics:
+    id: int
+    #: CPU time this vCPU used, nanoseconds (None when the hypervisor does not say).
+    time: int | None = None
+    #: Percent busy since the last sample (None when unknown).
+    utilisation: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class NicDiagnostics:
+    mac_address: str | None = None
+    rx_octets: int = 0
+    rx_errors: int = 0
+    rx_drop: int = 0
+    rx_packets: int = 0
+    rx_rate: int | None = None
+    tx_octets: int = 0
+    tx_errors: int = 0
+    tx_drop: int = 0
+    tx_packets: int = 0
+    tx_rate: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class DiskDiagnostics:
+    read_bytes: int = 0
+    read_requests: int = 0
+    write_bytes: int = 0
+    write_requests: int = 0
+    errors_count: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Diagnostics:
+    """A guest's counters, in the driver-neutral shape of Nova's
+    ``GET /servers/{id}/diagnostics`` from microversion 2.48 (the API derives
+    the older, libvirt-flavoured flat shape from it). Travels over RPC as
+    :meth:`to_dict`."""
+
+    state: str
+    driver: str
+    hypervisor: str | None = None
+    hypervisor_os: str | None = None
+    #: Seconds since the guest started on this host.
+    uptime: int | None = None
+    config_drive: bool = False
+    #: KiB: the guest's maximum and what it uses now.
+    memory_maximum_kib: int | None = None
+    memory_used_kib: int | None = None
+    cpu_details: list[CpuDiagnostics] = dataclasses.field(default_factory=list)
+    nic_details: list[NicDiagnostics] = dataclasses.field(default_factory=list)
+    disk_details: list[DiskDiagnostics] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "driver": self.driver,
+            "hypervisor": self.hypervisor,
+            "hypervisor_os": self.hypervisor_os,
+            "uptime": self.uptime,
+            "config_drive": self.config_drive,
+            "num_cpus": len(self.cpu_details),
+            "num_nics": len(self.nic_details),
+            "num_disks": len(self.disk_details),
+            "cpu_details": [dataclasses.asdict(c) for c in self.cpu_details],
+            "nic_details": [dataclasses.asdict(n) for n in self.nic_details],
+            "disk_details": [dataclasses.asdict(d) for d in self.disk_details],
+            "memory_details": {"maximum": self.memory_maximum_kib, "used": self.memory_used_kib},
+        }
+
+
+#: Nova's diagnostics ``state`` names, by power state.
+DIAGNOSTICS_STATE = {
+    PowerState.NOSTATE: "pending",
+    PowerState.RUNNING: "running",
+    PowerState.PAUSED: "paused",
+    PowerState.SHUTDOWN: "shutdown",
+    PowerState.CRASHED: "crashed",
+    PowerState.SUSPENDED: "suspended",
+}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LifecycleEvent:
     """The hypervisor saw an instance's guest change power (started, stopped,
@@ -206,6 +289,27 @@ class ComputeDriver(abc.ABC):
             operation="read the console of",
             instance_uuid=instance.uuid,
             reason="this driver keeps no console log",
+        )
+
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        """Where the guest's VNC server listens on this host (address, port):
+        only the host's console relay connects there. Drivers whose guests
+        have none refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="open the VNC console of",
+            instance_uuid=instance.uuid,
+            reason="this driver gives guests no VNC console",
+        )
+
+    async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
+        """The guest's CPU, memory, disk and NIC counters (``GET
+        /servers/{id}/diagnostics``). Drivers that keep none refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="read the diagnostics of",
+            instance_uuid=instance.uuid,
+            reason="this driver keeps no guest counters",
         )
 
     # -- cold migration and resize -------------------------------------------

@@ -37,7 +37,11 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from nubes import exception
 from nubes.compute.virt.driver import (
+    DIAGNOSTICS_STATE,
     ComputeDriver,
+    CpuDiagnostics,
+    Diagnostics,
+    DiskDiagnostics,
     InstanceInfo,
     ProgressCallback,
 )
@@ -127,6 +131,12 @@ class FakeInstance:
         )
 
 
+#: The share of each vCPU a fake guest keeps busy (its diagnostics' CPU time).
+FAKE_CPU_LOAD = 0.01
+#: Bytes a fake guest reads from its config drive at boot (one ISO 9660 volume
+#: descriptor set and the files of one metadata version, roughly).
+FAKE_CONFIG_DRIVE_READ = 64 * 1024
+
 #: Seconds between the progress reports of a fake live migration that takes
 #: ``migration_delay``; also how soon it notices an abort or a force-complete.
 LIVE_MIGRATION_TICK = 0.05
@@ -168,6 +178,27 @@ def _persists(
             await self.save_state()
 
     return wrapper
+
+
+#: What a fake guest's VNC server greets with (RFB protocol version 3.8).
+RFB_GREETING = b"RFB 003.008\n"
+
+
+async def _fake_rfb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The start of an RFB 3.8 server: greet, read the client's version, offer
+    security type 1 (None), then hold the connection until the client leaves."""
+    try:
+        writer.write(RFB_GREETING)
+        await writer.drain()
+        if await reader.readline():
+            writer.write(bytes([1, 1]))
+            await writer.drain()
+            while await reader.read(4096):
+                pass
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
 
 
 def format_uptime(now: float, seconds: float, load: tuple[float, float, float]) -> str:
@@ -220,6 +251,8 @@ class FakeDriver(ComputeDriver):
         self.live_migrations: dict[str, FakeLiveMigration] = {}
         #: Config drives given to pre_live_migration, attached when the guest arrives.
         self.arriving_config_drives: dict[str, ConfigDrive] = {}
+        #: The guests' VNC listeners (:meth:`get_vnc_endpoint`), by instance uuid.
+        self.vnc_servers: dict[str, asyncio.Server] = {}
         #: When this "hypervisor" came up (wall clock, for its uptime).
         self.booted_at = time.time()
         #: Where the guests are kept across restarts (None: in memory only).
@@ -324,6 +357,10 @@ class FakeDriver(ComputeDriver):
 
     # -- host --------------------------------------------------------------
 
+    async def cleanup_host(self) -> None:
+        for uuid in list(self.vnc_servers):
+            self._close_vnc(uuid)
+
     def get_available_nodes(self) -> list[str]:
         return [self.host]
 
@@ -386,6 +423,7 @@ class FakeDriver(ComputeDriver):
             raise self._fail("destroy", instance, f"destroy fails on {self.host} (injected)")
         self.instances.pop(instance.uuid, None)
         self.kept.pop(instance.uuid, None)
+        self._close_vnc(instance.uuid)
 
     @_persists
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
@@ -422,6 +460,60 @@ class FakeDriver(ComputeDriver):
 
     async def get_console_output(self, instance: Instance) -> str:
         return "".join(line + "\n" for line in self._get(instance).console)
+
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        """A running fake guest's "VNC server": a real listener on the
+        loopback address that speaks the start of RFB 3.8 (the version
+        greeting, then one security type, None), opened on first use and
+        closed with the guest."""
+        found = self._get(instance)
+        if found.state != PowerState.RUNNING:
+            raise exception.InstanceInvalidState(
+                action="get_vnc_console",
+                instance_uuid=instance.uuid,
+                attr="power_state",
+                state=found.state.name.lower(),
+            )
+        server = self.vnc_servers.get(instance.uuid)
+        if server is None:
+            server = await asyncio.start_server(_fake_rfb, "127.0.0.1", 0)
+            self.vnc_servers[instance.uuid] = server
+        address, port = server.sockets[0].getsockname()[:2]
+        return address, port
+
+    def _close_vnc(self, uuid: str) -> None:
+        server = self.vnc_servers.pop(uuid, None)
+        if server is not None:
+            server.close()
+
+    async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
+        """Counters that follow the guest's real life here: CPU time grows at
+        :data:`FAKE_CPU_LOAD` of each vCPU while it has been up, its root disk
+        has had the console log written to it (a write per line), and the
+        config drive, when it has one, is a second disk read once at boot."""
+        found = self._get(instance)
+        running = found.state == PowerState.RUNNING
+        up = max(0.0, time.monotonic() - found.started_at)
+        cpu_ns = int(up * 1e9 * FAKE_CPU_LOAD) if running else 0
+        written = sum(len(line.encode()) + 1 for line in found.console)
+        disks = [DiskDiagnostics(write_bytes=written, write_requests=len(found.console))]
+        if found.config_drive is not None:
+            disks.append(DiskDiagnostics(read_bytes=FAKE_CONFIG_DRIVE_READ, read_requests=1))
+        return Diagnostics(
+            state=DIAGNOSTICS_STATE[found.state],
+            driver="fake",
+            hypervisor="fake",
+            hypervisor_os="fake-os",
+            uptime=int(up) if running else None,
+            config_drive=found.config_drive is not None,
+            memory_maximum_kib=found.memory_mb * 1024,
+            memory_used_kib=found.memory_mb * 1024 if running else 0,
+            cpu_details=[
+                CpuDiagnostics(id=i, time=cpu_ns, utilisation=round(FAKE_CPU_LOAD * 100))
+                for i in range(found.vcpus)
+            ],
+            disk_details=disks,
+        )
 
     # -- cold migration and resize -------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nubes import exception
 from nubes.db.api import instances as instances_api
 from nubes.db.api import keypairs, network
 from nubes.db.api._common import live
@@ -52,6 +53,7 @@ async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
     if row["key_name"] and row["user_id"]:
         key = await keypairs.get_or_none(conn, row["user_id"], row["key_name"])
     row["public_key"] = key["public_key"] if key is not None else None
+    row["password"] = password_of(row.get("system_metadata"))
     found = await network.ports_of_devices(conn, [instance_uuid])
     ips = await network.fixed_ips_by_port(conn, [p["id"] for p in found])
     subnet_ids = {ip["subnet_id"] for fixed in ips.values() for ip in fixed}
@@ -72,3 +74,33 @@ async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
         for port in found
     ]
     return row
+
+
+#: Nova keeps a server's (encrypted) password in system_metadata as up to
+#: four 255-character chunks, password_0 .. password_3.
+PASSWORD_CHUNKS = 4
+PASSWORD_CHUNK_LEN = 255
+
+
+def password_of(system_metadata: Any) -> str:
+    """The password the chunks in ``system_metadata`` spell ("" when none)."""
+    meta = system_metadata if isinstance(system_metadata, dict) else {}
+    return "".join(str(meta.get(f"password_{i}") or "") for i in range(PASSWORD_CHUNKS))
+
+
+async def set_password(
+    conn: AsyncConnection, instance_uuid: str, password: str, *, only_if_unset: bool
+) -> bool:
+    """Store ``password`` ("" clears it); False, changing nothing, when
+    ``only_if_unset`` and the server has one already (the metadata service
+    takes a guest's password once, as Nova's)."""
+    if len(password) > PASSWORD_CHUNKS * PASSWORD_CHUNK_LEN:
+        raise exception.Invalid(reason="the password is too long")
+    row = await instances_api.get_by_uuid(conn, instance_uuid)
+    meta = dict(row.get("system_metadata") or {})
+    if only_if_unset and password_of(meta):
+        return False
+    for i in range(PASSWORD_CHUNKS):
+        meta[f"password_{i}"] = password[i * PASSWORD_CHUNK_LEN : (i + 1) * PASSWORD_CHUNK_LEN]
+    await instances_api.update(conn, instance_uuid, {"system_metadata": meta})
+    return True

@@ -28,6 +28,7 @@ from nubes.db.models.compute import (
     Service,
     ServiceHeartbeat,
 )
+from nubes.db.models.consoles import ConsoleAuthToken
 from nubes.db.models.flavors import (
     Flavor,
     FlavorExtraSpec,
@@ -126,6 +127,7 @@ security_group_rules = _table(SecurityGroupRule)
 port_security_groups = _table(PortSecurityGroup)
 key_pairs = _table(KeyPair)
 instance_network_requests = _table(InstanceNetworkRequest)
+console_auth_tokens = _table(ConsoleAuthToken)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -149,6 +151,7 @@ __all__ = [
     "Base",
     "ComputeNode",
     "ConductorTask",
+    "ConsoleAuthToken",
     "DefaultSecurityGroup",
     "Domain",
     "Flavor",
@@ -194,6 +197,7 @@ __all__ = [
     "assignments",
     "compute_nodes",
     "conductor_tasks",
+    "console_auth_tokens",
     "default_security_groups",
     "domains",
     "flavor_extra_specs",

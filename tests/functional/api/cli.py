@@ -57,6 +57,9 @@ class Cloud:
                 str(self.state_dir),
                 "--port",
                 str(self.port),
+                # Side by side with other clouds: the console proxy on any free port.
+                "--console-port",
+                "0",
                 *self.options,
             ],
             stdout=subprocess.PIPE,

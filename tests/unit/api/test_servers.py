@@ -791,3 +791,162 @@ async def test_console_output_refuses_bad_lengths_servers_not_running_and_strang
         # Another project's server does not exist for it.
         r = await c.post(f"{URL}/{uuid}/action", json={"os-getConsoleOutput": {}})
         assert r.status_code == 404
+
+
+async def test_diagnostics_are_for_admins_and_only_of_an_active_placed_server(
+    cloud: ApiHarness,
+) -> None:
+    """``GET /servers/{id}/diagnostics`` before it asks any host: 404 for a
+    stranger, 403 for a member, 409 while on no host or not running. (The
+    host's answer is tested with a bus and hosts, and through the CLI.)"""
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 403, r.text
+    async with await login(cloud, "other") as c:
+        assert (await c.get(f"{URL}/{uuid}/diagnostics")).status_code == 404
+    async with await login(cloud, "admin") as c:
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 409, r.text
+        assert "on no host" in r.json()["conflictingRequest"]["message"]
+        await make_active(cloud, uuid, vm_state="stopped", power_state=4)
+        r = await c.get(f"{URL}/{uuid}/diagnostics")
+        assert r.status_code == 409, r.text
+        assert "not running" in r.json()["conflictingRequest"]["message"]
+        r = await c.get(f"{URL}/2b9dd1a6-4ad4-4f5f-9f3e-3c8e4b8a9d00/diagnostics")
+        assert r.status_code == 404
+
+
+async def test_remote_consoles_refuse_what_nova_refuses_before_asking_a_host(
+    cloud: ApiHarness,
+) -> None:
+    """``remote-consoles`` and the 2.1-2.5 console actions: 404 outside their
+    microversions, 400 for a bad or unoffered type, 409 while on no host."""
+    path_of = f"{URL}/{{}}/remote-consoles"
+    async with await login(cloud, "demo", "2.6") as c:
+        uuid = (await create(c, cloud))["id"]
+        path = path_of.format(uuid)
+
+        async def ask(protocol: str, kind: str) -> httpx.Response:
+            return await c.post(path, json={"remote_console": {"protocol": protocol, "type": kind}})
+
+        r = await ask("vnc", "novnc")
+        assert r.status_code == 409, r.text  # building: on no host yet
+        for protocol, kind in (("vnc", "nope"), ("ssh", "novnc"), ("mks", "webmks")):
+            assert (await ask(protocol, kind)).status_code == 400, (protocol, kind)
+        r = await ask("vnc", "serial")  # a type of another protocol
+        assert r.status_code == 400 and "Invalid console type serial" in r.text, r.text
+        for protocol, kind in (("spice", "spice-html5"), ("serial", "serial"), ("vnc", "xvpvnc")):
+            r = await ask(protocol, kind)
+            assert r.status_code == 400, r.text
+            assert f"Unavailable console type {kind}." in r.text, r.text
+        assert (await c.post(path, json={"remote_console": {}})).status_code == 400
+        # The old actions are gone from 2.6.
+        r = await c.post(f"{URL}/{uuid}/action", json={"os-getVNCConsole": {"type": "novnc"}})
+        assert r.status_code == 404, r.text
+    async with await login(cloud, "demo", "2.8") as c:
+        r = await c.post(path, json={"remote_console": {"protocol": "mks", "type": "webmks"}})
+        assert r.status_code == 400 and "Unavailable console type webmks." in r.text, r.text
+    async with await login(cloud, "demo", "2.5") as c:
+        r = await c.post(path, json={"remote_console": {"protocol": "vnc", "type": "novnc"}})
+        assert r.status_code == 404, r.text
+        action = f"{URL}/{uuid}/action"
+        r = await c.post(action, json={"os-getVNCConsole": {"type": "novnc"}})
+        assert r.status_code == 409, r.text
+        r = await c.post(action, json={"os-getVNCConsole": {"type": "spice-html5"}})
+        assert r.status_code == 400, r.text
+        for name, kind in (
+            ("os-getSPICEConsole", "spice-html5"),
+            ("os-getRDPConsole", "rdp-html5"),
+            ("os-getSerialConsole", "serial"),
+        ):
+            r = await c.post(action, json={name: {"type": kind}})
+            assert r.status_code == 400 and "Unavailable console type" in r.text, r.text
+    async with await login(cloud, "viewer", "2.6") as c:
+        r = await c.post(path, json={"remote_console": {"protocol": "vnc", "type": "novnc"}})
+        assert r.status_code == 403, r.text
+    async with await login(cloud, "other", "2.6") as c:
+        r = await c.post(path, json={"remote_console": {"protocol": "vnc", "type": "novnc"}})
+        assert r.status_code == 404, r.text
+
+
+async def test_console_auth_tokens_are_shown_and_revoked_by_admins_only(
+    cloud: ApiHarness,
+) -> None:
+    from nubes.db.api import consoles as consoles_db
+
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+    values = {
+        "console_type": "novnc",
+        "instance_uuid": uuid,
+        "compute_host": "fake-0",
+        "host": "127.0.0.1",
+        "port": 6081,
+        "internal_access_path": None,
+        "access_url_base": "http://127.0.0.1:6080/vnc_auto.html",
+    }
+    async with cloud.state.db.writer() as conn:
+        await consoles_db.create(conn, "tok-live", 600, values)
+        await consoles_db.create(conn, "tok-old", -1, values)
+    path = "/compute/v2.1/os-console-auth-tokens/{}"
+    async with await login(cloud, "demo", "2.31") as c:
+        assert (await c.get(path.format("tok-live"))).status_code == 403
+        assert (await c.delete(path.format("tok-live"))).status_code == 403
+    async with await login(cloud, "admin", "2.30") as c:
+        # Before 2.31 Nova shows only RDP tokens.
+        r = await c.get(path.format("tok-live"))
+        assert r.status_code == 400 and "not accessible" in r.text, r.text
+    async with await login(cloud, "admin", "2.31") as c:
+        r = await c.get(path.format("tok-live"))
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "console": {
+                "instance_uuid": uuid,
+                "host": "127.0.0.1",
+                "port": 6081,
+                "internal_access_path": None,
+            }
+        }
+        # Reading does not spend it; an expired or unknown one is not found.
+        assert (await c.get(path.format("tok-live"))).status_code == 200
+        for gone in ("tok-old", "nope"):
+            r = await c.get(path.format(gone))
+            assert r.status_code == 404 and "Token not found" in r.text, r.text
+        assert (await c.delete(path.format("tok-live"))).status_code == 204
+        assert (await c.get(path.format("tok-live"))).status_code == 404
+        assert (await c.delete(path.format("tok-live"))).status_code == 404
+    async with await login(cloud, "admin", "2.99") as c:
+        async with cloud.state.db.writer() as conn:
+            await consoles_db.create(conn, "tok-new", 600, values)
+        r = await c.get(path.format("tok-new"))
+        assert r.json()["console"]["tls_port"] is None, r.text
+
+
+async def test_server_password_is_shown_to_the_project_and_cleared_by_members(
+    cloud: ApiHarness,
+) -> None:
+    from nubes.db.api import metadata as metadata_db
+
+    async with await login(cloud, "demo") as c:
+        uuid = (await create(c, cloud))["id"]
+        path = f"{URL}/{uuid}/os-server-password"
+        r = await c.get(path)
+        assert r.status_code == 200 and r.json() == {"password": ""}, r.text
+    # What a guest posts through the metadata service: up to 4 x 255 characters.
+    posted = "x" * 300 + "y" * 300
+    async with cloud.state.db.writer() as conn:
+        assert await metadata_db.set_password(conn, uuid, posted, only_if_unset=True)
+        assert not await metadata_db.set_password(conn, uuid, "again", only_if_unset=True)
+    async with await login(cloud, "viewer") as c:
+        assert (await c.get(path)).json() == {"password": posted}
+        assert (await c.delete(path)).status_code == 403
+    async with await login(cloud, "other") as c:
+        assert (await c.get(path)).status_code == 404
+        assert (await c.delete(path)).status_code == 404
+    async with await login(cloud, "demo") as c:
+        assert (await c.delete(path)).status_code == 204
+        assert (await c.get(path)).json() == {"password": ""}
+    # Cleared, the guest may post a new one.
+    async with cloud.state.db.writer() as conn:
+        assert await metadata_db.set_password(conn, uuid, "new", only_if_unset=True)

@@ -183,3 +183,53 @@ async def test_a_cached_answer_for_a_guest_gone_from_the_host_is_asked_again() -
     running.clear()
     await proxy.respond("10.1.0.5", "/", {}, "net-1")
     assert len(conductor.asked) == 2
+
+
+async def test_a_guest_posts_its_password_once_and_reads_it_back() -> None:
+    """``POST /openstack/latest/password`` as Nova's metadata handler takes it:
+    at most 256 bytes, once (409 after), only at versions that have it."""
+    stored: dict[str, str] = {}
+
+    async def fetch(ctxt: RequestContext, network_id: str, address: str) -> InstanceMetadata:
+        meta = _meta()
+        meta.password = stored.get(address, "")
+        return meta
+
+    async def store(ctxt: RequestContext, network_id: str, address: str, pw: str) -> bool:
+        if stored.get(address):
+            return False
+        stored[address] = pw
+        return True
+
+    # The conductor's side (InstanceMetadata.set_password) is tested in
+    # tests/security/test_compromised_host.py; here, what the proxy does.
+    proxy = MetadataProxy(cache_expiration=60, fetch=fetch, store=store)
+    try:
+        host, port = await proxy.listen("127.0.0.1", 0, "net-1")
+
+        async def http(method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.5\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            return int(head.split()[1]), payload
+
+        assert await http("GET", "/openstack/latest/password") == (200, b"")
+        assert (await http("POST", "/openstack/latest/password", b"z" * 257))[0] == 400
+        assert (await http("POST", "/openstack/2012-08-10/password", b"enc"))[0] == 405
+        assert (await http("POST", "/openstack/latest/meta_data.json", b"enc"))[0] == 405
+        assert (await http("POST", "/openstack/2013-04-04/password", b"enc"))[0] == 200
+        # The cached metadata was dropped: the new password shows at once.
+        assert await http("GET", "/openstack/latest/password") == (200, b"enc")
+        assert (await http("POST", "/openstack/latest/password", b"other"))[0] == 409
+        assert stored == {"10.0.0.5": "enc"}
+        # Never part of the config drive's files.
+        assert content.lookup(_meta(), "/openstack/latest/password") is None
+    finally:
+        await proxy.stop()

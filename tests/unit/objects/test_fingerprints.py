@@ -26,7 +26,7 @@ EXPECTED = {
     "InstanceActionEvent": "1.0-08e3cad6e447b4f4",
     "InstanceActionPayload": "1.0-80e70b9b651c5049",
     "InstanceFault": "1.0-3944ba8c571fd624",
-    "InstanceMetadata": "1.0-695d322809c68bc8",
+    "InstanceMetadata": "1.1-b7bd38bfcf9d0ab4",
     "InstancePayload": "1.0-d5a8069ea11bf737",
     "InstanceUpdatePayload": "1.0-05f939371464ac8c",
     "Migration": "1.2-eb982fd13c1d40ee",

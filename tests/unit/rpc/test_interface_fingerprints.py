@@ -40,7 +40,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.5",
+        "1.7",
         {
             "build_and_run_instance": "26699c7245b4",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -50,6 +50,8 @@ EXPECTED = {
             "finish_revert_migration": "5a3653bf1479",
             "get_console_output": "96b38358bd2e",
             "get_host_uptime": "4bf0ce34124c",
+            "get_instance_diagnostics": "b54ad1581b60",
+            "get_vnc_console": "67725f12b9d4",
             "live_migration": "7f2df6ba83ff",
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
@@ -69,7 +71,7 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.3",
+        "1.4",
         {
             "get_host_network": "d62f739b67a2",
             "get_network_peers": "4ec012cb8acb",
@@ -77,6 +79,7 @@ EXPECTED = {
             "live_migration_abort": "93e49701a72f",
             "live_migration_force_complete": "961a8ab16cec",
             "object_action": "ed172abe101d",
+            "open_console": "85aacf9094a1",
             "object_backport_versions": "d806d74499b2",
             "object_class_action_versions": "fdb81889f398",
             "relay_notification": "14533e0b11a8",

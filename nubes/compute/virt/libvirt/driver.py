@@ -38,7 +38,17 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from nubes import exception, grants
-from nubes.compute.virt.driver import ComputeDriver, InstanceInfo, LifecycleEvent, ProgressCallback
+from nubes.compute.virt.driver import (
+    DIAGNOSTICS_STATE,
+    ComputeDriver,
+    CpuDiagnostics,
+    Diagnostics,
+    DiskDiagnostics,
+    InstanceInfo,
+    LifecycleEvent,
+    NicDiagnostics,
+    ProgressCallback,
+)
 from nubes.compute.virt.fake import format_uptime
 from nubes.compute.virt.libvirt import diskserver, migration
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
@@ -118,8 +128,11 @@ class LibvirtDriver(ComputeDriver):
         migration_address: str | None = None,
         migration_bandwidth: int = 0,
         disk_server_port: int = 0,
+        vnc_listen: str | None = None,
     ) -> None:
         super().__init__(host)
+        #: The address guests' VNC servers listen on (None: guests get no VNC).
+        self.vnc_listen = vnc_listen
         if virt_type not in VIRT_TYPES:
             raise exception.ConfigError(
                 reason=f"[libvirt] virt_type {virt_type!r} is not one of {', '.join(VIRT_TYPES)}"
@@ -292,6 +305,97 @@ class LibvirtDriver(ComputeDriver):
 
         return await asyncio.to_thread(self._console_history, instance.uuid)
 
+    async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
+        dom = await self._domain(instance, "get_vnc_endpoint")
+        try:
+            xml = await self.connection.call(dom.XMLDesc, 0)
+        except self.libvirt.libvirtError as exc:
+            raise self._error("get_vnc_endpoint", instance.uuid, exc) from None
+        graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+        port = int(graphics.get("port", "-1")) if graphics is not None else -1
+        if graphics is None or port <= 0:
+            # Defined without VNC ([vnc] enabled was off then), or not running.
+            raise exception.VirtOperationNotSupported(
+                driver=type(self).__name__,
+                operation="open the VNC console of",
+                instance_uuid=instance.uuid,
+                reason="the guest has no VNC server running",
+            )
+        listen = graphics.find("listen")
+        address = listen.get("address") if listen is not None else graphics.get("listen")
+        return address or self.vnc_listen or "127.0.0.1", port
+
+    async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
+        dom = await self._domain(instance, "get_instance_diagnostics")
+        has_drive = await asyncio.to_thread(self.files(instance.uuid).config_drive.exists)
+        try:
+            return await self.connection.call(self._diagnostics_sync, dom, has_drive)
+        except self.libvirt.libvirtError as exc:
+            if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.InstanceNotFound(instance_id=instance.uuid) from None
+            raise self._error("get_instance_diagnostics", instance.uuid, exc) from None
+
+    def _diagnostics_sync(self, dom: Any, has_drive: bool) -> Diagnostics:
+        """The domain's counters as libvirt reports them: per-vCPU time, the
+        balloon's memory figures, each disk's block stats and each NIC's
+        interface stats (by the devices its XML names)."""
+        libvirt = self.libvirt
+        state, max_kib, mem_kib, _vcpus, _cpu_time = dom.info()
+        power = _power_state(libvirt, state)
+        running = power == PowerState.RUNNING
+        diags = Diagnostics(
+            state=DIAGNOSTICS_STATE[power],
+            driver="libvirt",
+            hypervisor=self.virt_type,
+            hypervisor_os="linux",
+            config_drive=has_drive,
+            memory_maximum_kib=max_kib,
+            memory_used_kib=mem_kib,
+        )
+        if not running:
+            return diags
+        for cpu in dom.vcpus()[0]:
+            # (number, state, cpu time ns, physical cpu)
+            diags.cpu_details.append(CpuDiagnostics(id=cpu[0], time=cpu[2]))
+        stats = dom.memoryStats()
+        if "rss" in stats:
+            diags.memory_used_kib = stats["rss"]
+        root = ET.fromstring(dom.XMLDesc(0))
+        for disk in root.findall("./devices/disk"):
+            target = disk.find("target")
+            if target is None:
+                continue
+            rd_req, rd_bytes, wr_req, wr_bytes, errs = dom.blockStats(target.get("dev"))
+            diags.disk_details.append(
+                DiskDiagnostics(
+                    read_bytes=rd_bytes,
+                    read_requests=rd_req,
+                    write_bytes=wr_bytes,
+                    write_requests=wr_req,
+                    # -1: the hypervisor does not count errors.
+                    errors_count=max(0, errs),
+                )
+            )
+        for nic in root.findall("./devices/interface"):
+            target, mac = nic.find("target"), nic.find("mac")
+            if target is None:
+                continue
+            rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = dom.interfaceStats(target.get("dev"))
+            diags.nic_details.append(
+                NicDiagnostics(
+                    mac_address=mac.get("address") if mac is not None else None,
+                    rx_octets=rx_b,
+                    rx_packets=rx_p,
+                    rx_errors=rx_e,
+                    rx_drop=rx_d,
+                    tx_octets=tx_b,
+                    tx_packets=tx_p,
+                    tx_errors=tx_e,
+                    tx_drop=tx_d,
+                )
+            )
+        return diags
+
     def _console_history(self, uuid: str) -> str:
         """The console log's end: what the guest wrote on the hosts it lived on
         before (carried by live migrations), then here."""
@@ -394,6 +498,7 @@ class LibvirtDriver(ComputeDriver):
             cmdline=properties.get("os_command_line") or "console=ttyS0",
             config_drive=has_drive,
             vifs=tuple(vifs),
+            vnc_listen=self.vnc_listen,
         )
         xml = domain_xml(spec)
 

@@ -81,6 +81,8 @@ class GuestSpec:
     vifs: tuple[Vif, ...] = ()
     #: Attach ``files.config_drive`` (an ISO 9660 image) as a read-only cdrom.
     config_drive: bool = False
+    #: Give the guest a VNC server listening on this host address (None: no VNC).
+    vnc_listen: str | None = None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -140,5 +142,11 @@ def domain_xml(spec: GuestSpec) -> str:
     serial = _sub(devices, "serial", type="file")
     _sub(serial, "source", path=str(spec.files.console_log), append="on")
     _sub(serial, "target", port="0")
+    if spec.vnc_listen:
+        # A port libvirt picks (5900 up): the host's console relay reads it
+        # from the running domain, so a restarted or migrated guest's new one
+        # is found too.
+        graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+        _sub(graphics, "listen", type="address", address=spec.vnc_listen)
     _sub(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")

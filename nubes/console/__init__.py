@@ -1,0 +1,1 @@
+"""The console proxy (``nubes console-proxy``): browsers' websockets to guests' consoles."""
