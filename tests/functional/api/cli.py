@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-START_TIMEOUT = 30.0
+#: Seconds all-in-one gets to print "Ready." More than its own readiness ping
+#: (nubes.cmd.main.READY_TIMEOUT): on a loaded machine a start takes a while.
+START_TIMEOUT = 90.0
 
 
 def free_port() -> int:
