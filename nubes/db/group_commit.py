@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
@@ -581,9 +582,11 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._start(loop)
-        elif not self._closing and all(task.done() for task in self._tasks):
-            # Writers that died of a bug must not leave callers waiting forever.
-            self._spawn(loop)
+        elif not self._closing and any(task.done() for task in self._tasks):
+            # A writer that ended (cancelled under us, or a bug) is replaced
+            # now, not once every writer is gone: a caller must never queue
+            # behind fewer writers than the backend was given.
+            self._replace_dead(loop)
         return loop.create_future()
 
     async def _queue(self, item: _Item) -> Any:
@@ -602,10 +605,29 @@ class GroupCommitter:
 
     def _spawn(self, loop: asyncio.AbstractEventLoop) -> None:
         self._wakeup = None
-        self._tasks = [
-            loop.create_task(self._write_loop(), name=f"nubes-group-commit-{n}")
-            for n in range(self.writers)
-        ]
+        self._tasks = [self._writer_task(loop, n) for n in range(self.writers)]
+
+    def _writer_task(self, loop: asyncio.AbstractEventLoop, n: int) -> asyncio.Task[None]:
+        # A context of its own: a writer serves every caller, so it must not
+        # run in (and outlive inside) the context of the caller that woke it.
+        return loop.create_task(
+            self._write_loop(), name=f"nubes-group-commit-{n}", context=contextvars.Context()
+        )
+
+    def _replace_dead(self, loop: asyncio.AbstractEventLoop) -> None:
+        alive: list[asyncio.Task[None]] = []
+        for n, task in enumerate(self._tasks):
+            if not task.done():
+                alive.append(task)
+                continue
+            if not task.cancelled() and task.exception() is not None:
+                LOG.error(
+                    "group commit writer %s died; replaced",
+                    task.get_name(),
+                    exc_info=task.exception(),
+                )
+            alive.append(self._writer_task(loop, n))
+        self._tasks = alive
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -622,7 +644,12 @@ class GroupCommitter:
                 del self._pending[: self.max_batch]
                 batch = [item for item in batch if not item.future.done()]
                 if batch:
-                    await self._run(batch)
+                    try:
+                        await self._run(batch)
+                    except Exception:
+                        # A bug here must cost one batch, not the writer: a
+                        # dead writer leaves every later caller waiting.
+                        LOG.exception("group commit writer failed on a batch of %d", len(batch))
         except asyncio.CancelledError:
             # The loop is shutting down under us: whoever still waits runs alone.
             self._settle(self._pending, None)
@@ -636,29 +663,56 @@ class GroupCommitter:
                 item.future.set_result(outcome)
 
     async def _run(self, batch: list[_Item]) -> None:
+        """Run one batch and settle every one of its callers, whatever happens.
+
+        Rolled back or never started: each caller is told to run its write
+        alone (None). Committed, or not known whether: a caller that got no
+        outcome is told its write's fate is unknown (DBConnectionError),
+        never to run it again.
+        """
         batch.sort(key=lambda item: item.key)
+        committed = False
         try:
-            outcomes = await self._run_batch(batch)
-        except _CommitFailed as exc:
-            error = exception.DBConnectionError(reason=f"commit of grouped writes failed: {exc}")
-            for item in batch:
+            try:
+                outcomes = await self._run_batch(batch)
+            except _CommitFailed as exc:
+                committed = True  # not known: the commit may have reached the server
+                raise exception.DBConnectionError(
+                    reason=f"commit of grouped writes failed: {exc}"
+                ) from exc
+            except Exception as exc:
+                LOG.debug(
+                    "grouped writes failed (%s: %s); running them one by one",
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            committed = True
+            self.batches += 1
+            self.writes += len(batch)
+            if len(outcomes) != len(batch):
+                raise exception.DBError(
+                    reason=f"{len(outcomes)} outcomes for a batch of {len(batch)} grouped writes"
+                )
+            for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
-                    item.future.set_exception(error)
-            return
-        except BaseException as exc:
-            # Rolled back (or never started): each caller runs its write alone.
-            self._settle(batch, None)
-            if not isinstance(exc, Exception):
-                raise
-            LOG.debug(
-                "grouped writes failed (%s: %s); running them one by one", type(exc).__name__, exc
-            )
-            return
-        self.batches += 1
-        self.writes += len(batch)
-        for item, outcome in zip(batch, outcomes, strict=True):
+                    item.future.set_result(outcome)
+        except exception.DBConnectionError as exc:
+            self._fail(batch, exc)
+        finally:
+            if committed:
+                self._fail(
+                    batch,
+                    exception.DBConnectionError(reason="grouped writes: outcome not delivered"),
+                )
+            else:
+                self._settle(batch, None)
+
+    @staticmethod
+    def _fail(items: Sequence[_Item], error: BaseException) -> None:
+        for item in items:
             if not item.future.done():
-                item.future.set_result(outcome)
+                item.future.set_exception(error)
 
     async def _run_batch(self, batch: list[_Item]) -> list[Any]:
         conn = await self._engine.connect()

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, exists, func, literal_column, select
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -437,14 +436,6 @@ async def event_record(
         await write.run(conn)
 
 
-def _prepared(dialect: Dialect, name: str, build: Any, *key: Any) -> group_commit.Prepared:
-    prepared: group_commit.Prepared = _STATEMENTS.get(
-        ("prepared", name, dialect.name, dialect.driver, *key),
-        lambda: group_commit.prepare(build(), dialect),
-    )
-    return prepared
-
-
 def event_record_writes(
     *,
     instance_uuid: str,
@@ -535,14 +526,15 @@ def _start_statement(placed: bool) -> Any:
         _LIVE,
     ).where(*conditions)
     cols = [_e.c.action_id, _e.c.event, _e.c.host, _e.c.start_time, _e.c.created_at, _e.c.deleted]
-    return _e.insert().from_select(cols, source, include_defaults=False).returning(*_e.c)
+    return _e.insert().from_select(cols, source, include_defaults=False)
 
 
 _FINISH_KEYS = ("details", "finish_time", "result", "traceback", "updated_at")
 
 
-def _close_statement(placed: bool) -> Any:
-    newest = (
+def _newest_event_id() -> Any:
+    """The newest live event :_event of the action, as a scalar subquery."""
+    return (
         select(func.max(_e.c.id))
         .where(
             _e.c.action_id == _newest_action_id(),
@@ -551,15 +543,19 @@ def _close_statement(placed: bool) -> Any:
         )
         .scalar_subquery()
     )
-    conditions = [_e.c.id == newest, _e.c.deleted == _LIVE]
+
+
+def _close_statement(placed: bool) -> Any:
+    conditions = [_e.c.id == _newest_event_id(), _e.c.deleted == _LIVE]
     if placed:
         conditions.append(_placed())
-    return (
-        _e.update()
-        .where(*conditions)
-        .values({key: bindparam(f"_v_{key}") for key in _FINISH_KEYS})
-        .returning(*_e.c)
-    )
+    return _e.update().where(*conditions).values({k: bindparam(f"_v_{k}") for k in _FINISH_KEYS})
+
+
+def _event_statement() -> Any:
+    # No RETURNING on the writes: MariaDB has none for UPDATE, and one read
+    # after the write, in the same transaction, serves every backend.
+    return select(_e).where(_e.c.id == _newest_event_id())
 
 
 async def _not_recorded(
@@ -574,16 +570,34 @@ async def _not_recorded(
     return exception.InstanceActionNotFound(request_id=request_id, instance_uuid=instance_uuid)
 
 
-async def _grouped_unit(
-    db: Database, key: str, statements: list[group_commit.UnitStatement]
-) -> group_commit.UnitOutcome:
-    committer = db.group_commit if not db.in_block() else None
-    if committer is None or not committer.units:
-        return None
-    outcome = await committer.execute_unit(key, statements)
-    if outcome:
-        db.note_write()
-    return outcome
+async def _record_event(
+    db: Database,
+    instance_uuid: str,
+    request_id: str,
+    params: dict[str, Any],
+    write: tuple[str, Any],
+    placed_on_host: str | None,
+    *also: group_commit.Write,
+) -> Row:
+    """One event write, then the event as it now is, committed by the database
+    layer's one seam (:func:`nubes.db.group_commit.commit`: grouped with other
+    writes where that pays, else a transaction of its own)."""
+
+    async def missed(conn: AsyncConnection) -> None:
+        raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
+
+    placed = placed_on_host is not None
+    if placed:
+        params[PLACED_HOST_PARAM] = placed_on_host
+    name, build = write
+    parts: list[group_commit.CommitPart] = [
+        group_commit.Write((__name__, name, placed), lambda: build(placed), params, missed),
+        *also,
+        group_commit.Read((__name__, "event"), _event_statement, params),
+    ]
+    found = (await group_commit.commit(db, instance_uuid, parts))[0]
+    assert found is not None  # the write matched, in the same transaction
+    return found
 
 
 async def record_event_start(
@@ -605,38 +619,9 @@ async def record_event_start(
     now = utcnow()
     params = _lookup_params(instance_uuid, request_id)
     params.update(_event=event, _host=host, _start_time=now, _created_at=now)
-    placed = placed_on_host is not None
-    if placed:
-        params[PLACED_HOST_PARAM] = placed_on_host
-    committer = db.group_commit
-    if committer is not None and committer.units:
-        stmt = _prepared(committer.dialect, "event_start", lambda: _start_statement(placed), placed)
-        unit = [group_commit.UnitStatement(stmt, stmt.args(params), returning=True)]
-        outcome = await _grouped_unit(db, instance_uuid, unit)
-        if outcome:
-            rows = outcome[0][1]
-            assert rows
-            return stmt.row(rows[0])
-
-    async def alone(conn: AsyncConnection) -> Row:
-        if not conn.dialect.insert_returning:
-            if placed_on_host is not None:
-                await check_placed_on_host(conn, instance_uuid, placed_on_host)
-            return await event_start(
-                conn,
-                instance_uuid=instance_uuid,
-                request_id=request_id,
-                event=event,
-                host=host,
-                start_time=now,
-            )
-        stmt = _STATEMENTS.get(("start", placed), lambda: _start_statement(placed))
-        found = (await conn.execute(stmt, params)).mappings().first()
-        if found is None:
-            raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
-        return to_row(found)
-
-    return await db.run_in_writer(alone)
+    return await _record_event(
+        db, instance_uuid, request_id, params, ("event_start", _start_statement), placed_on_host
+    )
 
 
 async def record_event_finish(
@@ -652,7 +637,8 @@ async def record_event_finish(
 ) -> Row:
     """:func:`event_finish` in a transaction of its own, grouped with others'.
 
-    ``placed_on_host`` as for :func:`record_event_start`.
+    ``placed_on_host`` as for :func:`record_event_start`; an error result
+    marks the action failed too, in the same commit.
     """
     now = utcnow()
     params = _lookup_params(instance_uuid, request_id)
@@ -665,50 +651,23 @@ async def record_event_finish(
         "updated_at": now,
     }
     params.update({f"_v_{key}": value for key, value in values.items()})
-    placed = placed_on_host is not None
-    if placed:
-        params[PLACED_HOST_PARAM] = placed_on_host
-    committer = db.group_commit
-    if committer is not None and committer.units:
-        dialect = committer.dialect
-        stmt = _prepared(dialect, "event_finish", lambda: _close_statement(placed), placed)
-        unit = [group_commit.UnitStatement(stmt, stmt.args(params), returning=True)]
-        if _is_error(result):
-            mark = _prepared(dialect, "mark_error", _mark_error_statement)
-            marking = {**params, "_v_message": ACTION_ERROR_MESSAGE}
-            unit.append(group_commit.UnitStatement(mark, mark.args(marking), required=False))
-        outcome = await _grouped_unit(db, instance_uuid, unit)
-        if outcome:
-            rows = outcome[0][1]
-            assert rows
-            return stmt.row(rows[0])
-
-    async def alone(conn: AsyncConnection) -> Row:
-        if not conn.dialect.update_returning:
-            if placed_on_host is not None:
-                await check_placed_on_host(conn, instance_uuid, placed_on_host)
-            return await event_finish(
-                conn,
-                instance_uuid=instance_uuid,
-                request_id=request_id,
-                event=event,
-                result=result,
-                traceback=traceback,
-                details=details,
-                finish_time=now,
-            )
-        stmt = _STATEMENTS.get(("close", placed), lambda: _close_statement(placed))
-        found = (await conn.execute(stmt, params)).mappings().first()
-        if found is None:
-            raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
-        closed = to_row(found)
-        if _is_error(result):
-            await update_row(
-                conn, _a, _a.c.id == closed["action_id"], {"message": ACTION_ERROR_MESSAGE}
-            )
-        return closed
-
-    return await db.run_in_writer(alone)
+    also: list[group_commit.Write] = []
+    if _is_error(result):
+        marking = {
+            **_lookup_params(instance_uuid, request_id),
+            "_v_message": ACTION_ERROR_MESSAGE,
+            "_v_updated_at": now,
+        }
+        also.append(group_commit.Write((__name__, "mark_error"), _mark_error_statement, marking))
+    return await _record_event(
+        db,
+        instance_uuid,
+        request_id,
+        params,
+        ("event_finish", _close_statement),
+        placed_on_host,
+        *also,
+    )
 
 
 async def events_get(conn: AsyncConnection, action_id: int) -> list[Row]:
