@@ -23,6 +23,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
     │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── InstanceNotRescuable          a server with nothing to rescue it with
     │   ├── NetworkInvalid                a bad field of a network, subnet, port or rule
     │   ├── InvalidKeypair                a key pair's name, type or public key is wrong
     │   ├── NetworkRequestInvalid         a server's networks/ports cannot be used
@@ -71,6 +72,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
+    │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
@@ -171,6 +173,10 @@ class Invalid(NubesError):
     msg_fmt = "Invalid input: %(reason)s"
     code = 400
     safe = True
+
+
+class InstanceNotRescuable(Invalid):
+    msg_fmt = "Instance %(instance_id)s cannot be rescued: %(reason)s"
 
 
 class ValidationError(Invalid):
@@ -566,6 +572,12 @@ class InstanceNotReady(Conflict):
     log of a server not yet placed, or not running)."""
 
     msg_fmt = "Instance %(instance_id)s is not ready: %(reason)s"
+
+
+class InstanceNotRunning(Conflict):
+    """Nova's 409 for an action that needs the guest running (trigger_crash_dump)."""
+
+    msg_fmt = "Instance %(instance_id)s is not running."
 
 
 class ObjectActionError(Conflict):

@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 6
+SERVICE_VERSION = 7
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -65,6 +65,8 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Steps' keys as one struct: compute 1.5 (``key``, a StepKey); the hosts'
     # network data plane: conductor 1.3 (get_host_network, get_network_peers).
     6: {"compute": "1.5", "conductor": "1.3", "scheduler": "1.0"},
+    # Lifecycle actions: compute 1.6 (pause ... set_admin_password steps).
+    7: {"compute": "1.6", "conductor": "1.3", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of

@@ -34,11 +34,18 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
+from nubes.api import images as images_api
 from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
-from nubes.conductor.tasks.payloads import BuildPayload, PowerPayload, TaskPayload
+from nubes.conductor.tasks.payloads import (
+    ActionPayload,
+    BuildPayload,
+    PowerPayload,
+    TaskPayload,
+)
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
+from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
@@ -47,7 +54,7 @@ from nubes.db.types import utcnow
 from nubes.network import ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
-from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
+from nubes.objects.states import CRASH_DUMP_STATES, LockedBy, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
@@ -302,6 +309,117 @@ class ServersAPI:
             task_state,
             PowerPayload(reboot_type=reboot_type),
         )
+
+    # -- lifecycle actions (one host step each: conductor/tasks/actions.py) -----------
+
+    async def pause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.PAUSE, "pause", TaskState.PAUSING)
+
+    async def unpause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.UNPAUSE, "unpause", TaskState.UNPAUSING)
+
+    async def suspend_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.SUSPEND, "suspend", TaskState.SUSPENDING)
+
+    async def resume_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.RESUME, "resume", TaskState.RESUMING)
+
+    async def rescue_server(
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        admin_password: str | None,
+        rescue_image_ref: str | None = None,
+    ) -> None:
+        """Boot the server from a rescue image (``rescue_image_ref``, else the
+        image it was built from), its own disk attached second.
+
+        Every nubes server is image-backed (no volumes), so Nova's refusal of a
+        volume-backed rescue before 2.87 never applies; the image's
+        ``hw_rescue_device`` / ``hw_rescue_bus`` (stable rescue) reach the
+        driver with the image.
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+        image_ref = rescue_image_ref or row["image_ref"]
+        if not image_ref:
+            raise exception.InstanceNotRescuable(
+                instance_id=instance_uuid, reason="it has no image to rescue it with"
+            )
+        image = await images_api.get_active_image(self.db, ctxt, image_ref)
+        rescue_image = {
+            "id": image["id"],
+            "disk_format": image.get("disk_format"),
+            "properties": dict(image.get("properties") or {}),
+        }
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.RESCUE,
+            "rescue",
+            TaskState.RESCUING,
+            ActionPayload(admin_password=admin_password, rescue_image=rescue_image),
+        )
+
+    async def unrescue_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.UNRESCUE, "unrescue", TaskState.UNRESCUING)
+
+    async def change_password(
+        self, ctxt: RequestContext, instance_uuid: str, admin_password: str
+    ) -> None:
+        """Set the guest's administrator password (``changePassword``).
+
+        A libvirt guest takes it through the QEMU guest agent only: a server
+        whose image does not say it runs one (``hw_qemu_guest_agent``) is
+        refused here, 409, as Nova answers (nothing is recorded).
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            node = None
+            if row["host"] and row["node"]:
+                try:
+                    node = await compute_nodes_api.get_by_host_and_nodename(
+                        conn, row["host"], row["node"]
+                    )
+                except exception.NotFound:
+                    node = None
+        if node is not None and node["hypervisor_type"] == "QEMU":
+            agent = str(
+                instance_rules.image_properties(row["system_metadata"]).get(
+                    "hw_qemu_guest_agent", ""
+                )
+            ).lower()
+            if agent not in ("yes", "true", "1"):
+                raise exception.Conflict(reason="QEMU guest agent is not enabled")
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SET_PASSWORD,
+            "changePassword",
+            TaskState.UPDATING_PASSWORD,
+            ActionPayload(admin_password=admin_password),
+        )
+
+    async def trigger_crash_dump(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Send the guest an NMI (2.17). Nova sets no task_state for it: the
+        instance must be idle, in one of ``CRASH_DUMP_STATES`` and running."""
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            instance_rules.check_lock(ctxt, row)
+            if row["vm_state"] not in CRASH_DUMP_STATES or row["task_state"] is not None:
+                attr = "task_state" if row["task_state"] is not None else "vm_state"
+                raise exception.InstanceInvalidState(
+                    action="trigger_crash_dump",
+                    instance_uuid=instance_uuid,
+                    attr=attr,
+                    state=row[attr],
+                )
+            if row["power_state"] != PowerState.RUNNING or not row["host"]:
+                raise exception.InstanceNotRunning(instance_id=instance_uuid)
+            task = await self.intents.start(
+                conn, ctxt, instance_uuid, TaskKind.TRIGGER_CRASH_DUMP, "trigger_crash_dump"
+            )
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def _power(
         self,

@@ -39,6 +39,14 @@ _CONDUCTOR_STEPS = (
     "live_migration_abort",
     "live_migration_force_complete",
     "remove_guest",
+    "pause_instance",
+    "unpause_instance",
+    "suspend_instance",
+    "resume_instance",
+    "rescue_instance",
+    "unrescue_instance",
+    "trigger_crash_dump",
+    "set_admin_password",
 )
 
 METHOD_RULES = access.rules(

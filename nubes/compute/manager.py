@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from nubes import exception
+from nubes.compute.actions import ActionSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, utcnow
@@ -46,11 +47,12 @@ _V = VMState
 class ComputeManager(ComputeEndpoint):
     """A compute host's build, power and delete steps and host queries.
 
-    Composition, not mixins: the resize, live-migration and rebuild steps are
-    objects of their own (``self.resize``, ``self.live``, ``self.rebuild``),
-    each holding its own state; all four share one
+    Composition, not mixins: the resize, live-migration, rebuild and
+    lifecycle-action steps are objects of their own (``self.resize``,
+    ``self.live``, ``self.rebuild``, ``self.actions``), each holding its own
+    state; all five share one
     :class:`~nubes.compute.steps.StepRunner` (``self.runner``), and the RPC
-    server serves all four (:meth:`endpoints`).
+    server serves all five (:meth:`endpoints`).
     """
 
     def __init__(self, runner: StepRunner) -> None:
@@ -60,10 +62,11 @@ class ComputeManager(ComputeEndpoint):
         self.resize = ResizeSteps(self.runner)
         self.live = LiveMigrationSteps(self.runner)
         self.rebuild = RebuildSteps(self.runner)
+        self.actions = ActionSteps(self.runner)
 
     def endpoints(self) -> list[ComputeEndpoint]:
         """What the host's RPC server serves: this manager and its step groups."""
-        return [self, self.resize, self.live, self.rebuild]
+        return [self, self.resize, self.live, self.rebuild, self.actions]
 
     # -- host queries (1.2) --------------------------------------------------
 

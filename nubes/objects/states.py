@@ -160,6 +160,17 @@ MOVE_TASK_STATES: frozenset[TaskState] = frozenset(
 )
 
 
+#: vm_states an instance can be rescued from (Nova's rescue check).
+RESCUABLE_STATES: tuple[VMState, ...] = (_V.ACTIVE, _V.STOPPED, _V.ERROR)
+#: vm_states Nova lets ``trigger_crash_dump`` ask a guest in (no state change).
+CRASH_DUMP_STATES: tuple[VMState, ...] = (
+    _V.ACTIVE,
+    _V.PAUSED,
+    _V.RESCUED,
+    _V.RESIZED,
+    _V.ERROR,
+)
+
 #: vm_states an instance can be powered off, rebooted or migrated from.
 _RUNNING_LIKE = (_V.ACTIVE, _V.STOPPED)
 
@@ -275,6 +286,37 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
             for end in (_V.ACTIVE, _V.STOPPED)
         ],
     ],
+    # Pause (the guest's vCPUs stop, its memory stays) and back.
+    "pause": [
+        *_chain([_V.ACTIVE], None, _T.PAUSING),
+        ((_V.ACTIVE, _T.PAUSING), (_V.PAUSED, None)),
+    ],
+    "unpause": [
+        *_chain([_V.PAUSED], None, _T.UNPAUSING),
+        ((_V.PAUSED, _T.UNPAUSING), (_V.ACTIVE, None)),
+    ],
+    # Suspend (the guest's memory saved to disk, nothing runs) and back.
+    "suspend": [
+        *_chain([_V.ACTIVE], None, _T.SUSPENDING),
+        ((_V.ACTIVE, _T.SUSPENDING), (_V.SUSPENDED, None)),
+    ],
+    "resume": [
+        *_chain([_V.SUSPENDED], None, _T.RESUMING),
+        ((_V.SUSPENDED, _T.RESUMING), (_V.ACTIVE, None)),
+    ],
+    # Rescue boots the guest from a rescue image (its own disk attached
+    # second); Nova rescues active, stopped and errored instances.
+    "rescue": [
+        *_chain(RESCUABLE_STATES, None, _T.RESCUING),
+        *[((vm, _T.RESCUING), (_V.RESCUED, None)) for vm in RESCUABLE_STATES],
+    ],
+    "unrescue": [
+        *_chain([_V.RESCUED], None, _T.UNRESCUING),
+        ((_V.RESCUED, _T.UNRESCUING), (_V.ACTIVE, None)),
+    ],
+    # changePassword: the task_state is dropped when it is done (a rule
+    # of the docstring), the vm_state never changes.
+    "set_password": _chain([_V.ACTIVE], None, _T.UPDATING_PASSWORD),
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],
 }

@@ -1,7 +1,9 @@
 """POST /servers/{id}/action: one route for every server action, dispatched by name.
 
-The lifecycle actions (stop, start, reboot, lock, unlock, reset state) live
-here; the move actions in :mod:`server_moves`, the security-group actions in
+The lifecycle actions (stop, start, reboot, pause, unpause, suspend,
+resume, rescue, unrescue, trigger_crash_dump, changePassword, lock, unlock,
+reset state; os-resetNetwork and injectNetworkInfo as Nova answers them, 410)
+live here; the move actions in :mod:`server_moves`, the security-group actions in
 :mod:`server_network`. Those modules only import
 :mod:`servers` (for the server lookup and views), never each other's route
 module, so no import cycle joins them.
@@ -18,7 +20,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, server_moves, server_network, servers
+from nubes.api.compute_v21 import common, server_moves, server_network, server_params, servers
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
@@ -71,6 +73,67 @@ async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None
     )
 
 
+async def _pause(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-pause-server:pause", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).pause_server(common.ctx(request), row["uuid"])
+
+
+async def _unpause(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-pause-server:unpause", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unpause_server(common.ctx(request), row["uuid"])
+
+
+async def _suspend(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-suspend-server:suspend", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).suspend_server(common.ctx(request), row["uuid"])
+
+
+async def _resume(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-suspend-server:resume", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).resume_server(common.ctx(request), row["uuid"])
+
+
+async def _rescue(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """Nova's rescue: 200 with the rescue boot's password (given or made)."""
+    v.validate(body, schemas.RESCUE)
+    common.authorize(request, "os-rescue", Rule.PROJECT_MEMBER, row["project_id"])
+    rescue = body["rescue"] or {}
+    password = server_params.password(rescue)
+    await _api(request).rescue_server(
+        common.ctx(request), row["uuid"], password, rescue.get("rescue_image_ref")
+    )
+    return common.json({"adminPass": password})
+
+
+async def _unrescue(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-unrescue", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unrescue_server(common.ctx(request), row["uuid"])
+
+
+async def _trigger_crash_dump(request: Request, row: dict[str, Any], body: Any) -> None:
+    if not common.version(request).at_least("2.17"):
+        # Nova's answer for an action its microversion does not have yet.
+        raise common.not_found("The action trigger_crash_dump needs microversion 2.17 or later")
+    v.validate(body, schemas.TRIGGER_CRASH_DUMP)
+    common.authorize(request, "servers:trigger_crash_dump", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).trigger_crash_dump(common.ctx(request), row["uuid"])
+
+
+async def _change_password(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.CHANGE_PASSWORD)
+    common.authorize(request, "os-admin-password", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).change_password(
+        common.ctx(request), row["uuid"], body["changePassword"]["adminPass"]
+    )
+
+
+async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
+    """``os-resetNetwork`` and ``injectNetworkInfo``: Nova removed them with
+    the XenAPI driver (the only one that did them) and answers 410."""
+    common.authorize(request, "os-admin-actions", Rule.ADMIN)
+    raise exception.Gone(message="This action was removed from the compute API.")
+
+
 #: Control characters a console log may hold that JSON clients choke on;
 #: Nova keeps tab, line feed and carriage return and removes the rest.
 _CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -113,6 +176,16 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "unlock": _unlock,
     "os-resetState": _reset_state,
     "os-getConsoleOutput": _console_output,
+    "pause": _pause,
+    "unpause": _unpause,
+    "suspend": _suspend,
+    "resume": _resume,
+    "rescue": _rescue,
+    "unrescue": _unrescue,
+    "trigger_crash_dump": _trigger_crash_dump,
+    "changePassword": _change_password,
+    "os-resetNetwork": _removed,
+    "injectNetworkInfo": _removed,
 }
 
 

@@ -547,3 +547,47 @@ SORT_KEYS = (
 )
 #: Sort keys only admins may use (Nova answers 403 to others).
 ADMIN_SORT_KEYS = ("host", "node")
+
+
+def _action(
+    name: str,
+    properties: dict[str, Any] | None = None,
+    *,
+    nullable: bool = True,
+    required: list[str] | None = None,
+) -> dict[str, Any]:
+    """The schema of ``{name: {...}}`` (or ``{name: null}`` when ``nullable``)."""
+    inner: dict[str, Any] = {
+        "type": ["object", "null"] if nullable else "object",
+        "properties": properties or {},
+        "additionalProperties": False,
+    }
+    if required:
+        inner["required"] = required
+    return {
+        "type": "object",
+        "properties": {name: inner},
+        "required": [name],
+        "additionalProperties": False,
+    }
+
+
+#: Nova's rescue: an optional admin password and rescue image.
+RESCUE = _action(
+    "rescue",
+    {
+        "adminPass": {"type": "string"},
+        "rescue_image_ref": {"type": "string", "format": "uuid"},
+    },
+)
+#: Nova's changePassword: the new password, required.
+CHANGE_PASSWORD = _action(
+    "changePassword", {"adminPass": {"type": "string"}}, nullable=False, required=["adminPass"]
+)
+#: 2.17: ``{"trigger_crash_dump": null}``, nothing else.
+TRIGGER_CRASH_DUMP = {
+    "type": "object",
+    "properties": {"trigger_crash_dump": {"type": "null"}},
+    "required": ["trigger_crash_dump"],
+    "additionalProperties": False,
+}

@@ -63,6 +63,7 @@ from nubes import exception, liveness, metrics
 # The kinds' modules (all but caps) are imported for their @task_kind
 # registrations in base.KINDS, which the engine instantiates.
 from nubes.conductor.tasks import (  # noqa: F401
+    actions,
     build,
     caps,
     confirm_revert,

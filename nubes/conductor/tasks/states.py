@@ -34,6 +34,31 @@ class TaskKind(enum.StrEnum):
     #: tell a host to remove the guest of a try the conductor gave up on
     #: (remove_guest.py); it has no instance of its own: the payload names it
     REMOVE_GUEST = "remove_guest"
+    # -- the lifecycle actions of actions.py: one host step each, like power --
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESCUE = "rescue"
+    UNRESCUE = "unrescue"
+    TRIGGER_CRASH_DUMP = "trigger_crash_dump"
+    SET_PASSWORD = "set_password"
+
+
+#: The kinds whose one step is ``power``: ask the instance's host, and wait.
+ONE_HOST_STEP_KINDS: tuple[TaskKind, ...] = (
+    TaskKind.STOP,
+    TaskKind.START,
+    TaskKind.REBOOT,
+    TaskKind.PAUSE,
+    TaskKind.UNPAUSE,
+    TaskKind.SUSPEND,
+    TaskKind.RESUME,
+    TaskKind.RESCUE,
+    TaskKind.UNRESCUE,
+    TaskKind.TRIGGER_CRASH_DUMP,
+    TaskKind.SET_PASSWORD,
+)
 
 
 class Step(enum.StrEnum):
@@ -47,7 +72,8 @@ class Step(enum.StrEnum):
     TERMINATE = "terminate"
     #: delete: give the host's resources back and remove the instance record.
     RELEASE = "release"
-    #: stop, start, reboot: ask the instance's host, and wait.
+    #: stop, start, reboot and the other :data:`ONE_HOST_STEP_KINDS`: ask
+    #: the instance's host, and wait.
     POWER = "power"
     # -- moves (docs/moves.md) --
     #: migrate: source powers off and copies the disks
@@ -100,9 +126,7 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.CONFIRM_SOURCE: frozenset({Step.CONFIRM_SOURCE, Step.RELEASE}),
         Step.RELEASE: frozenset({END}),
     },
-    TaskKind.STOP: {Step.POWER: frozenset({Step.POWER, END})},
-    TaskKind.START: {Step.POWER: frozenset({Step.POWER, END})},
-    TaskKind.REBOOT: {Step.POWER: frozenset({Step.POWER, END})},
+    **{kind: {Step.POWER: frozenset({Step.POWER, END})} for kind in ONE_HOST_STEP_KINDS},
     TaskKind.MIGRATE: {
         # schedule -> schedule: the source claim handed to the migration,
         # committed before the scheduler is asked (migrate.py)
@@ -147,9 +171,7 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
 FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.BUILD: Step.SCHEDULE,
     TaskKind.DELETE: Step.TERMINATE,
-    TaskKind.STOP: Step.POWER,
-    TaskKind.START: Step.POWER,
-    TaskKind.REBOOT: Step.POWER,
+    **{kind: Step.POWER for kind in ONE_HOST_STEP_KINDS},
     TaskKind.MIGRATE: Step.SCHEDULE,
     TaskKind.CONFIRM_RESIZE: Step.CONFIRM_SOURCE,
     TaskKind.REVERT_RESIZE: Step.REVERT_DEST,

@@ -16,6 +16,7 @@ import pytest
 
 from nubes import versions
 from nubes.compute import rpcapi as compute_rpcapi
+from nubes.compute.actions import ActionSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
 from nubes.compute.rebuild import RebuildSteps
@@ -31,7 +32,7 @@ from nubes.scheduler.manager import SchedulerManager
 #: nubes.compute.launcher put them on the bus) and its client module.
 SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
     "compute": (
-        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps),
+        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps, ActionSteps),
         compute_rpcapi,
     ),
     "conductor": ((ConductorManager,), conductor_rpcapi),
@@ -40,7 +41,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.5",
+        "1.6",
         {
             "build_and_run_instance": "26699c7245b4",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -54,6 +55,14 @@ EXPECTED = {
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
             "migrate_disk_and_power_off": "b7ad425bdfa5",
+            "unrescue_instance": "a5c66e8b2ccc",
+            "unpause_instance": "56e04f2f255e",
+            "trigger_crash_dump": "510a0d219b4d",
+            "suspend_instance": "70a61bb28ec8",
+            "set_admin_password": "699da6a602fa",
+            "resume_instance": "9665db51d0a9",
+            "rescue_instance": "b57c8cee4477",
+            "pause_instance": "dc698eaed4dd",
             "post_live_migration": "aa436208b0ac",
             "post_live_migration_at_destination": "aca25ae1cca9",
             "pre_live_migration": "94ae3a36ffc7",
