@@ -54,7 +54,14 @@ from nubes.db.types import utcnow
 from nubes.network import ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
-from nubes.objects.states import CRASH_DUMP_STATES, LockedBy, PowerState, TaskState, VMState
+from nubes.objects.states import (
+    CRASH_DUMP_STATES,
+    SOFT_DELETABLE_STATES,
+    LockedBy,
+    PowerState,
+    TaskState,
+    VMState,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -265,8 +272,18 @@ class ServersAPI:
 
     # -- operations on one server -----------------------------------------------------------
 
-    async def delete_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Start deleting a server, whatever it is doing (a build in progress is cancelled)."""
+    async def delete_server(
+        self, ctxt: RequestContext, instance_uuid: str, *, force: bool = False
+    ) -> None:
+        """Start deleting a server, whatever it is doing (a build in progress is cancelled).
+
+        With ``[DEFAULT] reclaim_instance_interval`` above 0, a server that has
+        run and is idle is only soft-deleted (Nova's ``soft_delete``; one that
+        never ran is deleted); ``force`` (``forceDelete``) deletes it anyway.
+        """
+        if not force and self.conf.reclaim_instance_interval > 0:
+            if await self._soft_delete(ctxt, instance_uuid):
+                return
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             instance_rules.check_lock(ctxt, row)
@@ -288,6 +305,29 @@ class ServersAPI:
             )
             task = await self.intents.start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
         await self.intents.kick(ctxt, [task["id"]])
+
+    async def _soft_delete(self, ctxt: RequestContext, instance_uuid: str) -> bool:
+        """Soft-delete the server if it can be (it ran, it is idle, on a host);
+        False when it must be deleted for good instead."""
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+        if row["vm_state"] == VMState.SOFT_DELETED:
+            return True  # Nova: deleting a soft-deleted server changes nothing
+        if (
+            row["launched_at"] is None
+            or row["task_state"] is not None
+            or row["vm_state"] not in SOFT_DELETABLE_STATES
+            or not row["host"]
+        ):
+            return False
+        await self._power(
+            ctxt, instance_uuid, TaskKind.SOFT_DELETE, "delete", TaskState.SOFT_DELETING
+        )
+        return True
+
+    async def restore_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Bring a soft-deleted server back (Nova's ``restore``)."""
+        await self._power(ctxt, instance_uuid, TaskKind.RESTORE, "restore", TaskState.RESTORING)
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)

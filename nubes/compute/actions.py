@@ -1,5 +1,6 @@
 """A compute host's lifecycle action steps: pause, unpause, suspend, resume,
-rescue, unrescue, trigger_crash_dump and set_admin_password (compute RPC 1.6).
+rescue, unrescue, trigger_crash_dump, set_admin_password, soft_delete_instance
+and restore_instance (compute RPC 1.6).
 
 An RPC endpoint of its own beside
 :class:`~nubes.compute.manager.ComputeManager`, sharing its
@@ -68,6 +69,14 @@ UNRESCUE = Change(
     _T.UNRESCUING, _V.ACTIVE, PowerState.RUNNING, "compute_unrescue_instance", "unrescue"
 )
 CRASH_DUMP = Change(None, None, None, "compute_trigger_crash_dump", "trigger_crash_dump")
+SOFT_DELETE = Change(
+    _T.SOFT_DELETING,
+    _V.SOFT_DELETED,
+    PowerState.SHUTDOWN,
+    "compute_soft_delete_instance",
+    "soft_delete",
+)
+RESTORE = Change(_T.RESTORING, _V.ACTIVE, PowerState.RUNNING, "compute_restore_instance", "restore")
 SET_PASSWORD = Change(
     _T.UPDATING_PASSWORD, None, None, "compute_set_admin_password", "set_admin_password"
 )
@@ -128,6 +137,27 @@ class ActionSteps(ComputeEndpoint):
         self, context: RequestContext, instance: Instance, key: StepKey
     ) -> None:
         await self._step(context, key, instance, CRASH_DUMP, self.runner.driver.trigger_crash_dump)
+
+    @step_handler
+    async def soft_delete_instance(
+        self, context: RequestContext, instance: Instance, key: StepKey
+    ) -> None:
+        """Power the guest off; it stays (Nova's soft delete of a driver
+        without one of its own)."""
+
+        async def power_off(inst: Instance) -> None:
+            await self.runner.driver.power_off(inst)
+
+        await self._step(context, key, instance, SOFT_DELETE, power_off)
+
+    @step_handler
+    async def restore_instance(
+        self, context: RequestContext, instance: Instance, key: StepKey
+    ) -> None:
+        async def power_on(inst: Instance) -> None:
+            await self.runner.driver.power_on(context, inst)
+
+        await self._step(context, key, instance, RESTORE, power_on)
 
     @step_handler
     async def set_admin_password(

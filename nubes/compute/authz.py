@@ -47,6 +47,8 @@ _CONDUCTOR_STEPS = (
     "unrescue_instance",
     "trigger_crash_dump",
     "set_admin_password",
+    "soft_delete_instance",
+    "restore_instance",
 )
 
 METHOD_RULES = access.rules(

@@ -27,7 +27,8 @@ Version history:
           client sends to a host capped below 1.5
     1.6 - the lifecycle action steps: pause_instance, unpause_instance,
           suspend_instance, resume_instance, rescue_instance,
-          unrescue_instance, trigger_crash_dump, set_admin_password
+          unrescue_instance, trigger_crash_dump, set_admin_password,
+          soft_delete_instance, restore_instance
 """
 
 from __future__ import annotations
@@ -208,6 +209,18 @@ class ComputeAPI:
         self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
     ) -> None:
         await self._step(ctxt, host, "trigger_crash_dump", key, ACTIONS_VERSION, instance=instance)
+
+    async def soft_delete_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(
+            ctxt, host, "soft_delete_instance", key, ACTIONS_VERSION, instance=instance
+        )
+
+    async def restore_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "restore_instance", key, ACTIONS_VERSION, instance=instance)
 
     async def set_admin_password(
         self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, new_pass: str

@@ -171,6 +171,16 @@ CRASH_DUMP_STATES: tuple[VMState, ...] = (
     _V.ERROR,
 )
 
+#: vm_states a delete may only soft-delete from (with a reclaim interval).
+SOFT_DELETABLE_STATES: tuple[VMState, ...] = (
+    _V.ACTIVE,
+    _V.STOPPED,
+    _V.PAUSED,
+    _V.SUSPENDED,
+    _V.RESCUED,
+    _V.ERROR,
+)
+
 #: vm_states an instance can be powered off, rebooted or migrated from.
 _RUNNING_LIKE = (_V.ACTIVE, _V.STOPPED)
 
@@ -317,6 +327,16 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
     # changePassword: the task_state is dropped when it is done (a rule
     # of the docstring), the vm_state never changes.
     "set_password": _chain([_V.ACTIVE], None, _T.UPDATING_PASSWORD),
+    # Soft delete ([DEFAULT] reclaim_instance_interval): the guest off, the
+    # instance kept until restored, force-deleted or reclaimed.
+    "soft_delete": [
+        *_chain(SOFT_DELETABLE_STATES, None, _T.SOFT_DELETING),
+        *[((vm, _T.SOFT_DELETING), (_V.SOFT_DELETED, None)) for vm in SOFT_DELETABLE_STATES],
+    ],
+    "restore": [
+        *_chain([_V.SOFT_DELETED], None, _T.RESTORING),
+        ((_V.SOFT_DELETED, _T.RESTORING), (_V.ACTIVE, None)),
+    ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],
 }

@@ -9,6 +9,7 @@ the task_state dropped (a failed rescue: ERROR, as Nova).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from nubes import exception
 from nubes.compute.virt.fake import FakeDriver
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, images, tasks
+from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.testing.allinone import AllInOne
@@ -217,3 +219,91 @@ async def _fault_messages(conn: Any, uuid: str) -> list[str]:
 
     rows = await conn.execute(select(f.c.message).where(f.c.instance_uuid == uuid))
     return [r[0] for r in rows.all()]
+
+
+async def _soft_cloud(tmp_path: Path, reclaim: int) -> AllInOne:
+    c = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'soft.sqlite'}",
+        hosts=1,
+        overrides={"DEFAULT": {"reclaim_instance_interval": reclaim}},
+    )
+    async with c.db.writer() as conn:
+        await flavors.create(
+            conn, {"flavorid": "small", "name": "small", "vcpus": 1, "memory_mb": 512}
+        )
+    return c
+
+
+async def test_soft_delete_restore_and_force_delete(tmp_path: Path, ctxt: RequestContext):
+    cloud = await _soft_cloud(tmp_path, 3600)
+    try:
+        uuid = await _boot(cloud, ctxt)
+        await cloud.api.delete_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        assert await _state(cloud, uuid) == ("soft-delete", None, 4)
+        guest = _driver(cloud).instances[uuid]
+        assert guest.state == 4  # off, but kept with its claim
+        async with cloud.db.reader() as conn:
+            assert await compute_nodes_api.holds_allocations(conn, uuid)
+        # Deleting it again changes nothing (Nova); other actions are refused.
+        await cloud.api.delete_server(ctxt, uuid)
+        with pytest.raises(exception.InstanceInvalidState):
+            await cloud.api.start_server(ctxt, uuid)
+        await cloud.api.restore_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        assert await _state(cloud, uuid) == ("active", None, 1)
+        with pytest.raises(exception.InstanceInvalidState) as info:
+            await cloud.api.restore_server(ctxt, uuid)
+        assert "restore" in str(info.value)
+        await cloud.api.delete_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        await cloud.api.delete_server(ctxt, uuid, force=True)
+        await cloud.wait_tasks([uuid])
+        assert uuid not in _driver(cloud).instances
+        async with cloud.db.reader() as conn:
+            assert not await compute_nodes_api.holds_allocations(conn, uuid)
+            kinds = [t["kind"] for t in await tasks.list_for_instance(conn, uuid)]
+        assert kinds == ["build", "soft_delete", "restore", "soft_delete", "delete"]
+        events = await _events(cloud, uuid)
+        assert "compute_soft_delete_instance" in events["delete"]
+        assert events["restore"] == ["compute_restore_instance"]
+    finally:
+        await cloud.stop()
+
+
+async def test_a_server_that_never_ran_is_deleted_at_once(tmp_path: Path, ctxt: RequestContext):
+    cloud = await _soft_cloud(tmp_path, 3600)
+    try:
+        (inst,) = await cloud.api.create_servers(ctxt, name="a", flavor="small", image=IMAGE)
+        await cloud.api.delete_server(ctxt, inst.uuid)
+        await cloud.wait_tasks([inst.uuid])
+        async with cloud.db.reader() as conn:
+            kinds = [t["kind"] for t in await tasks.list_for_instance(conn, inst.uuid)]
+        assert "soft_delete" not in kinds and "delete" in kinds
+    finally:
+        await cloud.stop()
+
+
+async def test_conductors_reclaim_what_was_soft_deleted_long_enough(
+    tmp_path: Path, ctxt: RequestContext
+):
+    cloud = await _soft_cloud(tmp_path, 1)
+    try:
+        uuid = await _boot(cloud, ctxt)
+        await cloud.api.delete_server(ctxt, uuid)
+        for _ in range(600):
+            async with cloud.db.reader() as conn:
+                kinds = [
+                    (t["kind"], t["status"]) for t in await tasks.list_for_instance(conn, uuid)
+                ]
+            if ("delete", "succeeded") in kinds:
+                break
+            await asyncio.sleep(0.1)
+        assert kinds == [
+            ("build", "succeeded"),
+            ("soft_delete", "succeeded"),
+            ("delete", "succeeded"),
+        ]
+        assert uuid not in _driver(cloud).instances
+    finally:
+        await cloud.stop()

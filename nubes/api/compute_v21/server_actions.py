@@ -1,7 +1,8 @@
 """POST /servers/{id}/action: one route for every server action, dispatched by name.
 
 The lifecycle actions (stop, start, reboot, pause, unpause, suspend,
-resume, rescue, unrescue, trigger_crash_dump, changePassword, lock, unlock,
+resume, rescue, unrescue, trigger_crash_dump, changePassword, restore,
+forceDelete, lock, unlock,
 reset state; os-resetNetwork and injectNetworkInfo as Nova answers them, 410)
 live here; the move actions in :mod:`server_moves`, the security-group actions in
 :mod:`server_network`. Those modules only import
@@ -127,6 +128,16 @@ async def _change_password(request: Request, row: dict[str, Any], body: Any) -> 
     )
 
 
+async def _restore(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-deferred-delete:restore", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).restore_server(common.ctx(request), row["uuid"])
+
+
+async def _force_delete(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-deferred-delete:force", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).delete_server(common.ctx(request), row["uuid"], force=True)
+
+
 async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
     """``os-resetNetwork`` and ``injectNetworkInfo``: Nova removed them with
     the XenAPI driver (the only one that did them) and answers 410."""
@@ -184,6 +195,8 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "unrescue": _unrescue,
     "trigger_crash_dump": _trigger_crash_dump,
     "changePassword": _change_password,
+    "restore": _restore,
+    "forceDelete": _force_delete,
     "os-resetNetwork": _removed,
     "injectNetworkInfo": _removed,
 }

@@ -1,5 +1,6 @@
-"""Pause, unpause, suspend, resume, rescue, unrescue, trigger_crash_dump and
-changePassword: one step on the instance's host each, as stop and start.
+"""Pause, unpause, suspend, resume, rescue, unrescue, trigger_crash_dump,
+changePassword, soft delete and restore: one step on the instance's host
+each, as stop and start.
 
 They share :class:`~nubes.conductor.tasks.power.PowerTask`'s one step
 (``power``: commit the try, send the host's method with the step's key, wait
@@ -103,3 +104,19 @@ class SetPasswordTask(_WithPassword):
 
     def extra_args(self, run: Run) -> dict[str, Any]:
         return {"new_pass": run.typed(ActionPayload).admin_password or ""}
+
+
+@task_kind
+class SoftDeleteTask(PowerTask):
+    kind = TaskKind.SOFT_DELETE
+    method = "soft_delete_instance"
+    task_states = (TaskState.SOFT_DELETING,)
+    error_event = "instance.soft_delete.error"
+
+
+@task_kind
+class RestoreTask(PowerTask):
+    kind = TaskKind.RESTORE
+    method = "restore_instance"
+    task_states = (TaskState.RESTORING,)
+    error_event = "instance.restore.error"

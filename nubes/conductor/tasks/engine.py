@@ -194,6 +194,12 @@ class TaskEngine:
             self._loops.append(
                 asyncio.create_task(autoconfirm.sweep_forever(self), name="nubes-autoconfirm")
             )
+        if self.conf.reclaim_instance_interval > 0:
+            from nubes.conductor.tasks import reclaim
+
+            self._loops.append(
+                asyncio.create_task(reclaim.sweep_forever(self), name="nubes-reclaim")
+            )
         LOG.info("task engine %s started", self.owner)
 
     async def stop(self) -> None:

@@ -215,6 +215,8 @@ class PowerPayload(TaskPayload, kw_only=True):
     TaskKind.UNRESCUE,
     TaskKind.TRIGGER_CRASH_DUMP,
     TaskKind.SET_PASSWORD,
+    TaskKind.SOFT_DELETE,
+    TaskKind.RESTORE,
 )
 class ActionPayload(TaskPayload, kw_only=True):
     """The lifecycle actions of ``actions.py``: what rescue and changePassword carry.

@@ -43,6 +43,9 @@ class TaskKind(enum.StrEnum):
     UNRESCUE = "unrescue"
     TRIGGER_CRASH_DUMP = "trigger_crash_dump"
     SET_PASSWORD = "set_password"
+    #: a delete with ``[DEFAULT] reclaim_instance_interval``: the guest off, kept
+    SOFT_DELETE = "soft_delete"
+    RESTORE = "restore"
 
 
 #: The kinds whose one step is ``power``: ask the instance's host, and wait.
@@ -58,6 +61,8 @@ ONE_HOST_STEP_KINDS: tuple[TaskKind, ...] = (
     TaskKind.UNRESCUE,
     TaskKind.TRIGGER_CRASH_DUMP,
     TaskKind.SET_PASSWORD,
+    TaskKind.SOFT_DELETE,
+    TaskKind.RESTORE,
 )
 
 

@@ -162,6 +162,26 @@ async def get_all_by_host(
     return await fetch_all(conn, stmt.order_by(instances.c.id))
 
 
+async def uuids_soft_deleted_before(
+    conn: AsyncConnection, before: dt.datetime, limit: int
+) -> list[str]:
+    """Instances soft-deleted (SOFT_DELETED, no task) since before ``before``
+    (their last change), oldest first, at most ``limit``: what
+    ``[DEFAULT] reclaim_instance_interval`` deletes for good."""
+    stmt = (
+        select(instances.c.uuid)
+        .where(
+            instances.c.vm_state == "soft-delete",
+            instances.c.task_state.is_(None),
+            instances.c.updated_at < before,
+            live(instances),
+        )
+        .order_by(instances.c.updated_at)
+        .limit(limit)
+    )
+    return [str(r[0]) for r in await conn.execute(stmt)]
+
+
 async def count_on_host(conn: AsyncConnection, host: str) -> int:
     """How many live instances are placed on ``host``."""
     stmt = (

@@ -55,6 +55,8 @@ EXPECTED = {
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
             "migrate_disk_and_power_off": "b7ad425bdfa5",
+            "soft_delete_instance": "baa696f039cc",
+            "restore_instance": "80ab545e7508",
             "unrescue_instance": "a5c66e8b2ccc",
             "unpause_instance": "56e04f2f255e",
             "trigger_crash_dump": "510a0d219b4d",
