@@ -109,6 +109,14 @@ default_opts: list[cfg.Opt] = [
         "back, ``forceDelete`` deletes it now), and the conductors delete for good "
         "the servers soft-deleted longer than this many seconds ago.",
     ),
+    cfg.IntOpt(
+        "shelved_offload_time",
+        default=0,
+        min=-1,
+        help="Seconds a shelved server keeps its guest and host resources before "
+        "the conductors offload it (SHELVED_OFFLOADED: no guest, no host, no claim); "
+        "0 offloads it as part of the shelve, -1 never offloads on its own.",
+    ),
     cfg.BoolOpt(
         "allow_resize_to_same_host",
         default=False,

@@ -73,6 +73,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
+    │   ├── UnshelveInstanceInvalidState  a zone or host to unshelve a server not offloaded
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
@@ -578,6 +579,14 @@ class InstanceNotRunning(Conflict):
     """Nova's 409 for an action that needs the guest running (trigger_crash_dump)."""
 
     msg_fmt = "Instance %(instance_id)s is not running."
+
+
+class UnshelveInstanceInvalidState(Conflict):
+    msg_fmt = (
+        'Specifying an availability zone or a host when unshelving server "%(instance_uuid)s" '
+        'with status "%(state)s" is not supported. The server status must be '
+        "SHELVED_OFFLOADED."
+    )
 
 
 class ObjectActionError(Conflict):

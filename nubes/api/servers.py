@@ -41,6 +41,7 @@ from nubes.conductor.tasks.payloads import (
     ActionPayload,
     BuildPayload,
     PowerPayload,
+    ShelvePayload,
     TaskPayload,
 )
 from nubes.conductor.tasks.states import TaskKind
@@ -328,6 +329,88 @@ class ServersAPI:
     async def restore_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Bring a soft-deleted server back (Nova's ``restore``)."""
         await self._power(ctxt, instance_uuid, TaskKind.RESTORE, "restore", TaskState.RESTORING)
+
+    # -- shelve (conductor/tasks/shelve.py) ----------------------------------------------
+
+    async def shelve_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Shelve: the guest off (SHELVED); with ``[DEFAULT] shelved_offload_time
+        = 0`` offloaded in the same task (SHELVED_OFFLOADED)."""
+        offload = self.conf.shelved_offload_time == 0
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SHELVE,
+            "shelve",
+            TaskState.SHELVING,
+            ShelvePayload(offload=offload),
+        )
+
+    async def shelve_offload_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SHELVE_OFFLOAD,
+            "shelveOffload",
+            TaskState.SHELVING_OFFLOADING,
+            ShelvePayload(),
+        )
+
+    async def unshelve_server(
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        *,
+        set_zone: bool = False,
+        zone: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        """Unshelve: a shelved server powered on where it is; an offloaded one
+        scheduled anew, into ``zone`` when ``set_zone`` (2.77; None unpins it,
+        2.91) or onto an admin's ``host`` (2.91), checked by the caller to exist.
+
+        A zone or a host for a server that is not offloaded is Nova's 409.
+        Quotas: an offloaded server still counts (usage is counted from the
+        instances), so unshelving it needs no new headroom.
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+        image: dict[str, Any] = {}
+        if row["vm_state"] == VMState.SHELVED_OFFLOADED and row["task_state"] is None:
+            # What it is spawned from again (read before the transaction).
+            image = dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            instance_rules.check_lock(ctxt, row)
+            instance_rules.check_state(
+                "unshelve", row, (VMState(row["vm_state"]), TaskState.UNSHELVING)
+            )
+            if row["task_state"] is not None:
+                raise exception.InstanceInvalidState(
+                    action="unshelve",
+                    instance_uuid=instance_uuid,
+                    attr="task_state",
+                    state=row["task_state"],
+                )
+            offloaded = row["vm_state"] == VMState.SHELVED_OFFLOADED
+            if (set_zone or host is not None) and not offloaded:
+                raise exception.UnshelveInstanceInvalidState(
+                    instance_uuid=instance_uuid, state=row["vm_state"]
+                )
+            values: dict[str, Any] = {"task_state": TaskState.UNSHELVING.value}
+            if set_zone:
+                values["availability_zone"] = zone
+            payload = ShelvePayload(requested_host=host, image=image if offloaded else {})
+            await instances_api.update(
+                conn,
+                instance_uuid,
+                values,
+                expected_vm_state=row["vm_state"],
+                expected_task_state=None,
+            )
+            task = await self.intents.start(
+                conn, ctxt, instance_uuid, TaskKind.UNSHELVE, "unshelve", payload
+            )
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)

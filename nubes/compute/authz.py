@@ -49,6 +49,9 @@ _CONDUCTOR_STEPS = (
     "set_admin_password",
     "soft_delete_instance",
     "restore_instance",
+    "shelve_instance",
+    "shelve_offload_instance",
+    "unshelve_instance",
 )
 
 METHOD_RULES = access.rules(

@@ -28,7 +28,8 @@ Version history:
     1.6 - the lifecycle action steps: pause_instance, unpause_instance,
           suspend_instance, resume_instance, rescue_instance,
           unrescue_instance, trigger_crash_dump, set_admin_password,
-          soft_delete_instance, restore_instance
+          soft_delete_instance, restore_instance, shelve_instance,
+          shelve_offload_instance, unshelve_instance
 """
 
 from __future__ import annotations
@@ -221,6 +222,43 @@ class ComputeAPI:
         self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
     ) -> None:
         await self._step(ctxt, host, "restore_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def shelve_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, offload: bool
+    ) -> None:
+        """Power the guest off, instance SHELVED (``offload``: the offload follows)."""
+        await self._step(
+            ctxt, host, "shelve_instance", key, ACTIONS_VERSION, instance=instance, offload=offload
+        )
+
+    async def shelve_offload_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        """Remove the shelved guest (the conductor then frees its claim and host)."""
+        await self._step(
+            ctxt, host, "shelve_offload_instance", key, ACTIONS_VERSION, instance=instance
+        )
+
+    async def unshelve_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        image: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        """Power the shelved guest on, or spawn the offloaded one from ``image``."""
+        await self._step(
+            ctxt,
+            host,
+            "unshelve_instance",
+            key,
+            ACTIONS_VERSION,
+            instance=instance,
+            image=image,
+            request=request,
+        )
 
     async def set_admin_password(
         self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, new_pass: str

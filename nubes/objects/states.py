@@ -181,6 +181,9 @@ SOFT_DELETABLE_STATES: tuple[VMState, ...] = (
     _V.ERROR,
 )
 
+#: vm_states an instance can be shelved from (Nova's shelve check).
+SHELVABLE_STATES: tuple[VMState, ...] = (_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED)
+
 #: vm_states an instance can be powered off, rebooted or migrated from.
 _RUNNING_LIKE = (_V.ACTIVE, _V.STOPPED)
 
@@ -336,6 +339,22 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
     "restore": [
         *_chain([_V.SOFT_DELETED], None, _T.RESTORING),
         ((_V.SOFT_DELETED, _T.RESTORING), (_V.ACTIVE, None)),
+    ],
+    # Shelve: the guest powered off (SHELVED, still on its host), then
+    # offloaded (SHELVED_OFFLOADED: no guest, no host, no claim), at once
+    # with ``[DEFAULT] shelved_offload_time = 0``.
+    "shelve": [
+        *_chain(SHELVABLE_STATES, None, _T.SHELVING),
+        *[((vm, _T.SHELVING), (_V.SHELVED, None)) for vm in SHELVABLE_STATES],
+        *[((vm, _T.SHELVING), (_V.SHELVED, _T.SHELVING_OFFLOADING)) for vm in SHELVABLE_STATES],
+        *_chain([_V.SHELVED], None, _T.SHELVING_OFFLOADING),
+        ((_V.SHELVED, _T.SHELVING_OFFLOADING), (_V.SHELVED_OFFLOADED, None)),
+    ],
+    # Unshelve: powered on where it is, or scheduled and spawned anew.
+    "unshelve": [
+        *_chain([_V.SHELVED, _V.SHELVED_OFFLOADED], None, _T.UNSHELVING),
+        ((_V.SHELVED, _T.UNSHELVING), (_V.ACTIVE, None)),
+        ((_V.SHELVED_OFFLOADED, _T.UNSHELVING), (_V.ACTIVE, None)),
     ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],

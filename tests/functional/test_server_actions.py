@@ -307,3 +307,136 @@ async def test_conductors_reclaim_what_was_soft_deleted_long_enough(
         assert uuid not in _driver(cloud).instances
     finally:
         await cloud.stop()
+
+
+async def _shelve_cloud(tmp_path: Path, offload_time: int, hosts: int = 2) -> AllInOne:
+    c = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'shelve.sqlite'}",
+        hosts=hosts,
+        overrides={"DEFAULT": {"shelved_offload_time": offload_time}},
+    )
+    async with c.db.writer() as conn:
+        await flavors.create(
+            conn, {"flavorid": "small", "name": "small", "vcpus": 1, "memory_mb": 512}
+        )
+        await images.create(
+            conn,
+            {
+                "id": IMAGE["id"],
+                "name": "base",
+                "status": "active",
+                "disk_format": "qcow2",
+                "container_format": "bare",
+                "visibility": "public",
+                "size": 1024,
+            },
+        )
+    return c
+
+
+def _guests(cloud: AllInOne) -> dict[str, set[str]]:
+    found = {}
+    for name, svc in cloud.computes.items():
+        node: Any = svc.hooks[0]
+        found[name] = set(node.driver.instances)
+    return found
+
+
+async def test_shelve_keeps_the_guest_then_offload_frees_the_host_and_unshelve_schedules(
+    tmp_path: Path, ctxt: RequestContext
+):
+    cloud = await _shelve_cloud(tmp_path, -1)
+    try:
+        uuid = await _boot(cloud, ctxt)
+        (row,) = await cloud.instances([uuid])
+        first_host = row["host"]
+        await cloud.api.shelve_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["task_state"], row["power_state"]) == ("shelved", None, 4)
+        assert row["host"] == first_host
+        assert row["system_metadata"]["shelved_host"] == first_host
+        assert "shelved_at" in row["system_metadata"]
+        # Shelved, not offloaded: unshelve powers it on where it is.
+        with pytest.raises(exception.UnshelveInstanceInvalidState):
+            await cloud.api.unshelve_server(ctxt, uuid, set_zone=True, zone="nova")
+        await cloud.api.unshelve_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["power_state"], row["host"]) == ("active", 1, first_host)
+        await cloud.api.shelve_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        await cloud.api.shelve_offload_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["task_state"], row["power_state"]) == (
+            "shelved_offloaded",
+            None,
+            0,
+        )
+        assert (row["host"], row["node"]) == (None, None)
+        assert all(uuid not in g for g in _guests(cloud).values())
+        async with cloud.db.reader() as conn:
+            assert not await compute_nodes_api.holds_allocations(conn, uuid)
+        other = next(h for h in cloud.computes if h != first_host)
+        await cloud.api.unshelve_server(ctxt, uuid, host=other)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["task_state"], row["host"]) == ("active", None, other)
+        assert uuid in _guests(cloud)[other]
+        async with cloud.db.reader() as conn:
+            assert await compute_nodes_api.holds_allocations(conn, uuid)
+        events = await _events(cloud, uuid)
+        assert events["shelveOffload"] == ["compute_shelve_offload_instance"]
+        assert events["unshelve"] == ["compute_unshelve_instance"] * 2
+    finally:
+        await cloud.stop()
+
+
+async def test_shelve_with_offload_time_zero_offloads_at_once(
+    tmp_path: Path, ctxt: RequestContext
+):
+    cloud = await _shelve_cloud(tmp_path, 0, hosts=1)
+    try:
+        uuid = await _boot(cloud, ctxt)
+        await cloud.api.shelve_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["host"]) == ("shelved_offloaded", None)
+        events = await _events(cloud, uuid)
+        assert events["shelve"] == ["compute_shelve_instance", "compute_shelve_offload_instance"]
+        # No host can take it: the unshelve fails, and it stays offloaded.
+        (host,) = cloud.computes
+        await cloud.api.unshelve_server(ctxt, uuid, host="no-such-host")
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["task_state"], row["host"]) == (
+            "shelved_offloaded",
+            None,
+            None,
+        )
+        async with cloud.db.reader() as conn:
+            assert not await compute_nodes_api.holds_allocations(conn, uuid)
+        await cloud.api.unshelve_server(ctxt, uuid)
+        await cloud.wait_tasks([uuid])
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["host"]) == ("active", host)
+    finally:
+        await cloud.stop()
+
+
+async def test_conductors_offload_what_was_shelved_long_enough(
+    tmp_path: Path, ctxt: RequestContext
+):
+    cloud = await _shelve_cloud(tmp_path, 1, hosts=1)
+    try:
+        uuid = await _boot(cloud, ctxt)
+        await cloud.api.shelve_server(ctxt, uuid)
+        for _ in range(600):
+            (row,) = await cloud.instances([uuid])
+            if row["vm_state"] == "shelved_offloaded":
+                break
+            await asyncio.sleep(0.1)
+        assert (row["vm_state"], row["host"]) == ("shelved_offloaded", None)
+    finally:
+        await cloud.stop()

@@ -1,8 +1,8 @@
 """POST /servers/{id}/action: one route for every server action, dispatched by name.
 
 The lifecycle actions (stop, start, reboot, pause, unpause, suspend,
-resume, rescue, unrescue, trigger_crash_dump, changePassword, restore,
-forceDelete, lock, unlock,
+resume, rescue, unrescue, shelve, shelveOffload, unshelve,
+trigger_crash_dump, changePassword, restore, forceDelete, lock, unlock,
 reset state; os-resetNetwork and injectNetworkInfo as Nova answers them, 410)
 live here; the move actions in :mod:`server_moves`, the security-group actions in
 :mod:`server_network`. Those modules only import
@@ -21,7 +21,14 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import validation as v
-from nubes.api.compute_v21 import common, server_moves, server_network, server_params, servers
+from nubes.api.compute_v21 import (
+    common,
+    hosts,
+    server_moves,
+    server_network,
+    server_params,
+    servers,
+)
 from nubes.api.compute_v21 import server_schemas as schemas
 from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
@@ -138,6 +145,51 @@ async def _force_delete(request: Request, row: dict[str, Any], body: Any) -> Non
     await _api(request).delete_server(common.ctx(request), row["uuid"], force=True)
 
 
+async def _shelve(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-shelve:shelve", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).shelve_server(common.ctx(request), row["uuid"])
+
+
+async def _shelve_offload(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-shelve:shelve_offload", Rule.ADMIN)
+    await _api(request).shelve_offload_server(common.ctx(request), row["uuid"])
+
+
+async def _unshelve(request: Request, row: dict[str, Any], body: Any) -> None:
+    """Unshelve; from 2.77 into a named zone, from 2.91 onto a host (admins)
+    or unpinned (a null zone), each only for an offloaded server (409)."""
+    version = common.version(request)
+    common.authorize(request, "os-shelve:unshelve", Rule.PROJECT_MEMBER, row["project_id"])
+    args: dict[str, Any] = {}
+    if version.at_least("2.77"):
+        v.validate(body, schemas.UNSHELVE_291 if version.at_least("2.91") else schemas.UNSHELVE_277)
+        spec = body["unshelve"] or {}
+        host = spec.get("host")
+        if host is not None:
+            common.authorize(request, "os-shelve:unshelve_to_host", Rule.ADMIN)
+            await servers.check_destination(request, host, None)
+        if "availability_zone" in spec:
+            zone = spec["availability_zone"]
+            if zone is not None:
+                await servers.check_zone(request, zone)
+                if host is not None:
+                    await _check_host_in_zone(request, host, zone)
+            args.update(set_zone=True, zone=zone)
+        elif host is not None and row["availability_zone"]:
+            # Pinned to a zone: the host must be in it (Nova).
+            await _check_host_in_zone(request, host, row["availability_zone"])
+        args["host"] = host
+    await _api(request).unshelve_server(common.ctx(request), row["uuid"], **args)
+
+
+async def _check_host_in_zone(request: Request, host: str, zone: str) -> None:
+    conf = common.state(request).conf
+    async with common.state(request).db.reader() as conn:
+        zones = await hosts.host_zones(conn)
+    if zones.get(host, str(conf.api.default_availability_zone)) != zone:
+        raise common.bad_request(f'Host "{host}" is not in the availability zone "{zone}".')
+
+
 async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
     """``os-resetNetwork`` and ``injectNetworkInfo``: Nova removed them with
     the XenAPI driver (the only one that did them) and answers 410."""
@@ -195,6 +247,9 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "unrescue": _unrescue,
     "trigger_crash_dump": _trigger_crash_dump,
     "changePassword": _change_password,
+    "shelve": _shelve,
+    "shelveOffload": _shelve_offload,
+    "unshelve": _unshelve,
     "restore": _restore,
     "forceDelete": _force_delete,
     "os-resetNetwork": _removed,

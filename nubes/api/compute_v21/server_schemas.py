@@ -591,3 +591,17 @@ TRIGGER_CRASH_DUMP = {
     "required": ["trigger_crash_dump"],
     "additionalProperties": False,
 }
+
+#: unshelve before 2.77: the body is not looked at (Nova's ``{"unshelve": null}``).
+#: 2.77: an availability zone may be named.
+UNSHELVE_277 = _action(
+    "unshelve", {"availability_zone": {"type": "string", "minLength": 1, "maxLength": 255}}
+)
+#: 2.91: a zone (null: unpinned) and, for admins, a host.
+UNSHELVE_291 = _action(
+    "unshelve",
+    {
+        "availability_zone": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+        "host": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
+)

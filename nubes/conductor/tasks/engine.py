@@ -73,6 +73,7 @@ from nubes.conductor.tasks import (  # noqa: F401
     power,
     rebuild,
     remove_guest,
+    shelve,
 )
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP
@@ -194,11 +195,21 @@ class TaskEngine:
             self._loops.append(
                 asyncio.create_task(autoconfirm.sweep_forever(self), name="nubes-autoconfirm")
             )
-        if self.conf.reclaim_instance_interval > 0:
-            from nubes.conductor.tasks import reclaim
+        from nubes.conductor.tasks import reclaim
 
+        if self.conf.reclaim_instance_interval > 0:
+            after = float(self.conf.reclaim_instance_interval)
             self._loops.append(
-                asyncio.create_task(reclaim.sweep_forever(self), name="nubes-reclaim")
+                asyncio.create_task(
+                    reclaim.sweep_forever(self, reclaim.RECLAIM, after), name="nubes-reclaim"
+                )
+            )
+        if self.conf.shelved_offload_time > 0:
+            after = float(self.conf.shelved_offload_time)
+            self._loops.append(
+                asyncio.create_task(
+                    reclaim.sweep_forever(self, reclaim.OFFLOAD, after), name="nubes-offload"
+                )
             )
         LOG.info("task engine %s started", self.owner)
 

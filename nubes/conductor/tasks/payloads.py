@@ -231,6 +231,16 @@ class ActionPayload(TaskPayload, kw_only=True):
     rescue_image: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+@payload_of(TaskKind.SHELVE, TaskKind.SHELVE_OFFLOAD, TaskKind.UNSHELVE)
+class ShelvePayload(TaskPayload, kw_only=True):
+    """shelve: whether the offload follows at once; unshelve of an offloaded
+    server: the image it spawns from and the host an admin named (2.91)."""
+
+    offload: bool = False
+    image: dict[str, Any] = msgspec.field(default_factory=dict)
+    requested_host: str | None = None
+
+
 @payload_of(TaskKind.DELETE)
 class DeletePayload(TaskPayload, kw_only=True):
     """delete: the resize whose source guest is removed too (its migration's id)."""

@@ -46,6 +46,13 @@ class TaskKind(enum.StrEnum):
     #: a delete with ``[DEFAULT] reclaim_instance_interval``: the guest off, kept
     SOFT_DELETE = "soft_delete"
     RESTORE = "restore"
+    #: shelve (shelve.py): the host powers the guest off; then, with
+    #: ``[DEFAULT] shelved_offload_time = 0``, the offload below
+    SHELVE = "shelve"
+    #: the host removes the shelved guest; its claim and host are given back
+    SHELVE_OFFLOAD = "shelve_offload"
+    #: power on where it is (shelved), or schedule and spawn (offloaded)
+    UNSHELVE = "unshelve"
 
 
 #: The kinds whose one step is ``power``: ask the instance's host, and wait.
@@ -111,6 +118,12 @@ class Step(enum.StrEnum):
     REBUILD = "rebuild"
     #: remove_guest: the host removes the guest, and confirms
     REMOVE_GUEST = "remove_guest"
+    #: shelve: the host powers the guest off (instance SHELVED)
+    SHELVE = "shelve"
+    #: shelve, shelve_offload: the host removes the shelved guest
+    OFFLOAD = "offload"
+    #: unshelve: the host powers the guest on, or spawns it anew
+    UNSHELVE = "unshelve"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -170,6 +183,19 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     },
     TaskKind.REBUILD: {Step.REBUILD: frozenset({Step.REBUILD, END})},
     TaskKind.REMOVE_GUEST: {Step.REMOVE_GUEST: frozenset({Step.REMOVE_GUEST, END})},
+    TaskKind.SHELVE: {
+        Step.SHELVE: frozenset({Step.SHELVE, Step.OFFLOAD, END}),
+        Step.OFFLOAD: frozenset({Step.OFFLOAD, Step.RELEASE, END}),
+        Step.RELEASE: frozenset({END}),
+    },
+    TaskKind.SHELVE_OFFLOAD: {
+        Step.OFFLOAD: frozenset({Step.OFFLOAD, Step.RELEASE, END}),
+        Step.RELEASE: frozenset({END}),
+    },
+    TaskKind.UNSHELVE: {
+        Step.SCHEDULE: frozenset({Step.UNSHELVE, END}),
+        Step.UNSHELVE: frozenset({Step.UNSHELVE, END}),
+    },
 }
 
 #: The step each kind of task is created at.
@@ -184,6 +210,9 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.EVACUATE: Step.SCHEDULE,
     TaskKind.REBUILD: Step.REBUILD,
     TaskKind.REMOVE_GUEST: Step.REMOVE_GUEST,
+    TaskKind.SHELVE: Step.SHELVE,
+    TaskKind.SHELVE_OFFLOAD: Step.OFFLOAD,
+    TaskKind.UNSHELVE: Step.SCHEDULE,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed

@@ -17,6 +17,7 @@ import pytest
 from nubes import versions
 from nubes.compute import rpcapi as compute_rpcapi
 from nubes.compute.actions import ActionSteps
+from nubes.compute.shelve import ShelveSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
 from nubes.compute.rebuild import RebuildSteps
@@ -32,7 +33,7 @@ from nubes.scheduler.manager import SchedulerManager
 #: nubes.compute.launcher put them on the bus) and its client module.
 SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
     "compute": (
-        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps, ActionSteps),
+        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps, ActionSteps, ShelveSteps),
         compute_rpcapi,
     ),
     "conductor": ((ConductorManager,), conductor_rpcapi),
@@ -55,6 +56,9 @@ EXPECTED = {
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
             "migrate_disk_and_power_off": "b7ad425bdfa5",
+            "unshelve_instance": "6dc1b0e6b254",
+            "shelve_offload_instance": "c1488e18514c",
+            "shelve_instance": "f91f7c5cbee7",
             "soft_delete_instance": "baa696f039cc",
             "restore_instance": "80ab545e7508",
             "unrescue_instance": "a5c66e8b2ccc",
