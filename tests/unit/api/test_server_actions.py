@@ -136,3 +136,74 @@ async def test_strangers_readers_and_removed_actions(cloud: ApiHarness) -> None:
     async with await login(cloud, "demo") as c:
         r = await c.post(f"{URL}/{uuid}/action", json={"pause": None})
         assert r.status_code == 409 and "locked" in r.text
+
+
+async def test_shelve_offload_unshelve_bodies_microversions_and_policies(
+    cloud: ApiHarness,
+) -> None:
+    uuid = await _server(cloud)
+    async with await login(cloud, "demo") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"shelve": None})
+        assert r.status_code == 202, r.text
+        server = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert server["OS-EXT-STS:task_state"] == "shelving"
+    await finish_task(cloud, uuid, task_state=None, vm_state="shelved", power_state=4)
+    async with await login(cloud, "demo") as c:
+        assert (await c.get(f"{URL}/{uuid}")).json()["server"]["status"] == "SHELVED"
+        # Offloading is an admin's (Nova's default rule).
+        r = await c.post(f"{URL}/{uuid}/action", json={"shelveOffload": None})
+        assert r.status_code == 403
+    async with await login(cloud, "demo", "2.77") as c:
+        # A zone for a server that is not offloaded: 409.
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": "nova"}})
+        assert r.status_code == 409, r.text
+        assert "SHELVED_OFFLOADED" in r.json()["conflictingRequest"]["message"]
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"host": "fake-0"}})
+        assert r.status_code == 400  # no host before 2.91
+    async with await login(cloud, "admin", "2.91") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"shelveOffload": None})
+        assert r.status_code == 202, r.text
+    await finish_task(
+        cloud, uuid, task_state=None, vm_state="shelved_offloaded", host=None, node=None
+    )
+    async with await login(cloud, "demo", "2.77") as c:
+        assert (await c.get(f"{URL}/{uuid}")).json()["server"]["status"] == "SHELVED_OFFLOADED"
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": "nowhere"}})
+        assert r.status_code == 400
+        assert "availability zone is not available" in r.json()["badRequest"]["message"]
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": None}})
+        assert r.status_code == 400  # null only from 2.91
+    async with await login(cloud, "demo", "2.91") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"host": "fake-0"}})
+        assert r.status_code == 403  # a host is an admin's to name
+    async with await login(cloud, "admin", "2.91") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"host": "no-such-host"}})
+        assert r.status_code == 400
+        assert "could not be found" in r.json()["badRequest"]["message"]
+        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": None}})
+        assert r.status_code == 202, r.text
+        server = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert server["OS-EXT-STS:task_state"] == "unshelving"
+        r = await c.get(f"{URL}/{uuid}/os-instance-actions")
+        names = [a["action"] for a in r.json()["instanceActions"]]
+    assert {"shelve", "shelveOffload", "unshelve"} <= set(names)
+
+
+async def test_restore_and_force_delete(cloud: ApiHarness) -> None:
+    uuid = await _server(cloud)
+    async with await login(cloud, "demo") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json={"restore": None})
+        assert r.status_code == 409
+        assert "Cannot 'restore' instance" in r.json()["conflictingRequest"]["message"]
+    await finish_task(cloud, uuid, vm_state="soft-delete", power_state=4)
+    async with await login(cloud, "demo") as c:
+        assert (await c.get(f"{URL}/{uuid}")).json()["server"]["status"] == "SOFT_DELETED"
+        r = await c.post(f"{URL}/{uuid}/action", json={"restore": None})
+        assert r.status_code == 202, r.text
+        server = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert server["OS-EXT-STS:task_state"] == "restoring"
+        await finish_task(cloud, uuid, task_state=None)
+        r = await c.post(f"{URL}/{uuid}/action", json={"forceDelete": None})
+        assert r.status_code == 202, r.text
+        server = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert server["OS-EXT-STS:task_state"] == "deleting"
