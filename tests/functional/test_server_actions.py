@@ -24,6 +24,7 @@ from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
 from nubes.testing.allinone import AllInOne
+from nubes.testing.moves import check_consistent
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -334,12 +335,16 @@ async def _shelve_cloud(tmp_path: Path, offload_time: int, hosts: int = 2) -> Al
     return c
 
 
-def _guests(cloud: AllInOne) -> dict[str, set[str]]:
+def _drivers(cloud: AllInOne) -> dict[str, FakeDriver]:
     found = {}
     for name, svc in cloud.computes.items():
         node: Any = svc.hooks[0]
-        found[name] = set(node.driver.instances)
+        found[name] = node.driver
     return found
+
+
+def _guests(cloud: AllInOne) -> dict[str, set[str]]:
+    return {name: set(d.instances) for name, d in _drivers(cloud).items()}
 
 
 async def test_shelve_keeps_the_guest_then_offload_frees_the_host_and_unshelve_schedules(
@@ -378,14 +383,14 @@ async def test_shelve_keeps_the_guest_then_offload_frees_the_host_and_unshelve_s
         assert all(uuid not in g for g in _guests(cloud).values())
         async with cloud.db.reader() as conn:
             assert not await compute_nodes_api.holds_allocations(conn, uuid)
+        assert await check_consistent(cloud.db, uuid, drivers=_drivers(cloud)) == []
         other = next(h for h in cloud.computes if h != first_host)
         await cloud.api.unshelve_server(ctxt, uuid, host=other)
         await cloud.wait_tasks([uuid])
         (row,) = await cloud.instances([uuid])
         assert (row["vm_state"], row["task_state"], row["host"]) == ("active", None, other)
         assert uuid in _guests(cloud)[other]
-        async with cloud.db.reader() as conn:
-            assert await compute_nodes_api.holds_allocations(conn, uuid)
+        assert await check_consistent(cloud.db, uuid, drivers=_drivers(cloud)) == []
         events = await _events(cloud, uuid)
         assert events["shelveOffload"] == ["compute_shelve_offload_instance"]
         assert events["unshelve"] == ["compute_unshelve_instance"] * 2
@@ -415,8 +420,7 @@ async def test_shelve_with_offload_time_zero_offloads_at_once(
             None,
             None,
         )
-        async with cloud.db.reader() as conn:
-            assert not await compute_nodes_api.holds_allocations(conn, uuid)
+        assert await check_consistent(cloud.db, uuid, drivers=_drivers(cloud)) == []
         await cloud.api.unshelve_server(ctxt, uuid)
         await cloud.wait_tasks([uuid])
         (row,) = await cloud.instances([uuid])

@@ -9,8 +9,8 @@ again from the image it was built from.
 
 ``offload`` (``shelve`` with offload, and ``shelve_offload``'s first step): the
 host removes the guest; then ``release``: the scheduler gives its claim back,
-and the instance is saved SHELVED_OFFLOADED with no host, node or power, so
-it holds nothing anywhere.
+and the instance is saved SHELVED_OFFLOADED with no host, node or power and
+its ports bound to no host, so it holds nothing anywhere.
 
 ``unshelve`` (first step ``schedule``): a SHELVED instance is powered on where
 it is; a SHELVED_OFFLOADED one is scheduled anew (the availability zone the
@@ -311,6 +311,7 @@ class UnshelveTask(_ShelveBase):
             await run.event(conn, "conductor_unshelve_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)
 
+        unbind = network_ports.unbind_writes(run.instance_uuid)
         back = set_instance(
             run,
             {
@@ -322,7 +323,9 @@ class UnshelveTask(_ShelveBase):
             },
             expected_task_state=[TaskState.UNSHELVING],
         )
-        await run.finish(TaskStatus.FAILED, last_error=message, writes=chain(back, history))
+        await run.finish(
+            TaskStatus.FAILED, last_error=message, writes=chain(back, unbind, history)
+        )
         await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:
