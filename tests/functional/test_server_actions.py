@@ -23,6 +23,8 @@ from nubes.db.api import actions, flavors, images, tasks
 from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import instances as instances_api
 from nubes.db.api.tasks import TaskStatus
+from nubes.network import ports as network_ports
+from nubes.network.resources import NetworkService
 from nubes.testing.allinone import AllInOne
 from nubes.testing.moves import check_consistent
 
@@ -33,7 +35,7 @@ IMAGE = {"id": "img-1", "properties": {}}
 
 @pytest.fixture
 def ctxt() -> RequestContext:
-    return RequestContext(user_id="u1", project_id="p1")
+    return RequestContext(user_id="u1", project_id="p1", roles=["member"])
 
 
 @pytest.fixture
@@ -347,12 +349,24 @@ def _guests(cloud: AllInOne) -> dict[str, set[str]]:
     return {name: set(d.instances) for name, d in _drivers(cloud).items()}
 
 
+async def _boot_with_port(cloud: AllInOne, ctxt: RequestContext) -> str:
+    service = NetworkService(cloud.db, cloud.conf)
+    net = await service.create_network(ctxt, {"name": "net"})
+    await service.create_subnet(ctxt, {"network_id": net["id"], "cidr": "10.9.0.0/24"})
+    nics = await network_ports.resolve(service, ctxt, [{"uuid": net["id"]}], None, 1)
+    (inst,) = await cloud.api.create_servers(
+        ctxt, name="a", flavor="small", image=IMAGE, network_requests=nics
+    )
+    await cloud.wait_tasks([inst.uuid])
+    return inst.uuid
+
+
 async def test_shelve_keeps_the_guest_then_offload_frees_the_host_and_unshelve_schedules(
     tmp_path: Path, ctxt: RequestContext
 ):
     cloud = await _shelve_cloud(tmp_path, -1)
     try:
-        uuid = await _boot(cloud, ctxt)
+        uuid = await _boot_with_port(cloud, ctxt)
         (row,) = await cloud.instances([uuid])
         first_host = row["host"]
         await cloud.api.shelve_server(ctxt, uuid)
@@ -398,9 +412,7 @@ async def test_shelve_keeps_the_guest_then_offload_frees_the_host_and_unshelve_s
         await cloud.stop()
 
 
-async def test_shelve_with_offload_time_zero_offloads_at_once(
-    tmp_path: Path, ctxt: RequestContext
-):
+async def test_shelve_with_offload_time_zero_offloads_at_once(tmp_path: Path, ctxt: RequestContext):
     cloud = await _shelve_cloud(tmp_path, 0, hosts=1)
     try:
         uuid = await _boot(cloud, ctxt)

@@ -112,7 +112,10 @@ class _ShelveBase(Task):
             },
             expected_task_state=[TaskState.SHELVING_OFFLOADING],
         )
-        await run.finish(TaskStatus.SUCCEEDED, writes=chain(offloaded, finish_action_writes(run)))
+        unbind = network_ports.unbind_writes(run.instance_uuid)
+        await run.finish(
+            TaskStatus.SUCCEEDED, writes=chain(offloaded, unbind, finish_action_writes(run))
+        )
         return None
 
     async def revert(self, run: Run) -> None:
@@ -323,9 +326,7 @@ class UnshelveTask(_ShelveBase):
             },
             expected_task_state=[TaskState.UNSHELVING],
         )
-        await run.finish(
-            TaskStatus.FAILED, last_error=message, writes=chain(back, unbind, history)
-        )
+        await run.finish(TaskStatus.FAILED, last_error=message, writes=chain(back, unbind, history))
         await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:

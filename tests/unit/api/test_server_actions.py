@@ -168,7 +168,9 @@ async def test_shelve_offload_unshelve_bodies_microversions_and_policies(
     )
     async with await login(cloud, "demo", "2.77") as c:
         assert (await c.get(f"{URL}/{uuid}")).json()["server"]["status"] == "SHELVED_OFFLOADED"
-        r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": "nowhere"}})
+        r = await c.post(
+            f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": "nowhere"}}
+        )
         assert r.status_code == 400
         assert "availability zone is not available" in r.json()["badRequest"]["message"]
         r = await c.post(f"{URL}/{uuid}/action", json={"unshelve": {"availability_zone": None}})
