@@ -121,4 +121,3 @@ def _record(meta: dict[str, Any]) -> dict[str, Any]:
         "os_hash_value": meta["os_hash_value"],
         "properties": meta["properties"],
     }
-

@@ -17,11 +17,11 @@ import pytest
 from nubes import versions
 from nubes.compute import rpcapi as compute_rpcapi
 from nubes.compute.actions import ActionSteps
-from nubes.compute.shelve import ShelveSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.resize import ResizeSteps
+from nubes.compute.shelve import ShelveSteps
 from nubes.conductor import rpcapi as conductor_rpcapi
 from nubes.conductor.manager import ConductorManager
 from nubes.rpc import fingerprint
