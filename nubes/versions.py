@@ -113,6 +113,7 @@ RELEASES: dict[str, int] = {
     "dogwood": 4,
     "elm": 5,
     "fir": 6,
+    "ginkgo": 7,
 }
 
 #: The oldest service version this code serves: a compute host older than

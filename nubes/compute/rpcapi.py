@@ -51,7 +51,7 @@ TOPIC = "compute"
 #: The newest version of the API this client knows.
 VERSION = "1.6"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
-STEP_KEY_VERSION = "1.6"
+STEP_KEY_VERSION = "1.5"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Since when the lifecycle action steps (pause ... set_admin_password) exist.

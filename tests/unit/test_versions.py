@@ -29,7 +29,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 4, "1.3"),
         ("auto", 5, "1.4"),
         ("auto", 6, "1.5"),
-        ("auto", 99, "1.5"),
+        ("auto", 7, "1.6"),
+        ("auto", 99, "1.6"),
         ("auto", 0, "1.0"),
     ],
 )
