@@ -71,6 +71,21 @@ REBOOT_TYPES = ("SOFT", "HARD")
 MAX_COUNT = 10_000
 
 
+#: ``hypervisor_type`` of the libvirt driver's nodes.
+LIBVIRT_HYPERVISOR = "QEMU"
+
+
+async def _hypervisor_type(conn: Connection, row: Mapping[str, Any]) -> str | None:
+    """The hypervisor type of the node the instance is on (None: on none)."""
+    if not row["host"] or not row["node"]:
+        return None
+    try:
+        node = await compute_nodes_api.get_by_host_and_nodename(conn, row["host"], row["node"])
+    except exception.NotFound:
+        return None
+    return str(node["hypervisor_type"])
+
+
 #: The vm_states in which a server's tags may change (Nova's os-server-tags check).
 TAGGABLE_STATES = frozenset(
     {
@@ -464,6 +479,13 @@ class ServersAPI:
         """
         async with self.db.reader() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
+            hypervisor = await _hypervisor_type(conn, row)
+        if hypervisor == LIBVIRT_HYPERVISOR:
+            # Not built for libvirt yet: refused before anything changes,
+            # rather than a rescue that fails on the host into ERROR.
+            raise exception.InstanceNotRescuable(
+                instance_id=instance_uuid, reason="its hypervisor (libvirt) cannot rescue yet"
+            )
         image_ref = rescue_image_ref or row["image_ref"]
         if not image_ref:
             raise exception.InstanceNotRescuable(
@@ -498,15 +520,8 @@ class ServersAPI:
         """
         async with self.db.reader() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            node = None
-            if row["host"] and row["node"]:
-                try:
-                    node = await compute_nodes_api.get_by_host_and_nodename(
-                        conn, row["host"], row["node"]
-                    )
-                except exception.NotFound:
-                    node = None
-        if node is not None and node["hypervisor_type"] == "QEMU":
+            hypervisor = await _hypervisor_type(conn, row)
+        if hypervisor == LIBVIRT_HYPERVISOR:
             agent = str(
                 instance_rules.image_properties(row["system_metadata"]).get(
                     "hw_qemu_guest_agent", ""

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from nubes import exception
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt.libvirt.driver import LibvirtDriver
 from nubes.context import RequestContext
@@ -79,6 +80,9 @@ async def test_pause_suspend_shelve_a_real_guest(
         assert (await driver.get_info(a)).state == PowerState.PAUSED
         await cloud.api.unpause_server(ctxt, a.uuid)
         await cloud.wait_for([a.uuid], _in("active"), timeout=BOOT_TIMEOUT)
+        # Rescue is not built for libvirt: refused before anything changes.
+        with pytest.raises(exception.InstanceNotRescuable):
+            await cloud.api.rescue_server(ctxt, a.uuid, "pw")
 
         await cloud.api.suspend_server(ctxt, a.uuid)
         [row] = await cloud.wait_for([a.uuid], _in("suspended"), timeout=BOOT_TIMEOUT)
