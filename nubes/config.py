@@ -100,6 +100,23 @@ default_opts: list[cfg.Opt] = [
         help="Confirm a resize or cold migration left unconfirmed (VERIFY_RESIZE) "
         "for this many seconds; 0 never confirms on its own.",
     ),
+    cfg.IntOpt(
+        "reclaim_instance_interval",
+        default=0,
+        min=0,
+        help="When above 0, deleting a server that has run only soft-deletes it "
+        "(SOFT_DELETED: its guest off, its resources kept, ``restore`` brings it "
+        "back, ``forceDelete`` deletes it now), and the conductors delete for good "
+        "the servers soft-deleted longer than this many seconds ago.",
+    ),
+    cfg.IntOpt(
+        "shelved_offload_time",
+        default=0,
+        min=-1,
+        help="Seconds a shelved server keeps its guest and host resources before "
+        "the conductors offload it (SHELVED_OFFLOADED: no guest, no host, no claim); "
+        "0 offloads it as part of the shelve, -1 never offloads on its own.",
+    ),
     cfg.BoolOpt(
         "allow_resize_to_same_host",
         default=False,

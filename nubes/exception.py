@@ -23,6 +23,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TooManyInstanceTags           more tags than a server may have
     │   ├── QuotaLimitInvalid             a quota limit out of Nova's settable bounds
     │   ├── ImageNotActive                an image that cannot be booted from (yet)
+    │   ├── InstanceNotRescuable          a server with nothing to rescue it with
     │   ├── NetworkInvalid                a bad field of a network, subnet, port or rule
     │   ├── InvalidKeypair                a key pair's name, type or public key is wrong
     │   ├── NetworkRequestInvalid         a server's networks/ports cannot be used
@@ -73,6 +74,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── Gone (410)                        an API Nova answered only with nova-network
     ├── Conflict (409)
     │   ├── InstanceNotReady              no running guest to ask (a console log)
+    │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
+    │   ├── UnshelveInstanceInvalidState  a zone or host to unshelve a server not offloaded
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
@@ -179,6 +182,10 @@ class ConsoleTypeUnavailable(Invalid):
     """Nova's answer for a console the cloud has switched off or lacks."""
 
     msg_fmt = "Unavailable console type %(console_type)s."
+
+
+class InstanceNotRescuable(Invalid):
+    msg_fmt = "Instance %(instance_id)s cannot be rescued: %(reason)s"
 
 
 class ValidationError(Invalid):
@@ -580,6 +587,20 @@ class InstanceNotReady(Conflict):
     log of a server not yet placed, or not running)."""
 
     msg_fmt = "Instance %(instance_id)s is not ready: %(reason)s"
+
+
+class InstanceNotRunning(Conflict):
+    """Nova's 409 for an action that needs the guest running (trigger_crash_dump)."""
+
+    msg_fmt = "Instance %(instance_id)s is not running."
+
+
+class UnshelveInstanceInvalidState(Conflict):
+    msg_fmt = (
+        'Specifying an availability zone or a host when unshelving server "%(instance_uuid)s" '
+        'with status "%(state)s" is not supported. The server status must be '
+        "SHELVED_OFFLOADED."
+    )
 
 
 class ObjectActionError(Conflict):

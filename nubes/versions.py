@@ -65,9 +65,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Steps' keys as one struct: compute 1.5 (``key``, a StepKey); the hosts'
     # network data plane: conductor 1.3 (get_host_network, get_network_peers).
     6: {"compute": "1.5", "conductor": "1.3", "scheduler": "1.0"},
-    # Guest diagnostics and consoles: compute 1.7 (get_instance_diagnostics,
-    # get_vnc_console; 1.6 is a parallel branch's, renumbered when both
-    # merge); conductor 1.4 (open_console, for a host's console relay).
+    # Lifecycle actions: compute 1.6 (pause ... set_admin_password steps);
+    # guest diagnostics and consoles: compute 1.7 (get_instance_diagnostics,
+    # get_vnc_console); conductor 1.4 (open_console, for a host's console relay).
     7: {"compute": "1.7", "conductor": "1.4", "scheduler": "1.0"},
 }
 

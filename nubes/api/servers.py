@@ -34,11 +34,19 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
+from nubes.api import images as images_api
 from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
-from nubes.conductor.tasks.payloads import BuildPayload, PowerPayload, TaskPayload
+from nubes.conductor.tasks.payloads import (
+    ActionPayload,
+    BuildPayload,
+    PowerPayload,
+    ShelvePayload,
+    TaskPayload,
+)
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
+from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import groups, tasks
 from nubes.db.api import instances as instances_api
 from nubes.db.api import metadata as metadata_api
@@ -48,13 +56,35 @@ from nubes.db.types import utcnow
 from nubes.network import ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
-from nubes.objects.states import LockedBy, PowerState, TaskState, VMState
+from nubes.objects.states import (
+    CRASH_DUMP_STATES,
+    SOFT_DELETABLE_STATES,
+    LockedBy,
+    PowerState,
+    TaskState,
+    VMState,
+)
 
 LOG = logging.getLogger(__name__)
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Most servers one create request may ask for.
 MAX_COUNT = 10_000
+
+
+#: ``hypervisor_type`` of the libvirt driver's nodes.
+LIBVIRT_HYPERVISOR = "QEMU"
+
+
+async def _hypervisor_type(conn: Connection, row: Mapping[str, Any]) -> str | None:
+    """The hypervisor type of the node the instance is on (None: on none)."""
+    if not row["host"] or not row["node"]:
+        return None
+    try:
+        node = await compute_nodes_api.get_by_host_and_nodename(conn, row["host"], row["node"])
+    except exception.NotFound:
+        return None
+    return str(node["hypervisor_type"])
 
 
 #: The vm_states in which a server's tags may change (Nova's os-server-tags check).
@@ -259,8 +289,18 @@ class ServersAPI:
 
     # -- operations on one server -----------------------------------------------------------
 
-    async def delete_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Start deleting a server, whatever it is doing (a build in progress is cancelled)."""
+    async def delete_server(
+        self, ctxt: RequestContext, instance_uuid: str, *, force: bool = False
+    ) -> None:
+        """Start deleting a server, whatever it is doing (a build in progress is cancelled).
+
+        With ``[DEFAULT] reclaim_instance_interval`` above 0, a server that has
+        run and is idle is only soft-deleted (Nova's ``soft_delete``; one that
+        never ran is deleted); ``force`` (``forceDelete``) deletes it anyway.
+        """
+        if not force and self.conf.reclaim_instance_interval > 0:
+            if await self._soft_delete(ctxt, instance_uuid):
+                return
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             instance_rules.check_lock(ctxt, row)
@@ -283,6 +323,111 @@ class ServersAPI:
             task = await self.intents.start(conn, ctxt, instance_uuid, TaskKind.DELETE, "delete")
         await self.intents.kick(ctxt, [task["id"]])
 
+    async def _soft_delete(self, ctxt: RequestContext, instance_uuid: str) -> bool:
+        """Soft-delete the server if it can be (it ran, it is idle, on a host);
+        False when it must be deleted for good instead."""
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+        if row["vm_state"] == VMState.SOFT_DELETED:
+            return True  # Nova: deleting a soft-deleted server changes nothing
+        if (
+            row["launched_at"] is None
+            or row["task_state"] is not None
+            or row["vm_state"] not in SOFT_DELETABLE_STATES
+            or not row["host"]
+        ):
+            return False
+        await self._power(
+            ctxt, instance_uuid, TaskKind.SOFT_DELETE, "delete", TaskState.SOFT_DELETING
+        )
+        return True
+
+    async def restore_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Bring a soft-deleted server back (Nova's ``restore``)."""
+        await self._power(ctxt, instance_uuid, TaskKind.RESTORE, "restore", TaskState.RESTORING)
+
+    # -- shelve (conductor/tasks/shelve.py) ----------------------------------------------
+
+    async def shelve_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Shelve: the guest off (SHELVED); with ``[DEFAULT] shelved_offload_time
+        = 0`` offloaded in the same task (SHELVED_OFFLOADED)."""
+        offload = self.conf.shelved_offload_time == 0
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SHELVE,
+            "shelve",
+            TaskState.SHELVING,
+            ShelvePayload(offload=offload),
+        )
+
+    async def shelve_offload_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SHELVE_OFFLOAD,
+            "shelveOffload",
+            TaskState.SHELVING_OFFLOADING,
+            ShelvePayload(),
+        )
+
+    async def unshelve_server(
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        *,
+        set_zone: bool = False,
+        zone: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        """Unshelve: a shelved server powered on where it is; an offloaded one
+        scheduled anew, into ``zone`` when ``set_zone`` (2.77; None unpins it,
+        2.91) or onto an admin's ``host`` (2.91), checked by the caller to exist.
+
+        A zone or a host for a server that is not offloaded is Nova's 409.
+        Quotas: an offloaded server still counts (usage is counted from the
+        instances), so unshelving it needs no new headroom.
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+        image: dict[str, Any] = {}
+        if row["vm_state"] == VMState.SHELVED_OFFLOADED and row["task_state"] is None:
+            # What it is spawned from again (read before the transaction).
+            image = dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            instance_rules.check_lock(ctxt, row)
+            instance_rules.check_state(
+                "unshelve", row, (VMState(row["vm_state"]), TaskState.UNSHELVING)
+            )
+            if row["task_state"] is not None:
+                raise exception.InstanceInvalidState(
+                    action="unshelve",
+                    instance_uuid=instance_uuid,
+                    attr="task_state",
+                    state=row["task_state"],
+                )
+            offloaded = row["vm_state"] == VMState.SHELVED_OFFLOADED
+            if (set_zone or host is not None) and not offloaded:
+                raise exception.UnshelveInstanceInvalidState(
+                    instance_uuid=instance_uuid, state=row["vm_state"]
+                )
+            values: dict[str, Any] = {"task_state": TaskState.UNSHELVING.value}
+            if set_zone:
+                values["availability_zone"] = zone
+            payload = ShelvePayload(requested_host=host, image=image if offloaded else {})
+            await instances_api.update(
+                conn,
+                instance_uuid,
+                values,
+                expected_vm_state=row["vm_state"],
+                expected_task_state=None,
+            )
+            task = await self.intents.start(
+                conn, ctxt, instance_uuid, TaskKind.UNSHELVE, "unshelve", payload
+            )
+        await self.intents.kick(ctxt, [task["id"]])
+
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
 
@@ -303,6 +448,117 @@ class ServersAPI:
             task_state,
             PowerPayload(reboot_type=reboot_type),
         )
+
+    # -- lifecycle actions (one host step each: conductor/tasks/actions.py) -----------
+
+    async def pause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.PAUSE, "pause", TaskState.PAUSING)
+
+    async def unpause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.UNPAUSE, "unpause", TaskState.UNPAUSING)
+
+    async def suspend_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.SUSPEND, "suspend", TaskState.SUSPENDING)
+
+    async def resume_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.RESUME, "resume", TaskState.RESUMING)
+
+    async def rescue_server(
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        admin_password: str | None,
+        rescue_image_ref: str | None = None,
+    ) -> None:
+        """Boot the server from a rescue image (``rescue_image_ref``, else the
+        image it was built from), its own disk attached second.
+
+        Every nubes server is image-backed (no volumes), so Nova's refusal of a
+        volume-backed rescue before 2.87 never applies; the image's
+        ``hw_rescue_device`` / ``hw_rescue_bus`` (stable rescue) reach the
+        driver with the image.
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            hypervisor = await _hypervisor_type(conn, row)
+        if hypervisor == LIBVIRT_HYPERVISOR:
+            # Not built for libvirt yet: refused before anything changes,
+            # rather than a rescue that fails on the host into ERROR.
+            raise exception.InstanceNotRescuable(
+                instance_id=instance_uuid, reason="its hypervisor (libvirt) cannot rescue yet"
+            )
+        image_ref = rescue_image_ref or row["image_ref"]
+        if not image_ref:
+            raise exception.InstanceNotRescuable(
+                instance_id=instance_uuid, reason="it has no image to rescue it with"
+            )
+        image = await images_api.get_active_image(self.db, ctxt, image_ref)
+        rescue_image = {
+            "id": image["id"],
+            "disk_format": image.get("disk_format"),
+            "properties": dict(image.get("properties") or {}),
+        }
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.RESCUE,
+            "rescue",
+            TaskState.RESCUING,
+            ActionPayload(admin_password=admin_password, rescue_image=rescue_image),
+        )
+
+    async def unrescue_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        await self._power(ctxt, instance_uuid, TaskKind.UNRESCUE, "unrescue", TaskState.UNRESCUING)
+
+    async def change_password(
+        self, ctxt: RequestContext, instance_uuid: str, admin_password: str
+    ) -> None:
+        """Set the guest's administrator password (``changePassword``).
+
+        A libvirt guest takes it through the QEMU guest agent only: a server
+        whose image does not say it runs one (``hw_qemu_guest_agent``) is
+        refused here, 409, as Nova answers (nothing is recorded).
+        """
+        async with self.db.reader() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            hypervisor = await _hypervisor_type(conn, row)
+        if hypervisor == LIBVIRT_HYPERVISOR:
+            agent = str(
+                instance_rules.image_properties(row["system_metadata"]).get(
+                    "hw_qemu_guest_agent", ""
+                )
+            ).lower()
+            if agent not in ("yes", "true", "1"):
+                raise exception.Conflict(reason="QEMU guest agent is not enabled")
+        await self._power(
+            ctxt,
+            instance_uuid,
+            TaskKind.SET_PASSWORD,
+            "changePassword",
+            TaskState.UPDATING_PASSWORD,
+            ActionPayload(admin_password=admin_password),
+        )
+
+    async def trigger_crash_dump(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Send the guest an NMI (2.17). Nova sets no task_state for it: the
+        instance must be idle, in one of ``CRASH_DUMP_STATES`` and running."""
+        async with self.db.writer() as conn:
+            row = await instances_api.get_by_uuid(conn, instance_uuid)
+            instance_rules.check_lock(ctxt, row)
+            if row["vm_state"] not in CRASH_DUMP_STATES or row["task_state"] is not None:
+                attr = "task_state" if row["task_state"] is not None else "vm_state"
+                raise exception.InstanceInvalidState(
+                    action="trigger_crash_dump",
+                    instance_uuid=instance_uuid,
+                    attr=attr,
+                    state=row[attr],
+                )
+            if row["power_state"] != PowerState.RUNNING or not row["host"]:
+                raise exception.InstanceNotRunning(instance_id=instance_uuid)
+            task = await self.intents.start(
+                conn, ctxt, instance_uuid, TaskKind.TRIGGER_CRASH_DUMP, "trigger_crash_dump"
+            )
+        await self.intents.kick(ctxt, [task["id"]])
 
     async def _power(
         self,

@@ -40,6 +40,19 @@ _CONDUCTOR_STEPS = (
     "live_migration_abort",
     "live_migration_force_complete",
     "remove_guest",
+    "pause_instance",
+    "unpause_instance",
+    "suspend_instance",
+    "resume_instance",
+    "rescue_instance",
+    "unrescue_instance",
+    "trigger_crash_dump",
+    "set_admin_password",
+    "soft_delete_instance",
+    "restore_instance",
+    "shelve_instance",
+    "shelve_offload_instance",
+    "unshelve_instance",
 )
 
 METHOD_RULES = access.rules(

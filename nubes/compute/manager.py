@@ -25,11 +25,13 @@ import logging
 from typing import Any
 
 from nubes import exception
+from nubes.compute.actions import ActionSteps
 from nubes.compute.console_relay import ConsoleRelay
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, utcnow
 from nubes.compute.resize import ResizeSteps
+from nubes.compute.shelve import ShelveSteps
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
@@ -47,11 +49,12 @@ _V = VMState
 class ComputeManager(ComputeEndpoint):
     """A compute host's build, power and delete steps and host queries.
 
-    Composition, not mixins: the resize, live-migration and rebuild steps are
-    objects of their own (``self.resize``, ``self.live``, ``self.rebuild``),
-    each holding its own state; all four share one
+    Composition, not mixins: the resize, live-migration, rebuild,
+    lifecycle-action and shelve steps are objects of their own
+    (``self.resize``, ``self.live``, ``self.rebuild``, ``self.actions``,
+    ``self.shelve``), each holding its own state; all six share one
     :class:`~nubes.compute.steps.StepRunner` (``self.runner``), and the RPC
-    server serves all four (:meth:`endpoints`).
+    server serves all six (:meth:`endpoints`).
     """
 
     def __init__(self, runner: StepRunner) -> None:
@@ -63,10 +66,12 @@ class ComputeManager(ComputeEndpoint):
         self.rebuild = RebuildSteps(self.runner)
         #: The host's console relay (set by the launcher; None: consoles refused).
         self.console_relay: ConsoleRelay | None = None
+        self.actions = ActionSteps(self.runner)
+        self.shelve = ShelveSteps(self.runner)
 
     def endpoints(self) -> list[ComputeEndpoint]:
         """What the host's RPC server serves: this manager and its step groups."""
-        return [self, self.resize, self.live, self.rebuild]
+        return [self, self.resize, self.live, self.rebuild, self.actions, self.shelve]
 
     # -- host queries (1.2) --------------------------------------------------
 

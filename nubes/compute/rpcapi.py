@@ -25,7 +25,11 @@ Version history:
           task_id, step, attempt), in place of ``task_id``, ``step`` and
           ``attempt``; hosts still take the spelled-out form, which this
           client sends to a host capped below 1.5
-    1.6 - (taken by a parallel branch; renumbered when both merge)
+    1.6 - the lifecycle action steps: pause_instance, unpause_instance,
+          suspend_instance, resume_instance, rescue_instance,
+          unrescue_instance, trigger_crash_dump, set_admin_password,
+          soft_delete_instance, restore_instance, shelve_instance,
+          shelve_offload_instance, unshelve_instance
     1.7 - get_instance_diagnostics (a call: a running guest's counters);
           get_vnc_console (a call: where the console proxy reaches a guest's
           VNC console, the host's console relay)
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nubes import exception
+from nubes import exception, versions
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -53,6 +57,8 @@ VERSION = "1.7"
 STEP_KEY_VERSION = "1.5"
 
 REBOOT_TYPES = ("SOFT", "HARD")
+#: Since when the lifecycle action steps (pause ... set_admin_password) exist.
+ACTIONS_VERSION = "1.6"
 
 
 class ComputeAPI:
@@ -93,6 +99,11 @@ class ComputeAPI:
         compute``, an older host still running) it is spelled out as
         ``task_id``, ``step`` and ``attempt``, at the method's own version.
         """
+        if versions.parse_version(since) > versions.parse_version(STEP_KEY_VERSION):
+            # Newer than the struct key: only ever sent with it (a host
+            # capped below ``since`` is refused here, UnsupportedVersion).
+            await self._host(host, since).cast(ctxt, method, key=key, **kwargs)
+            return
         if self.client.can_send_version(STEP_KEY_VERSION):
             await self._host(host, STEP_KEY_VERSION).cast(ctxt, method, key=key, **kwargs)
             return
@@ -151,6 +162,122 @@ class ComputeAPI:
     ) -> None:
         await self._step(
             ctxt, host, "reboot_instance", key, instance=instance, reboot_type=reboot_type
+        )
+
+    # -- lifecycle actions (1.6) --------------------------------------------------
+
+    async def pause_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "pause_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def unpause_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "unpause_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def suspend_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "suspend_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def resume_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "resume_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def rescue_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        rescue_image: dict[str, Any],
+        admin_password: str | None,
+    ) -> None:
+        """Boot the guest from ``rescue_image`` (its own disk attached too),
+        with ``admin_password`` for the rescue boot when one was set."""
+        await self._step(
+            ctxt,
+            host,
+            "rescue_instance",
+            key,
+            ACTIONS_VERSION,
+            instance=instance,
+            rescue_image=rescue_image,
+            admin_password=admin_password,
+        )
+
+    async def unrescue_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "unrescue_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def trigger_crash_dump(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "trigger_crash_dump", key, ACTIONS_VERSION, instance=instance)
+
+    async def soft_delete_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(
+            ctxt, host, "soft_delete_instance", key, ACTIONS_VERSION, instance=instance
+        )
+
+    async def restore_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        await self._step(ctxt, host, "restore_instance", key, ACTIONS_VERSION, instance=instance)
+
+    async def shelve_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, offload: bool
+    ) -> None:
+        """Power the guest off, instance SHELVED (``offload``: the offload follows)."""
+        await self._step(
+            ctxt, host, "shelve_instance", key, ACTIONS_VERSION, instance=instance, offload=offload
+        )
+
+    async def shelve_offload_instance(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey
+    ) -> None:
+        """Remove the shelved guest (the conductor then frees its claim and host)."""
+        await self._step(
+            ctxt, host, "shelve_offload_instance", key, ACTIONS_VERSION, instance=instance
+        )
+
+    async def unshelve_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        image: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        """Power the shelved guest on, or spawn the offloaded one from ``image``."""
+        await self._step(
+            ctxt,
+            host,
+            "unshelve_instance",
+            key,
+            ACTIONS_VERSION,
+            instance=instance,
+            image=image,
+            request=request,
+        )
+
+    async def set_admin_password(
+        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, new_pass: str
+    ) -> None:
+        await self._step(
+            ctxt,
+            host,
+            "set_admin_password",
+            key,
+            ACTIONS_VERSION,
+            instance=instance,
+            new_pass=new_pass,
         )
 
     # -- moves (1.1); see docs/moves.md for who is sent what ------------------------

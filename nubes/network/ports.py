@@ -317,6 +317,15 @@ def bind_writes(instance_uuid: str, host: str) -> Write:
     return net_db.bind_ports_write(instance_uuid, host)
 
 
+def unbind_writes(instance_uuid: str) -> Writes:
+    """The server's ports kept but bound to no host (it left its host: shelve offload)."""
+
+    async def unbind(conn: Connection) -> None:
+        await net_db.unbind_ports(conn, instance_uuid)
+
+    return unbind
+
+
 def release_writes(instance_uuid: str) -> Writes:
     """Ports nubes made for the server deleted, ports the user gave unbound, requests gone."""
 

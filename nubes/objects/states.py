@@ -160,6 +160,30 @@ MOVE_TASK_STATES: frozenset[TaskState] = frozenset(
 )
 
 
+#: vm_states an instance can be rescued from (Nova's rescue check).
+RESCUABLE_STATES: tuple[VMState, ...] = (_V.ACTIVE, _V.STOPPED, _V.ERROR)
+#: vm_states Nova lets ``trigger_crash_dump`` ask a guest in (no state change).
+CRASH_DUMP_STATES: tuple[VMState, ...] = (
+    _V.ACTIVE,
+    _V.PAUSED,
+    _V.RESCUED,
+    _V.RESIZED,
+    _V.ERROR,
+)
+
+#: vm_states a delete may only soft-delete from (with a reclaim interval).
+SOFT_DELETABLE_STATES: tuple[VMState, ...] = (
+    _V.ACTIVE,
+    _V.STOPPED,
+    _V.PAUSED,
+    _V.SUSPENDED,
+    _V.RESCUED,
+    _V.ERROR,
+)
+
+#: vm_states an instance can be shelved from (Nova's shelve check).
+SHELVABLE_STATES: tuple[VMState, ...] = (_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED)
+
 #: vm_states an instance can be powered off, rebooted or migrated from.
 _RUNNING_LIKE = (_V.ACTIVE, _V.STOPPED)
 
@@ -274,6 +298,63 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
             for vm in (_V.ACTIVE, _V.STOPPED, _V.ERROR)
             for end in (_V.ACTIVE, _V.STOPPED)
         ],
+    ],
+    # Pause (the guest's vCPUs stop, its memory stays) and back.
+    "pause": [
+        *_chain([_V.ACTIVE], None, _T.PAUSING),
+        ((_V.ACTIVE, _T.PAUSING), (_V.PAUSED, None)),
+    ],
+    "unpause": [
+        *_chain([_V.PAUSED], None, _T.UNPAUSING),
+        ((_V.PAUSED, _T.UNPAUSING), (_V.ACTIVE, None)),
+    ],
+    # Suspend (the guest's memory saved to disk, nothing runs) and back.
+    "suspend": [
+        *_chain([_V.ACTIVE], None, _T.SUSPENDING),
+        ((_V.ACTIVE, _T.SUSPENDING), (_V.SUSPENDED, None)),
+    ],
+    "resume": [
+        *_chain([_V.SUSPENDED], None, _T.RESUMING),
+        ((_V.SUSPENDED, _T.RESUMING), (_V.ACTIVE, None)),
+    ],
+    # Rescue boots the guest from a rescue image (its own disk attached
+    # second); Nova rescues active, stopped and errored instances.
+    "rescue": [
+        *_chain(RESCUABLE_STATES, None, _T.RESCUING),
+        *[((vm, _T.RESCUING), (_V.RESCUED, None)) for vm in RESCUABLE_STATES],
+    ],
+    "unrescue": [
+        *_chain([_V.RESCUED], None, _T.UNRESCUING),
+        ((_V.RESCUED, _T.UNRESCUING), (_V.ACTIVE, None)),
+    ],
+    # changePassword: the task_state is dropped when it is done (a rule
+    # of the docstring), the vm_state never changes.
+    "set_password": _chain([_V.ACTIVE], None, _T.UPDATING_PASSWORD),
+    # Soft delete ([DEFAULT] reclaim_instance_interval): the guest off, the
+    # instance kept until restored, force-deleted or reclaimed.
+    "soft_delete": [
+        *_chain(SOFT_DELETABLE_STATES, None, _T.SOFT_DELETING),
+        *[((vm, _T.SOFT_DELETING), (_V.SOFT_DELETED, None)) for vm in SOFT_DELETABLE_STATES],
+    ],
+    "restore": [
+        *_chain([_V.SOFT_DELETED], None, _T.RESTORING),
+        ((_V.SOFT_DELETED, _T.RESTORING), (_V.ACTIVE, None)),
+    ],
+    # Shelve: the guest powered off (SHELVED, still on its host), then
+    # offloaded (SHELVED_OFFLOADED: no guest, no host, no claim), at once
+    # with ``[DEFAULT] shelved_offload_time = 0``.
+    "shelve": [
+        *_chain(SHELVABLE_STATES, None, _T.SHELVING),
+        *[((vm, _T.SHELVING), (_V.SHELVED, None)) for vm in SHELVABLE_STATES],
+        *[((vm, _T.SHELVING), (_V.SHELVED, _T.SHELVING_OFFLOADING)) for vm in SHELVABLE_STATES],
+        *_chain([_V.SHELVED], None, _T.SHELVING_OFFLOADING),
+        ((_V.SHELVED, _T.SHELVING_OFFLOADING), (_V.SHELVED_OFFLOADED, None)),
+    ],
+    # Unshelve: powered on where it is, or scheduled and spawned anew.
+    "unshelve": [
+        *_chain([_V.SHELVED, _V.SHELVED_OFFLOADED], None, _T.UNSHELVING),
+        ((_V.SHELVED, _T.UNSHELVING), (_V.ACTIVE, None)),
+        ((_V.SHELVED_OFFLOADED, _T.UNSHELVING), (_V.ACTIVE, None)),
     ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],

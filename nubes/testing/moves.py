@@ -5,8 +5,9 @@ up, or a conductor killed on the way and another one carrying it on — the
 instance is left
 
 * with no active task and no task_state, in a stable vm_state;
-* on exactly one host (or none, for a build that never placed it), the
-  guest there and nowhere else when the drivers are given;
+* on exactly one host (or none, for a build that never placed it or a
+  shelved-offloaded instance, which has no guest anywhere), the guest there
+  and nowhere else when the drivers are given;
 * holding claims (the ``allocations`` table) equal to its flavor on the node
   it is on, and nothing anywhere else; its migrations hold nothing;
 * with every migration in a final status —
@@ -44,13 +45,28 @@ if TYPE_CHECKING:
 
 #: vm_states an instance may rest in with no task.
 STABLE_VM_STATES = frozenset(
-    {VMState.ACTIVE, VMState.STOPPED, VMState.PAUSED, VMState.ERROR, VMState.RESIZED}
+    {
+        VMState.ACTIVE,
+        VMState.STOPPED,
+        VMState.PAUSED,
+        VMState.SUSPENDED,
+        VMState.RESCUED,
+        VMState.SOFT_DELETED,
+        VMState.SHELVED,
+        VMState.SHELVED_OFFLOADED,
+        VMState.ERROR,
+        VMState.RESIZED,
+    }
 )
 #: The guest's power each stable vm_state means (ERROR: anything).
 _POWER = {
     VMState.ACTIVE: PowerState.RUNNING,
     VMState.PAUSED: PowerState.PAUSED,
     VMState.STOPPED: PowerState.SHUTDOWN,
+    VMState.SUSPENDED: PowerState.SUSPENDED,
+    VMState.RESCUED: PowerState.RUNNING,
+    VMState.SOFT_DELETED: PowerState.SHUTDOWN,
+    VMState.SHELVED: PowerState.SHUTDOWN,
     VMState.RESIZED: None,
 }
 
@@ -188,6 +204,11 @@ def _check_guests(
         # The guest may be anywhere it was left, but never on two hosts.
         if len(running) > 1:
             problems.append(f"guest on {running}")
+        return
+    if vm == VMState.SHELVED_OFFLOADED:
+        # Offloaded: no guest anywhere (and no host, checked above).
+        if running:
+            problems.append(f"offloaded, yet a guest on {running}")
         return
     if running != [host]:
         problems.append(f"guest on {running or 'no host'}, the instance on {host}")

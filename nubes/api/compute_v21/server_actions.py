@@ -1,7 +1,10 @@
 """POST /servers/{id}/action: one route for every server action, dispatched by name.
 
-The lifecycle actions (stop, start, reboot, lock, unlock, reset state) live
-here; the move actions in :mod:`server_moves`, the security-group actions in
+The lifecycle actions (stop, start, reboot, pause, unpause, suspend,
+resume, rescue, unrescue, shelve, shelveOffload, unshelve,
+trigger_crash_dump, changePassword, restore, forceDelete, lock, unlock,
+reset state; os-resetNetwork and injectNetworkInfo as Nova answers them, 410)
+live here; the move actions in :mod:`server_moves`, the security-group actions in
 :mod:`server_network`. Those modules only import
 :mod:`servers` (for the server lookup and views), never each other's route
 module, so no import cycle joins them.
@@ -21,9 +24,11 @@ from nubes.api import validation as v
 from nubes.api.compute_v21 import (
     common,
     guest_host,
+    hosts,
     remote_consoles,
     server_moves,
     server_network,
+    server_params,
     servers,
 )
 from nubes.api.compute_v21 import server_schemas as schemas
@@ -77,6 +82,122 @@ async def _reset_state(request: Request, row: dict[str, Any], body: Any) -> None
     )
 
 
+async def _pause(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-pause-server:pause", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).pause_server(common.ctx(request), row["uuid"])
+
+
+async def _unpause(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-pause-server:unpause", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unpause_server(common.ctx(request), row["uuid"])
+
+
+async def _suspend(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-suspend-server:suspend", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).suspend_server(common.ctx(request), row["uuid"])
+
+
+async def _resume(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-suspend-server:resume", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).resume_server(common.ctx(request), row["uuid"])
+
+
+async def _rescue(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """Nova's rescue: 200 with the rescue boot's password (given or made)."""
+    v.validate(body, schemas.RESCUE)
+    common.authorize(request, "os-rescue", Rule.PROJECT_MEMBER, row["project_id"])
+    rescue = body["rescue"] or {}
+    password = server_params.password(rescue)
+    await _api(request).rescue_server(
+        common.ctx(request), row["uuid"], password, rescue.get("rescue_image_ref")
+    )
+    return common.json({"adminPass": password})
+
+
+async def _unrescue(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-unrescue", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).unrescue_server(common.ctx(request), row["uuid"])
+
+
+async def _trigger_crash_dump(request: Request, row: dict[str, Any], body: Any) -> None:
+    if not common.version(request).at_least("2.17"):
+        # Nova's answer for an action its microversion does not have yet.
+        raise common.not_found("The action trigger_crash_dump needs microversion 2.17 or later")
+    v.validate(body, schemas.TRIGGER_CRASH_DUMP)
+    common.authorize(request, "servers:trigger_crash_dump", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).trigger_crash_dump(common.ctx(request), row["uuid"])
+
+
+async def _change_password(request: Request, row: dict[str, Any], body: Any) -> None:
+    v.validate(body, schemas.CHANGE_PASSWORD)
+    common.authorize(request, "os-admin-password", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).change_password(
+        common.ctx(request), row["uuid"], body["changePassword"]["adminPass"]
+    )
+
+
+async def _restore(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-deferred-delete:restore", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).restore_server(common.ctx(request), row["uuid"])
+
+
+async def _force_delete(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-deferred-delete:force", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).delete_server(common.ctx(request), row["uuid"], force=True)
+
+
+async def _shelve(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-shelve:shelve", Rule.PROJECT_MEMBER, row["project_id"])
+    await _api(request).shelve_server(common.ctx(request), row["uuid"])
+
+
+async def _shelve_offload(request: Request, row: dict[str, Any], body: Any) -> None:
+    common.authorize(request, "os-shelve:shelve_offload", Rule.ADMIN)
+    await _api(request).shelve_offload_server(common.ctx(request), row["uuid"])
+
+
+async def _unshelve(request: Request, row: dict[str, Any], body: Any) -> None:
+    """Unshelve; from 2.77 into a named zone, from 2.91 onto a host (admins)
+    or unpinned (a null zone), each only for an offloaded server (409)."""
+    version = common.version(request)
+    common.authorize(request, "os-shelve:unshelve", Rule.PROJECT_MEMBER, row["project_id"])
+    args: dict[str, Any] = {}
+    if version.at_least("2.77"):
+        v.validate(body, schemas.UNSHELVE_291 if version.at_least("2.91") else schemas.UNSHELVE_277)
+        spec = body["unshelve"] or {}
+        host = spec.get("host")
+        if host is not None:
+            common.authorize(request, "os-shelve:unshelve_to_host", Rule.ADMIN)
+            await servers.check_destination(request, host, None)
+        if "availability_zone" in spec:
+            zone = spec["availability_zone"]
+            if zone is not None:
+                await servers.check_zone(request, zone)
+                if host is not None:
+                    await _check_host_in_zone(request, host, zone)
+            args.update(set_zone=True, zone=zone)
+        elif host is not None and row["availability_zone"]:
+            # Pinned to a zone: the host must be in it (Nova).
+            await _check_host_in_zone(request, host, row["availability_zone"])
+        args["host"] = host
+    await _api(request).unshelve_server(common.ctx(request), row["uuid"], **args)
+
+
+async def _check_host_in_zone(request: Request, host: str, zone: str) -> None:
+    conf = common.state(request).conf
+    async with common.state(request).db.reader() as conn:
+        zones = await hosts.host_zones(conn)
+    if zones.get(host, str(conf.api.default_availability_zone)) != zone:
+        raise common.bad_request(f'Host "{host}" is not in the availability zone "{zone}".')
+
+
+async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
+    """``os-resetNetwork`` and ``injectNetworkInfo``: Nova removed them with
+    the XenAPI driver (the only one that did them) and answers 410."""
+    common.authorize(request, "os-admin-actions", Rule.ADMIN)
+    raise exception.Gone(message="This action was removed from the compute API.")
+
+
 #: Control characters a console log may hold that JSON clients choke on;
 #: Nova keeps tab, line feed and carriage return and removes the rest.
 _CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -108,6 +229,21 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "unlock": _unlock,
     "os-resetState": _reset_state,
     "os-getConsoleOutput": _console_output,
+    "pause": _pause,
+    "unpause": _unpause,
+    "suspend": _suspend,
+    "resume": _resume,
+    "rescue": _rescue,
+    "unrescue": _unrescue,
+    "trigger_crash_dump": _trigger_crash_dump,
+    "changePassword": _change_password,
+    "shelve": _shelve,
+    "shelveOffload": _shelve_offload,
+    "unshelve": _unshelve,
+    "restore": _restore,
+    "forceDelete": _force_delete,
+    "os-resetNetwork": _removed,
+    "injectNetworkInfo": _removed,
 }
 
 

@@ -547,3 +547,47 @@ SORT_KEYS = (
 )
 #: Sort keys only admins may use (Nova answers 403 to others).
 ADMIN_SORT_KEYS = ("host", "node")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (one of :func:`_action`'s) also taking ``{name: null}``."""
+    (name,) = schema["properties"]
+    schema["properties"][name]["type"] = ["object", "null"]
+    return schema
+
+
+#: Nova's rescue: an optional admin password and rescue image.
+RESCUE = _nullable(
+    _action(
+        "rescue",
+        {
+            "adminPass": {"type": "string"},
+            "rescue_image_ref": {"type": "string", "format": "uuid"},
+        },
+    )
+)
+#: Nova's changePassword: the new password, required.
+CHANGE_PASSWORD = _action("changePassword", {"adminPass": {"type": "string"}}, ["adminPass"])
+#: 2.17: ``{"trigger_crash_dump": null}``, nothing else.
+TRIGGER_CRASH_DUMP = {
+    "type": "object",
+    "properties": {"trigger_crash_dump": {"type": "null"}},
+    "required": ["trigger_crash_dump"],
+    "additionalProperties": False,
+}
+
+#: unshelve before 2.77: the body is not looked at (Nova's ``{"unshelve": null}``).
+#: 2.77: an availability zone may be named.
+UNSHELVE_277 = _nullable(
+    _action("unshelve", {"availability_zone": {"type": "string", "minLength": 1, "maxLength": 255}})
+)
+#: 2.91: a zone (null: unpinned) and, for admins, a host.
+UNSHELVE_291 = _nullable(
+    _action(
+        "unshelve",
+        {
+            "availability_zone": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+            "host": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+    )
+)

@@ -517,7 +517,7 @@ async def _image(request: Request, ref: str | None) -> dict[str, Any]:
         raise common.bad_request("Can not find requested image") from None
 
 
-async def _check_zone(request: Request, zone: str) -> None:
+async def check_zone(request: Request, zone: str) -> None:
     conf = common.state(request).conf
     # The primary: a zone an operator just made must be usable at once.
     async with common.state(request).db.reader() as conn:
@@ -527,7 +527,7 @@ async def _check_zone(request: Request, zone: str) -> None:
         raise common.bad_request("The requested availability zone is not available")
 
 
-async def _check_destination(request: Request, host: str | None, node: str | None) -> None:
+async def check_destination(request: Request, host: str | None, node: str | None) -> None:
     """2.74: the host (and node) must be a compute node's (Nova's 400 otherwise)."""
     async with common.state(request).db.reader() as conn:
         nodes = await compute_nodes_db.get_all(conn, host=host)
@@ -603,11 +603,11 @@ async def create(request: Request) -> Response:
     instance_rules.check_image_fits(image, flavor)
     zone = server.get("availability_zone")
     if zone:
-        await _check_zone(request, zone)
+        await check_zone(request, zone)
     host, node = server.get("host"), server.get("hypervisor_hostname")
     if host or node:
         common.authorize(request, "servers:create:requested_destination", Rule.ADMIN)
-        await _check_destination(request, host, node)
+        await check_destination(request, host, node)
     nics = await ports.resolve(
         network_service(request),
         ctxt,

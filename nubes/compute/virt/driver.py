@@ -312,6 +312,59 @@ class ComputeDriver(abc.ABC):
             reason="this driver keeps no guest counters",
         )
 
+    # -- lifecycle actions (pause ... set_admin_password) ---------------------
+    # Not abstract: a driver that cannot do one refuses it (the step fails
+    # with the reason as the instance's fault, the guest as it was).
+
+    def _cannot(self, instance: Instance, operation: str, reason: str) -> exception.NubesError:
+        return exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation=operation,
+            instance_uuid=instance.uuid,
+            reason=reason,
+        )
+
+    async def pause(self, instance: Instance) -> None:
+        """Stop the guest's vCPUs, keeping its memory (power state PAUSED).
+        Succeeds when it is paused already."""
+        raise self._cannot(instance, "pause", "not supported by this driver")
+
+    async def unpause(self, instance: Instance) -> None:
+        """Run a paused guest again. Succeeds when it runs already."""
+        raise self._cannot(instance, "unpause", "not supported by this driver")
+
+    async def suspend(self, instance: Instance) -> None:
+        """Save the guest's memory to disk and stop it. Succeeds when it is
+        suspended already."""
+        raise self._cannot(instance, "suspend", "not supported by this driver")
+
+    async def resume(self, instance: Instance) -> None:
+        """Bring a suspended guest back from its saved memory. Succeeds when
+        it runs already."""
+        raise self._cannot(instance, "resume", "not supported by this driver")
+
+    async def rescue(
+        self, instance: Instance, rescue_image: dict[str, Any], admin_password: str | None
+    ) -> None:
+        """Boot the guest from ``rescue_image`` with its own disk attached
+        second (a stable rescue, image properties ``hw_rescue_device`` or
+        ``hw_rescue_bus``, keeps its own disk first and boots the rescue
+        disk by them)."""
+        raise self._cannot(instance, "rescue", "not supported by this driver")
+
+    async def unrescue(self, instance: Instance) -> None:
+        """Boot the guest from its own disk again, the rescue disk removed."""
+        raise self._cannot(instance, "unrescue", "not supported by this driver")
+
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        """Send the guest a non-maskable interrupt (its kernel dumps and
+        restarts, if set up so)."""
+        raise self._cannot(instance, "trigger a crash dump of", "not supported by this driver")
+
+    async def set_admin_password(self, instance: Instance, new_pass: str) -> None:
+        """Set the guest's administrator password (through an agent in it)."""
+        raise self._cannot(instance, "set the password of", "not supported by this driver")
+
     # -- cold migration and resize -------------------------------------------
 
     @abc.abstractmethod

@@ -124,6 +124,12 @@ class FakeInstance:
     console: list[str] = dataclasses.field(default_factory=list)
     #: The config drive it was given (the functional tests read its files).
     config_drive: ConfigDrive | None = None
+    #: The rescue image it runs from while rescued (None: its own disk).
+    rescue_image: str | None = None
+    #: The administrator password last set (changePassword, a rescue's).
+    admin_password: str | None = None
+    #: NMIs received (trigger_crash_dump).
+    nmis: int = 0
 
     def log(self, event: str) -> None:
         self.console.append(
@@ -514,6 +520,83 @@ class FakeDriver(ComputeDriver):
             ],
             disk_details=disks,
         )
+
+    # -- lifecycle actions ---------------------------------------------------
+
+    async def _switch(
+        self,
+        operation: str,
+        instance: Instance,
+        start: tuple[PowerState, ...],
+        end: PowerState,
+    ) -> FakeInstance:
+        """Move the guest from one of ``start`` to ``end`` (already ``end``: nothing)."""
+        self._check_injected(operation, instance)
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        if found.state == end:
+            return found
+        if found.state not in start:
+            raise self._fail(operation, instance, f"the guest is {found.state.name.lower()}")
+        found.state = end
+        found.log(f"{operation} done")
+        return found
+
+    @_persists
+    async def pause(self, instance: Instance) -> None:
+        await self._switch("pause", instance, (PowerState.RUNNING,), PowerState.PAUSED)
+
+    @_persists
+    async def unpause(self, instance: Instance) -> None:
+        await self._switch("unpause", instance, (PowerState.PAUSED,), PowerState.RUNNING)
+
+    @_persists
+    async def suspend(self, instance: Instance) -> None:
+        await self._switch(
+            "suspend", instance, (PowerState.RUNNING, PowerState.PAUSED), PowerState.SUSPENDED
+        )
+
+    @_persists
+    async def resume(self, instance: Instance) -> None:
+        await self._switch("resume", instance, (PowerState.SUSPENDED,), PowerState.RUNNING)
+
+    @_persists
+    async def rescue(
+        self, instance: Instance, rescue_image: dict[str, Any], admin_password: str | None
+    ) -> None:
+        self._check_injected("rescue", instance)
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        found.rescue_image = str(rescue_image.get("id") or "")
+        if admin_password is not None:
+            found.admin_password = admin_password
+        found.state = PowerState.RUNNING
+        found.log(f"rescued from image {found.rescue_image}")
+
+    @_persists
+    async def unrescue(self, instance: Instance) -> None:
+        self._check_injected("unrescue", instance)
+        found = self._get(instance)
+        await _delay(self.faults.power_delay)
+        found.rescue_image = None
+        found.state = PowerState.RUNNING
+        found.log("unrescued")
+
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        self._check_injected("trigger_crash_dump", instance)
+        found = self._get(instance)
+        if found.state != PowerState.RUNNING:
+            raise self._fail("trigger_crash_dump", instance, "the guest is not running")
+        found.nmis += 1
+        found.log("NMI received")
+
+    async def set_admin_password(self, instance: Instance, new_pass: str) -> None:
+        self._check_injected("set_admin_password", instance)
+        found = self._get(instance)
+        if found.state != PowerState.RUNNING:
+            raise self._fail("set_admin_password", instance, "the guest is not running")
+        found.admin_password = new_pass
+        found.log("administrator password changed")
 
     # -- cold migration and resize -------------------------------------------
 

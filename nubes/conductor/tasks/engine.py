@@ -63,6 +63,7 @@ from nubes import exception, liveness, metrics
 # The kinds' modules (all but caps) are imported for their @task_kind
 # registrations in base.KINDS, which the engine instantiates.
 from nubes.conductor.tasks import (  # noqa: F401
+    actions,
     build,
     caps,
     confirm_revert,
@@ -72,6 +73,7 @@ from nubes.conductor.tasks import (  # noqa: F401
     power,
     rebuild,
     remove_guest,
+    shelve,
 )
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP
@@ -192,6 +194,22 @@ class TaskEngine:
 
             self._loops.append(
                 asyncio.create_task(autoconfirm.sweep_forever(self), name="nubes-autoconfirm")
+            )
+        from nubes.conductor.tasks import reclaim
+
+        if self.conf.reclaim_instance_interval > 0:
+            after = float(self.conf.reclaim_instance_interval)
+            self._loops.append(
+                asyncio.create_task(
+                    reclaim.sweep_forever(self, reclaim.RECLAIM, after), name="nubes-reclaim"
+                )
+            )
+        if self.conf.shelved_offload_time > 0:
+            after = float(self.conf.shelved_offload_time)
+            self._loops.append(
+                asyncio.create_task(
+                    reclaim.sweep_forever(self, reclaim.OFFLOAD, after), name="nubes-offload"
+                )
             )
         LOG.info("task engine %s started", self.owner)
 

@@ -206,6 +206,41 @@ class PowerPayload(TaskPayload, kw_only=True):
     reboot_type: str = "SOFT"
 
 
+@payload_of(
+    TaskKind.PAUSE,
+    TaskKind.UNPAUSE,
+    TaskKind.SUSPEND,
+    TaskKind.RESUME,
+    TaskKind.RESCUE,
+    TaskKind.UNRESCUE,
+    TaskKind.TRIGGER_CRASH_DUMP,
+    TaskKind.SET_PASSWORD,
+    TaskKind.SOFT_DELETE,
+    TaskKind.RESTORE,
+)
+class ActionPayload(TaskPayload, kw_only=True):
+    """The lifecycle actions of ``actions.py``: what rescue and changePassword carry.
+
+    The password is the guest's new one (rescue: the rescue boot's); it is
+    kept only while the task runs (the step clears it from the row when it
+    sends it), since the host needs it once.
+    """
+
+    admin_password: str | None = None
+    #: rescue: the image to boot from (the instance's own when none was named)
+    rescue_image: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+@payload_of(TaskKind.SHELVE, TaskKind.SHELVE_OFFLOAD, TaskKind.UNSHELVE)
+class ShelvePayload(TaskPayload, kw_only=True):
+    """shelve: whether the offload follows at once; unshelve of an offloaded
+    server: the image it spawns from and the host an admin named (2.91)."""
+
+    offload: bool = False
+    image: dict[str, Any] = msgspec.field(default_factory=dict)
+    requested_host: str | None = None
+
+
 @payload_of(TaskKind.DELETE)
 class DeletePayload(TaskPayload, kw_only=True):
     """delete: the resize whose source guest is removed too (its migration's id)."""

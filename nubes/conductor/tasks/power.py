@@ -22,7 +22,7 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
-from nubes.conductor.tasks.payloads import PowerPayload, expect_report
+from nubes.conductor.tasks.payloads import PowerPayload, TaskPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
@@ -53,6 +53,11 @@ class PowerTask(Task):
 
     def extra_args(self, run: Run) -> dict[str, Any]:
         return {}
+
+    def final_payload(self, run: Run) -> TaskPayload | None:
+        """The payload the task ends with (None: as it is); a kind whose
+        payload holds a secret the host needed once drops it here."""
+        return None
 
     async def power(self, run: Run) -> str | None:
         if not run.awaiting:
@@ -96,7 +101,7 @@ class PowerTask(Task):
             async def done(conn: Connection) -> None:
                 await run.finish_action(conn)
 
-            await run.finish(TaskStatus.SUCCEEDED, writes=done)
+            await run.finish(TaskStatus.SUCCEEDED, writes=done, payload=self.final_payload(run))
             return None
         await self.fail(run, f"{self.kind} on {outcome.host} failed: {outcome.error}")
         return None
@@ -110,6 +115,8 @@ class PowerTask(Task):
     async def revert(self, run: Run) -> None:
         """Drop the transitional task_state (if it is still ours)."""
         assert run.instance_uuid is not None
+        if not self.task_states:
+            return  # a kind that sets no task_state (trigger_crash_dump)
         write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
         try:
             async with self.engine.db.writer() as conn:
@@ -124,13 +131,20 @@ class PowerTask(Task):
             await run.finish_action(conn, ok=False)
 
         async def revert(conn: Connection) -> None:
+            if not self.task_states:
+                return
             write = set_instance(run, self._revert_values(), expected_task_state=self.task_states)
             try:
                 await run_writes(conn, write)
             except exception.InstanceUpdateConflict:
                 pass  # compute already moved it on
 
-        await run.finish(status, last_error=message, writes=chain(revert, history))
+        await run.finish(
+            status,
+            last_error=message,
+            writes=chain(revert, history),
+            payload=self.final_payload(run),
+        )
         await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:

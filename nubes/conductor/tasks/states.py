@@ -34,6 +34,43 @@ class TaskKind(enum.StrEnum):
     #: tell a host to remove the guest of a try the conductor gave up on
     #: (remove_guest.py); it has no instance of its own: the payload names it
     REMOVE_GUEST = "remove_guest"
+    # -- the lifecycle actions of actions.py: one host step each, like power --
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESCUE = "rescue"
+    UNRESCUE = "unrescue"
+    TRIGGER_CRASH_DUMP = "trigger_crash_dump"
+    SET_PASSWORD = "set_password"
+    #: a delete with ``[DEFAULT] reclaim_instance_interval``: the guest off, kept
+    SOFT_DELETE = "soft_delete"
+    RESTORE = "restore"
+    #: shelve (shelve.py): the host powers the guest off; then, with
+    #: ``[DEFAULT] shelved_offload_time = 0``, the offload below
+    SHELVE = "shelve"
+    #: the host removes the shelved guest; its claim and host are given back
+    SHELVE_OFFLOAD = "shelve_offload"
+    #: power on where it is (shelved), or schedule and spawn (offloaded)
+    UNSHELVE = "unshelve"
+
+
+#: The kinds whose one step is ``power``: ask the instance's host, and wait.
+ONE_HOST_STEP_KINDS: tuple[TaskKind, ...] = (
+    TaskKind.STOP,
+    TaskKind.START,
+    TaskKind.REBOOT,
+    TaskKind.PAUSE,
+    TaskKind.UNPAUSE,
+    TaskKind.SUSPEND,
+    TaskKind.RESUME,
+    TaskKind.RESCUE,
+    TaskKind.UNRESCUE,
+    TaskKind.TRIGGER_CRASH_DUMP,
+    TaskKind.SET_PASSWORD,
+    TaskKind.SOFT_DELETE,
+    TaskKind.RESTORE,
+)
 
 
 class Step(enum.StrEnum):
@@ -47,7 +84,8 @@ class Step(enum.StrEnum):
     TERMINATE = "terminate"
     #: delete: give the host's resources back and remove the instance record.
     RELEASE = "release"
-    #: stop, start, reboot: ask the instance's host, and wait.
+    #: stop, start, reboot and the other :data:`ONE_HOST_STEP_KINDS`: ask
+    #: the instance's host, and wait.
     POWER = "power"
     # -- moves (docs/moves.md) --
     #: migrate: source powers off and copies the disks
@@ -80,6 +118,12 @@ class Step(enum.StrEnum):
     REBUILD = "rebuild"
     #: remove_guest: the host removes the guest, and confirms
     REMOVE_GUEST = "remove_guest"
+    #: shelve: the host powers the guest off (instance SHELVED)
+    SHELVE = "shelve"
+    #: shelve, shelve_offload: the host removes the shelved guest
+    OFFLOAD = "offload"
+    #: unshelve: the host powers the guest on, or spawns it anew
+    UNSHELVE = "unshelve"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -100,9 +144,7 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.CONFIRM_SOURCE: frozenset({Step.CONFIRM_SOURCE, Step.RELEASE}),
         Step.RELEASE: frozenset({END}),
     },
-    TaskKind.STOP: {Step.POWER: frozenset({Step.POWER, END})},
-    TaskKind.START: {Step.POWER: frozenset({Step.POWER, END})},
-    TaskKind.REBOOT: {Step.POWER: frozenset({Step.POWER, END})},
+    **{kind: {Step.POWER: frozenset({Step.POWER, END})} for kind in ONE_HOST_STEP_KINDS},
     TaskKind.MIGRATE: {
         # schedule -> schedule: the source claim handed to the migration,
         # committed before the scheduler is asked (migrate.py)
@@ -141,15 +183,26 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     },
     TaskKind.REBUILD: {Step.REBUILD: frozenset({Step.REBUILD, END})},
     TaskKind.REMOVE_GUEST: {Step.REMOVE_GUEST: frozenset({Step.REMOVE_GUEST, END})},
+    TaskKind.SHELVE: {
+        Step.SHELVE: frozenset({Step.SHELVE, Step.OFFLOAD, END}),
+        Step.OFFLOAD: frozenset({Step.OFFLOAD, Step.RELEASE, END}),
+        Step.RELEASE: frozenset({END}),
+    },
+    TaskKind.SHELVE_OFFLOAD: {
+        Step.OFFLOAD: frozenset({Step.OFFLOAD, Step.RELEASE, END}),
+        Step.RELEASE: frozenset({END}),
+    },
+    TaskKind.UNSHELVE: {
+        Step.SCHEDULE: frozenset({Step.UNSHELVE, END}),
+        Step.UNSHELVE: frozenset({Step.UNSHELVE, END}),
+    },
 }
 
 #: The step each kind of task is created at.
 FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.BUILD: Step.SCHEDULE,
     TaskKind.DELETE: Step.TERMINATE,
-    TaskKind.STOP: Step.POWER,
-    TaskKind.START: Step.POWER,
-    TaskKind.REBOOT: Step.POWER,
+    **{kind: Step.POWER for kind in ONE_HOST_STEP_KINDS},
     TaskKind.MIGRATE: Step.SCHEDULE,
     TaskKind.CONFIRM_RESIZE: Step.CONFIRM_SOURCE,
     TaskKind.REVERT_RESIZE: Step.REVERT_DEST,
@@ -157,6 +210,9 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.EVACUATE: Step.SCHEDULE,
     TaskKind.REBUILD: Step.REBUILD,
     TaskKind.REMOVE_GUEST: Step.REMOVE_GUEST,
+    TaskKind.SHELVE: Step.SHELVE,
+    TaskKind.SHELVE_OFFLOAD: Step.OFFLOAD,
+    TaskKind.UNSHELVE: Step.SCHEDULE,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed

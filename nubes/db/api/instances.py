@@ -163,6 +163,27 @@ async def get_all_by_host(
     return await fetch_all(conn, stmt.order_by(instances.c.id))
 
 
+async def uuids_idle_since(
+    conn: AsyncConnection, vm_state: str, before: dt.datetime, limit: int
+) -> list[str]:
+    """Instances in ``vm_state`` with no task since before ``before`` (their
+    last change), oldest first, at most ``limit``: the soft-deleted servers
+    ``[DEFAULT] reclaim_instance_interval`` deletes for good, the shelved ones
+    ``shelved_offload_time`` offloads."""
+    stmt = (
+        select(instances.c.uuid)
+        .where(
+            instances.c.vm_state == vm_state,
+            instances.c.task_state.is_(None),
+            instances.c.updated_at < before,
+            live(instances),
+        )
+        .order_by(instances.c.updated_at)
+        .limit(limit)
+    )
+    return [str(r[0]) for r in await conn.execute(stmt)]
+
+
 async def count_on_host(conn: AsyncConnection, host: str) -> int:
     """How many live instances are placed on ``host``."""
     stmt = (

@@ -665,6 +665,21 @@ def _bind_ports_statement() -> Any:
     )
 
 
+async def unbind_ports(conn: AsyncConnection, instance_uuid: str) -> None:
+    """The server's ports bound to no host and DOWN, kept for it (a shelve
+    offload: the next host binds them again)."""
+    await conn.execute(
+        update(ports)
+        .where(ports.c.device_id == instance_uuid)
+        .values(
+            binding_host_id="",
+            status="DOWN",
+            updated_at=utcnow(),
+            revision_number=ports.c.revision_number + literal_column("1"),
+        )
+    )
+
+
 async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
     """The server's ports bound to ``host`` and ACTIVE."""
     await bind_ports_write(instance_uuid, host).run(conn)

@@ -16,10 +16,12 @@ import pytest
 
 from nubes import versions
 from nubes.compute import rpcapi as compute_rpcapi
+from nubes.compute.actions import ActionSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.resize import ResizeSteps
+from nubes.compute.shelve import ShelveSteps
 from nubes.conductor import rpcapi as conductor_rpcapi
 from nubes.conductor.manager import ConductorManager
 from nubes.rpc import fingerprint
@@ -31,7 +33,7 @@ from nubes.scheduler.manager import SchedulerManager
 #: nubes.compute.launcher put them on the bus) and its client module.
 SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
     "compute": (
-        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps),
+        (ComputeManager, RebuildSteps, ResizeSteps, LiveMigrationSteps, ActionSteps, ShelveSteps),
         compute_rpcapi,
     ),
     "conductor": ((ConductorManager,), conductor_rpcapi),
@@ -56,6 +58,19 @@ EXPECTED = {
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
             "migrate_disk_and_power_off": "b7ad425bdfa5",
+            "unshelve_instance": "6dc1b0e6b254",
+            "shelve_offload_instance": "c1488e18514c",
+            "shelve_instance": "f91f7c5cbee7",
+            "soft_delete_instance": "baa696f039cc",
+            "restore_instance": "80ab545e7508",
+            "unrescue_instance": "a5c66e8b2ccc",
+            "unpause_instance": "56e04f2f255e",
+            "trigger_crash_dump": "510a0d219b4d",
+            "suspend_instance": "70a61bb28ec8",
+            "set_admin_password": "699da6a602fa",
+            "resume_instance": "9665db51d0a9",
+            "rescue_instance": "b57c8cee4477",
+            "pause_instance": "dc698eaed4dd",
             "post_live_migration": "aa436208b0ac",
             "post_live_migration_at_destination": "aca25ae1cca9",
             "pre_live_migration": "94ae3a36ffc7",

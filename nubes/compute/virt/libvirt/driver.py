@@ -636,6 +636,61 @@ class LibvirtDriver(ComputeDriver):
             return
         await self._start(dom, instance, "power_on")
 
+    # -- lifecycle actions ---------------------------------------------------
+
+    async def _dom_call(self, instance: Instance, operation: str, method: str, *args: Any) -> None:
+        dom = await self._domain(instance, operation)
+        try:
+            await self.connection.call(getattr(dom, method), *args)
+        except self.libvirt.libvirtError as exc:
+            raise self._error(operation, instance.uuid, exc) from None
+
+    async def pause(self, instance: Instance) -> None:
+        dom = await self._domain(instance, "pause")
+        if await self._state(dom) == PowerState.PAUSED:
+            return
+        await self._dom_call(instance, "pause", "suspend")
+
+    async def unpause(self, instance: Instance) -> None:
+        dom = await self._domain(instance, "unpause")
+        if await self._state(dom) == PowerState.RUNNING:
+            return
+        await self._dom_call(instance, "unpause", "resume")
+
+    async def suspend(self, instance: Instance) -> None:
+        """Managed save, as Nova's libvirt driver suspends: the memory goes to
+        libvirt's save file and the domain stops (it then reads as shut down)."""
+        dom = await self._domain(instance, "suspend")
+        if await self.connection.call(dom.hasManagedSaveImage, 0):
+            return
+        await self._dom_call(instance, "suspend", "managedSave", 0)
+
+    async def resume(self, instance: Instance) -> None:
+        """Start the domain: libvirt restores it from its managed save image."""
+        dom = await self._domain(instance, "resume")
+        if await self._state(dom) == PowerState.RUNNING:
+            return
+        await self._start(dom, instance, "resume")
+
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        dom = await self._domain(instance, "trigger_crash_dump")
+        if await self._state(dom) != PowerState.RUNNING:
+            raise exception.VirtDriverError(
+                operation="trigger_crash_dump",
+                instance_uuid=instance.uuid,
+                reason="the guest is not running",
+            )
+        await self._dom_call(instance, "trigger_crash_dump", "injectNMI", 0)
+
+    async def set_admin_password(self, instance: Instance, new_pass: str) -> None:
+        """Through the QEMU guest agent, as Nova's libvirt driver does: only
+        for an image that says it runs one (``hw_qemu_guest_agent``)."""
+        agent = (instance.system_metadata or {}).get("image_hw_qemu_guest_agent", "")
+        if str(agent).lower() not in ("yes", "true", "1"):
+            raise self._cannot(instance, "set the password of", "QEMU guest agent is not enabled")
+        user = (instance.system_metadata or {}).get("image_os_admin_user") or "root"
+        await self._dom_call(instance, "set_admin_password", "setUserPassword", user, new_pass, 0)
+
     def backing_files(self) -> set[Path]:
         """The cached images the root disks of this host's guests are overlays of."""
         found: set[Path] = set()

@@ -1,0 +1,336 @@
+"""Shelve, shelve offload and unshelve (``docs/tasks.md``).
+
+``shelve`` (first step ``shelve``): the instance's host powers the guest off
+and saves SHELVED; the conductor records ``shelved_at`` / ``shelved_host`` in
+its system metadata as Nova does. With ``[DEFAULT] shelved_offload_time = 0``
+the host saves ``shelving_offloading`` instead and the task goes on with the
+offload. The guest's disk is not snapshotted: an offloaded server is spawned
+again from the image it was built from.
+
+``offload`` (``shelve`` with offload, and ``shelve_offload``'s first step): the
+host removes the guest; then ``release``: the scheduler gives its claim back,
+and the instance is saved SHELVED_OFFLOADED with no host, node or power and
+its ports bound to no host, so it holds nothing anywhere.
+
+``unshelve`` (first step ``schedule``): a SHELVED instance is powered on where
+it is; a SHELVED_OFFLOADED one is scheduled anew (the availability zone the
+API recorded, or an admin's host at 2.91, still filtered), placed (host,
+node, ports bound) and spawned there from its image.
+
+Failures: the transitional task_state is dropped with a fault, a failed event
+and ``instance.<action>.error``; an unshelve that placed an offloaded
+instance gives its claim back and leaves it offloaded, on no host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nubes import exception, grants
+from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
+from nubes.conductor.tasks.build import request_spec
+from nubes.conductor.tasks.helpers import (
+    chain,
+    finish_action_writes,
+    instance_object,
+    load_instance,
+    notify_error,
+    set_instance,
+)
+from nubes.conductor.tasks.payloads import SchedulingRequest, ShelvePayload, expect_report
+from nubes.conductor.tasks.states import Step, TaskKind
+from nubes.db.api.tasks import TaskStatus
+from nubes.db.engine import Connection
+from nubes.db.types import utcnow
+from nubes.network import ports as network_ports
+from nubes.objects.states import PowerState, TaskState, VMState
+
+#: Every task_state these tasks may leave behind when they fail.
+_TASK_STATES = (TaskState.SHELVING, TaskState.SHELVING_OFFLOADING, TaskState.UNSHELVING)
+
+
+class _ShelveBase(Task):
+    #: The notification event of a failure.
+    error_event: str
+
+    async def _host_step(self, run: Run, step: Step, send_method: str, **kwargs: Any) -> Any:
+        """Commit the try of ``step`` on the instance's host (first pass), then
+        send ``send_method`` and wait; the outcome, or None (deadline)."""
+        awaited = run.awaiting
+        if awaited is None or awaited.step != step.value:
+            row = await load_instance(run)
+            if row is None:
+                await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+                return None
+            if not row["host"]:
+                await self.fail(run, "The instance is not on any host")
+                return None
+            payload = expect_report(
+                run.payload,
+                step=step,
+                attempt=1,
+                host=row["host"],
+                node=row["node"],
+                timeout=self.engine.compute_step_timeout,
+            )
+            await run.commit(step, payload=payload)
+        awaited = run.awaited()
+
+        async def send() -> None:
+            row = await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            method = getattr(self.engine.compute, send_method)
+            await method(
+                run.ctxt, awaited.host, instance_object(row), awaited.key(run.id), **kwargs
+            )
+
+        return await run.wait_for_report(send)
+
+    async def offload(self, run: Run) -> str | None:
+        outcome = await self._host_step(run, Step.OFFLOAD, "shelve_offload_instance")
+        if outcome is None:
+            return run.step
+        if not outcome.ok:
+            await self.fail(run, f"shelve offload on {outcome.host} failed: {outcome.error}")
+            return None
+        return await run.commit(Step.RELEASE)
+
+    async def release(self, run: Run) -> str | None:
+        """The claim given back, then the instance on no host (one commit)."""
+        assert run.instance_uuid is not None
+        await self.engine.scheduler.release(run.ctxt, run.instance_uuid)
+        offloaded = set_instance(
+            run,
+            {
+                "vm_state": VMState.SHELVED_OFFLOADED,
+                "task_state": None,
+                "host": None,
+                "node": None,
+                "power_state": PowerState.NOSTATE,
+            },
+            expected_task_state=[TaskState.SHELVING_OFFLOADING],
+        )
+        unbind = network_ports.unbind_writes(run.instance_uuid)
+        await run.finish(
+            TaskStatus.SUCCEEDED, writes=chain(offloaded, unbind, finish_action_writes(run))
+        )
+        return None
+
+    async def revert(self, run: Run) -> None:
+        """Drop the transitional task_state (if it is still ours)."""
+        write = set_instance(run, {"task_state": None}, expected_task_state=_TASK_STATES)
+        try:
+            async with self.engine.db.writer() as conn:
+                await run_writes(conn, write)
+        except (exception.InstanceUpdateConflict, exception.InstanceNotFound):
+            pass  # the host finished it, or someone else moved it on
+
+    def fail_writes(self, run: Run) -> Writes:
+        async def revert(conn: Connection) -> None:
+            write = set_instance(run, {"task_state": None}, expected_task_state=_TASK_STATES)
+            try:
+                await run_writes(conn, write)
+            except exception.InstanceUpdateConflict:
+                pass
+
+        return revert
+
+    async def fail(self, run: Run, message: str, *, status: TaskStatus = TaskStatus.FAILED) -> None:
+        async def history(conn: Connection) -> None:
+            await run.fault(conn, message)
+            await run.event(conn, f"conductor_{self.kind}_failed", ok=False, details=message)
+            await run.finish_action(conn, ok=False)
+
+        await run.finish(status, last_error=message, writes=chain(self.fail_writes(run), history))
+        await notify_error(run, self.error_event, message)
+
+    async def expire(self, run: Run) -> None:
+        await self.fail(
+            run,
+            f"The {self.kind} did not finish before its deadline",
+            status=TaskStatus.ROLLED_BACK,
+        )
+
+
+@task_kind
+class ShelveTask(_ShelveBase):
+    kind = TaskKind.SHELVE
+    error_event = "instance.shelve.error"
+
+    def step_defs(self) -> list[StepDef]:
+        return [
+            StepDef(Step.SHELVE, self.shelve, self.revert),
+            StepDef(Step.OFFLOAD, self.offload),
+            StepDef(Step.RELEASE, self.release),
+        ]
+
+    async def shelve(self, run: Run) -> str | None:
+        offload = run.typed(ShelvePayload).offload
+        outcome = await self._host_step(run, Step.SHELVE, "shelve_instance", offload=offload)
+        if outcome is None:
+            return run.step
+        if not outcome.ok:
+            await self.fail(run, f"shelve on {outcome.host} failed: {outcome.error}")
+            return None
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        sysmeta = {
+            **(row["system_metadata"] or {}),
+            "shelved_at": utcnow().isoformat(),
+            "shelved_host": str(row["host"]),
+        }
+        recorded = set_instance(run, {"system_metadata": sysmeta})
+        if offload:
+            payload = expect_report(
+                run.payload,
+                step=Step.OFFLOAD,
+                attempt=1,
+                host=row["host"],
+                node=row["node"],
+                timeout=self.engine.compute_step_timeout,
+            )
+            return await run.commit(Step.OFFLOAD, payload=payload, writes=recorded)
+        await run.finish(TaskStatus.SUCCEEDED, writes=chain(recorded, finish_action_writes(run)))
+        return None
+
+
+@task_kind
+class ShelveOffloadTask(_ShelveBase):
+    kind = TaskKind.SHELVE_OFFLOAD
+    error_event = "instance.shelve_offload.error"
+
+    def step_defs(self) -> list[StepDef]:
+        return [
+            StepDef(Step.OFFLOAD, self.offload, self.revert),
+            StepDef(Step.RELEASE, self.release),
+        ]
+
+
+@task_kind
+class UnshelveTask(_ShelveBase):
+    kind = TaskKind.UNSHELVE
+    error_event = "instance.unshelve.error"
+
+    def step_defs(self) -> list[StepDef]:
+        return [
+            StepDef(Step.SCHEDULE, self.schedule, self.revert),
+            StepDef(Step.UNSHELVE, self.unshelve),
+        ]
+
+    async def schedule(self, run: Run) -> str | None:
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        payload = run.typed(ShelvePayload)
+        timeout = self.engine.compute_step_timeout
+        if row["vm_state"] == VMState.SHELVED and row["host"]:
+            # Still on its host: powered on there.
+            raw = expect_report(
+                run.payload,
+                step=Step.UNSHELVE,
+                attempt=1,
+                host=row["host"],
+                node=row["node"],
+                timeout=timeout,
+            )
+            return await run.commit(Step.UNSHELVE, payload=raw)
+        try:
+            chosen = await self.engine.scheduler.select_destinations(
+                run.ctxt,
+                request_spec(
+                    row, SchedulingRequest(image=payload.image), host=payload.requested_host
+                ),
+                [row["uuid"]],
+                False,
+            )
+        except exception.NoValidHost as exc:
+            await self._fail_offloaded(run, exception.NoValidHost.FAULT_MESSAGE, str(exc))
+            return None
+        sel = chosen[0][0]
+        raw = expect_report(
+            run.payload,
+            step=Step.UNSHELVE,
+            attempt=1,
+            host=sel.host,
+            node=sel.nodename,
+            timeout=timeout,
+        )
+        placed = payloads.decode(raw, ShelvePayload)
+        # The only host and node the host may set the instance to (authz).
+        placed.dest_host, placed.dest_node = sel.host, sel.nodename
+        placement = set_instance(
+            run,
+            {"host": sel.host, "node": sel.nodename},
+            expected_task_state=[TaskState.UNSHELVING],
+        )
+        bind = network_ports.bind_writes(run.instance_uuid or "", sel.host)
+        return await run.commit(
+            Step.UNSHELVE, payload=payloads.encode(placed, raw), writes=chain(placement, bind)
+        )
+
+    async def unshelve(self, run: Run) -> str | None:
+        payload = run.typed(ShelvePayload)
+        awaited = run.awaited()
+        image = grants.attach(
+            payload.image,
+            awaited.host,
+            self.engine.conf.image_grant_secret,
+            self.engine.conf.image_grant_ttl,
+        )
+
+        async def send() -> None:
+            row = await load_instance(run)
+            if row is None:
+                raise exception.InstanceNotFound(instance_id=run.instance_uuid)
+            await self.engine.compute.unshelve_instance(
+                run.ctxt, awaited.host, instance_object(row), awaited.key(run.id), image, {}
+            )
+
+        outcome = await run.wait_for_report(send)
+        if outcome is None:
+            return run.step
+        if outcome.ok:
+            await run.finish(TaskStatus.SUCCEEDED, writes=finish_action_writes(run))
+            return None
+        message = f"unshelve on {outcome.host} failed: {outcome.error}"
+        if payload.dest_host is not None:
+            await self._fail_offloaded(run, message)
+        else:
+            await self.fail(run, message)
+        return None
+
+    async def _fail_offloaded(self, run: Run, message: str, details: str | None = None) -> None:
+        """An offloaded instance's unshelve failed: its claim given back, on no host again."""
+        assert run.instance_uuid is not None
+        await self.engine.scheduler.release(run.ctxt, run.instance_uuid)
+
+        async def history(conn: Connection) -> None:
+            await run.fault(conn, message, details=details)
+            await run.event(conn, "conductor_unshelve_failed", ok=False, details=message)
+            await run.finish_action(conn, ok=False)
+
+        unbind = network_ports.unbind_writes(run.instance_uuid)
+        back = set_instance(
+            run,
+            {
+                "vm_state": VMState.SHELVED_OFFLOADED,
+                "task_state": None,
+                "host": None,
+                "node": None,
+                "power_state": PowerState.NOSTATE,
+            },
+            expected_task_state=[TaskState.UNSHELVING],
+        )
+        await run.finish(TaskStatus.FAILED, last_error=message, writes=chain(back, unbind, history))
+        await notify_error(run, self.error_event, message)
+
+    async def expire(self, run: Run) -> None:
+        if run.typed(ShelvePayload).dest_host is not None:
+            await self._fail_offloaded(run, "The unshelve did not finish before its deadline")
+            return
+        await super().expire(run)
