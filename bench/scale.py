@@ -19,6 +19,15 @@ PyPI) over every run, and the functions where each service spends its CPU
 (own time, and cumulative time in nubes code) are printed after the run's
 line; the raw stacks stay in ``DIR``.
 
+Every service process serves ``/metrics`` on a port of its own, read before
+and after each run: the bench prints, per server booted and per service, the
+load-independent counts (SQL statements, database blocks that committed and
+read blocks, RPC calls and casts sent and received, and the methods sent or
+received most), which are what to optimise on a shared machine where wall
+time is noise. Statements a group commit runs on the driver's connection
+directly (nubes/db/group_commit.py) are not seen by the statement counter;
+its transaction is.
+
 It prints, per shape and way, servers/s (first POST to the last server
 ACTIVE) and the CPU seconds per server each service spent (from
 ``/proc/<pid>/stat``, over the same interval), then names the bottleneck:
@@ -47,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -80,6 +90,66 @@ def machine_cpu() -> tuple[float, float]:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
+
+
+#: A service's counters: (series, labels that matter) -> value.
+Counts = dict[tuple[str, ...], float]
+
+
+def scrape(port: int) -> Counts:
+    """The counters of one process's ``/metrics`` that the bench reports."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    counts: Counts = collections.defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels = sample.name, sample.labels
+            if name == "nubes_db_statement_seconds_count":
+                counts[("sql",)] += sample.value
+            elif name == "nubes_db_transactions_total":
+                counts[("txn", labels["end"])] += sample.value
+            elif name in ("nubes_rpc_client_seconds_count", "nubes_rpc_server_seconds_count"):
+                way = "sent" if "client" in name else "received"
+                counts[("rpc", way, labels["kind"])] += sample.value
+                method = f"{labels['topic']}.{labels['method']}"
+                counts[("method", way, labels["kind"], method)] += sample.value
+    return counts
+
+
+def difference(after: Counts, before: Counts) -> Counts:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def scrape_all(ports: dict[str, list[int]]) -> dict[str, Counts]:
+    """Each service's counters, summed over its processes."""
+    total: dict[str, Counts] = {}
+    for name, service_ports in ports.items():
+        merged: Counts = collections.defaultdict(float)
+        for port in service_ports:
+            for key, value in scrape(port).items():
+                merged[key] += value
+        total[name] = merged
+    return total
+
+
+def report_counts(counts: dict[str, Counts], servers: int) -> None:
+    """Per server booted: each service's statements, transactions and messages."""
+    for name, c in counts.items():
+
+        def per(*key: str, c: Counts = c) -> float:
+            return c.get(key, 0.0) / servers
+
+        methods = sorted(((v, k) for k, v in c.items() if k[0] == "method"), key=lambda vk: -vk[0])[
+            :4
+        ]
+        top = ", ".join(f"{k[1][:4]} {k[2]} {k[3]} {v / servers:.2f}" for v, k in methods)
+        print(
+            f"    {name:<9} SQL {per('sql'):5.1f}  txn {per('txn', 'commit'):4.1f} commit "
+            f"{per('txn', 'rollback'):3.1f} rollback {per('txn', 'read'):4.1f} read  RPC sent "
+            f"{per('rpc', 'sent', 'call'):4.1f} call {per('rpc', 'sent', 'cast'):4.1f} cast, "
+            f"received {per('rpc', 'received', 'call'):4.1f} call "
+            f"{per('rpc', 'received', 'cast'):4.1f} cast; most: {top}",
+            flush=True,
+        )
 
 
 @dataclass
@@ -352,6 +422,14 @@ async def main(args: argparse.Namespace) -> int:
         },
     )
     port = 18774 + os.getpid() % 1000
+    # Each process's /metrics port: api, conductors a and b, schedulers, then the fleets.
+    metrics_base = 30000 + (os.getpid() % 1500) * 20
+    metrics_ports: dict[str, list[int]] = collections.defaultdict(list)
+
+    def metrics_at(service: str, offset: int) -> dict[str, dict[str, Any]]:
+        metrics_ports[service].append(metrics_base + offset)
+        return {"metrics": {"port": metrics_base + offset}}
+
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
     bench_name = "bench client"
@@ -363,11 +441,14 @@ async def main(args: argparse.Namespace) -> int:
             sys.executable, "-c", SEED_SCRIPT, str(cloud.api_config(port)), str(state), env=env
         )
         assert await seed.wait() == 0, "seeding the cloud failed"
-        procs["api"] = [await cloud.start_api(port)]
-        procs["conductor"] = [await cloud.start_conductor("a")]
-        procs["scheduler"] = [await cloud.start_scheduler()]
+        procs["api"] = [await cloud.start_api(port, options=metrics_at("api", 0))]
+        procs["conductor"] = [await cloud.start_conductor("a", options=metrics_at("conductor", 1))]
+        procs["scheduler"] = [await cloud.start_scheduler(options=metrics_at("scheduler", 3))]
         await cloud.wait_serving([*procs["conductor"], *procs["scheduler"]])
-        procs["compute"] = [await cloud.start_fleet(j) for j in range(args.fleets)]
+        procs["compute"] = [
+            await cloud.start_fleet(j, options=metrics_at("compute", 5 + j))
+            for j in range(args.fleets)
+        ]
         await wait_fleet(cloud)
         await procs["api"][0].wait_log("API listening on", timeout=60)
         client = Client(f"http://127.0.0.1:{port}", state / "clouds.yaml")
@@ -383,10 +464,14 @@ async def main(args: argparse.Namespace) -> int:
         shapes.append(("2 conductors, 2 schedulers", "scheduler"))
         for shape, grow in shapes:
             if grow == "conductor":
-                procs["conductor"].append(await cloud.start_conductor("b"))
+                procs["conductor"].append(
+                    await cloud.start_conductor("b", options=metrics_at("conductor", 2))
+                )
                 await cloud.wait_serving(procs["conductor"][-1:])
             elif grow == "scheduler":
-                procs["scheduler"].append(await cloud.start_scheduler("b"))
+                procs["scheduler"].append(
+                    await cloud.start_scheduler("b", options=metrics_at("scheduler", 4))
+                )
                 await cloud.wait_serving(procs["scheduler"][-1:])
             for way, per_post, in_flight in (
                 ("singles", 1, args.clients),
@@ -395,6 +480,7 @@ async def main(args: argparse.Namespace) -> int:
                 label = f"{len(runs)}{way}"
                 if profiler is not None:
                     await profiler.start(label, procs)
+                counted = await asyncio.to_thread(scrape_all, metrics_ports)
                 before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
                 mine = time.process_time()
                 busy0, idle0 = machine_cpu()
@@ -414,7 +500,9 @@ async def main(args: argparse.Namespace) -> int:
                 busy1, idle1 = machine_cpu()
                 run = Run(shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0)
                 runs.append(run)
+                after = await asyncio.to_thread(scrape_all, metrics_ports)
                 report(run, procs)
+                report_counts({n: difference(after[n], counted[n]) for n in after}, args.servers)
                 if profiler is not None:
                     for name, files in (await profiler.stop()).items():
                         print(f"  {name}:\n{summarise(files)}", flush=True)

@@ -198,6 +198,13 @@ db_statement_seconds = FastHistogram(
     ["role"],
     DB_BUCKETS,
 )
+db_transactions = Counter(
+    "nubes_db_transactions_total",
+    "Database blocks this process ended, by engine role and how (commit, rollback). "
+    "On PostgreSQL a read block sends no BEGIN, so only writer blocks are transactions "
+    "on the server there.",
+    ["role", "end"],
+)
 db_pool_in_use = Tally(
     "nubes_db_pool_connections_in_use",
     "Database connections checked out of the pool now.",

@@ -195,6 +195,7 @@ class ServersAPI:
             group=group or None,
             requested_host=requested_host,
             requested_node=requested_node,
+            networked=bool(network_requests),
         )
         project_id = ctxt.project_id or ""
         async with self.db.writer() as conn:

@@ -532,15 +532,18 @@ class Database:
             except BaseException as exc:
                 if role == "replica" and isinstance(exc, exception.DBConnectionError):
                     self._replica_lost(exc)
+                metrics.db_transactions.labels(role, "rollback").inc()
                 await _quiet_rollback(conn)
                 raise
             if conn.info.pop(errors.FAILED_STATEMENT, False) and role == "writer":
+                metrics.db_transactions.labels(role, "rollback").inc()
                 await _quiet_rollback(conn)
                 raise exception.DBError(
                     reason="a statement failed in this transaction and its error was "
                     "caught inside the block; the transaction was rolled back"
                 )
             try:
+                metrics.db_transactions.labels(role, "commit" if role == "writer" else "read").inc()
                 if role == "writer":
                     await conn.commit()
                 else:

@@ -473,11 +473,16 @@ class ProcessCloud:
         label = "scheduler" + (f"-{name}" if name else "")
         return await self._spawn(self._run_name(label), config, ["scheduler"], {}, python)
 
-    async def start_fleet(self, index: int) -> Proc:
+    async def start_fleet(
+        self, index: int, *, options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Proc:
         """Fleet ``index``: ``fleet_size`` fake hosts in one compute process, each
-        logged in to the broker as itself (``{host}`` in its transport URL)."""
+        logged in to the broker as itself (``{host}`` in its transport URL);
+        ``options`` are its own on top of the cloud's."""
         prefix = self.fleet_prefixes[index]
-        config = self._config(f"fleet-{index}", "compute.{host}", f"{prefix}0", database=False)
+        config = self._config(
+            f"fleet-{index}", "compute.{host}", f"{prefix}0", database=False, extra=options
+        )
         args = ["compute", "--fake-hosts", str(self.fleet_size), "--host-prefix", prefix]
         return await self._spawn(f"fleet-{index}", config, args, {})
 
@@ -523,20 +528,33 @@ class ProcessCloud:
         name = self._run_name(f"compute-{host}")
         return await self._spawn(name, config, ["compute"], {}, python, wrap)
 
-    def api_config(self, port: int, image_dir: Path | None = None) -> Path:
-        """The API's config: the REST API on 127.0.0.1:``port`` (image data in ``image_dir``)."""
+    def api_config(
+        self,
+        port: int,
+        image_dir: Path | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Path:
+        """The API's config: the REST API on 127.0.0.1:``port`` (image data in
+        ``image_dir``); ``options`` are its own on top of the cloud's."""
         api: dict[str, Any] = {"bind_host": "127.0.0.1", "bind_port": port}
         if image_dir is not None:
             api["image_dir"] = image_dir
+        extra = _merge(options or {}, {"api": api})
         return self._config(
-            "api", f"api.{self.api_host}", self.api_host, database=True, extra={"api": api}
+            "api", f"api.{self.api_host}", self.api_host, database=True, extra=extra
         )
 
     async def start_api(
-        self, port: int, image_dir: Path | None = None, *, python: str | None = None
+        self,
+        port: int,
+        image_dir: Path | None = None,
+        *,
+        python: str | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Proc:
-        """The API process (identity, compute, image, network) on ``port``."""
-        config = self.api_config(port, image_dir)
+        """The API process (identity, compute, image, network) on ``port``; ``options``
+        are its own on top of the cloud's."""
+        config = self.api_config(port, image_dir, options)
         return await self._spawn(self._run_name("api"), config, ["api"], {}, python)
 
     async def start_computes(self) -> dict[str, Proc]:

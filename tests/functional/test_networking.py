@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from nubes.context import RequestContext
@@ -117,3 +118,34 @@ async def test_a_build_without_an_address_fails_and_leaves_no_port(cloud: AllInO
     assert {p["device_id"] for p in await _ports(cloud)} == {
         r["uuid"] for r in rows if r["vm_state"] == "active"
     }
+
+
+def _networking_steps() -> float:
+    """Networking steps this process's conductors ran (any outcome)."""
+    return sum(
+        REGISTRY.get_sample_value(
+            "nubes_task_step_seconds_count",
+            {"kind": "build", "step": "networking", "outcome": outcome},
+        )
+        or 0.0
+        for outcome in ("ok", "error", "timeout")
+    )
+
+
+async def test_a_build_without_nics_skips_the_networking_step(cloud: AllInOne) -> None:
+    """``networks: none`` has no ports to make or bind: the build goes from
+    schedule straight to spawn; a server with a NIC still runs the step."""
+    await cloud.add_hosts(["good-0"])
+    before = _networking_steps()
+    (bare,) = await cloud.api.create_servers(CTXT, name="bare", flavor="small", image=IMAGE)
+    await cloud.wait_tasks([bare.uuid], timeout=60)
+    (row,) = await cloud.instances([bare.uuid])
+    assert (row["vm_state"], row["host"]) == ("active", "good-0")
+    assert _networking_steps() == before
+    assert await _ports(cloud) == []
+
+    service = NetworkService(cloud.db, cloud.conf)
+    wired = await _boot(cloud, service, await _network(service, "10.62.0.0/24"), "wired")
+    await cloud.wait_tasks([wired], timeout=60)
+    assert _networking_steps() == before + 1
+    assert [p["device_id"] for p in await _ports(cloud)] == [wired]

@@ -126,3 +126,30 @@ def test_timed_labels_the_outcome_by_how_the_block_ended() -> None:
     # Cumulative buckets, +Inf equal to the count, as Prometheus expects.
     inf = dict(ok[1], le="+Inf")
     assert REGISTRY.get_sample_value("nubes_task_step_seconds_bucket", inf) == 1
+
+
+async def test_database_blocks_are_counted_by_role_and_end(tmp_path: Path) -> None:
+    """What bench/scale.py reports per server: each block, and how it ended."""
+    from nubes.db.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'count.sqlite'}")
+
+    def ends() -> tuple[float, ...]:
+        return tuple(
+            _value("nubes_db_transactions_total", role=role, end=end)
+            for role, end in (("writer", "commit"), ("writer", "rollback"), ("primary", "read"))
+        )
+
+    try:
+        before = ends()
+        async with db.writer() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with pytest.raises(RuntimeError):
+            async with db.writer() as conn:
+                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                raise RuntimeError("undone")
+        async with db.reader() as conn:
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar() == 0
+        assert tuple(a - b for a, b in zip(ends(), before, strict=True)) == (1, 1, 1)
+    finally:
+        await db.dispose()

@@ -598,8 +598,10 @@ async def create(request: Request) -> Response:
             await quotas.check_injected_files(
                 conn, state.conf, project_id=ctxt.project_id or "", files=files
             )
-    flavor = await _flavor(request, server["flavorRef"])
-    image = await _image(request, _image_ref(server))
+    # One read block for both (they join it): one pooled connection, not two.
+    async with common.state(request).db.reader():
+        flavor = await _flavor(request, server["flavorRef"])
+        image = await _image(request, _image_ref(server))
     instance_rules.check_image_fits(image, flavor)
     zone = server.get("availability_zone")
     if zone:

@@ -5,7 +5,9 @@ Steps (see ``docs/tasks.md``):
 ``schedule``
     Ask the scheduler for a host (claimed) and up to ``max_attempts - 1``
     alternates (unclaimed), then commit them with the instance in task
-    state ``networking``, going to ``networking``. NoValidHost ends the task: the
+    state ``networking``, going to ``networking``; a server that asked for
+    no NICs goes straight to ``spawn`` (placed as ``networking`` would).
+    NoValidHost ends the task: the
     instance goes to ERROR with a fault carrying the scheduler's summary
     (which filter removed how many hosts). Idempotent: the scheduler
     answers a repeated request for the same instance with the claim it
@@ -187,6 +189,11 @@ class BuildTask(Task):
         payload = _payload(run)
         payload.selections = [_chosen(s) for s in chosen[0]][: self.engine.max_attempts]
         payload.tries, payload.failures = 1, []
+        if not payload.networked:
+            # No NIC asked for: no ports to make, so no networking step (its
+            # commit and its locking transaction would do nothing).
+            run.cache["instance"] = row
+            return await self.place(run, payload)
         # NETWORKING (issue 14): the choice kept, the instance in Nova's
         # ``networking`` task state while its ports are made.
         networking = set_instance(
@@ -246,7 +253,9 @@ class BuildTask(Task):
         if reschedule is not None:
             event = event_writes(run, "conductor_reschedule", details=reschedule)
         # NETWORKING (issue 14): the ports bound to the host, with the placement.
-        bind = network_ports.bind_writes(run.instance_uuid or "", host)
+        bind = (
+            network_ports.bind_writes(run.instance_uuid or "", host) if payload.networked else None
+        )
         step = await run.commit(
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),

@@ -184,6 +184,10 @@ class BuildPayload(TaskPayload, kw_only=True):
     #: still checks them; this build's only (its later moves choose afresh).
     requested_host: str | None = None
     requested_node: str | None = None
+    #: Whether the server asked for NICs. A build without any skips the
+    #: networking step: no ports to make, none to bind. A payload written
+    #: before this field reads as True (the step runs and finds nothing).
+    networked: bool = True
     selections: list[Selection] = msgspec.field(default_factory=list)
     #: 1-based index into ``selections`` of the host tried now.
     tries: int = msgspec.field(default=0, name="try")

@@ -135,7 +135,8 @@ END = "end"
 #: does so again for each alternate host (a reschedule).
 STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     TaskKind.BUILD: {
-        Step.SCHEDULE: frozenset({Step.NETWORKING, END}),
+        # Straight to spawn when the server asked for no NICs.
+        Step.SCHEDULE: frozenset({Step.NETWORKING, Step.SPAWN, END}),
         Step.NETWORKING: frozenset({Step.SPAWN, END}),
         Step.SPAWN: frozenset({Step.SPAWN, END}),
     },

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -57,12 +57,22 @@ async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
         return rows
     ids = [r["id"] for r in rows]
     specs: dict[int, dict[str, Any]] = {i: {} for i in ids}
-    for s in await fetch_all(conn, select(_x).where(_x.c.flavor_id.in_(ids), live(_x))):
-        specs[s["flavor_id"]][s["key"]] = s["value"]
     projects: dict[int, list[str]] = {i: [] for i in ids}
-    stmt = select(_p).where(_p.c.flavor_id.in_(ids), live(_p)).order_by(_p.c.id)
-    for p in await fetch_all(conn, stmt):
-        projects[p["flavor_id"]].append(p["project_id"])
+    # Extra specs and access in one statement (every flavor read, a boot's
+    # among them): a project row has no value, and comes in id order.
+    spec_rows = select(
+        _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
+    ).where(_x.c.flavor_id.in_(ids), live(_x))
+    project_rows = select(
+        _p.c.flavor_id, literal(1).label("is_project"), _p.c.id, _p.c.project_id, null()
+    ).where(_p.c.flavor_id.in_(ids), live(_p))
+    both = union_all(spec_rows, project_rows).subquery()
+    stmt = select(both).order_by(both.c.is_project, both.c.id)
+    for flavor_id, is_project, _id, key, value in (await conn.execute(stmt)).all():
+        if is_project:
+            projects[flavor_id].append(key)
+        else:
+            specs[flavor_id][key] = value
     for row in rows:
         row["extra_specs"] = specs[row["id"]]
         row["projects"] = projects[row["id"]]
