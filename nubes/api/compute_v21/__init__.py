@@ -25,6 +25,7 @@ from nubes.api.compute_v21 import (
     flavors,
     hypervisors,
     instance_actions,
+    instance_usage_audit_log,
     keypairs,
     limits,
     migrations,
@@ -76,6 +77,7 @@ RESOURCES = [
     os_hosts,
     network_proxies,
     extensions,
+    instance_usage_audit_log,
 ]
 
 #: Paths (relative to /compute) that need no token.
