@@ -321,6 +321,9 @@ async def test_aggregates(api: ApiHarness) -> None:
         assert (await c.delete(url)).status_code == 200
         assert (await c.get(url)).status_code == 404
         assert (await c.get(f"{BASE}/os-aggregates/abc")).status_code == 400
+        # A number no aggregate can have is not found, as in Nova.
+        assert (await c.get(f"{BASE}/os-aggregates/-1")).status_code == 404
+        assert (await c.delete(f"{BASE}/os-aggregates/-1")).status_code == 404
     async with await api.login("admin", "2.40") as c:
         (agg,) = (await c.get(f"{BASE}/os-aggregates")).json()["aggregates"]
         assert set(agg) == AGG_KEYS
