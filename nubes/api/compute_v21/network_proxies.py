@@ -329,7 +329,13 @@ async def rules_create(request: Request) -> Response:
     body = await v.json_body(request)
     v.validate(body, RULE_SCHEMA, common.version(request))
     item = _rule_item(body["security_group_rule"])
-    row = await _service(request).create_rule(common.ctx(request), item)
+    try:
+        row = await _service(request).create_rule(common.ctx(request), item)
+    except exception.SecurityGroupRuleExists:
+        # Nova's proxy answers the network's 409 for a duplicate with a 400.
+        raise common.bad_request(
+            f"This rule already exists in group {item['security_group_id']}"
+        ) from None
     return common.json({"security_group_rule": _rule(row, await _groups_by_id(request))})
 
 

@@ -86,6 +86,18 @@ async def test_security_groups_and_rules_in_novas_shape(api: ApiHarness) -> None
         rule = r.json()["security_group_rule"]
         assert rule["ip_range"] == {"cidr": "10.0.0.0/8"} and rule["group"] == {}
         assert (rule["ip_protocol"], rule["from_port"], rule["to_port"]) == ("tcp", 22, 22)
+        # The same rule again is Nova's 400 (the network service's 409 underneath).
+        again = {
+            "security_group_rule": {
+                "parent_group_id": gid,
+                "ip_protocol": "tcp",
+                "from_port": 22,
+                "to_port": 22,
+                "cidr": "10.0.0.0/8",
+            }
+        }
+        r = await c.post(f"{V21}/os-security-group-rules", json=again)
+        assert r.status_code == 400 and "already exists" in r.json()["badRequest"]["message"]
         r = await c.post(
             f"{V21}/os-security-group-rules",
             json={
