@@ -55,7 +55,10 @@ _OPTION = {"injected_file_path_bytes": "injected_file_path_length"}
 NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
 #: Those of them that are the network service's own limits, under its names:
 #: reading or setting one through the compute API reads or sets the network's.
-NETWORK_PROXIED = {"security_groups": "security_group", "security_group_rules": "security_group_rule"}
+NETWORK_PROXIED = {
+    "security_groups": "security_group",
+    "security_group_rules": "security_group_rule",
+}
 #: Those the network service has no limit for (nubes has no floating IPs, and
 #: limits ports rather than addresses): always unlimited; a value given for one
 #: is dropped, as the network API drops its own unbuilt quotas.

@@ -24,6 +24,7 @@ from nubes.api.compute_v21 import (
     extensions,
     flavors,
     hypervisors,
+    images,
     instance_actions,
     instance_usage_audit_log,
     keypairs,
@@ -78,6 +79,7 @@ RESOURCES = [
     network_proxies,
     extensions,
     instance_usage_audit_log,
+    images,
 ]
 
 #: Paths (relative to /compute) that need no token.

@@ -20,9 +20,8 @@ UPDATED_V20 = "2011-01-21T11:33:21Z"
 
 
 def _media_types(version: str) -> list[dict[str, str]]:
-    return [
-        {"base": "application/json", "type": f"application/vnd.openstack.compute+json;version={version}"}
-    ]
+    media = f"application/vnd.openstack.compute+json;version={version}"
+    return [{"base": "application/json", "type": media}]
 
 
 def _v21(request: Request, *, detailed: bool) -> dict[str, Any]:
