@@ -125,7 +125,8 @@ async def test_versions_list_v20_and_v21_and_v2_serves_the_first_version(api: Ap
         r = await c.get("/compute/v2/flavors", headers={"OpenStack-API-Version": "compute 2.61"})
         assert r.status_code == 200 and "openstack-api-version" not in r.headers
         assert all("extra_specs" not in f for f in r.json()["flavors"])
-        r = await c.get("/compute/v2.1/flavors/detail", headers={"OpenStack-API-Version": "compute 2.61"})
+        headers = {"OpenStack-API-Version": "compute 2.61"}
+        r = await c.get("/compute/v2.1/flavors/detail", headers=headers)
         assert all("extra_specs" in f for f in r.json()["flavors"])
 
 
@@ -136,7 +137,8 @@ async def test_extensions_list_and_show(api: ApiHarness) -> None:
         assert r.status_code == 200
         names = {e["name"]: e for e in r.json()["extensions"]}
         assert names["Hosts"]["alias"] == "os-hosts"
-        assert set(names["Hosts"]) == {"alias", "name", "description", "namespace", "updated", "links"}
+        fields = {"alias", "name", "description", "namespace", "updated", "links"}
+        assert set(names["Hosts"]) == fields
         r = await c.get("/compute/v2.1/extensions/os-keypairs")
         assert r.status_code == 200 and r.json()["extension"]["name"] == "Keypairs"
         r = await c.get("/compute/v2.1/extensions/os-no-such")
