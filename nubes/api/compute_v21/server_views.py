@@ -263,8 +263,9 @@ SERVER = View(
     Field("updated", lambda r, _: iso_z(r.get("updated_at") or r["created_at"])),
     # From the server's ports (nubes/network/ports.py: addresses).
     Field("addresses", lambda r, x: dict(x.addresses.get(r["uuid"], {}))),
-    # The groups of the server's ports (left out for a server without any).
-    Field("security_groups", lambda r, x: _groups(r, x)),
+    # The groups of the server's ports (left out for a server without any;
+    # and, as Nova, from the short body of an update or rebuild before 2.75).
+    Field("security_groups", lambda r, x: _groups(r, x), when=_show),
     Field("accessIPv4", lambda r, _: _sysmeta(r, "access_ip_v4")),
     Field("accessIPv6", lambda r, _: _sysmeta(r, "access_ip_v6")),
     Field("links", lambda r, x: common.links(x.request, "servers", r["uuid"])),

@@ -137,6 +137,12 @@ async def test_interfaces_and_security_groups(cloud: ApiHarness) -> None:  # noq
         assert sorted(g["name"] for g in groups["security_groups"]) == ["default", "web"]
         shown = (await c.get(f"{URL}/{server['id']}")).json()["server"]
         assert shown["security_groups"] == [{"name": "default"}, {"name": "web"}]
+        # An update's short body (before 2.75) has no groups, as Nova's; 2.75's full one has.
+        r = await c.put(f"{URL}/{server['id']}", json={"server": {"name": "renamed"}})
+        assert r.status_code == 200 and "security_groups" not in r.json()["server"]
+        headers = {"OpenStack-API-Version": "compute 2.75"}
+        r = await c.put(f"{URL}/{server['id']}", json={"server": {}}, headers=headers)
+        assert r.json()["server"]["security_groups"] == [{"name": "default"}, {"name": "web"}]
         r = await c.post(action, json={"addSecurityGroup": {"name": "web"}})
         assert r.status_code == 400
         r = await c.post(action, json={"addSecurityGroup": {"name": "nope"}})
