@@ -273,9 +273,13 @@ async def groups_update(request: Request) -> Response:
 @_until_236
 async def groups_delete(request: Request) -> Response:
     common.authorize(request, "os-security-groups:delete", Rule.PROJECT_MEMBER)
-    await _service(request).delete_security_group(
-        common.ctx(request), request.path_params["group_id"]
-    )
+    try:
+        await _service(request).delete_security_group(
+            common.ctx(request), request.path_params["group_id"]
+        )
+    except exception.SecurityGroupInUse as exc:
+        # Nova's proxy answers the network's 409 for a group in use with a 400.
+        raise common.bad_request(str(exc)) from None
     return common.empty(202)
 
 

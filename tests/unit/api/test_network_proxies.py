@@ -98,6 +98,14 @@ async def test_security_groups_and_rules_in_novas_shape(api: ApiHarness) -> None
         }
         r = await c.post(f"{V21}/os-security-group-rules", json=again)
         assert r.status_code == 400 and "already exists" in r.json()["badRequest"]["message"]
+        # A group a port uses cannot go: Nova's 400 (the network's 409 underneath).
+        net = (await c.post(f"{NET}/networks", json={"network": {"name": "sgnet"}})).json()
+        port = {"port": {"network_id": net["network"]["id"], "security_groups": [gid]}}
+        made = await c.post(f"{NET}/ports", json=port)
+        assert made.status_code == 201, made.text
+        r = await c.delete(f"{V21}/os-security-groups/{gid}")
+        assert r.status_code == 400 and "in use" in r.json()["badRequest"]["message"]
+        await c.delete(f"{NET}/ports/{made.json()['port']['id']}")
         r = await c.post(
             f"{V21}/os-security-group-rules",
             json={
