@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from nubes.api.compute_v21 import (
     aggregates,
@@ -100,10 +100,18 @@ def build_app(state: ApiState, extra_routes: list[BaseRoute] | None = None) -> S
     routes: list[BaseRoute] = [
         Route("/", versions.root, methods=["GET"]),
         Route("/v2.1", versions.v21, methods=["GET"]),
-        Mount("/v2.1", routes=v21_routes(extra_routes)),
+        Mount("/v2.1", app=Router(v21_routes(extra_routes), redirect_slashes=False)),
         # Nova's /v2 is the v2.1 code at its first version (the middleware
         # pins it), so clients of the old endpoint keep working.
         Route("/v2", versions.v20, methods=["GET"]),
-        Mount("/v2", routes=v21_routes(extra_routes, version_doc=versions.v20)),
+        Mount(
+            "/v2",
+            app=Router(v21_routes(extra_routes, version_doc=versions.v20), redirect_slashes=False),
+        ),
     ]
-    return service_app(state, routes, service="compute", public=PUBLIC, microversions=True)
+    app = service_app(state, routes, service="compute", public=PUBLIC, microversions=True)
+    # Nova answers a path with a stray trailing slash 404 (an empty id: GET
+    # /os-simple-tenant-usage/, DELETE /os-security-groups/), never a
+    # redirect to another route.
+    app.router.redirect_slashes = False
+    return app

@@ -143,3 +143,13 @@ async def test_extensions_list_and_show(api: ApiHarness) -> None:
         assert r.status_code == 200 and r.json()["extension"]["name"] == "Keypairs"
         r = await c.get("/compute/v2.1/extensions/os-no-such")
         assert r.status_code == 404 and "os-no-such" in r.json()["itemNotFound"]["message"]
+
+
+async def test_a_trailing_slash_is_not_found_not_redirected(api: ApiHarness) -> None:
+    client = await api.login("admin", "2.35")
+    async with client as c:
+        r = await c.get("/compute/v2.1/os-simple-tenant-usage/")
+        assert r.status_code == 404 and "itemNotFound" in r.json()
+        assert (await c.delete("/compute/v2.1/os-security-groups/")).status_code == 404
+        # The version document keeps its slash.
+        assert (await c.get("/compute/v2.1/")).status_code == 200
