@@ -129,9 +129,13 @@ async def detail(request: Request) -> Response:
         )
         used = await quotas.usage(conn, project_id, user_id)
         limits = await _with_network(conn, request, project_id, limits)
-        for name in quotas.NETWORK_PROXIED:
-            # The network service counts per project, so a user sees the project's use.
-            used[name] = await network_db.count_by_project(conn, name, project_id)
+        # The network service counts per project, so a user sees the project's use.
+        used["security_groups"] = await network_db.count_by_project(
+            conn, "security_groups", project_id
+        )
+        used["security_group_rules"] = await network_db.count_by_project(
+            conn, "security_group_rules", project_id
+        )
     resources = _resources(common.version(request), network_until="2.35")
 
     def value(name: str, limit: int) -> dict[str, int]:

@@ -56,7 +56,7 @@ def password(server: Mapping[str, Any]) -> str:
     return "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(PASSWORD_LENGTH))
 
 
-def _canonical(address: str | None) -> str | None:
+def _canonical(address: str) -> str:
     if not address:
         return address
     try:
