@@ -1,5 +1,5 @@
-"""``os-instance-usage-audit-log`` (admins): how far the hosts got with the
-usage audit of the last completed period.
+"""``os-instance_usage_audit_log`` (admins; Nova's path has underscores): how
+far the hosts got with the usage audit of the last completed period.
 
 In Nova each compute host runs a periodic usage audit (the
 ``instance.exists`` notifications billing reads) and records it as a task
@@ -76,6 +76,6 @@ async def show(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-instance-usage-audit-log", index, methods=["GET"]),
-    Route("/os-instance-usage-audit-log/{before}", show, methods=["GET"]),
+    Route("/os-instance_usage_audit_log", index, methods=["GET"]),
+    Route("/os-instance_usage_audit_log/{before}", show, methods=["GET"]),
 ]

@@ -9,7 +9,7 @@ from nubes.api.compute_v21.instance_usage_audit_log import audit_period
 from tests.unit.api.conftest import ApiHarness
 from tests.unit.db import factories
 
-LOG = "/compute/v2.1/os-instance-usage-audit-log"
+LOG = "/compute/v2.1/os-instance_usage_audit_log"
 
 
 def test_period_is_the_last_whole_month() -> None:
