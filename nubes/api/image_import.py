@@ -175,3 +175,12 @@ async def discard_staged(image_id: str, image_dir: Path) -> None:
     """Remove a deleted image's staged data (if any)."""
     with contextlib.suppress(FileNotFoundError):
         await asyncio.to_thread(staging_path(image_dir, image_id).unlink)
+
+
+async def delete_image(
+    db: Database, ctxt: RequestContext, image_id: str, *, image_dir: Path
+) -> None:
+    """Delete an image with all its data, staged too: what both the image
+    service's DELETE and the compute API's image proxy do."""
+    await images.delete_image(db, ctxt, image_id, image_dir=image_dir)
+    await discard_staged(image_id, image_dir)

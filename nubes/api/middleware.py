@@ -157,7 +157,11 @@ class ServiceMiddleware:
         headers = _headers(scope)
         extra: list[tuple[bytes, bytes]] = []
         try:
-            if self.microversions and relative.rstrip("/") not in ("", "/"):
+            if self.microversions and (relative == "/v2" or relative.startswith("/v2/")):
+                # The v2.0 endpoint has no microversions: it is v2.1 at its
+                # first version whatever the headers ask, and says no version.
+                state["version"] = microversion.MIN
+            elif self.microversions and relative.rstrip("/") not in ("", "/"):
                 version = microversion.negotiate(headers)
                 state["version"] = version
                 extra = microversion.response_headers(version)

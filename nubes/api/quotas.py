@@ -51,8 +51,18 @@ RESOURCES = (
 )
 #: ``[quota]`` option names that differ from the resource (Nova's too).
 _OPTION = {"injected_file_path_bytes": "injected_file_path_length"}
-#: Network quotas shown before 2.36 (nubes has no network service: always unlimited).
+#: Network quotas shown before 2.36 (Nova's proxies to the network service).
 NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
+#: Those of them that are the network service's own limits, under its names:
+#: reading or setting one through the compute API reads or sets the network's.
+NETWORK_PROXIED = {
+    "security_groups": "security_group",
+    "security_group_rules": "security_group_rule",
+}
+#: Those the network service has no limit for (nubes has no floating IPs, and
+#: limits ports rather than addresses): always unlimited; a value given for one
+#: is dropped, as the network API drops its own unbuilt quotas.
+NETWORK_UNLIMITED = ("fixed_ips", "floating_ips")
 #: Quotas of personality files, which 2.57 removed.
 INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
@@ -403,6 +413,12 @@ def filtered(resources: Sequence[str], *, network: bool, injected: bool) -> list
 NEUTRON_RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
 
 
+async def network_limits(conn: Connection, conf: cfg.ConfigOpts, project_id: str) -> dict[str, int]:
+    """The network service's limits of a project: its row, else the ``[quota]`` option."""
+    own = await quotas_db.limits_get(conn, project_id)
+    return {name: own.get(name, int(getattr(conf.quota, name))) for name in NEUTRON_RESOURCES}
+
+
 async def check_network_resource(
     conn: Connection,
     conf: cfg.ConfigOpts,
@@ -420,7 +436,6 @@ async def check_network_resource(
     transaction) are one step; an overshoot is Neutron's 409 ``OverQuota``.
     """
     await quotas_db.lock_project(conn, project_id)
-    limit = int(getattr(conf.quota, resource))
-    limit = (await quotas_db.limits_get(conn, project_id)).get(resource, limit)
+    limit = (await network_limits(conn, conf, project_id))[resource]
     if limit != UNLIMITED and await used(conn) + count > limit:
         raise exception.NetworkOverQuota(resource=resource)

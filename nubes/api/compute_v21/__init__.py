@@ -13,15 +13,20 @@ move actions (``server_moves.py``) and the migration records
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from nubes.api.compute_v21 import (
     aggregates,
     availability_zones,
+    extensions,
     flavors,
     hypervisors,
+    images,
     instance_actions,
+    instance_usage_audit_log,
     keypairs,
     limits,
     migrations,
@@ -78,14 +83,19 @@ RESOURCES = [
     simple_tenant_usage,
     os_hosts,
     network_proxies,
+    extensions,
+    instance_usage_audit_log,
+    images,
 ]
 
 #: Paths (relative to /compute) that need no token.
-PUBLIC = ("", "/", "/v2.1", "/v2.1/")
+PUBLIC = ("", "/", "/v2.1", "/v2.1/", "/v2", "/v2/")
 
 
-def v21_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [Route("/", versions.v21, methods=["GET"])]
+def v21_routes(
+    extra: list[BaseRoute] | None = None, *, version_doc: Any = versions.v21
+) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/", version_doc, methods=["GET"])]
     for module in RESOURCES:
         routes += module.ROUTES
     routes += extra or []
@@ -96,6 +106,18 @@ def build_app(state: ApiState, extra_routes: list[BaseRoute] | None = None) -> S
     routes: list[BaseRoute] = [
         Route("/", versions.root, methods=["GET"]),
         Route("/v2.1", versions.v21, methods=["GET"]),
-        Mount("/v2.1", routes=v21_routes(extra_routes)),
+        Mount("/v2.1", app=Router(v21_routes(extra_routes), redirect_slashes=False)),
+        # Nova's /v2 is the v2.1 code at its first version (the middleware
+        # pins it), so clients of the old endpoint keep working.
+        Route("/v2", versions.v20, methods=["GET"]),
+        Mount(
+            "/v2",
+            app=Router(v21_routes(extra_routes, version_doc=versions.v20), redirect_slashes=False),
+        ),
     ]
-    return service_app(state, routes, service="compute", public=PUBLIC, microversions=True)
+    app = service_app(state, routes, service="compute", public=PUBLIC, microversions=True)
+    # Nova answers a path with a stray trailing slash 404 (an empty id: GET
+    # /os-simple-tenant-usage/, DELETE /os-security-groups/), never a
+    # redirect to another route.
+    app.router.redirect_slashes = False
+    return app

@@ -108,7 +108,8 @@ def _id(request: Request) -> int:
     except ValueError:
         raise common.bad_request(f"Invalid aggregate id: {raw}") from None
     if not 0 <= number <= v.MAX_INT:
-        raise common.bad_request(f"Invalid aggregate id: {raw}")
+        # A number no aggregate can have names none, as in Nova: not found.
+        raise exception.AggregateNotFound(aggregate_id=raw)
     return number
 
 

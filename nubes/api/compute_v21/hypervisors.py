@@ -211,6 +211,32 @@ async def show(request: Request) -> Response:
     return common.json({"hypervisor": _render(DETAIL, node, extra)})
 
 
+async def _matching(request: Request, action: str, *, with_servers: bool) -> Response:
+    """``{pattern}/search`` and ``{pattern}/servers`` (up to 2.52; 2.53 made
+    them list filters): the nodes whose name holds the pattern, 404 if none."""
+    if common.version(request).at_least("2.53"):
+        raise common.not_found("The resource could not be found.")
+    common.authorize(request, f"os-hypervisors:{action}", Rule.ADMIN)
+    pattern = request.path_params["pattern"]
+    nodes = [
+        n
+        for n in await _nodes(request, with_servers=with_servers)
+        if pattern in n["hypervisor_hostname"]
+    ]
+    if not nodes:
+        raise common.not_found(f"No hypervisor matching '{pattern}' could be found.")
+    extra = _extra(request, with_servers)
+    return common.json({"hypervisors": [_render(BASIC, n, extra) for n in nodes]})
+
+
+async def search(request: Request) -> Response:
+    return await _matching(request, "search", with_servers=False)
+
+
+async def servers(request: Request) -> Response:
+    return await _matching(request, "servers", with_servers=True)
+
+
 def _gone_from_2_88(request: Request) -> None:
     if common.version(request).at_least("2.88"):
         raise exception.NotFound(message="The resource could not be found.")
@@ -300,4 +326,6 @@ ROUTES = [
     Route("/os-hypervisors/statistics", statistics, methods=["GET"]),
     Route("/os-hypervisors/{hypervisor_id}", show, methods=["GET"]),
     Route("/os-hypervisors/{hypervisor_id}/uptime", uptime, methods=["GET"]),
+    Route("/os-hypervisors/{pattern}/search", search, methods=["GET"]),
+    Route("/os-hypervisors/{pattern}/servers", servers, methods=["GET"]),
 ]

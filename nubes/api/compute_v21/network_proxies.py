@@ -273,9 +273,13 @@ async def groups_update(request: Request) -> Response:
 @_until_236
 async def groups_delete(request: Request) -> Response:
     common.authorize(request, "os-security-groups:delete", Rule.PROJECT_MEMBER)
-    await _service(request).delete_security_group(
-        common.ctx(request), request.path_params["group_id"]
-    )
+    try:
+        await _service(request).delete_security_group(
+            common.ctx(request), request.path_params["group_id"]
+        )
+    except exception.SecurityGroupInUse as exc:
+        # Nova's proxy answers the network's 409 for a group in use with a 400.
+        raise common.bad_request(str(exc)) from None
     return common.empty(202)
 
 
@@ -329,7 +333,13 @@ async def rules_create(request: Request) -> Response:
     body = await v.json_body(request)
     v.validate(body, RULE_SCHEMA, common.version(request))
     item = _rule_item(body["security_group_rule"])
-    row = await _service(request).create_rule(common.ctx(request), item)
+    try:
+        row = await _service(request).create_rule(common.ctx(request), item)
+    except exception.SecurityGroupRuleExists:
+        # Nova's proxy answers the network's 409 for a duplicate with a 400.
+        raise common.bad_request(
+            f"This rule already exists in group {item['security_group_id']}"
+        ) from None
     return common.json({"security_group_rule": _rule(row, await _groups_by_id(request))})
 
 

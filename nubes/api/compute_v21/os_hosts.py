@@ -58,7 +58,8 @@ async def index(request: Request) -> Response:
             "service": row["topic"] or row["binary"],
             "zone": hosts.zone_of(row, zones, conf),
         }
-        if zone is None or entry["zone"] == zone:
+        # An empty zone filters nothing, as in Nova.
+        if not zone or entry["zone"] == zone:
             out.append(entry)
     return common.json({"hosts": out})
 
@@ -106,16 +107,18 @@ async def update(request: Request) -> Response:
     host = request.path_params["host_name"]
     body = await v.json_body(request)
     v.validate(body, UPDATE)
-    if "maintenance_mode" in body:
-        raise exception.DriverCannotDo(
-            reason="Virt driver does not implement host maintenance mode."
-        )
-    enable = body["status"].lower() == "enable"
     async with common.state(request).db.writer() as conn:
+        # The host is looked up first, as Nova does: an unknown host is 404
+        # whatever the body asks.
         try:
             row = await services.get_by_host_and_binary(conn, host, "compute")
         except exception.ServiceNotFound:
             raise exception.NotFound(message=f"Compute host {host} could not be found.") from None
+        if "maintenance_mode" in body:
+            raise exception.DriverCannotDo(
+                reason="Virt driver does not implement host maintenance mode."
+            )
+        enable = body["status"].lower() == "enable"
         values: dict[str, Any] = {"disabled": not enable}
         if enable:
             values["disabled_reason"] = None

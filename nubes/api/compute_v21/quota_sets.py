@@ -1,7 +1,10 @@
 """``os-quota-sets`` and ``os-quota-class-sets``: show and set compute quotas.
 
-Fields per microversion as Nova: the network quotas (always -1: nubes has no
-network service) until 2.35, the injected-file quotas until 2.56; a quota
+Fields per microversion as Nova: the network quotas until 2.35 (Nova's
+proxies: ``security_groups`` and ``security_group_rules`` are the network
+service's limits of the project, read and set through here;
+``fixed_ips`` and ``floating_ips`` have no counterpart and stay -1), the
+injected-file quotas until 2.56; a quota
 class shows ``server_groups`` and ``server_group_members`` from 2.50 and the
 network quotas until 2.49. Admins set limits; a project's readers may see
 their own. The rules behind each answer are in :mod:`nubes.api.quotas`.
@@ -21,6 +24,8 @@ from nubes.api import validation as v
 from nubes.api.compute_v21 import common
 from nubes.api.microversion import APIVersion
 from nubes.api.policy import Rule
+from nubes.db.api import network as network_db
+from nubes.db.api import quotas as quotas_db
 
 _LIMIT = {
     "type": ["integer", "string"],
@@ -70,15 +75,28 @@ def _values(
     return {name: value(name, limits.get(name, quotas.UNLIMITED)) for name in sorted(resources)}
 
 
-def _limits_from(body: dict[str, Any], key: str) -> tuple[dict[str, int], bool]:
+def _limits_from(body: dict[str, Any], key: str) -> tuple[dict[str, int], dict[str, int], bool]:
+    """(compute limits, network limits under the network's names, force)."""
     spec = dict(body[key])
     force = v.parse_bool("force", spec.pop("force", False))
-    network = sorted(set(spec) & set(quotas.NETWORK_RESOURCES))
-    if network:
-        raise common.bad_request(
-            f"Quota {', '.join(network)} cannot be set: this cloud has no network service."
-        )
-    return {name: v.to_int(name, value, quotas.UNLIMITED) for name, value in spec.items()}, force
+    limits = {name: v.to_int(name, value, quotas.UNLIMITED) for name, value in spec.items()}
+    network = {
+        quotas.NETWORK_PROXIED[name]: limits.pop(name)
+        for name in list(limits)
+        if name in quotas.NETWORK_PROXIED
+    }
+    for name in quotas.NETWORK_UNLIMITED:
+        limits.pop(name, None)
+    return limits, network, force
+
+
+async def _with_network(
+    conn: Any, request: Request, project_id: str, limits: dict[str, int]
+) -> dict[str, int]:
+    """``limits`` with the proxied network quotas filled from the network service."""
+    network = await quotas.network_limits(conn, common.state(request).conf, project_id)
+    proxied = {name: network[own] for name, own in quotas.NETWORK_PROXIED.items()}
+    return {**limits, **proxied}
 
 
 # --- os-quota-sets ---------------------------------------------------------------------------
@@ -97,6 +115,7 @@ async def show(request: Request) -> Response:
         limits = await quotas.effective_limits(
             conn, common.state(request).conf, project_id, user_id
         )
+        limits = await _with_network(conn, request, project_id, limits)
     resources = _resources(common.version(request), network_until="2.35")
     body = {"id": project_id, **_values(resources, limits, lambda _, limit: limit)}
     return common.json({"quota_set": body})
@@ -109,6 +128,14 @@ async def detail(request: Request) -> Response:
             conn, common.state(request).conf, project_id, user_id
         )
         used = await quotas.usage(conn, project_id, user_id)
+        limits = await _with_network(conn, request, project_id, limits)
+        # The network service counts per project, so a user sees the project's use.
+        used["security_groups"] = await network_db.count_by_project(
+            conn, "security_groups", project_id
+        )
+        used["security_group_rules"] = await network_db.count_by_project(
+            conn, "security_group_rules", project_id
+        )
     resources = _resources(common.version(request), network_until="2.35")
 
     def value(name: str, limit: int) -> dict[str, int]:
@@ -122,6 +149,9 @@ async def defaults(request: Request) -> Response:
     common.authorize(request, "os-quota-sets:defaults", Rule.ANY)
     async with common.state(request).db.reader() as conn:
         limits = await quotas.class_limits(conn, common.state(request).conf)
+    conf = common.state(request).conf
+    # The network service's defaults are its [quota] options.
+    limits.update({n: int(getattr(conf.quota, own)) for n, own in quotas.NETWORK_PROXIED.items()})
     resources = _resources(common.version(request), network_until="2.35")
     body = {"id": project_id, **_values(resources, limits, lambda _, limit: limit)}
     return common.json({"quota_set": body})
@@ -133,11 +163,19 @@ async def update(request: Request) -> Response:
     settable = _resources(version, network_until="2.35")
     body = await v.json_body(request)
     v.validate(body, _update_schema("quota_set", settable, force=True))
-    limits, force = _limits_from(body, "quota_set")
+    limits, network, force = _limits_from(body, "quota_set")
+    if network and user_id:
+        raise common.bad_request(
+            f"Quota {', '.join(sorted(network))} cannot be set for a user: "
+            "the network service limits whole projects."
+        )
     state = common.state(request)
     async with state.db.writer() as conn:
         await quotas.set_limits(conn, state.conf, project_id, limits, user_id=user_id, force=force)
+        if network:
+            await quotas_db.limits_set(conn, project_id, network)
         current = await quotas.effective_limits(conn, state.conf, project_id, user_id)
+        current = await _with_network(conn, request, project_id, current)
     # No "id" in an update's answer (Nova's v2 shape).
     return common.json({"quota_set": _values(settable, current, lambda _, limit: limit)})
 
@@ -177,7 +215,12 @@ async def class_update(request: Request) -> Response:
     settable = _resources(version, network_until="2.49")
     body = await v.json_body(request)
     v.validate(body, _update_schema("quota_class_set", settable, force=False))
-    limits, _ = _limits_from(body, "quota_class_set")
+    limits, network, _ = _limits_from(body, "quota_class_set")
+    if network:
+        raise common.bad_request(
+            f"Quota {', '.join(sorted(network))} cannot be set in a quota class: "
+            "the network service's defaults are its [quota] options."
+        )
     state = common.state(request)
     async with state.db.writer() as conn:
         await quotas.set_class_limits(conn, name, limits)

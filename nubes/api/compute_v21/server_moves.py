@@ -154,6 +154,9 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         server["key_name"] = updated["key_name"]
     if version.at_least("2.57"):
         server["user_data"] = updated["user_data"]
+        # Nova's rebuild body carries the user data once, at the top (the
+        # full 2.75 body leaves the admin's extended-attribute copy out).
+        server.pop("OS-EXT-SRV-ATTR:user_data", None)
     response = common.json({"server": server}, 202)
     response.headers["Location"] = common.links(request, "servers", updated["uuid"])[0]["href"]
     return response

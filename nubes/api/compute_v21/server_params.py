@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import secrets
 import string
@@ -55,13 +56,24 @@ def password(server: Mapping[str, Any]) -> str:
     return "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(PASSWORD_LENGTH))
 
 
+def _canonical(address: str) -> str:
+    if not address:
+        return address
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
 def sysmeta_from(server: Mapping[str, Any]) -> dict[str, str]:
     """The request fields Nova keeps in system metadata, by their system metadata keys."""
     out: dict[str, str] = {}
+    # Kept in canonical form (RFC 5952 for IPv6), as Nova's address columns
+    # keep them; the schemas have checked they are addresses.
     if "accessIPv4" in server:
-        out["access_ip_v4"] = server["accessIPv4"]
+        out["access_ip_v4"] = _canonical(server["accessIPv4"])
     if "accessIPv6" in server:
-        out["access_ip_v6"] = server["accessIPv6"]
+        out["access_ip_v6"] = _canonical(server["accessIPv6"])
     if "OS-DCF:diskConfig" in server:
         out["disk_config"] = server["OS-DCF:diskConfig"]
     return out

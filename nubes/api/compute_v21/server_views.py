@@ -233,6 +233,21 @@ def _admin_show(x: ServerContext) -> bool:
     return x.show and x.admin
 
 
+#: Address keys the short body of an update or rebuild (before 2.75) leaves
+#: out, as Nova's (its view without the extended address attributes).
+_EXTENDED_ADDRESS = ("OS-EXT-IPS-MAC:mac_addr", "OS-EXT-IPS:type")
+
+
+def _addresses(r: Mapping[str, Any], x: ServerContext) -> dict[str, Any]:
+    found = x.addresses.get(r["uuid"], {})
+    if x.show:
+        return dict(found)
+    return {
+        net: [{k: v for k, v in a.items() if k not in _EXTENDED_ADDRESS} for a in addrs]
+        for net, addrs in found.items()
+    }
+
+
 def _groups(r: Mapping[str, Any], x: ServerContext) -> Any:
     names = x.groups.get(r["uuid"])
     return [{"name": n} for n in names] if names else OMIT
@@ -262,9 +277,10 @@ SERVER = View(
     Field("created", lambda r, _: iso_z(r["created_at"])),
     Field("updated", lambda r, _: iso_z(r.get("updated_at") or r["created_at"])),
     # From the server's ports (nubes/network/ports.py: addresses).
-    Field("addresses", lambda r, x: dict(x.addresses.get(r["uuid"], {}))),
-    # The groups of the server's ports (left out for a server without any).
-    Field("security_groups", lambda r, x: _groups(r, x)),
+    Field("addresses", lambda r, x: _addresses(r, x)),
+    # The groups of the server's ports (left out for a server without any;
+    # and, as Nova, from the short body of an update or rebuild before 2.75).
+    Field("security_groups", lambda r, x: _groups(r, x), when=_show),
     Field("accessIPv4", lambda r, _: _sysmeta(r, "access_ip_v4")),
     Field("accessIPv6", lambda r, _: _sysmeta(r, "access_ip_v6")),
     Field("links", lambda r, x: common.links(x.request, "servers", r["uuid"])),

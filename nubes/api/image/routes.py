@@ -192,8 +192,7 @@ async def index(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     state = _state(request)
     image_id = _image_id(request)
-    await images.delete_image(state.db, _ctx(request), image_id, image_dir=state.image_dir)
-    await image_import.discard_staged(image_id, state.image_dir)
+    await image_import.delete_image(state.db, _ctx(request), image_id, image_dir=state.image_dir)
     return Response(status_code=204)
 
 

@@ -572,10 +572,8 @@ _COUNTED: dict[str, net_db.Kind] = {
 
 
 async def _limits(request: Request, project_id: str) -> dict[str, int]:
-    conf = _state(request).conf
     async with _state(request).db.reader() as conn:
-        own = await quotas_db.limits_get(conn, project_id)
-    limits = {name: own.get(name, int(getattr(conf.quota, name))) for name in _COUNTED}
+        limits = await quotas.network_limits(conn, _state(request).conf, project_id)
     return {**limits, **dict.fromkeys(UNBUILT_QUOTAS, 0)}
 
 

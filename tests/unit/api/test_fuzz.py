@@ -129,7 +129,11 @@ def _route_table() -> list[tuple[str, str, Any]]:
     conf.set_override("enabled", False, group="dashboard")
     # Building the app connects to nothing: the database is only named.
     state = ApiState(conf=conf, db=Database("sqlite://"))
-    return sorted(set(_walk(build_app(state).app.routes)), key=lambda r: (r[1], r[0]))
+    routes = set(_walk(build_app(state).app.routes))
+    # /compute/v2 mounts the very handlers of /compute/v2.1 (pinned to 2.1,
+    # which the v2.1 routes are fuzzed at too): fuzzing them twice adds time only.
+    routes = {r for r in routes if not r[1].startswith("/compute/v2/")}
+    return sorted(routes, key=lambda r: (r[1], r[0]))
 
 
 ROUTES = [(method, path) for method, path, _ in _route_table()]

@@ -321,6 +321,9 @@ async def test_aggregates(api: ApiHarness) -> None:
         assert (await c.delete(url)).status_code == 200
         assert (await c.get(url)).status_code == 404
         assert (await c.get(f"{BASE}/os-aggregates/abc")).status_code == 400
+        # A number no aggregate can have is not found, as in Nova.
+        assert (await c.get(f"{BASE}/os-aggregates/-1")).status_code == 404
+        assert (await c.delete(f"{BASE}/os-aggregates/-1")).status_code == 404
     async with await api.login("admin", "2.40") as c:
         (agg,) = (await c.get(f"{BASE}/os-aggregates")).json()["aggregates"]
         assert set(agg) == AGG_KEYS
@@ -365,3 +368,24 @@ async def test_hypervisors_count_the_operators_reserved_memory_and_disk_as_used(
         7168,
         2,
     )
+
+
+async def test_hypervisor_search_and_servers_up_to_2_52(api: ApiHarness) -> None:
+    await _hosts(api)
+    async with await api.login("admin", "2.52") as c:
+        found = (await c.get(f"{BASE}/os-hypervisors/h/search")).json()["hypervisors"]
+        assert sorted(h["hypervisor_hostname"] for h in found) == ["h0", "h1"]
+        assert all(set(h) == HYP_BASIC for h in found)
+        (h0,) = (await c.get(f"{BASE}/os-hypervisors/h0/servers")).json()["hypervisors"]
+        # No server on it: before 2.75 the node comes without a servers key.
+        assert h0["hypervisor_hostname"] == "h0" and "servers" not in h0
+        r = await c.get(f"{BASE}/os-hypervisors/zz/search")
+        assert r.status_code == 404 and "zz" in r.json()["itemNotFound"]["message"]
+        assert (await c.get(f"{BASE}/os-hypervisors/zz/servers")).status_code == 404
+    async with await api.login("admin", "2.53") as c:
+        # 2.53 replaced both with list filters.
+        assert (await c.get(f"{BASE}/os-hypervisors/h0/search")).status_code == 404
+        assert (await c.get(f"{BASE}/os-hypervisors/h0/servers")).status_code == 404
+    async with await api.login("demo", "2.52") as c:
+        assert (await c.get(f"{BASE}/os-hypervisors/h0/search")).status_code == 403
+        assert (await c.get(f"{BASE}/os-hypervisors/h0/servers")).status_code == 403

@@ -549,6 +549,23 @@ async def test_rebuild_at_2_57_and_a_stopped_server(cloud: Cloud) -> None:
     assert found["instance"]["user_data"] == "aGk="
 
 
+async def test_rebuild_at_2_75_carries_user_data_once_and_addresses_canonical(
+    cloud: Cloud,
+) -> None:
+    uuid = await boot(cloud)
+    given = "0000:0000:0000:0000:0000:babe:220.12.22.2"
+    body = {"rebuild": {"imageRef": cloud.image, "user_data": "aGk=", "accessIPv6": given}}
+    async with await cloud.login("admin", "2.75") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json=body)
+        assert r.status_code == 202, r.text
+        server = r.json()["server"]
+    # Nova's rebuild body: user data at the top only, even for an admin.
+    assert server["user_data"] == "aGk=" and "OS-EXT-SRV-ATTR:user_data" not in server
+    assert "OS-EXT-SRV-ATTR:host" in server
+    # Kept and shown in canonical form (RFC 5952), as Nova's address column does.
+    assert server["accessIPv6"] == "::babe:dc0c:1602"
+
+
 @pytest.mark.parametrize(
     ("version", "rebuild", "words"),
     [

@@ -86,6 +86,26 @@ async def test_security_groups_and_rules_in_novas_shape(api: ApiHarness) -> None
         rule = r.json()["security_group_rule"]
         assert rule["ip_range"] == {"cidr": "10.0.0.0/8"} and rule["group"] == {}
         assert (rule["ip_protocol"], rule["from_port"], rule["to_port"]) == ("tcp", 22, 22)
+        # The same rule again is Nova's 400 (the network service's 409 underneath).
+        again = {
+            "security_group_rule": {
+                "parent_group_id": gid,
+                "ip_protocol": "tcp",
+                "from_port": 22,
+                "to_port": 22,
+                "cidr": "10.0.0.0/8",
+            }
+        }
+        r = await c.post(f"{V21}/os-security-group-rules", json=again)
+        assert r.status_code == 400 and "already exists" in r.json()["badRequest"]["message"]
+        # A group a port uses cannot go: Nova's 400 (the network's 409 underneath).
+        net = (await c.post(f"{NET}/networks", json={"network": {"name": "sgnet"}})).json()
+        port = {"port": {"network_id": net["network"]["id"], "security_groups": [gid]}}
+        made = await c.post(f"{NET}/ports", json=port)
+        assert made.status_code == 201, made.text
+        r = await c.delete(f"{V21}/os-security-groups/{gid}")
+        assert r.status_code == 400 and "in use" in r.json()["badRequest"]["message"]
+        await c.delete(f"{NET}/ports/{made.json()['port']['id']}")
         r = await c.post(
             f"{V21}/os-security-group-rules",
             json={

@@ -45,6 +45,11 @@ async def test_os_hosts_lists_shows_and_disables(cloud: ApiHarness) -> None:
         assert (await c.put(f"{HOSTS}/fake-0", json={"status": "sideways"})).status_code == 400
         r = await c.put(f"{HOSTS}/fake-0", json={"maintenance_mode": "enable"})
         assert r.status_code == 400 and "maintenance" in r.text
+        # An unknown host is not found before anything else is checked.
+        body = {"status": "enable", "maintenance_mode": "enable"}
+        assert (await c.put(f"{HOSTS}/nowhere", json=body)).status_code == 404
+        # An empty zone filters nothing.
+        assert len((await c.get(HOSTS, params={"zone": ""})).json()["hosts"]) == len(listed)
         assert (await c.get(f"{HOSTS}/fake-0/reboot")).status_code == 400
         assert (await c.get(f"{HOSTS}/fake-0/explode")).status_code == 404
     async with await login(cloud, "admin", "2.43") as c:

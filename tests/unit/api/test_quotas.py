@@ -369,7 +369,7 @@ async def test_a_limit_below_usage_needs_force(cloud: Cloud) -> None:
         {"instances": "ten"},
         {"instances": 2**31},
         {"bogus": 1},
-        {"fixed_ips": 3},
+        {"fixed_ips": "three"},
         {"force": "maybe"},
     ],
 )
@@ -521,3 +521,33 @@ async def test_user_limits_share_the_project_limit(cloud: Cloud) -> None:
     )
     r = await set_quota(cloud, "demo", instances=9, force=True)
     assert r.status_code == 200
+
+
+async def test_network_quotas_before_2_36_are_the_network_services(cloud: Cloud) -> None:
+    """Nova's proxies: security group quotas read and set the network service's
+    limits; fixed and floating IPs have none there, so they stay unlimited."""
+    project = cloud.api.projects["demo"]
+    r = await set_quota(
+        cloud, "demo", security_groups=7, security_group_rules=70, fixed_ips=5, floating_ips=6
+    )
+    assert r.status_code == 200, r.text
+    shown = r.json()["quota_set"]
+    assert (shown["security_groups"], shown["security_group_rules"]) == (7, 70)
+    assert (shown["fixed_ips"], shown["floating_ips"]) == (-1, -1)
+    async with await cloud.login("admin") as c:
+        network = (await c.get(f"/networking/v2.0/quotas/{project}")).json()["quota"]
+        assert (network["security_group"], network["security_group_rule"]) == (7, 70)
+        # And the other way: the network's answer is the compute API's.
+        body = {"quota": {"security_group": 3}}
+        assert (await c.put(f"/networking/v2.0/quotas/{project}", json=body)).status_code == 200
+        detail = (await c.get(f"{BASE}/os-quota-sets/{project}/detail")).json()["quota_set"]
+        # The default group the network service made for the project counts.
+        assert detail["security_groups"]["limit"] == 3
+        assert detail["security_groups"]["in_use"] >= 0
+    r = await set_quota(cloud, "demo", user_id=await user_id(cloud, "demo"), security_groups=2)
+    assert "cannot be set for a user" in fault(r, 400)
+    async with await cloud.login("admin") as c:
+        r = await c.put(
+            f"{BASE}/os-quota-class-sets/default", json={"quota_class_set": {"security_groups": 9}}
+        )
+        assert r.status_code == 400 and "[quota]" in r.text

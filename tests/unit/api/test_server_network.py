@@ -137,6 +137,17 @@ async def test_interfaces_and_security_groups(cloud: ApiHarness) -> None:  # noq
         assert sorted(g["name"] for g in groups["security_groups"]) == ["default", "web"]
         shown = (await c.get(f"{URL}/{server['id']}")).json()["server"]
         assert shown["security_groups"] == [{"name": "default"}, {"name": "web"}]
+        # An update's short body (before 2.75) has no groups, as Nova's; 2.75's full one has.
+        r = await c.put(f"{URL}/{server['id']}", json={"server": {"name": "renamed"}})
+        assert r.status_code == 200 and "security_groups" not in r.json()["server"]
+        # Its addresses without the extended attributes (MAC, type), as Nova's.
+        short = [a for addrs in r.json()["server"]["addresses"].values() for a in addrs]
+        assert short and all(set(a) == {"version", "addr"} for a in short)
+        full = [a for addrs in shown["addresses"].values() for a in addrs]
+        assert all("OS-EXT-IPS-MAC:mac_addr" in a for a in full)
+        headers = {"OpenStack-API-Version": "compute 2.75"}
+        r = await c.put(f"{URL}/{server['id']}", json={"server": {}}, headers=headers)
+        assert r.json()["server"]["security_groups"] == [{"name": "default"}, {"name": "web"}]
         r = await c.post(action, json={"addSecurityGroup": {"name": "web"}})
         assert r.status_code == 400
         r = await c.post(action, json={"addSecurityGroup": {"name": "nope"}})
