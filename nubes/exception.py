@@ -788,6 +788,10 @@ class ImageFetchFailed(VirtDriverError):
     msg_fmt = "Image %(image_id)s could not be fetched to host %(host)s: %(reason)s"
 
 
+class ImageUploadFailed(VirtDriverError):
+    msg_fmt = "Image %(image_id)s could not be uploaded from host %(host)s: %(reason)s"
+
+
 class LiveMigrationAborted(VirtDriverError):
     """A driver's ``live_migration`` stopped because its ``live_migration_abort``
     asked it to (``nubes.compute.virt.driver.ComputeDriver``); the guest still

@@ -40,6 +40,7 @@ _CONDUCTOR_STEPS = (
     "live_migration_abort",
     "live_migration_force_complete",
     "remove_guest",
+    "snapshot_instance",
 )
 
 METHOD_RULES = access.rules(

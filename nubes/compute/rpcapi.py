@@ -29,13 +29,15 @@ Version history:
     1.7 - get_instance_diagnostics (a call: a running guest's counters);
           get_vnc_console (a call: where the console proxy reaches a guest's
           VNC console, the host's console relay)
+    1.8 - snapshot_instance (a step: copy a guest's disk and upload it to one
+          image with the conductor's upload grant; createImage, createBackup)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nubes import exception
+from nubes import exception, versions
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -48,7 +50,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.7"
+VERSION = "1.8"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -93,6 +95,12 @@ class ComputeAPI:
         compute``, an older host still running) it is spelled out as
         ``task_id``, ``step`` and ``attempt``, at the method's own version.
         """
+        if versions.parse_version(since) > versions.parse_version(STEP_KEY_VERSION):
+            # A step added after 1.5 only ever took its key as one struct; the
+            # cap refuses it (UnsupportedVersion) before a host that would
+            # drop it is sent anything.
+            await self._host(host, since).cast(ctxt, method, key=key, **kwargs)
+            return
         if self.client.can_send_version(STEP_KEY_VERSION):
             await self._host(host, STEP_KEY_VERSION).cast(ctxt, method, key=key, **kwargs)
             return
@@ -151,6 +159,31 @@ class ComputeAPI:
     ) -> None:
         await self._step(
             ctxt, host, "reboot_instance", key, instance=instance, reboot_type=reboot_type
+        )
+
+    async def snapshot_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        *,
+        image_id: str,
+        image_type: str,
+        grant: str,
+    ) -> None:
+        """Copy the guest's disk and upload it to image ``image_id`` with
+        ``grant`` (an upload grant for that image and this host) (1.8)."""
+        await self._step(
+            ctxt,
+            host,
+            "snapshot_instance",
+            key,
+            "1.8",
+            instance=instance,
+            image_id=image_id,
+            image_type=image_type,
+            grant=grant,
         )
 
     # -- moves (1.1); see docs/moves.md for who is sent what ------------------------

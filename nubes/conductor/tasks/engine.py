@@ -72,6 +72,7 @@ from nubes.conductor.tasks import (  # noqa: F401
     power,
     rebuild,
     remove_guest,
+    snapshot,
 )
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP

@@ -34,6 +34,9 @@ class TaskKind(enum.StrEnum):
     #: tell a host to remove the guest of a try the conductor gave up on
     #: (remove_guest.py); it has no instance of its own: the payload names it
     REMOVE_GUEST = "remove_guest"
+    #: createImage and createBackup (snapshot.py): the host uploads the
+    #: guest's disk to an image the API recorded
+    SNAPSHOT = "snapshot"
 
 
 class Step(enum.StrEnum):
@@ -80,6 +83,10 @@ class Step(enum.StrEnum):
     REBUILD = "rebuild"
     #: remove_guest: the host removes the guest, and confirms
     REMOVE_GUEST = "remove_guest"
+    #: snapshot: the host copies the guest's disk and uploads it, and waits
+    SNAPSHOT = "snapshot"
+    #: snapshot (a backup): the oldest backups beyond the rotation deleted
+    ROTATE = "rotate"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -141,6 +148,10 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
     },
     TaskKind.REBUILD: {Step.REBUILD: frozenset({Step.REBUILD, END})},
     TaskKind.REMOVE_GUEST: {Step.REMOVE_GUEST: frozenset({Step.REMOVE_GUEST, END})},
+    TaskKind.SNAPSHOT: {
+        Step.SNAPSHOT: frozenset({Step.SNAPSHOT, Step.ROTATE, END}),
+        Step.ROTATE: frozenset({END}),
+    },
 }
 
 #: The step each kind of task is created at.
@@ -157,6 +168,7 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.EVACUATE: Step.SCHEDULE,
     TaskKind.REBUILD: Step.REBUILD,
     TaskKind.REMOVE_GUEST: Step.REMOVE_GUEST,
+    TaskKind.SNAPSHOT: Step.SNAPSHOT,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed
