@@ -527,7 +527,7 @@ class ServersAPI:
 #: Properties of the server's image a snapshot does not inherit: the ones
 #: that describe that image's own data or history (Nova leaves them out too).
 _NOT_INHERITED = frozenset(
-    {"image_type", "instance_uuid", "user_id", "base_image_ref", "backup_type", "owner_id"}
+    {"image_type", "instance_uuid", "user_id", "base_image_ref", "backup_type"}
 )
 
 
@@ -556,7 +556,6 @@ async def _snapshot_record(
         image_type="backup" if backup_type is not None else "snapshot",
         instance_uuid=row["uuid"],
         user_id=ctxt.user_id,
-        owner_id=ctxt.project_id,
     )
     if row["image_ref"]:
         properties["base_image_ref"] = row["image_ref"]
