@@ -105,6 +105,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
     │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
     │   ├── ImageFetchFailed              a host could not get an image's bytes into its cache
+    │   ├── ImageUploadFailed             a host could not upload a snapshot to its image
     │   ├── NetworkPlumbingError          a host network agent's command (ip, nft, dnsmasq) failed
     │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
