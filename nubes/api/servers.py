@@ -377,6 +377,10 @@ class ServersAPI:
                 )
             if not row["host"]:
                 raise exception.Conflict(reason=f"instance {instance_uuid} is not on any host")
+            # Nova counts an image's metadata against metadata_items (403 past it).
+            await quotas.check_metadata(
+                conn, self.conf, project_id=row["project_id"], metadata=metadata
+            )
             await images_db.create(
                 conn, await _snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
             )

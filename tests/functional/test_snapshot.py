@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
+from nubes import exception
 from nubes.api.app import build_app
 from nubes.api.server import bind_socket
 from nubes.api.state import ApiState
@@ -152,3 +153,17 @@ async def test_backups_rotate_per_type_keeping_the_newest(cloud: AllInOne) -> No
     assert weekly_image is not None
     assert weekly_image["properties"]["backup_type"] == "weekly"
     assert weekly_image["properties"]["image_type"] == "backup"
+
+
+async def test_image_metadata_counts_against_metadata_items(cloud: AllInOne) -> None:
+    """Nova's image metadata quota: more properties than ``metadata_items``
+    is refused (403) before anything is recorded."""
+    row = await _server(cloud)
+    cloud.conf.set_override("metadata_items", 2, group="quota")
+    too_many = {f"k{i}": "v" for i in range(3)}
+    with pytest.raises(exception.MetadataLimitExceeded):
+        await cloud.api.snapshot_server(CTXT, row["uuid"], "big", too_many)
+    async with cloud.db.reader() as conn:
+        assert await images_db.get_all(conn, all_visible=True) == []
+    (after,) = await cloud.instances([row["uuid"]])
+    assert after["task_state"] is None
