@@ -167,3 +167,31 @@ async def test_image_metadata_counts_against_metadata_items(cloud: AllInOne) -> 
         assert await images_db.get_all(conn, all_visible=True) == []
     (after,) = await cloud.instances([row["uuid"]])
     assert after["task_state"] is None
+
+
+async def test_a_conductor_capped_below_1_8_fails_the_snapshot_before_any_host_is_sent_it(
+    cloud: AllInOne,
+) -> None:
+    """A host still serving compute 1.7 would drop ``snapshot_instance``: the
+    capped conductor refuses it locally, and the task fails with a fault
+    saying so, the image deleted and the server left as it was."""
+    row = await _server(cloud)
+    for engine in cloud.engines:
+        engine.compute.client.set_version_cap("1.7")
+    image_id = await cloud.api.snapshot_server(CTXT, row["uuid"], "too-new")
+    await cloud.wait_tasks([row["uuid"]])
+    assert await _image(cloud, image_id) is None
+    (after,) = await cloud.instances([row["uuid"]])
+    assert after["vm_state"] == "active" and after["task_state"] is None
+    async with cloud.db.reader() as conn:
+        messages = [
+            f.message
+            for f in (
+                await conn.execute(
+                    select(instance_faults.c.message).where(
+                        instance_faults.c.instance_uuid == row["uuid"]
+                    )
+                )
+            ).all()
+        ]
+    assert any("1.8" in m for m in messages), messages
