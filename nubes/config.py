@@ -16,6 +16,7 @@ import configparser
 import socket
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from oslo_config import cfg, types
 
@@ -152,6 +153,12 @@ compute_opts: list[cfg.Opt] = [
         min=16,
         help="Conductor steps a compute host remembers the outcome of, so that a "
         "repeated message is answered again instead of being run twice.",
+    ),
+    cfg.StrOpt(
+        "image_api_endpoint",
+        help="Image API base URL a compute host uploads snapshots (createImage, "
+        "createBackup) to, with the conductor's upload grant for each image. Unset: "
+        "this host cannot take snapshots (all-in-one sets it to its own image API).",
     ),
 ]
 
@@ -872,6 +879,13 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "vnc": vnc_opts,
     "consoleauth": consoleauth_opts,
 }
+
+
+def image_data_dir(conf: cfg.ConfigOpts) -> Path:
+    """Where the image API keeps image data (``[api] image_dir``, else under
+    ``state_path``): the controllers that store or delete image data share it."""
+    configured = conf.api.image_dir
+    return Path(configured) if configured else Path(conf.state_path) / "images"
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

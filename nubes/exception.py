@@ -108,6 +108,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── VirtDriverError (500)             a hypervisor operation failed on a compute host
     │   ├── VirtOperationNotSupported     the host's virt driver cannot do that (yet)
     │   ├── ImageFetchFailed              a host could not get an image's bytes into its cache
+    │   ├── ImageUploadFailed             a host could not upload a snapshot to its image
     │   ├── NetworkPlumbingError          a host network agent's command (ip, nft, dnsmasq) failed
     │   └── LiveMigrationAborted          a live migration stopped by an abort (the guest stays)
     ├── DBError (500)                     the database failed in a way the caller may handle
@@ -807,6 +808,10 @@ class VirtOperationNotSupported(VirtDriverError):
 
 class ImageFetchFailed(VirtDriverError):
     msg_fmt = "Image %(image_id)s could not be fetched to host %(host)s: %(reason)s"
+
+
+class ImageUploadFailed(VirtDriverError):
+    msg_fmt = "Image %(image_id)s could not be uploaded from host %(host)s: %(reason)s"
 
 
 class LiveMigrationAborted(VirtDriverError):

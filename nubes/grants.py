@@ -15,8 +15,16 @@ reports it to the conductor, which signs a grant for the destination; the
 source's disk server (nubes/compute/virt/libvirt/diskserver.py) serves that
 instance's files to that grant only.
 
+Upload grants (:func:`issue_upload`) let a host write the data of one image
+it snapshots (createImage, createBackup): the conductor signs one for the
+queued image the API recorded, for the instance's host only; the image API
+takes it on ``PUT /v2/images/{id}/file`` of that image only. A download
+grant does not open an upload, nor an upload grant a download: the claim
+``"a"`` says which (absent: download, as every grant issued before uploads).
+
 A token is ``<payload>.<signature>``, both URL-safe base64 without padding;
-the payload is the JSON ``{"i": image id, "h": host, "e": expiry (epoch s)}``.
+the payload is the JSON ``{"i": image id, "h": host, "e": expiry (epoch s)}``
+(with ``"a": "upload"`` for an upload grant).
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ META_KEY = "nubes_image_grants"
 #: The request header a disk grant travels in (a cold migration's destination
 #: fetching the instance's disk from the source).
 DISK_HEADER = "X-Disk-Grant"
+#: What a grant lets its host do with its image (the ``"a"`` claim).
+READ = "read"
+UPLOAD = "upload"
 
 
 def _b64(data: bytes) -> str:
@@ -61,22 +72,33 @@ def _need_secret(secret: str | None) -> str:
     return secret
 
 
-def _issue(key: str, subject: str, host: str, ttl: float, now: float | None) -> str:
+def _issue(
+    key: str, subject: str, host: str, ttl: float, now: float | None, action: str = READ
+) -> str:
     expiry = int((time.time() if now is None else now) + ttl)
-    body = json.dumps({"i": subject, "h": host, "e": expiry}, separators=(",", ":"))
+    claims: dict[str, Any] = {"i": subject, "h": host, "e": expiry}
+    if action != READ:
+        # Read grants keep the shape they always had (older checkers read them).
+        claims["a"] = action
+    body = json.dumps(claims, separators=(",", ":"))
     payload = _b64(body.encode())
     return f"{payload}.{_sign(key, payload)}"
 
 
-def _verify(key: str, token: str, subject: str, what: str, now: float | None) -> str:
+def _verify(
+    key: str, token: str, subject: str, what: str, now: float | None, action: str = READ
+) -> str:
     payload, _, signature = token.partition(".")
     if not payload or not signature or not hmac.compare_digest(_sign(key, payload), signature):
         raise exception.NotAuthenticated()
     try:
         claims: Any = json.loads(_unb64(payload))
         granted, host, expiry = str(claims["i"]), str(claims["h"]), float(claims["e"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        granted_action = str(claims.get("a", READ))
+    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
         raise exception.NotAuthenticated() from None
+    if granted_action != action:
+        raise exception.Forbidden(reason=f"the grant does not allow {action} of this {what}")
     if not hmac.compare_digest(granted, subject):
         raise exception.Forbidden(reason=f"the grant is for another {what} than {subject}")
     if expiry < (time.time() if now is None else now):
@@ -102,6 +124,22 @@ def verify(secret: str | None, token: str, image_id: str, now: float | None = No
     if not secret:
         raise exception.NotAuthenticated()
     return _verify(secret, token, image_id, "image", now)
+
+
+def issue_upload(
+    secret: str | None, image_id: str, host: str, ttl: float, now: float | None = None
+) -> str:
+    """A grant for ``host`` to upload the data of ``image_id`` (a snapshot
+    of one of its guests) for ``ttl`` seconds."""
+    return _issue(_need_secret(secret), image_id, host, ttl, now, UPLOAD)
+
+
+def verify_upload(secret: str | None, token: str, image_id: str, now: float | None = None) -> str:
+    """The host a valid upload grant for ``image_id`` was issued to (errors
+    as :func:`verify`; a download grant is Forbidden here)."""
+    if not secret:
+        raise exception.NotAuthenticated()
+    return _verify(secret, token, image_id, "image", now, UPLOAD)
 
 
 def issue_disk(

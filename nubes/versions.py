@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 7
+SERVICE_VERSION = 8
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -69,6 +69,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # guest diagnostics and consoles: compute 1.7 (get_instance_diagnostics,
     # get_vnc_console); conductor 1.4 (open_console, for a host's console relay).
     7: {"compute": "1.7", "conductor": "1.4", "scheduler": "1.0"},
+    # Snapshots: compute 1.8 (snapshot_instance, uploading to one image with
+    # the conductor's upload grant; createImage, createBackup).
+    8: {"compute": "1.8", "conductor": "1.4", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -116,6 +119,7 @@ RELEASES: dict[str, int] = {
     "elm": 5,
     "fir": 6,
     "ginkgo": 7,
+    "hawthorn": 8,
 }
 
 #: The oldest service version this code serves: a compute host older than

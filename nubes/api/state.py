@@ -9,7 +9,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from nubes import versions
+from nubes import config, versions
 from nubes.db.engine import Database
 from nubes.rpc.transport import Transport
 
@@ -40,8 +40,7 @@ class ApiState:
 
     @property
     def image_dir(self) -> Path:
-        configured = self.conf.api.image_dir
-        return Path(configured) if configured else Path(self.conf.state_path) / "images"
+        return config.image_data_dir(self.conf)
 
     def scheduler_api(self) -> Any:
         if "scheduler" not in self.extras:

@@ -195,6 +195,12 @@ async def _all_in_one(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # The fake hosts keep their guests beside the database, so a restart
     # finds the servers it left running (a config file may say otherwise).
     conf.set_default("state_path", str(args.state_dir / "fake-driver"), group="fake_driver")
+    # Every host uploads its snapshots to this API with the conductor's
+    # per-image grants; the controllers here share a key made for this run
+    # unless one is configured.
+    conf.set_default("image_api_endpoint", api_aio.image_endpoint(conf), group="compute")
+    if not conf.image_grant_secret:
+        conf.set_override("image_grant_secret", secrets.token_urlsafe(32))
     services += fake_fleet(conf, args.fake_hosts, "fake-")
     private: list[Any] = []
     if args.virt == "libvirt":

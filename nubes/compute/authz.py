@@ -53,6 +53,7 @@ _CONDUCTOR_STEPS = (
     "shelve_instance",
     "shelve_offload_instance",
     "unshelve_instance",
+    "snapshot_instance",
 )
 
 METHOD_RULES = access.rules(

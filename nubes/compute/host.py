@@ -21,6 +21,7 @@ from nubes.compute.network.agent import NetworkAgent
 from nubes.compute.repair import Repairer, RepairReport
 from nubes.compute.reporting import Reporter
 from nubes.compute.resource_tracker import ResourceTracker
+from nubes.compute.snapshots import ImageUploader
 from nubes.compute.steps import StepReporter, StepRunner
 from nubes.compute.virt.driver import ComputeDriver, LifecycleEvent
 from nubes.context import get_admin_context
@@ -72,6 +73,7 @@ class ComputeHost:
         network: NetworkAgent | None = None,
         host_ip: str | None = None,
         force_config_drive: bool = False,
+        uploader: ImageUploader | None = None,
     ) -> None:
         self.host = host
         #: The data plane of a libvirt host (None: the fake driver keeps none).
@@ -90,6 +92,7 @@ class ComputeHost:
             self.reporter,
             steps_kept=steps_kept,
             force_config_drive=force_config_drive,
+            uploader=uploader,
         )
         self.manager = ComputeManager(runner)
         self.tracker = ResourceTracker(host, driver, host_ip)

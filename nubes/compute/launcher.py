@@ -18,6 +18,7 @@ from nubes import access, exception
 from nubes.compute.console_relay import ConsoleRelay
 from nubes.compute.host import ComputeHost
 from nubes.compute.network.agent import NetworkAgent
+from nubes.compute.snapshots import ImageUploader
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
 from nubes.compute.virt.fake import FakeFaults
@@ -118,6 +119,11 @@ def compute_host(
         force_config_drive=conf.force_config_drive,
         network=network,
         host_ip=conf.network.local_ip,
+        uploader=(
+            ImageUploader(conf.compute.image_api_endpoint, host)
+            if conf.compute.image_api_endpoint
+            else None
+        ),
     )
 
 

@@ -21,7 +21,11 @@ reboot     vm_state error, task none
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from nubes import exception
@@ -389,6 +393,74 @@ class ComputeManager(ComputeEndpoint):
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True)
+
+    # -- snapshots (createImage, createBackup) -----------------------------
+
+    @step_handler
+    async def snapshot_instance(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        key: StepKey,
+        image_id: str,
+        image_type: str,
+        grant: str,
+    ) -> None:
+        async def work(ctxt: RequestContext) -> Outcome:
+            return await self._snapshot(ctxt, instance, image_id, image_type, grant)
+
+        await self.runner.run_step(context, key, work)
+
+    async def _snapshot(
+        self, ctxt: RequestContext, instance: Instance, image_id: str, image_type: str, grant: str
+    ) -> Outcome:
+        first = _T.IMAGE_BACKUP if image_type == "backup" else _T.IMAGE_SNAPSHOT
+        ours = (first, _T.IMAGE_PENDING_UPLOAD, _T.IMAGE_UPLOADING)
+        vm = _V(instance.vm_state)
+        action = self.runner.reporter.action(
+            ctxt, instance, "compute_snapshot_instance", "snapshot"
+        )
+        await action.start()
+        workdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="nubes-snapshot-")
+        try:
+            uploader = self.runner.uploader
+            if uploader is None:
+                raise exception.ImageUploadFailed(
+                    image_id=image_id,
+                    host=self.runner.host,
+                    reason="this host has no [compute] image_api_endpoint to upload to",
+                )
+            if instance.task_state != _T.IMAGE_PENDING_UPLOAD:
+                await self.runner.reporter.save_state(
+                    ctxt, instance, vm, _T.IMAGE_PENDING_UPLOAD, expected_task_state=[first]
+                )
+            disk = Path(workdir) / "disk"
+            disk_format = await self.runner.driver.snapshot(ctxt, instance, disk)
+            await self.runner.reporter.save_state(
+                ctxt,
+                instance,
+                vm,
+                _T.IMAGE_UPLOADING,
+                expected_task_state=_T.IMAGE_PENDING_UPLOAD,
+            )
+            await uploader.upload(image_id, disk, grant)
+            await self.runner.reporter.save_state(
+                ctxt, instance, vm, None, expected_task_state=_T.IMAGE_UPLOADING
+            )
+        except Exception as exc:
+            if instance.task_state in ours:
+                try:
+                    await self.runner.reporter.save_state(
+                        ctxt, instance, vm, None, expected_task_state=list(ours)
+                    )
+                except Exception as failure:
+                    LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
+            await action.fail(exc)
+            return Outcome(False, str(exc), {"exception": type(exc).__name__})
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await action.succeed()
+        return Outcome(True, details={"disk_format": disk_format})
 
     @step_handler
     async def reboot_instance(

@@ -33,6 +33,8 @@ Version history:
     1.7 - get_instance_diagnostics (a call: a running guest's counters);
           get_vnc_console (a call: where the console proxy reaches a guest's
           VNC console, the host's console relay)
+    1.8 - snapshot_instance (a step: copy a guest's disk and upload it to one
+          image with the conductor's upload grant; createImage, createBackup)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.7"
+VERSION = "1.8"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -278,6 +280,31 @@ class ComputeAPI:
             ACTIONS_VERSION,
             instance=instance,
             new_pass=new_pass,
+        )
+
+    async def snapshot_instance(
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        *,
+        image_id: str,
+        image_type: str,
+        grant: str,
+    ) -> None:
+        """Copy the guest's disk and upload it to image ``image_id`` with
+        ``grant`` (an upload grant for that image and this host) (1.8)."""
+        await self._step(
+            ctxt,
+            host,
+            "snapshot_instance",
+            key,
+            "1.8",
+            instance=instance,
+            image_id=image_id,
+            image_type=image_type,
+            grant=grant,
         )
 
     # -- moves (1.1); see docs/moves.md for who is sent what ------------------------

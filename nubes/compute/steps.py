@@ -32,6 +32,7 @@ from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
     from nubes.compute.reporting import Reporter
+    from nubes.compute.snapshots import ImageUploader
     from nubes.compute.virt.driver import ComputeDriver
     from nubes.context import RequestContext
     from nubes.metadata.configdrive import ConfigDrive
@@ -109,9 +110,12 @@ class StepRunner:
         *,
         steps_kept: int = 4096,
         force_config_drive: bool = False,
+        uploader: ImageUploader | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
+        #: Where snapshots go (``[compute] image_api_endpoint``); None: nowhere.
+        self.uploader = uploader
         #: ``[DEFAULT] force_config_drive``: every guest built here gets one.
         self.force_config_drive = force_config_drive
         self.conductor = conductor

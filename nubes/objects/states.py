@@ -356,6 +356,25 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
         ((_V.SHELVED, _T.UNSHELVING), (_V.ACTIVE, None)),
         ((_V.SHELVED_OFFLOADED, _T.UNSHELVING), (_V.ACTIVE, None)),
     ],
+    # createImage and createBackup: the guest's disk copied and uploaded; the
+    # instance stays as it was (Nova allows active, stopped, paused and
+    # suspended servers). A backup starts at image_backup, a snapshot at
+    # image_snapshot; both then walk the same upload states.
+    "snapshot": [
+        *_chain(
+            [_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED],
+            None,
+            _T.IMAGE_SNAPSHOT,
+            _T.IMAGE_PENDING_UPLOAD,
+            _T.IMAGE_UPLOADING,
+        ),
+        *_chain(
+            [_V.ACTIVE, _V.STOPPED, _V.PAUSED, _V.SUSPENDED],
+            None,
+            _T.IMAGE_BACKUP,
+            _T.IMAGE_PENDING_UPLOAD,
+        ),
+    ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],
 }

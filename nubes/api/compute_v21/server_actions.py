@@ -198,6 +198,44 @@ async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
     raise exception.Gone(message="This action was removed from the compute API.")
 
 
+async def _create_image(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """``createImage``: a snapshot of the server's disk as a new image."""
+    common.authorize(request, "servers:create_image", Rule.PROJECT_MEMBER, row["project_id"])
+    v.validate(body, schemas.CREATE_IMAGE)
+    asked = body["createImage"]
+    image_id = await _api(request).snapshot_server(
+        common.ctx(request), row["uuid"], asked["name"], asked.get("metadata")
+    )
+    return _image_created(request, image_id)
+
+
+async def _create_backup(request: Request, row: dict[str, Any], body: Any) -> Response:
+    """``createBackup``: a snapshot kept among the newest ``rotation`` of its type."""
+    common.authorize(request, "os-create-backup", Rule.PROJECT_MEMBER, row["project_id"])
+    v.validate(body, schemas.CREATE_BACKUP)
+    asked = body["createBackup"]
+    image_id = await _api(request).snapshot_server(
+        common.ctx(request),
+        row["uuid"],
+        asked["name"],
+        asked.get("metadata"),
+        backup_type=asked["backup_type"],
+        rotation=int(asked["rotation"]),
+    )
+    return _image_created(request, image_id)
+
+
+def _image_created(request: Request, image_id: str) -> Response:
+    """202 with the image's id in the body from 2.45, in a ``Location``
+    header (the image API's URL of it) before, as Nova answers."""
+    if common.version(request).at_least("2.45"):
+        return common.json({"image_id": image_id}, 202)
+    response = common.empty(202)
+    location = f"{common.state(request).public_endpoint}/image/v2/images/{image_id}"
+    response.headers["Location"] = location
+    return response
+
+
 #: Control characters a console log may hold that JSON clients choke on;
 #: Nova keeps tab, line feed and carriage return and removes the rest.
 _CONSOLE_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -244,6 +282,8 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "forceDelete": _force_delete,
     "os-resetNetwork": _removed,
     "injectNetworkInfo": _removed,
+    "createImage": _create_image,
+    "createBackup": _create_backup,
 }
 
 

@@ -354,6 +354,41 @@ GET_CONSOLE_OUTPUT = {
     "additionalProperties": False,
 }
 
+# --- snapshots (Nova's schemas/servers.py create_image, create_backup.py) ------------------
+
+CREATE_IMAGE = {
+    "type": "object",
+    "properties": {
+        "createImage": {
+            "type": "object",
+            "properties": {"name": v.NAME, "metadata": v.METADATA},
+            "required": ["name"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["createImage"],
+    "additionalProperties": False,
+}
+
+CREATE_BACKUP = {
+    "type": "object",
+    "properties": {
+        "createBackup": {
+            "type": "object",
+            "properties": {
+                "name": v.NAME,
+                "backup_type": {"type": "string"},
+                "rotation": v.NON_NEGATIVE_INT,
+                "metadata": v.METADATA,
+            },
+            "required": ["name", "backup_type", "rotation"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["createBackup"],
+    "additionalProperties": False,
+}
+
 # --- moves (Nova's schemas/servers.py, migrate_server.py, evacuate.py) -------------------
 
 #: Nova's parameter_types.fqdn: a host name.

@@ -199,6 +199,26 @@ async def delete(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     state = _state(request)
     _octet_stream(request)
+    grant = getattr(request.state, "grant", None)
+    if grant is not None:
+        # A compute host uploading a snapshot of its guest with the
+        # conductor's upload grant for this one (queued) image: no user
+        # context; the grant is the permission (nubes/grants.py).
+        image_id = _image_id(request)
+        host = grants.verify_upload(state.conf.image_grant_secret, grant, image_id)
+        async with state.db.reader() as conn:
+            await images_db.get(conn, image_id)
+        await images.store(
+            state.db,
+            image_id,
+            request.stream(),
+            image_dir=state.image_dir,
+            size_cap=state.conf.api.image_size_cap,
+            start="queued",
+            during="saving",
+        )
+        LOG.info("Image %s uploaded by host %s on its grant", image_id, host)
+        return Response(status_code=204)
     await images.upload(
         state.db,
         _ctx(request),
@@ -338,8 +358,9 @@ async def import_image(request: Request) -> Response:
     return Response(status_code=202)
 
 
-#: The one request an image grant opens: the file of one image, read.
-GRANTED = re.compile(r"/v2/images/[^/]+/file:GET")
+#: The requests an image grant opens: the file of one image, read (a
+#: download grant) or written (an upload grant); the handler checks which.
+GRANTED = re.compile(r"/v2/images/[^/]+/file:(GET|PUT)")
 
 
 async def download(request: Request) -> Response:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nubes import exception
@@ -364,6 +365,17 @@ class ComputeDriver(abc.ABC):
     async def set_admin_password(self, instance: Instance, new_pass: str) -> None:
         """Set the guest's administrator password (through an agent in it)."""
         raise self._cannot(instance, "set the password of", "not supported by this driver")
+
+    async def snapshot(self, context: RequestContext, instance: Instance, dest: Path) -> str:
+        """Write a standalone copy of the guest's root disk to ``dest`` (no
+        backing file: it boots on its own) and return its disk format
+        (createImage, createBackup). Drivers without disks refuse."""
+        raise exception.VirtOperationNotSupported(
+            driver=type(self).__name__,
+            operation="snapshot",
+            instance_uuid=instance.uuid,
+            reason="this driver cannot copy a guest's disk",
+        )
 
     # -- cold migration and resize -------------------------------------------
 

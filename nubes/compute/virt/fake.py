@@ -467,6 +467,23 @@ class FakeDriver(ComputeDriver):
     async def get_console_output(self, instance: Instance) -> str:
         return "".join(line + "\n" for line in self._get(instance).console)
 
+    async def snapshot(self, context: RequestContext, instance: Instance, dest: Path) -> str:
+        """The fake guest's "disk": what this driver keeps of it (its shape and
+        its console so far), as JSON bytes, so an image made from it holds
+        this guest's own data."""
+        self._check_injected("snapshot", instance)
+        found = self._get(instance)
+        disk = {
+            "uuid": found.uuid,
+            "vcpus": found.vcpus,
+            "memory_mb": found.memory_mb,
+            "root_gb": found.root_gb,
+            "console": found.console,
+        }
+        await asyncio.to_thread(dest.write_bytes, json.dumps(disk, indent=1).encode())
+        found.log(f"snapshot taken on {self.host}")
+        return "raw"
+
     async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
         """A running fake guest's "VNC server": a real listener on the
         loopback address that speaks the start of RFB 3.8 (the version

@@ -74,6 +74,7 @@ from nubes.conductor.tasks import (  # noqa: F401
     rebuild,
     remove_guest,
     shelve,
+    snapshot,
 )
 from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP

@@ -245,6 +245,18 @@ class ShelvePayload(TaskPayload, kw_only=True):
     requested_host: str | None = None
 
 
+@payload_of(TaskKind.SNAPSHOT)
+class SnapshotPayload(TaskPayload, kw_only=True):
+    """createImage and createBackup: the image the API recorded (queued) for
+    the host to upload to, and for a backup its type and rotation (how many
+    backups of that type the server keeps)."""
+
+    image_id: str
+    image_type: str = "snapshot"
+    backup_type: str | None = None
+    rotation: int | None = None
+
+
 @payload_of(TaskKind.DELETE)
 class DeletePayload(TaskPayload, kw_only=True):
     """delete: the resize whose source guest is removed too (its migration's id)."""

@@ -53,6 +53,9 @@ class TaskKind(enum.StrEnum):
     SHELVE_OFFLOAD = "shelve_offload"
     #: power on where it is (shelved), or schedule and spawn (offloaded)
     UNSHELVE = "unshelve"
+    #: createImage and createBackup (snapshot.py): the host uploads the
+    #: guest's disk to an image the API recorded
+    SNAPSHOT = "snapshot"
 
 
 #: The kinds whose one step is ``power``: ask the instance's host, and wait.
@@ -124,6 +127,10 @@ class Step(enum.StrEnum):
     OFFLOAD = "offload"
     #: unshelve: the host powers the guest on, or spawns it anew
     UNSHELVE = "unshelve"
+    #: snapshot: the host copies the guest's disk and uploads it, and waits
+    SNAPSHOT = "snapshot"
+    #: snapshot (a backup): the oldest backups beyond the rotation deleted
+    ROTATE = "rotate"
 
 
 #: Not a step: the task ended (succeeded, failed or rolled back).
@@ -197,6 +204,10 @@ STEPS: dict[TaskKind, dict[str, frozenset[str]]] = {
         Step.SCHEDULE: frozenset({Step.UNSHELVE, END}),
         Step.UNSHELVE: frozenset({Step.UNSHELVE, END}),
     },
+    TaskKind.SNAPSHOT: {
+        Step.SNAPSHOT: frozenset({Step.SNAPSHOT, Step.ROTATE, END}),
+        Step.ROTATE: frozenset({END}),
+    },
 }
 
 #: The step each kind of task is created at.
@@ -214,6 +225,7 @@ FIRST_STEP: dict[TaskKind, Step] = {
     TaskKind.SHELVE: Step.SHELVE,
     TaskKind.SHELVE_OFFLOAD: Step.OFFLOAD,
     TaskKind.UNSHELVE: Step.SCHEDULE,
+    TaskKind.SNAPSHOT: Step.SNAPSHOT,
 }
 
 #: Task status -> the statuses that may follow it. A running task is claimed

@@ -20,6 +20,7 @@ import uvicorn
 
 from nubes import exception, grants
 from nubes.api.server import bind_socket
+from nubes.compute.snapshots import ImageUploader
 from nubes.compute.virt.libvirt.imagecache import HttpImageSource, ImageCache
 from tests.unit.api.conftest import ApiHarness
 
@@ -100,7 +101,6 @@ async def test_a_grant_fetches_its_image_only(
         # upload or deletion, not the list, nor any other service.
         for method, path in (
             ("GET", f"{URL}/{a['id']}"),
-            ("PUT", f"{URL}/{a['id']}/file"),
             ("DELETE", f"{URL}/{a['id']}"),
             ("GET", URL),
             ("GET", "/compute/v2.1/servers"),
@@ -108,6 +108,9 @@ async def test_a_grant_fetches_its_image_only(
         ):
             r = await c.request(method, path, headers=header)
             assert r.status_code == 401, (method, path, r.text)
+        # A download grant does not upload (an upload grant would be needed).
+        r = await c.put(f"{URL}/{a['id']}/file", content=b"x", headers=header)
+        assert r.status_code == 403 and "upload" in r.text, r.text
         # Without the secret configured no grant is worth anything.
         api.state.conf.set_override("image_grant_secret", None)
         r = await c.get(f"{URL}/{a['id']}/file", headers=header)
@@ -145,3 +148,84 @@ async def test_the_hosts_http_source_fetches_with_its_grant_over_a_socket(
     finally:
         server.should_exit = True
         await serving
+
+
+async def _queued(api: ApiHarness) -> dict[str, str]:
+    async with await api.login("demo") as c:
+        body = {"name": "snap", "disk_format": "raw", "container_format": "bare"}
+        return dict((await c.post(URL, json=body)).json())
+
+
+def test_an_upload_grant_is_not_a_download_grant_nor_the_reverse() -> None:
+    up = grants.issue_upload(SECRET, "img-a", "host-1", ttl=60, now=1000)
+    assert grants.verify_upload(SECRET, up, "img-a", now=1000) == "host-1"
+    with pytest.raises(exception.Forbidden, match="read"):
+        grants.verify(SECRET, up, "img-a", now=1000)
+    down = grants.issue(SECRET, "img-a", "host-1", ttl=60, now=1000)
+    with pytest.raises(exception.Forbidden, match="upload"):
+        grants.verify_upload(SECRET, down, "img-a", now=1000)
+    with pytest.raises(exception.Forbidden, match="another image"):
+        grants.verify_upload(SECRET, up, "img-b", now=1000)
+    with pytest.raises(exception.Forbidden, match="expired"):
+        grants.verify_upload(SECRET, up, "img-a", now=1061)
+    with pytest.raises(exception.NotAuthenticated):
+        grants.verify_upload(None, up, "img-a", now=1000)
+
+
+async def test_an_upload_grant_writes_its_queued_image_only(
+    two: tuple[ApiHarness, dict[str, str], dict[str, str]],
+) -> None:
+    """A host snapshotting a guest (createImage) may write the data of the one
+    queued image the conductor granted it, and nothing else: not another
+    image (queued or active), not after the grant expired, not a read."""
+    api, a, _b = two
+    mine, other = await _queued(api), await _queued(api)
+    grant = grants.issue_upload(SECRET, mine["id"], "host-1", ttl=60)
+    header = {grants.HEADER: grant, "Content-Type": "application/octet-stream"}
+    async with api.client() as c:
+        for target in (other["id"], a["id"]):
+            r = await c.put(f"{URL}/{target}/file", content=b"evil", headers=header)
+            assert r.status_code == 403, r.text
+        expired = grants.issue_upload(SECRET, mine["id"], "host-1", ttl=60, now=time.time() - 120)
+        r = await c.put(
+            f"{URL}/{mine['id']}/file", content=b"late", headers={grants.HEADER: expired}
+        )
+        assert r.status_code == 403, r.text
+        r = await c.get(f"{URL}/{mine['id']}/file", headers={grants.HEADER: grant})
+        assert r.status_code == 403, r.text
+        r = await c.put(f"{URL}/{mine['id']}/file", content=b"D" * 1234, headers=header)
+        assert r.status_code == 204, r.text
+        # Once active, the same grant cannot overwrite it.
+        r = await c.put(f"{URL}/{mine['id']}/file", content=b"again", headers=header)
+        assert r.status_code == 409, r.text
+    async with await api.login("demo") as c:
+        shown = (await c.get(f"{URL}/{mine['id']}")).json()
+        assert shown["status"] == "active" and shown["size"] == 1234
+        assert shown["checksum"] == hashlib.md5(b"D" * 1234, usedforsecurity=False).hexdigest()
+        assert (await c.get(f"{URL}/{other['id']}")).json()["status"] == "queued"
+        assert (await c.get(f"{URL}/{a['id']}/file")).content == b"A" * 3000
+
+
+async def test_the_hosts_uploader_sends_a_snapshot_with_its_grant_over_a_socket(
+    two: tuple[ApiHarness, dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    api, _a, _b = two
+    mine, other = await _queued(api), await _queued(api)
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api.app, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        uploader = ImageUploader(f"http://127.0.0.1:{port}/image", "host-1", timeout=10)
+        disk = tmp_path / "disk"
+        disk.write_bytes(b"S" * 5000)
+        grant = grants.issue_upload(SECRET, mine["id"], "host-1", ttl=60)
+        with pytest.raises(exception.ImageUploadFailed, match="403"):
+            await uploader.upload(other["id"], disk, grant)
+        await uploader.upload(mine["id"], disk, grant)
+    finally:
+        server.should_exit = True
+        await serving
+    async with await api.login("demo") as c:
+        assert (await c.get(f"{URL}/{mine['id']}/file")).content == b"S" * 5000
+        assert (await c.get(f"{URL}/{other['id']}")).json()["status"] == "queued"

@@ -270,4 +270,4 @@ def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -
                 steps += 1
                 assert dict(method.structs) == {"key": StepKey}, name
                 assert not method.required & {"key", "task_id", "step", "attempt"}, name
-    assert steps == 20
+    assert steps == 21

@@ -186,8 +186,9 @@ def test_every_task_kind_has_a_payload_struct() -> None:
     assert set(payloads.PAYLOADS) == set(TaskKind)
     for kind, cls in payloads.PAYLOADS.items():
         assert issubclass(cls, payloads.TaskPayload), kind
-        if kind == TaskKind.REMOVE_GUEST:
-            # It cannot be without its host and instance.
+        if kind in (TaskKind.REMOVE_GUEST, TaskKind.SNAPSHOT):
+            # It cannot be without its host and instance (remove_guest) or
+            # the image the host uploads to (snapshot).
             with pytest.raises(exception.Invalid):
                 payloads.new(kind, None)
             continue

@@ -42,7 +42,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.7",
+        "1.8",
         {
             "build_and_run_instance": "26699c7245b4",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -80,6 +80,7 @@ EXPECTED = {
             "revert_migration_destination": "8c905ba4e6c4",
             "rollback_evacuation_at_destination": "c0de883d7278",
             "rollback_live_migration_at_destination": "4f4ec0bf0ad4",
+            "snapshot_instance": "b24f3dc24241",
             "start_instance": "b45d28a60f66",
             "stop_instance": "5f9cbd7cf23c",
             "terminate_instance": "d73b20549fed",
