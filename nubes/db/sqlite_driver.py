@@ -220,9 +220,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         if begin is _BEGIN_ONLY:
             return
         try:
-            outcome: _Outcome = await_(
-                conn.thread.run(_run, begin, operation, parameters, many)
-            )
+            outcome: _Outcome = await_(conn.thread.run(_run, begin, operation, parameters, many))
         except Exception as error:
             conn.statement_failed(begin)
             self._adapt_connection._handle_exception(error)

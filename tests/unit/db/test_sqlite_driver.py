@@ -10,7 +10,7 @@ import pytest
 from nubes import exception
 from nubes.db import sqlite_driver
 from nubes.db.api import instances
-from nubes.db.engine import Database, EngineOptions
+from nubes.db.engine import Database
 from tests.unit.db.factories import make_instance
 
 
