@@ -239,7 +239,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 _BEGIN_ONLY = "BEGIN-deferred"
 
 
-def _set_isolation_level(raw: sqlite3.Connection, value: str | None) -> None:
+def _set_isolation_level(raw: sqlite3.Connection, value: Any) -> None:
     raw.isolation_level = value
 
 
@@ -258,7 +258,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     _ss_cursor_cls = OneHopCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: ThreadConnection) -> None:
-        super().__init__(dbapi, connection)
+        super().__init__(dbapi, connection)  # type: ignore[arg-type]
         self._pending_begin: str | None = None
         self._in_transaction = False
 
