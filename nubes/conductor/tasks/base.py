@@ -44,9 +44,6 @@ from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Read, Write
 from nubes.db.types import utcnow
 
-#: Where a run's cache names the host the engine found down under its waiting step.
-HOST_DOWN = "host_down"
-
 if TYPE_CHECKING:
     from nubes.conductor.tasks.engine import TaskEngine
 
@@ -54,9 +51,6 @@ LOG = logging.getLogger(__name__)
 
 #: Longest fault message the database keeps (as InstanceFault).
 FAULT_MESSAGE_LENGTH = 255
-#: ``Run.cache`` key of the instance row read with the claim, for a kind whose
-#: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
-CLAIMED_INSTANCE = "claimed_instance"
 
 #: What a step commits with its end: write descriptions from ``db/api``
 #: (:class:`~nubes.db.group_commit.Write`) and, for what has no single
@@ -114,9 +108,12 @@ class Run:
         self.released = False
         #: Set when the engine stopped this run because its lease went elsewhere.
         self.superseded = False
-        #: What the steps of this run keep in memory between them (never needed
-        #: for correctness: a resumed run starts without it).
-        self.cache: dict[str, Any] = {}
+        #: The instance row the engine read with the claim, for a kind whose
+        #: step is in its :attr:`Task.prefetch_instance_at`; the first read of
+        #: the run takes it (``helpers.load_instance``, ``claimed=True``).
+        self.claimed_instance: dict[str, Any] | None = None
+        #: Set by the engine: the host this run's awaited step waits on is down.
+        self.host_down: str | None = None
 
     def __repr__(self) -> str:
         return f"<{self.kind} task {self.id} at {self.step} (claim {self.attempt})>"
@@ -239,7 +236,7 @@ class Run:
             outcome = payloads.reported(self.payload)
             if outcome is not None:
                 return outcome
-            down = self.cache.pop(HOST_DOWN, None)
+            down, self.host_down = self.host_down, None
             if down is not None:
                 # Its service is down: that host's failure now, as a timeout
                 # would be later (a build's guest there is removed).

@@ -192,11 +192,9 @@ class BuildTask(Task):
         networking = set_instance(
             run, {"task_state": TaskState.NETWORKING}, expected_task_state=BUILD_TASK_STATES
         )
-        step = await run.commit(
+        return await run.commit(
             Step.NETWORKING, payload=payloads.encode(payload, run.payload), writes=networking
         )
-        run.cache["instance"] = {**row, "task_state": TaskState.NETWORKING}
-        return step
 
     # -- networking (issue 14) ------------------------------------------------------------
 
@@ -252,10 +250,7 @@ class BuildTask(Task):
             payload=payloads.encode(payload, run.payload),
             writes=chain(placement, bind, event, cleanup),
         )
-        kick_created(run)
-        cached = run.cache.get("instance")
-        if cached is not None:
-            run.cache["instance"] = {**cached, **values}
+        kick_created(run, cleanup)
         return step
 
     async def release_claims(self, run: Run) -> None:
@@ -269,7 +264,8 @@ class BuildTask(Task):
         awaited = run.awaited()
 
         async def send() -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
+            # Read as the host gets it: host, node and task state as placed.
+            row = await load_instance(run)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.build_and_run_instance(
@@ -375,7 +371,7 @@ class BuildTask(Task):
             release,
         )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
-        kick_created(run)
+        kick_created(run, cleanup)
         LOG.info("%r: build failed: %s", run, message)
         await notify_error(run, "instance.create.error", message)
 

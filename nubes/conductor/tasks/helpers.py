@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nubes import exception
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Writes, steps
+from nubes.conductor.tasks.base import Run, Writes, steps
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
@@ -24,7 +24,7 @@ async def load_instance(run: Run, *, claimed: bool = False) -> dict[str, Any] | 
     """
     assert run.instance_uuid is not None
     if claimed:
-        row = run.cache.pop(CLAIMED_INSTANCE, None)
+        row, run.claimed_instance = run.claimed_instance, None
         if row is not None:
             return dict(row)
     try:

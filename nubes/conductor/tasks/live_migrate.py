@@ -49,9 +49,9 @@ is the drivers' knowledge, not the conductor's, so the destination is asked
 for a plain live migration and a driver that finds its disks must move says
 so in the ``migrate_data`` it returns.
 
-The steps are here; what a run knows of the instance and the migration
-(and the commits that watch for ``cancelling``) is in
-:mod:`~.live_migrate_view`, and the two ways the task ends (moved, or
+The steps are here; what a step reads of the instance and the migration
+when it starts (and the commit that refuses a ``cancelling`` migration) is
+in :mod:`~.live_migrate_view`, and the two ways the task ends (moved, or
 rolled back) in :mod:`~.live_migrate_end`.
 """
 
@@ -82,17 +82,11 @@ from nubes.conductor.tasks.live_migrate_end import (
 )
 from nubes.conductor.tasks.live_migrate_view import (
     Cancelled,
-    build_image,
     cancel_message,
-    cancelling,
-    commit_watching,
+    commit_unless_cancelling,
     fetch,
     instance_write,
-    known_migration,
-    known_original,
     live_payload,
-    migration_row,
-    note_instance,
     tries,
 )
 from nubes.conductor.tasks.payloads import (
@@ -158,12 +152,13 @@ class LiveMigrateTask(Task):
 
     async def schedule(self, run: Run) -> str | None:
         first = live_payload(run).source is None
-        row = await fetch(run, migration=first, original=True)
+        known = await fetch(run, migration=True, original=not first)
+        row, migration = known.instance, known.migration
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
+        assert migration is not None
         if first:
-            migration = known_migration(run)
             if not row["host"] or row["task_state"] != TaskState.MIGRATING:
                 self._record_basics(run, row, migration)
                 await give_up(
@@ -178,20 +173,13 @@ class LiveMigrateTask(Task):
                 moves.hand_source_claim_to_migration(row["uuid"], migration["uuid"]),
                 moves.set_migration(run, origin, migration_type=_LIVE),
             )
-            return await commit_watching(
-                run,
-                Step.SCHEDULE,
-                lambda w: run.commit(Step.SCHEDULE, payload=payload, writes=w),
-                writes,
-                origin,
-            )
-        if await cancelling(run):
+            return await run.commit(Step.SCHEDULE, payload=payload, writes=writes)
+        if known.cancelling:
             await give_up(run, cancel_message(run), cancelled=True)
             return None
         payload = live_payload(run)
         source = payload.source_place.host
-        original = known_original(run)
-        spec = destination_spec(row, original, source=source, host=payload.host)
+        spec = destination_spec(row, known.original or {}, source=source, host=payload.host)
         try:
             chosen = await self.engine.scheduler.select_destinations(
                 run.ctxt, spec, [row["uuid"]], False
@@ -215,12 +203,8 @@ class LiveMigrateTask(Task):
             ),
         )
         LOG.info("%r: live migrating %s from %s to %s", run, row["uuid"], source, host)
-        return await commit_watching(
-            run,
-            Step.CHECK_DEST,
-            lambda w: moves.ask(run, Step.CHECK_DEST, host, node=node, payload=payload, writes=w),
-            writes,
-            {**dest, "status": _M.PREPARING},
+        return await moves.ask(
+            run, Step.CHECK_DEST, host, node=node, payload=payload, writes=writes
         )
 
     @staticmethod
@@ -238,10 +222,14 @@ class LiveMigrateTask(Task):
     # -- checks and preparation ----------------------------------------------------------
 
     async def check_dest(self, run: Run) -> str | None:
-        if await cancelling(run):
+        known = await fetch(run, migration=True)
+        if known.cancelling:
             return await to_rollback(run, cancel_message(run), cancelled=True)
         send = self._send(
-            run, "check_can_live_migrate_destination", block_migration=bool(live_payload(run).block)
+            run,
+            "check_can_live_migrate_destination",
+            known.instance,
+            block_migration=bool(live_payload(run).block),
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
@@ -251,25 +239,18 @@ class LiveMigrateTask(Task):
         payload = live_payload(run)
         payload.dest_check_data = dict(outcome.details.get("dest_check_data") or {})
         source = payload.source_place
-        return await commit_watching(
-            run,
-            Step.CHECK_SOURCE,
-            lambda w: moves.ask(
-                run,
-                Step.CHECK_SOURCE,
-                source.host,
-                node=source.node,
-                payload=payload,
-                writes=w,
-            ),
+        return await moves.ask(
+            run, Step.CHECK_SOURCE, source.host, node=source.node, payload=payload
         )
 
     async def check_source(self, run: Run) -> str | None:
-        if await cancelling(run):
+        known = await fetch(run, migration=True)
+        if known.cancelling:
             return await to_rollback(run, cancel_message(run), cancelled=True)
         send = self._send(
             run,
             "check_can_live_migrate_source",
+            known.instance,
             dest_check_data=live_payload(run).dest_check_data or {},
         )
         outcome = await moves.answer(run, send)
@@ -282,21 +263,16 @@ class LiveMigrateTask(Task):
         payload.migrate_data = dict(outcome.details.get("migrate_data") or {})
         payload.prepared = True
         dest = payload.dest_place
-        return await commit_watching(
-            run,
-            Step.PRE_LIVE,
-            lambda w: moves.ask(
-                run, Step.PRE_LIVE, dest.host, node=dest.node, payload=payload, writes=w
-            ),
-        )
+        return await moves.ask(run, Step.PRE_LIVE, dest.host, node=dest.node, payload=payload)
 
     async def pre_live(self, run: Run) -> str | None:
-        if await cancelling(run):
+        known = await fetch(run, migration=True, original=True)
+        if known.cancelling:
             return await to_rollback(run, cancel_message(run), cancelled=True)
         # The destination makes the guest's disk over the instance's image: it
         # gets grants to fetch that image (and its kernel and ramdisk), as a
         # build does, sent only, never kept in the task.
-        image = await build_image(run)
+        image = dict((known.original or {}).get("image") or {})
         dest_host = live_payload(run).dest_place.host
         granted = grants.attach(
             image, dest_host, self.engine.conf.image_grant_secret, self.engine.conf.image_grant_ttl
@@ -304,6 +280,7 @@ class LiveMigrateTask(Task):
         send = self._send(
             run,
             "pre_live_migration",
+            known.instance,
             migrate_data={**(live_payload(run).migrate_data or {}), "image": granted},
         )
         outcome = await moves.answer(run, send)
@@ -318,9 +295,8 @@ class LiveMigrateTask(Task):
         running = {"status": _M.RUNNING}
         before = run.payload
         try:
-            return await commit_watching(
+            return await commit_unless_cancelling(
                 run,
-                Step.LIVE_MIGRATE,
                 lambda w: moves.ask(
                     run,
                     Step.LIVE_MIGRATE,
@@ -330,8 +306,6 @@ class LiveMigrateTask(Task):
                     writes=w,
                 ),
                 moves.set_migration(run, running, only_from=(_M.PREPARING,), migration_type=_LIVE),
-                running,
-                refuse=True,
             )
         except Cancelled:
             # Cancelled while the destination prepared: the copy never starts.
@@ -344,12 +318,15 @@ class LiveMigrateTask(Task):
         # A migration found cancelling here is still sent: the source reads
         # its status before it starts and answers "aborted" (and a copy a
         # previous owner of this task started must be stopped, not forgotten).
-        migration = moves.migration_object(await migration_row(run))
+        known = await fetch(run, migration=True)
+        assert known.migration is not None
+        migration = moves.migration_object(dict(known.migration))
         payload = live_payload(run)
         dest = payload.dest_place
         send = self._send(
             run,
             "live_migration",
+            known.instance,
             migration=migration,
             dest_host=dest.host,
             migrate_data=payload.migrate_data,
@@ -374,7 +351,7 @@ class LiveMigrateTask(Task):
         # NETWORKING (issue 14): the ports bound to the destination with the
         # instance (until then the source holds them, so a rollback has none to undo).
         bind = network_ports.bind_writes(run.instance_uuid or "", dest.host)
-        committed = await moves.ask(
+        return await moves.ask(
             run,
             Step.POST_DEST,
             dest.host,
@@ -382,8 +359,6 @@ class LiveMigrateTask(Task):
             payload=payload,
             writes=chain(instance_write(run, placed), bind),
         )
-        note_instance(run, placed)
-        return committed
 
     # -- finishing forwards ----------------------------------------------------------------
 
@@ -488,11 +463,15 @@ class LiveMigrateTask(Task):
 
     # -- pieces ----------------------------------------------------------------------------
 
-    def _send(self, run: Run, method: str, **kwargs: Any) -> Callable[[Awaited], Awaitable[None]]:
-        """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the instance."""
+    def _send(
+        self, run: Run, method: str, instance: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Callable[[Awaited], Awaitable[None]]:
+        """The awaited step's cast: ``ComputeAPI.<method>`` to its host with the
+        instance (``instance``, the row the step read when it started, else read
+        when sent)."""
 
         async def send(awaited: Awaited) -> None:
-            row = await fetch(run)
+            row = instance or (await fetch(run)).instance
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await getattr(self.engine.compute, method)(

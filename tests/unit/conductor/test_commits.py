@@ -14,7 +14,7 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.tasks import helpers
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, run_writes
+from nubes.conductor.tasks.base import Run, run_writes
 from nubes.conductor.tasks.engine import TaskEngine
 from nubes.context import RequestContext
 from nubes.db import group_commit
@@ -205,7 +205,7 @@ async def test_the_first_step_uses_the_instance_read_with_the_claim(
     load = helpers.load_instance
 
     async def counted(run: Run, *, claimed: bool = False) -> Any:
-        had_it.append(claimed and CLAIMED_INSTANCE in run.cache)
+        had_it.append(claimed and run.claimed_instance is not None)
         return await load(run, claimed=claimed)
 
     engine: TaskEngine = idle.engines[0]
