@@ -155,7 +155,7 @@ class BuildTask(Task):
     # -- schedule ----------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        row = await load_instance(run, claimed=True)
+        row = await load_instance(run, fresh=True)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
@@ -249,6 +249,8 @@ class BuildTask(Task):
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),
             writes=chain(placement, bind, event, cleanup),
+            # The row spawn sends, as placed: read in this transaction.
+            read_instance=True,
         )
         kick_created(run, cleanup)
         return step
@@ -264,8 +266,7 @@ class BuildTask(Task):
         awaited = run.awaited()
 
         async def send() -> None:
-            # Read as the host gets it: host, node and task state as placed.
-            row = await load_instance(run)
+            row = await load_instance(run, fresh=True)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.build_and_run_instance(

@@ -474,7 +474,7 @@ class TaskEngine:
         run = Run(self, row)
         if instance is not None:
             # Read with the claim: the first step need not read it again.
-            run.claimed_instance = instance
+            run.fresh_instance = instance
         self._runs[run.id] = run
         metrics.tasks_running.set(len(self._runs))
         self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")

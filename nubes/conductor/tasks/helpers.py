@@ -16,15 +16,15 @@ from nubes.objects.instance import Instance
 LOG = logging.getLogger(__name__)
 
 
-async def load_instance(run: Run, *, claimed: bool = False) -> dict[str, Any] | None:
+async def load_instance(run: Run, *, fresh: bool = False) -> dict[str, Any] | None:
     """The task's instance row, or None once it is deleted.
 
-    ``claimed``: the row read with the task's claim will do, if there is one
-    (taken once: the first step of a run, before it wrote anything).
+    ``fresh``: the row read in the transaction of the run's claim or last
+    commit will do, if there is one (:attr:`Run.fresh_instance`, taken once).
     """
     assert run.instance_uuid is not None
-    if claimed:
-        row, run.claimed_instance = run.claimed_instance, None
+    if fresh:
+        row, run.fresh_instance = run.fresh_instance, None
         if row is not None:
             return dict(row)
     try:

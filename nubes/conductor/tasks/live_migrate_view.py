@@ -77,7 +77,7 @@ async def fetch(run: Run, *, migration: bool = False, original: bool = False) ->
     build's request if asked, read in one transaction. The row read with the
     claim stands for the instance on the claim's first step."""
     assert run.instance_uuid is not None
-    claimed, run.claimed_instance = run.claimed_instance, None
+    claimed, run.fresh_instance = run.fresh_instance, None
     if claimed is not None and not (migration or original):
         return Known(dict(claimed))
     async with run.engine.db.reader() as conn:

@@ -204,9 +204,9 @@ async def test_the_first_step_uses_the_instance_read_with_the_claim(
     had_it: list[bool] = []
     load = helpers.load_instance
 
-    async def counted(run: Run, *, claimed: bool = False) -> Any:
-        had_it.append(claimed and run.claimed_instance is not None)
-        return await load(run, claimed=claimed)
+    async def counted(run: Run, *, fresh: bool = False) -> Any:
+        had_it.append(fresh and run.fresh_instance is not None)
+        return await load(run, fresh=fresh)
 
     engine: TaskEngine = idle.engines[0]
     monkeypatch.setattr("nubes.conductor.tasks.build.load_instance", counted)
