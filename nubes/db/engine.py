@@ -32,8 +32,8 @@ than its sleep-and-retry busy handler) that starts transactions with
 a lock upgrade, plus a pool of ``query_only`` reader connections that WAL lets
 run alongside the writer. An in-memory database lives in one connection, so
 everything shares it. SQLite statements go through
-:mod:`nubes.db.sqlite_driver`, which makes one trip to aiosqlite's thread per
-statement instead of four.
+:mod:`nubes.db.sqlite_driver`, which gives each connection a thread of its
+own and makes one trip to it per statement instead of four.
 
 Writes that need no transaction of their own caller (the conductor's
 ``Instance.save()`` of a field or two) can instead go through
@@ -238,7 +238,7 @@ def _install_mysql_hooks(engine: AsyncEngine) -> None:
 
 
 def _check_sqlite_directory(url: URL) -> None:
-    # Fail here with a clear message rather than in aiosqlite's thread, which
+    # Fail here with a clear message rather than in the connection's thread, which
     # reports a failed open late and races the event loop's shutdown.
     database = url.database or ""
     if database.startswith("file:"):
@@ -293,9 +293,7 @@ def create_engine(
     if backend == "sqlite" and not is_sqlite_memory(parsed):
         _check_sqlite_directory(parsed)
     if backend == "sqlite" and parsed.get_driver_name() == "aiosqlite":
-        lean = sqlite_driver.dbapi()
-        if lean is not None:
-            kwargs["module"] = lean
+        kwargs["module"] = sqlite_driver.dbapi()
     engine = create_async_engine(parsed, pool_pre_ping=pre_ping, **kwargs)
     if backend == "sqlite":
         memory = is_sqlite_memory(parsed)

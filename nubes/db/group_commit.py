@@ -508,7 +508,7 @@ def supported(engine: AsyncEngine) -> bool:
     """Whether writes on ``engine`` can be grouped (known backend and driver)."""
     dialect = engine.dialect
     if dialect.name == "sqlite":
-        return sqlite_driver.dbapi() is not None and dialect.driver == "aiosqlite"
+        return dialect.driver == "aiosqlite"
     return (dialect.name, dialect.driver) in (("postgresql", "asyncpg"), ("mysql", "asyncmy"))
 
 

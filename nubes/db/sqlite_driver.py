@@ -1,33 +1,35 @@
-"""A leaner aiosqlite adapter for SQLAlchemy: one thread hop per statement.
+"""The SQLite driver: one thread per connection, one thread hop per statement.
 
-aiosqlite runs each SQLite call on the connection's own thread, and every
-call is a round trip through a queue and the event loop. SQLAlchemy's stock
-adapter makes four of them per statement (open a cursor, execute, fetch,
-close) and issues BEGIN, COMMIT and the pool's reset-rollback as separate
-trips: nine per ``Instance.save()``. On a busy host each trip costs a
-thread wake-up, and they dominate the cost of a save.
+Each connection is a :class:`ThreadConnection`: a sqlite3 connection owned by
+a thread of its own that runs the functions it is sent and hands results back
+to the event loop through futures. Every trip costs a thread wake-up, and
+trips dominate the cost of a save on a busy host, so the adapter makes as few
+as it can. SQLAlchemy's stock aiosqlite adapter makes four per statement
+(open a cursor, execute, fetch, close) and issues BEGIN, COMMIT and the pool's
+reset-rollback as separate trips: nine per ``Instance.save()``.
 
-This adapter runs execute + fetch + close as one function on the aiosqlite
-thread, defers the ``BEGIN`` SQLAlchemy emits until the first statement and
-sends it in the same trip, and skips COMMIT/ROLLBACK when no transaction is
-open (the pool's reset after a commit). A writer save becomes two trips.
+This adapter runs execute + fetch + close as one function on the thread,
+defers the ``BEGIN`` SQLAlchemy emits until the first statement and sends it
+in the same trip, and skips COMMIT/ROLLBACK when no transaction is open (the
+pool's reset after a commit). A writer save becomes two trips.
 
 :func:`run_batch` goes further for group commit
 (:mod:`nubes.db.group_commit`): BEGIN, many statements and COMMIT in one
 trip.
 
 It plugs in as the ``module=`` (DBAPI) of the stock aiosqlite dialect, so
-SQL, types and error handling stay SQLAlchemy's. It relies on two private
-attributes of aiosqlite's Connection (``_execute`` and ``_conn``);
-:func:`dbapi` returns None when they are missing and the engine then uses
-the stock adapter.
+SQL, types and error handling stay SQLAlchemy's; of aiosqlite itself it uses
+only the public error names and version the dialect reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import logging
 import sqlite3
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
 from typing import Any
 
 import aiosqlite
@@ -35,14 +37,121 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
-    AsyncAdapt_aiosqlite_ss_cursor,
 )
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-LOG = logging.getLogger(__name__)
-
 _Outcome = tuple[Any, list[Any] | None, int, int | None]
+
+#: One call for the thread: (future or None, function, its arguments after
+#: the raw connection). None as the function ends the thread.
+_Call = tuple["asyncio.Future[Any] | None", Callable[..., Any] | None, tuple[Any, ...]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    # The awaiting task may have been cancelled meanwhile.
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _reply(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+    if future is None:
+        return
+    try:
+        future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:
+        # The loop is closed: nobody is waiting any more.
+        pass
+
+
+class ThreadConnection:
+    """A sqlite3 connection used only from a dedicated thread.
+
+    :meth:`run` sends ``fn(raw_connection, *args)`` to the thread and awaits
+    its result; calls run one at a time in the order sent, so a sequence of
+    sends is a sequence of statements on the one connection. The sqlite3
+    connection never leaves its thread except through :meth:`run`.
+    """
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue[_Call] = SimpleQueue()
+        self._raw: sqlite3.Connection | None = None
+        self._open = False
+        # Daemon: a connection missed by close() must not keep the process alive.
+        self._thread = threading.Thread(target=self._work, name="nubes-sqlite", daemon=True)
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> ThreadConnection:
+        """Open ``sqlite3.connect(*args, **kwargs)`` on a new thread."""
+        conn = cls()
+        conn._thread.start()
+        future = asyncio.get_running_loop().create_future()
+        conn._calls.put((future, conn._open_raw, (args, kwargs)))
+        try:
+            await future
+        except BaseException:
+            conn.stop()
+            raise
+        conn._open = True
+        return conn
+
+    def _open_raw(self, _: None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._raw = sqlite3.connect(*args, **kwargs)
+
+    def _work(self) -> None:
+        calls = self._calls
+        while True:
+            future, fn, args = calls.get()
+            if fn is None:
+                return
+            try:
+                result = fn(self._raw, *args)
+            except BaseException as error:  # handed to the awaiting task
+                _reply(future, None, error)
+            else:
+                _reply(future, result, None)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(raw, *args)`` on the connection's thread; its result or error."""
+        if not self._open:
+            # The dialect reads this message as a disconnect.
+            raise ValueError("Connection closed")
+        future = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn, args))
+        return await future
+
+    @property
+    def isolation_level(self) -> str | None:
+        # An attribute read, which sqlite3 allows from any thread.
+        return self._raw.isolation_level if self._raw is not None else None
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        await self.run(lambda raw: raw.create_function(*args, **kwargs))
+
+    @staticmethod
+    def _close_raw(raw: sqlite3.Connection | None) -> None:
+        if raw is not None:
+            raw.close()
+
+    async def close(self) -> None:
+        """Close the sqlite3 connection on its thread, then end the thread."""
+        if not self._open:
+            return
+        self._open = False
+        future = asyncio.get_running_loop().create_future()
+        self._calls.put((future, self._close_raw, ()))
+        self._calls.put((None, None, ()))
+        await future
+
+    def stop(self) -> None:
+        """Close without waiting (garbage collection, a forced terminate)."""
+        self._open = False
+        self._calls.put((None, self._close_raw, ()))
+        self._calls.put((None, None, ()))
 
 
 def _run(
@@ -52,7 +161,7 @@ def _run(
     parameters: Any,
     many: bool,
 ) -> _Outcome:
-    """On the aiosqlite thread: [BEGIN;] execute, fetch everything, close."""
+    """On the connection's thread: [BEGIN;] execute, fetch everything, close."""
     if begin is not None:
         raw.execute(begin)
     cursor = raw.cursor()
@@ -71,6 +180,12 @@ def _run(
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    """Every statement is one trip that fetches all its rows.
+
+    Also the server-side cursor: SQLite rows come from a local file, so
+    streaming them saves no round trip and would cost one per fetch.
+    """
+
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: OneHopConnection) -> None:
@@ -105,11 +220,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         if begin is _BEGIN_ONLY:
             return
         try:
-            outcome: _Outcome = await_(
-                self._connection._execute(
-                    _run, self._connection._conn, begin, operation, parameters, many
-                )
-            )
+            outcome: _Outcome = await_(conn.thread.run(_run, begin, operation, parameters, many))
         except Exception as error:
             conn.statement_failed(begin)
             self._adapt_connection._handle_exception(error)
@@ -124,31 +235,47 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._submit(operation, seq_of_parameters, many=True)
 
 
-class BeginFirstSSCursor(AsyncAdapt_aiosqlite_ss_cursor):
-    """The stock streaming cursor, after sending any deferred BEGIN on its own."""
-
-    __slots__ = ()
-
-    def execute(self, operation: Any, parameters: Any = None) -> Any:
-        conn: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
-        conn.flush_begin()
-        return super().execute(operation, parameters)
-
-
 #: Marker: the statement was a BEGIN and has been deferred, nothing to run.
 _BEGIN_ONLY = "BEGIN-deferred"
+
+
+def _set_isolation_level(raw: sqlite3.Connection, value: Any) -> None:
+    raw.isolation_level = value
+
+
+def _commit(raw: sqlite3.Connection) -> None:
+    raw.commit()
+
+
+def _rollback(raw: sqlite3.Connection) -> None:
+    raw.rollback()
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ("_in_transaction", "_pending_begin")
 
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
-    _ss_cursor_cls = BeginFirstSSCursor
+    _ss_cursor_cls = OneHopCursor  # type: ignore[assignment]
 
-    def __init__(self, dbapi: Any, connection: Any) -> None:
-        super().__init__(dbapi, connection)
+    def __init__(self, dbapi: Any, connection: ThreadConnection) -> None:
+        super().__init__(dbapi, connection)  # type: ignore[arg-type]
         self._pending_begin: str | None = None
         self._in_transaction = False
+
+    @property
+    def thread(self) -> ThreadConnection:
+        return self._connection  # type: ignore[return-value]
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self.thread.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        try:
+            await_(self.thread.run(_set_isolation_level, value))
+        except Exception as error:
+            self._handle_exception(error)
 
     def take_pending_begin(self, operation: str) -> str | None:
         """Defer a BEGIN; hand a deferred one to the next real statement."""
@@ -157,17 +284,6 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             return _BEGIN_ONLY
         begin, self._pending_begin = self._pending_begin, None
         return begin
-
-    def flush_begin(self) -> None:
-        begin, self._pending_begin = self._pending_begin, None
-        if begin is None:
-            return
-        raw = self._connection._conn
-        try:
-            await_(self._connection._execute(raw.execute, begin))
-        except Exception as error:
-            self._handle_exception(error)
-        self._in_transaction = True
 
     def statement_ran(self, begin: str | None, operation: str) -> None:
         if begin is not None:
@@ -181,46 +297,42 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         # from here; assume it did. A ROLLBACK with none open is a no-op.
         self._in_transaction = self._in_transaction or begin is not None
 
-    def _finish(self, method: str) -> None:
+    def _finish(self, method: Callable[[sqlite3.Connection], None]) -> None:
         self._pending_begin = None
         if not self._in_transaction:
             return
-        raw = self._connection._conn
         try:
-            await_(self._connection._execute(getattr(raw, method)))
+            await_(self.thread.run(method))
         except Exception as error:
             # A failed COMMIT leaves the transaction open for the ROLLBACK
             # that follows; a failed ROLLBACK leaves nothing worth retrying.
-            if method == "rollback":
+            if method is _rollback:
                 self._in_transaction = False
             self._handle_exception(error)
         self._in_transaction = False
 
     def commit(self) -> None:
-        self._finish("commit")
+        self._finish(_commit)
 
     def rollback(self) -> None:
-        self._finish("rollback")
+        self._finish(_rollback)
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def __init__(self) -> None:
+        # aiosqlite lends the dialect its public error names and version.
+        super().__init__(aiosqlite, sqlite3)
+        self.has_stop = True
+
     def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
         if kw.pop("async_creator_fn", None) is not None:
             raise TypeError("async_creator is not supported by the nubes SQLite adapter")
-        connection = self.aiosqlite.connect(*arg, **kw)
-        thread = getattr(connection, "_thread", None)
-        if thread is not None:
-            # The thread must not keep the process alive after a missed close.
-            thread.daemon = True
-        return OneHopConnection(self, await_(connection))
+        return OneHopConnection(self, await_(ThreadConnection.connect(*arg, **kw)))
 
 
-def dbapi() -> OneHopDBAPI | None:
-    """The lean DBAPI, or None if this aiosqlite lacks what it relies on."""
-    if not all(hasattr(aiosqlite.Connection, name) for name in ("_execute", "_conn")):
-        LOG.warning("aiosqlite internals changed; using SQLAlchemy's stock SQLite adapter")
-        return None
-    return OneHopDBAPI(aiosqlite, sqlite3)
+def dbapi() -> OneHopDBAPI:
+    """The DBAPI module to give the aiosqlite dialect (``module=``)."""
+    return OneHopDBAPI()
 
 
 # --- grouped writes ------------------------------------------------------------
@@ -269,7 +381,7 @@ def _run_unit(raw: sqlite3.Connection, unit: BatchUnit) -> list[tuple[int, Any]]
 def _run_batch(
     raw: sqlite3.Connection, begin: str, statements: list[BatchStatement | BatchUnit]
 ) -> list[BatchOutcome]:
-    """On the aiosqlite thread: one transaction, every statement, COMMIT."""
+    """On the connection's thread: one transaction, every statement, COMMIT."""
     raw.execute(begin)
     try:
         out: list[BatchOutcome] = []
@@ -293,7 +405,7 @@ def _run_batch(
 
 
 async def run_batch(
-    connection: aiosqlite.Connection,
+    connection: ThreadConnection,
     begin: str,
     statements: list[BatchStatement | BatchUnit],
 ) -> list[BatchOutcome]:
@@ -308,4 +420,4 @@ async def run_batch(
 
     ``connection`` must be checked out of a pool with no transaction open.
     """
-    return await connection._execute(_run_batch, connection._conn, begin, statements)
+    return await connection.run(_run_batch, begin, statements)

@@ -44,9 +44,6 @@ from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Read, Write
 from nubes.db.types import utcnow
 
-#: Where a run's cache names the host the engine found down under its waiting step.
-HOST_DOWN = "host_down"
-
 if TYPE_CHECKING:
     from nubes.conductor.tasks.engine import TaskEngine
 
@@ -54,9 +51,6 @@ LOG = logging.getLogger(__name__)
 
 #: Longest fault message the database keeps (as InstanceFault).
 FAULT_MESSAGE_LENGTH = 255
-#: ``Run.cache`` key of the instance row read with the claim, for a kind whose
-#: step is in its :attr:`Task.prefetch_instance_at` (see ``helpers.load_instance``).
-CLAIMED_INSTANCE = "claimed_instance"
 
 #: What a step commits with its end: write descriptions from ``db/api``
 #: (:class:`~nubes.db.group_commit.Write`) and, for what has no single
@@ -114,9 +108,14 @@ class Run:
         self.released = False
         #: Set when the engine stopped this run because its lease went elsewhere.
         self.superseded = False
-        #: What the steps of this run keep in memory between them (never needed
-        #: for correctness: a resumed run starts without it).
-        self.cache: dict[str, Any] = {}
+        #: The instance row as read in the transaction of this run's claim (for
+        #: a kind whose step is in its :attr:`Task.prefetch_instance_at`) or of
+        #: its last commit (``commit(read_instance=True)``): the database's
+        #: row, never one a step edited. The next step's first read takes it
+        #: (``helpers.load_instance(run, fresh=True)``); any commit drops it.
+        self.fresh_instance: dict[str, Any] | None = None
+        #: Set by the engine: the host this run's awaited step waits on is down.
+        self.host_down: str | None = None
 
     def __repr__(self) -> str:
         return f"<{self.kind} task {self.id} at {self.step} (claim {self.attempt})>"
@@ -135,11 +134,14 @@ class Run:
         payload: TaskPayload | dict[str, Any] | None = None,
         writes: Writes | None = None,
         lease_seconds: float | None = None,
+        read_instance: bool = False,
     ) -> str:
         """Record that the current step is done and ``step`` is next; returns ``step``.
 
         ``writes`` run in the same transaction, before the task's own
-        conditional write: if the lease was lost, none of them happen.
+        conditional write: if the lease was lost, none of them happen. With
+        ``read_instance`` the instance row is read last in that transaction,
+        for the next step (:attr:`fresh_instance`).
         """
         check_step(self.kind, self.step, step)
         if payload is not None:
@@ -151,7 +153,17 @@ class Run:
         own = tasks.update_write(
             self.id, self.engine.owner, values, attempt=self.attempt, lease_seconds=lease
         )
-        await group_commit.commit(self.engine.db, self.instance_uuid or "", steps(writes, own))
+        read = (
+            instances_api.get_read(self.instance_uuid)
+            if read_instance and self.instance_uuid is not None
+            else None
+        )
+        self.fresh_instance = None
+        found = await group_commit.commit(
+            self.engine.db, self.instance_uuid or "", steps(writes, own, read)
+        )
+        if read is not None:
+            self.fresh_instance = found[-1]
         self.step = step
         self.engine.passed(f"{self.kind}:after:{done}")
         return step
@@ -239,7 +251,7 @@ class Run:
             outcome = payloads.reported(self.payload)
             if outcome is not None:
                 return outcome
-            down = self.cache.pop(HOST_DOWN, None)
+            down, self.host_down = self.host_down, None
             if down is not None:
                 # Its service is down: that host's failure now, as a timeout
                 # would be later (a build's guest there is removed).
@@ -360,7 +372,7 @@ class Task:
     #: Steps that start by reading the task's instance: when a claim finds the
     #: task at one of them, the engine reads the instance with the claim (one
     #: query for every task claimed together) for the step's first
-    #: ``load_instance(run, claimed=True)``.
+    #: ``load_instance(run, fresh=True)``.
     prefetch_instance_at: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, engine: TaskEngine) -> None:

@@ -157,7 +157,7 @@ class BuildTask(Task):
     # -- schedule ----------------------------------------------------------------------
 
     async def schedule(self, run: Run) -> str | None:
-        row = await load_instance(run, claimed=True)
+        row = await load_instance(run, fresh=True)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
@@ -192,18 +192,15 @@ class BuildTask(Task):
         if not payload.networked:
             # No NIC asked for: no ports to make, so no networking step (its
             # commit and its locking transaction would do nothing).
-            run.cache["instance"] = row
             return await self.place(run, payload)
         # NETWORKING (issue 14): the choice kept, the instance in Nova's
         # ``networking`` task state while its ports are made.
         networking = set_instance(
             run, {"task_state": TaskState.NETWORKING}, expected_task_state=BUILD_TASK_STATES
         )
-        step = await run.commit(
+        return await run.commit(
             Step.NETWORKING, payload=payloads.encode(payload, run.payload), writes=networking
         )
-        run.cache["instance"] = {**row, "task_state": TaskState.NETWORKING}
-        return step
 
     # -- networking (issue 14) ------------------------------------------------------------
 
@@ -260,11 +257,10 @@ class BuildTask(Task):
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),
             writes=chain(placement, bind, event, cleanup),
+            # The row spawn sends, as placed: read in this transaction.
+            read_instance=True,
         )
-        kick_created(run)
-        cached = run.cache.get("instance")
-        if cached is not None:
-            run.cache["instance"] = {**cached, **values}
+        kick_created(run, cleanup)
         return step
 
     async def release_claims(self, run: Run) -> None:
@@ -278,7 +274,7 @@ class BuildTask(Task):
         awaited = run.awaited()
 
         async def send() -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
+            row = await load_instance(run, fresh=True)
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.build_and_run_instance(
@@ -384,7 +380,7 @@ class BuildTask(Task):
             release,
         )
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes, payload=run.payload)
-        kick_created(run)
+        kick_created(run, cleanup)
         LOG.info("%r: build failed: %s", run, message)
         await notify_error(run, "instance.create.error", message)
 

@@ -71,7 +71,7 @@ class _SettleTask(MoveTask):
         loaded = await self.load(run)
         if loaded is None:
             return None
-        row, mig = loaded
+        row, mig, _ = loaded
         payload = run.typed(MovePayload)
         power_on = payload.power_on
         payload.migration_uuid = mig["uuid"]

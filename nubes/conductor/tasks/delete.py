@@ -26,6 +26,8 @@ Steps (see ``docs/tasks.md``):
 
 from __future__ import annotations
 
+from typing import Any
+
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
@@ -59,6 +61,7 @@ class DeleteTask(Task):
         ]
 
     async def terminate(self, run: Run) -> str | None:
+        row: dict[str, Any] | None = None
         if not run.awaiting:
             row = await load_instance(run)
             if row is None:
@@ -66,7 +69,6 @@ class DeleteTask(Task):
                 return None
             if not row["host"]:
                 return await run.commit(Step.RELEASE)
-            run.cache["instance"] = row
             payload = expect_report(
                 run.payload,
                 step=Step.TERMINATE,
@@ -75,17 +77,18 @@ class DeleteTask(Task):
                 node=row["node"],
                 timeout=self.engine.compute_step_timeout,
             )
-            return await run.commit(Step.TERMINATE, payload=payload)
+            await run.commit(Step.TERMINATE, payload=payload)
+            # On to the report with the row just read (a resumed run reads it anew).
         awaited = run.awaited()
 
         async def send() -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
-            if row is None:
+            instance = row or await load_instance(run)
+            if instance is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             await self.engine.compute.terminate_instance(
                 run.ctxt,
                 awaited.host,
-                instance_object(row),
+                instance_object(instance),
                 awaited.key(run.id),
             )
 

@@ -76,7 +76,7 @@ from nubes.conductor.tasks import (  # noqa: F401
     shelve,
     snapshot,
 )
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, HOST_DOWN, KINDS, Run, Task
+from nubes.conductor.tasks.base import KINDS, Run, Task
 from nubes.conductor.tasks.states import FIRST_STEP
 from nubes.db.api import host_views, tasks
 from nubes.db.api import instances as instances_api
@@ -385,7 +385,7 @@ class TaskEngine:
                 host = run.awaited().host
                 if host in down and not future.done():
                     LOG.warning("%r: %s is down; not waiting for its report", run, host)
-                    run.cache[HOST_DOWN] = host
+                    run.host_down = host
                     future.set_result(None)
 
     # -- claiming -------------------------------------------------------------------------
@@ -493,7 +493,7 @@ class TaskEngine:
         run = Run(self, row)
         if instance is not None:
             # Read with the claim: the first step need not read it again.
-            run.cache[CLAIMED_INSTANCE] = instance
+            run.fresh_instance = instance
         self._runs[run.id] = run
         metrics.tasks_running.set(len(self._runs))
         self._coros[run.id] = asyncio.create_task(self._drive(run), name=f"nubes-task-{run.id}")

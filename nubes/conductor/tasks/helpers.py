@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nubes import exception
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, Writes, steps
+from nubes.conductor.tasks.base import Run, Writes, steps
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
@@ -16,15 +16,15 @@ from nubes.objects.instance import Instance
 LOG = logging.getLogger(__name__)
 
 
-async def load_instance(run: Run, *, claimed: bool = False) -> dict[str, Any] | None:
+async def load_instance(run: Run, *, fresh: bool = False) -> dict[str, Any] | None:
     """The task's instance row, or None once it is deleted.
 
-    ``claimed``: the row read with the task's claim will do, if there is one
-    (taken once: the first step of a run, before it wrote anything).
+    ``fresh``: the row read in the transaction of the run's claim or last
+    commit will do, if there is one (:attr:`Run.fresh_instance`, taken once).
     """
     assert run.instance_uuid is not None
-    if claimed:
-        row = run.cache.pop(CLAIMED_INSTANCE, None)
+    if fresh:
+        row, run.fresh_instance = run.fresh_instance, None
         if row is not None:
             return dict(row)
     try:

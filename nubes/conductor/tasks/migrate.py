@@ -105,8 +105,6 @@ MIGRATE_TASK_STATES = (
     _T.RESIZE_MIGRATED,
     _T.RESIZE_FINISH,
 )
-#: ``Run.cache`` key of the instance's original request read by ``MoveTask.load``.
-_REQUEST = "migrate.request"
 #: Statuses a migration may still leave (for ``error``).
 NOT_FINAL = tuple(s.value for s in MigrationStatus if s not in MIGRATION_FINAL)
 
@@ -220,14 +218,14 @@ class MoveTask(Task):
 
     async def load(
         self, run: Run, *, request: bool = False
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The instance and the migration (read together), or None once the task
-        ended without them. ``request``: also the instance's
-        :func:`original_request`, in the same transaction (kept in ``run.cache``
-        for the step)."""
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | None:
+        """The instance, the migration and (with ``request``) the instance's
+        :func:`original_request`, read in one transaction; None once the task
+        ended without them."""
         assert run.instance_uuid is not None
         row: dict[str, Any] | None = None
         mig: dict[str, Any] | None = None
+        original: dict[str, Any] | None = None
         problem: Exception | None = None
         async with run.engine.db.reader() as conn:
             try:
@@ -240,14 +238,14 @@ class MoveTask(Task):
                 except (exception.MigrationNotFound, exception.Invalid) as exc:
                     problem = exc
                 if mig is not None and request:
-                    run.cache[_REQUEST] = await original_request(run, row, conn)
+                    original = await original_request(run, row, conn)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
         if mig is None:
             await self.abandon(run, f"The move has no migration record: {problem}")
             return None
-        return row, mig
+        return row, mig, original
 
     async def abandon(self, run: Run, message: str) -> None:
         """End without touching any host or claim: nothing was started."""
@@ -346,9 +344,9 @@ class MigrateTask(MoveTask):
         loaded = await self.load(run, request=first)
         if loaded is None:
             return None
-        row, mig = loaded
+        row, mig, original = loaded
         if first:
-            return await self._hand_over(run, row, mig)
+            return await self._hand_over(run, row, mig, original)
         try:
             chosen = await self.engine.scheduler.select_destinations(
                 run.ctxt, self._request_spec(run, row, mig), [row["uuid"]], False
@@ -389,7 +387,13 @@ class MigrateTask(MoveTask):
             writes=writes,
         )
 
-    async def _hand_over(self, run: Run, row: dict[str, Any], mig: dict[str, Any]) -> str:
+    async def _hand_over(
+        self,
+        run: Run,
+        row: dict[str, Any],
+        mig: dict[str, Any],
+        original: dict[str, Any] | None,
+    ) -> str:
         """Record where the move starts from, and hand the source claim to the migration."""
         payload = run.typed(MovePayload)
         power_on = payload.power_on
@@ -401,9 +405,7 @@ class MigrateTask(MoveTask):
         payload.flavor = payload.flavor or row["new_flavor"] or row["flavor"]
         payload.power_on = bool(row["vm_state"] == VMState.ACTIVE if power_on is None else power_on)
         # Read with the instance (load): what the scheduler is asked.
-        payload.request = SchedulingRequest.of(
-            run.cache.pop(_REQUEST, None) or await original_request(run, row)
-        )
+        payload.request = SchedulingRequest.of(original or await original_request(run, row))
         return await run.commit(
             Step.SCHEDULE,
             payload=payload,

@@ -60,6 +60,7 @@ class PowerTask(Task):
         return None
 
     async def power(self, run: Run) -> str | None:
+        row: dict[str, Any] | None = None
         if not run.awaiting:
             row = await load_instance(run)
             if row is None:
@@ -68,7 +69,6 @@ class PowerTask(Task):
             if not row["host"]:
                 await self.fail(run, "The instance is not on any host")
                 return None
-            run.cache["instance"] = row
             payload = expect_report(
                 run.payload,
                 step=Step.POWER,
@@ -77,18 +77,19 @@ class PowerTask(Task):
                 node=row["node"],
                 timeout=self.engine.compute_step_timeout,
             )
-            return await run.commit(Step.POWER, payload=payload)
+            await run.commit(Step.POWER, payload=payload)
+            # On to the report with the row just read (a resumed run reads it anew).
         awaited = run.awaited()
 
         async def send() -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
-            if row is None:
+            instance = row or await load_instance(run)
+            if instance is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             method = getattr(self.engine.compute, self.method)
             await method(
                 run.ctxt,
                 awaited.host,
-                instance_object(row),
+                instance_object(instance),
                 awaited.key(run.id),
                 **self.extra_args(run),
             )

@@ -136,9 +136,20 @@ def _instance_for(run: Run, row: dict[str, Any] | None) -> Instance:
     return Instance(uuid=run.instance_uuid)
 
 
-async def _send_rebuild(engine: TaskEngine, run: Run, awaited: Awaited, *, evacuate: bool) -> None:
-    """Ask the awaited host to rebuild the guest (on its own host, or evacuated to it)."""
-    row = run.cache.pop("instance", None) or await load_instance(run)
+async def _send_rebuild(
+    engine: TaskEngine,
+    run: Run,
+    awaited: Awaited,
+    *,
+    evacuate: bool,
+    row: dict[str, Any] | None = None,
+) -> None:
+    """Ask the awaited host to rebuild the guest (on its own host, or evacuated to it).
+
+    ``row``: the instance as the commit that asked for the rebuild left it,
+    when this call made that commit; otherwise it is read.
+    """
+    row = row or await load_instance(run)
     if row is None:
         raise exception.InstanceNotFound(instance_id=run.instance_uuid)
     await engine.compute.rebuild_instance(
@@ -166,10 +177,14 @@ class RebuildTask(Task):
         return [StepDef(Step.REBUILD, self.rebuild)]
 
     async def rebuild(self, run: Run) -> str | None:
+        row: dict[str, Any] | None = None
         if not run.awaiting:
-            return await self._ask(run)
-
-        outcome = await moves.answer(run, partial(_send_rebuild, self.engine, run, evacuate=False))
+            row = await self._ask(run)
+            if row is None:
+                return None
+            # On to the report with the row as committed (a resumed run reads it anew).
+        send = partial(_send_rebuild, self.engine, run, evacuate=False, row=row)
+        outcome = await moves.answer(run, send)
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
         if outcome.ok:
@@ -190,7 +205,8 @@ class RebuildTask(Task):
         )
         return None
 
-    async def _ask(self, run: Run) -> str | None:
+    async def _ask(self, run: Run) -> dict[str, Any] | None:
+        """Commit the ask for the rebuild; the instance row as committed (None: the task ended)."""
         row = await load_instance(run)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
@@ -203,13 +219,10 @@ class RebuildTask(Task):
         except exception.InvalidInstanceTransition as exc:
             await self.fail(run, str(exc), guest_touched=False)
             return None
-        run.cache["instance"] = {**row, "task_state": TaskState.REBUILD_SPAWNING}
-        writes = set_instance(
-            run,
-            {"task_state": TaskState.REBUILD_SPAWNING},
-            expected_task_state=REBUILD_TASK_STATES,
-        )
-        return await moves.ask(run, Step.REBUILD, row["host"], node=row["node"], writes=writes)
+        spawning = {"task_state": TaskState.REBUILD_SPAWNING}
+        writes = set_instance(run, spawning, expected_task_state=REBUILD_TASK_STATES)
+        await moves.ask(run, Step.REBUILD, row["host"], node=row["node"], writes=writes)
+        return {**row, **spawning}
 
     async def fail(
         self,
@@ -331,12 +344,6 @@ class EvacuateTask(Task):
             # instance; a rollback binds them back to the source.
             network_ports.bind_writes(uuid, host),
         )
-        run.cache["instance"] = {
-            **row,
-            "host": host,
-            "node": node,
-            "task_state": TaskState.REBUILD_SPAWNING,
-        }
         LOG.info("%r: evacuating %s from %s to %s", run, uuid, source, host)
         return await moves.ask(run, Step.REBUILD, host, node=node, payload=payload, writes=writes)
 

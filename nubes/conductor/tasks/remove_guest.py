@@ -37,17 +37,22 @@ LOG = logging.getLogger(__name__)
 
 #: Times the host is asked before the task gives up on it.
 TRIES = 5
-#: Where :func:`remove_guest_writes` leaves the new task's id in the run's cache.
-CREATED = "remove_guest_tasks"
 
 
-def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) -> Writes:
-    """Writes that queue a ``remove_guest`` task for ``host`` in the caller's commit.
+class QueueRemoval:
+    """A write that queues a ``remove_guest`` task for ``host`` in the caller's commit.
 
-    After the commit, :func:`kick_created` has this conductor claim it at once.
+    It keeps the id of the task it created (once its transaction ran), so
+    that after the commit :func:`kick_created` has this conductor claim it at
+    once.
     """
 
-    async def write(conn: Connection) -> None:
+    def __init__(self, run: Run, host: str, instance_uuid: str, reason: str) -> None:
+        self.run, self.host, self.instance_uuid, self.reason = run, host, instance_uuid, reason
+        self.created: list[int] = []
+
+    async def __call__(self, conn: Connection) -> None:
+        run, host, instance_uuid, reason = self.run, self.host, self.instance_uuid, self.reason
         row = await tasks.create(
             conn,
             kind=TaskKind.REMOVE_GUEST.value,
@@ -59,16 +64,19 @@ def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) ->
             ),
             context=run.ctxt.to_dict(),
         )
-        run.cache.setdefault(CREATED, []).append(row["id"])
+        # A commit retried the ordinary way runs the write again: the last run's id counts.
+        self.created[:] = [row["id"]]
 
-    return write
+
+def remove_guest_writes(run: Run, host: str, instance_uuid: str, reason: str) -> QueueRemoval:
+    """The write of :class:`QueueRemoval`, for the caller's commit."""
+    return QueueRemoval(run, host, instance_uuid, reason)
 
 
-def kick_created(run: Run) -> None:
-    """Claim the ``remove_guest`` tasks the run's last commit queued (else: the next poll)."""
-    created = run.cache.pop(CREATED, None)
-    if created:
-        run.engine.kick(created)
+def kick_created(run: Run, queued: Writes | None) -> None:
+    """Claim the ``remove_guest`` task ``queued`` created (else: the next poll finds it)."""
+    if isinstance(queued, QueueRemoval) and queued.created:
+        run.engine.kick(list(queued.created))
 
 
 @task_kind

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from nubes import config, exception, grants
 from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
@@ -65,6 +66,7 @@ class SnapshotTask(Task):
 
     async def snapshot(self, run: Run) -> str | None:
         payload = run.typed(SnapshotPayload)
+        row: dict[str, Any] | None = None
         if not run.awaiting:
             row = await load_instance(run)
             if row is None:
@@ -74,7 +76,6 @@ class SnapshotTask(Task):
             if not row["host"]:
                 await self.fail(run, "The instance is not on any host")
                 return None
-            run.cache["instance"] = row
             waiting = expect_report(
                 run.payload,
                 step=Step.SNAPSHOT,
@@ -87,8 +88,9 @@ class SnapshotTask(Task):
         awaited = run.awaited()
 
         async def send() -> None:
-            row = run.cache.pop("instance", None) or await load_instance(run)
-            if row is None:
+            # The row just read, on to the report (a resumed run reads it anew).
+            instance = row or await load_instance(run)
+            if instance is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             conf = self.engine.conf
             # Need-to-know: a grant to write this one image, for this host,
@@ -99,7 +101,7 @@ class SnapshotTask(Task):
             await self.engine.compute.snapshot_instance(
                 run.ctxt,
                 awaited.host,
-                instance_object(row),
+                instance_object(instance),
                 awaited.key(run.id),
                 image_id=payload.image_id,
                 image_type=payload.image_type,

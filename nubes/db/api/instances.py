@@ -130,6 +130,19 @@ async def get_by_uuid(conn: AsyncConnection, uuid: str, *, read_deleted: ReadDel
     return row
 
 
+def _get_read_statement() -> Any:
+    # Every parameter bound by name (a prepared statement's rule): "live" as a literal.
+    return select(instances).where(
+        instances.c.uuid == bindparam("_uuid"), instances.c.deleted == _ZERO
+    )
+
+
+def get_read(uuid: str) -> group_commit.Read:
+    """:func:`get_by_uuid` (live rows) as a description, for a commit's
+    transaction (:func:`nubes.db.group_commit.commit`; None if none)."""
+    return group_commit.Read((__name__, "get"), _get_read_statement, {"_uuid": uuid})
+
+
 async def get_many_by_uuids(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, Row]:
     """The live instances among ``uuids``, by uuid (missing ones left out)."""
     if not uuids:

@@ -14,7 +14,7 @@ import pytest
 
 from nubes import exception
 from nubes.conductor.tasks import helpers
-from nubes.conductor.tasks.base import CLAIMED_INSTANCE, Run, run_writes
+from nubes.conductor.tasks.base import Run, run_writes
 from nubes.conductor.tasks.engine import TaskEngine
 from nubes.context import RequestContext
 from nubes.db import group_commit
@@ -204,9 +204,9 @@ async def test_the_first_step_uses_the_instance_read_with_the_claim(
     had_it: list[bool] = []
     load = helpers.load_instance
 
-    async def counted(run: Run, *, claimed: bool = False) -> Any:
-        had_it.append(claimed and CLAIMED_INSTANCE in run.cache)
-        return await load(run, claimed=claimed)
+    async def counted(run: Run, *, fresh: bool = False) -> Any:
+        had_it.append(fresh and run.fresh_instance is not None)
+        return await load(run, fresh=fresh)
 
     engine: TaskEngine = idle.engines[0]
     monkeypatch.setattr("nubes.conductor.tasks.build.load_instance", counted)

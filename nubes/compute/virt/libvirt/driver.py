@@ -37,20 +37,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from nubes import exception, grants
+from nubes import exception
 from nubes.compute.virt.driver import (
-    DIAGNOSTICS_STATE,
     ComputeDriver,
-    CpuDiagnostics,
     Diagnostics,
-    DiskDiagnostics,
     InstanceInfo,
     LifecycleEvent,
-    NicDiagnostics,
     ProgressCallback,
 )
 from nubes.compute.virt.fake import format_uptime
-from nubes.compute.virt.libvirt import diskserver, migration
+from nubes.compute.virt.libvirt import migration
+from nubes.compute.virt.libvirt.diagnostics import read_diagnostics
+from nubes.compute.virt.libvirt.disks import GuestDisks
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
 from nubes.compute.virt.libvirt.guest import (
     NAME_PREFIX,
@@ -58,7 +56,7 @@ from nubes.compute.virt.libvirt.guest import (
     InstanceFiles,
     domain_xml,
 )
-from nubes.compute.virt.libvirt.host import Host
+from nubes.compute.virt.libvirt.host import Host, power_state
 from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
 from nubes.compute.virt.libvirt.migration import LiveCopy
 from nubes.metadata.configdrive import ConfigDrive
@@ -74,12 +72,8 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 VIRT_TYPES = ("qemu", "kvm")
-#: Image disk formats a root disk can be made from (an overlay over the cached image).
-_BACKING_FORMATS = {"raw": "raw", "ami": "raw", "qcow2": "qcow2"}
 #: How often a clean shutdown is checked on while it is awaited.
 _POLL = 0.2
-#: Console output returned at most (the end of the log), like Nova's limit.
-CONSOLE_LOG_MAX = 100 * 1024
 
 
 def usable_virt_type() -> str:
@@ -94,20 +88,6 @@ def usable_virt_type() -> str:
         return "qemu"
     has_extensions = " vmx" in flags or " svm" in flags
     return "kvm" if has_extensions and os.path.exists("/dev/kvm") else "qemu"
-
-
-def _power_state(libvirt: Any, state: int) -> PowerState:
-    table = {
-        libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
-        libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-        libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-        libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-        libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
-        libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
-        libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-        libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
-    }
-    return table.get(state, PowerState.NOSTATE)
 
 
 class LibvirtDriver(ComputeDriver):
@@ -141,6 +121,7 @@ class LibvirtDriver(ComputeDriver):
         self.instances_path = Path(instances_path)
         self.connection = Host(connection_uri)
         self.images = ImageCache(self.instances_path, image_source, host)
+        self.disks = GuestDisks(self.instances_path, self.images)
         self.soft_reboot_wait = soft_reboot_wait
         self._cpu_sample: tuple[int, int] | None = None
         self._events: set[asyncio.Task[None]] = set()
@@ -166,7 +147,10 @@ class LibvirtDriver(ComputeDriver):
     # -- helpers -------------------------------------------------------------
 
     def files(self, uuid: str) -> InstanceFiles:
-        return InstanceFiles.of(self.instances_path, uuid)
+        return self.disks.files(uuid)
+
+    def backing_files(self) -> set[Path]:
+        return self.disks.backing_files()
 
     def _error(self, operation: str, uuid: str, exc: BaseException) -> exception.VirtDriverError:
         return exception.VirtDriverError(operation=operation, instance_uuid=uuid, reason=str(exc))
@@ -195,7 +179,7 @@ class LibvirtDriver(ComputeDriver):
 
     async def _state(self, dom: Any) -> PowerState:
         state, _reason = await self.connection.call(dom.state)
-        return _power_state(self.libvirt, state)
+        return power_state(self.libvirt, state)
 
     def _on_domain_event(self, uuid: str, event: int, detail: int) -> None:
         # In the event loop. Re-read the state: events of one guest may be late.
@@ -295,7 +279,7 @@ class LibvirtDriver(ComputeDriver):
             if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
                 raise exception.InstanceNotFound(instance_id=instance.uuid) from None
             raise self._error("get_info", instance.uuid, exc) from None
-        return InstanceInfo(_power_state(self.libvirt, state), mem_kib // 1024, vcpus, cpu_time)
+        return InstanceInfo(power_state(self.libvirt, state), mem_kib // 1024, vcpus, cpu_time)
 
     def console_log_path(self, instance: Instance) -> Path:
         return self.files(instance.uuid).console_log
@@ -303,7 +287,7 @@ class LibvirtDriver(ComputeDriver):
     async def get_console_output(self, instance: Instance) -> str:
         await self._domain(instance, "get_console_output")
 
-        return await asyncio.to_thread(self._console_history, instance.uuid)
+        return await asyncio.to_thread(self.disks.console_history, instance.uuid)
 
     async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
         dom = await self._domain(instance, "get_vnc_endpoint")
@@ -329,145 +313,13 @@ class LibvirtDriver(ComputeDriver):
         dom = await self._domain(instance, "get_instance_diagnostics")
         has_drive = await asyncio.to_thread(self.files(instance.uuid).config_drive.exists)
         try:
-            return await self.connection.call(self._diagnostics_sync, dom, has_drive)
+            return await self.connection.call(
+                read_diagnostics, self.libvirt, dom, self.virt_type, has_drive
+            )
         except self.libvirt.libvirtError as exc:
             if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
                 raise exception.InstanceNotFound(instance_id=instance.uuid) from None
             raise self._error("get_instance_diagnostics", instance.uuid, exc) from None
-
-    def _diagnostics_sync(self, dom: Any, has_drive: bool) -> Diagnostics:
-        """The domain's counters as libvirt reports them: per-vCPU time, the
-        balloon's memory figures, each disk's block stats and each NIC's
-        interface stats (by the devices its XML names)."""
-        libvirt = self.libvirt
-        state, max_kib, mem_kib, _vcpus, _cpu_time = dom.info()
-        power = _power_state(libvirt, state)
-        running = power == PowerState.RUNNING
-        diags = Diagnostics(
-            state=DIAGNOSTICS_STATE[power],
-            driver="libvirt",
-            hypervisor=self.virt_type,
-            hypervisor_os="linux",
-            config_drive=has_drive,
-            memory_maximum_kib=max_kib,
-            memory_used_kib=mem_kib,
-        )
-        if not running:
-            return diags
-        for cpu in dom.vcpus()[0]:
-            # (number, state, cpu time ns, physical cpu)
-            diags.cpu_details.append(CpuDiagnostics(id=cpu[0], time=cpu[2]))
-        stats = dom.memoryStats()
-        if "rss" in stats:
-            diags.memory_used_kib = stats["rss"]
-        root = ET.fromstring(dom.XMLDesc(0))
-        for disk in root.findall("./devices/disk"):
-            target = disk.find("target")
-            if target is None:
-                continue
-            rd_req, rd_bytes, wr_req, wr_bytes, errs = dom.blockStats(target.get("dev"))
-            diags.disk_details.append(
-                DiskDiagnostics(
-                    read_bytes=rd_bytes,
-                    read_requests=rd_req,
-                    write_bytes=wr_bytes,
-                    write_requests=wr_req,
-                    # -1: the hypervisor does not count errors.
-                    errors_count=max(0, errs),
-                )
-            )
-        for nic in root.findall("./devices/interface"):
-            target, mac = nic.find("target"), nic.find("mac")
-            if target is None:
-                continue
-            rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = dom.interfaceStats(target.get("dev"))
-            diags.nic_details.append(
-                NicDiagnostics(
-                    mac_address=mac.get("address") if mac is not None else None,
-                    rx_octets=rx_b,
-                    rx_packets=rx_p,
-                    rx_errors=rx_e,
-                    rx_drop=rx_d,
-                    tx_octets=tx_b,
-                    tx_packets=tx_p,
-                    tx_errors=tx_e,
-                    tx_drop=tx_d,
-                )
-            )
-        return diags
-
-    def _console_history(self, uuid: str) -> str:
-        """The console log's end: what the guest wrote on the hosts it lived on
-        before (carried by live migrations), then here."""
-        files = self.files(uuid)
-        data = b""
-        for path in (files.console_before, files.console_log):
-            try:
-                with open(path, "rb") as f:
-                    f.seek(0, os.SEEK_END)
-                    f.seek(max(0, f.tell() - CONSOLE_LOG_MAX))
-                    data += f.read()
-            except FileNotFoundError:
-                pass
-        return data[-CONSOLE_LOG_MAX:].decode("utf-8", errors="replace")
-
-    async def _root_disk(self, instance: Instance, image_meta: dict[str, Any]) -> str:
-        """Make the instance's root disk, an overlay over the cached image;
-        returns the overlay's format."""
-        image_id = image_meta.get("id")
-        disk_format = image_meta.get("disk_format") or "raw"
-        backing = _BACKING_FORMATS.get(disk_format)
-        if not image_id or backing is None:
-            raise exception.VirtOperationNotSupported(
-                driver="libvirt",
-                operation="spawn",
-                instance_uuid=instance.uuid,
-                reason=f"cannot boot from an image of disk format {disk_format!r} "
-                f"(raw, ami or qcow2 only)",
-            )
-        base = await self.images.get(
-            image_id, image_meta.get("os_hash_value"), _grant(image_meta, image_id)
-        )
-        disk = self.files(instance.uuid).disk
-        command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing, "-b", str(base)]
-        command.append(str(disk))
-        if instance.root_gb:
-            command.append(f"{instance.root_gb}G")
-        await self._run(command, instance, "spawn")
-        return "qcow2"
-
-    async def _run(self, command: list[str], instance: Instance, operation: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        _out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise exception.VirtDriverError(
-                operation=operation,
-                instance_uuid=instance.uuid,
-                reason=f"{command[0]} failed: {err.decode(errors='replace').strip()}",
-            )
-
-    async def _link_from_cache(self, image_id: str, dest: Path, image_meta: dict[str, Any]) -> None:
-        cached = await self.images.get(image_id, grant=_grant(image_meta, image_id))
-        await asyncio.to_thread(os.link, cached, dest)
-
-    async def _prepare_files(self, instance: Instance, image_meta: dict[str, Any]) -> str:
-        """The instance's directory with its root disk (an overlay over the cached
-        image) and its kernel and ramdisk; returns the disk's format."""
-        files = self.files(instance.uuid)
-        # Left by a spawn cut off before its domain existed: nothing uses it.
-        await asyncio.to_thread(shutil.rmtree, files.directory, True)
-        await asyncio.to_thread(files.directory.mkdir, parents=True)
-        properties = image_meta.get("properties") or {}
-        kernel_id = properties.get("kernel_id")
-        ramdisk_id = properties.get("ramdisk_id")
-        disk_format = await self._root_disk(instance, image_meta)
-        if kernel_id:
-            await self._link_from_cache(kernel_id, files.kernel, image_meta)
-        if kernel_id and ramdisk_id:
-            await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
-        return disk_format
 
     async def _define(
         self,
@@ -521,7 +373,7 @@ class LibvirtDriver(ComputeDriver):
         if await self._lookup(instance.uuid) is not None:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         try:
-            disk_format = await self._prepare_files(instance, image_meta)
+            disk_format = await self.disks.prepare(instance, image_meta)
             if config_drive is not None:
                 drive = self.files(instance.uuid).config_drive
                 await asyncio.to_thread(config_drive.write_iso, drive)
@@ -705,7 +557,7 @@ class LibvirtDriver(ComputeDriver):
             # -U: qemu holds the disk's lock while the domain exists (paused
             # or not); the paused guest writes nothing, so a shared read is safe.
             command = ["qemu-img", "convert", "-U", "-q", "-O", "qcow2", str(disk), str(dest)]
-            await self._run(command, instance, "snapshot")
+            await self.disks.run(command, instance, "snapshot")
         except self.libvirt.libvirtError as exc:
             raise self._error("snapshot", instance.uuid, exc) from None
         finally:
@@ -715,17 +567,6 @@ class LibvirtDriver(ComputeDriver):
                 except self.libvirt.libvirtError as exc:
                     LOG.warning("could not resume %s after its snapshot: %s", instance.uuid, exc)
         return "qcow2"
-
-    def backing_files(self) -> set[Path]:
-        """The cached images the root disks of this host's guests are overlays of."""
-        found: set[Path] = set()
-        if not self.instances_path.is_dir():
-            return found
-        for disk in self.instances_path.glob("*/disk"):
-            info = _qcow2_backing(disk)
-            if info is not None:
-                found.add(Path(info))
-        return found
 
     # -- cold migration and resize -----------------------------------------------
 
@@ -797,11 +638,11 @@ class LibvirtDriver(ComputeDriver):
         try:
             # The image, kernel and ramdisk from the image API (grants of the
             # conductor); the guest's own overlay, and its console, from the source.
-            disk_format = await self._prepare_files(instance, image_meta)
-            await self._fetch_disk(instance, str(url), str(grant), image_meta)
+            disk_format = await self.disks.prepare(instance, image_meta)
+            await self.disks.fetch_from_source(instance, str(url), str(grant), image_meta)
             if resize_instance and instance.root_gb:
                 disk = str(self.files(instance.uuid).disk)
-                await self._run(
+                await self.disks.run(
                     ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
                     instance,
                     "finish_migration",
@@ -809,27 +650,6 @@ class LibvirtDriver(ComputeDriver):
             await self._define(context, instance, image_meta, disk_format, start=power_on)
         except BaseException as exc:
             raise await self._undo(instance, "finish_migration", exc) from None
-
-    async def _fetch_disk(
-        self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
-    ) -> None:
-        files = self.files(instance.uuid)
-        backing = _qcow2_backing(files.disk)
-        fmt = _BACKING_FORMATS.get(image_meta.get("disk_format") or "raw", "raw")
-        await asyncio.to_thread(diskserver.fetch, f"{url}/disk", grant, files.disk)
-        # The copied overlay names the source's cache: point it at this host's.
-        if backing is not None:
-            command = ["qemu-img", "rebase", "-u", "-F", fmt, "-b", backing, str(files.disk)]
-            await self._run(command, instance, "finish_migration")
-        history = b""
-        for name in ("console.before.log", "console.log"):
-            part = files.directory / f"source-{name}"
-            if await asyncio.to_thread(
-                diskserver.fetch, f"{url}/{name}", grant, part, missing_ok=True
-            ):
-                history += await asyncio.to_thread(part.read_bytes)
-                await asyncio.to_thread(part.unlink)
-        await asyncio.to_thread(files.console_before.write_bytes, history[-CONSOLE_LOG_MAX:])
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
@@ -891,7 +711,7 @@ class LibvirtDriver(ComputeDriver):
         # memory copy brings the overlay's blocks.
         image = migrate_data.get("image") or {}
         try:
-            await self._prepare_files(instance, image)
+            await self.disks.prepare(instance, image)
             if config_drive is not None:
                 # The guest's XML names its cdrom here too, and the copy moves
                 # only the root disk: the same ISO, written from the same metadata.
@@ -964,7 +784,7 @@ class LibvirtDriver(ComputeDriver):
         if progress is not None:
             await progress(100)
         # The guest's console history goes along: the destination shows it first.
-        history = await asyncio.to_thread(self._console_history, instance.uuid)
+        history = await asyncio.to_thread(self.disks.console_history, instance.uuid)
         return {"console_log": history}
 
     async def post_live_migration(
@@ -1030,26 +850,3 @@ class LibvirtDriver(ComputeDriver):
             LOG.info("force complete of the live migration of %s: %s", instance.uuid, exc)
             return False
         return True
-
-
-def _qcow2_backing(disk: Path) -> str | None:
-    """The backing file a qcow2 header names (None: none, or not qcow2)."""
-    try:
-        with open(disk, "rb") as f:
-            header = f.read(20)
-            if len(header) < 20 or header[:4] != b"QFI\xfb":
-                return None
-            offset = int.from_bytes(header[8:16], "big")
-            size = int.from_bytes(header[16:20], "big")
-            if not offset or not size:
-                return None
-            f.seek(offset)
-            return f.read(size).decode(errors="replace")
-    except OSError:
-        return None
-
-
-def _grant(image_meta: dict[str, Any], image_id: str) -> str | None:
-    """The conductor's grant (sent with the build) to fetch ``image_id``."""
-    found = (image_meta.get(grants.META_KEY) or {}).get(image_id)
-    return str(found) if found else None

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from nubes import exception
+from nubes.objects.states import PowerState
 
 LOG = logging.getLogger(__name__)
 
@@ -154,3 +155,18 @@ class Host:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+def power_state(libvirt: Any, state: int) -> PowerState:
+    """Our power state for a libvirt domain state."""
+    table = {
+        libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+        libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+        libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
+        libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+        libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+        libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+    }
+    return table.get(state, PowerState.NOSTATE)

@@ -1,0 +1,167 @@
+"""A guest's files on this host: its root disk (a qcow2 overlay over the
+cached image), kernel and ramdisk linked from the image cache, the console
+history it brings along, and the overlay a cold migration fetches from the
+source. The directory layout is :class:`~.guest.InstanceFiles`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nubes import exception, grants
+from nubes.compute.virt.libvirt import diskserver
+from nubes.compute.virt.libvirt.guest import InstanceFiles
+from nubes.compute.virt.libvirt.imagecache import ImageCache
+
+if TYPE_CHECKING:
+    from nubes.objects.instance import Instance
+
+#: Image disk formats a root disk can be made from (an overlay over the cached image).
+BACKING_FORMATS = {"raw": "raw", "ami": "raw", "qcow2": "qcow2"}
+#: Console output returned at most (the end of the log), like Nova's limit.
+CONSOLE_LOG_MAX = 100 * 1024
+
+
+class GuestDisks:
+    """The guests' files under ``instances_path``, made over ``images``."""
+
+    def __init__(self, instances_path: Path, images: ImageCache) -> None:
+        self.instances_path = instances_path
+        self.images = images
+
+    def files(self, uuid: str) -> InstanceFiles:
+        return InstanceFiles.of(self.instances_path, uuid)
+
+    async def _root_disk(self, instance: Instance, image_meta: dict[str, Any]) -> str:
+        """Make the instance's root disk, an overlay over the cached image;
+        returns the overlay's format."""
+        image_id = image_meta.get("id")
+        disk_format = image_meta.get("disk_format") or "raw"
+        backing = BACKING_FORMATS.get(disk_format)
+        if not image_id or backing is None:
+            raise exception.VirtOperationNotSupported(
+                driver="libvirt",
+                operation="spawn",
+                instance_uuid=instance.uuid,
+                reason=f"cannot boot from an image of disk format {disk_format!r} "
+                f"(raw, ami or qcow2 only)",
+            )
+        base = await self.images.get(
+            image_id, image_meta.get("os_hash_value"), image_grant(image_meta, image_id)
+        )
+        disk = self.files(instance.uuid).disk
+        command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing, "-b", str(base)]
+        command.append(str(disk))
+        if instance.root_gb:
+            command.append(f"{instance.root_gb}G")
+        await self.run(command, instance, "spawn")
+        return "qcow2"
+
+    async def run(self, command: list[str], instance: Instance, operation: str) -> None:
+        """Run a tool (qemu-img) on the guest's files; its failure a VirtDriverError."""
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise exception.VirtDriverError(
+                operation=operation,
+                instance_uuid=instance.uuid,
+                reason=f"{command[0]} failed: {err.decode(errors='replace').strip()}",
+            )
+
+    async def _link_from_cache(self, image_id: str, dest: Path, image_meta: dict[str, Any]) -> None:
+        cached = await self.images.get(image_id, grant=image_grant(image_meta, image_id))
+        await asyncio.to_thread(os.link, cached, dest)
+
+    async def prepare(self, instance: Instance, image_meta: dict[str, Any]) -> str:
+        """The instance's directory with its root disk (an overlay over the cached
+        image) and its kernel and ramdisk; returns the disk's format."""
+        files = self.files(instance.uuid)
+        # Left by a spawn cut off before its domain existed: nothing uses it.
+        await asyncio.to_thread(shutil.rmtree, files.directory, True)
+        await asyncio.to_thread(files.directory.mkdir, parents=True)
+        properties = image_meta.get("properties") or {}
+        kernel_id = properties.get("kernel_id")
+        ramdisk_id = properties.get("ramdisk_id")
+        disk_format = await self._root_disk(instance, image_meta)
+        if kernel_id:
+            await self._link_from_cache(kernel_id, files.kernel, image_meta)
+        if kernel_id and ramdisk_id:
+            await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
+        return disk_format
+
+    async def fetch_from_source(
+        self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
+    ) -> None:
+        """The guest's overlay and console history from the source's disk server
+        (cold migration), the overlay rebased on this host's cached image."""
+        files = self.files(instance.uuid)
+        backing = qcow2_backing(files.disk)
+        fmt = BACKING_FORMATS.get(image_meta.get("disk_format") or "raw", "raw")
+        await asyncio.to_thread(diskserver.fetch, f"{url}/disk", grant, files.disk)
+        # The copied overlay names the source's cache: point it at this host's.
+        if backing is not None:
+            command = ["qemu-img", "rebase", "-u", "-F", fmt, "-b", backing, str(files.disk)]
+            await self.run(command, instance, "finish_migration")
+        history = b""
+        for name in ("console.before.log", "console.log"):
+            part = files.directory / f"source-{name}"
+            if await asyncio.to_thread(
+                diskserver.fetch, f"{url}/{name}", grant, part, missing_ok=True
+            ):
+                history += await asyncio.to_thread(part.read_bytes)
+                await asyncio.to_thread(part.unlink)
+        await asyncio.to_thread(files.console_before.write_bytes, history[-CONSOLE_LOG_MAX:])
+
+    def console_history(self, uuid: str) -> str:
+        """The console log's end: what the guest wrote on the hosts it lived on
+        before (carried by live migrations), then here."""
+        files = self.files(uuid)
+        data = b""
+        for path in (files.console_before, files.console_log):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - CONSOLE_LOG_MAX))
+                    data += f.read()
+            except FileNotFoundError:
+                pass
+        return data[-CONSOLE_LOG_MAX:].decode("utf-8", errors="replace")
+
+    def backing_files(self) -> set[Path]:
+        """The cached images the root disks of this host's guests are overlays of."""
+        found: set[Path] = set()
+        if not self.instances_path.is_dir():
+            return found
+        for disk in self.instances_path.glob("*/disk"):
+            info = qcow2_backing(disk)
+            if info is not None:
+                found.add(Path(info))
+        return found
+
+
+def qcow2_backing(disk: Path) -> str | None:
+    """The backing file a qcow2 header names (None: none, or not qcow2)."""
+    try:
+        with open(disk, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != b"QFI\xfb":
+                return None
+            offset = int.from_bytes(header[8:16], "big")
+            size = int.from_bytes(header[16:20], "big")
+            if not offset or not size:
+                return None
+            f.seek(offset)
+            return f.read(size).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def image_grant(image_meta: dict[str, Any], image_id: str) -> str | None:
+    """The conductor's grant (sent with the build) to fetch ``image_id``."""
+    found = (image_meta.get(grants.META_KEY) or {}).get(image_id)
+    return str(found) if found else None
