@@ -507,7 +507,11 @@ class FakeDriver(ComputeDriver):
             disks.append(DiskDiagnostics(read_bytes=FAKE_CONFIG_DRIVE_READ, read_requests=1))
         return Diagnostics(
             state=DIAGNOSTICS_STATE[found.state],
-            driver="fake",
+            # Nova's API names the driver from a closed list (libvirt, xenapi,
+            # vmwareapi, ironic, hyperv) that clients validate; Nova's own
+            # fake driver answers "libvirt" there, and so does this one. The
+            # hypervisor (a free string) says what it really is.
+            driver="libvirt",
             hypervisor="fake",
             hypervisor_os="fake-os",
             uptime=int(up) if running else None,
