@@ -137,6 +137,16 @@ class FakeInstance:
         )
 
 
+#: What a fake guest's console shows as it boots, before "booted on HOST": a
+#: boot has several lines, as a real guest's serial log has (clients such as
+#: Tempest read more than a couple of lines of a fresh server's console).
+FAKE_BOOT_LOG = (
+    "firmware: booting from the root disk",
+    "kernel: started",
+    "init: network configured",
+)
+
+
 #: The share of each vCPU a fake guest keeps busy (its diagnostics' CPU time).
 FAKE_CPU_LOAD = 0.01
 #: Bytes a fake guest reads from its config drive at boot (one ISO 9660 volume
@@ -420,6 +430,8 @@ class FakeDriver(ComputeDriver):
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
         self.instances[instance.uuid].config_drive = config_drive
+        for line in FAKE_BOOT_LOG:
+            self.instances[instance.uuid].log(line)
         self.instances[instance.uuid].log(f"booted on {self.host}")
 
     @_persists
