@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import os
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -200,17 +201,40 @@ def _persists(
 RFB_GREETING = b"RFB 003.008\n"
 
 
+#: A fake guest's framebuffer: 640x480, 32 bits per pixel (24-bit true colour,
+#: little-endian, red at bit 16), and its desktop's name: RFB's ServerInit.
+FAKE_DESKTOP = b"nubes fake guest"
+RFB_SERVER_INIT = (
+    struct.pack(">HH", 640, 480)
+    + struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+    + struct.pack(">I", len(FAKE_DESKTOP))
+    + FAKE_DESKTOP
+)
+
+
 async def _fake_rfb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The start of an RFB 3.8 server: greet, read the client's version, offer
-    security type 1 (None), then hold the connection until the client leaves."""
+    """An RFB 3.8 server up to its first framebuffer (RFC 6143, 7.1-7.3):
+    greet, read the client's version, offer security type 1 (None), take the
+    client's choice and answer success, read ClientInit, send ServerInit,
+    then hold the connection until the client leaves. A client (noVNC,
+    Tempest) sees a desktop it could ask updates of; none ever come."""
     try:
         writer.write(RFB_GREETING)
         await writer.drain()
-        if await reader.readline():
-            writer.write(bytes([1, 1]))
-            await writer.drain()
-            while await reader.read(4096):
-                pass
+        if not await reader.readline():
+            return
+        writer.write(bytes([1, 1]))
+        await writer.drain()
+        if await reader.read(1) != b"\x01":
+            return  # a security type we did not offer: RFB closes
+        writer.write(struct.pack(">I", 0))  # SecurityResult: OK
+        await writer.drain()
+        if not await reader.read(1):  # ClientInit (the shared flag)
+            return
+        writer.write(RFB_SERVER_INIT)
+        await writer.drain()
+        while await reader.read(4096):
+            pass
     except (ConnectionError, OSError):
         pass
     finally:
