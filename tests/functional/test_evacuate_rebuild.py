@@ -317,7 +317,6 @@ async def test_a_failed_rebuild_ends_in_error_with_a_fault(cloud: AllInOne, ctxt
     assert list(await claims(cloud)) == [uuid]
 
 
-
 async def test_rebuild_of_an_instance_in_error_ends_active(cloud: AllInOne, ctxt: RequestContext):
     """Nova stops a rebuilt guest again only when it was STOPPED: a server in
     ERROR (here after a failed rebuild) is rebuilt running, ACTIVE."""
@@ -335,6 +334,7 @@ async def test_rebuild_of_an_instance_in_error_ends_active(cloud: AllInOne, ctxt
     assert after["power_state"] == PowerState.RUNNING
     assert driver(cloud, host).instances[uuid].state == PowerState.RUNNING
     await consistent(cloud, uuid)
+
 
 # -- evacuate -----------------------------------------------------------------------------------
 

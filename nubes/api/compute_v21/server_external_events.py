@@ -91,9 +91,7 @@ CREATE: v.Versioned = [
     (("2.76", "2.81"), _schema([*_NETWORK_EVENTS, "volume-extended", "power-update"])),
     (
         ("2.82", "2.92"),
-        _schema(
-            [*_NETWORK_EVENTS, "volume-extended", "power-update", "accelerator-request-bound"]
-        ),
+        _schema([*_NETWORK_EVENTS, "volume-extended", "power-update", "accelerator-request-bound"]),
     ),
     (
         ("2.93", LAST),
@@ -154,9 +152,7 @@ async def create(request: Request) -> Response:
     return common.json({"events": events}, result)
 
 
-async def _power_update(
-    conn: Any, row: dict[str, Any], tag: str
-) -> dict[str, Any] | None:
+async def _power_update(conn: Any, row: dict[str, Any], tag: str) -> dict[str, Any] | None:
     """Record the power state another service saw; the new row, or None when
     nothing changed (an operation runs, the state is already so, or the tag is
     neither POWER_ON nor POWER_OFF, which Nova's compute host ignores too)."""

@@ -51,11 +51,18 @@ async def test_each_event_gets_its_code_and_any_failure_makes_207(cloud: ApiHarn
     building = await _server(cloud, active=False)  # no host yet
     missing = str(uuidlib.uuid4())
     async with await _service_client(cloud, "2.76") as c:
-        r = await c.post(EVENTS, json={"events": [{"name": "network-changed", "server_uuid": active}]})
+        r = await c.post(
+            EVENTS, json={"events": [{"name": "network-changed", "server_uuid": active}]}
+        )
         assert r.status_code == 200, r.text
         assert r.json() == {
             "events": [
-                {"name": "network-changed", "server_uuid": active, "status": "completed", "code": 200}
+                {
+                    "name": "network-changed",
+                    "server_uuid": active,
+                    "status": "completed",
+                    "code": 200,
+                }
             ]
         }
         events = [
@@ -75,7 +82,9 @@ async def test_each_event_gets_its_code_and_any_failure_makes_207(cloud: ApiHarn
         ]
         assert got[0]["tag"] == "port-1" and got[1]["server_uuid"] == missing
         # Every event failing is still a 207 with each one's code (Nova since Stein).
-        r = await c.post(EVENTS, json={"events": [{"name": "network-changed", "server_uuid": missing}]})
+        r = await c.post(
+            EVENTS, json={"events": [{"name": "network-changed", "server_uuid": missing}]}
+        )
         assert r.status_code == 207 and r.json()["events"][0]["code"] == 404
 
 
@@ -96,7 +105,8 @@ async def test_bad_bodies_and_names_beyond_the_microversion_are_400(cloud: ApiHa
             assert r.status_code == 400, (body, r.text)
             assert "badRequest" in r.json(), r.text
         r = await c.post(
-            EVENTS, json={"events": [{"name": "volume-extended", "server_uuid": active, "tag": "v"}]}
+            EVENTS,
+            json={"events": [{"name": "volume-extended", "server_uuid": active, "tag": "v"}]},
         )
         assert r.status_code == 200, r.text
 
