@@ -63,6 +63,8 @@ async def test_the_fake_console_log_tells_the_guests_life_and_is_tailed_by_lines
     boot = [*FAKE_BOOT_LOG, "booted on h1"]
     assert events == [*boot, "rebooted (soft)", "powered off", "powered on"]
     assert console_tail(log, 2).splitlines() == log.splitlines()[-2:]
+    # Three lines asked, three pieces between newlines (Tempest counts so).
+    assert len(console_tail(log, 3).split("\n")) == 3
     assert console_tail(log, None) == console_tail(log, 0) == log
     assert console_tail(log, 99) == log
 
