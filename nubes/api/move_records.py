@@ -153,5 +153,7 @@ async def set_migration_status(conn: Connection, migration: Row, status: Migrati
 
 
 def running(row: Row) -> bool:
-    """docs/moves.md's ``power_on``: the move leaves a running instance running."""
-    return bool(row["vm_state"] == VMState.ACTIVE)
+    """docs/moves.md's ``power_on``: the move leaves the instance running unless
+    it was STOPPED. As in Nova, which powers a rebuilt or evacuated guest off
+    again only when it was stopped: one rebuilt from ERROR ends ACTIVE."""
+    return bool(row["vm_state"] != VMState.STOPPED)

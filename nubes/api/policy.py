@@ -22,6 +22,8 @@ class Rule(enum.Enum):
     PROJECT_READER = "project_reader"
     PROJECT_MEMBER = "project_member"
     ANY = "any"
+    #: Another service's user (Keystone's ``service`` role), or an administrator.
+    SERVICE = "service"
 
 
 def allowed(ctxt: RequestContext, rule: Rule, project_id: str | None = None) -> bool:
@@ -32,6 +34,8 @@ def allowed(ctxt: RequestContext, rule: Rule, project_id: str | None = None) -> 
         return False
     if rule is Rule.ANY:
         return True
+    if rule is Rule.SERVICE:
+        return "service" in roles
     target = project_id if project_id is not None else ctxt.project_id
     if ctxt.project_id is None or target != ctxt.project_id:
         return False

@@ -413,10 +413,21 @@ def filtered(resources: Sequence[str], *, network: bool, injected: bool) -> list
 NEUTRON_RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
 
 
+async def network_defaults(
+    conn: Connection, conf: cfg.ConfigOpts, class_name: str = DEFAULT_CLASS
+) -> dict[str, int]:
+    """The network service's limits of a quota class (for ``default``: every
+    project's defaults): what the class sets through the compute API
+    (``os-quota-class-sets``, the proxied quotas), else the ``[quota]`` option."""
+    found = await quotas_db.class_get(conn, class_name)
+    return {name: found.get(name, int(getattr(conf.quota, name))) for name in NEUTRON_RESOURCES}
+
+
 async def network_limits(conn: Connection, conf: cfg.ConfigOpts, project_id: str) -> dict[str, int]:
-    """The network service's limits of a project: its row, else the ``[quota]`` option."""
+    """The network service's limits of a project: its row, else the defaults."""
     own = await quotas_db.limits_get(conn, project_id)
-    return {name: own.get(name, int(getattr(conf.quota, name))) for name in NEUTRON_RESOURCES}
+    defaults = await network_defaults(conn, conf)
+    return {name: own.get(name, defaults[name]) for name in NEUTRON_RESOURCES}
 
 
 async def check_network_resource(

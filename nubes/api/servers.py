@@ -331,10 +331,16 @@ class ServersAPI:
         False when it must be deleted for good instead."""
         async with self.db.reader() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
+            # A task still ending (a build's last commit wrote the instance
+            # ACTIVE, its task closes next) is an operation in progress, which
+            # a soft delete may not start beside: deleted for good, as Nova
+            # deletes what it may not soft-delete.
+            busy = await tasks.get_active_for_instance(conn, instance_uuid) is not None
         if row["vm_state"] == VMState.SOFT_DELETED:
             return True  # Nova: deleting a soft-deleted server changes nothing
         if (
-            row["launched_at"] is None
+            busy
+            or row["launched_at"] is None
             or row["task_state"] is not None
             or row["vm_state"] not in SOFT_DELETABLE_STATES
             or not row["host"]

@@ -377,6 +377,12 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
     ],
     # The guest shut itself down (found by a compute host's power sync).
     "power_sync": [((_V.ACTIVE, None), (_V.STOPPED, None))],
+    # Another service saw the guest's power change (os-server-external-events
+    # power-update, 2.76) while no operation ran.
+    "power_update": [
+        ((_V.ACTIVE, None), (_V.STOPPED, None)),
+        ((_V.STOPPED, None), (_V.ACTIVE, None)),
+    ],
 }
 
 

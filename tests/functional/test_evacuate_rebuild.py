@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from nubes.api import intents
+from nubes.api import intents, move_records
 from nubes.compute.host import ComputeHost
 from nubes.compute.launcher import compute_service
 from nubes.compute.repair import Row
@@ -96,7 +96,8 @@ async def _start(
             kind=kind.value,
             instance_uuid=uuid,
             step=FIRST_STEP[kind].value,
-            payload={**payload, "power_on": row["vm_state"] == "active"},
+            # The API's rule (one home): running unless it was STOPPED.
+            payload={**payload, "power_on": move_records.running(row)},
             context=ctxt.to_record(),
             deadline=utcnow() + dt.timedelta(seconds=deadline),
         )
@@ -314,6 +315,25 @@ async def test_a_failed_rebuild_ends_in_error_with_a_fault(cloud: AllInOne, ctxt
     assert await action_message(cloud, uuid, "rebuild") == actions.ACTION_ERROR_MESSAGE
     # It keeps its claim: the host is still its own (a rebuild or a delete follows).
     assert list(await claims(cloud)) == [uuid]
+
+
+async def test_rebuild_of_an_instance_in_error_ends_active(cloud: AllInOne, ctxt: RequestContext):
+    """Nova stops a rebuilt guest again only when it was STOPPED: a server in
+    ERROR (here after a failed rebuild) is rebuilt running, ACTIVE."""
+    row = await boot(cloud, ctxt)
+    uuid, host = row["uuid"], row["host"]
+    cloud.faults.fail_next["spawn"] = 1
+    await rebuild(cloud, ctxt, uuid, NEW_IMAGE)
+    await cloud.wait_tasks([uuid])
+    assert (await instance(cloud, uuid))["vm_state"] == "error"
+
+    await rebuild(cloud, ctxt, uuid, NEW_IMAGE)
+    await cloud.wait_tasks([uuid])
+    after = await instance(cloud, uuid)
+    assert (after["vm_state"], after["task_state"], after["host"]) == ("active", None, host)
+    assert after["power_state"] == PowerState.RUNNING
+    assert driver(cloud, host).instances[uuid].state == PowerState.RUNNING
+    await consistent(cloud, uuid)
 
 
 # -- evacuate -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from nubes.api import consoles as api_consoles
 from nubes.api.state import ApiState
 from nubes.compute.console_relay import MAGIC, ConsoleRelay
 from nubes.compute.rpcapi import ComputeAPI
+from nubes.compute.virt.fake import RFB_SERVER_INIT
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.console.proxy import ConsoleProxyServer
 from nubes.context import RequestContext
@@ -105,6 +106,13 @@ async def _rfb(ws_url: str, **kw: Any) -> bytes:
         await ws.send(b"RFB 003.008\n")
         security = await asyncio.wait_for(ws.recv(), 10)
         assert security == bytes([1, 1])
+        # Security None chosen: success, then ClientInit gets the ServerInit.
+        await ws.send(b"\x01")
+        assert await asyncio.wait_for(ws.recv(), 10) == b"\x00\x00\x00\x00"
+        await ws.send(b"\x01")
+        init = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(init, bytes) and init == RFB_SERVER_INIT
+        assert init[24:] == b"nubes fake guest" and init[20:24] == (16).to_bytes(4, "big")
         return greeting
 
 

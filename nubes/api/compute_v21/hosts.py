@@ -11,14 +11,32 @@ from nubes import liveness
 from nubes.db.api import groups, services
 from nubes.db.engine import Connection
 
-#: What the API calls a binary, from what the services table records.
+#: What the API calls a binary, from what the services table records
+#: (``compute`` is ``nubes-compute``).
 BINARY_PREFIX = "nubes-"
-#: Prefixes accepted in filters and request bodies for a binary.
+#: Prefixes accepted in filters and request bodies for a binary: nubes' own
+#: names, and Nova's (``nova-compute``, ``nova-conductor``, ``nova-scheduler``)
+#: for the clients and tests written against Nova.
 ACCEPTED_PREFIXES = ("nubes-", "nova-")
 
 
-def public_binary(binary: str) -> str:
-    return binary if binary.startswith(BINARY_PREFIX) else BINARY_PREFIX + binary
+def public_binary(binary: str, prefix: str = BINARY_PREFIX) -> str:
+    """The binary's public name, ``prefix`` + the services table's name."""
+    for known in ACCEPTED_PREFIXES:
+        if binary.startswith(known):
+            binary = binary[len(known) :]
+    return prefix + binary
+
+
+def naming_prefix(name: str | None) -> str:
+    """The prefix a request named a binary with: a listing filtered by
+    ``binary=nova-compute`` names its services ``nova-compute`` as Nova does
+    (a Nova client compares the names it gets with the one it asked for);
+    anything else gets nubes' own names."""
+    for prefix in ACCEPTED_PREFIXES:
+        if name is not None and name.startswith(prefix):
+            return prefix
+    return BINARY_PREFIX
 
 
 def internal_binary(name: str) -> str:

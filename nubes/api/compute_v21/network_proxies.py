@@ -322,7 +322,9 @@ def _rule_item(spec: dict[str, Any]) -> dict[str, Any]:
             net = ipaddress.ip_network(cidr or "0.0.0.0/0", strict=False)
         except ValueError:
             raise common.bad_request(f"Invalid cidr {cidr}.") from None
-        item["remote_ip_prefix"] = str(net)
+        # Passed on as given, host bits and all: the network service keeps
+        # it so, as Neutron does, and Nova shows Neutron's value back.
+        item["remote_ip_prefix"] = cidr or "0.0.0.0/0"
         item["ethertype"] = f"IPv{net.version}"
     return item
 

@@ -90,6 +90,15 @@ def _limits_from(body: dict[str, Any], key: str) -> tuple[dict[str, int], dict[s
     return limits, network, force
 
 
+async def _class_with_network(
+    conn: Any, conf: Any, class_name: str = quotas.DEFAULT_CLASS
+) -> dict[str, int]:
+    """A quota class's limits with the proxied network quotas under Nova's names."""
+    limits = await quotas.class_limits(conn, conf, class_name)
+    network = await quotas.network_defaults(conn, conf, class_name)
+    return {**limits, **{name: network[own] for name, own in quotas.NETWORK_PROXIED.items()}}
+
+
 async def _with_network(
     conn: Any, request: Request, project_id: str, limits: dict[str, int]
 ) -> dict[str, int]:
@@ -148,10 +157,7 @@ async def defaults(request: Request) -> Response:
     project_id = request.path_params["project_id"]
     common.authorize(request, "os-quota-sets:defaults", Rule.ANY)
     async with common.state(request).db.reader() as conn:
-        limits = await quotas.class_limits(conn, common.state(request).conf)
-    conf = common.state(request).conf
-    # The network service's defaults are its [quota] options.
-    limits.update({n: int(getattr(conf.quota, own)) for n, own in quotas.NETWORK_PROXIED.items()})
+        limits = await _class_with_network(conn, common.state(request).conf)
     resources = _resources(common.version(request), network_until="2.35")
     body = {"id": project_id, **_values(resources, limits, lambda _, limit: limit)}
     return common.json({"quota_set": body})
@@ -201,7 +207,7 @@ async def class_show(request: Request) -> Response:
     common.authorize(request, "os-quota-class-sets:show", Rule.ADMIN)
     name = _class_name(request)
     async with common.state(request).db.reader() as conn:
-        limits = await quotas.class_limits(conn, common.state(request).conf, name)
+        limits = await _class_with_network(conn, common.state(request).conf, name)
     resources = _class_resources(common.version(request))
     body = {"id": name, **_values(resources, limits, lambda _, limit: limit)}
     return common.json({"quota_class_set": body})
@@ -216,15 +222,12 @@ async def class_update(request: Request) -> Response:
     body = await v.json_body(request)
     v.validate(body, _update_schema("quota_class_set", settable, force=False))
     limits, network, _ = _limits_from(body, "quota_class_set")
-    if network:
-        raise common.bad_request(
-            f"Quota {', '.join(sorted(network))} cannot be set in a quota class: "
-            "the network service's defaults are its [quota] options."
-        )
     state = common.state(request)
     async with state.db.writer() as conn:
-        await quotas.set_class_limits(conn, name, limits)
-        current = await quotas.class_limits(conn, state.conf, name)
+        # The proxied network quotas go to the class under the network
+        # service's names: class default's are the network's defaults.
+        await quotas.set_class_limits(conn, name, {**limits, **network})
+        current = await _class_with_network(conn, state.conf, name)
     shown = _class_resources(version)
     return common.json({"quota_class_set": _values(shown, current, lambda _, limit: limit)})
 

@@ -3,7 +3,7 @@
 The lifecycle actions (stop, start, reboot, pause, unpause, suspend,
 resume, rescue, unrescue, shelve, shelveOffload, unshelve,
 trigger_crash_dump, changePassword, restore, forceDelete, lock, unlock,
-reset state; os-resetNetwork and injectNetworkInfo as Nova answers them, 410)
+reset state; os-resetNetwork (410) and injectNetworkInfo (202) as Nova answers them)
 live here; the move actions in :mod:`server_moves`, the security-group actions in
 :mod:`server_network`. Those modules only import
 :mod:`servers` (for the server lookup and views), never each other's route
@@ -192,8 +192,8 @@ async def _check_host_in_zone(request: Request, host: str, zone: str) -> None:
 
 
 async def _removed(request: Request, row: dict[str, Any], body: Any) -> None:
-    """``os-resetNetwork`` and ``injectNetworkInfo``: Nova removed them with
-    the XenAPI driver (the only one that did them) and answers 410."""
+    """``os-resetNetwork``: Nova removed it with the XenAPI driver (the only
+    one that did it) and answers 410."""
     common.authorize(request, "os-admin-actions", Rule.ADMIN)
     raise exception.Gone(message="This action was removed from the compute API.")
 
@@ -234,6 +234,16 @@ def _image_created(request: Request, image_id: str) -> Response:
     location = f"{common.state(request).public_endpoint}/image/v2/images/{image_id}"
     response.headers["Location"] = location
     return response
+
+
+async def _inject_network_info(request: Request, row: dict[str, Any], body: Any) -> None:
+    """``injectNetworkInfo``: Nova still serves it (202, admins only) though
+    only its removed XenAPI driver wrote anything into the guest; its libvirt
+    driver, like nubes' drivers, has nothing to inject (a guest learns its
+    network from DHCP and the metadata service, both current), so the answer
+    is the acceptance alone."""
+    common.authorize(request, "os-admin-actions:inject_network_info", Rule.ADMIN, row["project_id"])
+    # Its value is not read (Tempest sends {}, others null), as in Nova.
 
 
 #: Control characters a console log may hold that JSON clients choke on;
@@ -281,7 +291,7 @@ ACTIONS: dict[str, common.ActionHandler] = {
     "restore": _restore,
     "forceDelete": _force_delete,
     "os-resetNetwork": _removed,
-    "injectNetworkInfo": _removed,
+    "injectNetworkInfo": _inject_network_info,
     "createImage": _create_image,
     "createBackup": _create_backup,
 }

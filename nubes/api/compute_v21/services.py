@@ -18,7 +18,7 @@ from nubes.db.api import compute_nodes, instances, services
 VIEW = View(
     Field("id", lambda r, _: r["id"], max="2.52"),
     Field("id", lambda r, _: r["uuid"], min="2.53"),
-    Field("binary", lambda r, _: hosts.public_binary(r["binary"])),
+    Field("binary", lambda r, x: hosts.public_binary(r["binary"], x["prefix"])),
     Field("disabled_reason"),
     Field("host"),
     Field("state", lambda r, x: "up" if hosts.is_up(r, x["conf"]) else "down"),
@@ -56,11 +56,13 @@ UPDATE_253 = {
 }
 
 
-async def _render(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _render(
+    request: Request, rows: list[dict[str, Any]], prefix: str = hosts.BINARY_PREFIX
+) -> list[dict[str, Any]]:
     state = common.state(request)
     async with state.db.reader() as conn:
         zones = await hosts.host_zones(conn)
-    extra = {"conf": state.conf, "zones": zones}
+    extra = {"conf": state.conf, "zones": zones, "prefix": prefix}
     version = common.version(request)
     return [VIEW.render(r, version, extra) for r in rows]
 
@@ -85,7 +87,8 @@ async def index(request: Request) -> Response:
     rows = [r for r in rows if r["binary"] not in HIDDEN_BINARIES]
     if host is not None:
         rows = [r for r in rows if r["host"] == host]
-    return common.json({"services": await _render(request, rows)})
+    prefix = hosts.naming_prefix(binary)
+    return common.json({"services": await _render(request, rows, prefix)})
 
 
 async def _find(request: Request, service_id: str) -> dict[str, Any]:

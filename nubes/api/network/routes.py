@@ -27,7 +27,7 @@ from nubes.api.views import iso_z
 from nubes.db.api import network as net_db
 from nubes.db.api import quotas as quotas_db
 from nubes.network import resources
-from nubes.network.resources import NetworkService, Row
+from nubes.network.resources import NetworkService, Row, security_groups
 
 #: Extensions whose attributes and behaviour this subset has (clients check some).
 EXTENSIONS = (
@@ -151,7 +151,7 @@ def rule_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "remote_ip_prefix": row["remote_ip_prefix"],
         "remote_group_id": row["remote_group_id"],
         "remote_address_group_id": None,
-        "normalized_cidr": row["remote_ip_prefix"],
+        "normalized_cidr": security_groups.normalized_cidr(row["remote_ip_prefix"]),
         "description": row["description"],
     }
 

@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import os
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -137,6 +138,16 @@ class FakeInstance:
         )
 
 
+#: What a fake guest's console shows as it boots, before "booted on HOST": a
+#: boot has several lines, as a real guest's serial log has (clients such as
+#: Tempest read more than a couple of lines of a fresh server's console).
+FAKE_BOOT_LOG = (
+    "firmware: booting from the root disk",
+    "kernel: started",
+    "init: network configured",
+)
+
+
 #: The share of each vCPU a fake guest keeps busy (its diagnostics' CPU time).
 FAKE_CPU_LOAD = 0.01
 #: Bytes a fake guest reads from its config drive at boot (one ISO 9660 volume
@@ -190,17 +201,40 @@ def _persists(
 RFB_GREETING = b"RFB 003.008\n"
 
 
+#: A fake guest's framebuffer: 640x480, 32 bits per pixel (24-bit true colour,
+#: little-endian, red at bit 16), and its desktop's name: RFB's ServerInit.
+FAKE_DESKTOP = b"nubes fake guest"
+RFB_SERVER_INIT = (
+    struct.pack(">HH", 640, 480)
+    + struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+    + struct.pack(">I", len(FAKE_DESKTOP))
+    + FAKE_DESKTOP
+)
+
+
 async def _fake_rfb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The start of an RFB 3.8 server: greet, read the client's version, offer
-    security type 1 (None), then hold the connection until the client leaves."""
+    """An RFB 3.8 server up to its first framebuffer (RFC 6143, 7.1-7.3):
+    greet, read the client's version, offer security type 1 (None), take the
+    client's choice and answer success, read ClientInit, send ServerInit,
+    then hold the connection until the client leaves. A client (noVNC,
+    Tempest) sees a desktop it could ask updates of; none ever come."""
     try:
         writer.write(RFB_GREETING)
         await writer.drain()
-        if await reader.readline():
-            writer.write(bytes([1, 1]))
-            await writer.drain()
-            while await reader.read(4096):
-                pass
+        if not await reader.readline():
+            return
+        writer.write(bytes([1, 1]))
+        await writer.drain()
+        if await reader.read(1) != b"\x01":
+            return  # a security type we did not offer: RFB closes
+        writer.write(struct.pack(">I", 0))  # SecurityResult: OK
+        await writer.drain()
+        if not await reader.read(1):  # ClientInit (the shared flag)
+            return
+        writer.write(RFB_SERVER_INIT)
+        await writer.drain()
+        while await reader.read(4096):
+            pass
     except (ConnectionError, OSError):
         pass
     finally:
@@ -420,6 +454,8 @@ class FakeDriver(ComputeDriver):
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
         self.instances[instance.uuid].config_drive = config_drive
+        for line in FAKE_BOOT_LOG:
+            self.instances[instance.uuid].log(line)
         self.instances[instance.uuid].log(f"booted on {self.host}")
 
     @_persists
@@ -465,7 +501,9 @@ class FakeDriver(ComputeDriver):
         found.log("powered on")
 
     async def get_console_output(self, instance: Instance) -> str:
-        return "".join(line + "\n" for line in self._get(instance).console)
+        # No newline after the last line, as Nova's fake console: a tail of
+        # N lines then splits into N pieces, which clients such as Tempest count.
+        return "\n".join(self._get(instance).console)
 
     async def snapshot(self, context: RequestContext, instance: Instance, dest: Path) -> str:
         """The fake guest's "disk": what this driver keeps of it (its shape and
@@ -524,7 +562,11 @@ class FakeDriver(ComputeDriver):
             disks.append(DiskDiagnostics(read_bytes=FAKE_CONFIG_DRIVE_READ, read_requests=1))
         return Diagnostics(
             state=DIAGNOSTICS_STATE[found.state],
-            driver="fake",
+            # Nova's API names the driver from a closed list (libvirt, xenapi,
+            # vmwareapi, ironic, hyperv) that clients validate; Nova's own
+            # fake driver answers "libvirt" there, and so does this one. The
+            # hypervisor (a free string) says what it really is.
+            driver="libvirt",
             hypervisor="fake",
             hypervisor_os="fake-os",
             uptime=int(up) if running else None,

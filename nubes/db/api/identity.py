@@ -40,6 +40,12 @@ from nubes.db.models import (
 #: The roles every cloud has, from most to least powerful. Each implies the
 #: ones after it (Keystone's default implied roles: admin > manager > member > reader).
 DEFAULT_ROLES = ("admin", "manager", "member", "reader")
+#: The role other services' users hold (a network or volume service sending
+#: server events); Keystone's bootstrap creates it beside the defaults. It
+#: implies none of them and none implies it.
+SERVICE_ROLE = "service"
+#: Every role a new cloud starts with.
+BOOTSTRAP_ROLES = (*DEFAULT_ROLES, SERVICE_ROLE)
 
 
 def new_id() -> str:

@@ -246,7 +246,10 @@ class SecurityGroups(ServiceBase):
                 raise exception.NetworkInvalid(
                     reason=f"Conflicting value ethertype {ethertype} for CIDR {prefix}"
                 )
-            prefix = str(net)
+            # As Neutron: the prefix is kept as given, host bits and all, with
+            # its mask made explicit (10.0.0.1 -> 10.0.0.1/32); what it matches
+            # is its network (normalized_cidr), which duplicates compare on.
+            prefix = rule_prefix_text(prefix)
         remote_group = item.get("remote_group_id")
         if remote_group is not None:
             remote_group = valid_uuid(remote_group, "remote_group_id")
@@ -271,7 +274,7 @@ class SecurityGroups(ServiceBase):
                 "remote_group_id": remote_group,
             }
             for rule in (await net_db.rules_by_group(conn, [group_id]))[group_id]:
-                if all(rule[k] == v for k, v in values.items()):
+                if all(_same(k, rule[k], v) for k, v in values.items()):
                     raise exception.SecurityGroupRuleExists(rule_id=rule["id"])
             project_id = group["project_id"]
             await self._check_quota(conn, project_id, "security_group_rules")
@@ -340,6 +343,24 @@ def _protocol(value: Any) -> str | None:
         reason=f"Security group rule protocol {value} not supported. Only protocol values "
         f"{sorted(PROTOCOLS)} and integer representations [0 to 255] are supported."
     )
+
+
+def rule_prefix_text(value: Any) -> str:
+    """A rule's remote prefix as Neutron stores it: the address as given, mask explicit."""
+    _rule_prefix(value)  # Neutron's 400 for what is no prefix
+    iface = ipaddress.ip_interface(str(value))
+    return f"{iface.ip}/{iface.network.prefixlen}"
+
+
+def normalized_cidr(prefix: str | None) -> str | None:
+    """The network a rule's remote prefix matches (Neutron's ``normalized_cidr``)."""
+    return None if prefix is None else str(ipaddress.ip_network(prefix, strict=False))
+
+
+def _same(key: str, stored: Any, wanted: Any) -> bool:
+    if key == "remote_ip_prefix":
+        return normalized_cidr(stored) == normalized_cidr(wanted)
+    return bool(stored == wanted)
 
 
 def _rule_prefix(value: Any) -> ipam.Net:

@@ -450,7 +450,8 @@ async def test_evacuate_before_2_14_answers_the_password(cloud: Cloud) -> None:
     r = await act(cloud, errored, {"evacuate": {"onSharedStorage": False}}, version="2.13")
     assert r.status_code == 200 and len(r.json()["adminPass"]) == 12
     found = await records(cloud, errored)
-    assert found["task"]["payload"]["power_on"] is False  # it was not running
+    # As in Nova, only a STOPPED instance is left off: one in ERROR comes back ACTIVE.
+    assert found["task"]["payload"]["power_on"] is True
     assert await status(cloud, errored) == "REBUILD"
     shared = await boot(cloud)
     body = {"evacuate": {"onSharedStorage": True, "adminPass": "pw"}}

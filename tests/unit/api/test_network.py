@@ -293,6 +293,33 @@ async def test_security_groups_and_rules(api: ApiHarness) -> None:
         assert made["ethertype"] == "IPv4" and made["port_range_min"] == 22
         r = await c.post(f"{V2}/security-group-rules", json={"security_group_rule": rule})
         _neutron_error(r, 409, "SecurityGroupRuleExists")
+        # A prefix with host bits is kept as given, as Neutron keeps it; it
+        # matches its network (normalized_cidr), and a rule for the same
+        # network is the same rule.
+        hosty = {
+            **rule,
+            "port_range_min": 80,
+            "port_range_max": 80,
+            "remote_ip_prefix": "10.2.3.124/24",
+        }
+        r = await c.post(f"{V2}/security-group-rules", json={"security_group_rule": hosty})
+        assert r.status_code == 201, r.text
+        kept = r.json()["security_group_rule"]
+        assert (kept["remote_ip_prefix"], kept["normalized_cidr"]) == (
+            "10.2.3.124/24",
+            "10.2.3.0/24",
+        )
+        same = {**hosty, "remote_ip_prefix": "10.2.3.0/24"}
+        r = await c.post(f"{V2}/security-group-rules", json={"security_group_rule": same})
+        _neutron_error(r, 409, "SecurityGroupRuleExists")
+        one = {**hosty, "remote_ip_prefix": "10.9.9.9"}
+        r = await c.post(f"{V2}/security-group-rules", json={"security_group_rule": one})
+        one_id = r.json()["security_group_rule"]["id"]
+        assert r.json()["security_group_rule"]["remote_ip_prefix"] == "10.9.9.9/32", r.text
+        # Gone again, so the counts below are of the rules above.
+        for rule_id in (kept["id"], one_id):
+            r = await c.delete(f"{V2}/security-group-rules/{rule_id}")
+            assert r.status_code == 204, r.text
         for broken in (
             {**rule, "port_range_min": 30, "port_range_max": 20},
             {**rule, "protocol": "bogus"},

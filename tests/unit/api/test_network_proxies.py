@@ -98,6 +98,14 @@ async def test_security_groups_and_rules_in_novas_shape(api: ApiHarness) -> None
         }
         r = await c.post(f"{V21}/os-security-group-rules", json=again)
         assert r.status_code == 400 and "already exists" in r.json()["badRequest"]["message"]
+        # A CIDR with host bits comes back as given (Nova shows Neutron's value).
+        hosty = {**again["security_group_rule"], "from_port": 80, "to_port": 80}
+        hosty["cidr"] = "10.2.3.124/24"
+        r = await c.post(f"{V21}/os-security-group-rules", json={"security_group_rule": hosty})
+        assert r.status_code == 200, r.text
+        assert r.json()["security_group_rule"]["ip_range"] == {"cidr": "10.2.3.124/24"}
+        r = await c.delete(f"{V21}/os-security-group-rules/{r.json()['security_group_rule']['id']}")
+        assert r.status_code == 202, r.text
         # A group a port uses cannot go: Nova's 400 (the network's 409 underneath).
         net = (await c.post(f"{NET}/networks", json={"network": {"name": "sgnet"}})).json()
         port = {"port": {"network_id": net["network"]["id"], "security_groups": [gid]}}

@@ -525,7 +525,8 @@ async def test_user_limits_share_the_project_limit(cloud: Cloud) -> None:
 
 async def test_network_quotas_before_2_36_are_the_network_services(cloud: Cloud) -> None:
     """Nova's proxies: security group quotas read and set the network service's
-    limits; fixed and floating IPs have none there, so they stay unlimited."""
+    limits (a project's, or, in the default quota class, every project's
+    defaults); fixed and floating IPs have none there, so they stay unlimited."""
     project = cloud.api.projects["demo"]
     r = await set_quota(
         cloud, "demo", security_groups=7, security_group_rules=70, fixed_ips=5, floating_ips=6
@@ -547,7 +548,19 @@ async def test_network_quotas_before_2_36_are_the_network_services(cloud: Cloud)
     r = await set_quota(cloud, "demo", user_id=await user_id(cloud, "demo"), security_groups=2)
     assert "cannot be set for a user" in fault(r, 400)
     async with await cloud.login("admin") as c:
-        r = await c.put(
-            f"{BASE}/os-quota-class-sets/default", json={"quota_class_set": {"security_groups": 9}}
-        )
-        assert r.status_code == 400 and "[quota]" in r.text
+        # The default quota class sets the network service's defaults: a
+        # project with no limit of its own gets them, one with its own keeps it.
+        body = {"quota_class_set": {"security_groups": 9, "security_group_rules": 90}}
+        r = await c.put(f"{BASE}/os-quota-class-sets/default", json=body)
+        assert r.status_code == 200, r.text
+        shown = r.json()["quota_class_set"]
+        assert (shown["security_groups"], shown["security_group_rules"]) == (9, 90)
+        shown = (await c.get(f"{BASE}/os-quota-class-sets/default")).json()["quota_class_set"]
+        assert (shown["security_groups"], shown["security_group_rules"]) == (9, 90)
+        other = cloud.api.projects["other"]
+        network = (await c.get(f"/networking/v2.0/quotas/{other}")).json()["quota"]
+        assert (network["security_group"], network["security_group_rule"]) == (9, 90)
+        defaults = (await c.get(f"{BASE}/os-quota-sets/{other}/defaults")).json()["quota_set"]
+        assert (defaults["security_groups"], defaults["security_group_rules"]) == (9, 90)
+        network = (await c.get(f"/networking/v2.0/quotas/{project}")).json()["quota"]
+        assert network["security_group"] == 3

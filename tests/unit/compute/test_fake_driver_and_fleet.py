@@ -9,7 +9,7 @@ import pytest
 from nubes import config, exception
 from nubes.compute.launcher import fake_fleet
 from nubes.compute.virt import load_driver
-from nubes.compute.virt.fake import FakeDriver, FakeFaults
+from nubes.compute.virt.fake import FAKE_BOOT_LOG, FakeDriver, FakeFaults
 from nubes.context import RequestContext
 from nubes.objects.compute_node import ComputeNode
 from nubes.objects.instance import Instance
@@ -60,8 +60,11 @@ async def test_the_fake_console_log_tells_the_guests_life_and_is_tailed_by_lines
     await driver.power_on(ctxt, inst)
     log = await driver.get_console_output(inst)
     events = [line.split(": ", 1)[1] for line in log.splitlines()]
-    assert events == ["booted on h1", "rebooted (soft)", "powered off", "powered on"]
+    boot = [*FAKE_BOOT_LOG, "booted on h1"]
+    assert events == [*boot, "rebooted (soft)", "powered off", "powered on"]
     assert console_tail(log, 2).splitlines() == log.splitlines()[-2:]
+    # Three lines asked, three pieces between newlines (Tempest counts so).
+    assert len(console_tail(log, 3).split("\n")) == 3
     assert console_tail(log, None) == console_tail(log, 0) == log
     assert console_tail(log, 99) == log
 
