@@ -14,10 +14,12 @@ import pytest
 
 from nubes import access, exception
 from nubes.compute import authz as compute_authz
+from nubes.compute.actions import ActionSteps
 from nubes.compute.live_migration import LiveMigrationSteps
 from nubes.compute.manager import ComputeManager
 from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.resize import ResizeSteps
+from nubes.compute.shelve import ShelveSteps
 from nubes.conductor import authz as conductor_authz
 from nubes.conductor.manager import ConductorManager
 from nubes.rpc.server import BaseAPI
@@ -27,7 +29,14 @@ from nubes.scheduler.manager import SchedulerManager
 #: Each service's endpoint classes (a compute host serves its manager and its step groups).
 SERVICES: dict[str, tuple[tuple[type, ...], access.MethodRules]] = {
     "compute": (
-        (ComputeManager, ResizeSteps, LiveMigrationSteps, RebuildSteps),
+        (
+            ComputeManager,
+            ResizeSteps,
+            LiveMigrationSteps,
+            RebuildSteps,
+            ActionSteps,
+            ShelveSteps,
+        ),
         compute_authz.METHOD_RULES,
     ),
     "scheduler": ((SchedulerManager,), scheduler_authz.METHOD_RULES),
