@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests import servers
+from tests import servers, summaries
 
 
 @pytest.fixture
@@ -80,3 +80,7 @@ def _shared_servers(exclusive: bool) -> Iterator[None]:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     with _shared_servers(item.get_closest_marker("exclusive") is not None):
         return (yield)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    summaries.summarise(terminalreporter)

@@ -27,12 +27,23 @@ class Board(dict[str, str]):
             report.user_properties.extend((self.key, [k, v]) for k, v in self.items())
             self.clear()
 
-    def collected(self, terminalreporter: Any) -> dict[str, str]:
-        """Every line of this suite, from the reports of all workers."""
-        lines: dict[str, str] = {}
-        for reports in terminalreporter.stats.values():
-            for report in reports:
-                for name, value in getattr(report, "user_properties", ()):
-                    if name == self.key:
-                        lines[value[0]] = value[1]
-        return lines
+
+def summarise(terminalreporter: Any) -> None:
+    """Print every suite's lines, gathered from the reports of all workers.
+
+    Called from the root conftest: the controller of a pytest-xdist run never
+    imports the suites' own conftests, so a summary hook there would not run.
+    """
+    suites: dict[str, dict[str, str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if isinstance(name, str) and name.startswith(_PREFIX):
+                    suites.setdefault(name[len(_PREFIX) :], {})[value[0]] = value[1]
+    for suite, lines in sorted(suites.items()):
+        terminalreporter.write_sep("-", f"{suite} suite")
+        for what, outcome in lines.items():
+            terminalreporter.write_line(f"{what}: {outcome}")
+        if suite == "crash":
+            ok = sum(1 for outcome in lines.values() if outcome == "consistent")
+            terminalreporter.write_line(f"{len(lines)} kill points tried, {ok} ended consistent")

@@ -54,14 +54,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     report = yield
     RESULTS.attach(report)
     return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    results = RESULTS.collected(terminalreporter)
-    if not results:
-        return
-    ok = sum(1 for r in results.values() if r == "consistent")
-    terminalreporter.write_sep("-", "crash suite")
-    for point, result in results.items():
-        terminalreporter.write_line(f"{point}: {result}")
-    terminalreporter.write_line(f"{len(results)} kill points tried, {ok} ended consistent")

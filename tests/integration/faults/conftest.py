@@ -29,9 +29,9 @@ from nubes.testing.processes import ProcessCloud
 from tests.summaries import Board
 
 #: Scenario -> its printed outcome (the terminal summary lists them).
-RESULTS = Board("faults")
+RESULTS = Board("fault")
 #: Startup figures of the shared servers.
-STARTUP = Board("faults-startup")
+STARTUP = Board("fault")
 
 #: The suite's shortened timings (the issue's 60 s outage and Nova's 60 s
 #: service_down_time would cost minutes of CI): an outage of OUTAGE seconds,
@@ -66,7 +66,7 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
     cluster = RabbitCluster(3)
     try:
         cluster.start()
-        STARTUP["3-node RabbitMQ cluster"] = f"{cluster.startup_seconds:.1f}"
+        STARTUP["startup: 3-node RabbitMQ cluster"] = f"{cluster.startup_seconds:.1f} s"
         yield cluster
     finally:
         cluster.stop()
@@ -81,7 +81,7 @@ def postgres_pair() -> Iterator[PostgresPair]:
     pair = PostgresPair()
     try:
         pair.start()
-        STARTUP["PostgreSQL primary + replica"] = f"{pair.startup_seconds:.1f}"
+        STARTUP["startup: PostgreSQL primary + replica"] = f"{pair.startup_seconds:.1f} s"
         yield pair
     finally:
         pair.stop()
@@ -128,15 +128,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     STARTUP.attach(report)
     RESULTS.attach(report)
     return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    results = RESULTS.collected(terminalreporter)
-    startup = STARTUP.collected(terminalreporter)
-    if not results and not startup:
-        return
-    terminalreporter.write_sep("-", "fault suite")
-    for what, seconds in startup.items():
-        terminalreporter.write_line(f"startup: {what} in {seconds} s")
-    for scenario, outcome in results.items():
-        terminalreporter.write_line(f"{scenario}: {outcome}")
