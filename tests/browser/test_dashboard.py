@@ -63,6 +63,8 @@ async def test_member_launches_watches_inspects_and_deletes(
 
     await _login(page, cloud, "demo", password(cloud, "demo"), "demo")
     assert page.url.endswith("/dashboard/overview")
+    # count() does not wait: on a busy machine the page may still be loading.
+    await page.locator("figure.usage svg").first.wait_for()
     assert await page.locator("figure.usage svg").count() >= 4
     await _shot(page, screenshots, "overview")
 
