@@ -580,18 +580,7 @@ class ServersAPI:
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            instance_rules.check_lock(ctxt, row)
-            # Busy (a task_state) or a state the operation cannot start from.
-            instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
-            if row["task_state"] is not None:
-                raise exception.InstanceInvalidState(
-                    action=action,
-                    instance_uuid=instance_uuid,
-                    attr="task_state",
-                    state=row["task_state"],
-                )
-            if not row["host"]:
-                raise exception.Conflict(reason=f"instance {instance_uuid} is not on any host")
+            _check_host_task(ctxt, row, action, task_state)
             await instances_api.update(
                 conn,
                 instance_uuid,
@@ -625,17 +614,7 @@ class ServersAPI:
         image_id = str(uuid.uuid4())
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            instance_rules.check_lock(ctxt, row)
-            instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
-            if row["task_state"] is not None:
-                raise exception.InstanceInvalidState(
-                    action=action,
-                    instance_uuid=instance_uuid,
-                    attr="task_state",
-                    state=row["task_state"],
-                )
-            if not row["host"]:
-                raise exception.Conflict(reason=f"instance {instance_uuid} is not on any host")
+            _check_host_task(ctxt, row, action, task_state)
             # Nova counts an image's metadata against metadata_items (403 past it).
             await quotas.check_metadata(
                 conn, self.conf, project_id=row["project_id"], metadata=metadata
@@ -841,3 +820,22 @@ async def _snapshot_record(
         "properties": properties,
         "created_at": utcnow(),
     }
+
+
+def _check_host_task(
+    ctxt: RequestContext, row: dict[str, Any], action: str, task_state: TaskState
+) -> None:
+    """May ``action`` start a task on the instance's host: not locked against
+    the caller, no task running (a task_state), a vm_state the action starts
+    from, and a host to run it on."""
+    instance_rules.check_lock(ctxt, row)
+    instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
+    if row["task_state"] is not None:
+        raise exception.InstanceInvalidState(
+            action=action,
+            instance_uuid=row["uuid"],
+            attr="task_state",
+            state=row["task_state"],
+        )
+    if not row["host"]:
+        raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
