@@ -20,11 +20,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from nubes import exception
-from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.helpers import record_system_task
 from nubes.conductor.tasks.payloads import MovePayload
-from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
-from nubes.context import RequestContext
-from nubes.db.api import actions, tasks
+from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.engine import Connection, Database
@@ -74,25 +72,9 @@ async def _start_confirm(conn: Connection, migration_id: int, deadline: dt.datet
         row["migration_type"], row["status"], MigrationStatus.CONFIRMING, row["id"]
     )
     await migrations_api.update(conn, row["id"], {"status": MigrationStatus.CONFIRMING.value})
-    instance = await instances_api.get_by_uuid(conn, uuid)
-    ctxt = RequestContext(project_id=instance["project_id"], roles=["admin"])
-    await actions.action_start(
-        conn,
-        instance_uuid=uuid,
-        action=ACTION,
-        request_id=ctxt.request_id,
-        project_id=ctxt.project_id,
+    return await record_system_task(
+        conn, uuid, TaskKind.CONFIRM_RESIZE, ACTION, MovePayload(migration_id=row["id"]), deadline
     )
-    task = await tasks.create(
-        conn,
-        kind=TaskKind.CONFIRM_RESIZE.value,
-        instance_uuid=uuid,
-        step=FIRST_STEP[TaskKind.CONFIRM_RESIZE].value,
-        payload=payloads.encode(MovePayload(migration_id=row["id"])),
-        context=ctxt.to_record(),
-        deadline=deadline,
-    )
-    return int(task["id"])
 
 
 async def confirm_due(

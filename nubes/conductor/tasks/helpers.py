@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, Writes, steps
+from nubes.conductor.tasks.payloads import TaskPayload
+from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
+from nubes.context import RequestContext
+from nubes.db.api import actions as actions_api
 from nubes.db.api import instances as instances_api
+from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
 from nubes.objects.instance import Instance
@@ -112,3 +119,35 @@ async def notify_error(run: Run, event_type: str, message: str) -> None:
         await run.engine.notifier.error(run.ctxt, event_type, payload)
     except Exception as exc:
         LOG.warning("%r: could not notify %s: %s", run, event_type, exc)
+
+
+async def record_system_task(
+    conn: Connection,
+    uuid: str,
+    kind: TaskKind,
+    action: str,
+    payload: TaskPayload,
+    deadline: dt.datetime,
+) -> int:
+    """A task the conductor starts on its own (a periodic's): the instance
+    action under the owner's project with an admin context, and the task at
+    its first step; the task's id."""
+    instance = await instances_api.get_by_uuid(conn, uuid)
+    ctxt = RequestContext(project_id=instance["project_id"], roles=["admin"])
+    await actions_api.action_start(
+        conn,
+        instance_uuid=uuid,
+        action=action,
+        request_id=ctxt.request_id,
+        project_id=ctxt.project_id,
+    )
+    task = await tasks_api.create(
+        conn,
+        kind=kind.value,
+        instance_uuid=uuid,
+        step=FIRST_STEP[kind].value,
+        payload=payloads.encode(payload),
+        context=ctxt.to_record(),
+        deadline=deadline,
+    )
+    return int(task["id"])

@@ -22,11 +22,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from nubes import exception
-from nubes.conductor.tasks import payloads
+from nubes.conductor.tasks.helpers import record_system_task
 from nubes.conductor.tasks.payloads import DeletePayload, ShelvePayload, TaskPayload
-from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
-from nubes.context import RequestContext
-from nubes.db.api import actions, tasks
+from nubes.conductor.tasks.states import TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
@@ -82,25 +80,7 @@ async def _start(conn: Connection, sweep: Sweep, uuid: str, deadline: dt.datetim
     )
     if not moved:
         return None  # the user is doing something with it, or another conductor took it
-    instance = await instances_api.get_by_uuid(conn, uuid)
-    ctxt = RequestContext(project_id=instance["project_id"], roles=["admin"])
-    await actions.action_start(
-        conn,
-        instance_uuid=uuid,
-        action=sweep.action,
-        request_id=ctxt.request_id,
-        project_id=ctxt.project_id,
-    )
-    task = await tasks.create(
-        conn,
-        kind=sweep.kind.value,
-        instance_uuid=uuid,
-        step=FIRST_STEP[sweep.kind].value,
-        payload=payloads.encode(sweep.payload()),
-        context=ctxt.to_record(),
-        deadline=deadline,
-    )
-    return int(task["id"])
+    return await record_system_task(conn, uuid, sweep.kind, sweep.action, sweep.payload(), deadline)
 
 
 async def start_due(
