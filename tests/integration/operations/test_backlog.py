@@ -171,7 +171,10 @@ async def test_status_and_metrics_show_a_backlog_build_and_drain(cloud: ProcessC
         async def grown() -> dict[str, Any] | None:
             code, status = await _status(config)
             q = _queue(status, "conductor")
-            return status if q["messages"] >= 2 * ROUND and code == 1 else None
+            # The head's timestamp comes in the same lagging statistics as the
+            # depth, not always in the same sample: wait for both.
+            grown = q["messages"] >= 2 * ROUND and q["oldest_age"] is not None
+            return status if grown and code == 1 else None
 
         status = await _until("status to show the backlog grown", grown)
         q = _queue(status, "conductor")
