@@ -203,7 +203,10 @@ class HostNetwork:
         self.workdir = Path(workdir)
         self.run = run or uuid.uuid4().hex[:6]
         self.count = hosts
-        self.bridge = f"nbr-{self.run}"
+        # Not the data plane's bridge prefix (nbr-): a compute host's network
+        # agent in the root namespace (an all-in-one test) must not take it
+        # for one of its own.
+        self.bridge = f"nth-{self.run}"
         self.subnet: ipaddress.IPv4Network | None = None
         self.hosts: list[NetnsHost] = []
         self.forwarders: list[subprocess.Popen[str]] = []

@@ -44,7 +44,6 @@ def _nubes() -> str:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("tempest")
 def test_tempest_ci_subset_passes(tmp_path: Path) -> None:
     failures = tmp_path / "failures.txt"
     cmd = [sys.executable, str(RUN), "--regex", CI_REGEX, "--nubes", _nubes()]

@@ -8,7 +8,7 @@ bridge as libvirt would put a tap. Real packets check what the agent made:
 DHCP from the guest's own host (busybox ``udhcpc``), ping across hosts
 through VXLAN, security groups (no ICMP rule: no ping; the rule added:
 ping within seconds), anti-spoofing of IP and MAC, and removal when a
-port goes.
+port goes (of the agent's own bridge only, not another named like it).
 """
 
 from __future__ import annotations
@@ -216,6 +216,9 @@ async def test_two_hosts_dhcp_vxlan_security_groups(
     spaces.veth(ns["dp-h1"], "under", ns["dp-h2"], "under")
     for host, address in hosts.items():
         spaces.run(ns[host], "ip", "addr", "add", f"{address}/24", "dev", "under")
+    # Not the agent's though named like its bridges (an operator's, or a test
+    # harness's): regression, an agent took down every nbr-* bridge it did not want.
+    spaces.run(ns["dp-h2"], "ip", "link", "add", "nbr-notours", "type", "bridge")
     ids = await _seed(cloud, hosts)
     agents = {}
     for host in hosts:
@@ -306,7 +309,10 @@ async def test_two_hosts_dhcp_vxlan_security_groups(
         # The port on h2 deleted (its server deleted): h2 has nothing left.
         async with cloud.db.writer() as conn:
             await network.delete_port(conn, ids["ports"]["dp-h2"]["id"])
+        shown = spaces.run(ns["dp-h2"], "ip", "link", "show", names.bridge(ids["net"])).stdout
+        assert f"alias {names.bridge_alias(ids['net'])}" in shown, shown
         await _wait(lambda: not _has_link(spaces, ns["dp-h2"], names.bridge(ids["net"])))
+        assert _has_link(spaces, ns["dp-h2"], "nbr-notours")
         assert not (agents["dp-h2"].dhcp.state_dir / ids["net"]).exists()
         rules = spaces.run(ns["dp-h2"], "nft", "list", "tables").stdout
         assert "nubes" not in rules

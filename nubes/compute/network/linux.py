@@ -73,6 +73,11 @@ async def ensure_network(
             "ip", "link", "add", bridge, "type", "bridge",
             "nf_call_iptables", "1", "nf_call_ip6tables", "1",
         )  # fmt: skip
+    alias = names.bridge_alias(network.id)
+    if links.get(bridge, {}).get("ifalias") != alias:
+        # Marks the bridge as this agent's (a bridge made before marks existed
+        # gets it here too): only marked bridges are ever removed.
+        await cmd.run("ip", "link", "set", "dev", bridge, "alias", alias)
     await cmd.run("ip", "link", "set", bridge, "mtu", str(network.mtu), "up")
     wanted = set()
     for subnet in network.subnets:
@@ -119,4 +124,11 @@ async def remove_network(cmd: Commands, bridge: str, links: dict[str, dict[str, 
 
 
 def our_bridges(links: dict[str, dict[str, Any]]) -> set[str]:
-    return {name for name in links if name.startswith(names.BRIDGE_PREFIX)}
+    """The bridges this agent made: its prefix *and* its mark, so a bridge of
+    someone else that merely shares the prefix is never taken down."""
+    return {
+        name
+        for name, link in links.items()
+        if name.startswith(names.BRIDGE_PREFIX)
+        and str(link.get("ifalias", "")).startswith(names.ALIAS_PREFIX)
+    }
