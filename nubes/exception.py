@@ -596,6 +596,24 @@ class InstanceNotRunning(Conflict):
     msg_fmt = "Instance %(instance_id)s is not running."
 
 
+class PinnedZoneChange(Conflict):
+    """2.104: a server pinned to one zone is unpinned before it is pinned to another."""
+
+    msg_fmt = (
+        "Cannot change pinned availability zone directly. Unpin first by "
+        "setting pinned_availability_zone to null."
+    )
+
+
+class PinnedZoneMismatch(Conflict):
+    """2.104: a server is pinned only to the zone it is in."""
+
+    msg_fmt = (
+        "Server can only be pinned to its current availability zone "
+        "'%(current_az)s', but '%(requested_az)s' was requested."
+    )
+
+
 class UnshelveInstanceInvalidState(Conflict):
     msg_fmt = (
         'Specifying an availability zone or a host when unshelving server "%(instance_uuid)s" '

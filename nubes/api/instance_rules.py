@@ -41,6 +41,23 @@ def check_state(action: str, row: Mapping[str, Any], target: states.InstanceStat
         )
 
 
+def pinned_zone(row: Mapping[str, Any], requested: str | None, current_zone: str) -> str | None:
+    """The zone the instance is pinned to once a user asks for ``requested``
+    (2.104; null unpins): a pinned instance must be unpinned before it is
+    pinned to another zone, and an unpinned one is pinned only to the zone it
+    is in (``current_zone``); asking for the pin it has changes nothing."""
+    pinned = row["availability_zone"]
+    if requested is None:
+        return None
+    if pinned is not None:
+        if requested != pinned:
+            raise exception.PinnedZoneChange()
+        return pinned
+    if requested != current_zone:
+        raise exception.PinnedZoneMismatch(current_az=current_zone, requested_az=requested)
+    return requested
+
+
 def check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
     """Nova's flavor-against-image checks (memory, min_disk, image size), for boot,
     rebuild and resize alike.

@@ -644,12 +644,19 @@ class ServersAPI:
     # -- single-row changes (no task) -----------------------------------------------------
 
     async def update_server(
-        self, ctxt: RequestContext, instance_uuid: str, values: Mapping[str, Any]
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        values: Mapping[str, Any],
+        *,
+        pin: tuple[str | None, str] | None = None,
     ) -> dict[str, Any]:
         """Rename, describe, set access addresses or disk config; the new row.
 
         ``values`` may hold ``display_name``, ``display_description`` and
         ``system_metadata`` keys (merged into what the instance has).
+        ``pin``: (the zone to pin the instance to or None to unpin, the zone
+        it is in now), held against its pin when written (2.104).
         """
         allowed = {"display_name", "display_description", "system_metadata", "hostname"}
         unknown = set(values) - allowed
@@ -658,6 +665,10 @@ class ServersAPI:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             data = dict(values)
+            if pin is not None:
+                zone = instance_rules.pinned_zone(row, *pin)
+                if zone != row["availability_zone"]:
+                    data["availability_zone"] = zone
             if "system_metadata" in data:
                 data["system_metadata"] = {
                     **(row["system_metadata"] or {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from nubes import exception
 from nubes.api import microversion, policy
 from nubes.api.microversion import APIVersion
 from nubes.api.middleware import api_state, request_context
-from nubes.api.validation import query_int
+from nubes.api.validation import query_int, refuse_unknown_query
 
 PREFIX = "/compute/v2.1"
 
@@ -23,12 +24,32 @@ PREFIX = "/compute/v2.1"
 ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
 
 
+#: A route's handler.
+Handler = Callable[[Request], Awaitable[Response]]
+
 state = api_state
 ctx = request_context
+
+#: From this version a GET that takes no query parameter refuses any (Nova
+#: made its empty query schemas strict); before, one is ignored.
+STRICT_QUERY_FROM = "2.102"
 
 
 def version(request: Request) -> APIVersion:
     return getattr(request.state, "version", microversion.MIN)
+
+
+def no_query(handler: Handler) -> Handler:
+    """``handler`` of a GET that takes no query parameter: from 2.102 one is a
+    400, found before anything is looked up (Nova validates the query first)."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        if version(request).at_least(STRICT_QUERY_FROM):
+            refuse_unknown_query(request, ())
+        return await handler(request)
+
+    return checked
 
 
 def authorize(

@@ -120,5 +120,9 @@ async def show(request: Request) -> Response:
 
 ROUTES = [
     Route("/servers/{server_id}/os-instance-actions", index, methods=["GET"]),
-    Route("/servers/{server_id}/os-instance-actions/{request_id}", show, methods=["GET"]),
+    Route(
+        "/servers/{server_id}/os-instance-actions/{request_id}",
+        common.no_query(show),
+        methods=["GET"],
+    ),
 ]

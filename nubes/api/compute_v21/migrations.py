@@ -273,8 +273,12 @@ async def server_action(request: Request) -> Response:
 
 ROUTES = [
     Route("/os-migrations", index, methods=["GET"]),
-    Route("/servers/{server_id}/migrations", server_index, methods=["GET"]),
-    Route("/servers/{server_id}/migrations/{migration_id}", server_show, methods=["GET"]),
+    Route("/servers/{server_id}/migrations", common.no_query(server_index), methods=["GET"]),
+    Route(
+        "/servers/{server_id}/migrations/{migration_id}",
+        common.no_query(server_show),
+        methods=["GET"],
+    ),
     Route("/servers/{server_id}/migrations/{migration_id}", server_delete, methods=["DELETE"]),
     Route("/servers/{server_id}/migrations/{migration_id}/action", server_action, methods=["POST"]),
 ]

@@ -238,6 +238,6 @@ ROUTES = [
     Route("/os-quota-sets/{project_id}", delete, methods=["DELETE"]),
     Route("/os-quota-sets/{project_id}/detail", detail, methods=["GET"]),
     Route("/os-quota-sets/{project_id}/defaults", defaults, methods=["GET"]),
-    Route("/os-quota-class-sets/{class_name}", class_show, methods=["GET"]),
+    Route("/os-quota-class-sets/{class_name}", common.no_query(class_show), methods=["GET"]),
     Route("/os-quota-class-sets/{class_name}", class_update, methods=["PUT"]),
 ]

@@ -168,6 +168,6 @@ async def delete(request: Request) -> Response:
 ROUTES = [
     Route("/os-server-groups", index, methods=["GET"]),
     Route("/os-server-groups", create, methods=["POST"]),
-    Route("/os-server-groups/{group_id}", show, methods=["GET"]),
+    Route("/os-server-groups/{group_id}", common.no_query(show), methods=["GET"]),
     Route("/os-server-groups/{group_id}", delete, methods=["DELETE"]),
 ]
