@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -39,17 +39,34 @@ def version(request: Request) -> APIVersion:
     return getattr(request.state, "version", microversion.MIN)
 
 
-def no_query(handler: Handler) -> Handler:
-    """``handler`` of a GET that takes no query parameter: from 2.102 one is a
-    400, found before anything is looked up (Nova validates the query first)."""
+def known_query(handler: Handler, by_version: Mapping[str, Collection[str]]) -> Handler:
+    """``handler`` behind Nova's query schemas: from each version of
+    ``by_version`` on, a query parameter outside the names it maps to is a 400,
+    found before anything is looked up (Nova validates the query first);
+    before the first version, an unknown one is ignored."""
+    steps = sorted(
+        (
+            (microversion.APIVersion.parse(since), frozenset(names))
+            for since, names in by_version.items()
+        ),
+        reverse=True,
+    )
 
     @functools.wraps(handler)
     async def checked(request: Request) -> Response:
-        if version(request).at_least(STRICT_QUERY_FROM):
-            refuse_unknown_query(request, ())
+        current = version(request)
+        for since, names in steps:
+            if current >= since:
+                refuse_unknown_query(request, names)
+                break
         return await handler(request)
 
     return checked
+
+
+def no_query(handler: Handler) -> Handler:
+    """``handler`` of a GET that takes no query parameter: from 2.102 one is a 400."""
+    return known_query(handler, {STRICT_QUERY_FROM: ()})
 
 
 def authorize(

@@ -111,7 +111,7 @@ async def delete(request: Request) -> Response:
 
 _PATH = "/servers/{server_id}/os-volume_attachments"
 ROUTES = [
-    Route(_PATH, index, methods=["GET"]),
+    Route(_PATH, common.known_query(index, {"2.75": ("limit", "offset")}), methods=["GET"]),
     Route(_PATH, create, methods=["POST"]),
     Route(f"{_PATH}/{{volume_id}}", show, methods=["GET"]),
     Route(f"{_PATH}/{{volume_id}}", update, methods=["PUT"]),

@@ -245,3 +245,46 @@ async def test_pin_and_unpin_the_zone_from_2_104(cloud: ApiHarness) -> None:  # 
         r = await c.put(path, json={"server": {"pinned_availability_zone": None}})
         assert r.status_code == 404
     assert await pin() == "nova"
+
+
+async def test_list_queries_strict_from_their_versions(cloud: ApiHarness) -> None:  # noqa: F811
+    """What 2.102 builds on: the queries Nova made strict earlier (2.53, 2.58,
+    2.75) refuse an unknown parameter from then on, and still take their own."""
+    async with await login(cloud, "admin", "2.37") as c:
+        uuid = (await create(c, cloud, networks="none"))["id"]
+    project = cloud.projects["admin"]
+    server = f"{URL}/{uuid}"
+    cases = (
+        (f"{BASE}/os-keypairs", "2.75", {"limit": "1"}),
+        (f"{BASE}/os-keypairs/nokey", "2.75", {"user_id": "u"}),
+        (f"{BASE}/limits", "2.75", {"tenant_id": project}),
+        (f"{BASE}/os-quota-sets/{project}", "2.75", {"user_id": "u"}),
+        (f"{BASE}/os-quota-sets/{project}/detail", "2.75", {"user_id": "u"}),
+        (f"{server}/os-volume_attachments", "2.75", {"limit": "1", "offset": "0"}),
+        (f"{BASE}/os-server-groups", "2.75", {"all_projects": "true", "limit": "1"}),
+        (f"{BASE}/os-services", "2.75", {"binary": "nova-compute"}),
+        (f"{BASE}/os-simple-tenant-usage", "2.75", {"detailed": "1"}),
+        (f"{BASE}/os-simple-tenant-usage/{project}", "2.75", {"limit": "1"}),
+        (f"{server}/os-instance-actions", "2.58", {"limit": "1"}),
+        (f"{BASE}/os-hypervisors", "2.53", {"with_servers": "true"}),
+        (f"{BASE}/os-hypervisors/detail", "2.53", {"limit": "1"}),
+    )
+    for path, since, known in cases:
+        before = ".".join((since.split(".")[0], str(int(since.split(".")[1]) - 1)))
+        async with await login(cloud, "admin", before) as c:
+            plain = (await c.get(path)).status_code
+            assert (await c.get(path, params={"bogus": "1"})).status_code == plain, path
+        for version in (since, "2.104"):
+            async with await login(cloud, "admin", version) as c:
+                _refused(await c.get(path, params={"bogus": "1"}), "bogus", "1")
+                r = await c.get(path, params=known)
+                assert r.status_code != 400, (path, version, r.text)
+    async with await login(cloud, "admin", "2.75") as c:
+        r = await c.delete(f"{BASE}/os-keypairs/nokey", params={"bogus": "1"})
+        _refused(r, "bogus", "1")
+        r = await c.put(
+            f"{BASE}/os-quota-sets/{project}",
+            params={"bogus": "1"},
+            json={"quota_set": {"cores": 30}},
+        )
+        _refused(r, "bogus", "1")
