@@ -76,6 +76,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
     │   ├── UnshelveInstanceInvalidState  a zone or host to unshelve a server not offloaded
+    │   ├── PinnedZoneChange              a pinned server pinned elsewhere without unpinning (2.104)
+    │   ├── PinnedZoneMismatch            a server pinned to a zone it is not in (2.104)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
