@@ -76,6 +76,8 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
     │   ├── UnshelveInstanceInvalidState  a zone or host to unshelve a server not offloaded
+    │   ├── PinnedZoneChange              a pinned server pinned elsewhere without unpinning (2.104)
+    │   ├── PinnedZoneMismatch            a server pinned to a zone it is not in (2.104)
     │   ├── ObjectActionError             an object method cannot run in this state
     │   ├── InstanceUpdateConflict        expected vm_state/task_state no longer hold
     │   ├── ComputeNodeGenerationConflict a compute node changed since it was read
@@ -594,6 +596,24 @@ class InstanceNotRunning(Conflict):
     """Nova's 409 for an action that needs the guest running (trigger_crash_dump)."""
 
     msg_fmt = "Instance %(instance_id)s is not running."
+
+
+class PinnedZoneChange(Conflict):
+    """2.104: a server pinned to one zone is unpinned before it is pinned to another."""
+
+    msg_fmt = (
+        "Cannot change pinned availability zone directly. Unpin first by "
+        "setting pinned_availability_zone to null."
+    )
+
+
+class PinnedZoneMismatch(Conflict):
+    """2.104: a server is pinned only to the zone it is in."""
+
+    msg_fmt = (
+        "Server can only be pinned to its current availability zone "
+        "'%(current_az)s', but '%(requested_az)s' was requested."
+    )
 
 
 class UnshelveInstanceInvalidState(Conflict):

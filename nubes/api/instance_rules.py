@@ -41,6 +41,42 @@ def check_state(action: str, row: Mapping[str, Any], target: states.InstanceStat
         )
 
 
+def check_host_task(
+    ctxt: RequestContext, row: dict[str, Any], action: str, task_state: states.TaskState
+) -> None:
+    """May ``action`` start a task on the instance's host: not locked against
+    the caller, no task running (a task_state), a vm_state the action starts
+    from, and a host to run it on."""
+    check_lock(ctxt, row)
+    check_state(action, row, (states.VMState(row["vm_state"]), task_state))
+    if row["task_state"] is not None:
+        raise exception.InstanceInvalidState(
+            action=action,
+            instance_uuid=row["uuid"],
+            attr="task_state",
+            state=row["task_state"],
+        )
+    if not row["host"]:
+        raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
+
+
+def pinned_zone(row: Mapping[str, Any], requested: str | None, current_zone: str) -> str | None:
+    """The zone the instance is pinned to once a user asks for ``requested``
+    (2.104; null unpins): a pinned instance must be unpinned before it is
+    pinned to another zone, and an unpinned one is pinned only to the zone it
+    is in (``current_zone``); asking for the pin it has changes nothing."""
+    pinned = row["availability_zone"]
+    if requested is None:
+        return None
+    if pinned is not None:
+        if requested != pinned:
+            raise exception.PinnedZoneChange()
+        return pinned
+    if requested != current_zone:
+        raise exception.PinnedZoneMismatch(current_az=current_zone, requested_az=requested)
+    return requested
+
+
 def check_image_fits(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
     """Nova's flavor-against-image checks (memory, min_disk, image size), for boot,
     rebuild and resize alike.

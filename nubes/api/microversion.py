@@ -17,7 +17,7 @@ from nubes import exception
 MIN_VERSION = "2.1"
 #: Raise with care: every response must match Nova's API reference at every
 #: version up to this one (views and schemas carry "added in 2.N" rules).
-MAX_VERSION = "2.100"
+MAX_VERSION = "2.104"
 
 SERVICE_TYPE = "compute"
 HEADER = "OpenStack-API-Version"

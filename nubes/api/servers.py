@@ -21,47 +21,43 @@ start and reboot to anyone but an admin (:class:`exception.InstanceIsLocked`, 40
 ``locked_by`` says whether its owner or an admin locked it, and only an
 admin may unlock what an admin locked. The rest (rename, reset state) are
 single-row updates with no task.
+
+The class is put together from one module per responsibility: creation
+(:mod:`nubes.api.server_create`), snapshots (:mod:`nubes.api.server_snapshots`)
+and the changes that start no task (:mod:`nubes.api.server_records`); the
+operations on one server that start a task stay here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
 
 from nubes import exception
 from nubes.api import images as images_api
-from nubes.api import instance_rules, intents, quotas
+from nubes.api import instance_rules, intents
+from nubes.api.server_create import ServerCreation
+from nubes.api.server_records import ServerRecords
+from nubes.api.server_snapshots import ServerSnapshots
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.payloads import (
     ActionPayload,
-    BuildPayload,
     PowerPayload,
     ShelvePayload,
-    SnapshotPayload,
     TaskPayload,
 )
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import compute_nodes as compute_nodes_api
-from nubes.db.api import groups, tasks
-from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_api
-from nubes.db.api import metadata as metadata_api
-from nubes.db.api import tags as tags_api
+from nubes.db.api import tasks
 from nubes.db.engine import Connection, Database
-from nubes.db.types import utcnow
-from nubes.network import ports
-from nubes.objects.flavor import Flavor
-from nubes.objects.instance import Instance
 from nubes.objects.states import (
     CRASH_DUMP_STATES,
     SOFT_DELETABLE_STATES,
-    LockedBy,
     PowerState,
     TaskState,
     VMState,
@@ -70,8 +66,6 @@ from nubes.objects.states import (
 LOG = logging.getLogger(__name__)
 
 REBOOT_TYPES = ("SOFT", "HARD")
-#: Most servers one create request may ask for.
-MAX_COUNT = 10_000
 
 
 #: ``hypervisor_type`` of the libvirt driver's nodes.
@@ -89,27 +83,7 @@ async def _hypervisor_type(conn: Connection, row: Mapping[str, Any]) -> str | No
     return str(node["hypervisor_type"])
 
 
-#: The vm_states in which a server's tags may change (Nova's os-server-tags check).
-TAGGABLE_STATES = frozenset(
-    {
-        VMState.ACTIVE,
-        VMState.PAUSED,
-        VMState.SUSPENDED,
-        VMState.STOPPED,
-        VMState.SHELVED,
-        VMState.SHELVED_OFFLOADED,
-    }
-)
-
-#: What ``os-resetState`` may set (Nova's state map of the admin action).
-RESET_STATES = (VMState.ACTIVE, VMState.ERROR)
-
-
-def _reservation_id() -> str:
-    return f"r-{uuid.uuid4().hex[:8]}"
-
-
-class ServersAPI:
+class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
     """The API side of server operations: records and tasks, then a kick."""
 
     def __init__(
@@ -128,167 +102,6 @@ class ServersAPI:
         self.intents = intents.Intents(db, conductor, conf=conf)
         self.build_deadline: float = conf.conductor.build_deadline
         self.task_deadline: float = conf.conductor.task_deadline
-
-    # -- create ----------------------------------------------------------------------
-
-    async def create_servers(
-        self,
-        ctxt: RequestContext,
-        *,
-        name: str,
-        flavor: Flavor | Mapping[str, Any] | str,
-        image: Mapping[str, Any],
-        count: int = 1,
-        min_count: int | None = None,
-        availability_zone: str | None = None,
-        scheduler_hints: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        key_name: str | None = None,
-        description: str | None = None,
-        group: str | None = None,
-        user_data: str | None = None,
-        config_drive: bool = False,
-        system_metadata: Mapping[str, Any] | None = None,
-        tags: list[str] | None = None,
-        reservation_id: str | None = None,
-        network_requests: Sequence[Mapping[str, Any]] = (),
-        requested_host: str | None = None,
-        requested_node: str | None = None,
-        hostname: str | None = None,
-    ) -> list[Instance]:
-        """Record ``count`` instances (BUILDING/scheduling), their actions and build tasks.
-
-        ``requested_host``/``requested_node`` restrict where the scheduler
-        may place them (an admin's choice, still filtered).
-
-        ``flavor`` is a Flavor, a flavor row, or the flavor id users see;
-        ``image`` the image's metadata (``id`` and ``properties``). Returns
-        the instances as recorded; they become ACTIVE (or ERROR with a
-        fault) as their build tasks run.
-
-        Quotas (:mod:`nubes.api.quotas`): as many servers as fit, up to
-        ``count``, when that is at least ``min_count`` (default ``count``);
-        else 403 and nothing is written. The count, the check and the inserts
-        are one transaction under the project's quota lock; ``group``'s new
-        members are recorded in it too, within ``server_group_members``.
-        """
-        min_count = count if min_count is None else min_count
-        if not 1 <= min_count <= count <= MAX_COUNT:
-            raise exception.Invalid(
-                reason=f"count must be between 1 and {MAX_COUNT}, and at least min_count"
-            )
-        if not name:
-            raise exception.Invalid(reason="a server needs a name")
-        image_ref = image.get("id")
-        if not image_ref:
-            raise exception.Invalid(reason="the image has no id")
-        reservation = reservation_id or _reservation_id()
-        deadline = utcnow() + dt.timedelta(seconds=self.build_deadline)
-        hints = {str(k): v for k, v in (scheduler_hints or {}).items()}
-        payload_base = BuildPayload(
-            image=dict(image),
-            hints=hints,
-            request={
-                "name": name,
-                "key_name": key_name,
-                "user_data": user_data,
-                "config_drive": config_drive,
-            },
-            group=group or None,
-            requested_host=requested_host,
-            requested_node=requested_node,
-            networked=bool(network_requests),
-        )
-        project_id = ctxt.project_id or ""
-        async with self.db.writer() as conn:
-            if group:
-                await self._check_group(conn, ctxt, group)
-            found = await intents.flavor(conn, flavor)
-            snapshot = found.snapshot()
-            await quotas.check_metadata(conn, self.conf, project_id=project_id, metadata=metadata)
-            count = await quotas.allowed_instances(
-                conn,
-                self.conf,
-                project_id=project_id,
-                user_id=ctxt.user_id,
-                vcpus=found.vcpus,
-                memory_mb=found.memory_mb,
-                min_count=min_count,
-                max_count=count,
-            )
-            if group:
-                await quotas.check_group_members(
-                    conn,
-                    self.conf,
-                    project_id=project_id,
-                    user_id=ctxt.user_id,
-                    group_uuid=group,
-                    count=count,
-                )
-            # Every row of the request in one multi-row INSERT per table.
-            created = await instances_api.create_many(
-                conn,
-                [
-                    {
-                        "project_id": ctxt.project_id,
-                        "user_id": ctxt.user_id,
-                        "display_name": (display := name if count == 1 else f"{name}-{index + 1}"),
-                        "display_description": description,
-                        # 2.90: a hostname given (one server only) instead of the name.
-                        "hostname": hostname or display,
-                        "reservation_id": reservation,
-                        "launch_index": index,
-                        "key_name": key_name,
-                        "image_ref": str(image_ref),
-                        "flavor": snapshot,
-                        "vcpus": found.vcpus,
-                        "memory_mb": found.memory_mb,
-                        "root_gb": found.root_gb,
-                        "ephemeral_gb": found.ephemeral_gb,
-                        "availability_zone": availability_zone,
-                        "vm_state": VMState.BUILDING.value,
-                        "task_state": TaskState.SCHEDULING.value,
-                        "power_state": int(PowerState.NOSTATE),
-                        "metadata": dict(metadata or {}),
-                        "system_metadata": dict(system_metadata or {}),
-                        "user_data": user_data,
-                        "config_drive": "True" if config_drive else "",
-                    }
-                    for index in range(count)
-                ],
-            )
-            await tags_api.add_to_new(conn, [row["uuid"] for row in created], tags or [])
-            # The NICs asked for (nubes/network/ports.py): the build task makes the ports.
-            await ports.record(conn, [row["uuid"] for row in created], network_requests)
-            if group:
-                # Members from the start (as Nova): the scheduler places them by
-                # where the others are, and show lists them while they build.
-                await groups.group_members_add(conn, group, [row["uuid"] for row in created])
-            tasks_made = await self.intents.start_many(
-                conn,
-                ctxt,
-                [row["uuid"] for row in created],
-                TaskKind.BUILD,
-                "create",
-                payload_base,
-                deadline,
-            )
-            task_ids = [task["id"] for task in tasks_made]
-        await self.intents.kick(ctxt, task_ids)
-        return [Instance._from_db(row) for row in created]
-
-    @staticmethod
-    async def _check_group(conn: Connection, ctxt: RequestContext, group_uuid: str) -> None:
-        """The ``group`` hint names a server group the requester may use (a
-        400 otherwise, as Nova's server create)."""
-        try:
-            row = await groups.group_get_by_uuid(conn, group_uuid)
-        except exception.InstanceGroupNotFound:
-            row = None
-        if row is None or (not ctxt.is_admin and row["project_id"] != ctxt.project_id):
-            raise exception.InvalidSchedulerHint(
-                hint="group", reason=f"server group {group_uuid} could not be found"
-            )
 
     # -- operations on one server -----------------------------------------------------------
 
@@ -580,7 +393,7 @@ class ServersAPI:
     ) -> None:
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_host_task(ctxt, row, action, task_state)
+            instance_rules.check_host_task(ctxt, row, action, task_state)
             await instances_api.update(
                 conn,
                 instance_uuid,
@@ -590,252 +403,3 @@ class ServersAPI:
             )
             task = await self.intents.start(conn, ctxt, instance_uuid, kind, action, payload)
         await self.intents.kick(ctxt, [task["id"]])
-
-    # -- snapshots (createImage, createBackup) ----------------------------------------
-
-    async def snapshot_server(
-        self,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        name: str,
-        metadata: Mapping[str, str] | None = None,
-        *,
-        backup_type: str | None = None,
-        rotation: int | None = None,
-    ) -> str:
-        """Record a queued image of the server's disk and the task whose host
-        uploads it; the image's id. A backup (``backup_type`` given) keeps
-        ``rotation`` backups of that type, as Nova's createBackup."""
-        backup = backup_type is not None
-        if backup and (rotation is None or rotation < 0):
-            raise exception.Invalid(reason="rotation must be an integer of 0 or more")
-        action = "createBackup" if backup else "createImage"
-        task_state = TaskState.IMAGE_BACKUP if backup else TaskState.IMAGE_SNAPSHOT
-        image_id = str(uuid.uuid4())
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            _check_host_task(ctxt, row, action, task_state)
-            # Nova counts an image's metadata against metadata_items (403 past it).
-            await quotas.check_metadata(
-                conn, self.conf, project_id=row["project_id"], metadata=metadata
-            )
-            await images_db.create(
-                conn, await _snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
-            )
-            await instances_api.update(
-                conn,
-                instance_uuid,
-                {"task_state": task_state.value},
-                expected_vm_state=row["vm_state"],
-                expected_task_state=None,
-            )
-            payload = SnapshotPayload(
-                image_id=image_id,
-                image_type="backup" if backup else "snapshot",
-                backup_type=backup_type,
-                rotation=rotation,
-            )
-            task = await self.intents.start(
-                conn, ctxt, instance_uuid, TaskKind.SNAPSHOT, action, payload
-            )
-        await self.intents.kick(ctxt, [task["id"]])
-        return image_id
-
-    # -- single-row changes (no task) -----------------------------------------------------
-
-    async def update_server(
-        self, ctxt: RequestContext, instance_uuid: str, values: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Rename, describe, set access addresses or disk config; the new row.
-
-        ``values`` may hold ``display_name``, ``display_description`` and
-        ``system_metadata`` keys (merged into what the instance has).
-        """
-        allowed = {"display_name", "display_description", "system_metadata", "hostname"}
-        unknown = set(values) - allowed
-        if unknown:
-            raise exception.Invalid(reason=f"cannot update {', '.join(sorted(unknown))}")
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            data = dict(values)
-            if "system_metadata" in data:
-                data["system_metadata"] = {
-                    **(row["system_metadata"] or {}),
-                    **data["system_metadata"],
-                }
-            if not data:
-                return row
-            return await instances_api.update(conn, instance_uuid, data)
-
-    # -- tags (os-server-tags, 2.26) ---------------------------------------------------
-
-    @staticmethod
-    async def _taggable(conn: Connection, instance_uuid: str, action: str) -> None:
-        row = await instances_api.get_by_uuid(conn, instance_uuid)
-        if row["vm_state"] not in TAGGABLE_STATES:
-            raise exception.InstanceInvalidState(
-                action=action, instance_uuid=instance_uuid, attr="vm_state", state=row["vm_state"]
-            )
-
-    async def add_tag(self, ctxt: RequestContext, instance_uuid: str, tag: str) -> bool:
-        """Tag the server; False when it had the tag already."""
-        async with self.db.writer() as conn:
-            await self._taggable(conn, instance_uuid, "update tag")
-            return await tags_api.add(conn, instance_uuid, tag)
-
-    async def replace_tags(
-        self, ctxt: RequestContext, instance_uuid: str, tags: list[str]
-    ) -> list[str]:
-        """Make ``tags`` the server's only tags; them, sorted."""
-        async with self.db.writer() as conn:
-            await self._taggable(conn, instance_uuid, "update tags")
-            return await tags_api.replace(conn, instance_uuid, tags)
-
-    async def remove_tag(self, ctxt: RequestContext, instance_uuid: str, tag: str) -> None:
-        async with self.db.writer() as conn:
-            await self._taggable(conn, instance_uuid, "delete tag")
-            await tags_api.remove(conn, instance_uuid, tag)
-
-    async def remove_all_tags(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        async with self.db.writer() as conn:
-            await self._taggable(conn, instance_uuid, "delete tags")
-            await tags_api.remove_all(conn, instance_uuid)
-
-    async def lock_server(
-        self, ctxt: RequestContext, instance_uuid: str, reason: str | None = None
-    ) -> None:
-        """Lock against changes by non-admins; ``locked_by`` is owner or admin (as Nova).
-
-        ``reason`` (2.73) is kept in system metadata as Nova keeps it, and
-        goes with the lock.
-        """
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            locked_by = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
-            sysmeta = dict(row["system_metadata"] or {})
-            sysmeta.pop("locked_reason", None)
-            if reason is not None:
-                sysmeta["locked_reason"] = reason
-            await instances_api.update(
-                conn,
-                instance_uuid,
-                {"locked": True, "locked_by": locked_by.value, "system_metadata": sysmeta},
-            )
-            await self.intents.instant_action(conn, ctxt, instance_uuid, "lock")
-
-    async def unlock_server(
-        self, ctxt: RequestContext, instance_uuid: str, *, may_override: bool
-    ) -> None:
-        """Unlock; a lock taken by the other side (admin vs owner) needs ``may_override``."""
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            expected = LockedBy.OWNER if row["project_id"] == ctxt.project_id else LockedBy.ADMIN
-            if row["locked_by"] and row["locked_by"] != expected.value and not may_override:
-                raise exception.PolicyNotAuthorized(
-                    action="os_compute_api:os-lock-server:unlock:unlock_override"
-                )
-            sysmeta = dict(row["system_metadata"] or {})
-            sysmeta.pop("locked_reason", None)
-            await instances_api.update(
-                conn,
-                instance_uuid,
-                {"locked": False, "locked_by": None, "system_metadata": sysmeta},
-            )
-            await self.intents.instant_action(conn, ctxt, instance_uuid, "unlock")
-
-    async def clear_password(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Forget the password the guest posted (``DELETE os-server-password``):
-        it may post a new one then. Nova records no instance action for it."""
-        async with self.db.writer() as conn:
-            await metadata_api.set_password(conn, instance_uuid, "", only_if_unset=False)
-
-    async def reset_state(self, ctxt: RequestContext, instance_uuid: str, state: str) -> None:
-        """Admin repair: set vm_state (active or error) and clear task_state, no task.
-
-        Outside the state table on purpose (Nova's ``admin_state_reset``): it
-        is how an operator gets an instance out of a state nothing else leaves.
-        """
-        vm_state = VMState(state)
-        if vm_state not in RESET_STATES:
-            raise exception.Invalid(reason=f"cannot reset an instance to {state}")
-        async with self.db.writer() as conn:
-            await instances_api.get_by_uuid(conn, instance_uuid)
-            await instances_api.update(
-                conn, instance_uuid, {"vm_state": vm_state.value, "task_state": None}
-            )
-            await self.intents.instant_action(conn, ctxt, instance_uuid, "reset_state")
-
-
-#: Properties of the server's image a snapshot does not inherit: the ones
-#: that describe that image's own data or history (Nova leaves them out too).
-_NOT_INHERITED = frozenset(
-    {"image_type", "instance_uuid", "user_id", "base_image_ref", "backup_type"}
-)
-
-
-async def _snapshot_record(
-    conn: Connection,
-    ctxt: RequestContext,
-    row: Mapping[str, Any],
-    image_id: str,
-    name: str,
-    metadata: Mapping[str, str] | None,
-    backup_type: str | None,
-) -> dict[str, Any]:
-    """The queued image of a createImage or createBackup, as Nova makes it:
-    the server's image's formats, minimums and properties, then Nova's
-    snapshot properties, then the request's metadata."""
-    base: dict[str, Any] = {}
-    if row["image_ref"]:
-        try:
-            base = await images_db.get(conn, row["image_ref"])
-        except exception.ImageNotFound:
-            base = {}  # deleted since the boot: the snapshot stands alone
-    properties = {
-        k: v for k, v in (base.get("properties") or {}).items() if k not in _NOT_INHERITED
-    }
-    properties.update(
-        image_type="backup" if backup_type is not None else "snapshot",
-        instance_uuid=row["uuid"],
-        user_id=ctxt.user_id,
-    )
-    if row["image_ref"]:
-        properties["base_image_ref"] = row["image_ref"]
-    if backup_type is not None:
-        properties["backup_type"] = backup_type
-    properties.update(metadata or {})
-    return {
-        "id": image_id,
-        "name": name,
-        "owner": ctxt.project_id,
-        "status": "queued",
-        "visibility": "private",
-        "protected": False,
-        "os_hidden": False,
-        "disk_format": base.get("disk_format"),
-        "container_format": base.get("container_format"),
-        "min_disk": max(int(base.get("min_disk") or 0), int(row["root_gb"] or 0)),
-        "min_ram": int(base.get("min_ram") or 0),
-        "tags": [],
-        "properties": properties,
-        "created_at": utcnow(),
-    }
-
-
-def _check_host_task(
-    ctxt: RequestContext, row: dict[str, Any], action: str, task_state: TaskState
-) -> None:
-    """May ``action`` start a task on the instance's host: not locked against
-    the caller, no task running (a task_state), a vm_state the action starts
-    from, and a host to run it on."""
-    instance_rules.check_lock(ctxt, row)
-    instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
-    if row["task_state"] is not None:
-        raise exception.InstanceInvalidState(
-            action=action,
-            instance_uuid=row["uuid"],
-            attr="task_state",
-            state=row["task_state"],
-        )
-    if not row["host"]:
-        raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")

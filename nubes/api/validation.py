@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -175,6 +176,35 @@ def query_int(
             field=name, reason=f"must be between {minimum} and {maximum}"
         )
     return value
+
+
+def refuse_unknown_query(request: Request, known: Collection[str]) -> None:
+    """Nova's 400 for a query parameter its schema does not name (a query
+    schema with ``additionalProperties: False``); the first, in order, is named."""
+    unknown = sorted(set(request.query_params.keys()) - set(known))
+    if unknown:
+        name = unknown[0]
+        raise exception.Invalid(
+            message=f"Invalid input for query parameters {name}. Value: "
+            f"{request.query_params[name]}. Additional properties are not allowed "
+            f"('{name}' was unexpected)"
+        )
+
+
+#: A name filter without any of these is a plain substring (matched in SQL).
+_REGEX_CHARS = frozenset(".^$*+?{}[]\\|()")
+
+
+def name_filter(field: str, value: str) -> str | re.Pattern[str]:
+    """A ``name`` filter as Nova applies it (its database's REGEXP): the text
+    itself when it holds no regular expression syntax (a substring, matched in
+    SQL), else the compiled expression; one that does not compile is a 400."""
+    if _REGEX_CHARS.isdisjoint(value):
+        return value
+    try:
+        return re.compile(value)
+    except re.error:
+        raise exception.Invalid(message=f"Invalid filter field: {field} ({value}).") from None
 
 
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")

@@ -51,6 +51,7 @@ from nubes.api.compute_v21 import (
     simple_tenant_usage,
     versions,
     volume_attachments,
+    volumes_boot,
 )
 from nubes.api.middleware import service_app
 from nubes.api.state import ApiState
@@ -88,6 +89,7 @@ RESOURCES = [
     extensions,
     instance_usage_audit_log,
     images,
+    volumes_boot,
 ]
 
 #: Paths (relative to /compute) that need no token.

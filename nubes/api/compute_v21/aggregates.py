@@ -294,9 +294,9 @@ async def images(request: Request) -> Response:
 
 ROUTES = [
     Route("/os-aggregates/{aggregate_id}/images", images, methods=["POST"]),
-    Route("/os-aggregates", index, methods=["GET"]),
+    Route("/os-aggregates", common.no_query(index), methods=["GET"]),
     Route("/os-aggregates", create, methods=["POST"]),
-    Route("/os-aggregates/{aggregate_id}", show, methods=["GET"]),
+    Route("/os-aggregates/{aggregate_id}", common.no_query(show), methods=["GET"]),
     Route("/os-aggregates/{aggregate_id}", update, methods=["PUT"]),
     Route("/os-aggregates/{aggregate_id}", delete, methods=["DELETE"]),
     Route("/os-aggregates/{aggregate_id}/action", action, methods=["POST"]),

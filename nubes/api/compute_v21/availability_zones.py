@@ -58,6 +58,6 @@ async def detail(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-availability-zone", index, methods=["GET"]),
-    Route("/os-availability-zone/detail", detail, methods=["GET"]),
+    Route("/os-availability-zone", common.no_query(index), methods=["GET"]),
+    Route("/os-availability-zone/detail", common.no_query(detail), methods=["GET"]),
 ]

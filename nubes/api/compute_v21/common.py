@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from nubes import exception
 from nubes.api import microversion, policy
 from nubes.api.microversion import APIVersion
 from nubes.api.middleware import api_state, request_context
-from nubes.api.validation import query_int
+from nubes.api.validation import query_int, refuse_unknown_query
 
 PREFIX = "/compute/v2.1"
 
@@ -23,12 +24,49 @@ PREFIX = "/compute/v2.1"
 ActionHandler = Callable[[Request, dict[str, Any], Any], Awaitable[Response | None]]
 
 
+#: A route's handler.
+Handler = Callable[[Request], Awaitable[Response]]
+
 state = api_state
 ctx = request_context
+
+#: From this version a GET that takes no query parameter refuses any (Nova
+#: made its empty query schemas strict); before, one is ignored.
+STRICT_QUERY_FROM = "2.102"
 
 
 def version(request: Request) -> APIVersion:
     return getattr(request.state, "version", microversion.MIN)
+
+
+def known_query(handler: Handler, by_version: Mapping[str, Collection[str]]) -> Handler:
+    """``handler`` behind Nova's query schemas: from each version of
+    ``by_version`` on, a query parameter outside the names it maps to is a 400,
+    found before anything is looked up (Nova validates the query first);
+    before the first version, an unknown one is ignored."""
+    steps = sorted(
+        (
+            (microversion.APIVersion.parse(since), frozenset(names))
+            for since, names in by_version.items()
+        ),
+        reverse=True,
+    )
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        current = version(request)
+        for since, names in steps:
+            if current >= since:
+                refuse_unknown_query(request, names)
+                break
+        return await handler(request)
+
+    return checked
+
+
+def no_query(handler: Handler) -> Handler:
+    """``handler`` of a GET that takes no query parameter: from 2.102 one is a 400."""
+    return known_query(handler, {STRICT_QUERY_FROM: ()})
 
 
 def authorize(

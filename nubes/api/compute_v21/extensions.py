@@ -93,6 +93,6 @@ async def show(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/extensions", index, methods=["GET"]),
-    Route("/extensions/{alias}", show, methods=["GET"]),
+    Route("/extensions", common.no_query(index), methods=["GET"]),
+    Route("/extensions/{alias}", common.no_query(show), methods=["GET"]),
 ]

@@ -1,7 +1,13 @@
-"""Flavors: list, detail, show, create, update (2.55), delete, extra specs, access lists."""
+"""Flavors: list, detail, show, create, update (2.55), delete, extra specs, access lists.
+
+2.102 drops what nova-network left behind: ``rxtx_factor`` and
+``OS-FLV-DISABLED:disabled`` leave the bodies, ``rxtx_factor`` the create
+and the sort keys; the list takes a ``name`` filter instead.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -39,10 +45,10 @@ DETAIL = View(
     Field("swap", lambda r, _: r["swap"] or "", max="2.74"),
     Field("swap", lambda r, _: r["swap"], min="2.75"),
     Field("OS-FLV-EXT-DATA:ephemeral", lambda r, _: r["ephemeral_gb"]),
-    Field("OS-FLV-DISABLED:disabled", lambda r, _: r["disabled"]),
+    Field("OS-FLV-DISABLED:disabled", lambda r, _: r["disabled"], max="2.101"),
     Field("vcpus"),
     Field("os-flavor-access:is_public", lambda r, _: r["is_public"]),
-    Field("rxtx_factor"),
+    Field("rxtx_factor", max="2.101"),
     Field("links", lambda r, req: _links(r, req)),
     Field("description", min="2.55"),
     Field("extra_specs", lambda r, _: dict(r["extra_specs"]), min="2.61"),
@@ -92,9 +98,14 @@ def _create_schema(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_CREATE_PROPS_255 = {**_CREATE_PROPS, "description": v.DESCRIPTION}
 CREATE: v.Versioned = [
     (("2.1", "2.54"), _create_schema(_CREATE_PROPS)),
-    (("2.55", None), _create_schema({**_CREATE_PROPS, "description": v.DESCRIPTION})),
+    (("2.55", "2.101"), _create_schema(_CREATE_PROPS_255)),
+    (
+        ("2.102", None),
+        _create_schema({k: s for k, s in _CREATE_PROPS_255.items() if k != "rxtx_factor"}),
+    ),
 ]
 UPDATE = {
     "type": "object",
@@ -190,11 +201,30 @@ SORT_KEYS = (
     "vcpu_weight",
     "vcpus",
 )
+#: What the list's query may hold (Nova's index_query): from 2.75 nothing else.
+LIST_QUERY = ("limit", "marker", "is_public", "minRam", "minDisk", "sort_key", "sort_dir")
+#: The version that adds the name filter and drops the ``rxtx_factor`` sort key.
+NAME_FILTER_FROM = "2.102"
+
+
+def _list_query(request: Request) -> tuple[str | re.Pattern[str] | None, tuple[str, ...]]:
+    """(the name filter, the valid sort keys) at the request's version,
+    refusing a parameter the version does not know (from 2.75)."""
+    version = common.version(request)
+    if version.at_least(NAME_FILTER_FROM):
+        v.refuse_unknown_query(request, (*LIST_QUERY, "name"))
+        name = request.query_params.get("name")
+        wanted = None if name is None else v.name_filter("name", name)
+        return wanted, tuple(k for k in SORT_KEYS if k != "rxtx_factor")
+    if version.at_least("2.75"):
+        v.refuse_unknown_query(request, LIST_QUERY)
+    return None, SORT_KEYS
 
 
 async def _list(request: Request, view: View) -> Response:
     params = request.query_params
     admin = common.is_admin(request)
+    name, sort_keys = _list_query(request)
     is_public: bool | None = True
     if admin and "is_public" in params:
         raw = params["is_public"]
@@ -203,7 +233,7 @@ async def _list(request: Request, view: View) -> Response:
     min_disk = v.query_int(request, "minDisk")
     sort_key = params.get("sort_key", "flavorid")
     sort_dir = params.get("sort_dir", "asc")
-    if sort_key not in SORT_KEYS:
+    if sort_key not in sort_keys:
         raise common.bad_request(f"Invalid sort_key {sort_key}")
     if sort_dir not in ("asc", "desc"):
         raise common.bad_request(f"Invalid sort_dir {sort_dir}")
@@ -221,13 +251,18 @@ async def _list(request: Request, view: View) -> Response:
                 min_memory_mb=min_ram,
                 min_root_gb=min_disk,
                 disabled=None if admin else False,
+                name_like=name if isinstance(name, str) else None,
                 sort_key=sort_key,
                 sort_dir="desc" if sort_dir == "desc" else "asc",
-                limit=limit,
+                # A regular expression is matched here, after the query: the
+                # page is cut once it has been.
+                limit=None if isinstance(name, re.Pattern) else limit,
                 marker=params.get("marker"),
             )
         except exception.MarkerNotFound:
             raise common.bad_request(f"marker [{params.get('marker')}] not found") from None
+    if isinstance(name, re.Pattern):
+        rows = [r for r in rows if name.search(r["name"])][:limit]
     version = common.version(request)
     body: dict[str, Any] = {"flavors": [view.render(r, version, request) for r in rows]}
     if rows and len(rows) == limit:
@@ -423,14 +458,16 @@ ROUTES = [
     Route("/flavors", index, methods=["GET"]),
     Route("/flavors", create, methods=["POST"]),
     Route("/flavors/detail", detail, methods=["GET"]),
-    Route("/flavors/{flavor_id}", show, methods=["GET"]),
+    Route("/flavors/{flavor_id}", common.no_query(show), methods=["GET"]),
     Route("/flavors/{flavor_id}", update, methods=["PUT"]),
     Route("/flavors/{flavor_id}", delete, methods=["DELETE"]),
     Route("/flavors/{flavor_id}/action", action, methods=["POST"]),
-    Route("/flavors/{flavor_id}/os-flavor-access", access_index, methods=["GET"]),
-    Route("/flavors/{flavor_id}/os-extra_specs", specs_index, methods=["GET"]),
+    Route("/flavors/{flavor_id}/os-flavor-access", common.no_query(access_index), methods=["GET"]),
+    Route("/flavors/{flavor_id}/os-extra_specs", common.no_query(specs_index), methods=["GET"]),
     Route("/flavors/{flavor_id}/os-extra_specs", specs_create, methods=["POST"]),
-    Route("/flavors/{flavor_id}/os-extra_specs/{key}", specs_show, methods=["GET"]),
+    Route(
+        "/flavors/{flavor_id}/os-extra_specs/{key}", common.no_query(specs_show), methods=["GET"]
+    ),
     Route("/flavors/{flavor_id}/os-extra_specs/{key}", specs_update, methods=["PUT"]),
     Route("/flavors/{flavor_id}/os-extra_specs/{key}", specs_delete, methods=["DELETE"]),
 ]

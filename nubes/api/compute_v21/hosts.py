@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -72,6 +73,15 @@ def zone_of(row: dict[str, Any], zones: dict[str, str], conf: cfg.ConfigOpts) ->
     if row["binary"] != "compute":
         return str(conf.api.internal_service_availability_zone)
     return zones.get(row["host"], str(conf.api.default_availability_zone))
+
+
+def instance_zone(row: Mapping[str, Any], zones: Mapping[str, str], conf: cfg.ConfigOpts) -> str:
+    """The zone an instance is in (``OS-EXT-AZ:availability_zone``): its
+    host's; without a host, the one it is pinned to (or none)."""
+    host = row.get("host")
+    if not host:
+        return str(row.get("availability_zone") or "")
+    return zones.get(host, str(conf.api.default_availability_zone))
 
 
 async def all_services(conn: Connection, *, binary: str | None = None) -> list[dict[str, Any]]:

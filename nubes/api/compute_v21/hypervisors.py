@@ -320,11 +320,19 @@ async def statistics(request: Request) -> Response:
     return common.json({"hypervisor_statistics": stats})
 
 
+#: Nova's list query from 2.53 (nothing else is taken).
+LIST_QUERY = {"2.53": ("limit", "marker", "hypervisor_hostname_pattern", "with_servers")}
+
+
 ROUTES = [
-    Route("/os-hypervisors", index, methods=["GET"]),
-    Route("/os-hypervisors/detail", detail, methods=["GET"]),
+    Route("/os-hypervisors", common.known_query(index, LIST_QUERY), methods=["GET"]),
+    Route("/os-hypervisors/detail", common.known_query(detail, LIST_QUERY), methods=["GET"]),
     Route("/os-hypervisors/statistics", statistics, methods=["GET"]),
-    Route("/os-hypervisors/{hypervisor_id}", show, methods=["GET"]),
+    Route(
+        "/os-hypervisors/{hypervisor_id}",
+        common.known_query(show, {"2.53": ("with_servers",)}),
+        methods=["GET"],
+    ),
     Route("/os-hypervisors/{hypervisor_id}/uptime", uptime, methods=["GET"]),
     Route("/os-hypervisors/{pattern}/search", search, methods=["GET"]),
     Route("/os-hypervisors/{pattern}/servers", servers, methods=["GET"]),

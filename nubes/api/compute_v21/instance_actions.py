@@ -118,7 +118,22 @@ async def show(request: Request) -> Response:
     return common.json({"instanceAction": action})
 
 
+#: Nova's list query: paging and changes-since from 2.58 (nothing else), changes-before from 2.66.
+ACTIONS_QUERY = {
+    "2.58": ("limit", "marker", "changes-since"),
+    "2.66": ("limit", "marker", "changes-since", "changes-before"),
+}
+
+
 ROUTES = [
-    Route("/servers/{server_id}/os-instance-actions", index, methods=["GET"]),
-    Route("/servers/{server_id}/os-instance-actions/{request_id}", show, methods=["GET"]),
+    Route(
+        "/servers/{server_id}/os-instance-actions",
+        common.known_query(index, ACTIONS_QUERY),
+        methods=["GET"],
+    ),
+    Route(
+        "/servers/{server_id}/os-instance-actions/{request_id}",
+        common.no_query(show),
+        methods=["GET"],
+    ),
 ]

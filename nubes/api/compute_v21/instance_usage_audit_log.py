@@ -76,6 +76,6 @@ async def show(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-instance_usage_audit_log", index, methods=["GET"]),
-    Route("/os-instance_usage_audit_log/{before}", show, methods=["GET"]),
+    Route("/os-instance_usage_audit_log", common.no_query(index), methods=["GET"]),
+    Route("/os-instance_usage_audit_log/{before}", common.no_query(show), methods=["GET"]),
 ]

@@ -161,8 +161,16 @@ async def delete(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-keypairs", index, methods=["GET"]),
+    Route(
+        "/os-keypairs",
+        common.known_query(index, {"2.75": ("user_id", "limit", "marker")}),
+        methods=["GET"],
+    ),
     Route("/os-keypairs", create, methods=["POST"]),
-    Route("/os-keypairs/{name}", show, methods=["GET"]),
-    Route("/os-keypairs/{name}", delete, methods=["DELETE"]),
+    Route("/os-keypairs/{name}", common.known_query(show, {"2.75": ("user_id",)}), methods=["GET"]),
+    Route(
+        "/os-keypairs/{name}",
+        common.known_query(delete, {"2.75": ("user_id",)}),
+        methods=["DELETE"],
+    ),
 ]

@@ -65,4 +65,4 @@ async def index(request: Request) -> Response:
     return common.json({"limits": {"rate": [], "absolute": absolute}})
 
 
-ROUTES = [Route("/limits", index, methods=["GET"])]
+ROUTES = [Route("/limits", common.known_query(index, {"2.75": ("tenant_id",)}), methods=["GET"])]

@@ -135,13 +135,7 @@ async def index(request: Request) -> Response:
         if version.at_least(since):
             known |= set(names)
     if paged:
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise _query_error(
-                unknown[0],
-                params[unknown[0]],
-                f"Additional properties are not allowed ('{unknown[0]}' was unexpected)",
-            )
+        v.refuse_unknown_query(request, known)
     filters: dict[str, Any] = {
         name: params.getlist(name)[-1]
         for name in ("host", "status", "instance_uuid", "source_compute", "migration_type")
@@ -273,8 +267,12 @@ async def server_action(request: Request) -> Response:
 
 ROUTES = [
     Route("/os-migrations", index, methods=["GET"]),
-    Route("/servers/{server_id}/migrations", server_index, methods=["GET"]),
-    Route("/servers/{server_id}/migrations/{migration_id}", server_show, methods=["GET"]),
+    Route("/servers/{server_id}/migrations", common.no_query(server_index), methods=["GET"]),
+    Route(
+        "/servers/{server_id}/migrations/{migration_id}",
+        common.no_query(server_show),
+        methods=["GET"],
+    ),
     Route("/servers/{server_id}/migrations/{migration_id}", server_delete, methods=["DELETE"]),
     Route("/servers/{server_id}/migrations/{migration_id}/action", server_action, methods=["POST"]),
 ]

@@ -232,12 +232,22 @@ async def class_update(request: Request) -> Response:
     return common.json({"quota_class_set": _values(shown, current, lambda _, limit: limit)})
 
 
+#: Nova's quota-set query (show, detail, update, delete): only ``user_id`` from 2.75.
+USER_QUERY = {"2.75": ("user_id",)}
+
+
 ROUTES = [
-    Route("/os-quota-sets/{project_id}", show, methods=["GET"]),
-    Route("/os-quota-sets/{project_id}", update, methods=["PUT"]),
-    Route("/os-quota-sets/{project_id}", delete, methods=["DELETE"]),
-    Route("/os-quota-sets/{project_id}/detail", detail, methods=["GET"]),
+    Route("/os-quota-sets/{project_id}", common.known_query(show, USER_QUERY), methods=["GET"]),
+    Route("/os-quota-sets/{project_id}", common.known_query(update, USER_QUERY), methods=["PUT"]),
+    Route(
+        "/os-quota-sets/{project_id}", common.known_query(delete, USER_QUERY), methods=["DELETE"]
+    ),
+    Route(
+        "/os-quota-sets/{project_id}/detail",
+        common.known_query(detail, USER_QUERY),
+        methods=["GET"],
+    ),
     Route("/os-quota-sets/{project_id}/defaults", defaults, methods=["GET"]),
-    Route("/os-quota-class-sets/{class_name}", class_show, methods=["GET"]),
+    Route("/os-quota-class-sets/{class_name}", common.no_query(class_show), methods=["GET"]),
     Route("/os-quota-class-sets/{class_name}", class_update, methods=["PUT"]),
 ]

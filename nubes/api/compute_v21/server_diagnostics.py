@@ -66,4 +66,4 @@ async def show(request: Request) -> Response:
     return common.json(legacy(diags))
 
 
-ROUTES = [Route("/servers/{server_id}/diagnostics", show, methods=["GET"])]
+ROUTES = [Route("/servers/{server_id}/diagnostics", common.no_query(show), methods=["GET"])]

@@ -166,8 +166,12 @@ async def delete(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-server-groups", index, methods=["GET"]),
+    Route(
+        "/os-server-groups",
+        common.known_query(index, {"2.75": ("all_projects", "limit", "offset")}),
+        methods=["GET"],
+    ),
     Route("/os-server-groups", create, methods=["POST"]),
-    Route("/os-server-groups/{group_id}", show, methods=["GET"]),
+    Route("/os-server-groups/{group_id}", common.no_query(show), methods=["GET"]),
     Route("/os-server-groups/{group_id}", delete, methods=["DELETE"]),
 ]

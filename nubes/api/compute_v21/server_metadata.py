@@ -95,10 +95,10 @@ async def delete(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/servers/{server_id}/metadata", index, methods=["GET"]),
+    Route("/servers/{server_id}/metadata", common.no_query(index), methods=["GET"]),
     Route("/servers/{server_id}/metadata", create, methods=["POST"]),
     Route("/servers/{server_id}/metadata", update_all, methods=["PUT"]),
-    Route("/servers/{server_id}/metadata/{key}", show, methods=["GET"]),
+    Route("/servers/{server_id}/metadata/{key}", common.no_query(show), methods=["GET"]),
     Route("/servers/{server_id}/metadata/{key}", update, methods=["PUT"]),
     Route("/servers/{server_id}/metadata/{key}", delete, methods=["DELETE"]),
 ]

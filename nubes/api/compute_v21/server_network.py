@@ -221,9 +221,11 @@ ACTIONS: dict[str, common.ActionHandler] = {
 }
 
 ROUTES = [
-    Route("/servers/{server_id}/os-interface", index, methods=["GET"]),
+    Route("/servers/{server_id}/os-interface", common.no_query(index), methods=["GET"]),
     Route("/servers/{server_id}/os-interface", create, methods=["POST"]),
-    Route("/servers/{server_id}/os-interface/{port_id}", show, methods=["GET"]),
+    Route("/servers/{server_id}/os-interface/{port_id}", common.no_query(show), methods=["GET"]),
     Route("/servers/{server_id}/os-interface/{port_id}", delete, methods=["DELETE"]),
-    Route("/servers/{server_id}/os-security-groups", security_groups, methods=["GET"]),
+    Route(
+        "/servers/{server_id}/os-security-groups", common.no_query(security_groups), methods=["GET"]
+    ),
 ]

@@ -30,6 +30,6 @@ async def clear(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/servers/{server_id}/os-server-password", show, methods=["GET"]),
+    Route("/servers/{server_id}/os-server-password", common.no_query(show), methods=["GET"]),
     Route("/servers/{server_id}/os-server-password", clear, methods=["DELETE"]),
 ]

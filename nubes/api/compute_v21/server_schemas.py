@@ -260,7 +260,13 @@ CREATE: v.Versioned = [
 ]
 
 
-def _update(description: bool, hostname: dict[str, Any] | None = None) -> dict[str, Any]:
+#: 2.104: the zone to pin the server to, or null to unpin it (Nova's name_or_none).
+_PINNED_ZONE = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}]}
+
+
+def _update(
+    description: bool, hostname: dict[str, Any] | None = None, *, pin: bool = False
+) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": v.NAME,
         "OS-DCF:diskConfig": _DISK_CONFIG,
@@ -271,6 +277,8 @@ def _update(description: bool, hostname: dict[str, Any] | None = None) -> dict[s
         props["description"] = _DESCRIPTION
     if hostname is not None:
         props["hostname"] = hostname
+    if pin:
+        props["pinned_availability_zone"] = _PINNED_ZONE
     return {
         "type": "object",
         "properties": {
@@ -285,7 +293,8 @@ UPDATE: v.Versioned = [
     (("2.1", "2.18"), _update(False)),
     (("2.19", "2.89"), _update(True)),
     (("2.90", "2.93"), _update(True, HOSTNAME)),
-    (("2.94", None), _update(True, FQDN)),
+    (("2.94", "2.103"), _update(True, FQDN)),
+    (("2.104", None), _update(True, FQDN, pin=True)),
 ]
 
 #: 2.73: a lock may say why (Nova's lock_server schema).

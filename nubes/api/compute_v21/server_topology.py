@@ -24,4 +24,4 @@ async def index(request: Request) -> Response:
     return common.json({"nodes": [], "pagesize_kb": None})
 
 
-ROUTES = [Route("/servers/{server_id}/topology", index, methods=["GET"])]
+ROUTES = [Route("/servers/{server_id}/topology", common.no_query(index), methods=["GET"])]

@@ -18,7 +18,7 @@ from oslo_config import cfg
 from starlette.requests import Request
 
 from nubes.api import instance_rules
-from nubes.api.compute_v21 import common
+from nubes.api.compute_v21 import common, hosts
 from nubes.api.views import Field, View, iso_z, nova_time
 from nubes.objects.states import TaskState as T
 from nubes.objects.states import VMState as V
@@ -205,10 +205,7 @@ def _progress(r: Mapping[str, Any], x: ServerContext) -> Any:
 
 
 def _az(r: Mapping[str, Any], x: ServerContext) -> str:
-    host = r.get("host")
-    if not host:
-        return str(r.get("availability_zone") or "")
-    return x.zones.get(host, str(x.conf.api.default_availability_zone))
+    return hosts.instance_zone(r, x.zones, x.conf)
 
 
 def _config_drive(r: Mapping[str, Any], _: ServerContext) -> str:

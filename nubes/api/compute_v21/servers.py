@@ -125,8 +125,6 @@ _ADMIN_EXACT = {
 #: Filters Nova matches as a regular expression against the column's text
 #: (its database's REGEXP on a number or a time), done here in Python.
 _REGEX_COLUMNS = ("progress", "created_at", "launched_at", "terminated_at")
-#: A name filter without these is a plain substring (done in SQL).
-_REGEX_CHARS = set(".^$*+?{}[]\\|()")
 
 
 def _api(request: Request) -> ServersAPI:
@@ -252,13 +250,7 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
     if version.at_least("2.26"):
         allowed |= set(tags_db.FILTERS)
     if version.at_least("2.75"):
-        unknown = sorted(set(params.keys()) - KNOWN_QUERY)
-        if unknown:
-            raise common.bad_request(
-                f"Invalid input for query parameters {unknown[0]}. Value: "
-                f"{params[unknown[0]]}. Additional properties are not allowed "
-                f"('{unknown[0]}' was unexpected)"
-            )
+        v.refuse_unknown_query(request, KNOWN_QUERY)
     for key in set(params.keys()) - set(_NOT_FILTERS):
         values = params.getlist(key)
         value = values[-1]
@@ -281,13 +273,11 @@ def _filters(request: Request, is_detail: bool) -> tuple[dict[str, Any], dict[st
             if "default" not in task_states:
                 sql["task_state"] = task_states
         elif key == "name":
-            if _REGEX_CHARS.isdisjoint(value):
-                sql["name"] = value
+            wanted = v.name_filter(key, value)
+            if isinstance(wanted, str):
+                sql["name"] = wanted
             else:
-                try:
-                    python["name"] = re.compile(value)
-                except re.error:
-                    raise common.bad_request(f"Invalid filter field: name ({value}).") from None
+                python["name"] = wanted
         elif key == "image":
             sql["image_ref"] = value.rstrip("/").rsplit("/", 1)[-1]
         elif key == "flavor":
@@ -683,7 +673,13 @@ async def update(request: Request) -> Response:
     sysmeta = server_params.sysmeta_from(server)
     if sysmeta:
         values["system_metadata"] = sysmeta
-    row = await _api(request).update_server(common.ctx(request), row["uuid"], values)
+    pin = None
+    if "pinned_availability_zone" in server:  # only in the 2.104 schema
+        async with common.state(request).db.reader() as conn:
+            zones = await hosts.host_zones(conn)
+        current = hosts.instance_zone(row, zones, common.state(request).conf)
+        pin = (server["pinned_availability_zone"], current)
+    row = await _api(request).update_server(common.ctx(request), row["uuid"], values, pin=pin)
     x = await server_context(request, [row], body_mode(request), one=True)
     return common.json({"server": views.render(views.SERVER, row, x)})
 
@@ -724,11 +720,13 @@ async def ips_of_network(request: Request) -> Response:
 
 ROUTES = [
     Route("/servers", index, methods=["GET"]),
-    Route("/servers/{server_id}/ips", ips, methods=["GET"]),
-    Route("/servers/{server_id}/ips/{network_label}", ips_of_network, methods=["GET"]),
+    Route("/servers/{server_id}/ips", common.no_query(ips), methods=["GET"]),
+    Route(
+        "/servers/{server_id}/ips/{network_label}", common.no_query(ips_of_network), methods=["GET"]
+    ),
     Route("/servers", create, methods=["POST"]),
     Route("/servers/detail", detail, methods=["GET"]),
-    Route("/servers/{server_id}", show, methods=["GET"]),
+    Route("/servers/{server_id}", common.no_query(show), methods=["GET"]),
     Route("/servers/{server_id}", update, methods=["PUT"]),
     Route("/servers/{server_id}", delete, methods=["DELETE"]),
 ]

@@ -186,7 +186,7 @@ async def delete(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-services", index, methods=["GET"]),
+    Route("/os-services", common.known_query(index, {"2.75": ("host", "binary")}), methods=["GET"]),
     Route("/os-services/{service_id}", update, methods=["PUT"]),
     Route("/os-services/{service_id}", delete, methods=["DELETE"]),
 ]

@@ -166,6 +166,14 @@ async def show(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/os-simple-tenant-usage", index, methods=["GET"]),
-    Route("/os-simple-tenant-usage/{tenant_id}", show, methods=["GET"]),
+    Route(
+        "/os-simple-tenant-usage",
+        common.known_query(index, {"2.75": ("start", "end", "detailed", "limit", "marker")}),
+        methods=["GET"],
+    ),
+    Route(
+        "/os-simple-tenant-usage/{tenant_id}",
+        common.known_query(show, {"2.75": ("start", "end", "limit", "marker")}),
+        methods=["GET"],
+    ),
 ]

@@ -6,7 +6,9 @@ attach. So the list is empty, and naming a volume is Nova's 404 for a
 volume the block storage service does not know, or for one that is not
 attached. Request bodies are still checked per version (2.49 ``tag``,
 2.79 ``delete_on_termination``; 2.85 lets ``PUT`` change the latter), so a
-malformed request is a 400 as in Nova.
+malformed request is a 400 as in Nova. 2.101 changes only a successful
+attach (202 and no body, instead of the attachment): with no volume to
+attach, every attach is the 404 at every version.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ async def delete(request: Request) -> Response:
 
 _PATH = "/servers/{server_id}/os-volume_attachments"
 ROUTES = [
-    Route(_PATH, index, methods=["GET"]),
+    Route(_PATH, common.known_query(index, {"2.75": ("limit", "offset")}), methods=["GET"]),
     Route(_PATH, create, methods=["POST"]),
     Route(f"{_PATH}/{{volume_id}}", show, methods=["GET"]),
     Route(f"{_PATH}/{{volume_id}}", update, methods=["PUT"]),

@@ -71,6 +71,17 @@ def to_row(mapping: RowMapping) -> Row:
     return dict(mapping)
 
 
+#: The escape character of :func:`like_pattern`'s patterns (pass as ``escape=``).
+LIKE_ESCAPE = "\\"
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%`` and ``_`` literal:
+    a name filter without a regular expression's characters is a substring."""
+    escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def live(table: Table) -> ColumnElement[bool]:
     return table.c.deleted == NOT_DELETED
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
 from nubes.db.api._common import (
+    LIKE_ESCAPE,
     ReadDeleted,
     Row,
     SortDir,
@@ -24,6 +25,7 @@ from nubes.db.api._common import (
     fetch_all,
     fetch_one,
     insert_row,
+    like_pattern,
     live,
     now_or,
     paginate,
@@ -128,6 +130,7 @@ async def get_all(
     min_memory_mb: int | None = None,
     min_root_gb: int | None = None,
     disabled: bool | None = None,
+    name_like: str | None = None,
     sort_key: str = DEFAULT_SORT_KEY,
     sort_dir: SortDir = "asc",
     limit: int | None = None,
@@ -135,7 +138,8 @@ async def get_all(
 ) -> list[Row]:
     """A page of flavors. ``project_id`` with ``is_public=None``: the public
     ones plus the private ones that project has access to (Nova's listing).
-    ``marker`` is the flavorid of the last flavor of the previous page.
+    ``marker`` is the flavorid of the last flavor of the previous page;
+    ``name_like``: only names holding that text.
     """
     check_sort_keys([sort_key], SORT_KEYS)
     stmt = select(_f).where(live(_f))
@@ -155,6 +159,8 @@ async def get_all(
         stmt = stmt.where(_f.c.root_gb >= min_root_gb)
     if disabled is not None:
         stmt = stmt.where(_f.c.disabled.is_(disabled))
+    if name_like is not None:
+        stmt = stmt.where(_f.c.name.like(like_pattern(name_like), escape=LIKE_ESCAPE))
     marker_row = None
     if marker is not None:
         marker_row = await fetch_one(conn, select(_f).where(_f.c.flavorid == marker, live(_f)))

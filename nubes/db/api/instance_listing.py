@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nubes import exception
 from nubes.db.api import tags as tags_api
 from nubes.db.api._common import (
+    LIKE_ESCAPE,
     ReadDeleted,
     Row,
     SortDir,
     check_sort_keys,
     fetch_all,
     fetch_one,
+    like_pattern,
     match_clause,
     paginate,
     where_deleted,
@@ -85,13 +87,6 @@ SPECIAL_FILTERS = frozenset(
     {"name", "changes_since", "changes_before", "deleted", "flavorid", *tags_api.FILTERS}
 )
 
-_LIKE_ESCAPE = "\\"
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2).replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
 
 def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool]], bool | None]:
     clauses: list[ColumnElement[bool]] = []
@@ -100,7 +95,9 @@ def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool
         if key in EXACT_FILTERS:
             clauses.append(match_clause(instances.c[key], value))
         elif key == "name":
-            clauses.append(instances.c.display_name.like(_like_pattern(str(value)), escape="\\"))
+            clauses.append(
+                instances.c.display_name.like(like_pattern(str(value)), escape=LIKE_ESCAPE)
+            )
         elif key == "changes_since":
             stamp = func.coalesce(instances.c.updated_at, instances.c.created_at)
             clauses.append(stamp >= value)
@@ -113,7 +110,7 @@ def _filter_clauses(filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool
             # The snapshot is canonical JSON (sorted keys, no spaces): match its text.
             needle = '"flavorid":' + json.dumps(str(value))
             clauses.append(
-                type_coerce(instances.c.flavor, Text).like(_like_pattern(needle), escape="\\")
+                type_coerce(instances.c.flavor, Text).like(like_pattern(needle), escape=LIKE_ESCAPE)
             )
         elif key in tags_api.FILTERS:
             clauses.append(tags_api.filter_clause(key, list(value)))
