@@ -15,7 +15,9 @@ the serial console (so on the console log):
   if not), and with ``nubes.ping=<a>,<b>``: ``NUBES-GUEST ping <a> ok`` (or
   ``fail``) for each address on every tick; with ``nubes.spoof=<c>`` too,
   ``NUBES-GUEST spoof <a> ok`` (or ``fail``): the same ping sent from
-  address ``c``, which is not the guest's.
+  address ``c``, which is not the guest's; with ``nubes.spoofmac=<m>``,
+  ``NUBES-GUEST spoofmac <a> ok`` (or ``fail``): the same ping with the
+  NIC's MAC changed to ``m`` for it (and put back after).
 * with ``nubes.metadata=1`` (after DHCP): ``NUBES-GUEST md-json <doc>
   NUBES-GUEST md-end`` with its ``meta_data.json`` read from
   169.254.169.254 (empty if none came), ``NUBES-GUEST md-key <key> ...``
@@ -79,6 +81,7 @@ done
 off=$(sed -n 's/.*nubes[.]poweroff=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
 targets=$(sed -n 's/.*nubes[.]ping=\\([0-9.,]*\\).*/\\1/p' /proc/cmdline | tr , ' ')
 spoof=$(sed -n 's/.*nubes[.]spoof=\\([0-9.]*\\).*/\\1/p' /proc/cmdline)
+spoofmac=$(sed -n 's/.*nubes[.]spoofmac=\\([0-9a-f:]*\\).*/\\1/p' /proc/cmdline)
 if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
   for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
       failover net_failover virtio_net; do
@@ -145,6 +148,14 @@ while :; do
     if [ -n "$spoof" ]; then
       if ping -c 1 -W 1 -I "$spoof" "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
       echo "NUBES-GUEST spoof $t $r"
+    fi
+    if [ -n "$spoofmac" ]; then
+      mine=$(cat /sys/class/net/eth0/address)
+      ip link set eth0 down; ip link set eth0 address "$spoofmac"; ip link set eth0 up
+      if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+      ip link set eth0 down; ip link set eth0 address "$mine"; ip link set eth0 up
+      [ -s /tmp/router ] && route add default gw "$(cat /tmp/router)" 2>/dev/null
+      echo "NUBES-GUEST spoofmac $t $r"
     fi
   done
   if [ -n "$off" ] && [ "$n" -ge "$off" ]; then

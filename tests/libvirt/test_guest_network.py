@@ -5,11 +5,10 @@ own libvirtd (nubes.testing.realhosts) and its network agent. Two guests
 on one network, placed on different hosts, get their addresses by DHCP
 from their own host, and ping each other through VXLAN between the hosts'
 namespaces once their security group has an ICMP rule (without it, the
-ping is dropped), and a ping from an address that is not the guest's own
-never gets through. Deleting a server removes its port, its tap and its
-host's DHCP entry. One guest pair does every step (TCG boots are slow);
-MAC spoofing is checked with real packets in
-tests/integration/test_dataplane_netns.py.
+ping is dropped), and a ping that claims another port's address or
+another port's MAC never gets through. Deleting a server removes its port,
+its tap and its host's DHCP entry. One guest pair does every step (TCG
+boots are slow).
 """
 
 from __future__ import annotations
@@ -32,9 +31,13 @@ from nubes.testing.realhosts import NETWORK_STATE, RealHostsCloud, context
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
 ADDRESSES = ("10.88.0.10", "10.88.0.11")
-#: An address of the subnet no port holds: the guests also ping from it.
-SPOOFED = "10.88.0.99"
-CMDLINE = f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} nubes.spoof={SPOOFED}"
+#: Another port's address and MAC (a port of no guest): the guests also ping
+#: from that address, and with that MAC.
+SPOOFED, SPOOFED_MAC = "10.88.0.99", "fa:16:3e:88:00:99"
+CMDLINE = (
+    f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} "
+    f"nubes.spoof={SPOOFED} nubes.spoofmac={SPOOFED_MAC}"
+)
 
 
 async def _until(check, timeout: float, what: str) -> float:
@@ -59,6 +62,14 @@ async def test_two_guests_on_two_hosts_dhcp_ping_security_group_and_delete(
         await service.create_subnet(
             ctxt,
             {"network_id": net["id"], "ip_version": 4, "cidr": "10.88.0.0/24"},
+        )
+        await service.create_port(
+            ctxt,
+            {
+                "network_id": net["id"],
+                "mac_address": SPOOFED_MAC,
+                "fixed_ips": [{"ip_address": SPOOFED}],
+            },
         )
         # A new group lets everything out and nothing in: no ICMP rule yet.
         group = await service.create_security_group(ctxt, {"name": "dp"})
@@ -99,12 +110,18 @@ async def test_two_guests_on_two_hosts_dhcp_ping_security_group_and_delete(
         for uuid, host, other in zip(uuids, hosts, reversed(ADDRESSES), strict=True):
             await real.wait_console(host, uuid, f"NUBES-GUEST ping {other} ok", timeout=30)
         print(f"\nguests ping each other {time.monotonic() - start:.1f} s after the ICMP rule")
-        # The same ping from an address that is not the guest's: dropped at its tap.
+        # The same ping from another port's address, or with another port's
+        # MAC: dropped at the guest's tap.
         for uuid, host, other in zip(uuids, hosts, reversed(ADDRESSES), strict=True):
-            marker = f"NUBES-GUEST spoof {other} fail"
+            for what in ("spoof", "spoofmac"):
+                marker = f"NUBES-GUEST {what} {other} fail"
+                seen = real.console(host, uuid).count(marker)
+                await real.wait_console(host, uuid, marker, count=seen + 2)
+                assert f"NUBES-GUEST {what} {other} ok" not in real.console(host, uuid)
+            # ... while the guest's own ping, with its own MAC put back, goes on.
+            marker = f"NUBES-GUEST ping {other} ok"
             seen = real.console(host, uuid).count(marker)
-            await real.wait_console(host, uuid, marker, count=seen + 2)
-            assert f"NUBES-GUEST spoof {other} ok" not in real.console(host, uuid)
+            await real.wait_console(host, uuid, marker, count=seen + 1)
 
         # Deleting the second server frees its port, its tap and its DHCP entry.
         transport = get_transport(real.cloud.url_for(f"api.{real.cloud.api_host}"))
