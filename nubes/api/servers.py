@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -38,6 +38,7 @@ from nubes.api import images as images_api
 from nubes.api import instance_rules, intents, quotas
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.payloads import (
+    SHELVED_IMAGE_KEY,
     ActionPayload,
     BuildPayload,
     PowerPayload,
@@ -358,16 +359,30 @@ class ServersAPI:
     # -- shelve (conductor/tasks/shelve.py) ----------------------------------------------
 
     async def shelve_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Shelve: the guest off (SHELVED); with ``[DEFAULT] shelved_offload_time
-        = 0`` offloaded in the same task (SHELVED_OFFLOADED)."""
+        """Shelve: the guest off and its disk snapshotted to a new image,
+        ``<name>-shelved`` (recorded queued here, as createImage's, in the
+        task's transaction; its id goes to system metadata as
+        ``shelved_image_id`` once uploaded), SHELVED; with ``[DEFAULT]
+        shelved_offload_time = 0`` offloaded in the same task
+        (SHELVED_OFFLOADED). Every nubes server is image-backed, so every
+        shelve snapshots (Nova skips it for volume-backed servers only)."""
         offload = self.conf.shelved_offload_time == 0
+        image_id = str(uuid.uuid4())
+
+        async def record_image(conn: Connection, row: dict[str, Any]) -> None:
+            name = f"{row['display_name']}-shelved"
+            await images_db.create(
+                conn, await _snapshot_record(conn, ctxt, row, image_id, name, None, None)
+            )
+
         await self._power(
             ctxt,
             instance_uuid,
             TaskKind.SHELVE,
             "shelve",
             TaskState.SHELVING,
-            ShelvePayload(offload=offload),
+            ShelvePayload(offload=offload, image_id=image_id),
+            record=record_image,
         )
 
     async def shelve_offload_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
@@ -402,7 +417,7 @@ class ServersAPI:
         image: dict[str, Any] = {}
         if row["vm_state"] == VMState.SHELVED_OFFLOADED and row["task_state"] is None:
             # What it is spawned from again (read before the transaction).
-            image = dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+            image = await self._unshelve_image(ctxt, row)
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             instance_rules.check_lock(ctxt, row)
@@ -436,6 +451,22 @@ class ServersAPI:
                 conn, ctxt, instance_uuid, TaskKind.UNSHELVE, "unshelve", payload
             )
         await self.intents.kick(ctxt, [task["id"]])
+
+    async def _unshelve_image(self, ctxt: RequestContext, row: Mapping[str, Any]) -> dict[str, Any]:
+        """What an offloaded server spawns from: the snapshot its shelve made
+        (read whoever may see it: it was made for this server, perhaps by an
+        admin's shelve), else the image it was built from."""
+        shelved = (row["system_metadata"] or {}).get(SHELVED_IMAGE_KEY)
+        if not shelved:
+            return dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+        try:
+            async with self.db.reader() as conn:
+                found = await images_db.get(conn, str(shelved))
+        except exception.ImageNotFound:
+            found = None
+        if found is None or found["status"] != "active":
+            raise exception.ShelvedImageNotFound(image_id=shelved)
+        return dict(found)
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
@@ -577,10 +608,16 @@ class ServersAPI:
         action: str,
         task_state: TaskState,
         payload: TaskPayload | None = None,
+        *,
+        record: Callable[[Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        """Start ``kind`` on the instance's host; ``record`` writes what else
+        the task needs, in its transaction, once the instance may start it."""
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             _check_host_task(ctxt, row, action, task_state)
+            if record is not None:
+                await record(conn, row)
             await instances_api.update(
                 conn,
                 instance_uuid,

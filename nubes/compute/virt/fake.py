@@ -131,6 +131,8 @@ class FakeInstance:
     admin_password: str | None = None
     #: NMIs received (trigger_crash_dump).
     nmis: int = 0
+    #: The image it was spawned from (a shelved server comes back from its snapshot).
+    image_id: str | None = None
 
     def log(self, event: str) -> None:
         self.console.append(
@@ -454,6 +456,7 @@ class FakeDriver(ComputeDriver):
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         self.instances[instance.uuid] = self._new(instance)
         self.instances[instance.uuid].config_drive = config_drive
+        self.instances[instance.uuid].image_id = image_meta.get("id")
         for line in FAKE_BOOT_LOG:
             self.instances[instance.uuid].log(line)
         self.instances[instance.uuid].log(f"booted on {self.host}")
