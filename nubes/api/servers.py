@@ -520,22 +520,19 @@ class ServersAPI:
         """
         async with self.db.reader() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            hypervisor = await _hypervisor_type(conn, row)
-        if hypervisor == LIBVIRT_HYPERVISOR:
-            # Not built for libvirt yet: refused before anything changes,
-            # rather than a rescue that fails on the host into ERROR.
-            raise exception.InstanceNotRescuable(
-                instance_id=instance_uuid, reason="its hypervisor (libvirt) cannot rescue yet"
-            )
         image_ref = rescue_image_ref or row["image_ref"]
         if not image_ref:
             raise exception.InstanceNotRescuable(
                 instance_id=instance_uuid, reason="it has no image to rescue it with"
             )
         image = await images_api.get_active_image(self.db, ctxt, image_ref)
+        # What a host makes the rescue disk from (the libvirt driver fetches
+        # it, checked against its hash, with the grant the conductor adds).
         rescue_image = {
             "id": image["id"],
             "disk_format": image.get("disk_format"),
+            "os_hash_algo": image.get("os_hash_algo"),
+            "os_hash_value": image.get("os_hash_value"),
             "properties": dict(image.get("properties") or {}),
         }
         await self._power(

@@ -1,11 +1,16 @@
 """Shelve, shelve offload and unshelve (``docs/tasks.md``).
 
-``shelve`` (first step ``shelve``): the instance's host powers the guest off
-and saves SHELVED; the conductor records ``shelved_at`` / ``shelved_host`` in
-its system metadata as Nova does. With ``[DEFAULT] shelved_offload_time = 0``
-the host saves ``shelving_offloading`` instead and the task goes on with the
-offload. The guest's disk is not snapshotted: an offloaded server is spawned
-again from the image it was built from.
+``shelve`` (first step ``shelve``): the instance's host powers the guest off,
+snapshots its disk to the image the API recorded with the task
+(``<name>-shelved``, queued; the upload is createImage's: a grant for that one
+image and that host, :func:`~nubes.conductor.tasks.snapshot.upload_grant`)
+and saves SHELVED; the conductor records the image's disk format and
+``shelved_at`` / ``shelved_host`` / ``shelved_image_id`` in its system
+metadata as Nova does. With ``[DEFAULT] shelved_offload_time = 0`` the host
+saves ``shelving_offloading`` instead and the task goes on with the offload.
+A failed shelve deletes the image (no half image; the host has the guest
+running again). Hosts older than compute 1.9 take no snapshot: the image is
+deleted and the server comes back from its original image.
 
 ``offload`` (``shelve`` with offload, and ``shelve_offload``'s first step): the
 host removes the guest; then ``release``: the scheduler gives its claim back,
@@ -15,7 +20,10 @@ its ports bound to no host, so it holds nothing anywhere.
 ``unshelve`` (first step ``schedule``): a SHELVED instance is powered on where
 it is; a SHELVED_OFFLOADED one is scheduled anew (the availability zone the
 API recorded, or an admin's host at 2.91, still filtered), placed (host,
-node, ports bound) and spawned there from its image.
+node, ports bound) and spawned there from its shelved snapshot (the API put
+it in the payload). Either way, once it runs the snapshot is deleted and the
+shelve's system metadata dropped (Nova's unshelve and start of a shelved
+server). Deleting a shelved server deletes its snapshot (``delete.py``).
 
 Failures: the transitional task_state is dropped with a fault, a failed event
 and ``instance.<action>.error``; an unshelve that placed an offloaded
