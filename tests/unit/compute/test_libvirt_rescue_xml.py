@@ -49,6 +49,10 @@ def test_rescue_boots_the_rescue_kernel_from_the_rescue_disk_with_the_own_disk_s
     tmp_path: Path,
 ) -> None:
     own, files = _own(tmp_path)
+    # As libvirt keeps it: the root disk on the PCI slot it was given.
+    parsed = ET.fromstring(own)
+    ET.SubElement(parsed.find("devices/disk"), "address", type="pci", slot="0x02")  # type: ignore[arg-type]
+    own = ET.tostring(parsed, encoding="unicode")
     dom = ET.fromstring(rescue_domain_xml(own, files, KERNEL_IMAGE))
     assert _disks(dom) == [
         ("disk", str(files.rescue_disk), "vda"),
@@ -58,6 +62,8 @@ def test_rescue_boots_the_rescue_kernel_from_the_rescue_disk_with_the_own_disk_s
     assert dom.findtext("os/kernel") == str(files.rescue_kernel)
     assert dom.findtext("os/initrd") == str(files.rescue_ramdisk)
     assert dom.findtext("os/cmdline") == "console=ttyS0 x=1"
+    # Libvirt gives both disks PCI slots in this order (the guest's vda, vdb).
+    assert all(d.find("address") is None for d in dom.findall("devices/disk")[:2])
     rescue_driver = dom.find("devices/disk/driver")
     assert rescue_driver is not None and rescue_driver.get("type") == "qcow2"
     # The same guest otherwise: name, uuid, NIC, console log.

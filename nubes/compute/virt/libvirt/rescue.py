@@ -118,6 +118,12 @@ def rescue_domain_xml(xml: str, files: InstanceFiles, image_meta: dict[str, Any]
         first = own_target.get("dev") or "vda"
         bus = own_target.get("bus") or "virtio"
         own_target.set("dev", _free_target(devices, _BUS_PREFIX.get(bus, "vd")))
+        # A guest names its virtio disks in the order of their PCI slots, not
+        # by libvirt's targets: the own disk gives up the slot it had, so the
+        # rescue disk, placed before it, gets the first one free (vda in the
+        # guest too).
+        for address in own.findall("address"):
+            own.remove(address)
         devices.insert(
             list(devices).index(own),
             _file_disk("disk", files.rescue_disk, "qcow2", first, bus),
