@@ -624,6 +624,14 @@ class UnshelveInstanceInvalidState(Conflict):
     )
 
 
+class ShelvedImageNotFound(Conflict):
+    """The snapshot an offloaded server was shelved to is gone: spawning it
+    from its original image instead would silently lose its disk (Nova puts
+    the server in ERROR; refused here before anything changes)."""
+
+    msg_fmt = "Unshelve attempted but the image %(image_id)s cannot be found."
+
+
 class ObjectActionError(Conflict):
     msg_fmt = "Object action %(action)s failed: %(reason)s"
 

@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 8
+SERVICE_VERSION = 9
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -72,6 +72,8 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # Snapshots: compute 1.8 (snapshot_instance, uploading to one image with
     # the conductor's upload grant; createImage, createBackup).
     8: {"compute": "1.8", "conductor": "1.4", "scheduler": "1.0"},
+    # Shelve with a snapshot: compute 1.9 (shelve_instance's image_id and grant).
+    9: {"compute": "1.9", "conductor": "1.4", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -120,6 +122,7 @@ RELEASES: dict[str, int] = {
     "fir": 6,
     "ginkgo": 7,
     "hawthorn": 8,
+    "ironwood": 9,
 }
 
 #: The oldest service version this code serves: a compute host older than

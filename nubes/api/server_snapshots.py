@@ -60,7 +60,7 @@ class ServerSnapshots:
                 conn, self.conf, project_id=row["project_id"], metadata=metadata
             )
             await images_db.create(
-                conn, await _snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
+                conn, await snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
             )
             await instances_api.update(
                 conn,
@@ -89,7 +89,7 @@ _NOT_INHERITED = frozenset(
 )
 
 
-async def _snapshot_record(
+async def snapshot_record(
     conn: Connection,
     ctxt: RequestContext,
     row: Mapping[str, Any],

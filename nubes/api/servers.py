@@ -31,7 +31,8 @@ operations on one server that start a task stay here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -41,9 +42,10 @@ from nubes.api import images as images_api
 from nubes.api import instance_rules, intents
 from nubes.api.server_create import ServerCreation
 from nubes.api.server_records import ServerRecords
-from nubes.api.server_snapshots import ServerSnapshots
+from nubes.api.server_snapshots import ServerSnapshots, snapshot_record
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks.payloads import (
+    SHELVED_IMAGE_KEY,
     ActionPayload,
     PowerPayload,
     ShelvePayload,
@@ -52,6 +54,7 @@ from nubes.conductor.tasks.payloads import (
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import compute_nodes as compute_nodes_api
+from nubes.db.api import images as images_db
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks
 from nubes.db.engine import Connection, Database
@@ -171,16 +174,30 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
     # -- shelve (conductor/tasks/shelve.py) ----------------------------------------------
 
     async def shelve_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        """Shelve: the guest off (SHELVED); with ``[DEFAULT] shelved_offload_time
-        = 0`` offloaded in the same task (SHELVED_OFFLOADED)."""
+        """Shelve: the guest off and its disk snapshotted to a new image,
+        ``<name>-shelved`` (recorded queued here, as createImage's, in the
+        task's transaction; its id goes to system metadata as
+        ``shelved_image_id`` once uploaded), SHELVED; with ``[DEFAULT]
+        shelved_offload_time = 0`` offloaded in the same task
+        (SHELVED_OFFLOADED). Every nubes server is image-backed, so every
+        shelve snapshots (Nova skips it for volume-backed servers only)."""
         offload = self.conf.shelved_offload_time == 0
+        image_id = str(uuid.uuid4())
+
+        async def record_image(conn: Connection, row: dict[str, Any]) -> None:
+            name = f"{row['display_name']}-shelved"
+            await images_db.create(
+                conn, await snapshot_record(conn, ctxt, row, image_id, name, None, None)
+            )
+
         await self._power(
             ctxt,
             instance_uuid,
             TaskKind.SHELVE,
             "shelve",
             TaskState.SHELVING,
-            ShelvePayload(offload=offload),
+            ShelvePayload(offload=offload, image_id=image_id),
+            record=record_image,
         )
 
     async def shelve_offload_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
@@ -215,7 +232,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         image: dict[str, Any] = {}
         if row["vm_state"] == VMState.SHELVED_OFFLOADED and row["task_state"] is None:
             # What it is spawned from again (read before the transaction).
-            image = dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+            image = await self._unshelve_image(ctxt, row)
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             instance_rules.check_lock(ctxt, row)
@@ -249,6 +266,22 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
                 conn, ctxt, instance_uuid, TaskKind.UNSHELVE, "unshelve", payload
             )
         await self.intents.kick(ctxt, [task["id"]])
+
+    async def _unshelve_image(self, ctxt: RequestContext, row: Mapping[str, Any]) -> dict[str, Any]:
+        """What an offloaded server spawns from: the snapshot its shelve made
+        (read whoever may see it: it was made for this server, perhaps by an
+        admin's shelve), else the image it was built from."""
+        shelved = (row["system_metadata"] or {}).get(SHELVED_IMAGE_KEY)
+        if not shelved:
+            return dict(await images_api.get_image(self.db, ctxt, row["image_ref"]))
+        try:
+            async with self.db.reader() as conn:
+                found = await images_db.get(conn, str(shelved))
+        except exception.ImageNotFound:
+            found = None
+        if found is None or found["status"] != "active":
+            raise exception.ShelvedImageNotFound(image_id=shelved)
+        return dict(found)
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
@@ -302,22 +335,19 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         """
         async with self.db.reader() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
-            hypervisor = await _hypervisor_type(conn, row)
-        if hypervisor == LIBVIRT_HYPERVISOR:
-            # Not built for libvirt yet: refused before anything changes,
-            # rather than a rescue that fails on the host into ERROR.
-            raise exception.InstanceNotRescuable(
-                instance_id=instance_uuid, reason="its hypervisor (libvirt) cannot rescue yet"
-            )
         image_ref = rescue_image_ref or row["image_ref"]
         if not image_ref:
             raise exception.InstanceNotRescuable(
                 instance_id=instance_uuid, reason="it has no image to rescue it with"
             )
         image = await images_api.get_active_image(self.db, ctxt, image_ref)
+        # What a host makes the rescue disk from (the libvirt driver fetches
+        # it, checked against its hash, with the grant the conductor adds).
         rescue_image = {
             "id": image["id"],
             "disk_format": image.get("disk_format"),
+            "os_hash_algo": image.get("os_hash_algo"),
+            "os_hash_value": image.get("os_hash_value"),
             "properties": dict(image.get("properties") or {}),
         }
         await self._power(
@@ -390,10 +420,16 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         action: str,
         task_state: TaskState,
         payload: TaskPayload | None = None,
+        *,
+        record: Callable[[Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        """Start ``kind`` on the instance's host; ``record`` writes what else
+        the task needs, in its transaction, once the instance may start it."""
         async with self.db.writer() as conn:
             row = await instances_api.get_by_uuid(conn, instance_uuid)
             instance_rules.check_host_task(ctxt, row, action, task_state)
+            if record is not None:
+                await record(conn, row)
             await instances_api.update(
                 conn,
                 instance_uuid,

@@ -21,11 +21,7 @@ reboot     vm_state error, task none
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from nubes import exception
@@ -36,6 +32,7 @@ from nubes.compute.rebuild import RebuildSteps
 from nubes.compute.reporting import GONE, utcnow
 from nubes.compute.resize import ResizeSteps
 from nubes.compute.shelve import ShelveSteps
+from nubes.compute.snapshots import upload_guest_disk
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
@@ -421,29 +418,18 @@ class ComputeManager(ComputeEndpoint):
             ctxt, instance, "compute_snapshot_instance", "snapshot"
         )
         await action.start()
-        workdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="nubes-snapshot-")
         try:
-            uploader = self.runner.uploader
-            if uploader is None:
-                raise exception.ImageUploadFailed(
-                    image_id=image_id,
-                    host=self.runner.host,
-                    reason="this host has no [compute] image_api_endpoint to upload to",
-                )
-            if instance.task_state != _T.IMAGE_PENDING_UPLOAD:
-                await self.runner.reporter.save_state(
-                    ctxt, instance, vm, _T.IMAGE_PENDING_UPLOAD, expected_task_state=[first]
-                )
-            disk = Path(workdir) / "disk"
-            disk_format = await self.runner.driver.snapshot(ctxt, instance, disk)
-            await self.runner.reporter.save_state(
+            disk_format = await upload_guest_disk(
+                self.runner,
                 ctxt,
                 instance,
-                vm,
-                _T.IMAGE_UPLOADING,
-                expected_task_state=_T.IMAGE_PENDING_UPLOAD,
+                image_id,
+                grant,
+                vm_state=vm,
+                pending=_T.IMAGE_PENDING_UPLOAD,
+                uploading=_T.IMAGE_UPLOADING,
+                started=[first],
             )
-            await uploader.upload(image_id, disk, grant)
             await self.runner.reporter.save_state(
                 ctxt, instance, vm, None, expected_task_state=_T.IMAGE_UPLOADING
             )
@@ -457,8 +443,6 @@ class ComputeManager(ComputeEndpoint):
                     LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
         await action.succeed()
         return Outcome(True, details={"disk_format": disk_format})
 

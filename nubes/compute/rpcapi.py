@@ -35,6 +35,9 @@ Version history:
           VNC console, the host's console relay)
     1.8 - snapshot_instance (a step: copy a guest's disk and upload it to one
           image with the conductor's upload grant; createImage, createBackup)
+    1.9 - shelve_instance takes ``image_id`` and ``grant``: the guest's disk
+          snapshotted to the shelved image (Nova's ``<name>-shelved``) and
+          uploaded as snapshot_instance uploads, before the instance is SHELVED
 """
 
 from __future__ import annotations
@@ -54,13 +57,15 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.8"
+VERSION = "1.9"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
 REBOOT_TYPES = ("SOFT", "HARD")
 #: Since when the lifecycle action steps (pause ... set_admin_password) exist.
 ACTIONS_VERSION = "1.6"
+#: Since when ``shelve_instance`` snapshots the guest's disk (image_id, grant).
+SHELVE_SNAPSHOT_VERSION = "1.9"
 
 
 class ComputeAPI:
@@ -232,12 +237,46 @@ class ComputeAPI:
     ) -> None:
         await self._step(ctxt, host, "restore_instance", key, ACTIONS_VERSION, instance=instance)
 
+    def can_snapshot_on_shelve(self) -> bool:
+        """Whether hosts take a shelve's snapshot (1.9); below, a shelve only
+        powers the guest off, as before."""
+        return self.client.can_send_version(SHELVE_SNAPSHOT_VERSION)
+
     async def shelve_instance(
-        self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey, offload: bool
+        self,
+        ctxt: RequestContext,
+        host: str,
+        instance: Instance,
+        key: StepKey,
+        offload: bool,
+        *,
+        image_id: str | None = None,
+        grant: str | None = None,
     ) -> None:
-        """Power the guest off, instance SHELVED (``offload``: the offload follows)."""
+        """Power the guest off, snapshot its disk to ``image_id`` with
+        ``grant`` (1.9; none without an image), instance SHELVED
+        (``offload``: the offload follows)."""
+        if image_id is None:
+            await self._step(
+                ctxt,
+                host,
+                "shelve_instance",
+                key,
+                ACTIONS_VERSION,
+                instance=instance,
+                offload=offload,
+            )
+            return
         await self._step(
-            ctxt, host, "shelve_instance", key, ACTIONS_VERSION, instance=instance, offload=offload
+            ctxt,
+            host,
+            "shelve_instance",
+            key,
+            SHELVE_SNAPSHOT_VERSION,
+            instance=instance,
+            offload=offload,
+            image_id=image_id,
+            grant=grant,
         )
 
     async def shelve_offload_instance(

@@ -6,13 +6,18 @@ An RPC endpoint of its own beside
 :class:`~nubes.compute.steps.StepRunner`. The conductor's tasks
 (``conductor/tasks/shelve.py``) decide what follows each step:
 
-* ``shelve_instance`` powers the guest off and saves SHELVED (with
-  ``shelving_offloading`` when the offload follows at once);
+* ``shelve_instance`` powers the guest off, snapshots its disk to the
+  shelved image the API recorded (1.9: ``image_id`` and the conductor's
+  upload grant; the upload is createImage's,
+  :func:`~nubes.compute.snapshots.upload_guest_disk`) and saves SHELVED
+  (with ``shelving_offloading`` when the offload follows at once); a
+  failure powers the guest on again if it ran and drops the task_state;
 * ``shelve_offload_instance`` removes the guest; the conductor then gives its
   claim and host back and saves SHELVED_OFFLOADED (a host may not clear its
   own placement);
 * ``unshelve_instance`` powers the guest on where it was shelved, or spawns
-  it from the image on the host the conductor placed it on, and saves ACTIVE.
+  it from the image (the shelved snapshot) on the host the conductor placed
+  it on, and saves ACTIVE; the conductor then deletes the snapshot.
 
 Each records its ``compute_<step>`` event and ``instance.<action>``
 start/end (error) notifications; a failure drops the task_state it set and
@@ -25,6 +30,7 @@ import logging
 from typing import Any
 
 from nubes.compute.reporting import utcnow
+from nubes.compute.snapshots import upload_guest_disk
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
@@ -36,6 +42,9 @@ LOG = logging.getLogger(__name__)
 _T = TaskState
 _V = VMState
 
+#: The task_states of a shelve on its host, before the instance is SHELVED.
+_SHELVING = (_T.SHELVING, _T.SHELVING_IMAGE_PENDING_UPLOAD, _T.SHELVING_IMAGE_UPLOADING)
+
 
 class ShelveSteps(ComputeEndpoint):
     """The shelve, offload and unshelve steps of one host."""
@@ -45,14 +54,27 @@ class ShelveSteps(ComputeEndpoint):
 
     @step_handler
     async def shelve_instance(
-        self, context: RequestContext, instance: Instance, key: StepKey, offload: bool = False
+        self,
+        context: RequestContext,
+        instance: Instance,
+        key: StepKey,
+        offload: bool = False,
+        image_id: str | None = None,
+        grant: str | None = None,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
-            return await self._shelve(ctxt, instance, offload)
+            return await self._shelve(ctxt, instance, offload, image_id, grant)
 
         await self.runner.run_step(context, key, work)
 
-    async def _shelve(self, ctxt: RequestContext, instance: Instance, offload: bool) -> Outcome:
+    async def _shelve(
+        self,
+        ctxt: RequestContext,
+        instance: Instance,
+        offload: bool,
+        image_id: str | None,
+        grant: str | None,
+    ) -> Outcome:
         reporter = self.runner.reporter
         end_task = _T.SHELVING_OFFLOADING if offload else None
         if instance.vm_state == _V.SHELVED and instance.task_state == end_task:
@@ -60,26 +82,65 @@ class ShelveSteps(ComputeEndpoint):
         start_vm = _V(instance.vm_state)
         action = reporter.action(ctxt, instance, "compute_shelve_instance", "shelve")
         await action.start()
+        power = await self.runner.power_state(instance)
+        disk_format: str | None = None
         try:
-            if instance.task_state != _T.SHELVING:
+            if instance.task_state not in _SHELVING:
                 await reporter.save_state(
                     ctxt, instance, start_vm, _T.SHELVING, expected_task_state=[None]
                 )
+            # Off before the copy, as Nova: the snapshot is of a disk at rest.
             await self.runner.driver.power_off(instance)
+            if image_id is not None:
+                disk_format = await upload_guest_disk(
+                    self.runner,
+                    ctxt,
+                    instance,
+                    image_id,
+                    grant or "",
+                    vm_state=start_vm,
+                    pending=_T.SHELVING_IMAGE_PENDING_UPLOAD,
+                    uploading=_T.SHELVING_IMAGE_UPLOADING,
+                    started=[_T.SHELVING],
+                )
             await reporter.save_state(
                 ctxt,
                 instance,
                 _V.SHELVED,
                 end_task,
-                expected_task_state=_T.SHELVING,
+                expected_task_state=list(_SHELVING),
                 power_state=PowerState.SHUTDOWN,
             )
         except Exception as exc:
-            await self._drop_task(ctxt, instance, _T.SHELVING)
+            await self._undo_shelve(ctxt, instance, power)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details={"disk_format": disk_format} if disk_format else None)
+
+    async def _undo_shelve(
+        self, ctxt: RequestContext, instance: Instance, power: PowerState | None
+    ) -> None:
+        """A shelve that failed (its upload, say) leaves the server as it was:
+        the guest running again if it ran, the shelving task_state dropped."""
+        if power == PowerState.RUNNING:
+            try:
+                await self.runner.driver.power_on(ctxt, instance)
+            except Exception as failure:
+                LOG.warning("Could not power %s on again: %s", instance.uuid, failure)
+        if instance.task_state not in _SHELVING:
+            return
+        try:
+            await self.runner.reporter.save_state(
+                ctxt,
+                instance,
+                _V(instance.vm_state),
+                None,
+                expected_task_state=list(_SHELVING),
+                **({"power_state": power} if power is not None else {}),
+            )
+        except Exception as failure:
+            LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
 
     @step_handler
     async def shelve_offload_instance(
@@ -155,13 +216,3 @@ class ShelveSteps(ComputeEndpoint):
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True)
-
-    async def _drop_task(self, ctxt: RequestContext, instance: Instance, busy: TaskState) -> None:
-        if instance.task_state != busy:
-            return
-        try:
-            await self.runner.reporter.save_state(
-                ctxt, instance, _V(instance.vm_state), None, expected_task_state=busy
-            )
-        except Exception as failure:
-            LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nubes import exception, grants
+
+if TYPE_CHECKING:
+    from nubes.compute.steps import StepRunner
+    from nubes.context import RequestContext
+    from nubes.objects.instance import Instance
+    from nubes.objects.states import TaskState, VMState
 
 
 class ImageUploader:
@@ -71,3 +81,51 @@ class ImageUploader:
                 raise exception.ImageUploadFailed(
                     image_id=image_id, host=self.host, reason=f"upload failed: {exc}"
                 ) from None
+
+
+async def upload_guest_disk(
+    runner: StepRunner,
+    ctxt: RequestContext,
+    instance: Instance,
+    image_id: str,
+    grant: str,
+    *,
+    vm_state: VMState,
+    pending: TaskState,
+    uploading: TaskState,
+    started: Sequence[TaskState],
+) -> str:
+    """Copy the guest's disk (the driver's ``snapshot``) and upload it to
+    ``image_id`` with ``grant``; the copy's disk format.
+
+    The one home of a host's snapshot upload, for createImage and createBackup
+    (``image_pending_upload``, ``image_uploading``) and for shelve
+    (``shelving_image_pending_upload``, ``shelving_image_uploading``): the
+    instance is saved ``pending`` (from one of ``started``, unless a repeat
+    finds it there already) before the copy and ``uploading`` before the
+    upload; the caller saves what follows. The copy lives in a temporary
+    directory removed whatever happens. A host without an image API endpoint
+    cannot upload: ImageUploadFailed before anything changes.
+    """
+    uploader = runner.uploader
+    if uploader is None:
+        raise exception.ImageUploadFailed(
+            image_id=image_id,
+            host=runner.host,
+            reason="this host has no [compute] image_api_endpoint to upload to",
+        )
+    workdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="nubes-snapshot-")
+    try:
+        if instance.task_state != pending:
+            await runner.reporter.save_state(
+                ctxt, instance, vm_state, pending, expected_task_state=list(started)
+            )
+        disk = Path(workdir) / "disk"
+        disk_format = await runner.driver.snapshot(ctxt, instance, disk)
+        await runner.reporter.save_state(
+            ctxt, instance, vm_state, uploading, expected_task_state=pending
+        )
+        await uploader.upload(image_id, disk, grant)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return disk_format

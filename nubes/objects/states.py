@@ -340,13 +340,25 @@ OPERATIONS: dict[str, list[tuple[InstanceState, InstanceState]]] = {
         *_chain([_V.SOFT_DELETED], None, _T.RESTORING),
         ((_V.SOFT_DELETED, _T.RESTORING), (_V.ACTIVE, None)),
     ],
-    # Shelve: the guest powered off (SHELVED, still on its host), then
-    # offloaded (SHELVED_OFFLOADED: no guest, no host, no claim), at once
-    # with ``[DEFAULT] shelved_offload_time = 0``.
+    # Shelve: the guest powered off, its disk snapshotted to the shelved
+    # image (uploaded as createImage's is, Nova's shelving_image_* states),
+    # then SHELVED, still on its host; then offloaded (SHELVED_OFFLOADED: no
+    # guest, no host, no claim), at once with ``[DEFAULT]
+    # shelved_offload_time = 0``.
     "shelve": [
-        *_chain(SHELVABLE_STATES, None, _T.SHELVING),
-        *[((vm, _T.SHELVING), (_V.SHELVED, None)) for vm in SHELVABLE_STATES],
-        *[((vm, _T.SHELVING), (_V.SHELVED, _T.SHELVING_OFFLOADING)) for vm in SHELVABLE_STATES],
+        *_chain(
+            SHELVABLE_STATES,
+            None,
+            _T.SHELVING,
+            _T.SHELVING_IMAGE_PENDING_UPLOAD,
+            _T.SHELVING_IMAGE_UPLOADING,
+        ),
+        *[
+            ((vm, task), (_V.SHELVED, end))
+            for vm in SHELVABLE_STATES
+            for task in (_T.SHELVING, _T.SHELVING_IMAGE_UPLOADING)
+            for end in (None, _T.SHELVING_OFFLOADING)
+        ],
         *_chain([_V.SHELVED], None, _T.SHELVING_OFFLOADING),
         ((_V.SHELVED, _T.SHELVING_OFFLOADING), (_V.SHELVED_OFFLOADED, None)),
     ],

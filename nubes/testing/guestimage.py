@@ -25,6 +25,11 @@ the serial console (so on the console log):
   ...`` with its user data, and per ping target that is
   not its own address ``NUBES-GUEST md-as <a> ok <doc>`` (or ``fail``): the
   same request sent from address ``a`` (claimed on its NIC for the request);
+* with ``nubes.disk=1``: ``NUBES-GUEST disks vda vdb ...`` (its virtio
+  disks), ``NUBES-GUEST disk <dev> <what it holds>`` for each (the start of
+  the disk, letters, digits and dashes only), and on a root disk that holds
+  nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
+  a later boot from that disk (or of a copy of it) shows it again;
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
   cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
   ``NUBES-GUEST configdrive none`` without one.
@@ -55,6 +60,8 @@ from typing import Any
 from nubes import exception
 
 BOOT_MARKER = "NUBES-GUEST boot"
+#: ``<marker> <token>``: the token a guest with ``nubes.disk=1`` wrote on its root disk.
+DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
 TICK_MARKER = "NUBES-GUEST tick"
 POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
 POWEROFF_MARKER = "NUBES-GUEST poweroff"
@@ -138,6 +145,26 @@ if grep -q 'nubes[.]configdrive=1' /proc/cmdline; then
     echo "NUBES-GUEST configdrive none"
   fi
 fi
+if grep -q 'nubes[.]disk=1' /proc/cmdline; then
+  # Its virtio disks: their names, what each holds at its start, and on the
+  # first (the root disk) a token if it holds none, which later boots show.
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
+      virtio_blk; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  for i in 1 2 3 4 5; do [ -e /sys/block/vda ] && break; sleep 1; done
+  start_of() { dd if=/dev/$1 bs=64 count=1 2>/dev/null | tr -dc 'a-z0-9-'; }
+  echo "NUBES-GUEST disks $(ls /sys/block | grep '^vd' | xargs)"
+  for d in $(ls /sys/block | grep '^vd'); do
+    echo "NUBES-GUEST disk $d $(start_of $d)"
+  done
+  if [ -e /dev/vda ] && [ -z "$(start_of vda)" ]; then
+    token=nubes-$(cat /proc/sys/kernel/random/uuid)
+    printf '%s' "$token" | dd of=/dev/vda bs=64 count=1 conv=notrunc 2>/dev/null
+    sync
+    echo "NUBES-GUEST disk-wrote $token"
+  fi
+fi
 n=0
 while :; do
   n=$((n+1))
@@ -186,6 +213,8 @@ _MODULES = (
     "drivers/cdrom/cdrom.ko",
     "drivers/scsi/sr_mod.ko",
     "fs/isofs/isofs.ko",
+    # Its disks as virtio block devices (nubes.disk=1).
+    "drivers/block/virtio_blk.ko",
 )
 
 

@@ -194,3 +194,32 @@ async def test_a_config_drive_is_attached_as_a_cdrom(
     )
     await driver.destroy(RequestContext(), inst)
     assert not await asyncio.to_thread(source.exists)
+
+
+async def test_rescue_boots_the_rescue_disk_with_the_own_disk_second_and_unrescue_undoes_it(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    ctxt = RequestContext()
+    inst = _instance()
+    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    await driver.spawn(ctxt, inst, image, {})
+    log = await wait_console(driver, inst, guestimage.DISK_WROTE_MARKER)
+    token = log.split(guestimage.DISK_WROTE_MARKER, 1)[1].split()[0]
+    files = driver.files(inst.uuid)
+
+    await driver.rescue(inst, image, None)
+    await driver.rescue(inst, image, None)  # a repeat keeps the guest's own definition
+    assert (await driver.get_info(inst)).state == PowerState.RUNNING
+    log = await wait_console(driver, inst, f"NUBES-GUEST disk vdb {token}")
+    rescued = log.split(BOOT_MARKER)[-1]
+    assert "NUBES-GUEST disks vda vdb" in rescued, rescued
+    assert files.rescue_disk.exists() and files.unrescue_xml.exists()
+    assert driver.backing_files() == {driver.images.path(images.raw["id"])}
+
+    await driver.unrescue(inst)
+    await driver.unrescue(inst)  # a repeat: running on its own disk already
+    log = await wait_console(driver, inst, f"NUBES-GUEST disk vda {token}")
+    back = log.split(BOOT_MARKER)[-1]
+    assert "NUBES-GUEST disks vda\r\n" in back or "NUBES-GUEST disks vda\n" in back, back
+    assert not files.rescue_disk.exists() and not files.unrescue_xml.exists()
+    await driver.destroy(ctxt, inst)

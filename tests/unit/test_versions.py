@@ -31,7 +31,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 6, "1.5"),
         ("auto", 7, "1.7"),
         ("auto", 8, "1.8"),
-        ("auto", 99, "1.8"),
+        ("auto", 9, "1.9"),
+        ("auto", 99, "1.9"),
         ("auto", 0, "1.0"),
     ],
 )

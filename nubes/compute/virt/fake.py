@@ -24,11 +24,9 @@ when it is made. Without a ``state_dir`` the guests live in memory only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import json
-import math
 import os
 import struct
 import time
@@ -46,8 +44,14 @@ from nubes.compute.virt.driver import (
     InstanceInfo,
     ProgressCallback,
 )
+from nubes.compute.virt.fake_faults import FakeFaults, delay
+from nubes.compute.virt.fake_moves import FakeLiveMigration, FakeMoves
 from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
+
+#: Re-exported: the fault registry and a live migration's record are part of
+#: the fake driver's interface for tests (``from ...fake import FakeFaults``).
+__all__ = ["FakeDriver", "FakeFaults", "FakeInstance", "FakeLiveMigration", "format_uptime"]
 
 if TYPE_CHECKING:
     from nubes.context import RequestContext
@@ -57,59 +61,6 @@ if TYPE_CHECKING:
 
 FAKE_HYPERVISOR_VERSION = 1000
 _CPU_INFO = json.dumps({"arch": "x86_64", "model": "fake", "vendor": "nubes"}, sort_keys=True)
-
-
-@dataclasses.dataclass
-class FakeFaults:
-    """What fake drivers should get wrong, and how slow they should be.
-
-    Host sets name hosts (a driver's ``host``); the booleans apply to every
-    driver using this registry. Delays are seconds.
-    """
-
-    fail_spawn: bool = False
-    fail_spawn_hosts: set[str] = dataclasses.field(default_factory=set)
-    fail_destroy_hosts: set[str] = dataclasses.field(default_factory=set)
-    fail_power_hosts: set[str] = dataclasses.field(default_factory=set)
-    fail_reboot_hosts: set[str] = dataclasses.field(default_factory=set)
-    fail_live_migration: bool = False
-    #: Source hosts whose live migrations fail at 50 %.
-    fail_live_migration_hosts: set[str] = dataclasses.field(default_factory=set)
-    #: Driver method name -> hosts (``"*"``: every host) where that call fails.
-    fail_calls: dict[str, set[str]] = dataclasses.field(default_factory=dict)
-    #: Driver method name -> how many of its next calls fail (on any host);
-    #: each failure counts one down ("fail each driver call once").
-    fail_next: dict[str, int] = dataclasses.field(default_factory=dict)
-    spawn_delay: float = 0.0
-    power_delay: float = 0.0
-    migration_delay: float = 0.0
-
-    def injected(self, method: str, host: str) -> bool:
-        """Whether this call of ``method`` on ``host`` is to fail (and count it)."""
-        hosts = self.fail_calls.get(method)
-        if hosts is not None and ("*" in hosts or host in hosts):
-            return True
-        left = self.fail_next.get(method, 0)
-        if left > 0:
-            self.fail_next[method] = left - 1
-            return True
-        return False
-
-    def reset(self) -> None:
-        fresh = FakeFaults()
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(fresh, f.name))
-
-    @classmethod
-    def from_options(cls, opts: Any) -> FakeFaults:
-        """A registry with the ``[fake_driver]`` delays and failures of a config."""
-        return cls(
-            spawn_delay=opts.spawn_delay,
-            power_delay=opts.power_delay,
-            migration_delay=opts.migration_delay,
-            fail_spawn_hosts=set(opts.fail_spawn_hosts),
-            fail_live_migration_hosts=set(opts.fail_live_migration_hosts),
-        )
 
 
 @dataclasses.dataclass(slots=True)
@@ -131,6 +82,8 @@ class FakeInstance:
     admin_password: str | None = None
     #: NMIs received (trigger_crash_dump).
     nmis: int = 0
+    #: The image it was spawned from (a shelved server comes back from its snapshot).
+    image_id: str | None = None
 
     def log(self, event: str) -> None:
         self.console.append(
@@ -153,26 +106,6 @@ FAKE_CPU_LOAD = 0.01
 #: Bytes a fake guest reads from its config drive at boot (one ISO 9660 volume
 #: descriptor set and the files of one metadata version, roughly).
 FAKE_CONFIG_DRIVE_READ = 64 * 1024
-
-#: Seconds between the progress reports of a fake live migration that takes
-#: ``migration_delay``; also how soon it notices an abort or a force-complete.
-LIVE_MIGRATION_TICK = 0.05
-
-
-@dataclasses.dataclass(slots=True)
-class FakeLiveMigration:
-    """A fake live migration in progress on its source: what it was asked meanwhile."""
-
-    #: Set when an abort or a force-complete arrives, to cut a tick short.
-    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    aborted: bool = False
-    forced: bool = False
-
-
-async def _delay(seconds: float) -> None:
-    if seconds > 0:
-        await asyncio.sleep(seconds)
-
 
 #: Version of the guests file's layout.
 STATE_FORMAT = 1
@@ -298,6 +231,8 @@ class FakeDriver(ComputeDriver):
         #: Where the guests are kept across restarts (None: in memory only).
         self.state_file = Path(state_dir) / f"{host}.json" if state_dir else None
         self._save_lock = asyncio.Lock()
+        #: Cold and live migrations: a part of their own (fake_moves.py).
+        self.moves = FakeMoves(self)
         if self.state_file is not None:
             self._load_state(self.state_file)
 
@@ -365,23 +300,23 @@ class FakeDriver(ComputeDriver):
 
     # -- helpers -------------------------------------------------------------
 
-    def _fail(self, operation: str, instance: Instance, reason: str) -> exception.VirtDriverError:
+    def failure(self, operation: str, instance: Instance, reason: str) -> exception.VirtDriverError:
         return exception.VirtDriverError(
             operation=operation, instance_uuid=instance.uuid, reason=reason
         )
 
-    def _check_injected(self, operation: str, instance: Instance) -> None:
+    def check_injected(self, operation: str, instance: Instance) -> None:
         """Fail this call if the fault registry says so (``fail_calls``/``fail_next``)."""
         if self.faults.injected(operation, self.host):
-            raise self._fail(operation, instance, f"{operation} fails on {self.host} (injected)")
+            raise self.failure(operation, instance, f"{operation} fails on {self.host} (injected)")
 
-    def _get(self, instance: Instance) -> FakeInstance:
+    def guest(self, instance: Instance) -> FakeInstance:
         found = self.instances.get(instance.uuid)
         if found is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
         return found
 
-    def _new(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> FakeInstance:
+    def new_guest(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> FakeInstance:
         return FakeInstance(
             instance.uuid,
             state,
@@ -393,7 +328,7 @@ class FakeDriver(ComputeDriver):
 
     def add_instance(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> None:
         """Put a guest on the hypervisor directly (tests of restart repair)."""
-        self.instances[instance.uuid] = self._new(instance, state)
+        self.instances[instance.uuid] = self.new_guest(instance, state)
 
     # -- host --------------------------------------------------------------
 
@@ -432,7 +367,7 @@ class FakeDriver(ComputeDriver):
         return list(self.instances)
 
     async def get_info(self, instance: Instance) -> InstanceInfo:
-        found = self._get(instance)
+        found = self.guest(instance)
         return InstanceInfo(found.state, found.memory_mb, found.vcpus)
 
     @_persists
@@ -445,35 +380,36 @@ class FakeDriver(ComputeDriver):
         *,
         config_drive: ConfigDrive | None = None,
     ) -> None:
-        self._check_injected("spawn", instance)
+        self.check_injected("spawn", instance)
         faults = self.faults
-        await _delay(faults.spawn_delay)
+        await delay(faults.spawn_delay)
         if faults.fail_spawn or self.host in faults.fail_spawn_hosts:
-            raise self._fail("spawn", instance, f"spawn fails on {self.host} (injected)")
+            raise self.failure("spawn", instance, f"spawn fails on {self.host} (injected)")
         if instance.uuid in self.instances:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
-        self.instances[instance.uuid] = self._new(instance)
+        self.instances[instance.uuid] = self.new_guest(instance)
         self.instances[instance.uuid].config_drive = config_drive
+        self.instances[instance.uuid].image_id = image_meta.get("id")
         for line in FAKE_BOOT_LOG:
             self.instances[instance.uuid].log(line)
         self.instances[instance.uuid].log(f"booted on {self.host}")
 
     @_persists
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
-        self._check_injected("destroy", instance)
+        self.check_injected("destroy", instance)
         if self.host in self.faults.fail_destroy_hosts:
-            raise self._fail("destroy", instance, f"destroy fails on {self.host} (injected)")
+            raise self.failure("destroy", instance, f"destroy fails on {self.host} (injected)")
         self.instances.pop(instance.uuid, None)
         self.kept.pop(instance.uuid, None)
         self._close_vnc(instance.uuid)
 
     @_persists
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
-        self._check_injected("reboot", instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected("reboot", instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         if self.host in self.faults.fail_reboot_hosts:
-            raise self._fail("reboot", instance, f"reboot fails on {self.host} (injected)")
+            raise self.failure("reboot", instance, f"reboot fails on {self.host} (injected)")
         found.state = PowerState.RUNNING
         found.started_at = time.monotonic()
         found.log(f"rebooted ({reboot_type.lower()})")
@@ -482,35 +418,35 @@ class FakeDriver(ComputeDriver):
     async def power_off(
         self, instance: Instance, timeout: float = 0, retry_interval: float = 0
     ) -> None:
-        self._check_injected("power_off", instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected("power_off", instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         if self.host in self.faults.fail_power_hosts:
-            raise self._fail("power_off", instance, f"power off fails on {self.host} (injected)")
+            raise self.failure("power_off", instance, f"power off fails on {self.host} (injected)")
         found.state = PowerState.SHUTDOWN
         found.log("powered off")
 
     @_persists
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
-        self._check_injected("power_on", instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected("power_on", instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         if self.host in self.faults.fail_power_hosts:
-            raise self._fail("power_on", instance, f"power on fails on {self.host} (injected)")
+            raise self.failure("power_on", instance, f"power on fails on {self.host} (injected)")
         found.state = PowerState.RUNNING
         found.log("powered on")
 
     async def get_console_output(self, instance: Instance) -> str:
         # No newline after the last line, as Nova's fake console: a tail of
         # N lines then splits into N pieces, which clients such as Tempest count.
-        return "\n".join(self._get(instance).console)
+        return "\n".join(self.guest(instance).console)
 
     async def snapshot(self, context: RequestContext, instance: Instance, dest: Path) -> str:
         """The fake guest's "disk": what this driver keeps of it (its shape and
         its console so far), as JSON bytes, so an image made from it holds
         this guest's own data."""
-        self._check_injected("snapshot", instance)
-        found = self._get(instance)
+        self.check_injected("snapshot", instance)
+        found = self.guest(instance)
         disk = {
             "uuid": found.uuid,
             "vcpus": found.vcpus,
@@ -527,7 +463,7 @@ class FakeDriver(ComputeDriver):
         loopback address that speaks the start of RFB 3.8 (the version
         greeting, then one security type, None), opened on first use and
         closed with the guest."""
-        found = self._get(instance)
+        found = self.guest(instance)
         if found.state != PowerState.RUNNING:
             raise exception.InstanceInvalidState(
                 action="get_vnc_console",
@@ -552,7 +488,7 @@ class FakeDriver(ComputeDriver):
         :data:`FAKE_CPU_LOAD` of each vCPU while it has been up, its root disk
         has had the console log written to it (a write per line), and the
         config drive, when it has one, is a second disk read once at boot."""
-        found = self._get(instance)
+        found = self.guest(instance)
         running = found.state == PowerState.RUNNING
         up = max(0.0, time.monotonic() - found.started_at)
         cpu_ns = int(up * 1e9 * FAKE_CPU_LOAD) if running else 0
@@ -590,13 +526,13 @@ class FakeDriver(ComputeDriver):
         end: PowerState,
     ) -> FakeInstance:
         """Move the guest from one of ``start`` to ``end`` (already ``end``: nothing)."""
-        self._check_injected(operation, instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected(operation, instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         if found.state == end:
             return found
         if found.state not in start:
-            raise self._fail(operation, instance, f"the guest is {found.state.name.lower()}")
+            raise self.failure(operation, instance, f"the guest is {found.state.name.lower()}")
         found.state = end
         found.log(f"{operation} done")
         return found
@@ -623,9 +559,9 @@ class FakeDriver(ComputeDriver):
     async def rescue(
         self, instance: Instance, rescue_image: dict[str, Any], admin_password: str | None
     ) -> None:
-        self._check_injected("rescue", instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected("rescue", instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         found.rescue_image = str(rescue_image.get("id") or "")
         if admin_password is not None:
             found.admin_password = admin_password
@@ -634,48 +570,36 @@ class FakeDriver(ComputeDriver):
 
     @_persists
     async def unrescue(self, instance: Instance) -> None:
-        self._check_injected("unrescue", instance)
-        found = self._get(instance)
-        await _delay(self.faults.power_delay)
+        self.check_injected("unrescue", instance)
+        found = self.guest(instance)
+        await delay(self.faults.power_delay)
         found.rescue_image = None
         found.state = PowerState.RUNNING
         found.log("unrescued")
 
     async def trigger_crash_dump(self, instance: Instance) -> None:
-        self._check_injected("trigger_crash_dump", instance)
-        found = self._get(instance)
+        self.check_injected("trigger_crash_dump", instance)
+        found = self.guest(instance)
         if found.state != PowerState.RUNNING:
-            raise self._fail("trigger_crash_dump", instance, "the guest is not running")
+            raise self.failure("trigger_crash_dump", instance, "the guest is not running")
         found.nmis += 1
         found.log("NMI received")
 
     async def set_admin_password(self, instance: Instance, new_pass: str) -> None:
-        self._check_injected("set_admin_password", instance)
-        found = self._get(instance)
+        self.check_injected("set_admin_password", instance)
+        found = self.guest(instance)
         if found.state != PowerState.RUNNING:
-            raise self._fail("set_admin_password", instance, "the guest is not running")
+            raise self.failure("set_admin_password", instance, "the guest is not running")
         found.admin_password = new_pass
         found.log("administrator password changed")
 
-    # -- cold migration and resize -------------------------------------------
+    # -- cold migration and resize (fake_moves.py) ---------------------------------
 
     @_persists
     async def migrate_disk_and_power_off(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        dest: str,
-        flavor: Flavor,
+        self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
     ) -> dict[str, Any]:
-        self._check_injected("migrate_disk_and_power_off", instance)
-        await _delay(self.faults.migration_delay)
-        disk_info = {"source": self.host, "root_gb": flavor.root_gb, "disks": ["disk"]}
-        if instance.uuid not in self.instances and instance.uuid in self.kept:
-            return disk_info  # done before (a repeat): the guest is off and kept
-        found = self._get(instance)
-        found.state = PowerState.SHUTDOWN
-        self.kept[instance.uuid] = self.instances.pop(instance.uuid)
-        return disk_info
+        return await self.moves.migrate_disk_and_power_off(context, instance, dest, flavor)
 
     @_persists
     async def finish_migration(
@@ -688,20 +612,15 @@ class FakeDriver(ComputeDriver):
         resize_instance: bool,
         power_on: bool = True,
     ) -> None:
-        self._check_injected("finish_migration", instance)
-        state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
-        found = self.instances.get(instance.uuid)
-        if found is not None:
-            found.state = state  # built before (a repeat): only the power to match
-            return
-        self.instances[instance.uuid] = self._new(instance, state)
+        await self.moves.finish_migration(
+            context, migration, instance, disk_info, image_meta, resize_instance, power_on
+        )
 
     @_persists
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
-        self._check_injected("confirm_migration", instance)
-        self.kept.pop(instance.uuid, None)
+        await self.moves.confirm_migration(context, migration, instance)
 
     @_persists
     async def finish_revert_migration(
@@ -711,40 +630,21 @@ class FakeDriver(ComputeDriver):
         migration: Migration,
         power_on: bool = True,
     ) -> None:
-        self._check_injected("finish_revert_migration", instance)
-        # The kept guest replaces whatever runs here (on the same host: the
-        # resized one); nothing kept and a guest here: a repeat, or the move
-        # never got to take it away.
-        kept = (
-            self.kept.pop(instance.uuid, None)
-            or self.instances.get(instance.uuid)
-            or self._new(instance)
-        )
-        kept.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
-        self.instances[instance.uuid] = kept
+        await self.moves.finish_revert_migration(context, instance, migration, power_on)
 
-    # -- live migration ------------------------------------------------------
+    # -- live migration (fake_moves.py) --------------------------------------------
 
     async def check_can_live_migrate_destination(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        block_migration: bool = False,
+        self, context: RequestContext, instance: Instance, block_migration: bool = False
     ) -> dict[str, Any]:
-        self._check_injected("check_can_live_migrate_destination", instance)
-        if instance.uuid in self.instances:
-            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
-        return {"dest_host": self.host, "block_migration": block_migration}
+        return await self.moves.check_can_live_migrate_destination(
+            context, instance, block_migration
+        )
 
     async def check_can_live_migrate_source(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        dest_check_data: dict[str, Any],
+        self, context: RequestContext, instance: Instance, dest_check_data: dict[str, Any]
     ) -> dict[str, Any]:
-        self._check_injected("check_can_live_migrate_source", instance)
-        self._get(instance)
-        return {**dest_check_data, "source_host": self.host}
+        return await self.moves.check_can_live_migrate_source(context, instance, dest_check_data)
 
     async def pre_live_migration(
         self,
@@ -754,10 +654,9 @@ class FakeDriver(ComputeDriver):
         *,
         config_drive: ConfigDrive | None = None,
     ) -> dict[str, Any]:
-        self._check_injected("pre_live_migration", instance)
-        if config_drive is not None:
-            self.arriving_config_drives[instance.uuid] = config_drive
-        return {**migrate_data, "pre_live_migration_done": True}
+        return await self.moves.pre_live_migration(
+            context, instance, migrate_data, config_drive=config_drive
+        )
 
     async def live_migration(
         self,
@@ -767,99 +666,28 @@ class FakeDriver(ComputeDriver):
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
     ) -> None:
-        self._check_injected("live_migration", instance)
-        self._get(instance)
-        if instance.uuid in self.live_migrations:
-            raise exception.Conflict(reason=f"instance {instance.uuid} is already migrating")
-        # Registered before the first await, so an abort that comes at any
-        # point after this call began finds it.
-        job = self.live_migrations[instance.uuid] = FakeLiveMigration()
-        try:
-            await self._copy_memory(instance, job, progress)
-        finally:
-            self.live_migrations.pop(instance.uuid, None)
-
-    async def _copy_memory(
-        self, instance: Instance, job: FakeLiveMigration, progress: ProgressCallback | None
-    ) -> None:
-        """``migration_delay`` split into ticks, each reporting progress; fails at 50 %
-        when the fault registry says so."""
-        faults = self.faults
-        ticks = max(2, math.ceil(faults.migration_delay / LIVE_MIGRATION_TICK))
-        tick = faults.migration_delay / ticks
-        failing = faults.fail_live_migration or self.host in faults.fail_live_migration_hosts
-        for n in range(1, ticks + 1):
-            if tick > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(tick):
-                        await job.wake.wait()
-            if job.aborted:
-                raise exception.LiveMigrationAborted(instance_uuid=instance.uuid, host=self.host)
-            if job.forced:
-                break
-            percent = n * 100 // ticks
-            if progress is not None and percent < 100:
-                await progress(percent)
-            if failing and percent >= 50:
-                raise self._fail(
-                    "live_migration", instance, f"failed halfway on {self.host} (injected)"
-                )
-        if progress is not None:
-            await progress(100)
+        await self.moves.live_migration(context, instance, dest, migrate_data, progress)
 
     async def live_migration_abort(self, instance: Instance) -> bool:
-        self._check_injected("live_migration_abort", instance)
-        job = self.live_migrations.get(instance.uuid)
-        if job is None:
-            return False
-        job.aborted = True
-        job.wake.set()
-        return True
+        return await self.moves.live_migration_abort(instance)
 
     async def live_migration_force_complete(self, instance: Instance) -> bool:
-        self._check_injected("live_migration_force_complete", instance)
-        job = self.live_migrations.get(instance.uuid)
-        if job is None:
-            return False
-        job.forced = True
-        job.wake.set()
-        return True
+        return await self.moves.live_migration_force_complete(instance)
 
     @_persists
     async def post_live_migration(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        migrate_data: dict[str, Any],
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        self._check_injected("post_live_migration", instance)
-        self.instances.pop(instance.uuid, None)
+        await self.moves.post_live_migration(context, instance, migrate_data)
 
     @_persists
     async def post_live_migration_at_destination(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        migrate_data: dict[str, Any],
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        self._check_injected("post_live_migration_at_destination", instance)
-        # A paused guest moves paused (the conductor recorded that power state).
-        paused = (
-            instance.obj_attr_is_set("power_state") and instance.power_state == PowerState.PAUSED
-        )
-        state = PowerState.PAUSED if paused else PowerState.RUNNING
-        arrived = self.instances.setdefault(instance.uuid, self._new(instance, state))
-        drive = self.arriving_config_drives.pop(instance.uuid, None)
-        if drive is not None:
-            arrived.config_drive = drive
+        await self.moves.post_live_migration_at_destination(context, instance, migrate_data)
 
     @_persists
     async def rollback_live_migration_at_destination(
-        self,
-        context: RequestContext,
-        instance: Instance,
-        migrate_data: dict[str, Any],
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        self._check_injected("rollback_live_migration_at_destination", instance)
-        self.instances.pop(instance.uuid, None)
-        self.arriving_config_drives.pop(instance.uuid, None)
+        await self.moves.rollback_live_migration_at_destination(context, instance, migrate_data)

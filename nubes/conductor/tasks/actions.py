@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nubes import grants
 from nubes.conductor.tasks.base import Run, task_kind
 from nubes.conductor.tasks.payloads import ActionPayload, TaskPayload
 from nubes.conductor.tasks.power import PowerTask
@@ -75,7 +76,16 @@ class RescueTask(_WithPassword):
 
     def extra_args(self, run: Run) -> dict[str, Any]:
         payload = run.typed(ActionPayload)
-        return {"rescue_image": payload.rescue_image, "admin_password": payload.admin_password}
+        conf = self.engine.conf
+        # Grants for the host asked to fetch the rescue image (and its
+        # kernel and ramdisk) from the image API, as a build's.
+        image = grants.attach(
+            payload.rescue_image,
+            run.awaited().host,
+            conf.image_grant_secret,
+            conf.image_grant_ttl,
+        )
+        return {"rescue_image": image, "admin_password": payload.admin_password}
 
 
 @task_kind

@@ -39,7 +39,8 @@ from nubes.conductor.tasks.helpers import (
     set_instance,
 )
 from nubes.conductor.tasks.moves import answer, ask, load_migration, migration_object
-from nubes.conductor.tasks.payloads import Awaited, DeletePayload, expect_report
+from nubes.conductor.tasks.payloads import SHELVED_IMAGE_KEY, Awaited, DeletePayload, expect_report
+from nubes.conductor.tasks.snapshot import delete_image
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
@@ -161,6 +162,12 @@ class DeleteTask(Task):
                 moves = await migrations_api.list_by_instance(conn, run.instance_uuid)
             for migration in moves:
                 await self.engine.scheduler.release(run.ctxt, migration["uuid"])
+            # A shelved server's snapshot goes with it, as Nova's delete of a
+            # shelved server deletes it (a repeat finds it gone).
+            row = await load_instance(run)
+            shelved = ((row or {}).get("system_metadata") or {}).get(SHELVED_IMAGE_KEY)
+            if shelved:
+                await delete_image(self.engine, str(shelved))
 
         async def destroy(conn: Connection) -> None:
             assert run.instance_uuid is not None

@@ -237,12 +237,21 @@ class ActionPayload(TaskPayload, kw_only=True):
 
 @payload_of(TaskKind.SHELVE, TaskKind.SHELVE_OFFLOAD, TaskKind.UNSHELVE)
 class ShelvePayload(TaskPayload, kw_only=True):
-    """shelve: whether the offload follows at once; unshelve of an offloaded
-    server: the image it spawns from and the host an admin named (2.91)."""
+    """shelve: whether the offload follows at once, and the queued image the
+    API recorded for the guest's disk (``<name>-shelved``; None: no
+    snapshot); unshelve of an offloaded server: the image it spawns from (the
+    shelved snapshot when there is one) and the host an admin named (2.91)."""
 
     offload: bool = False
+    image_id: str | None = None
     image: dict[str, Any] = msgspec.field(default_factory=dict)
     requested_host: str | None = None
+
+
+#: The system metadata key naming a shelved server's snapshot (Nova's).
+SHELVED_IMAGE_KEY = "shelved_image_id"
+#: Every system metadata key a shelve records, which an unshelve drops (Nova's).
+SHELVED_KEYS = ("shelved_at", "shelved_host", SHELVED_IMAGE_KEY)
 
 
 @payload_of(TaskKind.SNAPSHOT)

@@ -1,11 +1,16 @@
 """Shelve, shelve offload and unshelve (``docs/tasks.md``).
 
-``shelve`` (first step ``shelve``): the instance's host powers the guest off
-and saves SHELVED; the conductor records ``shelved_at`` / ``shelved_host`` in
-its system metadata as Nova does. With ``[DEFAULT] shelved_offload_time = 0``
-the host saves ``shelving_offloading`` instead and the task goes on with the
-offload. The guest's disk is not snapshotted: an offloaded server is spawned
-again from the image it was built from.
+``shelve`` (first step ``shelve``): the instance's host powers the guest off,
+snapshots its disk to the image the API recorded with the task
+(``<name>-shelved``, queued; the upload is createImage's: a grant for that one
+image and that host, :func:`~nubes.conductor.tasks.snapshot.upload_grant`)
+and saves SHELVED; the conductor records the image's disk format and
+``shelved_at`` / ``shelved_host`` / ``shelved_image_id`` in its system
+metadata as Nova does. With ``[DEFAULT] shelved_offload_time = 0`` the host
+saves ``shelving_offloading`` instead and the task goes on with the offload.
+A failed shelve deletes the image (no half image; the host has the guest
+running again). Hosts older than compute 1.9 take no snapshot: the image is
+deleted and the server comes back from its original image.
 
 ``offload`` (``shelve`` with offload, and ``shelve_offload``'s first step): the
 host removes the guest; then ``release``: the scheduler gives its claim back,
@@ -15,7 +20,10 @@ its ports bound to no host, so it holds nothing anywhere.
 ``unshelve`` (first step ``schedule``): a SHELVED instance is powered on where
 it is; a SHELVED_OFFLOADED one is scheduled anew (the availability zone the
 API recorded, or an admin's host at 2.91, still filtered), placed (host,
-node, ports bound) and spawned there from its image.
+node, ports bound) and spawned there from its shelved snapshot (the API put
+it in the payload). Either way, once it runs the snapshot is deleted and the
+shelve's system metadata dropped (Nova's unshelve and start of a shelved
+server). Deleting a shelved server deletes its snapshot (``delete.py``).
 
 Failures: the transitional task_state is dropped with a fault, a failed event
 and ``instance.<action>.error``; an unshelve that placed an offloaded
@@ -38,7 +46,14 @@ from nubes.conductor.tasks.helpers import (
     notify_error,
     set_instance,
 )
-from nubes.conductor.tasks.payloads import SchedulingRequest, ShelvePayload, expect_report
+from nubes.conductor.tasks.payloads import (
+    SHELVED_IMAGE_KEY,
+    SHELVED_KEYS,
+    SchedulingRequest,
+    ShelvePayload,
+    expect_report,
+)
+from nubes.conductor.tasks.snapshot import delete_image, record_disk_format, upload_grant
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
@@ -54,9 +69,19 @@ class _ShelveBase(Task):
     #: The notification event of a failure.
     error_event: str
 
-    async def _host_step(self, run: Run, step: Step, send_method: str, **kwargs: Any) -> Any:
+    async def _host_step(
+        self,
+        run: Run,
+        step: Step,
+        send_method: str,
+        *,
+        grant_for: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Commit the try of ``step`` on the instance's host (first pass), then
-        send ``send_method`` and wait; the outcome, or None (deadline)."""
+        send ``send_method`` and wait; the outcome, or None (deadline).
+        ``grant_for``: an image the host uploads to, with a grant for it and
+        the host awaited (``grant``)."""
         awaited = run.awaiting
         if awaited is None or awaited.step != step.value:
             row = await load_instance(run)
@@ -82,6 +107,8 @@ class _ShelveBase(Task):
             if row is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
             method = getattr(self.engine.compute, send_method)
+            if grant_for is not None:
+                kwargs["grant"] = upload_grant(self.engine, grant_for, awaited.host)
             await method(
                 run.ctxt, awaited.host, instance_object(row), awaited.key(run.id), **kwargs
             )
@@ -167,8 +194,24 @@ class ShelveTask(_ShelveBase):
         ]
 
     async def shelve(self, run: Run) -> str | None:
-        offload = run.typed(ShelvePayload).offload
-        outcome = await self._host_step(run, Step.SHELVE, "shelve_instance", offload=offload)
+        payload = run.typed(ShelvePayload)
+        image_id = payload.image_id
+        if image_id is not None and not self.engine.compute.can_snapshot_on_shelve():
+            # Hosts older than compute 1.9 shelve without a snapshot (the
+            # server comes back from its original image): no image is kept
+            # that nothing would fill.
+            await delete_image(self.engine, image_id)
+            image_id = None
+        # With an image: the snapshot's, uploaded with a grant for the host asked.
+        extra: dict[str, Any] = {} if image_id is None else {"image_id": image_id}
+        outcome = await self._host_step(
+            run,
+            Step.SHELVE,
+            "shelve_instance",
+            offload=payload.offload,
+            grant_for=image_id,
+            **extra,
+        )
         if outcome is None:
             return run.step
         if not outcome.ok:
@@ -183,9 +226,13 @@ class ShelveTask(_ShelveBase):
             "shelved_at": utcnow().isoformat(),
             "shelved_host": str(row["host"]),
         }
+        if image_id is not None:
+            await record_disk_format(self.engine, image_id, outcome.details)
+            # What unshelve spawns from, and deletes once it did (Nova's key).
+            sysmeta[SHELVED_IMAGE_KEY] = image_id
         recorded = set_instance(run, {"system_metadata": sysmeta})
-        if offload:
-            payload = expect_report(
+        if payload.offload:
+            waiting = expect_report(
                 run.payload,
                 step=Step.OFFLOAD,
                 attempt=1,
@@ -193,9 +240,26 @@ class ShelveTask(_ShelveBase):
                 node=row["node"],
                 timeout=self.engine.compute_step_timeout,
             )
-            return await run.commit(Step.OFFLOAD, payload=payload, writes=recorded)
+            return await run.commit(Step.OFFLOAD, payload=waiting, writes=recorded)
         await run.finish(TaskStatus.SUCCEEDED, writes=chain(recorded, finish_action_writes(run)))
         return None
+
+    async def revert(self, run: Run) -> None:
+        """The shelved image gone too: no half image outlives a failed shelve."""
+        await self._drop_image(run)
+        await super().revert(run)
+
+    async def fail(self, run: Run, message: str, *, status: TaskStatus = TaskStatus.FAILED) -> None:
+        if run.step == Step.SHELVE:
+            # Past it (offload, release) the snapshot is whole and the server
+            # SHELVED: it keeps it, as Nova's does.
+            await self._drop_image(run)
+        await super().fail(run, message, status=status)
+
+    async def _drop_image(self, run: Run) -> None:
+        image_id = run.typed(ShelvePayload).image_id
+        if image_id is not None:
+            await delete_image(self.engine, image_id)
 
 
 @task_kind
@@ -295,7 +359,7 @@ class UnshelveTask(_ShelveBase):
         if outcome is None:
             return run.step
         if outcome.ok:
-            await run.finish(TaskStatus.SUCCEEDED, writes=finish_action_writes(run))
+            await self._forget_shelve(run)
             return None
         message = f"unshelve on {outcome.host} failed: {outcome.error}"
         if payload.dest_host is not None:
@@ -303,6 +367,25 @@ class UnshelveTask(_ShelveBase):
         else:
             await self.fail(run, message)
         return None
+
+    async def _forget_shelve(self, run: Run) -> None:
+        """The server runs again: its shelved snapshot deleted and the shelve's
+        system metadata dropped, as Nova's unshelve (and start of a shelved
+        server) does, then the task ends. A repeat finds the image gone."""
+        row = await load_instance(run)
+        if row is None:
+            await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return
+        sysmeta = dict(row["system_metadata"] or {})
+        image_id = sysmeta.get(SHELVED_IMAGE_KEY)
+        if image_id:
+            await delete_image(self.engine, str(image_id))
+        writes: list[Writes] = [finish_action_writes(run)]
+        if any(key in sysmeta for key in SHELVED_KEYS):
+            for key in SHELVED_KEYS:
+                sysmeta.pop(key, None)
+            writes.insert(0, set_instance(run, {"system_metadata": sysmeta}))
+        await run.finish(TaskStatus.SUCCEEDED, writes=chain(*writes))
 
     async def _fail_offloaded(self, run: Run, message: str, details: str | None = None) -> None:
         """An offloaded instance's unshelve failed: its claim given back, on no host again."""

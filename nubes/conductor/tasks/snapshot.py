@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nubes import config, exception, grants
 from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
@@ -42,6 +42,9 @@ from nubes.db.api import images as images_db
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
 from nubes.objects.states import TaskState
+
+if TYPE_CHECKING:
+    from nubes.conductor.tasks.engine import TaskEngine
 
 LOG = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class SnapshotTask(Task):
         if not run.awaiting:
             row = await load_instance(run)
             if row is None:
-                await self._delete_image(payload.image_id)
+                await delete_image(self.engine, payload.image_id)
                 await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
                 return None
             if not row["host"]:
@@ -92,12 +95,7 @@ class SnapshotTask(Task):
             instance = row or await load_instance(run)
             if instance is None:
                 raise exception.InstanceNotFound(instance_id=run.instance_uuid)
-            conf = self.engine.conf
-            # Need-to-know: a grant to write this one image, for this host,
-            # for as long as an image grant lasts; nothing else of the image API.
-            grant = grants.issue_upload(
-                conf.image_grant_secret, payload.image_id, awaited.host, conf.image_grant_ttl
-            )
+            grant = upload_grant(self.engine, payload.image_id, awaited.host)
             await self.engine.compute.snapshot_instance(
                 run.ctxt,
                 awaited.host,
@@ -114,17 +112,7 @@ class SnapshotTask(Task):
         if not outcome.ok:
             await self.fail(run, f"snapshot on {outcome.host} failed: {outcome.error}")
             return None
-        disk_format = (outcome.details or {}).get("disk_format")
-        if disk_format:
-            # The format is the driver's (qcow2 from libvirt, raw from the
-            # fake): what a boot from the image reads it as.
-            async with self.engine.db.writer() as conn:
-                with contextlib.suppress(exception.ImageNotFound):
-                    await images_db.update_fields(
-                        conn,
-                        payload.image_id,
-                        {"disk_format": str(disk_format), "container_format": "bare"},
-                    )
+        await record_disk_format(self.engine, payload.image_id, outcome.details)
         if payload.image_type == "backup" and payload.rotation is not None:
             return await run.commit(Step.ROTATE)
 
@@ -157,7 +145,7 @@ class SnapshotTask(Task):
         backups.sort(key=lambda r: (r["created_at"], r["id"] == payload.image_id), reverse=True)
         for row in backups[payload.rotation :]:
             LOG.info("%r: rotating out backup %s", run, row["id"])
-            await self._delete_image(row["id"])
+            await delete_image(self.engine, row["id"])
 
         async def done(conn: Connection) -> None:
             await run.finish_action(conn)
@@ -165,19 +153,10 @@ class SnapshotTask(Task):
         await run.finish(TaskStatus.SUCCEEDED, writes=done)
         return None
 
-    async def _delete_image(self, image_id: str) -> None:
-        """The image's record and data gone (already gone is fine)."""
-        async with self.engine.db.writer() as conn:
-            with contextlib.suppress(exception.ImageNotFound):
-                await images_db.destroy(conn, image_id)
-        path = config.image_data_dir(self.engine.conf) / image_id
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(path.unlink)
-
     async def revert(self, run: Run) -> None:
         """Drop the image_* task_state (if it is still ours) and the image."""
         assert run.instance_uuid is not None
-        await self._delete_image(run.typed(SnapshotPayload).image_id)
+        await delete_image(self.engine, run.typed(SnapshotPayload).image_id)
         write = set_instance(run, {"task_state": None}, expected_task_state=SNAPSHOT_TASK_STATES)
         try:
             async with self.engine.db.writer() as conn:
@@ -186,7 +165,7 @@ class SnapshotTask(Task):
             pass  # the host finished it, or someone else moved it on
 
     async def fail(self, run: Run, message: str, *, status: TaskStatus = TaskStatus.FAILED) -> None:
-        await self._delete_image(run.typed(SnapshotPayload).image_id)
+        await delete_image(self.engine, run.typed(SnapshotPayload).image_id)
 
         async def history(conn: Connection) -> None:
             await run.fault(conn, message)
@@ -211,3 +190,40 @@ class SnapshotTask(Task):
             "The snapshot did not finish before its deadline",
             status=TaskStatus.ROLLED_BACK,
         )
+
+
+def upload_grant(engine: TaskEngine, image_id: str, host: str) -> str:
+    """The grant with which ``host`` uploads the data of ``image_id``.
+
+    Need-to-know: a grant to write this one image, for this host, for as long
+    as an image grant lasts; nothing else of the image API.
+    """
+    conf = engine.conf
+    return grants.issue_upload(conf.image_grant_secret, image_id, host, conf.image_grant_ttl)
+
+
+async def record_disk_format(
+    engine: TaskEngine, image_id: str, details: dict[str, Any] | None
+) -> None:
+    """The uploaded image's disk format, as the host's report says: the
+    driver's (qcow2 from libvirt, raw from the fake), what a boot from the
+    image reads it as. An image gone meanwhile is left gone."""
+    disk_format = (details or {}).get("disk_format")
+    if not disk_format:
+        return
+    async with engine.db.writer() as conn:
+        with contextlib.suppress(exception.ImageNotFound):
+            await images_db.update_fields(
+                conn, image_id, {"disk_format": str(disk_format), "container_format": "bare"}
+            )
+
+
+async def delete_image(engine: TaskEngine, image_id: str) -> None:
+    """An image a task made, record and data, gone (already gone is fine):
+    a snapshot whose upload failed, an unshelved server's snapshot."""
+    async with engine.db.writer() as conn:
+        with contextlib.suppress(exception.ImageNotFound):
+            await images_db.destroy(conn, image_id)
+    path = config.image_data_dir(engine.conf) / image_id
+    with contextlib.suppress(FileNotFoundError):
+        await asyncio.to_thread(path.unlink)

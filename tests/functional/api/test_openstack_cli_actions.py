@@ -59,8 +59,16 @@ def test_openstack_cli_server_actions(soft_cloud: Cloud) -> None:
     wait_status(sdk, vm["id"], "SHELVED_OFFLOADED")
     shown = cloud.json(admin, "server", "show", vm["id"])
     assert shown["OS-EXT-SRV-ATTR:host"] in (None, "")
+    # The guest's disk went to an image of the project, as Nova's shelve does.
+    (shelved,) = cloud.json(demo, "image", "list", "--name", "vm-shelved")
+    assert shelved["Status"] == "active", shelved
+    image_props = cloud.json(demo, "image", "show", shelved["ID"])["properties"]
+    assert image_props["image_type"] == "snapshot", image_props
+    assert image_props["instance_uuid"] == vm["id"], image_props
     cloud.openstack(demo, "server", "unshelve", "vm")
     wait_status(sdk, vm["id"], "ACTIVE")
+    # Spawned from it, then deleted.
+    assert cloud.json(demo, "image", "list", "--name", "vm-shelved") == []
     # Soft delete, then restore.
     cloud.openstack(demo, "server", "delete", "vm")
     wait_status(sdk, vm["id"], "SOFT_DELETED")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from nubes.conductor.rpcapi import ConductorAPI
 from nubes.context import RequestContext
 from nubes.rpc.transport import get_transport
 from nubes.testing.processes import ProcessCloud
+from tests.functional.api.cli import free_port
 from tests.integration.crash import checks, moves
 from tests.integration.crash.conftest import RESULTS, CloudFactory
 
@@ -125,17 +127,53 @@ async def _image_record(cloud: ProcessCloud) -> None:
             )
 
 
+async def _snapshot_problems(
+    cloud: ProcessCloud, after: dict[str, Any], image_dir: Path
+) -> list[str]:
+    """A shelved server names its snapshot, whole (active, its data there); a
+    running one has none left: an unshelve deletes it, a failed shelve too."""
+    from nubes.db.api import images
+
+    assert cloud.db is not None
+    named = (after["system_metadata"] or {}).get("shelved_image_id")
+    async with cloud.db.reader() as conn:
+        rows = await images.get_all(conn, all_visible=True)
+    shelved = [r for r in rows if r["properties"].get("instance_uuid") == after["uuid"]]
+    if after["vm_state"] in ("shelved", "shelved_offloaded"):
+        if not named:
+            return ["shelved without a snapshot"]
+        if [(r["id"], r["status"]) for r in shelved] != [(named, "active")]:
+            return [f"snapshots {[(r['id'], r['status']) for r in shelved]}, named {named}"]
+        if not (image_dir / named).exists():
+            return [f"the snapshot {named} has no data"]
+        return []
+    if named or shelved:
+        return [f"{after['vm_state']} with snapshots left: {named}, {[r['id'] for r in shelved]}"]
+    return []
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(OPERATIONS))
 @pytest.mark.parametrize("kill_host", [False, True], ids=["conductor", "conductor+host"])
 async def test_killed_at_each_step_boundary(
-    process_cloud: CloudFactory, name: str, kill_host: bool
+    process_cloud: CloudFactory, name: str, kill_host: bool, tmp_path: Path
 ) -> None:
     op = OPERATIONS[name]
-    cloud = await process_cloud()
+    # The API serves the image API the hosts upload the shelved snapshots to.
+    port = free_port()
+    image_dir = tmp_path / "images"
+    cloud = await process_cloud(
+        {
+            "compute": {"image_api_endpoint": f"http://127.0.0.1:{port}/image"},
+            "api": {"image_dir": str(image_dir)},
+        }
+    )
+    cloud.controller_options = {"DEFAULT": {"image_grant_secret": "controllers-only"}}
     scheduler = await cloud.start_scheduler()
     conductor = await cloud.start_conductor("a")
+    api = await cloud.start_api(port, image_dir)
     await cloud.wait_serving([scheduler, conductor])
+    await api.wait_log(r"API listening on", timeout=60)
     computes = await cloud.start_computes()
     await cloud.wait_serving(list(computes.values()))
     await cloud.wait_hosts_registered()
@@ -168,6 +206,7 @@ async def test_killed_at_each_step_boundary(
         await cloud.wait_serving([conductor])
         after = await moves.settled(cloud, before["uuid"], timeout=90)
         problems = await moves.problems(cloud, before["uuid"])
+        problems += await _snapshot_problems(cloud, after, image_dir)
         if not kill_host:
             # Only the conductor failed: the operation must have completed.
             # With the host killed too it may end rolled back instead (the

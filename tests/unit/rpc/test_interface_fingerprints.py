@@ -42,7 +42,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.8",
+        "1.9",
         {
             "build_and_run_instance": "26699c7245b4",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -60,7 +60,7 @@ EXPECTED = {
             "migrate_disk_and_power_off": "b7ad425bdfa5",
             "unshelve_instance": "6dc1b0e6b254",
             "shelve_offload_instance": "c1488e18514c",
-            "shelve_instance": "f91f7c5cbee7",
+            "shelve_instance": "eaf491db14d7",
             "soft_delete_instance": "baa696f039cc",
             "restore_instance": "80ab545e7508",
             "unrescue_instance": "a5c66e8b2ccc",

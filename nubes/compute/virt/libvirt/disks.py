@@ -35,9 +35,11 @@ class GuestDisks:
     def files(self, uuid: str) -> InstanceFiles:
         return InstanceFiles.of(self.instances_path, uuid)
 
-    async def _root_disk(self, instance: Instance, image_meta: dict[str, Any]) -> str:
-        """Make the instance's root disk, an overlay over the cached image;
-        returns the overlay's format."""
+    async def _root_disk(
+        self, instance: Instance, image_meta: dict[str, Any], disk: Path | None = None
+    ) -> str:
+        """Make the instance's root disk (or ``disk``: a rescue disk), an
+        overlay over the cached image; returns the overlay's format."""
         image_id = image_meta.get("id")
         disk_format = image_meta.get("disk_format") or "raw"
         backing = BACKING_FORMATS.get(disk_format)
@@ -52,7 +54,7 @@ class GuestDisks:
         base = await self.images.get(
             image_id, image_meta.get("os_hash_value"), image_grant(image_meta, image_id)
         )
-        disk = self.files(instance.uuid).disk
+        disk = disk or self.files(instance.uuid).disk
         command = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing, "-b", str(base)]
         command.append(str(disk))
         if instance.root_gb:
@@ -93,6 +95,33 @@ class GuestDisks:
         if kernel_id and ramdisk_id:
             await self._link_from_cache(ramdisk_id, files.ramdisk, image_meta)
         return disk_format
+
+    async def prepare_rescue(self, instance: Instance, image_meta: dict[str, Any]) -> None:
+        """The rescue disk (an overlay over the cached rescue image) and the
+        rescue image's kernel and ramdisk, beside the guest's own files (made
+        anew: a repeat starts from a fresh rescue disk, as Nova's)."""
+        files = self.files(instance.uuid)
+        for path in (files.rescue_disk, files.rescue_kernel, files.rescue_ramdisk):
+            await asyncio.to_thread(path.unlink, True)
+        await self._root_disk(instance, image_meta, files.rescue_disk)
+        properties = image_meta.get("properties") or {}
+        kernel_id = properties.get("kernel_id")
+        ramdisk_id = properties.get("ramdisk_id")
+        if kernel_id:
+            await self._link_from_cache(kernel_id, files.rescue_kernel, image_meta)
+        if kernel_id and ramdisk_id:
+            await self._link_from_cache(ramdisk_id, files.rescue_ramdisk, image_meta)
+
+    async def remove_rescue(self, instance: Instance) -> None:
+        """The rescue boot's files gone (the guest is back on its own)."""
+        files = self.files(instance.uuid)
+        for path in (
+            files.rescue_disk,
+            files.rescue_kernel,
+            files.rescue_ramdisk,
+            files.unrescue_xml,
+        ):
+            await asyncio.to_thread(path.unlink, True)
 
     async def fetch_from_source(
         self, instance: Instance, url: str, grant: str, image_meta: dict[str, Any]
@@ -137,7 +166,9 @@ class GuestDisks:
         found: set[Path] = set()
         if not self.instances_path.is_dir():
             return found
-        for disk in self.instances_path.glob("*/disk"):
+        # A rescued guest's rescue disk is an overlay of a cached image too.
+        disks = [*self.instances_path.glob("*/disk"), *self.instances_path.glob("*/disk.rescue")]
+        for disk in disks:
             info = qcow2_backing(disk)
             if info is not None:
                 found.add(Path(info))

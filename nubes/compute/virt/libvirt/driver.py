@@ -12,16 +12,13 @@ of libvirtd) the driver finds every guest it made and nothing else: the
 domains are the state. A guest that powers itself off stays defined, shut
 off; the lifecycle event reaches the compute host, which records it.
 
-Live migration is libvirt's peer-to-peer migration between the hosts'
-libvirtd (``[libvirt] live_migration_inbound_addr``), with the root disk's
-overlay copied along (the destination makes the same overlay over its own
-copy of the image first): see :mod:`~nubes.compute.virt.libvirt.migration`.
-Cold migration and resize: the source stops the guest and serves its
-overlay and console log from its disk server
-(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
-conductor signs for the destination; the destination makes the overlay's
-base from the image API as a spawn does, fetches the overlay, and defines
-the guest. Confirm removes the source's guest; revert starts it again.
+The driver is split by responsibility: this module has the host, the
+guests' lifecycle (spawn, destroy, power, pause, suspend, snapshot ...) and
+the helpers its parts share (a guest's domain, stopping and starting it);
+cold migration, resize and live migration are :mod:`.moves`
+(:class:`~.moves.GuestMoves`), rescue is :mod:`.rescue`
+(:class:`~.rescue.GuestRescue`), each handed the driver's methods of the
+contract with the same signatures.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -46,7 +42,6 @@ from nubes.compute.virt.driver import (
     ProgressCallback,
 )
 from nubes.compute.virt.fake import format_uptime
-from nubes.compute.virt.libvirt import migration
 from nubes.compute.virt.libvirt.diagnostics import read_diagnostics
 from nubes.compute.virt.libvirt.disks import GuestDisks
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
@@ -58,7 +53,8 @@ from nubes.compute.virt.libvirt.guest import (
 )
 from nubes.compute.virt.libvirt.host import Host, power_state
 from nubes.compute.virt.libvirt.imagecache import ImageCache, ImageSource
-from nubes.compute.virt.libvirt.migration import LiveCopy
+from nubes.compute.virt.libvirt.moves import GuestMoves
+from nubes.compute.virt.libvirt.rescue import GuestRescue
 from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
@@ -129,13 +125,14 @@ class LibvirtDriver(ComputeDriver):
         self.migration_address = migration_address or host
         #: MiB/s a live migration from here may send (0: no limit).
         self.migration_bandwidth = migration_bandwidth
-        #: The live migrations running from this host, by instance uuid.
-        self._live: dict[str, LiveCopy] = {}
         #: Serves the disks of guests cold-migrating off this host (started when needed).
         self.disk_server: DiskServer | None = None
         self.disk_server_port = disk_server_port
         #: The host's data plane (None: guests get no network interface).
         self.network: NetworkAgent | None = None
+        #: Cold and live migrations, rescue: parts of their own (moves.py, rescue.py).
+        self.moves = GuestMoves(self)
+        self.rescuer = GuestRescue(self)
 
     def use_network(self, network: NetworkAgent) -> None:
         self.network = network
@@ -152,10 +149,10 @@ class LibvirtDriver(ComputeDriver):
     def backing_files(self) -> set[Path]:
         return self.disks.backing_files()
 
-    def _error(self, operation: str, uuid: str, exc: BaseException) -> exception.VirtDriverError:
+    def error(self, operation: str, uuid: str, exc: BaseException) -> exception.VirtDriverError:
         return exception.VirtDriverError(operation=operation, instance_uuid=uuid, reason=str(exc))
 
-    def _lookup_sync(self, uuid: str) -> Any:
+    def lookup_sync(self, uuid: str) -> Any:
         """The domain of ``uuid`` (blocking), or None."""
         libvirt = self.libvirt
         try:
@@ -165,19 +162,19 @@ class LibvirtDriver(ComputeDriver):
                 return None
             raise
 
-    async def _lookup(self, uuid: str) -> Any:
-        return await self.connection.call(self._lookup_sync, uuid)
+    async def lookup(self, uuid: str) -> Any:
+        return await self.connection.call(self.lookup_sync, uuid)
 
-    async def _domain(self, instance: Instance, operation: str) -> Any:
+    async def domain(self, instance: Instance, operation: str) -> Any:
         try:
-            dom = await self._lookup(instance.uuid)
+            dom = await self.lookup(instance.uuid)
         except self.libvirt.libvirtError as exc:
-            raise self._error(operation, instance.uuid, exc) from None
+            raise self.error(operation, instance.uuid, exc) from None
         if dom is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
         return dom
 
-    async def _state(self, dom: Any) -> PowerState:
+    async def state_of(self, dom: Any) -> PowerState:
         state, _reason = await self.connection.call(dom.state)
         return power_state(self.libvirt, state)
 
@@ -185,10 +182,10 @@ class LibvirtDriver(ComputeDriver):
         # In the event loop. Re-read the state: events of one guest may be late.
         async def report() -> None:
             try:
-                dom = await self._lookup(uuid)
+                dom = await self.lookup(uuid)
                 if dom is None or not dom.name().startswith(NAME_PREFIX):
                     return
-                state = await self._state(dom)
+                state = await self.state_of(dom)
             except self.libvirt.libvirtError as exc:
                 LOG.debug("event for %s: state unreadable (%s)", uuid, exc)
                 return
@@ -205,7 +202,7 @@ class LibvirtDriver(ComputeDriver):
         await self.connection.open(self._on_domain_event)
         # A guest was leaving when the agent stopped: its destination may still fetch.
         if any(self.instances_path.glob(f"*/{KEY_FILE}")):
-            await self._disk_server()
+            await self.start_disk_server()
 
     async def cleanup_host(self) -> None:
         for task in list(self._events):
@@ -272,29 +269,29 @@ class LibvirtDriver(ComputeDriver):
         return await self.connection.call(ours)
 
     async def get_info(self, instance: Instance) -> InstanceInfo:
-        dom = await self._domain(instance, "get_info")
+        dom = await self.domain(instance, "get_info")
         try:
             state, _max_kib, mem_kib, vcpus, cpu_time = await self.connection.call(dom.info)
         except self.libvirt.libvirtError as exc:
             if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
                 raise exception.InstanceNotFound(instance_id=instance.uuid) from None
-            raise self._error("get_info", instance.uuid, exc) from None
+            raise self.error("get_info", instance.uuid, exc) from None
         return InstanceInfo(power_state(self.libvirt, state), mem_kib // 1024, vcpus, cpu_time)
 
     def console_log_path(self, instance: Instance) -> Path:
         return self.files(instance.uuid).console_log
 
     async def get_console_output(self, instance: Instance) -> str:
-        await self._domain(instance, "get_console_output")
+        await self.domain(instance, "get_console_output")
 
         return await asyncio.to_thread(self.disks.console_history, instance.uuid)
 
     async def get_vnc_endpoint(self, instance: Instance) -> tuple[str, int]:
-        dom = await self._domain(instance, "get_vnc_endpoint")
+        dom = await self.domain(instance, "get_vnc_endpoint")
         try:
             xml = await self.connection.call(dom.XMLDesc, 0)
         except self.libvirt.libvirtError as exc:
-            raise self._error("get_vnc_endpoint", instance.uuid, exc) from None
+            raise self.error("get_vnc_endpoint", instance.uuid, exc) from None
         graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
         port = int(graphics.get("port", "-1")) if graphics is not None else -1
         if graphics is None or port <= 0:
@@ -310,7 +307,7 @@ class LibvirtDriver(ComputeDriver):
         return address or self.vnc_listen or "127.0.0.1", port
 
     async def get_instance_diagnostics(self, instance: Instance) -> Diagnostics:
-        dom = await self._domain(instance, "get_instance_diagnostics")
+        dom = await self.domain(instance, "get_instance_diagnostics")
         has_drive = await asyncio.to_thread(self.files(instance.uuid).config_drive.exists)
         try:
             return await self.connection.call(
@@ -319,9 +316,9 @@ class LibvirtDriver(ComputeDriver):
         except self.libvirt.libvirtError as exc:
             if exc.get_error_code() == self.libvirt.VIR_ERR_NO_DOMAIN:
                 raise exception.InstanceNotFound(instance_id=instance.uuid) from None
-            raise self._error("get_instance_diagnostics", instance.uuid, exc) from None
+            raise self.error("get_instance_diagnostics", instance.uuid, exc) from None
 
-    async def _define(
+    async def define_guest(
         self,
         context: RequestContext,
         instance: Instance,
@@ -370,34 +367,34 @@ class LibvirtDriver(ComputeDriver):
         *,
         config_drive: ConfigDrive | None = None,
     ) -> None:
-        if await self._lookup(instance.uuid) is not None:
+        if await self.lookup(instance.uuid) is not None:
             raise exception.Conflict(reason=f"instance {instance.uuid} already exists")
         try:
             disk_format = await self.disks.prepare(instance, image_meta)
             if config_drive is not None:
                 drive = self.files(instance.uuid).config_drive
                 await asyncio.to_thread(config_drive.write_iso, drive)
-            await self._define(context, instance, image_meta, disk_format, start=True)
+            await self.define_guest(context, instance, image_meta, disk_format, start=True)
         except BaseException as exc:
-            raise await self._undo(instance, "spawn", exc) from None
+            raise await self.undo(instance, "spawn", exc) from None
 
-    async def _undo(self, instance: Instance, operation: str, exc: BaseException) -> BaseException:
+    async def undo(self, instance: Instance, operation: str, exc: BaseException) -> BaseException:
         """After ``operation`` failed with ``exc`` making a guest here: remove
         what it made (nothing may be left that destroy could not remove), and
         return the error to raise (a libvirt error as a VirtDriverError)."""
         try:
-            await asyncio.shield(self._destroy(instance))
+            await asyncio.shield(self.destroy_guest(instance))
         except Exception as cleanup:
             LOG.warning("cleanup of failed %s %s: %s", operation, instance.uuid, cleanup)
         if isinstance(exc, self.libvirt.libvirtError):
-            return self._error(operation, instance.uuid, exc)
+            return self.error(operation, instance.uuid, exc)
         return exc
 
-    async def _destroy(self, instance: Instance) -> None:
+    async def destroy_guest(self, instance: Instance) -> None:
         libvirt = self.libvirt
 
         def remove() -> None:
-            dom = self._lookup_sync(instance.uuid)
+            dom = self.lookup_sync(instance.uuid)
             if dom is not None:
                 try:
                     if dom.isActive():
@@ -415,26 +412,26 @@ class LibvirtDriver(ComputeDriver):
         try:
             await self.connection.call(remove)
         except libvirt.libvirtError as exc:
-            raise self._error("destroy", instance.uuid, exc) from None
+            raise self.error("destroy", instance.uuid, exc) from None
 
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
-        await self._destroy(instance)
+        await self.destroy_guest(instance)
 
-    async def _start(self, dom: Any, instance: Instance, operation: str) -> None:
+    async def start_domain(self, dom: Any, instance: Instance, operation: str) -> None:
         try:
             await self.connection.call(dom.create)
         except self.libvirt.libvirtError as exc:
             if exc.get_error_code() == self.libvirt.VIR_ERR_OPERATION_INVALID:
                 return  # already running (started meanwhile)
-            raise self._error(operation, instance.uuid, exc) from None
+            raise self.error(operation, instance.uuid, exc) from None
 
-    async def _hard_stop(self, dom: Any, instance: Instance, operation: str) -> None:
+    async def hard_stop(self, dom: Any, instance: Instance, operation: str) -> None:
         try:
             await self.connection.call(dom.destroy)
         except self.libvirt.libvirtError as exc:
             if exc.get_error_code() == self.libvirt.VIR_ERR_OPERATION_INVALID:
                 return  # not running any more
-            raise self._error(operation, instance.uuid, exc) from None
+            raise self.error(operation, instance.uuid, exc) from None
 
     async def _clean_shutdown(self, dom: Any, timeout: float, retry_interval: float) -> bool:
         """Press the power button (again every ``retry_interval``) until the
@@ -443,7 +440,7 @@ class LibvirtDriver(ComputeDriver):
         deadline = loop.time() + timeout
         next_press = loop.time()
         while loop.time() < deadline:
-            if await self._state(dom) == PowerState.SHUTDOWN:
+            if await self.state_of(dom) == PowerState.SHUTDOWN:
                 return True
             if loop.time() >= next_press:
                 try:
@@ -453,26 +450,26 @@ class LibvirtDriver(ComputeDriver):
                         raise
                 next_press = loop.time() + retry_interval if retry_interval > 0 else float("inf")
             await asyncio.sleep(_POLL)
-        return await self._state(dom) == PowerState.SHUTDOWN
+        return await self.state_of(dom) == PowerState.SHUTDOWN
 
     async def reboot(self, context: RequestContext, instance: Instance, reboot_type: str) -> None:
-        dom = await self._domain(instance, "reboot")
-        if reboot_type == "SOFT" and await self._state(dom) == PowerState.RUNNING:
+        dom = await self.domain(instance, "reboot")
+        if reboot_type == "SOFT" and await self.state_of(dom) == PowerState.RUNNING:
             try:
                 if await self._clean_shutdown(dom, self.soft_reboot_wait, 0):
-                    await self._start(dom, instance, "reboot")
+                    await self.start_domain(dom, instance, "reboot")
                     return
             except self.libvirt.libvirtError as exc:
                 LOG.info("soft reboot of %s failed (%s); rebooting hard", instance.uuid, exc)
             LOG.info("instance %s did not shut down cleanly; rebooting hard", instance.uuid)
-        await self._hard_stop(dom, instance, "reboot")
-        await self._start(dom, instance, "reboot")
+        await self.hard_stop(dom, instance, "reboot")
+        await self.start_domain(dom, instance, "reboot")
 
     async def power_off(
         self, instance: Instance, timeout: float = 0, retry_interval: float = 0
     ) -> None:
-        dom = await self._domain(instance, "power_off")
-        if await self._state(dom) == PowerState.SHUTDOWN:
+        dom = await self.domain(instance, "power_off")
+        if await self.state_of(dom) == PowerState.SHUTDOWN:
             return
         if timeout > 0:
             try:
@@ -480,53 +477,53 @@ class LibvirtDriver(ComputeDriver):
                     return
             except self.libvirt.libvirtError as exc:
                 LOG.info("clean shutdown of %s failed (%s)", instance.uuid, exc)
-        await self._hard_stop(dom, instance, "power_off")
+        await self.hard_stop(dom, instance, "power_off")
 
     async def power_on(self, context: RequestContext, instance: Instance) -> None:
-        dom = await self._domain(instance, "power_on")
-        if await self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
+        dom = await self.domain(instance, "power_on")
+        if await self.state_of(dom) in (PowerState.RUNNING, PowerState.PAUSED):
             return
-        await self._start(dom, instance, "power_on")
+        await self.start_domain(dom, instance, "power_on")
 
     # -- lifecycle actions ---------------------------------------------------
 
     async def _dom_call(self, instance: Instance, operation: str, method: str, *args: Any) -> None:
-        dom = await self._domain(instance, operation)
+        dom = await self.domain(instance, operation)
         try:
             await self.connection.call(getattr(dom, method), *args)
         except self.libvirt.libvirtError as exc:
-            raise self._error(operation, instance.uuid, exc) from None
+            raise self.error(operation, instance.uuid, exc) from None
 
     async def pause(self, instance: Instance) -> None:
-        dom = await self._domain(instance, "pause")
-        if await self._state(dom) == PowerState.PAUSED:
+        dom = await self.domain(instance, "pause")
+        if await self.state_of(dom) == PowerState.PAUSED:
             return
         await self._dom_call(instance, "pause", "suspend")
 
     async def unpause(self, instance: Instance) -> None:
-        dom = await self._domain(instance, "unpause")
-        if await self._state(dom) == PowerState.RUNNING:
+        dom = await self.domain(instance, "unpause")
+        if await self.state_of(dom) == PowerState.RUNNING:
             return
         await self._dom_call(instance, "unpause", "resume")
 
     async def suspend(self, instance: Instance) -> None:
         """Managed save, as Nova's libvirt driver suspends: the memory goes to
         libvirt's save file and the domain stops (it then reads as shut down)."""
-        dom = await self._domain(instance, "suspend")
+        dom = await self.domain(instance, "suspend")
         if await self.connection.call(dom.hasManagedSaveImage, 0):
             return
         await self._dom_call(instance, "suspend", "managedSave", 0)
 
     async def resume(self, instance: Instance) -> None:
         """Start the domain: libvirt restores it from its managed save image."""
-        dom = await self._domain(instance, "resume")
-        if await self._state(dom) == PowerState.RUNNING:
+        dom = await self.domain(instance, "resume")
+        if await self.state_of(dom) == PowerState.RUNNING:
             return
-        await self._start(dom, instance, "resume")
+        await self.start_domain(dom, instance, "resume")
 
     async def trigger_crash_dump(self, instance: Instance) -> None:
-        dom = await self._domain(instance, "trigger_crash_dump")
-        if await self._state(dom) != PowerState.RUNNING:
+        dom = await self.domain(instance, "trigger_crash_dump")
+        if await self.state_of(dom) != PowerState.RUNNING:
             raise exception.VirtDriverError(
                 operation="trigger_crash_dump",
                 instance_uuid=instance.uuid,
@@ -547,11 +544,11 @@ class LibvirtDriver(ComputeDriver):
         """``qemu-img convert`` of the guest's overlay (with its backing chain)
         into one standalone qcow2 at ``dest``. A running guest is paused for
         the copy, so the disk does not change under it, and resumed after."""
-        dom = await self._domain(instance, "snapshot")
+        dom = await self.domain(instance, "snapshot")
         disk = self.files(instance.uuid).disk
         paused = False
         try:
-            if await self._state(dom) == PowerState.RUNNING:
+            if await self.state_of(dom) == PowerState.RUNNING:
                 await self.connection.call(dom.suspend)
                 paused = True
             # -U: qemu holds the disk's lock while the domain exists (paused
@@ -559,7 +556,7 @@ class LibvirtDriver(ComputeDriver):
             command = ["qemu-img", "convert", "-U", "-q", "-O", "qcow2", str(disk), str(dest)]
             await self.disks.run(command, instance, "snapshot")
         except self.libvirt.libvirtError as exc:
-            raise self._error("snapshot", instance.uuid, exc) from None
+            raise self.error("snapshot", instance.uuid, exc) from None
         finally:
             if paused:
                 try:
@@ -568,9 +565,21 @@ class LibvirtDriver(ComputeDriver):
                     LOG.warning("could not resume %s after its snapshot: %s", instance.uuid, exc)
         return "qcow2"
 
-    # -- cold migration and resize -----------------------------------------------
+    # -- rescue (rescue.py) --------------------------------------------------------
 
-    async def _disk_server(self) -> DiskServer:
+    async def rescue(
+        self, instance: Instance, rescue_image: dict[str, Any], admin_password: str | None
+    ) -> None:
+        # The password is not injected (see rescue.py, as Nova's default).
+        await self.rescuer.rescue(instance, rescue_image)
+
+    async def unrescue(self, instance: Instance) -> None:
+        await self.rescuer.unrescue(instance)
+
+    # -- cold migration and resize (moves.py) ----------------------------------------
+
+    async def start_disk_server(self) -> DiskServer:
+        """This host's disk server, started (guests leaving by cold migration)."""
         if self.disk_server is None:
             self.disk_server = DiskServer(
                 self.instances_path, self.migration_address, self.disk_server_port
@@ -581,35 +590,7 @@ class LibvirtDriver(ComputeDriver):
     async def migrate_disk_and_power_off(
         self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
     ) -> dict[str, Any]:
-        if dest == self.host:
-            raise exception.VirtOperationNotSupported(
-                driver="libvirt",
-                operation="resize on its own host",
-                instance_uuid=instance.uuid,
-                reason="the guest's files would be the source's and the destination's at once",
-            )
-        if flavor.root_gb and instance.root_gb and flavor.root_gb < instance.root_gb:
-            raise exception.VirtDriverError(
-                operation="resize",
-                instance_uuid=instance.uuid,
-                reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
-            )
-        await self.power_off(instance, timeout=min(self.soft_reboot_wait, 60.0), retry_interval=10)
-        key_file = self.files(instance.uuid).directory / KEY_FILE
-
-        def key() -> str:
-            # A repeat of this step keeps the key the conductor may have signed with.
-            if key_file.exists():
-                return key_file.read_text().strip()
-            made = secrets.token_urlsafe(32)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(made)
-            return made
-
-        made = await asyncio.to_thread(key)
-        server = await self._disk_server()
-        return {"url": f"{server.url}/{instance.uuid}", "key": made}
+        return await self.moves.migrate_disk_and_power_off(context, instance, dest, flavor)
 
     async def finish_migration(
         self,
@@ -621,41 +602,14 @@ class LibvirtDriver(ComputeDriver):
         resize_instance: bool,
         power_on: bool = True,
     ) -> None:
-        dom = await self._lookup(instance.uuid)
-        if dom is not None:  # built before (a repeat): only the power to match
-            if power_on:
-                await self._start(dom, instance, "finish_migration")
-            else:
-                await self._hard_stop(dom, instance, "finish_migration")
-            return
-        url, grant = disk_info.get("url"), disk_info.get("grant")
-        if not url or not grant:
-            raise exception.VirtDriverError(
-                operation="finish_migration",
-                instance_uuid=instance.uuid,
-                reason="no disk to fetch: the source's disk_info names no url or grant",
-            )
-        try:
-            # The image, kernel and ramdisk from the image API (grants of the
-            # conductor); the guest's own overlay, and its console, from the source.
-            disk_format = await self.disks.prepare(instance, image_meta)
-            await self.disks.fetch_from_source(instance, str(url), str(grant), image_meta)
-            if resize_instance and instance.root_gb:
-                disk = str(self.files(instance.uuid).disk)
-                await self.disks.run(
-                    ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
-                    instance,
-                    "finish_migration",
-                )
-            await self._define(context, instance, image_meta, disk_format, start=power_on)
-        except BaseException as exc:
-            raise await self._undo(instance, "finish_migration", exc) from None
+        await self.moves.finish_migration(
+            context, migration, instance, disk_info, image_meta, resize_instance, power_on
+        )
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
-        # The source's kept guest and its files, key included: nothing is served any more.
-        await self._destroy(instance)
+        await self.moves.confirm_migration(context, migration, instance)
 
     async def finish_revert_migration(
         self,
@@ -664,37 +618,21 @@ class LibvirtDriver(ComputeDriver):
         migration: Migration,
         power_on: bool = True,
     ) -> None:
-        key_file = self.files(instance.uuid).directory / KEY_FILE
-        await asyncio.to_thread(key_file.unlink, True)
-        dom = await self._domain(instance, "finish_revert_migration")
-        if power_on:
-            await self._start(dom, instance, "finish_revert_migration")
+        await self.moves.finish_revert_migration(context, instance, migration, power_on)
 
-    # -- live migration ------------------------------------------------------------
+    # -- live migration (moves.py) -------------------------------------------------
 
     async def check_can_live_migrate_destination(
         self, context: RequestContext, instance: Instance, block_migration: bool = False
     ) -> dict[str, Any]:
-        if await self._lookup(instance.uuid) is not None:
-            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
-        return {
-            "dest_host": self.host,
-            "dest_uri": f"qemu+tcp://{self.migration_address}/system",
-            "dest_instances_path": str(self.instances_path),
-        }
+        return await self.moves.check_can_live_migrate_destination(
+            context, instance, block_migration
+        )
 
     async def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance, dest_check_data: dict[str, Any]
     ) -> dict[str, Any]:
-        dom = await self._domain(instance, "live-migrate")
-        state = await self._state(dom)
-        if state not in (PowerState.RUNNING, PowerState.PAUSED):
-            raise exception.VirtDriverError(
-                operation="live-migrate",
-                instance_uuid=instance.uuid,
-                reason=f"the guest is not running on {self.host} ({state.name})",
-            )
-        return {**dest_check_data, "source_instances_path": str(self.instances_path)}
+        return await self.moves.check_can_live_migrate_source(context, instance, dest_check_data)
 
     async def pre_live_migration(
         self,
@@ -704,27 +642,9 @@ class LibvirtDriver(ComputeDriver):
         *,
         config_drive: ConfigDrive | None = None,
     ) -> dict[str, Any]:
-        if await self._lookup(instance.uuid) is not None:
-            raise exception.Conflict(reason=f"instance {instance.uuid} is already on {self.host}")
-        # The conductor sends the instance's image with grants for this host:
-        # its disk is an overlay over the image here as on the source, and the
-        # memory copy brings the overlay's blocks.
-        image = migrate_data.get("image") or {}
-        try:
-            await self.disks.prepare(instance, image)
-            if config_drive is not None:
-                # The guest's XML names its cdrom here too, and the copy moves
-                # only the root disk: the same ISO, written from the same metadata.
-                drive = self.files(instance.uuid).config_drive
-                await asyncio.to_thread(config_drive.write_iso, drive)
-            if self.network is not None:
-                # Its bridges, tap rules and tunnels here before the copy: the
-                # guest arrives running and its NICs must land on something.
-                await self.network.plug(context, instance.uuid)
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, self.files(instance.uuid).directory, True)
-            raise
-        return {k: v for k, v in migrate_data.items() if k != "image"}
+        return await self.moves.pre_live_migration(
+            context, instance, migrate_data, config_drive=config_drive
+        )
 
     async def live_migration(
         self,
@@ -734,119 +654,25 @@ class LibvirtDriver(ComputeDriver):
         migrate_data: dict[str, Any],
         progress: ProgressCallback | None = None,
     ) -> dict[str, Any] | None:
-        libvirt = self.libvirt
-        dom = await self._domain(instance, "live_migration")
-        if instance.uuid in self._live:
-            raise exception.Conflict(reason=f"instance {instance.uuid} is already migrating")
-        copy = self._live[instance.uuid] = LiveCopy(dom)
-        try:
-            xml = await self.connection.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-            dest_xml = migration.destination_xml(
-                xml, self.instances_path, migrate_data["dest_instances_path"]
-            )
-            params: dict[str, Any] = {
-                libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
-                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml,
-                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
-            }
-            if self.migration_bandwidth:
-                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.migration_bandwidth
-            flags = (
-                libvirt.VIR_MIGRATE_LIVE
-                | libvirt.VIR_MIGRATE_PEER2PEER
-                | libvirt.VIR_MIGRATE_PERSIST_DEST
-                | libvirt.VIR_MIGRATE_NON_SHARED_INC
-            )
-            moving = asyncio.ensure_future(
-                self.connection.call(dom.migrateToURI3, migrate_data["dest_uri"], params, flags)
-            )
-            while not moving.done():
-                await asyncio.wait({moving}, timeout=migration.POLL_INTERVAL)
-                if moving.done() or progress is None:
-                    continue
-                try:
-                    stats = await self.connection.call(dom.jobStats)
-                except libvirt.libvirtError:
-                    continue  # the job ended meanwhile
-                percent = migration.percent_done(stats)
-                if percent is not None:
-                    await progress(percent)
-            try:
-                moving.result()
-            except libvirt.libvirtError as exc:
-                if copy.aborted:
-                    raise exception.LiveMigrationAborted(
-                        instance_uuid=instance.uuid, host=self.host
-                    ) from None
-                raise self._error("live_migration", instance.uuid, exc) from None
-        finally:
-            self._live.pop(instance.uuid, None)
-        if progress is not None:
-            await progress(100)
-        # The guest's console history goes along: the destination shows it first.
-        history = await asyncio.to_thread(self.disks.console_history, instance.uuid)
-        return {"console_log": history}
+        return await self.moves.live_migration(context, instance, dest, migrate_data, progress)
 
     async def post_live_migration(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        # The guest runs on the destination: what is left here is a stopped
-        # definition and the files.
-        await self._destroy(instance)
+        await self.moves.post_live_migration(context, instance, migrate_data)
 
     async def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        dom = await self._domain(instance, "post_live_migration_at_destination")
-        files = self.files(instance.uuid)
-        history = migrate_data.get("console_log")
-        if history is not None:
-            await asyncio.to_thread(files.console_before.write_text, history)
-        paused = instance.obj_attr_is_set("power_state") and instance.power_state == (
-            PowerState.PAUSED
-        )
-        # A forced completion pauses the guest for the last copy; it runs on here.
-        if not paused and await self._state(dom) == PowerState.PAUSED:
-            try:
-                await self.connection.call(dom.resume)
-            except self.libvirt.libvirtError as exc:
-                raise self._error(
-                    "post_live_migration_at_destination", instance.uuid, exc
-                ) from None
+        await self.moves.post_live_migration_at_destination(context, instance, migrate_data)
 
     async def rollback_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
     ) -> None:
-        dom = await self._lookup(instance.uuid)
-        if dom is not None and await self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
-            # The copy finished after all: this is the guest, not a leftover.
-            raise exception.VirtDriverError(
-                operation="rollback_live_migration_at_destination",
-                instance_uuid=instance.uuid,
-                reason=f"the guest runs on {self.host}",
-            )
-        await self._destroy(instance)
+        await self.moves.rollback_live_migration_at_destination(context, instance, migrate_data)
 
     async def live_migration_abort(self, instance: Instance) -> bool:
-        copy = self._live.get(instance.uuid)
-        if copy is None:
-            return False
-        copy.aborted = True
-        try:
-            await self.connection.call(copy.dom.abortJob)
-        except self.libvirt.libvirtError as exc:
-            LOG.info("abort of the live migration of %s: %s", instance.uuid, exc)
-            return False
-        return True
+        return await self.moves.live_migration_abort(instance)
 
     async def live_migration_force_complete(self, instance: Instance) -> bool:
-        copy = self._live.get(instance.uuid)
-        if copy is None:
-            return False
-        # Paused, the guest dirties no memory: the copy converges at once.
-        try:
-            await self.connection.call(copy.dom.suspend)
-        except self.libvirt.libvirtError as exc:
-            LOG.info("force complete of the live migration of %s: %s", instance.uuid, exc)
-            return False
-        return True
+        return await self.moves.live_migration_force_complete(instance)

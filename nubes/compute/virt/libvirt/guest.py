@@ -57,6 +57,24 @@ class InstanceFiles:
         return self.directory / "console.log"
 
     @property
+    def rescue_disk(self) -> Path:
+        """The root disk of a rescue boot: an overlay over the rescue image."""
+        return self.directory / "disk.rescue"
+
+    @property
+    def rescue_kernel(self) -> Path:
+        return self.directory / "kernel.rescue"
+
+    @property
+    def rescue_ramdisk(self) -> Path:
+        return self.directory / "ramdisk.rescue"
+
+    @property
+    def unrescue_xml(self) -> Path:
+        """The guest's own definition, kept while it is rescued (Nova's name)."""
+        return self.directory / "unrescue.xml"
+
+    @property
     def console_before(self) -> Path:
         """What the guest's console showed on the hosts it lived on before
         this one (written when a live migration brings it here)."""

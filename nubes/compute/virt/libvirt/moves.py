@@ -1,0 +1,337 @@
+"""Cold migration, resize and live migration of libvirt guests.
+
+The move half of :class:`~nubes.compute.virt.libvirt.driver.LibvirtDriver`,
+which hands its move methods to a :class:`GuestMoves` of its own (same
+signatures, the driver contract's). Cold migration and resize: the source
+stops the guest and serves its overlay and console log from its disk server
+(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
+conductor signs for the destination; the destination makes the overlay's
+base from the image API as a spawn does, fetches the overlay, and defines
+the guest. Confirm removes the source's guest; revert starts it again. Live
+migration is libvirt's peer-to-peer migration between the hosts' libvirtd,
+with the root disk's overlay copied along: see
+:mod:`~nubes.compute.virt.libvirt.migration`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from nubes import exception
+from nubes.compute.virt.driver import ProgressCallback
+from nubes.compute.virt.libvirt import migration
+from nubes.compute.virt.libvirt.diskserver import KEY_FILE
+from nubes.compute.virt.libvirt.migration import LiveCopy
+from nubes.metadata.configdrive import ConfigDrive
+from nubes.objects.states import PowerState
+
+if TYPE_CHECKING:
+    from nubes.compute.virt.libvirt.driver import LibvirtDriver
+    from nubes.context import RequestContext
+    from nubes.objects.flavor import Flavor
+    from nubes.objects.instance import Instance
+    from nubes.objects.migration import Migration
+
+LOG = logging.getLogger(__name__)
+
+
+class GuestMoves:
+    """The moves of one driver's guests."""
+
+    def __init__(self, driver: LibvirtDriver) -> None:
+        self.driver = driver
+        #: The live migrations running from this host, by instance uuid.
+        self.live: dict[str, LiveCopy] = {}
+
+    # -- cold migration and resize -----------------------------------------------
+
+    async def migrate_disk_and_power_off(
+        self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor
+    ) -> dict[str, Any]:
+        if dest == self.driver.host:
+            raise exception.VirtOperationNotSupported(
+                driver="libvirt",
+                operation="resize on its own host",
+                instance_uuid=instance.uuid,
+                reason="the guest's files would be the source's and the destination's at once",
+            )
+        if flavor.root_gb and instance.root_gb and flavor.root_gb < instance.root_gb:
+            raise exception.VirtDriverError(
+                operation="resize",
+                instance_uuid=instance.uuid,
+                reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
+            )
+        await self.driver.power_off(
+            instance, timeout=min(self.driver.soft_reboot_wait, 60.0), retry_interval=10
+        )
+        key_file = self.driver.files(instance.uuid).directory / KEY_FILE
+
+        def key() -> str:
+            # A repeat of this step keeps the key the conductor may have signed with.
+            if key_file.exists():
+                return key_file.read_text().strip()
+            made = secrets.token_urlsafe(32)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(made)
+            return made
+
+        made = await asyncio.to_thread(key)
+        server = await self.driver.start_disk_server()
+        return {"url": f"{server.url}/{instance.uuid}", "key": made}
+
+    async def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: dict[str, Any],
+        image_meta: dict[str, Any],
+        resize_instance: bool,
+        power_on: bool = True,
+    ) -> None:
+        dom = await self.driver.lookup(instance.uuid)
+        if dom is not None:  # built before (a repeat): only the power to match
+            if power_on:
+                await self.driver.start_domain(dom, instance, "finish_migration")
+            else:
+                await self.driver.hard_stop(dom, instance, "finish_migration")
+            return
+        url, grant = disk_info.get("url"), disk_info.get("grant")
+        if not url or not grant:
+            raise exception.VirtDriverError(
+                operation="finish_migration",
+                instance_uuid=instance.uuid,
+                reason="no disk to fetch: the source's disk_info names no url or grant",
+            )
+        try:
+            # The image, kernel and ramdisk from the image API (grants of the
+            # conductor); the guest's own overlay, and its console, from the source.
+            disk_format = await self.driver.disks.prepare(instance, image_meta)
+            await self.driver.disks.fetch_from_source(instance, str(url), str(grant), image_meta)
+            if resize_instance and instance.root_gb:
+                disk = str(self.driver.files(instance.uuid).disk)
+                await self.driver.disks.run(
+                    ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
+                    instance,
+                    "finish_migration",
+                )
+            await self.driver.define_guest(
+                context, instance, image_meta, disk_format, start=power_on
+            )
+        except BaseException as exc:
+            raise await self.driver.undo(instance, "finish_migration", exc) from None
+
+    async def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance
+    ) -> None:
+        # The source's kept guest and its files, key included: nothing is served any more.
+        await self.driver.destroy_guest(instance)
+
+    async def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migration: Migration,
+        power_on: bool = True,
+    ) -> None:
+        key_file = self.driver.files(instance.uuid).directory / KEY_FILE
+        await asyncio.to_thread(key_file.unlink, True)
+        dom = await self.driver.domain(instance, "finish_revert_migration")
+        if power_on:
+            await self.driver.start_domain(dom, instance, "finish_revert_migration")
+
+    # -- live migration ------------------------------------------------------------
+
+    async def check_can_live_migrate_destination(
+        self, context: RequestContext, instance: Instance, block_migration: bool = False
+    ) -> dict[str, Any]:
+        if await self.driver.lookup(instance.uuid) is not None:
+            raise exception.Conflict(
+                reason=f"instance {instance.uuid} is already on {self.driver.host}"
+            )
+        return {
+            "dest_host": self.driver.host,
+            "dest_uri": f"qemu+tcp://{self.driver.migration_address}/system",
+            "dest_instances_path": str(self.driver.instances_path),
+        }
+
+    async def check_can_live_migrate_source(
+        self, context: RequestContext, instance: Instance, dest_check_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        dom = await self.driver.domain(instance, "live-migrate")
+        state = await self.driver.state_of(dom)
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise exception.VirtDriverError(
+                operation="live-migrate",
+                instance_uuid=instance.uuid,
+                reason=f"the guest is not running on {self.driver.host} ({state.name})",
+            )
+        return {**dest_check_data, "source_instances_path": str(self.driver.instances_path)}
+
+    async def pre_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        migrate_data: dict[str, Any],
+        *,
+        config_drive: ConfigDrive | None = None,
+    ) -> dict[str, Any]:
+        if await self.driver.lookup(instance.uuid) is not None:
+            raise exception.Conflict(
+                reason=f"instance {instance.uuid} is already on {self.driver.host}"
+            )
+        # The conductor sends the instance's image with grants for this host:
+        # its disk is an overlay over the image here as on the source, and the
+        # memory copy brings the overlay's blocks.
+        image = migrate_data.get("image") or {}
+        try:
+            await self.driver.disks.prepare(instance, image)
+            if config_drive is not None:
+                # The guest's XML names its cdrom here too, and the copy moves
+                # only the root disk: the same ISO, written from the same metadata.
+                drive = self.driver.files(instance.uuid).config_drive
+                await asyncio.to_thread(config_drive.write_iso, drive)
+            if self.driver.network is not None:
+                # Its bridges, tap rules and tunnels here before the copy: the
+                # guest arrives running and its NICs must land on something.
+                await self.driver.network.plug(context, instance.uuid)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, self.driver.files(instance.uuid).directory, True)
+            raise
+        return {k: v for k, v in migrate_data.items() if k != "image"}
+
+    async def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        migrate_data: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any] | None:
+        libvirt = self.driver.libvirt
+        dom = await self.driver.domain(instance, "live_migration")
+        if instance.uuid in self.live:
+            raise exception.Conflict(reason=f"instance {instance.uuid} is already migrating")
+        copy = self.live[instance.uuid] = LiveCopy(dom)
+        try:
+            xml = await self.driver.connection.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            dest_xml = migration.destination_xml(
+                xml, self.driver.instances_path, migrate_data["dest_instances_path"]
+            )
+            params: dict[str, Any] = {
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml,
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
+            }
+            if self.driver.migration_bandwidth:
+                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.driver.migration_bandwidth
+            flags = (
+                libvirt.VIR_MIGRATE_LIVE
+                | libvirt.VIR_MIGRATE_PEER2PEER
+                | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_NON_SHARED_INC
+            )
+            moving = asyncio.ensure_future(
+                self.driver.connection.call(
+                    dom.migrateToURI3, migrate_data["dest_uri"], params, flags
+                )
+            )
+            while not moving.done():
+                await asyncio.wait({moving}, timeout=migration.POLL_INTERVAL)
+                if moving.done() or progress is None:
+                    continue
+                try:
+                    stats = await self.driver.connection.call(dom.jobStats)
+                except libvirt.libvirtError:
+                    continue  # the job ended meanwhile
+                percent = migration.percent_done(stats)
+                if percent is not None:
+                    await progress(percent)
+            try:
+                moving.result()
+            except libvirt.libvirtError as exc:
+                if copy.aborted:
+                    raise exception.LiveMigrationAborted(
+                        instance_uuid=instance.uuid, host=self.driver.host
+                    ) from None
+                raise self.driver.error("live_migration", instance.uuid, exc) from None
+        finally:
+            self.live.pop(instance.uuid, None)
+        if progress is not None:
+            await progress(100)
+        # The guest's console history goes along: the destination shows it first.
+        history = await asyncio.to_thread(self.driver.disks.console_history, instance.uuid)
+        return {"console_log": history}
+
+    async def post_live_migration(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        # The guest runs on the destination: what is left here is a stopped
+        # definition and the files.
+        await self.driver.destroy_guest(instance)
+
+    async def post_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        dom = await self.driver.domain(instance, "post_live_migration_at_destination")
+        files = self.driver.files(instance.uuid)
+        history = migrate_data.get("console_log")
+        if history is not None:
+            await asyncio.to_thread(files.console_before.write_text, history)
+        paused = instance.obj_attr_is_set("power_state") and instance.power_state == (
+            PowerState.PAUSED
+        )
+        # A forced completion pauses the guest for the last copy; it runs on here.
+        if not paused and await self.driver.state_of(dom) == PowerState.PAUSED:
+            try:
+                await self.driver.connection.call(dom.resume)
+            except self.driver.libvirt.libvirtError as exc:
+                raise self.driver.error(
+                    "post_live_migration_at_destination", instance.uuid, exc
+                ) from None
+
+    async def rollback_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, migrate_data: dict[str, Any]
+    ) -> None:
+        dom = await self.driver.lookup(instance.uuid)
+        if dom is not None and await self.driver.state_of(dom) in (
+            PowerState.RUNNING,
+            PowerState.PAUSED,
+        ):
+            # The copy finished after all: this is the guest, not a leftover.
+            raise exception.VirtDriverError(
+                operation="rollback_live_migration_at_destination",
+                instance_uuid=instance.uuid,
+                reason=f"the guest runs on {self.driver.host}",
+            )
+        await self.driver.destroy_guest(instance)
+
+    async def live_migration_abort(self, instance: Instance) -> bool:
+        copy = self.live.get(instance.uuid)
+        if copy is None:
+            return False
+        copy.aborted = True
+        try:
+            await self.driver.connection.call(copy.dom.abortJob)
+        except self.driver.libvirt.libvirtError as exc:
+            LOG.info("abort of the live migration of %s: %s", instance.uuid, exc)
+            return False
+        return True
+
+    async def live_migration_force_complete(self, instance: Instance) -> bool:
+        copy = self.live.get(instance.uuid)
+        if copy is None:
+            return False
+        # Paused, the guest dirties no memory: the copy converges at once.
+        try:
+            await self.driver.connection.call(copy.dom.suspend)
+        except self.driver.libvirt.libvirtError as exc:
+            LOG.info("force complete of the live migration of %s: %s", instance.uuid, exc)
+            return False
+        return True
