@@ -104,8 +104,21 @@ def _network(row: dict[str, Any], *, admin: bool) -> dict[str, Any]:
 async def networks_index(request: Request) -> Response:
     common.authorize(request, "os-networks:list", Rule.PROJECT_READER)
     admin = common.is_admin(request)
-    rows = await _service(request).list_networks(common.ctx(request), Page(filters={}))
+    rows = await _listed_networks(request)
     return common.json({"networks": [_network(r, admin=admin) for r in rows]})
+
+
+async def _listed_networks(request: Request) -> list[dict[str, Any]]:
+    """The networks a server of the project could be on: its own and shared
+    ones (an external network every project reads is a floating IP pool,
+    listed by ``os-floating-ip-pools``)."""
+    ctxt = common.ctx(request)
+    rows = await _service(request).list_networks(ctxt, Page(filters={}))
+    return [
+        r
+        for r in rows
+        if common.is_admin(request) or r["shared"] or r["project_id"] == ctxt.project_id
+    ]
 
 
 @_until_236
@@ -131,7 +144,7 @@ def _tenant_network(row: dict[str, Any]) -> dict[str, Any]:
 @_until_236
 async def tenant_networks_index(request: Request) -> Response:
     common.authorize(request, "os-tenant-networks:list", Rule.PROJECT_READER)
-    rows = await _service(request).list_networks(common.ctx(request), Page(filters={}))
+    rows = await _listed_networks(request)
     return common.json({"networks": [_tenant_network(r) for r in rows]})
 
 

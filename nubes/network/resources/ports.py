@@ -37,6 +37,8 @@ from nubes.network.resources.security_groups import SecurityGroups
 MAC_PREFIX = "fa:16:3e"
 #: A port owned by these is infrastructure: no security groups by default.
 INFRA_OWNER_PREFIX = "network:"
+#: Ports a router or a floating IP holds: changed through them, not the port API.
+SERVICE_OWNERS = frozenset({net_db.ROUTER_INTERFACE, net_db.ROUTER_GATEWAY, net_db.FLOATING_IP})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -276,6 +278,11 @@ class Ports(SecurityGroups):
         async with self.db.writer() as conn:
             row = await self._visible_port(conn, ctxt, port_id)
             owned_or_404(ctxt, row, exception.PortNotFound(port_id=port_id))
+            if row["device_owner"] in SERVICE_OWNERS:
+                # Its router or floating IP owns it; they delete it (Neutron's rule).
+                raise exception.ServicePortInUse(
+                    port_id=port_id, reason=f"has device owner {row['device_owner']}"
+                )
             await net_db.delete_port(conn, port_id)
 
 
