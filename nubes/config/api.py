@@ -34,6 +34,13 @@ api_opts: list[cfg.Opt] = [
         "default_floating_pool.",
     ),
     cfg.StrOpt(
+        "external_physical_network",
+        default="physnet1",
+        help="The physical network of an external network created without "
+        "provider:physical_network (a flat network; each compute host maps it to an "
+        "interface with [network] physical_interface_mappings).",
+    ),
+    cfg.StrOpt(
         "auto_allocated_cidr",
         default="10.0.0.0/24",
         help="Subnet of the network get-me-a-network (--nic auto) creates for a project.",

@@ -42,6 +42,10 @@ class Network(Base, TimestampMixin):
     port_security_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     #: The VXLAN id the data plane will use (allocated at create, unique).
     segmentation_id: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    #: A flat network's physical network (``provider:physical_network``), which each
+    #: host maps to an interface (``[network] physical_interface_mappings``); None:
+    #: a VXLAN network (``segmentation_id`` its VNI).
+    physical_network: Mapped[str | None] = mapped_column(String(64))
     #: Set for the network get-me-a-network created for its project.
     auto_allocated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     revision_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -1,6 +1,8 @@
-"""Routers and floating IPs: ``routers`` and ``floatingips``.
+"""Routers and floating IPs: ``routers`` and ``floatingips``; flat networks.
 
-New tables only, so release N's services run unchanged on this schema.
+New tables and a nullable column (``networks.physical_network``, set only
+for flat networks such as an external one), so release N's services run
+unchanged on this schema.
 Router interfaces, gateways and floating addresses are ports (with their
 ``ip_allocations``), as in Neutron; these tables point at them.
 
@@ -44,6 +46,7 @@ def _fk(name: str, target: str, fk_name: str, nullable: bool = True) -> sa.Colum
 
 
 def upgrade() -> None:
+    op.add_column("networks", sa.Column("physical_network", sa.String(64), nullable=True))
     op.create_table(
         "routers",
         *_stamps(),
@@ -92,3 +95,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("floatingips")
     op.drop_table("routers")
+    op.drop_column("networks", "physical_network")
