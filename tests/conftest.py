@@ -38,6 +38,7 @@ def mariadb_url() -> str:
 _GROUPS = {
     "tests/libvirt/": "guests",
     "tests/integration/test_dataplane_netns.py": "guests",
+    "tests/integration/test_dataplane_floating_netns.py": "guests",
     "tests/integration/faults/": "faults",
 }
 
