@@ -221,7 +221,7 @@ class FloatingIP(Base, TimestampMixin):
             "floating_network_id",
             "fixed_port_id",
             "fixed_ip_address",
-            name="uniq_floatingips0floating_network_id0fixed_port_id0fixed_ip_address",
+            name="uniq_floatingips0network0port0fixed_ip",
         ),
         Index("floatingips_project_id_idx", "project_id"),
         Index("floatingips_fixed_port_id_idx", "fixed_port_id"),

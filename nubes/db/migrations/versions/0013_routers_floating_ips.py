@@ -85,7 +85,7 @@ def upgrade() -> None:
             "floating_network_id",
             "fixed_port_id",
             "fixed_ip_address",
-            name="uniq_floatingips0floating_network_id0fixed_port_id0fixed_ip_address",
+            name="uniq_floatingips0network0port0fixed_ip",
         ),
     )
     op.create_index("floatingips_project_id_idx", "floatingips", ["project_id"])
