@@ -797,12 +797,16 @@ async def floating_ips_of_ports(conn: AsyncConnection, port_ids: Sequence[str]) 
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
-async def disassociate_floating_ips(conn: AsyncConnection, port_id: str) -> None:
-    """Every floating IP mapped to the port unmapped (DOWN), kept for its project."""
+async def disassociate_floating_ips(
+    conn: AsyncConnection, port_id: str, keep: Sequence[str] = ()
+) -> None:
+    """The floating IPs mapped to the port (but those mapped to an address in
+    ``keep``) unmapped (DOWN), kept for their project."""
+    stmt = update(floatingips).where(floatingips.c.fixed_port_id == port_id)
+    if keep:
+        stmt = stmt.where(floatingips.c.fixed_ip_address.not_in(list(keep)))
     await conn.execute(
-        update(floatingips)
-        .where(floatingips.c.fixed_port_id == port_id)
-        .values(
+        stmt.values(
             fixed_port_id=None,
             fixed_ip_address=None,
             router_id=None,

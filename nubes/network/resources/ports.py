@@ -118,6 +118,7 @@ class Ports(SecurityGroups):
             if network["project_id"] != project_id and not network["shared"] and not is_admin(ctxt):
                 raise exception.NetworkNotFound(net_id=network_id)
             device_owner = field_str(item, "device_owner")
+            _check_owner(ctxt, "create_port", device_owner)
             security = field_bool(item, "port_security_enabled", network["port_security_enabled"])
             mac = item.get("mac_address")
             if mac is None:
@@ -242,6 +243,15 @@ class Ports(SecurityGroups):
     ) -> None:
         port_id = row["id"]
         values = field_strs(item, ("name", "description", "device_id", "device_owner"))
+        if row["device_owner"] in SERVICE_OWNERS and (
+            {"device_id", "device_owner", "fixed_ips"} & set(item)
+        ):
+            # Its router or floating IP decides these (their own API changes them).
+            raise exception.ServicePortInUse(
+                port_id=port_id, reason=f"has device owner {row['device_owner']}"
+            )
+        if "device_owner" in values:
+            _check_owner(ctxt, "update_port", values["device_owner"])
         if "admin_state_up" in item:
             values["admin_state_up"] = field_bool(item, "admin_state_up", True)
         if "binding:host_id" in item:
@@ -269,8 +279,12 @@ class Ports(SecurityGroups):
             if not isinstance(requests, list) or not all(isinstance(f, dict) for f in requests):
                 raise invalid("fixed_ips", requests, "is not a list of objects")
             await net_db.release_addresses(conn, port_id)
-            await net_db.allocate_addresses(
+            held = await net_db.allocate_addresses(
                 conn, [net_db.AddressRequest(port_id, row["network_id"], requests)]
+            )
+            # A floating IP mapped to an address the port no longer holds is unmapped.
+            await net_db.disassociate_floating_ips(
+                conn, port_id, keep=[f["ip_address"] for f in held[port_id]]
             )
         await net_db.update_row(conn, "ports", port_id, values)
 
@@ -298,6 +312,14 @@ async def port_details(conn: Connection, port_ids: Sequence[str]) -> list[Row]:
         row["security_groups"] = groups[port_id]
         out.append(row)
     return out
+
+
+def _check_owner(ctxt: RequestContext, action: str, owner: str) -> None:
+    """A router's or floating IP's owner names only ports their API made (or an
+    admin): a project naming one on a port of its own could pose as another's
+    router interface and keep that router from being deleted."""
+    if owner in SERVICE_OWNERS and not is_admin(ctxt):
+        raise exception.PolicyNotAuthorized(action=f"{action}:device_owner")
 
 
 def random_mac() -> str:

@@ -89,8 +89,24 @@ async def test_router_gateway_interfaces_and_their_errors(api: ApiHarness) -> No
         port = (await demo.get(f"{V2}/ports/{interface['port_id']}")).json()["port"]
         assert port["device_owner"] == "network:router_interface" and port["device_id"] == rid
         assert port["fixed_ips"] == [{"subnet_id": subnet, "ip_address": "10.20.0.1"}]
-        # The port API does not delete it; the same subnet again is 400; on another router 409.
+        # The port API neither deletes nor moves it; the same subnet again is 400;
+        # on another router 409.
         _neutron_error(await demo.delete(f"{V2}/ports/{port['id']}"), 409, "ServicePortInUse")
+        r = await demo.put(f"{V2}/ports/{port['id']}", json={"port": {"device_id": "x"}})
+        _neutron_error(r, 409, "ServicePortInUse")
+        # Nor may a project make a port of its own pass for a router's interface.
+        for body in (
+            {"port": {"network_id": net, "device_owner": "network:router_interface"}},
+            {"port": {"network_id": net, "device_owner": "network:floatingip"}},
+        ):
+            _neutron_error(await demo.post(f"{V2}/ports", json=body), 403)
+        mine = await _port(demo, net)
+        r = await demo.put(
+            f"{V2}/ports/{mine['id']}",
+            json={"port": {"device_owner": "network:router_interface", "device_id": rid}},
+        )
+        _neutron_error(r, 403)
+        assert (await demo.delete(f"{V2}/ports/{mine['id']}")).status_code == 204
         r = await demo.put(f"{V2}/routers/{rid}/add_router_interface", json={"subnet_id": subnet})
         _neutron_error(r, 400, "BadRequest")
         r2 = (await demo.post(f"{V2}/routers", json={"router": {"name": "r2"}})).json()["router"]
@@ -223,6 +239,21 @@ async def test_floating_ips_allocate_associate_and_errors(api: ApiHarness) -> No
             )
             _neutron_error(r, 404, "PortNotFound")
             assert (await other.delete(f"{V2}/floatingips/{theirs['id']}")).status_code == 204
+
+        # The port's fixed address changed: the floating IP mapped to the old one is unmapped.
+        other = await _port(demo, net)
+        r = await demo.put(
+            f"{V2}/floatingips/{second['id']}", json={"floatingip": {"port_id": other["id"]}}
+        )
+        assert r.json()["floatingip"]["fixed_ip_address"] == other["fixed_ips"][0]["ip_address"]
+        r = await demo.put(
+            f"{V2}/ports/{other['id']}",
+            json={"port": {"fixed_ips": [{"subnet_id": subnet, "ip_address": "10.30.0.99"}]}},
+        )
+        assert r.status_code == 200, r.text
+        unmapped = (await demo.get(f"{V2}/floatingips/{second['id']}")).json()["floatingip"]
+        assert unmapped["port_id"] is None and unmapped["status"] == "DOWN"
+        assert (await demo.delete(f"{V2}/ports/{other['id']}")).status_code == 204
 
         # The interface carries a floating IP: it cannot be removed, nor the gateway cleared.
         r = await demo.put(
