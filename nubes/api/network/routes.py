@@ -568,9 +568,17 @@ def _routes() -> list[Route]:
         "routers",
         "router",
         router_view,
-        allowed=(*COMMON_ATTRS, "admin_state_up", "external_gateway_info"),
+        allowed=(*COMMON_ATTRS, "admin_state_up", "external_gateway_info", "distributed", "ha"),
         required=(),
-        updatable=("name", "description", "admin_state_up", "external_gateway_info", "routes"),
+        updatable=(
+            "name",
+            "description",
+            "admin_state_up",
+            "external_gateway_info",
+            "routes",
+            "distributed",
+            "ha",
+        ),
         stem="router",
     )
     out += _collection(

@@ -243,13 +243,13 @@ class Ports(SecurityGroups):
     ) -> None:
         port_id = row["id"]
         values = field_strs(item, ("name", "description", "device_id", "device_owner"))
-        if row["device_owner"] in SERVICE_OWNERS and (
-            {"device_id", "device_owner", "fixed_ips"} & set(item)
+        owner = row["device_owner"]
+        fixed_ok = owner == net_db.ROUTER_INTERFACE  # its address within its subnets
+        if owner in SERVICE_OWNERS and (
+            {"device_id", "device_owner"} & set(item) or ("fixed_ips" in item and not fixed_ok)
         ):
             # Its router or floating IP decides these (their own API changes them).
-            raise exception.ServicePortInUse(
-                port_id=port_id, reason=f"has device owner {row['device_owner']}"
-            )
+            raise exception.ServicePortInUse(port_id=port_id, reason=f"has device owner {owner}")
         if "device_owner" in values:
             _check_owner(ctxt, "update_port", values["device_owner"])
         if "admin_state_up" in item:
@@ -278,10 +278,31 @@ class Ports(SecurityGroups):
             requests = item["fixed_ips"]
             if not isinstance(requests, list) or not all(isinstance(f, dict) for f in requests):
                 raise invalid("fixed_ips", requests, "is not a list of objects")
+            before = {
+                f["subnet_id"] for f in (await net_db.fixed_ips_by_port(conn, [port_id]))[port_id]
+            }
             await net_db.release_addresses(conn, port_id)
             held = await net_db.allocate_addresses(
-                conn, [net_db.AddressRequest(port_id, row["network_id"], requests)]
+                conn,
+                [
+                    net_db.AddressRequest(
+                        port_id,
+                        row["network_id"],
+                        requests,
+                        gateway_ok=owner == net_db.ROUTER_INTERFACE,
+                    )
+                ],
             )
+            if (
+                owner == net_db.ROUTER_INTERFACE
+                and {f["subnet_id"] for f in held[port_id]} != before
+            ):
+                # Neutron's rule: the router's subnets change through its interface API.
+                raise exception.NetworkBadRequest(
+                    resource="port",
+                    msg="Changing the subnets of a router interface port is not allowed; "
+                    "add or remove the router's interface instead",
+                )
             # A floating IP mapped to an address the port no longer holds is unmapped.
             await net_db.disassociate_floating_ips(
                 conn, port_id, keep=[f["ip_address"] for f in held[port_id]]

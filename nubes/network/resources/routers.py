@@ -54,6 +54,19 @@ def _bad(msg: str) -> exception.NetworkBadRequest:
     return exception.NetworkBadRequest(resource="router", msg=msg)
 
 
+def _check_flags(ctxt: RequestContext, action: str, item: Mapping[str, Any]) -> None:
+    """``distributed`` and ``ha``: admin-only (Neutron's policy); nubes has one
+    kind of router (its floating IPs are applied on the ports' hosts; it runs
+    nowhere), shown as neither, so only false is taken."""
+    for flag in ("distributed", "ha"):
+        if flag not in item:
+            continue
+        if not is_admin(ctxt):
+            raise exception.PolicyNotAuthorized(action=f"{action}:{flag}")
+        if field_bool(item, flag, False):
+            raise _bad(f"{flag} routers are not supported")
+
+
 async def make_service_port(
     conn: Connection,
     *,
@@ -119,6 +132,7 @@ class Routers(Subnets, Ports):
     async def create_router(self, ctxt: RequestContext, item: Mapping[str, Any]) -> Row:
         authorize_member(ctxt, "create_router")
         project_id = owner_of(ctxt, item)
+        _check_flags(ctxt, "create_router", item)
         router_id = str(uuid.uuid4())
         values = {
             "id": router_id,
@@ -159,6 +173,7 @@ class Routers(Subnets, Ports):
                 values["admin_state_up"] = field_bool(item, "admin_state_up", True)
             if item.get("routes"):
                 raise _bad("static routes are not supported")
+            _check_flags(ctxt, "update_router", item)
             if "external_gateway_info" in item:
                 await self._set_gateway(conn, ctxt, row, item["external_gateway_info"])
             await net_db.update_row(conn, "routers", router_id, values)

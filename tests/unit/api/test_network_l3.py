@@ -107,6 +107,29 @@ async def test_router_gateway_interfaces_and_their_errors(api: ApiHarness) -> No
         )
         _neutron_error(r, 403)
         assert (await demo.delete(f"{V2}/ports/{mine['id']}")).status_code == 204
+        # Its address may change within its subnet (Neutron allows it), not its subnet.
+        r = await demo.put(
+            f"{V2}/ports/{port['id']}", json={"port": {"fixed_ips": [{"subnet_id": subnet}]}}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["port"]["fixed_ips"][0]["subnet_id"] == subnet
+        other_net = await _network(demo, "third", "10.22.0.0/24")
+        r = await demo.put(
+            f"{V2}/ports/{port['id']}",
+            json={"port": {"fixed_ips": [{"subnet_id": await _subnet_of(demo, other_net)}]}},
+        )
+        _neutron_error(r, 400)
+        r = await demo.put(
+            f"{V2}/ports/{port['id']}",
+            json={"port": {"fixed_ips": [{"subnet_id": subnet, "ip_address": "10.20.0.1"}]}},
+        )
+        assert r.status_code == 200, r.text
+        # distributed and ha: admin-only, and only false (one kind of router here).
+        _neutron_error(
+            await demo.post(f"{V2}/routers", json={"router": {"distributed": True}}), 403
+        )
+        r = await admin.post(f"{V2}/routers", json={"router": {"ha": True}})
+        _neutron_error(r, 400, "BadRequest")
         r = await demo.put(f"{V2}/routers/{rid}/add_router_interface", json={"subnet_id": subnet})
         _neutron_error(r, 400, "BadRequest")
         r2 = (await demo.post(f"{V2}/routers", json={"router": {"name": "r2"}})).json()["router"]
