@@ -158,8 +158,6 @@ async def test_a_floating_ip_reaches_its_guest_from_outside(
     assert made["fip"]["status"] == "ACTIVE" and made["fip"]["fixed_ip_address"] == fixed
 
     host, outside, guest = spaces.add("h1"), spaces.add("out"), spaces.add("g1")
-    spaces.veth(host, "ext0", outside, "eth0")
-    spaces.run(outside, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "eth0")
     agent = NetworkAgent(
         HOST,
         (await cloud.host(HOST)).conductor,
@@ -180,6 +178,11 @@ async def test_a_floating_ip_reaches_its_guest_from_outside(
         spaces.run(host, "ip", "link", "set", vif.tap, "master", vif.bridge)
         await agent.start()
         external = names.bridge(made["public"]["id"])
+        # No ext0 yet: the plug above still worked (a missing interface costs its
+        # floating IPs only); once it appears, the floating IP is applied.
+        assert not _has_link(spaces, host, external)
+        spaces.veth(host, "ext0", outside, "eth0")
+        spaces.run(outside, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "eth0")
 
         # The outside reaches the guest at its floating IP (the host answers ARP for it).
         took = await _eventually(lambda: _ping(spaces, outside, fip), f"ping {fip}")

@@ -135,8 +135,10 @@ class NetworkAgent:
             fingerprint = f"{view.fingerprint()}:{sorted(peers.peers.items())}"
             if fingerprint == self.applied and not force:
                 return False
-            await self._apply(view, peers)
-            self.view, self.applied = view, fingerprint
+            complete = await self._apply(view, peers)
+            # Incomplete (an interface missing): the next pass applies again
+            # though nothing changed, so the interface is used once it appears.
+            self.view, self.applied = view, fingerprint if complete else None
             return True
 
     def floating(self, view: hostnet.HostNetwork) -> list[hostnet.FloatingIP]:
@@ -158,13 +160,29 @@ class NetworkAgent:
                 usable.append(fip)
         return usable
 
-    async def _apply(self, view: hostnet.HostNetwork, peers: hostnet.NetworkPeers) -> None:
+    async def _apply(self, view: hostnet.HostNetwork, peers: hostnet.NetworkPeers) -> bool:
+        """Make the host match ``view``; whether all of it could be (False: a
+        floating IP's interface is missing)."""
         links = await self.cmd.links()
         for network in view.networks:
             await linux.ensure_network(
                 self.cmd, network, links, self.local_ip, peers.peers.get(network.id, [])
             )
         floating = self.floating(view)
+        # An interface that is not there (yet) costs its floating IPs, not the
+        # rest of the host's data plane (a raise here would stall every sync).
+        present = {
+            n.id
+            for n in view.external_networks
+            if self.physical_interfaces.get(n.physical_network) in links
+        }
+        for network_id in sorted({f.network_id for f in floating} - present):
+            LOG.warning(
+                "%s: the interface of external network %s is missing; its floating IPs wait",
+                self.host, network_id,
+            )  # fmt: skip
+        complete = all(f.network_id in present for f in floating)
+        floating = [f for f in floating if f.network_id in present]
         externals = {f.network_id for f in floating}
         for external in view.external_networks:
             if external.id in externals:
@@ -197,6 +215,7 @@ class NetworkAgent:
         wanted_bridges = {names.bridge(n) for n in wanted | externals}
         for bridge in linux.our_bridges(links) - wanted_bridges:
             await linux.remove_network(self.cmd, bridge, links)
+        return complete
 
     async def _metadata_listeners(self, view: hostnet.HostNetwork) -> None:
         """A listener of the metadata proxy per network, at the network's gateway

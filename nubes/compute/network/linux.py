@@ -188,7 +188,12 @@ async def ensure_external(
     for address in sorted(wanted - have):
         await cmd.run("ip", "addr", "add", address, "dev", bridge)
         fip_address = address.split("/", 1)[0]
-        await cmd.run("busybox", "arping", "-U", "-c", "1", "-I", bridge, fip_address, check=False)
+        try:
+            await cmd.run(
+                "busybox", "arping", "-U", "-c", "1", "-I", bridge, fip_address, check=False
+            )  # fmt: skip
+        except OSError:
+            pass  # no busybox: neighbours learn the new holder when their entry expires
     table = str(route_table(network.id))
     for subnet in network.subnets:
         if subnet.ip_version == 4:
