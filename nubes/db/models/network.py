@@ -202,7 +202,8 @@ class Router(Base, TimestampMixin):
     gw_port_id: Mapped[str | None] = mapped_column(
         String(UUID_LEN), ForeignKey("ports.id", name="fk_routers0gw_port_id")
     )
-    enable_snat: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    #: Always false: ports without a floating IP get no SNAT (no network node).
+    enable_snat: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     revision_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 

@@ -141,7 +141,8 @@ class Routers(Subnets, Ports):
             "description": field_str(item, "description"),
             "admin_state_up": field_bool(item, "admin_state_up", True),
             "status": "ACTIVE",
-            "enable_snat": True,
+            # No SNAT for ports without a floating IP (see _set_gateway): shown as such.
+            "enable_snat": False,
             "revision_number": 0,
         }
         async with self.db.writer() as conn:
@@ -190,6 +191,8 @@ class Routers(Subnets, Ports):
         unknown = sorted(set(info) - GATEWAY_ATTRS)
         if unknown:
             raise invalid("external_gateway_info", info, f"has unknown keys {unknown}")
+        if info and "network_id" not in info:
+            raise invalid("external_gateway_info", info, "has no network_id")
         network_id = valid_uuid(info["network_id"], "network_id") if info else None
         for field in ("enable_snat", "external_fixed_ips"):
             # Neutron's default policy: only an admin sets these.
@@ -206,7 +209,14 @@ class Routers(Subnets, Ports):
                 )
         values: dict[str, Any] = {}
         if "enable_snat" in info:
-            values["enable_snat"] = field_bool(info, "enable_snat", True)
+            if field_bool(info, "enable_snat", False):
+                # The router's gateway address would have to be one host's, with
+                # its connection tracking: a network node, which nubes has not.
+                raise _bad(
+                    "SNAT through the router for ports without a floating IP is not "
+                    "supported; give the port a floating IP"
+                )
+            values["enable_snat"] = False
         if not same or "external_fixed_ips" in info:
             values.update(gw_network_id=None, gw_port_id=None)
             if network_id is not None:

@@ -67,11 +67,12 @@ async def test_router_gateway_interfaces_and_their_errors(api: ApiHarness) -> No
         )
         assert r.status_code == 200, r.text
         gateway = r.json()["router"]["external_gateway_info"]
-        assert gateway["network_id"] == public and gateway["enable_snat"] is True
+        # No SNAT through the router for ports without a floating IP: shown as false.
+        assert gateway["network_id"] == public and gateway["enable_snat"] is False
         assert gateway["external_fixed_ips"] == [
             {"subnet_id": public_subnet, "ip_address": "203.0.113.2"}
         ]
-        # Setting SNAT is for admins (Neutron's policy).
+        # Setting SNAT is for admins (Neutron's policy), and only off is taken.
         r = await demo.put(
             f"{V2}/routers/{rid}",
             json={
@@ -79,6 +80,15 @@ async def test_router_gateway_interfaces_and_their_errors(api: ApiHarness) -> No
             },
         )
         _neutron_error(r, 403)
+        r = await admin.put(
+            f"{V2}/routers/{rid}",
+            json={"router": {"external_gateway_info": {"network_id": public, "enable_snat": True}}},
+        )
+        _neutron_error(r, 400, "BadRequest")
+        r = await demo.put(
+            f"{V2}/routers/{rid}", json={"router": {"external_gateway_info": {"x": 1}}}
+        )
+        _neutron_error(r, 400)
 
         # An interface by subnet holds the subnet's gateway address.
         r = await demo.put(f"{V2}/routers/{rid}/add_router_interface", json={"subnet_id": subnet})
