@@ -66,9 +66,20 @@ def test_openstack_cli_router_and_floating_ip(cloud: Cloud) -> None:
     assert shown["addresses"] == {"net1": ["10.9.0.2", "203.0.113.11"]}, shown["addresses"]
     assert cloud.json(DEMO, "floating", "ip", "show", "203.0.113.11")["status"] == "ACTIVE"
 
-    # openstacksdk sees it as the server's public address (what Ansible reads).
+    # openstacksdk sees it as the server's public address (what Ansible reads),
+    # and its create_server(auto_ip=True) (Ansible's default) gives a new
+    # server on the routed network a floating IP of its own.
     sdk = connect_sdk(cloud, DEMO)
     assert sdk.get_server("vm1").public_v4 == "203.0.113.11"
+    made = sdk.create_server(
+        "vm2", image=image, flavor="m1.tiny", network="net1", wait=True, auto_ip=True, timeout=60
+    )
+    assert made.addresses["net1"][-1]["addr"] == "203.0.113.12", made.addresses
+    assert sdk.get_server("vm2").public_v4 == "203.0.113.12"
+    sdk.delete_server("vm2", wait=True, delete_ips=True, timeout=60)
+    assert [f["Floating IP Address"] for f in cloud.json(DEMO, "floating", "ip", "list")] == [
+        "203.0.113.11"
+    ]
 
     # Neutron's refusals reach the CLI: the interface carries a floating IP.
     refused = cloud.openstack(DEMO, "router", "remove", "subnet", "r1", "sub1", check=False)
