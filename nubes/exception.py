@@ -25,6 +25,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── ImageNotActive                an image that cannot be booted from (yet)
     │   ├── InstanceNotRescuable          a server with nothing to rescue it with
     │   ├── NetworkInvalid                a bad field of a network, subnet, port or rule
+    │   ├── NetworkBadRequest             Neutron's BadRequest of a router or floating IP
     │   ├── InvalidKeypair                a key pair's name, type or public key is wrong
     │   ├── NetworkRequestInvalid         a server's networks/ports cannot be used
     │   ├── SchemaValidationError         a request body against its microversion's JSON schema
@@ -66,7 +67,11 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── TaskNotFound                  no conductor task with that id
     │   ├── ImageNotFound
     │   ├── NetworkNotFound, SubnetNotFound, PortNotFound,
-    │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound
+    │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound,
+    │   │   RouterNotFound, FloatingIPNotFound
+    │   ├── RouterInterfaceNotFound, RouterInterfaceNotFoundForSubnet   no such interface
+    │   ├── ExternalGatewayForFloatingIPNotFound   no router joins the port's subnet
+    │   │                                 to the floating IP's external network
     │   ├── KeypairNotFound
     │   ├── EvacuateHostNotFound          no compute host of that name to evacuate to
     │   ├── MigrationNotFoundForInstance  the server has no migration with that id
@@ -95,6 +100,11 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── SecurityGroupRuleExists       the same rule is in the group already
     │   ├── PortInUse                     the port is bound to another server
     │   ├── NetworkOverQuota              Neutron's OverQuota (409, not 403)
+    │   ├── RouterInUse                   a router that still has interfaces
+    │   ├── ServicePortInUse              a router's or floating IP's port, deleted as a port
+    │   ├── RouterInterfaceInUseByFloatingIP, RouterExternalGatewayInUseByFloatingIp
+    │   │                                 a floating IP is mapped through it
+    │   ├── FloatingIPPortAlreadyAssociated   the fixed IP has a floating IP already
     │   └── KeyPairExists                 the user has a key pair of that name
     ├── ObjectError (500)
     │   ├── UnknownObject                 no such object name in the registry
@@ -337,6 +347,12 @@ class NetworkInvalid(Invalid):
     msg_fmt = "%(reason)s"
 
 
+class NetworkBadRequest(Invalid):
+    """Neutron's ``BadRequest``: a router or floating IP request that cannot be done."""
+
+    msg_fmt = "Bad %(resource)s request: %(msg)s."
+
+
 class InvalidKeypair(Invalid):
     msg_fmt = "Keypair data is invalid: %(reason)s"
 
@@ -559,6 +575,29 @@ class SecurityGroupRuleNotFound(NotFound):
     msg_fmt = "Security group rule %(id)s does not exist"
 
 
+class RouterNotFound(NotFound):
+    msg_fmt = "Router %(router_id)s could not be found"
+
+
+class FloatingIPNotFound(NotFound):
+    msg_fmt = "Floating IP %(floatingip_id)s could not be found"
+
+
+class RouterInterfaceNotFound(NotFound):
+    msg_fmt = "Router %(router_id)s does not have an interface with id %(port_id)s"
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    msg_fmt = "Router %(router_id)s has no interface on subnet %(subnet_id)s"
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    msg_fmt = (
+        "External network %(external_network_id)s is not reachable from subnet "
+        "%(subnet_id)s.  Therefore, cannot associate Port %(port_id)s with a Floating IP."
+    )
+
+
 class KeypairNotFound(NotFound):
     msg_fmt = "Keypair %(name)s not found for user %(user_id)s"
 
@@ -742,6 +781,36 @@ class NetworkOverQuota(Conflict):
     """Neutron answers an exceeded quota with 409 ``OverQuota``."""
 
     msg_fmt = "Quota exceeded for resources: ['%(resource)s']."
+
+
+class ServicePortInUse(Conflict):
+    msg_fmt = "Port %(port_id)s cannot be deleted directly via the port API: %(reason)s"
+
+
+class RouterInUse(Conflict):
+    msg_fmt = "Router %(router_id)s %(reason)s"
+
+
+class RouterInterfaceInUseByFloatingIP(Conflict):
+    msg_fmt = (
+        "Router interface for subnet %(subnet_id)s on router %(router_id)s cannot be "
+        "deleted, as it is required by one or more floating IPs."
+    )
+
+
+class RouterExternalGatewayInUseByFloatingIp(Conflict):
+    msg_fmt = (
+        "Gateway cannot be updated for router %(router_id)s, since a gateway to external "
+        "network %(net_id)s is required by one or more floating IPs."
+    )
+
+
+class FloatingIPPortAlreadyAssociated(Conflict):
+    msg_fmt = (
+        "Cannot associate floating IP %(floating_ip_address)s (%(fip_id)s) with port "
+        "%(port_id)s using fixed IP %(fixed_ip)s, as that fixed IP already has a floating IP "
+        "on external network %(net_id)s."
+    )
 
 
 class KeyPairExists(Conflict):

@@ -7,9 +7,12 @@ compute side may not reach the database layer, not even indirectly).
 
 Need-to-know: a :class:`HostNetwork` holds the ports bound to the asking
 host, the networks and subnets of those ports, and the rules of their
-security groups with remote groups already resolved to addresses; the
-VXLAN peers of a network come from a second call (:class:`NetworkPeers`)
-that names only networks the host has ports on.
+security groups with remote groups already resolved to addresses, and
+the floating IPs mapped to those ports (only ports bound here: not those
+of a guest still live-migrating in, whose source holds the address until
+the binding moves) with their external networks; the VXLAN peers of a
+network come from a second call (:class:`NetworkPeers`) that names only
+networks the host has ports on.
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ class SecurityGroup(msgspec.Struct, frozen=True):
     rules: list[Rule] = []
 
 
+class ExternalNetwork(msgspec.Struct, frozen=True):
+    """A flat external network a floating IP of this host's ports is on."""
+
+    id: str
+    #: The host maps it to an interface (``[network] physical_interface_mappings``).
+    physical_network: str
+    mtu: int
+    subnets: list[Subnet] = []
+
+
+class FloatingIP(msgspec.Struct, frozen=True):
+    """A floating IP mapped to a fixed address of a port bound to this host."""
+
+    floating_ip_address: str
+    fixed_ip_address: str
+    port_id: str
+    #: The external network it is on (one of ``HostNetwork.external_networks``).
+    network_id: str
+
+
 class HostNetwork(msgspec.Struct, frozen=True):
     """Everything a host needs for the ports bound to it."""
 
@@ -81,6 +104,12 @@ class HostNetwork(msgspec.Struct, frozen=True):
     ports: list[Port] = []
     networks: list[Network] = []
     security_groups: list[SecurityGroup] = []
+    #: The floating IPs of the ports bound here and their external networks.
+    #: Added fields with defaults, no RPC version: an older conductor sends
+    #: none (the host applies none), an older host ignores them (msgspec
+    #: drops unknown fields), as with any additive struct change.
+    floating_ips: list[FloatingIP] = []
+    external_networks: list[ExternalNetwork] = []
 
     def fingerprint(self) -> str:
         """Changes whenever anything the data plane is made from changes."""

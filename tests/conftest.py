@@ -40,6 +40,7 @@ def mariadb_url() -> str:
 _GROUPS = {
     "tests/libvirt/": "guests",
     "tests/integration/test_dataplane_netns.py": "guests",
+    "tests/integration/test_dataplane_floating_netns.py": "guests",
     "tests/integration/faults/": "faults",
 }
 #: The longest groups and files start first, so none is left running alone at

@@ -113,6 +113,7 @@ NEUTRON_TYPES = {
 NEUTRON_RENAMES = {
     "NetworkInvalid": "InvalidInput",
     "NetworkOverQuota": "OverQuota",
+    "NetworkBadRequest": "BadRequest",
     "ValidationError": "InvalidInput",
     "MalformedBody": "HTTPBadRequest",
     "DBDuplicateEntry": "HTTPConflict",

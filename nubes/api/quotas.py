@@ -56,13 +56,14 @@ NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_g
 #: Those of them that are the network service's own limits, under its names:
 #: reading or setting one through the compute API reads or sets the network's.
 NETWORK_PROXIED = {
+    "floating_ips": "floatingip",
     "security_groups": "security_group",
     "security_group_rules": "security_group_rule",
 }
-#: Those the network service has no limit for (nubes has no floating IPs, and
-#: limits ports rather than addresses): always unlimited; a value given for one
-#: is dropped, as the network API drops its own unbuilt quotas.
-NETWORK_UNLIMITED = ("fixed_ips", "floating_ips")
+#: Those the network service has no limit for (it limits ports rather than
+#: addresses): always unlimited; a value given for one is dropped, as the
+#: network API drops its own unbuilt quotas.
+NETWORK_UNLIMITED = ("fixed_ips",)
 #: Quotas of personality files, which 2.57 removed.
 INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
@@ -410,7 +411,15 @@ def filtered(resources: Sequence[str], *, network: bool, injected: bool) -> list
 # --- networking ------------------------------------------------------------------------------
 
 #: Networking quotas (Neutron's names; ``[quota]`` options of the same names).
-NEUTRON_RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
+NEUTRON_RESOURCES = (
+    "network",
+    "subnet",
+    "port",
+    "security_group",
+    "security_group_rule",
+    "router",
+    "floatingip",
+)
 
 
 async def network_defaults(

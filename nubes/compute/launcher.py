@@ -17,7 +17,7 @@ from oslo_config import cfg
 from nubes import access, exception
 from nubes.compute.console_relay import ConsoleRelay
 from nubes.compute.host import ComputeHost
-from nubes.compute.network.agent import NetworkAgent
+from nubes.compute.network.agent import NetworkAgent, interface_mappings
 from nubes.compute.snapshots import ImageUploader
 from nubes.compute.virt import load_driver
 from nubes.compute.virt.driver import ComputeDriver
@@ -136,6 +136,7 @@ def network_agent(conf: cfg.ConfigOpts, host: str, conductor: ConductorAPI) -> N
         state_dir=Path(opts.state_dir or Path(conf.state_path) / "network"),
         local_ip=opts.local_ip,
         sync_interval=opts.sync_interval,
+        physical_interfaces=interface_mappings(opts.physical_interface_mappings),
     )
 
 

@@ -5,7 +5,8 @@ Need-to-know, like every other read a host makes through the conductor
 networks and subnets of those ports, the rules of their security groups
 (a remote group resolved to its members' addresses: the host needs them
 to filter, not the ports behind them), and the tunnel addresses of the
-other hosts with ports on a network it has a port on. Who asks is the
+other hosts with ports on a network it has a port on, and the floating IPs
+of the ports bound to it (with their external networks). Who asks is the
 transport's verified identity; a host naming another host, or a network
 it has no port on, is refused with an audit line.
 """
@@ -67,6 +68,10 @@ async def host_network_view(
             {r["remote_group_id"] for rs in rules.values() for r in rs if r["remote_group_id"]}
         )
         members = await host_network.addresses_of_groups(conn, remotes)
+        fips = await host_network.floating_ips_bound_to(conn, host)
+        external_ids = sorted({f["floating_network_id"] for f in fips})
+        external_rows = await network.get_many(conn, "networks", external_ids)
+        subnet_rows += await host_network.subnets_of_networks(conn, external_ids)
     subnets_by_network: dict[str, list[hostnet.Subnet]] = {}
     for s in subnet_rows:
         subnets_by_network.setdefault(s["network_id"], []).append(
@@ -107,6 +112,26 @@ async def host_network_view(
         security_groups=[
             hostnet.SecurityGroup(id=g, rules=[_rule(r, members) for r in rules.get(g, [])])
             for g in group_ids
+        ],
+        floating_ips=[
+            hostnet.FloatingIP(
+                floating_ip_address=f["floating_ip_address"],
+                fixed_ip_address=f["fixed_ip_address"],
+                port_id=f["fixed_port_id"],
+                network_id=f["floating_network_id"],
+            )
+            for f in fips
+        ],
+        external_networks=[
+            hostnet.ExternalNetwork(
+                id=n["id"],
+                # Not flat (an admin made it VXLAN): no host can put it on an
+                # interface; the agent skips its floating IPs and says so.
+                physical_network=n["physical_network"] or "",
+                mtu=n["mtu"],
+                subnets=subnets_by_network.get(n["id"], []),
+            )
+            for n in sorted(external_rows, key=lambda n: n["id"])
         ],
     )
 

@@ -27,6 +27,20 @@ api_opts: list[cfg.Opt] = [
         help="MTU of a new network (1450: a 1500-byte underlay less the VXLAN overhead).",
     ),
     cfg.StrOpt(
+        "default_floating_pool",
+        default="public",
+        help="The external network (name or id) a floating IP comes from when a compute "
+        "API client (os-floating-ips, before 2.36) names no pool; Nova's [neutron] "
+        "default_floating_pool.",
+    ),
+    cfg.StrOpt(
+        "external_physical_network",
+        default="physnet1",
+        help="The physical network of an external network created without "
+        "provider:physical_network (a flat network; each compute host maps it to an "
+        "interface with [network] physical_interface_mappings).",
+    ),
+    cfg.StrOpt(
         "auto_allocated_cidr",
         default="10.0.0.0/24",
         help="Subnet of the network get-me-a-network (--nic auto) creates for a project.",

@@ -155,4 +155,14 @@ network_opts: list[cfg.Opt] = [
         "state_dir",
         help="Where the network agent keeps the DHCP servers' files. Unset: <state_path>/network.",
     ),
+    cfg.ListOpt(
+        "physical_interface_mappings",
+        default=[],
+        help="physical_network:interface pairs, e.g. physnet1:eth1: the interface of this "
+        "host on each flat (external) network. The agent puts it on the network's bridge "
+        "and answers there for the floating IPs of this host's ports; give it an "
+        "interface of its own (an address it holds stops working once it is on the "
+        "bridge). A floating IP on a physical network this host does not map is not "
+        "applied here (the agent logs it).",
+    ),
 ]

@@ -252,4 +252,6 @@ quota_opts: list[cfg.Opt] = [
     cfg.IntOpt(
         "security_group_rule", default=100, min=-1, help="Security group rules per project."
     ),
+    cfg.IntOpt("router", default=10, min=-1, help="Routers per project."),
+    cfg.IntOpt("floatingip", default=50, min=-1, help="Floating IPs per project."),
 ]

@@ -135,6 +135,16 @@ def local_ipv4(meta: InstanceMetadata) -> str:
     return ""
 
 
+def public_ipv4(meta: InstanceMetadata) -> str:
+    """The first floating IP mapped to one of the instance's fixed addresses (EC2's
+    ``public-ipv4``, as Nova's), "" when none."""
+    for port in meta.ports:
+        for ip in port["fixed_ips"]:
+            for address in ip.get("floating_ips", []):
+                return str(address)
+    return ""
+
+
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
@@ -165,7 +175,7 @@ def _ec2_version(meta: InstanceMetadata) -> Tree:
         "instance-id": f"i-{meta.uuid[:8]}".encode(),
         "instance-type": (meta.flavor_name or "").encode(),
         "local-ipv4": local_ipv4(meta).encode(),
-        "public-ipv4": b"",
+        "public-ipv4": public_ipv4(meta).encode(),
         "reservation-id": (meta.reservation_id or "").encode(),
         "placement": {"availability-zone": (meta.availability_zone or "nova").encode()},
     }

@@ -364,12 +364,16 @@ async def group_names(conn: Connection, instance_uuids: Sequence[str]) -> dict[s
 async def addresses(
     conn: Connection, instance_uuids: Sequence[str]
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Nova's ``addresses`` per server: network name -> [{version, addr, type, MAC}]."""
+    """Nova's ``addresses`` per server: network name -> [{version, addr, type, MAC}],
+    the fixed addresses of each port and then its floating IPs."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     rows = await net_db.ports_of_devices(conn, list(instance_uuids))
     if not rows:
         return found
     ips = await net_db.fixed_ips_by_port(conn, [p["id"] for p in rows])
+    floating: dict[str, list[str]] = {}
+    for fip in await net_db.floating_ips_of_ports(conn, [p["id"] for p in rows]):
+        floating.setdefault(fip["fixed_port_id"], []).append(fip["floating_ip_address"])
     nets = {
         n["id"]: n for n in await net_db.get_many(conn, "networks", {p["network_id"] for p in rows})
     }
@@ -382,6 +386,16 @@ async def addresses(
                     "version": ipaddress.ip_address(ip["ip_address"]).version,
                     "addr": ip["ip_address"],
                     "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                }
+            )
+        # Nova lists a floating IP after the fixed ones of the port it maps to.
+        for address in floating.get(port["id"], []):
+            entries.append(
+                {
+                    "version": ipaddress.ip_address(address).version,
+                    "addr": address,
+                    "OS-EXT-IPS:type": "floating",
                     "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
                 }
             )

@@ -44,6 +44,9 @@ def _port(port: dict[str, Any]) -> dict[str, Any]:
             {
                 "ip_address": ip["ip_address"],
                 "subnet": {k: (ip.get("subnet") or {}).get(k) for k in _SUBNET_KEYS},
+                # Nova's network info carries a fixed IP's floating IPs too
+                # (inside the JSON string: the object's fields are unchanged).
+                "floating_ips": [str(a) for a in ip.get("floating_ips", [])],
             }
             for ip in port.get("fixed_ips", [])
         ],
@@ -81,7 +84,8 @@ class InstanceMetadata(base.VersionedObject):
     #: Whether the server was created with ``config_drive`` (a rebuild gives it one again).
     config_drive = fields.Boolean(default=False)
     #: The ports as JSON (as Nova's InstanceInfoCache.network_info): a list
-    #: of id, mac_address, network_id, mtu, fixed_ips (ip_address, subnet).
+    #: of id, mac_address, network_id, mtu, fixed_ips (ip_address, subnet,
+    #: floating_ips: the addresses mapped to it; absent from older conductors).
     network_info = fields.String(default="[]")
     #: The (encrypted) password the guest posted, "" when none.
     password = fields.String(default="", added_in="1.1")

@@ -98,9 +98,11 @@ class RealHostsCloud:
         *,
         hosts: int = 2,
         libvirt: Mapping[str, Any] | None = None,
+        network: Mapping[str, Any] | None = None,
     ) -> RealHostsCloud:
         """Everything up: hosts registered, the guest image active. ``libvirt`` adds
-        ``[libvirt]`` options of every host (``live_migration_bandwidth``, say)."""
+        ``[libvirt]`` options of every host (``live_migration_bandwidth``, say),
+        ``network`` ``[network]`` ones (``physical_interface_mappings``)."""
         cloud = ProcessCloud(
             rabbit_url, postgres_url, workdir / "cloud", hosts, OPTIONS,
             controller_options={"DEFAULT": {"image_grant_secret": secrets.token_hex(16)}},
@@ -108,13 +110,15 @@ class RealHostsCloud:
         net = HostNetwork(workdir / "hosts", hosts)
         real = cls(cloud, net, workdir / "images")
         try:
-            await real._start(rabbit_url, dict(libvirt or {}))
+            await real._start(rabbit_url, dict(libvirt or {}), dict(network or {}))
         except BaseException:
             await real.stop()
             raise
         return real
 
-    async def _start(self, rabbit_url: str, libvirt: dict[str, Any]) -> None:
+    async def _start(
+        self, rabbit_url: str, libvirt: dict[str, Any], network: dict[str, Any]
+    ) -> None:
         cloud, net = self.cloud, self.net
         await asyncio.to_thread(net.create)
         await cloud.setup(conductors=("a",))
@@ -140,6 +144,7 @@ class RealHostsCloud:
                 "local_ip": host.address,
                 "sync_interval": 1.0,
                 "state_dir": str(NETWORK_STATE / host.netns),
+                **network,
             }
             self._compute_args[name] = {"options": options, "broker": broker, "wrap": host.wrap(())}
             self.computes[name] = await cloud.start_compute(name, **self._compute_args[name])

@@ -174,6 +174,27 @@ async def test_a_guest_reads_its_ec2_metadata(guest: Guest) -> None:
     assert (await guest.get("/latest/meta-data/nothing-here"))[0] == 404
 
 
+async def test_ec2_public_ipv4_is_the_guests_floating_ip(guest: Guest) -> None:
+    # (Asked once it is mapped: a host caches a guest's metadata, as Nova's.)
+    service = guest.service
+    admin = RequestContext(user_id="admin", project_id="admin", roles=["admin"])
+    public = await service.create_network(admin, {"name": "public", "router:external": True})
+    await service.create_subnet(admin, {"network_id": public["id"], "cidr": "203.0.113.0/24"})
+    router = await service.create_router(
+        CTXT, {"external_gateway_info": {"network_id": public["id"]}}
+    )
+    (subnet,) = (await service.get_network(CTXT, guest.network_id))["subnets"]
+    await service.add_router_interface(CTXT, router["id"], {"subnet_id": subnet})
+    async with guest.cloud.db.reader() as conn:
+        (port,) = await network_ports.interfaces(conn, guest.uuid)
+    fip = await service.create_floatingip(
+        CTXT, {"floating_network_id": public["id"], "port_id": port["id"]}
+    )
+    address = fip["floating_ip_address"].encode()
+    assert await guest.get("/latest/meta-data/public-ipv4") == (200, address)
+    assert await guest.get("/latest/meta-data/local-ipv4") == (200, guest.address.encode())
+
+
 async def test_another_hosts_proxy_and_unknown_addresses_get_nothing(guest: Guest) -> None:
     other = next(h for h in guest.cloud.computes if h != guest.host)
     # The other host's proxy asks as that host: the conductor refuses it.

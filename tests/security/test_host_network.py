@@ -216,3 +216,122 @@ async def test_a_live_migration_destination_gets_the_arriving_guests_ports_only(
         assert (await dest.get_host_network(ctxt, C)).ports == []
         with pytest.raises(exception.Forbidden):
             await dest.get_network_peers(ctxt, [ids["net2"]])
+
+
+async def _floating(cloud: Cloud, ids: dict[str, Any]) -> dict[str, str]:
+    """An external network with floating IPs mapped to A's port and B's ports."""
+    ext, ext_sub = _id(), _id()
+    fips = {"pa": "198.51.100.10", "pb": "198.51.100.11", "pb2": "198.51.100.12"}
+    async with cloud.db.writer() as conn:
+        await network.create(
+            conn,
+            "networks",
+            {
+                "id": ext,
+                "project_id": "admin",
+                "mtu": 1500,
+                "segmentation_id": 999,
+                "external": True,
+                "physical_network": "physnet1",
+            },
+        )
+        await network.create(
+            conn,
+            "subnets",
+            {
+                "id": ext_sub,
+                "network_id": ext,
+                "project_id": "admin",
+                "ip_version": 4,
+                "cidr": "198.51.100.0/24",
+                "gateway_ip": "198.51.100.1",
+                "allocation_pools": [],
+                "dns_nameservers": [],
+                "host_routes": [],
+            },
+        )
+        fixed = await network.fixed_ips_by_port(conn, [ids[p] for p in fips])
+        for n, (port, address) in enumerate(fips.items()):
+            holder, fip = _id(), _id()
+            await network.create(
+                conn,
+                "ports",
+                {
+                    "id": holder,
+                    "network_id": ext,
+                    "project_id": "",
+                    "mac_address": f"fa:16:3e:01:00:{n:02x}",
+                    "device_id": fip,
+                    "device_owner": network.FLOATING_IP,
+                },
+            )
+            await network.allocate_addresses(
+                conn,
+                [
+                    network.AddressRequest(
+                        holder, ext, [{"subnet_id": ext_sub, "ip_address": address}]
+                    )
+                ],
+            )
+            await network.create(
+                conn,
+                "floatingips",
+                {
+                    "id": fip,
+                    "project_id": "p1",
+                    "floating_network_id": ext,
+                    "floating_port_id": holder,
+                    "floating_ip_address": address,
+                    "fixed_port_id": ids[port],
+                    "fixed_ip_address": fixed[ids[port]][0]["ip_address"],
+                    "status": "ACTIVE",
+                },
+            )
+    return {"ext": ext, **fips}
+
+
+async def test_a_host_learns_only_its_own_ports_floating_ips(cloud: Cloud) -> None:
+    ids = await _seed(cloud)
+    fips = await _floating(cloud, ids)
+    ctxt = RequestContext()
+    a = await (await cloud.host(A)).conductor.get_host_network(ctxt, A)
+    assert [(f.floating_ip_address, f.fixed_ip_address, f.port_id) for f in a.floating_ips] == [
+        (fips["pa"], "10.1.0.10", ids["pa"])
+    ]
+    assert [(n.id, n.physical_network) for n in a.external_networks] == [(fips["ext"], "physnet1")]
+    assert [s.cidr for s in a.external_networks[0].subnets] == ["198.51.100.0/24"]
+    # The external network is no network of A's data plane (no bridge with its gateway).
+    assert fips["ext"] not in {n.id for n in a.networks}
+    b = await (await cloud.host(B)).conductor.get_host_network(ctxt, B)
+    assert sorted(f.floating_ip_address for f in b.floating_ips) == [fips["pb"], fips["pb2"]]
+    # A host with no port has no floating IP to learn; nor may it ask for another's.
+    c = await (await cloud.host(C)).conductor.get_host_network(ctxt, C)
+    assert c.floating_ips == [] and c.external_networks == []
+    with pytest.raises(exception.Forbidden):
+        await (await cloud.host(C)).conductor.get_host_network(ctxt, B)
+    # A guest live-migrating in brings its ports, not its floating IP: the
+    # source answers for the address until the binding moves.
+    from nubes.db.api import migrations
+
+    async with cloud.db.reader() as conn:
+        port = await network.get(conn, "ports", ids["pb2"])
+    async with cloud.db.writer() as conn:
+        await factories.make_instance(conn, uuid=port["device_id"], host=B)
+        await migrations.create(
+            conn,
+            {
+                "uuid": _id(),
+                "instance_uuid": port["device_id"],
+                "source_compute": B,
+                "dest_compute": C,
+                "migration_type": "live-migration",
+                "status": "running",
+            },
+        )
+    c = await (await cloud.host(C)).conductor.get_host_network(ctxt, C)
+    assert [p.id for p in c.ports] == [ids["pb2"]] and c.floating_ips == []
+    # The port deleted: its floating IP is unmapped and leaves B's view.
+    async with cloud.db.writer() as conn:
+        await network.delete_port(conn, ids["pb2"])
+    b = await (await cloud.host(B)).conductor.get_host_network(ctxt, B)
+    assert [f.floating_ip_address for f in b.floating_ips] == [fips["pb"]]

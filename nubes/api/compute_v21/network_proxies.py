@@ -14,9 +14,7 @@ Nova proxies these to Neutron (nova-network is gone); from 2.36 they are
   ``os-security-group-rules`` create and delete, in Nova's shape (ingress
   rules only, ``ip_protocol``, ``from_port``/``to_port``, ``ip_range`` or
   ``group``). ``os-security-group-default-rules`` is 410 Gone.
-- ``os-floating-ip-pools`` (the external networks) and ``os-floating-ips``
-  as Nova answers without Neutron's L3 service: no floating IPs, a pool
-  that is not an external network not found, none left in one that is.
+- ``os-floating-ip-pools`` and ``os-floating-ips``: :mod:`.floating_ips`.
 
 The network service's errors (a group or rule not found, a group in use,
 over quota) are rendered in Nova's shape by the API's error handler.
@@ -104,8 +102,21 @@ def _network(row: dict[str, Any], *, admin: bool) -> dict[str, Any]:
 async def networks_index(request: Request) -> Response:
     common.authorize(request, "os-networks:list", Rule.PROJECT_READER)
     admin = common.is_admin(request)
-    rows = await _service(request).list_networks(common.ctx(request), Page(filters={}))
+    rows = await _listed_networks(request)
     return common.json({"networks": [_network(r, admin=admin) for r in rows]})
+
+
+async def _listed_networks(request: Request) -> list[dict[str, Any]]:
+    """The networks a server of the project could be on: its own and shared
+    ones (an external network every project reads is a floating IP pool,
+    listed by ``os-floating-ip-pools``)."""
+    ctxt = common.ctx(request)
+    rows = await _service(request).list_networks(ctxt, Page(filters={}))
+    return [
+        r
+        for r in rows
+        if common.is_admin(request) or r["shared"] or r["project_id"] == ctxt.project_id
+    ]
 
 
 @_until_236
@@ -131,7 +142,7 @@ def _tenant_network(row: dict[str, Any]) -> dict[str, Any]:
 @_until_236
 async def tenant_networks_index(request: Request) -> Response:
     common.authorize(request, "os-tenant-networks:list", Rule.PROJECT_READER)
-    rows = await _service(request).list_networks(common.ctx(request), Page(filters={}))
+    rows = await _listed_networks(request)
     return common.json({"networks": [_tenant_network(r) for r in rows]})
 
 
@@ -352,57 +363,6 @@ async def rules_delete(request: Request) -> Response:
     return common.empty(202)
 
 
-# -- floating IPs (no L3: there are none) -----------------------------------------------------
-
-
-async def _pools(request: Request) -> list[str]:
-    """The external networks' names (their ids when unnamed): the floating IP pools.
-
-    Every project sees the external networks (Neutron's policy), so they
-    are listed with the caller's context elevated.
-    """
-    rows = await _service(request).list_networks(
-        common.ctx(request).elevated(), Page(filters={"external": [True]})
-    )
-    return [r["name"] or r["id"] for r in rows if r["external"]]
-
-
-@_until_236
-async def pools_index(request: Request) -> Response:
-    common.authorize(request, "os-floating-ip-pools:list", Rule.PROJECT_READER)
-    return common.json({"floating_ip_pools": [{"name": n} for n in await _pools(request)]})
-
-
-@_until_236
-async def floating_ips_index(request: Request) -> Response:
-    common.authorize(request, "os-floating-ips:list", Rule.PROJECT_READER)
-    return common.json({"floating_ips": []})
-
-
-@_until_236
-async def floating_ips_show(request: Request) -> Response:
-    common.authorize(request, "os-floating-ips:show", Rule.PROJECT_READER)
-    raise common.not_found(f"Floating IP not found for ID {request.path_params['ip_id']}")
-
-
-@_until_236
-async def floating_ips_create(request: Request) -> Response:
-    common.authorize(request, "os-floating-ips:create", Rule.PROJECT_MEMBER)
-    # The body is optional (no pool: Nova's default pool).
-    body = await v.json_body(request) if (await request.body()).strip() else {}
-    pool = body.get("pool") if isinstance(body, dict) else None
-    pools = await _pools(request)
-    if pool is None or pool not in pools:
-        raise common.not_found("Floating IP pool not found.")
-    raise common.not_found(f"No more floating IPs in pool {pool}.")
-
-
-@_until_236
-async def floating_ips_delete(request: Request) -> Response:
-    common.authorize(request, "os-floating-ips:delete", Rule.PROJECT_MEMBER)
-    raise common.not_found(f"Floating IP not found for ID {request.path_params['ip_id']}")
-
-
 ROUTES = [
     Route("/os-networks", networks_index, methods=["GET"]),
     Route("/os-networks", _gone("create a network with the network API"), methods=["POST"]),
@@ -431,9 +391,4 @@ ROUTES = [
         _gone("security group default rules"),
         methods=["GET", "DELETE"],
     ),
-    Route("/os-floating-ip-pools", pools_index, methods=["GET"]),
-    Route("/os-floating-ips", floating_ips_index, methods=["GET"]),
-    Route("/os-floating-ips", floating_ips_create, methods=["POST"]),
-    Route("/os-floating-ips/{ip_id}", floating_ips_show, methods=["GET"]),
-    Route("/os-floating-ips/{ip_id}", floating_ips_delete, methods=["DELETE"]),
 ]

@@ -1,9 +1,9 @@
 """``os-quota-sets`` and ``os-quota-class-sets``: show and set compute quotas.
 
 Fields per microversion as Nova: the network quotas until 2.35 (Nova's
-proxies: ``security_groups`` and ``security_group_rules`` are the network
-service's limits of the project, read and set through here;
-``fixed_ips`` and ``floating_ips`` have no counterpart and stay -1), the
+proxies: ``security_groups``, ``security_group_rules`` and ``floating_ips``
+are the network service's limits of the project, read and set through here;
+``fixed_ips`` has no counterpart and stays -1), the
 injected-file quotas until 2.56; a quota
 class shows ``server_groups`` and ``server_group_members`` from 2.50 and the
 network quotas until 2.49. Admins set limits; a project's readers may see
@@ -145,6 +145,7 @@ async def detail(request: Request) -> Response:
         used["security_group_rules"] = await network_db.count_by_project(
             conn, "security_group_rules", project_id
         )
+        used["floating_ips"] = await network_db.count_by_project(conn, "floatingips", project_id)
     resources = _resources(common.version(request), network_until="2.35")
 
     def value(name: str, limit: int) -> dict[str, int]:

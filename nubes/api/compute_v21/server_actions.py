@@ -23,6 +23,7 @@ from nubes import exception
 from nubes.api import validation as v
 from nubes.api.compute_v21 import (
     common,
+    floating_ips,
     guest_host,
     hosts,
     remote_consoles,
@@ -315,6 +316,7 @@ def _handler(name: str) -> common.ActionHandler | None:
         ACTIONS.get(name)
         or server_moves.ACTIONS.get(name)
         or server_network.ACTIONS.get(name)
+        or floating_ips.ACTIONS.get(name)
         or remote_consoles.ACTIONS.get(name)
     )
 

@@ -35,7 +35,10 @@ EXTENSIONS = (
     ("external-net", "Neutron external network", "Adds external network attribute"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
     ("port-security", "Port Security", "Provides port security"),
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
     ("quotas", "Quota management support", "Expose functions for quotas management"),
+    ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding"),
+    ("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "enable_snat"),
     ("quota_details", "Quota details management support", "Expose quota usage details"),
     ("security-group", "security-group", "The security groups extension."),
     ("standard-attr-description", "standard-attr-description", "Description of resources"),
@@ -43,8 +46,8 @@ EXTENSIONS = (
     ("standard-attr-timestamp", "Resource timestamps", "created_at and updated_at fields"),
     ("stateful-security-group", "Stateful security group", "Stateful security groups"),
 )
-#: Neutron resource quotas shown besides ours (routers, floating IPs...: not built, 0).
-UNBUILT_QUOTAS = ("router", "floatingip", "rbac_policy", "subnetpool")
+#: Neutron resource quotas shown besides ours (RBAC, subnet pools: not built, 0).
+UNBUILT_QUOTAS = ("rbac_policy", "subnetpool")
 
 
 _state = api_state
@@ -84,6 +87,9 @@ def network_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "router:external": row["external"],
         "mtu": row["mtu"],
         "port_security_enabled": row["port_security_enabled"],
+        "provider:network_type": "flat" if row["physical_network"] else "vxlan",
+        "provider:physical_network": row["physical_network"],
+        "provider:segmentation_id": None if row["physical_network"] else row["segmentation_id"],
         "availability_zone_hints": [],
         "availability_zones": ["nova"],
         "ipv4_address_scope": None,
@@ -167,6 +173,44 @@ def group_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def router_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **_common(row),
+        "name": row["name"],
+        "description": row["description"],
+        "admin_state_up": row["admin_state_up"],
+        "status": row["status"],
+        "external_gateway_info": row["external_gateway_info"],
+        "routes": [],
+        "distributed": False,
+        "ha": False,
+        "availability_zone_hints": [],
+        "availability_zones": ["nova"],
+        "flavor_id": None,
+    }
+
+
+def floatingip_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    common = _common(row)
+    return {
+        **common,
+        "description": row["description"],
+        "floating_ip_address": row["floating_ip_address"],
+        "floating_network_id": row["floating_network_id"],
+        "router_id": row["router_id"],
+        "port_id": row["fixed_port_id"],
+        "fixed_ip_address": row["fixed_ip_address"],
+        "status": row["status"],
+        "port_forwardings": [],
+        "qos_policy_id": None,
+    }
+
+
+def interface_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What add/remove_router_interface answer (no wrapper, as Neutron)."""
+    return dict(row)
+
+
 # --- lists: filters, fields, paging ----------------------------------------------------------
 
 #: Per collection: query filter -> (column, kind) where kind converts the text.
@@ -221,6 +265,21 @@ FILTERS: dict[str, dict[str, _Filter]] = {
         "port_range_max": ("port_range_max", "int"),
         "remote_ip_prefix": ("remote_ip_prefix", "str"),
         "remote_group_id": ("remote_group_id", "str"),
+    },
+    "routers": {
+        **_OWNED,
+        "admin_state_up": ("admin_state_up", "bool"),
+        "status": ("status", "str"),
+    },
+    "floatingips": {
+        **_OWNED_NO_NAME,
+        "description": ("description", "str"),
+        "floating_ip_address": ("floating_ip_address", "str"),
+        "floating_network_id": ("floating_network_id", "str"),
+        "port_id": ("fixed_port_id", "str"),
+        "fixed_ip_address": ("fixed_ip_address", "str"),
+        "router_id": ("router_id", "str"),
+        "status": ("status", "str"),
     },
 }
 #: Query parameters that are not filters.
@@ -406,6 +465,9 @@ def _routes() -> list[Route]:
             "mtu",
             "port_security_enabled",
             "availability_zone_hints",
+            "provider:network_type",
+            "provider:physical_network",
+            "provider:segmentation_id",
         ),
         required=(),
         updatable=(
@@ -502,7 +564,56 @@ def _routes() -> list[Route]:
         updatable=None,
         stem="rule",
     )
+    out += _collection(
+        "routers",
+        "router",
+        router_view,
+        allowed=(*COMMON_ATTRS, "admin_state_up", "external_gateway_info", "distributed", "ha"),
+        required=(),
+        updatable=(
+            "name",
+            "description",
+            "admin_state_up",
+            "external_gateway_info",
+            "routes",
+            "distributed",
+            "ha",
+        ),
+        stem="router",
+    )
+    out += _collection(
+        "floatingips",
+        "floatingip",
+        floatingip_view,
+        allowed=(
+            "project_id",
+            "tenant_id",
+            "description",
+            "floating_network_id",
+            "floating_ip_address",
+            "subnet_id",
+            "port_id",
+            "fixed_ip_address",
+        ),
+        required=("floating_network_id",),
+        updatable=("description", "port_id", "fixed_ip_address"),
+        stem="floatingip",
+    )
+    out += [
+        Route(f"/v2.0/routers/{{id}}/{verb}_router_interface", _interface(verb), methods=["PUT"])
+        for verb in ("add", "remove")
+    ]
     return out
+
+
+def _interface(verb: str) -> Callable[[Request], Awaitable[Response]]:
+    async def interface(request: Request) -> Response:
+        body = await json_body(request)
+        method = getattr(_service(request), f"{verb}_router_interface")
+        row = await method(_ctx(request), request.path_params["id"], body)
+        return JSONResponse(interface_view(row))
+
+    return interface
 
 
 # --- versions, extensions, quotas ------------------------------------------------------------
@@ -525,7 +636,15 @@ async def versions(request: Request) -> Response:
 
 async def resources_index(request: Request) -> Response:
     base = _state(request).public_endpoint + "/networking/v2.0"
-    names = ("network", "subnet", "port", "security_group", "security_group_rule")
+    names = (
+        "network",
+        "subnet",
+        "port",
+        "security_group",
+        "security_group_rule",
+        "router",
+        "floatingip",
+    )
     return JSONResponse(
         {
             "resources": [
@@ -568,6 +687,8 @@ _COUNTED: dict[str, net_db.Kind] = {
     "port": "ports",
     "security_group": "security_groups",
     "security_group_rule": "security_group_rules",
+    "router": "routers",
+    "floatingip": "floatingips",
 }
 
 

@@ -6,6 +6,9 @@ tunnel peers of its networks (``get_network_peers``), and when anything
 changed since the last pass it converges: bridges and VXLAN devices with
 their flood lists, then the whole nftables ruleset in one transaction,
 then the DHCP servers; then it removes what no port needs any more.
+Floating IPs of its ports go on the bridge of their external network, on
+the interface ``[network] physical_interface_mappings`` names for it, with
+their NAT in the same ruleset (``firewall.py``).
 
 Why polling rather than a cast from the API when a rule changes: the API
 (not the conductor) writes rule changes, and compute hosts take commands
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,8 +73,11 @@ class NetworkAgent:
         metadata: MetadataListeners | None = None,
         sync_interval: float = 2.0,
         command_prefix: Sequence[str] = (),
+        physical_interfaces: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
+        #: physical network -> this host's interface on it (flat external networks).
+        self.physical_interfaces = dict(physical_interfaces or {})
         self.conductor = conductor
         self.local_ip = local_ip
         #: Where guests' 169.254.169.254 goes (None: nowhere, the redirect is not made).
@@ -129,19 +135,72 @@ class NetworkAgent:
             fingerprint = f"{view.fingerprint()}:{sorted(peers.peers.items())}"
             if fingerprint == self.applied and not force:
                 return False
-            await self._apply(view, peers)
-            self.view, self.applied = view, fingerprint
+            complete = await self._apply(view, peers)
+            # Incomplete (an interface missing): the next pass applies again
+            # though nothing changed, so the interface is used once it appears.
+            self.view, self.applied = view, fingerprint if complete else None
             return True
 
-    async def _apply(self, view: hostnet.HostNetwork, peers: hostnet.NetworkPeers) -> None:
+    def floating(self, view: hostnet.HostNetwork) -> list[hostnet.FloatingIP]:
+        """The view's floating IPs this host can apply: on an external network it
+        maps to an interface, to a fixed address of a port of the view."""
+        mapped = {
+            n.id for n in view.external_networks if n.physical_network in self.physical_interfaces
+        }
+        held = {(p.id, f.ip_address) for p in view.ports for f in p.fixed_ips}
+        usable = []
+        for fip in view.floating_ips:
+            if fip.network_id not in mapped:
+                LOG.warning(
+                    "floating IP %s of port %s: external network %s is on no interface of "
+                    "%s ([network] physical_interface_mappings); not applied",
+                    fip.floating_ip_address, fip.port_id, fip.network_id, self.host,
+                )  # fmt: skip
+            elif (fip.port_id, fip.fixed_ip_address) in held:
+                usable.append(fip)
+        return usable
+
+    async def _apply(self, view: hostnet.HostNetwork, peers: hostnet.NetworkPeers) -> bool:
+        """Make the host match ``view``; whether all of it could be (False: a
+        floating IP's interface is missing)."""
         links = await self.cmd.links()
         for network in view.networks:
             await linux.ensure_network(
                 self.cmd, network, links, self.local_ip, peers.peers.get(network.id, [])
             )
+        floating = self.floating(view)
+        # An interface that is not there (yet) costs its floating IPs, not the
+        # rest of the host's data plane (a raise here would stall every sync).
+        present = {
+            n.id
+            for n in view.external_networks
+            if self.physical_interfaces.get(n.physical_network) in links
+        }
+        for network_id in sorted({f.network_id for f in floating} - present):
+            LOG.warning(
+                "%s: the interface of external network %s is missing; its floating IPs wait",
+                self.host, network_id,
+            )  # fmt: skip
+        complete = all(f.network_id in present for f in floating)
+        floating = [f for f in floating if f.network_id in present]
+        externals = {f.network_id for f in floating}
+        for external in view.external_networks:
+            if external.id in externals:
+                await linux.ensure_external(
+                    self.cmd,
+                    external,
+                    links,
+                    self.physical_interfaces[external.physical_network],
+                    [f for f in floating if f.network_id == external.id],
+                )
+        if floating:
+            await linux.enable_forwarding(self.cmd)
+        await linux.set_source_rules(
+            self.cmd, {f.fixed_ip_address: linux.route_table(f.network_id) for f in floating}
+        )
         await self._metadata_listeners(view)
         if view.ports:
-            rules = firewall.ruleset(view, self.metadata_listeners)
+            rules = firewall.ruleset(view, self.metadata_listeners, floating)
             await self.cmd.run("nft", "-f", "-", stdin=rules)
         else:
             await self.cmd.run("nft", "-f", "-", stdin=firewall.removal())
@@ -153,9 +212,10 @@ class NetworkAgent:
         wanted = {n.id for n in view.networks}
         for network_id in self.dhcp.networks() - wanted:
             await self.dhcp.remove(network_id)
-        wanted_bridges = {names.bridge(n) for n in wanted}
+        wanted_bridges = {names.bridge(n) for n in wanted | externals}
         for bridge in linux.our_bridges(links) - wanted_bridges:
             await linux.remove_network(self.cmd, bridge, links)
+        return complete
 
     async def _metadata_listeners(self, view: hostnet.HostNetwork) -> None:
         """A listener of the metadata proxy per network, at the network's gateway
@@ -207,3 +267,18 @@ class NetworkAgent:
                 )
             )
         return vifs
+
+
+def interface_mappings(pairs: Sequence[str]) -> dict[str, str]:
+    """``[network] physical_interface_mappings`` (``physnet:interface`` items) as a dict."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        physnet, sep, interface = pair.partition(":")
+        physnet, interface = physnet.strip(), interface.strip()
+        if not sep or not physnet or not interface or physnet in found:
+            raise exception.ConfigError(
+                reason=f"[network] physical_interface_mappings: {pair!r} is not a "
+                "physical_network:interface pair of a physical network named once"
+            )
+        found[physnet] = interface
+    return found

@@ -23,12 +23,23 @@ never unfiltered between two versions):
   proxy's listener for that network) only.
 
 A port with ``port_security_enabled`` false gets no chains at all.
+
+Floating IPs (``inet nubes`` too): a packet arriving on an external
+network's bridge for a floating IP is DNATed to its fixed address in
+prerouting, routed to the port's bridge and filtered there by the port's
+ingress rules like any other (its source is the outside address); what
+the port sends out through that bridge is SNATed to the floating IP
+after its egress rules. Nothing else crosses between an external bridge
+and a guest's (no fixed address is reachable from outside), nor between
+two guests' bridges (routing between networks needs a router, which is
+not built); a flow that a floating IP let in or out is cut as soon as
+that floating IP is gone from the view, established or not.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from nubes import hostnet
 from nubes.compute.network import names
@@ -185,9 +196,19 @@ def _bridge_table(view: hostnet.HostNetwork) -> list[str]:
     return lines
 
 
-def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int]]) -> list[str]:
+def _quoted(items: Iterable[str]) -> str:
+    return _set(f'"{i}"' for i in sorted(set(items)))
+
+
+def _inet_table(
+    view: hostnet.HostNetwork,
+    metadata: Mapping[str, tuple[str, int]],
+    floating: Sequence[hostnet.FloatingIP],
+) -> list[str]:
     groups = {g.id: g for g in view.security_groups}
     bridges = f'"{names.BRIDGE_PREFIX}*"'
+    externals = sorted({names.bridge(f.network_id) for f in floating})
+    addresses = _set(sorted({f.floating_ip_address for f in floating}))
     lines = [f"table inet {TABLE} {{"]
     lines.append("  chain forward {")
     lines.append("    type filter hook forward priority 0; policy accept;")
@@ -195,8 +216,20 @@ def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int
     lines.append(f"    oifname {bridges} jump guests")
     lines.append("  }")
     lines.append("  chain guests {")
+    # Flows a floating IP no longer in the view let through: cut (the only
+    # NAT on the guests' forward path is the floating IPs').
+    if floating:
+        lines.append(
+            f"    meta nfproto ipv4 ct status dnat ct original ip daddr != {addresses} drop"
+        )
+        lines.append(f"    meta nfproto ipv4 ct status snat ct reply ip daddr != {addresses} drop")
+    else:
+        lines.append("    ct status dnat drop")
+        lines.append("    ct status snat drop")
     lines.append("    ct state established,related accept")
     lines.append("    ct state invalid drop")
+    if externals:
+        lines.append(f"    iifname {_quoted(externals)} jump from-outside")
     guarded = [p for p in view.ports if p.port_security_enabled]
     for direction, side, key in (("egress", "saddr", "iifname"), ("ingress", "daddr", "oifname")):
         for port in guarded:
@@ -208,7 +241,19 @@ def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int
                         f'    {key} "{bridge}" {_ip(version)} {side} {_set(own)} '
                         f"jump {direction}-{_chain_id(port)}"
                     )
+    if externals:
+        fixed = _set(sorted({f.fixed_ip_address for f in floating}))
+        lines.append(f"    oifname {_quoted(externals)} ip saddr {fixed} accept")
+        lines.append(f"    oifname {_quoted(externals)} drop")
+    for network in view.networks:
+        mine = names.bridge(network.id)
+        lines.append(f'    iifname "{mine}" oifname {bridges} oifname != "{mine}" drop')
     lines.append("  }")
+    if externals:
+        lines.append("  chain from-outside {")
+        lines.append("    ct status dnat return")
+        lines.append("    drop")
+        lines.append("  }")
     for port in guarded:
         rules = [
             r
@@ -245,6 +290,23 @@ def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int
         )
     lines.append("    drop")
     lines.append("  }")
+    if floating:
+        lines.append("  chain floating-in {")
+        lines.append("    type nat hook prerouting priority dstnat; policy accept;")
+        for fip in floating:
+            lines.append(
+                f'    iifname "{names.bridge(fip.network_id)}" ip daddr {fip.floating_ip_address} '
+                f"dnat ip to {fip.fixed_ip_address}"
+            )
+        lines.append("  }")
+        lines.append("  chain floating-out {")
+        lines.append("    type nat hook postrouting priority srcnat; policy accept;")
+        for fip in floating:
+            lines.append(
+                f'    oifname "{names.bridge(fip.network_id)}" ip saddr {fip.fixed_ip_address} '
+                f"snat ip to {fip.floating_ip_address}"
+            )
+        lines.append("  }")
     if metadata:
         lines.append("  chain metadata {")
         lines.append("    type nat hook prerouting priority dstnat; policy accept;")
@@ -259,16 +321,19 @@ def _inet_table(view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int
 
 
 def ruleset(
-    view: hostnet.HostNetwork, metadata: Mapping[str, tuple[str, int]] | None = None
+    view: hostnet.HostNetwork,
+    metadata: Mapping[str, tuple[str, int]] | None = None,
+    floating: Sequence[hostnet.FloatingIP] = (),
 ) -> str:
     """The ``nft -f`` script that replaces both tables with what ``view`` needs;
-    ``metadata``: network id -> (gateway, port) of its metadata proxy listener."""
+    ``metadata``: network id -> (gateway, port) of its metadata proxy listener;
+    ``floating``: the view's floating IPs this host applies (the agent's choice)."""
     lines = []
     for family in ("bridge", "inet"):
         # Declared first so the delete succeeds on a host that has none yet.
         lines += [f"table {family} {TABLE}", f"delete table {family} {TABLE}"]
     lines += _bridge_table(view)
-    lines += _inet_table(view, metadata or {})
+    lines += _inet_table(view, metadata or {}, floating)
     return "\n".join(lines) + "\n"
 
 

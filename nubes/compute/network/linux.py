@@ -10,6 +10,14 @@ Tenant networks reach the other hosts through a VXLAN device
 broadcasts to each peer by head-end replication: one all-zeros FDB entry
 per peer (``bridge fdb append 00:00:00:00:00:00 dst <peer>``).
 
+A flat external network (floating IPs) has a bridge too, of the same
+name, on the interface the host maps its physical network to; it holds
+the floating IPs of this host's ports (so the host answers ARP for them)
+and no gateway address. The guests' traffic out through a floating IP
+follows a routing table of its own per external network (the connected
+subnet and its gateway as default), chosen by a rule per fixed address,
+so the host's own default route is not the guests'.
+
 Every command goes through :class:`Commands`, whose ``prefix`` runs it
 elsewhere (``ip netns exec <ns>`` in tests); a failing command raises
 :class:`~nubes.exception.NetworkPlumbingError`.
@@ -29,6 +37,11 @@ from nubes.compute.network import names
 
 VXLAN_PORT = 4789
 _FLOOD = "00:00:00:00:00:00"
+#: Priority of the agent's policy routing rules (before ``main`` at 32766):
+#: every rule at this priority is the agent's.
+RULE_PRIORITY = 30000
+#: Routing tables of external networks: this base plus 24 bits of the network id.
+_TABLE_BASE = 0x10000000
 
 
 @dataclass(frozen=True)
@@ -67,18 +80,7 @@ async def ensure_network(
     peers: Sequence[str],
 ) -> None:
     """The network's bridge (with its gateway addresses) and VXLAN device, up."""
-    bridge = names.bridge(network.id)
-    if bridge not in links:
-        await cmd.run(
-            "ip", "link", "add", bridge, "type", "bridge",
-            "nf_call_iptables", "1", "nf_call_ip6tables", "1",
-        )  # fmt: skip
-    alias = names.bridge_alias(network.id)
-    if links.get(bridge, {}).get("ifalias") != alias:
-        # Marks the bridge as this agent's (a bridge made before marks existed
-        # gets it here too): only marked bridges are ever removed.
-        await cmd.run("ip", "link", "set", "dev", bridge, "alias", alias)
-    await cmd.run("ip", "link", "set", bridge, "mtu", str(network.mtu), "up")
+    bridge = await _ensure_bridge(cmd, network.id, network.mtu, links)
     wanted = set()
     for subnet in network.subnets:
         if subnet.ip_version == 4 and subnet.gateway_ip:
@@ -99,6 +101,25 @@ async def ensure_network(
         )  # fmt: skip
     await cmd.run("ip", "link", "set", vxlan, "master", bridge, "mtu", str(network.mtu), "up")
     await _set_flood_list(cmd, vxlan, peers)
+
+
+async def _ensure_bridge(
+    cmd: Commands, network_id: str, mtu: int, links: dict[str, dict[str, Any]]
+) -> str:
+    """The bridge of ``network_id``, marked as this agent's and up; its name."""
+    bridge = names.bridge(network_id)
+    if bridge not in links:
+        await cmd.run(
+            "ip", "link", "add", bridge, "type", "bridge",
+            "nf_call_iptables", "1", "nf_call_ip6tables", "1",
+        )  # fmt: skip
+    alias = names.bridge_alias(network_id)
+    if links.get(bridge, {}).get("ifalias") != alias:
+        # Marks the bridge as this agent's (a bridge made before marks existed
+        # gets it here too): only marked bridges are ever removed.
+        await cmd.run("ip", "link", "set", "dev", bridge, "alias", alias)
+    await cmd.run("ip", "link", "set", bridge, "mtu", str(mtu), "up")
+    return bridge
 
 
 async def _addresses(cmd: Commands, device: str) -> set[str]:
@@ -132,3 +153,95 @@ def our_bridges(links: dict[str, dict[str, Any]]) -> set[str]:
         if name.startswith(names.BRIDGE_PREFIX)
         and str(link.get("ifalias", "")).startswith(names.ALIAS_PREFIX)
     }
+
+
+# --- external networks (floating IPs) --------------------------------------------------------
+
+
+def route_table(network_id: str) -> int:
+    """The routing table of an external network's floating IP traffic."""
+    return _TABLE_BASE + int(network_id.replace("-", "")[:6], 16)
+
+
+def _prefix(network: hostnet.ExternalNetwork, address: str) -> int | None:
+    ip = ipaddress.ip_address(address)
+    for subnet in network.subnets:
+        net = ipaddress.ip_network(subnet.cidr)
+        if ip in net:
+            return net.prefixlen
+    return None
+
+
+async def ensure_external(
+    cmd: Commands,
+    network: hostnet.ExternalNetwork,
+    links: dict[str, dict[str, Any]],
+    interface: str,
+    floating: Sequence[hostnet.FloatingIP],
+) -> None:
+    """The external network's bridge on ``interface``, holding ``floating``'s
+    addresses, and its routing table; a new address is announced
+    (gratuitous ARP) so neighbours forget the host that held it before."""
+    if interface not in links:
+        raise exception.NetworkPlumbingError(
+            command="ensure_external",
+            reason=f"interface {interface} of physical network {network.physical_network} "
+            "does not exist",
+        )
+    bridge = await _ensure_bridge(cmd, network.id, network.mtu, links)
+    if links[interface].get("master") != bridge:
+        await cmd.run("ip", "link", "set", interface, "master", bridge, "up")
+    wanted = set()
+    for fip in floating:
+        prefix = _prefix(network, fip.floating_ip_address)
+        if prefix is not None:
+            wanted.add(f"{fip.floating_ip_address}/{prefix}")
+    have = await _addresses(cmd, bridge)
+    for address in sorted(have - wanted):
+        await cmd.run("ip", "addr", "del", address, "dev", bridge)
+    for address in sorted(wanted - have):
+        await cmd.run("ip", "addr", "add", address, "dev", bridge)
+        fip_address = address.split("/", 1)[0]
+        try:
+            await cmd.run(
+                "busybox", "arping", "-U", "-c", "1", "-I", bridge, fip_address, check=False
+            )  # fmt: skip
+        except OSError:
+            pass  # no busybox: neighbours learn the new holder when their entry expires
+    table = str(route_table(network.id))
+    for subnet in network.subnets:
+        if subnet.ip_version == 4:
+            await cmd.run(
+                "ip", "route", "replace", subnet.cidr, "dev", bridge, "table", table
+            )  # fmt: skip
+            if subnet.gateway_ip:
+                await cmd.run(
+                    "ip", "route", "replace", "default", "via", subnet.gateway_ip,
+                    "dev", bridge, "table", table,
+                )  # fmt: skip
+
+
+async def set_source_rules(cmd: Commands, wanted: dict[str, int]) -> None:
+    """The policy rules ``from <fixed address> lookup <table>``: exactly ``wanted``."""
+    rules = json.loads(await cmd.run("ip", "-j", "-4", "rule", "show"))
+    have = {
+        (r["src"], int(r["table"]))
+        for r in rules
+        if r.get("priority") == RULE_PRIORITY and str(r.get("table", "")).isdigit()
+    }
+    want = set(wanted.items())
+    for source, table in sorted(have - want):
+        await cmd.run(
+            "ip", "rule", "del", "from", source, "lookup", str(table),
+            "priority", str(RULE_PRIORITY), check=False,
+        )  # fmt: skip
+    for source, table in sorted(want - have):
+        await cmd.run(
+            "ip", "rule", "add", "from", source, "lookup", str(table),
+            "priority", str(RULE_PRIORITY),
+        )  # fmt: skip
+
+
+async def enable_forwarding(cmd: Commands) -> None:
+    """Floating IPs route between an external bridge and the guests' bridges."""
+    await cmd.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")

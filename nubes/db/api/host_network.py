@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nubes.db.api._common import Row
 from nubes.db.models import (
     compute_nodes,
+    floatingips,
     ip_allocations,
     migrations,
     port_security_groups,
@@ -116,3 +117,16 @@ async def tunnel_peers(
     for network_id, address in await conn.execute(stmt):
         found.setdefault(network_id, []).append(address)
     return found
+
+
+async def floating_ips_bound_to(conn: AsyncConnection, host: str) -> list[Row]:
+    """The floating IPs mapped to ports bound to ``host`` (not those of an
+    instance live-migrating in: its source serves the address until the
+    binding moves, so two hosts never answer for it at once)."""
+    stmt = (
+        select(floatingips)
+        .join(ports, ports.c.id == floatingips.c.fixed_port_id)
+        .where(ports.c.binding_host_id == host)
+        .order_by(floatingips.c.floating_ip_address)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]

@@ -46,8 +46,9 @@ async def holder_of_address(conn: AsyncConnection, network_id: str, address: str
 
 async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
     """The live instance row, with ``public_key`` (its key pair's, or None)
-    and ``ports``: each port with ``fixed_ips`` (address plus its subnet's
-    row as ``subnet``) and ``network`` (its network's row). InstanceNotFound."""
+    and ``ports``: each port with ``fixed_ips`` (address, its subnet's row as
+    ``subnet``, the floating IPs mapped to it as ``floating_ips``) and
+    ``network`` (its network's row). InstanceNotFound."""
     row = await instances_api.get_by_uuid(conn, instance_uuid)
     key = None
     if row["key_name"] and row["user_id"]:
@@ -56,6 +57,10 @@ async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
     row["password"] = password_of(row.get("system_metadata"))
     found = await network.ports_of_devices(conn, [instance_uuid])
     ips = await network.fixed_ips_by_port(conn, [p["id"] for p in found])
+    floating: dict[tuple[str, str], list[str]] = {}
+    for fip in await network.floating_ips_of_ports(conn, [p["id"] for p in found]):
+        mapped_to = (fip["fixed_port_id"], fip["fixed_ip_address"])
+        floating.setdefault(mapped_to, []).append(fip["floating_ip_address"])
     subnet_ids = {ip["subnet_id"] for fixed in ips.values() for ip in fixed}
     subnets = {s["id"]: s for s in await network.get_many(conn, "subnets", subnet_ids)}
     networks = {
@@ -67,7 +72,11 @@ async def source(conn: AsyncConnection, instance_uuid: str) -> Row:
             **port,
             "network": networks.get(port["network_id"]),
             "fixed_ips": [
-                {"ip_address": ip["ip_address"], "subnet": subnets.get(ip["subnet_id"])}
+                {
+                    "ip_address": ip["ip_address"],
+                    "subnet": subnets.get(ip["subnet_id"]),
+                    "floating_ips": floating.get((port["id"], ip["ip_address"]), []),
+                }
                 for ip in ips.get(port["id"], [])
             ],
         }

@@ -39,12 +39,14 @@ from nubes import exception, ipam
 from nubes.db import group_commit
 from nubes.db.models import (
     default_security_groups,
+    floatingips,
     instance_network_requests,
     instances,
     ip_allocations,
     networks,
     port_security_groups,
     ports,
+    routers,
     security_group_rules,
     security_groups,
     subnets,
@@ -54,18 +56,41 @@ from nubes.db.types import utcnow
 Row = dict[str, Any]
 
 #: The resources callers name by kind (each is the table of that name).
-Kind = Literal["networks", "subnets", "ports", "security_groups", "security_group_rules"]
+Kind = Literal[
+    "networks",
+    "subnets",
+    "ports",
+    "security_groups",
+    "security_group_rules",
+    "routers",
+    "floatingips",
+]
 _TABLES: dict[str, Table] = {
-    t.name: t for t in (networks, subnets, ports, security_groups, security_group_rules)
+    t.name: t
+    for t in (
+        networks,
+        subnets,
+        ports,
+        security_groups,
+        security_group_rules,
+        routers,
+        floatingips,
+    )
 }
+#: ``device_owner`` of the ports a router and a floating IP hold (Neutron's names).
+ROUTER_INTERFACE = "network:router_interface"
+ROUTER_GATEWAY = "network:router_gateway"
+FLOATING_IP = "network:floatingip"
 
 
 @dataclasses.dataclass(frozen=True)
 class Visible:
     """Which rows a non-admin caller sees: its project's, and maybe more.
 
-    ``shared``: networks marked shared too. ``network_ids``: rows (subnets)
-    of these networks too (the shared networks' subnets).
+    ``shared``: networks marked shared, and external ones (every project
+    sees those, as in Neutron, to pick a floating IP pool or a router
+    gateway), too. ``network_ids``: rows (subnets) of these networks too
+    (the shared and external networks' subnets).
     """
 
     project_id: str
@@ -76,7 +101,7 @@ class Visible:
 def _clause(table: Table, visible: Visible) -> ColumnElement[bool]:
     clause: ColumnElement[bool] = table.c.project_id == visible.project_id
     if visible.shared:
-        clause = or_(clause, table.c.shared.is_(True))
+        clause = or_(clause, table.c.shared.is_(True), table.c.external.is_(True))
     if visible.network_ids:
         clause = or_(clause, table.c.network_id.in_(list(visible.network_ids)))
     return clause
@@ -88,6 +113,8 @@ _NOT_FOUND: dict[str, tuple[type[exception.NotFound], str]] = {
     "ports": (exception.PortNotFound, "port_id"),
     "security_groups": (exception.SecurityGroupNotFound, "id"),
     "security_group_rules": (exception.SecurityGroupRuleNotFound, "id"),
+    "routers": (exception.RouterNotFound, "router_id"),
+    "floatingips": (exception.FloatingIPNotFound, "floatingip_id"),
 }
 
 
@@ -308,6 +335,8 @@ class AddressRequest:
     network_id: str
     #: Neutron's ``fixed_ips`` items; None: one address from each of the network's subnets.
     fixed_ips: Sequence[Mapping[str, Any]] | None = None
+    #: The port may hold its subnet's gateway address (a router interface).
+    gateway_ok: bool = False
 
 
 def _wanted(
@@ -343,8 +372,11 @@ def _wanted(
     return wanted
 
 
-def _asked(subnet: Row, address: str, used: set[str]) -> str:
-    """A specific address of the subnet, if it may be given (else why not)."""
+def _asked(subnet: Row, address: str, used: set[str], gateway_ok: bool = False) -> str:
+    """A specific address of the subnet, if it may be given (else why not).
+
+    ``gateway_ok``: the subnet's gateway address too (a router's interface holds it).
+    """
     parsed = ipam.parse_address(address, "fixed_ips")
     net = ipam.parse_cidr(subnet["cidr"])
     if parsed not in net or parsed in (net.network_address, net.broadcast_address):
@@ -352,7 +384,7 @@ def _asked(subnet: Row, address: str, used: set[str]) -> str:
             reason=f"IP address {address} is not a valid IP for the specified subnet."
         )
     chosen = str(parsed)
-    if chosen == subnet["gateway_ip"] or chosen in used:
+    if (chosen == subnet["gateway_ip"] and not gateway_ok) or chosen in used:
         raise exception.IpAddressAlreadyAllocated(ip=chosen, subnet_id=subnet["id"])
     return chosen
 
@@ -389,10 +421,10 @@ async def allocate_addresses(
     for subnet_id in sorted({subnet_id for _, subnet_id, _ in plans}):
         locked[subnet_id] = (await _lock_subnet(conn, subnet_id), await _used(conn, subnet_id))
     chosen: dict[int, str] = {}
-    for index, (_, subnet_id, address) in enumerate(plans):
+    for index, (request, subnet_id, address) in enumerate(plans):
         if address is not None:
             subnet, used = locked[subnet_id]
-            chosen[index] = _asked(subnet, address, used)
+            chosen[index] = _asked(subnet, address, used, request.gateway_ok)
             used.add(chosen[index])
     free = {s: ipam.free_addresses(subnet, used) for s, (subnet, used) in locked.items()}
     for index, (request, subnet_id, _) in enumerate(plans):
@@ -424,7 +456,12 @@ async def release_addresses(conn: AsyncConnection, port_id: str) -> None:
 
 
 async def delete_port(conn: AsyncConnection, port_id: str) -> None:
-    """The port, its addresses and its group memberships, in one transaction."""
+    """The port, its addresses and its group memberships, in one transaction.
+
+    A floating IP mapped to the port is disassociated in the same
+    transaction (Neutron's behaviour: the floating IP stays the project's).
+    """
+    await disassociate_floating_ips(conn, port_id)
     await release_addresses(conn, port_id)
     await conn.execute(
         delete(port_security_groups).where(port_security_groups.c.port_id == port_id)
@@ -683,3 +720,98 @@ async def unbind_ports(conn: AsyncConnection, instance_uuid: str) -> None:
 async def bind_ports(conn: AsyncConnection, instance_uuid: str, host: str) -> None:
     """The server's ports bound to ``host`` and ACTIVE."""
     await bind_ports_write(instance_uuid, host).run(conn)
+
+
+# --- routers and floating IPs --------------------------------------------------------------
+
+
+async def router_ports(conn: AsyncConnection, router_ids: Sequence[str]) -> dict[str, list[Row]]:
+    """Per router, its interface ports (every router listed), oldest first."""
+    found: dict[str, list[Row]] = {r: [] for r in router_ids}
+    if not router_ids:
+        return found
+    stmt = (
+        select(ports)
+        .where(
+            ports.c.device_owner == ROUTER_INTERFACE,
+            ports.c.device_id.in_(sorted(set(router_ids))),
+        )
+        .order_by(ports.c.created_at, ports.c.id)
+    )
+    for row in (await conn.execute(stmt)).mappings():
+        found.setdefault(row["device_id"], []).append(dict(row))
+    return found
+
+
+async def interface_routers(
+    conn: AsyncConnection, subnet_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """Subnet id -> the routers with an interface on it (every subnet listed)."""
+    found: dict[str, list[str]] = {s: [] for s in subnet_ids}
+    if not subnet_ids:
+        return found
+    stmt = (
+        select(ip_allocations.c.subnet_id, ports.c.device_id)
+        .join(ports, ports.c.id == ip_allocations.c.port_id)
+        .where(
+            ports.c.device_owner == ROUTER_INTERFACE,
+            ip_allocations.c.subnet_id.in_(sorted(set(subnet_ids))),
+        )
+        .order_by(ports.c.device_id)
+    )
+    for subnet_id, router_id in await conn.execute(stmt):
+        found.setdefault(subnet_id, []).append(router_id)
+    return found
+
+
+async def floating_ips_via(
+    conn: AsyncConnection, router_id: str, subnet_ids: Sequence[str] | None = None
+) -> int:
+    """How many floating IPs are mapped through the router (to fixed
+    addresses of ``subnet_ids`` only, if given)."""
+    stmt = (
+        select(func.count())
+        .select_from(floatingips)
+        .where(floatingips.c.router_id == router_id, floatingips.c.fixed_port_id.is_not(None))
+    )
+    if subnet_ids is not None:
+        stmt = stmt.where(
+            floatingips.c.fixed_port_id.in_(
+                select(ip_allocations.c.port_id).where(
+                    ip_allocations.c.subnet_id.in_(list(subnet_ids))
+                )
+            )
+        )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def floating_ips_of_ports(conn: AsyncConnection, port_ids: Sequence[str]) -> list[Row]:
+    """The floating IPs mapped to any of the ports."""
+    if not port_ids:
+        return []
+    stmt = (
+        select(floatingips)
+        .where(floatingips.c.fixed_port_id.in_(sorted(set(port_ids))))
+        .order_by(floatingips.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def disassociate_floating_ips(
+    conn: AsyncConnection, port_id: str, keep: Sequence[str] = ()
+) -> None:
+    """The floating IPs mapped to the port (but those mapped to an address in
+    ``keep``) unmapped (DOWN), kept for their project."""
+    stmt = update(floatingips).where(floatingips.c.fixed_port_id == port_id)
+    if keep:
+        stmt = stmt.where(floatingips.c.fixed_ip_address.not_in(list(keep)))
+    await conn.execute(
+        stmt.values(
+            fixed_port_id=None,
+            fixed_ip_address=None,
+            router_id=None,
+            status="DOWN",
+            updated_at=utcnow(),
+            revision_number=floatingips.c.revision_number + 1,
+        )
+    )

@@ -61,12 +61,14 @@ from nubes.db.models.instances import (
 )
 from nubes.db.models.network import (
     DefaultSecurityGroup,
+    FloatingIP,
     InstanceNetworkRequest,
     IPAllocation,
     KeyPair,
     Network,
     Port,
     PortSecurityGroup,
+    Router,
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
@@ -128,6 +130,8 @@ port_security_groups = _table(PortSecurityGroup)
 key_pairs = _table(KeyPair)
 instance_network_requests = _table(InstanceNetworkRequest)
 console_auth_tokens = _table(ConsoleAuthToken)
+routers = _table(Router)
+floatingips = _table(FloatingIP)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -157,6 +161,7 @@ __all__ = [
     "Flavor",
     "FlavorExtraSpec",
     "FlavorProject",
+    "FloatingIP",
     "Generation",
     "Group",
     "GroupMember",
@@ -181,6 +186,7 @@ __all__ = [
     "QuotaClass",
     "QuotaLock",
     "Role",
+    "Router",
     "SecurityGroup",
     "SecurityGroupRule",
     "Service",
@@ -203,6 +209,7 @@ __all__ = [
     "flavor_extra_specs",
     "flavor_projects",
     "flavors",
+    "floatingips",
     "generations",
     "group_members",
     "groups",
@@ -228,6 +235,7 @@ __all__ = [
     "quota_locks",
     "quotas",
     "roles",
+    "routers",
     "security_group_rules",
     "security_groups",
     "service_heartbeats",

@@ -42,6 +42,10 @@ class Network(Base, TimestampMixin):
     port_security_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     #: The VXLAN id the data plane will use (allocated at create, unique).
     segmentation_id: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    #: A flat network's physical network (``provider:physical_network``), which each
+    #: host maps to an interface (``[network] physical_interface_mappings``); None:
+    #: a VXLAN network (``segmentation_id`` its VNI).
+    physical_network: Mapped[str | None] = mapped_column(String(64))
     #: Set for the network get-me-a-network created for its project.
     auto_allocated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     revision_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -171,6 +175,82 @@ class IPAllocation(Base):
         nullable=False,
     )
     network_id: Mapped[str] = mapped_column(String(UUID_LEN), nullable=False)
+
+
+class Router(Base, TimestampMixin):
+    """A Neutron router: a gateway on an external network and interfaces on subnets.
+
+    The gateway is a port on the external network (``gw_port_id``, owner
+    ``network:router_gateway``); each interface is a port on a subnet
+    holding that subnet's gateway address (owner ``network:router_interface``,
+    ``device_id`` the router). The data plane is distributed: no host runs
+    the router; the hosts of the ports behind it apply its floating IPs.
+    """
+
+    __tablename__ = "routers"
+    __table_args__ = (Index("routers_project_id_idx", "project_id"),)
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(PROJECT_LEN), nullable=False)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False, default="")
+    description: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
+    gw_network_id: Mapped[str | None] = mapped_column(
+        String(UUID_LEN), ForeignKey("networks.id", name="fk_routers0gw_network_id")
+    )
+    gw_port_id: Mapped[str | None] = mapped_column(
+        String(UUID_LEN), ForeignKey("ports.id", name="fk_routers0gw_port_id")
+    )
+    #: Always false: ports without a floating IP get no SNAT (no network node).
+    enable_snat: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    revision_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class FloatingIP(Base, TimestampMixin):
+    """A floating IP: an address of an external network (held by a port owned
+    ``network:floatingip``, so IPAM is the ports' one write path), maybe
+    mapped to one fixed address of a port behind a router.
+
+    At most one floating IP per fixed address and external network (the
+    unique constraint, as Neutron's), whatever the code above does.
+    """
+
+    __tablename__ = "floatingips"
+    __table_args__ = (
+        UniqueConstraint(
+            "floating_network_id",
+            "fixed_port_id",
+            "fixed_ip_address",
+            name="uniq_floatingips0network0port0fixed_ip",
+        ),
+        Index("floatingips_project_id_idx", "project_id"),
+        Index("floatingips_fixed_port_id_idx", "fixed_port_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(PROJECT_LEN), nullable=False)
+    description: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False, default="")
+    floating_network_id: Mapped[str] = mapped_column(
+        String(UUID_LEN),
+        ForeignKey("networks.id", name="fk_floatingips0floating_network_id"),
+        nullable=False,
+    )
+    floating_port_id: Mapped[str] = mapped_column(
+        String(UUID_LEN),
+        ForeignKey("ports.id", name="fk_floatingips0floating_port_id"),
+        nullable=False,
+    )
+    floating_ip_address: Mapped[str] = mapped_column(String(ADDRESS_LEN), nullable=False)
+    fixed_port_id: Mapped[str | None] = mapped_column(
+        String(UUID_LEN), ForeignKey("ports.id", name="fk_floatingips0fixed_port_id")
+    )
+    fixed_ip_address: Mapped[str | None] = mapped_column(String(ADDRESS_LEN))
+    router_id: Mapped[str | None] = mapped_column(
+        String(UUID_LEN), ForeignKey("routers.id", name="fk_floatingips0router_id")
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="DOWN")
+    revision_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class PortSecurityGroup(Base):

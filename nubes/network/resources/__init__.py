@@ -12,16 +12,18 @@ network, or a port on another project's behalf, is for admin only.
 The rules live per resource, one module each, and :class:`NetworkService`
 puts them together: :mod:`._common` (field checks, visibility, paging,
 quotas), :mod:`.networks`, :mod:`.subnets`, :mod:`.security_groups` (with
-their rules), :mod:`.ports` (which uses the groups).
+their rules), :mod:`.ports` (which uses the groups), :mod:`.routers` (whose
+gateway and interfaces are ports) and :mod:`.floating_ips` (mapped through
+routers).
 """
 
 from __future__ import annotations
 
 from nubes.network.resources._common import Page, Row, can_see, check_body, is_admin
+from nubes.network.resources.floating_ips import FloatingIPs
 from nubes.network.resources.networks import Networks
-from nubes.network.resources.ports import Ports, port_details, random_mac
+from nubes.network.resources.ports import port_details, random_mac
 from nubes.network.resources.security_groups import DEFAULT_GROUP
-from nubes.network.resources.subnets import Subnets
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -36,5 +38,5 @@ __all__ = [
 ]
 
 
-class NetworkService(Networks, Subnets, Ports):
+class NetworkService(Networks, FloatingIPs):
     """One per API process; every method runs its own transaction(s)."""

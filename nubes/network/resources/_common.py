@@ -126,9 +126,12 @@ def owner_of(ctxt: RequestContext, item: Mapping[str, Any]) -> str:
 
 
 def can_see(ctxt: RequestContext, row: Mapping[str, Any]) -> bool:
+    """May the caller read the row: admin, its project's, or a shared or
+    external network (every project reads those, as in Neutron: a floating
+    IP pool or a router's gateway is picked by name)."""
     if is_admin(ctxt):
         return True
-    if row.get("shared"):
+    if row.get("shared") or row.get("external"):
         return True
     return row["project_id"] == ctxt.project_id
 

@@ -31,6 +31,8 @@ from nubes.network.resources._common import (
 
 #: Largest segmentation id (VXLAN VNIs are 24 bits).
 MAX_VNI = 2**24 - 1
+#: Neutron's provider network attributes (admin only).
+PROVIDER_ATTRS = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 
 
 class Networks(ServiceBase):
@@ -46,6 +48,7 @@ class Networks(ServiceBase):
                 action="create_network:shared" if shared else "create_network:router:external"
             )
         mtu = field_int(item, "mtu", 68, 9000) or int(self.conf.api.network_mtu)
+        physnet, vni = self._provider(ctxt, item, external)
         values = {
             "id": str(uuid.uuid4()),
             "project_id": project_id,
@@ -56,7 +59,9 @@ class Networks(ServiceBase):
             "external": external,
             "mtu": mtu,
             "port_security_enabled": field_bool(item, "port_security_enabled", True),
-            "segmentation_id": random.SystemRandom().randint(1, MAX_VNI),
+            # A flat network has a VNI too (unused): the column is unique and required.
+            "segmentation_id": vni or random.SystemRandom().randint(1, MAX_VNI),
+            "physical_network": physnet,
             "auto_allocated": bool(item.get("_auto_allocated", False)),
             "revision_number": 0,
         }
@@ -64,6 +69,48 @@ class Networks(ServiceBase):
             await self._check_quota(conn, project_id, "networks")
             await net_db.create(conn, "networks", values)
             return await self._network_with_subnets(conn, str(values["id"]))
+
+    def _provider(
+        self, ctxt: RequestContext, item: Mapping[str, Any], external: bool
+    ) -> tuple[str | None, int | None]:
+        """(physical network, VNI) from Neutron's provider attributes (admin only).
+
+        Two types: ``vxlan`` (tenant networks; a VNI may be given) and ``flat``
+        on a physical network, for external networks only (the hosts map the
+        physical network to an interface; guests' ports on a flat provider
+        network are not built). An external network named without them is
+        flat on ``[api] external_physical_network``.
+        """
+        given = [k for k in PROVIDER_ATTRS if item.get(k) is not None]
+        if given and not is_admin(ctxt):
+            raise exception.PolicyNotAuthorized(action=f"create_network:{given[0]}")
+        kind = item.get("provider:network_type")
+        physnet = item.get("provider:physical_network")
+        if kind is None:
+            kind = "flat" if external or physnet is not None else "vxlan"
+        if kind not in ("flat", "vxlan"):
+            raise exception.NetworkInvalid(
+                reason=f"Invalid input for operation: network_type value '{kind}' not supported."
+            )
+        if kind == "vxlan":
+            if physnet is not None:
+                raise exception.NetworkInvalid(
+                    reason="Invalid input for operation: physical_network not allowed for "
+                    "vxlan provider network."
+                )
+            return None, field_int(item, "provider:segmentation_id", 1, MAX_VNI)
+        if item.get("provider:segmentation_id") is not None:
+            raise exception.NetworkInvalid(
+                reason="Invalid input for operation: segmentation_id not allowed for flat "
+                "provider network."
+            )
+        if not external:
+            raise exception.NetworkInvalid(
+                reason="Invalid input for operation: a flat network must be external "
+                "(provider networks for guests are not supported)."
+            )
+        physnet = field_str(item, "provider:physical_network", maxlen=64)
+        return physnet or str(self.conf.api.external_physical_network), None
 
     async def _network_with_subnets(self, conn: Connection, network_id: str) -> Row:
         row = await net_db.get(conn, "networks", network_id)
@@ -105,6 +152,11 @@ class Networks(ServiceBase):
                     if not is_admin(ctxt):
                         raise exception.PolicyNotAuthorized(action=f"update_network:{field}")
                     values[column] = field_bool(item, field, False)
+            if row["physical_network"] and values.get("external") is False:
+                raise exception.NetworkInvalid(
+                    reason=f"Invalid input for operation: network {network_id} is flat; it "
+                    "must stay external."
+                )
             if values:
                 await net_db.update_row(conn, "networks", network_id, values)
             return await self._network_with_subnets(conn, network_id)

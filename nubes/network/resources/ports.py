@@ -37,6 +37,8 @@ from nubes.network.resources.security_groups import SecurityGroups
 MAC_PREFIX = "fa:16:3e"
 #: A port owned by these is infrastructure: no security groups by default.
 INFRA_OWNER_PREFIX = "network:"
+#: Ports a router or a floating IP holds: changed through them, not the port API.
+SERVICE_OWNERS = frozenset({net_db.ROUTER_INTERFACE, net_db.ROUTER_GATEWAY, net_db.FLOATING_IP})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -116,6 +118,7 @@ class Ports(SecurityGroups):
             if network["project_id"] != project_id and not network["shared"] and not is_admin(ctxt):
                 raise exception.NetworkNotFound(net_id=network_id)
             device_owner = field_str(item, "device_owner")
+            _check_owner(ctxt, "create_port", device_owner)
             security = field_bool(item, "port_security_enabled", network["port_security_enabled"])
             mac = item.get("mac_address")
             if mac is None:
@@ -240,6 +243,15 @@ class Ports(SecurityGroups):
     ) -> None:
         port_id = row["id"]
         values = field_strs(item, ("name", "description", "device_id", "device_owner"))
+        owner = row["device_owner"]
+        fixed_ok = owner == net_db.ROUTER_INTERFACE  # its address within its subnets
+        if owner in SERVICE_OWNERS and (
+            {"device_id", "device_owner"} & set(item) or ("fixed_ips" in item and not fixed_ok)
+        ):
+            # Its router or floating IP decides these (their own API changes them).
+            raise exception.ServicePortInUse(port_id=port_id, reason=f"has device owner {owner}")
+        if "device_owner" in values:
+            _check_owner(ctxt, "update_port", values["device_owner"])
         if "admin_state_up" in item:
             values["admin_state_up"] = field_bool(item, "admin_state_up", True)
         if "binding:host_id" in item:
@@ -266,9 +278,34 @@ class Ports(SecurityGroups):
             requests = item["fixed_ips"]
             if not isinstance(requests, list) or not all(isinstance(f, dict) for f in requests):
                 raise invalid("fixed_ips", requests, "is not a list of objects")
+            before = {
+                f["subnet_id"] for f in (await net_db.fixed_ips_by_port(conn, [port_id]))[port_id]
+            }
             await net_db.release_addresses(conn, port_id)
-            await net_db.allocate_addresses(
-                conn, [net_db.AddressRequest(port_id, row["network_id"], requests)]
+            held = await net_db.allocate_addresses(
+                conn,
+                [
+                    net_db.AddressRequest(
+                        port_id,
+                        row["network_id"],
+                        requests,
+                        gateway_ok=owner == net_db.ROUTER_INTERFACE,
+                    )
+                ],
+            )
+            if (
+                owner == net_db.ROUTER_INTERFACE
+                and {f["subnet_id"] for f in held[port_id]} != before
+            ):
+                # Neutron's rule: the router's subnets change through its interface API.
+                raise exception.NetworkBadRequest(
+                    resource="port",
+                    msg="Changing the subnets of a router interface port is not allowed; "
+                    "add or remove the router's interface instead",
+                )
+            # A floating IP mapped to an address the port no longer holds is unmapped.
+            await net_db.disassociate_floating_ips(
+                conn, port_id, keep=[f["ip_address"] for f in held[port_id]]
             )
         await net_db.update_row(conn, "ports", port_id, values)
 
@@ -276,6 +313,11 @@ class Ports(SecurityGroups):
         async with self.db.writer() as conn:
             row = await self._visible_port(conn, ctxt, port_id)
             owned_or_404(ctxt, row, exception.PortNotFound(port_id=port_id))
+            if row["device_owner"] in SERVICE_OWNERS:
+                # Its router or floating IP owns it; they delete it (Neutron's rule).
+                raise exception.ServicePortInUse(
+                    port_id=port_id, reason=f"has device owner {row['device_owner']}"
+                )
             await net_db.delete_port(conn, port_id)
 
 
@@ -291,6 +333,14 @@ async def port_details(conn: Connection, port_ids: Sequence[str]) -> list[Row]:
         row["security_groups"] = groups[port_id]
         out.append(row)
     return out
+
+
+def _check_owner(ctxt: RequestContext, action: str, owner: str) -> None:
+    """A router's or floating IP's owner names only ports their API made (or an
+    admin): a project naming one on a port of its own could pose as another's
+    router interface and keep that router from being deleted."""
+    if owner in SERVICE_OWNERS and not is_admin(ctxt):
+        raise exception.PolicyNotAuthorized(action=f"{action}:device_owner")
 
 
 def random_mac() -> str:

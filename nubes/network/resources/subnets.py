@@ -119,7 +119,8 @@ class Subnets(ServiceBase):
     async def _visible_subnet(self, conn: Connection, ctxt: RequestContext, sid: str) -> Row:
         row = await net_db.get(conn, "subnets", sid)
         network = await net_db.get(conn, "networks", row["network_id"])
-        if not (is_admin(ctxt) or row["project_id"] == ctxt.project_id or network["shared"]):
+        # Its project's, and those of networks every project sees (shared, external).
+        if not (row["project_id"] == ctxt.project_id or can_see(ctxt, network)):
             raise exception.SubnetNotFound(subnet_id=sid)
         return row
 
@@ -131,9 +132,11 @@ class Subnets(ServiceBase):
         async with self.db.reader(allow_stale=True) as conn:
             visible = None
             if not is_admin(ctxt):
-                # The project's subnets and those of shared networks.
+                # The project's subnets and those of shared and external networks.
                 shared = await net_db.list_rows(
                     conn, "networks", visible=None, filters={"shared": [True]}
+                ) + await net_db.list_rows(
+                    conn, "networks", visible=None, filters={"external": [True]}
                 )
                 visible = net_db.Visible(
                     ctxt.project_id or "", network_ids=[n["id"] for n in shared]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from tests.unit.db.test_archive import *  # noqa: F403
 from tests.unit.db.test_compute_nodes import *  # noqa: F403
 from tests.unit.db.test_constraints import *  # noqa: F403
+from tests.unit.db.test_floating_ipam import *  # noqa: F403
 from tests.unit.db.test_group_claims import *  # noqa: F403
 from tests.unit.db.test_grouped_writes import *  # noqa: F403
 from tests.unit.db.test_identity_tokens import *  # noqa: F403

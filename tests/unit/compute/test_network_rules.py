@@ -142,3 +142,81 @@ async def test_the_agent_waits_for_conductors_that_serve_its_calls(tmp_path: Pat
     )
     assert await agent.sync(RequestContext()) is False
     assert agent.applied is None
+
+
+EXTERNAL = hostnet.ExternalNetwork(
+    id="eeeeeeee-0000-0000-0000-000000000001",
+    physical_network="physnet1",
+    mtu=1500,
+    subnets=[
+        hostnet.Subnet(
+            id="x4", ip_version=4, cidr="203.0.113.0/24", gateway_ip="203.0.113.1",
+            enable_dhcp=False,
+        )
+    ],
+)  # fmt: skip
+FLOATING = hostnet.FloatingIP("203.0.113.9", "10.0.0.5", PORT.id, EXTERNAL.id)
+
+
+def test_floating_ips_nat_and_isolation() -> None:
+    view = hostnet.HostNetwork(
+        host="h",
+        ports=[PORT],
+        networks=[NETWORK],
+        security_groups=[
+            hostnet.SecurityGroup("g", [hostnet.Rule("ingress", "IPv4", "tcp", 22, 22)])
+        ],
+        floating_ips=[FLOATING],
+        external_networks=[EXTERNAL],
+    )
+    rules = firewall.ruleset(view, floating=[FLOATING])
+    ext, own = names.bridge(EXTERNAL.id), names.bridge(NETWORK.id)
+    # In: DNAT on the external bridge, then the port's own ingress rules decide.
+    assert f'iifname "{ext}" ip daddr 203.0.113.9 dnat ip to 10.0.0.5' in rules
+    assert f'oifname "{own}" ip daddr {{ 10.0.0.5 }} jump ingress-' in rules
+    # Out: SNAT after the egress rules; nothing else between the bridges.
+    assert f'oifname "{ext}" ip saddr 10.0.0.5 snat ip to 203.0.113.9' in rules
+    assert f'oifname {{ "{ext}" }} ip saddr {{ 10.0.0.5 }} accept' in rules
+    assert f'iifname {{ "{ext}" }} jump from-outside' in rules
+    assert f'iifname "{own}" oifname "nbr-*" oifname != "{own}" drop' in rules
+    # Flows of floating IPs no longer there are cut, established or not.
+    cut = "ct status dnat ct original ip daddr != { 203.0.113.9 } drop"
+    assert rules.index(cut) < rules.index("ct state established,related accept")
+    # Without floating IPs: no NAT chain, and any NATed flow is cut.
+    bare = firewall.ruleset(
+        hostnet.HostNetwork(host="h", ports=[PORT], networks=[NETWORK]), floating=[]
+    )
+    assert "floating-in" not in bare and "    ct status dnat drop" in bare
+
+
+async def test_the_agent_applies_floating_ips_it_can_put_on_an_interface(tmp_path: Path) -> None:
+    from nubes import exception
+    from nubes.compute.network.agent import NetworkAgent, interface_mappings
+    from nubes.conductor.rpcapi import ConductorAPI
+    from nubes.rpc.transport import get_transport
+
+    assert interface_mappings(["physnet1:eth1", " ext : veth0 "]) == {
+        "physnet1": "eth1",
+        "ext": "veth0",
+    }
+    for bad in (["physnet1"], ["physnet1:"], ["a:x", "a:y"]):
+        with pytest.raises(exception.ConfigError):
+            interface_mappings(bad)
+    conductor = ConductorAPI(get_transport("memory:///agent-fip", identity="compute.h"))
+    other_port = hostnet.FloatingIP("203.0.113.10", "10.0.0.6", "elsewhere", EXTERNAL.id)
+    unmapped = hostnet.ExternalNetwork(
+        id="eeeeeeee-0000-0000-0000-000000000002", physical_network="physnet9", mtu=1500
+    )
+    on_unmapped = hostnet.FloatingIP("198.51.100.9", "10.0.0.5", PORT.id, unmapped.id)
+    view = hostnet.HostNetwork(
+        host="h",
+        ports=[PORT],
+        networks=[NETWORK],
+        floating_ips=[FLOATING, other_port, on_unmapped],
+        external_networks=[EXTERNAL, unmapped],
+    )
+    agent = NetworkAgent(
+        "h", conductor, state_dir=tmp_path, physical_interfaces={"physnet1": "eth1"}
+    )
+    # A port not in the view, or a network on no interface here: not applied.
+    assert agent.floating(view) == [FLOATING]
