@@ -48,8 +48,26 @@ async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> 
     return row
 
 
+def _get_by_id_statement() -> Any:
+    # Every parameter bound by name (a prepared statement's rule): "live" as a literal.
+    return select(_m).where(_m.c.id == bindparam("_id"), _m.c.deleted == _LIVE)
+
+
+def get_read(migration_id: int) -> group_commit.Read:
+    """:func:`get_by_id` as a description (None if none), for
+    :func:`nubes.db.group_commit.fetch_together` or a commit's transaction."""
+    return group_commit.Read((__name__, "get"), _get_by_id_statement, {"_id": migration_id})
+
+
+def found(row: Row | None, migration_id: int) -> Row:
+    """What :func:`get_read` found: the row, or MigrationNotFound."""
+    if row is None:
+        raise exception.MigrationNotFound(migration_id=migration_id)
+    return row
+
+
 async def get_by_id(conn: AsyncConnection, migration_id: int) -> Row:
-    return await _get(conn, _m.c.id == migration_id, migration_id)
+    return found(await get_read(migration_id).run(conn), migration_id)
 
 
 async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
