@@ -25,6 +25,7 @@ from nubes.db.api._common import (
     new_uuid,
     update_row,
 )
+from nubes.db.engine import Database
 from nubes.db.models import NOT_DELETED, migrations
 from nubes.db.types import utcnow
 
@@ -68,6 +69,16 @@ def found(row: Row | None, migration_id: int) -> Row:
 
 async def get_by_id(conn: AsyncConnection, migration_id: int) -> Row:
     return found(await get_read(migration_id).run(conn), migration_id)
+
+
+async def current(db: Database, migration_id: int) -> Row:
+    """:func:`get_by_id` on the primary now, in a transaction of its own: a
+    grouped read where the backend groups them (a compute host's reads of
+    its migration, and the authoriser's look at it first)."""
+    return found(
+        await group_commit.fetch(db, f"migration-{migration_id}", get_read(migration_id)),
+        migration_id,
+    )
 
 
 async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
