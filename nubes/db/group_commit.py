@@ -102,18 +102,31 @@ class Prepared:
     processors: tuple[Callable[[Any], Any] | None, ...]
     columns: tuple[str, ...] = ()
     result_processors: tuple[Callable[[Any], Any] | None, ...] = ()
+    # (name, processor) pairs, zipped once: args() and row() run for every
+    # statement of every grouped write, the pairing never changes.
+    _binds: tuple[tuple[str, Callable[[Any], Any] | None], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _results: tuple[tuple[str, Callable[[Any], Any] | None], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        binds = tuple(zip(self.names, self.processors, strict=True))
+        results = tuple(zip(self.columns, self.result_processors, strict=True))
+        object.__setattr__(self, "_binds", binds)
+        object.__setattr__(self, "_results", results)
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(
-            params[name] if proc is None else proc(params[name])
-            for name, proc in zip(self.names, self.processors, strict=True)
+            [params[name] if proc is None else proc(params[name]) for name, proc in self._binds]
         )
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         """A row this statement returned, as the query API hands rows out."""
         return {
             name: value if proc is None else proc(value)
-            for name, proc, value in zip(self.columns, self.result_processors, raw, strict=True)
+            for (name, proc), value in zip(self._results, raw, strict=True)
         }
 
 
