@@ -102,18 +102,31 @@ class Prepared:
     processors: tuple[Callable[[Any], Any] | None, ...]
     columns: tuple[str, ...] = ()
     result_processors: tuple[Callable[[Any], Any] | None, ...] = ()
+    # (name, processor) pairs, zipped once: args() and row() run for every
+    # statement of every grouped write, the pairing never changes.
+    _binds: tuple[tuple[str, Callable[[Any], Any] | None], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _results: tuple[tuple[str, Callable[[Any], Any] | None], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        binds = tuple(zip(self.names, self.processors, strict=True))
+        results = tuple(zip(self.columns, self.result_processors, strict=True))
+        object.__setattr__(self, "_binds", binds)
+        object.__setattr__(self, "_results", results)
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(
-            params[name] if proc is None else proc(params[name])
-            for name, proc in zip(self.names, self.processors, strict=True)
+            [params[name] if proc is None else proc(params[name]) for name, proc in self._binds]
         )
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         """A row this statement returned, as the query API hands rows out."""
         return {
             name: value if proc is None else proc(value)
-            for name, proc, value in zip(self.columns, self.result_processors, raw, strict=True)
+            for (name, proc), value in zip(self._results, raw, strict=True)
         }
 
 
@@ -260,10 +273,18 @@ class Read:
 
 
 async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
-    """The row ``read`` finds on the primary (None if none): the one place that decides how.
+    """The row ``read`` finds on the primary (None if none): :func:`fetch_together` of one."""
+    return (await fetch_together(db, key, [read]))[0]
+
+
+async def fetch_together(
+    db: Database, key: str, reads: Sequence[Read]
+) -> list[dict[str, Any] | None]:
+    """The row each of ``reads`` finds on the primary (None if none), read in
+    one transaction: the one place that decides how.
 
     As a unit of the next grouped batch where the backend runs units (the
-    read then shares that batch's transaction and, on SQLite, its one
+    reads then share that batch's transaction and, on SQLite, its one
     thread hop; a caller reading to decide a conditional write pays no
     transaction of its own); else in a read of the primary of its own
     (joining the caller's block, if it is in one). ``key`` orders the
@@ -271,13 +292,15 @@ async def fetch(db: Database, key: str, read: Read) -> dict[str, Any] | None:
     """
     committer = db.group_commit if not db.in_block() else None
     if committer is not None and committer.units:
-        statement = read.statement(committer.dialect)
-        outcome = await committer.execute_unit(key, [statement])
+        statements = [read.statement(committer.dialect) for read in reads]
+        outcome = await committer.execute_unit(key, statements)
         if outcome:
-            rows = outcome[0][1]
-            return statement.write.row(rows[0]) if rows else None
+            return [
+                statement.write.row(rows[0]) if rows else None
+                for statement, (_, rows) in zip(statements, outcome, strict=True)
+            ]
     async with db.reader() as conn:
-        return await read.run(conn)
+        return [await read.run(conn) for read in reads]
 
 
 #: What a commit writes: descriptions (:class:`Write`, groupable), reads whose

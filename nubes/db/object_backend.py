@@ -183,8 +183,7 @@ class DBObjectBackend:
     # -- migrations -----------------------------------------------------------
 
     async def migration_get_by_id(self, context: RequestContext, migration_id: int) -> Row:
-        async with self.database.reader() as conn:
-            return await migrations.get_by_id(conn, migration_id)
+        return await migrations.current(self.database, migration_id)
 
     async def migration_create(self, context: RequestContext, values: Mapping[str, Any]) -> Row:
         return await self.database.run_in_writer(migrations.create, values)

@@ -264,8 +264,7 @@ class HostStateView:
     async def _ensure_current_facts(self) -> None:
         """Refresh before deciding if an operator changed host facts since they were read."""
         assert self.db is not None
-        async with self.db.reader() as conn:
-            generation = await generations.get(conn, generations.HOST_FACTS)
+        generation = await generations.current(self.db, generations.HOST_FACTS)
         # A refresh in flight may have read the facts before the change: join
         # it, then, if still behind, one that starts after the read above.
         for _ in range(2):

@@ -22,6 +22,7 @@ from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import Run, Writes
 from nubes.conductor.tasks.helpers import chain
 from nubes.conductor.tasks.payloads import LiveMigratePayload
+from nubes.db import group_commit
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.engine import Connection
@@ -80,6 +81,8 @@ async def fetch(run: Run, *, migration: bool = False, original: bool = False) ->
     claimed, run.fresh_instance = run.fresh_instance, None
     if claimed is not None and not (migration or original):
         return Known(dict(claimed))
+    if not original:
+        return await _fetch_rows(run, claimed, migration)
     async with run.engine.db.reader() as conn:
         instance: dict[str, Any] | None = dict(claimed) if claimed is not None else None
         if instance is None:
@@ -92,6 +95,24 @@ async def fetch(run: Run, *, migration: bool = False, original: bool = False) ->
             known.migration = await migrations_api.get_by_id(conn, moves.migration_id(run))
         if original and instance is not None:
             known.original = await original_request(conn, run.instance_uuid)
+    return known
+
+
+async def _fetch_rows(run: Run, claimed: dict[str, Any] | None, migration: bool) -> Known:
+    """:func:`fetch` of single rows only: read together, grouped where the backend groups.
+
+    Most steps read their instance and migration rows and nothing else; as
+    one grouped read they share the next batch's transaction instead of
+    opening a read transaction of their own.
+    """
+    assert run.instance_uuid is not None
+    reads = [] if claimed is not None else [instances_api.get_read(run.instance_uuid)]
+    if migration:
+        reads.append(migrations_api.get_read(moves.migration_id(run)))
+    rows = await group_commit.fetch_together(run.engine.db, run.instance_uuid, reads)
+    known = Known(dict(claimed) if claimed is not None else rows.pop(0))
+    if migration:
+        known.migration = migrations_api.found(rows[0], moves.migration_id(run))
     return known
 
 

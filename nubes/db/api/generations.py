@@ -14,6 +14,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nubes.db import group_commit
+from nubes.db.engine import Database
 from nubes.db.models import generations
 
 #: Services disabled or forced down, aggregates with their hosts and metadata
@@ -23,10 +25,33 @@ HOST_FACTS = "host_facts"
 _g = generations
 
 
+def _get_statement() -> Any:
+    return select(_g.c.value).where(_g.c.name == _name())
+
+
+def _get_read(name: str) -> group_commit.Read:
+    return group_commit.Read((__name__, "get"), _get_statement, {"_name": name})
+
+
+def _value(row: dict[str, Any] | None) -> int:
+    return int(row["value"] or 0) if row is not None else 0
+
+
 async def get(conn: AsyncConnection, name: str) -> int:
-    """The counter's value (0 before its first bump)."""
-    value = (await conn.execute(select(_g.c.value).where(_g.c.name == name))).scalar()
-    return int(value or 0)
+    """The counter's value (0 before its first bump), in ``conn``'s transaction."""
+    return _value(await _get_read(name).run(conn))
+
+
+async def current(db: Database, name: str) -> int:
+    """The counter's value on the primary now, in a transaction of its own.
+
+    A cache asks this once per use, so it is a grouped read where the
+    backend groups them (:func:`nubes.db.group_commit.fetch`): the
+    concurrent asks of a burst share one transaction (and, on SQLite, one
+    thread hop) that starts after each of them was asked, so each still
+    sees every bump committed before it asked.
+    """
+    return _value(await group_commit.fetch(db, f"generation-{name}", _get_read(name)))
 
 
 def _upsert(dialect: str) -> Any:

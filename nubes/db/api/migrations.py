@@ -25,6 +25,7 @@ from nubes.db.api._common import (
     new_uuid,
     update_row,
 )
+from nubes.db.engine import Database
 from nubes.db.models import NOT_DELETED, migrations
 from nubes.db.types import utcnow
 
@@ -48,8 +49,36 @@ async def _get(conn: AsyncConnection, where: ColumnElement[bool], name: Any) -> 
     return row
 
 
+def _get_by_id_statement() -> Any:
+    # Every parameter bound by name (a prepared statement's rule): "live" as a literal.
+    return select(_m).where(_m.c.id == bindparam("_id"), _m.c.deleted == _LIVE)
+
+
+def get_read(migration_id: int) -> group_commit.Read:
+    """:func:`get_by_id` as a description (None if none), for
+    :func:`nubes.db.group_commit.fetch_together` or a commit's transaction."""
+    return group_commit.Read((__name__, "get"), _get_by_id_statement, {"_id": migration_id})
+
+
+def found(row: Row | None, migration_id: int) -> Row:
+    """What :func:`get_read` found: the row, or MigrationNotFound."""
+    if row is None:
+        raise exception.MigrationNotFound(migration_id=migration_id)
+    return row
+
+
 async def get_by_id(conn: AsyncConnection, migration_id: int) -> Row:
-    return await _get(conn, _m.c.id == migration_id, migration_id)
+    return found(await get_read(migration_id).run(conn), migration_id)
+
+
+async def current(db: Database, migration_id: int) -> Row:
+    """:func:`get_by_id` on the primary now, in a transaction of its own: a
+    grouped read where the backend groups them (a compute host's reads of
+    its migration, and the authoriser's look at it first)."""
+    return found(
+        await group_commit.fetch(db, f"migration-{migration_id}", get_read(migration_id)),
+        migration_id,
+    )
 
 
 async def get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
