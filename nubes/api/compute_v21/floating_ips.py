@@ -32,7 +32,9 @@ LAST_ACTION = "2.43"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-_ADDRESS = {"type": "string", "oneOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+# anyOf, not Nova's oneOf: no string is both, so they accept the same
+# bodies, and a body generator (the schema fuzzer) can satisfy anyOf.
+_ADDRESS = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
 ADD_ACTION = {
     "type": "object",
     "properties": {"address": _ADDRESS, "fixed_address": _ADDRESS},
