@@ -81,6 +81,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceNotReady              no running guest to ask (a console log)
     │   ├── InstanceNotRunning            the guest is not running (trigger_crash_dump)
     │   ├── UnshelveInstanceInvalidState  a zone or host to unshelve a server not offloaded
+    │   ├── ShelvedImageNotFound          the snapshot an offloaded server was shelved to is gone
     │   ├── PinnedZoneChange              a pinned server pinned elsewhere without unpinning (2.104)
     │   ├── PinnedZoneMismatch            a server pinned to a zone it is not in (2.104)
     │   ├── ObjectActionError             an object method cannot run in this state
