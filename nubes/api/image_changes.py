@@ -18,11 +18,13 @@ from nubes.context import RequestContext
 from nubes.db.api import images as images_db
 from nubes.db.engine import Database
 
-#: Media types of a patch request (Glance's 2.1 and its older 2.0 form).
-PATCH_MEDIA_TYPES = (
-    "application/openstack-images-v2.1-json-patch",
-    "application/openstack-images-v2.0-json-patch",
-)
+#: Media types of a patch request: Glance's 2.1 (RFC 6902 operations,
+#: ``{"op": "add", "path": "/x", "value": ...}``) and its older 2.0 (JSON
+#: patch draft 4, ``{"add": "/x", "value": ...}``, which Tempest's client sends).
+PATCH_V21 = "application/openstack-images-v2.1-json-patch"
+PATCH_V20 = "application/openstack-images-v2.0-json-patch"
+PATCH_MEDIA_TYPES = (PATCH_V21, PATCH_V20)
+_KINDS = ("add", "replace", "remove")
 #: Only while the image has no data: its data's format is fixed once it has.
 _FORMATS = ("disk_format", "container_format")
 #: Base attributes a patch may change (each checked by the create schema).
@@ -38,6 +40,32 @@ _OP = {
     "required": ["op", "path"],
 }
 PATCH_SCHEMA = {"type": "array", "items": _OP, "maxItems": 256}
+
+
+def patch_operations(media_type: str, body: Any) -> Any:
+    """The operations of a patch in the 2.1 form, whichever form was sent.
+
+    A 2.0 operation names its kind by its one member ``add``, ``replace`` or
+    ``remove`` whose value is the path; anything else in that form is
+    Glance's 400. A 2.1 body is returned as sent (``update_image`` checks it).
+    """
+    if media_type != PATCH_V20 or not isinstance(body, list):
+        return body
+    ops: list[dict[str, Any]] = []
+    for raw in body:
+        if not isinstance(raw, dict):
+            raise exception.ValidationError(field="patch", reason="an operation is an object")
+        kinds = [k for k in _KINDS if k in raw]
+        if len(kinds) != 1:
+            raise exception.ValidationError(
+                field="patch",
+                reason='an operation has exactly one member named "add", "remove" or "replace"',
+            )
+        op: dict[str, Any] = {"op": kinds[0], "path": raw[kinds[0]]}
+        if "value" in raw:
+            op["value"] = raw["value"]
+        ops.append(op)
+    return ops
 
 
 def _attribute(path: str) -> str:

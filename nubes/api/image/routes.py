@@ -240,7 +240,7 @@ async def update(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in image_changes.PATCH_MEDIA_TYPES:
         raise exception.UnsupportedMediaType(content_type=content_type)
-    ops = await json_body(request)
+    ops = image_changes.patch_operations(content_type, await json_body(request))
     row = await image_changes.update_image(
         _state(request).db, _ctx(request), _image_id(request), ops, CREATE_SCHEMA["properties"]
     )

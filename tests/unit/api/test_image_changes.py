@@ -73,6 +73,39 @@ async def test_patch_sets_and_removes_properties_name_tags(api: ApiHarness) -> N
         assert (await c.patch(f"{URL}/{image['id']}", json=ops, headers=PATCH)).status_code == 404
 
 
+async def test_patch_in_glance_2_0_form(api: ApiHarness) -> None:
+    """Glance's older patch media type names each operation by its one
+    member (``{"add": "/path", "value": ...}``); Tempest's image client sends
+    it (the stable-rescue tests set ``hw_rescue_bus`` so)."""
+    v20 = {"Content-Type": "application/openstack-images-v2.0-json-patch"}
+    async with await api.login("demo") as c:
+        image = await _image(c, os_distro="cirros")
+        ops = [
+            {"add": "/hw_rescue_bus", "value": "scsi"},
+            {"replace": "/name", "value": "renamed"},
+            {"remove": "/os_distro"},
+        ]
+        r = await c.patch(f"{URL}/{image['id']}", json=ops, headers=v20)
+        assert r.status_code == 200, r.text
+        shown = (await c.get(f"{URL}/{image['id']}")).json()
+        assert shown["hw_rescue_bus"] == "scsi" and shown["name"] == "renamed"
+        assert "os_distro" not in shown
+        # Neither or both of the kinds, or the 2.1 form under the 2.0 type: 400,
+        # and nothing changed.
+        for bad in (
+            [{"value": "x"}],
+            [{"add": "/a", "replace": "/b", "value": "x"}],
+            [{"op": "add", "path": "/a", "value": "x"}],
+            ["add"],
+        ):
+            r = await c.patch(f"{URL}/{image['id']}", json=bad, headers=v20)
+            assert r.status_code == 400, (bad, r.text)
+        # The same rules as the 2.1 form: a read-only attribute is 403.
+        r = await c.patch(f"{URL}/{image['id']}", json=[{"replace": "/size", "value": 1}], headers=v20)
+        assert r.status_code == 403
+        assert (await c.get(f"{URL}/{image['id']}")).json()["name"] == "renamed"
+
+
 async def test_sharing_with_a_member_project(api: ApiHarness) -> None:
     other = api.projects["other"]
     async with await api.login("demo") as c:
