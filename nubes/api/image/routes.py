@@ -358,6 +358,11 @@ async def import_image(request: Request) -> Response:
     return Response(status_code=202)
 
 
+async def image_tasks(request: Request) -> Response:
+    tasks = await image_import.image_tasks(_state(request).db, _ctx(request), _image_id(request))
+    return JSONResponse({"tasks": tasks})
+
+
 #: The requests an image grant opens: the file of one image, read (a
 #: download grant) or written (an upload grant); the handler checks which.
 GRANTED = re.compile(r"/v2/images/[^/]+/file:(GET|PUT)")
@@ -428,6 +433,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
         Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
         Route("/v2/info/import", import_info, methods=["GET"]),
+        Route("/v2/images/{image_id}/tasks", image_tasks, methods=["GET"]),
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),

@@ -183,7 +183,16 @@ async def test_glance_direct_import(api: ApiHarness) -> None:
         assert shown["status"] == "active" and shown["size"] == len(data)
         assert shown["os_hash_value"] == hashlib.sha512(data).hexdigest()
         assert (await c.get(f"{URL}/{image['id']}/file")).content == data
+        # The import ran within its request: once it answered, the image has
+        # no task pending (what Tempest's snapshot tests poll for).
+        r = await c.get(f"{URL}/{image['id']}/tasks")
+        assert r.status_code == 200 and r.json() == {"tasks": []}
+        missing = "00000000-0000-0000-0000-000000000000"
+        assert (await c.get(f"{URL}/{missing}/tasks")).status_code == 404
     assert not (api.state.image_dir / "staging" / image["id"]).exists()
+    async with await api.login("other") as c:
+        # Another project's private image: its tasks are as unknown as it is.
+        assert (await c.get(f"{URL}/{image['id']}/tasks")).status_code == 404
 
 
 class _Bytes(BaseHTTPRequestHandler):
