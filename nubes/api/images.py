@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,8 @@ async def list_images(
     limit: int | None = None,
     marker: str | None = None,
     member_status: str = "accepted",
+    properties: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     admin = policy.allowed(ctxt, policy.Rule.ADMIN)
     async with db.reader(allow_stale=True) as conn:
@@ -124,6 +126,8 @@ async def list_images(
             limit=limit,
             marker=marker,
             member_status=member_status,
+            properties=properties,
+            tags=tags,
         )
 
 

@@ -134,6 +134,29 @@ async def show(request: Request) -> Response:
 
 SORT_KEYS = ("name", "status", "created_at", "updated_at", "size", "min_disk", "min_ram", "id")
 FILTERS = ("name", "status", "visibility", "owner", "disk_format", "container_format")
+#: Query parameters of a listing that are not property filters: paging and
+#: sorting, the filters above, and Glance's other attribute filters (which
+#: nubes does not apply; an image's attribute is never one of its properties).
+NOT_PROPERTIES = frozenset(
+    {
+        *FILTERS,
+        *images.CORE_ATTRIBUTES,
+        *images.READ_ONLY,
+        "limit",
+        "marker",
+        "sort",
+        "sort_key",
+        "sort_dir",
+        "member_status",
+        "tag",
+        "id",
+        "size_min",
+        "size_max",
+        "os_hash_value",
+        "os_hash_algo",
+        "virtual_size",
+    }
+)
 
 
 async def index(request: Request) -> Response:
@@ -173,10 +196,11 @@ async def index(request: Request) -> Response:
         sort_dir=sort_dir,
         limit=limit,
         marker=params.get("marker"),
+        # Any other parameter is an additional property to match exactly, as
+        # Glance has it (``?image_type=backup&instance_uuid=...``).
+        properties={k: v for k, v in params.items() if k not in NOT_PROPERTIES},
+        tags=params.getlist("tag"),
     )
-    tag = params.get("tag")
-    if tag is not None:
-        rows = [r for r in rows if tag in r["tags"]]
     body: dict[str, Any] = {
         "images": [image_view(r) for r in rows],
         "first": "/v2/images",

@@ -101,7 +101,9 @@ async def test_patch_in_glance_2_0_form(api: ApiHarness) -> None:
             r = await c.patch(f"{URL}/{image['id']}", json=bad, headers=v20)
             assert r.status_code == 400, (bad, r.text)
         # The same rules as the 2.1 form: a read-only attribute is 403.
-        r = await c.patch(f"{URL}/{image['id']}", json=[{"replace": "/size", "value": 1}], headers=v20)
+        r = await c.patch(
+            f"{URL}/{image['id']}", json=[{"replace": "/size", "value": 1}], headers=v20
+        )
         assert r.status_code == 403
         assert (await c.get(f"{URL}/{image['id']}")).json()["name"] == "renamed"
 
