@@ -82,8 +82,9 @@ def _apply(
     for op in ops:
         name = _attribute(op["path"])
         kind = op["op"]
-        if name in images.READ_ONLY or name in ("id", "self", "schema", "file"):
+        if name == "id":
             raise exception.ImageForbidden(reason=f"Attribute '{name}' is read-only.")
+        images.check_settable(name)
         if kind != "remove" and "value" not in op:
             raise exception.ValidationError(field=op["path"], reason="'value' is required")
         if name in _MUTABLE:

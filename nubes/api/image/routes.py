@@ -114,9 +114,9 @@ async def create(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise exception.Invalid(reason="the body must be a JSON object")
-    for key in images.READ_ONLY:
-        if key in body:
-            raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    for key in body:
+        # Before the schema, so a read-only attribute is 403 whatever its type.
+        images.check_settable(key)
     validate(body, CREATE_SCHEMA)
     row = await images.create_image(_state(request).db, _ctx(request), body)
     headers = {
@@ -436,6 +436,14 @@ async def image_schema(request: Request) -> Response:
     )
 
 
+async def member_schema(request: Request) -> Response:
+    return JSONResponse(image_members.member_schema())
+
+
+async def members_schema(request: Request) -> Response:
+    return JSONResponse(image_members.members_schema())
+
+
 def build_app(state: ApiState) -> Starlette:
     routes = [
         Route("/", versions, methods=["GET"]),
@@ -461,6 +469,8 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),
+        Route("/v2/schemas/member", member_schema, methods=["GET"]),
+        Route("/v2/schemas/members", members_schema, methods=["GET"]),
     ]
     return service_app(
         state, routes, service="image", public=("", "/", "/versions"), granted=GRANTED

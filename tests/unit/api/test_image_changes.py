@@ -100,6 +100,16 @@ async def test_patch_in_glance_2_0_form(api: ApiHarness) -> None:
         ):
             r = await c.patch(f"{URL}/{image['id']}", json=bad, headers=v20)
             assert r.status_code == 400, (bad, r.text)
+        # Glance's reserved namespace: not added, nor given at create.
+        for form, op in (
+            (v20, {"add": "/os_glance_foo", "value": "bar"}),
+            (PATCH, {"op": "add", "path": "/os_glance_foo", "value": "bar"}),
+        ):
+            r = await c.patch(f"{URL}/{image['id']}", json=[op], headers=form)
+            assert r.status_code == 403, r.text
+        r = await c.post(URL, json={"name": "r", "os_glance_foo": "bar"})
+        assert r.status_code == 403, r.text
+        assert not [i for i in (await c.get(URL)).json()["images"] if i["name"] == "r"]
         # The same rules as the 2.1 form: a read-only attribute is 403.
         r = await c.patch(
             f"{URL}/{image['id']}", json=[{"replace": "/size", "value": 1}], headers=v20
@@ -139,6 +149,21 @@ async def test_sharing_with_a_member_project(api: ApiHarness) -> None:
         assert (await c.delete(f"{URL}/{image['id']}/members/{other}")).status_code == 204
     async with await api.login("other") as c:
         assert (await c.get(f"{URL}/{image['id']}")).status_code == 404
+
+
+async def test_member_schemas_describe_the_member_view(api: ApiHarness) -> None:
+    other = api.projects["other"]
+    async with await api.login("demo") as c:
+        image = await _image(c, visibility="shared")
+        member = (await c.post(f"{URL}/{image['id']}/members", json={"member": other})).json()
+        schema = (await c.get("/image/v2/schemas/member")).json()
+        assert schema["name"] == "member"
+        # Every field the member view shows is described, and its status is one of them.
+        assert set(schema["properties"]) == set(member)
+        assert member["status"] in schema["properties"]["status"]["enum"]
+        listing = (await c.get("/image/v2/schemas/members")).json()
+        assert listing["name"] == "members"
+        assert listing["properties"]["members"]["items"] == schema
 
 
 async def test_deactivated_image_cannot_be_downloaded_or_booted(api: ApiHarness) -> None:
