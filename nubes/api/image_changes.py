@@ -169,10 +169,11 @@ async def delete_tag(db: Database, ctxt: RequestContext, image_id: str, tag: str
 async def _switch(
     db: Database, ctxt: RequestContext, image_id: str, action: str, start: str, end: str
 ) -> None:
-    """Admins move an image ``start`` -> ``end`` (a repeat is a no-op); any
-    other status is Glance's 403."""
-    policy.authorize(ctxt, action, policy.Rule.ADMIN)
+    """The image's project (a member) or an admin moves an image ``start`` ->
+    ``end`` (a repeat is a no-op), as Glance's defaults (ADMIN_OR_PROJECT_MEMBER);
+    any other status is Glance's 403."""
     row = await images.get_image(db, ctxt, image_id)
+    images.check_owner(ctxt, row, action)
     if row["status"] == end:
         return
     if row["status"] != start:

@@ -172,9 +172,16 @@ async def test_deactivated_image_cannot_be_downloaded_or_booted(api: ApiHarness)
         assert (
             await c.put(f"{URL}/{image['id']}/file", content=b"x" * 10, headers=OCTETS)
         ).status_code == 204
+    async with await api.login("other") as c:
+        # Another project's image: unknown to it, so nor can it deactivate it.
+        assert (await c.post(f"{URL}/{image['id']}/actions/deactivate")).status_code == 404
+    async with await api.login("viewer") as c:
         assert (await c.post(f"{URL}/{image['id']}/actions/deactivate")).status_code == 403
-    async with await api.login("admin") as c:
+    async with await api.login("demo") as c:
+        # Its own project deactivates it (Glance's default: admin or the project's member).
         assert (await c.post(f"{URL}/{image['id']}/actions/deactivate")).status_code == 204
+        assert (await c.post(f"{URL}/{image['id']}/actions/deactivate")).status_code == 204
+    async with await api.login("admin") as c:
         assert (await c.get(f"{URL}/{image['id']}/file")).status_code == 200
     async with await api.login("demo") as c:
         assert (await c.get(f"{URL}/{image['id']}")).json()["status"] == "deactivated"
