@@ -127,6 +127,13 @@ async def create(request: Request) -> Response:
     return JSONResponse(image_view(row), status_code=201, headers=headers)
 
 
+async def empty_id(request: Request) -> Response:
+    """``/v2/images/`` with an empty id: no such image (Glance's 404), rather
+    than the listing a redirect to ``/v2/images`` would give a GET and the
+    405 it would give a DELETE."""
+    raise exception.ImageNotFound(image_id="")
+
+
 async def show(request: Request) -> Response:
     row = await images.get_image(_state(request).db, _ctx(request), _image_id(request))
     return JSONResponse(image_view(row))
@@ -450,6 +457,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/versions", versions, methods=["GET"]),
         Route("/v2/images", index, methods=["GET"]),
         Route("/v2/images", create, methods=["POST"]),
+        Route("/v2/images/", empty_id, methods=["GET", "DELETE", "PATCH"]),
         Route("/v2/images/{image_id}", show, methods=["GET"]),
         Route("/v2/images/{image_id}", delete, methods=["DELETE"]),
         Route("/v2/images/{image_id}", update, methods=["PATCH"]),

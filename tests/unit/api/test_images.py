@@ -90,6 +90,9 @@ async def test_listing_filters_and_visibility(api: ApiHarness) -> None:
     async with await api.login("other") as c:
         assert (await c.delete(f"{URL}/{ids['pub']}")).status_code == 403
         assert (await c.get(f"{URL}/not-a-uuid")).status_code == 404
+        # An empty id is no image either (not the listing, not 405).
+        assert (await c.get(f"{URL}/")).status_code == 404
+        assert (await c.delete(f"{URL}/")).status_code == 404
     async with await api.login("admin") as c:
         assert len((await c.get(URL)).json()["images"]) == 3
 
