@@ -18,11 +18,13 @@ from nubes.context import RequestContext
 from nubes.db.api import images as images_db
 from nubes.db.engine import Database
 
-#: Media types of a patch request (Glance's 2.1 and its older 2.0 form).
-PATCH_MEDIA_TYPES = (
-    "application/openstack-images-v2.1-json-patch",
-    "application/openstack-images-v2.0-json-patch",
-)
+#: Media types of a patch request: Glance's 2.1 (RFC 6902 operations,
+#: ``{"op": "add", "path": "/x", "value": ...}``) and its older 2.0 (JSON
+#: patch draft 4, ``{"add": "/x", "value": ...}``, which Tempest's client sends).
+PATCH_V21 = "application/openstack-images-v2.1-json-patch"
+PATCH_V20 = "application/openstack-images-v2.0-json-patch"
+PATCH_MEDIA_TYPES = (PATCH_V21, PATCH_V20)
+_KINDS = ("add", "replace", "remove")
 #: Only while the image has no data: its data's format is fixed once it has.
 _FORMATS = ("disk_format", "container_format")
 #: Base attributes a patch may change (each checked by the create schema).
@@ -40,6 +42,32 @@ _OP = {
 PATCH_SCHEMA = {"type": "array", "items": _OP, "maxItems": 256}
 
 
+def patch_operations(media_type: str, body: Any) -> Any:
+    """The operations of a patch in the 2.1 form, whichever form was sent.
+
+    A 2.0 operation names its kind by its one member ``add``, ``replace`` or
+    ``remove`` whose value is the path; anything else in that form is
+    Glance's 400. A 2.1 body is returned as sent (``update_image`` checks it).
+    """
+    if media_type != PATCH_V20 or not isinstance(body, list):
+        return body
+    ops: list[dict[str, Any]] = []
+    for raw in body:
+        if not isinstance(raw, dict):
+            raise exception.ValidationError(field="patch", reason="an operation is an object")
+        kinds = [k for k in _KINDS if k in raw]
+        if len(kinds) != 1:
+            raise exception.ValidationError(
+                field="patch",
+                reason='an operation has exactly one member named "add", "remove" or "replace"',
+            )
+        op: dict[str, Any] = {"op": kinds[0], "path": raw[kinds[0]]}
+        if "value" in raw:
+            op["value"] = raw["value"]
+        ops.append(op)
+    return ops
+
+
 def _attribute(path: str) -> str:
     # JSON pointer escapes (RFC 6901): "~1" is "/", "~0" is "~".
     return path[1:].replace("~1", "/").replace("~0", "~")
@@ -54,8 +82,9 @@ def _apply(
     for op in ops:
         name = _attribute(op["path"])
         kind = op["op"]
-        if name in images.READ_ONLY or name in ("id", "self", "schema", "file"):
+        if name == "id":
             raise exception.ImageForbidden(reason=f"Attribute '{name}' is read-only.")
+        images.check_settable(name)
         if kind != "remove" and "value" not in op:
             raise exception.ValidationError(field=op["path"], reason="'value' is required")
         if name in _MUTABLE:
@@ -140,10 +169,11 @@ async def delete_tag(db: Database, ctxt: RequestContext, image_id: str, tag: str
 async def _switch(
     db: Database, ctxt: RequestContext, image_id: str, action: str, start: str, end: str
 ) -> None:
-    """Admins move an image ``start`` -> ``end`` (a repeat is a no-op); any
-    other status is Glance's 403."""
-    policy.authorize(ctxt, action, policy.Rule.ADMIN)
+    """The image's project (a member) or an admin moves an image ``start`` ->
+    ``end`` (a repeat is a no-op), as Glance's defaults (ADMIN_OR_PROJECT_MEMBER);
+    any other status is Glance's 403."""
     row = await images.get_image(db, ctxt, image_id)
+    images.check_owner(ctxt, row, action)
     if row["status"] == end:
         return
     if row["status"] != start:

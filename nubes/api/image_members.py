@@ -32,6 +32,34 @@ def member_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def member_schema() -> dict[str, Any]:
+    """``GET /v2/schemas/member``: the JSON schema of what :func:`member_view` shows."""
+    text = {"type": "string", "readOnly": True}
+    return {
+        "name": "member",
+        "properties": {
+            "image_id": {**text, "pattern": "^[0-9a-fA-F-]{36}$"},
+            "member_id": {"type": "string", "maxLength": 64},
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "created_at": text,
+            "updated_at": text,
+            "schema": text,
+        },
+    }
+
+
+def members_schema() -> dict[str, Any]:
+    """``GET /v2/schemas/members``: a listing of members."""
+    return {
+        "name": "members",
+        "properties": {
+            "members": {"type": "array", "items": member_schema()},
+            "schema": {"type": "string"},
+        },
+        "links": [{"rel": "schema", "href": "{schema}"}],
+    }
+
+
 def _not_shared(row: dict[str, Any]) -> exception.ImageForbidden:
     return exception.ImageForbidden(
         reason=f"Image {row['id']} is not shared: its visibility is {row['visibility']}, "

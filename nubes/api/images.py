@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,18 @@ READ_ONLY = (
     "stores",
 )
 HASH_ALGO = "sha512"
+#: Glance keeps properties under this prefix for itself (import and store
+#: bookkeeping): a user can neither create an image with one nor add one.
+RESERVED_PREFIX = "os_glance_"
+
+
+def check_settable(name: str) -> None:
+    """ImageForbidden (403) for an attribute a user may not set: a read-only
+    one, or a property in Glance's reserved namespace."""
+    if name in READ_ONLY:
+        raise exception.ImageForbidden(reason=f"Attribute '{name}' is read-only.")
+    if name.startswith(RESERVED_PREFIX):
+        raise exception.ImageForbidden(reason=f"Attribute '{name}' is reserved.")
 
 
 def _visible(ctxt: RequestContext, row: Mapping[str, Any], member: bool = False) -> bool:
@@ -103,6 +115,8 @@ async def list_images(
     limit: int | None = None,
     marker: str | None = None,
     member_status: str = "accepted",
+    properties: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     admin = policy.allowed(ctxt, policy.Rule.ADMIN)
     async with db.reader(allow_stale=True) as conn:
@@ -124,6 +138,8 @@ async def list_images(
             limit=limit,
             marker=marker,
             member_status=member_status,
+            properties=properties,
+            tags=tags,
         )
 
 
@@ -133,9 +149,8 @@ async def create_image(
     """Record a queued image from validated attributes (extra keys become properties)."""
     policy.authorize(ctxt, "add_image", policy.Rule.PROJECT_MEMBER)
     data = dict(values)
-    for key in READ_ONLY:
-        if key in data:
-            raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    for key in data:
+        check_settable(key)
     visibility = data.get("visibility", "shared")
     if visibility == "public" and not policy.allowed(ctxt, policy.Rule.ADMIN):
         raise exception.ImageForbidden(

@@ -117,7 +117,9 @@ def _view(request: Request, row: dict[str, Any], *, detail: bool) -> dict[str, A
 def _matches(row: dict[str, Any], params: Any) -> bool:
     """Nova's image filters that are not columns of the image service."""
     props = row["properties"]
-    if "server" in params and not str(props.get("instance_uuid", "")).endswith(params["server"]):
+    # A server filter is a server's id or any of its links (Nova keeps what
+    # follows the last "/").
+    if "server" in params and props.get("instance_uuid") != params["server"].rsplit("/", 1)[-1]:
         return False
     if "type" in params and props.get("image_type", "image") != params["type"]:
         return False

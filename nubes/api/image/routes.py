@@ -114,9 +114,9 @@ async def create(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise exception.Invalid(reason="the body must be a JSON object")
-    for key in images.READ_ONLY:
-        if key in body:
-            raise exception.ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    for key in body:
+        # Before the schema, so a read-only attribute is 403 whatever its type.
+        images.check_settable(key)
     validate(body, CREATE_SCHEMA)
     row = await images.create_image(_state(request).db, _ctx(request), body)
     headers = {
@@ -127,6 +127,13 @@ async def create(request: Request) -> Response:
     return JSONResponse(image_view(row), status_code=201, headers=headers)
 
 
+async def empty_id(request: Request) -> Response:
+    """``/v2/images/`` with an empty id: no such image (Glance's 404), rather
+    than the listing a redirect to ``/v2/images`` would give a GET and the
+    405 it would give a DELETE."""
+    raise exception.ImageNotFound(image_id="")
+
+
 async def show(request: Request) -> Response:
     row = await images.get_image(_state(request).db, _ctx(request), _image_id(request))
     return JSONResponse(image_view(row))
@@ -134,6 +141,29 @@ async def show(request: Request) -> Response:
 
 SORT_KEYS = ("name", "status", "created_at", "updated_at", "size", "min_disk", "min_ram", "id")
 FILTERS = ("name", "status", "visibility", "owner", "disk_format", "container_format")
+#: Query parameters of a listing that are not property filters: paging and
+#: sorting, the filters above, and Glance's other attribute filters (which
+#: nubes does not apply; an image's attribute is never one of its properties).
+NOT_PROPERTIES = frozenset(
+    {
+        *FILTERS,
+        *images.CORE_ATTRIBUTES,
+        *images.READ_ONLY,
+        "limit",
+        "marker",
+        "sort",
+        "sort_key",
+        "sort_dir",
+        "member_status",
+        "tag",
+        "id",
+        "size_min",
+        "size_max",
+        "os_hash_value",
+        "os_hash_algo",
+        "virtual_size",
+    }
+)
 
 
 async def index(request: Request) -> Response:
@@ -173,10 +203,11 @@ async def index(request: Request) -> Response:
         sort_dir=sort_dir,
         limit=limit,
         marker=params.get("marker"),
+        # Any other parameter is an additional property to match exactly, as
+        # Glance has it (``?image_type=backup&instance_uuid=...``).
+        properties={k: v for k, v in params.items() if k not in NOT_PROPERTIES},
+        tags=params.getlist("tag"),
     )
-    tag = params.get("tag")
-    if tag is not None:
-        rows = [r for r in rows if tag in r["tags"]]
     body: dict[str, Any] = {
         "images": [image_view(r) for r in rows],
         "first": "/v2/images",
@@ -240,7 +271,7 @@ async def update(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in image_changes.PATCH_MEDIA_TYPES:
         raise exception.UnsupportedMediaType(content_type=content_type)
-    ops = await json_body(request)
+    ops = image_changes.patch_operations(content_type, await json_body(request))
     row = await image_changes.update_image(
         _state(request).db, _ctx(request), _image_id(request), ops, CREATE_SCHEMA["properties"]
     )
@@ -358,6 +389,11 @@ async def import_image(request: Request) -> Response:
     return Response(status_code=202)
 
 
+async def image_tasks(request: Request) -> Response:
+    tasks = await image_import.image_tasks(_state(request).db, _ctx(request), _image_id(request))
+    return JSONResponse({"tasks": tasks})
+
+
 #: The requests an image grant opens: the file of one image, read (a
 #: download grant) or written (an upload grant); the handler checks which.
 GRANTED = re.compile(r"/v2/images/[^/]+/file:(GET|PUT)")
@@ -407,12 +443,21 @@ async def image_schema(request: Request) -> Response:
     )
 
 
+async def member_schema(request: Request) -> Response:
+    return JSONResponse(image_members.member_schema())
+
+
+async def members_schema(request: Request) -> Response:
+    return JSONResponse(image_members.members_schema())
+
+
 def build_app(state: ApiState) -> Starlette:
     routes = [
         Route("/", versions, methods=["GET"]),
         Route("/versions", versions, methods=["GET"]),
         Route("/v2/images", index, methods=["GET"]),
         Route("/v2/images", create, methods=["POST"]),
+        Route("/v2/images/", empty_id, methods=["GET", "DELETE", "PATCH"]),
         Route("/v2/images/{image_id}", show, methods=["GET"]),
         Route("/v2/images/{image_id}", delete, methods=["DELETE"]),
         Route("/v2/images/{image_id}", update, methods=["PATCH"]),
@@ -428,9 +473,12 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
         Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
         Route("/v2/info/import", import_info, methods=["GET"]),
+        Route("/v2/images/{image_id}/tasks", image_tasks, methods=["GET"]),
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),
+        Route("/v2/schemas/member", member_schema, methods=["GET"]),
+        Route("/v2/schemas/members", members_schema, methods=["GET"]),
     ]
     return service_app(
         state, routes, service="image", public=("", "/", "/versions"), granted=GRANTED

@@ -127,19 +127,21 @@ class SnapshotTask(Task):
         the rotation (idempotent: a repeat finds fewer to delete)."""
         payload = run.typed(SnapshotPayload)
         assert payload.rotation is not None and run.instance_uuid is not None
+        # A rotation comes only with a backup, which always has a type.
+        assert payload.backup_type is not None
         async with self.engine.db.reader() as conn:
             # The API made the backup owned by the requester's project, as
             # Glance does the image Nova creates: earlier backups are there.
-            rows = await images_db.get_all(
-                conn, all_visible=True, filters={"owner": run.ctxt.project_id}
+            backups = await images_db.get_all(
+                conn,
+                all_visible=True,
+                filters={"owner": run.ctxt.project_id},
+                properties={
+                    "image_type": "backup",
+                    "instance_uuid": run.instance_uuid,
+                    "backup_type": payload.backup_type,
+                },
             )
-        backups = [
-            row
-            for row in rows
-            if row["properties"].get("image_type") == "backup"
-            and row["properties"].get("instance_uuid") == run.instance_uuid
-            and row["properties"].get("backup_type") == payload.backup_type
-        ]
         # Newest first; on a tie of created_at the image this task made
         # counts as the newest (it is kept).
         backups.sort(key=lambda r: (r["created_at"], r["id"] == payload.image_id), reverse=True)

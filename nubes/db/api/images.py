@@ -62,9 +62,18 @@ async def get_all(
     limit: int | None = None,
     marker: str | None = None,
     member_status: str = "accepted",
+    properties: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
 ) -> list[Row]:
     """A page of images. ``all_visible`` (admins): every image; otherwise
-    what :func:`visible_to` lets ``project_id`` see."""
+    what :func:`visible_to` lets ``project_id`` see. ``properties``: only
+    images with each of these properties set to exactly that value (Glance's
+    filter by an additional property); ``tags``: only images with each tag.
+
+    Properties and tags are JSON documents in their columns, which the three
+    databases query differently; so with either filter the rows after the
+    marker are read in order and filtered here, and the page is cut after
+    filtering (a page is never short because of the filter)."""
     if sort_key not in SORT_KEYS:
         raise exception.Invalid(reason=f"cannot sort by {sort_key!r}")
     stmt = select(images)
@@ -80,8 +89,18 @@ async def get_all(
         if marker_row is None:
             raise exception.MarkerNotFound(marker=marker)
     direction: SortDir = "desc" if sort_dir == "desc" else "asc"
-    stmt = paginate(stmt, images, [sort_key], [direction], marker=marker_row, limit=limit)
-    return [_normalise(r) for r in await fetch_all(conn, stmt)]
+    if not properties and not tags:
+        stmt = paginate(stmt, images, [sort_key], [direction], marker=marker_row, limit=limit)
+        return [_normalise(r) for r in await fetch_all(conn, stmt)]
+    stmt = paginate(stmt, images, [sort_key], [direction], marker=marker_row, limit=None)
+    wanted = dict(properties or {})
+    rows = [
+        row
+        for row in map(_normalise, await fetch_all(conn, stmt))
+        if all(row["properties"].get(k) == v for k, v in wanted.items())
+        and all(t in row["tags"] for t in tags)
+    ]
+    return rows if limit is None else rows[:limit]
 
 
 async def update_fields(

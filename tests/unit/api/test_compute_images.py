@@ -33,6 +33,17 @@ async def test_list_detail_show_in_novas_shape(api: ApiHarness) -> None:
         assert {link["rel"] for link in shown["links"]} == {"self", "bookmark", "alternate"}
         detail = (await c.get(f"{IMAGES}/detail", params={"server": server})).json()["images"]
         assert [i["id"] for i in detail] == [image_id]
+        # The server as any of its links (what Tempest sends), not only its id;
+        # a prefix of the id or another server's link matches nothing.
+        for ref, found in (
+            (f"http://cloud.example/compute/v2.1/servers/{server}", True),
+            (f"http://cloud.example/compute/servers/{server}", True),
+            (server[:8], False),
+            (f"http://cloud.example/compute/v2.1/servers/{server[:-1]}0", False),
+        ):
+            for path in (IMAGES, f"{IMAGES}/detail"):
+                listed = (await c.get(path, params={"server": ref})).json()["images"]
+                assert (image_id in [i["id"] for i in listed]) is found, (path, ref)
         for params, found in (
             ({"type": "snapshot"}, True),
             ({"type": "backup"}, False),

@@ -90,8 +90,49 @@ async def test_listing_filters_and_visibility(api: ApiHarness) -> None:
     async with await api.login("other") as c:
         assert (await c.delete(f"{URL}/{ids['pub']}")).status_code == 403
         assert (await c.get(f"{URL}/not-a-uuid")).status_code == 404
+        # An empty id is no image either (not the listing, not 405).
+        assert (await c.get(f"{URL}/")).status_code == 404
+        assert (await c.delete(f"{URL}/")).status_code == 404
     async with await api.login("admin") as c:
         assert len((await c.get(URL)).json()["images"]) == 3
+
+
+async def test_listing_by_additional_properties_and_tags(api: ApiHarness) -> None:
+    """Glance filters a listing by any additional property given as a query
+    parameter (Tempest lists a server's daily backups so:
+    ``?image_type=backup&backup_type=daily&instance_uuid=...``), and by each
+    ``tag`` given; the page is cut after filtering."""
+    server = "11111111-2222-3333-4444-555555555555"
+    made = {}
+    async with await api.login("demo") as c:
+        for name, props, tags in (
+            ("b1", {"image_type": "backup", "backup_type": "daily"}, ["x"]),
+            ("b2", {"image_type": "backup", "backup_type": "daily"}, ["x", "y"]),
+            ("weekly", {"image_type": "backup", "backup_type": "weekly"}, ["y"]),
+            ("snap", {"image_type": "snapshot"}, []),
+            ("plain", {}, ["x"]),
+        ):
+            body = {"name": name, "instance_uuid": server, "tags": tags, **props}
+            made[name] = (await c.post(URL, json=body)).json()["id"]
+
+        async def names(query: str) -> list[str]:
+            r = await c.get(f"{URL}?sort_key=name&sort_dir=asc&{query}")
+            assert r.status_code == 200, r.text
+            return [i["name"] for i in r.json()["images"]]
+
+        daily = f"image_type=backup&backup_type=daily&instance_uuid={server}"
+        assert await names(daily) == ["b1", "b2"]
+        assert await names("image_type=snapshot") == ["snap"]
+        assert await names("image_type=nothing") == []
+        assert await names("tag=x") == ["b1", "b2", "plain"]
+        assert await names("tag=x&tag=y") == ["b2"]
+        assert await names("tag=y&image_type=backup") == ["b2", "weekly"]
+        # Paged: one matching image a page, the filter applied before the cut.
+        first = await names(f"{daily}&limit=1")
+        assert first == ["b1"]
+        assert await names(f"{daily}&limit=1&marker={made['b1']}") == ["b2"]
+        # Attributes and paging parameters are not properties.
+        assert "plain" in await names("os_hidden=false&size_min=0")
 
 
 async def test_get_active_image(api: ApiHarness) -> None:
