@@ -41,13 +41,10 @@ def check_state(action: str, row: Mapping[str, Any], target: states.InstanceStat
         )
 
 
-def check_host_task(
-    ctxt: RequestContext, row: dict[str, Any], action: str, task_state: states.TaskState
-) -> None:
-    """May ``action`` start a task on the instance's host: not locked against
-    the caller, no task running (a task_state), a vm_state the action starts
-    from, and a host to run it on."""
-    check_lock(ctxt, row)
+def check_idle(action: str, row: Mapping[str, Any], task_state: states.TaskState) -> None:
+    """Nova's check_instance_state for an action that starts a task on the
+    instance's host: a vm_state the action starts from, no task running (a
+    task_state), and a host to run it on."""
     check_state(action, row, (states.VMState(row["vm_state"]), task_state))
     if row["task_state"] is not None:
         raise exception.InstanceInvalidState(
@@ -58,6 +55,15 @@ def check_host_task(
         )
     if not row["host"]:
         raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
+
+
+def check_host_task(
+    ctxt: RequestContext, row: dict[str, Any], action: str, task_state: states.TaskState
+) -> None:
+    """May ``action`` start a task on the instance's host: not locked against
+    the caller, and idle (:func:`check_idle`)."""
+    check_lock(ctxt, row)
+    check_idle(action, row, task_state)
 
 
 def pinned_zone(row: Mapping[str, Any], requested: str | None, current_zone: str) -> str | None:

@@ -42,20 +42,6 @@ def image_payload(image: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": image["id"], "properties": dict(image.get("properties") or {})}
 
 
-def check_idle(action: str, row: Row, task_state: TaskState) -> None:
-    """Nova's check_instance_state for a move: no task in progress, a state it starts from."""
-    if row["task_state"] is not None:
-        raise exception.InstanceInvalidState(
-            action=action,
-            instance_uuid=row["uuid"],
-            attr="task_state",
-            state=row["task_state"],
-        )
-    instance_rules.check_state(action, row, (VMState(row["vm_state"]), task_state))
-    if not row["host"]:
-        raise exception.Conflict(reason=f"instance {row['uuid']} is not on any host")
-
-
 async def movable(
     conn: Connection,
     ctxt: RequestContext,
@@ -66,7 +52,7 @@ async def movable(
     """The instance, if it is unlocked (or the caller an admin) and may start ``action``."""
     row = await instances_api.get_by_uuid(conn, instance_uuid)
     instance_rules.check_lock(ctxt, row)
-    check_idle(action, row, task_state)
+    instance_rules.check_idle(action, row, task_state)
     return row
 
 

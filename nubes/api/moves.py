@@ -397,7 +397,7 @@ class MovesAPI:
                     raise exception.EvacuateHostNotFound(host=host) from None
             if host is not None and row["host"] == host:
                 raise exception.EvacuateToSameHost()
-            records.check_idle("evacuate", row, TaskState.REBUILDING)
+            instance_rules.check_idle("evacuate", row, TaskState.REBUILDING)
             await records.check_source_down(conn, row["host"], self.conf.service_down_time)
             image = await records.instance_image(conn, row)
             migration = await records.create_migration(
