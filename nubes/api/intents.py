@@ -13,21 +13,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from oslo_config import cfg
 
 from nubes import exception
+from nubes.api import instance_rules
 from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
-from nubes.db.api import actions, flavors, tasks
+from nubes.db.api import actions, flavors, instances, tasks
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
 from nubes.objects.flavor import Flavor
+from nubes.objects.states import TaskState
 
 LOG = logging.getLogger(__name__)
 
@@ -111,6 +113,36 @@ class Intents:
             raise exception.Conflict(
                 reason=f"instance {instance_uuid} has an operation in progress"
             ) from None
+
+    async def start_on_host(
+        self,
+        ctxt: RequestContext,
+        instance_uuid: str,
+        kind: TaskKind,
+        action: str,
+        task_state: TaskState,
+        payload: TaskPayload | None = None,
+        *,
+        record: Callable[[Connection, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Start ``kind`` on the instance's host, if it may start
+        (:func:`~nubes.api.instance_rules.check_host_task`), and tell a
+        conductor; ``record`` writes what else the task needs (an image
+        record, a quota check) in the same transaction."""
+        async with self.db.writer() as conn:
+            row = await instances.get_by_uuid(conn, instance_uuid)
+            instance_rules.check_host_task(ctxt, row, action, task_state)
+            if record is not None:
+                await record(conn, row)
+            await instances.update(
+                conn,
+                instance_uuid,
+                {"task_state": task_state.value},
+                expected_vm_state=row["vm_state"],
+                expected_task_state=None,
+            )
+            task = await self.start(conn, ctxt, instance_uuid, kind, action, payload)
+        await self.kick(ctxt, [task["id"]])
 
     async def start_many(
         self,

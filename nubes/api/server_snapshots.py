@@ -14,12 +14,11 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api import instance_rules, intents, quotas
+from nubes.api import intents, quotas
 from nubes.conductor.tasks.payloads import SnapshotPayload
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import images as images_db
-from nubes.db.api import instances as instances_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
 from nubes.objects.states import TaskState
@@ -52,9 +51,8 @@ class ServerSnapshots:
         action = "createBackup" if backup else "createImage"
         task_state = TaskState.IMAGE_BACKUP if backup else TaskState.IMAGE_SNAPSHOT
         image_id = str(uuid.uuid4())
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            instance_rules.check_host_task(ctxt, row, action, task_state)
+
+        async def record_image(conn: Connection, row: dict[str, Any]) -> None:
             # Nova counts an image's metadata against metadata_items (403 past it).
             await quotas.check_metadata(
                 conn, self.conf, project_id=row["project_id"], metadata=metadata
@@ -62,23 +60,16 @@ class ServerSnapshots:
             await images_db.create(
                 conn, await snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
             )
-            await instances_api.update(
-                conn,
-                instance_uuid,
-                {"task_state": task_state.value},
-                expected_vm_state=row["vm_state"],
-                expected_task_state=None,
-            )
-            payload = SnapshotPayload(
-                image_id=image_id,
-                image_type="backup" if backup else "snapshot",
-                backup_type=backup_type,
-                rotation=rotation,
-            )
-            task = await self.intents.start(
-                conn, ctxt, instance_uuid, TaskKind.SNAPSHOT, action, payload
-            )
-        await self.intents.kick(ctxt, [task["id"]])
+
+        payload = SnapshotPayload(
+            image_id=image_id,
+            image_type="backup" if backup else "snapshot",
+            backup_type=backup_type,
+            rotation=rotation,
+        )
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.SNAPSHOT, action, task_state, payload, record=record_image
+        )
         return image_id
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -49,7 +49,6 @@ from nubes.conductor.tasks.payloads import (
     ActionPayload,
     PowerPayload,
     ShelvePayload,
-    TaskPayload,
 )
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -162,14 +161,16 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
             or not row["host"]
         ):
             return False
-        await self._power(
+        await self.intents.start_on_host(
             ctxt, instance_uuid, TaskKind.SOFT_DELETE, "delete", TaskState.SOFT_DELETING
         )
         return True
 
     async def restore_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Bring a soft-deleted server back (Nova's ``restore``)."""
-        await self._power(ctxt, instance_uuid, TaskKind.RESTORE, "restore", TaskState.RESTORING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.RESTORE, "restore", TaskState.RESTORING
+        )
 
     # -- shelve (conductor/tasks/shelve.py) ----------------------------------------------
 
@@ -190,7 +191,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
                 conn, await snapshot_record(conn, ctxt, row, image_id, name, None, None)
             )
 
-        await self._power(
+        await self.intents.start_on_host(
             ctxt,
             instance_uuid,
             TaskKind.SHELVE,
@@ -201,7 +202,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         )
 
     async def shelve_offload_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(
+        await self.intents.start_on_host(
             ctxt,
             instance_uuid,
             TaskKind.SHELVE_OFFLOAD,
@@ -284,10 +285,14 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         return dict(found)
 
     async def stop_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.STOP, "stop", TaskState.POWERING_OFF
+        )
 
     async def start_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.START, "start", TaskState.POWERING_ON)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.START, "start", TaskState.POWERING_ON
+        )
 
     async def reboot_server(
         self, ctxt: RequestContext, instance_uuid: str, reboot_type: str = "SOFT"
@@ -295,7 +300,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         if reboot_type not in REBOOT_TYPES:
             raise exception.Invalid(reason=f"reboot type must be SOFT or HARD, not {reboot_type}")
         task_state = TaskState.REBOOTING_HARD if reboot_type == "HARD" else TaskState.REBOOTING
-        await self._power(
+        await self.intents.start_on_host(
             ctxt,
             instance_uuid,
             TaskKind.REBOOT,
@@ -307,16 +312,24 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
     # -- lifecycle actions (one host step each: conductor/tasks/actions.py) -----------
 
     async def pause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.PAUSE, "pause", TaskState.PAUSING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.PAUSE, "pause", TaskState.PAUSING
+        )
 
     async def unpause_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.UNPAUSE, "unpause", TaskState.UNPAUSING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.UNPAUSE, "unpause", TaskState.UNPAUSING
+        )
 
     async def suspend_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.SUSPEND, "suspend", TaskState.SUSPENDING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.SUSPEND, "suspend", TaskState.SUSPENDING
+        )
 
     async def resume_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.RESUME, "resume", TaskState.RESUMING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.RESUME, "resume", TaskState.RESUMING
+        )
 
     async def rescue_server(
         self,
@@ -350,7 +363,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
             "os_hash_value": image.get("os_hash_value"),
             "properties": dict(image.get("properties") or {}),
         }
-        await self._power(
+        await self.intents.start_on_host(
             ctxt,
             instance_uuid,
             TaskKind.RESCUE,
@@ -360,7 +373,9 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
         )
 
     async def unrescue_server(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        await self._power(ctxt, instance_uuid, TaskKind.UNRESCUE, "unrescue", TaskState.UNRESCUING)
+        await self.intents.start_on_host(
+            ctxt, instance_uuid, TaskKind.UNRESCUE, "unrescue", TaskState.UNRESCUING
+        )
 
     async def change_password(
         self, ctxt: RequestContext, instance_uuid: str, admin_password: str
@@ -382,7 +397,7 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
             ).lower()
             if agent not in ("yes", "true", "1"):
                 raise exception.Conflict(reason="QEMU guest agent is not enabled")
-        await self._power(
+        await self.intents.start_on_host(
             ctxt,
             instance_uuid,
             TaskKind.SET_PASSWORD,
@@ -410,32 +425,4 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
             task = await self.intents.start(
                 conn, ctxt, instance_uuid, TaskKind.TRIGGER_CRASH_DUMP, "trigger_crash_dump"
             )
-        await self.intents.kick(ctxt, [task["id"]])
-
-    async def _power(
-        self,
-        ctxt: RequestContext,
-        instance_uuid: str,
-        kind: TaskKind,
-        action: str,
-        task_state: TaskState,
-        payload: TaskPayload | None = None,
-        *,
-        record: Callable[[Connection, dict[str, Any]], Awaitable[None]] | None = None,
-    ) -> None:
-        """Start ``kind`` on the instance's host; ``record`` writes what else
-        the task needs, in its transaction, once the instance may start it."""
-        async with self.db.writer() as conn:
-            row = await instances_api.get_by_uuid(conn, instance_uuid)
-            instance_rules.check_host_task(ctxt, row, action, task_state)
-            if record is not None:
-                await record(conn, row)
-            await instances_api.update(
-                conn,
-                instance_uuid,
-                {"task_state": task_state.value},
-                expected_vm_state=row["vm_state"],
-                expected_task_state=None,
-            )
-            task = await self.intents.start(conn, ctxt, instance_uuid, kind, action, payload)
         await self.intents.kick(ctxt, [task["id"]])
