@@ -56,14 +56,14 @@ NETWORK_RESOURCES = ("fixed_ips", "floating_ips", "security_groups", "security_g
 #: Those of them that are the network service's own limits, under its names:
 #: reading or setting one through the compute API reads or sets the network's.
 NETWORK_PROXIED = {
+    # A fixed IP lives on a port, and the network service limits ports (as
+    # Neutron does): Nova's fixed-IP quota is that limit, so the value a
+    # client sets is kept, shown and enforced, not silently dropped.
+    "fixed_ips": "port",
     "floating_ips": "floatingip",
     "security_groups": "security_group",
     "security_group_rules": "security_group_rule",
 }
-#: Those the network service has no limit for (it limits ports rather than
-#: addresses): always unlimited; a value given for one is dropped, as the
-#: network API drops its own unbuilt quotas.
-NETWORK_UNLIMITED = ("fixed_ips",)
 #: Quotas of personality files, which 2.57 removed.
 INJECTED_RESOURCES = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 

@@ -85,8 +85,6 @@ def _limits_from(body: dict[str, Any], key: str) -> tuple[dict[str, int], dict[s
         for name in list(limits)
         if name in quotas.NETWORK_PROXIED
     }
-    for name in quotas.NETWORK_UNLIMITED:
-        limits.pop(name, None)
     return limits, network, force
 
 

@@ -526,7 +526,7 @@ async def test_user_limits_share_the_project_limit(cloud: Cloud) -> None:
 async def test_network_quotas_before_2_36_are_the_network_services(cloud: Cloud) -> None:
     """Nova's proxies: security group quotas read and set the network service's
     limits (a project's, or, in the default quota class, every project's
-    defaults), floating IPs too; fixed IPs have none there, so they stay unlimited."""
+    defaults), floating IPs too, and fixed IPs are its ports' limit."""
     project = cloud.api.projects["demo"]
     r = await set_quota(
         cloud, "demo", security_groups=7, security_group_rules=70, fixed_ips=5, floating_ips=6
@@ -534,11 +534,11 @@ async def test_network_quotas_before_2_36_are_the_network_services(cloud: Cloud)
     assert r.status_code == 200, r.text
     shown = r.json()["quota_set"]
     assert (shown["security_groups"], shown["security_group_rules"]) == (7, 70)
-    assert (shown["fixed_ips"], shown["floating_ips"]) == (-1, 6)
+    assert (shown["fixed_ips"], shown["floating_ips"]) == (5, 6)
     async with await cloud.login("admin") as c:
         network = (await c.get(f"/networking/v2.0/quotas/{project}")).json()["quota"]
         assert (network["security_group"], network["security_group_rule"]) == (7, 70)
-        assert network["floatingip"] == 6
+        assert (network["floatingip"], network["port"]) == (6, 5)
         # And the other way: the network's answer is the compute API's.
         body = {"quota": {"security_group": 3}}
         assert (await c.put(f"/networking/v2.0/quotas/{project}", json=body)).status_code == 200
