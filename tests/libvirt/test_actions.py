@@ -37,6 +37,14 @@ def _in(vm_state: str) -> Any:
     return lambda r: r["vm_state"] == vm_state and r["task_state"] is None
 
 
+async def _settled(cloud: AllInOne, uuid: str, vm_state: str) -> Any:
+    """The row once in ``vm_state`` and its task closed: the task row ends in
+    the step after the instance's, and the next action is refused (409) until then."""
+    [row] = await cloud.wait_for([uuid], _in(vm_state), timeout=BOOT_TIMEOUT)
+    await cloud.wait_tasks([uuid])
+    return row
+
+
 async def _ticks(driver: LibvirtDriver, instance: Any) -> int:
     return (await driver.get_console_output(instance)).count(TICK_MARKER)
 
@@ -69,27 +77,31 @@ async def test_pause_suspend_a_real_guest(
         driver = drivers[-1]
         ctxt = RequestContext(user_id="u1", project_id="p1")
         [a] = await cloud.api.create_servers(ctxt, name="a", flavor="tiny", image=images.raw)
-        await cloud.wait_for([a.uuid], _in("active"), timeout=BOOT_TIMEOUT)
+        await _settled(cloud, a.uuid, "active")
         await wait_console(driver, a, f"{TICK_MARKER} 1")
 
         await cloud.api.pause_server(ctxt, a.uuid)
-        [row] = await cloud.wait_for([a.uuid], _in("paused"), timeout=BOOT_TIMEOUT)
+        row = await _settled(cloud, a.uuid, "paused")
         assert row["power_state"] == PowerState.PAUSED
         assert (await driver.get_info(a)).state == PowerState.PAUSED
         await cloud.api.unpause_server(ctxt, a.uuid)
-        await cloud.wait_for([a.uuid], _in("active"), timeout=BOOT_TIMEOUT)
+        await _settled(cloud, a.uuid, "active")
         await cloud.api.suspend_server(ctxt, a.uuid)
-        [row] = await cloud.wait_for([a.uuid], _in("suspended"), timeout=BOOT_TIMEOUT)
+        row = await _settled(cloud, a.uuid, "suspended")
         # Managed save: the domain is off, its memory in libvirt's save file.
         assert row["power_state"] == PowerState.SHUTDOWN
         before = await _ticks(driver, a)
         await cloud.api.resume_server(ctxt, a.uuid)
-        [row] = await cloud.wait_for([a.uuid], _in("active"), timeout=BOOT_TIMEOUT)
+        row = await _settled(cloud, a.uuid, "active")
         assert row["power_state"] == PowerState.RUNNING
         # Restored, not booted again: it ticks on with one boot on its console.
         log = await wait_console(driver, a, TICK_MARKER, before + 1)
         assert log.count(BOOT_MARKER) == 1
 
+        # A suspended server deletes too, its managed-save image with it
+        # (regression: libvirt refused to undefine it, and the guest stayed).
+        await cloud.api.suspend_server(ctxt, a.uuid)
+        await _settled(cloud, a.uuid, "suspended")
         await cloud.api.delete_server(ctxt, a.uuid)
         await cloud.wait_for([a.uuid], lambda r: r["vm_state"] == "deleted", timeout=BOOT_TIMEOUT)
         await cloud.wait_tasks([a.uuid])

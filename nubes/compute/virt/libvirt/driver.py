@@ -403,7 +403,9 @@ class LibvirtDriver(ComputeDriver):
                     if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                         raise  # not "domain is not running" (a race with its own power off)
                 try:
-                    dom.undefine()
+                    # A suspended guest's managed-save image goes with it
+                    # (libvirt refuses a plain undefine while one exists).
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise
