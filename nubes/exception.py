@@ -41,6 +41,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
     ├── ImageLimitExceeded (413)          too many tags or members on one image
+    ├── ImageQuotaExceeded (413)          a project over an image quota (count, size, staging)
     ├── UnsupportedMediaType (415)        image data of a content type the image API does not take
     ├── VersionNotAcceptable (406)        a microversion outside what the API serves
     ├── NotAuthenticated (401)            no token, or one that is invalid or expired
@@ -376,6 +377,19 @@ class ImageLimitExceeded(NubesError):
     """Glance's 413 for an image's tags or members over their limit."""
 
     msg_fmt = "%(reason)s"
+    code = 413
+    safe = True
+
+
+class ImageQuotaExceeded(NubesError):
+    """A project over one of its image quotas (Glance's unified limits): 413,
+    with the text of Glance's LimitExceeded around oslo.limit's."""
+
+    msg_fmt = (
+        "The request returned a 413 Request Entity Too Large. This generally means that "
+        "rate limiting or a quota threshold was breached.\n\nThe response body:\n"
+        "Project %(project_id)s is over a limit for [%(overs)s]"
+    )
     code = 413
     safe = True
 

@@ -96,11 +96,11 @@ async def add_guest_image(conf: cfg.ConfigOpts) -> str:
     if found:
         return str(found[0]["id"])
     image_dir = Path(conf.api.image_dir or Path(conf.state_path) / "images")
-    return await register_guest_images(db, ctxt, image_dir, conf.api.image_size_cap)
+    return await register_guest_images(db, conf, ctxt, image_dir, conf.api.image_size_cap)
 
 
 async def register_guest_images(
-    db: Database, ctxt: RequestContext, image_dir: Path, size_cap: int
+    db: Database, conf: cfg.ConfigOpts, ctxt: RequestContext, image_dir: Path, size_cap: int
 ) -> str:
     """Build (or take from the cache) the test guest and upload it as public
     images through the image API's logic: kernel, initramfs, and
@@ -112,6 +112,7 @@ async def register_guest_images(
     async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
         image = await images.create_image(
             db,
+            conf,
             ctxt,
             {
                 "name": name,
@@ -122,7 +123,13 @@ async def register_guest_images(
             },
         )
         await images.upload(
-            db, ctxt, image["id"], _upload_file(path), image_dir=image_dir, size_cap=size_cap
+            db,
+            ctxt,
+            image["id"],
+            _upload_file(path),
+            conf=conf,
+            image_dir=image_dir,
+            size_cap=size_cap,
         )
         return str(image["id"])
 

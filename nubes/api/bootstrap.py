@@ -113,6 +113,7 @@ async def bootstrap(db: Database, conf: cfg.ConfigOpts) -> Credentials | None:
     ctxt = RequestContext(project_id=admin_project["id"], roles=["admin"])
     image = await images.create_image(
         db,
+        conf,
         ctxt,
         {
             "name": DEFAULT_IMAGE_NAME,
@@ -127,6 +128,7 @@ async def bootstrap(db: Database, conf: cfg.ConfigOpts) -> Credentials | None:
         ctxt,
         image["id"],
         _one_chunk(DEFAULT_IMAGE_DATA),
+        conf=conf,
         image_dir=image_dir,
         size_cap=conf.api.image_size_cap,
     )

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from oslo_config import cfg
 
 from nubes import exception
 from nubes.api import images
@@ -72,6 +73,7 @@ async def stage(
     image_id: str,
     chunks: AsyncIterator[bytes],
     *,
+    conf: cfg.ConfigOpts,
     image_dir: Path,
     size_cap: int,
 ) -> None:
@@ -85,6 +87,7 @@ async def stage(
         db,
         image_id,
         chunks,
+        conf=conf,
         image_dir=image_dir,
         size_cap=size_cap,
         start="queued",
@@ -100,6 +103,7 @@ async def import_image(
     image_id: str,
     body: Mapping[str, Any],
     *,
+    conf: cfg.ConfigOpts,
     image_dir: Path,
     size_cap: int,
     allowed_hosts: list[str],
@@ -118,6 +122,7 @@ async def import_image(
             db,
             image_id,
             _read(staged),
+            conf=conf,
             image_dir=image_dir,
             size_cap=size_cap,
             start=STAGED,
@@ -132,6 +137,10 @@ async def import_image(
     _check_uri(uri, allowed_hosts)
     if row["status"] != "queued":
         raise exception.Conflict(reason=f"Image {image_id} is {row['status']}, not queued.")
+    # Refused before anything is fetched when over quota, as Glance refuses
+    # the import request itself; store() checks again as it starts writing.
+    async with db.writer() as conn:
+        await images.check_upload_quotas(conn, conf, row["owner"], "queued", "importing")
     try:
         async with httpx.AsyncClient(timeout=30.0, follow_redirects=False) as client:
             async with client.stream("GET", uri) as response:
@@ -143,6 +152,7 @@ async def import_image(
                     db,
                     image_id,
                     response.aiter_bytes(CHUNK),
+                    conf=conf,
                     image_dir=image_dir,
                     size_cap=size_cap,
                     start="queued",

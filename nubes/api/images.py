@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oslo_config import cfg
+
 from nubes import exception
-from nubes.api import policy
+from nubes.api import policy, quotas
 from nubes.context import RequestContext
 from nubes.db.api import images as images_db
-from nubes.db.engine import Database
+from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
 
 DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
@@ -143,8 +145,19 @@ async def list_images(
         )
 
 
+async def record_image(
+    conn: Connection, conf: cfg.ConfigOpts, record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Insert a new image's row within its owner's ``image_count_total``
+    quota, in the caller's write transaction: the one way an image comes to
+    be (the image API's create, a task's import, createImage, createBackup
+    and shelve's snapshot)."""
+    await quotas.check_images(conn, conf, record["owner"], {"image_count_total": 1})
+    return await images_db.create(conn, record)
+
+
 async def create_image(
-    db: Database, ctxt: RequestContext, values: Mapping[str, Any]
+    db: Database, conf: cfg.ConfigOpts, ctxt: RequestContext, values: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Record a queued image from validated attributes (extra keys become properties)."""
     policy.authorize(ctxt, "add_image", policy.Rule.PROJECT_MEMBER)
@@ -177,7 +190,7 @@ async def create_image(
     }
     async with db.writer() as conn:
         try:
-            return await images_db.create(conn, record)
+            return await record_image(conn, conf, record)
         except exception.DBDuplicateEntry:
             raise exception.Conflict(
                 reason=f"Image with identifier {record['id']} already exists!"
@@ -202,6 +215,7 @@ async def upload(
     image_id: str,
     chunks: AsyncIterator[bytes],
     *,
+    conf: cfg.ConfigOpts,
     image_dir: Path,
     size_cap: int,
 ) -> dict[str, Any]:
@@ -215,6 +229,7 @@ async def upload(
         db,
         image_id,
         chunks,
+        conf=conf,
         image_dir=image_dir,
         size_cap=size_cap,
         start="queued",
@@ -227,6 +242,7 @@ async def store(
     image_id: str,
     chunks: AsyncIterator[bytes],
     *,
+    conf: cfg.ConfigOpts,
     image_dir: Path,
     size_cap: int,
     start: str,
@@ -237,9 +253,15 @@ async def store(
     """Write an image's data: ``start`` -> ``during`` -> ``done``, back to
     ``start`` on any failure with the partial file removed. The one code path
     for uploads, staging and imports. ``target``: where the data goes (the
-    image's data file unless staging); ``done`` records size and hashes only
-    when it is ``active``."""
+    image's data file unless staging); ``done`` records the size, and the
+    hashes only when it is ``active`` (a staged image's size counts against
+    ``image_stage_total``).
+
+    The move into ``during`` is where the image quotas are enforced, as
+    Glance does before it takes data (:func:`check_upload_quotas`)."""
     async with db.writer() as conn:
+        row = await images_db.get(conn, image_id)
+        await check_upload_quotas(conn, conf, row["owner"], start, during)
         await images_db.update_fields(conn, image_id, {"status": during}, expected_status=start)
     final = target or data_path(image_dir, image_id)
     await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
@@ -271,16 +293,35 @@ async def store(
                     conn, image_id, {"status": start}, expected_status=during
                 )
         raise
-    values: dict[str, Any] = {"status": done}
+    values: dict[str, Any] = {"status": done, "size": size}
     if done == "active":
         values.update(
-            size=size,
             checksum=md5.hexdigest(),
             os_hash_algo=HASH_ALGO,
             os_hash_value=multihash.hexdigest(),
         )
     async with db.writer() as conn:
         return await images_db.update_fields(conn, image_id, values, expected_status=during)
+
+
+async def check_upload_quotas(
+    conn: Connection, conf: cfg.ConfigOpts, owner: str | None, start: str, during: str
+) -> None:
+    """May the owner's image move from ``start`` into ``during`` (an upload,
+    a stage, an import)? Glance's checks: one more image in upload
+    (``image_count_uploading``) unless it is counted already (a staged
+    image being imported), and the project not over its staging quota to
+    stage, nor over its storage quota to store. An image without an owner
+    (none is made so through the API) counts against no project."""
+    if not owner:
+        return
+    uploading = images_db.UPLOADING_STATUSES
+    deltas = {"image_count_uploading": 0 if start in uploading else 1}
+    if during == images_db.STAGED_STATUS:
+        deltas["image_stage_total"] = 0
+    else:
+        deltas["image_size_total"] = 0
+    await quotas.check_images(conn, conf, owner, deltas)
 
 
 async def delete_image(

@@ -6,6 +6,11 @@ the first level that sets it: the user's row in a project (``os-quota-sets/
 (``os-quota-class-sets/default``), then the ``[quota]`` option. ``-1`` is
 unlimited.
 
+Image quotas are Glance's unified limits (``image_count_total``...), per
+project, set like the network service's (a project row over the class
+``default`` over the ``[quota]`` option) and enforced as Glance does
+(:func:`check_images`).
+
 Usage is counted, never stored: live instances, their vCPUs and RAM (a
 resize in progress counts the larger flavor), server groups, and the members
 of one server group. Every check that lets a request add usage runs in the
@@ -29,6 +34,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
+from nubes.db.api import images as images_db
 from nubes.db.api import quotas as quotas_db
 from nubes.db.engine import Connection
 
@@ -459,3 +465,66 @@ async def check_network_resource(
     limit = (await network_limits(conn, conf, project_id))[resource]
     if limit != UNLIMITED and await used(conn) + count > limit:
         raise exception.NetworkOverQuota(resource=resource)
+
+
+# --- images ----------------------------------------------------------------------------------
+
+#: Image quotas, Glance's unified limits (``[quota]`` options of the same
+#: names). The sizes are MiB, as Glance's; usage is counted in bytes and
+#: shown and compared in whole MiB (rounded down), as Glance does.
+IMAGE_RESOURCES = (
+    "image_size_total",
+    "image_stage_total",
+    "image_count_total",
+    "image_count_uploading",
+)
+IMAGE_SIZES = ("image_size_total", "image_stage_total")
+_MIB = 1024 * 1024
+
+
+async def image_defaults(conn: Connection, conf: cfg.ConfigOpts) -> dict[str, int]:
+    """Every project's image limits: the quota class ``default``'s, else the option."""
+    found = await quotas_db.class_get(conn, DEFAULT_CLASS)
+    return {name: found.get(name, int(getattr(conf.quota, name))) for name in IMAGE_RESOURCES}
+
+
+async def image_limits(conn: Connection, conf: cfg.ConfigOpts, project_id: str) -> dict[str, int]:
+    """A project's image limits: its rows (``quotas``), else the defaults."""
+    own = await quotas_db.limits_get(conn, project_id)
+    defaults = await image_defaults(conn, conf)
+    return {name: own.get(name, defaults[name]) for name in IMAGE_RESOURCES}
+
+
+async def image_usage(conn: Connection, project_id: str) -> dict[str, int]:
+    """What a project's images use, sizes in MiB."""
+    used = await images_db.usage(conn, project_id)
+    return {
+        name: used[name] // _MIB if name in IMAGE_SIZES else used[name] for name in IMAGE_RESOURCES
+    }
+
+
+async def check_images(
+    conn: Connection, conf: cfg.ConfigOpts, project_id: str, deltas: Mapping[str, int]
+) -> None:
+    """Glance's enforcement of its unified limits: each quota in ``deltas``
+    must stay within its limit once its delta is added to what is used.
+
+    A delta of 0 asks "is the project already over?": Glance cannot know
+    how much data an upload brings, so an upload starts while the project
+    is within its size quota, and the next one is refused once it is over.
+    Takes the project's quota lock: call it in the transaction that makes
+    the change it allows (a new image, an image moving into an upload).
+    """
+    await quotas_db.lock_project(conn, project_id)
+    limits = await image_limits(conn, conf, project_id)
+    if all(limits[name] == UNLIMITED for name in deltas):
+        return
+    used = await image_usage(conn, project_id)
+    overs = [
+        f"Resource {name} is over limit of {limits[name]} due to current usage "
+        f"{used[name]} and delta {delta}"
+        for name, delta in deltas.items()
+        if limits[name] != UNLIMITED and used[name] + delta > limits[name]
+    ]
+    if overs:
+        raise exception.ImageQuotaExceeded(project_id=project_id, overs=", ".join(overs))

@@ -14,7 +14,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.api import intents, quotas
+from nubes.api import images, intents, quotas
 from nubes.conductor.tasks.payloads import SnapshotPayload
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -57,9 +57,8 @@ class ServerSnapshots:
             await quotas.check_metadata(
                 conn, self.conf, project_id=row["project_id"], metadata=metadata
             )
-            await images_db.create(
-                conn, await snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
-            )
+            record = await snapshot_record(conn, ctxt, row, image_id, name, metadata, backup_type)
+            await images.record_image(conn, self.conf, record)
 
         payload = SnapshotPayload(
             image_id=image_id,

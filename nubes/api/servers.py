@@ -187,9 +187,8 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
 
         async def record_image(conn: Connection, row: dict[str, Any]) -> None:
             name = f"{row['display_name']}-shelved"
-            await images_db.create(
-                conn, await snapshot_record(conn, ctxt, row, image_id, name, None, None)
-            )
+            record = await snapshot_record(conn, ctxt, row, image_id, name, None, None)
+            await images_api.record_image(conn, self.conf, record)
 
         await self.intents.start_on_host(
             ctxt,

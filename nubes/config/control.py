@@ -254,4 +254,20 @@ quota_opts: list[cfg.Opt] = [
     ),
     cfg.IntOpt("router", default=10, min=-1, help="Routers per project."),
     cfg.IntOpt("floatingip", default=50, min=-1, help="Floating IPs per project."),
+    # Image quotas, Glance's unified limits under their names (-1, as a
+    # Glance without keystone limits: unlimited). Sizes in MiB.
+    cfg.IntOpt("image_count_total", default=-1, min=-1, help="Images per project."),
+    cfg.IntOpt(
+        "image_count_uploading",
+        default=-1,
+        min=-1,
+        help="Images of a project being uploaded, staged or imported at once.",
+    ),
+    cfg.IntOpt("image_size_total", default=-1, min=-1, help="MiB of image data a project stores."),
+    cfg.IntOpt(
+        "image_stage_total",
+        default=-1,
+        min=-1,
+        help="MiB of image data a project has staged for import (glance-direct).",
+    ),
 ]

@@ -159,7 +159,7 @@ class RealHostsCloud:
             await flavors.create(conn, dict(FLAVOR))
             await flavors.create(conn, dict(BIGGER))
         ctxt = context()
-        image_id = await register_guest_images(db, ctxt, self.image_dir, 1 << 30)
+        image_id = await register_guest_images(db, self._conf(), ctxt, self.image_dir, 1 << 30)
         self.image = await images.get_active_image(db, ctxt, image_id)
 
     async def kill_compute(self, name: str) -> None:

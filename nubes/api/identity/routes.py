@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy
-from nubes.api.identity import app_credentials, assignments, directory, tokens
+from nubes.api.identity import app_credentials, assignments, directory, limits, tokens
 from nubes.api.identity.common import collection_links, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
@@ -179,5 +179,6 @@ def build_app(state: ApiState) -> Starlette:
         *directory.ROUTES,
         *assignments.ROUTES,
         *app_credentials.ROUTES,
+        *limits.ROUTES,
     ]
     return service_app(state, routes, service="identity", public=PUBLIC)

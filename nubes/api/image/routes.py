@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nubes import exception, grants
-from nubes.api import image_changes, image_import, image_members, images, policy
+from nubes.api import image_changes, image_import, image_members, images, policy, quotas
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import is_uuid_like, json_body, query_int, validate
@@ -118,7 +118,8 @@ async def create(request: Request) -> Response:
         # Before the schema, so a read-only attribute is 403 whatever its type.
         images.check_settable(key)
     validate(body, CREATE_SCHEMA)
-    row = await images.create_image(_state(request).db, _ctx(request), body)
+    state = _state(request)
+    row = await images.create_image(state.db, state.conf, _ctx(request), body)
     headers = {
         "Location": f"/v2/images/{row['id']}",
         # Glance tells the client at create which import methods it may use next.
@@ -243,6 +244,7 @@ async def upload(request: Request) -> Response:
             state.db,
             image_id,
             request.stream(),
+            conf=state.conf,
             image_dir=state.image_dir,
             size_cap=state.conf.api.image_size_cap,
             start="queued",
@@ -255,6 +257,7 @@ async def upload(request: Request) -> Response:
         _ctx(request),
         _image_id(request),
         request.stream(),
+        conf=state.conf,
         image_dir=state.image_dir,
         size_cap=state.conf.api.image_size_cap,
     )
@@ -367,6 +370,7 @@ async def stage(request: Request) -> Response:
         _ctx(request),
         _image_id(request),
         request.stream(),
+        conf=state.conf,
         image_dir=state.image_dir,
         size_cap=state.conf.api.image_size_cap,
     )
@@ -382,11 +386,25 @@ async def import_image(request: Request) -> Response:
         _ctx(request),
         _image_id(request),
         body,
+        conf=state.conf,
         image_dir=state.image_dir,
         size_cap=state.conf.api.image_size_cap,
         allowed_hosts=list(state.conf.api.image_import_allowed_hosts),
     )
     return Response(status_code=202)
+
+
+async def usage(request: Request) -> Response:
+    """``GET /v2/info/usage``: the caller's project's image quotas and usage
+    (Glance's unified limits; sizes in MiB)."""
+    state = _state(request)
+    project_id = _ctx(request).project_id or ""
+    async with state.db.reader() as conn:
+        limits = await quotas.image_limits(conn, state.conf, project_id)
+        used = await quotas.image_usage(conn, project_id)
+    return JSONResponse(
+        {"usage": {name: {"limit": limits[name], "usage": used[name]} for name in limits}}
+    )
 
 
 async def image_tasks(request: Request) -> Response:
@@ -473,6 +491,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
         Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
         Route("/v2/info/import", import_info, methods=["GET"]),
+        Route("/v2/info/usage", usage, methods=["GET"]),
         Route("/v2/images/{image_id}/tasks", image_tasks, methods=["GET"]),
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -101,6 +101,39 @@ async def get_all(
         and all(t in row["tags"] for t in tags)
     ]
     return rows if limit is None else rows[:limit]
+
+
+#: Statuses of an image whose data is on its way in: being uploaded
+#: (``saving``), staged or being staged (``uploading``), being imported.
+UPLOADING_STATUSES = ("saving", "uploading", "importing")
+#: A staged image's status (its size is that of its staged data).
+STAGED_STATUS = "uploading"
+
+
+async def usage(conn: AsyncConnection, owner: str) -> dict[str, int]:
+    """What a project's images use, as Glance counts it for its quotas:
+    ``image_count_total`` every image, ``image_count_uploading`` those in
+    :data:`UPLOADING_STATUSES`, and in bytes ``image_size_total`` the data
+    stored (staged data aside) and ``image_stage_total`` the data staged."""
+    i = images
+    staged = i.c.status == STAGED_STATUS
+    size = func.coalesce(i.c.size, 0)
+    count, uploading, stored, staging = (
+        await conn.execute(
+            select(
+                func.count(i.c.id),
+                func.coalesce(func.sum(case((i.c.status.in_(UPLOADING_STATUSES), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((staged, 0), else_=size)), 0),
+                func.coalesce(func.sum(case((staged, size), else_=0)), 0),
+            ).where(i.c.owner == owner)
+        )
+    ).one()
+    return {
+        "image_count_total": int(count),
+        "image_count_uploading": int(uploading),
+        "image_size_total": int(stored),
+        "image_stage_total": int(staging),
+    }
 
 
 async def update_fields(

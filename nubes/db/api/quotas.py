@@ -15,7 +15,7 @@ at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
@@ -118,6 +118,32 @@ async def limits_set(
                     project_id=project_id, user_id=user, resource=resource, hard_limit=limit
                 )
             )
+
+
+async def project_limit_rows(
+    conn: AsyncConnection, resources: Sequence[str], project_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The project-level limits set of ``resources`` (of one project, or of
+    all): ``project_id``, ``resource``, ``hard_limit``."""
+    q = quotas
+    stmt = select(q.c.project_id, q.c.resource, q.c.hard_limit).where(
+        q.c.user_id == PROJECT_LEVEL, q.c.resource.in_(list(resources))
+    )
+    if project_id is not None:
+        stmt = stmt.where(q.c.project_id == project_id)
+    rows = await conn.execute(stmt.order_by(q.c.project_id, q.c.resource))
+    return [dict(row) for row in rows.mappings().all()]
+
+
+async def limit_delete(conn: AsyncConnection, project_id: str, resource: str) -> bool:
+    """Forget one project-level limit; whether there was one."""
+    q = quotas
+    result = await conn.execute(
+        delete(q).where(
+            q.c.project_id == project_id, q.c.user_id == PROJECT_LEVEL, q.c.resource == resource
+        )
+    )
+    return bool(result.rowcount)
 
 
 async def user_limit_sums(conn: AsyncConnection, project_id: str) -> dict[str, int]:

@@ -50,6 +50,15 @@ from nubes.db.models.identity import (
     Token,
     User,
 )
+from nubes.db.models.image_catalog import (
+    ImageTask,
+    MetadefNamespace,
+    MetadefNamespaceResourceType,
+    MetadefObject,
+    MetadefProperty,
+    MetadefResourceType,
+    MetadefTag,
+)
 from nubes.db.models.instances import (
     ConductorTask,
     Instance,
@@ -132,6 +141,13 @@ instance_network_requests = _table(InstanceNetworkRequest)
 console_auth_tokens = _table(ConsoleAuthToken)
 routers = _table(Router)
 floatingips = _table(FloatingIP)
+metadef_namespaces = _table(MetadefNamespace)
+metadef_resource_types = _table(MetadefResourceType)
+metadef_namespace_resource_types = _table(MetadefNamespaceResourceType)
+metadef_objects = _table(MetadefObject)
+metadef_properties = _table(MetadefProperty)
+metadef_tags = _table(MetadefTag)
+image_tasks = _table(ImageTask)
 
 #: Archive twins, keyed by the live table's name; part of ``metadata`` so
 #: the migrated schema is checked against them too.
@@ -168,6 +184,7 @@ __all__ = [
     "IPAllocation",
     "Image",
     "ImageMember",
+    "ImageTask",
     "Instance",
     "InstanceAction",
     "InstanceActionEvent",
@@ -176,6 +193,12 @@ __all__ = [
     "InstanceGroupMember",
     "InstanceNetworkRequest",
     "KeyPair",
+    "MetadefNamespace",
+    "MetadefNamespaceResourceType",
+    "MetadefObject",
+    "MetadefProperty",
+    "MetadefResourceType",
+    "MetadefTag",
     "Migration",
     "Network",
     "Port",
@@ -214,6 +237,7 @@ __all__ = [
     "group_members",
     "groups",
     "image_members",
+    "image_tasks",
     "images",
     "instance_actions",
     "instance_actions_events",
@@ -225,6 +249,12 @@ __all__ = [
     "ip_allocations",
     "key_pairs",
     "metadata",
+    "metadef_namespace_resource_types",
+    "metadef_namespaces",
+    "metadef_objects",
+    "metadef_properties",
+    "metadef_resource_types",
+    "metadef_tags",
     "migrations",
     "networks",
     "port_security_groups",

@@ -139,14 +139,22 @@ async def test_get_active_image(api: ApiHarness) -> None:
     db = api.state.db
     owner = RequestContext(project_id=api.projects["demo"], roles=["member"])
     stranger = RequestContext(project_id=api.projects["other"], roles=["member"])
-    row = await images.create_image(db, owner, {"name": "x"})
+    row = await images.create_image(db, api.state.conf, owner, {"name": "x"})
     with pytest.raises(exception.ImageNotActive):
         await images.get_active_image(db, owner, row["id"])
 
     async def chunks():  # type: ignore[no-untyped-def]
         yield b"data"
 
-    await images.upload(db, owner, row["id"], chunks(), image_dir=api.state.image_dir, size_cap=100)
+    await images.upload(
+        db,
+        owner,
+        row["id"],
+        chunks(),
+        conf=api.state.conf,
+        image_dir=api.state.image_dir,
+        size_cap=100,
+    )
     assert (await images.get_active_image(db, owner, row["id"]))["status"] == "active"
     with pytest.raises(exception.ImageNotFound):
         await images.get_active_image(db, stranger, row["id"])
