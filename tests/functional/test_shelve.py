@@ -22,6 +22,7 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, images
 from nubes.db.api import compute_nodes as compute_nodes_api
 from nubes.db.api import instances as instances_api
+from nubes.db.api import quotas as quotas_db
 from nubes.network import ports as network_ports
 from nubes.network.resources import NetworkService
 from nubes.testing.allinone import AllInOne
@@ -295,3 +296,21 @@ async def test_conductors_offload_what_was_shelved_long_enough(
             await asyncio.sleep(0.1)
         assert (row["vm_state"], row["host"]) == ("shelved_offloaded", None)
         assert "shelved_image_id" in row["system_metadata"]
+
+
+async def test_shelve_past_the_image_count_quota_is_refused_and_the_server_stays(
+    tmp_path: Path, ctxt: RequestContext
+) -> None:
+    """Shelve's snapshot is an image like createImage's: a project at its
+    image_count_total cannot shelve (413), and the server is left running."""
+    async with cloud_with_image_api(tmp_path, hosts=1) as cloud:
+        await _prepare(cloud)
+        uuid = await _boot(cloud, ctxt)
+        assert ctxt.project_id
+        async with cloud.db.writer() as conn:
+            await quotas_db.limits_set(conn, ctxt.project_id, {"image_count_total": 0})
+        with pytest.raises(exception.ImageQuotaExceeded):
+            await cloud.api.shelve_server(ctxt, uuid)
+        (row,) = await cloud.instances([uuid])
+        assert (row["vm_state"], row["task_state"]) == ("active", None)
+        assert await _images_named(cloud, "a-shelved") == []

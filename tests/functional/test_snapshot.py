@@ -26,6 +26,7 @@ from nubes.api.state import ApiState
 from nubes.context import RequestContext
 from nubes.db.api import flavors
 from nubes.db.api import images as images_db
+from nubes.db.api import quotas as quotas_db
 from nubes.db.models import instance_actions_events, instance_faults
 from nubes.testing.allinone import AllInOne
 
@@ -195,3 +196,27 @@ async def test_a_conductor_capped_below_1_8_fails_the_snapshot_before_any_host_i
             ).all()
         ]
     assert any("1.8" in m for m in messages), messages
+
+
+async def test_a_project_at_its_image_count_quota_gets_no_snapshot(cloud: AllInOne) -> None:
+    """createImage records its image the way the image API's create does, so
+    Glance's image_count_total refuses it (413) and nothing is left: no
+    image, no task, the server idle."""
+    row = await _server(cloud)
+    async with cloud.db.writer() as conn:
+        await quotas_db.limits_set(conn, "p1", {"image_count_total": 0})
+    with pytest.raises(exception.ImageQuotaExceeded) as raised:
+        await cloud.api.snapshot_server(CTXT, row["uuid"], "snap", None)
+    assert raised.value.code == 413
+    assert "image_count_total is over limit of 0" in str(raised.value)
+    async with cloud.db.reader() as conn:
+        assert await images_db.get_all(conn, all_visible=True) == []
+    (after,) = await cloud.instances([row["uuid"]])
+    assert after["vm_state"] == "active" and after["task_state"] is None
+    # Within the quota the same request goes through.
+    async with cloud.db.writer() as conn:
+        await quotas_db.limits_set(conn, "p1", {"image_count_total": 1})
+    image_id = await cloud.api.snapshot_server(CTXT, row["uuid"], "snap", None)
+    await cloud.wait_tasks([row["uuid"]])
+    image = await _image(cloud, image_id)
+    assert image is not None and image["status"] == "active"
