@@ -49,6 +49,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── IdentityMismatch              a message claims someone its sender is not
     │   ├── PolicyNotAuthorized           the API policy does not let the caller do that
     │   ├── ImageForbidden                an image change its caller may not make
+    │   ├── MetadefForbidden              deleting a protected metadata definition namespace
     │   ├── InstanceNotOnHost             the instance is not placed on the calling host
     │   ├── ServiceTooOld                 a compute host's code is older than the cloud serves
     │   └── QuotaExceeded                 a project's quota does not allow the request
@@ -67,6 +68,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── InstanceActionNotFound
     │   ├── TaskNotFound                  no conductor task with that id
     │   ├── ImageNotFound
+    │   ├── MetadefNamespaceNotFound, MetadefNotFound   metadata definitions (Glance's metadefs)
     │   ├── NetworkNotFound, SubnetNotFound, PortNotFound,
     │   │   SecurityGroupNotFound, SecurityGroupRuleNotFound,
     │   │   RouterNotFound, FloatingIPNotFound
@@ -102,6 +104,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │   ├── SecurityGroupRuleExists       the same rule is in the group already
     │   ├── PortInUse                     the port is bound to another server
     │   ├── NetworkOverQuota              Neutron's OverQuota (409, not 403)
+    │   ├── MetadefDuplicate              a metadata definition of a name that exists
     │   ├── RouterInUse                   a router that still has interfaces
     │   ├── ServicePortInUse              a router's or floating IP's port, deleted as a port
     │   ├── RouterInterfaceInUseByFloatingIP, RouterExternalGatewayInUseByFloatingIp
@@ -445,6 +448,13 @@ class ImageForbidden(Forbidden):
     msg_fmt = "%(reason)s"
 
 
+class MetadefForbidden(Forbidden):
+    """A metadata definition change refused: a protected namespace or
+    resource type (Glance's texts)."""
+
+    msg_fmt = "%(reason)s"
+
+
 class IdentityMismatch(Forbidden):
     msg_fmt = "Message claims caller %(claimed)s but was sent by %(actual)s"
 
@@ -568,6 +578,17 @@ class TaskNotFound(NotFound):
 
 class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
+
+
+class MetadefNamespaceNotFound(NotFound):
+    msg_fmt = "Metadata definition namespace=%(namespace)s was not found."
+
+
+class MetadefNotFound(NotFound):
+    """An object, property, tag, resource type or association of the
+    metadata definitions catalog (Glance's texts, which differ by kind)."""
+
+    msg_fmt = "%(reason)s"
 
 
 class NetworkNotFound(NotFound):
@@ -790,6 +811,12 @@ class SecurityGroupRuleExists(Conflict):
 
 class PortInUse(Conflict):
     msg_fmt = "Port %(port_id)s is still in use by %(device_id)s."
+
+
+class MetadefDuplicate(Conflict):
+    """A metadata definition named like one that exists (Glance's texts)."""
+
+    msg_fmt = "%(reason)s"
 
 
 class NetworkOverQuota(Conflict):

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from nubes import exception, grants
 from nubes.api import image_changes, image_import, image_members, images, policy, quotas
+from nubes.api.image import metadef_routes
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import is_uuid_like, json_body, query_int, validate
@@ -498,6 +499,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/schemas/image", image_schema, methods=["GET"]),
         Route("/v2/schemas/member", member_schema, methods=["GET"]),
         Route("/v2/schemas/members", members_schema, methods=["GET"]),
+        *metadef_routes.ROUTES,
     ]
     return service_app(
         state, routes, service="image", public=("", "/", "/versions"), granted=GRANTED
