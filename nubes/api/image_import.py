@@ -134,7 +134,7 @@ async def import_image(
     uri = body["method"].get("uri")
     if not uri:
         raise exception.ValidationError(field="method.uri", reason="web-download needs a uri")
-    _check_uri(uri, allowed_hosts)
+    check_uri(uri, allowed_hosts)
     if row["status"] != "queued":
         raise exception.Conflict(reason=f"Image {image_id} is {row['status']}, not queued.")
     # Refused before anything is fetched when over quota, as Glance refuses
@@ -162,22 +162,8 @@ async def import_image(
         raise exception.Invalid(reason=f"web-download: cannot fetch {uri}: {exc}") from None
 
 
-async def image_tasks(db: Database, ctxt: RequestContext, image_id: str) -> list[dict[str, Any]]:
-    """``GET /v2/images/{id}/tasks``: the image's asynchronous import tasks.
-
-    Glance lists there the tasks of imports still running or recently done;
-    an image uploaded with ``PUT .../file`` (a compute snapshot, a backup)
-    has none there either. nubes runs an import within its request (see the
-    module docstring), so no image ever has a task, pending or kept: the
-    list is empty for every image the caller may see, and the image is 404
-    as anywhere else when the caller may not. Clients (Tempest's snapshot
-    tests) poll this until no task is pending.
-    """
-    await images.get_image(db, ctxt, image_id)
-    return []
-
-
-def _check_uri(uri: str, allowed_hosts: list[str]) -> None:
+def check_uri(uri: str, allowed_hosts: list[str]) -> None:
+    """A web-download URL nubes fetches: http(s), from an allowed host."""
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise exception.ValidationError(field="method.uri", reason="an http or https URL")

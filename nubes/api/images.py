@@ -20,6 +20,7 @@ from oslo_config import cfg
 
 from nubes import exception
 from nubes.api import policy, quotas
+from nubes.api.validation import validate
 from nubes.context import RequestContext
 from nubes.db.api import images as images_db
 from nubes.db.engine import Connection, Database
@@ -62,6 +63,37 @@ HASH_ALGO = "sha512"
 RESERVED_PREFIX = "os_glance_"
 
 
+#: An image create's body (Glance's image schema; other keys are properties).
+CREATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$",
+        },
+        "name": {"type": ["string", "null"], "maxLength": 255},
+        "visibility": {"type": "string", "enum": list(VISIBILITIES)},
+        "protected": {"type": "boolean"},
+        "os_hidden": {"type": "boolean"},
+        "disk_format": {"type": ["string", "null"], "enum": [None, *DISK_FORMATS]},
+        "container_format": {
+            "type": ["string", "null"],
+            "enum": [None, *CONTAINER_FORMATS],
+        },
+        "min_disk": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "min_ram": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 255},
+            "maxItems": 128,
+        },
+        "owner": {"type": ["string", "null"], "maxLength": 64},
+    },
+    "propertyNames": {"maxLength": 255},
+    "additionalProperties": {"type": ["string", "null"], "maxLength": 65535},
+}
+
+
 def check_settable(name: str) -> None:
     """ImageForbidden (403) for an attribute a user may not set: a read-only
     one, or a property in Glance's reserved namespace."""
@@ -69,6 +101,16 @@ def check_settable(name: str) -> None:
         raise exception.ImageForbidden(reason=f"Attribute '{name}' is read-only.")
     if name.startswith(RESERVED_PREFIX):
         raise exception.ImageForbidden(reason=f"Attribute '{name}' is reserved.")
+
+
+def check_create_body(body: Any) -> None:
+    """A create's body as Glance checks it: read-only attributes first (403
+    whatever their type), then the schema (400)."""
+    if not isinstance(body, dict):
+        raise exception.Invalid(reason="the body must be a JSON object")
+    for key in body:
+        check_settable(key)
+    validate(body, CREATE_SCHEMA)
 
 
 def _visible(ctxt: RequestContext, row: Mapping[str, Any], member: bool = False) -> bool:

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from nubes import exception, grants
 from nubes.api import image_changes, image_import, image_members, images, policy, quotas
+from nubes.api import image_tasks as image_tasks_api
 from nubes.api.image import metadef_routes
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
@@ -26,36 +27,6 @@ from nubes.db.api import images as images_db
 LOG = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-
-CREATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {
-            "type": "string",
-            "pattern": "^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$",
-        },
-        "name": {"type": ["string", "null"], "maxLength": 255},
-        "visibility": {"type": "string", "enum": list(images.VISIBILITIES)},
-        "protected": {"type": "boolean"},
-        "os_hidden": {"type": "boolean"},
-        "disk_format": {"type": ["string", "null"], "enum": [None, *images.DISK_FORMATS]},
-        "container_format": {
-            "type": ["string", "null"],
-            "enum": [None, *images.CONTAINER_FORMATS],
-        },
-        "min_disk": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "min_ram": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "tags": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": 255},
-            "maxItems": 128,
-        },
-        "owner": {"type": ["string", "null"], "maxLength": 64},
-    },
-    "propertyNames": {"maxLength": 255},
-    "additionalProperties": {"type": ["string", "null"], "maxLength": 65535},
-}
-
 
 _state = api_state
 _ctx = request_context
@@ -113,12 +84,7 @@ def _image_id(request: Request) -> str:
 
 async def create(request: Request) -> Response:
     body = await json_body(request)
-    if not isinstance(body, dict):
-        raise exception.Invalid(reason="the body must be a JSON object")
-    for key in body:
-        # Before the schema, so a read-only attribute is 403 whatever its type.
-        images.check_settable(key)
-    validate(body, CREATE_SCHEMA)
+    images.check_create_body(body)
     state = _state(request)
     row = await images.create_image(state.db, state.conf, _ctx(request), body)
     headers = {
@@ -277,7 +243,11 @@ async def update(request: Request) -> Response:
         raise exception.UnsupportedMediaType(content_type=content_type)
     ops = image_changes.patch_operations(content_type, await json_body(request))
     row = await image_changes.update_image(
-        _state(request).db, _ctx(request), _image_id(request), ops, CREATE_SCHEMA["properties"]
+        _state(request).db,
+        _ctx(request),
+        _image_id(request),
+        ops,
+        images.CREATE_SCHEMA["properties"],
     )
     return JSONResponse(image_view(row))
 
@@ -409,8 +379,73 @@ async def usage(request: Request) -> Response:
 
 
 async def image_tasks(request: Request) -> Response:
-    tasks = await image_import.image_tasks(_state(request).db, _ctx(request), _image_id(request))
-    return JSONResponse({"tasks": tasks})
+    rows = await image_tasks_api.tasks_of_image(
+        _state(request).db, _ctx(request), _image_id(request)
+    )
+    return JSONResponse({"tasks": [image_tasks_api.image_task_view(r) for r in rows]})
+
+
+async def create_task(request: Request) -> Response:
+    state = _state(request)
+    row = await image_tasks_api.create_task(
+        state.db,
+        state.conf,
+        _ctx(request),
+        await json_body(request),
+        image_dir=state.image_dir,
+        size_cap=state.conf.api.image_size_cap,
+        allowed_hosts=list(state.conf.api.image_import_allowed_hosts),
+    )
+    return JSONResponse(
+        image_tasks_api.task_view(row),
+        status_code=201,
+        headers={"Location": f"/v2/tasks/{row['id']}"},
+    )
+
+
+async def show_task(request: Request) -> Response:
+    row = await image_tasks_api.get_task(
+        _state(request).db, _ctx(request), request.path_params["task_id"]
+    )
+    return JSONResponse(image_tasks_api.task_view(row))
+
+
+async def list_tasks(request: Request) -> Response:
+    state = _state(request)
+    params = request.query_params
+    limit = min(
+        query_int(request, "limit", minimum=1) or state.conf.api.max_limit, state.conf.api.max_limit
+    )
+    rows = await image_tasks_api.list_tasks(
+        state.db,
+        _ctx(request),
+        filters={k: params[k] for k in image_tasks_api.LIST_FILTERS if k in params},
+        sort_key=params.get("sort_key", "created_at"),
+        sort_dir=params.get("sort_dir", "desc"),
+        limit=limit,
+        marker=params.get("marker"),
+    )
+    body: dict[str, Any] = {
+        "tasks": [image_tasks_api.task_view(r, full=False) for r in rows],
+        "first": "/v2/tasks",
+        "schema": "/v2/schemas/tasks",
+    }
+    if rows and len(rows) == limit:
+        query = {k: v for k, v in params.items() if k != "marker"}
+        query["marker"] = rows[-1]["id"]
+        body["next"] = "/v2/tasks?" + urlencode(query)
+    return JSONResponse(body)
+
+
+async def task_schema(request: Request) -> Response:
+    return JSONResponse({"name": "task", **image_tasks_api.CREATE_SCHEMA})
+
+
+async def tasks_schema(request: Request) -> Response:
+    item = {"name": "task", **image_tasks_api.CREATE_SCHEMA}
+    return JSONResponse(
+        {"name": "tasks", "properties": {"tasks": {"type": "array", "items": item}}}
+    )
 
 
 #: The requests an image grant opens: the file of one image, read (a
@@ -455,7 +490,7 @@ async def download(request: Request) -> Response:
 
 
 async def image_schema(request: Request) -> Response:
-    properties = {k: dict(v) for k, v in CREATE_SCHEMA["properties"].items()}
+    properties = {k: dict(v) for k, v in images.CREATE_SCHEMA["properties"].items()}
     properties["status"] = {"type": "string", "readOnly": True}
     return JSONResponse(
         {"name": "image", "properties": properties, "additionalProperties": {"type": "string"}}
@@ -494,6 +529,11 @@ def build_app(state: ApiState) -> Starlette:
         Route("/v2/info/import", import_info, methods=["GET"]),
         Route("/v2/info/usage", usage, methods=["GET"]),
         Route("/v2/images/{image_id}/tasks", image_tasks, methods=["GET"]),
+        Route("/v2/tasks", create_task, methods=["POST"]),
+        Route("/v2/tasks", list_tasks, methods=["GET"]),
+        Route("/v2/tasks/{task_id}", show_task, methods=["GET"]),
+        Route("/v2/schemas/task", task_schema, methods=["GET"]),
+        Route("/v2/schemas/tasks", tasks_schema, methods=["GET"]),
         Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
         Route("/v2/images/{image_id}/file", download, methods=["GET"]),
         Route("/v2/schemas/image", image_schema, methods=["GET"]),

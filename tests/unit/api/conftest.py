@@ -9,8 +9,10 @@ on project admin), ``demo`` (member of demo), ``viewer`` (reader on demo) and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import httpx
@@ -118,3 +120,37 @@ async def api(tmp_path: Path, _template: Path) -> AsyncIterator[ApiHarness]:
         yield ApiHarness(state, build_app(state), projects)
     finally:
         await db.dispose()
+
+
+#: What the web server of :func:`web_server` serves at ``/image.raw``.
+WEB_PAYLOAD = b"web-bytes" * 50
+
+
+class _Bytes(BaseHTTPRequestHandler):
+    """Serves WEB_PAYLOAD at /image.raw (a web-download source), 404 elsewhere."""
+
+    payload = WEB_PAYLOAD
+
+    def do_GET(self) -> None:
+        if self.path != "/image.raw":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web_server() -> Iterator[str]:
+    """The base URL of a local HTTP server of image bytes."""
+    server = HTTPServer(("127.0.0.1", 0), _Bytes)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

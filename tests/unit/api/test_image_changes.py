@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from threading import Thread
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.unit.api.conftest import ApiHarness
+from tests.unit.api.conftest import WEB_PAYLOAD, ApiHarness
 
 URL = "/image/v2/images"
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
@@ -229,33 +225,6 @@ async def test_glance_direct_import(api: ApiHarness) -> None:
         assert (await c.get(f"{URL}/{image['id']}/tasks")).status_code == 404
 
 
-class _Bytes(BaseHTTPRequestHandler):
-    payload = b"web-bytes" * 50
-
-    def do_GET(self) -> None:
-        if self.path != "/image.raw":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def web_server() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Bytes)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def test_web_download_import(api: ApiHarness, web_server: str) -> None:
     async with await api.login("demo") as c:
         image = await _image(c)
@@ -268,7 +237,7 @@ async def test_web_download_import(api: ApiHarness, web_server: str) -> None:
         body = {"method": {"name": "web-download", "uri": f"{web_server}/image.raw"}}
         r = await c.post(f"{URL}/{image['id']}/import", json=body)
         assert r.status_code == 202, r.text
-        assert (await c.get(f"{URL}/{image['id']}/file")).content == _Bytes.payload
+        assert (await c.get(f"{URL}/{image['id']}/file")).content == WEB_PAYLOAD
     api.state.conf.set_override("image_import_allowed_hosts", ["images.example"], group="api")
     async with await api.login("demo") as c:
         image = await _image(c)
