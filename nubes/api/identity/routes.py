@@ -12,7 +12,7 @@ from starlette.routing import Route
 from nubes import exception
 from nubes.api import policy
 from nubes.api.identity import app_credentials, assignments, directory, limits, tokens
-from nubes.api.identity.common import collection_links, project_view
+from nubes.api.identity.common import collection_links, link, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
@@ -146,6 +146,37 @@ async def auth_catalog(request: Request) -> Response:
     return JSONResponse({"catalog": tokens.catalog(_state(request))})
 
 
+def _service_view(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": entry["id"],
+        "type": entry["type"],
+        "name": entry["name"],
+        "enabled": True,
+        "description": None,
+        "links": link(request, f"services/{entry['id']}"),
+    }
+
+
+async def list_services(request: Request) -> Response:
+    """The catalog's services, read-only (``openstack limit create
+    --service glance`` looks the image service up here)."""
+    params = request.query_params
+    found = [
+        _service_view(request, e)
+        for e in tokens.catalog(_state(request))
+        if params.get("name", e["name"]) == e["name"] and params.get("type", e["type"]) == e["type"]
+    ]
+    return JSONResponse({"services": found, "links": collection_links(request)})
+
+
+async def show_service(request: Request) -> Response:
+    service_id = request.path_params["service_id"]
+    for entry in tokens.catalog(_state(request)):
+        if entry["id"] == service_id:
+            return JSONResponse({"service": _service_view(request, entry)})
+    raise exception.NotFound(reason=f"Could not find service: {service_id}.")
+
+
 async def auth_projects(request: Request) -> Response:
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
@@ -180,5 +211,7 @@ def build_app(state: ApiState) -> Starlette:
         *assignments.ROUTES,
         *app_credentials.ROUTES,
         *limits.ROUTES,
+        Route("/v3/services", list_services, methods=["GET"]),
+        Route("/v3/services/{service_id}", show_service, methods=["GET"]),
     ]
     return service_app(state, routes, service="identity", public=PUBLIC)
