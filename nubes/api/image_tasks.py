@@ -30,6 +30,7 @@ from nubes.api.validation import validate
 from nubes.api.views import iso_z
 from nubes.context import RequestContext
 from nubes.db.api import image_tasks as tasks_db
+from nubes.db.api import images as images_db
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
 
@@ -161,7 +162,10 @@ async def create_task(
     validate(body, CREATE_SCHEMA)
     task_input = body["input"]
     image_import.check_uri(task_input["import_from"], allowed_hosts)
-    image = await images.create_image(db, conf, ctxt, _image_values(task_input))
+    values = _image_values(task_input)
+    # Protected only once it holds its data: a failed task deletes the image.
+    protect = bool(values.pop("protected", False))
+    image = await images.create_image(db, conf, ctxt, values)
     task_id = str(uuid.uuid4())
     async with db.writer() as conn:
         await tasks_db.create(
@@ -190,12 +194,27 @@ async def create_task(
         )
     except exception.NubesError as exc:
         LOG.info("Import task %s failed: %s", task_id, exc)
-        await image_import.delete_image(db, ctxt, image["id"], image_dir=image_dir)
-        await _move(db, task_id, TaskStatus.PROCESSING, TaskStatus.FAILURE, message=str(exc))
+        await _fail(db, ctxt, task_id, image["id"], image_dir, str(exc))
+    except BaseException:
+        # Not an error of the input (a bug, the request cancelled): the task
+        # still ends, so none is left processing with no one to finish it.
+        LOG.exception("Import task %s failed", task_id)
+        await _fail(db, ctxt, task_id, image["id"], image_dir, "Internal error.")
+        raise
     else:
+        if protect:
+            async with db.writer() as conn:
+                await images_db.update_fields(conn, image["id"], {"protected": True})
         result = {"image_id": image["id"]}
         await _move(db, task_id, TaskStatus.PROCESSING, TaskStatus.SUCCESS, result=result)
     return await get_task(db, ctxt, task_id)
+
+
+async def _fail(
+    db: Database, ctxt: RequestContext, task_id: str, image_id: str, image_dir: Path, message: str
+) -> None:
+    await image_import.delete_image(db, ctxt, image_id, image_dir=image_dir)
+    await _move(db, task_id, TaskStatus.PROCESSING, TaskStatus.FAILURE, message=message)
 
 
 async def get_task(db: Database, ctxt: RequestContext, task_id: str) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_the_status_machine_walks_to_an_end_and_stops_there() -> None:
 
 async def test_an_import_task_makes_an_active_image(api: ApiHarness, web_server: str) -> None:
     async with await api.login("admin") as c:
-        r = await c.post(TASKS, json=_task(f"{web_server}/image.raw"))
+        r = await c.post(TASKS, json=_task(f"{web_server}/image.raw", protected=True))
         assert r.status_code == 201, r.text
         task = r.json()
         assert task["status"] == "success" and task["type"] == "import"
@@ -64,9 +64,11 @@ async def test_an_import_task_makes_an_active_image(api: ApiHarness, web_server:
         image = (await c.get(f"{IMAGES}/{image_id}")).json()
         assert image["status"] == "active" and image["disk_format"] == "qcow2"
         assert image["name"] == "from-task" and image["size"] == len(WEB_PAYLOAD)
+        assert image["protected"] is True
         assert (await c.get(f"{IMAGES}/{image_id}/file")).content == WEB_PAYLOAD
         shown = (await c.get(f"{TASKS}/{task['id']}")).json()
-        assert shown["input"] == _task("")["input"] | {"import_from": f"{web_server}/image.raw"}
+        assert shown["input"]["import_from"] == f"{web_server}/image.raw"
+        assert shown["input"]["image_properties"]["protected"] is True
         of_image = (await c.get(f"{IMAGES}/{image_id}/tasks")).json()["tasks"]
         assert [(t["id"], t["image_id"], t["status"]) for t in of_image] == [
             (task["id"], image_id, "success")
@@ -86,7 +88,7 @@ async def test_a_failed_fetch_fails_the_task_and_leaves_no_image(
 ) -> None:
     async with await api.login("admin") as c:
         before = len((await c.get(IMAGES)).json()["images"])
-        r = await c.post(TASKS, json=_task(f"{web_server}/missing"))
+        r = await c.post(TASKS, json=_task(f"{web_server}/missing", protected=True))
         assert r.status_code == 201, r.text
         task = r.json()
         assert task["status"] == "failure" and task["result"] is None
