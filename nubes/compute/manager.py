@@ -375,9 +375,7 @@ class ComputeManager(ComputeEndpoint):
                 await self.runner.driver.power_off(instance)
             else:
                 await self.runner.driver.power_on(ctxt, instance)
-            await self.runner.reporter.save_state(
-                ctxt, instance, done_vm, None, expected_task_state=busy, power_state=power
-            )
+            end = await self.runner.reporter.end_state(ctxt, instance, done_vm, power)
         except Exception as exc:
             if instance.task_state == busy:
                 try:
@@ -389,7 +387,7 @@ class ComputeManager(ComputeEndpoint):
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())
 
     # -- snapshots (createImage, createBackup) -----------------------------
 
@@ -482,17 +480,12 @@ class ComputeManager(ComputeEndpoint):
                     ctxt, instance, vm, started, expected_task_state=list(group)
                 )
             await self.runner.driver.reboot(ctxt, instance, reboot_type)
-            await self.runner.reporter.save_state(
-                ctxt,
-                instance,
-                _V.ACTIVE,
-                None,
-                expected_task_state=started,
-                power_state=PowerState.RUNNING,
+            end = await self.runner.reporter.end_state(
+                ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
             await self._set_error(ctxt, instance)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())

@@ -10,7 +10,7 @@ from typing import Any
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, Writes, steps
-from nubes.conductor.tasks.payloads import TaskPayload
+from nubes.conductor.tasks.payloads import Outcome, TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions as actions_api
@@ -18,7 +18,10 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
+from nubes.objects import states
 from nubes.objects.instance import Instance
+from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.step_end import InstanceEnd
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +71,66 @@ def set_instance(
         raise await _diagnose(conn, uuid)
 
     return instances_api.update_write(uuid, values, missed=missed, **kwargs)
+
+
+def reported_end(outcome: Outcome, busy: Sequence[TaskState]) -> InstanceEnd | None:
+    """The end state the host reported with a successful step (None: it saved
+    it itself, as a host of an older release does, or the step had nothing to
+    do), checked: a vm_state and power state that exist, and a vm_state the
+    state table lets one of ``busy`` end in (Invalid otherwise)."""
+    try:
+        end = InstanceEnd.from_details(outcome.details)
+        if end is None:
+            return None
+        vm_state = VMState(end.vm_state)
+        if end.power_state is not None:
+            PowerState(end.power_state)
+    except ValueError as exc:
+        raise exception.Invalid(reason=f"{outcome.host} reported an end state: {exc}") from None
+    if not _ends_from(vm_state, busy):
+        raise exception.Invalid(
+            reason=f"{outcome.host} reported an end state {vm_state} that "
+            f"{'/'.join(busy)} may not end in"
+        )
+    return end
+
+
+def _ends_from(vm_state: VMState, busy: Sequence[TaskState]) -> list[VMState]:
+    """The vm_states from which one of ``busy`` may end in ``(vm_state, None)``."""
+    return [
+        vm
+        for vm in VMState
+        if any(states.is_allowed((vm, task), (vm_state, None)) for task in busy)
+    ]
+
+
+def end_writes(run: Run, end: InstanceEnd | None, busy: Sequence[TaskState]) -> list[Write]:
+    """The write of a reported end (:func:`reported_end`) for the commit that
+    closes the task, so the instance drops its task_state in the transaction
+    that ends the task (:mod:`nubes.step_end`). Compare-and-set on the state
+    table's pairs; matching nothing is no error: the host saved it already (a
+    host of an older release, or its restart repair), or someone moved the
+    instance on (a reset-state)."""
+    if end is None:
+        return []
+    vm_state = VMState(end.vm_state)
+    values: dict[str, Any] = {"vm_state": vm_state.value, "task_state": None}
+    if end.power_state is not None:
+        values["power_state"] = end.power_state
+    assert run.instance_uuid is not None
+
+    async def moved_on(conn: Connection) -> None:
+        LOG.info("%r: the instance is no longer %s; its end is not written", run, list(busy))
+
+    return [
+        instances_api.update_write(
+            run.instance_uuid,
+            values,
+            missed=moved_on,
+            expected_task_state=[t.value for t in busy],
+            expected_vm_state=[vm.value for vm in _ends_from(vm_state, busy)],
+        )
+    ]
 
 
 async def _diagnose(conn: Connection, uuid: str) -> Exception:
