@@ -223,21 +223,27 @@ class ComputeManager(ComputeEndpoint):
                     await self.runner.driver.spawn(
                         ctxt, instance, image, request, config_drive=drive
                     )
+            # Still ours (a build given up meanwhile refuses this save, and the
+            # guest is removed); ACTIVE is the conductor's to write, with the
+            # task's close (nubes/step_end.py).
             await self.runner.reporter.save_state(
                 ctxt,
                 instance,
-                _V.ACTIVE,
-                None,
+                _V.BUILDING,
+                _T.SPAWNING,
                 expected_task_state=_T.SPAWNING,
                 power_state=PowerState.RUNNING,
                 launched_at=utcnow(),
+            )
+            end = await self.runner.reporter.end_state(
+                ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
             await self._undo_build(ctxt, instance, found_task, exc)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())
 
     async def _undo_build(
         self, ctxt: RequestContext, instance: Instance, found_task: Any, exc: Exception

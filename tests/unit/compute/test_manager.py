@@ -56,8 +56,10 @@ async def test_build_runs_the_instance_and_reports(compute: ComputeHarness, sink
 
     (report,) = await compute.steps.wait(task_id)
     assert report["ok"] and report["step"] == "build" and report["attempt"] == 1
+    # ACTIVE goes back with the report, for the conductor's closing commit.
+    assert report["details"] == {"end": {"vm_state": "active", "power_state": 1}}
     saved = await compute.reload(inst.uuid)
-    assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
     assert saved.power_state == PowerState.RUNNING
     assert saved.launched_at is not None and saved.launched_on == compute.name
     assert inst.uuid in compute.driver.instances
@@ -257,6 +259,9 @@ async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness, cap:
         (report,) = await compute.steps.wait(501)
         assert report["ok"]
         inst = await compute.reload(inst.uuid)
+        # What the conductor writes with the build's close.
+        inst.vm_state, inst.task_state = VMState.ACTIVE, None
+        await inst.save(ctxt, expected_task_state=TaskState.SPAWNING)
         await api.stop_instance(
             ctxt, compute.name, inst, StepKey(task_id=502, step="stop", attempt=1)
         )
