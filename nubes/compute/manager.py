@@ -434,9 +434,8 @@ class ComputeManager(ComputeEndpoint):
                 uploading=_T.IMAGE_UPLOADING,
                 started=[first],
             )
-            await self.runner.reporter.save_state(
-                ctxt, instance, vm, None, expected_task_state=_T.IMAGE_UPLOADING
-            )
+            # Idle again in the commit that closes the task (nubes/step_end.py).
+            end = await self.runner.reporter.end_state(ctxt, instance, vm)
         except Exception as exc:
             if instance.task_state in ours:
                 try:
@@ -448,7 +447,7 @@ class ComputeManager(ComputeEndpoint):
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True, details={"disk_format": disk_format})
+        return Outcome(True, details={"disk_format": disk_format, **end.details()})
 
     @step_handler
     async def reboot_instance(
