@@ -253,6 +253,12 @@ class Run:
             except TimeoutError:
                 if not bound.expired():
                     raise
+                LOG.warning(
+                    "%r: the bus did not take %s for %s before the step's wait ended",
+                    self,
+                    awaited.step,
+                    awaited.host,
+                )
                 if self.past_deadline():
                     return None
                 # It may have gone out all the same: a timeout, as a silent host's.
