@@ -299,16 +299,15 @@ class BuildTask(Task):
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
         if outcome.ok:
+            row = await load_instance(run)
             try:
-                end = reported_end(outcome, (TaskState.SPAWNING,))
+                end = reported_end(outcome, row, (TaskState.SPAWNING,))
             except exception.Invalid as exc:
                 # Its guest may run: removed as a silent host's (timeout).
                 outcome = awaited.failure(str(exc), timeout=True)
             else:
                 # ACTIVE in the commit that closes the task (nubes/step_end.py).
-                writes = chain(
-                    end_writes(run, end, (TaskState.SPAWNING,)), finish_action_writes(run)
-                )
+                writes = chain(end_writes(run, end, row), finish_action_writes(run))
                 await run.finish(TaskStatus.SUCCEEDED, writes=writes)
                 return None
         return await self.reschedule(run, outcome)

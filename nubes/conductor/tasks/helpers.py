@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nubes import exception
@@ -73,11 +73,17 @@ def set_instance(
     return instances_api.update_write(uuid, values, missed=missed, **kwargs)
 
 
-def reported_end(outcome: Outcome, busy: Sequence[TaskState]) -> InstanceEnd | None:
-    """The end state the host reported with a successful step (None: it saved
-    it itself, as a host of an older release does, or the step had nothing to
-    do), checked: a vm_state and power state that exist, and a vm_state the
-    state table lets one of ``busy`` end in (Invalid otherwise)."""
+def reported_end(
+    outcome: Outcome, row: Mapping[str, Any] | None, busy: Sequence[TaskState]
+) -> InstanceEnd | None:
+    """The end state the host reported with a successful step, to write with
+    the task's close, checked against the instance ``row`` read for that
+    close. None when there is nothing to write: the host reported none (it
+    saved the end itself, as a host of an older release does, or had nothing
+    to do), the instance is gone, or it is no longer in one of ``busy``
+    (saved already, or moved on by someone else: a reset-state). Invalid
+    when the end is not a vm_state and power state, or not one the state
+    table lets the instance's current state end in."""
     try:
         end = InstanceEnd.from_details(outcome.details)
         if end is None:
@@ -87,48 +93,41 @@ def reported_end(outcome: Outcome, busy: Sequence[TaskState]) -> InstanceEnd | N
             PowerState(end.power_state)
     except ValueError as exc:
         raise exception.Invalid(reason=f"{outcome.host} reported an end state: {exc}") from None
-    if not _ends_from(vm_state, busy):
+    if row is None or row["task_state"] not in busy:
+        return None
+    current = states.as_state(row["vm_state"], row["task_state"])
+    if not states.is_allowed(current, (vm_state, None)):
         raise exception.Invalid(
             reason=f"{outcome.host} reported an end state {vm_state} that "
-            f"{'/'.join(busy)} may not end in"
+            f"{states.format_state(current)} may not end in"
         )
     return end
 
 
-def _ends_from(vm_state: VMState, busy: Sequence[TaskState]) -> list[VMState]:
-    """The vm_states from which one of ``busy`` may end in ``(vm_state, None)``."""
-    return [
-        vm
-        for vm in VMState
-        if any(states.is_allowed((vm, task), (vm_state, None)) for task in busy)
-    ]
-
-
-def end_writes(run: Run, end: InstanceEnd | None, busy: Sequence[TaskState]) -> list[Write]:
-    """The write of a reported end (:func:`reported_end`) for the commit that
-    closes the task, so the instance drops its task_state in the transaction
-    that ends the task (:mod:`nubes.step_end`). Compare-and-set on the state
-    table's pairs; matching nothing is no error: the host saved it already (a
-    host of an older release, or its restart repair), or someone moved the
-    instance on (a reset-state)."""
-    if end is None:
+def end_writes(run: Run, end: InstanceEnd | None, row: Mapping[str, Any] | None) -> list[Write]:
+    """The write of a reported end (:func:`reported_end`, checked against
+    ``row``) for the commit that closes the task, so the instance drops its
+    task_state in the transaction that ends the task (:mod:`nubes.step_end`).
+    Compare-and-set on the row's states: matching nothing is no error, the
+    instance was moved on since (a reset-state, or a late save of a host)."""
+    if end is None or row is None:
         return []
-    vm_state = VMState(end.vm_state)
-    values: dict[str, Any] = {"vm_state": vm_state.value, "task_state": None}
+    values: dict[str, Any] = {"vm_state": end.vm_state, "task_state": None}
     if end.power_state is not None:
         values["power_state"] = end.power_state
     assert run.instance_uuid is not None
+    was = (row["vm_state"], row["task_state"])
 
     async def moved_on(conn: Connection) -> None:
-        LOG.info("%r: the instance is no longer %s; its end is not written", run, list(busy))
+        LOG.info("%r: the instance is no longer %s/%s; its end is not written", run, *was)
 
     return [
         instances_api.update_write(
             run.instance_uuid,
             values,
             missed=moved_on,
-            expected_task_state=[t.value for t in busy],
-            expected_vm_state=[vm.value for vm in _ends_from(vm_state, busy)],
+            expected_vm_state=[row["vm_state"]],
+            expected_task_state=[row["task_state"]],
         )
     ]
 

@@ -112,14 +112,15 @@ class PowerTask(Task):
         """End the task with the instance's end as its host reported it, in one
         commit (:mod:`nubes.step_end`): the instance is idle exactly when the
         task is closed."""
+        row = await load_instance(run)
         try:
-            end = reported_end(outcome, self.task_states)
+            end = reported_end(outcome, row, self.task_states)
         except exception.Invalid as exc:
             await self.fail(run, f"{self.kind} on {outcome.host}: {exc}")
             return
         await run.finish(
             TaskStatus.SUCCEEDED,
-            writes=chain(end_writes(run, end, self.task_states), run.finish_action_writes()),
+            writes=chain(end_writes(run, end, row), run.finish_action_writes()),
             payload=self.final_payload(run),
         )
 

@@ -219,14 +219,14 @@ class ShelveTask(_ShelveBase):
         if not outcome.ok:
             await self.fail(run, f"shelve on {outcome.host} failed: {outcome.error}")
             return None
-        try:
-            end = reported_end(outcome, SHELVE_TASK_STATES)
-        except exception.Invalid as exc:
-            await self.fail(run, f"shelve on {outcome.host}: {exc}")
-            return None
         row = await load_instance(run)
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
+            return None
+        try:
+            end = reported_end(outcome, row, SHELVE_TASK_STATES)
+        except exception.Invalid as exc:
+            await self.fail(run, f"shelve on {outcome.host}: {exc}")
             return None
         sysmeta = {
             **(row["system_metadata"] or {}),
@@ -249,9 +249,7 @@ class ShelveTask(_ShelveBase):
             )
             return await run.commit(Step.OFFLOAD, payload=waiting, writes=recorded)
         # SHELVED in the commit that closes the task (nubes/step_end.py).
-        writes = chain(
-            end_writes(run, end, SHELVE_TASK_STATES), recorded, finish_action_writes(run)
-        )
+        writes = chain(end_writes(run, end, row), recorded, finish_action_writes(run))
         await run.finish(TaskStatus.SUCCEEDED, writes=writes)
         return None
 
@@ -371,7 +369,7 @@ class UnshelveTask(_ShelveBase):
             return run.step
         if outcome.ok:
             try:
-                reported_end(outcome, (TaskState.UNSHELVING,))
+                reported_end(outcome, await load_instance(run), (TaskState.UNSHELVING,))
             except exception.Invalid as exc:
                 outcome = awaited.failure(str(exc))
             else:
@@ -399,9 +397,12 @@ class UnshelveTask(_ShelveBase):
         # ACTIVE, as the host reported it, in the commit that closes the task
         # (nubes/step_end.py).
         outcome = payloads.reported(run.payload)
-        end = None if outcome is None else reported_end(outcome, (TaskState.UNSHELVING,))
+        try:
+            end = None if outcome is None else reported_end(outcome, row, (TaskState.UNSHELVING,))
+        except exception.Invalid:
+            end = None  # checked when the report came: moved on since
         writes: list[Writes] = [
-            end_writes(run, end, (TaskState.UNSHELVING,)),
+            end_writes(run, end, row),
             finish_action_writes(run),
         ]
         if any(key in sysmeta for key in SHELVED_KEYS):

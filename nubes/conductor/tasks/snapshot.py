@@ -118,7 +118,7 @@ class SnapshotTask(Task):
             await self.fail(run, f"snapshot on {outcome.host} failed: {outcome.error}")
             return None
         try:
-            reported_end(outcome, SNAPSHOT_TASK_STATES)
+            reported_end(outcome, await load_instance(run), SNAPSHOT_TASK_STATES)
         except exception.Invalid as exc:
             await self.fail(run, f"snapshot on {outcome.host}: {exc}")
             return None
@@ -132,10 +132,14 @@ class SnapshotTask(Task):
         """End the task with the instance idle again, as its host reported it,
         in one commit (:mod:`nubes.step_end`)."""
         outcome = payloads.reported(run.payload)
-        end = None if outcome is None else reported_end(outcome, SNAPSHOT_TASK_STATES)
+        row = await load_instance(run)
+        try:
+            end = None if outcome is None else reported_end(outcome, row, SNAPSHOT_TASK_STATES)
+        except exception.Invalid:
+            end = None  # read and checked before the rotation: moved on since
         await run.finish(
             TaskStatus.SUCCEEDED,
-            writes=chain(end_writes(run, end, SNAPSHOT_TASK_STATES), run.finish_action_writes()),
+            writes=chain(end_writes(run, end, row), run.finish_action_writes()),
         )
 
     async def rotate(self, run: Run) -> str | None:
