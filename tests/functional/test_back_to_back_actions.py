@@ -1,6 +1,7 @@
 """A server is idle exactly when its task is closed: a client that sees
 task_state None may ask the next action at once (HTTP, every service in one
-process: memory://, SQLite, the conductor's task engine, a fake host).
+process: memory://, SQLite, the conductor's task engine, a fake host, the
+image API on a socket for the snapshots).
 
 The regression: the host saved the instance's end state (task_state None)
 and the conductor closed the task in a later transaction, so the next
@@ -26,13 +27,13 @@ from nubes.api import bootstrap
 from nubes.api.app import build_app
 from nubes.api.state import ApiState
 from nubes.db.api import flavors, images
-from nubes.testing.allinone import AllInOne
+from tests.functional.image_api import cloud_with_image_api
 
 pytestmark = pytest.mark.timeout(240)
 
 PASSWORD = "secret-pw"
 IMAGE_ID = "0b7bd0a7-46a4-4f70-9a5b-2a2b6f1a9c11"
-#: How many times the chain is walked: each walk has 13 chances to hit the window.
+#: How many times the chain is walked: each walk has 15 chances to hit the window.
 ROUNDS = 4
 
 #: Each server action that is a task with a task_state, in an order each may
@@ -50,13 +51,17 @@ CHAIN: list[tuple[dict[str, Any], str, int]] = [
     ({"rescue": {"adminPass": "rescue-pw"}}, "RESCUE", 200),
     ({"unrescue": None}, "ACTIVE", 202),
     ({"changePassword": {"adminPass": "new-pw"}}, "ACTIVE", 202),
+    ({"createImage": {"name": "b2b-snap"}}, "ACTIVE", 202),
+    # Kept on its host ([DEFAULT] shelved_offload_time = -1): the host ends both.
+    ({"shelve": None}, "SHELVED", 202),
+    ({"unshelve": None}, "ACTIVE", 202),
 ]
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    cloud = await AllInOne.start(f"sqlite:///{tmp_path / 'b2b.sqlite'}", hosts=1)
-    try:
+    overrides = {"DEFAULT": {"shelved_offload_time": -1}}
+    async with cloud_with_image_api(tmp_path, hosts=1, overrides=overrides) as cloud:
         async with cloud.db.writer() as conn:
             await flavors.create(
                 conn, {"flavorid": "one", "name": "one", "vcpus": 1, "memory_mb": 256}
@@ -83,8 +88,6 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
             c.headers["X-Auth-Token"] = r.headers["X-Subject-Token"]
             c.headers["OpenStack-API-Version"] = "compute 2.37"
             yield c
-    finally:
-        await cloud.stop()
 
 
 def _auth(user: str) -> dict[str, Any]:
