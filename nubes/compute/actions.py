@@ -8,7 +8,9 @@ An RPC endpoint of its own beside
 state table (``objects/states.py``: ``pause`` ... ``set_password``): the
 transitional task_state (unless the conductor's API set it already), the
 driver call, then the end state with the power state the driver reports
-(a libvirt guest suspended by managed save reads as shut down, as in Nova).
+(a libvirt guest suspended by managed save reads as shut down, as in Nova),
+reported with the step for the conductor to write with the task's close
+(:mod:`nubes.step_end`).
 Each records its ``compute_<action>`` event and sends ``instance.<action>``
 start/end (error) notifications; a failure drops the task_state again (a
 rescue leaves the instance in ERROR, as Nova's does) with a fault.
@@ -203,23 +205,16 @@ class ActionSteps(ComputeEndpoint):
                     ctxt, instance, start_vm, change.busy, expected_task_state=[None]
                 )
             await do(instance)
+            end = None
             if change.busy is not None:
                 power = await self.runner.power_state(instance)
-                values: dict[str, Any] = {} if power is None else {"power_state": power}
-                await reporter.save_state(
-                    ctxt,
-                    instance,
-                    change.done or start_vm,
-                    None,
-                    expected_task_state=change.busy,
-                    **values,
-                )
+                end = await reporter.end_state(ctxt, instance, change.done or start_vm, power)
         except Exception as exc:
             await self._revert(ctxt, instance, change, start_vm)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=None if end is None else end.details())
 
     async def _revert(
         self, ctxt: RequestContext, instance: Instance, change: Change, start_vm: VMState

@@ -223,21 +223,27 @@ class ComputeManager(ComputeEndpoint):
                     await self.runner.driver.spawn(
                         ctxt, instance, image, request, config_drive=drive
                     )
+            # Still ours (a build given up meanwhile refuses this save, and the
+            # guest is removed); ACTIVE is the conductor's to write, with the
+            # task's close (nubes/step_end.py).
             await self.runner.reporter.save_state(
                 ctxt,
                 instance,
-                _V.ACTIVE,
-                None,
+                _V.BUILDING,
+                _T.SPAWNING,
                 expected_task_state=_T.SPAWNING,
                 power_state=PowerState.RUNNING,
                 launched_at=utcnow(),
+            )
+            end = await self.runner.reporter.end_state(
+                ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
             await self._undo_build(ctxt, instance, found_task, exc)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())
 
     async def _undo_build(
         self, ctxt: RequestContext, instance: Instance, found_task: Any, exc: Exception
@@ -375,9 +381,7 @@ class ComputeManager(ComputeEndpoint):
                 await self.runner.driver.power_off(instance)
             else:
                 await self.runner.driver.power_on(ctxt, instance)
-            await self.runner.reporter.save_state(
-                ctxt, instance, done_vm, None, expected_task_state=busy, power_state=power
-            )
+            end = await self.runner.reporter.end_state(ctxt, instance, done_vm, power)
         except Exception as exc:
             if instance.task_state == busy:
                 try:
@@ -389,7 +393,7 @@ class ComputeManager(ComputeEndpoint):
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())
 
     # -- snapshots (createImage, createBackup) -----------------------------
 
@@ -430,9 +434,8 @@ class ComputeManager(ComputeEndpoint):
                 uploading=_T.IMAGE_UPLOADING,
                 started=[first],
             )
-            await self.runner.reporter.save_state(
-                ctxt, instance, vm, None, expected_task_state=_T.IMAGE_UPLOADING
-            )
+            # Idle again in the commit that closes the task (nubes/step_end.py).
+            end = await self.runner.reporter.end_state(ctxt, instance, vm)
         except Exception as exc:
             if instance.task_state in ours:
                 try:
@@ -444,7 +447,7 @@ class ComputeManager(ComputeEndpoint):
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True, details={"disk_format": disk_format})
+        return Outcome(True, details={"disk_format": disk_format, **end.details()})
 
     @step_handler
     async def reboot_instance(
@@ -482,17 +485,12 @@ class ComputeManager(ComputeEndpoint):
                     ctxt, instance, vm, started, expected_task_state=list(group)
                 )
             await self.runner.driver.reboot(ctxt, instance, reboot_type)
-            await self.runner.reporter.save_state(
-                ctxt,
-                instance,
-                _V.ACTIVE,
-                None,
-                expected_task_state=started,
-                power_state=PowerState.RUNNING,
+            end = await self.runner.reporter.end_state(
+                ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
             await self._set_error(ctxt, instance)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())

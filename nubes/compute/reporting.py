@@ -3,7 +3,10 @@
 Three records, all through the conductor:
 
 * the instance's own state, saved with a compare-and-set on its task_state
-  after the state table allowed the change (:meth:`Reporter.save_state`);
+  after the state table allowed the change (:meth:`Reporter.save_state`),
+  except the end of a conductor task's step, which goes back with the step's
+  report for the conductor to write with the task's close
+  (:meth:`Reporter.end_state`);
 * the action events Nova's os-instance-actions shows
   (``compute_build_and_run_instance`` ...: start, finish, result, traceback)
   and, on failure, an instance fault;
@@ -31,7 +34,15 @@ from nubes.notifications.objects import (
 from nubes.objects.instance import Expected, Instance
 from nubes.objects.instance_action import RESULT_ERROR, InstanceActionEvent
 from nubes.objects.instance_fault import InstanceFault
-from nubes.objects.states import TaskState, VMState, as_state, check_transition
+from nubes.objects.states import (
+    InstanceState,
+    PowerState,
+    TaskState,
+    VMState,
+    as_state,
+    check_transition,
+)
+from nubes.step_end import InstanceEnd
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +80,37 @@ class Reporter:
         """Move the instance to ``(vm_state, task_state)`` (and set ``values``)
         if the state table allows it and its task_state in the database is
         still ``expected_task_state``."""
+        old = self._change(instance, vm_state, task_state, values)
+        await instance.save(ctxt, expected_task_state=expected_task_state)
+        await self._notify_update(ctxt, instance, old)
+
+    async def end_state(
+        self,
+        ctxt: RequestContext,
+        instance: Instance,
+        vm_state: VMState,
+        power_state: PowerState | None = None,
+    ) -> InstanceEnd:
+        """The end of a conductor task's step: ``(vm_state, None)`` with
+        ``power_state``, checked against the state table as :meth:`save_state`
+        checks a save, but not saved: it goes back with the step's report and
+        the conductor writes it with the task's close (:mod:`nubes.step_end`)."""
+        values = {} if power_state is None else {"power_state": power_state}
+        old = self._change(instance, vm_state, None, values)
+        await self._notify_update(ctxt, instance, old)
+        return InstanceEnd(
+            vm_state=vm_state.value,
+            power_state=None if power_state is None else int(power_state),
+        )
+
+    @staticmethod
+    def _change(
+        instance: Instance,
+        vm_state: VMState,
+        task_state: TaskState | None,
+        values: dict[str, Any],
+    ) -> InstanceState:
+        """Set the new state on ``instance`` if the table allows it; the old state."""
         old = as_state(instance.vm_state, instance.task_state)
         check_transition(old, (vm_state, task_state), instance.uuid)
         if instance.vm_state != vm_state:
@@ -77,10 +119,15 @@ class Reporter:
             instance.task_state = task_state
         for name, value in values.items():
             setattr(instance, name, value)
-        await instance.save(ctxt, expected_task_state=expected_task_state)
+        return old
+
+    async def _notify_update(
+        self, ctxt: RequestContext, instance: Instance, old: InstanceState
+    ) -> None:
         mode = self.notify_on_state_change
         if mode == NOTIFY_NONE or not self.notifier.enabled:
             return
+        vm_state, task_state = instance.vm_state, instance.task_state
         if old[0] != vm_state or (mode == NOTIFY_VM_AND_TASK_STATE and old[1] != task_state):
             payload = InstanceUpdatePayload.from_instance(instance)
             payload.old_state = old[0]

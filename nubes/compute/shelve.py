@@ -34,7 +34,7 @@ from nubes.compute.snapshots import upload_guest_disk
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
 from nubes.objects.instance import Instance
-from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.objects.states import SHELVE_TASK_STATES, PowerState, TaskState, VMState
 from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _T = TaskState
 _V = VMState
 
 #: The task_states of a shelve on its host, before the instance is SHELVED.
-_SHELVING = (_T.SHELVING, _T.SHELVING_IMAGE_PENDING_UPLOAD, _T.SHELVING_IMAGE_UPLOADING)
+_SHELVING = SHELVE_TASK_STATES
 
 
 class ShelveSteps(ComputeEndpoint):
@@ -103,20 +103,28 @@ class ShelveSteps(ComputeEndpoint):
                     uploading=_T.SHELVING_IMAGE_UPLOADING,
                     started=[_T.SHELVING],
                 )
-            await reporter.save_state(
-                ctxt,
-                instance,
-                _V.SHELVED,
-                end_task,
-                expected_task_state=list(_SHELVING),
-                power_state=PowerState.SHUTDOWN,
-            )
+            details: dict[str, Any] = {"disk_format": disk_format} if disk_format else {}
+            if end_task is None:
+                # The shelve ends here: SHELVED in the commit that closes the
+                # task (nubes/step_end.py).
+                end = await reporter.end_state(ctxt, instance, _V.SHELVED, PowerState.SHUTDOWN)
+                details.update(end.details())
+            else:
+                # The task goes on to the offload: the state is the host's to save.
+                await reporter.save_state(
+                    ctxt,
+                    instance,
+                    _V.SHELVED,
+                    end_task,
+                    expected_task_state=list(_SHELVING),
+                    power_state=PowerState.SHUTDOWN,
+                )
         except Exception as exc:
             await self._undo_shelve(ctxt, instance, power)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True, details={"disk_format": disk_format} if disk_format else None)
+        return Outcome(True, details=details or None)
 
     async def _undo_shelve(
         self, ctxt: RequestContext, instance: Instance, power: PowerState | None
@@ -196,16 +204,20 @@ class ShelveSteps(ComputeEndpoint):
                 await self.runner.driver.spawn(ctxt, instance, image, request, config_drive=drive)
             else:
                 await self.runner.driver.power_on(ctxt, instance)
+            # Still ours (an unshelve given up meanwhile refuses this save);
+            # ACTIVE is the conductor's to write, with the task's close
+            # (nubes/step_end.py).
             await reporter.save_state(
                 ctxt,
                 instance,
-                _V.ACTIVE,
-                None,
+                _V(instance.vm_state),
+                _T.UNSHELVING,
                 expected_task_state=_T.UNSHELVING,
                 power_state=PowerState.RUNNING,
                 launched_at=utcnow(),
                 launched_on=self.runner.host,
             )
+            end = await reporter.end_state(ctxt, instance, _V.ACTIVE, PowerState.RUNNING)
         except Exception as exc:
             if power is None:
                 try:
@@ -215,4 +227,4 @@ class ShelveSteps(ComputeEndpoint):
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
-        return Outcome(True)
+        return Outcome(True, details=end.details())

@@ -144,6 +144,12 @@ REBUILD_TASK_STATES: tuple[TaskState, ...] = (
     _T.REBUILD_BLOCK_DEVICE_MAPPING,
     _T.REBUILD_SPAWNING,
 )
+#: task_states of an instance a shelve holds until it is SHELVED (or offloads it).
+SHELVE_TASK_STATES: tuple[TaskState, ...] = (
+    _T.SHELVING,
+    _T.SHELVING_IMAGE_PENDING_UPLOAD,
+    _T.SHELVING_IMAGE_UPLOADING,
+)
 #: task_states of a conductor-driven move (resize, migrations, rebuild, evacuation).
 MOVE_TASK_STATES: frozenset[TaskState] = frozenset(
     {

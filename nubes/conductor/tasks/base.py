@@ -24,6 +24,7 @@ counts as that host's failure.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -237,13 +238,34 @@ class Run:
         if outcome is not None:
             return outcome
         if time.time() < awaited.until and not self.past_deadline():
+            # Bounded by the wait itself: a cast the bus never takes (a
+            # publisher confirm that never comes after a broker node was
+            # lost) would hold this run, its lease renewed, for ever.
+            bound = asyncio.timeout(awaited.until - time.time())
             try:
-                await send()
+                async with bound:
+                    await send()
             except exception.UnsupportedVersion as exc:
                 # The host's RPC API is capped below what this step needs
                 # ([upgrade_levels], an old host running): it cannot do it,
                 # now or on a retry. That is its failure, reported at once.
                 return awaited.failure(f"{awaited.host} cannot be asked to {awaited.step}: {exc}")
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                LOG.warning(
+                    "%r: the bus did not take %s for %s before the step's wait ended",
+                    self,
+                    awaited.step,
+                    awaited.host,
+                )
+                if self.past_deadline():
+                    return None
+                # It may have gone out all the same: a timeout, as a silent host's.
+                return awaited.failure(
+                    f"the bus did not take {awaited.step} for {awaited.host} in time",
+                    timeout=True,
+                )
             self.engine.passed(f"{self.kind}:sent:{self.step}")
             row = await self.engine.wait_report(self, awaited.until)
             if row is not None:

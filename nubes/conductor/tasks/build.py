@@ -49,11 +49,13 @@ from nubes.conductor.tasks.base import (
 )
 from nubes.conductor.tasks.helpers import (
     chain,
+    end_writes,
     event_writes,
     finish_action_writes,
     instance_object,
     load_instance,
     notify_error,
+    reported_end,
     set_instance,
 )
 from nubes.conductor.tasks.payloads import (
@@ -297,8 +299,17 @@ class BuildTask(Task):
         if outcome is None:
             return run.step  # the deadline passed: drive() expires the task
         if outcome.ok:
-            await run.finish(TaskStatus.SUCCEEDED, writes=finish_action_writes(run))
-            return None
+            row = await load_instance(run)
+            try:
+                end = reported_end(outcome, row, (TaskState.SPAWNING,))
+            except exception.Invalid as exc:
+                # Its guest may run: removed as a silent host's (timeout).
+                outcome = awaited.failure(str(exc), timeout=True)
+            else:
+                # ACTIVE in the commit that closes the task (nubes/step_end.py).
+                writes = chain(end_writes(run, end, row), finish_action_writes(run))
+                await run.finish(TaskStatus.SUCCEEDED, writes=writes)
+                return None
         return await self.reschedule(run, outcome)
 
     def given_up(self, run: Run, why: str) -> Writes | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, Writes, steps
-from nubes.conductor.tasks.payloads import TaskPayload
+from nubes.conductor.tasks.payloads import Outcome, TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import actions as actions_api
@@ -18,7 +18,10 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
 from nubes.db.group_commit import CommitPart, Write
+from nubes.objects import states
 from nubes.objects.instance import Instance
+from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.step_end import InstanceEnd
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +71,65 @@ def set_instance(
         raise await _diagnose(conn, uuid)
 
     return instances_api.update_write(uuid, values, missed=missed, **kwargs)
+
+
+def reported_end(
+    outcome: Outcome, row: Mapping[str, Any] | None, busy: Sequence[TaskState]
+) -> InstanceEnd | None:
+    """The end state the host reported with a successful step, to write with
+    the task's close, checked against the instance ``row`` read for that
+    close. None when there is nothing to write: the host reported none (it
+    saved the end itself, as a host of an older release does, or had nothing
+    to do), the instance is gone, or it is no longer in one of ``busy``
+    (saved already, or moved on by someone else: a reset-state). Invalid
+    when the end is not a vm_state and power state, or not one the state
+    table lets the instance's current state end in."""
+    try:
+        end = InstanceEnd.from_details(outcome.details)
+        if end is None:
+            return None
+        vm_state = VMState(end.vm_state)
+        if end.power_state is not None:
+            PowerState(end.power_state)
+    except ValueError as exc:
+        raise exception.Invalid(reason=f"{outcome.host} reported an end state: {exc}") from None
+    if row is None or row["task_state"] not in busy:
+        return None
+    current = states.as_state(row["vm_state"], row["task_state"])
+    if not states.is_allowed(current, (vm_state, None)):
+        raise exception.Invalid(
+            reason=f"{outcome.host} reported an end state {vm_state} that "
+            f"{states.format_state(current)} may not end in"
+        )
+    return end
+
+
+def end_writes(run: Run, end: InstanceEnd | None, row: Mapping[str, Any] | None) -> list[Write]:
+    """The write of a reported end (:func:`reported_end`, checked against
+    ``row``) for the commit that closes the task, so the instance drops its
+    task_state in the transaction that ends the task (:mod:`nubes.step_end`).
+    Compare-and-set on the row's states: matching nothing is no error, the
+    instance was moved on since (a reset-state, or a late save of a host)."""
+    if end is None or row is None:
+        return []
+    values: dict[str, Any] = {"vm_state": end.vm_state, "task_state": None}
+    if end.power_state is not None:
+        values["power_state"] = end.power_state
+    assert run.instance_uuid is not None
+    was = (row["vm_state"], row["task_state"])
+
+    async def moved_on(conn: Connection) -> None:
+        LOG.info("%r: the instance is no longer %s/%s; its end is not written", run, *was)
+
+    return [
+        instances_api.update_write(
+            run.instance_uuid,
+            values,
+            missed=moved_on,
+            expected_vm_state=[row["vm_state"]],
+            expected_task_state=[row["task_state"]],
+        )
+    ]
 
 
 async def _diagnose(conn: Connection, uuid: str) -> Exception:

@@ -2,8 +2,10 @@
 
 Each is a task with one step, ``power`` (see ``docs/tasks.md``): commit
 the try (host, until when), send the host's method carrying task id, step
-and try, wait for its report. Compute saves the instance's new state
-itself (STOPPED, ACTIVE, task_state None). A failure, no report in time or
+and try, wait for its report. The host reports the instance's end state
+(STOPPED, ACTIVE ..., its power state) with the step, and the commit that
+closes the task writes it (task_state None): the instance is idle exactly
+when its task is closed (:mod:`nubes.step_end`). A failure, no report in time or
 the deadline rolls back what the API set: the transitional task_state is
 dropped (a failed reboot leaves the instance in ERROR, as in Nova), with a
 fault and an ``instance.<action>.error`` notification.
@@ -14,15 +16,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from nubes import exception
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
+    end_writes,
     instance_object,
     load_instance,
     notify_error,
+    reported_end,
     set_instance,
 )
-from nubes.conductor.tasks.payloads import PowerPayload, TaskPayload, expect_report
+from nubes.conductor.tasks.payloads import Outcome, PowerPayload, TaskPayload, expect_report
 from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
@@ -98,14 +103,26 @@ class PowerTask(Task):
         if outcome is None:
             return run.step
         if outcome.ok:
-
-            async def done(conn: Connection) -> None:
-                await run.finish_action(conn)
-
-            await run.finish(TaskStatus.SUCCEEDED, writes=done, payload=self.final_payload(run))
+            await self.succeed(run, outcome)
             return None
         await self.fail(run, f"{self.kind} on {outcome.host} failed: {outcome.error}")
         return None
+
+    async def succeed(self, run: Run, outcome: Outcome) -> None:
+        """End the task with the instance's end as its host reported it, in one
+        commit (:mod:`nubes.step_end`): the instance is idle exactly when the
+        task is closed."""
+        row = await load_instance(run)
+        try:
+            end = reported_end(outcome, row, self.task_states)
+        except exception.Invalid as exc:
+            await self.fail(run, f"{self.kind} on {outcome.host}: {exc}")
+            return
+        await run.finish(
+            TaskStatus.SUCCEEDED,
+            writes=chain(end_writes(run, end, row), run.finish_action_writes()),
+            payload=self.final_payload(run),
+        )
 
     def _revert_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {"task_state": None}
@@ -149,6 +166,12 @@ class PowerTask(Task):
         await notify_error(run, self.error_event, message)
 
     async def expire(self, run: Run) -> None:
+        outcome = payloads.reported(run.payload)
+        if outcome is not None and outcome.ok:
+            # The host did it and said so before the deadline; only the
+            # task's close (which writes the instance's end) is late.
+            await self.succeed(run, outcome)
+            return
         await self.fail(
             run,
             f"The {self.kind} did not finish before its deadline",

@@ -40,10 +40,12 @@ from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, t
 from nubes.conductor.tasks.build import request_spec
 from nubes.conductor.tasks.helpers import (
     chain,
+    end_writes,
     finish_action_writes,
     instance_object,
     load_instance,
     notify_error,
+    reported_end,
     set_instance,
 )
 from nubes.conductor.tasks.payloads import (
@@ -59,7 +61,7 @@ from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
 from nubes.db.types import utcnow
 from nubes.network import ports as network_ports
-from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.objects.states import SHELVE_TASK_STATES, PowerState, TaskState, VMState
 
 #: Every task_state these tasks may leave behind when they fail.
 _TASK_STATES = (TaskState.SHELVING, TaskState.SHELVING_OFFLOADING, TaskState.UNSHELVING)
@@ -221,6 +223,11 @@ class ShelveTask(_ShelveBase):
         if row is None:
             await run.finish(TaskStatus.CANCELLED, last_error="the instance was deleted")
             return None
+        try:
+            end = reported_end(outcome, row, SHELVE_TASK_STATES)
+        except exception.Invalid as exc:
+            await self.fail(run, f"shelve on {outcome.host}: {exc}")
+            return None
         sysmeta = {
             **(row["system_metadata"] or {}),
             "shelved_at": utcnow().isoformat(),
@@ -241,7 +248,9 @@ class ShelveTask(_ShelveBase):
                 timeout=self.engine.compute_step_timeout,
             )
             return await run.commit(Step.OFFLOAD, payload=waiting, writes=recorded)
-        await run.finish(TaskStatus.SUCCEEDED, writes=chain(recorded, finish_action_writes(run)))
+        # SHELVED in the commit that closes the task (nubes/step_end.py).
+        writes = chain(end_writes(run, end, row), recorded, finish_action_writes(run))
+        await run.finish(TaskStatus.SUCCEEDED, writes=writes)
         return None
 
     async def revert(self, run: Run) -> None:
@@ -359,8 +368,13 @@ class UnshelveTask(_ShelveBase):
         if outcome is None:
             return run.step
         if outcome.ok:
-            await self._forget_shelve(run)
-            return None
+            try:
+                reported_end(outcome, await load_instance(run), (TaskState.UNSHELVING,))
+            except exception.Invalid as exc:
+                outcome = awaited.failure(str(exc))
+            else:
+                await self._forget_shelve(run)
+                return None
         message = f"unshelve on {outcome.host} failed: {outcome.error}"
         if payload.dest_host is not None:
             await self._fail_offloaded(run, message)
@@ -380,11 +394,21 @@ class UnshelveTask(_ShelveBase):
         image_id = sysmeta.get(SHELVED_IMAGE_KEY)
         if image_id:
             await delete_image(self.engine, str(image_id))
-        writes: list[Writes] = [finish_action_writes(run)]
+        # ACTIVE, as the host reported it, in the commit that closes the task
+        # (nubes/step_end.py).
+        outcome = payloads.reported(run.payload)
+        try:
+            end = None if outcome is None else reported_end(outcome, row, (TaskState.UNSHELVING,))
+        except exception.Invalid:
+            end = None  # checked when the report came: moved on since
+        writes: list[Writes] = [
+            end_writes(run, end, row),
+            finish_action_writes(run),
+        ]
         if any(key in sysmeta for key in SHELVED_KEYS):
             for key in SHELVED_KEYS:
                 sysmeta.pop(key, None)
-            writes.insert(0, set_instance(run, {"system_metadata": sysmeta}))
+            writes.insert(1, set_instance(run, {"system_metadata": sysmeta}))
         await run.finish(TaskStatus.SUCCEEDED, writes=chain(*writes))
 
     async def _fail_offloaded(self, run: Run, message: str, details: str | None = None) -> None:

@@ -9,10 +9,12 @@ the task has two steps (see ``docs/tasks.md``):
   the host copies the guest's disk, walks the instance through
   image_pending_upload and image_uploading, and uploads the copy to the
   image API, which takes the image queued -> saving -> active. The host
-  clears the task_state itself and reports.
+  reports, with the instance's end (its vm_state, task_state None), which
+  the commit that closes the task writes (:mod:`nubes.step_end`).
 - ``rotate`` (a backup with a rotation): the oldest backups of the same
   server and ``backup_type`` beyond ``rotation`` are deleted, as Nova's
-  ``_rotate_backups`` does.
+  ``_rotate_backups`` does; the instance stays in image_uploading until the
+  task closes.
 
 A failure, no report in time or the deadline deletes the image (Nova
 deletes a snapshot whose upload failed), drops the image_* task_state the
@@ -28,12 +30,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from nubes import config, exception, grants
+from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.base import Run, StepDef, Task, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
+    end_writes,
     instance_object,
     load_instance,
     notify_error,
+    reported_end,
     set_instance,
 )
 from nubes.conductor.tasks.payloads import SnapshotPayload, expect_report
@@ -112,15 +117,30 @@ class SnapshotTask(Task):
         if not outcome.ok:
             await self.fail(run, f"snapshot on {outcome.host} failed: {outcome.error}")
             return None
+        try:
+            reported_end(outcome, await load_instance(run), SNAPSHOT_TASK_STATES)
+        except exception.Invalid as exc:
+            await self.fail(run, f"snapshot on {outcome.host}: {exc}")
+            return None
         await record_disk_format(self.engine, payload.image_id, outcome.details)
         if payload.image_type == "backup" and payload.rotation is not None:
             return await run.commit(Step.ROTATE)
-
-        async def done(conn: Connection) -> None:
-            await run.finish_action(conn)
-
-        await run.finish(TaskStatus.SUCCEEDED, writes=done)
+        await self.succeed(run)
         return None
+
+    async def succeed(self, run: Run) -> None:
+        """End the task with the instance idle again, as its host reported it,
+        in one commit (:mod:`nubes.step_end`)."""
+        outcome = payloads.reported(run.payload)
+        row = await load_instance(run)
+        try:
+            end = None if outcome is None else reported_end(outcome, row, SNAPSHOT_TASK_STATES)
+        except exception.Invalid:
+            end = None  # read and checked before the rotation: moved on since
+        await run.finish(
+            TaskStatus.SUCCEEDED,
+            writes=chain(end_writes(run, end, row), run.finish_action_writes()),
+        )
 
     async def rotate(self, run: Run) -> str | None:
         """Delete the oldest backups of this server and backup type beyond
@@ -148,11 +168,7 @@ class SnapshotTask(Task):
         for row in backups[payload.rotation :]:
             LOG.info("%r: rotating out backup %s", run, row["id"])
             await delete_image(self.engine, row["id"])
-
-        async def done(conn: Connection) -> None:
-            await run.finish_action(conn)
-
-        await run.finish(TaskStatus.SUCCEEDED, writes=done)
+        await self.succeed(run)
         return None
 
     async def revert(self, run: Run) -> None:

@@ -14,6 +14,7 @@ from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.states import PowerState, TaskState, VMState
 from nubes.rpc import dispatcher
 from nubes.rpc.client import RPCClient
+from nubes.step_end import InstanceEnd
 from nubes.step_key import StepKey
 from nubes.testing.cloud import Cloud
 from tests.unit.compute.conftest import ComputeHarness, NotificationSink
@@ -55,8 +56,10 @@ async def test_build_runs_the_instance_and_reports(compute: ComputeHarness, sink
 
     (report,) = await compute.steps.wait(task_id)
     assert report["ok"] and report["step"] == "build" and report["attempt"] == 1
+    # ACTIVE goes back with the report, for the conductor's closing commit.
+    assert report["details"] == {"end": {"vm_state": "active", "power_state": 1}}
     saved = await compute.reload(inst.uuid)
-    assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
     assert saved.power_state == PowerState.RUNNING
     assert saved.launched_at is not None and saved.launched_on == compute.name
     assert inst.uuid in compute.driver.instances
@@ -168,28 +171,44 @@ async def test_stop_start_and_reboot(compute: ComputeHarness, sink: Notification
     compute.driver.add_instance(inst)
     manager = compute.node.manager
 
-    async def step(method, name, **extra):
+    async def step(method, name, busy, **extra):
         task_id = next(_tasks)
         current = await compute.reload(inst.uuid)
         args = {"instance": current, "task_id": task_id, "step": name, "attempt": 1, **extra}
         await compute.run(method, ctxt, **args)
         (report,) = await compute.steps.wait(task_id)
+        saved = await compute.reload(inst.uuid)
+        if not report["ok"]:
+            return report, saved
+        # The host leaves the end to the conductor's closing commit
+        # (nubes/step_end.py): the instance is still busy here. Written as
+        # the conductor would, for the next step.
+        assert saved.task_state == busy, (name, saved.task_state)
+        end = InstanceEnd.from_details(report["details"])
+        assert end is not None
+        saved.vm_state, saved.task_state, saved.power_state = end.vm_state, None, end.power_state
+        await saved.save(ctxt, expected_task_state=busy)
         return report, await compute.reload(inst.uuid)
 
-    report, saved = await step(manager.stop_instance, "stop")
+    report, saved = await step(manager.stop_instance, "stop", TaskState.POWERING_OFF)
+    assert report["details"] == {"end": {"vm_state": "stopped", "power_state": 4}}
     assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.STOPPED, None)
     assert saved.power_state == PowerState.SHUTDOWN
     assert compute.driver.instances[inst.uuid].state == PowerState.SHUTDOWN
 
-    report, saved = await step(manager.start_instance, "start")
+    report, saved = await step(manager.start_instance, "start", TaskState.POWERING_ON)
     assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
     assert compute.driver.instances[inst.uuid].state == PowerState.RUNNING
 
-    report, saved = await step(manager.reboot_instance, "reboot", reboot_type="SOFT")
+    report, saved = await step(
+        manager.reboot_instance, "reboot", TaskState.REBOOT_STARTED, reboot_type="SOFT"
+    )
     assert report["ok"] and (saved.vm_state, saved.task_state) == (VMState.ACTIVE, None)
 
     compute.faults.fail_reboot_hosts.add(compute.name)
-    report, saved = await step(manager.reboot_instance, "reboot", reboot_type="HARD")
+    report, saved = await step(
+        manager.reboot_instance, "reboot", TaskState.REBOOT_STARTED_HARD, reboot_type="HARD"
+    )
     assert not report["ok"]
     assert (saved.vm_state, saved.task_state) == (VMState.ERROR, None)
     types = sink.event_types(inst.uuid)
@@ -240,13 +259,18 @@ async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness, cap:
         (report,) = await compute.steps.wait(501)
         assert report["ok"]
         inst = await compute.reload(inst.uuid)
+        # What the conductor writes with the build's close.
+        inst.vm_state, inst.task_state = VMState.ACTIVE, None
+        await inst.save(ctxt, expected_task_state=TaskState.SPAWNING)
         await api.stop_instance(
             ctxt, compute.name, inst, StepKey(task_id=502, step="stop", attempt=1)
         )
         (report,) = await compute.steps.wait(502)
     assert report["ok"]
     saved = await compute.reload(inst.uuid)
-    assert saved.vm_state == VMState.STOPPED
+    # The end goes back with the report, for the conductor's closing commit.
+    assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, TaskState.POWERING_OFF)
+    assert report["details"]["end"]["vm_state"] == VMState.STOPPED
     if cap is None:
         assert [(s["version"], s["key"]) for s in sent] == [
             ("1.5", StepKey(task_id=501, step="build", attempt=1)),

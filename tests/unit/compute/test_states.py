@@ -76,6 +76,7 @@ def test_build_path():
         (states.SOFT_REBOOT_TASK_STATES, ["reboot"]),
         (states.HARD_REBOOT_TASK_STATES, ["reboot"]),
         (states.REBUILD_TASK_STATES, ["rebuild"]),
+        (states.SHELVE_TASK_STATES, ["shelve"]),
         (states.MOVE_TASK_STATES - {TaskState.UNSHELVING}, ["resize", "live_migrate", "rebuild"]),
     ],
 )

@@ -153,6 +153,37 @@ async def test_a_host_that_never_reports_counts_as_a_failure(
         await cloud.stop()
 
 
+async def test_a_step_message_the_bus_never_takes_counts_as_a_silent_host(
+    tmp_path: Path, ctxt: RequestContext
+) -> None:
+    """A cast that never completes (a publisher confirm that never comes
+    after a broker node was lost, as in the fault suite's cluster-node-loss
+    scenario) held the build's run, its lease renewed, for ever: the build
+    stayed spawning. The send is bounded by the step's wait."""
+    cloud = await start_cloud(tmp_path, hosts=2, conductor={"compute_step_timeout": 1.0})
+    try:
+        compute = cloud.engines[0].compute
+        real = compute.build_and_run_instance
+        stuck: list[str] = []
+
+        async def never_confirmed(ctxt: RequestContext, host: str, *args, **kwargs) -> None:
+            if not stuck:
+                stuck.append(host)
+                await asyncio.Event().wait()  # the confirm that never comes
+            await real(ctxt, host, *args, **kwargs)
+
+        compute.build_and_run_instance = never_confirmed  # type: ignore[method-assign]
+        (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
+        await cloud.wait_tasks([inst.uuid], timeout=20)
+        (row,) = await cloud.instances([inst.uuid])
+        assert row["vm_state"] == "active" and row["host"] != stuck[0]
+        task = await _task(cloud, inst.uuid)
+        (failure,) = task["payload"]["failures"]
+        assert failure["host"] == stuck[0] and "did not take" in failure["error"]
+    finally:
+        await cloud.stop()
+
+
 async def test_reports_are_authorised_against_the_task(
     cloud: AllInOne, ctxt: RequestContext, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -69,8 +69,9 @@ async def test_a_build_whose_success_report_is_lost_leaves_no_guest_on_its_first
         for host, reporter in lossy.items():
             _manager(cloud, host).runner.conductor = reporter
         (inst,) = await cloud.api.create_servers(ctxt, name="t", flavor="small", image=IMAGE)
-        # The first host spawns, saves ACTIVE, and its report is lost.
-        (row,) = await cloud.wait_for([inst.uuid], lambda r: r["vm_state"] == "active")
+        # The first host spawns and its report (with ACTIVE, which the
+        # conductor would write with the task's close) is lost.
+        (row,) = await cloud.wait_for([inst.uuid], lambda r: r["power_state"] == 1)
         first = row["host"]
         other = next(h for h in cloud.computes if h != first)
         _manager(cloud, other).runner.conductor = lossy[other].real

@@ -1,0 +1,168 @@
+"""A server is idle exactly when its task is closed: a client that sees
+task_state None may ask the next action at once (HTTP, every service in one
+process: memory://, SQLite, the conductor's task engine, a fake host, the
+image API on a socket for the snapshots).
+
+The regression: the host saved the instance's end state (task_state None)
+and the conductor closed the task in a later transaction, so the next
+action asked in between was refused 409 "has an operation in progress"
+(seen in CI by the real-guest pause/suspend test). Now the host reports the
+end with its step and the commit that closes the task writes it
+(``nubes/step_end.py``). No timing is asserted: each action of a long chain
+is asked the moment the previous one shows task_state None, the chain is
+walked several times, and every request must be accepted. The host's
+reports travel slowly, as over a real bus under load (in one process the
+window was too short to be caught reliably): whatever the host saved before
+its report would show for that long while the task is still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nubes.api import bootstrap
+from nubes.api.app import build_app
+from nubes.api.state import ApiState
+from nubes.compute.manager import ComputeManager
+from nubes.compute.steps import StepReporter
+from nubes.context import RequestContext
+from nubes.db.api import flavors, images
+from tests.functional.image_api import cloud_with_image_api
+
+pytestmark = pytest.mark.timeout(240)
+
+PASSWORD = "secret-pw"
+IMAGE_ID = "0b7bd0a7-46a4-4f70-9a5b-2a2b6f1a9c11"
+#: How many times the chain is walked: each walk has 15 chances to hit the window.
+ROUNDS = 3
+#: Seconds a host's report takes to reach the conductor.
+REPORT_DELAY = 0.2
+
+#: Each server action that is a task with a task_state, in an order each may
+#: follow the previous, with the status it ends in and its accepted code (a
+#: rescue answers 200 with the password, as Nova's).
+CHAIN: list[tuple[dict[str, Any], str, int]] = [
+    ({"os-stop": None}, "SHUTOFF", 202),
+    ({"os-start": None}, "ACTIVE", 202),
+    ({"reboot": {"type": "SOFT"}}, "ACTIVE", 202),
+    ({"reboot": {"type": "HARD"}}, "ACTIVE", 202),
+    ({"pause": None}, "PAUSED", 202),
+    ({"unpause": None}, "ACTIVE", 202),
+    ({"suspend": None}, "SUSPENDED", 202),
+    ({"resume": None}, "ACTIVE", 202),
+    ({"rescue": {"adminPass": "rescue-pw"}}, "RESCUE", 200),
+    ({"unrescue": None}, "ACTIVE", 202),
+    ({"changePassword": {"adminPass": "new-pw"}}, "ACTIVE", 202),
+    ({"createImage": {"name": "b2b-snap"}}, "ACTIVE", 202),
+    # Kept on its host ([DEFAULT] shelved_offload_time = -1): the host ends both.
+    ({"shelve": None}, "SHELVED", 202),
+    ({"unshelve": None}, "ACTIVE", 202),
+]
+
+
+class SlowReports:
+    """A host's reports to the conductor, each delivered REPORT_DELAY late."""
+
+    def __init__(self, real: StepReporter) -> None:
+        self.real = real
+
+    async def step_finished(
+        self,
+        context: RequestContext,
+        task_id: int,
+        step: str,
+        attempt: int,
+        ok: bool,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await asyncio.sleep(REPORT_DELAY)
+        await self.real.step_finished(
+            context, task_id, step, attempt, ok, error=error, details=details
+        )
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    overrides = {"DEFAULT": {"shelved_offload_time": -1}}
+    async with cloud_with_image_api(tmp_path, hosts=1, overrides=overrides) as cloud:
+        async with cloud.db.writer() as conn:
+            await flavors.create(
+                conn, {"flavorid": "one", "name": "one", "vcpus": 1, "memory_mb": 256}
+            )
+            await images.create(
+                conn,
+                {
+                    "id": IMAGE_ID,
+                    "name": "cirros",
+                    "status": "active",
+                    "disk_format": "qcow2",
+                    "container_format": "bare",
+                    "visibility": "public",
+                    "size": 1024,
+                },
+            )
+        for svc in cloud.computes.values():
+            for manager in svc.endpoints:
+                if isinstance(manager, ComputeManager):
+                    manager.runner.conductor = SlowReports(manager.runner.conductor)
+        await bootstrap.ensure_user(cloud.db, "demo", PASSWORD, "demo", ["member"])
+        state = ApiState(conf=cloud.conf, db=cloud.db, transport=cloud.api_transport)
+        await state.refresh_caps()
+        transport = httpx.ASGITransport(app=build_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://nubes.test") as c:
+            r = await c.post("/identity/v3/auth/tokens", json=_auth("demo"))
+            assert r.status_code == 201, r.text
+            c.headers["X-Auth-Token"] = r.headers["X-Subject-Token"]
+            c.headers["OpenStack-API-Version"] = "compute 2.37"
+            yield c
+
+
+def _auth(user: str) -> dict[str, Any]:
+    scope = {"project": {"name": user, "domain": {"name": "Default"}}}
+    identity = {
+        "methods": ["password"],
+        "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": PASSWORD}},
+    }
+    return {"auth": {"identity": identity, "scope": scope}}
+
+
+async def _idle(c: httpx.AsyncClient, server_id: str, status: str) -> None:
+    """Poll until the server is in ``status`` with no task_state (as a client would)."""
+    async with asyncio.timeout(60):
+        while True:
+            r = await c.get(f"/compute/v2.1/servers/{server_id}")
+            assert r.status_code == 200, r.text
+            body = r.json()["server"]
+            assert body["status"] != "ERROR", body
+            if body["status"] == status and body["OS-EXT-STS:task_state"] is None:
+                return
+            await asyncio.sleep(0)
+
+
+async def test_the_next_action_is_accepted_as_soon_as_task_state_is_none(
+    client: httpx.AsyncClient,
+) -> None:
+    c = client
+    for _ in range(ROUNDS):
+        body = {
+            "server": {"name": "b2b", "imageRef": IMAGE_ID, "flavorRef": "one", "networks": "none"}
+        }
+        r = await c.post("/compute/v2.1/servers", json=body)
+        assert r.status_code == 202, r.text
+        server_id = r.json()["server"]["id"]
+        status = "ACTIVE"
+        for action, ends_in, accepted in CHAIN:
+            await _idle(c, server_id, status)
+            r = await c.post(f"/compute/v2.1/servers/{server_id}/action", json=action)
+            assert r.status_code == accepted, (action, status, r.status_code, r.text)
+            status = ends_in
+        await _idle(c, server_id, status)
+        r = await c.delete(f"/compute/v2.1/servers/{server_id}")
+        assert r.status_code == 204, r.text
