@@ -12,7 +12,7 @@ from starlette.routing import Route
 from nubes import exception
 from nubes.api import policy
 from nubes.api.identity import app_credentials, assignments, directory, tokens
-from nubes.api.identity.common import collection_links, project_view
+from nubes.api.identity.common import collection_links, domain_view, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
@@ -67,7 +67,8 @@ AUTH_SCHEMA: dict[str, Any] = {
                                 "project": {
                                     "type": "object",
                                     "properties": {**_REF["properties"], "domain": _REF},
-                                }
+                                },
+                                "domain": _REF,
                             },
                         },
                     ]
@@ -156,8 +157,13 @@ async def auth_projects(request: Request) -> Response:
 
 
 async def auth_domains(request: Request) -> Response:
-    # Domain-scoped tokens are not issued (docs/identity.md): no domain to scope to.
-    return JSONResponse({"domains": [], "links": collection_links(request)})
+    """The domains the caller may scope a token to (a role on them, its own or a group's)."""
+    ctxt = _ctx(request)
+    async with _state(request).db.reader() as conn:
+        rows = await identity.domains_for_user(conn, ctxt.user_id or "")
+    return JSONResponse(
+        {"domains": [domain_view(request, r) for r in rows], "links": collection_links(request)}
+    )
 
 
 #: Paths (relative to /identity) that need no token; issuing one is public

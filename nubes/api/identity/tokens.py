@@ -73,37 +73,68 @@ def catalog(state: ApiState) -> list[dict[str, Any]]:
     return out
 
 
-async def _in_domain(conn: Any, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> bool:
-    """Is ``row`` (a user or project) in the domain ``ref`` names (by id or
-    name; no ref means the default domain's or any, as Keystone allows ids)?"""
+async def _domain(conn: Any, ref: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The enabled domain ``ref`` names by id or name (both must agree when
+    both are given); the default domain when there is no ref, as the
+    openstack CLI and Keystone's own clients name one whenever they use
+    names. None when there is no such enabled domain."""
     if not ref:
-        return True
+        ref = {"id": identity.DEFAULT_DOMAIN_ID}
+    key = ref.get("id") or ref.get("name")
+    if not isinstance(key, str) or not key:
+        return None
     try:
-        domain = await identity.domain_get(conn, ref.get("id") or ref.get("name") or "")
+        domain = await identity.domain_get(conn, key)
     except exception.NotFound:
-        return False
+        return None
     if "id" in ref and domain["id"] != ref["id"]:
-        return False
+        return None
     if "name" in ref and domain["name"] != ref["name"]:
-        return False
-    return bool(domain["enabled"]) and domain["id"] == row["domain_id"]
+        return None
+    return domain if domain["enabled"] else None
 
 
 async def _find_user(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The enabled user ``ref`` names: by id (in the domain given, if one is),
+    or by name inside the domain given (names are unique per domain)."""
+    domain = await _domain(conn, ref.get("domain"))
+    if domain is None:
+        return None
     if "id" in ref:
         user = await identity.user_get_by_id(conn, ref["id"])
+        if user is not None and ref.get("domain") and user["domain_id"] != domain["id"]:
+            return None
     elif "name" in ref:
-        user = await identity.user_get_by_name(conn, ref["name"])
+        user = await identity.user_get_by_name(conn, ref["name"], domain_id=domain["id"])
     else:
         return None
-    if user is None or not user["enabled"] or not await _in_domain(conn, user, ref.get("domain")):
+    if user is None or not user["enabled"]:
+        return None
+    # A user of a disabled domain cannot log in (Keystone's rule).
+    if await _domain(conn, {"id": user["domain_id"]}) is None:
         return None
     return user
 
 
+async def _scoped_project(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The project a scope names: by id, or by name inside its domain; 401 otherwise."""
+    project = None
+    if isinstance(ref.get("id"), str):
+        project = await identity.project_get_by_id(conn, ref["id"])
+    elif isinstance(ref.get("name"), str):
+        domain = await _domain(conn, ref.get("domain"))
+        if domain is not None:
+            project = await identity.project_get_by_name(conn, ref["name"], domain_id=domain["id"])
+    if project is None or not project["enabled"]:
+        raise exception.NotAuthenticated()
+    if await _domain(conn, {"id": project["domain_id"]}) is None:
+        raise exception.NotAuthenticated()
+    return project
+
+
 async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Password or application-credential auth (a validated body's ``auth``),
-    with an optional project scope for passwords.
+    with an optional project or domain scope for passwords.
 
     Returns the token text and the token body. Any failure is a plain 401:
     it never says whether the user exists.
@@ -122,24 +153,23 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
         raise exception.NotAuthenticated()
     if not await passwords.verify_password_async(user["password_hash"], user_ref["password"]):
         raise exception.NotAuthenticated()
-    project = None
+    project = domain = None
     role_rows: list[dict[str, Any]] = []
     scope = auth.get("scope")
     if isinstance(scope, Mapping) and "project" in scope:
-        ref = scope["project"]
         async with state.db.reader() as conn:
-            try:
-                project = await identity.project_get(conn, ref.get("id") or ref.get("name"))
-            except exception.NotFound:
-                raise exception.NotAuthenticated() from None
-            if "id" in ref and project["id"] != ref["id"]:
-                raise exception.NotAuthenticated()
-            if "id" not in ref and not await _in_domain(conn, project, ref.get("domain")):
-                raise exception.NotAuthenticated()
+            project = await _scoped_project(conn, scope["project"])
             role_rows = await identity.roles_for(conn, user["id"], project["id"])
-        if not role_rows or not project["enabled"]:
+        if not role_rows:
             raise exception.NotAuthenticated()
-    return await _issue(state, user, project, role_rows, ["password"])
+    elif isinstance(scope, Mapping) and "domain" in scope:
+        async with state.db.reader() as conn:
+            domain = await _domain(conn, scope["domain"])
+            if domain is not None:
+                role_rows = await identity.roles_on_domain(conn, user["id"], domain["id"])
+        if domain is None or not role_rows:
+            raise exception.NotAuthenticated()
+    return await _issue(state, user, project, role_rows, ["password"], domain=domain)
 
 
 async def _authenticate_app_cred(
@@ -184,6 +214,7 @@ async def _issue(
     methods: list[str],
     *,
     app_cred: Mapping[str, Any] | None = None,
+    domain: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     token = secrets.token_urlsafe(32)
     issued = utcnow()
@@ -197,6 +228,7 @@ async def _issue(
                 "token_hash": token_hash(token),
                 "user_id": user["id"],
                 "project_id": project["id"] if project else None,
+                "domain_id": domain["id"] if domain else None,
                 "roles": roles,
                 "methods": methods,
                 "audit_id": audit_id,
@@ -209,7 +241,16 @@ async def _issue(
     if project is not None:
         project = await _with_domain_name(state, project)
     body = _token_body(
-        state, user, project, roles, methods, audit_id, issued, expires, app_cred=app_cred
+        state,
+        user,
+        project,
+        roles,
+        methods,
+        audit_id,
+        issued,
+        expires,
+        app_cred=app_cred,
+        domain=domain,
     )
     return token, body
 
@@ -236,6 +277,7 @@ def _token_body(
     expires: dt.datetime,
     *,
     app_cred: Mapping[str, Any] | None = None,
+    domain: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     token: dict[str, Any] = {
         "methods": methods,
@@ -256,6 +298,9 @@ def _token_body(
             "name": project["name"],
         }
         token["is_domain"] = False
+    elif domain is not None:
+        token["domain"] = {"id": domain["id"], "name": domain["name"]}
+    if project is not None or domain is not None:
         token["roles"] = roles
         token["catalog"] = catalog(state)
     if app_cred is not None:
@@ -304,6 +349,7 @@ async def context_for(state: ApiState, token: str, request_id: str) -> RequestCo
         request_id=request_id,
         user_id=row["user_id"],
         project_id=row["project_id"],
+        domain_id=row["domain_id"],
         roles=[r["name"] for r in row["roles"] or []],
     )
 
@@ -322,6 +368,9 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         app_cred = None
         if row.get("application_credential_id"):
             app_cred = await identity.app_cred_get(conn, row["application_credential_id"])
+        domain = None
+        if row["domain_id"]:
+            domain = await identity.domain_get(conn, row["domain_id"])
     if user is None:
         raise exception.NotFound(reason="Could not find token.")
     user = await _with_domain_name(state, user)
@@ -337,6 +386,7 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         row["issued_at"],
         row["expires_at"],
         app_cred=app_cred,
+        domain=domain,
     )
 
 

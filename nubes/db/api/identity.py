@@ -102,13 +102,28 @@ async def project_create(
     )
 
 
-async def project_get(conn: AsyncConnection, id_or_name: str) -> Row:
-    row = await fetch_one(conn, select(projects).where(projects.c.id == id_or_name))
+async def project_get(
+    conn: AsyncConnection, id_or_name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row:
+    """The project with that id, else the one of that name in ``domain_id``
+    (names are unique only inside a domain)."""
+    row = await project_get_by_id(conn, id_or_name)
     if row is None:
-        row = await fetch_one(conn, select(projects).where(projects.c.name == id_or_name))
+        row = await project_get_by_name(conn, id_or_name, domain_id=domain_id)
     if row is None:
         raise exception.NotFound(reason=f"project {id_or_name} does not exist")
     return row
+
+
+async def project_get_by_id(conn: AsyncConnection, project_id: str) -> Row | None:
+    return await fetch_one(conn, select(projects).where(projects.c.id == project_id))
+
+
+async def project_get_by_name(
+    conn: AsyncConnection, name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row | None:
+    stmt = select(projects).where(projects.c.name == name, projects.c.domain_id == domain_id)
+    return await fetch_one(conn, stmt)
 
 
 async def project_get_all(
@@ -179,17 +194,23 @@ async def user_create(
     )
 
 
-async def user_get(conn: AsyncConnection, id_or_name: str) -> Row:
+async def user_get(
+    conn: AsyncConnection, id_or_name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row:
     row = await fetch_one(conn, select(users).where(users.c.id == id_or_name))
     if row is None:
-        row = await fetch_one(conn, select(users).where(users.c.name == id_or_name))
+        row = await user_get_by_name(conn, id_or_name, domain_id=domain_id)
     if row is None:
         raise exception.NotFound(reason=f"user {id_or_name} does not exist")
     return row
 
 
-async def user_get_by_name(conn: AsyncConnection, name: str) -> Row | None:
-    return await fetch_one(conn, select(users).where(users.c.name == name))
+async def user_get_by_name(
+    conn: AsyncConnection, name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row | None:
+    """The user of that name in ``domain_id`` (names are unique only inside a domain)."""
+    stmt = select(users).where(users.c.name == name, users.c.domain_id == domain_id)
+    return await fetch_one(conn, stmt)
 
 
 async def user_get_by_id(conn: AsyncConnection, user_id: str) -> Row | None:
@@ -273,6 +294,7 @@ async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[s
     if values.get("enabled") is False:
         # Its users' and projects' tokens stop working, as when they are disabled.
         in_domain = or_(
+            tokens.c.domain_id == domain_id,
             tokens.c.user_id.in_(select(users.c.id).where(users.c.domain_id == domain_id)),
             tokens.c.project_id.in_(select(projects.c.id).where(projects.c.domain_id == domain_id)),
         )
@@ -607,6 +629,39 @@ async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> lis
     return await fetch_all(conn, stmt)
 
 
+def _user_on_domain(user_id: str, domain_id: str) -> Any:
+    """The assignments that give a user roles on a domain: its own and its groups'."""
+    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    return and_(
+        assignments.c.target_id == domain_id,
+        or_(
+            and_(assignments.c.type == USER_DOMAIN, assignments.c.actor_id == user_id),
+            and_(assignments.c.type == GROUP_DOMAIN, assignments.c.actor_id.in_(in_groups)),
+        ),
+    )
+
+
+async def roles_on_domain(conn: AsyncConnection, user_id: str, domain_id: str) -> list[Row]:
+    """The roles the user holds on the domain, directly or through its groups
+    (not the implied ones): what a domain-scoped token carries."""
+    held = select(assignments.c.role_id).where(_user_on_domain(user_id, domain_id))
+    return await fetch_all(conn, select(roles).where(roles.c.id.in_(held)).order_by(roles.c.name))
+
+
+async def domains_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
+    """The domains the user holds a role on, directly or through its groups
+    (``GET /v3/auth/domains``: what it may scope a token to)."""
+    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    on = select(assignments.c.target_id).where(
+        or_(
+            and_(assignments.c.type == USER_DOMAIN, assignments.c.actor_id == user_id),
+            and_(assignments.c.type == GROUP_DOMAIN, assignments.c.actor_id.in_(in_groups)),
+        )
+    )
+    stmt = select(domains).where(domains.c.id.in_(on)).order_by(domains.c.name)
+    return await fetch_all(conn, stmt)
+
+
 async def projects_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
     """The projects the user holds a role on, directly or through its groups."""
     in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
@@ -670,13 +725,13 @@ async def token_get(
     conn: AsyncConnection, token_hash: str, *, now: dt.datetime | None = None
 ) -> Row | None:
     """The live token (not revoked, not expired, its user enabled and, if
-    scoped, its project enabled) with that hash, or None."""
+    scoped, its project or domain enabled) with that hash, or None."""
     stmt = (
         select(tokens)
         .select_from(
-            tokens.join(users, users.c.id == tokens.c.user_id).outerjoin(
-                projects, projects.c.id == tokens.c.project_id
-            )
+            tokens.join(users, users.c.id == tokens.c.user_id)
+            .outerjoin(projects, projects.c.id == tokens.c.project_id)
+            .outerjoin(domains, domains.c.id == tokens.c.domain_id)
         )
         .where(
             tokens.c.token_hash == token_hash,
@@ -684,6 +739,7 @@ async def token_get(
             tokens.c.expires_at > now_or(now),
             users.c.enabled.is_(True),
             or_(tokens.c.project_id.is_(None), projects.c.enabled.is_(True)),
+            or_(tokens.c.domain_id.is_(None), domains.c.enabled.is_(True)),
         )
     )
     return await fetch_one(conn, stmt)

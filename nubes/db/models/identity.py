@@ -40,9 +40,9 @@ class Domain(Base, TimestampMixin):
 
 class Project(Base, TimestampMixin):
     __tablename__ = "projects"
-    # Names are unique in the whole cloud, not only in their domain as in
-    # Keystone: nubes' own tools address projects and users by bare name.
-    __table_args__ = (UniqueConstraint("name", name="uniq_projects0name"),)
+    # Names are unique inside a domain (Keystone's rule); nubes' own tools
+    # address projects and users by bare name in the default domain.
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_projects0domain_id0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
@@ -55,7 +55,7 @@ class Project(Base, TimestampMixin):
 
 class User(Base, TimestampMixin):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("name", name="uniq_users0name"),)
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_users0domain_id0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
@@ -141,7 +141,7 @@ class ApplicationCredential(Base, TimestampMixin):
 
 
 class Token(Base):
-    """An issued token: who, for which project, which roles, until when."""
+    """An issued token: who, for which project or domain, which roles, until when."""
 
     __tablename__ = "tokens"
     __table_args__ = (
@@ -152,6 +152,8 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LEN), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
     project_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    #: The domain a domain-scoped token is for (None when project-scoped or unscoped).
+    domain_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     #: Role names at issue time (a token is a snapshot, like Keystone's).
     roles: Mapped[Any | None] = mapped_column(JSONEncoded)
     methods: Mapped[Any | None] = mapped_column(JSONEncoded)

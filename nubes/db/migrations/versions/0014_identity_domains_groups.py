@@ -1,0 +1,49 @@
+"""Names of users and projects unique per domain; domain-scoped tokens.
+
+Keystone's rule: a user's or project's name is unique inside its domain,
+not in the whole cloud, so two domains may each have a ``web`` project.
+The cloud-wide ``uniq_users0name`` and ``uniq_projects0name`` become
+``(domain_id, name)`` constraints (every existing row is in one domain,
+``default``, so no row breaks the new rule). Tokens gain the domain they
+are scoped to (``domain_id``, NULL for project-scoped and unscoped ones),
+a nullable column release N's services never read.
+
+Downgrading restores the cloud-wide constraints and fails if two domains
+hold the same name by then, rather than drop either row.
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-07 00:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0014"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+ID_LEN = 64
+
+
+def upgrade() -> None:
+    for table in ("users", "projects"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_constraint(f"uniq_{table}0name", type_="unique")
+            batch.create_unique_constraint(f"uniq_{table}0domain_id0name", ["domain_id", "name"])
+    with op.batch_alter_table("tokens") as batch:
+        batch.add_column(sa.Column("domain_id", sa.String(ID_LEN)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("domain_id")
+    for table in ("users", "projects"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_constraint(f"uniq_{table}0domain_id0name", type_="unique")
+            batch.create_unique_constraint(f"uniq_{table}0name", ["name"])
