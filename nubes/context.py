@@ -41,9 +41,11 @@ class RequestContext:
     user_id: str | None = None
     project_id: str | None = None
     #: The domain a domain-scoped token is for. Only the identity API takes
-    #: such tokens (the others refuse them at the door), so it never travels
-    #: on the bus and is not in :meth:`to_dict`.
+    #: domain- and system-scoped tokens (the others refuse them at the door),
+    #: so neither scope travels on the bus: they are not in :meth:`to_dict`.
     domain_id: str | None = None
+    #: ``all`` for a system-scoped token; like ``domain_id``, identity API only.
+    system_scope: str | None = None
     roles: list[str] = field(default_factory=list)
     #: The verified identity of the service that sent the current message
     #: (None for a context that was made locally and has not crossed the bus).
@@ -95,6 +97,7 @@ class RequestContext:
             user_id=self.user_id,
             project_id=self.project_id,
             domain_id=self.domain_id,
+            system_scope=self.system_scope,
             roles=list(roles),
             caller=self.caller,
             read_deleted=self.read_deleted,

@@ -177,12 +177,10 @@ class ServiceMiddleware:
                 if not token:
                     raise exception.NotAuthenticated()
                 ctxt = await tokens.context_for(self.state, token, request_id)
-                if ctxt.domain_id is not None and self.service != "identity":
-                    # Compute, image and network work in projects: a
-                    # domain-scoped token names none (Nova's policy refuses it too).
-                    raise exception.Forbidden(
-                        reason="This service needs a project-scoped token, not a domain-scoped one."
-                    )
+                if (ctxt.domain_id or ctxt.system_scope) and self.service != "identity":
+                    # Compute, image and network work in projects: a domain-
+                    # or system-scoped token names none.
+                    raise exception.Forbidden(reason="This service needs a project-scoped token.")
                 state["context"] = ctxt
         except exception.NubesError as exc:
             code, body = errors.raw_error(self.service, *errors.status_and_message(exc))

@@ -1,9 +1,10 @@
 """Domains, projects, users and groups (Keystone v3's directory).
 
-Managing them is for admins (Keystone's default policy without system or
-domain scope); a user may see itself, its projects and its groups, and
-change its own password. Every change that takes a right away revokes the
-tokens it concerns in the same transaction (:mod:`nubes.db.api.identity`).
+Managing them is for admins and, inside their domain, for domain managers
+(Keystone's 2024.2 defaults, :mod:`nubes.api.policy`); a user may see
+itself, its projects and its groups, and change its own password. Every
+change that takes a right away revokes the tokens it concerns in the same
+transaction (:mod:`nubes.db.api.identity`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from nubes.api.identity.common import (
     domain_view,
     flag,
     group_view,
+    in_domain,
+    listing_domain,
+    manager,
+    new_in_domain,
     project_view,
-    self_or_admin,
+    self_or_manager,
     user_view,
 )
 from nubes.api.middleware import api_state, request_context
@@ -32,6 +37,8 @@ from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+#: Keystone's limit for project and domain names is shorter than for users.
+_SHORT_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 _TEXT = {"type": ["string", "null"], "maxLength": 65535}
 _ID = {"type": "string", "minLength": 1, "maxLength": 64}
 _BOOL = {"type": "boolean"}
@@ -45,13 +52,13 @@ def _schema(key: str, properties: dict[str, Any], required: tuple[str, ...] = ()
 
 
 DOMAIN_CREATE = _schema(
-    "domain", {"name": _NAME, "description": _TEXT, "enabled": _BOOL}, ("name",)
+    "domain", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL}, ("name",)
 )
-DOMAIN_UPDATE = _schema("domain", {"name": _NAME, "description": _TEXT, "enabled": _BOOL})
+DOMAIN_UPDATE = _schema("domain", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL})
 PROJECT_CREATE = _schema(
     "project",
     {
-        "name": _NAME,
+        "name": _SHORT_NAME,
         "description": _TEXT,
         "enabled": _BOOL,
         "domain_id": _ID,
@@ -60,7 +67,7 @@ PROJECT_CREATE = _schema(
     },
     ("name",),
 )
-PROJECT_UPDATE = _schema("project", {"name": _NAME, "description": _TEXT, "enabled": _BOOL})
+PROJECT_UPDATE = _schema("project", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL})
 _PASSWORD = {"type": ["string", "null"], "maxLength": 4096}
 _USER_FIELDS = {
     "name": _NAME,
@@ -97,23 +104,24 @@ async def _body(request: Request, schema: dict[str, Any], key: str) -> dict[str,
 
 
 async def _domain_exists(conn: Any, domain_id: str) -> None:
-    try:
-        await identity.domain_get(conn, domain_id)
-    except exception.NotFound:
-        raise exception.ValidationError(
-            field="domain_id", reason=f"Could not find domain: {domain_id}."
-        ) from None
+    """404 for a new user's, project's or group's unknown domain (Keystone's answer)."""
+    if (await identity.domain_get(conn, domain_id))["id"] != domain_id:
+        raise exception.NotFound(reason=f"Could not find domain: {domain_id}.")
 
 
 # --- domains -----------------------------------------------------------------
 
 
 async def list_domains(request: Request) -> Response:
-    admin(request, "list_domains")
+    # A domain manager sees its own domain (clients find a domain by name
+    # through this listing: ``user create --domain NAME``).
+    ctxt = manager(request, "list_domains")
     async with api_state(request).db.reader() as conn:
         rows = await identity.domain_get_all(
             conn, name=request.query_params.get("name"), enabled=flag(request, "enabled")
         )
+    if not policy.allowed(ctxt, policy.Rule.ADMIN):
+        rows = [r for r in rows if r["id"] == ctxt.domain_id]
     return JSONResponse(
         {"domains": [domain_view(request, r) for r in rows], "links": collection_links(request)}
     )
@@ -134,10 +142,11 @@ async def show_domain(request: Request) -> Response:
     ctxt = request_context(request)
     async with api_state(request).db.reader() as conn:
         row = await identity.domain_get(conn, domain_id)
-        if not policy.allowed(ctxt, policy.Rule.ADMIN):
-            # Members see the domain of the project they work in, as in Keystone.
-            project = await identity.project_get(conn, ctxt.project_id or "")
-            if project["domain_id"] != row["id"]:
+        if not policy.allowed(ctxt, policy.Rule.ADMIN) and ctxt.domain_id != row["id"]:
+            # Members see the domain of the project they work in, and a
+            # domain-scoped token its domain, as in Keystone.
+            project = await identity.project_get_by_id(conn, ctxt.project_id or "")
+            if project is None or project["domain_id"] != row["id"]:
                 policy.authorize(ctxt, "identity:get_domain", policy.Rule.ADMIN)
     return JSONResponse({"domain": domain_view(request, row)})
 
@@ -179,7 +188,8 @@ async def list_projects(request: Request) -> Response:
     name, domain_id, enabled = q.get("name"), q.get("domain_id"), flag(request, "enabled")
     filters: dict[str, Any] = {"name": name, "domain_id": domain_id, "enabled": enabled}
     async with api_state(request).db.reader() as conn:
-        if policy.allowed(ctxt, policy.Rule.ADMIN):
+        if policy.allowed(ctxt, policy.Rule.DOMAIN_MANAGER):
+            domain_id = listing_domain(ctxt, "list_projects", domain_id)
             rows = await identity.project_get_all(
                 conn, name=name, domain_id=domain_id, enabled=enabled
             )
@@ -197,9 +207,9 @@ async def list_projects(request: Request) -> Response:
 
 
 async def create_project(request: Request) -> Response:
-    admin(request, "create_project")
+    ctxt = manager(request, "create_project")
     ref = await _body(request, PROJECT_CREATE, "project")
-    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    domain_id = new_in_domain(ctxt, "create_project", ref.get("domain_id"))
     parent = ref.get("parent_id")
     if parent not in (None, domain_id):
         raise exception.ValidationError(
@@ -232,19 +242,24 @@ async def show_project(request: Request) -> Response:
     project_id = request.path_params["project_id"]
     # As Keystone: a project outside the caller's token is a policy refusal
     # (403), whether or not it exists; clients then use the id as given.
-    if not policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
-        raise exception.PolicyNotAuthorized(action="identity:get_project")
+    if policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
+        async with api_state(request).db.reader() as conn:
+            row = await _project(conn, project_id)
+        return JSONResponse({"project": project_view(request, row)})
+    # Its domain's manager sees it too; to anyone else it is a 403 whether or not it exists.
+    manager(request, "get_project")
     async with api_state(request).db.reader() as conn:
         row = await _project(conn, project_id)
+    in_domain(ctxt, "get_project", row["domain_id"])
     return JSONResponse({"project": project_view(request, row)})
 
 
 async def update_project(request: Request) -> Response:
-    admin(request, "update_project")
+    ctxt = manager(request, "update_project")
     project_id = request.path_params["project_id"]
     ref = await _body(request, PROJECT_UPDATE, "project")
     async with api_state(request).db.writer() as conn:
-        await _project(conn, project_id)
+        in_domain(ctxt, "update_project", (await _project(conn, project_id))["domain_id"])
         if ref:
             await identity.project_update(conn, project_id, ref)
         row = await _project(conn, project_id)
@@ -252,10 +267,10 @@ async def update_project(request: Request) -> Response:
 
 
 async def delete_project(request: Request) -> Response:
-    admin(request, "delete_project")
+    ctxt = manager(request, "delete_project")
     project_id = request.path_params["project_id"]
     async with api_state(request).db.writer() as conn:
-        await _project(conn, project_id)
+        in_domain(ctxt, "delete_project", (await _project(conn, project_id))["domain_id"])
         await identity.project_delete(conn, project_id)
     return Response(status_code=204)
 
@@ -275,11 +290,12 @@ async def _user(conn: Any, user_id: str) -> dict[str, Any]:
 
 
 async def list_users(request: Request) -> Response:
-    admin(request, "list_users")
+    ctxt = manager(request, "list_users")
     q = request.query_params
+    domain_id = listing_domain(ctxt, "list_users", q.get("domain_id"))
     async with api_state(request).db.reader() as conn:
         rows = await identity.user_get_all(
-            conn, name=q.get("name"), domain_id=q.get("domain_id"), enabled=flag(request, "enabled")
+            conn, name=q.get("name"), domain_id=domain_id, enabled=flag(request, "enabled")
         )
     return JSONResponse(
         {"users": [user_view(request, r) for r in rows], "links": collection_links(request)}
@@ -287,16 +303,16 @@ async def list_users(request: Request) -> Response:
 
 
 async def create_user(request: Request) -> Response:
-    admin(request, "create_user")
+    ctxt = manager(request, "create_user")
     ref = await _body(request, USER_CREATE, "user")
-    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    domain_id = new_in_domain(ctxt, "create_user", ref.get("domain_id"))
     password = ref.get("password")
     password_hash = await passwords.hash_password_async(password) if password else None
     async with api_state(request).db.writer() as conn:
         await _domain_exists(conn, domain_id)
         default_project = ref.get("default_project_id")
         if default_project:
-            await _project(conn, default_project)
+            in_domain(ctxt, "create_user", (await _project(conn, default_project))["domain_id"])
         row = await identity.user_create(
             conn,
             ref["name"],
@@ -311,14 +327,14 @@ async def create_user(request: Request) -> Response:
 
 async def show_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
-    self_or_admin(request, user_id, "get_user")
     async with api_state(request).db.reader() as conn:
         row = await _user(conn, user_id)
+    self_or_manager(request, row, "get_user")
     return JSONResponse({"user": user_view(request, row)})
 
 
 async def update_user(request: Request) -> Response:
-    admin(request, "update_user")
+    ctxt = manager(request, "update_user")
     user_id = request.path_params["user_id"]
     ref = await _body(request, USER_UPDATE, "user")
     values: dict[str, Any] = {k: ref[k] for k in ("name", "enabled") if k in ref}
@@ -331,8 +347,10 @@ async def update_user(request: Request) -> Response:
         )
     async with api_state(request).db.writer() as conn:
         row = await _user(conn, user_id)
+        in_domain(ctxt, "update_user", row["domain_id"])
         if values.get("default_project_id"):
-            await _project(conn, values["default_project_id"])
+            project = await _project(conn, values["default_project_id"])
+            in_domain(ctxt, "update_user", project["domain_id"])
         extra = dict(row.get("extra") or {})
         for key in _EXTRA:
             if key in ref:
@@ -346,13 +364,13 @@ async def update_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    ctxt = admin(request, "delete_user")
+    ctxt = manager(request, "delete_user")
     user_id = request.path_params["user_id"]
     if user_id == ctxt.user_id:
         # Keystone allows it; a cloud left without its admin is not worth it.
         raise exception.Forbidden(reason="You cannot delete yourself.")
     async with api_state(request).db.writer() as conn:
-        await _user(conn, user_id)
+        in_domain(ctxt, "delete_user", (await _user(conn, user_id))["domain_id"])
         await identity.user_delete(conn, user_id)
     return Response(status_code=204)
 
@@ -378,9 +396,8 @@ async def change_password(request: Request) -> Response:
 
 async def user_projects(request: Request) -> Response:
     user_id = request.path_params["user_id"]
-    self_or_admin(request, user_id, "list_user_projects")
     async with api_state(request).db.reader() as conn:
-        await _user(conn, user_id)
+        self_or_manager(request, await _user(conn, user_id), "list_user_projects")
         rows = await identity.projects_for_user(conn, user_id)
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
@@ -389,9 +406,8 @@ async def user_projects(request: Request) -> Response:
 
 async def user_groups(request: Request) -> Response:
     user_id = request.path_params["user_id"]
-    self_or_admin(request, user_id, "list_groups_for_user")
     async with api_state(request).db.reader() as conn:
-        await _user(conn, user_id)
+        self_or_manager(request, await _user(conn, user_id), "list_groups_for_user")
         rows = await identity.groups_for_user(conn, user_id)
     return JSONResponse(
         {"groups": [group_view(request, r) for r in rows], "links": collection_links(request)}
@@ -402,19 +418,20 @@ async def user_groups(request: Request) -> Response:
 
 
 async def list_groups(request: Request) -> Response:
-    admin(request, "list_groups")
+    ctxt = manager(request, "list_groups")
     q = request.query_params
+    domain_id = listing_domain(ctxt, "list_groups", q.get("domain_id"))
     async with api_state(request).db.reader() as conn:
-        rows = await identity.group_get_all(conn, name=q.get("name"), domain_id=q.get("domain_id"))
+        rows = await identity.group_get_all(conn, name=q.get("name"), domain_id=domain_id)
     return JSONResponse(
         {"groups": [group_view(request, r) for r in rows], "links": collection_links(request)}
     )
 
 
 async def create_group(request: Request) -> Response:
-    admin(request, "create_group")
+    ctxt = manager(request, "create_group")
     ref = await _body(request, GROUP_CREATE, "group")
-    domain_id = ref.get("domain_id") or identity.DEFAULT_DOMAIN_ID
+    domain_id = new_in_domain(ctxt, "create_group", ref.get("domain_id"))
     async with api_state(request).db.writer() as conn:
         await _domain_exists(conn, domain_id)
         row = await identity.group_create(
@@ -424,18 +441,19 @@ async def create_group(request: Request) -> Response:
 
 
 async def show_group(request: Request) -> Response:
-    admin(request, "get_group")
+    ctxt = manager(request, "get_group")
     async with api_state(request).db.reader() as conn:
         row = await identity.group_get(conn, request.path_params["group_id"])
+    in_domain(ctxt, "get_group", row["domain_id"])
     return JSONResponse({"group": group_view(request, row)})
 
 
 async def update_group(request: Request) -> Response:
-    admin(request, "update_group")
+    ctxt = manager(request, "update_group")
     group_id = request.path_params["group_id"]
     ref = await _body(request, GROUP_UPDATE, "group")
     async with api_state(request).db.writer() as conn:
-        await identity.group_get(conn, group_id)
+        in_domain(ctxt, "update_group", (await identity.group_get(conn, group_id))["domain_id"])
         if ref:
             await identity.group_update(conn, group_id, ref)
         row = await identity.group_get(conn, group_id)
@@ -443,17 +461,20 @@ async def update_group(request: Request) -> Response:
 
 
 async def delete_group(request: Request) -> Response:
-    admin(request, "delete_group")
+    ctxt = manager(request, "delete_group")
+    group_id = request.path_params["group_id"]
     async with api_state(request).db.writer() as conn:
-        await identity.group_delete(conn, request.path_params["group_id"])
+        in_domain(ctxt, "delete_group", (await identity.group_get(conn, group_id))["domain_id"])
+        await identity.group_delete(conn, group_id)
     return Response(status_code=204)
 
 
 async def group_members(request: Request) -> Response:
-    admin(request, "list_users_in_group")
+    ctxt = manager(request, "list_users_in_group")
     group_id = request.path_params["group_id"]
     async with api_state(request).db.reader() as conn:
-        await identity.group_get(conn, group_id)
+        group = await identity.group_get(conn, group_id)
+        in_domain(ctxt, "list_users_in_group", group["domain_id"])
         rows = await identity.group_users(conn, group_id)
     return JSONResponse(
         {"users": [user_view(request, r) for r in rows], "links": collection_links(request)}
@@ -462,13 +483,15 @@ async def group_members(request: Request) -> Response:
 
 async def group_membership(request: Request) -> Response:
     """PUT (add), HEAD/GET (check) and DELETE (remove) ``/groups/{g}/users/{u}``."""
-    admin(request, "manage_group_membership")
+    ctxt = manager(request, "manage_group_membership")
     group_id, user_id = request.path_params["group_id"], request.path_params["user_id"]
     writing = request.method in ("PUT", "DELETE")
     db = api_state(request).db
     async with db.writer() if writing else db.reader() as conn:
-        await identity.group_get(conn, group_id)
-        await _user(conn, user_id)
+        group = await identity.group_get(conn, group_id)
+        user = await _user(conn, user_id)
+        # Both in the manager's domain (Keystone's add_user_to_group rule).
+        in_domain(ctxt, "manage_group_membership", group["domain_id"], user["domain_id"])
         if request.method == "PUT":
             await identity.group_add_user(conn, group_id, user_id)
         elif request.method == "DELETE":

@@ -55,6 +55,11 @@ AUTH_SCHEMA: dict[str, Any] = {
                             },
                             "required": ["user"],
                         },
+                        "token": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string", "maxLength": 1024}},
+                            "required": ["id"],
+                        },
                     },
                     "required": ["methods"],
                 },
@@ -69,6 +74,7 @@ AUTH_SCHEMA: dict[str, Any] = {
                                     "properties": {**_REF["properties"], "domain": _REF},
                                 },
                                 "domain": _REF,
+                                "system": {"type": "object"},
                             },
                         },
                     ]
@@ -121,15 +127,23 @@ def _subject(request: Request) -> str:
     return subject
 
 
-def _may_see_token(request: Request, subject: str) -> None:
-    # Anyone may look at or revoke their own token; admins any token.
-    if subject != request.headers.get("x-auth-token"):
-        policy.authorize(_ctx(request), "identity:validate_token", policy.Rule.ADMIN)
+async def _may_see_token(request: Request, subject: str) -> None:
+    """Anyone may look at or revoke a token of its own (Keystone's
+    ``token_subject`` rule: the subject token's user is the caller); admins any."""
+    ctxt = _ctx(request)
+    if subject == request.headers.get("x-auth-token") or policy.allowed(ctxt, policy.Rule.ADMIN):
+        return
+    try:
+        row = await tokens.validate(_state(request), subject)
+    except exception.NotAuthenticated:
+        row = None
+    if row is None or row["user_id"] != ctxt.user_id:
+        policy.authorize(ctxt, "identity:validate_token", policy.Rule.ADMIN)
 
 
 async def show_token(request: Request) -> Response:
     subject = _subject(request)
-    _may_see_token(request, subject)
+    await _may_see_token(request, subject)
     body = await tokens.token_body(_state(request), subject)
     if request.method == "HEAD":
         return Response(status_code=200, headers={"X-Subject-Token": subject})
@@ -138,7 +152,7 @@ async def show_token(request: Request) -> Response:
 
 async def revoke_token(request: Request) -> Response:
     subject = _subject(request)
-    _may_see_token(request, subject)
+    await _may_see_token(request, subject)
     await tokens.revoke(_state(request), subject)
     return Response(status_code=204)
 

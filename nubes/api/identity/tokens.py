@@ -133,8 +133,10 @@ async def _scoped_project(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Password or application-credential auth (a validated body's ``auth``),
-    with an optional project or domain scope for passwords.
+    """Password, token (rescoping) or application-credential auth (a
+    validated body's ``auth``), with an optional project, domain or system
+    scope; a password login without one is scoped to the user's default
+    project when it holds a role there (Keystone's rule).
 
     Returns the token text and the token body. Any failure is a plain 401:
     it never says whether the user exists.
@@ -142,9 +144,71 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
     ident = auth["identity"]
     if "application_credential" in ident["methods"] and "application_credential" in ident:
         return await _authenticate_app_cred(state, ident["application_credential"])
-    if "password" not in ident["methods"] or "password" not in ident:
+    expires: dt.datetime | None = None
+    if "token" in ident["methods"] and isinstance(ident.get("token"), Mapping):
+        user, methods, expires = await _rescoping(state, ident["token"])
+    elif "password" in ident["methods"] and "password" in ident:
+        user = await _password_user(state, ident["password"]["user"])
+        methods = ["password"]
+    else:
         raise exception.NotAuthenticated()
-    user_ref = ident["password"]["user"]
+    scope = auth.get("scope")
+    # ``"scope": "unscoped"`` asks for an unscoped token even with a default project.
+    asked_unscoped = scope == "unscoped"
+    if not isinstance(scope, Mapping):
+        scope = {}
+    project = domain = None
+    system = None
+    role_rows: list[dict[str, Any]] = []
+    async with state.db.reader() as conn:
+        if "project" in scope:
+            project = await _scoped_project(conn, scope["project"])
+            role_rows = await identity.roles_for(conn, user["id"], project["id"])
+            if not role_rows:
+                raise exception.NotAuthenticated()
+        elif (
+            not scope
+            and not asked_unscoped
+            and methods == ["password"]
+            and user["default_project_id"]
+        ):
+            # No scope asked: the default project, if the user may work in it
+            # (else an unscoped token, as Keystone).
+            try:
+                project = await _scoped_project(conn, {"id": user["default_project_id"]})
+                role_rows = await identity.roles_for(conn, user["id"], project["id"])
+            except exception.NotAuthenticated:
+                project = None
+            if not role_rows:
+                project = None
+        elif "domain" in scope:
+            domain = await _domain(conn, scope["domain"])
+            if domain is not None:
+                role_rows = await identity.roles_on_domain(conn, user["id"], domain["id"])
+            if domain is None or not role_rows:
+                raise exception.NotAuthenticated()
+        elif "system" in scope:
+            wanted = scope["system"]
+            if not isinstance(wanted, Mapping) or wanted.get("all") is not True:
+                raise exception.NotAuthenticated()
+            system = identity.SYSTEM
+            role_rows = await identity.roles_on_system(conn, user["id"])
+            if not role_rows:
+                raise exception.NotAuthenticated()
+    return await _issue(
+        state,
+        user,
+        project,
+        role_rows,
+        methods,
+        domain=domain,
+        system=system,
+        expires=expires,
+    )
+
+
+async def _password_user(state: ApiState, user_ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The user a password login names, its password checked; 401 otherwise."""
     async with state.db.reader() as conn:
         user = await _find_user(conn, user_ref)
     if user is None:
@@ -153,23 +217,30 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
         raise exception.NotAuthenticated()
     if not await passwords.verify_password_async(user["password_hash"], user_ref["password"]):
         raise exception.NotAuthenticated()
-    project = domain = None
-    role_rows: list[dict[str, Any]] = []
-    scope = auth.get("scope")
-    if isinstance(scope, Mapping) and "project" in scope:
-        async with state.db.reader() as conn:
-            project = await _scoped_project(conn, scope["project"])
-            role_rows = await identity.roles_for(conn, user["id"], project["id"])
-        if not role_rows:
-            raise exception.NotAuthenticated()
-    elif isinstance(scope, Mapping) and "domain" in scope:
-        async with state.db.reader() as conn:
-            domain = await _domain(conn, scope["domain"])
-            if domain is not None:
-                role_rows = await identity.roles_on_domain(conn, user["id"], domain["id"])
-        if domain is None or not role_rows:
-            raise exception.NotAuthenticated()
-    return await _issue(state, user, project, role_rows, ["password"], domain=domain)
+    return user
+
+
+async def _rescoping(
+    state: ApiState, ref: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], dt.datetime]:
+    """Keystone's ``token`` method: a live token stands for its user. The new
+    token ends when the old one does and adds ``token`` to its methods. An
+    application credential's token is bound to its project and cannot be
+    rescoped (Keystone's rule)."""
+    text = ref.get("id")
+    if not isinstance(text, str) or not text:
+        raise exception.NotAuthenticated()
+    row = await validate(state, text)
+    if row["application_credential_id"]:
+        raise exception.NotAuthenticated()
+    async with state.db.reader() as conn:
+        user = await identity.user_get_by_id(conn, row["user_id"])
+    if user is None:
+        raise exception.NotAuthenticated()
+    methods = list(row["methods"] or ["password"])
+    if "token" not in methods:
+        methods.append("token")
+    return user, methods, row["expires_at"]
 
 
 async def _authenticate_app_cred(
@@ -215,10 +286,15 @@ async def _issue(
     *,
     app_cred: Mapping[str, Any] | None = None,
     domain: Mapping[str, Any] | None = None,
+    system: str | None = None,
+    expires: dt.datetime | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """Record a new token and return its text and body; it ends at
+    ``expires`` (a rescoped token's parent's end) or after the configured life."""
     token = secrets.token_urlsafe(32)
     issued = utcnow()
-    expires = issued + dt.timedelta(seconds=state.conf.api.token_expiration)
+    if expires is None:
+        expires = issued + dt.timedelta(seconds=state.conf.api.token_expiration)
     roles = await _with_implied(state, role_rows)
     audit_id = secrets.token_urlsafe(16)
     async with state.db.writer() as conn:
@@ -229,6 +305,7 @@ async def _issue(
                 "user_id": user["id"],
                 "project_id": project["id"] if project else None,
                 "domain_id": domain["id"] if domain else None,
+                "system_scope": system,
                 "roles": roles,
                 "methods": methods,
                 "audit_id": audit_id,
@@ -251,6 +328,7 @@ async def _issue(
         expires,
         app_cred=app_cred,
         domain=domain,
+        system=system,
     )
     return token, body
 
@@ -278,6 +356,7 @@ def _token_body(
     *,
     app_cred: Mapping[str, Any] | None = None,
     domain: Mapping[str, Any] | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
     token: dict[str, Any] = {
         "methods": methods,
@@ -300,7 +379,9 @@ def _token_body(
         token["is_domain"] = False
     elif domain is not None:
         token["domain"] = {"id": domain["id"], "name": domain["name"]}
-    if project is not None or domain is not None:
+    elif system is not None:
+        token["system"] = {system: True}
+    if project is not None or domain is not None or system is not None:
         token["roles"] = roles
         token["catalog"] = catalog(state)
     if app_cred is not None:
@@ -350,6 +431,7 @@ async def context_for(state: ApiState, token: str, request_id: str) -> RequestCo
         user_id=row["user_id"],
         project_id=row["project_id"],
         domain_id=row["domain_id"],
+        system_scope=row["system_scope"],
         roles=[r["name"] for r in row["roles"] or []],
     )
 
@@ -387,6 +469,7 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         row["expires_at"],
         app_cred=app_cred,
         domain=domain,
+        system=row["system_scope"],
     )
 
 

@@ -490,17 +490,21 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
 
 USER_PROJECT, GROUP_PROJECT = "UserProject", "GroupProject"
 USER_DOMAIN, GROUP_DOMAIN = "UserDomain", "GroupDomain"
-USER_TYPES = (USER_PROJECT, USER_DOMAIN)
-GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN)
+#: Keystone's system scope: the cloud itself (its ``target_id`` is :data:`SYSTEM`).
+USER_SYSTEM, GROUP_SYSTEM = "UserSystem", "GroupSystem"
+USER_TYPES = (USER_PROJECT, USER_DOMAIN, USER_SYSTEM)
+GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN, GROUP_SYSTEM)
 PROJECT_TYPES = (USER_PROJECT, GROUP_PROJECT)
 DOMAIN_TYPES = (USER_DOMAIN, GROUP_DOMAIN)
+SYSTEM_TYPES = (USER_SYSTEM, GROUP_SYSTEM)
+#: The one system there is (Keystone's ``system: {"all": true}``).
+SYSTEM = "all"
 
 
 def assignment_type(actor: str, target: str) -> str:
-    """``("user"|"group", "project"|"domain")`` -> the stored type name."""
-    return {"user": "User", "group": "Group"}[actor] + {"project": "Project", "domain": "Domain"}[
-        target
-    ]
+    """``("user"|"group", "project"|"domain"|"system")`` -> the stored type name."""
+    kinds = {"project": "Project", "domain": "Domain", "system": "System"}
+    return {"user": "User", "group": "Group"}[actor] + kinds[target]
 
 
 async def grant(
@@ -544,7 +548,7 @@ async def revoke_grant(
         await _tokens_revoke_where(
             conn, tokens.c.user_id == actor_id, tokens.c.project_id == target_id
         )
-    elif type_ == USER_DOMAIN:
+    elif type_ in (USER_DOMAIN, USER_SYSTEM):
         await _tokens_revoke_where(conn, tokens.c.user_id == actor_id)
     else:
         await _revoke_members_tokens(conn, actor_id)
@@ -602,75 +606,52 @@ async def assignment_remove(
     return await revoke_grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
 
 
-def _user_on_project(user_id: str, project_id: str) -> Any:
-    """The assignments that give a user roles on a project: its own and its groups'."""
+def _user_on(user_id: str, kind: str, target_id: str | None = None) -> Any:
+    """The assignments that give a user roles on a ``kind`` ("project",
+    "domain", "system") target (any, when ``target_id`` is None): its own
+    and its groups'."""
     in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    return and_(
-        assignments.c.target_id == project_id,
-        or_(
-            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
-        ),
+    own, via_group = assignment_type("user", kind), assignment_type("group", kind)
+    held = or_(
+        and_(assignments.c.type == own, assignments.c.actor_id == user_id),
+        and_(assignments.c.type == via_group, assignments.c.actor_id.in_(in_groups)),
     )
+    return held if target_id is None else and_(assignments.c.target_id == target_id, held)
+
+
+async def _roles_held(conn: AsyncConnection, user_id: str, kind: str, target_id: str) -> list[Row]:
+    held = select(assignments.c.role_id).where(_user_on(user_id, kind, target_id))
+    return await fetch_all(conn, select(roles).where(roles.c.id.in_(held)).order_by(roles.c.name))
 
 
 async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> list[Row]:
     """The roles the user holds on the project, directly or through its groups
     (not the implied ones)."""
-    stmt = (
-        select(roles)
-        .where(
-            roles.c.id.in_(
-                select(assignments.c.role_id).where(_user_on_project(user_id, project_id))
-            )
-        )
-        .order_by(roles.c.name)
-    )
-    return await fetch_all(conn, stmt)
-
-
-def _user_on_domain(user_id: str, domain_id: str) -> Any:
-    """The assignments that give a user roles on a domain: its own and its groups'."""
-    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    return and_(
-        assignments.c.target_id == domain_id,
-        or_(
-            and_(assignments.c.type == USER_DOMAIN, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_DOMAIN, assignments.c.actor_id.in_(in_groups)),
-        ),
-    )
+    return await _roles_held(conn, user_id, "project", project_id)
 
 
 async def roles_on_domain(conn: AsyncConnection, user_id: str, domain_id: str) -> list[Row]:
     """The roles the user holds on the domain, directly or through its groups
     (not the implied ones): what a domain-scoped token carries."""
-    held = select(assignments.c.role_id).where(_user_on_domain(user_id, domain_id))
-    return await fetch_all(conn, select(roles).where(roles.c.id.in_(held)).order_by(roles.c.name))
+    return await _roles_held(conn, user_id, "domain", domain_id)
+
+
+async def roles_on_system(conn: AsyncConnection, user_id: str) -> list[Row]:
+    """The roles the user holds on the system: what a system-scoped token carries."""
+    return await _roles_held(conn, user_id, "system", SYSTEM)
 
 
 async def domains_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
     """The domains the user holds a role on, directly or through its groups
     (``GET /v3/auth/domains``: what it may scope a token to)."""
-    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    on = select(assignments.c.target_id).where(
-        or_(
-            and_(assignments.c.type == USER_DOMAIN, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_DOMAIN, assignments.c.actor_id.in_(in_groups)),
-        )
-    )
+    on = select(assignments.c.target_id).where(_user_on(user_id, "domain"))
     stmt = select(domains).where(domains.c.id.in_(on)).order_by(domains.c.name)
     return await fetch_all(conn, stmt)
 
 
 async def projects_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
     """The projects the user holds a role on, directly or through its groups."""
-    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    on = select(assignments.c.target_id).where(
-        or_(
-            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
-        )
-    )
+    on = select(assignments.c.target_id).where(_user_on(user_id, "project"))
     stmt = select(projects).where(projects.c.id.in_(on)).order_by(projects.c.name)
     return await fetch_all(conn, stmt)
 

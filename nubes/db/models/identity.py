@@ -154,6 +154,8 @@ class Token(Base):
     project_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     #: The domain a domain-scoped token is for (None when project-scoped or unscoped).
     domain_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    #: ``all`` for a system-scoped token (Keystone's only system), else None.
+    system_scope: Mapped[str | None] = mapped_column(String(16))
     #: Role names at issue time (a token is a snapshot, like Keystone's).
     roles: Mapped[Any | None] = mapped_column(JSONEncoded)
     methods: Mapped[Any | None] = mapped_column(JSONEncoded)

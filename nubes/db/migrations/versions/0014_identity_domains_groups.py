@@ -5,8 +5,11 @@ not in the whole cloud, so two domains may each have a ``web`` project.
 The cloud-wide ``uniq_users0name`` and ``uniq_projects0name`` become
 ``(domain_id, name)`` constraints (every existing row is in one domain,
 ``default``, so no row breaks the new rule). Tokens gain the domain they
-are scoped to (``domain_id``, NULL for project-scoped and unscoped ones),
-a nullable column release N's services never read.
+are scoped to (``domain_id``) and Keystone's system scope
+(``system_scope``: ``all``), both NULL for project-scoped and unscoped
+tokens: nullable columns release N's services never read. System role
+assignments are rows of ``assignments`` (``UserSystem``/``GroupSystem``),
+no schema change.
 
 Downgrading restores the cloud-wide constraints and fails if two domains
 hold the same name by then, rather than drop either row.
@@ -38,10 +41,12 @@ def upgrade() -> None:
             batch.create_unique_constraint(f"uniq_{table}0domain_id0name", ["domain_id", "name"])
     with op.batch_alter_table("tokens") as batch:
         batch.add_column(sa.Column("domain_id", sa.String(ID_LEN)))
+        batch.add_column(sa.Column("system_scope", sa.String(16)))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("system_scope")
         batch.drop_column("domain_id")
     for table in ("users", "projects"):
         with op.batch_alter_table(table) as batch:
