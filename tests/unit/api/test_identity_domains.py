@@ -171,6 +171,8 @@ async def test_domain_manager_manages_its_domain_only(api: ApiHarness) -> None:
         assert (await c.put(f"{grant}/{member}")).status_code == 204
         # Never admin: a manager cannot raise anyone above itself.
         assert (await c.put(f"{grant}/{admin}")).status_code == 403
+        on_domain = f"{V3}/domains/{d['id']}/users/{worker['id']}/roles/{admin}"
+        assert (await c.put(on_domain)).status_code == 403
         assert (await c.put(f"{V3}/groups/{group['id']}/users/{worker['id']}")).status_code == 204
         users = (await c.get(f"{V3}/users")).json()["users"]
         assert {u["name"] for u in users} == {"boss", "worker"}
