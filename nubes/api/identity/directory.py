@@ -90,17 +90,30 @@ PASSWORD_CHANGE = _schema(
 )
 GROUP_CREATE = _schema("group", {"name": _NAME, "description": _TEXT, "domain_id": _ID}, ("name",))
 GROUP_UPDATE = _schema("group", {"name": _NAME, "description": _TEXT})
-#: User attributes kept in the row's ``extra`` (Keystone's free-form ones).
+#: User attributes kept in the row's ``extra`` (Keystone's free-form ones):
+#: these two and any attribute the schema does not name, as Keystone keeps them.
 _EXTRA = ("description", "email")
+#: Attributes Keystone computes or refuses to store: never kept as extras.
+_NOT_EXTRA = frozenset({"id", "links", "options", "password_expires_at", "federated"})
 
 
 async def _body(request: Request, schema: dict[str, Any], key: str) -> dict[str, Any]:
     """The validated ``body[key]`` with only the attributes its schema names:
     Keystone's extra attributes are not columns here (unknown ones are dropped)."""
+    return (await _body_and_extras(request, schema, key))[0]
+
+
+async def _body_and_extras(
+    request: Request, schema: dict[str, Any], key: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The validated ``body[key]`` split into the attributes its schema names
+    and the free-form others (a user's, which Keystone stores and shows back)."""
     body = await json_body(request)
     validate(body, schema)
     known = schema["properties"][key]["properties"]
-    return {k: v for k, v in body[key].items() if k in known}
+    named = {k: v for k, v in body[key].items() if k in known}
+    others = {k: v for k, v in body[key].items() if k not in known and k not in _NOT_EXTRA}
+    return named, others
 
 
 async def _domain_exists(conn: Any, domain_id: str) -> None:
@@ -304,7 +317,7 @@ async def list_users(request: Request) -> Response:
 
 async def create_user(request: Request) -> Response:
     ctxt = manager(request, "create_user")
-    ref = await _body(request, USER_CREATE, "user")
+    ref, others = await _body_and_extras(request, USER_CREATE, "user")
     domain_id = new_in_domain(ctxt, "create_user", ref.get("domain_id"))
     password = ref.get("password")
     password_hash = await passwords.hash_password_async(password) if password else None
@@ -320,7 +333,7 @@ async def create_user(request: Request) -> Response:
             default_project_id=default_project,
             domain_id=domain_id,
             enabled=ref.get("enabled", True),
-            extra={k: ref[k] for k in _EXTRA if ref.get(k) is not None},
+            extra={**others, **{k: ref[k] for k in _EXTRA if ref.get(k) is not None}},
         )
     return JSONResponse({"user": user_view(request, row)}, status_code=201)
 
@@ -336,7 +349,7 @@ async def show_user(request: Request) -> Response:
 async def update_user(request: Request) -> Response:
     ctxt = manager(request, "update_user")
     user_id = request.path_params["user_id"]
-    ref = await _body(request, USER_UPDATE, "user")
+    ref, others = await _body_and_extras(request, USER_UPDATE, "user")
     values: dict[str, Any] = {k: ref[k] for k in ("name", "enabled") if k in ref}
     if "default_project_id" in ref:
         values["default_project_id"] = ref["default_project_id"]
@@ -351,7 +364,7 @@ async def update_user(request: Request) -> Response:
         if values.get("default_project_id"):
             project = await _project(conn, values["default_project_id"])
             in_domain(ctxt, "update_user", project["domain_id"])
-        extra = dict(row.get("extra") or {})
+        extra = {**(row.get("extra") or {}), **others}
         for key in _EXTRA:
             if key in ref:
                 extra[key] = ref[key]

@@ -136,8 +136,9 @@ async def _may_see_token(request: Request, subject: str) -> None:
     try:
         row = await tokens.validate(_state(request), subject)
     except exception.NotAuthenticated:
-        row = None
-    if row is None or row["user_id"] != ctxt.user_id:
+        # Keystone looks the token up before its policy: a dead one is a 404.
+        raise exception.NotFound(reason="Could not find token.") from None
+    if row["user_id"] != ctxt.user_id:
         policy.authorize(ctxt, "identity:validate_token", policy.Rule.ADMIN)
 
 
