@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy
-from nubes.api.identity import app_credentials, assignments, directory, tokens
+from nubes.api.identity import app_credentials, assignments, catalog, directory, tokens
 from nubes.api.identity.common import collection_links, domain_view, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
@@ -159,7 +159,7 @@ async def revoke_token(request: Request) -> Response:
 
 
 async def auth_catalog(request: Request) -> Response:
-    return JSONResponse({"catalog": tokens.catalog(_state(request))})
+    return JSONResponse({"catalog": await catalog.service_catalog(_state(request))})
 
 
 async def auth_projects(request: Request) -> Response:
@@ -200,5 +200,6 @@ def build_app(state: ApiState) -> Starlette:
         *directory.ROUTES,
         *assignments.ROUTES,
         *app_credentials.ROUTES,
+        *catalog.ROUTES,
     ]
     return service_app(state, routes, service="identity", public=PUBLIC)

@@ -1,4 +1,5 @@
-"""Issuing, validating and revoking tokens; the service catalog.
+"""Issuing, validating and revoking tokens (the catalog they carry is
+:mod:`nubes.api.identity.catalog`'s).
 
 A token is 32 random bytes (URL-safe text); the database keeps its SHA-256
 with the user, project, roles (a snapshot, with the implied ones) and
@@ -10,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from nubes import exception
-from nubes.api.identity import passwords
+from nubes.api.identity import catalog, passwords
 from nubes.api.state import ApiState
 from nubes.api.views import keystone_time
 from nubes.context import RequestContext
@@ -24,53 +24,9 @@ from nubes.db.types import utcnow
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
 
-#: (catalog type, catalog name, path of the versioned or unversioned endpoint)
-SERVICES = (
-    ("compute", "nova", "/compute/v2.1"),
-    ("image", "glance", "/image"),
-    ("identity", "keystone", "/identity"),
-    ("network", "neutron", "/networking"),
-)
-INTERFACES = ("public", "internal", "admin")
-
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _endpoint_base(state: ApiState, service: str) -> str:
-    port = getattr(state.conf.api, f"{service}_port", 0)
-    base = state.public_endpoint
-    if port and not state.conf.api.public_endpoint:
-        host = state.conf.api.bind_host
-        base = f"http://{host}:{port}"
-    return base
-
-
-def catalog(state: ApiState) -> list[dict[str, Any]]:
-    region = state.conf.api.region_name
-    out = []
-    for kind, name, path in SERVICES:
-        url = _endpoint_base(state, kind) + path
-        endpoints = [
-            {
-                "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{url}#{interface}").hex,
-                "interface": interface,
-                "region": region,
-                "region_id": region,
-                "url": url,
-            }
-            for interface in INTERFACES
-        ]
-        out.append(
-            {
-                "endpoints": endpoints,
-                "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
-                "type": kind,
-                "name": name,
-            }
-        )
-    return out
 
 
 async def _domain(conn: Any, ref: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -317,7 +273,7 @@ async def _issue(
     user = await _with_domain_name(state, user)
     if project is not None:
         project = await _with_domain_name(state, project)
-    body = _token_body(
+    body = await _token_body(
         state,
         user,
         project,
@@ -344,7 +300,7 @@ async def _with_implied(state: ApiState, role_rows: list[dict[str, Any]]) -> lis
     return [{"id": by_name.get(n, n), "name": n} for n in names]
 
 
-def _token_body(
+async def _token_body(
     state: ApiState,
     user: Mapping[str, Any],
     project: Mapping[str, Any] | None,
@@ -383,7 +339,7 @@ def _token_body(
         token["system"] = {system: True}
     if project is not None or domain is not None or system is not None:
         token["roles"] = roles
-        token["catalog"] = catalog(state)
+        token["catalog"] = await catalog.service_catalog(state)
     if app_cred is not None:
         token["application_credential"] = {
             "id": app_cred["id"],
@@ -458,7 +414,7 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
     user = await _with_domain_name(state, user)
     if project is not None:
         project = await _with_domain_name(state, project)
-    return _token_body(
+    return await _token_body(
         state,
         user,
         project,

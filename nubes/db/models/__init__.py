@@ -40,12 +40,15 @@ from nubes.db.models.identity import (
     DEFAULT_DOMAIN_ID,
     ApplicationCredential,
     Assignment,
+    CatalogService,
     Domain,
+    Endpoint,
     Group,
     GroupMember,
     Image,
     ImageMember,
     Project,
+    Region,
     Role,
     Token,
     User,
@@ -114,6 +117,9 @@ groups = _table(Group)
 group_members = _table(GroupMember)
 application_credentials = _table(ApplicationCredential)
 tokens = _table(Token)
+regions = _table(Region)
+catalog_services = _table(CatalogService)
+endpoints = _table(Endpoint)
 images = _table(Image)
 image_members = _table(ImageMember)
 quota_classes = _table(QuotaClass)

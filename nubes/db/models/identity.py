@@ -167,6 +167,44 @@ class Token(Base):
     application_credential_id: Mapped[str | None] = mapped_column(String(ID_LEN))
 
 
+class Region(Base, TimestampMixin):
+    """A catalog region an operator registered (the configured
+    ``[api] region_name`` is built in and has no row)."""
+
+    __tablename__ = "regions"
+
+    id: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    description: Mapped[str | None] = mapped_column(LongText)
+    parent_region_id: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+class CatalogService(Base, TimestampMixin):
+    """A service an operator registered in the catalog (nubes' own four are
+    built in, their URLs following ``[api]``, and have no row)."""
+
+    __tablename__ = "catalog_services"
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    type: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    description: Mapped[str | None] = mapped_column(LongText)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
+class Endpoint(Base, TimestampMixin):
+    """An endpoint of a registered service."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (Index("endpoints_service_id_idx", "service_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    interface: Mapped[str] = mapped_column(String(8), nullable=False)
+    region_id: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    url: Mapped[str] = mapped_column(LongText, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
 class Image(Base, TimestampMixin):
     """An image record; its data lives in a file named after the id."""
 
