@@ -417,9 +417,12 @@ async def _endpoint_values(request: Request, conn: Any, ref: dict[str, Any]) -> 
         try:
             await _region_or_404(request, conn, values["region_id"])
         except exception.NotFound:
-            raise exception.ValidationError(
-                field="region_id", reason=f"Could not find region: {values['region_id']}."
-            ) from None
+            if "region_id" in ref:
+                raise exception.ValidationError(
+                    field="region_id", reason=f"Could not find region: {values['region_id']}."
+                ) from None
+            # Keystone's legacy ``region`` names a region it creates when missing.
+            await db_catalog.region_create(conn, {"id": values["region_id"]})
     return values
 
 

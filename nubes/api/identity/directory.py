@@ -29,6 +29,7 @@ from nubes.api.identity.common import (
     manager,
     new_in_domain,
     project_view,
+    self_or_admin,
     self_or_manager,
     user_view,
 )
@@ -389,11 +390,10 @@ async def delete_user(request: Request) -> Response:
 
 
 async def change_password(request: Request) -> Response:
-    """``POST /v3/users/{id}/password``: the user itself, knowing the old one."""
+    """``POST /v3/users/{id}/password``: the user itself or an admin (Keystone's
+    default), knowing the old one either way."""
     user_id = request.path_params["user_id"]
-    ctxt = request_context(request)
-    if ctxt.user_id != user_id:
-        raise exception.PolicyNotAuthorized(action="identity:change_password")
+    self_or_admin(request, user_id, "change_password")
     ref = await _body(request, PASSWORD_CHANGE, "user")
     async with api_state(request).db.reader() as conn:
         row = await _user(conn, user_id)

@@ -103,6 +103,13 @@ async def test_registered_service_endpoint_and_region(api: ApiHarness) -> None:
         assert (await c.post(f"{V3}/endpoints", json=bad)).status_code == 400
         bad = {"endpoint": {**body["endpoint"], "region_id": "nope"}}
         assert (await c.post(f"{V3}/endpoints", json=bad)).status_code == 400
+        # Keystone's legacy "region" makes the region it names.
+        legacy = {k: v for k, v in body["endpoint"].items() if k != "region_id"}
+        r = await c.post(f"{V3}/endpoints", json={"endpoint": {**legacy, "region": "r-legacy"}})
+        made = (await _ok(r, 201))["endpoint"]
+        assert made["region_id"] == "r-legacy"
+        assert (await c.get(f"{V3}/regions/r-legacy")).status_code == 200
+        assert (await c.delete(f"{V3}/endpoints/{made['id']}")).status_code == 204
         # A region in use stays.
         assert (await c.delete(f"{V3}/regions/r2")).status_code == 403
 

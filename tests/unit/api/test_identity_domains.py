@@ -292,3 +292,19 @@ async def test_users_keep_free_form_attributes(api: ApiHarness) -> None:
         shown = r.json()["user"]
         assert shown["team"] == "red" and shown["project_id"] == "p-1"
         assert shown["id"] == user["id"]
+
+
+async def test_password_change_by_an_admin_or_the_user_only(api: ApiHarness) -> None:
+    async with await api.login("admin") as c:
+        user = await _create(c, "user", name="pc", password="old-pw")
+        url = f"{V3}/users/{user['id']}/password"
+        change = {"user": {"password": "new-pw", "original_password": "old-pw"}}
+    async with await api.login("demo") as c:
+        assert (await c.post(url, json=change)).status_code == 403
+    async with await api.login("admin") as c:
+        # Keystone's default lets an admin do it, still knowing the old one.
+        wrong = {"user": {"password": "x", "original_password": "wrong"}}
+        assert (await c.post(url, json=wrong)).status_code == 401
+        assert (await c.post(url, json=change)).status_code == 204
+    async with api.client() as c:
+        assert (await _token(c, _login("pc", "new-pw", "Default"))).status_code == 201
