@@ -119,7 +119,7 @@ def project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         "domain_id": row["domain_id"],
         "parent_id": row["domain_id"],
         "is_domain": False,
-        "tags": [],
+        "tags": row.get("tags", []),
         "options": {},
         "links": link(request, f"projects/{row['id']}"),
     }

@@ -56,9 +56,15 @@ DOMAIN_CREATE = _schema(
     "domain", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL}, ("name",)
 )
 DOMAIN_UPDATE = _schema("domain", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL})
+#: Keystone's project tag: no "/" or "," (they separate tags in URLs and filters).
+_TAG = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/,]+$"}
+#: Keystone's limit on a project's tags.
+MAX_TAGS = 80
+_TAGS = {"type": "array", "items": _TAG, "maxItems": MAX_TAGS}
 PROJECT_CREATE = _schema(
     "project",
     {
+        "tags": _TAGS,
         "name": _SHORT_NAME,
         "description": _TEXT,
         "enabled": _BOOL,
@@ -68,7 +74,9 @@ PROJECT_CREATE = _schema(
     },
     ("name",),
 )
-PROJECT_UPDATE = _schema("project", {"name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL})
+PROJECT_UPDATE = _schema(
+    "project", {"tags": _TAGS, "name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL}
+)
 _PASSWORD = {"type": ["string", "null"], "maxLength": 4096}
 _USER_FIELDS = {
     "name": _NAME,
@@ -215,9 +223,32 @@ async def list_projects(request: Request) -> Response:
             ]
             if not rows:
                 raise exception.PolicyNotAuthorized(action="identity:list_projects")
+        rows = [r for r in await identity.with_tags(conn, rows) if _tags_match(request, r["tags"])]
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )
+
+
+def _tags_match(request: Request, tags: list[str]) -> bool:
+    """Keystone's tag filters: ``tags`` (all of), ``tags-any``, ``not-tags``
+    (not all of) and ``not-tags-any`` (none of), each a comma-separated list."""
+    held = set(tags)
+
+    def asked(key: str) -> set[str] | None:
+        raw = request.query_params.get(key)
+        return None if raw is None else {t for t in raw.split(",") if t}
+
+    checks = (
+        ("tags", lambda want: want <= held),
+        ("tags-any", lambda want: bool(want & held)),
+        ("not-tags", lambda want: not want <= held),
+        ("not-tags-any", lambda want: not want & held),
+    )
+    for key, passes in checks:
+        want = asked(key)
+        if want is not None and not passes(want):
+            return False
+    return True
 
 
 async def create_project(request: Request) -> Response:
@@ -238,6 +269,8 @@ async def create_project(request: Request) -> Response:
             domain_id=domain_id,
             enabled=ref.get("enabled", True),
         )
+        await identity.project_tags_set(conn, row["id"], ref.get("tags", []))
+        row = await _project(conn, row["id"])
     return JSONResponse({"project": project_view(request, row)}, status_code=201)
 
 
@@ -248,23 +281,34 @@ async def _project(conn: Any, project_id: str) -> dict[str, Any]:
         raise _project_not_found(project_id) from None
     if row["id"] != project_id:  # project_get also matches names
         raise _project_not_found(project_id)
+    return (await identity.with_tags(conn, [row]))[0]
+
+
+async def _readable_project(request: Request, conn: Any, action: str) -> dict[str, Any]:
+    """The path's project if the caller may see it: a role on it, its
+    domain's manager, or an admin. As Keystone, a project outside the
+    caller's token is a 403 whether or not it exists."""
+    ctxt = request_context(request)
+    project_id = request.path_params["project_id"]
+    if policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
+        return await _project(conn, project_id)
+    manager(request, action)
+    row = await _project(conn, project_id)
+    in_domain(ctxt, action, row["domain_id"])
+    return row
+
+
+async def _managed_project(request: Request, conn: Any, action: str) -> dict[str, Any]:
+    """The path's project if the caller may change it: its domain's manager or an admin."""
+    ctxt = manager(request, action)
+    row = await _project(conn, request.path_params["project_id"])
+    in_domain(ctxt, action, row["domain_id"])
     return row
 
 
 async def show_project(request: Request) -> Response:
-    ctxt = request_context(request)
-    project_id = request.path_params["project_id"]
-    # As Keystone: a project outside the caller's token is a policy refusal
-    # (403), whether or not it exists; clients then use the id as given.
-    if policy.allowed(ctxt, policy.Rule.PROJECT_READER, project_id):
-        async with api_state(request).db.reader() as conn:
-            row = await _project(conn, project_id)
-        return JSONResponse({"project": project_view(request, row)})
-    # Its domain's manager sees it too; to anyone else it is a 403 whether or not it exists.
-    manager(request, "get_project")
     async with api_state(request).db.reader() as conn:
-        row = await _project(conn, project_id)
-    in_domain(ctxt, "get_project", row["domain_id"])
+        row = await _readable_project(request, conn, "get_project")
     return JSONResponse({"project": project_view(request, row)})
 
 
@@ -272,10 +316,13 @@ async def update_project(request: Request) -> Response:
     ctxt = manager(request, "update_project")
     project_id = request.path_params["project_id"]
     ref = await _body(request, PROJECT_UPDATE, "project")
+    tags = ref.pop("tags", None)
     async with api_state(request).db.writer() as conn:
         in_domain(ctxt, "update_project", (await _project(conn, project_id))["domain_id"])
         if ref:
             await identity.project_update(conn, project_id, ref)
+        if tags is not None:
+            await identity.project_tags_set(conn, project_id, tags)
         row = await _project(conn, project_id)
     return JSONResponse({"project": project_view(request, row)})
 
@@ -286,6 +333,60 @@ async def delete_project(request: Request) -> Response:
     async with api_state(request).db.writer() as conn:
         in_domain(ctxt, "delete_project", (await _project(conn, project_id))["domain_id"])
         await identity.project_delete(conn, project_id)
+    return Response(status_code=204)
+
+
+# --- project tags ------------------------------------------------------------
+
+TAGS_BODY = {"type": "object", "properties": {"tags": _TAGS}, "required": ["tags"]}
+
+
+def _tag(request: Request) -> str:
+    tag = request.path_params["tag"]
+    validate(tag, _TAG)
+    return tag
+
+
+async def project_tags(request: Request) -> Response:
+    """``GET`` (list), ``PUT`` (replace) and ``DELETE`` (clear) a project's tags."""
+    if request.method == "GET":
+        async with api_state(request).db.reader() as conn:
+            row = await _readable_project(request, conn, "list_project_tags")
+        return JSONResponse({"tags": row["tags"]})
+    tags: list[str] = []
+    if request.method == "PUT":
+        body = await json_body(request)
+        validate(body, TAGS_BODY)
+        tags = body["tags"]
+    async with api_state(request).db.writer() as conn:
+        row = await _managed_project(request, conn, "update_project_tags")
+        await identity.project_tags_set(conn, row["id"], tags)
+    if request.method == "DELETE":
+        return Response(status_code=204)
+    return JSONResponse({"tags": sorted(set(tags))})
+
+
+async def project_tag(request: Request) -> Response:
+    """``GET``/``HEAD`` (204 if tagged), ``PUT`` (add) and ``DELETE`` one tag."""
+    tag = _tag(request)
+    if request.method in ("GET", "HEAD"):
+        async with api_state(request).db.reader() as conn:
+            row = await _readable_project(request, conn, "get_project_tag")
+        if tag not in row["tags"]:
+            raise exception.NotFound(reason=f"Tag {tag} not found on project {row['id']}.")
+        return Response(status_code=204)
+    async with api_state(request).db.writer() as conn:
+        row = await _managed_project(request, conn, "update_project_tags")
+        if request.method == "PUT":
+            if tag not in row["tags"] and len(row["tags"]) >= MAX_TAGS:
+                raise exception.ValidationError(
+                    field="tags", reason=f"a project has at most {MAX_TAGS}"
+                )
+            await identity.project_tag_add(conn, row["id"], tag)
+        elif not await identity.project_tag_remove(conn, row["id"], tag):
+            raise exception.NotFound(reason=f"Tag {tag} not found on project {row['id']}.")
+    if request.method == "PUT":
+        return Response(status_code=201, headers={"Location": str(request.url)})
     return Response(status_code=204)
 
 
@@ -411,7 +512,7 @@ async def user_projects(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     async with api_state(request).db.reader() as conn:
         self_or_manager(request, await _user(conn, user_id), "list_user_projects")
-        rows = await identity.projects_for_user(conn, user_id)
+        rows = await identity.with_tags(conn, await identity.projects_for_user(conn, user_id))
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )
@@ -528,6 +629,12 @@ ROUTES = [
     Route("/v3/projects/{project_id}", show_project, methods=["GET"]),
     Route("/v3/projects/{project_id}", update_project, methods=["PATCH"]),
     Route("/v3/projects/{project_id}", delete_project, methods=["DELETE"]),
+    Route("/v3/projects/{project_id}/tags", project_tags, methods=["GET", "PUT", "DELETE"]),
+    Route(
+        "/v3/projects/{project_id}/tags/{tag}",
+        project_tag,
+        methods=["GET", "HEAD", "PUT", "DELETE"],
+    ),
     Route("/v3/users", list_users, methods=["GET"]),
     Route("/v3/users", create_user, methods=["POST"]),
     Route("/v3/users/{user_id}", show_user, methods=["GET"]),

@@ -165,7 +165,9 @@ async def auth_catalog(request: Request) -> Response:
 async def auth_projects(request: Request) -> Response:
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
-        rows = await identity.projects_for_user(conn, ctxt.user_id or "")
+        rows = await identity.with_tags(
+            conn, await identity.projects_for_user(conn, ctxt.user_id or "")
+        )
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )

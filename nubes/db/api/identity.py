@@ -31,6 +31,7 @@ from nubes.db.models import (
     domains,
     group_members,
     groups,
+    project_tags,
     projects,
     roles,
     tokens,
@@ -162,7 +163,47 @@ async def project_delete(conn: AsyncConnection, project_id: str) -> None:
     await conn.execute(
         delete(application_credentials).where(application_credentials.c.project_id == project_id)
     )
+    await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
     await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
+
+
+async def with_tags(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
+    """The project rows with their ``tags`` (sorted), read in one query."""
+    ids = [r["id"] for r in rows]
+    tagged: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        stmt = select(project_tags).where(project_tags.c.project_id.in_(ids))
+        for tag in await fetch_all(conn, stmt.order_by(project_tags.c.name)):
+            tagged[tag["project_id"]].append(tag["name"])
+    return [{**r, "tags": tagged[r["id"]]} for r in rows]
+
+
+async def project_tags_set(conn: AsyncConnection, project_id: str, names: Iterable[str]) -> None:
+    """Replace the project's tags."""
+    await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
+    for name in sorted(set(names)):
+        await insert_row(conn, project_tags, {"project_id": project_id, "name": name})
+
+
+async def project_tag_add(conn: AsyncConnection, project_id: str, name: str) -> None:
+    if not await project_tag_exists(conn, project_id, name):
+        await insert_row(conn, project_tags, {"project_id": project_id, "name": name})
+
+
+async def project_tag_exists(conn: AsyncConnection, project_id: str, name: str) -> bool:
+    stmt = select(project_tags.c.name).where(
+        project_tags.c.project_id == project_id, project_tags.c.name == name
+    )
+    return await fetch_one(conn, stmt) is not None
+
+
+async def project_tag_remove(conn: AsyncConnection, project_id: str, name: str) -> bool:
+    result = await conn.execute(
+        delete(project_tags).where(
+            project_tags.c.project_id == project_id, project_tags.c.name == name
+        )
+    )
+    return bool(result.rowcount)
 
 
 # --- users -------------------------------------------------------------------

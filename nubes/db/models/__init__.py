@@ -48,6 +48,7 @@ from nubes.db.models.identity import (
     Image,
     ImageMember,
     Project,
+    ProjectTag,
     Region,
     Role,
     Token,
@@ -109,6 +110,7 @@ flavor_projects = _table(FlavorProject)
 instance_groups = _table(InstanceGroup)
 instance_group_members = _table(InstanceGroupMember)
 projects = _table(Project)
+project_tags = _table(ProjectTag)
 users = _table(User)
 roles = _table(Role)
 assignments = _table(Assignment)

@@ -53,6 +53,15 @@ class Project(Base, TimestampMixin):
     )
 
 
+class ProjectTag(Base):
+    """A tag on a project (Keystone's project tags)."""
+
+    __tablename__ = "project_tags"
+
+    project_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+
+
 class User(Base, TimestampMixin):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_users0domain_id0name"),)

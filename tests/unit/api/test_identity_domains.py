@@ -308,3 +308,36 @@ async def test_password_change_by_an_admin_or_the_user_only(api: ApiHarness) -> 
         assert (await c.post(url, json=change)).status_code == 204
     async with api.client() as c:
         assert (await _token(c, _login("pc", "new-pw", "Default"))).status_code == 201
+
+
+async def test_project_tags(api: ApiHarness) -> None:
+    async with await api.login("admin") as c:
+        project = await _create(c, "project", name="tagged", tags=["b", "a"])
+        assert project["tags"] == ["a", "b"]
+        url = f"{V3}/projects/{project['id']}/tags"
+        assert (await c.put(f"{url}/c")).status_code == 201
+        assert (await c.get(f"{url}/c")).status_code == 204
+        assert (await c.get(f"{url}/nope")).status_code == 404
+        assert (await c.put(f"{url}/a,b")).status_code == 400
+        r = await c.get(url)
+        assert r.json() == {"tags": ["a", "b", "c"]}
+        r = await c.get(f"{V3}/projects", params={"tags": "a,c"})
+        assert [p["id"] for p in r.json()["projects"]] == [project["id"]]
+        r = await c.get(f"{V3}/projects", params={"tags-any": "zz,c"})
+        assert [p["id"] for p in r.json()["projects"]] == [project["id"]]
+        r = await c.get(f"{V3}/projects", params={"not-tags-any": "a"})
+        assert project["id"] not in {p["id"] for p in r.json()["projects"]}
+        r = await c.put(url, json={"tags": ["x", "y"]})
+        assert r.status_code == 200 and r.json() == {"tags": ["x", "y"]}
+        assert (await c.put(url, json={"tags": ["t"] * 81})).status_code == 400
+        assert (await c.delete(f"{url}/x")).status_code == 204
+        assert (await c.delete(f"{url}/x")).status_code == 404
+        r = await c.patch(f"{V3}/projects/{project['id']}", json={"project": {"tags": ["p"]}})
+        assert r.json()["project"]["tags"] == ["p"]
+        assert (await c.delete(url)).status_code == 204
+        assert (await c.get(f"{V3}/projects/{project['id']}")).json()["project"]["tags"] == []
+        assert (await c.get(f"{V3}/projects/nope/tags")).status_code == 404
+    async with await api.login("demo") as c:
+        # Outside the token's project: 403, as for the project itself.
+        assert (await c.put(f"{url}/z")).status_code == 403
+        assert (await c.get(url)).status_code == 403

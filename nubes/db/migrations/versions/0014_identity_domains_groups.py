@@ -12,7 +12,8 @@ assignments are rows of ``assignments`` (``UserSystem``/``GroupSystem``),
 no schema change.
 
 The catalog gains what operators register beside nubes' own services:
-``regions``, ``catalog_services`` and ``endpoints`` (new tables).
+``regions``, ``catalog_services`` and ``endpoints`` (new tables); projects
+gain Keystone's tags (``project_tags``, a new table).
 
 Downgrading restores the cloud-wide constraints and fails if two domains
 hold the same name by then, rather than drop either row.
@@ -84,11 +85,16 @@ def upgrade() -> None:
         *_stamps(),
     )
     op.create_index("endpoints_service_id_idx", "endpoints", ["service_id"])
+    op.create_table(
+        "project_tags",
+        sa.Column("project_id", sa.String(ID_LEN), primary_key=True),
+        sa.Column("name", sa.String(NAME_LEN), primary_key=True),
+    )
 
 
 def downgrade() -> None:
     op.drop_index("endpoints_service_id_idx", table_name="endpoints")
-    for table in ("endpoints", "catalog_services", "regions"):
+    for table in ("project_tags", "endpoints", "catalog_services", "regions"):
         op.drop_table(table)
     with op.batch_alter_table("tokens") as batch:
         batch.drop_column("system_scope")
