@@ -40,6 +40,12 @@ class RequestContext:
     request_id: str = field(default_factory=new_request_id)
     user_id: str | None = None
     project_id: str | None = None
+    #: The domain a domain-scoped token is for. Only the identity API takes
+    #: domain- and system-scoped tokens (the others refuse them at the door),
+    #: so neither scope travels on the bus: they are not in :meth:`to_dict`.
+    domain_id: str | None = None
+    #: ``all`` for a system-scoped token; like ``domain_id``, identity API only.
+    system_scope: str | None = None
     roles: list[str] = field(default_factory=list)
     #: The verified identity of the service that sent the current message
     #: (None for a context that was made locally and has not crossed the bus).
@@ -90,6 +96,8 @@ class RequestContext:
             request_id=self.request_id,
             user_id=self.user_id,
             project_id=self.project_id,
+            domain_id=self.domain_id,
+            system_scope=self.system_scope,
             roles=list(roles),
             caller=self.caller,
             read_deleted=self.read_deleted,

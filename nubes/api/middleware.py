@@ -176,7 +176,12 @@ class ServiceMiddleware:
                 token = headers.get("x-auth-token")
                 if not token:
                     raise exception.NotAuthenticated()
-                state["context"] = await tokens.context_for(self.state, token, request_id)
+                ctxt = await tokens.context_for(self.state, token, request_id)
+                if (ctxt.domain_id or ctxt.system_scope) and self.service != "identity":
+                    # Compute, image and network work in projects: a domain-
+                    # or system-scoped token names none.
+                    raise exception.Forbidden(reason="This service needs a project-scoped token.")
+                state["context"] = ctxt
         except exception.NubesError as exc:
             code, body = errors.raw_error(self.service, *errors.status_and_message(exc))
             await _respond(send, code, body, [*extra, *errors.retry_headers(exc)])

@@ -24,7 +24,6 @@ from nubes.api.identity import passwords, tokens
 from nubes.api.identity.common import collection_links, link, self_or_admin
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
-from nubes.api.views import keystone_time
 from nubes.db.api import identity
 from nubes.db.types import utcnow
 
@@ -61,7 +60,9 @@ def _view(request: Request, row: dict[str, Any], roles: list[dict[str, Any]]) ->
         "id": row["id"],
         "name": row["name"],
         "description": row["description"],
-        "expires_at": keystone_time(row["expires_at"]) if row["expires_at"] else None,
+        # As Keystone shows it: ISO 8601 of the UTC time, no zone suffix
+        # (clients compare it with the naive time they sent).
+        "expires_at": _naive_utc(row["expires_at"]).isoformat() if row["expires_at"] else None,
         "project_id": row["project_id"],
         "user_id": row["user_id"],
         "roles": [{"id": r["id"], "name": r["name"], "domain_id": None} for r in roles],
@@ -79,6 +80,12 @@ async def _roles(conn: Any, ids: list[str]) -> list[dict[str, Any]]:
         except exception.NotFound:
             continue  # deleted since: the credential no longer carries it
     return out
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
 
 
 def _expiry(raw: str | None) -> dt.datetime | None:

@@ -15,7 +15,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nubes import exception
-from nubes.api.identity.common import admin, base, collection_links, flag, role_view
+from nubes.api import policy
+from nubes.api.identity.common import (
+    admin,
+    base,
+    collection_links,
+    flag,
+    in_domain,
+    manager,
+    role_view,
+)
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
@@ -85,46 +94,68 @@ async def delete_role(request: Request) -> Response:
 # --- grants ------------------------------------------------------------------
 
 
-async def _check_parties(conn: Any, actor: str, actor_id: str, target: str, target_id: str) -> None:
-    """404 naming whichever of the actor and target does not exist."""
+async def _check_parties(
+    conn: Any, actor: str, actor_id: str, target: str, target_id: str
+) -> tuple[str, str]:
+    """The actor's and the target's domains; 404 naming whichever of the
+    actor and target does not exist."""
     if actor == "user":
-        if await identity.user_get_by_id(conn, actor_id) is None:
+        user = await identity.user_get_by_id(conn, actor_id)
+        if user is None:
             raise exception.NotFound(reason=f"Could not find user: {actor_id}.")
+        actor_domain = user["domain_id"]
     else:
-        await identity.group_get(conn, actor_id)
+        actor_domain = (await identity.group_get(conn, actor_id))["domain_id"]
     if target == "project":
-        row = await identity.project_get(conn, target_id)
-        if row["id"] != target_id:
+        project = await identity.project_get_by_id(conn, target_id)
+        if project is None:
             raise exception.NotFound(reason=f"Could not find project: {target_id}.")
-    else:
-        if (await identity.domain_get(conn, target_id))["id"] != target_id:
-            raise exception.NotFound(reason=f"Could not find domain: {target_id}.")
+        return actor_domain, project["domain_id"]
+    if target == "system":
+        # Nobody's domain: only an admin passes a domain check on it.
+        return actor_domain, ""
+    if (await identity.domain_get(conn, target_id))["id"] != target_id:
+        raise exception.NotFound(reason=f"Could not find domain: {target_id}.")
+    return actor_domain, target_id
 
 
 def _grant_route(target: str, actor: str) -> tuple[Route, Route]:
     """The two routes of one grant kind: the list, and PUT/HEAD/DELETE of one role."""
     type_ = identity.assignment_type(actor, target)
     prefix = f"/v3/{target}s/{{target_id}}/{actor}s/{{actor_id}}/roles"
+    if target == "system":
+        prefix = f"/v3/system/{actor}s/{{actor_id}}/roles"
 
     async def list_grants(request: Request) -> Response:
-        admin(request, "list_grants")
-        target_id, actor_id = request.path_params["target_id"], request.path_params["actor_id"]
+        ctxt = manager(request, "list_grants")
+        actor_id = request.path_params["actor_id"]
+        target_id = request.path_params.get("target_id", identity.SYSTEM)
         async with api_state(request).db.reader() as conn:
-            await _check_parties(conn, actor, actor_id, target, target_id)
+            domains = await _check_parties(conn, actor, actor_id, target, target_id)
+            in_domain(ctxt, "list_grants", *domains)
             rows = await identity.grants_on(conn, type_, actor_id, target_id)
         return JSONResponse(
             {"roles": [role_view(request, r) for r in rows], "links": collection_links(request)}
         )
 
     async def one_grant(request: Request) -> Response:
-        admin(request, "create_grant" if request.method == "PUT" else "check_grant")
+        action = {"PUT": "create_grant", "DELETE": "revoke_grant"}.get(
+            request.method, "check_grant"
+        )
+        ctxt = manager(request, action)
         p = request.path_params
-        target_id, actor_id, role_id = p["target_id"], p["actor_id"], p["role_id"]
+        actor_id, role_id = p["actor_id"], p["role_id"]
+        target_id = p.get("target_id", identity.SYSTEM)
         writing = request.method in ("PUT", "DELETE")
         db = api_state(request).db
         async with db.writer() if writing else db.reader() as conn:
-            await _check_parties(conn, actor, actor_id, target, target_id)
-            await identity.role_get(conn, role_id)
+            # A domain manager: actor and target in its domain, and it gives
+            # or takes only the roles up to manager (never admin).
+            in_domain(ctxt, action, *await _check_parties(conn, actor, actor_id, target, target_id))
+            role = await identity.role_get(conn, role_id)
+            if writing and not policy.allowed(ctxt, policy.Rule.ADMIN):
+                if role["name"] not in policy.MANAGER_ASSIGNABLE_ROLES:
+                    raise exception.PolicyNotAuthorized(action=f"identity:{action}")
             if request.method == "PUT":
                 await identity.grant(conn, type_, actor_id, target_id, role_id)
             elif request.method == "DELETE":
@@ -187,32 +218,38 @@ async def list_role_assignments(request: Request) -> Response:
     q = request.query_params
     user_id, group_id = q.get("user.id"), q.get("group.id")
     project_id, domain_id = q.get("scope.project.id"), q.get("scope.domain.id")
+    system = q.get("scope.system")
     role_id = q.get("role.id")
     effective = "effective" in q and flag(request, "effective") is not False
     names = "include_names" in q and flag(request, "include_names") is not False
-    # A user may list its own assignments (Keystone allows it for the
-    # user's own ``user.id`` with ``effective``); everything else is for admins.
-    if user_id != ctxt.user_id:
-        admin(request, "list_role_assignments")
     if user_id and group_id:
         raise exception.ValidationError(
             field="user.id", reason="give user.id or group.id, not both"
         )
-    if project_id and domain_id:
+    if len([x for x in (project_id, domain_id, system) if x]) > 1:
         raise exception.ValidationError(
-            field="scope.project.id", reason="give a project or a domain scope, not both"
+            field="scope.project.id", reason="give a project, a domain or the system scope"
         )
-    types: list[str] = [
-        identity.USER_PROJECT,
-        identity.GROUP_PROJECT,
-        identity.USER_DOMAIN,
-        identity.GROUP_DOMAIN,
-    ]
+    if system and system != identity.SYSTEM:
+        raise exception.ValidationError(field="scope.system", reason="the only system is 'all'")
+    types: list[str] = [*identity.USER_TYPES, *identity.GROUP_TYPES]
     if project_id:
         types = [t for t in types if t in identity.PROJECT_TYPES]
     if domain_id:
         types = [t for t in types if t in identity.DOMAIN_TYPES]
+    if system:
+        types = [t for t in types if t in identity.SYSTEM_TYPES]
     async with api_state(request).db.reader() as conn:
+        # A user may list its own assignments (Keystone allows it for the
+        # user's own ``user.id``); a domain manager those on its domain or
+        # on a project in it; everything else is for admins.
+        if user_id != ctxt.user_id:
+            manager(request, "list_role_assignments")
+            scope_domain = domain_id
+            if project_id:
+                project = await identity.project_get_by_id(conn, project_id)
+                scope_domain = project["domain_id"] if project else None
+            in_domain(ctxt, "list_role_assignments", scope_domain or "")
         actor_ids: list[str] | None = None
         if user_id and effective:
             groups = [g["id"] for g in await identity.groups_for_user(conn, user_id)]
@@ -231,7 +268,7 @@ async def list_role_assignments(request: Request) -> Response:
             conn,
             types=types,
             actor_ids=actor_ids,
-            target_id=project_id or domain_id,
+            target_id=project_id or domain_id or system,
             role_id=None if effective else role_id,
         )
         found = [await _expand(conn, request, r, effective) for r in rows]
@@ -252,6 +289,8 @@ async def _expand(
     per member for a group and one per implied role."""
     actor_kind = "user" if row["type"] in identity.USER_TYPES else "group"
     scope_kind = "project" if row["type"] in identity.PROJECT_TYPES else "domain"
+    if row["type"] in identity.SYSTEM_TYPES:
+        scope_kind = "system"
     entry = {
         actor_kind: row["actor_id"],
         "scope": (scope_kind, row["target_id"]),
@@ -300,17 +339,19 @@ async def _entry(
     async def ref(kind: str, id_: str) -> dict[str, Any]:
         return await lookup.ref(kind, id_) if names else {"id": id_}
 
-    path = f"{base(request)}/v3/{scope_kind}s/{scope_id}/{actor_kind}s/{actor_id}/roles/{e['role']}"
-    if "via_group" in e:
-        group = e["via_group"]
-        path = f"{base(request)}/v3/{scope_kind}s/{scope_id}/groups/{group}/roles/{e['role']}"
-    links: dict[str, Any] = {"assignment": path}
+    target = "system" if scope_kind == "system" else f"{scope_kind}s/{scope_id}"
+    holder = f"groups/{e['via_group']}" if "via_group" in e else f"{actor_kind}s/{actor_id}"
+    links: dict[str, Any] = {
+        "assignment": f"{base(request)}/v3/{target}/{holder}/roles/{e['role']}"
+    }
     if "via_group" in e:
         links["membership"] = f"{base(request)}/v3/groups/{e['via_group']}/users/{actor_id}"
+    # Keystone shows the system scope as {"system": {"all": true}}.
+    scope = {scope_id: True} if scope_kind == "system" else await ref(scope_kind, scope_id)
     return {
         "role": await ref("role", e["role"]),
         actor_kind: await ref(actor_kind, actor_id),
-        "scope": {scope_kind: await ref(scope_kind, scope_id)},
+        "scope": {scope_kind: scope},
         "links": links,
     }
 
@@ -325,5 +366,7 @@ ROUTES = [
     *_grant_route("project", "group"),
     *_grant_route("domain", "user"),
     *_grant_route("domain", "group"),
+    *_grant_route("system", "user"),
+    *_grant_route("system", "group"),
     Route("/v3/role_assignments", list_role_assignments, methods=["GET"]),
 ]

@@ -10,6 +10,7 @@ from nubes import exception
 from nubes.api import policy
 from nubes.api.middleware import api_state, request_context
 from nubes.context import RequestContext
+from nubes.db.api.identity import DEFAULT_DOMAIN_ID
 
 _RESERVED_USER = ("id", "name", "password_hash", "default_project_id", "enabled", "domain_id")
 
@@ -34,10 +35,53 @@ def admin(request: Request, action: str) -> RequestContext:
     return ctxt
 
 
+def manager(request: Request, action: str) -> RequestContext:
+    """The caller's context; 403 unless an admin or a domain manager. A
+    manager's target is checked with :func:`in_domain` once it is read, so
+    an unknown target is a 404 to both (Keystone reads before it enforces)."""
+    ctxt = request_context(request)
+    policy.authorize(ctxt, f"identity:{action}", policy.Rule.DOMAIN_MANAGER)
+    return ctxt
+
+
+def in_domain(ctxt: RequestContext, action: str, *domain_ids: str) -> None:
+    """403 unless the caller is an admin or manages every domain given."""
+    for domain_id in domain_ids:
+        policy.authorize(
+            ctxt, f"identity:{action}", policy.Rule.DOMAIN_MANAGER, domain_id=domain_id
+        )
+
+
+def listing_domain(ctxt: RequestContext, action: str, asked: str | None) -> str | None:
+    """The ``domain_id`` filter a directory listing runs with: what an admin
+    asked for; a domain manager's own domain (403 if it asked for another)."""
+    if policy.allowed(ctxt, policy.Rule.ADMIN):
+        return asked
+    in_domain(ctxt, action, asked or ctxt.domain_id or "")
+    return ctxt.domain_id
+
+
+def new_in_domain(ctxt: RequestContext, action: str, asked: str | None) -> str:
+    """The domain a new user, project or group goes to: the one asked for,
+    else the token's domain (Keystone's rule for domain-scoped tokens), else
+    ``default``; 403 unless the caller may manage it."""
+    domain_id = asked or ctxt.domain_id or DEFAULT_DOMAIN_ID
+    in_domain(ctxt, action, domain_id)
+    return domain_id
+
+
 def self_or_admin(request: Request, user_id: str, action: str) -> RequestContext:
     ctxt = request_context(request)
     if ctxt.user_id != user_id:
         policy.authorize(ctxt, f"identity:{action}", policy.Rule.ADMIN)
+    return ctxt
+
+
+def self_or_manager(request: Request, user: dict[str, Any], action: str) -> RequestContext:
+    """The user itself, its domain's manager, or an admin."""
+    ctxt = request_context(request)
+    if ctxt.user_id != user["id"]:
+        in_domain(ctxt, action, user["domain_id"])
     return ctxt
 
 
@@ -75,7 +119,7 @@ def project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         "domain_id": row["domain_id"],
         "parent_id": row["domain_id"],
         "is_domain": False,
-        "tags": [],
+        "tags": row.get("tags", []),
         "options": {},
         "links": link(request, f"projects/{row['id']}"),
     }

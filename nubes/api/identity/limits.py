@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy, quotas
-from nubes.api.identity import tokens
+from nubes.api.identity import catalog
 from nubes.api.identity.common import admin, collection_links, link
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
@@ -70,10 +70,7 @@ UPDATE = {
 
 def image_service_id(request: Request) -> str:
     """The catalog id of the image service, the one service with limits here."""
-    for entry in tokens.catalog(api_state(request)):
-        if entry["type"] == "image":
-            return str(entry["id"])
-    raise AssertionError("the catalog always lists the image service")
+    return catalog.builtin_service_id(api_state(request), "image")
 
 
 def limit_id(project_id: str, resource: str) -> str:

@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy
-from nubes.api.identity import app_credentials, assignments, directory, limits, tokens
-from nubes.api.identity.common import collection_links, link, project_view
+from nubes.api.identity import app_credentials, assignments, catalog, directory, limits, tokens
+from nubes.api.identity.common import collection_links, domain_view, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
@@ -55,6 +55,11 @@ AUTH_SCHEMA: dict[str, Any] = {
                             },
                             "required": ["user"],
                         },
+                        "token": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string", "maxLength": 1024}},
+                            "required": ["id"],
+                        },
                     },
                     "required": ["methods"],
                 },
@@ -67,7 +72,9 @@ AUTH_SCHEMA: dict[str, Any] = {
                                 "project": {
                                     "type": "object",
                                     "properties": {**_REF["properties"], "domain": _REF},
-                                }
+                                },
+                                "domain": _REF,
+                                "system": {"type": "object"},
                             },
                         },
                     ]
@@ -120,15 +127,24 @@ def _subject(request: Request) -> str:
     return subject
 
 
-def _may_see_token(request: Request, subject: str) -> None:
-    # Anyone may look at or revoke their own token; admins any token.
-    if subject != request.headers.get("x-auth-token"):
-        policy.authorize(_ctx(request), "identity:validate_token", policy.Rule.ADMIN)
+async def _may_see_token(request: Request, subject: str) -> None:
+    """Anyone may look at or revoke a token of its own (Keystone's
+    ``token_subject`` rule: the subject token's user is the caller); admins any."""
+    ctxt = _ctx(request)
+    if subject == request.headers.get("x-auth-token") or policy.allowed(ctxt, policy.Rule.ADMIN):
+        return
+    try:
+        row = await tokens.validate(_state(request), subject)
+    except exception.NotAuthenticated:
+        # Keystone looks the token up before its policy: a dead one is a 404.
+        raise exception.NotFound(reason="Could not find token.") from None
+    if row["user_id"] != ctxt.user_id:
+        policy.authorize(ctxt, "identity:validate_token", policy.Rule.ADMIN)
 
 
 async def show_token(request: Request) -> Response:
     subject = _subject(request)
-    _may_see_token(request, subject)
+    await _may_see_token(request, subject)
     body = await tokens.token_body(_state(request), subject)
     if request.method == "HEAD":
         return Response(status_code=200, headers={"X-Subject-Token": subject})
@@ -137,58 +153,34 @@ async def show_token(request: Request) -> Response:
 
 async def revoke_token(request: Request) -> Response:
     subject = _subject(request)
-    _may_see_token(request, subject)
+    await _may_see_token(request, subject)
     await tokens.revoke(_state(request), subject)
     return Response(status_code=204)
 
 
 async def auth_catalog(request: Request) -> Response:
-    return JSONResponse({"catalog": tokens.catalog(_state(request))})
-
-
-def _service_view(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": entry["id"],
-        "type": entry["type"],
-        "name": entry["name"],
-        "enabled": True,
-        "description": None,
-        "links": link(request, f"services/{entry['id']}"),
-    }
-
-
-async def list_services(request: Request) -> Response:
-    """The catalog's services, read-only (``openstack limit create
-    --service glance`` looks the image service up here)."""
-    params = request.query_params
-    found = [
-        _service_view(request, e)
-        for e in tokens.catalog(_state(request))
-        if params.get("name", e["name"]) == e["name"] and params.get("type", e["type"]) == e["type"]
-    ]
-    return JSONResponse({"services": found, "links": collection_links(request)})
-
-
-async def show_service(request: Request) -> Response:
-    service_id = request.path_params["service_id"]
-    for entry in tokens.catalog(_state(request)):
-        if entry["id"] == service_id:
-            return JSONResponse({"service": _service_view(request, entry)})
-    raise exception.NotFound(reason=f"Could not find service: {service_id}.")
+    return JSONResponse({"catalog": await catalog.service_catalog(_state(request))})
 
 
 async def auth_projects(request: Request) -> Response:
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
-        rows = await identity.projects_for_user(conn, ctxt.user_id or "")
+        rows = await identity.with_tags(
+            conn, await identity.projects_for_user(conn, ctxt.user_id or "")
+        )
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )
 
 
 async def auth_domains(request: Request) -> Response:
-    # Domain-scoped tokens are not issued (docs/identity.md): no domain to scope to.
-    return JSONResponse({"domains": [], "links": collection_links(request)})
+    """The domains the caller may scope a token to (a role on them, its own or a group's)."""
+    ctxt = _ctx(request)
+    async with _state(request).db.reader() as conn:
+        rows = await identity.domains_for_user(conn, ctxt.user_id or "")
+    return JSONResponse(
+        {"domains": [domain_view(request, r) for r in rows], "links": collection_links(request)}
+    )
 
 
 #: Paths (relative to /identity) that need no token; issuing one is public
@@ -211,7 +203,6 @@ def build_app(state: ApiState) -> Starlette:
         *assignments.ROUTES,
         *app_credentials.ROUTES,
         *limits.ROUTES,
-        Route("/v3/services", list_services, methods=["GET"]),
-        Route("/v3/services/{service_id}", show_service, methods=["GET"]),
+        *catalog.ROUTES,
     ]
     return service_app(state, routes, service="identity", public=PUBLIC)

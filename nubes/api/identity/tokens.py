@@ -1,4 +1,5 @@
-"""Issuing, validating and revoking tokens; the service catalog.
+"""Issuing, validating and revoking tokens (the catalog they carry is
+:mod:`nubes.api.identity.catalog`'s).
 
 A token is 32 random bytes (URL-safe text); the database keeps its SHA-256
 with the user, project, roles (a snapshot, with the implied ones) and
@@ -10,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from nubes import exception
-from nubes.api.identity import passwords
+from nubes.api.identity import catalog, passwords
 from nubes.api.state import ApiState
 from nubes.api.views import keystone_time
 from nubes.context import RequestContext
@@ -24,86 +24,75 @@ from nubes.db.types import utcnow
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
 
-#: (catalog type, catalog name, path of the versioned or unversioned endpoint)
-SERVICES = (
-    ("compute", "nova", "/compute/v2.1"),
-    ("image", "glance", "/image"),
-    ("identity", "keystone", "/identity"),
-    ("network", "neutron", "/networking"),
-)
-INTERFACES = ("public", "internal", "admin")
-
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _endpoint_base(state: ApiState, service: str) -> str:
-    port = getattr(state.conf.api, f"{service}_port", 0)
-    base = state.public_endpoint
-    if port and not state.conf.api.public_endpoint:
-        host = state.conf.api.bind_host
-        base = f"http://{host}:{port}"
-    return base
-
-
-def catalog(state: ApiState) -> list[dict[str, Any]]:
-    region = state.conf.api.region_name
-    out = []
-    for kind, name, path in SERVICES:
-        url = _endpoint_base(state, kind) + path
-        endpoints = [
-            {
-                "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{url}#{interface}").hex,
-                "interface": interface,
-                "region": region,
-                "region_id": region,
-                "url": url,
-            }
-            for interface in INTERFACES
-        ]
-        out.append(
-            {
-                "endpoints": endpoints,
-                "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
-                "type": kind,
-                "name": name,
-            }
-        )
-    return out
-
-
-async def _in_domain(conn: Any, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> bool:
-    """Is ``row`` (a user or project) in the domain ``ref`` names (by id or
-    name; no ref means the default domain's or any, as Keystone allows ids)?"""
+async def _domain(conn: Any, ref: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The enabled domain ``ref`` names by id or name (both must agree when
+    both are given); the default domain when there is no ref, as the
+    openstack CLI and Keystone's own clients name one whenever they use
+    names. None when there is no such enabled domain."""
     if not ref:
-        return True
+        ref = {"id": identity.DEFAULT_DOMAIN_ID}
+    key = ref.get("id") or ref.get("name")
+    if not isinstance(key, str) or not key:
+        return None
     try:
-        domain = await identity.domain_get(conn, ref.get("id") or ref.get("name") or "")
+        domain = await identity.domain_get(conn, key)
     except exception.NotFound:
-        return False
+        return None
     if "id" in ref and domain["id"] != ref["id"]:
-        return False
+        return None
     if "name" in ref and domain["name"] != ref["name"]:
-        return False
-    return bool(domain["enabled"]) and domain["id"] == row["domain_id"]
+        return None
+    return domain if domain["enabled"] else None
 
 
 async def _find_user(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The enabled user ``ref`` names: by id (in the domain given, if one is),
+    or by name inside the domain given (names are unique per domain)."""
+    domain = await _domain(conn, ref.get("domain"))
+    if domain is None:
+        return None
     if "id" in ref:
         user = await identity.user_get_by_id(conn, ref["id"])
+        if user is not None and ref.get("domain") and user["domain_id"] != domain["id"]:
+            return None
     elif "name" in ref:
-        user = await identity.user_get_by_name(conn, ref["name"])
+        user = await identity.user_get_by_name(conn, ref["name"], domain_id=domain["id"])
     else:
         return None
-    if user is None or not user["enabled"] or not await _in_domain(conn, user, ref.get("domain")):
+    if user is None or not user["enabled"]:
+        return None
+    # A user of a disabled domain cannot log in (Keystone's rule).
+    if await _domain(conn, {"id": user["domain_id"]}) is None:
         return None
     return user
 
 
+async def _scoped_project(conn: Any, ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The project a scope names: by id, or by name inside its domain; 401 otherwise."""
+    project = None
+    if isinstance(ref.get("id"), str):
+        project = await identity.project_get_by_id(conn, ref["id"])
+    elif isinstance(ref.get("name"), str):
+        domain = await _domain(conn, ref.get("domain"))
+        if domain is not None:
+            project = await identity.project_get_by_name(conn, ref["name"], domain_id=domain["id"])
+    if project is None or not project["enabled"]:
+        raise exception.NotAuthenticated()
+    if await _domain(conn, {"id": project["domain_id"]}) is None:
+        raise exception.NotAuthenticated()
+    return project
+
+
 async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Password or application-credential auth (a validated body's ``auth``),
-    with an optional project scope for passwords.
+    """Password, token (rescoping) or application-credential auth (a
+    validated body's ``auth``), with an optional project, domain or system
+    scope; a password login without one is scoped to the user's default
+    project when it holds a role there (Keystone's rule).
 
     Returns the token text and the token body. Any failure is a plain 401:
     it never says whether the user exists.
@@ -111,9 +100,71 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
     ident = auth["identity"]
     if "application_credential" in ident["methods"] and "application_credential" in ident:
         return await _authenticate_app_cred(state, ident["application_credential"])
-    if "password" not in ident["methods"] or "password" not in ident:
+    expires: dt.datetime | None = None
+    if "token" in ident["methods"] and isinstance(ident.get("token"), Mapping):
+        user, methods, expires = await _rescoping(state, ident["token"])
+    elif "password" in ident["methods"] and "password" in ident:
+        user = await _password_user(state, ident["password"]["user"])
+        methods = ["password"]
+    else:
         raise exception.NotAuthenticated()
-    user_ref = ident["password"]["user"]
+    scope = auth.get("scope")
+    # ``"scope": "unscoped"`` asks for an unscoped token even with a default project.
+    asked_unscoped = scope == "unscoped"
+    if not isinstance(scope, Mapping):
+        scope = {}
+    project = domain = None
+    system = None
+    role_rows: list[dict[str, Any]] = []
+    async with state.db.reader() as conn:
+        if "project" in scope:
+            project = await _scoped_project(conn, scope["project"])
+            role_rows = await identity.roles_for(conn, user["id"], project["id"])
+            if not role_rows:
+                raise exception.NotAuthenticated()
+        elif (
+            not scope
+            and not asked_unscoped
+            and methods == ["password"]
+            and user["default_project_id"]
+        ):
+            # No scope asked: the default project, if the user may work in it
+            # (else an unscoped token, as Keystone).
+            try:
+                project = await _scoped_project(conn, {"id": user["default_project_id"]})
+                role_rows = await identity.roles_for(conn, user["id"], project["id"])
+            except exception.NotAuthenticated:
+                project = None
+            if not role_rows:
+                project = None
+        elif "domain" in scope:
+            domain = await _domain(conn, scope["domain"])
+            if domain is not None:
+                role_rows = await identity.roles_on_domain(conn, user["id"], domain["id"])
+            if domain is None or not role_rows:
+                raise exception.NotAuthenticated()
+        elif "system" in scope:
+            wanted = scope["system"]
+            if not isinstance(wanted, Mapping) or wanted.get("all") is not True:
+                raise exception.NotAuthenticated()
+            system = identity.SYSTEM
+            role_rows = await identity.roles_on_system(conn, user["id"])
+            if not role_rows:
+                raise exception.NotAuthenticated()
+    return await _issue(
+        state,
+        user,
+        project,
+        role_rows,
+        methods,
+        domain=domain,
+        system=system,
+        expires=expires,
+    )
+
+
+async def _password_user(state: ApiState, user_ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The user a password login names, its password checked; 401 otherwise."""
     async with state.db.reader() as conn:
         user = await _find_user(conn, user_ref)
     if user is None:
@@ -122,24 +173,30 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
         raise exception.NotAuthenticated()
     if not await passwords.verify_password_async(user["password_hash"], user_ref["password"]):
         raise exception.NotAuthenticated()
-    project = None
-    role_rows: list[dict[str, Any]] = []
-    scope = auth.get("scope")
-    if isinstance(scope, Mapping) and "project" in scope:
-        ref = scope["project"]
-        async with state.db.reader() as conn:
-            try:
-                project = await identity.project_get(conn, ref.get("id") or ref.get("name"))
-            except exception.NotFound:
-                raise exception.NotAuthenticated() from None
-            if "id" in ref and project["id"] != ref["id"]:
-                raise exception.NotAuthenticated()
-            if "id" not in ref and not await _in_domain(conn, project, ref.get("domain")):
-                raise exception.NotAuthenticated()
-            role_rows = await identity.roles_for(conn, user["id"], project["id"])
-        if not role_rows or not project["enabled"]:
-            raise exception.NotAuthenticated()
-    return await _issue(state, user, project, role_rows, ["password"])
+    return user
+
+
+async def _rescoping(
+    state: ApiState, ref: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], dt.datetime]:
+    """Keystone's ``token`` method: a live token stands for its user. The new
+    token ends when the old one does and adds ``token`` to its methods. An
+    application credential's token is bound to its project and cannot be
+    rescoped (Keystone's rule)."""
+    text = ref.get("id")
+    if not isinstance(text, str) or not text:
+        raise exception.NotAuthenticated()
+    row = await validate(state, text)
+    if row["application_credential_id"]:
+        raise exception.NotAuthenticated()
+    async with state.db.reader() as conn:
+        user = await identity.user_get_by_id(conn, row["user_id"])
+    if user is None:
+        raise exception.NotAuthenticated()
+    methods = list(row["methods"] or ["password"])
+    if "token" not in methods:
+        methods.append("token")
+    return user, methods, row["expires_at"]
 
 
 async def _authenticate_app_cred(
@@ -184,10 +241,16 @@ async def _issue(
     methods: list[str],
     *,
     app_cred: Mapping[str, Any] | None = None,
+    domain: Mapping[str, Any] | None = None,
+    system: str | None = None,
+    expires: dt.datetime | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """Record a new token and return its text and body; it ends at
+    ``expires`` (a rescoped token's parent's end) or after the configured life."""
     token = secrets.token_urlsafe(32)
     issued = utcnow()
-    expires = issued + dt.timedelta(seconds=state.conf.api.token_expiration)
+    if expires is None:
+        expires = issued + dt.timedelta(seconds=state.conf.api.token_expiration)
     roles = await _with_implied(state, role_rows)
     audit_id = secrets.token_urlsafe(16)
     async with state.db.writer() as conn:
@@ -197,6 +260,8 @@ async def _issue(
                 "token_hash": token_hash(token),
                 "user_id": user["id"],
                 "project_id": project["id"] if project else None,
+                "domain_id": domain["id"] if domain else None,
+                "system_scope": system,
                 "roles": roles,
                 "methods": methods,
                 "audit_id": audit_id,
@@ -208,8 +273,18 @@ async def _issue(
     user = await _with_domain_name(state, user)
     if project is not None:
         project = await _with_domain_name(state, project)
-    body = _token_body(
-        state, user, project, roles, methods, audit_id, issued, expires, app_cred=app_cred
+    body = await _token_body(
+        state,
+        user,
+        project,
+        roles,
+        methods,
+        audit_id,
+        issued,
+        expires,
+        app_cred=app_cred,
+        domain=domain,
+        system=system,
     )
     return token, body
 
@@ -225,7 +300,7 @@ async def _with_implied(state: ApiState, role_rows: list[dict[str, Any]]) -> lis
     return [{"id": by_name.get(n, n), "name": n} for n in names]
 
 
-def _token_body(
+async def _token_body(
     state: ApiState,
     user: Mapping[str, Any],
     project: Mapping[str, Any] | None,
@@ -236,6 +311,8 @@ def _token_body(
     expires: dt.datetime,
     *,
     app_cred: Mapping[str, Any] | None = None,
+    domain: Mapping[str, Any] | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
     token: dict[str, Any] = {
         "methods": methods,
@@ -256,8 +333,13 @@ def _token_body(
             "name": project["name"],
         }
         token["is_domain"] = False
+    elif domain is not None:
+        token["domain"] = {"id": domain["id"], "name": domain["name"]}
+    elif system is not None:
+        token["system"] = {system: True}
+    if project is not None or domain is not None or system is not None:
         token["roles"] = roles
-        token["catalog"] = catalog(state)
+        token["catalog"] = await catalog.service_catalog(state)
     if app_cred is not None:
         token["application_credential"] = {
             "id": app_cred["id"],
@@ -304,6 +386,8 @@ async def context_for(state: ApiState, token: str, request_id: str) -> RequestCo
         request_id=request_id,
         user_id=row["user_id"],
         project_id=row["project_id"],
+        domain_id=row["domain_id"],
+        system_scope=row["system_scope"],
         roles=[r["name"] for r in row["roles"] or []],
     )
 
@@ -322,12 +406,15 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         app_cred = None
         if row.get("application_credential_id"):
             app_cred = await identity.app_cred_get(conn, row["application_credential_id"])
+        domain = None
+        if row["domain_id"]:
+            domain = await identity.domain_get(conn, row["domain_id"])
     if user is None:
         raise exception.NotFound(reason="Could not find token.")
     user = await _with_domain_name(state, user)
     if project is not None:
         project = await _with_domain_name(state, project)
-    return _token_body(
+    return await _token_body(
         state,
         user,
         project,
@@ -337,6 +424,8 @@ async def token_body(state: ApiState, token: str) -> dict[str, Any]:
         row["issued_at"],
         row["expires_at"],
         app_cred=app_cred,
+        domain=domain,
+        system=row["system_scope"],
     )
 
 

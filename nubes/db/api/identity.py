@@ -31,6 +31,7 @@ from nubes.db.models import (
     domains,
     group_members,
     groups,
+    project_tags,
     projects,
     roles,
     tokens,
@@ -102,13 +103,28 @@ async def project_create(
     )
 
 
-async def project_get(conn: AsyncConnection, id_or_name: str) -> Row:
-    row = await fetch_one(conn, select(projects).where(projects.c.id == id_or_name))
+async def project_get(
+    conn: AsyncConnection, id_or_name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row:
+    """The project with that id, else the one of that name in ``domain_id``
+    (names are unique only inside a domain)."""
+    row = await project_get_by_id(conn, id_or_name)
     if row is None:
-        row = await fetch_one(conn, select(projects).where(projects.c.name == id_or_name))
+        row = await project_get_by_name(conn, id_or_name, domain_id=domain_id)
     if row is None:
         raise exception.NotFound(reason=f"project {id_or_name} does not exist")
     return row
+
+
+async def project_get_by_id(conn: AsyncConnection, project_id: str) -> Row | None:
+    return await fetch_one(conn, select(projects).where(projects.c.id == project_id))
+
+
+async def project_get_by_name(
+    conn: AsyncConnection, name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row | None:
+    stmt = select(projects).where(projects.c.name == name, projects.c.domain_id == domain_id)
+    return await fetch_one(conn, stmt)
 
 
 async def project_get_all(
@@ -147,7 +163,47 @@ async def project_delete(conn: AsyncConnection, project_id: str) -> None:
     await conn.execute(
         delete(application_credentials).where(application_credentials.c.project_id == project_id)
     )
+    await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
     await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
+
+
+async def with_tags(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
+    """The project rows with their ``tags`` (sorted), read in one query."""
+    ids = [r["id"] for r in rows]
+    tagged: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        stmt = select(project_tags).where(project_tags.c.project_id.in_(ids))
+        for tag in await fetch_all(conn, stmt.order_by(project_tags.c.name)):
+            tagged[tag["project_id"]].append(tag["name"])
+    return [{**r, "tags": tagged[r["id"]]} for r in rows]
+
+
+async def project_tags_set(conn: AsyncConnection, project_id: str, names: Iterable[str]) -> None:
+    """Replace the project's tags."""
+    await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
+    for name in sorted(set(names)):
+        await insert_row(conn, project_tags, {"project_id": project_id, "name": name})
+
+
+async def project_tag_add(conn: AsyncConnection, project_id: str, name: str) -> None:
+    if not await project_tag_exists(conn, project_id, name):
+        await insert_row(conn, project_tags, {"project_id": project_id, "name": name})
+
+
+async def project_tag_exists(conn: AsyncConnection, project_id: str, name: str) -> bool:
+    stmt = select(project_tags.c.name).where(
+        project_tags.c.project_id == project_id, project_tags.c.name == name
+    )
+    return await fetch_one(conn, stmt) is not None
+
+
+async def project_tag_remove(conn: AsyncConnection, project_id: str, name: str) -> bool:
+    result = await conn.execute(
+        delete(project_tags).where(
+            project_tags.c.project_id == project_id, project_tags.c.name == name
+        )
+    )
+    return bool(result.rowcount)
 
 
 # --- users -------------------------------------------------------------------
@@ -179,17 +235,23 @@ async def user_create(
     )
 
 
-async def user_get(conn: AsyncConnection, id_or_name: str) -> Row:
+async def user_get(
+    conn: AsyncConnection, id_or_name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row:
     row = await fetch_one(conn, select(users).where(users.c.id == id_or_name))
     if row is None:
-        row = await fetch_one(conn, select(users).where(users.c.name == id_or_name))
+        row = await user_get_by_name(conn, id_or_name, domain_id=domain_id)
     if row is None:
         raise exception.NotFound(reason=f"user {id_or_name} does not exist")
     return row
 
 
-async def user_get_by_name(conn: AsyncConnection, name: str) -> Row | None:
-    return await fetch_one(conn, select(users).where(users.c.name == name))
+async def user_get_by_name(
+    conn: AsyncConnection, name: str, *, domain_id: str = DEFAULT_DOMAIN_ID
+) -> Row | None:
+    """The user of that name in ``domain_id`` (names are unique only inside a domain)."""
+    stmt = select(users).where(users.c.name == name, users.c.domain_id == domain_id)
+    return await fetch_one(conn, stmt)
 
 
 async def user_get_by_id(conn: AsyncConnection, user_id: str) -> Row | None:
@@ -273,6 +335,7 @@ async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[s
     if values.get("enabled") is False:
         # Its users' and projects' tokens stop working, as when they are disabled.
         in_domain = or_(
+            tokens.c.domain_id == domain_id,
             tokens.c.user_id.in_(select(users.c.id).where(users.c.domain_id == domain_id)),
             tokens.c.project_id.in_(select(projects.c.id).where(projects.c.domain_id == domain_id)),
         )
@@ -468,17 +531,21 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
 
 USER_PROJECT, GROUP_PROJECT = "UserProject", "GroupProject"
 USER_DOMAIN, GROUP_DOMAIN = "UserDomain", "GroupDomain"
-USER_TYPES = (USER_PROJECT, USER_DOMAIN)
-GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN)
+#: Keystone's system scope: the cloud itself (its ``target_id`` is :data:`SYSTEM`).
+USER_SYSTEM, GROUP_SYSTEM = "UserSystem", "GroupSystem"
+USER_TYPES = (USER_PROJECT, USER_DOMAIN, USER_SYSTEM)
+GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN, GROUP_SYSTEM)
 PROJECT_TYPES = (USER_PROJECT, GROUP_PROJECT)
 DOMAIN_TYPES = (USER_DOMAIN, GROUP_DOMAIN)
+SYSTEM_TYPES = (USER_SYSTEM, GROUP_SYSTEM)
+#: The one system there is (Keystone's ``system: {"all": true}``).
+SYSTEM = "all"
 
 
 def assignment_type(actor: str, target: str) -> str:
-    """``("user"|"group", "project"|"domain")`` -> the stored type name."""
-    return {"user": "User", "group": "Group"}[actor] + {"project": "Project", "domain": "Domain"}[
-        target
-    ]
+    """``("user"|"group", "project"|"domain"|"system")`` -> the stored type name."""
+    kinds = {"project": "Project", "domain": "Domain", "system": "System"}
+    return {"user": "User", "group": "Group"}[actor] + kinds[target]
 
 
 async def grant(
@@ -522,7 +589,7 @@ async def revoke_grant(
         await _tokens_revoke_where(
             conn, tokens.c.user_id == actor_id, tokens.c.project_id == target_id
         )
-    elif type_ == USER_DOMAIN:
+    elif type_ in (USER_DOMAIN, USER_SYSTEM):
         await _tokens_revoke_where(conn, tokens.c.user_id == actor_id)
     else:
         await _revoke_members_tokens(conn, actor_id)
@@ -580,42 +647,52 @@ async def assignment_remove(
     return await revoke_grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
 
 
-def _user_on_project(user_id: str, project_id: str) -> Any:
-    """The assignments that give a user roles on a project: its own and its groups'."""
+def _user_on(user_id: str, kind: str, target_id: str | None = None) -> Any:
+    """The assignments that give a user roles on a ``kind`` ("project",
+    "domain", "system") target (any, when ``target_id`` is None): its own
+    and its groups'."""
     in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    return and_(
-        assignments.c.target_id == project_id,
-        or_(
-            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
-        ),
+    own, via_group = assignment_type("user", kind), assignment_type("group", kind)
+    held = or_(
+        and_(assignments.c.type == own, assignments.c.actor_id == user_id),
+        and_(assignments.c.type == via_group, assignments.c.actor_id.in_(in_groups)),
     )
+    return held if target_id is None else and_(assignments.c.target_id == target_id, held)
+
+
+async def _roles_held(conn: AsyncConnection, user_id: str, kind: str, target_id: str) -> list[Row]:
+    held = select(assignments.c.role_id).where(_user_on(user_id, kind, target_id))
+    return await fetch_all(conn, select(roles).where(roles.c.id.in_(held)).order_by(roles.c.name))
 
 
 async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> list[Row]:
     """The roles the user holds on the project, directly or through its groups
     (not the implied ones)."""
-    stmt = (
-        select(roles)
-        .where(
-            roles.c.id.in_(
-                select(assignments.c.role_id).where(_user_on_project(user_id, project_id))
-            )
-        )
-        .order_by(roles.c.name)
-    )
+    return await _roles_held(conn, user_id, "project", project_id)
+
+
+async def roles_on_domain(conn: AsyncConnection, user_id: str, domain_id: str) -> list[Row]:
+    """The roles the user holds on the domain, directly or through its groups
+    (not the implied ones): what a domain-scoped token carries."""
+    return await _roles_held(conn, user_id, "domain", domain_id)
+
+
+async def roles_on_system(conn: AsyncConnection, user_id: str) -> list[Row]:
+    """The roles the user holds on the system: what a system-scoped token carries."""
+    return await _roles_held(conn, user_id, "system", SYSTEM)
+
+
+async def domains_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
+    """The domains the user holds a role on, directly or through its groups
+    (``GET /v3/auth/domains``: what it may scope a token to)."""
+    on = select(assignments.c.target_id).where(_user_on(user_id, "domain"))
+    stmt = select(domains).where(domains.c.id.in_(on)).order_by(domains.c.name)
     return await fetch_all(conn, stmt)
 
 
 async def projects_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
     """The projects the user holds a role on, directly or through its groups."""
-    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    on = select(assignments.c.target_id).where(
-        or_(
-            and_(assignments.c.type == USER_PROJECT, assignments.c.actor_id == user_id),
-            and_(assignments.c.type == GROUP_PROJECT, assignments.c.actor_id.in_(in_groups)),
-        )
-    )
+    on = select(assignments.c.target_id).where(_user_on(user_id, "project"))
     stmt = select(projects).where(projects.c.id.in_(on)).order_by(projects.c.name)
     return await fetch_all(conn, stmt)
 
@@ -670,13 +747,13 @@ async def token_get(
     conn: AsyncConnection, token_hash: str, *, now: dt.datetime | None = None
 ) -> Row | None:
     """The live token (not revoked, not expired, its user enabled and, if
-    scoped, its project enabled) with that hash, or None."""
+    scoped, its project or domain enabled) with that hash, or None."""
     stmt = (
         select(tokens)
         .select_from(
-            tokens.join(users, users.c.id == tokens.c.user_id).outerjoin(
-                projects, projects.c.id == tokens.c.project_id
-            )
+            tokens.join(users, users.c.id == tokens.c.user_id)
+            .outerjoin(projects, projects.c.id == tokens.c.project_id)
+            .outerjoin(domains, domains.c.id == tokens.c.domain_id)
         )
         .where(
             tokens.c.token_hash == token_hash,
@@ -684,6 +761,7 @@ async def token_get(
             tokens.c.expires_at > now_or(now),
             users.c.enabled.is_(True),
             or_(tokens.c.project_id.is_(None), projects.c.enabled.is_(True)),
+            or_(tokens.c.domain_id.is_(None), domains.c.enabled.is_(True)),
         )
     )
     return await fetch_one(conn, stmt)

@@ -40,12 +40,16 @@ from nubes.db.models.identity import (
     DEFAULT_DOMAIN_ID,
     ApplicationCredential,
     Assignment,
+    CatalogService,
     Domain,
+    Endpoint,
     Group,
     GroupMember,
     Image,
     ImageMember,
     Project,
+    ProjectTag,
+    Region,
     Role,
     Token,
     User,
@@ -115,6 +119,7 @@ flavor_projects = _table(FlavorProject)
 instance_groups = _table(InstanceGroup)
 instance_group_members = _table(InstanceGroupMember)
 projects = _table(Project)
+project_tags = _table(ProjectTag)
 users = _table(User)
 roles = _table(Role)
 assignments = _table(Assignment)
@@ -123,6 +128,9 @@ groups = _table(Group)
 group_members = _table(GroupMember)
 application_credentials = _table(ApplicationCredential)
 tokens = _table(Token)
+regions = _table(Region)
+catalog_services = _table(CatalogService)
+endpoints = _table(Endpoint)
 images = _table(Image)
 image_members = _table(ImageMember)
 quota_classes = _table(QuotaClass)

@@ -40,9 +40,9 @@ class Domain(Base, TimestampMixin):
 
 class Project(Base, TimestampMixin):
     __tablename__ = "projects"
-    # Names are unique in the whole cloud, not only in their domain as in
-    # Keystone: nubes' own tools address projects and users by bare name.
-    __table_args__ = (UniqueConstraint("name", name="uniq_projects0name"),)
+    # Names are unique inside a domain (Keystone's rule); nubes' own tools
+    # address projects and users by bare name in the default domain.
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_projects0domain_id0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
@@ -53,9 +53,18 @@ class Project(Base, TimestampMixin):
     )
 
 
+class ProjectTag(Base):
+    """A tag on a project (Keystone's project tags)."""
+
+    __tablename__ = "project_tags"
+
+    project_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+
+
 class User(Base, TimestampMixin):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("name", name="uniq_users0name"),)
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_users0domain_id0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
@@ -141,7 +150,7 @@ class ApplicationCredential(Base, TimestampMixin):
 
 
 class Token(Base):
-    """An issued token: who, for which project, which roles, until when."""
+    """An issued token: who, for which project or domain, which roles, until when."""
 
     __tablename__ = "tokens"
     __table_args__ = (
@@ -152,6 +161,10 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LEN), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
     project_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    #: The domain a domain-scoped token is for (None when project-scoped or unscoped).
+    domain_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    #: ``all`` for a system-scoped token (Keystone's only system), else None.
+    system_scope: Mapped[str | None] = mapped_column(String(16))
     #: Role names at issue time (a token is a snapshot, like Keystone's).
     roles: Mapped[Any | None] = mapped_column(JSONEncoded)
     methods: Mapped[Any | None] = mapped_column(JSONEncoded)
@@ -161,6 +174,44 @@ class Token(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     #: The application credential it was issued for, if any (revoked with it).
     application_credential_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+
+
+class Region(Base, TimestampMixin):
+    """A catalog region an operator registered (the configured
+    ``[api] region_name`` is built in and has no row)."""
+
+    __tablename__ = "regions"
+
+    id: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    description: Mapped[str | None] = mapped_column(LongText)
+    parent_region_id: Mapped[str | None] = mapped_column(String(NAME_LEN))
+
+
+class CatalogService(Base, TimestampMixin):
+    """A service an operator registered in the catalog (nubes' own four are
+    built in, their URLs following ``[api]``, and have no row)."""
+
+    __tablename__ = "catalog_services"
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    type: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    description: Mapped[str | None] = mapped_column(LongText)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
+class Endpoint(Base, TimestampMixin):
+    """An endpoint of a registered service."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (Index("endpoints_service_id_idx", "service_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    interface: Mapped[str] = mapped_column(String(8), nullable=False)
+    region_id: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    url: Mapped[str] = mapped_column(LongText, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
 
 
 class Image(Base, TimestampMixin):

@@ -38,10 +38,22 @@ async def test_member_token_has_implied_reader(api: ApiHarness) -> None:
 
 
 async def test_unscoped_token_has_no_catalog(api: ApiHarness) -> None:
+    body = auth_body("demo", PASSWORD, None)
+    body["auth"]["scope"] = "unscoped"
+    async with api.client() as c:
+        r = await c.post("/identity/v3/auth/tokens", json=body)
+    assert r.status_code == 201
+    assert "catalog" not in r.json()["token"] and "project" not in r.json()["token"]
+
+
+async def test_no_scope_means_the_default_project(api: ApiHarness) -> None:
+    # Keystone scopes a password login that names no scope to the user's
+    # default project when the user holds a role there.
     async with api.client() as c:
         r = await c.post("/identity/v3/auth/tokens", json=auth_body("demo", PASSWORD, None))
     assert r.status_code == 201
-    assert "catalog" not in r.json()["token"] and "project" not in r.json()["token"]
+    token = r.json()["token"]
+    assert token["project"]["name"] == "demo" and "catalog" in token
 
 
 async def test_wrong_password_unknown_user_no_role_are_401(api: ApiHarness) -> None:

@@ -76,7 +76,10 @@ async def test_bad_input_is_a_keystone_400_or_404_or_409(api: ApiHarness) -> Non
     async with await api.login("admin") as c:
         r = await c.post(f"{V3}/users", json={"user": {"password": "no name"}})
         assert r.status_code == 400 and r.json()["error"]["code"] == 400
+        # An unknown domain is Keystone's 404, not a 400.
         r = await c.post(f"{V3}/users", json={"user": {"name": "x", "domain_id": "nope"}})
+        assert r.status_code == 404
+        r = await c.post(f"{V3}/projects", json={"project": {"name": "x" * 65}})
         assert r.status_code == 400
         r = await c.post(f"{V3}/projects", json={"project": {"name": "demo"}})
         assert r.status_code == 409
