@@ -21,8 +21,8 @@ from nubes.context import RequestContext
 from nubes.objects import codec
 from nubes.objects.base import (
     VersionedObject,
+    bind_remotable,
     remotable_methods,
-    remotable_signature,
     run_locally,
 )
 from nubes.objects.fields import UNSET
@@ -46,12 +46,8 @@ def _check_arguments(
     if not all(type(key) is str for key in kwargs):
         raise exception.InvalidArguments(method=action, reason="keyword names must be strings")
     args = tuple(args)
-    signature = remotable_signature(cls, method)
     try:
-        if signature is None:
-            raise TypeError(f"{action} is not remotable")
-        # The undecorated function: self (or cls), then the context.
-        signature.bind(None, None, *args, **kwargs)
+        bind_remotable(cls, method, args, kwargs)
     except TypeError as bad:
         raise exception.InvalidArguments(method=action, reason=str(bad)) from None
     return args
