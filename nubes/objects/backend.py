@@ -283,20 +283,15 @@ def get() -> ObjectBackend:
     return _installed
 
 
-def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
-    """Set every plain field of ``obj`` that ``row`` has a column for.
-
-    Nested-object fields and those named in ``skip`` are left to the caller
-    (they need converting); ``deleted`` is Nova's soft-delete marker (0, or
-    the row's id) and becomes a bool; NULL in a column whose field is not
-    nullable gives the field's default (or leaves it alone if it has none).
-    Changes are not reset here.
-    """
-    children = obj._obj_children
-    field_map = obj._obj_field_map
+def _row_values(
+    cls: type[VersionedObject], row: Mapping[str, Any], skip: Iterable[str]
+) -> dict[str, Any]:
+    """{field: value} of the plain fields of ``cls`` that ``row`` has a column for."""
+    children = cls._obj_children
+    field_map = cls._obj_field_map
     skipped = set(skip)
     values: dict[str, Any] = {}
-    for name in obj.obj_fields:
+    for name in cls.obj_fields:
         if name in row and name not in children and name not in skipped:
             value = row[name]
             if name == "deleted":
@@ -308,16 +303,40 @@ def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[st
                     continue
                 value = field.default_value()
             values[name] = value
-    # A row's values are nearly always canonical already: one strict msgspec
-    # check of them all (the envelope decoder's fast path) instead of a Python
-    # coercion per field, which cost more than the query on a build. Anything
-    # it refuses takes the coercing path, and its precise error.
+    return values
+
+
+def _converted(cls: type[VersionedObject], values: dict[str, Any]) -> Any:
+    """``values`` as a storage struct of ``cls`` in canonical form, or None.
+
+    A row's values are nearly always canonical already: one strict msgspec
+    check of them all (the envelope decoder's fast path) instead of a Python
+    coercion per field, which cost more than the query on a build. None
+    (something it refused) sends the caller down the coercing path, which
+    raises the precise error.
+    """
     try:
-        loaded = msgspec.convert(values, obj._obj_storage)
+        loaded = msgspec.convert(values, cls._obj_storage)
     except msgspec.ValidationError:
+        return None
+    cls._obj_fix(loaded)
+    return loaded
+
+
+def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
+    """Set every plain field of ``obj`` that ``row`` has a column for.
+
+    Nested-object fields and those named in ``skip`` are left to the caller
+    (they need converting); ``deleted`` is Nova's soft-delete marker (0, or
+    the row's id) and becomes a bool; NULL in a column whose field is not
+    nullable gives the field's default (or leaves it alone if it has none).
+    Changes are not reset here.
+    """
+    values = _row_values(type(obj), row, skip)
+    loaded = _converted(type(obj), values)
+    if loaded is None:
         obj.update(values)
         return
-    obj._obj_fix(loaded)
     data = obj._data
     for name in values:
         setattr(data, name, getattr(loaded, name))
@@ -326,10 +345,15 @@ def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[st
 
 def from_row(cls: type[OT], row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> OT:
     """A new object of ``cls`` loaded from ``row`` (see :func:`apply_row`), unchanged."""
-    obj = cls()
-    apply_row(obj, row, skip=skip)
-    obj.obj_reset_changes()
-    return obj
+    values = _row_values(cls, row, skip)
+    loaded = _converted(cls, values)
+    if loaded is None:
+        obj = cls()
+        obj.update(values)
+        obj.obj_reset_changes()
+        return obj
+    # The converted struct becomes the object's storage: nothing copied.
+    return cls._obj_unchanged(loaded)
 
 
 def changed_values(obj: VersionedObject, *, skip: Iterable[str] = ()) -> dict[str, Any]:

@@ -291,6 +291,21 @@ class VersionedObject(metaclass=_ObjectMeta):
                 setattr(data, name, field.default_value())
                 self._changed.add(name)
 
+    @classmethod
+    def _obj_unchanged(cls, data: Any) -> Self:
+        """An object holding ``data`` (a storage struct of canonical values),
+        its unset fields given their defaults, with no changes: what
+        ``cls(**values)`` followed by ``obj_reset_changes()`` makes, without
+        coercing each value again."""
+        for name, field in cls._obj_defaults:
+            if getattr(data, name) is UNSET:
+                setattr(data, name, field.default_value())
+        obj = cls.__new__(cls)
+        obj._data = data
+        obj._changed = set()
+        obj._orig = None
+        return obj
+
     # -- identity and versions ------------------------------------------------
 
     @classmethod

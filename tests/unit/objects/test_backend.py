@@ -91,6 +91,28 @@ def test_apply_row_makes_non_canonical_values_canonical() -> None:
     assert inst.obj_what_changed() == set()
 
 
+def test_from_row_makes_what_coercing_each_field_makes() -> None:
+    """The loaded struct becomes the object's storage: the same fields,
+    defaults and (no) changes as ``cls()``, ``update`` and a reset."""
+    row = {
+        "id": 3,
+        "uuid": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "host": "h1",
+        "vm_state": "active",
+        "launched_at": NOW,
+        "metadata": {"k": "v"},
+        "deleted": 0,
+    }
+    fast = backend.from_row(Instance, row)
+    slow = Instance()
+    slow.update({**row, "deleted": False})
+    slow.obj_reset_changes()
+    assert fast.obj_to_primitive() == slow.obj_to_primitive()
+    assert fast.obj_what_changed() == set()
+    fast.metadata["k2"] = "v2"  # a container changed in place is still seen
+    assert fast.obj_what_changed() == {"metadata"}
+
+
 def test_apply_row_on_a_loaded_object_keeps_other_fields_and_records_changes() -> None:
     inst = Instance(uuid="1b4e28ba-2fa1-41d2-883f-0016d3cca427", host="h1")
     inst.obj_reset_changes()
