@@ -19,6 +19,7 @@ API to the conductor, and a body that runs there anyway fails with
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 import msgspec
 
 from nubes import exception
-from nubes.objects.fields import NO_DEFAULT
+from nubes.objects.fields import NO_DEFAULT, Field
 
 if TYPE_CHECKING:
     from nubes.context import RequestContext
@@ -287,23 +288,27 @@ def _row_values(
     cls: type[VersionedObject], row: Mapping[str, Any], skip: Iterable[str]
 ) -> dict[str, Any]:
     """{field: value} of the plain fields of ``cls`` that ``row`` has a column for."""
-    children = cls._obj_children
-    field_map = cls._obj_field_map
-    skipped = set(skip)
+    skipped = frozenset(skip)
     values: dict[str, Any] = {}
-    for name in cls.obj_fields:
-        if name in row and name not in children and name not in skipped:
+    for name, field in _plain_fields(cls):
+        if name in row and name not in skipped:
             value = row[name]
             if name == "deleted":
                 value = bool(value)
-            elif value is None and not field_map[name].nullable:
+            elif value is None and not field.nullable:
                 # A NULL column the object cannot hold: the row never set it.
-                field = field_map[name]
                 if field.default is NO_DEFAULT:
                     continue
                 value = field.default_value()
             values[name] = value
     return values
+
+
+@functools.cache
+def _plain_fields(cls: type[VersionedObject]) -> tuple[tuple[str, Field[Any]], ...]:
+    """The fields of ``cls`` a row's columns load (nested objects are the caller's)."""
+    children = cls._obj_children
+    return tuple((n, f) for n, f in cls._obj_field_map.items() if n not in children)
 
 
 def _converted(cls: type[VersionedObject], values: dict[str, Any]) -> Any:
