@@ -21,6 +21,7 @@ This module imports nothing from the database layer: compute hosts use it.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,16 @@ def identify(identity: str | None, controller_identities: Iterable[str] = ()) ->
     """Map a verified bus identity to a caller, or refuse it."""
     if not identity:
         raise exception.Forbidden(reason="the caller's identity could not be verified")
-    if identity in set(controller_identities):
+    return _identify(identity, frozenset(controller_identities))
+
+
+# Every message a service serves is identified (twice on the conductor: its
+# rule table, then the authoriser), and a cloud has few identities: the
+# answer, an immutable Caller, is kept. A refusal raises, so it is not kept,
+# and each one is still logged.
+@functools.lru_cache(maxsize=4096)
+def _identify(identity: str, controller_identities: frozenset[str]) -> Caller:
+    if identity in controller_identities:
         return Caller(identity, CallerKind.CONTROLLER)
     binary, _, host = identity.partition(".")
     if binary == COMPUTE_BINARY and host:

@@ -29,7 +29,7 @@ from nubes.db.api import compute_nodes, instances, metadata, migrations, service
 from nubes.db.engine import Database
 from nubes.db.transaction_batch import TransactionBatcher
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
-from nubes.objects.base import VersionedObject, remotable_signature
+from nubes.objects.base import VersionedObject, bind_remotable
 from nubes.objects.registry import REGISTRY
 from nubes.objects.states import MigrationStatus, MigrationType
 from nubes.step_key import StepKey
@@ -267,15 +267,13 @@ def _bind(objname: str, method: str, args: Any, kwargs: Any) -> dict[str, Any]:
         cls = REGISTRY.get(objname)
     except exception.NubesError:
         return {}
-    signature = remotable_signature(cls, method)
-    if signature is None or type(args) not in (list, tuple) or type(kwargs) is not dict:
+    if type(args) not in (list, tuple) or type(kwargs) is not dict:
         return {}
     try:
-        bound = signature.bind(None, None, *args, **kwargs)
+        return bind_remotable(cls, method, tuple(args), kwargs)
     except TypeError:
         # serve_object_action refuses these with InvalidArguments afterwards.
         return {}
-    return dict(list(bound.arguments.items())[2:])
 
 
 class Authorizer:

@@ -19,6 +19,7 @@ API to the conductor, and a body that runs there anyway fails with
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,8 +27,10 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
+import msgspec
+
 from nubes import exception
-from nubes.objects.fields import NO_DEFAULT
+from nubes.objects.fields import NO_DEFAULT, Field
 
 if TYPE_CHECKING:
     from nubes.context import RequestContext
@@ -281,6 +284,50 @@ def get() -> ObjectBackend:
     return _installed
 
 
+def _row_values(
+    cls: type[VersionedObject], row: Mapping[str, Any], skip: Iterable[str]
+) -> dict[str, Any]:
+    """{field: value} of the plain fields of ``cls`` that ``row`` has a column for."""
+    skipped = frozenset(skip)
+    values: dict[str, Any] = {}
+    for name, field in _plain_fields(cls):
+        if name in row and name not in skipped:
+            value = row[name]
+            if name == "deleted":
+                value = bool(value)
+            elif value is None and not field.nullable:
+                # A NULL column the object cannot hold: the row never set it.
+                if field.default is NO_DEFAULT:
+                    continue
+                value = field.default_value()
+            values[name] = value
+    return values
+
+
+@functools.cache
+def _plain_fields(cls: type[VersionedObject]) -> tuple[tuple[str, Field[Any]], ...]:
+    """The fields of ``cls`` a row's columns load (nested objects are the caller's)."""
+    children = cls._obj_children
+    return tuple((n, f) for n, f in cls._obj_field_map.items() if n not in children)
+
+
+def _converted(cls: type[VersionedObject], values: dict[str, Any]) -> Any:
+    """``values`` as a storage struct of ``cls`` in canonical form, or None.
+
+    A row's values are nearly always canonical already: one strict msgspec
+    check of them all (the envelope decoder's fast path) instead of a Python
+    coercion per field, which cost more than the query on a build. None
+    (something it refused) sends the caller down the coercing path, which
+    raises the precise error.
+    """
+    try:
+        loaded = msgspec.convert(values, cls._obj_storage)
+    except msgspec.ValidationError:
+        return None
+    cls._obj_fix(loaded)
+    return loaded
+
+
 def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
     """Set every plain field of ``obj`` that ``row`` has a column for.
 
@@ -290,31 +337,28 @@ def apply_row(obj: VersionedObject, row: Mapping[str, Any], *, skip: Iterable[st
     nullable gives the field's default (or leaves it alone if it has none).
     Changes are not reset here.
     """
-    children = obj._obj_children
-    field_map = obj._obj_field_map
-    skipped = set(skip)
-    values: dict[str, Any] = {}
-    for name in obj.obj_fields:
-        if name in row and name not in children and name not in skipped:
-            value = row[name]
-            if name == "deleted":
-                value = bool(value)
-            elif value is None and not field_map[name].nullable:
-                # A NULL column the object cannot hold: the row never set it.
-                field = field_map[name]
-                if field.default is NO_DEFAULT:
-                    continue
-                value = field.default_value()
-            values[name] = value
-    obj.update(values)
+    values = _row_values(type(obj), row, skip)
+    loaded = _converted(type(obj), values)
+    if loaded is None:
+        obj.update(values)
+        return
+    data = obj._data
+    for name in values:
+        setattr(data, name, getattr(loaded, name))
+    obj._changed.update(values)
 
 
 def from_row(cls: type[OT], row: Mapping[str, Any], *, skip: Iterable[str] = ()) -> OT:
     """A new object of ``cls`` loaded from ``row`` (see :func:`apply_row`), unchanged."""
-    obj = cls()
-    apply_row(obj, row, skip=skip)
-    obj.obj_reset_changes()
-    return obj
+    values = _row_values(cls, row, skip)
+    loaded = _converted(cls, values)
+    if loaded is None:
+        obj = cls()
+        obj.update(values)
+        obj.obj_reset_changes()
+        return obj
+    # The converted struct becomes the object's storage: nothing copied.
+    return cls._obj_unchanged(loaded)
 
 
 def changed_values(obj: VersionedObject, *, skip: Iterable[str] = ()) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
@@ -219,6 +220,7 @@ def _prepare(cls: Any) -> None:
     cls._obj_storage = schema.build_storage(cls)
     cls._obj_envelope = schema.build_envelope(cls)
     cls._obj_finish = staticmethod(schema.build_finisher(cls))
+    cls._obj_fix = staticmethod(schema.build_fixer(cls))
 
 
 def _wire_hook(obj: Any) -> Any:
@@ -267,6 +269,8 @@ class VersionedObject(metaclass=_ObjectMeta):
     _obj_envelope: ClassVar[type[msgspec.Struct]]
     #: Completes an envelope struct that passed msgspec's check into an object.
     _obj_finish: ClassVar[Callable[[Any], Any]]
+    #: Completes a storage struct whose plain fields passed msgspec's check.
+    _obj_fix: ClassVar[Callable[[Any], None]]
 
     #: The fields; unset ones hold msgspec.UNSET.
     _data: Any
@@ -286,6 +290,21 @@ class VersionedObject(metaclass=_ObjectMeta):
             if getattr(data, name) is UNSET:
                 setattr(data, name, field.default_value())
                 self._changed.add(name)
+
+    @classmethod
+    def _obj_unchanged(cls, data: Any) -> Self:
+        """An object holding ``data`` (a storage struct of canonical values),
+        its unset fields given their defaults, with no changes: what
+        ``cls(**values)`` followed by ``obj_reset_changes()`` makes, without
+        coercing each value again."""
+        for name, field in cls._obj_defaults:
+            if getattr(data, name) is UNSET:
+                setattr(data, name, field.default_value())
+        obj = cls.__new__(cls)
+        obj._data = data
+        obj._changed = set()
+        obj._orig = None
+        return obj
 
     # -- identity and versions ------------------------------------------------
 
@@ -767,6 +786,66 @@ def remotable_signature(cls: type[VersionedObject], method: str) -> inspect.Sign
     """The signature of a remotable method's undecorated function, cached."""
     found = remotable_methods(cls).get(method)
     return inspect.signature(found[1]) if found is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    """How arguments map to a remotable method's parameters, when that is simple:
+    no ``*args``/``**kwargs`` and no positional-only parameter after the two
+    the call supplies (self or cls, and the context)."""
+
+    positional: tuple[str, ...]
+    names: frozenset[str]
+    required: frozenset[str]
+
+
+@functools.lru_cache(maxsize=1024)
+def _binding(cls: type[VersionedObject], method: str) -> _Binding | None:
+    signature = remotable_signature(cls, method)
+    if signature is None:
+        return None
+    params = list(signature.parameters.values())[2:]
+    kinds = {p.kind for p in params}
+    if kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}:
+        return None
+    return _Binding(
+        positional=tuple(
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ),
+        names=frozenset(p.name for p in params),
+        required=frozenset(p.name for p in params if p.default is inspect.Parameter.empty),
+    )
+
+
+def bind_remotable(
+    cls: type[VersionedObject], method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """{parameter: argument} for a call of remotable ``method`` of ``cls``
+    with ``args``/``kwargs`` (after self and the context); TypeError, as
+    ``inspect.Signature.bind`` raises it, when they do not fit or the method
+    is not remotable.
+
+    The conductor binds every object call a host makes (to authorise it, and
+    to refuse a bad one before it runs): a simple signature is bound here
+    without inspect's general machinery, and anything else, an error
+    included, by ``Signature.bind`` itself, so its result and message are
+    the same either way.
+    """
+    plan = _binding(cls, method)
+    if plan is not None and len(args) <= len(plan.positional):
+        bound = dict(zip(plan.positional, args, strict=False))
+        names = plan.names
+        for name, value in kwargs.items():
+            if name in bound or name not in names:
+                break
+            bound[name] = value
+        else:
+            if plan.required <= bound.keys():
+                return bound
+    signature = remotable_signature(cls, method)
+    if signature is None:
+        raise TypeError(f"{cls._obj_name}.{method} is not remotable")
+    return dict(list(signature.bind(None, None, *args, **kwargs).arguments.items())[2:])
 
 
 def _find_remotables(cls: type[VersionedObject]) -> dict[str, tuple[str, Callable[..., Any]]]:

@@ -132,9 +132,25 @@ def _walk(value: Any, registry: ObjectRegistry, depth: int) -> Any:
             return registry.obj_from_primitive(value)
         if not depth:
             raise exception.MalformedMessage(reason=f"nested deeper than {MAX_NESTING} levels")
+        # Most containers in a message hold scalars only (an image's
+        # properties, a call's keyword arguments): nothing in them can be an
+        # object, so they are kept as decoded rather than rebuilt item by item.
+        for item in value.values():
+            if type(item) in _CONTAINERS:
+                break
+        else:
+            return value
         return {key: _walk(item, registry, depth - 1) for key, item in value.items()}
     if kind is list:
         if not depth:
             raise exception.MalformedMessage(reason=f"nested deeper than {MAX_NESTING} levels")
+        for item in value:
+            if type(item) in _CONTAINERS:
+                break
+        else:
+            return value
         return [_walk(item, registry, depth - 1) for item in value]
     return value
+
+
+_CONTAINERS = frozenset({dict, list})

@@ -112,6 +112,10 @@ class Instance(base.VersionedObject):
         """Load ``row`` into this object, the flavor snapshots too when ``nested``,
         and the fault when the row carries one; then nothing is changed."""
         backend.apply_row(self, row)
+        self._apply_nested(row, nested=nested)
+
+    def _apply_nested(self, row: dict[str, Any], *, nested: bool) -> None:
+        """The nested objects of :meth:`_apply_db`; then nothing is changed."""
         if nested:
             for name in FLAVOR_FIELDS:
                 if name in row:
@@ -126,8 +130,8 @@ class Instance(base.VersionedObject):
 
     @classmethod
     def _from_db(cls, row: dict[str, Any]) -> Instance:
-        instance = cls()
-        instance._apply_db(row)
+        instance = backend.from_row(cls, row)
+        instance._apply_nested(row, nested=True)
         return instance
 
     @staticmethod

@@ -71,6 +71,37 @@ def build_envelope(cls: type[VersionedObject]) -> type[msgspec.Struct]:
     )
 
 
+def _fixup_lines(cls: type[VersionedObject], namespace: dict[str, Any], indent: str) -> list[str]:
+    """Source moving each plain field of ``data`` that passed the strict check
+    but is not canonical yet (a datetime in another offset, a UUID in another
+    form) to its canonical form."""
+    lines: list[str] = []
+    for index, (name, field) in enumerate(cls._obj_field_map.items()):
+        if field.nested or not field.needs_fixup:
+            continue
+        fixup = f"fixup_{index}"
+        namespace[fixup] = partial(field.fixup, cls._obj_name)
+        settled = field.settled("v", namespace)
+        unsettled = "" if settled is None else f" and not ({settled})"
+        lines += [
+            f"{indent}v = data.{name}",
+            f"{indent}if v is not UNSET and v is not None{unsettled}:",
+            f"{indent}    data.{name} = {fixup}(v)",
+        ]
+    return lines
+
+
+def build_fixer(cls: type[VersionedObject]) -> Callable[[Any], None]:
+    """The function completing, in place, a storage struct of ``cls`` whose
+    plain fields passed the strict check (a database row converted in one
+    call, see ``backend.apply_row``): the fixups the finisher applies."""
+    namespace: dict[str, Any] = {"UNSET": UNSET}
+    lines = ["def fix(data):", *_fixup_lines(cls, namespace, "    "), "    return None"]
+    exec(compile("\n".join(lines), f"<nubes fixer for {cls.__qualname__}>", "exec"), namespace)
+    fixer: Callable[[Any], None] = namespace["fix"]
+    return fixer
+
+
 def build_finisher(cls: type[VersionedObject]) -> Callable[[Any], VersionedObject]:
     """The function completing an envelope struct that passed the fast path
     into an object: nested envelopes become objects, datetimes with another
@@ -104,16 +135,7 @@ def build_finisher(cls: type[VersionedObject]) -> Callable[[Any], VersionedObjec
                 "    if v is not UNSET and v is not None:",
                 f"        data.{name} = {converted}",
             ]
-        elif field.needs_fixup:
-            fixup = f"fixup_{index}"
-            namespace[fixup] = partial(field.fixup, cls._obj_name)
-            settled = field.settled("v", namespace)
-            unsettled = "" if settled is None else f" and not ({settled})"
-            lines += [
-                f"    v = data.{name}",
-                f"    if v is not UNSET and v is not None{unsettled}:",
-                f"        data.{name} = {fixup}(v)",
-            ]
+    lines += _fixup_lines(cls, namespace, "    ")
     lines += [
         "    obj = new(cls)",
         "    obj._data = data",

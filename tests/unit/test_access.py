@@ -165,3 +165,22 @@ def test_only_the_callee_may_answer_a_call(
     topic: str, server: str | None, identity: str | None, believed: bool
 ):
     assert access.may_answer(topic, server, identity) is believed
+
+
+def test_identify_answers_the_same_each_time_and_refuses_each_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Answers are kept (per identity and controller list); refusals are not:
+    each one is raised and audited again."""
+    host = access.identify("compute.h1")
+    assert access.identify("compute.h1") == host
+    assert (host.kind, host.host, host.binary) == (access.CallerKind.COMPUTE, "h1", "compute")
+    # The operator's controller list is part of the answer.
+    listed = access.identify("compute.h1", ["compute.h1"])
+    assert listed.kind is access.CallerKind.CONTROLLER and listed.binary is None
+    assert access.identify("compute.h1").kind is access.CallerKind.COMPUTE
+    with caplog.at_level("WARNING", logger="nubes.audit"):
+        for _ in range(2):
+            with pytest.raises(exception.Forbidden):
+                access.identify("stranger")
+    assert sum("stranger" in r.getMessage() for r in caplog.records) == 2

@@ -45,9 +45,9 @@ async def load_instance(run: Run, *, fresh: bool = False) -> dict[str, Any] | No
 
 
 def instance_object(row: dict[str, Any]) -> Instance:
-    """The row as the object compute hosts are sent."""
-    inst = Instance._from_db({k: v for k, v in row.items() if k in Instance.obj_fields})
-    return inst
+    """The row as the object compute hosts are sent (columns the object has
+    no field for are left out by the load itself)."""
+    return Instance._from_db(row)
 
 
 def set_instance(

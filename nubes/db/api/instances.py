@@ -107,9 +107,15 @@ async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
 async def create_many(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
     """:func:`create` for several instances at once (same keys each); the rows, in order."""
     data = []
+    # The rows of one request (a min_count batch) name the same columns:
+    # each set of names is checked once, not once per server.
+    checked: set[frozenset[str]] = set()
     for values in rows:
         item = dict(values)
-        check_columns(instances, item)
+        names = frozenset(item)
+        if names not in checked:
+            check_columns(instances, item)
+            checked.add(names)
         item.setdefault("uuid", new_uuid())
         item.setdefault("vm_state", DEFAULT_VM_STATE)
         data.append(item)

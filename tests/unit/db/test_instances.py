@@ -129,6 +129,23 @@ async def test_update_refuses_unknown_and_protected_columns(db: Database) -> Non
             await instances.update(conn, inst["uuid"], {"uuid": "other"})
 
 
+async def test_create_many_checks_every_set_of_column_names(db: Database) -> None:
+    """The column names are checked once per distinct set, not once per row:
+    a later row naming another (unknown or protected) column is still
+    refused, and nothing is written."""
+    base = {"project_id": "p-many", "display_name": "x"}
+    for bad in ({"no_such": 1}, {"deleted": 1}):
+        async with db.writer() as conn:
+            with pytest.raises(exception.ValidationError):
+                await instances.create_many(conn, [base, base, {**base, **bad}])
+    async with db.writer() as conn:
+        made = await instances.create_many(conn, [base, base])
+    assert [row["project_id"] for row in made] == ["p-many", "p-many"]
+    async with db.reader() as conn:
+        rows = await instances.get_all(conn, filters={"project_id": "p-many"})
+    assert len(rows) == 2
+
+
 async def test_update_missing_instance(db: Database) -> None:
     async with db.writer() as conn:
         with pytest.raises(exception.InstanceNotFound):

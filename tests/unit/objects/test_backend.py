@@ -72,6 +72,68 @@ def test_apply_row_sets_known_plain_fields_only() -> None:
     assert inst.obj_what_changed() == set()
 
 
+def test_apply_row_makes_non_canonical_values_canonical() -> None:
+    """The one-call check of a row passes only canonical values: a UUID in
+    capitals and a datetime at another offset are fixed up after it, as the
+    wire decoder does, and a value it refuses takes the coercing path."""
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    row = {
+        "uuid": "1B4E28BA-2FA1-41D2-883F-0016D3CCA427",
+        "launched_at": dt.datetime(2026, 1, 1, 12, 0, tzinfo=plus_two),
+        "memory_mb": "512",  # text an Integer field accepts by coercion
+        "host": "h1",
+    }
+    inst = backend.from_row(Instance, row)
+    assert inst.uuid == "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+    assert inst.launched_at == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    assert inst.launched_at.tzinfo is dt.UTC
+    assert inst.memory_mb == 512 and inst.host == "h1"
+    assert inst.obj_what_changed() == set()
+
+
+def test_from_row_makes_what_coercing_each_field_makes() -> None:
+    """The loaded struct becomes the object's storage: the same fields,
+    defaults and (no) changes as ``cls()``, ``update`` and a reset."""
+    row = {
+        "id": 3,
+        "uuid": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "host": "h1",
+        "vm_state": "active",
+        "launched_at": NOW,
+        "metadata": {"k": "v"},
+        "deleted": 0,
+    }
+    fast = backend.from_row(Instance, row)
+    slow = Instance()
+    slow.update({**row, "deleted": False})
+    slow.obj_reset_changes()
+    assert fast.obj_to_primitive() == slow.obj_to_primitive()
+    assert fast.obj_what_changed() == set()
+    fast.metadata["k2"] = "v2"  # a container changed in place is still seen
+    assert fast.obj_what_changed() == {"metadata"}
+
+
+def test_apply_row_on_a_loaded_object_keeps_other_fields_and_records_changes() -> None:
+    inst = Instance(uuid="1b4e28ba-2fa1-41d2-883f-0016d3cca427", host="h1")
+    inst.obj_reset_changes()
+    backend.apply_row(inst, {"node": "n1", "vm_state": "active"})
+    assert (inst.host, inst.node, inst.vm_state) == ("h1", "n1", "active")
+    assert inst.obj_what_changed() == {"node", "vm_state"}
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("memory_mb", "lots"),
+        ("launched_at", dt.datetime(2026, 1, 1)),  # naive: no time zone
+        ("uuid", "not-a-uuid"),
+    ],
+)
+def test_apply_row_refuses_a_bad_value_with_the_field_error(column: str, value: Any) -> None:
+    with pytest.raises(exception.ObjectFieldError, match=column):
+        backend.from_row(Instance, {column: value})
+
+
 def test_expected_states_are_normalised() -> None:
     assert _expected("x", None) is None
     assert _expected("x", "active") == ["active"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+import nubes.objects  # noqa: F401  (every object class registered)
 from nubes import exception
 from nubes.objects import base, fields
-from nubes.objects.registry import ObjectRegistry
+from nubes.objects.registry import REGISTRY, ObjectRegistry
 from tests.unit.objects.fakes import NEW, UUID1, Gadget, Part, gadget
 
 # -- declaration ------------------------------------------------------------------
@@ -292,3 +293,10 @@ def test_registry_lookups() -> None:
 def test_tree_versions_cover_nested_classes() -> None:
     assert Gadget.obj_tree_versions() == {"Gadget": "1.2", "Part": "1.1"}
     assert gadget().obj_tree_versions() == {"Gadget": "1.2", "Part": "1.1"}
+
+
+def test_storage_structs_hold_the_fields_in_obj_fields_order() -> None:
+    """serve_object_action pairs a struct's values with obj_fields by position."""
+    for name in REGISTRY:
+        cls = REGISTRY.get(name)
+        assert cls._obj_storage.__struct_fields__ == cls.obj_fields, name

@@ -157,6 +157,45 @@ async def test_arguments_that_do_not_fit_are_refused_before_running(
     assert obj.label == "seven"
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("relabel", ("a",), {}),
+        ("relabel", (), {"label": "a", "loud": True}),
+        ("relabel", ("a",), {"loud": False}),
+        ("relabel", (), {}),
+        ("relabel", ("a", "b"), {}),
+        ("relabel", ("a",), {"label": "b"}),
+        ("relabel", ("a",), {"volume": 11}),
+        ("relabel", ("a", True), {}),  # loud is keyword-only
+        ("build", (3,), {}),
+        ("build", (3, False), {}),
+        ("build", (), {"with_part": False}),
+        ("whoami", (), {}),
+        ("whoami", (1,), {}),
+    ],
+)
+def test_bind_remotable_answers_as_signature_bind(
+    method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """The fast binding and inspect's agree on every call: the arguments, or
+    the TypeError and its message."""
+    signature = base.remotable_signature(Gadget, method)
+    assert signature is not None
+    try:
+        expected = dict(list(signature.bind(None, None, *args, **kwargs).arguments.items())[2:])
+    except TypeError as bad:
+        with pytest.raises(TypeError, match=str(bad)):
+            base.bind_remotable(Gadget, method, args, kwargs)
+        return
+    assert base.bind_remotable(Gadget, method, args, kwargs) == expected
+
+
+def test_bind_remotable_refuses_a_method_that_is_not_remotable() -> None:
+    with pytest.raises(TypeError, match="not remotable"):
+        base.bind_remotable(Gadget, "obj_clone", (), {})
+
+
 async def test_run_locally_bypasses_the_indirection_api(
     context: RequestContext, loopback: indirection.LoopbackIndirectionAPI
 ) -> None:
