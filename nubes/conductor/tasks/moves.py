@@ -43,6 +43,7 @@ from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
+from nubes.db.group_commit import Read
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
@@ -52,27 +53,40 @@ from nubes.objects.states import (
 )
 
 
-async def scheduling_request(
-    conn: Connection, instance_uuid: str, image_ref: str | None
-) -> dict[str, Any]:
-    """What a move asks the scheduler again (Nova's request spec): the image and
-    hints of the instance's build task, and the server group it is a member of
-    now (none once the group was deleted), so moves keep the group's policy."""
-    built = [
-        t
-        for t in await tasks_api.list_for_instance(conn, instance_uuid)
-        if t["kind"] == TaskKind.BUILD
+def scheduling_reads(instance_uuid: str) -> list[Read]:
+    """What :func:`scheduling_request` reads (the instance's build task, the
+    server group it is a member of), as descriptions: a step reads them with
+    its other rows in one grouped read (:func:`nubes.db.group_commit.fetch_together`)."""
+    return [
+        tasks_api.first_of_kind_read(instance_uuid, TaskKind.BUILD),
+        groups_api.uuid_of_instance_read(instance_uuid),
     ]
-    first = dict(built[0]["payload"] or {}) if built else {}
+
+
+def scheduling_request_of(
+    found: Sequence[dict[str, Any] | None], image_ref: str | None
+) -> dict[str, Any]:
+    """What a move asks the scheduler again (Nova's request spec), from the rows
+    :func:`scheduling_reads` found: the image and hints of the instance's build
+    task, and the server group it is a member of now (none once the group was
+    deleted), so moves keep the group's policy."""
+    built, group = found
+    first = dict(built["payload"] or {}) if built is not None else {}
     request: dict[str, Any] = {
         "image": first.get("image") or {"id": image_ref},
         "hints": first.get("hints") or {},
     }
-    try:
-        request["group"] = (await groups_api.group_get_by_instance(conn, instance_uuid))["uuid"]
-    except exception.InstanceGroupNotFound:
-        pass
+    if group is not None:
+        request["group"] = group["uuid"]
     return request
+
+
+async def scheduling_request(
+    conn: Connection, instance_uuid: str, image_ref: str | None
+) -> dict[str, Any]:
+    """:func:`scheduling_request_of` what :func:`scheduling_reads` find in ``conn``."""
+    found = [await read.run(conn) for read in scheduling_reads(instance_uuid)]
+    return scheduling_request_of(found, image_ref)
 
 
 def migration_id(run: Run) -> int:
