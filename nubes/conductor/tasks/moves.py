@@ -113,6 +113,7 @@ def set_migration(
     *,
     only_from: Sequence[str] | None = None,
     migration_type: str | None = None,
+    missed: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> Writes:
     """A write of migration fields for a commit's transaction.
 
@@ -125,7 +126,8 @@ def set_migration(
     With ``migration_type`` (what the task's migration is) the write can
     also join a grouped commit: one UPDATE required to find the migration of
     that type in a status it may go to ``status`` from (and one of
-    ``only_from``); anything else makes the commit run the write above.
+    ``only_from``); anything else makes the commit run the write above, or
+    ``missed`` when given (a caller whose miss means something else).
     """
     ident = migration_id(run)
 
@@ -140,6 +142,7 @@ def set_migration(
 
     if migration_type is None:
         return write
+    ordinary = missed or write
     target = values.get("status")
     expected: tuple[str, ...] | None = None
     if target is not None:
@@ -148,15 +151,15 @@ def set_migration(
         candidates = allowed if only_from is None else {str(s) for s in only_from}
         expected = tuple(sorted(candidates & allowed))
         if not expected:
-            return write  # never the common case: the ordinary write says why
+            return ordinary  # never the common case: the ordinary write says why
     elif only_from is not None:
         expected = tuple(sorted(str(s) for s in only_from))
 
-    async def missed(conn: Connection) -> None:
-        await write(conn)  # what the status was, and what that means
+    async def why(conn: Connection) -> None:
+        await ordinary(conn)  # what the status was, and what that means
 
     return migrations_api.update_write(
-        ident, str(migration_type), values, expected=expected, missed=missed
+        ident, str(migration_type), values, expected=expected, missed=why
     )
 
 
@@ -178,11 +181,7 @@ def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> W
 
 def drop_source_claim(migration_uuid: str) -> Writes:
     """Release what the migration holds (the source's resources)."""
-
-    async def write(conn: Connection) -> None:
-        await compute_nodes.release(conn, migration_uuid)
-
-    return write
+    return compute_nodes.release_writes(migration_uuid)
 
 
 def claims_back_to_source(instance_uuid: str, migration_uuid: str) -> Writes:
