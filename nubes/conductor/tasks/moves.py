@@ -168,15 +168,7 @@ def set_migration(
 
 def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> Writes:
     """The instance's allocations become the migration's (once: a repeat does nothing)."""
-
-    async def write(conn: Connection) -> None:
-        if await compute_nodes.holds_allocations(conn, migration_uuid):
-            return
-        await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
-
-    # No single-statement form: MySQL cannot UPDATE allocations on a
-    # condition that reads allocations, so this write commits the ordinary way.
-    return write
+    return compute_nodes.hand_over_write(instance_uuid, migration_uuid)
 
 
 def drop_source_claim(migration_uuid: str) -> Writes:

@@ -588,6 +588,35 @@ async def allocations_move(conn: AsyncConnection, from_consumer: str, to_consume
     return int(result.rowcount)
 
 
+def _hand_over_statement() -> Any:
+    a = allocations.c
+    # What the receiver holds, through a DISTINCT derived table: MySQL refuses
+    # an UPDATE whose condition reads the table it updates unless that read
+    # is materialised first, which DISTINCT forces (MariaDB, SQLite and
+    # PostgreSQL take either form).
+    held = (
+        select(a.consumer_uuid)
+        .where(a.consumer_uuid == bindparam("_to"))
+        .distinct()
+        .subquery("held")
+    )
+    receiver_holds = exists(select(held.c.consumer_uuid))
+    return (
+        allocations.update()
+        .where(a.consumer_uuid == bindparam("_from"), ~receiver_holds)
+        .values(consumer_uuid=bindparam("_to"))
+    )
+
+
+def hand_over_write(from_consumer: str, to_consumer: str) -> group_commit.Write:
+    """``from_consumer``'s allocations become ``to_consumer``'s, unless
+    ``to_consumer`` holds some already (a repeat: nothing changes), as a
+    description for :func:`nubes.db.group_commit.commit` (optional: handing
+    over nothing is no error)."""
+    params = {"_from": from_consumer, "_to": to_consumer}
+    return group_commit.Write((__name__, "hand_over"), _hand_over_statement, params)
+
+
 async def holds_allocations(conn: AsyncConnection, consumer_uuid: str) -> bool:
     """Whether ``consumer_uuid`` holds any allocation."""
     stmt = select(allocations.c.id).where(allocations.c.consumer_uuid == consumer_uuid).limit(1)

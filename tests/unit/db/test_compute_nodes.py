@@ -277,3 +277,29 @@ async def test_release_as_descriptions_in_a_grouped_commit(db: Database) -> None
     async with db.reader() as conn:
         again = await compute_nodes.get_by_id(conn, a["id"])
         assert (again["vcpus_used"], again["generation"]) == (1, after_a["generation"])
+
+
+async def test_hand_over_once(db: Database) -> None:
+    """``hand_over_write``: the instance's allocations become the migration's,
+    grouped or in a transaction (MariaDB runs its condition on the table it
+    updates); a repeat, once the instance holds a new claim, moves nothing."""
+    instance, migration = _consumer(), _consumer()
+    async with db.writer() as conn:
+        src = await make_node(conn)
+        dst = await make_node(conn)
+        await compute_nodes.claim(conn, src["id"], instance, vcpus=2)
+    await group_commit.commit(db, instance, [compute_nodes.hand_over_write(instance, migration)])
+    async with db.writer() as conn:
+        held = await compute_nodes.allocations_get_by_consumer(conn, migration)
+        assert [a["compute_node_id"] for a in held] == [src["id"]]
+        assert await compute_nodes.allocations_get_by_consumer(conn, instance) == []
+        await compute_nodes.claim(conn, dst["id"], instance, vcpus=2)
+    await group_commit.commit(db, instance, [compute_nodes.hand_over_write(instance, migration)])
+    async with db.writer() as conn:
+        # The same write in a block of the caller's (the ordinary path everywhere).
+        await compute_nodes.hand_over_write(instance, migration).run(conn)
+    async with db.reader() as conn:
+        mine = await compute_nodes.allocations_get_by_consumer(conn, instance)
+        assert [a["compute_node_id"] for a in mine] == [dst["id"]]
+        held = await compute_nodes.allocations_get_by_consumer(conn, migration)
+        assert [a["compute_node_id"] for a in held] == [src["id"]]
