@@ -508,7 +508,7 @@ async def _why_not(
 def _decrement(column: ColumnElement[int], amount: ColumnElement[int]) -> ColumnElement[int]:
     # Never below zero: a release after an operator reset must not go negative.
     # Zero as a literal: a prepared statement binds only named parameters.
-    zero = literal_column("0")
+    zero: ColumnElement[int] = literal_column("0")
     return case((column - amount < zero, zero), else_=column - amount)
 
 

@@ -241,7 +241,7 @@ async def group_get_by_instance(conn: AsyncConnection, instance_uuid: str) -> Ro
 
 def _uuid_of_instance_statement() -> Any:
     # Every parameter bound by name (a prepared statement's rule): "live" as a literal.
-    alive = literal_column(str(NOT_DELETED))
+    alive: ColumnElement[int] = literal_column(str(NOT_DELETED))
     member_of = select(_gm.c.group_id).where(
         _gm.c.instance_uuid == bindparam("_uuid"), _gm.c.deleted == alive
     )
