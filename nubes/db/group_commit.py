@@ -210,9 +210,16 @@ class Write:
 
     async def execute(self, conn: AsyncConnection) -> bool:
         """Run it in ``conn``'s transaction; whether it matched (``missed`` not called)."""
+        return await self.count(conn) > 0
+
+    async def count(self, conn: AsyncConnection) -> int:
+        """Run it in ``conn``'s transaction: the rows it matched (a read: whether
+        it found one) (``missed`` not called)."""
         stmt = _statement(self.shape, self.build)
         result = await conn.execute(stmt, dict(self.params))
-        return result.first() is not None if self.read else result.rowcount > 0
+        if self.read:
+            return int(result.first() is not None)
+        return int(result.rowcount)
 
     def statement(self, dialect: Dialect) -> UnitStatement:
         """The same write as a statement of a grouped unit."""

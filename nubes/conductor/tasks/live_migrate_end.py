@@ -41,6 +41,7 @@ ERROR_NOTIFICATION = "instance.live_migration.error"
 ABORT_NOTIFICATION = "instance.live_migration_abort.end"
 #: Statuses the task may end a migration from (it ends in a final one).
 _OPEN = (_M.ACCEPTED, _M.PREPARING, _M.RUNNING, _M.CANCELLING)
+_LIVE = MigrationType.LIVE_MIGRATION.value
 
 
 def failed(what: str, outcome: Outcome) -> str:
@@ -50,7 +51,13 @@ def failed(what: str, outcome: Outcome) -> str:
 def end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStatus) -> Writes:
     """The migration's final status: ``preferred`` if its table allows it from
     where the migration is now, else ``fallback`` (a migration already final
-    is left alone)."""
+    is left alone).
+
+    As a description a grouped commit can carry: the common case, one
+    UPDATE to ``preferred`` required to find the live migration in an open
+    status that may go there; anything else runs the write below, which
+    reads where the migration is and decides.
+    """
 
     async def write(conn: Connection) -> None:
         row = await migrations_api.get_by_id(conn, moves.migration_id(run))
@@ -61,7 +68,9 @@ def end_migration(run: Run, preferred: MigrationStatus, fallback: MigrationStatu
         target = preferred if preferred in allowed else fallback
         await run_writes(conn, moves.set_migration(run, {"status": target}, only_from=_OPEN))
 
-    return write
+    return moves.set_migration(
+        run, {"status": preferred}, only_from=_OPEN, migration_type=_LIVE, missed=write
+    )
 
 
 async def end_moved(run: Run, status: TaskStatus | None = None) -> None:
@@ -77,17 +86,18 @@ async def end_moved(run: Run, status: TaskStatus | None = None) -> None:
     vm_state = payload.vm_state if adopted else VMState.ERROR
     message = "; ".join(e.error for e in errors)
 
-    async def history(conn: Connection) -> None:
-        if errors:
-            await run.fault(conn, message)
-        await run.event(conn, EVENT, ok=not errors, details=message or None)
-        await run.finish_action(conn, ok=not errors)
+    async def fault(conn: Connection) -> None:
+        await run.fault(conn, message)
 
+    # Descriptions all (a fault only when something failed): the end commits
+    # grouped with other tasks' where the database runs units.
     writes = chain(
         moves.drop_source_claim(payload.migration_uuid or ""),
         end_migration(run, _M.ERROR if errors else _M.COMPLETED, _M.ERROR),
         instance_write(run, {"vm_state": vm_state, "task_state": None, "progress": 100}),
-        history,
+        fault if errors else None,
+        run.event_writes(EVENT, ok=not errors, details=message or None),
+        run.finish_action_writes(ok=not errors),
     )
     final = status or (TaskStatus.FAILED if errors else TaskStatus.SUCCEEDED)
     await run.finish(final, last_error=message or None, writes=writes, payload=payload)

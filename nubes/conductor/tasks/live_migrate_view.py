@@ -1,6 +1,6 @@
 """What a live_migrate step reads of its instance and migration.
 
-Each step reads what it needs when it starts, in one transaction
+Each step reads what it needs when it starts, in one grouped read
 (:func:`fetch`): the instance row (the first step of a claim takes the one
 read with the claim), and as asked the migration row, whose ``cancelling``
 status the step checks first, and the build's request. Nothing is kept
@@ -17,7 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nubes import exception
 from nubes.conductor.tasks import moves
 from nubes.conductor.tasks.base import Run, Writes
 from nubes.conductor.tasks.helpers import chain
@@ -37,7 +36,7 @@ class Cancelled(Exception):
 
 @dataclasses.dataclass(slots=True)
 class Known:
-    """What :func:`fetch` read, in one transaction."""
+    """What :func:`fetch` read, together."""
 
     #: None once the instance is deleted.
     instance: dict[str, Any] | None
@@ -59,60 +58,29 @@ def tries(run: Run, step: str) -> int:
     return live_payload(run).tried(step)
 
 
-async def original_request(conn: Connection, instance_uuid: str) -> dict[str, Any]:
-    """What the instance was built with (image properties, hints) and its server group."""
-    row = await instances_api.get_by_uuid(conn, instance_uuid)
-    return await moves.scheduling_request(conn, instance_uuid, row["image_ref"])
-
-
-async def build_image(run: Run) -> dict[str, Any]:
-    """The image the instance was built from, as its build recorded it."""
-    assert run.instance_uuid is not None
-    async with run.engine.db.reader() as conn:
-        original = await original_request(conn, run.instance_uuid)
-    return dict(original.get("image") or {})
-
-
 async def fetch(run: Run, *, migration: bool = False, original: bool = False) -> Known:
     """The instance row (None once deleted), and the migration and the
-    build's request if asked, read in one transaction. The row read with the
-    claim stands for the instance on the claim's first step."""
-    assert run.instance_uuid is not None
+    build's request if asked, read together: one grouped read where the
+    backend groups them (sharing the next batch's transaction instead of
+    opening a read transaction of its own), else one read transaction. The
+    row read with the claim stands for the instance on the claim's first step.
+    """
+    uuid = run.instance_uuid
+    assert uuid is not None
     claimed, run.fresh_instance = run.fresh_instance, None
     if claimed is not None and not (migration or original):
         return Known(dict(claimed))
-    if not original:
-        return await _fetch_rows(run, claimed, migration)
-    async with run.engine.db.reader() as conn:
-        instance: dict[str, Any] | None = dict(claimed) if claimed is not None else None
-        if instance is None:
-            try:
-                instance = await instances_api.get_by_uuid(conn, run.instance_uuid)
-            except exception.InstanceNotFound:
-                instance = None
-        known = Known(instance)
-        if migration:
-            known.migration = await migrations_api.get_by_id(conn, moves.migration_id(run))
-        if original and instance is not None:
-            known.original = await original_request(conn, run.instance_uuid)
-    return known
-
-
-async def _fetch_rows(run: Run, claimed: dict[str, Any] | None, migration: bool) -> Known:
-    """:func:`fetch` of single rows only: read together, grouped where the backend groups.
-
-    Most steps read their instance and migration rows and nothing else; as
-    one grouped read they share the next batch's transaction instead of
-    opening a read transaction of their own.
-    """
-    assert run.instance_uuid is not None
-    reads = [] if claimed is not None else [instances_api.get_read(run.instance_uuid)]
+    reads = [] if claimed is not None else [instances_api.get_read(uuid)]
     if migration:
         reads.append(migrations_api.get_read(moves.migration_id(run)))
-    rows = await group_commit.fetch_together(run.engine.db, run.instance_uuid, reads)
+    if original:
+        reads.extend(moves.scheduling_reads(uuid))
+    rows = await group_commit.fetch_together(run.engine.db, uuid, reads)
     known = Known(dict(claimed) if claimed is not None else rows.pop(0))
     if migration:
-        known.migration = migrations_api.found(rows[0], moves.migration_id(run))
+        known.migration = migrations_api.found(rows.pop(0), moves.migration_id(run))
+    if original and known.instance is not None:
+        known.original = moves.scheduling_request_of(rows, known.instance["image_ref"])
     return known
 
 

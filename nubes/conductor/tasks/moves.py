@@ -43,6 +43,7 @@ from nubes.db.api import groups as groups_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import tasks as tasks_api
 from nubes.db.engine import Connection
+from nubes.db.group_commit import Read
 from nubes.db.types import utcnow
 from nubes.objects.migration import Migration
 from nubes.objects.states import (
@@ -52,27 +53,40 @@ from nubes.objects.states import (
 )
 
 
-async def scheduling_request(
-    conn: Connection, instance_uuid: str, image_ref: str | None
-) -> dict[str, Any]:
-    """What a move asks the scheduler again (Nova's request spec): the image and
-    hints of the instance's build task, and the server group it is a member of
-    now (none once the group was deleted), so moves keep the group's policy."""
-    built = [
-        t
-        for t in await tasks_api.list_for_instance(conn, instance_uuid)
-        if t["kind"] == TaskKind.BUILD
+def scheduling_reads(instance_uuid: str) -> list[Read]:
+    """What :func:`scheduling_request` reads (the instance's build task, the
+    server group it is a member of), as descriptions: a step reads them with
+    its other rows in one grouped read (:func:`nubes.db.group_commit.fetch_together`)."""
+    return [
+        tasks_api.first_of_kind_read(instance_uuid, TaskKind.BUILD),
+        groups_api.uuid_of_instance_read(instance_uuid),
     ]
-    first = dict(built[0]["payload"] or {}) if built else {}
+
+
+def scheduling_request_of(
+    found: Sequence[dict[str, Any] | None], image_ref: str | None
+) -> dict[str, Any]:
+    """What a move asks the scheduler again (Nova's request spec), from the rows
+    :func:`scheduling_reads` found: the image and hints of the instance's build
+    task, and the server group it is a member of now (none once the group was
+    deleted), so moves keep the group's policy."""
+    built, group = found
+    first = dict(built["payload"] or {}) if built is not None else {}
     request: dict[str, Any] = {
         "image": first.get("image") or {"id": image_ref},
         "hints": first.get("hints") or {},
     }
-    try:
-        request["group"] = (await groups_api.group_get_by_instance(conn, instance_uuid))["uuid"]
-    except exception.InstanceGroupNotFound:
-        pass
+    if group is not None:
+        request["group"] = group["uuid"]
     return request
+
+
+async def scheduling_request(
+    conn: Connection, instance_uuid: str, image_ref: str | None
+) -> dict[str, Any]:
+    """:func:`scheduling_request_of` what :func:`scheduling_reads` find in ``conn``."""
+    found = [await read.run(conn) for read in scheduling_reads(instance_uuid)]
+    return scheduling_request_of(found, image_ref)
 
 
 def migration_id(run: Run) -> int:
@@ -99,6 +113,7 @@ def set_migration(
     *,
     only_from: Sequence[str] | None = None,
     migration_type: str | None = None,
+    missed: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> Writes:
     """A write of migration fields for a commit's transaction.
 
@@ -111,7 +126,8 @@ def set_migration(
     With ``migration_type`` (what the task's migration is) the write can
     also join a grouped commit: one UPDATE required to find the migration of
     that type in a status it may go to ``status`` from (and one of
-    ``only_from``); anything else makes the commit run the write above.
+    ``only_from``); anything else makes the commit run the write above, or
+    ``missed`` when given (a caller whose miss means something else).
     """
     ident = migration_id(run)
 
@@ -126,6 +142,7 @@ def set_migration(
 
     if migration_type is None:
         return write
+    ordinary = missed or write
     target = values.get("status")
     expected: tuple[str, ...] | None = None
     if target is not None:
@@ -134,15 +151,15 @@ def set_migration(
         candidates = allowed if only_from is None else {str(s) for s in only_from}
         expected = tuple(sorted(candidates & allowed))
         if not expected:
-            return write  # never the common case: the ordinary write says why
+            return ordinary  # never the common case: the ordinary write says why
     elif only_from is not None:
         expected = tuple(sorted(str(s) for s in only_from))
 
-    async def missed(conn: Connection) -> None:
-        await write(conn)  # what the status was, and what that means
+    async def why(conn: Connection) -> None:
+        await ordinary(conn)  # what the status was, and what that means
 
     return migrations_api.update_write(
-        ident, str(migration_type), values, expected=expected, missed=missed
+        ident, str(migration_type), values, expected=expected, missed=why
     )
 
 
@@ -151,24 +168,12 @@ def set_migration(
 
 def hand_source_claim_to_migration(instance_uuid: str, migration_uuid: str) -> Writes:
     """The instance's allocations become the migration's (once: a repeat does nothing)."""
-
-    async def write(conn: Connection) -> None:
-        if await compute_nodes.holds_allocations(conn, migration_uuid):
-            return
-        await compute_nodes.allocations_move(conn, instance_uuid, migration_uuid)
-
-    # No single-statement form: MySQL cannot UPDATE allocations on a
-    # condition that reads allocations, so this write commits the ordinary way.
-    return write
+    return compute_nodes.hand_over_write(instance_uuid, migration_uuid)
 
 
 def drop_source_claim(migration_uuid: str) -> Writes:
     """Release what the migration holds (the source's resources)."""
-
-    async def write(conn: Connection) -> None:
-        await compute_nodes.release(conn, migration_uuid)
-
-    return write
+    return compute_nodes.release_writes(migration_uuid)
 
 
 def claims_back_to_source(instance_uuid: str, migration_uuid: str) -> Writes:

@@ -42,6 +42,7 @@ from sqlalchemy import (
     case,
     delete,
     exists,
+    func,
     literal_column,
     or_,
     select,
@@ -504,27 +505,67 @@ async def _why_not(
     return ClaimResult(ClaimOutcome.NO_CAPACITY, row["generation"])
 
 
-def _decrement(column: ColumnElement[int], amount: int) -> ColumnElement[int]:
+def _decrement(column: ColumnElement[int], amount: ColumnElement[int]) -> ColumnElement[int]:
     # Never below zero: a release after an operator reset must not go negative.
-    return case((column - amount < 0, 0), else_=column - amount)
+    # Zero as a literal: a prepared statement binds only named parameters.
+    zero: ColumnElement[int] = literal_column("0")
+    return case((column - amount < zero, zero), else_=column - amount)
+
+
+def _released(node_id: bool) -> ColumnElement[bool]:
+    held = allocations.c.consumer_uuid == bindparam("_consumer")
+    return held & (allocations.c.compute_node_id == bindparam("_node")) if node_id else held
+
+
+def _release_usage_statement(node_id: bool) -> Any:
+    # Each node's usage goes down by the sum of what the consumer holds on
+    # it, read in the statement: one UPDATE however many allocations there
+    # are, and a statement a grouped unit can carry.
+    node = compute_nodes.c
+    a = allocations.c
+    values: dict[str, Any] = {
+        "generation": node.generation + literal_column("1"),
+        "updated_at": bindparam("_now", type_=UTCDateTime()),
+    }
+    for used, _total, _ratio, amount in _USAGE:
+        held = (
+            select(func.coalesce(func.sum(a[amount]), literal_column("0")))
+            .where(_released(node_id), a.compute_node_id == node.id)
+            .scalar_subquery()
+        )
+        values[used] = _decrement(node[used], held)
+    on = select(a.compute_node_id).where(_released(node_id))
+    return sql_update(compute_nodes).where(node.id.in_(on)).values(values)
+
+
+def _release_statement(node_id: bool) -> Any:
+    return delete(allocations).where(_released(node_id))
+
+
+def release_writes(
+    consumer_uuid: str, *, node_id: int | None = None
+) -> tuple[group_commit.Write, group_commit.Write]:
+    """:func:`release` as descriptions, for :func:`nubes.db.group_commit.commit`
+    (grouped with the rest of a task's commit where the database runs units):
+    the usage of the nodes it held on given back, then its allocations
+    deleted; both match nothing when it holds nothing (a repeat)."""
+    shape = node_id is not None
+    params: dict[str, Any] = {"_consumer": consumer_uuid, "_now": utcnow()}
+    if shape:
+        params["_node"] = node_id
+    return (
+        group_commit.Write(
+            (__name__, "release_usage", shape), lambda: _release_usage_statement(shape), params
+        ),
+        group_commit.Write((__name__, "release", shape), lambda: _release_statement(shape), params),
+    )
 
 
 async def release(conn: AsyncConnection, consumer_uuid: str, *, node_id: int | None = None) -> int:
     """Give back what ``consumer_uuid`` holds (on one node, or all); allocations released."""
-    stmt = select(allocations).where(allocations.c.consumer_uuid == consumer_uuid)
-    if node_id is not None:
-        stmt = stmt.where(allocations.c.compute_node_id == node_id)
-    held = await fetch_all(conn, stmt.order_by(allocations.c.compute_node_id))
-    node = compute_nodes.c
-    for alloc in held:
-        values: dict[str, Any] = {"generation": node.generation + 1}
-        for used, _total, _ratio, amount in _USAGE:
-            values[used] = _decrement(node[used], alloc[amount])
-        await conn.execute(
-            compute_nodes.update().where(node.id == alloc["compute_node_id"]).values(values)
-        )
-        await conn.execute(delete(allocations).where(allocations.c.id == alloc["id"]))
-    return len(held)
+    usage, allocated = release_writes(consumer_uuid, node_id=node_id)
+    await usage.run(conn)
+    return await allocated.count(conn)
 
 
 async def allocations_get_by_consumer(conn: AsyncConnection, consumer_uuid: str) -> list[Row]:
@@ -545,6 +586,35 @@ async def allocations_move(conn: AsyncConnection, from_consumer: str, to_consume
         .values(consumer_uuid=to_consumer)
     )
     return int(result.rowcount)
+
+
+def _hand_over_statement() -> Any:
+    a = allocations.c
+    # What the receiver holds, through a DISTINCT derived table: MySQL refuses
+    # an UPDATE whose condition reads the table it updates unless that read
+    # is materialised first, which DISTINCT forces (MariaDB, SQLite and
+    # PostgreSQL take either form).
+    held = (
+        select(a.consumer_uuid)
+        .where(a.consumer_uuid == bindparam("_to"))
+        .distinct()
+        .subquery("held")
+    )
+    receiver_holds = exists(select(held.c.consumer_uuid))
+    return (
+        allocations.update()
+        .where(a.consumer_uuid == bindparam("_from"), ~receiver_holds)
+        .values(consumer_uuid=bindparam("_to"))
+    )
+
+
+def hand_over_write(from_consumer: str, to_consumer: str) -> group_commit.Write:
+    """``from_consumer``'s allocations become ``to_consumer``'s, unless
+    ``to_consumer`` holds some already (a repeat: nothing changes), as a
+    description for :func:`nubes.db.group_commit.commit` (optional: handing
+    over nothing is no error)."""
+    params = {"_from": from_consumer, "_to": to_consumer}
+    return group_commit.Write((__name__, "hand_over"), _hand_over_statement, params)
 
 
 async def holds_allocations(conn: AsyncConnection, consumer_uuid: str) -> bool:

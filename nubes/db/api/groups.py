@@ -14,10 +14,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, bindparam, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api import generations
 from nubes.db.api._common import (
     Row,
@@ -31,6 +32,7 @@ from nubes.db.api._common import (
     soft_delete_where,
 )
 from nubes.db.models import (
+    NOT_DELETED,
     aggregate_hosts,
     aggregate_metadata,
     aggregates,
@@ -235,6 +237,25 @@ async def group_get_by_uuid(conn: AsyncConnection, uuid: str) -> Row:
 async def group_get_by_instance(conn: AsyncConnection, instance_uuid: str) -> Row:
     member_of = select(_gm.c.group_id).where(_gm.c.instance_uuid == instance_uuid, live(_gm))
     return await _group(conn, _g.c.id.in_(member_of), f"of instance {instance_uuid}")
+
+
+def _uuid_of_instance_statement() -> Any:
+    # Every parameter bound by name (a prepared statement's rule): "live" as a literal.
+    alive: ColumnElement[int] = literal_column(str(NOT_DELETED))
+    member_of = select(_gm.c.group_id).where(
+        _gm.c.instance_uuid == bindparam("_uuid"), _gm.c.deleted == alive
+    )
+    return select(_g.c.uuid).where(_g.c.id.in_(member_of), _g.c.deleted == alive)
+
+
+def uuid_of_instance_read(instance_uuid: str) -> group_commit.Read:
+    """The uuid of the live server group ``instance_uuid`` is a member of
+    (``{"uuid": ...}``, None if none): :func:`group_get_by_instance` without
+    the members, as a description for
+    :func:`nubes.db.group_commit.fetch_together` (or ``.run(conn)``)."""
+    return group_commit.Read(
+        (__name__, "uuid_of_instance"), _uuid_of_instance_statement, {"_uuid": instance_uuid}
+    )
 
 
 async def group_get_all(conn: AsyncConnection, *, project_id: str | None = None) -> list[Row]:

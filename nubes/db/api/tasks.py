@@ -32,7 +32,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, literal_column, or_, select
+from sqlalchemy import ColumnElement, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -588,6 +588,24 @@ def _get_statement() -> Any:
 def get_read(task_id: int) -> group_commit.Read:
     """:func:`get` as a description, for :func:`nubes.db.group_commit.fetch` (None if none)."""
     return group_commit.Read((__name__, "get"), _get_statement, {"_id": task_id})
+
+
+def _first_of_kind_statement() -> Any:
+    # The oldest by id, as a subquery rather than ORDER BY ... LIMIT, whose
+    # limit would be a bind parameter nobody names (a prepared statement's rule).
+    mine = (_t.c.instance_uuid == bindparam("_uuid")) & (_t.c.kind == bindparam("_kind"))
+    first = select(func.min(_t.c.id)).where(mine, _t.c.deleted == _LIVE_SQL).scalar_subquery()
+    return select(_t).where(_t.c.id == first)
+
+
+def first_of_kind_read(instance_uuid: str, kind: str) -> group_commit.Read:
+    """The instance's oldest live task of ``kind`` (None if none), as a description
+    (:func:`nubes.db.group_commit.fetch_together`, or ``.run(conn)`` in a block)."""
+    return group_commit.Read(
+        (__name__, "first_of_kind"),
+        _first_of_kind_statement,
+        {"_uuid": instance_uuid, "_kind": str(kind)},
+    )
 
 
 def outcome_write(

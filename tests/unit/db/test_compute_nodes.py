@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api import compute_nodes
 from nubes.db.api.compute_nodes import ClaimOutcome
 from nubes.db.engine import Database
@@ -233,3 +234,72 @@ async def test_claim_for_consumer_is_one_claim_per_consumer(db: Database) -> Non
     async with db.writer() as conn:
         held = await compute_nodes.allocations_get_by_consumer(conn, consumer)
     assert [(h["compute_node_id"], h["vcpus"], h["disk_gb"]) for h in held] == [(a["id"], 1, 5)]
+
+
+async def test_release_as_descriptions_in_a_grouped_commit(db: Database) -> None:
+    """``release_writes``: what :func:`release` does, as one unit of a grouped
+    commit (SQLite, PostgreSQL) or a transaction of its own (MariaDB): every
+    node the consumer held on gets its usage back at once, never below zero,
+    and a repeat changes nothing."""
+    migration, other = _consumer(), _consumer()
+    async with db.writer() as conn:
+        a = await make_node(conn, vcpus=8, memory_mb=8192, local_gb=80)
+        b = await make_node(conn, vcpus=8, memory_mb=8192, local_gb=80)
+        await compute_nodes.claim(conn, a["id"], migration, vcpus=2, memory_mb=512, disk_gb=5)
+        await compute_nodes.claim(conn, a["id"], other, vcpus=1, memory_mb=256, disk_gb=1)
+        moved = _consumer()
+        await compute_nodes.claim(conn, b["id"], moved, vcpus=3, memory_mb=1024, disk_gb=10)
+        assert await compute_nodes.allocations_move(conn, moved, migration) == 1
+        # An operator reset the node's counter below what the migration holds.
+        await compute_nodes.update(conn, b["id"], {"vcpus_used": 1})
+        before = {
+            n: (await compute_nodes.get_by_id(conn, n))["generation"] for n in (a["id"], b["id"])
+        }
+    await group_commit.commit(db, migration, list(compute_nodes.release_writes(migration)))
+    async with db.reader() as conn:
+        after_a = await compute_nodes.get_by_id(conn, a["id"])
+        after_b = await compute_nodes.get_by_id(conn, b["id"])
+        assert (after_a["vcpus_used"], after_a["memory_mb_used"], after_a["local_gb_used"]) == (
+            1,
+            256,
+            1,
+        )
+        assert (after_b["vcpus_used"], after_b["memory_mb_used"], after_b["local_gb_used"]) == (
+            0,
+            0,
+            0,
+        )
+        assert after_a["generation"] == before[a["id"]] + 1
+        assert after_b["generation"] == before[b["id"]] + 1
+        assert await compute_nodes.allocations_get_by_consumer(conn, migration) == []
+        assert len(await compute_nodes.allocations_get_by_consumer(conn, other)) == 1
+    await group_commit.commit(db, migration, list(compute_nodes.release_writes(migration)))
+    async with db.reader() as conn:
+        again = await compute_nodes.get_by_id(conn, a["id"])
+        assert (again["vcpus_used"], again["generation"]) == (1, after_a["generation"])
+
+
+async def test_hand_over_once(db: Database) -> None:
+    """``hand_over_write``: the instance's allocations become the migration's,
+    grouped or in a transaction (MariaDB runs its condition on the table it
+    updates); a repeat, once the instance holds a new claim, moves nothing."""
+    instance, migration = _consumer(), _consumer()
+    async with db.writer() as conn:
+        src = await make_node(conn)
+        dst = await make_node(conn)
+        await compute_nodes.claim(conn, src["id"], instance, vcpus=2)
+    await group_commit.commit(db, instance, [compute_nodes.hand_over_write(instance, migration)])
+    async with db.writer() as conn:
+        held = await compute_nodes.allocations_get_by_consumer(conn, migration)
+        assert [a["compute_node_id"] for a in held] == [src["id"]]
+        assert await compute_nodes.allocations_get_by_consumer(conn, instance) == []
+        await compute_nodes.claim(conn, dst["id"], instance, vcpus=2)
+    await group_commit.commit(db, instance, [compute_nodes.hand_over_write(instance, migration)])
+    async with db.writer() as conn:
+        # The same write in a block of the caller's (the ordinary path everywhere).
+        await compute_nodes.hand_over_write(instance, migration).run(conn)
+    async with db.reader() as conn:
+        mine = await compute_nodes.allocations_get_by_consumer(conn, instance)
+        assert [a["compute_node_id"] for a in mine] == [dst["id"]]
+        held = await compute_nodes.allocations_get_by_consumer(conn, migration)
+        assert [a["compute_node_id"] for a in held] == [src["id"]]

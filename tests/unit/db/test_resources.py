@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from nubes import exception
+from nubes.db import group_commit
 from nubes.db.api import actions, flavors, groups, migrations, services
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
@@ -227,6 +228,14 @@ async def test_server_groups(db: Database) -> None:
         await groups.group_member_delete(conn, group["uuid"], a["uuid"])
         assert (await groups.group_get_by_uuid(conn, group["uuid"]))["members"] == [b["uuid"]]
         assert len(await groups.group_get_all(conn, project_id="p1")) == 1
+        read = groups.uuid_of_instance_read(b["uuid"])
+        assert await read.run(conn) == {"uuid": group["uuid"]}
+        assert await groups.uuid_of_instance_read(a["uuid"]).run(conn) is None
+    # The same description as a grouped read, where the backend groups them.
+    assert await group_commit.fetch(db, b["uuid"], read) == {"uuid": group["uuid"]}
+    async with db.writer() as conn:
         await groups.group_destroy(conn, group["uuid"])
         with pytest.raises(exception.InstanceGroupNotFound):
             await groups.group_get_by_uuid(conn, group["uuid"])
+    # A deleted group is no group (as group_get_by_instance finds none).
+    assert await group_commit.fetch(db, b["uuid"], read) is None

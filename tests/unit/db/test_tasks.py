@@ -199,3 +199,28 @@ async def test_a_report_does_not_undo_a_step_committed_after_it_was_read(db: Dat
     assert (written["owner"], written["attempt"]) == ("b", fresh["attempt"] + 1)
     assert await group_commit.fetch(db, "t", tasks.get_read(999999)) is None
     assert written is not None and written["payload"]["outcome"] == {"attempt": 2}
+
+
+async def test_the_first_task_of_a_kind_of_an_instance(db: Database) -> None:
+    """``first_of_kind_read``: the oldest live task of that kind, grouped or in a block."""
+    async with db.writer() as conn:
+        inst = await make_instance(conn)
+        other = await make_instance(conn)
+        built = await tasks.create(
+            conn, kind="build", instance_uuid=inst["uuid"], payload={"image": {"id": "i"}}
+        )
+        claimed = await tasks.claim(conn, built["id"], "a", lease_seconds=LEASE)
+        assert claimed is not None
+        await tasks.finish(conn, built["id"], "a", attempt=claimed["attempt"])
+        await tasks.create(conn, kind="live_migrate", instance_uuid=inst["uuid"], payload={})
+        await tasks.create(conn, kind="build", instance_uuid=other["uuid"], payload={"n": 2})
+    read = tasks.first_of_kind_read(inst["uuid"], "build")
+    found = await group_commit.fetch(db, inst["uuid"], read)
+    assert found is not None and found["id"] == built["id"]
+    assert found["payload"] == {"image": {"id": "i"}}
+    async with db.reader() as conn:
+        assert await read.run(conn) == found
+        assert await tasks.first_of_kind_read(inst["uuid"], "rebuild").run(conn) is None
+    async with db.writer() as conn:
+        await tasks.delete(conn, built["id"])
+    assert await group_commit.fetch(db, inst["uuid"], read) is None
