@@ -155,7 +155,8 @@ def role_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "name": row["name"],
-        "domain_id": None,
+        # A global role's stored domain is '' (nubes.db.models.GLOBAL_ROLE_DOMAIN).
+        "domain_id": row["domain_id"] or None,
         "description": row.get("description"),
         "options": {},
         "links": link(request, f"roles/{row['id']}"),

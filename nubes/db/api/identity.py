@@ -15,6 +15,7 @@ their text, so a copy of the database does not hand out live tokens.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from nubes import exception
 from nubes.db.api._common import Row, fetch_all, fetch_one, insert_row, now_or
 from nubes.db.models import (
     DEFAULT_DOMAIN_ID,
+    GLOBAL_ROLE_DOMAIN,
     application_credentials,
     assignments,
     domains,
@@ -33,14 +35,20 @@ from nubes.db.models import (
     groups,
     project_tags,
     projects,
+    role_inferences,
     roles,
     tokens,
     users,
 )
 
 #: The roles every cloud has, from most to least powerful. Each implies the
-#: ones after it (Keystone's default implied roles: admin > manager > member > reader).
+#: next (Keystone's default implied roles: admin > manager > member > reader),
+#: as rows of ``role_inferences`` that migration 0016 writes, like Keystone's
+#: bootstrap; :func:`bootstrap_roles` writes them for a cloud made otherwise.
 DEFAULT_ROLES = ("admin", "manager", "member", "reader")
+#: Keystone's ``[assignment] prohibited_implied_role`` default: no rule may
+#: make a role imply admin (holding any other role would make one an admin).
+PROHIBITED_IMPLIED_ROLES = frozenset({"admin"})
 #: The role other services' users hold (a network or volume service sending
 #: server events); Keystone's bootstrap creates it beside the defaults. It
 #: implies none of them and none implies it.
@@ -51,17 +59,6 @@ BOOTSTRAP_ROLES = (*DEFAULT_ROLES, SERVICE_ROLE)
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def implied_roles(names: Iterable[str]) -> list[str]:
-    """``names`` with the roles they imply, strongest first, then any others."""
-    held = set(names)
-    out: list[str] = []
-    for i, role in enumerate(DEFAULT_ROLES):
-        if role in held or any(r in held for r in DEFAULT_ROLES[:i]):
-            out.append(role)
-    out += sorted(held - set(DEFAULT_ROLES))
-    return out
 
 
 def _listing(table: Any, **filters: Any) -> Any:
@@ -468,16 +465,52 @@ async def _revoke_members_tokens(conn: AsyncConnection, group_id: str) -> None:
 
 
 async def role_ensure(conn: AsyncConnection, name: str) -> Row:
-    """The role called ``name``, created when missing."""
-    row = await fetch_one(conn, select(roles).where(roles.c.name == name))
+    """The global role called ``name``, created when missing."""
+    row = await _global_role(conn, name)
     if row is not None:
         return row
     return await insert_row(conn, roles, {"id": new_id(), "name": name})
 
 
-async def role_create(conn: AsyncConnection, name: str, *, description: str | None = None) -> Row:
-    """DBDuplicateEntry if the name is taken."""
-    return await insert_row(conn, roles, {"id": new_id(), "name": name, "description": description})
+async def bootstrap_roles(conn: AsyncConnection) -> None:
+    """Every bootstrap role, and the default chain's rules where both of a
+    rule's roles were missing from it (a rule an operator deleted between two
+    roles that stayed is left deleted, as Keystone's bootstrap leaves it)."""
+    made = set()
+    for name in BOOTSTRAP_ROLES:
+        if await _global_role(conn, name) is None:
+            made.add(name)
+        await role_ensure(conn, name)
+    for prior, implied in itertools.pairwise(DEFAULT_ROLES):
+        if prior in made or implied in made:
+            p, i = await role_get_by_name(conn, prior), await role_get_by_name(conn, implied)
+            if await inference_get(conn, p["id"], i["id"]) is None:
+                await insert_row(
+                    conn, role_inferences, {"prior_role_id": p["id"], "implied_role_id": i["id"]}
+                )
+
+
+async def _global_role(conn: AsyncConnection, name: str) -> Row | None:
+    stmt = select(roles).where(roles.c.name == name, roles.c.domain_id == GLOBAL_ROLE_DOMAIN)
+    return await fetch_one(conn, stmt)
+
+
+async def role_create(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    description: str | None = None,
+    domain_id: str | None = None,
+) -> Row:
+    """A global role, or one specific to ``domain_id``; DBDuplicateEntry if
+    the name is taken there."""
+    values = {
+        "id": new_id(),
+        "name": name,
+        "description": description,
+        "domain_id": domain_id or GLOBAL_ROLE_DOMAIN,
+    }
+    return await insert_row(conn, roles, values)
 
 
 async def role_get(conn: AsyncConnection, role_id: str) -> Row:
@@ -487,20 +520,119 @@ async def role_get(conn: AsyncConnection, role_id: str) -> Row:
     return row
 
 
-async def role_get_all(conn: AsyncConnection, *, name: str | None = None) -> list[Row]:
-    return await fetch_all(conn, _listing(roles, name=name))
+async def role_get_all(
+    conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
+) -> list[Row]:
+    """The global roles, or (``domain_id``) that domain's roles: Keystone's listing."""
+    return await fetch_all(
+        conn, _listing(roles, name=name, domain_id=domain_id or GLOBAL_ROLE_DOMAIN)
+    )
 
 
 async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:
-    row = await fetch_one(conn, select(roles).where(roles.c.name == name))
+    """The global role called ``name``."""
+    row = await _global_role(conn, name)
     if row is None:
         raise exception.NotFound(reason=f"role {name} does not exist")
     return row
 
 
+# --- implied roles -----------------------------------------------------------
+
+
+async def inference_create(conn: AsyncConnection, prior_id: str, implied_id: str) -> None:
+    """Add the rule "``prior_id`` implies ``implied_id``", with Keystone's
+    refusals: a role nothing may imply (403), a global role implying a
+    domain-specific one (403, it would put a domain's role in tokens), a
+    rule closing a cycle (400) and one that exists already (409)."""
+    prior, implied = await role_get(conn, prior_id), await role_get(conn, implied_id)
+    if implied["name"] in PROHIBITED_IMPLIED_ROLES and implied["domain_id"] == GLOBAL_ROLE_DOMAIN:
+        raise exception.Forbidden(reason=f"{implied_id} cannot be an implied roles.")
+    if prior["domain_id"] == GLOBAL_ROLE_DOMAIN and implied["domain_id"] != GLOBAL_ROLE_DOMAIN:
+        raise exception.Forbidden(reason="Global role cannot imply a domain-specific role")
+    if prior_id in await _implied_closure(conn, [implied_id]):
+        raise exception.ValidationError(
+            field="implied_role",
+            reason=f"role {implied_id} implies {prior_id} already: the rule would make a cycle",
+        )
+    if await inference_get(conn, prior_id, implied_id) is not None:
+        raise exception.Conflict(reason=f"Role {prior_id} already implies role {implied_id}.")
+    await insert_row(
+        conn, role_inferences, {"prior_role_id": prior_id, "implied_role_id": implied_id}
+    )
+
+
+async def inference_get(conn: AsyncConnection, prior_id: str, implied_id: str) -> Row | None:
+    stmt = select(role_inferences).where(
+        role_inferences.c.prior_role_id == prior_id,
+        role_inferences.c.implied_role_id == implied_id,
+    )
+    return await fetch_one(conn, stmt)
+
+
+async def inference_delete(conn: AsyncConnection, prior_id: str, implied_id: str) -> bool:
+    """Drop the rule; the tokens whose role snapshot may hold what it implied
+    are revoked (every holder of the prior role, as a role's removal does)."""
+    result = await conn.execute(
+        delete(role_inferences).where(
+            role_inferences.c.prior_role_id == prior_id,
+            role_inferences.c.implied_role_id == implied_id,
+        )
+    )
+    if not result.rowcount:
+        return False
+    await _revoke_holders_tokens(conn, prior_id)
+    return True
+
+
+async def inferences(conn: AsyncConnection, prior_id: str | None = None) -> list[Row]:
+    """The rules (of ``prior_id``, or all), by prior role then implied role."""
+    stmt = select(role_inferences)
+    if prior_id is not None:
+        stmt = stmt.where(role_inferences.c.prior_role_id == prior_id)
+    order = (role_inferences.c.prior_role_id, role_inferences.c.implied_role_id)
+    return await fetch_all(conn, stmt.order_by(*order))
+
+
+async def _implied_closure(conn: AsyncConnection, role_ids: Iterable[str]) -> list[str]:
+    """``role_ids`` and every role they imply, directly or through a chain,
+    in the order found (breadth first)."""
+    out = list(dict.fromkeys(role_ids))
+    seen, frontier = set(out), out
+    while frontier:
+        stmt = select(role_inferences.c.implied_role_id).where(
+            role_inferences.c.prior_role_id.in_(frontier)
+        )
+        found = [r["implied_role_id"] for r in await fetch_all(conn, stmt)]
+        frontier = [r for r in dict.fromkeys(found) if r not in seen]
+        seen.update(frontier)
+        out += frontier
+    return out
+
+
+async def effective_roles(conn: AsyncConnection, role_ids: Iterable[str]) -> list[Row]:
+    """The roles holding ``role_ids`` gives: the held roles and all they imply,
+    without domain-specific roles (Keystone never puts those in a token or an
+    effective listing; they count only for the global roles they imply).
+
+    The one expansion of implied roles: a token's roles and an effective
+    ``role_assignments`` listing both come from here. Held roles come first,
+    then the implied ones in the order the rules lead to them.
+    """
+    closure = await _implied_closure(conn, role_ids)
+    if not closure:
+        return []
+    rows = await fetch_all(
+        conn,
+        select(roles).where(roles.c.id.in_(closure), roles.c.domain_id == GLOBAL_ROLE_DOMAIN),
+    )
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[i] for i in closure if i in by_id]
+
+
 async def role_update(conn: AsyncConnection, role_id: str, values: Mapping[str, Any]) -> None:
     row = await role_get(conn, role_id)
-    if row["name"] in DEFAULT_ROLES and values.get("name", row["name"]) != row["name"]:
+    if _is_default(row) and values.get("name", row["name"]) != row["name"]:
         raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
     await conn.execute(update(roles).where(roles.c.id == role_id).values(dict(values)))
 
@@ -512,8 +644,33 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
     the policy of every service is written in their names.
     """
     row = await role_get(conn, role_id)
-    if row["name"] in DEFAULT_ROLES:
+    if _is_default(row):
         raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
+    await _revoke_holders_tokens(conn, role_id)
+    # Its rules go with it (whoever held a role implying it held it too).
+    for rule in await fetch_all(
+        conn, select(role_inferences).where(role_inferences.c.implied_role_id == role_id)
+    ):
+        await _revoke_holders_tokens(conn, rule["prior_role_id"])
+    await conn.execute(
+        delete(role_inferences).where(
+            or_(
+                role_inferences.c.prior_role_id == role_id,
+                role_inferences.c.implied_role_id == role_id,
+            )
+        )
+    )
+    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
+    await conn.execute(delete(roles).where(roles.c.id == role_id))
+
+
+def _is_default(row: Row) -> bool:
+    """One of the default roles (global: a domain may have its own "admin")."""
+    return row["name"] in DEFAULT_ROLES and row["domain_id"] == GLOBAL_ROLE_DOMAIN
+
+
+async def _revoke_holders_tokens(conn: AsyncConnection, role_id: str) -> None:
+    """Revoke the tokens of every user holding ``role_id`` (own or a group's)."""
     holders = await fetch_all(
         conn,
         select(assignments.c.type, assignments.c.actor_id).where(assignments.c.role_id == role_id),
@@ -523,8 +680,6 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
             await _tokens_revoke_where(conn, tokens.c.user_id == holder["actor_id"])
         else:
             await _revoke_members_tokens(conn, holder["actor_id"])
-    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
-    await conn.execute(delete(roles).where(roles.c.id == role_id))
 
 
 # --- role assignments --------------------------------------------------------
