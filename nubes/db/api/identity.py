@@ -30,6 +30,7 @@ from nubes.db.models import (
     GLOBAL_ROLE_DOMAIN,
     application_credentials,
     assignments,
+    credentials,
     domains,
     group_members,
     groups,
@@ -147,8 +148,8 @@ async def project_update(conn: AsyncConnection, project_id: str, values: Mapping
 
 
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
-    """Delete the project with its role assignments and application
-    credentials, and revoke its tokens."""
+    """Delete the project with its role assignments, application
+    credentials and the stored credentials scoped to it, and revoke its tokens."""
     result = await conn.execute(delete(projects).where(projects.c.id == project_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
@@ -161,6 +162,7 @@ async def project_delete(conn: AsyncConnection, project_id: str) -> None:
         delete(application_credentials).where(application_credentials.c.project_id == project_id)
     )
     await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
+    await conn.execute(delete(credentials).where(credentials.c.project_id == project_id))
     await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
@@ -275,8 +277,8 @@ async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, 
 
 
 async def user_delete(conn: AsyncConnection, user_id: str) -> None:
-    """Delete the user with its role assignments, group memberships and
-    application credentials, and revoke its tokens."""
+    """Delete the user with its role assignments, group memberships,
+    application credentials and stored credentials, and revoke its tokens."""
     result = await conn.execute(delete(users).where(users.c.id == user_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"user {user_id} does not exist")
@@ -289,6 +291,7 @@ async def user_delete(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute(
         delete(application_credentials).where(application_credentials.c.user_id == user_id)
     )
+    await conn.execute(delete(credentials).where(credentials.c.user_id == user_id))
     await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
