@@ -117,7 +117,8 @@ def project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         "description": row["description"] or "",
         "enabled": row["enabled"],
         "domain_id": row["domain_id"],
-        "parent_id": row["domain_id"],
+        # Keystone shows the domain as the parent of a project at its top.
+        "parent_id": row.get("parent_id") or row["domain_id"],
         "is_domain": False,
         "tags": row.get("tags", []),
         "options": {},

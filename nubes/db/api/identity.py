@@ -50,6 +50,9 @@ DEFAULT_ROLES = ("admin", "manager", "member", "reader")
 #: Keystone's ``[assignment] prohibited_implied_role`` default: no rule may
 #: make a role imply admin (holding any other role would make one an admin).
 PROHIBITED_IMPLIED_ROLES = frozenset({"admin"})
+#: Keystone's ``[DEFAULT] max_project_tree_depth`` default: a project at the
+#: top of its domain is at depth 1.
+MAX_PROJECT_TREE_DEPTH = 5
 #: The role other services' users hold (a network or volume service sending
 #: server events); Keystone's bootstrap creates it beside the defaults. It
 #: implies none of them and none implies it.
@@ -86,8 +89,28 @@ async def project_create(
     id: str | None = None,
     domain_id: str = DEFAULT_DOMAIN_ID,
     enabled: bool = True,
+    parent_id: str | None = None,
 ) -> Row:
-    """DBDuplicateEntry if the name is taken."""
+    """DBDuplicateEntry if the name is taken. Under ``parent_id`` (a project
+    of the same domain; None: at the top of the domain) with Keystone's
+    rules: the parent exists, is enabled, is in the domain, and the tree
+    stays within :data:`MAX_PROJECT_TREE_DEPTH`."""
+    if parent_id is not None:
+        parent = await project_get_by_id(conn, parent_id)
+        if parent is None:
+            raise exception.NotFound(reason=f"Could not find project: {parent_id}.")
+        if parent["domain_id"] != domain_id:
+            raise exception.ValidationError(
+                field="parent_id",
+                reason=f"the parent {parent_id} is in domain {parent['domain_id']}, "
+                f"not {domain_id}",
+            )
+        if not parent["enabled"]:
+            raise exception.ValidationError(
+                field="parent_id", reason=f"cannot create a project in disabled parent {parent_id}"
+            )
+        if len(await project_parents(conn, parent_id)) + 2 > MAX_PROJECT_TREE_DEPTH:
+            raise exception.Forbidden(reason=f"Max hierarchy depth reached for {parent_id} branch.")
     return await insert_row(
         conn,
         projects,
@@ -97,8 +120,34 @@ async def project_create(
             "description": description,
             "enabled": enabled,
             "domain_id": domain_id,
+            "parent_id": parent_id,
         },
     )
+
+
+async def project_parents(conn: AsyncConnection, project_id: str) -> list[Row]:
+    """The project's ancestors, its parent first (none at the top of its domain)."""
+    out: list[Row] = []
+    row = await project_get_by_id(conn, project_id)
+    while row is not None and row["parent_id"] is not None:
+        row = await project_get_by_id(conn, row["parent_id"])
+        if row is not None:
+            out.append(row)
+    return out
+
+
+async def project_subtree(conn: AsyncConnection, project_id: str) -> list[Row]:
+    """The project's descendants, level by level (children first)."""
+    out: list[Row] = []
+    frontier = [project_id]
+    while frontier:
+        level = await fetch_all(
+            conn,
+            select(projects).where(projects.c.parent_id.in_(frontier)).order_by(projects.c.name),
+        )
+        out += level
+        frontier = [r["id"] for r in level]
+    return out
 
 
 async def project_get(
@@ -131,13 +180,38 @@ async def project_get_all(
     name: str | None = None,
     domain_id: str | None = None,
     enabled: bool | None = None,
+    parent_id: str | None = None,
 ) -> list[Row]:
-    return await fetch_all(
-        conn, _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
-    )
+    """Projects matching the filters; ``parent_id`` is a project (its
+    children) or a domain (the projects at its top), as Keystone shows a
+    top-level project's parent as its domain."""
+    stmt = _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
+    if parent_id is not None:
+        stmt = stmt.where(
+            or_(
+                projects.c.parent_id == parent_id,
+                and_(projects.c.parent_id.is_(None), projects.c.domain_id == parent_id),
+            )
+        )
+    return await fetch_all(conn, stmt)
 
 
 async def project_update(conn: AsyncConnection, project_id: str, values: Mapping[str, Any]) -> None:
+    """Keystone's hierarchy rules: a project with an enabled descendant is
+    not disabled, and one under a disabled parent is not enabled (403)."""
+    if values.get("enabled") is False and any(
+        r["enabled"] for r in await project_subtree(conn, project_id)
+    ):
+        raise exception.Forbidden(
+            reason=f"Cannot disable project {project_id} since its subtree contains "
+            "enabled projects."
+        )
+    if values.get("enabled") is True:
+        parents = await project_parents(conn, project_id)
+        if parents and not parents[0]["enabled"]:
+            raise exception.Forbidden(
+                reason=f"Cannot enable project {project_id} since it has disabled parents."
+            )
     result = await conn.execute(
         update(projects).where(projects.c.id == project_id).values(dict(values))
     )
@@ -149,7 +223,14 @@ async def project_update(conn: AsyncConnection, project_id: str, values: Mapping
 
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
     """Delete the project with its role assignments, application
-    credentials and the stored credentials scoped to it, and revoke its tokens."""
+    credentials and the stored credentials scoped to it, and revoke its
+    tokens; 403 while it has children (Keystone's rule without cascade)."""
+    child = select(projects.c.id).where(projects.c.parent_id == project_id).limit(1)
+    if await fetch_one(conn, child) is not None:
+        raise exception.Forbidden(
+            reason=f"Cannot delete project {project_id} since it is not a leaf in the "
+            "hierarchy. Delete its children first."
+        )
     result = await conn.execute(delete(projects).where(projects.c.id == project_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
@@ -357,7 +438,11 @@ async def domain_delete(conn: AsyncConnection, domain_id: str) -> None:
         )
     for user in await user_get_all(conn, domain_id=domain_id):
         await user_delete(conn, user["id"])
-    for project in await project_get_all(conn, domain_id=domain_id):
+    # Leaves first: a project with children is not deleted.
+    top_down: list[Row] = []
+    for top in await project_get_all(conn, domain_id=domain_id, parent_id=domain_id):
+        top_down += [top, *await project_subtree(conn, top["id"])]
+    for project in reversed(top_down):
         await project_delete(conn, project["id"])
     for group in await group_get_all(conn, domain_id=domain_id):
         await group_delete(conn, group["id"])

@@ -1,4 +1,4 @@
-"""Implied-role rules, domain-specific roles and project parents in the DB
+"""Implied-role rules, domain-specific roles and project trees in the DB
 (on every backend), and migration 0016 over existing rows."""
 
 from __future__ import annotations
@@ -77,3 +77,28 @@ async def test_migration_0016_makes_the_default_chain_rows(empty_db_url: str) ->
         assert "m1" in kept and "dm" not in kept
     finally:
         await engine.dispose()
+
+
+async def test_project_tree_rules(db: Database) -> None:
+    async with db.writer() as conn:
+        root = await identity.project_create(conn, _name("root"))
+        child = await identity.project_create(conn, _name("child"), parent_id=root["id"])
+        leaf = await identity.project_create(conn, _name("leaf"), parent_id=child["id"])
+    async with db.reader() as conn:
+        assert [p["id"] for p in await identity.project_parents(conn, leaf["id"])] == [
+            child["id"],
+            root["id"],
+        ]
+        assert [p["id"] for p in await identity.project_subtree(conn, root["id"])] == [
+            child["id"],
+            leaf["id"],
+        ]
+        children = await identity.project_get_all(conn, parent_id=root["id"])
+        assert [p["id"] for p in children] == [child["id"]]
+    with pytest.raises(exception.Forbidden):
+        async with db.writer() as conn:
+            await identity.project_delete(conn, child["id"])
+    async with db.writer() as conn:
+        await identity.project_delete(conn, leaf["id"])
+        await identity.project_delete(conn, child["id"])
+        assert await identity.project_subtree(conn, root["id"]) == []
