@@ -57,8 +57,7 @@ async def ensure_user(
     """Create ``name`` (or keep it), with ``roles`` on ``project`` (created when missing)."""
     hashed = await passwords.hash_password_async(password) if password is not None else None
     async with db.writer() as conn:
-        for role in identity.BOOTSTRAP_ROLES:
-            await identity.role_ensure(conn, role)
+        await identity.bootstrap_roles(conn)
         project_row = None
         if project is not None:
             try:

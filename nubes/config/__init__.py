@@ -24,7 +24,13 @@ from pathlib import Path
 from oslo_config import cfg
 
 from nubes import exception
-from nubes.config.api import api_opts, consoleauth_opts, dashboard_opts, vnc_opts
+from nubes.config.api import (
+    api_opts,
+    consoleauth_opts,
+    credential_opts,
+    dashboard_opts,
+    vnc_opts,
+)
 from nubes.config.common import (
     DEFAULT_DB_CONNECTION,
     DEFAULT_TRANSPORT_URL,
@@ -76,6 +82,7 @@ OPTION_GROUPS: dict[str, list[cfg.Opt]] = {
     "network": network_opts,
     "notifications": notifications_opts,
     "api": api_opts,
+    "credential": credential_opts,
     "quota": quota_opts,
     "dashboard": dashboard_opts,
     "metrics": metrics_opts,

@@ -91,6 +91,19 @@ api_opts: list[cfg.Opt] = [
     ),
 ]
 
+#: Keystone's ``[credential]``: where the keys that encrypt stored credential
+#: blobs live.
+credential_opts: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "key_repository",
+        help="Directory of the Fernet keys that encrypt /v3/credentials blobs at rest (files "
+        "named 0, 1, 2...: the highest number encrypts, every one decrypts, as Keystone's "
+        "credential key repository). Every API server must see the same keys. Unset: "
+        "<state_path>/credential-keys, where a first key is made when the directory has "
+        "none (an all-in-one cloud needs no setup step).",
+    ),
+]
+
 dashboard_opts: list[cfg.Opt] = [
     cfg.BoolOpt(
         "enabled",

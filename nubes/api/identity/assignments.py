@@ -1,9 +1,10 @@
 """Roles, grants (a role given to a user or group on a project or domain)
 and ``GET /v3/role_assignments`` with ``effective`` and ``include_names``.
 
-Roles imply weaker ones (admin > manager > member > reader, Keystone's
-default implied roles); an effective listing shows them, and expands a
-group's grants into one row per member, as Keystone does.
+Roles imply others by rules (``/v3/roles/{prior}/implies/{implied}``; the
+defaults admin > manager > member > reader are rules too); an effective
+listing shows the implied roles and not the domain-specific ones, and
+expands a group's grants into one row per member, as Keystone does.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nubes.db.api import identity
 _ROLE_FIELDS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 255},
     "description": {"type": ["string", "null"], "maxLength": 65535},
-    "domain_id": {"type": "null"},
+    "domain_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
 }
 ROLE_CREATE = {
     "type": "object",
@@ -41,15 +42,22 @@ ROLE_CREATE = {
 }
 ROLE_UPDATE = {
     "type": "object",
-    "properties": {"role": {"type": "object", "properties": _ROLE_FIELDS}},
+    # A role stays where it was made (Keystone refuses to move it).
+    "properties": {
+        "role": {
+            "type": "object",
+            "properties": {**_ROLE_FIELDS, "domain_id": {"not": {}}},
+        }
+    },
     "required": ["role"],
 }
 
 
 async def list_roles(request: Request) -> Response:
     # Any authenticated user may list roles (the names are in every token).
+    q = request.query_params
     async with api_state(request).db.reader() as conn:
-        rows = await identity.role_get_all(conn, name=request.query_params.get("name"))
+        rows = await identity.role_get_all(conn, name=q.get("name"), domain_id=q.get("domain_id"))
     return JSONResponse(
         {"roles": [role_view(request, r) for r in rows], "links": collection_links(request)}
     )
@@ -61,7 +69,12 @@ async def create_role(request: Request) -> Response:
     validate(body, ROLE_CREATE)
     ref = body["role"]
     async with api_state(request).db.writer() as conn:
-        row = await identity.role_create(conn, ref["name"], description=ref.get("description"))
+        if ref.get("domain_id"):
+            # 404 for a domain that does not exist, as Keystone.
+            await identity.domain_get(conn, ref["domain_id"])
+        row = await identity.role_create(
+            conn, ref["name"], description=ref.get("description"), domain_id=ref.get("domain_id")
+        )
     return JSONResponse({"role": role_view(request, row)}, status_code=201)
 
 
@@ -89,6 +102,92 @@ async def delete_role(request: Request) -> Response:
     async with api_state(request).db.writer() as conn:
         await identity.role_delete(conn, request.path_params["role_id"])
     return Response(status_code=204)
+
+
+# --- implied roles -----------------------------------------------------------
+
+
+def _inference_role(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    """A role as a rule shows it (Keystone's: id, name, description, links)."""
+    view = role_view(request, row)
+    return {k: view[k] for k in ("id", "name", "description", "links")}
+
+
+def _inference_link(request: Request, prior_id: str, implied_id: str = "") -> dict[str, str]:
+    path = f"roles/{prior_id}/implies" + (f"/{implied_id}" if implied_id else "")
+    return {"self": f"{base(request)}/v3/{path}"}
+
+
+async def _rule_body(conn: Any, request: Request, prior_id: str, implied_id: str) -> dict[str, Any]:
+    prior, implied = (
+        await identity.role_get(conn, prior_id),
+        await identity.role_get(conn, implied_id),
+    )
+    return {
+        "role_inference": {
+            "prior_role": _inference_role(request, prior),
+            "implies": _inference_role(request, implied),
+        },
+        "links": _inference_link(request, prior_id, implied_id),
+    }
+
+
+async def _rules_of(conn: Any, request: Request, prior_id: str) -> dict[str, Any]:
+    """One prior role with every role it implies directly."""
+    prior = await identity.role_get(conn, prior_id)
+    implied = [
+        _inference_role(request, await identity.role_get(conn, r["implied_role_id"]))
+        for r in await identity.inferences(conn, prior_id)
+    ]
+    return {"prior_role": _inference_role(request, prior), "implies": implied}
+
+
+async def one_rule(request: Request) -> Response:
+    """PUT (201), GET (200), HEAD (204) and DELETE (204) of one rule."""
+    prior_id, implied_id = request.path_params["prior_id"], request.path_params["implied_id"]
+    db = api_state(request).db
+    if request.method == "PUT":
+        admin(request, "create_implied_role")
+        async with db.writer() as conn:
+            await identity.inference_create(conn, prior_id, implied_id)
+            body = await _rule_body(conn, request, prior_id, implied_id)
+        return JSONResponse(body, status_code=201)
+    if request.method == "DELETE":
+        admin(request, "delete_implied_role")
+        async with db.writer() as conn:
+            await identity.role_get(conn, prior_id)
+            await identity.role_get(conn, implied_id)
+            if not await identity.inference_delete(conn, prior_id, implied_id):
+                raise exception.NotFound(reason=_no_rule(prior_id, implied_id))
+        return Response(status_code=204)
+    # Reading rules is open to anyone who may read roles (every token names them).
+    async with db.reader() as conn:
+        body = await _rule_body(conn, request, prior_id, implied_id)
+        if await identity.inference_get(conn, prior_id, implied_id) is None:
+            raise exception.NotFound(reason=_no_rule(prior_id, implied_id))
+    if request.method == "HEAD":
+        return Response(status_code=204)
+    return JSONResponse(body)
+
+
+def _no_rule(prior_id: str, implied_id: str) -> str:
+    return f"{prior_id} does not imply {implied_id}."
+
+
+async def list_rules_of(request: Request) -> Response:
+    prior_id = request.path_params["prior_id"]
+    async with api_state(request).db.reader() as conn:
+        body = await _rules_of(conn, request, prior_id)
+    return JSONResponse({"role_inference": body, "links": _inference_link(request, prior_id)})
+
+
+async def list_all_rules(request: Request) -> Response:
+    async with api_state(request).db.reader() as conn:
+        priors = dict.fromkeys(r["prior_role_id"] for r in await identity.inferences(conn))
+        out = [await _rules_of(conn, request, p) for p in priors]
+    return JSONResponse(
+        {"role_inferences": out, "links": {"self": f"{base(request)}/v3/role_inferences"}}
+    )
 
 
 # --- grants ------------------------------------------------------------------
@@ -298,16 +397,7 @@ async def _expand(
     }
     if not effective:
         return [entry]
-    role_ids = [row["role_id"]]
-    try:
-        role = await identity.role_get(conn, row["role_id"])
-    except exception.NotFound:
-        role = None
-    if role is not None:
-        implied = identity.implied_roles([role["name"]])[1:]
-        for r in await identity.role_get_all(conn):
-            if r["name"] in implied:
-                role_ids.append(r["id"])
+    role_ids = [r["id"] for r in await identity.effective_roles(conn, [row["role_id"]])]
     if actor_kind == "group":
         members = [u["id"] for u in await identity.group_users(conn, row["actor_id"])]
         return [
@@ -362,6 +452,13 @@ ROUTES = [
     Route("/v3/roles/{role_id}", show_role, methods=["GET"]),
     Route("/v3/roles/{role_id}", update_role, methods=["PATCH"]),
     Route("/v3/roles/{role_id}", delete_role, methods=["DELETE"]),
+    Route("/v3/roles/{prior_id}/implies", list_rules_of, methods=["GET", "HEAD"]),
+    Route(
+        "/v3/roles/{prior_id}/implies/{implied_id}",
+        one_rule,
+        methods=["PUT", "GET", "HEAD", "DELETE"],
+    ),
+    Route("/v3/role_inferences", list_all_rules, methods=["GET", "HEAD"]),
     *_grant_route("project", "user"),
     *_grant_route("project", "group"),
     *_grant_route("domain", "user"),

@@ -117,7 +117,8 @@ def project_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         "description": row["description"] or "",
         "enabled": row["enabled"],
         "domain_id": row["domain_id"],
-        "parent_id": row["domain_id"],
+        # Keystone shows the domain as the parent of a project at its top.
+        "parent_id": row.get("parent_id") or row["domain_id"],
         "is_domain": False,
         "tags": row.get("tags", []),
         "options": {},
@@ -155,7 +156,8 @@ def role_view(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "name": row["name"],
-        "domain_id": None,
+        # A global role's stored domain is '' (nubes.db.models.GLOBAL_ROLE_DOMAIN).
+        "domain_id": row["domain_id"] or None,
         "description": row.get("description"),
         "options": {},
         "links": link(request, f"roles/{row['id']}"),

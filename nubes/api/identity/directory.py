@@ -70,12 +70,22 @@ PROJECT_CREATE = _schema(
         "enabled": _BOOL,
         "domain_id": _ID,
         "parent_id": {"type": ["string", "null"]},
-        "is_domain": {"const": False},
+        # Projects acting as domains are not served: only false (a validator of
+        # draft 4 knows no "const", which let true through).
+        "is_domain": {"type": "boolean", "enum": [False]},
     },
     ("name",),
 )
 PROJECT_UPDATE = _schema(
-    "project", {"tags": _TAGS, "name": _SHORT_NAME, "description": _TEXT, "enabled": _BOOL}
+    "project",
+    {
+        "tags": _TAGS,
+        "name": _SHORT_NAME,
+        "description": _TEXT,
+        "enabled": _BOOL,
+        # A project is not moved in the tree (Keystone's 400).
+        "parent_id": {"not": {}},
+    },
 )
 _PASSWORD = {"type": ["string", "null"], "maxLength": 4096}
 _USER_FIELDS = {
@@ -129,6 +139,14 @@ async def _domain_exists(conn: Any, domain_id: str) -> None:
     """404 for a new user's, project's or group's unknown domain (Keystone's answer)."""
     if (await identity.domain_get(conn, domain_id))["id"] != domain_id:
         raise exception.NotFound(reason=f"Could not find domain: {domain_id}.")
+
+
+async def _is_domain(conn: Any, domain_id: str) -> bool:
+    try:
+        await _domain_exists(conn, domain_id)
+    except exception.NotFound:
+        return False
+    return True
 
 
 # --- domains -----------------------------------------------------------------
@@ -208,18 +226,20 @@ async def list_projects(request: Request) -> Response:
     ctxt = request_context(request)
     q = request.query_params
     name, domain_id, enabled = q.get("name"), q.get("domain_id"), flag(request, "enabled")
+    parent_id = q.get("parent_id")
     filters: dict[str, Any] = {"name": name, "domain_id": domain_id, "enabled": enabled}
     async with api_state(request).db.reader() as conn:
         if policy.allowed(ctxt, policy.Rule.DOMAIN_MANAGER):
             domain_id = listing_domain(ctxt, "list_projects", domain_id)
             rows = await identity.project_get_all(
-                conn, name=name, domain_id=domain_id, enabled=enabled
+                conn, name=name, domain_id=domain_id, enabled=enabled, parent_id=parent_id
             )
         else:
             rows = [
                 r
                 for r in await identity.projects_for_user(conn, ctxt.user_id or "")
                 if all(v is None or r[k] == v for k, v in filters.items())
+                and parent_id in (None, r["parent_id"] or r["domain_id"])
             ]
             if not rows:
                 raise exception.PolicyNotAuthorized(action="identity:list_projects")
@@ -255,12 +275,18 @@ async def create_project(request: Request) -> Response:
     ctxt = manager(request, "create_project")
     ref = await _body(request, PROJECT_CREATE, "project")
     domain_id = new_in_domain(ctxt, "create_project", ref.get("domain_id"))
-    parent = ref.get("parent_id")
-    if parent not in (None, domain_id):
-        raise exception.ValidationError(
-            field="parent_id", reason="project hierarchies are not supported; use the domain"
-        )
+    parent_id = ref.get("parent_id")
     async with api_state(request).db.writer() as conn:
+        if parent_id and not ref.get("domain_id"):
+            # Without a domain the project goes to its parent's (a parent
+            # naming a domain puts it at that domain's top).
+            parent = await identity.project_get_by_id(conn, parent_id)
+            if parent is not None or await _is_domain(conn, parent_id):
+                domain_id = new_in_domain(
+                    ctxt, "create_project", parent["domain_id"] if parent else parent_id
+                )
+        if parent_id == domain_id:
+            parent_id = None
         await _domain_exists(conn, domain_id)
         row = await identity.project_create(
             conn,
@@ -268,6 +294,7 @@ async def create_project(request: Request) -> Response:
             description=ref.get("description"),
             domain_id=domain_id,
             enabled=ref.get("enabled", True),
+            parent_id=parent_id,
         )
         await identity.project_tags_set(conn, row["id"], ref.get("tags", []))
         row = await _project(conn, row["id"])
@@ -307,9 +334,63 @@ async def _managed_project(request: Request, conn: Any, action: str) -> dict[str
 
 
 async def show_project(request: Request) -> Response:
+    """A project, with Keystone's ``parents_as_list``/``parents_as_ids`` and
+    ``subtree_as_list``/``subtree_as_ids`` when asked. A caller who is not an
+    admin or the domain's manager is shown only the relatives it holds a
+    role on (Keystone's filtering of the lists)."""
+    ctxt = request_context(request)
+    view: dict[str, Any]
     async with api_state(request).db.reader() as conn:
         row = await _readable_project(request, conn, "get_project")
-    return JSONResponse({"project": project_view(request, row)})
+        view = project_view(request, row)
+        asked = {k: flag(request, k) for k in _RELATIVES}
+        for kind in ("parents", "subtree"):
+            if asked[f"{kind}_as_list"] and asked[f"{kind}_as_ids"]:
+                raise exception.ValidationError(
+                    field=f"{kind}_as_list",
+                    reason=f"{kind}_as_list and {kind}_as_ids cannot be used together",
+                )
+            if not (asked[f"{kind}_as_list"] or asked[f"{kind}_as_ids"]):
+                continue
+            if kind == "parents":
+                found = await identity.project_parents(conn, row["id"])
+            else:
+                found = await identity.project_subtree(conn, row["id"])
+            if not policy.allowed(ctxt, policy.Rule.DOMAIN_MANAGER, domain_id=row["domain_id"]):
+                mine = {p["id"] for p in await identity.projects_for_user(conn, ctxt.user_id or "")}
+                found = [p for p in found if p["id"] in mine]
+            if asked[f"{kind}_as_list"]:
+                tagged = await identity.with_tags(conn, found)
+                view[f"{kind}_as_list"] = [{"project": project_view(request, p)} for p in tagged]
+            elif kind == "parents":
+                view["parents_as_ids"] = _parents_as_ids(found)
+            else:
+                view["subtree_as_ids"] = _subtree_as_ids(row["id"], found)
+    return JSONResponse({"project": view})
+
+
+_RELATIVES = ("parents_as_list", "parents_as_ids", "subtree_as_list", "subtree_as_ids")
+
+
+def _parents_as_ids(parents: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Keystone's nesting: ``{parent: {grandparent: None}}``; None at the top."""
+    nested: dict[str, Any] | None = None
+    for p in reversed(parents):
+        nested = {p["id"]: nested}
+    return nested
+
+
+def _subtree_as_ids(root: str, subtree: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Keystone's nesting: ``{child: {grandchild: None}, leaf: None}``; None for a leaf."""
+    children: dict[str, list[str]] = {}
+    for p in subtree:
+        children.setdefault(p["parent_id"], []).append(p["id"])
+
+    def nest(project_id: str) -> dict[str, Any] | None:
+        kids = children.get(project_id)
+        return {k: nest(k) for k in kids} if kids else None
+
+    return nest(root)
 
 
 async def update_project(request: Request) -> Response:

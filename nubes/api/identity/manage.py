@@ -176,8 +176,7 @@ def _role_change(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
 def _role_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     async def go(db: engine.Database) -> int:
         async with db.writer() as conn:
-            for name in identity.BOOTSTRAP_ROLES:
-                await identity.role_ensure(conn, name)
+            await identity.bootstrap_roles(conn)
             for row in await identity.role_get_all(conn):
                 print(f"{row['id']}  {row['name']}")
         return 0

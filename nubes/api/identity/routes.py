@@ -11,7 +11,15 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import policy
-from nubes.api.identity import app_credentials, assignments, catalog, directory, limits, tokens
+from nubes.api.identity import (
+    app_credentials,
+    assignments,
+    catalog,
+    credentials,
+    directory,
+    limits,
+    tokens,
+)
 from nubes.api.identity.common import collection_links, domain_view, project_view
 from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
@@ -202,6 +210,7 @@ def build_app(state: ApiState) -> Starlette:
         *directory.ROUTES,
         *assignments.ROUTES,
         *app_credentials.ROUTES,
+        *credentials.ROUTES,
         *limits.ROUTES,
         *catalog.ROUTES,
     ]

@@ -290,14 +290,11 @@ async def _issue(
 
 
 async def _with_implied(state: ApiState, role_rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    names = identity.implied_roles(r["name"] for r in role_rows)
-    by_name = {r["name"]: r["id"] for r in role_rows}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        async with state.db.reader() as conn:
-            for row in await identity.role_get_all(conn):
-                by_name.setdefault(row["name"], row["id"])
-    return [{"id": by_name.get(n, n), "name": n} for n in names]
+    """The token's roles: those held and all they imply (the rules' one home,
+    :func:`identity.effective_roles`)."""
+    async with state.db.reader() as conn:
+        rows = await identity.effective_roles(conn, [r["id"] for r in role_rows])
+    return [{"id": r["id"], "name": r["name"]} for r in rows]
 
 
 async def _token_body(

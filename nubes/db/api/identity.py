@@ -15,6 +15,7 @@ their text, so a copy of the database does not hand out live tokens.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,21 +27,32 @@ from nubes import exception
 from nubes.db.api._common import Row, fetch_all, fetch_one, insert_row, now_or
 from nubes.db.models import (
     DEFAULT_DOMAIN_ID,
+    GLOBAL_ROLE_DOMAIN,
     application_credentials,
     assignments,
+    credentials,
     domains,
     group_members,
     groups,
     project_tags,
     projects,
+    role_inferences,
     roles,
     tokens,
     users,
 )
 
 #: The roles every cloud has, from most to least powerful. Each implies the
-#: ones after it (Keystone's default implied roles: admin > manager > member > reader).
+#: next (Keystone's default implied roles: admin > manager > member > reader),
+#: as rows of ``role_inferences`` that migration 0016 writes, like Keystone's
+#: bootstrap; :func:`bootstrap_roles` writes them for a cloud made otherwise.
 DEFAULT_ROLES = ("admin", "manager", "member", "reader")
+#: Keystone's ``[assignment] prohibited_implied_role`` default: no rule may
+#: make a role imply admin (holding any other role would make one an admin).
+PROHIBITED_IMPLIED_ROLES = frozenset({"admin"})
+#: Keystone's ``[DEFAULT] max_project_tree_depth`` default: a project at the
+#: top of its domain is at depth 1.
+MAX_PROJECT_TREE_DEPTH = 5
 #: The role other services' users hold (a network or volume service sending
 #: server events); Keystone's bootstrap creates it beside the defaults. It
 #: implies none of them and none implies it.
@@ -51,17 +63,6 @@ BOOTSTRAP_ROLES = (*DEFAULT_ROLES, SERVICE_ROLE)
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def implied_roles(names: Iterable[str]) -> list[str]:
-    """``names`` with the roles they imply, strongest first, then any others."""
-    held = set(names)
-    out: list[str] = []
-    for i, role in enumerate(DEFAULT_ROLES):
-        if role in held or any(r in held for r in DEFAULT_ROLES[:i]):
-            out.append(role)
-    out += sorted(held - set(DEFAULT_ROLES))
-    return out
 
 
 def _listing(table: Any, **filters: Any) -> Any:
@@ -88,8 +89,28 @@ async def project_create(
     id: str | None = None,
     domain_id: str = DEFAULT_DOMAIN_ID,
     enabled: bool = True,
+    parent_id: str | None = None,
 ) -> Row:
-    """DBDuplicateEntry if the name is taken."""
+    """DBDuplicateEntry if the name is taken. Under ``parent_id`` (a project
+    of the same domain; None: at the top of the domain) with Keystone's
+    rules: the parent exists, is enabled, is in the domain, and the tree
+    stays within :data:`MAX_PROJECT_TREE_DEPTH`."""
+    if parent_id is not None:
+        parent = await project_get_by_id(conn, parent_id)
+        if parent is None:
+            raise exception.NotFound(reason=f"Could not find project: {parent_id}.")
+        if parent["domain_id"] != domain_id:
+            raise exception.ValidationError(
+                field="parent_id",
+                reason=f"the parent {parent_id} is in domain {parent['domain_id']}, "
+                f"not {domain_id}",
+            )
+        if not parent["enabled"]:
+            raise exception.ValidationError(
+                field="parent_id", reason=f"cannot create a project in disabled parent {parent_id}"
+            )
+        if len(await project_parents(conn, parent_id)) + 2 > MAX_PROJECT_TREE_DEPTH:
+            raise exception.Forbidden(reason=f"Max hierarchy depth reached for {parent_id} branch.")
     return await insert_row(
         conn,
         projects,
@@ -99,8 +120,34 @@ async def project_create(
             "description": description,
             "enabled": enabled,
             "domain_id": domain_id,
+            "parent_id": parent_id,
         },
     )
+
+
+async def project_parents(conn: AsyncConnection, project_id: str) -> list[Row]:
+    """The project's ancestors, its parent first (none at the top of its domain)."""
+    out: list[Row] = []
+    row = await project_get_by_id(conn, project_id)
+    while row is not None and row["parent_id"] is not None:
+        row = await project_get_by_id(conn, row["parent_id"])
+        if row is not None:
+            out.append(row)
+    return out
+
+
+async def project_subtree(conn: AsyncConnection, project_id: str) -> list[Row]:
+    """The project's descendants, level by level (children first)."""
+    out: list[Row] = []
+    frontier = [project_id]
+    while frontier:
+        level = await fetch_all(
+            conn,
+            select(projects).where(projects.c.parent_id.in_(frontier)).order_by(projects.c.name),
+        )
+        out += level
+        frontier = [r["id"] for r in level]
+    return out
 
 
 async def project_get(
@@ -133,13 +180,38 @@ async def project_get_all(
     name: str | None = None,
     domain_id: str | None = None,
     enabled: bool | None = None,
+    parent_id: str | None = None,
 ) -> list[Row]:
-    return await fetch_all(
-        conn, _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
-    )
+    """Projects matching the filters; ``parent_id`` is a project (its
+    children) or a domain (the projects at its top), as Keystone shows a
+    top-level project's parent as its domain."""
+    stmt = _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
+    if parent_id is not None:
+        stmt = stmt.where(
+            or_(
+                projects.c.parent_id == parent_id,
+                and_(projects.c.parent_id.is_(None), projects.c.domain_id == parent_id),
+            )
+        )
+    return await fetch_all(conn, stmt)
 
 
 async def project_update(conn: AsyncConnection, project_id: str, values: Mapping[str, Any]) -> None:
+    """Keystone's hierarchy rules: a project with an enabled descendant is
+    not disabled, and one under a disabled parent is not enabled (403)."""
+    if values.get("enabled") is False and any(
+        r["enabled"] for r in await project_subtree(conn, project_id)
+    ):
+        raise exception.Forbidden(
+            reason=f"Cannot disable project {project_id} since its subtree contains "
+            "enabled projects."
+        )
+    if values.get("enabled") is True:
+        parents = await project_parents(conn, project_id)
+        if parents and not parents[0]["enabled"]:
+            raise exception.Forbidden(
+                reason=f"Cannot enable project {project_id} since it has disabled parents."
+            )
     result = await conn.execute(
         update(projects).where(projects.c.id == project_id).values(dict(values))
     )
@@ -150,8 +222,15 @@ async def project_update(conn: AsyncConnection, project_id: str, values: Mapping
 
 
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
-    """Delete the project with its role assignments and application
-    credentials, and revoke its tokens."""
+    """Delete the project with its role assignments, application
+    credentials and the stored credentials scoped to it, and revoke its
+    tokens; 403 while it has children (Keystone's rule without cascade)."""
+    child = select(projects.c.id).where(projects.c.parent_id == project_id).limit(1)
+    if await fetch_one(conn, child) is not None:
+        raise exception.Forbidden(
+            reason=f"Cannot delete project {project_id} since it is not a leaf in the "
+            "hierarchy. Delete its children first."
+        )
     result = await conn.execute(delete(projects).where(projects.c.id == project_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
@@ -164,6 +243,7 @@ async def project_delete(conn: AsyncConnection, project_id: str) -> None:
         delete(application_credentials).where(application_credentials.c.project_id == project_id)
     )
     await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
+    await conn.execute(delete(credentials).where(credentials.c.project_id == project_id))
     await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
@@ -278,8 +358,8 @@ async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, 
 
 
 async def user_delete(conn: AsyncConnection, user_id: str) -> None:
-    """Delete the user with its role assignments, group memberships and
-    application credentials, and revoke its tokens."""
+    """Delete the user with its role assignments, group memberships,
+    application credentials and stored credentials, and revoke its tokens."""
     result = await conn.execute(delete(users).where(users.c.id == user_id))
     if not result.rowcount:
         raise exception.NotFound(reason=f"user {user_id} does not exist")
@@ -292,6 +372,7 @@ async def user_delete(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute(
         delete(application_credentials).where(application_credentials.c.user_id == user_id)
     )
+    await conn.execute(delete(credentials).where(credentials.c.user_id == user_id))
     await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
@@ -357,7 +438,11 @@ async def domain_delete(conn: AsyncConnection, domain_id: str) -> None:
         )
     for user in await user_get_all(conn, domain_id=domain_id):
         await user_delete(conn, user["id"])
-    for project in await project_get_all(conn, domain_id=domain_id):
+    # Leaves first: a project with children is not deleted.
+    top_down: list[Row] = []
+    for top in await project_get_all(conn, domain_id=domain_id, parent_id=domain_id):
+        top_down += [top, *await project_subtree(conn, top["id"])]
+    for project in reversed(top_down):
         await project_delete(conn, project["id"])
     for group in await group_get_all(conn, domain_id=domain_id):
         await group_delete(conn, group["id"])
@@ -468,16 +553,52 @@ async def _revoke_members_tokens(conn: AsyncConnection, group_id: str) -> None:
 
 
 async def role_ensure(conn: AsyncConnection, name: str) -> Row:
-    """The role called ``name``, created when missing."""
-    row = await fetch_one(conn, select(roles).where(roles.c.name == name))
+    """The global role called ``name``, created when missing."""
+    row = await _global_role(conn, name)
     if row is not None:
         return row
     return await insert_row(conn, roles, {"id": new_id(), "name": name})
 
 
-async def role_create(conn: AsyncConnection, name: str, *, description: str | None = None) -> Row:
-    """DBDuplicateEntry if the name is taken."""
-    return await insert_row(conn, roles, {"id": new_id(), "name": name, "description": description})
+async def bootstrap_roles(conn: AsyncConnection) -> None:
+    """Every bootstrap role, and the default chain's rules where both of a
+    rule's roles were missing from it (a rule an operator deleted between two
+    roles that stayed is left deleted, as Keystone's bootstrap leaves it)."""
+    made = set()
+    for name in BOOTSTRAP_ROLES:
+        if await _global_role(conn, name) is None:
+            made.add(name)
+        await role_ensure(conn, name)
+    for prior, implied in itertools.pairwise(DEFAULT_ROLES):
+        if prior in made or implied in made:
+            p, i = await role_get_by_name(conn, prior), await role_get_by_name(conn, implied)
+            if await inference_get(conn, p["id"], i["id"]) is None:
+                await insert_row(
+                    conn, role_inferences, {"prior_role_id": p["id"], "implied_role_id": i["id"]}
+                )
+
+
+async def _global_role(conn: AsyncConnection, name: str) -> Row | None:
+    stmt = select(roles).where(roles.c.name == name, roles.c.domain_id == GLOBAL_ROLE_DOMAIN)
+    return await fetch_one(conn, stmt)
+
+
+async def role_create(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    description: str | None = None,
+    domain_id: str | None = None,
+) -> Row:
+    """A global role, or one specific to ``domain_id``; DBDuplicateEntry if
+    the name is taken there."""
+    values = {
+        "id": new_id(),
+        "name": name,
+        "description": description,
+        "domain_id": domain_id or GLOBAL_ROLE_DOMAIN,
+    }
+    return await insert_row(conn, roles, values)
 
 
 async def role_get(conn: AsyncConnection, role_id: str) -> Row:
@@ -487,20 +608,119 @@ async def role_get(conn: AsyncConnection, role_id: str) -> Row:
     return row
 
 
-async def role_get_all(conn: AsyncConnection, *, name: str | None = None) -> list[Row]:
-    return await fetch_all(conn, _listing(roles, name=name))
+async def role_get_all(
+    conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
+) -> list[Row]:
+    """The global roles, or (``domain_id``) that domain's roles: Keystone's listing."""
+    return await fetch_all(
+        conn, _listing(roles, name=name, domain_id=domain_id or GLOBAL_ROLE_DOMAIN)
+    )
 
 
 async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:
-    row = await fetch_one(conn, select(roles).where(roles.c.name == name))
+    """The global role called ``name``."""
+    row = await _global_role(conn, name)
     if row is None:
         raise exception.NotFound(reason=f"role {name} does not exist")
     return row
 
 
+# --- implied roles -----------------------------------------------------------
+
+
+async def inference_create(conn: AsyncConnection, prior_id: str, implied_id: str) -> None:
+    """Add the rule "``prior_id`` implies ``implied_id``", with Keystone's
+    refusals: a role nothing may imply (403), a global role implying a
+    domain-specific one (403, it would put a domain's role in tokens), a
+    rule closing a cycle (400) and one that exists already (409)."""
+    prior, implied = await role_get(conn, prior_id), await role_get(conn, implied_id)
+    if implied["name"] in PROHIBITED_IMPLIED_ROLES and implied["domain_id"] == GLOBAL_ROLE_DOMAIN:
+        raise exception.Forbidden(reason=f"{implied_id} cannot be an implied roles.")
+    if prior["domain_id"] == GLOBAL_ROLE_DOMAIN and implied["domain_id"] != GLOBAL_ROLE_DOMAIN:
+        raise exception.Forbidden(reason="Global role cannot imply a domain-specific role")
+    if prior_id in await _implied_closure(conn, [implied_id]):
+        raise exception.ValidationError(
+            field="implied_role",
+            reason=f"role {implied_id} implies {prior_id} already: the rule would make a cycle",
+        )
+    if await inference_get(conn, prior_id, implied_id) is not None:
+        raise exception.Conflict(reason=f"Role {prior_id} already implies role {implied_id}.")
+    await insert_row(
+        conn, role_inferences, {"prior_role_id": prior_id, "implied_role_id": implied_id}
+    )
+
+
+async def inference_get(conn: AsyncConnection, prior_id: str, implied_id: str) -> Row | None:
+    stmt = select(role_inferences).where(
+        role_inferences.c.prior_role_id == prior_id,
+        role_inferences.c.implied_role_id == implied_id,
+    )
+    return await fetch_one(conn, stmt)
+
+
+async def inference_delete(conn: AsyncConnection, prior_id: str, implied_id: str) -> bool:
+    """Drop the rule; the tokens whose role snapshot may hold what it implied
+    are revoked (every holder of the prior role, as a role's removal does)."""
+    result = await conn.execute(
+        delete(role_inferences).where(
+            role_inferences.c.prior_role_id == prior_id,
+            role_inferences.c.implied_role_id == implied_id,
+        )
+    )
+    if not result.rowcount:
+        return False
+    await _revoke_holders_tokens(conn, prior_id)
+    return True
+
+
+async def inferences(conn: AsyncConnection, prior_id: str | None = None) -> list[Row]:
+    """The rules (of ``prior_id``, or all), by prior role then implied role."""
+    stmt = select(role_inferences)
+    if prior_id is not None:
+        stmt = stmt.where(role_inferences.c.prior_role_id == prior_id)
+    order = (role_inferences.c.prior_role_id, role_inferences.c.implied_role_id)
+    return await fetch_all(conn, stmt.order_by(*order))
+
+
+async def _implied_closure(conn: AsyncConnection, role_ids: Iterable[str]) -> list[str]:
+    """``role_ids`` and every role they imply, directly or through a chain,
+    in the order found (breadth first)."""
+    out = list(dict.fromkeys(role_ids))
+    seen, frontier = set(out), out
+    while frontier:
+        stmt = select(role_inferences.c.implied_role_id).where(
+            role_inferences.c.prior_role_id.in_(frontier)
+        )
+        found = [r["implied_role_id"] for r in await fetch_all(conn, stmt)]
+        frontier = [r for r in dict.fromkeys(found) if r not in seen]
+        seen.update(frontier)
+        out += frontier
+    return out
+
+
+async def effective_roles(conn: AsyncConnection, role_ids: Iterable[str]) -> list[Row]:
+    """The roles holding ``role_ids`` gives: the held roles and all they imply,
+    without domain-specific roles (Keystone never puts those in a token or an
+    effective listing; they count only for the global roles they imply).
+
+    The one expansion of implied roles: a token's roles and an effective
+    ``role_assignments`` listing both come from here. Held roles come first,
+    then the implied ones in the order the rules lead to them.
+    """
+    closure = await _implied_closure(conn, role_ids)
+    if not closure:
+        return []
+    rows = await fetch_all(
+        conn,
+        select(roles).where(roles.c.id.in_(closure), roles.c.domain_id == GLOBAL_ROLE_DOMAIN),
+    )
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[i] for i in closure if i in by_id]
+
+
 async def role_update(conn: AsyncConnection, role_id: str, values: Mapping[str, Any]) -> None:
     row = await role_get(conn, role_id)
-    if row["name"] in DEFAULT_ROLES and values.get("name", row["name"]) != row["name"]:
+    if _is_default(row) and values.get("name", row["name"]) != row["name"]:
         raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
     await conn.execute(update(roles).where(roles.c.id == role_id).values(dict(values)))
 
@@ -512,8 +732,33 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
     the policy of every service is written in their names.
     """
     row = await role_get(conn, role_id)
-    if row["name"] in DEFAULT_ROLES:
+    if _is_default(row):
         raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
+    await _revoke_holders_tokens(conn, role_id)
+    # Its rules go with it (whoever held a role implying it held it too).
+    for rule in await fetch_all(
+        conn, select(role_inferences).where(role_inferences.c.implied_role_id == role_id)
+    ):
+        await _revoke_holders_tokens(conn, rule["prior_role_id"])
+    await conn.execute(
+        delete(role_inferences).where(
+            or_(
+                role_inferences.c.prior_role_id == role_id,
+                role_inferences.c.implied_role_id == role_id,
+            )
+        )
+    )
+    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
+    await conn.execute(delete(roles).where(roles.c.id == role_id))
+
+
+def _is_default(row: Row) -> bool:
+    """One of the default roles (global: a domain may have its own "admin")."""
+    return row["name"] in DEFAULT_ROLES and row["domain_id"] == GLOBAL_ROLE_DOMAIN
+
+
+async def _revoke_holders_tokens(conn: AsyncConnection, role_id: str) -> None:
+    """Revoke the tokens of every user holding ``role_id`` (own or a group's)."""
     holders = await fetch_all(
         conn,
         select(assignments.c.type, assignments.c.actor_id).where(assignments.c.role_id == role_id),
@@ -523,8 +768,6 @@ async def role_delete(conn: AsyncConnection, role_id: str) -> None:
             await _tokens_revoke_where(conn, tokens.c.user_id == holder["actor_id"])
         else:
             await _revoke_members_tokens(conn, holder["actor_id"])
-    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
-    await conn.execute(delete(roles).where(roles.c.id == role_id))
 
 
 # --- role assignments --------------------------------------------------------

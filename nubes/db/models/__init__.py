@@ -38,9 +38,11 @@ from nubes.db.models.flavors import (
 )
 from nubes.db.models.identity import (
     DEFAULT_DOMAIN_ID,
+    GLOBAL_ROLE_DOMAIN,
     ApplicationCredential,
     Assignment,
     CatalogService,
+    Credential,
     Domain,
     Endpoint,
     Group,
@@ -51,6 +53,7 @@ from nubes.db.models.identity import (
     ProjectTag,
     Region,
     Role,
+    RoleInference,
     Token,
     User,
 )
@@ -122,6 +125,8 @@ projects = _table(Project)
 project_tags = _table(ProjectTag)
 users = _table(User)
 roles = _table(Role)
+role_inferences = _table(RoleInference)
+credentials = _table(Credential)
 assignments = _table(Assignment)
 domains = _table(Domain)
 groups = _table(Group)
@@ -167,6 +172,7 @@ SHADOW_TABLES: dict[str, Table] = {
 
 __all__ = [
     "DEFAULT_DOMAIN_ID",
+    "GLOBAL_ROLE_DOMAIN",
     "NOT_DELETED",
     "SHADOW_PREFIX",
     "SHADOW_TABLES",
@@ -235,6 +241,7 @@ __all__ = [
     "compute_nodes",
     "conductor_tasks",
     "console_auth_tokens",
+    "credentials",
     "default_security_groups",
     "domains",
     "flavor_extra_specs",
@@ -272,6 +279,7 @@ __all__ = [
     "quota_classes",
     "quota_locks",
     "quotas",
+    "role_inferences",
     "roles",
     "routers",
     "security_group_rules",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubes.db.models.base import NAME_LEN, UUID_LEN, Base, TimestampMixin
@@ -42,7 +42,10 @@ class Project(Base, TimestampMixin):
     __tablename__ = "projects"
     # Names are unique inside a domain (Keystone's rule); nubes' own tools
     # address projects and users by bare name in the default domain.
-    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_projects0domain_id0name"),)
+    __table_args__ = (
+        UniqueConstraint("domain_id", "name", name="uniq_projects0domain_id0name"),
+        Index("projects_parent_id_idx", "parent_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
@@ -51,6 +54,8 @@ class Project(Base, TimestampMixin):
     domain_id: Mapped[str] = mapped_column(
         String(ID_LEN), default=DEFAULT_DOMAIN_ID, server_default=DEFAULT_DOMAIN_ID, nullable=False
     )
+    #: The parent project (Keystone's hierarchies); NULL at the top of its domain.
+    parent_id: Mapped[str | None] = mapped_column(String(ID_LEN))
 
 
 class ProjectTag(Base):
@@ -97,13 +102,65 @@ class GroupMember(Base):
     user_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
 
 
+#: ``roles.domain_id`` of a global role: an empty string, not NULL, so the
+#: ``(domain_id, name)`` constraint also keeps global names unique (NULLs
+#: repeat in a unique constraint on PostgreSQL and MariaDB).
+GLOBAL_ROLE_DOMAIN = ""
+
+
 class Role(Base, TimestampMixin):
+    """A role: global, or specific to a domain (``domain_id``; Keystone's
+    domain-specific roles, never put in tokens themselves but able to imply
+    global roles)."""
+
     __tablename__ = "roles"
-    __table_args__ = (UniqueConstraint("name", name="uniq_roles0name"),)
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uniq_roles0domain_id0name"),)
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
     description: Mapped[str | None] = mapped_column(LongText)
+    domain_id: Mapped[str] = mapped_column(
+        String(ID_LEN),
+        default=GLOBAL_ROLE_DOMAIN,
+        server_default=GLOBAL_ROLE_DOMAIN,
+        nullable=False,
+    )
+
+
+class RoleInference(Base):
+    """A rule "holding ``prior_role_id`` implies holding ``implied_role_id``"
+    (Keystone's implied roles); the default chain admin > manager > member >
+    reader is three of these rows."""
+
+    __tablename__ = "role_inferences"
+    __table_args__ = (Index("role_inferences_implied_role_id_idx", "implied_role_id"),)
+
+    prior_role_id: Mapped[str] = mapped_column(
+        String(ID_LEN),
+        ForeignKey("roles.id", name="fk_role_inferences0prior_role_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    implied_role_id: Mapped[str] = mapped_column(
+        String(ID_LEN),
+        ForeignKey("roles.id", name="fk_role_inferences0implied_role_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
+class Credential(Base, TimestampMixin):
+    """A user's stored secret (Keystone's ``/v3/credentials``: ec2, totp,
+    cert...). The blob is kept Fernet-encrypted; ``key_hash`` names the key
+    that encrypted it."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (Index("credentials_user_id_idx", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), nullable=False)
+    project_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    type: Mapped[str] = mapped_column(String(NAME_LEN), nullable=False)
+    encrypted_blob: Mapped[str] = mapped_column(LongText, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class Assignment(Base):

@@ -14,6 +14,7 @@ from tests.unit.db.test_floating_ipam import *  # noqa: F403
 from tests.unit.db.test_group_claims import *  # noqa: F403
 from tests.unit.db.test_grouped_writes import *  # noqa: F403
 from tests.unit.db.test_identity_domains import *  # noqa: F403
+from tests.unit.db.test_identity_roles import *  # noqa: F403
 from tests.unit.db.test_identity_tokens import *  # noqa: F403
 from tests.unit.db.test_image_catalog import *  # noqa: F403
 from tests.unit.db.test_instances import *  # noqa: F403
