@@ -218,11 +218,12 @@ def _project_not_found(project_id: str) -> exception.NotFound:
 
 
 async def list_projects(request: Request) -> Response:
-    """Admins list every project. Keystone refuses the listing to others; here
-    a member gets its own projects that match the filters (what clients need
-    to find a project of theirs by name), and the same 403 as Keystone when
-    none does, so a client looking up a project it may not see takes the
-    given id as it is (as against Keystone)."""
+    """Admins list every project. Keystone refuses the listing to others, and
+    so does nubes unless the listing names a project: then a member gets its
+    own projects of that name (what clients need to find a project of theirs
+    by name: ``openstack quota show --usage NAME``), and the same 403 as
+    Keystone when none matches, so a client looking up a project it may not
+    see takes the given id as it is (as against Keystone)."""
     ctxt = request_context(request)
     q = request.query_params
     name, domain_id, enabled = q.get("name"), q.get("domain_id"), flag(request, "enabled")
@@ -235,6 +236,8 @@ async def list_projects(request: Request) -> Response:
                 conn, name=name, domain_id=domain_id, enabled=enabled, parent_id=parent_id
             )
         else:
+            if name is None:
+                raise exception.PolicyNotAuthorized(action="identity:list_projects")
             rows = [
                 r
                 for r in await identity.projects_for_user(conn, ctxt.user_id or "")

@@ -114,6 +114,11 @@ async def test_projects_listing(api: ApiHarness) -> None:
         assert [p["name"] for p in r.json()["projects"]] == ["demo"]
         r = await c.get("/identity/v3/projects", params={"name": "admin"})
         assert r.status_code == 403
+        # The whole listing is Keystone's 403 (Tempest's
+        # test_list_projects_by_unauthorized_user).
+        r = await c.get("/identity/v3/projects")
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == 403
         r = await c.get("/identity/v3/auth/projects")
         assert [p["name"] for p in r.json()["projects"]] == ["demo"]
         assert (await c.get("/identity/v3/users")).status_code == 403
