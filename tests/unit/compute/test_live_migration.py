@@ -173,7 +173,7 @@ async def test_a_failing_check_reports_the_error_and_a_fault(
         ("compute_check_can_live_migrate_destination", None, "cmp2")
     ]
     event = report["event"]
-    assert (event.event, event.result) == (name, "Error")
+    assert (event.event, event.result) == ("compute_check_can_live_migrate_destination", "Error")
     assert event.details and "already on cmp2" in event.details
     assert event.traceback and "Conflict" in event.traceback
     fault = (await compute.reload(inst.uuid)).fault
