@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 9
+SERVICE_VERSION = 10
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -74,6 +74,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     8: {"compute": "1.8", "conductor": "1.4", "scheduler": "1.0"},
     # Shelve with a snapshot: compute 1.9 (shelve_instance's image_id and grant).
     9: {"compute": "1.9", "conductor": "1.4", "scheduler": "1.0"},
+    # A step's action event ends with its report: conductor 1.5
+    # (step_finished's ``event``, written with the report).
+    10: {"compute": "1.9", "conductor": "1.5", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -123,6 +126,7 @@ RELEASES: dict[str, int] = {
     "ginkgo": 7,
     "hawthorn": 8,
     "ironwood": 9,
+    "juniper": 10,
 }
 
 #: The oldest service version this code serves: a compute host older than

@@ -15,13 +15,21 @@ Three records, all through the conductor:
 
 None of the last two may fail an operation: an event that cannot be recorded
 (no action row for the request, say) is logged and skipped.
+
+An event started in a conductor task's step ends with the step's report
+(:class:`StepEvent`, :mod:`nubes.step_end`): the conductor writes its end
+in the commit that records the report, rather than the host making a
+round trip of its own for it just before reporting.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from nubes import exception
@@ -32,7 +40,7 @@ from nubes.notifications.objects import (
     InstanceUpdatePayload,
 )
 from nubes.objects.instance import Expected, Instance
-from nubes.objects.instance_action import RESULT_ERROR, InstanceActionEvent
+from nubes.objects.instance_action import RESULT_ERROR, RESULT_SUCCESS, InstanceActionEvent
 from nubes.objects.instance_fault import InstanceFault
 from nubes.objects.states import (
     InstanceState,
@@ -42,7 +50,7 @@ from nubes.objects.states import (
     as_state,
     check_transition,
 )
-from nubes.step_end import InstanceEnd
+from nubes.step_end import EVENT_DETAILS_LENGTH, EVENT_TRACEBACK_LENGTH, EventEnd, InstanceEnd
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +65,43 @@ GONE = (exception.NotFound, exception.Forbidden)
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class StepEvent:
+    """Where a step's action event ends: held here for the step's report.
+
+    Set for the work of one step (:func:`step_event`); an :class:`ActionRecord`
+    finishing inside it leaves its end here instead of sending it. One event
+    per step: a second one finished in the same step (none does today) is
+    sent as before, so nothing is ever dropped.
+    """
+
+    __slots__ = ("end",)
+
+    def __init__(self) -> None:
+        self.end: EventEnd | None = None
+
+
+# A context variable rather than an argument: every step handler makes its
+# ActionRecord deep in its own code, and none of them needs to know where the
+# end goes. Tasks the step spawns copy the context, so they hold it too.
+_STEP_EVENT: contextvars.ContextVar[StepEvent | None] = contextvars.ContextVar(
+    "nubes_step_event", default=None
+)
+
+
+@contextlib.contextmanager
+def step_event(reported: bool) -> Iterator[StepEvent]:
+    """The holder of the action event the code run inside finishes, for its
+    step's report. ``reported`` False (conductors capped below the RPC
+    version that takes it): the holder stays empty and events end the
+    old way, each with its own call."""
+    holder = StepEvent()
+    token = _STEP_EVENT.set(holder if reported else None)
+    try:
+        yield holder
+    finally:
+        _STEP_EVENT.reset(token)
 
 
 class Reporter:
@@ -197,25 +242,37 @@ class ActionRecord:
             LOG.debug("No %s event for instance %s: %s", self.event, self.instance.uuid, exc)
         await self._notify("start")
 
-    async def _finish(self, **kwargs: Any) -> None:
+    async def _finish(self, end: EventEnd) -> None:
         if not self._event_started:
+            return
+        holder = _STEP_EVENT.get()
+        if holder is not None and holder.end is None:
+            holder.end = end  # it goes with the step's report
             return
         try:
             await InstanceActionEvent.event_finish(
-                self.ctxt, self.instance.uuid, self.event, **kwargs
+                self.ctxt,
+                self.instance.uuid,
+                end.event,
+                result=end.result,
+                traceback=end.traceback,
+                details=end.details,
             )
         except Exception as exc:
             LOG.warning("Could not finish event %s of %s: %s", self.event, self.instance.uuid, exc)
 
     async def succeed(self) -> None:
-        await self._finish()
+        await self._finish(EventEnd(event=self.event, result=RESULT_SUCCESS))
         await self._notify("end")
 
     async def fail(self, exc: BaseException) -> None:
         await self.reporter.record_fault(self.ctxt, self.instance, exc)
         await self._finish(
-            result=RESULT_ERROR,
-            traceback="".join(traceback.format_exception(exc))[-8000:],
-            details=str(exc)[:255],
+            EventEnd(
+                event=self.event,
+                result=RESULT_ERROR,
+                traceback="".join(traceback.format_exception(exc))[-EVENT_TRACEBACK_LENGTH:],
+                details=str(exc)[:EVENT_DETAILS_LENGTH],
+            )
         )
         await self._notify("error", exc)

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nubes import exception
 from nubes.compute import authz, rpcapi
+from nubes.compute.reporting import step_event
 from nubes.metadata import configdrive
 from nubes.objects.instance_metadata import InstanceMetadata
+from nubes.step_end import EventEnd
 from nubes.step_key import StepKey
 
 if TYPE_CHECKING:
@@ -61,7 +63,12 @@ class StepReporter(Protocol):
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None: ...
+
+    def reports_events(self) -> bool:
+        """Whether the conductors take a step's action event with its report."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +76,9 @@ class Outcome:
     ok: bool
     error: str | None = None
     details: dict[str, Any] | None = None
+    #: The end of the action event the step started, sent with the report
+    #: (set by :meth:`StepRunner.run_step`, not by the step's work).
+    event: EventEnd | None = None
 
 
 class StepLog:
@@ -152,6 +162,7 @@ class StepRunner:
                     ok=outcome.ok,
                     error=outcome.error,
                     details=outcome.details,
+                    event=outcome.event,
                 )
                 return
             except exception.TRANSIENT_ERRORS as exc:
@@ -200,15 +211,19 @@ class StepRunner:
             return
         steps.running.add(key)
         try:
-            try:
-                outcome = await work(context)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.exception("Task %s step %s failed on %s", key.task_id, key.step, self.host)
-                outcome = Outcome(False, str(exc) or type(exc).__name__)
+            with step_event(self.conductor.reports_events()) as event:
+                try:
+                    outcome = await work(context)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    LOG.exception("Task %s step %s failed on %s", key.task_id, key.step, self.host)
+                    outcome = Outcome(False, str(exc) or type(exc).__name__)
         finally:
             steps.running.discard(key)
+        if event.end is not None:
+            # Kept with the outcome: a repeat of the report carries it again.
+            outcome = dataclasses.replace(outcome, event=event.end)
         steps.record(key, outcome)
         await self.report(context, key, outcome)
 

@@ -32,6 +32,7 @@ from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.objects.base import VersionedObject, bind_remotable
 from nubes.objects.registry import REGISTRY
 from nubes.objects.states import MigrationStatus, MigrationType
+from nubes.step_end import EventEnd
 from nubes.step_key import StepKey
 
 AUDIT = logging.getLogger("nubes.audit")
@@ -135,6 +136,10 @@ STRING_LIMIT = 255
 #: (metrics, stats) encoded as JSON.
 TEXT_LIMIT = 64 * 1024
 TEXT_FIELDS = frozenset({("InstanceFault", "details"), ("ComputeNode", "cpu_info")})
+#: A compute host's action event, as its step reports its end (``compute_<op>``).
+_COMPUTE_EVENT = re.compile(r"compute_[a-z0-9_]{1,120}")
+#: The results an action event ends with (Nova's).
+EVENT_RESULTS = frozenset({"Success", "Error"})
 #: A relayed notification's payload, encoded (a fault's traceback included).
 NOTIFICATION_LIMIT = 4 * TEXT_LIMIT
 #: Notification priorities a host may relay (Nova's).
@@ -463,7 +468,9 @@ class Authorizer:
             metrics.authz_refusals.labels("too_large").inc()
             raise exception.TooLarge(what=what, size=size, limit=limit)
 
-    def check_report_size(self, caller: Caller, error: Any, details: Any) -> None:
+    def check_report_size(
+        self, caller: Caller, error: Any, details: Any, event: EventEnd | None = None
+    ) -> None:
         """A step report's free-form parts, bounded like any host write."""
         call = Call(caller, "ConductorTask", "step_finished", None, {})
         if caller.kind is CallerKind.CONTROLLER:
@@ -472,6 +479,33 @@ class Authorizer:
             self._bound(call, "error", len(error.encode()), TEXT_LIMIT)
         if details is not None:
             self._bound(call, "details", _encoded_size(details), TEXT_LIMIT)
+        if event is not None:
+            self._bound(call, "event", len(event.event.encode()), STRING_LIMIT)
+            for name, text in (
+                ("event traceback", event.traceback),
+                ("event details", event.details),
+            ):
+                if text is not None:
+                    self._bound(call, name, len(text.encode()), TEXT_LIMIT)
+
+    def authorize_step_event(self, caller: Caller, key: StepKey, event: EventEnd) -> None:
+        """Allow the end of a step's action event reported with the step (after
+        :meth:`authorize_step_report` allowed the report), or refuse the report.
+
+        What the report may name is only the event: a compute host's
+        (``compute_<op>``) with Nova's result. Which instance and action it
+        ends is the task's (its instance, its request), never the host's
+        word; and the write ends only an event of that name the awaited host
+        itself started and nobody finished
+        (:func:`nubes.db.api.actions.reported_event_finish_writes`). So a
+        host ends nothing of another instance's, another request's, another
+        host's, nor a conductor's event.
+        """
+        call = Call(caller, "ConductorTask", "step_finished", None, {"task_id": key.task_id})
+        if not _COMPUTE_EVENT.fullmatch(event.event):
+            self._refuse(call, f"{event.event!r} is not a compute host's event")
+        if event.result not in EVENT_RESULTS:
+            self._refuse(call, f"{event.result!r} is not an event result")
 
     def _refuse(self, call: Call, reason: str) -> NoReturn:
         target = call.value("uuid") or call.value("id") or call.arguments or "-"

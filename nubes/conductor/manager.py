@@ -26,6 +26,7 @@ from nubes.notifications.notifier import Notifier, Priority
 from nubes.objects import backend, codec, indirection
 from nubes.objects.base import VersionedObject
 from nubes.objects.registry import REGISTRY
+from nubes.step_end import EventEnd
 
 if TYPE_CHECKING:
     from nubes.conductor.tasks.engine import TaskEngine
@@ -170,9 +171,10 @@ class ConductorManager:
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None:
         caller = self.authz.identify(context.caller)
-        self.authz.check_report_size(caller, error, details)
+        self.authz.check_report_size(caller, error, details, event)
         engine = self.engine if self.engine is not None and self.engine.accepting else None
         row = await reports.record(
             self.db,
@@ -184,6 +186,7 @@ class ConductorManager:
             ok=ok,
             error=error,
             details=details,
+            event=event,
             owner=engine.owner if engine is not None else None,
             lease_seconds=engine.lease_seconds if engine is not None else _NO_ENGINE_LEASE,
         )

@@ -23,6 +23,9 @@ Version history:
           need-to-know: only its own ports, only networks it has ports on)
     1.4 - open_console (compute hosts: spend a console token for a guest
           placed on the calling host)
+    1.5 - step_finished takes ``event`` (an EventEnd): the end of the action
+          event the step started, written with the report; a host whose
+          conductors are capped below 1.5 finishes the event itself first
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from nubes.objects.base import VersionedObject
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.client import RPCClient
 from nubes.rpc.transport import DEFAULT_CALL_TIMEOUT, Target, Transport
+from nubes.step_end import EventEnd
 
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.4"
+VERSION = "1.5"
+#: The first version whose step_finished takes the step's action event.
+STEP_EVENT_VERSION = "1.5"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -154,12 +160,28 @@ class ConductorAPI:
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None:
         """Report the outcome of the task step this host was asked to do (a cast).
 
         ``step`` and ``attempt`` are the ones the conductor's message carried;
         a report of anything the task does not await from this host is refused.
+        ``event``: the end of the action event the step started (1.5; only
+        sent when :meth:`reports_events`), written with the report.
         """
+        if event is not None:
+            await self.client.prepare(version=STEP_EVENT_VERSION).cast(
+                context,
+                "step_finished",
+                task_id=task_id,
+                step=step,
+                attempt=attempt,
+                ok=ok,
+                error=error,
+                details=details,
+                event=event,
+            )
+            return
         await self.client.cast(
             context,
             "step_finished",
@@ -170,6 +192,12 @@ class ConductorAPI:
             error=error,
             details=details,
         )
+
+    def reports_events(self) -> bool:
+        """Whether the conductors take a step's action event with its report
+        (1.5); during an upgrade an older one may not, and the host then
+        finishes the event itself."""
+        return self.client.can_send_version(STEP_EVENT_VERSION)
 
     async def relay_notification(
         self,

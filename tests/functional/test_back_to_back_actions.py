@@ -33,6 +33,7 @@ from nubes.compute.manager import ComputeManager
 from nubes.compute.steps import StepReporter
 from nubes.context import RequestContext
 from nubes.db.api import flavors, images
+from nubes.step_end import EventEnd
 from tests.functional.image_api import cloud_with_image_api
 
 pytestmark = pytest.mark.timeout(240)
@@ -71,6 +72,7 @@ class SlowReports:
 
     def __init__(self, real: StepReporter) -> None:
         self.real = real
+        self.reports_events = real.reports_events
 
     async def step_finished(
         self,
@@ -81,10 +83,11 @@ class SlowReports:
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None:
         await asyncio.sleep(REPORT_DELAY)
         await self.real.step_finished(
-            context, task_id, step, attempt, ok, error=error, details=details
+            context, task_id, step, attempt, ok, error=error, details=details, event=event
         )
 
 

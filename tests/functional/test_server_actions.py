@@ -307,3 +307,35 @@ async def test_conductors_reclaim_what_was_soft_deleted_long_enough(
         assert uuid not in _driver(cloud).instances
     finally:
         await cloud.stop()
+
+
+async def _event_rows(cloud: AllInOne, uuid: str, action: str) -> list[dict[str, Any]]:
+    async with cloud.db.reader() as conn:
+        (found,) = [a for a in await actions.actions_get(conn, uuid) if a["action"] == action]
+        return [
+            {**e, "message": found["message"]} for e in await actions.events_get(conn, found["id"])
+        ]
+
+
+async def test_a_steps_event_ends_with_its_report(cloud: AllInOne, ctxt: RequestContext):
+    """The host's event (compute_<op>) ends in the commit that records its
+    step's report (nubes/step_end.py): closed with its result when the task
+    is, and a failed step's error and traceback kept for admins."""
+    uuid = await _boot(cloud, ctxt)
+    create = await _event_rows(cloud, uuid, "create")
+    (event,) = [e for e in create if e["event"].startswith("compute_")]
+    assert event["event"] == "compute_build_and_run_instance" and event["result"] == "Success"
+    assert event["finish_time"] is not None and event["host"] is not None
+    assert event["traceback"] is None and event["message"] is None
+
+    cloud.faults.fail_next["pause"] = 1
+    await cloud.api.pause_server(ctxt, uuid)
+    await cloud.wait_tasks([uuid])
+    (paused,) = [
+        e for e in await _event_rows(cloud, uuid, "pause") if e["event"].startswith("compute_")
+    ]
+    assert paused["event"] == "compute_pause_instance" and paused["result"] == "Error"
+    assert paused["finish_time"] is not None
+    assert paused["details"] and "pause fails" in paused["details"]
+    assert paused["traceback"] and "VirtDriverError" in paused["traceback"]
+    assert paused["message"] == "Error"  # the action marked failed in the same commit

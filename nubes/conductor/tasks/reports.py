@@ -9,6 +9,15 @@ which also hands the lease to this conductor's engine — or to nobody when
 this process runs no engine — so the report is never lost with a dead owner
 and the task moves on at once.
 
+The end of the action event the step started travels with the report
+(conductor RPC 1.5, :mod:`nubes.step_end`) and is written in the same
+commit, whatever the task's kind: the event of the task's own instance and
+request, only if the awaited host started it
+(:meth:`~nubes.conductor.authz.Authorizer.authorize_step_event`). A report
+without one (a host of an older release finished it itself) writes nothing
+more; one whose event has no start recorded (no action: an internal
+operation) is recorded all the same.
+
 Recording is idempotent: the task's step and try name the report, and a
 repeat of one already recorded writes nothing. A report that could not be
 recorded because the database was away is not lost: the RPC server runs it
@@ -24,9 +33,11 @@ from nubes import exception
 from nubes.conductor.authz import Authorizer, Caller
 from nubes.conductor.tasks import payloads
 from nubes.conductor.tasks.payloads import Awaited, Outcome
+from nubes.context import RequestContext
 from nubes.db import group_commit
-from nubes.db.api import tasks
+from nubes.db.api import actions, tasks
 from nubes.db.engine import Database
+from nubes.step_end import EventEnd
 from nubes.step_key import StepKey
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +61,7 @@ async def record(
     details: dict[str, Any] | None,
     owner: str | None,
     lease_seconds: float,
+    event: EventEnd | None = None,
 ) -> dict[str, Any] | None:
     """Write the report into the task; the task's row if ``owner`` now holds it, else None.
 
@@ -59,6 +71,8 @@ async def record(
     where that pays; if the task changed in between, it is read again.
     """
     key = StepKey(task_id=task_id, step=step, attempt=attempt)
+    if event is not None:
+        authz.authorize_step_event(caller, key, event)
     for _ in range(RETRIES):
         row = await group_commit.fetch(db, f"task-{task_id}", tasks.get_read(task_id))
         awaited = authz.authorize_step_report(caller, key, row)
@@ -69,7 +83,9 @@ async def record(
         payload = payloads.with_outcome(row["payload"] or {}, _outcome(awaited, ok, error, details))
         write, new = tasks.outcome_write(row, payload, new_owner=owner, lease_seconds=lease_seconds)
         try:
-            await group_commit.commit(db, f"task-{task_id}", [write])
+            await group_commit.commit(
+                db, f"task-{task_id}", [write, *_event_writes(row, awaited, event)]
+            )
         except exception.TaskChanged:
             continue  # the task changed since it was read: read it again
         return new if owner is not None else None
@@ -90,6 +106,25 @@ def _outcome(
         ok=bool(ok),
         error=None if error is None else str(error)[:MAX_ERROR],
         details=dict(details or {}),
+    )
+
+
+def _event_writes(
+    task: dict[str, Any], awaited: Awaited, event: EventEnd | None
+) -> list[group_commit.Write]:
+    """The reported end of the step's event, for the report's commit: on the
+    task's instance, under the task's request, only if the awaited host
+    started it (nothing without an event, or a task without an instance)."""
+    if event is None or task["instance_uuid"] is None:
+        return []
+    return actions.reported_event_finish_writes(
+        instance_uuid=task["instance_uuid"],
+        request_id=RequestContext.from_dict(dict(task["context"] or {})).request_id,
+        event=event.event,
+        result=event.result,
+        started_by=awaited.host,
+        traceback=event.traceback,
+        details=event.details,
     )
 
 

@@ -545,10 +545,13 @@ def _newest_event_id() -> Any:
     )
 
 
-def _close_statement(placed: bool) -> Any:
+def _close_statement(placed: bool, started_by: bool = False) -> Any:
     conditions = [_e.c.id == _newest_event_id(), _e.c.deleted == _LIVE]
     if placed:
         conditions.append(_placed())
+    if started_by:
+        # Only an event that host started and nobody finished yet.
+        conditions += [_e.c.host == bindparam("_started_by"), _e.c.finish_time.is_(None)]
     return _e.update().where(*conditions).values({k: bindparam(f"_v_{k}") for k in _FINISH_KEYS})
 
 
@@ -640,6 +643,57 @@ async def record_event_finish(
     ``placed_on_host`` as for :func:`record_event_start`; an error result
     marks the action failed too, in the same commit.
     """
+    params, also = _finish_params(instance_uuid, request_id, event, result, traceback, details)
+    return await _record_event(
+        db,
+        instance_uuid,
+        request_id,
+        params,
+        ("event_finish", _close_statement),
+        placed_on_host,
+        *also,
+    )
+
+
+def reported_event_finish_writes(
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str,
+    started_by: str,
+    traceback: str | None = None,
+    details: str | None = None,
+) -> list[group_commit.Write]:
+    """:func:`record_event_finish` of an event a compute host started and
+    reported the end of with its step (:mod:`nubes.step_end`), described for
+    the commit that records the report.
+
+    It closes only the newest event of that name under the request's action
+    on that instance if the host ``started_by`` started it and it is still
+    open: the reporting host can end nothing else. Matching nothing is no
+    error (no action: an internal operation; or the host never recorded the
+    start): the report is recorded all the same.
+    """
+    params, also = _finish_params(instance_uuid, request_id, event, result, traceback, details)
+    params["_started_by"] = started_by
+    close = group_commit.Write(
+        (__name__, "event_finish", False, "started_by"),
+        lambda: _close_statement(False, started_by=True),
+        params,
+    )
+    return [close, *also]
+
+
+def _finish_params(
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    result: str,
+    traceback: str | None,
+    details: str | None,
+) -> tuple[dict[str, Any], list[group_commit.Write]]:
+    """The parameters of an event's close, and the action's mark on an error result."""
     now = utcnow()
     params = _lookup_params(instance_uuid, request_id)
     params["_event"] = event
@@ -659,15 +713,7 @@ async def record_event_finish(
             "_v_updated_at": now,
         }
         also.append(group_commit.Write((__name__, "mark_error"), _mark_error_statement, marking))
-    return await _record_event(
-        db,
-        instance_uuid,
-        request_id,
-        params,
-        ("event_finish", _close_statement),
-        placed_on_host,
-        *also,
-    )
+    return params, also
 
 
 async def events_get(conn: AsyncConnection, action_id: int) -> list[Row]:

@@ -20,16 +20,25 @@ from nubes.objects.instance import Instance
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.server import RPCServer
 from nubes.rpc.transport import IncomingMessage, Transport, get_transport
+from nubes.step_end import EventEnd
 from nubes.testing.cloud import Cloud, Host
 from tests.unit.db import factories
 
 
 class StepRecorder:
-    """Stands in for ConductorAPI.step_finished and remembers every report."""
+    """Stands in for ConductorAPI.step_finished and remembers every report.
 
-    def __init__(self) -> None:
+    ``events``: it takes a step's action event with the report, as a
+    conductor of RPC 1.5 does (False: as an older one, the host finishes it).
+    """
+
+    def __init__(self, *, events: bool = True) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.events = events
         self._changed = asyncio.Condition()
+
+    def reports_events(self) -> bool:
+        return self.events
 
     async def step_finished(
         self,
@@ -40,6 +49,7 @@ class StepRecorder:
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None:
         async with self._changed:
             self.reports.append(
@@ -50,6 +60,7 @@ class StepRecorder:
                     "ok": ok,
                     "error": error,
                     "details": details,
+                    "event": event,
                 }
             )
             self._changed.notify_all()

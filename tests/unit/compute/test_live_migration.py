@@ -21,6 +21,7 @@ from nubes.db.api import migrations as migrations_api
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.migration import Migration
+from nubes.step_end import EventEnd
 from nubes.testing.cloud import Cloud
 from tests.unit.compute.conftest import ComputeHarness, start_host
 
@@ -137,13 +138,20 @@ async def test_each_step_does_its_driver_work_and_reports_what_comes_next(
     cleaned = await _step(compute, "post_live_migration", ctxt, inst, migrate_data=migrate_data)
     assert cleaned["ok"] and inst.uuid not in compute.driver.instances
 
-    assert await _events(ctxt, inst) == [
-        ("compute_check_can_live_migrate_destination", "Success", "cmp2"),
-        ("compute_check_can_live_migrate_source", "Success", "cmp1"),
-        ("compute_pre_live_migration", "Success", "cmp2"),
-        ("compute_live_migration", "Success", "cmp1"),
-        ("compute_post_live_migration_at_destination", "Success", "cmp2"),
-        ("compute_post_live_migration", "Success", "cmp1"),
+    # Each host started its step's event; its end went with the step's report
+    # (the conductor writes it with the report: nubes/step_end.py).
+    names = [
+        ("compute_check_can_live_migrate_destination", "cmp2"),
+        ("compute_check_can_live_migrate_source", "cmp1"),
+        ("compute_pre_live_migration", "cmp2"),
+        ("compute_live_migration", "cmp1"),
+        ("compute_post_live_migration_at_destination", "cmp2"),
+        ("compute_post_live_migration", "cmp1"),
+    ]
+    assert await _events(ctxt, inst) == [(name, None, host) for name, host in names]
+    reports = (checked, source, prepared, copied, adopted, cleaned)
+    assert [r["event"] for r in reports] == [
+        EventEnd(event=name, result="Success") for name, _ in names
     ]
     # Move steps write no state: the conductor does (docs/moves.md).
     saved = await compute.reload(inst.uuid)
@@ -162,8 +170,12 @@ async def test_a_failing_check_reports_the_error_and_a_fault(
     assert not report["ok"] and "already on cmp2" in report["error"]
     assert report["details"] == {"exception": "Conflict"}
     assert await _events(ctxt, inst) == [
-        ("compute_check_can_live_migrate_destination", "Error", "cmp2")
+        ("compute_check_can_live_migrate_destination", None, "cmp2")
     ]
+    event = report["event"]
+    assert (event.event, event.result) == ("compute_check_can_live_migrate_destination", "Error")
+    assert event.details and "already on cmp2" in event.details
+    assert event.traceback and "Conflict" in event.traceback
     fault = (await compute.reload(inst.uuid)).fault
     assert fault is not None and fault.host == "cmp2"
 

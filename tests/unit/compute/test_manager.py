@@ -14,10 +14,10 @@ from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.states import PowerState, TaskState, VMState
 from nubes.rpc import dispatcher
 from nubes.rpc.client import RPCClient
-from nubes.step_end import InstanceEnd
+from nubes.step_end import EventEnd, InstanceEnd
 from nubes.step_key import StepKey
 from nubes.testing.cloud import Cloud
-from tests.unit.compute.conftest import ComputeHarness, NotificationSink
+from tests.unit.compute.conftest import ComputeHarness, NotificationSink, StepRecorder, start_host
 
 _tasks = itertools.count(1)
 
@@ -63,10 +63,12 @@ async def test_build_runs_the_instance_and_reports(compute: ComputeHarness, sink
     assert saved.power_state == PowerState.RUNNING
     assert saved.launched_at is not None and saved.launched_on == compute.name
     assert inst.uuid in compute.driver.instances
+    # The host started its event; the end goes with the report, for the
+    # conductor to write with it (nubes/step_end.py).
     (event,) = await _events(ctxt, inst)
-    assert event.event == "compute_build_and_run_instance"
-    assert event.result == "Success" and event.host == compute.name
-    assert event.start_time is not None and event.finish_time is not None
+    assert event.event == "compute_build_and_run_instance" and event.host == compute.name
+    assert event.start_time is not None and event.finish_time is None
+    assert report["event"] == EventEnd(event="compute_build_and_run_instance", result="Success")
     assert sink.event_types(inst.uuid) == [
         "instance.create.start",
         "instance.update",
@@ -97,8 +99,10 @@ async def test_failed_spawn_hands_the_instance_back(
     assert saved.fault is not None and "injected" in (saved.fault.message or "")
     assert saved.fault.host == compute.name
     assert compute.driver.instances == {}
-    (event,) = await _events(ctxt, inst)
-    assert event.result == "Error" and event.traceback
+    ended = report["event"]
+    assert ended.event == "compute_build_and_run_instance" and ended.result == "Error"
+    assert ended.traceback and "VirtDriverError" in ended.traceback
+    assert ended.details and "injected" in ended.details
     assert sink.event_types(inst.uuid)[-1] == "instance.create.error"
     error = sink.messages[-1]
     assert error["priority"] == "ERROR"
@@ -161,8 +165,34 @@ async def test_terminate_removes_the_guest_and_marks_deleted(
         "instance.update",
         "instance.delete.end",
     ]
+    assert report["event"] == EventEnd(event="compute_terminate_instance", result="Success")
+
+
+async def test_a_host_whose_conductors_are_older_finishes_its_event_itself(
+    cloud: Cloud, sink: NotificationSink
+):
+    """Conductors capped below RPC 1.5 take no event with a report: the host
+    then finishes it with its own call, as before, and reports without it."""
+    compute = await start_host(cloud, "cmp1", steps=StepRecorder(events=False))
+    ctxt = RequestContext()
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    await _action(ctxt, inst, "create")
+    task_id = next(_tasks)
+    await _build(compute, inst, ctxt, task_id)
+    (report,) = await compute.steps.wait(task_id)
+    assert report["ok"] and report["event"] is None
     (event,) = await _events(ctxt, inst)
-    assert event.event == "compute_terminate_instance" and event.result == "Success"
+    assert event.event == "compute_build_and_run_instance" and event.result == "Success"
+    assert event.finish_time is not None
+
+
+async def test_a_step_without_an_action_reports_no_event(compute: ComputeHarness):
+    """No action row (an internal operation): no event started, none to end."""
+    inst = await compute.instance(vm_state="building", task_state="scheduling")
+    task_id = next(_tasks)
+    await _build(compute, inst, RequestContext(), task_id)
+    (report,) = await compute.steps.wait(task_id)
+    assert report["ok"] and report["event"] is None
 
 
 async def test_stop_start_and_reboot(compute: ComputeHarness, sink: NotificationSink):

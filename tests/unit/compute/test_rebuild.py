@@ -11,6 +11,7 @@ from nubes.context import RequestContext
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.states import PowerState, TaskState, VMState
+from nubes.step_end import EventEnd
 from tests.unit.compute.conftest import ComputeHarness, NotificationSink
 
 _tasks = itertools.count(1000)
@@ -81,12 +82,13 @@ async def test_rebuild_in_place_replaces_the_guest(compute: ComputeHarness, sink
     # The conductor writes the state, not the host.
     saved = await compute.reload(inst.uuid)
     assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, TaskState.REBUILD_SPAWNING)
-    event = await _event(ctxt, inst)
+    event = await _event(ctxt, inst)  # started here; it ends with the report
     assert (event.event, event.result, event.host) == (
         "compute_rebuild_instance",
-        "Success",
+        None,
         compute.name,
     )
+    assert report["event"] == EventEnd(event="compute_rebuild_instance", result="Success")
     assert sink.event_types(inst.uuid) == ["instance.rebuild.start", "instance.rebuild.end"]
 
 
@@ -114,7 +116,7 @@ async def test_failed_rebuild_reports_with_a_fault_and_leaves_no_guest(
     saved = await compute.reload(inst.uuid)
     assert saved.fault is not None and "injected" in (saved.fault.message or "")
     assert (saved.vm_state, saved.task_state) == (VMState.ACTIVE, TaskState.REBUILD_SPAWNING)
-    assert (await _event(ctxt, inst)).result == "Error"
+    assert report["event"].result == "Error" and "injected" in report["event"].details
     assert sink.event_types(inst.uuid)[-1] == "instance.rebuild.error"
 
 

@@ -17,6 +17,7 @@ from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import conductor_tasks
+from nubes.step_end import EventEnd
 from nubes.testing.allinone import AllInOne
 from tests.unit.conductor.conftest import IMAGE, start_cloud
 
@@ -28,6 +29,7 @@ class LosesBuildReports:
 
     def __init__(self, real: StepReporter) -> None:
         self.real = real
+        self.reports_events = real.reports_events
         self.lost = 0
 
     async def step_finished(
@@ -39,12 +41,13 @@ class LosesBuildReports:
         ok: bool,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        event: EventEnd | None = None,
     ) -> None:
         if step == "spawn":
             self.lost += 1
             return
         await self.real.step_finished(
-            context, task_id, step, attempt, ok, error=error, details=details
+            context, task_id, step, attempt, ok, error=error, details=details, event=event
         )
 
 

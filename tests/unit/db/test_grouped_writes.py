@@ -256,6 +256,52 @@ async def test_event_and_action_end_write_the_same_either_way(db: Database, grou
     assert action["message"] == actions.ACTION_ERROR_MESSAGE
 
 
+async def test_a_reported_event_end_closes_only_the_hosts_open_event(db: Database) -> None:
+    """A step's reported event end (nubes/step_end.py), as the report's commit
+    runs it: the host's own open event only; no action, or nothing of that
+    host's open, writes nothing and is no error."""
+    inst = await _action(db, host="h1")
+    async with db.writer() as conn:
+        for event, host in (("compute_a", "h1"), ("compute_b", "h2"), ("compute_c", "h1")):
+            await actions.event_start(
+                conn, instance_uuid=inst["uuid"], request_id="req-1", event=event, host=host
+            )
+        await actions.event_finish(
+            conn,
+            instance_uuid=inst["uuid"],
+            request_id="req-1",
+            event="compute_c",
+            result=actions.RESULT_SUCCESS,
+        )
+
+    def ends(event: str, request_id: str = "req-1") -> list[group_commit.Write]:
+        return actions.reported_event_finish_writes(
+            instance_uuid=inst["uuid"],
+            request_id=request_id,
+            event=event,
+            result=actions.RESULT_ERROR,
+            started_by="h1",
+            traceback="tb",
+            details="boom",
+        )
+
+    # Another host's event, one ended already, one under no action: untouched.
+    for writes in (ends("compute_b"), ends("compute_c"), ends("compute_a", "req-none")):
+        await group_commit.commit(db, inst["uuid"], writes)
+    by_name = {e["event"]: e for e in await _events(db, inst["uuid"])}
+    assert by_name["compute_a"]["finish_time"] is None
+    assert by_name["compute_b"]["finish_time"] is None
+    assert by_name["compute_c"]["result"] == actions.RESULT_SUCCESS
+    await group_commit.commit(db, inst["uuid"], ends("compute_a"))
+    by_name = {e["event"]: e for e in await _events(db, inst["uuid"])}
+    ended = by_name["compute_a"]
+    assert (ended["result"], ended["traceback"], ended["details"]) == ("Error", "tb", "boom")
+    assert ended["finish_time"] is not None and ended["host"] == "h1"
+    async with db.reader() as conn:
+        action = await actions.action_get_by_request_id(conn, inst["uuid"], "req-1")
+    assert action["message"] == actions.ACTION_ERROR_MESSAGE
+
+
 async def test_a_required_write_that_misses_says_why_on_the_ordinary_path(db: Database) -> None:
     """A unit whose required write misses is undone and run again alone: its
     ``missed`` raises there, and nothing of the commit is written."""

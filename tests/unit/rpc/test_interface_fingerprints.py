@@ -87,7 +87,7 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.4",
+        "1.5",
         {
             "get_host_network": "d62f739b67a2",
             "get_network_peers": "4ec012cb8acb",
@@ -99,7 +99,7 @@ EXPECTED = {
             "object_backport_versions": "d806d74499b2",
             "object_class_action_versions": "fdb81889f398",
             "relay_notification": "14533e0b11a8",
-            "step_finished": "7ab5449f921a",
+            "step_finished": "dd4f4423e79b",
         },
     ),
     "scheduler": Interface(
