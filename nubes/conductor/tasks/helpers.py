@@ -13,6 +13,7 @@ from nubes.conductor.tasks.base import Run, Writes, steps
 from nubes.conductor.tasks.payloads import Outcome, TaskPayload
 from nubes.conductor.tasks.states import FIRST_STEP, TaskKind
 from nubes.context import RequestContext
+from nubes.db import group_commit
 from nubes.db.api import actions as actions_api
 from nubes.db.api import instances as instances_api
 from nubes.db.api import tasks as tasks_api
@@ -37,11 +38,12 @@ async def load_instance(run: Run, *, fresh: bool = False) -> dict[str, Any] | No
         row, run.fresh_instance = run.fresh_instance, None
         if row is not None:
             return dict(row)
-    try:
-        async with run.engine.db.reader() as conn:
-            return await instances_api.get_by_uuid(conn, run.instance_uuid)
-    except exception.InstanceNotFound:
-        return None
+    # Through the one grouped-read seam: a task reads its instance at each
+    # step's send and at its close (the reported end is checked against it),
+    # and a read of its own per read cost a transaction each on every build.
+    return await group_commit.fetch(
+        run.engine.db, run.instance_uuid, instances_api.get_read(run.instance_uuid)
+    )
 
 
 def instance_object(row: dict[str, Any]) -> Instance:
