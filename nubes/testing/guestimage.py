@@ -260,14 +260,17 @@ for a in "$@"; do
 done
 exec wget -q -O - "$url"
 """,
-    # `lsblk -lb --nodeps`: the whole disks, with TYPE in its own column.
+    # `lsblk -lb --nodeps`: the block devices, TYPE in its own column; as
+    # lsblk, without empty ones (-a shows those), cdroms as "rom".
     "bin/lsblk": """#!/bin/sh
 row() { printf '%-6s %7s %2s %14s %2s %-4s\\n' "$@"; }
 row NAME MAJ:MIN RM SIZE RO TYPE
 for d in /sys/block/*; do
   n=${d##*/}
-  case "$n" in loop*|ram*) continue;; esac
-  row "$n" "$(cat $d/dev)" "$(cat $d/removable)" $(($(cat $d/size) * 512)) "$(cat $d/ro)" disk
+  size=$(($(cat $d/size) * 512))
+  [ "$size" -gt 0 ] || continue
+  case "$n" in loop*|ram*) continue;; sr*) type=rom;; *) type=disk;; esac
+  row "$n" "$(cat $d/dev)" "$(cat $d/removable)" "$size" "$(cat $d/ro)" "$type"
 done
 """,
 }

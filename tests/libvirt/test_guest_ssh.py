@@ -10,15 +10,15 @@ metadata through ``curl``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from nubes.api import keypairs
+from nubes.api import images, keypairs
 from nubes.api.allinone import register_guest_images
-from nubes.api import images
 from nubes.network import ports
 from nubes.network.resources import NetworkService
 from nubes.testing import guestimage
@@ -37,7 +37,9 @@ COMMANDS = (
 )
 
 
-def _ssh(lab: Namespaces, ns: str, key: Path, address: str, command: str, password: bool = False):
+def _ssh(
+    lab: Namespaces, ns: str, key: Path, address: str, command: str
+) -> subprocess.CompletedProcess[str]:
     options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
     options += ["-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-i", str(key)]
     return lab.run(ns, "ssh", *options, f"{guestimage.SSH_USER}@{address}", command, check=False)
@@ -53,9 +55,7 @@ async def test_the_ssh_guest_lets_its_key_pair_in(
         assert db is not None
         ctxt = context()
         conf = real._conf()
-        image_id = await register_guest_images(
-            db, conf, ctxt, real.image_dir, 1 << 30, ssh=True
-        )
+        image_id = await register_guest_images(db, conf, ctxt, real.image_dir, 1 << 30, ssh=True)
         image = await images.get_active_image(db, ctxt, image_id)
         assert image["properties"]["os_command_line"] == guestimage.SSH_CMDLINE
         service = NetworkService(db, conf)
@@ -89,7 +89,9 @@ async def test_the_ssh_guest_lets_its_key_pair_in(
 
         done: subprocess.CompletedProcess[str] | None = None
         for _ in range(30):  # dropbear makes its host key at the first connection
-            done = _ssh(lab, host.netns, key_file, fixed, " ; echo @@ ; ".join(COMMANDS))
+            done = await asyncio.to_thread(
+                _ssh, lab, host.netns, key_file, fixed, " ; echo @@ ; ".join(COMMANDS)
+            )
             if done.returncode == 0:
                 break
         assert done is not None and done.returncode == 0, done and done.stderr
@@ -104,8 +106,10 @@ async def test_the_ssh_guest_lets_its_key_pair_in(
 
         # Someone else's key is refused.
         other = tmp_path / "other.pem"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-        assert _ssh(lab, host.netns, other, fixed, "true").returncode != 0
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)]
+        await asyncio.to_thread(subprocess.run, keygen, check=True)
+        refused = await asyncio.to_thread(_ssh, lab, host.netns, other, fixed, "true")
+        assert refused.returncode != 0
     finally:
         lab.cleanup()
         await real.stop()
