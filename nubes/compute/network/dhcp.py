@@ -8,8 +8,9 @@ options are the subnet's: router, DNS servers, host routes, and the
 network's MTU. A change of the files is a SIGHUP (dnsmasq re-reads its
 hosts and options files), except when a host line went: dnsmasq keeps the
 lease of a port gone and refuses its address to the next port (addresses
-are reused), so it is restarted without the leases of ports gone; a network gone is a SIGTERM to the PID its pid
-file names, once the command line confirms it is ours.
+are reused), so it is restarted without the leases of ports gone; a
+network gone is a SIGTERM to the PID its pid file names, once the command
+line confirms it is ours.
 
 Files live in ``<state_dir>/<network id>/``; dnsmasq drops to its own
 user after start, so they are world-readable (they hold nothing a guest on
@@ -130,9 +131,13 @@ class DhcpServers:
             os.kill(pid, signal.SIGHUP)
 
     async def _stop(self, pid: int) -> None:
+        """SIGTERM to dnsmasq (ours: see :meth:`_pid`), and its end awaited, so
+        the lease file is written and the bridge's DHCP port free again."""
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
-            if not Path(f"/proc/{pid}").exists():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
                 return
             await asyncio.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
