@@ -78,36 +78,48 @@ def print_usage(conf: cfg.ConfigOpts, state_dir: Path) -> None:
 
 #: The image ``all-in-one --virt libvirt`` registers: a real guest that boots.
 GUEST_IMAGE_NAME = "nubes-guest"
+#: Its variant with an ssh server (``--ssh-guest``), which Tempest's validation logs into.
+SSH_GUEST_IMAGE_NAME = "nubes-guest-ssh"
 
 
 async def _upload_file(path: Path) -> AsyncIterator[bytes]:
     yield await asyncio.to_thread(path.read_bytes)
 
 
-async def add_guest_image(conf: cfg.ConfigOpts) -> str:
+async def add_guest_image(conf: cfg.ConfigOpts, *, ssh: bool = False) -> str:
     """Register the test guest (busybox on the machine's cloud kernel, see
     :mod:`nubes.testing.guestimage`) as public images, once: its kernel, its
-    initramfs, and ``nubes-guest`` booting them. Returns ``nubes-guest``'s id."""
+    initramfs, and ``nubes-guest`` booting them. Returns ``nubes-guest``'s id.
+    ``ssh``: its ssh variant instead, ``nubes-guest-ssh``."""
     db = engine.get_database()
     async with db.reader() as conn:
         admin = await identity.project_get(conn, "admin")
     ctxt = RequestContext(project_id=admin["id"], roles=["admin"])
-    found = await images.list_images(db, ctxt, filters={"name": GUEST_IMAGE_NAME})
+    name = SSH_GUEST_IMAGE_NAME if ssh else GUEST_IMAGE_NAME
+    found = await images.list_images(db, ctxt, filters={"name": name})
     if found:
         return str(found[0]["id"])
     image_dir = Path(conf.api.image_dir or Path(conf.state_path) / "images")
-    return await register_guest_images(db, conf, ctxt, image_dir, conf.api.image_size_cap)
+    return await register_guest_images(db, conf, ctxt, image_dir, conf.api.image_size_cap, ssh=ssh)
 
 
 async def register_guest_images(
-    db: Database, conf: cfg.ConfigOpts, ctxt: RequestContext, image_dir: Path, size_cap: int
+    db: Database,
+    conf: cfg.ConfigOpts,
+    ctxt: RequestContext,
+    image_dir: Path,
+    size_cap: int,
+    *,
+    ssh: bool = False,
 ) -> str:
     """Build (or take from the cache) the test guest and upload it as public
     images through the image API's logic: kernel, initramfs, and
-    ``nubes-guest`` booting them by ``kernel_id``/``ramdisk_id``; its id."""
+    ``nubes-guest`` booting them by ``kernel_id``/``ramdisk_id``; its id.
+    ``ssh``: the ssh variant, ``nubes-guest-ssh``, booting with
+    ``nubes.ssh=1`` on its kernel command line (``os_command_line``)."""
     from nubes.testing import guestimage
 
-    guest = await asyncio.to_thread(guestimage.build)
+    guest = await asyncio.to_thread(guestimage.build, ssh=ssh)
 
     async def add(name: str, disk_format: str, path: Path, **properties: str) -> str:
         image = await images.create_image(
@@ -133,6 +145,8 @@ async def register_guest_images(
         )
         return str(image["id"])
 
-    kernel = await add(f"{GUEST_IMAGE_NAME}-kernel", "aki", guest.kernel)
-    ramdisk = await add(f"{GUEST_IMAGE_NAME}-initramfs", "ari", guest.initramfs)
-    return await add(GUEST_IMAGE_NAME, "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk)
+    name = SSH_GUEST_IMAGE_NAME if ssh else GUEST_IMAGE_NAME
+    boot = {"os_command_line": guestimage.SSH_CMDLINE} if ssh else {}
+    kernel = await add(f"{name}-kernel", "aki", guest.kernel)
+    ramdisk = await add(f"{name}-initramfs", "ari", guest.initramfs)
+    return await add(name, "raw", guest.disk, kernel_id=kernel, ramdisk_id=ramdisk, **boot)

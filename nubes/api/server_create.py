@@ -8,6 +8,7 @@ instance, all written under the project's quota lock, then one kick.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -149,8 +150,8 @@ class ServerCreation:
                         "user_id": ctxt.user_id,
                         "display_name": (display := name if count == 1 else f"{name}-{index + 1}"),
                         "display_description": description,
-                        # 2.90: a hostname given (one server only) instead of the name.
-                        "hostname": hostname or display,
+                        # 2.90: a hostname given (one server only) instead of the name's.
+                        "hostname": hostname or sanitize_hostname(display),
                         "reservation_id": reservation,
                         "launch_index": index,
                         "key_name": key_name,
@@ -204,3 +205,18 @@ class ServerCreation:
             raise exception.InvalidSchedulerHint(
                 hint="group", reason=f"server group {group_uuid} could not be found"
             )
+
+
+#: Longest hostname a guest takes (a DNS label).
+_HOSTNAME_MAX = 63
+
+
+def sanitize_hostname(name: str) -> str:
+    """A server's hostname from its name, as Nova makes it: lower case, spaces,
+    underscores and dots as dashes, only letters, digits and dashes kept, at most
+    63 characters, no dash at either end ("server" if nothing is left). Guests
+    set this as their hostname (the metadata service's ``hostname``), and
+    Tempest checks the guest's against the name lowered."""
+    hostname = re.sub(r"[ _.]", "-", name[:_HOSTNAME_MAX].lower())
+    hostname = re.sub(r"[^a-z0-9-]+", "", hostname).strip("-")
+    return hostname or "server"

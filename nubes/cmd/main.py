@@ -235,6 +235,7 @@ async def _libvirt_hosts(
     from nubes.compute.launcher import libvirt_options
     from nubes.compute.virt import load_driver
     from nubes.compute.virt.libvirt.driver import usable_virt_type
+    from nubes.testing import guestimage
 
     count = args.libvirt_hosts
     conf.set_default("virt_type", usable_virt_type(), group="libvirt")
@@ -244,6 +245,13 @@ async def _libvirt_hosts(
     if not conf.image_grant_secret:
         conf.set_override("image_grant_secret", secrets.token_urlsafe(32))
     image = await api_aio.add_guest_image(conf)
+    if args.ssh_guest:
+        ssh_image = await api_aio.add_guest_image(conf, ssh=True)
+        print(
+            f"nubes all-in-one: image {api_aio.SSH_GUEST_IMAGE_NAME} ({ssh_image}) lets "
+            f"{guestimage.SSH_USER} in by ssh with the server's key pair",
+            flush=True,
+        )
     private: list[Any] = []
     for i in range(count):
         name = host if count == 1 else f"{host}-lv{i}"
@@ -370,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         "on a libvirtd of its own listening on 127.0.13.<n>, so guests can migrate",
     )
     aio.add_argument(
+        "--ssh-guest",
+        action="store_true",
+        help="with --virt libvirt: also register nubes-guest-ssh, the test guest with an "
+        "ssh server (Debian's dropbear-bin) that Tempest's guest validation logs into",
+    )
+    aio.add_argument(
         "--private-libvirtd",
         action="store_true",
         help="with --virt libvirt: start a libvirtd of its own (root; its guests end "
@@ -400,6 +414,9 @@ def main(
             "--private-libvirtd (one libvirtd per host)",
             file=sys.stderr,
         )
+        return common.EXIT_CONFIG_ERROR
+    if args.command == "all-in-one" and args.ssh_guest and args.virt != "libvirt":
+        print("nubes: --ssh-guest needs --virt libvirt (real guests)", file=sys.stderr)
         return common.EXIT_CONFIG_ERROR
     if args.command == "all-in-one":
         state_dir = Path(args.state_dir).resolve()

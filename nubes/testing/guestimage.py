@@ -65,6 +65,17 @@ DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
 TICK_MARKER = "NUBES-GUEST tick"
 POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
 POWEROFF_MARKER = "NUBES-GUEST poweroff"
+#: ``<marker> <hostname> key yes``: the ssh variant's server listens (``key``
+#: empty when the metadata service gave no public key).
+SSH_MARKER = "NUBES-GUEST ssh up"
+#: The user the ssh variant lets in (an alias of root, as Tempest expects
+#: ``sudo`` to work) with the metadata service's key or this password.
+SSH_USER = "cirros"
+SSH_PASSWORD = "gocubsgo"
+#: The kernel command line the ssh variant's image boots with.
+SSH_CMDLINE = "console=ttyS0 nubes.dhcp=1 nubes.ssh=1"
+#: Debian packages the ssh variant is made of beyond the plain guest's.
+SSH_PACKAGES = ("dropbear-bin",)
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin
@@ -108,6 +119,47 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
 fi
 md=http://169.254.169.254
 get() { timeout 5 wget -q -O - "$md/$1" 2>/dev/null | tr -d '\n'; }
+if grep -q 'nubes[.]ssh=1' /proc/cmdline; then
+  if [ -x /bin/dropbear ]; then
+    # Its disks for lsblk, a pty for interactive logins.
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \\
+        virtio_blk; do
+      insmod /lib/$m.ko 2>/dev/null
+    done
+    mkdir -p /dev/pts /etc/dropbear /root /home/@SSH_USER@/.ssh /var/log
+    mount -t devpts devpts /dev/pts
+    # The login user is root's alias (uid 0): Tempest runs `sudo CMD`, which
+    # the /bin/sudo shim runs as is.
+    echo "root:x:0:0:root:/root:/bin/sh" > /etc/passwd
+    echo "@SSH_USER@:x:0:0:@SSH_USER@:/home/@SSH_USER@:/bin/sh" >> /etc/passwd
+    echo "root:x:0:" > /etc/group
+    hash=$(mkpasswd -m sha512 '@SSH_PASSWORD@')
+    echo "root:*:19000:0:99999:7:::" > /etc/shadow
+    echo "@SSH_USER@:$hash:19000:0:99999:7:::" >> /etc/shadow
+    chmod 600 /etc/shadow
+    echo /bin/sh > /etc/shells
+    # The key and the hostname from the metadata service; under TCG the
+    # host's proxy may take a while to answer the first boot's request.
+    for i in $(seq 1 60); do
+      doc=$(get openstack/latest/meta_data.json)
+      [ -n "$doc" ] && break
+      sleep 2
+    done
+    name=$(echo "$doc" | sed -n 's/.*"hostname": *"\\([^"]*\\)".*/\\1/p')
+    [ -n "$name" ] && hostname "$name"
+    key=$(get latest/meta-data/public-keys/0/openssh-key)
+    echo "$key" > /home/@SSH_USER@/.ssh/authorized_keys
+    chmod 700 /home/@SSH_USER@/.ssh; chmod 600 /home/@SSH_USER@/.ssh/authorized_keys
+    # -R: host keys made at the first connection (key and password logins).
+    if dropbear -R -p 22 -P /tmp/dropbear.pid; then
+      echo "NUBES-GUEST ssh up ${name:-nohostname} key ${key:+yes}"
+    else
+      echo "NUBES-GUEST ssh failed"
+    fi
+  else
+    echo "NUBES-GUEST ssh none"
+  fi
+fi
 if grep -q 'nubes[.]metadata=1' /proc/cmdline; then
   # The host's proxy listens once its agent has synced the network: a few tries.
   for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -193,6 +245,36 @@ while :; do
 done
 """
 
+#: What Tempest's RemoteClient runs that busybox lacks, as small scripts.
+_SSH_SHIMS = {
+    # The login user is root already: run the command, dropping sudo's options.
+    "bin/sudo": """#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+exec "$@"
+""",
+    # `curl URL` (and `curl -V`, which Tempest asks first) through busybox wget.
+    "bin/curl": """#!/bin/sh
+url=
+for a in "$@"; do
+  case "$a" in -V|--version) echo "curl 0 (busybox wget)"; exit 0;; -*) ;; *) url=$a;; esac
+done
+exec wget -q -O - "$url"
+""",
+    # `lsblk -lb --nodeps`: the block devices, TYPE in its own column; as
+    # lsblk, without empty ones (-a shows those), cdroms as "rom".
+    "bin/lsblk": """#!/bin/sh
+row() { printf '%-6s %7s %2s %14s %2s %-4s\\n' "$@"; }
+row NAME MAJ:MIN RM SIZE RO TYPE
+for d in /sys/block/*; do
+  n=${d##*/}
+  size=$(($(cat $d/size) * 512))
+  [ "$size" -gt 0 ] || continue
+  case "$n" in loop*|ram*) continue;; sr*) type=rom;; *) type=disk;; esac
+  row "$n" "$(cat $d/dev)" "$(cat $d/removable)" "$size" "$(cat $d/ro)" "$type"
+done
+""",
+}
+
 _MODULES = (
     "drivers/input/evdev.ko",
     "drivers/acpi/button.ko",
@@ -253,8 +335,12 @@ def _is_static(path: Path) -> bool:
         return b"/lib64/ld-linux" not in f.read(1 << 12)
 
 
-def _digest(*paths: Path) -> str:
-    digest = hashlib.sha256(_INIT.encode())
+def _init_script() -> str:
+    return _INIT.replace("@SSH_USER@", SSH_USER).replace("@SSH_PASSWORD@", SSH_PASSWORD)
+
+
+def _digest(*paths: Path, extra: str = "") -> str:
+    digest = hashlib.sha256((_init_script() + extra).encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -273,16 +359,54 @@ def newc_archive(files: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def build(cache: Path | None = None) -> GuestImage:
-    """The test guest's kernel, initramfs and disk, built once and cached."""
+def _dropbear() -> list[tuple[str, int, bytes]]:
+    """Debian's dropbear server and the shared libraries it loads (with the
+    dynamic loader, at the paths it was linked against), as initramfs entries."""
+    server = Path("/usr/sbin/dropbear")
+    if not server.exists():
+        raise exception.ConfigError(
+            reason="no dropbear for the ssh guest: apt-get install " + " ".join(SSH_PACKAGES)
+        )
+    linked = subprocess.run(["ldd", str(server)], check=True, capture_output=True, text=True)
+    libraries = []
+    for line in linked.stdout.splitlines():
+        # "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux... (0x...)"
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            libraries.append(path.lstrip("/"))
+    directories = sorted({str(Path(lib).parent) for lib in libraries})
+    entries: list[tuple[str, int, bytes]] = []
+    for directory in directories:
+        parts = Path(directory).parts
+        entries += [("/".join(parts[: i + 1]), 0o040755, b"") for i in range(len(parts))]
+    # Several libraries share a directory: each directory entry once, parents first.
+    entries = [e for e in dict.fromkeys(entries) if e[0] not in ("bin", "lib")]
+    entries += [(lib, 0o100755, Path("/", lib).read_bytes()) for lib in libraries]
+    entries.append(("bin/dropbear", 0o100755, server.read_bytes()))
+    entries += [(name, 0o100755, text.encode()) for name, text in _SSH_SHIMS.items()]
+    return entries
+
+
+def build(cache: Path | None = None, *, ssh: bool = False) -> GuestImage:
+    """The test guest's kernel, initramfs and disk, built once and cached.
+
+    ``ssh``: the variant Tempest's guest validation logs into, which also
+    holds an ssh server (Debian's dropbear with its libraries) and the
+    commands Tempest's RemoteClient runs beyond busybox's (``sudo``,
+    ``curl``, ``lsblk`` shims); it starts them when booted with
+    ``nubes.ssh=1`` (:data:`SSH_CMDLINE`)."""
     kernel = _kernel()
     busybox = _busybox()
     version = kernel.name.removeprefix("vmlinuz-")
     modules = [Path("/lib/modules", version, "kernel", m) for m in _MODULES]
-    directory = (cache or _cache_dir()) / _digest(kernel, busybox, *modules)
+    extra = [Path("/usr/sbin/dropbear")] if ssh else []
+    shims = "".join(_SSH_SHIMS.values()) if ssh else ""
+    digest = _digest(kernel, busybox, *modules, *extra, extra=shims)
+    directory = (cache or _cache_dir()) / (f"ssh-{digest}" if ssh else digest)
     image = GuestImage(directory / "vmlinuz", directory / "initramfs.gz", directory / "disk.raw")
     if image.kernel.exists() and image.initramfs.exists() and image.disk.exists():
         return image
+    ssh_entries = _dropbear() if ssh else []
     directory.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=directory.parent))
     try:
@@ -290,11 +414,12 @@ def build(cache: Path | None = None) -> GuestImage:
             ("bin", 0o040755, b""),
             ("lib", 0o040755, b""),
             ("bin/busybox", 0o100755, busybox.read_bytes()),
-            ("init", 0o100755, _INIT.encode()),
+            ("init", 0o100755, _init_script().encode()),
         ]
         for module in modules:
             if module.exists():  # without them the guest ignores the power button
                 entries.append((f"lib/{module.name}", 0o100644, module.read_bytes()))
+        entries += ssh_entries
         (work / "initramfs.gz").write_bytes(gzip.compress(newc_archive(entries), compresslevel=6))
         shutil.copyfile(kernel, work / "vmlinuz")
         with open(work / "disk.raw", "wb") as f:

@@ -65,6 +65,8 @@ DEBIAN_PACKAGES = (
     "gcc",
     "python3-dev",
     "busybox-static",
+    # The test guest's ssh variant (guestimage.build(ssh=True)).
+    "dropbear-bin",
     "linux-image-cloud-amd64",
     "cpio",
     # The disk image that boots through its own bootloader (guestimage.build_bootable).

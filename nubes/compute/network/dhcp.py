@@ -6,8 +6,11 @@ serves from that address) gets a dnsmasq bound to its bridge, with one
 answers nobody else (and the firewall keeps DHCP off the tunnels). The
 options are the subnet's: router, DNS servers, host routes, and the
 network's MTU. A change of the files is a SIGHUP (dnsmasq re-reads its
-hosts and options files); a network gone is a SIGTERM to the PID its pid
-file names, once the command line confirms it is ours.
+hosts and options files), except when a host line went: dnsmasq keeps the
+lease of a port gone and refuses its address to the next port (addresses
+are reused), so it is restarted without the leases of ports gone; a
+network gone is a SIGTERM to the PID its pid file names, once the command
+line confirms it is ours.
 
 Files live in ``<state_dir>/<network id>/``; dnsmasq drops to its own
 user after start, so they are world-readable (they hold nothing a guest on
@@ -60,6 +63,21 @@ def option_lines(network: hostnet.Network) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
+def _prune_leases(directory: Path) -> None:
+    """Keep only the leases of ``directory``'s host lines (MAC and address)."""
+    leases = directory / "leases"
+    if not leases.exists():
+        return
+    hosts = {tuple(line.split(",")) for line in (directory / "hosts").read_text().splitlines()}
+    # A lease line: expiry, MAC, address, hostname, client id.
+    kept = [
+        line
+        for line in leases.read_text().splitlines()
+        if len(fields := line.split()) >= 3 and (fields[1].lower(), fields[2]) in hosts
+    ]
+    leases.write_text("".join(f"{line}\n" for line in kept))
+
+
 class DhcpServers:
     """The dnsmasq processes of this host, one per served network."""
 
@@ -89,6 +107,8 @@ class DhcpServers:
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         for path in (self.state_dir, directory):
             os.chmod(path, 0o755)
+        hosts = directory / "hosts"
+        before = set(hosts.read_text().splitlines()) if hosts.exists() else set()
         changed = False
         for name, text in (("hosts", host_lines(network, ports)), ("opts", option_lines(network))):
             path = directory / name
@@ -97,10 +117,30 @@ class DhcpServers:
                 path.chmod(0o644)
                 changed = True
         pid = self._pid(network.id)
+        if pid is not None and before - set(hosts.read_text().splitlines()):
+            # A port gone keeps its lease in dnsmasq, which then refuses its
+            # address to the next port given it (IPAM reuses freed addresses):
+            # leases are read at start only, so stop it, drop the leases no
+            # host line holds, and start it again.
+            await self._stop(pid)
+            await asyncio.to_thread(_prune_leases, directory)
+            pid = None
         if pid is None:
             await self._start(network, served)
         elif changed:
             os.kill(pid, signal.SIGHUP)
+
+    async def _stop(self, pid: int) -> None:
+        """SIGTERM to dnsmasq (ours: see :meth:`_pid`), and its end awaited, so
+        the lease file is written and the bridge's DHCP port free again."""
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
     async def _start(self, network: hostnet.Network, served: list[hostnet.Subnet]) -> None:
         directory = self._dir(network.id)

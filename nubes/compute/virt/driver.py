@@ -43,10 +43,14 @@ ProgressCallback = Callable[[int], Awaitable[None]]
 
 def console_tail(output: str, length: int | None) -> str:
     """The last ``length`` lines of a console log; all of it when ``length``
-    is None or not positive (Nova's ``os-getConsoleOutput`` treats 0 as -1)."""
+    is None or not positive (Nova's ``os-getConsoleOutput`` treats 0 as -1).
+    Lines are what lies between newlines, as Nova's tail counts them: a log
+    ending in a newline (a real guest's) ends in an empty piece, so its tail
+    of N holds N-1 lines and the newline, and splits into N pieces again
+    (Tempest's console output check counts them so)."""
     if length is None or length <= 0:
         return output
-    return "".join(output.splitlines(keepends=True)[-length:])
+    return "\n".join(output.split("\n")[-length:])
 
 
 @dataclasses.dataclass(slots=True)

@@ -478,8 +478,15 @@ async def test_hostname_from_2_90_and_fqdn_from_2_94(cloud: ApiHarness) -> None:
         assert "hostname" in _message(r)
         uuid = (await create(c, cloud, networks="none", name="My Server"))["id"]
         assert "OS-EXT-SRV-ATTR:hostname" not in (await c.get(f"{URL}/{uuid}")).json()["server"]
+        fqdn = (await create(c, cloud, networks="none", name="-Guest_1.domain.com!"))["id"]
     await make_active(cloud, uuid)
     async with await login(cloud, "demo", "2.90") as c:
+        # Without a hostname, Nova's sanitized name: what the guest sets and
+        # Tempest compares with the name lowered.
+        shown = (await c.get(f"{URL}/{uuid}")).json()["server"]
+        assert shown["OS-EXT-SRV-ATTR:hostname"] == "my-server"
+        shown = (await c.get(f"{URL}/{fqdn}")).json()["server"]
+        assert shown["OS-EXT-SRV-ATTR:hostname"] == "guest-1-domain-com"
         made = await create(c, cloud, networks="none", hostname="web-1")
         shown = (await c.get(f"{URL}/{made['id']}")).json()["server"]
         assert shown["OS-EXT-SRV-ATTR:hostname"] == "web-1" and shown["name"] == "vm"

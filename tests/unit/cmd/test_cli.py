@@ -78,3 +78,11 @@ def test_workers_over_one_on_the_memory_bus_is_refused(tmp_path, capsys):
     path.write_text("[DEFAULT]\ntransport_url = memory://\n[scheduler]\nworkers = 3\n")
     assert main_cmd.main(["--config-file", str(path), "scheduler"]) == 2
     assert "[scheduler] workers = 3 needs a bus the processes share" in capsys.readouterr().err
+
+
+def test_the_ssh_guest_needs_real_guests(tmp_path, capsys):
+    # An image only libvirt hosts boot: asked with the fake driver, refused
+    # rather than registered for nothing.
+    argv = ["all-in-one", "--state-dir", str(tmp_path), "--ssh-guest"]
+    assert main_cmd.main(argv) == 2
+    assert "--ssh-guest needs --virt libvirt" in capsys.readouterr().err

@@ -67,6 +67,9 @@ async def test_the_fake_console_log_tells_the_guests_life_and_is_tailed_by_lines
     assert len(console_tail(log, 3).split("\n")) == 3
     assert console_tail(log, None) == console_tail(log, 0) == log
     assert console_tail(log, 99) == log
+    # A real guest's log ends in a newline: still three pieces (Nova's tail).
+    assert console_tail("a\r\nb\r\nc\r\n", 3) == "b\r\nc\r\n"
+    assert len(console_tail(log + "\n", 3).split("\n")) == 3
 
 
 async def test_live_migration_fails_halfway_when_told():
