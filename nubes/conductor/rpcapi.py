@@ -169,29 +169,19 @@ class ConductorAPI:
         ``event``: the end of the action event the step started (1.5; only
         sent when :meth:`reports_events`), written with the report.
         """
+        fields: dict[str, Any] = {
+            "task_id": task_id,
+            "step": step,
+            "attempt": attempt,
+            "ok": ok,
+            "error": error,
+            "details": details,
+        }
+        client = self.client
         if event is not None:
-            await self.client.prepare(version=STEP_EVENT_VERSION).cast(
-                context,
-                "step_finished",
-                task_id=task_id,
-                step=step,
-                attempt=attempt,
-                ok=ok,
-                error=error,
-                details=details,
-                event=event,
-            )
-            return
-        await self.client.cast(
-            context,
-            "step_finished",
-            task_id=task_id,
-            step=step,
-            attempt=attempt,
-            ok=ok,
-            error=error,
-            details=details,
-        )
+            client = client.prepare(version=STEP_EVENT_VERSION)
+            fields["event"] = event
+        await client.cast(context, "step_finished", **fields)
 
     def reports_events(self) -> bool:
         """Whether the conductors take a step's action event with its report
