@@ -10,16 +10,15 @@ gateway), another the guest on a veth into it, asking with busybox udhcpc.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nubes import hostnet
 from nubes.compute.network import dhcp, names
 from nubes.compute.network.linux import Commands
-from nubes.testing.netlab import Namespaces, missing
+from nubes.testing.netlab import Namespaces
+from tests.integration import test_dataplane_netns as dataplane
 from tests.integration.test_dataplane_netns import UDHCPC_SCRIPT
 
 pytestmark = pytest.mark.dataplane
@@ -42,18 +41,8 @@ def _port(mac: str) -> hostnet.Port:
     )
 
 
-@pytest.fixture
-def spaces() -> Any:
-    why = missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI requires the data plane tools: {why}")
-        pytest.skip(why)
-    made = Namespaces()
-    try:
-        yield made
-    finally:
-        made.cleanup()
+#: The data-plane tests' namespaces fixture (skips, or fails under CI, without the tools).
+spaces = dataplane.spaces
 
 
 @pytest.mark.timeout(60)
