@@ -57,7 +57,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,14 +75,40 @@ MACHINE_IDLE = 0.1
 BATCHES_IN_FLIGHT = 4
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far ((0, 0) when it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return 0.0
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
+    return sum(cpu_times(pid))
+
+
+def broker_pids() -> list[int]:
+    """RabbitMQ's Erlang VM (``beam.smp``), the broker every run on this machine shares."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    pids.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+async def backend_pids(cloud: ProcessCloud) -> list[int]:
+    """The PostgreSQL server processes serving the run's database (its clients' connections)."""
+    assert cloud.db is not None
+    query = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    async with cloud.db.reader() as conn:
+        return [int(pid) for pid in (await conn.execute(query)).scalars()]
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -163,6 +189,11 @@ class Run:
     #: The machine's busy and idle CPU seconds over the run (every process, every core).
     machine_busy: float = 0.0
     machine_idle: float = 0.0
+    #: Service -> system (kernel) CPU seconds, a part of ``cpu``: socket reads and writes.
+    system: dict[str, float] = field(default_factory=dict)
+    #: The servers' CPU seconds over the run: PostgreSQL's processes serving the
+    #: run's database, and the broker (shared by whatever else runs here).
+    servers_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -347,13 +378,27 @@ def _where(frame: str) -> str:
     return "/".join(parts[-2:]) if parts else inside
 
 
-def report(run: Run, procs: dict[str, list[Proc]]) -> None:
-    parts = []
-    for name, cpu in run.cpu.items():
-        parts.append(f"{name} {1000 * cpu / run.servers:.1f}")
+def report(run: Run, procs: dict[str, list[Proc]], cores: int) -> None:
+    def ms(seconds: float) -> float:
+        return 1000 * seconds / run.servers
+
+    parts = [
+        f"{name} {ms(cpu):.1f} (sys {ms(run.system.get(name, 0.0)):.1f})"
+        for name, cpu in run.cpu.items()
+    ]
+    servers = [f"{name} {ms(cpu):.1f}" for name, cpu in run.servers_cpu.items()]
+    total = sum(run.cpu.values()) + sum(run.servers_cpu.values())
     print(
         f"{run.shape:<26} {run.way:<8} {run.servers:>5} servers {run.rate:7.1f} servers/s  "
         f"CPU ms/server: {', '.join(parts)}; {verdict(run, procs)}",
+        flush=True,
+    )
+    # What the machine could do if this run had it to itself: the load of
+    # other work on a shared machine changes servers/s, hardly CPU per server.
+    print(
+        f"    servers' CPU ms/server: {', '.join(servers)} (the broker's includes whatever "
+        f"else uses it); all of it {ms(total):.1f} ms/server, so at most "
+        f"{cores * run.servers / total if total else 0.0:.0f} servers/s on {cores} cores",
         flush=True,
     )
 
@@ -432,6 +477,8 @@ async def main(args: argparse.Namespace) -> int:
 
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
+    broker = broker_pids()
+    cores = os.cpu_count() or 1
     bench_name = "bench client"
     profiler = Profiler(Path(args.profile)) if args.profile else None
     try:
@@ -482,6 +529,9 @@ async def main(args: argparse.Namespace) -> int:
                     await profiler.start(label, procs)
                 counted = await asyncio.to_thread(scrape_all, metrics_ports)
                 before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+                system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
+                backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
+                broker0 = sum(cpu_seconds(pid) for pid in broker)
                 mine = time.process_time()
                 busy0, idle0 = machine_cpu()
                 seconds = await boot(
@@ -497,11 +547,25 @@ async def main(args: argparse.Namespace) -> int:
                     n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()
                 }
                 cpu[bench_name] = time.process_time() - mine
+                system = {
+                    n: sum(cpu_times(p.pid)[1] for p in ps) - system0[n] for n, ps in procs.items()
+                }
                 busy1, idle1 = machine_cpu()
-                run = Run(shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0)
+                # A backend that started during the run counts from 0.
+                servers_cpu = {
+                    "postgres": sum(
+                        cpu_seconds(pid) - backends0.get(pid, 0.0)
+                        for pid in await backend_pids(cloud)
+                    ),
+                    "rabbitmq": sum(cpu_seconds(pid) for pid in broker) - broker0,
+                }
+                run = Run(
+                    shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0,
+                    system, servers_cpu,
+                )  # fmt: skip
                 runs.append(run)
                 after = await asyncio.to_thread(scrape_all, metrics_ports)
-                report(run, procs)
+                report(run, procs, cores)
                 report_counts({n: difference(after[n], counted[n]) for n in after}, args.servers)
                 if profiler is not None:
                     for name, files in (await profiler.stop()).items():
