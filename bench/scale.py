@@ -17,7 +17,11 @@ twice, from this process through the REST API as the demo user:
 With ``--profile DIR`` each service process is sampled by py-spy (from
 PyPI) over every run, and the functions where each service spends its CPU
 (own time, and cumulative time in nubes code) are printed after the run's
-line; the raw stacks stay in ``DIR``.
+line; the raw stacks stay in ``DIR``. On a loaded machine read them with
+care: a process that is runnable but waiting for a core is sampled where it
+stands, so a socket write that woke another process (``StreamWriter.write``,
+asyncpg's execute) or the event loop's return from its poll
+(``Runner.run``) collects samples that are not CPU time.
 
 Every service process serves ``/metrics`` on a port of its own, read before
 and after each run: the bench prints, per server booted and per service, the
@@ -29,8 +33,13 @@ directly (nubes/db/group_commit.py) are not seen by the statement counter;
 its transaction is.
 
 It prints, per shape and way, servers/s (first POST to the last server
-ACTIVE) and the CPU seconds per server each service spent (from
-``/proc/<pid>/stat``, over the same interval), then names the bottleneck:
+ACTIVE) and the CPU milliseconds per server each service spent (from
+``/proc/<pid>/stat``, over the same interval; ``sys``: the kernel's part),
+and on the next line those of the servers: the PostgreSQL processes serving
+the run's database, and RabbitMQ (shared: it counts whatever else uses the
+broker meanwhile), with the servers/s all of that CPU allows on the
+machine's cores: the figure to hold against the target on a shared machine,
+where servers/s follows the other work's load. Then it names the bottleneck:
 a service whose processes keep their cores busy (CPU seconds per wall
 second; one process cannot use more than one), else the machine's CPU when
 it had almost no idle time (``/proc/stat``; the machine may be shared), else
