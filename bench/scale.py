@@ -58,6 +58,7 @@ import collections
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,13 @@ SATURATED = 0.6
 MACHINE_IDLE = 0.1
 #: Batched POSTs in flight at once.
 BATCHES_IN_FLIGHT = 4
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's pick; it does not hand it out again soon)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
@@ -475,14 +483,15 @@ async def main(args: argparse.Namespace) -> int:
             "scheduler": {"host_subset_size": 4},
         },
     )
-    port = 18774 + os.getpid() % 1000
-    # Each process's /metrics port: api, conductors a and b, schedulers, then the fleets.
-    metrics_base = 30000 + (os.getpid() % 1500) * 20
+    port = free_port()
     metrics_ports: dict[str, list[int]] = collections.defaultdict(list)
 
-    def metrics_at(service: str, offset: int) -> dict[str, dict[str, Any]]:
-        metrics_ports[service].append(metrics_base + offset)
-        return {"metrics": {"port": metrics_base + offset}}
+    def metrics_at(service: str) -> dict[str, dict[str, Any]]:
+        # A port of its own that is free now: one computed from our pid fell
+        # in the ephemeral range, where a connection of anyone's could hold it.
+        chosen = free_port()
+        metrics_ports[service].append(chosen)
+        return {"metrics": {"port": chosen}}
 
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
@@ -497,13 +506,12 @@ async def main(args: argparse.Namespace) -> int:
             sys.executable, "-c", SEED_SCRIPT, str(cloud.api_config(port)), str(state), env=env
         )
         assert await seed.wait() == 0, "seeding the cloud failed"
-        procs["api"] = [await cloud.start_api(port, options=metrics_at("api", 0))]
-        procs["conductor"] = [await cloud.start_conductor("a", options=metrics_at("conductor", 1))]
-        procs["scheduler"] = [await cloud.start_scheduler(options=metrics_at("scheduler", 3))]
+        procs["api"] = [await cloud.start_api(port, options=metrics_at("api"))]
+        procs["conductor"] = [await cloud.start_conductor("a", options=metrics_at("conductor"))]
+        procs["scheduler"] = [await cloud.start_scheduler(options=metrics_at("scheduler"))]
         await cloud.wait_serving([*procs["conductor"], *procs["scheduler"]])
         procs["compute"] = [
-            await cloud.start_fleet(j, options=metrics_at("compute", 5 + j))
-            for j in range(args.fleets)
+            await cloud.start_fleet(j, options=metrics_at("compute")) for j in range(args.fleets)
         ]
         await wait_fleet(cloud)
         await procs["api"][0].wait_log("API listening on", timeout=60)
@@ -521,12 +529,12 @@ async def main(args: argparse.Namespace) -> int:
         for shape, grow in shapes:
             if grow == "conductor":
                 procs["conductor"].append(
-                    await cloud.start_conductor("b", options=metrics_at("conductor", 2))
+                    await cloud.start_conductor("b", options=metrics_at("conductor"))
                 )
                 await cloud.wait_serving(procs["conductor"][-1:])
             elif grow == "scheduler":
                 procs["scheduler"].append(
-                    await cloud.start_scheduler("b", options=metrics_at("scheduler", 4))
+                    await cloud.start_scheduler("b", options=metrics_at("scheduler"))
                 )
                 await cloud.wait_serving(procs["scheduler"][-1:])
             for way, per_post, in_flight in (
