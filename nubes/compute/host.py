@@ -11,6 +11,7 @@ RPC work waits until the start is done (``manager.runner.ready``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import Any
@@ -139,6 +140,10 @@ class ComputeHost:
 
     async def stop(self) -> None:
         self.driver.register_event_listener(None)
+        # Notifications queued for the conductor go out first (bounded: the
+        # bus may be gone).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.notifier.flush(), _STOP_GRACE)
         for task in list(self._event_tasks):
             task.cancel()
         if self._task is not None:

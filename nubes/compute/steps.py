@@ -150,6 +150,9 @@ class StepRunner:
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key.task_id, key.step, key.attempt
+        # The step's notifications go before its report (they are queued for
+        # the conductor): whoever sees the step's end has been sent them.
+        await self.reporter.notifier.flush()
         delay = REPORT_RETRY_MIN
         give_up = asyncio.get_running_loop().time() + REPORT_RETRY_FOR
         while True:

@@ -14,6 +14,7 @@ to the ``nubes.audit`` logger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -29,6 +30,8 @@ from nubes.db.api import compute_nodes, instances, metadata, migrations, service
 from nubes.db.engine import Database
 from nubes.db.transaction_batch import TransactionBatcher
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
+from nubes.notifications.relay import MAX_BATCH as MAX_RELAYED_BATCH
+from nubes.notifications.relay import NotificationBatch, RelayedNotification
 from nubes.objects.base import VersionedObject, bind_remotable
 from nubes.objects.registry import REGISTRY
 from nubes.objects.states import MigrationStatus, MigrationType
@@ -52,6 +55,7 @@ METHOD_RULES = access.rules(
         (None, "live_migration_force_complete"): access.CONTROLLERS,
         # Controllers publish their notifications themselves.
         (None, "relay_notification"): frozenset({COMPUTE_BINARY}),
+        (None, "relay_notifications"): frozenset({COMPUTE_BINARY}),
         # A host's network data plane (then: its own ports only, peers of
         # networks it has ports on only; nubes/conductor/dataplane.py).
         (None, "get_host_network"): access.EVERY_SERVICE,
@@ -438,6 +442,36 @@ class Authorizer:
             self._bound(call, "payload", size, NOTIFICATION_LIMIT)
         else:
             self._refuse(call, "not an instance or service notification payload")
+
+    async def authorize_notifications(
+        self, caller: Caller, batch: NotificationBatch
+    ) -> list[exception.Invalid | exception.Forbidden | None]:
+        """Judge each notification of a batch as :meth:`authorize_notification`
+        judges one: per notification, None (publish it) or why it is refused.
+
+        A batch over :data:`MAX_RELAYED_BATCH` is refused whole. The
+        placement reads of the batch's instances are asked together (one read).
+        """
+        call = Call(caller, "Notification", "relay_notifications", None, {})
+        if caller.kind is not CallerKind.COMPUTE:
+            self._refuse(call, "controllers publish their notifications themselves")
+        if len(batch.notifications) > MAX_RELAYED_BATCH:
+            self._refuse(call, f"more than {MAX_RELAYED_BATCH} notifications in one batch")
+
+        async def judge(
+            note: RelayedNotification,
+        ) -> exception.Invalid | exception.Forbidden | None:
+            try:
+                if note.request_id is not None:
+                    self._bound(call, "request_id", len(note.request_id.encode()), STRING_LIMIT)
+                await self.authorize_notification(
+                    caller, note.event_type, note.priority, note.payload
+                )
+            except (exception.Forbidden, exception.Invalid) as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(judge(note) for note in batch.notifications)))
 
     def _check_sizes(self, call: Call) -> None:
         """Every field a host changes and every argument it sends, bounded in size."""

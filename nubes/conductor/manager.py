@@ -8,6 +8,7 @@ never sent a field it does not know.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
 from nubes.notifications.notifier import Notifier, Priority
+from nubes.notifications.relay import NotificationBatch
 from nubes.objects import backend, codec, indirection
 from nubes.objects.base import VersionedObject
 from nubes.objects.registry import REGISTRY
@@ -215,6 +217,31 @@ class ConductorManager:
             Priority(priority),
             publisher_id=f"{COMPUTE_BINARY}:{caller.host}",
         )
+
+    async def relay_notifications(
+        self, context: RequestContext, batch: NotificationBatch
+    ) -> list[str]:
+        """Publish a batch of a compute host's notifications for it, in order (1.6).
+
+        Each is judged on its own (a host's instance may have moved away
+        since it queued one); the answer says why each refused one was.
+        """
+        caller = self.authz.identify(context.caller)
+        verdicts = await self.authz.authorize_notifications(caller, batch)
+        refused = []
+        for index, (note, verdict) in enumerate(zip(batch.notifications, verdicts, strict=True)):
+            if verdict is not None:
+                refused.append(f"notification {index}: {verdict}")
+            elif self.notifier is not None:
+                # One after the other: consumers see the host's order.
+                await self.notifier.notify(
+                    dataclasses.replace(context, request_id=note.request_id or context.request_id),
+                    note.event_type,
+                    note.payload,
+                    Priority(note.priority),
+                    publisher_id=f"{COMPUTE_BINARY}:{caller.host}",
+                )
+        return refused
 
     # -- a host's network data plane (1.3) ---------------------------------------------
 

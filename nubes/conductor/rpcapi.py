@@ -26,6 +26,9 @@ Version history:
     1.5 - step_finished takes ``event`` (an EventEnd): the end of the action
           event the step started, written with the report; a host whose
           conductors are capped below 1.5 finishes the event itself first
+    1.6 - relay_notifications (compute hosts: a batch of notifications in one
+          call, published in order; a host whose conductors are capped below
+          1.6 relays them one call each)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from nubes import exception, hostnet
 from nubes.context import RequestContext
+from nubes.notifications.relay import NotificationBatch
 from nubes.objects import codec
 from nubes.objects.base import VersionedObject
 from nubes.objects.serializer import ObjectSerializer
@@ -44,9 +48,11 @@ from nubes.step_end import EventEnd
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.5"
+VERSION = "1.6"
 #: The first version whose step_finished takes the step's action event.
 STEP_EVENT_VERSION = "1.5"
+#: The first version that takes a batch of notifications.
+RELAY_BATCH_VERSION = "1.6"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -212,6 +218,23 @@ class ConductorAPI:
             priority=priority,
             payload=payload,
         )
+
+    async def relay_notifications(self, batch: NotificationBatch) -> list[str]:
+        """Have a conductor publish a batch of this host's notifications, in order (1.6).
+
+        Each is judged as :meth:`relay_notification` judges one; the answer
+        says why each refused one was (the others were published). One
+        batch in flight at a time keeps the host's order
+        (:mod:`nubes.notifications.relay`).
+        """
+        refused = await self.client.prepare(version=RELAY_BATCH_VERSION).call(
+            RequestContext(), "relay_notifications", batch=batch
+        )
+        return [str(reason) for reason in refused or ()]
+
+    def relays_batches(self) -> bool:
+        """Whether the conductors take batches of notifications (1.6)."""
+        return self.client.can_send_version(RELAY_BATCH_VERSION)
 
     def serves_host_network(self) -> bool:
         """Whether the conductors run 1.3 (during an upgrade an older one may not)."""

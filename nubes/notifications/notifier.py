@@ -16,10 +16,11 @@ never fails the operation it reports on: a bus error is logged and dropped.
 
 Only controllers publish on the notifications topic (a compute host's broker
 user may not: docs/security.md). A compute host's :class:`Notifier` has a
-*relay*, the conductor: it casts each notification's event type, priority
-and payload object to it, and the conductor checks the payload concerns the
-caller's own instances or service and publishes it under the host's
-``publisher_id``. Consumers thus see only messages a controller sent.
+*relay*, the conductor: it sends each notification's event type, priority
+and payload object to it (queued and batched, in order:
+:mod:`nubes.notifications.relay`), and the conductor checks the payload
+concerns the caller's own instances or service and publishes it under the
+host's ``publisher_id``. Consumers thus see only messages a controller sent.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from nubes.notifications.relay import NotificationRelay, RelayQueue
 from nubes.objects.base import VersionedObject
 from nubes.rpc.transport import Target, Transport
 
@@ -52,23 +54,12 @@ class Priority(enum.StrEnum):
     ERROR = "ERROR"
 
 
-class NotificationRelay(Protocol):
-    """Who publishes a compute host's notifications for it (``ConductorAPI``)."""
-
-    async def relay_notification(
-        self,
-        context: RequestContext | None,
-        event_type: str,
-        priority: str,
-        payload: VersionedObject,
-    ) -> None: ...
-
-
 class Notifier:
     """Sends notifications as ``publisher_id`` (``<binary>:<host>``, Nova's style).
 
     ``enabled=False`` makes every method a no-op (``[notifications] driver = noop``).
-    With a ``relay``, notifications go to it instead of to the topic.
+    With a ``relay``, notifications are queued for it instead of sent to the
+    topic; :meth:`flush` waits until the queued ones went.
     """
 
     def __init__(
@@ -84,6 +75,7 @@ class Notifier:
         self.publisher_id = publisher_id
         self.enabled = enabled
         self.relay = relay
+        self._relayed = RelayQueue(relay) if relay is not None else None
         self._target = Target(topic)
         self._label = f"{topic} notification"
 
@@ -121,8 +113,8 @@ class Notifier:
         if not self.enabled:
             return
         try:
-            if self.relay is not None:
-                await self.relay.relay_notification(ctxt, event_type, str(priority), payload)
+            if self._relayed is not None:
+                self._relayed.put(ctxt, event_type, str(priority), payload)
                 return
             body = self.encode(ctxt, event_type, payload, priority, publisher_id)
             # Alone: consumers of notifications are plain AMQP clients.
@@ -130,6 +122,11 @@ class Notifier:
         except Exception as exc:
             # A notification is a report, not part of the operation.
             LOG.warning("Could not send %s notification: %s", event_type, exc)
+
+    async def flush(self) -> None:
+        """Return when every notification queued for the relay so far was sent (or dropped)."""
+        if self._relayed is not None:
+            await self._relayed.flush()
 
     async def info(
         self, ctxt: RequestContext | None, event_type: str, payload: VersionedObject

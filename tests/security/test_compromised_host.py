@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from nubes import config, exception
@@ -26,6 +27,7 @@ from nubes.context import RequestContext
 from nubes.db.api import migrations, tasks
 from nubes.network.resources import NetworkService
 from nubes.notifications.objects import InstanceActionPayload, ServiceStatusPayload
+from nubes.notifications.relay import MAX_BATCH, NotificationBatch, RelayedNotification
 from nubes.objects.compute_node import ComputeNode
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -539,6 +541,50 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
             refused.append(name)
         else:
             let_through.append(name)
+    # The same attacks in one batch (conductor 1.6): each is judged on its
+    # own and refused; nothing of the batch is published.
+    batches = RPCClient(
+        attacker.transport,
+        Target("conductor"),
+        version="1.6",
+        serializer=ObjectSerializer(),
+        expected_errors=[exception.Forbidden, exception.TooLarge],
+    )
+    batch = NotificationBatch(
+        notifications=[
+            RelayedNotification(
+                event_type=event_type, priority=priority, request_id="req-x", payload=payload
+            )
+            for event_type, priority, payload in notifications.values()
+        ]
+    )
+    answer = await batches.call(ctxt, "relay_notifications", batch=batch)
+    if len(answer) == len(batch.notifications):
+        refused.append("notify every attack above in one batch")
+    else:
+        let_through.append(f"notify in one batch: only {len(answer)} refused: {answer}")
+    own = RelayedNotification(
+        event_type="instance.power_off.end",
+        priority="INFO",
+        request_id="req-" + "x" * (1 << 20),
+        payload=InstanceActionPayload.from_instance_and_fault(a_instance),
+    )
+    answer = await batches.call(
+        ctxt, "relay_notifications", batch=NotificationBatch(notifications=[own])
+    )
+    if len(answer) == 1:
+        refused.append("notify with a 1 MB request id in a batch")
+    else:
+        let_through.append("notify with a 1 MB request id in a batch")
+    too_many = NotificationBatch(
+        notifications=[msgspec.structs.replace(own, request_id="req-x")] * (MAX_BATCH + 1)
+    )
+    try:
+        await batches.call(ctxt, "relay_notifications", batch=too_many)
+    except exception.Forbidden:
+        refused.append("notify a batch over the limit")
+    else:
+        let_through.append("notify a batch over the limit")
     # The positive control: its own instance's notification is accepted.
     await relay.call(
         ctxt,
@@ -552,7 +598,7 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
     print(f"\nsecurity suite ({kind}): {total} attacks tried, {len(refused)} refused")
     assert not let_through, f"attacks that got through: {let_through}"
     assert before == after, "the database changed during the attacks"
-    assert total >= 53
+    assert total >= 56
 
     # Positive controls: the same identity does its own, allowed, work.
     own = await attacker.run(Instance.get_by_uuid, ctxt, ids[A]["instance"]["uuid"])

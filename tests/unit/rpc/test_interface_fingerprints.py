@@ -87,7 +87,7 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.5",
+        "1.6",
         {
             "get_host_network": "d62f739b67a2",
             "get_network_peers": "4ec012cb8acb",
@@ -99,6 +99,7 @@ EXPECTED = {
             "object_backport_versions": "d806d74499b2",
             "object_class_action_versions": "fdb81889f398",
             "relay_notification": "14533e0b11a8",
+            "relay_notifications": "e94584bf00ad",
             "step_finished": "dd4f4423e79b",
         },
     ),
