@@ -28,7 +28,10 @@ and after each run: the bench prints, per server booted and per service, the
 load-independent counts (SQL statements, database blocks that committed and
 read blocks, RPC calls and casts sent and received, and the methods sent or
 received most), which are what to optimise on a shared machine where wall
-time is noise. Statements a group commit runs on the driver's connection
+time is noise. What comes with time rather than with servers (heartbeats,
+periodic reports) is measured with nothing booting for ``IDLE_SECONDS``
+before each shape and taken out, so a run slowed by the machine's load does
+not show more of it per server. Statements a group commit runs on the driver's connection
 directly (nubes/db/group_commit.py) are not seen by the statement counter;
 its transaction is.
 
@@ -56,6 +59,7 @@ import argparse
 import asyncio
 import collections
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -83,6 +87,9 @@ SATURATED = 0.6
 MACHINE_IDLE = 0.1
 #: Batched POSTs in flight at once.
 BATCHES_IN_FLIGHT = 4
+#: Seconds each shape is watched idle, for the traffic that comes with time
+#: (two heartbeats of each service, at the bench's ``report_interval``).
+IDLE_SECONDS = 20.0
 
 
 def free_port() -> int:
@@ -108,16 +115,34 @@ def cpu_seconds(pid: int) -> float:
 
 
 def broker_pids() -> list[int]:
-    """RabbitMQ's Erlang VM (``beam.smp``), the broker every run on this machine shares."""
+    """RabbitMQ's Erlang VM (``beam.smp``) run by the ``rabbitmq`` user: the
+    system's broker every run here shares, not a test's private cluster."""
+    try:
+        uid = pwd.getpwnam("rabbitmq").pw_uid
+    except KeyError:
+        uid = None
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
+                if (entry / "comm").read_text().strip() == "beam.smp" and (
+                    uid is None or entry.stat().st_uid == uid
+                ):
                     pids.append(int(entry.name))
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
     return pids
+
+
+def cpu_since(start: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds ``pids`` spent since ``start`` (pid -> CPU seconds then): one
+    that started since counts from 0; one gone since is not counted (its end is unknown)."""
+    total = 0.0
+    for pid in pids:
+        now = cpu_seconds(pid)
+        if now:
+            total += now - start.get(pid, 0.0)
+    return total
 
 
 async def backend_pids(cloud: ProcessCloud) -> list[int]:
@@ -158,8 +183,28 @@ def scrape(port: int) -> Counts:
     return counts
 
 
-def difference(after: Counts, before: Counts) -> Counts:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+def difference(
+    after: Counts, before: Counts, idle: Counts | None = None, seconds: float = 0.0
+) -> Counts:
+    """``after - before``, less what ``idle`` (counts per second with no
+    boots) accounts for over ``seconds``: heartbeats and periodic reports
+    come with time, not with servers, and a slow run would show more of them
+    per server."""
+    idle = idle or {}
+    out = {}
+    for k, v in after.items():
+        d = max(0.0, v - before.get(k, 0.0) - idle.get(k, 0.0) * seconds)
+        if d > 1e-9:
+            out[k] = d
+    return out
+
+
+async def idle_rates(ports: dict[str, list[int]], seconds: float) -> dict[str, Counts]:
+    """Each service's counts per second over ``seconds`` with nothing booting."""
+    before = await asyncio.to_thread(scrape_all, ports)
+    await asyncio.sleep(seconds)
+    after = await asyncio.to_thread(scrape_all, ports)
+    return {n: {k: v / seconds for k, v in difference(after[n], before[n]).items()} for n in after}
 
 
 def scrape_all(ports: dict[str, list[int]]) -> dict[str, Counts]:
@@ -537,6 +582,16 @@ async def main(args: argparse.Namespace) -> int:
                     await cloud.start_scheduler("b", options=metrics_at("scheduler"))
                 )
                 await cloud.wait_serving(procs["scheduler"][-1:])
+            idle = await idle_rates(metrics_ports, IDLE_SECONDS)
+            quiet = ", ".join(
+                f"{n} {sum(v for k, v in c.items() if k[0] == 'rpc' and k[1] == 'received'):.1f}"
+                for n, c in idle.items()
+            )
+            print(
+                f"  {shape}, idle for {IDLE_SECONDS:.0f} s: RPC messages received per second "
+                f"{quiet}; the counts below are less these (times each run's seconds)",
+                flush=True,
+            )
             for way, per_post, in_flight in (
                 ("singles", 1, args.clients),
                 ("batches", args.batch, BATCHES_IN_FLIGHT),
@@ -548,7 +603,7 @@ async def main(args: argparse.Namespace) -> int:
                 before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
                 system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
                 backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
-                broker0 = sum(cpu_seconds(pid) for pid in broker)
+                broker0 = {pid: cpu_seconds(pid) for pid in broker}
                 mine = time.process_time()
                 busy0, idle0 = machine_cpu()
                 seconds = await boot(
@@ -568,13 +623,9 @@ async def main(args: argparse.Namespace) -> int:
                     n: sum(cpu_times(p.pid)[1] for p in ps) - system0[n] for n, ps in procs.items()
                 }
                 busy1, idle1 = machine_cpu()
-                # A backend that started during the run counts from 0.
                 servers_cpu = {
-                    "postgres": sum(
-                        cpu_seconds(pid) - backends0.get(pid, 0.0)
-                        for pid in await backend_pids(cloud)
-                    ),
-                    "rabbitmq": sum(cpu_seconds(pid) for pid in broker) - broker0,
+                    "postgres": cpu_since(backends0, await backend_pids(cloud)),
+                    "rabbitmq": cpu_since(broker0, broker),
                 }
                 run = Run(
                     shape, way, args.servers, seconds, cpu, busy1 - busy0, idle1 - idle0,
@@ -583,7 +634,10 @@ async def main(args: argparse.Namespace) -> int:
                 runs.append(run)
                 after = await asyncio.to_thread(scrape_all, metrics_ports)
                 report(run, procs, cores)
-                report_counts({n: difference(after[n], counted[n]) for n in after}, args.servers)
+                report_counts(
+                    {n: difference(after[n], counted[n], idle.get(n), seconds) for n in after},
+                    args.servers,
+                )
                 if profiler is not None:
                     for name, files in (await profiler.stop()).items():
                         print(f"  {name}:\n{summarise(files)}", flush=True)
