@@ -102,6 +102,19 @@ def new_owner_id(host: str) -> str:
     return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+async def renew_leases(
+    db: Database, owner: str, held: list[tuple[int, int]], lease_seconds: float
+) -> set[int]:
+    """Renew the leases of ``held`` (task id, attempt) pairs; the ids renewed.
+
+    Retried on deadlock: one statement locks every held row, so a grouped
+    commit writing two of them in the other order can make it the victim,
+    and waiting a third of the lease for the next try lost leases under load
+    (bench/scale.py); a lost lease sends the step again.
+    """
+    return await db.run_in_writer(tasks.renew_leases, owner, held, lease_seconds=lease_seconds)
+
+
 class TaskEngine:
     """Claims, drives and renews the conductor tasks of one process."""
 
@@ -534,10 +547,7 @@ class TaskEngine:
             lost: list[Run] = []
             try:
                 pairs = [(run.id, run.attempt) for run in held]
-                async with self.db.writer() as conn:
-                    renewed = await tasks.renew_leases(
-                        conn, self.owner, pairs, lease_seconds=self.lease_seconds
-                    )
+                renewed = await renew_leases(self.db, self.owner, pairs, self.lease_seconds)
                 # A run that took a newer claim meanwhile (a report) holds it still.
                 lost = [
                     run
