@@ -60,6 +60,7 @@ import asyncio
 import collections
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -93,10 +94,20 @@ IDLE_SECONDS = 20.0
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's pick; it does not hand it out again soon)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port nothing listens on now, below the kernel's ephemeral range:
+    a port the kernel picked for us could be handed to someone's outgoing
+    connection before the service that was to listen on it starts."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    below = min(int(ephemeral[0]), 32768)
+    for _ in range(1000):
+        port = random.randrange(10000, below)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 10000 and {below}")
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
@@ -532,8 +543,8 @@ async def main(args: argparse.Namespace) -> int:
     metrics_ports: dict[str, list[int]] = collections.defaultdict(list)
 
     def metrics_at(service: str) -> dict[str, dict[str, Any]]:
-        # A port of its own that is free now: one computed from our pid fell
-        # in the ephemeral range, where a connection of anyone's could hold it.
+        # A port of its own, free now: one computed from our pid fell in the
+        # ephemeral range, where a connection of anyone's could hold it.
         chosen = free_port()
         metrics_ports[service].append(chosen)
         return {"metrics": {"port": chosen}}
