@@ -227,3 +227,19 @@ async def test_personality_after_2_56_is_refused_and_nothing_is_built(cloud: Clo
     assert r.status_code == 400, r.text
     assert "personality" in r.json()["badRequest"]["message"]
     assert await cloud.cloud.instances() == []
+
+
+async def test_a_rebuild_over_the_personality_quotas_is_403_and_changes_nothing(
+    cloud: Cloud,
+) -> None:
+    uuid = await cloud.create()
+    before = await cloud.settled(uuid)
+    # The default quota is 5 files ([quota] injected_files).
+    six = _personality(*[(f"/f{i}", b"x") for i in range(6)])
+    body = {"rebuild": {"imageRef": IMAGE_ID, "name": "renamed", "personality": six}}
+    r = await cloud.c.post(f"{SERVERS}/{uuid}/action", json=body)
+    assert r.status_code == 403, r.text
+    assert r.json()["forbidden"]["message"] == "Personality file limit exceeded"
+    after = await cloud.settled(uuid)
+    assert (after["display_name"], after["task_state"]) == (before["display_name"], None)
+    assert len(await cloud.payloads(uuid)) == 1  # the build's task only
