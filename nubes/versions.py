@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 10
+SERVICE_VERSION = 11
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -77,6 +77,9 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # A step's action event ends with its report: conductor 1.5
     # (step_finished's ``event``, written with the report).
     10: {"compute": "1.9", "conductor": "1.5", "scheduler": "1.0"},
+    # Personality files reach the guest: compute 1.10 (build_and_run_instance's
+    # and rebuild_instance's ``injected_files``, written on its config drive).
+    11: {"compute": "1.10", "conductor": "1.5", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -127,6 +130,7 @@ RELEASES: dict[str, int] = {
     "hawthorn": 8,
     "ironwood": 9,
     "juniper": 10,
+    "kauri": 11,
 }
 
 #: The oldest service version this code serves: a compute host older than

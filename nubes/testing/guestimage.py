@@ -31,8 +31,14 @@ the serial console (so on the console log):
   nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
   a later boot from that disk (or of a copy of it) shows it again;
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
-  cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
-  ``NUBES-GUEST configdrive none`` without one.
+  cd-end`` with ``meta_data.json`` of the config drive (the cdrom), then
+  ``NUBES-GUEST cd-file <path> <contents> NUBES-GUEST cd-end`` for each
+  personality file it wrote and ``NUBES-GUEST cd-files-done``; or
+  ``NUBES-GUEST configdrive none`` without a drive.
+* with ``nubes.configdrive=1`` or ``nubes.ssh=1``, a guest with a config
+  drive first copies its personality files (``meta_data.json``'s ``files``:
+  each ``path`` and its ``content_path``) to their paths, as cirros does, so
+  Tempest's personality tests find them when they log in.
 
 :func:`build_bootable` puts the same kernel and initramfs on a whole-disk
 image that boots through its own bootloader (SYSLINUX on FAT), for the
@@ -119,6 +125,34 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
 fi
 md=http://169.254.169.254
 get() { timeout 5 wget -q -O - "$md/$1" 2>/dev/null | tr -d '\n'; }
+# The config drive (an IDE cdrom holding ISO 9660: the cloud kernel has no
+# AHCI driver), mounted on /mnt/cd when the guest has one.
+mount_cd() {
+  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  for i in 1 2 3 4 5; do [ -e /dev/sr0 ] && break; sleep 1; done
+  mkdir -p /mnt/cd
+  mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null
+}
+# Its personality files copied to their paths, as cirros's init does:
+# meta_data.json's "files" pairs each path with its content_path (under
+# openstack/). The paths written go to /tmp/injected, one a line.
+write_files() {
+  tr -d '\n' < /mnt/cd/openstack/latest/meta_data.json \\
+    | grep -o '"path": "[^"]*", "content_path": "[^"]*"' \\
+    | while read -r entry; do
+        path=$(echo "$entry" | sed 's/^"path": "\\([^"]*\\)".*/\\1/')
+        src=$(echo "$entry" | sed 's/.*"content_path": "\\([^"]*\\)"$/\\1/')
+        mkdir -p "$(dirname "$path")"
+        cp "/mnt/cd/openstack$src" "$path" && echo "$path" >> /tmp/injected
+      done
+}
+drive=
+if grep -q 'nubes[.]configdrive=1\\|nubes[.]ssh=1' /proc/cmdline && mount_cd; then
+  drive=yes
+  write_files
+fi
 if grep -q 'nubes[.]ssh=1' /proc/cmdline; then
   if [ -x /bin/dropbear ]; then
     # Its disks for lsblk, a pty for interactive logins.
@@ -184,15 +218,14 @@ if grep -q 'nubes[.]metadata=1' /proc/cmdline; then
   done
 fi
 if grep -q 'nubes[.]configdrive=1' /proc/cmdline; then
-  # The drive is an IDE cdrom (the cloud kernel has no AHCI driver).
-  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
-    insmod /lib/$m.ko 2>/dev/null
-  done
-  for i in 1 2 3 4 5; do [ -e /dev/sr0 ] && break; sleep 1; done
-  mkdir -p /mnt/cd
-  if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null; then
+  if [ -n "$drive" ]; then
     doc=$(tr -d '\n' < /mnt/cd/openstack/latest/meta_data.json)
     echo "NUBES-GUEST cd-json $doc NUBES-GUEST cd-end"
+    # What each personality file now holds at its path (as Tempest's `cat`).
+    while read -r path; do
+      echo "NUBES-GUEST cd-file $path $(tr -d '\n' < "$path") NUBES-GUEST cd-end"
+    done < /tmp/injected
+    echo "NUBES-GUEST cd-files-done"
   else
     echo "NUBES-GUEST configdrive none"
   fi

@@ -137,6 +137,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         values["user_data"] = server_params.user_data(rebuild)
     if "hostname" in rebuild:
         values["hostname"] = rebuild["hostname"]
+    injected = await server_params.injected_files(request, rebuild, row["project_id"])
     updated = await _api(request).rebuild_server(
         common.ctx(request),
         row["uuid"],
@@ -144,6 +145,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         name=rebuild.get("name"),
         metadata=rebuild.get("metadata"),
         values=values,
+        injected_files=injected,
     )
     # Nova answers with the body of an update (short before 2.75), plus
     # what the rebuild set that the short body leaves out.
