@@ -15,6 +15,7 @@ from nubes.compute.virt.libvirt.driver import LibvirtDriver
 from nubes.context import RequestContext
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
+from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
 from nubes.testing import guestimage
 from nubes.testing.guestimage import (
@@ -146,7 +147,9 @@ async def test_bad_images_leave_nothing_behind(
     with pytest.raises(exception.InstanceNotFound):
         await driver.check_can_live_migrate_source(ctxt, inst, {})
     with pytest.raises(exception.InstanceNotFound):
-        await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
+        await driver.finish_revert_migration(
+            ctxt, inst, Migration(source_compute=driver.host, dest_compute="elsewhere")
+        )
     # A resize on its own host of a guest it does not run: nothing set aside.
     flavor = Flavor(flavorid="f", name="f", vcpus=1, memory_mb=96, root_gb=1)
     with pytest.raises(exception.InstanceNotFound):
