@@ -43,6 +43,7 @@ import logging
 import os
 import secrets
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
@@ -120,6 +121,13 @@ class GuestMoves:
         resized guest takes its uuid)."""
         files = self.driver.files(instance.uuid)
         aside = files.aside
+        if await asyncio.to_thread(aside.directory.exists) and await asyncio.to_thread(
+            files.directory.exists
+        ):
+            # Both: the aside is an earlier resize's whose confirm never ended
+            # (a repeat of this step finds the directory moved, not copied).
+            LOG.warning("removing what an earlier resize of %s left aside", instance.uuid)
+            await asyncio.to_thread(_remove_tree, aside.directory)
         if not await asyncio.to_thread(aside.directory.exists):
             dom = await self.driver.domain(instance, "resize")
             await self._clean_power_off(instance)
@@ -227,9 +235,10 @@ class GuestMoves:
         self, context: RequestContext, migration: Migration, instance: Instance
     ) -> None:
         if self._same_host(migration):
-            # The resized guest is the instance now: only what was set aside goes.
+            # The resized guest is the instance now: only what was set aside
+            # goes, wholly or the confirm fails (and is tried again).
             aside = self.driver.files(instance.uuid).aside.directory
-            await asyncio.to_thread(shutil.rmtree, aside, True)
+            await asyncio.to_thread(_remove_tree, aside)
             return
         # The source's kept guest and its files, key included: nothing is served any more.
         await self.driver.destroy_guest(instance)
@@ -465,3 +474,12 @@ def _root_format(xml: str) -> str:
     driver = ET.fromstring(xml).find("devices/disk[@device='disk']/driver")
     found = driver.get("type") if driver is not None else None
     return found or "qcow2"
+
+
+def _remove_tree(path: Path) -> None:
+    """``path`` and everything under it gone (already gone is fine; a file
+    that cannot be removed is an error)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
