@@ -24,16 +24,18 @@ an earlier try stopped from what exists (the aside directory, the kept
 definition, the domain), so a repeat after a crash at any point ends as one
 whole try would:
 
-=========================  =====================================================
+==========================  ====================================================
 migrate_disk_and_power_off  nothing aside yet: power off, keep the definition,
-                            move aside; then the domain goes (if still defined)
+                            move aside; then the domain goes (if still defined);
+                            an aside beside the guest's own directory is an
+                            earlier resize's leftover and goes first
 finish_migration            a domain: built before (only its power); else the
                             copy is made anew from the aside directory
 confirm_migration           the aside directory goes (gone: nothing to do)
 finish_revert_migration     aside directory there: the resized guest goes and it
                             moves back; then the kept definition is defined
                             (unless a domain is) and dropped; then the power
-=========================  =====================================================
+==========================  ====================================================
 """
 
 from __future__ import annotations
