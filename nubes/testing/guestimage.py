@@ -30,6 +30,9 @@ the serial console (so on the console log):
   the disk, letters, digits and dashes only), and on a root disk that holds
   nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
   a later boot from that disk (or of a copy of it) shows it again;
+* ``NUBES-GUEST size cpus <n> mem <KiB> vda <sectors>`` once per boot:
+  its CPUs, its memory (MemTotal) and its root disk's size (``none`` when
+  it sees no ``vda``: the disk driver loads with ``nubes.disk=1``);
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
   cd-end`` with ``meta_data.json`` of the config drive (the cdrom), then
   ``NUBES-GUEST cd-file <path> <contents> NUBES-GUEST cd-end`` for each
@@ -69,6 +72,8 @@ BOOT_MARKER = "NUBES-GUEST boot"
 #: ``<marker> <token>``: the token a guest with ``nubes.disk=1`` wrote on its root disk.
 DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
 TICK_MARKER = "NUBES-GUEST tick"
+#: ``<marker> cpus <n> mem <KiB> vda <sectors>``: what the guest was given, once per boot.
+SIZE_MARKER = "NUBES-GUEST size"
 POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
 POWEROFF_MARKER = "NUBES-GUEST poweroff"
 #: ``<marker> <hostname> key yes``: the ssh variant's server listens (``key``
@@ -250,6 +255,12 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
     echo "NUBES-GUEST disk-wrote $token"
   fi
 fi
+# What the guest was given, seen from inside (a resize changes it): CPUs,
+# memory in KiB, and the root disk's 512-byte sectors when it sees one.
+cpus=$(grep -c ^processor /proc/cpuinfo)
+mem=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+vda=$(cat /sys/block/vda/size 2>/dev/null || echo none)
+echo "NUBES-GUEST size cpus $cpus mem $mem vda $vda"
 n=0
 while :; do
   n=$((n+1))

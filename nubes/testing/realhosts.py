@@ -99,13 +99,17 @@ class RealHostsCloud:
         hosts: int = 2,
         libvirt: Mapping[str, Any] | None = None,
         network: Mapping[str, Any] | None = None,
+        controller: Mapping[str, Any] | None = None,
     ) -> RealHostsCloud:
         """Everything up: hosts registered, the guest image active. ``libvirt`` adds
         ``[libvirt]`` options of every host (``live_migration_bandwidth``, say),
-        ``network`` ``[network]`` ones (``physical_interface_mappings``)."""
+        ``network`` ``[network]`` ones (``physical_interface_mappings``),
+        ``controller`` ``[DEFAULT]`` ones of the controllers
+        (``allow_resize_to_same_host``)."""
+        defaults = {"image_grant_secret": secrets.token_hex(16), **(controller or {})}
         cloud = ProcessCloud(
             rabbit_url, postgres_url, workdir / "cloud", hosts, OPTIONS,
-            controller_options={"DEFAULT": {"image_grant_secret": secrets.token_hex(16)}},
+            controller_options={"DEFAULT": defaults},
         )  # fmt: skip
         net = HostNetwork(workdir / "hosts", hosts)
         real = cls(cloud, net, workdir / "images")

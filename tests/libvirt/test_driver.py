@@ -13,7 +13,9 @@ from nubes import exception
 from nubes.compute.virt.driver import LifecycleEvent
 from nubes.compute.virt.libvirt.driver import LibvirtDriver
 from nubes.context import RequestContext
+from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
+from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
 from nubes.testing import guestimage
 from nubes.testing.guestimage import (
@@ -145,10 +147,14 @@ async def test_bad_images_leave_nothing_behind(
     with pytest.raises(exception.InstanceNotFound):
         await driver.check_can_live_migrate_source(ctxt, inst, {})
     with pytest.raises(exception.InstanceNotFound):
-        await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
-    # A resize to the same host is refused before anything (its files would be shared).
-    with pytest.raises(exception.VirtOperationNotSupported):
-        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, None)  # type: ignore[arg-type]
+        await driver.finish_revert_migration(
+            ctxt, inst, Migration(source_compute=driver.host, dest_compute="elsewhere")
+        )
+    # A resize on its own host of a guest it does not run: nothing set aside.
+    flavor = Flavor(flavorid="f", name="f", vcpus=1, memory_mb=96, root_gb=1)
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, flavor)
+    assert not driver.files(inst.uuid).aside.directory.exists()
 
 
 async def test_a_disk_image_boots_through_its_own_bootloader(

@@ -418,6 +418,10 @@ class LibvirtDriver(ComputeDriver):
 
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
         await self.destroy_guest(instance)
+        # As Nova's delete: what a resize on this host set aside goes too (a
+        # server deleted while resized, or while its resize was cut short).
+        aside = self.files(instance.uuid).aside.directory
+        await asyncio.to_thread(shutil.rmtree, aside, True)
 
     async def start_domain(self, dom: Any, instance: Instance, operation: str) -> None:
         try:

@@ -10,6 +10,7 @@ directory and the domain removes the guest.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -35,6 +36,18 @@ class InstanceFiles:
     @classmethod
     def of(cls, instances_path: Path, uuid: str) -> InstanceFiles:
         return cls(instances_path / uuid)
+
+    @property
+    def aside(self) -> InstanceFiles:
+        """Where a resize on this host keeps the guest's files (Nova's
+        ``<uuid>_resize``) while the resized guest runs from a copy, until
+        the resize is confirmed (removed) or reverted (put back)."""
+        return InstanceFiles(self.directory.with_name(f"{self.directory.name}_resize"))
+
+    @property
+    def kept_xml(self) -> Path:
+        """The guest's own definition, kept with its files set aside for a revert."""
+        return self.directory / "resize.xml"
 
     @property
     def disk(self) -> Path:
@@ -101,6 +114,13 @@ class GuestSpec:
     config_drive: bool = False
     #: Give the guest a VNC server listening on this host address (None: no VNC).
     vnc_listen: str | None = None
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``path`` by write-and-rename (a crash leaves it whole or absent)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
