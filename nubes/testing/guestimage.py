@@ -29,7 +29,11 @@ the serial console (so on the console log):
   disks), ``NUBES-GUEST disk <dev> <what it holds>`` for each (the start of
   the disk, letters, digits and dashes only), and on a root disk that holds
   nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
-  a later boot from that disk (or of a copy of it) shows it again;
+  a later boot from that disk (or of a copy of it) shows it again; then
+  ``NUBES-GUEST ephemeral /dev/vdX`` (``none``), the disk labelled
+  ``ephemeral0``, and ``NUBES-GUEST ephemeral-holds <token>``: the token in
+  its last sector (written if it held none), and per disk holding swap
+  ``NUBES-GUEST swap <dev> on`` once ``swapon`` took it (``failed`` if not);
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
   cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
   ``NUBES-GUEST configdrive none`` without one.
@@ -62,6 +66,12 @@ from nubes import exception
 BOOT_MARKER = "NUBES-GUEST boot"
 #: ``<marker> <token>``: the token a guest with ``nubes.disk=1`` wrote on its root disk.
 DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
+#: ``<marker> /dev/vdX``: the disk labelled ephemeral0 (``none``), with ``nubes.disk=1``.
+EPHEMERAL_MARKER = "NUBES-GUEST ephemeral"
+#: ``<marker> <token>``: the token in the ephemeral disk's last sector.
+EPHEMERAL_HOLDS_MARKER = "NUBES-GUEST ephemeral-holds"
+#: ``<marker> <dev> on``: a swap disk the guest put to use.
+SWAP_MARKER = "NUBES-GUEST swap"
 TICK_MARKER = "NUBES-GUEST tick"
 POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
 POWEROFF_MARKER = "NUBES-GUEST poweroff"
@@ -209,6 +219,30 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
   echo "NUBES-GUEST disks $(ls /sys/block | grep '^vd' | xargs)"
   for d in $(ls /sys/block | grep '^vd'); do
     echo "NUBES-GUEST disk $d $(start_of $d)"
+  done
+  # The flavor's ephemeral disk, found by its label; a token in its last
+  # sector (an empty filesystem keeps nothing there), written if none is,
+  # so a later boot from it (or of a copy of it) shows the same.
+  eph=$(findfs LABEL=ephemeral0 2>/dev/null)
+  echo "NUBES-GUEST ephemeral ${eph:-none}"
+  if [ -n "$eph" ]; then
+    last=$(($(cat /sys/block/${eph#/dev/}/size) - 1))
+    mark=$(dd if=$eph bs=512 skip=$last count=1 2>/dev/null | tr -dc 'a-z0-9-')
+    if [ -z "$mark" ]; then
+      mark=nubes-$(cat /proc/sys/kernel/random/uuid)
+      printf '%s' "$mark" | dd of=$eph bs=512 seek=$last conv=notrunc 2>/dev/null
+      sync
+    fi
+    echo "NUBES-GUEST ephemeral-holds $mark"
+  fi
+  # Swap disks (mkswap's signature ends their first page), put to use.
+  for d in $(ls /sys/block | grep '^vd'); do
+    [ "$(dd if=/dev/$d bs=1 skip=4086 count=10 2>/dev/null)" = SWAPSPACE2 ] || continue
+    if swapon /dev/$d 2>/dev/null && grep -q "^/dev/$d " /proc/swaps; then
+      echo "NUBES-GUEST swap $d on"
+    else
+      echo "NUBES-GUEST swap $d failed"
+    fi
   done
   if [ -e /dev/vda ] && [ -z "$(start_of vda)" ]; then
     token=nubes-$(cat /proc/sys/kernel/random/uuid)

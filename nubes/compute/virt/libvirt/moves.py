@@ -3,13 +3,13 @@
 The move half of :class:`~nubes.compute.virt.libvirt.driver.LibvirtDriver`,
 which hands its move methods to a :class:`GuestMoves` of its own (same
 signatures, the driver contract's). Cold migration and resize: the source
-stops the guest and serves its overlay and console log from its disk server
+stops the guest and serves its overlay, ephemeral disk and console log from its disk server
 (:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
 conductor signs for the destination; the destination makes the overlay's
 base from the image API as a spawn does, fetches the overlay, and defines
 the guest. Confirm removes the source's guest; revert starts it again. Live
 migration is libvirt's peer-to-peer migration between the hosts' libvirtd,
-with the root disk's overlay copied along: see
+with the guest's local disks (root overlay, ephemeral, swap) copied along: see
 :mod:`~nubes.compute.virt.libvirt.migration`.
 """
 
@@ -66,6 +66,13 @@ class GuestMoves:
                 instance_uuid=instance.uuid,
                 reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
             )
+        if flavor.ephemeral_gb < (instance.ephemeral_gb or 0):
+            raise exception.VirtDriverError(
+                operation="resize",
+                instance_uuid=instance.uuid,
+                reason=f"the ephemeral disk cannot shrink ({instance.ephemeral_gb} to "
+                f"{flavor.ephemeral_gb} GiB)",
+            )
         await self.driver.power_off(
             instance, timeout=min(self.driver.soft_reboot_wait, 60.0), retry_interval=10
         )
@@ -111,16 +118,12 @@ class GuestMoves:
             )
         try:
             # The image, kernel and ramdisk from the image API (grants of the
-            # conductor); the guest's own overlay, and its console, from the source.
-            disk_format = await self.driver.disks.prepare(instance, image_meta)
-            await self.driver.disks.fetch_from_source(instance, str(url), str(grant), image_meta)
-            if resize_instance and instance.root_gb:
-                disk = str(self.driver.files(instance.uuid).disk)
-                await self.driver.disks.run(
-                    ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
-                    instance,
-                    "finish_migration",
-                )
+            # conductor); the guest's own disks, and its console, from the source.
+            disks = self.driver.disks
+            disk_format = await disks.prepare(instance, image_meta, local_disks=False)
+            await disks.fetch_from_source(instance, str(url), str(grant), image_meta)
+            if resize_instance:
+                await disks.grow(instance, "finish_migration")
             await self.driver.define_guest(
                 context, instance, image_meta, disk_format, start=power_on
             )
@@ -188,10 +191,11 @@ class GuestMoves:
             )
         # The conductor sends the instance's image with grants for this host:
         # its disk is an overlay over the image here as on the source, and the
-        # memory copy brings the overlay's blocks.
+        # memory copy brings the overlay's blocks, and those of its ephemeral
+        # and swap disks into blank ones of their size.
         image = migrate_data.get("image") or {}
         try:
-            await self.driver.disks.prepare(instance, image)
+            await self.driver.disks.prepare(instance, image, blank=True)
             if config_drive is not None:
                 # The guest's XML names its cdrom here too, and the copy moves
                 # only the root disk: the same ISO, written from the same metadata.
@@ -227,7 +231,7 @@ class GuestMoves:
             params: dict[str, Any] = {
                 libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
                 libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml,
-                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: migration.local_disks(xml),
             }
             if self.driver.migration_bandwidth:
                 params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.driver.migration_bandwidth
