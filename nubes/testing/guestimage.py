@@ -32,7 +32,7 @@ the serial console (so on the console log):
   a later boot from that disk (or of a copy of it) shows it again; then
   ``NUBES-GUEST ephemeral /dev/vdX`` (``none``), the disk labelled
   ``ephemeral0``, and ``NUBES-GUEST ephemeral-holds <token>``: the token in
-  its last sector (written if it held none), and per disk holding swap
+  its sector :data:`EPHEMERAL_TOKEN_SECTOR` (written if it held none), and per disk holding swap
   ``NUBES-GUEST swap <dev> on`` once ``swapon`` took it (``failed`` if not);
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
   cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
@@ -68,8 +68,10 @@ BOOT_MARKER = "NUBES-GUEST boot"
 DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
 #: ``<marker> /dev/vdX``: the disk labelled ephemeral0 (``none``), with ``nubes.disk=1``.
 EPHEMERAL_MARKER = "NUBES-GUEST ephemeral"
-#: ``<marker> <token>``: the token in the ephemeral disk's last sector.
+#: ``<marker> <token>``: the token in the ephemeral disk's sector :data:`EPHEMERAL_TOKEN_SECTOR`.
 EPHEMERAL_HOLDS_MARKER = "NUBES-GUEST ephemeral-holds"
+#: Where that token is: the last 512-byte sector of the disk's first GiB.
+EPHEMERAL_TOKEN_SECTOR = (1 << 30) // 512 - 1
 #: ``<marker> <dev> on``: a swap disk the guest put to use.
 SWAP_MARKER = "NUBES-GUEST swap"
 TICK_MARKER = "NUBES-GUEST tick"
@@ -220,13 +222,14 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
   for d in $(ls /sys/block | grep '^vd'); do
     echo "NUBES-GUEST disk $d $(start_of $d)"
   done
-  # The flavor's ephemeral disk, found by its label; a token in its last
-  # sector (an empty filesystem keeps nothing there), written if none is,
-  # so a later boot from it (or of a copy of it) shows the same.
+  # The flavor's ephemeral disk, found by its label; a token in the last
+  # sector of its first GiB (an empty filesystem keeps nothing there, and it
+  # stays where it is when a resize grows the disk), written if none is, so
+  # a later boot from it (or of a copy of it) shows the same.
   eph=$(findfs LABEL=ephemeral0 2>/dev/null)
   echo "NUBES-GUEST ephemeral ${eph:-none}"
   if [ -n "$eph" ]; then
-    last=$(($(cat /sys/block/${eph#/dev/}/size) - 1))
+    last=@EPHEMERAL_TOKEN_SECTOR@
     mark=$(dd if=$eph bs=512 skip=$last count=1 2>/dev/null | tr -dc 'a-z0-9-')
     if [ -z "$mark" ]; then
       mark=nubes-$(cat /proc/sys/kernel/random/uuid)
@@ -370,7 +373,11 @@ def _is_static(path: Path) -> bool:
 
 
 def _init_script() -> str:
-    return _INIT.replace("@SSH_USER@", SSH_USER).replace("@SSH_PASSWORD@", SSH_PASSWORD)
+    return (
+        _INIT.replace("@SSH_USER@", SSH_USER)
+        .replace("@SSH_PASSWORD@", SSH_PASSWORD)
+        .replace("@EPHEMERAL_TOKEN_SECTOR@", str(EPHEMERAL_TOKEN_SECTOR))
+    )
 
 
 def _digest(*paths: Path, extra: str = "") -> str:
