@@ -3,14 +3,15 @@
 The move half of :class:`~nubes.compute.virt.libvirt.driver.LibvirtDriver`,
 which hands its move methods to a :class:`GuestMoves` of its own (same
 signatures, the driver contract's). Cold migration and resize: the source
-stops the guest and serves its overlay, ephemeral disk and console log from its disk server
-(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
-conductor signs for the destination; the destination makes the overlay's
-base from the image API as a spawn does, fetches the overlay, and defines
-the guest. Confirm removes the source's guest; revert starts it again. Live
-migration is libvirt's peer-to-peer migration between the hosts' libvirtd,
-with the guest's local disks (root overlay, ephemeral, swap) copied along: see
-:mod:`~nubes.compute.virt.libvirt.migration`.
+stops the guest and serves its overlay, ephemeral disk and console log
+from its disk server (:mod:`~nubes.compute.virt.libvirt.diskserver`) to
+the one grant the conductor signs for the destination; the destination
+makes the overlay's base from the image API as a spawn does, fetches the
+disks (:mod:`~nubes.compute.virt.libvirt.disks` makes swap anew), and
+defines the guest. Confirm removes the source's guest; revert starts it
+again. Live migration is libvirt's peer-to-peer migration between the
+hosts' libvirtd, with the guest's local disks (root overlay, ephemeral,
+swap) copied along: see :mod:`~nubes.compute.virt.libvirt.migration`.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class GuestMoves:
             await self.driver.disks.prepare(instance, image, blank=True)
             if config_drive is not None:
                 # The guest's XML names its cdrom here too, and the copy moves
-                # only the root disk: the same ISO, written from the same metadata.
+                # only the writable disks: the same ISO, from the same metadata.
                 drive = self.driver.files(instance.uuid).config_drive
                 await asyncio.to_thread(config_drive.write_iso, drive)
             if self.driver.network is not None:
