@@ -29,7 +29,11 @@ the serial console (so on the console log):
   disks), ``NUBES-GUEST disk <dev> <what it holds>`` for each (the start of
   the disk, letters, digits and dashes only), and on a root disk that holds
   nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
-  a later boot from that disk (or of a copy of it) shows it again;
+  a later boot from that disk (or of a copy of it) shows it again; then
+  ``NUBES-GUEST ephemeral /dev/vdX`` (``none``), the disk labelled
+  ``ephemeral0``, and ``NUBES-GUEST ephemeral-holds <token>``: the token in
+  its sector :data:`EPHEMERAL_TOKEN_SECTOR` (written if it held none), and per disk holding swap
+  ``NUBES-GUEST swap <dev> on`` once ``swapon`` took it (``failed`` if not);
 * ``NUBES-GUEST size cpus <n> mem <KiB> vda <sectors>`` once per boot:
   its CPUs, its memory (MemTotal) and its root disk's size (``none`` when
   it sees no ``vda``: the disk driver loads with ``nubes.disk=1``);
@@ -71,6 +75,14 @@ from nubes import exception
 BOOT_MARKER = "NUBES-GUEST boot"
 #: ``<marker> <token>``: the token a guest with ``nubes.disk=1`` wrote on its root disk.
 DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
+#: ``<marker> /dev/vdX``: the disk labelled ephemeral0 (``none``), with ``nubes.disk=1``.
+EPHEMERAL_MARKER = "NUBES-GUEST ephemeral"
+#: ``<marker> <token>``: the token in the ephemeral disk's sector :data:`EPHEMERAL_TOKEN_SECTOR`.
+EPHEMERAL_HOLDS_MARKER = "NUBES-GUEST ephemeral-holds"
+#: Where that token is: the last 512-byte sector of the disk's first GiB.
+EPHEMERAL_TOKEN_SECTOR = (1 << 30) // 512 - 1
+#: ``<marker> <dev> on``: a swap disk the guest put to use.
+SWAP_MARKER = "NUBES-GUEST swap"
 TICK_MARKER = "NUBES-GUEST tick"
 #: ``<marker> cpus <n> mem <KiB> vda <sectors>``: what the guest was given, once per boot.
 SIZE_MARKER = "NUBES-GUEST size"
@@ -248,6 +260,31 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
   for d in $(ls /sys/block | grep '^vd'); do
     echo "NUBES-GUEST disk $d $(start_of $d)"
   done
+  # The flavor's ephemeral disk, found by its label; a token in the last
+  # sector of its first GiB (an empty filesystem keeps nothing there, and it
+  # stays where it is when a resize grows the disk), written if none is, so
+  # a later boot from it (or of a copy of it) shows the same.
+  eph=$(findfs LABEL=ephemeral0 2>/dev/null)
+  echo "NUBES-GUEST ephemeral ${eph:-none}"
+  if [ -n "$eph" ]; then
+    last=@EPHEMERAL_TOKEN_SECTOR@
+    mark=$(dd if=$eph bs=512 skip=$last count=1 2>/dev/null | tr -dc 'a-z0-9-')
+    if [ -z "$mark" ]; then
+      mark=nubes-$(cat /proc/sys/kernel/random/uuid)
+      printf '%s' "$mark" | dd of=$eph bs=512 seek=$last conv=notrunc 2>/dev/null
+      sync
+    fi
+    echo "NUBES-GUEST ephemeral-holds $mark"
+  fi
+  # Swap disks (mkswap's signature ends their first page), put to use.
+  for d in $(ls /sys/block | grep '^vd'); do
+    [ "$(dd if=/dev/$d bs=1 skip=4086 count=10 2>/dev/null)" = SWAPSPACE2 ] || continue
+    if swapon /dev/$d 2>/dev/null && grep -q "^/dev/$d " /proc/swaps; then
+      echo "NUBES-GUEST swap $d on"
+    else
+      echo "NUBES-GUEST swap $d failed"
+    fi
+  done
   if [ -e /dev/vda ] && [ -z "$(start_of vda)" ]; then
     token=nubes-$(cat /proc/sys/kernel/random/uuid)
     printf '%s' "$token" | dd of=/dev/vda bs=64 count=1 conv=notrunc 2>/dev/null
@@ -380,7 +417,11 @@ def _is_static(path: Path) -> bool:
 
 
 def _init_script() -> str:
-    return _INIT.replace("@SSH_USER@", SSH_USER).replace("@SSH_PASSWORD@", SSH_PASSWORD)
+    return (
+        _INIT.replace("@SSH_USER@", SSH_USER)
+        .replace("@SSH_PASSWORD@", SSH_PASSWORD)
+        .replace("@EPHEMERAL_TOKEN_SECTOR@", str(EPHEMERAL_TOKEN_SECTOR))
+    )
 
 
 def _digest(*paths: Path, extra: str = "") -> str:

@@ -21,8 +21,11 @@ from nubes.testing import guestimage
 from nubes.testing.guestimage import (
     BOOT_MARKER,
     BOOTLOADER_MARKER,
+    EPHEMERAL_HOLDS_MARKER,
+    EPHEMERAL_MARKER,
     POWER_BUTTON_MARKER,
     POWEROFF_MARKER,
+    SWAP_MARKER,
 )
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import make_driver, wait_console
@@ -229,3 +232,35 @@ async def test_rescue_boots_the_rescue_disk_with_the_own_disk_second_and_unrescu
     assert "NUBES-GUEST disks vda\r\n" in back or "NUBES-GUEST disks vda\n" in back, back
     assert not files.rescue_disk.exists() and not files.unrescue_xml.exists()
     await driver.destroy(ctxt, inst)
+
+
+async def test_a_guest_sees_its_ephemeral_disk_labelled_and_its_swap_in_use(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    # Issue #15: a flavor's ephemeral_gb and swap were accepted and did nothing.
+    ctxt = RequestContext()
+    inst = _instance()
+    inst.ephemeral_gb = 1
+    inst.flavor = Flavor(
+        flavorid="eph", name="eph", memory_mb=96, vcpus=1, root_gb=1, ephemeral_gb=1, swap=32
+    )
+    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    image["properties"]["os_type"] = "linux"  # ext4, as Nova formats a Linux guest's
+    await driver.spawn(ctxt, inst, image, {})
+    # The disks' lines come before the first tick.
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1")
+    assert "NUBES-GUEST disks vda vdb vdc" in log, log
+    assert f"{EPHEMERAL_MARKER} /dev/vdb" in log and f"{SWAP_MARKER} vdc on" in log, log
+    token = log.split(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0]
+    files = driver.files(inst.uuid)
+    assert files.ephemeral_disk.exists() and files.swap_disk.exists()
+
+    # What the guest wrote on its ephemeral disk is there after a power cycle.
+    await driver.power_off(inst)
+    await driver.power_on(ctxt, inst)
+    log = await wait_console(driver, inst, BOOT_MARKER, 2)
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1", 2)
+    assert log.rsplit(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0] == token
+    assert log.count(f"{SWAP_MARKER} vdc on") == 2
+    await driver.destroy(ctxt, inst)
+    assert not files.directory.exists()

@@ -554,6 +554,13 @@ def _image_ref(server: Mapping[str, Any]) -> str | None:
             )
         source = bdm.get("source_type", "image" if ref else None)
         local = bdm.get("destination_type", "local") == "local"
+        if source == "blank" and local:
+            # Nova's block_device_info ephemerals and swap: not built here, so
+            # refused rather than accepted and ignored (issue #15).
+            raise common.bad_request(
+                "Ephemeral and swap block device mappings are not supported: a "
+                "server's ephemeral and swap disks are those of its flavor."
+            )
         if source != "image" or not local:
             raise common.bad_request(
                 "Block device mapping is not supported: there is no volume service."

@@ -3,21 +3,23 @@
 The move half of :class:`~nubes.compute.virt.libvirt.driver.LibvirtDriver`,
 which hands its move methods to a :class:`GuestMoves` of its own (same
 signatures, the driver contract's). Cold migration and resize: the source
-stops the guest and serves its overlay and console log from its disk server
-(:mod:`~nubes.compute.virt.libvirt.diskserver`) to the one grant the
-conductor signs for the destination; the destination makes the overlay's
-base from the image API as a spawn does, fetches the overlay, and defines
-the guest. Confirm removes the source's guest; revert starts it again. Live
-migration is libvirt's peer-to-peer migration between the hosts' libvirtd,
-with the root disk's overlay copied along: see
-:mod:`~nubes.compute.virt.libvirt.migration`.
+stops the guest and serves its overlay, ephemeral disk and console log
+from its disk server (:mod:`~nubes.compute.virt.libvirt.diskserver`) to
+the one grant the conductor signs for the destination; the destination
+makes the overlay's base from the image API as a spawn does, fetches the
+disks (:mod:`~nubes.compute.virt.libvirt.disks` makes swap anew), and
+defines the guest. Confirm removes the source's guest; revert starts it
+again. Live migration is libvirt's peer-to-peer migration between the
+hosts' libvirtd, with the guest's local disks (root overlay, ephemeral,
+swap) copied along: see :mod:`~nubes.compute.virt.libvirt.migration`.
 
 A resize on the guest's own host (``[DEFAULT] allow_resize_to_same_host``)
 works as Nova's libvirt driver does it, on the whole instance directory:
 the source powers the guest off, keeps its definition in the directory
 (``resize.xml``), moves the directory aside (``<uuid>_resize``) and removes
 the domain; the "destination" (the same host) copies the directory back,
-grows the root disk and defines the guest with the new flavor; confirm
+makes swap anew, grows the root and ephemeral disks and defines the guest
+with the new flavor; confirm
 removes what was set aside; revert removes the resized guest, moves the
 directory back and defines the kept definition again. Each step finds where
 an earlier try stopped from what exists (the aside directory, the kept
@@ -96,6 +98,13 @@ class GuestMoves:
                 instance_uuid=instance.uuid,
                 reason=f"the root disk cannot shrink ({instance.root_gb} to {flavor.root_gb} GiB)",
             )
+        if flavor.ephemeral_gb < (instance.ephemeral_gb or 0):
+            raise exception.VirtDriverError(
+                operation="resize",
+                instance_uuid=instance.uuid,
+                reason=f"the ephemeral disk cannot shrink ({instance.ephemeral_gb} to "
+                f"{flavor.ephemeral_gb} GiB)",
+            )
         if dest == self.driver.host:
             await self._set_aside(instance)
             # Nothing travels: finish_migration here builds from what was set aside.
@@ -155,7 +164,8 @@ class GuestMoves:
         power_on: bool,
     ) -> None:
         """The destination half of a resize here: the guest's directory copied
-        back from aside, its root disk grown, defined with the new flavor."""
+        back from aside, its swap made anew, its root and ephemeral disks grown,
+        defined with the new flavor."""
         files = self.driver.files(instance.uuid)
         aside = files.aside
         if not await asyncio.to_thread(aside.kept_xml.exists):
@@ -173,9 +183,14 @@ class GuestMoves:
                 shutil.copytree,
                 aside.directory,
                 files.directory,
-                ignore=shutil.ignore_patterns(aside.kept_xml.name),
+                # Swap holds nothing once the guest is off: made anew at the
+                # new flavor's size, as a move to another host makes it.
+                ignore=shutil.ignore_patterns(aside.kept_xml.name, files.swap_disk.name),
             )
-            await self._grow_root(instance, resize_instance)
+            await self.driver.disks.make_local_disks(
+                instance, image_meta, keep=True, operation="finish_migration"
+            )
+            await self._grow(instance, resize_instance)
             await self.driver.define_guest(
                 context, instance, image_meta, _root_format(kept), start=power_on
             )
@@ -183,16 +198,11 @@ class GuestMoves:
             # Only the new guest and its copy go (undo): the files aside stay.
             raise await self.driver.undo(instance, "finish_migration", exc) from None
 
-    async def _grow_root(self, instance: Instance, resize_instance: bool) -> None:
-        """The root disk grown to the new flavor's size (a resize; the source
-        refused a shrink)."""
-        if resize_instance and instance.root_gb:
-            disk = str(self.driver.files(instance.uuid).disk)
-            await self.driver.disks.run(
-                ["qemu-img", "resize", "-q", disk, f"{instance.root_gb}G"],
-                instance,
-                "finish_migration",
-            )
+    async def _grow(self, instance: Instance, resize_instance: bool) -> None:
+        """The root and ephemeral disks grown to the new flavor's sizes (a
+        resize; the source refused a shrink)."""
+        if resize_instance:
+            await self.driver.disks.grow(instance, "finish_migration")
 
     async def finish_migration(
         self,
@@ -223,10 +233,11 @@ class GuestMoves:
             )
         try:
             # The image, kernel and ramdisk from the image API (grants of the
-            # conductor); the guest's own overlay, and its console, from the source.
-            disk_format = await self.driver.disks.prepare(instance, image_meta)
-            await self.driver.disks.fetch_from_source(instance, str(url), str(grant), image_meta)
-            await self._grow_root(instance, resize_instance)
+            # conductor); the guest's own disks, and its console, from the source.
+            disks = self.driver.disks
+            disk_format = await disks.prepare(instance, image_meta, local_disks=False)
+            await disks.fetch_from_source(instance, str(url), str(grant), image_meta)
+            await self._grow(instance, resize_instance)
             await self.driver.define_guest(
                 context, instance, image_meta, disk_format, start=power_on
             )
@@ -321,13 +332,14 @@ class GuestMoves:
             )
         # The conductor sends the instance's image with grants for this host:
         # its disk is an overlay over the image here as on the source, and the
-        # memory copy brings the overlay's blocks.
+        # memory copy brings the overlay's blocks, and those of its ephemeral
+        # and swap disks into blank ones of their size.
         image = migrate_data.get("image") or {}
         try:
-            await self.driver.disks.prepare(instance, image)
+            await self.driver.disks.prepare(instance, image, blank=True)
             if config_drive is not None:
                 # The guest's XML names its cdrom here too, and the copy moves
-                # only the root disk: the same ISO, written from the same metadata.
+                # only the writable disks: the same ISO, from the same metadata.
                 drive = self.driver.files(instance.uuid).config_drive
                 await asyncio.to_thread(config_drive.write_iso, drive)
             if self.driver.network is not None:
@@ -360,7 +372,7 @@ class GuestMoves:
             params: dict[str, Any] = {
                 libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
                 libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml,
-                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: migration.local_disks(xml),
             }
             if self.driver.migration_bandwidth:
                 params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.driver.migration_bandwidth
