@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt]
 
 
 def _instance(memory_mb: int = 96) -> Instance:
-    return Instance(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=memory_mb, root_gb=1)
+    return Instance(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=memory_mb, root_gb=1, ephemeral_gb=0)
 
 
 async def test_lifecycle_of_a_real_guest(

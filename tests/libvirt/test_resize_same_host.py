@@ -67,7 +67,7 @@ def killed_at(owner: Any, name: str) -> Iterator[None]:
 
 
 def _instance(uid: str, sizes: dict[str, int]) -> Instance:
-    return Instance(uuid=uid, **sizes)
+    return Instance(uuid=uid, ephemeral_gb=0, **sizes)
 
 
 def _migration(drv: LibvirtDriver, uid: str) -> Migration:
