@@ -76,13 +76,21 @@ def _scope(path: str) -> str:
     return next((g for prefix, g in _GROUPS.items() if path.startswith(prefix)), path)
 
 
-def _rank(path: str) -> int:
+def _rank(path: str, last: set[str]) -> int:
+    if path in last:
+        return len(_FIRST) + 1
     return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Files holding an ``exclusive`` test run last: such a test waits for every
+    # test in flight on the other workers, and they wait for it (the
+    # turnstile below), so met mid-run beside a real-guest test or Tempest it
+    # idled the other workers for minutes; at the end only the queue's short
+    # tail is in flight.
+    last = {item.nodeid.split("::", 1)[0] for item in items if _exclusive(item)}
     # Every worker collects, and must collect the same order: a stable sort.
-    items.sort(key=lambda item: _rank(item.nodeid))
+    items.sort(key=lambda item: _rank(item.nodeid.split("::", 1)[0], last))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -125,9 +133,13 @@ def _shared_servers(exclusive: bool) -> Iterator[None]:
                 fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
+def _exclusive(item: pytest.Item) -> bool:
+    return item.get_closest_marker("exclusive") is not None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    with _shared_servers(item.get_closest_marker("exclusive") is not None):
+    with _shared_servers(_exclusive(item)):
         return (yield)
 
 
