@@ -86,8 +86,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Files holding an ``exclusive`` test run last: such a test waits for every
     # test in flight on the other workers, and they wait for it (the
     # turnstile below), so met mid-run beside a real-guest test or Tempest it
-    # idled the other workers for minutes; at the end only the queue's short
-    # tail is in flight.
+    # can idle every other worker for minutes; at the end only the queue's
+    # short tail is in flight.
     last = {item.nodeid.split("::", 1)[0] for item in items if _exclusive(item)}
     # Every worker collects, and must collect the same order: a stable sort.
     items.sort(key=lambda item: _rank(item.nodeid.split("::", 1)[0], last))
