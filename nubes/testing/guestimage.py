@@ -96,7 +96,7 @@ SSH_MARKER = "NUBES-GUEST ssh up"
 SSH_USER = "cirros"
 SSH_PASSWORD = "gocubsgo"
 #: The kernel command line the ssh variant's image boots with.
-SSH_CMDLINE = "console=ttyS0 nubes.dhcp=1 nubes.ssh=1"
+SSH_CMDLINE = "console=ttyS0 no_timer_check nubes.dhcp=1 nubes.ssh=1"
 #: Debian packages the ssh variant is made of beyond the plain guest's.
 SSH_PACKAGES = ("dropbear-bin",)
 
@@ -531,7 +531,7 @@ TIMEOUT 1
 LABEL nubes
   KERNEL vmlinuz
   INITRD initramfs.gz
-  APPEND console=ttyS0
+  APPEND console=ttyS0 no_timer_check
 """
 #: Size of the bootable disk: a FAT filesystem holding the kernel and initramfs.
 _BOOTABLE_MIB = 48

@@ -121,7 +121,7 @@ async def test_a_guest_that_powers_itself_off_is_reported(
     events: list[LifecycleEvent] = []
     driver.register_event_listener(events.append)
     inst = _instance()
-    meta = images.with_cmdline(images.raw, "console=ttyS0 nubes.poweroff=1")
+    meta = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.poweroff=1")
     await driver.spawn(RequestContext(), inst, meta, {})
     await wait_console(driver, inst, POWEROFF_MARKER)
     loop = asyncio.get_running_loop()
@@ -210,7 +210,7 @@ async def test_rescue_boots_the_rescue_disk_with_the_own_disk_second_and_unrescu
 ) -> None:
     ctxt = RequestContext()
     inst = _instance()
-    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    image = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.disk=1")
     await driver.spawn(ctxt, inst, image, {})
     log = await wait_console(driver, inst, guestimage.DISK_WROTE_MARKER)
     token = log.split(guestimage.DISK_WROTE_MARKER, 1)[1].split()[0]
@@ -244,7 +244,7 @@ async def test_a_guest_sees_its_ephemeral_disk_labelled_and_its_swap_in_use(
     inst.flavor = Flavor(
         flavorid="eph", name="eph", memory_mb=96, vcpus=1, root_gb=1, ephemeral_gb=1, swap=32
     )
-    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    image = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.disk=1")
     image["properties"]["os_type"] = "linux"  # ext4, as Nova formats a Linux guest's
     await driver.spawn(ctxt, inst, image, {})
     # The disks' lines come before the first tick.

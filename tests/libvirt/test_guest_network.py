@@ -35,7 +35,7 @@ ADDRESSES = ("10.88.0.10", "10.88.0.11")
 #: from that address, and with that MAC.
 SPOOFED, SPOOFED_MAC = "10.88.0.99", "fa:16:3e:88:00:99"
 CMDLINE = (
-    f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} "
+    f"console=ttyS0 no_timer_check nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} "
     f"nubes.spoof={SPOOFED} nubes.spoofmac={SPOOFED_MAC}"
 )
 

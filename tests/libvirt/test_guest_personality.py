@@ -35,7 +35,7 @@ from tests.libvirt.conftest import BOOT_TIMEOUT, make_driver, wait_console
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
 HOST = "lv-0"
-CMDLINE = "console=ttyS0 nubes.configdrive=1"
+CMDLINE = "console=ttyS0 no_timer_check nubes.configdrive=1"
 DONE = "NUBES-GUEST cd-files-done"
 
 

@@ -32,7 +32,7 @@ from nubes.testing.realhosts import EPHEMERAL, EPHEMERAL_BIGGER, RealHostsCloud
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.libvirt]
 
-CMDLINE = "console=ttyS0 nubes.disk=1"
+CMDLINE = "console=ttyS0 no_timer_check nubes.disk=1"
 
 
 def _on(host: str, vm_state: str) -> Any:

@@ -108,7 +108,7 @@ async def test_resize_on_its_own_host_confirm_then_revert_survives_every_kill_po
 ) -> None:
     ctxt = RequestContext()
     uid = str(uuid.uuid4())
-    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    image = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.disk=1")
     old, new = _instance(uid, OLD), _instance(uid, NEW)
     migration = _migration(driver, uid)
     files = driver.files(uid)

@@ -56,7 +56,7 @@ def _disk_guest_image(cloud: Cloud) -> str:
         *("--file", str(guestimage.build().disk)),
         *("--property", f"kernel_id={base['kernel_id']}"),
         *("--property", f"ramdisk_id={base['ramdisk_id']}"),
-        *("--property", "os_command_line=console=ttyS0 nubes.disk=1"),
+        *("--property", "os_command_line=console=ttyS0 no_timer_check nubes.disk=1"),
         "disk-guest",
     )
     return str(made["id"])

@@ -46,6 +46,7 @@ from nubes.compute.virt.libvirt.diagnostics import read_diagnostics
 from nubes.compute.virt.libvirt.disks import GuestDisks, layout_of
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
 from nubes.compute.virt.libvirt.guest import (
+    DEFAULT_CMDLINE,
     NAME_PREFIX,
     GuestSpec,
     InstanceFiles,
@@ -346,7 +347,7 @@ class LibvirtDriver(ComputeDriver):
             disks=layout_of(instance),
             direct_kernel=bool(kernel_id),
             with_ramdisk=bool(kernel_id and ramdisk_id),
-            cmdline=properties.get("os_command_line") or "console=ttyS0",
+            cmdline=properties.get("os_command_line") or DEFAULT_CMDLINE,
             config_drive=has_drive,
             vifs=tuple(vifs),
             vnc_listen=self.vnc_listen,

@@ -25,8 +25,11 @@ from nubes.compute.network.agent import Vif
 #: Domain names of nubes guests; a libvirtd may run guests that are not ours.
 NAME_PREFIX = "nubes-"
 #: The kernel command line when the image sets no ``os_command_line``:
-#: the console on the first serial port, which goes to the console log.
-DEFAULT_CMDLINE = "console=ttyS0"
+#: the console on the first serial port, which goes to the console log, and
+#: no check of the IO-APIC timer, which an emulated (TCG) guest on a loaded
+#: host can fail and panic on ("IO-APIC + timer doesn't work"), as cloud
+#: images' own command lines say.
+DEFAULT_CMDLINE = "console=ttyS0 no_timer_check"
 
 
 #: File names in the instance's directory (Nova's), one per kind of local disk.
