@@ -267,6 +267,10 @@ class CannotResizeToSameFlavor(Invalid):
     msg_fmt = "When resizing, instances must change flavor!"
 
 
+class PreserveEphemeralNotSupported(Invalid):
+    msg_fmt = "The current driver does not support preserving ephemeral partitions."
+
+
 class CannotResizeDisk(Invalid):
     msg_fmt = "Server disk was unable to be resized because: %(reason)s"
 

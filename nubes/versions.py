@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 11
+SERVICE_VERSION = 12
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -77,9 +77,12 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # A step's action event ends with its report: conductor 1.5
     # (step_finished's ``event``, written with the report).
     10: {"compute": "1.9", "conductor": "1.5", "scheduler": "1.0"},
+    # Personality files reach the guest: compute 1.10 (build_and_run_instance's
+    # and rebuild_instance's ``injected_files``, written on its config drive).
+    11: {"compute": "1.10", "conductor": "1.5", "scheduler": "1.0"},
     # A host's notifications relayed in batches: conductor 1.6
     # (relay_notifications).
-    11: {"compute": "1.9", "conductor": "1.6", "scheduler": "1.0"},
+    12: {"compute": "1.10", "conductor": "1.6", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -130,7 +133,8 @@ RELEASES: dict[str, int] = {
     "hawthorn": 8,
     "ironwood": 9,
     "juniper": 10,
-    "kapok": 11,
+    "kauri": 11,
+    "linden": 12,
 }
 
 #: The oldest service version this code serves: a compute host older than

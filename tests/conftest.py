@@ -30,17 +30,37 @@ def mariadb_url() -> str:
     return servers.MARIADB_URL
 
 
-#: Tests that must share one pytest-xdist worker, by path prefix; any other
-#: test stays with the rest of its file, so module fixtures (an all-in-one cloud
-#: for a file of CLI tests) start once. Real guests run under TCG: two at once
-#: on two cores starve each other's boot, and a compute host's network agent in
-#: the root namespace (an all-in-one real-guest test) must not run beside
-#: another test's namespaced hosts; the fault suite starts its private RabbitMQ
-#: cluster and PostgreSQL pair once per worker.
+#: Tests that must share one pytest-xdist worker, by path prefix (the first
+#: that matches); any other test stays with the rest of its file, so module
+#: fixtures (an all-in-one cloud for a file of CLI tests) start once.
+#:
+#: Real guests run in two groups, one per worker, so neither is the run's
+#: long pole (each is about half of the real-guest time, mostly waits on
+#: guests under TCG): "guests" boots them on a root-namespace libvirtd (the
+#: session's, or all-in-one's ``--private-libvirtd``, whose network agent runs
+#: in the root namespace), "guests-netns" on compute hosts in network
+#: namespaces (nubes.testing.realhosts) beside the data-plane tests' namespaced
+#: agents. The two do not meet: an agent touches only its own namespace's
+#: ``nbr-``/``nvx-`` devices (a bridge only if it carries its mark) and
+#: nftables table, the harnesses' bridges and veths are named ``nth-``/``nv``,
+#: each group's libvirtd is private (own state, socket, namespace), and the
+#: guest image is built once per machine (a second build only renames onto the
+#: first). Within a group one guest test at a time, as a group is one worker's.
+#: The fault suite starts its private RabbitMQ cluster and PostgreSQL pair
+#: once per worker.
 _GROUPS = {
+    "tests/libvirt/test_guest_floating_ip.py": "guests-netns",
+    "tests/libvirt/test_guest_metadata.py": "guests-netns",
+    "tests/libvirt/test_guest_network.py": "guests-netns",
+    "tests/libvirt/test_guest_ssh.py": "guests-netns",
+    "tests/libvirt/test_moves.py": "guests-netns",
+    # Namespaced hosts too (and, for its kill points, a private libvirtd of
+    # its own): here for the balance of the two groups' minutes.
+    "tests/libvirt/test_moves_local_disks.py": "guests-netns",
+    "tests/libvirt/test_resize_same_host.py": "guests-netns",
+    "tests/integration/test_dataplane_netns.py": "guests-netns",
+    "tests/integration/test_dataplane_floating_netns.py": "guests-netns",
     "tests/libvirt/": "guests",
-    "tests/integration/test_dataplane_netns.py": "guests",
-    "tests/integration/test_dataplane_floating_netns.py": "guests",
     "tests/integration/faults/": "faults",
 }
 #: The longest groups and files start first, so none is left running alone at
@@ -48,6 +68,7 @@ _GROUPS = {
 _FIRST = (
     "tests/libvirt/",
     "tests/integration/test_dataplane_netns.py",
+    "tests/integration/test_dataplane_floating_netns.py",
     "tests/integration/faults/",
     "tests/integration/crash/",
     "tests/conformance/",
@@ -59,13 +80,21 @@ def _scope(path: str) -> str:
     return next((g for prefix, g in _GROUPS.items() if path.startswith(prefix)), path)
 
 
-def _rank(path: str) -> int:
+def _rank(path: str, last: set[str]) -> int:
+    if path in last:
+        return len(_FIRST) + 1
     return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Files holding an ``exclusive`` test run last: such a test waits for every
+    # test in flight on the other workers, and they wait for it (the
+    # turnstile below), so met mid-run beside a real-guest test or Tempest it
+    # can idle every other worker for minutes; at the end only the queue's
+    # short tail is in flight.
+    last = {item.nodeid.split("::", 1)[0] for item in items if _exclusive(item)}
     # Every worker collects, and must collect the same order: a stable sort.
-    items.sort(key=lambda item: _rank(item.nodeid))
+    items.sort(key=lambda item: _rank(item.nodeid.split("::", 1)[0], last))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -108,9 +137,13 @@ def _shared_servers(exclusive: bool) -> Iterator[None]:
                 fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
+def _exclusive(item: pytest.Item) -> bool:
+    return item.get_closest_marker("exclusive") is not None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    with _shared_servers(item.get_closest_marker("exclusive") is not None):
+    with _shared_servers(_exclusive(item)):
         return (yield)
 
 

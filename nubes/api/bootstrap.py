@@ -26,6 +26,7 @@ from nubes.api import images
 from nubes.api.identity import passwords
 from nubes.context import RequestContext
 from nubes.db.api import flavors, identity
+from nubes.db.api import roles as roles_db
 from nubes.db.engine import Database
 
 #: (flavorid, name, vcpus, memory_mb, root_gb): devstack's m1 family.
@@ -57,7 +58,7 @@ async def ensure_user(
     """Create ``name`` (or keep it), with ``roles`` on ``project`` (created when missing)."""
     hashed = await passwords.hash_password_async(password) if password is not None else None
     async with db.writer() as conn:
-        await identity.bootstrap_roles(conn)
+        await roles_db.bootstrap_roles(conn)
         project_row = None
         if project is not None:
             try:
@@ -74,7 +75,7 @@ async def ensure_user(
         for role in roles:
             if project_row is None:
                 raise exception.Invalid(reason="a role needs a project")
-            await identity.assignment_add(conn, user["id"], project_row["id"], role)
+            await roles_db.assignment_add(conn, user["id"], project_row["id"], role)
     return user
 
 

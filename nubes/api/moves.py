@@ -40,12 +40,14 @@ from nubes.api import images as images_api
 from nubes.api import instance_rules, intents, quotas
 from nubes.api import move_records as records
 from nubes.conductor.rpcapi import ConductorAPI
+from nubes.conductor.tasks.payloads import MovePayload
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
 from nubes.db.api import Row, flavors, services
 from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.engine import Connection, Database
+from nubes.injected_files import InjectedFiles
 from nubes.objects.flavor import Flavor
 from nubes.objects.states import (
     MigrationStatus,
@@ -428,12 +430,15 @@ class MovesAPI:
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
         values: Mapping[str, Any] | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> Row:
         """Create the guest again from ``image_ref`` on its host; the instance as recorded.
 
         ``metadata`` replaces the instance's (as Nova); ``values`` may set
         the columns of :data:`REBUILD_COLUMNS` (``system_metadata`` is
-        merged into what the instance has).
+        merged into what the instance has). ``injected_files`` (personality,
+        checked against their quotas by the caller) go on the rebuilt
+        guest's config drive; the task carries them, the instance does not.
         """
         extra = dict(values or {})
         unknown = set(extra) - REBUILD_COLUMNS
@@ -458,13 +463,13 @@ class MovesAPI:
                 {**(row["system_metadata"] or {}), **extra.get("system_metadata", {})}, image
             )
             updated = await records.set_task(conn, row, TaskState.REBUILDING, changes)
+            payload = MovePayload(
+                image=records.image_payload(image),
+                power_on=records.running(row),
+                injected_files=injected_files or None,
+            )
             task = await self.intents.start(
-                conn,
-                ctxt,
-                instance_uuid,
-                TaskKind.REBUILD,
-                "rebuild",
-                {"image": records.image_payload(image), "power_on": records.running(row)},
+                conn, ctxt, instance_uuid, TaskKind.REBUILD, "rebuild", payload
             )
         await self.intents.kick(ctxt, [task["id"]])
         return updated

@@ -25,6 +25,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import tags as tags_api
 from nubes.db.engine import Connection, Database
 from nubes.db.types import utcnow
+from nubes.injected_files import InjectedFiles
 from nubes.network import ports
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
@@ -63,6 +64,7 @@ class ServerCreation:
         description: str | None = None,
         group: str | None = None,
         user_data: str | None = None,
+        injected_files: InjectedFiles | None = None,
         config_drive: bool = False,
         system_metadata: Mapping[str, Any] | None = None,
         tags: list[str] | None = None,
@@ -80,7 +82,9 @@ class ServerCreation:
         ``flavor`` is a Flavor, a flavor row, or the flavor id users see;
         ``image`` the image's metadata (``id`` and ``properties``). Returns
         the instances as recorded; they become ACTIVE (or ERROR with a
-        fault) as their build tasks run.
+        fault) as their build tasks run. ``injected_files`` (personality,
+        checked against their quotas by the caller) travel with each build
+        task to its host's config drive; no instance row records them.
 
         Quotas (:mod:`nubes.api.quotas`): as many servers as fit, up to
         ``count``, when that is at least ``min_count`` (default ``count``);
@@ -110,6 +114,7 @@ class ServerCreation:
                 "user_data": user_data,
                 "config_drive": config_drive,
             },
+            injected_files=injected_files or None,
             group=group or None,
             requested_host=requested_host,
             requested_node=requested_node,

@@ -80,6 +80,7 @@ def libvirt_options(conf: cfg.ConfigOpts) -> dict[str, Any]:
         "migration_bandwidth": opts.live_migration_bandwidth,
         "disk_server_port": opts.disk_server_port,
         "vnc_listen": conf.vnc.server_listen if conf.vnc.enabled else None,
+        "ephemeral_format": conf.default_ephemeral_format,
     }
 
 

@@ -36,6 +36,7 @@ from nubes.compute.snapshots import upload_guest_disk
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.compute.virt.driver import console_tail
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects import states
 from nubes.objects.instance import Instance
 from nubes.objects.states import PowerState, TaskState, VMState
@@ -177,9 +178,12 @@ class ComputeManager(ComputeEndpoint):
         key: StepKey,
         image: dict[str, Any],
         request: dict[str, Any],
+        injected_files: InjectedFiles | None = None,
     ) -> None:
+        """Spawn the guest; ``injected_files`` (compute 1.10) go on its config drive."""
+
         async def work(ctxt: RequestContext) -> Outcome:
-            return await self._build(ctxt, instance, node, image, request)
+            return await self._build(ctxt, instance, node, image, request, injected_files)
 
         await self.runner.run_step(context, key, work)
 
@@ -190,6 +194,7 @@ class ComputeManager(ComputeEndpoint):
         node: str,
         image: dict[str, Any],
         request: dict[str, Any],
+        injected_files: InjectedFiles | None = None,
     ) -> Outcome:
         power = await self.runner.power_state(instance)
         if power is not None and instance.vm_state == _V.ACTIVE:
@@ -219,7 +224,7 @@ class ComputeManager(ComputeEndpoint):
                 )
                 if power is None:
                     asked = bool(request.get("config_drive"))
-                    drive = await self.runner.config_drive(ctxt, instance, asked)
+                    drive = await self.runner.config_drive(ctxt, instance, asked, injected_files)
                     await self.runner.driver.spawn(
                         ctxt, instance, image, request, config_drive=drive
                     )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, PowerState
@@ -61,20 +62,28 @@ class RebuildSteps(ComputeEndpoint):
         image: dict[str, Any],
         evacuate: bool,
         power_on: bool,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         """Create the guest again from ``image``: in place (the old guest is
         destroyed first) or, with ``evacuate``, here for an instance whose
-        host is down. Left powered off unless ``power_on``."""
+        host is down. Left powered off unless ``power_on``. A rebuild's
+        personality files (``injected_files``, compute 1.10) go on its config
+        drive; an evacuation has none (as Nova's, which passes none)."""
 
         async def work(ctxt: RequestContext) -> Outcome:
             if evacuate:
                 return await self._evacuate_here(ctxt, instance, image, power_on)
-            return await self._rebuild_in_place(ctxt, instance, image, power_on)
+            return await self._rebuild_in_place(ctxt, instance, image, power_on, injected_files)
 
         await self.runner.run_step(context, key, work)
 
     async def _rebuild_in_place(
-        self, ctxt: RequestContext, instance: Instance, image: dict[str, Any], power_on: bool
+        self,
+        ctxt: RequestContext,
+        instance: Instance,
+        image: dict[str, Any],
+        power_on: bool,
+        injected_files: InjectedFiles | None,
     ) -> Outcome:
         action = self.runner.reporter.action(ctxt, instance, REBUILD_EVENT, "rebuild")
         await action.start()
@@ -82,7 +91,7 @@ class RebuildSteps(ComputeEndpoint):
             # Repeated after a restart, this rebuilds once more from the same
             # image: the same result, since a rebuild throws the old disk away.
             await self.runner.driver.destroy(ctxt, instance)
-            drive = await self.runner.config_drive(ctxt, instance)
+            drive = await self.runner.config_drive(ctxt, instance, injected=injected_files)
             await self.runner.driver.spawn(ctxt, instance, image, {}, config_drive=drive)
             if not power_on:
                 await self.runner.driver.power_off(instance)

@@ -38,6 +38,12 @@ Version history:
     1.9 - shelve_instance takes ``image_id`` and ``grant``: the guest's disk
           snapshotted to the shelved image (Nova's ``<name>-shelved``) and
           uploaded as snapshot_instance uploads, before the instance is SHELVED
+    1.10 - build_and_run_instance and rebuild_instance take ``injected_files``
+          (an InjectedFiles: the personality files the host writes on the
+          guest's config drive); sent only when there are some, so a build or
+          rebuild without files still goes to a host capped below, at the
+          method's own version, and one with files to such a host is refused
+          (UnsupportedVersion) instead of losing them
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import Any
 
 from nubes import exception, versions
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
@@ -57,7 +64,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.9"
+VERSION = "1.10"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -66,6 +73,8 @@ REBOOT_TYPES = ("SOFT", "HARD")
 ACTIONS_VERSION = "1.6"
 #: Since when ``shelve_instance`` snapshots the guest's disk (image_id, grant).
 SHELVE_SNAPSHOT_VERSION = "1.9"
+#: Since when builds and rebuilds carry personality files (``injected_files``).
+INJECTED_FILES_VERSION = "1.10"
 
 
 class ComputeAPI:
@@ -132,12 +141,15 @@ class ComputeAPI:
         key: StepKey,
         image: dict[str, Any],
         request: dict[str, Any],
+        injected_files: InjectedFiles | None = None,
     ) -> None:
+        """Spawn the guest; ``injected_files`` go on its config drive (1.10)."""
         await self._step(
             ctxt,
             host,
             "build_and_run_instance",
             key,
+            **_with_files("1.0", injected_files),
             instance=instance,
             node=node,
             image=image,
@@ -610,15 +622,17 @@ class ComputeAPI:
         image: dict[str, Any],
         evacuate: bool,
         power_on: bool,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         """Create the guest again from ``image`` on ``host``: a rebuild in place
-        (the old guest is removed first) or an evacuation to this host."""
+        (the old guest is removed first) or an evacuation to this host;
+        ``injected_files`` (a rebuild's personality) go on its config drive (1.10)."""
         await self._step(
             ctxt,
             host,
             "rebuild_instance",
             key,
-            "1.1",
+            **_with_files("1.1", injected_files),
             instance=instance,
             image=image,
             evacuate=evacuate,
@@ -704,3 +718,14 @@ class ComputeAPI:
             ctxt, "get_vnc_console", instance_uuid=instance_uuid
         )
         return dict(answer)
+
+
+def _with_files(since: str, files: InjectedFiles | None) -> dict[str, Any]:
+    """``_step``'s ``since`` and the ``injected_files`` argument of a build or rebuild.
+
+    Personality files need 1.10; without any the step goes at its own
+    version ``since``, as before, so older hosts still take it.
+    """
+    if not files:
+        return {"since": since}
+    return {"since": INJECTED_FILES_VERSION, "injected_files": files}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from nubes import exception
 from nubes.compute import authz, rpcapi
 from nubes.compute.reporting import step_event
+from nubes.injected_files import InjectedFiles
 from nubes.metadata import configdrive
 from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.step_end import EventEnd
@@ -135,18 +136,29 @@ class StepRunner:
         self.ready = asyncio.Event()
 
     async def config_drive(
-        self, ctxt: RequestContext, instance: Instance, asked: bool | None = None
+        self,
+        ctxt: RequestContext,
+        instance: Instance,
+        asked: bool | None = None,
+        injected: InjectedFiles | None = None,
     ) -> ConfigDrive | None:
         """The guest's config drive, built here from what the conductor tells this
         host about its own instance, when it gets one: asked for at create
         (``asked``, from the build's request; None: as the instance records it,
-        for a rebuild or an evacuation), or ``[DEFAULT] force_config_drive``."""
-        if asked is False and not self.force_config_drive:
+        for a rebuild or an evacuation), ``[DEFAULT] force_config_drive``, or
+        personality files to write (``injected``, a build's or a rebuild's).
+
+        The drive is the only way those files reach the guest (nubes does not
+        write into guest disks, and the metadata service never serves them),
+        so files given make a drive even where none was asked for: Nova's
+        libvirt driver without one drops them, and an accepted parameter that
+        does nothing would be a bug."""
+        if asked is False and not self.force_config_drive and not injected:
             return None  # a build that asked for none: no question to the conductor
         meta = await InstanceMetadata.get_by_instance_uuid(ctxt, instance.uuid)
-        if not (self.force_config_drive or asked or meta.config_drive):
+        if not (self.force_config_drive or asked or meta.config_drive or injected):
             return None
-        return configdrive.build(meta)
+        return configdrive.build(meta, injected)
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key.task_id, key.step, key.attempt

@@ -117,6 +117,13 @@ default_opts: list[cfg.Opt] = [
         help="Give every guest built on this compute host a config drive, asked for "
         "or not (docs/metadata.md).",
     ),
+    cfg.StrOpt(
+        "default_ephemeral_format",
+        choices=["ext2", "ext3", "ext4", "xfs", "vfat", "ntfs"],
+        help="Filesystem a libvirt compute host formats a flavor's ephemeral disk "
+        "with (labelled ephemeral0; the host needs that mkfs). Unset: as Nova, by the "
+        "image's os_type: ext4 for linux, ntfs for windows, vfat otherwise.",
+    ),
     cfg.BoolOpt("debug", default=False, help="Log at debug level."),
     cfg.StrOpt(
         "compute_driver",

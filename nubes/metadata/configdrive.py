@@ -9,7 +9,9 @@ gives it for its own instance, with the files Nova's config drive has:
 - ``openstack/<version>/meta_data.json``, ``network_data.json``,
   ``vendor_data.json``, ``vendor_data2.json``, ``user_data`` (when set);
 - ``ec2/<version>/meta-data.json`` (the EC2 meta-data tree as one JSON
-  object) and ``ec2/<version>/user-data``.
+  object) and ``ec2/<version>/user-data``;
+- the personality files of the build or rebuild that makes the drive:
+  ``openstack/content/0000`` ..., named in ``meta_data.json``'s ``files``.
 
 Written with pycdlib (pure Python: no genisoimage on the hosts), with
 Joliet and Rock Ridge names so the guest sees the long file names.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pycdlib
 
+from nubes.injected_files import InjectedFiles
 from nubes.metadata import content
 from nubes.objects.instance_metadata import InstanceMetadata
 
@@ -35,7 +38,8 @@ LABEL = "config-2"
 class ConfigDrive:
     """The drive's files: path (``openstack/latest/meta_data.json``) -> bytes."""
 
-    files: dict[str, bytes]
+    #: Left out of ``repr``: user data and personality files are a user's.
+    files: dict[str, bytes] = dataclasses.field(repr=False)
 
     def write_iso(self, path: Path) -> None:
         """Write the ISO 9660 image to ``path`` (blocking: run it in a thread).
@@ -71,11 +75,13 @@ class ConfigDrive:
             iso.close()
 
 
-def build(meta: InstanceMetadata) -> ConfigDrive:
-    """The drive's files for ``meta``, every version as Nova writes them."""
+def build(meta: InstanceMetadata, injected: InjectedFiles | None = None) -> ConfigDrive:
+    """The drive's files for ``meta``, every version as Nova writes them, with
+    the personality files ``injected`` (``openstack/content/...``)."""
     files: dict[str, bytes] = {}
-    openstack = content.tree(meta)["openstack"]
+    openstack = content.tree(meta, injected)["openstack"]
     assert isinstance(openstack, dict)
+    # The versions' directories, and the personality files' content directory.
     for version, entries in openstack.items():
         assert isinstance(entries, dict)
         for name, data in entries.items():

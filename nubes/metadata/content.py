@@ -5,6 +5,12 @@ network_data.json, user_data, vendor_data.json, vendor_data2.json) and the
 EC2 format ``<version>/meta-data/…`` and ``<version>/user-data``. A path
 that names a directory lists its entries, one a line (a sub-directory ends
 with ``/``), as Nova does. The same tree is the config drive's contents.
+
+Personality files (:mod:`nubes.injected_files`) are in the tree only when
+the caller hands them in, which only the config drive does: as Nova, they
+are ``openstack/content/0000``, ``0001`` ... and ``meta_data.json`` lists
+them as ``files`` (``path``, ``content_path``); the metadata service, which
+never has them, shows neither.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import ipaddress
 import json
 from typing import Any, Union
 
+from nubes.injected_files import InjectedFiles
 from nubes.objects.instance_metadata import InstanceMetadata
 
 #: The OpenStack format's versions Nova lists (all served with today's contents).
@@ -42,6 +49,8 @@ EC2_VERSIONS = (
     "2009-04-04",
 )
 LATEST = "latest"
+#: The directory of the personality files' contents, beside the versions (Nova's).
+CONTENT_DIR = "content"
 
 #: A directory: name -> entry; a leaf is the bytes served.
 Tree = dict[str, Union["Tree", bytes]]
@@ -64,10 +73,15 @@ def _keys(meta: InstanceMetadata) -> list[dict[str, str]]:
     return [{"name": meta.key_name, "type": kind, "data": meta.public_key}]
 
 
-def meta_data(meta: InstanceMetadata) -> dict[str, Any]:
-    """``meta_data.json``."""
+def _content_names(files: InjectedFiles | None) -> list[str]:
+    """The names the personality files' contents have under :data:`CONTENT_DIR`, in order."""
+    return [f"{index:04d}" for index in range(len(files.files) if files else 0)]
+
+
+def meta_data(meta: InstanceMetadata, files: InjectedFiles | None = None) -> dict[str, Any]:
+    """``meta_data.json`` (with ``files``, as Nova's, when there are personality files)."""
     keys = _keys(meta)
-    return {
+    doc: dict[str, Any] = {
         "uuid": meta.uuid,
         "name": meta.name or "",
         "hostname": meta.hostname or "",
@@ -79,6 +93,12 @@ def meta_data(meta: InstanceMetadata) -> dict[str, Any]:
         "keys": keys,
         "devices": [],
     }
+    if files:
+        doc["files"] = [
+            {"path": f.path, "content_path": f"/{CONTENT_DIR}/{name}"}
+            for f, name in zip(files.files, _content_names(files), strict=True)
+        ]
+    return doc
 
 
 def _route(cidr: str, gateway: str) -> dict[str, str]:
@@ -149,9 +169,9 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _openstack_version(meta: InstanceMetadata) -> Tree:
+def _openstack_version(meta: InstanceMetadata, files: InjectedFiles | None) -> Tree:
     tree: Tree = {
-        "meta_data.json": _json(meta_data(meta)),
+        "meta_data.json": _json(meta_data(meta, files)),
         "network_data.json": _json(network_data(meta)),
         "vendor_data.json": b"{}",
         "vendor_data2.json": b"{}",
@@ -201,14 +221,17 @@ def ec2_json(meta: InstanceMetadata) -> dict[str, Any]:
     return dict(plain(found))
 
 
-def tree(meta: InstanceMetadata) -> Tree:
-    """Every path the guest may read (the config drive's files too)."""
-    openstack = _openstack_version(meta)
+def tree(meta: InstanceMetadata, files: InjectedFiles | None = None) -> Tree:
+    """Every path the guest may read (the config drive's files too, with its
+    personality ``files``: the config drive passes them, the service never)."""
+    version = _openstack_version(meta, files)
+    openstack: Tree = {v: version for v in (*OPENSTACK_VERSIONS, LATEST)}
+    if files:
+        openstack[CONTENT_DIR] = {
+            name: f.contents for f, name in zip(files.files, _content_names(files), strict=True)
+        }
     ec2 = _ec2_version(meta)
-    return {
-        "openstack": {v: openstack for v in (*OPENSTACK_VERSIONS, LATEST)},
-        **{v: ec2 for v in (*EC2_VERSIONS, LATEST)},
-    }
+    return {"openstack": openstack, **{v: ec2 for v in (*EC2_VERSIONS, LATEST)}}
 
 
 def _listing(meta: InstanceMetadata, directory: Tree, parts: list[str]) -> bytes:

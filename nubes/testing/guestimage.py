@@ -29,10 +29,23 @@ the serial console (so on the console log):
   disks), ``NUBES-GUEST disk <dev> <what it holds>`` for each (the start of
   the disk, letters, digits and dashes only), and on a root disk that holds
   nothing yet ``NUBES-GUEST disk-wrote <token>``: a token written there, so
-  a later boot from that disk (or of a copy of it) shows it again;
+  a later boot from that disk (or of a copy of it) shows it again; then
+  ``NUBES-GUEST ephemeral /dev/vdX`` (``none``), the disk labelled
+  ``ephemeral0``, and ``NUBES-GUEST ephemeral-holds <token>``: the token in
+  its sector :data:`EPHEMERAL_TOKEN_SECTOR` (written if it held none), and per disk holding swap
+  ``NUBES-GUEST swap <dev> on`` once ``swapon`` took it (``failed`` if not);
+* ``NUBES-GUEST size cpus <n> mem <KiB> vda <sectors>`` once per boot:
+  its CPUs, its memory (MemTotal) and its root disk's size (``none`` when
+  it sees no ``vda``: the disk driver loads with ``nubes.disk=1``);
 * with ``nubes.configdrive=1``: ``NUBES-GUEST cd-json <doc> NUBES-GUEST
-  cd-end`` with ``meta_data.json`` of the config drive (the cdrom), or
-  ``NUBES-GUEST configdrive none`` without one.
+  cd-end`` with ``meta_data.json`` of the config drive (the cdrom), then
+  ``NUBES-GUEST cd-file <path> <contents> NUBES-GUEST cd-end`` for each
+  personality file it wrote and ``NUBES-GUEST cd-files-done``; or
+  ``NUBES-GUEST configdrive none`` without a drive.
+* with ``nubes.configdrive=1`` or ``nubes.ssh=1``, a guest with a config
+  drive first copies its personality files (``meta_data.json``'s ``files``:
+  each ``path`` and its ``content_path``) to their paths, as cirros does, so
+  Tempest's personality tests find them when they log in.
 
 :func:`build_bootable` puts the same kernel and initramfs on a whole-disk
 image that boots through its own bootloader (SYSLINUX on FAT), for the
@@ -62,7 +75,17 @@ from nubes import exception
 BOOT_MARKER = "NUBES-GUEST boot"
 #: ``<marker> <token>``: the token a guest with ``nubes.disk=1`` wrote on its root disk.
 DISK_WROTE_MARKER = "NUBES-GUEST disk-wrote"
+#: ``<marker> /dev/vdX``: the disk labelled ephemeral0 (``none``), with ``nubes.disk=1``.
+EPHEMERAL_MARKER = "NUBES-GUEST ephemeral"
+#: ``<marker> <token>``: the token in the ephemeral disk's sector :data:`EPHEMERAL_TOKEN_SECTOR`.
+EPHEMERAL_HOLDS_MARKER = "NUBES-GUEST ephemeral-holds"
+#: Where that token is: the last 512-byte sector of the disk's first GiB.
+EPHEMERAL_TOKEN_SECTOR = (1 << 30) // 512 - 1
+#: ``<marker> <dev> on``: a swap disk the guest put to use.
+SWAP_MARKER = "NUBES-GUEST swap"
 TICK_MARKER = "NUBES-GUEST tick"
+#: ``<marker> cpus <n> mem <KiB> vda <sectors>``: what the guest was given, once per boot.
+SIZE_MARKER = "NUBES-GUEST size"
 POWER_BUTTON_MARKER = "NUBES-GUEST power-button"
 POWEROFF_MARKER = "NUBES-GUEST poweroff"
 #: ``<marker> <hostname> key yes``: the ssh variant's server listens (``key``
@@ -73,7 +96,7 @@ SSH_MARKER = "NUBES-GUEST ssh up"
 SSH_USER = "cirros"
 SSH_PASSWORD = "gocubsgo"
 #: The kernel command line the ssh variant's image boots with.
-SSH_CMDLINE = "console=ttyS0 nubes.dhcp=1 nubes.ssh=1"
+SSH_CMDLINE = "console=ttyS0 no_timer_check nubes.dhcp=1 nubes.ssh=1"
 #: Debian packages the ssh variant is made of beyond the plain guest's.
 SSH_PACKAGES = ("dropbear-bin",)
 
@@ -119,6 +142,34 @@ if grep -q 'nubes[.]dhcp=1' /proc/cmdline; then
 fi
 md=http://169.254.169.254
 get() { timeout 5 wget -q -O - "$md/$1" 2>/dev/null | tr -d '\n'; }
+# The config drive (an IDE cdrom holding ISO 9660: the cloud kernel has no
+# AHCI driver), mounted on /mnt/cd when the guest has one.
+mount_cd() {
+  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
+    insmod /lib/$m.ko 2>/dev/null
+  done
+  for i in 1 2 3 4 5; do [ -e /dev/sr0 ] && break; sleep 1; done
+  mkdir -p /mnt/cd
+  mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null
+}
+# Its personality files copied to their paths, as cirros's init does:
+# meta_data.json's "files" pairs each path with its content_path (under
+# openstack/). The paths written go to /tmp/injected, one a line.
+write_files() {
+  tr -d '\n' < /mnt/cd/openstack/latest/meta_data.json \\
+    | grep -o '"path": "[^"]*", "content_path": "[^"]*"' \\
+    | while read -r entry; do
+        path=$(echo "$entry" | sed 's/^"path": "\\([^"]*\\)".*/\\1/')
+        src=$(echo "$entry" | sed 's/.*"content_path": "\\([^"]*\\)"$/\\1/')
+        mkdir -p "$(dirname "$path")"
+        cp "/mnt/cd/openstack$src" "$path" && echo "$path" >> /tmp/injected
+      done
+}
+drive=
+if grep -q 'nubes[.]configdrive=1\\|nubes[.]ssh=1' /proc/cmdline && mount_cd; then
+  drive=yes
+  write_files
+fi
 if grep -q 'nubes[.]ssh=1' /proc/cmdline; then
   if [ -x /bin/dropbear ]; then
     # Its disks for lsblk, a pty for interactive logins.
@@ -184,15 +235,14 @@ if grep -q 'nubes[.]metadata=1' /proc/cmdline; then
   done
 fi
 if grep -q 'nubes[.]configdrive=1' /proc/cmdline; then
-  # The drive is an IDE cdrom (the cloud kernel has no AHCI driver).
-  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
-    insmod /lib/$m.ko 2>/dev/null
-  done
-  for i in 1 2 3 4 5; do [ -e /dev/sr0 ] && break; sleep 1; done
-  mkdir -p /mnt/cd
-  if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null; then
+  if [ -n "$drive" ]; then
     doc=$(tr -d '\n' < /mnt/cd/openstack/latest/meta_data.json)
     echo "NUBES-GUEST cd-json $doc NUBES-GUEST cd-end"
+    # What each personality file now holds at its path (as Tempest's `cat`).
+    while read -r path; do
+      echo "NUBES-GUEST cd-file $path $(tr -d '\n' < "$path") NUBES-GUEST cd-end"
+    done < /tmp/injected
+    echo "NUBES-GUEST cd-files-done"
   else
     echo "NUBES-GUEST configdrive none"
   fi
@@ -210,6 +260,31 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
   for d in $(ls /sys/block | grep '^vd'); do
     echo "NUBES-GUEST disk $d $(start_of $d)"
   done
+  # The flavor's ephemeral disk, found by its label; a token in the last
+  # sector of its first GiB (an empty filesystem keeps nothing there, and it
+  # stays where it is when a resize grows the disk), written if none is, so
+  # a later boot from it (or of a copy of it) shows the same.
+  eph=$(findfs LABEL=ephemeral0 2>/dev/null)
+  echo "NUBES-GUEST ephemeral ${eph:-none}"
+  if [ -n "$eph" ]; then
+    last=@EPHEMERAL_TOKEN_SECTOR@
+    mark=$(dd if=$eph bs=512 skip=$last count=1 2>/dev/null | tr -dc 'a-z0-9-')
+    if [ -z "$mark" ]; then
+      mark=nubes-$(cat /proc/sys/kernel/random/uuid)
+      printf '%s' "$mark" | dd of=$eph bs=512 seek=$last conv=notrunc 2>/dev/null
+      sync
+    fi
+    echo "NUBES-GUEST ephemeral-holds $mark"
+  fi
+  # Swap disks (mkswap's signature ends their first page), put to use.
+  for d in $(ls /sys/block | grep '^vd'); do
+    [ "$(dd if=/dev/$d bs=1 skip=4086 count=10 2>/dev/null)" = SWAPSPACE2 ] || continue
+    if swapon /dev/$d 2>/dev/null && grep -q "^/dev/$d " /proc/swaps; then
+      echo "NUBES-GUEST swap $d on"
+    else
+      echo "NUBES-GUEST swap $d failed"
+    fi
+  done
   if [ -e /dev/vda ] && [ -z "$(start_of vda)" ]; then
     token=nubes-$(cat /proc/sys/kernel/random/uuid)
     printf '%s' "$token" | dd of=/dev/vda bs=64 count=1 conv=notrunc 2>/dev/null
@@ -217,6 +292,12 @@ if grep -q 'nubes[.]disk=1' /proc/cmdline; then
     echo "NUBES-GUEST disk-wrote $token"
   fi
 fi
+# What the guest was given, seen from inside (a resize changes it): CPUs,
+# memory in KiB, and the root disk's 512-byte sectors when it sees one.
+cpus=$(grep -c ^processor /proc/cpuinfo)
+mem=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+vda=$(cat /sys/block/vda/size 2>/dev/null || echo none)
+echo "NUBES-GUEST size cpus $cpus mem $mem vda $vda"
 n=0
 while :; do
   n=$((n+1))
@@ -336,7 +417,11 @@ def _is_static(path: Path) -> bool:
 
 
 def _init_script() -> str:
-    return _INIT.replace("@SSH_USER@", SSH_USER).replace("@SSH_PASSWORD@", SSH_PASSWORD)
+    return (
+        _INIT.replace("@SSH_USER@", SSH_USER)
+        .replace("@SSH_PASSWORD@", SSH_PASSWORD)
+        .replace("@EPHEMERAL_TOKEN_SECTOR@", str(EPHEMERAL_TOKEN_SECTOR))
+    )
 
 
 def _digest(*paths: Path, extra: str = "") -> str:
@@ -446,7 +531,7 @@ TIMEOUT 1
 LABEL nubes
   KERNEL vmlinuz
   INITRD initramfs.gz
-  APPEND console=ttyS0
+  APPEND console=ttyS0 no_timer_check
 """
 #: Size of the bootable disk: a FAT filesystem holding the kernel and initramfs.
 _BOOTABLE_MIB = 48

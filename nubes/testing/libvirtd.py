@@ -74,6 +74,9 @@ DEBIAN_PACKAGES = (
     "syslinux-common",
     "mtools",
     "dosfstools",
+    # Guests' ephemeral disks (mkfs of ext4 or vfat, disks.py) and the tests' blkid.
+    "e2fsprogs",
+    "util-linux",
     # Compute hosts in network namespaces (nubes.testing.netns), and the
     # network data plane (nubes/compute/network): bridges, veth and VXLAN,
     # security groups, DHCP for the host's own ports.

@@ -54,6 +54,11 @@ FLAVOR: dict[str, Any] = {
 BIGGER: dict[str, Any] = {
     "flavorid": "real-bigger", "name": "real-bigger", "vcpus": 1, "memory_mb": 128, "root_gb": 2,
 }  # fmt: skip
+#: With an ephemeral disk (GiB) and swap (MiB), and what a resize of it goes to.
+EPHEMERAL: dict[str, Any] = {**FLAVOR, "flavorid": "real-eph", "name": "real-eph",
+    "ephemeral_gb": 1, "swap": 32}  # fmt: skip
+EPHEMERAL_BIGGER: dict[str, Any] = {**BIGGER, "flavorid": "real-eph-bigger",
+    "name": "real-eph-bigger", "ephemeral_gb": 2, "swap": 64}  # fmt: skip
 #: Real guests are slow to boot and to move under TCG: generous step timeouts.
 OPTIONS: dict[str, dict[str, Any]] = {
     # A host loaded by TCG guests (and a busy machine) may miss heartbeats for
@@ -99,13 +104,17 @@ class RealHostsCloud:
         hosts: int = 2,
         libvirt: Mapping[str, Any] | None = None,
         network: Mapping[str, Any] | None = None,
+        controller: Mapping[str, Any] | None = None,
     ) -> RealHostsCloud:
         """Everything up: hosts registered, the guest image active. ``libvirt`` adds
         ``[libvirt]`` options of every host (``live_migration_bandwidth``, say),
-        ``network`` ``[network]`` ones (``physical_interface_mappings``)."""
+        ``network`` ``[network]`` ones (``physical_interface_mappings``),
+        ``controller`` ``[DEFAULT]`` ones of the controllers
+        (``allow_resize_to_same_host``)."""
+        defaults = {"image_grant_secret": secrets.token_hex(16), **(controller or {})}
         cloud = ProcessCloud(
             rabbit_url, postgres_url, workdir / "cloud", hosts, OPTIONS,
-            controller_options={"DEFAULT": {"image_grant_secret": secrets.token_hex(16)}},
+            controller_options={"DEFAULT": defaults},
         )  # fmt: skip
         net = HostNetwork(workdir / "hosts", hosts)
         real = cls(cloud, net, workdir / "images")
@@ -156,8 +165,8 @@ class RealHostsCloud:
         db = self.cloud.db
         assert db is not None
         async with db.writer() as conn:
-            await flavors.create(conn, dict(FLAVOR))
-            await flavors.create(conn, dict(BIGGER))
+            for flavor in (FLAVOR, BIGGER, EPHEMERAL, EPHEMERAL_BIGGER):
+                await flavors.create(conn, dict(flavor))
         ctxt = context()
         image_id = await register_guest_images(db, self._conf(), ctxt, self.image_dir, 1 << 30)
         self.image = await images.get_active_image(db, ctxt, image_id)
@@ -234,8 +243,10 @@ class RealHostsCloud:
         key_name: str | None = None,
         user_data: str | None = None,
         config_drive: bool = False,
+        flavor: str = FLAVOR["flavorid"],
     ) -> str:
-        """A new server of the guest image (or ``image``); its uuid (not yet ACTIVE).
+        """A new server of the guest image (or ``image``) and ``flavor`` (an id);
+        its uuid (not yet ACTIVE).
         ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them;
         ``key_name``, ``user_data`` (base64) and ``config_drive`` as the API takes them."""
         assert self.cloud.db is not None
@@ -246,7 +257,7 @@ class RealHostsCloud:
             [made] = await api.create_servers(
                 context(),
                 name=name,
-                flavor=FLAVOR["flavorid"],
+                flavor=flavor,
                 image=image or self.image,
                 network_requests=network_requests or (),
                 scheduler_hints=scheduler_hints,

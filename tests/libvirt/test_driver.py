@@ -13,14 +13,19 @@ from nubes import exception
 from nubes.compute.virt.driver import LifecycleEvent
 from nubes.compute.virt.libvirt.driver import LibvirtDriver
 from nubes.context import RequestContext
+from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
+from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
 from nubes.testing import guestimage
 from nubes.testing.guestimage import (
     BOOT_MARKER,
     BOOTLOADER_MARKER,
+    EPHEMERAL_HOLDS_MARKER,
+    EPHEMERAL_MARKER,
     POWER_BUTTON_MARKER,
     POWEROFF_MARKER,
+    SWAP_MARKER,
 )
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.libvirt.conftest import make_driver, wait_console
@@ -29,7 +34,7 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt]
 
 
 def _instance(memory_mb: int = 96) -> Instance:
-    return Instance(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=memory_mb, root_gb=1)
+    return Instance(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=memory_mb, root_gb=1, ephemeral_gb=0)
 
 
 async def test_lifecycle_of_a_real_guest(
@@ -116,7 +121,7 @@ async def test_a_guest_that_powers_itself_off_is_reported(
     events: list[LifecycleEvent] = []
     driver.register_event_listener(events.append)
     inst = _instance()
-    meta = images.with_cmdline(images.raw, "console=ttyS0 nubes.poweroff=1")
+    meta = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.poweroff=1")
     await driver.spawn(RequestContext(), inst, meta, {})
     await wait_console(driver, inst, POWEROFF_MARKER)
     loop = asyncio.get_running_loop()
@@ -145,10 +150,14 @@ async def test_bad_images_leave_nothing_behind(
     with pytest.raises(exception.InstanceNotFound):
         await driver.check_can_live_migrate_source(ctxt, inst, {})
     with pytest.raises(exception.InstanceNotFound):
-        await driver.finish_revert_migration(ctxt, inst, None)  # type: ignore[arg-type]
-    # A resize to the same host is refused before anything (its files would be shared).
-    with pytest.raises(exception.VirtOperationNotSupported):
-        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, None)  # type: ignore[arg-type]
+        await driver.finish_revert_migration(
+            ctxt, inst, Migration(source_compute=driver.host, dest_compute="elsewhere")
+        )
+    # A resize on its own host of a guest it does not run: nothing set aside.
+    flavor = Flavor(flavorid="f", name="f", vcpus=1, memory_mb=96, root_gb=1)
+    with pytest.raises(exception.InstanceNotFound):
+        await driver.migrate_disk_and_power_off(ctxt, inst, driver.host, flavor)
+    assert not driver.files(inst.uuid).aside.directory.exists()
 
 
 async def test_a_disk_image_boots_through_its_own_bootloader(
@@ -201,7 +210,7 @@ async def test_rescue_boots_the_rescue_disk_with_the_own_disk_second_and_unrescu
 ) -> None:
     ctxt = RequestContext()
     inst = _instance()
-    image = images.with_cmdline(images.raw, "console=ttyS0 nubes.disk=1")
+    image = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.disk=1")
     await driver.spawn(ctxt, inst, image, {})
     log = await wait_console(driver, inst, guestimage.DISK_WROTE_MARKER)
     token = log.split(guestimage.DISK_WROTE_MARKER, 1)[1].split()[0]
@@ -223,3 +232,35 @@ async def test_rescue_boots_the_rescue_disk_with_the_own_disk_second_and_unrescu
     assert "NUBES-GUEST disks vda\r\n" in back or "NUBES-GUEST disks vda\n" in back, back
     assert not files.rescue_disk.exists() and not files.unrescue_xml.exists()
     await driver.destroy(ctxt, inst)
+
+
+async def test_a_guest_sees_its_ephemeral_disk_labelled_and_its_swap_in_use(
+    driver: LibvirtDriver, images: guestimage.PublishedImages
+) -> None:
+    # Issue #15: a flavor's ephemeral_gb and swap were accepted and did nothing.
+    ctxt = RequestContext()
+    inst = _instance()
+    inst.ephemeral_gb = 1
+    inst.flavor = Flavor(
+        flavorid="eph", name="eph", memory_mb=96, vcpus=1, root_gb=1, ephemeral_gb=1, swap=32
+    )
+    image = images.with_cmdline(images.raw, "console=ttyS0 no_timer_check nubes.disk=1")
+    image["properties"]["os_type"] = "linux"  # ext4, as Nova formats a Linux guest's
+    await driver.spawn(ctxt, inst, image, {})
+    # The disks' lines come before the first tick.
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1")
+    assert "NUBES-GUEST disks vda vdb vdc" in log, log
+    assert f"{EPHEMERAL_MARKER} /dev/vdb" in log and f"{SWAP_MARKER} vdc on" in log, log
+    token = log.split(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0]
+    files = driver.files(inst.uuid)
+    assert files.ephemeral_disk.exists() and files.swap_disk.exists()
+
+    # What the guest wrote on its ephemeral disk is there after a power cycle.
+    await driver.power_off(inst)
+    await driver.power_on(ctxt, inst)
+    log = await wait_console(driver, inst, BOOT_MARKER, 2)
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1", 2)
+    assert log.rsplit(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0] == token
+    assert log.count(f"{SWAP_MARKER} vdc on") == 2
+    await driver.destroy(ctxt, inst)
+    assert not files.directory.exists()

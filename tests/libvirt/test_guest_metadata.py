@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.timeout(480), pytest.mark.libvirt]
 
 ADDRESSES = ("10.89.0.10", "10.89.0.11")
 CMDLINE = (
-    f"console=ttyS0 nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} "
+    f"console=ttyS0 no_timer_check nubes.dhcp=1 nubes.ping={','.join(ADDRESSES)} "
     "nubes.metadata=1 nubes.configdrive=1"
 )
 

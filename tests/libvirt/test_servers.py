@@ -74,7 +74,7 @@ async def test_servers_boot_stop_start_survive_a_restart_and_go(
         ctxt = RequestContext(user_id="u1", project_id="p1")
         [a] = await cloud.api.create_servers(ctxt, name="a", flavor="tiny", image=images.raw)
         # b's init powers the guest off after 6 seconds of ticks.
-        off = images.with_cmdline(images.qcow2, "console=ttyS0 nubes.poweroff=6")
+        off = images.with_cmdline(images.qcow2, "console=ttyS0 no_timer_check nubes.poweroff=6")
         [b] = await cloud.api.create_servers(ctxt, name="b", flavor="tiny", image=off)
         both = [a.uuid, b.uuid]
         rows = await cloud.wait_for(both, _active, timeout=BOOT_TIMEOUT)

@@ -8,7 +8,8 @@ log shows what a disk carried across an operation:
 
 * shelve (offloaded at once) snapshots the disk to ``<name>-shelved``, the
   guest and its files go; unshelve spawns from that image (then deletes it)
-  and the guest finds its token again;
+  and the guest finds its token again, on a new empty ephemeral disk (as
+  Nova's: the offload drops its data);
 * rescue boots the guest from a fresh disk of its image with its own disk
   second (``vdb`` holds the token); unrescue boots its own disk again.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from nubes.testing import guestimage
-from nubes.testing.guestimage import BOOT_MARKER, DISK_WROTE_MARKER
+from nubes.testing.guestimage import BOOT_MARKER, DISK_WROTE_MARKER, EPHEMERAL_HOLDS_MARKER
 from nubes.testing.libvirtd import PrivateLibvirtd
 from tests.functional.api.cli import Cloud, free_port
 from tests.libvirt.conftest import BOOT_TIMEOUT
@@ -55,7 +56,7 @@ def _disk_guest_image(cloud: Cloud) -> str:
         *("--file", str(guestimage.build().disk)),
         *("--property", f"kernel_id={base['kernel_id']}"),
         *("--property", f"ramdisk_id={base['ramdisk_id']}"),
-        *("--property", "os_command_line=console=ttyS0 nubes.disk=1"),
+        *("--property", "os_command_line=console=ttyS0 no_timer_check nubes.disk=1"),
         "disk-guest",
     )
     return str(made["id"])
@@ -85,16 +86,30 @@ def _boots(log: Path) -> list[str]:
     return log.read_text(errors="replace").split(BOOT_MARKER)[1:]
 
 
+def _ephemeral_token(log: Path) -> str:
+    """The token on the ephemeral disk as the guest's last boot printed it."""
+    _wait_console(log, f"{EPHEMERAL_HOLDS_MARKER} ")
+    last = _boots(log)[-1]
+    return last.split(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0]
+
+
 def test_a_file_written_in_the_guest_survives_shelve_offload_unshelve(
     cloud: Cloud, tmp_path: Path
 ) -> None:
     image = _disk_guest_image(cloud)
+    # With an ephemeral disk and swap (issue #15): Nova drops the ephemeral
+    # disk's data at the offload; the unshelved guest gets new empty ones.
+    cloud.openstack(
+        "nubes-admin", "flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1",
+        "--ephemeral", "1", "--swap", "32", "eph.tiny",
+    )  # fmt: skip
     vm = cloud.json(
-        DEMO, "server", "create", "--flavor", "m1.tiny", "--image", image, "--nic", "none",
+        DEMO, "server", "create", "--flavor", "eph.tiny", "--image", image, "--nic", "none",
         "--wait", "vm1",
     )  # fmt: skip
     log = tmp_path / "state" / "instances" / vm["id"] / "console.log"
     token = _token(log)
+    ephemeral = _ephemeral_token(log)
 
     # shelved_offload_time is 0 by default: offloaded as part of the shelve.
     cloud.openstack(DEMO, "server", "shelve", "vm1")
@@ -112,6 +127,8 @@ def test_a_file_written_in_the_guest_survives_shelve_offload_unshelve(
     # A new guest from the snapshot: its root disk holds the token it wrote.
     _wait_console(log, f"NUBES-GUEST disk vda {token}")
     assert DISK_WROTE_MARKER not in log.read_text(errors="replace")
+    assert _ephemeral_token(log) != ephemeral
+    assert "NUBES-GUEST disks vda vdb vdc" in _boots(log)[-1]
     assert cloud.json(DEMO, "image", "list", "--name", "vm1-shelved") == []
     cloud.openstack(DEMO, "server", "delete", "--wait", "vm1")
 

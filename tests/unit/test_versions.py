@@ -32,7 +32,9 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 7, "1.7"),
         ("auto", 8, "1.8"),
         ("auto", 9, "1.9"),
-        ("auto", 99, "1.9"),
+        ("auto", 10, "1.9"),
+        ("auto", 11, "1.10"),
+        ("auto", 99, "1.10"),
         ("auto", 0, "1.0"),
     ],
 )

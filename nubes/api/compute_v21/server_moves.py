@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nubes import exception
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common, server_params, servers
 from nubes.api.compute_v21 import server_schemas as schemas
@@ -123,6 +124,10 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
     v.validate(body, schemas.REBUILD, version)
     common.authorize(request, "servers:rebuild", Rule.PROJECT_MEMBER, row["project_id"])
     rebuild = body["rebuild"]
+    if v.parse_bool("preserve_ephemeral", rebuild.get("preserve_ephemeral", False)):
+        # Nova's libvirt driver fails such a rebuild; no nubes driver keeps an
+        # ephemeral disk across a rebuild, so it is refused before anything is lost.
+        raise exception.PreserveEphemeralNotSupported()
     server_params.check_trusted_certs(rebuild)
     password = server_params.password(rebuild)
     values: dict[str, Any] = {}
@@ -137,6 +142,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         values["user_data"] = server_params.user_data(rebuild)
     if "hostname" in rebuild:
         values["hostname"] = rebuild["hostname"]
+    injected = await server_params.injected_files(request, rebuild, row["project_id"])
     updated = await _api(request).rebuild_server(
         common.ctx(request),
         row["uuid"],
@@ -144,6 +150,7 @@ async def _rebuild(request: Request, row: dict[str, Any], body: Any) -> Response
         name=rebuild.get("name"),
         metadata=rebuild.get("metadata"),
         values=values,
+        injected_files=injected,
     )
     # Nova answers with the body of an update (short before 2.75), plus
     # what the rebuild set that the short body leaves out.

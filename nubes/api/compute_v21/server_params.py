@@ -15,8 +15,10 @@ from typing import Any
 
 from starlette.requests import Request
 
+from nubes.api import quotas
 from nubes.api.compute_v21 import common
 from nubes.db.api import keypairs as keypairs_db
+from nubes.injected_files import InjectedFiles
 
 #: Length of a generated admin password (Nova's [DEFAULT] password_length).
 PASSWORD_LENGTH = 12
@@ -46,6 +48,23 @@ def personality(server: Mapping[str, Any]) -> list[tuple[str, bytes]]:
             raise common.bad_request(f"Personality content for {path} cannot be decoded") from None
         files.append((path, data))
     return files
+
+
+async def injected_files(
+    request: Request, server: Mapping[str, Any], project_id: str
+) -> InjectedFiles | None:
+    """A create's or rebuild's personality files, once they decode and fit the
+    project's quotas (403 otherwise, as Nova); None without any.
+
+    The schemas take ``personality`` up to 2.56 only, so from 2.57 there is
+    none to find here (and a request naming it was refused already)."""
+    files = personality(server)
+    if not files:
+        return None
+    state = common.state(request)
+    async with state.db.reader() as conn:
+        await quotas.check_injected_files(conn, state.conf, project_id=project_id, files=files)
+    return InjectedFiles.of(files)
 
 
 def password(server: Mapping[str, Any]) -> str:

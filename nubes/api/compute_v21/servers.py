@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from nubes import exception
 from nubes.api import images as images_api
-from nubes.api import instance_rules, quotas
+from nubes.api import instance_rules
 from nubes.api import validation as v
 from nubes.api.compute_v21 import common, hosts, server_params
 from nubes.api.compute_v21 import server_schemas as schemas
@@ -554,6 +554,13 @@ def _image_ref(server: Mapping[str, Any]) -> str | None:
             )
         source = bdm.get("source_type", "image" if ref else None)
         local = bdm.get("destination_type", "local") == "local"
+        if source == "blank" and local:
+            # Nova's block_device_info ephemerals and swap: not built here, so
+            # refused rather than accepted and ignored (issue #15).
+            raise common.bad_request(
+                "Ephemeral and swap block device mappings are not supported: a "
+                "server's ephemeral and swap disks are those of its flavor."
+            )
         if source != "image" or not local:
             raise common.bad_request(
                 "Block device mapping is not supported: there is no volume service."
@@ -581,13 +588,7 @@ async def create(request: Request) -> Response:
     server_params.check_trusted_certs(server)
     key_name = await server_params.key_name_of(request, server.get("key_name"))
     user_data = server_params.user_data(server)
-    files = server_params.personality(server)
-    if files:
-        state = common.state(request)
-        async with state.db.reader() as conn:
-            await quotas.check_injected_files(
-                conn, state.conf, project_id=ctxt.project_id or "", files=files
-            )
+    injected = await server_params.injected_files(request, server, ctxt.project_id or "")
     # One read block for both (they join it): one pooled connection, not two.
     async with common.state(request).db.reader():
         flavor = await _flavor(request, server["flavorRef"])
@@ -623,6 +624,7 @@ async def create(request: Request) -> Response:
         description=server.get("description"),
         group=str(group) if group else None,
         user_data=user_data,
+        injected_files=injected,
         config_drive=v.parse_bool("config_drive", server.get("config_drive", False)),
         system_metadata=instance_rules.with_scheduler_hints(
             instance_rules.with_image_properties(server_params.sysmeta_from(server), image), hints

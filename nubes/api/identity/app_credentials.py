@@ -25,6 +25,7 @@ from nubes.api.identity.common import collection_links, link, self_or_admin
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 from nubes.db.types import utcnow
 
 _ROLE_REF = {
@@ -76,7 +77,7 @@ async def _roles(conn: Any, ids: list[str]) -> list[dict[str, Any]]:
     out = []
     for role_id in ids:
         try:
-            out.append(await identity.role_get(conn, role_id))
+            out.append(await roles_db.role_get(conn, role_id))
         except exception.NotFound:
             continue  # deleted since: the credential no longer carries it
     return out
@@ -127,7 +128,7 @@ async def create(request: Request) -> Response:
     expires = _expiry(ref.get("expires_at"))
     db = api_state(request).db
     async with db.reader() as conn:
-        held = await identity.roles_for(conn, user_id, ctxt.project_id)
+        held = await roles_db.roles_for(conn, user_id, ctxt.project_id)
         by_id = {r["id"]: r for r in held}
         by_name = {r["name"]: r for r in held}
         if ref.get("roles"):

@@ -29,6 +29,7 @@ from nubes.api.identity.common import (
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 
 _ROLE_FIELDS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -57,7 +58,7 @@ async def list_roles(request: Request) -> Response:
     # Any authenticated user may list roles (the names are in every token).
     q = request.query_params
     async with api_state(request).db.reader() as conn:
-        rows = await identity.role_get_all(conn, name=q.get("name"), domain_id=q.get("domain_id"))
+        rows = await roles_db.role_get_all(conn, name=q.get("name"), domain_id=q.get("domain_id"))
     return JSONResponse(
         {"roles": [role_view(request, r) for r in rows], "links": collection_links(request)}
     )
@@ -72,7 +73,7 @@ async def create_role(request: Request) -> Response:
         if ref.get("domain_id"):
             # 404 for a domain that does not exist, as Keystone.
             await identity.domain_get(conn, ref["domain_id"])
-        row = await identity.role_create(
+        row = await roles_db.role_create(
             conn, ref["name"], description=ref.get("description"), domain_id=ref.get("domain_id")
         )
     return JSONResponse({"role": role_view(request, row)}, status_code=201)
@@ -80,7 +81,7 @@ async def create_role(request: Request) -> Response:
 
 async def show_role(request: Request) -> Response:
     async with api_state(request).db.reader() as conn:
-        row = await identity.role_get(conn, request.path_params["role_id"])
+        row = await roles_db.role_get(conn, request.path_params["role_id"])
     return JSONResponse({"role": role_view(request, row)})
 
 
@@ -92,15 +93,15 @@ async def update_role(request: Request) -> Response:
     values = {k: v for k, v in body["role"].items() if k in ("name", "description")}
     async with api_state(request).db.writer() as conn:
         if values:
-            await identity.role_update(conn, role_id, values)
-        row = await identity.role_get(conn, role_id)
+            await roles_db.role_update(conn, role_id, values)
+        row = await roles_db.role_get(conn, role_id)
     return JSONResponse({"role": role_view(request, row)})
 
 
 async def delete_role(request: Request) -> Response:
     admin(request, "delete_role")
     async with api_state(request).db.writer() as conn:
-        await identity.role_delete(conn, request.path_params["role_id"])
+        await roles_db.role_delete(conn, request.path_params["role_id"])
     return Response(status_code=204)
 
 
@@ -120,8 +121,8 @@ def _inference_link(request: Request, prior_id: str, implied_id: str = "") -> di
 
 async def _rule_body(conn: Any, request: Request, prior_id: str, implied_id: str) -> dict[str, Any]:
     prior, implied = (
-        await identity.role_get(conn, prior_id),
-        await identity.role_get(conn, implied_id),
+        await roles_db.role_get(conn, prior_id),
+        await roles_db.role_get(conn, implied_id),
     )
     return {
         "role_inference": {
@@ -134,10 +135,10 @@ async def _rule_body(conn: Any, request: Request, prior_id: str, implied_id: str
 
 async def _rules_of(conn: Any, request: Request, prior_id: str) -> dict[str, Any]:
     """One prior role with every role it implies directly."""
-    prior = await identity.role_get(conn, prior_id)
+    prior = await roles_db.role_get(conn, prior_id)
     implied = [
-        _inference_role(request, await identity.role_get(conn, r["implied_role_id"]))
-        for r in await identity.inferences(conn, prior_id)
+        _inference_role(request, await roles_db.role_get(conn, r["implied_role_id"]))
+        for r in await roles_db.inferences(conn, prior_id)
     ]
     return {"prior_role": _inference_role(request, prior), "implies": implied}
 
@@ -149,21 +150,21 @@ async def one_rule(request: Request) -> Response:
     if request.method == "PUT":
         admin(request, "create_implied_role")
         async with db.writer() as conn:
-            await identity.inference_create(conn, prior_id, implied_id)
+            await roles_db.inference_create(conn, prior_id, implied_id)
             body = await _rule_body(conn, request, prior_id, implied_id)
         return JSONResponse(body, status_code=201)
     if request.method == "DELETE":
         admin(request, "delete_implied_role")
         async with db.writer() as conn:
-            await identity.role_get(conn, prior_id)
-            await identity.role_get(conn, implied_id)
-            if not await identity.inference_delete(conn, prior_id, implied_id):
+            await roles_db.role_get(conn, prior_id)
+            await roles_db.role_get(conn, implied_id)
+            if not await roles_db.inference_delete(conn, prior_id, implied_id):
                 raise exception.NotFound(reason=_no_rule(prior_id, implied_id))
         return Response(status_code=204)
     # Reading rules is open to anyone who may read roles (every token names them).
     async with db.reader() as conn:
         body = await _rule_body(conn, request, prior_id, implied_id)
-        if await identity.inference_get(conn, prior_id, implied_id) is None:
+        if await roles_db.inference_get(conn, prior_id, implied_id) is None:
             raise exception.NotFound(reason=_no_rule(prior_id, implied_id))
     if request.method == "HEAD":
         return Response(status_code=204)
@@ -183,7 +184,7 @@ async def list_rules_of(request: Request) -> Response:
 
 async def list_all_rules(request: Request) -> Response:
     async with api_state(request).db.reader() as conn:
-        priors = dict.fromkeys(r["prior_role_id"] for r in await identity.inferences(conn))
+        priors = dict.fromkeys(r["prior_role_id"] for r in await roles_db.inferences(conn))
         out = [await _rules_of(conn, request, p) for p in priors]
     return JSONResponse(
         {"role_inferences": out, "links": {"self": f"{base(request)}/v3/role_inferences"}}
@@ -220,7 +221,7 @@ async def _check_parties(
 
 def _grant_route(target: str, actor: str) -> tuple[Route, Route]:
     """The two routes of one grant kind: the list, and PUT/HEAD/DELETE of one role."""
-    type_ = identity.assignment_type(actor, target)
+    type_ = roles_db.assignment_type(actor, target)
     prefix = f"/v3/{target}s/{{target_id}}/{actor}s/{{actor_id}}/roles"
     if target == "system":
         prefix = f"/v3/system/{actor}s/{{actor_id}}/roles"
@@ -232,7 +233,7 @@ def _grant_route(target: str, actor: str) -> tuple[Route, Route]:
         async with api_state(request).db.reader() as conn:
             domains = await _check_parties(conn, actor, actor_id, target, target_id)
             in_domain(ctxt, "list_grants", *domains)
-            rows = await identity.grants_on(conn, type_, actor_id, target_id)
+            rows = await roles_db.grants_on(conn, type_, actor_id, target_id)
         return JSONResponse(
             {"roles": [role_view(request, r) for r in rows], "links": collection_links(request)}
         )
@@ -251,16 +252,16 @@ def _grant_route(target: str, actor: str) -> tuple[Route, Route]:
             # A domain manager: actor and target in its domain, and it gives
             # or takes only the roles up to manager (never admin).
             in_domain(ctxt, action, *await _check_parties(conn, actor, actor_id, target, target_id))
-            role = await identity.role_get(conn, role_id)
+            role = await roles_db.role_get(conn, role_id)
             if writing and not policy.allowed(ctxt, policy.Rule.ADMIN):
                 if role["name"] not in policy.MANAGER_ASSIGNABLE_ROLES:
                     raise exception.PolicyNotAuthorized(action=f"identity:{action}")
             if request.method == "PUT":
-                await identity.grant(conn, type_, actor_id, target_id, role_id)
+                await roles_db.grant(conn, type_, actor_id, target_id, role_id)
             elif request.method == "DELETE":
-                if not await identity.revoke_grant(conn, type_, actor_id, target_id, role_id):
+                if not await roles_db.revoke_grant(conn, type_, actor_id, target_id, role_id):
                     raise exception.NotFound(reason=f"Could not find role assignment: {role_id}.")
-            elif not await identity.grant_exists(conn, type_, actor_id, target_id, role_id):
+            elif not await roles_db.grant_exists(conn, type_, actor_id, target_id, role_id):
                 raise exception.NotFound(reason=f"Could not find role assignment: {role_id}.")
         return Response(status_code=204)
 
@@ -294,7 +295,7 @@ class _Names:
                 elif kind == "domain":
                     row = await identity.domain_get(self.conn, id_)
                 else:
-                    row = await identity.role_get(self.conn, id_)
+                    row = await roles_db.role_get(self.conn, id_)
             except exception.NotFound:
                 row = None
             self.cache[key] = row
@@ -363,7 +364,7 @@ async def list_role_assignments(request: Request) -> Response:
                 )
             types = [t for t in types if t in identity.GROUP_TYPES]
             actor_ids = [group_id]
-        rows = await identity.assignment_list(
+        rows = await roles_db.assignment_list(
             conn,
             types=types,
             actor_ids=actor_ids,
@@ -397,7 +398,7 @@ async def _expand(
     }
     if not effective:
         return [entry]
-    role_ids = [r["id"] for r in await identity.effective_roles(conn, [row["role_id"]])]
+    role_ids = [r["id"] for r in await roles_db.effective_roles(conn, [row["role_id"]])]
     if actor_kind == "group":
         members = [u["id"] for u in await identity.group_users(conn, row["actor_id"])]
         return [

@@ -36,6 +36,7 @@ from nubes.api.identity.common import (
 from nubes.api.middleware import api_state, request_context
 from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
 #: Keystone's limit for project and domain names is shorter than for users.
@@ -240,7 +241,7 @@ async def list_projects(request: Request) -> Response:
                 raise exception.PolicyNotAuthorized(action="identity:list_projects")
             rows = [
                 r
-                for r in await identity.projects_for_user(conn, ctxt.user_id or "")
+                for r in await roles_db.projects_for_user(conn, ctxt.user_id or "")
                 if all(v is None or r[k] == v for k, v in filters.items())
                 and parent_id in (None, r["parent_id"] or r["domain_id"])
             ]
@@ -360,7 +361,7 @@ async def show_project(request: Request) -> Response:
             else:
                 found = await identity.project_subtree(conn, row["id"])
             if not policy.allowed(ctxt, policy.Rule.DOMAIN_MANAGER, domain_id=row["domain_id"]):
-                mine = {p["id"] for p in await identity.projects_for_user(conn, ctxt.user_id or "")}
+                mine = {p["id"] for p in await roles_db.projects_for_user(conn, ctxt.user_id or "")}
                 found = [p for p in found if p["id"] in mine]
             if asked[f"{kind}_as_list"]:
                 tagged = await identity.with_tags(conn, found)
@@ -596,7 +597,7 @@ async def user_projects(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     async with api_state(request).db.reader() as conn:
         self_or_manager(request, await _user(conn, user_id), "list_user_projects")
-        rows = await identity.with_tags(conn, await identity.projects_for_user(conn, user_id))
+        rows = await identity.with_tags(conn, await roles_db.projects_for_user(conn, user_id))
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
     )

@@ -33,6 +33,7 @@ from nubes.api.bootstrap import ensure_user
 from nubes.cmd import common
 from nubes.db import engine
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 
 #: Exit codes: 0 done, 1 nothing to do or not found, 2 bad arguments.
 EXIT_NOT_FOUND = 1
@@ -160,9 +161,9 @@ def _role_change(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
             user = await identity.user_get(conn, args.user)
             project = await identity.project_get(conn, args.project)
             if args.action == "add":
-                changed = await identity.assignment_add(conn, user["id"], project["id"], args.role)
+                changed = await roles_db.assignment_add(conn, user["id"], project["id"], args.role)
             else:
-                changed = await identity.assignment_remove(
+                changed = await roles_db.assignment_remove(
                     conn, user["id"], project["id"], args.role
                 )
         if not changed:
@@ -176,8 +177,8 @@ def _role_change(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
 def _role_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     async def go(db: engine.Database) -> int:
         async with db.writer() as conn:
-            await identity.bootstrap_roles(conn)
-            for row in await identity.role_get_all(conn):
+            await roles_db.bootstrap_roles(conn)
+            for row in await roles_db.role_get_all(conn):
                 print(f"{row['id']}  {row['name']}")
         return 0
 

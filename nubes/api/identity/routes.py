@@ -25,6 +25,7 @@ from nubes.api.middleware import api_state, request_context, service_app
 from nubes.api.state import ApiState
 from nubes.api.validation import json_body, validate
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 
 VERSION_ID = "v3.14"
 VERSION_UPDATED = "2020-04-07T00:00:00Z"
@@ -174,7 +175,7 @@ async def auth_projects(request: Request) -> Response:
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
         rows = await identity.with_tags(
-            conn, await identity.projects_for_user(conn, ctxt.user_id or "")
+            conn, await roles_db.projects_for_user(conn, ctxt.user_id or "")
         )
     return JSONResponse(
         {"projects": [project_view(request, r) for r in rows], "links": collection_links(request)}
@@ -185,7 +186,7 @@ async def auth_domains(request: Request) -> Response:
     """The domains the caller may scope a token to (a role on them, its own or a group's)."""
     ctxt = _ctx(request)
     async with _state(request).db.reader() as conn:
-        rows = await identity.domains_for_user(conn, ctxt.user_id or "")
+        rows = await roles_db.domains_for_user(conn, ctxt.user_id or "")
     return JSONResponse(
         {"domains": [domain_view(request, r) for r in rows], "links": collection_links(request)}
     )

@@ -20,6 +20,7 @@ from nubes.api.state import ApiState
 from nubes.api.views import keystone_time
 from nubes.context import RequestContext
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 from nubes.db.types import utcnow
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
@@ -119,7 +120,7 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
     async with state.db.reader() as conn:
         if "project" in scope:
             project = await _scoped_project(conn, scope["project"])
-            role_rows = await identity.roles_for(conn, user["id"], project["id"])
+            role_rows = await roles_db.roles_for(conn, user["id"], project["id"])
             if not role_rows:
                 raise exception.NotAuthenticated()
         elif (
@@ -132,7 +133,7 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
             # (else an unscoped token, as Keystone).
             try:
                 project = await _scoped_project(conn, {"id": user["default_project_id"]})
-                role_rows = await identity.roles_for(conn, user["id"], project["id"])
+                role_rows = await roles_db.roles_for(conn, user["id"], project["id"])
             except exception.NotAuthenticated:
                 project = None
             if not role_rows:
@@ -140,7 +141,7 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
         elif "domain" in scope:
             domain = await _domain(conn, scope["domain"])
             if domain is not None:
-                role_rows = await identity.roles_on_domain(conn, user["id"], domain["id"])
+                role_rows = await roles_db.roles_on_domain(conn, user["id"], domain["id"])
             if domain is None or not role_rows:
                 raise exception.NotAuthenticated()
         elif "system" in scope:
@@ -148,7 +149,7 @@ async def authenticate(state: ApiState, auth: Mapping[str, Any]) -> tuple[str, d
             if not isinstance(wanted, Mapping) or wanted.get("all") is not True:
                 raise exception.NotAuthenticated()
             system = identity.SYSTEM
-            role_rows = await identity.roles_on_system(conn, user["id"])
+            role_rows = await roles_db.roles_on_system(conn, user["id"])
             if not role_rows:
                 raise exception.NotAuthenticated()
     return await _issue(
@@ -217,7 +218,7 @@ async def _authenticate_app_cred(
                 cred = await identity.app_cred_get_by_name(conn, owner["id"], ref["name"])
         user = await identity.user_get_by_id(conn, cred["user_id"]) if cred else None
         project = await identity.project_get(conn, cred["project_id"]) if cred else None
-        held = await identity.roles_for(conn, user["id"], project["id"]) if user and project else []
+        held = await roles_db.roles_for(conn, user["id"], project["id"]) if user and project else []
     if cred is None or user is None or project is None:
         await passwords.verify_password_async(_DUMMY_HASH, secret)
         raise exception.NotAuthenticated()
@@ -291,9 +292,9 @@ async def _issue(
 
 async def _with_implied(state: ApiState, role_rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The token's roles: those held and all they imply (the rules' one home,
-    :func:`identity.effective_roles`)."""
+    :func:`roles_db.effective_roles`)."""
     async with state.db.reader() as conn:
-        rows = await identity.effective_roles(conn, [r["id"] for r in role_rows])
+        rows = await roles_db.effective_roles(conn, [r["id"] for r in role_rows])
     return [{"id": r["id"], "name": r["name"]} for r in rows]
 
 

@@ -177,10 +177,19 @@ class Run:
         writes: Writes | None = None,
         payload: TaskPayload | dict[str, Any] | None = None,
     ) -> None:
-        """End the task with ``status``; ``writes`` (and ``payload``) commit with it."""
+        """End the task with ``status``; ``writes`` (and ``payload``) commit with it.
+
+        A build's or rebuild's personality files are dropped from the payload
+        here: no later step needs them, and a user's files stay in the
+        database no longer than the task that carries them to the host.
+        """
         check_step(self.kind, self.step, END)
-        if payload is not None:
-            payload = self._stored(payload)
+        stored = self.payload if payload is None else self._stored(payload)
+        forgotten = payloads.without_injected_files(stored)
+        if forgotten is not None:
+            payload = forgotten
+        elif payload is not None:
+            payload = stored
 
         own = tasks.finish_write(
             self.id,

@@ -293,6 +293,7 @@ class BuildTask(Task):
                     self.engine.conf.image_grant_ttl,
                 ),
                 payload.request,
+                payload.injected_files,
             )
 
         outcome = await run.wait_for_report(send)

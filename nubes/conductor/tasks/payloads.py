@@ -37,6 +37,7 @@ import msgspec
 
 from nubes import exception
 from nubes.conductor.tasks.states import TaskKind
+from nubes.injected_files import InjectedFiles
 from nubes.step_key import StepKey
 
 #: The payload version this release writes (1: release N's untyped dicts, no ``v``).
@@ -179,6 +180,10 @@ class BuildPayload(TaskPayload, kw_only=True):
     hints: dict[str, Any] = msgspec.field(default_factory=dict)
     #: The server's name, key name and user data.
     request: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The personality files (API up to 2.56) every try's host writes on the
+    #: guest's config drive. Kept for the task's life only: a reschedule sends
+    #: them again; the instance never records them (as Nova).
+    injected_files: InjectedFiles | None = None
     group: str | None = None
     #: Compute API 2.74: the host and node an admin asked for. The scheduler
     #: still checks them; this build's only (its later moves choose afresh).
@@ -309,6 +314,8 @@ class MovePayload(TaskPayload, kw_only=True):
     #: rebuild, evacuate: the image the guest is built again from (its id alone,
     #: or with its properties).
     image: dict[str, Any] | str | None = None
+    #: rebuild: the personality files the host writes on the guest's config drive.
+    injected_files: InjectedFiles | None = None
     #: The last try sent of each compute step (moves.ask).
     tries: dict[str, int] = msgspec.field(default_factory=dict)
     #: Why the move is rolled back.
@@ -454,6 +461,18 @@ def encode(payload: TaskPayload, base: Mapping[str, Any] | None = None) -> dict[
     data.update(msgspec.to_builtins(payload))
     data[VERSION_KEY] = payload.v
     return data
+
+
+#: The stored key of a build's or rebuild's personality files.
+INJECTED_FILES_KEY = "injected_files"
+
+
+def without_injected_files(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``raw`` without its personality files; None when it has none (the
+    common case, a key lookup: ``encode`` leaves the key out when empty)."""
+    if INJECTED_FILES_KEY not in raw:
+        return None
+    return {k: v for k, v in raw.items() if k != INJECTED_FILES_KEY}
 
 
 def awaiting(raw: Mapping[str, Any] | None) -> Awaited | None:

@@ -166,6 +166,7 @@ async def _send_rebuild(
         ),
         evacuate=evacuate,
         power_on=run.typed(MovePayload).powered,
+        injected_files=run.typed(MovePayload).injected_files,
     )
 
 

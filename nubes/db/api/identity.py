@@ -1,5 +1,5 @@
-"""Domains, projects, users, groups, roles, role assignments, application
-credentials and tokens (a Keystone v3 subset).
+"""Domains, projects, users, groups, application credentials and tokens (a
+Keystone v3 subset; roles and role assignments are :mod:`nubes.db.api.roles`).
 
 A token's roles are a snapshot taken at issue; every change that takes a
 right away (a role removed, a user disabled or deleted, a project disabled
@@ -15,7 +15,6 @@ their text, so a copy of the database does not hand out live tokens.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,7 +26,6 @@ from nubes import exception
 from nubes.db.api._common import Row, fetch_all, fetch_one, insert_row, now_or
 from nubes.db.models import (
     DEFAULT_DOMAIN_ID,
-    GLOBAL_ROLE_DOMAIN,
     application_credentials,
     assignments,
     credentials,
@@ -36,36 +34,36 @@ from nubes.db.models import (
     groups,
     project_tags,
     projects,
-    role_inferences,
-    roles,
     tokens,
     users,
 )
 
-#: The roles every cloud has, from most to least powerful. Each implies the
-#: next (Keystone's default implied roles: admin > manager > member > reader),
-#: as rows of ``role_inferences`` that migration 0016 writes, like Keystone's
-#: bootstrap; :func:`bootstrap_roles` writes them for a cloud made otherwise.
-DEFAULT_ROLES = ("admin", "manager", "member", "reader")
-#: Keystone's ``[assignment] prohibited_implied_role`` default: no rule may
-#: make a role imply admin (holding any other role would make one an admin).
-PROHIBITED_IMPLIED_ROLES = frozenset({"admin"})
 #: Keystone's ``[DEFAULT] max_project_tree_depth`` default: a project at the
 #: top of its domain is at depth 1.
 MAX_PROJECT_TREE_DEPTH = 5
-#: The role other services' users hold (a network or volume service sending
-#: server events); Keystone's bootstrap creates it beside the defaults. It
-#: implies none of them and none implies it.
-SERVICE_ROLE = "service"
-#: Every role a new cloud starts with.
-BOOTSTRAP_ROLES = (*DEFAULT_ROLES, SERVICE_ROLE)
+
+
+#: The stored values of ``assignments.type``: who (a user or a group) holds a
+#: role on what (a project, a domain or the system); roles and assignments
+#: are :mod:`nubes.db.api.roles`, which deletes here must keep in step with.
+USER_PROJECT, GROUP_PROJECT = "UserProject", "GroupProject"
+USER_DOMAIN, GROUP_DOMAIN = "UserDomain", "GroupDomain"
+#: Keystone's system scope: the cloud itself (its ``target_id`` is :data:`SYSTEM`).
+USER_SYSTEM, GROUP_SYSTEM = "UserSystem", "GroupSystem"
+USER_TYPES = (USER_PROJECT, USER_DOMAIN, USER_SYSTEM)
+GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN, GROUP_SYSTEM)
+PROJECT_TYPES = (USER_PROJECT, GROUP_PROJECT)
+DOMAIN_TYPES = (USER_DOMAIN, GROUP_DOMAIN)
+SYSTEM_TYPES = (USER_SYSTEM, GROUP_SYSTEM)
+#: The one system there is (Keystone's ``system: {"all": true}``).
+SYSTEM = "all"
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _listing(table: Any, **filters: Any) -> Any:
+def name_listing(table: Any, **filters: Any) -> Any:
     """``SELECT`` of ``table`` ordered by name, with each filter given (not
     None) as an equality (``enabled`` as a boolean test): the one shape of
     every directory listing."""
@@ -185,7 +183,7 @@ async def project_get_all(
     """Projects matching the filters; ``parent_id`` is a project (its
     children) or a domain (the projects at its top), as Keystone shows a
     top-level project's parent as its domain."""
-    stmt = _listing(projects, name=name, domain_id=domain_id, enabled=enabled)
+    stmt = name_listing(projects, name=name, domain_id=domain_id, enabled=enabled)
     if parent_id is not None:
         stmt = stmt.where(
             or_(
@@ -218,7 +216,7 @@ async def project_update(conn: AsyncConnection, project_id: str, values: Mapping
     if not result.rowcount:
         raise exception.NotFound(reason=f"project {project_id} does not exist")
     if values.get("enabled") is False:
-        await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
+        await tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
 async def project_delete(conn: AsyncConnection, project_id: str) -> None:
@@ -244,7 +242,7 @@ async def project_delete(conn: AsyncConnection, project_id: str) -> None:
     )
     await conn.execute(delete(project_tags).where(project_tags.c.project_id == project_id))
     await conn.execute(delete(credentials).where(credentials.c.project_id == project_id))
-    await _tokens_revoke_where(conn, tokens.c.project_id == project_id)
+    await tokens_revoke_where(conn, tokens.c.project_id == project_id)
 
 
 async def with_tags(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
@@ -345,7 +343,9 @@ async def user_get_all(
     domain_id: str | None = None,
     enabled: bool | None = None,
 ) -> list[Row]:
-    return await fetch_all(conn, _listing(users, name=name, domain_id=domain_id, enabled=enabled))
+    return await fetch_all(
+        conn, name_listing(users, name=name, domain_id=domain_id, enabled=enabled)
+    )
 
 
 async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, Any]) -> None:
@@ -354,7 +354,7 @@ async def user_update(conn: AsyncConnection, user_id: str, values: Mapping[str, 
         raise exception.NotFound(reason=f"user {user_id} does not exist")
     # A new password, like disabling, ends every session the user has (Keystone does so too).
     if values.get("enabled") is False or "password_hash" in values:
-        await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+        await tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
 async def user_delete(conn: AsyncConnection, user_id: str) -> None:
@@ -373,7 +373,7 @@ async def user_delete(conn: AsyncConnection, user_id: str) -> None:
         delete(application_credentials).where(application_credentials.c.user_id == user_id)
     )
     await conn.execute(delete(credentials).where(credentials.c.user_id == user_id))
-    await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+    await tokens_revoke_where(conn, tokens.c.user_id == user_id)
 
 
 # --- domains -----------------------------------------------------------------
@@ -404,7 +404,7 @@ async def domain_get(conn: AsyncConnection, id_or_name: str) -> Row:
 async def domain_get_all(
     conn: AsyncConnection, *, name: str | None = None, enabled: bool | None = None
 ) -> list[Row]:
-    return await fetch_all(conn, _listing(domains, name=name, enabled=enabled))
+    return await fetch_all(conn, name_listing(domains, name=name, enabled=enabled))
 
 
 async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[str, Any]) -> None:
@@ -420,7 +420,7 @@ async def domain_update(conn: AsyncConnection, domain_id: str, values: Mapping[s
             tokens.c.user_id.in_(select(users.c.id).where(users.c.domain_id == domain_id)),
             tokens.c.project_id.in_(select(projects.c.id).where(projects.c.domain_id == domain_id)),
         )
-        await _tokens_revoke_where(conn, in_domain)
+        await tokens_revoke_where(conn, in_domain)
 
 
 async def domain_delete(conn: AsyncConnection, domain_id: str) -> None:
@@ -479,7 +479,7 @@ async def group_get(conn: AsyncConnection, group_id: str) -> Row:
 async def group_get_all(
     conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
 ) -> list[Row]:
-    return await fetch_all(conn, _listing(groups, name=name, domain_id=domain_id))
+    return await fetch_all(conn, name_listing(groups, name=name, domain_id=domain_id))
 
 
 async def group_update(conn: AsyncConnection, group_id: str, values: Mapping[str, Any]) -> None:
@@ -492,7 +492,7 @@ async def group_delete(conn: AsyncConnection, group_id: str) -> None:
     """Delete the group, its memberships and its role assignments; its
     members' tokens go (their roles came partly from it)."""
     await group_get(conn, group_id)
-    await _revoke_members_tokens(conn, group_id)
+    await revoke_members_tokens(conn, group_id)
     await conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
     await conn.execute(
         delete(assignments).where(
@@ -522,7 +522,7 @@ async def group_remove_user(conn: AsyncConnection, group_id: str, user_id: str) 
     if not result.rowcount:
         return False
     # Its tokens' role snapshots may hold roles the group gave.
-    await _tokens_revoke_where(conn, tokens.c.user_id == user_id)
+    await tokens_revoke_where(conn, tokens.c.user_id == user_id)
     return True
 
 
@@ -544,400 +544,9 @@ async def groups_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
     return await fetch_all(conn, stmt)
 
 
-async def _revoke_members_tokens(conn: AsyncConnection, group_id: str) -> None:
+async def revoke_members_tokens(conn: AsyncConnection, group_id: str) -> None:
     member = select(group_members.c.user_id).where(group_members.c.group_id == group_id)
-    await _tokens_revoke_where(conn, tokens.c.user_id.in_(member))
-
-
-# --- roles -------------------------------------------------------------------
-
-
-async def role_ensure(conn: AsyncConnection, name: str) -> Row:
-    """The global role called ``name``, created when missing."""
-    row = await _global_role(conn, name)
-    if row is not None:
-        return row
-    return await insert_row(conn, roles, {"id": new_id(), "name": name})
-
-
-async def bootstrap_roles(conn: AsyncConnection) -> None:
-    """Every bootstrap role, and the default chain's rules where both of a
-    rule's roles were missing from it (a rule an operator deleted between two
-    roles that stayed is left deleted, as Keystone's bootstrap leaves it)."""
-    made = set()
-    for name in BOOTSTRAP_ROLES:
-        if await _global_role(conn, name) is None:
-            made.add(name)
-        await role_ensure(conn, name)
-    for prior, implied in itertools.pairwise(DEFAULT_ROLES):
-        if prior in made or implied in made:
-            p, i = await role_get_by_name(conn, prior), await role_get_by_name(conn, implied)
-            if await inference_get(conn, p["id"], i["id"]) is None:
-                await insert_row(
-                    conn, role_inferences, {"prior_role_id": p["id"], "implied_role_id": i["id"]}
-                )
-
-
-async def _global_role(conn: AsyncConnection, name: str) -> Row | None:
-    stmt = select(roles).where(roles.c.name == name, roles.c.domain_id == GLOBAL_ROLE_DOMAIN)
-    return await fetch_one(conn, stmt)
-
-
-async def role_create(
-    conn: AsyncConnection,
-    name: str,
-    *,
-    description: str | None = None,
-    domain_id: str | None = None,
-) -> Row:
-    """A global role, or one specific to ``domain_id``; DBDuplicateEntry if
-    the name is taken there."""
-    values = {
-        "id": new_id(),
-        "name": name,
-        "description": description,
-        "domain_id": domain_id or GLOBAL_ROLE_DOMAIN,
-    }
-    return await insert_row(conn, roles, values)
-
-
-async def role_get(conn: AsyncConnection, role_id: str) -> Row:
-    row = await fetch_one(conn, select(roles).where(roles.c.id == role_id))
-    if row is None:
-        raise exception.NotFound(reason=f"Could not find role: {role_id}.")
-    return row
-
-
-async def role_get_all(
-    conn: AsyncConnection, *, name: str | None = None, domain_id: str | None = None
-) -> list[Row]:
-    """The global roles, or (``domain_id``) that domain's roles: Keystone's listing."""
-    return await fetch_all(
-        conn, _listing(roles, name=name, domain_id=domain_id or GLOBAL_ROLE_DOMAIN)
-    )
-
-
-async def role_get_by_name(conn: AsyncConnection, name: str) -> Row:
-    """The global role called ``name``."""
-    row = await _global_role(conn, name)
-    if row is None:
-        raise exception.NotFound(reason=f"role {name} does not exist")
-    return row
-
-
-# --- implied roles -----------------------------------------------------------
-
-
-async def inference_create(conn: AsyncConnection, prior_id: str, implied_id: str) -> None:
-    """Add the rule "``prior_id`` implies ``implied_id``", with Keystone's
-    refusals: a role nothing may imply (403), a global role implying a
-    domain-specific one (403, it would put a domain's role in tokens), a
-    rule closing a cycle (400) and one that exists already (409)."""
-    prior, implied = await role_get(conn, prior_id), await role_get(conn, implied_id)
-    if implied["name"] in PROHIBITED_IMPLIED_ROLES and implied["domain_id"] == GLOBAL_ROLE_DOMAIN:
-        raise exception.Forbidden(reason=f"{implied_id} cannot be an implied roles.")
-    if prior["domain_id"] == GLOBAL_ROLE_DOMAIN and implied["domain_id"] != GLOBAL_ROLE_DOMAIN:
-        raise exception.Forbidden(reason="Global role cannot imply a domain-specific role")
-    if prior_id in await _implied_closure(conn, [implied_id]):
-        raise exception.ValidationError(
-            field="implied_role",
-            reason=f"role {implied_id} implies {prior_id} already: the rule would make a cycle",
-        )
-    if await inference_get(conn, prior_id, implied_id) is not None:
-        raise exception.Conflict(reason=f"Role {prior_id} already implies role {implied_id}.")
-    await insert_row(
-        conn, role_inferences, {"prior_role_id": prior_id, "implied_role_id": implied_id}
-    )
-
-
-async def inference_get(conn: AsyncConnection, prior_id: str, implied_id: str) -> Row | None:
-    stmt = select(role_inferences).where(
-        role_inferences.c.prior_role_id == prior_id,
-        role_inferences.c.implied_role_id == implied_id,
-    )
-    return await fetch_one(conn, stmt)
-
-
-async def inference_delete(conn: AsyncConnection, prior_id: str, implied_id: str) -> bool:
-    """Drop the rule; the tokens whose role snapshot may hold what it implied
-    are revoked (every holder of the prior role, as a role's removal does)."""
-    result = await conn.execute(
-        delete(role_inferences).where(
-            role_inferences.c.prior_role_id == prior_id,
-            role_inferences.c.implied_role_id == implied_id,
-        )
-    )
-    if not result.rowcount:
-        return False
-    await _revoke_holders_tokens(conn, prior_id)
-    return True
-
-
-async def inferences(conn: AsyncConnection, prior_id: str | None = None) -> list[Row]:
-    """The rules (of ``prior_id``, or all), by prior role then implied role."""
-    stmt = select(role_inferences)
-    if prior_id is not None:
-        stmt = stmt.where(role_inferences.c.prior_role_id == prior_id)
-    order = (role_inferences.c.prior_role_id, role_inferences.c.implied_role_id)
-    return await fetch_all(conn, stmt.order_by(*order))
-
-
-async def _implied_closure(conn: AsyncConnection, role_ids: Iterable[str]) -> list[str]:
-    """``role_ids`` and every role they imply, directly or through a chain,
-    in the order found (breadth first)."""
-    out = list(dict.fromkeys(role_ids))
-    seen, frontier = set(out), out
-    while frontier:
-        stmt = select(role_inferences.c.implied_role_id).where(
-            role_inferences.c.prior_role_id.in_(frontier)
-        )
-        found = [r["implied_role_id"] for r in await fetch_all(conn, stmt)]
-        frontier = [r for r in dict.fromkeys(found) if r not in seen]
-        seen.update(frontier)
-        out += frontier
-    return out
-
-
-async def effective_roles(conn: AsyncConnection, role_ids: Iterable[str]) -> list[Row]:
-    """The roles holding ``role_ids`` gives: the held roles and all they imply,
-    without domain-specific roles (Keystone never puts those in a token or an
-    effective listing; they count only for the global roles they imply).
-
-    The one expansion of implied roles: a token's roles and an effective
-    ``role_assignments`` listing both come from here. Held roles come first,
-    then the implied ones in the order the rules lead to them.
-    """
-    closure = await _implied_closure(conn, role_ids)
-    if not closure:
-        return []
-    rows = await fetch_all(
-        conn,
-        select(roles).where(roles.c.id.in_(closure), roles.c.domain_id == GLOBAL_ROLE_DOMAIN),
-    )
-    by_id = {r["id"]: r for r in rows}
-    return [by_id[i] for i in closure if i in by_id]
-
-
-async def role_update(conn: AsyncConnection, role_id: str, values: Mapping[str, Any]) -> None:
-    row = await role_get(conn, role_id)
-    if _is_default(row) and values.get("name", row["name"]) != row["name"]:
-        raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
-    await conn.execute(update(roles).where(roles.c.id == role_id).values(dict(values)))
-
-
-async def role_delete(conn: AsyncConnection, role_id: str) -> None:
-    """Delete a role and every assignment of it; the tokens holding it go.
-
-    The default roles are immutable (as Keystone's bootstrap makes them):
-    the policy of every service is written in their names.
-    """
-    row = await role_get(conn, role_id)
-    if _is_default(row):
-        raise exception.Forbidden(reason=f"Role {row['name']} is immutable: policy depends on it.")
-    await _revoke_holders_tokens(conn, role_id)
-    # Its rules go with it (whoever held a role implying it held it too).
-    for rule in await fetch_all(
-        conn, select(role_inferences).where(role_inferences.c.implied_role_id == role_id)
-    ):
-        await _revoke_holders_tokens(conn, rule["prior_role_id"])
-    await conn.execute(
-        delete(role_inferences).where(
-            or_(
-                role_inferences.c.prior_role_id == role_id,
-                role_inferences.c.implied_role_id == role_id,
-            )
-        )
-    )
-    await conn.execute(delete(assignments).where(assignments.c.role_id == role_id))
-    await conn.execute(delete(roles).where(roles.c.id == role_id))
-
-
-def _is_default(row: Row) -> bool:
-    """One of the default roles (global: a domain may have its own "admin")."""
-    return row["name"] in DEFAULT_ROLES and row["domain_id"] == GLOBAL_ROLE_DOMAIN
-
-
-async def _revoke_holders_tokens(conn: AsyncConnection, role_id: str) -> None:
-    """Revoke the tokens of every user holding ``role_id`` (own or a group's)."""
-    holders = await fetch_all(
-        conn,
-        select(assignments.c.type, assignments.c.actor_id).where(assignments.c.role_id == role_id),
-    )
-    for holder in holders:
-        if holder["type"] in USER_TYPES:
-            await _tokens_revoke_where(conn, tokens.c.user_id == holder["actor_id"])
-        else:
-            await _revoke_members_tokens(conn, holder["actor_id"])
-
-
-# --- role assignments --------------------------------------------------------
-
-USER_PROJECT, GROUP_PROJECT = "UserProject", "GroupProject"
-USER_DOMAIN, GROUP_DOMAIN = "UserDomain", "GroupDomain"
-#: Keystone's system scope: the cloud itself (its ``target_id`` is :data:`SYSTEM`).
-USER_SYSTEM, GROUP_SYSTEM = "UserSystem", "GroupSystem"
-USER_TYPES = (USER_PROJECT, USER_DOMAIN, USER_SYSTEM)
-GROUP_TYPES = (GROUP_PROJECT, GROUP_DOMAIN, GROUP_SYSTEM)
-PROJECT_TYPES = (USER_PROJECT, GROUP_PROJECT)
-DOMAIN_TYPES = (USER_DOMAIN, GROUP_DOMAIN)
-SYSTEM_TYPES = (USER_SYSTEM, GROUP_SYSTEM)
-#: The one system there is (Keystone's ``system: {"all": true}``).
-SYSTEM = "all"
-
-
-def assignment_type(actor: str, target: str) -> str:
-    """``("user"|"group", "project"|"domain"|"system")`` -> the stored type name."""
-    kinds = {"project": "Project", "domain": "Domain", "system": "System"}
-    return {"user": "User", "group": "Group"}[actor] + kinds[target]
-
-
-async def grant(
-    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
-) -> bool:
-    """Give the role; False if it was already given."""
-    key = {"type": type_, "actor_id": actor_id, "target_id": target_id, "role_id": role_id}
-    if await grant_exists(conn, type_, actor_id, target_id, role_id):
-        return False
-    await insert_row(conn, assignments, key)
-    return True
-
-
-async def grant_exists(
-    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
-) -> bool:
-    stmt = select(assignments.c.role_id).where(
-        assignments.c.type == type_,
-        assignments.c.actor_id == actor_id,
-        assignments.c.target_id == target_id,
-        assignments.c.role_id == role_id,
-    )
-    return await fetch_one(conn, stmt) is not None
-
-
-async def revoke_grant(
-    conn: AsyncConnection, type_: str, actor_id: str, target_id: str, role_id: str
-) -> bool:
-    """Take the role away; the tokens whose role snapshot may hold it are revoked."""
-    result = await conn.execute(
-        delete(assignments).where(
-            assignments.c.type == type_,
-            assignments.c.actor_id == actor_id,
-            assignments.c.target_id == target_id,
-            assignments.c.role_id == role_id,
-        )
-    )
-    if not result.rowcount:
-        return False
-    if type_ == USER_PROJECT:
-        await _tokens_revoke_where(
-            conn, tokens.c.user_id == actor_id, tokens.c.project_id == target_id
-        )
-    elif type_ in (USER_DOMAIN, USER_SYSTEM):
-        await _tokens_revoke_where(conn, tokens.c.user_id == actor_id)
-    else:
-        await _revoke_members_tokens(conn, actor_id)
-    return True
-
-
-async def grants_on(conn: AsyncConnection, type_: str, actor_id: str, target_id: str) -> list[Row]:
-    """The roles directly given to the actor on the target."""
-    stmt = (
-        select(roles)
-        .join(assignments, assignments.c.role_id == roles.c.id)
-        .where(
-            assignments.c.type == type_,
-            assignments.c.actor_id == actor_id,
-            assignments.c.target_id == target_id,
-        )
-        .order_by(roles.c.name)
-    )
-    return await fetch_all(conn, stmt)
-
-
-async def assignment_list(
-    conn: AsyncConnection,
-    *,
-    types: Iterable[str] | None = None,
-    actor_ids: Iterable[str] | None = None,
-    target_id: str | None = None,
-    role_id: str | None = None,
-) -> list[Row]:
-    """Stored assignments matching every given filter."""
-    stmt = select(assignments)
-    if types is not None:
-        stmt = stmt.where(assignments.c.type.in_(list(types)))
-    if actor_ids is not None:
-        stmt = stmt.where(assignments.c.actor_id.in_(list(actor_ids)))
-    if target_id is not None:
-        stmt = stmt.where(assignments.c.target_id == target_id)
-    if role_id is not None:
-        stmt = stmt.where(assignments.c.role_id == role_id)
-    order = (assignments.c.type, assignments.c.actor_id, assignments.c.target_id)
-    return await fetch_all(conn, stmt.order_by(*order))
-
-
-async def assignment_add(conn: AsyncConnection, user_id: str, project_id: str, role: str) -> bool:
-    """Give ``user_id`` the role (by name, created when missing) on the project;
-    False if it already had it."""
-    role_row = await role_ensure(conn, role)
-    return await grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
-
-
-async def assignment_remove(
-    conn: AsyncConnection, user_id: str, project_id: str, role: str
-) -> bool:
-    role_row = await role_get_by_name(conn, role)
-    return await revoke_grant(conn, USER_PROJECT, user_id, project_id, role_row["id"])
-
-
-def _user_on(user_id: str, kind: str, target_id: str | None = None) -> Any:
-    """The assignments that give a user roles on a ``kind`` ("project",
-    "domain", "system") target (any, when ``target_id`` is None): its own
-    and its groups'."""
-    in_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-    own, via_group = assignment_type("user", kind), assignment_type("group", kind)
-    held = or_(
-        and_(assignments.c.type == own, assignments.c.actor_id == user_id),
-        and_(assignments.c.type == via_group, assignments.c.actor_id.in_(in_groups)),
-    )
-    return held if target_id is None else and_(assignments.c.target_id == target_id, held)
-
-
-async def _roles_held(conn: AsyncConnection, user_id: str, kind: str, target_id: str) -> list[Row]:
-    held = select(assignments.c.role_id).where(_user_on(user_id, kind, target_id))
-    return await fetch_all(conn, select(roles).where(roles.c.id.in_(held)).order_by(roles.c.name))
-
-
-async def roles_for(conn: AsyncConnection, user_id: str, project_id: str) -> list[Row]:
-    """The roles the user holds on the project, directly or through its groups
-    (not the implied ones)."""
-    return await _roles_held(conn, user_id, "project", project_id)
-
-
-async def roles_on_domain(conn: AsyncConnection, user_id: str, domain_id: str) -> list[Row]:
-    """The roles the user holds on the domain, directly or through its groups
-    (not the implied ones): what a domain-scoped token carries."""
-    return await _roles_held(conn, user_id, "domain", domain_id)
-
-
-async def roles_on_system(conn: AsyncConnection, user_id: str) -> list[Row]:
-    """The roles the user holds on the system: what a system-scoped token carries."""
-    return await _roles_held(conn, user_id, "system", SYSTEM)
-
-
-async def domains_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
-    """The domains the user holds a role on, directly or through its groups
-    (``GET /v3/auth/domains``: what it may scope a token to)."""
-    on = select(assignments.c.target_id).where(_user_on(user_id, "domain"))
-    stmt = select(domains).where(domains.c.id.in_(on)).order_by(domains.c.name)
-    return await fetch_all(conn, stmt)
-
-
-async def projects_for_user(conn: AsyncConnection, user_id: str) -> list[Row]:
-    """The projects the user holds a role on, directly or through its groups."""
-    on = select(assignments.c.target_id).where(_user_on(user_id, "project"))
-    stmt = select(projects).where(projects.c.id.in_(on)).order_by(projects.c.name)
-    return await fetch_all(conn, stmt)
+    await tokens_revoke_where(conn, tokens.c.user_id.in_(member))
 
 
 # --- application credentials -------------------------------------------------
@@ -976,7 +585,7 @@ async def app_cred_delete(conn: AsyncConnection, cred_id: str) -> None:
     )
     if not result.rowcount:
         raise exception.NotFound(reason=f"Could not find application credential: {cred_id}.")
-    await _tokens_revoke_where(conn, tokens.c.application_credential_id == cred_id)
+    await tokens_revoke_where(conn, tokens.c.application_credential_id == cred_id)
 
 
 # --- tokens ------------------------------------------------------------------
@@ -1019,7 +628,7 @@ async def token_revoke(conn: AsyncConnection, token_hash: str) -> bool:
     return bool(result.rowcount)
 
 
-async def _tokens_revoke_where(conn: AsyncConnection, *criteria: Any) -> int:
+async def tokens_revoke_where(conn: AsyncConnection, *criteria: Any) -> int:
     result = await conn.execute(
         update(tokens).where(tokens.c.revoked.is_(False), *criteria).values(revoked=True)
     )

@@ -166,10 +166,11 @@ class Credential(Base, TimestampMixin):
 class Assignment(Base):
     """A role given to a user or group on a project or domain (Keystone's shape).
 
-    ``type`` is one of UserProject, GroupProject, UserDomain, GroupDomain.
+    ``type`` is one of the ``*_PROJECT``, ``*_DOMAIN`` and ``*_SYSTEM`` names of
+    :mod:`nubes.db.api.identity`.
     There are no foreign keys, as in Keystone: the actor and the target are
     in different tables by type, and deleting either deletes its rows in the
-    same transaction (:mod:`nubes.db.api.identity`).
+    same transaction (:mod:`nubes.db.api.identity`, :mod:`nubes.db.api.roles`).
     """
 
     __tablename__ = "assignments"

@@ -142,6 +142,28 @@ async def test_volume_type_from_2_67_has_no_volume(cloud: ApiHarness) -> None:  
         assert r.status_code == 202, r.text
 
 
+async def test_ephemeral_and_swap_block_device_mappings_are_refused(
+    cloud: ApiHarness,  # noqa: F811
+) -> None:
+    # Issue #15: a server's local disks beyond the root are its flavor's.
+    root = {
+        "boot_index": 0,
+        "uuid": cloud.image,  # type: ignore[attr-defined]
+        "source_type": "image",
+        "destination_type": "local",
+    }
+    swap = {"source_type": "blank", "destination_type": "local", "guest_format": "swap",
+            "volume_size": 1, "boot_index": -1}  # fmt: skip
+    ephemeral = {**swap, "guest_format": "ext4"}
+    async with await login(cloud, "demo", "2.67") as c:
+        for extra in (swap, ephemeral):
+            r = await c.post(
+                URL, json=body(cloud, networks="none", block_device_mapping_v2=[root, extra])
+            )
+            assert r.status_code == 400, r.text
+            assert _message(r).startswith("Ephemeral and swap block device mappings")
+
+
 async def test_server_groups_in_one_server_from_2_71(cloud: ApiHarness) -> None:  # noqa: F811
     async with await login(cloud, "demo", "2.64") as c:
         r = await c.post(

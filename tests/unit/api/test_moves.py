@@ -536,6 +536,25 @@ async def test_rebuild_records_and_answers_the_server(cloud: Cloud) -> None:
     assert cloud.conductor.calls == [("kick", [found["task"]["id"]])]
 
 
+async def test_rebuild_preserving_the_ephemeral_disk_is_refused_and_changes_nothing(
+    cloud: Cloud,
+) -> None:
+    # Issue #15: accepted and ignored, the rebuild threw the ephemeral disk away.
+    uuid = await boot(cloud)
+    body = {"rebuild": {"imageRef": cloud.image, "preserve_ephemeral": True}}
+    async with await cloud.login("demo", "2.1") as c:
+        r = await c.post(f"{URL}/{uuid}/action", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "badRequest": {
+            "code": 400,
+            "message": "The current driver does not support preserving ephemeral partitions.",
+        }
+    }
+    found = await records(cloud, uuid)
+    assert found["instance"]["task_state"] is None and found["task"] is None
+
+
 async def test_rebuild_at_2_57_and_a_stopped_server(cloud: Cloud) -> None:
     uuid = await boot(cloud, vm_state="stopped", power_state=4)
     body = {"rebuild": {"imageRef": cloud.image, "user_data": "aGk=", "key_name": None}}

@@ -24,6 +24,8 @@ async def test_only_the_granted_instance_files_are_served(tmp_path: Path) -> Non
         (instances / name).mkdir(parents=True)
         (instances / name / "disk").write_bytes(b"disk of " + name.encode())
         (instances / name / "kernel").write_bytes(b"kernel")
+        (instances / name / "disk.local").write_bytes(b"ephemeral of " + name.encode())
+        (instances / name / "disk.swap").write_bytes(b"swap")
     key = "k" * 43
     (instances / leaving / KEY_FILE).write_text(key)
     server = DiskServer(instances, "127.0.0.1")
@@ -33,6 +35,10 @@ async def test_only_the_granted_instance_files_are_served(tmp_path: Path) -> Non
         out = tmp_path / "out"
         assert await _get(f"{server.url}/{leaving}/disk", grant, out)
         assert out.read_bytes() == b"disk of " + leaving.encode()
+        # Its ephemeral disk goes along (issue #15); swap is made anew at the destination.
+        assert await _get(f"{server.url}/{leaving}/disk.local", grant, out)
+        assert out.read_bytes() == b"ephemeral of " + leaving.encode()
+        assert not await _get(f"{server.url}/{leaving}/disk.swap", grant, out)
         # The same grant opens no other instance, and no file beyond those a move needs.
         assert not await _get(f"{server.url}/{staying}/disk", grant, out)
         assert not await _get(f"{server.url}/{leaving}/kernel", grant, out)

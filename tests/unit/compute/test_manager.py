@@ -9,6 +9,7 @@ import pytest
 
 from nubes.compute.rpcapi import ComputeAPI
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects.instance import Instance
 from nubes.objects.instance_action import InstanceAction, InstanceActionEvent
 from nubes.objects.states import PowerState, TaskState, VMState
@@ -313,6 +314,10 @@ async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness, cap:
         ]
 
 
+#: The steps that take personality files (compute 1.10).
+_TAKE_FILES = ("build_and_run_instance", "rebuild_instance")
+
+
 def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -> None:
     """The RPC server sees ``key`` as a StepKey (converted from the wire's map,
     validated) on every method that also takes the spelled-out form."""
@@ -322,6 +327,8 @@ def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -
         for name, method in dispatcher.describe_endpoint(endpoint).methods.items():
             if "task_id" in method.allowed:
                 steps += 1
-                assert dict(method.structs) == {"key": StepKey}, name
+                # Personality files (1.10) travel as a struct too.
+                files = {"injected_files": InjectedFiles} if name in _TAKE_FILES else {}
+                assert dict(method.structs) == {"key": StepKey, **files}, name
                 assert not method.required & {"key", "task_id", "step", "attempt"}, name
     assert steps == 21

@@ -13,6 +13,7 @@ from nubes import exception
 from nubes.db import engine as db_engine
 from nubes.db import migration
 from nubes.db.api import catalog, identity
+from nubes.db.api import roles as roles_db
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
 
@@ -50,10 +51,10 @@ async def test_domain_and_system_roles_and_scoped_tokens(db: Database) -> None:
         domain = await identity.domain_create(conn, _name("d"))
         user = await identity.user_create(conn, _name("u"), None, domain_id=domain["id"])
         group = await identity.group_create(conn, _name("g"), domain_id=domain["id"])
-        reader = await identity.role_ensure(conn, "reader")
+        reader = await roles_db.role_ensure(conn, "reader")
         await identity.group_add_user(conn, group["id"], user["id"])
-        await identity.grant(conn, identity.GROUP_DOMAIN, group["id"], domain["id"], reader["id"])
-        await identity.grant(conn, identity.USER_SYSTEM, user["id"], identity.SYSTEM, reader["id"])
+        await roles_db.grant(conn, identity.GROUP_DOMAIN, group["id"], domain["id"], reader["id"])
+        await roles_db.grant(conn, identity.USER_SYSTEM, user["id"], identity.SYSTEM, reader["id"])
         digest = uuid.uuid4().hex
         await identity.token_create(
             conn,
@@ -70,10 +71,10 @@ async def test_domain_and_system_roles_and_scoped_tokens(db: Database) -> None:
         )
     async with db.reader() as conn:
         assert [
-            r["name"] for r in await identity.roles_on_domain(conn, user["id"], domain["id"])
+            r["name"] for r in await roles_db.roles_on_domain(conn, user["id"], domain["id"])
         ] == ["reader"]
-        assert [r["name"] for r in await identity.roles_on_system(conn, user["id"])] == ["reader"]
-        assert [d["id"] for d in await identity.domains_for_user(conn, user["id"])] == [
+        assert [r["name"] for r in await roles_db.roles_on_system(conn, user["id"])] == ["reader"]
+        assert [d["id"] for d in await roles_db.domains_for_user(conn, user["id"])] == [
             domain["id"]
         ]
         assert await identity.token_get(conn, digest) is not None

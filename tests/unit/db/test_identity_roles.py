@@ -12,6 +12,7 @@ from nubes import exception
 from nubes.db import engine as db_engine
 from nubes.db import migration
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 from nubes.db.engine import Database
 
 
@@ -21,27 +22,27 @@ def _name(prefix: str) -> str:
 
 async def test_effective_roles_follow_rules_and_drop_domain_roles(db: Database) -> None:
     async with db.writer() as conn:
-        await identity.bootstrap_roles(conn)
+        await roles_db.bootstrap_roles(conn)
         domain = await identity.domain_create(conn, _name("d"))
-        a = await identity.role_create(conn, _name("a"))
-        b = await identity.role_create(conn, _name("b"))
-        local = await identity.role_create(conn, _name("l"), domain_id=domain["id"])
-        member = await identity.role_get_by_name(conn, "member")
-        await identity.inference_create(conn, a["id"], b["id"])
-        await identity.inference_create(conn, b["id"], member["id"])
-        await identity.inference_create(conn, local["id"], a["id"])
+        a = await roles_db.role_create(conn, _name("a"))
+        b = await roles_db.role_create(conn, _name("b"))
+        local = await roles_db.role_create(conn, _name("l"), domain_id=domain["id"])
+        member = await roles_db.role_get_by_name(conn, "member")
+        await roles_db.inference_create(conn, a["id"], b["id"])
+        await roles_db.inference_create(conn, b["id"], member["id"])
+        await roles_db.inference_create(conn, local["id"], a["id"])
         with pytest.raises(exception.ValidationError):
-            await identity.inference_create(conn, member["id"], a["id"])
+            await roles_db.inference_create(conn, member["id"], a["id"])
         with pytest.raises(exception.Forbidden):
-            await identity.inference_create(conn, a["id"], local["id"])
+            await roles_db.inference_create(conn, a["id"], local["id"])
     async with db.reader() as conn:
-        got = [r["name"] for r in await identity.effective_roles(conn, [local["id"]])]
+        got = [r["name"] for r in await roles_db.effective_roles(conn, [local["id"]])]
         assert got == [a["name"], b["name"], "member", "reader"]
-        assert await identity.role_get_all(conn, domain_id=domain["id"]) == [local]
+        assert await roles_db.role_get_all(conn, domain_id=domain["id"]) == [local]
     async with db.writer() as conn:
-        await identity.role_delete(conn, b["id"])
-        assert await identity.inferences(conn, a["id"]) == []
-        got = [r["name"] for r in await identity.effective_roles(conn, [local["id"]])]
+        await roles_db.role_delete(conn, b["id"])
+        assert await roles_db.inferences(conn, a["id"]) == []
+        got = [r["name"] for r in await roles_db.effective_roles(conn, [local["id"]])]
         assert got == [a["name"]]
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 from nubes.db.api import identity
+from nubes.db.api import roles as roles_db
 from nubes.db.engine import Database
 from nubes.db.types import utcnow
 
@@ -42,8 +43,8 @@ async def test_tokens_end_with_the_rights_they_carry(db: Database) -> None:
         alice = await identity.user_create(conn, f"alice-{uuid.uuid4().hex[:6]}", None)
         bob = await identity.user_create(conn, f"bob-{uuid.uuid4().hex[:6]}", None)
         for project in (web, ops):
-            await identity.assignment_add(conn, alice["id"], project["id"], "admin")
-        await identity.assignment_add(conn, bob["id"], web["id"], "member")
+            await roles_db.assignment_add(conn, alice["id"], project["id"], "admin")
+        await roles_db.assignment_add(conn, bob["id"], web["id"], "member")
     on_web, on_ops = (
         await _token(db, alice["id"], web["id"]),
         await _token(db, alice["id"], ops["id"]),
@@ -53,8 +54,8 @@ async def test_tokens_end_with_the_rights_they_carry(db: Database) -> None:
 
     # A role removed: the user's tokens on that project only.
     async with db.writer() as conn:
-        assert await identity.assignment_remove(conn, alice["id"], web["id"], "admin")
-        assert not await identity.assignment_remove(conn, alice["id"], web["id"], "admin")
+        assert await roles_db.assignment_remove(conn, alice["id"], web["id"], "admin")
+        assert not await roles_db.assignment_remove(conn, alice["id"], web["id"], "admin")
     assert [await _live(db, t) for t in (on_web, on_ops, unscoped, bobs)] == [
         False,
         True,
@@ -78,7 +79,7 @@ async def test_tokens_end_with_the_rights_they_carry(db: Database) -> None:
     assert await _live(db, fresh)
     async with db.writer() as conn:
         await identity.user_delete(conn, bob["id"])
-        assert await identity.roles_for(conn, bob["id"], web["id"]) == []
+        assert await roles_db.roles_for(conn, bob["id"], web["id"]) == []
     assert not await _live(db, fresh)
 
 

@@ -42,9 +42,9 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.9",
+        "1.10",
         {
-            "build_and_run_instance": "26699c7245b4",
+            "build_and_run_instance": "51e890538e24",
             "check_can_live_migrate_destination": "a694b224d519",
             "check_can_live_migrate_source": "cbd056dac5f6",
             "confirm_migration": "99efb74da8a2",
@@ -75,7 +75,7 @@ EXPECTED = {
             "post_live_migration_at_destination": "aca25ae1cca9",
             "pre_live_migration": "94ae3a36ffc7",
             "reboot_instance": "8db27523b830",
-            "rebuild_instance": "715f2c1de95e",
+            "rebuild_instance": "ee5aaa3208cd",
             "remove_guest": "1d1eb56e6078",
             "revert_migration_destination": "8c905ba4e6c4",
             "rollback_evacuation_at_destination": "c0de883d7278",

@@ -33,13 +33,16 @@ import urllib.request
 from pathlib import Path
 
 from nubes import exception, grants
+from nubes.compute.virt.libvirt.guest import EPHEMERAL_DISK, ROOT_DISK
 
 LOG = logging.getLogger(__name__)
 
 #: Where a guest being moved off this host keeps its migration's key.
 KEY_FILE = "migration.key"
-#: The files of an instance a destination may fetch.
-SERVED = frozenset({"disk", "console.log", "console.before.log"})
+#: The files of an instance a destination may fetch: the disks that hold the
+#: guest's data (not swap, which a cold move's destination makes anew) and
+#: its console history.
+SERVED = frozenset({ROOT_DISK, EPHEMERAL_DISK, "console.log", "console.before.log"})
 _REQUEST = re.compile(r"^GET /([0-9a-f-]{36})/([a-z.]+) HTTP/1\.[01]$")
 _CHUNK = 1 << 20
 

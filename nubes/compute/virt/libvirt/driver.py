@@ -43,9 +43,10 @@ from nubes.compute.virt.driver import (
 )
 from nubes.compute.virt.fake import format_uptime
 from nubes.compute.virt.libvirt.diagnostics import read_diagnostics
-from nubes.compute.virt.libvirt.disks import GuestDisks
+from nubes.compute.virt.libvirt.disks import GuestDisks, layout_of
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE, DiskServer
 from nubes.compute.virt.libvirt.guest import (
+    DEFAULT_CMDLINE,
     NAME_PREFIX,
     GuestSpec,
     InstanceFiles,
@@ -105,6 +106,7 @@ class LibvirtDriver(ComputeDriver):
         migration_bandwidth: int = 0,
         disk_server_port: int = 0,
         vnc_listen: str | None = None,
+        ephemeral_format: str | None = None,
     ) -> None:
         super().__init__(host)
         #: The address guests' VNC servers listen on (None: guests get no VNC).
@@ -117,7 +119,7 @@ class LibvirtDriver(ComputeDriver):
         self.instances_path = Path(instances_path)
         self.connection = Host(connection_uri)
         self.images = ImageCache(self.instances_path, image_source, host)
-        self.disks = GuestDisks(self.instances_path, self.images)
+        self.disks = GuestDisks(self.instances_path, self.images, ephemeral_format)
         self.soft_reboot_wait = soft_reboot_wait
         self._cpu_sample: tuple[int, int] | None = None
         self._events: set[asyncio.Task[None]] = set()
@@ -342,9 +344,10 @@ class LibvirtDriver(ComputeDriver):
             vcpus=instance.vcpus or 1,
             files=files,
             disk_format=disk_format,
+            disks=layout_of(instance),
             direct_kernel=bool(kernel_id),
             with_ramdisk=bool(kernel_id and ramdisk_id),
-            cmdline=properties.get("os_command_line") or "console=ttyS0",
+            cmdline=properties.get("os_command_line") or DEFAULT_CMDLINE,
             config_drive=has_drive,
             vifs=tuple(vifs),
             vnc_listen=self.vnc_listen,
@@ -418,6 +421,10 @@ class LibvirtDriver(ComputeDriver):
 
     async def destroy(self, context: RequestContext, instance: Instance) -> None:
         await self.destroy_guest(instance)
+        # As Nova's delete: what a resize on this host set aside goes too (a
+        # server deleted while resized, or while its resize was cut short).
+        aside = self.files(instance.uuid).aside.directory
+        await asyncio.to_thread(shutil.rmtree, aside, True)
 
     async def start_domain(self, dom: Any, instance: Instance, operation: str) -> None:
         try:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from nubes import exception
-from nubes.compute.virt.libvirt.guest import DEFAULT_CMDLINE, InstanceFiles
+from nubes.compute.virt.libvirt.guest import DEFAULT_CMDLINE, InstanceFiles, write_whole
 
 if TYPE_CHECKING:
     from nubes.compute.virt.libvirt.driver import LibvirtDriver
@@ -133,13 +132,6 @@ def rescue_domain_xml(xml: str, files: InstanceFiles, image_meta: dict[str, Any]
     return ET.tostring(domain, encoding="unicode")
 
 
-def _write_new(path: Path, text: str) -> None:
-    """Write ``path`` by write-and-rename (a crash leaves it whole or absent)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class GuestRescue:
     """Rescue and unrescue of one driver's guests."""
 
@@ -155,7 +147,7 @@ class GuestRescue:
             if not await asyncio.to_thread(files.unrescue_xml.exists):
                 # Kept once: a repeated rescue finds the rescue definition live.
                 own = await driver.connection.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
-                await asyncio.to_thread(_write_new, files.unrescue_xml, own)
+                await asyncio.to_thread(write_whole, files.unrescue_xml, own)
             own = await asyncio.to_thread(files.unrescue_xml.read_text)
             try:
                 xml = rescue_domain_xml(own, files, rescue_image)

@@ -1,0 +1,245 @@
+"""Personality files (compute API ≤ 2.56) reach the guest's config drive: over
+HTTP, every service in one process (memory://, SQLite, the conductor's task
+engine, one fake host, which keeps the drive it would attach).
+
+A create with ``personality`` gives the guest a drive with the files (Nova's
+``openstack/content/NNNN`` and ``meta_data.json`` ``files``), even without
+``config_drive``: the drive is the only way they reach it. A rebuild with
+``personality`` writes its own files, and one without writes none. The build
+task forgets them when it ends. A host too old to take them (compute RPC
+below 1.10) is never sent a build that would drop them: the build fails with
+a fault that says why, and a build without files still goes to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from nubes.api import bootstrap
+from nubes.api.app import build_app
+from nubes.api.state import ApiState
+from nubes.compute.host import ComputeHost
+from nubes.compute.virt.fake import FakeDriver
+from nubes.conductor.tasks import caps
+from nubes.db.api import flavors, images
+from nubes.db.models import conductor_tasks, instance_faults, services
+from nubes.metadata.configdrive import ConfigDrive
+from nubes.testing.allinone import AllInOne
+
+pytestmark = pytest.mark.timeout(120)
+
+PASSWORD = "secret-pw"
+IMAGE_ID = "6a0f1f52-9e33-4b4e-8d8e-3d8a3f8b2c10"
+SERVERS = "/compute/v2.1/servers"
+#: The service version whose compute RPC API (1.9) takes no personality files.
+BEFORE_FILES = 10
+
+
+def _personality(*files: tuple[str, bytes]) -> list[dict[str, str]]:
+    return [{"path": p, "contents": base64.b64encode(c).decode()} for p, c in files]
+
+
+class Cloud:
+    def __init__(self, cloud: AllInOne, client: httpx.AsyncClient) -> None:
+        self.cloud, self.c = cloud, client
+
+    async def create(self, **server: Any) -> str:
+        body = {"server": {"name": "p", "imageRef": IMAGE_ID, "flavorRef": "one", **server}}
+        body["server"].setdefault("networks", "none")
+        r = await self.c.post(SERVERS, json=body)
+        assert r.status_code == 202, r.text
+        return str(r.json()["server"]["id"])
+
+    async def rebuild(self, uuid: str, **rebuild: Any) -> None:
+        body = {"rebuild": {"imageRef": IMAGE_ID, **rebuild}}
+        r = await self.c.post(f"{SERVERS}/{uuid}/action", json=body)
+        assert r.status_code == 202, r.text
+
+    async def settled(self, uuid: str) -> dict[str, Any]:
+        """The server once its task is over (ACTIVE or ERROR, no task_state)."""
+        await self.cloud.wait_tasks([uuid])
+        (row,) = await self.cloud.instances([uuid])
+        return row
+
+    def _driver(self) -> FakeDriver:
+        (service,) = self.cloud.computes.values()
+        (node,) = [h for h in service.hooks if isinstance(h, ComputeHost)]
+        assert isinstance(node.driver, FakeDriver)
+        return node.driver
+
+    def guests(self) -> set[str]:
+        return set(self._driver().instances)
+
+    def drive(self, uuid: str) -> ConfigDrive | None:
+        """The config drive the host would attach to the guest (the fake driver keeps it)."""
+        return self._driver().instances[uuid].config_drive
+
+    async def payloads(self, uuid: str) -> list[dict[str, Any]]:
+        t = conductor_tasks
+        async with self.cloud.db.reader() as conn:
+            rows = await conn.execute(t.select().where(t.c.instance_uuid == uuid))
+            return [dict(r.payload or {}) for r in rows]
+
+
+def _files(drive: ConfigDrive | None) -> dict[str, bytes]:
+    """What the guest's init copies: each path of meta_data.json's ``files`` and its contents."""
+    assert drive is not None
+    meta = json.loads(drive.files["openstack/latest/meta_data.json"])
+    return {f["path"]: drive.files[f"openstack{f['content_path']}"] for f in meta.get("files", [])}
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    made = await AllInOne.start(
+        f"sqlite:///{tmp_path / 'pers.sqlite'}",
+        hosts=1,
+        overrides={"upgrade_levels": {"compute": "auto"}},
+    )
+    try:
+        async with made.db.writer() as conn:
+            await flavors.create(
+                conn, {"flavorid": "one", "name": "one", "vcpus": 1, "memory_mb": 256}
+            )
+            await images.create(
+                conn,
+                {
+                    "id": IMAGE_ID,
+                    "name": "cirros",
+                    "status": "active",
+                    "disk_format": "qcow2",
+                    "container_format": "bare",
+                    "visibility": "public",
+                    "size": 1024,
+                },
+            )
+        await bootstrap.ensure_user(made.db, "demo", PASSWORD, "demo", ["member"])
+        state = ApiState(conf=made.conf, db=made.db, transport=made.api_transport)
+        await state.refresh_caps()
+        transport = httpx.ASGITransport(app=build_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://nubes.test") as c:
+            r = await c.post("/identity/v3/auth/tokens", json=_auth("demo"))
+            assert r.status_code == 201, r.text
+            c.headers["X-Auth-Token"] = r.headers["X-Subject-Token"]
+            # The last microversion with personality.
+            c.headers["OpenStack-API-Version"] = "compute 2.56"
+            yield Cloud(made, c)
+    finally:
+        await made.stop()
+
+
+def _auth(user: str) -> dict[str, Any]:
+    scope = {"project": {"name": user, "domain": {"name": "Default"}}}
+    identity = {
+        "methods": ["password"],
+        "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": PASSWORD}},
+    }
+    return {"auth": {"identity": identity, "scope": scope}}
+
+
+async def test_create_and_rebuild_put_their_files_on_the_config_drive(cloud: Cloud) -> None:
+    motd = ("/etc/motd", b"Hello, world!\n")
+    blob = ("/var/lib/blob.bin", bytes(range(256)) * 4)
+    uuid = await cloud.create(personality=_personality(motd, blob))
+    row = await cloud.settled(uuid)
+    assert row["vm_state"] == "active", row
+    # No config_drive asked and none forced: the files alone make the drive.
+    assert _files(cloud.drive(uuid)) == dict([motd, blob])
+    # Nothing of them kept once the build ended (nor in the instance row).
+    (build,) = await cloud.payloads(uuid)
+    assert "injected_files" not in build
+    assert "Hello" not in json.dumps(row, default=str)
+
+    issue = ("/etc/issue", b"rebuilt")
+    await cloud.rebuild(uuid, personality=_personality(issue))
+    assert (await cloud.settled(uuid))["vm_state"] == "active"
+    # The rebuild's files only (Nova does not keep a create's for later).
+    assert _files(cloud.drive(uuid)) == dict([issue])
+    assert all("injected_files" not in p for p in await cloud.payloads(uuid))
+
+    # A rebuild without files of a server that never asked for a drive: none.
+    await cloud.rebuild(uuid)
+    assert (await cloud.settled(uuid))["vm_state"] == "active"
+    assert cloud.drive(uuid) is None
+
+
+async def test_a_drive_asked_for_carries_the_files_and_one_without_files_has_none(
+    cloud: Cloud,
+) -> None:
+    given = ("/root/note", b"with a drive")
+    uuid = await cloud.create(config_drive=True, personality=_personality(given))
+    assert (await cloud.settled(uuid))["vm_state"] == "active"
+    assert _files(cloud.drive(uuid)) == dict([given])
+    plain = await cloud.create(config_drive=True)
+    assert (await cloud.settled(plain))["vm_state"] == "active"
+    assert _files(cloud.drive(plain)) == {}
+    # The rebuild of a server created with a drive keeps one, without files.
+    await cloud.rebuild(uuid)
+    assert (await cloud.settled(uuid))["vm_state"] == "active"
+    assert _files(cloud.drive(uuid)) == {}
+
+
+async def test_a_host_too_old_for_files_is_never_sent_a_build_that_would_drop_them(
+    cloud: Cloud,
+) -> None:
+    async with cloud.cloud.db.writer() as conn:
+        stmt = update(services).where(services.c.binary == "compute")
+        await conn.execute(stmt.values(version=BEFORE_FILES))
+    for engine in cloud.cloud.engines:
+        await caps.refresh(engine)
+        assert engine.compute.client.version_cap == "1.9"
+    uuid = await cloud.create(personality=_personality(("/etc/motd", b"hi")))
+    row = await cloud.settled(uuid)
+    assert row["vm_state"] == "error", row
+    async with cloud.cloud.db.reader() as conn:
+        f = instance_faults
+        faults = [
+            (r.message, r.details)
+            for r in await conn.execute(f.select().where(f.c.instance_uuid == uuid))
+        ]
+    # The try's failure names the host and the version it lacks.
+    assert any("1.10" in (details or "") for _, details in faults), faults
+    assert uuid not in cloud.guests()  # never sent: no guest, so no drive without its files
+    # Without files the same host builds as before (at its own version).
+    plain = await cloud.create()
+    assert (await cloud.settled(plain))["vm_state"] == "active"
+
+
+async def test_personality_after_2_56_is_refused_and_nothing_is_built(cloud: Cloud) -> None:
+    cloud.c.headers["OpenStack-API-Version"] = "compute 2.57"
+    body = {
+        "server": {
+            "name": "p",
+            "imageRef": IMAGE_ID,
+            "flavorRef": "one",
+            "networks": "none",
+            "personality": _personality(("/etc/motd", b"hi")),
+        }
+    }
+    r = await cloud.c.post(SERVERS, json=body)
+    assert r.status_code == 400, r.text
+    assert "personality" in r.json()["badRequest"]["message"]
+    assert await cloud.cloud.instances() == []
+
+
+async def test_a_rebuild_over_the_personality_quotas_is_403_and_changes_nothing(
+    cloud: Cloud,
+) -> None:
+    uuid = await cloud.create()
+    before = await cloud.settled(uuid)
+    # The default quota is 5 files ([quota] injected_files).
+    six = _personality(*[(f"/f{i}", b"x") for i in range(6)])
+    body = {"rebuild": {"imageRef": IMAGE_ID, "name": "renamed", "personality": six}}
+    r = await cloud.c.post(f"{SERVERS}/{uuid}/action", json=body)
+    assert r.status_code == 403, r.text
+    assert r.json()["forbidden"]["message"] == "Personality file limit exceeded"
+    after = await cloud.settled(uuid)
+    assert (after["display_name"], after["task_state"]) == (before["display_name"], None)
+    assert len(await cloud.payloads(uuid)) == 1  # the build's task only
