@@ -97,6 +97,40 @@ MOVES: list[tuple[dict[str, Any], str, int]] = [
     ({"os-start": None}, "ACTIVE", 202),
 ]
 
+#: Actions that fail on the host (the fake driver's call named first, None:
+#: it succeeds), as :data:`CHAIN`: a failed action ends too, with its
+#: task_state dropped (the server as it was, or ERROR where Nova leaves it
+#: so), and the next is asked the moment it shows task_state None.
+FAILURES: list[tuple[str | None, dict[str, Any], str, int]] = [
+    ("power_off", {"os-stop": None}, "ACTIVE", 202),
+    (None, {"os-stop": None}, "SHUTOFF", 202),
+    ("power_on", {"os-start": None}, "SHUTOFF", 202),
+    (None, {"os-start": None}, "ACTIVE", 202),
+    ("pause", {"pause": None}, "ACTIVE", 202),
+    (None, {"pause": None}, "PAUSED", 202),
+    ("unpause", {"unpause": None}, "PAUSED", 202),
+    (None, {"unpause": None}, "ACTIVE", 202),
+    ("suspend", {"suspend": None}, "ACTIVE", 202),
+    (None, {"suspend": None}, "SUSPENDED", 202),
+    ("resume", {"resume": None}, "SUSPENDED", 202),
+    (None, {"resume": None}, "ACTIVE", 202),
+    ("set_admin_password", {"changePassword": {"adminPass": "new-pw"}}, "ACTIVE", 202),
+    ("snapshot", {"createImage": {"name": "b2b-snap"}}, "ACTIVE", 202),
+    ("snapshot", {"shelve": None}, "ACTIVE", 202),
+    (None, {"shelve": None}, "SHELVED", 202),
+    ("power_on", {"unshelve": None}, "SHELVED", 202),
+    (None, {"unshelve": None}, "ACTIVE", 202),
+    (None, {"rescue": {"adminPass": "rescue-pw"}}, "RESCUE", 200),
+    ("unrescue", {"unrescue": None}, "RESCUE", 202),
+    (None, {"unrescue": None}, "ACTIVE", 202),
+    ("rescue", {"rescue": {"adminPass": "rescue-pw"}}, "ERROR", 200),
+    (None, {"reboot": {"type": "HARD"}}, "ACTIVE", 202),
+    ("reboot", {"reboot": {"type": "SOFT"}}, "ERROR", 202),
+    (None, {"reboot": {"type": "HARD"}}, "ACTIVE", 202),
+    ("spawn", {"rebuild": {"imageRef": IMAGE_ID}}, "ERROR", 202),
+    (None, {"rebuild": {"imageRef": IMAGE_ID}}, "ACTIVE", 202),
+]
+
 
 class SlowReports:
     """A host's reports to the conductor, each delivered REPORT_DELAY late."""
@@ -170,6 +204,12 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def member(tmp_path: Path) -> AsyncIterator[tuple[AllInOne, httpx.AsyncClient]]:
+    async with _cloud(tmp_path, hosts=1, user="demo", roles=["member"]) as found:
+        yield found
+
+
+@pytest.fixture
 async def admin(tmp_path: Path) -> AsyncIterator[tuple[AllInOne, httpx.AsyncClient]]:
     async with _cloud(tmp_path, hosts=MOVE_HOSTS, user="boss", roles=["admin"]) as found:
         yield found
@@ -191,9 +231,11 @@ async def _idle(c: httpx.AsyncClient, server_id: str, status: str) -> None:
             r = await c.get(f"/compute/v2.1/servers/{server_id}")
             assert r.status_code == 200, r.text
             body = r.json()["server"]
-            assert body["status"] != "ERROR", body
-            if body["status"] == status and body["OS-EXT-STS:task_state"] is None:
-                return
+            if body["OS-EXT-STS:task_state"] is None:
+                # Idle in ERROR when it should not be: the action failed.
+                assert body["status"] != "ERROR" or status == "ERROR", body
+                if body["status"] == status:
+                    return
             await asyncio.sleep(0)
 
 
@@ -224,6 +266,18 @@ async def _delete(c: httpx.AsyncClient, server_id: str, status: str) -> None:
     assert r.status_code == 204, r.text
 
 
+async def _gone(c: httpx.AsyncClient, server_id: str) -> None:
+    """Poll until the server is gone (404), never idle on the way."""
+    async with asyncio.timeout(60):
+        while True:
+            r = await c.get(f"/compute/v2.1/servers/{server_id}")
+            if r.status_code == 404:
+                return
+            assert r.status_code == 200, r.text
+            assert r.json()["server"]["OS-EXT-STS:task_state"] is not None, r.text
+            await asyncio.sleep(0)
+
+
 async def test_the_next_action_is_accepted_as_soon_as_task_state_is_none(
     client: httpx.AsyncClient,
 ) -> None:
@@ -231,6 +285,30 @@ async def test_the_next_action_is_accepted_as_soon_as_task_state_is_none(
     for _ in range(ROUNDS):
         server_id = await _boot(c)
         await _delete(c, server_id, await _walk(c, server_id, CHAIN))
+
+
+async def test_the_next_action_is_accepted_as_soon_as_a_failed_one_left_task_state_none(
+    member: tuple[AllInOne, httpx.AsyncClient],
+) -> None:
+    cloud, c = member
+    for _ in range(ROUNDS):
+        server_id = await _boot(c)
+        status = "ACTIVE"
+        for fails, action, ends_in, accepted in FAILURES:
+            await _idle(c, server_id, status)
+            if fails is not None:
+                cloud.faults.fail_next[fails] = 1
+            r = await c.post(f"/compute/v2.1/servers/{server_id}/action", json=action)
+            assert r.status_code == accepted, (action, status, r.status_code, r.text)
+            status = ends_in
+        # A delete that fails on the host leaves the server in ERROR; deleted again, it goes.
+        await _idle(c, server_id, status)
+        cloud.faults.fail_next["destroy"] = 1
+        await _delete(c, server_id, status)
+        await _delete(c, server_id, "ERROR")
+        # Every fault injected was met by the call it was for.
+        assert not any(cloud.faults.fail_next.values()), cloud.faults.fail_next
+        await _gone(c, server_id)
 
 
 async def _evacuate_and_act(cloud: AllInOne, c: httpx.AsyncClient, server_id: str) -> None:
