@@ -12,8 +12,9 @@ driver call, then the end state with the power state the driver reports
 reported with the step for the conductor to write with the task's close
 (:mod:`nubes.step_end`).
 Each records its ``compute_<action>`` event and sends ``instance.<action>``
-start/end (error) notifications; a failure drops the task_state again (a
-rescue leaves the instance in ERROR, as Nova's does) with a fault.
+start/end (error) notifications; a failure records a fault and leaves the
+task_state to the conductor, which drops it (a rescue leaves the instance in
+ERROR, as Nova's does) in the commit that closes the task.
 
 A repeated step (its host restarted mid-way) finds the instance already in
 its end state with the driver agreeing, and reports success at once.
@@ -51,22 +52,13 @@ class Change:
     #: Its instance-action event and notification names.
     event: str
     notify: str
-    #: The vm_state a failure leaves (None: unchanged).
-    failed: VMState | None = None
 
 
 PAUSE = Change(_T.PAUSING, _V.PAUSED, PowerState.PAUSED, "compute_pause_instance", "pause")
 UNPAUSE = Change(_T.UNPAUSING, _V.ACTIVE, PowerState.RUNNING, "compute_unpause_instance", "unpause")
 SUSPEND = Change(_T.SUSPENDING, _V.SUSPENDED, None, "compute_suspend_instance", "suspend")
 RESUME = Change(_T.RESUMING, _V.ACTIVE, PowerState.RUNNING, "compute_resume_instance", "resume")
-RESCUE = Change(
-    _T.RESCUING,
-    _V.RESCUED,
-    PowerState.RUNNING,
-    "compute_rescue_instance",
-    "rescue",
-    failed=_V.ERROR,
-)
+RESCUE = Change(_T.RESCUING, _V.RESCUED, PowerState.RUNNING, "compute_rescue_instance", "rescue")
 UNRESCUE = Change(
     _T.UNRESCUING, _V.ACTIVE, PowerState.RUNNING, "compute_unrescue_instance", "unrescue"
 )
@@ -210,24 +202,9 @@ class ActionSteps(ComputeEndpoint):
                 power = await self.runner.power_state(instance)
                 end = await reporter.end_state(ctxt, instance, change.done or start_vm, power)
         except Exception as exc:
-            await self._revert(ctxt, instance, change, start_vm)
+            # The task_state is dropped (ERROR after a failed rescue, as
+            # Nova's) by the commit that closes the task (nubes/step_end.py).
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True, details=None if end is None else end.details())
-
-    async def _revert(
-        self, ctxt: RequestContext, instance: Instance, change: Change, start_vm: VMState
-    ) -> None:
-        if change.busy is None or instance.task_state != change.busy:
-            return
-        try:
-            await self.runner.reporter.save_state(
-                ctxt,
-                instance,
-                change.failed or start_vm,
-                None,
-                expected_task_state=change.busy,
-            )
-        except Exception as failure:
-            LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)

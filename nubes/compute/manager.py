@@ -298,34 +298,24 @@ class ComputeManager(ComputeEndpoint):
                     ctxt, instance, _V(instance.vm_state), _T.DELETING, expected_task_state=None
                 )
             await self.runner.driver.destroy(ctxt, instance)
-            await self.runner.reporter.save_state(
-                ctxt,
-                instance,
-                _V.DELETED,
-                None,
-                expected_task_state=_T.DELETING,
-                power_state=PowerState.NOSTATE,
-                terminated_at=utcnow(),
-            )
+            # Checked and notified as any end, but not saved nor reported: the
+            # delete task's close writes it with the row's soft delete
+            # (db/api/instances.destroy), whichever of its steps closes it.
+            await self.runner.reporter.end_state(ctxt, instance, _V.DELETED, PowerState.NOSTATE)
         except GONE:
             # The row went (another delete finished it): the guest is gone too.
             await self.runner.driver.destroy(ctxt, instance)
             await action.succeed()
             return Outcome(True, details={"already_done": True})
         except Exception as exc:
-            await self._set_error(ctxt, instance)
+            # ERROR is written by the commit that closes the delete task
+            # (nubes/step_end.py): saved here first, it was a state the
+            # conductor's write of it then found moved on, and the task
+            # stayed open, swallowing the user's next delete.
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True)
-
-    async def _set_error(self, ctxt: RequestContext, instance: Instance) -> None:
-        try:
-            await self.runner.reporter.save_state(
-                ctxt, instance, _V.ERROR, None, expected_task_state=None
-            )
-        except Exception as failure:
-            LOG.warning("Could not set instance %s to error: %s", instance.uuid, failure)
 
     # -- power ---------------------------------------------------------------
 
@@ -388,13 +378,8 @@ class ComputeManager(ComputeEndpoint):
                 await self.runner.driver.power_on(ctxt, instance)
             end = await self.runner.reporter.end_state(ctxt, instance, done_vm, power)
         except Exception as exc:
-            if instance.task_state == busy:
-                try:
-                    await self.runner.reporter.save_state(
-                        ctxt, instance, _V(instance.vm_state), None, expected_task_state=busy
-                    )
-                except Exception as failure:
-                    LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
+            # The task_state is the conductor's to drop, with the task's close
+            # (nubes/step_end.py): a failure ends in that one commit too.
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
@@ -421,7 +406,6 @@ class ComputeManager(ComputeEndpoint):
         self, ctxt: RequestContext, instance: Instance, image_id: str, image_type: str, grant: str
     ) -> Outcome:
         first = _T.IMAGE_BACKUP if image_type == "backup" else _T.IMAGE_SNAPSHOT
-        ours = (first, _T.IMAGE_PENDING_UPLOAD, _T.IMAGE_UPLOADING)
         vm = _V(instance.vm_state)
         action = self.runner.reporter.action(
             ctxt, instance, "compute_snapshot_instance", "snapshot"
@@ -442,13 +426,8 @@ class ComputeManager(ComputeEndpoint):
             # Idle again in the commit that closes the task (nubes/step_end.py).
             end = await self.runner.reporter.end_state(ctxt, instance, vm)
         except Exception as exc:
-            if instance.task_state in ours:
-                try:
-                    await self.runner.reporter.save_state(
-                        ctxt, instance, vm, None, expected_task_state=list(ours)
-                    )
-                except Exception as failure:
-                    LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
+            # The image_* task_state is dropped by the commit that closes the
+            # task (nubes/step_end.py), a failed one's too.
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
@@ -494,7 +473,8 @@ class ComputeManager(ComputeEndpoint):
                 ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
-            await self._set_error(ctxt, instance)
+            # ERROR, as Nova leaves a failed reboot, is written by the commit
+            # that closes the task (nubes/step_end.py).
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()

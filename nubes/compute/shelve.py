@@ -130,25 +130,14 @@ class ShelveSteps(ComputeEndpoint):
         self, ctxt: RequestContext, instance: Instance, power: PowerState | None
     ) -> None:
         """A shelve that failed (its upload, say) leaves the server as it was:
-        the guest running again if it ran, the shelving task_state dropped."""
+        the guest running again if it ran. The shelving task_state is the
+        conductor's to drop, with the task's close (nubes/step_end.py); its
+        power state was never saved as off, the end being the conductor's."""
         if power == PowerState.RUNNING:
             try:
                 await self.runner.driver.power_on(ctxt, instance)
             except Exception as failure:
                 LOG.warning("Could not power %s on again: %s", instance.uuid, failure)
-        if instance.task_state not in _SHELVING:
-            return
-        try:
-            await self.runner.reporter.save_state(
-                ctxt,
-                instance,
-                _V(instance.vm_state),
-                None,
-                expected_task_state=list(_SHELVING),
-                **({"power_state": power} if power is not None else {}),
-            )
-        except Exception as failure:
-            LOG.warning("Could not revert instance %s: %s", instance.uuid, failure)
 
     @step_handler
     async def shelve_offload_instance(

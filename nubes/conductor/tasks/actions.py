@@ -4,11 +4,12 @@ each, as stop and start.
 
 They share :class:`~nubes.conductor.tasks.power.PowerTask`'s one step
 (``power``: commit the try, send the host's method with the step's key, wait
-for its report). The host saves the instance's new state itself (PAUSED,
-SUSPENDED, RESCUED, ACTIVE ...); a failure, a host that does not report in
-time or the deadline drops the transitional task_state the API set, with a
-fault and an ``instance.<action>.error`` notification. A failed rescue leaves
-the instance in ERROR, as Nova's does.
+for its report). The host reports the instance's new state (PAUSED,
+SUSPENDED, RESCUED, ACTIVE ...) with the step and the commit that closes the
+task writes it (:mod:`nubes.step_end`); a failure, a host that does not
+report in time or the deadline drops the transitional task_state the API
+set in that commit, with a fault and an ``instance.<action>.error``
+notification. A failed rescue leaves the instance in ERROR, as Nova's does.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 
 from nubes import exception
 from nubes.conductor.tasks import payloads
-from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, task_kind
+from nubes.conductor.tasks.base import Run, StepDef, Task, Writes, run_writes, task_kind
 from nubes.conductor.tasks.helpers import (
     chain,
     instance_object,
@@ -195,14 +195,20 @@ class DeleteTask(Task):
             await run.event(conn, "conductor_delete_failed", ok=False, details=message)
             await run.finish_action(conn, ok=False)
 
-        writes = chain(
-            set_instance(
+        async def error(conn: Connection) -> None:
+            write = set_instance(
                 run,
                 {"vm_state": VMState.ERROR, "task_state": None},
                 expected_task_state=[TaskState.DELETING],
-            ),
-            history,
-        )
+            )
+            try:
+                await run_writes(conn, write)
+            except exception.InstanceUpdateConflict:
+                # Moved on already: a host of an older release saved ERROR
+                # itself before its report. The task closes all the same.
+                pass
+
+        writes = chain(error, history)
         await run.finish(TaskStatus.FAILED, last_error=message, writes=writes)
         await notify_error(run, "instance.delete.error", message)
 

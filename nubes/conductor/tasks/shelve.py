@@ -64,7 +64,9 @@ from nubes.network import ports as network_ports
 from nubes.objects.states import SHELVE_TASK_STATES, PowerState, TaskState, VMState
 
 #: Every task_state these tasks may leave behind when they fail.
-_TASK_STATES = (TaskState.SHELVING, TaskState.SHELVING_OFFLOADING, TaskState.UNSHELVING)
+#: The host's own steps of a shelve among them: a failed shelve's host leaves
+#: its task_state for the close to drop (nubes/step_end.py), wherever it failed.
+_TASK_STATES = (*SHELVE_TASK_STATES, TaskState.SHELVING_OFFLOADING, TaskState.UNSHELVING)
 
 
 class _ShelveBase(Task):

@@ -89,6 +89,8 @@ from nubes.db.types import UTC, utcnow
 DEFAULT_VM_STATE = "building"
 #: vm_state set by :func:`destroy` (Nova's DELETED).
 DELETED_VM_STATE = "deleted"
+#: power_state set by :func:`destroy` (Nova's NOSTATE): no guest is left.
+DELETED_POWER_STATE = 0
 
 
 def _by_uuid(uuid: str) -> ColumnElement[bool]:
@@ -697,8 +699,11 @@ async def destroy(
 ) -> Row:
     """Soft-delete an instance with its migrations and group memberships; the row.
 
-    Faults, actions and tasks stay (they are history) and are archived
-    together with the instance; its tags go (as in Nova).
+    The instance's end (DELETED, no task_state, no power state, terminated)
+    is written here, by the delete task's closing commit, not by the host
+    that removed its guest before (``nubes/step_end.py``). Faults, actions
+    and tasks stay (they are history) and are archived together with the
+    instance; its tags go (as in Nova).
     """
     now = now_or(now)
     values = {
@@ -706,6 +711,7 @@ async def destroy(
         "deleted_at": now,
         "vm_state": DELETED_VM_STATE,
         "task_state": None,
+        "power_state": DELETED_POWER_STATE,
         "terminated_at": func.coalesce(instances.c.terminated_at, now),
         "updated_at": instances.c.updated_at,
     }

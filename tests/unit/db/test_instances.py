@@ -155,11 +155,13 @@ async def test_update_missing_instance(db: Database) -> None:
 
 async def test_destroy_soft_deletes_with_migrations(db: Database) -> None:
     async with db.writer() as conn:
-        inst = await make_instance(conn)
+        inst = await make_instance(conn, vm_state="active", task_state="deleting", power_state=1)
         await migrations.create(conn, {"instance_uuid": inst["uuid"], "status": "done"})
         gone = await instances.destroy(conn, inst["uuid"])
     assert gone["deleted"] == gone["id"]
-    assert gone["vm_state"] == instances.DELETED_VM_STATE
+    assert gone["vm_state"] == instances.DELETED_VM_STATE and gone["task_state"] is None
+    # The delete's end is this write (the host saves none): no guest, no power.
+    assert gone["power_state"] == instances.DELETED_POWER_STATE
     assert gone["deleted_at"] is not None and gone["terminated_at"] is not None
     async with db.reader() as conn:
         with pytest.raises(exception.InstanceNotFound):
