@@ -49,6 +49,7 @@ from nubes.conductor.tasks.payloads import (
     ActionPayload,
     PowerPayload,
     ShelvePayload,
+    without_injected_files,
 )
 from nubes.conductor.tasks.states import TaskKind
 from nubes.context import RequestContext
@@ -131,7 +132,13 @@ class ServersAPI(ServerCreation, ServerSnapshots, ServerRecords):
             if active is not None:
                 # Its conductor finds out at its next write (fenced by the
                 # status); what it claimed is released by this delete.
-                await tasks.cancel(conn, active["id"], reason="the instance is being deleted")
+                await tasks.cancel(
+                    conn,
+                    active["id"],
+                    reason="the instance is being deleted",
+                    # A build's personality files go with it, as a task's end drops them.
+                    payload=without_injected_files(active["payload"] or {}),
+                )
             await instances_api.update(
                 conn,
                 instance_uuid,

@@ -243,3 +243,19 @@ async def test_a_rebuild_over_the_personality_quotas_is_403_and_changes_nothing(
     after = await cloud.settled(uuid)
     assert (after["display_name"], after["task_state"]) == (before["display_name"], None)
     assert len(await cloud.payloads(uuid)) == 1  # the build's task only
+
+
+async def test_a_build_deleted_before_it_ends_keeps_no_files_in_its_cancelled_task(
+    cloud: Cloud,
+) -> None:
+    # Regression: the delete cancels the build's task, which ended outside
+    # Run.finish and kept the user's files in the database.
+    cloud._driver().faults.spawn_delay = 2.0
+    uuid = await cloud.create(personality=_personality(("/etc/secret", b"not for the db")))
+    # Written with the build's task by the create itself.
+    assert any(p.get("injected_files") for p in await cloud.payloads(uuid))
+    r = await cloud.c.delete(f"{SERVERS}/{uuid}")
+    assert r.status_code == 204, r.text
+    await cloud.cloud.wait_tasks([uuid])
+    stored = await cloud.payloads(uuid)
+    assert stored and all("injected_files" not in p for p in stored), stored

@@ -542,15 +542,25 @@ def finish_write(
     return _owner_write(task_id, owner, attempt, _ending(status, last_error, values))
 
 
-async def cancel(conn: AsyncConnection, task_id: int, *, reason: str | None = None) -> Row:
-    """End an active task whoever holds it (operator action); TaskNotFound if not active."""
-    values = {
+async def cancel(
+    conn: AsyncConnection,
+    task_id: int,
+    *,
+    reason: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> Row:
+    """End an active task whoever holds it (a delete's cancel); TaskNotFound if
+    not active. ``payload``, when given, replaces the stored one (what the
+    task must not keep once it has ended, such as a user's files)."""
+    values: dict[str, Any] = {
         "status": TaskStatus.CANCELLED.value,
         "active_instance_uuid": None,
         "owner": None,
         "lease_expires_at": None,
         "last_error": reason,
     }
+    if payload is not None:
+        values["payload"] = dict(payload)
     active = _t.c.status.in_([s.value for s in ACTIVE_STATUSES])
     row = await update_row(conn, _t, _t.c.id == task_id, values, conditions=[active])
     if row is None:
