@@ -37,7 +37,7 @@ RPC API lists it as expected (see :func:`nubes.rpc.message.error_table`).
     │       CannotResizeToSameFlavor, CannotResizeDisk, ResizeFlavorNotFound, OldFlavorNotFound,
     │       MoveHostNotFound, CannotMigrateToSameHost, UnableToMigrateToSelf, EvacuateToSameHost,
     │       ComputeServiceInUse, ForcedWithoutHost, InstanceNotResized, RebuildImageNotFound,
-    │       InvalidMigrationState
+    │       InvalidMigrationState, PreserveEphemeralNotSupported
     ├── RequestTooLarge (413)             a request body over the API's size limit
     ├── ImageTooLarge (413)               image data over [api] image_size_cap
     ├── ImageLimitExceeded (413)          too many tags or members on one image
