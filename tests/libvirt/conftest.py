@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,19 @@ def host_network(namespaced_hosts: None, tmp_path: Path) -> Iterator[HostNetwork
     """Two compute hosts, each in its own network namespace (nubes.testing.netns)."""
     with HostNetwork(tmp_path / "hosts", hosts=2) as net:
         yield net
+
+
+def image_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """The image API's row for a published test image (``images.raw`` or a copy
+    with its own command line), for an all-in-one cloud's image table."""
+    return {
+        "id": meta["id"],
+        "name": "guest",
+        "status": "active",
+        "visibility": "public",
+        "disk_format": meta["disk_format"],
+        "container_format": "bare",
+        "os_hash_algo": meta["os_hash_algo"],
+        "os_hash_value": meta["os_hash_value"],
+        "properties": meta["properties"],
+    }

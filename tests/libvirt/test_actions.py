@@ -26,7 +26,7 @@ from nubes.testing import guestimage
 from nubes.testing.allinone import AllInOne
 from nubes.testing.guestimage import BOOT_MARKER, TICK_MARKER
 from nubes.testing.libvirtd import PrivateLibvirtd
-from tests.libvirt.conftest import BOOT_TIMEOUT, make_driver, wait_console
+from tests.libvirt.conftest import BOOT_TIMEOUT, image_record, make_driver, wait_console
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
@@ -67,7 +67,7 @@ async def test_pause_suspend_a_real_guest(
             row = {"flavorid": "tiny", "name": "tiny", "vcpus": 1, "memory_mb": 96, "root_gb": 1}
             await flavors.create(conn, row)
             # In the registry: an offloaded server is spawned from it again.
-            await image_records.create(conn, _record(images.raw))
+            await image_records.create(conn, image_record(images.raw))
         await cloud.add_hosts([HOST], driver_factory=libvirt_host)
         node: ComputeHost = cloud.computes[HOST].hooks[0]  # type: ignore[assignment]
         deadline = time.monotonic() + 30
@@ -108,17 +108,3 @@ async def test_pause_suspend_a_real_guest(
         assert await driver.list_instances() == []
     finally:
         await cloud.stop()
-
-
-def _record(meta: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": meta["id"],
-        "name": "guest",
-        "status": "active",
-        "visibility": "public",
-        "disk_format": meta["disk_format"],
-        "container_format": "bare",
-        "os_hash_algo": meta["os_hash_algo"],
-        "os_hash_value": meta["os_hash_value"],
-        "properties": meta["properties"],
-    }

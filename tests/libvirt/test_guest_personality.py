@@ -30,7 +30,7 @@ from nubes.injected_files import InjectedFiles
 from nubes.testing import guestimage
 from nubes.testing.allinone import AllInOne
 from nubes.testing.libvirtd import PrivateLibvirtd
-from tests.libvirt.conftest import BOOT_TIMEOUT, make_driver, wait_console
+from tests.libvirt.conftest import BOOT_TIMEOUT, image_record, make_driver, wait_console
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt]
 
@@ -71,7 +71,7 @@ async def test_a_real_guest_finds_its_personality_files_after_create_and_rebuild
             row = {"flavorid": "tiny", "name": "tiny", "vcpus": 1, "memory_mb": 96, "root_gb": 1}
             await flavors.create(conn, row)
             # In the registry with its command line: the rebuild reads it there.
-            await image_records.create(conn, _record(image))
+            await image_records.create(conn, image_record(image))
         await cloud.add_hosts([HOST], driver_factory=libvirt_host)
         node: ComputeHost = cloud.computes[HOST].hooks[0]  # type: ignore[assignment]
         deadline = time.monotonic() + 30
@@ -110,17 +110,3 @@ async def test_a_real_guest_finds_its_personality_files_after_create_and_rebuild
         await cloud.wait_tasks([a.uuid])
     finally:
         await cloud.stop()
-
-
-def _record(meta: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": meta["id"],
-        "name": "guest",
-        "status": "active",
-        "visibility": "public",
-        "disk_format": meta["disk_format"],
-        "container_format": "bare",
-        "os_hash_algo": meta["os_hash_algo"],
-        "os_hash_value": meta["os_hash_value"],
-        "properties": meta["properties"],
-    }
