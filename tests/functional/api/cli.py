@@ -29,6 +29,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a fleet's metadata proxies
+    listen on the port plus the host's index). Free now, not reserved: a start
+    that loses one to another test's bind retries (:meth:`Cloud.start_retrying`)."""
+    while True:
+        base = free_port()
+        socks = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+#: What all-in-one prints when a port picked free was taken before it bound it.
+ADDRESS_IN_USE = "address already in use"
+
+
 class Cloud:
     def __init__(
         self,
@@ -79,6 +103,20 @@ class Cloud:
                 return time.monotonic() - started
         self.stop()
         raise AssertionError("all-in-one did not become ready:\n" + "".join(self.output))
+
+    def start_retrying(self, reconfigure: Any, attempts: int = 3) -> float:
+        """:meth:`start`, again after ``reconfigure()`` (new ports) when a port
+        picked free was bound by another test in between: xdist workers start
+        clouds side by side."""
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except AssertionError:
+                if attempt == attempts - 1 or ADDRESS_IN_USE not in "".join(self.output):
+                    raise
+                self.output.clear()
+                reconfigure()
+        raise AssertionError("unreachable")
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.api.cli import Cloud, free_port, parallel
+from tests.functional.api.cli import Cloud, free_port, free_port_run, parallel
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,11 +36,19 @@ def _get(url: str, address: str, network_id: str) -> bytes:
 def test_server_create_with_user_data_and_a_config_drive(tmp_path: Path) -> None:
     from nubes.api.bootstrap import DEFAULT_IMAGE_NAME as image
 
-    base = free_port()
     conf = tmp_path / "metadata.conf"
-    conf.write_text(f"[metadata]\nlisten = 127.0.0.1:{base}\n")
-    cloud = Cloud(tmp_path / "state", free_port(), config_files=(conf,))
-    cloud.start()
+    cloud = Cloud(tmp_path / "state", 0, config_files=(conf,))
+    base = 0
+
+    def ports() -> None:
+        # Two fake hosts: their proxies listen on base and base + 1.
+        nonlocal base
+        base = free_port_run(2)
+        conf.write_text(f"[metadata]\nlisten = 127.0.0.1:{base}\n")
+        cloud.port = free_port()
+
+    ports()
+    cloud.start_retrying(ports)
     try:
 
         def network() -> dict[str, str]:
