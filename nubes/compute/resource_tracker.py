@@ -27,6 +27,16 @@ from nubes.objects.states import PowerState, VMState
 
 LOG = logging.getLogger(__name__)
 
+
+def _local_gb(instance: Instance) -> int:
+    """Local disk an instance was built with, counted as the scheduler claims it
+    (``RequestSpec.root_disk_gb``): root, ephemeral and swap (MiB, rounded up to GiB),
+    so the operator's comparison of claims and stats adds up."""
+    flavor = instance.flavor if instance.obj_attr_is_set("flavor") else None
+    swap_mb = (flavor.swap or 0) if flavor is not None else 0
+    return (instance.root_gb or 0) + (instance.ephemeral_gb or 0) + -(-swap_mb // 1024)
+
+
 _CAPACITY = ("vcpus", "memory_mb", "local_gb", "hypervisor_type", "hypervisor_version", "cpu_info")
 
 
@@ -82,7 +92,7 @@ class ResourceTracker:
                 "num_instances": len(mine),
                 "instances_vcpus": sum(i.vcpus or 0 for i in mine),
                 "instances_memory_mb": sum(i.memory_mb or 0 for i in mine),
-                "instances_local_gb": sum((i.root_gb or 0) + (i.ephemeral_gb or 0) for i in mine),
+                "instances_local_gb": sum(_local_gb(i) for i in mine),
             }
             for name, value in values.items():
                 if not node.obj_attr_is_set(name) or getattr(node, name) != value:

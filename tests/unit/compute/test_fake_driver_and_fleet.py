@@ -145,6 +145,20 @@ async def test_resource_tracker_reports_capacity_and_metrics(compute: ComputeHar
     assert node.running_vms == 1
     assert node.metrics == {"cpu.percent": 6.25}
     assert node.stats is not None and node.stats["instances_vcpus"] == 4
+
+
+async def test_resource_tracker_counts_swap_in_local_disk_as_claims_do(compute: ComputeHarness):
+    # Regression: the stats left swap out, so they fell short of the
+    # scheduler's disk claims (root + ephemeral + swap rounded up to GiB).
+    ctxt = RequestContext()
+    flavor = {"name": "swapped", "vcpus": 1, "memory_mb": 512, "swap": 1536}
+    inst = await compute.instance(
+        vm_state="active", root_gb=2, ephemeral_gb=1, power_state=1, flavor=flavor
+    )
+    compute.driver.add_instance(inst)
+    await compute.run(compute.node.tracker.update_available_resource, ctxt)
+    node = await ComputeNode.get_by_host_and_nodename(ctxt, compute.name, compute.name)
+    assert node.stats is not None and node.stats["instances_local_gb"] == 2 + 1 + 2
     # Usage columns belong to the scheduler's claims.
     assert node.vcpus_used == 0
 
