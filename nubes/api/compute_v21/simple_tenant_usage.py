@@ -137,7 +137,7 @@ async def _rows(
 
 
 async def index(request: Request) -> Response:
-    common.authorize(request, "os_compute_api:os-simple-tenant-usage:list", Rule.ADMIN)
+    common.authorize(request, "os-simple-tenant-usage:list", Rule.ADMIN)
     start, stop, detailed = _period(request)
     rows, more = await _rows(request, start, stop, None)
     body: dict[str, Any] = {"tenant_usages": _summaries(rows, start, stop, detailed)}
@@ -151,7 +151,7 @@ async def index(request: Request) -> Response:
 async def show(request: Request) -> Response:
     project_id = request.path_params["tenant_id"]
     common.authorize(
-        request, "os_compute_api:os-simple-tenant-usage:show", Rule.PROJECT_READER, project_id
+        request, "os-simple-tenant-usage:show", Rule.PROJECT_READER, project_id
     )
     start, stop, _ = _period(request)
     rows, more = await _rows(request, start, stop, project_id)

@@ -47,9 +47,15 @@ async def test_usage_counts_the_hours_inside_the_period(cloud: ApiHarness) -> No
         assert round(usage["total_memory_mb_usage"], 6) == 15.0 * flavor["memory_mb"]
         assert usage["start"] == "2026-01-01T10:00:00"
         # Members see their own project only; the all-projects index is for admins.
-        assert (await c.get(USAGE, params=period)).status_code == 403
+        r = await c.get(USAGE, params=period)
+        assert r.status_code == 403
+        # Regression: the rule's name was printed with its prefix twice.
+        rule = "os_compute_api:os-simple-tenant-usage:list"
+        assert f"{rule} to be performed" in r.json()["forbidden"]["message"]
         r = await c.get(f"{USAGE}/{cloud.projects['other']}", params=period)
         assert r.status_code == 403
+        assert "os_compute_api:os-simple-tenant-usage:show " in r.json()["forbidden"]["message"]
+        assert "os_compute_api:os_compute_api" not in r.text
         bad = {"start": "2026-01-02T00:00:00", "end": "2026-01-01T00:00:00"}
         assert (await c.get(f"{USAGE}/{cloud.projects['demo']}", params=bad)).status_code == 400
         assert (await c.get(USAGE + "/x", params={"start": "yesterday"})).status_code in (400, 403)
