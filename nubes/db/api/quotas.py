@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, literal, or_, select, union_all, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -99,6 +99,36 @@ async def limits_get(
         )
     )
     return {resource: int(limit) for resource, limit in rows.all()}
+
+
+async def limit_levels(
+    conn: AsyncConnection, class_name: str, project_id: str, user_id: str | None = None
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """The limits the quota class, the project and (given) the user set, in one statement.
+
+    What :func:`class_get` and :func:`limits_get` read, for a check that
+    needs every level (a boot's quota check): one round trip instead of
+    three. The user's limits are ``{}`` when ``user_id`` is None.
+    """
+    c, q = quota_classes, quotas
+    parts = [
+        select(literal(0).label("level"), c.c.resource, c.c.hard_limit).where(
+            c.c.class_name == class_name
+        ),
+        select(literal(1).label("level"), q.c.resource, q.c.hard_limit).where(
+            q.c.project_id == project_id, q.c.user_id == PROJECT_LEVEL
+        ),
+    ]
+    if user_id:
+        parts.append(
+            select(literal(2).label("level"), q.c.resource, q.c.hard_limit).where(
+                q.c.project_id == project_id, q.c.user_id == user_id
+            )
+        )
+    found: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+    for level, resource, limit in (await conn.execute(union_all(*parts))).all():
+        found[int(level)][resource] = int(limit)
+    return found
 
 
 async def limits_set(
