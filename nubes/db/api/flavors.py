@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, literal, null, or_, select, union_all, update
+from sqlalchemy import bindparam, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
@@ -20,6 +20,7 @@ from nubes.db.api._common import (
     ReadDeleted,
     Row,
     SortDir,
+    StatementCache,
     check_columns,
     check_sort_keys,
     fetch_all,
@@ -53,6 +54,8 @@ _f = flavors
 _x = flavor_extra_specs
 _p = flavor_projects
 
+_STATEMENTS = StatementCache()
+
 
 async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
     if not rows:
@@ -60,17 +63,8 @@ async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
     ids = [r["id"] for r in rows]
     specs: dict[int, dict[str, Any]] = {i: {} for i in ids}
     projects: dict[int, list[str]] = {i: [] for i in ids}
-    # Extra specs and access in one statement (every flavor read, a boot's
-    # among them): a project row has no value, and comes in id order.
-    spec_rows = select(
-        _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
-    ).where(_x.c.flavor_id.in_(ids), live(_x))
-    project_rows = select(
-        _p.c.flavor_id, literal(1).label("is_project"), _p.c.id, _p.c.project_id, null()
-    ).where(_p.c.flavor_id.in_(ids), live(_p))
-    both = union_all(spec_rows, project_rows).subquery()
-    stmt = select(both).order_by(both.c.is_project, both.c.id)
-    for flavor_id, is_project, _id, key, value in (await conn.execute(stmt)).all():
+    found = await conn.execute(_attach_statement(), {"_ids": ids})
+    for flavor_id, is_project, _id, key, value in found.all():
         if is_project:
             projects[flavor_id].append(key)
         else:
@@ -79,6 +73,25 @@ async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
         row["extra_specs"] = specs[row["id"]]
         row["projects"] = projects[row["id"]]
     return rows
+
+
+def _attach_statement() -> Any:
+    # Extra specs and access in one statement (every flavor read, a boot's
+    # among them): a project row has no value, and comes in id order.
+    # Prebuilt (a boot reads a flavor each time, and building and
+    # cache-keying this union cost more than running it).
+    def build() -> Any:
+        ids = bindparam("_ids", expanding=True)
+        spec_rows = select(
+            _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
+        ).where(_x.c.flavor_id.in_(ids), live(_x))
+        project_rows = select(
+            _p.c.flavor_id, literal(1).label("is_project"), _p.c.id, _p.c.project_id, null()
+        ).where(_p.c.flavor_id.in_(ids), live(_p))
+        both = union_all(spec_rows, project_rows).subquery()
+        return select(both).order_by(both.c.is_project, both.c.id)
+
+    return _STATEMENTS.get(("attach",), build)
 
 
 async def create(
@@ -99,27 +112,35 @@ async def create(
     return (await _attach(conn, [row]))[0]
 
 
-async def _get(
-    conn: AsyncConnection, where: ColumnElement[bool], name: Any, read_deleted: ReadDeleted
-) -> Row:
-    row = await fetch_one(conn, where_deleted(select(_f).where(where), _f, read_deleted))
+async def _get(conn: AsyncConnection, column: str, name: Any, read_deleted: ReadDeleted) -> Row:
+    """The flavor whose ``column`` is ``name``; prebuilt per (column, read_deleted)."""
+    stmt = _STATEMENTS.get(
+        ("get", column, read_deleted),
+        lambda: where_deleted(
+            select(_f).where(_f.c[column] == bindparam("_key", type_=_f.c[column].type)),
+            _f,
+            read_deleted,
+        ),
+    )
+    found = (await conn.execute(stmt, {"_key": name})).mappings().first()
+    row = dict(found) if found is not None else None
     if row is None:
         raise exception.FlavorNotFound(flavor_id=name)
     return (await _attach(conn, [row]))[0]
 
 
 async def get_by_id(conn: AsyncConnection, id: int, *, read_deleted: ReadDeleted = "no") -> Row:
-    return await _get(conn, _f.c.id == id, id, read_deleted)
+    return await _get(conn, "id", id, read_deleted)
 
 
 async def get_by_flavor_id(
     conn: AsyncConnection, flavorid: str, *, read_deleted: ReadDeleted = "no"
 ) -> Row:
-    return await _get(conn, _f.c.flavorid == flavorid, flavorid, read_deleted)
+    return await _get(conn, "flavorid", flavorid, read_deleted)
 
 
 async def get_by_name(conn: AsyncConnection, name: str) -> Row:
-    return await _get(conn, _f.c.name == name, name, "no")
+    return await _get(conn, "name", name, "no")
 
 
 async def get_all(

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, literal, or_, select, union_all, update
+from sqlalchemy import bindparam, delete, func, literal, or_, select, union_all, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nubes.db.api._common import live
+from nubes.db.api._common import StatementCache, live
 from nubes.db.models import (
     instance_group_members,
     instance_groups,
@@ -34,6 +34,8 @@ from nubes.db.models import (
 
 #: ``quotas.user_id`` of a project's own limit.
 PROJECT_LEVEL = ""
+
+_STATEMENTS = StatementCache()
 
 
 # --- the lock ----------------------------------------------------------------
@@ -110,25 +112,38 @@ async def limit_levels(
     needs every level (a boot's quota check): one round trip instead of
     three. The user's limits are ``{}`` when ``user_id`` is None.
     """
-    c, q = quota_classes, quotas
-    parts = [
-        select(literal(0).label("level"), c.c.resource, c.c.hard_limit).where(
-            c.c.class_name == class_name
-        ),
-        select(literal(1).label("level"), q.c.resource, q.c.hard_limit).where(
-            q.c.project_id == project_id, q.c.user_id == PROJECT_LEVEL
-        ),
-    ]
-    if user_id:
-        parts.append(
-            select(literal(2).label("level"), q.c.resource, q.c.hard_limit).where(
-                q.c.project_id == project_id, q.c.user_id == user_id
-            )
-        )
     found: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
-    for level, resource, limit in (await conn.execute(union_all(*parts))).all():
+    params = {"_class": class_name, "_project": project_id, "_user": user_id or PROJECT_LEVEL}
+    rows = await conn.execute(_limit_levels_statement(bool(user_id)), params)
+    for level, resource, limit in rows.all():
         found[int(level)][resource] = int(limit)
     return found
+
+
+def _limit_levels_statement(with_user: bool) -> Any:
+    # Prebuilt: every boot runs it, and building and cache-keying the union
+    # cost more than running it.
+    def build() -> Any:
+        c, q = quota_classes, quotas
+        project = bindparam("_project", type_=q.c.project_id.type)
+        parts = [
+            select(literal(0).label("level"), c.c.resource, c.c.hard_limit).where(
+                c.c.class_name == bindparam("_class", type_=c.c.class_name.type)
+            ),
+            select(literal(1).label("level"), q.c.resource, q.c.hard_limit).where(
+                q.c.project_id == project, q.c.user_id == PROJECT_LEVEL
+            ),
+        ]
+        if with_user:
+            parts.append(
+                select(literal(2).label("level"), q.c.resource, q.c.hard_limit).where(
+                    q.c.project_id == project,
+                    q.c.user_id == bindparam("_user", type_=q.c.user_id.type),
+                )
+            )
+        return union_all(*parts)
+
+    return _STATEMENTS.get(("limit_levels", with_user), build)
 
 
 async def limits_set(
