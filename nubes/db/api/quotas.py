@@ -50,21 +50,25 @@ async def lock_project(conn: AsyncConnection, project_id: str) -> None:
     InnoDB, whose duplicate-key check takes a shared lock the waiters then
     all try to upgrade.)
     """
-    values = {"project_id": project_id}
     dialect = conn.dialect.name
+    stmt = _STATEMENTS.get(("lock_project", dialect), lambda: _lock_statement(dialect))
+    await conn.execute(stmt, {"project_id": project_id})
+
+
+def _lock_statement(dialect: str) -> Any:
+    # Prebuilt (every boot takes the lock): the row's value comes as the
+    # ``project_id`` parameter of the execution.
     if dialect == "postgresql":
-        pg = postgresql.insert(quota_locks).values(values)
-        stmt: Any = pg.on_conflict_do_update(
+        pg = postgresql.insert(quota_locks)
+        return pg.on_conflict_do_update(
             index_elements=[quota_locks.c.project_id],
             set_={"project_id": pg.excluded.project_id},
         )
-    elif dialect == "sqlite":
+    if dialect == "sqlite":
         # The single writer already runs write transactions one at a time.
-        stmt = sqlite.insert(quota_locks).values(values).on_conflict_do_nothing()
-    else:
-        my = mysql.insert(quota_locks).values(values)
-        stmt = my.on_duplicate_key_update(project_id=my.inserted.project_id)
-    await conn.execute(stmt)
+        return sqlite.insert(quota_locks).on_conflict_do_nothing()
+    my = mysql.insert(quota_locks)
+    return my.on_duplicate_key_update(project_id=my.inserted.project_id)
 
 
 # --- limits ------------------------------------------------------------------
