@@ -1,5 +1,10 @@
 """Flavors, their extra specs and their access lists.
 
+Every write here bumps the flavors' generation counter
+(:data:`nubes.db.api.generations.FLAVORS`) in its transaction: API
+processes cache flavors while it stays put (:mod:`nubes.api.flavor_cache`),
+so a write to these tables anywhere else would leave them stale.
+
 A flavor row handed out carries ``extra_specs`` (dict) and ``projects``
 (list of project ids allowed to use it when it is not public), loaded with
 one extra query each for a whole listing, not one per flavor.
@@ -15,6 +20,7 @@ from sqlalchemy import bindparam, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db.api import generations
 from nubes.db.api._common import (
     LIKE_ESCAPE,
     ReadDeleted,
@@ -81,7 +87,7 @@ def _attach_statement() -> Any:
     # Prebuilt (a boot reads a flavor each time, and building and
     # cache-keying this union cost more than running it).
     def build() -> Any:
-        ids = bindparam("_ids", expanding=True)
+        ids: Any = bindparam("_ids", expanding=True)
         spec_rows = select(
             _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
         ).where(_x.c.flavor_id.in_(ids), live(_x))
@@ -105,6 +111,7 @@ async def create(
     data = dict(values)
     check_columns(_f, data)
     row = await insert_row(conn, _f, data)
+    await generations.bump(conn, generations.FLAVORS)
     if extra_specs:
         await extra_specs_update_or_create(conn, row["id"], extra_specs)
     for project_id in projects:
@@ -198,6 +205,7 @@ async def update_description(conn: AsyncConnection, flavorid: str, description: 
     )
     if not result.rowcount:
         raise exception.FlavorNotFound(flavor_id=flavorid)
+    await generations.bump(conn, generations.FLAVORS)
     return await get_by_flavor_id(conn, flavorid)
 
 
@@ -210,6 +218,7 @@ async def destroy(conn: AsyncConnection, flavorid: str, *, now: dt.datetime | No
     await soft_delete_where(conn, _x, _x.c.flavor_id == row["id"], now)
     await soft_delete_where(conn, _p, _p.c.flavor_id == row["id"], now)
     await soft_delete_where(conn, _f, _f.c.id == row["id"], now)
+    await generations.bump(conn, generations.FLAVORS)
 
 
 # --- extra specs -------------------------------------------------------------
@@ -233,6 +242,7 @@ async def extra_specs_update_or_create(
             )
         else:
             await insert_row(conn, _x, {"flavor_id": flavor_id, "key": key, "value": value})
+    await generations.bump(conn, generations.FLAVORS)
 
 
 async def extra_specs_delete(
@@ -241,6 +251,7 @@ async def extra_specs_delete(
     where = (_x.c.flavor_id == flavor_id) & (_x.c.key == key)
     if not await soft_delete_where(conn, _x, where, now):
         raise exception.NotFound(reason=f"flavor {flavor_id} has no extra spec {key}")
+    await generations.bump(conn, generations.FLAVORS)
 
 
 # --- access ------------------------------------------------------------------
@@ -254,6 +265,7 @@ async def access_get(conn: AsyncConnection, flavor_id: int) -> list[str]:
 async def access_add(conn: AsyncConnection, flavor_id: int, project_id: str) -> None:
     """Let a project use a private flavor; DBDuplicateEntry if it already may."""
     await insert_row(conn, _p, {"flavor_id": flavor_id, "project_id": project_id})
+    await generations.bump(conn, generations.FLAVORS)
 
 
 async def access_remove(
@@ -262,3 +274,4 @@ async def access_remove(
     where = (_p.c.flavor_id == flavor_id) & (_p.c.project_id == project_id)
     if not await soft_delete_where(conn, _p, where, now):
         raise exception.NotFound(reason=f"project {project_id} has no access to flavor {flavor_id}")
+    await generations.bump(conn, generations.FLAVORS)

@@ -17,11 +17,12 @@ from nubes.db.engine import Database
 from tests.unit.api.conftest import ApiHarness
 from tests.unit.api.test_servers import URL, body, cloud, login  # noqa: F401
 
-#: A boot on SQLite with the default quotas (limited, so usage is counted):
-#: the token (1); the flavor and its specs and access (2); the image (1);
-#: the quota lock (1), the class's, project's and user's limits (1), the
-#: usage (3); the instance, its action and its build task (3).
-BUDGET = 12
+#: A boot on SQLite with the default quotas (limited, so usage is counted),
+#: its flavor kept by the API process (nubes/api/flavor_cache.py): the
+#: token (1); the flavors' generation (1); the image (1); the quota lock
+#: (1), the class's, project's and user's limits (1), the usage (3); the
+#: instance, its action and its build task (3).
+BUDGET = 11
 
 
 @contextmanager
@@ -54,3 +55,5 @@ async def test_a_post_servers_runs_its_budget_of_statements(cloud: ApiHarness) -
     # The three levels of limits in one read (nubes.db.api.quotas.limit_levels).
     limit_reads = [s for s in seen if "quota_classes" in s or "FROM quotas" in s]
     assert len(limit_reads) == 1, limit_reads
+    # The flavor the first POST read is kept while no flavor changes.
+    assert not [s for s in seen if "FROM flavors" in s or "flavor_extra_specs" in s], seen
