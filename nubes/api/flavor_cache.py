@@ -17,10 +17,16 @@ or taken from a project's access list is therefore seen by the next request
 after the commit, in every API process, exactly as when each boot read the
 flavor; and the checks (may the project use it, is it disabled) run on the
 row each time, kept or not. A flavor that is not found is not kept.
+
+Rolling upgrade: API processes of a release before this one write flavors
+without bumping the counter. So that such a write cannot go unseen for
+long, nothing is kept longer than :data:`KEEP_SECONDS`; once every API
+process runs this release, the counter alone decides.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nubes.db.api import flavors as flavors_db
@@ -29,6 +35,9 @@ from nubes.db.engine import Connection
 
 #: Most flavors kept; past it the process starts over (a deployment has tens).
 LIMIT = 1024
+#: Seconds a kept row may serve at most, whatever the counter says: the bound
+#: on how long a write that did not bump it (an older release's) goes unseen.
+KEEP_SECONDS = 60.0
 
 
 class FlavorCache:
@@ -37,14 +46,22 @@ class FlavorCache:
     def __init__(self) -> None:
         self._generation: int | None = None
         self._rows: dict[str, dict[str, Any]] = {}
+        #: time.monotonic() when the kept rows started to be kept.
+        self._since = float("-inf")
 
     async def get_by_flavor_id(self, conn: Connection, flavorid: str) -> dict[str, Any]:
         """:func:`nubes.db.api.flavors.get_by_flavor_id` (live flavors), as the
         tables hold it now (FlavorNotFound when there is none)."""
         generation = await generations.get(conn, generations.FLAVORS)
-        if self._generation is None or generation > self._generation:
-            # Something changed since: nothing kept is sure to be current.
-            self._generation, self._rows = generation, {}
+        now = time.monotonic()
+        if (
+            self._generation is None
+            or generation > self._generation
+            or now - self._since >= KEEP_SECONDS
+        ):
+            # Something changed since (or may have: KEEP_SECONDS): nothing
+            # kept is sure to be current.
+            self._generation, self._rows, self._since = generation, {}, now
         row = self._rows.get(flavorid) if generation == self._generation else None
         if row is None:
             # Read after the counter: at least as new as the value it is kept under.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nubes.api import flavor_cache
 from nubes.api.app import build_app
 from nubes.api.flavor_cache import FlavorCache
 from nubes.api.state import ApiState
@@ -107,3 +108,21 @@ async def test_a_row_read_under_an_older_generation_is_not_kept(
     async with db.reader() as conn:
         await cache.get_by_flavor_id(conn, "1")
     assert cache._rows == {}
+
+
+async def test_a_write_that_bumps_nothing_is_seen_after_keep_seconds(
+    cloud: ApiHarness,  # noqa: F811
+    monkeypatch: Any,
+) -> None:
+    """An API process of an older release writes flavors without bumping the
+    counter (rolling upgrade): rows are kept KEEP_SECONDS at most."""
+    from sqlalchemy import update
+
+    from nubes.db.models import flavors
+
+    monkeypatch.setattr(flavor_cache, "KEEP_SECONDS", 0.0)
+    assert (await _boot(cloud)).status_code == 202
+    async with cloud.state.db.writer() as conn:
+        await conn.execute(update(flavors).where(flavors.c.flavorid == "1").values(disabled=True))
+    r = await _boot(cloud)
+    assert r.status_code == 400 and "Invalid flavorRef" in r.text
