@@ -88,18 +88,25 @@ async def class_limits(
     return {**config_defaults(conf), **await quotas_db.class_get(conn, class_name)}
 
 
+async def _limits(
+    conn: Connection, conf: cfg.ConfigOpts, project_id: str, user_id: str | None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The project's limits (its rows over the class ``default`` over the
+    options) and the rows set for ``user_id`` alone, read in one statement."""
+    default, project, own = await quotas_db.limit_levels(conn, DEFAULT_CLASS, project_id, user_id)
+    return {**config_defaults(conf), **default, **project}, own
+
+
 async def project_limits(conn: Connection, conf: cfg.ConfigOpts, project_id: str) -> dict[str, int]:
-    return {**await class_limits(conn, conf), **await quotas_db.limits_get(conn, project_id)}
+    return (await _limits(conn, conf, project_id, None))[0]
 
 
 async def effective_limits(
     conn: Connection, conf: cfg.ConfigOpts, project_id: str, user_id: str | None = None
 ) -> dict[str, int]:
     """The limits of a project, or of one user in it (the user's rows over the project's)."""
-    limits = await project_limits(conn, conf, project_id)
-    if user_id:
-        limits.update(await quotas_db.limits_get(conn, project_id, user_id))
-    return limits
+    project, own = await _limits(conn, conf, project_id, user_id)
+    return {**project, **own}
 
 
 async def usage(conn: Connection, project_id: str, user_id: str | None = None) -> dict[str, int]:
@@ -161,9 +168,8 @@ async def _levels(
             return _Level(limits, {})
         return _Level(limits, await (counts or project_usage)(conn, user))
 
-    project = await project_limits(conn, conf, project_id)
+    project, own = await _limits(conn, conf, project_id, user_id)
     levels = [await level(project, None)]
-    own = await quotas_db.limits_get(conn, project_id, user_id) if user_id else {}
     if own:
         levels.append(await level({**project, **own}, user_id))
     return levels

@@ -83,6 +83,14 @@ class ApiState:
             )
         return self.extras["conductor"]
 
+    def flavor_cache(self) -> Any:
+        """The flavors this process keeps for boots (:mod:`nubes.api.flavor_cache`)."""
+        if "flavor_cache" not in self.extras:
+            from nubes.api.flavor_cache import FlavorCache
+
+            self.extras["flavor_cache"] = FlavorCache()
+        return self.extras["flavor_cache"]
+
     def servers_api(self) -> Any:
         """The :class:`~nubes.api.servers.ServersAPI` of this API service."""
         if "servers" not in self.extras:

@@ -28,7 +28,6 @@ from nubes.api.policy import Rule
 from nubes.api.servers import ServersAPI
 from nubes.db.api import ReadDeleted
 from nubes.db.api import compute_nodes as compute_nodes_db
-from nubes.db.api import flavors as flavors_db
 from nubes.db.api import groups as groups_db
 from nubes.db.api import instances as instances_db
 from nubes.db.api import tags as tags_db
@@ -484,9 +483,12 @@ async def detail(request: Request) -> Response:
 
 async def _flavor(request: Request, ref: Any) -> dict[str, Any]:
     flavorid = str(ref).rstrip("/").rsplit("/", 1)[-1]
-    async with common.state(request).db.reader() as conn:
+    state = common.state(request)
+    async with state.db.reader() as conn:
         try:
-            row = await flavors_db.get_by_flavor_id(conn, flavorid)
+            # Current as a read of the tables (nubes/api/flavor_cache.py); the
+            # checks below run on it every time.
+            row = await state.flavor_cache().get_by_flavor_id(conn, flavorid)
         except exception.FlavorNotFound:
             raise common.bad_request("Invalid flavorRef provided.") from None
     visible = common.is_admin(request) or row["is_public"]

@@ -188,7 +188,11 @@ async def insert_rows(
         return []
     if not conn.dialect.insert_returning:
         return [await insert_row(conn, table, values) for values in rows]
-    result = await conn.execute(insert(table).returning(*table.c), [dict(r) for r in rows])
+    # Prebuilt per table: a boot inserts its instances and tasks here, and
+    # building and cache-keying a RETURNING of every column cost more than
+    # the insert.
+    stmt = _INSERTS.get((table.name,), lambda: insert(table).returning(*table.c))
+    result = await conn.execute(stmt, [dict(r) for r in rows])
     return [to_row(r) for r in result.mappings().all()]
 
 
@@ -245,6 +249,10 @@ class StatementCache:
                 self._statements.clear()
             stmt = self._statements[key] = build()
         return stmt
+
+
+#: :func:`insert_rows`' statements, by table.
+_INSERTS = StatementCache()
 
 
 def prebuilt_update(

@@ -1,5 +1,10 @@
 """Flavors, their extra specs and their access lists.
 
+Every write here bumps the flavors' generation counter
+(:data:`nubes.db.api.generations.FLAVORS`) in its transaction: API
+processes cache flavors while it stays put (:mod:`nubes.api.flavor_cache`),
+so a write to these tables anywhere else would leave them stale.
+
 A flavor row handed out carries ``extra_specs`` (dict) and ``projects``
 (list of project ids allowed to use it when it is not public), loaded with
 one extra query each for a whole listing, not one per flavor.
@@ -11,15 +16,17 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, literal, null, or_, select, union_all, update
+from sqlalchemy import bindparam, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
+from nubes.db.api import generations
 from nubes.db.api._common import (
     LIKE_ESCAPE,
     ReadDeleted,
     Row,
     SortDir,
+    StatementCache,
     check_columns,
     check_sort_keys,
     fetch_all,
@@ -53,6 +60,8 @@ _f = flavors
 _x = flavor_extra_specs
 _p = flavor_projects
 
+_STATEMENTS = StatementCache()
+
 
 async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
     if not rows:
@@ -60,17 +69,8 @@ async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
     ids = [r["id"] for r in rows]
     specs: dict[int, dict[str, Any]] = {i: {} for i in ids}
     projects: dict[int, list[str]] = {i: [] for i in ids}
-    # Extra specs and access in one statement (every flavor read, a boot's
-    # among them): a project row has no value, and comes in id order.
-    spec_rows = select(
-        _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
-    ).where(_x.c.flavor_id.in_(ids), live(_x))
-    project_rows = select(
-        _p.c.flavor_id, literal(1).label("is_project"), _p.c.id, _p.c.project_id, null()
-    ).where(_p.c.flavor_id.in_(ids), live(_p))
-    both = union_all(spec_rows, project_rows).subquery()
-    stmt = select(both).order_by(both.c.is_project, both.c.id)
-    for flavor_id, is_project, _id, key, value in (await conn.execute(stmt)).all():
+    found = await conn.execute(_attach_statement(), {"_ids": ids})
+    for flavor_id, is_project, _id, key, value in found.all():
         if is_project:
             projects[flavor_id].append(key)
         else:
@@ -79,6 +79,25 @@ async def _attach(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
         row["extra_specs"] = specs[row["id"]]
         row["projects"] = projects[row["id"]]
     return rows
+
+
+def _attach_statement() -> Any:
+    # Extra specs and access in one statement (every flavor read, a boot's
+    # among them): a project row has no value, and comes in id order.
+    # Prebuilt (a boot reads a flavor each time, and building and
+    # cache-keying this union cost more than running it).
+    def build() -> Any:
+        ids: Any = bindparam("_ids", expanding=True)
+        spec_rows = select(
+            _x.c.flavor_id, literal(0).label("is_project"), _x.c.id, _x.c.key, _x.c.value
+        ).where(_x.c.flavor_id.in_(ids), live(_x))
+        project_rows = select(
+            _p.c.flavor_id, literal(1).label("is_project"), _p.c.id, _p.c.project_id, null()
+        ).where(_p.c.flavor_id.in_(ids), live(_p))
+        both = union_all(spec_rows, project_rows).subquery()
+        return select(both).order_by(both.c.is_project, both.c.id)
+
+    return _STATEMENTS.get(("attach",), build)
 
 
 async def create(
@@ -92,6 +111,7 @@ async def create(
     data = dict(values)
     check_columns(_f, data)
     row = await insert_row(conn, _f, data)
+    await generations.bump(conn, generations.FLAVORS)
     if extra_specs:
         await extra_specs_update_or_create(conn, row["id"], extra_specs)
     for project_id in projects:
@@ -99,27 +119,35 @@ async def create(
     return (await _attach(conn, [row]))[0]
 
 
-async def _get(
-    conn: AsyncConnection, where: ColumnElement[bool], name: Any, read_deleted: ReadDeleted
-) -> Row:
-    row = await fetch_one(conn, where_deleted(select(_f).where(where), _f, read_deleted))
+async def _get(conn: AsyncConnection, column: str, name: Any, read_deleted: ReadDeleted) -> Row:
+    """The flavor whose ``column`` is ``name``; prebuilt per (column, read_deleted)."""
+    stmt = _STATEMENTS.get(
+        ("get", column, read_deleted),
+        lambda: where_deleted(
+            select(_f).where(_f.c[column] == bindparam("_key", type_=_f.c[column].type)),
+            _f,
+            read_deleted,
+        ),
+    )
+    found = (await conn.execute(stmt, {"_key": name})).mappings().first()
+    row = dict(found) if found is not None else None
     if row is None:
         raise exception.FlavorNotFound(flavor_id=name)
     return (await _attach(conn, [row]))[0]
 
 
 async def get_by_id(conn: AsyncConnection, id: int, *, read_deleted: ReadDeleted = "no") -> Row:
-    return await _get(conn, _f.c.id == id, id, read_deleted)
+    return await _get(conn, "id", id, read_deleted)
 
 
 async def get_by_flavor_id(
     conn: AsyncConnection, flavorid: str, *, read_deleted: ReadDeleted = "no"
 ) -> Row:
-    return await _get(conn, _f.c.flavorid == flavorid, flavorid, read_deleted)
+    return await _get(conn, "flavorid", flavorid, read_deleted)
 
 
 async def get_by_name(conn: AsyncConnection, name: str) -> Row:
-    return await _get(conn, _f.c.name == name, name, "no")
+    return await _get(conn, "name", name, "no")
 
 
 async def get_all(
@@ -177,6 +205,7 @@ async def update_description(conn: AsyncConnection, flavorid: str, description: 
     )
     if not result.rowcount:
         raise exception.FlavorNotFound(flavor_id=flavorid)
+    await generations.bump(conn, generations.FLAVORS)
     return await get_by_flavor_id(conn, flavorid)
 
 
@@ -189,6 +218,7 @@ async def destroy(conn: AsyncConnection, flavorid: str, *, now: dt.datetime | No
     await soft_delete_where(conn, _x, _x.c.flavor_id == row["id"], now)
     await soft_delete_where(conn, _p, _p.c.flavor_id == row["id"], now)
     await soft_delete_where(conn, _f, _f.c.id == row["id"], now)
+    await generations.bump(conn, generations.FLAVORS)
 
 
 # --- extra specs -------------------------------------------------------------
@@ -212,6 +242,7 @@ async def extra_specs_update_or_create(
             )
         else:
             await insert_row(conn, _x, {"flavor_id": flavor_id, "key": key, "value": value})
+    await generations.bump(conn, generations.FLAVORS)
 
 
 async def extra_specs_delete(
@@ -220,6 +251,7 @@ async def extra_specs_delete(
     where = (_x.c.flavor_id == flavor_id) & (_x.c.key == key)
     if not await soft_delete_where(conn, _x, where, now):
         raise exception.NotFound(reason=f"flavor {flavor_id} has no extra spec {key}")
+    await generations.bump(conn, generations.FLAVORS)
 
 
 # --- access ------------------------------------------------------------------
@@ -233,6 +265,7 @@ async def access_get(conn: AsyncConnection, flavor_id: int) -> list[str]:
 async def access_add(conn: AsyncConnection, flavor_id: int, project_id: str) -> None:
     """Let a project use a private flavor; DBDuplicateEntry if it already may."""
     await insert_row(conn, _p, {"flavor_id": flavor_id, "project_id": project_id})
+    await generations.bump(conn, generations.FLAVORS)
 
 
 async def access_remove(
@@ -241,3 +274,4 @@ async def access_remove(
     where = (_p.c.flavor_id == flavor_id) & (_p.c.project_id == project_id)
     if not await soft_delete_where(conn, _p, where, now):
         raise exception.NotFound(reason=f"project {project_id} has no access to flavor {flavor_id}")
+    await generations.bump(conn, generations.FLAVORS)

@@ -1,6 +1,6 @@
 """Generation counters: one row per set of cached facts, bumped with each write to them.
 
-A cache elsewhere (the schedulers' host view) reads the counter once per
+A cache elsewhere (the schedulers' host view, the API's flavors) reads the counter once per
 use, which is one primary-key lookup, and reloads only when it moved. The
 bump runs in the caller's transaction, so the counter moves exactly when the
 write commits: a reader that sees the new value finds the new facts.
@@ -21,6 +21,9 @@ from nubes.db.models import generations
 #: Services disabled or forced down, aggregates with their hosts and metadata
 #: (availability zones among them): what schedulers cache about hosts.
 HOST_FACTS = "host_facts"
+#: Flavors with their extra specs and access lists: what API processes cache
+#: for the boots that name them (:mod:`nubes.api.flavor_cache`).
+FLAVORS = "flavors"
 
 _g = generations
 

@@ -5,13 +5,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nubes import exception
-from nubes.db.api._common import Row, SortDir, fetch_all, fetch_one, insert_row, paginate
+from nubes.db.api._common import (
+    Row,
+    SortDir,
+    StatementCache,
+    fetch_all,
+    fetch_one,
+    insert_row,
+    paginate,
+)
 from nubes.db.models import image_members, images
 from nubes.db.types import utcnow
+
+_STATEMENTS = StatementCache()
 
 SORT_KEYS = frozenset(
     {"name", "status", "created_at", "updated_at", "size", "min_disk", "min_ram", "id"}
@@ -31,7 +52,10 @@ async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
 
 
 async def get(conn: AsyncConnection, image_id: str) -> Row:
-    row = await fetch_one(conn, select(images).where(images.c.id == image_id))
+    # Prebuilt: every boot reads its image.
+    stmt = _STATEMENTS.get(("get",), lambda: select(images).where(images.c.id == bindparam("_id")))
+    found = (await conn.execute(stmt, {"_id": image_id})).mappings().first()
+    row = dict(found) if found is not None else None
     if row is None:
         raise exception.ImageNotFound(image_id=image_id)
     return _normalise(row)

@@ -288,3 +288,40 @@ async def test_a_stopping_engine_hands_over_a_run_still_working_after_its_drain_
         assert row["vm_state"] == "active"
     finally:
         await cloud.stop()
+
+
+async def test_kicks_that_come_close_together_are_claimed_together(
+    tmp_path: Path, ctxt: RequestContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-server POSTs at a high rate: the first kick is claimed at once,
+    the kicks that come within KICK_GATHER of that claim in one claim."""
+    from nubes.conductor.tasks import engine as engine_module
+
+    # Long enough that the next two creates come within it on a loaded
+    # machine (each takes milliseconds); the test waits it out once.
+    monkeypatch.setattr(engine_module, "KICK_GATHER", 10.0)
+    claims: list[list[int]] = []
+    claim_many = tasks.claim_many
+
+    async def recording(conn, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+        claims.append(sorted(ids))
+        return await claim_many(conn, ids, *args, **kwargs)
+
+    monkeypatch.setattr(tasks, "claim_many", recording)
+    # No poll that could claim a task before its kick arrives.
+    cloud = await start_cloud(tmp_path, conductor={"task_poll_interval": 600})
+    try:
+        (first,) = await cloud.api.create_servers(ctxt, name="a", flavor="small", image=IMAGE)
+
+        async def claimed() -> bool:
+            return bool(claims)
+
+        await _until(claimed)
+        (second,) = await cloud.api.create_servers(ctxt, name="b", flavor="small", image=IMAGE)
+        (third,) = await cloud.api.create_servers(ctxt, name="c", flavor="small", image=IMAGE)
+        uuids = [first.uuid, second.uuid, third.uuid]
+        await cloud.wait_tasks(uuids, timeout=60)
+        ids = [(await _task(cloud, uuid))["id"] for uuid in uuids]
+    finally:
+        await cloud.stop()
+    assert claims[:2] == [[ids[0]], sorted(ids[1:])]

@@ -125,6 +125,26 @@ async def test_limits_resolve_config_class_project_then_user(db: Database) -> No
         assert (await quotas.effective_limits(conn, conf, "p", "u"))["instances"] == 6
 
 
+async def test_limit_levels_reads_each_level_apart_in_one_statement(db: Database) -> None:
+    """The one read a boot's quota check makes: the class's, the project's
+    and the user's rows, each level on its own, none of another project,
+    user or class."""
+    async with db.writer() as conn:
+        await quotas_db.class_set(conn, quotas.DEFAULT_CLASS, {"instances": 9, "cores": 8})
+        await quotas_db.class_set(conn, "other-class", {"instances": 1})
+        await quotas_db.limits_set(conn, "p", {"instances": 5})
+        await quotas_db.limits_set(conn, "p", {"cores": 3}, user_id="u")
+        await quotas_db.limits_set(conn, "p", {"ram": 7}, user_id="v")
+        await quotas_db.limits_set(conn, "q", {"instances": 2})
+    async with db.reader() as conn:
+        both = await quotas_db.limit_levels(conn, quotas.DEFAULT_CLASS, "p", "u")
+        project_only = await quotas_db.limit_levels(conn, quotas.DEFAULT_CLASS, "p")
+        nothing_set = await quotas_db.limit_levels(conn, "none", "nobody", "no-one")
+    assert both == ({"instances": 9, "cores": 8}, {"instances": 5}, {"cores": 3})
+    assert project_only == ({"instances": 9, "cores": 8}, {"instances": 5}, {})
+    assert nothing_set == ({}, {}, {})
+
+
 @pytest.mark.parametrize(("used", "allowed"), [(0, True), (2, True), (3, False)])
 async def test_key_pairs_check_counts_the_users_key_pairs(
     db: Database, used: int, allowed: bool
