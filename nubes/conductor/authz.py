@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import msgspec
@@ -264,10 +264,15 @@ class Call:
     obj: VersionedObject | None
     #: Arguments bound to the method's parameter names.
     arguments: dict[str, Any]
+    _changed: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def changed(self) -> set[str]:
-        return self.obj.obj_what_changed() if self.obj is not None else set()
+        # Asked by several checks of one call: the object's change tracking
+        # is walked once (the call is judged before anything changes it).
+        if self._changed is None:
+            self._changed = self.obj.obj_what_changed() if self.obj is not None else set()
+        return self._changed
 
     def value(self, name: str) -> Any:
         """A field of the object, or None when it is not set."""
