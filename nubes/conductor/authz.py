@@ -15,12 +15,13 @@ to the ``nubes.audit`` logger.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
+
+import msgspec
 
 from nubes import access, exception, metrics, versions
 from nubes.access import COMPUTE_BINARY, Caller, CallerKind, identify
@@ -187,10 +188,15 @@ def _at_zero(obj: VersionedObject, name: str) -> bool:
     return value is None or (type(value) in (int, bool) and not value)
 
 
+#: Sizes what a host sends as compact JSON (anything else as its str()), in
+#: C: every relayed notification's payload and every dict a host saves pass here.
+_SIZE_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
 def _encoded_size(value: Any) -> int:
     try:
-        return len(json.dumps(value, separators=(",", ":"), default=str))
-    except (TypeError, ValueError, RecursionError):
+        return len(_SIZE_ENCODER.encode(value))
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
         # Unencodable is as bad as too large; the caller refuses it.
         return TEXT_LIMIT + 1
 
@@ -258,10 +264,15 @@ class Call:
     obj: VersionedObject | None
     #: Arguments bound to the method's parameter names.
     arguments: dict[str, Any]
+    _changed: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def changed(self) -> set[str]:
-        return self.obj.obj_what_changed() if self.obj is not None else set()
+        # Asked by several checks of one call: the object's change tracking
+        # is walked once (the call is judged before anything changes it).
+        if self._changed is None:
+            self._changed = self.obj.obj_what_changed() if self.obj is not None else set()
+        return self._changed
 
     def value(self, name: str) -> Any:
         """A field of the object, or None when it is not set."""

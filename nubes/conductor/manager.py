@@ -41,8 +41,7 @@ _NO_ENGINE_LEASE = 0.0
 
 def _at_versions(value: Any, object_versions: dict[str, str]) -> Any:
     """``value`` with every object in it backported to ``object_versions``."""
-    ours = REGISTRY.versions()
-    if all(ours.get(name) == version for name, version in object_versions.items()):
+    if all(REGISTRY.runs(name, version) for name, version in object_versions.items()):
         return value  # the common case: the caller runs what we run
     return msgspec.to_builtins(
         value,

@@ -28,10 +28,14 @@ ordinary path would.
 **Units** (:meth:`GroupCommitter.execute_unit`, SQLite and PostgreSQL) carry
 several statements that must commit together or not at all: a task's step
 with what the step wrote (the instance placed, an event), a scheduler claim
-(the node's usage and the allocation row), a compute host's event. Each unit
-runs in a savepoint of the batch's transaction; a *required* statement that
-matches nothing rolls the unit back to it and ends it (its outcome is False)
-without touching the rest of the batch. A statement may also return rows
+(the node's usage and the allocation row), a compute host's event. A
+*required* statement that matches nothing undoes the unit's earlier
+statements and ends it (its outcome is False) without touching the rest of
+the batch: on SQLite the unit runs in a savepoint (no round trip there); on
+PostgreSQL it runs without one (SAVEPOINT and RELEASE would be two round
+trips per unit, for the rare miss), and a miss after the unit changed rows
+rolls the batch's transaction back and runs the batch again without that
+unit. A statement may also return rows
 (RETURNING, or a plain SELECT: a read inside the batch's transaction). The
 units in use only take the common outcome this way; a caller told False or
 None runs its writes again the ordinary way, which both finds out why and
@@ -441,11 +445,23 @@ def _pg_rowcount(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
+#: What :func:`_pg_unit` returns when a required statement missed after the
+#: unit had changed rows: only rolling the batch's transaction back undoes them.
+_UNDO = object()
+
+
 async def _pg_unit(pg: Any, unit: Sequence[UnitStatement]) -> Any:
-    """One unit in a savepoint of the batch's transaction (see :data:`UnitOutcome`)."""
-    savepoint = pg.transaction()
-    await savepoint.start()
+    """One unit, run in the batch's transaction (see :data:`UnitOutcome`), or
+    :data:`_UNDO`.
+
+    No savepoint: SAVEPOINT and RELEASE are two round trips per unit (on a
+    build, a third of the conductor's statements), spent only for a miss,
+    which is rare. A miss before the unit changed anything leaves nothing to
+    undo (False); a later one returns _UNDO and the batch runs again without
+    the unit (:func:`_run_postgresql`).
+    """
     out: list[tuple[int, list[tuple[Any, ...]] | None]] = []
+    touched = False
     for statement in unit:
         rows: list[tuple[Any, ...]] | None = None
         if statement.returning:
@@ -454,10 +470,10 @@ async def _pg_unit(pg: Any, unit: Sequence[UnitStatement]) -> Any:
         else:
             count = _pg_rowcount(await pg.execute(statement.write.sql, *statement.args))
         if statement.required and count == 0:
-            await savepoint.rollback()
-            return False
+            return _UNDO if touched else False
+        # Rows returned may come from an UPDATE ... RETURNING: counted as changed.
+        touched = touched or count > 0
         out.append((count, rows))
-    await savepoint.commit()
     return out
 
 
@@ -474,13 +490,33 @@ async def _run_postgresql(pg: Any, items: Sequence[_Item]) -> list[Any]:
             record = await pg.fetchrow(item.diagnose.sql, *item.diagnose_args)
             row = tuple(record) if record is not None else None
         return [(count, row)]
+    # Units that missed after changing rows: each costs one more run of the
+    # batch, which leaves it out (its outcome False), so this ends.
+    undone: set[int] = set()
+    while True:
+        out = await _pg_batch(pg, items, undone)
+        if out is not None:
+            return out
+
+
+async def _pg_batch(pg: Any, items: Sequence[_Item], undone: set[int]) -> list[Any] | None:
+    """Run ``items`` in one transaction; None when a unit had to be undone
+    (added to ``undone``, the transaction rolled back)."""
     transaction = pg.transaction()
     await transaction.start()
     try:
         out: list[Any] = []
-        for item in items:
+        for index, item in enumerate(items):
             if item.unit is not None:
-                out.append(await _pg_unit(pg, item.unit))
+                if index in undone:
+                    out.append(False)
+                    continue
+                outcome = await _pg_unit(pg, item.unit)
+                if outcome is _UNDO:
+                    undone.add(index)
+                    await transaction.rollback()
+                    return None
+                out.append(outcome)
                 continue
             assert item.write is not None
             count = _pg_rowcount(await pg.execute(item.write.sql, *item.args))
@@ -528,7 +564,7 @@ async def _run_mysql(my: Any, items: Sequence[_Item]) -> list[Any]:
 
 
 _RUNNERS = {"sqlite": _run_sqlite, "postgresql": _run_postgresql, "mysql": _run_mysql}
-#: Backends whose runner takes units (savepoints in the batch's transaction).
+#: Backends whose runner takes units (all or nothing inside the batch's transaction).
 #: Not MySQL/MariaDB: some units return rows from an UPDATE (RETURNING), which
 #: MariaDB has only for INSERT and DELETE.
 _UNIT_BACKENDS = frozenset({"sqlite", "postgresql"})
@@ -597,9 +633,9 @@ class GroupCommitter:
         """Run ``statements`` in the next batch, all or none of them (see :data:`UnitOutcome`).
 
         For writes that belong together (a task's step and what it does to
-        its instance): the unit runs in a savepoint of the batch's
-        transaction, so a required statement that matches nothing undoes
-        the unit's earlier statements and nothing else. Returns None at
+        its instance): a required statement that matches nothing undoes
+        the unit's earlier statements and nothing else (see the module's
+        docstring for how, per backend). Returns None at
         once on a backend that cannot run units (:attr:`units`).
         """
         if not self.units or not statements:
@@ -731,10 +767,13 @@ class GroupCommitter:
             self._fail(batch, exc)
         finally:
             if committed:
-                self._fail(
-                    batch,
-                    exception.DBConnectionError(reason="grouped writes: outcome not delivered"),
-                )
+                # Built only when a caller is still waiting: every committed
+                # batch passes here, and almost always all were answered.
+                if not all(item.future.done() for item in batch):
+                    self._fail(
+                        batch,
+                        exception.DBConnectionError(reason="grouped writes: outcome not delivered"),
+                    )
             else:
                 self._settle(batch, None)
 

@@ -90,6 +90,15 @@ class ObjectRegistry:
         """Every object this process knows, with the version it runs."""
         return {name: self._classes[name].VERSION for name in sorted(self._classes)}
 
+    def runs(self, name: str, version: str) -> bool:
+        """Whether this process runs object ``name`` at exactly ``version``.
+
+        What :meth:`versions` would say of one object, without building the
+        whole table: the conductor asks it of every object in every reply.
+        """
+        cls = self._classes.get(name)
+        return cls is not None and cls.VERSION == version
+
     def obj_from_primitive(self, primitive: Any) -> VersionedObject:
         """Rebuild an object from its envelope, validating every field.
 

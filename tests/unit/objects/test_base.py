@@ -279,6 +279,8 @@ def test_registry_lookups() -> None:
     assert registry.get("Part") is Part
     assert registry.lookup("Part", "1.0") is Part
     assert registry.versions() == {"Part": "1.1"}
+    assert registry.runs("Part", "1.1")
+    assert not registry.runs("Part", "1.0") and not registry.runs("Gear", "1.1")
     with pytest.raises(exception.UnknownObject, match=r"Unknown object 'Gear'"):
         registry.get("Gear")
     with pytest.raises(exception.IncompatibleObjectVersion) as caught:
