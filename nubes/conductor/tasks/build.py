@@ -78,6 +78,8 @@ from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
 LOG = logging.getLogger(__name__)
 
 _SELECTION_FIELDS = tuple(ChosenHost.__struct_fields__)
+#: The compute host's event of a build (its report closes it).
+BUILD_EVENT = "compute_build_and_run_instance"
 
 
 def _chosen(sel: Selection) -> ChosenHost:
@@ -247,6 +249,16 @@ class BuildTask(Task):
         values: dict[str, Any] = {"host": host, "node": node}
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
+        # What the host would save and record first, written here when it
+        # takes a placed build (compute 1.11): two round trips fewer per
+        # build. Every build task_state may move to spawning (states.py).
+        payload.placed = self.engine.compute.places_builds()
+        started = None
+        if payload.placed:
+            values.update(
+                vm_state=VMState.BUILDING, task_state=TaskState.SPAWNING, launched_on=host
+            )
+            started = run.event_start_writes(BUILD_EVENT, host=host)
         placement = set_instance(run, values, expected_task_state=BUILD_TASK_STATES)
         event = None
         if reschedule is not None:
@@ -258,7 +270,7 @@ class BuildTask(Task):
         step = await run.commit(
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),
-            writes=chain(placement, bind, event, cleanup),
+            writes=chain(placement, bind, event, started, cleanup),
             # The row spawn sends, as placed: read in this transaction.
             read_instance=True,
         )
@@ -294,6 +306,7 @@ class BuildTask(Task):
                 ),
                 payload.request,
                 payload.injected_files,
+                placed=payload.placed,
             )
 
         outcome = await run.wait_for_report(send)
