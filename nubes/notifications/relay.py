@@ -88,9 +88,9 @@ class RelayQueue:
     """A host's notifications, sent to its relay by one sender in batches
     after a hold, or taken by a step report meanwhile."""
 
-    def __init__(self, relay: NotificationRelay, hold: float = HOLD_SECONDS) -> None:
+    def __init__(self, relay: NotificationRelay, hold: float | None = None) -> None:
         self.relay = relay
-        self.hold = hold
+        self.hold = HOLD_SECONDS if hold is None else hold
         self._queued: list[tuple[RequestContext | None, RelayedNotification]] = []
         self._sender: asyncio.Task[None] | None = None
         #: Notifications put so far, and of them handled (sent, dropped or taken).
