@@ -46,9 +46,10 @@ LOG = logging.getLogger(__name__)
 MAX_BATCH = 64
 #: How long a queued notification waits for a step report to carry it
 #: before it is sent by itself (seconds). Long enough for a quick step (a
-#: fake or a small guest's spawn) to end, short enough that a long one's
-#: start is seen while it runs.
-HOLD_SECONDS = 0.5
+#: fake or a small guest's spawn, whose one call may wait on a busy
+#: conductor) to end, short enough that a long one's start is seen while it
+#: runs; a notification is a report, and consumers read them afterwards.
+HOLD_SECONDS = 2.0
 
 
 class RelayedNotification(msgspec.Struct, frozen=True, kw_only=True):
