@@ -20,7 +20,11 @@ Steps (see ``docs/tasks.md``):
 ``spawn``
     Send ``build_and_run_instance`` to the host of the current try (the
     message carries task id, step and try, so a repeat is answered, not run
-    again) and wait for the host's report. Success ends the task (compute
+    again) and wait for the host's report. A host that takes compute 1.11
+    finds the instance already spawning with ``launched_on`` and its
+    ``compute_build_and_run_instance`` event started, written by the commit
+    that placed it (``placed``): its one call is the save after the spawn
+    that checks the build is still its own. Success ends the task (compute
     saved the instance ACTIVE itself). A failure, or no report in time,
     moves the claim to the next alternate (``SchedulerAPI.claim_alternate``,
     which also releases the failed host) and commits ``spawn`` again with
