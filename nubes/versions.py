@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 12
+SERVICE_VERSION = 13
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -83,6 +83,11 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # A host's notifications relayed in batches: conductor 1.6
     # (relay_notifications).
     12: {"compute": "1.10", "conductor": "1.6", "scheduler": "1.0"},
+    # Fewer round trips per build: compute 1.11 (build_and_run_instance's
+    # ``placed``: the placement commit wrote spawning, launched_on and the
+    # host's event start); conductor 1.7 (step_finished's ``notifications``:
+    # the host's queued notifications ride on its step reports).
+    13: {"compute": "1.11", "conductor": "1.7", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -135,6 +140,7 @@ RELEASES: dict[str, int] = {
     "juniper": 10,
     "kauri": 11,
     "linden": 12,
+    "maple": 13,
 }
 
 #: The oldest service version this code serves: a compute host older than

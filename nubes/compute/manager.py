@@ -179,11 +179,18 @@ class ComputeManager(ComputeEndpoint):
         image: dict[str, Any],
         request: dict[str, Any],
         injected_files: InjectedFiles | None = None,
+        placed: bool = False,
     ) -> None:
-        """Spawn the guest; ``injected_files`` (compute 1.10) go on its config drive."""
+        """Spawn the guest; ``injected_files`` (compute 1.10) go on its config drive.
+
+        ``placed`` (compute 1.11): the conductor's placement commit already
+        moved the instance to spawning on this host (``launched_on``) and
+        started this host's event; a conductor of an older release sends no
+        ``placed`` and the host saves and records them itself.
+        """
 
         async def work(ctxt: RequestContext) -> Outcome:
-            return await self._build(ctxt, instance, node, image, request, injected_files)
+            return await self._build(ctxt, instance, node, image, request, injected_files, placed)
 
         await self.runner.run_step(context, key, work)
 
@@ -195,6 +202,7 @@ class ComputeManager(ComputeEndpoint):
         image: dict[str, Any],
         request: dict[str, Any],
         injected_files: InjectedFiles | None = None,
+        placed: bool = False,
     ) -> Outcome:
         power = await self.runner.power_state(instance)
         if power is not None and instance.vm_state == _V.ACTIVE:
@@ -203,12 +211,23 @@ class ComputeManager(ComputeEndpoint):
         if instance.vm_state != _V.BUILDING:
             return Outcome(False, f"instance is {instance.vm_state}, not building")
         found_task = instance.task_state
+        # A failed spawn hands the instance back for a reschedule when the
+        # conductor sent it: placed, or found scheduling or (since issue 14)
+        # networking; a repair's repeat finds it spawning and leaves it.
+        back = _T.SCHEDULING if placed or found_task in (_T.SCHEDULING, _T.NETWORKING) else None
         action = self.runner.reporter.action(
             ctxt, instance, "compute_build_and_run_instance", "create"
         )
-        await action.start()
+        await action.start(recorded=placed)
         try:
-            if power is None or found_task != _T.SPAWNING:
+            if placed and found_task != _T.SPAWNING:
+                # Placed means spawning: anything else is not this build's row.
+                raise exception.InstanceUpdateConflict(
+                    instance_uuid=instance.uuid,
+                    expected={"task_state": _T.SPAWNING.value},
+                    actual={"task_state": found_task},
+                )
+            if not placed and (power is None or found_task != _T.SPAWNING):
                 placement: dict[str, Any] = {"launched_on": self.runner.host}
                 if instance.host != self.runner.host:
                     placement["host"] = self.runner.host
@@ -222,12 +241,10 @@ class ComputeManager(ComputeEndpoint):
                     expected_task_state=list(states.BUILD_TASK_STATES),
                     **placement,
                 )
-                if power is None:
-                    asked = bool(request.get("config_drive"))
-                    drive = await self.runner.config_drive(ctxt, instance, asked, injected_files)
-                    await self.runner.driver.spawn(
-                        ctxt, instance, image, request, config_drive=drive
-                    )
+            if power is None:
+                asked = bool(request.get("config_drive"))
+                drive = await self.runner.config_drive(ctxt, instance, asked, injected_files)
+                await self.runner.driver.spawn(ctxt, instance, image, request, config_drive=drive)
             # Still ours (a build given up meanwhile refuses this save, and the
             # guest is removed); ACTIVE is the conductor's to write, with the
             # task's close (nubes/step_end.py).
@@ -244,14 +261,14 @@ class ComputeManager(ComputeEndpoint):
                 ctxt, instance, _V.ACTIVE, PowerState.RUNNING
             )
         except Exception as exc:
-            await self._undo_build(ctxt, instance, found_task, exc)
+            await self._undo_build(ctxt, instance, back, exc)
             await action.fail(exc)
             return Outcome(False, str(exc), {"exception": type(exc).__name__})
         await action.succeed()
         return Outcome(True, details=end.details())
 
     async def _undo_build(
-        self, ctxt: RequestContext, instance: Instance, found_task: Any, exc: Exception
+        self, ctxt: RequestContext, instance: Instance, back: TaskState | None, exc: Exception
     ) -> None:
         LOG.info("Build of %s failed on %s: %s", instance.uuid, self.runner.host, exc)
         try:
@@ -260,9 +277,6 @@ class ComputeManager(ComputeEndpoint):
             LOG.warning("Could not clean up failed build %s: %s", instance.uuid, cleanup)
         if instance.task_state != _T.SPAWNING or isinstance(exc, exception.InstanceUpdateConflict):
             return
-        # Handed back for a reschedule when the conductor sent it (scheduling
-        # or, since issue 14, networking); None for a repair's repeat.
-        back = _T.SCHEDULING if found_task in (_T.SCHEDULING, _T.NETWORKING) else None
         try:
             await self.runner.reporter.save_state(
                 ctxt, instance, _V.BUILDING, back, expected_task_state=_T.SPAWNING

@@ -230,16 +230,25 @@ class ActionRecord:
         else:
             await notifier.error(self.ctxt, event_type, payload)
 
-    async def start(self) -> None:
-        try:
-            await InstanceActionEvent.event_start(
-                self.ctxt, self.instance.uuid, self.event, host=self.reporter.host
-            )
+    async def start(self, *, recorded: bool = False) -> None:
+        """Start the event and send ``instance.<action>.start``.
+
+        ``recorded``: the conductor already wrote the event's start in this
+        host's name (a placed build, compute 1.11), so no call for it; its
+        end goes with the step's report as any other's.
+        """
+        if recorded:
             self._event_started = True
-        except (exception.NotFound, exception.Forbidden) as exc:
-            # No action row for this request (an internal operation), or
-            # the row is gone: the operation goes on without its history.
-            LOG.debug("No %s event for instance %s: %s", self.event, self.instance.uuid, exc)
+        else:
+            try:
+                await InstanceActionEvent.event_start(
+                    self.ctxt, self.instance.uuid, self.event, host=self.reporter.host
+                )
+                self._event_started = True
+            except (exception.NotFound, exception.Forbidden) as exc:
+                # No action row for this request (an internal operation), or
+                # the row is gone: the operation goes on without its history.
+                LOG.debug("No %s event for instance %s: %s", self.event, self.instance.uuid, exc)
         await self._notify("start")
 
     async def _finish(self, end: EventEnd) -> None:

@@ -44,6 +44,14 @@ Version history:
           rebuild without files still goes to a host capped below, at the
           method's own version, and one with files to such a host is refused
           (UnsupportedVersion) instead of losing them
+    1.11 - build_and_run_instance takes ``placed``: True when the conductor's
+          placement commit already moved the instance to task_state spawning
+          with ``launched_on`` and started the host's
+          ``compute_build_and_run_instance`` event, so the host makes neither
+          round trip; a conductor sends it only to hosts it may send 1.11
+          (:meth:`ComputeAPI.places_builds`), the others get the message
+          without it and do their own saves, as a 1.11 host does when an
+          older conductor's message lacks it
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.10"
+VERSION = "1.11"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -75,6 +83,8 @@ ACTIONS_VERSION = "1.6"
 SHELVE_SNAPSHOT_VERSION = "1.9"
 #: Since when builds and rebuilds carry personality files (``injected_files``).
 INJECTED_FILES_VERSION = "1.10"
+#: Since when a build may say its placement was written for the host (``placed``).
+PLACED_BUILD_VERSION = "1.11"
 
 
 class ComputeAPI:
@@ -142,19 +152,35 @@ class ComputeAPI:
         image: dict[str, Any],
         request: dict[str, Any],
         injected_files: InjectedFiles | None = None,
+        placed: bool = False,
     ) -> None:
-        """Spawn the guest; ``injected_files`` go on its config drive (1.10)."""
+        """Spawn the guest; ``injected_files`` go on its config drive (1.10).
+
+        ``placed`` (1.11; only when :meth:`places_builds`): the placement
+        commit wrote the instance's task_state spawning, ``launched_on`` and
+        the start of the host's event, so the host does not.
+        """
+        fields = _with_files("1.0", injected_files)
+        if placed:
+            fields["since"] = PLACED_BUILD_VERSION
+            fields["placed"] = True
         await self._step(
             ctxt,
             host,
             "build_and_run_instance",
             key,
-            **_with_files("1.0", injected_files),
+            **fields,
             instance=instance,
             node=node,
             image=image,
             request=request,
         )
+
+    def places_builds(self) -> bool:
+        """Whether the hosts take a build whose placement the conductor wrote
+        for them (1.11); during an upgrade an older one may not, and the
+        placement then leaves those saves to the host, as before."""
+        return self.client.can_send_version(PLACED_BUILD_VERSION)
 
     async def terminate_instance(
         self, ctxt: RequestContext, host: str, instance: Instance, key: StepKey

@@ -29,6 +29,7 @@ from nubes.compute import authz, rpcapi
 from nubes.compute.reporting import step_event
 from nubes.injected_files import InjectedFiles
 from nubes.metadata import configdrive
+from nubes.notifications.relay import NotificationBatch
 from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.step_end import EventEnd
 from nubes.step_key import StepKey
@@ -65,10 +66,15 @@ class StepReporter(Protocol):
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None: ...
 
     def reports_events(self) -> bool:
         """Whether the conductors take a step's action event with its report."""
+        ...
+
+    def reports_notifications(self) -> bool:
+        """Whether the conductors take the host's notifications with a report."""
         ...
 
 
@@ -162,9 +168,16 @@ class StepRunner:
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key.task_id, key.step, key.attempt
-        # The step's notifications go before its report (they are queued for
-        # the conductor): whoever sees the step's end has been sent them.
-        await self.reporter.notifier.flush()
+        # The step's notifications are published before its report is
+        # recorded: whoever sees the step's end has been sent them. They ride
+        # on the report (with whatever else is queued) to a conductor that
+        # takes them; one capped below gets them first, by themselves.
+        notifier = self.reporter.notifier
+        notes = None
+        if self.conductor.reports_notifications():
+            notes = await notifier.take()
+        else:
+            await notifier.flush()
         delay = REPORT_RETRY_MIN
         give_up = asyncio.get_running_loop().time() + REPORT_RETRY_FOR
         while True:
@@ -178,6 +191,7 @@ class StepRunner:
                     error=outcome.error,
                     details=outcome.details,
                     event=outcome.event,
+                    notifications=notes,
                 )
                 return
             except exception.TRANSIENT_ERRORS as exc:

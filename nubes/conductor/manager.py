@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from nubes import exception, hostnet
-from nubes.access import COMPUTE_BINARY
+from nubes.access import COMPUTE_BINARY, Caller
 from nubes.conductor import authz, consoles, dataplane, rpcapi
 from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
@@ -173,9 +173,21 @@ class ConductorManager:
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None:
         caller = self.authz.identify(context.caller)
         self.authz.check_report_size(caller, error, details, event)
+        if notifications is not None:
+            # Published before the report is recorded (1.7), as the host's
+            # flush before it did: whoever sees the step's end was sent them.
+            # A notification is a report, never the step's: refused ones are
+            # logged and the report is recorded all the same.
+            try:
+                refused = await self._publish(context, caller, notifications)
+            except (exception.Forbidden, exception.Invalid) as exc:
+                refused = [f"the batch: {exc}"]
+            for reason in refused:
+                LOG.warning("Refused a notification of %s: %s", caller.host, reason)
         engine = self.engine if self.engine is not None and self.engine.accepting else None
         row = await reports.record(
             self.db,
@@ -226,6 +238,13 @@ class ConductorManager:
         since it queued one); the answer says why each refused one was.
         """
         caller = self.authz.identify(context.caller)
+        return await self._publish(context, caller, batch)
+
+    async def _publish(
+        self, context: RequestContext, caller: Caller, batch: NotificationBatch
+    ) -> list[str]:
+        """Publish the host's notifications the rules allow, in order; why
+        each refused one was (a batch as a whole may be refused: raised)."""
         verdicts = await self.authz.authorize_notifications(caller, batch)
         refused = []
         for index, (note, verdict) in enumerate(zip(batch.notifications, verdicts, strict=True)):

@@ -29,6 +29,11 @@ Version history:
     1.6 - relay_notifications (compute hosts: a batch of notifications in one
           call, published in order; a host whose conductors are capped below
           1.6 relays them one call each)
+    1.7 - step_finished takes ``notifications`` (a NotificationBatch): the
+          host's notifications queued and not sent yet, which the conductor
+          publishes (judged as relay_notifications judges them) before it
+          records the report; a host whose conductors are capped below 1.7
+          sends them first (relay_notifications) and reports without
 """
 
 from __future__ import annotations
@@ -48,11 +53,13 @@ from nubes.step_end import EventEnd
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.6"
+VERSION = "1.7"
 #: The first version whose step_finished takes the step's action event.
 STEP_EVENT_VERSION = "1.5"
 #: The first version that takes a batch of notifications.
 RELAY_BATCH_VERSION = "1.6"
+#: The first version whose step_finished carries the host's notifications.
+REPORT_NOTIFICATIONS_VERSION = "1.7"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -167,6 +174,7 @@ class ConductorAPI:
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None:
         """Report the outcome of the task step this host was asked to do (a cast).
 
@@ -174,6 +182,9 @@ class ConductorAPI:
         a report of anything the task does not await from this host is refused.
         ``event``: the end of the action event the step started (1.5; only
         sent when :meth:`reports_events`), written with the report.
+        ``notifications``: the host's queued notifications (1.7; only sent
+        when :meth:`reports_notifications`), published before the report is
+        recorded.
         """
         fields: dict[str, Any] = {
             "task_id": task_id,
@@ -187,7 +198,16 @@ class ConductorAPI:
         if event is not None:
             client = client.prepare(version=STEP_EVENT_VERSION)
             fields["event"] = event
+        if notifications is not None:
+            client = client.prepare(version=REPORT_NOTIFICATIONS_VERSION)
+            fields["notifications"] = notifications
         await client.cast(context, "step_finished", **fields)
+
+    def reports_notifications(self) -> bool:
+        """Whether the conductors take a host's notifications with a step's
+        report (1.7); during an upgrade an older one may not, and the host
+        then sends them first, on their own."""
+        return self.client.can_send_version(REPORT_NOTIFICATIONS_VERSION)
 
     def reports_events(self) -> bool:
         """Whether the conductors take a step's action event with its report

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from nubes.notifications.relay import NotificationRelay, RelayQueue
+from nubes.notifications.relay import NotificationBatch, NotificationRelay, RelayQueue
 from nubes.objects.base import VersionedObject
 from nubes.rpc.transport import Target, Transport
 
@@ -59,7 +59,8 @@ class Notifier:
 
     ``enabled=False`` makes every method a no-op (``[notifications] driver = noop``).
     With a ``relay``, notifications are queued for it instead of sent to the
-    topic; :meth:`flush` waits until the queued ones went.
+    topic; :meth:`flush` waits until the queued ones went, :meth:`take`
+    hands them to a step report instead.
     """
 
     def __init__(
@@ -127,6 +128,13 @@ class Notifier:
         """Return when every notification queued for the relay so far was sent (or dropped)."""
         if self._relayed is not None:
             await self._relayed.flush()
+
+    async def take(self) -> NotificationBatch | None:
+        """The notifications queued for the relay and not sent yet, taken for a
+        step report to carry (:meth:`RelayQueue.take`); None: nothing to carry."""
+        if self._relayed is None:
+            return None
+        return await self._relayed.take()
 
     async def info(
         self, ctxt: RequestContext | None, event_type: str, payload: VersionedObject

@@ -6,14 +6,22 @@ call per notification made every build pay three round trips to a conductor
 (``instance.create.start``, ``instance.update``, ``instance.create.end``),
 each checked against the database there. So a host queues its notifications
 and one sender hands a conductor everything queued at once
-(``relay_notifications``, conductor RPC 1.6): a build's start goes while the
-build goes on, and its update and end go together at the step's report.
+(``relay_notifications``, conductor RPC 1.6).
 
-Order is the host's: one batch in flight at a time, and the conductor
+Since conductor RPC 1.7 most of them need no call of their own: a
+notification waits in the queue up to :data:`HOLD_SECONDS`, and a step report
+sent meanwhile takes everything queued (:meth:`RelayQueue.take`) and carries
+it (``step_finished``'s ``notifications``), which the conductor publishes
+before it records the report. So a build's start, update and end ride on its
+report when the build is quick, and what no report follows (a long spawn's
+start, a periodic task's) goes by itself when its hold is over.
+
+Order is the host's: one batch in flight at a time (a report's included: it
+takes nothing before the batch in flight is answered), and the conductor
 publishes a batch's notifications one after the other. A step's notifications
-are published before its report is sent (the step runner flushes first), so a
-consumer that sees a server ACTIVE has already been sent the build's end, as
-when each notification was awaited.
+are published before its report is recorded (carried by it, or flushed before
+it to a conductor capped below 1.7), so a consumer that sees a server ACTIVE
+has already been sent the build's end, as when each notification was awaited.
 
 A notification is a report, not part of the operation: a batch the bus or the
 conductor refuses is logged and dropped, never raised into the operation.
@@ -36,6 +44,12 @@ LOG = logging.getLogger(__name__)
 
 #: Notifications one batch carries at most (the conductor refuses more).
 MAX_BATCH = 64
+#: How long a queued notification waits for a step report to carry it
+#: before it is sent by itself (seconds). Long enough for a quick step (a
+#: fake or a small guest's spawn, whose one call may wait on a busy
+#: conductor) to end, short enough that a long one's start is seen while it
+#: runs; a notification is a report, and consumers read them afterwards.
+HOLD_SECONDS = 2.0
 
 
 class RelayedNotification(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,16 +86,22 @@ class NotificationRelay(Protocol):
 
 
 class RelayQueue:
-    """A host's notifications, sent to its relay by one sender in batches."""
+    """A host's notifications, sent to its relay by one sender in batches
+    after a hold, or taken by a step report meanwhile."""
 
-    def __init__(self, relay: NotificationRelay) -> None:
+    def __init__(self, relay: NotificationRelay, hold: float | None = None) -> None:
         self.relay = relay
+        self.hold = HOLD_SECONDS if hold is None else hold
         self._queued: list[tuple[RequestContext | None, RelayedNotification]] = []
         self._sender: asyncio.Task[None] | None = None
-        #: Notifications put so far, and of them handled (sent or dropped).
+        #: Notifications put so far, and of them handled (sent, dropped or taken).
         self._put = 0
         self._handled = 0
+        #: A batch is with the relay now.
+        self._sending = False
         self._progress = asyncio.Condition()
+        #: Set by a flush: the sender ends its hold at once.
+        self._hurry = asyncio.Event()
 
     def put(
         self,
@@ -104,16 +124,51 @@ class RelayQueue:
     async def flush(self) -> None:
         """Return when every notification put so far has been sent (or dropped)."""
         target = self._put
+        if self._handled < target:
+            self._hurry.set()
         async with self._progress:
             await self._progress.wait_for(lambda: self._handled >= target)
 
+    async def take(self) -> NotificationBatch | None:
+        """Everything queued and not sent yet, for the caller to deliver (a
+        step report that carries it); None when nothing is.
+
+        The batch in flight, if any, is answered first: what is taken is
+        newer, so the host's order holds. More than one batch's worth is
+        sent the usual way instead (flushed) and nothing is taken.
+        """
+        async with self._progress:
+            await self._progress.wait_for(lambda: not self._sending)
+            taken = self._queued
+            if not taken or len(taken) > MAX_BATCH:
+                taken = []
+            else:
+                # The caller's now: the sender, at the end of its hold, finds
+                # nothing left, and flush() counts them as handled.
+                self._queued = []
+                self._handled += len(taken)
+                self._progress.notify_all()
+        if not taken:
+            await self.flush()
+            return None
+        return NotificationBatch(notifications=[note for _, note in taken])
+
     async def _send_queued(self) -> None:
+        # The hold: a step report may take the queue meanwhile.
+        if not self._hurry.is_set():
+            try:
+                await asyncio.wait_for(self._hurry.wait(), self.hold)
+            except TimeoutError:
+                pass
+        self._hurry.clear()
         while self._queued:
             batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+            self._sending = True
             try:
                 await self._send(batch)
             finally:
                 async with self._progress:
+                    self._sending = False
                     self._handled += len(batch)
                     self._progress.notify_all()
 

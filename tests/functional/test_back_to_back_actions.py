@@ -38,6 +38,7 @@ from nubes.compute.manager import ComputeManager
 from nubes.compute.steps import StepReporter
 from nubes.context import RequestContext
 from nubes.db.api import flavors, images, services
+from nubes.notifications.relay import NotificationBatch
 from nubes.step_end import EventEnd
 from nubes.testing.allinone import AllInOne
 from tests.functional.image_api import cloud_with_image_api
@@ -138,6 +139,7 @@ class SlowReports:
     def __init__(self, real: StepReporter) -> None:
         self.real = real
         self.reports_events = real.reports_events
+        self.reports_notifications = real.reports_notifications
 
     async def step_finished(
         self,
@@ -149,10 +151,19 @@ class SlowReports:
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None:
         await asyncio.sleep(REPORT_DELAY)
         await self.real.step_finished(
-            context, task_id, step, attempt, ok, error=error, details=details, event=event
+            context,
+            task_id,
+            step,
+            attempt,
+            ok,
+            error=error,
+            details=details,
+            event=event,
+            notifications=notifications,
         )
 
 

@@ -34,7 +34,9 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 9, "1.9"),
         ("auto", 10, "1.9"),
         ("auto", 11, "1.10"),
-        ("auto", 99, "1.10"),
+        ("auto", 12, "1.10"),
+        ("auto", 13, "1.11"),
+        ("auto", 99, "1.11"),
         ("auto", 0, "1.0"),
     ],
 )

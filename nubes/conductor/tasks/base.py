@@ -339,6 +339,21 @@ class Run:
             details=details,
         )
 
+    def event_start_writes(self, name: str, *, host: str) -> list[Write]:
+        """An open event of this task's action, started on ``host``, for a
+        commit: one a compute host's step report will close as its own
+        (nothing without an instance or an action)."""
+        if self.instance_uuid is None:
+            return []
+        return [
+            actions.event_start_write(
+                instance_uuid=self.instance_uuid,
+                request_id=self.request_id,
+                event=name,
+                host=host,
+            )
+        ]
+
     def finish_action_writes(self, *, ok: bool = True) -> list[Write]:
         """The end of this task's action, for a commit (nothing without one)."""
         if self.instance_uuid is None:

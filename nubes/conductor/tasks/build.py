@@ -20,7 +20,11 @@ Steps (see ``docs/tasks.md``):
 ``spawn``
     Send ``build_and_run_instance`` to the host of the current try (the
     message carries task id, step and try, so a repeat is answered, not run
-    again) and wait for the host's report. Success ends the task (compute
+    again) and wait for the host's report. A host that takes compute 1.11
+    finds the instance already spawning with ``launched_on`` and its
+    ``compute_build_and_run_instance`` event started, written by the commit
+    that placed it (``placed``): its one call is the save after the spawn
+    that checks the build is still its own. Success ends the task (compute
     saved the instance ACTIVE itself). A failure, or no report in time,
     moves the claim to the next alternate (``SchedulerAPI.claim_alternate``,
     which also releases the failed host) and commits ``spawn`` again with
@@ -78,6 +82,8 @@ from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
 LOG = logging.getLogger(__name__)
 
 _SELECTION_FIELDS = tuple(ChosenHost.__struct_fields__)
+#: The compute host's event of a build (its report closes it).
+BUILD_EVENT = "compute_build_and_run_instance"
 
 
 def _chosen(sel: Selection) -> ChosenHost:
@@ -247,6 +253,16 @@ class BuildTask(Task):
         values: dict[str, Any] = {"host": host, "node": node}
         if reschedule is not None:
             values.update(vm_state=VMState.BUILDING, task_state=TaskState.SCHEDULING)
+        # What the host would save and record first, written here when it
+        # takes a placed build (compute 1.11): two round trips fewer per
+        # build. Every build task_state may move to spawning (states.py).
+        payload.placed = self.engine.compute.places_builds()
+        started = None
+        if payload.placed:
+            values.update(
+                vm_state=VMState.BUILDING, task_state=TaskState.SPAWNING, launched_on=host
+            )
+            started = run.event_start_writes(BUILD_EVENT, host=host)
         placement = set_instance(run, values, expected_task_state=BUILD_TASK_STATES)
         event = None
         if reschedule is not None:
@@ -258,7 +274,7 @@ class BuildTask(Task):
         step = await run.commit(
             Step.SPAWN,
             payload=payloads.encode(payload, run.payload),
-            writes=chain(placement, bind, event, cleanup),
+            writes=chain(placement, bind, event, started, cleanup),
             # The row spawn sends, as placed: read in this transaction.
             read_instance=True,
         )
@@ -294,6 +310,7 @@ class BuildTask(Task):
                 ),
                 payload.request,
                 payload.injected_files,
+                placed=payload.placed,
             )
 
         outcome = await run.wait_for_report(send)

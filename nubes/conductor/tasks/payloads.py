@@ -197,6 +197,11 @@ class BuildPayload(TaskPayload, kw_only=True):
     #: 1-based index into ``selections`` of the host tried now.
     tries: int = msgspec.field(default=0, name="try")
     failures: list[Failure] = msgspec.field(default_factory=list)
+    #: Whether this try's placement wrote what the host otherwise saves
+    #: itself (task_state spawning, ``launched_on``, its event's start):
+    #: sent to it as build_and_run_instance's ``placed`` (compute 1.11).
+    #: Decided once per try, so a repeated send says what that commit did.
+    placed: bool = False
 
     @property
     def scheduling(self) -> SchedulingRequest:

@@ -477,6 +477,31 @@ def event_record_writes(
     return out
 
 
+def event_start_write(
+    *,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    host: str | None = None,
+    now: dt.datetime | None = None,
+) -> group_commit.Write:
+    """:func:`event_start` described for a commit: an open event (no finish
+    yet) of the instance's newest action under ``request_id``, started on
+    ``host``. Without the action it writes nothing (a task made without one).
+
+    The build's placement writes the start of the compute host's
+    ``compute_build_and_run_instance`` event, in the host's name, so that
+    the host need not call for it; the host's step report closes it as one
+    it started (:func:`reported_event_finish_writes`).
+    """
+    stamp = now_or(now)
+    params = _lookup_params(instance_uuid, request_id)
+    params.update(_event=event, _host=host, _start_time=stamp, _created_at=stamp)
+    return group_commit.Write(
+        (__name__, "event_start", False), lambda: _start_statement(False), params
+    )
+
+
 def action_finish_write(
     *,
     instance_uuid: str,

@@ -16,6 +16,7 @@ from nubes.compute.host import ComputeHost
 from nubes.compute.virt.fake import FakeDriver, FakeFaults
 from nubes.context import RequestContext
 from nubes.notifications.notifier import Notifier
+from nubes.notifications.relay import NotificationBatch
 from nubes.objects.instance import Instance
 from nubes.objects.serializer import ObjectSerializer
 from nubes.rpc.server import RPCServer
@@ -30,15 +31,22 @@ class StepRecorder:
 
     ``events``: it takes a step's action event with the report, as a
     conductor of RPC 1.5 does (False: as an older one, the host finishes it).
+    ``notifications``: it takes the host's queued notifications with the
+    report, as a conductor of RPC 1.7 does (kept in the report, not
+    published); False, the default: the host flushes them to its relay first.
     """
 
-    def __init__(self, *, events: bool = True) -> None:
+    def __init__(self, *, events: bool = True, notifications: bool = False) -> None:
         self.reports: list[dict[str, Any]] = []
         self.events = events
+        self.notifications = notifications
         self._changed = asyncio.Condition()
 
     def reports_events(self) -> bool:
         return self.events
+
+    def reports_notifications(self) -> bool:
+        return self.notifications
 
     async def step_finished(
         self,
@@ -50,6 +58,7 @@ class StepRecorder:
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None:
         async with self._changed:
             self.reports.append(
@@ -61,6 +70,7 @@ class StepRecorder:
                     "error": error,
                     "details": details,
                     "event": event,
+                    "notifications": notifications,
                 }
             )
             self._changed.notify_all()

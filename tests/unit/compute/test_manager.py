@@ -336,3 +336,94 @@ def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -
                 assert dict(method.structs) == {"key": StepKey, **files}, name
                 assert not method.required & {"key", "task_id", "step", "attempt"}, name
     assert steps == 21
+
+
+async def _placed_build(
+    compute: ComputeHarness, inst: Instance, ctxt: RequestContext, task_id: int
+) -> None:
+    await compute.run(
+        compute.node.manager.build_and_run_instance,
+        ctxt,
+        instance=inst,
+        node=compute.name,
+        key=StepKey(task_id=task_id, step="spawn", attempt=1),
+        image={"id": "img"},
+        request={},
+        placed=True,
+    )
+
+
+async def test_a_placed_build_leaves_the_placement_to_the_conductor(
+    compute: ComputeHarness, sink: NotificationSink
+):
+    """Compute 1.11: the placement commit wrote spawning, launched_on and the
+    event's start; the host only spawns, saves the fence and reports."""
+    ctxt = RequestContext(user_id="u1", project_id="p1")
+    inst = await compute.instance(
+        vm_state="building", task_state="spawning", launched_on=compute.name
+    )
+    await _action(ctxt, inst, "create")
+    task_id = next(_tasks)
+    await _placed_build(compute, inst, ctxt, task_id)
+
+    (report,) = await compute.steps.wait(task_id)
+    assert report["ok"], report
+    assert report["details"] == {"end": {"vm_state": "active", "power_state": 1}}
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SPAWNING)
+    assert saved.power_state == PowerState.RUNNING and saved.launched_at is not None
+    assert inst.uuid in compute.driver.instances
+    # No start of its own (the conductor's commit has it); the end goes with
+    # the report, which closes the one the conductor started in its name.
+    assert await _events(ctxt, inst) == []
+    assert report["event"] == EventEnd(event="compute_build_and_run_instance", result="Success")
+    assert sink.event_types(inst.uuid) == [
+        "instance.create.start",
+        "instance.update",
+        "instance.create.end",
+    ]
+
+
+async def test_a_placed_build_deleted_during_its_spawn_removes_its_guest(
+    compute: ComputeHarness,
+):
+    """The fence save after spawn stays: a build given up meanwhile (its
+    instance being deleted) refuses it, and the host removes its guest."""
+    ctxt = RequestContext()
+    inst = await compute.instance(
+        vm_state="building", task_state="spawning", launched_on=compute.name
+    )
+    real_spawn = compute.driver.spawn
+
+    async def spawn_then_deleted(*args: Any, **kwargs: Any) -> None:
+        await real_spawn(*args, **kwargs)
+        deleting = await compute.reload(inst.uuid)
+        deleting.task_state = TaskState.DELETING
+        await deleting.save(RequestContext())
+
+    compute.driver.spawn = spawn_then_deleted  # type: ignore[method-assign]
+    task_id = next(_tasks)
+    await _placed_build(compute, inst, ctxt, task_id)
+    (report,) = await compute.steps.wait(task_id)
+    assert not report["ok"]
+    assert report["details"] == {"exception": "InstanceUpdateConflict"}
+    assert compute.driver.instances == {}
+    saved = await compute.reload(inst.uuid)
+    assert saved.task_state == TaskState.DELETING  # the delete's, untouched
+
+
+async def test_a_placed_build_whose_spawn_fails_is_handed_back_for_a_reschedule(
+    compute: ComputeHarness,
+):
+    compute.faults.fail_spawn_hosts.add(compute.name)
+    ctxt = RequestContext()
+    inst = await compute.instance(
+        vm_state="building", task_state="spawning", launched_on=compute.name
+    )
+    task_id = next(_tasks)
+    await _placed_build(compute, inst, ctxt, task_id)
+    (report,) = await compute.steps.wait(task_id)
+    assert not report["ok"] and "injected" in report["error"]
+    saved = await compute.reload(inst.uuid)
+    assert (saved.vm_state, saved.task_state) == (VMState.BUILDING, TaskState.SCHEDULING)
+    assert compute.driver.instances == {}

@@ -17,6 +17,7 @@ from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import conductor_tasks
+from nubes.notifications.relay import NotificationBatch
 from nubes.step_end import EventEnd
 from nubes.testing.allinone import AllInOne
 from tests.unit.conductor.conftest import IMAGE, start_cloud
@@ -30,6 +31,7 @@ class LosesBuildReports:
     def __init__(self, real: StepReporter) -> None:
         self.real = real
         self.reports_events = real.reports_events
+        self.reports_notifications = real.reports_notifications
         self.lost = 0
 
     async def step_finished(
@@ -42,12 +44,21 @@ class LosesBuildReports:
         error: str | None = None,
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
+        notifications: NotificationBatch | None = None,
     ) -> None:
         if step == "spawn":
             self.lost += 1
             return
         await self.real.step_finished(
-            context, task_id, step, attempt, ok, error=error, details=details, event=event
+            context,
+            task_id,
+            step,
+            attempt,
+            ok,
+            error=error,
+            details=details,
+            event=event,
+            notifications=notifications,
         )
 
 

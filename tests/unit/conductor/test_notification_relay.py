@@ -192,3 +192,61 @@ async def test_a_refused_notification_of_a_batch_leaves_the_others_published(
     finally:
         await sink.close()
         await cloud.stop()
+
+
+async def test_notifications_on_a_step_report_are_judged_as_a_batch_is(tmp_path: Path) -> None:
+    """Conductor 1.7: the batch a host's step report carries is published as
+    relay_notifications publishes one (as the verified host, only about its
+    own instances), before the report is handled; a refused one is dropped,
+    never the others."""
+    cloud = await Cloud.start(f"sqlite:///{tmp_path / 'report.sqlite'}")
+    sink = get_transport(cloud.url_for("api.sink"), identity="api.sink")
+    try:
+        async with cloud.db.writer() as conn:
+            await factories.make_service(conn, host="h1", binary="compute")
+            own = await factories.make_instance(conn, host="h1", vm_state="active")
+            other = await factories.make_instance(conn, host="h2", vm_state="active")
+        seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def note(msg: IncomingMessage) -> None:
+            await seen.put(json.loads(msg.body))
+
+        await sink.connect()
+        await sink.listen("notifications", "sink", note)
+        host = await cloud.host("h1")
+
+        def relayed(uuid: str, event_type: str) -> RelayedNotification:
+            payload = InstanceActionPayload.from_instance_and_fault(
+                Instance(uuid=uuid, host="h1", vm_state="active")
+            )
+            return RelayedNotification(
+                event_type=event_type, priority="INFO", request_id="req-1", payload=payload
+            )
+
+        batch = NotificationBatch(
+            notifications=[
+                relayed(other["uuid"], "instance.create.start"),  # not its own
+                relayed(own["uuid"], "instance.create.end"),
+            ]
+        )
+        assert host.conductor.reports_notifications()
+        # A report of no task this host was asked for: refused, logged, but
+        # its notifications were judged and published first.
+        await host.conductor.step_finished(
+            RequestContext(), 999, "spawn", 1, True, notifications=batch
+        )
+        body = await asyncio.wait_for(seen.get(), 30)
+        assert (body["event_type"], body["publisher_id"]) == ("instance.create.end", "compute:h1")
+        assert body["payload"]["nubes_object.data"]["uuid"] == own["uuid"]
+        assert body["request_id"] == "req-1"
+        # Nothing else of the first batch went out: the next one seen is this.
+        marker = NotificationBatch(notifications=[relayed(own["uuid"], "instance.update")])
+        await host.conductor.step_finished(
+            RequestContext(), 999, "spawn", 1, True, notifications=marker
+        )
+        body = await asyncio.wait_for(seen.get(), 30)
+        assert body["event_type"] == "instance.update"
+        assert seen.empty()
+    finally:
+        await sink.close()
+        await cloud.stop()

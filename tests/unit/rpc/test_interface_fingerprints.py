@@ -42,9 +42,9 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.10",
+        "1.11",
         {
-            "build_and_run_instance": "51e890538e24",
+            "build_and_run_instance": "b906d4c08e97",
             "check_can_live_migrate_destination": "a694b224d519",
             "check_can_live_migrate_source": "cbd056dac5f6",
             "confirm_migration": "99efb74da8a2",
@@ -87,7 +87,7 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.6",
+        "1.7",
         {
             "get_host_network": "d62f739b67a2",
             "get_network_peers": "4ec012cb8acb",
@@ -100,7 +100,7 @@ EXPECTED = {
             "object_class_action_versions": "fdb81889f398",
             "relay_notification": "14533e0b11a8",
             "relay_notifications": "e94584bf00ad",
-            "step_finished": "dd4f4423e79b",
+            "step_finished": "5fce029e9059",
         },
     ),
     "scheduler": Interface(
