@@ -13,16 +13,21 @@ from nubes.dashboard.session import Sealer, Session, csrf_matches
 
 
 def _session() -> Session:
-    return Session("tok", "u1", "demo", "p1", "demo", ["member"])
+    # A token long enough that a random Fernet string cannot hold it by chance
+    # (a three-letter one did, now and then: the secrecy assertion flaked).
+    return Session(TOKEN, "u1", "demo", "p1", "demo", ["member"])
+
+
+TOKEN = "gAAAAB-the-users-keystone-token-0123456789"
 
 
 def test_a_sealed_session_opens_with_its_key_only_and_only_while_fresh() -> None:
     key = Fernet.generate_key().decode()
     sealer = Sealer(key, ttl=60)
     sealed = sealer.seal(_session())
-    assert "tok" not in sealed
+    assert TOKEN not in sealed
     opened = sealer.open(sealed)
-    assert opened is not None and opened.token == "tok" and not opened.is_admin
+    assert opened is not None and opened.token == TOKEN and not opened.is_admin
     assert Sealer(None, ttl=60).open(sealed) is None  # another key
     assert sealer.open(sealer.seal(_session(), at=time.time() - 120)) is None  # stale
     assert sealer.open(sealed[:-2] + "AA") is None  # forged
