@@ -150,9 +150,7 @@ async def index(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     project_id = request.path_params["tenant_id"]
-    common.authorize(
-        request, "os-simple-tenant-usage:show", Rule.PROJECT_READER, project_id
-    )
+    common.authorize(request, "os-simple-tenant-usage:show", Rule.PROJECT_READER, project_id)
     start, stop, _ = _period(request)
     rows, more = await _rows(request, start, stop, project_id)
     # Nova's show always lists the servers; an empty period is an empty object.
