@@ -87,3 +87,41 @@ async def test_an_address_freed_by_a_port_is_served_to_the_next(
         assert second in leases.read_text()
     finally:
         await servers.remove(NETWORK_ID)
+
+
+async def test_a_private_state_directory_still_serves_leases(
+    spaces: Namespaces, tmp_path: Path
+) -> None:
+    # Regression: dnsmasq dropped to ``nobody`` and could not read its hosts
+    # file under a 0700 state directory (a mkdtemp one, /root): it answered
+    # no request and every guest of the Tempest libvirt cloud printed "dhcp
+    # failed". It now keeps the agent's user, and logs to a file of its own.
+    host, guest = spaces.add("ph"), spaces.add("pg")
+    bridge = names.bridge(NETWORK_ID)
+    spaces.run(host, "ip", "link", "add", bridge, "type", "bridge")
+    spaces.run(host, "ip", "addr", "add", "10.66.0.1/24", "dev", bridge)
+    spaces.run(host, "ip", "link", "set", bridge, "up")
+    spaces.veth(host, "tap-priv", guest, "eth0")
+    spaces.run(host, "ip", "link", "set", "tap-priv", "master", bridge)
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    servers = dhcp.DhcpServers(private / "dhcp", Commands(("ip", "netns", "exec", host)))
+    mac = "fa:16:3e:00:66:03"
+    try:
+        await servers.ensure(NETWORK, [_port(mac)])
+        spaces.run(guest, "ip", "link", "set", "eth0", "address", mac)
+        spaces.run(guest, "ip", "link", "set", "eth0", "up")
+        spaces.run(
+            guest, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1",
+            "-s", str(script), check=False,
+        )  # fmt: skip
+        shown = spaces.run(guest, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+        assert f"{ADDRESS}/24" in shown
+        log = (servers.state_dir / NETWORK_ID / "dnsmasq.log").read_text()
+        assert "DHCPACK" in log and "Permission denied" not in log
+    finally:
+        await servers.remove(NETWORK_ID)

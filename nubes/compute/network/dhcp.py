@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import pwd
 import shutil
 import signal
 from pathlib import Path
@@ -158,6 +159,15 @@ class DhcpServers:
             f"--dhcp-optsfile={directory / 'opts'}",
             f"--dhcp-leasefile={directory / 'leases'}",
             f"--pid-file={directory / 'pid'}",
+            # dnsmasq drops to ``nobody`` by default, and then cannot read its
+            # hosts and options files under a private state directory (0700,
+            # as /root or a mkdtemp one is): it answered no DHCP request at
+            # all, and guests booted without an address. It keeps the agent's
+            # own user, who wrote those files (no more privilege than the agent).
+            f"--user={pwd.getpwuid(os.geteuid()).pw_name}",
+            # Its reasons in a file next to its state: a host without syslog
+            # (no /dev/log) lost every line it wrote.
+            f"--log-facility={directory / 'dnsmasq.log'}",
         ]
         for subnet in served:
             net = ipaddress.ip_network(subnet.cidr)
