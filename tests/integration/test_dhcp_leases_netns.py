@@ -46,19 +46,26 @@ spaces = dataplane.spaces
 
 
 @pytest.mark.timeout(60)
-async def test_an_address_freed_by_a_port_is_served_to_the_next(
-    spaces: Namespaces, tmp_path: Path
-) -> None:
-    host, guest = spaces.add("lh"), spaces.add("lg")
+def _lab(spaces: Namespaces, tmp_path: Path, prefix: str) -> tuple[str, str, Path]:
+    """A host namespace (the network's bridge holding the gateway), a guest on a
+    veth into it, and the udhcpc script the guest asks with."""
+    host, guest = spaces.add(f"{prefix}h"), spaces.add(f"{prefix}g")
     bridge = names.bridge(NETWORK_ID)
     spaces.run(host, "ip", "link", "add", bridge, "type", "bridge")
     spaces.run(host, "ip", "addr", "add", "10.66.0.1/24", "dev", bridge)
     spaces.run(host, "ip", "link", "set", bridge, "up")
-    spaces.veth(host, "tap-lease", guest, "eth0")
-    spaces.run(host, "ip", "link", "set", "tap-lease", "master", bridge)
+    spaces.veth(host, f"tap-{prefix}", guest, "eth0")
+    spaces.run(host, "ip", "link", "set", f"tap-{prefix}", "master", bridge)
     script = tmp_path / "udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
+    return host, guest, script
+
+
+async def test_an_address_freed_by_a_port_is_served_to_the_next(
+    spaces: Namespaces, tmp_path: Path
+) -> None:
+    host, guest, script = _lab(spaces, tmp_path, "l")
     servers = dhcp.DhcpServers(
         Path("/run") / f"{spaces.tag}-dhcp", Commands(("ip", "netns", "exec", host))
     )
@@ -96,16 +103,7 @@ async def test_a_private_state_directory_still_serves_leases(
     # file under a 0700 state directory (a mkdtemp one, /root): it answered
     # no request and every guest of the Tempest libvirt cloud printed "dhcp
     # failed". It now keeps the agent's user, and logs to a file of its own.
-    host, guest = spaces.add("ph"), spaces.add("pg")
-    bridge = names.bridge(NETWORK_ID)
-    spaces.run(host, "ip", "link", "add", bridge, "type", "bridge")
-    spaces.run(host, "ip", "addr", "add", "10.66.0.1/24", "dev", bridge)
-    spaces.run(host, "ip", "link", "set", bridge, "up")
-    spaces.veth(host, "tap-priv", guest, "eth0")
-    spaces.run(host, "ip", "link", "set", "tap-priv", "master", bridge)
-    script = tmp_path / "udhcpc.sh"
-    script.write_text(UDHCPC_SCRIPT)
-    script.chmod(0o755)
+    host, guest, script = _lab(spaces, tmp_path, "p")
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
