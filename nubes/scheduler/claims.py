@@ -98,7 +98,7 @@ async def claim(
         reserved=reserved,
     )
     try:
-        (found,) = await group_commit.commit(db, consumer_uuid, writes.parts())
+        (found,) = await group_commit.commit(db, writes.key, writes.parts())
     except exception.ClaimNotMade as refused:
         result, held_on = compute_nodes.refusal(refused)
         return Claim(result, held_on)

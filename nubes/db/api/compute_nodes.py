@@ -360,6 +360,13 @@ class ClaimWrites:
     update: group_commit.Write
     allocation: group_commit.Write
     generation: group_commit.Read
+    #: The row the claim locks first and most contended: a grouped batch
+    #: orders its units by this key, so two batches claiming on the same
+    #: nodes (a scheduler's two writers, two schedulers) lock them in one
+    #: order. Keyed by consumer, a batch claiming node 5 then 3 and one
+    #: claiming 3 then 5 deadlocked, and PostgreSQL only breaks that after
+    #: its deadlock_timeout (1 s), stalling every claim behind them.
+    key: str
 
     def parts(self) -> list[group_commit.CommitPart]:
         return [self.update, self.allocation, self.generation]
@@ -409,6 +416,7 @@ def claim_writes(
         ),
         group_commit.Write((__name__, "allocate"), _allocation_statement, params),
         group_commit.Read((__name__, "generation"), _generation_statement, {"_node": node_id}),
+        key=f"compute_node-{node_id}",
     )
 
 

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.pool import Pool
 
 from nubes import exception
 from nubes.db.api import instances
+from nubes.db.api.compute_nodes import ClaimOutcome, claim_writes
 from nubes.db.engine import Database
-from tests.unit.db.factories import make_instance
+from nubes.scheduler.claims import Amounts, claim
+from tests.unit.db.factories import make_instance, make_node
 
 pytestmark = pytest.mark.postgres
 
@@ -96,3 +98,53 @@ async def test_units_run_without_savepoints_and_a_late_miss_undoes_only_its_unit
         else:
             assert outcome == [(1, None), (1, None)]
             assert (row["progress"], row["power_state"]) == (i, i)
+
+
+async def test_grouped_claims_lock_their_nodes_in_one_order(db: Database) -> None:
+    """Regression: a batch ordered its claims by consumer, so two batches
+    claiming on the same two nodes could lock them in opposite orders and
+    deadlock; PostgreSQL breaks that only after ``deadlock_timeout`` (1 s),
+    and every claim behind them stalled (bench/scale.py, two conductors:
+    60-70 servers/s against 170-200 with one). A batch now locks the nodes
+    in the order of the claims' keys, which name the node."""
+    async with db.writer() as conn:
+        nodes = [await make_node(conn), await make_node(conn)]
+    amounts = Amounts(vcpus=1, memory_mb=512, disk_gb=1)
+    # The node a batch locks first, and the one it locks second; the
+    # consumers' names sort the other way round.
+    first, second = sorted(nodes, key=lambda n: claim_writes(n["id"], "x").key)
+    holder, probe = Database(db.url), Database(db.url)
+    lock = text("SELECT id FROM compute_nodes WHERE id = :id FOR UPDATE NOWAIT")
+    try:
+        async with holder.writer() as conn:
+            await conn.execute(lock, {"id": second["id"]})
+            claims = asyncio.ensure_future(
+                asyncio.gather(
+                    claim(db, second["id"], "a-consumer", amounts),
+                    claim(db, first["id"], "z-consumer", amounts),
+                )
+            )
+            for _ in range(1200):
+                if await _waiting_on_a_lock(probe):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the claims never waited for the held node")
+            # The batch waits for the second node holding the first one.
+            with pytest.raises(Exception, match="could not obtain lock"):
+                async with probe.writer() as other:
+                    await other.execute(lock, {"id": first["id"]})
+        results = await claims
+    finally:
+        await holder.dispose()
+        await probe.dispose()
+    assert [r.result.outcome for r in results] == [ClaimOutcome.CLAIMED] * 2
+
+
+async def _waiting_on_a_lock(db: Database) -> int:
+    async with db.reader() as conn:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int((await conn.execute(query)).scalar_one())
