@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 13
+SERVICE_VERSION = 14
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -88,6 +88,10 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # host's event start); conductor 1.7 (step_finished's ``notifications``:
     # the host's queued notifications ride on its step reports).
     13: {"compute": "1.11", "conductor": "1.7", "scheduler": "1.0"},
+    # Personality files survive a live migration: conductor 1.8 (step_finished's
+    # ``injected_files``, the source's read back from its guest's config
+    # drive); compute 1.12 (pre_live_migration's ``injected_files``).
+    14: {"compute": "1.12", "conductor": "1.8", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -141,6 +145,7 @@ RELEASES: dict[str, int] = {
     "kauri": 11,
     "linden": 12,
     "maple": 13,
+    "nutmeg": 14,
 }
 
 #: The oldest service version this code serves: a compute host older than

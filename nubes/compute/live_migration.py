@@ -25,6 +25,12 @@ step                                        host         details
 ``rollback_live_migration_at_destination``  destination  –
 ==========================================  ===========  ======================
 
+The source's check also reports the personality files on its guest's
+config drive (the report's ``injected_files``, conductor 1.8), and the
+conductor gives them to the destination's ``pre_live_migration`` (compute
+1.12) for the drive it writes: they live on the guest's drive and nowhere
+else, and Nova copies ``disk.config`` to the destination.
+
 The one write a step makes beyond its report: while ``live_migration``
 copies memory, the source saves the instance's ``progress`` and the
 migration's ``memory_*`` counters (both through the conductor, which
@@ -57,6 +63,7 @@ from nubes import exception
 from nubes.compute.reporting import ActionRecord, Reporter
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
 from nubes.objects.states import MigrationStatus, TaskState
@@ -195,13 +202,28 @@ class LiveMigrationSteps(ComputeEndpoint):
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             record = self._event(ctxt, instance, "compute_check_can_live_migrate_source")
-            return await self._driver_step(
+            outcome = await self._driver_step(
                 record,
                 lambda: self.runner.driver.check_can_live_migrate_source(
                     ctxt, instance, dest_check_data
                 ),
                 "migrate_data",
             )
+            if not outcome.ok or not self.runner.conductor.reports_injected_files():
+                # A conductor capped below 1.8 cannot carry them: the
+                # destination's drive is built without them, as before.
+                return outcome
+            # The personality files given at the guest's build or last rebuild
+            # are on its drive here and nowhere else now (never stored with
+            # the instance): they go to the destination's drive through the
+            # conductor, as Nova copies disk.config. A drive that cannot be
+            # read fails the check rather than lose them.
+            try:
+                drive = await self.runner.driver.attached_config_drive(instance)
+                files = drive.injected_files() if drive is not None else None
+            except Exception as exc:
+                return _failure(exc)
+            return dataclasses.replace(outcome, injected_files=files or None)
 
         await self.runner.run_step(context, key, work)
 
@@ -214,14 +236,17 @@ class LiveMigrationSteps(ComputeEndpoint):
         instance: Instance,
         key: StepKey,
         migrate_data: dict[str, Any],
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         async def work(ctxt: RequestContext) -> Outcome:
             record = self._event(ctxt, instance, "compute_pre_live_migration", "live_migration_pre")
 
             async def prepare() -> dict[str, Any]:
                 # A guest with a config drive has it here too (as the instance
-                # records it), built from the conductor's answer to this host.
-                drive = await self.runner.config_drive(ctxt, instance)
+                # records it), built from the conductor's answer to this host,
+                # with the personality files the source's drive has (1.12):
+                # files make a drive even where none was asked for, as at build.
+                drive = await self.runner.config_drive(ctxt, instance, injected=injected_files)
                 return await self.runner.driver.pre_live_migration(
                     ctxt, instance, migrate_data, config_drive=drive
                 )

@@ -52,6 +52,13 @@ Version history:
           (:meth:`ComputeAPI.places_builds`), the others get the message
           without it and do their own saves, as a 1.11 host does when an
           older conductor's message lacks it
+    1.12 - pre_live_migration takes ``injected_files`` (an InjectedFiles: the
+          personality files the source's check read back from the guest's
+          config drive, for the drive the destination writes); sent only
+          when there are some, so a live migration without files still goes
+          to a destination capped below, at 1.1, and one with files to such
+          a host is refused (UnsupportedVersion: the migration rolls back
+          with a fault naming the version) instead of losing them
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.11"
+VERSION = "1.12"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -85,6 +92,8 @@ SHELVE_SNAPSHOT_VERSION = "1.9"
 INJECTED_FILES_VERSION = "1.10"
 #: Since when a build may say its placement was written for the host (``placed``).
 PLACED_BUILD_VERSION = "1.11"
+#: Since when a live migration's destination takes the guest's personality files.
+LIVE_INJECTED_FILES_VERSION = "1.12"
 
 
 class ComputeAPI:
@@ -542,16 +551,18 @@ class ComputeAPI:
         key: StepKey,
         *,
         migrate_data: dict[str, Any],
+        injected_files: InjectedFiles | None = None,
     ) -> None:
-        """Destination, before memory moves; details: ``migrate_data`` (updated)."""
+        """Destination, before memory moves; details: ``migrate_data`` (updated).
+        ``injected_files`` go on the guest's config drive there (1.12)."""
         await self._step(
             ctxt,
             host,
             "pre_live_migration",
             key,
-            "1.1",
             instance=instance,
             migrate_data=migrate_data,
+            **_with_files("1.1", injected_files, LIVE_INJECTED_FILES_VERSION),
         )
 
     async def live_migration(
@@ -746,12 +757,15 @@ class ComputeAPI:
         return dict(answer)
 
 
-def _with_files(since: str, files: InjectedFiles | None) -> dict[str, Any]:
-    """``_step``'s ``since`` and the ``injected_files`` argument of a build or rebuild.
+def _with_files(
+    since: str, files: InjectedFiles | None, needs: str = INJECTED_FILES_VERSION
+) -> dict[str, Any]:
+    """``_step``'s ``since`` and the ``injected_files`` argument of a step.
 
-    Personality files need 1.10; without any the step goes at its own
+    Personality files need ``needs`` (1.10 for a build or rebuild, 1.12 for
+    a live migration's destination); without any the step goes at its own
     version ``since``, as before, so older hosts still take it.
     """
     if not files:
         return {"since": since}
-    return {"since": INJECTED_FILES_VERSION, "injected_files": files}
+    return {"since": needs, "injected_files": files}

@@ -67,10 +67,15 @@ class StepReporter(Protocol):
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None: ...
 
     def reports_events(self) -> bool:
         """Whether the conductors take a step's action event with its report."""
+        ...
+
+    def reports_injected_files(self) -> bool:
+        """Whether the conductors take a guest's personality files with a report."""
         ...
 
     def reports_notifications(self) -> bool:
@@ -86,6 +91,9 @@ class Outcome:
     #: The end of the action event the step started, sent with the report
     #: (set by :meth:`StepRunner.run_step`, not by the step's work).
     event: EventEnd | None = None
+    #: The guest's personality files, read back from its config drive for the
+    #: conductor to carry on (a live migration's source check; conductor 1.8).
+    injected_files: InjectedFiles | None = None
 
 
 class StepLog:
@@ -192,6 +200,9 @@ class StepRunner:
                     details=outcome.details,
                     event=outcome.event,
                     notifications=notes,
+                    **(
+                        {"injected_files": outcome.injected_files} if outcome.injected_files else {}
+                    ),
                 )
                 return
             except exception.TRANSIENT_ERRORS as exc:

@@ -30,6 +30,7 @@ from nubes.conductor.tasks.payloads import Awaited
 from nubes.db.api import compute_nodes, instances, metadata, migrations, services, tasks
 from nubes.db.engine import Database
 from nubes.db.transaction_batch import TransactionBatcher
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.objects import InstancePayload, ServiceStatusPayload
 from nubes.notifications.relay import MAX_BATCH as MAX_RELAYED_BATCH
 from nubes.notifications.relay import NotificationBatch, RelayedNotification
@@ -140,6 +141,11 @@ STRING_LIMIT = 255
 #: The long text fields, any string argument, and a dict or list field
 #: (metrics, stats) encoded as JSON.
 TEXT_LIMIT = 64 * 1024
+#: A guest's personality files reported by a host (a live migration's source):
+#: many times what the default quotas allow (``[quota] injected_files`` 5 of
+#: ``injected_file_content_bytes`` 10 KiB), base64 in JSON, with room for
+#: raised quotas, while keeping a host from writing megabytes into a task row.
+INJECTED_FILES_LIMIT = 1024 * 1024
 TEXT_FIELDS = frozenset({("InstanceFault", "details"), ("ComputeNode", "cpu_info")})
 #: A compute host's action event, as its step reports its end (``compute_<op>``).
 _COMPUTE_EVENT = re.compile(r"compute_[a-z0-9_]{1,120}")
@@ -514,12 +520,24 @@ class Authorizer:
             raise exception.TooLarge(what=what, size=size, limit=limit)
 
     def check_report_size(
-        self, caller: Caller, error: Any, details: Any, event: EventEnd | None = None
+        self,
+        caller: Caller,
+        error: Any,
+        details: Any,
+        event: EventEnd | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
-        """A step report's free-form parts, bounded like any host write."""
+        """A step report's free-form parts, bounded like any host write.
+
+        A guest's personality files (conductor 1.8) have a bound of their
+        own, :data:`INJECTED_FILES_LIMIT`: what the default quotas let a user
+        inject (five files of 10 KiB) would not fit in ``details``' bound
+        once encoded, and files refused here would be lost to the guest."""
         call = Call(caller, "ConductorTask", "step_finished", None, {})
         if caller.kind is CallerKind.CONTROLLER:
             return
+        if injected_files is not None:
+            self._bound(call, "injected_files", _encoded_size(injected_files), INJECTED_FILES_LIMIT)
         if isinstance(error, str):
             self._bound(call, "error", len(error.encode()), TEXT_LIMIT)
         if details is not None:

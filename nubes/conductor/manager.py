@@ -23,6 +23,7 @@ from nubes.conductor.authz import Authorizer, CallerKind, NodeLimits
 from nubes.conductor.tasks import live_requests, reports
 from nubes.context import RequestContext
 from nubes.db.engine import Database
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.notifier import Notifier, Priority
 from nubes.notifications.relay import NotificationBatch
 from nubes.objects import backend, codec, indirection
@@ -174,9 +175,10 @@ class ConductorManager:
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         caller = self.authz.identify(context.caller)
-        self.authz.check_report_size(caller, error, details, event)
+        self.authz.check_report_size(caller, error, details, event, injected_files)
         if notifications is not None:
             # Published before the report is recorded (1.7), as the host's
             # flush before it did: whoever sees the step's end was sent them.
@@ -200,6 +202,7 @@ class ConductorManager:
             error=error,
             details=details,
             event=event,
+            injected_files=injected_files,
             owner=engine.owner if engine is not None else None,
             lease_seconds=engine.lease_seconds if engine is not None else _NO_ENGINE_LEASE,
         )

@@ -34,6 +34,12 @@ Version history:
           publishes (judged as relay_notifications judges them) before it
           records the report; a host whose conductors are capped below 1.7
           sends them first (relay_notifications) and reports without
+    1.8 - step_finished takes ``injected_files`` (an InjectedFiles): the
+          personality files a live migration's source read back from its
+          guest's config drive, which the conductor gives the destination
+          (bounded on their own, not as ``details``); a host whose
+          conductors are capped below 1.8 sends none, and the destination's
+          drive is built without them, as before
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 
 from nubes import exception, hostnet
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.relay import NotificationBatch
 from nubes.objects import codec
 from nubes.objects.base import VersionedObject
@@ -53,13 +60,15 @@ from nubes.step_end import EventEnd
 #: The RPC topic conductors listen on.
 TOPIC = "conductor"
 #: The newest version of the API this client knows.
-VERSION = "1.7"
+VERSION = "1.8"
 #: The first version whose step_finished takes the step's action event.
 STEP_EVENT_VERSION = "1.5"
 #: The first version that takes a batch of notifications.
 RELAY_BATCH_VERSION = "1.6"
 #: The first version whose step_finished carries the host's notifications.
 REPORT_NOTIFICATIONS_VERSION = "1.7"
+#: The first version whose step_finished carries a guest's personality files.
+REPORT_INJECTED_FILES_VERSION = "1.8"
 
 #: Errors a conductor raises on purpose; callers get them as their own class.
 EXPECTED_ERRORS: tuple[type[exception.NubesError], ...] = (
@@ -175,6 +184,7 @@ class ConductorAPI:
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         """Report the outcome of the task step this host was asked to do (a cast).
 
@@ -184,7 +194,9 @@ class ConductorAPI:
         sent when :meth:`reports_events`), written with the report.
         ``notifications``: the host's queued notifications (1.7; only sent
         when :meth:`reports_notifications`), published before the report is
-        recorded.
+        recorded. ``injected_files``: the guest's personality files (1.8;
+        only sent when :meth:`reports_injected_files`), recorded with the
+        outcome for the task's next step.
         """
         fields: dict[str, Any] = {
             "task_id": task_id,
@@ -201,7 +213,16 @@ class ConductorAPI:
         if notifications is not None:
             client = client.prepare(version=REPORT_NOTIFICATIONS_VERSION)
             fields["notifications"] = notifications
+        if injected_files:
+            client = client.prepare(version=REPORT_INJECTED_FILES_VERSION)
+            fields["injected_files"] = injected_files
         await client.cast(context, "step_finished", **fields)
+
+    def reports_injected_files(self) -> bool:
+        """Whether the conductors take a guest's personality files with a
+        step's report (1.8); during an upgrade an older one may not, and the
+        host then sends none."""
+        return self.client.can_send_version(REPORT_INJECTED_FILES_VERSION)
 
     def reports_notifications(self) -> bool:
         """Whether the conductors take a host's notifications with a step's

@@ -24,8 +24,10 @@ import io
 import json
 from pathlib import Path
 
+import msgspec
 import pycdlib
 
+from nubes import exception
 from nubes.injected_files import InjectedFiles
 from nubes.metadata import content
 from nubes.objects.instance_metadata import InstanceMetadata
@@ -74,6 +76,46 @@ class ConfigDrive:
         finally:
             iso.close()
 
+    def injected_files(self) -> InjectedFiles:
+        """The personality files written on this drive, in their order, as
+        ``meta_data.json`` names them (none: an empty set).
+
+        What a live migration's source reads back to give the destination's
+        drive the same files: they are nowhere else by then (never stored
+        with the instance). A drive that names a content it lacks, or whose
+        ``meta_data.json`` is not Nova's shape, is an error
+        (:class:`~nubes.exception.Invalid`), never files quietly dropped.
+        """
+        raw = self.files.get(f"openstack/{content.LATEST}/meta_data.json")
+        if raw is None:
+            return InjectedFiles()
+        try:
+            listed = msgspec.json.decode(raw, type=_MetaDataFiles).files
+        except msgspec.DecodeError as exc:  # not JSON, or not its shape
+            raise exception.Invalid(reason=f"the config drive's meta_data.json: {exc}") from None
+        found = []
+        for entry in listed:
+            data = self.files.get(f"openstack{entry.content_path}")
+            if data is None:
+                raise exception.Invalid(
+                    reason="the config drive's meta_data.json names a content it lacks"
+                )
+            found.append((entry.path, data))
+        return InjectedFiles.of(found)
+
+
+class _ListedFile(msgspec.Struct, frozen=True):
+    """One entry of ``meta_data.json``'s ``files`` (:func:`content.meta_data`)."""
+
+    path: str
+    content_path: str
+
+
+class _MetaDataFiles(msgspec.Struct, frozen=True):
+    """What :meth:`ConfigDrive.injected_files` reads of ``meta_data.json``."""
+
+    files: tuple[_ListedFile, ...] = ()
+
 
 def build(meta: InstanceMetadata, injected: InjectedFiles | None = None) -> ConfigDrive:
     """The drive's files for ``meta``, every version as Nova writes them, with
@@ -94,6 +136,11 @@ def build(meta: InstanceMetadata, injected: InjectedFiles | None = None) -> Conf
         if user_data is not None:
             files[f"ec2/{version}/user-data"] = user_data
     return ConfigDrive(files)
+
+
+def read_drive(path: Path) -> ConfigDrive:
+    """The config drive an ISO image at ``path`` holds (blocking: run it in a thread)."""
+    return ConfigDrive(read_iso(path)[1])
 
 
 def read_iso(path: Path) -> tuple[str, dict[str, bytes]]:

@@ -38,6 +38,7 @@ from nubes.compute.manager import ComputeManager
 from nubes.compute.steps import StepReporter
 from nubes.context import RequestContext
 from nubes.db.api import flavors, images, services
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.relay import NotificationBatch
 from nubes.step_end import EventEnd
 from nubes.testing.allinone import AllInOne
@@ -140,6 +141,7 @@ class SlowReports:
         self.real = real
         self.reports_events = real.reports_events
         self.reports_notifications = real.reports_notifications
+        self.reports_injected_files = real.reports_injected_files
 
     async def step_finished(
         self,
@@ -152,6 +154,7 @@ class SlowReports:
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         await asyncio.sleep(REPORT_DELAY)
         await self.real.step_finished(
@@ -164,6 +167,7 @@ class SlowReports:
             details=details,
             event=event,
             notifications=notifications,
+            injected_files=injected_files,
         )
 
 

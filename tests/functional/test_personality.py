@@ -14,6 +14,7 @@ a fault that says why, and a build without files still goes to it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,10 +26,13 @@ from sqlalchemy import update
 
 from nubes.api import bootstrap
 from nubes.api.app import build_app
+from nubes.api.moves import MovesAPI
 from nubes.api.state import ApiState
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt.fake import FakeDriver
+from nubes.conductor.rpcapi import ConductorAPI
 from nubes.conductor.tasks import caps
+from nubes.context import RequestContext
 from nubes.db.api import flavors, images
 from nubes.db.models import conductor_tasks, instance_faults, services
 from nubes.metadata.configdrive import ConfigDrive
@@ -41,6 +45,9 @@ IMAGE_ID = "6a0f1f52-9e33-4b4e-8d8e-3d8a3f8b2c10"
 SERVERS = "/compute/v2.1/servers"
 #: The service version whose compute RPC API (1.9) takes no personality files.
 BEFORE_FILES = 10
+#: The service version whose compute RPC API (1.11) takes no live migration's files.
+BEFORE_LIVE_FILES = 13
+ADMIN = RequestContext(user_id="admin", project_id="p1", roles=["admin", "member"])
 
 
 def _personality(*files: tuple[str, bytes]) -> list[dict[str, str]]:
@@ -69,8 +76,12 @@ class Cloud:
         (row,) = await self.cloud.instances([uuid])
         return row
 
-    def _driver(self) -> FakeDriver:
-        (service,) = self.cloud.computes.values()
+    def _driver(self, host: str | None = None) -> FakeDriver:
+        """The fake driver of ``host`` (None: of the cloud's only host)."""
+        if host is None:
+            (service,) = self.cloud.computes.values()
+        else:
+            service = self.cloud.computes[host]
         (node,) = [h for h in service.hooks if isinstance(h, ComputeHost)]
         assert isinstance(node.driver, FakeDriver)
         return node.driver
@@ -78,9 +89,9 @@ class Cloud:
     def guests(self) -> set[str]:
         return set(self._driver().instances)
 
-    def drive(self, uuid: str) -> ConfigDrive | None:
+    def drive(self, uuid: str, host: str | None = None) -> ConfigDrive | None:
         """The config drive the host would attach to the guest (the fake driver keeps it)."""
-        return self._driver().instances[uuid].config_drive
+        return self._driver(host).instances[uuid].config_drive
 
     async def payloads(self, uuid: str) -> list[dict[str, Any]]:
         t = conductor_tasks
@@ -98,9 +109,21 @@ def _files(drive: ConfigDrive | None) -> dict[str, bytes]:
 
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with _cloud(tmp_path, hosts=1) as made:
+        yield made
+
+
+@pytest.fixture
+async def two_hosts(tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with _cloud(tmp_path, hosts=2) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _cloud(tmp_path: Path, *, hosts: int) -> AsyncIterator[Cloud]:
     made = await AllInOne.start(
         f"sqlite:///{tmp_path / 'pers.sqlite'}",
-        hosts=1,
+        hosts=hosts,
         overrides={"upgrade_levels": {"compute": "auto"}},
     )
     try:
@@ -210,6 +233,56 @@ async def test_a_host_too_old_for_files_is_never_sent_a_build_that_would_drop_th
     # Without files the same host builds as before (at its own version).
     plain = await cloud.create()
     assert (await cloud.settled(plain))["vm_state"] == "active"
+
+
+async def test_a_live_migrated_guest_keeps_its_files_on_its_config_drive(
+    two_hosts: Cloud,
+) -> None:
+    # Regression: the destination built the guest's drive from its metadata
+    # alone, and a guest created with files but no config_drive got none.
+    cloud = two_hosts
+    motd = ("/etc/motd", b"Hello, world!\n")
+    blob = ("/var/lib/blob.bin", bytes(range(256)) * 40)  # 10 KiB: the default quota's most
+    uuid = await cloud.create(personality=_personality(motd, blob))
+    source = (await cloud.settled(uuid))["host"]
+    before = cloud.drive(uuid, source)
+    assert before is not None
+    moves = MovesAPI(cloud.cloud.db, ConductorAPI(cloud.cloud.api_transport), conf=cloud.cloud.conf)
+    await moves.live_migrate_server(ADMIN, uuid)
+    row = await cloud.settled(uuid)
+    assert row["vm_state"] == "active" and row["host"] != source, row
+    # The destination's drive is the source's: the same files, in the same order.
+    after = cloud.drive(uuid, row["host"])
+    assert _files(after) == dict([motd, blob])
+    assert after is not None and after.files == before.files
+    # Neither task keeps them once it ended (nor the migration's outcome).
+    assert all("Hello" not in json.dumps(p) for p in await cloud.payloads(uuid))
+
+
+async def test_a_live_migration_to_a_host_too_old_for_files_rolls_back_with_them(
+    two_hosts: Cloud,
+) -> None:
+    cloud = two_hosts
+    uuid = await cloud.create(personality=_personality(("/etc/motd", b"kept")))
+    source = (await cloud.settled(uuid))["host"]
+    async with cloud.cloud.db.writer() as conn:
+        stmt = update(services).where(services.c.binary == "compute")
+        await conn.execute(stmt.values(version=BEFORE_LIVE_FILES))
+    for engine in cloud.cloud.engines:
+        await caps.refresh(engine)
+        assert engine.compute.client.version_cap == "1.11"
+    moves = MovesAPI(cloud.cloud.db, ConductorAPI(cloud.cloud.api_transport), conf=cloud.cloud.conf)
+    await moves.live_migrate_server(ADMIN, uuid)
+    row = await cloud.settled(uuid)
+    # Not moved to a drive without its files: still on the source, with them.
+    assert (row["vm_state"], row["host"]) == ("active", source), row
+    assert _files(cloud.drive(uuid, source)) == {"/etc/motd": b"kept"}
+    async with cloud.cloud.db.reader() as conn:
+        f = instance_faults
+        faults = [
+            r.details for r in await conn.execute(f.select().where(f.c.instance_uuid == uuid))
+        ]
+    assert any("1.12" in (details or "") for details in faults), faults
 
 
 async def test_personality_after_2_56_is_refused_and_nothing_is_built(cloud: Cloud) -> None:

@@ -181,12 +181,14 @@ async def test_a_config_drive_is_attached_as_a_cdrom(
     import xml.etree.ElementTree as ET
 
     from nubes.compute.virt.libvirt.guest import domain_name
+    from nubes.injected_files import InjectedFiles
     from nubes.metadata import configdrive
     from nubes.objects.instance_metadata import InstanceMetadata
 
     inst = _instance()
     meta = InstanceMetadata(uuid=inst.uuid, name="cd", key_name="k", public_key="ssh-rsa AAAA k")
-    drive = configdrive.build(meta)
+    given = InjectedFiles.of([("/etc/motd", b"hi"), ("/root/blob", bytes(range(256)))])
+    drive = configdrive.build(meta, given)
     await driver.spawn(RequestContext(), inst, images.raw, {}, config_drive=drive)
     await wait_console(driver, inst, BOOT_MARKER)
     xml = driver.connection.conn.lookupByName(domain_name(inst.uuid)).XMLDesc()
@@ -201,6 +203,9 @@ async def test_a_config_drive_is_attached_as_a_cdrom(
         '"public_keys": {"k": "ssh-rsa AAAA k"}'
         in files["openstack/latest/meta_data.json"].decode()
     )
+    # What a live migration's source reads back for the destination's drive.
+    attached = await driver.attached_config_drive(inst)
+    assert attached is not None and attached.injected_files() == given
     await driver.destroy(RequestContext(), inst)
     assert not await asyncio.to_thread(source.exists)
 

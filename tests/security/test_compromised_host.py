@@ -25,6 +25,7 @@ import pytest
 from nubes import config, exception
 from nubes.context import RequestContext
 from nubes.db.api import migrations, tasks
+from nubes.injected_files import InjectedFiles
 from nubes.network.resources import NetworkService
 from nubes.notifications.objects import InstanceActionPayload, ServiceStatusPayload
 from nubes.notifications.relay import MAX_BATCH, NotificationBatch, RelayedNotification
@@ -461,6 +462,26 @@ async def _run_suite(cloud: Cloud, db_path: Path, kind: str) -> None:
         refused.append("1 MB step report")
     else:
         let_through.append("1 MB step report")
+    # Personality files (conductor 1.8) have a bound of their own.
+    try:
+        await RPCClient(
+            attacker.transport,
+            Target("conductor"),
+            version="1.8",
+            expected_errors=[exception.TooLarge],
+        ).call(
+            ctxt,
+            "step_finished",
+            task_id=1,
+            step="x",
+            attempt=1,
+            ok=True,
+            injected_files=InjectedFiles.of([("/f", b"x" * (1 << 20))]),
+        )
+    except exception.TooLarge:
+        refused.append("1 MB of personality files in a step report")
+    else:
+        let_through.append("1 MB of personality files in a step report")
     # Notifications: a host's broker user may not publish them; the
     # conductor publishes those about the host's own instances and service.
     relay = RPCClient(

@@ -36,7 +36,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 11, "1.10"),
         ("auto", 12, "1.10"),
         ("auto", 13, "1.11"),
-        ("auto", 99, "1.11"),
+        ("auto", 14, "1.12"),
+        ("auto", 99, "1.12"),
         ("auto", 0, "1.0"),
     ],
 )

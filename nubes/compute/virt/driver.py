@@ -449,6 +449,15 @@ class ComputeDriver(abc.ABC):
         answered ``dest_check_data``? Returns the migrate data to use."""
 
     @abc.abstractmethod
+    async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
+        """The config drive the guest has here, as it was written (None: it has
+        none); InstanceNotFound if the driver does not have the instance.
+
+        A live migration's source reads its personality files from it
+        (:meth:`ConfigDrive.injected_files`), for the destination's drive:
+        the guest's copy is the only one left once its build has ended."""
+
+    @abc.abstractmethod
     async def pre_live_migration(
         self,
         context: RequestContext,

@@ -646,6 +646,9 @@ class FakeDriver(ComputeDriver):
     ) -> dict[str, Any]:
         return await self.moves.check_can_live_migrate_source(context, instance, dest_check_data)
 
+    async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
+        return await self.moves.attached_config_drive(instance)
+
     async def pre_live_migration(
         self,
         context: RequestContext,

@@ -143,6 +143,10 @@ class FakeMoves:
         self.driver.guest(instance)
         return {**dest_check_data, "source_host": self.driver.host}
 
+    async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
+        self.driver.check_injected("attached_config_drive", instance)
+        return self.driver.guest(instance).config_drive
+
     async def pre_live_migration(
         self,
         context: RequestContext,

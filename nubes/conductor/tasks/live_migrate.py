@@ -15,9 +15,11 @@ this task with ``migration_id``, ``host`` (None: the scheduler chooses) and
     migration gets its destination and goes ``preparing``. NoValidHost ends
     the task: claims back, migration ``failed``.
 ``check_dest`` → ``check_source`` → ``pre_live``
-    Destination check (``dest_check_data``), source check (``migrate_data``),
-    the destination prepares (``migrate_data`` updated). Then the migration
-    goes ``running``.
+    Destination check (``dest_check_data``), source check (``migrate_data``,
+    and the personality files on the guest's config drive: they live
+    nowhere else, and the destination writes its drive anew), the
+    destination prepares (``migrate_data`` updated; the files written on
+    its drive and dropped from the task). Then the migration goes ``running``.
 ``live_migrate``
     The source copies memory, saving progress as it goes. Success places
     the instance on the destination (host, node, power state) in the commit
@@ -261,6 +263,9 @@ class LiveMigrateTask(Task):
         payload = live_payload(run)
         # From here on the destination may hold something to undo.
         payload.migrate_data = dict(outcome.details.get("migrate_data") or {})
+        # The personality files on the source's drive (conductor 1.8), for the
+        # destination's: kept only until it has prepared (or the task ends).
+        payload.injected_files = outcome.injected_files
         payload.prepared = True
         dest = payload.dest_place
         return await moves.ask(run, Step.PRE_LIVE, dest.host, node=dest.node, payload=payload)
@@ -282,6 +287,7 @@ class LiveMigrateTask(Task):
             "pre_live_migration",
             known.instance,
             migrate_data={**(live_payload(run).migrate_data or {}), "image": granted},
+            injected_files=live_payload(run).injected_files,
         )
         outcome = await moves.answer(run, send)
         if outcome is None:
@@ -289,6 +295,8 @@ class LiveMigrateTask(Task):
         if not outcome.ok:
             return await to_rollback(run, failed("preparation", outcome))
         payload = live_payload(run)
+        # On the destination's drive now: no later step needs them.
+        payload.injected_files = None
         returned = outcome.details.get("migrate_data") or payload.migrate_data or {}
         payload.migrate_data = {k: v for k, v in returned.items() if k != "image"}
         source = payload.source_place

@@ -101,6 +101,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     timeout: bool = False
     #: What the host returned (a step's result values).
     details: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The guest's personality files the host read back (a live migration's
+    #: source check, conductor 1.8); gone with the outcome at the next step.
+    injected_files: InjectedFiles | None = None
 
     def answers(self, awaited: Awaited) -> bool:
         return self.step == awaited.step and self.attempt == awaited.attempt
@@ -470,14 +473,24 @@ def encode(payload: TaskPayload, base: Mapping[str, Any] | None = None) -> dict[
 
 #: The stored key of a build's or rebuild's personality files.
 INJECTED_FILES_KEY = "injected_files"
+#: The stored key of the outcome a host reported for the step awaited.
+OUTCOME_KEY = "outcome"
 
 
 def without_injected_files(raw: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``raw`` without its personality files; None when it has none (the
-    common case, a key lookup: ``encode`` leaves the key out when empty)."""
-    if INJECTED_FILES_KEY not in raw:
+    """``raw`` without its personality files, the payload's own or those a
+    host's report recorded in its outcome (a live migration's source check:
+    a task may end before the step that reads them); None when it has none
+    (the common case, key lookups: ``encode`` leaves the keys out when empty)."""
+    outcome = raw.get(OUTCOME_KEY)
+    reported = isinstance(outcome, Mapping) and INJECTED_FILES_KEY in outcome
+    if INJECTED_FILES_KEY not in raw and not reported:
         return None
-    return {k: v for k, v in raw.items() if k != INJECTED_FILES_KEY}
+    kept = {k: v for k, v in raw.items() if k != INJECTED_FILES_KEY}
+    if reported:
+        assert isinstance(outcome, Mapping)
+        kept[OUTCOME_KEY] = {k: v for k, v in outcome.items() if k != INJECTED_FILES_KEY}
+    return kept
 
 
 def awaiting(raw: Mapping[str, Any] | None) -> Awaited | None:

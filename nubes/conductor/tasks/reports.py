@@ -37,6 +37,7 @@ from nubes.context import RequestContext
 from nubes.db import group_commit
 from nubes.db.api import actions, tasks
 from nubes.db.engine import Database
+from nubes.injected_files import InjectedFiles
 from nubes.step_end import EventEnd
 from nubes.step_key import StepKey
 
@@ -62,6 +63,7 @@ async def record(
     owner: str | None,
     lease_seconds: float,
     event: EventEnd | None = None,
+    injected_files: InjectedFiles | None = None,
 ) -> dict[str, Any] | None:
     """Write the report into the task; the task's row if ``owner`` now holds it, else None.
 
@@ -80,7 +82,9 @@ async def record(
         if payloads.reported(row["payload"]) is not None:
             LOG.debug("task %s: repeated report of %s try %s", task_id, step, attempt)
             return _handed_over(row, owner)
-        payload = payloads.with_outcome(row["payload"] or {}, _outcome(awaited, ok, error, details))
+        payload = payloads.with_outcome(
+            row["payload"] or {}, _outcome(awaited, ok, error, details, injected_files)
+        )
         write, new = tasks.outcome_write(row, payload, new_owner=owner, lease_seconds=lease_seconds)
         try:
             await group_commit.commit(
@@ -96,9 +100,16 @@ async def record(
 
 
 def _outcome(
-    awaited: Awaited, ok: bool, error: str | None, details: dict[str, Any] | None
+    awaited: Awaited,
+    ok: bool,
+    error: str | None,
+    details: dict[str, Any] | None,
+    injected_files: InjectedFiles | None = None,
 ) -> Outcome:
-    """The report as recorded: for the awaited step and try, by the awaited host."""
+    """The report as recorded: for the awaited step and try, by the awaited host.
+
+    Personality files ride only on a success: a failed step's report ends
+    the task's use of them."""
     return Outcome(
         step=awaited.step,
         attempt=awaited.attempt,
@@ -106,6 +117,7 @@ def _outcome(
         ok=bool(ok),
         error=None if error is None else str(error)[:MAX_ERROR],
         details=dict(details or {}),
+        injected_files=injected_files if ok and injected_files else None,
     )
 
 

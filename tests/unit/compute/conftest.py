@@ -15,6 +15,7 @@ from nubes import access
 from nubes.compute.host import ComputeHost
 from nubes.compute.virt.fake import FakeDriver, FakeFaults
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.notifier import Notifier
 from nubes.notifications.relay import NotificationBatch
 from nubes.objects.instance import Instance
@@ -34,13 +35,21 @@ class StepRecorder:
     ``notifications``: it takes the host's queued notifications with the
     report, as a conductor of RPC 1.7 does (kept in the report, not
     published); False, the default: the host flushes them to its relay first.
+    ``injected_files``: it takes a guest's personality files with a report,
+    as a conductor of RPC 1.8 does.
     """
 
-    def __init__(self, *, events: bool = True, notifications: bool = False) -> None:
+    def __init__(
+        self, *, events: bool = True, notifications: bool = False, injected_files: bool = True
+    ) -> None:
         self.reports: list[dict[str, Any]] = []
         self.events = events
         self.notifications = notifications
+        self.injected_files = injected_files
         self._changed = asyncio.Condition()
+
+    def reports_injected_files(self) -> bool:
+        return self.injected_files
 
     def reports_events(self) -> bool:
         return self.events
@@ -59,6 +68,7 @@ class StepRecorder:
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         async with self._changed:
             self.reports.append(
@@ -71,6 +81,7 @@ class StepRecorder:
                     "details": details,
                     "event": event,
                     "notifications": notifications,
+                    "injected_files": injected_files,
                 }
             )
             self._changed.notify_all()

@@ -17,6 +17,7 @@ from nubes.context import RequestContext
 from nubes.db.api import tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import conductor_tasks
+from nubes.injected_files import InjectedFiles
 from nubes.notifications.relay import NotificationBatch
 from nubes.step_end import EventEnd
 from nubes.testing.allinone import AllInOne
@@ -32,6 +33,7 @@ class LosesBuildReports:
         self.real = real
         self.reports_events = real.reports_events
         self.reports_notifications = real.reports_notifications
+        self.reports_injected_files = real.reports_injected_files
         self.lost = 0
 
     async def step_finished(
@@ -45,6 +47,7 @@ class LosesBuildReports:
         details: dict[str, Any] | None = None,
         event: EventEnd | None = None,
         notifications: NotificationBatch | None = None,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         if step == "spawn":
             self.lost += 1
@@ -59,6 +62,7 @@ class LosesBuildReports:
             details=details,
             event=event,
             notifications=notifications,
+            injected_files=injected_files,
         )
 
 

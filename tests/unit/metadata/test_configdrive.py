@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from nubes import exception
 from nubes.injected_files import InjectedFile, InjectedFiles
 from nubes.metadata import configdrive, content
 from nubes.objects.instance_metadata import InstanceMetadata
@@ -65,6 +67,29 @@ def test_the_iso_holds_the_files_byte_for_byte(tmp_path: Path) -> None:
     assert label == configdrive.LABEL
     assert files == drive.files
     assert files["openstack/content/0001"] == bytes(range(256))
+
+
+def test_a_written_drive_gives_back_its_files_in_order(tmp_path: Path) -> None:
+    # What a live migration's source reads for the destination's drive.
+    drive = configdrive.build(_meta(), FILES)
+    iso = tmp_path / "disk.config"
+    drive.write_iso(iso)
+    assert configdrive.read_drive(iso).injected_files() == FILES
+    assert configdrive.build(_meta()).injected_files() == InjectedFiles()
+    assert configdrive.ConfigDrive({}).injected_files() == InjectedFiles()
+
+
+def test_a_drive_naming_what_it_lacks_is_an_error_not_fewer_files() -> None:
+    files = dict(configdrive.build(_meta(), FILES).files)
+    del files["openstack/content/0001"]
+    with pytest.raises(exception.Invalid):
+        configdrive.ConfigDrive(files).injected_files()
+    files["openstack/latest/meta_data.json"] = b'{"files": [{"path": 1}]}'
+    with pytest.raises(exception.Invalid):
+        configdrive.ConfigDrive(files).injected_files()
+    files["openstack/latest/meta_data.json"] = b"not json"
+    with pytest.raises(exception.Invalid):
+        configdrive.ConfigDrive(files).injected_files()
 
 
 def test_the_metadata_service_serves_no_personality_file() -> None:

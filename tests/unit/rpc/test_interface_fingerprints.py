@@ -42,7 +42,7 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.11",
+        "1.12",
         {
             "build_and_run_instance": "b906d4c08e97",
             "check_can_live_migrate_destination": "a694b224d519",
@@ -73,7 +73,7 @@ EXPECTED = {
             "pause_instance": "dc698eaed4dd",
             "post_live_migration": "aa436208b0ac",
             "post_live_migration_at_destination": "aca25ae1cca9",
-            "pre_live_migration": "94ae3a36ffc7",
+            "pre_live_migration": "3464a752a290",
             "reboot_instance": "8db27523b830",
             "rebuild_instance": "ee5aaa3208cd",
             "remove_guest": "1d1eb56e6078",
@@ -87,7 +87,7 @@ EXPECTED = {
         },
     ),
     "conductor": Interface(
-        "1.7",
+        "1.8",
         {
             "get_host_network": "d62f739b67a2",
             "get_network_peers": "4ec012cb8acb",
@@ -100,7 +100,7 @@ EXPECTED = {
             "object_class_action_versions": "fdb81889f398",
             "relay_notification": "14533e0b11a8",
             "relay_notifications": "e94584bf00ad",
-            "step_finished": "5fce029e9059",
+            "step_finished": "fb8f501e5d01",
         },
     ),
     "scheduler": Interface(

@@ -57,6 +57,7 @@ from nubes.compute.virt.libvirt import migration
 from nubes.compute.virt.libvirt.diskserver import KEY_FILE
 from nubes.compute.virt.libvirt.guest import write_whole
 from nubes.compute.virt.libvirt.migration import LiveCopy
+from nubes.metadata import configdrive
 from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
@@ -317,6 +318,13 @@ class GuestMoves:
                 reason=f"the guest is not running on {self.driver.host} ({state.name})",
             )
         return {**dest_check_data, "source_instances_path": str(self.driver.instances_path)}
+
+    async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
+        await self.driver.domain(instance, "attached_config_drive")  # InstanceNotFound
+        path = self.driver.files(instance.uuid).config_drive
+        if not await asyncio.to_thread(path.exists):
+            return None
+        return await asyncio.to_thread(configdrive.read_drive, path)
 
     async def pre_live_migration(
         self,
