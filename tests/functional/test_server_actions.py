@@ -18,6 +18,7 @@ import pytest
 
 from nubes import exception
 from nubes.compute.virt.fake import FakeDriver
+from nubes.compute.virt.rescue_layout import GuestDisk
 from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, images, tasks
 from nubes.db.api import compute_nodes as compute_nodes_api
@@ -168,6 +169,41 @@ async def test_rescue_and_unrescue(cloud: AllInOne, ctxt: RequestContext):
     with pytest.raises(exception.InstanceNotRescuable) as info:
         await cloud.api.rescue_server(ctxt, uuid, "pw")
     assert info.value.code == 400
+
+
+async def test_rescue_boots_without_the_ephemeral_and_swap_disks_as_nova(
+    cloud: AllInOne, ctxt: RequestContext
+) -> None:
+    # Regression: a (non-stable) rescue kept them attached after the root
+    # disk; Nova's rescue has the rescue disk, the root disk and the config
+    # drive only, and the guest gets the others back at unrescue.
+    async with cloud.db.writer() as conn:
+        await flavors.create(
+            conn,
+            {
+                "flavorid": "local",
+                "name": "local",
+                "vcpus": 1,
+                "memory_mb": 512,
+                "ephemeral_gb": 1,
+                "swap": 64,
+            },
+        )
+    (inst,) = await cloud.api.create_servers(
+        ctxt, name="l", flavor="local", image=IMAGE, config_drive=True
+    )
+    await cloud.wait_tasks([inst.uuid])
+    guest = _driver(cloud).instances[inst.uuid]
+    own = (GuestDisk.ROOT, GuestDisk.EPHEMERAL, GuestDisk.SWAP, GuestDisk.CONFIG_DRIVE)
+    assert guest.disks == own
+    await _rescue_image(cloud)
+    await cloud.api.rescue_server(ctxt, inst.uuid, None, RESCUE_IMAGE)
+    await cloud.wait_tasks([inst.uuid])
+    assert await _state(cloud, inst.uuid) == ("rescued", None, 1)
+    assert guest.disks == (GuestDisk.RESCUE, GuestDisk.ROOT, GuestDisk.CONFIG_DRIVE)
+    await cloud.api.unrescue_server(ctxt, inst.uuid)
+    await cloud.wait_tasks([inst.uuid])
+    assert guest.disks == own
 
 
 async def test_crash_dump_and_password_reach_the_guest(cloud: AllInOne, ctxt: RequestContext):

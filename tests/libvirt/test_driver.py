@@ -267,5 +267,18 @@ async def test_a_guest_sees_its_ephemeral_disk_labelled_and_its_swap_in_use(
     log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1", 2)
     assert log.rsplit(EPHEMERAL_HOLDS_MARKER, 1)[1].split()[0] == token
     assert log.count(f"{SWAP_MARKER} vdc on") == 2
+
+    # A rescue boots the rescue disk and the own disk only (Nova's layout):
+    # neither the ephemeral disk nor swap; unrescue gives them back.
+    await driver.rescue(inst, image, None)
+    log = await wait_console(driver, inst, BOOT_MARKER, 3)
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1", 3)
+    rescued = log.split(BOOT_MARKER)[-1]
+    assert "NUBES-GUEST disks vda vdb\r\n" in rescued or "NUBES-GUEST disks vda vdb\n" in rescued
+    assert f"{SWAP_MARKER} vdc on" not in rescued, rescued
+    await driver.unrescue(inst)
+    log = await wait_console(driver, inst, BOOT_MARKER, 4)
+    log = await wait_console(driver, inst, f"{guestimage.TICK_MARKER} 1", 4)
+    assert "NUBES-GUEST disks vda vdb vdc" in log.split(BOOT_MARKER)[-1]
     await driver.destroy(ctxt, inst)
     assert not files.directory.exists()

@@ -352,9 +352,10 @@ class ComputeDriver(abc.ABC):
         self, instance: Instance, rescue_image: dict[str, Any], admin_password: str | None
     ) -> None:
         """Boot the guest from ``rescue_image`` with its own disk attached
-        second (a stable rescue, image properties ``hw_rescue_device`` or
-        ``hw_rescue_bus``, keeps its own disk first and boots the rescue
-        disk by them)."""
+        second and its config drive, without its ephemeral and swap disks (a
+        stable rescue, image properties ``hw_rescue_device`` or
+        ``hw_rescue_bus``, keeps all its disks first and boots the rescue
+        disk by them): :mod:`nubes.compute.virt.rescue_layout`."""
         raise self._cannot(instance, "rescue", "not supported by this driver")
 
     async def unrescue(self, instance: Instance) -> None:

@@ -46,6 +46,7 @@ from nubes.compute.virt.driver import (
 )
 from nubes.compute.virt.fake_faults import FakeFaults, delay
 from nubes.compute.virt.fake_moves import FakeLiveMigration, FakeMoves
+from nubes.compute.virt.rescue_layout import GuestDisk, own_disks, rescued
 from nubes.metadata.configdrive import ConfigDrive
 from nubes.objects.states import PowerState
 
@@ -78,12 +79,28 @@ class FakeInstance:
     config_drive: ConfigDrive | None = None
     #: The rescue image it runs from while rescued (None: its own disk).
     rescue_image: str | None = None
+    #: That image's metadata (whether the rescue is stable decides its disks).
+    rescue_image_meta: dict[str, Any] | None = None
+    #: Whether its flavor gave it an ephemeral disk, and swap.
+    ephemeral: bool = False
+    swap: bool = False
     #: The administrator password last set (changePassword, a rescue's).
     admin_password: str | None = None
     #: NMIs received (trigger_crash_dump).
     nmis: int = 0
     #: The image it was spawned from (a shelved server comes back from its snapshot).
     image_id: str | None = None
+
+    @property
+    def disks(self) -> tuple[GuestDisk, ...]:
+        """The disks it runs with now, in device order (rescued: Nova's rescue
+        layout, :mod:`nubes.compute.virt.rescue_layout`)."""
+        own = own_disks(
+            ephemeral=self.ephemeral, swap=self.swap, config_drive=self.config_drive is not None
+        )
+        if self.rescue_image_meta is None:
+            return own
+        return rescued(own, self.rescue_image_meta)
 
     def log(self, event: str) -> None:
         self.console.append(
@@ -263,6 +280,8 @@ class FakeDriver(ComputeDriver):
                     # Monotonic seconds mean nothing to another process: a
                     # guest found again counts as started now.
                     time.monotonic(),
+                    ephemeral=bool(row.get("ephemeral")),
+                    swap=bool(row.get("swap")),
                 )
 
     def _state_bytes(self) -> bytes:
@@ -274,6 +293,8 @@ class FakeDriver(ComputeDriver):
                     "vcpus": i.vcpus,
                     "memory_mb": i.memory_mb,
                     "root_gb": i.root_gb,
+                    "ephemeral": i.ephemeral,
+                    "swap": i.swap,
                 }
                 for i in table.values()
             ]
@@ -317,6 +338,8 @@ class FakeDriver(ComputeDriver):
         return found
 
     def new_guest(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> FakeInstance:
+        flavor = instance.flavor if instance.obj_attr_is_set("flavor") else None
+        ephemeral = instance.ephemeral_gb if instance.obj_attr_is_set("ephemeral_gb") else 0
         return FakeInstance(
             instance.uuid,
             state,
@@ -324,6 +347,8 @@ class FakeDriver(ComputeDriver):
             instance.memory_mb or 0,
             instance.root_gb or 0,
             time.monotonic(),
+            ephemeral=bool(ephemeral),
+            swap=bool(flavor.swap if flavor is not None else 0),
         )
 
     def add_instance(self, instance: Instance, state: PowerState = PowerState.RUNNING) -> None:
@@ -563,6 +588,7 @@ class FakeDriver(ComputeDriver):
         found = self.guest(instance)
         await delay(self.faults.power_delay)
         found.rescue_image = str(rescue_image.get("id") or "")
+        found.rescue_image_meta = dict(rescue_image)
         if admin_password is not None:
             found.admin_password = admin_password
         found.state = PowerState.RUNNING
@@ -574,6 +600,7 @@ class FakeDriver(ComputeDriver):
         found = self.guest(instance)
         await delay(self.faults.power_delay)
         found.rescue_image = None
+        found.rescue_image_meta = None
         found.state = PowerState.RUNNING
         found.log("unrescued")
 

@@ -11,8 +11,9 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from nubes.compute.network.agent import Vif
-from nubes.compute.virt.libvirt.guest import GuestSpec, InstanceFiles, domain_xml
-from nubes.compute.virt.libvirt.rescue import is_stable, rescue_domain_xml
+from nubes.compute.virt.libvirt.guest import GuestSpec, InstanceFiles, disk_layout, domain_xml
+from nubes.compute.virt.libvirt.rescue import rescue_domain_xml
+from nubes.compute.virt.rescue_layout import is_stable
 
 UUID = "6f1c5b8e-9b8a-4e0a-9a8e-3c0d2b1f0a11"
 KERNEL_IMAGE = {
@@ -21,7 +22,10 @@ KERNEL_IMAGE = {
 }
 
 
-def _own(tmp_path: Path, *, direct: bool = True, drive: bool = True) -> tuple[str, InstanceFiles]:
+def _own(
+    tmp_path: Path, *, direct: bool = True, drive: bool = True, local: bool = False
+) -> tuple[str, InstanceFiles]:
+    """The guest's own definition (``local``: with a 1 GiB ephemeral disk and 64 MiB swap)."""
     files = InstanceFiles.of(tmp_path, UUID)
     vif = Vif("p1", "fa:16:3e:00:00:01", "nbr-net", "tapp1", 1450)
     spec = GuestSpec(
@@ -30,6 +34,7 @@ def _own(tmp_path: Path, *, direct: bool = True, drive: bool = True) -> tuple[st
         64,
         1,
         files,
+        disks=disk_layout(1, 64) if local else disk_layout(0, 0),
         direct_kernel=direct,
         with_ramdisk=direct,
         config_drive=drive,
@@ -71,6 +76,35 @@ def test_rescue_boots_the_rescue_kernel_from_the_rescue_disk_with_the_own_disk_s
     assert dom.find("devices/interface/target").get("dev") == "tapp1"  # type: ignore[union-attr]
     serial = dom.find("devices/serial/source")
     assert serial is not None and serial.get("path") == str(files.console_log)
+
+
+def test_rescue_leaves_the_ephemeral_and_swap_disks_out_as_nova_does(tmp_path: Path) -> None:
+    # Regression: they stayed attached after the own disk (rescue vda, own
+    # vdd), where Nova's rescue has the rescue disk, the root disk and the
+    # config drive only.
+    own, files = _own(tmp_path, local=True)
+    assert [s for _, s, _ in _disks(ET.fromstring(own))] == [
+        str(files.disk),
+        str(files.ephemeral_disk),
+        str(files.swap_disk),
+        str(files.config_drive),
+    ]
+    dom = ET.fromstring(rescue_domain_xml(own, files, KERNEL_IMAGE))
+    assert _disks(dom) == [
+        ("disk", str(files.rescue_disk), "vda"),
+        ("disk", str(files.disk), "vdb"),
+        ("cdrom", str(files.config_drive), "hda"),
+    ]
+    # A stable rescue keeps every disk of the guest where it was.
+    stable = {"id": "i", "properties": {"hw_rescue_bus": "virtio"}}
+    dom = ET.fromstring(rescue_domain_xml(own, files, stable))
+    assert _disks(dom) == [
+        ("disk", str(files.disk), "vda"),
+        ("disk", str(files.ephemeral_disk), "vdb"),
+        ("disk", str(files.swap_disk), "vdc"),
+        ("cdrom", str(files.config_drive), "hda"),
+        ("disk", str(files.rescue_disk), "vdd"),
+    ]
 
 
 def test_a_rescue_image_without_a_kernel_boots_its_disk(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ overlay over the rescue image (``disk.rescue``; its kernel and ramdisk
 linked beside, ``kernel.rescue`` / ``ramdisk.rescue``), and the domain is
 defined anew from the kept definition with the disks rearranged
 (:func:`rescue_domain_xml`): the rescue disk ``vda``, the guest's own ``vdb``.
-Its NICs, config drive and console log are the guest's own.
+Its NICs, config drive and console log are the guest's own; its flavor's
+ephemeral and swap disks are left out, as Nova leaves them out
+(:mod:`nubes.compute.virt.rescue_layout`), and come back at unrescue with
+the kept definition.
 
 A stable rescue (2.87; the rescue image sets ``hw_rescue_device`` or
 ``hw_rescue_bus``) keeps the guest's disks where they are and attaches the
@@ -34,6 +37,7 @@ from xml.etree import ElementTree as ET
 
 from nubes import exception
 from nubes.compute.virt.libvirt.guest import DEFAULT_CMDLINE, InstanceFiles, write_whole
+from nubes.compute.virt.rescue_layout import GuestDisk, is_stable, rescued
 
 if TYPE_CHECKING:
     from nubes.compute.virt.libvirt.driver import LibvirtDriver
@@ -45,12 +49,6 @@ LOG = logging.getLogger(__name__)
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd"}
 #: Rescue devices a stable rescue may attach (Nova's ``hw_rescue_device``).
 RESCUE_DEVICES = ("disk", "cdrom")
-
-
-def is_stable(image_meta: dict[str, Any]) -> bool:
-    """Whether the rescue image asks for a stable rescue (2.87)."""
-    props = image_meta.get("properties") or {}
-    return bool(props.get("hw_rescue_device") or props.get("hw_rescue_bus"))
 
 
 def _free_target(devices: ET.Element, prefix: str) -> str:
@@ -71,6 +69,30 @@ def _file_disk(device: str, source: Path, fmt: str, target: str, bus: str) -> ET
     return disk
 
 
+def _detach_what_a_rescue_leaves_out(
+    devices: ET.Element, files: InstanceFiles, image_meta: dict[str, Any]
+) -> None:
+    """Remove the guest's disks :func:`~nubes.compute.virt.rescue_layout.rescued`
+    leaves out of a rescue boot from ``image_meta`` (a non-stable rescue: the
+    flavor's ephemeral and swap disks), each known by its file."""
+    kinds = {
+        str(files.disk): GuestDisk.ROOT,
+        str(files.ephemeral_disk): GuestDisk.EPHEMERAL,
+        str(files.swap_disk): GuestDisk.SWAP,
+        str(files.config_drive): GuestDisk.CONFIG_DRIVE,
+    }
+    found = []
+    for disk in devices.findall("disk"):
+        source = disk.find("source")
+        kind = kinds.get(source.get("file") or "") if source is not None else None
+        if kind is not None:
+            found.append((disk, kind))
+    kept = set(rescued((kind for _, kind in found), image_meta))
+    for disk, kind in found:
+        if kind not in kept:
+            devices.remove(disk)
+
+
 def rescue_domain_xml(xml: str, files: InstanceFiles, image_meta: dict[str, Any]) -> str:
     """The guest's own definition ``xml`` turned into its rescue boot from
     ``image_meta`` (whose disk is ``files.rescue_disk``, a qcow2 overlay)."""
@@ -86,6 +108,8 @@ def rescue_domain_xml(xml: str, files: InstanceFiles, image_meta: dict[str, Any]
     )
     if own is None:
         raise ValueError("the guest's definition has no root disk")
+    _detach_what_a_rescue_leaves_out(devices, files, image_meta)
+    disks = devices.findall("disk")
     # Boot the rescue image's kernel if it has one, else the rescue disk.
     for tag in ("kernel", "initrd", "cmdline", "boot"):
         for node in os_.findall(tag):
