@@ -35,10 +35,8 @@ from typing import Any
 from nubes import exception
 from nubes.context import RequestContext
 from nubes.notifications.notifier import Notifier
-from nubes.notifications.objects import (
-    InstanceActionPayload,
-    InstanceUpdatePayload,
-)
+from nubes.notifications.objects import InstanceActionPayload
+from nubes.notifications.state_change import NOTIFY_VM_STATE, update_payload
 from nubes.objects.instance import Expected, Instance
 from nubes.objects.instance_action import RESULT_ERROR, RESULT_SUCCESS, InstanceActionEvent
 from nubes.objects.instance_fault import InstanceFault
@@ -53,11 +51,6 @@ from nubes.objects.states import (
 from nubes.step_end import EVENT_DETAILS_LENGTH, EVENT_TRACEBACK_LENGTH, EventEnd, InstanceEnd
 
 LOG = logging.getLogger(__name__)
-
-#: ``[notifications] notify_on_state_change`` values.
-NOTIFY_NONE = "none"
-NOTIFY_VM_STATE = "vm_state"
-NOTIFY_VM_AND_TASK_STATE = "vm_and_task_state"
 
 #: Errors that mean the instance row is gone or no longer on this host.
 GONE = (exception.NotFound, exception.Forbidden)
@@ -169,14 +162,10 @@ class Reporter:
     async def _notify_update(
         self, ctxt: RequestContext, instance: Instance, old: InstanceState
     ) -> None:
-        mode = self.notify_on_state_change
-        if mode == NOTIFY_NONE or not self.notifier.enabled:
+        if not self.notifier.enabled:
             return
-        vm_state, task_state = instance.vm_state, instance.task_state
-        if old[0] != vm_state or (mode == NOTIFY_VM_AND_TASK_STATE and old[1] != task_state):
-            payload = InstanceUpdatePayload.from_instance(instance)
-            payload.old_state = old[0]
-            payload.old_task_state = old[1]
+        payload = update_payload(self.notify_on_state_change, instance, old[0], old[1])
+        if payload is not None:
             await self.notifier.info(ctxt, "instance.update", payload)
 
     def action(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import func, select
 
@@ -19,6 +20,7 @@ from nubes.context import RequestContext
 from nubes.db.api import actions, flavors, tasks
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.models import allocations, compute_nodes, instance_faults
+from nubes.rpc.transport import IncomingMessage, get_transport
 from nubes.testing.allinone import AllInOne
 
 pytestmark = pytest.mark.timeout(180)
@@ -342,3 +344,53 @@ async def test_the_build_hands_the_placed_host_a_grant_for_its_image_only(
         assert not any("grant" in method for _ns, method in authz.METHOD_RULES.rules)
     finally:
         await cloud.stop()
+
+
+async def test_a_placed_build_notifies_its_move_to_spawning_when_task_states_are_asked(
+    tmp_path: Path, ctxt: RequestContext
+) -> None:
+    # Regression: the conductor's placement commit (compute 1.11) wrote the
+    # move to task_state spawning in the host's stead, and nobody sent its
+    # instance.update: the host sends one only for what it saves itself.
+    cloud = await _cloud(
+        tmp_path,
+        hosts=1,
+        overrides={
+            "notifications": {"driver": "messaging", "notify_on_state_change": "vm_and_task_state"}
+        },
+    )
+    updates: list[tuple[str, Any, Any, Any, Any]] = []
+    got = asyncio.Event()
+    sink = get_transport(cloud.bus, identity="conductor.sink")
+    await sink.connect()
+
+    async def note(msg: IncomingMessage) -> None:
+        body = msgspec.json.decode(msg.body)
+        if body["event_type"] != "instance.update":
+            return
+        data = body["payload"]["nubes_object.data"]
+        updates.append(
+            (
+                body["publisher_id"].split(":")[0],
+                data.get("old_state"),
+                data.get("old_task_state"),
+                data.get("state"),
+                data.get("task_state"),
+            )
+        )
+        if data.get("task_state") is None:
+            got.set()  # the build's last change (active, no task)
+
+    await sink.listen("notifications", "sink", note)
+    try:
+        assert cloud.engines[0].compute.places_builds()
+        (inst,) = await cloud.api.create_servers(ctxt, name="a", flavor="small", image=IMAGE)
+        await wait_tasks_done(cloud, [inst.uuid])
+        await asyncio.wait_for(got.wait(), 10)
+    finally:
+        await sink.close()
+        await cloud.stop()
+    to_spawning = [u for u in updates if u[4] == "spawning"]
+    # Once, by the conductor that wrote it, with the state it left.
+    assert to_spawning == [("conductor", "building", "scheduling", "building", "spawning")], updates
+    assert ("compute", "building", "spawning", "active", None) in updates, updates

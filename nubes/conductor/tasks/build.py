@@ -75,6 +75,7 @@ from nubes.conductor.tasks.states import Step, TaskKind
 from nubes.db.api.tasks import TaskStatus
 from nubes.db.engine import Connection
 from nubes.network import ports as network_ports
+from nubes.notifications.state_change import NOTIFY_VM_AND_TASK_STATE, update_payload
 from nubes.objects.flavor import Flavor
 from nubes.objects.request_spec import RequestSpec, Selection
 from nubes.objects.states import BUILD_TASK_STATES, TaskState, VMState
@@ -258,6 +259,7 @@ class BuildTask(Task):
         # build. Every build task_state may move to spawning (states.py).
         payload.placed = self.engine.compute.places_builds()
         started = None
+        before = await self._state_before_placement(run) if payload.placed else None
         if payload.placed:
             values.update(
                 vm_state=VMState.BUILDING, task_state=TaskState.SPAWNING, launched_on=host
@@ -278,8 +280,40 @@ class BuildTask(Task):
             # The row spawn sends, as placed: read in this transaction.
             read_instance=True,
         )
+        if before is not None and run.fresh_instance is not None:
+            await self._notify_placed(run, before, dict(run.fresh_instance))
         kick_created(run, cleanup)
         return step
+
+    async def _state_before_placement(self, run: Run) -> dict[str, Any] | None:
+        """The instance row before a placed build's commit, when an
+        ``instance.update`` may be owed for it (None otherwise).
+
+        Read only when ``[notifications] notify_on_state_change`` asks for
+        task-state changes: a placement never changes the vm_state (a build
+        stays ``building``), so with ``vm_state`` (the default) or ``none``
+        there is nothing to send and no read to pay for."""
+        mode = self.engine.conf.notifications.notify_on_state_change
+        if mode != NOTIFY_VM_AND_TASK_STATE or not self.engine.notifier.enabled:
+            return None
+        return await load_instance(run)
+
+    async def _notify_placed(self, run: Run, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """``instance.update`` for the move a placed build's commit wrote (to
+        task_state spawning), as the host sends one for the save it makes
+        when the build is not placed (compute RPC 1.11): the conductor wrote
+        the change, so it tells. Never fails the build."""
+        try:
+            note = update_payload(
+                self.engine.conf.notifications.notify_on_state_change,
+                instance_object(after),
+                before.get("vm_state"),
+                before.get("task_state"),
+            )
+            if note is not None:
+                await self.engine.notifier.info(run.ctxt, "instance.update", note)
+        except Exception as exc:
+            LOG.warning("%r: could not notify instance.update: %s", run, exc)
 
     async def release_claims(self, run: Run) -> None:
         if run.instance_uuid is not None:
