@@ -207,6 +207,9 @@ class ComputeManager(ComputeEndpoint):
         power = await self.runner.power_state(instance)
         if power is not None and instance.vm_state == _V.ACTIVE:
             # Built before (a repeat after a restart): nothing to do again.
+            self.runner.reporter.action(
+                ctxt, instance, "compute_build_and_run_instance", "create"
+            ).found_done()
             return Outcome(True, details={"already_done": True})
         if instance.vm_state != _V.BUILDING:
             return Outcome(False, f"instance is {instance.vm_state}, not building")
@@ -301,10 +304,11 @@ class ComputeManager(ComputeEndpoint):
         await self.runner.run_step(context, key, work)
 
     async def _terminate(self, ctxt: RequestContext, instance: Instance) -> Outcome:
+        action = self.runner.reporter.action(ctxt, instance, "compute_terminate_instance", "delete")
         if instance.vm_state == _V.DELETED:
             await self.runner.driver.destroy(ctxt, instance)
+            action.found_done()
             return Outcome(True, details={"already_done": True})
-        action = self.runner.reporter.action(ctxt, instance, "compute_terminate_instance", "delete")
         await action.start()
         try:
             if instance.task_state != _T.DELETING:
@@ -377,9 +381,10 @@ class ComputeManager(ComputeEndpoint):
                 "power_on",
             )
         current = await self.runner.power_state(instance)
-        if instance.vm_state == done_vm and instance.task_state is None and current == power:
-            return Outcome(True, details={"already_done": True})
         action = self.runner.reporter.action(ctxt, instance, event, notify)
+        if instance.vm_state == done_vm and instance.task_state is None and current == power:
+            action.found_done()
+            return Outcome(True, details={"already_done": True})
         await action.start()
         try:
             if instance.task_state != busy:

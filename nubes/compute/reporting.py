@@ -263,6 +263,18 @@ class ActionRecord:
         await self._finish(EventEnd(event=self.event, result=RESULT_SUCCESS))
         await self._notify("end")
 
+    def found_done(self) -> None:
+        """The step found its work done already, so it starts no event and
+        sends no notification: a repeat, after an earlier try's report was
+        lost or after the restart repair finished what a try its host's death
+        cut off. Its report still carries this event's success, which ends
+        the event such a cut-off try of the step on this host left open (the
+        conductor's write ends only that: with none open it writes nothing).
+        Nothing for a conductor capped below 1.5 (no report carries events)."""
+        holder = _STEP_EVENT.get()
+        if holder is not None and holder.end is None:
+            holder.end = EventEnd(event=self.event, result=RESULT_SUCCESS)
+
     async def fail(self, exc: BaseException) -> None:
         await self.reporter.record_fault(self.ctxt, self.instance, exc)
         await self._finish(

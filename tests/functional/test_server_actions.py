@@ -206,6 +206,47 @@ async def test_rescue_boots_without_the_ephemeral_and_swap_disks_as_nova(
     assert guest.disks == own
 
 
+async def test_a_stop_cut_off_by_its_hosts_death_leaves_no_event_open(
+    cloud: AllInOne, ctxt: RequestContext
+) -> None:
+    # Regression: the host died mid-stop (its compute_stop_instance event
+    # started); at its restart the repair finished the stop and the bus gave
+    # the step back, whose repeat opened a second event and closed that one
+    # with its report: the first stayed open for good.
+    uuid = await _boot(cloud, ctxt)
+    (name,) = cloud.computes
+    driver = _driver(cloud)
+    cloud.faults.power_delay = 3600.0  # the power off never ends: the host dies in it
+    await cloud.api.stop_server(ctxt, uuid)
+    for _ in range(600):  # its event started: the host is in the step
+        if await _open_events(cloud, uuid, "stop"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the host never started its compute_stop_instance event")
+    # Its service stops without finishing the step (the transport gives the
+    # message back after its grace), and starts again on the same hypervisor.
+    await cloud.stop_host(name)
+    cloud.faults.power_delay = 0.0
+    await cloud.add_hosts([name], driver_factory=lambda _: driver)
+    await cloud.wait_tasks([uuid])
+    assert await _state(cloud, uuid) == ("stopped", None, 4)
+    async with cloud.db.reader() as conn:
+        (stop,) = [a for a in await actions.actions_get(conn, uuid) if a["action"] == "stop"]
+        events = await actions.events_get(conn, stop["id"])
+    assert [(e["event"], e["result"]) for e in events] == [("compute_stop_instance", "Success")]
+    assert all(e["finish_time"] is not None for e in events)
+
+
+async def _open_events(cloud: AllInOne, uuid: str, action: str) -> bool:
+    async with cloud.db.reader() as conn:
+        for found in await actions.actions_get(conn, uuid):
+            if found["action"] == action:
+                events = await actions.events_get(conn, found["id"])
+                return any(e["finish_time"] is None for e in events)
+    return False
+
+
 async def test_crash_dump_and_password_reach_the_guest(cloud: AllInOne, ctxt: RequestContext):
     uuid = await _boot(cloud, ctxt)
     await cloud.api.trigger_crash_dump(ctxt, uuid)

@@ -538,8 +538,25 @@ def _placed() -> ColumnElement[bool]:
     )
 
 
+def _open_on_host() -> ColumnElement[bool]:
+    """The newest live event :_event of the action is open and :_host started it."""
+    return exists().where(
+        _e.c.id == _newest_event_id(),
+        _e.c.host == bindparam("_host"),
+        _e.c.finish_time.is_(None),
+    )
+
+
 def _start_statement(placed: bool) -> Any:
-    conditions = [_a.c.id == _newest_action_id()]
+    """Start event :_event on :_host, unless that host has it open already.
+
+    An event a host started and never ended is a try of the same step its
+    death cut off (the step is redelivered, or sent again, after its restart
+    repair): the repeat takes that event up rather than opening a second one,
+    so the end its report carries (:func:`reported_event_finish_writes`, the
+    newest event of the name) closes it, and no event is left open for good.
+    """
+    conditions = [_a.c.id == _newest_action_id(), ~_open_on_host()]
     if placed:
         conditions.append(_placed())
     source = select(
@@ -606,13 +623,21 @@ async def _record_event(
     write: tuple[str, Any],
     placed_on_host: str | None,
     *also: group_commit.Write,
+    taken_up: bool = False,
 ) -> Row:
     """One event write, then the event as it now is, committed by the database
     layer's one seam (:func:`nubes.db.group_commit.commit`: grouped with other
-    writes where that pays, else a transaction of its own)."""
+    writes where that pays, else a transaction of its own). ``taken_up``: a
+    start that wrote nothing because its host has the event open already
+    (:func:`_start_statement`) is that event, not an error."""
 
     async def missed(conn: AsyncConnection) -> None:
-        raise await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
+        error = await _not_recorded(conn, instance_uuid, request_id, placed_on_host)
+        if taken_up and isinstance(error, exception.InstanceActionNotFound):
+            found = await conn.execute(select(_open_on_host()), params)
+            if found.scalar():
+                return
+        raise error
 
     placed = placed_on_host is not None
     if placed:
@@ -648,7 +673,13 @@ async def record_event_start(
     params = _lookup_params(instance_uuid, request_id)
     params.update(_event=event, _host=host, _start_time=now, _created_at=now)
     return await _record_event(
-        db, instance_uuid, request_id, params, ("event_start", _start_statement), placed_on_host
+        db,
+        instance_uuid,
+        request_id,
+        params,
+        ("event_start", _start_statement),
+        placed_on_host,
+        taken_up=host is not None,
     )
 
 

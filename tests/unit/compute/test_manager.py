@@ -145,6 +145,30 @@ async def test_after_a_restart_a_build_already_done_reports_ok(compute: ComputeH
     assert list(again.driver.instances) == [inst.uuid]
 
 
+async def test_a_stop_the_restart_repair_finished_reports_the_cut_off_events_end(
+    cloud: Cloud,
+) -> None:
+    # The host died mid-stop, its event open; the restart repair finished the
+    # stop; the conductor then sends the step again with the instance as it
+    # is now. Found done, it starts no event, and its report carries the end
+    # the conductor writes to close the one left open (conductor 1.5).
+    host = await start_host(cloud, "rep", init=False)
+    ctxt = RequestContext(user_id="u1", project_id="p1")
+    inst = await host.instance(vm_state="active", task_state="powering-off", power_state=1)
+    host.driver.add_instance(inst, PowerState.RUNNING)
+    await _action(ctxt, inst, "stop")
+    await InstanceActionEvent.event_start(ctxt, inst.uuid, "compute_stop_instance", host="rep")
+    await host.run(host.node.init_host)
+    fresh = await host.reload(inst.uuid)
+    assert (fresh.vm_state, fresh.task_state) == (VMState.STOPPED, None)
+    key = StepKey(task_id=next(_tasks), step="power", attempt=1)
+    await host.run(host.node.manager.stop_instance, ctxt, instance=fresh, key=key)
+    (report,) = await host.steps.wait(key.task_id)
+    assert report["ok"] and report["details"] == {"already_done": True}
+    assert report["event"] == EventEnd(event="compute_stop_instance", result="Success")
+    assert len(await _events(ctxt, inst)) == 1  # none started
+
+
 async def test_terminate_removes_the_guest_and_leaves_the_end_to_the_delete_task(
     compute: ComputeHarness, sink: NotificationSink
 ):

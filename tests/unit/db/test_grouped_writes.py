@@ -144,6 +144,42 @@ async def test_events_of_a_compute_host_on_its_instance(db: Database) -> None:
     assert action["message"] == actions.ACTION_ERROR_MESSAGE
 
 
+async def test_a_host_starting_an_event_it_left_open_takes_it_up_again(db: Database) -> None:
+    # Regression: a step its host's death cut off, repeated after the restart
+    # repair, opened a second event, and the first stayed open for good.
+    inst = await _action(db, host="h1", node="h1-node")
+
+    async def start(host: str) -> dict[str, Any]:
+        return await actions.record_event_start(
+            db,
+            instance_uuid=inst["uuid"],
+            request_id="req-1",
+            event="compute_stop_instance",
+            host=host,
+            placed_on_host=host,
+        )
+
+    first = await start("h1")
+    again = await start("h1")
+    assert again["id"] == first["id"] and again["finish_time"] is None
+    await group_commit.commit(
+        db,
+        inst["uuid"],
+        actions.reported_event_finish_writes(
+            instance_uuid=inst["uuid"],
+            request_id="req-1",
+            event="compute_stop_instance",
+            result=actions.RESULT_SUCCESS,
+            started_by="h1",
+        ),
+    )
+    (event,) = await _events(db, inst["uuid"])
+    assert event["id"] == first["id"] and event["result"] == actions.RESULT_SUCCESS
+    # One it ended is history: the next start is a new event.
+    assert (await start("h1"))["id"] != first["id"]
+    assert len(await _events(db, inst["uuid"])) == 2
+
+
 async def test_events_on_another_hosts_instance_are_refused_and_not_written(
     db: Database,
 ) -> None:
