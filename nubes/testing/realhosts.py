@@ -40,6 +40,7 @@ from nubes.db.api import instances as instances_api
 from nubes.db.api import migrations as migrations_api
 from nubes.db.api import services as services_api
 from nubes.db.api import tasks as tasks_api
+from nubes.injected_files import InjectedFiles
 from nubes.rpc.transport import get_transport
 from nubes.testing.infra import free_port
 from nubes.testing.moves import check_consistent
@@ -244,11 +245,13 @@ class RealHostsCloud:
         user_data: str | None = None,
         config_drive: bool = False,
         flavor: str = FLAVOR["flavorid"],
+        injected_files: InjectedFiles | None = None,
     ) -> str:
         """A new server of the guest image (or ``image``) and ``flavor`` (an id);
         its uuid (not yet ACTIVE).
         ``network_requests``: its NICs as ``nubes.network.ports.resolve`` makes them;
-        ``key_name``, ``user_data`` (base64) and ``config_drive`` as the API takes them."""
+        ``key_name``, ``user_data`` (base64), ``config_drive`` and personality
+        files (``injected_files``) as the API takes them."""
         assert self.cloud.db is not None
         transport = get_transport(self.cloud.url_for(f"api.{self.cloud.api_host}"))
         await transport.connect()
@@ -264,6 +267,7 @@ class RealHostsCloud:
                 key_name=key_name,
                 user_data=user_data,
                 config_drive=config_drive,
+                injected_files=injected_files,
             )
         finally:
             await transport.close()

@@ -20,6 +20,9 @@ import libvirt
 import pytest
 from sqlalchemy.engine import make_url
 
+from nubes.db.api import tasks
+from nubes.injected_files import InjectedFiles
+from nubes.metadata import configdrive
 from nubes.objects.states import MigrationStatus
 from nubes.testing.guestimage import BOOT_MARKER, TICK_MARKER
 from nubes.testing.realhosts import BIGGER, FLAVOR, RealHostsCloud
@@ -164,6 +167,35 @@ async def test_a_real_guest_live_migrates_is_aborted_and_forced_and_ticks_on(
         assert await real.check_consistent(uuid) == []
         last = max(_ticks(real.console(row["host"], uuid)))
         await real.wait_console(row["host"], uuid, f"{TICK_MARKER} {last + 2}\n")
+    finally:
+        await real.stop()
+
+
+async def test_a_real_guests_personality_files_are_on_its_drive_after_a_live_migration(
+    namespaced_hosts: None, rabbit_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    # Regression: the destination wrote the guest's config drive from its
+    # metadata alone: the files given at create were gone, and a guest given
+    # files but no config_drive had no drive there at all.
+    real = await RealHostsCloud.start(rabbit_url, postgres_url, tmp_path)
+    try:
+        given = InjectedFiles.of([("/etc/motd", b"moved along\n"), ("/root/b", bytes(range(64)))])
+        uuid = await real.create_server("pers", injected_files=given)
+        row = await real.wait(uuid, lambda r: r["vm_state"] == "active", timeout=180)
+        a = row["host"]
+        [b] = [h for h in real.cloud.host_names if h != a]
+        before = configdrive.read_drive(real.files(a, uuid).config_drive)
+        assert before.injected_files() == given
+        await _live_migrate(real, uuid)
+        await real.wait(uuid, _settled_on(b), timeout=120)
+        after = configdrive.read_drive(real.files(b, uuid).config_drive)
+        assert after.injected_files() == given
+        assert after.files == before.files
+        # The task keeps none of them once it ended.
+        assert real.cloud.db is not None
+        async with real.cloud.db.reader() as conn:
+            stored = [t["payload"] for t in await tasks.list_for_instance(conn, uuid)]
+        assert len(stored) == 2 and all("injected_files" not in str(p) for p in stored)
     finally:
         await real.stop()
 
