@@ -45,7 +45,7 @@ from nubes import exception
 LOG = logging.getLogger(__name__)
 
 #: Version of the service code, recorded with each service row.
-SERVICE_VERSION = 14
+SERVICE_VERSION = 15
 
 #: Service version -> the newest version of each RPC API it serves.
 SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
@@ -92,6 +92,10 @@ SERVICE_VERSION_HISTORY: dict[int, dict[str, str]] = {
     # ``injected_files``, the source's read back from its guest's config
     # drive); compute 1.12 (pre_live_migration's ``injected_files``).
     14: {"compute": "1.12", "conductor": "1.8", "scheduler": "1.0"},
+    # Personality files survive a cold migration or resize: compute 1.13
+    # (migrate_disk_and_power_off's ``carry_files``, finish_migration's
+    # ``injected_files``).
+    15: {"compute": "1.13", "conductor": "1.8", "scheduler": "1.0"},
 }
 
 #: A version is ``MAJOR.MINOR`` in ASCII digits, each part at most 9 of
@@ -146,6 +150,7 @@ RELEASES: dict[str, int] = {
     "linden": 12,
     "maple": 13,
     "nutmeg": 14,
+    "oak": 15,
 }
 
 #: The oldest service version this code serves: a compute host older than

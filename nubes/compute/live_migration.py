@@ -213,17 +213,14 @@ class LiveMigrationSteps(ComputeEndpoint):
                 # A conductor capped below 1.8 cannot carry them: the
                 # destination's drive is built without them, as before.
                 return outcome
-            # The personality files given at the guest's build or last rebuild
-            # are on its drive here and nowhere else now (never stored with
-            # the instance): they go to the destination's drive through the
-            # conductor, as Nova copies disk.config. A drive that cannot be
-            # read fails the check rather than lose them.
+            # The personality files on the guest's drive go to the
+            # destination's through the conductor, as Nova copies disk.config.
+            # A drive that cannot be read fails the check rather than lose them.
             try:
-                drive = await self.runner.driver.attached_config_drive(instance)
-                files = drive.injected_files() if drive is not None else None
+                files = await self.runner.guest_files(instance)
             except Exception as exc:
                 return _failure(exc)
-            return dataclasses.replace(outcome, injected_files=files or None)
+            return dataclasses.replace(outcome, injected_files=files)
 
         await self.runner.run_step(context, key, work)
 

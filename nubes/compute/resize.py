@@ -14,7 +14,8 @@ nothing — because it asks the driver what is already there:
 
 ============================  ==========================================
 migrate_disk_and_power_off    the driver answers a guest it already moved
-                              away and keeps with the same disk info
+                              away and keeps with the same disk info (and
+                              the kept guest's drive, the same files)
 finish_migration              a guest already here is the one built
                               before: only its power is set to match
 confirm_migration             nothing kept any more: nothing to remove
@@ -24,6 +25,16 @@ revert_migration_destination  nothing here: nothing to remove; on the
                               place of the resized one)
 finish_revert_migration       the guest already back: only its power
 ============================  ==========================================
+
+Personality files survive the move as Nova's copy of ``disk.config`` keeps
+them: the source reads them back from its guest's config drive
+(:meth:`StepRunner.guest_files`) and reports them with its outcome
+(conductor 1.8); the conductor gives them to the destination's
+``finish_migration`` (compute 1.13), whose new drive holds the instance's
+metadata and those files. A source the conductor did not tell to report them
+(``carry_files``: some host is older than 1.13) refuses to move a guest that
+has files, before it powers it off. Revert and rollback start the source's
+kept guest, drive and all, as it was.
 
 The steps of one instance run one at a time on a host: a rollback the
 conductor sends after giving up waiting must not race the step it gave up
@@ -37,8 +48,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from nubes import exception
 from nubes.compute.steps import ComputeEndpoint, Outcome, StepRunner, step_handler
 from nubes.context import RequestContext
+from nubes.injected_files import InjectedFiles
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
 from nubes.objects.migration import Migration
@@ -73,6 +86,15 @@ class _InstanceLocks:
                 del self._locks[uuid]
 
 
+#: Why a source refuses to move a guest with personality files when the
+#: conductor did not ask for them (a host, or a conductor, is too old).
+_CANNOT_CARRY = (
+    "the guest has personality files on its config drive and the destination "
+    "could not be given them: every compute host must serve compute RPC 1.13 "
+    "(and the conductors 1.8) first; nothing was moved"
+)
+
+
 def _failed(exc: Exception) -> Outcome:
     return Outcome(False, str(exc) or type(exc).__name__, {"exception": type(exc).__name__})
 
@@ -90,11 +112,12 @@ class ResizeSteps(ComputeEndpoint):
         key: StepKey,
         instance: Instance,
         notify: str,
-        work: Callable[[RequestContext], Awaitable[dict[str, Any]]],
+        work: Callable[[RequestContext], Awaitable[dict[str, Any] | Outcome]],
         phases: tuple[str, ...] = ("start", "end"),
     ) -> None:
         """Run ``work`` as the step ``key`` under the instance's lock; its result
-        becomes the outcome's details. ``instance.<notify>.start`` goes out
+        becomes the outcome's details (or is the outcome, for a step that
+        reports more than details). ``instance.<notify>.start`` goes out
         before it and ``.end`` after it succeeded, for the ``phases`` named
         (the conductor sends ``.error``: it knows what the failure leads to)."""
 
@@ -103,7 +126,7 @@ class ResizeSteps(ComputeEndpoint):
                 if "start" in phases:
                     await self._notify(ctxt, instance, notify, "start")
                 try:
-                    details = await work(ctxt)
+                    done = await work(ctxt)
                 except Exception as exc:
                     LOG.warning(
                         "Step %s of task %s for %s failed on %s: %s",
@@ -116,7 +139,7 @@ class ResizeSteps(ComputeEndpoint):
                     return _failed(exc)
                 if "end" in phases:
                     await self._notify(ctxt, instance, notify, "end")
-                return Outcome(True, details=details)
+                return done if isinstance(done, Outcome) else Outcome(True, details=done)
 
             return await self._move_locks.run(instance.uuid, locked)
 
@@ -145,12 +168,18 @@ class ResizeSteps(ComputeEndpoint):
         migration: Migration,
         flavor: Flavor,
         dest_host: str,
+        carry_files: bool = False,
     ) -> None:
-        async def work(ctxt: RequestContext) -> dict[str, Any]:
+        async def work(ctxt: RequestContext) -> Outcome:
+            # Read before anything is done: a guest whose files could not
+            # reach the destination stays as it is, running here.
+            files = await self.runner.guest_files(instance)
+            if files and not (carry_files and self.runner.conductor.reports_injected_files()):
+                raise exception.Conflict(reason=_CANNOT_CARRY)
             disk_info = await self.runner.driver.migrate_disk_and_power_off(
                 ctxt, instance, dest_host, flavor
             )
-            return {"disk_info": disk_info}
+            return Outcome(True, details={"disk_info": disk_info}, injected_files=files)
 
         await self._move_step(context, key, instance, "resize", work)
 
@@ -168,12 +197,24 @@ class ResizeSteps(ComputeEndpoint):
         image: dict[str, Any],
         resize_instance: bool,
         power_on: bool,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
         async def work(ctxt: RequestContext) -> dict[str, Any]:
             power = await self.runner.power_state(instance)
             if power is None:
+                # The guest's drive, as the instance records it, with the
+                # personality files the source's drive has (1.13): files make
+                # a drive even where none was asked for, as at build.
+                drive = await self.runner.config_drive(ctxt, instance, injected=injected_files)
                 await self.runner.driver.finish_migration(
-                    ctxt, migration, instance, disk_info, image, resize_instance, power_on
+                    ctxt,
+                    migration,
+                    instance,
+                    disk_info,
+                    image,
+                    resize_instance,
+                    power_on,
+                    config_drive=drive,
                 )
                 return {}
             # Built before this try (a repeat, or this host restarted): the

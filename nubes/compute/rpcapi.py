@@ -59,6 +59,18 @@ Version history:
           to a destination capped below, at 1.1, and one with files to such
           a host is refused (UnsupportedVersion: the migration rolls back
           with a fault naming the version) instead of losing them
+    1.13 - a cold migration's or resize's personality files:
+          migrate_disk_and_power_off takes ``carry_files`` (True: the
+          conductor gives the destination the files the source reports from
+          its guest's config drive) and finish_migration takes
+          ``injected_files`` (for the drive the destination writes), as Nova
+          copies ``disk.config``. ``carry_files`` is sent only when this
+          client may send 1.13 to every host; without it a 1.13 source
+          refuses to move a guest that has files before it touches it (the
+          move fails with a fault naming the version instead of losing
+          them), and one without files moves as before. ``injected_files``
+          goes only with files, so a move without any still reaches a
+          destination capped below, at 1.1
 """
 
 from __future__ import annotations
@@ -79,7 +91,7 @@ from nubes.step_key import StepKey
 #: The RPC topic compute hosts listen on (each also on ``compute.<host>``).
 TOPIC = "compute"
 #: The newest version of the API this client knows.
-VERSION = "1.12"
+VERSION = "1.13"
 #: Since when a step's key travels as one struct (``key``), not spelled out.
 STEP_KEY_VERSION = "1.5"
 
@@ -94,6 +106,9 @@ INJECTED_FILES_VERSION = "1.10"
 PLACED_BUILD_VERSION = "1.11"
 #: Since when a live migration's destination takes the guest's personality files.
 LIVE_INJECTED_FILES_VERSION = "1.12"
+#: Since when a cold move carries the guest's personality files (``carry_files``,
+#: and the destination's ``injected_files``).
+COLD_INJECTED_FILES_VERSION = "1.13"
 
 
 class ComputeAPI:
@@ -406,17 +421,25 @@ class ComputeAPI:
         flavor: Flavor,
         dest_host: str,
     ) -> None:
-        """Source of a cold migration or resize; details: ``disk_info``."""
+        """Source of a cold migration or resize; details: ``disk_info``, and the
+        guest's personality files with the report (conductor 1.8).
+
+        Told to report them (``carry_files``, 1.13) only when every host takes
+        them at ``finish_migration``: a source not told refuses to move a guest
+        that has some, before anything is done, rather than lose them.
+        """
+        carry = self.client.can_send_version(COLD_INJECTED_FILES_VERSION)
         await self._step(
             ctxt,
             host,
             "migrate_disk_and_power_off",
             key,
-            "1.1",
+            COLD_INJECTED_FILES_VERSION if carry else "1.1",
             instance=instance,
             migration=migration,
             flavor=flavor,
             dest_host=dest_host,
+            **({"carry_files": True} if carry else {}),
         )
 
     async def finish_migration(
@@ -431,20 +454,23 @@ class ComputeAPI:
         image: dict[str, Any],
         resize_instance: bool,
         power_on: bool,
+        injected_files: InjectedFiles | None = None,
     ) -> None:
-        """Destination of a cold migration or resize: build the guest from the disks."""
+        """Destination of a cold migration or resize: build the guest from the
+        disks. ``injected_files`` (the source's report) go on the guest's
+        config drive there (1.13)."""
         await self._step(
             ctxt,
             host,
             "finish_migration",
             key,
-            "1.1",
             instance=instance,
             migration=migration,
             disk_info=disk_info,
             image=image,
             resize_instance=resize_instance,
             power_on=power_on,
+            **_with_files("1.1", injected_files, COLD_INJECTED_FILES_VERSION),
         )
 
     async def confirm_migration(
@@ -763,8 +789,9 @@ def _with_files(
     """``_step``'s ``since`` and the ``injected_files`` argument of a step.
 
     Personality files need ``needs`` (1.10 for a build or rebuild, 1.12 for
-    a live migration's destination); without any the step goes at its own
-    version ``since``, as before, so older hosts still take it.
+    a live migration's destination, 1.13 for a cold move's); without any the
+    step goes at its own version ``since``, as before, so older hosts still
+    take it.
     """
     if not files:
         return {"since": since}

@@ -92,7 +92,8 @@ class Outcome:
     #: (set by :meth:`StepRunner.run_step`, not by the step's work).
     event: EventEnd | None = None
     #: The guest's personality files, read back from its config drive for the
-    #: conductor to carry on (a live migration's source check; conductor 1.8).
+    #: conductor to carry on (a move's source: a live migration's check, a
+    #: cold move's ``migrate_disk_and_power_off``; conductor 1.8).
     injected_files: InjectedFiles | None = None
 
 
@@ -173,6 +174,18 @@ class StepRunner:
         if not (self.force_config_drive or asked or meta.config_drive or injected):
             return None
         return configdrive.build(meta, injected)
+
+    async def guest_files(self, instance: Instance) -> InjectedFiles | None:
+        """The personality files on the guest's config drive here (None: none,
+        or no drive), read back for a move's destination (conductor 1.8).
+
+        Given at the guest's build or last rebuild, they are on its drive and
+        nowhere else once that task ended (never stored with the instance);
+        Nova keeps them across a move by copying ``disk.config``. A drive
+        that cannot be read raises (InstanceNotFound, Invalid): the move
+        fails rather than lose them."""
+        drive = await self.driver.attached_config_drive(instance)
+        return (drive.injected_files() if drive is not None else None) or None
 
     async def report(self, ctxt: RequestContext, key: StepKey, outcome: Outcome) -> None:
         task_id, step, attempt = key.task_id, key.step, key.attempt

@@ -47,6 +47,8 @@ SERVERS = "/compute/v2.1/servers"
 BEFORE_FILES = 10
 #: The service version whose compute RPC API (1.11) takes no live migration's files.
 BEFORE_LIVE_FILES = 13
+#: The service version whose compute RPC API (1.12) takes no cold move's files.
+BEFORE_COLD_FILES = 14
 ADMIN = RequestContext(user_id="admin", project_id="p1", roles=["admin", "member"])
 
 
@@ -283,6 +285,99 @@ async def test_a_live_migration_to_a_host_too_old_for_files_rolls_back_with_them
             r.details for r in await conn.execute(f.select().where(f.c.instance_uuid == uuid))
         ]
     assert any("1.12" in (details or "") for details in faults), faults
+
+
+async def _with_flavor_two(cloud: Cloud) -> None:
+    async with cloud.cloud.db.writer() as conn:
+        await flavors.create(conn, {"flavorid": "two", "name": "two", "vcpus": 1, "memory_mb": 512})
+
+
+async def _action(cloud: Cloud, uuid: str, body: dict[str, Any]) -> None:
+    r = await cloud.c.post(f"{SERVERS}/{uuid}/action", json=body)
+    assert r.status_code in (202, 204), r.text  # confirmResize: 204, as Nova
+
+
+async def _faults(cloud: Cloud, uuid: str) -> list[str]:
+    async with cloud.cloud.db.reader() as conn:
+        f = instance_faults
+        rows = await conn.execute(f.select().where(f.c.instance_uuid == uuid))
+        return [str(r.details or "") for r in rows]
+
+
+async def test_a_resized_guest_keeps_its_files_on_its_config_drive(two_hosts: Cloud) -> None:
+    # Regression: the destination's finish_migration built the guest with no
+    # drive at all, so the files given at create (and the drive they alone
+    # made) were gone after a resize or cold migration; Nova copies disk.config.
+    cloud = two_hosts
+    await _with_flavor_two(cloud)
+    motd = ("/etc/motd", b"Hello, world!\n")
+    blob = ("/var/lib/blob.bin", bytes(range(256)) * 40)  # 10 KiB: the default quota's most
+    uuid = await cloud.create(personality=_personality(motd, blob))
+    source = (await cloud.settled(uuid))["host"]
+    before = cloud.drive(uuid, source)
+    await _action(cloud, uuid, {"resize": {"flavorRef": "two"}})
+    row = await cloud.settled(uuid)
+    assert (row["vm_state"], row["task_state"]) == ("resized", None), row
+    assert row["host"] != source, row
+    after = cloud.drive(uuid, row["host"])
+    assert _files(after) == dict([motd, blob])
+    assert after is not None and before is not None
+    assert after.files["openstack/content/0001"] == before.files["openstack/content/0001"]
+    await _action(cloud, uuid, {"confirmResize": None})
+    row = await cloud.settled(uuid)
+    assert row["vm_state"] == "active", row
+    assert _files(cloud.drive(uuid, row["host"])) == dict([motd, blob])
+    # No task keeps them once it ended.
+    assert all("Hello" not in json.dumps(p) for p in await cloud.payloads(uuid))
+
+
+async def test_a_reverted_resize_leaves_the_source_drive_as_it_was(two_hosts: Cloud) -> None:
+    cloud = two_hosts
+    await _with_flavor_two(cloud)
+    given = ("/etc/issue", b"kept through a revert")
+    uuid = await cloud.create(personality=_personality(given))
+    source = (await cloud.settled(uuid))["host"]
+    before = cloud.drive(uuid, source)
+    await _action(cloud, uuid, {"resize": {"flavorRef": "two"}})
+    dest = (await cloud.settled(uuid))["host"]
+    assert dest != source
+    assert _files(cloud.drive(uuid, dest)) == dict([given])
+    await _action(cloud, uuid, {"revertResize": None})
+    row = await cloud.settled(uuid)
+    assert (row["vm_state"], row["host"]) == ("active", source), row
+    # The source's own guest again, its drive untouched; none left on the destination.
+    after = cloud.drive(uuid, source)
+    assert after is not None and before is not None and after.files == before.files
+    assert uuid not in cloud._driver(dest).instances
+    assert all("kept through" not in json.dumps(p) for p in await cloud.payloads(uuid))
+
+
+async def test_a_cold_migration_a_host_cannot_carry_files_for_leaves_the_guest_be(
+    two_hosts: Cloud,
+) -> None:
+    cloud = two_hosts
+    uuid = await cloud.create(personality=_personality(("/etc/motd", b"kept")))
+    plain = await cloud.create()
+    source = (await cloud.settled(uuid))["host"]
+    plain_source = (await cloud.settled(plain))["host"]
+    async with cloud.cloud.db.writer() as conn:
+        stmt = update(services).where(services.c.binary == "compute")
+        await conn.execute(stmt.values(version=BEFORE_COLD_FILES))
+    for engine in cloud.cloud.engines:
+        await caps.refresh(engine)
+        assert engine.compute.client.version_cap == "1.12"
+    moves = MovesAPI(cloud.cloud.db, ConductorAPI(cloud.cloud.api_transport), conf=cloud.cloud.conf)
+    await moves.migrate_server(ADMIN, uuid)
+    row = await cloud.settled(uuid)
+    # Not moved to a drive without its files: still running on the source, with them.
+    assert (row["vm_state"], row["host"]) == ("active", source), row
+    assert _files(cloud.drive(uuid, source)) == {"/etc/motd": b"kept"}
+    assert any("1.13" in details for details in await _faults(cloud, uuid))
+    # A guest without files moves as before.
+    await moves.migrate_server(ADMIN, plain)
+    row = await cloud.settled(plain)
+    assert (row["vm_state"], row["task_state"]) == ("resized", None), row
+    assert row["host"] != plain_source
 
 
 async def test_personality_after_2_56_is_refused_and_nothing_is_built(cloud: Cloud) -> None:

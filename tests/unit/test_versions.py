@@ -37,7 +37,8 @@ def test_every_service_version_names_every_api() -> None:
         ("auto", 12, "1.10"),
         ("auto", 13, "1.11"),
         ("auto", 14, "1.12"),
-        ("auto", 99, "1.12"),
+        ("auto", 15, "1.13"),
+        ("auto", 99, "1.13"),
         ("auto", 0, "1.0"),
     ],
 )

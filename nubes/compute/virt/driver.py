@@ -406,9 +406,14 @@ class ComputeDriver(abc.ABC):
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool = True,
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         """Destination side: create the guest from the copied disks (grown
-        when ``resize_instance``) and start it when ``power_on``."""
+        when ``resize_instance``) and start it when ``power_on``.
+        ``config_drive``: the guest's config drive (built here from the
+        instance's metadata and the personality files the source's drive
+        had), attached as at spawn; None: the guest has none."""
 
     @abc.abstractmethod
     async def confirm_migration(
@@ -452,9 +457,10 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
         """The config drive the guest has here, as it was written (None: it has
-        none); InstanceNotFound if the driver does not have the instance.
+        none), the guest running or kept off for a cold move's revert;
+        InstanceNotFound if the driver has neither.
 
-        A live migration's source reads its personality files from it
+        A move's source reads its personality files from it
         (:meth:`ConfigDrive.injected_files`), for the destination's drive:
         the guest's copy is the only one left once its build has ended."""
 

@@ -638,9 +638,18 @@ class FakeDriver(ComputeDriver):
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool = True,
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         await self.moves.finish_migration(
-            context, migration, instance, disk_info, image_meta, resize_instance, power_on
+            context,
+            migration,
+            instance,
+            disk_info,
+            image_meta,
+            resize_instance,
+            power_on,
+            config_drive=config_drive,
         )
 
     @_persists

@@ -84,6 +84,8 @@ class FakeMoves:
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool = True,
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         self.driver.check_injected("finish_migration", instance)
         state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
@@ -91,7 +93,9 @@ class FakeMoves:
         if found is not None:
             found.state = state  # built before (a repeat): only the power to match
             return
-        self.driver.instances[instance.uuid] = self.driver.new_guest(instance, state)
+        arrived = self.driver.new_guest(instance, state)
+        arrived.config_drive = config_drive
+        self.driver.instances[instance.uuid] = arrived
 
     async def confirm_migration(
         self, context: RequestContext, migration: Migration, instance: Instance
@@ -145,6 +149,9 @@ class FakeMoves:
 
     async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
         self.driver.check_injected("attached_config_drive", instance)
+        kept = self.driver.kept.get(instance.uuid)
+        if instance.uuid not in self.driver.instances and kept is not None:
+            return kept.config_drive  # moved away before (a repeat): the kept guest's
         return self.driver.guest(instance).config_drive
 
     async def pre_live_migration(

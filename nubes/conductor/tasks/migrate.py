@@ -11,9 +11,13 @@ The contract is ``docs/moves.md``; the steps are in ``docs/tasks.md``:
     host: the claims go back, the migration is ``error``, the instance is as
     it was, with a fault naming why.
 ``migrate_source``
-    The source powers off and copies the disks (``migrate_disk_and_power_off``).
+    The source powers off and copies the disks (``migrate_disk_and_power_off``),
+    and reports the personality files on its guest's config drive (they live
+    nowhere else, and Nova's copy of ``disk.config`` keeps them): kept in the
+    payload for the destination only, dropped at a rollback or the end.
 ``finish_dest``
-    The destination builds the guest (``finish_migration``); then, in the
+    The destination builds the guest (``finish_migration``, with those files
+    for its drive); then, in the
     commit that ends the task, the instance is placed there, RESIZED, with
     the new flavor, and the migration is ``finished``.
 ``rollback_dest``, ``rollback_source``
@@ -448,6 +452,9 @@ class MigrateTask(MoveTask):
             )
         payload = run.typed(MovePayload)
         payload.disk_info = dict(outcome.details.get("disk_info") or {})
+        # The personality files on the source's drive (conductor 1.8, asked
+        # for with compute 1.13), for the destination's: until the task ends.
+        payload.injected_files = outcome.injected_files
         writes = chain(
             move_migration(run, {"status": _M.POST_MIGRATING}, only_from=[_M.MIGRATING]),
             set_instance(
@@ -503,6 +510,7 @@ class MigrateTask(MoveTask):
                 ),
                 resize_instance=self._resize(run),
                 power_on=bool(payload.power_on),
+                injected_files=payload.injected_files,
             )
 
         outcome = await answer(run, send)
@@ -537,6 +545,8 @@ class MigrateTask(MoveTask):
         error = f"{self._what(run)} to {dest} failed on {outcome.host}: {outcome.error}"
         LOG.info("%r: %s; rolling back", run, error)
         payload.error = payload.error or error
+        # The source's kept guest has them on its drive: no rollback step needs them.
+        payload.injected_files = None
         side = payload.dest_place if step == Step.ROLLBACK_DEST else payload.source_place
         writes = record_event(run, event, ok=False, host=outcome.host, details=outcome.error)
         return await ask(run, step, side.host, node=side.node, payload=payload, writes=writes)
@@ -672,6 +682,7 @@ class MigrateTask(MoveTask):
         step = {Step.MIGRATE_SOURCE: Step.ROLLBACK_SOURCE, Step.FINISH_DEST: Step.ROLLBACK_DEST}
         target = step.get(Step(run.step), Step(run.step))
         payload.expired, payload.error = True, payload.error or message
+        payload.injected_files = None  # as at any rollback (_roll_back)
         side = payload.dest_place if target == Step.ROLLBACK_DEST else payload.source_place
         writes = chain(
             extend_deadline(run, self._rollback_time()),

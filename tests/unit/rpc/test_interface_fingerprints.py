@@ -42,13 +42,13 @@ SERVED: dict[str, tuple[tuple[type, ...], types.ModuleType]] = {
 
 EXPECTED = {
     "compute": Interface(
-        "1.12",
+        "1.13",
         {
             "build_and_run_instance": "b906d4c08e97",
             "check_can_live_migrate_destination": "a694b224d519",
             "check_can_live_migrate_source": "cbd056dac5f6",
             "confirm_migration": "99efb74da8a2",
-            "finish_migration": "aec01a2c861c",
+            "finish_migration": "9d3aa963c9ac",
             "finish_revert_migration": "5a3653bf1479",
             "get_console_output": "96b38358bd2e",
             "get_host_uptime": "4bf0ce34124c",
@@ -57,7 +57,7 @@ EXPECTED = {
             "live_migration": "7f2df6ba83ff",
             "live_migration_abort": "16ebb1924971",
             "live_migration_force_complete": "d972c22e9362",
-            "migrate_disk_and_power_off": "b7ad425bdfa5",
+            "migrate_disk_and_power_off": "f8bee367d41e",
             "unshelve_instance": "6dc1b0e6b254",
             "shelve_offload_instance": "c1488e18514c",
             "shelve_instance": "eaf491db14d7",

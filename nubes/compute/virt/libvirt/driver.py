@@ -610,9 +610,18 @@ class LibvirtDriver(ComputeDriver):
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool = True,
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         await self.moves.finish_migration(
-            context, migration, instance, disk_info, image_meta, resize_instance, power_on
+            context,
+            migration,
+            instance,
+            disk_info,
+            image_meta,
+            resize_instance,
+            power_on,
+            config_drive=config_drive,
         )
 
     async def confirm_migration(

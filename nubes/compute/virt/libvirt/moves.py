@@ -163,10 +163,11 @@ class GuestMoves:
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool,
+        config_drive: ConfigDrive | None,
     ) -> None:
         """The destination half of a resize here: the guest's directory copied
         back from aside, its swap made anew, its root and ephemeral disks grown,
-        defined with the new flavor."""
+        its config drive written anew, defined with the new flavor."""
         files = self.driver.files(instance.uuid)
         aside = files.aside
         if not await asyncio.to_thread(aside.kept_xml.exists):
@@ -192,12 +193,24 @@ class GuestMoves:
                 instance, image_meta, keep=True, operation="finish_migration"
             )
             await self._grow(instance, resize_instance)
+            await self._write_drive(instance, config_drive)
             await self.driver.define_guest(
                 context, instance, image_meta, _root_format(kept), start=power_on
             )
         except BaseException as exc:
             # Only the new guest and its copy go (undo): the files aside stay.
             raise await self.driver.undo(instance, "finish_migration", exc) from None
+
+    async def _write_drive(self, instance: Instance, config_drive: ConfigDrive | None) -> None:
+        """The guest's config drive here: the one given (the metadata and the
+        personality files its source's drive had), or none. Written before the
+        guest is defined, which attaches it when the file is there; a copy
+        the directory brought along is replaced (the same metadata and files)."""
+        path = self.driver.files(instance.uuid).config_drive
+        if config_drive is None:
+            await asyncio.to_thread(path.unlink, True)
+            return
+        await asyncio.to_thread(config_drive.write_iso, path)
 
     async def _grow(self, instance: Instance, resize_instance: bool) -> None:
         """The root and ephemeral disks grown to the new flavor's sizes (a
@@ -214,6 +227,8 @@ class GuestMoves:
         image_meta: dict[str, Any],
         resize_instance: bool,
         power_on: bool = True,
+        *,
+        config_drive: ConfigDrive | None = None,
     ) -> None:
         dom = await self.driver.lookup(instance.uuid)
         if dom is not None:  # built before (a repeat): only the power to match
@@ -223,7 +238,9 @@ class GuestMoves:
                 await self.driver.hard_stop(dom, instance, "finish_migration")
             return
         if self._same_host(migration):
-            await self._finish_here(context, instance, image_meta, resize_instance, power_on)
+            await self._finish_here(
+                context, instance, image_meta, resize_instance, power_on, config_drive
+            )
             return
         url, grant = disk_info.get("url"), disk_info.get("grant")
         if not url or not grant:
@@ -239,6 +256,9 @@ class GuestMoves:
             disk_format = await disks.prepare(instance, image_meta, local_disks=False)
             await disks.fetch_from_source(instance, str(url), str(grant), image_meta)
             await self._grow(instance, resize_instance)
+            # Nova copies the source's disk.config; the disk server serves no
+            # drive, and the one written here has the same metadata and files.
+            await self._write_drive(instance, config_drive)
             await self.driver.define_guest(
                 context, instance, image_meta, disk_format, start=power_on
             )
@@ -320,8 +340,14 @@ class GuestMoves:
         return {**dest_check_data, "source_instances_path": str(self.driver.instances_path)}
 
     async def attached_config_drive(self, instance: Instance) -> ConfigDrive | None:
-        await self.driver.domain(instance, "attached_config_drive")  # InstanceNotFound
-        path = self.driver.files(instance.uuid).config_drive
+        files = self.driver.files(instance.uuid)
+        path = files.config_drive
+        if await self.driver.lookup(instance.uuid) is None:
+            if not await asyncio.to_thread(files.aside.kept_xml.exists):
+                raise exception.InstanceNotFound(instance_id=instance.uuid)
+            # A resize here set the guest aside (a repeat of its source step):
+            # its domain is gone, its drive is with its files.
+            path = files.aside.config_drive
         if not await asyncio.to_thread(path.exists):
             return None
         return await asyncio.to_thread(configdrive.read_drive, path)
