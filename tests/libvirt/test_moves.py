@@ -200,6 +200,43 @@ async def test_a_real_guests_personality_files_are_on_its_drive_after_a_live_mig
         await real.stop()
 
 
+async def test_a_real_guests_personality_files_survive_a_resize_revert_and_cold_migration(
+    namespaced_hosts: None, rabbit_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    # Regression: a cold move's destination defined the guest with no config
+    # drive at all (its disk server serves none): the files given at create,
+    # and the drive they alone made, were gone. Nova copies disk.config.
+    real = await RealHostsCloud.start(rabbit_url, postgres_url, tmp_path)
+    try:
+        given = InjectedFiles.of([("/etc/motd", b"moved cold\n"), ("/root/b", bytes(range(64)))])
+        uuid = await real.create_server("cold", injected_files=given)
+        row = await real.wait(uuid, lambda r: r["vm_state"] == "active", timeout=180)
+        a = row["host"]
+        [b] = [h for h in real.cloud.host_names if h != a]
+        before = configdrive.read_drive(real.files(a, uuid).config_drive)
+        assert before.injected_files() == given
+        # A resize to b has them; its revert leaves a's drive as it was.
+        await real.moves(lambda api, ctxt: api.resize_server(ctxt, uuid, BIGGER["flavorid"]))
+        await real.wait(uuid, _on(b, "resized"), timeout=180)
+        assert configdrive.read_drive(real.files(b, uuid).config_drive).injected_files() == given
+        await real.moves(lambda api, ctxt: api.revert_resize(ctxt, uuid))
+        await real.wait(uuid, _settled_on(a), timeout=180)
+        assert configdrive.read_drive(real.files(a, uuid).config_drive).files == before.files
+        # A cold migration and its confirm: b's drive has them, a keeps nothing.
+        await real.moves(lambda api, ctxt: api.migrate_server(ctxt, uuid))
+        await real.wait(uuid, _on(b, "resized"), timeout=180)
+        await real.moves(lambda api, ctxt: api.confirm_resize(ctxt, uuid))
+        await real.wait(uuid, _settled_on(b), timeout=120)
+        assert configdrive.read_drive(real.files(b, uuid).config_drive).injected_files() == given
+        assert not real.files(a, uuid).directory.exists()
+        assert real.cloud.db is not None
+        async with real.cloud.db.reader() as conn:
+            stored = [t["payload"] for t in await tasks.list_for_instance(conn, uuid)]
+        assert all("injected_files" not in str(p) for p in stored)
+    finally:
+        await real.stop()
+
+
 def _on(host: str, vm_state: str) -> Any:
     return lambda r: r["host"] == host and r["vm_state"] == vm_state and r["task_state"] is None
 

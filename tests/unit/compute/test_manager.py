@@ -343,7 +343,12 @@ async def test_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness, cap:
 
 
 #: The steps that take personality files (compute 1.10).
-_TAKE_FILES = ("build_and_run_instance", "rebuild_instance", "pre_live_migration")
+_TAKE_FILES = (
+    "build_and_run_instance",
+    "rebuild_instance",
+    "pre_live_migration",
+    "finish_migration",
+)
 
 
 def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -> None:
@@ -355,7 +360,7 @@ def test_every_step_handler_takes_its_key_as_a_struct(compute: ComputeHarness) -
         for name, method in dispatcher.describe_endpoint(endpoint).methods.items():
             if "task_id" in method.allowed:
                 steps += 1
-                # Personality files (1.10, 1.12) travel as a struct too.
+                # Personality files (1.10, 1.12, 1.13) travel as a struct too.
                 files = {"injected_files": InjectedFiles} if name in _TAKE_FILES else {}
                 assert dict(method.structs) == {"key": StepKey, **files}, name
                 assert not method.required & {"key", "task_id", "step", "attempt"}, name

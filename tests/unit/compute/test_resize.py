@@ -9,8 +9,12 @@ from typing import Any
 
 from nubes.compute.rpcapi import ComputeAPI
 from nubes.context import RequestContext
+from nubes.db.api import migrations as migrations_api
+from nubes.injected_files import InjectedFiles
+from nubes.metadata import configdrive
 from nubes.objects.flavor import Flavor
 from nubes.objects.instance import Instance
+from nubes.objects.instance_metadata import InstanceMetadata
 from nubes.objects.migration import Migration
 from nubes.objects.states import PowerState
 from nubes.step_key import StepKey
@@ -38,6 +42,26 @@ def _migration(inst: Instance, source: str, dest: str) -> Migration:
         status="migrating",
         migration_type="resize",
     )
+
+
+async def _recorded(compute: ComputeHarness, mig: Migration) -> Migration:
+    """``mig`` stored, under way: its destination may then read the instance's
+    metadata for the guest's config drive, as in a real move."""
+    fields = ("instance_uuid", "source_compute", "source_node", "dest_compute", "dest_node")
+    values = {f: getattr(mig, f) for f in (*fields, "status", "migration_type")}
+    async with compute.cloud.db.writer() as conn:
+        row = await migrations_api.create(conn, values)
+    return await Migration.get_by_id(RequestContext(), row["id"])
+
+
+#: Personality files a guest was created with, on its config drive.
+FILES = InjectedFiles.of([("/etc/motd", b"hello"), ("/root/blob", bytes(range(256)))])
+
+
+async def _with_files(compute: ComputeHarness, inst: Instance) -> None:
+    """The guest here gets a drive with :data:`FILES`, as its build wrote it."""
+    meta = InstanceMetadata(uuid=inst.uuid, name="p")
+    compute.driver.instances[inst.uuid].config_drive = configdrive.build(meta, FILES)
 
 
 async def _moving(compute: ComputeHarness, **values: Any) -> Instance:
@@ -109,6 +133,70 @@ async def test_the_source_step_again_after_a_restart_reports_the_same_disks(
     assert inst.uuid in again.driver.kept and inst.uuid not in again.driver.instances
 
 
+async def test_the_source_reports_its_guests_files_for_the_destination(compute: ComputeHarness):
+    inst = await _moving(compute)
+    await _with_files(compute, inst)
+    mig = _migration(inst, compute.name, "cmp2")
+    task = next(_tasks)
+    kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2", "carry_files": True}
+    report = await _step(compute, "migrate_disk_and_power_off", inst, task, **kw)
+    assert report["ok"] and report["injected_files"] == FILES
+    assert inst.uuid in compute.driver.kept
+    # A new try after a restart finds the guest kept, its drive with it: the same files.
+    again = await compute.restart()
+    second = await _step(again, "migrate_disk_and_power_off", inst, task, attempt=2, **kw)
+    assert second["ok"] and second["injected_files"] == FILES
+
+
+async def test_a_source_not_asked_for_files_leaves_a_guest_with_files_alone(
+    compute: ComputeHarness,
+):
+    # Compute 1.13: a conductor that may not send the destination files does
+    # not ask for them; the guest is not powered off for a move that would
+    # lose them. One without files moves as before.
+    inst = await _moving(compute)
+    await _with_files(compute, inst)
+    mig = _migration(inst, compute.name, "cmp2")
+    kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
+    report = await _step(compute, "migrate_disk_and_power_off", inst, next(_tasks), **kw)
+    assert not report["ok"] and "1.13" in report["error"]
+    assert report["injected_files"] is None
+    assert compute.driver.instances[inst.uuid].state == PowerState.RUNNING
+    assert inst.uuid not in compute.driver.kept
+    plain = await _moving(compute)
+    mig = _migration(plain, compute.name, "cmp2")
+    kw = {**kw, "migration": mig}
+    report = await _step(compute, "migrate_disk_and_power_off", plain, next(_tasks), **kw)
+    assert report["ok"] and report["injected_files"] is None
+    # Nor when the conductors cannot take them with a report (capped below 1.8).
+    compute.steps.injected_files = False
+    other = await _moving(compute)
+    await _with_files(compute, other)
+    kw = {**kw, "migration": _migration(other, compute.name, "cmp2"), "carry_files": True}
+    report = await _step(compute, "migrate_disk_and_power_off", other, next(_tasks), **kw)
+    assert not report["ok"] and other.uuid in compute.driver.instances
+
+
+async def test_the_destination_writes_the_files_on_the_guests_drive(
+    cloud: Cloud, compute: ComputeHarness
+):
+    dest = await start_host(cloud, "cmp2")
+    inst = await compute.instance(vm_state="active", task_state="resize_finish", **MEDIUM)
+    mig = await _recorded(compute, _migration(inst, compute.name, dest.name))
+    kw = {
+        "migration": mig,
+        "disk_info": {"source": compute.name},
+        "image": {"id": "img"},
+        "resize_instance": True,
+        "power_on": True,
+        "injected_files": FILES,
+    }
+    report = await _step(dest, "finish_migration", inst, next(_tasks), **kw)
+    assert report["ok"], report
+    drive = dest.driver.instances[inst.uuid].config_drive
+    assert drive is not None and drive.injected_files() == FILES
+
+
 async def test_the_source_step_without_a_guest_fails(compute: ComputeHarness):
     inst = await compute.instance(vm_state="active", task_state="resize_migrating")
     report = await _step(
@@ -128,7 +216,7 @@ async def test_the_source_step_without_a_guest_fails(compute: ComputeHarness):
 async def test_the_destination_builds_the_guest_once(cloud: Cloud, compute: ComputeHarness):
     dest = await start_host(cloud, "cmp2")
     inst = await compute.instance(vm_state="active", task_state="resize_finish", **MEDIUM)
-    mig = _migration(inst, compute.name, dest.name)
+    mig = await _recorded(compute, _migration(inst, compute.name, dest.name))
     task = next(_tasks)
     kw = {
         "migration": mig,
@@ -260,7 +348,7 @@ async def test_a_rollback_waits_for_the_step_it_gave_up_on(compute: ComputeHarne
 async def test_resize_steps_arrive_over_rpc(cloud: Cloud, compute: ComputeHarness):
     dest = await start_host(cloud, "cmp2")
     inst = await _moving(compute)
-    mig = _migration(inst, compute.name, dest.name)
+    mig = await _recorded(compute, _migration(inst, compute.name, dest.name))
     api = ComputeAPI(cloud.conductor.transport)
     ctxt = RequestContext()
     await api.migrate_disk_and_power_off(
