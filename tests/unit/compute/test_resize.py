@@ -123,7 +123,7 @@ async def test_the_source_step_again_after_a_restart_reports_the_same_disks(
     inst = await _moving(compute)
     mig = _migration(inst, compute.name, "cmp2")
     task = next(_tasks)
-    kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
+    kw: dict[str, Any] = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
     first = await _step(compute, "migrate_disk_and_power_off", inst, task, **kw)
     again = await compute.restart()
     assert len(again.node.manager.runner.steps) == 0
@@ -138,7 +138,12 @@ async def test_the_source_reports_its_guests_files_for_the_destination(compute: 
     await _with_files(compute, inst)
     mig = _migration(inst, compute.name, "cmp2")
     task = next(_tasks)
-    kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2", "carry_files": True}
+    kw: dict[str, Any] = {
+        "migration": mig,
+        "flavor": _flavor(),
+        "dest_host": "cmp2",
+        "carry_files": True,
+    }
     report = await _step(compute, "migrate_disk_and_power_off", inst, task, **kw)
     assert report["ok"] and report["injected_files"] == FILES
     assert inst.uuid in compute.driver.kept
@@ -157,7 +162,7 @@ async def test_a_source_not_asked_for_files_leaves_a_guest_with_files_alone(
     inst = await _moving(compute)
     await _with_files(compute, inst)
     mig = _migration(inst, compute.name, "cmp2")
-    kw = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
+    kw: dict[str, Any] = {"migration": mig, "flavor": _flavor(), "dest_host": "cmp2"}
     report = await _step(compute, "migrate_disk_and_power_off", inst, next(_tasks), **kw)
     assert not report["ok"] and "1.13" in report["error"]
     assert report["injected_files"] is None
@@ -183,7 +188,7 @@ async def test_the_destination_writes_the_files_on_the_guests_drive(
     dest = await start_host(cloud, "cmp2")
     inst = await compute.instance(vm_state="active", task_state="resize_finish", **MEDIUM)
     mig = await _recorded(compute, _migration(inst, compute.name, dest.name))
-    kw = {
+    kw: dict[str, Any] = {
         "migration": mig,
         "disk_info": {"source": compute.name},
         "image": {"id": "img"},
@@ -218,7 +223,7 @@ async def test_the_destination_builds_the_guest_once(cloud: Cloud, compute: Comp
     inst = await compute.instance(vm_state="active", task_state="resize_finish", **MEDIUM)
     mig = await _recorded(compute, _migration(inst, compute.name, dest.name))
     task = next(_tasks)
-    kw = {
+    kw: dict[str, Any] = {
         "migration": mig,
         "disk_info": {"source": compute.name},
         "image": {"id": "img"},
@@ -291,7 +296,7 @@ async def test_the_source_of_a_revert_brings_the_guest_back_once(
     compute.driver.kept[inst.uuid] = compute.driver.instances.pop(inst.uuid)
     mig = _migration(inst, compute.name, "cmp2")
     task = next(_tasks)
-    kw = {"migration": mig, "power_on": False}
+    kw: dict[str, Any] = {"migration": mig, "power_on": False}
     assert (await _step(compute, "finish_revert_migration", inst, task, **kw))["ok"]
     guest = compute.driver.instances[inst.uuid]
     assert guest.state == PowerState.SHUTDOWN and not compute.driver.kept
