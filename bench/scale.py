@@ -66,6 +66,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,7 +477,7 @@ def report(run: Run, procs: dict[str, list[Proc]], cores: int) -> None:
     )
 
 
-def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
+def verdict(run: Run, procs: Mapping[str, Sequence[object]]) -> str:
     """The bottleneck: the busiest service if it keeps its processes' cores busy,
     else waiting (no process of ours is CPU-bound)."""
     name, busy = run.bottleneck()
@@ -497,6 +498,149 @@ def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
         f"bottleneck: waiting, no process CPU-bound and the machine {100 * idle:.0f}% idle "
         f"(busiest {where}): the broker or the database"
     )
+
+
+#: The caller processes' program (bench/host_saves.py) and its lines.
+HOST_SAVES = Path(__file__).resolve().with_name("host_saves.py")
+
+
+@dataclass
+class Callers:
+    """Caller processes of the saves, each logged in as some of the fleet's hosts."""
+
+    children: list[asyncio.subprocess.Process]
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children]
+
+    @classmethod
+    async def start(
+        cls, cloud: ProcessCloud, processes: int, in_flight: int, workdir: Path
+    ) -> tuple[Callers, int]:
+        """``processes`` callers sharing the fleet's hosts and ``in_flight``
+        saves at a time; returns once each has warmed up, with how many
+        instances they save."""
+        hosts = cloud.fleet_hosts
+        # The URL each host logs in with, with ``{identity}`` left to fill in.
+        template = cloud.url_for("{identity}")
+        children = []
+        for i in range(processes):
+            mine = hosts[i::processes]
+            share = in_flight // processes + (i < in_flight % processes)
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(HOST_SAVES),
+                    template,
+                    str(share),
+                    *mine,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=(workdir / f"callers-{i}.log").open("ab"),
+                    env=cloud.environ(),
+                )
+            )
+        callers = cls(children)
+        ready = [await callers._line(c, "ready", 180) for c in children]
+        return callers, sum(int(words[0]) for words in ready)
+
+    @staticmethod
+    async def _line(child: asyncio.subprocess.Process, word: str, timeout: float) -> list[str]:
+        assert child.stdout is not None
+        line = (await asyncio.wait_for(child.stdout.readline(), timeout)).decode()
+        said, *rest = line.split() or [""]
+        if said != word:
+            raise RuntimeError(f"a saves caller said {line!r} (see callers-*.log), not {word!r}")
+        return rest
+
+    async def run(self, seconds: float) -> tuple[int, float, float]:
+        """(saves done, seconds from go to the last reply, the callers' CPU seconds)."""
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(f"go {seconds}\n".encode())
+            await child.stdin.drain()
+        said = [await self._line(c, "done", seconds + 120) for c in self.children]
+        for child in self.children:
+            await child.wait()
+        return (
+            sum(int(w[0]) for w in said),
+            max(float(w[1]) for w in said),
+            sum(float(w[2]) for w in said),
+        )
+
+    def kill(self) -> None:
+        for child in self.children:
+            if child.returncode is None:
+                child.kill()
+
+
+async def host_saves(
+    cloud: ProcessCloud,
+    shape: str,
+    procs: dict[str, list[Proc]],
+    broker: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+) -> Run:
+    """The fleet's hosts saving their instances through the conductors, from
+    ``args.save_callers`` processes of their own: saves/s and each group's CPU."""
+    callers, instances_saved = await Callers.start(
+        cloud, args.save_callers, args.saves_in_flight, workdir
+    )
+    try:
+        before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+        system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
+        backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
+        broker0 = {pid: cpu_seconds(pid) for pid in broker}
+        busy0, idle0 = machine_cpu()
+        saves, seconds, callers_cpu = await callers.run(args.saves_seconds)
+        busy1, idle1 = machine_cpu()
+        cpu = {n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()}
+        system = {n: sum(cpu_times(p.pid)[1] for p in ps) - system0[n] for n, ps in procs.items()}
+        # Their own process_time (user + system): they have exited by now.
+        cpu["callers"] = callers_cpu
+        servers_cpu = {
+            "postgres": cpu_since(backends0, await backend_pids(cloud)),
+            "rabbitmq": cpu_since(broker0, broker),
+        }
+    finally:
+        callers.kill()
+    run = Run(
+        shape, "saves", saves, seconds, cpu, busy1 - busy0, idle1 - idle0, system, servers_cpu
+    )
+    print(
+        f"  {shape}: saves of {instances_saved} instances by {len(cloud.fleet_hosts)} hosts "
+        f"in {args.save_callers} caller processes, one save in flight each",
+        flush=True,
+    )
+    report_saves(run, {**procs, "callers": callers.children})
+    return run
+
+
+def report_saves(run: Run, procs: Mapping[str, Sequence[object]]) -> None:
+    """Saves/s, CPU ms per 1,000 saves of every group, the bottleneck, and the
+    ceiling the measured costs put on two conductors against one."""
+
+    def per_k(seconds: float) -> float:
+        return 1e6 * seconds / run.servers if run.servers else 0.0
+
+    groups = {**run.cpu, **run.servers_cpu}
+    parts = ", ".join(f"{name} {per_k(cpu):.0f}" for name, cpu in groups.items())
+    print(
+        f"{run.shape:<26} {run.way:<8} {run.servers:>6} saves {run.rate:7.0f} saves/s  "
+        f"CPU ms per 1,000 saves: {parts}; {verdict(run, procs)}",
+        flush=True,
+    )
+    k = per_k(run.cpu.get("conductor", 0.0))
+    o = sum(per_k(cpu) for name, cpu in groups.items() if name != "conductor")
+    if k:
+        print(
+            f"    conductor k = {k:.0f} ms, everything else o = {o:.0f} ms per 1,000 saves "
+            f"(o/k {o / k:.2f}; 1.4x needs <= 0.43): two conductors on 2 cores can give at "
+            f"most {2 * k / (k + o):.2f}x one",
+            flush=True,
+        )
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -551,6 +695,7 @@ async def main(args: argparse.Namespace) -> int:
 
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
+    saves: list[Run] = []
     broker = broker_pids()
     cores = os.cpu_count() or 1
     bench_name = "bench client"
@@ -652,6 +797,13 @@ async def main(args: argparse.Namespace) -> int:
                 if profiler is not None:
                     for name, files in (await profiler.stop()).items():
                         print(f"  {name}:\n{summarise(files)}", flush=True)
+            if grow != "scheduler" and args.saves_seconds > 0:
+                if profiler is not None:
+                    await profiler.start(f"{len(runs)}saves", procs)
+                saves.append(await host_saves(cloud, shape, procs, broker, args, work))
+                if profiler is not None:
+                    for name, files in (await profiler.stop()).items():
+                        print(f"  {name}:\n{summarise(files)}", flush=True)
         failed = await errors(cloud)
         await client.http.aclose()
     except BaseException:
@@ -672,6 +824,12 @@ async def main(args: argparse.Namespace) -> int:
         f"from one conductor to two: {two / one:.2f}x (target >= 1.4x when the conductor "
         f"is the bottleneck; >= 150 servers/s)"
     )
+    if len(saves) == 2:
+        print(
+            f"conductor-routed saves: one conductor {saves[0].rate:.0f}/s "
+            f"({verdict(saves[0], {'conductor': procs['conductor'][:1]})}), two "
+            f"{saves[1].rate:.0f}/s: {saves[1].rate / saves[0].rate:.2f}x (target >= 1.4x)"
+        )
     print(f"two conductors: {two:.1f} servers/s")
     return 0
 
@@ -685,10 +843,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=50, help="servers per batched POST")
     parser.add_argument("--workdir", help="where config files and logs go")
     parser.add_argument("--profile", help="sample every service with py-spy; stacks go here")
+    parser.add_argument(
+        "--saves-seconds",
+        type=float,
+        default=15.0,
+        help="seconds of host saves after the boots of each conductor count (0: none)",
+    )
+    parser.add_argument(
+        "--save-callers", type=int, default=2, help="processes the hosts' saves come from"
+    )
+    parser.add_argument(
+        "--saves-in-flight", type=int, default=128, help="host saves at a time, all callers"
+    )
     parser.add_argument("--quick", action="store_true", help="100 servers per run, 40 hosts")
     args = parser.parse_args(argv)
     if args.quick:
         args.servers, args.hosts = 100, 40
+        args.saves_seconds = min(args.saves_seconds, 8.0)
     if args.servers % args.batch:
         parser.error("--servers must be a multiple of --batch")
     return args
