@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import pwd
 import random
@@ -171,6 +172,9 @@ def machine_cpu() -> tuple[float, float]:
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
 
+
+#: A child process the bench started itself (a saves caller).
+Child = asyncio.subprocess.Process
 
 #: A service's counters: (series, labels that matter) -> value.
 Counts = dict[tuple[str, ...], float]
@@ -389,7 +393,7 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         self.spies: list[tuple[str, Path, asyncio.subprocess.Process]] = []
 
-    async def start(self, label: str, procs: dict[str, list[Proc]]) -> None:
+    async def start(self, label: str, procs: Mapping[str, Sequence[Proc | Child]]) -> None:
         spy = shutil.which("py-spy")
         if spy is None:
             raise RuntimeError("--profile needs py-spy (pip install py-spy)")
@@ -408,8 +412,11 @@ class Profiler:
     async def stop(self) -> dict[str, list[Path]]:
         files: dict[str, list[Path]] = collections.defaultdict(list)
         for name, path, child in self.spies:
-            # SIGINT makes py-spy write what it sampled and exit.
-            child.send_signal(signal.SIGINT)
+            # SIGINT makes py-spy write what it sampled and exit; one whose
+            # process has exited (a saves caller) has written it and gone.
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
             await child.wait()
             files[name].append(path)
         self.spies = []
@@ -582,6 +589,8 @@ async def host_saves(
     broker: list[int],
     args: argparse.Namespace,
     workdir: Path,
+    metrics_ports: dict[str, list[int]],
+    profiler: Profiler | None,
 ) -> Run:
     """The fleet's hosts saving their instances through the conductors, from
     ``args.save_callers`` processes of their own: saves/s and each group's CPU."""
@@ -589,6 +598,11 @@ async def host_saves(
         cloud, args.save_callers, args.saves_in_flight, workdir
     )
     try:
+        if profiler is not None:
+            await profiler.start(
+                f"saves-{len(procs['conductor'])}", {**procs, "callers": callers.children}
+            )
+        counted = await asyncio.to_thread(scrape_all, metrics_ports)
         before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
         system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
         backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
@@ -604,6 +618,8 @@ async def host_saves(
             "postgres": cpu_since(backends0, await backend_pids(cloud)),
             "rabbitmq": cpu_since(broker0, broker),
         }
+        after = await asyncio.to_thread(scrape_all, metrics_ports)
+        profiles = await profiler.stop() if profiler is not None else {}
     finally:
         callers.kill()
     run = Run(
@@ -615,6 +631,10 @@ async def host_saves(
         flush=True,
     )
     report_saves(run, {**procs, "callers": callers.children})
+    # Per save (the idle traffic over these seconds is a rounding error here).
+    report_counts({n: difference(after[n], counted[n]) for n in after}, max(1, saves))
+    for name, files in profiles.items():
+        print(f"  {name}:\n{summarise(files)}", flush=True)
     return run
 
 
@@ -798,12 +818,11 @@ async def main(args: argparse.Namespace) -> int:
                     for name, files in (await profiler.stop()).items():
                         print(f"  {name}:\n{summarise(files)}", flush=True)
             if grow != "scheduler" and args.saves_seconds > 0:
-                if profiler is not None:
-                    await profiler.start(f"{len(runs)}saves", procs)
-                saves.append(await host_saves(cloud, shape, procs, broker, args, work))
-                if profiler is not None:
-                    for name, files in (await profiler.stop()).items():
-                        print(f"  {name}:\n{summarise(files)}", flush=True)
+                saves.append(
+                    await host_saves(
+                        cloud, shape, procs, broker, args, work, metrics_ports, profiler
+                    )
+                )
         failed = await errors(cloud)
         await client.http.aclose()
     except BaseException:
