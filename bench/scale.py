@@ -235,7 +235,7 @@ def scrape_all(ports: dict[str, list[int]]) -> dict[str, Counts]:
     return total
 
 
-def report_counts(counts: dict[str, Counts], servers: int) -> None:
+def report_counts(counts: dict[str, Counts], servers: float) -> None:
     """Per server booted: each service's statements, transactions and messages."""
     for name, c in counts.items():
 
@@ -631,8 +631,9 @@ async def host_saves(
         flush=True,
     )
     report_saves(run, {**procs, "callers": callers.children})
-    # Per save (the idle traffic over these seconds is a rounding error here).
-    report_counts({n: difference(after[n], counted[n]) for n in after}, max(1, saves))
+    # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
+    print("    per 1,000 saves:", flush=True)
+    report_counts({n: difference(after[n], counted[n]) for n in after}, max(1, saves) / 1000)
     for name, files in profiles.items():
         print(f"  {name}:\n{summarise(files)}", flush=True)
     return run

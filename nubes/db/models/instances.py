@@ -34,7 +34,7 @@ class Instance(Base, TimestampMixin, SoftDeleteMixin):
         # every update of the row a non-HOT one (a new entry in each index),
         # and a host's power-state and progress saves are the commonest write
         # there is. The idle-since sweeps find their few rows by vm_state.
-        Index("instances_vm_state_deleted_idx", "vm_state", "deleted"),
+        Index("instances_vm_state_idx", "vm_state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
