@@ -48,9 +48,23 @@ second; one process cannot use more than one), else the machine's CPU when
 it had almost no idle time (``/proc/stat``; the machine may be shared), else
 waiting on the broker or the database. The last line ends with the two-conductor servers/s.
 
+Then, for one conductor and for two (after each shape's boots, on the
+servers just booted), the **saves**: the fleet's hosts save their own
+instances through the conductors (``power_state``, the field a host's sync
+writes), ``--saves-in-flight`` at a time for ``--saves-seconds``, from
+``--save-callers`` processes of their own (bench/host_saves.py), each host
+logged in to the broker as itself, so that each save is authorised for its
+host as in production. In boots the conductor is not the bottleneck; here it
+is meant to be. Per shape: saves/s, CPU ms per 1,000 saves of every group
+(each service, the callers, PostgreSQL, RabbitMQ), the bottleneck verdict,
+the counts per 1,000 saves, and the ceiling the measured costs put on the
+ratio: with the conductor at k CPU per save and everything else at o, two
+conductors on 2 cores give at most 2k/(k+o) times one. The ratio two/one
+comes on the line before the last.
+
 Targets on the 2-core machine: >= 150 servers/s end to end with two
 conductors, and >= 1.4x from one conductor to two while the conductor is
-the bottleneck.
+the bottleneck (the saves).
 """
 
 from __future__ import annotations
