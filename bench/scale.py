@@ -596,6 +596,18 @@ class Callers:
                 child.kill()
 
 
+async def instance_updates(cloud: ProcessCloud) -> tuple[int, int]:
+    """(row updates of ``instances``, of them HOT: written in place) so far, as
+    PostgreSQL's statistics have them (a backend reports within a second or so)."""
+    assert cloud.db is not None
+    query = text(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'instances'"
+    )
+    async with cloud.db.reader() as conn:
+        updated, hot = (await conn.execute(query)).one()
+    return int(updated), int(hot)
+
+
 async def host_saves(
     cloud: ProcessCloud,
     shape: str,
@@ -622,6 +634,7 @@ async def host_saves(
         backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
         broker0 = {pid: cpu_seconds(pid) for pid in broker}
         busy0, idle0 = machine_cpu()
+        updates0 = await instance_updates(cloud)
         saves, seconds, callers_cpu = await callers.run(args.saves_seconds)
         busy1, idle1 = machine_cpu()
         cpu = {n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()}
@@ -633,6 +646,9 @@ async def host_saves(
             "rabbitmq": cpu_since(broker0, broker),
         }
         after = await asyncio.to_thread(scrape_all, metrics_ports)
+        # The backends' last counts reach the statistics within a second or so.
+        await asyncio.sleep(1.5)
+        updates1 = await instance_updates(cloud)
         profiles = await profiler.stop() if profiler is not None else {}
     finally:
         callers.kill()
@@ -645,6 +661,12 @@ async def host_saves(
         flush=True,
     )
     report_saves(run, {**procs, "callers": callers.children})
+    updated, hot = (b - a for a, b in zip(updates0, updates1, strict=True))
+    print(
+        f"    PostgreSQL: {updated} updates of instances, {100 * hot / max(1, updated):.0f}% "
+        "of them HOT (written in place)",
+        flush=True,
+    )
     # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
     print("    per 1,000 saves:", flush=True)
     report_counts({n: difference(after[n], counted[n]) for n in after}, max(1, saves) / 1000)
