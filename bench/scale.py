@@ -205,6 +205,8 @@ def scrape(port: int) -> Counts:
                 counts[("sql",)] += sample.value
             elif name == "nubes_db_transactions_total":
                 counts[("txn", labels["end"])] += sample.value
+            elif name in ("nubes_db_grouped_commits_total", "nubes_db_grouped_writes_total"):
+                counts[("grouped", name.split("_")[3])] += sample.value
             elif name in ("nubes_rpc_client_seconds_count", "nubes_rpc_server_seconds_count"):
                 way = "sent" if "client" in name else "received"
                 counts[("rpc", way, labels["kind"])] += sample.value
@@ -662,9 +664,13 @@ async def host_saves(
     )
     report_saves(run, {**procs, "callers": callers.children})
     updated, hot = (b - a for a, b in zip(updates0, updates1, strict=True))
+    grouped = difference(after["conductor"], counted["conductor"])
+    commits = grouped.get(("grouped", "commits"), 0.0)
     print(
         f"    PostgreSQL: {updated} updates of instances, {100 * hot / max(1, updated):.0f}% "
-        "of them HOT (written in place)",
+        f"of them HOT (written in place); the conductors' group commits: {commits:.0f} "
+        f"transactions, {grouped.get(('grouped', 'writes'), 0.0) / max(1.0, commits):.1f} "
+        "writes each",
         flush=True,
     )
     # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
