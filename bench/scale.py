@@ -81,7 +81,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -598,16 +598,40 @@ class Callers:
                 child.kill()
 
 
-async def instance_updates(cloud: ProcessCloud) -> tuple[int, int]:
-    """(row updates of ``instances``, of them HOT: written in place) so far, as
-    PostgreSQL's statistics have them (a backend reports within a second or so)."""
+async def instance_updates(cloud: ProcessCloud) -> tuple[int, int, int]:
+    """(row updates of ``instances``, of them HOT: written in place, sessions
+    the database has had) so far, as PostgreSQL's statistics have them (a
+    backend reports within a second or so)."""
     assert cloud.db is not None
     query = text(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'instances'"
+        "SELECT n_tup_upd, n_tup_hot_upd, (SELECT sessions FROM pg_stat_database "
+        "WHERE datname = current_database()) FROM pg_stat_user_tables WHERE relname = 'instances'"
     )
     async with cloud.db.reader() as conn:
-        updated, hot = (await conn.execute(query)).one()
-    return int(updated), int(hot)
+        updated, hot, sessions = (await conn.execute(query)).one()
+    return int(updated), int(hot), int(sessions)
+
+
+#: Seconds the saves' groups are watched with the callers ready and idle.
+SAVES_IDLE_SECONDS = 4.0
+
+
+async def idle_cpu(
+    cloud: ProcessCloud, procs: dict[str, list[Proc]], broker: list[int], seconds: float
+) -> dict[str, float]:
+    """Each group's CPU seconds per second with no saves running: what comes
+    with time (the task engines' and the scheduler's polls, heartbeats), not
+    with saves."""
+    before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+    backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
+    broker0 = {pid: cpu_seconds(pid) for pid in broker}
+    await asyncio.sleep(seconds)
+    rates = {
+        n: (sum(cpu_seconds(p.pid) for p in ps) - before[n]) / seconds for n, ps in procs.items()
+    }
+    rates["postgres"] = cpu_since(backends0, await backend_pids(cloud)) / seconds
+    rates["rabbitmq"] = cpu_since(broker0, broker) / seconds
+    return rates
 
 
 async def host_saves(
@@ -626,6 +650,7 @@ async def host_saves(
         cloud, args.save_callers, args.saves_in_flight, workdir
     )
     try:
+        idle = await idle_cpu(cloud, procs, broker, SAVES_IDLE_SECONDS)
         if profiler is not None:
             await profiler.start(
                 f"saves-{len(procs['conductor'])}", {**procs, "callers": callers.children}
@@ -662,15 +687,15 @@ async def host_saves(
         f"in {args.save_callers} caller processes, one save in flight each",
         flush=True,
     )
-    report_saves(run, {**procs, "callers": callers.children})
-    updated, hot = (b - a for a, b in zip(updates0, updates1, strict=True))
+    report_saves(run, {**procs, "callers": callers.children}, idle)
+    updated, hot, sessions = (b - a for a, b in zip(updates0, updates1, strict=True))
     grouped = difference(after["conductor"], counted["conductor"])
     commits = grouped.get(("grouped", "commits"), 0.0)
     print(
         f"    PostgreSQL: {updated} updates of instances, {100 * hot / max(1, updated):.0f}% "
         f"of them HOT (written in place); the conductors' group commits: {commits:.0f} "
         f"transactions, {grouped.get(('grouped', 'writes'), 0.0) / max(1.0, commits):.1f} "
-        "writes each",
+        f"writes each; {sessions} new database sessions",
         flush=True,
     )
     # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
@@ -681,14 +706,40 @@ async def host_saves(
     return run
 
 
-def report_saves(run: Run, procs: Mapping[str, Sequence[object]]) -> None:
+def report_saves(
+    run: Run, procs: Mapping[str, Sequence[object]], idle: Mapping[str, float]
+) -> None:
     """Saves/s, CPU ms per 1,000 saves of every group, the bottleneck, and the
-    ceiling the measured costs put on two conductors against one."""
+    ceiling the measured costs put on two conductors against one; then the
+    same less what each group spends idle (``idle``: CPU seconds per second)."""
 
     def per_k(seconds: float) -> float:
         return 1e6 * seconds / run.servers if run.servers else 0.0
 
     groups = {**run.cpu, **run.servers_cpu}
+    report_ceiling(run, groups, per_k, procs)
+    net = {n: max(0.0, cpu - idle.get(n, 0.0) * run.seconds) for n, cpu in groups.items()}
+    shown = ", ".join(f"{n} {1000 * rate:.0f}" for n, rate in idle.items() if rate >= 0.0005)
+    print(f"    idle, CPU ms per second: {shown}; less that:", flush=True)
+    net_k = per_k(net.get("conductor", 0.0))
+    net_o = sum(per_k(cpu) for name, cpu in net.items() if name != "conductor")
+    parts = ", ".join(f"{name} {per_k(cpu):.0f}" for name, cpu in net.items())
+    print(f"    CPU ms per 1,000 saves: {parts}", flush=True)
+    if net_k:
+        print(
+            f"    conductor k = {net_k:.0f} ms, everything else o = {net_o:.0f} ms per 1,000 "
+            f"saves (o/k {net_o / net_k:.2f}): at most {2 * net_k / (net_k + net_o):.2f}x",
+            flush=True,
+        )
+
+
+def report_ceiling(
+    run: Run,
+    groups: Mapping[str, float],
+    per_k: Callable[[float], float],
+    procs: Mapping[str, Sequence[object]],
+) -> None:
+    """The saves' line: saves/s, each group's CPU, the verdict, and k, o and the ceiling."""
     parts = ", ".join(f"{name} {per_k(cpu):.0f}" for name, cpu in groups.items())
     print(
         f"{run.shape:<26} {run.way:<8} {run.servers:>6} saves {run.rate:7.0f} saves/s  "
