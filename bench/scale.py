@@ -180,6 +180,17 @@ async def backend_pids(cloud: ProcessCloud) -> list[int]:
         return [int(pid) for pid in (await conn.execute(query)).scalars()]
 
 
+async def backend_kinds(cloud: ProcessCloud) -> dict[int, str]:
+    """The run's database's server processes and their kinds (``client backend``,
+    ``autovacuum worker``): an autovacuum of the saved table lands in some runs."""
+    assert cloud.db is not None
+    query = text(
+        "SELECT pid, backend_type FROM pg_stat_activity WHERE datname = current_database()"
+    )
+    async with cloud.db.reader() as conn:
+        return {int(pid): str(kind) for pid, kind in await conn.execute(query)}
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, idle) CPU seconds of the whole machine so far, every core (/proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -658,7 +669,8 @@ async def host_saves(
         counted = await asyncio.to_thread(scrape_all, metrics_ports)
         before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
         system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
-        backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
+        kinds = await backend_kinds(cloud)
+        backends0 = {pid: cpu_seconds(pid) for pid in kinds}
         broker0 = {pid: cpu_seconds(pid) for pid in broker}
         busy0, idle0 = machine_cpu()
         updates0 = await instance_updates(cloud)
@@ -668,10 +680,11 @@ async def host_saves(
         system = {n: sum(cpu_times(p.pid)[1] for p in ps) - system0[n] for n, ps in procs.items()}
         # Their own process_time (user + system): they have exited by now.
         cpu["callers"] = callers_cpu
-        servers_cpu = {
-            "postgres": cpu_since(backends0, await backend_pids(cloud)),
-            "rabbitmq": cpu_since(broker0, broker),
-        }
+        kinds.update(await backend_kinds(cloud))
+        by_kind: dict[str, float] = collections.defaultdict(float)
+        for pid, kind in kinds.items():
+            by_kind[kind] += cpu_since(backends0, [pid])
+        servers_cpu = {"postgres": sum(by_kind.values()), "rabbitmq": cpu_since(broker0, broker)}
         after = await asyncio.to_thread(scrape_all, metrics_ports)
         # The backends' last counts reach the statistics within a second or so.
         await asyncio.sleep(1.5)
@@ -695,7 +708,9 @@ async def host_saves(
         f"    PostgreSQL: {updated} updates of instances, {100 * hot / max(1, updated):.0f}% "
         f"of them HOT (written in place); the conductors' group commits: {commits:.0f} "
         f"transactions, {grouped.get(('grouped', 'writes'), 0.0) / max(1.0, commits):.1f} "
-        f"writes each; {sessions} new database sessions",
+        f"writes each; {sessions} new database sessions; its CPU ms per 1,000 saves by "
+        "kind of process: "
+        + ", ".join(f"{k} {1e6 * v / max(1, saves):.0f}" for k, v in sorted(by_kind.items())),
         flush=True,
     )
     # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
