@@ -48,9 +48,23 @@ second; one process cannot use more than one), else the machine's CPU when
 it had almost no idle time (``/proc/stat``; the machine may be shared), else
 waiting on the broker or the database. The last line ends with the two-conductor servers/s.
 
+Then, for one conductor and for two (after each shape's boots, on the
+servers just booted), the **saves**: the fleet's hosts save their own
+instances through the conductors (``power_state``, the field a host's sync
+writes), ``--saves-in-flight`` at a time for ``--saves-seconds``, from
+``--save-callers`` processes of their own (bench/host_saves.py), each host
+logged in to the broker as itself, so that each save is authorised for its
+host as in production. In boots the conductor is not the bottleneck; here it
+is meant to be. Per shape: saves/s, CPU ms per 1,000 saves of every group
+(each service, the callers, PostgreSQL, RabbitMQ), the bottleneck verdict,
+the counts per 1,000 saves, and the ceiling the measured costs put on the
+ratio: with the conductor at k CPU per save and everything else at o, two
+conductors on 2 cores give at most 2k/(k+o) times one. The ratio two/one
+comes on the line before the last.
+
 Targets on the 2-core machine: >= 150 servers/s end to end with two
 conductors, and >= 1.4x from one conductor to two while the conductor is
-the bottleneck.
+the bottleneck (the saves).
 """
 
 from __future__ import annotations
@@ -58,6 +72,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import pwd
 import random
@@ -66,6 +81,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,12 +180,26 @@ async def backend_pids(cloud: ProcessCloud) -> list[int]:
         return [int(pid) for pid in (await conn.execute(query)).scalars()]
 
 
+async def backend_kinds(cloud: ProcessCloud) -> dict[int, str]:
+    """The run's database's server processes and their kinds (``client backend``,
+    ``autovacuum worker``): an autovacuum of the saved table lands in some runs."""
+    assert cloud.db is not None
+    query = text(
+        "SELECT pid, backend_type FROM pg_stat_activity WHERE datname = current_database()"
+    )
+    async with cloud.db.reader() as conn:
+        return {int(pid): str(kind) for pid, kind in await conn.execute(query)}
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, idle) CPU seconds of the whole machine so far, every core (/proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICKS, idle / TICKS
 
+
+#: A child process the bench started itself (a saves caller).
+Child = asyncio.subprocess.Process
 
 #: A service's counters: (series, labels that matter) -> value.
 Counts = dict[tuple[str, ...], float]
@@ -186,6 +216,8 @@ def scrape(port: int) -> Counts:
                 counts[("sql",)] += sample.value
             elif name == "nubes_db_transactions_total":
                 counts[("txn", labels["end"])] += sample.value
+            elif name in ("nubes_db_grouped_commits_total", "nubes_db_grouped_writes_total"):
+                counts[("grouped", name.split("_")[3])] += sample.value
             elif name in ("nubes_rpc_client_seconds_count", "nubes_rpc_server_seconds_count"):
                 way = "sent" if "client" in name else "received"
                 counts[("rpc", way, labels["kind"])] += sample.value
@@ -230,7 +262,7 @@ def scrape_all(ports: dict[str, list[int]]) -> dict[str, Counts]:
     return total
 
 
-def report_counts(counts: dict[str, Counts], servers: int) -> None:
+def report_counts(counts: dict[str, Counts], servers: float) -> None:
     """Per server booted: each service's statements, transactions and messages."""
     for name, c in counts.items():
 
@@ -388,7 +420,7 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         self.spies: list[tuple[str, Path, asyncio.subprocess.Process]] = []
 
-    async def start(self, label: str, procs: dict[str, list[Proc]]) -> None:
+    async def start(self, label: str, procs: Mapping[str, Sequence[Proc | Child]]) -> None:
         spy = shutil.which("py-spy")
         if spy is None:
             raise RuntimeError("--profile needs py-spy (pip install py-spy)")
@@ -407,8 +439,11 @@ class Profiler:
     async def stop(self) -> dict[str, list[Path]]:
         files: dict[str, list[Path]] = collections.defaultdict(list)
         for name, path, child in self.spies:
-            # SIGINT makes py-spy write what it sampled and exit.
-            child.send_signal(signal.SIGINT)
+            # SIGINT makes py-spy write what it sampled and exit; one whose
+            # process has exited (a saves caller) has written it and gone.
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
             await child.wait()
             files[name].append(path)
         self.spies = []
@@ -476,7 +511,7 @@ def report(run: Run, procs: dict[str, list[Proc]], cores: int) -> None:
     )
 
 
-def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
+def verdict(run: Run, procs: Mapping[str, Sequence[object]]) -> str:
     """The bottleneck: the busiest service if it keeps its processes' cores busy,
     else waiting (no process of ours is CPU-bound)."""
     name, busy = run.bottleneck()
@@ -497,6 +532,258 @@ def verdict(run: Run, procs: dict[str, list[Proc]]) -> str:
         f"bottleneck: waiting, no process CPU-bound and the machine {100 * idle:.0f}% idle "
         f"(busiest {where}): the broker or the database"
     )
+
+
+#: The caller processes' program (bench/host_saves.py) and its lines.
+HOST_SAVES = Path(__file__).resolve().with_name("host_saves.py")
+
+
+@dataclass
+class Callers:
+    """Caller processes of the saves, each logged in as some of the fleet's hosts."""
+
+    children: list[asyncio.subprocess.Process]
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children]
+
+    @classmethod
+    async def start(
+        cls, cloud: ProcessCloud, processes: int, in_flight: int, workdir: Path
+    ) -> tuple[Callers, int]:
+        """``processes`` callers sharing the fleet's hosts and ``in_flight``
+        saves at a time; returns once each has warmed up, with how many
+        instances they save."""
+        hosts = cloud.fleet_hosts
+        # The URL each host logs in with, with ``{identity}`` left to fill in.
+        template = cloud.url_for("{identity}")
+        children = []
+        for i in range(processes):
+            mine = hosts[i::processes]
+            share = in_flight // processes + (i < in_flight % processes)
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(HOST_SAVES),
+                    template,
+                    str(share),
+                    *mine,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=(workdir / f"callers-{i}.log").open("ab"),
+                    env=cloud.environ(),
+                )
+            )
+        callers = cls(children)
+        ready = [await callers._line(c, "ready", 180) for c in children]
+        return callers, sum(int(words[0]) for words in ready)
+
+    @staticmethod
+    async def _line(child: asyncio.subprocess.Process, word: str, timeout: float) -> list[str]:
+        assert child.stdout is not None
+        line = (await asyncio.wait_for(child.stdout.readline(), timeout)).decode()
+        said, *rest = line.split() or [""]
+        if said != word:
+            raise RuntimeError(f"a saves caller said {line!r} (see callers-*.log), not {word!r}")
+        return rest
+
+    async def run(self, seconds: float) -> tuple[int, float, float]:
+        """(saves done, seconds from go to the last reply, the callers' CPU seconds)."""
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(f"go {seconds}\n".encode())
+            await child.stdin.drain()
+        said = [await self._line(c, "done", seconds + 120) for c in self.children]
+        for child in self.children:
+            await child.wait()
+        return (
+            sum(int(w[0]) for w in said),
+            max(float(w[1]) for w in said),
+            sum(float(w[2]) for w in said),
+        )
+
+    def kill(self) -> None:
+        for child in self.children:
+            if child.returncode is None:
+                child.kill()
+
+
+async def instance_updates(cloud: ProcessCloud) -> tuple[int, int, int]:
+    """(row updates of ``instances``, of them HOT: written in place, sessions
+    the database has had) so far, as PostgreSQL's statistics have them (a
+    backend reports within a second or so)."""
+    assert cloud.db is not None
+    query = text(
+        "SELECT n_tup_upd, n_tup_hot_upd, (SELECT sessions FROM pg_stat_database "
+        "WHERE datname = current_database()) FROM pg_stat_user_tables WHERE relname = 'instances'"
+    )
+    async with cloud.db.reader() as conn:
+        updated, hot, sessions = (await conn.execute(query)).one()
+    return int(updated), int(hot), int(sessions)
+
+
+#: Seconds the saves' groups are watched with the callers ready and idle.
+SAVES_IDLE_SECONDS = 4.0
+
+
+async def idle_cpu(
+    cloud: ProcessCloud, procs: dict[str, list[Proc]], broker: list[int], seconds: float
+) -> dict[str, float]:
+    """Each group's CPU seconds per second with no saves running: what comes
+    with time (the task engines' and the scheduler's polls, heartbeats), not
+    with saves."""
+    before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+    backends0 = {pid: cpu_seconds(pid) for pid in await backend_pids(cloud)}
+    broker0 = {pid: cpu_seconds(pid) for pid in broker}
+    await asyncio.sleep(seconds)
+    rates = {
+        n: (sum(cpu_seconds(p.pid) for p in ps) - before[n]) / seconds for n, ps in procs.items()
+    }
+    rates["postgres"] = cpu_since(backends0, await backend_pids(cloud)) / seconds
+    rates["rabbitmq"] = cpu_since(broker0, broker) / seconds
+    return rates
+
+
+async def host_saves(
+    cloud: ProcessCloud,
+    shape: str,
+    procs: dict[str, list[Proc]],
+    broker: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+    metrics_ports: dict[str, list[int]],
+    profiler: Profiler | None,
+) -> Run:
+    """The fleet's hosts saving their instances through the conductors, from
+    ``args.save_callers`` processes of their own: saves/s and each group's CPU."""
+    assert cloud.db is not None
+    # The statistics a deployed cloud's autovacuum keeps: the run's database
+    # is minutes old, on a server shared with other work's databases, and
+    # autovacuum may not have visited it. Without statistics PostgreSQL's
+    # cached generic plan of a save finds the row through an index on
+    # ``deleted`` and filters the whole table (measured: 74 against 24 us of
+    # the server's CPU per save on 400 instances), so saves/s would shrink
+    # with the instances booted before.
+    async with cloud.db.writer() as conn:
+        await conn.execute(text("ANALYZE"))
+    callers, instances_saved = await Callers.start(
+        cloud, args.save_callers, args.saves_in_flight, workdir
+    )
+    try:
+        idle = await idle_cpu(cloud, procs, broker, SAVES_IDLE_SECONDS)
+        if profiler is not None:
+            await profiler.start(
+                f"saves-{len(procs['conductor'])}", {**procs, "callers": callers.children}
+            )
+        counted = await asyncio.to_thread(scrape_all, metrics_ports)
+        before = {n: sum(cpu_seconds(p.pid) for p in ps) for n, ps in procs.items()}
+        system0 = {n: sum(cpu_times(p.pid)[1] for p in ps) for n, ps in procs.items()}
+        kinds = await backend_kinds(cloud)
+        backends0 = {pid: cpu_seconds(pid) for pid in kinds}
+        broker0 = {pid: cpu_seconds(pid) for pid in broker}
+        busy0, idle0 = machine_cpu()
+        updates0 = await instance_updates(cloud)
+        saves, seconds, callers_cpu = await callers.run(args.saves_seconds)
+        busy1, idle1 = machine_cpu()
+        cpu = {n: sum(cpu_seconds(p.pid) for p in ps) - before[n] for n, ps in procs.items()}
+        system = {n: sum(cpu_times(p.pid)[1] for p in ps) - system0[n] for n, ps in procs.items()}
+        # Their own process_time (user + system): they have exited by now.
+        cpu["callers"] = callers_cpu
+        kinds.update(await backend_kinds(cloud))
+        by_kind: dict[str, float] = collections.defaultdict(float)
+        for pid, kind in kinds.items():
+            by_kind[kind] += cpu_since(backends0, [pid])
+        servers_cpu = {"postgres": sum(by_kind.values()), "rabbitmq": cpu_since(broker0, broker)}
+        after = await asyncio.to_thread(scrape_all, metrics_ports)
+        # The backends' last counts reach the statistics within a second or so.
+        await asyncio.sleep(1.5)
+        updates1 = await instance_updates(cloud)
+        profiles = await profiler.stop() if profiler is not None else {}
+    finally:
+        callers.kill()
+    run = Run(
+        shape, "saves", saves, seconds, cpu, busy1 - busy0, idle1 - idle0, system, servers_cpu
+    )
+    print(
+        f"  {shape}: saves of {instances_saved} instances by {len(cloud.fleet_hosts)} hosts "
+        f"in {args.save_callers} caller processes, one save in flight each",
+        flush=True,
+    )
+    report_saves(run, {**procs, "callers": callers.children}, idle)
+    updated, hot, sessions = (b - a for a, b in zip(updates0, updates1, strict=True))
+    grouped = difference(after["conductor"], counted["conductor"])
+    commits = grouped.get(("grouped", "commits"), 0.0)
+    print(
+        f"    PostgreSQL: {updated} updates of instances, {100 * hot / max(1, updated):.0f}% "
+        f"of them HOT (written in place); the conductors' group commits: {commits:.0f} "
+        f"transactions, {grouped.get(('grouped', 'writes'), 0.0) / max(1.0, commits):.1f} "
+        f"writes each; {sessions} new database sessions; its CPU ms per 1,000 saves by "
+        "kind of process: "
+        + ", ".join(f"{k} {1e6 * v / max(1, saves):.0f}" for k, v in sorted(by_kind.items())),
+        flush=True,
+    )
+    # Per 1,000 saves (the idle traffic over these seconds is a rounding error here).
+    print("    per 1,000 saves:", flush=True)
+    report_counts({n: difference(after[n], counted[n]) for n in after}, max(1, saves) / 1000)
+    for name, files in profiles.items():
+        print(f"  {name}:\n{summarise(files)}", flush=True)
+    return run
+
+
+def report_saves(
+    run: Run, procs: Mapping[str, Sequence[object]], idle: Mapping[str, float]
+) -> None:
+    """Saves/s, CPU ms per 1,000 saves of every group, the bottleneck, and the
+    ceiling the measured costs put on two conductors against one; then the
+    same less what each group spends idle (``idle``: CPU seconds per second)."""
+
+    def per_k(seconds: float) -> float:
+        return 1e6 * seconds / run.servers if run.servers else 0.0
+
+    groups = {**run.cpu, **run.servers_cpu}
+    report_ceiling(run, groups, per_k, procs)
+    net = {n: max(0.0, cpu - idle.get(n, 0.0) * run.seconds) for n, cpu in groups.items()}
+    shown = ", ".join(f"{n} {1000 * rate:.0f}" for n, rate in idle.items() if rate >= 0.0005)
+    print(f"    idle, CPU ms per second: {shown}; less that:", flush=True)
+    net_k = per_k(net.get("conductor", 0.0))
+    net_o = sum(per_k(cpu) for name, cpu in net.items() if name != "conductor")
+    parts = ", ".join(f"{name} {per_k(cpu):.0f}" for name, cpu in net.items())
+    print(f"    CPU ms per 1,000 saves: {parts}", flush=True)
+    if net_k:
+        print(
+            f"    conductor k = {net_k:.0f} ms, everything else o = {net_o:.0f} ms per 1,000 "
+            f"saves (o/k {net_o / net_k:.2f}): at most {2 * net_k / (net_k + net_o):.2f}x",
+            flush=True,
+        )
+
+
+def report_ceiling(
+    run: Run,
+    groups: Mapping[str, float],
+    per_k: Callable[[float], float],
+    procs: Mapping[str, Sequence[object]],
+) -> None:
+    """The saves' line: saves/s, each group's CPU, the verdict, and k, o and the ceiling."""
+    parts = ", ".join(f"{name} {per_k(cpu):.0f}" for name, cpu in groups.items())
+    print(
+        f"{run.shape:<26} {run.way:<8} {run.servers:>6} saves {run.rate:7.0f} saves/s  "
+        f"CPU ms per 1,000 saves: {parts}; {verdict(run, procs)}",
+        flush=True,
+    )
+    k = per_k(run.cpu.get("conductor", 0.0))
+    o = sum(per_k(cpu) for name, cpu in groups.items() if name != "conductor")
+    if k:
+        # One conductor gives at most 1/k (its one core), two at most
+        # cores/(k+o) (the machine's CPU); a run whose lone conductor did not
+        # keep its core busy measures below 1/k, so its ratio can pass this.
+        print(
+            f"    conductor k = {k:.0f} ms, everything else o = {o:.0f} ms per 1,000 saves "
+            f"(o/k {o / k:.2f}; 1.4x needs <= 0.43): one conductor gives at most "
+            f"{1e6 / k:.0f} saves/s (one core), two at most {2e6 / (k + o):.0f} on 2 cores, "
+            f"{2 * k / (k + o):.2f}x one",
+            flush=True,
+        )
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -551,6 +838,7 @@ async def main(args: argparse.Namespace) -> int:
 
     procs: dict[str, list[Proc]] = {}
     runs: list[Run] = []
+    saves: list[Run] = []
     broker = broker_pids()
     cores = os.cpu_count() or 1
     bench_name = "bench client"
@@ -652,6 +940,12 @@ async def main(args: argparse.Namespace) -> int:
                 if profiler is not None:
                     for name, files in (await profiler.stop()).items():
                         print(f"  {name}:\n{summarise(files)}", flush=True)
+            if grow != "scheduler" and args.saves_seconds > 0:
+                saves.append(
+                    await host_saves(
+                        cloud, shape, procs, broker, args, work, metrics_ports, profiler
+                    )
+                )
         failed = await errors(cloud)
         await client.http.aclose()
     except BaseException:
@@ -672,6 +966,12 @@ async def main(args: argparse.Namespace) -> int:
         f"from one conductor to two: {two / one:.2f}x (target >= 1.4x when the conductor "
         f"is the bottleneck; >= 150 servers/s)"
     )
+    if len(saves) == 2:
+        print(
+            f"conductor-routed saves: one conductor {saves[0].rate:.0f}/s "
+            f"({verdict(saves[0], {'conductor': procs['conductor'][:1]})}), two "
+            f"{saves[1].rate:.0f}/s: {saves[1].rate / saves[0].rate:.2f}x (target >= 1.4x)"
+        )
     print(f"two conductors: {two:.1f} servers/s")
     return 0
 
@@ -685,10 +985,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=50, help="servers per batched POST")
     parser.add_argument("--workdir", help="where config files and logs go")
     parser.add_argument("--profile", help="sample every service with py-spy; stacks go here")
+    parser.add_argument(
+        "--saves-seconds",
+        type=float,
+        default=15.0,
+        help="seconds of host saves after the boots of each conductor count (0: none)",
+    )
+    parser.add_argument(
+        "--save-callers", type=int, default=2, help="processes the hosts' saves come from"
+    )
+    parser.add_argument(
+        "--saves-in-flight", type=int, default=128, help="host saves at a time, all callers"
+    )
     parser.add_argument("--quick", action="store_true", help="100 servers per run, 40 hosts")
     args = parser.parse_args(argv)
     if args.quick:
         args.servers, args.hosts = 100, 40
+        args.saves_seconds = min(args.saves_seconds, 8.0)
     if args.servers % args.batch:
         parser.error("--servers must be a multiple of --batch")
     return args

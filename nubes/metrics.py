@@ -205,6 +205,15 @@ db_transactions = Counter(
     "on the server there.",
     ["role", "end"],
 )
+db_grouped_commits = Counter(
+    "nubes_db_grouped_commits_total",
+    "Transactions the group committer (nubes/db/group_commit.py) committed; "
+    "nubes_db_grouped_writes_total over this is the writes each one carried.",
+)
+db_grouped_writes = Counter(
+    "nubes_db_grouped_writes_total",
+    "Writes (and units) committed together by the group committer.",
+)
 db_pool_in_use = Tally(
     "nubes_db_pool_connections_in_use",
     "Database connections checked out of the pool now.",

@@ -68,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from nubes import exception
+from nubes import exception, metrics
 from nubes.db import sqlite_driver
 
 #: What a grouped unit's statements are compiled for; callers above the database layer
@@ -756,6 +756,8 @@ class GroupCommitter:
             committed = True
             self.batches += 1
             self.writes += len(batch)
+            metrics.db_grouped_commits.inc()
+            metrics.db_grouped_writes.inc(len(batch))
             if len(outcomes) != len(batch):
                 raise exception.DBError(
                     reason=f"{len(outcomes)} outcomes for a batch of {len(batch)} grouped writes"

@@ -30,7 +30,11 @@ class Instance(Base, TimestampMixin, SoftDeleteMixin):
         Index("instances_project_id_deleted_idx", "project_id", "deleted"),
         Index("instances_host_node_deleted_idx", "host", "node", "deleted"),
         Index("instances_deleted_created_at_idx", "deleted", "created_at"),
-        Index("instances_task_state_updated_at_idx", "task_state", "updated_at"),
+        # Not on updated_at, which every save sets: an index on it would make
+        # every update of the row a non-HOT one (a new entry in each index),
+        # and a host's power-state and progress saves are the commonest write
+        # there is. The idle-since sweeps find their few rows by vm_state.
+        Index("instances_vm_state_idx", "vm_state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

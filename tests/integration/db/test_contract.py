@@ -17,6 +17,7 @@ from tests.unit.db.test_identity_domains import *  # noqa: F403
 from tests.unit.db.test_identity_roles import *  # noqa: F403
 from tests.unit.db.test_identity_tokens import *  # noqa: F403
 from tests.unit.db.test_image_catalog import *  # noqa: F403
+from tests.unit.db.test_instance_saves_in_place import *  # noqa: F403
 from tests.unit.db.test_instances import *  # noqa: F403
 from tests.unit.db.test_migrations import *  # noqa: F403
 from tests.unit.db.test_network_ipam import *  # noqa: F403

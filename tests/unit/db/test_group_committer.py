@@ -130,3 +130,19 @@ async def test_writers_do_not_run_in_the_context_of_the_caller_that_woke_them(
         context.current_request_id.reset(token)
     assert seen == [None]
     assert await _progress(db, uuid) == 5
+
+
+async def test_committed_batches_and_their_writes_are_counted(db: Database) -> None:
+    """What /metrics (and bench/scale.py's saves) show of the batches: writes per commit."""
+    from prometheus_client import REGISTRY
+
+    def counts() -> tuple[float, float]:
+        commits = REGISTRY.get_sample_value("nubes_db_grouped_commits_total") or 0.0
+        return commits, REGISTRY.get_sample_value("nubes_db_grouped_writes_total") or 0.0
+
+    uuids = [await _instance(db) for _ in range(3)]
+    commits, writes = counts()
+    await asyncio.gather(*(_save(db, uuid, 7) for uuid in uuids))
+    after_commits, after_writes = counts()
+    assert after_writes - writes == 3
+    assert 1 <= after_commits - commits <= 3
