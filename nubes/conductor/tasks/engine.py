@@ -117,10 +117,10 @@ async def renew_leases(
 ) -> set[int]:
     """Renew the leases of ``held`` (task id, attempt) pairs; the ids renewed.
 
-    Retried on deadlock: one statement locks every held row, so a grouped
-    commit writing two of them in the other order can make it the victim,
-    and waiting a third of the lease for the next try lost leases under load
-    (bench/scale.py); a lost lease sends the step again.
+    It waits for no row lock (:func:`nubes.db.api.tasks.renew_leases`), so
+    no grouped commit deadlocks with it; run through the writer seam that
+    retries a deadlock all the same, since waiting a third of the lease for
+    the next try lost leases under load, and a lost lease sends the step again.
     """
     return await db.run_in_writer(tasks.renew_leases, owner, held, lease_seconds=lease_seconds)
 
