@@ -213,9 +213,7 @@ class StepRunner:
                     details=outcome.details,
                     event=outcome.event,
                     notifications=notes,
-                    **(
-                        {"injected_files": outcome.injected_files} if outcome.injected_files else {}
-                    ),
+                    injected_files=outcome.injected_files,
                 )
                 return
             except exception.TRANSIENT_ERRORS as exc:
